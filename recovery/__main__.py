@@ -1,0 +1,5 @@
+import sys
+
+from recovery.cli.main import main
+
+sys.exit(main())

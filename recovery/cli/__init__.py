@@ -1,0 +1,1 @@
+"""The `recovery` command: one module per subcommand, one error handler in main."""

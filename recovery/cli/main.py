@@ -1,0 +1,96 @@
+"""Entry point: parse the command line, run one command, turn errors into exit codes.
+
+Every failure becomes one line on stderr (and a JSON ``error`` event with
+``--json``) and the exit code of its class in :mod:`recovery.errors`;
+tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+
+from recovery import __version__, events
+from recovery.cli import demo, disks, receive, send, verify
+from recovery.cli.output import Output
+from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, RecoveryError, UsageError
+
+COMMANDS = (send, receive, disks, verify, demo)
+TERMINATED_EXIT_CODE = 143
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="recovery",
+        description="Clone disks between two machines over a USB4/Thunderbolt cable, "
+        "compressed and verified end to end.",
+    )
+    parser.add_argument("--version", action="version", version=f"usb4-recovery {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    out = Output(json_mode="--json" in argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        out = args.output = Output(json_mode=getattr(args, "json", False), stream=_report_stream(args))
+        return int(args.run(args) or 0)
+    except RecoveryError as e:
+        if debug:
+            traceback.print_exc()
+        out.error(events.Failed(code=e.code, message=e.message, exit_code=e.exit_code, hint=e.hint))
+        return e.exit_code
+    except KeyboardInterrupt:
+        out.error(events.Failed(code="cancelled", message="interrupted", exit_code=INTERRUPTED_EXIT_CODE))
+        return INTERRUPTED_EXIT_CODE
+    except _Terminated:
+        out.error(events.Failed(code="cancelled", message="terminated", exit_code=TERMINATED_EXIT_CODE))
+        return TERMINATED_EXIT_CODE
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, exit 1
+        if debug:
+            traceback.print_exc()
+        err = CancelledError if isinstance(e, BrokenPipeError) else RecoveryError
+        msg = f"internal error: {type(e).__name__}: {e}"
+        out.error(events.Failed(code=err.code, message=msg, exit_code=1,
+                                hint="run again with --debug and report the traceback"))
+        return 1
+
+
+def _report_stream(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Events go to stdout, unless stdout carries the link itself."""
+    stdio = (getattr(args, "to", None), getattr(args, "from_", None), getattr(args, "link", None))
+    if "-" in stdio[:2] or stdio[2] == "stdio":
+        return sys.stderr
+    return sys.stdout
+
+
+if __name__ == "__main__":
+    sys.exit(main())

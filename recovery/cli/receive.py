@@ -1,0 +1,46 @@
+"""`recovery receive`: wait for a sender and write its disk onto a target."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery import events
+from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.disks import safety
+from recovery.engine.api import ReceiveOptions
+from recovery.engine.receive import receive_disk
+from recovery.link.select import accept_receiver, receiver_spec
+from recovery.link.tcp import DEFAULT_PORT
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("receive", help="receive a disk from a sending peer and write it to a target",
+                       description="Wait for one sender and write what it sends onto TARGET.")
+    p.add_argument("--target", required=True, metavar="PATH",
+                   help="the disk to overwrite, or an image file to create")
+    p.add_argument("--listen", metavar="[ADDR]:PORT",
+                   help=f"listen for a sender over TCP (default port {DEFAULT_PORT}, all addresses)")
+    p.add_argument("--from", dest="from_", metavar="-", help="'-': the sender talks on stdin/stdout")
+    add_link(p)
+    p.add_argument("--yes", action="store_true",
+                   help="overwrite a target that holds a partition table or filesystem, without asking")
+    p.add_argument("--no-verify", action="store_true", help="skip reading the target back after the copy")
+    add_timeout(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = receiver_spec(args.link, args.listen, args.from_)
+    out = args.output
+    # Fail before waiting for a sender if the target can never be written.
+    safety.check_target_path(args.target, overwrite=args.yes)
+    opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
+                          timeout=args.timeout)
+
+    def listening(address: str, port: int, link: str) -> None:
+        out(events.Listening(address=address, port=port, link=link))
+
+    with accept_receiver(spec, timeout=None, on_listening=listening) as conn:
+        receive_disk(conn, opts, out)
+    return 0

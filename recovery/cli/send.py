@@ -1,0 +1,51 @@
+"""`recovery send`: clone a local disk to a receiving peer."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery import events
+from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.engine.api import SendOptions
+from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
+from recovery.engine.level import parse_level
+from recovery.engine.send import send_disk
+from recovery.link.select import connect_sender, sender_spec
+from recovery.units import parse_size
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("send", help="send a disk of this machine to a receiving peer",
+                       description="Send a disk (or image file) to a peer running `recovery receive`.")
+    p.add_argument("--source", required=True, metavar="PATH", help="the disk, partition or image file to copy")
+    p.add_argument("--to", metavar="HOST:PORT",
+                   help="the receiver's address, or '-' for stdin/stdout (e.g. through ssh)")
+    add_link(p)
+    p.add_argument("--mode", choices=("used", "exact"), default="used",
+                   help="used (default): only blocks in use by the filesystems; exact: every block")
+    p.add_argument("--level", default="auto", metavar="auto|N",
+                   help="zstd level: auto (default, adapts to link and CPU), 0 (raw) or 1..19")
+    p.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}M", metavar="SIZE",
+                   help="bytes per chunk, 4K..64M (default 4M)")
+    p.add_argument("--allow-mounted", action="store_true",
+                   help="copy even if the source is mounted read-write (the copy may be inconsistent)")
+    add_timeout(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = sender_spec(args.link, args.to)
+    opts = SendOptions(
+        source=args.source,
+        mode=args.mode,
+        level=parse_level(args.level),
+        chunk_size=parse_size(args.chunk_size),
+        allow_mounted=args.allow_mounted,
+        timeout=args.timeout,
+    )
+    out = args.output
+    out(events.Phase("connect", f"connecting over {spec}"))
+    with connect_sender(spec, timeout=args.timeout) as conn:
+        send_disk(conn, opts, out)
+    return 0

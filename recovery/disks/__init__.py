@@ -1,0 +1,1 @@
+"""Local disks: inventory, identity, used-block maps and the safety checks."""

@@ -1,0 +1,170 @@
+"""Low-level facts about block devices and image files: size, sysfs, ioctls."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+# ioctl numbers from <linux/fs.h>
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+BLKFLSBUF = 0x1261
+BLKRRPART = 0x125F
+BLKZEROOUT = 0x127F
+
+SYS_DEV_BLOCK = Path("/sys/dev/block")
+
+
+@dataclass(frozen=True)
+class Node:
+    """A path as found on disk: a block device or a regular file."""
+
+    path: str
+    is_block: bool
+    rdev: int  # st_rdev for devices, 0 for files
+    dev: int  # st_dev (the filesystem a file lives on)
+    ino: int
+    size: int
+
+    @property
+    def devnum(self) -> str:
+        return f"{os.major(self.rdev)}:{os.minor(self.rdev)}"
+
+
+def inspect(path: str) -> Node:
+    """Stat ``path`` (following links) and measure it. Raises OSError."""
+    st = os.stat(path)
+    if stat.S_ISBLK(st.st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = device_size(fd)
+        finally:
+            os.close(fd)
+        return Node(os.path.realpath(path), True, st.st_rdev, st.st_dev, st.st_ino, size)
+    if stat.S_ISREG(st.st_mode):
+        return Node(os.path.realpath(path), False, 0, st.st_dev, st.st_ino, st.st_size)
+    raise IsADirectoryError(f"{path} is neither a block device nor a regular file")
+
+
+def device_size(fd: int) -> int:
+    st = os.fstat(fd)
+    if not stat.S_ISBLK(st.st_mode):
+        return st.st_size
+    buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+    return int(struct.unpack("Q", buf)[0])
+
+
+def sector_size(fd: int) -> int:
+    try:
+        buf = fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4)
+        return int(struct.unpack("i", buf)[0])
+    except OSError:
+        return 512
+
+
+def sysfs_dir(rdev: int) -> Path:
+    """/sys/block/... directory of a device number (resolved)."""
+    return (SYS_DEV_BLOCK / f"{os.major(rdev)}:{os.minor(rdev)}").resolve()
+
+
+def read_attr(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def is_partition(rdev: int) -> bool:
+    return (sysfs_dir(rdev) / "partition").exists()
+
+
+def parent_disk(rdev: int) -> int | None:
+    """The whole disk's device number for a partition, else None."""
+    d = sysfs_dir(rdev)
+    if not (d / "partition").exists():
+        return None
+    text = read_attr(d.parent / "dev")
+    if not text:
+        return None
+    major, minor = text.split(":")
+    return os.makedev(int(major), int(minor))
+
+
+def devnum_of(text: str) -> int:
+    major, minor = text.split(":")
+    return os.makedev(int(major), int(minor))
+
+
+def slaves(rdev: int) -> list[int]:
+    """Devices underneath a device-mapper or md device (recursively)."""
+    out: list[int] = []
+    d = sysfs_dir(rdev) / "slaves"
+    if d.is_dir():
+        for entry in d.iterdir():
+            dev = read_attr(entry / "dev")
+            if dev:
+                num = devnum_of(dev)
+                out.append(num)
+                out.extend(slaves(num))
+    return out
+
+
+def holders(rdev: int) -> list[str]:
+    d = sysfs_dir(rdev) / "holders"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def loop_backing(rdev: int) -> tuple[str, int] | None:
+    """(backing file, offset) of a loop device, else None."""
+    d = sysfs_dir(rdev) / "loop"
+    backing = read_attr(d / "backing_file")
+    if not backing:
+        return None
+    offset = read_attr(d / "offset") or "0"
+    return backing, int(offset)
+
+
+def partitions_of(rdev: int) -> list[int]:
+    """Device numbers of the kernel's partition nodes of a disk."""
+    d = sysfs_dir(rdev)
+    out = []
+    for entry in d.iterdir():
+        if (entry / "partition").exists():
+            dev = read_attr(entry / "dev")
+            if dev:
+                out.append(devnum_of(dev))
+    return out
+
+
+def node_path(rdev: int) -> str | None:
+    """The /dev path of a device number, from the kernel's uevent."""
+    uevent = read_attr(sysfs_dir(rdev) / "uevent") or ""
+    for line in uevent.splitlines():
+        if line.startswith("DEVNAME="):
+            return "/dev/" + line.split("=", 1)[1]
+    return None
+
+
+def flush_buffers(fd: int) -> None:
+    """Drop a block device's buffer cache after fsync (read-back must hit the disk)."""
+    try:
+        fcntl.ioctl(fd, BLKFLSBUF, 0)
+    except OSError:
+        pass
+
+
+def reread_partitions(fd: int) -> bool:
+    try:
+        fcntl.ioctl(fd, BLKRRPART, 0)
+        return True
+    except OSError:
+        return False
+
+
+def zero_out(fd: int, offset: int, length: int) -> None:
+    """BLKZEROOUT: let the device write zeros (fast on SSDs, loop, thin storage)."""
+    fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", offset, length))

@@ -1,0 +1,77 @@
+"""Safety checks before anything is written: the receiver's refusals.
+
+A target is refused when it is mounted, holds the running system, is the
+appliance's boot medium, is in use as swap or by device-mapper, is smaller
+than the plan needs, or is (or holds, or lives on) the source itself. A
+target that carries a partition table or a filesystem is only overwritten
+when the user said so (``--yes`` or the wizard's typed confirmation).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from recovery.disks import blockdev, identity, inventory, partitions
+from recovery.errors import RefusedError
+from recovery.protocol.messages import Identity
+from recovery.units import human_size
+
+
+def target_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_target_path(path: str, *, overwrite: bool) -> None:
+    """Checks that need no plan: run before waiting for a sender."""
+    if not os.path.exists(path):
+        if os.path.realpath(path).startswith("/dev/"):
+            raise RefusedError(f"{path} does not exist",
+                               hint="run `recovery disks` to see this machine's disks")
+        parent = os.path.dirname(os.path.abspath(path)) or "."
+        if not os.path.isdir(parent):
+            raise RefusedError(f"cannot create {path}: {parent} is not a directory")
+        return
+    st = os.stat(path)
+    if stat.S_ISBLK(st.st_mode):
+        u = inventory.usage(st.st_rdev, partitions.read_table(path))
+        reason = u.refusal()
+        if reason:
+            raise RefusedError(f"refusing to write {path}: {reason}")
+    elif not stat.S_ISREG(st.st_mode):
+        raise RefusedError(f"{path} is neither a block device nor a regular file")
+    if not overwrite and st.st_size > 0:
+        found = partitions.has_signatures(path)
+        if found:
+            raise RefusedError(
+                f"{path} holds data ({found}); refusing to overwrite it without --yes",
+                hint="check it is the right disk with `recovery disks`, then add --yes",
+            )
+
+
+def check_against_plan(target: Identity, source: Identity, needed: int) -> None:
+    """Checks that need the plan: size, and not the source itself."""
+    if identity.same_storage(source, target):
+        raise RefusedError(
+            f"refusing to write {target.path}: it is the source {source.path}, "
+            "or one lives on the other"
+        )
+    if target.kind != "file" and target.size < needed:
+        raise RefusedError(
+            f"{target.path} is too small: the source needs {human_size(needed)} "
+            f"({needed} bytes), the target has {human_size(target.size)} ({target.size} bytes)"
+        )
+
+
+def open_target_device(path: str) -> int:
+    """Open a block device for writing, exclusively: a mounted one fails."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == 16:  # EBUSY
+            raise RefusedError(f"refusing to write {path}: it is in use (mounted or claimed)") from None
+        raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
+
+
+def device_sector_size(fd: int) -> int:
+    return blockdev.sector_size(fd)

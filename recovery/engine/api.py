@@ -1,0 +1,45 @@
+"""What the CLI and the TUI call: options in, events out, a summary back.
+
+    summary = send_disk(connection, SendOptions(source="/dev/nvme0n1"), sink)
+    summary = receive_disk(connection, ReceiveOptions(target="/dev/sdb"), sink)
+
+Both run the whole clone on the calling thread (pipelines in their own
+threads), report through ``sink`` (see :mod:`recovery.events`), and raise a
+:class:`~recovery.errors.RecoveryError` on failure. Setting ``cancel``
+(a ``threading.Event``) stops either side cleanly and tells the peer.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
+from recovery.engine.control import DEFAULT_TIMEOUT
+from recovery.protocol.messages import Identity
+
+CAPABILITIES = ("zstd", "blake3", "zero-frames", "readback")
+
+
+@dataclass
+class SendOptions:
+    source: str
+    mode: str = "used"  # "used" or "exact"
+    level: int | None = None  # None: auto; 0: raw; 1..19: zstd level
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    allow_mounted: bool = False
+    verify: bool = True  # ask the receiver to read the target back
+    target: Identity | None = None  # pin a target the user chose on the peer
+    timeout: float = DEFAULT_TIMEOUT
+    workers: int = 2
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class ReceiveOptions:
+    target: str
+    overwrite: bool = False  # the user agreed to overwrite existing data
+    verify: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    workers: int = 2
+    cancel: threading.Event = field(default_factory=threading.Event)

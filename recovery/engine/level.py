@@ -1,0 +1,72 @@
+"""Choosing the zstd level: fixed, or ``auto`` (adapts to link and CPU).
+
+``auto`` climbs a ladder of levels while the link is the bottleneck (the
+sending thread is busy nearly all the time, so spare CPU can buy a better
+ratio) and steps down while compression is (the sending thread waits for
+work while the compressing threads are saturated), down to sending raw.
+Whatever the level, a chunk that does not shrink is sent raw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recovery.errors import UsageError
+
+RAW = 0  # no compression
+LADDER = (RAW, 1, 3, 6, 9)
+MIN_SAVING = 1 / 32  # a chunk must shrink by this share to travel compressed
+LINK_SATURATED = 0.85
+STARVED = 0.25
+WORKERS_SATURATED = 0.75
+
+
+def parse_level(text: str) -> int | None:
+    """``auto`` -> None; ``0`` (raw) .. ``19`` -> that level."""
+    if text == "auto":
+        return None
+    try:
+        level = int(text)
+    except ValueError:
+        raise UsageError(f"bad compression level {text!r}: use auto or 0..19") from None
+    if not 0 <= level <= 19:
+        raise UsageError(f"compression level {level} outside 0..19 (0 sends raw)")
+    return level
+
+
+def level_name(level: int) -> str:
+    return "raw" if level == RAW else str(level)
+
+
+@dataclass
+class Sample:
+    """Busy shares of the stages over the last window (0..1 each)."""
+
+    link: float  # the sending thread inside send calls
+    starved: float  # the sending thread waiting for compressed chunks
+    workers: float  # hashing/compressing threads, averaged
+
+
+class LevelController:
+    def __init__(self, fixed: int | None) -> None:
+        self.fixed = fixed
+        self.index = 1  # start at level 1: cheap, and usually worth it
+        self._cooldown = 0
+
+    @property
+    def level(self) -> int:
+        return self.fixed if self.fixed is not None else LADDER[self.index]
+
+    def update(self, s: Sample) -> None:
+        """Feed one window's sample; may move one step on the ladder."""
+        if self.fixed is not None:
+            return
+        if self._cooldown:
+            self._cooldown -= 1
+            return
+        if s.link >= LINK_SATURATED and self.index < len(LADDER) - 1:
+            self.index += 1
+            self._cooldown = 1
+        elif s.starved >= STARVED and s.workers >= WORKERS_SATURATED and self.index > 0:
+            self.index -= 1
+            self._cooldown = 1

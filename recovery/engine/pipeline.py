@@ -1,0 +1,164 @@
+"""Building blocks of the threaded pipelines: a crew of threads, bounded
+queues that honour a stop signal, and a pool of reusable buffers.
+
+The first exception in any thread of a :class:`Crew` stops every other
+thread (each blocking call wakes up at least every :data:`TICK` seconds to
+check) and is re-raised by :meth:`Crew.check` in the thread that owns the
+crew, so a worker's error travels to the caller instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import mmap
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+TICK = 0.2
+
+
+class Stopped(Exception):
+    """The crew was stopped; the thread should just return."""
+
+
+class Crew:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.on_fail: list[Callable[[], None]] = []
+
+    def spawn(self, fn: Callable[..., Any], *args: Any, name: str) -> threading.Thread:
+        def body() -> None:
+            try:
+                fn(*args)
+            except Stopped:
+                pass
+            except BaseException as e:  # noqa: BLE001 - handed to the owner via check()
+                self.fail(e)
+
+        t = threading.Thread(target=body, name=f"{self.name}-{name}", daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is not None:
+                return
+            self.error = error
+        self.stop.set()
+        for hook in self.on_fail:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - best-effort unblocking
+                pass
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def join(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.join()
+
+
+class Pipe(Generic[T]):
+    """A bounded queue whose blocking calls give up when the crew stops."""
+
+    def __init__(self, crew: Crew, size: int) -> None:
+        self.crew = crew
+        self.q: queue.Queue[T] = queue.Queue(size)
+
+    def put(self, item: T) -> None:
+        while True:
+            if self.crew.stop.is_set():
+                raise Stopped
+            try:
+                self.q.put(item, timeout=TICK)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> T:
+        while True:
+            if self.crew.stop.is_set():
+                raise Stopped
+            try:
+                return self.q.get(timeout=TICK)
+            except queue.Empty:
+                continue
+
+    def qsize(self) -> int:
+        return self.q.qsize()
+
+
+class BufferPool:
+    """A fixed set of page-aligned buffers, reused for the whole run.
+
+    Page alignment lets the same buffers serve O_DIRECT reads. Memory use is
+    ``count * size`` whatever the disk size.
+    """
+
+    def __init__(self, crew: Crew, count: int, size: int) -> None:
+        self.size = size
+        self.free: Pipe[mmap.mmap] = Pipe(crew, count)
+        for _ in range(count):
+            self.free.put(mmap.mmap(-1, size))
+
+    def get(self) -> mmap.mmap:
+        return self.free.get()
+
+    def put(self, buf: mmap.mmap) -> None:
+        self.free.q.put_nowait(buf)
+
+
+class Reorder(Generic[T]):
+    """Results that workers finish out of order, taken out in sequence order."""
+
+    def __init__(self, crew: Crew) -> None:
+        self.crew = crew
+        self.cond = threading.Condition()
+        self.items: dict[int, T] = {}
+        self.waiting = 0.0  # seconds the consumer spent waiting
+
+    def put(self, seq: int, item: T) -> None:
+        with self.cond:
+            self.items[seq] = item
+            self.cond.notify_all()
+
+    def take(self, seq: int) -> T:
+        start = time.monotonic()
+        with self.cond:
+            while seq not in self.items:
+                if self.crew.stop.is_set():
+                    raise Stopped
+                self.cond.wait(TICK)
+            self.waiting += time.monotonic() - start
+            return self.items.pop(seq)
+
+
+class Meter:
+    """Busy time of one pipeline stage, summed over its threads."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+        self.busy = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.busy += seconds

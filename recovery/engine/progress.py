@@ -1,0 +1,71 @@
+"""Rates, ETAs and which stage is the bottleneck, sampled every half second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+STAGES = ("read", "compress", "link", "write")
+BOTTLENECK_MIN = 0.6  # a stage busier than this, and the busiest, is the bottleneck
+
+
+class RateMeter:
+    """Smoothed bytes per second and the time left."""
+
+    def __init__(self, total: int, smoothing: float = 0.3) -> None:
+        self.total = total
+        self.smoothing = smoothing
+        self.start = time.monotonic()
+        self._last_t = self.start
+        self._last_done = 0
+        self.rate = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        dt = now - self._last_t
+        if dt <= 0:
+            return
+        instant = (done - self._last_done) / dt
+        self.rate = instant if self.rate == 0 else (
+            self.smoothing * instant + (1 - self.smoothing) * self.rate
+        )
+        self._last_t, self._last_done = now, done
+
+    def eta(self, done: int) -> float | None:
+        if self.rate <= 0:
+            return None
+        return max(0.0, (self.total - done) / self.rate)
+
+    def average(self, done: int) -> float:
+        elapsed = time.monotonic() - self.start
+        return done / elapsed if elapsed > 0 else 0.0
+
+
+class StageSampler:
+    """Turns cumulative busy-seconds counters into shares of the last window."""
+
+    def __init__(self, counters: dict[str, Callable[[], float]], threads: dict[str, int]) -> None:
+        self.counters = counters
+        self.threads = threads
+        self._t = time.monotonic()
+        self._prev = {k: f() for k, f in counters.items()}
+
+    def sample(self) -> dict[str, float]:
+        now = time.monotonic()
+        dt = max(now - self._t, 1e-6)
+        out = {}
+        for name, f in self.counters.items():
+            value = f()
+            share = (value - self._prev[name]) / dt / self.threads.get(name, 1)
+            out[name] = round(min(max(share, 0.0), 1.0), 3)
+            self._prev[name] = value
+        self._t = now
+        return out
+
+
+def bottleneck(shares: dict[str, float]) -> str:
+    busy = {k: v for k, v in shares.items() if k in STAGES}
+    if not busy:
+        return ""
+    name = max(busy, key=lambda k: busy[k])
+    return name if busy[name] >= BOTTLENECK_MIN else ""

@@ -1,0 +1,198 @@
+"""The receiving side of one clone: check the plan, write, read back, summarise."""
+
+from __future__ import annotations
+
+import time
+
+from recovery import events
+from recovery.disks import identity, safety
+from recovery.engine.api import ReceiveOptions
+from recovery.engine.control import ControlLink
+from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
+from recovery.engine.recvpipe import ReceivePipeline
+from recovery.engine.send import hello, peer_event
+from recovery.engine.target import Target
+from recovery.errors import (
+    CancelledError,
+    RecoveryError,
+    RefusedError,
+    RemoteProtocolError,
+    VerificationError,
+)
+from recovery.link.base import Connection
+from recovery.protocol import messages as m
+from recovery.protocol.frames import FrameLimits
+
+TICK = 0.25
+REPORT_EVERY = 0.5
+
+
+def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
+    ctl = ControlLink(conn, opts.timeout)
+    target: Target | None = None
+    pipe: ReceivePipeline | None = None
+    succeeded = False
+    try:
+        sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
+        ours = hello("receiver")
+        theirs = ctl.start(ours)
+        sink(peer_event(conn, ours, theirs))
+        plan = ctl.expect(m.Plan)
+        assert isinstance(plan, m.Plan)
+
+        try:
+            target, pinned = _check_plan(plan, opts)
+        except RefusedError as e:
+            ctl.send(m.Refuse(code=e.code, message=e.message[:1000]))
+            raise
+        src_desc = f"{theirs.host.hostname}:{identity.describe(plan.source)}"
+        sink(events.PlanMade(
+            role="receiver", source=src_desc, target=identity.describe(pinned), mode=plan.mode,
+            size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
+            parts=[{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes}
+                   for p in plan.map.parts],
+        ))
+        # The last look before the first write: still the disk that was pinned?
+        target.recheck(pinned)
+        ctl.send(m.Accept(target=pinned))
+        target.prepare(plan.size)
+
+        sink(events.Phase("transfer", f"receiving into {target.path}"))
+        started = time.monotonic()
+        write_share = [0.0]  # the writer's busy share, reported with each ack
+        pipe = ReceivePipeline(
+            conn.data, target, limits=FrameLimits(plan.chunk_size, plan.size),
+            on_durable=lambda seq, nbytes: ctl.send(
+                m.Ack(seq=seq, bytes=nbytes, write_busy=min(1.0, write_share[0]))),
+            workers=opts.workers,
+        )
+        p = pipe
+        sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
+                                "write": lambda: p.write_meter.busy}, {"compress": opts.workers})
+        rate = RateMeter(plan.map.bytes)
+        pipe.start()
+        done_msg: m.Done | None = None
+        last_report = time.monotonic()
+        while not (pipe.finished.is_set() and done_msg is not None):
+            pipe.crew.check()
+            if opts.cancel.is_set():
+                raise CancelledError("cancelled")
+            msg = ctl.poll(TICK)
+            if isinstance(msg, m.Done):
+                done_msg = msg
+            if time.monotonic() - last_report >= REPORT_EVERY:
+                last_report = time.monotonic()
+                shares = sampler.sample()
+                write_share[0] = shares.get("write", 0.0)
+                rate.update(pipe.done_bytes)
+                sink(events.Progress(
+                    phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
+                    eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_in, durable=pipe.done_bytes,
+                    stages=shares, bottleneck=bottleneck(shares),
+                ))
+        pipe.crew.check()
+        pipe.crew.join()
+        assert done_msg is not None
+        _check_totals(plan, done_msg, pipe)
+        transfer_seconds = time.monotonic() - started
+
+        result = ReadbackResult([], None, 0.0)
+        verified: bool | None = None
+        if plan.verify and opts.verify:
+            sink(events.Phase("verify", f"reading {target.path} back to check it"))
+            target.drop_cache()
+            vrate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
+
+            def progress(done: int, total: int) -> None:
+                vrate.total = total
+                vrate.update(done)
+                sink(events.Progress(phase="verify", done=done, total=total, rate=vrate.rate,
+                                     eta=vrate.eta(done)))
+                ctl.send(m.Progress(phase="verify", done=done, total=total))
+
+            if plan.mode == "exact":
+                result = verify_image(target.path, plan.size, done_msg.source_digest, pipe.entries(),
+                                      on_progress=progress, should_stop=opts.cancel.is_set)
+            else:
+                result = verify_ranges(target.path, pipe.entries(), on_progress=progress,
+                                       should_stop=opts.cancel.is_set)
+            verified = not result.mismatches
+        else:
+            sink(events.Warning("read-back verification was skipped (--no-verify)"))
+        target.finish()
+        mismatches = tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024])
+        ctl.send(m.Summary(
+            frames=pipe.frames, bytes_written=target.bytes_written, list_digest=pipe.list_digest,
+            target_digest=result.image_digest, verified=verified, mismatches=mismatches,
+            seconds=round(transfer_seconds + result.seconds, 3),
+        ))
+        summary = events.Summary(
+            role="receiver", mode=plan.mode, source=src_desc, target=identity.describe(pinned),
+            size=plan.size, bytes_read=0, bytes_sent=conn.data.bytes_in,
+            bytes_written=target.bytes_written, zero_bytes=pipe.zero_bytes,
+            seconds=round(time.monotonic() - started, 3), list_digest=pipe.list_digest,
+            image_digest=result.image_digest, verified=verified,
+            mismatches=[[o, n] for o, n in result.mismatches],
+        )
+        sink(summary)
+        if verified is False:
+            raise VerificationError(
+                f"reading {target.path} back found {len(result.mismatches)} range(s) that differ "
+                "from what was received",
+                ranges=result.mismatches,
+                hint="the target disk may be failing; try another disk",
+            )
+        if plan.mode == "exact" and result.image_digest and result.image_digest != done_msg.source_digest:
+            raise VerificationError("the target's BLAKE3 differs from the source's")
+        succeeded = True
+        return summary
+    except BaseException as e:
+        ctl.report(e)
+        if pipe is not None:
+            pipe.crew.fail(CancelledError("stopped"))
+            pipe.crew.join(2)
+        conn.abort()
+        raise
+    finally:
+        ctl.close()
+        if target is not None:
+            if succeeded:
+                target.close()
+            else:
+                target.discard_created()
+
+
+def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]:
+    """Open the target and decide whether this plan may write it."""
+    if plan.mode not in ("used", "exact"):
+        raise RefusedError(f"unknown clone mode {plan.mode!r}")
+    if "zstd" not in plan.codecs and "raw" not in plan.codecs:
+        raise RefusedError("the sender offers no codec this side knows")
+    safety.check_target_path(opts.target, overwrite=opts.overwrite)
+    target = Target(opts.target)
+    try:
+        pinned = target.identity()
+        if plan.target is not None:
+            why = identity.mismatch(plan.target, pinned)
+            if why:
+                raise RefusedError(f"the target the sender chose is not {target.path}: {why}")
+        safety.check_against_plan(pinned, plan.source, plan.size)
+    except (RecoveryError, OSError) as e:
+        target.discard_created()
+        if isinstance(e, OSError):
+            raise RefusedError(f"cannot inspect {opts.target}: {e.strerror}") from None
+        raise
+    return target, pinned
+
+
+def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
+    if done.frames != pipe.frames or done.bytes != pipe.done_bytes or done.list_digest != pipe.list_digest:
+        raise RemoteProtocolError(
+            f"the sender says it sent {done.frames} frames ({done.bytes} bytes), "
+            f"{pipe.frames} frames ({pipe.done_bytes} bytes) arrived"
+        )
+    if pipe.done_bytes != plan.map.bytes:
+        raise RemoteProtocolError(
+            f"the plan announced {plan.map.bytes} bytes, the stream carried {pipe.done_bytes}"
+        )

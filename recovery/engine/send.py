@@ -1,0 +1,208 @@
+"""The sending side of one clone: handshake, plan, stream, check the summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from recovery import SOFTWARE, events
+from recovery.disks import identity, usedmap
+from recovery.engine.api import CAPABILITIES, SendOptions
+from recovery.engine.chunks import Chunk, plan_chunks
+from recovery.engine.control import ControlLink
+from recovery.engine.level import LevelController, Sample, level_name
+from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.sendpipe import SendPipeline
+from recovery.engine.source import Source
+from recovery.errors import CancelledError, RefusedError, RemoteProtocolError, VerificationError
+from recovery.link.base import Connection
+from recovery.protocol import messages as m
+from recovery.protocol.frames import MAX_CHUNK_SIZE
+from recovery.protocol.pairing import pairing_code
+
+TICK = 0.25
+REPORT_EVERY = 0.5
+
+
+def hello(role: str, disks: tuple[m.DiskInfo, ...] = ()) -> m.Hello:
+    return m.Hello(
+        host=identity.host_info(SOFTWARE),
+        role=role,  # type: ignore[arg-type]
+        nonce=os.urandom(16).hex(),
+        caps=CAPABILITIES,
+        disks=disks,
+    )
+
+
+def peer_event(conn: Connection, ours: m.Hello, theirs: m.Hello) -> events.PeerFound:
+    return events.PeerFound(
+        hostname=theirs.host.hostname,
+        link=conn.kind,
+        address=conn.peer,
+        software=theirs.host.software,
+        pairing_code=pairing_code(ours.nonce, theirs.nonce),
+    )
+
+
+class _ChunkList:
+    """Re-iterable chunks with their count, without holding them all in memory."""
+
+    def __init__(self, extents: list[tuple[int, int]], chunk_size: int) -> None:
+        self.extents = extents
+        self.chunk_size = chunk_size
+        self.count = 0
+        self.bytes = 0
+        for c in plan_chunks(extents, chunk_size):
+            self.count += 1
+            self.bytes += c.length
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return plan_chunks(self.extents, self.chunk_size)
+
+
+def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
+    if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
+        raise ValueError("chunk size must be a multiple of 4 KiB up to 64 MiB")
+    ctl = ControlLink(conn, opts.timeout)
+    source: Source | None = None
+    pipe: SendPipeline | None = None
+    try:
+        sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
+        ours = hello("sender")
+        theirs = ctl.start(ours)
+        sink(peer_event(conn, ours, theirs))
+
+        source = Source(opts.source, allow_mounted=opts.allow_mounted)
+        sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
+        umap = usedmap.build_map(source.path, source.size, opts.mode,
+                                 on_progress=lambda text: sink(events.Phase("map", text)))
+        for text in umap.warnings:
+            sink(events.Warning(text))
+        chunks = _ChunkList(umap.extents, opts.chunk_size)
+        plan = m.Plan(
+            session=os.urandom(8).hex(),
+            source=source.identity,
+            size=source.size,
+            mode=opts.mode,  # type: ignore[arg-type]
+            chunk_size=opts.chunk_size,
+            codecs=("zstd", "raw"),
+            map=m.MapSummary(extents=len(umap.extents), bytes=chunks.bytes, digest=umap.digest(),
+                             parts=tuple(umap.parts)),
+            verify=opts.verify,
+            target=opts.target,
+        )
+        ctl.send(plan)
+        reply = ctl.expect(m.Accept, m.Refuse)
+        if isinstance(reply, m.Refuse):
+            raise RefusedError(f"the receiver refused: {reply.message}")
+        assert isinstance(reply, m.Accept)
+        target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
+        sink(events.PlanMade(
+            role="sender", source=identity.describe(source.identity), target=target_desc,
+            mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
+            parts=[{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes}
+                   for p in umap.parts],
+        ))
+
+        sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
+        levels = LevelController(opts.level)
+        pipe = SendPipeline(source, chunks, chunks.count, conn.data, chunk_size=opts.chunk_size, levels=levels,
+                            image_digest=opts.mode == "exact", workers=opts.workers)
+        started = time.monotonic()
+        pipe.start()
+        durable = 0
+        write_busy = 0.0
+        rate = RateMeter(chunks.bytes)
+        p = pipe
+        sampler = StageSampler(
+            {"read": lambda: p.read_meter.busy, "compress": lambda: p.work_meter.busy,
+             "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
+            {"compress": opts.workers},
+        )
+        last_report = time.monotonic()
+        while not pipe.finished.is_set():
+            pipe.crew.check()
+            if opts.cancel.is_set():
+                raise CancelledError("cancelled")
+            msg = ctl.poll(TICK)
+            if isinstance(msg, m.Ack):
+                durable, write_busy = msg.bytes, msg.write_busy
+            if time.monotonic() - last_report >= REPORT_EVERY:
+                last_report = time.monotonic()
+                shares = sampler.sample()
+                shares["write"] = write_busy
+                levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
+                                     workers=shares["compress"]))
+                if write_busy >= 0.8 and levels.fixed is None and levels.index > 1:
+                    levels.index -= 1  # the peer's disk is the limit: compression can't help
+                rate.update(pipe.done_bytes)
+                sink(events.Progress(
+                    phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
+                    eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
+                    level=level_name(levels.level), stages=shares, bottleneck=bottleneck(shares),
+                ))
+        pipe.crew.check()
+        pipe.crew.join()
+        sent_seconds = time.monotonic() - started
+        ctl.send(m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
+                        source_digest=pipe.image_digest))
+        sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
+                             rate=rate.average(pipe.done_bytes), eta=0.0, wire=conn.data.bytes_out,
+                             durable=durable, level=level_name(levels.level)))
+        sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
+        verify_rate = RateMeter(1)
+        while True:
+            if opts.cancel.is_set():
+                raise CancelledError("cancelled")
+            msg = ctl.poll(TICK)
+            if isinstance(msg, m.Progress):
+                verify_rate.total = msg.total
+                verify_rate.update(msg.done)
+                sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total,
+                                     rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
+            elif isinstance(msg, m.Summary):
+                break
+        return _conclude(msg, pipe, source, target_desc, opts, sent_seconds, conn, sink)
+    except BaseException as e:
+        ctl.report(e)
+        if pipe is not None:
+            pipe.crew.fail(CancelledError("stopped"))
+            pipe.crew.join(2)
+        conn.abort()
+        raise
+    finally:
+        ctl.close()
+        if source is not None:
+            source.close()
+
+
+def _conclude(
+    summary: m.Summary, pipe: SendPipeline, source: Source, target_desc: str, opts: SendOptions,
+    seconds: float, conn: Connection, sink: events.EventSink,
+) -> events.Summary:
+    if summary.list_digest != pipe.list_digest or summary.frames != pipe.frames:
+        raise RemoteProtocolError(
+            "the receiver's list of chunks differs from what was sent "
+            f"({summary.frames} frames, digest {summary.list_digest[:16]}…; "
+            f"sent {pipe.frames}, {pipe.list_digest[:16]}…)"
+        )
+    mismatches = [[r.offset, r.length] for r in summary.mismatches]
+    verified = summary.verified
+    if opts.mode == "exact" and summary.target_digest is not None and summary.target_digest != pipe.image_digest:
+        verified = False
+    result = events.Summary(
+        role="sender", mode=opts.mode, source=identity.describe(source.identity), target=target_desc,
+        size=source.size, bytes_read=source.bytes_read, bytes_sent=conn.data.bytes_out,
+        bytes_written=summary.bytes_written, zero_bytes=pipe.zero_bytes, seconds=round(seconds, 3),
+        list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
+        mismatches=mismatches,
+    )
+    sink(result)
+    if verified is False:
+        raise VerificationError(
+            f"the receiver read the target back and found {len(mismatches)} range(s) that differ",
+            ranges=[(a, b) for a, b in mismatches],
+            hint="the target disk may be failing; run the clone again or use another disk",
+        )
+    return result

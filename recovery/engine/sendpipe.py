@@ -1,0 +1,178 @@
+"""The sender's pipeline: read -> hash and compress -> send, overlapped.
+
+One reader thread fills buffers from a fixed pool; worker threads hash each
+chunk with BLAKE3 (a chunk whose digest is the all-zeros digest becomes a
+ZERO frame, so zero detection costs nothing extra) and compress it with zstd
+at the level the controller picks (raw when it does not shrink); one sending
+thread writes frames in order, feeds the running digests and returns the
+buffer to the pool. BLAKE3 and zstd release the GIL, so the stages run in
+parallel.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+
+from recovery.engine.chunks import Chunk
+from recovery.engine.level import MIN_SAVING, RAW, LevelController
+from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped
+from recovery.engine.source import Source
+from recovery.link.base import Channel
+from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
+
+LIST_RECORD = struct.Struct("<QQ32s")  # offset, length, digest: one per frame
+
+
+@functools.lru_cache(maxsize=64)
+def zero_digest(length: int) -> bytes:
+    return blake3.blake3(bytes(length)).digest()
+
+
+@dataclass
+class _Result:
+    chunk: Chunk
+    buf: object | None  # pool buffer to return, None for ZERO frames
+    payload: memoryview | bytes | None
+    codec: Codec
+    kind: Kind
+    digest: bytes
+
+
+class SendPipeline:
+    def __init__(
+        self,
+        source: Source,
+        chunks: Iterable[Chunk],
+        count: int,
+        channel: Channel,
+        *,
+        chunk_size: int,
+        levels: LevelController,
+        image_digest: bool,
+        workers: int = 2,
+    ) -> None:
+        self.source = source
+        self.chunks = chunks
+        self.count = count
+        self.channel = channel
+        self.levels = levels
+        self.workers = workers
+        self.crew = Crew("send")
+        self.crew.on_fail.append(channel.abort)
+        self.pool = BufferPool(self.crew, workers * 2 + 4, chunk_size)
+        self.jobs: Pipe[tuple[Chunk, object] | None] = Pipe(self.crew, workers * 2)
+        self.results: Reorder[_Result] = Reorder(self.crew)
+        self.inflight = threading.BoundedSemaphore(workers * 8 + 16)
+        self.list_hasher = blake3.blake3()
+        self.image_hasher = blake3.blake3() if image_digest else None
+        self.read_meter = Meter()
+        self.work_meter = Meter(workers)
+        self.done_bytes = 0
+        self.zero_bytes = 0
+        self.frames = 0
+        self.finished = threading.Event()
+        self._zeros = memoryview(bytes(chunk_size))
+
+    # --- threads ---
+
+    def start(self) -> None:
+        self.crew.spawn(self._read, name="read")
+        for i in range(self.workers):
+            self.crew.spawn(self._work, name=f"work{i}")
+        self.crew.spawn(self._send, name="net")
+
+    def _read(self) -> None:
+        for c in self.chunks:
+            while not self.inflight.acquire(timeout=0.2):
+                if self.crew.stop.is_set():
+                    raise Stopped
+            buf = self.pool.get()
+            view = memoryview(buf)[: c.length]
+            start = time.monotonic()
+            self.source.read_into(view, c.offset)
+            for hole_start, hole_len in c.holes:
+                view[hole_start : hole_start + hole_len] = self._zeros[:hole_len]
+            self.read_meter.add(time.monotonic() - start)
+            self.jobs.put((c, buf))
+        for _ in range(self.workers):
+            self.jobs.put(None)
+
+    def _work(self) -> None:
+        compressors: dict[int, zstandard.ZstdCompressor] = {}
+        while (item := self.jobs.get()) is not None:
+            c, buf = item
+            start = time.monotonic()
+            view = memoryview(buf)[: c.length]  # type: ignore[arg-type]
+            digest = blake3.blake3(view).digest()
+            if digest == zero_digest(c.length):
+                self.pool.put(buf)  # type: ignore[arg-type]
+                result = _Result(c, None, None, Codec.RAW, Kind.ZERO, digest)
+            else:
+                payload: memoryview | bytes = view
+                codec = Codec.RAW
+                level = self.levels.level
+                if level != RAW:
+                    cctx = compressors.get(level)
+                    if cctx is None:
+                        cctx = compressors[level] = zstandard.ZstdCompressor(
+                            level=level, write_content_size=True
+                        )
+                    packed = cctx.compress(view)
+                    if len(packed) <= c.length * (1 - MIN_SAVING):
+                        payload, codec = packed, Codec.ZSTD
+                result = _Result(c, buf, payload, codec, Kind.DATA, digest)
+            self.work_meter.add(time.monotonic() - start)
+            self.results.put(c.seq, result)
+
+    def _send(self) -> None:
+        for seq in range(self.count):
+            r = self.results.take(seq)
+            c = r.chunk
+            payload_len = 0 if r.payload is None else len(r.payload)
+            header = encode_header(
+                ChunkHeader(seq, c.offset, c.length, payload_len, r.kind, r.codec, r.digest)
+            )
+            if r.payload is None:
+                self.channel.send(header)
+            else:
+                self.channel.send_parts((header, r.payload))
+            self.list_hasher.update(LIST_RECORD.pack(c.offset, c.length, r.digest))
+            if self.image_hasher is not None:
+                if r.kind is Kind.ZERO:
+                    self._hash_zeros(c.length)
+                else:
+                    self.image_hasher.update(memoryview(r.buf)[: c.length])  # type: ignore[arg-type]
+            if r.buf is not None:
+                self.pool.put(r.buf)  # type: ignore[arg-type]
+            else:
+                self.zero_bytes += c.length
+            self.inflight.release()
+            self.done_bytes += c.length
+            self.frames += 1
+        self.channel.send(encode_header(end_header(self.count)))
+        self.finished.set()
+
+    def _hash_zeros(self, length: int) -> None:
+        assert self.image_hasher is not None
+        while length:
+            n = min(length, len(self._zeros))
+            self.image_hasher.update(self._zeros[:n])
+            length -= n
+
+    # --- results ---
+
+    @property
+    def list_digest(self) -> str:
+        return self.list_hasher.hexdigest()
+
+    @property
+    def image_digest(self) -> str | None:
+        return None if self.image_hasher is None else self.image_hasher.hexdigest()

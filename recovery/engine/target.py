@@ -1,0 +1,167 @@
+"""The target: where the receiver writes, and nowhere else.
+
+A block device is opened with O_EXCL (a mounted disk fails to open); an
+image file is created sparse, or emptied and made sparse again. Writes are
+positioned (pwrite) inside ``[0, size)`` only; zeros become BLKZEROOUT on
+devices and holes in files. The first and last MiB (partition tables, the
+backup GPT) are wiped before the first write and written last, so an
+interrupted clone never looks like a valid disk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+
+from recovery.disks import blockdev, identity, safety
+from recovery.errors import RefusedError, TargetWriteError
+from recovery.protocol.messages import Identity
+from recovery.units import human_size
+
+EDGE = 1 << 20  # bytes at each end that hold partition tables
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
+_ZEROS = bytes(4 << 20)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    return False
+
+
+class Target:
+    def __init__(self, path: str) -> None:
+        self.requested = path
+        self.created = False
+        exists = os.path.exists(path)
+        if exists and stat.S_ISBLK(os.stat(path).st_mode):
+            self.fd = safety.open_target_device(path)
+            self.is_block = True
+        else:
+            self.is_block = False
+            try:
+                if exists:
+                    self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                else:
+                    self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                    self.created = True
+            except OSError as e:
+                raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
+        self.path = os.path.realpath(path)
+        self.size = blockdev.device_size(self.fd)
+        self.fresh = False  # True once a file target is empty and sparse
+        self.bytes_written = 0
+
+    def identity(self) -> Identity:
+        return identity.identify(self.path, self.fd)
+
+    def recheck(self, pinned: Identity) -> None:
+        """Right before the first write: is this still the disk the plan pinned?"""
+        try:
+            found = self.identity()
+        except OSError as e:
+            raise RefusedError(f"cannot re-check the target {self.path}: {e.strerror}") from None
+        why = identity.mismatch(pinned, found)
+        if why:
+            raise RefusedError(f"refusing to write {self.path}: {why}")
+
+    def prepare(self, size: int) -> None:
+        """Make room and wipe old partition tables; the first write of the run."""
+        if not self.is_block:
+            try:
+                os.ftruncate(self.fd, 0)
+                os.ftruncate(self.fd, size)
+            except OSError as e:
+                raise TargetWriteError(f"cannot size {self.path} to {human_size(size)}: {e.strerror}") from None
+            self.size = size
+            self.fresh = True
+            return
+        if size > self.size:
+            raise RefusedError(f"{self.path} is too small for {human_size(size)}")
+        self.zero(0, min(EDGE, self.size))
+        tail = min(EDGE, self.size)
+        self.zero(self.size - tail, tail)
+        self.flush()
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            # Frames are checked against the plan before they get here; this
+            # is the last line of defence against writing outside the target.
+            raise TargetWriteError(f"refusing a write at {offset}+{length} outside {self.path}")
+
+    def write(self, data: memoryview | bytes, offset: int) -> None:
+        self._check_range(offset, len(data))
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(self.fd, view[done:], offset + done)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                raise TargetWriteError(
+                    f"cannot write {self.path} at byte {offset + done}: {e.strerror}"
+                ) from None
+            if n == 0:
+                raise TargetWriteError(f"{self.path} took no bytes at {offset + done} (full?)")
+            done += n
+        self.bytes_written += len(view)
+
+    def zero(self, offset: int, length: int) -> None:
+        self._check_range(offset, length)
+        if self.fresh:
+            return  # an emptied, sparse file reads zeros already
+        if self.is_block:
+            try:
+                blockdev.zero_out(self.fd, offset, length)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY):
+                    raise TargetWriteError(f"cannot zero {self.path} at {offset}: {e.strerror}") from None
+        elif punch_hole(self.fd, offset, length):
+            return
+        pos = offset
+        while pos < offset + length:
+            n = min(len(_ZEROS), offset + length - pos)
+            self.write(memoryview(_ZEROS)[:n], pos)
+            pos += n
+
+    def flush(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise TargetWriteError(f"cannot flush {self.path}: {e.strerror}") from None
+
+    def drop_cache(self) -> None:
+        """So that reading back hits the disk, not memory."""
+        if self.is_block:
+            blockdev.flush_buffers(self.fd)
+        try:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        if self.is_block:
+            blockdev.reread_partitions(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard_created(self) -> None:
+        """After a failure: remove an image file this run created."""
+        self.close()
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass

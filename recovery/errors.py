@@ -1,0 +1,150 @@
+"""The one error taxonomy: every failure a user can meet, with its exit code.
+
+Each class carries a stable ``code`` (used in JSON events and on the wire)
+and an ``exit_code`` (documented in docs/cli.md). The CLI's single handler
+turns any of them into one line on stderr and that exit code; a traceback
+appears only with ``--debug``.
+
+This module imports nothing from the project, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+
+class RecoveryError(Exception):
+    """Base of every error this program reports to a user."""
+
+    code = "internal"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(RecoveryError):
+    """The command line asks for something impossible."""
+
+    code = "usage"
+    exit_code = 2
+
+
+class RefusedError(RecoveryError):
+    """A safety check refused a source or target (here or on the peer)."""
+
+    code = "refused"
+    exit_code = 3
+
+
+class LinkError(RecoveryError):
+    """The link could not be set up, or was lost mid-transfer."""
+
+    code = "link_lost"
+    exit_code = 4
+
+
+class VerificationError(RecoveryError):
+    """Reading the target back did not give what was sent."""
+
+    code = "verify_failed"
+    exit_code = 5
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ranges: list[tuple[int, int]] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.ranges = ranges or []
+
+
+class SourceReadError(RecoveryError):
+    """The source device could not be read."""
+
+    code = "source_read"
+    exit_code = 6
+
+
+class TargetWriteError(RecoveryError):
+    """The target device could not be written or flushed."""
+
+    code = "target_write"
+    exit_code = 7
+
+
+class ProtocolError(RecoveryError):
+    """The wire protocol was broken; subclasses say by whom."""
+
+    code = "protocol"
+    exit_code = 8
+
+
+class LocalProtocolError(ProtocolError):
+    """This side tried to do something the protocol does not allow (a bug)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+class IntegrityError(RecoveryError):
+    """A chunk arrived whose BLAKE3 digest does not match its contents."""
+
+    code = "integrity"
+    exit_code = 9
+
+
+class CancelledError(RecoveryError):
+    """The user (here or on the peer) cancelled the clone."""
+
+    code = "cancelled"
+    exit_code = 10
+
+
+class MissingToolError(RecoveryError):
+    """A program or kernel feature this run needs is not available."""
+
+    code = "missing"
+    exit_code = 11
+
+
+class NoPeerError(LinkError):
+    """No peer could be found on any link."""
+
+    code = "no_peer"
+    exit_code = 12
+
+
+INTERRUPTED_EXIT_CODE = 130
+
+ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
+    cls.code: cls
+    for cls in (
+        RecoveryError,
+        UsageError,
+        RefusedError,
+        LinkError,
+        VerificationError,
+        SourceReadError,
+        TargetWriteError,
+        ProtocolError,
+        IntegrityError,
+        CancelledError,
+        MissingToolError,
+        NoPeerError,
+    )
+}
+
+
+def error_from_code(code: str, message: str) -> RecoveryError:
+    """Rebuild an error the peer reported, so both sides exit alike."""
+    cls = ERRORS_BY_CODE.get(code, RecoveryError)
+    if cls is ProtocolError:
+        cls = RemoteProtocolError
+    return cls(f"peer: {message}")

@@ -1,0 +1,122 @@
+"""Progress events: what the engine tells the CLI (``--json``) and the TUI.
+
+Every event is a frozen dataclass; :func:`to_json` gives the documented
+JSON form (one object per line, ``"event"`` names the type). The schema is
+stable: fields may be added, never renamed or removed (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True)
+class Phase(Event):
+    """A step of the run begins: connect, handshake, map, transfer, flush, verify."""
+
+    kind: ClassVar[str] = "phase"
+    name: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Listening(Event):
+    kind: ClassVar[str] = "listening"
+    address: str
+    port: int
+    link: str
+
+
+@dataclass(frozen=True)
+class PeerFound(Event):
+    kind: ClassVar[str] = "peer"
+    hostname: str
+    link: str
+    address: str
+    software: str
+    pairing_code: str
+
+
+@dataclass(frozen=True)
+class PlanMade(Event):
+    kind: ClassVar[str] = "plan"
+    role: str  # "sender" or "receiver"
+    source: str
+    target: str
+    mode: str
+    size: int  # bytes of the source (and needed on the target)
+    to_send: int  # bytes covered by frames
+    chunk_size: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    kind: ClassVar[str] = "progress"
+    phase: str  # "transfer" or "verify"
+    done: int  # bytes of the plan done
+    total: int
+    rate: float  # bytes per second, recent
+    eta: float | None  # seconds, None when unknown
+    wire: int = 0  # bytes on the data channel so far
+    durable: int = 0  # bytes acknowledged as flushed on the target
+    level: str = ""  # current compression level ("raw", "1", ...)
+    stages: dict[str, float] = field(default_factory=dict)  # busy share per stage
+    bottleneck: str = ""  # "read", "compress", "link", "write" or ""
+
+
+@dataclass(frozen=True)
+class Warning(Event):  # noqa: A001 - the event is called "warning" in the schema
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    kind: ClassVar[str] = "error"
+    code: str
+    message: str
+    exit_code: int
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Summary(Event):
+    kind: ClassVar[str] = "summary"
+    role: str
+    mode: str
+    source: str
+    target: str
+    size: int
+    bytes_read: int  # sender: bytes read from the source
+    bytes_sent: int  # bytes on the data channel (after compression)
+    bytes_written: int  # receiver: bytes written as data (zeros excluded)
+    zero_bytes: int  # bytes sent as ZERO frames
+    seconds: float
+    list_digest: str  # BLAKE3 over every frame's range and digest: equal on both sides
+    image_digest: str | None  # exact mode: BLAKE3 of the whole device (== b3sum)
+    verified: bool | None  # None: read-back skipped
+    mismatches: list[list[int]] = field(default_factory=list)  # [offset, length]
+
+
+EventSink = Callable[[Event], None]
+
+
+def to_json(event: Event) -> str:
+    body = {"event": event.kind, "time": round(time.time(), 3)}
+    body.update(dataclasses.asdict(event))
+    return json.dumps(body, separators=(",", ":"))
+
+
+def ignore(event: Event) -> None:
+    """An event sink that drops everything."""

@@ -1,0 +1,1 @@
+"""Links: ways to get a control and a data byte stream to the peer."""

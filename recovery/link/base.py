@@ -1,0 +1,229 @@
+"""Byte channels and connections: what every link hands to the engine.
+
+A :class:`Connection` is a control channel plus a data channel, each a plain
+bidirectional byte stream. The engine never knows which link it runs on.
+
+:class:`FdChannel` moves bytes over any file descriptor (socket, pipe,
+``/dev/tbstreamN``) with non-blocking I/O and ``poll``: reads and writes may
+be short and are retried, a blocked call wakes up twice a second to notice
+:meth:`Channel.abort`, and every way a link can die (EOF mid-message, reset,
+ENXIO from a pulled cable, POLLHUP/POLLERR) becomes :class:`LinkError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import select
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from recovery.errors import LinkError
+
+Buffer = bytes | bytearray | memoryview
+
+POLL_SLICE_MS = 500
+# errno values that mean "the peer or the cable is gone".
+LINK_ERRNOS = {
+    errno.ECONNRESET, errno.EPIPE, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED,
+    errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESHUTDOWN,
+    errno.EIO, errno.ENODEV,
+}
+
+
+class Channel(abc.ABC):
+    """One bidirectional byte stream."""
+
+    name: str = "channel"
+
+    def __init__(self) -> None:
+        self.last_activity = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.send_seconds = 0.0  # time spent inside send calls (link busy or blocked)
+
+    @abc.abstractmethod
+    def recv_into(self, view: memoryview) -> int:
+        """Read up to ``len(view)`` bytes; 0 means the peer closed its end."""
+
+    @abc.abstractmethod
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Write every byte of every part, in order."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Make blocked and future calls fail promptly (from any thread)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the channel; the peer sees end of stream."""
+
+    def send(self, data: Buffer) -> None:
+        self.send_parts((data,))
+
+    def recv_exact(self, view: memoryview, what: str = "data") -> None:
+        """Fill ``view`` completely or raise :class:`LinkError`."""
+        got = 0
+        n = len(view)
+        while got < n:
+            k = self.recv_into(view[got:])
+            if k == 0:
+                raise LinkError(
+                    f"the peer closed the {self.name} channel in the middle of {what}"
+                    f" ({got} of {n} bytes)"
+                )
+            got += k
+
+    def recv_some(self, size: int = 65536) -> bytes:
+        """Up to ``size`` bytes (b"" at end of stream)."""
+        buf = bytearray(size)
+        n = self.recv_into(memoryview(buf))
+        return bytes(buf[:n])
+
+
+class FdChannel(Channel):
+    """A channel over one file descriptor (or a read fd and a write fd)."""
+
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int | None = None,
+        *,
+        name: str = "channel",
+        owner: Any = None,
+        close_fds: bool = True,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.read_fd = read_fd
+        self.write_fd = read_fd if write_fd is None else write_fd
+        self._owner = owner  # keeps a socket object alive
+        self._close_fds = close_fds
+        self._aborted = threading.Event()
+        self._closed = False
+        self._wlock = threading.Lock()
+        for fd in {self.read_fd, self.write_fd}:
+            os.set_blocking(fd, False)
+
+    def _lost(self, e: OSError) -> LinkError:
+        return LinkError(f"link lost on the {self.name} channel: {os.strerror(e.errno or 0)}")
+
+    def _wait(self, fd: int, events: int) -> None:
+        poller = select.poll()
+        poller.register(fd, events)
+        while True:
+            if self._aborted.is_set():
+                raise LinkError(f"the {self.name} channel was closed")
+            ready = poller.poll(POLL_SLICE_MS)
+            if ready:
+                return  # errors show up in the following read or write
+
+    def recv_into(self, view: memoryview) -> int:
+        if not len(view):
+            return 0
+        while True:
+            if self._aborted.is_set():
+                raise LinkError(f"the {self.name} channel was closed")
+            try:
+                n = os.readv(self.read_fd, [view])
+            except BlockingIOError:
+                self._wait(self.read_fd, select.POLLIN | select.POLLPRI)
+                continue
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in LINK_ERRNOS or e.errno == errno.EBADF:
+                    raise self._lost(e) from None
+                raise
+            if n:
+                self.last_activity = time.monotonic()
+                self.bytes_in += n
+            return n
+
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        start = time.monotonic()
+        with self._wlock:
+            try:
+                while views:
+                    if self._aborted.is_set():
+                        raise LinkError(f"the {self.name} channel was closed")
+                    try:
+                        n = os.writev(self.write_fd, views[:64])
+                    except BlockingIOError:
+                        self._wait(self.write_fd, select.POLLOUT)
+                        continue
+                    except InterruptedError:
+                        continue
+                    except OSError as e:
+                        if e.errno in LINK_ERRNOS or e.errno == errno.EBADF:
+                            raise self._lost(e) from None
+                        raise
+                    self.bytes_out += n
+                    while n:
+                        head = views[0]
+                        if n >= len(head):
+                            n -= len(head)
+                            views.pop(0)
+                        else:
+                            views[0] = head[n:]
+                            n = 0
+            finally:
+                self.send_seconds += time.monotonic() - start
+
+    def abort(self) -> None:
+        self._aborted.set()
+        shutdown = getattr(self._owner, "shutdown", None)
+        if shutdown is not None:
+            try:
+                shutdown(2)  # socket.SHUT_RDWR: wakes a peer blocked on us, too
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._aborted.set()
+        if self._owner is not None and hasattr(self._owner, "close"):
+            self._owner.close()
+        elif self._close_fds:
+            for fd in {self.read_fd, self.write_fd}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+@dataclass
+class Connection:
+    """A control channel and a data channel to one peer."""
+
+    control: Channel
+    data: Channel
+    kind: str  # "tcp", "stdio", "tbstream", "tbnet"
+    peer: str  # human description of the other end
+    on_close: list[Any] = field(default_factory=list)  # callables run by close()
+
+    def last_activity(self) -> float:
+        return max(self.control.last_activity, self.data.last_activity)
+
+    def abort(self) -> None:
+        self.control.abort()
+        self.data.abort()
+
+    def close(self) -> None:
+        self.data.close()
+        self.control.close()
+        while self.on_close:
+            self.on_close.pop()()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

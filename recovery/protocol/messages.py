@@ -1,0 +1,328 @@
+"""Control-channel messages and their codec (pure: bytes in, messages out).
+
+Theory of operation
+-------------------
+Each side opens the control channel with an 8-byte preamble (magic, major,
+minor protocol version), then sends messages, each a 4-byte big-endian
+length and a UTF-8 JSON object with a ``type`` field. Message types are the
+frozen dataclasses below; every field is checked on the way in (see
+:mod:`recovery.protocol.schema`), unknown fields are ignored.
+
+Compatibility rule: the major version must match exactly, and a side that
+meets another major refuses with a message naming both. Within a major,
+minor versions only add optional fields, or message types that a side uses
+only when the peer's hello lists the matching capability.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from recovery.errors import RemoteProtocolError
+from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
+
+CONTROL_MAGIC = b"U4RC"
+PROTOCOL_VERSION = (1, 0)
+
+# The preamble each side sends first.
+PREAMBLE = struct.Struct(
+    "!"
+    "4s"  # magic, b"U4RC"
+    "H"  # major protocol version
+    "H"  # minor protocol version
+)
+# Then messages: a length, then that many bytes of UTF-8 JSON.
+MESSAGE_LENGTH = struct.Struct("!I")
+MAX_MESSAGE = 4 << 20
+
+HEX_DIGEST = 64  # BLAKE3 digests travel as 64 hex characters
+
+Mode = Literal["used", "exact"]
+
+
+class VersionMismatch(RemoteProtocolError):
+    """The peer speaks a different major protocol version."""
+
+
+# --- values carried inside messages --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    hostname: str = field(metadata=bounded(max_len=255))
+    host_id: str = field(metadata=bounded(max_len=64))  # this boot of this machine (boot_id)
+    software: str = field(metadata=bounded(max_len=64))  # "usb4-recovery 0.1.0"
+    uuid: str | None = field(default=None, metadata=bounded(max_len=64))  # Thunderbolt host UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    number: int
+    start: int
+    size: int
+    fstype: str | None = field(default=None, metadata=bounded(max_len=64))
+    label: str | None = field(default=None, metadata=bounded(max_len=255))
+    used: int | None = None  # bytes in use, when the filesystem says
+
+
+@dataclass(frozen=True, slots=True)
+class DiskInfo:
+    path: str
+    size: int
+    model: str | None = field(default=None, metadata=bounded(max_len=255))
+    serial: str | None = field(default=None, metadata=bounded(max_len=255))
+    wwn: str | None = field(default=None, metadata=bounded(max_len=255))
+    transport: str | None = field(default=None, metadata=bounded(max_len=32))
+    removable: bool = False
+    ptable: str | None = field(default=None, metadata=bounded(max_len=16))
+    partitions: tuple[PartitionInfo, ...] = field(default=(), metadata=bounded(max_len=256))
+    mountpoints: tuple[str, ...] = field(default=(), metadata=bounded(max_len=256))
+    system: bool = False  # holds the running system
+    boot_medium: bool = False  # the stick this appliance booted from
+    refusal: str | None = field(default=None, metadata=bounded(max_len=255))  # why it can't be a target
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What pins a disk or image file, independent of its /dev name."""
+
+    path: str
+    size: int
+    kind: Literal["disk", "partition", "file"]
+    host_id: str = field(metadata=bounded(max_len=64))
+    fingerprint: str = field(metadata=bounded(max_len=HEX_DIGEST))  # BLAKE3 of the partition-table areas
+    wwn: str | None = field(default=None, metadata=bounded(max_len=255))
+    serial: str | None = field(default=None, metadata=bounded(max_len=255))
+    model: str | None = field(default=None, metadata=bounded(max_len=255))
+    # Storage this lives on, as "blk:MAJ:MIN" and "file:DEV:INO" keys: two
+    # identities on one host that share a key are the same storage.
+    storage: tuple[str, ...] = field(default=(), metadata=bounded(max_len=64))
+
+
+@dataclass(frozen=True, slots=True)
+class MapPart:
+    """How one partition is read: only its used blocks, or whole."""
+
+    number: int
+    start: int
+    size: int
+    fstype: str | None = field(default=None, metadata=bounded(max_len=64))
+    method: Literal["used", "whole"] = "whole"
+    bytes: int = 0  # bytes of this partition that will be sent
+
+
+@dataclass(frozen=True, slots=True)
+class MapSummary:
+    extents: int
+    bytes: int  # bytes covered by frames (DATA and ZERO)
+    digest: str = field(metadata=bounded(max_len=HEX_DIGEST))  # BLAKE3 of the packed extent list
+    parts: tuple[MapPart, ...] = field(default=(), metadata=bounded(max_len=256))
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    offset: int
+    length: int
+
+
+# --- messages --------------------------------------------------------------
+
+
+class Message:
+    type: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    type: ClassVar[str] = "hello"
+    host: HostInfo
+    role: Literal["sender", "receiver", "agent"]
+    nonce: str = field(metadata=bounded(max_len=64))  # random hex; the pairing code comes from both
+    caps: tuple[str, ...] = field(default=(), metadata=bounded(max_len=64))
+    disks: tuple[DiskInfo, ...] = field(default=(), metadata=bounded(max_len=256))
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Message):
+    """A controlling side asks the peer to send one of its disks."""
+
+    type: ClassVar[str] = "request"
+    source: str  # path of a disk on the peer
+    mode: Mode
+    level: str = field(metadata=bounded(max_len=8))  # "auto" or a zstd level
+    source_identity: Identity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Message):
+    type: ClassVar[str] = "plan"
+    session: str = field(metadata=bounded(max_len=64))
+    source: Identity
+    size: int  # bytes the target must hold
+    mode: Mode
+    chunk_size: int = field(metadata=bounded(lo=4096, hi=64 << 20))
+    codecs: tuple[str, ...] = field(metadata=bounded(max_len=8))
+    map: MapSummary
+    verify: bool = True
+    target: Identity | None = None  # set when the sender's user chose the target
+
+
+@dataclass(frozen=True, slots=True)
+class Accept(Message):
+    type: ClassVar[str] = "accept"
+    target: Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse(Message):
+    type: ClassVar[str] = "refuse"
+    code: str = field(metadata=bounded(max_len=32))
+    message: str = field(metadata=bounded(max_len=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """Frames up to ``seq`` (exclusive) are durable on the target."""
+
+    type: ClassVar[str] = "ack"
+    seq: int
+    bytes: int
+    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # share of time spent writing
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(Message):
+    type: ClassVar[str] = "progress"
+    phase: str = field(metadata=bounded(max_len=32))
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Message):
+    """The sender has sent every frame (the END frame is on the data channel)."""
+
+    type: ClassVar[str] = "done"
+    frames: int
+    bytes: int
+    list_digest: str = field(metadata=bounded(max_len=HEX_DIGEST))
+    source_digest: str | None = field(default=None, metadata=bounded(max_len=HEX_DIGEST))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary(Message):
+    type: ClassVar[str] = "summary"
+    frames: int
+    bytes_written: int
+    list_digest: str = field(metadata=bounded(max_len=HEX_DIGEST))
+    target_digest: str | None = field(default=None, metadata=bounded(max_len=HEX_DIGEST))
+    verified: bool | None = None  # None: read-back was skipped
+    mismatches: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=1024))
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    type: ClassVar[str] = "error"
+    code: str = field(metadata=bounded(max_len=32))
+    message: str = field(metadata=bounded(max_len=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    type: ClassVar[str] = "cancel"
+    reason: str = field(metadata=bounded(max_len=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    type: ClassVar[str] = "ping"
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.type: cls
+    for cls in (Hello, Request, Plan, Accept, Refuse, Ack, Progress, Done, Summary, Error,
+                Cancel, Ping)
+}
+
+
+# --- codec -----------------------------------------------------------------
+
+
+def encode_preamble(version: tuple[int, int] = PROTOCOL_VERSION) -> bytes:
+    return PREAMBLE.pack(CONTROL_MAGIC, *version)
+
+
+def decode_preamble(data: bytes) -> tuple[int, int]:
+    """The peer's protocol version; refuses a foreign stream or another major."""
+    magic, major, minor = PREAMBLE.unpack(data)
+    if magic != CONTROL_MAGIC:
+        raise RemoteProtocolError(
+            "the peer is not usb4-recovery (unexpected bytes on the control channel)"
+        )
+    if major != PROTOCOL_VERSION[0]:
+        ours = f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}"
+        raise VersionMismatch(
+            f"the peer speaks protocol {major}.{minor}, this side speaks {ours}",
+            hint="run the same major version of usb4-recovery on both machines",
+        )
+    return major, minor
+
+
+def encode_message(msg: Message) -> bytes:
+    body = json.dumps({"type": msg.type, **to_json(msg)}, separators=(",", ":")).encode()
+    if len(body) > MAX_MESSAGE:
+        raise ValueError(f"{msg.type} message of {len(body)} bytes is too large")
+    return MESSAGE_LENGTH.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> Message:
+    """One message from its JSON body (without the length prefix)."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise SchemaError("control message is not valid UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise SchemaError("control message is not a JSON object")
+    kind = value.get("type")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SchemaError(f"unknown control message type {str(kind)[:40]!r}")
+    return from_json(cls, value)  # type: ignore[no-any-return]
+
+
+class ControlDecoder:
+    """Sans-I/O: feed bytes from the control channel, take messages out."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.peer_version: tuple[int, int] | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_message(self) -> Message | None:
+        """The next message, or None when more bytes are needed."""
+        if self.peer_version is None:
+            if len(self._buf) < PREAMBLE.size:
+                return None
+            self.peer_version = decode_preamble(bytes(self._buf[: PREAMBLE.size]))
+            del self._buf[: PREAMBLE.size]
+        if len(self._buf) < MESSAGE_LENGTH.size:
+            return None
+        (length,) = MESSAGE_LENGTH.unpack_from(self._buf)
+        if length > MAX_MESSAGE:
+            raise SchemaError(f"control message of {length} bytes exceeds {MAX_MESSAGE}")
+        end = MESSAGE_LENGTH.size + length
+        if len(self._buf) < end:
+            return None
+        body = bytes(self._buf[MESSAGE_LENGTH.size : end])
+        del self._buf[:end]
+        return decode_body(body)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

@@ -1,0 +1,59 @@
+"""Two channels over one byte stream (pure), for the stdin/stdout link.
+
+Each piece of a channel's bytes travels as a mux record: a 5-byte header
+(channel number, length) and up to :data:`MAX_RECORD` bytes. The writer
+keeps records small so a control message never waits behind a whole chunk.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from recovery.errors import RemoteProtocolError
+
+MUX_HEADER = struct.Struct(
+    "!"
+    "B"  # channel: 0 control, 1 data
+    "I"  # length of the bytes that follow
+)
+CONTROL, DATA = 0, 1
+MAX_RECORD = 1 << 20
+
+
+class MuxError(RemoteProtocolError):
+    """The multiplexed stream is malformed."""
+
+
+def encode_record_header(channel: int, length: int) -> bytes:
+    if channel not in (CONTROL, DATA) or not 0 < length <= MAX_RECORD:
+        raise ValueError(f"bad mux record: channel {channel}, length {length}")
+    return MUX_HEADER.pack(channel, length)
+
+
+class MuxDecoder:
+    """Feed bytes from the shared stream; take (channel, bytes) records."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_record(self) -> tuple[int, bytes] | None:
+        if len(self._buf) < MUX_HEADER.size:
+            return None
+        channel, length = MUX_HEADER.unpack_from(self._buf)
+        if channel not in (CONTROL, DATA):
+            raise MuxError(f"mux record for unknown channel {channel}")
+        if not 0 < length <= MAX_RECORD:
+            raise MuxError(f"mux record of {length} bytes (limit {MAX_RECORD})")
+        end = MUX_HEADER.size + length
+        if len(self._buf) < end:
+            return None
+        data = bytes(self._buf[MUX_HEADER.size : end])
+        del self._buf[:end]
+        return channel, data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

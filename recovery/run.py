@@ -1,0 +1,93 @@
+"""The one way this program starts other programs.
+
+Argument lists only (never a shell string), a fixed C locale, the child
+killed if we are interrupted, and failures reported with the command line
+and the child's last words.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from recovery.errors import MissingToolError, RecoveryError
+
+# Where sbin tools live even when PATH lacks them (non-root shells).
+EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def find_tool(name: str) -> str | None:
+    path = os.environ.get("PATH", "")
+    return shutil.which(name, path=os.pathsep.join([path, *EXTRA_PATH]))
+
+
+def need_tool(name: str, package: str | None = None) -> str:
+    found = find_tool(name)
+    if found is None:
+        raise MissingToolError(
+            f"{name} is not installed",
+            hint=f"install the Debian package {package or name}",
+        )
+    return found
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+    env["LANG"] = "C.UTF-8"
+    env["LC_ALL"] = "C.UTF-8"
+    env["PATH"] = os.pathsep.join([env.get("PATH", "/usr/bin:/bin"), *EXTRA_PATH])
+    if extra:
+        env.update(extra)
+    return env
+
+
+class CommandError(RecoveryError):
+    """A helper program failed."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        last = " ".join(stderr.strip().splitlines()[-1:])[:300]
+        super().__init__(
+            f"`{shlex.join(argv)}` failed with exit code {returncode}" + (f": {last}" if last else "")
+        )
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: bytes | None = None,  # noqa: A002 - the name subprocess.run uses
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    stdout: int | None = subprocess.PIPE,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` to completion; raise :class:`CommandError` if it fails."""
+    argv = [str(a) for a in argv]
+    if os.sep not in argv[0]:
+        argv[0] = need_tool(argv[0])
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            env=_env(env),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RecoveryError(f"`{shlex.join(argv)}` did not finish within {timeout} s") from None
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
+    return proc
+
+
+def output(argv: Sequence[str], **kwargs: object) -> str:
+    """The standard output of a successful run, as text."""
+    return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]

@@ -1,0 +1,40 @@
+"""Human-readable sizes, rates and durations, and parsing sizes from the CLI."""
+
+from __future__ import annotations
+
+import re
+
+from recovery.errors import UsageError
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def human_size(n: float) -> str:
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_rate(bytes_per_second: float) -> str:
+    return human_size(bytes_per_second) + "/s"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def parse_size(text: str) -> int:
+    """``4M``, ``512k``, ``1G``, ``4096`` (binary units) -> bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise UsageError(f"bad size {text!r}: use a number with an optional K, M, G or T")
+    return int(match.group(1)) * _SUFFIX[match.group(2)]
