@@ -7,11 +7,10 @@ import time
 from recovery import events
 from recovery.disks import identity, safety
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.control import ControlLink
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
-from recovery.engine.send import hello, peer_event
+from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
     CancelledError,
@@ -29,18 +28,29 @@ REPORT_EVERY = 0.5
 
 
 def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
-    ctl = ControlLink(conn, opts.timeout)
+    """Handshake on a fresh connection, wait for the sender's plan, receive one disk."""
+    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink)
+    try:
+        try:
+            plan = link.ctl.expect(m.Plan)
+        except BaseException as e:
+            link.fail(e)
+            raise
+        assert isinstance(plan, m.Plan)
+        return run_receive(link, plan, opts, sink)
+    finally:
+        link.close()
+
+
+def run_receive(
+    link: PeerLink, plan: m.Plan, opts: ReceiveOptions, sink: events.EventSink = events.ignore
+) -> events.Summary:
+    """Check ``plan`` against the target, then write, read back and summarise."""
+    conn, ctl, theirs = link.conn, link.ctl, link.theirs
     target: Target | None = None
     pipe: ReceivePipeline | None = None
     succeeded = False
     try:
-        sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
-        ours = hello("receiver")
-        theirs = ctl.start(ours)
-        sink(peer_event(conn, ours, theirs))
-        plan = ctl.expect(m.Plan)
-        assert isinstance(plan, m.Plan)
-
         try:
             target, pinned = _check_plan(plan, opts)
         except RefusedError as e:
@@ -148,14 +158,12 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
         succeeded = True
         return summary
     except BaseException as e:
-        ctl.report(e)
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
             pipe.crew.join(2)
-        conn.abort()
+        link.fail(e)
         raise
     finally:
-        ctl.close()
         if target is not None:
             if succeeded:
                 target.close()
