@@ -9,6 +9,7 @@ several, one after another) then runs over it: see
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -50,9 +51,12 @@ class PeerLink:
         self.ctl.close()
 
 
-def make_hello(role: str, disks: tuple[m.DiskInfo, ...] = ()) -> m.Hello:
+def make_hello(role: str, disks: tuple[m.DiskInfo, ...] = (), hostname: str | None = None) -> m.Hello:
+    host = identity.host_info(SOFTWARE)
+    if hostname:
+        host = dataclasses.replace(host, hostname=hostname)
     return m.Hello(
-        host=identity.host_info(SOFTWARE),
+        host=host,
         role=role,  # type: ignore[arg-type]
         nonce=os.urandom(16).hex(),
         caps=CAPABILITIES,
@@ -67,11 +71,16 @@ def handshake(
     timeout: float = DEFAULT_TIMEOUT,
     disks: tuple[m.DiskInfo, ...] = (),
     sink: events.EventSink = events.ignore,
+    hostname: str | None = None,
 ) -> PeerLink:
-    """Exchange hellos; on failure the peer is told and the link aborted."""
+    """Exchange hellos; on failure the peer is told and the link aborted.
+
+    ``hostname`` replaces this machine's name in our hello (the demo's
+    simulated peer calls itself something else than the wizard's host).
+    """
     sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
     ctl = ControlLink(conn, timeout)
-    ours = make_hello(role, disks)
+    ours = make_hello(role, disks, hostname)
     try:
         theirs = ctl.start(ours)
     except BaseException as e:

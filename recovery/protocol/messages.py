@@ -83,6 +83,10 @@ class DiskInfo:
     system: bool = False  # holds the running system
     boot_medium: bool = False  # the stick this appliance booted from
     refusal: str | None = field(default=None, metadata=bounded(max_len=255))  # why it can't be a target
+    # Optional, added for the wizard: what a controller puts in Plan.target
+    # or Request.source_identity to pin this disk on its host. A peer that
+    # omits it offers no disk a wizard can pin.
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)
