@@ -1,0 +1,352 @@
+"""A wizard's session over one PeerLink: drive a clone from here, or serve the peer.
+
+Both machines run the same loop, :meth:`AgentSession.serve`, on one thread
+that owns the control link. While the link is idle it
+
+- runs what the local user chose (:meth:`AgentSession.submit`): send a local
+  disk onto a disk of the peer (a ``plan`` whose ``target`` pins it), or ask
+  the peer for one of its disks (a ``request``) and receive it onto a local
+  disk;
+- serves the peer: a ``plan`` is received onto the local disk its ``target``
+  pins (found by identity, :mod:`recovery.disks.match`), a ``request`` is
+  answered by sending the disk it names.
+
+The controlling user confirmed the pairing code and typed the target's name,
+so the serving side writes a pinned target with ``overwrite=True``; a plan
+that pins nothing is refused. A clone that fails ends the connection on both
+sides (the engine aborts the link) and both go back to waiting for each
+other. Each clone is logged to its own file (:mod:`recovery.engine.joblog`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NoReturn, TypeVar
+
+from recovery import events
+from recovery.disks import identity, inventory, match
+from recovery.engine.api import ReceiveOptions, SendOptions
+from recovery.engine.joblog import JobLog
+from recovery.engine.level import parse_level
+from recovery.engine.receive import run_receive
+from recovery.engine.send import run_send
+from recovery.engine.session import PeerLink
+from recovery.errors import (
+    CancelledError,
+    RecoveryError,
+    RefusedError,
+    RemoteProtocolError,
+    UsageError,
+)
+from recovery.protocol import messages as m
+from recovery.units import human_size
+
+TICK = 0.25
+CLOSE_WAIT = 3.0  # seconds a closing session lets a cancelled clone tell the peer
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class JobStarted(events.Event):
+    """A clone begins on this side, driven from here or from the peer."""
+
+    kind: ClassVar[str] = "job"
+    role: str  # what this side does: "sender" or "receiver"
+    driver: str  # "here" or "peer"
+    peer: str  # the peer's host name
+    source: str
+    target: str
+    log: str | None = None  # this clone's log file
+
+
+@dataclass(frozen=True)
+class JobEnded(events.Event):
+    kind: ClassVar[str] = "job_end"
+    ok: bool
+    code: str = ""  # the error's code (recovery.errors) when not ok
+    message: str = ""
+    hint: str | None = None
+    log: str | None = None
+
+
+@dataclass(frozen=True)
+class CloneChoice:
+    """What the controlling user picked in the wizard."""
+
+    send: bool  # True: this machine sends its disk; False: it receives the peer's
+    source: m.DiskInfo  # a disk of the sending machine
+    target: m.DiskInfo  # a disk of the receiving machine
+    mode: str = "used"
+    level: int | None = None  # None: auto
+    verify: bool = True
+
+
+def describe_info(disk: m.DiskInfo) -> str:
+    """One line a user recognises, from a hello's disk entry."""
+    bits = [disk.path]
+    hw = " ".join(x for x in (disk.model, disk.serial) if x and x != "image file")
+    if hw:
+        bits.append(hw)
+    bits.append(human_size(disk.size))
+    return ", ".join(bits)
+
+
+def with_identities(disks: Iterable[m.DiskInfo]) -> tuple[m.DiskInfo, ...]:
+    """The disks as a peer's wizard needs them: each with the identity that pins it."""
+    out = []
+    for d in disks:
+        try:
+            ident: m.Identity | None = identity.identify(d.path)
+        except OSError:
+            ident = None  # unreadable now: shown, but cannot be pinned
+        out.append(dataclasses.replace(d, identity=ident))
+    return tuple(out)
+
+
+def offered_disks(paths: Sequence[str] = ()) -> tuple[m.DiskInfo, ...]:
+    """This machine's disks (or only ``paths``, e.g. the demo's images), with identities."""
+    infos = [inventory.describe_disk(p) for p in paths] if paths else inventory.list_disks()
+    return with_identities(infos)
+
+
+def disk_paths(paths: Sequence[str] = ()) -> list[str]:
+    """Where to look for a pinned disk now: ``paths``, or every disk of this machine."""
+    return list(paths) if paths else [d.path for d in inventory.list_disks()]
+
+
+class _Job:
+    """One clone's event sink: the session's sink plus the clone's log file."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self.session = session
+        self.cancel = threading.Event()
+        self.log: JobLog | None = None
+
+    @property
+    def log_path(self) -> str | None:
+        return str(self.log.path) if self.log and self.log.path else None
+
+    def sink(self, event: events.Event) -> None:
+        if self.log is not None:
+            self.log(event)
+        self.session.sink(event)
+
+    def started(self, role: str, driver: str, source: str, target: str) -> None:
+        self.log = JobLog(self.session.log_dir, role)
+        self.log(self.session.link.peer_event())
+        self.sink(JobStarted(role=role, driver=driver, peer=self.session.peer, source=source,
+                             target=target, log=self.log_path))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+class AgentSession:
+    """Clones over one PeerLink, driven from either side; see the module's doc."""
+
+    def __init__(
+        self,
+        link: PeerLink,
+        *,
+        candidates: Callable[[], Iterable[str]],
+        sink: events.EventSink = events.ignore,
+        log_dir: Path | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.link = link
+        self.peer = link.theirs.host.hostname
+        self.host = link.ours.host.hostname
+        self.candidates = candidates  # paths where a pinned local disk may be
+        self.sink = sink
+        self.log_dir = log_dir
+        self.workers = workers
+        self._choices: queue.Queue[CloneChoice] = queue.Queue()
+        self._closing = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._cancel: threading.Event | None = None
+
+    # --- called from other threads ---
+
+    def submit(self, choice: CloneChoice) -> None:
+        """Run this clone as soon as the link is idle."""
+        self._choices.put(choice)
+
+    def cancel(self) -> None:
+        """Stop the running clone (either role); the peer is told."""
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def close(self, reason: str = "the other side closed the session") -> None:
+        """End the session: cancel a running clone, tell the peer, unblock :meth:`serve`."""
+        self._closing.set()
+        self.cancel()
+        self._idle.wait(CLOSE_WAIT)
+        self.link.ctl.try_send(m.Cancel(reason=reason[:1000]))
+        self.link.conn.abort()
+
+    # --- the session's own thread ---
+
+    def serve(self, max_clones: int | None = None) -> None:
+        """Run clones until the link ends; raise what ended it (nothing after :meth:`close`).
+
+        With ``max_clones``, return after that many clones succeeded.
+        """
+        done = 0
+        try:
+            while not self._closing.is_set() and (max_clones is None or done < max_clones):
+                try:
+                    choice = self._choices.get_nowait()
+                except queue.Empty:
+                    msg = self.link.ctl.poll(TICK)
+                    if isinstance(msg, m.Plan):
+                        self._run(self._serve_plan, msg)
+                        done += 1
+                    elif isinstance(msg, m.Request):
+                        self._run(self._serve_request, msg)
+                        done += 1
+                    continue
+                self._run(self._drive, choice)
+                done += 1
+        except RecoveryError:
+            if not self._closing.is_set():
+                raise
+        finally:
+            self.link.close()
+            self.link.conn.close()
+
+    def _run(self, clone: Callable[[T, _Job], events.Summary], arg: T) -> None:
+        job = _Job(self)
+        self._cancel = job.cancel
+        self._idle.clear()
+        try:
+            try:
+                clone(arg, job)
+            except RecoveryError as e:
+                error = e
+            except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
+                error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
+                                      hint="run `recovery agent --debug` to see more, and report it")
+            else:
+                job.sink(JobEnded(ok=True, log=job.log_path))
+                return
+            self.link.fail(error)  # a failed clone ends the connection on both sides
+            job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
+                                   hint=error.hint))
+            job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint,
+                              log=job.log_path))
+            raise error
+        finally:
+            job.close()
+            self._cancel = None
+            self._idle.set()
+
+    def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
+        """Tell the peer no (while it waits for our answer) and end this clone."""
+        self.link.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000]))
+        raise RefusedError(message, hint=hint)
+
+    def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:
+        """Where the chosen local disk is now; with ``unchanged``, refuse if it changed."""
+        if disk.identity is None:
+            raise RefusedError(f"{disk.path} could not be identified when it was listed",
+                               hint="choose another disk")
+        found = match.find_disk(disk.identity, self.candidates())
+        if found is None:
+            raise RefusedError(f"{describe_info(disk)} is gone (unplugged or renamed)",
+                               hint="plug it back in, or start again and choose another disk")
+        why = identity.mismatch(disk.identity, found[1]) if unchanged else None
+        if why:
+            raise RefusedError(f"{disk.path} changed since it was listed: {why}",
+                               hint="start again so that the wizard shows it as it is now")
+        return found[0]
+
+    # --- driven from here ---
+
+    def _drive(self, choice: CloneChoice, job: _Job) -> events.Summary:
+        src, tgt = choice.source, choice.target
+        if choice.send:
+            job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}")
+            if tgt.identity is None:
+                raise UsageError(f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
+                                 hint=f"run the same version of usb4-recovery on {self.peer}")
+            path = self._local_path(src, unchanged=False)
+            send = SendOptions(source=path, target=tgt.identity, mode=choice.mode, level=choice.level,
+                               verify=choice.verify, cancel=job.cancel, workers=self.workers)
+            return run_send(self.link, send, job.sink)
+        job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
+        if src.identity is None:
+            raise UsageError(f"{self.peer} did not identify {src.path}, so it cannot be pinned",
+                             hint=f"run the same version of usb4-recovery on {self.peer}")
+        path = self._local_path(tgt, unchanged=True)
+        level = "auto" if choice.level is None else str(choice.level)
+        self.link.ctl.send(m.Request(source=src.path, mode=choice.mode,  # type: ignore[arg-type]
+                                     level=level, source_identity=src.identity))
+        job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
+        plan = self._await_plan(job.cancel)
+        why = identity.mismatch(src.identity, plan.source)
+        if why:
+            self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
+        opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify, cancel=job.cancel,
+                              workers=self.workers)
+        return run_receive(self.link, plan, opts, job.sink)
+
+    def _await_plan(self, cancel: threading.Event) -> m.Plan:
+        while True:
+            if cancel.is_set():
+                raise CancelledError("cancelled")
+            msg = self.link.ctl.poll(TICK)
+            if isinstance(msg, m.Plan):
+                return msg
+            if isinstance(msg, m.Refuse):
+                raise RefusedError(f"{self.peer} refused: {msg.message}")
+            if msg is not None and not isinstance(msg, m.Progress):
+                raise RemoteProtocolError(f"unexpected {msg.type!r} message from the peer")
+
+    # --- driven from the peer ---
+
+    def _serve_plan(self, plan: m.Plan, job: _Job) -> events.Summary:
+        pinned = plan.target
+        job.started("receiver", "peer", f"{self.peer}:{identity.describe(plan.source)}",
+                    identity.describe(pinned) if pinned else "(not chosen)")
+        if pinned is None:
+            self._refuse(f"{self.host} only writes a disk the sender's user chose in the wizard",
+                         hint=f"start `recovery tui` on {self.peer} and choose a disk of {self.host}")
+        found = match.find_disk(pinned, self.candidates())
+        if found is None:
+            self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
+                         hint=f"check the disks of {self.host} and choose the target again")
+        opts = ReceiveOptions(target=found[0], overwrite=True, cancel=job.cancel, workers=self.workers)
+        return run_receive(self.link, plan, opts, job.sink)
+
+    def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
+        named = identity.describe(req.source_identity) if req.source_identity else req.source
+        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there")
+        try:
+            level = parse_level(req.level)
+        except UsageError as e:
+            self._refuse(e.message)
+        if req.source_identity is not None:
+            found = match.find_disk(req.source_identity, self.candidates())
+            if found is None:
+                self._refuse(f"no disk of {self.host} is {named} any more",
+                             hint=f"check the disks of {self.host} and choose the source again")
+            path = found[0]
+        elif req.source in set(self.candidates()):
+            path = req.source
+        else:
+            self._refuse(f"{req.source} is not one of the disks {self.host} offers")
+        opts = SendOptions(source=path, mode=req.mode, level=level, cancel=job.cancel, workers=self.workers)
+        return run_send(self.link, opts, job.sink)

@@ -1,0 +1,69 @@
+"""One JSON-lines log file per clone, in a place that survives the session.
+
+``/var/log/usb4-recovery/`` when this process may write there (the
+appliance runs as root), else ``$XDG_STATE_HOME/usb4-recovery/`` (by default
+``~/.local/state/usb4-recovery/``). Each line is an event in the documented
+``--json`` form (:func:`recovery.events.to_json`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TextIO
+
+from recovery import events
+
+SYSTEM_DIR = Path("/var/log/usb4-recovery")
+
+
+def default_dir() -> Path:
+    """Where job logs go when nobody says otherwise."""
+    try:
+        SYSTEM_DIR.mkdir(parents=True, exist_ok=True)
+        if os.access(SYSTEM_DIR, os.W_OK | os.X_OK):
+            return SYSTEM_DIR
+    except OSError:
+        pass
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "usb4-recovery"
+
+
+class JobLog:
+    """An append-only JSON-lines file for one clone; never fails the clone."""
+
+    def __init__(self, directory: Path | None, role: str) -> None:
+        self.path: Path | None = None
+        self._file: TextIO | None = None
+        directory = directory or default_dir()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for n in range(100):
+                path = directory / f"clone-{stamp}-{role}{f'-{n}' if n else ''}.jsonl"
+                try:
+                    self._file = open(path, "x", encoding="utf-8")
+                except FileExistsError:
+                    continue
+                self.path = path
+                break
+        except OSError:
+            self._file = None  # no log is better than no clone
+
+    def __call__(self, event: events.Event) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(events.to_json(event) + "\n")
+            self._file.flush()
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
