@@ -1,0 +1,135 @@
+"""The demo's two machines on one: sample disk images and a simulated peer.
+
+"This machine" offers a generated sample disk (GPT, ext4 and FAT holding
+real files); the peer is a second local process, ``recovery agent``, over
+loopback TCP, offering a blank disk of the same size and a smaller one (so
+the wizard shows a target it refuses). :class:`DemoWorld` makes all of it
+and removes all of it, processes and files, on every way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import recovery
+from recovery.demo import MIB, build_sample_disk
+from recovery.errors import LinkError, MissingToolError
+from recovery.link.tcp import Endpoint
+from recovery.run import find_tool
+from recovery.tui.config import WizardConfig
+
+NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+PEER_NAME = "demo-peer"
+START_TIMEOUT = 30.0
+
+
+def check_tools() -> None:
+    missing = [f"{tool} ({pkg})" for tool, pkg in NEEDED.items() if find_tool(tool) is None]
+    if missing:
+        packages = " ".join(sorted({NEEDED[m.split()[0]] for m in missing}))
+        raise MissingToolError(f"the demo needs {', '.join(missing)}", hint=f"install them: apt install {packages}")
+
+
+class DemoWorld:
+    """Sample images in a fresh folder, and the simulated peer's process."""
+
+    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False) -> None:
+        self.size_mib = size_mib
+        self.keep = keep or directory is not None
+        self.workdir = Path(directory or tempfile.mkdtemp(prefix="recovery-demo-"))
+        self.source = self.workdir / "laptop-disk.img"
+        self.blank = self.workdir / "peer" / "new-disk.img"
+        self.small = self.workdir / "peer" / "usb-stick.img"
+        self.logs = self.workdir / "logs"
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    def __enter__(self) -> DemoWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- making it ---
+
+    def start(self) -> None:
+        """Build the images and start the peer (on failure, :meth:`close` still cleans up)."""
+        check_tools()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.blank.parent.mkdir(exist_ok=True)
+        build_sample_disk(str(self.source), self.size_mib)
+        for path, size in ((self.blank, self.size_mib), (self.small, max(16, self.size_mib // 4))):
+            with open(path, "wb") as f:
+                f.truncate(size * MIB)
+        self._start_agent()
+
+    def _start_agent(self) -> None:
+        out = self.workdir / "peer-events.jsonl"
+        err = self.workdir / "peer-errors.txt"
+        argv = [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
+                "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
+                "--json", "--stop-on-eof"]
+        root = str(Path(recovery.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            # Its own session: a Ctrl-C meant for the wizard must not reach the peer first.
+            # Its stdin is a pipe from us: when we end, however we end, it ends too.
+            self.agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
+                                          env=env, start_new_session=True)
+        self.port = self._wait_listening(out, err)
+
+    def _wait_listening(self, out: Path, err: Path) -> int:
+        deadline = time.monotonic() + START_TIMEOUT
+        assert self.agent is not None
+        while time.monotonic() < deadline:
+            for line in out.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "listening":
+                    return int(event["port"])
+            if self.agent.poll() is not None:
+                break
+            time.sleep(0.1)
+        why = (err.read_text(errors="replace").strip().splitlines() or ["no answer"])[-1]
+        raise LinkError(f"the demo's simulated peer did not start: {why}")
+
+    def config(self, *, ansi: bool | None = None) -> WizardConfig:
+        """The wizard's side: it offers the sample disk and connects to the peer."""
+        assert self.port is not None, "start() first"
+        return WizardConfig(disks=(str(self.source),), listen=None, connect=Endpoint("127.0.0.1", self.port),
+                            log_dir=self.logs, demo=True, ansi=ansi)
+
+    # --- removing it ---
+
+    def stop_agent(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is None:
+            return
+        if agent.stdin is not None:
+            agent.stdin.close()
+        if agent.poll() is not None:
+            return
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(5)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(5)
+
+    def close(self) -> None:
+        """Stop the peer and remove every file, unless asked to keep them."""
+        try:
+            self.stop_agent()
+        finally:
+            if not self.keep:
+                shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Step 8 and the errors: the summary of a finished clone, or what went wrong."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from recovery import events
+from recovery.tui.advice import Advice
+from recovery.tui.model import JobView
+from recovery.units import human_duration, human_rate, human_size
+
+if TYPE_CHECKING:
+    from recovery.tui.app import WizardApp
+
+
+def _line(text: Text, label: str, value: str) -> None:
+    text.append(f"{label:<9}", style="bold")
+    text.append(value + "\n")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else human_duration(seconds)
+
+
+def summary_text(job: JobView, s: events.Summary) -> Text:
+    text = Text()
+    if s.verified:
+        text.append("Clone complete and verified.\n\n", style="bold")
+    else:
+        text.append("Clone complete, NOT verified (verification was off).\n\n", style="bold")
+    _line(text, "Source", s.source)
+    _line(text, "Target", s.target)
+    level = f"zstd level {job.level}" if job.level.isdigit() else job.level
+    _line(text, "Mode", s.mode + (f"; compression at the end: {level}" if level else ""))
+    copied = job.to_send or s.bytes_read or s.bytes_written + s.zero_bytes
+    bytes_line = [f"read {human_size(s.bytes_read)}"] if s.role == "sender" else []
+    bytes_line += [f"sent {human_size(s.bytes_sent)}", f"written {human_size(s.bytes_written)}"]
+    if s.zero_bytes:
+        bytes_line.append(f"zeros {human_size(s.zero_bytes)} (not sent)")
+    _line(text, "Bytes", ", ".join(bytes_line))
+    rate = f" (average {human_rate(copied / s.seconds)})" if s.seconds > 0 and copied else ""
+    _line(text, "Time", duration(s.seconds) + rate)
+    _line(text, "Chunks", "BLAKE3 of every chunk, the same on both machines:")
+    _line(text, "", s.list_digest)
+    if s.image_digest:
+        _line(text, "Image", "BLAKE3 of the whole disk (b3sum of the source gives this):")
+        _line(text, "", s.image_digest)
+    return text
+
+
+def next_steps(job: JobView, host: str) -> Text:
+    holder = job.started.peer if job.started.role == "sender" else host
+    text = Text("What next\n", style="bold")
+    text.append(f"- Start {holder} from the new disk and check that your files are there.\n")
+    text.append("- Keep the old disk as it is until you are sure.\n")
+    text.append("- Enter starts another clone; Ctrl+Q quits.")
+    return text
+
+
+class SummaryScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "again", "Another clone", key_display="Enter")]
+
+    def __init__(self, job: JobView, host: str) -> None:
+        super().__init__()
+        self.job = job
+        self.host = host
+
+    def compose(self) -> ComposeResult:
+        yield Static("usb4-recovery  ·  Done", id="topbar")
+        assert self.job.summary is not None
+        with VerticalScroll(classes="result-body"):
+            yield Static(summary_text(self.job, self.job.summary), id="summary")
+            yield Static(self._log_text(), id="log")
+            yield Static(id="demo-check")
+            yield Static(next_steps(self.job, self.host), id="next")
+        yield Footer()
+
+    def _log_text(self) -> Text:
+        text = Text()
+        _line(text, "Log", self.job.started.log or "not saved (no writable log folder)")
+        return text
+
+    def show_demo_check(self, text: str) -> None:
+        self.query_one("#demo-check", Static).update(text)
+
+    def action_again(self) -> None:
+        cast("WizardApp", self.app).start_over()
+
+
+class ErrorScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "again", "Start over", key_display="Enter")]
+
+    def __init__(self, advice: Advice, log: str | None = None, peer: str = "") -> None:
+        super().__init__()
+        self.advice = advice
+        self.log_path = log
+        self.peer = peer
+
+    def compose(self) -> ComposeResult:
+        a = self.advice
+        yield Static(f"usb4-recovery  ·  {a.title}", id="topbar", classes="error")
+        text = Text()
+        text.append(a.title + "\n\n", style="bold")
+        text.append("What happened\n", style="bold")
+        text.append(f"  {a.message}\n")
+        if a.steps:
+            text.append("\nWhat you can do\n", style="bold")
+            for step in a.steps:
+                text.append(f"- {step}\n")
+        if self.log_path:
+            text.append("\n")
+            _line(text, "Log", self.log_path)
+        with VerticalScroll(classes="result-body"):
+            yield Static(text, id="error")
+            yield Static(id="error-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.advice.waiting:
+            self.set_status(f"Waiting for {self.peer or 'the other machine'} to return...")
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#error-status", Static).update(text)
+
+    def action_again(self) -> None:
+        cast("WizardApp", self.app).start_over()

@@ -1,0 +1,108 @@
+"""The wizard's own widgets: disk tables, a text progress bar, stage bars.
+
+Glyphs are limited to what a Linux console font has (box drawing, block
+elements, Latin-1), so the wizard reads the same on the first console of a
+rescue machine as in a desktop terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from recovery.protocol.messages import DiskInfo
+from recovery.tui.model import STAGE_NAMES, contents, short_name
+from recovery.units import human_size
+
+COLUMNS = ((15, "Disk"), (20, "Model"), (16, "Serial"), (10, "Size"))
+
+
+def _cell(text: str, width: int) -> str:
+    return (text[: width - 1] + "~" if len(text) > width else text).ljust(width)
+
+
+def _row_text(disk: DiskInfo) -> str:
+    model = disk.model or "-"
+    values = (short_name(disk), model, disk.serial or "-", human_size(disk.size))
+    return " ".join(_cell(v, w) for v, (w, _) in zip(values, COLUMNS, strict=True))
+
+
+def header_text() -> str:
+    return " ".join(_cell(name, w) for w, name in COLUMNS)
+
+
+class PickList(OptionList):
+    """A list answered with Enter, which the footer shows."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select", "Choose", key_display="Enter")]
+
+
+class DiskList(PickList):
+    """Disks to choose from; the ones that cannot be used are shown, disabled, with why."""
+
+    def __init__(self, disks: Sequence[DiskInfo], refusals: dict[str, str | None], **kwargs: object) -> None:
+        self.disks = {str(i): d for i, d in enumerate(disks)}
+        options = []
+        for key, disk in self.disks.items():
+            why = refusals.get(disk.path)
+            second = Text(f"  cannot be used: {why}", style="italic") if why else Text("  " + contents(disk))
+            prompt = Text(_row_text(disk) + "\n")
+            prompt.append_text(second)
+            options.append(Option(prompt, id=key, disabled=why is not None))
+        super().__init__(*options, compact=True, **kwargs)  # type: ignore[arg-type]
+
+    def disk_at(self, index: int | None) -> DiskInfo | None:
+        if index is None:
+            return None
+        option = self.get_option_at_index(index)
+        return self.disks.get(option.id or "")
+
+
+class DiskTable(Static):
+    """A read-only table of disks (the first screen)."""
+
+    def show(self, disks: Sequence[DiskInfo] | None) -> None:
+        if disks is None:
+            self.update("Reading this machine's disks...")
+            return
+        if not disks:
+            self.update("No disks found on this machine.")
+            return
+        text = Text(header_text(), style="bold")
+        for disk in disks:
+            text.append("\n" + _row_text(disk))
+            text.append("\n  " + contents(disk), style="dim")
+        self.update(text)
+
+
+def bar(fraction: float, width: int) -> str:
+    """``██████░░░░`` for ``fraction`` of ``width`` cells."""
+    fraction = min(1.0, max(0.0, fraction))
+    full = round(fraction * width)
+    return "█" * full + "░" * (width - full)
+
+
+class StageBars(Static):
+    """How busy each stage of the pipeline is, and which one limits the clone."""
+
+    def show(self, order: Sequence[str], shares: dict[str, float], bottleneck: str) -> None:
+        text = Text()
+        for i, stage in enumerate(order):
+            share = shares.get(stage)
+            if i:
+                text.append("\n")
+            name = f"{STAGE_NAMES.get(stage, stage):<11}"
+            if share is None:
+                text.append(f"{name}{'':>20}   -")
+                continue
+            style = "bold reverse" if stage == bottleneck else ""
+            text.append(name, style=style)
+            text.append(f" {bar(share, 20)} {share * 100:3.0f}%")
+            if stage == bottleneck:
+                text.append("  <- the limit now", style="bold")
+        self.update(text)
