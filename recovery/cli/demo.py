@@ -1,4 +1,9 @@
-"""`recovery demo`: a real clone of a generated sample disk between two local processes."""
+"""`recovery demo`: a real clone of a generated sample disk between two local processes.
+
+On a terminal it opens the wizard against a simulated peer (see
+:mod:`recovery.tui.demo`); with ``--headless``, ``--json`` or without a
+terminal it clones by itself and prints the digests of both sides.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from recovery.demo import build_sample_disk
 from recovery.engine.api import SendOptions
 from recovery.engine.compare import compare
 from recovery.engine.send import send_disk
-from recovery.errors import LinkError, MissingToolError, VerificationError, error_from_code
+from recovery.errors import LinkError, MissingToolError, UsageError, VerificationError, error_from_code
 from recovery.link.tcp import Endpoint, connect
 from recovery.run import find_tool
 from recovery.units import human_size
@@ -28,19 +33,45 @@ NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="clone a generated sample disk between two local processes",
-                       description="Make a sample disk image with real ext4 and FAT filesystems, "
-                       "start a receiver process, clone the disk to it over a local TCP link "
-                       "and show the verified digests of both sides.")
+    p = sub.add_parser("demo", help="try the wizard on generated sample disks, against a simulated peer",
+                       description="Make a sample disk image with real ext4 and FAT filesystems and "
+                       "start a simulated peer (a second local process) with a blank disk. On a "
+                       "terminal the wizard opens and you walk through a real clone; with --headless "
+                       "(or without a terminal) the clone runs by itself and prints the verified "
+                       "digests of both sides. Everything it made is removed at the end.")
     p.add_argument("--mode", choices=("used", "exact"), default="used", help="clone mode (default used)")
     p.add_argument("--size", type=int, default=256, metavar="MIB", help="sample disk size (default 256)")
     p.add_argument("--keep", action="store_true", help="keep the images instead of deleting them")
     p.add_argument("--dir", metavar="DIR", help="where to put the images (default: a new temporary folder)")
+    p.add_argument("--headless", action="store_true", help="no wizard: clone by itself and print the digests")
     add_json(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.headless or args.json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return run_headless(args)
+    return run_wizard_demo(args)
+
+
+def run_wizard_demo(args: argparse.Namespace) -> int:
+    from recovery.cli.tui import console_colours, run_wizard
+    from recovery.tui.demo import DemoWorld
+
+    if args.size < 64:
+        raise UsageError("the sample disk needs at least 64 MiB")
+    sys.stderr.write(f"Preparing the demo: a {args.size} MiB sample disk and a simulated peer...\n")
+    with DemoWorld(args.size, args.dir, keep=args.keep) as world:
+        world.start()
+        code = run_wizard(world.config(ansi=console_colours()))
+    if world.keep:
+        sys.stderr.write(f"The demo's images and logs are kept in {world.workdir}\n")
+    else:
+        sys.stderr.write("The demo's images, logs and simulated peer are gone.\n")
+    return code
+
+
+def run_headless(args: argparse.Namespace) -> int:
     missing = [f"{tool} ({pkg})" for tool, pkg in NEEDED.items() if find_tool(tool) is None]
     if missing:
         raise MissingToolError(f"the demo needs {', '.join(missing)}",

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 from recovery import __version__, events
-from recovery.cli import demo, disks, receive, send, verify
+from recovery.cli import agent, demo, disks, receive, send, tui, verify
 from recovery.cli.output import Output
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, RecoveryError, UsageError
 
-COMMANDS = (send, receive, disks, verify, demo)
+COMMANDS = (send, receive, disks, verify, demo, tui, agent)
 TERMINATED_EXIT_CODE = 143
 
 
@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
+            # The appliance's first console: a person, so the wizard. Anything else: help.
+            if sys.stdin.isatty() and sys.stdout.isatty():
+                return tui.run_default()
             parser.print_help()
             return 0
         out = args.output = Output(json_mode=getattr(args, "json", False), stream=_report_stream(args))

@@ -1,0 +1,154 @@
+"""`recovery agent`: the passive side of a wizard, without a screen.
+
+It offers this machine's disks (or only ``--disk`` paths) to a wizard on the
+other machine, which then drives clones in either direction over the link.
+Between sessions it waits for the next one, until stopped (or ``--once``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recovery import events
+from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.engine.agent import AgentSession, JobEnded, JobStarted, disk_paths, offered_disks
+from recovery.engine.session import handshake
+from recovery.errors import LinkError, RecoveryError, UsageError
+from recovery.link import tcp
+from recovery.link.base import Connection
+from recovery.link.select import accept_receiver, parse_link
+
+RETRY = 2.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="let a wizard on the other machine drive clones (no screen here)",
+                       description="Offer this machine's disks to the wizard (`recovery tui`) on the other "
+                       "machine, which then drives clones in either direction. Waits for the next session "
+                       "after each one, until stopped.")
+    p.add_argument("--listen", metavar="[ADDR]:PORT",
+                   help=f"wait for the wizard over TCP (the default: all addresses, port {tcp.DEFAULT_PORT})")
+    p.add_argument("--connect", metavar="HOST[:PORT]",
+                   help="connect to a wizard that listens, trying again until it answers")
+    add_link(p)
+    p.add_argument("--disk", action="append", default=[], metavar="PATH",
+                   help="offer only this disk or image file (repeat for more; default: every disk)")
+    p.add_argument("--name", metavar="NAME", help="the name the wizard shows for this machine")
+    p.add_argument("--once", action="store_true", help="exit after one clone, or when the first session ends")
+    p.add_argument("--log-dir", metavar="DIR",
+                   help="where each clone's JSON log goes (default /var/log/usb4-recovery or "
+                        "~/.local/state/usb4-recovery)")
+    # For a parent that starts the agent (the demo): exit when our stdin closes,
+    # so the agent never outlives it, however the parent ends.
+    p.add_argument("--stop-on-eof", action="store_true", help=argparse.SUPPRESS)
+    add_timeout(p)
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def _stop_on_eof() -> None:
+    """Terminate this process (cleanly, through SIGTERM) once stdin reaches end of file."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-on-eof", daemon=True).start()
+
+
+def _opener(args: argparse.Namespace, out: events.EventSink) -> tuple[Callable[[], Connection], Callable[[], None]]:
+    """(wait for the next connection, release what waiting holds)."""
+    given = [x for x in (args.listen, args.connect, args.link) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give one of --listen, --connect and --link")
+    if args.connect is not None:
+        ep = tcp.parse_endpoint(args.connect)
+        if not ep.host:
+            raise UsageError("--connect needs the wizard's address: HOST or HOST:PORT")
+
+        def connect() -> Connection:
+            while True:
+                try:
+                    return tcp.connect(ep, timeout=args.timeout)
+                except LinkError as e:
+                    out(events.Phase("connect", f"{e.message}; trying again"))
+                    time.sleep(RETRY)
+
+        return connect, lambda: None
+    if args.link is not None and parse_link(args.link).kind != "tcp":
+        spec = parse_link(args.link)
+
+        def listening(address: str, port: int, link: str) -> None:
+            out(events.Listening(address=address, port=port, link=link))
+
+        return lambda: accept_receiver(spec, timeout=None, on_listening=listening), lambda: None
+    ep = tcp.parse_endpoint(args.listen or "", default_host="")
+    if args.link is not None:
+        ep = parse_link(args.link).endpoint or ep
+    listener = tcp.Listener(ep)  # one for every session, so the port stays the same
+    out(events.Listening(address=str(listener.endpoint.host or "*"), port=listener.port, link="tcp"))
+    return lambda: listener.accept(None), listener.close
+
+
+def _sink(out: events.EventSink, json_mode: bool) -> events.EventSink:
+    """The CLI's output, plus one line per clone for people."""
+    if json_mode:
+        return out
+
+    def sink(event: events.Event) -> None:
+        if isinstance(event, JobStarted):
+            who = f"controlled from {event.peer}" if event.driver == "peer" else "driven here"
+            out(events.Phase("clone", f"clone {who}: {event.source} -> {event.target}"
+                                      + (f" (log {event.log})" if event.log else "")))
+        elif isinstance(event, JobEnded):
+            out(events.Phase("clone", "clone finished" if event.ok else f"clone failed: {event.message}"))
+        else:
+            out(event)
+
+    return sink
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.output
+    paths = [os.path.abspath(p) for p in args.disk]
+    for path in paths:
+        if not os.path.exists(path):
+            raise UsageError(f"{path} does not exist", hint="give a disk (/dev/...) or an image file")
+    if args.stop_on_eof:
+        _stop_on_eof()
+    wait, release = _opener(args, out)
+    sink = _sink(out, args.json)
+    log_dir = None if args.log_dir is None else Path(args.log_dir)
+    try:
+        while True:
+            conn = wait()
+            try:
+                link = handshake(conn, "agent", disks=offered_disks(paths), hostname=args.name,
+                                 timeout=args.timeout, sink=out)
+            except RecoveryError as e:
+                conn.close()
+                if args.once:
+                    raise
+                out(events.Warning(f"a connection from {conn.peer} failed: {e.message}"))
+                continue
+            session = AgentSession(link, candidates=lambda: disk_paths(paths), sink=sink, log_dir=log_dir)
+            try:
+                session.serve(max_clones=1 if args.once else None)
+            except RecoveryError as e:
+                if args.once:
+                    raise
+                out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
+            if args.once:
+                return 0
+    finally:
+        release()
