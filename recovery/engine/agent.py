@@ -38,10 +38,12 @@ from recovery.engine.send import run_send
 from recovery.engine.session import PeerLink
 from recovery.errors import (
     CancelledError,
+    LinkError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
     UsageError,
+    error_from_code,
 )
 from recovery.protocol import messages as m
 from recovery.units import human_size
@@ -235,7 +237,7 @@ class AgentSession:
             try:
                 clone(arg, job)
             except RecoveryError as e:
-                error = e
+                error = self._peer_reason(e)
             except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
                 error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
                                       hint="run `recovery agent --debug` to see more, and report it")
@@ -252,6 +254,24 @@ class AgentSession:
             job.close()
             self._cancel = None
             self._idle.set()
+
+    def _peer_reason(self, error: RecoveryError) -> RecoveryError:
+        """A clone that died of a broken link: had the peer said why (cancel, error) just before?
+
+        The peer sends its reason and then drops the link; our data path can
+        notice the drop before the control reader hands the reason over.
+        """
+        if not isinstance(error, LinkError):
+            return error
+        while True:
+            try:
+                item = self.link.ctl.inbox.get_nowait()
+            except queue.Empty:
+                return error
+            if isinstance(item, m.Cancel):
+                return CancelledError(f"the peer cancelled: {item.reason}")
+            if isinstance(item, m.Error):
+                return error_from_code(item.code, item.message)
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""

@@ -216,7 +216,7 @@ class WizardApp(App[int]):
     def offer_pairing(self) -> None:
         """Show the pairing screen, unless the user is reading something else."""
         state = self.state
-        if state.link is None or state.paired or state.peer is None:
+        if state.link is None or state.paired or state.peer is None or state.link is state.job_link:
             return
         top = self.screen
         waiting = isinstance(top, ErrorScreen) and top.advice.waiting
@@ -378,7 +378,6 @@ class WizardApp(App[int]):
             text = f"Demo check: the target image is byte-identical to the source.\n  BLAKE3 {msg.digest}"
         else:
             text = "Demo check: the target image DIFFERS from the source."
-        self.state.status["demo"] = text
         if isinstance(self.screen, SummaryScreen):
             self.screen.show_demo_check(text)
 
@@ -386,7 +385,6 @@ class WizardApp(App[int]):
         """Back to the first screen; a link that carried a clone is closed for fresh hellos."""
         if self.state.link is not None and self.state.link is self.state.job_link:
             self._drop_session(f"{self.state.host} starts a new clone")
-        self.state.status.pop("demo", None)
         self._reset_to_home()
 
     # --- screens ---

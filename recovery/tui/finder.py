@@ -59,6 +59,7 @@ class PeerFinder:
         self._lock = threading.Lock()
         self._taken = False
         self._listeners: list[tcp.Listener] = []
+        self._handshaking: list[Connection] = []
         self._target: tcp.Endpoint | None = None
 
     @property
@@ -70,6 +71,9 @@ class PeerFinder:
         self._stop.set()
         with self._lock:
             listeners = list(self._listeners)
+            pending = list(self._handshaking)
+        for conn in pending:
+            conn.abort()  # a handshake in progress fails at once
         for listener in listeners:
             try:
                 listener.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept()
@@ -78,15 +82,21 @@ class PeerFinder:
 
     def offer(self, conn: Connection) -> bool:
         """Handshake on a new connection; hand the peer over if it is the first."""
-        if self._stop.is_set():
-            conn.close()
-            return False
+        with self._lock:
+            if self._stop.is_set():
+                conn.close()
+                return False
+            self._handshaking.append(conn)
         try:
             link = handshake(conn, "agent", disks=self.disks(), hostname=self.hostname, timeout=self.timeout)
         except RecoveryError as e:
             conn.close()
-            self.status("peer", f"a connection from {conn.peer} failed: {e.message}")
+            if not self._stop.is_set():
+                self.status("peer", f"a connection from {conn.peer} failed: {e.message}")
             return False
+        finally:
+            with self._lock:
+                self._handshaking = [c for c in self._handshaking if c is not conn]
         if link.theirs.role != "agent":
             command = {"sender": "send", "receiver": "receive"}.get(link.theirs.role, link.theirs.role)
             self._turn_away(link, f"{link.theirs.host.hostname} runs `recovery {command}`; "

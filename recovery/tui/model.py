@@ -54,10 +54,9 @@ def contents(disk: DiskInfo) -> str:
 
 
 def used_bytes(disk: DiskInfo) -> int | None:
-    """Bytes in use on the disk's filesystems, when every partition says."""
-    if not disk.partitions or any(p.used is None for p in disk.partitions):
-        return None
-    return sum(p.used or 0 for p in disk.partitions)
+    """Bytes in use on the disk's filesystems that say (None: none says)."""
+    known = [p.used for p in disk.partitions if p.used is not None]
+    return sum(known) if known else None
 
 
 def source_refusal(disk: DiskInfo) -> str | None:
@@ -171,6 +170,8 @@ class JobView:
             self.summary = event
 
 
-def stage_order(role: str) -> tuple[str, ...]:
-    """The stages a side measures, in the order data flows."""
-    return STAGES if role == "sender" else ("link", "compress", "write")
+def stage_order(role: str) -> tuple[tuple[str, str], ...]:
+    """(stage, name) for the stages a side measures, in the order data flows."""
+    if role == "sender":
+        return tuple((s, STAGE_NAMES[s]) for s in STAGES)
+    return (("link", "link"), ("compress", "decompress"), ("write", "disk write"))

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from recovery.protocol.messages import DiskInfo
-from recovery.tui.model import STAGE_NAMES, contents, short_name
+from recovery.tui.model import contents, short_name
 from recovery.units import human_size
 
 COLUMNS = ((15, "Disk"), (20, "Model"), (16, "Serial"), (10, "Size"))
@@ -50,9 +52,8 @@ class DiskList(PickList):
         options = []
         for key, disk in self.disks.items():
             why = refusals.get(disk.path)
-            second = Text(f"  cannot be used: {why}", style="italic") if why else Text("  " + contents(disk))
-            prompt = Text(_row_text(disk) + "\n")
-            prompt.append_text(second)
+            second = Text(f"cannot be used: {why}", style="italic") if why else Text(contents(disk))
+            prompt = Group(Text(_row_text(disk)), Padding(second, (0, 0, 0, 2)))
             options.append(Option(prompt, id=key, disabled=why is not None))
         super().__init__(*options, compact=True, **kwargs)  # type: ignore[arg-type]
 
@@ -73,11 +74,11 @@ class DiskTable(Static):
         if not disks:
             self.update("No disks found on this machine.")
             return
-        text = Text(header_text(), style="bold")
+        rows: list[RenderableType] = [Text(header_text(), style="bold")]
         for disk in disks:
-            text.append("\n" + _row_text(disk))
-            text.append("\n  " + contents(disk), style="dim")
-        self.update(text)
+            rows.append(Text(_row_text(disk)))
+            rows.append(Padding(Text(contents(disk), style="dim"), (0, 0, 0, 2)))
+        self.update(Group(*rows))
 
 
 def bar(fraction: float, width: int) -> str:
@@ -90,13 +91,13 @@ def bar(fraction: float, width: int) -> str:
 class StageBars(Static):
     """How busy each stage of the pipeline is, and which one limits the clone."""
 
-    def show(self, order: Sequence[str], shares: dict[str, float], bottleneck: str) -> None:
+    def show(self, order: Sequence[tuple[str, str]], shares: dict[str, float], bottleneck: str) -> None:
         text = Text()
-        for i, stage in enumerate(order):
+        for i, (stage, label) in enumerate(order):
             share = shares.get(stage)
             if i:
                 text.append("\n")
-            name = f"{STAGE_NAMES.get(stage, stage):<11}"
+            name = f"{label:<11}"
             if share is None:
                 text.append(f"{name}{'':>20}   -")
                 continue

@@ -16,7 +16,7 @@ USB4/Thunderbolt cable (or a network), and checks the copy.
 
  1  Connect the machines and start usb4-recovery on both.
  2  Check that both screens show the same pairing code.
- 3  Choose which way to copy, the disk to copy and the disk to overwrite.
+ 3  Choose the direction, the disk to copy and the disk to overwrite.
  4  Type the target's name to confirm; the clone starts.
  Either machine can drive; the other shows the same progress.
 

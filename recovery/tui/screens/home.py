@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from rich.text import Text
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -23,30 +23,39 @@ WAITING = (
 )
 
 
-def link_text(report: LinkReport | None, status: dict[str, str]) -> Text:
-    """The links block: module state, cable hosts, this machine's addresses, live status."""
-    text = Text()
+def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[str, str]]:
+    """The links block: module state, cable links and hosts, addresses, live status."""
     if report is None:
-        text.append("Looking at the links...")
-        return text
-    modules = "  ".join(f"{name} {'loaded' if on else 'not loaded'}" for name, _, on in report.modules)
-    text.append("Cable modules  ", style="bold")
-    text.append(modules)
-    text.append("\nCable links    ", style="bold")
+        return [("Links", "looking at them...")]
+    loaded = [name for name, _, on in report.modules if on]
+    missing = [name for name, _, on in report.modules if not on]
+    parts = ([f"loaded: {', '.join(loaded)}"] if loaded else []) + (
+        [f"not loaded: {', '.join(missing)}"] if missing else [])
+    rows = [("Modules", "; ".join(parts))]
     if report.cable_links:
-        text.append(", ".join(report.cable_links))
+        cable = ", ".join(report.cable_links)
         if report.hosts_on_cable:
-            text.append(f"; on the cable: {', '.join(report.hosts_on_cable)}")
+            cable += f"; on the cable: {', '.join(report.hosts_on_cable)}"
     else:
-        text.append("not in this build yet: connect by address (TCP) instead")
-    for source in ("tcp", "connect", "peer", *sorted(set(status) - {"tcp", "connect", "peer"})):
+        cable = "not in this build yet: connect by address (TCP) instead"
+    rows.append(("Cable links", cable))
+    labels = {"tcp": "TCP", "connect": "Connecting", "peer": "Last try"}
+    for source in (*labels, *sorted(set(status) - set(labels))):
         if source in status:
-            label = {"tcp": "TCP", "connect": "Connecting", "peer": "Last attempt"}.get(source, source)
-            text.append(f"\n{label:<15}", style="bold")
-            text.append(status[source])
-            if source == "tcp" and report.addresses and status[source].startswith("listening"):
-                text.append(f" on {', '.join(report.addresses)}")
-    return text
+            value = status[source]
+            if source == "tcp" and report.addresses and value.startswith("listening"):
+                value += f" on {', '.join(report.addresses)}"
+            rows.append((labels.get(source, source), value))
+    return rows
+
+
+def link_table(rows: list[tuple[str, str]]) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", width=11, no_wrap=True)
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
 
 
 class HomeScreen(Screen[None]):
@@ -84,7 +93,7 @@ class HomeScreen(Screen[None]):
         state = self.wizard.state
         self.query_one("#topbar", Static).update(f"usb4-recovery  ·  This machine: {state.host}")
         self.query_one("#home-disks", DiskTable).show(state.disks)
-        self.query_one("#home-links", Static).update(link_text(state.links, state.status))
+        self.query_one("#home-links", Static).update(link_table(link_rows(state.links, state.status)))
 
     def action_connect(self) -> None:
         self.query_one("#address", Input).focus()

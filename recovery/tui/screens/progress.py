@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from rich.text import Text
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -62,11 +62,11 @@ class ProgressScreen(Screen[None]):
 
     def refresh_view(self) -> None:
         job = self.job
-        route = Text()
-        route.append("From  ", style="bold")
-        route.append(job.source + "\n")
-        route.append("To    ", style="bold")
-        route.append(job.target)
+        route = Table.grid(padding=(0, 1))
+        route.add_column(style="bold", width=4)
+        route.add_column()
+        route.add_row("From", job.source)
+        route.add_row("To", job.target)
         self.query_one("#route", Static).update(route)
         phase = PHASES.get(job.phase, job.phase.capitalize())
         self.query_one("#phase", Static).update(f"{phase}: {job.phase_text}" if job.phase == "map" else phase)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -40,11 +41,12 @@ def summary_text(job: JobView, s: events.Summary) -> Text:
     level = f"zstd level {job.level}" if job.level.isdigit() else job.level
     _line(text, "Mode", s.mode + (f"; compression at the end: {level}" if level else ""))
     copied = job.to_send or s.bytes_read or s.bytes_written + s.zero_bytes
-    bytes_line = [f"read {human_size(s.bytes_read)}"] if s.role == "sender" else []
-    bytes_line += [f"sent {human_size(s.bytes_sent)}", f"written {human_size(s.bytes_written)}"]
-    if s.zero_bytes:
-        bytes_line.append(f"zeros {human_size(s.zero_bytes)} (not sent)")
-    _line(text, "Bytes", ", ".join(bytes_line))
+    if s.role == "sender":
+        _line(text, "Bytes", f"read {human_size(s.bytes_read)}, sent on the link {human_size(s.bytes_sent)}")
+    else:
+        _line(text, "Bytes", f"received on the link {human_size(s.bytes_sent)}")
+    written = f"written {human_size(s.bytes_written)}"
+    _line(text, "", written + (f", zeros {human_size(s.zero_bytes)} (not sent)" if s.zero_bytes else ""))
     rate = f" (average {human_rate(copied / s.seconds)})" if s.seconds > 0 and copied else ""
     _line(text, "Time", duration(s.seconds) + rate)
     _line(text, "Chunks", "BLAKE3 of every chunk, the same on both machines:")
@@ -71,6 +73,7 @@ class SummaryScreen(Screen[None]):
         super().__init__()
         self.job = job
         self.host = host
+        self.demo_check = ""
 
     def compose(self) -> ComposeResult:
         yield Static("usb4-recovery  ·  Done", id="topbar")
@@ -88,7 +91,10 @@ class SummaryScreen(Screen[None]):
         return text
 
     def show_demo_check(self, text: str) -> None:
-        self.query_one("#demo-check", Static).update(text)
+        self.demo_check = text
+        check = self.query_one("#demo-check", Static)
+        check.update(text)
+        check.add_class("shown")
 
     def action_again(self) -> None:
         cast("WizardApp", self.app).start_over()
@@ -102,32 +108,39 @@ class ErrorScreen(Screen[None]):
         self.advice = advice
         self.log_path = log
         self.peer = peer
+        self.status = ""
 
     def compose(self) -> ComposeResult:
         a = self.advice
         yield Static(f"usb4-recovery  ·  {a.title}", id="topbar", classes="error")
-        text = Text()
-        text.append(a.title + "\n\n", style="bold")
-        text.append("What happened\n", style="bold")
-        text.append(f"  {a.message}\n")
-        if a.steps:
-            text.append("\nWhat you can do\n", style="bold")
-            for step in a.steps:
-                text.append(f"- {step}\n")
+        steps = Table.grid(padding=(0, 1))
+        steps.add_column(width=1)
+        steps.add_column()
+        for step in a.steps:
+            steps.add_row("-", step)
+        log = Text()
         if self.log_path:
-            text.append("\n")
-            _line(text, "Log", self.log_path)
+            _line(log, "Log", self.log_path)
         with VerticalScroll(classes="result-body"):
-            yield Static(text, id="error")
+            yield Static("What happened", classes="section")
+            yield Static(a.message, id="error-message")
+            if a.steps:
+                yield Static("What you can do", classes="section")
+                yield Static(steps, id="error-steps")
+            yield Static(log, id="error-log")
             yield Static(id="error-status")
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.advice.waiting:
-            self.set_status(f"Waiting for {self.peer or 'the other machine'} to return...")
+        if self.advice.waiting and not self.status:
+            self.status = f"Waiting for {self.peer or 'the other machine'} to return..."
+        self.query_one("#error-status", Static).update(self.status)
 
     def set_status(self, text: str) -> None:
-        self.query_one("#error-status", Static).update(text)
+        """A line under the advice (shown once the screen is up, if it is not yet)."""
+        self.status = text
+        if self.is_mounted:
+            self.query_one("#error-status", Static).update(text)
 
     def action_again(self) -> None:
         cast("WizardApp", self.app).start_over()

@@ -156,6 +156,10 @@ class OptionsScreen(Step):
                                          verify=get("verify") == "on"))
 
 
+def hardware(disk: DiskInfo) -> str:
+    return ", ".join(x for x in (disk.model, disk.serial, human_size(disk.size)) if x)
+
+
 def review_text(choice: Choice, host: str, peer: str) -> Text:
     """Everything that will happen, in order."""
     assert choice.source is not None and choice.target is not None
@@ -167,8 +171,10 @@ def review_text(choice: Choice, host: str, peer: str) -> Text:
         mode = f"exact: all {human_size(choice.source.size)}, block for block"
     text = Text()
     for label, value in (
-        ("Copy", f"{describe_info(choice.source)}  (on {src_host})"),
-        ("Onto", f"{describe_info(choice.target)}  (on {dst_host})"),
+        ("Copy", f"{choice.source.path} of {src_host}"),
+        ("", hardware(choice.source)),
+        ("Onto", f"{choice.target.path} of {dst_host}"),
+        ("", hardware(choice.target)),
         ("Mode", mode),
         ("Compression", level_text(choice.level)),
         ("Verify", "read the target back and compare" if choice.verify else "no (not recommended)"),

@@ -1,0 +1,92 @@
+"""Fixed machines, disks and clone events, so screens render the same every run."""
+
+from __future__ import annotations
+
+from recovery import events
+from recovery.engine.agent import JobStarted
+from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
+from recovery.tui.config import WizardConfig
+from recovery.tui.links import LinkReport
+from recovery.tui.model import Choice, JobView
+from recovery.tui.screens.pair import PeerView
+
+GIB = 1 << 30
+MIB = 1 << 20
+HERE, THERE = "rescue-laptop", "new-laptop"
+
+
+def ident(path: str, size: int, host: str, serial: str | None) -> Identity:
+    return Identity(path=path, size=size, kind="disk", host_id=host, fingerprint="0" * 64, serial=serial,
+                    storage=(f"=blk:{path}",))
+
+
+def disk(path: str, size: int, host: str, *, model: str, serial: str, parts: tuple[PartitionInfo, ...] = (),
+         ptable: str | None = "gpt", refusal: str | None = None) -> DiskInfo:
+    return DiskInfo(path=path, size=size, model=model, serial=serial, transport="nvme", ptable=ptable,
+                    partitions=parts, refusal=refusal, identity=ident(path, size, host, serial))
+
+
+LOCAL = (
+    disk("/dev/nvme0n1", 512 * GIB, "here", model="Samsung SSD 980 PRO", serial="S69ENF0R123456",
+         parts=(PartitionInfo(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
+                PartitionInfo(2, 513 * MIB, 480 * GIB, "ext4", "root", 51 * GIB),
+                PartitionInfo(3, 481 * GIB, 31 * GIB, "swap", None, None))),
+    disk("/dev/sda", 15 * GIB, "here", model="SanDisk Cruzer", serial="4C530001230921",
+         parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
+         refusal="it is the boot medium of this appliance"),
+)
+PEER = (
+    disk("/dev/nvme0n1", 1024 * GIB, "there", model="WD Blue SN580", serial="23411Z800123", ptable=None),
+    disk("/dev/sda", 256 * GIB, "there", model="Crucial MX500", serial="2131E5A1B2C3",
+         parts=(PartitionInfo(1, MIB, 255 * GIB, "ntfs", "Data", 120 * GIB),)),
+    disk("/dev/sdb", 15 * GIB, "there", model="SanDisk Cruzer", serial="4C530001230922",
+         parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
+         refusal="it is the boot medium of this appliance"),
+)
+LINKS = LinkReport(
+    modules=(("thunderbolt", "USB4/Thunderbolt bus", True), ("thunderbolt_net", "IP over the cable", True),
+             ("thunderbolt_stream", "USB4STREAM", False)),
+    cable_links=(),
+    hosts_on_cable=(),
+    addresses=("192.168.1.20",),
+)
+PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.1.0", link="tcp", address="192.168.1.31:7554",
+                     speed=None, code="482-117", disks=len(PEER))
+
+
+def config(**kw: object) -> WizardConfig:
+    """A wizard that reads nothing from this machine and neither listens nor connects."""
+    base: dict[str, object] = dict(hostname=HERE, listen=None, connect=None, inventory=lambda: LOCAL,
+                                   links=lambda: LINKS, ansi=False)
+    base.update(kw)
+    return WizardConfig(**base)  # type: ignore[arg-type]
+
+
+def choice() -> Choice:
+    return Choice(send=True, source=LOCAL[0], target=PEER[0])
+
+
+def job(*, passive: bool = False, finished: bool = False) -> JobView:
+    started = JobStarted(role="receiver" if passive else "sender", driver="peer" if passive else "here",
+                         peer=HERE if passive else THERE,
+                         source=f"{HERE}:/dev/nvme0n1, Samsung SSD 980 PRO S69ENF0R123456, 512.0 GiB"
+                         if passive else "/dev/nvme0n1, Samsung SSD 980 PRO S69ENF0R123456, 512.0 GiB",
+                         target="/dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB" if passive
+                         else f"{THERE}:/dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB",
+                         log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl")
+    view = JobView(started)
+    view.apply(events.Phase("transfer", "sending 13056 chunks"))
+    stages = {"read": 0.41, "compress": 0.33, "link": 0.97, "write": 0.52}
+    if passive:
+        stages = {"link": 0.97, "compress": 0.21, "write": 0.48}
+    for i in range(1, 41):
+        rate = (330 + 40 * ((i * 7) % 5) - (120 if i in (17, 18) else 0)) * MIB
+        view.apply(events.Progress(phase="transfer", done=i * 640 * MIB, total=51 * GIB, rate=rate,
+                                   eta=(51 * GIB - i * 640 * MIB) / rate, wire=i * 410 * MIB, level="3",
+                                   stages=stages, bottleneck="link"))
+    if finished:
+        view.apply(events.Summary(
+            role="sender", mode="used", source=started.source, target=started.target, size=512 * GIB,
+            bytes_read=51 * GIB, bytes_sent=33 * GIB, bytes_written=50 * GIB, zero_bytes=1 * GIB,
+            seconds=161.4, list_digest="6c1f" * 16, image_digest=None, verified=True))
+    return view

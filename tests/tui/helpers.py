@@ -1,0 +1,106 @@
+"""Helpers for the wizard's tests: link pairs, a slow cable, a peer in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from recovery import events
+from recovery.engine.agent import AgentSession, offered_disks
+from recovery.engine.session import PeerLink, handshake
+from recovery.errors import RecoveryError
+from recovery.link import tcp
+from recovery.link.base import Channel, Connection, FdChannel
+
+SAMPLE_MIB = 64
+
+
+def connection_pair() -> tuple[Connection, Connection]:
+    """Two connected Connections over socket pairs (control, data)."""
+    c1, c2 = socket.socketpair()
+    d1, d2 = socket.socketpair()
+
+    def make(c: socket.socket, d: socket.socket, peer: str) -> Connection:
+        return Connection(FdChannel(c.fileno(), name="control", owner=c),
+                          FdChannel(d.fileno(), name="data", owner=d), kind="test", peer=peer)
+
+    return make(c1, d1, "right"), make(c2, d2, "left")
+
+
+def throttle(channel: Channel, bytes_per_second: float) -> None:
+    """Make ``channel`` send no faster than ``bytes_per_second`` (a slow cable)."""
+    send = channel.send_parts
+
+    def slow(parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        time.sleep(sum(len(p) for p in parts) / bytes_per_second)
+        send(parts)
+
+    channel.send_parts = slow  # type: ignore[method-assign]
+
+
+class Peer:
+    """The other machine, in this process: an agent session behind a TCP listener.
+
+    ``candidates`` are the paths where it looks for a pinned disk (default:
+    ``disks``); ``rate`` slows what it sends on the data channel.
+    """
+
+    def __init__(self, disks: Sequence[Path], tmp: Path, *, name: str = "peer",
+                 candidates: Sequence[str] | None = None, rate: float | None = None) -> None:
+        self.disks = [str(d) for d in disks]
+        self.candidates = self.disks if candidates is None else list(candidates)
+        self.name, self.rate, self.log_dir = name, rate, tmp / f"{name}-logs"
+        self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
+        self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
+        self.events: list[events.Event] = []
+        self.link: PeerLink | None = None
+        self.session: AgentSession | None = None
+        self.error: RecoveryError | None = None
+        self.ready = threading.Event()
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"peer-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = self.listener.accept(30)
+            if self.rate:
+                throttle(conn.data, self.rate)
+            self.link = handshake(conn, "agent", disks=offered_disks(self.disks), hostname=self.name)
+            self.session = AgentSession(self.link, candidates=lambda: self.candidates, sink=self.events.append,
+                                        log_dir=self.log_dir)
+            self.ready.set()
+            self.session.serve()
+        except RecoveryError as e:
+            self.error = e
+        finally:
+            self.ready.set()
+            self.ended.set()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close("the test is over")
+        self.listener.close()
+        self.thread.join(10)
+
+
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    """Let the app run until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}; screen: {pilot.app.screen!r}")
+        await pilot.pause(0.05)
+
+
+def run(scenario: Callable[[], object]) -> None:
+    """Run an async test scenario (no pytest-asyncio here)."""
+    asyncio.run(scenario())  # type: ignore[arg-type]

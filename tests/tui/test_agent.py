@@ -1,0 +1,205 @@
+"""Agent sessions over an in-memory pair: either side drives, the other serves."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from recovery import events
+from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, JobStarted, offered_disks
+from recovery.engine.compare import compare
+from recovery.engine.session import PeerLink, handshake
+from recovery.errors import CancelledError, LinkError, RecoveryError, RefusedError
+from tests.tui.helpers import connection_pair
+
+
+class Side:
+    def __init__(self, name: str, disks: list[Path], tmp: Path, candidates: list[str] | None = None) -> None:
+        self.name = name
+        self.paths = [str(d) for d in disks]
+        self.candidates = self.paths if candidates is None else candidates
+        self.tmp = tmp
+        self.events: list[events.Event] = []
+        self.error: RecoveryError | None = None
+        self.link: PeerLink | None = None
+        self.session: AgentSession | None = None
+        self.thread: threading.Thread | None = None
+        self.on_event = lambda e: None
+
+    def sink(self, event: events.Event) -> None:
+        self.events.append(event)
+        self.on_event(event)
+
+    def start(self, link: PeerLink) -> None:
+        self.link = link
+        self.session = AgentSession(link, candidates=lambda: self.candidates, sink=self.sink,
+                                    log_dir=self.tmp / f"{self.name}-logs")
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        assert self.session is not None
+        try:
+            self.session.serve()
+        except RecoveryError as e:
+            self.error = e
+
+    def ended(self) -> list[JobEnded]:
+        return [e for e in self.events if isinstance(e, JobEnded)]
+
+
+def pair(tmp: Path, left: list[Path], right: list[Path], **kw: list[str]) -> tuple[Side, Side]:
+    a, b = Side("left", left, tmp, kw.get("left_candidates")), Side("right", right, tmp, kw.get("right_candidates"))
+    ca, cb = connection_pair()
+    links: dict[str, PeerLink] = {}
+
+    def shake(side: Side, conn: object) -> None:
+        links[side.name] = handshake(conn, "agent", disks=offered_disks(side.paths), hostname=side.name)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=shake, args=(s, c)) for s, c in ((a, ca), (b, cb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    a.start(links["left"])
+    b.start(links["right"])
+    return a, b
+
+
+def wait_ended(side: Side, count: int = 1, timeout: float = 60) -> JobEnded:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(side.ended()) < count:
+        assert time.monotonic() < deadline, f"{side.name}: no end of clone; events {side.events[-5:]}"
+        time.sleep(0.05)
+    return side.ended()[count - 1]
+
+
+def close(*sides: Side) -> None:
+    for s in sides:
+        if s.session is not None:
+            s.session.close("test over")
+    for s in sides:
+        if s.thread is not None:
+            s.thread.join(10)
+            assert not s.thread.is_alive()
+
+
+def test_hello_carries_identities(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and b.link is not None
+        assert a.link.pairing_code == b.link.pairing_code
+        theirs = a.link.theirs.disks[0]
+        assert theirs.path == str(blank_image) and theirs.identity is not None
+        assert theirs.identity.kind == "file"
+    finally:
+        close(a, b)
+
+
+def test_controller_sends_to_pinned_target(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and a.session is not None
+        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        assert wait_ended(a).ok and wait_ended(b).ok
+        started = next(e for e in b.events if isinstance(e, JobStarted))
+        assert (started.role, started.driver, started.peer) == ("receiver", "peer", "left")
+        assert compare(str(source_image), str(blank_image)).identical
+        assert started.log and Path(started.log).is_file()
+    finally:
+        close(a, b)
+
+
+def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [blank_image], [source_image])
+    try:
+        assert a.link is not None and a.session is not None
+        a.session.submit(CloneChoice(send=False, source=a.link.theirs.disks[0], target=a.link.ours.disks[0],
+                                     mode="exact"))
+        assert wait_ended(a).ok and wait_ended(b).ok
+        summary = next(e for e in a.events if isinstance(e, events.Summary))
+        assert summary.role == "receiver" and summary.verified
+        same = compare(str(source_image), str(blank_image))
+        assert same.identical and summary.image_digest == same.source_digest
+    finally:
+        close(a, b)
+
+
+def test_a_target_that_is_gone_is_refused(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=[])
+    try:
+        assert a.link is not None and a.session is not None
+        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0],
+                                     mode="exact"))
+        mine, theirs = wait_ended(a), wait_ended(b)
+        assert (mine.ok, mine.code, theirs.code) == (False, "refused", "refused")
+        assert "no disk of right" in theirs.message
+        close(a, b)
+        assert isinstance(a.error, RefusedError) and isinstance(b.error, RefusedError)
+        assert blank_image.stat().st_blocks == 0  # nothing written
+    finally:
+        close(a, b)
+
+
+def test_a_plan_that_pins_nothing_is_refused(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    from recovery.engine.api import SendOptions
+    from recovery.engine.send import run_send
+
+    left, right = connection_pair()
+    b = Side("right", [blank_image], tmp_path)
+    links: dict[str, PeerLink] = {}
+    t = threading.Thread(target=lambda: links.setdefault("a", handshake(left, "sender")))
+    t.start()
+    b.start(handshake(right, "agent", disks=offered_disks(b.paths), hostname="right"))
+    t.join(10)
+    with pytest.raises(RefusedError, match="only writes a disk"):
+        run_send(links["a"], SendOptions(source=str(source_image), mode="exact"))
+    assert wait_ended(b).code == "refused"
+    close(b)
+
+
+def test_cancel_on_the_serving_side_stops_both(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and a.session is not None and b.session is not None
+        serving = b.session
+        b.on_event = lambda e: serving.cancel() if isinstance(e, events.PlanMade) else None
+        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        mine, theirs = wait_ended(a), wait_ended(b)
+        assert theirs.code == "cancelled"
+        # The engine drops the link right after sending its cancel; the sender's
+        # data path may see the drop before its control reader sees the reason.
+        assert mine.code == "cancelled" or mine.code == "link_lost"
+        if mine.code == "cancelled":
+            assert "the peer cancelled" in mine.message
+    finally:
+        close(a, b)
+
+
+def test_the_peer_closing_ends_an_idle_session(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    assert a.session is not None and b.thread is not None
+    a.session.close("left quits")
+    b.thread.join(10)
+    assert isinstance(b.error, CancelledError) and "left quits" in b.error.message
+    close(a, b)
+    assert a.error is None  # closed here: no error
+
+
+def test_a_lost_link_ends_the_clone(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and a.session is not None and b.link is not None
+        link_b = b.link
+        b.on_event = lambda e: link_b.conn.abort() if isinstance(e, events.PlanMade) else None
+        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        assert wait_ended(a).code in ("link_lost", "cancelled")
+        assert wait_ended(b).code == "link_lost"
+        close(a, b)
+        assert isinstance(b.error, LinkError)
+    finally:
+        close(a, b)

@@ -1,0 +1,83 @@
+"""The commands around the wizard: `recovery` alone, `tui`, `agent`, `demo --headless`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import recovery
+from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, offered_disks
+from recovery.engine.compare import compare
+from recovery.engine.session import handshake
+from recovery.link import tcp
+
+ROOT = Path(recovery.__file__).resolve().parent.parent
+
+
+def recovery_cmd(*args: str, timeout: float = 120, stdin: int | None = subprocess.DEVNULL
+                 ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "recovery", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=stdin)
+
+
+def test_recovery_alone_without_a_terminal_prints_help() -> None:
+    r = recovery_cmd()
+    assert r.returncode == 0 and "usage: recovery" in r.stdout and "tui" in r.stdout
+
+
+def test_the_wizard_needs_a_terminal() -> None:
+    r = recovery_cmd("tui")
+    assert r.returncode == 2 and "the wizard needs a terminal" in r.stderr
+    assert "recovery agent" in r.stderr
+
+
+def test_the_agent_refuses_a_missing_disk(tmp_path: Path) -> None:
+    r = recovery_cmd("agent", "--disk", str(tmp_path / "nothing.img"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--disk", str(blank_image),
+         "--name", "far", "--once", "--json", "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert agent.stdout is not None
+        listening = json.loads(agent.stdout.readline())
+        assert listening["event"] == "listening"
+        conn = tcp.connect(tcp.Endpoint("127.0.0.1", listening["port"]))
+        link = handshake(conn, "agent", disks=offered_disks([str(source_image)]), hostname="near")
+        assert link.theirs.host.hostname == "far"
+        ended: list[JobEnded] = []
+        session = AgentSession(link, candidates=lambda: [str(source_image)],
+                               sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None)
+        thread = threading.Thread(target=session.serve, kwargs={"max_clones": 1}, daemon=True)
+        thread.start()
+        session.submit(CloneChoice(send=True, source=link.ours.disks[0], target=link.theirs.disks[0]))
+        thread.join(60)
+        assert ended and ended[0].ok
+        assert agent.wait(30) == 0
+        out = [json.loads(line) for line in agent.stdout]
+        kinds = [e["event"] for e in out]
+        assert "job" in kinds and "summary" in kinds and kinds[-1] == "job_end"
+        assert compare(str(source_image), str(blank_image)).identical
+        assert list((tmp_path / "logs").glob("clone-*-receiver.jsonl"))
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(10)
+
+
+def test_the_headless_demo_still_works_without_a_terminal() -> None:
+    started = time.monotonic()
+    r = recovery_cmd("demo", "--size", "64")
+    assert r.returncode == 0, r.stderr
+    assert "Clone complete and verified." in r.stdout and "byte-identical" in r.stdout
+    assert time.monotonic() - started < 60
