@@ -12,14 +12,10 @@ from __future__ import annotations
 import os
 import stat
 
-from recovery.disks import blockdev, identity, inventory, partitions
+from recovery.disks import identity, inventory, partitions
 from recovery.errors import RefusedError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
-
-
-def target_exists(path: str) -> bool:
-    return os.path.exists(path)
 
 
 def check_target_path(path: str, *, overwrite: bool) -> None:
@@ -40,7 +36,7 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
             raise RefusedError(f"refusing to write {path}: {reason}")
     elif not stat.S_ISREG(st.st_mode):
         raise RefusedError(f"{path} is neither a block device nor a regular file")
-    if not overwrite and st.st_size > 0:
+    if not overwrite and (stat.S_ISBLK(st.st_mode) or st.st_size > 0):
         found = partitions.has_signatures(path)
         if found:
             raise RefusedError(
@@ -72,6 +68,3 @@ def open_target_device(path: str) -> int:
             raise RefusedError(f"refusing to write {path}: it is in use (mounted or claimed)") from None
         raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
 
-
-def device_sector_size(fd: int) -> int:
-    return blockdev.sector_size(fd)
