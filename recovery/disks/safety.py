@@ -21,12 +21,13 @@ from recovery.units import human_size
 def check_target_path(path: str, *, overwrite: bool) -> None:
     """Checks that need no plan: run before waiting for a sender."""
     if not os.path.exists(path):
-        if os.path.realpath(path).startswith("/dev/"):
-            raise RefusedError(f"{path} does not exist",
-                               hint="run `recovery disks` to see this machine's disks")
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):
             raise RefusedError(f"cannot create {path}: {parent} is not a directory")
+        if filesystem_type(parent) == "devtmpfs":
+            # A device name that does not exist: never create a file there.
+            raise RefusedError(f"{path} does not exist",
+                               hint="run `recovery disks` to see this machine's disks")
         return
     st = os.stat(path)
     if stat.S_ISBLK(st.st_mode):
@@ -43,6 +44,18 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
                 f"{path} holds data ({found}); refusing to overwrite it without --yes",
                 hint="check it is the right disk with `recovery disks`, then add --yes",
             )
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem ``path`` is on (longest matching mountpoint)."""
+    real = os.path.realpath(path)
+    best: tuple[int, str] | None = None
+    for m in inventory.mounts():
+        mp = m.mountpoint.rstrip("/") or "/"
+        if real == mp or real.startswith(mp + "/") or mp == "/":
+            if best is None or len(mp) > best[0]:
+                best = (len(mp), m.fstype)
+    return best[1] if best else None
 
 
 def check_against_plan(target: Identity, source: Identity, needed: int) -> None:

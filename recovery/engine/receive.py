@@ -70,11 +70,9 @@ def run_receive(
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
-        write_share = [0.0]  # the writer's busy share, reported with each ack
         pipe = ReceivePipeline(
             conn.data, target, limits=FrameLimits(plan.chunk_size, plan.size),
-            on_durable=lambda seq, nbytes: ctl.send(
-                m.Ack(seq=seq, bytes=nbytes, write_busy=min(1.0, write_share[0]))),
+            on_durable=lambda seq, nbytes: ctl.send(m.Ack(seq=seq, bytes=nbytes)),
             workers=opts.workers,
         )
         p = pipe
@@ -94,7 +92,9 @@ def run_receive(
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                write_share[0] = shares.get("write", 0.0)
+                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
+                                    link_busy=shares["link"], work_busy=shares["compress"],
+                                    write_busy=shares["write"]))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,

@@ -96,7 +96,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         started = time.monotonic()
         pipe.start()
         durable = 0
-        write_busy = 0.0
+        remote = m.Progress(phase="transfer", done=0, total=0)
         rate = RateMeter(chunks.bytes)
         p = pipe
         sampler = StageSampler(
@@ -111,15 +111,16 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
                 raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Ack):
-                durable, write_busy = msg.bytes, msg.write_busy
+                durable = msg.bytes
+            elif isinstance(msg, m.Progress):
+                remote = msg
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                shares["write"] = write_busy
+                shares["write"] = remote.write_busy
                 levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
-                                     workers=shares["compress"]))
-                if write_busy >= 0.8 and levels.fixed is None and levels.index > 1:
-                    levels.index -= 1  # the peer's disk is the limit: compression can't help
+                                     workers=shares["compress"], remote_link=remote.link_busy,
+                                     remote_work=remote.work_busy, remote_write=remote.write_busy))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,

@@ -39,11 +39,15 @@ def test_recheck_notices_a_changed_partition_table(tmp_path: Path) -> None:
 def test_level_controller_climbs_when_the_link_is_the_limit_and_descends_to_raw() -> None:
     c = LevelController(None)
     assert c.level == 1
-    for _ in range(10):
-        c.update(Sample(link=0.95, starved=0.0, workers=0.3))
+    for _ in range(10):  # sender blocked in send, receiver waiting for bytes: a slow link
+        c.update(Sample(link=0.95, starved=0.0, workers=0.3, remote_link=0.9))
     assert c.level == LADDER[-1]
-    for _ in range(20):
+    for _ in range(20):  # compressing threads saturated, the sender waits for them
         c.update(Sample(link=0.2, starved=0.6, workers=0.95))
+    assert c.level == 0
+    c = LevelController(None)
+    for _ in range(10):  # sender blocked in send, but the receiver's disk is the limit
+        c.update(Sample(link=0.95, starved=0.0, workers=0.3, remote_link=0.1, remote_write=0.95))
     assert c.level == 0
     fixed = LevelController(5)
     fixed.update(Sample(link=1.0, starved=0.0, workers=0.0))
