@@ -11,7 +11,7 @@ from recovery.disks import identity, usedmap
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
 from recovery.engine.level import LevelController, Sample, level_name
-from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
 from recovery.engine.sendpipe import SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source
@@ -104,6 +104,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
              "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
             {"compress": opts.workers},
         )
+        cpu = CpuSampler()
         last_report = time.monotonic()
         while not pipe.finished.is_set():
             pipe.crew.check()
@@ -120,7 +121,8 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
                 shares["write"] = remote.write_busy
                 levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
                                      workers=shares["compress"], remote_link=remote.link_busy,
-                                     remote_work=remote.work_busy, remote_write=remote.write_busy))
+                                     remote_work=remote.work_busy, remote_write=remote.write_busy,
+                                     cpu_idle=cpu.idle()))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,

@@ -38,9 +38,12 @@ def test_recheck_notices_a_changed_partition_table(tmp_path: Path) -> None:
 
 def test_level_controller_climbs_when_the_link_is_the_limit_and_descends_to_raw() -> None:
     c = LevelController(None)
-    assert c.level == 1
-    for _ in range(10):  # sender blocked in send, receiver waiting for bytes: a slow link
-        c.update(Sample(link=0.95, starved=0.0, workers=0.3, remote_link=0.9))
+    assert c.level == 0
+    for _ in range(10):  # sender blocked in send, receiver waiting for bytes, but no CPU to spare
+        c.update(Sample(link=0.95, starved=0.0, workers=0.3, remote_link=0.9, cpu_idle=0.05))
+    assert c.level == 0
+    for _ in range(10):  # the same with idle CPUs: a slow link
+        c.update(Sample(link=0.95, starved=0.0, workers=0.3, remote_link=0.9, cpu_idle=0.6))
     assert c.level == LADDER[-1]
     for _ in range(20):  # compressing threads saturated, the sender waits for them
         c.update(Sample(link=0.2, starved=0.6, workers=0.95))
