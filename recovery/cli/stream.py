@@ -73,6 +73,11 @@ def up(host: Host, name: str, peer_name: str | None, timeout: float) -> tuple[St
     if not local:
         raise LinkError(f"cannot read this host's UUID on domain {peer.domain}")
     allocate = allocates(local, peer.unique_id)
+    existing = host.ledger.find(host.tree.stream_path(service.name, name))
+    if existing is not None and existing.owner == "up" and Path(existing.path).is_dir():
+        info = host.tree.info(service.name, name)
+        if info.configured:
+            return info, allocate  # already up: say where it is again
     session = StreamSession(host.tree, host.ledger, service.name, owner="up")
     try:
         info = session.set_up(name, allocate=allocate, deadline=time.monotonic() + timeout)

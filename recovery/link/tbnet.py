@@ -122,8 +122,11 @@ def wait_link_local(sysfs: Sysfs, ifname: str, deadline: float | None) -> str:
         if not _exists(ifname):
             raise LinkError(f"{ifname} went away (cable unplugged?)")
         now = time.monotonic()
-        carrier_waits = deadline is None and _carrier(sysfs, ifname) is False  # the receiver waits for the peer
-        if not carrier_waits and now >= (limit if deadline is None else min(limit, deadline)):
+        carrier = _carrier(sysfs, ifname)
+        if carrier is False and deadline is not None and now >= deadline:
+            raise NoPeerError(f"nobody is on {ifname} (no carrier: the other side's interface is down)",
+                              hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
+        if carrier is not False and now >= (limit if deadline is None else min(limit, deadline)):
             raise LinkError(f"{ifname} has no usable IPv6 link-local address",
                             hint=f"is IPv6 disabled on it? sysctl net.ipv6.conf.{ifname}.disable_ipv6")
         time.sleep(0.1)

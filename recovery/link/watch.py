@@ -67,9 +67,14 @@ class Watched(Channel):
 
     def recv_into(self, view: memoryview) -> int:
         try:
-            return self.inner.recv_into(view)
+            n = self.inner.recv_into(view)
         except LinkError as e:
             raise self._explain(e) from None
+        if n == 0 and len(view):
+            reason = self.reason or self.cause()
+            if reason:  # end of stream because the cable went, not because the peer closed
+                raise LinkError(reason)
+        return n
 
     def send_parts(self, parts: Sequence[Buffer]) -> None:
         try:

@@ -232,6 +232,7 @@ def test_stream_up_list_and_down(fabric: Fabric) -> None:
     assert (allocated_a, allocated_b) == (True, False)
     assert ia.device.exists() and ia.device.parent == fabric.a.dev
     assert (ia.in_hopid, ia.out_hopid) == (ib.out_hopid, ib.in_hopid)
+    assert stream_cli.up(fabric.a.host(), "backup", None, 1) == (ia, True)  # up again: the same device
     # a stream someone else made in the same group
     fabric.a.host().tree.ops.mkdir(fabric.a.config / "0-1.0" / "other")
     rows = {r.info.name: r.made_by for r in stream_cli.list_streams(fabric.a.host())}
