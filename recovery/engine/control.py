@@ -90,7 +90,7 @@ class ControlLink:
             while not self._closed.is_set():
                 data = self.channel.recv_some(65536)
                 if not data:
-                    raise LinkError("the peer closed the connection")
+                    raise LinkError("link lost: the peer closed the connection")
                 with self._lock:
                     self.state.receive_data(data)
                     while (msg := self.state.next_message()) is not None:

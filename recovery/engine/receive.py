@@ -7,11 +7,10 @@ import time
 from recovery import events
 from recovery.disks import identity, safety
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.control import ControlLink
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
-from recovery.engine.send import hello, peer_event
+from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
     CancelledError,
@@ -29,18 +28,29 @@ REPORT_EVERY = 0.5
 
 
 def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
-    ctl = ControlLink(conn, opts.timeout)
+    """Handshake on a fresh connection, wait for the sender's plan, receive one disk."""
+    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink)
+    try:
+        try:
+            plan = link.ctl.expect(m.Plan)
+        except BaseException as e:
+            link.fail(e)
+            raise
+        assert isinstance(plan, m.Plan)
+        return run_receive(link, plan, opts, sink)
+    finally:
+        link.close()
+
+
+def run_receive(
+    link: PeerLink, plan: m.Plan, opts: ReceiveOptions, sink: events.EventSink = events.ignore
+) -> events.Summary:
+    """Check ``plan`` against the target, then write, read back and summarise."""
+    conn, ctl, theirs = link.conn, link.ctl, link.theirs
     target: Target | None = None
     pipe: ReceivePipeline | None = None
     succeeded = False
     try:
-        sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
-        ours = hello("receiver")
-        theirs = ctl.start(ours)
-        sink(peer_event(conn, ours, theirs))
-        plan = ctl.expect(m.Plan)
-        assert isinstance(plan, m.Plan)
-
         try:
             target, pinned = _check_plan(plan, opts)
         except RefusedError as e:
@@ -60,11 +70,9 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
-        write_share = [0.0]  # the writer's busy share, reported with each ack
         pipe = ReceivePipeline(
             conn.data, target, limits=FrameLimits(plan.chunk_size, plan.size),
-            on_durable=lambda seq, nbytes: ctl.send(
-                m.Ack(seq=seq, bytes=nbytes, write_busy=min(1.0, write_share[0]))),
+            on_durable=lambda seq, nbytes: ctl.send(m.Ack(seq=seq, bytes=nbytes)),
             workers=opts.workers,
         )
         p = pipe
@@ -84,7 +92,9 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                write_share[0] = shares.get("write", 0.0)
+                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
+                                    link_busy=shares["link"], work_busy=shares["compress"],
+                                    write_busy=shares["write"]))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
@@ -148,14 +158,12 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
         succeeded = True
         return summary
     except BaseException as e:
-        ctl.report(e)
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
             pipe.crew.join(2)
-        conn.abort()
+        link.fail(e)
         raise
     finally:
-        ctl.close()
         if target is not None:
             if succeeded:
                 target.close()

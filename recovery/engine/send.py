@@ -6,43 +6,22 @@ import os
 import time
 from collections.abc import Iterator
 
-from recovery import SOFTWARE, events
+from recovery import events
 from recovery.disks import identity, usedmap
-from recovery.engine.api import CAPABILITIES, SendOptions
+from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
-from recovery.engine.control import ControlLink
 from recovery.engine.level import LevelController, Sample, level_name
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.sendpipe import SendPipeline
+from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source
-from recovery.errors import CancelledError, RefusedError, RemoteProtocolError, VerificationError
+from recovery.errors import CancelledError, RefusedError, RemoteProtocolError, UsageError, VerificationError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import MAX_CHUNK_SIZE
-from recovery.protocol.pairing import pairing_code
 
 TICK = 0.25
 REPORT_EVERY = 0.5
-
-
-def hello(role: str, disks: tuple[m.DiskInfo, ...] = ()) -> m.Hello:
-    return m.Hello(
-        host=identity.host_info(SOFTWARE),
-        role=role,  # type: ignore[arg-type]
-        nonce=os.urandom(16).hex(),
-        caps=CAPABILITIES,
-        disks=disks,
-    )
-
-
-def peer_event(conn: Connection, ours: m.Hello, theirs: m.Hello) -> events.PeerFound:
-    return events.PeerFound(
-        hostname=theirs.host.hostname,
-        link=conn.kind,
-        address=conn.peer,
-        software=theirs.host.software,
-        pairing_code=pairing_code(ours.nonce, theirs.nonce),
-    )
 
 
 class _ChunkList:
@@ -62,17 +41,22 @@ class _ChunkList:
 
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
+    """Handshake on a fresh connection, then send one disk."""
+    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink)
+    try:
+        return run_send(link, opts, sink)
+    finally:
+        link.close()
+
+
+def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
+    """Plan, stream and check one clone of a local disk to the peer."""
     if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
-        raise ValueError("chunk size must be a multiple of 4 KiB up to 64 MiB")
-    ctl = ControlLink(conn, opts.timeout)
+        raise UsageError("the chunk size must be a multiple of 4 KiB, at most 64 MiB")
+    conn, ctl, theirs = link.conn, link.ctl, link.theirs
     source: Source | None = None
     pipe: SendPipeline | None = None
     try:
-        sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
-        ours = hello("sender")
-        theirs = ctl.start(ours)
-        sink(peer_event(conn, ours, theirs))
-
         source = Source(opts.source, allow_mounted=opts.allow_mounted)
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
         umap = usedmap.build_map(source.path, source.size, opts.mode,
@@ -112,7 +96,7 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
         started = time.monotonic()
         pipe.start()
         durable = 0
-        write_busy = 0.0
+        remote = m.Progress(phase="transfer", done=0, total=0)
         rate = RateMeter(chunks.bytes)
         p = pipe
         sampler = StageSampler(
@@ -127,15 +111,16 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
                 raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Ack):
-                durable, write_busy = msg.bytes, msg.write_busy
+                durable = msg.bytes
+            elif isinstance(msg, m.Progress):
+                remote = msg
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                shares["write"] = write_busy
+                shares["write"] = remote.write_busy
                 levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
-                                     workers=shares["compress"]))
-                if write_busy >= 0.8 and levels.fixed is None and levels.index > 1:
-                    levels.index -= 1  # the peer's disk is the limit: compression can't help
+                                     workers=shares["compress"], remote_link=remote.link_busy,
+                                     remote_work=remote.work_busy, remote_write=remote.write_busy))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
@@ -165,14 +150,12 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
                 break
         return _conclude(msg, pipe, source, target_desc, opts, sent_seconds, conn, sink)
     except BaseException as e:
-        ctl.report(e)
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
             pipe.crew.join(2)
-        conn.abort()
+        link.fail(e)
         raise
     finally:
-        ctl.close()
         if source is not None:
             source.close()
 
