@@ -38,15 +38,6 @@ def link_info(ns: str, ifname: str) -> dict[str, Any]:
     return json.loads(sh("ip", "-n", ns, "-d", "-j", "link", "show", "dev", ifname).stdout)[0]  # type: ignore[no-any-return]
 
 
-@contextlib.contextmanager
-def loop_device(image: Path) -> Iterator[str]:
-    dev = sh("losetup", "--find", "--show", str(image)).stdout.strip()
-    try:
-        yield dev
-    finally:
-        sh("losetup", "--detach", dev, check=False)
-
-
 class Proc:
     """``python -m recovery ... --json`` inside a namespace, its events collected."""
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import LinkError, MissingToolError, NoPeerError
-from tests.links.netns import Proc, cable, link_info, loop_device, sh
+from tests.helpers import loop_device
+from tests.links.netns import Proc, cable, link_info, sh
 
 pytestmark = pytest.mark.root
 MIB = 1 << 20
@@ -36,7 +37,7 @@ def disks(tmp_path: Path) -> Iterator[tuple[str, str]]:
     make_image(source, 24, seed=3)
     with open(target, "wb") as f:
         f.truncate(24 * MIB)
-    with loop_device(source) as src, loop_device(target) as dst:
+    with loop_device(source, partitions=False) as src, loop_device(target, partitions=False) as dst:
         yield src, dst
 
 
