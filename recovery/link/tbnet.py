@@ -102,12 +102,17 @@ def link_local(ifname: str, table: Path = IF_INET6) -> tuple[str | None, int]:
         lines = table.read_text().splitlines()
     except OSError:
         return None, 0
+    found = []
     for line in lines:
         parts = line.split()
         if len(parts) == 6 and parts[5] == ifname and int(parts[3], 16) == SCOPE_LINK:
-            addr = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(parts[0]))
-            return addr, int(parts[4], 16)
-    return None, 0
+            flags = int(parts[4], 16)
+            found.append((bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
+                          socket.inet_ntop(socket.AF_INET6, bytes.fromhex(parts[0])), flags))
+    if not found:
+        return None, 0
+    _, addr, flags = min(found)  # a usable one first
+    return addr, flags
 
 
 def wait_link_local(sysfs: Sysfs, ifname: str, deadline: float | None) -> str:

@@ -119,5 +119,8 @@ def test_link_local_parsing(tmp_path: Path) -> None:
     table = tmp_path / "if_inet6"
     table.write_text("00000000000000000000000000000001 01 80 10 80       lo\n"
                      "fe800000000000000000000000000abc 04 40 20 c0 thunderbolt0\n")
-    assert tbnet.link_local("thunderbolt0", table) == ("fe80::abc", 0xC0)
+    assert tbnet.link_local("thunderbolt0", table) == ("fe80::abc", 0xC0)  # tentative: still in DAD
+    with table.open("a") as f:
+        f.write("fe800000000000000000000000000def 04 40 20 80 thunderbolt0\n")
+    assert tbnet.link_local("thunderbolt0", table) == ("fe80::def", 0x80)
     assert tbnet.link_local("lo", table) == (None, 0)
