@@ -81,7 +81,8 @@ class Output:
         if isinstance(e, events.Phase):
             return f"» {e.message}" if e.message else f"» {e.name}"
         if isinstance(e, events.Listening):
-            return f"» waiting for a sender on {e.address}:{e.port} ({e.link})"
+            where = f"{e.address}:{e.port}" if e.port else e.address
+            return f"» waiting for a sender on {where} ({e.link})"
         if isinstance(e, events.PeerFound):
             return (f"» peer {e.hostname} ({e.software}) over {e.link} at {e.address}; "
                     f"pairing code {e.pairing_code}")
