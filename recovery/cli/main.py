@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 from recovery import __version__, events
-from recovery.cli import demo, disks, peers, receive, send, stream, verify
+from recovery.cli import bench, demo, disks, peers, receive, send, stream, verify
 from recovery.cli.output import Output
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, RecoveryError, UsageError
 
-COMMANDS = (send, receive, disks, peers, stream, verify, demo)
+COMMANDS = (send, receive, disks, peers, stream, verify, demo, bench)
 TERMINATED_EXIT_CODE = 143
 
 
