@@ -29,12 +29,14 @@ REPORT_EVERY = 0.5
 
 def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Handshake on a fresh connection, wait for the sender's plan, receive one disk."""
-    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink)
+    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
     try:
         try:
             plan = link.ctl.expect(m.Plan)
         except BaseException as e:
-            link.fail(e)
+            reason = link.fail(e)
+            if reason is not e:
+                raise reason from None
             raise
         assert isinstance(plan, m.Plan)
         return run_receive(link, plan, opts, sink)
@@ -84,8 +86,6 @@ def run_receive(
         last_report = time.monotonic()
         while not (pipe.finished.is_set() and done_msg is not None):
             pipe.crew.check()
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Done):
                 done_msg = msg
@@ -161,7 +161,9 @@ def run_receive(
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
             pipe.crew.join(2)
-        link.fail(e)
+        reason = link.fail(e)
+        if reason is not e:
+            raise reason from None
         raise
     finally:
         if target is not None:

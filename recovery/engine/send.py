@@ -42,7 +42,7 @@ class _ChunkList:
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Handshake on a fresh connection, then send one disk."""
-    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink)
+    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
     try:
         return run_send(link, opts, sink)
     finally:
@@ -108,8 +108,6 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         last_report = time.monotonic()
         while not pipe.finished.is_set():
             pipe.crew.check()
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Ack):
                 durable = msg.bytes
@@ -140,8 +138,6 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
         verify_rate = RateMeter(1)
         while True:
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Progress):
                 verify_rate.total = msg.total
@@ -155,7 +151,9 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
             pipe.crew.join(2)
-        link.fail(e)
+        reason = link.fail(e)
+        if reason is not e:
+            raise reason from None
         raise
     finally:
         if source is not None:

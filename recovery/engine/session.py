@@ -10,6 +10,7 @@ several, one after another) then runs over it: see
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from recovery import SOFTWARE, events
@@ -41,10 +42,13 @@ class PeerLink:
             pairing_code=self.pairing_code,
         )
 
-    def fail(self, error: BaseException) -> None:
-        """Tell the peer why we stop, and unblock everything on the link."""
-        self.ctl.report(error)
+    def fail(self, error: BaseException) -> BaseException:
+        """Tell the peer why we stop, unblock everything on the link, and
+        return the error to raise: the peer's reason if a lost link was its echo."""
+        reason = self.ctl.explain(error)
+        self.ctl.report(reason)
         self.conn.abort()
+        return reason
 
     def close(self) -> None:
         self.ctl.close()
@@ -67,10 +71,14 @@ def handshake(
     timeout: float = DEFAULT_TIMEOUT,
     disks: tuple[m.DiskInfo, ...] = (),
     sink: events.EventSink = events.ignore,
+    cancel: threading.Event | None = None,
 ) -> PeerLink:
-    """Exchange hellos; on failure the peer is told and the link aborted."""
+    """Exchange hellos; on failure the peer is told and the link aborted.
+
+    Setting ``cancel`` later stops whatever runs over the link and tells the peer.
+    """
     sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
-    ctl = ControlLink(conn, timeout)
+    ctl = ControlLink(conn, timeout, cancel)
     ours = make_hello(role, disks)
     try:
         theirs = ctl.start(ours)
