@@ -129,7 +129,6 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
                 ))
         pipe.crew.check()
         pipe.crew.join()
-        sent_seconds = time.monotonic() - started
         ctl.send(m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
                         source_digest=pipe.image_digest))
         sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
@@ -139,14 +138,14 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         verify_rate = RateMeter(1)
         while True:
             msg = ctl.poll(TICK)
-            if isinstance(msg, m.Progress):
+            if isinstance(msg, m.Progress) and msg.phase == "verify":
                 verify_rate.total = msg.total
                 verify_rate.update(msg.done)
                 sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total,
                                      rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
             elif isinstance(msg, m.Summary):
                 break
-        return _conclude(msg, pipe, source, target_desc, opts, sent_seconds, conn, sink)
+        return _conclude(msg, pipe, source, target_desc, opts, time.monotonic() - started, conn, sink)
     except BaseException as e:
         if pipe is not None:
             pipe.crew.fail(CancelledError("stopped"))
