@@ -13,7 +13,6 @@ from recovery.engine.recvpipe import ReceivePipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
-    CancelledError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
@@ -33,11 +32,8 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
     try:
         try:
             plan = link.ctl.expect(m.Plan)
-        except BaseException as e:
-            reason = link.fail(e)
-            if reason is not e:
-                raise reason from None
-            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+            raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)
         return run_receive(link, plan, opts, sink)
     finally:
@@ -157,14 +153,8 @@ def run_receive(
             raise VerificationError("the target's BLAKE3 differs from the source's")
         succeeded = True
         return summary
-    except BaseException as e:
-        if pipe is not None:
-            pipe.crew.fail(CancelledError("stopped"))
-            pipe.crew.join(2)
-        reason = link.fail(e)
-        if reason is not e:
-            raise reason from None
-        raise
+    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+        raise link.abandon(e, pipe.crew if pipe else None) from None
     finally:
         if target is not None:
             if succeeded:

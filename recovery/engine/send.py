@@ -15,7 +15,7 @@ from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottle
 from recovery.engine.sendpipe import SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source
-from recovery.errors import CancelledError, RefusedError, RemoteProtocolError, UsageError, VerificationError
+from recovery.errors import RefusedError, RemoteProtocolError, UsageError, VerificationError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import MAX_CHUNK_SIZE
@@ -146,14 +146,8 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             elif isinstance(msg, m.Summary):
                 break
         return _conclude(msg, pipe, source, target_desc, opts, time.monotonic() - started, conn, sink)
-    except BaseException as e:
-        if pipe is not None:
-            pipe.crew.fail(CancelledError("stopped"))
-            pipe.crew.join(2)
-        reason = link.fail(e)
-        if reason is not e:
-            raise reason from None
-        raise
+    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+        raise link.abandon(e, pipe.crew if pipe else None) from None
     finally:
         if source is not None:
             source.close()

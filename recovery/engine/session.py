@@ -17,6 +17,8 @@ from recovery import SOFTWARE, events
 from recovery.disks import identity
 from recovery.engine.api import CAPABILITIES
 from recovery.engine.control import DEFAULT_TIMEOUT, ControlLink
+from recovery.engine.pipeline import Crew
+from recovery.errors import CancelledError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.pairing import pairing_code
@@ -42,9 +44,13 @@ class PeerLink:
             pairing_code=self.pairing_code,
         )
 
-    def fail(self, error: BaseException) -> BaseException:
-        """Tell the peer why we stop, unblock everything on the link, and
-        return the error to raise: the peer's reason if a lost link was its echo."""
+    def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:
+        """Stop the pipeline's threads, tell the peer why we stop, unblock
+        everything on the link, and return the error to raise: the peer's
+        own reason if a lost link was only its echo."""
+        if crew is not None:
+            crew.fail(CancelledError("stopped"))
+            crew.join(2)
         reason = self.ctl.explain(error)
         self.ctl.report(reason)
         self.conn.abort()
