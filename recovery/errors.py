@@ -107,6 +107,12 @@ class CancelledError(RecoveryError):
     exit_code = 10
 
 
+class Interrupted(CancelledError):
+    """The user here stopped the run (Ctrl-C, the wizard's abort)."""
+
+    exit_code = 130
+
+
 class MissingToolError(RecoveryError):
     """A program or kernel feature this run needs is not available."""
 

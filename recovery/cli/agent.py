@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recovery import events
-from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
 from recovery.engine.agent import AgentSession, JobEnded, JobStarted, disk_paths, offered_disks
 from recovery.engine.session import handshake
-from recovery.errors import LinkError, RecoveryError, UsageError
+from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.select import accept_receiver, parse_link
@@ -132,22 +132,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         while True:
             conn = wait()
-            try:
-                link = handshake(conn, "agent", disks=offered_disks(paths), hostname=args.name,
-                                 timeout=args.timeout, sink=out)
-            except RecoveryError as e:
-                conn.close()
-                if args.once:
-                    raise
-                out(events.Warning(f"a connection from {conn.peer} failed: {e.message}"))
-                continue
-            session = AgentSession(link, candidates=lambda: disk_paths(paths), sink=sink, log_dir=log_dir)
-            try:
-                session.serve(max_clones=1 if args.once else None)
-            except RecoveryError as e:
-                if args.once:
-                    raise
-                out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
+            # Ctrl-C or SIGTERM during a session: the clone stops, the peer is told why.
+            with INTERRUPTS.session() as cancel:
+                try:
+                    link = handshake(conn, "agent", disks=offered_disks(paths), hostname=args.name,
+                                     timeout=args.timeout, sink=out, cancel=cancel)
+                except RecoveryError as e:
+                    conn.close()
+                    if args.once or isinstance(e, Interrupted):
+                        raise
+                    out(events.Warning(f"a connection from {conn.peer} failed: {e.message}"))
+                    continue
+                session = AgentSession(link, candidates=lambda: disk_paths(paths), sink=sink, log_dir=log_dir)
+                try:
+                    session.serve(max_clones=1 if args.once else None)
+                except RecoveryError as e:
+                    if args.once or isinstance(e, Interrupted):
+                        raise
+                    out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
             if args.once:
                 return 0
     finally:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from recovery.engine.control import DEFAULT_TIMEOUT
 
@@ -20,3 +24,35 @@ def add_timeout(p: argparse.ArgumentParser) -> None:
 def add_link(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", metavar="LINK",
                    help="auto (default), tcp:HOST:PORT, stdio, tbstream, or tbnet[:IFACE]")
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM.
+
+    During a session the first one sets :attr:`cancel`: the engine stops at
+    its next step, tells the peer and raises ``Interrupted``. Outside a
+    session, or the second time, the signal stops the program at once.
+    """
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.signal: int | None = None
+        self._in_session = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+        if self._in_session and not self.cancel.is_set():
+            self.cancel.set()
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def session(self) -> Iterator[threading.Event]:
+        self._in_session = True
+        try:
+            yield self.cancel
+        finally:
+            self._in_session = False
+
+
+INTERRUPTS = Interrupts()

@@ -12,14 +12,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from types import FrameType
 
 from recovery import __version__, events
-from recovery.cli import agent, demo, disks, receive, send, tui, verify
+from recovery.cli import agent, bench, demo, disks, peers, receive, send, stream, tui, verify
+from recovery.cli.common import INTERRUPTS
 from recovery.cli.output import Output
-from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, RecoveryError, UsageError
+from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, Interrupted, RecoveryError, UsageError
 
-COMMANDS = (send, receive, disks, verify, demo, tui, agent)
+COMMANDS = (send, receive, disks, peers, stream, verify, demo, bench, tui, agent)
 TERMINATED_EXIT_CODE = 143
 
 
@@ -42,19 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(BaseException):
-    pass
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     out = Output(json_mode="--json" in argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, INTERRUPTS.handler)
+    signal.signal(signal.SIGTERM, INTERRUPTS.handler)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -69,14 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecoveryError as e:
         if debug:
             traceback.print_exc()
-        out.error(events.Failed(code=e.code, message=e.message, exit_code=e.exit_code, hint=e.hint))
-        return e.exit_code
+        code = e.exit_code
+        if isinstance(e, Interrupted) and INTERRUPTS.signal == signal.SIGTERM:
+            code = TERMINATED_EXIT_CODE
+        out.error(events.Failed(code=e.code, message=e.message, exit_code=code, hint=e.hint))
+        return code
     except KeyboardInterrupt:
-        out.error(events.Failed(code="cancelled", message="interrupted", exit_code=INTERRUPTED_EXIT_CODE))
-        return INTERRUPTED_EXIT_CODE
-    except _Terminated:
-        out.error(events.Failed(code="cancelled", message="terminated", exit_code=TERMINATED_EXIT_CODE))
-        return TERMINATED_EXIT_CODE
+        terminated = INTERRUPTS.signal == signal.SIGTERM
+        code = TERMINATED_EXIT_CODE if terminated else INTERRUPTED_EXIT_CODE
+        out.error(events.Failed(code="cancelled", message="terminated" if terminated else "interrupted",
+                                exit_code=code))
+        return code
     except Exception as e:  # noqa: BLE001 - the last resort: one line, exit 1
         if debug:
             traceback.print_exc()

@@ -63,13 +63,13 @@ class Output:
 
     def _progress(self, e: events.Progress) -> None:
         pct = 100.0 * e.done / e.total if e.total else 100.0
-        line = (f"{e.phase:<8} {human_size(e.done):>10} of {human_size(e.total):<10} {pct:5.1f}%  "
-                f"{human_rate(e.rate):>12}  ETA {human_duration(e.eta)}")
+        line = (f"{e.phase:<8} {human_size(e.done):>10} / {human_size(e.total):<10} {pct:3.0f}%"
+                f" {human_rate(e.rate):>12}  ETA {human_duration(e.eta)}")
         if e.bottleneck:
-            line += f"  [{e.bottleneck}-bound]"
+            line += f"  {e.bottleneck}-bound"
         if self.tty:
-            width = os.get_terminal_size(self.err.fileno()).columns if self.err.isatty() else 100
-            self.err.write("\r\033[K" + line[: width - 1])
+            width = os.get_terminal_size(self.err.fileno()).columns
+            self.err.write("\r\033[K" + (line[: width - 1] if width >= 40 else line))
             self.err.flush()
             self._progress_shown = True
         elif time.monotonic() - self._last_log >= LOG_EVERY or e.done == e.total:
@@ -81,7 +81,8 @@ class Output:
         if isinstance(e, events.Phase):
             return f"» {e.message}" if e.message else f"» {e.name}"
         if isinstance(e, events.Listening):
-            return f"» waiting for a sender on {e.address}:{e.port} ({e.link})"
+            where = f"{e.address}:{e.port}" if e.port else e.address
+            return f"» waiting for a sender on {where} ({e.link})"
         if isinstance(e, events.PeerFound):
             return (f"» peer {e.hostname} ({e.software}) over {e.link} at {e.address}; "
                     f"pairing code {e.pairing_code}")
@@ -108,17 +109,22 @@ def summary_text(s: events.Summary) -> str:
         head = "Clone complete, NOT verified (read-back was skipped)."
     else:
         head = "Clone FAILED verification."
-    rate = s.size and (s.bytes_read or s.bytes_written) and s.seconds
+    copied = s.bytes_read if s.role == "sender" else s.bytes_written + s.zero_bytes
+    mode = "used blocks only" if s.mode == "used" else "every block"
     lines = [
         head,
         f"  source    {s.source}",
         f"  target    {s.target}",
-        f"  mode      {s.mode}",
-        f"  copied    {human_size(s.bytes_read if s.role == 'sender' else s.bytes_written)}"
-        f" ({human_size(s.zero_bytes)} more as zeros, not sent)",
-        f"  on link   {human_size(s.bytes_sent)}",
-        f"  time      {s.seconds:.1f} s" + (
-            f" ({human_rate((s.bytes_read or s.bytes_written + s.zero_bytes) / s.seconds)})" if rate else ""),
+        f"  mode      {s.mode} ({mode}): {human_size(copied)} of {human_size(s.size)}",
+    ]
+    if s.role == "sender":
+        lines.append(f"  sent      {human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} "
+                     "of zeros were not sent")
+    else:
+        lines.append(f"  written   {human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros "
+                     "made without writing them")
+    lines += [
+        f"  time      {s.seconds:.1f} s" + (f" ({human_rate(copied / s.seconds)})" if s.seconds else ""),
         f"  chunks    BLAKE3 {s.list_digest}  (the same on both machines)",
     ]
     if s.image_digest:

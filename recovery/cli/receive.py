@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from recovery import events
-from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
 from recovery.disks import safety
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.receive import receive_disk
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     def listening(address: str, port: int, link: str) -> None:
         out(events.Listening(address=address, port=port, link=link))
 
-    with accept_receiver(spec, timeout=None, on_listening=listening) as conn:
+    with accept_receiver(spec, timeout=None, on_listening=listening) as conn, INTERRUPTS.session() as cancel:
+        opts.cancel = cancel
         receive_disk(conn, opts, out)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from recovery import events
-from recovery.cli.common import add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.level import parse_level
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))
-    with connect_sender(spec, timeout=args.timeout) as conn:
+    with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel:
+        opts.cancel = cancel
         send_disk(conn, opts, out)
     return 0

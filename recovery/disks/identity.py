@@ -147,6 +147,10 @@ def same_storage(a: Identity, b: Identity) -> bool:
 
 def describe(ident: Identity) -> str:
     """One line a user recognises: path, model, serial, size."""
+    if ident.kind == "file":
+        if not ident.size:
+            return f"{ident.path} (new image file)"
+        return f"{ident.path} (image file, {human_size(ident.size)})"
     bits = [ident.path]
     hw = " ".join(x for x in (ident.model, ident.serial) if x and not x.startswith("loop:"))
     if hw:

@@ -12,25 +12,22 @@ from __future__ import annotations
 import os
 import stat
 
-from recovery.disks import blockdev, identity, inventory, partitions
+from recovery.disks import identity, inventory, partitions
 from recovery.errors import RefusedError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
 
-def target_exists(path: str) -> bool:
-    return os.path.exists(path)
-
-
 def check_target_path(path: str, *, overwrite: bool) -> None:
     """Checks that need no plan: run before waiting for a sender."""
     if not os.path.exists(path):
-        if os.path.realpath(path).startswith("/dev/"):
-            raise RefusedError(f"{path} does not exist",
-                               hint="run `recovery disks` to see this machine's disks")
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):
             raise RefusedError(f"cannot create {path}: {parent} is not a directory")
+        if filesystem_type(parent) == "devtmpfs":
+            # A device name that does not exist: never create a file there.
+            raise RefusedError(f"{path} does not exist",
+                               hint="run `recovery disks` to see this machine's disks")
         return
     st = os.stat(path)
     if stat.S_ISBLK(st.st_mode):
@@ -40,13 +37,25 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
             raise RefusedError(f"refusing to write {path}: {reason}")
     elif not stat.S_ISREG(st.st_mode):
         raise RefusedError(f"{path} is neither a block device nor a regular file")
-    if not overwrite and st.st_size > 0:
+    if not overwrite and (stat.S_ISBLK(st.st_mode) or st.st_size > 0):
         found = partitions.has_signatures(path)
         if found:
             raise RefusedError(
                 f"{path} holds data ({found}); refusing to overwrite it without --yes",
                 hint="check it is the right disk with `recovery disks`, then add --yes",
             )
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem ``path`` is on (longest matching mountpoint)."""
+    real = os.path.realpath(path)
+    best: tuple[int, str] | None = None
+    for m in inventory.mounts():
+        mp = m.mountpoint.rstrip("/") or "/"
+        if real == mp or real.startswith(mp + "/") or mp == "/":
+            if best is None or len(mp) > best[0]:
+                best = (len(mp), m.fstype)
+    return best[1] if best else None
 
 
 def check_against_plan(target: Identity, source: Identity, needed: int) -> None:
@@ -72,6 +81,3 @@ def open_target_device(path: str) -> int:
             raise RefusedError(f"refusing to write {path}: it is in use (mounted or claimed)") from None
         raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
 
-
-def device_sector_size(fd: int) -> int:
-    return blockdev.sector_size(fd)

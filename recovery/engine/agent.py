@@ -37,13 +37,10 @@ from recovery.engine.receive import run_receive
 from recovery.engine.send import run_send
 from recovery.engine.session import PeerLink
 from recovery.errors import (
-    CancelledError,
-    LinkError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
     UsageError,
-    error_from_code,
 )
 from recovery.protocol import messages as m
 from recovery.units import human_size
@@ -127,7 +124,6 @@ class _Job:
 
     def __init__(self, session: AgentSession) -> None:
         self.session = session
-        self.cancel = threading.Event()
         self.log: JobLog | None = None
 
     @property
@@ -173,7 +169,6 @@ class AgentSession:
         self._closing = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._cancel: threading.Event | None = None
 
     # --- called from other threads ---
 
@@ -182,10 +177,9 @@ class AgentSession:
         self._choices.put(choice)
 
     def cancel(self) -> None:
-        """Stop the running clone (either role); the peer is told."""
-        cancel = self._cancel
-        if cancel is not None:
-            cancel.set()
+        """Stop the running clone (either role); the peer is told, and the link ends."""
+        if self.busy:
+            self.link.ctl.cancel.set()
 
     @property
     def busy(self) -> bool:
@@ -231,20 +225,22 @@ class AgentSession:
 
     def _run(self, clone: Callable[[T, _Job], events.Summary], arg: T) -> None:
         job = _Job(self)
-        self._cancel = job.cancel
         self._idle.clear()
         try:
             try:
                 clone(arg, job)
             except RecoveryError as e:
-                error = self._peer_reason(e)
+                error = e
             except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
                 error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
                                       hint="run `recovery agent --debug` to see more, and report it")
             else:
                 job.sink(JobEnded(ok=True, log=job.log_path))
                 return
-            self.link.fail(error)  # a failed clone ends the connection on both sides
+            # A failed clone ends the connection on both sides (the engine did so
+            # already for its own errors; abandoning twice is harmless).
+            reason = self.link.abandon(error)
+            error = reason if isinstance(reason, RecoveryError) else error
             job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
                                    hint=error.hint))
             job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint,
@@ -252,26 +248,7 @@ class AgentSession:
             raise error
         finally:
             job.close()
-            self._cancel = None
             self._idle.set()
-
-    def _peer_reason(self, error: RecoveryError) -> RecoveryError:
-        """A clone that died of a broken link: had the peer said why (cancel, error) just before?
-
-        The peer sends its reason and then drops the link; our data path can
-        notice the drop before the control reader hands the reason over.
-        """
-        if not isinstance(error, LinkError):
-            return error
-        while True:
-            try:
-                item = self.link.ctl.inbox.get_nowait()
-            except queue.Empty:
-                return error
-            if isinstance(item, m.Cancel):
-                return CancelledError(f"the peer cancelled: {item.reason}")
-            if isinstance(item, m.Error):
-                return error_from_code(item.code, item.message)
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
@@ -304,7 +281,7 @@ class AgentSession:
                                  hint=f"run the same version of usb4-recovery on {self.peer}")
             path = self._local_path(src, unchanged=False)
             send = SendOptions(source=path, target=tgt.identity, mode=choice.mode, level=choice.level,
-                               verify=choice.verify, cancel=job.cancel, workers=self.workers)
+                               verify=choice.verify, workers=self.workers)
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
         if src.identity is None:
@@ -315,19 +292,17 @@ class AgentSession:
         self.link.ctl.send(m.Request(source=src.path, mode=choice.mode,  # type: ignore[arg-type]
                                      level=level, source_identity=src.identity))
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
-        plan = self._await_plan(job.cancel)
+        plan = self._await_plan()
         why = identity.mismatch(src.identity, plan.source)
         if why:
             self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
-        opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify, cancel=job.cancel,
+        opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify,
                               workers=self.workers)
         return run_receive(self.link, plan, opts, job.sink)
 
-    def _await_plan(self, cancel: threading.Event) -> m.Plan:
+    def _await_plan(self) -> m.Plan:
         while True:
-            if cancel.is_set():
-                raise CancelledError("cancelled")
-            msg = self.link.ctl.poll(TICK)
+            msg = self.link.ctl.poll(TICK)  # raises Interrupted once cancel() was called
             if isinstance(msg, m.Plan):
                 return msg
             if isinstance(msg, m.Refuse):
@@ -348,7 +323,7 @@ class AgentSession:
         if found is None:
             self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
                          hint=f"check the disks of {self.host} and choose the target again")
-        opts = ReceiveOptions(target=found[0], overwrite=True, cancel=job.cancel, workers=self.workers)
+        opts = ReceiveOptions(target=found[0], overwrite=True, workers=self.workers)
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
@@ -368,5 +343,5 @@ class AgentSession:
             path = req.source
         else:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
-        opts = SendOptions(source=path, mode=req.mode, level=level, cancel=job.cancel, workers=self.workers)
+        opts = SendOptions(source=path, mode=req.mode, level=level, workers=self.workers)
         return run_send(self.link, opts, job.sink)

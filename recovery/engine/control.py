@@ -15,6 +15,7 @@ import time
 
 from recovery.errors import (
     CancelledError,
+    Interrupted,
     LinkError,
     RecoveryError,
     RemoteProtocolError,
@@ -29,8 +30,10 @@ DEFAULT_TIMEOUT = 30.0
 
 
 class ControlLink:
-    def __init__(self, conn: Connection, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, conn: Connection, timeout: float = DEFAULT_TIMEOUT,
+                 cancel: threading.Event | None = None) -> None:
         self.conn = conn
+        self.cancel = cancel or threading.Event()  # set by the user: stop, and tell the peer
         self.channel = conn.control
         self.timeout = timeout
         self.state = ControlConnection()
@@ -90,7 +93,7 @@ class ControlLink:
             while not self._closed.is_set():
                 data = self.channel.recv_some(65536)
                 if not data:
-                    raise LinkError("the peer closed the connection")
+                    raise LinkError("link lost: the peer closed the connection")
                 with self._lock:
                     self.state.receive_data(data)
                     while (msg := self.state.next_message()) is not None:
@@ -113,9 +116,12 @@ class ControlLink:
     def poll(self, timeout: float) -> m.Message | None:
         """The next message within ``timeout`` seconds, or None.
 
-        Raises the peer's error or cancel as this side's error, and
+        Raises the peer's error or cancel as this side's error,
+        :class:`Interrupted` when this side's user cancelled, and
         :class:`LinkError` when the peer has been silent too long.
         """
+        if self.cancel.is_set():
+            raise Interrupted("interrupted by the user")
         try:
             item = self.inbox.get(timeout=timeout)
         except queue.Empty:
@@ -130,6 +136,28 @@ class ControlLink:
         if isinstance(item, m.Cancel):
             raise CancelledError(f"the peer cancelled: {item.reason}")
         return item
+
+    def explain(self, error: BaseException, wait: float = 1.0) -> BaseException:
+        """The peer's own reason, when a lost link is only the echo of it.
+
+        A peer that cancels or fails tells us and then closes; our data
+        thread may see the close first. Give its message a moment to arrive.
+        """
+        if not isinstance(error, LinkError):
+            return error
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            if isinstance(item, m.Error):
+                return error_from_code(item.code, item.message)
+            if isinstance(item, m.Cancel):
+                return CancelledError(f"the peer cancelled: {item.reason}")
+            if isinstance(item, BaseException):
+                break
+        return error
 
     def expect(self, *types: type[m.Message], tolerate: tuple[type[m.Message], ...] = (m.Progress,)) -> m.Message:
         """Wait for one of ``types`` (skipping ``tolerate``d messages)."""

@@ -43,8 +43,8 @@ class Crew:
                 self.fail(e)
 
         t = threading.Thread(target=body, name=f"{self.name}-{name}", daemon=True)
-        self.threads.append(t)
         t.start()
+        self.threads.append(t)
         return t
 
     def fail(self, error: BaseException) -> None:

@@ -69,3 +69,28 @@ def bottleneck(shares: dict[str, float]) -> str:
         return ""
     name = max(busy, key=lambda k: busy[k])
     return name if busy[name] >= BOTTLENECK_MIN else ""
+
+
+class CpuSampler:
+    """Share of this machine's CPU time that was idle since the last sample."""
+
+    def __init__(self, stat_path: str = "/proc/stat") -> None:
+        self.stat_path = stat_path
+        self._prev = self._read()
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            with open(self.stat_path) as f:
+                fields = f.readline().split()[1:]
+        except OSError:
+            return None
+        values = [int(v) for v in fields[:8]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return idle, sum(values)
+
+    def idle(self) -> float:
+        now = self._read()
+        prev, self._prev = self._prev, now
+        if now is None or prev is None or now[1] <= prev[1]:
+            return 1.0  # unknown: do not hold compression back
+        return (now[0] - prev[0]) / (now[1] - prev[1])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import blake3
 
 from recovery.engine.pipeline import BufferPool, Crew, Pipe
-from recovery.errors import TargetWriteError
+from recovery.errors import Interrupted, TargetWriteError
 
 ALIGN = 4096
 READ_SIZE = 4 << 20
@@ -141,7 +141,7 @@ def _scan(
                 on_progress(done, total)
                 last = now
                 if should_stop():
-                    raise TargetWriteError("read-back verification was interrupted")
+                    raise Interrupted("interrupted by the user during read-back verification")
         crew.check()
     except BaseException:
         crew.shutdown()

@@ -13,7 +13,6 @@ from recovery.engine.recvpipe import ReceivePipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
-    CancelledError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
@@ -29,13 +28,12 @@ REPORT_EVERY = 0.5
 
 def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Handshake on a fresh connection, wait for the sender's plan, receive one disk."""
-    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink)
+    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
     try:
         try:
             plan = link.ctl.expect(m.Plan)
-        except BaseException as e:
-            link.fail(e)
-            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+            raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)
         return run_receive(link, plan, opts, sink)
     finally:
@@ -70,11 +68,9 @@ def run_receive(
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
-        write_share = [0.0]  # the writer's busy share, reported with each ack
         pipe = ReceivePipeline(
             conn.data, target, limits=FrameLimits(plan.chunk_size, plan.size),
-            on_durable=lambda seq, nbytes: ctl.send(
-                m.Ack(seq=seq, bytes=nbytes, write_busy=min(1.0, write_share[0]))),
+            on_durable=lambda seq, nbytes: ctl.send(m.Ack(seq=seq, bytes=nbytes)),
             workers=opts.workers,
         )
         p = pipe
@@ -86,15 +82,15 @@ def run_receive(
         last_report = time.monotonic()
         while not (pipe.finished.is_set() and done_msg is not None):
             pipe.crew.check()
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Done):
                 done_msg = msg
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                write_share[0] = shares.get("write", 0.0)
+                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
+                                    link_busy=shares["link"], work_busy=shares["compress"],
+                                    write_busy=shares["write"]))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
@@ -157,12 +153,8 @@ def run_receive(
             raise VerificationError("the target's BLAKE3 differs from the source's")
         succeeded = True
         return summary
-    except BaseException as e:
-        if pipe is not None:
-            pipe.crew.fail(CancelledError("stopped"))
-            pipe.crew.join(2)
-        link.fail(e)
-        raise
+    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+        raise link.abandon(e, pipe.crew if pipe else None) from None
     finally:
         if target is not None:
             if succeeded:

@@ -45,8 +45,9 @@ LEDGER = struct.Struct("<QQ32sB")  # offset, length, digest, kind: what was writ
 @dataclass
 class _Item:
     header: ChunkHeader
-    data: memoryview | bytes | None
+    data: memoryview | None  # the chunk's bytes, in a pooled (page-aligned) buffer
     buf: object | None
+    pool: BufferPool | None
 
 
 _END = object()
@@ -69,8 +70,12 @@ class ReceivePipeline:
         self.workers = workers
         self.crew = Crew("receive")
         self.crew.on_fail.append(channel.abort)
-        self.pool = BufferPool(self.crew, workers * 2 + 4, limits.max_payload)
-        self.jobs: Pipe[tuple[ChunkHeader, object] | None] = Pipe(self.crew, workers * 2)
+        # Payloads as they arrive, and decompressed chunks. The receiving
+        # thread takes both for a frame, in frame order, so a worker never
+        # waits for a buffer that later frames hold.
+        self.payloads = BufferPool(self.crew, workers * 2 + 4, limits.max_payload)
+        self.outputs = BufferPool(self.crew, workers * 2 + 4, limits.chunk_size)
+        self.jobs: Pipe[tuple[ChunkHeader, object, object | None] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[object] = Reorder(self.crew)
         self.sequence = FrameSequence()
         self.list_hasher = blake3.blake3()
@@ -98,37 +103,42 @@ class ReceivePipeline:
         raw = bytearray(HEADER_SIZE)
         view = memoryview(raw)
         while True:
+            start = time.monotonic()
             try:
                 self.channel.recv_exact(view, "a frame header")
             except LinkError as e:
                 raise LinkError(f"link lost before the end of the stream: {e}") from None
+            self.net_meter.add(time.monotonic() - start)
             h = decode_header(view, self.limits)
             self.sequence.accept(h)
             if h.kind is Kind.END:
                 self.results.put(h.seq, _END)
                 break
             if h.kind is Kind.ZERO:
-                self.results.put(h.seq, _Item(h, None, None))
+                self.results.put(h.seq, _Item(h, None, None, None))
                 continue
-            buf = self.pool.get()
+            buf = self.payloads.get()
+            out = self.outputs.get() if h.codec is Codec.ZSTD else None
             start = time.monotonic()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
             self.net_meter.add(time.monotonic() - start)
-            self.jobs.put((h, buf))
+            self.jobs.put((h, buf, out))
         for _ in range(self.workers):
             self.jobs.put(None)
 
     def _work(self) -> None:
         dctx = zstandard.ZstdDecompressor()
         while (item := self.jobs.get()) is not None:
-            h, buf = item
+            h, buf, out = item
             start = time.monotonic()
             payload = memoryview(buf)[: h.payload_len]  # type: ignore[arg-type]
-            data: memoryview | bytes
-            if h.codec is Codec.ZSTD:
-                data = self._decompress(dctx, h, payload)
+            if out is not None:
+                data = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
+                del payload
+                self.payloads.put(buf)  # type: ignore[arg-type]
+                buf, pool = out, self.outputs
             else:
-                data = payload
+                data, pool = payload, self.payloads
             if not hmac.compare_digest(blake3.blake3(data).digest(), h.digest):
                 raise IntegrityError(
                     f"chunk {h.seq} (bytes {h.offset}..{h.end}, at {human_size(h.offset)}) failed "
@@ -136,9 +146,12 @@ class ReceivePipeline:
                     hint="check the cable or link and run the clone again",
                 )
             self.work_meter.add(time.monotonic() - start)
-            self.results.put(h.seq, _Item(h, data, buf))
+            self.results.put(h.seq, _Item(h, data, buf, pool))
 
-    def _decompress(self, dctx: zstandard.ZstdDecompressor, h: ChunkHeader, payload: memoryview) -> bytes:
+    def _decompress(
+        self, dctx: zstandard.ZstdDecompressor, h: ChunkHeader, payload: memoryview, out: memoryview
+    ) -> memoryview:
+        """Decompress into ``out``, which holds exactly the declared length."""
         where = f"chunk {h.seq} (bytes {h.offset}..{h.end})"
         try:
             declared = zstandard.frame_content_size(payload)
@@ -146,13 +159,20 @@ class ReceivePipeline:
             declared = -2
         if declared != h.raw_len:
             raise IntegrityError(f"{where}: compressed data does not declare {h.raw_len} bytes; not written")
+        got = 0
         try:
-            data = dctx.decompress(payload, max_output_size=h.raw_len)
+            reader = dctx.stream_reader(payload)
+            while got < h.raw_len:
+                n = reader.readinto(out[got:])
+                if not n:
+                    break
+                got += n
+            extra = reader.read(1)
         except zstandard.ZstdError as e:
             raise IntegrityError(f"{where} could not be decompressed ({e}); not written") from None
-        if len(data) != h.raw_len:
-            raise IntegrityError(f"{where} decompressed to {len(data)} bytes; not written")
-        return data
+        if got != h.raw_len or extra:
+            raise IntegrityError(f"{where} does not decompress to {h.raw_len} bytes; not written")
+        return out
 
     def _is_edge(self, h: ChunkHeader) -> bool:
         return h.offset < self.head_end or h.end > self.tail_start
@@ -174,9 +194,9 @@ class ReceivePipeline:
                 self.target.zero(h.offset, h.raw_len)
             else:
                 assert item.data is not None
-                self.target.write(item.data, h.offset)
-            if item.buf is not None:
-                self.pool.put(item.buf)  # type: ignore[arg-type]
+                self.target.write(item.data, h.offset, aligned_buffer=True)
+            if item.pool is not None:
+                item.pool.put(item.buf)  # type: ignore[arg-type]
             if h.kind is Kind.ZERO:
                 self.zero_bytes += h.raw_len
             self.list_hasher.update(LIST_RECORD.pack(h.offset, h.raw_len, h.digest))

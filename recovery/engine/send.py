@@ -11,11 +11,11 @@ from recovery.disks import identity, usedmap
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
 from recovery.engine.level import LevelController, Sample, level_name
-from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
 from recovery.engine.sendpipe import SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source
-from recovery.errors import CancelledError, RefusedError, RemoteProtocolError, UsageError, VerificationError
+from recovery.errors import RefusedError, RemoteProtocolError, UsageError, VerificationError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import MAX_CHUNK_SIZE
@@ -42,7 +42,7 @@ class _ChunkList:
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Handshake on a fresh connection, then send one disk."""
-    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink)
+    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
     try:
         return run_send(link, opts, sink)
     finally:
@@ -96,7 +96,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         started = time.monotonic()
         pipe.start()
         durable = 0
-        write_busy = 0.0
+        remote = m.Progress(phase="transfer", done=0, total=0)
         rate = RateMeter(chunks.bytes)
         p = pipe
         sampler = StageSampler(
@@ -104,22 +104,23 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
              "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
             {"compress": opts.workers},
         )
+        cpu = CpuSampler()
         last_report = time.monotonic()
         while not pipe.finished.is_set():
             pipe.crew.check()
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Ack):
-                durable, write_busy = msg.bytes, msg.write_busy
+                durable = msg.bytes
+            elif isinstance(msg, m.Progress):
+                remote = msg
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                shares["write"] = write_busy
+                shares["write"] = remote.write_busy
                 levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
-                                     workers=shares["compress"]))
-                if write_busy >= 0.8 and levels.fixed is None and levels.index > 1:
-                    levels.index -= 1  # the peer's disk is the limit: compression can't help
+                                     workers=shares["compress"], remote_link=remote.link_busy,
+                                     remote_work=remote.work_busy, remote_write=remote.write_busy,
+                                     cpu_idle=cpu.idle()))
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
@@ -128,7 +129,6 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
                 ))
         pipe.crew.check()
         pipe.crew.join()
-        sent_seconds = time.monotonic() - started
         ctl.send(m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
                         source_digest=pipe.image_digest))
         sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
@@ -137,23 +137,17 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
         verify_rate = RateMeter(1)
         while True:
-            if opts.cancel.is_set():
-                raise CancelledError("cancelled")
             msg = ctl.poll(TICK)
-            if isinstance(msg, m.Progress):
+            if isinstance(msg, m.Progress) and msg.phase == "verify":
                 verify_rate.total = msg.total
                 verify_rate.update(msg.done)
                 sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total,
                                      rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
             elif isinstance(msg, m.Summary):
                 break
-        return _conclude(msg, pipe, source, target_desc, opts, sent_seconds, conn, sink)
-    except BaseException as e:
-        if pipe is not None:
-            pipe.crew.fail(CancelledError("stopped"))
-            pipe.crew.join(2)
-        link.fail(e)
-        raise
+        return _conclude(msg, pipe, source, target_desc, opts, time.monotonic() - started, conn, sink)
+    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
+        raise link.abandon(e, pipe.crew if pipe else None) from None
     finally:
         if source is not None:
             source.close()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from dataclasses import dataclass
 
 from recovery import SOFTWARE, events
 from recovery.disks import identity
 from recovery.engine.api import CAPABILITIES
 from recovery.engine.control import DEFAULT_TIMEOUT, ControlLink
+from recovery.engine.pipeline import Crew
+from recovery.errors import CancelledError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.pairing import pairing_code
@@ -42,10 +45,17 @@ class PeerLink:
             pairing_code=self.pairing_code,
         )
 
-    def fail(self, error: BaseException) -> None:
-        """Tell the peer why we stop, and unblock everything on the link."""
-        self.ctl.report(error)
+    def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:
+        """Stop the pipeline's threads, tell the peer why we stop, unblock
+        everything on the link, and return the error to raise: the peer's
+        own reason if a lost link was only its echo."""
+        if crew is not None:
+            crew.fail(CancelledError("stopped"))
+            crew.join(2)
+        reason = self.ctl.explain(error)
+        self.ctl.report(reason)
         self.conn.abort()
+        return reason
 
     def close(self) -> None:
         self.ctl.close()
@@ -71,15 +81,17 @@ def handshake(
     timeout: float = DEFAULT_TIMEOUT,
     disks: tuple[m.DiskInfo, ...] = (),
     sink: events.EventSink = events.ignore,
+    cancel: threading.Event | None = None,
     hostname: str | None = None,
 ) -> PeerLink:
     """Exchange hellos; on failure the peer is told and the link aborted.
 
+    Setting ``cancel`` later stops whatever runs over the link and tells the peer.
     ``hostname`` replaces this machine's name in our hello (the demo's
     simulated peer calls itself something else than the wizard's host).
     """
     sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
-    ctl = ControlLink(conn, timeout)
+    ctl = ControlLink(conn, timeout, cancel)
     ours = make_hello(role, disks, hostname)
     try:
         theirs = ctl.start(ours)

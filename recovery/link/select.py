@@ -1,8 +1,11 @@
 """Choosing and opening a link from the command line's ``--link``/``--to``/``--listen``.
 
 ``LINK`` is one of ``auto`` (the default), ``tcp:HOST:PORT``, ``stdio``,
-``tbstream`` and ``tbnet[:IFACE]``. ``--to HOST:PORT`` and ``--to -`` (and
-the receiver's ``--listen``/``--from -``) are shorthands for tcp and stdio.
+``tbstream[:PEER]`` and ``tbnet[:IFACE]``. ``--to HOST:PORT`` and ``--to -``
+(and the receiver's ``--listen``/``--from -``) are shorthands for tcp and
+stdio. ``auto`` picks a link over the cable: USB4STREAM when the peer offers
+it and ``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
+:func:`recovery.link.discovery.choose_link`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recovery.errors import NoPeerError, UsageError
-from recovery.link import tcp
+from recovery.link import tbnet, tbstream, tcp
 from recovery.link.base import Connection
+from recovery.link.discovery import choose_link
 from recovery.link.stdio import mux_connection
+from recovery.link.sysfs import Sysfs
 
 KINDS = ("auto", "tcp", "stdio", "tbstream", "tbnet")
 
@@ -22,7 +27,7 @@ KINDS = ("auto", "tcp", "stdio", "tbstream", "tbnet")
 class LinkSpec:
     kind: str
     endpoint: tcp.Endpoint | None = None
-    interface: str | None = None
+    interface: str | None = None  # tbnet: the interface; tbstream: the peer's XDomain (e.g. 0-1)
 
     def __str__(self) -> str:
         if self.kind == "tcp" and self.endpoint:
@@ -35,13 +40,14 @@ class LinkSpec:
 def parse_link(text: str) -> LinkSpec:
     kind, _, rest = text.partition(":")
     if kind not in KINDS:
-        raise UsageError(f"unknown link {text!r}: use one of auto, tcp:HOST:PORT, stdio, tbstream, tbnet[:IFACE]")
+        raise UsageError(
+            f"unknown link {text!r}: use one of auto, tcp:HOST:PORT, stdio, tbstream[:PEER], tbnet[:IFACE]")
     if kind == "tcp":
         if not rest:
             raise UsageError("--link tcp needs an address: tcp:HOST:PORT")
         return LinkSpec("tcp", tcp.parse_endpoint(rest))
-    if kind == "tbnet":
-        return LinkSpec("tbnet", interface=rest or None)
+    if kind in ("tbnet", "tbstream"):
+        return LinkSpec(kind, interface=rest or None)
     if rest:
         raise UsageError(f"--link {kind} takes no argument")
     return LinkSpec(kind)
@@ -70,8 +76,8 @@ def receiver_spec(link: str | None, listen: str | None, from_: str | None) -> Li
 
 
 def _cable_links() -> dict[str, Callable[..., Connection]]:
-    """Links over the USB4/Thunderbolt cable, when this build has them."""
-    return {}
+    """Links over the USB4/Thunderbolt cable: ``(spec, role, *, timeout, on_listening) -> Connection``."""
+    return {"tbstream": tbstream.open_link, "tbnet": tbnet.open_link}
 
 
 def connect_sender(spec: LinkSpec, *, timeout: float) -> Connection:
@@ -101,12 +107,9 @@ def accept_receiver(
 def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
            on_listening: Callable[[str, int, str], None] | None) -> Connection:
     links = _cable_links()
-    opener = links.get(spec.kind) if spec.kind != "auto" else None
-    if opener is None and spec.kind == "auto":
-        for kind in ("tbstream", "tbnet"):
-            if kind in links:
-                opener = links[kind]
-                break
+    if spec.kind == "auto":
+        spec = LinkSpec(choose_link(Sysfs()))
+    opener = links.get(spec.kind)
     if opener is None:
         hint = ("give the peer's address: --to HOST:PORT on the sender, --listen on the receiver"
                 if role == "send" else "listen for a sender over TCP: --listen [ADDR]:PORT")

@@ -194,15 +194,21 @@ class Ack(Message):
     type: ClassVar[str] = "ack"
     seq: int
     bytes: int
-    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # share of time spent writing
 
 
 @dataclass(frozen=True, slots=True)
 class Progress(Message):
+    """How far a phase is; during the transfer the receiver adds how busy its
+    stages are (shares of the last half second), which the sender's
+    compression-level controller uses."""
+
     type: ClassVar[str] = "progress"
     phase: str = field(metadata=bounded(max_len=32))
     done: int
     total: int
+    link_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiving thread inside recv
+    work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # decompress + verify threads
+    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # writing thread
 
 
 @dataclass(frozen=True, slots=True)

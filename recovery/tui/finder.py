@@ -112,7 +112,7 @@ class PeerFinder:
         return True
 
     def _turn_away(self, link: PeerLink, why: str | None) -> None:
-        link.fail(CancelledError(f"{link.ours.host.hostname} is busy with another peer"))
+        link.abandon(CancelledError(f"{link.ours.host.hostname} is busy with another peer"))
         link.close()
         link.conn.close()
         if why:

@@ -1,0 +1,192 @@
+"""What sysfs says about the cable: XDomain peers, their services, thunderbolt interfaces.
+
+Everything is read afresh on each call, never cached: service names,
+``/dev/tbstreamN`` numbers and interface names change between plugs and
+boots. :class:`Sysfs` takes the sysfs root as a parameter so tests can point
+it at a directory tree shaped like the kernel's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+XDOMAIN = "thunderbolt_xdomain"
+SERVICE = "thunderbolt_service"
+STREAM_KEY = "stream"  # the USB4STREAM service (prtcid 1)
+NETWORK_KEY = "network"  # thunderbolt_net
+STREAM_MODULE = "thunderbolt_stream"
+NET_MODULE = "thunderbolt_net"
+CORE_MODULE = "thunderbolt"
+_DEVICE_NAME = re.compile(r"^(\d+)-([0-9a-f]+)$")  # <domain>-<route>
+ATTR_LIMIT = 4096  # sysfs attributes are at most a page
+
+
+@dataclass(frozen=True)
+class Service:
+    """One protocol a peer offers: ``/sys/bus/thunderbolt/devices/<peer>.<n>``."""
+
+    name: str  # "0-1.0": also the name of its ConfigFS stream group
+    peer: str  # "0-1"
+    key: str  # "stream", "network", ...
+    prtcid: int | None = None
+    prtcvers: int | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another host on the cable: an XDomain device."""
+
+    name: str  # "0-1"
+    domain: int
+    unique_id: str  # the remote host's UUID
+    device_name: str = ""
+    vendor_name: str = ""
+    services: tuple[Service, ...] = ()
+    rx_speed: str | None = None  # per lane, as sysfs words it ("40.0 Gb/s")
+    rx_lanes: int | None = None
+    tx_speed: str | None = None
+    tx_lanes: int | None = None
+
+    def service(self, key: str) -> Service | None:
+        return next((s for s in self.services if s.key == key), None)
+
+    @property
+    def label(self) -> str:
+        words = " ".join(w for w in (self.vendor_name, self.device_name) if w)
+        return f"{words} ({self.name})" if words else self.name
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A network interface that may carry thunderbolt-net."""
+
+    name: str
+    peer: str | None  # the XDomain behind it, None when sysfs shows none (veth, VM NIC)
+    service: str | None = None
+
+
+def read_attr(path: Path) -> str | None:
+    """A sysfs attribute's text without the newline, or None if absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(ATTR_LIMIT).decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _uevent(path: Path) -> dict[str, str]:
+    text = read_attr(path / "uevent") or ""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def uuid_key(text: str) -> tuple[int, str]:
+    """Order host UUIDs the same way on both hosts (numerically, text as a fallback)."""
+    try:
+        return (uuid.UUID(text).int, "")
+    except ValueError:
+        return (-1, text.lower())
+
+
+class Sysfs:
+    def __init__(self, root: Path | str = "/sys") -> None:
+        self.root = Path(root)
+        self.devices = self.root / "bus" / "thunderbolt" / "devices"
+        self.net = self.root / "class" / "net"
+        self.modules = self.root / "module"
+
+    # --- modules ---
+
+    def module_loaded(self, name: str) -> bool:
+        return (self.modules / name).is_dir()
+
+    def thunderbolt_present(self) -> bool:
+        return self.devices.is_dir()
+
+    # --- hosts ---
+
+    def local_uuid(self, domain: int) -> str | None:
+        """This host's UUID on ``domain``: its root switch's ``unique_id``."""
+        return read_attr(self.devices / f"{domain}-0" / "unique_id")
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.devices))
+        except OSError:
+            return []
+
+    def peers(self) -> list[Peer]:
+        names = self._names()
+        found = []
+        for name in names:
+            m = _DEVICE_NAME.match(name)
+            if m and _uevent(self.devices / name).get("DEVTYPE") == XDOMAIN:
+                services = tuple(s for s in (self.service(n) for n in names if n.startswith(name + "."))
+                                 if s is not None)
+                found.append(self._peer(name, int(m.group(1)), services))
+        return found
+
+    def peer(self, name: str) -> Peer | None:
+        return next((p for p in self.peers() if p.name == name), None)
+
+    def _peer(self, name: str, domain: int, services: tuple[Service, ...]) -> Peer:
+        d = self.devices / name
+        return Peer(
+            name=name, domain=domain, unique_id=read_attr(d / "unique_id") or "",
+            device_name=read_attr(d / "device_name") or "", vendor_name=read_attr(d / "vendor_name") or "",
+            services=services,
+            rx_speed=read_attr(d / "rx_speed"), rx_lanes=_int(read_attr(d / "rx_lanes")),
+            tx_speed=read_attr(d / "tx_speed"), tx_lanes=_int(read_attr(d / "tx_lanes")),
+        )
+
+    def service(self, name: str) -> Service | None:
+        d = self.devices / name
+        if _uevent(d).get("DEVTYPE") != SERVICE:
+            return None
+        key = read_attr(d / "key")
+        if key is None:
+            return None
+        return Service(name=name, peer=name.rsplit(".", 1)[0], key=key,
+                       prtcid=_int(read_attr(d / "prtcid")), prtcvers=_int(read_attr(d / "prtcvers")))
+
+    # --- network interfaces ---
+
+    def interface(self, name: str) -> Interface | None:
+        path = self.net / name
+        if not path.exists():
+            return None
+        try:
+            device = (path / "device").resolve(strict=True)
+        except OSError:
+            return Interface(name, None)
+        if _uevent(device).get("DEVTYPE") != SERVICE:
+            return Interface(name, None)
+        return Interface(name, device.parent.name, device.name)
+
+    def interfaces(self) -> list[Interface]:
+        """Interfaces backed by an XDomain service, and any other named ``thunderbolt*``."""
+        try:
+            names = sorted(os.listdir(self.net))
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            iface = self.interface(name)
+            if iface is not None and (iface.peer is not None or name.startswith("thunderbolt")):
+                found.append(iface)
+        return found
+
+    def operstate(self, name: str) -> str | None:
+        return read_attr(self.net / name / "operstate")

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Set up this machine for usb4-recovery, as root on Debian 12 (or newer):
+# the Debian packages the tool calls, and a Python virtualenv in .venv with
+# the app installed.
+#
+#   ./setup.sh         what `recovery` and `recovery demo` need
+#   ./setup.sh --dev   also what the tests need (linters, QEMU and OVMF for
+#                      the boot tests, mmdebstrap and friends for the image)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0
+for arg in "$@"; do
+    case "$arg" in
+        --dev) dev=1 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "setup.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+# What the app runs: partclone for used blocks; blkid, sfdisk, wipefs, losetup
+# and partx (util-linux, fdisk) for disks; mkfs and mtools for the demo's
+# sample disk; b3sum so users can check digests; iproute2 for links.
+packages=(partclone zstd b3sum util-linux fdisk e2fsprogs dosfstools mtools
+          xfsprogs btrfs-progs ntfs-3g iproute2 python3 python3-venv)
+if [ "$dev" = 1 ]; then
+    # Tests: shellcheck for the scripts, gdisk/sfdisk for images, QEMU+OVMF for
+    # the boot tests, mmdebstrap and systemd-boot for building the image.
+    packages+=(shellcheck gdisk qemu-system-x86 ovmf mmdebstrap systemd-boot-efi
+               cpio xz-utils ca-certificates)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup.sh: run as root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$dev" = 1 ]; then
+    .venv/bin/python -m pip install -q -e ".[test]"
+else
+    .venv/bin/python -m pip install -q -e .
+fi
+echo "setup.sh: ready (.venv/bin/recovery)"

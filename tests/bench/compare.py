@@ -1,0 +1,270 @@
+"""Benchmark: usb4-recovery against the pipelines people use today, in one run.
+
+    python -m tests.bench.compare [--dir DIR] [--runs N] [--no-shaped] [--no-sparse]
+
+As root. Makes the standard bench disk (tests/bench/benchdisk.py) on tmpfs,
+so every contender reads a warm page cache, and clones it between two local
+processes over loopback TCP onto the same target, a loop device over a
+preallocated tmpfs file (a "disk"):
+
+- ours, used mode, verified; ours, exact mode, verified;
+- classic: dd bs=4M | zstd -1 -T0 | nc  ->  nc -l | zstd -d | dd, then b3sum
+  of source and target (the check a careful user adds);
+- Clonezilla's path: partclone.ext4 -c | zstd -1 -T0 | nc  ->  nc -l |
+  zstd -d | partclone.ext4 -r (no end-to-end hash).
+
+Every contender runs once untimed (the VM's first touch of memory is slow)
+and then ``--runs`` times; the table shows the best and the median. Ours are
+timed to the end of their read-back verification, the others to the end of
+their commands; note that plain dd and partclone leave data in the page cache
+unflushed, while ours flushes and reads back from the device.
+
+Also: peak RSS of each of our processes (4 GiB disk, and a 16 GiB sparse
+one), ``--level auto`` against raw on loopback, and on a veth pair between
+two network namespaces shaped to 1 Gbit/s. Prints a report; these are
+figures, not pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench import benchdisk
+
+REPO = Path(__file__).resolve().parents[2]
+GIB = 1 << 30
+PORT = 7611
+PARTCLONE_QUIET = "-q -f 0"  # no progress thread delay (see recovery/disks/usedmap.py)
+
+
+def sh(cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, text=True,
+                          capture_output=True, **kw)
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_kib: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of a child, via wait4."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+def recovery(args: list[str], netns: str | None = None) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "recovery", *args, "--json"]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    assert proc.stdout is not None
+    return [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith(b"{")]
+
+
+def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
+         address: str = "127.0.0.1") -> Run:
+    rx = recovery(["receive", "--target", target, "--listen", f"{address}:{PORT}", "--yes"],
+                  netns[1] if netns else None)
+    assert rx.stdout is not None
+    line = rx.stdout.readline()  # the "listening" event
+    if b"listening" not in line:
+        raise RuntimeError(f"receiver did not start: {line!r} {rx.stderr.read() if rx.stderr else ''}")
+    start = time.monotonic()
+    tx = recovery(["send", "--source", source, "--to", f"{address}:{PORT}", "--mode", mode, "--level", level],
+                  netns[0] if netns else None)
+    tx_events = _events(tx)
+    tx_code, tx_rss = _wait(tx)
+    rx_events = _events(rx)
+    rx_code, rx_rss = _wait(rx)
+    seconds = time.monotonic() - start
+    if tx_code or rx_code:
+        err = tx.stderr.read().decode() if tx.stderr else ""
+        raise RuntimeError(f"clone failed ({tx_code}, {rx_code}): {err} {rx_events[-1:]}")
+    summary = next(e for e in tx_events if e["event"] == "summary")
+    rx_summary = next(e for e in rx_events if e["event"] == "summary")
+    assert summary["verified"] and rx_summary["verified"] and summary["list_digest"] == rx_summary["list_digest"]
+    phases = {e["name"]: e["time"] for e in tx_events if e["event"] == "phase"}
+    transfer = phases["verify"] - phases["transfer"]
+    levels = [e["level"] for e in tx_events if e["event"] == "progress" and e.get("level")]
+    return Run(seconds, {"sender": tx_rss, "receiver": rx_rss}, {
+        "bytes_read": summary["bytes_read"], "wire": summary["bytes_sent"], "transfer_s": transfer,
+        "image_digest": summary["image_digest"], "levels": levels})
+
+
+def classic(source: str, target: str) -> Run:
+    rx = subprocess.Popen(["bash", "-o", "pipefail", "-c",
+                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | dd of={target} bs=4M status=none"])
+    time.sleep(0.3)
+    start = time.monotonic()
+    sh(f"dd if={source} bs=4M status=none | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}")
+    if rx.wait() != 0:
+        raise RuntimeError("classic receiver failed")
+    digests = sh(f"b3sum --no-names {source} {target}").stdout.split()
+    seconds = time.monotonic() - start
+    assert digests[0] == digests[1], "classic copy differs"
+    return Run(seconds, extra={"image_digest": digests[0]})
+
+
+def clonezilla(source: str, target: str) -> Run:
+    rx = subprocess.Popen(["bash", "-o", "pipefail", "-c",
+                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | partclone.ext4 -r -s - -o {target} "
+                           f"{PARTCLONE_QUIET} -L /dev/null"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    start = time.monotonic()
+    sh(f"partclone.ext4 -c -s {source} -o - {PARTCLONE_QUIET} -L /dev/null 2>/dev/null"
+       f" | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}")
+    if rx.wait() != 0:
+        raise RuntimeError("clonezilla receiver failed")
+    return Run(time.monotonic() - start)
+
+
+@contextmanager
+def loop_over(path: Path) -> Iterator[str]:
+    dev = sh(f"losetup --find --show {path}").stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+@contextmanager
+def shaped_link(rate: str = "1gbit") -> Iterator[tuple[str, str, str]]:
+    """Two namespaces joined by a veth pair shaped to ``rate`` each way."""
+    a, b = "u4bench-a", "u4bench-b"
+    try:
+        for ns in (a, b):
+            sh(f"ip netns add {ns}")
+            sh(f"ip -n {ns} link set lo up")
+        sh(f"ip link add u4a netns {a} type veth peer name u4b netns {b}")
+        sh(f"ip -n {a} addr add 10.211.0.1/24 dev u4a && ip -n {a} link set u4a up")
+        sh(f"ip -n {b} addr add 10.211.0.2/24 dev u4b && ip -n {b} link set u4b up")
+        for ns, dev in ((a, "u4a"), (b, "u4b")):
+            sh(f"ip netns exec {ns} tc qdisc add dev {dev} root tbf rate {rate} burst 1mb latency 50ms")
+        yield a, b, "10.211.0.2"
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
+def timed(label: str, fn: Callable[[], Run], runs: int) -> dict[str, Any]:
+    fn()  # warm-up, untimed
+    results = [fn() for _ in range(runs)]
+    best = min(results, key=lambda r: r.seconds)
+    out = {"label": label, "best": round(best.seconds, 2),
+           "median": round(statistics.median(r.seconds for r in results), 2),
+           "rss_kib": best.rss_kib, **{k: v for k, v in best.extra.items() if k != "levels"}}
+    print(f"  {label:<34} best {out['best']:6.2f} s   median {out['median']:6.2f} s"
+          + (f"   peak RSS {best.rss_kib}" if best.rss_kib else ""), flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", type=Path, default=Path("/dev/shm/usb4-recovery-bench"))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-shaped", action="store_true", help="skip the 1 Gbit/s shaped-link runs")
+    p.add_argument("--no-sparse", action="store_true", help="skip the 16 GiB sparse disk")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    disk = args.dir / "bench-disk.img"
+    if not disk.exists():
+        print(f"making the bench disk {disk} ...", flush=True)
+        tmp = disk.with_suffix(".tmp")
+        benchdisk.make(tmp)
+        tmp.rename(disk)
+    backing = args.dir / "target.img"
+    if not backing.exists() or backing.stat().st_size != disk.stat().st_size:
+        sh(f"fallocate -l {disk.stat().st_size} {backing}")
+    report: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "contenders": []}
+    print(f"{disk.stat().st_size / GIB:.0f} GiB bench disk on tmpfs; {os.cpu_count()} CPUs; "
+          f"{args.runs} timed runs each", flush=True)
+    with loop_over(backing) as target:
+        src = str(disk)
+        rows = report["contenders"]
+        rows.append(timed("ours, used mode, verified", lambda: ours(src, target, "used"), args.runs))
+        rows.append(timed("ours, exact mode, verified", lambda: ours(src, target, "exact"), args.runs))
+        rows.append(timed("classic dd|zstd|nc + b3sum", lambda: classic(src, target), args.runs))
+        rows.append(timed("Clonezilla partclone|zstd|nc", lambda: clonezilla(src, target), args.runs))
+        by = {r["label"]: r for r in rows}
+        used, exact = by["ours, used mode, verified"], by["ours, exact mode, verified"]
+        cl, cz = by["classic dd|zstd|nc + b3sum"], by["Clonezilla partclone|zstd|nc"]
+        assert exact["image_digest"] == cl["image_digest"], "exact mode and b3sum disagree"
+        ratios = {
+            "used_vs_clonezilla": round(cz["best"] / used["best"], 2),
+            "used_vs_classic": round(cl["best"] / used["best"], 2),
+            "exact_vs_classic": round(cl["best"] / exact["best"], 2),
+        }
+        report["ratios"] = ratios
+        print(f"  ratios (theirs / ours, best runs): {ratios}", flush=True)
+
+        print("--level auto against raw on loopback (used mode, transfer phase only):", flush=True)
+        auto = [ours(src, target, "used") for _ in range(args.runs)]
+        raw = [ours(src, target, "used", level="0") for _ in range(args.runs)]
+        report["loopback_levels"] = {
+            "auto_transfer_s": round(min(r.extra["transfer_s"] for r in auto), 2),
+            "raw_transfer_s": round(min(r.extra["transfer_s"] for r in raw), 2),
+            "auto_levels_seen": sorted(set(auto[0].extra["levels"])),
+        }
+        print(f"  {report['loopback_levels']}", flush=True)
+
+        if not args.no_shaped:
+            print("1 Gbit/s shaped veth between two network namespaces (used mode):", flush=True)
+            shaped: dict[str, Any] = {}
+            with shaped_link() as (a, b, address):
+                for level in ("auto", "0"):
+                    r = ours(src, target, "used", level=level, netns=(a, b), address=address)
+                    t = r.extra["transfer_s"]
+                    shaped[level] = {
+                        "transfer_s": round(t, 2),
+                        "effective_MBps": round(r.extra["bytes_read"] / t / 1e6, 1),
+                        "link_busy": round(r.extra["wire"] / t / 125e6, 3),
+                        "ratio": round(r.extra["bytes_read"] / r.extra["wire"], 2),
+                        "levels_seen": sorted(set(r.extra["levels"])),
+                    }
+                    print(f"  level {level}: {shaped[level]}", flush=True)
+            report["shaped_1gbit"] = shaped
+
+    if not args.no_sparse:
+        print("16 GiB sparse disk (the bench disk, then 12 GiB of holes), exact mode, image file target:",
+              flush=True)
+        sparse = args.dir / "sparse16.img"
+        sh(f"cp --sparse=always {disk} {sparse} && truncate -s 16G {sparse}")
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            r = ours(str(sparse), str(Path(tmp) / "copy.img"), "exact")
+        sparse.unlink()
+        report["sparse16"] = {"seconds": round(r.seconds, 2), "rss_kib": r.rss_kib}
+        print(f"  {report['sparse16']}", flush=True)
+
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"bench: {shlex.join(e.cmd) if isinstance(e.cmd, list) else e.cmd} failed: {e.stderr}")

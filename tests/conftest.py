@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MIB, Recovery, is_root, loop_device, make_gpt_disk
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root (loop devices, mounts, namespaces)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def gpt_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 128 MiB GPT disk image: ext4 with files + FAT with files, garbage in free space."""
+    if not is_root():
+        pytest.skip("needs root")
+    path = tmp_path_factory.mktemp("disks") / "source.img"
+    make_gpt_disk(path, 128)
+    return path
+
+
+@pytest.fixture
+def source_loop(gpt_image: Path, tmp_path: Path) -> Iterator[str]:
+    """The GPT sample disk on a loop device (a private copy per test)."""
+    copy = tmp_path / "source.img"
+    shutil.copyfile(gpt_image, copy)
+    with loop_device(copy) as dev:
+        yield dev
+
+
+@pytest.fixture
+def blank_loop(tmp_path: Path) -> Iterator[str]:
+    """An empty (zero) 160 MiB loop device: a blank target disk."""
+    image = tmp_path / "blank.img"
+    with open(image, "wb") as f:
+        f.truncate(160 * MIB)
+    with loop_device(image, partitions=False) as dev:
+        yield dev
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_processes() -> Iterator[None]:
+    yield
+    # Recovery processes a failing test left behind.
+    while Recovery.live:
+        Recovery.live.pop().kill()
+
+
+@pytest.fixture
+def run_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def pytest_report_header() -> str:
+    tools = ["partclone.extfs", "mkfs.vfat", "mcopy", "b3sum", "sfdisk"]
+    have = [t for t in tools if shutil.which(t, path=os.environ["PATH"] + ":/usr/sbin:/sbin")]
+    kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
+    return f"root: {is_root()}; kernel {kernel}; tools: {', '.join(have)}"

@@ -1,0 +1,98 @@
+"""The receiver refuses unsafe targets with one line and exit code 3, before
+writing anything; the sender learns why."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recovery.errors import RefusedError
+from tests.helpers import MIB, Recovery, loop_device, mounted, receiver, sh
+
+pytestmark = pytest.mark.root
+
+
+def refused_at_once(target: str, *extra: str) -> str:
+    r = Recovery("receive", "--target", target, "--listen", "127.0.0.1:0", *extra)
+    assert r.wait(30) == RefusedError.exit_code, r.events
+    assert r.event("listening") is None  # refused before waiting for a sender
+    assert "Traceback" not in r.stderr
+    error = r.event("error")
+    assert error is not None
+    return str(error["message"])
+
+
+def clone_refused(source: str, target: str, *extra: str) -> tuple[str, str]:
+    rx, port = receiver(target, *extra)
+    tx = Recovery("send", "--source", source, "--to", f"127.0.0.1:{port}")
+    assert tx.wait() == RefusedError.exit_code, tx.stderr
+    assert rx.wait() == RefusedError.exit_code, rx.stderr
+    tx_err, rx_err = tx.event("error"), rx.event("error")
+    assert tx_err and rx_err and tx.event("summary") is None and rx.event("summary") is None
+    return str(tx_err["message"]), str(rx_err["message"])
+
+
+def test_mounted_target(blank_loop: str) -> None:
+    sh("mkfs.ext4", "-q", "-F", blank_loop)
+    with mounted(blank_loop):
+        assert "mounted at" in refused_at_once(blank_loop, "--yes")
+
+
+def test_target_with_data_needs_yes(blank_loop: str) -> None:
+    sh("mkfs.ext4", "-q", "-F", blank_loop)
+    message = refused_at_once(blank_loop)
+    assert "ext4" in message and "--yes" in message
+
+
+def test_missing_device_is_not_created() -> None:
+    assert "does not exist" in refused_at_once("/dev/no-such-disk")
+    assert not Path("/dev/no-such-disk").exists()
+
+
+def test_running_system_disk() -> None:
+    source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", "/"], capture_output=True, text=True).stdout.strip()
+    if not source.startswith("/dev/") or not Path(source).is_block_device():
+        pytest.skip(f"the root filesystem is not on a block device here ({source!r})")
+    message = refused_at_once(source, "--yes")
+    assert "running system" in message or "mounted" in message
+
+
+def test_boot_medium(tmp_path: Path) -> None:
+    image = tmp_path / "stick.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MIB)
+    sh("sfdisk", "--quiet", str(image), input='label: gpt\nsize=32M, type=U, name="USB4-RECOVERY"\n')
+    with loop_device(image) as dev:
+        assert "boot medium" in refused_at_once(dev, "--yes")
+
+
+def test_too_small(source_loop: str, tmp_path: Path) -> None:
+    small = tmp_path / "small.img"
+    with open(small, "wb") as f:
+        f.truncate(64 * MIB)
+    with loop_device(small, partitions=False) as dev:
+        tx_msg, rx_msg = clone_refused(source_loop, dev)
+        assert "too small" in rx_msg and "too small" in tx_msg
+        with open(dev, "rb") as f:
+            assert f.read(MIB) == bytes(MIB)  # untouched
+
+
+def test_target_is_the_source(source_loop: str) -> None:
+    _, rx_msg = clone_refused(source_loop, source_loop, "--yes")
+    assert "is the source" in rx_msg
+
+
+def test_target_is_a_partition_of_the_source(source_loop: str) -> None:
+    _, rx_msg = clone_refused(source_loop, f"{source_loop}p2", "--yes")
+    assert "is the source" in rx_msg
+
+
+def test_target_is_the_file_behind_the_source_loop(gpt_image: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "disk.img"
+    shutil.copyfile(gpt_image, copy)
+    with loop_device(copy) as dev:
+        _, rx_msg = clone_refused(dev, str(copy), "--yes")
+    assert "is the source" in rx_msg

@@ -1,0 +1,150 @@
+"""thunderbolt-net for real: two namespaces joined by a veth pair named like thunderbolt interfaces.
+
+Each side is a real `recovery` process in its own namespace; neither is
+given an address. The veth ends have no XDomain device behind them, so the
+lone ``thunderbolt*`` interface is used (see docs/links.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recovery.errors import LinkError, MissingToolError, NoPeerError
+from tests.helpers import loop_device
+from tests.links.netns import Proc, cable, link_info, sh
+
+pytestmark = pytest.mark.root
+MIB = 1 << 20
+TIMEOUT = "5"  # the engine's liveness timeout, small for tests
+
+
+def make_image(path: Path, mib: int, *, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(rng.randbytes(MIB) if i % 4 != 3 else bytes(MIB))  # some zero runs too
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    source, target = tmp_path / "source.img", tmp_path / "target.img"
+    make_image(source, 24, seed=3)
+    with open(target, "wb") as f:
+        f.truncate(24 * MIB)
+    with loop_device(source, partitions=False) as src, loop_device(target, partitions=False) as dst:
+        yield src, dst
+
+
+def same(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(4 * MIB), fb.read(4 * MIB)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str]) -> None:
+    src, dst = disks
+    with cable() as (a, b):
+        receiver = Proc(a, "receive", "--target", dst, "--timeout", TIMEOUT)  # --link auto
+        sender = None
+        try:
+            sender = Proc(b, "send", "--source", src, "--timeout", TIMEOUT)
+            listening = receiver.wait_event("listening")
+            assert listening["link"] == "tbnet" and listening["address"].startswith("fe80:")
+            assert listening["address"].endswith("%thunderbolt0")
+            peer = sender.wait_event("peer")
+            assert peer["link"] == "tbnet"
+            assert sender.wait() == 0, sender.stderr
+            assert receiver.wait() == 0, receiver.stderr
+        finally:
+            receiver.kill()
+            if sender:
+                sender.kill()
+        summaries = [p.event("summary") for p in (sender, receiver)]
+        assert all(s and s["verified"] is True for s in summaries)
+        summary = summaries[0]
+        assert summary is not None and same(src, dst)
+        # Thunderbolt interfaces get their largest MTU: the default one costs two thirds of the speed.
+        assert link_info(a, "thunderbolt0")["mtu"] == link_info(a, "thunderbolt0")["max_mtu"] == 65535
+        print(f"\npeer found {peer['_at']:.2f} s after the sender started; "
+              f"clone took {summary['seconds']:.2f} s for {summary['size'] >> 20} MiB")
+
+
+def test_cutting_the_cable_mid_transfer_is_link_lost_on_both_sides(disks: tuple[str, str]) -> None:
+    src, dst = disks
+    with cable() as (a, b):
+        # ~5 MB/s from the sender, so the transfer is still running when the cable goes.
+        sh("ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "thunderbolt0", "root",
+           "tbf", "rate", "40mbit", "burst", "64kb", "latency", "200ms")
+        receiver = Proc(a, "receive", "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
+        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--mode", "exact", "--timeout", TIMEOUT)
+        try:
+            sender.wait_event("progress", phase="transfer", timeout=30)
+            sh("ip", "-n", a, "link", "del", "thunderbolt0")  # both ends go
+            codes = sender.wait(30), receiver.wait(30)
+        finally:
+            sender.kill()
+            receiver.kill()
+        assert codes == (LinkError.exit_code, LinkError.exit_code), (sender.stderr, receiver.stderr)
+        for p in (sender, receiver):
+            assert len(p.error_lines()) == 1, p.stderr
+            assert "link lost" in p.error_lines()[0] and "thunderbolt0" in p.error_lines()[0], p.stderr
+            assert "Traceback" not in p.stderr
+            error = p.event("error")
+            assert error and error["code"] == "link_lost"
+        assert receiver.event("summary") is None, "the receiver must not report success"
+
+
+def test_an_explicit_interface_of_any_name(disks: tuple[str, str]) -> None:
+    """What the two-VM test does: point the clone at eth0; the beacon works there the same."""
+    src, dst = disks
+    with cable("eth0") as (a, b):
+        receiver = Proc(a, "receive", "--target", dst, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
+        sender = Proc(b, "send", "--source", src, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
+        try:
+            assert sender.wait() == 0, sender.stderr
+            assert receiver.wait() == 0, receiver.stderr
+        finally:
+            sender.kill()
+            receiver.kill()
+        assert same(src, dst)
+        assert link_info(a, "eth0")["mtu"] == 1500  # not a thunderbolt interface: its MTU is left alone
+
+
+def test_no_receiver_is_no_peer(disks: tuple[str, str]) -> None:
+    src, _ = disks
+    with cable() as (a, b):
+        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--timeout", "3")
+        assert sender.wait() == NoPeerError.exit_code
+        assert sender.error_lines() == ["error: nobody is on thunderbolt0 (no carrier: the other side's "
+                                        "interface is down)"], sender.stderr
+        sh("ip", "-n", a, "link", "set", "thunderbolt0", "up")  # the other host is there, but not receiving
+        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--timeout", "4")
+        assert sender.wait() == NoPeerError.exit_code
+        assert sender.error_lines() == ["error: no receiver answered on thunderbolt0"], sender.stderr
+        assert "--to HOST:PORT" in sender.stderr
+
+
+def test_no_interface_at_all_says_so() -> None:
+    with cable() as (a, _):
+        sh("ip", "-n", a, "link", "del", "thunderbolt0")
+        p = Proc(a, "send", "--source", "/dev/null", "--timeout", "3")
+        assert p.wait() == MissingToolError.exit_code  # nothing on the thunderbolt bus, no interface
+        assert p.error_lines() == ["error: no Thunderbolt/USB4 support here (the thunderbolt module is not loaded)"]
+        assert "--to HOST:PORT" in p.stderr, p.stderr
+
+
+@pytest.fixture(autouse=True)
+def _clean_namespaces() -> Iterator[None]:
+    yield
+    leftovers = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"u4r-{os.getpid()}-")]
+    assert leftovers == []

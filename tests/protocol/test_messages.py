@@ -1,0 +1,125 @@
+"""Control messages: round trips, byte-at-a-time decoding, and malformed input
+always rejected with the codec's own error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recovery.errors import RemoteProtocolError
+from recovery.protocol import messages as m
+from recovery.protocol.schema import SchemaError
+
+IDENTITY = m.Identity(path="/dev/sdb", size=10**12, kind="disk", host_id="h", fingerprint="ab" * 32,
+                      wwn="naa.5000", serial="S1", model="Disk", storage=("=blk:8:16",))
+SAMPLES: list[m.Message] = [
+    m.Hello(host=m.HostInfo("pc", "id", "usb4-recovery 0.1.0", uuid="u"), role="sender", nonce="00" * 16,
+            caps=("zstd",), disks=(m.DiskInfo(path="/dev/sda", size=1, partitions=(
+                m.PartitionInfo(number=1, start=1048576, size=2, fstype="ext4", label="root", used=1),)),)),
+    m.Request(source="/dev/sda", mode="used", level="auto", source_identity=IDENTITY),
+    m.Plan(session="s", source=IDENTITY, size=10**12, mode="exact", chunk_size=4 << 20, codecs=("zstd", "raw"),
+           map=m.MapSummary(extents=3, bytes=10, digest="cd" * 32,
+                            parts=(m.MapPart(number=1, start=0, size=5, fstype="ext4", method="used", bytes=3),)),
+           target=IDENTITY),
+    m.Accept(target=IDENTITY),
+    m.Refuse(code="refused", message="too small"),
+    m.Ack(seq=5, bytes=100),
+    m.Progress(phase="transfer", done=1, total=2, link_busy=0.5, work_busy=0.25, write_busy=1.0),
+    m.Progress(phase="verify", done=1, total=2),
+    m.Done(frames=3, bytes=10, list_digest="ef" * 32, source_digest=None),
+    m.Summary(frames=3, bytes_written=10, list_digest="ef" * 32, target_digest="01" * 32, verified=False,
+              mismatches=(m.Range(offset=0, length=4096),), seconds=1.5),
+    m.Error(code="integrity", message="bad"),
+    m.Cancel(reason="user"),
+    m.Ping(),
+]
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda s: s.type)
+def test_round_trip_whole_and_byte_at_a_time(msg: m.Message) -> None:
+    data = m.encode_preamble() + m.encode_message(msg) + m.encode_message(msg)
+    dec = m.ControlDecoder()
+    dec.receive_data(data)
+    assert dec.next_message() == msg and dec.next_message() == msg and dec.next_message() is None
+    slow = m.ControlDecoder()
+    got = []
+    for b in data:
+        slow.receive_data(bytes([b]))
+        while (x := slow.next_message()) is not None:
+            got.append(x)
+    assert got == [msg, msg] and slow.buffered == 0
+
+
+def test_unknown_fields_are_ignored() -> None:
+    body = json.dumps({"type": "ack", "seq": 1, "bytes": 2, "future_field": [1, 2]}).encode()
+    assert m.decode_body(body) == m.Ack(seq=1, bytes=2)
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"\xff\xfe", "not valid UTF-8 JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"type": "nope"}', "unknown control message"),
+    (b'{"type": "ack", "seq": -1, "bytes": 0}', "outside"),
+    (b'{"type": "ack", "seq": true, "bytes": 0}', "integer"),
+    (b'{"type": "ack", "bytes": 0}', "missing field"),
+    (b'{"type": "refuse", "code": "x", "message": "' + b"a" * 2000 + b'"}', "at most"),
+    (b'{"type": "plan", "session": "s"}', "missing"),
+    (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "write_busy": 1e999}', "out of range"),
+    (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "link_busy": 1.5}', "out of range"),
+    (b'{"type": "hello", "host": {"hostname": "a", "host_id": "b", "software": "c"}, "role": "boss", '
+     b'"nonce": "x"}', "not one of"),
+    (b"[" * 100000 + b"]" * 100000, "not valid"),
+])
+def test_malformed_bodies_name_the_problem(body: bytes, words: str) -> None:
+    with pytest.raises(SchemaError, match=words):
+        m.decode_body(body)
+
+
+def test_oversized_length_is_refused_before_buffering() -> None:
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble() + m.MESSAGE_LENGTH.pack(m.MAX_MESSAGE + 1))
+    with pytest.raises(SchemaError, match="exceeds"):
+        dec.next_message()
+
+
+def test_other_major_version_names_both() -> None:
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble((2, 7)))
+    with pytest.raises(m.VersionMismatch, match=r"2\.7.*1\.0"):
+        dec.next_message()
+
+
+def test_newer_minor_version_is_accepted() -> None:
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble((1, 9)) + m.encode_message(m.Ping()))
+    assert dec.next_message() == m.Ping() and dec.peer_version == (1, 9)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_only_ever_raise_protocol_errors(data: bytes) -> None:
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble() + data)
+    try:
+        while dec.next_message() is not None:
+            pass
+    except RemoteProtocolError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.sampled_from(sorted(m.MESSAGE_TYPES)), st.dictionaries(st.text(max_size=12), json_values, max_size=8))
+def test_json_objects_of_any_shape_only_raise_schema_errors(kind: str, fields: dict[str, object]) -> None:
+    try:
+        msg = m.decode_body(json.dumps({**fields, "type": kind}).encode())
+    except SchemaError:
+        return
+    assert msg.type == kind
