@@ -23,8 +23,10 @@ from recovery.engine.compare import compare
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError, UsageError
 from recovery.link import tcp
+from recovery.link.discovery import CableMonitor
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.advice import Advice, advise
+from recovery.tui.cable import describe_event, open_cable
 from recovery.tui.config import WizardConfig
 from recovery.tui.finder import PeerFinder
 from recovery.tui.links import LinkReport, read_report
@@ -32,6 +34,7 @@ from recovery.tui.messages import (
     DemoChecked,
     EngineEvent,
     InventoryLoaded,
+    LinksRead,
     LinkStatus,
     PeerConnected,
     SessionEnded,
@@ -140,15 +143,27 @@ class WizardApp(App[int]):
     # --- finding the peer ---
 
     def _start_finder(self) -> None:
-        if self.closing or self.state.disks is None or (self.config.listen is None and self.reconnect is None):
+        config = self.config
+        if self.closing or self.state.disks is None or not (config.listen or self.reconnect or config.cable):
             return
         finder = PeerFinder(disks=lambda: self.state.disks or (), found=self._found, status=self._status,
-                            hostname=self.config.hostname, timeout=self.config.timeout)
+                            hostname=config.hostname, timeout=config.timeout)
         self.finder = finder
-        if self.config.listen is not None:
-            self._in_thread(partial(finder.listen, self.config.listen), "finder")
+        if config.cable:
+            self._in_thread(partial(finder.use, "cable", open_cable), "finder")
+            self._in_thread(partial(self._watch_cable, finder), "finder")
+        if config.listen is not None:
+            self._in_thread(partial(finder.listen, config.listen), "finder")
         if self.reconnect is not None:
             self._in_thread(partial(finder.connect, self.reconnect), "finder")
+
+    def _watch_cable(self, finder: PeerFinder) -> None:  # a worker thread
+        try:
+            monitor = CableMonitor()
+        except RecoveryError as e:
+            self._status("cable", f"cannot watch the cable: {e.message}")
+            return
+        finder.watch("cable", monitor, describe_event)
 
     def _in_thread(self, work: Callable[[], None], group: str) -> None:
         self.run_worker(work, thread=True, group=group, exit_on_error=False)
@@ -163,6 +178,15 @@ class WizardApp(App[int]):
 
     def on_link_status(self, msg: LinkStatus) -> None:
         self.state.status[msg.source] = msg.text
+        if msg.source == "cable" and self.config.links is None:
+            self._in_thread(self._reread_links, "links")  # a host came or went: modules, speeds
+        self._refresh_home()
+
+    def _reread_links(self) -> None:  # a worker thread
+        self.post_message(LinksRead(read_report()))
+
+    def on_links_read(self, msg: LinksRead) -> None:
+        self.state.links = msg.links
         self._refresh_home()
 
     def connect_to(self, text: str) -> None:
@@ -196,7 +220,8 @@ class WizardApp(App[int]):
         session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks), sink=self._engine_sink,
                                log_dir=self.config.log_dir)
         self.state.link, self.state.session, self.state.paired = link, session, False
-        self.state.peer = PeerView.of(link)
+        cabled = link.conn.kind in ("tbstream", "tbnet") and self.state.links is not None
+        self.state.peer = PeerView.of(link, self.state.links.cable_speed if cabled and self.state.links else None)
         self._in_thread(partial(self._serve, session), "session")
         self.offer_pairing()
 

@@ -24,6 +24,7 @@ class WizardConfig:
     connect: tcp.Endpoint | None = None  # connect to this peer at start
     log_dir: Path | None = None  # None: recovery.engine.joblog.default_dir()
     timeout: float = DEFAULT_TIMEOUT
+    cable: bool = True  # look for the peer on the USB4/Thunderbolt cable too
     demo: bool = False  # both machines' disks are local images: compare them after a clone
     ansi: bool | None = None  # 16 ANSI colours (None: when TERM is "linux")
     # Tests replace what reads the machine:

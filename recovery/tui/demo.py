@@ -107,7 +107,7 @@ class DemoWorld:
         """The wizard's side: it offers the sample disk and connects to the peer."""
         assert self.port is not None, "start() first"
         return WizardConfig(disks=(str(self.source),), listen=None, connect=Endpoint("127.0.0.1", self.port),
-                            log_dir=self.logs, demo=True, ansi=ansi)
+                            log_dir=self.logs, cable=False, demo=True, ansi=ansi)
 
     # --- removing it ---
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from recovery.engine.session import PeerLink, handshake
-from recovery.errors import CancelledError, LinkError, RecoveryError
+from recovery.errors import CancelledError, LinkError, MissingToolError, NoPeerError, RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.protocol.messages import DiskInfo
@@ -166,17 +166,22 @@ class PeerFinder:
                 return
 
     def use(self, name: str, opener: Callable[[], Connection]) -> None:
-        """Take connections from a blocking opener (a cable link) until one is a peer."""
+        """Take connections from a blocking opener (one attempt per call) until one is a peer."""
         while not self._stop.is_set():
-            self.status(name, "waiting for a peer on the cable...")
             try:
                 conn = opener()
-            except RecoveryError as e:
-                self.status(name, e.message)
+            except (NoPeerError, MissingToolError) as e:
+                self.status(name, e.message)  # says what is missing: a peer, a module
                 if self._stop.wait(RETRY):
                     return
                 continue
+            except RecoveryError:  # the other side was not ready within one attempt
+                self.status(name, "waiting for the other machine on the cable...")
+                if self._stop.wait(0.5):
+                    return
+                continue
             if self.offer(conn):
+                self.status(name, f"connected over {conn.kind}")
                 return
 
     def watch(self, name: str, monitor: Monitor, describe: Callable[[Any], str] = str) -> None:

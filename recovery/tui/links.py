@@ -1,53 +1,33 @@
-"""The state of the links, as the first screen shows it (read from sysfs; no Textual).
+"""The state of the links, as the first screen shows it (sysfs and `ip`; no Textual).
 
-Which kernel modules for the cable are loaded, which cable links this build
-has, hosts seen on the Thunderbolt bus, and this machine's addresses so a
-user can type one on the other machine.
+Which kernel modules for the cable are loaded, the hosts on the cable and the
+speed the bus reports, and this machine's addresses so a user can type one
+on the other machine.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from recovery import run
 from recovery.errors import RecoveryError
-from recovery.link import select
+from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
+from recovery.tui import cable
 
 MODULES = (
-    ("thunderbolt", "USB4/Thunderbolt bus"),
-    ("thunderbolt_net", "IP over the cable"),
-    ("thunderbolt_stream", "USB4STREAM"),
+    (CORE_MODULE, "USB4/Thunderbolt bus"),
+    (NET_MODULE, "IP over the cable"),
+    (STREAM_MODULE, "USB4STREAM"),
 )
-SYS_MODULE = Path("/sys/module")
-TB_DEVICES = Path("/sys/bus/thunderbolt/devices")
 
 
 @dataclass(frozen=True)
 class LinkReport:
     modules: tuple[tuple[str, str, bool], ...]  # (module, what it is, loaded)
-    cable_links: tuple[str, ...]  # cable link kinds this build can open
-    hosts_on_cable: tuple[str, ...]  # XDomain peers the bus sees
-    addresses: tuple[str, ...]  # this machine's global addresses
-
-
-def _hosts_on_cable(root: Path = TB_DEVICES) -> tuple[str, ...]:
-    """Other hosts on the cable: the bus's XDomain devices (``0-1``, not their services)."""
-    out = []
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return ()
-    for dev in entries:
-        try:
-            if "DEVTYPE=thunderbolt_xdomain" not in (dev / "uevent").read_text():
-                continue
-            name = (dev / "device_name").read_text().strip() if (dev / "device_name").exists() else ""
-        except OSError:
-            continue
-        out.append(name or dev.name)
-    return tuple(out)
+    hosts_on_cable: tuple[str, ...]  # "Vendor Host (0-1), 40.0 Gb/s x 2 lanes"
+    addresses: tuple[str, ...]  # this machine's global IPv4 addresses
+    cable_speed: str | None = None  # of the only host on the cable, if one
 
 
 def _addresses() -> tuple[str, ...]:
@@ -64,12 +44,13 @@ def _addresses() -> tuple[str, ...]:
     return tuple(out)
 
 
-def read_report() -> LinkReport:
+def read_report(sysfs: Sysfs | None = None) -> LinkReport:
     """Look at this machine now (a few sysfs reads and one `ip` call)."""
-    modules = tuple((name, what, (SYS_MODULE / name).is_dir()) for name, what in MODULES)
+    sysfs = sysfs or Sysfs()
+    peers = sysfs.peers()
     return LinkReport(
-        modules=modules,
-        cable_links=tuple(sorted(select._cable_links())),
-        hosts_on_cable=_hosts_on_cable(),
+        modules=tuple((name, what, sysfs.module_loaded(name)) for name, what in MODULES),
+        hosts_on_cable=tuple(cable.describe(p) for p in peers),
         addresses=_addresses(),
+        cable_speed=cable.speed(peers[0]) if len(peers) == 1 else None,
     )

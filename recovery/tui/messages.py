@@ -20,6 +20,12 @@ class InventoryLoaded(Message):
         self.error = error
 
 
+class LinksRead(Message):
+    def __init__(self, links: LinkReport) -> None:
+        super().__init__()
+        self.links = links
+
+
 class LinkStatus(Message):
     def __init__(self, source: str, text: str) -> None:
         super().__init__()

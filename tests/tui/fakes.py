@@ -46,7 +46,6 @@ PEER = (
 LINKS = LinkReport(
     modules=(("thunderbolt", "USB4/Thunderbolt bus", True), ("thunderbolt_net", "IP over the cable", True),
              ("thunderbolt_stream", "USB4STREAM", False)),
-    cable_links=(),
     hosts_on_cable=(),
     addresses=("192.168.1.20",),
 )
@@ -56,8 +55,8 @@ PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.1.0", link="tcp",
 
 def config(**kw: object) -> WizardConfig:
     """A wizard that reads nothing from this machine and neither listens nor connects."""
-    base: dict[str, object] = dict(hostname=HERE, listen=None, connect=None, inventory=lambda: LOCAL,
-                                   links=lambda: LINKS, ansi=False)
+    base: dict[str, object] = dict(hostname=HERE, listen=None, connect=None, cable=False,
+                                   inventory=lambda: LOCAL, links=lambda: LINKS, ansi=False)
     base.update(kw)
     return WizardConfig(**base)  # type: ignore[arg-type]
 

@@ -32,14 +32,8 @@ def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[s
     parts = ([f"loaded: {', '.join(loaded)}"] if loaded else []) + (
         [f"not loaded: {', '.join(missing)}"] if missing else [])
     rows = [("Modules", "; ".join(parts))]
-    if report.cable_links:
-        cable = ", ".join(report.cable_links)
-        if report.hosts_on_cable:
-            cable += f"; on the cable: {', '.join(report.hosts_on_cable)}"
-    else:
-        cable = "not in this build yet: connect by address (TCP) instead"
-    rows.append(("Cable links", cable))
-    labels = {"tcp": "TCP", "connect": "Connecting", "peer": "Last try"}
+    rows.append(("On the cable", ", ".join(report.hosts_on_cable) or "nobody yet"))
+    labels = {"cable": "Cable", "tcp": "TCP", "connect": "Connecting", "peer": "Last try"}
     for source in (*labels, *sorted(set(status) - set(labels))):
         if source in status:
             value = status[source]
@@ -51,7 +45,7 @@ def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[s
 
 def link_table(rows: list[tuple[str, str]]) -> Table:
     table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=11, no_wrap=True)
+    table.add_column(style="bold", width=12, no_wrap=True)
     table.add_column()
     for label, value in rows:
         table.add_row(label, value)

@@ -29,10 +29,10 @@ class PeerView:
     disks: int
 
     @classmethod
-    def of(cls, link: PeerLink) -> PeerView:
-        speed = getattr(link.conn, "speed", None)
+    def of(cls, link: PeerLink, speed: str | None = None) -> PeerView:
+        """What the pairing screen shows; ``speed`` as the bus reports the cable, when it does."""
         return cls(hostname=link.theirs.host.hostname, software=link.theirs.host.software,
-                   link=link.conn.kind, address=link.conn.peer, speed=str(speed) if speed else None,
+                   link=link.conn.kind, address=link.conn.peer, speed=speed,
                    code=link.pairing_code, disks=len(link.theirs.disks))
 
 

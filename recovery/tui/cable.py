@@ -1,0 +1,70 @@
+"""The cable, for the wizard: what the bus shows, and a link both wizards open alike.
+
+Two wizards are equals, but thunderbolt-net needs one side to listen and the
+other to connect: the host with the smaller UUID listens (the rule
+USB4STREAM uses to decide who allocates HopIDs), so both choose without
+talking. USB4STREAM needs no roles. Which of the two links is used is
+:func:`recovery.link.discovery.choose_link`'s choice, made alike on both.
+"""
+
+from __future__ import annotations
+
+from recovery.errors import NoPeerError
+from recovery.link import discovery
+from recovery.link.base import Connection
+from recovery.link.select import LinkSpec, accept_receiver, connect_sender
+from recovery.link.sysfs import Peer, Sysfs
+from recovery.link.tbstream.agree import allocates
+
+ATTEMPT = 10.0  # seconds one attempt waits for the other side before trying again
+
+
+def speed(peer: Peer) -> str | None:
+    """``40.0 Gb/s x 2 lanes``, as the bus reports the cable to ``peer``."""
+    if not peer.rx_speed:
+        return None
+    return peer.rx_speed + (f" x {peer.rx_lanes} lanes" if peer.rx_lanes else "")
+
+
+def describe(peer: Peer) -> str:
+    rate = speed(peer)
+    return peer.label + (f", {rate}" if rate else "")
+
+
+def describe_event(event: object) -> str:
+    """A discovery event as a status line."""
+    if isinstance(event, discovery.PeerAppeared):
+        who = " ".join(w for w in (event.vendor_name, event.device_name) if w) or event.name
+        return f"{who} appeared on the cable"
+    if isinstance(event, discovery.PeerGone):
+        return f"{event.name} left the cable"
+    if isinstance(event, discovery.ServiceAppeared):
+        return f"{event.peer} offers {event.key}"
+    if isinstance(event, discovery.InterfaceAppeared):
+        return f"network interface {event.name} came up"
+    return str(getattr(event, "name", event))
+
+
+def role(sysfs: Sysfs, kind: str) -> str:
+    """``receive`` (listen) or ``send`` (connect) for this host, alike on both ends."""
+    if kind != "tbnet":
+        return "receive"
+    peers = sysfs.peers()
+    if len(peers) != 1:
+        raise NoPeerError(f"{len(peers)} hosts on the cable: the wizard needs exactly one",
+                          hint="unplug the others, or connect by address")
+    peer = peers[0]
+    local = sysfs.local_uuid(peer.domain)
+    if not local:
+        raise NoPeerError(f"cannot read this host's UUID on Thunderbolt domain {peer.domain}")
+    return "receive" if allocates(local, peer.unique_id) else "send"
+
+
+def open_cable(sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
+    """One attempt at a link over the cable; raises when there is none (yet)."""
+    sysfs = sysfs or Sysfs()
+    kind = discovery.choose_link(sysfs)
+    spec = LinkSpec(kind)
+    if role(sysfs, kind) == "send":
+        return connect_sender(spec, timeout=timeout)
+    return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None)
