@@ -21,40 +21,43 @@ if TYPE_CHECKING:
     from recovery.tui.app import WizardApp
 
 
-def _line(text: Text, label: str, value: str) -> None:
-    text.append(f"{label:<9}", style="bold")
-    text.append(value + "\n")
+def facts(rows: list[tuple[str, str]]) -> Table:
+    """Label and value rows; long values wrap under their value, not under the label."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", width=7, no_wrap=True)
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
 
 
 def duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else human_duration(seconds)
 
 
-def summary_text(job: JobView, s: events.Summary) -> Text:
-    text = Text()
-    if s.verified:
-        text.append("Clone complete and verified.\n\n", style="bold")
-    else:
-        text.append("Clone complete, NOT verified (verification was off).\n\n", style="bold")
-    _line(text, "Source", s.source)
-    _line(text, "Target", s.target)
+def summary_rows(job: JobView, s: events.Summary) -> list[tuple[str, str]]:
     level = f"zstd level {job.level}" if job.level.isdigit() else job.level
-    _line(text, "Mode", s.mode + (f"; compression at the end: {level}" if level else ""))
-    copied = job.to_send or s.bytes_read or s.bytes_written + s.zero_bytes
+    rows = [("Source", s.source), ("Target", s.target),
+            ("Mode", s.mode + (f"; compression at the end: {level}" if level else ""))]
     if s.role == "sender":
-        _line(text, "Bytes", f"read {human_size(s.bytes_read)}, sent on the link {human_size(s.bytes_sent)}")
+        rows.append(("Bytes", f"read {human_size(s.bytes_read)}, sent on the link {human_size(s.bytes_sent)}"))
     else:
-        _line(text, "Bytes", f"received on the link {human_size(s.bytes_sent)}")
+        rows.append(("Bytes", f"received on the link {human_size(s.bytes_sent)}"))
     written = f"written {human_size(s.bytes_written)}"
-    _line(text, "", written + (f", zeros {human_size(s.zero_bytes)} (not sent)" if s.zero_bytes else ""))
+    rows.append(("", written + (f", zeros {human_size(s.zero_bytes)} (not sent)" if s.zero_bytes else "")))
+    copied = job.to_send or s.bytes_read or s.bytes_written + s.zero_bytes
     rate = f" (average {human_rate(copied / s.seconds)})" if s.seconds > 0 and copied else ""
-    _line(text, "Time", duration(s.seconds) + rate)
-    _line(text, "Chunks", "BLAKE3 of every chunk, the same on both machines:")
-    _line(text, "", s.list_digest)
+    rows += [("Time", duration(s.seconds) + rate),
+             ("Chunks", "BLAKE3 of every chunk, the same on both machines:"), ("", s.list_digest)]
     if s.image_digest:
-        _line(text, "Image", "BLAKE3 of the whole disk (b3sum of the source gives this):")
-        _line(text, "", s.image_digest)
-    return text
+        rows += [("Image", "BLAKE3 of the whole disk (b3sum of the source gives this):"), ("", s.image_digest)]
+    return rows
+
+
+def verdict(s: events.Summary) -> str:
+    if s.verified:
+        return "Clone complete and verified."
+    return "Clone complete, NOT verified (verification was off)."
 
 
 def next_steps(job: JobView, host: str) -> Text:
@@ -78,17 +81,14 @@ class SummaryScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("usb4-recovery  ·  Done", id="topbar")
         assert self.job.summary is not None
+        summary = self.job.summary
+        log = self.job.started.log or "not saved (no writable log folder)"
         with VerticalScroll(classes="result-body"):
-            yield Static(summary_text(self.job, self.job.summary), id="summary")
-            yield Static(self._log_text(), id="log")
+            yield Static(verdict(summary), id="verdict")
+            yield Static(facts([*summary_rows(self.job, summary), ("Log", log)]), id="summary")
             yield Static(id="demo-check")
             yield Static(next_steps(self.job, self.host), id="next")
         yield Footer()
-
-    def _log_text(self) -> Text:
-        text = Text()
-        _line(text, "Log", self.job.started.log or "not saved (no writable log folder)")
-        return text
 
     def show_demo_check(self, text: str) -> None:
         self.demo_check = text
@@ -118,16 +118,14 @@ class ErrorScreen(Screen[None]):
         steps.add_column()
         for step in a.steps:
             steps.add_row("-", step)
-        log = Text()
-        if self.log_path:
-            _line(log, "Log", self.log_path)
         with VerticalScroll(classes="result-body"):
             yield Static("What happened", classes="section")
             yield Static(a.message, id="error-message")
             if a.steps:
                 yield Static("What you can do", classes="section")
                 yield Static(steps, id="error-steps")
-            yield Static(log, id="error-log")
+            if self.log_path:
+                yield Static(facts([("Log", self.log_path)]), id="error-log")
             yield Static(id="error-status")
         yield Footer()
 
