@@ -101,6 +101,8 @@ class WizardApp(App[int]):
 
     def action_quit(self) -> None:  # type: ignore[override]
         session = self.state.session
+        if isinstance(self.screen, ConfirmScreen):
+            return  # already asking
         if session is not None and session.busy:
             self.push_screen(ConfirmScreen("A clone is running. Abort it and quit?\n"
                                            "The target will hold an incomplete copy."),
@@ -121,9 +123,10 @@ class WizardApp(App[int]):
         error = None
         try:
             disks = self.config.inventory() if self.config.inventory else offered_disks(self.config.disks)
-        except (RecoveryError, OSError) as e:
-            disks = ()
-            error = e if isinstance(e, RecoveryError) else RecoveryError(f"cannot read the disks: {e}")
+        except RecoveryError as e:
+            disks, error = (), e
+        except Exception as e:  # noqa: BLE001 - udev or sysfs surprises: say so on screen, keep going
+            disks, error = (), RecoveryError(f"cannot read the disks: {type(e).__name__}: {e}")
         links = self.config.links() if self.config.links else read_report()
         self.post_message(InventoryLoaded(disks, links, error))
 
