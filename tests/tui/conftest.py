@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from recovery.demo import MIB, build_sample_disk
+from recovery.engine import joblog
 from recovery.run import find_tool
 from tests.tui.helpers import SAMPLE_MIB, Peer
 
 TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy")
+
+
+@pytest.fixture(autouse=True)
+def private_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clone logs of a test never land in /var/log or the home directory."""
+    monkeypatch.setattr(joblog, "SYSTEM_DIR", tmp_path / "var-log")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Pat
         link = handshake(conn, "agent", disks=offered_disks([str(source_image)]), hostname="near")
         assert link.theirs.host.hostname == "far"
         ended: list[JobEnded] = []
-        session = AgentSession(link, candidates=lambda: [str(source_image)],
+        session = AgentSession(link, candidates=lambda: [str(source_image)], log_dir=tmp_path / "near-logs",
                                sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None)
         thread = threading.Thread(target=session.serve, kwargs={"max_clones": 1}, daemon=True)
         thread.start()
