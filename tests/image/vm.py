@@ -23,7 +23,9 @@ from pathlib import Path
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ESP_OFFSET = "1M"  # build-image.sh puts the ESP at sector 2048
-READY = re.compile(r"USB4-RECOVERY READY mode=(\S+) kernel=(\S+) thunderbolt_stream=(\S+)")
+READY = re.compile(
+    r"USB4-RECOVERY READY mode=(\S+) kernel=(\S+) thunderbolt_stream=(\S+)"
+)
 RESULT = re.compile(r"USB4-RECOVERY RESULT (ok|failed) exit=(\d+) (\S+)=([^\r\n]*)")
 # CSI and OSC sequences (systemd's shell prompt sends OSC 3008), charset
 # selection, carriage returns.
@@ -39,7 +41,9 @@ class VMError(AssertionError):
 def missing_host_tools() -> list[str]:
     """What the host lacks to boot the image (empty when all is there)."""
     missing = [
-        tool for tool in ("qemu-system-x86_64", "mcopy", "mtype") if not shutil.which(tool)
+        tool
+        for tool in ("qemu-system-x86_64", "mcopy", "mtype")
+        if not shutil.which(tool)
     ]
     missing += [str(p) for p in (OVMF_CODE, OVMF_VARS) if not p.exists()]
     return missing
@@ -57,7 +61,9 @@ def _mtools(args: Sequence[str]) -> str:
 
 def image_cmdline(image: Path) -> str:
     """The kernel options of the image's default (wizard) boot entry."""
-    text = _mtools(["mtype", "-i", f"{image}@@{ESP_OFFSET}", "::/loader/entries/10-wizard.conf"])
+    text = _mtools(
+        ["mtype", "-i", f"{image}@@{ESP_OFFSET}", "::/loader/entries/10-wizard.conf"]
+    )
     for line in text.splitlines():
         if line.startswith("options "):
             return line.split(" ", 1)[1].strip()
@@ -66,7 +72,9 @@ def image_cmdline(image: Path) -> str:
 
 def prepare_image(image: Path, dest: Path, cmdline: str) -> None:
     """Copy the image and make `cmdline` its default boot entry, no timeout."""
-    subprocess.run(["cp", "--sparse=always", str(image), str(dest)], check=True, timeout=120)
+    subprocess.run(
+        ["cp", "--sparse=always", str(image), str(dest)], check=True, timeout=120
+    )
     entry = dest.with_suffix(".entry.conf")
     entry.write_text(
         "title USB4 Recovery (test)\n"
@@ -74,7 +82,9 @@ def prepare_image(image: Path, dest: Path, cmdline: str) -> None:
         f"options {cmdline}\n"
     )
     loader = dest.with_suffix(".loader.conf")
-    loader.write_text("timeout 0\ndefault 90-test.conf\nauto-entries no\nauto-firmware no\n")
+    loader.write_text(
+        "timeout 0\ndefault 90-test.conf\nauto-entries no\nauto-firmware no\n"
+    )
     img = f"{dest}@@{ESP_OFFSET}"
     _mtools(["mcopy", "-o", "-i", img, str(entry), "::/loader/entries/90-test.conf"])
     _mtools(["mcopy", "-o", "-i", img, str(loader), "::/loader/loader.conf"])
@@ -82,7 +92,7 @@ def prepare_image(image: Path, dest: Path, cmdline: str) -> None:
     loader.unlink()
 
 
-def test_cmdline(image: Path, extra: str) -> str:
+def boot_cmdline(image: Path, extra: str) -> str:
     """The image's own options without 'quiet', plus `extra`."""
     keep = [
         opt
@@ -112,7 +122,7 @@ class VM:
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "serial.log"
-        self.cmdline = test_cmdline(image, cmdline_extra)
+        self.cmdline = boot_cmdline(image, cmdline_extra)
         self._stick = self.dir / "stick.img"
         prepare_image(image, self._stick, self.cmdline)
         vars_copy = self.dir / "OVMF_VARS.fd"
@@ -158,7 +168,9 @@ class VM:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._reader = threading.Thread(target=self._read, name=f"{name}-serial", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, name=f"{name}-serial", daemon=True
+        )
         self._reader.start()
         self._pos = 0
 
@@ -202,7 +214,9 @@ class VM:
                 if match:
                     self._pos = match.end()
                     return match
-                if self.proc.poll() is not None and self._buf.endswith("[qemu exited]\n"):
+                if self.proc.poll() is not None and self._buf.endswith(
+                    "[qemu exited]\n"
+                ):
                     raise VMError(
                         f"{self.name}: QEMU exited ({self.proc.returncode}) before "
                         f"{regex.pattern!r}; serial log {self.log_path}:\n{self._buf[-4000:]}"
@@ -262,9 +276,3 @@ class VM:
         self._reader.join(timeout=5)
         self._log.close()
         self._stick.unlink(missing_ok=True)
-
-    def __enter__(self) -> VM:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,0 +1,196 @@
+"""Clone a disk between two VMs booted from the appliance image, in headless
+mode chosen on the kernel command line.
+
+A QEMU stream network between the two VMs stands in for the cable: inside,
+each VM has a virtio NIC (eth0 with net.ifnames=0) where a real machine has
+thunderbolt0.  VM A has a small GPT disk with an ext4 filesystem, VM B a
+blank disk of the same size; both print a result line on the serial console,
+and then the host compares B's disk with A's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .vm import READY, RESULT, VM
+
+pytestmark = [pytest.mark.slow, pytest.mark.vm]
+
+DISK_MIB = 32
+BOOT_TIMEOUT = 300
+CLONE_TIMEOUT = 600
+PORT = 7000
+MAC_A = "52:54:00:12:34:0a"
+MAC_B = "52:54:00:12:34:0b"
+
+
+def _link_local(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address the kernel gives a NIC with `mac`."""
+    b = [int(x, 16) for x in mac.split(":")]
+    b[0] ^= 0x02
+    eui = b[:3] + [0xFF, 0xFE] + b[3:]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return "fe80::" + ":".join(groups)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _make_source_disk(path: Path, scratch: Path) -> None:
+    """A GPT disk with one ext4 partition holding a few files."""
+    for tool in ("sgdisk", "mkfs.ext4"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is needed to make the source disk")
+    tree = scratch / "tree"
+    (tree / "docs").mkdir(parents=True)
+    rng = hashlib.sha256(b"usb4-recovery test data")
+    for i in range(8):
+        chunk = b"".join(
+            hashlib.sha256(rng.digest() + bytes([i, j])).digest() for j in range(8192)
+        )
+        (tree / "docs" / f"file{i}.bin").write_bytes(chunk)  # 256 KiB each
+    (tree / "hello.txt").write_text("cloned over a stand-in cable\n")
+    fs = scratch / "fs.img"
+    part_mib = DISK_MIB - 2
+    with open(fs, "wb") as f:
+        f.truncate(part_mib << 20)
+    env = dict(os.environ, E2FSPROGS_FAKE_TIME="1700000000")
+    subprocess.run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "SOURCE",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            str(tree),
+            str(fs),
+        ],
+        check=True,
+        env=env,
+        timeout=60,
+    )
+    with open(path, "wb") as f:
+        f.truncate(DISK_MIB << 20)
+    subprocess.run(
+        [
+            "sgdisk",
+            "-n",
+            f"1:2048:+{part_mib}M",
+            "-t",
+            "1:8300",
+            "-c",
+            "1:source",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(
+        [
+            "dd",
+            f"if={fs}",
+            f"of={path}",
+            "bs=1M",
+            "seek=1",
+            "conv=notrunc,sparse",
+            "status=none",
+        ],
+        check=True,
+        timeout=60,
+    )
+    fs.unlink()
+    shutil.rmtree(tree)
+
+
+def _has(path: str) -> bool:
+    return (REPO / path).exists() or (REPO / f"{path}.py").exists()
+
+
+def _link_options() -> tuple[str, str]:
+    """Kernel options (sender, receiver) for the link between the VMs.
+
+    The thunderbolt-net link on the VMs' NIC when the app has it; before that
+    lands, plain TCP over the NICs' IPv6 link-local addresses.
+    """
+    if _has("recovery/link/tbnet"):
+        return "recovery.link=tbnet:eth0", "recovery.link=tbnet:eth0"
+    peer = _link_local(MAC_B)
+    return (
+        f"recovery.link=tcp recovery.to=[{peer}%eth0]:{PORT}",
+        f"recovery.link=tcp recovery.listen=[::]:{PORT}",
+    )
+
+
+def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
+    if not _has("recovery/cli/main"):
+        pytest.skip("the recovery command (recovery/cli) is not in this checkout yet")
+    source = vm_dir / "a-source.img"
+    target = vm_dir / "b-target.img"
+    _make_source_disk(source, vm_dir)
+    with open(target, "wb") as f:
+        f.truncate(DISK_MIB << 20)
+    source_before = _sha256(source)
+
+    send_link, receive_link = _link_options()
+    sock = vm_dir / "cable.sock"
+    vms: list[VM] = []
+    try:
+        # B listens on the "cable" socket and is the receiver: start it first
+        # so the sender finds it up.
+        b = VM(
+            "b",
+            image,
+            vm_dir,
+            f"recovery.mode=receive recovery.target=/dev/vda recovery.yes {receive_link}",
+            disks=[target],
+            netdev=f"stream,server=on,addr.type=unix,addr.path={sock}",
+            mac=MAC_B,
+        )
+        vms.append(b)
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sock.exists(), "QEMU did not create the cable socket"
+        b.expect(READY, BOOT_TIMEOUT)
+        a = VM(
+            "a",
+            image,
+            vm_dir,
+            f"recovery.mode=send recovery.source=/dev/vda {send_link}",
+            disks=[source],
+            netdev=f"stream,server=off,addr.type=unix,addr.path={sock}",
+            mac=MAC_A,
+        )
+        vms.append(a)
+        a.expect(READY, BOOT_TIMEOUT)
+
+        a_result = a.expect(RESULT, CLONE_TIMEOUT)
+        b_result = b.expect(RESULT, CLONE_TIMEOUT)
+        assert a_result.group(1) == "ok", a.tail()
+        assert b_result.group(1) == "ok", b.tail()
+        # Flush the receiver's writes before QEMU goes away.
+        b.expect("root shell on the serial console", 60)
+        b.check("sync", 120)
+    finally:
+        for machine in vms:
+            machine.close()
+
+    assert _sha256(source) == source_before, "the sender changed its source disk"
+    assert _sha256(target) == source_before, "B's disk differs from A's"
