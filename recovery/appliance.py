@@ -91,9 +91,7 @@ class BootPlan:
     def device_options(self) -> tuple[str, ...]:
         """Block devices named by --source/--target."""
         args = list(self.argv)
-        return tuple(
-            args[i + 1] for i, a in enumerate(args[:-1]) if a in _DEVICE_OPTIONS
-        )
+        return tuple(args[i + 1] for i, a in enumerate(args[:-1]) if a in _DEVICE_OPTIONS)
 
 
 def split_cmdline(text: str) -> list[str]:
@@ -139,23 +137,16 @@ def parse_cmdline(text: str) -> BootPlan:
         key, sep, value = param[len(PREFIX) :].partition("=")
         key = key.replace("_", "-")
         if not _OPTION_NAME.match(key):
-            raise CmdlineError(
-                f"kernel parameter {param!r}: {key!r} is not an option name"
-            )
+            raise CmdlineError(f"kernel parameter {param!r}: {key!r} is not an option name")
         options.pop(key, None)  # keep the order of the last occurrence
         options[key] = value if sep else None
 
     mode = options.pop("mode", "wizard")
     if mode is None or mode not in MODES:
-        raise CmdlineError(
-            f"recovery.mode={mode}: unknown mode (choose one of {', '.join(MODES)})"
-        )
+        raise CmdlineError(f"recovery.mode={mode}: unknown mode (choose one of {', '.join(MODES)})")
 
     if mode not in HEADLESS_MODES:
-        ignored = tuple(
-            f"recovery.{key}: only used with recovery.mode=send or receive"
-            for key in options
-        )
+        ignored = tuple(f"recovery.{key}: only used with recovery.mode=send or receive" for key in options)
         return BootPlan(mode=mode, ignored=ignored)
 
     argv = ["recovery", mode]
@@ -163,13 +154,9 @@ def parse_cmdline(text: str) -> BootPlan:
         key = name
         if key == "clone":
             if val not in CLONE_MODES:
-                raise CmdlineError(
-                    f"recovery.clone={val}: choose one of {', '.join(CLONE_MODES)}"
-                )
+                raise CmdlineError(f"recovery.clone={val}: choose one of {', '.join(CLONE_MODES)}")
             if mode != "send":
-                raise CmdlineError(
-                    "recovery.clone: the clone mode is chosen by the sender"
-                )
+                raise CmdlineError("recovery.clone: the clone mode is chosen by the sender")
             key = "mode"
         if key == "json":
             continue  # always added below
@@ -223,10 +210,7 @@ def list_disks(sys_root: Path = Path("/sys")) -> tuple[str, ...]:
     boot = _boot_disk(sys_root)
     for disk in sorted((sys_root / "block").glob("*")):
         name = disk.name
-        if (
-            name.startswith(("loop", "ram", "zram", "sr", "fd", "dm-", "md"))
-            or name == boot
-        ):
+        if name.startswith(("loop", "ram", "zram", "sr", "fd", "dm-", "md")) or name == boot:
             continue
         if _read(disk / "size") in ("", "0"):
             continue
@@ -297,20 +281,30 @@ def ready_line(plan: BootPlan, state: SystemState) -> str:
 
 
 def _find_digest(obj: object) -> str | None:
-    """The last digest-looking value in a JSON event (any nesting)."""
-    found = None
+    """The digest of a clone in a JSON event.
+
+    The ``summary`` event of docs/cli.md carries ``image_digest`` (exact mode:
+    BLAKE3 of the whole disk, what b3sum gives) and ``list_digest`` (BLAKE3
+    over every chunk, equal on both machines); prefer the first.  Other
+    events are searched for any string field named like a digest.
+    """
     if isinstance(obj, dict):
+        for key in ("image_digest", "list_digest"):
+            if isinstance(obj.get(key), str) and obj[key]:
+                return str(obj[key])
+        found = None
         for key, value in obj.items():
-            if isinstance(value, str) and (
-                "digest" in key.lower() or key.lower() == "blake3"
-            ):
+            if isinstance(value, str) and value and ("digest" in key.lower() or key.lower() == "blake3"):
                 found = value
             else:
                 found = _find_digest(value) or found
-    elif isinstance(obj, list):
+        return found
+    if isinstance(obj, list):
+        found = None
         for value in obj:
             found = _find_digest(value) or found
-    return found
+        return found
+    return None
 
 
 def _find_error(obj: object) -> str | None:
@@ -399,9 +393,7 @@ def _banner(plan: BootPlan, state: SystemState, plan_error: str | None) -> None:
     _say()
     if plan_error:
         _say(f"  !! Kernel command line: {plan_error}")
-        _say(
-            "     What to do: fix the recovery.* options (press 'e' in the boot menu);"
-        )
+        _say("     What to do: fix the recovery.* options (press 'e' in the boot menu);")
         _say("     starting the wizard instead.")
         _say()
     for note in plan.ignored:
@@ -557,9 +549,7 @@ def run_serial() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m recovery.appliance", description=__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python3 -m recovery.appliance", description=__doc__)
     sub = parser.add_subparsers(dest="role", required=True)
     sub.add_parser("console", help="run on the first screen (tty1)")
     sub.add_parser("serial", help="run on the serial console")
@@ -567,11 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("cmdline", nargs="?", help="default: /proc/cmdline")
     args = parser.parse_args(argv)
     if args.role == "plan":
-        text = (
-            args.cmdline
-            if args.cmdline is not None
-            else Path("/proc/cmdline").read_text()
-        )
+        text = args.cmdline if args.cmdline is not None else Path("/proc/cmdline").read_text()
         try:
             plan = parse_cmdline(text)
         except CmdlineError as exc:

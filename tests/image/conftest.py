@@ -31,9 +31,7 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def image() -> Path:
-    path = Path(
-        os.environ.get("USB4_RECOVERY_IMAGE", REPO / "out" / "usb4-recovery.img")
-    )
+    path = Path(os.environ.get("USB4_RECOVERY_IMAGE", REPO / "out" / "usb4-recovery.img"))
     if not path.exists():
         if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
             _unavailable(f"{path} is missing; build it with ./build-image.sh (as root)")
@@ -45,9 +43,7 @@ def image() -> Path:
             check=False,
         )
         if proc.returncode != 0:
-            pytest.fail(
-                f"./build-image.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
-            )
+            pytest.fail(f"./build-image.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     missing = missing_host_tools()
     if missing:
         _unavailable(f"cannot boot the image here, missing: {', '.join(missing)}")

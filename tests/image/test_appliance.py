@@ -40,8 +40,7 @@ def test_shell_mode() -> None:
 
 def test_receive_maps_options_in_order() -> None:
     plan = parse_cmdline(
-        f"{DEBIAN_PREFIX} recovery.mode=receive recovery.target=/dev/vdb "
-        "recovery.yes recovery.link=tbnet:eth0"
+        f"{DEBIAN_PREFIX} recovery.mode=receive recovery.target=/dev/vdb recovery.yes recovery.link=tbnet:eth0"
     )
     assert plan.headless
     assert plan.argv == (
@@ -80,8 +79,7 @@ def test_send_clone_mode_and_underscores() -> None:
 
 def test_last_occurrence_wins_and_json_not_doubled() -> None:
     plan = parse_cmdline(
-        "recovery.mode=shell recovery.mode=receive recovery.target=/dev/a "
-        "recovery.json recovery.target=/dev/b"
+        "recovery.mode=shell recovery.mode=receive recovery.target=/dev/a recovery.json recovery.target=/dev/b"
     )
     assert plan.argv == ("recovery", "receive", "--target", "/dev/b", "--json")
 
@@ -127,9 +125,7 @@ def test_result_line_failure_names_the_error() -> None:
     line = result_line(4, lines)
     assert line.startswith("USB4-RECOVERY RESULT failed exit=4 error=")
     assert "\n" not in line
-    assert result_line(2, ["usage: recovery receive"]).endswith(
-        "error=usage: recovery receive"
-    )
+    assert result_line(2, ["usage: recovery receive"]).endswith("error=usage: recovery receive")
 
 
 def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:
@@ -151,17 +147,14 @@ def test_check_system_all_good(tmp_path: Path) -> None:
     assert state.disks == ("vda",)
     plan = BootPlan(mode="wizard")
     assert ready_line(plan, state) == (
-        "USB4-RECOVERY READY mode=wizard kernel=7.2.13+deb14-amd64 "
-        "thunderbolt_stream=loaded problems=0"
+        "USB4-RECOVERY READY mode=wizard kernel=7.2.13+deb14-amd64 thunderbolt_stream=loaded problems=0"
     )
 
 
 def test_check_system_explains_missing_module_and_disks(tmp_path: Path) -> None:
     root = _sysfs(tmp_path, ["thunderbolt"], {"loop0": 100, "sr0": 10, "vdz": 0})
     (root / "kernel" / "security").mkdir(parents=True)
-    (root / "kernel" / "security" / "lockdown").write_text(
-        "none [integrity] confidentiality\n"
-    )
+    (root / "kernel" / "security" / "lockdown").write_text("none [integrity] confidentiality\n")
     state = check_system(root, "k")
     whats = " ".join(p.what for p in state.problems)
     todos = " ".join(p.todo for p in state.problems)
@@ -178,3 +171,12 @@ def test_the_boot_stick_is_not_a_disk(tmp_path: Path) -> None:
     (part / "uevent").write_text("MAJOR=8\nPARTN=1\nPARTNAME=USB4-RECOVERY\n")
     assert list_disks(root) == ("sda",)
     assert check_system(root).boot_disk == "sdb"
+
+
+def test_result_line_reads_the_cli_summary_event() -> None:
+    used = '{"event":"summary","role":"receiver","list_digest":"L1","image_digest":null}'
+    exact = '{"event":"summary","role":"sender","list_digest":"L2","image_digest":"I2"}'
+    assert result_line(0, [used]).endswith("digest=L1")
+    assert result_line(0, [exact]).endswith("digest=I2")
+    failed = '{"event":"error","code":"no-peer","message":"no sender came","exit_code":5}'
+    assert result_line(5, [failed]) == "USB4-RECOVERY RESULT failed exit=5 error=no sender came"

@@ -74,9 +74,7 @@ def test_stream_device_without_peer_fails_fast(vm: VM) -> None:
     try:
         index = int(vm.check(f"cat {STREAM}/{GROUP}/rtest/index").strip())
         dev = f"/dev/tbstream{index}"
-        vm.check(
-            f"for i in $(seq 50); do test -c {dev} && break; sleep 0.1; done; test -c {dev}"
-        )
+        vm.check(f"for i in $(seq 50); do test -c {dev} && break; sleep 0.1; done; test -c {dev}")
         assert vm.check(f"cat {STREAM}/{GROUP}/rtest/ring_size").strip() == "256"
         result = _python(
             vm,
@@ -130,9 +128,7 @@ def test_boot_medium_is_recognisable(vm: VM) -> None:
     """The clone must be able to tell the stick: GPT name and FAT label."""
     out = vm.check("lsblk -rno NAME,PARTLABEL,LABEL,PARTTYPE")
     assert any(
-        "USB4-RECOVERY" in line
-        and "U4RECOVERY" in line
-        and "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" in line
+        "USB4-RECOVERY" in line and "U4RECOVERY" in line and "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" in line
         for line in out.splitlines()
     ), out
 
@@ -153,19 +149,11 @@ def test_screens_are_not_blank(vm: VM) -> None:
 def test_runs_from_ram_without_the_stick(vm: VM) -> None:
     """Take the stick away (the kernel forgets the USB disk): the system and
     the app still work."""
-    disk = vm.check(
-        "lsblk -rno PKNAME,PARTLABEL | awk '$2 == \"USB4-RECOVERY\" { print $1 }'"
-    ).strip()
+    disk = vm.check("lsblk -rno PKNAME,PARTLABEL | awk '$2 == \"USB4-RECOVERY\" { print $1 }'").strip()
     assert disk
     vm.check(f"echo 1 > /sys/block/{disk}/device/delete")
-    vm.check(
-        f"for i in $(seq 50); do test -e /sys/block/{disk} || break; sleep 0.1; done"
-    )
+    vm.check(f"for i in $(seq 50); do test -e /sys/block/{disk} || break; sleep 0.1; done")
     vm.check(f"test ! -e /sys/block/{disk}")
-    vm.check(
-        "python3 -m recovery.appliance plan 'recovery.mode=shell' | grep -q 'mode: shell'"
-    )
-    vm.check(
-        "partclone.info --version >/dev/null 2>&1 || partclone.ext4 -v >/dev/null 2>&1"
-    )
+    vm.check("python3 -m recovery.appliance plan 'recovery.mode=shell' | grep -q 'mode: shell'")
+    vm.check("partclone.info --version >/dev/null 2>&1 || partclone.ext4 -v >/dev/null 2>&1")
     vm.check("b3sum --version && zstd --version")

@@ -13,9 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = REPO / "driver"
-SHELL_SCRIPTS = sorted(
-    [REPO / "build-image.sh", *DRIVER.glob("*.sh"), *(REPO / "initramfs").rglob("*.sh")]
-)
+SHELL_SCRIPTS = sorted([REPO / "build-image.sh", *DRIVER.glob("*.sh"), *(REPO / "initramfs").rglob("*.sh")])
 
 
 def test_shellcheck_is_clean() -> None:
@@ -87,9 +85,7 @@ def test_driver_accepts_a_kernel_with_configfs_and_no_stream(tmp_path: Path) -> 
 
 
 def test_driver_refuses_a_kernel_that_has_the_module(tmp_path: Path) -> None:
-    kdir = _kdir(
-        tmp_path, "CONFIG_USB4=m\nCONFIG_USB4_CONFIGFS=m\nCONFIG_USB4_STREAM=m\n"
-    )
+    kdir = _kdir(tmp_path, "CONFIG_USB4=m\nCONFIG_USB4_CONFIGFS=m\nCONFIG_USB4_STREAM=m\n")
     proc = _check_kernel(kdir)
     assert proc.returncode != 0
     assert "already provides thunderbolt_stream" in proc.stderr

@@ -36,7 +36,7 @@ def _link_local(mac: str) -> str:
     """The EUI-64 IPv6 link-local address the kernel gives a NIC with `mac`."""
     b = [int(x, 16) for x in mac.split(":")]
     b[0] ^= 0x02
-    eui = b[:3] + [0xFF, 0xFE] + b[3:]
+    eui = [*b[:3], 0xFF, 0xFE, *b[3:]]
     groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
     return "fe80::" + ":".join(groups)
 
@@ -58,9 +58,7 @@ def _make_source_disk(path: Path, scratch: Path) -> None:
     (tree / "docs").mkdir(parents=True)
     rng = hashlib.sha256(b"usb4-recovery test data")
     for i in range(8):
-        chunk = b"".join(
-            hashlib.sha256(rng.digest() + bytes([i, j])).digest() for j in range(8192)
-        )
+        chunk = b"".join(hashlib.sha256(rng.digest() + bytes([i, j])).digest() for j in range(8192))
         (tree / "docs" / f"file{i}.bin").write_bytes(chunk)  # 256 KiB each
     (tree / "hello.txt").write_text("cloned over a stand-in cable\n")
     fs = scratch / "fs.img"
@@ -132,10 +130,7 @@ def _link_options() -> tuple[str, str]:
     if _has("recovery/link/tbnet"):
         return "recovery.link=tbnet:eth0", "recovery.link=tbnet:eth0"
     peer = _link_local(MAC_B)
-    return (
-        f"recovery.link=tcp recovery.to=[{peer}%eth0]:{PORT}",
-        f"recovery.link=tcp recovery.listen=[::]:{PORT}",
-    )
+    return f"recovery.to=[{peer}%eth0]:{PORT}", f"recovery.listen=[::]:{PORT}"
 
 
 def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:

@@ -23,15 +23,11 @@ from pathlib import Path
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ESP_OFFSET = "1M"  # build-image.sh puts the ESP at sector 2048
-READY = re.compile(
-    r"USB4-RECOVERY READY mode=(\S+) kernel=(\S+) thunderbolt_stream=(\S+)"
-)
+READY = re.compile(r"USB4-RECOVERY READY mode=(\S+) kernel=(\S+) thunderbolt_stream=(\S+)")
 RESULT = re.compile(r"USB4-RECOVERY RESULT (ok|failed) exit=(\d+) (\S+)=([^\r\n]*)")
 # CSI and OSC sequences (systemd's shell prompt sends OSC 3008), charset
 # selection, carriage returns.
-_ANSI = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Z0-9]|\r"
-)
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Z0-9]|\r")
 
 
 class VMError(AssertionError):
@@ -40,20 +36,14 @@ class VMError(AssertionError):
 
 def missing_host_tools() -> list[str]:
     """What the host lacks to boot the image (empty when all is there)."""
-    missing = [
-        tool
-        for tool in ("qemu-system-x86_64", "mcopy", "mtype")
-        if not shutil.which(tool)
-    ]
+    missing = [tool for tool in ("qemu-system-x86_64", "mcopy", "mtype") if not shutil.which(tool)]
     missing += [str(p) for p in (OVMF_CODE, OVMF_VARS) if not p.exists()]
     return missing
 
 
 def _mtools(args: Sequence[str]) -> str:
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    proc = subprocess.run(
-        list(args), env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         raise VMError(f"{' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -61,9 +51,7 @@ def _mtools(args: Sequence[str]) -> str:
 
 def image_cmdline(image: Path) -> str:
     """The kernel options of the image's default (wizard) boot entry."""
-    text = _mtools(
-        ["mtype", "-i", f"{image}@@{ESP_OFFSET}", "::/loader/entries/10-wizard.conf"]
-    )
+    text = _mtools(["mtype", "-i", f"{image}@@{ESP_OFFSET}", "::/loader/entries/10-wizard.conf"])
     for line in text.splitlines():
         if line.startswith("options "):
             return line.split(" ", 1)[1].strip()
@@ -72,19 +60,11 @@ def image_cmdline(image: Path) -> str:
 
 def prepare_image(image: Path, dest: Path, cmdline: str) -> None:
     """Copy the image and make `cmdline` its default boot entry, no timeout."""
-    subprocess.run(
-        ["cp", "--sparse=always", str(image), str(dest)], check=True, timeout=120
-    )
+    subprocess.run(["cp", "--sparse=always", str(image), str(dest)], check=True, timeout=120)
     entry = dest.with_suffix(".entry.conf")
-    entry.write_text(
-        "title USB4 Recovery (test)\n"
-        "efi /usb4-recovery/usb4-recovery.efi\n"
-        f"options {cmdline}\n"
-    )
+    entry.write_text(f"title USB4 Recovery (test)\nefi /usb4-recovery/usb4-recovery.efi\noptions {cmdline}\n")
     loader = dest.with_suffix(".loader.conf")
-    loader.write_text(
-        "timeout 0\ndefault 90-test.conf\nauto-entries no\nauto-firmware no\n"
-    )
+    loader.write_text("timeout 0\ndefault 90-test.conf\nauto-entries no\nauto-firmware no\n")
     img = f"{dest}@@{ESP_OFFSET}"
     _mtools(["mcopy", "-o", "-i", img, str(entry), "::/loader/entries/90-test.conf"])
     _mtools(["mcopy", "-o", "-i", img, str(loader), "::/loader/loader.conf"])
@@ -97,9 +77,7 @@ def boot_cmdline(image: Path, extra: str) -> str:
     keep = [
         opt
         for opt in image_cmdline(image).split()
-        if opt != "quiet"
-        and not opt.startswith("systemd.show_status=")
-        and not opt.startswith("recovery.")
+        if opt != "quiet" and not opt.startswith("systemd.show_status=") and not opt.startswith("recovery.")
     ]
     return " ".join([*keep, "systemd.show_status=error", extra])
 
@@ -160,7 +138,7 @@ class VM:
         self._buf = ""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._log = open(self.log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._log = open(self.log_path, "w", encoding="utf-8", errors="replace")
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -168,9 +146,7 @@ class VM:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._reader = threading.Thread(
-            target=self._read, name=f"{name}-serial", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read, name=f"{name}-serial", daemon=True)
         self._reader.start()
         self._pos = 0
 
@@ -214,9 +190,7 @@ class VM:
                 if match:
                     self._pos = match.end()
                     return match
-                if self.proc.poll() is not None and self._buf.endswith(
-                    "[qemu exited]\n"
-                ):
+                if self.proc.poll() is not None and self._buf.endswith("[qemu exited]\n"):
                     raise VMError(
                         f"{self.name}: QEMU exited ({self.proc.returncode}) before "
                         f"{regex.pattern!r}; serial log {self.log_path}:\n{self._buf[-4000:]}"
@@ -243,12 +217,8 @@ class VM:
         typed line never matches them.
         """
         tag = secrets.token_hex(4)
-        self.send(
-            f"printf '%s%s\\n' {tag} -BEGIN; {command}; printf '%s%s %d\\n' {tag} -END $?\n"
-        )
-        match = self.expect(
-            re.compile(rf"{tag}-BEGIN\n(.*?){tag}-END (\d+)\n", re.DOTALL), timeout
-        )
+        self.send(f"printf '%s%s\\n' {tag} -BEGIN; {command}; printf '%s%s %d\\n' {tag} -END $?\n")
+        match = self.expect(re.compile(rf"{tag}-BEGIN\n(.*?){tag}-END (\d+)\n", re.DOTALL), timeout)
         return int(match.group(2)), match.group(1)
 
     def check(self, command: str, timeout: float = 120) -> str:
