@@ -35,6 +35,7 @@ root) so it is unit-tested off the appliance; ``main`` only runs things.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -80,13 +81,21 @@ class BootPlan:
     def headless(self) -> bool:
         return self.mode in HEADLESS_MODES
 
-    def link_interface(self) -> str | None:
-        """The network interface named by ``--link tbnet:IFACE``, if any."""
+    def interfaces(self) -> tuple[str, ...]:
+        """Network interfaces the headless run uses, to be brought up first:
+        ``--link tbnet:IFACE`` and the scope of an IPv6 address in
+        ``--to``/``--listen`` (``[fe80::1%eth0]:7554``)."""
         args = list(self.argv)
-        for i, arg in enumerate(args[:-1]):
-            if arg == "--link" and args[i + 1].startswith("tbnet:"):
-                return args[i + 1].split(":", 1)[1] or None
-        return None
+        found: list[str] = []
+        for opt, value in itertools.pairwise(args):
+            name = None
+            if opt == "--link" and value.startswith("tbnet:"):
+                name = value.split(":", 1)[1]
+            elif opt in ("--to", "--listen") and "%" in value:
+                name = re.split(r"[\]:]", value.split("%", 1)[1])[0]
+            if name and name not in found:
+                found.append(name)
+        return tuple(found)
 
     def device_options(self) -> tuple[str, ...]:
         """Block devices named by --source/--target."""
@@ -321,23 +330,27 @@ def _find_error(obj: object) -> str | None:
 
 
 def result_line(exit_code: int, output_lines: Sequence[str]) -> str:
-    """Summarise a headless run from its exit code and its --json output."""
-    digest = error = None
-    for line in output_lines:
-        line = line.strip()
+    """Summarise a headless run from its exit code and its --json output.
+
+    The error is the last JSON error event's message; failing that, the last
+    plain (stderr) line that is not a hint.
+    """
+    digest = json_error = plain_error = None
+    for raw in output_lines:
+        line = raw.strip()
         if not line.startswith("{"):
-            if line:
-                error = line  # a plain stderr line: the best error we have
+            if line and not line.startswith("hint:"):
+                plain_error = line
             continue
         try:
             event = json.loads(line)
         except ValueError:
             continue
         digest = _find_digest(event) or digest
-        error = _find_error(event) or error
+        json_error = _find_error(event) or json_error
     if exit_code == 0:
         return f"{RESULT} ok exit=0 digest={digest or 'unknown'}"
-    reason = " ".join((error or "no error message").split())[:200]
+    reason = " ".join((json_error or plain_error or "no error message").split())[:200]
     return f"{RESULT} failed exit={exit_code} error={reason}"
 
 
@@ -473,11 +486,24 @@ def run_console() -> int:
     return _console_wizard(plan, plan_error)
 
 
+def _link_local_ready(interface: str) -> bool:
+    """True once the interface has an IPv6 link-local address past DAD."""
+    proc = subprocess.run(
+        ["ip", "-6", "-o", "addr", "show", "dev", interface, "scope", "link"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return any("inet6" in line and "tentative" not in line for line in proc.stdout.splitlines())
+
+
 def _bring_up(interface: str) -> None:
     if not _wait_for(lambda: Path(f"/sys/class/net/{interface}").exists(), 30):
         _say(f"usb4-recovery: network interface {interface} did not appear")
         return
     subprocess.call(["ip", "link", "set", "dev", interface, "up"])
+    if not _wait_for(lambda: _link_local_ready(interface), 15):
+        _say(f"usb4-recovery: {interface} has no IPv6 link-local address yet (no carrier?)")
 
 
 def _stream(argv: Sequence[str], log: Path) -> Iterator[str]:
@@ -504,8 +530,7 @@ def _stream(argv: Sequence[str], log: Path) -> Iterator[str]:
 def run_headless(plan: BootPlan) -> str:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     HEADLESS_LOG.touch()
-    iface = plan.link_interface()
-    if iface:
+    for iface in plan.interfaces():
         _bring_up(iface)
     for dev in plan.device_options():
         if not _wait_for(lambda dev=dev: Path(dev).exists(), 30):

@@ -53,7 +53,7 @@ def test_receive_maps_options_in_order() -> None:
         "tbnet:eth0",
         "--json",
     )
-    assert plan.link_interface() == "eth0"
+    assert plan.interfaces() == ("eth0",)
     assert plan.device_options() == ("/dev/vdb",)
 
 
@@ -74,7 +74,10 @@ def test_send_clone_mode_and_underscores() -> None:
         "[fe80::1%eth0]:7000",
         "--json",
     )
-    assert plan.link_interface() is None
+    assert plan.interfaces() == ("eth0",)
+    listen = parse_cmdline("recovery.mode=receive recovery.target=/x recovery.listen=[fe80::2%tb0]:7554")
+    assert listen.interfaces() == ("tb0",)
+    assert parse_cmdline("recovery.mode=send recovery.source=/x recovery.to=10.0.0.1:7").interfaces() == ()
 
 
 def test_last_occurrence_wins_and_json_not_doubled() -> None:
@@ -126,6 +129,8 @@ def test_result_line_failure_names_the_error() -> None:
     assert line.startswith("USB4-RECOVERY RESULT failed exit=4 error=")
     assert "\n" not in line
     assert result_line(2, ["usage: recovery receive"]).endswith("error=usage: recovery receive")
+    lines = ['{"event":"error","message":"cannot connect"}', "error: cannot connect", "hint: start it"]
+    assert result_line(4, lines).endswith("error=cannot connect")
 
 
 def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:

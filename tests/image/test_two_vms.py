@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
-from .vm import READY, RESULT, VM
+from .vm import READY, RESULT, VM, VMError
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
@@ -58,7 +58,9 @@ def _make_source_disk(path: Path, scratch: Path) -> None:
     (tree / "docs").mkdir(parents=True)
     rng = hashlib.sha256(b"usb4-recovery test data")
     for i in range(8):
-        chunk = b"".join(hashlib.sha256(rng.digest() + bytes([i, j])).digest() for j in range(8192))
+        chunk = b"".join(
+            hashlib.sha256(rng.digest() + i.to_bytes(2, "big") + j.to_bytes(2, "big")).digest() for j in range(8192)
+        )
         (tree / "docs" / f"file{i}.bin").write_bytes(chunk)  # 256 KiB each
     (tree / "hello.txt").write_text("cloned over a stand-in cable\n")
     fs = scratch / "fs.img"
@@ -130,7 +132,11 @@ def _link_options() -> tuple[str, str]:
     if _has("recovery/link/tbnet"):
         return "recovery.link=tbnet:eth0", "recovery.link=tbnet:eth0"
     peer = _link_local(MAC_B)
-    return f"recovery.to=[{peer}%eth0]:{PORT}", f"recovery.listen=[::]:{PORT}"
+    return f"recovery.to=[{peer}%eth0]:{PORT}", f"recovery.listen=[{peer}%eth0]:{PORT}"
+
+
+def _tails(vms: list[VM]) -> str:
+    return "\n".join(f"--- serial console of VM {vm.name} (end) ---\n{vm.tail(3000)}" for vm in vms)
 
 
 def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
@@ -177,12 +183,14 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
         a.expect(READY, BOOT_TIMEOUT)
 
         a_result = a.expect(RESULT, CLONE_TIMEOUT)
-        b_result = b.expect(RESULT, CLONE_TIMEOUT)
-        assert a_result.group(1) == "ok", a.tail()
-        assert b_result.group(1) == "ok", b.tail()
+        assert a_result.group(1) == "ok", f"sender failed: {a_result.group(0)}\n{_tails(vms)}"
+        b_result = b.expect(RESULT, 120)
+        assert b_result.group(1) == "ok", f"receiver failed: {b_result.group(0)}\n{_tails(vms)}"
         # Flush the receiver's writes before QEMU goes away.
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)
+    except VMError as exc:
+        raise VMError(f"{exc}\n{_tails(vms)}") from None
     finally:
         for machine in vms:
             machine.close()

@@ -73,11 +73,12 @@ def prepare_image(image: Path, dest: Path, cmdline: str) -> None:
 
 
 def boot_cmdline(image: Path, extra: str) -> str:
-    """The image's own options without 'quiet', plus `extra`."""
+    """The image's own options (kernel messages kept off the serial console,
+    where they would cut into command output), plus `extra`."""
     keep = [
         opt
         for opt in image_cmdline(image).split()
-        if opt != "quiet" and not opt.startswith("systemd.show_status=") and not opt.startswith("recovery.")
+        if not opt.startswith("systemd.show_status=") and not opt.startswith("recovery.")
     ]
     return " ".join([*keep, "systemd.show_status=error", extra])
 
