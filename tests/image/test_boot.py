@@ -146,6 +146,24 @@ def test_screens_are_not_blank(vm: VM) -> None:
     assert "root shell" in shell_screen
 
 
+def test_missing_module_is_explained_on_screen(vm: VM) -> None:
+    """Without thunderbolt_stream, tty1 says so and what to do."""
+    vm.check("rmmod thunderbolt_stream")
+    try:
+        vm.check("systemctl restart recovery-console.service")
+        screen = ""
+        for _ in range(60):
+            screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
+            if "thunderbolt_stream module is not loaded" in screen:
+                break
+            vm.check("sleep 1")
+        assert "thunderbolt_stream module is not loaded" in screen
+        assert "modprobe thunderbolt_stream" in screen
+    finally:
+        vm.check("modprobe thunderbolt_stream")
+    vm.check(f"test -d {STREAM}")
+
+
 def test_runs_from_ram_without_the_stick(vm: VM) -> None:
     """Take the stick away (the kernel forgets the USB disk): the system and
     the app still work."""

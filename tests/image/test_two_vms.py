@@ -189,6 +189,10 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
         # Flush the receiver's writes before QEMU goes away.
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)
+        # The first screen showed the headless run and its result.
+        screen = b.check("cat /dev/vcs1 | tr -s ' ' ' '")
+        assert "Headless receive" in screen
+        assert "RESULT ok" in screen
     except VMError as exc:
         raise VMError(f"{exc}\n{_tails(vms)}") from None
     finally:
