@@ -400,7 +400,8 @@ def _plan_or_complain() -> tuple[BootPlan, str | None]:
 
 
 def _banner(plan: BootPlan, state: SystemState, plan_error: str | None) -> None:
-    _say()
+    # Start from a clean screen: boot messages may still be on it.
+    sys.stdout.write("\033[H\033[2J")
     _say(f"USB4 Recovery  (kernel {state.kernel}, mode {plan.mode})")
     _say("Alt+F1: this screen   Alt+F2: root shell   The stick may be removed now.")
     _say()
