@@ -238,7 +238,8 @@ log "tools tree: ${tools_packages[*]}"
 mmdebstrap_tree "$tools" apt "$(
 	IFS=,
 	echo "${tools_packages[*]}"
-)" --quiet
+)" --quiet ||
+	die "could not make the tools tree; does $suite have linux-headers-$kver and linux-source-$series? (--kernel-version, --suite)"
 
 mapfile -t image_packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/initramfs/packages.list")
 image_packages+=("linux-binary-$kver" "linux-modules-$kver")
@@ -253,7 +254,8 @@ mmdebstrap_tree "$root" essential "$(
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/info/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
-	--dpkgopt='path-exclude=/usr/share/lintian/*'
+	--dpkgopt='path-exclude=/usr/share/lintian/*' ||
+	die "could not make the root tree; are all of these in $suite: ${image_packages[*]}? (--extra-packages)"
 
 # The module's source, headers and the shipped kernel must be one version.
 pkgver() { dpkg-query --admindir="$1/var/lib/dpkg" -W -f '${Version}' "$2"; }
