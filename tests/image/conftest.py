@@ -1,0 +1,59 @@
+"""Fixtures of the image tier: the built appliance image and VM scratch space.
+
+The image is out/usb4-recovery.img (or $USB4_RECOVERY_IMAGE).  When it is
+missing and this runs as root with mmdebstrap installed, it is built first
+(./build-image.sh, a few minutes when the download cache is warm).  Where the
+image cannot be had the VM tests are skipped, except under CI (CI=true),
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .vm import missing_host_tools
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 30 * 60
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    path = Path(os.environ.get("USB4_RECOVERY_IMAGE", REPO / "out" / "usb4-recovery.img"))
+    if not path.exists():
+        if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
+            _unavailable(f"{path} is missing; build it with ./build-image.sh (as root)")
+        proc = subprocess.run(
+            [str(REPO / "build-image.sh"), "--output", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"./build-image.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    missing = missing_host_tools()
+    if missing:
+        _unavailable(f"cannot boot the image here, missing: {', '.join(missing)}")
+    return path
+
+
+@pytest.fixture
+def vm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Scratch space for VM disks and logs, removed afterwards (kept on failure
+    only as far as the logs printed in the failure message go)."""
+    path = tmp_path_factory.mktemp("vm")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""Fast tests of the appliance launcher: kernel command line -> what runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recovery.appliance import (
+    BootPlan,
+    CmdlineError,
+    check_system,
+    list_disks,
+    parse_cmdline,
+    ready_line,
+    result_line,
+    split_cmdline,
+)
+
+DEBIAN_PREFIX = "BOOT_IMAGE=/x console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet"
+
+
+def test_split_like_the_kernel() -> None:
+    assert split_cmdline('a b="c d"  e "f g"') == ["a", "b=c d", "e", "f g"]
+    assert split_cmdline("a -- recovery.mode=shell") == ["a"]
+    assert split_cmdline("  \n") == []
+
+
+def test_default_is_the_wizard() -> None:
+    assert parse_cmdline(DEBIAN_PREFIX) == BootPlan(mode="wizard")
+    assert parse_cmdline("") == BootPlan(mode="wizard")
+
+
+def test_shell_mode() -> None:
+    plan = parse_cmdline(f"{DEBIAN_PREFIX} recovery.mode=shell")
+    assert plan.mode == "shell"
+    assert not plan.headless
+    assert plan.argv == ()
+
+
+def test_receive_maps_options_in_order() -> None:
+    plan = parse_cmdline(
+        f"{DEBIAN_PREFIX} recovery.mode=receive recovery.target=/dev/vdb recovery.yes recovery.link=tbnet:eth0"
+    )
+    assert plan.headless
+    assert plan.argv == (
+        "recovery",
+        "receive",
+        "--target",
+        "/dev/vdb",
+        "--yes",
+        "--link",
+        "tbnet:eth0",
+        "--json",
+    )
+    assert plan.interfaces() == ("eth0",)
+    assert plan.device_options() == ("/dev/vdb",)
+
+
+def test_send_clone_mode_and_underscores() -> None:
+    plan = parse_cmdline(
+        "recovery.mode=send recovery.source=/dev/nvme0n1 recovery.clone=exact "
+        'recovery.no_verify recovery.to="[fe80::1%eth0]:7000"'
+    )
+    assert plan.argv == (
+        "recovery",
+        "send",
+        "--source",
+        "/dev/nvme0n1",
+        "--mode",
+        "exact",
+        "--no-verify",
+        "--to",
+        "[fe80::1%eth0]:7000",
+        "--json",
+    )
+    assert plan.interfaces() == ("eth0",)
+    listen = parse_cmdline("recovery.mode=receive recovery.target=/x recovery.listen=[fe80::2%tb0]:7554")
+    assert listen.interfaces() == ("tb0",)
+    assert parse_cmdline("recovery.mode=send recovery.source=/x recovery.to=10.0.0.1:7").interfaces() == ()
+
+
+def test_last_occurrence_wins_and_json_not_doubled() -> None:
+    plan = parse_cmdline(
+        "recovery.mode=shell recovery.mode=receive recovery.target=/dev/a recovery.json recovery.target=/dev/b"
+    )
+    assert plan.argv == ("recovery", "receive", "--target", "/dev/b", "--json")
+
+
+def test_options_outside_headless_modes_are_reported() -> None:
+    plan = parse_cmdline("recovery.target=/dev/sda")
+    assert plan.mode == "wizard"
+    assert plan.ignored and "recovery.target" in plan.ignored[0]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "needle"),
+    [
+        ("recovery.mode=clone", "unknown mode"),
+        ("recovery.mode", "unknown mode"),
+        ("recovery.mode=send recovery.clone=fast", "recovery.clone=fast"),
+        ("recovery.mode=receive recovery.clone=used", "chosen by the sender"),
+        ("recovery.mode=send recovery.Bad=1", "not an option name"),
+        ("recovery.mode=send recovery.--x", "not an option name"),
+    ],
+)
+def test_bad_cmdlines_say_which_parameter(cmdline: str, needle: str) -> None:
+    with pytest.raises(CmdlineError, match=needle):
+        parse_cmdline(cmdline)
+
+
+def test_other_parameters_are_not_ours() -> None:
+    assert parse_cmdline("recoveryx.mode=send systemd.recovery=1") == BootPlan()
+
+
+def test_result_line_success_takes_the_last_digest() -> None:
+    lines = [
+        '{"event": "progress", "done": 1}',
+        '{"event": "chunk", "digest": "aaa"}',
+        '{"event": "done", "result": {"image_digest": "b3:1234"}}',
+    ]
+    assert result_line(0, lines) == "USB4-RECOVERY RESULT ok exit=0 digest=b3:1234"
+    assert result_line(0, []) == "USB4-RECOVERY RESULT ok exit=0 digest=unknown"
+
+
+def test_result_line_failure_names_the_error() -> None:
+    lines = ['{"event": "error", "error": {"message": "peer\\nclosed"}}', "not json {"]
+    line = result_line(4, lines)
+    assert line.startswith("USB4-RECOVERY RESULT failed exit=4 error=")
+    assert "\n" not in line
+    assert result_line(2, ["usage: recovery receive"]).endswith("error=usage: recovery receive")
+    lines = ['{"event":"error","message":"cannot connect"}', "error: cannot connect", "hint: start it"]
+    assert result_line(4, lines).endswith("error=cannot connect")
+
+
+def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:
+    root = tmp_path / "sys"
+    for mod in modules:
+        (root / "module" / mod).mkdir(parents=True)
+    for name, size in disks.items():
+        (root / "block" / name).mkdir(parents=True)
+        (root / "block" / name / "size").write_text(f"{size}\n")
+    (root / "block").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_check_system_all_good(tmp_path: Path) -> None:
+    root = _sysfs(tmp_path, ["thunderbolt", "thunderbolt_stream"], {"vda": 2048})
+    (root / "kernel" / "config" / "thunderbolt" / "stream").mkdir(parents=True)
+    state = check_system(root, "7.2.13+deb14-amd64")
+    assert state.problems == ()
+    assert state.disks == ("vda",)
+    plan = BootPlan(mode="wizard")
+    assert ready_line(plan, state) == (
+        "USB4-RECOVERY READY mode=wizard kernel=7.2.13+deb14-amd64 thunderbolt_stream=loaded problems=0"
+    )
+
+
+def test_check_system_explains_missing_module_and_disks(tmp_path: Path) -> None:
+    root = _sysfs(tmp_path, ["thunderbolt"], {"loop0": 100, "sr0": 10, "vdz": 0})
+    (root / "kernel" / "security").mkdir(parents=True)
+    (root / "kernel" / "security" / "lockdown").write_text("none [integrity] confidentiality\n")
+    state = check_system(root, "k")
+    whats = " ".join(p.what for p in state.problems)
+    todos = " ".join(p.todo for p in state.problems)
+    assert "thunderbolt_stream" in whats
+    assert "Secure Boot is on" in todos
+    assert "No disks found" in whats
+    assert all(p.todo for p in state.problems)
+
+
+def test_the_boot_stick_is_not_a_disk(tmp_path: Path) -> None:
+    root = _sysfs(tmp_path, [], {"sda": 1000, "sdb": 1000})
+    part = root / "block" / "sdb" / "sdb1"
+    part.mkdir()
+    (part / "uevent").write_text("MAJOR=8\nPARTN=1\nPARTNAME=USB4-RECOVERY\n")
+    assert list_disks(root) == ("sda",)
+    assert check_system(root).boot_disk == "sdb"
+
+
+def test_result_line_reads_the_cli_summary_event() -> None:
+    used = '{"event":"summary","role":"receiver","list_digest":"L1","image_digest":null}'
+    exact = '{"event":"summary","role":"sender","list_digest":"L2","image_digest":"I2"}'
+    assert result_line(0, [used]).endswith("digest=L1")
+    assert result_line(0, [exact]).endswith("digest=I2")
+    failed = '{"event":"error","code":"no-peer","message":"no sender came","exit_code":5}'
+    assert result_line(5, [failed]) == "USB4-RECOVERY RESULT failed exit=5 error=no sender came"
