@@ -66,7 +66,8 @@ def build_sample_disk(path: str, size_mib: int = 256) -> None:
         _populate(root, rng, text_mib=size_mib // 8, random_mib=size_mib // 16)
         run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "demo-root", "-d", str(root),
                  "-E", f"offset={ext_start * sector}", path, f"{ext_sectors * sector // 1024}k"])
-        run.run(["mkfs.vfat", "--offset", str(fat_start), "-n", "DEMO-DATA", path,
+        fat_bits = "32" if fat_sectors * sector >= 256 * MIB else "16"  # mkfs.vfat's own pick can fail
+        run.run(["mkfs.vfat", "-F", fat_bits, "--offset", str(fat_start), "-n", "DEMO-DATA", path,
                  str(fat_sectors * sector // 1024)])
         data = Path(tmp) / "data"
         _populate(data, rng, text_mib=size_mib // 32, random_mib=size_mib // 32)
