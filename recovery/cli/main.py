@@ -8,18 +8,20 @@ tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from recovery import __version__, events
-from recovery.cli import agent, bench, demo, disks, peers, receive, send, stream, tui, verify
 from recovery.cli.common import INTERRUPTS
 from recovery.cli.output import Output
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, Interrupted, RecoveryError, UsageError
 
-COMMANDS = (send, receive, disks, peers, stream, verify, demo, bench, tui, agent)
+# Command name -> its module under recovery.cli, in the order `--help` lists them.
+COMMANDS = ("send", "receive", "disks", "peers", "stream", "verify", "demo", "bench", "tui", "agent")
 TERMINATED_EXIT_CODE = 143
 
 
@@ -28,7 +30,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules(argv: Sequence[str]) -> list[ModuleType]:
+    """The command modules to load: only the one named on the command line
+    (a clone should not wait for the wizard's imports), else all of them."""
+    named = next((a for a in argv if not a.startswith("-")), None)
+    names = [named] if named in COMMANDS else list(COMMANDS)
+    return [importlib.import_module(f"recovery.cli.{name}") for name in names]
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recovery",
         description="Clone disks between two machines over a USB4/Thunderbolt cable, "
@@ -37,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"usb4-recovery {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in COMMANDS:
+    for module in _modules(argv):
         module.register(sub)
     return parser
 
@@ -49,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, INTERRUPTS.handler)
     signal.signal(signal.SIGTERM, INTERRUPTS.handler)
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if args.command is None:
             # The appliance's first console: a person, so the wizard. Anything else: help.
             if sys.stdin.isatty() and sys.stdout.isatty():
-                return tui.run_default()
+                return importlib.import_module("recovery.cli.tui").run_default()  # type: ignore[no-any-return]
             parser.print_help()
             return 0
         out = args.output = Output(json_mode=getattr(args, "json", False), stream=_report_stream(args))

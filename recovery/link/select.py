@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recovery.errors import NoPeerError, UsageError
-from recovery.link import tbnet, tbstream, tcp
+from recovery.link import tcp
 from recovery.link.base import Connection
-from recovery.link.discovery import choose_link
 from recovery.link.stdio import mux_connection
-from recovery.link.sysfs import Sysfs
 
 KINDS = ("auto", "tcp", "stdio", "tbstream", "tbnet")
 
@@ -77,6 +75,8 @@ def receiver_spec(link: str | None, listen: str | None, from_: str | None) -> Li
 
 def _cable_links() -> dict[str, Callable[..., Connection]]:
     """Links over the USB4/Thunderbolt cable: ``(spec, role, *, timeout, on_listening) -> Connection``."""
+    from recovery.link import tbnet, tbstream  # only when the cable is used: they cost start-up time
+
     return {"tbstream": tbstream.open_link, "tbnet": tbnet.open_link}
 
 
@@ -106,6 +106,9 @@ def accept_receiver(
 
 def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
            on_listening: Callable[[str, int, str], None] | None) -> Connection:
+    from recovery.link.discovery import choose_link
+    from recovery.link.sysfs import Sysfs
+
     links = _cable_links()
     if spec.kind == "auto":
         spec = LinkSpec(choose_link(Sysfs()))
