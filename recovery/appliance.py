@@ -435,6 +435,9 @@ def _console_wizard(plan: BootPlan, plan_error: str | None) -> int:
     while True:
         state = _current_state()
         _banner(plan, state, plan_error)
+        if state.problems or plan_error:
+            # The wizard would cover the explanation: let the person read it first.
+            _press_enter("\nPress Enter to start the wizard anyway. ")
         started = time.monotonic()
         rc = subprocess.call([*_recovery_cmd(), "tui"])
         if rc == 0:

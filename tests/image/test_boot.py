@@ -176,8 +176,8 @@ def test_boot_medium_is_recognisable(vm: VM) -> None:
 
 
 def test_screens_are_not_blank(vm: VM) -> None:
-    """tty1 tells the user what is going on (here: no disks, what to do);
-    tty2 has a root shell."""
+    """tty1 tells the user what is going on (here: no disks, what to do) and
+    starts the wizard on Enter; tty2 has a root shell."""
     vm.check("systemctl is-active recovery-console.service recovery-shell.service")
     screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
     assert "USB4 Recovery" in screen
@@ -186,6 +186,16 @@ def test_screens_are_not_blank(vm: VM) -> None:
     assert "Alt+F2" in screen
     shell_screen = vm.check("cat /dev/vcs2 | tr -s ' ' ' '")
     assert "root shell" in shell_screen
+    # Enter (typed into tty1 as root may) starts the wizard on the console.
+    vm.check("python3 -c \"import fcntl, termios; fd = open('/dev/tty1', 'w'); "
+             "fcntl.ioctl(fd, termios.TIOCSTI, b'\\n')\"")
+    for _ in range(90):
+        screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
+        if "This machine" in screen:
+            break
+        vm.check("sleep 1")
+    assert "This machine" in screen and "Disks of this machine" in screen, screen
+    assert "TCP listening on port 7554" in screen
 
 
 def test_missing_module_is_explained_on_screen(vm: VM) -> None:
