@@ -130,11 +130,14 @@ class Recovery:
     live: ClassVar[list[Recovery]] = []  # killed after each test (see conftest)
 
     def __init__(self, *args: str, stdin: Any = None, stdout: Any = subprocess.PIPE, json_mode: bool = True,
-                 stdio_link: bool = False, env: dict[str, str] | None = None) -> None:
-        """``stdio_link``: stdout carries the link, so events are read from stderr."""
-        argv = [sys.executable, "-m", "recovery", *args] + (["--json"] if json_mode else [])
-        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                     cwd=REPO, env={**os.environ, **(env or {})})
+                 stdio_link: bool = False, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """``stdio_link``: stdout carries the link, so events are read from stderr.
+        ``prefix``: run under another command (``ip netns exec NS``)."""
+        argv = [*prefix, sys.executable, "-m", "recovery", *args] + (["--json"] if json_mode else [])
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO,
+                                     env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+                                          **(env or {})})
+        self.started = time.monotonic()
         Recovery.live.append(self)
         self.events: list[dict[str, Any]] = []
         self.stderr = ""
@@ -153,6 +156,7 @@ class Recovery:
             return False
         if not isinstance(event, dict):
             return False
+        event["_at"] = time.monotonic() - self.started  # seconds after the start
         with self._cond:
             self.events.append(event)
             self._cond.notify_all()
@@ -186,10 +190,16 @@ class Recovery:
         return any(t.is_alive() for t in self._threads)
 
     def wait(self, timeout: float = 120) -> int:
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.kill()  # on a timeout, do not leave it running
         for t in self._threads:
             t.join(5)
         return code
+
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
 
     def event(self, kind: str) -> dict[str, Any] | None:
         return next((e for e in self.events if e.get("event") == kind), None)
