@@ -11,7 +11,6 @@ from pathlib import Path
 
 # ioctl numbers from <linux/fs.h>
 BLKGETSIZE64 = 0x80081272
-BLKSSZGET = 0x1268
 BLKFLSBUF = 0x1261
 BLKRRPART = 0x125F
 BLKZEROOUT = 0x127F
@@ -56,14 +55,6 @@ def device_size(fd: int) -> int:
         return st.st_size
     buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
     return int(struct.unpack("Q", buf)[0])
-
-
-def sector_size(fd: int) -> int:
-    try:
-        buf = fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4)
-        return int(struct.unpack("i", buf)[0])
-    except OSError:
-        return 512
 
 
 def sysfs_dir(rdev: int) -> Path:

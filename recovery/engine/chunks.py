@@ -61,11 +61,3 @@ def plan_chunks(
     if start >= 0:
         yield Chunk(seq, start, end - start, tuple(holes))
 
-
-def chunk_totals(chunks: Sequence[Chunk] | Iterator[Chunk]) -> tuple[int, int]:
-    """(number of chunks, bytes they cover)."""
-    count = total = 0
-    for c in chunks:
-        count += 1
-        total += c.length
-    return count, total

@@ -154,8 +154,7 @@ class Reorder(Generic[T]):
 class Meter:
     """Busy time of one pipeline stage, summed over its threads."""
 
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = threads
+    def __init__(self) -> None:
         self.busy = 0.0
         self._lock = threading.Lock()
 

@@ -82,7 +82,7 @@ class ReceivePipeline:
         self.ledger = bytearray()
         self.held: list[tuple[ChunkHeader, bytes | None]] = []
         self.net_meter = Meter()
-        self.work_meter = Meter(workers)
+        self.work_meter = Meter()
         self.write_meter = Meter()
         self.done_bytes = 0
         self.zero_bytes = 0

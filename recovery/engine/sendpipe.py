@@ -74,7 +74,7 @@ class SendPipeline:
         self.list_hasher = blake3.blake3()
         self.image_hasher = blake3.blake3() if image_digest else None
         self.read_meter = Meter()
-        self.work_meter = Meter(workers)
+        self.work_meter = Meter()
         self.done_bytes = 0
         self.zero_bytes = 0
         self.frames = 0

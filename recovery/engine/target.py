@@ -39,7 +39,6 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
 
 class Target:
     def __init__(self, path: str) -> None:
-        self.requested = path
         self.created = False
         exists = os.path.exists(path)
         if exists and stat.S_ISBLK(os.stat(path).st_mode):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from recovery.errors import LinkError
 from recovery.link.base import Buffer, Channel, Connection, FdChannel
-from recovery.protocol.mux import CONTROL, DATA, MAX_RECORD, MUX_HEADER, MuxDecoder
+from recovery.protocol.mux import CONTROL, DATA, MAX_RECORD, MuxDecoder, encode_record_header
 
 BUFFER_LIMIT = 16 << 20  # bytes buffered per channel before the reader waits
 
@@ -97,7 +97,7 @@ class Mux:
             view = memoryview(part).cast("B")
             for start in range(0, len(view), MAX_RECORD):
                 piece = view[start : start + MAX_RECORD]
-                self.io.send_parts((MUX_HEADER.pack(channel, len(piece)), piece))
+                self.io.send_parts((encode_record_header(channel, len(piece)), piece))
 
     def abort(self) -> None:
         with self.cond:

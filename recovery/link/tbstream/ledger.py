@@ -75,10 +75,6 @@ class Ledger:
             entries[:] = [e for e in entries if e.path != str(path)]
             entries.append(Entry(str(path), kind, owner, os.getpid()))
 
-    def drop(self, path: Path) -> None:
-        with self.edit() as entries:
-            entries[:] = [e for e in entries if e.path != str(path)]
-
     def find(self, path: Path) -> Entry | None:
         return next((e for e in self.entries() if e.path == str(path)), None)
 
