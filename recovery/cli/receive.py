@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from recovery import events
 from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
 from recovery.disks import safety
+from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.receive import receive_disk
+from recovery.errors import RefusedError
 from recovery.link.select import accept_receiver, receiver_spec
 from recovery.link.tcp import DEFAULT_PORT
 
@@ -33,10 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = receiver_spec(args.link, args.listen, args.from_)
     out = args.output
-    # Fail before waiting for a sender if the target can never be written.
+    # Fail before waiting for a sender if the target can never be written,
+    # and pin it as it is now: the clone refuses it if it changes meanwhile.
     safety.check_target_path(args.target, overwrite=args.yes)
+    expect = None
+    if os.path.exists(args.target):
+        try:
+            expect = identify(args.target)
+        except OSError as e:
+            raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
     opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
-                          timeout=args.timeout)
+                          timeout=args.timeout, expect=expect)
 
     def listening(address: str, port: int, link: str) -> None:
         out(events.Listening(address=address, port=port, link=link))

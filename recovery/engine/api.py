@@ -39,6 +39,7 @@ class SendOptions:
 class ReceiveOptions:
     target: str
     overwrite: bool = False  # the user agreed to overwrite existing data
+    expect: Identity | None = None  # the target as it was when the user named it
     verify: bool = True
     timeout: float = DEFAULT_TIMEOUT
     workers: int = 2

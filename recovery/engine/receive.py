@@ -61,9 +61,9 @@ def run_receive(
             parts=[{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes}
                    for p in plan.map.parts],
         ))
+        ctl.send(m.Accept(target=pinned))
         # The last look before the first write: still the disk that was pinned?
         target.recheck(pinned)
-        ctl.send(m.Accept(target=pinned))
         target.prepare(plan.size)
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
@@ -173,6 +173,11 @@ def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
     target = Target(opts.target)
     try:
         pinned = target.identity()
+        if opts.expect is not None:
+            why = identity.mismatch(opts.expect, pinned)
+            if why:
+                raise RefusedError(f"{target.path} changed since it was chosen: {why}",
+                                   hint="check the disk with `recovery disks` and start again")
         if plan.target is not None:
             why = identity.mismatch(plan.target, pinned)
             if why:

@@ -96,3 +96,18 @@ def test_target_is_the_file_behind_the_source_loop(gpt_image: Path, tmp_path: Pa
     with loop_device(copy) as dev:
         _, rx_msg = clone_refused(dev, str(copy), "--yes")
     assert "is the source" in rx_msg
+
+
+def test_target_changed_while_waiting_for_the_sender(source_loop: str, blank_loop: str) -> None:
+    """The receiver pins the target when started; a new partition table written
+    while it waits makes it refuse the plan, and nothing is written."""
+    rx, port = receiver(blank_loop, "--yes")
+    sh("sfdisk", "--quiet", blank_loop, input="label: gpt\nsize=8M, type=L\n")
+    before = open(blank_loop, "rb").read(MIB)
+    tx = Recovery("send", "--source", source_loop, "--to", f"127.0.0.1:{port}")
+    assert tx.wait() == RefusedError.exit_code, tx.stderr
+    assert rx.wait() == RefusedError.exit_code, rx.stderr
+    error = rx.event("error")
+    assert error and "changed since it was chosen" in error["message"]
+    with open(blank_loop, "rb") as f:
+        assert f.read(MIB) == before
