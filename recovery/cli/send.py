@@ -9,7 +9,7 @@ from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.level import parse_level
-from recovery.engine.send import send_disk
+from recovery.engine.send import check_options, send_disk
 from recovery.link.select import connect_sender, sender_spec
 from recovery.units import parse_size
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         allow_mounted=args.allow_mounted,
         timeout=args.timeout,
     )
+    check_options(opts)  # a typo in --source fails here, not after connecting
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))
     with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel:

@@ -14,7 +14,7 @@ from recovery.engine.level import LevelController, Sample, level_name
 from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
 from recovery.engine.sendpipe import SendPipeline
 from recovery.engine.session import PeerLink, handshake
-from recovery.engine.source import Source
+from recovery.engine.source import Source, check_source
 from recovery.errors import RefusedError, RemoteProtocolError, UsageError, VerificationError
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
@@ -40,6 +40,13 @@ class _ChunkList:
         return plan_chunks(self.extents, self.chunk_size)
 
 
+def check_options(opts: SendOptions) -> None:
+    """What can be refused before a link is opened: the chunk size, the source."""
+    if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
+        raise UsageError("the chunk size must be a multiple of 4 KiB, at most 64 MiB")
+    check_source(opts.source, allow_mounted=opts.allow_mounted)
+
+
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Handshake on a fresh connection, then send one disk."""
     link = handshake(conn, "sender", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
@@ -51,8 +58,7 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
 
 def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Plan, stream and check one clone of a local disk to the peer."""
-    if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
-        raise UsageError("the chunk size must be a multiple of 4 KiB, at most 64 MiB")
+    check_options(opts)
     conn, ctl, theirs = link.conn, link.ctl, link.theirs
     source: Source | None = None
     pipe: SendPipeline | None = None

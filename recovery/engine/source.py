@@ -11,25 +11,30 @@ from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
 
+def check_source(path: str, *, allow_mounted: bool = False) -> None:
+    """Refuse a source that cannot be copied; cheap, so callers run it before connecting."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"source {path} does not exist",
+                         hint="run `recovery disks` to see this machine's disks") from None
+    except OSError as e:
+        raise SourceReadError(f"cannot open source {path}: {e.strerror}") from None
+    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        raise UsageError(f"source {path} is neither a block device nor a regular file")
+    if stat.S_ISBLK(st.st_mode) and not allow_mounted:
+        writable = _writable_mounts(st.st_rdev)
+        if writable:
+            raise RefusedError(
+                f"source {path} is mounted read-write at {', '.join(writable)}: "
+                "a copy would be inconsistent",
+                hint="unmount it (or remount read-only), or pass --allow-mounted",
+            )
+
+
 class Source:
     def __init__(self, path: str, *, allow_mounted: bool = False) -> None:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise UsageError(f"source {path} does not exist",
-                             hint="run `recovery disks` to see this machine's disks") from None
-        except OSError as e:
-            raise SourceReadError(f"cannot open source {path}: {e.strerror}") from None
-        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            raise UsageError(f"source {path} is neither a block device nor a regular file")
-        if stat.S_ISBLK(st.st_mode) and not allow_mounted:
-            writable = _writable_mounts(st.st_rdev)
-            if writable:
-                raise RefusedError(
-                    f"source {path} is mounted read-write at {', '.join(writable)}: "
-                    "a copy would be inconsistent",
-                    hint="unmount it (or remount read-only), or pass --allow-mounted",
-                )
+        check_source(path, allow_mounted=allow_mounted)
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:

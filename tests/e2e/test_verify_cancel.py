@@ -54,3 +54,17 @@ def test_ctrl_c_on_the_sender_cancels_the_receiver(source_loop: str, blank_loop:
     assert err and "the peer cancelled: interrupted by the user" in err["message"]
     assert rx.event("summary") is None
     assert "Traceback" not in tx.stderr + rx.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--source", "/nonexistent"), "does not exist"),
+    (("--source", "/etc"), "neither a block device nor a regular file"),
+    (("--source", "/etc/hostname", "--chunk-size", "5000"), "multiple of 4 KiB"),
+])
+def test_bad_sender_input_fails_before_connecting(args: tuple[str, ...], words: str) -> None:
+    # Port 9 on loopback has no listener: reaching the link would say "cannot connect".
+    r = Recovery("send", *args, "--to", "127.0.0.1:9")
+    assert r.wait(30) == 2
+    error = r.event("error")
+    assert error and words in error["message"]
+    assert r.event("phase") is None and "Traceback" not in r.stderr
