@@ -134,10 +134,12 @@ def test_no_receiver_is_no_peer(disks: tuple[str, str]) -> None:
         assert "--to HOST:PORT" in sender.stderr
 
 
-def test_no_interface_at_all_says_so() -> None:
+def test_no_interface_at_all_says_so(tmp_path: Path) -> None:
+    source = tmp_path / "small.img"  # a real source, so the link is what fails
+    source.write_bytes(bytes(1 << 20))
     with cable() as (a, _):
         sh("ip", "-n", a, "link", "del", "thunderbolt0")
-        p = Proc(a, "send", "--source", "/dev/null", "--timeout", "3")
+        p = Proc(a, "send", "--source", str(source), "--timeout", "3")
         assert p.wait() == MissingToolError.exit_code  # nothing on the thunderbolt bus, no interface
         assert p.error_lines() == ["error: no Thunderbolt/USB4 support here (the thunderbolt module is not loaded)"]
         assert "--to HOST:PORT" in p.stderr, p.stderr
