@@ -52,6 +52,7 @@ HEADLESS_MODES = ("send", "receive")
 CLONE_MODES = ("used", "exact")
 PREFIX = "recovery."
 BOOT_PARTNAME = "USB4-RECOVERY"
+UDEV_DB = Path("/run/udev/data")  # b MAJOR:MINOR for each block device udev has handled
 READY = "USB4-RECOVERY READY"
 RESULT = "USB4-RECOVERY RESULT"
 RUN_DIR = Path("/run/usb4-recovery")
@@ -213,18 +214,37 @@ def _boot_disk(sys_root: Path) -> str | None:
     return None
 
 
+def _real_disks(sys_root: Path) -> list[Path]:
+    """Whole disks with media: not loop/ram/zram/optical/floppy/dm/md, not empty."""
+    return [
+        disk
+        for disk in sorted((sys_root / "block").glob("*"))
+        if not disk.name.startswith(("loop", "ram", "zram", "sr", "fd", "dm-", "md"))
+        and _read(disk / "size") not in ("", "0")
+    ]
+
+
 def list_disks(sys_root: Path = Path("/sys")) -> tuple[str, ...]:
-    """Whole disks a clone could use: not loop/ram/zram/optical, not empty."""
-    disks = []
+    """Whole disks a clone could use: real disks except the stick we booted from."""
     boot = _boot_disk(sys_root)
-    for disk in sorted((sys_root / "block").glob("*")):
-        name = disk.name
-        if name.startswith(("loop", "ram", "zram", "sr", "fd", "dm-", "md")) or name == boot:
-            continue
-        if _read(disk / "size") in ("", "0"):
-            continue
-        disks.append(name)
-    return tuple(disks)
+    return tuple(disk.name for disk in _real_disks(sys_root) if disk.name != boot)
+
+
+def unsettled_disks(sys_root: Path = Path("/sys"), udev_db: Path = UDEV_DB) -> tuple[str, ...]:
+    """Disks udev has not finished with yet.
+
+    The kernel shows a new disk in sysfs before it has read the partition
+    table, so until udev has handled the disk (its database entry exists) the
+    stick may not yet be recognisable by its partition name.  Without a
+    running udev (no database) there is nothing to wait for.
+    """
+    if not udev_db.is_dir():
+        return ()
+    return tuple(
+        disk.name
+        for disk in _real_disks(sys_root)
+        if not (udev_db / f"b{_read(disk / 'dev')}").exists()
+    )
 
 
 def check_system(sys_root: Path = Path("/sys"), kernel: str = "") -> SystemState:
@@ -385,8 +405,9 @@ def _kernel_release() -> str:
 
 
 def _current_state(wait_disks: float = 10.0) -> SystemState:
-    # udev may still be finding disks when this starts: give them a moment.
-    _wait_for(lambda: bool(list_disks()), wait_disks)
+    # udev may still be finding disks when this starts: give them a moment,
+    # and let it finish each disk it found so the stick is told apart.
+    _wait_for(lambda: bool(list_disks()) and not unsettled_disks(), wait_disks)
     return check_system(Path("/sys"), _kernel_release())
 
 

@@ -15,6 +15,7 @@ from recovery.appliance import (
     ready_line,
     result_line,
     split_cmdline,
+    unsettled_disks,
 )
 
 DEBIAN_PREFIX = "BOOT_IMAGE=/x console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet"
@@ -176,6 +177,20 @@ def test_the_boot_stick_is_not_a_disk(tmp_path: Path) -> None:
     (part / "uevent").write_text("MAJOR=8\nPARTN=1\nPARTNAME=USB4-RECOVERY\n")
     assert list_disks(root) == ("sda",)
     assert check_system(root).boot_disk == "sdb"
+
+
+def test_a_disk_is_settled_once_udev_has_handled_it(tmp_path: Path) -> None:
+    """The kernel lists the stick before its partitions: wait for udev."""
+    root = _sysfs(tmp_path, [], {"sda": 1000, "vda": 2048, "loop0": 8})
+    for name, dev in (("sda", "8:0"), ("vda", "254:0"), ("loop0", "7:0")):
+        (root / "block" / name / "dev").write_text(f"{dev}\n")
+    db = tmp_path / "udev"
+    assert unsettled_disks(root, tmp_path / "no-udev") == ()
+    db.mkdir()
+    (db / "b254:0").write_text("")
+    assert unsettled_disks(root, db) == ("sda",)  # loop devices are not waited for
+    (db / "b8:0").write_text("")
+    assert unsettled_disks(root, db) == ()
 
 
 def test_result_line_reads_the_cli_summary_event() -> None:
