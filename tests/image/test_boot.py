@@ -179,23 +179,12 @@ def test_screens_are_not_blank(vm: VM) -> None:
     """tty1 tells the user what is going on (here: no disks, what to do) and
     starts the wizard on Enter; tty2 has a root shell."""
     vm.check("systemctl is-active recovery-console.service recovery-shell.service")
-    screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
-    assert "USB4 Recovery" in screen
-    assert "No disks found" in screen
-    assert "What to do" in screen
-    assert "Alt+F2" in screen
-    shell_screen = vm.check("cat /dev/vcs2 | tr -s ' ' ' '")
-    assert "root shell" in shell_screen
+    vm.wait_screen(1, ["USB4 Recovery", "No disks found", "What to do", "Alt+F2"])
+    vm.wait_screen(2, ["root shell"])
     # Enter (typed into tty1 as root may) starts the wizard on the console.
     vm.check("python3 -c \"import fcntl, termios; fd = open('/dev/tty1', 'w'); "
              "fcntl.ioctl(fd, termios.TIOCSTI, b'\\n')\"")
-    for _ in range(90):
-        screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
-        if "This machine" in screen:
-            break
-        vm.check("sleep 1")
-    assert "This machine" in screen and "Disks of this machine" in screen, screen
-    assert "TCP listening on port 7554" in screen
+    vm.wait_screen(1, ["This machine", "Disks of this machine", "TCP listening on port 7554"])
 
 
 def test_missing_module_is_explained_on_screen(vm: VM) -> None:
@@ -203,14 +192,7 @@ def test_missing_module_is_explained_on_screen(vm: VM) -> None:
     vm.check("rmmod thunderbolt_stream")
     try:
         vm.check("systemctl restart recovery-console.service")
-        screen = ""
-        for _ in range(60):
-            screen = vm.check("cat /dev/vcs1 | tr -s ' ' ' '")
-            if "thunderbolt_stream module is not loaded" in screen:
-                break
-            vm.check("sleep 1")
-        assert "thunderbolt_stream module is not loaded" in screen
-        assert "modprobe thunderbolt_stream" in screen
+        vm.wait_screen(1, ["thunderbolt_stream module is not loaded", "modprobe thunderbolt_stream"], 60)
     finally:
         vm.check("modprobe thunderbolt_stream")
     vm.check(f"test -d {STREAM}")

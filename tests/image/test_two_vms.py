@@ -163,14 +163,7 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)
         # The first screen showed the headless run and its result.
-        screen = ""
-        for _ in range(20):  # tty1 polls the log once a second
-            screen = b.check("cat /dev/vcs1 | tr -s ' ' ' '")
-            if "RESULT ok" in screen:
-                break
-            b.check("sleep 1")
-        assert "Headless receive" in screen
-        assert "RESULT ok" in screen, screen
+        b.wait_screen(1, ["Headless receive", "RESULT ok"], 30)  # tty1 polls the log once a second
     except VMError as exc:
         raise VMError(f"{exc}\n{_tails(vms)}") from None
     finally:

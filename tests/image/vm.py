@@ -228,6 +228,33 @@ class VM:
             raise VMError(f"{self.name}: `{command}` exited {rc}:\n{out}")
         return out
 
+    # -- the screens -----------------------------------------------------------
+
+    def screen(self, tty: int) -> str:
+        """What virtual console ``tty`` shows now, row by row (trailing blanks cut)."""
+        code = (
+            f'd = open("/dev/vcsa{tty}", "rb").read(); rows, cols = d[0], d[1]; cells = d[4::2]; '
+            'print(chr(10).join(cells[r * cols:(r + 1) * cols].decode("latin-1").rstrip() for r in range(rows)))'
+        )
+        return self.check(f"python3 -c '{code}'").rstrip()
+
+    def wait_screen(self, tty: int, needles: Sequence[str], timeout: float = 90) -> str:
+        """Wait until console ``tty`` shows every text in ``needles`` (spaces squeezed).
+
+        The screens are drawn by programs that start and update on their own
+        clock, so a single look can land between two updates.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen(tty)
+            flat = " ".join(screen.split())
+            missing = [n for n in needles if n not in flat]
+            if not missing:
+                return screen
+            if time.monotonic() > deadline:
+                raise VMError(f"{self.name}: tty{tty} lacks {missing} after {timeout:.0f} s; it shows:\n{screen}")
+            time.sleep(1)
+
     # -- teardown ------------------------------------------------------------
 
     def close(self) -> None:
