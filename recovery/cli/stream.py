@@ -17,6 +17,7 @@ from pathlib import Path
 
 from recovery.cli.common import add_json
 from recovery.errors import LinkError, UsageError
+from recovery.link.deadline import Deadline
 from recovery.link.tbstream.agree import StreamSession, allocates, release_quietly, remove_empty_groups
 from recovery.link.tbstream.configfs import StreamInfo, check_name
 from recovery.link.tbstream.ledger import Entry
@@ -80,7 +81,7 @@ def up(host: Host, name: str, peer_name: str | None, timeout: float) -> tuple[St
             return info, allocate  # already up: say where it is again
     session = StreamSession(host.tree, host.ledger, service.name, owner="up")
     try:
-        info = session.set_up(name, allocate=allocate, deadline=time.monotonic() + timeout)
+        info = session.set_up(name, allocate=allocate, deadline=Deadline(timeout))
         _wait_node(info)
     except BaseException:
         release_quietly(session)

@@ -10,6 +10,7 @@ it and ``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,26 +75,31 @@ def receiver_spec(link: str | None, listen: str | None, from_: str | None) -> Li
 
 
 def _cable_links() -> dict[str, Callable[..., Connection]]:
-    """Links over the USB4/Thunderbolt cable: ``(spec, role, *, timeout, on_listening) -> Connection``."""
+    """Links over the USB4/Thunderbolt cable: ``(spec, role, *, timeout, on_listening, stop) -> Connection``."""
     from recovery.link import tbnet, tbstream  # only when the cable is used: they cost start-up time
 
     return {"tbstream": tbstream.open_link, "tbnet": tbnet.open_link}
 
 
-def connect_sender(spec: LinkSpec, *, timeout: float) -> Connection:
-    """The sender's side of a link: connect to (or find) the receiver."""
+def connect_sender(spec: LinkSpec, *, timeout: float, stop: threading.Event | None = None) -> Connection:
+    """The sender's side of a link: connect to (or find) the receiver.
+
+    Setting ``stop`` (from another thread) ends a wait for the peer on the
+    cable with :class:`CancelledError`.
+    """
     if spec.kind == "stdio":
         return mux_connection(0, 1)
     if spec.kind == "tcp":
         assert spec.endpoint is not None
         return tcp.connect(spec.endpoint, timeout=timeout)
-    return _cable(spec, "send", timeout=timeout, on_listening=None)
+    return _cable(spec, "send", timeout=timeout, on_listening=None, stop=stop)
 
 
 def accept_receiver(
-    spec: LinkSpec, *, timeout: float | None, on_listening: Callable[[str, int, str], None]
+    spec: LinkSpec, *, timeout: float | None, on_listening: Callable[[str, int, str], None],
+    stop: threading.Event | None = None,
 ) -> Connection:
-    """The receiver's side: listen (or wait on the cable) for one sender."""
+    """The receiver's side: listen (or wait on the cable) for one sender; ``stop`` as for the sender."""
     if spec.kind == "stdio":
         return mux_connection(0, 1)
     if spec.kind == "tcp":
@@ -101,11 +107,11 @@ def accept_receiver(
         with tcp.Listener(ep) as listener:
             on_listening(str(listener.endpoint.host or "*"), listener.port, "tcp")
             return listener.accept(timeout)
-    return _cable(spec, "receive", timeout=timeout, on_listening=on_listening)
+    return _cable(spec, "receive", timeout=timeout, on_listening=on_listening, stop=stop)
 
 
 def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
-           on_listening: Callable[[str, int, str], None] | None) -> Connection:
+           on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None) -> Connection:
     from recovery.link.discovery import choose_link
     from recovery.link.sysfs import Sysfs
 
@@ -118,4 +124,4 @@ def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
                 if role == "send" else "listen for a sender over TCP: --listen [ADDR]:PORT")
         what = spec.kind if spec.kind != "auto" else "cable"
         raise NoPeerError(f"no {what} link is available in this build", hint=hint)
-    return opener(spec, role, timeout=timeout, on_listening=on_listening)
+    return opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)

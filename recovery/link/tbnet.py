@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import select
 import socket
@@ -27,9 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.errors import LinkError, MissingToolError, NoPeerError, RecoveryError, UsageError
+from recovery.errors import CancelledError, LinkError, MissingToolError, NoPeerError, RecoveryError, UsageError
 from recovery.link import beacon, tcp
 from recovery.link.base import Connection
+from recovery.link.deadline import Deadline
 from recovery.link.sysfs import NET_MODULE, Interface, Sysfs, read_attr
 from recovery.link.watch import watch
 from recovery.run import output, run
@@ -115,7 +117,7 @@ def link_local(ifname: str, table: Path = IF_INET6) -> tuple[str | None, int]:
     return addr, flags
 
 
-def wait_link_local(sysfs: Sysfs, ifname: str, deadline: float | None) -> str:
+def wait_link_local(sysfs: Sysfs, ifname: str, deadline: Deadline) -> str:
     """Wait until the link-local address has passed duplicate address detection."""
     limit = time.monotonic() + ADDRESS_TIMEOUT
     while True:
@@ -128,13 +130,13 @@ def wait_link_local(sysfs: Sysfs, ifname: str, deadline: float | None) -> str:
             raise LinkError(f"{ifname} went away (cable unplugged?)")
         now = time.monotonic()
         carrier = _carrier(sysfs, ifname)
-        if carrier is False and deadline is not None and now >= deadline:
+        if carrier is False and deadline.expired():
             raise NoPeerError(f"nobody is on {ifname} (no carrier: the other side's interface is down)",
                               hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
-        if carrier is not False and now >= (limit if deadline is None else min(limit, deadline)):
+        if carrier is not False and (now >= limit or deadline.expired()):
             raise LinkError(f"{ifname} has no usable IPv6 link-local address",
                             hint=f"is IPv6 disabled on it? sysctl net.ipv6.conf.{ifname}.disable_ipv6")
-        time.sleep(0.1)
+        deadline.pause(0.1)
 
 
 def _carrier(sysfs: Sysfs, ifname: str) -> bool | None:
@@ -212,7 +214,7 @@ class Responder:
                 continue
 
 
-def find_receiver(ifname: str, address: str, deadline: float) -> tuple[str, beacon.Beacon]:
+def find_receiver(ifname: str, address: str, deadline: Deadline) -> tuple[str, beacon.Beacon]:
     """Query until a receiver on ``ifname`` offers a port; its address and offer."""
     ifindex = socket.if_nametoindex(ifname)
     sock = _udp(ifname, ifindex)
@@ -223,8 +225,9 @@ def find_receiver(ifname: str, address: str, deadline: float) -> tuple[str, beac
         sock.bind((address, 0, 0, ifindex))
         next_query = 0.0
         while True:
+            deadline.check()
             now = time.monotonic()
-            if now >= deadline:
+            if deadline.expired():
                 detail = f"; {mismatch.message}" if mismatch else ""
                 raise NoPeerError(f"no receiver answered on {ifname}{detail}",
                                   hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
@@ -234,7 +237,7 @@ def find_receiver(ifname: str, address: str, deadline: float) -> tuple[str, beac
                 except OSError:
                     pass  # the link may not carry traffic yet: ask again shortly
                 next_query = now + QUERY_INTERVAL
-            sock.settimeout(max(0.01, min(next_query, deadline) - time.monotonic()))
+            sock.settimeout(max(0.01, deadline.left(next_query - time.monotonic())))
             try:
                 data, src = sock.recvfrom(beacon.MAX_DATAGRAM + 1)
                 offer = beacon.decode(data)
@@ -263,7 +266,7 @@ class Ready:
     address: str  # our link-local address on it
 
 
-def prepare(sysfs: Sysfs, explicit: str | None, deadline: float | None) -> Ready:
+def prepare(sysfs: Sysfs, explicit: str | None, deadline: Deadline) -> Ready:
     iface = choose_interface(sysfs, explicit)
     bring_up(iface)
     return Ready(iface, wait_link_local(sysfs, iface.name, deadline))
@@ -286,24 +289,25 @@ def _probe(sysfs: Sysfs, ifname: str, *, grace: int) -> Callable[[], str | None]
 
 
 def open_link(spec: object, role: str, *, timeout: float | None,
-              on_listening: Callable[[str, int, str], None] | None, sysfs: Sysfs | None = None) -> Connection:
+              on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
+              sysfs: Sysfs | None = None) -> Connection:
     """The link opener for ``--link tbnet[:IFACE]`` (see :mod:`recovery.link.select`)."""
     sysfs = sysfs or Sysfs()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = Deadline(timeout, stop)
     ready = prepare(sysfs, getattr(spec, "interface", None), deadline)
     ifname = ready.iface.name
     if role == "send":
-        assert deadline is not None, "the sender always has a deadline"
+        assert not deadline.endless, "the sender always has a deadline"
         host, offer = find_receiver(ifname, ready.address, deadline)
         ep = tcp.Endpoint(host, offer.port, scope=ifname)
-        left = max(1.0, deadline - time.monotonic())
-        conn = tcp.connect(ep, timeout=left, device=ifname, kind="tbnet")
+        conn = tcp.connect(ep, timeout=max(1.0, deadline.left(math.inf)), device=ifname, kind="tbnet")
     else:
-        conn = _accept(ready, timeout, on_listening)
+        conn = _accept(ready, timeout, on_listening, deadline.stop)
     return watch(conn, _probe(sysfs, ifname, grace=0), poll=_probe(sysfs, ifname, grace=CARRIER_GRACE))
 
 
-def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, int, str], None] | None) -> Connection:
+def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, int, str], None] | None,
+            stop: threading.Event) -> Connection:
     ifname = ready.iface.name
     try:
         listener = tcp.Listener(tcp.Endpoint(ready.address, tcp.DEFAULT_PORT, scope=ifname), device=ifname)
@@ -312,9 +316,9 @@ def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, in
     gone = threading.Event()
     done = threading.Event()
 
-    def watch_interface() -> None:  # a vanished interface never wakes accept() by itself
-        while not done.wait(0.5):
-            if not _exists(ifname):
+    def watch_interface() -> None:  # neither a vanished interface nor a stop wakes accept() by itself
+        while not done.wait(0.1):
+            if stop.is_set() or not _exists(ifname):
                 gone.set()
                 listener.sock.shutdown(socket.SHUT_RDWR)
                 return
@@ -327,6 +331,8 @@ def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, in
                 on_listening(f"{ready.address}%{ifname}", listener.port, "tbnet")
             return listener.accept(timeout, kind="tbnet")
         except OSError:
+            if stop.is_set():
+                raise CancelledError("stopped while waiting for a sender") from None
             if gone.is_set():
                 raise LinkError(f"{ifname} went away while waiting for a sender (cable unplugged?)") from None
             raise

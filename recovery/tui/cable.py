@@ -9,6 +9,8 @@ talking. USB4STREAM needs no roles. Which of the two links is used is
 
 from __future__ import annotations
 
+import threading
+
 from recovery.errors import NoPeerError
 from recovery.link import discovery
 from recovery.link.base import Connection
@@ -60,11 +62,11 @@ def role(sysfs: Sysfs, kind: str) -> str:
     return "receive" if allocates(local, peer.unique_id) else "send"
 
 
-def open_cable(sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
-    """One attempt at a link over the cable; raises when there is none (yet)."""
+def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
+    """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set."""
     sysfs = sysfs or Sysfs()
     kind = discovery.choose_link(sysfs)
     spec = LinkSpec(kind)
     if role(sysfs, kind) == "send":
-        return connect_sender(spec, timeout=timeout)
-    return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None)
+        return connect_sender(spec, timeout=timeout, stop=stop)
+    return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None, stop=stop)

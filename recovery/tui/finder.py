@@ -8,7 +8,7 @@ starts a new one when that peer is gone.
 
 Sources: a TCP listener (:meth:`listen`), a TCP address the user typed
 (:meth:`connect`, retried until it answers), and any blocking opener
-(:meth:`use`) such as a cable link. A discovery monitor with ``fileno()``
+(:meth:`use`) such as a cable link, which is handed the finder's stop switch. A discovery monitor with ``fileno()``
 and ``poll()`` (``recovery.link.discovery``) reports what it sees through
 :meth:`watch`.
 """
@@ -165,11 +165,16 @@ class PeerFinder:
             if self._stop.wait(RETRY):
                 return
 
-    def use(self, name: str, opener: Callable[[], Connection]) -> None:
-        """Take connections from a blocking opener (one attempt per call) until one is a peer."""
+    def use(self, name: str, opener: Callable[[threading.Event], Connection]) -> None:
+        """Take connections from a blocking opener (one attempt per call) until one is a peer.
+
+        The opener gets the stop switch and must end its wait once it is set.
+        """
         while not self._stop.is_set():
             try:
-                conn = opener()
+                conn = opener(self._stop)
+            except CancelledError:
+                return
             except (NoPeerError, MissingToolError) as e:
                 self.status(name, e.message)  # says what is missing: a peer, a module
                 if self._stop.wait(RETRY):

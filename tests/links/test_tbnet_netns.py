@@ -8,6 +8,8 @@ lone ``thunderbolt*`` interface is used (see docs/links.md).
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,6 +145,38 @@ def test_no_interface_at_all_says_so(tmp_path: Path) -> None:
         assert p.wait() == MissingToolError.exit_code  # nothing on the thunderbolt bus, no interface
         assert p.error_lines() == ["error: no Thunderbolt/USB4 support here (the thunderbolt module is not loaded)"]
         assert "--to HOST:PORT" in p.stderr, p.stderr
+
+
+STOP_AFTER = 1.0
+STOPPED_OPENER = f"""
+import sys, threading, time
+from recovery.errors import CancelledError
+from recovery.link import tbnet
+from recovery.link.select import LinkSpec
+stop = threading.Event()
+threading.Timer({STOP_AFTER}, stop.set).start()
+started = time.monotonic()
+try:
+    tbnet.open_link(LinkSpec("tbnet"), sys.argv[1], timeout=60, on_listening=None, stop=stop)
+except CancelledError:
+    print(f"cancelled {{time.monotonic() - started - {STOP_AFTER}:.2f}}")
+"""
+
+
+@pytest.mark.parametrize("role", ["receive", "send"])
+def test_a_stop_ends_the_wait_for_the_peer(role: str) -> None:
+    """The wizard quitting while the other machine is on the cable but not running recovery:
+    the receiver waits in accept(), the sender queries the beacon; both end at once."""
+    with cable() as (a, b):
+        for ns in (b, a):  # the other host is there, idle; ours is ready, so the stop lands in the wait
+            sh("ip", "-n", ns, "link", "set", "thunderbolt0", "up")
+        deadline = time.monotonic() + 20
+        while sh("ip", "-n", a, "-6", "addr", "show", "dev", "thunderbolt0", "tentative").stdout.strip():
+            assert time.monotonic() < deadline, "duplicate address detection did not finish"
+            time.sleep(0.1)
+        p = sh("ip", "netns", "exec", a, sys.executable, "-c", STOPPED_OPENER, role, check=False)
+        assert p.returncode == 0 and p.stdout.startswith("cancelled "), p.stdout + p.stderr
+        assert float(p.stdout.split()[1]) < 3, f"the opener kept waiting after the stop: {p.stdout}"
 
 
 @pytest.fixture(autouse=True)

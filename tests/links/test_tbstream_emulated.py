@@ -34,7 +34,7 @@ from recovery.cli import stream as stream_cli
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.receive import receive_disk
 from recovery.engine.send import send_disk
-from recovery.errors import LinkError, NoPeerError, UsageError
+from recovery.errors import CancelledError, LinkError, NoPeerError, UsageError
 from recovery.link.base import Connection
 from recovery.link.discovery import choose_link
 from recovery.link.select import LinkSpec
@@ -159,6 +159,23 @@ def test_allocator_gives_up_cleanly_when_the_peer_never_opens(fabric: Fabric) ->
     with pytest.raises(NoPeerError, match="did not answer on the control stream"):
         open_link(LinkSpec("tbstream"), "send", timeout=1.0, on_listening=None, host=fabric.a.host())
     assert_clean(fabric.a)
+
+
+@pytest.mark.parametrize("side", ["adopter", "allocator"])
+def test_a_stop_ends_the_wait_for_the_peer_and_cleans_up(fabric: Fabric, side: str) -> None:
+    """The wizard quitting: the adopter waits for HopIDs, the allocator for the handshake."""
+    fabric.plug()
+    fake = fabric.b if side == "adopter" else fabric.a
+    stop = threading.Event()
+    opener = in_thread(lambda: open_link(LinkSpec("tbstream"), "send", timeout=60, on_listening=None,
+                                         stop=stop, host=fake.host()))
+    time.sleep(0.5)
+    stop.set()
+    stopped = time.monotonic()
+    with pytest.raises(CancelledError):
+        opener()
+    assert time.monotonic() - stopped < 5, "the opener kept waiting after the stop"
+    assert_clean(fake)
 
 
 def test_equal_uuids_are_refused(fabric: Fabric) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_the_report_shows_the_bus_speed(tmp_path: Path) -> None:
 
 def test_no_peer_on_the_cable_says_so(tmp_path: Path) -> None:
     with pytest.raises(NoPeerError, match="no peer on the cable"):
-        cable.open_cable(_host(tmp_path, A, {}))
+        cable.open_cable(threading.Event(), _host(tmp_path, A, {}))
 
 
 def test_discovery_events_read_as_status_lines() -> None:

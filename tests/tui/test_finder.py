@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recovery.engine.session import PeerLink, handshake
-from recovery.errors import NoPeerError
+from recovery.errors import CancelledError, NoPeerError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.tui import finder as finder_module
@@ -41,7 +41,7 @@ def test_a_cable_opener_hands_over_the_first_peer(monkeypatch: pytest.MonkeyPatc
     ours, theirs = connection_pair()
     attempts = iter([NoPeerError("no peer on the cable"), ours])
 
-    def opener() -> Connection:
+    def opener(stop: threading.Event) -> Connection:
         item = next(attempts)
         if isinstance(item, Exception):
             raise item
@@ -52,6 +52,27 @@ def test_a_cable_opener_hands_over_the_first_peer(monkeypatch: pytest.MonkeyPatc
     assert [link.theirs.host.hostname for link in seen.links] == ["there"]
     assert ("cable", "no peer on the cable") in seen.status
     assert seen.status[-1] == ("cable", "connected over test")
+
+
+def test_stopping_the_finder_ends_a_cable_opener_wait() -> None:
+    """The opener gets the finder's stop switch: quitting never waits out an attempt."""
+    seen = Seen()
+    finder = seen.finder()
+    waiting = threading.Event()
+
+    def opener(stop: threading.Event) -> Connection:
+        waiting.set()
+        if stop.wait(60):
+            raise CancelledError("stopped")
+        raise AssertionError("the stop never came")
+
+    t = threading.Thread(target=finder.use, args=("cable", opener))
+    t.start()
+    assert waiting.wait(5)
+    finder.stop()
+    t.join(5)
+    assert not t.is_alive()
+    assert not seen.status, "a stop is not news for the screen"
 
 
 def test_a_peer_that_is_not_a_wizard_is_turned_away() -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from recovery.errors import LinkError, NoPeerError
+from recovery.link.deadline import Deadline
 from recovery.link.sysfs import uuid_key
 from recovery.link.tbstream.configfs import StreamInfo, StreamTree
 from recovery.link.tbstream.ledger import Entry, Ledger
@@ -42,7 +42,7 @@ class StreamSession:
 
     # --- making ---
 
-    def set_up(self, name: str, *, allocate: bool, deadline: float | None) -> StreamInfo:
+    def set_up(self, name: str, *, allocate: bool, deadline: Deadline) -> StreamInfo:
         """Create stream ``name`` with HopIDs agreed with the peer."""
         self._ensure_group()
         if allocate:
@@ -59,13 +59,13 @@ class StreamSession:
             if info.configured:
                 return info
             self._remove_stream(info.path)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline.expired():
                 raise NoPeerError(
                     f"the peer did not offer stream {name} on {self.group} in time",
                     hint="start `recovery` on the other machine too (it allocates the HopIDs), "
                     "or use --link tbnet / --to HOST:PORT",
                 )
-            time.sleep(ADOPT_RETRY)
+            deadline.pause(ADOPT_RETRY)
 
     def _ensure_group(self) -> None:
         path = self.tree.group_path(self.group)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import errno
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recovery.errors import LinkError, MissingToolError, NoPeerError, UsageError
 from recovery.link.base import Connection, FdChannel
+from recovery.link.deadline import Deadline
 from recovery.link.sysfs import STREAM_KEY, STREAM_MODULE, Peer, Service, Sysfs
 from recovery.link.tbstream import handshake as hs
 from recovery.link.tbstream.agree import StreamSession, allocates, release_quietly, sweep
@@ -88,7 +90,7 @@ def pick_peer(sysfs: Sysfs, where: str | None) -> tuple[Peer, Service]:
     return found[0]
 
 
-def open_device(host: Host, info: StreamInfo, deadline: float | None) -> int:
+def open_device(host: Host, info: StreamInfo, deadline: Deadline) -> int:
     """Open ``/dev/tbstreamN`` once, retrying while the peer is absent."""
     while True:
         try:
@@ -96,15 +98,15 @@ def open_device(host: Host, info: StreamInfo, deadline: float | None) -> int:
         except OSError as e:
             if e.errno not in RETRY_ERRNOS:
                 raise LinkError(f"cannot open {info.device}: {e.strerror}") from None
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline.expired():
                 why = {errno.ENXIO: "the peer is not attached", errno.EINVAL: "HopIDs not set",
                        errno.ENOENT: "the device node did not appear"}.get(e.errno, e.strerror)
                 raise NoPeerError(f"cannot open {info.device} in time: {why}",
                                   hint="start `recovery` on the other machine, or use --link tbnet") from None
-        time.sleep(OPEN_RETRY)
+        deadline.pause(OPEN_RETRY)
 
 
-def run_handshake(fd: int, channel: int, nonce: bytes, deadline: float | None, what: str) -> bytes:
+def run_handshake(fd: int, channel: int, nonce: bytes, deadline: Deadline, what: str) -> bytes:
     """SYNC until the peer is heard, then READY; returns the peer's nonce.
 
     Consumes exactly the peer's records up to its READY: the next byte on
@@ -118,8 +120,9 @@ def run_handshake(fd: int, channel: int, nonce: bytes, deadline: float | None, w
     peer_ready = False
     poller = select.poll()
     while not (peer_ready and sent_ready and not pending):
+        deadline.check()
         now = time.monotonic()
-        if deadline is not None and now >= deadline:
+        if deadline.expired():
             raise NoPeerError(f"the peer did not answer on the {what} stream in time",
                               hint="start `recovery` on the other machine too")
         if peer_nonce is not None and not sent_ready:
@@ -129,8 +132,7 @@ def run_handshake(fd: int, channel: int, nonce: bytes, deadline: float | None, w
             pending = hs.encode(hs.Record(hs.SYNC, channel, nonce))
             next_sync = now + SYNC_INTERVAL
         poller.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
-        wait = SYNC_INTERVAL if deadline is None else max(0.0, min(SYNC_INTERVAL, deadline - now))
-        ready = dict(poller.poll(int(wait * 1000) + 1))
+        ready = dict(poller.poll(int(deadline.left(SYNC_INTERVAL) * 1000) + 1))
         revents = ready.get(fd, 0)
         if pending and revents & select.POLLOUT:
             pending = pending[_write(fd, pending, what):]
@@ -173,7 +175,8 @@ def _read(fd: int, size: int, what: str) -> bytes:
 
 
 def open_link(spec: object, role: str, *, timeout: float | None,
-              on_listening: Callable[[str, int, str], None] | None, host: Host | None = None) -> Connection:
+              on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
+              host: Host | None = None) -> Connection:
     """The link opener for ``--link tbstream[:PEER]`` (see :mod:`recovery.link.select`)."""
     host = host or Host()
     check_ready(host)
@@ -182,7 +185,7 @@ def open_link(spec: object, role: str, *, timeout: float | None,
     if not local:
         raise LinkError(f"cannot read this host's UUID on domain {peer.domain}")
     allocate = allocates(local, peer.unique_id)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = Deadline(timeout, stop)
     if on_listening is not None:
         on_listening(service.name, 0, "tbstream")
     sweep(host.tree, host.ledger)
