@@ -18,7 +18,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,11 @@ class Connection:
     kind: str  # "tcp", "stdio", "tbstream", "tbnet"
     peer: str  # human description of the other end
     on_close: list[Any] = field(default_factory=list)  # callables run by close()
+    speed_probe: Callable[[], str | None] | None = None  # see speed()
+
+    def speed(self) -> str | None:
+        """The link's speed for people (a TCP link: its network card's), when it is known."""
+        return self.speed_probe() if self.speed_probe is not None else None
 
     def last_activity(self) -> float:
         return max(self.control.last_activity, self.data.last_activity)

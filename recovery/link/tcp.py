@@ -12,8 +12,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from recovery.errors import LinkError, UsageError
+from recovery.link import nic
 from recovery.link.base import Connection, FdChannel
 from recovery.protocol.pairing import (
     CONTROL,
@@ -200,6 +202,7 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
         data=FdChannel(data.fileno(), name="data", owner=data),
         kind=kind,
         peer=peer,
+        speed_probe=partial(nic.describe, control),
     )
 
 

@@ -30,7 +30,7 @@ class PeerView:
 
     @classmethod
     def of(cls, link: PeerLink, speed: str | None = None) -> PeerView:
-        """What the pairing screen shows; ``speed`` as the bus reports the cable, when it does."""
+        """What the pairing screen shows; ``speed`` as the bus or the network card reports it."""
         return cls(hostname=link.theirs.host.hostname, software=link.theirs.host.software,
                    link=link.conn.kind, address=link.conn.peer, speed=speed,
                    code=link.pairing_code, disks=len(link.theirs.disks))
