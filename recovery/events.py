@@ -45,6 +45,7 @@ class PeerFound(Event):
     address: str
     software: str
     pairing_code: str
+    speed: str | None = None  # as the link reports it: the bus's for the cable, the card's for TCP
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class PeerLink:
             address=self.conn.peer,
             software=self.theirs.host.software,
             pairing_code=self.pairing_code,
+            speed=self.conn.speed(),
         )
 
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:

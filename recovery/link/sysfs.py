@@ -59,6 +59,13 @@ class Peer:
         words = " ".join(w for w in (self.vendor_name, self.device_name) if w)
         return f"{words} ({self.name})" if words else self.name
 
+    @property
+    def speed(self) -> str | None:
+        """``40.0 Gb/s x 2 lanes``, as the bus reports the cable to this peer."""
+        if not self.rx_speed:
+            return None
+        return self.rx_speed + (f" x {self.rx_lanes} lanes" if self.rx_lanes else "")
+
 
 @dataclass(frozen=True)
 class Interface:

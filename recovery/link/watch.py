@@ -124,7 +124,8 @@ class Watchdog:
 def watch(conn: Connection, cause: Probe, *, poll: Probe | None = None) -> Connection:
     """``conn`` with watched channels; with ``poll``, a watchdog that stops when it closes."""
     control, data = Watched(conn.control, cause), Watched(conn.data, cause)
-    watched = Connection(control=control, data=data, kind=conn.kind, peer=conn.peer, on_close=conn.on_close)
+    watched = Connection(control=control, data=data, kind=conn.kind, peer=conn.peer, on_close=conn.on_close,
+                         speed_probe=conn.speed_probe)
     if poll is not None:
         dog = Watchdog((control, data), poll)
         dog.start()

@@ -21,15 +21,8 @@ from recovery.link.tbstream.agree import allocates
 ATTEMPT = 10.0  # seconds one attempt waits for the other side before trying again
 
 
-def speed(peer: Peer) -> str | None:
-    """``40.0 Gb/s x 2 lanes``, as the bus reports the cable to ``peer``."""
-    if not peer.rx_speed:
-        return None
-    return peer.rx_speed + (f" x {peer.rx_lanes} lanes" if peer.rx_lanes else "")
-
-
 def describe(peer: Peer) -> str:
-    rate = speed(peer)
+    rate = peer.speed
     return peer.label + (f", {rate}" if rate else "")
 
 

@@ -52,5 +52,5 @@ def read_report(sysfs: Sysfs | None = None) -> LinkReport:
         modules=tuple((name, what, sysfs.module_loaded(name)) for name, what in MODULES),
         hosts_on_cable=tuple(cable.describe(p) for p in peers),
         addresses=_addresses(),
-        cable_speed=cable.speed(peers[0]) if len(peers) == 1 else None,
+        cable_speed=peers[0].speed if len(peers) == 1 else None,
     )

@@ -65,6 +65,7 @@ def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str])
             assert listening["address"].endswith("%thunderbolt0")
             peer = sender.wait_event("peer")
             assert peer["link"] == "tbnet"
+            assert peer["speed"] == "10 Gb/s (thunderbolt0)"  # what veth reports; a real one may say nothing
             assert sender.wait() == 0, sender.stderr
             assert receiver.wait() == 0, receiver.stderr
         finally:
