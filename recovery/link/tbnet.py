@@ -302,13 +302,20 @@ def open_link(spec: object, role: str, *, timeout: float | None,
         ep = tcp.Endpoint(host, offer.port, scope=ifname)
         conn = tcp.connect(ep, timeout=max(1.0, deadline.left(math.inf)), device=ifname, kind="tbnet")
     else:
-        conn = _accept(ready, timeout, on_listening, deadline.stop)
+        conn = _accept(ready, deadline, on_listening)
+    card_speed = conn.speed_probe  # TCP's: the network card's
+
+    def speed() -> str | None:  # the bus's word for the cable, where an XDomain is behind the interface
+        peer = sysfs.peer(ready.iface.peer) if ready.iface.peer else None
+        return (peer.speed if peer else None) or (card_speed() if card_speed else None)
+
+    conn.speed_probe = speed
     return watch(conn, _probe(sysfs, ifname, grace=0), poll=_probe(sysfs, ifname, grace=CARRIER_GRACE))
 
 
-def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, int, str], None] | None,
-            stop: threading.Event) -> Connection:
+def _accept(ready: Ready, deadline: Deadline, on_listening: Callable[[str, int, str], None] | None) -> Connection:
     ifname = ready.iface.name
+    stop = deadline.stop
     try:
         listener = tcp.Listener(tcp.Endpoint(ready.address, tcp.DEFAULT_PORT, scope=ifname), device=ifname)
     except LinkError:  # the usual port is taken: any port will do, the beacon tells it
@@ -329,7 +336,7 @@ def _accept(ready: Ready, timeout: float | None, on_listening: Callable[[str, in
         try:
             if on_listening is not None:
                 on_listening(f"{ready.address}%{ifname}", listener.port, "tbnet")
-            return listener.accept(timeout, kind="tbnet")
+            return listener.accept(None if deadline.endless else deadline.left(math.inf), kind="tbnet")
         except OSError:
             if stop.is_set():
                 raise CancelledError("stopped while waiting for a sender") from None

@@ -223,9 +223,7 @@ class WizardApp(App[int]):
         session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks), sink=self._engine_sink,
                                log_dir=self.config.log_dir)
         self.state.link, self.state.session, self.state.paired = link, session, False
-        cabled = link.conn.kind in ("tbstream", "tbnet") and self.state.links is not None
-        bus_speed = self.state.links.cable_speed if cabled and self.state.links else None
-        self.state.peer = PeerView.of(link, bus_speed or link.conn.speed())
+        self.state.peer = PeerView.of(link)
         self._in_thread(partial(self._serve, session), "session")
         self.offer_pairing()
 

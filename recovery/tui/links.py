@@ -27,7 +27,6 @@ class LinkReport:
     modules: tuple[tuple[str, str, bool], ...]  # (module, what it is, loaded)
     hosts_on_cable: tuple[str, ...]  # "Vendor Host (0-1), 40.0 Gb/s x 2 lanes"
     addresses: tuple[str, ...]  # this machine's global IPv4 addresses
-    cable_speed: str | None = None  # of the only host on the cable, if one
 
 
 def _addresses() -> tuple[str, ...]:
@@ -52,5 +51,4 @@ def read_report(sysfs: Sysfs | None = None) -> LinkReport:
         modules=tuple((name, what, sysfs.module_loaded(name)) for name, what in MODULES),
         hosts_on_cable=tuple(cable.describe(p) for p in peers),
         addresses=_addresses(),
-        cable_speed=peers[0].speed if len(peers) == 1 else None,
     )

@@ -51,9 +51,10 @@ def test_more_than_one_host_on_the_cable_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_report_shows_the_bus_speed(tmp_path: Path) -> None:
-    report = read_report(_host(tmp_path, A, {"0-1": B}))
+    sysfs = _host(tmp_path, A, {"0-1": B})
+    report = read_report(sysfs)
     assert report.hosts_on_cable == ("Dell XPS 13 (0-1), 20.0 Gb/s x 2 lanes",)
-    assert report.cable_speed == "20.0 Gb/s x 2 lanes"
+    assert [p.speed for p in sysfs.peers()] == ["20.0 Gb/s x 2 lanes"]
     assert ("thunderbolt", "USB4/Thunderbolt bus", True) in report.modules
     assert ("thunderbolt_stream", "USB4STREAM", False) in report.modules
 

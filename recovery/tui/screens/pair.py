@@ -29,10 +29,10 @@ class PeerView:
     disks: int
 
     @classmethod
-    def of(cls, link: PeerLink, speed: str | None = None) -> PeerView:
-        """What the pairing screen shows; ``speed`` as the bus or the network card reports it."""
+    def of(cls, link: PeerLink) -> PeerView:
+        """What the pairing screen shows; the speed as the bus or the network card reports it."""
         return cls(hostname=link.theirs.host.hostname, software=link.theirs.host.software,
-                   link=link.conn.kind, address=link.conn.peer, speed=speed,
+                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(),
                    code=link.pairing_code, disks=len(link.theirs.disks))
 
 
