@@ -10,6 +10,7 @@ would otherwise stay silent until the engine's liveness timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 
@@ -124,8 +125,7 @@ class Watchdog:
 def watch(conn: Connection, cause: Probe, *, poll: Probe | None = None) -> Connection:
     """``conn`` with watched channels; with ``poll``, a watchdog that stops when it closes."""
     control, data = Watched(conn.control, cause), Watched(conn.data, cause)
-    watched = Connection(control=control, data=data, kind=conn.kind, peer=conn.peer, on_close=conn.on_close,
-                         speed_probe=conn.speed_probe)
+    watched = dataclasses.replace(conn, control=control, data=data)  # shares on_close with ``conn``
     if poll is not None:
         dog = Watchdog((control, data), poll)
         dog.start()
