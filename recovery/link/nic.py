@@ -10,12 +10,36 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.errors import RecoveryError
 from recovery.run import output
 
 SYS_NET = Path("/sys/class/net")
+LOOPBACK = "lo"  # Linux names its loopback interface so
+
+
+@dataclass(frozen=True)
+class LocalAddress:
+    ifname: str
+    family: str  # "inet" or "inet6", as `ip` words it
+    address: str
+    scope: str  # "global", "link", "host"
+
+
+def local_addresses() -> tuple[LocalAddress, ...]:
+    """This machine's addresses (from `ip -j address show`); empty if `ip` cannot say."""
+    try:
+        links = json.loads(output(["ip", "-j", "address", "show"], timeout=5) or "[]")
+    except (RecoveryError, ValueError):
+        return ()
+    return tuple(
+        LocalAddress(str(link.get("ifname", "")), str(a.get("family", "")), str(a["local"]), str(a.get("scope", "")))
+        for link in links
+        for a in link.get("addr_info", ())
+        if a.get("local")
+    )
 
 
 def interface_of(address: str, scope_id: int = 0) -> str | None:
@@ -31,17 +55,12 @@ def interface_of(address: str, scope_id: int = 0) -> str | None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    try:
-        links = json.loads(output(["ip", "-j", "addr", "show"], timeout=5))
-    except (RecoveryError, ValueError):
-        return None
-    for link in links:
-        for info in link.get("addr_info", ()):
-            try:
-                if ipaddress.ip_address(info.get("local", "")) == ip:
-                    return str(link["ifname"])
-            except (ValueError, KeyError):
-                continue
+    for local in local_addresses():
+        try:
+            if ipaddress.ip_address(local.address) == ip:
+                return local.ifname
+        except ValueError:
+            continue
     return None
 
 
@@ -54,9 +73,9 @@ def speed_mbps(ifname: str, sys_net: Path = SYS_NET) -> int | None:
     return value if value > 0 else None
 
 
-def format_speed(ifname: str, mbps: int | None, loopback: bool = False) -> str | None:
+def format_speed(ifname: str, mbps: int | None) -> str | None:
     """``1 Gb/s (eth0)``, ``100 Mb/s (eno1)``, ``this machine (loopback)``, or None."""
-    if loopback:
+    if ifname == LOOPBACK:
         return "this machine (loopback)"
     if mbps is None:
         return None
@@ -72,12 +91,5 @@ def describe(sock: socket.socket, sys_net: Path = SYS_NET) -> str | None:
         return None
     if not isinstance(local, tuple):
         return None
-    scope_id = local[3] if len(local) >= 4 else 0
-    ifname = interface_of(str(local[0]), scope_id)
-    if ifname is None:
-        return None
-    try:
-        loopback = ipaddress.ip_address(str(local[0]).split("%", 1)[0]).is_loopback or ifname == "lo"
-    except ValueError:
-        loopback = ifname == "lo"
-    return format_speed(ifname, speed_mbps(ifname, sys_net), loopback)
+    ifname = interface_of(str(local[0]), local[3] if len(local) >= 4 else 0)
+    return None if ifname is None else format_speed(ifname, speed_mbps(ifname, sys_net))

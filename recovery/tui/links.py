@@ -7,11 +7,9 @@ on the other machine.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from recovery import run
-from recovery.errors import RecoveryError
+from recovery.link import nic
 from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
 from recovery.tui import cable
 
@@ -30,17 +28,7 @@ class LinkReport:
 
 
 def _addresses() -> tuple[str, ...]:
-    try:
-        text = run.output(["ip", "-j", "address", "show", "scope", "global"], timeout=5)
-        data = json.loads(text or "[]")
-    except (RecoveryError, ValueError):
-        return ()
-    out = []
-    for iface in data:
-        for a in iface.get("addr_info", []):
-            if a.get("family") == "inet" and a.get("local"):
-                out.append(str(a["local"]))
-    return tuple(out)
+    return tuple(a.address for a in nic.local_addresses() if a.family == "inet" and a.scope == "global")
 
 
 def read_report(sysfs: Sysfs | None = None) -> LinkReport:

@@ -34,6 +34,7 @@ def test_speed_comes_from_sysfs(tmp_path: Path) -> None:
     assert nic.format_speed("tb0", nic.speed_mbps("tb0", tmp_path)) == "40 Gb/s (tb0)"
     assert nic.speed_mbps("wlan0", tmp_path) is None  # unknown speed reads -1
     assert nic.speed_mbps("gone", tmp_path) is None
+    assert nic.LocalAddress("lo", "inet", "127.0.0.1", "host") in nic.local_addresses()
     assert nic.interface_of("::ffff:127.0.0.1") == "lo"
     assert nic.interface_of("not an address") is None
 
