@@ -84,7 +84,7 @@ class Output:
             where = f"{e.address}:{e.port}" if e.port else e.address
             return f"» waiting for a sender on {where} ({e.link})"
         if isinstance(e, events.PeerFound):
-            speed = f", {e.speed}" if e.speed else ""
+            speed = f"; speed: {e.speed}" if e.speed else ""
             return (f"» peer {e.hostname} ({e.software}) over {e.link} at {e.address}{speed}; "
                     f"pairing code {e.pairing_code}")
         if isinstance(e, events.PlanMade):

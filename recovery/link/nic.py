@@ -74,9 +74,9 @@ def speed_mbps(ifname: str, sys_net: Path = SYS_NET) -> int | None:
 
 
 def format_speed(ifname: str, mbps: int | None) -> str | None:
-    """``1 Gb/s (eth0)``, ``100 Mb/s (eno1)``, ``this machine (loopback)``, or None."""
+    """``1 Gb/s (eth0)``, ``100 Mb/s (eno1)``, ``loopback (no network card in between)``, or None."""
     if ifname == LOOPBACK:
-        return "this machine (loopback)"
+        return "loopback (no network card in between)"
     if mbps is None:
         return None
     rate = f"{mbps / 1000:g} Gb/s" if mbps >= 1000 else f"{mbps} Mb/s"

@@ -36,7 +36,7 @@ def test_exact_clone_is_byte_identical_and_both_sides_print_the_b3sum(source_loo
     assert sent["zero_bytes"] > 0
     assert sent["bytes_sent"] < size
     # Each side names the link's speed: here the loopback interface.
-    assert [p.event("peer")["speed"] for p in (tx, rx)] == ["this machine (loopback)"] * 2  # type: ignore[index]
+    assert [p.event("peer")["speed"] for p in (tx, rx)] == ["loopback (no network card in between)"] * 2  # type: ignore[index]
 
 
 def test_used_clone_gives_clean_filesystems_with_the_same_files(source_loop: str, blank_loop: str) -> None:
