@@ -127,6 +127,13 @@ class NoPeerError(LinkError):
     exit_code = 12
 
 
+class PairingError(RecoveryError):
+    """The two machines did not pair: a wrong or missing code, or the peer refused."""
+
+    code = "pairing"
+    exit_code = 13
+
+
 INTERRUPTED_EXIT_CODE = 130
 
 ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
@@ -144,6 +151,7 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
         CancelledError,
         MissingToolError,
         NoPeerError,
+        PairingError,
     )
 }
 

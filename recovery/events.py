@@ -38,14 +38,41 @@ class Listening(Event):
 
 
 @dataclass(frozen=True)
+class PairingCode(Event):
+    """This machine serves: the code a person must type on the other machine."""
+
+    kind: ClassVar[str] = "pairing"
+    code: str
+    why: str = ""  # why a new code replaced the old one ("" for the first)
+
+
+@dataclass(frozen=True)
+class PairingAttempt(Event):
+    """A peer tried to pair (or this side tried); ``ok`` false says why not."""
+
+    kind: ClassVar[str] = "pairing_attempt"
+    peer: str  # where it came from
+    ok: bool
+    reason: str = ""  # "wrong_code", "locked", "busy", "conflict", "malformed", "timeout"
+    message: str = ""
+    tries_left: int | None = None  # before the code changes or tries must wait (serving side)
+
+
+@dataclass(frozen=True)
 class PeerFound(Event):
+    """Paired with a peer: who it is, over what, and how safe the link is."""
+
     kind: ClassVar[str] = "peer"
     hostname: str
     link: str
     address: str
     software: str
-    pairing_code: str
+    pairing_code: str = ""  # unused since protocol 2 (the code is never derived from the hellos): empty
     speed: str | None = None  # as the link reports it: the bus's for the cable, the card's for TCP
+    machine_id: str | None = None  # the peer's /etc/machine-id, as it says
+    role: str = ""  # this side's part in the pairing: "driver" (typed the code) or "server" (showed it)
+    security: str = ""  # "paired, encrypted", "paired, authenticated, not encrypted", ...
+    session: str = ""  # a short fingerprint of the session keys, the same on both machines
 
 
 @dataclass(frozen=True)

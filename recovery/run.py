@@ -91,3 +91,17 @@ def run(
 def output(argv: Sequence[str], **kwargs: object) -> str:
     """The standard output of a successful run, as text."""
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
+
+
+def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with pipes on its stdin and stdout (its stderr is ours), for a
+    program this one talks to while it runs; the caller ends it."""
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise RecoveryError("no command to run")
+    if os.sep not in argv[0]:
+        argv[0] = need_tool(argv[0])
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(env))
+    except OSError as e:
+        raise RecoveryError(f"cannot start `{shlex.join(argv)}`: {e.strerror}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 MIB = 1 << 20
+CODE = "test-pairing-code"  # given to both sides with --code, as a script would
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -211,7 +212,7 @@ class Recovery:
 
 
 def receiver(target: str, *extra: str) -> tuple[Recovery, int]:
-    r = Recovery("receive", "--target", target, "--listen", "127.0.0.1:0", *extra)
+    r = Recovery("receive", "--code", CODE, "--target", target, "--listen", "127.0.0.1:0", *extra)
     port = r.wait_event("listening")["port"]
     return r, int(port)
 

@@ -1,8 +1,10 @@
 """`recovery agent`: the passive side of a wizard, without a screen.
 
-It offers this machine's disks (or only ``--disk`` paths) to a wizard on the
-other machine, which then drives clones in either direction over the link.
-Between sessions it waits for the next one, until stopped (or ``--once``).
+It prints a pairing code and offers this machine's disks (or only ``--disk``
+paths) to the wizard on the other machine whose user types that code; the
+wizard then drives clones in either direction over the link. Between
+sessions it waits for the next one with a new code, until stopped (or
+``--once``).
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import argparse
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
 from recovery.engine.agent import AgentSession, JobEnded, JobStarted, disk_paths, offered_disks
-from recovery.engine.session import handshake
+from recovery.engine.guard import CodeGuard
+from recovery.engine.lobby import HOLD_LIMIT, PAIR_LIMIT, Lobby
 from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.base import Connection
-from recovery.link.select import accept_receiver, parse_link
+from recovery.link.select import LinkSpec, Source, listen, parse_link
+from recovery.protocol import messages as m
 
 RETRY = 2.0
 
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disk", action="append", default=[], metavar="PATH",
                    help="offer only this disk or image file (repeat for more; default: every disk)")
     p.add_argument("--name", metavar="NAME", help="the name the wizard shows for this machine")
+    add_code(p, serving=True)
     p.add_argument("--once", action="store_true", help="exit after one clone, or when the first session ends")
     p.add_argument("--log-dir", metavar="DIR",
                    help="where each clone's JSON log goes (default /var/log/usb4-recovery or "
@@ -66,8 +69,29 @@ def _stop_on_eof() -> None:
     threading.Thread(target=watch, name="stop-on-eof", daemon=True).start()
 
 
-def _opener(args: argparse.Namespace, out: events.EventSink) -> tuple[Callable[[], Connection], Callable[[], None]]:
-    """(wait for the next connection, release what waiting holds)."""
+class _Connecting:
+    """A source that connects to a listening wizard, again and again until it answers."""
+
+    def __init__(self, ep: tcp.Endpoint, timeout: float, out: events.EventSink) -> None:
+        self.ep, self.timeout, self.out = ep, timeout, out
+        self._closed = threading.Event()
+
+    def accept(self, timeout: float | None) -> Connection:
+        while not self._closed.is_set():
+            try:
+                return tcp.connect(self.ep, timeout=self.timeout)
+            except LinkError as e:
+                self.out(events.Phase("connect", f"{e.message}; trying again"))
+                if self._closed.wait(RETRY):
+                    break
+        raise LinkError("stopped connecting")
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _source(args: argparse.Namespace, out: events.EventSink) -> tuple[Source, float]:
+    """Where sessions come from, and how long a connection may take to pair."""
     given = [x for x in (args.listen, args.connect, args.link) if x is not None]
     if len(given) > 1:
         raise UsageError("give one of --listen, --connect and --link")
@@ -75,29 +99,23 @@ def _opener(args: argparse.Namespace, out: events.EventSink) -> tuple[Callable[[
         ep = tcp.parse_endpoint(args.connect)
         if not ep.host:
             raise UsageError("--connect needs the wizard's address: HOST or HOST:PORT")
+        return _Connecting(ep, args.timeout, out), HOLD_LIMIT  # a person types our code there first
 
-        def connect() -> Connection:
-            while True:
-                try:
-                    return tcp.connect(ep, timeout=args.timeout)
-                except LinkError as e:
-                    out(events.Phase("connect", f"{e.message}; trying again"))
-                    time.sleep(RETRY)
+    def listening(address: str, port: int, link: str) -> None:
+        out(events.Listening(address=address, port=port, link=link))
 
-        return connect, lambda: None
-    if args.link is not None and parse_link(args.link).kind != "tcp":
-        spec = parse_link(args.link)
-
-        def listening(address: str, port: int, link: str) -> None:
-            out(events.Listening(address=address, port=port, link=link))
-
-        return lambda: accept_receiver(spec, timeout=None, on_listening=listening), lambda: None
-    ep = tcp.parse_endpoint(args.listen or "", default_host="")
     if args.link is not None:
-        ep = parse_link(args.link).endpoint or ep
-    listener = tcp.Listener(ep)  # one for every session, so the port stays the same
-    out(events.Listening(address=str(listener.endpoint.host or "*"), port=listener.port, link="tcp"))
-    return lambda: listener.accept(None), listener.close
+        spec = parse_link(args.link)
+    else:
+        spec = LinkSpec("tcp", tcp.parse_endpoint(args.listen or "", default_host=""))
+    return listen(spec, on_listening=listening), PAIR_LIMIT
+
+
+def only_wizards(hello: m.Hello) -> str | None:
+    if hello.role == "wizard":
+        return None
+    return (f"{hello.host.hostname} runs `recovery {hello.role}`; an agent is driven by the wizard "
+            "(`recovery tui`) on the other machine")
 
 
 def _sink(out: events.EventSink, json_mode: bool) -> events.EventSink:
@@ -107,9 +125,8 @@ def _sink(out: events.EventSink, json_mode: bool) -> events.EventSink:
 
     def sink(event: events.Event) -> None:
         if isinstance(event, JobStarted):
-            who = f"controlled from {event.peer}" if event.driver == "peer" else "driven here"
-            out(events.Phase("clone", f"clone {who}: {event.source} -> {event.target}"
-                                      + (f" (log {event.log})" if event.log else "")))
+            out(events.Phase("clone", f"{event.action}" + (f" (log {event.log})" if event.log else "")
+                             + "; Ctrl-C here stops it"))
         elif isinstance(event, JobEnded):
             out(events.Phase("clone", "clone finished" if event.ok else f"clone failed: {event.message}"))
         else:
@@ -126,31 +143,38 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path} does not exist", hint="give a disk (/dev/...) or an image file")
     if args.stop_on_eof:
         _stop_on_eof()
-    wait, release = _opener(args, out)
+    source, limit = _source(args, out)
     sink = _sink(out, args.json)
     log_dir = None if args.log_dir is None else Path(args.log_dir)
+    guard = CodeGuard(args.code, on_new_code=lambda code, why: out(events.PairingCode(code, why)))
+    out(events.PairingCode(guard.code))
+
+    def offered() -> tuple[m.DiskInfo, ...]:
+        return offered_disks(paths)
+
     try:
         while True:
-            conn = wait()
             # Ctrl-C or SIGTERM during a session: the clone stops, the peer is told why.
             with INTERRUPTS.session() as cancel:
+                lobby = Lobby(guard, "agent", offered=offered, refuse=only_wizards, sink=out, timeout=args.timeout,
+                              hostname=args.name)
+                lobby.serve(source, limit=limit)
                 try:
-                    link = handshake(conn, "agent", disks=offered_disks(paths), hostname=args.name,
-                                     timeout=args.timeout, sink=out, cancel=cancel)
-                except RecoveryError as e:
-                    conn.close()
-                    if args.once or isinstance(e, Interrupted):
-                        raise
-                    out(events.Warning(f"a connection from {conn.peer} failed: {e.message}"))
-                    continue
-                session = AgentSession(link, candidates=lambda: disk_paths(paths), sink=sink, log_dir=log_dir)
+                    link = lobby.wait(cancel)
+                finally:
+                    lobby.close()
+                session = AgentSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
+                                       log_dir=log_dir)
                 try:
                     session.serve(max_clones=1 if args.once else None)
                 except RecoveryError as e:
                     if args.once or isinstance(e, Interrupted):
                         raise
                     out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
+                finally:
+                    link.conn.close()
             if args.once:
                 return 0
+            guard.renew("a new pairing")
     finally:
-        release()
+        source.close()

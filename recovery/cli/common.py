@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from recovery.engine.control import DEFAULT_TIMEOUT
+from recovery.errors import PairingError
+from recovery.protocol import codes
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -24,6 +27,44 @@ def add_timeout(p: argparse.ArgumentParser) -> None:
 def add_link(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", metavar="LINK",
                    help="auto (default), tcp:HOST:PORT, stdio, tbstream, or tbnet[:IFACE]")
+
+
+def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
+    if serving:
+        text = ("the pairing code the other machine must type (any text of 6 or more letters or digits; "
+                "default: a new random code, printed)")
+    else:
+        text = "the pairing code shown on the other machine (asked for on a terminal when left out)"
+    p.add_argument("--code", metavar="CODE", type=_code, help=text)
+
+
+def add_encrypt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-encrypt", dest="encrypt", action="store_false",
+                   help="send the data authenticated but not encrypted (it is encrypted by default)")
+
+
+def _code(text: str) -> str:
+    return codes.check_given(text)
+
+
+def ask_code(peer_hint: str) -> str:
+    """The code the user reads off the other machine, typed on this terminal."""
+    try:
+        tty = open("/dev/tty", "r+", encoding="utf-8")
+    except OSError:
+        raise PairingError("no pairing code: give --code CODE (the code the other machine shows)",
+                           hint=f"{peer_hint} prints its code when it starts") from None
+    with tty:
+        tty.write("Pairing code shown on the other machine: ")
+        tty.flush()
+        line = tty.readline()
+    if not codes.normalise(line):
+        raise PairingError("no pairing code was typed", hint="give --code CODE")
+    return line.strip()
+
+
+def stdin_is_terminal() -> bool:
+    return os.isatty(0)
 
 
 class Interrupts:

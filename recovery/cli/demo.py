@@ -95,8 +95,11 @@ def run_headless(args: argparse.Namespace) -> int:
         )
         lines = _Lines(receiver)
         port = lines.wait_port(timeout=30)
+        pairing = lines.wait_for("pairing", timeout=30)
+        out(events.Phase("demo", f"the receiving process shows the pairing code {pairing['code']}; "
+                                 "this side types it, as `recovery send --code` does"))
         with connect(Endpoint("127.0.0.1", port)) as conn:
-            mine = send_disk(conn, SendOptions(source=source, mode=args.mode), out)
+            mine = send_disk(conn, SendOptions(source=source, mode=args.mode, code=str(pairing["code"])), out)
         code = receiver.wait(timeout=120)
         lines.thread.join(5)
         theirs = lines.summary()
@@ -164,15 +167,18 @@ class _Lines:
         return next((e for e in self.events if e.get("event") == kind), None)
 
     def wait_port(self, timeout: float) -> int:
+        return int(self.wait_for("listening", timeout)["port"])
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                found = self._find("listening")
+                found = self._find(kind)
                 if found:
-                    return int(found["port"])
+                    return found
                 if self._find("eof") or time.monotonic() > deadline:
                     err = self._find("error")
-                    raise LinkError("the receiving process did not start listening"
+                    raise LinkError(f"the receiving process did not say {kind!r}"
                                     + (f": {err['message']}" if err else ""))
                 self.cond.wait(0.2)
 

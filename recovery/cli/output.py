@@ -49,9 +49,9 @@ class Output:
         if self.json:
             self(err)
         self._clear_progress()
-        self.err.write(f"error: {err.message}\n")
+        self.err.write(f"error: {shown(err.message)}\n")
         if err.hint:
-            self.err.write(f"hint: {err.hint}\n")
+            self.err.write(f"hint: {shown(err.hint)}\n")
         self.err.flush()
 
     # --- text ---
@@ -83,24 +83,43 @@ class Output:
         if isinstance(e, events.Listening):
             where = f"{e.address}:{e.port}" if e.port else e.address
             return f"» waiting for a sender on {where} ({e.link})"
+        if isinstance(e, events.PairingCode):
+            why = f"{e.why}. " if e.why else ""
+            return (f"» {why}pairing code: {e.code}\n"
+                    f"  type it on the other machine (recovery send --code {e.code} ..., or in the wizard)")
+        if isinstance(e, events.PairingAttempt):
+            if e.ok:
+                return None
+            left = f" ({e.tries_left} wrong tries left before the code changes)" if e.tries_left else ""
+            return f"» pairing with {shown(e.peer)} failed: {shown(e.message or e.reason)}{left}"
         if isinstance(e, events.PeerFound):
             speed = f"; speed: {e.speed}" if e.speed else ""
-            return (f"» peer {e.hostname} ({e.software}) over {e.link} at {e.address}{speed}; "
-                    f"pairing code {e.pairing_code}")
+            machine = f", machine {shown(e.machine_id[:12])}" if e.machine_id else ""
+            return (f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
+                    f"{shown(e.address)}{speed}; {e.security}; session {e.session}")
         if isinstance(e, events.PlanMade):
             parts = "; ".join(
                 f"partition {p['number']} {p['fstype'] or 'unknown'}: "
                 + ("used blocks" if p["method"] == "used" else "whole")
                 for p in e.parts
             )
-            return (f"» plan: {e.source} -> {e.target}\n"
+            return (f"» plan: {shown(e.source)} -> {shown(e.target)}\n"
                     f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy"
                     + (f" ({parts})" if parts else ""))
         if isinstance(e, events.Warning):
-            return f"warning: {e.message}"
+            return f"warning: {shown(e.message)}"
         if isinstance(e, events.Summary):
             return summary_text(e)
         return None
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def shown(text: str) -> str:
+    """Text that may come from the peer, safe for a terminal: control characters
+    (escape sequences and line breaks among them) are written as ``\\xNN``."""
+    return text.translate(_CONTROL)
 
 
 def summary_text(s: events.Summary) -> str:
@@ -114,8 +133,8 @@ def summary_text(s: events.Summary) -> str:
     mode = "used blocks only" if s.mode == "used" else "every block"
     lines = [
         head,
-        f"  source    {s.source}",
-        f"  target    {s.target}",
+        f"  source    {shown(s.source)}",
+        f"  target    {shown(s.target)}",
         f"  mode      {s.mode} ({mode}): {human_size(copied)} of {human_size(s.size)}",
     ]
     if s.role == "sender":
@@ -131,6 +150,6 @@ def summary_text(s: events.Summary) -> str:
     if s.image_digest:
         lines.append(f"  image     BLAKE3 {s.image_digest}  (b3sum of the whole source gives this)")
     if s.mismatches:
-        shown = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
-        lines.append(f"  differs   {len(s.mismatches)} range(s): {shown}")
+        ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
+        lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`recovery receive`: wait for a sender and write its disk onto a target."""
+"""`recovery receive`: show a pairing code, wait for the sender that types it, write its disk onto a target."""
 
 from __future__ import annotations
 
@@ -6,31 +6,44 @@ import argparse
 import os
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
 from recovery.disks import safety
 from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.receive import receive_disk
+from recovery.engine.guard import CodeGuard
+from recovery.engine.lobby import Lobby
+from recovery.engine.receive import receive_on
 from recovery.errors import RefusedError
-from recovery.link.select import accept_receiver, receiver_spec
+from recovery.link.select import listen, receiver_spec
 from recovery.link.tcp import DEFAULT_PORT
+from recovery.protocol import messages as m
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("receive", help="receive a disk from a sending peer and write it to a target",
-                       description="Wait for one sender and write what it sends onto TARGET.")
+                       description="Show a pairing code, wait for the sender whose user types it, and write "
+                       "what it sends onto TARGET.")
     p.add_argument("--target", required=True, metavar="PATH",
                    help="the disk to overwrite, or an image file to create")
     p.add_argument("--listen", metavar="[ADDR]:PORT",
                    help=f"listen for a sender over TCP (default port {DEFAULT_PORT}, all addresses)")
-    p.add_argument("--from", dest="from_", metavar="-", help="'-': the sender talks on stdin/stdout")
+    p.add_argument("--from", dest="from_", metavar="-", help="'-': the sender talks on stdin/stdout (no code)")
     add_link(p)
+    add_code(p, serving=True)
     p.add_argument("--yes", action="store_true",
                    help="overwrite a target that holds a partition table or filesystem, without asking")
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back after the copy")
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def only_senders(hello: m.Hello) -> str | None:
+    """A receiver pairs with `recovery send` only."""
+    if hello.role == "sender":
+        return None
+    return (f"{hello.host.hostname} runs `recovery {hello.role}`, this machine runs `recovery receive`: "
+            "start `recovery send` there")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +59,23 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
     opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
-                          timeout=args.timeout, expect=expect)
+                          timeout=args.timeout, expect=expect, code=args.code)
 
     def listening(address: str, port: int, link: str) -> None:
         out(events.Listening(address=address, port=port, link=link))
 
-    with accept_receiver(spec, timeout=None, on_listening=listening) as conn, INTERRUPTS.session() as cancel:
+    guard = CodeGuard(args.code, on_new_code=lambda code, why: out(events.PairingCode(code, why)))
+    with INTERRUPTS.session() as cancel:
+        lobby = Lobby(guard, "receiver", refuse=only_senders, sink=out, timeout=args.timeout)
+        source = listen(spec, on_listening=listening, stop=cancel)
+        if spec.kind != "stdio":
+            out(events.PairingCode(guard.code))
+        lobby.serve(source)
+        try:
+            link = lobby.wait(cancel)
+        finally:
+            lobby.close()
         opts.cancel = cancel
-        receive_disk(conn, opts, out)
+        with link.conn:
+            receive_on(link, opts, out)
     return 0

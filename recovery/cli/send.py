@@ -3,39 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_code, add_encrypt, add_json, add_link, add_timeout, ask_code
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.level import parse_level
 from recovery.engine.send import check_options, send_disk
+from recovery.errors import PairingError
 from recovery.link.select import connect_sender, sender_spec
 from recovery.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("send", help="send a disk of this machine to a receiving peer",
-                       description="Send a disk (or image file) to a peer running `recovery receive`.")
+                       description="Send a disk (or image file) to a peer running `recovery receive`, "
+                       "after pairing with the code that peer shows.")
     p.add_argument("--source", required=True, metavar="PATH", help="the disk, partition or image file to copy")
     p.add_argument("--to", metavar="HOST:PORT",
-                   help="the receiver's address, or '-' for stdin/stdout (e.g. through ssh)")
+                   help="the receiver's address, or '-' for stdin/stdout")
+    p.add_argument("--via", metavar="COMMAND",
+                   help="run COMMAND (e.g. \"ssh HOST recovery receive --target DEV --from -\") and talk "
+                        "to the receiver over its stdin/stdout; no pairing code needed")
     add_link(p)
+    add_code(p, serving=False)
     p.add_argument("--mode", choices=("used", "exact"), default="used",
                    help="used (default): only blocks in use by the filesystems; exact: every block")
     p.add_argument("--level", default="auto", metavar="auto|N",
                    help="zstd level: auto (default, adapts to link and CPU), 0 (raw) or 1..19")
     p.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}M", metavar="SIZE",
-                   help="bytes per chunk, 4K..64M (default 4M)")
+                   help="bytes per chunk, 4K..16M (default 4M)")
     p.add_argument("--allow-mounted", action="store_true",
                    help="copy even if the source is mounted read-write (the copy may be inconsistent)")
+    add_encrypt(p)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = sender_spec(args.link, args.to)
+    spec = sender_spec(args.link, args.to, args.via)
     opts = SendOptions(
         source=args.source,
         mode=args.mode,
@@ -43,8 +51,16 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=parse_size(args.chunk_size),
         allow_mounted=args.allow_mounted,
         timeout=args.timeout,
+        encrypt=args.encrypt,
+        code=args.code,
     )
     check_options(opts)  # a typo in --source fails here, not after connecting
+    if spec.kind != "stdio" and opts.code is None:
+        if not os.isatty(0):
+            raise PairingError("no pairing code: give --code CODE, the code `recovery receive` shows "
+                               "on the other machine",
+                               hint="on the kernel command line: recovery.code=CODE on both machines")
+        opts.code = ask_code("`recovery receive`")
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))
     with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel:

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from recovery.cli.common import add_timeout
+from recovery.cli.common import add_code, add_timeout
 from recovery.errors import UsageError
 from recovery.link import tcp
 
@@ -23,13 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="The clone wizard: finds the other machine, shows both machines' "
                        "disks, and drives a clone in either direction from this screen.")
     p.add_argument("--connect", metavar="HOST[:PORT]",
-                   help="connect to the other machine's wizard or agent at start")
+                   help="reach the other machine's wizard or agent at start (then type its code)")
     p.add_argument("--listen", metavar="[ADDR]:PORT",
                    help=f"where to wait for the other machine (default: all addresses, port {tcp.DEFAULT_PORT})")
     p.add_argument("--no-listen", action="store_true", help="do not wait for the other machine; only connect")
     p.add_argument("--disk", action="append", default=[], metavar="PATH",
                    help="offer only this disk or image file (repeat for more; default: every disk)")
     p.add_argument("--name", metavar="NAME", help="the name the other machine shows for this one")
+    add_code(p, serving=True)
     p.add_argument("--log-dir", metavar="DIR", help="where each clone's JSON log goes")
     p.add_argument("--ansi", action="store_true",
                    help="use the 16 terminal colours (the default on the Linux console)")
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--connect needs the other machine's address: HOST or HOST:PORT")
     if listen is None and connect is None:
         raise UsageError("with --no-listen, give --connect HOST[:PORT]")
-    config = WizardConfig(hostname=args.name, disks=paths, listen=listen, connect=connect,
+    config = WizardConfig(hostname=args.name, disks=paths, listen=listen, connect=connect, code=args.code,
                           log_dir=Path(args.log_dir) if args.log_dir else None, timeout=args.timeout,
                           ansi=args.ansi or console_colours())
     return run_wizard(config)

@@ -37,8 +37,19 @@ def host_id() -> str:
     return socket.gethostname()
 
 
+@cache
+def machine_id() -> str | None:
+    """This machine's /etc/machine-id (None where there is none)."""
+    try:
+        with open("/etc/machine-id") as f:
+            return f.read().strip()[:64] or None
+    except OSError:
+        return None
+
+
 def host_info(software: str, uuid: str | None = None) -> HostInfo:
-    return HostInfo(hostname=socket.gethostname(), host_id=host_id(), software=software, uuid=uuid)
+    return HostInfo(hostname=socket.gethostname(), host_id=host_id(), software=software, uuid=uuid,
+                    machine_id=machine_id())
 
 
 def fingerprint(fd: int, size: int) -> str:

@@ -1,21 +1,28 @@
-"""A wizard's session over one PeerLink: drive a clone from here, or serve the peer.
+"""A wizard's session over one PeerLink: drive clones from here, or serve the peer.
 
 Both machines run the same loop, :meth:`AgentSession.serve`, on one thread
-that owns the control link. While the link is idle it
+that owns the control link. Which side drives was settled by the pairing:
+the side whose user typed the other's code drives, the other serves. While
+the link is idle the loop
 
-- runs what the local user chose (:meth:`AgentSession.submit`): send a local
-  disk onto a disk of the peer (a ``plan`` whose ``target`` pins it), or ask
-  the peer for one of its disks (a ``request``) and receive it onto a local
-  disk;
-- serves the peer: a ``plan`` is received onto the local disk its ``target``
-  pins (found by identity, :mod:`recovery.disks.match`), a ``request`` is
-  answered by sending the disk it names.
+- on the driving side, runs what the local user chose
+  (:meth:`AgentSession.submit`): send a local disk onto a disk of the peer (a
+  ``plan`` whose ``target`` pins it), or ask the peer for one of its disks (a
+  ``request``) and receive it onto a local disk;
+- on the serving side, serves the peer: a ``plan`` is received onto the local
+  disk its ``target`` pins (found by identity, :mod:`recovery.disks.match`),
+  a ``request`` is answered by sending the disk it names; after each clone it
+  sends its disks again (:class:`~recovery.protocol.messages.Inventory`), as
+  they are now.
 
-The controlling user confirmed the pairing code and typed the target's name,
-so the serving side writes a pinned target with ``overwrite=True``; a plan
-that pins nothing is refused. A clone that fails ends the connection on both
-sides (the engine aborts the link) and both go back to waiting for each
-other. Each clone is logged to its own file (:mod:`recovery.engine.joblog`).
+The driving user proved the pairing code shown here and typed the target's
+name, so the serving side writes a pinned target with ``overwrite=True``; a
+plan that pins nothing is refused. Every job the peer starts is announced
+(:class:`JobStarted` says in plain words what the peer does to which disk)
+and can be stopped here with :meth:`AgentSession.cancel`. A clone that fails
+ends the connection on both sides (the engine aborts the link). Each clone is
+logged to its own file (:mod:`recovery.engine.joblog`), with the peer's
+identity and the link's security first.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from recovery.engine.receive import run_receive
 from recovery.engine.send import run_send
 from recovery.engine.session import PeerLink
 from recovery.errors import (
+    CancelledError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
@@ -62,6 +70,15 @@ class JobStarted(events.Event):
     source: str
     target: str
     log: str | None = None  # this clone's log file
+    action: str = ""  # in plain words: "office-pc is READING disk nvme0n1 (...)"
+
+
+@dataclass(frozen=True)
+class PeerDisks(events.Event):
+    """The serving peer sent its disks again (after a clone): the driver's lists are stale."""
+
+    kind: ClassVar[str] = "peer_disks"
+    count: int
 
 
 @dataclass(frozen=True)
@@ -138,8 +155,15 @@ class _Job:
     def started(self, role: str, driver: str, source: str, target: str) -> None:
         self.log = JobLog(self.session.log_dir, role)
         self.log(self.session.link.peer_event())
-        self.sink(JobStarted(role=role, driver=driver, peer=self.session.peer, source=source,
-                             target=target, log=self.log_path))
+        peer = self.session.peer
+        if driver == "here":
+            action = f"copying {source} to {target}"
+        elif role == "sender":
+            action = f"{peer} is READING disk {source}"
+        else:
+            action = f"{peer} is OVERWRITING {target} with its disk {source}"
+        self.sink(JobStarted(role=role, driver=driver, peer=peer, source=source, target=target,
+                             log=self.log_path, action=action))
 
     def close(self) -> None:
         if self.log is not None:
@@ -154,11 +178,13 @@ class AgentSession:
         link: PeerLink,
         *,
         candidates: Callable[[], Iterable[str]],
+        offered: Callable[[], tuple[m.DiskInfo, ...]] = lambda: (),
         sink: events.EventSink = events.ignore,
         log_dir: Path | None = None,
         workers: int = 2,
     ) -> None:
         self.link = link
+        self.offered = offered  # the disks to send the driver again after each clone
         self.peer = link.theirs.host.hostname
         self.host = link.ours.host.hostname
         self.candidates = candidates  # paths where a pinned local disk may be
@@ -185,6 +211,11 @@ class AgentSession:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
+    @property
+    def drives(self) -> bool:
+        """This side drives (its user typed the peer's code); the other serves."""
+        return self.link.role == "driver"
+
     def close(self, reason: str = "the other side closed the session") -> None:
         """End the session: cancel a running clone, tell the peer, unblock :meth:`serve`."""
         self._closing.set()
@@ -210,12 +241,23 @@ class AgentSession:
                     if isinstance(msg, m.Plan):
                         self._run(self._serve_plan, msg)
                         done += 1
+                        self._send_disks()
                     elif isinstance(msg, m.Request):
                         self._run(self._serve_request, msg)
                         done += 1
+                        self._send_disks()
+                    elif isinstance(msg, m.Inventory):
+                        self.link.inventory = msg.disks
+                        self.sink(PeerDisks(count=len(msg.disks)))
+                    elif isinstance(msg, m.Bye):
+                        self._ended_by_peer(msg)
                     continue
+                if not self.drives:
+                    raise UsageError(f"{self.host} serves {self.peer} and cannot drive a clone",
+                                     hint=f"drive from {self.peer}, or pair again from here")
                 self._run(self._drive, choice)
                 done += 1
+                self._take_disks()
         except RecoveryError:
             if not self._closing.is_set():
                 raise
@@ -249,6 +291,22 @@ class AgentSession:
         finally:
             job.close()
             self._idle.set()
+
+    def _ended_by_peer(self, bye: m.Bye) -> NoReturn:
+        self.link.ctl.try_send(m.Bye(reason="goodbye"))
+        raise CancelledError(f"the peer ended the session: {bye.reason or 'no reason given'}")
+
+    def _take_disks(self) -> None:
+        """After a clone driven from here: the peer's disks as they are now."""
+        msg = self.link.ctl.expect(m.Inventory)
+        assert isinstance(msg, m.Inventory)
+        self.link.inventory = msg.disks
+        self.sink(PeerDisks(count=len(msg.disks)))
+
+    def _send_disks(self) -> None:
+        """After a clone that the peer drove: our disks as they are now."""
+        self.link.offered = self.offered()
+        self.link.ctl.send(m.Inventory(disks=self.link.offered))
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
@@ -323,7 +381,8 @@ class AgentSession:
         if found is None:
             self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
                          hint=f"check the disks of {self.host} and choose the target again")
-        opts = ReceiveOptions(target=found[0], overwrite=True, workers=self.workers)
+        # The driver proved the code shown here: its choice about the read-back counts as ours.
+        opts = ReceiveOptions(target=found[0], overwrite=True, verify=plan.verify, workers=self.workers)
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:

@@ -1,12 +1,13 @@
 """What the CLI and the TUI call: options in, events out, a summary back.
 
-    summary = send_disk(connection, SendOptions(source="/dev/nvme0n1"), sink)
-    summary = receive_disk(connection, ReceiveOptions(target="/dev/sdb"), sink)
+    summary = send_disk(connection, SendOptions(source="/dev/nvme0n1", code="4821-0937"), sink)
+    summary = receive_disk(connection, ReceiveOptions(target="/dev/sdb", code="4821-0937"), sink)
 
-Both run the whole clone on the calling thread (pipelines in their own
-threads), report through ``sink`` (see :mod:`recovery.events`), and raise a
-:class:`~recovery.errors.RecoveryError` on failure. Setting ``cancel``
-(a ``threading.Event``) stops either side cleanly and tells the peer.
+Both pair first (the sender drives with the code shown on the receiver),
+run the whole clone on the calling thread (pipelines in their own threads),
+report through ``sink`` (see :mod:`recovery.events`), and raise a
+:class:`~recovery.errors.RecoveryError` on failure. Setting ``cancel`` (a
+``threading.Event``) stops either side cleanly and tells the peer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
-CAPABILITIES = ("zstd", "blake3", "zero-frames", "readback")
+# What this version can do; a feature is used only when both hellos list it.
+CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback")
 
 
 @dataclass
@@ -30,6 +32,8 @@ class SendOptions:
     allow_mounted: bool = False
     verify: bool = True  # ask the receiver to read the target back
     target: Identity | None = None  # pin a target the user chose on the peer
+    code: str | None = None  # the receiver's pairing code, as the user typed it
+    encrypt: bool = True  # seal the payloads (AES-256-GCM)
     timeout: float = DEFAULT_TIMEOUT
     workers: int = 2
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -40,7 +44,8 @@ class ReceiveOptions:
     target: str
     overwrite: bool = False  # the user agreed to overwrite existing data
     expect: Identity | None = None  # the target as it was when the user named it
-    verify: bool = True
+    verify: bool = True  # read the target back (only this side decides; the plan cannot turn it off)
+    code: str | None = None  # the pairing code to show (None: a random one)
     timeout: float = DEFAULT_TIMEOUT
     workers: int = 2
     cancel: threading.Event = field(default_factory=threading.Event)

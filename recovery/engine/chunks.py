@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from recovery.protocol.frames import MERGE_GAP
+
 DEFAULT_CHUNK_SIZE = 4 << 20
-MERGE_GAP = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""The control channel at run time: a reader thread, pings, and liveness.
+"""The control channel at run time: a reader thread, pings, liveness, pairing.
 
 Wraps the pure :class:`~recovery.protocol.state.ControlConnection` with the
-I/O: one thread reads and decodes the peer's messages into an inbox, another
-pings every :data:`PING_INTERVAL` seconds so that a silent peer is noticed.
-The peer counts as gone when nothing arrived on either channel for
-``timeout`` seconds.
+I/O: one thread reads and decodes the peer's records into an inbox (and
+writes at once what the pairing must answer, so nothing sealed can overtake
+it), another pings every :data:`PING_INTERVAL` seconds so that a silent peer
+is noticed. The peer counts as gone when nothing arrived on either channel
+for ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ from recovery.errors import (
     CancelledError,
     Interrupted,
     LinkError,
+    PairingError,
     RecoveryError,
     RemoteProtocolError,
     error_from_code,
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.state import ControlConnection, State
+from recovery.protocol.state import ControlConnection, Event, Paired, PairingFailed, PairingRequested, State
 
 PING_INTERVAL = 2.0
 DEFAULT_TIMEOUT = 30.0
+HELLO_LIMIT = 10.0  # seconds for the peer's preamble and hello, however it trickles them
+ATTEMPT_LIMIT = 10.0  # seconds for one pairing attempt once it started
+
+Inbound = Event | BaseException
 
 
 class ControlLink:
@@ -36,16 +42,19 @@ class ControlLink:
         self.cancel = cancel or threading.Event()  # set by the user: stop, and tell the peer
         self.channel = conn.control
         self.timeout = timeout
-        self.state = ControlConnection()
-        self.inbox: queue.Queue[m.Message | BaseException] = queue.Queue()
+        self.state = ControlConnection(binding=conn.binding)
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle ---
 
-    def start(self, hello: m.Hello) -> m.Hello:
-        """Send our preamble and hello, start the threads, return the peer's hello."""
+    def start(self, hello: m.Hello, limit: float = HELLO_LIMIT) -> m.Hello:
+        """Send our preamble and hello, start the threads, return the peer's hello.
+
+        The peer has ``limit`` seconds in all for its preamble and hello.
+        """
         with self._lock:
             data = self.state.preamble() + self.state.send(hello)
         self.channel.send(data)
@@ -53,9 +62,15 @@ class ControlLink:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        peer = self.expect(m.Hello)
-        assert isinstance(peer, m.Hello)
-        return peer
+        deadline = time.monotonic() + limit
+        while True:
+            event = self.poll_event(max(0.0, min(0.5, deadline - time.monotonic())))
+            if isinstance(event, m.Hello):
+                return event
+            if event is not None:
+                raise RemoteProtocolError(f"unexpected {type(event).__name__} before the peer's hello")
+            if time.monotonic() >= deadline:
+                raise LinkError(f"the peer at {self.conn.peer} did not say hello within {limit:.0f} s")
 
     def close(self) -> None:
         self._closed.set()
@@ -66,6 +81,13 @@ class ControlLink:
         with self._lock:
             data = self.state.send(msg)
             self.channel.send(data)
+
+    def send_raw(self, make: object) -> None:
+        """Write what ``make()`` returns (a pairing step of the state machine), atomically with it."""
+        with self._lock:
+            data = make()  # type: ignore[operator]
+            if data:
+                self.channel.send(data)
 
     def try_send(self, msg: m.Message) -> None:
         """Best effort (used while failing): never raises."""
@@ -96,9 +118,11 @@ class ControlLink:
                     raise LinkError("link lost: the peer closed the connection")
                 with self._lock:
                     self.state.receive_data(data)
-                    while (msg := self.state.next_message()) is not None:
-                        if not isinstance(msg, m.Ping):
-                            self.inbox.put(msg)
+                    while (event := self.state.next_event()) is not None:
+                        if isinstance(event, (Paired, PairingFailed)) and event.reply:
+                            self.channel.send(event.reply)  # before anything the session sends next
+                        if not isinstance(event, m.Ping):
+                            self.inbox.put(event)
         except BaseException as e:  # noqa: BLE001 - delivered to the session thread
             if not self._closed.is_set():
                 self.inbox.put(e)
@@ -106,7 +130,7 @@ class ControlLink:
     def _ping_loop(self) -> None:
         while not self._closed.wait(PING_INTERVAL):
             with self._lock:
-                if self.state.state in (State.HANDSHAKE, State.CLOSED, State.BROKEN):
+                if self.state.state in (State.HANDSHAKE, State.CLOSED, State.BROKEN, State.ENDING):
                     continue
             try:
                 self.send(m.Ping())
@@ -114,7 +138,14 @@ class ControlLink:
                 return
 
     def poll(self, timeout: float) -> m.Message | None:
-        """The next message within ``timeout`` seconds, or None.
+        """The next message within ``timeout`` seconds, or None (after the pairing)."""
+        event = self.poll_event(timeout)
+        if event is not None and not isinstance(event, m.Message):
+            raise RemoteProtocolError(f"unexpected {_name(event)} after the pairing")
+        return event
+
+    def poll_event(self, timeout: float) -> Event | None:
+        """The next message or pairing event within ``timeout`` seconds, or None.
 
         Raises the peer's error or cancel as this side's error,
         :class:`Interrupted` when this side's user cancelled, and
@@ -169,4 +200,49 @@ class ControlLink:
                 return msg
             if isinstance(msg, tolerate):
                 continue
-            raise RemoteProtocolError(f"unexpected {msg.type!r} message from the peer")
+            raise RemoteProtocolError(f"unexpected {_name(msg)} from the peer")
+
+    # --- pairing ---
+
+    def drive(self, secret: bytes, limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
+        """One pairing attempt with the code a person typed; its outcome."""
+        self.send_raw(lambda: self.state.drive(secret))
+        return self._outcome(limit)
+
+    def answer(self, secret: bytes | None, refusal: tuple[str, str] | None = None,
+               limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
+        """Answer the peer's attempt with this machine's code (or refuse it); its outcome."""
+        if secret is None:
+            reason, message = refusal or ("locked", "this machine takes no pairing now")
+            self.send_raw(lambda: self.state.refuse(reason, message))
+            return PairingFailed(self.state.attempts, reason, message, by_peer=False)
+        self.send_raw(lambda: self.state.answer(secret))
+        if self.state.state is State.UNPAIRED:  # the peer's message was malformed: answered with a refusal
+            return PairingFailed(self.state.attempts, "malformed", "the peer's pairing message is malformed",
+                                 by_peer=False)
+        return self._outcome(limit)
+
+    def _outcome(self, limit: float) -> Paired | PairingFailed:
+        deadline = time.monotonic() + limit
+        while True:
+            event = self.poll_event(max(0.0, min(0.5, deadline - time.monotonic())))
+            if isinstance(event, (Paired, PairingFailed)):
+                return event
+            if event is not None:
+                raise RemoteProtocolError(f"unexpected {_name(event)} during the pairing")
+            if time.monotonic() >= deadline:
+                raise PairingError(f"the pairing with {self.conn.peer} did not finish within {limit:.0f} s")
+
+    def wait_pairing_request(self, timeout: float) -> PairingRequested | None:
+        """The peer's next pairing attempt, or None if none started within ``timeout``."""
+        event = self.poll_event(timeout)
+        if event is None or isinstance(event, PairingRequested):
+            return event
+        if isinstance(event, PairingFailed):
+            return None  # the end of an attempt already given up (both drove at once)
+        raise RemoteProtocolError(f"unexpected {_name(event)} before the pairing")
+
+
+def _name(event: object) -> str:
+    kind = getattr(event, "type", None)
+    return f"{kind!r} message" if kind else type(event).__name__

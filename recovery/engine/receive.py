@@ -7,6 +7,7 @@ import time
 from recovery import events
 from recovery.disks import identity, safety
 from recovery.engine.api import ReceiveOptions
+from recovery.engine.guard import CodeGuard
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
@@ -20,15 +21,22 @@ from recovery.errors import (
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.frames import FrameLimits
+from recovery.protocol.frames import MAX_CHUNK_SIZE, FrameLimits, max_frames
 
 TICK = 0.25
 REPORT_EVERY = 0.5
 
 
-def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
-    """Handshake on a fresh connection, wait for the sender's plan, receive one disk."""
-    link = handshake(conn, "receiver", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
+def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore,
+                 guard: CodeGuard | None = None) -> events.Summary:
+    """Pair on a fresh connection (serving ``guard``'s code, or ``opts.code``), then receive one disk."""
+    guard = guard or CodeGuard(opts.code)
+    link = handshake(conn, "receiver", guard=guard, timeout=opts.timeout, sink=sink, cancel=opts.cancel)
+    return receive_on(link, opts, sink)
+
+
+def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = events.ignore) -> events.Summary:
+    """Wait for the paired sender's plan on ``link``, receive one disk, close the link."""
     try:
         try:
             plan = link.ctl.expect(m.Plan)
@@ -68,10 +76,13 @@ def run_receive(
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
+        keys = ctl.state.clone_keys(plan.session)
+        limits = FrameLimits(plan.chunk_size, plan.size, header_key=keys.header, frames=plan.frames,
+                             bytes=plan.map.bytes, encrypted=plan.encrypted)
         pipe = ReceivePipeline(
-            conn.data, target, limits=FrameLimits(plan.chunk_size, plan.size),
+            conn.data, target, limits=limits,
             on_durable=lambda seq, nbytes: ctl.send(m.Ack(seq=seq, bytes=nbytes)),
-            workers=opts.workers,
+            payload_key=keys.payload, workers=opts.workers,
         )
         p = pipe
         sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
@@ -105,7 +116,7 @@ def run_receive(
 
         result = ReadbackResult([], None, 0.0)
         verified: bool | None = None
-        if plan.verify and opts.verify:
+        if opts.verify:
             sink(events.Phase("verify", f"reading {target.path} back to check it"))
             target.drop_cache()
             vrate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
@@ -169,6 +180,11 @@ def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
         raise RefusedError(f"unknown clone mode {plan.mode!r}")
     if "zstd" not in plan.codecs and "raw" not in plan.codecs:
         raise RefusedError("the sender offers no codec this side knows")
+    if plan.chunk_size > MAX_CHUNK_SIZE or plan.chunk_size % 4096:
+        raise RefusedError(f"chunk size {plan.chunk_size} is not a multiple of 4 KiB up to {MAX_CHUNK_SIZE}")
+    if plan.frames > max_frames(plan.size, plan.chunk_size) or plan.map.bytes > plan.size:
+        raise RefusedError(f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, "
+                           f"more than {plan.size} bytes can need")
     safety.check_target_path(opts.target, overwrite=opts.overwrite)
     target = Target(opts.target)
     try:

@@ -1,12 +1,13 @@
 """The receiver's pipeline: receive -> decompress and verify -> write.
 
-The receiving thread reads each 72-byte header, checks it against the plan
-(:func:`decode_header`, :class:`FrameSequence`) and reads the payload into a
-pooled buffer; workers decompress (refusing a frame whose declared size is
-not the header's) and check the BLAKE3 digest: a chunk that fails is never
-written. One writing thread writes in frame order, holds back the first and
-last MiB until everything else is on disk, flushes periodically and reports
-what is durable.
+The receiving thread reads each 80-byte header, checks its MAC and checks
+it against the plan (:func:`decode_header`, :class:`FrameSequence`) and
+reads the payload into a pooled buffer; workers open a sealed payload in
+place, decompress (refusing a frame whose declared size is not the
+header's) and check the BLAKE3 digest: a chunk that fails is never written.
+One writing thread writes in frame order, holds back the first and last MiB
+until everything else is on disk, flushes periodically and reports what is
+durable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import blake3
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder
 from recovery.engine.sendpipe import LIST_RECORD
@@ -34,6 +36,7 @@ from recovery.protocol.frames import (
     FrameSequence,
     Kind,
     decode_header,
+    open_payload,
 )
 from recovery.units import human_size
 
@@ -61,12 +64,14 @@ class ReceivePipeline:
         *,
         limits: FrameLimits,
         on_durable: Callable[[int, int], None],
+        payload_key: bytes | None = None,
         workers: int = 2,
     ) -> None:
         self.channel = channel
         self.target = target
         self.limits = limits
         self.on_durable = on_durable
+        self.payload_key = payload_key if limits.encrypted else None
         self.workers = workers
         self.crew = Crew("receive")
         self.crew.on_fail.append(channel.abort)
@@ -75,9 +80,9 @@ class ReceivePipeline:
         # waits for a buffer that later frames hold.
         self.payloads = BufferPool(self.crew, workers * 2 + 4, limits.max_payload)
         self.outputs = BufferPool(self.crew, workers * 2 + 4, limits.chunk_size)
-        self.jobs: Pipe[tuple[ChunkHeader, object, object | None] | None] = Pipe(self.crew, workers * 2)
+        self.jobs: Pipe[tuple[ChunkHeader, bytes, object, object | None] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[object] = Reorder(self.crew)
-        self.sequence = FrameSequence()
+        self.sequence = FrameSequence(limits)
         self.list_hasher = blake3.blake3()
         self.ledger = bytearray()
         self.held: list[tuple[ChunkHeader, bytes | None]] = []
@@ -122,16 +127,19 @@ class ReceivePipeline:
             start = time.monotonic()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
             self.net_meter.add(time.monotonic() - start)
-            self.jobs.put((h, buf, out))
+            self.jobs.put((h, bytes(view), buf, out))
         for _ in range(self.workers):
             self.jobs.put(None)
 
     def _work(self) -> None:
         dctx = zstandard.ZstdDecompressor()
+        aead = AESGCM(self.payload_key) if self.payload_key is not None else None
         while (item := self.jobs.get()) is not None:
-            h, buf, out = item
+            h, header, buf, out = item
             start = time.monotonic()
             payload = memoryview(buf)[: h.payload_len]  # type: ignore[arg-type]
+            if aead is not None:
+                payload = open_payload(aead, h, header, payload)
             if out is not None:
                 data = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
                 del payload

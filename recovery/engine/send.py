@@ -48,8 +48,9 @@ def check_options(opts: SendOptions) -> None:
 
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
-    """Handshake on a fresh connection, then send one disk."""
-    link = handshake(conn, "sender", timeout=opts.timeout, sink=sink, cancel=opts.cancel)
+    """Pair on a fresh connection (driving, with ``opts.code``), then send one disk."""
+    link = handshake(conn, "sender", code=opts.code, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
+                     encrypt=opts.encrypt)
     try:
         return run_send(link, opts, sink)
     finally:
@@ -70,19 +71,24 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         for text in umap.warnings:
             sink(events.Warning(text))
         chunks = _ChunkList(umap.extents, opts.chunk_size)
+        caps = ctl.state.shared_caps
+        encrypted = _encryption(link, opts)
         plan = m.Plan(
             session=os.urandom(8).hex(),
             source=source.identity,
             size=source.size,
             mode=opts.mode,  # type: ignore[arg-type]
             chunk_size=opts.chunk_size,
-            codecs=("zstd", "raw"),
+            codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
             map=m.MapSummary(extents=len(umap.extents), bytes=chunks.bytes, digest=umap.digest(),
                              parts=tuple(umap.parts)),
+            frames=chunks.count,
+            encrypted=encrypted,
             verify=opts.verify,
             target=opts.target,
         )
         ctl.send(plan)
+        keys = ctl.state.clone_keys(plan.session)
         reply = ctl.expect(m.Accept, m.Refuse)
         if isinstance(reply, m.Refuse):
             raise RefusedError(f"the receiver refused: {reply.message}")
@@ -96,9 +102,10 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         ))
 
         sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
-        levels = LevelController(opts.level)
+        levels = LevelController(opts.level if "zstd" in caps else 0)
         pipe = SendPipeline(source, chunks, chunks.count, conn.data, chunk_size=opts.chunk_size, levels=levels,
-                            image_digest=opts.mode == "exact", workers=opts.workers)
+                            image_digest=opts.mode == "exact", keys=keys, encrypted=encrypted,
+                            workers=opts.workers)
         started = time.monotonic()
         pipe.start()
         durable = 0
@@ -157,6 +164,16 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
     finally:
         if source is not None:
             source.close()
+
+
+def _encryption(link: PeerLink, opts: SendOptions) -> bool:
+    """Seal the payloads? Yes unless the user said --no-encrypt; refuse a peer that cannot open them."""
+    if not (opts.encrypt and link.encrypt):
+        return False
+    if "aes-gcm" not in link.ctl.state.shared_caps:
+        raise RefusedError(f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",
+                           hint="upgrade usb4-recovery there, or send with --no-encrypt")
+    return True
 
 
 def _conclude(

@@ -5,8 +5,10 @@ chunk with BLAKE3 (a chunk whose digest is the all-zeros digest becomes a
 ZERO frame, so zero detection costs nothing extra) and compress it with zstd
 at the level the controller picks (raw when it does not shrink); one sending
 thread writes frames in order, feeds the running digests and returns the
-buffer to the pool. BLAKE3 and zstd release the GIL, so the stages run in
-parallel.
+buffer to the pool. The workers also make each frame's header (with its MAC
+under the clone's header key) and, when the plan says so, seal the payload
+with AES-256-GCM into a second pooled buffer. BLAKE3, zstd and AES-GCM release
+the GIL, so the stages run in parallel.
 """
 
 from __future__ import annotations
@@ -20,13 +22,24 @@ from dataclasses import dataclass
 
 import blake3
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.engine.chunks import Chunk
 from recovery.engine.level import MIN_SAVING, RAW, LevelController
 from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped
 from recovery.engine.source import Source
 from recovery.link.base import Channel
-from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
+from recovery.protocol.frames import (
+    TAG_SIZE,
+    ChunkHeader,
+    Codec,
+    Kind,
+    encode_header,
+    end_header,
+    seal_payload,
+    zstd_bound,
+)
+from recovery.protocol.pake import DataKeys
 
 LIST_RECORD = struct.Struct("<QQ32s")  # offset, length, digest: one per frame
 
@@ -40,10 +53,11 @@ def zero_digest(length: int) -> bytes:
 class _Result:
     chunk: Chunk
     buf: object | None  # pool buffer to return, None for ZERO frames
+    header: bytes
     payload: memoryview | bytes | None
-    codec: Codec
     kind: Kind
     digest: bytes
+    sealed: object | None = None  # the sealed payload's pool buffer, to return
 
 
 class SendPipeline:
@@ -57,6 +71,8 @@ class SendPipeline:
         chunk_size: int,
         levels: LevelController,
         image_digest: bool,
+        keys: DataKeys,
+        encrypted: bool,
         workers: int = 2,
     ) -> None:
         self.source = source
@@ -65,9 +81,14 @@ class SendPipeline:
         self.channel = channel
         self.levels = levels
         self.workers = workers
+        self.keys = keys
+        self.encrypted = encrypted
         self.crew = Crew("send")
         self.crew.on_fail.append(channel.abort)
         self.pool = BufferPool(self.crew, workers * 2 + 4, chunk_size)
+        # Sealed payloads: raw or compressed, plus the tag.
+        self.sealed_pool = (BufferPool(self.crew, workers * 2 + 4, zstd_bound(chunk_size) + TAG_SIZE)
+                            if encrypted else None)
         self.jobs: Pipe[tuple[Chunk, object] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[_Result] = Reorder(self.crew)
         self.inflight = threading.BoundedSemaphore(workers * 8 + 16)
@@ -107,6 +128,7 @@ class SendPipeline:
 
     def _work(self) -> None:
         compressors: dict[int, zstandard.ZstdCompressor] = {}
+        aead = AESGCM(self.keys.payload) if self.encrypted else None
         while (item := self.jobs.get()) is not None:
             c, buf = item
             start = time.monotonic()
@@ -114,7 +136,9 @@ class SendPipeline:
             digest = blake3.blake3(view).digest()
             if digest == zero_digest(c.length):
                 self.pool.put(buf)  # type: ignore[arg-type]
-                result = _Result(c, None, None, Codec.RAW, Kind.ZERO, digest)
+                header = encode_header(ChunkHeader(c.seq, c.offset, c.length, 0, Kind.ZERO, Codec.RAW, digest),
+                                       self.keys.header)
+                result = _Result(c, None, header, None, Kind.ZERO, digest)
             else:
                 payload: memoryview | bytes = view
                 codec = Codec.RAW
@@ -128,7 +152,16 @@ class SendPipeline:
                     packed = cctx.compress(view)
                     if len(packed) <= c.length * (1 - MIN_SAVING):
                         payload, codec = packed, Codec.ZSTD
-                result = _Result(c, buf, payload, codec, Kind.DATA, digest)
+                tag = TAG_SIZE if aead is not None else 0
+                header = encode_header(
+                    ChunkHeader(c.seq, c.offset, c.length, len(payload) + tag, Kind.DATA, codec, digest),
+                    self.keys.header, encrypted=aead is not None)
+                sealed = None
+                if aead is not None:
+                    assert self.sealed_pool is not None
+                    sealed = self.sealed_pool.get()
+                    payload = seal_payload(aead, header, payload, memoryview(sealed))
+                result = _Result(c, buf, header, payload, Kind.DATA, digest, sealed)
             self.work_meter.add(time.monotonic() - start)
             self.results.put(c.seq, result)
 
@@ -136,14 +169,14 @@ class SendPipeline:
         for seq in range(self.count):
             r = self.results.take(seq)
             c = r.chunk
-            payload_len = 0 if r.payload is None else len(r.payload)
-            header = encode_header(
-                ChunkHeader(seq, c.offset, c.length, payload_len, r.kind, r.codec, r.digest)
-            )
             if r.payload is None:
-                self.channel.send(header)
+                self.channel.send(r.header)
             else:
-                self.channel.send_parts((header, r.payload))
+                self.channel.send_parts((r.header, r.payload))
+            if r.sealed is not None:
+                assert self.sealed_pool is not None
+                r.payload = None
+                self.sealed_pool.put(r.sealed)  # type: ignore[arg-type]
             self.list_hasher.update(LIST_RECORD.pack(c.offset, c.length, r.digest))
             if self.image_hasher is not None:
                 if r.kind is Kind.ZERO:
@@ -157,7 +190,7 @@ class SendPipeline:
             self.inflight.release()
             self.done_bytes += c.length
             self.frames += 1
-        self.channel.send(encode_header(end_header(self.count)))
+        self.channel.send(encode_header(end_header(self.count), self.keys.header))
         self.finished.set()
 
     def _hash_zeros(self, length: int) -> None:

@@ -1,10 +1,19 @@
-"""A live connection to a peer after the handshake, shared by both roles.
+"""A connection to a peer: the hellos, the pairing, and the paired link.
 
-:func:`handshake` exchanges hellos over a fresh connection; the resulting
-:class:`PeerLink` carries the control link and both hellos. One clone (or
-several, one after another) then runs over it: see
+:func:`meet` exchanges hellos over a fresh connection and returns a
+:class:`Contact`: a peer that is not paired yet, which may read nothing and
+write nothing. The side that knows the other's code drives the pairing
+(:meth:`Contact.drive`); the side that shows its code serves it
+(:meth:`Contact.serve`), counting wrong tries with a
+:class:`~recovery.engine.guard.CodeGuard`. Either gives a :class:`PeerLink`,
+over which one clone (or several, one after another) runs: see
 :func:`recovery.engine.send.run_send` and
-:func:`recovery.engine.receive.run_receive`.
+:func:`recovery.engine.receive.run_receive`. After the pairing the serving
+side sends its :class:`~recovery.protocol.messages.Inventory`.
+
+Over a stdio link (``--via``, ``--to -``/``--from -``) there is no code to
+type: whatever carries the pipe (ssh) authenticates the peer, and both sides
+pair with the fixed :data:`STDIO_CODE`, which still gives them fresh keys.
 """
 
 from __future__ import annotations
@@ -12,29 +21,65 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from recovery import SOFTWARE, events
 from recovery.disks import identity
 from recovery.engine.api import CAPABILITIES
-from recovery.engine.control import DEFAULT_TIMEOUT, ControlLink
+from recovery.engine.control import ATTEMPT_LIMIT, DEFAULT_TIMEOUT, ControlLink
+from recovery.engine.guard import CodeGuard
 from recovery.engine.pipeline import Crew
-from recovery.errors import CancelledError
+from recovery.errors import CancelledError, PairingError, RecoveryError
 from recovery.link.base import Connection
+from recovery.protocol import codes
 from recovery.protocol import messages as m
-from recovery.protocol.pairing import pairing_code
+from recovery.protocol.state import Paired, PairingFailed
+
+STDIO_CODE = "stdio link: authenticated by whatever carries it"
+BUSY_RETRIES = 10  # a driver told "busy" (another peer is pairing) tries again this often, a second apart
+
+# Why a driver's attempt failed, for people.
+FAILED = {
+    "wrong_code": "the pairing code does not match the one shown on {peer}",
+    "locked": "{peer} takes no pairing attempts for now: {message}",
+    "busy": "{peer} was busy pairing with another machine",
+    "conflict": "both machines tried to drive the pairing at once",
+    "no_code": "{peer} has no pairing code to offer: {message}",
+    "malformed": "{peer} answered the pairing with something malformed",
+}
+
+
+def uses_stdio_code(conn: Connection) -> bool:
+    return conn.kind == "stdio"
 
 
 @dataclass
 class PeerLink:
+    """A paired connection: the control link, both hellos, and the serving side's disks."""
+
     conn: Connection
     ctl: ControlLink
     ours: m.Hello
     theirs: m.Hello
+    role: str  # ours in the pairing: "driver" or "server"
+    encrypt: bool = True  # this side seals the payloads it sends
+    inventory: tuple[m.DiskInfo, ...] = ()  # the server's disks (a driver's view)
+    offered: tuple[m.DiskInfo, ...] = ()  # our disks as we sent them (a server's view)
 
     @property
-    def pairing_code(self) -> str:
-        return pairing_code(self.ours.nonce, self.theirs.nonce)
+    def fingerprint(self) -> str:
+        keys = self.ctl.state.keys
+        return keys.fingerprint if keys else ""
+
+    @property
+    def security(self) -> str:
+        """The link's security state, for people."""
+        encrypted = "encrypted" if self.encrypt else "authenticated, not encrypted"
+        if uses_stdio_code(self.conn):
+            return f"stdio link (the pipe's carrier, e.g. ssh, authenticates the peer), {encrypted}"
+        return f"paired, {encrypted}"
 
     def peer_event(self) -> events.PeerFound:
         return events.PeerFound(
@@ -42,8 +87,11 @@ class PeerLink:
             link=self.conn.kind,
             address=self.conn.peer,
             software=self.theirs.host.software,
-            pairing_code=self.pairing_code,
             speed=self.conn.speed(),
+            machine_id=self.theirs.host.machine_id,
+            role=self.role,
+            security=self.security,
+            session=self.fingerprint,
         )
 
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:
@@ -62,30 +110,147 @@ class PeerLink:
         self.ctl.close()
 
 
-def make_hello(role: str, disks: tuple[m.DiskInfo, ...] = (), hostname: str | None = None) -> m.Hello:
+@dataclass
+class Contact:
+    """A peer after the hellos, not paired: it may pair, and nothing else."""
+
+    conn: Connection
+    ctl: ControlLink
+    ours: m.Hello
+    theirs: m.Hello
+    sink: events.EventSink = events.ignore
+    encrypt: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return f"{self.theirs.host.hostname} ({self.conn.peer})"
+
+    def drive(self, code: str, *, limit: float = ATTEMPT_LIMIT) -> PeerLink:
+        """Pair with the code the user typed (the other machine's); raise :class:`PairingError` if it fails."""
+        outcome: Paired | PairingFailed | None = None
+        for _ in range(BUSY_RETRIES):
+            outcome = self.ctl.drive(codes.secret(code), limit)
+            if isinstance(outcome, Paired):
+                return self._driven()
+            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
+                                            message=self._failure(outcome)))
+            if outcome.reason != "busy":
+                break
+            time.sleep(1.0)
+        assert isinstance(outcome, PairingFailed)
+        peer = self.theirs.host.hostname
+        text = self._failure(outcome)
+        hint = {"wrong_code": f"check the code on the screen of {peer} and type it again "
+                              "(after 3 wrong codes it shows a new one)",
+                "conflict": "type the code on one machine only"}.get(outcome.reason)
+        raise PairingError(text, hint=hint)
+
+    def serve(self, guard: CodeGuard, *, offered: tuple[m.DiskInfo, ...] = (),
+              limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
+        """Wait for the peer to prove it knows ``guard``'s code; attempts may repeat.
+
+        ``limit``: seconds for the whole wait (None: until the link ends or
+        ``stop`` is set). After the pairing, ``offered`` disks are sent.
+        """
+        return self.await_pairing(guard, offered=offered, limit=limit, stop=stop)
+
+    def await_pairing(self, guard: CodeGuard | None, *, offered: tuple[m.DiskInfo, ...] = (),
+                      wants_drive: Callable[[], str | None] | None = None,
+                      drove: Callable[[bool], None] = lambda ok: None,
+                      limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
+        """Serve the peer's attempts with ``guard``'s code, and drive with any code
+        ``wants_drive()`` hands over (a person typed it here); whichever pairs first.
+
+        ``drove(ok)`` hears how each attempt driven from here ended.
+        """
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            if stop is not None and stop.is_set():
+                raise CancelledError("stopped while waiting for the pairing")
+            left = 0.25 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise PairingError(f"{self.name} did not pair within {limit:.0f} s")
+            code = wants_drive() if wants_drive is not None else None
+            if code is not None:
+                driven = self.ctl.drive(codes.secret(code))
+                if isinstance(driven, Paired):
+                    drove(True)
+                    return self._driven()
+                self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=driven.reason,
+                                                message=self._failure(driven)))
+                drove(False)
+                continue
+            request = self.ctl.wait_pairing_request(min(0.25, left))
+            if request is None:
+                continue
+            admission = guard.admit() if guard is not None else None
+            if admission is None or admission.secret is None:
+                reason, message = ((admission.reason, admission.message) if admission else
+                                   ("no_code", f"{self.ours.host.hostname} drives; it shows no code to type"))
+                self.ctl.answer(None, (reason, message))
+                self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=reason, message=message))
+                continue
+            assert guard is not None
+            outcome: Paired | PairingFailed | None = None
+            try:
+                outcome = self.ctl.answer(admission.secret)
+            finally:
+                guard.done(isinstance(outcome, Paired))
+            if isinstance(outcome, Paired):
+                self.sink(events.PairingAttempt(peer=self.name, ok=True))
+                link = self._paired("server")
+                link.offered = offered
+                link.ctl.send(m.Inventory(disks=offered))
+                return link
+            why = "it gave a wrong pairing code" if outcome.reason == "wrong_code" else outcome.message
+            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason, message=why,
+                                            tries_left=guard.tries_left))
+
+    def _driven(self) -> PeerLink:
+        """Paired as the driver: the server's disks come first."""
+        self.sink(events.PairingAttempt(peer=self.name, ok=True))
+        link = self._paired("driver")
+        inventory = self.ctl.expect(m.Inventory)
+        assert isinstance(inventory, m.Inventory)
+        link.inventory = inventory.disks
+        return link
+
+    def _failure(self, outcome: PairingFailed) -> str:
+        return FAILED.get(outcome.reason, "{peer} refused to pair: {message}").format(
+            peer=self.theirs.host.hostname, message=outcome.message)
+
+    def _paired(self, role: str) -> PeerLink:
+        link = PeerLink(self.conn, self.ctl, self.ours, self.theirs, role, encrypt=self.encrypt)
+        self.sink(link.peer_event())
+        return link
+
+    def close(self) -> None:
+        """Give up on this peer: tell it, and end the connection."""
+        self.ctl.try_send(m.Cancel(reason=f"{self.ours.host.hostname} closed the connection"))
+        self.ctl.close()
+        self.conn.abort()
+        self.conn.close()
+
+
+def make_hello(role: str, hostname: str | None = None) -> m.Hello:
     host = identity.host_info(SOFTWARE)
     if hostname:
         host = dataclasses.replace(host, hostname=hostname)
-    return m.Hello(
-        host=host,
-        role=role,  # type: ignore[arg-type]
-        nonce=os.urandom(16).hex(),
-        caps=CAPABILITIES,
-        disks=disks,
-    )
+    return m.Hello(host=host, role=role, nonce=os.urandom(16).hex(), caps=CAPABILITIES)  # type: ignore[arg-type]
 
 
-def handshake(
+def meet(
     conn: Connection,
     role: str,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    disks: tuple[m.DiskInfo, ...] = (),
     sink: events.EventSink = events.ignore,
     cancel: threading.Event | None = None,
     hostname: str | None = None,
-) -> PeerLink:
-    """Exchange hellos; on failure the peer is told and the link aborted.
+    encrypt: bool = True,
+) -> Contact:
+    """Exchange hellos on a fresh connection; on failure the link is closed.
 
     Setting ``cancel`` later stops whatever runs over the link and tells the peer.
     ``hostname`` replaces this machine's name in our hello (the demo's
@@ -93,14 +258,53 @@ def handshake(
     """
     sink(events.Phase("handshake", f"connected to {conn.peer} over {conn.kind}"))
     ctl = ControlLink(conn, timeout, cancel)
-    ours = make_hello(role, disks, hostname)
+    ours = make_hello(role, hostname)
     try:
         theirs = ctl.start(ours)
     except BaseException as e:
         ctl.report(e)
         ctl.close()
         conn.abort()
+        conn.close()
         raise
-    link = PeerLink(conn, ctl, ours, theirs)
-    sink(link.peer_event())
-    return link
+    return Contact(conn, ctl, ours, theirs, sink=sink, encrypt=encrypt)
+
+
+def handshake(
+    conn: Connection,
+    role: str,
+    *,
+    code: str | None = None,
+    guard: CodeGuard | None = None,
+    offered: tuple[m.DiskInfo, ...] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    pair_limit: float | None = None,
+    sink: events.EventSink = events.ignore,
+    cancel: threading.Event | None = None,
+    hostname: str | None = None,
+    encrypt: bool = True,
+) -> PeerLink:
+    """Hellos and pairing on one connection: drive with ``code``, or serve ``guard``'s code.
+
+    On a stdio link both sides use :data:`STDIO_CODE` instead. On failure the
+    peer is told and the link closed.
+    """
+    contact = meet(conn, role, timeout=timeout, sink=sink, cancel=cancel, hostname=hostname, encrypt=encrypt)
+    try:
+        if uses_stdio_code(conn):
+            if guard is not None:
+                guard = CodeGuard(STDIO_CODE)
+            else:
+                code = STDIO_CODE
+        if guard is not None:
+            return contact.serve(guard, offered=offered, limit=pair_limit, stop=cancel)
+        if code is None:
+            raise PairingError("no pairing code to drive the pairing with")
+        return contact.drive(code)
+    except BaseException as e:
+        if isinstance(e, RecoveryError | KeyboardInterrupt) and not isinstance(e, PairingError):
+            contact.ctl.report(e)  # a failed pairing the peer saw for itself
+        contact.ctl.close()
+        conn.abort()
+        conn.close()
+        raise

@@ -209,6 +209,7 @@ class Connection:
     peer: str  # human description of the other end
     on_close: list[Any] = field(default_factory=list)  # callables run by close()
     speed_probe: Callable[[], str | None] | None = None  # see speed()
+    binding: bytes = b""  # what both ends see alike of this link (a token, nonces): bound into the pairing
 
     def speed(self) -> str | None:
         """The link's speed for people (a TCP link: its network card's), when it is known."""

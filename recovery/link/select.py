@@ -1,23 +1,34 @@
-"""Choosing and opening a link from the command line's ``--link``/``--to``/``--listen``.
+"""Choosing and opening a link from the command line's ``--link``/``--to``/``--listen``/``--via``.
 
 ``LINK`` is one of ``auto`` (the default), ``tcp:HOST:PORT``, ``stdio``,
 ``tbstream[:PEER]`` and ``tbnet[:IFACE]``. ``--to HOST:PORT`` and ``--to -``
 (and the receiver's ``--listen``/``--from -``) are shorthands for tcp and
-stdio. ``auto`` picks a link over the cable: USB4STREAM when the peer offers
-it and ``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
+stdio; ``--via COMMAND`` runs COMMAND (e.g. ``ssh host recovery receive ...
+--from -``) and speaks the stdio link over its stdin and stdout. ``auto``
+picks a link over the cable: USB4STREAM when the peer offers it and
+``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
 :func:`recovery.link.discovery.choose_link`).
+
+A sender opens one connection (:func:`connect_sender`); a receiver gets a
+:class:`Source` from :func:`listen` and takes connections from it one after
+another, until one of them pairs.
 """
 
 from __future__ import annotations
 
+import shlex
+import signal
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from recovery.errors import NoPeerError, UsageError
+from recovery.errors import LinkError, NoPeerError, UsageError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.stdio import mux_connection
+from recovery.run import spawn
 
 KINDS = ("auto", "tcp", "stdio", "tbstream", "tbnet")
 
@@ -27,6 +38,7 @@ class LinkSpec:
     kind: str
     endpoint: tcp.Endpoint | None = None
     interface: str | None = None  # tbnet: the interface; tbstream: the peer's XDomain (e.g. 0-1)
+    command: tuple[str, ...] = ()  # stdio: run this and talk over its stdin/stdout (--via)
 
     def __str__(self) -> str:
         if self.kind == "tcp" and self.endpoint:
@@ -52,7 +64,17 @@ def parse_link(text: str) -> LinkSpec:
     return LinkSpec(kind)
 
 
-def sender_spec(link: str | None, to: str | None) -> LinkSpec:
+def sender_spec(link: str | None, to: str | None, via: str | None = None) -> LinkSpec:
+    if via is not None:
+        if to is not None or link not in (None, "auto"):
+            raise UsageError("--via goes alone: not with --to or --link")
+        try:
+            argv = tuple(shlex.split(via))
+        except ValueError as e:
+            raise UsageError(f"cannot read the --via command: {e}") from None
+        if not argv:
+            raise UsageError("--via needs a command, e.g. --via 'ssh HOST recovery receive --target DEV --from -'")
+        return LinkSpec("stdio", command=argv)
     if to is not None:
         if link not in (None, "auto"):
             raise UsageError("give either --to or --link, not both")
@@ -88,11 +110,127 @@ def connect_sender(spec: LinkSpec, *, timeout: float, stop: threading.Event | No
     cable with :class:`CancelledError`.
     """
     if spec.kind == "stdio":
-        return mux_connection(0, 1)
+        return _via(spec.command) if spec.command else mux_connection(0, 1)
     if spec.kind == "tcp":
         assert spec.endpoint is not None
         return tcp.connect(spec.endpoint, timeout=timeout)
     return _cable(spec, "send", timeout=timeout, on_listening=None, stop=stop)
+
+
+def _via(argv: tuple[str, ...]) -> Connection:
+    """Run ``argv`` and speak the stdio link over its stdin and stdout; closing ends it."""
+    child = spawn(argv)
+    assert child.stdin is not None and child.stdout is not None
+    conn = mux_connection(child.stdout.fileno(), child.stdin.fileno(), peer=f"`{shlex.join(argv)}`")
+
+    def end() -> None:
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            child.wait(10)  # the other end exits once its summary is out and its input ends
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    conn.on_close.append(end)
+    return conn
+
+
+class Source(Protocol):
+    """Where a receiver's connections come from, one after another."""
+
+    def accept(self, timeout: float | None) -> Connection:
+        """The next connection; :class:`~recovery.link.tcp.AcceptTimeout` if none came in ``timeout``."""
+
+    def close(self) -> None: ...
+
+
+class _TcpSource:
+    def __init__(self, listener: tcp.Listener) -> None:
+        self.listener = listener
+
+    def accept(self, timeout: float | None) -> Connection:
+        return self.listener.accept(timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class OneAtATime:
+    """Connections from an opener that makes one at a time (stdio, USB4STREAM): the
+    next is opened only after the previous one is closed."""
+
+    def __init__(self, open_one: Callable[[float | None], Connection], *, once: bool = False,
+                 stop: threading.Event | None = None) -> None:
+        self.open_one = open_one
+        self.once = once
+        self.opened = 0
+        self._free = threading.Event()
+        self._free.set()
+        self._closed = stop or threading.Event()  # set by close(); an opener may wait on it
+
+    def accept(self, timeout: float | None) -> Connection:
+        if self.once and self.opened:
+            if self._closed.wait(timeout if timeout is not None else None):
+                raise LinkError("stopped listening")
+            raise tcp.AcceptTimeout("the link carries one connection only")
+        if not self._free.wait(timeout):
+            raise tcp.AcceptTimeout("the previous connection is still open")
+        if self._closed.is_set():
+            raise LinkError("stopped listening")
+        conn = self.open_one(timeout)
+        self.opened += 1
+        self._free.clear()
+        conn.on_close.append(self._free.set)
+        return conn
+
+    @property
+    def stop(self) -> threading.Event:
+        """Set once the source is closed: an opener's waits end on it."""
+        return self._closed
+
+    def close(self) -> None:
+        self._closed.set()
+        self._free.set()
+
+
+def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
+           stop: threading.Event | None = None) -> Source:
+    """The receiver's side of a link: a :class:`Source` of connections (close it when done)."""
+    if spec.kind == "stdio":
+        return OneAtATime(lambda _timeout: mux_connection(0, 1), once=True)
+    if spec.kind == "tcp":
+        ep = spec.endpoint or tcp.Endpoint("", tcp.DEFAULT_PORT)
+        listener = tcp.Listener(ep)
+        on_listening(str(listener.endpoint.host or "*"), listener.port, "tcp")
+        return _TcpSource(listener)
+    kind = spec.kind
+    if kind == "auto":
+        from recovery.link.discovery import choose_link
+        from recovery.link.sysfs import Sysfs
+
+        kind = choose_link(Sysfs())
+    if kind == "tbnet":
+        from recovery.link import tbnet
+
+        return tbnet.listen(LinkSpec("tbnet", interface=spec.interface), on_listening=on_listening, stop=stop)
+    announced: list[bool] = []
+
+    def opened(address: str, port: int, link: str) -> None:
+        if not announced:
+            announced.append(True)
+            on_listening(address, port, link)
+
+    def open_cable(timeout: float | None) -> Connection:
+        return _cable(LinkSpec(kind, interface=spec.interface), "receive", timeout=timeout,
+                      on_listening=opened, stop=stop)
+
+    return OneAtATime(open_cable)
 
 
 def accept_receiver(

@@ -143,4 +143,5 @@ def mux_connection(read_fd: int, write_fd: int, *, peer: str = "stdio") -> Conne
         data=MuxChannel(mux, DATA, "data"),
         kind="stdio",
         peer=peer,
+        binding=b"stdio",
     )

@@ -302,47 +302,84 @@ def open_link(spec: object, role: str, *, timeout: float | None,
         ep = tcp.Endpoint(host, offer.port, scope=ifname)
         conn = tcp.connect(ep, timeout=max(1.0, deadline.left(math.inf)), device=ifname, kind="tbnet")
     else:
-        conn = _accept(ready, deadline, on_listening)
+        listening = Listening(ready, deadline.stop, on_listening, sysfs)
+        try:
+            return listening.accept(None if deadline.endless else deadline.left(math.inf))
+        finally:
+            listening.close()
+    return watched(conn, sysfs, ifname, ready.iface.peer)
+
+
+class Listening:
+    """The receiver's side, kept for as many connections as it takes: the TCP
+    listener on the link-local address, the beacon responder, and a watcher that
+    ends a wait when the interface goes or ``stop`` is set."""
+
+    def __init__(self, ready: Ready, stop: threading.Event,
+                 on_listening: Callable[[str, int, str], None] | None, sysfs: Sysfs) -> None:
+        ifname = self.ifname = ready.iface.name
+        self.ready, self.sysfs = ready, sysfs
+        try:
+            self.listener = tcp.Listener(tcp.Endpoint(ready.address, tcp.DEFAULT_PORT, scope=ifname), device=ifname)
+        except LinkError:  # the usual port is taken: any port will do, the beacon tells it
+            self.listener = tcp.Listener(tcp.Endpoint(ready.address, 0, scope=ifname), device=ifname)
+        self.stop = stop
+        self.gone = threading.Event()
+        self._done = threading.Event()
+        try:
+            self.responder = Responder(ifname, self.listener.port, socket.gethostname()).__enter__()
+        except BaseException:
+            self.listener.close()
+            raise
+        self._watcher = threading.Thread(target=self._watch, name="tbnet-accept-watch", daemon=True)
+        self._watcher.start()
+        if on_listening is not None:
+            on_listening(f"{ready.address}%{ifname}", self.listener.port, "tbnet")
+
+    def _watch(self) -> None:  # neither a vanished interface nor a stop wakes accept() by itself
+        while not self._done.wait(0.1):
+            if self.stop.is_set() or not _exists(self.ifname):
+                self.gone.set()
+                self.listener.close()
+                return
+
+    def accept(self, timeout: float | None) -> Connection:
+        try:
+            conn = self.listener.accept(timeout, kind="tbnet")
+            return watched(conn, self.sysfs, self.ifname, self.ready.iface.peer)
+        except tcp.AcceptTimeout:
+            raise
+        except (OSError, LinkError):
+            if self.stop.is_set():
+                raise CancelledError("stopped while waiting for a sender") from None
+            if self.gone.is_set():
+                raise LinkError(f"{self.ifname} went away while waiting for a sender (cable unplugged?)") from None
+            raise
+
+    def close(self) -> None:
+        self._done.set()
+        self._watcher.join()
+        self.responder.__exit__()
+        self.listener.close()
+
+
+def listen(spec: object, *, on_listening: Callable[[str, int, str], None] | None,
+           stop: threading.Event | None = None, sysfs: Sysfs | None = None,
+           timeout: float | None = None) -> Listening:
+    """The receiver's side of ``--link tbnet[:IFACE]``, for several connections in turn."""
+    sysfs = sysfs or Sysfs()
+    deadline = Deadline(timeout, stop)
+    return Listening(prepare(sysfs, getattr(spec, "interface", None), deadline), deadline.stop, on_listening,
+                     sysfs)
+
+
+def watched(conn: Connection, sysfs: Sysfs, ifname: str, peer: str | None) -> Connection:
+    """The connection with the cable's speed and a watchdog on the interface."""
     card_speed = conn.speed_probe  # TCP's: the network card's
 
     def speed() -> str | None:  # the bus's word for the cable, where an XDomain is behind the interface
-        peer = sysfs.peer(ready.iface.peer) if ready.iface.peer else None
-        return (peer.speed if peer else None) or (card_speed() if card_speed else None)
+        found = sysfs.peer(peer) if peer else None
+        return (found.speed if found else None) or (card_speed() if card_speed else None)
 
     conn.speed_probe = speed
     return watch(conn, _probe(sysfs, ifname, grace=0), poll=_probe(sysfs, ifname, grace=CARRIER_GRACE))
-
-
-def _accept(ready: Ready, deadline: Deadline, on_listening: Callable[[str, int, str], None] | None) -> Connection:
-    ifname = ready.iface.name
-    stop = deadline.stop
-    try:
-        listener = tcp.Listener(tcp.Endpoint(ready.address, tcp.DEFAULT_PORT, scope=ifname), device=ifname)
-    except LinkError:  # the usual port is taken: any port will do, the beacon tells it
-        listener = tcp.Listener(tcp.Endpoint(ready.address, 0, scope=ifname), device=ifname)
-    gone = threading.Event()
-    done = threading.Event()
-
-    def watch_interface() -> None:  # neither a vanished interface nor a stop wakes accept() by itself
-        while not done.wait(0.1):
-            if stop.is_set() or not _exists(ifname):
-                gone.set()
-                listener.sock.shutdown(socket.SHUT_RDWR)
-                return
-
-    watcher = threading.Thread(target=watch_interface, name="tbnet-accept-watch", daemon=True)
-    with listener, Responder(ifname, listener.port, socket.gethostname()):
-        watcher.start()
-        try:
-            if on_listening is not None:
-                on_listening(f"{ready.address}%{ifname}", listener.port, "tbnet")
-            return listener.accept(None if deadline.endless else deadline.left(math.inf), kind="tbnet")
-        except OSError:
-            if stop.is_set():
-                raise CancelledError("stopped while waiting for a sender") from None
-            if gone.is_set():
-                raise LinkError(f"{ifname} went away while waiting for a sender (cable unplugged?)") from None
-            raise
-        finally:
-            done.set()
-            watcher.join()

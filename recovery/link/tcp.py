@@ -7,28 +7,26 @@ a link hello (see :mod:`recovery.protocol.pairing`). Used for an explicit
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import select
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from recovery.errors import LinkError, UsageError
 from recovery.link import nic
 from recovery.link.base import Connection, FdChannel
-from recovery.protocol.pairing import (
-    CONTROL,
-    DATA,
-    LINK_HELLO,
-    LinkHelloError,
-    decode_link_hello,
-    encode_link_hello,
-)
+from recovery.protocol.channels import CONTROL, DATA
+from recovery.protocol.linkhello import LINK_HELLO, LinkHelloError, decode_link_hello, encode_link_hello
 
 DEFAULT_PORT = 7554
-HELLO_TIMEOUT = 10.0  # seconds a new stream has to say hello
+HELLO_TIMEOUT = 10.0  # seconds a new stream has to say its link hello, whatever it trickles
 PAIR_TIMEOUT = 30.0  # seconds between a control stream and its data stream
+MAX_PENDING = 32  # streams waiting for their hello (or control streams for their data) at once
 SOCKET_BUFFER = 4 << 20
 
 
@@ -94,8 +92,20 @@ def _family(host: str) -> int:
         return socket.AF_UNSPEC
 
 
+class AcceptTimeout(LinkError):
+    """Nobody connected within the time given to :meth:`Listener.accept`."""
+
+
 class Listener:
-    """Accepts one sender: a control stream and a data stream with one token."""
+    """Accepts senders: each a control stream and a data stream with one token.
+
+    Streams say their link hello in parallel (a stream that trickles bytes
+    holds up nobody else), each within :data:`HELLO_TIMEOUT`; at most
+    :data:`MAX_PENDING` wait at once (the oldest is dropped for a newer one),
+    and a control stream whose data stream does not follow within
+    :data:`PAIR_TIMEOUT` is dropped. Streams still waiting when :meth:`accept`
+    returns are kept for the next call.
+    """
 
     def __init__(self, ep: Endpoint, *, device: str | None = None) -> None:
         family = _family(ep.host) if ep.host else socket.AF_INET6
@@ -113,21 +123,36 @@ class Listener:
             if device:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             sock.bind(_sockaddr(Endpoint(ep.host or "::", ep.port, ep.scope), family))
-            sock.listen(8)
+            sock.listen(64)
         except OSError as e:
             sock.close()
             raise LinkError(f"cannot listen on {ep}: {e.strerror}") from None
+        sock.setblocking(False)
         self.sock = sock
         self.device = device
         host, port = sock.getsockname()[:2]
         self.endpoint = Endpoint(host, port, ep.scope)
+        self._greeting: dict[socket.socket, _Greeting] = {}  # streams that have not said hello yet
+        self._controls: dict[bytes, tuple[socket.socket, float, tuple]] = {}  # token -> control stream
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._accepting = False
+        self._lock = threading.Lock()
 
     @property
     def port(self) -> int:
         return self.endpoint.port
 
     def close(self) -> None:
-        self.sock.close()
+        """Stop listening and drop every waiting stream (from any thread: a blocked accept returns)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.write(self._wake_w, b"x")
+            self.sock.close()
+            if not self._accepting:
+                self._drop_all()
 
     def __enter__(self) -> Listener:
         return self
@@ -135,46 +160,135 @@ class Listener:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _drop_all(self) -> None:
+        for g in self._greeting.values():
+            g.sock.close()
+        for sock, _, _ in self._controls.values():
+            sock.close()
+        self._greeting.clear()
+        self._controls.clear()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def accept(self, timeout: float | None = None, *, kind: str = "tcp") -> Connection:
-        """Wait for a sender; streams that do not say a valid hello are dropped."""
+        """Wait for a sender; streams that do not say a valid hello in time are dropped."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending: dict[bytes, tuple[socket.socket, float]] = {}  # token -> control stream
+        with self._lock:
+            if self._closed:
+                raise LinkError(f"stopped listening on {self.endpoint}")
+            self._accepting = True
         try:
             while True:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                for token, (_, since) in list(pending.items()):
-                    left = since + PAIR_TIMEOUT - time.monotonic()
-                    if left <= 0:
-                        pending.pop(token)[0].close()
-                    else:
-                        wait = left if wait is None else min(wait, left)
-                self.sock.settimeout(wait)
-                try:
-                    conn, addr = self.sock.accept()
-                except TimeoutError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise LinkError(f"no sender connected to {self.endpoint} in time") from None
-                    continue
-                try:
-                    channel, token = _read_link_hello(conn)
-                except (LinkHelloError, OSError):
-                    conn.close()  # not one of ours, or too slow: ignore it
-                    continue
-                if channel == CONTROL:
-                    old = pending.pop(token, None)
-                    if old:
-                        old[0].close()
-                    pending[token] = (conn, time.monotonic())
-                    continue
-                control = pending.pop(token, None)
-                if control is None:
-                    conn.close()  # a data stream without its control stream
-                    continue
-                peer = _describe(addr)
-                return _connection(control[0], conn, kind=kind, peer=peer)
+                now = time.monotonic()
+                wait = self._expire(now)
+                if deadline is not None:
+                    if now >= deadline:
+                        raise AcceptTimeout(f"no sender connected to {self.endpoint} in time")
+                    wait = min(wait, deadline - now)
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+                for sock in self._greeting:
+                    poller.register(sock, select.POLLIN)
+                for fd, _ in poller.poll(max(0, int(wait * 1000)) + 1):
+                    if fd == self._wake_r:
+                        raise LinkError(f"stopped listening on {self.endpoint}")
+                    if fd == self.sock.fileno():
+                        self._take_new(now)
+                        continue
+                    conn = self._hear(fd, kind)
+                    if conn is not None:
+                        return conn
         finally:
-            for sock, _ in pending.values():
+            with self._lock:
+                self._accepting = False
+                if self._closed:
+                    self._drop_all()
+
+    def _take_new(self, now: float) -> None:
+        try:
+            sock, addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno in (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                time.sleep(0.05)  # nothing to take now (out of descriptors: try again shortly)
+                return
+            raise LinkError(f"stopped listening on {self.endpoint}: {e.strerror}") from None
+        if len(self._greeting) >= MAX_PENDING:
+            oldest = min(self._greeting.values(), key=lambda g: g.since)
+            del self._greeting[oldest.sock]
+            oldest.sock.close()
+        sock.setblocking(False)
+        self._greeting[sock] = _Greeting(sock, addr, now)
+
+    def _expire(self, now: float) -> float:
+        """Drop streams that took too long; the seconds until the next one expires."""
+        wait = 1.0
+        for sock, g in list(self._greeting.items()):
+            left = g.since + HELLO_TIMEOUT - now
+            if left <= 0:
+                del self._greeting[sock]
                 sock.close()
+            else:
+                wait = min(wait, left)
+        for token, (sock, since, _) in list(self._controls.items()):
+            left = since + PAIR_TIMEOUT - now
+            if left <= 0:
+                del self._controls[token]
+                sock.close()
+            else:
+                wait = min(wait, left)
+        return wait
+
+    def _hear(self, fd: int, kind: str) -> Connection | None:
+        g = next((g for s, g in self._greeting.items() if s.fileno() == fd), None)
+        if g is None:
+            return None
+        try:
+            part = g.sock.recv(LINK_HELLO.size - len(g.data))
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            part = b""
+        if not part:
+            del self._greeting[g.sock]
+            g.sock.close()
+            return None
+        g.data += part
+        if len(g.data) < LINK_HELLO.size:
+            return None
+        del self._greeting[g.sock]
+        try:
+            channel, token = decode_link_hello(bytes(g.data))
+        except LinkHelloError:
+            g.sock.close()  # not one of ours: ignore it
+            return None
+        if channel == CONTROL:
+            old = self._controls.pop(token, None)
+            if old:
+                old[0].close()
+            if len(self._controls) >= MAX_PENDING:
+                oldest = min(self._controls, key=lambda t: self._controls[t][1])
+                self._controls.pop(oldest)[0].close()
+            self._controls[token] = (g.sock, g.since, g.addr)
+            return None
+        control = self._controls.pop(token, None)
+        if control is None:
+            g.sock.close()  # a data stream without its control stream
+            return None
+        return _connection(control[0], g.sock, kind=kind, peer=_describe(control[2]), token=token)
+
+
+@dataclass
+class _Greeting:
+    sock: socket.socket
+    addr: tuple
+    since: float
+    data: bytearray = field(default_factory=bytearray)
 
 
 def _describe(addr: tuple) -> str:
@@ -182,18 +296,7 @@ def _describe(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _read_link_hello(conn: socket.socket) -> tuple[int, bytes]:
-    conn.settimeout(HELLO_TIMEOUT)
-    data = b""
-    while len(data) < LINK_HELLO.size:
-        part = conn.recv(LINK_HELLO.size - len(data))
-        if not part:
-            raise LinkHelloError("stream closed before its link hello")
-        data += part
-    return decode_link_hello(data)
-
-
-def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer: str) -> Connection:
+def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer: str, token: bytes) -> Connection:
     for s in (control, data):
         s.settimeout(None)
         _tune(s)
@@ -203,6 +306,7 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
         kind=kind,
         peer=peer,
         speed_probe=partial(nic.describe, control),
+        binding=b"tcp " + token,
     )
 
 
@@ -215,7 +319,7 @@ def connect(ep: Endpoint, *, timeout: float = 15.0, device: str | None = None, k
             sock = _open(ep, timeout, device)
             socks.append(sock)
             sock.sendall(encode_link_hello(channel, token))
-        return _connection(socks[0], socks[1], kind=kind, peer=str(ep))
+        return _connection(socks[0], socks[1], kind=kind, peer=str(ep), token=token)
     except BaseException:
         for s in socks:
             s.close()

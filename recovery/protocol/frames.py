@@ -2,35 +2,49 @@
 
 Theory of operation
 -------------------
-The data channel carries a sequence of frames, each a fixed 72-byte header
+The data channel carries a sequence of frames, each a fixed 80-byte header
 followed by ``payload_len`` bytes. Frames are numbered from 0 and cover
-strictly increasing, non-overlapping ranges of the target. A DATA frame
-carries the bytes (raw or zstd-compressed), a ZERO frame says "this range is
-all zeros" and carries nothing, and one END frame closes the stream; its
-``seq`` is the number of chunk frames before it.
+strictly increasing, non-overlapping ranges of the target on the plan's grid
+(no frame crosses a multiple of the chunk size; two frames in one grid cell
+are more than :data:`MERGE_GAP` apart), so their number and the receiver's
+bookkeeping stay proportional to the disk, whatever a peer sends. A DATA
+frame carries the bytes (raw or zstd-compressed), a ZERO frame says "this
+range is all zeros" and carries nothing, and one END frame closes the stream;
+its ``seq`` is the number of chunk frames before it.
 
 Every header names the BLAKE3 digest of the raw (uncompressed) bytes, so the
-digest does not depend on the codec, and ends with a short check over the
-header itself so that a damaged offset or length is caught before it can
-steer a write. Nothing in a header is trusted: :func:`decode_header` checks
+digest does not depend on the codec, and ends with a MAC over the header
+itself: BLAKE3 keyed with the clone's header key (:mod:`recovery.protocol.pake`).
+Since the header carries the digest, the MAC vouches for the chunk's bytes
+too: a man in the middle can neither change a chunk nor steer a write. When
+the plan says so, the payload is sealed with AES-256-GCM under the clone's
+payload key, the frame number as nonce and the header as associated data
+(flag :data:`ENCRYPTED`; ``payload_len`` then includes the 16-byte tag).
+Nothing in a header is trusted: :func:`decode_header` checks the MAC and
 each field against the limits agreed in the plan, and :class:`FrameSequence`
-checks the order of frames.
+checks the order, the grid and the plan's totals as each frame arrives.
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import struct
 from dataclasses import dataclass
 
 import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recovery.errors import LocalProtocolError, RemoteProtocolError
+from recovery.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 
 FRAME_MAGIC = b"U4CK"
-FRAME_VERSION = 1
+FRAME_VERSION = 2
 DIGEST_SIZE = 32
-CHECK_SIZE = 8
+MAC_SIZE = 16
+TAG_SIZE = 16  # AES-GCM's, at the end of a sealed payload
+ENCRYPTED = 0x01  # flags: the payload is sealed
+MERGE_GAP = 1 << 20  # frames in one grid cell are further apart than this
 
 # The header, network byte order.
 HEADER_BODY = struct.Struct(
@@ -43,13 +57,13 @@ HEADER_BODY = struct.Struct(
     "Q"  # seq: frame number, 0, 1, 2, ...
     "Q"  # offset on the target, in bytes
     "I"  # raw_len: bytes this frame puts on the target
-    "I"  # payload_len: bytes that follow the header
+    "I"  # payload_len: bytes that follow the header (with the tag, when sealed)
     "32s"  # BLAKE3 of the raw bytes (zeros for END)
 )
-HEADER_SIZE = HEADER_BODY.size + CHECK_SIZE  # + first 8 bytes of BLAKE3(body)
-assert HEADER_SIZE == 72
+HEADER_SIZE = HEADER_BODY.size + MAC_SIZE  # + BLAKE3(body) keyed with the clone's header key
+assert HEADER_SIZE == 80
 
-MAX_CHUNK_SIZE = 64 << 20  # hard cap whatever the plan says
+MAX_CHUNK_SIZE = 16 << 20  # hard cap whatever the plan says
 
 
 class Kind(enum.IntEnum):
@@ -67,16 +81,31 @@ class FrameError(RemoteProtocolError):
     """A frame header (or the order of frames) is malformed."""
 
 
+def frames_per_cell(chunk_size: int) -> int:
+    """At most this many frames share one grid cell (they are more than MERGE_GAP apart)."""
+    return 1 + (chunk_size - 1) // (MERGE_GAP + 1)
+
+
+def max_frames(size: int, chunk_size: int) -> int:
+    """The most frames a plan for ``size`` bytes can need on this grid."""
+    cells = -(-size // chunk_size)
+    return cells * frames_per_cell(chunk_size)
+
+
 @dataclass(frozen=True, slots=True)
 class FrameLimits:
-    """What the plan allows; every header is checked against it."""
+    """What the plan allows, and the clone's header key; every header is checked against it."""
 
     chunk_size: int
     target_size: int
+    header_key: bytes = bytes(32)
+    frames: int | None = None  # announced chunk frames (None: not checked)
+    bytes: int | None = None  # announced bytes covered by frames
+    encrypted: bool = False
 
     @property
     def max_payload(self) -> int:
-        return zstd_bound(self.chunk_size)
+        return zstd_bound(self.chunk_size) + (TAG_SIZE if self.encrypted else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +129,19 @@ def zstd_bound(size: int) -> int:
     return size + (size >> 8) + margin + 64  # +64: frame header and checksum room
 
 
-def header_check(body: bytes | memoryview) -> bytes:
-    return blake3.blake3(body).digest(length=CHECK_SIZE)
+def header_mac(key: bytes, body: bytes | memoryview) -> bytes:
+    return blake3.blake3(body, key=key).digest(length=MAC_SIZE)
 
 
-def encode_header(h: ChunkHeader) -> bytes:
-    """The 72 header bytes for ``h`` (no validation beyond struct ranges)."""
+def encode_header(h: ChunkHeader, key: bytes, *, encrypted: bool = False) -> bytes:
+    """The 80 header bytes for ``h``, MAC'd with ``key`` (no validation beyond struct ranges)."""
     try:
         body = HEADER_BODY.pack(
             FRAME_MAGIC,
             FRAME_VERSION,
             h.kind,
             h.codec,
-            0,
+            ENCRYPTED if encrypted and h.kind is Kind.DATA else 0,
             h.seq,
             h.offset,
             h.raw_len,
@@ -121,11 +150,36 @@ def encode_header(h: ChunkHeader) -> bytes:
         )
     except struct.error as e:
         raise LocalProtocolError(f"cannot encode frame header: {e}") from None
-    return body + header_check(body)
+    return body + header_mac(key, body)
 
 
 def end_header(frames: int) -> ChunkHeader:
     return ChunkHeader(frames, 0, 0, 0, Kind.END, Codec.RAW, bytes(DIGEST_SIZE))
+
+
+def payload_nonce(seq: int) -> bytes:
+    """The AES-GCM nonce of frame ``seq``: unique, as every clone has its own key."""
+    return struct.pack("!IQ", 0, seq)
+
+
+def seal_payload(aead: AESGCM, header: bytes | memoryview, payload: bytes | memoryview,
+                 out: memoryview) -> memoryview:
+    """Encrypt ``payload`` into ``out`` (which has room for the tag); the sealed bytes."""
+    seq = struct.unpack_from("!Q", header, 8)[0]
+    n = aead.encrypt_into(payload_nonce(seq), payload, header[: HEADER_BODY.size], out[: len(payload) + TAG_SIZE])
+    return out[:n]
+
+
+def open_payload(aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, sealed: memoryview) -> memoryview:
+    """Decrypt ``sealed`` in place; the plain bytes, or :class:`IntegrityError` if it was tampered with."""
+    plain = sealed[: len(sealed) - TAG_SIZE]
+    try:
+        aead.decrypt_into(payload_nonce(h.seq), sealed, header[: HEADER_BODY.size], plain)
+    except InvalidTag:
+        raise IntegrityError(f"chunk {h.seq} (bytes {h.offset}..{h.end}) failed its authentication: "
+                             "it was damaged or changed on the way and was not written",
+                             hint="check the cable or link and run the clone again") from None
+    return plain
 
 
 def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
@@ -140,10 +194,11 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         raise FrameError("data channel does not carry usb4-recovery frames (bad magic)")
     if version != FRAME_VERSION:
         raise FrameError(f"frame format version {version} is not {FRAME_VERSION}")
-    if bytes(data[HEADER_BODY.size :]) != header_check(body):
-        raise FrameError(f"frame {seq}: header check failed (damaged in transit)")
-    if flags != 0:
-        raise FrameError(f"frame {seq}: unknown flags {flags:#x}")
+    if not hmac.compare_digest(bytes(data[HEADER_BODY.size :]), header_mac(limits.header_key, body)):
+        raise FrameError(f"frame {seq}: header failed its authentication (damaged, or not from the paired peer)")
+    expected_flags = ENCRYPTED if limits.encrypted and kind == Kind.DATA else 0
+    if flags != expected_flags:
+        raise FrameError(f"frame {seq}: flags {flags:#x}, the plan says {expected_flags:#x}")
     try:
         kind = Kind(kind)
         codec = Codec(codec)
@@ -163,32 +218,40 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
     if kind is Kind.ZERO:
         if payload_len or codec is not Codec.RAW:
             raise FrameError(f"frame {seq}: ZERO frame with a payload")
-    elif codec is Codec.RAW:
-        if payload_len != raw_len:
-            raise FrameError(f"frame {seq}: raw payload {payload_len} != length {raw_len}")
-    elif not 0 < payload_len <= limits.max_payload:
-        raise FrameError(f"frame {seq}: compressed payload {payload_len} out of bounds")
+    else:
+        tag = TAG_SIZE if limits.encrypted else 0
+        if codec is Codec.RAW:
+            if payload_len != raw_len + tag:
+                raise FrameError(f"frame {seq}: raw payload {payload_len} != length {raw_len} + {tag}")
+        elif not tag < payload_len <= limits.max_payload:
+            raise FrameError(f"frame {seq}: compressed payload {payload_len} out of bounds")
     return ChunkHeader(seq, offset, raw_len, payload_len, kind, codec, digest)
 
 
 class FrameSequence:
-    """Checks that frames come in order and never overlap.
+    """Checks that frames come in order, on the grid, within what the plan announced.
 
     Feed every decoded header to :meth:`accept`; after the END frame,
     :attr:`finished` is true and any further frame is an error.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: FrameLimits | None = None) -> None:
+        self.limits = limits
         self.next_seq = 0
         self.next_offset = 0
+        self.covered = 0
         self.finished = False
+        self._last_end = -1  # end of the previous frame (grid checks)
 
     def accept(self, h: ChunkHeader) -> None:
         if self.finished:
             raise FrameError(f"frame {h.seq} after the END frame")
         if h.seq != self.next_seq:
             raise FrameError(f"frame {h.seq} arrived, expected frame {self.next_seq}")
+        limits = self.limits
         if h.kind is Kind.END:
+            if limits is not None and limits.frames is not None and h.seq != limits.frames:
+                raise FrameError(f"END after {h.seq} frames, the plan announced {limits.frames}")
             self.finished = True
             return
         if h.offset < self.next_offset:
@@ -196,8 +259,24 @@ class FrameSequence:
                 f"frame {h.seq} at offset {h.offset} overlaps the previous frame "
                 f"(ended at {self.next_offset})"
             )
+        if limits is not None:
+            self._check_plan(h, limits)
         self.next_seq += 1
         self.next_offset = h.end
+        self.covered += h.raw_len
+
+    def _check_plan(self, h: ChunkHeader, limits: FrameLimits) -> None:
+        cell = h.offset // limits.chunk_size
+        if (h.end - 1) // limits.chunk_size != cell:
+            raise FrameError(f"frame {h.seq} crosses the {limits.chunk_size}-byte grid at {h.offset}+{h.raw_len}")
+        if self._last_end > 0 and (self._last_end - 1) // limits.chunk_size == cell \
+                and h.offset - self._last_end <= MERGE_GAP:
+            raise FrameError(f"frame {h.seq} is within {MERGE_GAP} bytes of the previous one in its grid cell")
+        self._last_end = h.end
+        if limits.frames is not None and h.seq >= limits.frames:
+            raise FrameError(f"frame {h.seq} is beyond the {limits.frames} frames the plan announced")
+        if limits.bytes is not None and self.covered + h.raw_len > limits.bytes:
+            raise FrameError(f"frame {h.seq} goes past the {limits.bytes} bytes the plan announced")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +295,7 @@ class FrameDecoder:
 
     def __init__(self, limits: FrameLimits) -> None:
         self.limits = limits
-        self.sequence = FrameSequence()
+        self.sequence = FrameSequence(limits)
         self._buf = bytearray()
         self._header: ChunkHeader | None = None
 

@@ -3,15 +3,19 @@
 Theory of operation
 -------------------
 Each side opens the control channel with an 8-byte preamble (magic, major,
-minor protocol version), then sends messages, each a 4-byte big-endian
-length and a UTF-8 JSON object with a ``type`` field. Message types are the
-frozen dataclasses below; every field is checked on the way in (see
-:mod:`recovery.protocol.schema`), unknown fields are ignored.
+minor protocol version), then sends records, each a 4-byte big-endian
+length and a body. Until the pairing succeeds a body is a UTF-8 JSON object
+with a ``type`` field; after it, the JSON is sealed (see
+:mod:`recovery.protocol.pake` and :mod:`recovery.protocol.state`). Message
+types are the frozen dataclasses below; every field is checked on the way in
+(see :mod:`recovery.protocol.schema`), unknown fields are ignored.
 
 Compatibility rule: the major version must match exactly, and a side that
-meets another major refuses with a message naming both. Within a major,
-minor versions only add optional fields, or message types that a side uses
-only when the peer's hello lists the matching capability.
+meets another major refuses with a message naming both (an older peer is
+told to upgrade). Within a major, minor versions only add optional fields,
+capabilities (listed in the hello; a feature is used only when both sides
+list it) and message types. A message of a type this side does not know is
+ignored when it says ``"optional": true`` and a protocol error otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from recovery.errors import RemoteProtocolError
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 
 CONTROL_MAGIC = b"U4RC"
-PROTOCOL_VERSION = (1, 0)
+PROTOCOL_VERSION = (2, 0)
 
 # The preamble each side sends first.
 PREAMBLE = struct.Struct(
@@ -37,6 +41,7 @@ PREAMBLE = struct.Struct(
 # Then messages: a length, then that many bytes of UTF-8 JSON.
 MESSAGE_LENGTH = struct.Struct("!I")
 MAX_MESSAGE = 4 << 20
+MAX_CLEAR_MESSAGE = 16 << 10  # before the pairing: hello, pake, confirm, errors
 
 HEX_DIGEST = 64  # BLAKE3 digests travel as 64 hex characters
 
@@ -54,8 +59,9 @@ class VersionMismatch(RemoteProtocolError):
 class HostInfo:
     hostname: str = field(metadata=bounded(max_len=255))
     host_id: str = field(metadata=bounded(max_len=64))  # this boot of this machine (boot_id)
-    software: str = field(metadata=bounded(max_len=64))  # "usb4-recovery 0.1.0"
+    software: str = field(metadata=bounded(max_len=64))  # "usb4-recovery 0.2.0"
     uuid: str | None = field(default=None, metadata=bounded(max_len=64))  # Thunderbolt host UUID
+    machine_id: str | None = field(default=None, metadata=bounded(max_len=64))  # /etc/machine-id
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +145,64 @@ class Message:
     type: ClassVar[str]
 
 
+Role = Literal["sender", "receiver", "agent", "wizard"]
+
+
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
+    """Sent in the clear, first: who this is and what it can do (no disks: those
+    go in :class:`Inventory`, after the pairing)."""
+
     type: ClassVar[str] = "hello"
     host: HostInfo
-    role: Literal["sender", "receiver", "agent"]
-    nonce: str = field(metadata=bounded(max_len=64))  # random hex; the pairing code comes from both
+    role: Role
+    nonce: str = field(metadata=bounded(max_len=64))  # random hex, makes every transcript unique
     caps: tuple[str, ...] = field(default=(), metadata=bounded(max_len=64))
+
+
+@dataclass(frozen=True, slots=True)
+class Pake(Message):
+    """One side's SPAKE2 message of pairing attempt ``attempt``; the driver's comes first."""
+
+    type: ClassVar[str] = "pake"
+    role: Literal["driver", "server"]
+    attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
+    msg: str = field(metadata=bounded(max_len=2 * 33))  # hex
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm(Message):
+    """Proof that this side has the attempt's key: the server's first, then the driver's."""
+
+    type: ClassVar[str] = "confirm"
+    attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
+    mac: str = field(metadata=bounded(max_len=HEX_DIGEST))
+
+
+@dataclass(frozen=True, slots=True)
+class PairFailed(Message):
+    """A pairing attempt ends without keys; the connection stays, unpaired."""
+
+    type: ClassVar[str] = "pair_failed"
+    attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
+    reason: Literal["wrong_code", "locked", "busy", "conflict", "no_code"]
+    message: str = field(metadata=bounded(max_len=512))
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory(Message):
+    """The disks a serving side offers (sealed: only a paired driver sees them)."""
+
+    type: ClassVar[str] = "inventory"
     disks: tuple[DiskInfo, ...] = field(default=(), metadata=bounded(max_len=256))
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(Message):
+    """This side ends the session on purpose; the peer answers with its own bye, then both close."""
+
+    type: ClassVar[str] = "bye"
+    reason: str = field(default="", metadata=bounded(max_len=512))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +226,9 @@ class Plan(Message):
     chunk_size: int = field(metadata=bounded(lo=4096, hi=64 << 20))
     codecs: tuple[str, ...] = field(metadata=bounded(max_len=8))
     map: MapSummary
-    verify: bool = True
+    frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END
+    encrypted: bool = True  # payloads sealed with the clone's payload key
+    verify: bool = True  # the driver's wish; a receiver's own --no-verify alone may skip the read-back
     target: Identity | None = None  # set when the sender's user chose the target
 
 
@@ -254,9 +312,11 @@ class Ping(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Hello, Request, Plan, Accept, Refuse, Ack, Progress, Done, Summary, Error,
-                Cancel, Ping)
+    for cls in (Hello, Pake, Confirm, PairFailed, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
+                Done, Summary, Error, Cancel, Ping, Bye)
 }
+# May cross before the pairing, in the clear.
+CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})
 
 
 # --- codec -----------------------------------------------------------------
@@ -275,47 +335,67 @@ def decode_preamble(data: bytes) -> tuple[int, int]:
         )
     if major != PROTOCOL_VERSION[0]:
         ours = f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}"
+        older = major < PROTOCOL_VERSION[0]
         raise VersionMismatch(
-            f"the peer speaks protocol {major}.{minor}, this side speaks {ours}",
-            hint="run the same major version of usb4-recovery on both machines",
+            f"the peer speaks protocol {major}.{minor}, this side speaks {ours}"
+            + (": the other machine runs an older usb4-recovery" if older else
+               ": the other machine runs a newer usb4-recovery"),
+            hint=("upgrade usb4-recovery on the other machine" if older else
+                  "upgrade usb4-recovery on this machine"),
         )
     return major, minor
 
 
-def encode_message(msg: Message) -> bytes:
+def encode_body(msg: Message) -> bytes:
+    """A message's JSON body (without the length prefix)."""
     body = json.dumps({"type": msg.type, **to_json(msg)}, separators=(",", ":")).encode()
     if len(body) > MAX_MESSAGE:
         raise ValueError(f"{msg.type} message of {len(body)} bytes is too large")
+    return body
+
+
+def frame_record(body: bytes) -> bytes:
     return MESSAGE_LENGTH.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> Message:
-    """One message from its JSON body (without the length prefix)."""
+def encode_message(msg: Message) -> bytes:
+    return frame_record(encode_body(msg))
+
+
+def decode_body(body: bytes) -> Message | None:
+    """One message from its JSON body; None for an unknown type marked optional."""
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, RecursionError, ValueError):  # ValueError: JSON syntax, 4300+ digit numbers
         raise SchemaError("control message is not valid UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise SchemaError("control message is not a JSON object")
     kind = value.get("type")
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
+        if value.get("optional") is True:
+            return None  # a newer peer's extra; the compatibility rule says to ignore it
         raise SchemaError(f"unknown control message type {str(kind)[:40]!r}")
     return from_json(cls, value)  # type: ignore[no-any-return]
 
 
 class ControlDecoder:
-    """Sans-I/O: feed bytes from the control channel, take messages out."""
+    """Sans-I/O: feed bytes from the control channel, take record bodies out.
+
+    ``limit`` caps a record before it is buffered (the caller lowers it
+    while the peer is not yet paired).
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self.peer_version: tuple[int, int] | None = None
+        self.limit = MAX_MESSAGE
 
     def receive_data(self, data: bytes) -> None:
         self._buf += data
 
-    def next_message(self) -> Message | None:
-        """The next message, or None when more bytes are needed."""
+    def next_record(self) -> bytes | None:
+        """The next record's body, or None when more bytes are needed."""
         if self.peer_version is None:
             if len(self._buf) < PREAMBLE.size:
                 return None
@@ -324,14 +404,22 @@ class ControlDecoder:
         if len(self._buf) < MESSAGE_LENGTH.size:
             return None
         (length,) = MESSAGE_LENGTH.unpack_from(self._buf)
-        if length > MAX_MESSAGE:
-            raise SchemaError(f"control message of {length} bytes exceeds {MAX_MESSAGE}")
+        if length > self.limit:
+            raise SchemaError(f"control message of {length} bytes exceeds {self.limit}")
         end = MESSAGE_LENGTH.size + length
         if len(self._buf) < end:
             return None
         body = bytes(self._buf[MESSAGE_LENGTH.size : end])
         del self._buf[:end]
-        return decode_body(body)
+        return body
+
+    def next_message(self) -> Message | None:
+        """The next clear message (unknown optional ones skipped), or None when more bytes are needed."""
+        while (body := self.next_record()) is not None:
+            msg = decode_body(body)
+            if msg is not None:
+                return msg
+        return None
 
     @property
     def buffered(self) -> int:

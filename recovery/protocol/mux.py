@@ -10,13 +10,13 @@ from __future__ import annotations
 import struct
 
 from recovery.errors import RemoteProtocolError
+from recovery.protocol.channels import CONTROL, DATA
 
 MUX_HEADER = struct.Struct(
     "!"
     "B"  # channel: 0 control, 1 data
     "I"  # length of the bytes that follow
 )
-CONTROL, DATA = 0, 1
 MAX_RECORD = 1 << 20
 
 

@@ -3,7 +3,9 @@
 Control messages are JSON objects; this module turns them into typed,
 immutable values and refuses anything that does not fit: wrong types,
 missing fields, strings or lists that are too long, integers out of range.
-Unknown fields are ignored (a newer minor version may add them).
+Unknown fields are ignored (a newer minor version may add them). Strings
+with a NUL or a lone surrogate are refused: they cannot name a file or be
+shown.
 
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``X | None``,
 ``tuple[X, ...]``, ``Literal[...]`` and nested dataclasses. Per-field bounds
@@ -111,6 +113,12 @@ def _convert(tp: Any, value: Any, meta: Any, where: str) -> Any:
         limit = meta.get("max_len") or MAX_STR
         if len(value) > limit:
             raise SchemaError(f"{where}: string of {len(value)} characters, at most {limit}")
+        if "\0" in value:
+            raise SchemaError(f"{where}: string holds a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SchemaError(f"{where}: string holds a lone surrogate (not valid Unicode text)") from None
         return value
     raise TypeError(f"unsupported schema type {tp!r} at {where}")  # a bug in a message class
 

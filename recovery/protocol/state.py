@@ -2,17 +2,28 @@
 
 Theory of operation
 -------------------
-Both sides send a preamble and a ``hello``. Then either side may propose a
-clone: it sends a ``plan`` and becomes the *sender*; or it sends a
-``request`` asking the peer to send one of its disks, and the peer answers
-with a ``plan`` (becoming the sender) or a ``refuse``. The receiver answers a
-plan with ``accept`` or ``refuse``. While frames stream on the data channel
-the receiver sends ``ack`` (durable frames) and both may send ``progress``;
-the sender ends with ``done``, the receiver with ``summary``, after which the
-connection is idle again. ``ping`` is allowed at any time after the
-handshake; ``error`` and ``cancel`` close the connection from any state.
+Both sides send a preamble and a ``hello`` in the clear. The connection is
+then *unpaired*: only pings, errors, cancels and pairing messages may cross.
+A pairing attempt (:mod:`recovery.protocol.pake`) starts when the side that
+drives sends ``pake``; the serving side answers with its own ``pake`` and
+``confirm`` (or ``pair_failed``: locked, busy), the driver checks that proof
+and sends its ``confirm``, the server checks it: *paired*. A failed attempt
+leaves the connection unpaired, and a new attempt may start. From the moment
+a side is paired, every record it sends and receives is sealed with the
+session's control keys.
 
-Every legal step is a row of :data:`TRANSITIONS`; anything else is a
+Once paired, the driver may propose a clone: it sends a ``plan`` and becomes
+the *sender*; or it sends a ``request`` asking the server to send one of its
+disks, and the server answers with a ``plan`` (becoming the sender) or a
+``refuse``. The receiver answers a plan with ``accept`` or ``refuse``. While
+frames stream on the data channel the receiver sends ``ack`` (durable frames)
+and both may send ``progress``; the sender ends with ``done``, the receiver
+with ``summary``, after which the connection is idle again. Either side may
+end an idle session with ``bye``; the other answers ``bye``, then both close.
+``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
+close the connection from any state.
+
+Every legal clone step is a row of :data:`TRANSITIONS`; anything else is a
 protocol error, raised as :class:`LocalProtocolError` when this side tries
 it and :class:`RemoteProtocolError` when the peer does. After an error the
 connection refuses every further call.
@@ -21,32 +32,43 @@ connection refuses every further call.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from recovery.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from recovery.protocol import messages as m
+from recovery.protocol import pake
+from recovery.protocol.pake import DRIVER, SERVER, Attempt, MalformedPairing, Opener, Sealer, SessionKeys
+
+SEAL_AAD = b"U4RC/2 control"
 
 
 class State(enum.Enum):
     HANDSHAKE = "handshake"  # waiting for both hellos
-    IDLE = "idle"
+    UNPAIRED = "unpaired"  # hellos exchanged; a pairing attempt may start
+    PAIRING = "pairing"  # an attempt runs
+    IDLE = "idle"  # paired, no clone running
     REQUESTED = "requested"  # a request awaits the peer's plan or refusal
     PLANNED = "planned"  # a plan awaits the receiver's accept or refusal
     STREAMING = "streaming"
     FINISHING = "finishing"  # done sent; the receiver verifies and summarises
-    CLOSED = "closed"  # after error or cancel
+    ENDING = "ending"  # one side said bye
+    CLOSED = "closed"  # after error, cancel or both byes
     BROKEN = "broken"  # after a protocol violation
 
 
-# Who may send a message, relative to the current clone.
+# Who may send a message, relative to the pairing and the current clone.
 ANY = "any"
+DRIVES = "driver"  # the side that drove the pairing
 SENDER = "sender"  # the side that sent the plan
 RECEIVER = "receiver"
 REQUESTED = "requested"  # the side a request was sent to
 
 # (state, message type) -> (who may send it, next state)
 TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
-    (State.IDLE, "plan"): (ANY, State.PLANNED),
-    (State.IDLE, "request"): (ANY, State.REQUESTED),
+    (State.IDLE, "inventory"): (ANY, State.IDLE),
+    (State.IDLE, "plan"): (DRIVES, State.PLANNED),
+    (State.IDLE, "request"): (DRIVES, State.REQUESTED),
+    (State.IDLE, "bye"): (ANY, State.ENDING),
     (State.REQUESTED, "plan"): (REQUESTED, State.PLANNED),
     (State.REQUESTED, "refuse"): (REQUESTED, State.IDLE),
     (State.PLANNED, "accept"): (RECEIVER, State.STREAMING),
@@ -58,31 +80,92 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.FINISHING, "ack"): (RECEIVER, State.FINISHING),
     (State.FINISHING, "progress"): (ANY, State.FINISHING),
     (State.FINISHING, "summary"): (RECEIVER, State.IDLE),
+    (State.ENDING, "bye"): (ANY, State.CLOSED),
 }
-# Allowed in every state after the handshake, and before it for error/cancel.
+# Allowed in every state after the hellos, and before them for error/cancel.
 ANYTIME = {"ping": False, "error": True, "cancel": True}  # type -> closes?
+PAIRING_TYPES = ("pake", "confirm", "pair_failed")
+
+
+# --- pairing events (what next_event() gives besides the peer's messages) ---
+
+
+@dataclass(frozen=True, slots=True)
+class PairingRequested:
+    """The peer drives an attempt: call :meth:`ControlConnection.answer` or :meth:`~ControlConnection.refuse`."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """The attempt succeeded; write ``reply`` before anything else."""
+
+    role: str  # ours: "driver" or "server"
+    fingerprint: str
+    reply: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class PairingFailed:
+    """The attempt ended without keys; write ``reply`` (it may be empty). The link stays, unpaired."""
+
+    attempt: int
+    reason: str  # "wrong_code", "locked", "busy", "conflict", "no_code", "malformed"
+    message: str
+    by_peer: bool  # the peer said so (else this side found it)
+    reply: bytes = b""
+
+
+Event = m.Message | PairingRequested | Paired | PairingFailed
+
+
+def _unhex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise RemoteProtocolError("a pairing message is not hexadecimal") from None
 
 
 class ControlConnection:
     """Tracks one control channel: encodes what we send, decodes what we get.
 
     ``send(msg)`` returns the bytes to write; ``receive_data(b)`` then
-    ``next_message()`` yields checked messages from the peer.
+    ``next_event()`` yields checked messages from the peer and pairing events.
+    ``binding`` names the link (its session token or handshake nonces) and is
+    bound into every pairing transcript.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, binding: bytes = b"") -> None:
         self.state = State.HANDSHAKE
         self.decoder = m.ControlDecoder()
+        self.decoder.limit = m.MAX_CLEAR_MESSAGE
+        self.binding = binding
         self.our_hello: m.Hello | None = None
         self.their_hello: m.Hello | None = None
+        self._hello_bodies: dict[bool, bytes] = {}  # ours? -> the exact JSON that crossed
         self.we_are_sender: bool | None = None  # set by a plan
         self._request_to_us: bool | None = None
+        # pairing
+        self.role: str | None = None  # once paired: "driver" or "server"
+        self.keys: SessionKeys | None = None
+        self.attempts = 0  # attempts started on this connection
+        self._attempt: Attempt | None = None
+        self._attempt_role: str | None = None
+        self._awaiting_answer = False  # server: the engine must answer() or refuse()
+        self._driver_message = b""  # server: the driver's SPAKE2 message, until answered
+        self._got_server_pake = False  # driver: the server's SPAKE2 message arrived
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
+        self.clones = 0  # plans seen: the clone number for data keys
 
     # --- helpers ---
 
-    def _speaker_ok(self, who: str, ours: bool, kind: str) -> bool:
+    def _speaker_ok(self, who: str, ours: bool) -> bool:
         if who == ANY:
             return True
+        if who == DRIVES:
+            return (self.role == DRIVER) == ours
         if who == REQUESTED:
             return self._request_to_us == ours
         if self.we_are_sender is None:
@@ -90,11 +173,16 @@ class ControlConnection:
         is_sender = self.we_are_sender == ours
         return is_sender if who == SENDER else not is_sender
 
+    def _check_open(self) -> None:
+        if self.state is State.BROKEN:
+            raise LocalProtocolError("the control connection already failed")
+
     def _step(self, msg: m.Message, ours: bool) -> None:
         err = LocalProtocolError if ours else RemoteProtocolError
         side = "this side" if ours else "the peer"
-        if self.state is State.BROKEN:
-            raise LocalProtocolError("the control connection already failed")
+        if ours and msg.type in ("error", "cancel") and self.state is State.BROKEN:
+            return  # telling the peer why we stop is always allowed
+        self._check_open()
         if self.state is State.CLOSED:
             raise err(f"{side} sent {msg.type!r} after the connection was closed")
         if msg.type in ANYTIME:
@@ -113,20 +201,166 @@ class ControlConnection:
             else:
                 self.their_hello = msg
             if self.our_hello and self.their_hello:
-                self.state = State.IDLE
+                self.state = State.UNPAIRED
             return
+        if self.state in (State.UNPAIRED, State.PAIRING):
+            raise err(f"{side} sent {msg.type!r} before the pairing")
         rule = TRANSITIONS.get((self.state, msg.type))
-        if rule is None or not self._speaker_ok(rule[0], ours, msg.type):
+        if rule is None or not self._speaker_ok(rule[0], ours):
             raise err(f"{side} sent {msg.type!r} while the connection is {self.state.value}")
         nxt = rule[1]
         if msg.type == "plan":
             self.we_are_sender = ours
+            self.clones += 1
         elif msg.type == "request":
             self._request_to_us = not ours
         if nxt is State.IDLE:
             self._request_to_us = None
             self.we_are_sender = None
         self.state = nxt
+
+    def _encode(self, msg: m.Message) -> bytes:
+        body = m.encode_body(msg)
+        if self._sealer is not None:
+            body = self._sealer.seal(body, SEAL_AAD)
+        elif msg.type not in m.CLEAR_TYPES:
+            raise LocalProtocolError(f"this side tried to send {msg.type!r} before the pairing")
+        return m.frame_record(body)
+
+    def _hellos(self) -> tuple[bytes, bytes]:
+        """(driver's hello, server's hello) as they crossed the wire."""
+        assert self._attempt_role is not None
+        ours_is_driver = self._attempt_role == DRIVER
+        return self._hello_bodies[ours_is_driver], self._hello_bodies[not ours_is_driver]
+
+    def _new_attempt(self, role: str, secret: bytes) -> Attempt:
+        self._attempt_role = role
+        driver, server = self._hellos()
+        return Attempt(role, secret, number=self.attempts, driver_hello=driver, server_hello=server,
+                       binding=self.binding)
+
+    def _end_attempt(self) -> None:
+        self._attempt = None
+        self._attempt_role = None
+        self._awaiting_answer = False
+        self._driver_message = b""
+        self._got_server_pake = False
+        self.state = State.UNPAIRED
+
+    def _fail(self, reason: str, message: str, *, by_peer: bool) -> PairingFailed:
+        attempt = self.attempts
+        reply = b"" if by_peer else m.encode_message(
+            m.PairFailed(attempt=attempt, reason=reason if reason != "malformed" else "wrong_code",  # type: ignore[arg-type]
+                         message=message[:500]))
+        self._end_attempt()
+        return PairingFailed(attempt, reason, message, by_peer, reply)
+
+    def _seal_from_now(self, keys: SessionKeys, role: str) -> None:
+        self.keys, self.role = keys, role
+        self._sealer, self._opener = Sealer(keys.send), Opener(keys.receive)
+        self.decoder.limit = m.MAX_MESSAGE + pake.TAG_SIZE
+        self._attempt = None
+        self.state = State.IDLE
+
+    # --- pairing (called by the engine) ---
+
+    def drive(self, secret: bytes) -> bytes:
+        """Start a pairing attempt with the code the user typed; the bytes to write."""
+        self._check_open()
+        if self.state is not State.UNPAIRED:
+            raise LocalProtocolError(f"cannot start a pairing while the connection is {self.state.value}")
+        self.attempts += 1
+        self._attempt = self._new_attempt(DRIVER, secret)
+        self.state = State.PAIRING
+        return m.encode_message(m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex()))
+
+    def answer(self, secret: bytes) -> bytes:
+        """Answer the peer's attempt with this machine's code: our SPAKE2 message and proof."""
+        if not self._awaiting_answer:
+            raise LocalProtocolError("no pairing attempt waits for an answer")
+        self._awaiting_answer = False
+        attempt = self._new_attempt(SERVER, secret)
+        try:
+            attempt.finish(self._driver_message)
+        except MalformedPairing as e:
+            return self._fail("malformed", e.message, by_peer=False).reply
+        self._attempt = attempt
+        return (m.encode_message(m.Pake(role="server", attempt=self.attempts, msg=attempt.message.hex()))
+                + m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex())))
+
+    def refuse(self, reason: str, message: str) -> bytes:
+        """Turn the peer's attempt away without trying the code ("locked", "busy", "no_code")."""
+        if not self._awaiting_answer:
+            raise LocalProtocolError("no pairing attempt waits for an answer")
+        return self._fail(reason, message, by_peer=False).reply
+
+    @property
+    def paired(self) -> bool:
+        return self.keys is not None
+
+    # --- pairing messages from the peer ---
+
+    def _on_pairing(self, msg: m.Message) -> Event | None:
+        if isinstance(msg, m.PairFailed):
+            if self.state is State.PAIRING and msg.attempt == self.attempts:
+                return self._fail(msg.reason, msg.message, by_peer=True)
+            return None  # about an attempt already over (both sides gave up on a conflict)
+        if self.state is State.UNPAIRED:
+            if isinstance(msg, m.Pake) and msg.role == "driver":
+                if msg.attempt != self.attempts + 1:
+                    raise RemoteProtocolError(f"pairing attempt {msg.attempt} after {self.attempts}")
+                self.attempts += 1
+                self._attempt_role = SERVER
+                self._driver_message = _unhex(msg.msg)
+                self._awaiting_answer = True
+                self.state = State.PAIRING
+                return PairingRequested(self.attempts)
+            raise RemoteProtocolError(f"the peer sent {msg.type!r} outside a pairing attempt")
+        if self.state is not State.PAIRING:
+            raise RemoteProtocolError(f"the peer sent {msg.type!r} while the connection is {self.state.value}")
+        if self._attempt_role == DRIVER:
+            return self._driver_step(msg)
+        return self._server_step(msg)
+
+    def _driver_step(self, msg: m.Message) -> Event | None:
+        attempt = self._attempt
+        if attempt is None:
+            raise RemoteProtocolError(f"the peer sent {msg.type!r} outside a pairing attempt")
+        if isinstance(msg, m.Pake):
+            if msg.role == "driver":  # both machines drive at once: neither wins this attempt
+                return self._fail("conflict", "both machines tried to drive the pairing at once", by_peer=False)
+            if msg.attempt != self.attempts or self._got_server_pake:
+                raise RemoteProtocolError("the peer answered a pairing attempt twice")
+            try:
+                attempt.finish(_unhex(msg.msg))
+            except MalformedPairing as e:
+                return self._fail("malformed", e.message, by_peer=False)
+            self._got_server_pake = True
+            return None
+        if isinstance(msg, m.Confirm):
+            if msg.attempt != self.attempts or not self._got_server_pake:
+                raise RemoteProtocolError("the peer confirmed a pairing it had not answered")
+            self._got_server_pake = False
+            if not attempt.check(_unhex(msg.mac)):
+                return self._fail("wrong_code", "the pairing code does not match the other machine's",
+                                  by_peer=False)
+            reply = m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex()))
+            keys = attempt.keys()
+            self._seal_from_now(keys, DRIVER)
+            return Paired(DRIVER, keys.fingerprint, reply)
+        raise RemoteProtocolError(f"the peer sent {msg.type!r} during the pairing")
+
+    def _server_step(self, msg: m.Message) -> Event | None:
+        attempt = self._attempt
+        if self._awaiting_answer or attempt is None:
+            raise RemoteProtocolError(f"the peer sent {msg.type!r} before its pairing attempt was answered")
+        if isinstance(msg, m.Confirm) and msg.attempt == self.attempts:
+            if not attempt.check(_unhex(msg.mac)):
+                return self._fail("wrong_code", "the other machine's proof of the code is wrong", by_peer=False)
+            keys = attempt.keys()
+            self._seal_from_now(keys, SERVER)
+            return Paired(SERVER, keys.fingerprint)
+        raise RemoteProtocolError(f"the peer sent {msg.type!r} during the pairing")
 
     # --- API ---
 
@@ -136,26 +370,63 @@ class ControlConnection:
     def send(self, msg: m.Message) -> bytes:
         """Check that we may send ``msg`` now; return its bytes."""
         self._step(msg, ours=True)
-        return m.encode_message(msg)
+        data = self._encode(msg)
+        if isinstance(msg, m.Hello):
+            self._hello_bodies[True] = data[m.MESSAGE_LENGTH.size:]
+        return data
 
     def receive_data(self, data: bytes) -> None:
-        if self.state is State.BROKEN:
-            raise LocalProtocolError("the control connection already failed")
+        self._check_open()
         self.decoder.receive_data(data)
 
-    def next_message(self) -> m.Message | None:
-        """The peer's next message, checked against the state table."""
-        if self.state is State.BROKEN:
-            raise LocalProtocolError("the control connection already failed")
+    def next_event(self) -> Event | None:
+        """The peer's next message or pairing event, checked against the state table."""
+        self._check_open()
         try:
-            msg = self.decoder.next_message()
-            if msg is not None:
+            while (body := self.decoder.next_record()) is not None:
+                if self._opener is not None:
+                    body = self._opener.open(body, SEAL_AAD)
+                msg = m.decode_body(body)
+                if msg is None:
+                    continue  # an optional message type this version does not know
+                if self._opener is None and msg.type not in m.CLEAR_TYPES:
+                    raise RemoteProtocolError(f"the peer sent {msg.type!r} before the pairing")
+                if msg.type in PAIRING_TYPES:
+                    if self._opener is not None:
+                        raise RemoteProtocolError(f"the peer sent {msg.type!r} after the pairing")
+                    event = self._on_pairing(msg)
+                    if event is None:
+                        continue
+                    return event
                 self._step(msg, ours=False)
+                if isinstance(msg, m.Hello):
+                    self._hello_bodies[False] = body
+                return msg
         except ProtocolError:
             self.state = State.BROKEN
             raise
-        return msg
+        return None
+
+    def next_message(self) -> m.Message | None:
+        """The next message, for callers that expect no pairing events."""
+        event = self.next_event()
+        if event is not None and not isinstance(event, m.Message):
+            raise LocalProtocolError(f"unexpected pairing event {event!r}")
+        return event
 
     @property
     def peer_version(self) -> tuple[int, int] | None:
         return self.decoder.peer_version
+
+    @property
+    def shared_caps(self) -> frozenset[str]:
+        """The capabilities both hellos list: the features this connection may use."""
+        if self.our_hello is None or self.their_hello is None:
+            return frozenset()
+        return frozenset(self.our_hello.caps) & frozenset(self.their_hello.caps)
+
+    def clone_keys(self, session: str) -> pake.DataKeys:
+        """The data keys of the clone whose plan just crossed (numbered by this connection)."""
+        if self.keys is None or self.clones == 0:
+            raise LocalProtocolError("no paired clone to make keys for")
+        return self.keys.data_keys(self.clones - 1, session)

@@ -16,19 +16,22 @@ from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 
 from recovery import events
-from recovery.engine.agent import AgentSession, JobEnded, JobStarted, disk_paths, offered_disks
+from recovery.engine.agent import AgentSession, JobEnded, JobStarted, PeerDisks, disk_paths, offered_disks
 from recovery.engine.compare import compare
+from recovery.engine.guard import CodeGuard
+from recovery.engine.lobby import Lobby, Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.discovery import CableMonitor
-from recovery.protocol.messages import DiskInfo
+from recovery.link.select import LinkSpec, listen
+from recovery.protocol.messages import DiskInfo, Hello
 from recovery.tui.advice import Advice, advise
-from recovery.tui.cable import describe_event, open_cable
+from recovery.tui.cable import cable_source, watch
 from recovery.tui.config import WizardConfig
-from recovery.tui.finder import PeerFinder
 from recovery.tui.links import LinkReport, read_report
 from recovery.tui.messages import (
     DemoChecked,
@@ -36,13 +39,15 @@ from recovery.tui.messages import (
     InventoryLoaded,
     LinksRead,
     LinkStatus,
+    LobbyChanged,
+    LobbyEvent,
     PeerConnected,
     SessionEnded,
 )
 from recovery.tui.model import Choice, JobView, source_refusal, target_refusal
 from recovery.tui.screens.dialogs import ConfirmScreen, HelpScreen
 from recovery.tui.screens.home import HomeScreen
-from recovery.tui.screens.pair import PairScreen, PeerView
+from recovery.tui.screens.pair import PairScreen, PassiveScreen, PeerView
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
@@ -51,16 +56,27 @@ from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScree
 @dataclass
 class WizardState:
     host: str
+    code: str = ""  # this machine's pairing code, shown on the first screen
     disks: tuple[DiskInfo, ...] | None = None  # None: still reading them
     links: LinkReport | None = None
     status: dict[str, str] = field(default_factory=dict)  # link status by source
+    seen: list[Seen] = field(default_factory=list)  # machines that reached us, not paired
     link: PeerLink | None = None
     peer: PeerView | None = None
     session: AgentSession | None = None
-    paired: bool = False  # the user confirmed this link's pairing code
+    paired: bool = False  # the driving user went on from the pairing screen
     choice: Choice = field(default_factory=Choice)
     job: JobView | None = None
     job_link: PeerLink | None = None  # the link the last clone ran on
+
+
+def only_wizards_and_agents(hello: Hello) -> str | None:
+    """The wizard pairs with another wizard or an agent; headless send/receive have their own partners."""
+    if hello.role in ("wizard", "agent"):
+        return None
+    command = {"sender": "send", "receiver": "receive"}.get(hello.role, hello.role)
+    return (f"{hello.host.hostname} runs `recovery {command}`; start `recovery tui` or `recovery agent` "
+            "there instead")
 
 
 class WizardApp(App[int]):
@@ -78,8 +94,10 @@ class WizardApp(App[int]):
         ansi = self.config.ansi
         super().__init__(ansi_color=bool(ansi))
         self.state = WizardState(host=self.config.hostname or socket.gethostname())
-        self.finder: PeerFinder | None = None
-        self.reconnect = self.config.connect  # where to connect (again) when no peer is there
+        self.guard = CodeGuard(self.config.code, on_new_code=self._new_code)
+        self.state.code = self.guard.code
+        self.lobby: Lobby | None = None
+        self.reconnect = self.config.connect  # a peer to reach (again) when none is paired
         self.closing = False
 
     # --- start and stop ---
@@ -93,8 +111,8 @@ class WizardApp(App[int]):
     def on_unmount(self) -> None:
         """Stop every worker's I/O so the app never waits on a blocked thread."""
         self.closing = True
-        if self.finder is not None:
-            self.finder.stop()
+        if self.lobby is not None:
+            self.lobby.close()
         session = self.state.session
         if session is not None:
             session.close(f"{self.state.host} closed the wizard")
@@ -135,48 +153,79 @@ class WizardApp(App[int]):
         if msg.error is not None:
             self.notify(msg.error.message, title="Reading the disks failed", severity="error")
         self._refresh_home()
-        if self.finder is None and self.state.link is None:
-            self._start_finder()
+        if self.lobby is None and self.state.link is None:
+            self._open_lobby()
 
     def _refresh_home(self) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, HomeScreen) and screen.is_mounted:
-                screen.refresh_view()
+                try:
+                    screen.refresh_view()
+                except NoMatches:
+                    pass  # not composed yet, or being torn down: it refreshes when it shows again
 
     # --- finding the peer ---
 
-    def _start_finder(self) -> None:
-        config = self.config
-        if self.closing or self.state.disks is None or not (config.listen or self.reconnect or config.cable):
-            return
-        finder = PeerFinder(disks=lambda: self.state.disks or (), found=self._found, status=self._status,
-                            hostname=config.hostname, timeout=config.timeout)
-        self.finder = finder
-        if config.cable:
-            self._in_thread(partial(finder.use, "cable", open_cable), "finder")
-            self._in_thread(partial(self._watch_cable, finder), "finder")
-        if config.listen is not None:
-            self._in_thread(partial(finder.listen, config.listen), "finder")
-        if self.reconnect is not None:
-            self._in_thread(partial(finder.connect, self.reconnect), "finder")
+    def _new_code(self, code: str, why: str) -> None:  # any thread
+        self.post_message(LobbyEvent(events.PairingCode(code, why)))
 
-    def _watch_cable(self, finder: PeerFinder) -> None:  # a worker thread
+    def _lobby_event(self, event: events.Event) -> None:  # a lobby thread
+        self.post_message(LobbyEvent(event))
+
+    def _lobby_changed(self, seen: list[Seen]) -> None:  # a lobby thread
+        self.post_message(LobbyChanged(seen))
+
+    def _open_lobby(self) -> None:
+        """Wait for the other machine: on the cable, on TCP, at an address given at start."""
+        config = self.config
+        if self.closing or self.state.disks is None:
+            return
+        lobby = Lobby(self.guard, "wizard", offered=lambda: self.state.disks or (), refuse=only_wizards_and_agents,
+                      sink=self._lobby_event, found=self._found, changed=self._lobby_changed,
+                      timeout=config.timeout, hostname=config.hostname)
+        self.lobby = lobby
+        self.state.seen = []
+        if config.cable:
+            self._in_thread(partial(self._cable, lobby), "lobby")
+        if config.listen is not None:
+            self._in_thread(partial(self._listen, lobby, config.listen), "lobby")
+        if self.reconnect is not None:
+            lobby.hold(self.reconnect)
+
+    def _cable(self, lobby: Lobby) -> None:  # a worker thread
+        opener = self.config.cable_opener
+        source = cable_source(self._status, opener) if opener else cable_source(self._status)
+        lobby.serve(source, hold=None)
         try:
             monitor = CableMonitor()
         except RecoveryError as e:
             self._status("cable", f"cannot watch the cable: {e.message}")
             return
-        finder.watch("cable", monitor, describe_event)
+        watch(monitor, self._status, lobby.done)
+
+    def _listen(self, lobby: Lobby, ep: tcp.Endpoint) -> None:  # a worker thread
+        while not lobby.done.is_set():
+            try:
+                source = listen(LinkSpec("tcp", ep), on_listening=lambda host, port, link: self._status(
+                    "tcp", f"listening on port {port}" + ("" if host in ("*", "::", "0.0.0.0") else f" on {host}")))
+                break
+            except RecoveryError as e:  # the port is busy (maybe our last listener, still closing)
+                self._status("tcp", f"cannot listen: {e.message}; trying again...")
+                if lobby.done.wait(2.0):
+                    return
+        lobby.serve(source)
+        lobby.done.wait()
+        self._status("tcp", "not listening")
 
     def _in_thread(self, work: Callable[[], None], group: str) -> None:
         self.run_worker(work, thread=True, group=group, exit_on_error=False)
 
-    def _found(self, link: PeerLink) -> None:  # a finder's thread
+    def _found(self, link: PeerLink) -> None:  # a lobby thread
         if not self.post_message(PeerConnected(link)):
             link.close()
             link.conn.close()
 
-    def _status(self, source: str, text: str) -> None:  # a finder's thread
+    def _status(self, source: str, text: str) -> None:  # any thread
         self.post_message(LinkStatus(source, text))
 
     def on_link_status(self, msg: LinkStatus) -> None:
@@ -185,6 +234,27 @@ class WizardApp(App[int]):
             self._in_thread(self._reread_links, "links")  # a host came or went: modules, speeds
         self._refresh_home()
 
+    def on_lobby_changed(self, msg: LobbyChanged) -> None:
+        self.state.seen = msg.seen
+        self._refresh_home()
+
+    def on_lobby_event(self, msg: LobbyEvent) -> None:
+        event = msg.event
+        if isinstance(event, events.PairingCode):
+            self.state.code = event.code
+            if event.why:
+                self.notify(f"{event.why}. This machine's new code is {event.code}.", title="New pairing code",
+                            severity="warning", markup=False)
+            self._refresh_home()
+        elif isinstance(event, events.PairingAttempt) and not event.ok:
+            self.notify(f"{event.peer}: {event.message or event.reason}", title="Not paired", severity="error",
+                        markup=False)
+            self.state.status["peer"] = f"{event.peer}: {event.message or event.reason}"
+            self._refresh_home()
+        elif isinstance(event, events.Phase) and event.name == "connect":
+            self.state.status["connect"] = event.message
+            self._refresh_home()
+
     def _reread_links(self) -> None:  # a worker thread
         self.post_message(LinksRead(read_report()))
 
@@ -192,23 +262,31 @@ class WizardApp(App[int]):
         self.state.links = msg.links
         self._refresh_home()
 
-    def connect_to(self, text: str) -> None:
-        """The user typed the other machine's address."""
-        try:
-            ep = tcp.parse_endpoint(text)
-        except UsageError as e:
-            self.notify(e.message, severity="error")
-            return
-        if not ep.host:
-            self.notify("Give the other machine's address, e.g. 192.168.1.20", severity="error")
-            return
-        self.reconnect = ep
+    def drive(self, code: str, address: str = "") -> None:
+        """The user typed the other machine's code (and maybe its address): pair from here."""
         if self.state.link is not None:
-            self.notify(f"Already connected to {self.state.link.theirs.host.hostname}")
-        elif self.finder is None:
-            self._start_finder()
-        else:
-            self._in_thread(partial(self.finder.connect, ep), "finder")
+            self.notify(f"Already paired with {self.state.link.theirs.host.hostname}", markup=False)
+            return
+        if self.lobby is None:
+            self.notify("Still reading this machine's disks; try again in a moment.", severity="warning")
+            return
+        if address.strip():
+            try:
+                ep = tcp.parse_endpoint(address)
+            except UsageError as e:
+                self.notify(e.message, severity="error", markup=False)
+                return
+            if not ep.host:
+                self.notify("Give the other machine's address, e.g. 192.168.1.20", severity="error")
+                return
+            if not self.lobby.drive(code, peer=str(ep)):  # not reached yet: connect there now
+                self.state.status["connect"] = f"connecting to {ep}..."
+                self.lobby.connect(ep, code)
+        elif not self.lobby.drive(code):
+            self.notify("No other machine has reached this one yet. Join the cable, or give its address too.",
+                        severity="warning")
+            return
+        self._refresh_home()
 
     def on_peer_connected(self, msg: PeerConnected) -> None:
         link = msg.link
@@ -216,11 +294,11 @@ class WizardApp(App[int]):
             link.close()
             link.conn.close()
             return
-        if self.finder is not None:
-            self.finder.stop()
-            self.finder = None
+        self.lobby = None  # it is done: the paired peer came through it
         self.state.status.pop("peer", None)
-        session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks), sink=self._engine_sink,
+        self.state.seen = []
+        session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks),
+                               offered=lambda: offered_disks(self.config.disks), sink=self._engine_sink,
                                log_dir=self.config.log_dir)
         self.state.link, self.state.session, self.state.paired = link, session, False
         self.state.peer = PeerView.of(link)
@@ -241,7 +319,7 @@ class WizardApp(App[int]):
         self.post_message(SessionEnded(session, error))
 
     def offer_pairing(self) -> None:
-        """Show the pairing screen, unless the user is reading something else."""
+        """Show who we paired with, unless the user is reading something else."""
         state = self.state
         if state.link is None or state.paired or state.peer is None or state.link is state.job_link:
             return
@@ -249,15 +327,15 @@ class WizardApp(App[int]):
         waiting = isinstance(top, ErrorScreen) and top.advice.waiting
         if isinstance(top, HomeScreen) or waiting:
             self._reset_to_home()
-            self.push_screen(PairScreen(state.peer))
+            self.push_screen(PairScreen(state.peer) if state.peer.drives else PassiveScreen(state.peer))
         elif isinstance(top, ErrorScreen):
-            top.set_status(f"{state.peer.hostname} is connected again: press Enter to start over.")
+            top.set_status(f"Paired with {state.peer.hostname} again: press Enter to start over.")
 
     def home_shown(self) -> None:
         self.offer_pairing()
 
     def _drop_session(self, reason: str) -> None:
-        """Close the current session in the background; the finder starts again when it ends."""
+        """Close the current session in the background; a new lobby opens when it ends."""
         session = self.state.session
         self.state.link = self.state.session = self.state.peer = None
         self.state.paired = False
@@ -270,8 +348,9 @@ class WizardApp(App[int]):
             peer = self.state.peer.hostname if self.state.peer else "the other machine"
             self.state.link = self.state.session = self.state.peer = None
             self.state.paired = False
-        if self.finder is None and self.state.link is None:
-            self._start_finder()
+        if self.lobby is None and self.state.link is None and not self.closing:
+            self.state.code = self.guard.renew("a new pairing")
+            self._open_lobby()
         if not current or msg.error is None:
             return
         if isinstance(self.screen, (ErrorScreen, SummaryScreen, ProgressScreen)):
@@ -292,20 +371,20 @@ class WizardApp(App[int]):
 
     def confirm_pairing(self) -> None:
         state = self.state
-        if state.peer is None or state.link is None:
+        if state.peer is None or state.link is None or not state.peer.drives:
             return
         state.paired = True
         self.push_screen(DirectionScreen(state.host, state.peer.hostname), self._on_direction)
 
-    def reject_pairing(self) -> None:
+    def end_pairing(self) -> None:
         self.reconnect = None  # not this peer again, by itself
-        self._drop_session(f"the pairing code did not match on {self.state.host}")
+        self._drop_session(f"{self.state.host} ended the pairing")
         self._reset_to_home()
 
     def _machines(self) -> tuple[tuple[DiskInfo, ...], tuple[DiskInfo, ...]]:
-        """(this machine's disks, the peer's disks) as the peer's hello and our inventory say."""
+        """(this machine's disks, the peer's disks): ours as read here, the peer's as it sent them."""
         link = self.state.link
-        return (link.ours.disks, link.theirs.disks) if link else ((), ())
+        return (self.state.disks or (), link.inventory) if link else ((), ())
 
     def _on_direction(self, send: object) -> None:
         if not isinstance(send, bool) or self.state.peer is None:
@@ -358,6 +437,8 @@ class WizardApp(App[int]):
 
     def on_engine_event(self, msg: EngineEvent) -> None:
         event = msg.event
+        if isinstance(event, PeerDisks):
+            return  # the session keeps them (link.inventory); the next choice reads them
         if isinstance(event, JobStarted):
             self.state.job = JobView(event)
             self.state.job_link = self.state.link

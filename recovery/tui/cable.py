@@ -5,20 +5,31 @@ other to connect: the host with the smaller UUID listens (the rule
 USB4STREAM uses to decide who allocates HopIDs), so both choose without
 talking. USB4STREAM needs no roles. Which of the two links is used is
 :func:`recovery.link.discovery.choose_link`'s choice, made alike on both.
+:func:`cable_source` hands the cable's connections to the wizard's
+:class:`~recovery.engine.lobby.Lobby`, one at a time; :func:`watch` turns
+what the bus reports into status lines.
 """
 
 from __future__ import annotations
 
+import select
 import threading
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from recovery.errors import NoPeerError
+from recovery.errors import CancelledError, MissingToolError, NoPeerError, RecoveryError
 from recovery.link import discovery
 from recovery.link.base import Connection
-from recovery.link.select import LinkSpec, accept_receiver, connect_sender
+from recovery.link.select import LinkSpec, OneAtATime, accept_receiver, connect_sender
 from recovery.link.sysfs import Peer, Sysfs
 from recovery.link.tbstream.agree import allocates
+from recovery.link.tcp import AcceptTimeout
 
 ATTEMPT = 10.0  # seconds one attempt waits for the other side before trying again
+RETRY = 2.0  # seconds between attempts when something is missing (no peer, a module)
+
+Status = Callable[[str, str], None]  # (source, text)
+Opener = Callable[[threading.Event], Connection]
 
 
 def describe(peer: Peer) -> str:
@@ -63,3 +74,51 @@ def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float
     if role(sysfs, kind) == "send":
         return connect_sender(spec, timeout=timeout, stop=stop)
     return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None, stop=stop)
+
+
+def cable_source(status: Status, opener: Opener = open_cable) -> OneAtATime:
+    """The cable's connections, one at a time, for the wizard's lobby.
+
+    Each accept makes one attempt with ``opener`` (by default :func:`open_cable`),
+    after the previous cable connection has closed; what is missing (no peer, a
+    module) becomes a status line and a short wait.
+    """
+    stop = threading.Event()
+
+    def attempt(_timeout: float | None) -> Connection:
+        try:
+            conn = opener(stop)
+        except CancelledError:
+            raise
+        except (NoPeerError, MissingToolError) as e:
+            status("cable", e.message)  # says what is missing: a peer, a module
+            stop.wait(RETRY)
+            raise AcceptTimeout(e.message) from None
+        except RecoveryError:  # the other side was not ready within one attempt
+            status("cable", "waiting for the other machine on the cable...")
+            stop.wait(0.5)
+            raise AcceptTimeout("nobody answered on the cable") from None
+        status("cable", f"connected over {conn.kind}")
+        return conn
+
+    return OneAtATime(attempt, stop=stop)
+
+
+class Monitor(Protocol):
+    """What a discovery monitor offers (pyudev's shape): a pollable fd and events."""
+
+    def fileno(self) -> int: ...
+    def poll(self, timeout: float | None = ...) -> Any: ...
+
+
+def watch(monitor: Monitor, status: Status, stop: threading.Event,
+          describe: Callable[[Any], str] = describe_event) -> None:
+    """Report a discovery monitor's events as status lines until ``stop`` is set."""
+    poller = select.poll()
+    poller.register(monitor.fileno(), select.POLLIN)
+    while not stop.is_set():
+        if not poller.poll(500):
+            continue
+        event = monitor.poll(0)
+        if event is not None:
+            status("cable", describe(event))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.link import tcp
+from recovery.link.base import Connection
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.links import LinkReport
 
@@ -21,7 +23,9 @@ class WizardConfig:
     hostname: str | None = None  # this machine's name in the hello (None: the real one)
     disks: tuple[str, ...] = ()  # offer only these disks or image files (): every disk
     listen: tcp.Endpoint | None = field(default_factory=_default_listen)  # None: do not listen
-    connect: tcp.Endpoint | None = None  # connect to this peer at start
+    connect: tcp.Endpoint | None = None  # reach this peer at start (it is driven once its code is typed)
+    code: str | None = None  # this machine's pairing code (None: a new random one per pairing)
+    code_hint: str = ""  # a line under the code (the demo says the simulated peer's code)
     log_dir: Path | None = None  # None: recovery.engine.joblog.default_dir()
     timeout: float = DEFAULT_TIMEOUT
     cable: bool = True  # look for the peer on the USB4/Thunderbolt cable too
@@ -30,3 +34,4 @@ class WizardConfig:
     # Tests replace what reads the machine:
     inventory: Callable[[], tuple[DiskInfo, ...]] | None = None
     links: Callable[[], LinkReport] | None = None
+    cable_opener: Callable[[threading.Event], Connection] | None = None

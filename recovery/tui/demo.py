@@ -23,6 +23,7 @@ import recovery
 from recovery.demo import MIB, build_sample_disk
 from recovery.errors import LinkError, MissingToolError
 from recovery.link.tcp import Endpoint
+from recovery.protocol import codes
 from recovery.run import find_tool
 from recovery.tui.config import WizardConfig
 
@@ -51,6 +52,7 @@ class DemoWorld:
         self.logs = self.workdir / "logs"
         self.agent: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self.code = codes.generate()  # the simulated peer's pairing code: the user types it in the wizard
 
     def __enter__(self) -> DemoWorld:
         return self
@@ -76,7 +78,7 @@ class DemoWorld:
         err = self.workdir / "peer-errors.txt"
         argv = [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
                 "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
-                "--json", "--stop-on-eof"]
+                "--code", self.code, "--json", "--stop-on-eof"]
         root = str(Path(recovery.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
@@ -106,8 +108,10 @@ class DemoWorld:
     def config(self, *, ansi: bool | None = None) -> WizardConfig:
         """The wizard's side: it offers the sample disk and connects to the peer."""
         assert self.port is not None, "start() first"
+        hint = (f"Demo: the other machine ({PEER_NAME}) is simulated and has no screen; its code is "
+                f"{self.code}. Press c, type it, and Enter.")
         return WizardConfig(disks=(str(self.source),), listen=None, connect=Endpoint("127.0.0.1", self.port),
-                            log_dir=self.logs, cable=False, demo=True, ansi=ansi)
+                            log_dir=self.logs, cable=False, demo=True, ansi=ansi, code_hint=hint)
 
     # --- removing it ---
 

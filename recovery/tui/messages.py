@@ -6,6 +6,7 @@ from textual.message import Message
 
 from recovery import events
 from recovery.engine.agent import AgentSession
+from recovery.engine.lobby import Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError
 from recovery.protocol.messages import DiskInfo
@@ -31,6 +32,22 @@ class LinkStatus(Message):
         super().__init__()
         self.source = source
         self.text = text
+
+
+class LobbyChanged(Message):
+    """The machines that reached this one (not paired yet) changed."""
+
+    def __init__(self, seen: list[Seen]) -> None:
+        super().__init__()
+        self.seen = seen
+
+
+class LobbyEvent(Message):
+    """What the search for the peer says: a new code, a failed pairing, a connect attempt."""
+
+    def __init__(self, event: events.Event) -> None:
+        super().__init__()
+        self.event = event
 
 
 class PeerConnected(Message):

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import benchdisk
+from tests.helpers import CODE
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -84,14 +85,15 @@ def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 
 def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
          address: str = "127.0.0.1") -> Run:
-    rx = recovery(["receive", "--target", target, "--listen", f"{address}:{PORT}", "--yes"],
+    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes"],
                   netns[1] if netns else None)
     assert rx.stdout is not None
     line = rx.stdout.readline()  # the "listening" event
     if b"listening" not in line:
         raise RuntimeError(f"receiver did not start: {line!r} {rx.stderr.read() if rx.stderr else ''}")
     start = time.monotonic()
-    tx = recovery(["send", "--source", source, "--to", f"{address}:{PORT}", "--mode", mode, "--level", level],
+    tx = recovery(["send", "--code", CODE, "--source", source, "--to", f"{address}:{PORT}", "--mode", mode,
+                   "--level", level],
                   netns[0] if netns else None)
     tx_events = _events(tx)
     tx_code, tx_rss = _wait(tx)

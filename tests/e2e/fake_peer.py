@@ -1,4 +1,9 @@
-"""A misbehaving sender built from the real protocol codecs, over a real socket."""
+"""A misbehaving sender built from the real protocol codecs, over a real socket.
+
+It pairs for real (it knows the code, as an attacker who watched the screen
+would, or does not) and then sends whatever a test wants on the data channel,
+with headers MAC'd under the clone's real keys unless told otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import blake3
 from recovery.disks.identity import host_info
 from recovery.link import tcp
 from recovery.link.base import Connection
+from recovery.protocol import codes
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
-from recovery.protocol.state import ControlConnection
+from recovery.protocol.pake import DataKeys
+from recovery.protocol.state import ControlConnection, Paired, PairingFailed
+from tests.helpers import CODE
 
 CHUNK = 1 << 20
 
@@ -19,44 +27,65 @@ CHUNK = 1 << 20
 class FakeSender:
     def __init__(self, port: int) -> None:
         self.conn: Connection = tcp.connect(tcp.Endpoint("127.0.0.1", port))
-        self.state = ControlConnection()
+        self.state = ControlConnection(binding=self.conn.binding)
+        self.keys: DataKeys | None = None
 
     def send_control(self, data: bytes) -> None:
         self.conn.control.send(data)
 
-    def hello(self) -> m.Hello:
+    def hello(self, role: str = "sender") -> m.Hello:
         self.send_control(self.state.preamble() + self.state.send(
-            m.Hello(host=host_info("fake 0"), role="sender", nonce="00" * 16)))
-        msg = self.next_message()
+            m.Hello(host=host_info("fake 0"), role=role, nonce=os.urandom(16).hex())))  # type: ignore[arg-type]
+        msg = self.next_event()
         assert isinstance(msg, m.Hello)
         return msg
 
-    def next_message(self) -> m.Message:
+    def pair(self, code: str = CODE) -> Paired | PairingFailed:
+        """One pairing attempt with ``code``; after a success the receiver's inventory is read too."""
+        self.send_control(self.state.drive(codes.secret(code)))
         while True:
-            msg = self.state.next_message()
-            if msg is not None and not isinstance(msg, m.Ping):
-                return msg
-            if msg is None:
+            event = self.next_event()
+            if isinstance(event, Paired):
+                self.send_control(event.reply)
+                assert isinstance(self.next_event(), m.Inventory)
+                return event
+            if isinstance(event, PairingFailed):
+                if event.reply:
+                    self.send_control(event.reply)
+                return event
+
+    def next_event(self) -> object:
+        while True:
+            event = self.state.next_event()
+            if event is not None and not isinstance(event, m.Ping):
+                return event
+            if event is None:
                 data = self.conn.control.recv_some()
                 assert data, "receiver closed the control channel"
                 self.state.receive_data(data)
 
-    def plan(self, size: int) -> m.Message:
+    def plan(self, size: int, *, frames: int | None = None, covered: int | None = None) -> object:
         identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host",
                               fingerprint="00" * 32)
+        covered = size if covered is None else covered
         plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=CHUNK,
-                      codecs=("raw",), map=m.MapSummary(extents=1, bytes=size, digest="00" * 32))
+                      codecs=("raw",), map=m.MapSummary(extents=1, bytes=covered, digest="00" * 32),
+                      frames=-(-covered // CHUNK) if frames is None else frames, encrypted=False)
         self.send_control(self.state.send(plan))
-        return self.next_message()
+        self.keys = self.state.clone_keys(plan.session)
+        return self.next_event()
 
     def frame(self, seq: int, offset: int, data: bytes, *, digest: bytes | None = None,
-              raw_len: int | None = None) -> None:
-        header = ChunkHeader(seq, offset, raw_len if raw_len is not None else len(data), len(data),
-                             Kind.DATA, Codec.RAW, digest or blake3.blake3(data).digest())
-        self.conn.data.send_parts((encode_header(header), data))
+              raw_len: int | None = None, key: bytes | None = None, kind: Kind = Kind.DATA) -> None:
+        assert self.keys is not None
+        payload = b"" if kind is Kind.ZERO else data
+        header = ChunkHeader(seq, offset, raw_len if raw_len is not None else len(data), len(payload),
+                             kind, Codec.RAW, digest or blake3.blake3(data).digest())
+        self.conn.data.send_parts((encode_header(header, key or self.keys.header), payload))
 
     def end(self, frames: int) -> None:
-        self.conn.data.send(encode_header(end_header(frames)))
+        assert self.keys is not None
+        self.conn.data.send(encode_header(end_header(frames), self.keys.header))
 
     def close(self) -> None:
         self.conn.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from recovery.engine.compare import compare
-from tests.helpers import Recovery, b3sum, fat_digests, loop_device, mounted, receiver, sh, tree_digests
+from tests.helpers import CODE, Recovery, b3sum, fat_digests, loop_device, mounted, receiver, sh, tree_digests
 
 pytestmark = pytest.mark.root
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.root
 def clone(source: str, target: str, *send_args: str, recv_args: tuple[str, ...] = ("--yes",)) -> tuple[
         Recovery, Recovery]:
     rx, port = receiver(target, *recv_args)
-    tx = Recovery("send", "--source", source, "--to", f"127.0.0.1:{port}", *send_args)
+    tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}", *send_args)
     assert tx.wait() == 0, tx.stderr
     assert rx.wait() == 0, rx.stderr
     return tx, rx

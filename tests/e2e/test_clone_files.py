@@ -9,7 +9,7 @@ import pytest
 
 from recovery.demo import build_sample_disk
 from recovery.engine.compare import compare
-from tests.helpers import MIB, Recovery, b3sum, receiver
+from tests.helpers import CODE, MIB, Recovery, b3sum, receiver
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_image_to_new_sparse_image_exact(sample: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))
-    tx = Recovery("send", "--source", str(sample), "--to", f"127.0.0.1:{port}", "--mode", "exact")
+    tx = Recovery("send", "--code", CODE, "--source", str(sample), "--to", f"127.0.0.1:{port}", "--mode", "exact")
     assert tx.wait() == 0, tx.stderr
     assert rx.wait() == 0, rx.stderr
     assert compare(str(sample), str(target)).identical

@@ -14,9 +14,11 @@ import pytest
 from recovery.errors import IntegrityError, LinkError, ProtocolError, RefusedError
 from recovery.link import tcp
 from recovery.protocol import messages as m
-from recovery.protocol.pairing import CONTROL, DATA, encode_link_hello
+from recovery.protocol.channels import CONTROL, DATA
+from recovery.protocol.linkhello import encode_link_hello
+from recovery.protocol.state import Paired
 from tests.e2e.fake_peer import CHUNK, FakeSender
-from tests.helpers import MIB, Recovery, loop_device, receiver
+from tests.helpers import CODE, MIB, Recovery, loop_device, receiver
 
 
 def assert_one_clean_line(r: Recovery) -> str:
@@ -40,6 +42,7 @@ def test_corrupted_chunk_is_not_written(patterned_target: Path) -> None:
         rx, port = receiver(dev, "--yes")
         peer = FakeSender(port)
         peer.hello()
+        assert isinstance(peer.pair(), Paired)
         assert isinstance(peer.plan(16 * MIB), m.Accept)
         good = os.urandom(CHUNK)
         peer.frame(0, 0, good)
@@ -54,34 +57,48 @@ def test_corrupted_chunk_is_not_written(patterned_target: Path) -> None:
             assert f.read(CHUNK) == b"\xaa" * CHUNK
 
 
-def test_garbage_on_the_control_channel(tmp_path: Path) -> None:
+def test_garbage_on_the_control_channel_is_turned_away_and_the_wait_goes_on(tmp_path: Path) -> None:
     rx, port = receiver(str(tmp_path / "t.img"))
     token = os.urandom(16)
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     socks[0].sendall(encode_link_hello(CONTROL, token))
     socks[1].sendall(encode_link_hello(DATA, token))
     socks[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
-    assert rx.wait() == ProtocolError.exit_code
-    assert "not usb4-recovery" in assert_one_clean_line(rx)
-    assert not (tmp_path / "t.img").exists()
+    failed = rx.wait_event("pairing_attempt", ok=False)
+    assert "not usb4-recovery" in failed["message"]
+    assert rx.proc.poll() is None and not (tmp_path / "t.img").exists()  # still waiting, nothing made
     for s in socks:
         s.close()
+    rx.kill()
 
 
-def test_other_major_version_is_refused_naming_both(tmp_path: Path) -> None:
+def test_an_older_peer_is_told_to_upgrade(tmp_path: Path) -> None:
     rx, port = receiver(str(tmp_path / "t.img"))
     conn = tcp.connect(tcp.Endpoint("127.0.0.1", port))
-    conn.control.send(m.encode_preamble((9, 3)))
-    assert rx.wait() == ProtocolError.exit_code
-    message = assert_one_clean_line(rx)
-    assert "9.3" in message and "1.0" in message
+    conn.control.send(m.encode_preamble((1, 0)))
+    failed = rx.wait_event("pairing_attempt", ok=False)
+    assert "1.0" in failed["message"] and "2.0" in failed["message"] and "older" in failed["message"]
+    decoder = m.ControlDecoder()
+    told: list[m.Message] = []
+    while not any(isinstance(t, m.Error) for t in told):
+        data = conn.control.recv_some()
+        assert data, f"closed without saying why; told {told}"
+        decoder.receive_data(data)
+        while (msg := decoder.next_message()) is not None:
+            told.append(msg)
+    assert decoder.peer_version == (2, 0)  # it says which version it speaks, and why it stops:
+    error = next(t for t in told if isinstance(t, m.Error))
+    assert "older" in error.message and "1.0" in error.message
+    assert rx.proc.poll() is None
     conn.close()
+    rx.kill()
 
 
 def test_oversized_frame_is_refused(patterned_target: Path) -> None:
     rx, port = receiver(str(patterned_target), "--yes")
     peer = FakeSender(port)
     peer.hello()
+    assert isinstance(peer.pair(), Paired)
     assert isinstance(peer.plan(16 * MIB), m.Accept)
     peer.frame(0, 0, b"x" * 4096, raw_len=2 * CHUNK)  # claims more than the chunk size
     assert rx.wait() == ProtocolError.exit_code
@@ -93,6 +110,7 @@ def test_frame_past_the_planned_size_is_refused(patterned_target: Path) -> None:
     rx, port = receiver(str(patterned_target), "--yes")
     peer = FakeSender(port)
     peer.hello()
+    assert isinstance(peer.pair(), Paired)
     assert isinstance(peer.plan(4 * MIB), m.Accept)
     peer.frame(0, 4 * MIB - 4096, os.urandom(8192))
     assert rx.wait() == ProtocolError.exit_code
@@ -104,6 +122,7 @@ def test_sender_disappearing_mid_transfer(patterned_target: Path) -> None:
     rx, port = receiver(str(patterned_target), "--yes")
     peer = FakeSender(port)
     peer.hello()
+    assert isinstance(peer.pair(), Paired)
     assert isinstance(peer.plan(16 * MIB), m.Accept)
     peer.frame(0, 0, os.urandom(CHUNK))
     peer.conn.data.send(os.urandom(40))  # half a header, then gone
@@ -114,8 +133,8 @@ def test_sender_disappearing_mid_transfer(patterned_target: Path) -> None:
 
 def _stream_until_progress(source: str, target: str) -> tuple[Recovery, Recovery]:
     rx, port = receiver(target, "--yes")
-    tx = Recovery("send", "--source", source, "--to", f"127.0.0.1:{port}", "--mode", "exact", "--level", "0",
-                  "--chunk-size", "256K")
+    tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}", "--mode", "exact",
+                  "--level", "0", "--chunk-size", "256K")
     tx.wait_event("phase", name="transfer")
     return tx, rx
 
@@ -150,6 +169,7 @@ def test_refused_plan_tells_the_sender(tmp_path: Path) -> None:
         rx, port = receiver(dev)
         peer = FakeSender(port)
         peer.hello()
+        assert isinstance(peer.pair(), Paired)
         reply = peer.plan(16 * MIB)
         assert isinstance(reply, m.Refuse) and "too small" in reply.message
         assert rx.wait() == RefusedError.exit_code

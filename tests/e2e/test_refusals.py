@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import RefusedError
-from tests.helpers import MIB, Recovery, loop_device, mounted, receiver, sh
+from tests.helpers import CODE, MIB, Recovery, loop_device, mounted, receiver, sh
 
 pytestmark = pytest.mark.root
 
 
 def refused_at_once(target: str, *extra: str) -> str:
-    r = Recovery("receive", "--target", target, "--listen", "127.0.0.1:0", *extra)
+    r = Recovery("receive", "--code", CODE, "--target", target, "--listen", "127.0.0.1:0", *extra)
     assert r.wait(30) == RefusedError.exit_code, r.events
     assert r.event("listening") is None  # refused before waiting for a sender
     assert "Traceback" not in r.stderr
@@ -27,7 +27,7 @@ def refused_at_once(target: str, *extra: str) -> str:
 
 def clone_refused(source: str, target: str, *extra: str) -> tuple[str, str]:
     rx, port = receiver(target, *extra)
-    tx = Recovery("send", "--source", source, "--to", f"127.0.0.1:{port}")
+    tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}")
     assert tx.wait() == RefusedError.exit_code, tx.stderr
     assert rx.wait() == RefusedError.exit_code, rx.stderr
     tx_err, rx_err = tx.event("error"), rx.event("error")
@@ -104,7 +104,7 @@ def test_target_changed_while_waiting_for_the_sender(source_loop: str, blank_loo
     rx, port = receiver(blank_loop, "--yes")
     sh("sfdisk", "--quiet", blank_loop, input="label: gpt\nsize=8M, type=L\n")
     before = open(blank_loop, "rb").read(MIB)
-    tx = Recovery("send", "--source", source_loop, "--to", f"127.0.0.1:{port}")
+    tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}")
     assert tx.wait() == RefusedError.exit_code, tx.stderr
     assert rx.wait() == RefusedError.exit_code, rx.stderr
     error = rx.event("error")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, VerificationError
-from tests.helpers import MIB, REPO, Recovery, b3sum, random_bytes, receiver
+from tests.helpers import CODE, MIB, REPO, Recovery, b3sum, random_bytes, receiver
 
 
 def verify(a: Path, b: Path) -> subprocess.CompletedProcess[str]:
@@ -42,7 +42,7 @@ def test_verify_names_the_ranges_that_differ(tmp_path: Path) -> None:
 @pytest.mark.root
 def test_ctrl_c_on_the_sender_cancels_the_receiver(source_loop: str, blank_loop: str) -> None:
     rx, port = receiver(blank_loop, "--yes")
-    tx = Recovery("send", "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", "exact",
+    tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", "exact",
                   "--chunk-size", "256K")
     tx.wait_event("phase", name="transfer")
     rx.proc.send_signal(signal.SIGSTOP)  # hold the transfer so the interrupt lands mid-stream
@@ -63,7 +63,7 @@ def test_ctrl_c_on_the_sender_cancels_the_receiver(source_loop: str, blank_loop:
 ])
 def test_bad_sender_input_fails_before_connecting(args: tuple[str, ...], words: str) -> None:
     # Port 9 on loopback has no listener: reaching the link would say "cannot connect".
-    r = Recovery("send", *args, "--to", "127.0.0.1:9")
+    r = Recovery("send", "--code", CODE, *args, "--to", "127.0.0.1:9")
     assert r.wait(30) == 2
     error = r.event("error")
     assert error and words in error["message"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import LinkError, MissingToolError, NoPeerError
-from tests.helpers import loop_device
+from tests.helpers import CODE, loop_device
 from tests.links.netns import Proc, cable, link_info, sh
 
 pytestmark = pytest.mark.root
@@ -56,10 +56,10 @@ def same(a: str, b: str) -> bool:
 def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str]) -> None:
     src, dst = disks
     with cable() as (a, b):
-        receiver = Proc(a, "receive", "--target", dst, "--timeout", TIMEOUT)  # --link auto
+        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--timeout", TIMEOUT)  # --link auto
         sender = None
         try:
-            sender = Proc(b, "send", "--source", src, "--timeout", TIMEOUT)
+            sender = Proc(b, "send", "--code", CODE, "--source", src, "--timeout", TIMEOUT)
             listening = receiver.wait_event("listening")
             assert listening["link"] == "tbnet" and listening["address"].startswith("fe80:")
             assert listening["address"].endswith("%thunderbolt0")
@@ -88,8 +88,9 @@ def test_cutting_the_cable_mid_transfer_is_link_lost_on_both_sides(disks: tuple[
         # ~5 MB/s from the sender, so the transfer is still running when the cable goes.
         sh("ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "thunderbolt0", "root",
            "tbf", "rate", "40mbit", "burst", "64kb", "latency", "200ms")
-        receiver = Proc(a, "receive", "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
-        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--mode", "exact", "--timeout", TIMEOUT)
+        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
+        sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--mode", "exact",
+                      "--timeout", TIMEOUT)
         try:
             sender.wait_event("progress", phase="transfer", timeout=30)
             sh("ip", "-n", a, "link", "del", "thunderbolt0")  # both ends go
@@ -111,8 +112,8 @@ def test_an_explicit_interface_of_any_name(disks: tuple[str, str]) -> None:
     """What the two-VM test does: point the clone at eth0; the beacon works there the same."""
     src, dst = disks
     with cable("eth0") as (a, b):
-        receiver = Proc(a, "receive", "--target", dst, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
-        sender = Proc(b, "send", "--source", src, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
+        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
+        sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet:eth0", "--timeout", TIMEOUT)
         try:
             assert sender.wait() == 0, sender.stderr
             assert receiver.wait() == 0, receiver.stderr
@@ -126,12 +127,12 @@ def test_an_explicit_interface_of_any_name(disks: tuple[str, str]) -> None:
 def test_no_receiver_is_no_peer(disks: tuple[str, str]) -> None:
     src, _ = disks
     with cable() as (a, b):
-        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--timeout", "3")
+        sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--timeout", "3")
         assert sender.wait() == NoPeerError.exit_code
         assert sender.error_lines() == ["error: nobody is on thunderbolt0 (no carrier: the other side's "
                                         "interface is down)"], sender.stderr
         sh("ip", "-n", a, "link", "set", "thunderbolt0", "up")  # the other host is there, but not receiving
-        sender = Proc(b, "send", "--source", src, "--link", "tbnet", "--timeout", "4")
+        sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--timeout", "4")
         assert sender.wait() == NoPeerError.exit_code
         assert sender.error_lines() == ["error: no receiver answered on thunderbolt0"], sender.stderr
         assert "--to HOST:PORT" in sender.stderr
@@ -142,7 +143,7 @@ def test_no_interface_at_all_says_so(tmp_path: Path) -> None:
     source.write_bytes(bytes(1 << 20))
     with cable() as (a, _):
         sh("ip", "-n", a, "link", "del", "thunderbolt0")
-        p = Proc(a, "send", "--source", str(source), "--timeout", "3")
+        p = Proc(a, "send", "--code", CODE, "--source", str(source), "--timeout", "3")
         assert p.wait() == MissingToolError.exit_code  # nothing on the thunderbolt bus, no interface
         assert p.error_lines() == ["error: no Thunderbolt/USB4 support here (the thunderbolt module is not loaded)"]
         assert "--to HOST:PORT" in p.stderr, p.stderr

@@ -40,6 +40,7 @@ from recovery.link.discovery import choose_link
 from recovery.link.select import LinkSpec
 from recovery.link.tbstream import CONTROL_NAME, DATA_NAME, open_link
 from recovery.link.tbstream.ledger import Entry
+from tests.helpers import CODE
 from tests.links.fakekernel import Fabric, FakeHost
 
 SMALL = "00000000-0000-0000-0000-00000000000a"  # alpha: allocates
@@ -126,8 +127,9 @@ def test_clone_through_the_engine(fabric: Fabric, tmp_path: Path) -> None:
     target = tmp_path / "target.img"
     a, b = connect_pair(fabric)
     with a, b:
-        recv = in_thread(lambda: receive_disk(a, ReceiveOptions(target=str(target), timeout=10)))
-        sent = send_disk(b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=1 << 20))
+        recv = in_thread(lambda: receive_disk(a, ReceiveOptions(target=str(target), timeout=10, code=CODE)))
+        sent = send_disk(b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=1 << 20,
+                                        code=CODE))
         got = recv()
     assert sent.verified and got.verified
     assert target.read_bytes() == data

@@ -1,15 +1,22 @@
-"""Chunk frame codec: round trips, and every malformed header rejected with FrameError."""
+"""Chunk frame codec: round trips, the header MAC, sealed payloads, the grid and the plan's
+totals, and every malformed header rejected with FrameError."""
 
 from __future__ import annotations
 
+import os
+
 import blake3
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from recovery.errors import IntegrityError
 from recovery.protocol.frames import (
     HEADER_BODY,
     HEADER_SIZE,
+    MERGE_GAP,
+    TAG_SIZE,
     ChunkHeader,
     Codec,
     FrameDecoder,
@@ -20,10 +27,14 @@ from recovery.protocol.frames import (
     decode_header,
     encode_header,
     end_header,
-    header_check,
+    header_mac,
+    max_frames,
+    open_payload,
+    seal_payload,
 )
 
-LIMITS = FrameLimits(chunk_size=1 << 20, target_size=1 << 30)
+KEY = bytes(range(32))
+LIMITS = FrameLimits(chunk_size=1 << 20, target_size=1 << 30, header_key=KEY)
 
 
 @st.composite
@@ -42,17 +53,47 @@ def headers(draw: st.DrawFn, seq: int | None = None) -> ChunkHeader:
 
 @given(headers())
 def test_round_trip(h: ChunkHeader) -> None:
-    data = encode_header(h)
+    data = encode_header(h, KEY)
     assert len(data) == HEADER_SIZE
     assert decode_header(data, LIMITS) == h
 
 
 @given(headers(), st.integers(0, HEADER_SIZE - 1), st.integers(1, 255))
 def test_any_flipped_byte_is_caught(h: ChunkHeader, pos: int, flip: int) -> None:
-    data = bytearray(encode_header(h))
+    data = bytearray(encode_header(h, KEY))
     data[pos] ^= flip
     with pytest.raises(FrameError):
         decode_header(bytes(data), LIMITS)
+
+
+@given(headers())
+def test_a_header_made_without_the_clones_key_is_refused(h: ChunkHeader) -> None:
+    """A man in the middle can recompute a digest, not the MAC: no forged chunk steers a write."""
+    with pytest.raises(FrameError, match="authentication"):
+        decode_header(encode_header(h, bytes(32)), LIMITS)
+
+
+def test_a_sealed_payload_opens_only_unchanged_and_under_its_own_header() -> None:
+    aead = AESGCM(os.urandom(32))
+    limits = FrameLimits(chunk_size=1 << 20, target_size=1 << 30, header_key=KEY, encrypted=True)
+    plain = os.urandom(5000)
+    h = ChunkHeader(3, 4096, len(plain), len(plain) + TAG_SIZE, Kind.DATA, Codec.RAW, blake3.blake3(plain).digest())
+    header = encode_header(h, KEY, encrypted=True)
+    assert decode_header(header, limits) == h
+    out = bytearray(len(plain) + TAG_SIZE)
+    sealed = bytes(seal_payload(aead, header, plain, memoryview(out)))
+    assert plain not in sealed
+    assert bytes(open_payload(aead, h, header, memoryview(bytearray(sealed)))) == plain
+    for bad in (sealed[:-1] + bytes([sealed[-1] ^ 1]), bytes([sealed[0] ^ 1]) + sealed[1:]):
+        with pytest.raises(IntegrityError, match="authentication"):
+            open_payload(aead, h, header, memoryview(bytearray(bad)))
+    other = encode_header(ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest), KEY,
+                          encrypted=True)
+    with pytest.raises(IntegrityError):  # replayed as another frame
+        open_payload(aead, ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest), other,
+                     memoryview(bytearray(sealed)))
+    with pytest.raises(FrameError, match="flags"):  # the plan says sealed: a clear frame is refused
+        decode_header(encode_header(h, KEY), limits)
 
 
 @given(st.binary(max_size=200))
@@ -64,11 +105,11 @@ def test_random_bytes_never_crash(data: bytes) -> None:
 
 
 def _sealed(body: bytes) -> bytes:
-    return body + header_check(body)
+    return body + header_mac(KEY, body)
 
 
 def _body(**fields: object) -> bytes:
-    values = {"magic": b"U4CK", "version": 1, "kind": 0, "codec": 0, "flags": 0, "seq": 0, "offset": 0,
+    values = {"magic": b"U4CK", "version": 2, "kind": 0, "codec": 0, "flags": 0, "seq": 0, "offset": 0,
               "raw_len": 4096, "payload_len": 4096, "digest": bytes(32)}
     values.update(fields)
     return HEADER_BODY.pack(*values.values())
@@ -84,13 +125,47 @@ def _body(**fields: object) -> bytes:
     ({"kind": 7}, "unknown kind"),
     ({"codec": 9}, "unknown"),
     ({"flags": 1}, "flags"),
-    ({"version": 2}, "version"),
+    ({"version": 1}, "version"),
     ({"magic": b"XXXX"}, "magic"),
     ({"kind": 2, "raw_len": 5, "payload_len": 0}, "END frame"),
 ])
 def test_bad_fields_are_named(fields: dict[str, object], words: str) -> None:
     with pytest.raises(FrameError, match=words):
         decode_header(_sealed(_body(**fields)), LIMITS)
+
+
+def _frame(seq: int, offset: int, length: int = 4096) -> ChunkHeader:
+    return ChunkHeader(seq, offset, length, length, Kind.DATA, Codec.RAW, bytes(32))
+
+
+def test_frames_stay_on_the_grid_and_within_what_the_plan_announced() -> None:
+    """A hostile sender cannot make the receiver keep a record per byte: frames are bounded by the disk."""
+    limits = FrameLimits(chunk_size=1 << 20, target_size=1 << 30, header_key=KEY, frames=3, bytes=12288)
+    with pytest.raises(FrameError, match="crosses"):
+        FrameSequence(limits).accept(_frame(0, (1 << 20) - 100))
+    seq = FrameSequence(limits)
+    seq.accept(_frame(0, 0))
+    with pytest.raises(FrameError, match="within"):  # two frames in one cell, closer than the merge gap
+        seq.accept(_frame(1, 8192))
+    seq = FrameSequence(limits)
+    for i in range(3):
+        seq.accept(_frame(i, i << 20))
+    with pytest.raises(FrameError, match="beyond the 3 frames"):
+        seq.accept(_frame(3, 3 << 20))
+    seq = FrameSequence(FrameLimits(1 << 20, 1 << 30, KEY, frames=9, bytes=8192))
+    seq.accept(_frame(0, 0))
+    seq.accept(_frame(1, 1 << 20))
+    with pytest.raises(FrameError, match="past the 8192 bytes"):
+        seq.accept(_frame(2, 2 << 20))
+    with pytest.raises(FrameError, match="announced 9"):
+        seq.accept(end_header(2))
+
+
+def test_the_most_frames_a_plan_may_announce() -> None:
+    assert max_frames(4 << 20, 4 << 20) == 4  # a cell holds frames more than MERGE_GAP apart
+    assert max_frames(10 << 20, 1 << 20) == 10
+    assert max_frames(1, 4096) == 1
+    assert MERGE_GAP == 1 << 20
 
 
 def test_sequence_rules() -> None:
@@ -110,12 +185,11 @@ def test_sequence_rules() -> None:
 @given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6), st.data())
 def test_stream_decoder_whole_and_byte_at_a_time(payloads: list[bytes], data: st.DataObject) -> None:
     stream = b""
-    offset = 0
     for i, p in enumerate(payloads):
+        offset = (i << 20) + data.draw(st.integers(0, 5000))  # one frame per grid cell
         h = ChunkHeader(i, offset, len(p), len(p), Kind.DATA, Codec.RAW, blake3.blake3(p).digest())
-        stream += encode_header(h) + p
-        offset += len(p) + data.draw(st.integers(0, 5000))
-    stream += encode_header(end_header(len(payloads)))
+        stream += encode_header(h, KEY) + p
+    stream += encode_header(end_header(len(payloads)), KEY)
     whole = FrameDecoder(LIMITS)
     whole.receive_data(stream)
     frames = []

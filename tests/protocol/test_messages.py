@@ -16,14 +16,19 @@ from recovery.protocol.schema import SchemaError
 IDENTITY = m.Identity(path="/dev/sdb", size=10**12, kind="disk", host_id="h", fingerprint="ab" * 32,
                       wwn="naa.5000", serial="S1", model="Disk", storage=("=blk:8:16",))
 SAMPLES: list[m.Message] = [
-    m.Hello(host=m.HostInfo("pc", "id", "usb4-recovery 0.1.0", uuid="u"), role="sender", nonce="00" * 16,
-            caps=("zstd",), disks=(m.DiskInfo(path="/dev/sda", size=1, partitions=(
-                m.PartitionInfo(number=1, start=1048576, size=2, fstype="ext4", label="root", used=1),)),)),
+    m.Hello(host=m.HostInfo("pc", "id", "usb4-recovery 0.2.0", uuid="u", machine_id="m"), role="sender",
+            nonce="00" * 16, caps=("zstd",)),
+    m.Pake(role="driver", attempt=1, msg="41" * 33),
+    m.Confirm(attempt=1, mac="ab" * 32),
+    m.PairFailed(attempt=2, reason="wrong_code", message="no"),
+    m.Inventory(disks=(m.DiskInfo(path="/dev/sda", size=1, partitions=(
+        m.PartitionInfo(number=1, start=1048576, size=2, fstype="ext4", label="root", used=1),)),)),
+    m.Bye(reason="done"),
     m.Request(source="/dev/sda", mode="used", level="auto", source_identity=IDENTITY),
     m.Plan(session="s", source=IDENTITY, size=10**12, mode="exact", chunk_size=4 << 20, codecs=("zstd", "raw"),
            map=m.MapSummary(extents=3, bytes=10, digest="cd" * 32,
                             parts=(m.MapPart(number=1, start=0, size=5, fstype="ext4", method="used", bytes=3),)),
-           target=IDENTITY),
+           frames=3, encrypted=True, target=IDENTITY),
     m.Accept(target=IDENTITY),
     m.Refuse(code="refused", message="too small"),
     m.Ack(seq=5, bytes=100),
@@ -58,6 +63,25 @@ def test_unknown_fields_are_ignored() -> None:
     assert m.decode_body(body) == m.Ack(seq=1, bytes=2)
 
 
+def test_an_unknown_type_marked_optional_is_skipped_and_any_other_refused() -> None:
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble() + m.frame_record(b'{"type": "resume_hint", "optional": true, "x": 1}')
+                     + m.encode_message(m.Ping()))
+    assert dec.next_message() == m.Ping()
+    with pytest.raises(SchemaError, match="unknown control message type"):
+        m.decode_body(b'{"type": "resume_hint", "x": 1}')
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"type": "ack", "seq": 1' + b"0" * 5000 + b', "bytes": 0}', "not valid"),  # a 5000-digit integer
+    (b'{"type": "refuse", "code": "x", "message": "\\ud800"}', "lone surrogate"),
+    (b'{"type": "request", "source": "/dev/s\\u0000da", "mode": "used", "level": "auto"}', "NUL"),
+])
+def test_hostile_values_are_refused_cleanly(body: bytes, words: str) -> None:
+    with pytest.raises(SchemaError, match=words):
+        m.decode_body(body)
+
+
 @pytest.mark.parametrize("body, words", [
     (b"\xff\xfe", "not valid UTF-8 JSON"),
     (b"[1, 2]", "not a JSON object"),
@@ -85,17 +109,23 @@ def test_oversized_length_is_refused_before_buffering() -> None:
         dec.next_message()
 
 
-def test_other_major_version_names_both() -> None:
+def test_other_major_version_names_both_and_says_which_machine_to_upgrade() -> None:
     dec = m.ControlDecoder()
-    dec.receive_data(m.encode_preamble((2, 7)))
-    with pytest.raises(m.VersionMismatch, match=r"2\.7.*1\.0"):
+    dec.receive_data(m.encode_preamble((3, 7)))
+    with pytest.raises(m.VersionMismatch, match=r"3\.7.*2\.0.*newer") as newer:
         dec.next_message()
+    assert newer.value.hint == "upgrade usb4-recovery on this machine"
+    dec = m.ControlDecoder()
+    dec.receive_data(m.encode_preamble((1, 0)))
+    with pytest.raises(m.VersionMismatch, match=r"1\.0.*2\.0.*older") as older:
+        dec.next_message()
+    assert older.value.hint == "upgrade usb4-recovery on the other machine"
 
 
 def test_newer_minor_version_is_accepted() -> None:
     dec = m.ControlDecoder()
-    dec.receive_data(m.encode_preamble((1, 9)) + m.encode_message(m.Ping()))
-    assert dec.next_message() == m.Ping() and dec.peer_version == (1, 9)
+    dec.receive_data(m.encode_preamble((2, 9)) + m.encode_message(m.Ping()))
+    assert dec.next_message() == m.Ping() and dec.peer_version == (2, 9)
 
 
 @given(st.binary(max_size=300))
@@ -122,4 +152,4 @@ def test_json_objects_of_any_shape_only_raise_schema_errors(kind: str, fields: d
         msg = m.decode_body(json.dumps({**fields, "type": kind}).encode())
     except SchemaError:
         return
-    assert msg.type == kind
+    assert msg is not None and msg.type == kind

@@ -49,13 +49,18 @@ LINKS = LinkReport(
     hosts_on_cable=(),
     addresses=("192.168.1.20",),
 )
-PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.1.0", link="tcp", address="192.168.1.31:7554",
-                     speed=None, code="482-117", disks=len(PEER))
+PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id="3d1219c7c4c54b7f9e0a1c2d3e4f5a6b",
+                     link="tcp", address="192.168.1.31:7554", speed="1 Gb/s (eth0)", security="paired, encrypted",
+                     session="4714336dad7f", drives=True, disks=len(PEER))
+PASSIVE_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id=None, link="tbnet",
+                        address="[fe80::2]:7554", speed="40.0 Gb/s x 2 lanes", security="paired, encrypted",
+                        session="4714336dad7f", drives=False, disks=0)
+CODE = "4821-0937"
 
 
 def config(**kw: object) -> WizardConfig:
     """A wizard that reads nothing from this machine and neither listens nor connects."""
-    base: dict[str, object] = dict(hostname=HERE, listen=None, connect=None, cable=False,
+    base: dict[str, object] = dict(hostname=HERE, listen=None, connect=None, cable=False, code=CODE,
                                    inventory=lambda: LOCAL, links=lambda: LINKS, ansi=False)
     base.update(kw)
     return WizardConfig(**base)  # type: ignore[arg-type]
@@ -72,7 +77,9 @@ def job(*, passive: bool = False, finished: bool = False) -> JobView:
                          if passive else "/dev/nvme0n1, Samsung SSD 980 PRO S69ENF0R123456, 512.0 GiB",
                          target="/dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB" if passive
                          else f"{THERE}:/dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB",
-                         log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl")
+                         log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl",
+                         action=f"{HERE} is OVERWRITING /dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB with its "
+                                "disk /dev/nvme0n1" if passive else "")
     view = JobView(started)
     view.apply(events.Phase("transfer", "sending 13056 chunks"))
     stages = {"read": 0.41, "compress": 0.33, "link": 0.97, "write": 0.52}

@@ -13,7 +13,8 @@ from textual.pilot import Pilot
 
 from recovery import events
 from recovery.engine.agent import AgentSession, offered_disks
-from recovery.engine.session import PeerLink, handshake
+from recovery.engine.guard import CodeGuard
+from recovery.engine.session import PeerLink, meet
 from recovery.errors import RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Channel, Connection, FdChannel
@@ -28,7 +29,8 @@ def connection_pair() -> tuple[Connection, Connection]:
 
     def make(c: socket.socket, d: socket.socket, peer: str) -> Connection:
         return Connection(FdChannel(c.fileno(), name="control", owner=c),
-                          FdChannel(d.fileno(), name="data", owner=d), kind="test", peer=peer)
+                          FdChannel(d.fileno(), name="data", owner=d), kind="test", peer=peer,
+                          binding=b"test pair")
 
     return make(c1, d1, "right"), make(c2, d2, "left")
 
@@ -45,17 +47,22 @@ def throttle(channel: Channel, bytes_per_second: float) -> None:
 
 
 class Peer:
-    """The other machine, in this process: an agent session behind a TCP listener.
+    """The other machine, in this process: a wizard-like session behind a TCP listener.
 
-    ``candidates`` are the paths where it looks for a pinned disk (default:
-    ``disks``); ``rate`` slows what it sends on the data channel.
+    The wizard under test connects to it (``endpoint``); then either the test
+    types ``code`` in the wizard (the wizard drives), or calls :meth:`drive`
+    with the wizard's code (this peer drives). ``candidates`` are the paths
+    where it looks for a pinned disk (default: ``disks``); ``rate`` slows what
+    it sends on the data channel.
     """
 
     def __init__(self, disks: Sequence[Path], tmp: Path, *, name: str = "peer",
-                 candidates: Sequence[str] | None = None, rate: float | None = None) -> None:
+                 candidates: Sequence[str] | None = None, rate: float | None = None,
+                 code: str = "2468-1357") -> None:
         self.disks = [str(d) for d in disks]
+        self.offered = offered_disks(self.disks)
         self.candidates = self.disks if candidates is None else list(candidates)
-        self.name, self.rate, self.log_dir = name, rate, tmp / f"{name}-logs"
+        self.name, self.rate, self.log_dir, self.code = name, rate, tmp / f"{name}-logs", code
         self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
         self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
         self.events: list[events.Event] = []
@@ -64,16 +71,29 @@ class Peer:
         self.error: RecoveryError | None = None
         self.ready = threading.Event()
         self.ended = threading.Event()
+        self._drive_code: str | None = None
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"peer-{name}", daemon=True)
         self.thread.start()
+
+    def drive(self, code: str) -> None:
+        """Pair from this side with the wizard's code (the wizard then serves)."""
+        self._drive_code = code
+
+    def _take_code(self) -> str | None:
+        code, self._drive_code = self._drive_code, None
+        return code
 
     def _run(self) -> None:
         try:
             conn = self.listener.accept(30)
             if self.rate:
                 throttle(conn.data, self.rate)
-            self.link = handshake(conn, "agent", disks=offered_disks(self.disks), hostname=self.name)
-            self.session = AgentSession(self.link, candidates=lambda: self.candidates, sink=self.events.append,
+            contact = meet(conn, "wizard", hostname=self.name, sink=self.events.append)
+            self.link = contact.await_pairing(CodeGuard(self.code), offered=self.offered,
+                                              wants_drive=self._take_code, stop=self._stop)
+            self.session = AgentSession(self.link, candidates=lambda: self.candidates,
+                                        offered=lambda: offered_disks(self.disks), sink=self.events.append,
                                         log_dir=self.log_dir)
             self.ready.set()
             self.session.serve()
@@ -84,12 +104,11 @@ class Peer:
             self.ended.set()
 
     def close(self) -> None:
+        self._stop.set()
         if self.session is not None:
             self.session.close("the test is over")
         self.listener.close()
         self.thread.join(10)
-
-
 
 
 async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:

@@ -1,4 +1,4 @@
-"""Agent sessions over an in-memory pair: either side drives, the other serves."""
+"""Agent sessions over an in-memory pair: the side that typed the code drives, the other serves."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ import pytest
 from recovery import events
 from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, JobStarted, offered_disks
 from recovery.engine.compare import compare
+from recovery.engine.guard import CodeGuard
 from recovery.engine.session import PeerLink, handshake
-from recovery.errors import CancelledError, LinkError, RecoveryError, RefusedError
+from recovery.errors import CancelledError, LinkError, RecoveryError, RefusedError, UsageError
 from tests.tui.helpers import connection_pair
+
+CODE = "1357-2468"  # the serving side's code, typed on the driving side
 
 
 class Side:
     def __init__(self, name: str, disks: list[Path], tmp: Path, candidates: list[str] | None = None) -> None:
         self.name = name
         self.paths = [str(d) for d in disks]
+        self.infos = offered_disks(self.paths)
         self.candidates = self.paths if candidates is None else candidates
         self.tmp = tmp
         self.events: list[events.Event] = []
@@ -51,14 +55,18 @@ class Side:
 
 
 def pair(tmp: Path, left: list[Path], right: list[Path], **kw: list[str]) -> tuple[Side, Side]:
+    """``left`` drives (its user typed ``right``'s code), ``right`` serves."""
     a, b = Side("left", left, tmp, kw.get("left_candidates")), Side("right", right, tmp, kw.get("right_candidates"))
     ca, cb = connection_pair()
     links: dict[str, PeerLink] = {}
 
-    def shake(side: Side, conn: object) -> None:
-        links[side.name] = handshake(conn, "agent", disks=offered_disks(side.paths), hostname=side.name)  # type: ignore[arg-type]
+    def drive() -> None:
+        links["left"] = handshake(ca, "wizard", code=CODE, hostname="left")
 
-    threads = [threading.Thread(target=shake, args=(s, c)) for s, c in ((a, ca), (b, cb))]
+    def serve() -> None:
+        links["right"] = handshake(cb, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right")
+
+    threads = [threading.Thread(target=drive), threading.Thread(target=serve)]
     for t in threads:
         t.start()
     for t in threads:
@@ -88,14 +96,30 @@ def close(*sides: Side) -> None:
             assert not s.thread.is_alive()
 
 
-def test_hello_carries_identities(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+def test_the_server_sends_its_disks_after_the_pairing(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
     a, b = pair(tmp_path, [source_image], [blank_image])
     try:
         assert a.link is not None and b.link is not None
-        assert a.link.pairing_code == b.link.pairing_code
-        theirs = a.link.theirs.disks[0]
+        assert (a.link.role, b.link.role) == ("driver", "server")
+        assert a.link.fingerprint == b.link.fingerprint and len(a.link.fingerprint) == 12
+        assert a.link.security == b.link.security == "paired, encrypted"
+        theirs = a.link.inventory[0]
         assert theirs.path == str(blank_image) and theirs.identity is not None
         assert theirs.identity.kind == "file"
+        assert b.link.inventory == ()  # the driver sends no disks
+    finally:
+        close(a, b)
+
+
+def test_the_serving_side_cannot_drive(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [blank_image], [source_image])
+    try:
+        assert b.session is not None and b.link is not None
+        b.session.submit(CloneChoice(send=True, source=b.infos[0], target=b.infos[0]))
+        assert b.thread is not None
+        b.thread.join(10)
+        assert isinstance(b.error, UsageError) and "cannot drive" in b.error.message
+        assert blank_image.stat().st_blocks == 0
     finally:
         close(a, b)
 
@@ -104,7 +128,7 @@ def test_controller_sends_to_pinned_target(tmp_path: Path, source_image: Path, b
     a, b = pair(tmp_path, [source_image], [blank_image])
     try:
         assert a.link is not None and a.session is not None
-        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0]))
         assert wait_ended(a).ok and wait_ended(b).ok
         started = next(e for e in b.events if isinstance(e, JobStarted))
         assert (started.role, started.driver, started.peer) == ("receiver", "peer", "left")
@@ -118,7 +142,7 @@ def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, 
     a, b = pair(tmp_path, [blank_image], [source_image])
     try:
         assert a.link is not None and a.session is not None
-        a.session.submit(CloneChoice(send=False, source=a.link.theirs.disks[0], target=a.link.ours.disks[0],
+        a.session.submit(CloneChoice(send=False, source=a.link.inventory[0], target=a.infos[0],
                                      mode="exact"))
         assert wait_ended(a).ok and wait_ended(b).ok
         summary = next(e for e in a.events if isinstance(e, events.Summary))
@@ -133,7 +157,7 @@ def test_a_target_that_is_gone_is_refused(tmp_path: Path, source_image: Path, bl
     a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=[])
     try:
         assert a.link is not None and a.session is not None
-        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0],
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0],
                                      mode="exact"))
         mine, theirs = wait_ended(a), wait_ended(b)
         assert (mine.ok, mine.code, theirs.code) == (False, "refused", "refused")
@@ -152,9 +176,9 @@ def test_a_plan_that_pins_nothing_is_refused(tmp_path: Path, source_image: Path,
     left, right = connection_pair()
     b = Side("right", [blank_image], tmp_path)
     links: dict[str, PeerLink] = {}
-    t = threading.Thread(target=lambda: links.setdefault("a", handshake(left, "sender")))
+    t = threading.Thread(target=lambda: links.setdefault("a", handshake(left, "sender", code=CODE)))
     t.start()
-    b.start(handshake(right, "agent", disks=offered_disks(b.paths), hostname="right"))
+    b.start(handshake(right, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right"))
     t.join(10)
     with pytest.raises(RefusedError, match="only writes a disk"):
         run_send(links["a"], SendOptions(source=str(source_image), mode="exact"))
@@ -168,7 +192,7 @@ def test_cancel_on_the_serving_side_stops_both(tmp_path: Path, source_image: Pat
         assert a.link is not None and a.session is not None and b.session is not None
         serving = b.session
         b.on_event = lambda e: serving.cancel() if isinstance(e, events.PlanMade) else None
-        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0]))
         mine, theirs = wait_ended(a), wait_ended(b)
         assert (mine.code, theirs.code) == ("cancelled", "cancelled")
         assert "the peer cancelled" in mine.message
@@ -192,7 +216,7 @@ def test_a_lost_link_ends_the_clone(tmp_path: Path, source_image: Path, blank_im
         assert a.link is not None and a.session is not None and b.link is not None
         link_b = b.link
         b.on_event = lambda e: link_b.conn.abort() if isinstance(e, events.PlanMade) else None
-        a.session.submit(CloneChoice(send=True, source=a.link.ours.disks[0], target=a.link.theirs.disks[0]))
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0]))
         assert wait_ended(a).code in ("link_lost", "cancelled")
         assert wait_ended(b).code == "link_lost"
         close(a, b)

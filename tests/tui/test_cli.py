@@ -52,15 +52,17 @@ def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Pat
         assert agent.stdout is not None
         listening = json.loads(agent.stdout.readline())
         assert listening["event"] == "listening"
+        pairing = json.loads(agent.stdout.readline())
+        assert pairing["event"] == "pairing" and len(pairing["code"]) == 9  # NNNN-NNNN, made by the agent
         conn = tcp.connect(tcp.Endpoint("127.0.0.1", listening["port"]))
-        link = handshake(conn, "agent", disks=offered_disks([str(source_image)]), hostname="near")
-        assert link.theirs.host.hostname == "far"
+        link = handshake(conn, "wizard", code=pairing["code"], hostname="near")
+        assert link.theirs.host.hostname == "far" and link.role == "driver"
         ended: list[JobEnded] = []
         session = AgentSession(link, candidates=lambda: [str(source_image)], log_dir=tmp_path / "near-logs",
                                sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None)
         thread = threading.Thread(target=session.serve, kwargs={"max_clones": 1}, daemon=True)
         thread.start()
-        session.submit(CloneChoice(send=True, source=link.ours.disks[0], target=link.theirs.disks[0]))
+        session.submit(CloneChoice(send=True, source=offered_disks([str(source_image)])[0], target=link.inventory[0]))
         thread.join(60)
         assert ended and ended[0].ok
         assert agent.wait(30) == 0

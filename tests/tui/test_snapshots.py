@@ -17,7 +17,7 @@ from recovery.tui.app import WizardApp
 from recovery.tui.messages import LinkStatus
 from recovery.tui.model import target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
-from recovery.tui.screens.pair import PairScreen
+from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DiskScreen, OptionsScreen, ReviewScreen
@@ -55,6 +55,10 @@ def test_home(snap_compare: SnapCompare) -> None:
 
 def test_pairing(snap_compare: SnapCompare) -> None:
     assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: PairScreen(fakes.PEER_VIEW)))
+
+
+def test_pairing_passive(snap_compare: SnapCompare) -> None:
+    assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: PassiveScreen(fakes.PASSIVE_VIEW)))
 
 
 def test_target_with_refused_disks(snap_compare: SnapCompare) -> None:

@@ -15,7 +15,7 @@ from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig
 from recovery.tui.demo import DemoWorld
 from recovery.tui.screens.dialogs import ConfirmScreen
-from recovery.tui.screens.pair import PairScreen
+from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
@@ -30,10 +30,19 @@ def topbar(app: WizardApp) -> str:
     return str(app.screen.query_one("#topbar", Static).content)
 
 
-async def walk_to_review(pilot: Pilot, target_index: int = 0) -> None:
+async def type_code(pilot: Pilot, code: str) -> None:
+    """Wait until the other machine has reached this one, then type its code on the first screen."""
+    app = pilot.app
+    assert isinstance(app, WizardApp)
+    await wait_for(pilot, lambda: any(s.drivable for s in app.state.seen), 30, "the other machine to reach us")
+    await pilot.press("c", *code, "enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, PairScreen), 30, "the pairing screen")
+
+
+async def walk_to_review(pilot: Pilot, code: str, target_index: int = 0) -> None:
     """Pairing, direction (this machine sends), source, target, options: up to the review."""
     app = pilot.app
-    await wait_for(pilot, lambda: isinstance(app.screen, PairScreen), 30, "the pairing screen")
+    await type_code(pilot, code)
     await pilot.press("enter")
     await wait_for(pilot, lambda: isinstance(app.screen, DirectionScreen), what="the direction")
     await pilot.press("enter")
@@ -55,7 +64,7 @@ def test_demo_runs_from_the_first_screen_to_a_verified_summary() -> None:
             world.start()
             app = WizardApp(world.config())
             async with app.run_test(size=SIZE) as pilot:
-                await walk_to_review(pilot)
+                await walk_to_review(pilot, world.code)
                 await pilot.press("x", "enter")  # the wrong name: nothing starts
                 assert isinstance(app.screen, ReviewScreen)
                 await pilot.press("backspace", *"new-disk.img", "enter")
@@ -81,7 +90,7 @@ def test_the_demo_shows_a_too_small_target_disabled_with_the_reason() -> None:
             world.start()
             app = WizardApp(world.config())
             async with app.run_test(size=SIZE) as pilot:
-                await wait_for(pilot, lambda: isinstance(app.screen, PairScreen), 30)
+                await type_code(pilot, world.code)
                 await pilot.press("enter", "enter", "enter")
                 await wait_for(pilot, lambda: isinstance(app.screen, DiskScreen)
                                and "overwrite" in app.screen.step_title)
@@ -104,14 +113,17 @@ def test_the_passive_side_shows_the_clone_and_can_abort_it(
         app = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), listen=None,
                                      connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PairScreen), 30)
+            await wait_for(pilot, lambda: bool(app.state.seen), 30, "the peer to be reached")
+            peer.drive(app.state.code)
+            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen), 30)
+            assert "Controlled from old-laptop" in topbar(app)
             assert peer.link is not None and peer.session is not None
-            peer.session.submit(CloneChoice(send=True, source=peer.link.ours.disks[0],
-                                            target=peer.link.theirs.disks[0]))
+            peer.session.submit(CloneChoice(send=True, source=peer.offered[0], target=peer.link.inventory[0]))
             await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0,
                            30, "progress on the passive side")
             assert isinstance(app.screen, ProgressScreen) and app.screen.job.passive
             assert "Controlled from old-laptop" in topbar(app)
+            assert "old-laptop is OVERWRITING" in app.screen.job.started.action
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
@@ -133,10 +145,11 @@ def test_a_lost_peer_is_a_screen_that_waits_for_it(
         app = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), listen=None,
                                      connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PairScreen), 30)
+            await wait_for(pilot, lambda: bool(app.state.seen), 30, "the peer to be reached")
+            peer.drive(app.state.code)
+            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen), 30)
             assert peer.link is not None and peer.session is not None
-            peer.session.submit(CloneChoice(send=True, source=peer.link.ours.disks[0],
-                                            target=peer.link.theirs.disks[0]))
+            peer.session.submit(CloneChoice(send=True, source=peer.offered[0], target=peer.link.inventory[0]))
             await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0, 30)
             peer.link.conn.abort()  # the cable is pulled
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 30, "the error screen")
@@ -158,7 +171,7 @@ def test_a_refused_target_is_a_screen_that_says_what_to_do(
         app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
                                      connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
         async with app.run_test(size=SIZE) as pilot:
-            await walk_to_review(pilot)
+            await walk_to_review(pilot, peer.code)
             await pilot.press(*"blank.img", "enter")
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 30, "the error screen")
             screen = app.screen
@@ -181,7 +194,7 @@ def _drive_failing_read(
         app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
                                      connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
         async with app.run_test(size=SIZE) as pilot:
-            await walk_to_review(pilot)
+            await walk_to_review(pilot, peer.code)
             await pilot.press(*"blank.img", "enter")
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 60, "the error screen")
             assert isinstance(app.screen, ErrorScreen)

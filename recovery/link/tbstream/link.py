@@ -208,7 +208,8 @@ def open_link(spec: object, role: str, *, timeout: float | None,
         raise
     desc = f"{peer.label} over {', '.join(str(i.device) for i in infos)}"
     conn = Connection(control=control, data=data, kind="tbstream", peer=desc,
-                      on_close=[lambda: release_quietly(session)], speed_probe=lambda: peer.speed)
+                      on_close=[lambda: release_quietly(session)], speed_probe=lambda: peer.speed,
+                      binding=b"tbstream " + b"".join(sorted((nonce, theirs))))
 
     def cause() -> str | None:
         if host.sysfs.peer(peer.name) is None:

@@ -1,16 +1,24 @@
-"""Step 1: this machine, its disks, and waiting for the other machine."""
+"""Step 1: this machine, its disks, its pairing code, and the other machine's code.
+
+Pairing is passkey entry: each machine shows its own code; the user types
+the code of the *other* machine on the one they want to drive from (and its
+address when the two are not joined by the cable). Seeing and typing the
+code is the user's consent: a machine serves only a peer that proved it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
+from recovery.engine.lobby import Seen
 from recovery.tui.links import LinkReport
 from recovery.tui.widgets import DiskTable
 
@@ -18,8 +26,8 @@ if TYPE_CHECKING:
     from recovery.tui.app import WizardApp
 
 WAITING = (
-    "Connect the two machines with a USB4 or Thunderbolt cable, then start usb4-recovery "
-    "on the other machine too: it shows this same screen. The two find each other by themselves."
+    "Join the two machines with a USB4 or Thunderbolt cable (or a network) and start usb4-recovery "
+    "on the other one too. Then type the other machine's code on the one you want to work from."
 )
 
 
@@ -43,18 +51,41 @@ def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[s
     return rows
 
 
-def link_table(rows: list[tuple[str, str]]) -> Table:
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=12, no_wrap=True)
-    table.add_column()
+def seen_rows(seen: list[Seen]) -> list[tuple[str, str]]:
+    """The machines that reached this one and are not paired yet."""
+    rows = []
+    for s in seen:
+        who = s.hostname or s.peer
+        what = {"wizard": "the wizard", "agent": "recovery agent", "sender": "recovery send",
+                "receiver": "recovery receive"}.get(s.role, "saying hello")
+        hint = "type its code above to drive it" if s.drivable else "it must type this machine's code"
+        rows.append(("Machine", f"{who} over {s.link} ({what}): {hint}" if s.role else f"{who}: {s.state}"))
+    return rows
+
+
+def table(rows: list[tuple[str, str]]) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", width=12, no_wrap=True)
+    grid.add_column()
     for label, value in rows:
-        table.add_row(label, value)
-    return table
+        grid.add_row(label, Text(value))  # plain text: a peer's name is never markup
+    return grid
+
+
+def code_text(code: str, hint: str) -> Text:
+    text = Text()
+    text.append("This machine's code  ", style="bold")
+    text.append(f" {code} ", style="bold reverse")
+    text.append("  to work from the other machine, type it there")
+    if hint:
+        text.append(f"\n{hint}", style="italic")
+    return text
 
 
 class HomeScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "connect", "Connect by address"),
+        Binding("c", "code", "Other's code"),
+        Binding("a", "address", "Its address"),
         Binding("r", "reload", "Re-read disks"),
         Binding("escape", "blur", "Leave the field", show=False),
     ]
@@ -68,12 +99,17 @@ class HomeScreen(Screen[None]):
         with VerticalScroll(id="home-body"):
             yield Label("Disks of this machine", classes="section")
             yield DiskTable(id="home-disks")
-            yield Label("Waiting for the other machine", classes="section")
-            yield Static(WAITING, id="home-waiting")
+            yield Label("Pairing", classes="section")
+            yield Static(id="home-code")
+            with Horizontal(classes="entry"):
+                yield Label("Work from here: the other machine's code ")
+                yield Input(placeholder="NNNN-NNNN", id="code", compact=True)
+            with Horizontal(classes="entry"):
+                yield Label("  and, if it is not on the cable, its address ")
+                yield Input(placeholder="HOST[:PORT]", id="address", compact=True)
+            yield Static(id="home-seen")
+            yield Static(WAITING, id="home-waiting", classes="help")
             yield Static(id="home-links")
-        with Horizontal(id="home-connect"):
-            yield Label("Connect by address: ")
-            yield Input(placeholder="HOST or HOST:PORT, then Enter", id="address", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -81,15 +117,19 @@ class HomeScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
-        self.wizard.home_shown()
 
     def refresh_view(self) -> None:
         state = self.wizard.state
-        self.query_one("#topbar", Static).update(f"usb4-recovery  ·  This machine: {state.host}")
+        self.query_one("#topbar", Static).update(Text(f"usb4-recovery  ·  This machine: {state.host}"))
         self.query_one("#home-disks", DiskTable).show(state.disks)
-        self.query_one("#home-links", Static).update(link_table(link_rows(state.links, state.status)))
+        self.query_one("#home-code", Static).update(code_text(state.code, self.wizard.config.code_hint))
+        self.query_one("#home-seen", Static).update(table(seen_rows(state.seen)))
+        self.query_one("#home-links", Static).update(table(link_rows(state.links, state.status)))
 
-    def action_connect(self) -> None:
+    def action_code(self) -> None:
+        self.query_one("#code", Input).focus()
+
+    def action_address(self) -> None:
         self.query_one("#address", Input).focus()
 
     def action_blur(self) -> None:
@@ -99,6 +139,12 @@ class HomeScreen(Screen[None]):
         self.wizard.load_inventory()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip():
-            self.wizard.connect_to(event.value)
+        code = self.query_one("#code", Input).value
+        address = self.query_one("#address", Input).value
+        if event.input.id == "address" and not code.strip():
+            self.action_code()
+            return
+        if code.strip():
+            self.wizard.drive(code, address)
+            self.query_one("#code", Input).value = ""
             self.set_focus(None)

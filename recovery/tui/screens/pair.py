@@ -1,4 +1,10 @@
-"""Step 2: the peer is found; the user checks that both screens show one pairing code."""
+"""Step 2: paired. Who the other machine is, over what, and how safe the link is.
+
+On the machine whose user typed the code (the driver) Enter goes on to the
+clone. On the other machine (it served its code) the screen says who drives
+it now; every clone the driver starts then shows on this screen's successor,
+with a key to abort it.
+"""
 
 from __future__ import annotations
 
@@ -22,28 +28,48 @@ if TYPE_CHECKING:
 class PeerView:
     hostname: str
     software: str
+    machine_id: str | None
     link: str  # "tcp", "tbstream", ...
     address: str
     speed: str | None  # as the link reports it, when it does
-    code: str
+    security: str  # "paired, encrypted", ...
+    session: str  # the key fingerprint, the same on both screens
+    drives: bool  # this machine drives (its user typed the peer's code)
     disks: int
 
     @classmethod
     def of(cls, link: PeerLink) -> PeerView:
         """What the pairing screen shows; the speed as the bus or the network card reports it."""
-        return cls(hostname=link.theirs.host.hostname, software=link.theirs.host.software,
-                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(),
-                   code=link.pairing_code, disks=len(link.theirs.disks))
+        host = link.theirs.host
+        return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
+                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
+                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory))
 
 
-def spaced(code: str) -> str:
-    return " ".join(code)
+def facts(p: PeerView) -> Text:
+    """Label and value lines; every value is plain text (a peer's strings are never markup)."""
+    text = Text()
+    rows = [
+        ("Peer", f"{p.hostname} ({p.software})"),
+        ("Machine id", p.machine_id or "not given"),
+        ("Link", f"{p.link} to {p.address}"),
+        ("Speed", p.speed or "not reported by this link (the clone measures it)"),
+        ("Security", f"{p.security}; session {p.session}"),
+    ]
+    if p.drives:
+        rows.append(("Its disks", str(p.disks)))
+    for label, value in rows:
+        text.append(f"{label:<11}", style="bold")
+        text.append(value + "\n")
+    return text
 
 
 class PairScreen(Screen[None]):
+    """The driving side: paired; Enter goes on to the clone."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "confirm", "The codes match", key_display="Enter"),
-        Binding("escape", "reject", "They differ: disconnect"),
+        Binding("enter", "confirm", "Continue", key_display="Enter"),
+        Binding("escape", "reject", "End the pairing"),
     ]
 
     def __init__(self, peer: PeerView) -> None:
@@ -52,29 +78,39 @@ class PairScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         p = self.peer
-        yield Static(f"usb4-recovery  ·  Found {p.hostname}", id="topbar")
-        facts = Text()
-        for label, value in (
-            ("Peer", f"{p.hostname} ({p.software})"),
-            ("Link", f"{p.link} to {p.address}"),
-            ("Speed", p.speed or "not reported by this link (the clone measures it)"),
-            ("Its disks", str(p.disks)),
-        ):
-            facts.append(f"{label:<11}", style="bold")
-            facts.append(value + "\n")
+        yield Static(Text(f"usb4-recovery  ·  Paired with {p.hostname}"), id="topbar")
         with Vertical(id="pair-body"):
-            yield Static(facts, id="pair-facts")
-            yield Static("Pairing code", id="pair-label")
-            yield Static(spaced(p.code), id="pair-code")
-            yield Static(
-                f"Check that the screen of {p.hostname} shows the same code. Nothing happens on "
-                "either machine before you confirm it here (or there).",
-                id="pair-help",
-            )
+            yield Static(facts(p), id="pair-facts")
+            yield Static(Text(f"You typed the code shown on {p.hostname}: this machine drives, and "
+                              f"{p.hostname} shows every step and can abort it. Enter chooses what to copy."),
+                         id="pair-help")
         yield Footer()
 
     def action_confirm(self) -> None:
         cast("WizardApp", self.app).confirm_pairing()
 
     def action_reject(self) -> None:
-        cast("WizardApp", self.app).reject_pairing()
+        cast("WizardApp", self.app).end_pairing()
+
+
+class PassiveScreen(Screen[None]):
+    """The serving side: the peer typed this machine's code and drives it now."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "reject", "End the pairing")]
+
+    def __init__(self, peer: PeerView) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def compose(self) -> ComposeResult:
+        p = self.peer
+        yield Static(Text(f"usb4-recovery  ·  Controlled from {p.hostname}"), id="topbar")
+        with Vertical(id="pair-body"):
+            yield Static(facts(p), id="pair-facts")
+            yield Static(Text(f"{p.hostname} typed the code shown here: it drives now. It is choosing what "
+                              "to copy; every clone it starts shows here, with what it reads or overwrites, "
+                              "and Esc aborts it."), id="pair-help")
+        yield Footer()
+
+    def action_reject(self) -> None:
+        cast("WizardApp", self.app).end_pairing()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -44,8 +45,10 @@ class ProgressScreen(Screen[None]):
         s = self.job.started
         title = (f"Controlled from {s.peer}: it chose this clone" if self.job.passive
                  else f"Copying {'to' if s.role == 'sender' else 'from'} {s.peer}")
-        yield Static(f"usb4-recovery  ·  {title}", id="topbar")
+        yield Static(Text(f"usb4-recovery  ·  {title}"), id="topbar")
         with Vertical(id="progress-body"):
+            if self.job.passive and s.action:
+                yield Static(Text(s.action + ". Esc aborts it.", style="bold"), id="action")
             yield Static(id="route")
             yield Static(id="phase", classes="section")
             yield Static(id="bar")
@@ -65,8 +68,8 @@ class ProgressScreen(Screen[None]):
         route = Table.grid(padding=(0, 1))
         route.add_column(style="bold", width=4)
         route.add_column()
-        route.add_row("From", job.source)
-        route.add_row("To", job.target)
+        route.add_row("From", Text(job.source))
+        route.add_row("To", Text(job.target))
         self.query_one("#route", Static).update(route)
         phase = PHASES.get(job.phase, job.phase.capitalize())
         self.query_one("#phase", Static).update(f"{phase}: {job.phase_text}" if job.phase == "map" else phase)

@@ -1,4 +1,4 @@
-"""The stdio multiplexer and the link hello / pairing code."""
+"""The stdio multiplexer and the link hello."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from recovery.protocol.linkhello import LinkHelloError, decode_link_hello, encode_link_hello
 from recovery.protocol.mux import MAX_RECORD, MUX_HEADER, MuxDecoder, MuxError, encode_record_header
-from recovery.protocol.pairing import LinkHelloError, decode_link_hello, encode_link_hello, pairing_code
 
 
 @given(st.lists(st.tuples(st.sampled_from([0, 1]), st.binary(min_size=1, max_size=500)), max_size=10))
@@ -43,10 +43,3 @@ def test_link_hello_random_bytes(data: bytes) -> None:
         decode_link_hello(data)
     except LinkHelloError:
         pass
-
-
-@given(st.text(min_size=1, max_size=32), st.text(min_size=1, max_size=32))
-def test_pairing_code_is_symmetric(a: str, b: str) -> None:
-    code = pairing_code(a, b)
-    assert code == pairing_code(b, a)
-    assert len(code) == 7 and code[3] == "-"

@@ -1,4 +1,4 @@
-"""Pairing two byte streams into one connection, and the pairing code (pure).
+"""Pairing two byte streams into one connection (pure).
 
 On links that open the control and the data channel as two separate
 streams (TCP, thunderbolt-net), each stream starts with a link hello: magic,
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import struct
 
-import blake3
-
 from recovery.errors import RemoteProtocolError
+from recovery.protocol.channels import CONTROL, DATA
 
 LINK_MAGIC = b"U4RL"
 LINK_VERSION = 1
@@ -24,7 +23,6 @@ LINK_HELLO = struct.Struct(
     "B"  # channel: 0 control, 1 data
     "16s"  # session token
 )
-CONTROL, DATA = 0, 1
 
 
 class LinkHelloError(RemoteProtocolError):
@@ -49,11 +47,3 @@ def decode_link_hello(data: bytes) -> tuple[int, bytes]:
     if channel not in (CONTROL, DATA):
         raise LinkHelloError(f"link hello names unknown channel {channel}")
     return channel, token
-
-
-def pairing_code(nonce_a: str, nonce_b: str) -> str:
-    """A short code both screens show; equal on both sides, order-independent."""
-    first, second = sorted((nonce_a, nonce_b))
-    digest = blake3.blake3(f"usb4-recovery pairing\0{first}\0{second}".encode()).digest()
-    number = int.from_bytes(digest[:4], "big") % 1_000_000
-    return f"{number // 1000:03d}-{number % 1000:03d}"

@@ -1,0 +1,359 @@
+"""Meeting the peer: many connections may come, one pairs.
+
+One :class:`Lobby` is the whole search for a peer, for every kind of program
+that waits for one: ``recovery receive``, ``recovery agent`` and the wizard.
+Connections come from sources (a TCP listener, the cable, thunderbolt-net:
+:meth:`Lobby.serve`) or are made to an address a person typed
+(:meth:`Lobby.connect`). Each is handled in a thread of its own: hellos, then
+the pairing. So a stranger that connects and stays silent (or trickles
+bytes) holds up nobody:
+
+- every connection has a fixed time in all to pair (:data:`PAIR_LIMIT`); a
+  peer this side may *drive* (an agent or a wizard that waits for our user to
+  type its code) is held longer, or for as long as the cable joins us;
+- at most :data:`MAX_CONTACTS` connections are handled at once: when the
+  table is full, the oldest one that only waits is dropped for the newcomer;
+- one :class:`~recovery.engine.guard.CodeGuard` counts the wrong tries of all
+  of them, and lets one attempt run at a time.
+
+A code a person types here (:meth:`Lobby.drive`) is tried on the held peers
+that can be driven, one after another: the cable's first. Whoever pairs first
+wins (:meth:`Lobby.wait` returns it, or ``found`` is called); every other
+connection is told this machine is busy and closed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from recovery import events
+from recovery.engine.control import DEFAULT_TIMEOUT
+from recovery.engine.guard import CodeGuard
+from recovery.engine.session import STDIO_CODE, Contact, PeerLink, meet, uses_stdio_code
+from recovery.errors import CancelledError, Interrupted, LinkError, RecoveryError
+from recovery.link import tcp
+from recovery.link.base import Connection
+from recovery.link.select import Source
+from recovery.protocol import messages as m
+
+PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for a peer that drives
+HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
+MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
+ACCEPT_SLICE = 0.5
+DRIVABLE = ("agent", "wizard")  # roles whose code a person here may type
+
+Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
+
+
+@dataclass
+class Seen:
+    """A connection the lobby handles, as a screen lists it."""
+
+    peer: str  # where it came from, until its hello names it
+    link: str  # "tcp", "tbnet", "tbstream", ...
+    hostname: str = ""
+    role: str = ""
+    state: str = "saying hello"
+    since: float = field(default_factory=time.monotonic)
+    conn: Connection | None = field(default=None, repr=False)
+    contact: Contact | None = field(default=None, repr=False)
+
+    @property
+    def drivable(self) -> bool:
+        return self.role in DRIVABLE
+
+
+class Lobby:
+    """Serve ``guard``'s code to whoever comes, drive with codes typed here; the first pairing wins."""
+
+    def __init__(
+        self,
+        guard: CodeGuard | None,
+        role: str,
+        *,
+        offered: Callable[[], tuple[m.DiskInfo, ...]] = lambda: (),
+        refuse: Refuse = lambda hello: None,
+        sink: events.EventSink = events.ignore,
+        found: Callable[[PeerLink], None] | None = None,
+        changed: Callable[[list[Seen]], None] = lambda seen: None,
+        timeout: float = DEFAULT_TIMEOUT,
+        hostname: str | None = None,
+        encrypt: bool = True,
+    ) -> None:
+        self.guard = guard
+        self.role = role
+        self.offered = offered
+        self.refuse = refuse
+        self.sink = sink
+        self.found = found
+        self.changed = changed  # the list of connections changed (for a screen)
+        self.timeout = timeout
+        self.hostname = hostname
+        self.encrypt = encrypt
+        self.done = threading.Event()  # a peer paired, or the lobby was closed
+        self._lock = threading.Lock()
+        self._winner: PeerLink | None = None
+        self._error: RecoveryError | None = None
+        self._seen: list[Seen] = []
+        self._sources: list[Source] = []
+        self._code: str | None = None  # typed here, to be tried on drivable peers
+        self._tried: set[int] = set()
+        self._trying: Seen | None = None
+
+    # --- what comes in ---
+
+    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT) -> None:
+        """Take connections from ``source`` in a thread until the lobby is done.
+
+        ``limit``: seconds a connection has to pair; ``hold``: seconds a peer
+        this side may drive is kept while it waits (None: as long as it stays).
+        """
+        with self._lock:
+            self._sources.append(source)
+        threading.Thread(target=self._accept_loop, args=(source, limit, hold), name="lobby-accept",
+                         daemon=True).start()
+
+    def _accept_loop(self, source: Source, limit: float, hold: float | None) -> None:
+        while not self.done.is_set():
+            try:
+                conn = source.accept(ACCEPT_SLICE)
+            except tcp.AcceptTimeout:
+                continue
+            except CancelledError:
+                return
+            except RecoveryError as e:
+                if self.done.is_set():
+                    return
+                self.sink(events.Warning(f"no more connections from {_kind(source)}: {e.message}"))
+                return
+            self._take(conn, limit, hold)
+
+    def _take(self, conn: Connection, limit: float, hold: float | None) -> None:
+        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn)
+        with self._lock:
+            if self.done.is_set():
+                dropped: Seen | None = seen
+            else:
+                dropped = self._make_room()
+                self._seen.append(seen)
+        if dropped is not None and dropped.conn is not None:
+            dropped.conn.abort()
+        if dropped is seen:
+            conn.close()
+            return
+        self._changed()
+        threading.Thread(target=self._handle, args=(seen, limit, hold), name="lobby-contact", daemon=True).start()
+
+    def _make_room(self) -> Seen | None:
+        """With the table full, the connection to drop (under the lock): the oldest that only waits."""
+        if len(self._seen) < MAX_CONTACTS:
+            return None
+        idle = [s for s in self._seen if s is not self._trying]
+        return min(idle, key=lambda s: s.since) if idle else None
+
+    def hold(self, ep: tcp.Endpoint, *, retry: float = 2.0) -> None:
+        """In a thread: connect to ``ep`` and keep the peer there, to be driven once a person
+        types its code (again whenever that connection ends), until the lobby is done."""
+        threading.Thread(target=self._hold, args=(ep, retry), name="lobby-hold", daemon=True).start()
+
+    def _hold(self, ep: tcp.Endpoint, retry: float) -> None:
+        while not self.done.is_set():
+            try:
+                conn = tcp.connect(ep, timeout=5.0)
+            except LinkError as e:
+                self.sink(events.Phase("connect", f"{e.message}; trying again"))
+                if self.done.wait(retry):
+                    return
+                continue
+            ended = threading.Event()
+            conn.on_close.append(ended.set)
+            self._take(conn, PAIR_LIMIT, HOLD_LIMIT)
+            while not ended.wait(0.25):
+                if self.done.is_set():
+                    return
+            if self.done.wait(retry):
+                return
+
+    def connect(self, ep: tcp.Endpoint, code: str, *, attempts: int = 3) -> None:
+        """In a thread: connect to ``ep`` and drive the pairing with ``code`` (a person typed both)."""
+        threading.Thread(target=self._connect, args=(ep, code, attempts), name="lobby-connect",
+                         daemon=True).start()
+
+    def _connect(self, ep: tcp.Endpoint, code: str, attempts: int) -> None:
+        for n in range(attempts):
+            if self.done.is_set():
+                return
+            try:
+                conn = tcp.connect(ep, timeout=5.0)
+                break
+            except LinkError as e:
+                if n + 1 == attempts:
+                    self.sink(events.PairingAttempt(peer=str(ep), ok=False, reason="link_lost", message=e.message))
+                    return
+                if self.done.wait(2.0):
+                    return
+        seen = Seen(peer=str(ep), link=conn.kind, conn=conn)
+        with self._lock:
+            self._seen.append(seen)
+        self._changed()
+        try:
+            contact = self._meet(seen)
+            link = contact.drive(code)
+        except RecoveryError as e:
+            self.sink(events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code,
+                                            message=e.message))
+            self._drop(seen)
+            return
+        self._won(seen, link)
+
+    # --- codes typed here ---
+
+    def drive(self, code: str, *, peer: str | None = None) -> bool:
+        """Try ``code`` on the peers waiting to be driven (only the one reached at ``peer``,
+        when given); False if none waits."""
+        with self._lock:
+            waiting = [s for s in self._seen if s.drivable and s.contact]
+            if peer is not None:
+                waiting = [s for s in waiting if s.peer == peer]
+            if not waiting:
+                return False
+            self._code, self._trying = code, None
+            self._tried = {id(s) for s in self._seen} - {id(s) for s in waiting}
+        return True
+
+    def _wants_drive(self, seen: Seen) -> str | None:
+        with self._lock:
+            if self._code is None or self._trying is not None or id(seen) in self._tried:
+                return None
+            order = sorted((s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried),
+                           key=lambda s: (s.link not in ("tbstream", "tbnet"), s.since))
+            if not order or order[0] is not seen:
+                return None
+            self._trying = seen
+            return self._code
+
+    def _drove(self, seen: Seen, ok: bool) -> None:
+        with self._lock:
+            self._tried.add(id(seen))
+            self._trying = None
+            left = [s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried]
+            if ok or not left:
+                self._code = None
+
+    # --- one connection ---
+
+    def _meet(self, seen: Seen) -> Contact:
+        assert seen.conn is not None
+        contact = meet(seen.conn, self.role, timeout=self.timeout, sink=self.sink, hostname=self.hostname,
+                       encrypt=self.encrypt)
+        seen.contact = contact
+        seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
+        seen.state = "waiting for the pairing"
+        self._changed()
+        return contact
+
+    def _handle(self, seen: Seen, limit: float, hold: float | None) -> None:
+        try:
+            contact = self._meet(seen)
+        except RecoveryError as e:
+            if not self.done.is_set():
+                self.sink(events.PairingAttempt(peer=seen.peer, ok=False, reason=e.code, message=e.message))
+            self._drop(seen)
+            return
+        try:
+            why = self.refuse(contact.theirs)
+            if why is not None:
+                contact.ctl.try_send(m.Error(code="refused", message=why[:1000]))
+                raise CancelledError(why)
+            guard = CodeGuard(STDIO_CODE) if uses_stdio_code(contact.conn) else self.guard
+            wait: float | None = limit
+            if seen.drivable:
+                wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
+            link = contact.await_pairing(guard, offered=self.offered(), wants_drive=lambda: self._wants_drive(seen),
+                                         drove=lambda ok: self._drove(seen, ok), limit=wait, stop=self.done)
+        except RecoveryError as e:
+            quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
+            if not (self.done.is_set() or quiet):
+                self.sink(events.PairingAttempt(peer=contact.name, ok=False, reason=e.code, message=e.message))
+            self._drop(seen)
+            return
+        except BaseException as e:  # noqa: BLE001 - a bug in one contact must not end the wait silently
+            self._drop(seen)
+            with self._lock:
+                self._error = RecoveryError(f"internal error while pairing: {type(e).__name__}: {e}")
+            self.done.set()
+            return
+        self._won(seen, link)
+
+    def _won(self, seen: Seen, link: PeerLink) -> None:
+        with self._lock:
+            first = self._winner is None and not self.done.is_set()
+            if first:
+                self._winner = link
+                self.done.set()
+        if not first:
+            link.ctl.try_send(m.Cancel(reason=f"{link.ours.host.hostname} is busy with another peer"))
+            link.close()
+            self._drop(seen)
+            return
+        with self._lock:
+            self._seen = [s for s in self._seen if s is not seen]
+        self._end_the_rest()
+        if self.found is not None:
+            self.found(link)
+
+    def _drop(self, seen: Seen) -> None:
+        with self._lock:
+            self._seen = [s for s in self._seen if s is not seen]
+            if self._trying is seen:
+                self._trying = None
+        if seen.contact is not None:
+            seen.contact.close()
+        elif seen.conn is not None:
+            seen.conn.abort()
+            seen.conn.close()
+        self._changed()
+
+    def _changed(self) -> None:
+        with self._lock:
+            seen = list(self._seen)
+        self.changed(seen)
+
+    def _end_the_rest(self) -> None:
+        with self._lock:
+            sources, self._sources = self._sources, []
+            rest = list(self._seen)
+        for source in sources:
+            source.close()
+        for s in rest:
+            if s.conn is not None:
+                s.conn.abort()  # its thread notices, tells nothing more, and drops it
+
+    # --- the end ---
+
+    def wait(self, cancel: threading.Event | None = None) -> PeerLink:
+        """Block until a peer pairs; :class:`Interrupted` once ``cancel`` is set."""
+        while not self.done.wait(0.25):
+            if cancel is not None and cancel.is_set():
+                self.close()
+                raise Interrupted("interrupted by the user")
+        if self._winner is None:
+            raise self._error or CancelledError("stopped waiting for a peer")
+        return self._winner
+
+    def close(self) -> None:
+        """Stop waiting: every source and connection (not a paired one) ends."""
+        self.done.set()
+        self._end_the_rest()
+
+    @property
+    def seen(self) -> list[Seen]:
+        with self._lock:
+            return list(self._seen)
+
+
+def _kind(source: Source) -> str:
+    return type(source).__name__.strip("_").lower()
