@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_json, add_link, add_timeout, add_workers
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.level import parse_level
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bytes per chunk, 4K..64M (default 4M)")
     p.add_argument("--allow-mounted", action="store_true",
                    help="copy even if the source is mounted read-write (the copy may be inconsistent)")
+    add_workers(p)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         allow_mounted=args.allow_mounted,
         timeout=args.timeout,
     )
+    if args.workers:
+        opts.workers = max(1, args.workers)
     check_options(opts)  # a typo in --source fails here, not after connecting
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))

@@ -11,6 +11,7 @@ threads), report through ``sink`` (see :mod:`recovery.events`), and raise a
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -19,6 +20,14 @@ from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
 CAPABILITIES = ("zstd", "blake3", "zero-frames", "readback")
+
+
+def default_workers() -> int:
+    """Hashing and compressing threads: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -31,7 +40,7 @@ class SendOptions:
     verify: bool = True  # ask the receiver to read the target back
     target: Identity | None = None  # pin a target the user chose on the peer
     timeout: float = DEFAULT_TIMEOUT
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -41,6 +50,7 @@ class ReceiveOptions:
     overwrite: bool = False  # the user agreed to overwrite existing data
     expect: Identity | None = None  # the target as it was when the user named it
     verify: bool = True
+    fs_check: bool = True  # used mode: run each filesystem's checker on the target after the read-back
     timeout: float = DEFAULT_TIMEOUT
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
