@@ -48,3 +48,9 @@ def used_bytes(dev: str) -> int:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     block = int(fields["Block size"])
     return (int(fields["Block count"]) - int(fields["Free blocks"])) * block
+
+
+if __name__ == "__main__":
+    import sys
+
+    make(Path(sys.argv[1]))
