@@ -29,6 +29,7 @@ from recovery.disks import fsmap, partdev, partitions, signatures
 from recovery.protocol.messages import MapPart
 
 ALIGN = 4096
+NOTE_MAX = 255  # a plan's note per partition (MapPart.note)
 SWAP_HEADER = 64 << 10
 
 PARTCLONE_TOOLS = {
@@ -192,8 +193,8 @@ def _used_extents(
     where = f"partition {p.number}" if p.number else "the filesystem"
 
     def fallback(why: str) -> tuple[str, list[Extent], str]:
-        warnings.append(f"{why}: copying {where} ({fstype}) whole")
-        return "whole", whole, why
+        warnings.append(f"{where} ({fstype}): {why}; copying it whole")
+        return "whole", whole, why[:NOTE_MAX]
 
     if run.find_tool(tool) is None:
         return fallback(f"{tool} is not installed")
@@ -204,7 +205,8 @@ def _used_extents(
             extents = [] if fstype in fsmap.REPLACES else partclone_map(tool, dev)
             extents += fsmap.extras(fstype or "", dev, p.size)
         except run.CommandError as e:
-            return fallback(f"the {fstype} on {where} could not be mapped ({e})")
+            words = " ".join(e.stderr.split())[-160:] or f"exit code {e.returncode}"
+            return fallback(f"{os.path.basename(e.argv[0])} could not map it: {words}")
         except ValueError as e:
             return fallback(str(e))
         extents += signatures.blocks(dev, p.size)

@@ -67,7 +67,7 @@ def check_signature(path: str, part: MapPart) -> FsCheck:
     same = found == tuple(part.blkid)
     message = "same as the source" if same else (
         f"source: {signatures.describe(part.blkid)}; target: {signatures.describe(found)}")
-    return FsCheck(number=part.number, check="blkid -p", ok=same, message=message)
+    return FsCheck(number=part.number, check="blkid -p", ok=same, message=message[:1000])
 
 
 def _has_dup(device: str) -> bool:

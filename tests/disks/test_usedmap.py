@@ -129,3 +129,18 @@ def test_fat_and_ntfs_extras(tmp_path: Path) -> None:
     subprocess.run(["mkntfs", "-q", "-F", "-f", str(ntfs)], check=True, capture_output=True)
     extents = fsmap.extras("ntfs", str(ntfs), 32 * MIB)
     assert (32 * MIB - 512, 512) in extents  # the backup boot sector, the last one
+
+
+@pytest.mark.skipif(not is_root(), reason="partclone reads the filesystem through a loop device")
+def test_unmappable_filesystem_is_copied_whole_in_partclones_words(tmp_path: Path) -> None:
+    """partclone.extfs -D fails on ext4 bigalloc: whole copy, and the plan says why."""
+    import subprocess
+    img = tmp_path / "bigalloc.img"
+    with open(img, "wb") as f:
+        f.truncate(64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "bigalloc", str(img)], check=True, capture_output=True)
+    m = usedmap.build_map(str(img), 64 * MIB, "used")
+    [part] = m.parts
+    assert part.method == "whole" and m.extents == [(0, 64 * MIB)]
+    assert part.note and "bitmap error" in part.note and len(part.note) <= usedmap.NOTE_MAX
+    assert m.warnings and "bitmap error" in m.warnings[0]

@@ -16,7 +16,7 @@ import pytest
 from tests.bench import bigdisk
 from tests.helpers import Recovery, loop_device, receiver, sh
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = pytest.mark.root
 
 
 def test_sparse_64g_used_clone(tmp_path: Path) -> None:
