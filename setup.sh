@@ -19,15 +19,20 @@ for arg in "$@"; do
 done
 
 # What the app runs: partclone for used blocks; blkid, sfdisk, wipefs, losetup
-# and partx (util-linux, fdisk) for disks; mkfs and mtools for the demo's
+# and partx (util-linux, fdisk) for disks; each filesystem's read-only checker
+# for the check after a used-mode copy (e2fsprogs, xfsprogs, btrfs-progs,
+# ntfs-3g, dosfstools, exfatprogs, f2fs-tools); mkfs and mtools for the demo's
 # sample disk; b3sum so users can check digests; iproute2 for links.
 packages=(partclone zstd b3sum util-linux fdisk e2fsprogs dosfstools mtools
-          xfsprogs btrfs-progs ntfs-3g iproute2 python3 python3-venv)
+          xfsprogs btrfs-progs ntfs-3g exfatprogs f2fs-tools iproute2 python3
+          python3-venv)
 if [ "$dev" = 1 ]; then
-    # Tests: shellcheck for the scripts, gdisk/sfdisk for images, QEMU+OVMF for
-    # the boot tests, mmdebstrap and systemd-boot for building the image.
-    packages+=(shellcheck gdisk qemu-system-x86 ovmf mmdebstrap systemd-boot-efi
-               cpio xz-utils ca-certificates)
+    # Tests: shellcheck for the scripts, gdisk/sfdisk for images, exfat-fuse to
+    # fill exFAT test filesystems (this kernel has no exfat), nc for the bench
+    # harness (tests/bench/compare.py), QEMU+OVMF for the
+    # boot tests, mmdebstrap and systemd-boot for building the image.
+    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd qemu-system-x86 ovmf mmdebstrap
+               systemd-boot-efi cpio xz-utils ca-certificates)
 fi
 
 missing=()

@@ -86,6 +86,7 @@ class PlanMade(Event):
     to_send: int  # bytes covered by frames
     chunk_size: int
     parts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0  # used mode: bytes outside the partitions that are not copied
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class Summary(Event):
     image_digest: str | None  # exact mode: BLAKE3 of the whole device (== b3sum)
     verified: bool | None  # None: read-back skipped
     mismatches: list[list[int]] = field(default_factory=list)  # [offset, length]
+    # used mode: the filesystem checks of the target, [{number, check, ok, message}]
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 EventSink = Callable[[Event], None]

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         body = {"event": "bench", "sample": rates.sample, "disk_read": rates.disk_read, "blake3": rates.blake3,
                 "zstd": rates.zstd, "ratio": rates.ratio, "unzstd": rates.unzstd, "loopback": rates.loopback,
-                "workers": rates.workers, "size": size, "predictions": predictions}
+                "workers": rates.workers, "scaling": rates.scaling, "size": size, "predictions": predictions}
         sys.stdout.write(json.dumps(body) + "\n")
         return 0
     w = sys.stdout.write
@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
           f"output {rates.ratio[level] * 100:.0f}% of input\n")
     w(f"  zstd decompress    {human_rate(rates.unzstd)} per thread\n")
     w(f"  loopback TCP       {human_rate(rates.loopback)}\n")
+    one = rates.scaling.get(1, 0.0)
+    for n, rate in rates.scaling.items():
+        w(f"  {n:>2} worker{'s' if n > 1 else ' '} (BLAKE3 + zstd 1) {human_rate(rate):>12}"
+          + (f"  {rate / one:.2f}x one" if one and n > 1 else "") + "\n")
     w(f"Expected clone speed ({rates.workers} hashing/compressing threads"
       + (f", {human_size(size)} to copy" if size else "") + "):\n")
     for name, p in predictions.items():

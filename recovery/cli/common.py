@@ -24,6 +24,11 @@ def add_timeout(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_TIMEOUT:.0f})")
 
 
+def add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="hashing and compressing threads (default: one per core of this machine)")
+
+
 def add_link(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", metavar="LINK",
                    help="auto (default), tcp:HOST:PORT, stdio, tbstream, or tbnet[:IFACE]")

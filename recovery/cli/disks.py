@@ -43,6 +43,7 @@ def format_disks(found: list[DiskInfo]) -> str:
             d.transport or "",
             "SYSTEM" if d.system else "",
             "BOOT MEDIUM" if d.boot_medium else "",
+            f"{d.sector_size}-byte sectors" if d.sector_size else "",
         ) if n]
         lines.append(f"{d.path:<14} {human_size(d.size):>10}  {hw}  [{d.ptable or 'no table'}]"
                      + (f"  ({', '.join(notes)})" if notes else ""))

@@ -98,14 +98,16 @@ class Output:
             return (f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
                     f"{shown(e.address)}{speed}; {e.security}; session {e.session}")
         if isinstance(e, events.PlanMade):
-            parts = "; ".join(
-                f"partition {p['number']} {p['fstype'] or 'unknown'}: "
-                + ("used blocks" if p["method"] == "used" else "whole")
-                for p in e.parts
-            )
-            return (f"» plan: {shown(e.source)} -> {shown(e.target)}\n"
-                    f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy"
-                    + (f" ({parts})" if parts else ""))
+            lines = [f"» plan: {shown(e.source)} -> {shown(e.target)}",
+                     f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy"]
+            for p in e.parts:
+                how = "used blocks" if p["method"] == "used" else "whole"
+                note = f" ({shown(p['note'])})" if p.get("note") else ""
+                lines.append(f"  partition {p['number']} {p['fstype'] or 'unknown'}: {how}{note}")
+            if e.skipped:
+                lines.append(f"  {human_size(e.skipped)} outside the partitions is not copied "
+                             "(--mode exact copies it)")
+            return "\n".join(lines)
         if isinstance(e, events.Warning):
             return f"warning: {shown(e.message)}"
         if isinstance(e, events.Summary):
@@ -149,6 +151,11 @@ def summary_text(s: events.Summary) -> str:
     ]
     if s.image_digest:
         lines.append(f"  image     BLAKE3 {s.image_digest}  (b3sum of the whole source gives this)")
+    for c in s.checks:
+        where = f"partition {c['number']}" if c["number"] else "filesystem"
+        verdict = {True: "ok", False: "FAILED", None: "not run"}[c["ok"]]
+        lines.append(f"  check     {where}: {c['check']} {verdict}"
+                     + (f" ({c['message']})" if c["message"] and c["ok"] is not True else ""))
     if s.mismatches:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")

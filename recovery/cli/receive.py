@@ -6,7 +6,7 @@ import argparse
 import os
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
+from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout, add_workers
 from recovery.disks import safety
 from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yes", action="store_true",
                    help="overwrite a target that holds a partition table or filesystem, without asking")
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back after the copy")
+    p.add_argument("--no-fs-check", action="store_true",
+                   help="used mode: skip running each filesystem's read-only checker on the target")
+    add_workers(p)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -59,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
     opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
-                          timeout=args.timeout, expect=expect, code=args.code)
+                          timeout=args.timeout, expect=expect, code=args.code, fs_check=not args.no_fs_check)
+    if args.workers:
+        opts.workers = max(1, args.workers)
 
     def listening(address: str, port: int, link: str) -> None:
         out(events.Listening(address=address, port=port, link=link))

@@ -6,7 +6,16 @@ import argparse
 import os
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_code, add_encrypt, add_json, add_link, add_timeout, ask_code
+from recovery.cli.common import (
+    INTERRUPTS,
+    add_code,
+    add_encrypt,
+    add_json,
+    add_link,
+    add_timeout,
+    add_workers,
+    ask_code,
+)
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.level import parse_level
@@ -37,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-mounted", action="store_true",
                    help="copy even if the source is mounted read-write (the copy may be inconsistent)")
     add_encrypt(p)
+    add_workers(p)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -54,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         encrypt=args.encrypt,
         code=args.code,
     )
+    if args.workers:
+        opts.workers = max(1, args.workers)
     check_options(opts)  # a typo in --source fails here, not after connecting
     if spec.kind != "stdio" and opts.code is None:
         if not os.isatty(0):

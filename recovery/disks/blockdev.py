@@ -14,6 +14,7 @@ BLKGETSIZE64 = 0x80081272
 BLKFLSBUF = 0x1261
 BLKRRPART = 0x125F
 BLKZEROOUT = 0x127F
+BLKSSZGET = 0x1268  # logical sector size
 
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 
@@ -55,6 +56,18 @@ def device_size(fd: int) -> int:
         return st.st_size
     buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
     return int(struct.unpack("Q", buf)[0])
+
+
+def logical_sector_size(fd: int) -> int | None:
+    """The sector size partition tables count in: the device's logical one;
+    for an image file, 4096 if its GPT sits at 4096 (a 4Kn disk's image),
+    512 if at 512, else None (nothing says)."""
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        return int(struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0])
+    for size in (512, 4096):
+        if os.pread(fd, 8, size) == b"EFI PART":
+            return size
+    return None
 
 
 def sysfs_dir(rdev: int) -> Path:

@@ -123,6 +123,7 @@ def identify(path: str, fd: int | None = None) -> Identity:
         fd = os.open(node.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fp = fingerprint(fd, node.size)
+        sector = blockdev.logical_sector_size(fd)
     finally:
         if own_fd:
             os.close(fd)
@@ -142,6 +143,7 @@ def identify(path: str, fd: int | None = None) -> Identity:
         serial=serial,
         model=model,
         storage=storage_keys(node),
+        sector_size=sector,
     )
 
 

@@ -212,13 +212,21 @@ def describe_disk(path: str, context: pyudev.Context | None = None) -> DiskInfo:
                 used=_used_bytes(part_node, sig.fstype, mps),
             )
         )
+    try:
+        fd = os.open(node.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sector = blockdev.logical_sector_size(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        sector = None
     if not node.is_block:
         whole = partitions.probe(node.path) if table is None else None
         if whole and whole.fstype:
             parts.append(PartitionInfo(number=0, start=0, size=node.size, fstype=whole.fstype,
                                        label=whole.label, used=None))
         return DiskInfo(path=node.path, size=node.size, model="image file",
-                        ptable=table.label if table else None, partitions=tuple(parts))
+                        ptable=table.label if table else None, partitions=tuple(parts), sector_size=sector)
     context = context or pyudev.Context()
     dev = _udev_device(context, node.rdev)
     d = blockdev.sysfs_dir(node.rdev)
@@ -249,6 +257,7 @@ def describe_disk(path: str, context: pyudev.Context | None = None) -> DiskInfo:
         system=u.system,
         boot_medium=u.boot_medium,
         refusal=u.refusal(),
+        sector_size=sector,
     )
 
 

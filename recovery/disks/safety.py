@@ -65,11 +65,26 @@ def check_against_plan(target: Identity, source: Identity, needed: int) -> None:
             f"refusing to write {target.path}: it is the source {source.path}, "
             "or one lives on the other"
         )
+    why = sector_mismatch(source, target)
+    if why:
+        raise RefusedError(f"refusing to write {target.path}: {why}",
+                           hint="use a target disk with the same logical sector size (see `recovery disks`)")
     if target.kind != "file" and target.size < needed:
         raise RefusedError(
             f"{target.path} is too small: the source needs {human_size(needed)} "
             f"({needed} bytes), the target has {human_size(target.size)} ({target.size} bytes)"
         )
+
+
+def sector_mismatch(source: Identity, target: Identity) -> str | None:
+    """Why a disk with other logical sectors cannot hold the source's partition
+    tables (they count in sectors: the copy would be unreadable), or None."""
+    if target.kind == "file" or not source.sector_size or not target.sector_size:
+        return None
+    if source.sector_size == target.sector_size:
+        return None
+    return (f"its logical sectors are {target.sector_size} bytes, the source's are {source.sector_size}: "
+            "the partition tables would not be readable on it")
 
 
 def open_target_device(path: str) -> int:

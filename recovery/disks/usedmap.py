@@ -1,29 +1,35 @@
 """Which byte ranges of a source must be copied, per mode.
 
-``exact``: everything. ``used``: for each partition whose filesystem
-partclone understands, only the blocks partclone's domain map (``-D``) marks
-as used; the partition table, the gaps between partitions and partitions
-partclone cannot read are copied whole. A swap partition needs only its
-header (a hibernation image, ``swsuspend``, is copied whole).
+``exact``: everything. ``used``: the partitions, and of the space outside
+them only what holds partition tables and boot code (everything before the
+first partition, the backup GPT, the EBRs of logical partitions); gaps
+between and after partitions are not copied. Of each partition whose
+filesystem partclone understands, the blocks partclone's domain map
+(``-D``) marks as used plus what :mod:`recovery.disks.fsmap` knows the
+filesystem needs beyond it (or instead of it, for Btrfs), plus every block
+holding a signature (:mod:`recovery.disks.signatures`); partitions that
+cannot be mapped are copied whole, and the plan says why. A swap partition
+needs only its header (a hibernation image, ``swsuspend``, is copied whole).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import blake3
 
 from recovery import run
-from recovery.disks import blockdev, partitions
+from recovery.disks import fsmap, partdev, partitions, signatures
 from recovery.protocol.messages import MapPart
 
 ALIGN = 4096
+NOTE_MAX = 255  # a plan's note per partition (MapPart.note)
 SWAP_HEADER = 64 << 10
 
 PARTCLONE_TOOLS = {
@@ -49,6 +55,7 @@ class UsedMap:
     extents: list[Extent]
     parts: list[MapPart] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: int = 0  # bytes outside the partitions that are not copied (used mode)
 
     @property
     def bytes(self) -> int:
@@ -102,46 +109,29 @@ def _align_within(extents: list[Extent], base: int, limit: int) -> list[Extent]:
     return out
 
 
-@contextlib.contextmanager
-def partition_device(source: str, part: partitions.Partition) -> Iterator[str | None]:
-    """A device node holding exactly ``part``: the kernel's, or a read-only loop device."""
-    if part.node:
-        yield part.node
-        return
-    node = blockdev.inspect(source)
-    if node.is_block:
-        for num in blockdev.partitions_of(node.rdev):
-            start = blockdev.read_attr(blockdev.sysfs_dir(num) / "start")
-            size = blockdev.read_attr(blockdev.sysfs_dir(num) / "size")
-            if start and size and int(start) * 512 == part.start and int(size) * 512 == part.size:
-                path = blockdev.node_path(num)
-                if path and os.path.exists(path):
-                    yield path
-                    return
-    proc = run.run(
-        ["losetup", "--find", "--show", "--read-only", "--offset", str(part.start),
-         "--sizelimit", str(part.size), source],
-        check=False,
-    )
-    loop = proc.stdout.decode().strip()
-    if proc.returncode != 0 or not loop:
-        yield None
-        return
-    try:
-        yield loop
-    finally:
-        run.run(["losetup", "--detach", loop], check=False)
-
-
 def partclone_map(tool: str, device: str) -> list[Extent]:
-    """Used ranges of the filesystem on ``device``, relative to its start."""
+    """Used ranges of the filesystem on ``device``, relative to its start.
+    A failure carries partclone's own words (from its log)."""
     with tempfile.TemporaryDirectory(prefix="recovery-map-") as tmp:
-        domain = os.path.join(tmp, "domain")
+        domain, log = os.path.join(tmp, "domain"), os.path.join(tmp, "log")
         # "-f 0": otherwise partclone waits up to 2 s for its progress thread to end.
-        run.run([tool, "-D", "-s", device, "-o", domain, "-L", os.path.join(tmp, "log"), "-q", "-f", "0"],
-                stdout=subprocess.DEVNULL)
+        try:
+            run.run([tool, "-D", "-s", device, "-o", domain, "-L", log, "-q", "-f", "0"],
+                    stdout=subprocess.DEVNULL)
+        except run.CommandError as e:
+            raise run.CommandError(e.argv, e.returncode, _log_tail(log) or e.stderr) from None
         with open(domain) as f:
             return parse_domain_map(f.read())
+
+
+def _log_tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    wrong = [line for line in lines if "error" in line.lower() or "fail" in line.lower()]
+    return "; ".join((wrong or lines)[-2:])
 
 
 def build_map(
@@ -152,59 +142,78 @@ def build_map(
     on_progress: Callable[[str], None] | None = None,
 ) -> UsedMap:
     """The extents to copy from ``source`` (a disk, partition or image file)."""
-    table = partitions.read_table(source)
-    if table is not None:
-        parts = [p for p in table.partitions if p.start < size]
-    else:
-        parts = [partitions.Partition(number=0, start=0, size=size, type="")]
+    if mode == "exact":
+        return UsedMap(size=size, extents=[(0, size)], parts=[
+            MapPart(number=p.number, start=p.start, size=p.size, method="whole", bytes=p.size,
+                    fstype=partitions.probe(source, p.start, p.size).fstype)
+            for p in _partitions(source, size)[1]])
+    table, parts = _partitions(source, size)
     result = UsedMap(size=size, extents=[])
     covered: list[Extent] = []
     for p in parts:
-        psize = min(p.size, size - p.start)
-        sig = partitions.probe(source, p.start, psize)
-        method, extents = "whole", [(p.start, psize)]
-        if mode == "used":
-            if on_progress:
-                on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
-            method, extents = _used_extents(source, p, psize, sig.fstype, result.warnings)
-        covered.append((p.start, psize))
+        sig = partitions.probe(source, p.start, p.size)
+        if on_progress:
+            on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
+        method, extents, note = _used_extents(source, p, sig.fstype, result.warnings)
+        covered.append((p.start, p.size))
         result.extents.extend(extents)
         result.parts.append(
-            MapPart(number=p.number, start=p.start, size=psize, fstype=sig.fstype,
-                    method=method, bytes=sum(n for _, n in extents))  # type: ignore[arg-type]
+            MapPart(number=p.number, start=p.start, size=p.size, fstype=sig.fstype, method=method,  # type: ignore[arg-type]
+                    bytes=sum(n for _, n in merge(extents)), note=note,
+                    blkid=signatures.blkid(source, p.start, p.size))
         )
-    # Everything outside the partitions: tables, boot code, gaps, backup GPT.
-    pos = 0
-    for off, n in merge(covered):
-        if off > pos:
-            result.extents.append((pos, off - pos))
-        pos = max(pos, off + n)
-    if pos < size:
-        result.extents.append((pos, size - pos))
+    if table is not None:
+        areas = [(off, min(n, size - off)) for off, n in partitions.table_areas(source, table, size) if off < size]
+        result.extents.extend(_align_within(areas, 0, size))
+        covered.extend(areas)
     result.extents = merge(result.extents)
+    result.skipped = size - sum(n for _, n in merge(covered))
     return result
 
 
+def _partitions(source: str, size: int) -> tuple[partitions.Table | None, list[partitions.Partition]]:
+    """The partition table and its partitions clamped to ``size`` (or the whole source as one)."""
+    table = partitions.read_table(source)
+    if table is None:
+        return None, [partitions.Partition(number=0, start=0, size=size, type="")]
+    return table, [dataclasses.replace(p, size=min(p.size, size - p.start))
+                   for p in table.partitions if p.start < size]
+
+
 def _used_extents(
-    source: str, p: partitions.Partition, psize: int, fstype: str | None, warnings: list[str]
-) -> tuple[str, list[Extent]]:
-    whole = [(p.start, psize)]
+    source: str, p: partitions.Partition, fstype: str | None, warnings: list[str]
+) -> tuple[str, list[Extent], str | None]:
+    """(method, absolute extents, note) for one partition."""
+    whole = [(p.start, p.size)]
     if fstype == "swap":
-        return "used", [(p.start, min(SWAP_HEADER, psize))]
-    tool = PARTCLONE_TOOLS.get(fstype or "")
+        return "used", [(p.start, min(SWAP_HEADER, p.size))], None
+    tool = "btrfs" if fstype in fsmap.REPLACES else PARTCLONE_TOOLS.get(fstype or "")
     if tool is None:
-        return "whole", whole
+        return "whole", whole, f"no map for {fstype}" if fstype else "no filesystem found"
     where = f"partition {p.number}" if p.number else "the filesystem"
+
+    def fallback(why: str) -> tuple[str, list[Extent], str]:
+        warnings.append(f"{where} ({fstype}): {why}; copying it whole")
+        return "whole", whole, why[:NOTE_MAX]
+
     if run.find_tool(tool) is None:
-        warnings.append(f"{tool} is not installed: copying {where} ({fstype}) whole")
-        return "whole", whole
-    with partition_device(source, p) as dev:
+        return fallback(f"{tool} is not installed")
+    with partdev.region_device(source, p.start, p.size) as dev:
         if dev is None:
-            warnings.append(f"cannot open {where} as a device (needs root): copying it whole")
-            return "whole", whole
+            return fallback(f"cannot open {where} as a device (needs root)")
         try:
-            extents = partclone_map(tool, dev)
+            extents = [] if fstype in fsmap.REPLACES else partclone_map(tool, dev)
+            extents += fsmap.extras(fstype or "", dev, p.size)
         except run.CommandError as e:
-            warnings.append(f"partclone could not read the {fstype} on {where}: copying it whole ({e})")
-            return "whole", whole
-    return "used", _align_within(extents, p.start, psize)
+            words = " ".join(e.stderr.split())[-160:] or f"exit code {e.returncode}"
+            return fallback(f"{os.path.basename(e.argv[0])} could not map it: {words}")
+        except ValueError as e:
+            return fallback(str(e))
+        extents += signatures.blocks(dev, p.size)
+    return "used", _align_within(extents, p.start, p.size), fsmap.REPLACES.get(fstype or "")
+
+
+def part_events(parts: Sequence[MapPart]) -> list[dict[str, object]]:
+    """The plan event's ``parts``: how each partition is read, and why."""
+    return [{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes, "note": p.note}
+            for p in parts]

@@ -37,7 +37,7 @@ from typing import ClassVar, NoReturn, TypeVar
 
 from recovery import events
 from recovery.disks import identity, inventory, match
-from recovery.engine.api import ReceiveOptions, SendOptions
+from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
 from recovery.engine.joblog import JobLog
 from recovery.engine.level import parse_level
 from recovery.engine.receive import run_receive
@@ -181,7 +181,7 @@ class AgentSession:
         offered: Callable[[], tuple[m.DiskInfo, ...]] = lambda: (),
         sink: events.EventSink = events.ignore,
         log_dir: Path | None = None,
-        workers: int = 2,
+        workers: int | None = None,
     ) -> None:
         self.link = link
         self.offered = offered  # the disks to send the driver again after each clone
@@ -190,7 +190,7 @@ class AgentSession:
         self.candidates = candidates  # paths where a pinned local disk may be
         self.sink = sink
         self.log_dir = log_dir
-        self.workers = workers
+        self.workers = workers or default_workers()
         self._choices: queue.Queue[CloneChoice] = queue.Queue()
         self._closing = threading.Event()
         self._idle = threading.Event()

@@ -12,6 +12,7 @@ report through ``sink`` (see :mod:`recovery.events`), and raise a
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -21,6 +22,14 @@ from recovery.protocol.messages import Identity
 
 # What this version can do; a feature is used only when both hellos list it.
 CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback")
+
+
+def default_workers() -> int:
+    """Hashing and compressing threads: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -35,7 +44,7 @@ class SendOptions:
     code: str | None = None  # the receiver's pairing code, as the user typed it
     encrypt: bool = True  # seal the payloads (AES-256-GCM)
     timeout: float = DEFAULT_TIMEOUT
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -45,7 +54,8 @@ class ReceiveOptions:
     overwrite: bool = False  # the user agreed to overwrite existing data
     expect: Identity | None = None  # the target as it was when the user named it
     verify: bool = True  # read the target back (only this side decides; the plan cannot turn it off)
+    fs_check: bool = True  # used mode: run each filesystem's checker on the target after the read-back
     code: str | None = None  # the pairing code to show (None: a random one)
     timeout: float = DEFAULT_TIMEOUT
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import blake3
 import zstandard
 
+from recovery.engine.api import default_workers
 from recovery.engine.readback import DirectReader
 
 MIB = 1 << 20
@@ -40,6 +41,8 @@ class StageRates:
     loopback: float = 0.0  # TCP over loopback on this machine
     workers: int = 2
     sample: str = ""
+    # threads -> bytes/s of BLAKE3 + zstd level 1 over all of them (how the workers scale)
+    scaling: dict[int, float] = field(default_factory=dict)
 
 
 def _timed(fn: Callable[[], object], nbytes: int, min_seconds: float = 0.3) -> float:
@@ -99,6 +102,44 @@ def _decompress_all(dctx: zstandard.ZstdDecompressor, packed: list[bytes]) -> Ca
     return lambda: [dctx.decompress(p) for p in packed]
 
 
+def thread_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... up to ``cores``, and ``cores`` itself."""
+    counts = [1]
+    while counts[-1] * 2 < cores:
+        counts.append(counts[-1] * 2)
+    if cores > 1:
+        counts.append(cores)
+    return counts
+
+
+def scaling_rates(chunks: list[bytes], cores: int, seconds: float = 0.5) -> dict[int, float]:
+    """Bytes per second of a sender worker's work (BLAKE3, then zstd level 1)
+    done by 1, 2, 4, ... threads at once: flat per thread means the workers
+    scale with the cores."""
+    def work(i: int, stop: float, done: list[int]) -> None:
+        cctx = zstandard.ZstdCompressor(level=1)
+        k = i
+        while time.perf_counter() < stop:
+            chunk = chunks[k % len(chunks)]
+            blake3.blake3(chunk).digest()
+            cctx.compress(chunk)
+            done[i] += len(chunk)
+            k += 1
+
+    out = {}
+    for n in thread_counts(cores):
+        done = [0] * n
+        start = time.perf_counter()
+        stop = start + seconds
+        threads = [threading.Thread(target=work, args=(i, stop, done)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[n] = sum(done) / (time.perf_counter() - start)
+    return out
+
+
 def loopback_rate(nbytes: int = 512 * MIB) -> float:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -123,7 +164,8 @@ def loopback_rate(nbytes: int = 512 * MIB) -> float:
     return nbytes / (time.perf_counter() - start)
 
 
-def measure(source: str | None = None, read_bytes: int = 512 * MIB, workers: int = 2) -> StageRates:
+def measure(source: str | None = None, read_bytes: int = 512 * MIB, workers: int | None = None) -> StageRates:
+    workers = workers or default_workers()
     disk = None
     if source:
         disk, data = read_source(source, read_bytes)
@@ -142,6 +184,7 @@ def measure(source: str | None = None, read_bytes: int = 512 * MIB, workers: int
         if level == 1:
             rates.unzstd = _timed(_decompress_all(zstandard.ZstdDecompressor(), packed), len(data))
     rates.loopback = loopback_rate()
+    rates.scaling = scaling_rates(chunks, workers)
     return rates
 
 

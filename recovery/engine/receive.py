@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from recovery import events
-from recovery.disks import identity, safety
+from recovery.disks import identity, safety, signatures, usedmap
+from recovery.engine import fscheck
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.guard import CodeGuard
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
@@ -66,13 +68,18 @@ def run_receive(
         sink(events.PlanMade(
             role="receiver", source=src_desc, target=identity.describe(pinned), mode=plan.mode,
             size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
-            parts=[{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes}
-                   for p in plan.map.parts],
+            parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped,
         ))
         ctl.send(m.Accept(target=pinned))
         # The last look before the first write: still the disk that was pinned?
         target.recheck(pinned)
         target.prepare(plan.size)
+        if plan.mode == "used" and target.is_block:
+            # Only the map is written: old signatures elsewhere would survive.
+            erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts],
+                                             target.zero)
+            if erased:
+                sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
@@ -138,11 +145,19 @@ def run_receive(
         else:
             sink(events.Warning("read-back verification was skipped (--no-verify)"))
         target.finish()
+        checks: list[m.FsCheck] = []
+        if verified and plan.mode == "used" and opts.fs_check:
+            target.close()  # the checkers (and a scrub's mount) open the partitions themselves
+            sink(events.Phase("verify", "checking each filesystem on the target (read-only)"))
+            checks = fscheck.check_target(target.path, plan.map.parts)
+            verified = not fscheck.failures(checks)
+        elif verified and plan.mode == "used":
+            sink(events.Warning("the filesystem checks were skipped (--no-fs-check)"))
         mismatches = tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024])
         ctl.send(m.Summary(
             frames=pipe.frames, bytes_written=target.bytes_written, list_digest=pipe.list_digest,
             target_digest=result.image_digest, verified=verified, mismatches=mismatches,
-            seconds=round(transfer_seconds + result.seconds, 3),
+            seconds=round(transfer_seconds + result.seconds, 3), checks=tuple(checks),
         ))
         summary = events.Summary(
             role="receiver", mode=plan.mode, source=src_desc, target=identity.describe(pinned),
@@ -151,8 +166,11 @@ def run_receive(
             seconds=round(time.monotonic() - started, 3), list_digest=pipe.list_digest,
             image_digest=result.image_digest, verified=verified,
             mismatches=[[o, n] for o, n in result.mismatches],
+            checks=[dataclasses.asdict(c) for c in checks],
         )
         sink(summary)
+        if verified is False and not result.mismatches:
+            raise fscheck.failure_error(checks, target.path)
         if verified is False:
             raise VerificationError(
                 f"reading {target.path} back found {len(result.mismatches)} range(s) that differ "

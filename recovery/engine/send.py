@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
 
 from recovery import events
 from recovery.disks import identity, usedmap
+from recovery.engine import fscheck
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
 from recovery.engine.level import LevelController, Sample, level_name
@@ -81,7 +83,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             chunk_size=opts.chunk_size,
             codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
             map=m.MapSummary(extents=len(umap.extents), bytes=chunks.bytes, digest=umap.digest(),
-                             parts=tuple(umap.parts)),
+                             parts=tuple(umap.parts), skipped=umap.skipped),
             frames=chunks.count,
             encrypted=encrypted,
             verify=opts.verify,
@@ -97,8 +99,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         sink(events.PlanMade(
             role="sender", source=identity.describe(source.identity), target=target_desc,
             mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
-            parts=[{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes}
-                   for p in umap.parts],
+            parts=usedmap.part_events(umap.parts), skipped=umap.skipped,
         ))
 
         sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
@@ -195,9 +196,11 @@ def _conclude(
         size=source.size, bytes_read=source.bytes_read, bytes_sent=conn.data.bytes_out,
         bytes_written=summary.bytes_written, zero_bytes=pipe.zero_bytes, seconds=round(seconds, 3),
         list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
-        mismatches=mismatches,
+        mismatches=mismatches, checks=[dataclasses.asdict(c) for c in summary.checks],
     )
     sink(result)
+    if verified is False and not mismatches and fscheck.failures(summary.checks):
+        raise fscheck.failure_error(summary.checks, target_desc)
     if verified is False:
         raise VerificationError(
             f"the receiver read the target back and found {len(mismatches)} range(s) that differ",

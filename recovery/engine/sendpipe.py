@@ -93,7 +93,8 @@ class SendPipeline:
         self.results: Reorder[_Result] = Reorder(self.crew)
         self.inflight = threading.BoundedSemaphore(workers * 8 + 16)
         self.list_hasher = blake3.blake3()
-        self.image_hasher = blake3.blake3() if image_digest else None
+        # exact mode: the whole image, hashed in order on the sending thread, over the cores
+        self.image_hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if image_digest else None
         self.read_meter = Meter()
         self.work_meter = Meter()
         self.done_bytes = 0

@@ -2,8 +2,12 @@
 
 A block device is opened with O_EXCL (a mounted disk fails to open); an
 image file is created sparse, or emptied and made sparse again. Writes are
-positioned (pwrite) inside ``[0, size)`` only; zeros become BLKZEROOUT on
-devices and holes in files. The first and last MiB (partition tables, the
+positioned (pwrite) inside ``[0, size)`` only. Zeros cost no storage where
+the target can help it: holes in files (punched, or left alone in a fresh
+file); on devices ``fallocate(PUNCH_HOLE)``, which the kernel turns into a
+write-zeroes that may unmap (thin LVs, loop devices over sparse files, SSDs
+give the space back) and which always reads back zero; else BLKZEROOUT
+(zeroes, but may allocate); else written zeros. The first and last MiB (partition tables, the
 backup GPT) are wiped before the first write and written last, so an
 interrupted clone never looks like a valid disk.
 """
@@ -31,10 +35,11 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
 
 
-def punch_hole(fd: int, offset: int, length: int) -> bool:
+def punch_hole(fd: int, offset: int, length: int) -> int:
+    """Deallocate [offset, offset+length) so that it reads zero: 0, or the errno of the refusal."""
     if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
-        return True
-    return False
+        return 0
+    return ctypes.get_errno() or errno.EOPNOTSUPP
 
 
 class Target:
@@ -58,6 +63,7 @@ class Target:
         self.size = blockdev.device_size(self.fd)
         self.direct_fd: int | None = None  # O_DIRECT twin for aligned writes
         self.fresh = False  # True once a file target is empty and sparse
+        self.can_punch = True  # until the device refuses fallocate(PUNCH_HOLE)
         self.bytes_written = 0
 
     def identity(self) -> Identity:
@@ -137,6 +143,12 @@ class Target:
         self._check_range(offset, length)
         if self.fresh:
             return  # an emptied, sparse file reads zeros already
+        if self.can_punch:
+            refused = punch_hole(self.fd, offset, length)
+            if not refused:
+                return
+            if refused in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOSYS):
+                self.can_punch = False  # the device (or filesystem) cannot: stop asking
         if self.is_block:
             try:
                 blockdev.zero_out(self.fd, offset, length)
@@ -144,8 +156,6 @@ class Target:
             except OSError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY):
                     raise TargetWriteError(f"cannot zero {self.path} at {offset}: {e.strerror}") from None
-        elif punch_hole(self.fd, offset, length):
-            return
         pos = offset
         while pos < offset + length:
             n = min(len(_ZEROS), offset + length - pos)
@@ -168,7 +178,7 @@ class Target:
             pass
 
     def finish(self) -> None:
-        if self.is_block:
+        if self.is_block and self.fd >= 0:
             blockdev.reread_partitions(self.fd)
 
     def close(self) -> None:

@@ -93,6 +93,9 @@ class DiskInfo:
     # or Request.source_identity to pin this disk on its host. A peer that
     # omits it offers no disk a wizard can pin.
     identity: Identity | None = None
+    # Optional: logical sector size; a target whose size differs from the
+    # source's is refused (the partition tables count in sectors).
+    sector_size: int | None = field(default=None, metadata=bounded(lo=512, hi=65536))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class Identity:
     # Storage this lives on, as "blk:MAJ:MIN" and "file:DEV:INO" keys: two
     # identities on one host that share a key are the same storage.
     storage: tuple[str, ...] = field(default=(), metadata=bounded(max_len=64))
+    # Optional: the logical sector size partition tables count in (BLKSSZGET
+    # for devices; 4096 for an image whose GPT sits at 4096; None: unknown).
+    sector_size: int | None = field(default=None, metadata=bounded(lo=512, hi=65536))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,11 @@ class MapPart:
     fstype: str | None = field(default=None, metadata=bounded(max_len=64))
     method: Literal["used", "whole"] = "whole"
     bytes: int = 0  # bytes of this partition that will be sent
+    # Optional: why the map is more than partclone's, or why it is whole.
+    note: str | None = field(default=None, metadata=bounded(max_len=255))
+    # Optional: what `blkid -p` sees on the source partition ("KEY=VALUE"),
+    # which the target must show too after the copy.
+    blkid: tuple[str, ...] = field(default=(), metadata=bounded(max_len=32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,17 @@ class MapSummary:
     bytes: int  # bytes covered by frames (DATA and ZERO)
     digest: str = field(metadata=bounded(max_len=HEX_DIGEST))  # BLAKE3 of the packed extent list
     parts: tuple[MapPart, ...] = field(default=(), metadata=bounded(max_len=256))
+    skipped: int = 0  # optional: bytes outside the partitions that used mode does not copy
+
+
+@dataclass(frozen=True, slots=True)
+class FsCheck:
+    """One filesystem-level check of a target partition after the copy."""
+
+    number: int  # partition number (0: the whole device)
+    check: str = field(metadata=bounded(max_len=64))  # "e2fsck -fn", "blkid -p", ...
+    ok: bool | None = None  # None: could not run (message says why)
+    message: str = field(default="", metadata=bounded(max_len=1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +312,7 @@ class Summary(Message):
     verified: bool | None = None  # None: read-back was skipped
     mismatches: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=1024))
     seconds: float = 0.0
+    checks: tuple[FsCheck, ...] = field(default=(), metadata=bounded(max_len=512))  # optional
 
 
 @dataclass(frozen=True, slots=True)

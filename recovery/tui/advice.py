@@ -44,8 +44,10 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
         ), False
     if code == "verify_failed":
         return "Verification found differences", (
-            "The target did not read back what was written: it may be failing.",
-            "Run the clone again, or use another target disk.",
+            "The target did not read back what was written (it may be failing), or a filesystem "
+            "on it failed its check: the message says which.",
+            "Run the clone again or use another target disk; if a filesystem check failed, "
+            "clone in exact mode.",
         ), False
     if code == "integrity":
         return "Data arrived damaged", (

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from recovery import events
-from recovery.disks import identity
+from recovery.disks import identity, safety
 from recovery.engine.agent import CloneChoice, JobStarted
 from recovery.protocol.messages import DiskInfo
 from recovery.units import human_size
@@ -78,6 +78,10 @@ def target_refusal(source: DiskInfo, target: DiskInfo) -> str | None:
         return f"too small: {human_size(target.size)}, the source needs {human_size(source.size)}"
     if target.identity is None:
         return "the other machine did not identify it (update usb4-recovery there)"
+    if source.identity:
+        mismatch = safety.sector_mismatch(source.identity, target.identity)
+        if mismatch:
+            return mismatch
     return None
 
 

@@ -8,10 +8,14 @@ processes over loopback TCP onto the same target, a loop device over a
 preallocated tmpfs file (a "disk"):
 
 - ours, used mode, verified; ours, exact mode, verified;
-- classic: dd bs=4M | zstd -1 -T0 | nc  ->  nc -l | zstd -d | dd, then b3sum
-  of source and target (the check a careful user adds);
+- classic: dd bs=4M | zstd -1 -T0 | nc  ->  nc -l | zstd -d | dd conv=fsync,
+  then b3sum of the source and of the target read past the page cache
+  (dd iflag=direct): the check a careful user adds;
 - Clonezilla's path: partclone.ext4 -c | zstd -1 -T0 | nc  ->  nc -l |
-  zstd -d | partclone.ext4 -r (no end-to-end hash).
+  zstd -d | partclone.ext4 -r (no end-to-end hash);
+- this machine's limit: the slowest of reading the source, writing and
+  flushing the target with O_DIRECT, and reading it back with O_DIRECT (dd),
+  scaled to the bytes each mode copies.
 
 Every contender runs once untimed (the VM's first touch of memory is slow)
 and then ``--runs`` times; the table shows the best and the median. Ours are
@@ -19,10 +23,12 @@ timed to the end of their read-back verification, the others to the end of
 their commands; note that plain dd and partclone leave data in the page cache
 unflushed, while ours flushes and reads back from the device.
 
-Also: peak RSS of each of our processes (4 GiB disk, and a 16 GiB sparse
-one), ``--level auto`` against raw on loopback, and on a veth pair between
-two network namespaces shaped to 1 Gbit/s. Prints a report; these are
-figures, not pass/fail tests.
+Also: CPU time per GiB with 1 and 2 workers on each side; peak RSS of each
+of our processes (4 GiB disk, and a 16 GiB sparse one); a 64 GiB sparse disk
+with one small partition cloned in used mode onto a loop device over a sparse
+file (time, and what the target allocated); ``--level auto`` against raw on
+loopback, and on a veth pair between two network namespaces shaped to
+1 Gbit/s. Prints a report; these are figures, not pass/fail tests.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench import benchdisk
+from tests.bench import bigdisk
 from tests.helpers import CODE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,13 +67,14 @@ class Run:
     seconds: float
     rss_kib: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu: float = 0.0  # user + system seconds of our processes
 
 
-def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
-    """(exit code, peak RSS in KiB) of a child, via wait4."""
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, int, float]:
+    """(exit code, peak RSS in KiB, CPU seconds) of a child, via wait4."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+    return proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def recovery(args: list[str], netns: str | None = None) -> subprocess.Popen[bytes]:
@@ -84,8 +91,9 @@ def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 
 
 def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
-         address: str = "127.0.0.1") -> Run:
-    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes"],
+         address: str = "127.0.0.1", workers: int | None = None) -> Run:
+    more = ["--workers", str(workers)] if workers else []
+    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes", *more],
                   netns[1] if netns else None)
     assert rx.stdout is not None
     line = rx.stdout.readline()  # the "listening" event
@@ -93,12 +101,11 @@ def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tup
         raise RuntimeError(f"receiver did not start: {line!r} {rx.stderr.read() if rx.stderr else ''}")
     start = time.monotonic()
     tx = recovery(["send", "--code", CODE, "--source", source, "--to", f"{address}:{PORT}", "--mode", mode,
-                   "--level", level],
-                  netns[0] if netns else None)
+                   "--level", level, *more], netns[0] if netns else None)
     tx_events = _events(tx)
-    tx_code, tx_rss = _wait(tx)
+    tx_code, tx_rss, tx_cpu = _wait(tx)
     rx_events = _events(rx)
-    rx_code, rx_rss = _wait(rx)
+    rx_code, rx_rss, rx_cpu = _wait(rx)
     seconds = time.monotonic() - start
     if tx_code or rx_code:
         err = tx.stderr.read().decode() if tx.stderr else ""
@@ -109,20 +116,24 @@ def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tup
     phases = {e["name"]: e["time"] for e in tx_events if e["event"] == "phase"}
     transfer = phases["verify"] - phases["transfer"]
     levels = [e["level"] for e in tx_events if e["event"] == "progress" and e.get("level")]
+    plan = next(e for e in tx_events if e["event"] == "plan")
     return Run(seconds, {"sender": tx_rss, "receiver": rx_rss}, {
         "bytes_read": summary["bytes_read"], "wire": summary["bytes_sent"], "transfer_s": transfer,
-        "image_digest": summary["image_digest"], "levels": levels})
+        "image_digest": summary["image_digest"], "levels": levels, "to_send": plan["to_send"]},
+        cpu=tx_cpu + rx_cpu)
 
 
 def classic(source: str, target: str) -> Run:
     rx = subprocess.Popen(["bash", "-o", "pipefail", "-c",
-                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | dd of={target} bs=4M status=none"])
+                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | dd of={target} bs=4M conv=fsync status=none"])
     time.sleep(0.3)
     start = time.monotonic()
     sh(f"dd if={source} bs=4M status=none | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}")
     if rx.wait() != 0:
         raise RuntimeError("classic receiver failed")
-    digests = sh(f"b3sum --no-names {source} {target}").stdout.split()
+    # The target is exactly as large as the source; O_DIRECT reads past the page cache.
+    digests = [sh(f"b3sum --no-names {source}").stdout.strip(),
+               sh(f"dd if={target} iflag=direct bs=4M status=none | b3sum --no-names").stdout.strip()]
     seconds = time.monotonic() - start
     assert digests[0] == digests[1], "classic copy differs"
     return Run(seconds, extra={"image_digest": digests[0]})
@@ -140,6 +151,58 @@ def clonezilla(source: str, target: str) -> Run:
     if rx.wait() != 0:
         raise RuntimeError("clonezilla receiver failed")
     return Run(time.monotonic() - start)
+
+
+def make_apart(module: str, path: Path) -> None:
+    """Make a disk in a child process: the memory it takes would otherwise count
+    in the peak RSS of every process this one starts later (until exec)."""
+    subprocess.run([sys.executable, "-m", module, str(path)], cwd=REPO, check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def dd_rate(argv: str, nbytes: int) -> float:
+    """Bytes per second of one dd run (best of two)."""
+    best = 0.0
+    for _ in range(2):
+        start = time.monotonic()
+        sh(argv)
+        best = max(best, nbytes / (time.monotonic() - start))
+    return best
+
+
+def machine_limit(source: str, target: str, size: int) -> dict[str, float]:
+    """This machine's rates for what every clone must do at least once."""
+    count = size // (4 << 20)
+    return {
+        "read_source": dd_rate(f"dd if={source} of=/dev/null bs=4M status=none", size),
+        "write_target_direct_fsync": dd_rate(
+            f"dd if={source} of={target} bs=4M oflag=direct conv=fsync,notrunc count={count} status=none", size),
+        "read_target_direct": dd_rate(f"dd if={target} of=/dev/null iflag=direct bs=4M status=none", size),
+    }
+
+
+def sparse_used(workdir: Path) -> dict[str, Any]:
+    """The 64 GiB sparse disk with a small partition, used mode, onto a thin loop device."""
+    source, thin = workdir / "big64.img", workdir / "thin64.img"
+    if not source.exists():
+        make_apart("tests.bench.bigdisk", source)
+    thin.unlink(missing_ok=True)
+    with open(thin, "wb") as f:
+        f.truncate(bigdisk.SIZE)
+    try:
+        with loop_over(source) as src, loop_over(thin) as dst:
+            sh(f"partx --add {src}")
+            try:
+                used = bigdisk.used_bytes(f"{src}p1")
+                r = ours(src, dst, "used")
+            finally:
+                subprocess.run(["partx", "--delete", src], check=False)
+        allocated = bigdisk.allocated(thin)
+    finally:
+        thin.unlink(missing_ok=True)
+    return {"seconds": round(r.seconds, 2), "fs_used_MiB": round(used / 2**20, 1),
+            "read_MiB": round(r.extra["bytes_read"] / 2**20, 1), "allocated_MiB": round(allocated / 2**20, 1),
+            "allocated_per_used": round(allocated / used, 2)}
 
 
 @contextmanager
@@ -195,7 +258,7 @@ def main() -> None:
     if not disk.exists():
         print(f"making the bench disk {disk} ...", flush=True)
         tmp = disk.with_suffix(".tmp")
-        benchdisk.make(tmp)
+        make_apart("tests.bench.benchdisk", tmp)
         tmp.rename(disk)
     backing = args.dir / "target.img"
     if not backing.exists() or backing.stat().st_size != disk.stat().st_size:
@@ -221,6 +284,30 @@ def main() -> None:
         }
         report["ratios"] = ratios
         print(f"  ratios (theirs / ours, best runs): {ratios}", flush=True)
+
+        size = disk.stat().st_size
+        limit = machine_limit(src, target, size)
+        slowest = min(limit.values())
+        to_send = used["to_send"]
+        report["limit"] = {k: round(v / 2**20) for k, v in limit.items()}
+        report["limit_ratios"] = {
+            "used_vs_limit": round(used["best"] / (to_send / slowest), 2),
+            "exact_vs_limit": round(exact["best"] / (size / slowest), 2),
+        }
+        print(f"  this machine's limit (MiB/s): {report['limit']}; ours / limit: {report['limit_ratios']}",
+              flush=True)
+
+        print("CPU time per GiB copied, 1 and 2 workers on each side (best of the runs):", flush=True)
+        cpu: dict[str, Any] = {}
+        for mode in ("used", "exact"):
+            for n in (1, 2):
+                runs = [ours(src, target, mode, workers=n) for _ in range(args.runs)]
+                best = min(runs, key=lambda r: r.cpu)
+                moved = best.extra["to_send"] / 2**30
+                cpu[f"{mode}_{n}"] = {"cpu_s_per_GiB": round(best.cpu / moved, 2),
+                                      "seconds": round(min(r.seconds for r in runs), 2)}
+        report["cpu_per_gib"] = cpu
+        print(f"  {cpu}", flush=True)
 
         print("--level auto against raw on loopback (used mode, transfer phase only):", flush=True)
         auto = [ours(src, target, "used") for _ in range(args.runs)]
@@ -259,6 +346,10 @@ def main() -> None:
         sparse.unlink()
         report["sparse16"] = {"seconds": round(r.seconds, 2), "rss_kib": r.rss_kib}
         print(f"  {report['sparse16']}", flush=True)
+        print("64 GiB sparse disk, one 1 GiB partition, used mode onto a loop device over a sparse file:",
+              flush=True)
+        report["sparse64_used"] = sparse_used(args.dir)
+        print(f"  {report['sparse64_used']}", flush=True)
 
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery.disks.inventory import describe_disk
 from recovery.errors import RefusedError
 from tests.helpers import CODE, MIB, Recovery, loop_device, mounted, receiver, sh
 
@@ -111,3 +112,25 @@ def test_target_changed_while_waiting_for_the_sender(source_loop: str, blank_loo
     assert error and "changed since it was chosen" in error["message"]
     with open(blank_loop, "rb") as f:
         assert f.read(MIB) == before
+
+
+@pytest.mark.parametrize("mode", ["used", "exact"])
+def test_other_logical_sector_size(source_loop: str, tmp_path: Path, mode: str) -> None:
+    """A 512-byte-sector disk onto a 4Kn one: its GPT would be unreadable there."""
+    image = tmp_path / "4kn.img"
+    with open(image, "wb") as f:
+        f.truncate(160 * MIB)
+    dev = sh("losetup", "--find", "--show", "--sector-size", "4096", str(image)).stdout.strip()
+    try:
+        assert describe_disk(dev).sector_size == 4096  # `recovery disks` shows it
+        rx, port = receiver(dev, "--yes")
+        tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", mode)
+        assert tx.wait() == RefusedError.exit_code, tx.stderr
+        assert rx.wait() == RefusedError.exit_code, rx.stderr
+        for side in (tx, rx):
+            error = side.event("error")
+            assert error and "logical sectors are 4096 bytes, the source's are 512" in error["message"]
+        with open(dev, "rb") as f:
+            assert f.read(MIB) == bytes(MIB)  # untouched
+    finally:
+        sh("losetup", "--detach", dev, check=False)

@@ -51,6 +51,13 @@ def summary_rows(job: JobView, s: events.Summary) -> list[tuple[str, str]]:
              ("Chunks", "BLAKE3 of every chunk, the same on both machines:"), ("", s.list_digest)]
     if s.image_digest:
         rows += [("Image", "BLAKE3 of the whole disk (b3sum of the source gives this):"), ("", s.image_digest)]
+    if s.checks:
+        names = sorted({c["check"] for c in s.checks})
+        rows.append(("Checks", f"on the target: {', '.join(names)}"))
+        for c in s.checks:
+            if c["ok"] is not True:
+                state = "FAILED" if c["ok"] is False else "not run"
+                rows.append(("", f"partition {c['number']}: {c['check']} {state}: {c['message']}"))
     return rows
 
 
