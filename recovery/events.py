@@ -46,6 +46,8 @@ class PeerFound(Event):
     software: str
     pairing_code: str
     speed: str | None = None  # as the link reports it: the bus's for the cable, the card's for TCP
+    link_choice: str | None = None  # why this link (auto on the cable: the rates measured at the start)
+    link_rates: dict[str, float] | None = None  # bytes/s each cable link measured, when both were
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Summary(Event):
     image_digest: str | None  # exact mode: BLAKE3 of the whole device (== b3sum)
     verified: bool | None  # None: read-back skipped
     mismatches: list[list[int]] = field(default_factory=list)  # [offset, length]
+    kernel_log: dict[str, int] | None = None  # counted kernel messages during the clone (recovery.engine.health)
 
 
 EventSink = Callable[[Event], None]

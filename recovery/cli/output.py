@@ -85,8 +85,9 @@ class Output:
             return f"» waiting for a sender on {where} ({e.link})"
         if isinstance(e, events.PeerFound):
             speed = f"; speed: {e.speed}" if e.speed else ""
+            why = f"\n  link: {e.link_choice}" if e.link_choice else ""
             return (f"» peer {e.hostname} ({e.software}) over {e.link} at {e.address}{speed}; "
-                    f"pairing code {e.pairing_code}")
+                    f"pairing code {e.pairing_code}{why}")
         if isinstance(e, events.PlanMade):
             parts = "; ".join(
                 f"partition {p['number']} {p['fstype'] or 'unknown'}: "
@@ -133,4 +134,14 @@ def summary_text(s: events.Summary) -> str:
     if s.mismatches:
         shown = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         lines.append(f"  differs   {len(s.mismatches)} range(s): {shown}")
+    if s.kernel_log:
+        said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())
+        lines.append(f"  kernel    logged during the clone: {said}")
     return "\n".join(lines)
+
+
+KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
+    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them)",
+    "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
+    "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",
+}

@@ -44,6 +44,8 @@ class PeerLink:
             software=self.theirs.host.software,
             pairing_code=self.pairing_code,
             speed=self.conn.speed(),
+            link_choice=self.conn.choice,
+            link_rates=self.conn.rates,
         )
 
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:

@@ -3,9 +3,9 @@
 ``LINK`` is one of ``auto`` (the default), ``tcp:HOST:PORT``, ``stdio``,
 ``tbstream[:PEER]`` and ``tbnet[:IFACE]``. ``--to HOST:PORT`` and ``--to -``
 (and the receiver's ``--listen``/``--from -``) are shorthands for tcp and
-stdio. ``auto`` picks a link over the cable: USB4STREAM when the peer offers
-it and ``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
-:func:`recovery.link.discovery.choose_link`).
+stdio. ``auto`` picks a link over the cable: the one both machines offer, or
+when they offer USB4STREAM and thunderbolt-net, the faster of the two as
+measured at the start (:mod:`recovery.link.auto`).
 """
 
 from __future__ import annotations
@@ -112,16 +112,15 @@ def accept_receiver(
 
 def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
            on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None) -> Connection:
-    from recovery.link.discovery import choose_link
-    from recovery.link.sysfs import Sysfs
-
-    links = _cable_links()
     if spec.kind == "auto":
-        spec = LinkSpec(choose_link(Sysfs()))
-    opener = links.get(spec.kind)
+        from recovery.link.auto import open_auto
+
+        return open_auto(role, timeout=timeout, on_listening=on_listening, stop=stop)
+    opener = _cable_links().get(spec.kind)
     if opener is None:
         hint = ("give the peer's address: --to HOST:PORT on the sender, --listen on the receiver"
                 if role == "send" else "listen for a sender over TCP: --listen [ADDR]:PORT")
-        what = spec.kind if spec.kind != "auto" else "cable"
-        raise NoPeerError(f"no {what} link is available in this build", hint=hint)
-    return opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)
+        raise NoPeerError(f"no {spec.kind} link is available in this build", hint=hint)
+    conn = opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)
+    conn.choice = f"{spec.kind}: chosen with --link"
+    return conn

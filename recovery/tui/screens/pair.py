@@ -27,13 +27,14 @@ class PeerView:
     speed: str | None  # as the link reports it, when it does
     code: str
     disks: int
+    choice: str | None = None  # why this link (both cable links measured: their rates)
 
     @classmethod
     def of(cls, link: PeerLink) -> PeerView:
         """What the pairing screen shows; the speed as the bus or the network card reports it."""
         return cls(hostname=link.theirs.host.hostname, software=link.theirs.host.software,
                    link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(),
-                   code=link.pairing_code, disks=len(link.theirs.disks))
+                   code=link.pairing_code, disks=len(link.theirs.disks), choice=link.conn.choice)
 
 
 def spaced(code: str) -> str:
@@ -58,6 +59,7 @@ class PairScreen(Screen[None]):
             ("Peer", f"{p.hostname} ({p.software})"),
             ("Link", f"{p.link} to {p.address}"),
             ("Speed", p.speed or "not reported by this link (the clone measures it)"),
+            *((("Why", p.choice),) if p.choice else ()),
             ("Its disks", str(p.disks)),
         ):
             facts.append(f"{label:<11}", style="bold")
