@@ -91,3 +91,16 @@ def run(
 def output(argv: Sequence[str], **kwargs: object) -> str:
     """The standard output of a successful run, as text."""
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background, stdin a pipe (closing it ends children that read it), stderr kept.
+
+    For helpers that must live as long as something else does (a sleep inhibitor);
+    the caller ends it and waits for it.
+    """
+    argv = [str(a) for a in argv]
+    if os.sep not in argv[0]:
+        argv[0] = need_tool(argv[0])
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=_env(env))

@@ -7,6 +7,7 @@ import time
 from recovery import events
 from recovery.disks import identity, safety
 from recovery.engine.api import ReceiveOptions
+from recovery.engine.health import watched_clone
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
@@ -40,6 +41,7 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
         link.close()
 
 
+@watched_clone
 def run_receive(
     link: PeerLink, plan: m.Plan, opts: ReceiveOptions, sink: events.EventSink = events.ignore
 ) -> events.Summary:
