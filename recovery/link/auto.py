@@ -46,7 +46,8 @@ def open_auto(role: str, *, timeout: float | None, on_listening: Callable[[str, 
     open_tbnet = tbnet_opener or tbnet.open_link
     deadline = Deadline(timeout, stop)
     if "tbstream" not in kinds:
-        conn = open_tbnet(LinkSpec("tbnet"), role, timeout=timeout, on_listening=on_listening, stop=stop)
+        wait = TBNET_OPEN if timeout is None and role == "send" else timeout  # a sender always has a deadline
+        conn = open_tbnet(LinkSpec("tbnet"), role, timeout=wait, on_listening=on_listening, stop=stop)
         conn.choice = "thunderbolt-net: the only link both machines offer (no USB4STREAM on one of them)"
         return conn
     ready = "tbnet" in kinds and (prepare_tbnet or (lambda: _bring_up(stream_host.sysfs)))()

@@ -81,17 +81,18 @@ def _cable_links() -> dict[str, Callable[..., Connection]]:
     return {"tbstream": tbstream.open_link, "tbnet": tbnet.open_link}
 
 
-def connect_sender(spec: LinkSpec, *, timeout: float, stop: threading.Event | None = None) -> Connection:
+def connect_sender(spec: LinkSpec, *, timeout: float | None, stop: threading.Event | None = None) -> Connection:
     """The sender's side of a link: connect to (or find) the receiver.
 
     Setting ``stop`` (from another thread) ends a wait for the peer on the
-    cable with :class:`CancelledError`.
+    cable with :class:`CancelledError`. ``timeout`` None waits on the cable
+    until stopped (the wizard, see :func:`recovery.tui.cable.attempt_timeout`).
     """
     if spec.kind == "stdio":
         return mux_connection(0, 1)
     if spec.kind == "tcp":
         assert spec.endpoint is not None
-        return tcp.connect(spec.endpoint, timeout=timeout)
+        return tcp.connect(spec.endpoint, timeout=timeout if timeout is not None else tcp.CONNECT_TIMEOUT)
     return _cable(spec, "send", timeout=timeout, on_listening=None, stop=stop)
 
 

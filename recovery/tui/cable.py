@@ -57,11 +57,23 @@ def role(sysfs: Sysfs, kinds: tuple[str, ...]) -> str:
     return "receive" if uuid_key(local) < uuid_key(peer.unique_id) else "send"
 
 
+def attempt_timeout(kinds: tuple[str, ...], timeout: float) -> float | None:
+    """How long one attempt waits: with USB4STREAM until the stop switch (None).
+
+    Its devices are opened once per attempt, and opening and closing them
+    again and again against a peer that is not ready has wedged router paths;
+    so an attempt keeps them open and waits for the peer's handshake instead
+    of giving up every few seconds.
+    """
+    return None if "tbstream" in kinds else timeout
+
+
 def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
     """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set."""
     sysfs = sysfs or Sysfs()
     kinds = discovery.available_links(sysfs) or (discovery.choose_link(sysfs),)  # the latter raises
     spec = LinkSpec("auto")
+    wait = attempt_timeout(kinds, timeout)
     if role(sysfs, kinds) == "send":
-        return connect_sender(spec, timeout=timeout, stop=stop)
-    return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None, stop=stop)
+        return connect_sender(spec, timeout=wait, stop=stop)
+    return accept_receiver(spec, timeout=wait, on_listening=lambda *_: None, stop=stop)
