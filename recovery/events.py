@@ -73,6 +73,8 @@ class PeerFound(Event):
     role: str = ""  # this side's part in the pairing: "driver" (typed the code) or "server" (showed it)
     security: str = ""  # "paired, encrypted", "paired, authenticated, not encrypted", ...
     session: str = ""  # a short fingerprint of the session keys, the same on both machines
+    link_choice: str | None = None  # why this link (auto on the cable: the rates measured at the start)
+    link_rates: dict[str, float] | None = None  # bytes/s each cable link measured, when both were
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Summary(Event):
     mismatches: list[list[int]] = field(default_factory=list)  # [offset, length]
     # used mode: the filesystem checks of the target, [{number, check, ok, message}]
     checks: list[dict[str, Any]] = field(default_factory=list)
+    kernel_log: dict[str, int] | None = None  # counted kernel messages during the clone (recovery.engine.health)
 
 
 EventSink = Callable[[Event], None]

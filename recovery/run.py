@@ -93,15 +93,20 @@ def output(argv: Sequence[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with pipes on its stdin and stdout (its stderr is ours), for a
-    program this one talks to while it runs; the caller ends it."""
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: int | None = subprocess.DEVNULL,
+          stderr: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background, its stdin a pipe (closing it ends children that read it).
+
+    For helpers that must live as long as something else does (a sleep
+    inhibitor, the other end of ``--via``); the caller ends it and waits for it.
+    ``stdout``/``stderr`` as for :class:`subprocess.Popen` (None: ours).
+    """
     argv = [str(a) for a in argv]
     if not argv:
         raise RecoveryError("no command to run")
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
     try:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(env))
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env))
     except OSError as e:
         raise RecoveryError(f"cannot start `{shlex.join(argv)}`: {e.strerror}") from None

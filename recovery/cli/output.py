@@ -95,8 +95,9 @@ class Output:
         if isinstance(e, events.PeerFound):
             speed = f"; speed: {e.speed}" if e.speed else ""
             machine = f", machine {shown(e.machine_id[:12])}" if e.machine_id else ""
+            why = f"\n  link: {e.link_choice}" if e.link_choice else ""
             return (f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
-                    f"{shown(e.address)}{speed}; {e.security}; session {e.session}")
+                    f"{shown(e.address)}{speed}; {e.security}; session {e.session}{why}")
         if isinstance(e, events.PlanMade):
             lines = [f"» plan: {shown(e.source)} -> {shown(e.target)}",
                      f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy"]
@@ -159,4 +160,14 @@ def summary_text(s: events.Summary) -> str:
     if s.mismatches:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")
+    if s.kernel_log:
+        said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())
+        lines.append(f"  kernel    logged during the clone: {said}")
     return "\n".join(lines)
+
+
+KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
+    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them)",
+    "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
+    "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",
+}

@@ -125,11 +125,23 @@ class Lobby:
             except CancelledError:
                 return
             except RecoveryError as e:
-                if self.done.is_set():
-                    return
-                self.sink(events.Warning(f"no more connections from {_kind(source)}: {e.message}"))
+                self._source_failed(source, e)
                 return
             self._take(conn, limit, hold)
+
+    def _source_failed(self, source: Source, error: RecoveryError) -> None:
+        """A source can give no more connections: with none left, the wait ends with its error."""
+        with self._lock:
+            if self.done.is_set():
+                return
+            self._sources = [s for s in self._sources if s is not source]
+            last = not self._sources
+            if last:
+                self._error = self._error or error
+        if last:
+            self.done.set()
+        else:
+            self.sink(events.Warning(f"no more connections from {_kind(source)}: {error.message}"))
 
     def _take(self, conn: Connection, limit: float, hold: float | None) -> None:
         seen = Seen(peer=conn.peer, link=conn.kind, conn=conn)

@@ -10,6 +10,7 @@ from recovery.disks import identity, safety, signatures, usedmap
 from recovery.engine import fscheck
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.guard import CodeGuard
+from recovery.engine.health import watched_clone
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
@@ -50,6 +51,7 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
         link.close()
 
 
+@watched_clone
 def run_receive(
     link: PeerLink, plan: m.Plan, opts: ReceiveOptions, sink: events.EventSink = events.ignore
 ) -> events.Summary:

@@ -12,6 +12,7 @@ from recovery.disks import identity, usedmap
 from recovery.engine import fscheck
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
+from recovery.engine.health import watched_clone
 from recovery.engine.level import LevelController, Sample, level_name
 from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
 from recovery.engine.sendpipe import SendPipeline
@@ -59,6 +60,7 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
         link.close()
 
 
+@watched_clone
 def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Plan, stream and check one clone of a local disk to the peer."""
     check_options(opts)

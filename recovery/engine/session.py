@@ -92,6 +92,8 @@ class PeerLink:
             role=self.role,
             security=self.security,
             session=self.fingerprint,
+            link_choice=self.conn.choice,
+            link_rates=self.conn.rates,
         )
 
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:

@@ -27,12 +27,25 @@ from recovery.errors import LinkError
 Buffer = bytes | bytearray | memoryview
 
 POLL_SLICE_MS = 500
+ACK_POLL = 0.1  # seconds between looks at the channels while waiting for the peer's acknowledgement
 # errno values that mean "the peer or the cable is gone".
 LINK_ERRNOS = {
     errno.ECONNRESET, errno.EPIPE, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED,
     errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESHUTDOWN,
     errno.EIO, errno.ENODEV,
 }
+
+
+def drop_written(views: list[memoryview], n: int) -> None:
+    """Remove the first ``n`` bytes (a short write's count) from ``views``, in place."""
+    while n:
+        head = views[0]
+        if n >= len(head):
+            n -= len(head)
+            views.pop(0)
+        else:
+            views[0] = head[n:]
+            n = 0
 
 
 class Channel(abc.ABC):
@@ -61,6 +74,10 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the channel; the peer sees end of stream."""
+
+    def gone(self) -> str | None:
+        """Why the peer can no longer be reached on this channel, if the link already knows."""
+        return None
 
     def send(self, data: Buffer) -> None:
         self.send_parts((data,))
@@ -164,14 +181,7 @@ class FdChannel(Channel):
                             raise self._lost(e) from None
                         raise
                     self.bytes_out += n
-                    while n:
-                        head = views[0]
-                        if n >= len(head):
-                            n -= len(head)
-                            views.pop(0)
-                        else:
-                            views[0] = head[n:]
-                            n = 0
+                    drop_written(views, n)
             finally:
                 self.send_seconds += time.monotonic() - start
 
@@ -210,6 +220,8 @@ class Connection:
     on_close: list[Any] = field(default_factory=list)  # callables run by close()
     speed_probe: Callable[[], str | None] | None = None  # see speed()
     binding: bytes = b""  # what both ends see alike of this link (a token, nonces): bound into the pairing
+    choice: str | None = None  # why this link was chosen (auto: the measured rates), for people
+    rates: dict[str, float] | None = None  # bytes/s each candidate link measured at the start
 
     def speed(self) -> str | None:
         """The link's speed for people (a TCP link: its network card's), when it is known."""
@@ -221,6 +233,33 @@ class Connection:
     def abort(self) -> None:
         self.control.abort()
         self.data.abort()
+
+    def gone(self) -> str | None:
+        """Why the peer is unreachable, if either channel already knows (see :meth:`Channel.gone`)."""
+        return self.control.gone() or self.data.gone()
+
+    def close_after_ack(self, acked: threading.Event, timeout: float) -> None:
+        """Close once the engine has the peer's acknowledgement of the end (``acked`` set).
+
+        USB4STREAM drops what is still queued when a device closes, without an
+        error, so the last word must be the peer's acknowledgement. Raises
+        :class:`LinkError` (after closing) if the peer vanishes or stays silent
+        for ``timeout`` seconds instead.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            while not acked.wait(max(0.0, min(ACK_POLL, deadline - time.monotonic()))):
+                reason = self.gone()
+                if reason:
+                    raise LinkError(f"{reason} before it acknowledged the end of the transfer")
+                if time.monotonic() >= deadline:
+                    raise LinkError(f"link lost: the peer did not acknowledge the end of the transfer "
+                                    f"within {timeout:g} s")
+        except LinkError:
+            self.abort()
+            self.close()
+            raise
+        self.close()
 
     def close(self) -> None:
         self.data.close()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from recovery.errors import MissingToolError, NoPeerError
 from recovery.events import Event
+from recovery.link.deadline import Deadline
 from recovery.link.sysfs import (
     CORE_MODULE,
     NET_MODULE,
@@ -102,19 +104,30 @@ def snapshot(sysfs: Sysfs) -> list[PeerAppeared]:
 
 # --- the auto link ---
 
-def choose_link(sysfs: Sysfs) -> str:
-    """``tbstream`` or ``tbnet`` for ``--link auto``, or an error saying what is missing.
+def available_links(sysfs: Sysfs) -> tuple[str, ...]:
+    """The links over the cable that both hosts can use now: ``tbstream``, ``tbnet``, both, or none.
 
     Symmetric: USB4STREAM needs the module on both hosts (the peer offers the
-    ``stream`` service only when it has it), so both sides choose alike.
+    ``stream`` service only when it has it), and a thunderbolt-net interface
+    appears only when both hosts have ``thunderbolt_net``; so both sides see
+    the same set (give or take the moment an interface appears, which the
+    USB4STREAM handshake settles, see :mod:`recovery.link.auto`).
     """
+    found = []
+    if any(p.service(STREAM_KEY) for p in sysfs.peers()) and sysfs.module_loaded(STREAM_MODULE):
+        found.append("tbstream")
+    if sysfs.interfaces():
+        found.append("tbnet")
+    return tuple(found)
+
+
+def choose_link(sysfs: Sysfs) -> str:
+    """The first of :func:`available_links` (USB4STREAM before thunderbolt-net), or an error saying what is missing."""
+    links = available_links(sysfs)
+    if links:
+        return links[0]
     peers = sysfs.peers()
     offering = [p for p in peers if p.service(STREAM_KEY)]
-    if offering and sysfs.module_loaded(STREAM_MODULE):
-        return "tbstream"
-    interfaces = sysfs.interfaces()
-    if interfaces:
-        return "tbnet"
     missing_here = []
     if not sysfs.thunderbolt_present():
         raise MissingToolError(f"no Thunderbolt/USB4 support here (the {CORE_MODULE} module is not loaded)",
@@ -154,8 +167,8 @@ class DeviceSource(Protocol):
     def poll(self, timeout: float | None = None) -> Any: ...
 
 
-def udev_monitor() -> DeviceSource:
-    """A started pyudev monitor on the thunderbolt bus and network interfaces."""
+def udev_monitor(subsystems: tuple[str, ...] = ("thunderbolt", "net")) -> DeviceSource:
+    """A started pyudev monitor on ``subsystems`` (the thunderbolt bus and network interfaces)."""
     try:
         import pyudev
     except ImportError:
@@ -165,12 +178,64 @@ def udev_monitor() -> DeviceSource:
     source = "udev" if os.path.exists("/run/udev/control") else "kernel"
     try:
         monitor = pyudev.Monitor.from_netlink(context, source=source)
-        monitor.filter_by("thunderbolt")
-        monitor.filter_by("net")
+        for subsystem in subsystems:
+            monitor.filter_by(subsystem)
         monitor.start()
     except OSError as e:
         raise MissingToolError(f"cannot listen to device events: {e.strerror}", hint="run as root") from None
     return monitor  # type: ignore[no-any-return]
+
+
+T = TypeVar("T")
+RECHECK = 1.0  # seconds between looks at sysfs when no event came (one may have come before the monitor)
+STOP_SLICE = 0.25  # seconds a wait on events runs before it looks at the stop switch
+
+
+class DeviceWatch:
+    """Waits that wake on the kernel's uevents (thunderbolt bus, misc devices) instead of polling.
+
+    The thunderbolt core sends ``add``/``bind`` when a peer's service appears
+    and its driver binds, ``change`` on the service device whenever the peer's
+    properties are read again (it published or withdrew a stream), ``remove``
+    when it goes; ``/dev/tbstreamN`` comes with a ``misc`` ``add``. A wait
+    re-checks its condition on each event, and every :data:`RECHECK` seconds
+    in case the event came before the monitor was listening. Without pyudev
+    or the right to listen, it falls back to looking twice a second.
+    """
+
+    def __init__(self, source: DeviceSource | None) -> None:
+        self.source = source
+
+    @classmethod
+    def start(cls) -> DeviceWatch:
+        try:
+            return cls(udev_monitor(("thunderbolt", "misc")))
+        except MissingToolError:
+            return cls(None)
+
+    def wait(self, ready: Callable[[], T | None], deadline: Deadline) -> T | None:
+        """``ready()``'s first true value, or None when the deadline passes (a stop raises)."""
+        while True:
+            value = ready()
+            if value:
+                return value
+            deadline.check()
+            if deadline.expired():
+                return None
+            if self.source is None:
+                deadline.pause(0.5)
+                continue
+            until = time.monotonic() + RECHECK
+            while True:
+                left = min(STOP_SLICE, until - time.monotonic(), deadline.left(STOP_SLICE))
+                if left <= 0 or self.source.poll(left) is not None:
+                    break
+                deadline.check()
+
+    def close(self) -> None:
+        stop = getattr(self.source, "stop", None)
+        if callable(stop):
+            stop()
 
 
 class CableMonitor:

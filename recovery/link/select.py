@@ -5,9 +5,9 @@
 (and the receiver's ``--listen``/``--from -``) are shorthands for tcp and
 stdio; ``--via COMMAND`` runs COMMAND (e.g. ``ssh host recovery receive ...
 --from -``) and speaks the stdio link over its stdin and stdout. ``auto``
-picks a link over the cable: USB4STREAM when the peer offers it and
-``thunderbolt_stream`` is loaded here, else thunderbolt-net (see
-:func:`recovery.link.discovery.choose_link`).
+picks a link over the cable: the one both machines offer, or when they offer
+USB4STREAM and thunderbolt-net, the faster of the two as measured at the
+start (:mod:`recovery.link.auto`).
 
 A sender opens one connection (:func:`connect_sender`); a receiver gets a
 :class:`Source` from :func:`listen` and takes connections from it one after
@@ -28,7 +28,7 @@ from recovery.errors import LinkError, NoPeerError, UsageError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.stdio import mux_connection
-from recovery.run import spawn
+from recovery.run import start
 
 KINDS = ("auto", "tcp", "stdio", "tbstream", "tbnet")
 
@@ -103,23 +103,24 @@ def _cable_links() -> dict[str, Callable[..., Connection]]:
     return {"tbstream": tbstream.open_link, "tbnet": tbnet.open_link}
 
 
-def connect_sender(spec: LinkSpec, *, timeout: float, stop: threading.Event | None = None) -> Connection:
+def connect_sender(spec: LinkSpec, *, timeout: float | None, stop: threading.Event | None = None) -> Connection:
     """The sender's side of a link: connect to (or find) the receiver.
 
     Setting ``stop`` (from another thread) ends a wait for the peer on the
-    cable with :class:`CancelledError`.
+    cable with :class:`CancelledError`. ``timeout`` None waits on the cable
+    until stopped (the wizard, see :func:`recovery.tui.cable.attempt_timeout`).
     """
     if spec.kind == "stdio":
         return _via(spec.command) if spec.command else mux_connection(0, 1)
     if spec.kind == "tcp":
         assert spec.endpoint is not None
-        return tcp.connect(spec.endpoint, timeout=timeout)
+        return tcp.connect(spec.endpoint, timeout=timeout if timeout is not None else tcp.CONNECT_TIMEOUT)
     return _cable(spec, "send", timeout=timeout, on_listening=None, stop=stop)
 
 
 def _via(argv: tuple[str, ...]) -> Connection:
     """Run ``argv`` and speak the stdio link over its stdin and stdout; closing ends it."""
-    child = spawn(argv)
+    child = start(argv, stdout=subprocess.PIPE, stderr=None)
     assert child.stdin is not None and child.stdout is not None
     conn = mux_connection(child.stdout.fileno(), child.stdin.fileno(), peer=f"`{shlex.join(argv)}`")
 
@@ -201,7 +202,9 @@ class OneAtATime:
 
 def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
            stop: threading.Event | None = None) -> Source:
-    """The receiver's side of a link: a :class:`Source` of connections (close it when done)."""
+    """The receiver's side of a link: a :class:`Source` of connections (close it when done).
+
+    ``stop`` ends thunderbolt-net's preparation; closing the source ends every wait."""
     if spec.kind == "stdio":
         return OneAtATime(lambda _timeout: mux_connection(0, 1), once=True)
     if spec.kind == "tcp":
@@ -209,16 +212,10 @@ def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
         listener = tcp.Listener(ep)
         on_listening(str(listener.endpoint.host or "*"), listener.port, "tcp")
         return _TcpSource(listener)
-    kind = spec.kind
-    if kind == "auto":
-        from recovery.link.discovery import choose_link
-        from recovery.link.sysfs import Sysfs
-
-        kind = choose_link(Sysfs())
-    if kind == "tbnet":
+    if spec.kind == "tbnet":
         from recovery.link import tbnet
 
-        return tbnet.listen(LinkSpec("tbnet", interface=spec.interface), on_listening=on_listening, stop=stop)
+        return tbnet.listen(spec, on_listening=on_listening, stop=stop)
     announced: list[bool] = []
 
     def opened(address: str, port: int, link: str) -> None:
@@ -226,11 +223,12 @@ def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
             announced.append(True)
             on_listening(address, port, link)
 
-    def open_cable(timeout: float | None) -> Connection:
-        return _cable(LinkSpec(kind, interface=spec.interface), "receive", timeout=timeout,
-                      on_listening=opened, stop=stop)
+    def open_cable(_slice: float | None) -> Connection:  # auto (measured) or tbstream: one at a time
+        # As long as it takes, for the peer: closing the source ends the wait.
+        return _cable(spec, "receive", timeout=None, on_listening=opened, stop=source.stop)
 
-    return OneAtATime(open_cable)
+    source = OneAtATime(open_cable)  # closing it (the lobby is done, or the user stopped) ends a wait
+    return source
 
 
 def accept_receiver(
@@ -250,16 +248,15 @@ def accept_receiver(
 
 def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
            on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None) -> Connection:
-    from recovery.link.discovery import choose_link
-    from recovery.link.sysfs import Sysfs
-
-    links = _cable_links()
     if spec.kind == "auto":
-        spec = LinkSpec(choose_link(Sysfs()))
-    opener = links.get(spec.kind)
+        from recovery.link.auto import open_auto
+
+        return open_auto(role, timeout=timeout, on_listening=on_listening, stop=stop)
+    opener = _cable_links().get(spec.kind)
     if opener is None:
         hint = ("give the peer's address: --to HOST:PORT on the sender, --listen on the receiver"
                 if role == "send" else "listen for a sender over TCP: --listen [ADDR]:PORT")
-        what = spec.kind if spec.kind != "auto" else "cable"
-        raise NoPeerError(f"no {what} link is available in this build", hint=hint)
-    return opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)
+        raise NoPeerError(f"no {spec.kind} link is available in this build", hint=hint)
+    conn = opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)
+    conn.choice = f"{spec.kind}: chosen with --link"
+    return conn

@@ -23,6 +23,7 @@ NET_MODULE = "thunderbolt_net"
 CORE_MODULE = "thunderbolt"
 _DEVICE_NAME = re.compile(r"^(\d+)-([0-9a-f]+)$")  # <domain>-<route>
 ATTR_LIMIT = 4096  # sysfs attributes are at most a page
+IFF_UP = 0x1
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Peer:
     rx_lanes: int | None = None
     tx_speed: str | None = None
     tx_lanes: int | None = None
+    max_hopid: int | None = None  # the highest HopID the peer accepts as input (sysfs ``maxhopid``)
 
     def service(self, key: str) -> Service | None:
         return next((s for s in self.services if s.key == key), None)
@@ -156,6 +158,7 @@ class Sysfs:
             services=services,
             rx_speed=read_attr(d / "rx_speed"), rx_lanes=_int(read_attr(d / "rx_lanes")),
             tx_speed=read_attr(d / "tx_speed"), tx_lanes=_int(read_attr(d / "tx_lanes")),
+            max_hopid=_int(read_attr(d / "maxhopid")),
         )
 
     def service(self, name: str) -> Service | None:
@@ -167,6 +170,13 @@ class Sysfs:
             return None
         return Service(name=name, peer=name.rsplit(".", 1)[0], key=key,
                        prtcid=_int(read_attr(d / "prtcid")), prtcvers=_int(read_attr(d / "prtcvers")))
+
+    def service_driver(self, name: str) -> str | None:
+        """The driver bound to service ``name`` (``thunderbolt_stream``...), None if none is."""
+        try:
+            return (self.devices / name / "driver").resolve(strict=True).name
+        except OSError:
+            return None
 
     # --- network interfaces ---
 
@@ -197,3 +207,16 @@ class Sysfs:
 
     def operstate(self, name: str) -> str | None:
         return read_attr(self.net / name / "operstate")
+
+    def carrier(self, name: str) -> bool | None:
+        """Whether ``name`` has a carrier; None when the kernel does not say (interface down or gone)."""
+        text = read_attr(self.net / name / "carrier")
+        return None if text is None else text == "1"
+
+    def admin_up(self, name: str) -> bool:
+        """Whether ``name`` is administratively up (IFF_UP in its ``flags``)."""
+        return bool((_int(read_attr(self.net / name / "flags")) or 0) & IFF_UP)
+
+    def interface_to(self, peer: str) -> Interface | None:
+        """The thunderbolt-net interface whose service belongs to XDomain ``peer``."""
+        return next((i for i in self.interfaces() if i.peer == peer), None)

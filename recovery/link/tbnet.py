@@ -32,7 +32,7 @@ from recovery.errors import CancelledError, LinkError, MissingToolError, NoPeerE
 from recovery.link import beacon, tcp
 from recovery.link.base import Connection
 from recovery.link.deadline import Deadline
-from recovery.link.sysfs import NET_MODULE, Interface, Sysfs, read_attr
+from recovery.link.sysfs import NET_MODULE, Interface, Sysfs
 from recovery.link.watch import watch
 from recovery.run import output, run
 
@@ -129,7 +129,7 @@ def wait_link_local(sysfs: Sysfs, ifname: str, deadline: Deadline) -> str:
         if not _exists(ifname):
             raise LinkError(f"{ifname} went away (cable unplugged?)")
         now = time.monotonic()
-        carrier = _carrier(sysfs, ifname)
+        carrier = sysfs.carrier(ifname)
         if carrier is False and deadline.expired():
             raise NoPeerError(f"nobody is on {ifname} (no carrier: the other side's interface is down)",
                               hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
@@ -137,11 +137,6 @@ def wait_link_local(sysfs: Sysfs, ifname: str, deadline: Deadline) -> str:
             raise LinkError(f"{ifname} has no usable IPv6 link-local address",
                             hint=f"is IPv6 disabled on it? sysctl net.ipv6.conf.{ifname}.disable_ipv6")
         deadline.pause(0.1)
-
-
-def _carrier(sysfs: Sysfs, ifname: str) -> bool | None:
-    text = read_attr(sysfs.net / ifname / "carrier")
-    return None if text is None else text == "1"
 
 
 # --- the beacon on the wire ---

@@ -27,6 +27,7 @@ DEFAULT_PORT = 7554
 HELLO_TIMEOUT = 10.0  # seconds a new stream has to say its link hello, whatever it trickles
 PAIR_TIMEOUT = 30.0  # seconds between a control stream and its data stream
 MAX_PENDING = 32  # streams waiting for their hello (or control streams for their data) at once
+CONNECT_TIMEOUT = 15.0  # seconds a connect may take when the caller gives none
 SOCKET_BUFFER = 4 << 20
 
 
@@ -310,7 +311,8 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
     )
 
 
-def connect(ep: Endpoint, *, timeout: float = 15.0, device: str | None = None, kind: str = "tcp") -> Connection:
+def connect(ep: Endpoint, *, timeout: float = CONNECT_TIMEOUT, device: str | None = None,
+            kind: str = "tcp") -> Connection:
     """Open the control and the data stream to a listening receiver."""
     token = os.urandom(16)
     socks: list[socket.socket] = []

@@ -83,6 +83,10 @@ class Watched(Channel):
         except LinkError as e:
             raise self._explain(e) from None
 
+    def gone(self) -> str | None:
+        why = self.inner.gone()
+        return (self.reason or self.cause() or why) if why else self.reason
+
     def lost(self, reason: str) -> None:
         """The cable is gone: fail blocked and future calls with ``reason``."""
         self.reason = self.reason or reason

@@ -31,11 +31,11 @@ def generate() -> str:
 def normalise(text: str) -> str:
     """The canonical form both sides feed to the key exchange.
 
-    Unicode NFKC, lower case, and runs of spaces, dashes, dots and
+    Unicode NFKC with case folded, and runs of spaces, dashes, dots and
     underscores removed: ``" 4821 0937 "`` and ``"4821-0937"`` are one code.
     """
-    text = unicodedata.normalize("NFKC", text).strip().lower()
-    return _SEPARATORS.sub("", text)
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFKC", _SEPARATORS.sub("", folded))
 
 
 def check_given(text: str) -> str:

@@ -1,13 +1,13 @@
 """The cable, for the wizard: what the bus shows, and a link both wizards open alike.
 
 Two wizards are equals, but thunderbolt-net needs one side to listen and the
-other to connect: the host with the smaller UUID listens (the rule
-USB4STREAM uses to decide who allocates HopIDs), so both choose without
-talking. USB4STREAM needs no roles. Which of the two links is used is
-:func:`recovery.link.discovery.choose_link`'s choice, made alike on both.
-:func:`cable_source` hands the cable's connections to the wizard's
-:class:`~recovery.engine.lobby.Lobby`, one at a time; :func:`watch` turns
-what the bus reports into status lines.
+other to connect, and measuring two links needs one side to send: the host
+with the smaller UUID listens and the other sends, so both choose without
+talking. USB4STREAM alone needs no roles. Which link is used is
+:mod:`recovery.link.auto`'s choice (both measured when both are up), made
+alike on both. :func:`cable_source` hands the cable's connections to the
+wizard's :class:`~recovery.engine.lobby.Lobby`, one at a time; :func:`watch`
+turns what the bus reports into status lines.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from recovery.errors import CancelledError, MissingToolError, NoPeerError, Recov
 from recovery.link import discovery
 from recovery.link.base import Connection
 from recovery.link.select import LinkSpec, OneAtATime, accept_receiver, connect_sender
-from recovery.link.sysfs import Peer, Sysfs
-from recovery.link.tbstream.agree import allocates
+from recovery.link.sysfs import Peer, Sysfs, uuid_key
 from recovery.link.tcp import AcceptTimeout
 
 ATTEMPT = 10.0  # seconds one attempt waits for the other side before trying again
@@ -51,9 +50,9 @@ def describe_event(event: object) -> str:
     return str(getattr(event, "name", event))
 
 
-def role(sysfs: Sysfs, kind: str) -> str:
-    """``receive`` (listen) or ``send`` (connect) for this host, alike on both ends."""
-    if kind != "tbnet":
+def role(sysfs: Sysfs, kinds: tuple[str, ...]) -> str:
+    """``receive`` (listen) or ``send`` (connect, and measure) for this host, alike on both ends."""
+    if "tbnet" not in kinds:
         return "receive"
     peers = sysfs.peers()
     if len(peers) != 1:
@@ -63,17 +62,31 @@ def role(sysfs: Sysfs, kind: str) -> str:
     local = sysfs.local_uuid(peer.domain)
     if not local:
         raise NoPeerError(f"cannot read this host's UUID on Thunderbolt domain {peer.domain}")
-    return "receive" if allocates(local, peer.unique_id) else "send"
+    if uuid_key(local) == uuid_key(peer.unique_id):
+        raise NoPeerError(f"this host and the peer have the same UUID {local}")
+    return "receive" if uuid_key(local) < uuid_key(peer.unique_id) else "send"
+
+
+def attempt_timeout(kinds: tuple[str, ...], timeout: float) -> float | None:
+    """How long one attempt waits: with USB4STREAM until the stop switch (None).
+
+    Its devices are opened once per attempt, and opening and closing them
+    again and again against a peer that is not ready has wedged router paths;
+    so an attempt keeps them open and waits for the peer's handshake instead
+    of giving up every few seconds.
+    """
+    return None if "tbstream" in kinds else timeout
 
 
 def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
     """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set."""
     sysfs = sysfs or Sysfs()
-    kind = discovery.choose_link(sysfs)
-    spec = LinkSpec(kind)
-    if role(sysfs, kind) == "send":
-        return connect_sender(spec, timeout=timeout, stop=stop)
-    return accept_receiver(spec, timeout=timeout, on_listening=lambda *_: None, stop=stop)
+    kinds = discovery.available_links(sysfs) or (discovery.choose_link(sysfs),)  # the latter raises
+    spec = LinkSpec("auto")
+    wait = attempt_timeout(kinds, timeout)
+    if role(sysfs, kinds) == "send":
+        return connect_sender(spec, timeout=wait, stop=stop)
+    return accept_receiver(spec, timeout=wait, on_listening=lambda *_: None, stop=stop)
 
 
 def cable_source(status: Status, opener: Opener = open_cable) -> OneAtATime:

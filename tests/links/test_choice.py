@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recovery.errors import MissingToolError, NoPeerError, UsageError
 from recovery.link import tbnet
-from recovery.link.discovery import choose_link, snapshot
+from recovery.link.discovery import available_links, choose_link, snapshot
 from recovery.link.select import LinkSpec, parse_link, receiver_spec, sender_spec
 from recovery.link.sysfs import Sysfs
 from tests.links.fakekernel import Fabric
 
 
 @pytest.fixture
-def fabric(tmp_path: Path) -> Fabric:
-    return Fabric(tmp_path, a_uuid="00000000-0000-0000-0000-000000000001",
-                  b_uuid="00000000-0000-0000-0000-000000000002")
+def fabric(tmp_path: Path) -> Iterator[Fabric]:
+    f = Fabric(tmp_path, a_uuid="00000000-0000-0000-0000-000000000001",
+               b_uuid="00000000-0000-0000-0000-000000000002")
+    yield f
+    f.close()
 
 
 def test_parse_links() -> None:
@@ -47,6 +50,12 @@ def test_stream_module_missing_here_falls_back_to_tbnet(fabric: Fabric) -> None:
     fabric.plug()
     assert choose_link(fabric.a.host().sysfs) == "tbnet"
     assert choose_link(fabric.b.host().sysfs) == "tbnet"  # b sees no stream service from a
+    assert available_links(fabric.a.host().sysfs) == available_links(fabric.b.host().sysfs) == ("tbnet",)
+
+
+def test_both_links_are_seen_alike_on_both_hosts(fabric: Fabric) -> None:
+    fabric.plug()
+    assert available_links(fabric.a.host().sysfs) == available_links(fabric.b.host().sysfs) == ("tbstream", "tbnet")
 
 
 @pytest.mark.parametrize(("old_kernel", "says"), [

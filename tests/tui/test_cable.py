@@ -37,17 +37,27 @@ A = "0b7f4a3c-0000-0000-0000-000000000001"
 B = "d2c81e55-0000-0000-0000-000000000002"
 
 
-def test_the_two_ends_take_opposite_roles_on_thunderbolt_net(tmp_path: Path) -> None:
+def test_the_two_ends_take_opposite_roles_when_thunderbolt_net_is_up(tmp_path: Path) -> None:
     here = _host(tmp_path / "a", A, {"0-1": B})
     there = _host(tmp_path / "b", B, {"0-1": A})
-    assert {cable.role(here, "tbnet"), cable.role(there, "tbnet")} == {"send", "receive"}
-    assert cable.role(here, "tbstream") == cable.role(there, "tbstream") == "receive"
+    assert {cable.role(here, ("tbnet",)), cable.role(there, ("tbnet",))} == {"send", "receive"}
+    both = ("tbstream", "tbnet")  # measured at the start: the sending side measures
+    assert cable.role(here, both) == cable.role(here, ("tbnet",)) != cable.role(there, both)
+    assert cable.role(here, ("tbstream",)) == cable.role(there, ("tbstream",)) == "receive"
+
+
+def test_an_attempt_over_usb4stream_waits_until_stopped() -> None:
+    """Its devices are opened once and kept open: no open/close every few seconds against a peer
+    that is not ready yet (it has wedged router paths)."""
+    assert cable.attempt_timeout(("tbstream",), 10) is None
+    assert cable.attempt_timeout(("tbstream", "tbnet"), 10) is None
+    assert cable.attempt_timeout(("tbnet",), 10) == 10
 
 
 def test_more_than_one_host_on_the_cable_is_refused(tmp_path: Path) -> None:
     crowded = _host(tmp_path, A, {"0-1": B, "0-3": "e0000000-0000-0000-0000-000000000003"})
     with pytest.raises(NoPeerError, match="2 hosts on the cable"):
-        cable.role(crowded, "tbnet")
+        cable.role(crowded, ("tbnet",))
 
 
 def test_the_report_shows_the_bus_speed(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""USB4STREAM over the cable: ConfigFS streams, HopID agreement, the stream link."""
+"""USB4STREAM over the cable: ConfigFS streams, the HopID rule, the stream link."""
 
-from recovery.link.tbstream.link import CONTROL_NAME, DATA_NAME, Host, open_link
+from recovery.link.tbstream.link import Host, open_link, open_streams
 
-__all__ = ["CONTROL_NAME", "DATA_NAME", "Host", "open_link"]
+__all__ = ["Host", "open_link", "open_streams"]

@@ -1,33 +1,39 @@
-"""Making streams both hosts agree on, and removing exactly what was made.
+"""Making a stream's ConfigFS directory, tuning it, and removing exactly what was made.
 
-HopIDs: the host whose UUID is smaller allocates (writes -1); the other
-creates its directory and adopts what the kernel fills in from the peer's
-published stream of the same name. If the peer has not published yet, the
-adopter's HopIDs read 0: it removes the directory and tries again until the
-deadline. Both hosts reach the same decision from the two UUIDs alone, so
-they never race.
+A :class:`StreamSession` records every directory it creates in the ledger
+(:mod:`.ledger`) and removes only those, on every exit path. Removing a
+stream always writes 0 to both HopIDs first: ``rmdir`` alone leaves the
+stream advertised to the peer. Which HopIDs a stream gets is
+:mod:`.hopids`' business; this module only makes and removes.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.errors import LinkError, NoPeerError
-from recovery.link.deadline import Deadline
-from recovery.link.sysfs import uuid_key
-from recovery.link.tbstream.configfs import StreamInfo, StreamTree
+from recovery.errors import LinkError
+from recovery.link.tbstream.configfs import StreamTree
 from recovery.link.tbstream.ledger import Entry, Ledger
 
-ADOPT_RETRY = 0.25  # seconds between attempts to adopt the peer's HopIDs
+
+@dataclass(frozen=True)
+class Tuning:
+    """Ring size and interrupt throttling of one stream (local only: the peer sets its own)."""
+
+    ring_size: int
+    throttling: int | None = None  # ns; None keeps the kernel's default (8192)
 
 
-def allocates(local_uuid: str, peer_uuid: str) -> bool:
-    """True if this host allocates HopIDs (its UUID is the smaller one)."""
-    if uuid_key(local_uuid) == uuid_key(peer_uuid):
-        raise LinkError(f"this host and the peer have the same UUID {local_uuid}")
-    return uuid_key(local_uuid) < uuid_key(peer_uuid)
+# Only ring_size - 1 frames of 4 KiB are in flight: 1024 gives 4 MiB, enough for a
+# chunk, and two streams of 1024 have been opened together where two of 4096 failed
+# with ENOMEM. 2048 ns is the throttling of the only measured figure (0.84 GB/s).
+DATA_TUNING = Tuning(ring_size=1024, throttling=2048)
+CONTROL_TUNING = Tuning(ring_size=256)  # small messages only; the kernel's default
+RING_FALLBACK = (512, 256)  # smaller rings tried when opening fails with ENOMEM
 
 
 class StreamSession:
@@ -42,30 +48,34 @@ class StreamSession:
 
     # --- making ---
 
-    def set_up(self, name: str, *, allocate: bool, deadline: Deadline) -> StreamInfo:
-        """Create stream ``name`` with HopIDs agreed with the peer."""
+    def make(self, name: str, tuning: Tuning | None = None) -> None:
+        """Create stream ``name`` (and the group if needed) and set its rings."""
         self._ensure_group()
-        if allocate:
-            self._make(name)
-            info = self.tree.info(self.group, name)
-            if not info.configured:  # not adopted from a stream the peer already publishes
-                info = self.tree.allocate(self.group, name)
-            if not info.configured:
-                raise LinkError(f"the kernel allocated no HopIDs for stream {self.group}/{name}")
-            return info
-        while True:
-            self._make(name)
-            info = self.tree.info(self.group, name)
-            if info.configured:
-                return info
-            self._remove_stream(info.path)
-            if deadline.expired():
-                raise NoPeerError(
-                    f"the peer did not offer stream {name} on {self.group} in time",
-                    hint="start `recovery` on the other machine too (it allocates the HopIDs), "
-                    "or use --link tbnet / --to HOST:PORT",
-                )
-            deadline.pause(ADOPT_RETRY)
+        path = self.tree.stream_path(self.group, name)
+        with self.ledger.edit() as entries:
+            old = next((e for e in entries if e.path == str(path)), None)
+            if old is not None and old.owner == "link" and not old.alive and self.tree.remove_stream(self.group, name):
+                entries.remove(old)  # left by a killed clone: ours to remove
+                old = None
+            try:
+                self.tree.make_stream(self.group, name)
+            except FileExistsError:
+                raise LinkError(_in_use(path, old), hint=_in_use_hint(name, old)) from None
+            entries.append(Entry(str(path), "stream", self.owner, _pid()))
+        self.made.append(path)
+        if tuning is not None:
+            self.tune(name, tuning)
+
+    def tune(self, name: str, tuning: Tuning) -> None:
+        """Write ring size and throttling (only before the device is opened: EBUSY after)."""
+        for attr, value in (("ring_size", tuning.ring_size), ("throttling", tuning.throttling)):
+            if value is None:
+                continue
+            try:
+                self.tree.write(self.group, name, attr, value)
+            except OSError as e:
+                raise LinkError(f"cannot set {attr} {value} on stream {self.group}/{name}: {e.strerror}"
+                                + (" (the device is open)" if e.errno == errno.EBUSY else "")) from None
 
     def _ensure_group(self) -> None:
         path = self.tree.group_path(self.group)
@@ -75,31 +85,17 @@ class StreamSession:
             self.tree.make_group(self.group)
             entries.append(Entry(str(path), "group", self.owner, _pid()))
 
-    def _make(self, name: str) -> None:
-        path = self.tree.stream_path(self.group, name)
-        with self.ledger.edit() as entries:
-            old = next((e for e in entries if e.path == str(path)), None)
-            if old is not None and old.owner == "link" and not old.alive and self.tree.remove(path):
-                entries.remove(old)  # left by a killed clone: ours to remove
-                old = None
-            try:
-                self.tree.make_stream(self.group, name)
-            except FileExistsError:
-                raise LinkError(_in_use(path, old), hint=_in_use_hint(name, old)) from None
-            entries.append(Entry(str(path), "stream", self.owner, _pid()))
-        self.made.append(path)
-
     # --- removing ---
 
     def _remove_stream(self, path: Path) -> None:
         with self.ledger.edit() as entries:
-            if self.tree.remove(path):
+            if self.tree.remove_stream(self.group, path.name):
                 entries[:] = [e for e in entries if e.path != str(path)]
         if path in self.made:
             self.made.remove(path)
 
     def release(self) -> list[str]:
-        """Remove the streams this session made, then the group if we made it and it is empty.
+        """Remove the streams this session made (HopIDs zeroed first), then the group if we made it and it is empty.
 
         Never raises: returns what could not be removed.
         """
@@ -131,10 +127,11 @@ def remove_empty_groups(tree: StreamTree, ledger: Ledger) -> None:
 
 
 def sweep(tree: StreamTree, ledger: Ledger) -> None:
-    """Remove the streams of clones that were killed before they could clean up."""
+    """Remove the streams of clones that were killed before they could clean up (HopIDs zeroed first)."""
     with ledger.edit() as entries:
         for e in [e for e in entries if e.kind == "stream" and e.owner == "link" and _under(e.path, tree.root)]:
-            if not e.alive and tree.remove(Path(e.path)):
+            path = Path(e.path)
+            if not e.alive and tree.remove_stream(path.parent.name, path.name):
                 entries.remove(e)
     remove_empty_groups(tree, ledger)
 
@@ -164,5 +161,5 @@ def _in_use_hint(name: str, old: Entry | None) -> str:
     if old is not None and old.owner == "up":
         return f"remove it with `recovery stream down {name}`"
     if old is None:
-        return "remove it (rmdir) if nothing uses it, then try again"
+        return "remove it (write 0 to both HopIDs, then rmdir) if nothing uses it, then try again"
     return "wait for the other clone to finish"

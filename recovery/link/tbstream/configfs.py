@@ -1,10 +1,10 @@
 """The USB4STREAM ConfigFS tree: groups, streams and their attributes.
 
 ``<root>/<service>/<name>/`` with ``index``, ``in_hopid``, ``out_hopid``,
-``ring_size`` and ``throttling`` (see /work/shared/docs/usb4stream.md). Every
-call that the kernel reacts to (mkdir, rmdir, attribute writes, opening the
-character device) goes through :class:`FsOps`, the one seam a test replaces
-with a stand-in that reacts like the kernel.
+``ring_size``, ``throttling`` (and ``busy_poll`` on later drivers); what the
+kernel does with each is in docs/links.md. Every call the kernel reacts to
+(mkdir, rmdir, attribute writes, opening the character device) goes through
+:class:`FsOps`, the one seam a test replaces with an emulated kernel.
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.errors import LinkError, UsageError
+from recovery.link.tbstream.device import Device, FdDevice
 
 CONFIGFS_ROOT = Path("/sys/kernel/config/thunderbolt/stream")
 DEV_ROOT = Path("/dev")
 MAX_NAME = 8  # a stream name becomes an XDomain property key
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
-GROUP_NAME = re.compile(r"^\d+-[0-9a-f]+\.\d+$")  # "%u-%llx.%u", like the service device
-AUTO_HOPID = -1
+# The kernel parses a group name with sscanf("%u-%llx.%u") and accepts trailing junk, but
+# attaches the group only to a service of exactly that name: refuse anything else here.
+GROUP_NAME = re.compile(r"^\d+-[0-9a-f]+\.\d+$")
+MIN_HOPID = 8  # HopIDs 0..7 are reserved by the protocol
+RING_SIZES = range(32, 4097)  # ring_size the kernel accepts
+MAX_THROTTLING = 16_776_960  # ns
 
 
 class FsOps:
@@ -45,9 +50,9 @@ class FsOps:
         finally:
             os.close(fd)
 
-    def open_device(self, path: Path) -> int:
-        """Open ``/dev/tbstreamN`` without waiting for the peer (ENXIO/EINVAL at once)."""
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    def open_device(self, path: Path) -> Device:
+        """Open ``/dev/tbstreamN`` non-blocking (ENXIO/EINVAL at once, never a sleep in the driver)."""
+        return FdDevice.open(path)
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,21 @@ class StreamInfo:
     index: int
     in_hopid: int
     out_hopid: int
+    ring_size: int
+    throttling: int
     path: Path  # the ConfigFS directory
     device: Path  # /dev/tbstreamN
+    busy_poll: int | None = None  # None: the driver has no busy_poll attribute (7.2)
 
     @property
     def configured(self) -> bool:
-        return self.in_hopid > 0 and self.out_hopid > 0
+        """Both HopIDs are real ones (what the kernel needs to open the device)."""
+        return self.in_hopid >= MIN_HOPID and self.out_hopid >= MIN_HOPID
+
+    @property
+    def hopid(self) -> int | None:
+        """The one HopID of a stream set up by the project's rule (the same both ways), else None."""
+        return self.in_hopid if self.configured and self.in_hopid == self.out_hopid else None
 
 
 def check_name(name: str) -> str:
@@ -115,12 +129,14 @@ class StreamTree:
     def info(self, group: str, name: str) -> StreamInfo:
         path = self.stream_path(group, name)
         try:
-            index = int(self.ops.read(path / "index"))
-            in_hopid = int(self.ops.read(path / "in_hopid"))
-            out_hopid = int(self.ops.read(path / "out_hopid"))
+            values = {a: int(self.ops.read(path / a), 0)
+                      for a in ("index", "in_hopid", "out_hopid", "ring_size", "throttling")}
+            busy = int(self.ops.read(path / "busy_poll"), 0) if (path / "busy_poll").exists() else None
         except (OSError, ValueError) as e:
             raise LinkError(f"cannot read stream {group}/{name} in ConfigFS: {_why(e)}") from None
-        return StreamInfo(group, name, index, in_hopid, out_hopid, path, self.dev / f"tbstream{index}")
+        return StreamInfo(group, name, values["index"], values["in_hopid"], values["out_hopid"],
+                          values["ring_size"], values["throttling"], path, self.dev / f"tbstream{values['index']}",
+                          busy)
 
     def make_group(self, group: str) -> bool:
         """Create the group if needed; True if this call created it."""
@@ -141,15 +157,25 @@ class StreamTree:
         except OSError as e:
             raise LinkError(f"cannot create stream {group}/{name} in ConfigFS: {_why(e)}") from None
 
-    def allocate(self, group: str, name: str) -> StreamInfo:
-        """Ask the kernel for free HopIDs in both directions."""
-        path = self.stream_path(group, name)
+    def write(self, group: str, name: str, attr: str, value: int) -> None:
+        """Write one attribute; the kernel's refusal comes back as :class:`OSError` with its errno."""
+        self.ops.write(self.stream_path(group, name) / attr, f"{value}\n")
+
+    def zero_hopids(self, group: str, name: str) -> None:
+        """Write 0 to both HopIDs: releases them and withdraws the stream's advertisement to the peer.
+
+        rmdir alone does neither of the latter (the peer could adopt stale HopIDs), so
+        every removal starts here. Needs the device closed (EBUSY while it is open).
+        """
         for attr in ("in_hopid", "out_hopid"):
             try:
-                self.ops.write(path / attr, str(AUTO_HOPID))
+                self.write(group, name, attr, 0)
+            except FileNotFoundError:
+                return
             except OSError as e:
-                raise LinkError(f"cannot allocate {attr} for stream {group}/{name}: {_why(e)}") from None
-        return self.info(group, name)
+                raise LinkError(f"cannot reset {attr} of stream {group}/{name}: {_why(e)}",
+                                hint="is /dev/tbstreamN still open? `recovery stream list` shows the streams"
+                                if e.errno == errno.EBUSY else None) from None
 
     def remove(self, path: Path) -> bool:
         """rmdir a stream or group; False if it is not empty (someone else's streams)."""
@@ -162,6 +188,14 @@ class StreamTree:
                 return False
             raise LinkError(f"cannot remove {path} from ConfigFS: {_why(e)}") from None
         return True
+
+    def remove_stream(self, group: str, name: str) -> bool:
+        """Zero the HopIDs, then rmdir; False if the directory could not go (not empty, busy)."""
+        path = self.stream_path(group, name)
+        if not path.is_dir():
+            return True
+        self.zero_hopids(group, name)
+        return self.remove(path)
 
 
 def _why(e: BaseException) -> str:

@@ -4,19 +4,27 @@ Bytes written before the peer has opened its end of a stream can be lost,
 so neither side may send session data until it knows the peer is reading.
 Each side repeats a SYNC record until it hears a record from the peer (which
 proves the peer's end is open), then sends one READY record. The bytes after
-the peer's READY are the session. A reader may find a lost or cut record in
-front of the first whole one, so :class:`Scanner` searches for the magic and
-checks each candidate's CRC, and never reads past a READY.
+the peer's READY are the session's (on the control stream, after the HOPS
+rounds if the data HopIDs differed). A reader may find a lost or cut record
+in front of the first whole one, so :class:`Scanner` searches for the magic
+and checks each candidate's CRC, and never reads past a READY.
 
-Record (28 bytes, big-endian)::
+Each record carries the HopIDs its sender wrote, so both sides confirm they
+use the same values; on the control stream also the data stream's HopID
+(compared before the data stream is opened) and whether the sender can
+measure thunderbolt-net too.
+
+Record (32 bytes, big-endian)::
 
     4s  magic  b"U4RS"
-    B   version (1)
-    B   type: 1 SYNC, 2 READY
+    B   version (2)
+    B   type: 1 SYNC, 2 READY, 3 HOPS (control stream only, one round of the data-HopID agreement)
     B   channel: 0 control, 1 data (the two sides must agree)
-    B   reserved, 0
+    B   flags: bit 0 = the sender has thunderbolt-net up to this peer and will measure it
     16s session nonce of the sender (the same on both of its streams)
-    I   CRC-32 of the 24 bytes before it
+    H   hopid: what the sender wrote to in_hopid and out_hopid of this stream
+    H   data_hopid: control stream: the sender's HopID for the data stream; data stream: 0
+    I   CRC-32 of the 28 bytes before it
 """
 
 from __future__ import annotations
@@ -28,20 +36,24 @@ from dataclasses import dataclass
 from recovery.errors import RemoteProtocolError
 
 MAGIC = b"U4RS"
-VERSION = 1
-SYNC, READY = 1, 2
+VERSION = 2
+SYNC, READY, HOPS = 1, 2, 3
 CONTROL, DATA = 0, 1
+FLAG_TBNET = 0x01
 RECORD = struct.Struct(
     "!"
     "4s"  # magic
     "B"  # version
     "B"  # type
     "B"  # channel
-    "B"  # reserved (0)
+    "B"  # flags
     "16s"  # nonce
+    "H"  # hopid
+    "H"  # data_hopid
     "I"  # CRC-32 of the fields above
 )
 BODY = RECORD.size - 4
+V1_SIZE, V1_BODY = 28, 24  # version 1 records: 28 bytes, CRC after 24 (no HopIDs)
 
 
 class HandshakeError(RemoteProtocolError):
@@ -53,12 +65,19 @@ class Record:
     type: int
     channel: int
     nonce: bytes
+    hopid: int
+    data_hopid: int = 0
+    flags: int = 0
 
 
 def encode(record: Record) -> bytes:
-    if record.type not in (SYNC, READY) or record.channel not in (CONTROL, DATA) or len(record.nonce) != 16:
+    if (record.type not in (SYNC, READY, HOPS) or record.channel not in (CONTROL, DATA)
+            or len(record.nonce) != 16 or not 0 <= record.hopid < 1 << 16
+            or not 0 <= record.data_hopid < 1 << 16 or not 0 <= record.flags < 256
+            or (record.type == HOPS and record.channel != CONTROL)):
         raise ValueError("bad handshake record")
-    body = RECORD.pack(MAGIC, VERSION, record.type, record.channel, 0, record.nonce, 0)[:BODY]
+    body = RECORD.pack(MAGIC, VERSION, record.type, record.channel, record.flags, record.nonce,
+                       record.hopid, record.data_hopid, 0)[:BODY]
     return body + struct.pack("!I", zlib.crc32(body))
 
 
@@ -66,23 +85,35 @@ def decode(data: bytes) -> Record | None:
     """The record in exactly ``RECORD.size`` bytes; None if they are not one (noise, a cut record)."""
     if len(data) != RECORD.size:
         return None
-    magic, version, rtype, channel, reserved, nonce, crc = RECORD.unpack(data)
+    if _is_v1(data):
+        raise _version_error(1)
+    magic, version, rtype, channel, flags, nonce, hopid, data_hopid, crc = RECORD.unpack(data)
     if magic != MAGIC or zlib.crc32(data[:BODY]) != crc:
         return None
     if version != VERSION:
-        raise HandshakeError(f"the peer speaks stream handshake version {version}, this side {VERSION}: "
-                             "run the same usb4-recovery version on both machines")
-    if rtype not in (SYNC, READY) or channel not in (CONTROL, DATA) or reserved:
+        raise _version_error(version)
+    if rtype not in (SYNC, READY, HOPS) or channel not in (CONTROL, DATA) or (rtype == HOPS and channel != CONTROL):
         raise HandshakeError(f"bad stream handshake record (type {rtype}, channel {channel})")
-    return Record(rtype, channel, nonce)
+    return Record(rtype, channel, nonce, hopid, data_hopid, flags)
+
+
+def _is_v1(data: bytes) -> bool:
+    """A record of version 1 at the start of ``data`` (its CRC sits elsewhere)."""
+    return (len(data) >= V1_SIZE and data[:4] == MAGIC and data[4] == 1
+            and zlib.crc32(data[:V1_BODY]) == struct.unpack("!I", data[V1_BODY:V1_SIZE])[0])
+
+
+def _version_error(version: int) -> HandshakeError:
+    return HandshakeError(f"the peer speaks stream handshake version {version}, this side {VERSION}: "
+                          "run the same usb4-recovery version on both machines")
 
 
 class Scanner:
-    """Finds whole records in a byte stream that may start with noise."""
+    """Finds whole records in a byte stream that may start with noise or a cut record."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
-        self.skipped = 0  # bytes of noise dropped
+        self.skipped = 0  # bytes that were not part of a record
 
     def want(self) -> int:
         """How many bytes to read next: never more than can complete one record."""

@@ -36,6 +36,7 @@ class PeerView:
     session: str  # the key fingerprint, the same on both screens
     drives: bool  # this machine drives (its user typed the peer's code)
     disks: int
+    choice: str | None = None  # why this link (both cable links measured: their rates)
 
     @classmethod
     def of(cls, link: PeerLink) -> PeerView:
@@ -43,7 +44,8 @@ class PeerView:
         host = link.theirs.host
         return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
                    link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
-                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory))
+                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory),
+                   choice=link.conn.choice)
 
 
 def facts(p: PeerView) -> Text:
@@ -54,6 +56,7 @@ def facts(p: PeerView) -> Text:
         ("Machine id", p.machine_id or "not given"),
         ("Link", f"{p.link} to {p.address}"),
         ("Speed", p.speed or "not reported by this link (the clone measures it)"),
+        *((("Why", p.choice),) if p.choice else ()),
         ("Security", f"{p.security}; session {p.session}"),
     ]
     if p.drives:
