@@ -18,8 +18,28 @@ from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
 
+def refuse_planted_link(path: str) -> None:
+    """A target given as a symbolic link is taken only when it is a device name under /dev
+    (``/dev/disk/by-id/...``): a link planted where an image file is to be made could
+    point anywhere, a disk among them."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RefusedError(f"cannot inspect {path}: {e.strerror}") from None
+    if not stat.S_ISLNK(st.st_mode):
+        return
+    real = os.path.realpath(path)
+    if os.path.abspath(path).startswith("/dev/") and os.path.exists(real) and stat.S_ISBLK(os.stat(real).st_mode):
+        return
+    raise RefusedError(f"refusing to write {path}: it is a symbolic link (to {real})",
+                       hint="give the disk or the image file itself, not a link to it")
+
+
 def check_target_path(path: str, *, overwrite: bool) -> None:
     """Checks that need no plan: run before waiting for a sender."""
+    refuse_planted_link(path)
     if not os.path.exists(path):
         parent = os.path.dirname(os.path.abspath(path)) or "."
         if not os.path.isdir(parent):

@@ -1,5 +1,7 @@
 """One JSON-lines log file per clone, in a place that survives the session.
 
+Logs name disks and machines: they are created readable by their owner only.
+
 ``/var/log/usb4-recovery/`` when this process may write there (the
 appliance runs as root), else ``$XDG_STATE_HOME/usb4-recovery/`` (by default
 ``~/.local/state/usb4-recovery/``). Each line is an event in the documented
@@ -39,13 +41,14 @@ class JobLog:
         directory = directory or default_dir()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             for n in range(100):
                 path = directory / f"clone-{stamp}-{role}{f'-{n}' if n else ''}.jsonl"
                 try:
-                    self._file = open(path, "x", encoding="utf-8")
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 except FileExistsError:
                     continue
+                self._file = os.fdopen(fd, "w", encoding="utf-8")
                 self.path = path
                 break
         except OSError:

@@ -46,7 +46,12 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
         except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
             raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)
-        return run_receive(link, plan, opts, sink)
+        summary = run_receive(link, plan, opts, sink)
+        # Close only once the sender said it has our summary: on a cable the last
+        # bytes before a close can be dropped without an error.
+        if not link.await_goodbye():
+            sink(events.Warning("the sender did not confirm it got the summary; the target is as verified here"))
+        return summary
     finally:
         link.close()
 
@@ -138,10 +143,10 @@ def run_receive(
                 ctl.send(m.Progress(phase="verify", done=done, total=total))
 
             if plan.mode == "exact":
-                result = verify_image(target.path, plan.size, done_msg.source_digest, pipe.entries(),
+                result = verify_image(target.read_path, plan.size, done_msg.source_digest, pipe.entries(),
                                       on_progress=progress, should_stop=opts.cancel.is_set)
             else:
-                result = verify_ranges(target.path, pipe.entries(), on_progress=progress,
+                result = verify_ranges(target.read_path, pipe.entries(), on_progress=progress,
                                        should_stop=opts.cancel.is_set)
             verified = not result.mismatches
         else:
@@ -150,6 +155,7 @@ def run_receive(
         checks: list[m.FsCheck] = []
         if verified and plan.mode == "used" and opts.fs_check:
             target.close()  # the checkers (and a scrub's mount) open the partitions themselves
+            target.check_still_there()
             sink(events.Phase("verify", "checking each filesystem on the target (read-only)"))
             checks = fscheck.check_target(target.path, plan.map.parts)
             verified = not fscheck.failures(checks)

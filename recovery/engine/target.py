@@ -21,7 +21,7 @@ import os
 import stat
 
 from recovery.disks import blockdev, identity, safety
-from recovery.errors import RefusedError, TargetWriteError
+from recovery.errors import RefusedError, TargetWriteError, VerificationError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
@@ -43,28 +43,60 @@ def punch_hole(fd: int, offset: int, length: int) -> int:
 
 
 class Target:
+    """The one descriptor every check and write goes through: opened once, never by name again.
+
+    An image file is opened without following a symbolic link (one planted at
+    the path is refused) and created readable by its owner only.
+    """
+
     def __init__(self, path: str) -> None:
         self.created = False
+        safety.refuse_planted_link(path)
         exists = os.path.exists(path)
         if exists and stat.S_ISBLK(os.stat(path).st_mode):
             self.fd = safety.open_target_device(path)
             self.is_block = True
         else:
             self.is_block = False
+            flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
             try:
                 if exists:
-                    self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                    self.fd = os.open(path, flags)
                 else:
-                    self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                    self.fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
                     self.created = True
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise RefusedError(f"refusing to write {path}: it became a symbolic link") from None
                 raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                os.close(self.fd)
+                raise RefusedError(f"{path} is neither a block device nor a regular file")
         self.path = os.path.realpath(path)
+        self._stat = os.fstat(self.fd)
         self.size = blockdev.device_size(self.fd)
         self.direct_fd: int | None = None  # O_DIRECT twin for aligned writes
         self.fresh = False  # True once a file target is empty and sparse
         self.can_punch = True  # until the device refuses fallocate(PUNCH_HOLE)
         self.bytes_written = 0
+
+    @property
+    def read_path(self) -> str:
+        """Where the read-back reads: the very file written (a name could be replaced meanwhile)."""
+        if not self.is_block and self.fd >= 0 and os.path.isdir("/proc/self/fd"):
+            return f"/proc/self/fd/{self.fd}"
+        return self.path
+
+    def check_still_there(self) -> None:
+        """After closing: the name still leads to the storage that was written (checkers open it by name)."""
+        try:
+            now = os.stat(self.path)
+        except OSError as e:
+            raise VerificationError(f"{self.path} cannot be checked: {e.strerror}") from None
+        same = (now.st_rdev == self._stat.st_rdev) if self.is_block else os.path.samestat(now, self._stat)
+        if not same:
+            raise VerificationError(f"{self.path} was replaced after it was written; it is not the copy",
+                                    hint="keep other programs away from the target while a clone runs")
 
     def identity(self) -> Identity:
         return identity.identify(self.path, self.fd)
@@ -104,10 +136,17 @@ class Target:
             raise TargetWriteError(f"refusing a write at {offset}+{length} outside {self.path}")
 
     def _direct(self) -> int | None:
-        """An O_DIRECT descriptor, if the device or filesystem allows one."""
+        """An O_DIRECT twin of the descriptor, if the device or filesystem allows one.
+
+        Opened through ``/proc/self/fd``, so it is the very file that was opened
+        and checked, whatever the name points at now.
+        """
         if self.direct_fd is None:
             try:
-                self.direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                self.direct_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                if not os.path.samestat(os.fstat(self.direct_fd), os.fstat(self.fd)):
+                    os.close(self.direct_fd)
+                    self.direct_fd = -1
             except OSError:
                 self.direct_fd = -1
         return self.direct_fd if self.direct_fd >= 0 else None
@@ -190,10 +229,12 @@ class Target:
             self.fd = -1
 
     def discard_created(self) -> None:
-        """After a failure: remove an image file this run created."""
+        """After a failure: remove an image file this run created (only if the name still is it)."""
+        ours = os.fstat(self.fd) if self.fd >= 0 and self.created else None
         self.close()
-        if self.created:
+        if ours is not None:
             try:
-                os.unlink(self.path)
+                if os.path.samestat(os.lstat(self.path), ours):
+                    os.unlink(self.path)
             except OSError:
                 pass
