@@ -290,7 +290,7 @@ class Lobby:
             quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
             if not (self.done.is_set() or quiet):
                 self.sink(events.PairingAttempt(peer=contact.name, ok=False, reason=e.code, message=e.message))
-            self._drop(seen)
+            self._drop(seen, e.message)
             return
         except BaseException as e:  # noqa: BLE001 - a bug in one contact must not end the wait silently
             self._drop(seen)
@@ -317,13 +317,13 @@ class Lobby:
         if self.found is not None:
             self.found(link)
 
-    def _drop(self, seen: Seen) -> None:
+    def _drop(self, seen: Seen, why: str = "") -> None:
         with self._lock:
             self._seen = [s for s in self._seen if s is not seen]
             if self._trying is seen:
                 self._trying = None
         if seen.contact is not None:
-            seen.contact.close()
+            seen.contact.close(why)
         elif seen.conn is not None:
             seen.conn.abort()
             seen.conn.close()

@@ -55,7 +55,10 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
     link = handshake(conn, "sender", code=opts.code, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
                      encrypt=opts.encrypt)
     try:
-        return run_send(link, opts, sink)
+        summary = run_send(link, opts, sink)
+        if not link.say_goodbye():
+            sink(events.Warning("the receiver did not answer the goodbye; its summary had arrived"))
+        return summary
     finally:
         link.close()
 

@@ -39,6 +39,7 @@ from recovery.protocol.state import Paired, PairingFailed
 
 STDIO_CODE = "stdio link: authenticated by whatever carries it"
 BUSY_RETRIES = 10  # a driver told "busy" (another peer is pairing) tries again this often, a second apart
+BYE_WAIT = 10.0  # seconds to wait for the peer's bye at the end of a session
 
 # Why a driver's attempt failed, for people.
 FAILED = {
@@ -107,6 +108,29 @@ class PeerLink:
         self.ctl.report(reason)
         self.conn.abort()
         return reason
+
+    def say_goodbye(self, reason: str = "done", wait: float = BYE_WAIT) -> bool:
+        """End the session on purpose: our bye, then the peer's (which proves it got all we sent)."""
+        self.ctl.send(m.Bye(reason=reason[:500]))
+        return self._peers_bye(wait)
+
+    def await_goodbye(self, wait: float = BYE_WAIT) -> bool:
+        """The peer ends the session: wait for its bye (so our last words reached it), answer it."""
+        if not self._peers_bye(wait):
+            return False
+        self.ctl.try_send(m.Bye(reason="goodbye"))
+        return True
+
+    def _peers_bye(self, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                msg = self.ctl.poll(min(0.25, left))
+                if isinstance(msg, m.Bye):
+                    return True
+        except RecoveryError:
+            return False  # the link ended first: the bye did not come
+        return False
 
     def close(self) -> None:
         self.ctl.close()
@@ -227,9 +251,10 @@ class Contact:
         self.sink(link.peer_event())
         return link
 
-    def close(self) -> None:
-        """Give up on this peer: tell it, and end the connection."""
-        self.ctl.try_send(m.Cancel(reason=f"{self.ours.host.hostname} closed the connection"))
+    def close(self, reason: str = "") -> None:
+        """Give up on this peer: tell it why, and end the connection."""
+        why = f"{self.ours.host.hostname} closed the connection" + (f": {reason}" if reason else "")
+        self.ctl.try_send(m.Cancel(reason=why[:1000]))
         self.ctl.close()
         self.conn.abort()
         self.conn.close()
