@@ -122,7 +122,7 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path) -> None:
         f.truncate(DISK_MIB << 20)
     source_before = _sha256(source)
 
-    link = "recovery.link=tbnet:eth0"
+    link = "recovery.link=tbnet:eth0 recovery.code=two-vm-test-code"  # both sides know the code in advance
     sock = vm_dir / "cable.sock"
     vms: list[VM] = []
     try:

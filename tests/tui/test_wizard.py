@@ -15,6 +15,7 @@ from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig
 from recovery.tui.demo import DemoWorld
 from recovery.tui.screens.dialogs import ConfirmScreen
+from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
@@ -247,3 +248,42 @@ def test_a_read_error_mid_stream_names_the_disk_not_the_link(
     peer, (screen,) = _drive_failing_read(make_peer, source_image, blank_image, tmp_path)
     assert screen.advice.code == "source_read"
     assert peer.error is not None and peer.error.code == "source_read"
+
+
+def test_a_wrong_code_either_way_pairs_nothing(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    peer = make_peer([blank_image], name="new-laptop")
+
+    async def scenario() -> None:
+        app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
+                                     connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: any(s.drivable for s in app.state.seen), 30, "the peer to be reached")
+            await pilot.press("c", *"1111-2222", "enter")  # typed here, wrong
+            await wait_for(pilot, lambda: "does not match" in app.state.status.get("peer", ""), 30)
+            peer.drive("3333-4444")  # the peer guesses ours, wrong
+            await wait_for(pilot, lambda: "wrong pairing code" in app.state.status.get("peer", ""), 30)
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, HomeScreen)
+            assert app.state.session is None and peer.link is None
+            await pilot.press("c", *peer.code, "enter")  # the right code still works
+            await wait_for(pilot, lambda: isinstance(app.screen, PairScreen), 30)
+
+    run(scenario)
+
+
+def test_a_peer_whose_name_is_markup_is_shown_as_plain_text(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    name = "[/x][b]evil[/b] \x1b[31m"
+    peer = make_peer([blank_image], name=name)
+
+    async def scenario() -> None:
+        app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
+                                     connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
+        async with app.run_test(size=SIZE) as pilot:
+            await type_code(pilot, peer.code)
+            assert name in topbar(app)
+
+    run(scenario)

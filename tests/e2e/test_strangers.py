@@ -1,0 +1,230 @@
+"""Strangers on the network, as an attacker would try: without the code, with a wrong one,
+as a relay in the middle, as a squatter. Real processes, real sockets; nothing is
+written or read for a peer that has not proved the code shown on the receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from recovery.errors import IntegrityError, PairingError, ProtocolError
+from recovery.link import tcp
+from recovery.protocol import messages as m
+from recovery.protocol.state import PairingFailed
+from tests.e2e.fake_peer import FakeSender
+from tests.helpers import CODE, MIB, REPO, Recovery, receiver
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    from recovery.demo import build_sample_disk
+
+    path = tmp_path / "sample.img"
+    build_sample_disk(str(path), 64)
+    return path
+
+
+@pytest.fixture
+def patterned(tmp_path: Path) -> Path:
+    path = tmp_path / "target.img"
+    path.write_bytes(b"\xaa" * (64 * MIB))
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def send(sample: Path, port: int, *extra: str, code: str = CODE) -> Recovery:
+    return Recovery("send", "--code", code, "--source", str(sample), "--to", f"127.0.0.1:{port}", *extra)
+
+
+def test_a_wrong_code_writes_nothing_and_the_receiver_keeps_waiting(sample: Path, patterned: Path) -> None:
+    before = digest(patterned)
+    rx, port = receiver(str(patterned), "--yes")
+    for _ in range(2):
+        tx = send(sample, port, code="wrong-code-1")
+        assert tx.wait() == PairingError.exit_code
+        assert "does not match" in tx.error_lines()[0]
+        assert tx.event("plan") is None and tx.event("peer") is None
+    failed = [e for e in rx.events if e.get("event") == "pairing_attempt" and e["ok"] is False]
+    assert failed and failed[-1]["tries_left"] == 1
+    assert rx.proc.poll() is None and digest(patterned) == before
+    tx = send(sample, port)  # the right code still gets in
+    assert tx.wait() == 0, tx.stderr
+    assert rx.wait() == 0, rx.stderr
+    assert rx.event("summary")["verified"] is True  # type: ignore[index]
+
+
+def test_a_stranger_that_connects_and_stays_silent_blocks_nobody(sample: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    squatters = []
+    for _ in range(5):
+        peer = FakeSender(port)
+        peer.hello()  # and then nothing: no code
+        squatters.append(peer)
+    raw = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]  # not even a link hello
+    tx = send(sample, port)
+    assert tx.wait() == 0, tx.stderr
+    assert rx.wait() == 0, rx.stderr
+    for s in raw:
+        s.close()
+    for p in squatters:
+        p.close()
+
+
+def test_a_stranger_without_the_code_gets_no_disk_and_no_plan_through(tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    peer = FakeSender(port)
+    peer.hello()
+    peer.send_control(m.encode_message(m.Request(source="/dev/sda", mode="used", level="auto")))
+    failed = rx.wait_event("pairing_attempt", ok=False)
+    assert "before the pairing" in failed["message"]
+    peer = FakeSender(port)
+    peer.hello()
+    outcome = peer.pair("1234-5678")
+    assert isinstance(outcome, PairingFailed) and outcome.reason == "wrong_code"
+    assert rx.proc.poll() is None and not target.exists()
+    rx.kill()
+
+
+class Relay:
+    """A man in the middle between two TCP ends: it passes every byte, and can change one."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.flip_data_at: int | None = None  # flip one byte this far into the data stream
+        self.flip_control_after: int | None = None  # flip one byte of the Nth record after this many bytes
+        self.streams = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            index = self.streams
+            self.streams += 1
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            flip = self.flip_control_after if index == 0 else self.flip_data_at
+            threading.Thread(target=self._pipe, args=(client, up, flip), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, flip: int | None) -> None:
+        seen = 0
+        try:
+            while data := src.recv(65536):
+                if flip is not None and seen <= flip < seen + len(data):
+                    changed = bytearray(data)
+                    changed[flip - seen] ^= 0x40
+                    data = bytes(changed)
+                seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_relay_passing_bytes_unchanged_is_only_a_longer_cable(sample: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    relay = Relay(port)
+    tx = send(sample, relay.port, "--mode", "exact")
+    assert tx.wait() == 0, tx.stderr
+    assert rx.wait() == 0, rx.stderr
+    assert target.read_bytes() == sample.read_bytes()
+    relay.close()
+
+
+def test_a_relay_that_changes_a_chunk_cannot_make_it_verified(sample: Path, patterned: Path) -> None:
+    rx, port = receiver(str(patterned), "--yes")
+    relay = Relay(port)
+    relay.flip_data_at = 3 * MIB + 100  # inside a chunk's (sealed) payload
+    tx = send(sample, relay.port, "--mode", "exact", "--level", "0")
+    assert rx.wait() == IntegrityError.exit_code, rx.stderr
+    assert tx.wait() != 0
+    assert rx.event("summary") is None and tx.event("summary") is None
+    assert "failed its authentication" in rx.error_lines()[0]
+    relay.close()
+
+
+def test_a_relay_that_changes_a_sealed_control_message_breaks_the_session(sample: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    relay = Relay(port)
+    relay.flip_control_after = 1500  # past the hellos and the pairing: in the first sealed record
+    tx = send(sample, relay.port)
+    assert (tx.wait(), rx.wait()) == (ProtocolError.exit_code, ProtocolError.exit_code), (tx.stderr, rx.stderr)
+    assert "control message failed its authentication" in rx.error_lines()[0]
+    assert rx.event("summary") is None and tx.event("summary") is None
+    relay.close()
+
+
+def test_send_via_runs_the_receiver_and_talks_over_its_pipes(sample: Path, tmp_path: Path) -> None:
+    """The ssh form (`--via 'ssh host recovery receive ... --from -'`), with the command run here."""
+    target = tmp_path / "piped.img"
+    command = f"{sys.executable} -m recovery receive --target {target} --from -"
+    tx = Recovery("send", "--source", str(sample), "--via", command, "--mode", "exact",
+                  env={"PYTHONPATH": str(REPO)})
+    assert tx.wait() == 0, tx.stderr
+    summary = tx.event("summary")
+    assert summary and summary["verified"] is True
+    assert target.read_bytes() == sample.read_bytes()
+    assert "stdio link" in tx.event("peer")["security"]  # type: ignore[index]
+
+
+def test_the_agent_shows_nothing_to_a_stranger(sample: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    agent = subprocess.Popen([sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--disk",
+                              str(sample), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                             text=True)
+    try:
+        assert agent.stdout is not None
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            line = agent.stdout.readline()
+            if '"listening"' in line:
+                import json
+
+                port = json.loads(line)["port"]
+        assert port is not None
+        conn = tcp.connect(tcp.Endpoint("127.0.0.1", port))
+        stranger = FakeSender.__new__(FakeSender)
+        stranger.conn = conn
+        from recovery.protocol.state import ControlConnection
+
+        stranger.state = ControlConnection(binding=conn.binding)
+        stranger.keys = None
+        hello = stranger.hello(role="wizard")
+        assert not hasattr(hello, "disks")  # the hello names no disk
+        outcome = stranger.pair("0000-0000")
+        assert isinstance(outcome, PairingFailed)
+        assert agent.poll() is None
+        conn.close()
+    finally:
+        agent.terminate()
+        out, _ = agent.communicate(timeout=10)
+    assert '"job"' not in out and '"inventory"' not in out
