@@ -89,6 +89,7 @@ class PlanMade(Event):
     chunk_size: int
     parts: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # used mode: bytes outside the partitions that are not copied
+    encrypted: bool = False  # the chunks' payloads are sealed on the link
 
 
 @dataclass(frozen=True)

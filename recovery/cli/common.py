@@ -44,8 +44,11 @@ def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
 
 
 def add_encrypt(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-encrypt", dest="encrypt", action="store_false",
-                   help="send the data authenticated but not encrypted (it is encrypted by default)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
+                       help="encrypt the data on a USB4STREAM cable too (every other link is encrypted anyway)")
+    group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
+                       help="send the data authenticated but not encrypted")
 
 
 def _code(text: str) -> str:

@@ -99,8 +99,9 @@ class Output:
             return (f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
                     f"{shown(e.address)}{speed}; {e.security}; session {e.session}{why}")
         if isinstance(e, events.PlanMade):
+            sealed = "encrypted" if e.encrypted else "authenticated, not encrypted"
             lines = [f"» plan: {shown(e.source)} -> {shown(e.target)}",
-                     f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy"]
+                     f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy ({sealed})"]
             for p in e.parts:
                 how = "used blocks" if p["method"] == "used" else "whole"
                 note = f" ({shown(p['note'])})" if p.get("note") else ""

@@ -42,7 +42,7 @@ class SendOptions:
     verify: bool = True  # ask the receiver to read the target back
     target: Identity | None = None  # pin a target the user chose on the peer
     code: str | None = None  # the receiver's pairing code, as the user typed it
-    encrypt: bool = True  # seal the payloads (AES-256-GCM)
+    encrypt: bool | None = None  # seal the payloads (AES-256-GCM); None: on every link but USB4STREAM
     timeout: float = DEFAULT_TIMEOUT
     workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)

@@ -81,7 +81,7 @@ class Lobby:
         changed: Callable[[list[Seen]], None] = lambda seen: None,
         timeout: float = DEFAULT_TIMEOUT,
         hostname: str | None = None,
-        encrypt: bool = True,
+        encrypt: bool | None = None,
     ) -> None:
         self.guard = guard
         self.role = role

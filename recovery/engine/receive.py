@@ -75,7 +75,7 @@ def run_receive(
         sink(events.PlanMade(
             role="receiver", source=src_desc, target=identity.describe(pinned), mode=plan.mode,
             size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
-            parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped,
+            parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
         ))
         ctl.send(m.Accept(target=pinned))
         # The last look before the first write: still the disk that was pinned?

@@ -104,7 +104,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         sink(events.PlanMade(
             role="sender", source=identity.describe(source.identity), target=target_desc,
             mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
-            parts=usedmap.part_events(umap.parts), skipped=umap.skipped,
+            parts=usedmap.part_events(umap.parts), skipped=umap.skipped, encrypted=encrypted,
         ))
 
         sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
@@ -173,8 +173,8 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
 
 
 def _encryption(link: PeerLink, opts: SendOptions) -> bool:
-    """Seal the payloads? Yes unless the user said --no-encrypt; refuse a peer that cannot open them."""
-    if not (opts.encrypt and link.encrypt):
+    """Seal the payloads? As the user said, else as the link wants; refuse a peer that cannot open them."""
+    if not (opts.encrypt if opts.encrypt is not None else link.encrypts):
         return False
     if "aes-gcm" not in link.ctl.state.shared_caps:
         raise RefusedError(f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",

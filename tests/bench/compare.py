@@ -91,7 +91,7 @@ def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 
 
 def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
-         address: str = "127.0.0.1", workers: int | None = None) -> Run:
+         address: str = "127.0.0.1", workers: int | None = None, encrypt: bool = True) -> Run:
     more = ["--workers", str(workers)] if workers else []
     rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes", *more],
                   netns[1] if netns else None)
@@ -101,7 +101,7 @@ def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tup
         raise RuntimeError(f"receiver did not start: {line!r} {rx.stderr.read() if rx.stderr else ''}")
     start = time.monotonic()
     tx = recovery(["send", "--code", CODE, "--source", source, "--to", f"{address}:{PORT}", "--mode", mode,
-                   "--level", level, *more], netns[0] if netns else None)
+                   "--level", level, *more, *([] if encrypt else ["--no-encrypt"])], netns[0] if netns else None)
     tx_events = _events(tx)
     tx_code, tx_rss, tx_cpu = _wait(tx)
     rx_events = _events(rx)
@@ -245,6 +245,24 @@ def timed(label: str, fn: Callable[[], Run], runs: int) -> dict[str, Any]:
     return out
 
 
+def encryption_cost(src: str, target: str, runs: int) -> dict[str, Any]:
+    """Encrypted against --no-encrypt, in turns (so the machine's load hits both alike)."""
+    out: dict[str, Any] = {}
+    for mode in ("used", "exact"):
+        on: list[Run] = []
+        off: list[Run] = []
+        for _ in range(runs):
+            on.append(ours(src, target, mode, level="0"))
+            off.append(ours(src, target, mode, level="0", encrypt=False))
+        best_on, best_off = min(r.seconds for r in on), min(r.seconds for r in off)
+        cpu_on, cpu_off = min(r.cpu for r in on), min(r.cpu for r in off)
+        out[mode] = {"encrypted_s": round(best_on, 2), "plain_s": round(best_off, 2),
+                     "time_ratio": round(best_on / best_off, 3),
+                     "encrypted_cpu_s": round(cpu_on, 2), "plain_cpu_s": round(cpu_off, 2),
+                     "cpu_ratio": round(cpu_on / cpu_off, 3)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=Path("/dev/shm/usb4-recovery-bench"))
@@ -252,6 +270,8 @@ def main() -> None:
     p.add_argument("--no-shaped", action="store_true", help="skip the 1 Gbit/s shaped-link runs")
     p.add_argument("--no-sparse", action="store_true", help="skip the 16 GiB sparse disk")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--encryption-only", action="store_true",
+                   help="only the cost of encrypting the data (encrypted against --no-encrypt)")
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     disk = args.dir / "bench-disk.img"
@@ -268,6 +288,12 @@ def main() -> None:
           f"{args.runs} timed runs each", flush=True)
     with loop_over(backing) as target:
         src = str(disk)
+        print("the cost of encrypting the data: encrypted against --no-encrypt, raw level, in turns:", flush=True)
+        report["encryption"] = encryption_cost(src, target, args.runs)
+        print(f"  {report['encryption']}", flush=True)
+        if args.encryption_only:
+            print(json.dumps(report, indent=2))
+            return
         rows = report["contenders"]
         rows.append(timed("ours, used mode, verified", lambda: ours(src, target, "used"), args.runs))
         rows.append(timed("ours, exact mode, verified", lambda: ours(src, target, "exact"), args.runs))
