@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from typing import NoReturn
 
 from recovery.errors import (
     CancelledError,
@@ -31,6 +32,7 @@ PING_INTERVAL = 2.0
 DEFAULT_TIMEOUT = 30.0
 HELLO_LIMIT = 10.0  # seconds for the peer's preamble and hello, however it trickles them
 ATTEMPT_LIMIT = 10.0  # seconds for one pairing attempt once it started
+LAST_WORDS = 1.0  # seconds the peer has to read why we stop before the connection is torn down
 
 Inbound = Event | BaseException
 
@@ -74,6 +76,14 @@ class ControlLink:
 
     def close(self) -> None:
         self._closed.set()
+
+    def last_words(self, wait: float = LAST_WORDS) -> None:
+        """After telling the peer why we stop: half-close the control channel and give the peer up
+        to ``wait`` seconds to read it and close (our reader sees that), so the words arrive."""
+        self.channel.finish_sending()
+        reader = self._threads[0] if self._threads else None
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(wait)
 
     # --- sending ---
 
@@ -160,12 +170,8 @@ class ControlLink:
             if silent > self.timeout:
                 raise LinkError(f"link lost: nothing heard from the peer for {silent:.0f} s") from None
             return None
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, m.Error):
-            raise error_from_code(item.code, item.message)
-        if isinstance(item, m.Cancel):
-            raise CancelledError(f"the peer cancelled: {item.reason}")
+        if isinstance(item, BaseException | m.Error | m.Cancel):
+            _raise(item)
         return item
 
     def explain(self, error: BaseException, wait: float = 1.0) -> BaseException:
@@ -206,8 +212,22 @@ class ControlLink:
 
     def drive(self, secret: bytes, limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
         """One pairing attempt with the code a person typed; its outcome."""
+        self._peer_said_stop()
         self.send_raw(lambda: self.state.drive(secret))
         return self._outcome(limit)
+
+    def _peer_said_stop(self) -> None:
+        """If the peer already ended the connection (an error, a cancel), raise its reason now."""
+        with self._lock:  # the reader decodes and queues under it: what made it closed is queued
+            if self.state.state is not State.CLOSED:
+                return
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                raise LinkError("link lost: the peer closed the connection") from None
+            if isinstance(item, m.Error | m.Cancel | BaseException):
+                _raise(item)
 
     def answer(self, secret: bytes | None, refusal: tuple[str, str] | None = None,
                limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
@@ -241,6 +261,15 @@ class ControlLink:
         if isinstance(event, PairingFailed):
             return None  # the end of an attempt already given up (both drove at once)
         raise RemoteProtocolError(f"unexpected {_name(event)} before the pairing")
+
+
+def _raise(item: BaseException | m.Error | m.Cancel) -> NoReturn:
+    """An inbox item that ends the session, as the error this side raises."""
+    if isinstance(item, m.Error):
+        raise error_from_code(item.code, item.message)
+    if isinstance(item, m.Cancel):
+        raise CancelledError(f"the peer cancelled: {item.reason}")
+    raise item
 
 
 def _name(event: object) -> str:

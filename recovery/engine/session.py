@@ -113,6 +113,7 @@ class PeerLink:
             crew.join(2)
         reason = self.ctl.explain(error)
         self.ctl.report(reason)
+        self.ctl.last_words(0.5)
         self.conn.abort()
         return reason
 
@@ -262,6 +263,7 @@ class Contact:
         """Give up on this peer: tell it why, and end the connection."""
         why = f"{self.ours.host.hostname} closed the connection" + (f": {reason}" if reason else "")
         self.ctl.try_send(m.Cancel(reason=why[:1000]))
+        self.ctl.last_words()
         self.ctl.close()
         self.conn.abort()
         self.conn.close()

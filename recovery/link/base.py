@@ -79,6 +79,10 @@ class Channel(abc.ABC):
         """Why the peer can no longer be reached on this channel, if the link already knows."""
         return None
 
+    def finish_sending(self) -> None:  # noqa: B027 - most channels have no half close: nothing to do
+        """Say end-of-stream to the peer but keep reading (a socket's half close), so the last
+        words reach it: closing with unread bytes would reset the connection and lose them."""
+
     def send(self, data: Buffer) -> None:
         self.send_parts((data,))
 
@@ -184,6 +188,14 @@ class FdChannel(Channel):
                     drop_written(views, n)
             finally:
                 self.send_seconds += time.monotonic() - start
+
+    def finish_sending(self) -> None:
+        shutdown = getattr(self._owner, "shutdown", None)
+        if shutdown is not None:
+            try:
+                shutdown(1)  # socket.SHUT_WR
+            except OSError:
+                pass
 
     def abort(self) -> None:
         self._aborted.set()

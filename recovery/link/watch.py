@@ -95,6 +95,9 @@ class Watched(Channel):
     def abort(self) -> None:
         self.inner.abort()
 
+    def finish_sending(self) -> None:
+        self.inner.finish_sending()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,9 @@ def test_the_inhibitor_is_held_for_the_clone_and_released_after(
     alive: list[bool] = []
 
     def check() -> None:
+        deadline = time.monotonic() + 10  # both sides' shims write their line as they start
+        while len(record.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         for line in record.read_text().splitlines():
             alive.append(_alive(int(line.split()[0])))
 
