@@ -18,6 +18,13 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 TICK = 0.2
+POOL_BUDGET = 64 << 20  # bytes one buffer pool may hold, whatever the chunk size and the cores
+
+
+def pool_count(workers: int, size: int) -> int:
+    """How many buffers of ``size`` a pool gets: enough to keep ``workers`` busy, within the budget,
+    so what the peer chose (the chunk size) and the cores here cannot make memory grow without end."""
+    return max(4, min(2 * workers + 4, POOL_BUDGET // max(1, size)))
 
 
 class Stopped(Exception):

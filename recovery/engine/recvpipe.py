@@ -23,7 +23,7 @@ import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder
+from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, pool_count
 from recovery.engine.sendpipe import LIST_RECORD
 from recovery.engine.target import EDGE, Target
 from recovery.errors import IntegrityError, LinkError
@@ -78,8 +78,8 @@ class ReceivePipeline:
         # Payloads as they arrive, and decompressed chunks. The receiving
         # thread takes both for a frame, in frame order, so a worker never
         # waits for a buffer that later frames hold.
-        self.payloads = BufferPool(self.crew, workers * 2 + 4, limits.max_payload)
-        self.outputs = BufferPool(self.crew, workers * 2 + 4, limits.chunk_size)
+        self.payloads = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.max_payload)
+        self.outputs = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.chunk_size)
         self.jobs: Pipe[tuple[ChunkHeader, bytes, object, object | None] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[object] = Reorder(self.crew)
         self.sequence = FrameSequence(limits)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.engine.chunks import Chunk
 from recovery.engine.level import MIN_SAVING, RAW, LevelController
-from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped
+from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.engine.source import Source
 from recovery.link.base import Channel
 from recovery.protocol.frames import (
@@ -85,10 +85,11 @@ class SendPipeline:
         self.encrypted = encrypted
         self.crew = Crew("send")
         self.crew.on_fail.append(channel.abort)
-        self.pool = BufferPool(self.crew, workers * 2 + 4, chunk_size)
+        sealed_size = zstd_bound(chunk_size) + TAG_SIZE
+        count = pool_count(workers, sealed_size)  # the same for both pools: a chunk holds one of each
+        self.pool = BufferPool(self.crew, count, chunk_size)
         # Sealed payloads: raw or compressed, plus the tag.
-        self.sealed_pool = (BufferPool(self.crew, workers * 2 + 4, zstd_bound(chunk_size) + TAG_SIZE)
-                            if encrypted else None)
+        self.sealed_pool = BufferPool(self.crew, count, sealed_size) if encrypted else None
         self.jobs: Pipe[tuple[Chunk, object] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[_Result] = Reorder(self.crew)
         self.inflight = threading.BoundedSemaphore(workers * 8 + 16)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 
 import blake3
+import zstandard
 
 from recovery.disks.identity import host_info
 from recovery.link import tcp
 from recovery.link.base import Connection
+from recovery.engine.sendpipe import LIST_RECORD
 from recovery.protocol import codes
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
@@ -29,6 +31,8 @@ class FakeSender:
         self.conn: Connection = tcp.connect(tcp.Endpoint("127.0.0.1", port))
         self.state = ControlConnection(binding=self.conn.binding)
         self.keys: DataKeys | None = None
+        self.list_hasher = blake3.blake3()
+        self.sent = 0  # bytes the frames cover
 
     def send_control(self, data: bytes) -> None:
         self.conn.control.send(data)
@@ -64,24 +68,35 @@ class FakeSender:
                 assert data, "receiver closed the control channel"
                 self.state.receive_data(data)
 
-    def plan(self, size: int, *, frames: int | None = None, covered: int | None = None) -> object:
+    def plan(self, size: int, *, frames: int | None = None, covered: int | None = None,
+             chunk: int = CHUNK) -> object:
         identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host",
                               fingerprint="00" * 32)
         covered = size if covered is None else covered
-        plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=CHUNK,
-                      codecs=("raw",), map=m.MapSummary(extents=1, bytes=covered, digest="00" * 32),
-                      frames=-(-covered // CHUNK) if frames is None else frames, encrypted=False)
+        plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=chunk,
+                      codecs=("raw", "zstd"), map=m.MapSummary(extents=1, bytes=covered, digest="00" * 32),
+                      frames=-(-covered // chunk) if frames is None else frames, encrypted=False)
         self.send_control(self.state.send(plan))
         self.keys = self.state.clone_keys(plan.session)
         return self.next_event()
 
     def frame(self, seq: int, offset: int, data: bytes, *, digest: bytes | None = None,
-              raw_len: int | None = None, key: bytes | None = None, kind: Kind = Kind.DATA) -> None:
+              raw_len: int | None = None, key: bytes | None = None, kind: Kind = Kind.DATA,
+              compress: bool = False) -> None:
         assert self.keys is not None
-        payload = b"" if kind is Kind.ZERO else data
+        payload = b"" if kind is Kind.ZERO else (zstandard.ZstdCompressor().compress(data) if compress else data)
         header = ChunkHeader(seq, offset, raw_len if raw_len is not None else len(data), len(payload),
-                             kind, Codec.RAW, digest or blake3.blake3(data).digest())
+                             kind, Codec.ZSTD if compress else Codec.RAW, digest or blake3.blake3(data).digest())
         self.conn.data.send_parts((encode_header(header, key or self.keys.header), payload))
+        self.list_hasher.update(LIST_RECORD.pack(header.offset, header.raw_len, header.digest))
+        self.sent += header.raw_len
+
+    def finish(self, frames: int) -> object:
+        """END, then `done` as an honest sender says it; the receiver's next message."""
+        self.end(frames)
+        self.send_control(self.state.send(m.Done(frames=frames, bytes=self.sent,
+                                                 list_digest=self.list_hasher.hexdigest())))
+        return self.next_event()
 
     def end(self, frames: int) -> None:
         assert self.keys is not None

@@ -228,3 +228,26 @@ def test_the_agent_shows_nothing_to_a_stranger(sample: Path, tmp_path: Path) -> 
         agent.terminate()
         out, _ = agent.communicate(timeout=10)
     assert '"job"' not in out and '"inventory"' not in out
+
+
+def test_a_paired_sender_cannot_make_the_receiver_grow_without_end(tmp_path: Path) -> None:
+    """Tiny zstd frames that each decompress to the biggest chunk keep the receiver's memory within
+    its buffer budget, even with the workers of a 16-core machine."""
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target), "--workers", "16")
+    peer = FakeSender(port)
+    peer.hello()
+    peer.pair()
+    chunk = 16 * MIB
+    cells = 48
+    assert isinstance(peer.plan(cells * chunk, chunk=chunk), m.Accept)
+    zeros = bytes(chunk)
+    for seq in range(cells):  # about 600 bytes on the wire each
+        peer.frame(seq, seq * chunk, zeros, compress=True)
+    peer.finish(cells)
+    summary = rx.wait_event("summary", timeout=120)
+    assert summary["verified"] is True
+    peak = int(next(line for line in open(f"/proc/{rx.proc.pid}/status") if line.startswith("VmHWM")).split()[1])
+    assert peak < 200 * 1024, f"the receiver's peak RSS was {peak // 1024} MiB"
+    peer.close()
+    rx.kill()
