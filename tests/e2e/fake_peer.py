@@ -13,9 +13,9 @@ import blake3
 import zstandard
 
 from recovery.disks.identity import host_info
+from recovery.engine.sendpipe import LIST_RECORD
 from recovery.link import tcp
 from recovery.link.base import Connection
-from recovery.engine.sendpipe import LIST_RECORD
 from recovery.protocol import codes
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
