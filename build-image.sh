@@ -315,7 +315,8 @@ in_tools sh -euc '
 		-addext "basicConstraints=critical,CA:FALSE" \
 		-addext "keyUsage=critical,digitalSignature" \
 		-addext "extendedKeyUsage=codeSigning,1.3.6.1.4.1.2312.16.1.2" \
-		-keyout /tmp/module-key.pem -outform DER -out /artifacts/module-key.der 2>/dev/null
+		-keyout /tmp/module-key.pem -outform DER -out /artifacts/module-key.der 2>/tmp/openssl.log ||
+		{ cat /tmp/openssl.log >&2; exit 1; }
 	make -s -C /artifacts/driver KDIR="$2" SIGN_KEY=/tmp/module-key.pem \
 		SIGN_CERT=/artifacts/module-key.der sign
 ' sh "$signer" "/usr/src/linux-headers-$kver" >&2
