@@ -2,15 +2,18 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # Build the usb4-recovery appliance: a GPT disk image with one EFI system
-# partition holding systemd-boot and a unified kernel image (UKI) whose
-# initramfs is the whole system (Debian sid, the distribution kernel, the
-# out-of-tree thunderbolt_stream module and the recovery app).  It boots from
-# the stick's removable-media path and then runs from RAM.
+# partition holding Debian's signed boot chain (shim signed by Microsoft,
+# systemd-boot and the kernel signed by Debian) and an initramfs that is the
+# whole system (Debian sid, the distribution kernel's modules, the out-of-tree
+# thunderbolt_stream module signed with a key made for this build, and the
+# recovery app).  It boots from the stick's removable-media path, with Secure
+# Boot on or off, and then runs from RAM.
 #
 # Two package trees are made with mmdebstrap:
-#   tools  the build environment (kernel headers and source, gcc, ukify,
-#          mtools...): the module is compiled and the image assembled here,
-#          so the host only needs mmdebstrap.
+#   tools  the build environment (kernel headers and source, gcc, the signed
+#          boot loaders, sbsigntool, openssl, mtools...): the module is
+#          compiled and signed and the image assembled here, so the host only
+#          needs mmdebstrap.
 #   root   what boots: packed as the initramfs after pruning.
 # Downloaded packages are kept in the cache directory between builds.
 
@@ -56,8 +59,21 @@ Environment:
   MIRROR             as --mirror
 
 The image is a GPT disk with one EFI system partition (GPT name
-USB4-RECOVERY, FAT label U4RECOVERY). Secure Boot must be off: the kernel
-module and the unified kernel image are not signed.
+USB4-RECOVERY, FAT label U4RECOVERY). It boots with Secure Boot on or off,
+through Debian's signed boot chain (the Debian package of each file):
+  EFI/BOOT/BOOTX64.EFI      shim, signed by Microsoft (shim-signed)
+  EFI/BOOT/grubx64.efi      systemd-boot, signed by Debian, which shim starts
+                            (systemd-boot-efi-amd64-signed)
+  EFI/BOOT/mmx64.efi        MokManager, signed by Debian
+                            (shim-helpers-amd64-signed)
+  usb4-recovery/vmlinuz     the kernel, signed by Debian (linux-binary-KVER)
+  usb4-recovery/initrd.zst  the whole system (an initrd is never signed)
+The thunderbolt_stream module is signed with a key made for this build: the
+private key exists only in memory while the module is signed, then it is
+gone. Its certificate, usb4-recovery/module-key.der, must be enrolled with
+MOK (mokutil --import, then MokManager at the next boot) before the kernel
+loads the module with Secure Boot on.
+Check the signatures of an image or a stick: ./check-signatures.sh IMAGE
 EOF
 }
 
@@ -228,9 +244,13 @@ in_tools() {
 	' sh "$tools" "$root" "$art" "$@"
 }
 
+# The signed boot chain: shim with Microsoft's signature, its helpers
+# (MokManager, signed by Debian) and systemd-boot signed by Debian.
+boot_packages=(shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed)
 tools_packages=(
 	"linux-headers-$kver" "linux-source-$series" make kmod xz-utils
-	systemd-ukify systemd-boot-efi python3-build python3-setuptools python3-installer
+	"${boot_packages[@]}" sbsigntool openssl binutils
+	python3-build python3-setuptools python3-installer
 	dosfstools mtools gdisk cpio zstd
 )
 
@@ -278,8 +298,36 @@ in_tools make -C /artifacts/driver KVER="$kver" KDIR="/usr/src/linux-headers-$kv
 	die "thunderbolt_stream did not build (log above)"
 }
 in_tools make -C /artifacts/driver KVER="$kver" check >&2
+
+# Sign it with a key made for this build.  The private key is written only to
+# the tmpfs that in_tools mounts on /tmp for this one command, so it is gone
+# when the command ends and nothing can be signed with it again.  The
+# extended key usage 1.3.6.1.4.1.2312.16.1.2 marks the certificate "kernel
+# modules only": shim refuses EFI programs signed with such a key, so
+# enrolling it trusts this build's module and nothing else.
+signer="thunderbolt_stream, USB4 Recovery build $(date -u '+%Y-%m-%d %H:%M:%S')"
+log "signing thunderbolt_stream ($signer)"
+# shellcheck disable=SC2016 # expanded by the inner shell
+in_tools sh -euc '
+	umask 077
+	openssl req -new -x509 -newkey rsa:2048 -nodes -sha256 -days 36500 \
+		-subj "/O=USB4 Recovery/CN=$1" \
+		-addext "basicConstraints=critical,CA:FALSE" \
+		-addext "keyUsage=critical,digitalSignature" \
+		-addext "extendedKeyUsage=codeSigning,1.3.6.1.4.1.2312.16.1.2" \
+		-keyout /tmp/module-key.pem -outform DER -out /artifacts/module-key.der 2>/tmp/openssl.log ||
+		{ cat /tmp/openssl.log >&2; exit 1; }
+	make -s -C /artifacts/driver KDIR="$2" SIGN_KEY=/tmp/module-key.pem \
+		SIGN_CERT=/artifacts/module-key.der sign
+' sh "$signer" "/usr/src/linux-headers-$kver" >&2
+[ "$(in_tools modinfo -F signer /artifacts/driver/thunderbolt_stream.ko)" = "$signer" ] ||
+	die "thunderbolt_stream.ko does not carry the signature just made"
+chmod 0644 "$art/module-key.der"
 moddir=$root/usr/lib/modules/$kver
 install -D -m 0644 "$art/driver/thunderbolt_stream.ko" "$moddir/updates/thunderbolt_stream.ko"
+# The certificate goes into the system as well: the stick may be gone when
+# the first screen offers to enroll it.
+install -D -m 0644 "$art/module-key.der" "$root/usr/share/usb4-recovery/module-key.der"
 
 # ---------------------------------------------------------------------------
 # The recovery app, as a wheel built from this checkout
@@ -315,7 +363,8 @@ ln -sf usr/lib/systemd/systemd "$root/init"
 : >"$root/etc/machine-id"
 echo usb4-recovery >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n127.0.1.1 usb4-recovery\n' >"$root/etc/hosts"
-systemctl --root="$root" enable recovery-console.service recovery-shell.service recovery-serial.service >/dev/null 2>&1
+systemctl --root="$root" enable recovery-console.service recovery-shell.service recovery-serial.service \
+	recovery-stream-module.service >/dev/null 2>&1
 systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
 # Replaced by the recovery units or pointless in a RAM-only appliance.
 for unit in getty@tty1.service getty@tty2.service serial-getty@ttyS0.service getty-static.service \
@@ -326,12 +375,16 @@ for unit in getty@tty1.service getty@tty2.service serial-getty@ttyS0.service get
 	ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 
-# Record what went in before the package database is dropped.
-dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n' | LC_ALL=C sort >"$art/packages.txt"
+# Record what went in before the package database is dropped: the system's
+# packages and those of the boot chain on the stick.
+{
+	dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n'
+	dpkg-query --admindir="$tools/var/lib/dpkg" -W -f '${Package} ${Version}\n' "${boot_packages[@]}"
+} | LC_ALL=C sort -u >"$art/packages.txt"
 
 # ---------------------------------------------------------------------------
 # Prune: only the kernel modules the appliance needs, no docs or package
-# manager state, no kernel image (it goes into the UKI).
+# manager state, no kernel image (it goes onto the ESP, as Debian signed it).
 
 log "pruning"
 cp "$moddir/vmlinuz" "$art/vmlinuz"
@@ -377,7 +430,7 @@ find "$root/usr/lib/python3" "$root/usr/lib/python3."* -depth -type d \
 	-exec rm -rf {} + 2>/dev/null || true
 
 # ---------------------------------------------------------------------------
-# initramfs -> UKI -> ESP -> GPT disk
+# initramfs -> ESP with the signed boot chain -> GPT disk
 
 log "packing the initramfs"
 find "$root" -xdev -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
@@ -390,27 +443,23 @@ in_tools sh -euc '
 initrd_mib=$(($(stat -c %s "$art/initrd.zst") / 1048576))
 log "initramfs: $initrd_mib MiB"
 
-# The kernel command line of the default boot entry; the systemd-boot entries
-# replace it (edit them with 'e' at the boot menu, or in loader/entries/ on
-# the stick).
+# The kernel command line of every boot entry (edit it with 'e' at the boot
+# menu, or in loader/entries/ on the stick): systemd-boot hands it to the
+# kernel, also with Secure Boot on.
 base_cmdline="console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet systemd.show_status=error"
 
-cat >"$art/os-release" <<EOF
-NAME="USB4 Recovery"
-PRETTY_NAME="USB4 Recovery (Debian $suite, Linux $kver)"
-ID=usb4-recovery
-ID_LIKE=debian
-VERSION_ID="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d)"
-EOF
-log "building the unified kernel image"
-in_tools ukify build --linux=/artifacts/vmlinuz --initrd=/artifacts/initrd.zst \
-	--uname="$kver" --os-release=@/artifacts/os-release \
-	--cmdline="$base_cmdline recovery.mode=wizard" \
-	--output=/artifacts/usb4-recovery.efi >/dev/null
-
+# The ESP: shim on the removable-media path starts grubx64.efi from its own
+# directory (its built-in default), which here is systemd-boot; shim's
+# MokManager sits beside it for enrolling keys.  shim's fallback (fbx64.efi)
+# is left out on purpose: it would write boot entries into the machine's
+# firmware.  Every EFI file is copied exactly as Debian signed it.
 mkdir -p "$art/esp/EFI/BOOT" "$art/esp/usb4-recovery" "$art/esp/loader/entries"
-cp "$tools/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$art/esp/EFI/BOOT/BOOTX64.EFI"
-cp "$art/usb4-recovery.efi" "$art/esp/usb4-recovery/usb4-recovery.efi"
+cp "$tools/usr/lib/shim/shimx64.efi.signed" "$art/esp/EFI/BOOT/BOOTX64.EFI"
+cp "$tools/usr/lib/shim/mmx64.efi.signed" "$art/esp/EFI/BOOT/mmx64.efi"
+cp "$tools/usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed" "$art/esp/EFI/BOOT/grubx64.efi"
+cp "$art/vmlinuz" "$art/esp/usb4-recovery/vmlinuz"
+cp "$art/initrd.zst" "$art/esp/usb4-recovery/initrd.zst"
+cp "$art/module-key.der" "$art/esp/usb4-recovery/module-key.der"
 cat >"$art/esp/loader/loader.conf" <<EOF
 timeout 3
 default 10-wizard.conf
@@ -422,7 +471,8 @@ entry() {
 	cat >"$art/esp/loader/entries/$1.conf" <<EOF
 title $2
 sort-key $1
-efi /usb4-recovery/usb4-recovery.efi
+linux /usb4-recovery/vmlinuz
+initrd /usb4-recovery/initrd.zst
 options $base_cmdline $3
 EOF
 }
@@ -457,6 +507,11 @@ in_tools sh -euc '
 	sgdisk -v disk.img >/dev/null
 	sgdisk -i 1 disk.img | grep -q "^Partition name: .USB4-RECOVERY.$"
 '
+
+log "checking the boot chain's signatures"
+cp "$here/check-signatures.sh" "$art/check-signatures.sh"
+in_tools bash /artifacts/check-signatures.sh /artifacts/disk.img >&2 ||
+	die "the image's boot chain does not check out (above)"
 
 tmp_out=$(mktemp "$outdir/.usb4-recovery.XXXXXX")
 mv "$art/disk.img" "$tmp_out"

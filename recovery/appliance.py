@@ -24,7 +24,7 @@ For send and receive every other ``recovery.<opt>[=<value>]`` becomes
 The serial console prints machine-readable lines that the boot tests (and a
 person with a serial cable) wait for::
 
-    USB4-RECOVERY READY mode=receive kernel=... thunderbolt_stream=loaded problems=0
+    USB4-RECOVERY READY mode=receive kernel=... thunderbolt_stream=loaded problems=0 secureboot=off
     USB4-RECOVERY RESULT ok exit=0 digest=<blake3 of the disk>
     USB4-RECOVERY RESULT failed exit=3 error=<last error message>
 
@@ -39,13 +39,18 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
+import termios
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from recovery.secureboot import ENROL_STEPS, MODULE_KEY, SecureBootState, enrol_command, module_note, read_state
 
 MODES = ("wizard", "shell", "send", "receive")
 HEADLESS_MODES = ("send", "receive")
@@ -196,6 +201,20 @@ class SystemState:
     problems: tuple[Problem, ...] = field(default=())
     disks: tuple[str, ...] = ()
     boot_disk: str | None = None
+    secure_boot: SecureBootState = field(default=SecureBootState())
+    # What limits this boot but needs nothing done (the wizard starts anyway).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def can_enrol_module_key(self) -> bool:
+        """Lockdown refuses thunderbolt_stream and its key could be enrolled."""
+        return (
+            not self.stream_loaded
+            and self.secure_boot.locked_down
+            and not self.secure_boot.enrolment_pending
+            and MODULE_KEY.exists()
+            and shutil.which("mokutil") is not None
+        )
 
 
 def _read(path: Path) -> str:
@@ -250,7 +269,9 @@ def unsettled_disks(sys_root: Path = Path("/sys"), udev_db: Path = UDEV_DB) -> t
 def check_system(sys_root: Path = Path("/sys"), kernel: str = "") -> SystemState:
     """Look at sysfs and say what is missing, each with what to do."""
     problems = []
+    notes = []
     stream_loaded = (sys_root / "module" / "thunderbolt_stream").is_dir()
+    secure_boot = read_state(sys_root)
     if not (sys_root / "module" / "thunderbolt").is_dir():
         problems.append(
             Problem(
@@ -259,20 +280,15 @@ def check_system(sys_root: Path = Path("/sys"), kernel: str = "") -> SystemState
                 "'dmesg | tail'; without it no cable link works.",
             )
         )
-    if not stream_loaded:
-        lockdown = _read(sys_root / "kernel" / "security" / "lockdown")
-        if lockdown and "[none]" not in lockdown:
-            todo = (
-                "Secure Boot is on, so the kernel refuses the unsigned module: turn "
-                "Secure Boot off in the firmware setup, or use the thunderbolt-net "
-                "link (tbnet), which needs no extra module."
-            )
-        else:
-            todo = (
-                "Run 'modprobe thunderbolt_stream' in the root shell (Alt+F2) and "
-                "'dmesg | tail' for the reason; the thunderbolt-net link (tbnet) "
-                "still works without it."
-            )
+    if not stream_loaded and secure_boot.locked_down:
+        # Expected with Secure Boot on until the key is enrolled: no problem.
+        notes.append(module_note(secure_boot))
+    elif not stream_loaded:
+        todo = (
+            "Run 'modprobe thunderbolt_stream' in the root shell (Alt+F2) and "
+            "'dmesg | tail' for the reason; the thunderbolt-net link (tbnet) "
+            "still works without it."
+        )
         problems.append(Problem("The thunderbolt_stream module is not loaded.", todo))
     elif not (sys_root / "kernel" / "config" / "thunderbolt" / "stream").is_dir():
         problems.append(
@@ -298,6 +314,8 @@ def check_system(sys_root: Path = Path("/sys"), kernel: str = "") -> SystemState
         problems=tuple(problems),
         disks=disks,
         boot_disk=_boot_disk(sys_root),
+        secure_boot=secure_boot,
+        notes=tuple(notes),
     )
 
 
@@ -305,7 +323,7 @@ def ready_line(plan: BootPlan, state: SystemState) -> str:
     return (
         f"{READY} mode={plan.mode} kernel={state.kernel or 'unknown'} "
         f"thunderbolt_stream={'loaded' if state.stream_loaded else 'missing'} "
-        f"problems={len(state.problems)}"
+        f"problems={len(state.problems)} secureboot={'on' if state.secure_boot.enabled else 'off'}"
     )
 
 
@@ -383,6 +401,9 @@ def _say(text: str = "") -> None:
 
 
 def _show_problems(state: SystemState) -> None:
+    for note in state.notes:
+        _say(textwrap.fill(note, width=78, initial_indent="  ", subsequent_indent="  "))
+        _say()
     for problem in state.problems:
         _say(f"  !! {problem.what}")
         _say(f"     What to do: {problem.todo}")
@@ -452,13 +473,60 @@ def _press_enter(prompt: str) -> None:
         time.sleep(5)
 
 
+ENROL_OFFER_SECONDS = 20
+
+
+def _ask(prompt: str, timeout: float | None = None) -> str:
+    """A line typed on the console ("" when `timeout` passes first)."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    if timeout is not None and not select.select([sys.stdin], [], [], timeout)[0]:
+        _say()
+        try:  # half-typed text would go to the wizard
+            termios.tcflush(sys.stdin, termios.TCIFLUSH)
+        except (OSError, termios.error):
+            pass
+        return ""
+    line = sys.stdin.readline()
+    if not line:  # no terminal: do not spin
+        time.sleep(5)
+    return line
+
+
+def _enrol_module_key() -> None:
+    _say("\nEnrolling this stick's module key (MOK). Choose a one-time password:")
+    _say("you type it once more at the next boot, and never again.\n")
+    rc = subprocess.call(enrol_command())
+    if rc == 0:
+        _say()
+        for line in ENROL_STEPS:
+            _say(line)
+    else:
+        _say(f"\nmokutil --import failed (exit code {rc}): the key is not enrolled.")
+    _press_enter("\nPress Enter to start the wizard. ")
+
+
+def _before_wizard(state: SystemState, plan_error: str | None) -> None:
+    """Let the person read the first screen, and offer to enroll the key."""
+    offer = state.can_enrol_module_key
+    if offer:
+        _say("  For the raw streams: type k and Enter to enroll the stick's key (MOK).")
+    if state.problems or plan_error:
+        # The wizard would cover the explanation: let the person read it first.
+        answer = _ask("\nPress Enter to start the wizard anyway. ")
+    elif offer:
+        answer = _ask(f"\nThe wizard starts in {ENROL_OFFER_SECONDS} s (Enter: now). ", ENROL_OFFER_SECONDS)
+    else:
+        return
+    if offer and answer.strip().lower() == "k":
+        _enrol_module_key()
+
+
 def _console_wizard(plan: BootPlan, plan_error: str | None) -> int:
     while True:
         state = _current_state()
         _banner(plan, state, plan_error)
-        if state.problems or plan_error:
-            # The wizard would cover the explanation: let the person read it first.
-            _press_enter("\nPress Enter to start the wizard anyway. ")
+        _before_wizard(state, plan_error)
         started = time.monotonic()
         rc = subprocess.call([*_recovery_cmd(), "tui"])
         if rc == 0:
@@ -585,6 +653,8 @@ def run_serial() -> int:
         _say(f"usb4-recovery: kernel command line: {plan_error}")
     for note in plan.ignored:
         _say(f"usb4-recovery: ignored {note}")
+    for note in state.notes:
+        _say(f"usb4-recovery: note: {note}")
     for problem in state.problems:
         _say(f"usb4-recovery: problem: {problem.what} What to do: {problem.todo}")
     _say(ready_line(plan, state))

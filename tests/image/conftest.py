@@ -50,6 +50,13 @@ def image() -> Path:
     return path
 
 
+def require_secure_boot() -> None:
+    """Skip (fail under CI) where VMs cannot boot with Secure Boot."""
+    missing = missing_host_tools(secure_boot=True)
+    if missing:
+        _unavailable(f"cannot boot with Secure Boot here, missing: {', '.join(missing)}")
+
+
 @pytest.fixture
 def vm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Scratch space for VM disks and logs, removed afterwards (kept on failure

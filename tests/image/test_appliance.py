@@ -17,6 +17,14 @@ from recovery.appliance import (
     split_cmdline,
     unsettled_disks,
 )
+from recovery.secureboot import (
+    EFI_GLOBAL_GUID,
+    SHIM_LOCK_GUID,
+    SecureBootState,
+    efi_variable,
+    lockdown_mode,
+    read_state,
+)
 
 DEBIAN_PREFIX = "BOOT_IMAGE=/x console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet"
 
@@ -153,21 +161,101 @@ def test_check_system_all_good(tmp_path: Path) -> None:
     assert state.disks == ("vda",)
     plan = BootPlan(mode="wizard")
     assert ready_line(plan, state) == (
-        "USB4-RECOVERY READY mode=wizard kernel=7.2.13+deb14-amd64 thunderbolt_stream=loaded problems=0"
+        "USB4-RECOVERY READY mode=wizard kernel=7.2.13+deb14-amd64 thunderbolt_stream=loaded problems=0 secureboot=off"
     )
+    assert state.notes == ()
 
 
 def test_check_system_explains_missing_module_and_disks(tmp_path: Path) -> None:
     root = _sysfs(tmp_path, ["thunderbolt"], {"loop0": 100, "sr0": 10, "vdz": 0})
     (root / "kernel" / "security").mkdir(parents=True)
-    (root / "kernel" / "security" / "lockdown").write_text("none [integrity] confidentiality\n")
+    (root / "kernel" / "security" / "lockdown").write_text("[none] integrity confidentiality\n")
     state = check_system(root, "k")
     whats = " ".join(p.what for p in state.problems)
     todos = " ".join(p.todo for p in state.problems)
     assert "thunderbolt_stream" in whats
-    assert "Secure Boot is on" in todos
+    assert "modprobe thunderbolt_stream" in todos
     assert "No disks found" in whats
     assert all(p.todo for p in state.problems)
+    assert state.notes == ()
+
+
+def _secure_boot(root: Path, lockdown: str = "integrity", pending: bool = False) -> None:
+    """Secure Boot on as efivarfs and securityfs show it."""
+    efivars = root / "firmware" / "efi" / "efivars"
+    efivars.mkdir(parents=True)
+    attributes = (6).to_bytes(4, "little")  # boot service and runtime access
+    (efivars / f"SecureBoot-{EFI_GLOBAL_GUID}").write_bytes(attributes + b"\x01")
+    if pending:
+        (efivars / f"MokNew-{SHIM_LOCK_GUID}").write_bytes((7).to_bytes(4, "little") + b"\x30\x82")
+    (root / "kernel" / "security").mkdir(parents=True)
+    marked = " ".join(f"[{m}]" if m == lockdown else m for m in ("none", "integrity", "confidentiality"))
+    (root / "kernel" / "security" / "lockdown").write_text(marked + "\n")
+
+
+def test_lockdown_keeping_the_module_out_is_a_note_not_a_problem(tmp_path: Path) -> None:
+    """With Secure Boot on, the refused module is expected: one sentence, and
+    the wizard still starts by itself (no problem to acknowledge)."""
+    root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
+    _secure_boot(root)
+    state = check_system(root, "k")
+    assert state.problems == ()
+    (note,) = state.notes
+    assert "Secure Boot is on" in note
+    assert "thunderbolt-net" in note
+    assert state.secure_boot.enabled and state.secure_boot.lockdown == "integrity"
+    assert ready_line(BootPlan(), state).endswith("thunderbolt_stream=missing problems=0 secureboot=on")
+
+
+def test_lockdown_without_secure_boot_is_named_as_such(tmp_path: Path) -> None:
+    """lockdown=integrity on the command line locks down with Secure Boot off."""
+    root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
+    (root / "kernel" / "security").mkdir(parents=True)
+    (root / "kernel" / "security" / "lockdown").write_text("none [integrity] confidentiality\n")
+    (note,) = check_system(root, "k").notes
+    assert note.startswith("The kernel is locked down (integrity), so it refuses")
+
+
+def test_a_pending_enrolment_says_what_is_left_to_do(tmp_path: Path) -> None:
+    root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
+    _secure_boot(root, pending=True)
+    state = check_system(root, "k")
+    assert state.secure_boot.enrolment_pending
+    (note,) = state.notes
+    assert "MokManager" in note and "reboot" in note
+    assert not state.can_enrol_module_key
+
+
+def test_secure_boot_with_the_key_enrolled_has_nothing_to_say(tmp_path: Path) -> None:
+    root = _sysfs(tmp_path, ["thunderbolt", "thunderbolt_stream"], {"vda": 2048})
+    (root / "kernel" / "config" / "thunderbolt" / "stream").mkdir(parents=True)
+    _secure_boot(root)
+    state = check_system(root, "k")
+    assert state.problems == () and state.notes == ()
+    assert not state.can_enrol_module_key
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("none [integrity] confidentiality\n", "integrity"),
+        ("[none] integrity confidentiality", "none"),
+        ("none integrity [confidentiality]", "confidentiality"),
+        ("", ""),
+        ("[bogus]", ""),
+    ],
+)
+def test_lockdown_mode(text: str, mode: str) -> None:
+    assert lockdown_mode(text) == mode
+
+
+def test_secure_boot_off_or_unknown(tmp_path: Path) -> None:
+    assert read_state(tmp_path) == SecureBootState()
+    efivars = tmp_path / "firmware" / "efi" / "efivars"
+    efivars.mkdir(parents=True)
+    (efivars / f"SecureBoot-{EFI_GLOBAL_GUID}").write_bytes((6).to_bytes(4, "little") + b"\x00")
+    assert not read_state(tmp_path).enabled
+    assert efi_variable(tmp_path, "SecureBoot", EFI_GLOBAL_GUID) == b"\x00"
 
 
 def test_the_boot_stick_is_not_a_disk(tmp_path: Path) -> None:

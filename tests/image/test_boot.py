@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .vm import READY, VM
+from .vm import READY, VM, booted
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
@@ -30,16 +29,8 @@ GROUP = "0-1.0"
 @pytest.fixture(scope="module")
 def vm(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     workdir = tmp_path_factory.mktemp("boot")
-    machine = VM("single", image, workdir, "recovery.mode=wizard")
-    try:
-        machine.expect(READY, BOOT_TIMEOUT)
-        # The serial root shell starts right after the ready line.
-        machine.expect("root shell on the serial console", 60)
-        machine.check("stty -echo 2>/dev/null; true", 30)
+    with booted(VM("single", image, workdir, "recovery.mode=wizard"), BOOT_TIMEOUT, workdir) as machine:
         yield machine
-    finally:
-        machine.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _python(vm: VM, code: str) -> str:
@@ -237,8 +228,7 @@ def test_screens_are_not_blank(vm: VM) -> None:
     vm.wait_screen(1, ["USB4 Recovery", "No disks found", "What to do", "Alt+F2"])
     vm.wait_screen(2, ["root shell"])
     # Enter (typed into tty1 as root may) starts the wizard on the console.
-    vm.check("python3 -c \"import fcntl, termios; fd = open('/dev/tty1', 'w'); "
-             "fcntl.ioctl(fd, termios.TIOCSTI, b'\\n')\"")
+    vm.type_on(1, "\n")
     vm.wait_screen(1, ["This machine", "Disks of this machine", "TCP listening on port 7554"])
 
 

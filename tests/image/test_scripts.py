@@ -13,7 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = REPO / "driver"
-SHELL_SCRIPTS = sorted([REPO / "build-image.sh", *DRIVER.glob("*.sh"), *(REPO / "initramfs").rglob("*.sh")])
+SHELL_SCRIPTS = sorted(
+    [REPO / "build-image.sh", REPO / "check-signatures.sh", *DRIVER.glob("*.sh"), *(REPO / "initramfs").rglob("*.sh")]
+)
 
 
 def test_shellcheck_is_clean() -> None:
@@ -45,8 +47,27 @@ def test_build_image_help() -> None:
         "--extra-packages",
         "--kernel-version",
         "SOURCE_DATE_EPOCH",
+        # which packages give the signed boot chain, and how it is checked
+        "shim-signed",
+        "systemd-boot-efi-amd64-signed",
+        "shim-helpers-amd64-signed",
+        "linux-binary-KVER",
+        "mokutil --import",
+        "check-signatures.sh",
     ):
         assert option in proc.stdout
+
+
+def test_check_signatures_refuses_what_is_not_an_image(tmp_path: Path) -> None:
+    """A clear one-line error and exit code 2 (could not check), not 1."""
+    script = str(REPO / "check-signatures.sh")
+    assert subprocess.run(["bash", script, "--help"], capture_output=True, timeout=30).returncode == 0
+    not_an_image = tmp_path / "zeros.img"
+    not_an_image.write_bytes(bytes(1 << 16))
+    for argv, needle in (([], "Usage"), ([str(tmp_path / "nope")], "does not exist"), ([str(not_an_image)], "no GPT")):
+        proc = subprocess.run(["bash", script, *argv], capture_output=True, text=True, timeout=30, check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert needle in proc.stderr
 
 
 def test_build_image_rejects_unknown_options() -> None:
