@@ -76,10 +76,10 @@ class PeerLink:
 
     @property
     def encrypts(self) -> bool:
-        """Whether this side seals what it sends: as asked, else on every link but a direct
-        USB4STREAM cable, which no network reaches (sealing costs about 0.1 s of CPU per GB
-        on each side, see docs/performance.md)."""
-        return self.encrypt if self.encrypt is not None else self.conn.kind != "tbstream"
+        """Whether this side seals what it sends: as asked, else on every link a network can
+        reach, that is all but a direct USB4STREAM cable and loopback (sealing costs about
+        0.1 s of CPU per GB on each side, see docs/performance.md)."""
+        return self.encrypt if self.encrypt is not None else not self.conn.private
 
     @property
     def security(self) -> str:

@@ -232,6 +232,7 @@ class Connection:
     on_close: list[Any] = field(default_factory=list)  # callables run by close()
     speed_probe: Callable[[], str | None] | None = None  # see speed()
     binding: bytes = b""  # what both ends see alike of this link (a token, nonces): bound into the pairing
+    private: bool = False  # no network reaches it (a direct cable, loopback): see PeerLink.encrypts
     choice: str | None = None  # why this link was chosen (auto: the measured rates), for people
     rates: dict[str, float] | None = None  # bytes/s each candidate link measured at the start
 

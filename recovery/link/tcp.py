@@ -308,7 +308,16 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
         peer=peer,
         speed_probe=partial(nic.describe, control),
         binding=b"tcp " + token,
+        private=_loopback(control),
     )
+
+
+def _loopback(sock: socket.socket) -> bool:
+    """Both ends on this host (127.0.0.1, ::1): no network carries the bytes."""
+    try:
+        return ipaddress.ip_address(sock.getpeername()[0].split("%")[0]).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def connect(ep: Endpoint, *, timeout: float = CONNECT_TIMEOUT, device: str | None = None,

@@ -158,15 +158,20 @@ def test_a_relay_passing_bytes_unchanged_is_only_a_longer_cable(sample: Path, tm
     relay.close()
 
 
-def test_a_relay_that_changes_a_chunk_cannot_make_it_verified(sample: Path, patterned: Path) -> None:
+@pytest.mark.parametrize("sealing, words", [("--encrypt", "failed its authentication"),
+                                             ("--no-encrypt", "failed its BLAKE3 check")])
+def test_a_relay_that_changes_a_chunk_cannot_make_it_verified(sample: Path, patterned: Path, sealing: str,
+                                                               words: str) -> None:
+    """Sealed, the change breaks the seal; authenticated only, it breaks the digest the MAC'd header names."""
     rx, port = receiver(str(patterned), "--yes")
     relay = Relay(port)
-    relay.flip_data_at = 3 * MIB + 100  # inside a chunk's (sealed) payload
-    tx = send(sample, relay.port, "--mode", "exact", "--level", "0")
+    relay.flip_data_at = 3 * MIB + 100  # inside a chunk's payload
+    tx = send(sample, relay.port, "--mode", "exact", "--level", "0", sealing)
     assert rx.wait() == IntegrityError.exit_code, rx.stderr
     assert tx.wait() != 0
     assert rx.event("summary") is None and tx.event("summary") is None
-    assert "failed its authentication" in rx.error_lines()[0]
+    assert words in rx.error_lines()[0]
+    assert rx.event("plan")["encrypted"] is (sealing == "--encrypt")  # type: ignore[index]
     relay.close()
 
 

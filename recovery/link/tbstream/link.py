@@ -190,7 +190,7 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
     desc = f"{peer.label} over {infos[0].device} and {infos[1].device} (HopIDs {hop_c}, {hop_d})"
     conn = Connection(control=control, data=data, kind="tbstream", peer=desc,
                       on_close=[lambda: release_quietly(session)], speed_probe=lambda: peer.speed,
-                      binding=b"tbstream " + b"".join(sorted((nonce, theirs.nonce))))
+                      binding=b"tbstream " + b"".join(sorted((nonce, theirs.nonce))), private=True)
     agreement = Agreement(hop_c, hop_d, rounds, bool(theirs.flags & hs.FLAG_TBNET))
 
     def cause() -> str | None:
