@@ -31,13 +31,18 @@ def topbar(app: WizardApp) -> str:
     return str(app.screen.query_one("#topbar", Static).content)
 
 
+def shows(app: WizardApp, screen: type) -> bool:
+    """``screen`` is on top and composed (its top bar is there to read)."""
+    return isinstance(app.screen, screen) and bool(app.screen.query("#topbar"))
+
+
 async def type_code(pilot: Pilot, code: str) -> None:
     """Wait until the other machine has reached this one, then type its code on the first screen."""
     app = pilot.app
     assert isinstance(app, WizardApp)
     await wait_for(pilot, lambda: any(s.drivable for s in app.state.seen), 30, "the other machine to reach us")
     await pilot.press("c", *code, "enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, PairScreen), 30, "the pairing screen")
+    await wait_for(pilot, lambda: shows(app, PairScreen), 30, "the pairing screen")
 
 
 async def walk_to_review(pilot: Pilot, code: str, target_index: int = 0) -> None:
@@ -116,11 +121,12 @@ def test_the_passive_side_shows_the_clone_and_can_abort_it(
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: bool(app.state.seen), 30, "the peer to be reached")
             peer.drive(app.state.code)
-            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen), 30)
+            await wait_for(pilot, lambda: peer.ready.is_set() and shows(app, PassiveScreen), 30)
             assert "Controlled from old-laptop" in topbar(app)
             assert peer.link is not None and peer.session is not None
             peer.session.submit(CloneChoice(send=True, source=peer.offered[0], target=peer.link.inventory[0]))
-            await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0,
+            await wait_for(pilot, lambda: shows(app, ProgressScreen)
+                           and app.screen.job.done > 0,  # type: ignore[attr-defined]
                            30, "progress on the passive side")
             assert isinstance(app.screen, ProgressScreen) and app.screen.job.passive
             assert "Controlled from old-laptop" in topbar(app)
@@ -148,7 +154,7 @@ def test_a_lost_peer_is_a_screen_that_waits_for_it(
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: bool(app.state.seen), 30, "the peer to be reached")
             peer.drive(app.state.code)
-            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen), 30)
+            await wait_for(pilot, lambda: peer.ready.is_set() and shows(app, PassiveScreen), 30)
             assert peer.link is not None and peer.session is not None
             peer.session.submit(CloneChoice(send=True, source=peer.offered[0], target=peer.link.inventory[0]))
             await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0, 30)
