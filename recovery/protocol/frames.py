@@ -23,6 +23,16 @@ payload key, the frame number as nonce and the header as associated data
 Nothing in a header is trusted: :func:`decode_header` checks the MAC and
 each field against the limits agreed in the plan, and :class:`FrameSequence`
 checks the order, the grid and the plan's totals as each frame arrives.
+
+Two frame kinds come with capabilities. A REWIND frame (capability
+"resend") answers the receiver's request for a damaged frame: its ``seq`` is
+that frame's number, its offset field the new *epoch*, and from it on the
+stream continues from that frame under the epoch's own keys
+(:meth:`~recovery.protocol.pake.DataKeys.for_epoch`), so a frame sent twice
+never reuses a (key, nonce) pair even when its bytes differ. A PASS frame
+(rescue mode) starts a further pass after the first: offsets start again
+from 0 and each frame of it replaces a frame of the first pass exactly (the
+receiver checks that against what it wrote).
 """
 
 from __future__ import annotations
@@ -70,6 +80,12 @@ class Kind(enum.IntEnum):
     DATA = 0
     ZERO = 1
     END = 2
+    REWIND = 3  # capability "resend": the stream continues from frame ``seq`` in epoch ``offset``
+    PASS = 4  # rescue mode: a further pass of replacement frames begins
+
+
+MAX_PASSES = 16  # passes after the first (rescue mode)
+MAX_EPOCH = (1 << 32) - 1
 
 
 class Codec(enum.IntEnum):
@@ -102,6 +118,8 @@ class FrameLimits:
     frames: int | None = None  # announced chunk frames (None: not checked)
     bytes: int | None = None  # announced bytes covered by frames
     encrypted: bool = False
+    rewinds: bool = False  # REWIND frames may come (capability "resend")
+    passes: bool = False  # PASS frames may come (rescue mode)
 
     @property
     def max_payload(self) -> int:
@@ -157,6 +175,14 @@ def end_header(frames: int) -> ChunkHeader:
     return ChunkHeader(frames, 0, 0, 0, Kind.END, Codec.RAW, bytes(DIGEST_SIZE))
 
 
+def rewind_header(seq: int, epoch: int) -> ChunkHeader:
+    return ChunkHeader(seq, epoch, 0, 0, Kind.REWIND, Codec.RAW, bytes(DIGEST_SIZE))
+
+
+def pass_header(seq: int) -> ChunkHeader:
+    return ChunkHeader(seq, 0, 0, 0, Kind.PASS, Codec.RAW, bytes(DIGEST_SIZE))
+
+
 def payload_nonce(seq: int) -> bytes:
     """The AES-GCM nonce of frame ``seq``: unique, as every clone has its own key."""
     return struct.pack("!IQ", 0, seq)
@@ -208,6 +234,14 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         if raw_len or payload_len or offset or codec is not Codec.RAW:
             raise FrameError("END frame carries a range or payload")
         return ChunkHeader(seq, 0, 0, 0, kind, codec, digest)
+    if kind in (Kind.REWIND, Kind.PASS):
+        allowed = limits.rewinds if kind is Kind.REWIND else limits.passes
+        if not allowed:
+            raise FrameError(f"frame {seq}: a {kind.name} frame, which the plan does not allow")
+        if raw_len or payload_len or codec is not Codec.RAW or (kind is Kind.PASS and offset) \
+                or (kind is Kind.REWIND and not 0 < offset <= MAX_EPOCH):
+            raise FrameError(f"{kind.name} frame {seq} carries a range or payload")
+        return ChunkHeader(seq, offset, 0, 0, kind, codec, digest)
     if not 0 < raw_len <= min(limits.chunk_size, MAX_CHUNK_SIZE):
         raise FrameError(f"frame {seq}: length {raw_len} outside 1..{limits.chunk_size}")
     if offset + raw_len > limits.target_size:
@@ -228,31 +262,61 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
     return ChunkHeader(seq, offset, raw_len, payload_len, kind, codec, digest)
 
 
+@dataclass(frozen=True, slots=True)
+class SequenceState:
+    """Where a :class:`FrameSequence` stands: what the next frame must be."""
+
+    next_seq: int = 0
+    next_offset: int = 0
+    covered: int = 0  # bytes the first pass's frames covered
+    last_end: int = -1  # end of the previous frame (grid checks)
+    passes: int = 0  # PASS frames so far
+
+
 class FrameSequence:
     """Checks that frames come in order, on the grid, within what the plan announced.
 
     Feed every decoded header to :meth:`accept`; after the END frame,
-    :attr:`finished` is true and any further frame is an error.
+    :attr:`finished` is true and any further frame is an error. A REWIND
+    frame is not accepted here: whoever asked for it checks it and calls
+    :meth:`restore` with the state the stream goes back to.
     """
 
-    def __init__(self, limits: FrameLimits | None = None) -> None:
+    def __init__(self, limits: FrameLimits | None = None, state: SequenceState | None = None) -> None:
         self.limits = limits
-        self.next_seq = 0
-        self.next_offset = 0
-        self.covered = 0
         self.finished = False
-        self._last_end = -1  # end of the previous frame (grid checks)
+        self.restore(state or SequenceState())
+
+    def state(self) -> SequenceState:
+        return SequenceState(self.next_seq, self.next_offset, self.covered, self._last_end, self.passes)
+
+    def restore(self, state: SequenceState) -> None:
+        self.next_seq, self.next_offset, self.covered = state.next_seq, state.next_offset, state.covered
+        self._last_end, self.passes = state.last_end, state.passes
+        self.finished = False
 
     def accept(self, h: ChunkHeader) -> None:
+        if h.kind is Kind.REWIND:
+            raise FrameError(f"frame {h.seq}: a REWIND frame that nobody asked for")
         if self.finished:
             raise FrameError(f"frame {h.seq} after the END frame")
         if h.seq != self.next_seq:
             raise FrameError(f"frame {h.seq} arrived, expected frame {self.next_seq}")
         limits = self.limits
+        announced = limits.frames if limits is not None else None
         if h.kind is Kind.END:
-            if limits is not None and limits.frames is not None and h.seq != limits.frames:
-                raise FrameError(f"END after {h.seq} frames, the plan announced {limits.frames}")
+            if announced is not None and (h.seq < announced if self.passes else h.seq != announced):
+                raise FrameError(f"END after {h.seq} frames, the plan announced {announced}")
             self.finished = True
+            return
+        if h.kind is Kind.PASS:
+            if announced is not None and self.passes == 0 and h.seq != announced:
+                raise FrameError(f"a PASS frame after {h.seq} frames, the plan announced {announced}")
+            if self.passes >= MAX_PASSES:
+                raise FrameError(f"more than {MAX_PASSES} passes")
+            self.passes += 1
+            self.next_seq += 1
+            self.next_offset, self._last_end = 0, -1
             return
         if h.offset < self.next_offset:
             raise FrameError(
@@ -263,7 +327,8 @@ class FrameSequence:
             self._check_plan(h, limits)
         self.next_seq += 1
         self.next_offset = h.end
-        self.covered += h.raw_len
+        if not self.passes:
+            self.covered += h.raw_len
 
     def _check_plan(self, h: ChunkHeader, limits: FrameLimits) -> None:
         cell = h.offset // limits.chunk_size
@@ -273,6 +338,8 @@ class FrameSequence:
                 and h.offset - self._last_end <= MERGE_GAP:
             raise FrameError(f"frame {h.seq} is within {MERGE_GAP} bytes of the previous one in its grid cell")
         self._last_end = h.end
+        if self.passes:
+            return  # a replacement: the receiver checks it against the first pass's frame
         if limits.frames is not None and h.seq >= limits.frames:
             raise FrameError(f"frame {h.seq} is beyond the {limits.frames} frames the plan announced")
         if limits.bytes is not None and self.covered + h.raw_len > limits.bytes:

@@ -15,7 +15,8 @@ meets another major refuses with a message naming both (an older peer is
 told to upgrade). Within a major, minor versions only add optional fields,
 capabilities (listed in the hello; a feature is used only when both sides
 list it) and message types. A message of a type this side does not know is
-ignored when it says ``"optional": true`` and a protocol error otherwise.
+ignored when it says ``"optional": true`` and a protocol error otherwise;
+every message type added after 2.0 says so (:attr:`Message.optional`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ class Range:
 
 class Message:
     type: ClassVar[str]
+    optional: ClassVar[bool] = False  # encoded with "optional": true, so a peer without it skips it
 
 
 Role = Literal["sender", "receiver", "agent", "wizard"]
@@ -252,12 +254,31 @@ class Plan(Message):
     encrypted: bool = True  # payloads sealed with the clone's payload key
     verify: bool = True  # the driver's wish; a receiver's own --no-verify alone may skip the read-back
     target: Identity | None = None  # set when the sender's user chose the target
+    # Optional: rescue mode (capability "rescue"): PASS frames may follow the
+    # first pass, each pass replacing frames whose areas more reads recovered.
+    rescue: bool = False
+    # Optional: on a resume, the sender compares every chunk the target holds (capability "resume").
+    rescan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeOffer:
+    """What the target already holds of an interrupted clone of the same plan (capability "resume")."""
+
+    seq: int = field(metadata=bounded(hi=1 << 40))  # the first frame that is not durable on the target
+    bytes: int  # bytes the frames before it cover
+    since: str = field(default="", metadata=bounded(max_len=64))  # when that clone started, for people
+    complete: bool = False  # it had finished (with unreadable areas that a rescue run may patch)
+    rescued: bool = False  # a rescue wrote some of it: frames may hold filled areas the sender's mapfile lists
 
 
 @dataclass(frozen=True, slots=True)
 class Accept(Message):
     type: ClassVar[str] = "accept"
     target: Identity
+    # Optional: the target holds the first ``resume.seq`` frames already; the
+    # receiver then sends their digests (``digests``) and waits for ``start``.
+    resume: ResumeOffer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +295,39 @@ class Ack(Message):
     type: ClassVar[str] = "ack"
     seq: int
     bytes: int
+
+
+DIGEST_PAGE = 16384  # digests per ``digests`` message
+
+
+@dataclass(frozen=True, slots=True)
+class Digests(Message):
+    """Capability "resume": the BLAKE3 digests of frames ``first``.. as the target holds them (hex, concatenated)."""
+
+    type: ClassVar[str] = "digests"
+    optional: ClassVar[bool] = True
+    first: int = field(metadata=bounded(hi=1 << 40))
+    digests: str = field(metadata=bounded(max_len=HEX_DIGEST * DIGEST_PAGE))
+
+
+@dataclass(frozen=True, slots=True)
+class Start(Message):
+    """Capability "resume": the sender's frames begin at ``seq`` (at most the offer's)."""
+
+    type: ClassVar[str] = "start"
+    optional: ClassVar[bool] = True
+    seq: int = field(metadata=bounded(hi=1 << 40))
+
+
+@dataclass(frozen=True, slots=True)
+class Resend(Message):
+    """Capability "resend": frame ``seq`` failed its check; send again from it, under ``epoch``'s keys."""
+
+    type: ClassVar[str] = "resend"
+    optional: ClassVar[bool] = True
+    seq: int = field(metadata=bounded(hi=1 << 40))
+    epoch: int = field(metadata=bounded(lo=1, hi=(1 << 32) - 1))
+    reason: str = field(default="", metadata=bounded(max_len=512))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +354,11 @@ class Done(Message):
     bytes: int
     list_digest: str = field(metadata=bounded(max_len=HEX_DIGEST))
     source_digest: str | None = field(default=None, metadata=bounded(max_len=HEX_DIGEST))
+    # Optional (capability "resend"): the stream this closes; a done of an older epoch is stale.
+    epoch: int = field(default=0, metadata=bounded(hi=(1 << 32) - 1))
+    # Optional (rescue): bytes of the plan the source could not read (filled on the target), and where.
+    unreadable: int = 0
+    unreadable_ranges: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +372,7 @@ class Summary(Message):
     mismatches: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=1024))
     seconds: float = 0.0
     checks: tuple[FsCheck, ...] = field(default=(), metadata=bounded(max_len=512))  # optional
+    resends: int = 0  # optional: frames asked for again because they arrived damaged
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +396,7 @@ class Ping(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (Hello, Pake, Confirm, PairFailed, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
-                Done, Summary, Error, Cancel, Ping, Bye)
+                Done, Summary, Error, Cancel, Ping, Bye, Digests, Start, Resend)
 }
 # May cross before the pairing, in the clear.
 CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})
@@ -371,7 +431,8 @@ def decode_preamble(data: bytes) -> tuple[int, int]:
 
 def encode_body(msg: Message) -> bytes:
     """A message's JSON body (without the length prefix)."""
-    body = json.dumps({"type": msg.type, **to_json(msg)}, separators=(",", ":")).encode()
+    head: dict[str, object] = {"type": msg.type, "optional": True} if msg.optional else {"type": msg.type}
+    body = json.dumps({**head, **to_json(msg)}, separators=(",", ":")).encode()
     if len(body) > MAX_MESSAGE:
         raise ValueError(f"{msg.type} message of {len(body)} bytes is too large")
     return body

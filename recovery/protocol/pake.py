@@ -26,7 +26,9 @@ purpose, so a key made for one purpose never serves another:
   dropped or reordered unnoticed;
 - a *master* key from which each clone gets fresh data keys
   (:meth:`SessionKeys.data_keys`): a header key (keyed BLAKE3 over every frame
-  header) and a payload key (AES-256-GCM, nonce = frame number).
+  header) and a payload key (AES-256-GCM, nonce = frame number), and from
+  those, fresh ones for each epoch of a stream that went back to resend a
+  damaged frame.
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ class DataKeys:
 
     header: bytes  # keyed BLAKE3 over each frame header
     payload: bytes  # AES-256-GCM over each payload when the plan says so
+
+    def for_epoch(self, epoch: int) -> DataKeys:
+        """The keys after ``epoch`` resends (0: these): a frame sent again is sealed under fresh keys,
+        so no (key, nonce) pair ever covers two different payloads."""
+        if epoch == 0:
+            return self
+        material = self.header + self.payload + _framed(str(epoch).encode())
+        return DataKeys(header=derive("epoch header", material), payload=derive("epoch payload", material))
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,13 @@ end an idle session with ``bye``; the other answers ``bye``, then both close.
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
+Capabilities add steps inside a clone. "resume": an ``accept`` that offers
+a resume is followed by the receiver's ``digests`` and the sender's
+``start``. "resend": the receiver may ask for a damaged frame again with
+``resend`` while streaming or finishing (the clone streams again); each
+resend opens a new *epoch*, and a ``done`` of an older epoch (sent before the
+sender heard of the resend) is stale: it changes nothing.
+
 Every legal clone step is a row of :data:`TRANSITIONS`; anything else is a
 protocol error, raised as :class:`LocalProtocolError` when this side tries
 it and :class:`RemoteProtocolError` when the peer does. After an error the
@@ -77,6 +84,10 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.STREAMING, "ack"): (RECEIVER, State.STREAMING),
     (State.STREAMING, "progress"): (ANY, State.STREAMING),
     (State.STREAMING, "done"): (SENDER, State.FINISHING),
+    (State.STREAMING, "digests"): (RECEIVER, State.STREAMING),
+    (State.STREAMING, "start"): (SENDER, State.STREAMING),
+    (State.STREAMING, "resend"): (RECEIVER, State.STREAMING),
+    (State.FINISHING, "resend"): (RECEIVER, State.STREAMING),
     (State.FINISHING, "ack"): (RECEIVER, State.FINISHING),
     (State.FINISHING, "progress"): (ANY, State.FINISHING),
     (State.FINISHING, "summary"): (RECEIVER, State.IDLE),
@@ -158,6 +169,7 @@ class ControlConnection:
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self.clones = 0  # plans seen: the clone number for data keys
+        self.epoch = 0  # resends in this clone: the data stream's epoch
 
     # --- helpers ---
 
@@ -205,13 +217,24 @@ class ControlConnection:
             return
         if self.state in (State.UNPAIRED, State.PAIRING):
             raise err(f"{side} sent {msg.type!r} before the pairing")
+        if isinstance(msg, m.Done) and not ours and msg.epoch < self.epoch and self.state is State.STREAMING:
+            if not self._speaker_ok(SENDER, ours):
+                raise err(f"{side} sent 'done' while the connection is {self.state.value}")
+            return  # sent before the sender heard of a resend: stale, changes nothing
         rule = TRANSITIONS.get((self.state, msg.type))
         if rule is None or not self._speaker_ok(rule[0], ours):
             raise err(f"{side} sent {msg.type!r} while the connection is {self.state.value}")
         nxt = rule[1]
+        if isinstance(msg, m.Resend):
+            if msg.epoch != self.epoch + 1:
+                raise err(f"{side} asked for epoch {msg.epoch} after epoch {self.epoch}")
+            self.epoch = msg.epoch
+        elif isinstance(msg, m.Done) and msg.epoch != self.epoch:
+            raise err(f"{side} sent 'done' for epoch {msg.epoch}, the stream is in epoch {self.epoch}")
         if msg.type == "plan":
             self.we_are_sender = ours
             self.clones += 1
+            self.epoch = 0
         elif msg.type == "request":
             self._request_to_us = not ours
         if nxt is State.IDLE:

@@ -15,6 +15,7 @@ from recovery.errors import IntegrityError
 from recovery.protocol.frames import (
     HEADER_BODY,
     HEADER_SIZE,
+    MAX_PASSES,
     MERGE_GAP,
     TAG_SIZE,
     ChunkHeader,
@@ -30,6 +31,8 @@ from recovery.protocol.frames import (
     header_mac,
     max_frames,
     open_payload,
+    pass_header,
+    rewind_header,
     seal_payload,
 )
 
@@ -203,3 +206,67 @@ def test_stream_decoder_whole_and_byte_at_a_time(payloads: list[bytes], data: st
         while (f := slow.next_frame()) is not None:
             got.append(f)
     assert got == frames and slow.trailing == 0
+
+
+def test_rewind_and_pass_frames_only_where_the_plan_allows_them() -> None:
+    for header in (rewind_header(3, 1), pass_header(3)):
+        with pytest.raises(FrameError, match="does not allow"):
+            decode_header(encode_header(header, KEY), LIMITS)
+    allowed = FrameLimits(1 << 20, 1 << 30, KEY, rewinds=True, passes=True)
+    assert decode_header(encode_header(rewind_header(3, 1), KEY), allowed) == rewind_header(3, 1)
+    assert decode_header(encode_header(pass_header(7), KEY), allowed).kind is Kind.PASS
+    with pytest.raises(FrameError, match="carries a range"):  # epoch 0 is the stream before any resend
+        decode_header(encode_header(rewind_header(3, 0), KEY), allowed)
+    with pytest.raises(FrameError, match="carries a range"):
+        decode_header(_sealed(_body(kind=4, offset=5, raw_len=0, payload_len=0)), allowed)
+
+
+def test_a_rewind_goes_back_to_a_state_the_sequence_gave_and_nobody_else_can_steer_it() -> None:
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, frames=4, bytes=4 * 4096, rewinds=True)
+    seq = FrameSequence(limits)
+    seq.accept(_frame(0, 0))
+    before = seq.state()
+    seq.accept(_frame(1, 1 << 20))
+    seq.accept(_frame(2, 2 << 20))
+    with pytest.raises(FrameError, match="nobody asked"):
+        seq.accept(rewind_header(1, 1))
+    seq.restore(before)
+    seq.accept(_frame(1, 1 << 20))  # the same frame again, now in order
+    assert seq.covered == 2 * 4096 and seq.next_seq == 2
+
+
+def test_later_passes_restart_the_offsets_and_end_past_the_announced_frames() -> None:
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, frames=2, bytes=2 * 4096, passes=True)
+    seq = FrameSequence(limits)
+    with pytest.raises(FrameError, match="PASS frame after 0 frames"):
+        FrameSequence(limits).accept(pass_header(0))
+    seq.accept(_frame(0, 0))
+    seq.accept(_frame(1, 1 << 20))
+    seq.accept(pass_header(2))
+    seq.accept(_frame(3, 0))  # replaces frame 0: offsets start again
+    seq.accept(_frame(4, 1 << 20))
+    with pytest.raises(FrameError, match="overlaps"):
+        seq.accept(_frame(5, 0))
+    seq.accept(pass_header(5))
+    seq.accept(_frame(6, 1 << 20))
+    assert seq.covered == 2 * 4096  # only the first pass counts towards the plan's bytes
+    seq.accept(end_header(7))
+    assert seq.finished
+    bounded = FrameSequence(limits)
+    bounded.accept(_frame(0, 0))
+    bounded.accept(_frame(1, 1 << 20))
+    for n in range(MAX_PASSES):
+        bounded.accept(pass_header(2 + n))
+    with pytest.raises(FrameError, match="more than"):
+        bounded.accept(pass_header(2 + MAX_PASSES))
+
+
+def test_each_epoch_has_keys_of_its_own() -> None:
+    from recovery.protocol.pake import DataKeys
+
+    keys = DataKeys(header=bytes(32), payload=bytes(range(32)))
+    assert keys.for_epoch(0) is keys
+    epochs = [keys.for_epoch(e) for e in range(1, 5)]
+    every = {k.header for k in [keys, *epochs]} | {k.payload for k in [keys, *epochs]}
+    assert len(every) == 10  # no key serves two epochs, or two purposes
+    assert keys.for_epoch(3) == epochs[2]  # both sides derive the same

@@ -265,3 +265,56 @@ def test_malformed_pairing_messages_only_raise_protocol_errors(kind: str, fields
             b.answer(codes.secret(CODE))
     except RemoteProtocolError:
         pass
+
+
+def streaming() -> tuple[ControlConnection, ControlConnection]:
+    """a sends, b receives; the plan accepted."""
+    a, b = paired()
+    deliver(a, b, PLAN)
+    deliver(b, a, m.Accept(target=IDENTITY))
+    return a, b
+
+
+def test_a_resend_crossing_the_senders_done_makes_that_done_stale() -> None:
+    a, b = streaming()
+    done = a.send(m.Done(frames=3, bytes=10, list_digest="ef" * 32))  # on its way ...
+    resend = b.send(m.Resend(seq=1, epoch=1, reason="damaged"))  # ... while b asks for frame 1 again
+    assert a.state is State.FINISHING and b.state is State.STREAMING
+    b.receive_data(done)
+    assert isinstance(b.next_event(), m.Done) and b.state is State.STREAMING  # stale: changes nothing
+    a.receive_data(resend)
+    assert a.next_event() == m.Resend(seq=1, epoch=1, reason="damaged") and a.state is State.STREAMING
+    deliver(a, b, m.Done(frames=3, bytes=10, list_digest="ef" * 32, epoch=1))
+    assert a.state is b.state is State.FINISHING
+    deliver(b, a, m.Resend(seq=2, epoch=2))  # found while verifying what finished: streaming again
+    assert a.state is b.state is State.STREAMING
+    with pytest.raises(LocalProtocolError, match="epoch 1"):
+        a.send(m.Done(frames=3, bytes=10, list_digest="ef" * 32, epoch=1))
+
+
+def test_epochs_go_up_by_one_and_only_the_receiver_asks() -> None:
+    _a, b = streaming()
+    with pytest.raises(LocalProtocolError, match="epoch 2 after epoch 0"):
+        b.send(m.Resend(seq=0, epoch=2))
+    a2, _b2 = streaming()
+    with pytest.raises(LocalProtocolError, match="this side sent 'resend'"):
+        a2.send(m.Resend(seq=0, epoch=1))
+
+
+def test_a_resume_offer_then_digests_and_start() -> None:
+    a, b = paired()
+    deliver(a, b, PLAN)
+    deliver(b, a, m.Accept(target=IDENTITY, resume=m.ResumeOffer(seq=2, bytes=8192, since="then")))
+    deliver(b, a, m.Digests(first=0, digests="ab" * 64))
+    deliver(a, b, m.Start(seq=1))
+    with pytest.raises(LocalProtocolError, match="this side sent 'digests'"):
+        a.send(m.Digests(first=0, digests=""))
+    assert a.state is b.state is State.STREAMING
+
+
+def test_new_message_types_say_they_are_optional_so_an_older_peer_skips_them() -> None:
+    for msg in (m.Digests(first=0, digests=""), m.Start(seq=0), m.Resend(seq=0, epoch=1)):
+        body = m.encode_body(msg)
+        assert b'"optional":true' in body
+        assert m.decode_body(body) == msg
+    assert b"optional" not in m.encode_body(m.Ping())
