@@ -134,6 +134,24 @@ class PairingError(RecoveryError):
     exit_code = 13
 
 
+class UnreadableSourceError(RecoveryError):
+    """The clone completed, but some bytes of the source could not be read (rescue mode).
+
+    Everything that was read is on the target and verified; the unreadable
+    sectors hold zeros (or the fill pattern) there, and the mapfile and the
+    summary list them. Never a success (exit 0), never plain "verified".
+    """
+
+    code = "unreadable"
+    exit_code = 14
+
+    def __init__(self, message: str, *, unreadable: int = 0, ranges: list[tuple[int, int]] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.unreadable = unreadable
+        self.ranges = ranges or []
+
+
 INTERRUPTED_EXIT_CODE = 130
 
 ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
@@ -152,6 +170,7 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
         MissingToolError,
         NoPeerError,
         PairingError,
+        UnreadableSourceError,
     )
 }
 

@@ -142,6 +142,34 @@ class Summary(Event):
     # used mode: the filesystem checks of the target, [{number, check, ok, message}]
     checks: list[dict[str, Any]] = field(default_factory=list)
     kernel_log: dict[str, int] | None = None  # counted kernel messages during the clone (recovery.engine.health)
+    resends: int = 0  # frames that arrived damaged and were sent again
+    resumed: int = 0  # bytes the target held already (an interrupted clone resumed), not sent again
+    unreadable: int = 0  # rescue: bytes of the plan the source could not read (filled on the target)
+    unreadable_ranges: list[list[int]] = field(default_factory=list)  # [offset, length], at most 1024
+    files_hit: list[dict[str, Any]] = field(default_factory=list)  # [{partition, fstype, files, note}]
+    mapfile: str | None = None  # rescue: the ddrescue mapfile of the source (sender)
+
+
+@dataclass(frozen=True)
+class Resent(Event):
+    """A frame arrived damaged and is asked for (receiver) or sent (sender) again."""
+
+    kind: ClassVar[str] = "resend"
+    seq: int
+    epoch: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    """The target holds part of an interrupted clone of the same plan: only the rest is sent."""
+
+    kind: ClassVar[str] = "resume"
+    role: str
+    seq: int  # the first frame sent in this run
+    bytes: int  # bytes already on the target, not sent again
+    total: int  # bytes of the plan
+    since: str = ""  # when the interrupted clone started
 
 
 EventSink = Callable[[Event], None]

@@ -50,6 +50,19 @@ def blank_loop(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def _logs_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Job logs, resume journals and mapfiles of every test (and its processes) in a directory of its own."""
+    logs = tmp_path_factory.mktemp("logs")
+    monkeypatch.setenv("USB4_RECOVERY_LOG_DIR", str(logs))
+    return logs
+
+
+@pytest.fixture
+def log_dir(_logs_in_tmp: Path) -> Path:
+    return _logs_in_tmp
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_processes() -> Iterator[None]:
     yield
     # Recovery processes a failing test left behind.

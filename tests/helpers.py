@@ -217,5 +217,16 @@ def receiver(target: str, *extra: str) -> tuple[Recovery, int]:
     return r, int(port)
 
 
+def same_bytes(a: str | Path, b: str | Path) -> bool:
+    """Do two disks or files hold the same bytes (read 4 MiB at a time)?"""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(4 * MIB), fb.read(4 * MIB)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
 def b3sum(path: str) -> str:
     return sh("b3sum", "--no-names", path).stdout.strip()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
+from recovery import events
 from recovery.engine.control import DEFAULT_TIMEOUT
-from recovery.errors import PairingError
+from recovery.engine.joblog import JobLog
+from recovery.errors import PairingError, RecoveryError
 from recovery.protocol import codes
 
 
@@ -27,6 +30,31 @@ def add_timeout(p: argparse.ArgumentParser) -> None:
 def add_workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="hashing and compressing threads (default: one per core of this machine)")
+
+
+def add_log_dir(p: argparse.ArgumentParser, what: str = "each clone's JSON log") -> None:
+    p.add_argument("--log-dir", metavar="DIR",
+                   help=f"where {what} go (default /var/log/usb4-recovery, or ~/.local/state/usb4-recovery "
+                        "when that is not writable)")
+
+
+@contextmanager
+def job_log(directory: str | None, role: str, out: Callable[[events.Event], None]) -> Iterator[
+        Callable[[events.Event], None]]:
+    """``out`` and this clone's job log (a headless clone logs like a wizard's)."""
+    log = JobLog(Path(directory) if directory else None, role)
+
+    def both(event: events.Event) -> None:
+        log(event)
+        out(event)
+
+    try:
+        yield both
+    except RecoveryError as e:
+        log(events.Failed(code=e.code, message=e.message, exit_code=e.exit_code, hint=e.hint))
+        raise
+    finally:
+        log.close()
 
 
 def add_link(p: argparse.ArgumentParser) -> None:

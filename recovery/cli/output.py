@@ -127,7 +127,11 @@ def shown(text: str) -> str:
 
 
 def summary_text(s: events.Summary) -> str:
-    if s.verified:
+    if s.unreadable and s.verified is not False:
+        checked = "verified" if s.verified else "NOT verified"
+        head = (f"Clone complete, but {human_size(s.unreadable)} of the source could NOT be read (filled on the "
+                f"target); everything that was read is {checked}.")
+    elif s.verified:
         head = "Clone complete and verified."
     elif s.verified is None:
         head = "Clone complete, NOT verified (read-back was skipped)."
@@ -161,10 +165,34 @@ def summary_text(s: events.Summary) -> str:
     if s.mismatches:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")
+    if s.resumed:
+        lines.append(f"  resumed   {human_size(s.resumed)} were on the target already (an interrupted clone), "
+                     "not sent again")
+    lines += _rescue_lines(s)
     if s.kernel_log:
         said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())
         lines.append(f"  kernel    logged during the clone: {said}")
+    if s.resends:
+        lines.append(f"  resent    {s.resends} chunk(s) arrived damaged and were sent again (the digests caught it)")
     return "\n".join(lines)
+
+
+def _rescue_lines(s: events.Summary) -> list[str]:
+    if not s.unreadable:
+        return []
+    shown_ranges = ", ".join(f"{o}+{n}" for o, n in s.unreadable_ranges[:5])
+    more = f" and {len(s.unreadable_ranges) - 5} more" if len(s.unreadable_ranges) > 5 else ""
+    lines = [f"  unreadable {s.unreadable} bytes in {len(s.unreadable_ranges)} range(s): {shown_ranges}{more}"]
+    for hit in s.files_hit:
+        where = f"partition {hit['partition']} ({hit['fstype'] or 'unknown'})" if hit["partition"] else "the disk"
+        files = ", ".join(shown(f) for f in hit["files"][:8])
+        more = f" and {len(hit['files']) - 8} more" if len(hit["files"]) > 8 else ""
+        said = f"files hit: {files}{more}" if files else "no file named"
+        note = f" ({shown(hit['note'])})" if hit.get("note") else ""
+        lines.append(f"  hit       {where}: {said}{note}")
+    if s.mapfile:
+        lines.append(f"  mapfile   {shown(s.mapfile)}  (ddrescuelog reads it; run again to retry the bad areas)")
+    return lines
 
 
 KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people

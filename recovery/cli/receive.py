@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout, add_workers
+from recovery.cli.common import (
+    INTERRUPTS,
+    add_code,
+    add_json,
+    add_link,
+    add_log_dir,
+    add_timeout,
+    add_workers,
+    job_log,
+)
 from recovery.disks import safety
 from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
@@ -35,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back after the copy")
     p.add_argument("--no-fs-check", action="store_true",
                    help="used mode: skip running each filesystem's read-only checker on the target")
+    p.add_argument("--restart", action="store_true",
+                   help="start from the beginning even if the target holds an interrupted clone of the same source")
+    p.add_argument("--no-journal", action="store_true",
+                   help="keep no resume journal (an interrupted clone then starts over)")
+    add_log_dir(p, "each clone's JSON log and the resume journals")
     add_workers(p)
     add_timeout(p)
     add_json(p)
@@ -62,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
     opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
-                          timeout=args.timeout, expect=expect, code=args.code, fs_check=not args.no_fs_check)
+                          timeout=args.timeout, expect=expect, code=args.code, fs_check=not args.no_fs_check,
+                          restart=args.restart, journal=not args.no_journal,
+                          log_dir=Path(args.log_dir) if args.log_dir else None)
     if args.workers:
         opts.workers = max(1, args.workers)
 
@@ -81,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             lobby.close()
         opts.cancel = cancel
-        with link.conn:
-            receive_on(link, opts, out)
+        with link.conn, job_log(args.log_dir, "receiver", out) as sink:
+            sink(link.peer_event())
+            receive_on(link, opts, sink)
     return 0

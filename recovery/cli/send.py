@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from recovery import events
 from recovery.cli.common import (
@@ -12,9 +13,11 @@ from recovery.cli.common import (
     add_encrypt,
     add_json,
     add_link,
+    add_log_dir,
     add_timeout,
     add_workers,
     ask_code,
+    job_log,
 )
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
@@ -46,10 +49,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-mounted", action="store_true",
                    help="copy even if the source is mounted read-write (the copy may be inconsistent)")
     add_encrypt(p)
+    rescue = p.add_argument_group("a failing source (see docs/cli.md)")
+    rescue.add_argument("--rescue", action="store_true",
+                        help="copy everything that can still be read, ddrescue's way: the good areas first, then "
+                             "the bad ones sector by sector; unreadable sectors are filled and listed (exit 14)")
+    rescue.add_argument("--mapfile", metavar="PATH",
+                        help="the ddrescue mapfile of the source, continued if it exists (default: next to the "
+                             "job logs, named by the source)")
+    rescue.add_argument("--retries", type=int, default=1, metavar="N",
+                        help="passes over the bad sectors after scraping (default 1)")
+    rescue.add_argument("--rescue-time", type=_duration, metavar="SECONDS",
+                        help="time budget for the passes after the first (default: no limit)")
+    rescue.add_argument("--fill", type=_fill, default=b"\0", metavar="TEXT",
+                        help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '")
+    p.add_argument("--rescan", action="store_true",
+                   help="resuming: compare every chunk the target holds with the source (reads them all) and "
+                        "send again from the first that changed, instead of refusing a changed source")
+    add_log_dir(p, "each clone's JSON log and the rescue's mapfile")
     add_workers(p)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the time budget must be more than 0 seconds")
+    return value
+
+
+def _fill(text: str) -> bytes:
+    if not text:
+        raise argparse.ArgumentTypeError("the fill pattern must not be empty")
+    return text.encode()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         encrypt=args.encrypt,
         code=args.code,
+        rescue=args.rescue,
+        mapfile=args.mapfile,
+        retries=args.retries,
+        rescue_time=args.rescue_time,
+        fill=args.fill,
+        rescan=args.rescan,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
     )
     if args.workers:
         opts.workers = max(1, args.workers)
@@ -75,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         opts.code = ask_code("`recovery receive`")
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))
-    with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel:
+    with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel, \
+            job_log(args.log_dir, "sender", out) as sink:
         opts.cancel = cancel
-        send_disk(conn, opts, out)
+        send_disk(conn, opts, sink)
     return 0

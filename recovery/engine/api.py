@@ -15,13 +15,17 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
 from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
 # What this version can do; a feature is used only when both hellos list it.
-CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback")
+CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback",
+                "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
+                "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
+                "rescue")  # rescue mode: passes after the first (PASS frames), unreadable areas listed
 
 
 def default_workers() -> int:
@@ -46,6 +50,14 @@ class SendOptions:
     timeout: float = DEFAULT_TIMEOUT
     workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
+    # a failing source: copy what can be read, ddrescue's way (recovery.engine.rescue)
+    rescue: bool = False
+    mapfile: str | None = None  # rescue: the ddrescue mapfile (None: next to the job logs)
+    retries: int = 1  # rescue: passes over the bad sectors after scraping
+    rescue_time: float | None = None  # rescue: seconds for the passes after the first (None: no limit)
+    fill: bytes = b"\0"  # rescue: what unreadable sectors become on the target
+    rescan: bool = False  # resume: compare every chunk the target holds with the source
+    log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
 
 
 @dataclass
@@ -59,3 +71,6 @@ class ReceiveOptions:
     timeout: float = DEFAULT_TIMEOUT
     workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
+    journal: bool = True  # keep a resume journal of what is durable on the target
+    restart: bool = False  # ignore a journal found for the target: start from the beginning
+    log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())

@@ -2,10 +2,12 @@
 
 Logs name disks and machines: they are created readable by their owner only.
 
-``/var/log/usb4-recovery/`` when this process may write there (the
-appliance runs as root), else ``$XDG_STATE_HOME/usb4-recovery/`` (by default
+``$USB4_RECOVERY_LOG_DIR`` when set; else ``/var/log/usb4-recovery/`` when
+this process may write there (the appliance runs as root), else
+``$XDG_STATE_HOME/usb4-recovery/`` (by default
 ``~/.local/state/usb4-recovery/``). Each line is an event in the documented
-``--json`` form (:func:`recovery.events.to_json`).
+``--json`` form (:func:`recovery.events.to_json`). The resume journals of
+the receiving side and the mapfiles of a rescue live in the same directory.
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from recovery import events
 SYSTEM_DIR = Path("/var/log/usb4-recovery")
 
 
+LOG_DIR_VARIABLE = "USB4_RECOVERY_LOG_DIR"
+
+
 def default_dir() -> Path:
     """Where job logs go when nobody says otherwise."""
+    chosen = os.environ.get(LOG_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen)
     try:
         SYSTEM_DIR.mkdir(parents=True, exist_ok=True)
         if os.access(SYSTEM_DIR, os.W_OK | os.X_OK):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 TICK = 0.2
 POOL_BUDGET = 64 << 20  # bytes one buffer pool may hold, whatever the chunk size and the cores
 
@@ -133,29 +134,55 @@ class BufferPool:
         self.free.q.put_nowait(buf)
 
 
-class Reorder(Generic[T]):
-    """Results that workers finish out of order, taken out in sequence order."""
+class Reorder(Generic[K, T]):
+    """Results that workers finish out of order, taken out in sequence order.
+
+    Keys are frame numbers, or (epoch, frame number) where a stream may go
+    back: :meth:`take` then drops the items of older epochs as they come.
+    """
 
     def __init__(self, crew: Crew) -> None:
         self.crew = crew
         self.cond = threading.Condition()
-        self.items: dict[int, T] = {}
+        self.items: dict[K, T] = {}
         self.waiting = 0.0  # seconds the consumer spent waiting
 
-    def put(self, seq: int, item: T) -> None:
+    def put(self, key: K, item: T) -> None:
         with self.cond:
-            self.items[seq] = item
+            self.items[key] = item
             self.cond.notify_all()
 
-    def take(self, seq: int) -> T:
+    def take(self, key: K) -> T:
+        item = self.take_unless(key)
+        assert item is not None
+        return item
+
+    def take_unless(self, key: K, *, stale: Callable[[K], bool] | None = None,
+                    drop: Callable[[T], None] = lambda item: None,
+                    unless: Callable[[], bool] = lambda: False) -> T | None:
+        """The item for ``key``, or None once ``unless()`` is true (:meth:`wake` makes it look).
+
+        Meanwhile every item whose key is ``stale`` is handed to ``drop``.
+        """
         start = time.monotonic()
         with self.cond:
-            while seq not in self.items:
+            while True:
+                if stale is not None:
+                    for old in [k for k in self.items if stale(k)]:
+                        drop(self.items.pop(old))
+                if key in self.items:
+                    break
+                if unless():
+                    return None
                 if self.crew.stop.is_set():
                     raise Stopped
                 self.cond.wait(TICK)
             self.waiting += time.monotonic() - start
-            return self.items.pop(seq)
+            return self.items.pop(key)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
 
 class Meter:

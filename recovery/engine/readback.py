@@ -192,9 +192,18 @@ def verify_image(
     on_progress: ProgressFn,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ReadbackResult:
-    """``exact`` mode: BLAKE3 of the whole target; locate differences on a mismatch."""
+    """``exact`` mode: BLAKE3 of the whole target; locate differences on a mismatch.
+
+    Without the source's digest (a resumed clone, a rescue) every chunk is
+    checked against its digest in the same pass, which then covers the whole target.
+    """
     start = time.monotonic()
     whole = blake3.blake3(max_threads=THREADS)
+    if expected is None and _contiguous(entries, size):
+        longest = max((e[1] for e in entries), default=0)
+        found = _scan(path, ((o, n, d) for o, n, d, _ in entries), size, whole=whole,
+                      on_progress=on_progress, should_stop=should_stop, longest=longest)
+        return ReadbackResult(found, whole.hexdigest(), time.monotonic() - start)
     _scan(path, ((off, min(READ_SIZE, size - off), None) for off in range(0, size, READ_SIZE)),
           size, whole=whole, on_progress=on_progress, should_stop=should_stop)
     digest = whole.hexdigest()
@@ -205,4 +214,18 @@ def verify_image(
                     on_progress=on_progress, should_stop=should_stop, longest=longest)
         if not bad:
             bad = [(0, size)]  # the frames match but the whole does not: say so plainly
+    elif expected is None:
+        longest = max((e[1] for e in entries), default=0)
+        bad = _scan(path, ((o, n, d) for o, n, d, _ in entries), size, whole=None,
+                    on_progress=on_progress, should_stop=should_stop, longest=longest)
     return ReadbackResult(bad, digest, time.monotonic() - start)
+
+
+def _contiguous(entries: Sequence[tuple[int, int, bytes, int]], size: int) -> bool:
+    """Do the frames cover [0, size) in order, with no gap?"""
+    pos = 0
+    for offset, length, _, _ in entries:
+        if offset != pos:
+            return False
+        pos += length
+    return pos == size

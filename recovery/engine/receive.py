@@ -1,4 +1,4 @@
-"""The receiving side of one clone: check the plan, write, read back, summarise."""
+"""The receiving side of one clone: check the plan, (resume), write, read back, summarise."""
 
 from __future__ import annotations
 
@@ -7,24 +7,28 @@ import time
 
 from recovery import events
 from recovery.disks import identity, safety, signatures, usedmap
-from recovery.engine import fscheck
+from recovery.engine import fscheck, journal, resume
 from recovery.engine.api import ReceiveOptions
+from recovery.engine.framelist import FrameList
 from recovery.engine.guard import CodeGuard
 from recovery.engine.health import watched_clone
 from recovery.engine.progress import RateMeter, StageSampler, bottleneck
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
-from recovery.engine.recvpipe import ReceivePipeline
+from recovery.engine.recvpipe import DurablePoint, ReceivePipeline
+from recovery.engine.rescue import unreadable_error
+from recovery.engine.send import resumable
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
+    UnreadableSourceError,
     VerificationError,
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.frames import MAX_CHUNK_SIZE, FrameLimits, max_frames
+from recovery.protocol.frames import MAX_CHUNK_SIZE, ChunkHeader, FrameLimits, max_frames
 
 TICK = 0.25
 REPORT_EVERY = 0.5
@@ -46,7 +50,11 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
         except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
             raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)
-        summary = run_receive(link, plan, opts, sink)
+        try:
+            summary = run_receive(link, plan, opts, sink)
+        except UnreadableSourceError:
+            link.await_goodbye()
+            raise
         # Close only once the sender said it has our summary: on a cable the last
         # bytes before a close can be dropped without an error.
         if not link.await_goodbye():
@@ -54,6 +62,15 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
         return summary
     finally:
         link.close()
+
+
+@dataclasses.dataclass
+class _Start:
+    """Where this run starts: the frames the target holds, the journal being written."""
+
+    frames: FrameList
+    held: list[tuple[ChunkHeader, bytes | None]]
+    journal: journal.Journal | None
 
 
 @watched_clone
@@ -64,10 +81,16 @@ def run_receive(
     conn, ctl, theirs = link.conn, link.ctl, link.theirs
     target: Target | None = None
     pipe: ReceivePipeline | None = None
+    begun: _Start | None = None
     succeeded = False
+    caps = ctl.state.shared_caps
     try:
         try:
             target, pinned = _check_plan(plan, opts)
+            offer = None
+            if "resume" in caps and opts.journal and not opts.restart:
+                found = journal.read(opts.log_dir, pinned)
+                offer = resume.receiver_offer(plan, found, target.fd, target.size, sink)
         except RefusedError as e:
             ctl.send(m.Refuse(code=e.code, message=e.message[:1000]))
             raise
@@ -77,77 +100,30 @@ def run_receive(
             size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
             parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
         ))
-        ctl.send(m.Accept(target=pinned))
+        ctl.send(m.Accept(target=pinned, resume=offer.offer if offer else None))
         # The last look before the first write: still the disk that was pinned?
         target.recheck(pinned)
-        target.prepare(plan.size)
-        if plan.mode == "used" and target.is_block:
-            # Only the map is written: old signatures elsewhere would survive.
-            erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts],
-                                             target.zero)
-            if erased:
-                sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
+        if offer is not None:
+            begun = _resumed(link, plan, offer, sink)
+        else:
+            begun = _fresh(plan, target, opts, src_desc, "resume" in caps, sink)
+        resumed_bytes = begun.frames.covered
 
         sink(events.Phase("transfer", f"receiving into {target.path}"))
         started = time.monotonic()
         keys = ctl.state.clone_keys(plan.session)
         limits = FrameLimits(plan.chunk_size, plan.size, header_key=keys.header, frames=plan.frames,
-                             bytes=plan.map.bytes, encrypted=plan.encrypted)
-        pipe = ReceivePipeline(
-            conn.data, target, limits=limits,
-            on_durable=lambda seq, nbytes: ctl.send(m.Ack(seq=seq, bytes=nbytes)),
-            payload_key=keys.payload, workers=opts.workers,
-        )
-        p = pipe
-        sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
-                                "write": lambda: p.write_meter.busy}, {"compress": opts.workers})
-        rate = RateMeter(plan.map.bytes)
-        pipe.start()
-        done_msg: m.Done | None = None
-        last_report = time.monotonic()
-        while not (pipe.finished.is_set() and done_msg is not None):
-            pipe.crew.check()
-            msg = ctl.poll(TICK)
-            if isinstance(msg, m.Done):
-                done_msg = msg
-            if time.monotonic() - last_report >= REPORT_EVERY:
-                last_report = time.monotonic()
-                shares = sampler.sample()
-                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
-                                    link_busy=shares["link"], work_busy=shares["compress"],
-                                    write_busy=shares["write"]))
-                rate.update(pipe.done_bytes)
-                sink(events.Progress(
-                    phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
-                    eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_in, durable=pipe.done_bytes,
-                    stages=shares, bottleneck=bottleneck(shares),
-                ))
-        pipe.crew.check()
-        pipe.crew.join()
-        assert done_msg is not None
+                             bytes=plan.map.bytes, encrypted=plan.encrypted, rewinds="resend" in caps,
+                             passes=plan.rescue and "rescue" in caps)
+        pipe = _pipeline(link, target, limits, keys, begun, opts, "resend" in caps, sink)
+        done_msg = _stream(link, pipe, plan, sink)
         _check_totals(plan, done_msg, pipe)
         transfer_seconds = time.monotonic() - started
 
         result = ReadbackResult([], None, 0.0)
         verified: bool | None = None
         if opts.verify:
-            sink(events.Phase("verify", f"reading {target.path} back to check it"))
-            target.drop_cache()
-            vrate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
-
-            def progress(done: int, total: int) -> None:
-                vrate.total = total
-                vrate.update(done)
-                sink(events.Progress(phase="verify", done=done, total=total, rate=vrate.rate,
-                                     eta=vrate.eta(done)))
-                ctl.send(m.Progress(phase="verify", done=done, total=total))
-
-            if plan.mode == "exact":
-                result = verify_image(target.read_path, plan.size, done_msg.source_digest, pipe.entries(),
-                                      on_progress=progress, should_stop=opts.cancel.is_set)
-            else:
-                result = verify_ranges(target.read_path, pipe.entries(), on_progress=progress,
-                                       should_stop=opts.cancel.is_set)
+            result = _read_back(link, target, plan, done_msg, pipe, opts, sink)
             verified = not result.mismatches
         else:
             sink(events.Warning("read-back verification was skipped (--no-verify)"))
@@ -158,15 +134,21 @@ def run_receive(
             target.check_still_there()
             sink(events.Phase("verify", "checking each filesystem on the target (read-only)"))
             checks = fscheck.check_target(target.path, plan.map.parts)
-            verified = not fscheck.failures(checks)
+            if not done_msg.unreadable:
+                verified = not fscheck.failures(checks)
+            elif fscheck.failures(checks):
+                sink(events.Warning("a filesystem check of the target failed: the source could not be read "
+                                    "everywhere, and the filesystem misses what was there"))
         elif verified and plan.mode == "used":
             sink(events.Warning("the filesystem checks were skipped (--no-fs-check)"))
+        _end_journal(begun, target, verified, done_msg.unreadable, sink)
         mismatches = tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024])
         ctl.send(m.Summary(
             frames=pipe.frames, bytes_written=target.bytes_written, list_digest=pipe.list_digest,
             target_digest=result.image_digest, verified=verified, mismatches=mismatches,
-            seconds=round(transfer_seconds + result.seconds, 3), checks=tuple(checks),
+            seconds=round(transfer_seconds + result.seconds, 3), checks=tuple(checks), resends=pipe.resends,
         ))
+        bad = [(r.offset, r.length) for r in done_msg.unreadable_ranges]
         summary = events.Summary(
             role="receiver", mode=plan.mode, source=src_desc, target=identity.describe(pinned),
             size=plan.size, bytes_read=0, bytes_sent=conn.data.bytes_in,
@@ -174,7 +156,8 @@ def run_receive(
             seconds=round(time.monotonic() - started, 3), list_digest=pipe.list_digest,
             image_digest=result.image_digest, verified=verified,
             mismatches=[[o, n] for o, n in result.mismatches],
-            checks=[dataclasses.asdict(c) for c in checks],
+            checks=[dataclasses.asdict(c) for c in checks], resends=pipe.resends, resumed=resumed_bytes,
+            unreadable=done_msg.unreadable, unreadable_ranges=[[o, n] for o, n in bad],
         )
         sink(summary)
         if verified is False and not result.mismatches:
@@ -186,18 +169,169 @@ def run_receive(
                 ranges=result.mismatches,
                 hint="the target disk may be failing; try another disk",
             )
-        if plan.mode == "exact" and result.image_digest and result.image_digest != done_msg.source_digest:
+        if plan.mode == "exact" and result.image_digest and done_msg.source_digest \
+                and result.image_digest != done_msg.source_digest:
             raise VerificationError("the target's BLAKE3 differs from the source's")
         succeeded = True
+        if done_msg.unreadable:
+            raise unreadable_error(done_msg.unreadable, bad)
         return summary
-    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
-        raise link.abandon(e, pipe.crew if pipe else None) from None
+    except BaseException as e:
+        if isinstance(e, UnreadableSourceError):
+            raise
+        error = link.abandon(e, pipe.crew if pipe else None)
+        raise (resumable(error, link) if begun is not None and begun.journal is not None else error) from None
     finally:
+        if pipe is not None:
+            pipe.crew.shutdown()
+        kept = begun is not None and begun.journal is not None and begun.journal.done > 0
+        if begun is not None and begun.journal is not None:
+            if kept:
+                begun.journal.close()
+            else:
+                begun.journal.remove()  # nothing became durable: nothing to resume
         if target is not None:
-            if succeeded:
-                target.close()
+            if succeeded or kept:
+                target.close()  # an unfinished image file stays for the resume its journal allows
             else:
                 target.discard_created()
+
+
+def _fresh(plan: m.Plan, target: Target, opts: ReceiveOptions, src_desc: str, journaled: bool,
+           sink: events.EventSink) -> _Start:
+    """A clone from the beginning: prepare the target, start a journal."""
+    target.prepare(plan.size)
+    if plan.mode == "used" and target.is_block:
+        # Only the map is written: old signatures elsewhere would survive.
+        erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts], target.zero)
+        if erased:
+            sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
+    jrnl = None
+    if journaled and opts.journal:
+        try:
+            prepared = target.identity()
+            jrnl = journal.Journal.create(opts.log_dir, plan, prepared, identity.fingerprint(target.fd, target.size),
+                                          src_desc, identity.describe(prepared))
+        except OSError as e:
+            sink(events.Warning(f"no resume journal is kept ({e.strerror}): an interrupted clone starts over"))
+    return _Start(FrameList(), [], jrnl)
+
+
+def _resumed(link: PeerLink, plan: m.Plan, offer: resume.Offer, sink: events.EventSink) -> _Start:
+    """Send the digests of what the target holds; the sender says where it starts."""
+    found = offer.found
+    resume.send_digests(link, found.frames)
+    start = link.ctl.expect(m.Start)
+    assert isinstance(start, m.Start)
+    if start.seq > len(found.frames):
+        raise RemoteProtocolError(f"the sender starts at frame {start.seq}, the target holds only "
+                                  f"{len(found.frames)}")
+    jrnl = journal.Journal(found.path, append_at=found.good_size)
+    jrnl.done = len(found.frames)
+    if start.seq < len(found.frames):
+        found.frames.truncate(start.seq)
+        jrnl.truncate(start.seq)
+    if plan.rescue and not found.head.get("rescue"):
+        jrnl.mark_rescue()
+    held = [(h, d) for h, d in found.held if h.seq < start.seq]
+    sink(events.Resumed(role="receiver", seq=start.seq, bytes=found.frames.covered, total=plan.map.bytes,
+                        since=offer.offer.since))
+    return _Start(found.frames, held, jrnl)
+
+
+def _pipeline(link: PeerLink, target: Target, limits: FrameLimits, keys: object, begun: _Start,
+              opts: ReceiveOptions, resend: bool, sink: events.EventSink) -> ReceivePipeline:
+    ctl = link.ctl
+    state: dict[str, ReceivePipeline] = {}
+
+    def durable(point: DurablePoint) -> None:
+        if begun.journal is not None:
+            try:
+                begun.journal.durable(point, state["pipe"].framelist)
+            except OSError as e:
+                sink(events.Warning(f"the resume journal cannot be written ({e.strerror}): it is given up"))
+                begun.journal.close()
+                begun.journal = None
+        ctl.send(m.Ack(seq=point.seq, bytes=point.covered))
+
+    def again(seq: int, epoch: int, reason: str) -> None:
+        ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))
+        sink(events.Resent(seq=seq, epoch=epoch, reason=reason))
+
+    pipe = ReceivePipeline(link.conn.data, target, limits=limits, keys=keys,  # type: ignore[arg-type]
+                           on_durable=durable, on_resend=again if resend else None, workers=opts.workers,
+                           frames=begun.frames, held=begun.held)
+    state["pipe"] = pipe
+    return pipe
+
+
+def _stream(link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.EventSink) -> m.Done:
+    """Run the pipeline until its END is written and the sender's done of the same epoch is here."""
+    conn, ctl = link.conn, link.ctl
+    p = pipe
+    sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
+                            "write": lambda: p.write_meter.busy}, {"compress": pipe.workers})
+    rate = RateMeter(plan.map.bytes)
+    pipe.start()
+    done_msg: m.Done | None = None
+    last_report = time.monotonic()
+    while not (pipe.finished.is_set() and done_msg is not None and done_msg.epoch == ctl.state.epoch):
+        pipe.crew.check()
+        msg = ctl.poll(TICK)
+        if isinstance(msg, m.Done) and msg.epoch == ctl.state.epoch:
+            done_msg = msg
+        if time.monotonic() - last_report >= REPORT_EVERY:
+            last_report = time.monotonic()
+            shares = sampler.sample()
+            ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
+                                link_busy=shares["link"], work_busy=shares["compress"],
+                                write_busy=shares["write"]))
+            rate.update(pipe.done_bytes)
+            sink(events.Progress(
+                phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
+                eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_in, durable=pipe.done_bytes,
+                stages=shares, bottleneck=bottleneck(shares),
+            ))
+    pipe.crew.check()
+    return done_msg
+
+
+def _read_back(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, pipe: ReceivePipeline,
+               opts: ReceiveOptions, sink: events.EventSink) -> ReadbackResult:
+    sink(events.Phase("verify", f"reading {target.path} back to check it"))
+    target.drop_cache()
+    vrate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
+
+    def progress(done_bytes: int, total: int) -> None:
+        vrate.total = total
+        vrate.update(done_bytes)
+        sink(events.Progress(phase="verify", done=done_bytes, total=total, rate=vrate.rate,
+                             eta=vrate.eta(done_bytes)))
+        link.ctl.send(m.Progress(phase="verify", done=done_bytes, total=total))
+
+    if plan.mode == "exact":
+        return verify_image(target.read_path, plan.size, done.source_digest, pipe.entries(),
+                            on_progress=progress, should_stop=opts.cancel.is_set)
+    return verify_ranges(target.read_path, pipe.entries(), on_progress=progress, should_stop=opts.cancel.is_set)
+
+
+def _end_journal(begun: _Start, target: Target, verified: bool | None, unreadable: int,
+                 sink: events.EventSink) -> None:
+    """A clean clone needs no journal; one with unreadable areas keeps it for a rescue run."""
+    jrnl = begun.journal
+    if jrnl is None:
+        return
+    begun.journal = None
+    try:
+        if unreadable and verified is not False:
+            fd = target.fd if target.fd >= 0 else None
+            fp = identity.fingerprint(fd, target.size) if fd is not None else identity.identify(target.path).fingerprint
+            jrnl.finish(fp, unreadable)
+            jrnl.close()
+        else:
+            jrnl.remove()
+    except OSError as e:
+        sink(events.Warning(f"the resume journal {jrnl.path} could not be closed: {e.strerror}"))
 
 
 def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]:

@@ -8,41 +8,52 @@ header's) and check the BLAKE3 digest: a chunk that fails is never written.
 One writing thread writes in frame order, holds back the first and last MiB
 until everything else is on disk, flushes periodically and reports what is
 durable.
+
+With capability "resend" a damaged chunk does not end the clone at once:
+when the writer reaches it, it asks the sender for it again (``on_resend``)
+at most :data:`RESENDS_PER_FRAME` times, opening a new epoch. Frames of the
+old epoch still on the way are read and dropped until the sender's REWIND
+frame says the stream starts again there, under the new epoch's keys. A
+clone in rescue mode may end with further passes whose frames replace
+first-pass frames (the areas more reads recovered).
 """
 
 from __future__ import annotations
 
 import hmac
-import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, pool_count
-from recovery.engine.sendpipe import LIST_RECORD
+from recovery.engine.framelist import FrameList, Recorded
+from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.engine.target import EDGE, Target
-from recovery.errors import IntegrityError, LinkError
+from recovery.errors import IntegrityError, LinkError, RemoteProtocolError
 from recovery.link.base import Channel
 from recovery.protocol.frames import (
     HEADER_SIZE,
     ChunkHeader,
     Codec,
+    FrameError,
     FrameLimits,
     FrameSequence,
     Kind,
+    SequenceState,
     decode_header,
     open_payload,
 )
+from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
 ACK_BYTES = 256 << 20
 ACK_SECONDS = 2.0
-LEDGER = struct.Struct("<QQ32sB")  # offset, length, digest, kind: what was written
+RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone (IntegrityError)
+RESENDS_PER_CLONE = 64
 
 
 @dataclass
@@ -53,25 +64,58 @@ class _Item:
     pool: BufferPool | None
 
 
+@dataclass
+class _Bad:
+    """A frame that failed its check, and where the sequence stood before it."""
+
+    header: ChunkHeader
+    reason: IntegrityError
+    before: SequenceState
+
+
+@dataclass
+class _Rewind:
+    seq: int
+    epoch: int
+    before: SequenceState
+
+
+@dataclass
+class DurablePoint:
+    """What the last flush made durable: frames before ``seq`` (all passes counted)."""
+
+    seq: int
+    covered: int  # bytes the first pass's frames cover so far
+    first_new: int  # index in the frame list of the first record added since the last point
+    replaced: list[int] = field(default_factory=list)  # records replaced since the last point
+    held: list[tuple[int, bytes | None]] = field(default_factory=list)  # edge frames held since then
+
+
 _END = object()
+_PASS = object()
 
 
-class ReceivePipeline:
+class ReceivePipeline(Recorded):
     def __init__(
         self,
         channel: Channel,
         target: Target,
         *,
         limits: FrameLimits,
-        on_durable: Callable[[int, int], None],
-        payload_key: bytes | None = None,
+        keys: DataKeys,
+        on_durable: Callable[[DurablePoint], None],
+        on_resend: Callable[[int, int, str], None] | None = None,
         workers: int = 2,
+        frames: FrameList | None = None,
+        held: list[tuple[ChunkHeader, bytes | None]] | None = None,
     ) -> None:
+        """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it)."""
         self.channel = channel
         self.target = target
+        self.keys = keys
         self.limits = limits
         self.on_durable = on_durable
-        self.payload_key = payload_key if limits.encrypted else None
+        self.on_resend = on_resend  # None: a damaged frame ends the clone at once
         self.workers = workers
         self.crew = Crew("receive")
         self.crew.on_fail.append(channel.abort)
@@ -80,21 +124,25 @@ class ReceivePipeline:
         # waits for a buffer that later frames hold.
         self.payloads = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.max_payload)
         self.outputs = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.chunk_size)
-        self.jobs: Pipe[tuple[ChunkHeader, bytes, object, object | None] | None] = Pipe(self.crew, workers * 2)
-        self.results: Reorder[object] = Reorder(self.crew)
-        self.sequence = FrameSequence(limits)
-        self.list_hasher = blake3.blake3()
-        self.ledger = bytearray()
-        self.held: list[tuple[ChunkHeader, bytes | None]] = []
+        self.jobs: Pipe[tuple[int, ChunkHeader, bytes, object, object | None, SequenceState] | None] = Pipe(
+            self.crew, workers * 2)
+        self.results: Reorder[tuple[int, int], object] = Reorder(self.crew)
+        self.framelist = frames or FrameList()
+        self.start_seq = len(self.framelist)
+        self.sequence = FrameSequence(limits, self.framelist.state_after())
+        self.held: list[tuple[ChunkHeader, bytes | None]] = list(held or [])
         self.net_meter = Meter()
         self.work_meter = Meter()
         self.write_meter = Meter()
-        self.done_bytes = 0
         self.zero_bytes = 0
-        self.frames = 0
+        self.resends = 0
+        self.replaced = 0  # first-pass frames replaced by a later pass
         self.finished = threading.Event()
         self.head_end = EDGE
         self.tail_start = limits.target_size - EDGE
+        self._lock = threading.Lock()
+        self._pending: _Rewind | None = None  # asked for, its REWIND frame not seen yet
+        self._epoch = 0  # the receiving thread's
 
     def start(self) -> None:
         self.crew.spawn(self._receive, name="net")
@@ -104,9 +152,14 @@ class ReceivePipeline:
 
     # --- threads ---
 
+    def _limits_for(self, epoch: int) -> FrameLimits:
+        return replace(self.limits, header_key=self.keys.for_epoch(epoch).header)
+
     def _receive(self) -> None:
         raw = bytearray(HEADER_SIZE)
         view = memoryview(raw)
+        scratch: bytearray | None = None
+        limits = self.limits
         while True:
             start = time.monotonic()
             try:
@@ -114,47 +167,110 @@ class ReceivePipeline:
             except LinkError as e:
                 raise LinkError(f"link lost before the end of the stream: {e}") from None
             self.net_meter.add(time.monotonic() - start)
-            h = decode_header(view, self.limits)
+            h = decode_header(view, limits)
+            with self._lock:
+                pending = self._pending
+            if h.kind is Kind.REWIND:
+                if pending is None or (h.seq, h.offset) != (pending.seq, pending.epoch):
+                    raise FrameError(f"frame {h.seq}: a REWIND frame that nobody asked for")
+                self.sequence.restore(pending.before)
+                self._epoch = pending.epoch
+                limits = self._limits_for(self._epoch)
+                with self._lock:
+                    self._pending = None
+                continue
+            before = self.sequence.state()
             self.sequence.accept(h)
+            if pending is not None:  # the old epoch, on its way before the sender heard: read and drop
+                if h.payload_len:
+                    scratch = scratch or bytearray(self.limits.max_payload)
+                    self.channel.recv_exact(memoryview(scratch)[: h.payload_len], f"frame {h.seq}")
+                continue
+            epoch = self._epoch
             if h.kind is Kind.END:
-                self.results.put(h.seq, _END)
-                break
+                self.results.put((epoch, h.seq), _END)
+                if not self._await_verdict():
+                    return
+                self.sequence.restore(before)  # the writer went back: the stream goes on
+                continue
+            if h.kind is Kind.PASS:
+                self.results.put((epoch, h.seq), _PASS)
+                continue
             if h.kind is Kind.ZERO:
-                self.results.put(h.seq, _Item(h, None, None, None))
+                self.results.put((epoch, h.seq), _Item(h, None, None, None))
                 continue
             buf = self.payloads.get()
             out = self.outputs.get() if h.codec is Codec.ZSTD else None
             start = time.monotonic()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
             self.net_meter.add(time.monotonic() - start)
-            self.jobs.put((h, bytes(view), buf, out))
+            self.jobs.put((epoch, h, bytes(view), buf, out, before))
+
+    def _await_verdict(self) -> bool:
+        """After an END: False once the writer finished, True if it asked for a frame again."""
+        while not self.finished.wait(0.05):
+            if self.crew.stop.is_set():
+                raise Stopped
+            with self._lock:
+                if self._pending is not None:
+                    return True
         for _ in range(self.workers):
             self.jobs.put(None)
+        return False
 
     def _work(self) -> None:
         dctx = zstandard.ZstdDecompressor()
-        aead = AESGCM(self.payload_key) if self.payload_key is not None else None
+        aeads: dict[int, AESGCM] = {}
         while (item := self.jobs.get()) is not None:
-            h, header, buf, out = item
+            epoch, h, header, buf, out, before = item
             start = time.monotonic()
+            try:
+                data, buf, pool = self._check(dctx, aeads, epoch, h, header, buf, out)
+            except IntegrityError as e:
+                if self.on_resend is None:
+                    raise
+                self.results.put((epoch, h.seq), _Bad(h, e, before))
+                continue
+            finally:
+                self.work_meter.add(time.monotonic() - start)
+            self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
+
+    def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], epoch: int, h: ChunkHeader,
+               header: bytes, buf: object, out: object | None) -> tuple[memoryview, object, BufferPool]:
+        """Open, decompress and check one payload: its bytes, their buffer and its pool.
+
+        On a failure both buffers are back in their pools before the error is raised.
+        """
+        holding: list[tuple[object, BufferPool]] = [(buf, self.payloads)]
+        if out is not None:
+            holding.append((out, self.outputs))
+        try:
             payload = memoryview(buf)[: h.payload_len]  # type: ignore[arg-type]
-            if aead is not None:
+            if self.limits.encrypted:
+                aead = aeads.get(epoch)
+                if aead is None:
+                    aead = aeads[epoch] = AESGCM(self.keys.for_epoch(epoch).payload)
                 payload = open_payload(aead, h, header, payload)
             if out is not None:
                 data = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
                 del payload
                 self.payloads.put(buf)  # type: ignore[arg-type]
+                holding.pop(0)
                 buf, pool = out, self.outputs
             else:
                 data, pool = payload, self.payloads
+            assert data is not None
             if not hmac.compare_digest(blake3.blake3(data).digest(), h.digest):
                 raise IntegrityError(
                     f"chunk {h.seq} (bytes {h.offset}..{h.end}, at {human_size(h.offset)}) failed "
                     "its BLAKE3 check: it was damaged on the way and was not written",
                     hint="check the cable or link and run the clone again",
                 )
-            self.work_meter.add(time.monotonic() - start)
-            self.results.put(h.seq, _Item(h, data, buf, pool))
+        except IntegrityError:
+            for b, p in holding:
+                p.put(b)  # type: ignore[arg-type]
+            raise
+        return data, buf, pool
 
     def _decompress(
         self, dctx: zstandard.ZstdDecompressor, h: ChunkHeader, payload: memoryview, out: memoryview
@@ -185,38 +301,40 @@ class ReceivePipeline:
     def _is_edge(self, h: ChunkHeader) -> bool:
         return h.offset < self.head_end or h.end > self.tail_start
 
+    def _drop(self, item: object) -> None:
+        if isinstance(item, _Item) and item.pool is not None:
+            item.data = None
+            item.pool.put(item.buf)  # type: ignore[arg-type]
+
     def _write(self) -> None:
-        seq = 0
+        seq, epoch, passes = self.start_seq, 0, 0
+        tries: dict[int, int] = {}
         since_flush = 0
         last_flush = time.monotonic()
+        point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
         while True:
-            item = self.results.take(seq)
+            item = self.results.take_unless((epoch, seq), stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
+                                            drop=self._drop)
             if item is _END:
                 break
+            if isinstance(item, _Bad):
+                epoch = self._ask_again(item, epoch, tries)
+                continue
+            seq += 1
+            if item is _PASS:
+                passes += 1
+                continue
             assert isinstance(item, _Item)
             h = item.header
             start = time.monotonic()
-            if self._is_edge(h):
-                self.held.append((h, None if item.data is None else bytes(item.data)))
-            elif h.kind is Kind.ZERO:
-                self.target.zero(h.offset, h.raw_len)
-            else:
-                assert item.data is not None
-                self.target.write(item.data, h.offset, aligned_buffer=True)
-            if item.pool is not None:
-                item.pool.put(item.buf)  # type: ignore[arg-type]
-            if h.kind is Kind.ZERO:
-                self.zero_bytes += h.raw_len
-            self.list_hasher.update(LIST_RECORD.pack(h.offset, h.raw_len, h.digest))
-            self.ledger += LEDGER.pack(h.offset, h.raw_len, h.digest, h.kind)
-            self.done_bytes += h.raw_len
-            self.frames += 1
-            seq += 1
+            self._put(item, passes, point)
             since_flush += h.raw_len
             now = time.monotonic()
             if since_flush >= ACK_BYTES or now - last_flush >= ACK_SECONDS:
                 self.target.flush()
-                self.on_durable(seq, self.done_bytes)
+                point.seq, point.covered = seq, self.framelist.covered
+                self.on_durable(point)
+                point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
                 since_flush, last_flush = 0, time.monotonic()
             self.write_meter.add(time.monotonic() - start)
         # Everything else is on disk: now the partition tables, then flush.
@@ -225,14 +343,60 @@ class ReceivePipeline:
                 self.target.zero(h.offset, h.raw_len)
             else:
                 self.target.write(data, h.offset)
-        self.held.clear()
         self.target.flush()
-        self.on_durable(seq, self.done_bytes)
+        point.seq, point.covered = seq, self.framelist.covered
+        self.on_durable(point)
         self.finished.set()
 
-    @property
-    def list_digest(self) -> str:
-        return self.list_hasher.hexdigest()
+    def _put(self, item: _Item, passes: int, point: DurablePoint) -> None:
+        """Write one frame (or hold it), and record it."""
+        h = item.header
+        data = None if item.data is None else item.data
+        index = len(self.framelist)
+        if passes:
+            found = self.framelist.find(h.offset, h.raw_len)
+            if found is None:
+                raise RemoteProtocolError(f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
+                                          f"(bytes {h.offset}..{h.end})")
+            index = found
+        if self._is_edge(h):
+            kept = None if data is None else bytes(data)
+            self.held = [(x, d) for x, d in self.held if x.offset != h.offset]
+            self.held.append((h, kept))
+            point.held.append((index, kept))
+        elif h.kind is Kind.ZERO:
+            self.target.zero(h.offset, h.raw_len)
+        else:
+            assert data is not None
+            self.target.write(data, h.offset, aligned_buffer=True)
+        del data
+        self._drop(item)
+        if h.kind is Kind.ZERO:
+            self.zero_bytes += h.raw_len
+        if passes:
+            self.framelist.replace(index, h.digest, h.kind)
+            point.replaced.append(index)
+            self.replaced += 1
+        else:
+            self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
+
+    def _ask_again(self, bad: _Bad, epoch: int, tries: dict[int, int]) -> int:
+        """The frame the writer waits for is damaged: ask for it again (a new epoch), or give up."""
+        h = bad.header
+        tries[h.seq] = tries.get(h.seq, 0) + 1
+        if tries[h.seq] > RESENDS_PER_FRAME or self.resends >= RESENDS_PER_CLONE:
+            raise IntegrityError(f"{bad.reason.message}; it arrived damaged {tries[h.seq]} times, "
+                                 "so the clone stops", hint="check the cable or link, or use another link")
+        assert self.on_resend is not None
+        self.resends += 1
+        epoch += 1
+        with self._lock:
+            self._pending = _Rewind(h.seq, epoch, bad.before)
+        self.on_resend(h.seq, epoch, bad.reason.message)
+        return epoch
+
+    # --- results ---
+
 
     def entries(self) -> list[tuple[int, int, bytes, int]]:
-        return list(LEDGER.iter_unpack(self.ledger))
+        return self.framelist.entries()

@@ -1,4 +1,4 @@
-"""The sending side of one clone: handshake, plan, stream, check the summary."""
+"""The sending side of one clone: handshake, plan, (resume), stream, check the summary."""
 
 from __future__ import annotations
 
@@ -7,18 +7,30 @@ import os
 import time
 from collections.abc import Iterator
 
+import blake3
+
 from recovery import events
 from recovery.disks import identity, usedmap
-from recovery.engine import fscheck
+from recovery.engine import fscheck, fsnames, resume
 from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
+from recovery.engine.framelist import FrameList
 from recovery.engine.health import watched_clone
 from recovery.engine.level import LevelController, Sample, level_name
 from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
-from recovery.engine.sendpipe import SendPipeline
+from recovery.engine.rescue import unreadable_error
+from recovery.engine.rescuejob import RescueJob, plan_jobs
+from recovery.engine.sendpipe import Job, SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source, check_source
-from recovery.errors import RefusedError, RemoteProtocolError, UsageError, VerificationError
+from recovery.errors import (
+    LinkError,
+    RefusedError,
+    RemoteProtocolError,
+    UnreadableSourceError,
+    UsageError,
+    VerificationError,
+)
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import MAX_CHUNK_SIZE
@@ -44,9 +56,13 @@ class _ChunkList:
 
 
 def check_options(opts: SendOptions) -> None:
-    """What can be refused before a link is opened: the chunk size, the source."""
+    """What can be refused before a link is opened: the chunk size, the source, the rescue's options."""
     if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
         raise UsageError("the chunk size must be a multiple of 4 KiB, at most 64 MiB")
+    if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
+        raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
+    if opts.retries < 0 or not opts.fill:
+        raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
 
 
@@ -55,7 +71,11 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
     link = handshake(conn, "sender", code=opts.code, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
                      encrypt=opts.encrypt)
     try:
-        summary = run_send(link, opts, sink)
+        try:
+            summary = run_send(link, opts, sink)
+        except UnreadableSourceError:
+            link.say_goodbye()
+            raise
         if not link.say_goodbye():
             sink(events.Warning("the receiver did not answer the goodbye; its summary had arrived"))
         return summary
@@ -70,6 +90,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
     conn, ctl, theirs = link.conn, link.ctl, link.theirs
     source: Source | None = None
     pipe: SendPipeline | None = None
+    rescue: RescueJob | None = None
     try:
         source = Source(opts.source, allow_mounted=opts.allow_mounted)
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
@@ -79,6 +100,9 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             sink(events.Warning(text))
         chunks = _ChunkList(umap.extents, opts.chunk_size)
         caps = ctl.state.shared_caps
+        if opts.rescue and "rescue" not in caps:
+            raise RefusedError(f"{theirs.host.hostname} cannot take a rescue (its usb4-recovery lists no 'rescue')",
+                               hint="upgrade usb4-recovery there")
         encrypted = _encryption(link, opts)
         plan = m.Plan(
             session=os.urandom(8).hex(),
@@ -93,7 +117,11 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             encrypted=encrypted,
             verify=opts.verify,
             target=opts.target,
+            rescue=opts.rescue,
+            rescan=opts.rescan and "resume" in caps,
         )
+        if opts.rescue:
+            rescue = RescueJob(source, opts, sink)
         ctl.send(plan)
         keys = ctl.state.clone_keys(plan.session)
         reply = ctl.expect(m.Accept, m.Refuse)
@@ -106,70 +134,149 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
             parts=usedmap.part_events(umap.parts), skipped=umap.skipped, encrypted=encrypted,
         ))
-
-        sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
+        image = blake3.blake3(max_threads=blake3.blake3.AUTO) if opts.mode == "exact" and not opts.rescue else None
+        frames = FrameList()
+        if reply.resume is not None:
+            frames, image = _resume(link, reply.resume, chunks, source, rescue, plan, image, sink)
+        start = len(frames)
         levels = LevelController(opts.level if "zstd" in caps else 0)
-        pipe = SendPipeline(source, chunks, chunks.count, conn.data, chunk_size=opts.chunk_size, levels=levels,
-                            image_digest=opts.mode == "exact", keys=keys, encrypted=encrypted,
-                            workers=opts.workers)
-        started = time.monotonic()
-        pipe.start()
-        durable = 0
-        remote = m.Progress(phase="transfer", done=0, total=0)
-        rate = RateMeter(chunks.bytes)
-        p = pipe
-        sampler = StageSampler(
-            {"read": lambda: p.read_meter.busy, "compress": lambda: p.work_meter.busy,
-             "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
-            {"compress": opts.workers},
-        )
-        cpu = CpuSampler()
-        last_report = time.monotonic()
-        while not pipe.finished.is_set():
-            pipe.crew.check()
-            msg = ctl.poll(TICK)
-            if isinstance(msg, m.Ack):
-                durable = msg.bytes
-            elif isinstance(msg, m.Progress):
-                remote = msg
-            if time.monotonic() - last_report >= REPORT_EVERY:
-                last_report = time.monotonic()
-                shares = sampler.sample()
-                shares["write"] = remote.write_busy
-                levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
-                                     workers=shares["compress"], remote_link=remote.link_busy,
-                                     remote_work=remote.work_busy, remote_write=remote.write_busy,
-                                     cpu_idle=cpu.idle()))
-                rate.update(pipe.done_bytes)
-                sink(events.Progress(
-                    phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
-                    eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
-                    level=level_name(levels.level), stages=shares, bottleneck=bottleneck(shares),
-                ))
+        jobs = rescue.jobs(chunks, chunks.count, start) if rescue else plan_jobs(chunks, chunks.count, start)
+        read = rescue.read if rescue else _plain_reader(source)
+        sink(events.Phase("transfer", f"sending {chunks.count - start} chunks"))
+        pipe = SendPipeline(read, jobs, conn.data, chunk_size=opts.chunk_size, levels=levels, image=image,
+                            keys=keys, encrypted=encrypted, workers=opts.workers, frames=frames)
+        started, resumed = time.monotonic(), frames.covered
+        summary = _stream(link, pipe, chunks, levels, rescue, umap.extents, opts, sink)
+        return _conclude(summary, pipe, source, rescue, umap, target_desc, opts, time.monotonic() - started,
+                         resumed, conn, sink)
+    except BaseException as e:
+        if isinstance(e, UnreadableSourceError):
+            raise
+        raise resumable(link.abandon(e, pipe.crew if pipe else None), link) from None
+    finally:
+        if pipe is not None:
+            pipe.close()
+        if rescue is not None:
+            rescue.close()
+        if source is not None:
+            source.close()
+
+
+def resumable(error: BaseException, link: PeerLink) -> BaseException:
+    """A lost link, where the peer keeps a journal: say how to go on."""
+    if isinstance(error, LinkError) and error.hint is None and "resume" in link.ctl.state.shared_caps:
+        error.hint = "run the same commands again: the clone resumes where the target's durable data ends"
+    return error
+
+
+def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
+    def read(job: Job, view: memoryview) -> None:
+        assert job.chunk is not None
+        source.read_into(view, job.chunk.offset)
+
+    return read
+
+
+def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: Source, rescue: RescueJob | None,
+            plan: m.Plan, image: blake3.blake3 | None, sink: events.EventSink
+            ) -> tuple[FrameList, blake3.blake3 | None]:
+    """Agree with the receiver where to start; the frames the target keeps, and the image hasher left."""
+    def read(c: Chunk, view: memoryview) -> None:
+        source.read_into(view, c.offset)
+        for hole_start, hole_len in c.holes:
+            view[hole_start : hole_start + hole_len] = bytes(hole_len)
+
+    first_unknown = None
+    if rescue is not None:
+        rescue.resumed(chunks, offer.seq, offer.rescued)
+        if offer.rescued:
+            first_unknown = rescue.first_unknown(chunks, offer.seq)
+    frames = resume.sender_agree(
+        link, offer, chunks, read, rescan=plan.rescan, chunk_size=plan.chunk_size,
+        skip=(lambda c: not rescue.clean(c)) if rescue is not None else (lambda c: False),
+        first_unknown=first_unknown, image=image if plan.rescan else None, sink=sink)
+    if len(frames) and not plan.rescan:
+        image = None  # the skipped bytes were not all read: no whole-image digest
+    sink(events.Resumed(role="sender", seq=len(frames), bytes=frames.covered, total=chunks.bytes, since=offer.since))
+    return frames, image
+
+
+def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: LevelController,
+            rescue: RescueJob | None, extents: list[tuple[int, int]], opts: SendOptions,
+            sink: events.EventSink) -> m.Summary:
+    """Run the pipeline until the receiver's summary: acks, resends, progress, the done of each epoch."""
+    conn, ctl = link.conn, link.ctl
+    pipe.start()
+    durable, epoch, done_sent = 0, 0, False
+    remote = m.Progress(phase="transfer", done=0, total=0)
+    rate = RateMeter(chunks.bytes)
+    verify_rate = RateMeter(1)
+    p = pipe
+    sampler = StageSampler(
+        {"read": lambda: p.read_meter.busy, "compress": lambda: p.work_meter.busy,
+         "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
+        {"compress": opts.workers},
+    )
+    cpu = CpuSampler()
+    last_report = time.monotonic()
+    while True:
         pipe.crew.check()
-        pipe.crew.join()
-        ctl.send(m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
-                        source_digest=pipe.image_digest))
-        sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
-                             rate=rate.average(pipe.done_bytes), eta=0.0, wire=conn.data.bytes_out,
-                             durable=durable, level=level_name(levels.level)))
-        sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
-        verify_rate = RateMeter(1)
-        while True:
-            msg = ctl.poll(TICK)
-            if isinstance(msg, m.Progress) and msg.phase == "verify":
+        msg = ctl.poll(TICK)
+        if isinstance(msg, m.Ack):
+            durable = msg.bytes
+            acked = pipe.acked(msg.seq)
+            if rescue is not None:
+                rescue.acked([(r.job.chunk, r.note) for r in acked if r.job.chunk is not None])
+        elif isinstance(msg, m.Resend):
+            pipe.rewind(msg.seq, msg.epoch)
+            epoch, done_sent = msg.epoch, False
+            sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
+        elif isinstance(msg, m.Progress):
+            if msg.phase == "verify":
                 verify_rate.total = msg.total
                 verify_rate.update(msg.done)
                 sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total,
                                      rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
-            elif isinstance(msg, m.Summary):
-                break
-        return _conclude(msg, pipe, source, target_desc, opts, time.monotonic() - started, conn, sink)
-    except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
-        raise link.abandon(e, pipe.crew if pipe else None) from None
-    finally:
-        if source is not None:
-            source.close()
+            else:
+                remote = msg
+        elif isinstance(msg, m.Summary):
+            if not done_sent:
+                raise RemoteProtocolError("the receiver sent its summary before the stream ended")
+            if rescue is not None:
+                rescue.save(final=True)
+            return msg
+        if not done_sent and pipe.done_in(epoch):
+            ctl.send(_done(pipe, epoch, rescue, extents))
+            done_sent = True
+            sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
+                                 rate=rate.average(pipe.done_bytes), eta=0.0, wire=conn.data.bytes_out,
+                                 durable=durable, level=level_name(levels.level)))
+            sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
+        if not done_sent and time.monotonic() - last_report >= REPORT_EVERY:
+            last_report = time.monotonic()
+            shares = sampler.sample()
+            shares["write"] = remote.write_busy
+            levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
+                                 workers=shares["compress"], remote_link=remote.link_busy,
+                                 remote_work=remote.work_busy, remote_write=remote.write_busy,
+                                 cpu_idle=cpu.idle()))
+            rate.update(pipe.done_bytes)
+            sink(events.Progress(
+                phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
+                eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
+                level=level_name(levels.level), stages=shares, bottleneck=bottleneck(shares),
+            ))
+        if rescue is not None:
+            rescue.save()
+
+
+def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: list[tuple[int, int]]) -> m.Done:
+    bad: list[tuple[int, int]] = []
+    if rescue is not None:
+        bad = rescue.expected(extents, [(r.job.chunk, r.note) for r in pipe.pending() if r.job.chunk is not None])
+    return m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
+                  source_digest=pipe.image_digest, epoch=epoch, unreadable=sum(n for _, n in bad),
+                  unreadable_ranges=tuple(m.Range(offset=o, length=n) for o, n in bad[:1024]))
 
 
 def _encryption(link: PeerLink, opts: SendOptions) -> bool:
@@ -183,8 +290,8 @@ def _encryption(link: PeerLink, opts: SendOptions) -> bool:
 
 
 def _conclude(
-    summary: m.Summary, pipe: SendPipeline, source: Source, target_desc: str, opts: SendOptions,
-    seconds: float, conn: Connection, sink: events.EventSink,
+    summary: m.Summary, pipe: SendPipeline, source: Source, rescue: RescueJob | None, umap: usedmap.UsedMap,
+    target_desc: str, opts: SendOptions, seconds: float, resumed: int, conn: Connection, sink: events.EventSink,
 ) -> events.Summary:
     if summary.list_digest != pipe.list_digest or summary.frames != pipe.frames:
         raise RemoteProtocolError(
@@ -194,14 +301,20 @@ def _conclude(
         )
     mismatches = [[r.offset, r.length] for r in summary.mismatches]
     verified = summary.verified
-    if opts.mode == "exact" and summary.target_digest is not None and summary.target_digest != pipe.image_digest:
+    if opts.mode == "exact" and summary.target_digest is not None and pipe.image_digest is not None \
+            and summary.target_digest != pipe.image_digest:
         verified = False
+    bad = rescue.unreadable(umap.extents) if rescue is not None else []
+    hit = fsnames.files_hit(source.path, umap.parts, bad, sink) if bad else []
     result = events.Summary(
         role="sender", mode=opts.mode, source=identity.describe(source.identity), target=target_desc,
-        size=source.size, bytes_read=source.bytes_read, bytes_sent=conn.data.bytes_out,
-        bytes_written=summary.bytes_written, zero_bytes=pipe.zero_bytes, seconds=round(seconds, 3),
-        list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
+        size=source.size, bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
+        bytes_sent=conn.data.bytes_out, bytes_written=summary.bytes_written, zero_bytes=pipe.zero_bytes,
+        seconds=round(seconds, 3), list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
         mismatches=mismatches, checks=[dataclasses.asdict(c) for c in summary.checks],
+        resends=pipe.resends, resumed=resumed, unreadable=sum(n for _, n in bad),
+        unreadable_ranges=[[o, n] for o, n in bad[:1024]], files_hit=hit,
+        mapfile=str(rescue.path) if rescue is not None else None,
     )
     sink(result)
     if verified is False and not mismatches and fscheck.failures(summary.checks):
@@ -212,4 +325,6 @@ def _conclude(
             ranges=[(a, b) for a, b in mismatches],
             hint="the target disk may be failing; run the clone again or use another disk",
         )
+    if bad:
+        raise unreadable_error(result.unreadable, bad, rescue.path if rescue else None)
     return result

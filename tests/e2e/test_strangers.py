@@ -9,17 +9,18 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from recovery.engine.recvpipe import RESENDS_PER_FRAME
 from recovery.errors import IntegrityError, PairingError, ProtocolError
 from recovery.link import tcp
 from recovery.protocol import messages as m
 from recovery.protocol.state import PairingFailed
 from tests.e2e.fake_peer import FakeSender
+from tests.e2e.relay import Relay
 from tests.helpers import CODE, MIB, REPO, Recovery, receiver
 
 
@@ -98,55 +99,6 @@ def test_a_stranger_without_the_code_gets_no_disk_and_no_plan_through(tmp_path: 
     rx.kill()
 
 
-class Relay:
-    """A man in the middle between two TCP ends: it passes every byte, and can change one."""
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.flip_data_at: int | None = None  # flip one byte this far into the data stream
-        self.flip_control_after: int | None = None  # flip one byte of the Nth record after this many bytes
-        self.streams = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            index = self.streams
-            self.streams += 1
-            up = socket.create_connection(("127.0.0.1", self.upstream))
-            flip = self.flip_control_after if index == 0 else self.flip_data_at
-            threading.Thread(target=self._pipe, args=(client, up, flip), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, client, None), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, flip: int | None) -> None:
-        seen = 0
-        try:
-            while data := src.recv(65536):
-                if flip is not None and seen <= flip < seen + len(data):
-                    changed = bytearray(data)
-                    changed[flip - seen] ^= 0x40
-                    data = bytes(changed)
-                seen += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.server.close()
-
-
 def test_a_relay_passing_bytes_unchanged_is_only_a_longer_cable(sample: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))
@@ -158,20 +110,46 @@ def test_a_relay_passing_bytes_unchanged_is_only_a_longer_cable(sample: Path, tm
     relay.close()
 
 
-@pytest.mark.parametrize("sealing, words", [("--encrypt", "failed its authentication"),
-                                             ("--no-encrypt", "failed its BLAKE3 check")])
-def test_a_relay_that_changes_a_chunk_cannot_make_it_verified(sample: Path, patterned: Path, sealing: str,
-                                                               words: str) -> None:
-    """Sealed, the change breaks the seal; authenticated only, it breaks the digest the MAC'd header names."""
+SEALINGS = [("--encrypt", "failed its authentication"), ("--no-encrypt", "failed its BLAKE3 check")]
+
+
+@pytest.mark.parametrize("sealing, words", SEALINGS, ids=["sealed", "authenticated-only"])
+def test_a_relay_that_changes_a_chunk_once_gets_it_sent_again(sample: Path, patterned: Path, sealing: str,
+                                                                words: str) -> None:
+    """As the USB4STREAM driver does with a CRC-flagged frame: the changed chunk breaks its seal (or,
+    authenticated only, the digest its MAC'd header names), is asked for again under fresh keys, and
+    the copy verifies."""
     rx, port = receiver(str(patterned), "--yes")
     relay = Relay(port)
     relay.flip_data_at = 3 * MIB + 100  # inside a chunk's payload
     tx = send(sample, relay.port, "--mode", "exact", "--level", "0", sealing)
-    assert rx.wait() == IntegrityError.exit_code, rx.stderr
-    assert tx.wait() != 0
-    assert rx.event("summary") is None and tx.event("summary") is None
-    assert words in rx.error_lines()[0]
+    assert rx.wait() == 0, rx.stderr
+    assert tx.wait() == 0, tx.stderr
+    for side in (rx, tx):
+        summary = side.event("summary")
+        assert summary and summary["verified"] is True and summary["resends"] == 1
+    [asked] = [e for e in rx.events if e["event"] == "resend"]
+    assert words in asked["reason"] and asked["epoch"] == 1
     assert rx.event("plan")["encrypted"] is (sealing == "--encrypt")  # type: ignore[index]
+    assert patterned.read_bytes()[: sample.stat().st_size] == sample.read_bytes()
+    relay.close()
+
+
+@pytest.mark.parametrize("sealing, words", SEALINGS, ids=["sealed", "authenticated-only"])
+def test_a_relay_that_changes_a_chunk_every_time_ends_the_clone_after_the_bound(
+        sample: Path, patterned: Path, sealing: str, words: str) -> None:
+    rx, port = receiver(str(patterned), "--yes")
+    relay = Relay(port)
+    relay.flip_frame = 5  # the first data frame from frame 5 on, each time it passes
+    tx = send(sample, relay.port, "--mode", "exact", "--level", "0", "--chunk-size", "1M", sealing)
+    assert rx.wait() == IntegrityError.exit_code, rx.stderr
+    assert tx.wait() == IntegrityError.exit_code, tx.stderr
+    assert rx.event("summary") is None and tx.event("summary") is None
+    asked = [e for e in rx.events if e["event"] == "resend"]
+    assert len(asked) == RESENDS_PER_FRAME and relay.flips == RESENDS_PER_FRAME + 1
+    assert words in rx.error_lines()[0] and "4 times" in rx.error_lines()[0]
+    damaged = slice(relay.flipped_seq * MIB, (relay.flipped_seq + 1) * MIB)  # type: ignore[operator]
+    assert patterned.read_bytes()[damaged] == bytes(MIB) != sample.read_bytes()[damaged]  # emptied, never written
     relay.close()
 
 

@@ -27,7 +27,6 @@ from recovery.engine import health
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.receive import receive_disk
 from recovery.engine.send import send_disk
-from recovery.errors import IntegrityError, LinkError
 from tests.helpers import CODE
 from tests.links.conftest import LARGE, SMALL
 from tests.links.fakekernel import Fabric, FakeHost
@@ -120,18 +119,25 @@ def test_kernel_messages_during_a_clone_reach_the_log_and_the_summary(
     stale.remove_stream(fabric.a.stream_service, "old")
 
 
-def test_a_corrupt_frame_is_caught_by_the_digest_and_counted(
+def test_a_corrupt_frame_is_caught_by_the_digest_counted_and_sent_again(
         fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost]) -> None:
-    """The driver hands a CRC-flagged frame to read() as if good: the chunk's BLAKE3 catches it, and
-    the receiver's events name the kernel's 'RX CRC error'."""
+    """The driver hands a CRC-flagged frame to read() as if good: the chunk's BLAKE3 (or its AES-GCM
+    tag) catches it, the receiver asks for it again, the clone verifies, and both summaries count the
+    resend next to the kernel's 'RX CRC error'."""
     fabric.plug()
 
     def corrupt() -> None:
         fabric.corrupt_next = 1
 
-    rx, _, sent, got = clone(fabric, tmp_path, kernel_logs, during=corrupt, size=24 * MIB)
-    assert isinstance(got, IntegrityError)
-    assert isinstance(sent, IntegrityError | LinkError)
+    rx, tx, sent, got = clone(fabric, tmp_path, kernel_logs, during=corrupt, size=24 * MIB)
+    assert not isinstance(got, Exception) and not isinstance(sent, Exception), (got, sent)
+    assert got.verified and sent.verified
+    assert got.resends == sent.resends == 1
+    assert got.kernel_log == {"rx_crc_errors": 1}
+    [asked] = rx.of(events.Resent)
+    assert asked.epoch == 1 and ("BLAKE3" in asked.reason or "authentication" in asked.reason)
+    assert [e.seq for e in tx.of(events.Resent)] == [asked.seq]
+    assert (tmp_path / "target.img").read_bytes() == (tmp_path / "source.img").read_bytes()
     [note] = rx.of(health.KernelLogNote)
     assert note.counters == {"rx_crc_errors": 1, "rx_hopid_failures": 0, "ida_free_warnings": 0}
     assert fabric.a.log == ["tbstream: RX CRC error"]

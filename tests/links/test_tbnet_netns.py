@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import LinkError, MissingToolError, NoPeerError
-from tests.helpers import CODE, loop_device
+from tests.helpers import CODE, loop_device, same_bytes
 from tests.links.netns import Proc, cable, link_info, sh
 
 pytestmark = pytest.mark.root
@@ -41,16 +41,6 @@ def disks(tmp_path: Path) -> Iterator[tuple[str, str]]:
         f.truncate(24 * MIB)
     with loop_device(source, partitions=False) as src, loop_device(target, partitions=False) as dst:
         yield src, dst
-
-
-def same(a: str, b: str) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(4 * MIB), fb.read(4 * MIB)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str]) -> None:
@@ -78,7 +68,7 @@ def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str])
         assert all(p.event("plan")["encrypted"] is True for p in (sender, receiver))  # type: ignore[index]
         assert sender.event("peer")["security"] == "paired, encrypted"  # type: ignore[index]
         summary = summaries[0]
-        assert summary is not None and same(src, dst)
+        assert summary is not None and same_bytes(src, dst)
         # Thunderbolt interfaces get their largest MTU: the default one costs two thirds of the speed.
         assert link_info(a, "thunderbolt0")["mtu"] == link_info(a, "thunderbolt0")["max_mtu"] == 65535
         print(f"\npeer found {peer['_at']:.2f} s after the sender started; "
@@ -111,6 +101,41 @@ def test_cutting_the_cable_mid_transfer_is_link_lost_on_both_sides(disks: tuple[
         assert receiver.event("summary") is None, "the receiver must not report success"
 
 
+def test_after_a_pulled_cable_the_same_commands_resume_the_clone(disks: tuple[str, str]) -> None:
+    """The veth pair is deleted mid-transfer (once something is durable) and made again: the second
+    run sends only what the receiver's journal does not hold, and the copy verifies."""
+    src, dst = disks
+    with cable() as (a, b):
+        # ~5 MB/s; a burst above the 64 KiB segments of the cable's MTU, or nothing passes at all
+        sh("ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "thunderbolt0", "root",
+           "tbf", "rate", "40mbit", "burst", "512kb", "latency", "200ms")
+        argv_rx = ("receive", "--code", CODE, "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
+        argv_tx = ("send", "--code", CODE, "--source", src, "--link", "tbnet", "--mode", "exact", "--timeout",
+                   TIMEOUT, "--chunk-size", "1M")
+        receiver, sender = Proc(a, *argv_rx), Proc(b, *argv_tx)
+        try:
+            deadline = time.monotonic() + 60
+            while not any(e.get("durable") for e in sender.events if e.get("event") == "progress"):
+                assert time.monotonic() < deadline and sender.proc.poll() is None, sender.stderr
+                time.sleep(0.05)
+            sh("ip", "-n", a, "link", "del", "thunderbolt0")  # the cable is pulled ...
+            assert (sender.wait(30), receiver.wait(30)) == (LinkError.exit_code, LinkError.exit_code)
+            sh("ip", "link", "add", "thunderbolt0", "netns", a, "type", "veth", "peer", "name", "thunderbolt0",
+               "netns", b)  # ... and plugged in again
+            receiver, sender = Proc(a, *argv_rx), Proc(b, *argv_tx)
+            assert sender.wait() == 0, sender.stderr
+            assert receiver.wait() == 0, receiver.stderr
+        finally:
+            sender.kill()
+            receiver.kill()
+        resumed = receiver.event("resume")
+        summary = receiver.event("summary")
+        assert resumed and summary and summary["verified"] is True
+        assert 0 < resumed["bytes"] == summary["resumed"] < 24 * MIB
+        assert summary["bytes_sent"] < 24 * MIB - resumed["bytes"] + (1 << 20)  # only the rest crossed
+        assert same_bytes(src, dst)
+
+
 def test_an_explicit_interface_of_any_name(disks: tuple[str, str]) -> None:
     """What the two-VM test does: point the clone at eth0; the beacon works there the same."""
     src, dst = disks
@@ -123,7 +148,7 @@ def test_an_explicit_interface_of_any_name(disks: tuple[str, str]) -> None:
         finally:
             sender.kill()
             receiver.kill()
-        assert same(src, dst)
+        assert same_bytes(src, dst)
         assert link_info(a, "eth0")["mtu"] == 1500  # not a thunderbolt interface: its MTU is left alone
 
 

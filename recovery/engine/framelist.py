@@ -1,0 +1,115 @@
+"""The first pass's frames, in order: where each one lies and the digest of its bytes.
+
+Both sides keep one: the sender for the list digest it announces, the
+receiver for the read-back, the list digest it answers with and the resume
+journal. A record is ``offset, length, digest`` (:data:`RECORD`, the bytes
+the list digest hashes), plus the frame's kind. A later pass of a rescue
+replaces a record in place, and a resume starts from the records the
+journal kept, so the list digest is always that of the frames as the target
+holds them, however the clone got there.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import struct
+from collections.abc import Iterator
+
+import blake3
+
+from recovery.protocol.frames import SequenceState
+
+RECORD = struct.Struct("<QQ32s")  # offset, length, BLAKE3 of the raw bytes: one per frame
+
+
+class FrameList:
+    def __init__(self) -> None:
+        self.records = bytearray()
+        self.kinds = bytearray()
+        self.offsets = array.array("Q")
+        self.covered = 0
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def append(self, offset: int, length: int, digest: bytes, kind: int) -> None:
+        self.records += RECORD.pack(offset, length, digest)
+        self.kinds.append(kind)
+        self.offsets.append(offset)
+        self.covered += length
+
+    def extend(self, records: bytes, kinds: bytes) -> None:
+        """Append packed records (as :meth:`packed` gives them)."""
+        if len(records) != RECORD.size * len(kinds):
+            raise ValueError("records and kinds do not match")
+        for i, (offset, length, digest) in enumerate(RECORD.iter_unpack(records)):
+            self.append(offset, length, digest, kinds[i])
+
+    def find(self, offset: int, length: int) -> int | None:
+        """The index of the frame at exactly ``offset`` with ``length``, or None."""
+        i = bisect.bisect_left(self.offsets, offset)
+        if i < len(self.offsets) and self.offsets[i] == offset and self.length(i) == length:
+            return i
+        return None
+
+    def length(self, index: int) -> int:
+        return int(RECORD.unpack_from(self.records, index * RECORD.size)[1])
+
+    def digest(self, index: int) -> bytes:
+        return bytes(RECORD.unpack_from(self.records, index * RECORD.size)[2])
+
+    def record(self, index: int) -> tuple[int, int, bytes, int]:
+        offset, length, digest = RECORD.unpack_from(self.records, index * RECORD.size)
+        return offset, length, digest, self.kinds[index]
+
+    def replace(self, index: int, digest: bytes, kind: int) -> None:
+        offset, length, _ = RECORD.unpack_from(self.records, index * RECORD.size)
+        RECORD.pack_into(self.records, index * RECORD.size, offset, length, digest)
+        self.kinds[index] = kind
+
+    def truncate(self, n: int) -> None:
+        while len(self.offsets) > n:
+            self.covered -= self.length(len(self.offsets) - 1)
+            self.offsets.pop()
+        del self.records[n * RECORD.size:]
+        del self.kinds[n:]
+
+    def packed(self, start: int, stop: int) -> tuple[bytes, bytes]:
+        """Records and kinds of frames ``start``..``stop`` (exclusive), for a journal."""
+        return bytes(self.records[start * RECORD.size: stop * RECORD.size]), bytes(self.kinds[start:stop])
+
+    def entries(self) -> list[tuple[int, int, bytes, int]]:
+        """(offset, length, digest, kind) of every frame, for the read-back."""
+        return [(o, n, d, self.kinds[i]) for i, (o, n, d) in enumerate(RECORD.iter_unpack(self.records))]
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes, int]]:
+        return iter(self.entries())
+
+    def list_digest(self) -> str:
+        return blake3.blake3(self.records, max_threads=blake3.blake3.AUTO).hexdigest()
+
+    def state_after(self) -> SequenceState:
+        """Where the frame sequence stands after these frames (a resume starts there)."""
+        if not self.offsets:
+            return SequenceState()
+        end = self.offsets[-1] + self.length(len(self.offsets) - 1)
+        return SequenceState(next_seq=len(self.offsets), next_offset=end, covered=self.covered, last_end=end)
+
+
+class Recorded:
+    """What a pipeline reports from its frame list."""
+
+    framelist: FrameList
+
+    @property
+    def frames(self) -> int:
+        return len(self.framelist)
+
+    @property
+    def done_bytes(self) -> int:
+        return self.framelist.covered
+
+    @property
+    def list_digest(self) -> str:
+        return self.framelist.list_digest()

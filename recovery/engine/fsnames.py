@@ -1,0 +1,153 @@
+"""Which files the unreadable areas of a rescued source hit: the question every user asks.
+
+Each unreadable range is placed in its partition and handed to the tool
+that knows the filesystem's layout, read-only, on a device holding exactly
+that partition (:mod:`recovery.disks.partdev`):
+
+- ext2/3/4: ``debugfs -c`` ``icheck`` (blocks to inodes), then ``ncheck``
+  (inodes to paths); a block in no inode is filesystem metadata;
+- NTFS: ``ntfscluster -s`` (sectors to the files whose data lies there);
+- XFS: ``xfs_db -r`` ``blockget -n``, ``blockuse -n`` (blocks to inodes and
+  paths);
+- Btrfs is not resolved: ``btrfs inspect-internal logical-resolve`` needs
+  the filesystem mounted and a logical address, and a failing source should
+  not be mounted for this; the entry says so.
+
+Whatever cannot be told (another filesystem, a tool that is missing or fails
+because the metadata it needs is itself unreadable) is said in the entry's
+``note``; it never fails the clone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from recovery import events, run
+from recovery.disks import partdev
+from recovery.errors import RecoveryError
+from recovery.protocol.messages import MapPart
+
+MAX_BLOCKS = 4096  # filesystem blocks looked up per partition (a larger bad area is sampled)
+MAX_FILES = 200  # named per partition
+SPECIAL_INODES = {1: "(bad blocks list)", 5: "(boot loader inode)", 7: "(reserved group descriptors)",
+                  8: "(the journal)"}
+
+Resolver = Callable[[str, list[tuple[int, int]]], tuple[list[str], str]]
+
+
+def _within(ranges: Sequence[tuple[int, int]], start: int, size: int) -> list[tuple[int, int]]:
+    """Parts of ``ranges`` inside [start, start+size), relative to ``start``."""
+    out = []
+    for off, n in ranges:
+        a, b = max(off, start), min(off + n, start + size)
+        if a < b:
+            out.append((a - start, b - a))
+    return out
+
+
+def _units(ranges: Sequence[tuple[int, int]], unit: int) -> list[int]:
+    """The ``unit``-sized block numbers the ranges touch, at most :data:`MAX_BLOCKS` (evenly sampled)."""
+    blocks: list[int] = []
+    for off, n in ranges:
+        blocks.extend(range(off // unit, (off + n - 1) // unit + 1))
+    if len(blocks) > MAX_BLOCKS:
+        step = len(blocks) / MAX_BLOCKS
+        blocks = [blocks[int(i * step)] for i in range(MAX_BLOCKS)]
+    return blocks
+
+
+def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
+    stats = run.output(["debugfs", "-c", "-R", "stats", dev], timeout=120)
+    found = re.search(r"^Block size:\s+(\d+)", stats, re.M)
+    if not found:
+        return [], "debugfs did not say the block size"
+    blocks = _units(ranges, int(found.group(1)))
+    text = run.output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    inodes: list[int] = []
+    loose = 0
+    for line in text.splitlines()[1:]:
+        words = line.split("\t")
+        if len(words) == 2 and words[1].strip().isdigit():
+            inodes.append(int(words[1]))
+        elif len(words) == 2:
+            loose += 1
+    names = [SPECIAL_INODES[i] for i in dict.fromkeys(inodes) if i in SPECIAL_INODES]
+    wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
+    if wanted:
+        text = run.output(["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev],
+                          timeout=300)
+        named: dict[int, str] = {}
+        for line in text.splitlines()[1:]:
+            words = line.split("\t", 1)
+            if len(words) == 2 and words[0].strip().isdigit():
+                named.setdefault(int(words[0]), "/" + words[1].strip().lstrip("/"))
+        names += [named.get(i, f"(inode {i}, no name found)") for i in wanted]
+    note = f"{loose} block(s) in no file: filesystem metadata" if loose else ""
+    return names, note
+
+
+def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
+    names: list[str] = []
+    for off, n in ranges[:64]:
+        text = run.output(["ntfscluster", "-f", "-s", f"{off // 512}-{(off + n - 1) // 512}", dev], timeout=300)
+        for line in text.splitlines():
+            found = re.match(r"Inode \d+ (.+)$", line.strip())
+            if found:
+                names.append(found.group(1).removesuffix("/$DATA"))
+    return list(dict.fromkeys(names)), ""
+
+
+def _xfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
+    daddrs = _units(ranges, 512)[:256]
+    converted = run.output(["xfs_db", "-r", *[a for d in daddrs for a in ("-c", f"convert daddr {d} fsblock")],
+                            dev], timeout=300)
+    fsblocks = list(dict.fromkeys(int(m) for m in re.findall(r"\((\d+)\)", converted)))
+    argv = ["xfs_db", "-r", "-c", "blockget -n"]
+    for b in fsblocks:
+        argv += ["-c", f"fsblock {b}", "-c", "blockuse -n"]
+    text = run.output([*argv, dev], timeout=600)
+    names = [m.group(1) for m in re.finditer(r"inode \d+ (\S.*)$", text, re.M)]
+    return list(dict.fromkeys("/" + n.lstrip("/") for n in names)), ""
+
+
+RESOLVERS: dict[str, Resolver] = {"ext2": _ext, "ext3": _ext, "ext4": _ext, "ntfs": _ntfs, "xfs": _xfs}
+UNRESOLVED = {"btrfs": "not resolved: btrfs inspect-internal needs the filesystem mounted, "
+                       "and a failing source should not be mounted for this"}
+
+
+def files_hit(source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, int]],
+              sink: events.EventSink = events.ignore) -> list[dict[str, Any]]:
+    """One entry per partition (or area outside them) that the unreadable ranges touch."""
+    out: list[dict[str, Any]] = []
+    inside: list[tuple[int, int]] = []
+    if bad:
+        sink(events.Phase("rescue", "finding which files the unreadable areas hit"))
+    for part in parts:
+        rel = _within(bad, part.start, part.size)
+        if not rel:
+            continue
+        inside += [(part.start + o, n) for o, n in rel]
+        entry: dict[str, Any] = {"partition": part.number, "fstype": part.fstype, "bytes": sum(n for _, n in rel),
+                                 "files": [], "note": ""}
+        resolver = RESOLVERS.get(part.fstype or "")
+        if resolver is None:
+            entry["note"] = UNRESOLVED.get(part.fstype or "", f"not resolved for {part.fstype or 'this partition'}")
+        else:
+            try:
+                with partdev.region_device(source, part.start, part.size) as dev:
+                    if dev is None:
+                        entry["note"] = "no device for the partition could be made (not root?)"
+                    else:
+                        files, note = resolver(dev, rel)
+                        entry["files"], entry["note"] = files[:MAX_FILES], note
+            except (RecoveryError, OSError) as e:
+                entry["note"] = f"could not tell: {e}"[:300]
+        out.append(entry)
+    outside = sum(n for _, n in bad) - sum(n for _, n in inside)
+    if outside > 0:
+        out.append({"partition": 0, "fstype": None, "bytes": outside, "files": [],
+                    "note": "outside the partitions: the partition table or boot code" if parts else
+                    "the source has no partitions the clone knows of"})
+    return out

@@ -1,0 +1,263 @@
+"""The receiver's resume journal: what of a clone is durable on the target.
+
+The receiver owns the resume point (as ZFS's receive keeps its resume
+token): only the side that flushed the target knows what is on it. Next to
+the job logs, one journal per target (named by the target's identity) holds
+
+- a heading line: the source's identity, the plan's digest (mode, size,
+  chunk grid, map), the target's identity and its partition-table
+  fingerprint once it was prepared (the edges are zero while a clone runs);
+- one line per acknowledgement, written and flushed *before* the ack goes
+  out: the first-pass frames that became durable (offset, length, BLAKE3,
+  kind), and the frames a later rescue pass replaced;
+- a last line when the clone ended with areas the source could not read (a
+  rescue run may patch them later); a clean clone deletes its journal.
+
+The frames in the first and last MiB are held back until the end of a clone
+(an interrupted clone never looks like a valid disk), so their bytes go to a
+side file (``.held``), flushed before the line that counts them.
+
+Every line carries a check digest; a torn last line (a crash while writing)
+ends the journal there. A journal that does not match the target (another
+disk, or the disk was written since: its fingerprint or a sample of its
+chunks read back differs) is ignored, with a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from recovery.disks import identity as ident
+from recovery.engine.framelist import RECORD, FrameList
+from recovery.engine.joblog import default_dir
+from recovery.engine.recvpipe import DurablePoint
+from recovery.protocol import messages as m
+from recovery.protocol.frames import ChunkHeader, Codec, Kind
+
+VERSION = 1
+HELD = struct.Struct("<QQ32sBI")  # offset, length, digest, kind, bytes of data that follow (0 for ZERO)
+SAMPLE = 8  # durable chunks read back from the target to check it still holds them
+
+
+def plan_digest(plan: m.Plan) -> str:
+    """What makes two plans the same clone: the layout of the chunks, not the session."""
+    layout = {"mode": plan.mode, "size": plan.size, "chunk": plan.chunk_size, "frames": plan.frames,
+              "bytes": plan.map.bytes, "extents": plan.map.extents, "map": plan.map.digest}
+    return blake3.blake3(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+
+def hardware(i: m.Identity) -> dict[str, Any]:
+    """What names a disk across reboots and /dev names: its hardware ids, or its storage."""
+    named: dict[str, Any] = {"kind": i.kind, "size": i.size, "wwn": i.wwn, "serial": i.serial}
+    if not (i.wwn or i.serial):
+        named["storage"] = sorted(k for k in i.storage if k.startswith("="))
+    return named
+
+
+def target_key(i: m.Identity) -> str:
+    return blake3.blake3(json.dumps(hardware(i), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check(body: dict[str, Any]) -> str:
+    return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass
+class Found:
+    """A journal read back: the heading and the frames the target holds."""
+
+    path: Path
+    head: dict[str, Any]
+    frames: FrameList
+    held: list[tuple[ChunkHeader, bytes | None]]
+    complete: bool = False
+    unreadable: int = 0
+    good_size: int = 0  # bytes of the journal up to its last whole line
+    problems: list[str] = field(default_factory=list)
+
+
+class Journal:
+    """One clone's journal, being written."""
+
+    def __init__(self, path: Path, *, append_at: int | None = None) -> None:
+        self.path = path
+        self.held_path = path.with_suffix(".held")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(path, flags | (0 if append_at is not None else os.O_TRUNC), 0o600)
+        self.held_fd = os.open(self.held_path, flags | (0 if append_at is not None else os.O_TRUNC), 0o600)
+        if append_at is not None:
+            os.ftruncate(self.fd, append_at)  # drop a torn last line
+        os.lseek(self.fd, 0, os.SEEK_END)
+        os.lseek(self.held_fd, 0, os.SEEK_END)
+        self.done = 0  # first-pass frames counted so far
+
+    @classmethod
+    def create(cls, directory: Path | None, plan: m.Plan, target: m.Identity, fingerprint: str,
+               source_desc: str, target_desc: str) -> Journal:
+        where = directory or default_dir()
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        journal = cls(where / f"resume-{target_key(target)}.journal")
+        journal._line({"journal": VERSION, "source": hardware(plan.source), "source_fp": plan.source.fingerprint,
+                       "plan": plan_digest(plan), "target": hardware(target), "target_fp": fingerprint,
+                       "frames": plan.frames, "size": plan.size, "chunk_size": plan.chunk_size, "mode": plan.mode,
+                       "rescue": plan.rescue, "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "source_desc": source_desc, "target_desc": target_desc})
+        return journal
+
+    def _line(self, body: dict[str, Any]) -> None:
+        body = {**body, "check": _check(body)}
+        os.write(self.fd, (json.dumps(body, separators=(",", ":")) + "\n").encode())
+        os.fsync(self.fd)
+
+    def durable(self, point: DurablePoint, frames: FrameList) -> None:
+        """Record what the last flush made durable; call it before the ack goes out."""
+        if point.held:
+            out = bytearray()
+            for index, data in point.held:
+                offset, length, digest, kind = frames.record(index)
+                out += HELD.pack(offset, length, digest, kind, len(data or b"")) + (data or b"")
+            os.write(self.held_fd, out)
+            os.fsync(self.held_fd)
+        records, kinds = frames.packed(self.done, len(frames))
+        replaced = [[i, _b64(frames.packed(i, i + 1)[0]), frames.kinds[i]] for i in point.replaced if i < self.done]
+        if not records and not replaced and not point.held:
+            return
+        self._line({"to": len(frames), "records": _b64(records), "kinds": _b64(kinds), "replaced": replaced})
+        self.done = len(frames)
+
+    def mark_rescue(self) -> None:
+        """A rescue continues this clone: from now on its frames may hold filled areas."""
+        self._line({"rescue": True})
+
+    def truncate(self, count: int) -> None:
+        """The stream starts again at frame ``count``: what follows it no longer counts."""
+        self._line({"truncate": count})
+        self.done = count
+
+    def finish(self, fingerprint: str, unreadable: int) -> None:
+        """The clone ended with unreadable areas: keep the journal for a rescue run that patches them."""
+        self._line({"complete": True, "target_fp": fingerprint, "unreadable": unreadable})
+
+    def close(self) -> None:
+        for fd in (self.fd, self.held_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.held_fd = -1
+
+    def remove(self) -> None:
+        """A clean clone: nothing to resume."""
+        self.close()
+        for p in (self.path, self.held_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def read(directory: Path | None, target: m.Identity) -> Found | None:
+    """The journal of ``target`` in ``directory``, read up to its last whole line; None if there is none."""
+    path = (directory or default_dir()) / f"resume-{target_key(target)}.journal"
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        return Found(path, {}, FrameList(), [], problems=[f"cannot read {path}: {e.strerror}"])
+    found = Found(path, {}, FrameList(), [])
+    pos = 0
+    for line in raw.splitlines(keepends=True):
+        try:
+            body = json.loads(line)
+            check = body.pop("check")
+            if not isinstance(body, dict) or not hmac.compare_digest(str(check), _check(body)):
+                raise ValueError("check")
+            _take(found, body)
+        except (ValueError, KeyError, TypeError, struct.error):
+            break  # a torn or damaged line: the journal ends before it
+        pos += len(line)
+    found.good_size = pos
+    if not found.head or found.head.get("journal") != VERSION:
+        return Found(path, {}, FrameList(), [], problems=[f"{path} is not a journal this version reads"])
+    found.held = _read_held(path.with_suffix(".held"), found.frames)
+    return found
+
+
+def _take(found: Found, body: dict[str, Any]) -> None:
+    if "journal" in body:
+        found.head = body
+    elif "to" in body:
+        records, kinds = base64.b64decode(body["records"]), base64.b64decode(body["kinds"])
+        if len(found.frames) + len(kinds) != body["to"]:
+            raise ValueError("gap")
+        found.frames.extend(records, kinds)
+        for index, record, kind in body["replaced"]:
+            _, _, digest = RECORD.unpack(base64.b64decode(record))
+            found.frames.replace(int(index), digest, int(kind))
+    elif "rescue" in body and "journal" not in body:
+        found.head["rescue"] = True
+    elif "truncate" in body:
+        found.frames.truncate(int(body["truncate"]))
+        found.complete = False
+    elif body.get("complete"):
+        found.complete, found.unreadable = True, int(body["unreadable"])
+        found.head["target_fp"] = body["target_fp"]
+
+
+def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes | None]]:
+    """The held edge frames whose bytes are whole and match a durable frame's digest (latest wins)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return []
+    held: dict[int, tuple[ChunkHeader, bytes | None]] = {}
+    pos = 0
+    while pos + HELD.size <= len(raw):
+        offset, length, digest, kind, n = HELD.unpack_from(raw, pos)
+        data = raw[pos + HELD.size : pos + HELD.size + n]
+        pos += HELD.size + n
+        if len(data) != n:
+            break
+        index = frames.find(offset, length)
+        if index is None or frames.digest(index) != digest:
+            continue
+        if n and blake3.blake3(data).digest() != digest:
+            continue
+        h = ChunkHeader(index, offset, length, 0, Kind(kind), Codec.RAW, digest)
+        held[offset] = (h, data if n else None)
+    return [held[o] for o in sorted(held)]
+
+
+def sample_indexes(count: int, skip: set[int] = frozenset(), want: int = SAMPLE) -> list[int]:  # type: ignore[assignment]
+    """Frames to check: spread over the first ``count``, the last two always, none of ``skip``."""
+    picks = {count * k // want for k in range(want)} | {count - 2, count - 1}
+    return sorted(i for i in picks if 0 <= i < count and i not in skip)
+
+
+def target_changed(found: Found, target_fd: int, size: int) -> str | None:
+    """Why the target no longer holds what the journal says (None: it does)."""
+    fp = ident.fingerprint(target_fd, size)
+    if fp != found.head.get("target_fp"):
+        return "the target's partition-table areas changed since"
+    for i in sample_indexes(len(found.frames), {h.seq for h, _ in found.held}):
+        offset, length, digest, _ = found.frames.record(i)
+        try:
+            data = os.pread(target_fd, length, offset)
+        except OSError as e:
+            return f"the target cannot be read back at byte {offset} ({e.strerror})"
+        if blake3.blake3(data).digest() != digest:
+            return f"the target no longer holds what the clone wrote at byte {offset}"
+    return None

@@ -1,0 +1,179 @@
+"""Agreeing where a clone resumes (capability "resume"), on both sides.
+
+The receiver reads its journal for the target (:mod:`recovery.engine.journal`)
+and decides: the journal does not match the target (another disk, or the
+disk was written since) or was made for another source: it is ignored, with
+a message, and the clone starts from the beginning; the same source has
+changed since (its partition tables or its map): refused, unless the sender
+asked for a ``--rescan``; else it offers the frames the target holds, in its
+``accept``, and sends their digests.
+
+The sender reads a sample of those chunks from the source (every one with
+``--rescan``) and compares their BLAKE3 with the receiver's: a difference is
+refused (with ``--rescan``, the stream starts at the first chunk that
+differs). In rescue mode it also starts no later than the first chunk its
+mapfile does not cover, so nothing the mapfile does not know of is skipped.
+Its ``start`` names the first frame it sends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import blake3
+
+from recovery import events
+from recovery.engine import journal
+from recovery.engine.chunks import Chunk
+from recovery.engine.framelist import FrameList
+from recovery.engine.sendpipe import zero_digest
+from recovery.engine.session import PeerLink
+from recovery.errors import RefusedError, RemoteProtocolError
+from recovery.protocol import messages as m
+from recovery.protocol.frames import DIGEST_SIZE, Kind
+from recovery.units import human_size
+
+RESTART_HINT = ("run the sender with --rescan to compare every chunk and send what changed, "
+                "or the receiver with --restart to start over")
+
+
+@dataclass
+class Offer:
+    """What the receiver found it may resume."""
+
+    found: journal.Found
+    offer: m.ResumeOffer
+
+
+def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int,
+                   sink: events.EventSink) -> Offer | None:
+    """Decide on the journal found for this target (see the module's doc)."""
+    if found is None or (not found.problems and not len(found.frames)):
+        return None  # nothing was durable: there is nothing to resume
+    where = found.path
+    if found.problems:
+        sink(events.Warning(f"a resume journal was found but cannot be used: {'; '.join(found.problems)}"))
+        return None
+    head = found.head
+    was = head.get("source_desc", "another disk")
+    why = journal.target_changed(found, target_fd, target_size)
+    if why:
+        sink(events.Warning(f"{where} describes an unfinished clone onto this target, but {why}: "
+                            "not resumed, the clone starts from the beginning"))
+        return None
+    if head.get("source") != journal.hardware(plan.source):
+        sink(events.Warning(f"the unfinished clone on this target was of {was}, not of this source: "
+                            "the clone starts from the beginning"))
+        return None
+    same_plan = head.get("plan") == journal.plan_digest(plan)
+    if not same_plan or head.get("source_fp") != plan.source.fingerprint:
+        what = "its partition tables" if same_plan else "what it has to copy (its filesystems' maps)"
+        if not plan.rescan:
+            raise RefusedError(f"the source changed since the interrupted clone of {head.get('since', '?')}: "
+                               f"{what} differ", hint=RESTART_HINT)
+        if not same_plan:
+            sink(events.Warning(f"the source changed since the interrupted clone ({what} differ): "
+                                "every chunk is sent again"))
+            return None
+    if head.get("rescue") and not plan.rescue:
+        raise RefusedError("the interrupted clone onto this target ran in rescue mode: resume it with --rescue",
+                           hint="or start over with --restart on the receiver")
+    if found.complete and not plan.rescue:
+        raise RefusedError(f"this target holds the clone already, finished with {human_size(found.unreadable)} the "
+                           "source could not read", hint="run the sender with --rescue to try those areas again, "
+                           "or the receiver with --restart to start over")
+    offer = m.ResumeOffer(seq=len(found.frames), bytes=found.frames.covered, since=str(head.get("since", ""))[:64],
+                          complete=found.complete, rescued=bool(head.get("rescue")))
+    return Offer(found, offer)
+
+
+def send_digests(link: PeerLink, frames: FrameList) -> None:
+    for first in range(0, len(frames), m.DIGEST_PAGE):
+        stop = min(len(frames), first + m.DIGEST_PAGE)
+        text = "".join(frames.digest(i).hex() for i in range(first, stop))
+        link.ctl.send(m.Digests(first=first, digests=text))
+
+
+def receive_digests(link: PeerLink, count: int) -> list[bytes]:
+    out: list[bytes] = []
+    while len(out) < count:
+        page = link.ctl.expect(m.Digests)
+        assert isinstance(page, m.Digests)
+        text = page.digests
+        if page.first != len(out) or len(text) % (2 * DIGEST_SIZE) or len(out) + len(text) // 64 > count:
+            raise RemoteProtocolError(f"the receiver's digests do not follow on (page at {page.first})")
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise RemoteProtocolError("the receiver's digests are not hexadecimal") from None
+        out += [raw[i : i + DIGEST_SIZE] for i in range(0, len(raw), DIGEST_SIZE)]
+    return out
+
+
+ChunkReader = Callable[[Chunk, memoryview], None]
+
+
+def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
+                 rescan: bool, chunk_size: int, skip: Callable[[Chunk], bool] = lambda c: False,
+                 first_unknown: int | None = None, image: blake3.blake3 | None = None,
+                 sink: events.EventSink = events.ignore) -> FrameList:
+    """Check what the receiver holds against the source; send ``start``; the frames it holds that stay.
+
+    ``skip``: chunks that cannot be compared (rescue: they hold unreadable areas).
+    ``first_unknown``: the first chunk the mapfile does not cover. ``image``
+    (exact mode, with a rescan only): fed the bytes of every chunk before the start.
+    """
+    k = offer.seq
+    digests = receive_digests(link, k)
+    frames = FrameList()
+    picked: list[Chunk] = []
+    for c in chunks:
+        if c.seq >= k:
+            break
+        kind = Kind.ZERO if digests[c.seq] == zero_digest(c.length) else Kind.DATA
+        frames.append(c.offset, c.length, digests[c.seq], kind)
+        picked.append(c)
+    if len(frames) != k or frames.covered != offer.bytes:
+        raise RemoteProtocolError(f"the receiver holds {k} frames ({offer.bytes} bytes), which is not how this "
+                                  "source's plan begins")
+    sink(events.Phase("resume", f"the target holds {human_size(offer.bytes)} of an interrupted clone of "
+                                f"{offer.since or 'before'}: checking the source still has the same bytes"))
+    start = _compare(picked, digests, read, rescan, chunk_size, skip, image, sink)
+    if first_unknown is not None:
+        start = min(start, first_unknown)
+    if start < k:
+        frames.truncate(start)
+    link.ctl.send(m.Start(seq=start))
+    sink(events.Phase("resume", f"resuming at chunk {start} of the plan: {human_size(frames.covered)} "
+                                "already on the target are not sent again"))
+    return frames
+
+
+def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, rescan: bool, chunk_size: int,
+             skip: Callable[[Chunk], bool], image: blake3.blake3 | None, sink: events.EventSink) -> int:
+    """The first chunk to send: ``len(picked)`` when all compared chunks match."""
+    buf = bytearray(chunk_size)
+    which = picked if rescan else [picked[i] for i in journal.sample_indexes(
+        len(picked), {c.seq for c in picked if skip(c)}, want=32)]
+    last = time.monotonic()
+    for n, c in enumerate(which):
+        view = memoryview(buf)[: c.length]
+        if skip(c):
+            got = None
+        else:
+            read(c, view)
+            got = blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
+        if got is not None and got != digests[c.seq]:
+            if not rescan:
+                raise RefusedError(f"the source changed since the interrupted clone: chunk {c.seq} (bytes "
+                                   f"{c.offset}..{c.end}) is not what the target holds", hint=RESTART_HINT)
+            sink(events.Phase("resume", f"chunk {c.seq} (at {human_size(c.offset)}) changed: sending from there"))
+            return c.seq
+        if image is not None:
+            image.update(view)
+        if time.monotonic() - last > 0.5:
+            last = time.monotonic()
+            sink(events.Progress(phase="rescan", done=n + 1, total=len(which), rate=0.0, eta=None))
+    return len(picked)

@@ -1,0 +1,165 @@
+"""Clones that survive: the cable pulled, either side killed, both killed (as a reboot would), then
+the same commands again. Real processes on loop devices, over real TCP through a relay that plays a
+slow cable and can be cut. The receiver's journal says what was durable; the second run sends at
+most the rest plus what was in flight, and the target verifies as after an uninterrupted clone.
+A changed source is refused (or, with --rescan, compared chunk by chunk); a changed target's
+journal is ignored and the clone starts over."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recovery.errors import LinkError, RefusedError
+from recovery.protocol.frames import HEADER_SIZE, TAG_SIZE
+from tests.e2e.relay import Relay
+from tests.helpers import CODE, MIB, Recovery, fill_random, loop_device, same_bytes
+
+pytestmark = pytest.mark.root
+SIZE = 96 * MIB
+CHUNK = MIB
+RATE = 24e6  # bytes per second through the relay for the run that is interrupted
+FRAME_COST = HEADER_SIZE + TAG_SIZE  # bytes on the link per raw chunk, beyond the chunk
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A source disk of random data with zero runs, a blank target disk of the same size."""
+    source, target = tmp_path / "source.img", tmp_path / "target.img"
+    fill_random(source, SIZE, seed=5)
+    with open(source, "r+b") as f:
+        for mib in range(8, SIZE // MIB, 16):
+            f.seek(mib * MIB)
+            f.write(bytes(2 * MIB))
+    with open(target, "wb") as f:
+        f.truncate(SIZE)
+    with loop_device(source, partitions=False) as src, loop_device(target, partitions=False) as dst:
+        yield src, dst, source
+
+
+class Clone:
+    """One run: a receiver, a relay in front of it, a sender."""
+
+    def __init__(self, src: str, dst: str, *extra_send: str, rate: float | None = None,
+                 extra_receive: tuple[str, ...] = ()) -> None:
+        self.rx = Recovery("receive", "--code", CODE, "--target", dst, "--listen", "127.0.0.1:0", "--yes",
+                           "--timeout", "5", *extra_receive)
+        port = self.rx.wait_event("listening")["port"]
+        self.relay = Relay(port)
+        self.relay.rate = rate
+        self.tx = Recovery("send", "--code", CODE, "--source", src, "--to", f"127.0.0.1:{self.relay.port}",
+                           "--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "5", *extra_send)
+
+    def durable(self, at_least: int, timeout: float = 60) -> int:
+        """Wait until the sender heard that ``at_least`` bytes are durable on the target."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = max((e.get("durable", 0) for e in self.tx.events if e.get("event") == "progress"), default=0)
+            if seen >= at_least:
+                return int(seen)
+            assert self.tx.proc.poll() is None, (self.tx.stderr, self.rx.stderr)
+            time.sleep(0.05)
+        raise AssertionError(f"nothing durable after {timeout} s: {self.tx.events[-3:]}")
+
+    def finish(self) -> tuple[dict, dict]:
+        assert self.rx.wait() == 0, self.rx.stderr
+        assert self.tx.wait() == 0, self.tx.stderr
+        self.relay.close()
+        rx, tx = self.rx.event("summary"), self.tx.event("summary")
+        assert rx and tx and rx["verified"] is True and tx["verified"] is True
+        return rx, tx
+
+
+def interrupted(src: str, dst: str, how: str) -> int:
+    """Run a clone, interrupt it ``how`` once something is durable; the durable bytes the sender knew of."""
+    first = Clone(src, dst, rate=RATE)
+    durable = first.durable(16 * MIB)
+    if how == "cable":
+        first.relay.cut()
+        assert first.rx.wait(30) == LinkError.exit_code and first.tx.wait(30) == LinkError.exit_code
+        for side in (first.rx, first.tx):
+            assert "run the same commands again" in side.stderr, side.stderr
+    if how in ("receiver", "both"):
+        first.rx.kill()
+    if how in ("sender", "both"):
+        first.tx.kill()
+    first.relay.close()
+    for side in (first.rx, first.tx):
+        side.wait(30)
+    return durable
+
+
+def check_resumed(second: Clone, durable: int, source: Path, dst: str) -> None:
+    rx, tx = second.finish()
+    [resumed] = [e for e in second.rx.events if e["event"] == "resume"]
+    assert resumed["bytes"] >= durable  # the journal holds at least what was acknowledged
+    assert resumed["bytes"] < SIZE
+    assert rx["resumed"] == tx["resumed"] == resumed["bytes"]
+    undone = SIZE - resumed["bytes"]
+    frames = undone // CHUNK
+    assert second.relay.passed <= undone + frames * FRAME_COST + 64 * 1024  # the rest, and no more
+    assert tx["image_digest"] is None and rx["image_digest"]  # b3sum of what the target holds, read back
+    assert same_bytes(source, dst)
+
+
+@pytest.mark.parametrize("how", ["cable", "receiver", "sender", "both"])
+def test_an_interrupted_clone_resumes_where_the_target_is_durable(disks: tuple[str, str, Path], how: str,
+                                                                   log_dir: Path) -> None:
+    src, dst, source = disks
+    durable = interrupted(src, dst, how)
+    [journal] = list(log_dir.glob("resume-*.journal"))
+    heading = json.loads(journal.read_text().splitlines()[0])
+    assert heading["frames"] == SIZE // CHUNK and heading["mode"] == "exact"
+    second = Clone(src, dst)
+    check_resumed(second, durable, source, dst)
+    assert not list(log_dir.glob("resume-*")), "a clean clone leaves no journal"
+
+
+def test_a_changed_source_is_refused_then_rescanned(disks: tuple[str, str, Path]) -> None:
+    src, dst, source = disks
+    interrupted(src, dst, "cable")
+    journal_chunks = _durable_chunks()
+    changed = (journal_chunks - 1) * CHUNK + 12345  # the last durable chunk: every sample checks it
+    with open(src, "r+b") as f:
+        f.seek(changed)
+        f.write(b"changed since")
+        os.fsync(f.fileno())
+    refused = Clone(src, dst)
+    assert refused.tx.wait() == RefusedError.exit_code and refused.rx.wait() == RefusedError.exit_code
+    assert "the source changed since the interrupted clone" in refused.tx.error_lines()[0]
+    assert "--rescan" in refused.tx.stderr
+    refused.relay.close()
+    rescanned = Clone(src, dst, "--rescan")
+    rx, _ = rescanned.finish()
+    assert rx["resumed"] == (journal_chunks - 1) * CHUNK  # sent again from the chunk that changed
+    assert same_bytes(source, dst)
+
+
+def test_a_journal_that_no_longer_matches_the_target_is_ignored(disks: tuple[str, str, Path]) -> None:
+    src, dst, source = disks
+    interrupted(src, dst, "receiver")
+    last = _durable_chunks() - 1
+    with open(dst, "r+b") as f:  # something wrote the target meanwhile
+        f.seek(last * CHUNK + 4096)
+        f.write(os.urandom(4096))
+        os.fsync(f.fileno())
+    second = Clone(src, dst)
+    rx, tx = second.finish()
+    [warning] = [e["message"] for e in second.rx.events if e["event"] == "warning" and "journal" in e["message"]]
+    assert "not resumed, the clone starts from the beginning" in warning
+    assert f"the target no longer holds what the clone wrote at byte {last * CHUNK}" in warning
+    assert rx["resumed"] == tx["resumed"] == 0
+    assert second.relay.passed >= SIZE - 32 * MIB  # the zero runs are not sent, all the rest is
+    assert tx["image_digest"] == rx["image_digest"]  # a whole clone again: the source's b3sum
+    assert same_bytes(source, dst)
+
+
+def _durable_chunks() -> int:
+    log_dir = Path(os.environ["USB4_RECOVERY_LOG_DIR"])
+    [journal] = list(log_dir.glob("resume-*.journal"))
+    return max(json.loads(line).get("to", 0) for line in journal.read_text().splitlines())
