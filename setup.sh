@@ -29,12 +29,14 @@ packages=(partclone zstd b3sum util-linux fdisk e2fsprogs dosfstools mtools
 if [ "$dev" = 1 ]; then
     # Tests: shellcheck for the scripts, gdisk/sfdisk for images, exfat-fuse to
     # fill exFAT test filesystems (this kernel has no exfat), nc for the bench
-    # harness (tests/bench/compare.py), QEMU+OVMF for the boot tests (OVMF also
-    # with Secure Boot and Microsoft's keys), mmdebstrap and systemd-boot for
-    # building the image; sbsigntool, binutils, openssl and kmod for
-    # check-signatures.sh on the built image.
-    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd qemu-system-x86 ovmf mmdebstrap
-               systemd-boot-efi cpio xz-utils ca-certificates sbsigntool binutils openssl kmod)
+    # harness (tests/bench/compare.py), python3-fusepy to serve failing disks
+    # (reads that fail at chosen sectors) and gddrescue's ddrescuelog to read
+    # the rescue's mapfile as ddrescue's own tools do, QEMU+OVMF for the boot
+    # tests (OVMF also with Secure Boot and Microsoft's keys), mmdebstrap and
+    # systemd-boot for building the image; sbsigntool, binutils, openssl and
+    # kmod for check-signatures.sh on the built image.
+    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd python3-fusepy gddrescue qemu-system-x86 ovmf
+               mmdebstrap systemd-boot-efi cpio xz-utils ca-certificates sbsigntool binutils openssl kmod)
 fi
 
 missing=()

@@ -12,6 +12,7 @@ two paths on one host are the same storage:
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from functools import cache
@@ -53,15 +54,36 @@ def host_info(software: str, uuid: str | None = None) -> HostInfo:
 
 
 def fingerprint(fd: int, size: int) -> str:
-    """BLAKE3 of the first and last 64 KiB: the partition tables (MBR, GPT, backup GPT)."""
+    """BLAKE3 of the first and last 64 KiB: the partition tables (MBR, GPT, backup GPT).
+
+    On a failing disk a page that cannot be read counts as 4 KiB of 0xFF: the same bad pages give
+    the same fingerprint, whatever the page cache held.
+    """
     h = blake3.blake3()
     span = min(FINGERPRINT_SPAN, size)
-    h.update(os.pread(fd, span, 0))
+    h.update(_span(fd, 0, span))
     if size > span:
         tail = min(FINGERPRINT_SPAN, size - span)
-        h.update(os.pread(fd, tail, size - tail))
+        h.update(_span(fd, size - tail, tail))
     h.update(size.to_bytes(8, "little"))
     return h.hexdigest()
+
+
+def _span(fd: int, offset: int, length: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    out = bytearray()
+    for pos in range(offset, offset + length, 4096):
+        n = min(4096, offset + length - pos)
+        try:
+            piece = os.pread(fd, n, pos)
+        except OSError as e:
+            if e.errno not in (errno.EIO, errno.ENODATA, errno.EBADMSG):
+                raise
+            piece = b""
+        out += piece if len(piece) == n else b"\xff" * n
+    return bytes(out)
 
 
 def _hardware(rdev: int) -> tuple[str | None, str | None, str | None]:

@@ -180,6 +180,8 @@ def run_receive(
         if isinstance(e, UnreadableSourceError):
             raise
         error = link.abandon(e, pipe.crew if pipe else None)
+        if pipe is not None and begun is not None and begun.journal is not None:
+            _settle(pipe, begun, sink)
         raise (resumable(error, link) if begun is not None and begun.journal is not None else error) from None
     finally:
         if pipe is not None:
@@ -313,6 +315,16 @@ def _read_back(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, pipe:
         return verify_image(target.read_path, plan.size, done.source_digest, pipe.entries(),
                             on_progress=progress, should_stop=opts.cancel.is_set)
     return verify_ranges(target.read_path, pipe.entries(), on_progress=progress, should_stop=opts.cancel.is_set)
+
+
+def _settle(pipe: ReceivePipeline, begun: _Start, sink: events.EventSink) -> None:
+    """The clone failed: make what was written since the last ack durable and journal it, if the target lets us."""
+    jrnl = begun.journal
+    assert jrnl is not None
+    try:
+        pipe.settle(lambda point: jrnl.durable(point, pipe.framelist))
+    except (RecoveryError, OSError) as e:
+        sink(events.Warning(f"what was written since the last flush is not in the journal: {e}"))
 
 
 def _end_journal(begun: _Start, target: Target, verified: bool | None, unreadable: int,

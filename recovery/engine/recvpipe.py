@@ -142,6 +142,7 @@ class ReceivePipeline(Recorded):
         self.tail_start = limits.target_size - EDGE
         self._lock = threading.Lock()
         self._pending: _Rewind | None = None  # asked for, its REWIND frame not seen yet
+        self._point: DurablePoint | None = None  # written since the last flush (the writer's)
         self._epoch = 0  # the receiving thread's
 
     def start(self) -> None:
@@ -311,7 +312,7 @@ class ReceivePipeline(Recorded):
         tries: dict[int, int] = {}
         since_flush = 0
         last_flush = time.monotonic()
-        point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
+        point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
         while True:
             item = self.results.take_unless((epoch, seq), stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
                                             drop=self._drop)
@@ -328,13 +329,14 @@ class ReceivePipeline(Recorded):
             h = item.header
             start = time.monotonic()
             self._put(item, passes, point)
+            point.seq = seq
             since_flush += h.raw_len
             now = time.monotonic()
             if since_flush >= ACK_BYTES or now - last_flush >= ACK_SECONDS:
                 self.target.flush()
                 point.seq, point.covered = seq, self.framelist.covered
                 self.on_durable(point)
-                point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
+                point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
                 since_flush, last_flush = 0, time.monotonic()
             self.write_meter.add(time.monotonic() - start)
         # Everything else is on disk: now the partition tables, then flush.
@@ -346,7 +348,20 @@ class ReceivePipeline(Recorded):
         self.target.flush()
         point.seq, point.covered = seq, self.framelist.covered
         self.on_durable(point)
+        self._point = None
         self.finished.set()
+
+    def settle(self, record: Callable[[DurablePoint], None]) -> None:
+        """After the threads stopped on an error: flush what was written since the last durable point
+        and hand that point to ``record`` (the journal), so a resume does not send it again."""
+        point = self._point
+        if point is None or self.crew.alive() or (point.seq == point.first_new == len(self.framelist) \
+                and not point.replaced):
+            return
+        self.target.flush()
+        point.covered = self.framelist.covered
+        record(point)
+        self._point = None
 
     def _put(self, item: _Item, passes: int, point: DurablePoint) -> None:
         """Write one frame (or hold it), and record it."""

@@ -1,8 +1,8 @@
 """Rescue mode: copy what a failing source can still give, the way GNU ddrescue does.
 
 The first pass reads every chunk of the plan with large reads, the good
-areas first. Where a read fails, the area from the failure on (64 KiB,
-doubling while reads keep failing) is marked *non-trimmed* and filled, the
+areas first. Where a read fails, the rest of its range is read in 64 KiB
+clusters; each cluster that fails is marked *non-trimmed* and filled, the
 device is opened again (the kernel shrinks its read-ahead on a file after
 an error), and reading goes on after it. Only then, in later passes, the bad
 areas are worked on, with reads of one logical sector each (O_DIRECT, so a
@@ -41,8 +41,9 @@ from recovery.engine.sectormap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON
 from recovery.errors import SourceReadError, UnreadableSourceError
 from recovery.units import human_size
 
-SKIP_MIN = 64 << 10  # bytes marked non-trimmed after a failed large read
-SKIP_MAX = 1 << 20
+CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size
+SKIP_MAX = 1 << 20  # fill written in pieces of this size
+WARN_ERRORS = 10  # read errors of the first pass that are also warnings (all go to the mapfile)
 READ_ERRNOS = {errno.EIO, errno.ENODATA, errno.EBADMSG, errno.EILSEQ, errno.ENXIO, errno.ETIMEDOUT}
 
 Note = list[tuple[int, int, str]] | None  # a chunk's statuses as sent; None: all of it was read
@@ -89,7 +90,8 @@ class Rescuer:
         self.phase = (NON_TRIED, 1)  # (current_status, pass) for the mapfile's status line
         self.position = 0
         self.out_of_time = False
-        self._fill = (opts.fill * (SKIP_MAX // len(opts.fill) + 2))[:SKIP_MAX + len(opts.fill)]
+        each = (opts.fill * (sector // len(opts.fill) + 1))[:sector]  # the pattern starts again in each sector
+        self._fill = each * (SKIP_MAX // sector)
 
     # --- descriptors ---
 
@@ -147,26 +149,43 @@ class Rescuer:
             return [b for pos, n in extents_of(c) for b in self.known.blocks(pos, pos + n)]
 
     def _large(self, view: memoryview, base: int, pos: int, n: int) -> bool:
-        """Read [pos, pos+n) in large reads; mark what failed non-trimmed. True if all of it was read."""
-        end, skip, clean = pos + n, SKIP_MIN, True
+        """Read [pos, pos+n) in large reads; mark what failed non-trimmed. True if all of it was read.
+
+        Past the page cache where the range allows (O_DIRECT): a buffered read fails a whole page, or
+        the kernel's whole read-ahead window, for one bad sector in it. A direct read fails whole, so
+        after a failure the rest of the range is read in clusters of :data:`CLUSTER` bytes, and only
+        the clusters that fail are left for later passes.
+        """
+        end, clean, cluster = pos + n, True, False
         while pos < end:
+            direct = self.direct_fd >= 0 and pos % self.sector == 0 and (end - pos) % self.sector == 0 \
+                and (pos - base) % self.sector == 0
+            stop = min(end, pos + CLUSTER) if cluster else end
             try:
-                k = os.preadv(self.fd, [view[pos - base : end - base]], pos)
+                k = os.preadv(self.direct_fd if direct else self.fd, [view[pos - base : stop - base]], pos)
             except InterruptedError:
                 continue
             except OSError as e:
+                if direct and e.errno == errno.EINVAL:
+                    self.direct_fd = -1  # this device or file takes no O_DIRECT: read through the cache
+                    continue
                 if e.errno not in READ_ERRNOS:
                     raise SourceReadError(f"cannot read the source {self.path} at byte {pos}: {e.strerror}") from None
+                if direct and not cluster and stop - pos > CLUSTER:
+                    cluster = True  # narrow it down
+                    continue
                 pos -= pos % self.sector
-                stop = min(end, -(-(pos + skip) // self.sector) * self.sector)
+                stop = min(end, -(-(pos + CLUSTER) // self.sector) * self.sector)
                 with self.lock:
                     self.known.set(pos, stop - pos, NON_TRIMMED)
                 self._fill_in(view, pos - base, stop - pos)
                 self.errors += 1
-                self.sink(events.Warning(f"cannot read the source at byte {pos} ({human_size(pos)}): "
-                                         f"{e.strerror}; its bad area is left for later passes"))
+                if self.errors <= WARN_ERRORS:
+                    more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
+                    self.sink(events.Warning(f"cannot read the source at byte {pos} ({human_size(pos)}): "
+                                             f"{e.strerror}; its bad area is left for later passes{more}"))
                 self.reopen()
-                pos, skip, clean = stop, min(skip * 2, SKIP_MAX), False
+                pos, clean = stop, False
                 continue
             if k == 0:
                 raise SourceReadError(f"the source {self.path} ended at byte {pos}, expected {self.size}")
@@ -176,11 +195,34 @@ class Rescuer:
             self.bytes_read += k
         return clean
 
+    def read_whole(self, pos: int, view: memoryview) -> bool:
+        """Read ``len(view)`` bytes at ``pos`` past the page cache (no read-ahead on a failing disk);
+        False if they cannot be read now. Changes no map."""
+        fd = self.direct_fd if self.direct_fd >= 0 and pos % self.sector == 0 else self.fd
+        got = 0
+        while got < len(view):
+            try:
+                k = os.preadv(fd, [view[got:]], pos + got)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if fd == self.direct_fd and e.errno == errno.EINVAL:
+                    fd = self.fd
+                    continue
+                if e.errno in READ_ERRNOS:
+                    return False
+                raise SourceReadError(f"cannot read the source {self.path} at byte {pos + got}: {e.strerror}") from None
+            if k == 0:
+                return False
+            got += k
+        self.bytes_read += got
+        return True
+
     def _fill_in(self, view: memoryview, at: int, n: int) -> None:
+        """Fill ``n`` bytes at ``at`` (sector-aligned on the source) with the pattern."""
         while n > 0:
             k = min(n, SKIP_MAX)
-            phase = (at % len(self.opts.fill))
-            view[at : at + k] = memoryview(self._fill)[phase : phase + k]
+            view[at : at + k] = memoryview(self._fill)[:k]
             at, n = at + k, n - k
 
     # --- the later passes (the read thread, after the first pass) ---

@@ -18,6 +18,7 @@ Its ``start`` names the first frame it sends.
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
                             "the clone starts from the beginning"))
         return None
     same_plan = head.get("plan") == journal.plan_digest(plan)
-    if not same_plan or head.get("source_fp") != plan.source.fingerprint:
+    # A failing disk's partition-table areas may read differently from one run to the next (a bad
+    # sector comes back): between rescues only the map and the sample of chunks say it is the same.
+    same_tables = head.get("source_fp") == plan.source.fingerprint or (plan.rescue and head.get("rescue"))
+    if not same_plan or not same_tables:
         what = "its partition tables" if same_plan else "what it has to copy (its filesystems' maps)"
         if not plan.rescan:
             raise RefusedError(f"the source changed since the interrupted clone of {head.get('since', '?')}: "
@@ -112,7 +116,7 @@ def receive_digests(link: PeerLink, count: int) -> list[bytes]:
     return out
 
 
-ChunkReader = Callable[[Chunk, memoryview], None]
+ChunkReader = Callable[[Chunk, memoryview], bool]  # False: it cannot be read now
 
 
 def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
@@ -154,16 +158,14 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
 def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, rescan: bool, chunk_size: int,
              skip: Callable[[Chunk], bool], image: blake3.blake3 | None, sink: events.EventSink) -> int:
     """The first chunk to send: ``len(picked)`` when all compared chunks match."""
-    buf = bytearray(chunk_size)
+    buf = mmap.mmap(-1, chunk_size)  # page-aligned: it may be read past the page cache
     which = picked if rescan else [picked[i] for i in journal.sample_indexes(
-        len(picked), {c.seq for c in picked if skip(c)}, want=32)]
+        len(picked), {c.seq for c in picked if skip(c)})]
     last = time.monotonic()
     for n, c in enumerate(which):
         view = memoryview(buf)[: c.length]
-        if skip(c):
-            got = None
-        else:
-            read(c, view)
+        got = None
+        if not skip(c) and read(c, view):
             got = blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
         if got is not None and got != digests[c.seq]:
             if not rescan:

@@ -181,10 +181,15 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
             plan: m.Plan, image: blake3.blake3 | None, sink: events.EventSink
             ) -> tuple[FrameList, blake3.blake3 | None]:
     """Agree with the receiver where to start; the frames the target keeps, and the image hasher left."""
-    def read(c: Chunk, view: memoryview) -> None:
-        source.read_into(view, c.offset)
+    def read(c: Chunk, view: memoryview) -> bool:
+        if rescue is not None:
+            if not rescue.rescuer.read_whole(c.offset, view):
+                return False  # readable before, not now: it cannot tell whether the source changed
+        else:
+            source.read_into(view, c.offset)
         for hole_start, hole_len in c.holes:
             view[hole_start : hole_start + hole_len] = bytes(hole_len)
+        return True
 
     first_unknown = None
     if rescue is not None:

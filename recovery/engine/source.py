@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import stat
 
@@ -61,10 +63,13 @@ class Source:
             except InterruptedError:
                 continue
             except OSError as e:
-                at = offset + got
+                at = first_bad_sector(self.path, offset + got, min(n - got + AHEAD, self.size - offset - got))
+                where = f"byte {at} (sector {at // SECTOR}, {human_size(at)})" if at is not None else \
+                    f"byte {offset + got} ({human_size(offset + got)})"
                 raise SourceReadError(
-                    f"cannot read the source {self.path} at byte {at} ({human_size(at)}): {e.strerror}",
-                    hint="the disk may be failing; an `exact` copy cannot skip bad sectors yet",
+                    f"cannot read the source {self.path} at {where}: {e.strerror}",
+                    hint="the disk may be failing: run the same command again with --rescue to copy everything "
+                         "that can still be read (the clone resumes, and a mapfile lists what cannot)",
                 ) from None
             if k == 0:
                 raise SourceReadError(
@@ -77,6 +82,35 @@ class Source:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+AHEAD = 256 << 10  # a failed read may be the kernel's read-ahead beyond it: look this far past its end
+SECTOR = 512  # how unreadable places are named to people: in 512-byte sectors, as ddrescuelog does
+
+
+def first_bad_sector(path: str, start: int, length: int) -> int | None:
+    """Where in [start, start+length) the first unreadable logical sector is, read one by one past the cache.
+
+    A failed buffered read names the start of the kernel's read-ahead window, which can be 128 KiB
+    before the sector that failed. None if the sectors read now, or cannot be read one by one.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        sector = blockdev.logical_sector_size(fd) or SECTOR
+        buf = memoryview(mmap.mmap(-1, max(sector, 4096)))[:sector]
+        pos = start - start % sector
+        while pos < start + length:
+            try:
+                os.preadv(fd, [buf], pos)
+            except OSError as e:
+                return pos if e.errno != errno.EINVAL else None
+            pos += sector
+        return None
+    finally:
+        os.close(fd)
 
 
 def _writable_mounts(rdev: int) -> list[str]:

@@ -1,0 +1,264 @@
+"""Failing sources, rescued the ddrescue way. The source is a real block device that fails like a
+disk with bad sectors: a FUSE-served image whose reads fail with EIO at chosen sectors, attached
+read-only to a loop device (tests/rescue/). Real processes, real TCP, real filesystems.
+
+What is checked: everything readable reaches the target and verifies; the unreadable sectors are
+filled and listed exactly (in the summary, in the mapfile, which ddrescuelog reads); per-sector
+reads happen only inside the failed clusters; the files the bad sectors hit are named (ext4,
+NTFS); a second run with the mapfile reads only the bad areas; the time budget ends the later
+passes on a disk that gets slower after an error; exit 14 on both sides, never 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from recovery.engine.journal import SAMPLE
+from recovery.engine.sectormap import parse_mapfile
+from recovery.errors import SourceReadError, UnreadableSourceError
+from tests.helpers import CODE, MIB, Recovery, fill_random, loop_device, mounted, sh
+from tests.rescue.failing import FailingDisk, failing_disk
+
+pytestmark = pytest.mark.root
+SECTOR = 512
+EXIT = UnreadableSourceError.exit_code
+
+
+def clone(disk: FailingDisk, target: Path, *extra: str, mode: str = "exact") -> tuple[Recovery, Recovery]:
+    rx = Recovery("receive", "--code", CODE, "--target", str(target), "--listen", "127.0.0.1:0", "--yes")
+    port = rx.wait_event("listening")["port"]
+    tx = Recovery("send", "--code", CODE, "--source", disk.device, "--to", f"127.0.0.1:{port}", "--mode", mode,
+                  "--chunk-size", "1M", *extra)
+    return rx, tx
+
+
+def bad_runs(sectors: list[int]) -> list[list[int]]:
+    """The byte ranges [offset, length] the bad sectors make, adjacent ones joined."""
+    runs: list[list[int]] = []
+    for s in sorted(sectors):
+        if runs and runs[-1][0] + runs[-1][1] == s * SECTOR:
+            runs[-1][1] += SECTOR
+        else:
+            runs.append([s * SECTOR, SECTOR])
+    return runs
+
+
+def differing_sectors(a: Path, b: Path) -> list[int]:
+    out = subprocess.run(["cmp", "-l", str(a), str(b)], capture_output=True, text=True).stdout
+    return sorted({(int(line.split()[0]) - 1) // SECTOR for line in out.splitlines()})
+
+
+@pytest.fixture
+def random_disk(tmp_path: Path) -> Path:
+    image = tmp_path / "source.img"
+    fill_random(image, 32 * MIB, seed=9)
+    return image
+
+
+BAD = [5000, 5001, 9999, 20007, *range(40000, 40009), 65535]  # alone, in pairs, a run, the last sector
+
+
+def test_rescue_copies_everything_readable_and_lists_exactly_what_is_not(random_disk: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    with failing_disk(random_disk, BAD) as disk:
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+        reads = disk.reads()
+    for side in (tx, rx):
+        summary = side.event("summary")
+        assert summary and summary["verified"] is True  # everything that was read is verified ...
+        assert summary["unreadable"] == len(BAD) * SECTOR  # ... and what was not is listed exactly
+        assert summary["unreadable_ranges"] == bad_runs(BAD)
+        assert "could not be read" in side.error_lines()[0] and "everything else was verified" in side.stderr
+    assert differing_sectors(random_disk, target) == BAD  # the rest is byte for byte the source
+    with open(target, "rb") as f:
+        f.seek(40000 * SECTOR)
+        assert f.read(9 * SECTOR) == bytes(9 * SECTOR)  # filled with zeros by default
+    summary = tx.event("summary")
+    assert summary is not None
+    mapfile = Path(summary["mapfile"])
+    smap, status = parse_mapfile(mapfile.read_text(), 32 * MIB)
+    assert status.status == "+"
+    assert [list(r) for r in smap.ranges("-")] == bad_runs(BAD) and not smap.ranges("?*/")
+    if shutil.which("ddrescuelog"):  # the Debian package gddrescue
+        listed = sh("ddrescuelog", "--list-blocks=-", str(mapfile)).stdout.split()
+        assert [int(s) for s in listed] == BAD
+        assert "bad-sector:     " in sh("ddrescuelog", "--show-status", str(mapfile)).stdout
+    # Reads of one sector only inside the 64 KiB clusters whose large read failed.
+    clusters = {s * SECTOR // (64 << 10) for s in BAD}
+    single = [(off, n) for off, n, _ in reads if n == SECTOR]
+    assert single and all(off // (64 << 10) in clusters for off, _ in single)
+    # Large reads that failed: a few for each cluster (the kernel's read-ahead, the chunk, the cluster)
+    # and the identity's and partition table's looks at the last sector; never a second pass over them.
+    assert sum(1 for off, n, ok in reads if not ok and n > SECTOR) <= 4 * len(clusters)
+
+
+def test_a_second_run_with_the_mapfile_reads_only_the_bad_areas(random_disk: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    with failing_disk(random_disk, BAD) as disk:
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT)
+        disk.set_bad(BAD[:4])  # some sectors come back (a disk that cooled down), the others stay bad
+        disk.forget_reads()
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+        reads = disk.reads()
+        resumed = rx.event("resume")
+        assert resumed and resumed["bytes"] == 32 * MIB  # the target held the whole first run
+        summary = tx.event("summary")
+        assert summary and summary["unreadable_ranges"] == bad_runs(BAD[:4]) and summary["verified"] is True
+        assert differing_sectors(random_disk, target) == BAD[:4]
+        # Only the bad areas were tried (sector by sector), and the sample that checks the source is unchanged.
+        bad_bytes = {s * SECTOR for s in BAD}
+        sectors = [off for off, n, _ in reads if n == SECTOR]
+        assert set(sectors) == bad_bytes
+        # Large reads: the sample of unchanged chunks, and the chunks that improved, read again to be sent whole.
+        improved = {s * SECTOR // MIB for s in BAD[4:]}
+        large = sum(n for _, n, _ in reads if n > SECTOR)
+        assert large <= (SAMPLE + 2 + len(improved) + 1) * MIB < 32 * MIB  # + 1: identity and tables, looked at
+        disk.set_bad([])
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (0, 0), (tx.stderr, rx.stderr)
+    assert differing_sectors(random_disk, target) == []
+    summary = tx.event("summary")
+    assert summary and summary["unreadable"] == 0 and summary["verified"] is True
+    smap, _ = parse_mapfile(Path(summary["mapfile"]).read_text(), 32 * MIB)
+    assert list(smap.blocks()) == [(0, 32 * MIB, "+")]
+
+
+def test_a_fill_pattern_marks_the_unreadable_sectors(random_disk: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    with failing_disk(random_disk, [100, 101]) as disk:
+        rx, tx = clone(disk, target, "--rescue", "--fill", "UNREADABLE ")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT)
+    sector = (b"UNREADABLE " * 50)[:SECTOR]  # the pattern starts again in each sector
+    assert target.read_bytes()[100 * SECTOR: 102 * SECTOR] == sector * 2
+
+
+def test_a_disk_that_slows_down_after_an_error_is_bounded_by_the_time_budget(random_disk: Path,
+                                                                             tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    bad = list(range(30000, 30400, 7))  # a scratched area: every 7th sector
+    with failing_disk(random_disk, bad, slow_after_error=0.02) as disk:
+        rx, tx = clone(disk, target, "--rescue", "--rescue-time", "2")
+        started = time.monotonic()
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+        took = time.monotonic() - started
+    summary = tx.event("summary")
+    assert summary and summary["verified"] is True
+    warnings = [e["message"] for e in tx.events if e["event"] == "warning"]
+    assert any("time budget (2 s) is spent" in w for w in warnings)
+    smap, _ = parse_mapfile(Path(summary["mapfile"]).read_text(), 32 * MIB)
+    assert smap.ranges("*/")  # areas left untried when the budget ran out stay listed, as ddrescue would
+    unreadable = {o // SECTOR for o, n in summary["unreadable_ranges"] for o in range(o, o + n, SECTOR)}
+    assert set(bad) <= unreadable  # every bad sector is among what is listed; nothing read is
+    assert set(differing_sectors(random_disk, target)) <= unreadable
+    assert took < 60
+
+
+def test_without_rescue_a_read_error_names_the_bad_sector_and_suggests_rescue(random_disk: Path,
+                                                                              tmp_path: Path) -> None:
+    target = tmp_path / "copy.img"
+    with failing_disk(random_disk, [20007]) as disk:
+        rx, tx = clone(disk, target)
+        assert tx.wait() == SourceReadError.exit_code
+        rx.wait()
+    line = tx.error_lines()[0]
+    assert f"at byte {20007 * SECTOR}" in line, line  # the sector itself, not its read-ahead window
+    assert "--rescue" in tx.stderr and "exact" not in tx.stderr.split("hint:")[1]
+
+
+# --- which files the bad sectors hit ---------------------------------------
+
+MARK = b"usb4-recovery test file, find me: "
+
+
+def make_fs_disk(image: Path, fstype: str) -> None:
+    """A GPT disk with one partition of ``fstype`` holding a marked file /docs/report.bin and others."""
+    with open(image, "wb") as f:
+        f.truncate(48 * MIB)
+    sh("sfdisk", "--quiet", str(image), input="label: gpt\nstart=2048, size=80000, type=linux\n")
+    with loop_device(image) as dev:
+        part = f"{dev}p1"
+        if fstype == "ext4":
+            sh("mkfs.ext4", "-q", "-F", "-E", "nodiscard", part)
+            ctx = mounted(part)
+        else:
+            sh("mkntfs", "-q", "-F", "-f", part)
+            ctx = _ntfs_mounted(part)
+        with ctx as mnt:
+            (mnt / "docs").mkdir()
+            (mnt / "docs" / "report.bin").write_bytes((MARK + os.urandom(30)) * (300_000 // (len(MARK) + 30)))
+            (mnt / "other.txt").write_bytes(b"not hit\n" * 5000)
+            os.sync()
+
+
+class _ntfs_mounted:
+    def __init__(self, dev: str) -> None:
+        self.dev = dev
+        self.dir = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
+
+    def __enter__(self) -> Path:
+        sh("ntfs-3g", self.dev, str(self.dir))
+        return self.dir
+
+    def __exit__(self, *exc: object) -> None:
+        sh("umount", str(self.dir), check=False)
+        self.dir.rmdir()
+
+
+def marked_sector(image: Path) -> int:
+    data = image.read_bytes()
+    at = data.find(MARK, 10 * MIB // 10)
+    assert at > 0
+    return at // SECTOR + 8  # inside the file, a few sectors in
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "ntfs"])
+def test_the_files_the_bad_sectors_hit_are_named(tmp_path: Path, fstype: str) -> None:
+    if fstype == "ntfs" and not shutil.which("ntfscluster"):
+        pytest.skip("ntfscluster (ntfs-3g) is not installed")
+    image = tmp_path / "source.img"
+    make_fs_disk(image, fstype)
+    bad = marked_sector(image)
+    target = tmp_path / "copy.img"
+    with failing_disk(image, [bad]) as disk:
+        rx, tx = clone(disk, target, "--rescue", mode="used")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+    summary = tx.event("summary")
+    assert summary and summary["unreadable_ranges"] == [[bad * SECTOR, SECTOR]]
+    [hit] = summary["files_hit"]
+    assert hit["partition"] == 1 and hit["fstype"] == fstype
+    assert "/docs/report.bin" in hit["files"], hit
+    assert not any("other.txt" in f for f in hit["files"])
+
+
+def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(random_disk: Path,
+                                                                              tmp_path: Path) -> None:
+    """What the wizard offers after a read error: the same clone again with --rescue resumes where the
+    target's durable data ends, and only then reads the bad area the ddrescue way."""
+    target = tmp_path / "copy.img"
+    bad = [60000, 60001]  # near the end: most of the disk is durable when the clone stops
+    with failing_disk(random_disk, bad) as disk:
+        rx, tx = clone(disk, target)
+        assert tx.wait() == SourceReadError.exit_code
+        assert rx.wait() == SourceReadError.exit_code
+        disk.forget_reads()
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+        reads = disk.reads()
+    resumed = rx.event("resume")
+    assert resumed and resumed["bytes"] > 0
+    # The rest, the sample that checks the source, the bad chunk twice more (its large read fails whole
+    # before its clusters are tried; it is read again to be sent whole), and 2 MiB of looks at the
+    # partition tables and the identity: not the part the target holds.
+    rest = 32 * MIB - resumed["bytes"]
+    assert sum(n for _, n, _ in reads if n > SECTOR) <= rest + (SAMPLE + 2 + 2 + 2) * MIB
+    summary = tx.event("summary")
+    assert summary and summary["unreadable_ranges"] == bad_runs(bad) and summary["resumed"] == resumed["bytes"]
+    assert differing_sectors(random_disk, target) == bad
