@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     out(events.PairingCode(guard.code))
 
     def offered() -> tuple[m.DiskInfo, ...]:
-        return offered_disks(paths)
+        return offered_disks(paths, log_dir)
 
     try:
         while True:

@@ -37,6 +37,7 @@ from typing import ClassVar, NoReturn, TypeVar
 
 from recovery import events
 from recovery.disks import identity, inventory, match
+from recovery.engine import journal
 from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
 from recovery.engine.joblog import JobLog
 from recovery.engine.level import parse_level
@@ -48,6 +49,7 @@ from recovery.errors import (
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
+    UnreadableSourceError,
     UsageError,
 )
 from recovery.protocol import messages as m
@@ -101,6 +103,8 @@ class CloneChoice:
     mode: str = "used"
     level: int | None = None  # None: auto
     verify: bool = True
+    rescue: bool = False  # a failing source: copy what can be read (recovery.engine.rescue)
+    restart: bool = False  # start over even if the target holds an interrupted clone of the source
 
 
 def describe_info(disk: m.DiskInfo) -> str:
@@ -113,22 +117,32 @@ def describe_info(disk: m.DiskInfo) -> str:
     return ", ".join(bits)
 
 
-def with_identities(disks: Iterable[m.DiskInfo]) -> tuple[m.DiskInfo, ...]:
-    """The disks as a peer's wizard needs them: each with the identity that pins it."""
+def with_identities(disks: Iterable[m.DiskInfo], log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
+    """The disks as a peer's wizard needs them: each with the identity that pins it, and the
+    interrupted clone onto it that its resume journal describes, if any."""
     out = []
     for d in disks:
         try:
             ident: m.Identity | None = identity.identify(d.path)
         except OSError:
             ident = None  # unreadable now: shown, but cannot be pinned
-        out.append(dataclasses.replace(d, identity=ident))
+        unfinished = journal.peek(log_dir, ident) if ident is not None else None
+        out.append(dataclasses.replace(d, identity=ident, unfinished=unfinished))
     return tuple(out)
 
 
-def offered_disks(paths: Sequence[str] = ()) -> tuple[m.DiskInfo, ...]:
+def offered_disks(paths: Sequence[str] = (), log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
     """This machine's disks (or only ``paths``, e.g. the demo's images), with identities."""
     infos = [inventory.describe_disk(p) for p in paths] if paths else inventory.list_disks()
-    return with_identities(infos)
+    return with_identities(infos, log_dir)
+
+
+def unfinished(source: m.DiskInfo, target: m.DiskInfo) -> m.Unfinished | None:
+    """The interrupted clone of ``source`` onto ``target`` that a clone of them would resume, if any."""
+    found = target.unfinished
+    if found is None or source.identity is None or found.source != journal.target_key(source.identity):
+        return None
+    return found
 
 
 def disk_paths(paths: Sequence[str] = ()) -> list[str]:
@@ -271,6 +285,10 @@ class AgentSession:
         try:
             try:
                 clone(arg, job)
+            except UnreadableSourceError as e:
+                # It completed: what could be read is on the target and verified; the summary lists the rest.
+                job.sink(JobEnded(ok=True, code=e.code, message=e.message, hint=e.hint, log=job.log_path))
+                return
             except RecoveryError as e:
                 error = e
             except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
@@ -339,7 +357,8 @@ class AgentSession:
                                  hint=f"run the same version of usb4-recovery on {self.peer}")
             path = self._local_path(src, unchanged=False)
             send = SendOptions(source=path, target=tgt.identity, mode=choice.mode, level=choice.level,
-                               verify=choice.verify, workers=self.workers)
+                               verify=choice.verify, workers=self.workers, rescue=choice.rescue,
+                               restart=choice.restart, log_dir=self.log_dir)
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
         if src.identity is None:
@@ -348,14 +367,14 @@ class AgentSession:
         path = self._local_path(tgt, unchanged=True)
         level = "auto" if choice.level is None else str(choice.level)
         self.link.ctl.send(m.Request(source=src.path, mode=choice.mode,  # type: ignore[arg-type]
-                                     level=level, source_identity=src.identity))
+                                     level=level, source_identity=src.identity, rescue=choice.rescue))
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
         plan = self._await_plan()
         why = identity.mismatch(src.identity, plan.source)
         if why:
             self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
         opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify,
-                              workers=self.workers)
+                              workers=self.workers, restart=choice.restart, log_dir=self.log_dir)
         return run_receive(self.link, plan, opts, job.sink)
 
     def _await_plan(self) -> m.Plan:
@@ -382,7 +401,8 @@ class AgentSession:
             self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
                          hint=f"check the disks of {self.host} and choose the target again")
         # The driver proved the code shown here: its choice about the read-back counts as ours.
-        opts = ReceiveOptions(target=found[0], overwrite=True, verify=plan.verify, workers=self.workers)
+        opts = ReceiveOptions(target=found[0], overwrite=True, verify=plan.verify, workers=self.workers,
+                              restart=plan.restart, log_dir=self.log_dir)
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
@@ -402,5 +422,6 @@ class AgentSession:
             path = req.source
         else:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
-        opts = SendOptions(source=path, mode=req.mode, level=level, workers=self.workers)
+        opts = SendOptions(source=path, mode=req.mode, level=level, workers=self.workers, rescue=req.rescue,
+                           log_dir=self.log_dir)
         return run_send(self.link, opts, job.sink)

@@ -57,6 +57,7 @@ class SendOptions:
     rescue_time: float | None = None  # rescue: seconds for the passes after the first (None: no limit)
     fill: bytes = b"\0"  # rescue: what unreadable sectors become on the target
     rescan: bool = False  # resume: compare every chunk the target holds with the source
+    restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
 
 

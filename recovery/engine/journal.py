@@ -49,11 +49,15 @@ HELD = struct.Struct("<QQ32sBI")  # offset, length, digest, kind, bytes of data 
 SAMPLE = 8  # durable chunks read back from the target to check it still holds them
 
 
+def layout_digest(plan: m.Plan) -> str:
+    """How a clone is cut (mode, size, chunk grid): another layout is another clone, not a changed source."""
+    return _key({"mode": plan.mode, "size": plan.size, "chunk": plan.chunk_size})
+
+
 def plan_digest(plan: m.Plan) -> str:
-    """What makes two plans the same clone: the layout of the chunks, not the session."""
-    layout = {"mode": plan.mode, "size": plan.size, "chunk": plan.chunk_size, "frames": plan.frames,
-              "bytes": plan.map.bytes, "extents": plan.map.extents, "map": plan.map.digest}
-    return blake3.blake3(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+    """What makes two plans of one layout the same clone: the map of what is copied (not the session)."""
+    return _key({"frames": plan.frames, "bytes": plan.map.bytes, "extents": plan.map.extents, "map": plan.map.digest,
+                 "layout": layout_digest(plan)})
 
 
 def hardware(i: m.Identity) -> dict[str, Any]:
@@ -64,8 +68,13 @@ def hardware(i: m.Identity) -> dict[str, Any]:
     return named
 
 
+def _key(named: dict[str, Any]) -> str:
+    return blake3.blake3(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def target_key(i: m.Identity) -> str:
-    return blake3.blake3(json.dumps(hardware(i), sort_keys=True).encode()).hexdigest()[:16]
+    """Names a disk's journal (and, for a source, its mapfile) by its hardware."""
+    return _key(hardware(i))
 
 
 def _check(body: dict[str, Any]) -> str:
@@ -112,8 +121,10 @@ class Journal:
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
         journal = cls(where / f"resume-{target_key(target)}.journal")
         journal._line({"journal": VERSION, "source": hardware(plan.source), "source_fp": plan.source.fingerprint,
-                       "plan": plan_digest(plan), "target": hardware(target), "target_fp": fingerprint,
+                       "layout": layout_digest(plan), "plan": plan_digest(plan), "target": hardware(target),
+                       "target_fp": fingerprint,
                        "frames": plan.frames, "size": plan.size, "chunk_size": plan.chunk_size, "mode": plan.mode,
+                       "bytes_planned": plan.map.bytes,
                        "rescue": plan.rescue, "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "source_desc": source_desc, "target_desc": target_desc})
         return journal
@@ -136,7 +147,8 @@ class Journal:
         replaced = [[i, _b64(frames.packed(i, i + 1)[0]), frames.kinds[i]] for i in point.replaced if i < self.done]
         if not records and not replaced and not point.held:
             return
-        self._line({"to": len(frames), "records": _b64(records), "kinds": _b64(kinds), "replaced": replaced})
+        self._line({"to": len(frames), "bytes": frames.covered, "records": _b64(records), "kinds": _b64(kinds),
+                    "replaced": replaced})
         self.done = len(frames)
 
     def mark_rescue(self) -> None:
@@ -194,6 +206,38 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
         return Found(path, {}, FrameList(), [], problems=[f"{path} is not a journal this version reads"])
     found.held = _read_held(path.with_suffix(".held"), found.frames)
     return found
+
+
+def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
+    """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer."""
+    path = (directory or default_dir()) / f"resume-{target_key(target)}.journal"
+    try:
+        with open(path, "rb") as f:
+            head = json.loads(f.readline())
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - (256 << 10)))
+            tail = f.read().splitlines()
+    except (OSError, ValueError):
+        return None
+    done, complete = 0, False
+    for line in tail:
+        try:
+            body = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(body, dict) and "bytes" in body and "to" in body:
+            done = int(body["bytes"])
+        elif isinstance(body, dict) and body.get("complete"):
+            complete = True
+        elif isinstance(body, dict) and "truncate" in body:
+            complete = False
+    if not isinstance(head, dict) or head.get("journal") != VERSION or not done:
+        return None
+    source = head.get("source", {})
+    return m.Unfinished(source=_key(source) if isinstance(source, dict) else "",
+                        source_desc=str(head.get("source_desc", ""))[:255], done=done,
+                        total=int(head.get("bytes_planned", 0)) or done, since=str(head.get("since", ""))[:64],
+                        complete=complete, rescue=bool(head.get("rescue")), mode=str(head.get("mode", "used"))[:8])
 
 
 def _take(found: Found, body: dict[str, Any]) -> None:

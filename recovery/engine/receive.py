@@ -88,7 +88,7 @@ def run_receive(
         try:
             target, pinned = _check_plan(plan, opts)
             offer = None
-            if "resume" in caps and opts.journal and not opts.restart:
+            if "resume" in caps and opts.journal and not (opts.restart or plan.restart):
                 found = journal.read(opts.log_dir, pinned)
                 offer = resume.receiver_offer(plan, found, target.fd, target.size, sink)
         except RefusedError as e:

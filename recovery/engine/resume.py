@@ -68,6 +68,11 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
         sink(events.Warning(f"the unfinished clone on this target was of {was}, not of this source: "
                             "the clone starts from the beginning"))
         return None
+    if head.get("layout") != journal.layout_digest(plan):
+        sink(events.Warning(f"the unfinished clone on this target was made in {head.get('mode')} mode with "
+                            f"{head.get('chunk_size')}-byte chunks, this one is not: the clone starts from the "
+                            "beginning"))
+        return None
     same_plan = head.get("plan") == journal.plan_digest(plan)
     # A failing disk's partition-table areas may read differently from one run to the next (a bad
     # sector comes back): between rescues only the map and the sample of chunks say it is the same.

@@ -119,6 +119,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             target=opts.target,
             rescue=opts.rescue,
             rescan=opts.rescan and "resume" in caps,
+            restart=opts.restart,
         )
         if opts.rescue:
             rescue = RescueJob(source, opts, sink)

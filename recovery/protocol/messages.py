@@ -76,6 +76,20 @@ class PartitionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Unfinished:
+    """An interrupted clone onto this disk, which a clone of the same source resumes (its journal's word)."""
+
+    source: str = field(metadata=bounded(max_len=32))  # names the source's hardware (journal.target_key)
+    source_desc: str = field(metadata=bounded(max_len=255))  # for people
+    done: int  # bytes durable on the disk
+    total: int  # bytes the clone copies
+    since: str = field(default="", metadata=bounded(max_len=64))
+    complete: bool = False  # it finished, with areas the source could not read
+    rescue: bool = False  # a rescue wrote some of it
+    mode: str = field(default="used", metadata=bounded(max_len=8))  # the clone's mode (a resume keeps it)
+
+
+@dataclass(frozen=True, slots=True)
 class DiskInfo:
     path: str
     size: int
@@ -97,6 +111,8 @@ class DiskInfo:
     # Optional: logical sector size; a target whose size differs from the
     # source's is refused (the partition tables count in sectors).
     sector_size: int | None = field(default=None, metadata=bounded(lo=512, hi=65536))
+    # Optional: an interrupted clone onto this disk (a wizard offers to resume it).
+    unfinished: Unfinished | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +254,7 @@ class Request(Message):
     mode: Mode
     level: str = field(metadata=bounded(max_len=8))  # "auto" or a zstd level
     source_identity: Identity | None = None
+    rescue: bool = False  # optional: send it in rescue mode (capability "rescue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +276,8 @@ class Plan(Message):
     rescue: bool = False
     # Optional: on a resume, the sender compares every chunk the target holds (capability "resume").
     rescan: bool = False
+    # Optional: the driving user chose to start over: the receiver ignores a journal of the target.
+    restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)

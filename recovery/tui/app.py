@@ -19,7 +19,15 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 
 from recovery import events
-from recovery.engine.agent import AgentSession, JobEnded, JobStarted, PeerDisks, disk_paths, offered_disks
+from recovery.engine.agent import (
+    AgentSession,
+    JobEnded,
+    JobStarted,
+    PeerDisks,
+    disk_paths,
+    offered_disks,
+    unfinished,
+)
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
 from recovery.engine.lobby import Lobby, Seen
@@ -50,6 +58,7 @@ from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen, PeerView
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
+from recovery.tui.screens.resume import RescueScreen, ResumeScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 
 
@@ -68,6 +77,7 @@ class WizardState:
     choice: Choice = field(default_factory=Choice)
     job: JobView | None = None
     job_link: PeerLink | None = None  # the link the last clone ran on
+    rescue_next: bool = False  # the user chose rescue mode after a read error: the next clone uses it
 
 
 def only_wizards_and_agents(hello: Hello) -> str | None:
@@ -140,7 +150,8 @@ class WizardApp(App[int]):
     def _read_machine(self) -> None:
         error = None
         try:
-            disks = self.config.inventory() if self.config.inventory else offered_disks(self.config.disks)
+            disks = (self.config.inventory() if self.config.inventory
+                     else offered_disks(self.config.disks, self.config.log_dir))
         except RecoveryError as e:
             disks, error = (), e
         except Exception as e:  # noqa: BLE001 - udev or sysfs surprises: say so on screen, keep going
@@ -298,7 +309,8 @@ class WizardApp(App[int]):
         self.state.status.pop("peer", None)
         self.state.seen = []
         session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks),
-                               offered=lambda: offered_disks(self.config.disks), sink=self._engine_sink,
+                               offered=lambda: offered_disks(self.config.disks, self.config.log_dir),
+                               sink=self._engine_sink,
                                log_dir=self.config.log_dir)
         self.state.link, self.state.session, self.state.paired = link, session, False
         self.state.peer = PeerView.of(link)
@@ -353,7 +365,7 @@ class WizardApp(App[int]):
             self._open_lobby()
         if not current or msg.error is None:
             return
-        if isinstance(self.screen, (ErrorScreen, SummaryScreen, ProgressScreen)):
+        if isinstance(self.screen, (ErrorScreen, SummaryScreen, ProgressScreen, RescueScreen)):
             return  # a clone's own result is on screen; reconnecting runs in the background
         self._show(ErrorScreen(self._lost(msg.error, peer), peer=peer))
 
@@ -414,8 +426,25 @@ class WizardApp(App[int]):
     def _on_target(self, disk: object) -> None:
         if not isinstance(disk, DiskInfo):
             return
-        self.state.choice.target = disk
-        self.push_screen(OptionsScreen(self.state.choice), self._on_options)
+        choice = self.state.choice
+        choice.target = disk
+        choice.rescue = choice.rescue or self.state.rescue_next
+        job = unfinished(choice.source, disk) if choice.source else None
+        if job is not None:  # the target's journal: an interrupted clone of this source
+            self.push_screen(ResumeScreen(job), partial(self._on_resume, job.complete or job.rescue))
+            return
+        self.push_screen(OptionsScreen(choice), self._on_options)
+
+    def _on_resume(self, rescue: bool, resume: object) -> None:
+        if not isinstance(resume, bool):
+            return
+        choice = self.state.choice
+        choice.restart = not resume
+        choice.rescue = choice.rescue or (resume and rescue)
+        job = unfinished(choice.source, choice.target) if resume and choice.source and choice.target else None
+        if job is not None:
+            choice.mode = job.mode  # the interrupted clone's: another mode would be another clone
+        self.push_screen(OptionsScreen(choice), self._on_options)
 
     def _on_options(self, choice: object) -> None:
         if not isinstance(choice, Choice) or self.state.peer is None:
@@ -431,6 +460,7 @@ class WizardApp(App[int]):
             self.notify("The other machine is gone; the clone did not start.", severity="error")
             self._reset_to_home()
             return
+        self.state.rescue_next = False
         session.submit(self.state.choice.complete())
 
     # --- a clone runs ---
@@ -463,6 +493,14 @@ class WizardApp(App[int]):
             return
         advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer)
         self._show(ErrorScreen(advice, log=ended.log, peer=job.started.peer))
+        if ended.code == "source_read" and not job.passive and not self.state.choice.rescue:
+            self.push_screen(RescueScreen(job.started.peer), self._on_rescue)
+
+    def _on_rescue(self, yes: object) -> None:
+        self.state.rescue_next = yes is True
+        if yes is True and isinstance(self.screen, ErrorScreen):
+            self.screen.set_status("Rescue mode is on for the next clone: pair again and choose the same disks; "
+                                   "it resumes where it stopped.")
 
     def ask_abort(self) -> None:
         def answer(yes: bool | None) -> None:

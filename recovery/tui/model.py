@@ -98,11 +98,13 @@ class Choice:
     mode: str = "used"
     level: int | None = None  # None: auto, 0: off
     verify: bool = True
+    rescue: bool = False  # the source has unreadable areas: rescue mode
+    restart: bool = False  # the target holds an interrupted clone of the source: start over instead
 
     def complete(self) -> CloneChoice:
         assert self.send is not None and self.source is not None and self.target is not None
         return CloneChoice(send=self.send, source=self.source, target=self.target, mode=self.mode,
-                           level=self.level, verify=self.verify)
+                           level=self.level, verify=self.verify, rescue=self.rescue, restart=self.restart)
 
 
 def level_text(level: int | None) -> str:

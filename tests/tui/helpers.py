@@ -60,9 +60,9 @@ class Peer:
                  candidates: Sequence[str] | None = None, rate: float | None = None,
                  code: str = "2468-1357") -> None:
         self.disks = [str(d) for d in disks]
-        self.offered = offered_disks(self.disks)
-        self.candidates = self.disks if candidates is None else list(candidates)
         self.name, self.rate, self.log_dir, self.code = name, rate, tmp / f"{name}-logs", code
+        self.offered = offered_disks(self.disks, self.log_dir)
+        self.candidates = self.disks if candidates is None else list(candidates)
         self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
         self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
         self.events: list[events.Event] = []
@@ -93,7 +93,8 @@ class Peer:
             self.link = contact.await_pairing(CodeGuard(self.code), offered=self.offered,
                                               wants_drive=self._take_code, stop=self._stop)
             self.session = AgentSession(self.link, candidates=lambda: self.candidates,
-                                        offered=lambda: offered_disks(self.disks), sink=self.events.append,
+                                        offered=lambda: offered_disks(self.disks, self.log_dir),
+                                        sink=self.events.append,
                                         log_dir=self.log_dir)
             self.ready.set()
             self.session.serve()

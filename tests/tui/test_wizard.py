@@ -19,6 +19,7 @@ from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
+from recovery.tui.screens.resume import RescueScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 from recovery.tui.widgets import DiskList
 from tests.tui.helpers import Peer, run, wait_for
@@ -203,6 +204,8 @@ def _drive_failing_read(
         async with app.run_test(size=SIZE) as pilot:
             await walk_to_review(pilot, peer.code)
             await pilot.press(*"blank.img", "enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, RescueScreen), 60, "the rescue question")
+            await pilot.press("n")  # not now (tests/tui/test_resume.py says yes)
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 60, "the error screen")
             assert isinstance(app.screen, ErrorScreen)
             shown.append(app.screen)

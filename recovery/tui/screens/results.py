@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static
 from recovery import events
 from recovery.tui.advice import Advice
 from recovery.tui.model import JobView
+from recovery.tui.screens.resume import rescue_rows, rescue_verdict
 from recovery.units import human_duration, human_rate, human_size
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def summary_rows(job: JobView, s: events.Summary) -> list[tuple[str, str]]:
              ("Chunks", "BLAKE3 of every chunk, the same on both machines:"), ("", s.list_digest)]
     if s.image_digest:
         rows += [("Image", "BLAKE3 of the whole disk (b3sum of the source gives this):"), ("", s.image_digest)]
+    rows += rescue_rows(s)
     if s.checks:
         names = sorted({c["check"] for c in s.checks})
         rows.append(("Checks", f"on the target: {', '.join(names)}"))
@@ -62,6 +64,9 @@ def summary_rows(job: JobView, s: events.Summary) -> list[tuple[str, str]]:
 
 
 def verdict(s: events.Summary) -> str:
+    partial = rescue_verdict(s)
+    if partial:
+        return partial
     if s.verified:
         return "Clone complete and verified."
     return "Clone complete, NOT verified (verification was off)."
