@@ -29,8 +29,11 @@ import base64
 import hmac
 import json
 import os
+import queue
 import struct
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +103,14 @@ class Found:
 
 
 class Journal:
-    """One clone's journal, being written."""
+    """One clone's journal, being written.
+
+    Lines are made at once (:meth:`durable` is called by the receiver's writing thread, which owns
+    the frame list) and written and flushed by a thread of their own, in order, each line's
+    ``then`` (the ack) called only once it is on the disk: the writing thread never waits for the
+    log directory's disk, so the journal costs the clone next to nothing. A journal that cannot be
+    written is given up (:attr:`error`); the acks still go out.
+    """
 
     def __init__(self, path: Path, *, append_at: int | None = None) -> None:
         self.path = path
@@ -113,6 +123,11 @@ class Journal:
         os.lseek(self.fd, 0, os.SEEK_END)
         os.lseek(self.held_fd, 0, os.SEEK_END)
         self.done = 0  # first-pass frames counted so far
+        self.error: OSError | None = None
+        self.busy = 0.0  # seconds the journal's thread spent writing and flushing
+        self._jobs: queue.Queue[tuple[bytes, bytes, Callable[[], None] | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._write_loop, name="journal", daemon=True)
+        self._thread.start()
 
     @classmethod
     def create(cls, directory: Path | None, plan: m.Plan, target: m.Identity, fingerprint: str,
@@ -129,27 +144,54 @@ class Journal:
                        "source_desc": source_desc, "target_desc": target_desc})
         return journal
 
-    def _line(self, body: dict[str, Any]) -> None:
-        body = {**body, "check": _check(body)}
-        os.write(self.fd, (json.dumps(body, separators=(",", ":")) + "\n").encode())
-        os.fsync(self.fd)
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
+        return (json.dumps({**body, "check": _check(body)}, separators=(",", ":")) + "\n").encode()
 
-    def durable(self, point: DurablePoint, frames: FrameList) -> None:
-        """Record what the last flush made durable; call it before the ack goes out."""
-        if point.held:
-            out = bytearray()
-            for index, data in point.held:
-                offset, length, digest, kind = frames.record(index)
-                out += HELD.pack(offset, length, digest, kind, len(data or b"")) + (data or b"")
-            os.write(self.held_fd, out)
-            os.fsync(self.held_fd)
+    def _line(self, body: dict[str, Any], held: bytes = b"", then: Callable[[], None] | None = None) -> None:
+        self._jobs.put((held, self._encode(body), then))
+
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            held, line, then = job
+            started = time.monotonic()
+            try:
+                if self.error is None:
+                    for fd, data in ((self.held_fd, held), (self.fd, line)):
+                        if data:
+                            os.write(fd, data)
+                            os.fsync(fd)
+            except OSError as e:
+                self.error = e
+            finally:
+                self.busy += time.monotonic() - started
+                self._jobs.task_done()
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # noqa: BLE001 - the ack of a lost link: the session hears of it itself
+                    pass
+        self._jobs.task_done()
+
+    def durable(self, point: DurablePoint, frames: FrameList, then: Callable[[], None] | None = None) -> None:
+        """Record what the last flush made durable; ``then`` (the ack) runs once that is on the disk."""
+        out = bytearray()
+        for index, data in point.held:
+            offset, length, digest, kind = frames.record(index)
+            out += HELD.pack(offset, length, digest, kind, len(data or b"")) + (data or b"")
         records, kinds = frames.packed(self.done, len(frames))
         replaced = [[i, _b64(frames.packed(i, i + 1)[0]), frames.kinds[i]] for i in point.replaced if i < self.done]
         if not records and not replaced and not point.held:
+            if then is not None:
+                self._jobs.put((b"", b"", then))
             return
         self._line({"to": len(frames), "bytes": frames.covered, "records": _b64(records), "kinds": _b64(kinds),
-                    "replaced": replaced})
+                    "replaced": replaced}, bytes(out), then)
         self.done = len(frames)
+
+    def drain(self) -> None:
+        """Wait until every line so far is on the disk."""
+        self._jobs.join()
 
     def mark_rescue(self) -> None:
         """A rescue continues this clone: from now on its frames may hold filled areas."""
@@ -165,6 +207,9 @@ class Journal:
         self._line({"complete": True, "target_fp": fingerprint, "unreadable": unreadable})
 
     def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
         for fd in (self.fd, self.held_fd):
             if fd >= 0:
                 os.close(fd)

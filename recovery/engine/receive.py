@@ -117,6 +117,8 @@ def run_receive(
                              passes=plan.rescue and "rescue" in caps)
         pipe = _pipeline(link, target, limits, keys, begun, opts, "resend" in caps, sink)
         done_msg = _stream(link, pipe, plan, sink)
+        if begun.journal is not None:
+            begun.journal.drain()  # the last ack goes out before the summary
         _check_totals(plan, done_msg, pipe)
         transfer_seconds = time.monotonic() - started
 
@@ -247,14 +249,11 @@ def _pipeline(link: PeerLink, target: Target, limits: FrameLimits, keys: object,
     state: dict[str, ReceivePipeline] = {}
 
     def durable(point: DurablePoint) -> None:
-        if begun.journal is not None:
-            try:
-                begun.journal.durable(point, state["pipe"].framelist)
-            except OSError as e:
-                sink(events.Warning(f"the resume journal cannot be written ({e.strerror}): it is given up"))
-                begun.journal.close()
-                begun.journal = None
-        ctl.send(m.Ack(seq=point.seq, bytes=point.covered))
+        ack = m.Ack(seq=point.seq, bytes=point.covered)
+        if begun.journal is None:
+            ctl.send(ack)
+        else:  # the ack goes out once the journal has it on the disk
+            begun.journal.durable(point, state["pipe"].framelist, then=lambda: ctl.try_send(ack))
 
     def again(seq: int, epoch: int, reason: str) -> None:
         ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))
@@ -323,8 +322,12 @@ def _settle(pipe: ReceivePipeline, begun: _Start, sink: events.EventSink) -> Non
     assert jrnl is not None
     try:
         pipe.settle(lambda point: jrnl.durable(point, pipe.framelist))
+        jrnl.drain()
     except (RecoveryError, OSError) as e:
         sink(events.Warning(f"what was written since the last flush is not in the journal: {e}"))
+    if jrnl.error is not None:
+        sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}): "
+                            "the clone cannot resume, it starts over"))
 
 
 def _end_journal(begun: _Start, target: Target, verified: bool | None, unreadable: int,
@@ -334,6 +337,9 @@ def _end_journal(begun: _Start, target: Target, verified: bool | None, unreadabl
     if jrnl is None:
         return
     begun.journal = None
+    jrnl.drain()
+    if jrnl.error is not None:
+        sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}); it was given up"))
     try:
         if unreadable and verified is not False:
             fd = target.fd if target.fd >= 0 else None

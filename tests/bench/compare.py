@@ -91,10 +91,10 @@ def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 
 
 def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
-         address: str = "127.0.0.1", workers: int | None = None, encrypt: bool = True) -> Run:
+         address: str = "127.0.0.1", workers: int | None = None, encrypt: bool = True, journal: bool = True) -> Run:
     more = ["--workers", str(workers)] if workers else []
-    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes", *more],
-                  netns[1] if netns else None)
+    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes", *more,
+                   *([] if journal else ["--no-journal"])], netns[1] if netns else None)
     assert rx.stdout is not None
     line = rx.stdout.readline()  # the "listening" event
     if b"listening" not in line:
@@ -263,6 +263,63 @@ def encryption_cost(src: str, target: str, runs: int) -> dict[str, Any]:
     return out
 
 
+def journal_writes(frames: int, batch: int, logs: Path) -> dict[str, float]:
+    """The journal alone, as a clone of ``frames`` chunks drives it (an ack every ``batch`` frames): the
+    time the receiver's writing thread spends in it (its critical path), and its own thread's."""
+    from recovery.engine.framelist import FrameList
+    from recovery.engine.journal import Journal
+    from recovery.engine.recvpipe import DurablePoint
+
+    journal = Journal(logs / "bench.journal")
+    framelist = FrameList()
+    caller = 0.0
+    acks = 0
+    for first in range(0, frames, batch):
+        for i in range(first, min(frames, first + batch)):
+            framelist.append(i << 22, 4 << 20, os.urandom(32), 0)
+        started = time.perf_counter()
+        journal.durable(DurablePoint(len(framelist), framelist.covered, first), framelist, then=lambda: None)
+        caller += time.perf_counter() - started
+        acks += 1
+    journal.drain()
+    busy = journal.busy
+    journal.remove()
+    return {"acks": acks, "writer_thread_s": round(caller, 4), "journal_thread_s": round(busy, 4)}
+
+
+def journal_cost(src: str, target: str, runs: int) -> dict[str, Any]:
+    """The resume journal against --no-journal, in turns (ABBA, so a load that drifts hits both alike).
+    The logs (and so the journal, flushed before every ack) live on the disk the repository is on, not
+    tmpfs, so its fsyncs cost what they cost. Both the whole run and the transfer phase alone; and
+    the journal alone for as many frames and acks as those clones had."""
+    out: dict[str, Any] = {}
+    logs = Path(os.environ.setdefault("USB4_RECOVERY_LOG_DIR", "/var/tmp/usb4-recovery-bench-logs"))
+    logs.mkdir(parents=True, exist_ok=True)
+    for mode in ("used", "exact"):
+        first = ours(src, target, mode)  # warm-up, untimed
+        on: list[Run] = []
+        off: list[Run] = []
+        for i in range(runs):
+            for journal in ((True, False) if i % 2 == 0 else (False, True)):
+                (on if journal else off).append(ours(src, target, mode, journal=journal))
+        row: dict[str, Any] = {"runs": runs}
+        for what, get in (("total", lambda r: r.seconds), ("transfer", lambda r: r.extra["transfer_s"])):
+            a, b = [get(r) for r in on], [get(r) for r in off]
+            row[what] = {"journal_median_s": round(statistics.median(a), 3),
+                         "no_journal_median_s": round(statistics.median(b), 3),
+                         "ratio_median": round(statistics.median(a) / statistics.median(b), 3),
+                         "ratio_best": round(min(a) / min(b), 3)}
+        frames = -(-first.extra["to_send"] // (4 << 20))
+        transfer = row["transfer"]["no_journal_median_s"]
+        batch = max(1, int(frames / max(1.0, transfer / 2.0)))  # an ack every 2 s (or 256 MiB, 64 chunks)
+        alone = journal_writes(frames, min(batch, 64), logs)
+        alone["writer_share_of_transfer"] = round(alone["writer_thread_s"] / transfer, 5)
+        row["journal_alone"] = alone
+        out[mode] = row
+        print(f"  {mode}: {row}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=Path("/dev/shm/usb4-recovery-bench"))
@@ -272,6 +329,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--encryption-only", action="store_true",
                    help="only the cost of encrypting the data (encrypted against --no-encrypt)")
+    p.add_argument("--journal-only", action="store_true",
+                   help="only the cost of the receiver's resume journal (against --no-journal)")
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     disk = args.dir / "bench-disk.img"
@@ -288,6 +347,12 @@ def main() -> None:
           f"{args.runs} timed runs each", flush=True)
     with loop_over(backing) as target:
         src = str(disk)
+        print("the cost of the resume journal: journal against --no-journal, in turns:", flush=True)
+        report["journal"] = journal_cost(src, target, args.runs)
+        print(f"  {report['journal']}", flush=True)
+        if args.journal_only:
+            print(json.dumps(report, indent=2))
+            return
         print("the cost of encrypting the data: encrypted against --no-encrypt, raw level, in turns:", flush=True)
         report["encryption"] = encryption_cost(src, target, args.runs)
         print(f"  {report['encryption']}", flush=True)
