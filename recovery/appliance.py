@@ -26,6 +26,7 @@ person with a serial cable) wait for::
 
     USB4-RECOVERY READY mode=receive kernel=... thunderbolt_stream=loaded problems=0 secureboot=off
     USB4-RECOVERY RESULT ok exit=0 digest=<blake3 of the disk>
+    USB4-RECOVERY RESULT partial exit=14 error=<what could not be read>   (a rescue)
     USB4-RECOVERY RESULT failed exit=3 error=<last error message>
 
 The parsing is pure (``parse_cmdline``, ``check_system`` over a given sysfs
@@ -50,6 +51,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recovery.errors import UnreadableSourceError
 from recovery.secureboot import ENROL_STEPS, MODULE_KEY, SecureBootState, enrol_command, module_note, read_state
 
 MODES = ("wizard", "shell", "send", "receive")
@@ -389,7 +391,8 @@ def result_line(exit_code: int, output_lines: Sequence[str]) -> str:
     if exit_code == 0:
         return f"{RESULT} ok exit=0 digest={digest or 'unknown'}"
     reason = " ".join((json_error or plain_error or "no error message").split())[:200]
-    return f"{RESULT} failed exit={exit_code} error={reason}"
+    outcome = "partial" if exit_code == UnreadableSourceError.exit_code else "failed"
+    return f"{RESULT} {outcome} exit={exit_code} error={reason}"
 
 
 # ---------------------------------------------------------------------------

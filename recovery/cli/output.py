@@ -196,7 +196,7 @@ def _rescue_lines(s: events.Summary) -> list[str]:
 
 
 KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
-    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them)",
+    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them, the chunks are sent again)",
     "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
     "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",
 }

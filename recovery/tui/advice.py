@@ -21,8 +21,8 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
         return f"The link to {peer} was lost", (
             "Check that the cable is plugged in firmly at both ends.",
             f"Check that usb4-recovery still runs on {peer}.",
-            f"The wizard reconnects by itself when {peer} is back; a clone then starts from "
-            "the beginning. The source was only read, never changed.",
+            f"The wizard reconnects by itself when {peer} is back; choose the same disks and the "
+            "clone resumes where it stopped. The source was only read, never changed.",
         ), True
     if code == "refused":
         return "The clone was refused", (
@@ -32,8 +32,8 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
     if code == "source_read":
         return "The source disk cannot be read", (
             "Try again: a loose cable or a disk that went to sleep can fail once.",
-            "If it fails again at the same place the disk has bad sectors: copy what matters "
-            "file by file instead.",
+            "If it fails again at the same place the disk has bad sectors: continue in rescue mode "
+            "(the wizard asks), which copies everything that can still be read and lists what cannot.",
             INCOMPLETE,
         ), False
     if code == "target_write":

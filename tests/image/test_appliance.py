@@ -140,6 +140,8 @@ def test_result_line_failure_names_the_error() -> None:
     assert result_line(2, ["usage: recovery receive"]).endswith("error=usage: recovery receive")
     lines = ['{"event":"error","message":"cannot connect"}', "error: cannot connect", "hint: start it"]
     assert result_line(4, lines).endswith("error=cannot connect")
+    rescued = ['{"event":"error","code":"unreadable","message":"the clone completed, but 1.5 KiB ..."}']
+    assert result_line(14, rescued).startswith("USB4-RECOVERY RESULT partial exit=14 error=the clone completed")
 
 
 def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:
