@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from recovery import events
-from recovery.units import human_duration, human_rate, human_size
+from recovery.units import human_duration, human_rate, human_size, shown
 
 LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal
 
@@ -79,7 +79,7 @@ class Output:
 
     def _text(self, e: events.Event) -> str | None:
         if isinstance(e, events.Phase):
-            return f"» {e.message}" if e.message else f"» {e.name}"
+            return f"» {shown(e.message)}" if e.message else f"» {e.name}"
         if isinstance(e, events.Listening):
             where = f"{e.address}:{e.port}" if e.port else e.address
             return f"» waiting for a sender on {where} ({e.link})"
@@ -105,7 +105,7 @@ class Output:
             for p in e.parts:
                 how = "used blocks" if p["method"] == "used" else "whole"
                 note = f" ({shown(p['note'])})" if p.get("note") else ""
-                lines.append(f"  partition {p['number']} {p['fstype'] or 'unknown'}: {how}{note}")
+                lines.append(f"  partition {p['number']} {shown(p['fstype'] or 'unknown')}: {how}{note}")
             if e.skipped:
                 lines.append(f"  {human_size(e.skipped)} outside the partitions is not copied "
                              "(--mode exact copies it)")
@@ -115,15 +115,6 @@ class Output:
         if isinstance(e, events.Summary):
             return summary_text(e)
         return None
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def shown(text: str) -> str:
-    """Text that may come from the peer, safe for a terminal: control characters
-    (escape sequences and line breaks among them) are written as ``\\xNN``."""
-    return text.translate(_CONTROL)
 
 
 def summary_text(s: events.Summary) -> str:
@@ -156,8 +147,8 @@ def summary_text(s: events.Summary) -> str:
     for c in s.checks:
         where = f"partition {c['number']}" if c["number"] else "filesystem"
         verdict = {True: "ok", False: "FAILED", None: "not run"}[c["ok"]]
-        lines.append(f"  check     {where}: {c['check']} {verdict}"
-                     + (f" ({c['message']})" if c["message"] and c["ok"] is not True else ""))
+        lines.append(f"  check     {where}: {shown(c['check'])} {verdict}"
+                     + (f" ({shown(c['message'])})" if c["message"] and c["ok"] is not True else ""))
     if s.mismatches:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")

@@ -19,9 +19,14 @@ from textual.widgets.option_list import Option
 
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.model import contents, short_name
-from recovery.units import human_size
+from recovery.units import human_size, shown
 
 COLUMNS = ((15, "Disk"), (20, "Model"), (16, "Serial"), (10, "Size"))
+
+
+def plain(text: str, style: str = "") -> Text:
+    """A string for the screen as it is: never markup (a peer's ``[/x]``), never an escape."""
+    return Text(shown(text, lines=True), style=style)
 
 
 def _cell(text: str, width: int) -> str:
@@ -52,8 +57,8 @@ class DiskList(PickList):
         options = []
         for key, disk in self.disks.items():
             why = refusals.get(disk.path)
-            second = Text(f"cannot be used: {why}", style="italic") if why else Text(contents(disk))
-            prompt = Group(Text(_row_text(disk)), Padding(second, (0, 0, 0, 2)))
+            second = plain(f"cannot be used: {why}", style="italic") if why else plain(contents(disk))
+            prompt = Group(plain(_row_text(disk)), Padding(second, (0, 0, 0, 2)))
             options.append(Option(prompt, id=key, disabled=why is not None))
         super().__init__(*options, compact=True, **kwargs)  # type: ignore[arg-type]
 
@@ -76,8 +81,8 @@ class DiskTable(Static):
             return
         rows: list[RenderableType] = [Text(header_text(), style="bold")]
         for disk in disks:
-            rows.append(Text(_row_text(disk)))
-            rows.append(Padding(Text(contents(disk), style="dim"), (0, 0, 0, 2)))
+            rows.append(plain(_row_text(disk)))
+            rows.append(Padding(plain(contents(disk), style="dim"), (0, 0, 0, 2)))
         self.update(Group(*rows))
 
 

@@ -282,7 +282,8 @@ def test_a_wrong_code_either_way_pairs_nothing(
 def test_a_peer_whose_name_is_markup_is_shown_as_plain_text(
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    name = "[/x][b]evil[/b] \x1b[31m"
+    """``[/x]`` once crashed the wizard: every screen that names the peer shows it as it is."""
+    name = "[/x][b]evil[/b][link=http://x]"
     peer = make_peer([blank_image], name=name)
 
     async def scenario() -> None:
@@ -291,5 +292,15 @@ def test_a_peer_whose_name_is_markup_is_shown_as_plain_text(
         async with app.run_test(size=SIZE) as pilot:
             await type_code(pilot, peer.code)
             assert name in topbar(app)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: shows(app, DirectionScreen), what="the direction")
+            await pilot.press("enter", "enter")
+            await wait_for(pilot, lambda: shows(app, DiskScreen) and "overwrite" in app.screen.step_title,
+                           what="the target")
+            assert name in topbar(app)
+            await pilot.press("enter", "enter")
+            await wait_for(pilot, lambda: shows(app, ReviewScreen), what="the review")
+            review = str(app.screen.query_one("#review", Static).content)
+            assert name in review
 
     run(scenario)

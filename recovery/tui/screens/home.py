@@ -21,6 +21,7 @@ from textual.widgets import Footer, Input, Label, Static
 from recovery.engine.lobby import Seen
 from recovery.tui.links import LinkReport
 from recovery.tui.widgets import DiskTable
+from recovery.units import shown
 
 if TYPE_CHECKING:
     from recovery.tui.app import WizardApp
@@ -68,7 +69,7 @@ def table(rows: list[tuple[str, str]]) -> Table:
     grid.add_column(style="bold", width=12, no_wrap=True)
     grid.add_column()
     for label, value in rows:
-        grid.add_row(label, Text(value))  # plain text: a peer's name is never markup
+        grid.add_row(label, Text(shown(value)))  # plain text: a peer's name is never markup, nor an escape
     return grid
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.table import Table
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -13,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Sparkline, Static
 
 from recovery.tui.model import BOTTLENECK_TEXT, JobView, stage_order
-from recovery.tui.widgets import StageBars, bar
+from recovery.tui.widgets import StageBars, bar, plain
 from recovery.units import human_duration, human_rate, human_size
 
 if TYPE_CHECKING:
@@ -45,10 +44,10 @@ class ProgressScreen(Screen[None]):
         s = self.job.started
         title = (f"Controlled from {s.peer}: it chose this clone" if self.job.passive
                  else f"Copying {'to' if s.role == 'sender' else 'from'} {s.peer}")
-        yield Static(Text(f"usb4-recovery  ·  {title}"), id="topbar")
+        yield Static(plain(f"usb4-recovery  ·  {title}"), id="topbar")
         with Vertical(id="progress-body"):
             if self.job.passive and s.action:
-                yield Static(Text(s.action + ". Esc aborts it.", style="bold"), id="action")
+                yield Static(plain(s.action + ". Esc aborts it.", style="bold"), id="action")
             yield Static(id="route")
             yield Static(id="phase", classes="section")
             yield Static(id="bar")
@@ -68,11 +67,11 @@ class ProgressScreen(Screen[None]):
         route = Table.grid(padding=(0, 1))
         route.add_column(style="bold", width=4)
         route.add_column()
-        route.add_row("From", Text(job.source))
-        route.add_row("To", Text(job.target))
+        route.add_row("From", plain(job.source))
+        route.add_row("To", plain(job.target))
         self.query_one("#route", Static).update(route)
         phase = PHASES.get(job.phase, job.phase.capitalize())
-        self.query_one("#phase", Static).update(f"{phase}: {job.phase_text}" if job.phase == "map" else phase)
+        self.query_one("#phase", Static).update(plain(f"{phase}: {job.phase_text}" if job.phase == "map" else phase))
         self.query_one("#bar", Static).update(f"{bar(job.fraction, 60)} {job.fraction * 100:5.1f}%")
         self.query_one("#numbers", Static).update(numbers(job))
         self.query_one("#spark", Sparkline).data = list(job.history)
@@ -80,7 +79,7 @@ class ProgressScreen(Screen[None]):
         limit = BOTTLENECK_TEXT.get(job.bottleneck, "")
         if job.warnings:
             limit = f"Warning: {job.warnings[-1]}" + (f"\n{limit}" if limit else "")
-        self.query_one("#limit", Static).update(limit)
+        self.query_one("#limit", Static).update(plain(limit))
 
     def action_abort(self) -> None:
         cast("WizardApp", self.app).ask_abort()

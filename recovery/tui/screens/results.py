@@ -15,7 +15,8 @@ from textual.widgets import Footer, Static
 from recovery import events
 from recovery.tui.advice import Advice
 from recovery.tui.model import JobView
-from recovery.units import human_duration, human_rate, human_size
+from recovery.tui.widgets import plain
+from recovery.units import human_duration, human_rate, human_size, shown
 
 if TYPE_CHECKING:
     from recovery.tui.app import WizardApp
@@ -27,7 +28,7 @@ def facts(rows: list[tuple[str, str]]) -> Table:
     table.add_column(style="bold", width=7, no_wrap=True)
     table.add_column()
     for label, value in rows:
-        table.add_row(label, value)
+        table.add_row(label, plain(value))
     return table
 
 
@@ -70,7 +71,7 @@ def verdict(s: events.Summary) -> str:
 def next_steps(job: JobView, host: str) -> Text:
     holder = job.started.peer if job.started.role == "sender" else host
     text = Text("What next\n", style="bold")
-    text.append(f"- Start {holder} from the new disk and check that your files are there.\n")
+    text.append(shown(f"- Start {holder} from the new disk and check that your files are there.") + "\n")
     text.append("- Keep the old disk as it is until you are sure.\n")
     text.append("- Enter starts another clone; Ctrl+Q quits.")
     return text
@@ -100,7 +101,7 @@ class SummaryScreen(Screen[None]):
     def show_demo_check(self, text: str) -> None:
         self.demo_check = text
         check = self.query_one("#demo-check", Static)
-        check.update(text)
+        check.update(plain(text))
         check.add_class("shown")
 
     def action_again(self) -> None:
@@ -119,15 +120,15 @@ class ErrorScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         a = self.advice
-        yield Static(f"usb4-recovery  ·  {a.title}", id="topbar", classes="error")
+        yield Static(plain(f"usb4-recovery  ·  {a.title}"), id="topbar", classes="error")
         steps = Table.grid(padding=(0, 1))
         steps.add_column(width=1)
         steps.add_column()
         for step in a.steps:
-            steps.add_row("-", step)
+            steps.add_row("-", plain(step))
         with VerticalScroll(classes="result-body"):
             yield Static("What happened", classes="section")
-            yield Static(a.message, id="error-message")
+            yield Static(plain(a.message), id="error-message")
             if a.steps:
                 yield Static("What you can do", classes="section")
                 yield Static(steps, id="error-steps")
@@ -139,13 +140,13 @@ class ErrorScreen(Screen[None]):
     def on_mount(self) -> None:
         if self.advice.waiting and not self.status:
             self.status = f"Waiting for {self.peer or 'the other machine'} to return..."
-        self.query_one("#error-status", Static).update(self.status)
+        self.query_one("#error-status", Static).update(plain(self.status))
 
     def set_status(self, text: str) -> None:
         """A line under the advice (shown once the screen is up, if it is not yet)."""
         self.status = text
         if self.is_mounted:
-            self.query_one("#error-status", Static).update(text)
+            self.query_one("#error-status", Static).update(plain(text))
 
     def action_again(self) -> None:
         cast("WizardApp", self.app).start_over()

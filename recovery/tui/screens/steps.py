@@ -21,8 +21,8 @@ from textual.widgets.option_list import Option
 from recovery.engine.agent import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.model import Choice, contents, level_text, short_name, used_bytes
-from recovery.tui.widgets import DiskList, PickList, header_text
-from recovery.units import human_size
+from recovery.tui.widgets import DiskList, PickList, header_text, plain
+from recovery.units import human_size, shown
 
 
 class Step(Screen[object]):
@@ -35,7 +35,7 @@ class Step(Screen[object]):
         self.step_title = title
 
     def top(self) -> Static:
-        return Static(f"usb4-recovery  ·  {self.step_title}", id="topbar")
+        return Static(plain(f"usb4-recovery  ·  {self.step_title}"), id="topbar")
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -51,12 +51,12 @@ class DirectionScreen(Step):
         with Vertical(classes="step-body"):
             yield Label("What do you want to copy?", classes="section")
             yield PickList(
-                Option(f"Copy a disk of this machine ({self.host}) to {self.peer}", id="send"),
-                Option(f"Copy a disk of {self.peer} to this machine ({self.host})", id="receive"),
+                Option(plain(f"Copy a disk of this machine ({self.host}) to {self.peer}"), id="send"),
+                Option(plain(f"Copy a disk of {self.peer} to this machine ({self.host})"), id="receive"),
                 id="direction", compact=True,
             )
-            yield Static(f"Either machine can drive the whole clone; {self.peer} shows the same "
-                         "progress and can abort it.", classes="help")
+            yield Static(plain(f"This machine drives the whole clone; {self.peer} shows the same "
+                               "progress and can abort it."), classes="help")
         yield Footer()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -76,7 +76,7 @@ class DiskScreen(Step):
     def compose(self) -> ComposeResult:
         yield self.top()
         with Vertical(classes="step-body"):
-            yield Static(self.help_text, classes="help")
+            yield Static(plain(self.help_text), classes="help")
             yield Static(header_text(), classes="table-header")
             yield DiskList(self.disks, self.refusals, id="disks")
             yield Static(id="disk-detail")
@@ -94,7 +94,7 @@ class DiskScreen(Step):
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         disk = self.query_one("#disks", DiskList).disk_at(event.option_index)
         if disk is not None:
-            self.query_one("#disk-detail", Static).update(f"{describe_info(disk)}\n{contents(disk)}")
+            self.query_one("#disk-detail", Static).update(plain(f"{describe_info(disk)}\n{contents(disk)}"))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         disk = self.query_one("#disks", DiskList).disk_at(event.option_index)
@@ -180,9 +180,10 @@ def review_text(choice: Choice, host: str, peer: str) -> Text:
         ("Verify", "read the target back and compare" if choice.verify else "no (not recommended)"),
     ):
         text.append(f"{label:<12}", style="bold")
-        text.append(value + "\n")
-    text.append(f"\nEverything on {choice.target.path} of {dst_host} will be destroyed:\n", style="bold")
-    text.append(f"  {contents(choice.target)}\n")
+        text.append(shown(value) + "\n")
+    text.append("\n" + shown(f"Everything on {choice.target.path} of {dst_host} will be destroyed:") + "\n",
+                style="bold")
+    text.append(shown(f"  {contents(choice.target)}") + "\n")
     return text
 
 
