@@ -71,7 +71,7 @@ class PeerFound(Event):
     speed: str | None = None  # as the link reports it: the bus's for the cable, the card's for TCP
     machine_id: str | None = None  # the peer's /etc/machine-id, as it says
     role: str = ""  # this side's part in the pairing: "driver" (typed the code) or "server" (showed it)
-    security: str = ""  # "paired, encrypted", "paired, authenticated, not encrypted", ...
+    security: str = ""  # "paired; data encrypted by default on this link", ... (the same on both sides)
     session: str = ""  # a short fingerprint of the session keys, the same on both machines
     link_choice: str | None = None  # why this link (auto on the cable: the rates measured at the start)
     link_rates: dict[str, float] | None = None  # bytes/s each cable link measured, when both were

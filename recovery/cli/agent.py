@@ -23,7 +23,7 @@ from recovery.engine.lobby import HOLD_LIMIT, PAIR_LIMIT, Lobby
 from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.base import Connection
-from recovery.link.select import LinkSpec, Source, listen, parse_link
+from recovery.link.select import LinkSpec, OneAtATime, Source, listen, parse_link
 from recovery.protocol import messages as m
 
 RETRY = 2.0
@@ -69,25 +69,21 @@ def _stop_on_eof() -> None:
     threading.Thread(target=watch, name="stop-on-eof", daemon=True).start()
 
 
-class _Connecting:
-    """A source that connects to a listening wizard, again and again until it answers."""
+def _connecting(ep: tcp.Endpoint, timeout: float, out: events.EventSink) -> OneAtATime:
+    """Connections to a listening wizard, one at a time: the next only once the last has ended."""
 
-    def __init__(self, ep: tcp.Endpoint, timeout: float, out: events.EventSink) -> None:
-        self.ep, self.timeout, self.out = ep, timeout, out
-        self._closed = threading.Event()
-
-    def accept(self, timeout: float | None) -> Connection:
-        while not self._closed.is_set():
+    def connect(_slice: float | None) -> Connection:
+        while not source.stop.is_set():
             try:
-                return tcp.connect(self.ep, timeout=self.timeout)
+                return tcp.connect(ep, timeout=timeout)
             except LinkError as e:
-                self.out(events.Phase("connect", f"{e.message}; trying again"))
-                if self._closed.wait(RETRY):
+                out(events.Phase("connect", f"{e.message}; trying again"))
+                if source.stop.wait(RETRY):
                     break
         raise LinkError("stopped connecting")
 
-    def close(self) -> None:
-        self._closed.set()
+    source = OneAtATime(connect)
+    return source
 
 
 def _source(args: argparse.Namespace, out: events.EventSink) -> tuple[Source, float]:
@@ -99,7 +95,7 @@ def _source(args: argparse.Namespace, out: events.EventSink) -> tuple[Source, fl
         ep = tcp.parse_endpoint(args.connect)
         if not ep.host:
             raise UsageError("--connect needs the wizard's address: HOST or HOST:PORT")
-        return _Connecting(ep, args.timeout, out), HOLD_LIMIT  # a person types our code there first
+        return _connecting(ep, args.timeout, out), HOLD_LIMIT  # a person types our code there first
 
     def listening(address: str, port: int, link: str) -> None:
         out(events.Listening(address=address, port=port, link=link))

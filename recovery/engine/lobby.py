@@ -9,12 +9,17 @@ the pairing. So a stranger that connects and stays silent (or trickles
 bytes) holds up nobody:
 
 - every connection has a fixed time in all to pair (:data:`PAIR_LIMIT`); a
-  peer this side may *drive* (an agent or a wizard that waits for our user to
-  type its code) is held longer, or for as long as the cable joins us;
-- at most :data:`MAX_CONTACTS` connections are handled at once: when the
-  table is full, the oldest one that only waits is dropped for the newcomer;
+  peer this side may *drive* (for a wizard: an agent or a wizard that waits
+  for our user to type its code) is held longer, or for as long as the cable
+  joins us;
+- at most :data:`MAX_CONTACTS` connections are handled at once, and at most
+  :data:`MAX_PER_ORIGIN` from one address: when the table (or that address's
+  share) is full, its oldest connection that only waits is dropped for the
+  newcomer (never one this side reached itself, never the cable's, never one
+  in the middle of an attempt), so a flood from one address churns its own
+  places only;
 - one :class:`~recovery.engine.guard.CodeGuard` counts the wrong tries of all
-  of them, and lets one attempt run at a time.
+  of them, per address and in all.
 
 A code a person types here (:meth:`Lobby.drive`) is tried on the held peers
 that can be driven, one after another: the cable's first. Whoever pairs first
@@ -38,12 +43,14 @@ from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.select import Source
 from recovery.protocol import messages as m
+from recovery.protocol.state import State
 
 PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for a peer that drives
 HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
 MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
+MAX_PER_ORIGIN = 4  # of them from one address
 ACCEPT_SLICE = 0.5
-DRIVABLE = ("agent", "wizard")  # roles whose code a person here may type
+DRIVABLE = ("agent", "wizard")  # roles a wizard may drive (a person here types their code)
 
 Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
 
@@ -60,10 +67,18 @@ class Seen:
     since: float = field(default_factory=time.monotonic)
     conn: Connection | None = field(default=None, repr=False)
     contact: Contact | None = field(default=None, repr=False)
+    drives: tuple[str, ...] = ()  # the roles this lobby may drive
+    ours: bool = False  # this side reached it (an address it was given), or the cable did
 
     @property
     def drivable(self) -> bool:
-        return self.role in DRIVABLE
+        return self.role in self.drives
+
+    @property
+    def pairing(self) -> bool:
+        """An attempt is under way (evicting it would count against the real peer)."""
+        contact = self.contact
+        return contact is not None and contact.ctl.state.state is State.PAIRING
 
 
 class Lobby:
@@ -82,9 +97,11 @@ class Lobby:
         timeout: float = DEFAULT_TIMEOUT,
         hostname: str | None = None,
         encrypt: bool | None = None,
+        drives: tuple[str, ...] = (),
     ) -> None:
         self.guard = guard
         self.role = role
+        self.drives = drives  # the roles of peers this side may drive (a wizard: DRIVABLE)
         self.offered = offered
         self.refuse = refuse
         self.sink = sink
@@ -143,28 +160,40 @@ class Lobby:
         else:
             self.sink(events.Warning(f"no more connections from {_kind(source)}: {error.message}"))
 
-    def _take(self, conn: Connection, limit: float, hold: float | None) -> None:
-        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn)
+    def _take(self, conn: Connection, limit: float, hold: float | None, *, ours: bool = False) -> None:
+        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn, drives=self.drives,
+                    ours=ours or conn.kind in ("tbstream", "tbnet"))
         with self._lock:
-            if self.done.is_set():
-                dropped: Seen | None = seen
-            else:
-                dropped = self._make_room()
+            dropped = self._make_room(seen)
+            if dropped is not seen:
                 self._seen.append(seen)
         if dropped is not None and dropped.conn is not None:
-            dropped.conn.abort()
-        if dropped is seen:
-            conn.close()
-            return
+            dropped.conn.abort()  # its thread notices and ends; it was removed from the table already
+            if dropped is seen:
+                dropped.conn.close()
+                return
         self._changed()
         threading.Thread(target=self._handle, args=(seen, limit, hold), name="lobby-contact", daemon=True).start()
 
-    def _make_room(self) -> Seen | None:
-        """With the table full, the connection to drop (under the lock): the oldest that only waits."""
-        if len(self._seen) < MAX_CONTACTS:
+    def _make_room(self, new: Seen) -> Seen | None:
+        """Under the lock: the connection to drop so ``new`` fits (``new`` itself if nothing may go),
+        removed from the table at once."""
+        if self.done.is_set():
+            return new
+        origin = new.conn.origin if new.conn is not None else ""
+        same = [s for s in self._seen if origin and s.conn is not None and s.conn.origin == origin]
+        if len(same) >= MAX_PER_ORIGIN:
+            pool = same  # one address makes room for itself only
+        elif len(self._seen) >= MAX_CONTACTS:
+            pool = self._seen
+        else:
             return None
-        idle = [s for s in self._seen if s is not self._trying]
-        return min(idle, key=lambda s: s.since) if idle else None
+        idle = [s for s in pool if s is not self._trying and not s.ours and not s.pairing]
+        if not idle:
+            return new
+        oldest = min(idle, key=lambda s: s.since)
+        self._seen.remove(oldest)
+        return oldest
 
     def hold(self, ep: tcp.Endpoint, *, retry: float = 2.0) -> None:
         """In a thread: connect to ``ep`` and keep the peer there, to be driven once a person
@@ -182,7 +211,7 @@ class Lobby:
                 continue
             ended = threading.Event()
             conn.on_close.append(ended.set)
-            self._take(conn, PAIR_LIMIT, HOLD_LIMIT)
+            self._take(conn, PAIR_LIMIT, HOLD_LIMIT, ours=True)
             while not ended.wait(0.25):
                 if self.done.is_set():
                     return
@@ -207,7 +236,7 @@ class Lobby:
                     return
                 if self.done.wait(2.0):
                     return
-        seen = Seen(peer=str(ep), link=conn.kind, conn=conn)
+        seen = Seen(peer=str(ep), link=conn.kind, conn=conn, drives=self.drives, ours=True)
         with self._lock:
             self._seen.append(seen)
         self._changed()
@@ -284,7 +313,7 @@ class Lobby:
             wait: float | None = limit
             if seen.drivable:
                 wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
-            link = contact.await_pairing(guard, offered=self.offered(), wants_drive=lambda: self._wants_drive(seen),
+            link = contact.await_pairing(guard, offered=self.offered, wants_drive=lambda: self._wants_drive(seen),
                                          drove=lambda ok: self._drove(seen, ok), limit=wait, stop=self.done)
         except RecoveryError as e:
             quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries

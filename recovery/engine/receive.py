@@ -24,7 +24,7 @@ from recovery.errors import (
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.frames import MAX_CHUNK_SIZE, FrameLimits, max_frames
+from recovery.protocol.frames import MAX_CHUNK_SIZE, MAX_FRAMES, FrameLimits, max_frames
 
 TICK = 0.25
 REPORT_EVERY = 0.5
@@ -208,6 +208,9 @@ def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
         raise RefusedError("the sender offers no codec this side knows")
     if plan.chunk_size > MAX_CHUNK_SIZE or plan.chunk_size % 4096:
         raise RefusedError(f"chunk size {plan.chunk_size} is not a multiple of 4 KiB up to {MAX_CHUNK_SIZE}")
+    if plan.frames > MAX_FRAMES:
+        raise RefusedError(f"the plan announces {plan.frames} frames, more than {MAX_FRAMES} this side keeps "
+                           "track of", hint="send with a larger --chunk-size")
     if plan.frames > max_frames(plan.size, plan.chunk_size) or plan.map.bytes > plan.size:
         raise RefusedError(f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, "
                            f"more than {plan.size} bytes can need")

@@ -23,7 +23,7 @@ import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, pool_count
+from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.engine.sendpipe import LIST_RECORD
 from recovery.engine.target import EDGE, Target
 from recovery.errors import IntegrityError, LinkError
@@ -40,6 +40,7 @@ from recovery.protocol.frames import (
 )
 from recovery.units import human_size
 
+INFLIGHT = 4096  # frames received but not yet written, at most
 ACK_BYTES = 256 << 20
 ACK_SECONDS = 2.0
 LEDGER = struct.Struct("<QQ32sB")  # offset, length, digest, kind: what was written
@@ -83,6 +84,7 @@ class ReceivePipeline:
         self.jobs: Pipe[tuple[ChunkHeader, bytes, object, object | None] | None] = Pipe(self.crew, workers * 2)
         self.results: Reorder[object] = Reorder(self.crew)
         self.sequence = FrameSequence(limits)
+        self.inflight = threading.Semaphore(INFLIGHT)
         self.list_hasher = blake3.blake3()
         self.ledger = bytearray()
         self.held: list[tuple[ChunkHeader, bytes | None]] = []
@@ -116,6 +118,9 @@ class ReceivePipeline:
             self.net_meter.add(time.monotonic() - start)
             h = decode_header(view, self.limits)
             self.sequence.accept(h)
+            while not self.inflight.acquire(timeout=0.2):  # frames not yet written: bounded, ZERO ones too
+                if self.crew.stop.is_set():
+                    raise Stopped
             if h.kind is Kind.END:
                 self.results.put(h.seq, _END)
                 break
@@ -212,6 +217,7 @@ class ReceivePipeline:
             self.done_bytes += h.raw_len
             self.frames += 1
             seq += 1
+            self.inflight.release()
             since_flush += h.raw_len
             now = time.monotonic()
             if since_flush >= ACK_BYTES or now - last_flush >= ACK_SECONDS:

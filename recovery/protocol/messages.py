@@ -172,8 +172,9 @@ Role = Literal["sender", "receiver", "agent", "wizard"]
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """Sent in the clear, first: who this is and what it can do (no disks: those
-    go in :class:`Inventory`, after the pairing)."""
+    """Sent in the clear, first: what this is and what it can do. Its ``host`` names the machine
+    only (no boot or machine id: those go in :class:`Introduce`, no disks: :class:`Inventory`,
+    both after the pairing)."""
 
     type: ClassVar[str] = "hello"
     host: HostInfo
@@ -207,8 +208,17 @@ class PairFailed(Message):
 
     type: ClassVar[str] = "pair_failed"
     attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
-    reason: Literal["wrong_code", "locked", "busy", "conflict", "no_code"]
+    reason: Literal["wrong_code", "locked", "stale", "conflict", "no_code"]
     message: str = field(metadata=bounded(max_len=512))
+
+
+@dataclass(frozen=True, slots=True)
+class Introduce(Message):
+    """Who this side is, in full (boot id, machine id): sealed, so only the paired peer learns it.
+    Both sides send it first after the pairing."""
+
+    type: ClassVar[str] = "introduce"
+    host: HostInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +260,7 @@ class Plan(Message):
     map: MapSummary
     frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END
     encrypted: bool = True  # payloads sealed with the clone's payload key
-    verify: bool = True  # the driver's wish; a receiver's own --no-verify alone may skip the read-back
+    verify: bool = True  # the driver's choice: an agent follows it; `recovery receive` only its own --no-verify
     target: Identity | None = None  # set when the sender's user chose the target
 
 
@@ -335,7 +345,7 @@ class Ping(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Hello, Pake, Confirm, PairFailed, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
+    for cls in (Hello, Pake, Confirm, PairFailed, Introduce, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
                 Done, Summary, Error, Cancel, Ping, Bye)
 }
 # May cross before the pairing, in the clear.

@@ -22,7 +22,7 @@ from recovery import events
 from recovery.engine.agent import AgentSession, JobEnded, JobStarted, PeerDisks, disk_paths, offered_disks
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
-from recovery.engine.lobby import Lobby, Seen
+from recovery.engine.lobby import DRIVABLE, Lobby, Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError, UsageError
 from recovery.link import tcp
@@ -182,7 +182,7 @@ class WizardApp(App[int]):
             return
         lobby = Lobby(self.guard, "wizard", offered=lambda: self.state.disks or (), refuse=only_wizards_and_agents,
                       sink=self._lobby_event, found=self._found, changed=self._lobby_changed,
-                      timeout=config.timeout, hostname=config.hostname)
+                      timeout=config.timeout, hostname=config.hostname, drives=DRIVABLE)
         self.lobby = lobby
         self.state.seen = []
         if config.cable:

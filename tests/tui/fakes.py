@@ -50,10 +50,12 @@ LINKS = LinkReport(
     addresses=("192.168.1.20",),
 )
 PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id="3d1219c7c4c54b7f9e0a1c2d3e4f5a6b",
-                     link="tcp", address="192.168.1.31:7554", speed="1 Gb/s (eth0)", security="paired, encrypted",
+                     link="tcp", address="192.168.1.31:7554", speed="1 Gb/s (eth0)",
+                     security="paired; data encrypted by default on this link",
                      session="4714336dad7f", drives=True, disks=len(PEER))
 PASSIVE_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id=None, link="tbnet",
-                        address="[fe80::2]:7554", speed="40.0 Gb/s x 2 lanes", security="paired, encrypted",
+                        address="[fe80::2]:7554", speed="40.0 Gb/s x 2 lanes",
+                        security="paired; data encrypted by default on this link",
                         session="4714336dad7f", drives=False, disks=0)
 CODE = "4821-0937"
 

@@ -90,7 +90,7 @@ class Peer:
             if self.rate:
                 throttle(conn.data, self.rate)
             contact = meet(conn, "wizard", hostname=self.name, sink=self.events.append)
-            self.link = contact.await_pairing(CodeGuard(self.code), offered=self.offered,
+            self.link = contact.await_pairing(CodeGuard(self.code), offered=lambda: self.offered,
                                               wants_drive=self._take_code, stop=self._stop)
             self.session = AgentSession(self.link, candidates=lambda: self.candidates,
                                         offered=lambda: offered_disks(self.disks), sink=self.events.append,

@@ -64,7 +64,7 @@ def pair(tmp: Path, left: list[Path], right: list[Path], **kw: list[str]) -> tup
         links["left"] = handshake(ca, "wizard", code=CODE, hostname="left")
 
     def serve() -> None:
-        links["right"] = handshake(cb, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right")
+        links["right"] = handshake(cb, "agent", guard=CodeGuard(CODE), offered=lambda: b.infos, hostname="right")
 
     threads = [threading.Thread(target=drive), threading.Thread(target=serve)]
     for t in threads:
@@ -102,7 +102,7 @@ def test_the_server_sends_its_disks_after_the_pairing(tmp_path: Path, source_ima
         assert a.link is not None and b.link is not None
         assert (a.link.role, b.link.role) == ("driver", "server")
         assert a.link.fingerprint == b.link.fingerprint and len(a.link.fingerprint) == 12
-        assert a.link.security == b.link.security == "paired, encrypted"
+        assert a.link.security == b.link.security == "paired; data encrypted by default on this link"
         theirs = a.link.inventory[0]
         assert theirs.path == str(blank_image) and theirs.identity is not None
         assert theirs.identity.kind == "file"
@@ -178,7 +178,7 @@ def test_a_plan_that_pins_nothing_is_refused(tmp_path: Path, source_image: Path,
     links: dict[str, PeerLink] = {}
     t = threading.Thread(target=lambda: links.setdefault("a", handshake(left, "sender", code=CODE)))
     t.start()
-    b.start(handshake(right, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right"))
+    b.start(handshake(right, "agent", guard=CodeGuard(CODE), offered=lambda: b.infos, hostname="right"))
     t.join(10)
     with pytest.raises(RefusedError, match="only writes a disk"):
         run_send(links["a"], SendOptions(source=str(source_image), mode="exact"))

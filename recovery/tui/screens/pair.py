@@ -19,6 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from recovery.engine.session import PeerLink
+from recovery.tui.widgets import plain
+from recovery.units import shown
 
 if TYPE_CHECKING:
     from recovery.tui.app import WizardApp
@@ -32,7 +34,7 @@ class PeerView:
     link: str  # "tcp", "tbstream", ...
     address: str
     speed: str | None  # as the link reports it, when it does
-    security: str  # "paired, encrypted", ...
+    security: str  # "paired; data encrypted by default on this link", ...
     session: str  # the key fingerprint, the same on both screens
     drives: bool  # this machine drives (its user typed the peer's code)
     disks: int
@@ -41,7 +43,7 @@ class PeerView:
     @classmethod
     def of(cls, link: PeerLink) -> PeerView:
         """What the pairing screen shows; the speed as the bus or the network card reports it."""
-        host = link.theirs.host
+        host = link.peer or link.theirs.host
         return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
                    link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
                    session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory),
@@ -57,13 +59,14 @@ def facts(p: PeerView) -> Text:
         ("Link", f"{p.link} to {p.address}"),
         ("Speed", p.speed or "not reported by this link (the clone measures it)"),
         *((("Why", p.choice),) if p.choice else ()),
-        ("Security", f"{p.security}; session {p.session}"),
+        ("Security", p.security),
+        ("Session", f"{p.session} (the same on both screens)"),
     ]
     if p.drives:
         rows.append(("Its disks", str(p.disks)))
     for label, value in rows:
         text.append(f"{label:<11}", style="bold")
-        text.append(value + "\n")
+        text.append(shown(value) + "\n")
     return text
 
 
@@ -81,11 +84,11 @@ class PairScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         p = self.peer
-        yield Static(Text(f"usb4-recovery  ·  Paired with {p.hostname}"), id="topbar")
+        yield Static(Text(f"usb4-recovery  ·  Paired with {shown(p.hostname)}"), id="topbar")
         with Vertical(id="pair-body"):
             yield Static(facts(p), id="pair-facts")
-            yield Static(Text(f"You typed the code shown on {p.hostname}: this machine drives, and "
-                              f"{p.hostname} shows every step and can abort it. Enter chooses what to copy."),
+            yield Static(plain(f"You typed the code shown on {p.hostname}: this machine drives, and "
+                               f"{p.hostname} shows every step and can abort it. Enter chooses what to copy."),
                          id="pair-help")
         yield Footer()
 
@@ -107,10 +110,10 @@ class PassiveScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         p = self.peer
-        yield Static(Text(f"usb4-recovery  ·  Controlled from {p.hostname}"), id="topbar")
+        yield Static(Text(f"usb4-recovery  ·  Controlled from {shown(p.hostname)}"), id="topbar")
         with Vertical(id="pair-body"):
             yield Static(facts(p), id="pair-facts")
-            yield Static(Text(f"{p.hostname} typed the code shown here: it drives now. It is choosing what "
+            yield Static(plain(f"{p.hostname} typed the code shown here: it drives now. It is choosing what "
                               "to copy; every clone it starts shows here, with what it reads or overwrites, "
                               "and Esc aborts it."), id="pair-help")
         yield Footer()
