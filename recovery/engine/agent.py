@@ -381,8 +381,8 @@ class AgentSession:
         if found is None:
             self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
                          hint=f"check the disks of {self.host} and choose the target again")
-        # The driver proved the code shown here: its choice about the read-back counts as ours.
-        opts = ReceiveOptions(target=found[0], overwrite=True, verify=plan.verify, workers=self.workers)
+        # The peer decides what is written, never whether this machine checks its own disk afterwards.
+        opts = ReceiveOptions(target=found[0], overwrite=True, verify=True, workers=self.workers)
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:

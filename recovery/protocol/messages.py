@@ -260,7 +260,7 @@ class Plan(Message):
     map: MapSummary
     frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END
     encrypted: bool = True  # payloads sealed with the clone's payload key
-    verify: bool = True  # the driver's choice: an agent follows it; `recovery receive` only its own --no-verify
+    verify: bool = True  # the driver's wish, for its own records: a receiver reads back unless its own --no-verify
     target: Identity | None = None  # set when the sender's user chose the target
 
 

@@ -138,6 +138,20 @@ def test_controller_sends_to_pinned_target(tmp_path: Path, source_image: Path, b
         close(a, b)
 
 
+def test_the_driver_cannot_turn_off_the_read_back_of_the_side_that_writes(
+        tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and a.session is not None
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0], verify=False))
+        assert wait_ended(a).ok and wait_ended(b).ok
+        written = next(e for e in b.events if isinstance(e, events.Summary))
+        assert written.verified is True
+        assert any(isinstance(e, events.Phase) and e.name == "verify" for e in b.events)
+    finally:
+        close(a, b)
+
+
 def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
     a, b = pair(tmp_path, [blank_image], [source_image])
     try:

@@ -76,6 +76,13 @@ def test_review_names_both_machines_and_the_loss() -> None:
     assert "exact: all 512.0 GiB" in exact
 
 
+def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off() -> None:
+    off = dataclasses.replace(fakes.choice(), verify=False)
+    assert "new-laptop always reads back what it writes" in review_text(off, fakes.HERE, fakes.THERE).plain
+    here = dataclasses.replace(off, send=False)
+    assert "no (not recommended)" in review_text(here, fakes.HERE, fakes.THERE).plain
+
+
 def test_a_choice_completes_into_what_the_session_runs() -> None:
     clone = Choice(send=False, source=fakes.PEER[1], target=fakes.LOCAL[0], mode="exact", level=0).complete()
     assert (clone.send, clone.mode, clone.level, clone.verify) == (False, "exact", 0, True)

@@ -177,7 +177,7 @@ def review_text(choice: Choice, host: str, peer: str) -> Text:
         ("", hardware(choice.target)),
         ("Mode", mode),
         ("Compression", level_text(choice.level)),
-        ("Verify", "read the target back and compare" if choice.verify else "no (not recommended)"),
+        ("Verify", verify_text(choice, dst_host)),
     ):
         text.append(f"{label:<12}", style="bold")
         text.append(shown(value) + "\n")
@@ -185,6 +185,15 @@ def review_text(choice: Choice, host: str, peer: str) -> Text:
                 style="bold")
     text.append(shown(f"  {contents(choice.target)}") + "\n")
     return text
+
+
+def verify_text(choice: Choice, dst_host: str) -> str:
+    """The read-back as it will happen: the machine that writes decides for its own disk."""
+    if choice.verify:
+        return "read the target back and compare"
+    if choice.send:
+        return f"yes: {dst_host} always reads back what it writes"
+    return "no (not recommended)"
 
 
 class ReviewScreen(Step):
