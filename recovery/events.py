@@ -155,3 +155,15 @@ def to_json(event: Event) -> str:
 
 def ignore(event: Event) -> None:
     """An event sink that drops everything."""
+
+
+def parse_line(line: str | bytes) -> dict[str, Any] | None:
+    """One line of ``--json`` output read back: the object, with its ``event`` name (None when
+    the line is not an event: a plain message, or broken JSON)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("event"), str):
+        return None
+    return value

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from recovery import events
+from recovery import events, report
 from recovery.units import human_duration, human_rate, human_size, shown
 
 LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal
@@ -118,48 +118,5 @@ class Output:
 
 
 def summary_text(s: events.Summary) -> str:
-    if s.verified:
-        head = "Clone complete and verified."
-    elif s.verified is None:
-        head = "Clone complete, NOT verified (read-back was skipped)."
-    else:
-        head = "Clone FAILED verification."
-    copied = s.bytes_read if s.role == "sender" else s.bytes_written + s.zero_bytes
-    mode = "used blocks only" if s.mode == "used" else "every block"
-    lines = [
-        head,
-        f"  source    {shown(s.source)}",
-        f"  target    {shown(s.target)}",
-        f"  mode      {s.mode} ({mode}): {human_size(copied)} of {human_size(s.size)}",
-    ]
-    if s.role == "sender":
-        lines.append(f"  sent      {human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} "
-                     "of zeros were not sent")
-    else:
-        lines.append(f"  written   {human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros "
-                     "made without writing them")
-    lines += [
-        f"  time      {s.seconds:.1f} s" + (f" ({human_rate(copied / s.seconds)})" if s.seconds else ""),
-        f"  chunks    BLAKE3 {s.list_digest}  (the same on both machines)",
-    ]
-    if s.image_digest:
-        lines.append(f"  image     BLAKE3 {s.image_digest}  (b3sum of the whole source gives this)")
-    for c in s.checks:
-        where = f"partition {c['number']}" if c["number"] else "filesystem"
-        verdict = {True: "ok", False: "FAILED", None: "not run"}[c["ok"]]
-        lines.append(f"  check     {where}: {shown(c['check'])} {verdict}"
-                     + (f" ({shown(c['message'])})" if c["message"] and c["ok"] is not True else ""))
-    if s.mismatches:
-        ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
-        lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")
-    if s.kernel_log:
-        said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())
-        lines.append(f"  kernel    logged during the clone: {said}")
-    return "\n".join(lines)
-
-
-KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
-    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them)",
-    "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
-    "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",
-}
+    rows = report.summary_rows(s)
+    return "\n".join([report.verdict(s), *(f"  {label:<9} {shown(value)}" for label, value in rows)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from recovery.disks import identity, inventory, partitions
+from recovery.disks import identity, partitions, usage
 from recovery.errors import RefusedError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
@@ -51,7 +51,7 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
         return
     st = os.stat(path)
     if stat.S_ISBLK(st.st_mode):
-        u = inventory.usage(st.st_rdev, partitions.read_table(path))
+        u = usage.usage(st.st_rdev, partitions.read_table(path))
         reason = u.refusal()
         if reason:
             raise RefusedError(f"refusing to write {path}: {reason}")
@@ -70,7 +70,7 @@ def filesystem_type(path: str) -> str | None:
     """The type of the filesystem ``path`` is on (longest matching mountpoint)."""
     real = os.path.realpath(path)
     best: tuple[int, str] | None = None
-    for m in inventory.mounts():
+    for m in usage.mounts():
         mp = m.mountpoint.rstrip("/") or "/"
         if real == mp or real.startswith(mp + "/") or mp == "/":
             if best is None or len(mp) > best[0]:

@@ -72,6 +72,8 @@ class PartitionInfo:
     fstype: str | None = field(default=None, metadata=bounded(max_len=64))
     label: str | None = field(default=None, metadata=bounded(max_len=255))
     used: int | None = None  # bytes in use, when the filesystem says
+    # Optional: the operating system it holds or boots, where cheap to tell ("Windows", an os-release name).
+    os: str | None = field(default=None, metadata=bounded(max_len=80))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,12 @@ class DiskInfo:
     # Optional: logical sector size; a target whose size differs from the
     # source's is refused (the partition tables count in sectors).
     sector_size: int | None = field(default=None, metadata=bounded(lo=512, hi=65536))
+    # Optional: why the disk could not be opened or read ("Permission denied", "No medium found"):
+    # listed so nobody wonders where it went, never usable.
+    unreadable: str | None = field(default=None, metadata=bounded(max_len=255))
+    # Optional, for a disk with neither a partition table nor a filesystem: True when every block
+    # sampled reads as zeros (never used, or wiped), False when it holds data nothing here recognises.
+    blank: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

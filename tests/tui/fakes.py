@@ -33,7 +33,7 @@ LOCAL = (
                 PartitionInfo(3, 481 * GIB, 31 * GIB, "swap", None, None))),
     disk("/dev/sda", 15 * GIB, "here", model="SanDisk Cruzer", serial="4C530001230921",
          parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
-         refusal="it is the boot medium of this appliance"),
+         refusal="it is the boot stick of this appliance"),
 )
 PEER = (
     disk("/dev/nvme0n1", 1024 * GIB, "there", model="WD Blue SN580", serial="23411Z800123", ptable=None),
@@ -41,7 +41,7 @@ PEER = (
          parts=(PartitionInfo(1, MIB, 255 * GIB, "ntfs", "Data", 120 * GIB),)),
     disk("/dev/sdb", 15 * GIB, "there", model="SanDisk Cruzer", serial="4C530001230922",
          parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
-         refusal="it is the boot medium of this appliance"),
+         refusal="it is the boot stick of this appliance"),
 )
 LINKS = LinkReport(
     modules=(("thunderbolt", "USB4/Thunderbolt bus", True), ("thunderbolt_net", "IP over the cable", True),

@@ -39,7 +39,7 @@ def test_targets_that_cannot_be_used_say_why() -> None:
     source = fakes.LOCAL[0]
     assert target_refusal(source, fakes.PEER[0]) is None
     assert target_refusal(source, fakes.PEER[1]) == "too small: 256.0 GiB, the source needs 512.0 GiB"
-    assert target_refusal(source, fakes.PEER[2]) == "it is the boot medium of this appliance"
+    assert target_refusal(source, fakes.PEER[2]) == "it is the boot stick of this appliance"
     unknown = dataclasses.replace(fakes.PEER[0], identity=None)
     assert "did not identify" in (target_refusal(source, unknown) or "")
     assert target_refusal(source, source) == "it is the source disk, or the source lives on it"
