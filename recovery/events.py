@@ -90,6 +90,7 @@ class PlanMade(Event):
     parts: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # used mode: bytes outside the partitions that are not copied
     encrypted: bool = False  # the chunks' payloads are sealed on the link
+    verify: bool = True  # the target is to be read back after the copy
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,12 @@ class Progress(Event):
     wire: int = 0  # bytes on the data channel so far
     durable: int = 0  # bytes acknowledged as flushed on the target
     level: str = ""  # current compression level ("raw", "1", ...)
-    stages: dict[str, float] = field(default_factory=dict)  # busy share per stage
-    bottleneck: str = ""  # "read", "compress", "link", "write" or ""
+    # busy share per stage, both machines' (recovery.engine.progress.STAGES): read, compress, link,
+    # decompress, write
+    stages: dict[str, float] = field(default_factory=dict)
+    # the stage that sets the pace now (recovery.engine.progress.limit), or "": read (the source disk),
+    # compress (the sending machine's processors), link, decompress (the receiving machine's), write
+    bottleneck: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Failed(Event):
     message: str
     exit_code: int
     hint: str | None = None
+    traceback: str | None = None  # an internal error (a bug): where it happened, for the report
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
 # What this version can do; a feature is used only when both hellos list it.
-CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback")
+# "stages": the sender tells the receiver how busy its stages are; "activity": the driver says
+# what its user does between clones.
+CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stages")
 
 
 def default_workers() -> int:

@@ -25,6 +25,13 @@ A code a person types here (:meth:`Lobby.drive`) is tried on the held peers
 that can be driven, one after another: the cable's first. Whoever pairs first
 wins (:meth:`Lobby.wait` returns it, or ``found`` is called); every other
 connection is told this machine is busy and closed.
+
+A lobby opened after a pairing ended may carry that peer's :class:`Pin`: each
+connection whose hello gives the same host name is marked as maybe that
+machine come back (``Seen.known``), any other as a different one, so a
+screen never presents someone else as the peer it had. Nothing pairs by
+itself: the peer proves a code again, and only then are its host name and
+machine id (its introduction) authenticated and compared with the pin.
 """
 
 from __future__ import annotations
@@ -55,6 +62,23 @@ DRIVABLE = ("agent", "wizard")  # roles a wizard may drive (a person here types 
 Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
 
 
+@dataclass(frozen=True)
+class Pin:
+    """The machine a pairing was with: its host name (from its hello) and machine id (from its
+    introduction once paired); the pairing covers both."""
+
+    hostname: str
+    machine_id: str | None
+
+    @classmethod
+    def of(cls, link: PeerLink) -> Pin:
+        return cls(link.theirs.host.hostname, link.peer.machine_id if link.peer else None)
+
+    def named(self, hello: m.Hello) -> bool:
+        """Before a pairing only the name is known (and unproven): does it say the same?"""
+        return hello.host.hostname == self.hostname
+
+
 @dataclass
 class Seen:
     """A connection the lobby handles, as a screen lists it."""
@@ -64,6 +88,7 @@ class Seen:
     hostname: str = ""
     role: str = ""
     state: str = "saying hello"
+    known: bool | None = None  # with a pin: named like the pinned machine (True), or not (False)
     since: float = field(default_factory=time.monotonic)
     conn: Connection | None = field(default=None, repr=False)
     contact: Contact | None = field(default=None, repr=False)
@@ -98,8 +123,10 @@ class Lobby:
         hostname: str | None = None,
         encrypt: bool | None = None,
         drives: tuple[str, ...] = (),
+        pin: Pin | None = None,
     ) -> None:
         self.guard = guard
+        self.pin = pin
         self.role = role
         self.drives = drives  # the roles of peers this side may drive (a wizard: DRIVABLE)
         self.offered = offered
@@ -116,20 +143,25 @@ class Lobby:
         self._error: RecoveryError | None = None
         self._seen: list[Seen] = []
         self._sources: list[Source] = []
+        self._kept: set[int] = set()  # ids of sources not to close at the end
         self._code: str | None = None  # typed here, to be tried on drivable peers
         self._tried: set[int] = set()
         self._trying: Seen | None = None
 
     # --- what comes in ---
 
-    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT) -> None:
+    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT,
+              keep: bool = False) -> None:
         """Take connections from ``source`` in a thread until the lobby is done.
 
         ``limit``: seconds a connection has to pair; ``hold``: seconds a peer
-        this side may drive is kept while it waits (None: as long as it stays).
+        this side may drive is kept while it waits (None: as long as it stays);
+        ``keep``: the source outlives the lobby (a listener kept for the next one).
         """
         with self._lock:
             self._sources.append(source)
+            if keep:
+                self._kept.add(id(source))
         threading.Thread(target=self._accept_loop, args=(source, limit, hold), name="lobby-accept",
                          daemon=True).start()
 
@@ -292,6 +324,7 @@ class Lobby:
                        encrypt=self.encrypt)
         seen.contact = contact
         seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
+        seen.known = self.pin.named(contact.theirs) if self.pin else None
         seen.state = "waiting for the pairing"
         self._changed()
         return contact
@@ -365,7 +398,8 @@ class Lobby:
 
     def _end_the_rest(self) -> None:
         with self._lock:
-            sources, self._sources = self._sources, []
+            sources = [s for s in self._sources if id(s) not in self._kept]
+            self._sources = []
             rest = list(self._seen)
         for source in sources:
             source.close()

@@ -11,7 +11,7 @@ from recovery.engine import fscheck
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.guard import CodeGuard
 from recovery.engine.health import watched_clone
-from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import RateMeter, StageSampler, limit
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import ReceivePipeline
 from recovery.engine.session import PeerLink, handshake
@@ -76,6 +76,7 @@ def run_receive(
             role="receiver", source=src_desc, target=identity.describe(pinned), mode=plan.mode,
             size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
             parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
+            verify=opts.verify,
         ))
         ctl.send(m.Accept(target=pinned))
         # The last look before the first write: still the disk that was pinned?
@@ -99,28 +100,36 @@ def run_receive(
             payload_key=keys.payload, workers=opts.workers,
         )
         p = pipe
-        sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
-                                "write": lambda: p.write_meter.busy}, {"compress": opts.workers})
+        sampler = StageSampler({"link": lambda: p.net_meter.busy, "decompress": lambda: p.work_meter.busy,
+                                "write": lambda: p.write_meter.busy}, {"decompress": opts.workers})
         rate = RateMeter(plan.map.bytes)
         pipe.start()
         done_msg: m.Done | None = None
+        sender: m.Progress | None = None  # the sender's shares, when it says them
+        told_stages = "stages" in ctl.state.shared_caps
         last_report = time.monotonic()
         while not (pipe.finished.is_set() and done_msg is not None):
             pipe.crew.check()
             msg = ctl.poll(TICK)
             if isinstance(msg, m.Done):
                 done_msg = msg
+            elif isinstance(msg, m.Progress) and msg.phase == "transfer":
+                sender = msg
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
                 ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
-                                    link_busy=shares["link"], work_busy=shares["compress"],
+                                    link_busy=shares["link"], work_busy=shares["decompress"],
                                     write_busy=shares["write"]))
+                if sender is not None:
+                    shares.update(read=sender.read_busy, compress=sender.work_busy, link=sender.link_busy)
+                # A sender that lists "stages" says its shares soon: until then, name nothing.
+                named = limit(shares, link_known=sender is not None) if sender or not told_stages else ""
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
                     eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_in, durable=pipe.done_bytes,
-                    stages=shares, bottleneck=bottleneck(shares),
+                    stages=shares, bottleneck=named,
                 ))
         pipe.crew.check()
         pipe.crew.join()

@@ -110,12 +110,12 @@ class ReceivePipeline:
         raw = bytearray(HEADER_SIZE)
         view = memoryview(raw)
         while True:
-            start = time.monotonic()
+            start = self.net_meter.begin()
             try:
                 self.channel.recv_exact(view, "a frame header")
             except LinkError as e:
                 raise LinkError(f"link lost before the end of the stream: {e}") from None
-            self.net_meter.add(time.monotonic() - start)
+            self.net_meter.end(start)
             h = decode_header(view, self.limits)
             self.sequence.accept(h)
             while not self.inflight.acquire(timeout=0.2):  # frames not yet written: bounded, ZERO ones too
@@ -129,9 +129,9 @@ class ReceivePipeline:
                 continue
             buf = self.payloads.get()
             out = self.outputs.get() if h.codec is Codec.ZSTD else None
-            start = time.monotonic()
+            start = self.net_meter.begin()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
-            self.net_meter.add(time.monotonic() - start)
+            self.net_meter.end(start)
             self.jobs.put((h, bytes(view), buf, out))
         for _ in range(self.workers):
             self.jobs.put(None)
@@ -141,7 +141,7 @@ class ReceivePipeline:
         aead = AESGCM(self.payload_key) if self.payload_key is not None else None
         while (item := self.jobs.get()) is not None:
             h, header, buf, out = item
-            start = time.monotonic()
+            start = self.work_meter.begin()
             payload = memoryview(buf)[: h.payload_len]  # type: ignore[arg-type]
             if aead is not None:
                 payload = open_payload(aead, h, header, payload)
@@ -158,7 +158,7 @@ class ReceivePipeline:
                     "its BLAKE3 check: it was damaged on the way and was not written",
                     hint="check the cable or link and run the clone again",
                 )
-            self.work_meter.add(time.monotonic() - start)
+            self.work_meter.end(start)
             self.results.put(h.seq, _Item(h, data, buf, pool))
 
     def _decompress(
@@ -200,7 +200,7 @@ class ReceivePipeline:
                 break
             assert isinstance(item, _Item)
             h = item.header
-            start = time.monotonic()
+            start = self.write_meter.begin()
             if self._is_edge(h):
                 self.held.append((h, None if item.data is None else bytes(item.data)))
             elif h.kind is Kind.ZERO:
@@ -224,7 +224,7 @@ class ReceivePipeline:
                 self.target.flush()
                 self.on_durable(seq, self.done_bytes)
                 since_flush, last_flush = 0, time.monotonic()
-            self.write_meter.add(time.monotonic() - start)
+            self.write_meter.end(start)
         # Everything else is on disk: now the partition tables, then flush.
         for h, data in self.held:
             if data is None:

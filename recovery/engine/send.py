@@ -14,7 +14,7 @@ from recovery.engine.api import SendOptions
 from recovery.engine.chunks import Chunk, plan_chunks
 from recovery.engine.health import watched_clone
 from recovery.engine.level import LevelController, Sample, level_name
-from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, limit
 from recovery.engine.sendpipe import SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source, check_source
@@ -105,6 +105,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             role="sender", source=identity.describe(source.identity), target=target_desc,
             mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
             parts=usedmap.part_events(umap.parts), skipped=umap.skipped, encrypted=encrypted,
+            verify=opts.verify,
         ))
 
         sink(events.Phase("transfer", f"sending {chunks.count} chunks"))
@@ -135,16 +136,20 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             if time.monotonic() - last_report >= REPORT_EVERY:
                 last_report = time.monotonic()
                 shares = sampler.sample()
-                shares["write"] = remote.write_busy
                 levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
                                      workers=shares["compress"], remote_link=remote.link_busy,
                                      remote_work=remote.work_busy, remote_write=remote.write_busy,
                                      cpu_idle=cpu.idle()))
+                if "stages" in caps:
+                    ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
+                                        read_busy=shares["read"], work_busy=shares["compress"],
+                                        link_busy=shares["link"]))
+                shares.update(decompress=remote.work_busy, write=remote.write_busy)
                 rate.update(pipe.done_bytes)
                 sink(events.Progress(
                     phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
                     eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
-                    level=level_name(levels.level), stages=shares, bottleneck=bottleneck(shares),
+                    level=level_name(levels.level), stages=shares, bottleneck=limit(shares),
                 ))
         pipe.crew.check()
         pipe.crew.join()

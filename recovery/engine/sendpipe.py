@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import struct
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -119,11 +118,11 @@ class SendPipeline:
                     raise Stopped
             buf = self.pool.get()
             view = memoryview(buf)[: c.length]
-            start = time.monotonic()
+            start = self.read_meter.begin()
             self.source.read_into(view, c.offset)
             for hole_start, hole_len in c.holes:
                 view[hole_start : hole_start + hole_len] = self._zeros[:hole_len]
-            self.read_meter.add(time.monotonic() - start)
+            self.read_meter.end(start)
             self.jobs.put((c, buf))
         for _ in range(self.workers):
             self.jobs.put(None)
@@ -133,7 +132,7 @@ class SendPipeline:
         aead = AESGCM(self.keys.payload) if self.encrypted else None
         while (item := self.jobs.get()) is not None:
             c, buf = item
-            start = time.monotonic()
+            start = self.work_meter.begin()
             view = memoryview(buf)[: c.length]  # type: ignore[arg-type]
             digest = blake3.blake3(view).digest()
             if digest == zero_digest(c.length):
@@ -164,7 +163,7 @@ class SendPipeline:
                     sealed = self.sealed_pool.get()
                     payload = seal_payload(aead, header, payload, memoryview(sealed))
                 result = _Result(c, buf, header, payload, Kind.DATA, digest, sealed)
-            self.work_meter.add(time.monotonic() - start)
+            self.work_meter.end(start)
             self.results.put(c.seq, result)
 
     def _send(self) -> None:

@@ -31,11 +31,11 @@ from recovery.engine.api import CAPABILITIES
 from recovery.engine.control import ATTEMPT_LIMIT, DEFAULT_TIMEOUT, ControlLink
 from recovery.engine.guard import CodeGuard
 from recovery.engine.pipeline import Crew
-from recovery.errors import CancelledError, PairingError, RecoveryError
+from recovery.errors import CancelledError, PairingError, RecoveryError, RefusedError
 from recovery.link.base import Connection
 from recovery.protocol import codes
 from recovery.protocol import messages as m
-from recovery.protocol.state import Paired, PairingFailed
+from recovery.protocol.state import Paired, PairingFailed, State
 
 STDIO_CODE = "stdio link: authenticated by whatever carries it"
 Offered = Callable[[], tuple[m.DiskInfo, ...]]  # the disks a serving side offers, read once paired
@@ -108,10 +108,20 @@ class PeerLink:
             link_rates=self.conn.rates,
         )
 
+    @property
+    def idle(self) -> bool:
+        """Paired, and no clone under way: another may start."""
+        return self.ctl.state.state is State.IDLE
+
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:
         """Stop the pipeline's threads, tell the peer why we stop, unblock
         everything on the link, and return the error to raise: the peer's
-        own reason if a lost link was only its echo."""
+        own reason if a lost link was only its echo.
+
+        A refusal that left the session idle (the ``refuse`` crossed, nothing
+        was written) ends nothing: the link stays for another try."""
+        if crew is None and isinstance(error, RefusedError) and self.idle:
+            return error
         if crew is not None:
             crew.fail(CancelledError("stopped"))
             crew.join(2)

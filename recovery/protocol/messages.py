@@ -246,6 +246,18 @@ class Bye(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Activity(Message):
+    """The driver says what its user is doing between clones ("choosing the disk to copy"), so the
+    serving screen keeps in step. Optional: a peer without the ``activity`` capability ignores it."""
+
+    type: ClassVar[str] = "activity"
+    what: str = field(metadata=bounded(max_len=200))  # in plain words, shown as text
+    step: int = field(default=0, metadata=bounded(lo=0, hi=99))  # the driver's wizard step (0: none)
+    steps: int = field(default=0, metadata=bounded(lo=0, hi=99))  # of how many
+    optional: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Request(Message):
     """A controlling side asks the peer to send one of its disks."""
 
@@ -296,17 +308,21 @@ class Ack(Message):
 
 @dataclass(frozen=True, slots=True)
 class Progress(Message):
-    """How far a phase is; during the transfer the receiver adds how busy its
-    stages are (shares of the last half second), which the sender's
-    compression-level controller uses."""
+    """How far a phase is; during the transfer each side adds how busy its
+    stages are (shares of the last half second): the receiver's feed the
+    sender's compression-level controller, and both sides name the stage
+    that limits the clone from all of them."""
 
     type: ClassVar[str] = "progress"
     phase: str = field(metadata=bounded(max_len=32))
     done: int
     total: int
-    link_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiving thread inside recv
-    work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # decompress + verify threads
-    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # writing thread
+    # receiver: its thread inside recv; sender (optional): its thread blocked in send
+    link_busy: float = field(default=0.0, metadata=bounded(hi=1.0))
+    # receiver: decompress + verify threads; sender (optional): the compressing workers
+    work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))
+    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiver: writing thread
+    read_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # optional, sender: reading the source
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +370,7 @@ class Ping(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (Hello, Pake, Confirm, PairFailed, Introduce, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
-                Done, Summary, Error, Cancel, Ping, Bye)
+                Done, Summary, Error, Cancel, Ping, Bye, Activity)
 }
 # May cross before the pairing, in the clear.
 CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})

@@ -22,6 +22,7 @@ frames stream on the data channel the receiver sends ``ack`` (durable frames)
 and both may send ``progress``; the sender ends with ``done``, the receiver
 with ``summary``, after which the connection is idle again. Either side may
 end an idle session with ``bye``; the other answers ``bye``, then both close.
+While idle the driver may say what its user does (``activity``, optional).
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
@@ -69,6 +70,7 @@ REQUESTED = "requested"  # the side a request was sent to
 TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.IDLE, "introduce"): (ANY, State.IDLE),
     (State.IDLE, "inventory"): (ANY, State.IDLE),
+    (State.IDLE, "activity"): (DRIVES, State.IDLE),
     (State.IDLE, "plan"): (DRIVES, State.PLANNED),
     (State.IDLE, "request"): (DRIVES, State.REQUESTED),
     (State.IDLE, "bye"): (ANY, State.ENDING),

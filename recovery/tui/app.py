@@ -19,9 +19,11 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 
 from recovery import events
-from recovery.engine.agent import AgentSession, JobEnded, JobStarted, PeerDisks, disk_paths, offered_disks
+from recovery.engine.agent import AgentSession
+from recovery.engine.cable import cable_source, watch
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
+from recovery.engine.jobs import JobEnded, JobStarted, PeerDisks, disk_paths, offered_disks
 from recovery.engine.lobby import DRIVABLE, Lobby, Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError, UsageError
@@ -30,7 +32,6 @@ from recovery.link.discovery import CableMonitor
 from recovery.link.select import LinkSpec, listen
 from recovery.protocol.messages import DiskInfo, Hello
 from recovery.tui.advice import Advice, advise
-from recovery.tui.cable import cable_source, watch
 from recovery.tui.config import WizardConfig
 from recovery.tui.links import LinkReport, read_report
 from recovery.tui.messages import (

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recovery.engine import cable
 from recovery.link import nic
 from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
-from recovery.tui import cable
 
 MODULES = (
     (CORE_MODULE, "USB4/Thunderbolt bus"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from recovery import events
 from recovery.disks import identity, safety
-from recovery.engine.agent import CloneChoice, JobStarted
+from recovery.engine.jobs import CloneChoice, JobStarted
 from recovery.protocol.messages import DiskInfo
 from recovery.units import human_size
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from recovery import events
-from recovery.engine.agent import AgentSession, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.guard import CodeGuard
+from recovery.engine.jobs import offered_disks
 from recovery.engine.session import PeerLink, meet
 from recovery.errors import RecoveryError
 from recovery.link import tcp

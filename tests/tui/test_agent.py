@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from recovery import events
-from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, JobStarted, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
+from recovery.engine.jobs import CloneChoice, JobEnded, JobStarted, PeerActivity, offered_disks
 from recovery.engine.session import PeerLink, handshake
-from recovery.errors import CancelledError, LinkError, RecoveryError, RefusedError, UsageError
+from recovery.errors import LinkError, PeerLeftError, RecoveryError, RefusedError, UsageError
 from tests.tui.helpers import connection_pair
 
 CODE = "1357-2468"  # the serving side's code, typed on the driving side
@@ -39,6 +41,7 @@ class Side:
     def start(self, link: PeerLink) -> None:
         self.link = link
         self.session = AgentSession(link, candidates=lambda: self.candidates, sink=self.sink,
+                                    offered=lambda: offered_disks(self.paths),
                                     log_dir=self.tmp / f"{self.name}-logs")
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -167,18 +170,25 @@ def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, 
         close(a, b)
 
 
-def test_a_target_that_is_gone_is_refused(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
-    a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=[])
+def test_a_target_that_is_gone_is_refused_and_the_session_stays(
+    tmp_path: Path, source_image: Path, blank_image: Path
+) -> None:
+    """The refusal crosses before anything is written: the link stays, and the next clone runs on it."""
+    right_candidates: list[str] = []
+    a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=right_candidates)
     try:
-        assert a.link is not None and a.session is not None
+        assert a.link is not None and a.session is not None and b.link is not None
         a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0],
                                      mode="exact"))
         mine, theirs = wait_ended(a), wait_ended(b)
         assert (mine.ok, mine.code, theirs.code) == (False, "refused", "refused")
         assert "no disk of right" in theirs.message
-        close(a, b)
-        assert isinstance(a.error, RefusedError) and isinstance(b.error, RefusedError)
         assert blank_image.stat().st_blocks == 0  # nothing written
+        assert a.link.idle and b.link.idle and a.error is None and b.error is None
+        right_candidates.append(str(blank_image))  # plugged back in
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0], mode="exact"))
+        assert wait_ended(a, 2).ok and wait_ended(b, 2).ok
+        assert compare(str(source_image), str(blank_image)).identical
     finally:
         close(a, b)
 
@@ -219,9 +229,28 @@ def test_the_peer_closing_ends_an_idle_session(tmp_path: Path, source_image: Pat
     assert a.session is not None and b.thread is not None
     a.session.close("left quits")
     b.thread.join(10)
-    assert isinstance(b.error, CancelledError) and "left quits" in b.error.message
+    assert isinstance(b.error, PeerLeftError) and "left ended the session: left quits" in b.error.message
     close(a, b)
     assert a.error is None  # closed here: no error
+
+
+def test_the_driver_says_what_its_user_does(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.session is not None
+        a.session.tell("choosing the disk to copy", 3, 6)
+        deadline = time.monotonic() + 10
+        while not [e for e in b.events if isinstance(e, PeerActivity)]:
+            assert time.monotonic() < deadline, b.events
+            time.sleep(0.05)
+        told = next(e for e in b.events if isinstance(e, PeerActivity))
+        assert (told.what, told.step, told.steps) == ("choosing the disk to copy", 3, 6)
+        assert b.session is not None
+        b.session.tell("a server cannot say it")  # only the driver's words count
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0]))  # type: ignore[union-attr]
+        assert wait_ended(a).ok and wait_ended(b).ok  # and the link is still in order
+    finally:
+        close(a, b)
 
 
 def test_a_lost_link_ends_the_clone(tmp_path: Path, source_image: Path, blank_image: Path) -> None:

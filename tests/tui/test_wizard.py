@@ -8,8 +8,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from recovery.engine.agent import CloneChoice
 from recovery.engine.compare import compare
+from recovery.engine.jobs import CloneChoice
 from recovery.errors import SourceReadError
 from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from recovery.engine.agent import describe_info
+from recovery.engine.jobs import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.model import Choice, contents, level_text, short_name, used_bytes
 from recovery.tui.widgets import DiskList, PickList, header_text, plain
