@@ -23,8 +23,10 @@ from recovery import run
 from recovery.errors import LinkError, MissingToolError
 from recovery.events import parse_line
 
+MIB = 1 << 20
 # The tools the sample disk needs, with their Debian packages.
 NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+DEMO_RATE = 24 * MIB  # bytes per second each way on the wizard demo's link: a slow cable, so there is time to look
 OS_RELEASE = 'PRETTY_NAME="Demo Linux 1.0 (sample disk)"\nNAME="Demo Linux"\nID=demo\n'
 
 
@@ -80,7 +82,6 @@ class EventLines:
                     raise LinkError(f"{self.name} did not say {kind!r}" + (f": {err['message']}" if err else ""))
                 self.cond.wait(0.2)
 
-MIB = 1 << 20
 WORDS = (
     "disk backup restore cable sector block chunk verify digest stream partition "
     "filesystem journal inode superblock cluster volume mirror rescue boot kernel "

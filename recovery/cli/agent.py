@@ -25,8 +25,10 @@ from recovery.engine.lobby import Lobby
 from recovery.engine.meeting import Meeting, Ways
 from recovery.errors import Interrupted, RecoveryError, UsageError
 from recovery.link import tcp
+from recovery.link.paced import pace
 from recovery.link.select import parse_link
 from recovery.protocol import messages as m
+from recovery.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     # For a parent that starts the agent (the demo): exit when our stdin closes,
     # so the agent never outlives it, however the parent ends.
     p.add_argument("--stop-on-eof", action="store_true", help=argparse.SUPPRESS)
+    # For the demo, which runs both machines on one: a link as slow as a cable can be.
+    p.add_argument("--link-rate", type=parse_size, metavar="BYTES/S", help=argparse.SUPPRESS)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -160,6 +164,8 @@ def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
                 link = lobby.wait(cancel)
             finally:
                 lobby.close()
+            if args.link_rate:
+                pace(link.conn, args.link_rate)
             session = AgentSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
                                    log_dir=log_dir)
             try:

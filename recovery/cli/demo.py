@@ -17,13 +17,13 @@ from typing import Any
 
 from recovery import events
 from recovery.cli.common import add_json
-from recovery.demo import EventLines, build_sample_disk, check_tools
+from recovery.demo import DEMO_RATE, EventLines, build_sample_disk, check_tools
 from recovery.engine.api import SendOptions
 from recovery.engine.compare import compare
 from recovery.engine.send import send_disk
 from recovery.errors import LinkError, UsageError, VerificationError, error_from_code
 from recovery.link.tcp import Endpoint, connect
-from recovery.units import human_size
+from recovery.units import human_size, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true", help="keep the images instead of deleting them")
     p.add_argument("--dir", metavar="DIR", help="where to put the images (default: a new temporary folder)")
     p.add_argument("--headless", action="store_true", help="no wizard: clone by itself and print the digests")
+    p.add_argument("--rate", type=parse_size, default=DEMO_RATE, metavar="BYTES/S",
+                   help=f"the wizard demo's link speed, as a slow cable (default {DEMO_RATE >> 20}M; 0: as fast "
+                        "as this machine goes)")
     add_json(p)
     p.set_defaults(run=run)
 
@@ -55,7 +58,7 @@ def run_wizard_demo(args: argparse.Namespace) -> int:
     if args.size < 64:
         raise UsageError("the sample disk needs at least 64 MiB")
     sys.stderr.write(f"Preparing the demo: a {args.size} MiB sample disk and a simulated peer...\n")
-    with DemoWorld(args.size, args.dir, keep=args.keep) as world:
+    with DemoWorld(args.size, args.dir, keep=args.keep, rate=args.rate or None) as world:
         world.start()
         code = run_wizard(world.config(ansi=console_colours()))
     if world.keep:

@@ -41,9 +41,9 @@ STDIO_CODE = "stdio link: authenticated by whatever carries it"
 Offered = Callable[[], tuple[m.DiskInfo, ...]]  # the disks a serving side offers, read once paired
 BYE_WAIT = 10.0  # seconds to wait for the peer's bye at the end of a session
 
-# Why a driver's attempt failed, for people.
+# Why a driver's attempt failed, for people ({shown}: where the peer shows its code).
 FAILED = {
-    "wrong_code": "the pairing code does not match the one shown on {peer}",
+    "wrong_code": "the pairing code does not match the one {shown}",
     "locked": "{peer} takes no pairing attempts for now: {message}",
     "stale": "{peer} changed its pairing code meanwhile",
     "timeout": "{peer} did not finish the pairing in time",
@@ -182,7 +182,7 @@ class Contact:
         self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
                                         message=self._failure(outcome)))
         peer = self.theirs.host.hostname
-        hint = {"wrong_code": f"check the code on the screen of {peer} and type it again "
+        hint = {"wrong_code": f"check the code {self._shown()} and type it again "
                               "(after 3 wrong codes it shows a new one)",
                 "stale": f"type the code {peer} shows now",
                 "conflict": "type the code on one machine only"}.get(outcome.reason)
@@ -262,9 +262,17 @@ class Contact:
         link.inventory = inventory.disks
         return link
 
+    def _shown(self) -> str:
+        """Where the peer shows its code: a screen, or (an agent, a receiver) the output it prints."""
+        peer = self.theirs.host.hostname
+        if self.theirs.role == "wizard":
+            return f"shown on the screen of {peer}"
+        command = {"agent": "recovery agent", "receiver": "recovery receive"}.get(self.theirs.role, "recovery")
+        return f"`{command}` printed on {peer}"
+
     def _failure(self, outcome: PairingFailed) -> str:
         return FAILED.get(outcome.reason, "{peer} refused to pair: {message}").format(
-            peer=self.theirs.host.hostname, message=outcome.message)
+            peer=self.theirs.host.hostname, message=outcome.message, shown=self._shown())
 
     def _paired(self, role: str) -> PeerLink:
         """Both sides introduce themselves in full, now that only the peer can read it."""

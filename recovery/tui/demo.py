@@ -3,8 +3,10 @@
 "This machine" offers a generated sample disk (GPT, ext4 and FAT holding
 real files); the peer is a second local process, ``recovery agent``, over
 loopback TCP, offering a blank disk of the same size and a smaller one (so
-the wizard shows a target it refuses). :class:`DemoWorld` makes all of it
-and removes all of it, processes and files, on every way out.
+the wizard shows a target it refuses). The link between them is held to
+:data:`recovery.demo.DEMO_RATE` (a slow cable), so the progress, the limit and the
+read-back are there to be seen for several seconds. :class:`DemoWorld`
+makes all of it and removes all of it, processes and files, on every way out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import recovery
-from recovery.demo import MIB, EventLines, build_sample_disk, check_tools
+from recovery.demo import DEMO_RATE, MIB, EventLines, build_sample_disk, check_tools
 from recovery.errors import LinkError
 from recovery.link.tcp import Endpoint
 from recovery.protocol import codes
@@ -31,8 +33,10 @@ START_TIMEOUT = 30.0
 class DemoWorld:
     """Sample images in a fresh folder, and the simulated peer's process."""
 
-    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False) -> None:
+    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False,
+                 rate: int | None = DEMO_RATE) -> None:
         self.size_mib = size_mib
+        self.rate = rate
         self.keep = keep or directory is not None
         self.workdir = Path(directory or tempfile.mkdtemp(prefix="recovery-demo-"))
         self.source = self.workdir / "laptop-disk.img"
@@ -68,7 +72,8 @@ class DemoWorld:
         err = self.workdir / "peer-errors.txt"
         argv = [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
                 "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
-                "--code", self.code, "--json", "--stop-on-eof"]
+                "--code", self.code, "--json", "--stop-on-eof",
+                *(["--link-rate", str(self.rate)] if self.rate else [])]
         root = str(Path(recovery.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         self._events_file = open(out, "wb")
