@@ -37,75 +37,24 @@ machine id (its introduction) authenticated and compared with the pin.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from recovery import events
 from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.engine.guard import CodeGuard
+from recovery.engine.seen import Pin, Refuse, Seen
 from recovery.engine.session import STDIO_CODE, Contact, PeerLink, meet, uses_stdio_code
 from recovery.errors import CancelledError, Interrupted, LinkError, RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.select import Source
 from recovery.protocol import messages as m
-from recovery.protocol.state import State
 
 PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for a peer that drives
 HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
 MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
 MAX_PER_ORIGIN = 4  # of them from one address
 ACCEPT_SLICE = 0.5
-DRIVABLE = ("agent", "wizard")  # roles a wizard may drive (a person here types their code)
-
-Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
-
-
-@dataclass(frozen=True)
-class Pin:
-    """The machine a pairing was with: its host name (from its hello) and machine id (from its
-    introduction once paired); the pairing covers both."""
-
-    hostname: str
-    machine_id: str | None
-
-    @classmethod
-    def of(cls, link: PeerLink) -> Pin:
-        return cls(link.theirs.host.hostname, link.peer.machine_id if link.peer else None)
-
-    def named(self, hello: m.Hello) -> bool:
-        """Before a pairing only the name is known (and unproven): does it say the same?"""
-        return hello.host.hostname == self.hostname
-
-
-@dataclass
-class Seen:
-    """A connection the lobby handles, as a screen lists it."""
-
-    peer: str  # where it came from, until its hello names it
-    link: str  # "tcp", "tbnet", "tbstream", ...
-    hostname: str = ""
-    role: str = ""
-    state: str = "saying hello"
-    known: bool | None = None  # with a pin: named like the pinned machine (True), or not (False)
-    since: float = field(default_factory=time.monotonic)
-    conn: Connection | None = field(default=None, repr=False)
-    contact: Contact | None = field(default=None, repr=False)
-    drives: tuple[str, ...] = ()  # the roles this lobby may drive
-    ours: bool = False  # this side reached it (an address it was given), or the cable did
-
-    @property
-    def drivable(self) -> bool:
-        return self.role in self.drives
-
-    @property
-    def pairing(self) -> bool:
-        """An attempt is under way (evicting it would count against the real peer)."""
-        contact = self.contact
-        return contact is not None and contact.ctl.state.state is State.PAIRING
-
-
 class Lobby:
     """Serve ``guard``'s code to whoever comes, drive with codes typed here; the first pairing wins."""
 

@@ -29,7 +29,7 @@ from recovery.engine.agent import AgentSession
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
 from recovery.engine.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
-from recovery.engine.lobby import Pin
+from recovery.engine.seen import Pin
 from recovery.errors import PeerLeftError, RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.advice import advise, peer_left

@@ -10,7 +10,7 @@ from textual.message import Message
 
 from recovery import events
 from recovery.engine.agent import AgentSession
-from recovery.engine.lobby import Seen
+from recovery.engine.seen import Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError
 from recovery.protocol.messages import DiskInfo

@@ -18,8 +18,9 @@ from textual.message import Message
 
 from recovery import events
 from recovery.engine.guard import CodeGuard
-from recovery.engine.lobby import DRIVABLE, Lobby, Pin, Seen
+from recovery.engine.lobby import Lobby
 from recovery.engine.meeting import Meeting, Ways
+from recovery.engine.seen import DRIVABLE, Pin, Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import UsageError
 from recovery.link import tcp

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recovery.engine.agent import AgentSession
-from recovery.engine.lobby import Pin, Seen
+from recovery.engine.seen import Pin, Seen
 from recovery.engine.session import PeerLink
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.job import JobView

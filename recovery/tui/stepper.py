@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from recovery.engine.jobs import JobEnded, PeerActivity
-from recovery.engine.lobby import Pin
+from recovery.engine.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise
 from recovery.tui.job import JobView
