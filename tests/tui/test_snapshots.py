@@ -132,3 +132,39 @@ def test_peer_lost_mid_clone(snap_compare: SnapCompare, size: tuple[int, int]) -
 
 def test_help(snap_compare: SnapCompare) -> None:
     assert snap_compare(app(), run_before=showing(HelpScreen))
+
+
+def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() -> None:
+    """Issue 9: at 60x20 the percentage and the bottom rows were cut off; at 80x24 the summary used every row."""
+    import asyncio
+
+    from tests.tui.test_wizard import text_of
+
+    async def visible(app: WizardApp, size: tuple[int, int], ids: list[str]) -> None:
+        for name in ids:
+            region = app.screen.query_one(name).region
+            assert region.height > 0 and region.bottom <= size[1] - 1, (name, region)  # above the footer
+            assert region.right <= size[0], (name, region)
+
+    async def scenario() -> None:
+        small, normal = (60, 20), (80, 24)
+        a = app()
+        async with a.run_test(size=small) as pilot:
+            while a.state.disks is None:
+                await pilot.pause(0.02)
+            a.push_screen(ProgressScreen(fakes.job()))
+            await pilot.pause(0.2)
+            await visible(a, small, ["#stage", "#bar", "#numbers", "#limit"])
+            assert text_of(a, "#bar").endswith("25.0%")
+            a.push_screen(ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]))
+            await pilot.pause(0.2)
+            await visible(a, small, ["#confirm", "#review-changes"])
+        b = app()
+        async with b.run_test(size=normal) as pilot:
+            while b.state.disks is None:
+                await pilot.pause(0.02)
+            b.push_screen(SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS))
+            await pilot.pause(0.2)
+            await visible(b, normal, ["#verdict", "#checked", "#summary", "#next"])
+
+    asyncio.run(scenario())
