@@ -26,7 +26,7 @@ from recovery.events import parse_line
 MIB = 1 << 20
 # The tools the sample disk needs, with their Debian packages.
 NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
-DEMO_RATE = 24 * MIB  # bytes per second each way on the wizard demo's link: a slow cable, so there is time to look
+DEMO_RATE = 12 * MIB  # bytes per second each way on the wizard demo's link: a slow cable, so there is time to look
 OS_RELEASE = 'PRETTY_NAME="Demo Linux 1.0 (sample disk)"\nNAME="Demo Linux"\nID=demo\n'
 
 
