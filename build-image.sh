@@ -366,12 +366,14 @@ printf '127.0.0.1 localhost\n::1 localhost\n127.0.1.1 usb4-recovery\n' >"$root/e
 systemctl --root="$root" enable recovery-console.service recovery-shell.service recovery-serial.service \
 	recovery-stream-module.service >/dev/null 2>&1
 systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
-# Replaced by the recovery units or pointless in a RAM-only appliance.
+# Replaced by the recovery units or pointless in a RAM-only appliance (binfmt_misc:
+# nothing foreign runs here, and its unit printed a FAILED line on the console).
 for unit in getty@tty1.service getty@tty2.service serial-getty@ttyS0.service getty-static.service \
 	systemd-firstboot.service systemd-machine-id-commit.service \
 	systemd-remount-fs.service systemd-pstore.service e2scrub_all.timer \
 	e2scrub_reap.service fstrim.timer dpkg-db-backup.timer apt-daily.timer \
-	apt-daily-upgrade.timer systemd-tmpfiles-clean.timer; do
+	apt-daily-upgrade.timer systemd-tmpfiles-clean.timer \
+	systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount; do
 	ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 

@@ -1,21 +1,87 @@
-"""The demo's sample disk: a GPT image with real ext4 and FAT filesystems.
+"""What both demos share: the sample disk, the tools it needs, and reading the other process's events.
 
-Built without root and without mounting anything: sfdisk writes the table,
-``mkfs.ext4 -d`` fills the ext4 from a directory, ``mkfs.vfat --offset`` and
-mtools' ``mcopy`` make and fill the FAT. The content is generated from a
-fixed seed, so every run clones the same bytes.
+The sample disk is a GPT image with real ext4 and FAT filesystems, built
+without root and without mounting anything: sfdisk writes the table,
+``mkfs.ext4 -d`` fills the ext4 from a directory (with an ``os-release``,
+so it reads as a Linux system), ``mkfs.vfat --offset`` and mtools' ``mcopy``
+make and fill the FAT. The content is generated from a fixed seed, so every
+run clones the same bytes.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from recovery import run
+from recovery.errors import LinkError, MissingToolError
+from recovery.events import parse_line
 
 MIB = 1 << 20
+# The tools the sample disk needs, with their Debian packages.
+NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+DEMO_RATE = 12 * MIB  # bytes per second each way on the wizard demo's link: a slow cable, so there is time to look
+OS_RELEASE = 'PRETTY_NAME="Demo Linux 1.0 (sample disk)"\nNAME="Demo Linux"\nID=demo\n'
+
+
+def check_tools() -> None:
+    """Say at once (one line) which tools the demo lacks and how to install them."""
+    missing = [tool for tool in NEEDED if run.find_tool(tool) is None]
+    if missing:
+        packages = " ".join(sorted({NEEDED[t] for t in missing}))
+        raise MissingToolError(f"the demo needs {', '.join(f'{t} ({NEEDED[t]})' for t in missing)}",
+                               hint=f"install them: apt install {packages}")
+
+
+class EventLines:
+    """The ``--json`` events of a child process, collected by a thread (and copied to ``copy``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, copy: BinaryIO | None = None) -> None:
+        self.proc, self.name, self.copy = proc, name, copy
+        self.events: list[dict[str, Any]] = []
+        self.ended = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, name=f"events-{name}", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            if self.copy is not None:
+                self.copy.write(raw)
+                self.copy.flush()
+            event = parse_line(raw)
+            if event is not None:
+                with self.cond:
+                    self.events.append(event)
+                    self.cond.notify_all()
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
+
+    def find(self, kind: str) -> dict[str, Any] | None:
+        with self.cond:
+            return next((e for e in self.events if e["event"] == kind), None)
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
+        """The first event named ``kind``; :class:`LinkError` if the process ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = next((e for e in self.events if e["event"] == kind), None)
+                if found:
+                    return found
+                if self.ended or time.monotonic() > deadline:
+                    err = next((e for e in self.events if e["event"] == "error"), None)
+                    raise LinkError(f"{self.name} did not say {kind!r}" + (f": {err['message']}" if err else ""))
+                self.cond.wait(0.2)
+
 WORDS = (
     "disk backup restore cable sector block chunk verify digest stream partition "
     "filesystem journal inode superblock cluster volume mirror rescue boot kernel "
@@ -64,6 +130,8 @@ def build_sample_disk(path: str, size_mib: int = 256) -> None:
     with tempfile.TemporaryDirectory(prefix="recovery-sample-") as tmp:
         root = Path(tmp) / "root"
         _populate(root, rng, text_mib=size_mib // 8, random_mib=size_mib // 16)
+        (root / "etc").mkdir()
+        (root / "etc" / "os-release").write_text(OS_RELEASE)
         run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "demo-root", "-d", str(root),
                  "-E", f"offset={ext_start * sector}", path, f"{ext_sectors * sector // 1024}k"])
         fat_bits = "32" if fat_sectors * sector >= 256 * MIB else "16"  # mkfs.vfat's own pick can fail

@@ -107,6 +107,10 @@ class CancelledError(RecoveryError):
     exit_code = 10
 
 
+class PeerLeftError(CancelledError):
+    """The peer ended the session on purpose (its user quit, or ended the pairing)."""
+
+
 class Interrupted(CancelledError):
     """The user here stopped the run (Ctrl-C, the wizard's abort)."""
 

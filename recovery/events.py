@@ -71,7 +71,7 @@ class PeerFound(Event):
     speed: str | None = None  # as the link reports it: the bus's for the cable, the card's for TCP
     machine_id: str | None = None  # the peer's /etc/machine-id, as it says
     role: str = ""  # this side's part in the pairing: "driver" (typed the code) or "server" (showed it)
-    security: str = ""  # "paired, encrypted", "paired, authenticated, not encrypted", ...
+    security: str = ""  # "paired; data encrypted by default on this link", ... (the same on both sides)
     session: str = ""  # a short fingerprint of the session keys, the same on both machines
     link_choice: str | None = None  # why this link (auto on the cable: the rates measured at the start)
     link_rates: dict[str, float] | None = None  # bytes/s each cable link measured, when both were
@@ -90,6 +90,7 @@ class PlanMade(Event):
     parts: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # used mode: bytes outside the partitions that are not copied
     encrypted: bool = False  # the chunks' payloads are sealed on the link
+    verify: bool = True  # the target is to be read back after the copy
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,12 @@ class Progress(Event):
     wire: int = 0  # bytes on the data channel so far
     durable: int = 0  # bytes acknowledged as flushed on the target
     level: str = ""  # current compression level ("raw", "1", ...)
-    stages: dict[str, float] = field(default_factory=dict)  # busy share per stage
-    bottleneck: str = ""  # "read", "compress", "link", "write" or ""
+    # busy share per stage, both machines' (recovery.engine.progress.STAGES): read, compress, link,
+    # decompress, write
+    stages: dict[str, float] = field(default_factory=dict)
+    # the stage that sets the pace now (recovery.engine.progress.limit), or "": read (the source disk),
+    # compress (the sending machine's processors), link, decompress (the receiving machine's), write
+    bottleneck: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Failed(Event):
     message: str
     exit_code: int
     hint: str | None = None
+    traceback: str | None = None  # an internal error (a bug): where it happened, for the report
 
 
 @dataclass(frozen=True)
@@ -183,3 +189,15 @@ def to_json(event: Event) -> str:
 
 def ignore(event: Event) -> None:
     """An event sink that drops everything."""
+
+
+def parse_line(line: str | bytes) -> dict[str, Any] | None:
+    """One line of ``--json`` output read back: the object, with its ``event`` name (None when
+    the line is not an event: a plain message, or broken JSON)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("event"), str):
+        return None
+    return value

@@ -88,6 +88,20 @@ def run(
     return proc
 
 
+def foreground(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
+    """Run ``argv`` on this terminal (our stdin, stdout and stderr) until it ends; its exit code.
+
+    For programs a person uses directly (the appliance starts the wizard this way).
+    """
+    argv = [str(a) for a in argv]
+    if os.sep not in argv[0]:
+        argv[0] = need_tool(argv[0])
+    try:
+        return subprocess.call(argv, env=_env(env))
+    except OSError as e:
+        raise RecoveryError(f"cannot start `{shlex.join(argv)}`: {e.strerror}") from None
+
+
 def output(argv: Sequence[str], **kwargs: object) -> str:
     """The standard output of a successful run, as text."""
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Human-readable sizes, rates and durations, and parsing sizes from the CLI."""
+"""Human-readable sizes, rates and durations, parsing sizes from the CLI, and text safe to show."""
 
 from __future__ import annotations
 
@@ -38,3 +38,13 @@ def parse_size(text: str) -> int:
     if not match:
         raise UsageError(f"bad size {text!r}: use a number with an optional K, M, G or T")
     return int(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL_BUT_LINES = {c: v for c, v in _CONTROL.items() if c != 0x0A}
+
+
+def shown(text: str, *, lines: bool = False) -> str:
+    """Text that may come from the peer or the cable, safe for a terminal: control characters
+    (escape sequences among them; line breaks too unless ``lines``) are written as ``\\xNN``."""
+    return text.translate(_CONTROL_BUT_LINES if lines else _CONTROL)

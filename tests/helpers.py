@@ -131,10 +131,11 @@ class Recovery:
     live: ClassVar[list[Recovery]] = []  # killed after each test (see conftest)
 
     def __init__(self, *args: str, stdin: Any = None, stdout: Any = subprocess.PIPE, json_mode: bool = True,
-                 stdio_link: bool = False, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:
+                 stdio_link: bool = False, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
+                 module: str = "recovery") -> None:
         """``stdio_link``: stdout carries the link, so events are read from stderr.
-        ``prefix``: run under another command (``ip netns exec NS``)."""
-        argv = [*prefix, sys.executable, "-m", "recovery", *args] + (["--json"] if json_mode else [])
+        ``prefix``: run under another command (``ip netns exec NS``); ``module``: what ``python -m`` runs."""
+        argv = [*prefix, sys.executable, "-m", module, *args] + (["--json"] if json_mode else [])
         self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO,
                                      env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
                                           **(env or {})})

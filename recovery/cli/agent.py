@@ -13,20 +13,22 @@ import argparse
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from recovery import events
 from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
-from recovery.engine.agent import AgentSession, JobEnded, JobStarted, disk_paths, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.guard import CodeGuard
-from recovery.engine.lobby import HOLD_LIMIT, PAIR_LIMIT, Lobby
-from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
+from recovery.engine.jobs import JobEnded, JobStarted, disk_paths, offered_disks
+from recovery.engine.lobby import Lobby
+from recovery.engine.meeting import Meeting, Ways
+from recovery.errors import Interrupted, RecoveryError, UsageError
 from recovery.link import tcp
-from recovery.link.base import Connection
-from recovery.link.select import LinkSpec, Source, listen, parse_link
+from recovery.link.paced import pace
+from recovery.link.select import parse_link
 from recovery.protocol import messages as m
-
-RETRY = 2.0
+from recovery.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     # For a parent that starts the agent (the demo): exit when our stdin closes,
     # so the agent never outlives it, however the parent ends.
     p.add_argument("--stop-on-eof", action="store_true", help=argparse.SUPPRESS)
+    # For the demo, which runs both machines on one: a link as slow as a cable can be.
+    p.add_argument("--link-rate", type=parse_size, metavar="BYTES/S", help=argparse.SUPPRESS)
     add_timeout(p)
     add_json(p)
     p.set_defaults(run=run)
@@ -69,29 +73,9 @@ def _stop_on_eof() -> None:
     threading.Thread(target=watch, name="stop-on-eof", daemon=True).start()
 
 
-class _Connecting:
-    """A source that connects to a listening wizard, again and again until it answers."""
-
-    def __init__(self, ep: tcp.Endpoint, timeout: float, out: events.EventSink) -> None:
-        self.ep, self.timeout, self.out = ep, timeout, out
-        self._closed = threading.Event()
-
-    def accept(self, timeout: float | None) -> Connection:
-        while not self._closed.is_set():
-            try:
-                return tcp.connect(self.ep, timeout=self.timeout)
-            except LinkError as e:
-                self.out(events.Phase("connect", f"{e.message}; trying again"))
-                if self._closed.wait(RETRY):
-                    break
-        raise LinkError("stopped connecting")
-
-    def close(self) -> None:
-        self._closed.set()
-
-
-def _source(args: argparse.Namespace, out: events.EventSink) -> tuple[Source, float]:
-    """Where sessions come from, and how long a connection may take to pair."""
+def _ways(args: argparse.Namespace) -> Ways:
+    """Where sessions come from: TCP (the default), a wizard's address, or a link (the cable's by
+    the same role rule as the wizard's, so the two never both listen)."""
     given = [x for x in (args.listen, args.connect, args.link) if x is not None]
     if len(given) > 1:
         raise UsageError("give one of --listen, --connect and --link")
@@ -99,16 +83,15 @@ def _source(args: argparse.Namespace, out: events.EventSink) -> tuple[Source, fl
         ep = tcp.parse_endpoint(args.connect)
         if not ep.host:
             raise UsageError("--connect needs the wizard's address: HOST or HOST:PORT")
-        return _Connecting(ep, args.timeout, out), HOLD_LIMIT  # a person types our code there first
-
-    def listening(address: str, port: int, link: str) -> None:
-        out(events.Listening(address=address, port=port, link=link))
-
-    if args.link is not None:
-        spec = parse_link(args.link)
-    else:
-        spec = LinkSpec("tcp", tcp.parse_endpoint(args.listen or "", default_host=""))
-    return listen(spec, on_listening=listening), PAIR_LIMIT
+        return Ways(connect=ep)
+    if args.link is None:
+        return Ways(listen=tcp.parse_endpoint(args.listen or "", default_host=""))
+    spec = parse_link(args.link)
+    if spec.kind == "tcp":
+        return Ways(listen=spec.endpoint)
+    if spec.kind == "stdio":
+        return Ways(other=spec)
+    return Ways(cable=spec, watch_cable=False)
 
 
 def only_wizards(hello: m.Hello) -> str | None:
@@ -143,38 +126,58 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path} does not exist", hint="give a disk (/dev/...) or an image file")
     if args.stop_on_eof:
         _stop_on_eof()
-    source, limit = _source(args, out)
-    sink = _sink(out, args.json)
-    log_dir = None if args.log_dir is None else Path(args.log_dir)
+    ways = _ways(args)
     guard = CodeGuard(args.code, on_new_code=lambda code, why: out(events.PairingCode(code, why)))
-    out(events.PairingCode(guard.code))
+
+    log_dir = None if args.log_dir is None else Path(args.log_dir)
 
     def offered() -> tuple[m.DiskInfo, ...]:
         return offered_disks(paths, log_dir)
 
+    def listening(way: str, host: str, port: int) -> None:
+        out(events.Listening(address=host or "*", port=port, link=way))
+
+    def status(way: str, text: str) -> None:
+        if not args.json:
+            out(events.Phase(way, text))
+
+    meeting = Meeting(ways, status=status, listening=listening)
     try:
-        while True:
-            # Ctrl-C or SIGTERM during a session: the clone stops, the peer is told why.
-            with INTERRUPTS.session() as cancel:
-                lobby = Lobby(guard, "agent", offered=offered, refuse=only_wizards, sink=out, timeout=args.timeout,
-                              hostname=args.name)
-                lobby.serve(source, limit=limit)
-                try:
-                    link = lobby.wait(cancel)
-                finally:
-                    lobby.close()
-                session = AgentSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
-                                       log_dir=log_dir)
-                try:
-                    session.serve(max_clones=1 if args.once else None)
-                except RecoveryError as e:
-                    if args.once or isinstance(e, Interrupted):
-                        raise
-                    out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
-                finally:
-                    link.conn.close()
-            if args.once:
-                return 0
-            guard.renew("a new pairing")
+        meeting.listen_now()
+        out(events.PairingCode(guard.code))
+        _sessions(args, meeting, guard, offered, paths, out)
     finally:
-        source.close()
+        meeting.close()
+    return 0
+
+
+def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
+              offered: Callable[[], tuple[m.DiskInfo, ...]], paths: list[str], out: events.EventSink) -> None:
+    """One session after another (one only with --once), each found by a new lobby."""
+    sink = _sink(out, args.json)
+    log_dir = None if args.log_dir is None else Path(args.log_dir)
+    while True:
+        # Ctrl-C or SIGTERM during a session: the clone stops, the peer is told why.
+        with INTERRUPTS.session() as cancel:
+            lobby = Lobby(guard, "agent", offered=offered, refuse=only_wizards, sink=out, timeout=args.timeout,
+                          hostname=args.name)
+            meeting.feed(lobby)
+            try:
+                link = lobby.wait(cancel)
+            finally:
+                lobby.close()
+            if args.link_rate:
+                pace(link.conn, args.link_rate)
+            session = AgentSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
+                                   log_dir=log_dir)
+            try:
+                session.serve(max_clones=1 if args.once else None)
+            except RecoveryError as e:
+                if args.once or isinstance(e, Interrupted):
+                    raise
+                out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
+            finally:
+                link.conn.close()
+        if args.once:
+            return
+        guard.renew("a new pairing")

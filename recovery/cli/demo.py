@@ -8,28 +8,22 @@ terminal it clones by itself and prints the digests of both sides.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from typing import Any
 
 from recovery import events
 from recovery.cli.common import add_json
-from recovery.demo import build_sample_disk
+from recovery.demo import DEMO_RATE, EventLines, build_sample_disk, check_tools
 from recovery.engine.api import SendOptions
 from recovery.engine.compare import compare
 from recovery.engine.send import send_disk
-from recovery.errors import LinkError, MissingToolError, UsageError, VerificationError, error_from_code
+from recovery.errors import LinkError, UsageError, VerificationError, error_from_code
 from recovery.link.tcp import Endpoint, connect
-from recovery.run import find_tool
-from recovery.units import human_size
-
-NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+from recovery.units import human_size, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true", help="keep the images instead of deleting them")
     p.add_argument("--dir", metavar="DIR", help="where to put the images (default: a new temporary folder)")
     p.add_argument("--headless", action="store_true", help="no wizard: clone by itself and print the digests")
+    p.add_argument("--rate", type=parse_size, default=DEMO_RATE, metavar="BYTES/S",
+                   help=f"the wizard demo's link speed, as a slow cable (default {DEMO_RATE >> 20}M; 0: as fast "
+                        "as this machine goes)")
     add_json(p)
     p.set_defaults(run=run)
 
@@ -61,7 +58,7 @@ def run_wizard_demo(args: argparse.Namespace) -> int:
     if args.size < 64:
         raise UsageError("the sample disk needs at least 64 MiB")
     sys.stderr.write(f"Preparing the demo: a {args.size} MiB sample disk and a simulated peer...\n")
-    with DemoWorld(args.size, args.dir, keep=args.keep) as world:
+    with DemoWorld(args.size, args.dir, keep=args.keep, rate=args.rate or None) as world:
         world.start()
         code = run_wizard(world.config(ansi=console_colours()))
     if world.keep:
@@ -72,10 +69,7 @@ def run_wizard_demo(args: argparse.Namespace) -> int:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    missing = [f"{tool} ({pkg})" for tool, pkg in NEEDED.items() if find_tool(tool) is None]
-    if missing:
-        raise MissingToolError(f"the demo needs {', '.join(missing)}",
-                               hint="install them: apt install fdisk e2fsprogs dosfstools mtools")
+    check_tools()
     out = args.output
     workdir = args.dir or tempfile.mkdtemp(prefix="recovery-demo-")
     os.makedirs(workdir, exist_ok=True)
@@ -93,8 +87,8 @@ def run_headless(args: argparse.Namespace) -> int:
              "--listen", "127.0.0.1:0", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
-        lines = _Lines(receiver)
-        port = lines.wait_port(timeout=30)
+        lines = EventLines(receiver, "the receiving process")
+        port = int(lines.wait_for("listening", timeout=30)["port"])
         pairing = lines.wait_for("pairing", timeout=30)
         out(events.Phase("demo", f"the receiving process shows the pairing code {pairing['code']}; "
                                  "this side types it, as `recovery send --code` does"))
@@ -102,9 +96,9 @@ def run_headless(args: argparse.Namespace) -> int:
             mine = send_disk(conn, SendOptions(source=source, mode=args.mode, code=str(pairing["code"])), out)
         code = receiver.wait(timeout=120)
         lines.thread.join(5)
-        theirs = lines.summary()
+        theirs = lines.find("summary")
         if code != 0 or theirs is None:
-            err = lines.error()
+            err = lines.find("error")
             raise error_from_code(err["code"], err["message"]) if err else LinkError(
                 f"the receiving process ended with exit code {code}")
         same = compare(source, target)
@@ -137,55 +131,3 @@ def _report(out: Any, mine: events.Summary, theirs: dict[str, Any], identical: b
         f"BLAKE3 {digest}\n"
         f"  ({human_size(mine.bytes_read)} read, {human_size(mine.bytes_sent)} on the link)\n"
     )
-
-
-class _Lines:
-    """Collects the receiver's JSON events in a thread."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            with self.cond:
-                self.events.append(event)
-                self.cond.notify_all()
-        with self.cond:
-            self.events.append({"event": "eof"})
-            self.cond.notify_all()
-
-    def _find(self, kind: str) -> dict[str, Any] | None:
-        return next((e for e in self.events if e.get("event") == kind), None)
-
-    def wait_port(self, timeout: float) -> int:
-        return int(self.wait_for("listening", timeout)["port"])
-
-    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = self._find(kind)
-                if found:
-                    return found
-                if self._find("eof") or time.monotonic() > deadline:
-                    err = self._find("error")
-                    raise LinkError(f"the receiving process did not say {kind!r}"
-                                    + (f": {err['message']}" if err else ""))
-                self.cond.wait(0.2)
-
-    def summary(self) -> dict[str, Any] | None:
-        with self.cond:
-            return self._find("summary")
-
-    def error(self) -> dict[str, Any] | None:
-        with self.cond:
-            return self._find("error")

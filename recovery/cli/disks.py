@@ -42,17 +42,33 @@ def format_disks(found: list[DiskInfo]) -> str:
             "removable" if d.removable else "",
             d.transport or "",
             "SYSTEM" if d.system else "",
-            "BOOT MEDIUM" if d.boot_medium else "",
+            "BOOT STICK" if d.boot_medium else "",
             f"{d.sector_size}-byte sectors" if d.sector_size else "",
         ) if n]
-        lines.append(f"{d.path:<14} {human_size(d.size):>10}  {hw}  [{d.ptable or 'no table'}]"
+        lines.append(f"{d.path:<14} {human_size(d.size):>10}  {hw}  [{layout(d)}]"
                      + (f"  ({', '.join(notes)})" if notes else ""))
         for p in d.partitions:
             used = f"used {human_size(p.used)}" if p.used is not None else ""
-            lines.append(f"    {p.number:>3}  {human_size(p.size):>10}  {p.fstype or '?':<8} "
-                         f"{p.label or '':<16} {used}")
-        if d.refusal:
+            where = "whole" if p.number == 0 else f"{p.number:>3}"
+            lines.append(f"    {where:>5}  {human_size(p.size):>10}  {p.fstype or '?':<8} "
+                         f"{p.label or '':<16} {used:<16} {p.os or ''}".rstrip())
+        if d.unreadable:
+            lines.append(f"    {d.unreadable}")
+        elif d.refusal:
             lines.append(f"    cannot be a target: {d.refusal}")
         if d.mountpoints:
             lines.append(f"    mounted: {', '.join(d.mountpoints)}")
     return "\n".join(lines) + "\n"
+
+
+def layout(d: DiskInfo) -> str:
+    """What the disk is laid out as: its table, a filesystem on the whole disk, or what sampling found."""
+    if d.unreadable:
+        return "unreadable"
+    if d.ptable:
+        return d.ptable
+    if d.partitions:
+        return "no table: a filesystem on the whole disk"
+    if d.blank:
+        return "no table, all zeros where sampled"
+    return "no table, no filesystem: unknown data" if d.blank is False else "no table"

@@ -7,8 +7,8 @@ import sys
 import time
 from typing import TextIO
 
-from recovery import events
-from recovery.units import human_duration, human_rate, human_size
+from recovery import events, report
+from recovery.units import human_duration, human_rate, human_size, shown
 
 LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal
 
@@ -79,7 +79,7 @@ class Output:
 
     def _text(self, e: events.Event) -> str | None:
         if isinstance(e, events.Phase):
-            return f"» {e.message}" if e.message else f"» {e.name}"
+            return f"» {shown(e.message)}" if e.message else f"» {e.name}"
         if isinstance(e, events.Listening):
             where = f"{e.address}:{e.port}" if e.port else e.address
             return f"» waiting for a sender on {where} ({e.link})"
@@ -105,7 +105,7 @@ class Output:
             for p in e.parts:
                 how = "used blocks" if p["method"] == "used" else "whole"
                 note = f" ({shown(p['note'])})" if p.get("note") else ""
-                lines.append(f"  partition {p['number']} {p['fstype'] or 'unknown'}: {how}{note}")
+                lines.append(f"  partition {p['number']} {shown(p['fstype'] or 'unknown')}: {how}{note}")
             if e.skipped:
                 lines.append(f"  {human_size(e.skipped)} outside the partitions is not copied "
                              "(--mode exact copies it)")
@@ -117,86 +117,6 @@ class Output:
         return None
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def shown(text: str) -> str:
-    """Text that may come from the peer, safe for a terminal: control characters
-    (escape sequences and line breaks among them) are written as ``\\xNN``."""
-    return text.translate(_CONTROL)
-
-
 def summary_text(s: events.Summary) -> str:
-    if s.unreadable and s.verified is not False:
-        checked = "verified" if s.verified else "NOT verified"
-        head = (f"Clone complete, but {human_size(s.unreadable)} of the source could NOT be read (filled on the "
-                f"target); everything that was read is {checked}.")
-    elif s.verified:
-        head = "Clone complete and verified."
-    elif s.verified is None:
-        head = "Clone complete, NOT verified (read-back was skipped)."
-    else:
-        head = "Clone FAILED verification."
-    copied = s.bytes_read if s.role == "sender" else s.bytes_written + s.zero_bytes
-    mode = "used blocks only" if s.mode == "used" else "every block"
-    lines = [
-        head,
-        f"  source    {shown(s.source)}",
-        f"  target    {shown(s.target)}",
-        f"  mode      {s.mode} ({mode}): {human_size(copied)} of {human_size(s.size)}",
-    ]
-    if s.role == "sender":
-        lines.append(f"  sent      {human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} "
-                     "of zeros were not sent")
-    else:
-        lines.append(f"  written   {human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros "
-                     "made without writing them")
-    lines += [
-        f"  time      {s.seconds:.1f} s" + (f" ({human_rate(copied / s.seconds)})" if s.seconds else ""),
-        f"  chunks    BLAKE3 {s.list_digest}  (the same on both machines)",
-    ]
-    if s.image_digest:
-        lines.append(f"  image     BLAKE3 {s.image_digest}  (b3sum of the whole source gives this)")
-    for c in s.checks:
-        where = f"partition {c['number']}" if c["number"] else "filesystem"
-        verdict = {True: "ok", False: "FAILED", None: "not run"}[c["ok"]]
-        lines.append(f"  check     {where}: {c['check']} {verdict}"
-                     + (f" ({c['message']})" if c["message"] and c["ok"] is not True else ""))
-    if s.mismatches:
-        ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
-        lines.append(f"  differs   {len(s.mismatches)} range(s): {ranges}")
-    if s.resumed:
-        lines.append(f"  resumed   {human_size(s.resumed)} were on the target already (an interrupted clone), "
-                     "not sent again")
-    lines += _rescue_lines(s)
-    if s.kernel_log:
-        said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())
-        lines.append(f"  kernel    logged during the clone: {said}")
-    if s.resends:
-        lines.append(f"  resent    {s.resends} chunk(s) arrived damaged and were sent again (the digests caught it)")
-    return "\n".join(lines)
-
-
-def _rescue_lines(s: events.Summary) -> list[str]:
-    if not s.unreadable:
-        return []
-    shown_ranges = ", ".join(f"{o}+{n}" for o, n in s.unreadable_ranges[:5])
-    more = f" and {len(s.unreadable_ranges) - 5} more" if len(s.unreadable_ranges) > 5 else ""
-    lines = [f"  unreadable {s.unreadable} bytes in {len(s.unreadable_ranges)} range(s): {shown_ranges}{more}"]
-    for hit in s.files_hit:
-        where = f"partition {hit['partition']} ({hit['fstype'] or 'unknown'})" if hit["partition"] else "the disk"
-        files = ", ".join(shown(f) for f in hit["files"][:8])
-        more = f" and {len(hit['files']) - 8} more" if len(hit["files"]) > 8 else ""
-        said = f"files hit: {files}{more}" if files else "no file named"
-        note = f" ({shown(hit['note'])})" if hit.get("note") else ""
-        lines.append(f"  hit       {where}: {said}{note}")
-    if s.mapfile:
-        lines.append(f"  mapfile   {shown(s.mapfile)}  (ddrescuelog reads it; run again to retry the bad areas)")
-    return lines
-
-
-KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
-    "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them, the chunks are sent again)",
-    "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
-    "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",
-}
+    rows = report.summary_rows(s)
+    return "\n".join([report.verdict(s), *(f"  {label:<9} {shown(value)}" for label, value in rows)])

@@ -9,6 +9,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery.sysattr import read_attr
+
 # ioctl numbers from <linux/fs.h>
 BLKGETSIZE64 = 0x80081272
 BLKFLSBUF = 0x1261
@@ -75,13 +77,6 @@ def sysfs_dir(rdev: int) -> Path:
     return (SYS_DEV_BLOCK / f"{os.major(rdev)}:{os.minor(rdev)}").resolve()
 
 
-def read_attr(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
 def is_partition(rdev: int) -> bool:
     return (sysfs_dir(rdev) / "partition").exists()
 
@@ -142,6 +137,47 @@ def partitions_of(rdev: int) -> list[int]:
             if dev:
                 out.append(devnum_of(dev))
     return out
+
+
+@dataclass(frozen=True)
+class KernelPartition:
+    """A partition node the kernel made for a disk: where it lies, in bytes."""
+
+    rdev: int
+    start: int
+    size: int
+
+
+def kernel_partitions(rdev: int) -> list[KernelPartition]:
+    """The kernel's partition nodes of a disk, with their start and size (sysfs counts 512-byte units)."""
+    out = []
+    for num in partitions_of(rdev):
+        d = sysfs_dir(num)
+        start, size = read_attr(d / "start"), read_attr(d / "size")
+        if start and size and start.isdigit() and size.isdigit():
+            out.append(KernelPartition(num, int(start) * 512, int(size) * 512))
+    return out
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What names the hardware of a whole disk, as sysfs says (udev may know more)."""
+
+    wwn: str | None
+    serial: str | None
+    model: str | None
+
+
+def hardware(rdev: int) -> Hardware:
+    """WWN, serial and model of the whole disk holding ``rdev``: SCSI/ATA/NVMe keep the
+    serial under ``device/``, virtio disks (``vdX``) directly in the disk's directory."""
+    disk = parent_disk(rdev) or rdev
+    d = sysfs_dir(disk)
+    return Hardware(
+        wwn=read_attr(d / "wwid") or read_attr(d / "device" / "wwid"),
+        serial=read_attr(d / "device" / "serial") or read_attr(d / "serial"),
+        model=read_attr(d / "device" / "model"),
+    )
 
 
 def node_path(rdev: int) -> str | None:

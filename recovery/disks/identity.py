@@ -87,16 +87,13 @@ def _span(fd: int, offset: int, length: int) -> bytes:
 
 
 def _hardware(rdev: int) -> tuple[str | None, str | None, str | None]:
-    """(wwn, serial, model) of the whole disk holding ``rdev``, from sysfs."""
-    disk = blockdev.parent_disk(rdev) or rdev
-    d = blockdev.sysfs_dir(disk)
-    wwn = blockdev.read_attr(d / "wwid") or blockdev.read_attr(d / "device" / "wwid")
-    serial = blockdev.read_attr(d / "device" / "serial") or blockdev.read_attr(d / "serial")
-    model = blockdev.read_attr(d / "device" / "model")
-    backing = blockdev.loop_backing(disk)
+    """(wwn, serial, model) of the whole disk holding ``rdev``; a loop device's backing file as its serial."""
+    hw = blockdev.hardware(rdev)
+    serial = hw.serial
+    backing = blockdev.loop_backing(blockdev.parent_disk(rdev) or rdev)
     if backing and not serial:
         serial = f"loop:{backing[0]}@{backing[1]}"
-    return wwn, serial, model
+    return hw.wwn, serial, hw.model
 
 
 def storage_keys(node: blockdev.Node) -> tuple[str, ...]:

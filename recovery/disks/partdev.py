@@ -26,12 +26,9 @@ def kernel_node(path: str, start: int, size: int) -> str | None:
         return None
     if start == 0 and size == node.size:
         return node.path
-    for num in blockdev.partitions_of(node.rdev):
-        sys_dir = blockdev.sysfs_dir(num)
-        first = blockdev.read_attr(sys_dir / "start")
-        length = blockdev.read_attr(sys_dir / "size")
-        if first and length and int(first) * 512 == start and int(length) * 512 == size:
-            dev = blockdev.node_path(num)
+    for part in blockdev.kernel_partitions(node.rdev):
+        if part.start == start and part.size == size:
+            dev = blockdev.node_path(part.rdev)
             if dev and os.path.exists(dev):
                 return dev
     return None

@@ -12,27 +12,27 @@ from __future__ import annotations
 import os
 import stat
 
-from recovery.disks import identity, inventory, partitions
+from recovery.disks import identity, partitions, usage
 from recovery.errors import RefusedError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
 
-def refuse_planted_link(path: str) -> None:
-    """A target given as a symbolic link is taken only when it is a device name under /dev
-    (``/dev/disk/by-id/...``): a link planted where an image file is to be made could
-    point anywhere, a disk among them."""
+def refuse_planted_link(path: str) -> str:
+    """The name to open for a target: ``path`` itself, or for a device name under /dev that is a
+    link (``/dev/disk/by-id/...``) the device it leads to. Any other symbolic link is refused: one
+    planted where an image file is to be made could point anywhere, a disk among them."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return path
     except OSError as e:
         raise RefusedError(f"cannot inspect {path}: {e.strerror}") from None
     if not stat.S_ISLNK(st.st_mode):
-        return
+        return path
     real = os.path.realpath(path)
     if os.path.abspath(path).startswith("/dev/") and os.path.exists(real) and stat.S_ISBLK(os.stat(real).st_mode):
-        return
+        return real
     raise RefusedError(f"refusing to write {path}: it is a symbolic link (to {real})",
                        hint="give the disk or the image file itself, not a link to it")
 
@@ -51,7 +51,7 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
         return
     st = os.stat(path)
     if stat.S_ISBLK(st.st_mode):
-        u = inventory.usage(st.st_rdev, partitions.read_table(path))
+        u = usage.usage(st.st_rdev, partitions.read_table(path))
         reason = u.refusal()
         if reason:
             raise RefusedError(f"refusing to write {path}: {reason}")
@@ -70,7 +70,7 @@ def filesystem_type(path: str) -> str | None:
     """The type of the filesystem ``path`` is on (longest matching mountpoint)."""
     real = os.path.realpath(path)
     best: tuple[int, str] | None = None
-    for m in inventory.mounts():
+    for m in usage.mounts():
         mp = m.mountpoint.rstrip("/") or "/"
         if real == mp or real.startswith(mp + "/") or mp == "/":
             if best is None or len(mp) > best[0]:
@@ -105,14 +105,3 @@ def sector_mismatch(source: Identity, target: Identity) -> str | None:
         return None
     return (f"its logical sectors are {target.sector_size} bytes, the source's are {source.sector_size}: "
             "the partition tables would not be readable on it")
-
-
-def open_target_device(path: str) -> int:
-    """Open a block device for writing, exclusively: a mounted one fails."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno == 16:  # EBUSY
-            raise RefusedError(f"refusing to write {path}: it is in use (mounted or claimed)") from None
-        raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
-

@@ -19,33 +19,45 @@ The driving user proved the pairing code shown here and typed the target's
 name, so the serving side writes a pinned target with ``overwrite=True``; a
 plan that pins nothing is refused. Every job the peer starts is announced
 (:class:`JobStarted` says in plain words what the peer does to which disk)
-and can be stopped here with :meth:`AgentSession.cancel`. A clone that fails
-ends the connection on both sides (the engine aborts the link). Each clone is
-logged to its own file (:mod:`recovery.engine.joblog`), with the peer's
-identity and the link's security first.
+and can be stopped here with :meth:`AgentSession.cancel`. Between clones the
+driver says what its user is doing (:meth:`AgentSession.tell`, an optional
+``activity`` message), which the serving side reports as
+:class:`PeerActivity`. A clone that fails ends the connection on both sides
+(the engine aborts the link), except a refusal that crossed before anything
+was written: the session stays for another try. Closing the session says
+``bye`` (the peer's session ends with :class:`~recovery.errors.PeerLeftError`).
+Each clone is logged to its own file (:mod:`recovery.engine.joblog`), with
+the peer's identity and the link's security first; an internal error adds
+its traceback there.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from recovery import events
-from recovery.disks import identity, inventory, match
-from recovery.engine import journal
+from recovery.disks import identity, match
 from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
 from recovery.engine.joblog import JobLog
+from recovery.engine.jobs import (
+    CloneChoice,
+    JobEnded,
+    JobStarted,
+    PeerActivity,
+    PeerDisks,
+    describe_info,
+)
 from recovery.engine.level import parse_level
 from recovery.engine.receive import run_receive
 from recovery.engine.send import run_send
 from recovery.engine.session import PeerLink
 from recovery.errors import (
-    CancelledError,
+    PeerLeftError,
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
@@ -53,101 +65,12 @@ from recovery.errors import (
     UsageError,
 )
 from recovery.protocol import messages as m
-from recovery.units import human_size
 
 TICK = 0.25
 CLOSE_WAIT = 3.0  # seconds a closing session lets a cancelled clone tell the peer
+GOODBYE_WAIT = 2.0  # seconds a closing session waits for the peer's bye
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class JobStarted(events.Event):
-    """A clone begins on this side, driven from here or from the peer."""
-
-    kind: ClassVar[str] = "job"
-    role: str  # what this side does: "sender" or "receiver"
-    driver: str  # "here" or "peer"
-    peer: str  # the peer's host name
-    source: str
-    target: str
-    log: str | None = None  # this clone's log file
-    action: str = ""  # in plain words: "office-pc is READING disk nvme0n1 (...)"
-
-
-@dataclass(frozen=True)
-class PeerDisks(events.Event):
-    """The serving peer sent its disks again (after a clone): the driver's lists are stale."""
-
-    kind: ClassVar[str] = "peer_disks"
-    count: int
-
-
-@dataclass(frozen=True)
-class JobEnded(events.Event):
-    kind: ClassVar[str] = "job_end"
-    ok: bool
-    code: str = ""  # the error's code (recovery.errors) when not ok
-    message: str = ""
-    hint: str | None = None
-    log: str | None = None
-
-
-@dataclass(frozen=True)
-class CloneChoice:
-    """What the controlling user picked in the wizard."""
-
-    send: bool  # True: this machine sends its disk; False: it receives the peer's
-    source: m.DiskInfo  # a disk of the sending machine
-    target: m.DiskInfo  # a disk of the receiving machine
-    mode: str = "used"
-    level: int | None = None  # None: auto
-    verify: bool = True
-    rescue: bool = False  # a failing source: copy what can be read (recovery.engine.rescue)
-    restart: bool = False  # start over even if the target holds an interrupted clone of the source
-
-
-def describe_info(disk: m.DiskInfo) -> str:
-    """One line a user recognises, from a hello's disk entry."""
-    bits = [disk.path]
-    hw = " ".join(x for x in (disk.model, disk.serial) if x and x != "image file")
-    if hw:
-        bits.append(hw)
-    bits.append(human_size(disk.size))
-    return ", ".join(bits)
-
-
-def with_identities(disks: Iterable[m.DiskInfo], log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
-    """The disks as a peer's wizard needs them: each with the identity that pins it, and the
-    interrupted clone onto it that its resume journal describes, if any."""
-    out = []
-    for d in disks:
-        try:
-            ident: m.Identity | None = identity.identify(d.path)
-        except OSError:
-            ident = None  # unreadable now: shown, but cannot be pinned
-        unfinished = journal.peek(log_dir, ident) if ident is not None else None
-        out.append(dataclasses.replace(d, identity=ident, unfinished=unfinished))
-    return tuple(out)
-
-
-def offered_disks(paths: Sequence[str] = (), log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
-    """This machine's disks (or only ``paths``, e.g. the demo's images), with identities."""
-    infos = [inventory.describe_disk(p) for p in paths] if paths else inventory.list_disks()
-    return with_identities(infos, log_dir)
-
-
-def unfinished(source: m.DiskInfo, target: m.DiskInfo) -> m.Unfinished | None:
-    """The interrupted clone of ``source`` onto ``target`` that a clone of them would resume, if any."""
-    found = target.unfinished
-    if found is None or source.identity is None or found.source != journal.target_key(source.identity):
-        return None
-    return found
-
-
-def disk_paths(paths: Sequence[str] = ()) -> list[str]:
-    """Where to look for a pinned disk now: ``paths``, or every disk of this machine."""
-    return list(paths) if paths else [d.path for d in inventory.list_disks()]
 
 
 class _Job:
@@ -206,7 +129,10 @@ class AgentSession:
         self.log_dir = log_dir
         self.workers = workers or default_workers()
         self._choices: queue.Queue[CloneChoice] = queue.Queue()
+        self._told: queue.Queue[m.Activity] = queue.Queue()
         self._closing = threading.Event()
+        self._close_reason = ""
+        self._finished = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
 
@@ -215,6 +141,11 @@ class AgentSession:
     def submit(self, choice: CloneChoice) -> None:
         """Run this clone as soon as the link is idle."""
         self._choices.put(choice)
+
+    def tell(self, what: str, step: int = 0, steps: int = 0) -> None:
+        """Say what this (driving) side's user is doing, when the peer listens (its ``activity``)."""
+        if self.drives and "activity" in self.link.ctl.state.shared_caps:
+            self._told.put(m.Activity(what=what[:200], step=step, steps=steps))
 
     def cancel(self) -> None:
         """Stop the running clone (either role); the peer is told, and the link ends."""
@@ -231,11 +162,13 @@ class AgentSession:
         return self.link.role == "driver"
 
     def close(self, reason: str = "the other side closed the session") -> None:
-        """End the session: cancel a running clone, tell the peer, unblock :meth:`serve`."""
+        """End the session: cancel a running clone, say bye (or cancel), unblock :meth:`serve`."""
+        self._close_reason = reason
         self._closing.set()
         self.cancel()
         self._idle.wait(CLOSE_WAIT)
-        self.link.ctl.try_send(m.Cancel(reason=reason[:1000]))
+        if not self._finished.wait(GOODBYE_WAIT + 2 * TICK):  # serve() says bye and returns
+            self.link.ctl.try_send(m.Cancel(reason=reason[:1000]))
         self.link.conn.abort()
 
     # --- the session's own thread ---
@@ -247,30 +180,33 @@ class AgentSession:
         """
         done = 0
         try:
-            while not self._closing.is_set() and (max_clones is None or done < max_clones):
+            while max_clones is None or done < max_clones:
+                if self._closing.is_set():
+                    self._goodbye()
+                    return
                 try:
                     choice = self._choices.get_nowait()
                 except queue.Empty:
+                    self._say_told()
                     msg = self.link.ctl.poll(TICK)
                     if isinstance(msg, m.Plan):
-                        self._run(self._serve_plan, msg)
-                        done += 1
+                        done += self._run(self._serve_plan, msg)
                         self._send_disks()
                     elif isinstance(msg, m.Request):
-                        self._run(self._serve_request, msg)
-                        done += 1
+                        done += self._run(self._serve_request, msg)
                         self._send_disks()
                     elif isinstance(msg, m.Inventory):
                         self.link.inventory = msg.disks
                         self.sink(PeerDisks(count=len(msg.disks)))
+                    elif isinstance(msg, m.Activity):
+                        self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps))
                     elif isinstance(msg, m.Bye):
                         self._ended_by_peer(msg)
                     continue
                 if not self.drives:
                     raise UsageError(f"{self.host} serves {self.peer} and cannot drive a clone",
                                      hint=f"drive from {self.peer}, or pair again from here")
-                self._run(self._drive, choice)
-                done += 1
+                done += self._run(self._drive, choice)
                 self._take_disks()
         except RecoveryError:
             if not self._closing.is_set():
@@ -278,33 +214,58 @@ class AgentSession:
         finally:
             self.link.close()
             self.link.conn.close()
+            self._finished.set()
 
-    def _run(self, clone: Callable[[T, _Job], events.Summary], arg: T) -> None:
+    def _say_told(self) -> None:
+        while True:
+            try:
+                activity = self._told.get_nowait()
+            except queue.Empty:
+                return
+            if self.link.idle:
+                self.link.ctl.send(activity)
+
+    def _goodbye(self) -> None:
+        """This side ends the idle session: our bye, the peer's answer (briefly), then the link closes."""
+        if not self.link.idle:
+            return
+        try:
+            self.link.say_goodbye(self._close_reason, wait=GOODBYE_WAIT)
+        except RecoveryError:
+            pass  # the link went first: nobody to say it to
+
+    def _run(self, clone: Callable[[T, _Job], events.Summary], arg: T) -> int:
+        """One clone; 1 if it succeeded, 0 if it was refused with the link kept (raises otherwise)."""
         job = _Job(self)
         self._idle.clear()
         try:
+            trace = None
             try:
                 clone(arg, job)
             except UnreadableSourceError as e:
                 # It completed: what could be read is on the target and verified; the summary lists the rest.
                 job.sink(JobEnded(ok=True, code=e.code, message=e.message, hint=e.hint, log=job.log_path))
-                return
+                return 1
             except RecoveryError as e:
                 error = e
             except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
+                trace = traceback.format_exc()
                 error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
-                                      hint="run `recovery agent --debug` to see more, and report it")
+                                      hint="the clone's log has the details: keep it and report it")
             else:
                 job.sink(JobEnded(ok=True, log=job.log_path))
-                return
+                return 1
             # A failed clone ends the connection on both sides (the engine did so
-            # already for its own errors; abandoning twice is harmless).
+            # already for its own errors; abandoning twice is harmless); a refusal
+            # that left the session idle keeps it.
             reason = self.link.abandon(error)
             error = reason if isinstance(reason, RecoveryError) else error
             job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
-                                   hint=error.hint))
+                                   hint=error.hint, traceback=trace))
             job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint,
                               log=job.log_path))
+            if isinstance(error, RefusedError) and self.link.idle:
+                return 0
             raise error
         finally:
             job.close()
@@ -312,7 +273,7 @@ class AgentSession:
 
     def _ended_by_peer(self, bye: m.Bye) -> NoReturn:
         self.link.ctl.try_send(m.Bye(reason="goodbye"))
-        raise CancelledError(f"the peer ended the session: {bye.reason or 'no reason given'}")
+        raise PeerLeftError(f"{self.peer} ended the session: {bye.reason or 'no reason given'}")
 
     def _take_disks(self) -> None:
         """After a clone driven from here: the peer's disks as they are now."""
@@ -400,8 +361,8 @@ class AgentSession:
         if found is None:
             self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
                          hint=f"check the disks of {self.host} and choose the target again")
-        # The driver proved the code shown here: its choice about the read-back counts as ours.
-        opts = ReceiveOptions(target=found[0], overwrite=True, verify=plan.verify, workers=self.workers,
+        # The peer decides what is written, never whether this machine checks its own disk afterwards.
+        opts = ReceiveOptions(target=found[0], overwrite=True, verify=True, workers=self.workers,
                               restart=plan.restart, log_dir=self.log_dir)
         return run_receive(self.link, plan, opts, job.sink)
 

@@ -22,7 +22,9 @@ from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
 # What this version can do; a feature is used only when both hellos list it.
-CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback",
+# "stages": the sender tells the receiver how busy its stages are; "activity": the driver says
+# what its user does between clones.
+CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stages",
                 "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
                 "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
                 "rescue")  # rescue mode: passes after the first (PASS frames), unreadable areas listed

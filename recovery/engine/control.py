@@ -26,13 +26,23 @@ from recovery.errors import (
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.state import ControlConnection, Event, Paired, PairingFailed, PairingRequested, State
+from recovery.protocol.state import (
+    ControlConnection,
+    Event,
+    Paired,
+    PairingFailed,
+    PairingRequested,
+    ProofArrived,
+    Reply,
+    State,
+)
 
 PING_INTERVAL = 2.0
 DEFAULT_TIMEOUT = 30.0
 HELLO_LIMIT = 10.0  # seconds for the peer's preamble and hello, however it trickles them
-ATTEMPT_LIMIT = 10.0  # seconds for one pairing attempt once it started
+ATTEMPT_LIMIT = 5.0  # seconds for each step of a pairing attempt (one round trip each)
 LAST_WORDS = 1.0  # seconds the peer has to read why we stop before the connection is torn down
+UNPAIRED_CODES = ("protocol", "refused", "pairing")  # what a peer may say it stops for before it is paired
 
 Inbound = Event | BaseException
 
@@ -129,8 +139,11 @@ class ControlLink:
                 with self._lock:
                     self.state.receive_data(data)
                     while (event := self.state.next_event()) is not None:
-                        if isinstance(event, (Paired, PairingFailed)) and event.reply:
-                            self.channel.send(event.reply)  # before anything the session sends next
+                        if isinstance(event, Reply):
+                            self.channel.send(event.data)  # a pairing step: before anything else
+                            continue
+                        if isinstance(event, PairingFailed) and event.reply:
+                            self.channel.send(event.reply)
                         if not isinstance(event, m.Ping):
                             self.inbox.put(event)
         except BaseException as e:  # noqa: BLE001 - delivered to the session thread
@@ -170,6 +183,9 @@ class ControlLink:
             if silent > self.timeout:
                 raise LinkError(f"link lost: nothing heard from the peer for {silent:.0f} s") from None
             return None
+        if isinstance(item, m.Error) and not self.state.paired and item.code not in UNPAIRED_CODES:
+            # An unproven peer cannot make this side report a verification failure or the like.
+            raise PairingError(f"peer (not paired): {item.message}")
         if isinstance(item, BaseException | m.Error | m.Cancel):
             _raise(item)
         return item
@@ -214,7 +230,9 @@ class ControlLink:
         """One pairing attempt with the code a person typed; its outcome."""
         self._peer_said_stop()
         self.send_raw(lambda: self.state.drive(secret))
-        return self._outcome(limit)
+        event = self._outcome(2 * limit)  # two round trips: its answer, then its proof
+        assert isinstance(event, Paired | PairingFailed)
+        return event
 
     def _peer_said_stop(self) -> None:
         """If the peer already ended the connection (an error, a cancel), raise its reason now."""
@@ -229,26 +247,48 @@ class ControlLink:
             if isinstance(item, m.Error | m.Cancel | BaseException):
                 _raise(item)
 
-    def answer(self, secret: bytes | None, refusal: tuple[str, str] | None = None,
-               limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
-        """Answer the peer's attempt with this machine's code (or refuse it); its outcome."""
-        if secret is None:
-            reason, message = refusal or ("locked", "this machine takes no pairing now")
-            self.send_raw(lambda: self.state.refuse(reason, message))
-            return PairingFailed(self.state.attempts, reason, message, by_peer=False)
+    def refuse(self, reason: str, message: str) -> PairingFailed:
+        """Turn the peer's attempt away without trying the code."""
+        self.send_raw(lambda: self.state.refuse(reason, message))
+        return PairingFailed(self.state.attempts, reason, message, by_peer=False)
+
+    def answer(self, secret: bytes, limit: float = ATTEMPT_LIMIT) -> ProofArrived | PairingFailed:
+        """Answer the peer's attempt with this machine's code; then its proof, or why none came."""
         self.send_raw(lambda: self.state.answer(secret))
         if self.state.state is State.UNPAIRED:  # the peer's message was malformed: answered with a refusal
             return PairingFailed(self.state.attempts, "malformed", "the peer's pairing message is malformed",
                                  by_peer=False)
-        return self._outcome(limit)
+        event = self._outcome(limit, ProofArrived)
+        assert isinstance(event, ProofArrived | PairingFailed)
+        return event
 
-    def _outcome(self, limit: float) -> Paired | PairingFailed:
+    def conclude(self, verdict: str, message: str = "") -> Paired | PairingFailed:
+        """End the attempt on the guard's verdict about the peer's proof (see :class:`CodeGuard`)."""
+        with self._lock:
+            if verdict in ("paired", "wrong_code"):
+                outcome, reply = self.state.judge(verdict == "paired")
+            else:
+                reply = self.state.refuse(verdict, message)
+                outcome = PairingFailed(self.state.attempts, verdict, message, by_peer=False)
+            self.channel.send(reply)
+        return outcome
+
+    def proof_holds(self) -> bool:
+        with self._lock:
+            return self.state.proof_holds()
+
+    def _outcome(self, limit: float, *also: type) -> Event:
         deadline = time.monotonic() + limit
         while True:
-            event = self.poll_event(max(0.0, min(0.5, deadline - time.monotonic())))
-            if isinstance(event, (Paired, PairingFailed)):
-                return event
+            try:
+                event = self.poll_event(max(0.0, min(0.5, deadline - time.monotonic())))
+            except LinkError:
+                if self.state.state in (State.PAIRING, State.UNPAIRED):
+                    raise PairingError(f"{self.conn.peer} left during the pairing") from None
+                raise
             if event is not None:
+                if isinstance(event, (Paired, PairingFailed, *also)):
+                    return event
                 raise RemoteProtocolError(f"unexpected {_name(event)} during the pairing")
             if time.monotonic() >= deadline:
                 raise PairingError(f"the pairing with {self.conn.peer} did not finish within {limit:.0f} s")

@@ -1,41 +1,62 @@
 """The serving side's pairing code, and the count of wrong tries against it.
 
 One :class:`CodeGuard` per serving machine (a receiver, an agent, a wizard),
-shared by every connection that tries to pair with it:
+shared by every connection that tries to pair with it. A try is counted when
+the driver's proof is checked (:meth:`CodeGuard.judge`), atomically, so many
+parallel connections get no more guesses than one, and an attempt that is
+abandoned before its proof costs nothing (it learned nothing: the driver
+proves first).
 
-- one attempt at a time: a second peer trying meanwhile is told "busy", so
-  many parallel connections give an attacker no more guesses than one;
-- a code this machine made (:func:`recovery.protocol.codes.generate`) is
-  replaced by a new one after :data:`MAX_TRIES` wrong tries, so a typo is
-  forgiven but guessing gets nowhere; the new code is announced;
-- after :data:`MAX_TRIES` wrong tries in a row (whatever the code), each
-  further try must wait twice as long as the one before, up to
-  :data:`MAX_LOCK` seconds: a code given with ``--code`` stays, so it is
-  rate-limited instead.
+- From one origin (an address), after :data:`MAX_TRIES` wrong tries in a row,
+  each further try must wait twice as long as the one before (1, 2, 4 ... s,
+  at most :data:`MAX_LOCK`): a typo is forgiven, guessing is slowed, and a
+  stranger slows only itself.
+- From all origins together, at most :data:`GLOBAL_PER_MINUTE` wrong tries a
+  minute are checked; more are turned away until the minute has passed (many
+  addresses are cheap to have).
+- A code this machine made (:func:`recovery.protocol.codes.generate`) is
+  replaced by a new one after :data:`MAX_TRIES` wrong tries in all, and the
+  new one is announced; a code given with ``--code`` stays.
 
-A success starts the count again.
+A success starts that origin's count again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recovery.protocol import codes
 
 MAX_TRIES = 3
 MAX_LOCK = 300.0
+GLOBAL_PER_MINUTE = 20
 
 
 @dataclass(frozen=True)
-class Admission:
-    """What :meth:`CodeGuard.admit` decided for one attempt."""
+class Verdict:
+    """What :meth:`CodeGuard.judge` decided about one proof."""
 
-    secret: bytes | None  # the code's bytes to answer with; None: refuse
-    reason: str = ""  # "busy" or "locked" when refused
+    outcome: str  # "paired", "wrong_code", "locked", "stale"
     message: str = ""
+
+
+@dataclass
+class _Origin:
+    failures: int = 0  # wrong tries in a row
+    locked_until: float = 0.0
+
+
+@dataclass
+class Answer:
+    """The code an attempt was answered with (a later judgment must find it still current)."""
+
+    secret: bytes
+    generation: int
+    origin: str = field(default="")
 
 
 class CodeGuard:
@@ -45,54 +66,83 @@ class CodeGuard:
         self.code = code if code is not None else codes.generate()
         self.on_new_code = on_new_code  # (code, why): called when a new code replaces the old one
         self.clock = clock
-        self.failures = 0  # wrong tries in a row
-        self.locked_until = 0.0
-        self._busy = False
+        self.generation = 0  # which code is current
+        self.wrong_since_new = 0  # wrong tries against the current code, from anywhere
+        self._origins: dict[str, _Origin] = {}
+        self._recent: deque[float] = deque()  # times of recent wrong tries, from anywhere
         self._lock = threading.Lock()
 
-    def admit(self) -> Admission:
-        """May an attempt run now? Call :meth:`done` once it ends, whatever happened."""
-        with self._lock:
-            now = self.clock()
-            if self._busy:
-                return Admission(None, "busy", "another machine is pairing right now; try again in a moment")
-            if now < self.locked_until:
-                wait = self.locked_until - now
-                return Admission(None, "locked", f"too many wrong codes: try again in {wait:.0f} s")
-            self._busy = True
-            return Admission(codes.secret(self.code))
+    # --- answering an attempt ---
 
-    def done(self, paired: bool) -> None:
-        """The admitted attempt ended: paired, or not (a wrong code, or the peer gave up)."""
+    def waiting(self, origin: str) -> str | None:
+        """Why ``origin`` may not try now (a message for it), or None."""
+        with self._lock:
+            return self._waiting(origin, self.clock())
+
+    def _waiting(self, origin: str, now: float) -> str | None:
+        state = self._origins.get(origin)
+        if state is not None and now < state.locked_until:
+            return f"too many wrong codes from {origin}: try again in {state.locked_until - now:.0f} s"
+        while self._recent and now - self._recent[0] > 60.0:
+            self._recent.popleft()
+        if len(self._recent) >= GLOBAL_PER_MINUTE:
+            return f"too many wrong codes: try again in {60.0 - (now - self._recent[0]):.0f} s"
+        return None
+
+    def answer(self, origin: str) -> Answer:
+        """The current code's bytes to answer an attempt from ``origin`` with."""
+        with self._lock:
+            return Answer(codes.secret(self.code), self.generation, origin)
+
+    # --- judging a proof ---
+
+    def judge(self, answered: Answer, holds: Callable[[], bool]) -> Verdict:
+        """Check a proof (``holds()``) if the rules allow it now, and count the outcome."""
         announce: tuple[str, str] | None = None
         with self._lock:
-            self._busy = False
-            if paired:
-                self.failures = 0
-                self.locked_until = 0.0
-                return
-            self.failures += 1
-            if self.failures >= MAX_TRIES:
-                self.locked_until = self.clock() + min(MAX_LOCK, 2.0 ** (self.failures - MAX_TRIES))
-                if not self.given and self.failures % MAX_TRIES == 0:
-                    self.code = codes.generate()
-                    announce = (self.code, f"{self.failures} wrong codes in a row: the old code no longer works")
-        if announce and self.on_new_code is not None:
+            now = self.clock()
+            if answered.generation != self.generation:
+                return Verdict("stale", "the pairing code changed meanwhile: type the new one it shows")
+            why = self._waiting(answered.origin, now)
+            if why is not None:
+                return Verdict("locked", why)
+            state = self._origins.setdefault(answered.origin, _Origin())
+            if holds():
+                state.failures, state.locked_until = 0, 0.0
+                return Verdict("paired")
+            state.failures += 1
+            self._recent.append(now)
+            self.wrong_since_new += 1
+            if state.failures >= MAX_TRIES:
+                state.locked_until = now + min(MAX_LOCK, 2.0 ** (state.failures - MAX_TRIES))
+            if not self.given and self.wrong_since_new >= MAX_TRIES:
+                why = f"{self.wrong_since_new} wrong codes: the old code no longer works"
+                announce = (self._replace(), why)
+        if announce is not None and self.on_new_code is not None:
             self.on_new_code(*announce)
+        return Verdict("wrong_code", "it gave a wrong pairing code")
+
+    def _replace(self) -> str:
+        self.code = codes.generate()
+        self.generation += 1
+        self.wrong_since_new = 0
+        return self.code
+
+    # --- for people ---
 
     def renew(self, why: str = "a new pairing") -> str:
         """A fresh code (for every new pairing of a wizard or agent); a given code stays."""
         with self._lock:
-            if not self.given:
-                self.code = codes.generate()
-            code = self.code
-        if self.on_new_code is not None and not self.given:
+            if self.given:
+                return self.code
+            code = self._replace()
+        if self.on_new_code is not None:
             self.on_new_code(code, why)
         return code
 
-    @property
-    def tries_left(self) -> int:
-        """Wrong tries left before the code changes (or, for a given code, tries must wait)."""
-        if self.given:
-            return max(0, MAX_TRIES - self.failures)
-        return MAX_TRIES - self.failures % MAX_TRIES
+    def tries_left(self, origin: str) -> int:
+        """Wrong tries ``origin`` has before it must wait, or (a made code) before the code changes."""
+        with self._lock:
+            state = self._origins.get(origin, _Origin())
+            own = max(0, MAX_TRIES - state.failures)
+            return own if self.given else min(own, MAX_TRIES - self.wrong_since_new)

@@ -9,29 +9,40 @@ the pairing. So a stranger that connects and stays silent (or trickles
 bytes) holds up nobody:
 
 - every connection has a fixed time in all to pair (:data:`PAIR_LIMIT`); a
-  peer this side may *drive* (an agent or a wizard that waits for our user to
-  type its code) is held longer, or for as long as the cable joins us;
-- at most :data:`MAX_CONTACTS` connections are handled at once: when the
-  table is full, the oldest one that only waits is dropped for the newcomer;
+  peer this side may *drive* (for a wizard: an agent or a wizard that waits
+  for our user to type its code) is held longer, or for as long as the cable
+  joins us;
+- at most :data:`MAX_CONTACTS` connections are handled at once, and at most
+  :data:`MAX_PER_ORIGIN` from one address: when the table (or that address's
+  share) is full, its oldest connection that only waits is dropped for the
+  newcomer (never one this side reached itself, never the cable's, never one
+  in the middle of an attempt), so a flood from one address churns its own
+  places only;
 - one :class:`~recovery.engine.guard.CodeGuard` counts the wrong tries of all
-  of them, and lets one attempt run at a time.
+  of them, per address and in all.
 
 A code a person types here (:meth:`Lobby.drive`) is tried on the held peers
 that can be driven, one after another: the cable's first. Whoever pairs first
 wins (:meth:`Lobby.wait` returns it, or ``found`` is called); every other
 connection is told this machine is busy and closed.
+
+A lobby opened after a pairing ended may carry that peer's :class:`Pin`: each
+connection whose hello gives the same host name is marked as maybe that
+machine come back (``Seen.known``), any other as a different one, so a
+screen never presents someone else as the peer it had. Nothing pairs by
+itself: the peer proves a code again, and only then are its host name and
+machine id (its introduction) authenticated and compared with the pin.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from recovery import events
 from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.engine.guard import CodeGuard
+from recovery.engine.seen import Pin, Refuse, Seen
 from recovery.engine.session import STDIO_CODE, Contact, PeerLink, meet, uses_stdio_code
 from recovery.errors import CancelledError, Interrupted, LinkError, RecoveryError
 from recovery.link import tcp
@@ -42,30 +53,8 @@ from recovery.protocol import messages as m
 PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for a peer that drives
 HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
 MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
+MAX_PER_ORIGIN = 4  # of them from one address
 ACCEPT_SLICE = 0.5
-DRIVABLE = ("agent", "wizard")  # roles whose code a person here may type
-
-Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
-
-
-@dataclass
-class Seen:
-    """A connection the lobby handles, as a screen lists it."""
-
-    peer: str  # where it came from, until its hello names it
-    link: str  # "tcp", "tbnet", "tbstream", ...
-    hostname: str = ""
-    role: str = ""
-    state: str = "saying hello"
-    since: float = field(default_factory=time.monotonic)
-    conn: Connection | None = field(default=None, repr=False)
-    contact: Contact | None = field(default=None, repr=False)
-
-    @property
-    def drivable(self) -> bool:
-        return self.role in DRIVABLE
-
-
 class Lobby:
     """Serve ``guard``'s code to whoever comes, drive with codes typed here; the first pairing wins."""
 
@@ -82,9 +71,13 @@ class Lobby:
         timeout: float = DEFAULT_TIMEOUT,
         hostname: str | None = None,
         encrypt: bool | None = None,
+        drives: tuple[str, ...] = (),
+        pin: Pin | None = None,
     ) -> None:
         self.guard = guard
+        self.pin = pin
         self.role = role
+        self.drives = drives  # the roles of peers this side may drive (a wizard: DRIVABLE)
         self.offered = offered
         self.refuse = refuse
         self.sink = sink
@@ -99,20 +92,25 @@ class Lobby:
         self._error: RecoveryError | None = None
         self._seen: list[Seen] = []
         self._sources: list[Source] = []
+        self._kept: set[int] = set()  # ids of sources not to close at the end
         self._code: str | None = None  # typed here, to be tried on drivable peers
         self._tried: set[int] = set()
         self._trying: Seen | None = None
 
     # --- what comes in ---
 
-    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT) -> None:
+    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT,
+              keep: bool = False) -> None:
         """Take connections from ``source`` in a thread until the lobby is done.
 
         ``limit``: seconds a connection has to pair; ``hold``: seconds a peer
-        this side may drive is kept while it waits (None: as long as it stays).
+        this side may drive is kept while it waits (None: as long as it stays);
+        ``keep``: the source outlives the lobby (a listener kept for the next one).
         """
         with self._lock:
             self._sources.append(source)
+            if keep:
+                self._kept.add(id(source))
         threading.Thread(target=self._accept_loop, args=(source, limit, hold), name="lobby-accept",
                          daemon=True).start()
 
@@ -143,28 +141,40 @@ class Lobby:
         else:
             self.sink(events.Warning(f"no more connections from {_kind(source)}: {error.message}"))
 
-    def _take(self, conn: Connection, limit: float, hold: float | None) -> None:
-        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn)
+    def _take(self, conn: Connection, limit: float, hold: float | None, *, ours: bool = False) -> None:
+        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn, drives=self.drives,
+                    ours=ours or conn.kind in ("tbstream", "tbnet"))
         with self._lock:
-            if self.done.is_set():
-                dropped: Seen | None = seen
-            else:
-                dropped = self._make_room()
+            dropped = self._make_room(seen)
+            if dropped is not seen:
                 self._seen.append(seen)
         if dropped is not None and dropped.conn is not None:
-            dropped.conn.abort()
-        if dropped is seen:
-            conn.close()
-            return
+            dropped.conn.abort()  # its thread notices and ends; it was removed from the table already
+            if dropped is seen:
+                dropped.conn.close()
+                return
         self._changed()
         threading.Thread(target=self._handle, args=(seen, limit, hold), name="lobby-contact", daemon=True).start()
 
-    def _make_room(self) -> Seen | None:
-        """With the table full, the connection to drop (under the lock): the oldest that only waits."""
-        if len(self._seen) < MAX_CONTACTS:
+    def _make_room(self, new: Seen) -> Seen | None:
+        """Under the lock: the connection to drop so ``new`` fits (``new`` itself if nothing may go),
+        removed from the table at once."""
+        if self.done.is_set():
+            return new
+        origin = new.conn.origin if new.conn is not None else ""
+        same = [s for s in self._seen if origin and s.conn is not None and s.conn.origin == origin]
+        if len(same) >= MAX_PER_ORIGIN:
+            pool = same  # one address makes room for itself only
+        elif len(self._seen) >= MAX_CONTACTS:
+            pool = self._seen
+        else:
             return None
-        idle = [s for s in self._seen if s is not self._trying]
-        return min(idle, key=lambda s: s.since) if idle else None
+        idle = [s for s in pool if s is not self._trying and not s.ours and not s.pairing]
+        if not idle:
+            return new
+        oldest = min(idle, key=lambda s: s.since)
+        self._seen.remove(oldest)
+        return oldest
 
     def hold(self, ep: tcp.Endpoint, *, retry: float = 2.0) -> None:
         """In a thread: connect to ``ep`` and keep the peer there, to be driven once a person
@@ -182,7 +192,7 @@ class Lobby:
                 continue
             ended = threading.Event()
             conn.on_close.append(ended.set)
-            self._take(conn, PAIR_LIMIT, HOLD_LIMIT)
+            self._take(conn, PAIR_LIMIT, HOLD_LIMIT, ours=True)
             while not ended.wait(0.25):
                 if self.done.is_set():
                     return
@@ -207,7 +217,7 @@ class Lobby:
                     return
                 if self.done.wait(2.0):
                     return
-        seen = Seen(peer=str(ep), link=conn.kind, conn=conn)
+        seen = Seen(peer=str(ep), link=conn.kind, conn=conn, drives=self.drives, ours=True)
         with self._lock:
             self._seen.append(seen)
         self._changed()
@@ -263,6 +273,7 @@ class Lobby:
                        encrypt=self.encrypt)
         seen.contact = contact
         seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
+        seen.known = self.pin.named(contact.theirs) if self.pin else None
         seen.state = "waiting for the pairing"
         self._changed()
         return contact
@@ -284,7 +295,7 @@ class Lobby:
             wait: float | None = limit
             if seen.drivable:
                 wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
-            link = contact.await_pairing(guard, offered=self.offered(), wants_drive=lambda: self._wants_drive(seen),
+            link = contact.await_pairing(guard, offered=self.offered, wants_drive=lambda: self._wants_drive(seen),
                                          drove=lambda ok: self._drove(seen, ok), limit=wait, stop=self.done)
         except RecoveryError as e:
             quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
@@ -336,7 +347,8 @@ class Lobby:
 
     def _end_the_rest(self) -> None:
         with self._lock:
-            sources, self._sources = self._sources, []
+            sources = [s for s in self._sources if id(s) not in self._kept]
+            self._sources = []
             rest = list(self._seen)
         for source in sources:
             source.close()

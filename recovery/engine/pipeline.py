@@ -186,12 +186,33 @@ class Reorder(Generic[K, T]):
 
 
 class Meter:
-    """Busy time of one pipeline stage, summed over its threads."""
+    """Busy time of one pipeline stage, summed over its threads; work under way counts as it goes,
+    so a chunk that takes seconds (a high zstd level) shows as busy while it runs, not at the end."""
 
     def __init__(self) -> None:
-        self.busy = 0.0
+        self._done = 0.0
+        self._open: dict[int, float] = {}
+        self._next = 0
         self._lock = threading.Lock()
+
+    def begin(self) -> int:
+        """A piece of work starts; give the token to :meth:`end`."""
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._open[token] = time.monotonic()
+            return token
+
+    def end(self, token: int) -> None:
+        with self._lock:
+            self._done += time.monotonic() - self._open.pop(token)
 
     def add(self, seconds: float) -> None:
         with self._lock:
-            self.busy += seconds
+            self._done += seconds
+
+    @property
+    def busy(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            return self._done + sum(now - t for t in self._open.values())

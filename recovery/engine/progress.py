@@ -1,12 +1,26 @@
-"""Rates, ETAs and which stage is the bottleneck, sampled every half second."""
+"""Rates, ETAs and which stage is the bottleneck, sampled every half second.
+
+A clone is one pipeline across two machines: the sender reads, compresses
+and sends; the receiver receives, decompresses and writes. Each side
+measures the share of time its own stages are busy and tells the other
+(``progress`` messages), so both name the same limit (:func:`limit`). The
+limit is found the way back-pressure runs, from the end: a busy target disk
+or receiving processor holds everything before it; else a sender blocked in
+``send`` means the link carries all it can; else a busy sending processor,
+else the source disk. The receiver's own time in ``recv`` is mostly waiting
+for the sender, so it names the link only when the sender's shares are not
+known (an older peer).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-STAGES = ("read", "compress", "link", "write")
-BOTTLENECK_MIN = 0.6  # a stage busier than this, and the busiest, is the bottleneck
+# The stages in the order data flows: source disk, sending processor, link,
+# receiving processor, target disk.
+STAGES = ("read", "compress", "link", "decompress", "write")
+BOTTLENECK_MIN = 0.6  # a stage busier than this can be the limit
 
 
 class RateMeter:
@@ -63,12 +77,20 @@ class StageSampler:
         return out
 
 
-def bottleneck(shares: dict[str, float]) -> str:
-    busy = {k: v for k, v in shares.items() if k in STAGES}
-    if not busy:
-        return ""
-    name = max(busy, key=lambda k: busy[k])
-    return name if busy[name] >= BOTTLENECK_MIN else ""
+def limit(shares: dict[str, float], *, link_known: bool = True) -> str:
+    """The stage that sets the pace now, by back-pressure (``""``: none is busy enough).
+
+    ``shares`` holds what is known of :data:`STAGES`; ``link_known`` False
+    when ``link`` is only the receiver's waiting time (the sender's is unknown).
+    """
+    for stage in ("write", "decompress", "link", "compress", "read"):
+        if stage == "link" and not link_known:
+            continue
+        if shares.get(stage, 0.0) >= BOTTLENECK_MIN:
+            return stage
+    if not link_known and shares.get("link", 0.0) >= BOTTLENECK_MIN:
+        return "link"
+    return ""
 
 
 class CpuSampler:

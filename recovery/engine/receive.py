@@ -12,7 +12,7 @@ from recovery.engine.api import ReceiveOptions
 from recovery.engine.framelist import FrameList
 from recovery.engine.guard import CodeGuard
 from recovery.engine.health import watched_clone
-from recovery.engine.progress import RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import RateMeter, StageSampler, limit
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import DurablePoint, ReceivePipeline
 from recovery.engine.rescue import unreadable_error
@@ -28,7 +28,7 @@ from recovery.errors import (
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.frames import MAX_CHUNK_SIZE, ChunkHeader, FrameLimits, max_frames
+from recovery.protocol.frames import MAX_CHUNK_SIZE, MAX_FRAMES, ChunkHeader, FrameLimits, max_frames
 
 TICK = 0.25
 REPORT_EVERY = 0.5
@@ -99,6 +99,7 @@ def run_receive(
             role="receiver", source=src_desc, target=identity.describe(pinned), mode=plan.mode,
             size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
             parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
+            verify=opts.verify,
         ))
         ctl.send(m.Accept(target=pinned, resume=offer.offer if offer else None))
         # The last look before the first write: still the disk that was pinned?
@@ -270,30 +271,39 @@ def _stream(link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.Ev
     """Run the pipeline until its END is written and the sender's done of the same epoch is here."""
     conn, ctl = link.conn, link.ctl
     p = pipe
-    sampler = StageSampler({"link": lambda: p.net_meter.busy, "compress": lambda: p.work_meter.busy,
-                            "write": lambda: p.write_meter.busy}, {"compress": pipe.workers})
+    sampler = StageSampler({"link": lambda: p.net_meter.busy, "decompress": lambda: p.work_meter.busy,
+                            "write": lambda: p.write_meter.busy}, {"decompress": pipe.workers})
     rate = RateMeter(plan.map.bytes)
     pipe.start()
     done_msg: m.Done | None = None
+    sender: m.Progress | None = None  # the sender's shares, when it says them
+    told_stages = "stages" in ctl.state.shared_caps
     last_report = time.monotonic()
     while not (pipe.finished.is_set() and done_msg is not None and done_msg.epoch == ctl.state.epoch):
         pipe.crew.check()
         msg = ctl.poll(TICK)
         if isinstance(msg, m.Done) and msg.epoch == ctl.state.epoch:
             done_msg = msg
+        elif isinstance(msg, m.Progress) and msg.phase == "transfer":
+            sender = msg
         if time.monotonic() - last_report >= REPORT_EVERY:
             last_report = time.monotonic()
             shares = sampler.sample()
             ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
-                                link_busy=shares["link"], work_busy=shares["compress"],
+                                link_busy=shares["link"], work_busy=shares["decompress"],
                                 write_busy=shares["write"]))
+            if sender is not None:
+                shares.update(read=sender.read_busy, compress=sender.work_busy, link=sender.link_busy)
+            # A sender that lists "stages" says its shares soon: until then, name nothing.
+            named = limit(shares, link_known=sender is not None) if sender or not told_stages else ""
             rate.update(pipe.done_bytes)
             sink(events.Progress(
                 phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=rate.rate,
                 eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_in, durable=pipe.done_bytes,
-                stages=shares, bottleneck=bottleneck(shares),
+                stages=shares, bottleneck=named,
             ))
     pipe.crew.check()
+    pipe.crew.join()
     return done_msg
 
 
@@ -360,6 +370,9 @@ def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
         raise RefusedError("the sender offers no codec this side knows")
     if plan.chunk_size > MAX_CHUNK_SIZE or plan.chunk_size % 4096:
         raise RefusedError(f"chunk size {plan.chunk_size} is not a multiple of 4 KiB up to {MAX_CHUNK_SIZE}")
+    if plan.frames > MAX_FRAMES:
+        raise RefusedError(f"the plan announces {plan.frames} frames, more than {MAX_FRAMES} this side keeps "
+                           "track of", hint="send with a larger --chunk-size")
     if plan.frames > max_frames(plan.size, plan.chunk_size) or plan.map.bytes > plan.size:
         raise RefusedError(f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, "
                            f"more than {plan.size} bytes can need")

@@ -50,6 +50,7 @@ from recovery.protocol.frames import (
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
+INFLIGHT = 4096  # frames received but not yet written, at most
 ACK_BYTES = 256 << 20
 ACK_SECONDS = 2.0
 RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone (IntegrityError)
@@ -127,6 +128,7 @@ class ReceivePipeline(Recorded):
         self.jobs: Pipe[tuple[int, ChunkHeader, bytes, object, object | None, SequenceState] | None] = Pipe(
             self.crew, workers * 2)
         self.results: Reorder[tuple[int, int], object] = Reorder(self.crew)
+        self.inflight = threading.Semaphore(INFLIGHT)  # in results, not yet written (ZERO frames too)
         self.framelist = frames or FrameList()
         self.start_seq = len(self.framelist)
         self.sequence = FrameSequence(limits, self.framelist.state_after())
@@ -162,12 +164,12 @@ class ReceivePipeline(Recorded):
         scratch: bytearray | None = None
         limits = self.limits
         while True:
-            start = time.monotonic()
+            start = self.net_meter.begin()
             try:
                 self.channel.recv_exact(view, "a frame header")
             except LinkError as e:
                 raise LinkError(f"link lost before the end of the stream: {e}") from None
-            self.net_meter.add(time.monotonic() - start)
+            self.net_meter.end(start)
             h = decode_header(view, limits)
             with self._lock:
                 pending = self._pending
@@ -188,6 +190,9 @@ class ReceivePipeline(Recorded):
                     self.channel.recv_exact(memoryview(scratch)[: h.payload_len], f"frame {h.seq}")
                 continue
             epoch = self._epoch
+            while not self.inflight.acquire(timeout=0.2):  # what waits to be written is bounded
+                if self.crew.stop.is_set():
+                    raise Stopped
             if h.kind is Kind.END:
                 self.results.put((epoch, h.seq), _END)
                 if not self._await_verdict():
@@ -202,9 +207,9 @@ class ReceivePipeline(Recorded):
                 continue
             buf = self.payloads.get()
             out = self.outputs.get() if h.codec is Codec.ZSTD else None
-            start = time.monotonic()
+            start = self.net_meter.begin()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
-            self.net_meter.add(time.monotonic() - start)
+            self.net_meter.end(start)
             self.jobs.put((epoch, h, bytes(view), buf, out, before))
 
     def _await_verdict(self) -> bool:
@@ -224,7 +229,7 @@ class ReceivePipeline(Recorded):
         aeads: dict[int, AESGCM] = {}
         while (item := self.jobs.get()) is not None:
             epoch, h, header, buf, out, before = item
-            start = time.monotonic()
+            start = self.work_meter.begin()
             try:
                 data, buf, pool = self._check(dctx, aeads, epoch, h, header, buf, out)
             except IntegrityError as e:
@@ -233,7 +238,7 @@ class ReceivePipeline(Recorded):
                 self.results.put((epoch, h.seq), _Bad(h, e, before))
                 continue
             finally:
-                self.work_meter.add(time.monotonic() - start)
+                self.work_meter.end(start)
             self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
 
     def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], epoch: int, h: ChunkHeader,
@@ -307,6 +312,11 @@ class ReceivePipeline(Recorded):
             item.data = None
             item.pool.put(item.buf)  # type: ignore[arg-type]
 
+    def _discard(self, item: object) -> None:
+        """A result of an epoch given up (a resend was asked for): its buffers back, its place free."""
+        self._drop(item)
+        self.inflight.release()
+
     def _write(self) -> None:
         seq, epoch, passes = self.start_seq, 0, 0
         tries: dict[int, int] = {}
@@ -315,7 +325,8 @@ class ReceivePipeline(Recorded):
         point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
         while True:
             item = self.results.take_unless((epoch, seq), stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
-                                            drop=self._drop)
+                                            drop=self._discard)
+            self.inflight.release()
             if item is _END:
                 break
             if isinstance(item, _Bad):
@@ -327,7 +338,7 @@ class ReceivePipeline(Recorded):
                 continue
             assert isinstance(item, _Item)
             h = item.header
-            start = time.monotonic()
+            start = self.write_meter.begin()
             self._put(item, passes, point)
             point.seq = seq
             since_flush += h.raw_len
@@ -338,7 +349,7 @@ class ReceivePipeline(Recorded):
                 self.on_durable(point)
                 point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
                 since_flush, last_flush = 0, time.monotonic()
-            self.write_meter.add(time.monotonic() - start)
+            self.write_meter.end(start)
         # Everything else is on disk: now the partition tables, then flush.
         for h, data in self.held:
             if data is None:

@@ -17,7 +17,7 @@ from recovery.engine.chunks import Chunk, plan_chunks
 from recovery.engine.framelist import FrameList
 from recovery.engine.health import watched_clone
 from recovery.engine.level import LevelController, Sample, level_name
-from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, bottleneck
+from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, limit
 from recovery.engine.rescue import unreadable_error
 from recovery.engine.rescuejob import RescueJob, plan_jobs
 from recovery.engine.sendpipe import Job, SendPipeline
@@ -134,6 +134,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             role="sender", source=identity.describe(source.identity), target=target_desc,
             mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
             parts=usedmap.part_events(umap.parts), skipped=umap.skipped, encrypted=encrypted,
+            verify=opts.verify,
         ))
         image = blake3.blake3(max_threads=blake3.blake3.AUTO) if opts.mode == "exact" and not opts.rescue else None
         frames = FrameList()
@@ -261,16 +262,20 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
         if not done_sent and time.monotonic() - last_report >= REPORT_EVERY:
             last_report = time.monotonic()
             shares = sampler.sample()
-            shares["write"] = remote.write_busy
             levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
                                  workers=shares["compress"], remote_link=remote.link_busy,
                                  remote_work=remote.work_busy, remote_write=remote.write_busy,
                                  cpu_idle=cpu.idle()))
+            if "stages" in ctl.state.shared_caps:
+                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
+                                    read_busy=shares["read"], work_busy=shares["compress"],
+                                    link_busy=shares["link"]))
+            shares.update(decompress=remote.work_busy, write=remote.write_busy)
             rate.update(pipe.done_bytes)
             sink(events.Progress(
                 phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
                 eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
-                level=level_name(levels.level), stages=shares, bottleneck=bottleneck(shares),
+                level=level_name(levels.level), stages=shares, bottleneck=limit(shares),
             ))
         if rescue is not None:
             rescue.save()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import enum
 import functools
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -226,11 +225,13 @@ class SendPipeline(Recorded):
         c = job.chunk
         buf = self.pool.get()
         view = memoryview(buf)[: c.length]
-        start = time.monotonic()
-        note = self.read(job, view)
+        start = self.read_meter.begin()
+        try:
+            note = self.read(job, view)
+        finally:
+            self.read_meter.end(start)
         for hole_start, hole_len in c.holes:
             view[hole_start : hole_start + hole_len] = self._zeros[:hole_len]
-        self.read_meter.add(time.monotonic() - start)
         self.jobs.put((gen, job, buf, note))
 
     def _work(self) -> None:
@@ -242,7 +243,6 @@ class SendPipeline(Recorded):
                 self._release(buf)
                 continue
             keys = self.keys.for_epoch(gen)
-            start = time.monotonic()
             if job.chunk is None:
                 maker = end_header if job.kind is JobKind.END else pass_header
                 kind = Kind.END if job.kind is JobKind.END else Kind.PASS
@@ -254,8 +254,11 @@ class SendPipeline(Recorded):
                 aead = aeads.get(gen)
                 if aead is None:
                     aead = aeads[gen] = AESGCM(keys.payload)
-            result = self._frame(job, buf, note, keys, aead, compressors)
-            self.work_meter.add(time.monotonic() - start)
+            start = self.work_meter.begin()
+            try:
+                result = self._frame(job, buf, note, keys, aead, compressors)
+            finally:
+                self.work_meter.end(start)
             self.results.put((gen, job.seq), result)
 
     def _frame(self, job: Job, buf: object, note: Any, keys: DataKeys, aead: AESGCM | None,

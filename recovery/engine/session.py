@@ -31,21 +31,22 @@ from recovery.engine.api import CAPABILITIES
 from recovery.engine.control import ATTEMPT_LIMIT, DEFAULT_TIMEOUT, ControlLink
 from recovery.engine.guard import CodeGuard
 from recovery.engine.pipeline import Crew
-from recovery.errors import CancelledError, PairingError, RecoveryError
+from recovery.errors import CancelledError, PairingError, RecoveryError, RefusedError
 from recovery.link.base import Connection
 from recovery.protocol import codes
 from recovery.protocol import messages as m
-from recovery.protocol.state import Paired, PairingFailed
+from recovery.protocol.state import Paired, PairingFailed, State
 
 STDIO_CODE = "stdio link: authenticated by whatever carries it"
-BUSY_RETRIES = 10  # a driver told "busy" (another peer is pairing) tries again this often, a second apart
+Offered = Callable[[], tuple[m.DiskInfo, ...]]  # the disks a serving side offers, read once paired
 BYE_WAIT = 10.0  # seconds to wait for the peer's bye at the end of a session
 
-# Why a driver's attempt failed, for people.
+# Why a driver's attempt failed, for people ({shown}: where the peer shows its code).
 FAILED = {
-    "wrong_code": "the pairing code does not match the one shown on {peer}",
+    "wrong_code": "the pairing code does not match the one {shown}",
     "locked": "{peer} takes no pairing attempts for now: {message}",
-    "busy": "{peer} was busy pairing with another machine",
+    "stale": "{peer} changed its pairing code meanwhile",
+    "timeout": "{peer} did not finish the pairing in time",
     "conflict": "both machines tried to drive the pairing at once",
     "no_code": "{peer} has no pairing code to offer: {message}",
     "malformed": "{peer} answered the pairing with something malformed",
@@ -68,6 +69,7 @@ class PeerLink:
     encrypt: bool | None = None  # seal the payloads this side sends (None: as the link kind wants, see encrypts)
     inventory: tuple[m.DiskInfo, ...] = ()  # the server's disks (a driver's view)
     offered: tuple[m.DiskInfo, ...] = ()  # our disks as we sent them (a server's view)
+    peer: m.HostInfo | None = None  # who the peer says it is, in full, once paired (its introduce)
 
     @property
     def fingerprint(self) -> str:
@@ -83,11 +85,13 @@ class PeerLink:
 
     @property
     def security(self) -> str:
-        """The link's security state, for people."""
-        encrypted = "encrypted" if self.encrypts else "authenticated, not encrypted"
-        if uses_stdio_code(self.conn):
-            return f"stdio link (the pipe's carrier, e.g. ssh, authenticates the peer), {encrypted}"
-        return f"paired, {encrypted}"
+        """The link's security state, for people, the same on both sides: how the peer was
+        authenticated, and what the data gets on this link unless a clone's sender chose
+        otherwise (its ``plan`` event says what it got)."""
+        data = "encrypted" if not self.conn.private else "authenticated, not encrypted"
+        who = ("stdio link (its carrier, e.g. ssh, authenticates the peer)" if uses_stdio_code(self.conn)
+               else "paired")
+        return f"{who}; data {data} by default on this link"
 
     def peer_event(self) -> events.PeerFound:
         return events.PeerFound(
@@ -96,7 +100,7 @@ class PeerLink:
             address=self.conn.peer,
             software=self.theirs.host.software,
             speed=self.conn.speed(),
-            machine_id=self.theirs.host.machine_id,
+            machine_id=self.peer.machine_id if self.peer else None,
             role=self.role,
             security=self.security,
             session=self.fingerprint,
@@ -104,10 +108,20 @@ class PeerLink:
             link_rates=self.conn.rates,
         )
 
+    @property
+    def idle(self) -> bool:
+        """Paired, and no clone under way: another may start."""
+        return self.ctl.state.state is State.IDLE
+
     def abandon(self, error: BaseException, crew: Crew | None = None) -> BaseException:
         """Stop the pipeline's threads, tell the peer why we stop, unblock
         everything on the link, and return the error to raise: the peer's
-        own reason if a lost link was only its echo."""
+        own reason if a lost link was only its echo.
+
+        A refusal that left the session idle (the ``refuse`` crossed, nothing
+        was written) ends nothing: the link stays for another try."""
+        if crew is None and isinstance(error, RefusedError) and self.idle:
+            return error
         if crew is not None:
             crew.fail(CancelledError("stopped"))
             crew.join(2)
@@ -162,41 +176,36 @@ class Contact:
 
     def drive(self, code: str, *, limit: float = ATTEMPT_LIMIT) -> PeerLink:
         """Pair with the code the user typed (the other machine's); raise :class:`PairingError` if it fails."""
-        outcome: Paired | PairingFailed | None = None
-        for _ in range(BUSY_RETRIES):
-            outcome = self.ctl.drive(codes.secret(code), limit)
-            if isinstance(outcome, Paired):
-                return self._driven()
-            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
-                                            message=self._failure(outcome)))
-            if outcome.reason != "busy":
-                break
-            time.sleep(1.0)
-        assert isinstance(outcome, PairingFailed)
+        outcome = self.ctl.drive(codes.secret(code), limit)
+        if isinstance(outcome, Paired):
+            return self._driven()
+        self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
+                                        message=self._failure(outcome)))
         peer = self.theirs.host.hostname
-        text = self._failure(outcome)
-        hint = {"wrong_code": f"check the code on the screen of {peer} and type it again "
+        hint = {"wrong_code": f"check the code {self._shown()} and type it again "
                               "(after 3 wrong codes it shows a new one)",
+                "stale": f"type the code {peer} shows now",
                 "conflict": "type the code on one machine only"}.get(outcome.reason)
-        raise PairingError(text, hint=hint)
+        raise PairingError(self._failure(outcome), hint=hint)
 
-    def serve(self, guard: CodeGuard, *, offered: tuple[m.DiskInfo, ...] = (),
+    def serve(self, guard: CodeGuard, *, offered: Offered = lambda: (),
               limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
         """Wait for the peer to prove it knows ``guard``'s code; attempts may repeat.
 
         ``limit``: seconds for the whole wait (None: until the link ends or
-        ``stop`` is set). After the pairing, ``offered`` disks are sent.
+        ``stop`` is set). After the pairing, the ``offered()`` disks are sent.
         """
         return self.await_pairing(guard, offered=offered, limit=limit, stop=stop)
 
-    def await_pairing(self, guard: CodeGuard | None, *, offered: tuple[m.DiskInfo, ...] = (),
+    def await_pairing(self, guard: CodeGuard | None, *, offered: Offered = lambda: (),
                       wants_drive: Callable[[], str | None] | None = None,
                       drove: Callable[[bool], None] = lambda ok: None,
                       limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
         """Serve the peer's attempts with ``guard``'s code, and drive with any code
         ``wants_drive()`` hands over (a person typed it here); whichever pairs first.
 
-        ``drove(ok)`` hears how each attempt driven from here ended.
+        ``drove(ok)`` hears how each attempt driven from here ended. The disks
+        ``offered()`` are read only once a peer has proved the code.
         """
         deadline = None if limit is None else time.monotonic() + limit
         while True:
@@ -218,28 +227,31 @@ class Contact:
             request = self.ctl.wait_pairing_request(min(0.25, left))
             if request is None:
                 continue
-            admission = guard.admit() if guard is not None else None
-            if admission is None or admission.secret is None:
-                reason, message = ((admission.reason, admission.message) if admission else
-                                   ("no_code", f"{self.ours.host.hostname} drives; it shows no code to type"))
-                self.ctl.answer(None, (reason, message))
-                self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=reason, message=message))
-                continue
-            assert guard is not None
-            outcome: Paired | PairingFailed | None = None
-            try:
-                outcome = self.ctl.answer(admission.secret)
-            finally:
-                guard.done(isinstance(outcome, Paired))
+            outcome = self._answer(guard)
             if isinstance(outcome, Paired):
                 self.sink(events.PairingAttempt(peer=self.name, ok=True))
                 link = self._paired("server")
-                link.offered = offered
-                link.ctl.send(m.Inventory(disks=offered))
+                link.offered = offered()
+                link.ctl.send(m.Inventory(disks=link.offered))
                 return link
-            why = "it gave a wrong pairing code" if outcome.reason == "wrong_code" else outcome.message
-            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason, message=why,
-                                            tries_left=guard.tries_left))
+            left_tries = guard.tries_left(self.conn.origin) if guard is not None else None
+            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
+                                            message=outcome.message, tries_left=left_tries))
+
+    def _answer(self, guard: CodeGuard | None) -> Paired | PairingFailed:
+        """One attempt the peer drives: answer with the code, wait for its proof, let the guard judge it."""
+        origin = self.conn.origin
+        if guard is None:
+            return self.ctl.refuse("no_code", f"{self.ours.host.hostname} drives; it shows no code to type")
+        why = guard.waiting(origin)
+        if why is not None:
+            return self.ctl.refuse("locked", why)
+        answered = guard.answer(origin)
+        proof = self.ctl.answer(answered.secret)
+        if isinstance(proof, PairingFailed):
+            return proof  # the peer gave up (or its message was malformed) before proving anything
+        verdict = guard.judge(answered, self.ctl.proof_holds)
+        return self.ctl.conclude(verdict.outcome, verdict.message)
 
     def _driven(self) -> PeerLink:
         """Paired as the driver: the server's disks come first."""
@@ -250,12 +262,26 @@ class Contact:
         link.inventory = inventory.disks
         return link
 
+    def _shown(self) -> str:
+        """Where the peer shows its code: a screen, or (an agent, a receiver) the output it prints."""
+        peer = self.theirs.host.hostname
+        if self.theirs.role == "wizard":
+            return f"shown on the screen of {peer}"
+        command = {"agent": "recovery agent", "receiver": "recovery receive"}.get(self.theirs.role, "recovery")
+        return f"`{command}` printed on {peer}"
+
     def _failure(self, outcome: PairingFailed) -> str:
         return FAILED.get(outcome.reason, "{peer} refused to pair: {message}").format(
-            peer=self.theirs.host.hostname, message=outcome.message)
+            peer=self.theirs.host.hostname, message=outcome.message, shown=self._shown())
 
     def _paired(self, role: str) -> PeerLink:
+        """Both sides introduce themselves in full, now that only the peer can read it."""
         link = PeerLink(self.conn, self.ctl, self.ours, self.theirs, role, encrypt=self.encrypt)
+        host = identity.host_info(SOFTWARE)
+        self.ctl.send(m.Introduce(host=dataclasses.replace(host, hostname=self.ours.host.hostname)))
+        introduced = self.ctl.expect(m.Introduce)
+        assert isinstance(introduced, m.Introduce)
+        link.peer = introduced.host
         self.sink(link.peer_event())
         return link
 
@@ -270,9 +296,9 @@ class Contact:
 
 
 def make_hello(role: str, hostname: str | None = None) -> m.Hello:
+    """Our hello: the machine's name and software only (its ids wait for the pairing)."""
     host = identity.host_info(SOFTWARE)
-    if hostname:
-        host = dataclasses.replace(host, hostname=hostname)
+    host = m.HostInfo(hostname=hostname or host.hostname, host_id="", software=host.software, uuid=host.uuid)
     return m.Hello(host=host, role=role, nonce=os.urandom(16).hex(), caps=CAPABILITIES)  # type: ignore[arg-type]
 
 
@@ -312,7 +338,7 @@ def handshake(
     *,
     code: str | None = None,
     guard: CodeGuard | None = None,
-    offered: tuple[m.DiskInfo, ...] = (),
+    offered: Offered = lambda: (),
     timeout: float = DEFAULT_TIMEOUT,
     pair_limit: float | None = None,
     sink: events.EventSink = events.ignore,

@@ -7,7 +7,7 @@ import mmap
 import os
 import stat
 
-from recovery.disks import blockdev, identity, inventory
+from recovery.disks import blockdev, identity, usage
 from recovery.errors import RefusedError, SourceReadError, UsageError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
@@ -25,7 +25,7 @@ def check_source(path: str, *, allow_mounted: bool = False) -> None:
     if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
         raise UsageError(f"source {path} is neither a block device nor a regular file")
     if stat.S_ISBLK(st.st_mode) and not allow_mounted:
-        writable = _writable_mounts(st.st_rdev)
+        writable = usage.writable_mounts(st.st_rdev)
         if writable:
             raise RefusedError(
                 f"source {path} is mounted read-write at {', '.join(writable)}: "
@@ -112,18 +112,3 @@ def first_bad_sector(path: str, start: int, length: int) -> int | None:
     finally:
         os.close(fd)
 
-
-def _writable_mounts(rdev: int) -> list[str]:
-    """Mountpoints of a disk (or its partitions) that are mounted read-write."""
-    nums = {rdev, *blockdev.partitions_of(rdev)} if not blockdev.is_partition(rdev) else {rdev}
-    keys = {f"{os.major(n)}:{os.minor(n)}" for n in nums}
-    out = []
-    for mnt in inventory.mounts():
-        if mnt.devnum in keys:
-            try:
-                if os.statvfs(mnt.mountpoint).f_flag & os.ST_RDONLY:
-                    continue
-            except OSError:
-                pass
-            out.append(mnt.mountpoint)
-    return out

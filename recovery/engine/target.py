@@ -51,34 +51,40 @@ class Target:
 
     def __init__(self, path: str) -> None:
         self.created = False
-        safety.refuse_planted_link(path)
-        exists = os.path.exists(path)
-        if exists and stat.S_ISBLK(os.stat(path).st_mode):
-            self.fd = safety.open_target_device(path)
-            self.is_block = True
-        else:
-            self.is_block = False
-            flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
-            try:
-                if exists:
-                    self.fd = os.open(path, flags)
-                else:
-                    self.fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-                    self.created = True
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise RefusedError(f"refusing to write {path}: it became a symbolic link") from None
-                raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
-            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
-                os.close(self.fd)
-                raise RefusedError(f"{path} is neither a block device nor a regular file")
-        self.path = os.path.realpath(path)
+        self.fd, name = self._open(path)
+        st = os.fstat(self.fd)  # what was opened decides, not what the name said a moment before
+        self.is_block = stat.S_ISBLK(st.st_mode)
+        if not (self.is_block or stat.S_ISREG(st.st_mode)):
+            os.close(self.fd)
+            raise RefusedError(f"{path} is neither a block device nor a regular file")
+        if not self.is_block and not self.created:
+            os.fchmod(self.fd, 0o600)  # it will hold a disk's contents
+        self.path = os.path.realpath(name)
         self._stat = os.fstat(self.fd)
         self.size = blockdev.device_size(self.fd)
         self.direct_fd: int | None = None  # O_DIRECT twin for aligned writes
         self.fresh = False  # True once a file target is empty and sparse
         self.can_punch = True  # until the device refuses fallocate(PUNCH_HOLE)
         self.bytes_written = 0
+
+    def _open(self, path: str) -> tuple[int, str]:
+        """Open once, never following a link at the last step: an existing device exclusively
+        (O_EXCL: a mounted one fails), an existing file as it is, or a new file (0600)."""
+        name = safety.refuse_planted_link(path)
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            try:
+                return os.open(name, flags | os.O_EXCL), name  # O_EXCL without O_CREAT: for devices only
+            except FileNotFoundError:
+                fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                self.created = True
+                return fd, name
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise RefusedError(f"refusing to write {path}: it is in use (mounted or claimed)") from None
+            if e.errno == errno.ELOOP:
+                raise RefusedError(f"refusing to write {path}: it became a symbolic link") from None
+            raise RefusedError(f"cannot open {path} for writing: {e.strerror}") from None
 
     @property
     def read_path(self) -> str:

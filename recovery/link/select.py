@@ -108,7 +108,7 @@ def connect_sender(spec: LinkSpec, *, timeout: float | None, stop: threading.Eve
 
     Setting ``stop`` (from another thread) ends a wait for the peer on the
     cable with :class:`CancelledError`. ``timeout`` None waits on the cable
-    until stopped (the wizard, see :func:`recovery.tui.cable.attempt_timeout`).
+    until stopped (the wizard, see :func:`recovery.engine.cable.attempt_timeout`).
     """
     if spec.kind == "stdio":
         return _via(spec.command) if spec.command else mux_connection(0, 1)

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery.sysattr import read_attr
+
 XDOMAIN = "thunderbolt_xdomain"
 SERVICE = "thunderbolt_service"
 STREAM_KEY = "stream"  # the USB4STREAM service (prtcid 1)
@@ -22,7 +24,6 @@ STREAM_MODULE = "thunderbolt_stream"
 NET_MODULE = "thunderbolt_net"
 CORE_MODULE = "thunderbolt"
 _DEVICE_NAME = re.compile(r"^(\d+)-([0-9a-f]+)$")  # <domain>-<route>
-ATTR_LIMIT = 4096  # sysfs attributes are at most a page
 IFF_UP = 0x1
 
 
@@ -76,15 +77,6 @@ class Interface:
     name: str
     peer: str | None  # the XDomain behind it, None when sysfs shows none (veth, VM NIC)
     service: str | None = None
-
-
-def read_attr(path: Path) -> str | None:
-    """A sysfs attribute's text without the newline, or None if absent or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(ATTR_LIMIT).decode(errors="replace").strip()
-    except OSError:
-        return None
 
 
 def _int(text: str | None) -> int | None:

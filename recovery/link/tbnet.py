@@ -117,6 +117,12 @@ def link_local(ifname: str, table: Path = IF_INET6) -> tuple[str | None, int]:
     return addr, flags
 
 
+def ready_address(ifname: str) -> str | None:
+    """The interface's link-local address once it has passed duplicate address detection."""
+    addr, flags = link_local(ifname)
+    return addr if addr and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) else None
+
+
 def wait_link_local(sysfs: Sysfs, ifname: str, deadline: Deadline) -> str:
     """Wait until the link-local address has passed duplicate address detection."""
     limit = time.monotonic() + ADDRESS_TIMEOUT

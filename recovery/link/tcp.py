@@ -190,8 +190,11 @@ class Listener:
                         raise AcceptTimeout(f"no sender connected to {self.endpoint} in time")
                     wait = min(wait, deadline - now)
                 poller = select.poll()
-                poller.register(self.sock, select.POLLIN)
-                poller.register(self._wake_r, select.POLLIN)
+                try:
+                    poller.register(self.sock, select.POLLIN)
+                    poller.register(self._wake_r, select.POLLIN)
+                except (ValueError, OSError):  # closed from another thread meanwhile
+                    raise LinkError(f"stopped listening on {self.endpoint}") from None
                 for sock in self._greeting:
                     poller.register(sock, select.POLLIN)
                 for fd, _ in poller.poll(max(0, int(wait * 1000)) + 1):
@@ -309,7 +312,15 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
         speed_probe=partial(nic.describe, control),
         binding=b"tcp " + token,
         private=_loopback(control),
+        origin=_address(control),
     )
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def _loopback(sock: socket.socket) -> bool:

@@ -73,6 +73,8 @@ class PartitionInfo:
     fstype: str | None = field(default=None, metadata=bounded(max_len=64))
     label: str | None = field(default=None, metadata=bounded(max_len=255))
     used: int | None = None  # bytes in use, when the filesystem says
+    # Optional: the operating system it holds or boots, where cheap to tell ("Windows", an os-release name).
+    os: str | None = field(default=None, metadata=bounded(max_len=80))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,12 @@ class DiskInfo:
     # Optional: logical sector size; a target whose size differs from the
     # source's is refused (the partition tables count in sectors).
     sector_size: int | None = field(default=None, metadata=bounded(lo=512, hi=65536))
+    # Optional: why the disk could not be opened or read ("Permission denied", "No medium found"):
+    # listed so nobody wonders where it went, never usable.
+    unreadable: str | None = field(default=None, metadata=bounded(max_len=255))
+    # Optional, for a disk with neither a partition table nor a filesystem: True when every block
+    # sampled reads as zeros (never used, or wiped), False when it holds data nothing here recognises.
+    blank: bool | None = None
     # Optional: an interrupted clone onto this disk (a wizard offers to resume it).
     unfinished: Unfinished | None = None
 
@@ -190,8 +198,9 @@ Role = Literal["sender", "receiver", "agent", "wizard"]
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """Sent in the clear, first: who this is and what it can do (no disks: those
-    go in :class:`Inventory`, after the pairing)."""
+    """Sent in the clear, first: what this is and what it can do. Its ``host`` names the machine
+    only (no boot or machine id: those go in :class:`Introduce`, no disks: :class:`Inventory`,
+    both after the pairing)."""
 
     type: ClassVar[str] = "hello"
     host: HostInfo
@@ -225,8 +234,17 @@ class PairFailed(Message):
 
     type: ClassVar[str] = "pair_failed"
     attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
-    reason: Literal["wrong_code", "locked", "busy", "conflict", "no_code"]
+    reason: Literal["wrong_code", "locked", "stale", "conflict", "no_code"]
     message: str = field(metadata=bounded(max_len=512))
+
+
+@dataclass(frozen=True, slots=True)
+class Introduce(Message):
+    """Who this side is, in full (boot id, machine id): sealed, so only the paired peer learns it.
+    Both sides send it first after the pairing."""
+
+    type: ClassVar[str] = "introduce"
+    host: HostInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +261,18 @@ class Bye(Message):
 
     type: ClassVar[str] = "bye"
     reason: str = field(default="", metadata=bounded(max_len=512))
+
+
+@dataclass(frozen=True, slots=True)
+class Activity(Message):
+    """The driver says what its user is doing between clones ("choosing the disk to copy"), so the
+    serving screen keeps in step. Optional: a peer without the ``activity`` capability ignores it."""
+
+    type: ClassVar[str] = "activity"
+    what: str = field(metadata=bounded(max_len=200))  # in plain words, shown as text
+    step: int = field(default=0, metadata=bounded(lo=0, hi=99))  # the driver's wizard step (0: none)
+    steps: int = field(default=0, metadata=bounded(lo=0, hi=99))  # of how many
+    optional: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +299,7 @@ class Plan(Message):
     map: MapSummary
     frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END
     encrypted: bool = True  # payloads sealed with the clone's payload key
-    verify: bool = True  # the driver's wish; a receiver's own --no-verify alone may skip the read-back
+    verify: bool = True  # the driver's wish, for its own records: a receiver reads back unless its own --no-verify
     target: Identity | None = None  # set when the sender's user chose the target
     # Optional: rescue mode (capability "rescue"): PASS frames may follow the
     # first pass, each pass replacing frames whose areas more reads recovered.
@@ -351,17 +381,21 @@ class Resend(Message):
 
 @dataclass(frozen=True, slots=True)
 class Progress(Message):
-    """How far a phase is; during the transfer the receiver adds how busy its
-    stages are (shares of the last half second), which the sender's
-    compression-level controller uses."""
+    """How far a phase is; during the transfer each side adds how busy its
+    stages are (shares of the last half second): the receiver's feed the
+    sender's compression-level controller, and both sides name the stage
+    that limits the clone from all of them."""
 
     type: ClassVar[str] = "progress"
     phase: str = field(metadata=bounded(max_len=32))
     done: int
     total: int
-    link_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiving thread inside recv
-    work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # decompress + verify threads
-    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # writing thread
+    # receiver: its thread inside recv; sender (optional): its thread blocked in send
+    link_busy: float = field(default=0.0, metadata=bounded(hi=1.0))
+    # receiver: decompress + verify threads; sender (optional): the compressing workers
+    work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))
+    write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiver: writing thread
+    read_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # optional, sender: reading the source
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,8 +448,8 @@ class Ping(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Hello, Pake, Confirm, PairFailed, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
-                Done, Summary, Error, Cancel, Ping, Bye, Digests, Start, Resend)
+    for cls in (Hello, Pake, Confirm, PairFailed, Introduce, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
+                Done, Summary, Error, Cancel, Ping, Bye, Activity, Digests, Start, Resend)
 }
 # May cross before the pairing, in the clear.
 CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})

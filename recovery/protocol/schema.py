@@ -4,8 +4,8 @@ Control messages are JSON objects; this module turns them into typed,
 immutable values and refuses anything that does not fit: wrong types,
 missing fields, strings or lists that are too long, integers out of range.
 Unknown fields are ignored (a newer minor version may add them). Strings
-with a NUL or a lone surrogate are refused: they cannot name a file or be
-shown.
+with a control character (but tab and newline: no terminal escape, no NUL)
+or a lone surrogate are refused: they cannot name a file or be shown safely.
 
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``X | None``,
 ``tuple[X, ...]``, ``Literal[...]`` and nested dataclasses. Per-field bounds
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -24,6 +25,9 @@ from typing import Any, Literal
 from recovery.errors import RemoteProtocolError
 
 MAX_STR = 4096
+# C0 controls but tab and newline, DEL, C1: terminal escapes, NUL. No field of ours needs them, and a
+# peer's string reaches screens and logs.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 MAX_ITEMS = 4096
 MAX_INT = (1 << 63) - 1
 
@@ -113,8 +117,9 @@ def _convert(tp: Any, value: Any, meta: Any, where: str) -> Any:
         limit = meta.get("max_len") or MAX_STR
         if len(value) > limit:
             raise SchemaError(f"{where}: string of {len(value)} characters, at most {limit}")
-        if "\0" in value:
-            raise SchemaError(f"{where}: string holds a NUL character")
+        bad = _CONTROL.search(value)
+        if bad:
+            raise SchemaError(f"{where}: string holds the control character {ord(bad.group()):#04x}")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

@@ -5,12 +5,14 @@ Theory of operation
 Both sides send a preamble and a ``hello`` in the clear. The connection is
 then *unpaired*: only pings, errors, cancels and pairing messages may cross.
 A pairing attempt (:mod:`recovery.protocol.pake`) starts when the side that
-drives sends ``pake``; the serving side answers with its own ``pake`` and
-``confirm`` (or ``pair_failed``: locked, busy), the driver checks that proof
-and sends its ``confirm``, the server checks it: *paired*. A failed attempt
-leaves the connection unpaired, and a new attempt may start. From the moment
-a side is paired, every record it sends and receives is sealed with the
-session's control keys.
+drives sends ``pake``; the serving side answers with its own ``pake`` (or
+``pair_failed``: locked); the driver sends its ``confirm``; the server, once
+its guard allows, checks it and sends its own ``confirm`` (or ``pair_failed``:
+a wrong code, locked), and the driver checks that: *paired*. The driver
+proves first, so an attempt it abandons reveals nothing and costs the server
+nothing to forgive. A failed attempt leaves the connection unpaired, and a
+new attempt may start. From the moment a side is paired, every record it
+sends and receives is sealed with the session's control keys.
 
 Once paired, the driver may propose a clone: it sends a ``plan`` and becomes
 the *sender*; or it sends a ``request`` asking the server to send one of its
@@ -20,6 +22,7 @@ frames stream on the data channel the receiver sends ``ack`` (durable frames)
 and both may send ``progress``; the sender ends with ``done``, the receiver
 with ``summary``, after which the connection is idle again. Either side may
 end an idle session with ``bye``; the other answers ``bye``, then both close.
+While idle the driver may say what its user does (``activity``, optional).
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
@@ -72,7 +75,9 @@ REQUESTED = "requested"  # the side a request was sent to
 
 # (state, message type) -> (who may send it, next state)
 TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
+    (State.IDLE, "introduce"): (ANY, State.IDLE),
     (State.IDLE, "inventory"): (ANY, State.IDLE),
+    (State.IDLE, "activity"): (DRIVES, State.IDLE),
     (State.IDLE, "plan"): (DRIVES, State.PLANNED),
     (State.IDLE, "request"): (DRIVES, State.REQUESTED),
     (State.IDLE, "bye"): (ANY, State.ENDING),
@@ -109,12 +114,26 @@ class PairingRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ProofArrived:
+    """The driver's proof arrived: check it (:meth:`ControlConnection.judge`) when the guard allows,
+    or turn it away unchecked (:meth:`ControlConnection.refuse`)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Bytes to write at once, in order, before anything else (a step of the pairing)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Paired:
-    """The attempt succeeded; write ``reply`` before anything else."""
+    """The attempt succeeded: every record from now on is sealed."""
 
     role: str  # ours: "driver" or "server"
     fingerprint: str
-    reply: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +141,16 @@ class PairingFailed:
     """The attempt ended without keys; write ``reply`` (it may be empty). The link stays, unpaired."""
 
     attempt: int
-    reason: str  # "wrong_code", "locked", "busy", "conflict", "no_code", "malformed"
+    reason: str  # "wrong_code", "locked", "stale", "conflict", "no_code", "malformed"
     message: str
     by_peer: bool  # the peer said so (else this side found it)
     reply: bytes = b""
 
 
-Event = m.Message | PairingRequested | Paired | PairingFailed
+Event = m.Message | PairingRequested | ProofArrived | Paired | PairingFailed | Reply
+
+
+_WIRE_REASONS = ("wrong_code", "locked", "stale", "conflict", "no_code")
 
 
 def _unhex(text: str) -> bytes:
@@ -164,8 +186,10 @@ class ControlConnection:
         self._attempt: Attempt | None = None
         self._attempt_role: str | None = None
         self._awaiting_answer = False  # server: the engine must answer() or refuse()
+        self._awaiting_judgment = False  # server: the driver's proof waits for judge() or refuse()
         self._driver_message = b""  # server: the driver's SPAKE2 message, until answered
-        self._got_server_pake = False  # driver: the server's SPAKE2 message arrived
+        self._driver_proof = b""  # server: the driver's confirmation MAC, until judged
+        self._got_server_pake = False  # driver: the server's SPAKE2 message arrived, our proof went
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self.clones = 0  # plans seen: the clone number for data keys
@@ -266,14 +290,16 @@ class ControlConnection:
         self._attempt = None
         self._attempt_role = None
         self._awaiting_answer = False
+        self._awaiting_judgment = False
         self._driver_message = b""
+        self._driver_proof = b""
         self._got_server_pake = False
         self.state = State.UNPAIRED
 
     def _fail(self, reason: str, message: str, *, by_peer: bool) -> PairingFailed:
         attempt = self.attempts
         reply = b"" if by_peer else m.encode_message(
-            m.PairFailed(attempt=attempt, reason=reason if reason != "malformed" else "wrong_code",  # type: ignore[arg-type]
+            m.PairFailed(attempt=attempt, reason=reason if reason in _WIRE_REASONS else "wrong_code",  # type: ignore[arg-type]
                          message=message[:500]))
         self._end_attempt()
         return PairingFailed(attempt, reason, message, by_peer, reply)
@@ -298,7 +324,8 @@ class ControlConnection:
         return m.encode_message(m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex()))
 
     def answer(self, secret: bytes) -> bytes:
-        """Answer the peer's attempt with this machine's code: our SPAKE2 message and proof."""
+        """Answer the peer's attempt with this machine's code: our SPAKE2 message (the proof waits
+        for the driver's)."""
         if not self._awaiting_answer:
             raise LocalProtocolError("no pairing attempt waits for an answer")
         self._awaiting_answer = False
@@ -308,12 +335,32 @@ class ControlConnection:
         except MalformedPairing as e:
             return self._fail("malformed", e.message, by_peer=False).reply
         self._attempt = attempt
-        return (m.encode_message(m.Pake(role="server", attempt=self.attempts, msg=attempt.message.hex()))
-                + m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex())))
+        return m.encode_message(m.Pake(role="server", attempt=self.attempts, msg=attempt.message.hex()))
+
+    def proof_holds(self) -> bool:
+        """Does the driver's proof show it has this attempt's key (the right code)? Constant time, no
+        change: :meth:`judge` acts on the answer."""
+        if not self._awaiting_judgment or self._attempt is None:
+            raise LocalProtocolError("no proof waits to be judged")
+        return self._attempt.check(self._driver_proof)
+
+    def judge(self, holds: bool) -> tuple[Paired | PairingFailed, bytes]:
+        """End the attempt on the driver's proof: paired (our proof goes back) or a wrong code."""
+        if not self._awaiting_judgment or self._attempt is None:
+            raise LocalProtocolError("no proof waits to be judged")
+        if not holds:
+            failed = self._fail("wrong_code", "it gave a wrong pairing code", by_peer=False)
+            return failed, failed.reply
+        attempt = self._attempt
+        reply = m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex()))
+        keys = attempt.keys()
+        self._seal_from_now(keys, SERVER)
+        self._awaiting_judgment = False
+        return Paired(SERVER, keys.fingerprint), reply
 
     def refuse(self, reason: str, message: str) -> bytes:
-        """Turn the peer's attempt away without trying the code ("locked", "busy", "no_code")."""
-        if not self._awaiting_answer:
+        """Turn the peer's attempt away without trying the code ("locked", "no_code")."""
+        if not (self._awaiting_answer or self._awaiting_judgment):
             raise LocalProtocolError("no pairing attempt waits for an answer")
         return self._fail(reason, message, by_peer=False).reply
 
@@ -359,30 +406,27 @@ class ControlConnection:
             except MalformedPairing as e:
                 return self._fail("malformed", e.message, by_peer=False)
             self._got_server_pake = True
-            return None
+            return Reply(m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex())))
         if isinstance(msg, m.Confirm):
             if msg.attempt != self.attempts or not self._got_server_pake:
                 raise RemoteProtocolError("the peer confirmed a pairing it had not answered")
             self._got_server_pake = False
-            if not attempt.check(_unhex(msg.mac)):
-                return self._fail("wrong_code", "the pairing code does not match the other machine's",
+            if not attempt.check(_unhex(msg.mac)):  # it accepted our proof, so it has the key: tampered
+                return self._fail("wrong_code", "the other machine's proof does not match (changed on the way?)",
                                   by_peer=False)
-            reply = m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex()))
             keys = attempt.keys()
             self._seal_from_now(keys, DRIVER)
-            return Paired(DRIVER, keys.fingerprint, reply)
+            return Paired(DRIVER, keys.fingerprint)
         raise RemoteProtocolError(f"the peer sent {msg.type!r} during the pairing")
 
     def _server_step(self, msg: m.Message) -> Event | None:
         attempt = self._attempt
-        if self._awaiting_answer or attempt is None:
+        if self._awaiting_answer or self._awaiting_judgment or attempt is None:
             raise RemoteProtocolError(f"the peer sent {msg.type!r} before its pairing attempt was answered")
         if isinstance(msg, m.Confirm) and msg.attempt == self.attempts:
-            if not attempt.check(_unhex(msg.mac)):
-                return self._fail("wrong_code", "the other machine's proof of the code is wrong", by_peer=False)
-            keys = attempt.keys()
-            self._seal_from_now(keys, SERVER)
-            return Paired(SERVER, keys.fingerprint)
+            self._driver_proof = _unhex(msg.mac)
+            self._awaiting_judgment = True
+            return ProofArrived(self.attempts)
         raise RemoteProtocolError(f"the peer sent {msg.type!r} during the pairing")
 
     # --- API ---

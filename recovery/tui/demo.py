@@ -3,47 +3,40 @@
 "This machine" offers a generated sample disk (GPT, ext4 and FAT holding
 real files); the peer is a second local process, ``recovery agent``, over
 loopback TCP, offering a blank disk of the same size and a smaller one (so
-the wizard shows a target it refuses). :class:`DemoWorld` makes all of it
-and removes all of it, processes and files, on every way out.
+the wizard shows a target it refuses). The link between them is held to
+:data:`recovery.demo.DEMO_RATE` (a slow cable), so the progress, the limit and the
+read-back are there to be seen for several seconds. :class:`DemoWorld`
+makes all of it and removes all of it, processes and files, on every way out.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import recovery
-from recovery.demo import MIB, build_sample_disk
-from recovery.errors import LinkError, MissingToolError
+from recovery.demo import DEMO_RATE, MIB, EventLines, build_sample_disk, check_tools
+from recovery.errors import LinkError
 from recovery.link.tcp import Endpoint
 from recovery.protocol import codes
-from recovery.run import find_tool
 from recovery.tui.config import WizardConfig
 
-NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
 PEER_NAME = "demo-peer"
 START_TIMEOUT = 30.0
-
-
-def check_tools() -> None:
-    missing = [f"{tool} ({pkg})" for tool, pkg in NEEDED.items() if find_tool(tool) is None]
-    if missing:
-        packages = " ".join(sorted({NEEDED[m.split()[0]] for m in missing}))
-        raise MissingToolError(f"the demo needs {', '.join(missing)}", hint=f"install them: apt install {packages}")
 
 
 class DemoWorld:
     """Sample images in a fresh folder, and the simulated peer's process."""
 
-    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False) -> None:
+    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False,
+                 rate: int | None = DEMO_RATE) -> None:
         self.size_mib = size_mib
+        self.rate = rate
         self.keep = keep or directory is not None
         self.workdir = Path(directory or tempfile.mkdtemp(prefix="recovery-demo-"))
         self.source = self.workdir / "laptop-disk.img"
@@ -51,6 +44,7 @@ class DemoWorld:
         self.small = self.workdir / "peer" / "usb-stick.img"
         self.logs = self.workdir / "logs"
         self.agent: subprocess.Popen[bytes] | None = None
+        self.events: EventLines | None = None
         self.port: int | None = None
         self.code = codes.generate()  # the simulated peer's pairing code: the user types it in the wizard
 
@@ -78,32 +72,22 @@ class DemoWorld:
         err = self.workdir / "peer-errors.txt"
         argv = [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
                 "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
-                "--code", self.code, "--json", "--stop-on-eof"]
+                "--code", self.code, "--json", "--stop-on-eof",
+                *(["--link-rate", str(self.rate)] if self.rate else [])]
         root = str(Path(recovery.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        self._events_file = open(out, "wb")
+        with open(err, "wb") as stderr:
             # Its own session: a Ctrl-C meant for the wizard must not reach the peer first.
             # Its stdin is a pipe from us: when we end, however we end, it ends too.
-            self.agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
+            self.agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                           env=env, start_new_session=True)
-        self.port = self._wait_listening(out, err)
-
-    def _wait_listening(self, out: Path, err: Path) -> int:
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self.agent is not None
-        while time.monotonic() < deadline:
-            for line in out.read_text(errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening":
-                    return int(event["port"])
-            if self.agent.poll() is not None:
-                break
-            time.sleep(0.1)
-        why = (err.read_text(errors="replace").strip().splitlines() or ["no answer"])[-1]
-        raise LinkError(f"the demo's simulated peer did not start: {why}")
+        self.events = EventLines(self.agent, "the demo's simulated peer", copy=self._events_file)
+        try:
+            self.port = int(self.events.wait_for("listening", START_TIMEOUT)["port"])
+        except LinkError:
+            why = (err.read_text(errors="replace").strip().splitlines() or ["no answer"])[-1]
+            raise LinkError(f"the demo's simulated peer did not start: {why}") from None
 
     def config(self, *, ansi: bool | None = None) -> WizardConfig:
         """The wizard's side: it offers the sample disk and connects to the peer."""
@@ -119,16 +103,20 @@ class DemoWorld:
         agent, self.agent = self.agent, None
         if agent is None:
             return
-        if agent.stdin is not None:
-            agent.stdin.close()
-        if agent.poll() is not None:
-            return
-        agent.send_signal(signal.SIGTERM)
         try:
-            agent.wait(5)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait(5)
+            if agent.stdin is not None:
+                agent.stdin.close()
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+                try:
+                    agent.wait(5)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait(5)
+        finally:
+            if self.events is not None:
+                self.events.thread.join(5)
+            self._events_file.close()
 
     def close(self) -> None:
         """Stop the peer and remove every file, unless asked to keep them."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recovery.engine import cable
 from recovery.link import nic
 from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
-from recovery.tui import cable
 
 MODULES = (
     (CORE_MODULE, "USB4/Thunderbolt bus"),
@@ -24,11 +24,12 @@ MODULES = (
 class LinkReport:
     modules: tuple[tuple[str, str, bool], ...]  # (module, what it is, loaded)
     hosts_on_cable: tuple[str, ...]  # "Vendor Host (0-1), 40.0 Gb/s x 2 lanes"
-    addresses: tuple[str, ...]  # this machine's global IPv4 addresses
+    addresses: tuple[str, ...]  # this machine's global addresses (IPv4 first), to be typed on the other
 
 
 def _addresses() -> tuple[str, ...]:
-    return tuple(a.address for a in nic.local_addresses() if a.family == "inet" and a.scope == "global")
+    found = [a for a in nic.local_addresses() if a.family in ("inet", "inet6") and a.scope == "global"]
+    return tuple(a.address for a in sorted(found, key=lambda a: a.family != "inet"))
 
 
 def read_report(sysfs: Sysfs | None = None) -> LinkReport:

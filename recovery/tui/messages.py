@@ -1,4 +1,8 @@
-"""What workers post back to the app: small messages, handled on the UI thread."""
+"""Small messages, handled on the UI thread: what workers post back, and what screens ask for.
+
+Screens never call the app: they post one of the requests below, which
+bubbles up to :class:`~recovery.tui.app.WizardApp`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,20 @@ from textual.message import Message
 
 from recovery import events
 from recovery.engine.agent import AgentSession
-from recovery.engine.lobby import Seen
+from recovery.engine.seen import Seen
 from recovery.engine.session import PeerLink
 from recovery.errors import RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.links import LinkReport
 
+# --- from workers ------------------------------------------------------------
+
 
 class InventoryLoaded(Message):
-    def __init__(self, disks: tuple[DiskInfo, ...], links: LinkReport, error: RecoveryError | None) -> None:
+    def __init__(self, disks: tuple[DiskInfo, ...], links: LinkReport, error: RecoveryError | None,
+                 why: str = "") -> None:
         super().__init__()
-        self.disks = disks
-        self.links = links
-        self.error = error
+        self.disks, self.links, self.error, self.why = disks, links, error, why
 
 
 class LinksRead(Message):
@@ -30,8 +35,15 @@ class LinksRead(Message):
 class LinkStatus(Message):
     def __init__(self, source: str, text: str) -> None:
         super().__init__()
-        self.source = source
-        self.text = text
+        self.source, self.text = source, text
+
+
+class ListeningOn(Message):
+    """This machine listens for the other one: ``host`` "" is every address."""
+
+    def __init__(self, way: str, host: str, port: int) -> None:
+        super().__init__()
+        self.way, self.host, self.port = way, host, port
 
 
 class LobbyChanged(Message):
@@ -67,8 +79,7 @@ class SessionEnded(Message):
 
     def __init__(self, session: AgentSession, error: RecoveryError | None) -> None:
         super().__init__()
-        self.session = session
-        self.error = error
+        self.session, self.error = session, error
 
 
 class DemoChecked(Message):
@@ -76,6 +87,55 @@ class DemoChecked(Message):
 
     def __init__(self, identical: bool, digest: str, error: str | None = None) -> None:
         super().__init__()
-        self.identical = identical
-        self.digest = digest
-        self.error = error
+        self.identical, self.digest, self.error = identical, digest, error
+
+
+# --- from screens ------------------------------------------------------------
+
+
+class DriveAsked(Message):
+    """The user typed the other machine's code (and maybe its address) on the first screen."""
+
+    def __init__(self, code: str, address: str) -> None:
+        super().__init__()
+        self.code, self.address = code, address
+
+
+class ReloadAsked(Message):
+    """Read this machine's disks again."""
+
+
+class StepAnswered(Message):
+    """A wizard step was answered: ``value`` is its answer (a direction, a disk, the options, True)."""
+
+    def __init__(self, step: str, value: object) -> None:
+        super().__init__()
+        self.step, self.value = step, value
+
+
+class StepBack(Message):
+    """Esc on a step: back one step, the answers stay."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__()
+        self.step = step
+
+
+class EndPairingAsked(Message):
+    """Leave the pairing (the app asks first)."""
+
+
+class AbortAsked(Message):
+    """Abort the running clone (the app asks first)."""
+
+
+class StartOverAsked(Message):
+    """After a result: another clone (the driver), or back to the first screen."""
+
+
+class RetryAsked(Message):
+    """Run the same clone again, after the disks are looked at once more."""
+
+
+class Dismissed(Message):
+    """A result screen was read (the passive side): back to where the pairing stands."""

@@ -1,34 +1,21 @@
-"""What the wizard shows, computed from plain data (no Textual, no I/O).
+"""What the wizard shows about disks, computed from plain data (no Textual, no I/O).
 
-Disk rows and their refusals, the choice the user is building, and the
-progress of a running clone folded from the engine's events. Screens only
-render these; tests check them directly.
+Disk rows and their refusals, and the choice the user is building. Screens
+only render these; tests check them directly.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from recovery import events
 from recovery.disks import identity, safety
-from recovery.engine.agent import CloneChoice, JobStarted
-from recovery.protocol.messages import DiskInfo
+from recovery.engine.jobs import CloneChoice
+from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.units import human_size
 
-HISTORY = 120  # throughput samples kept for the sparkline (one per progress event)
-STAGES = ("read", "compress", "link", "write")
-STAGE_NAMES = {"read": "disk read", "compress": "compress", "link": "link", "write": "disk write"}
-BOTTLENECK_TEXT = {
-    "read": "Reading the source disk is the limit now: the cable could carry more.",
-    "compress": "Compressing is the limit now: the processor is busy (compression adapts by itself).",
-    "link": "The link is the limit now: the cable (or network) carries all it can.",
-    "write": "Writing the target disk is the limit now: the cable could carry more.",
-}
-
-
-# --- disks ---------------------------------------------------------------
+FS_NAMES = {"crypto_LUKS": "LUKS (encrypted)", "LVM2_member": "LVM volume", "linux_raid_member": "RAID member",
+            "swap": "swap"}
 
 
 def short_name(disk: DiskInfo) -> str:
@@ -36,21 +23,39 @@ def short_name(disk: DiskInfo) -> str:
     return os.path.basename(disk.path.rstrip("/")) or disk.path
 
 
+def _partition(p: PartitionInfo) -> str:
+    bits = [FS_NAMES.get(p.fstype or "", p.fstype or "unknown")]
+    if p.number == 0:
+        bits.append("on the whole disk")
+    if p.label:
+        bits.append(f'"{p.label}"')
+    bits.append(human_size(p.size))
+    if p.used is not None:
+        bits.append(f"({human_size(p.used)} used)")
+    if p.os:
+        bits.append(f"[{p.os}]")
+    return " ".join(bits)
+
+
 def contents(disk: DiskInfo) -> str:
-    """What is on a disk, in one line: partitions, filesystems, used space."""
+    """What is on a disk, in one line: partitions, filesystems, used space, the system on it."""
+    if disk.unreadable:
+        return disk.unreadable
     if not disk.partitions:
-        return "no partition table, no filesystem found" if not disk.ptable else f"{disk.ptable}, no partitions"
-    parts = []
-    for p in disk.partitions:
-        bits = [p.fstype or "unknown"]
-        if p.label:
-            bits.append(f'"{p.label}"')
-        bits.append(human_size(p.size))
-        if p.used is not None:
-            bits.append(f"({human_size(p.used)} used)")
-        parts.append(" ".join(bits))
+        if disk.ptable:
+            return f"{disk.ptable}, no partitions"
+        if disk.blank:
+            return "no partition table, no filesystem: all zeros where sampled (never used, or wiped)"
+        if disk.blank is False:
+            return "no partition table, no filesystem: data nothing here recognises (encrypted? foreign?)"
+        return "no partition table, no filesystem found"
     head = f"{disk.ptable}: " if disk.ptable else ""
-    return head + " · ".join(parts)
+    return head + " · ".join(_partition(p) for p in disk.partitions)
+
+
+def systems(disk: DiskInfo) -> list[str]:
+    """The operating systems found on a disk, each once."""
+    return list(dict.fromkeys(p.os for p in disk.partitions if p.os))
 
 
 def used_bytes(disk: DiskInfo) -> int | None:
@@ -61,6 +66,8 @@ def used_bytes(disk: DiskInfo) -> int | None:
 
 def source_refusal(disk: DiskInfo) -> str | None:
     """Why a disk cannot be the source (None: it can)."""
+    if disk.unreadable:
+        return disk.unreadable
     if disk.size <= 0:
         return "it is empty"
     if disk.mountpoints:
@@ -106,78 +113,12 @@ class Choice:
         return CloneChoice(send=self.send, source=self.source, target=self.target, mode=self.mode,
                            level=self.level, verify=self.verify, rescue=self.rescue, restart=self.restart)
 
+    @property
+    def ready(self) -> bool:
+        return self.send is not None and self.source is not None and self.target is not None
+
 
 def level_text(level: int | None) -> str:
     if level is None:
-        return "auto (adapts to the link and the processor)"
-    return "off (raw)" if level == 0 else f"zstd level {level}"
-
-
-# --- a running clone -------------------------------------------------------
-
-
-@dataclass
-class JobView:
-    """A clone as the progress screen shows it, folded from engine events."""
-
-    started: JobStarted
-    phase: str = "map"
-    phase_text: str = "finding what to copy"
-    source: str = ""
-    target: str = ""
-    mode: str = ""
-    to_send: int = 0
-    done: int = 0
-    total: int = 0
-    rate: float = 0.0
-    eta: float | None = None
-    wire: int = 0
-    level: str = ""
-    stages: dict[str, float] = field(default_factory=dict)
-    bottleneck: str = ""
-    history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    warnings: list[str] = field(default_factory=list)
-    summary: events.Summary | None = None
-
-    def __post_init__(self) -> None:
-        self.source = self.source or self.started.source
-        self.target = self.target or self.started.target
-
-    @property
-    def passive(self) -> bool:
-        return self.started.driver != "here"
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
-    def apply(self, event: events.Event) -> None:
-        """Fold one engine event in."""
-        if isinstance(event, events.Phase):
-            self.phase = event.name
-            self.phase_text = event.message or event.name
-        elif isinstance(event, events.PlanMade):
-            self.source, self.target = event.source, event.target
-            self.mode, self.to_send = event.mode, event.to_send
-        elif isinstance(event, events.Progress):
-            self.phase = event.phase
-            self.done, self.total = event.done, event.total
-            self.rate, self.eta = event.rate, event.eta
-            if event.phase == "transfer":
-                self.wire = event.wire or self.wire
-                self.level = event.level or self.level
-                if event.stages:
-                    self.stages = dict(event.stages)
-                    self.bottleneck = event.bottleneck
-                self.history.append(event.rate)
-        elif isinstance(event, events.Warning):
-            self.warnings.append(event.message)
-        elif isinstance(event, events.Summary):
-            self.summary = event
-
-
-def stage_order(role: str) -> tuple[tuple[str, str], ...]:
-    """(stage, name) for the stages a side measures, in the order data flows."""
-    if role == "sender":
-        return tuple((s, STAGE_NAMES[s]) for s in STAGES)
-    return (("link", "link"), ("compress", "decompress"), ("write", "disk write"))
+        return "auto (adapts to the link and the processors)"
+    return "off: the blocks go as they are" if level == 0 else f"zstd level {level}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from recovery.demo import build_sample_disk
-from recovery.disks.inventory import describe_disk, list_disks
-from tests.helpers import REPO, loop_device
+from recovery.disks.inventory import describe_disk, list_disks, unreadable_disk
+from tests.fsdisks import MTOOLS, Part, make_disk
+from tests.helpers import MIB, REPO, fill_random, loop_device, sh
 
 pytestmark = pytest.mark.root
 
@@ -32,3 +34,105 @@ def test_loop_disk_shows_partitions_filesystems_and_used_space(tmp_path: Path) -
         text = subprocess.run([sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout
         assert dev in text and "ext4" in text
+
+
+FILLED = 3 * MIB  # populate() writes about this much (3 MiB of notes, more of blobs) into every filesystem
+
+
+@pytest.fixture(scope="module")
+def every_filesystem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One image with a partition of each kind, filled with real files."""
+    image = tmp_path_factory.mktemp("fs") / "every.img"
+    make_disk(image, [Part("ext4", 32), Part("xfs", 300), Part("btrfs", 120), Part("vfat", 40),
+                      Part("exfat", 40), Part("ntfs", 40), Part("swap", 8)], garbage=False)
+    return image
+
+
+def test_used_space_for_every_filesystem_that_says(every_filesystem: Path) -> None:
+    """Read from each filesystem's own counters, checked against what its own tool reports."""
+    info = describe_disk(str(every_filesystem))  # the image file: no partition nodes at all
+    used = {p.fstype: p.used for p in info.partitions}
+    assert used["swap"] is None
+    for fstype in ("ext4", "xfs", "btrfs", "vfat", "exfat"):
+        assert used[fstype] is not None and FILLED < used[fstype] < 80 * MIB, (fstype, used)
+    assert used["ntfs"] is None  # ntfsinfo needs a device: an image's NTFS does not say
+    with loop_device(every_filesystem) as dev:
+        nodes = {p.fstype: f"{dev}p{p.number}" for p in info.partitions}
+        on_device = {p.fstype: p.used for p in describe_disk(dev).partitions}
+        assert {k: v for k, v in on_device.items() if k != "ntfs"} == {k: v for k, v in used.items() if k != "ntfs"}
+        assert on_device["ntfs"] is not None and FILLED < on_device["ntfs"] < 40 * MIB
+        free = int(sh("dumpe2fs", "-h", nodes["ext4"]).stdout.split("Free blocks:")[1].split()[0])
+        blocks = int(sh("dumpe2fs", "-h", nodes["ext4"]).stdout.split("Block count:")[1].split()[0])
+        assert used["ext4"] == (blocks - free) * 1024
+        clusters = sh("fsck.fat", "-n", nodes["vfat"]).stdout.split(",")[-1].split("/")[0].strip()
+        assert used["vfat"] == int(clusters) * int(sh("minfo", "-i", nodes["vfat"], "::", env=MTOOLS)
+                                                       .stdout.split("cluster size:")[1].split()[0]) * 512
+        dump = sh("dump.exfat", nodes["exfat"]).stdout
+        total, free_clusters = (int(dump.split(k)[1].split()[0]) for k in ("Total Clusters:", "Free Clusters:"))
+        size = int(dump.split("Cluster size:")[1].split()[0])
+        assert used["exfat"] == (total - free_clusters) * size
+
+
+def test_a_linux_system_and_a_windows_boot_loader_are_named(tmp_path: Path) -> None:
+    image = tmp_path / "os.img"
+    build_sample_disk(str(image), 64)  # its ext4 holds an os-release
+    info = describe_disk(str(image))
+    assert info.partitions[0].os == "Demo Linux 1.0 (sample disk)"
+    assert info.partitions[1].os is None  # a FAT without EFI/Microsoft
+    fat = f"{image}@@{info.partitions[1].start}"
+    sh("mmd", "-i", fat, "::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot", env=MTOOLS)
+    assert describe_disk(str(image)).partitions[1].os == "Windows"
+
+
+def test_a_disk_without_a_table_is_zeros_a_whole_disk_filesystem_or_unknown_data(tmp_path: Path) -> None:
+    blank, noise, whole = tmp_path / "blank.img", tmp_path / "noise.img", tmp_path / "whole.img"
+    for image in (blank, noise, whole):
+        with open(image, "wb") as f:
+            f.truncate(64 * MIB)
+    fill_random(noise, 64 * MIB, seed=5)
+    sh("mkfs.ext4", "-q", "-F", "-L", "whole", str(whole))
+    with loop_device(blank, partitions=False) as b, loop_device(noise, partitions=False) as n, \
+            loop_device(whole, partitions=False) as w:
+        zero, data, fs = describe_disk(b), describe_disk(n), describe_disk(w)
+        assert (zero.ptable, zero.partitions, zero.blank) == (None, (), True)
+        assert (data.ptable, data.partitions, data.blank) == (None, (), False)
+        assert fs.blank is None and [(p.number, p.fstype, p.label) for p in fs.partitions] == [(0, "ext4", "whole")]
+        assert fs.partitions[0].used is not None
+        text = subprocess.run([sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout
+        assert "all zeros where sampled" in text and "unknown data" in text
+        assert "a filesystem on the whole disk" in text and "[no table]" not in text
+
+
+def test_a_disk_that_cannot_be_opened_is_listed_with_the_reason(tmp_path: Path) -> None:
+    """What a technician sees for a disk the kernel shows but will not open: a line, not nothing."""
+    image = tmp_path / "gone.img"
+    with open(image, "wb") as f:
+        f.truncate(16 * MIB)
+    with loop_device(image, partitions=False) as dev:
+        import pyudev
+
+        device = pyudev.Devices.from_device_file(pyudev.Context(), dev)
+        info = unreadable_disk(device, PermissionError(1, "Operation not permitted"))
+        assert info.path == dev and info.size == 16 * MIB
+        assert info.unreadable == info.refusal == "cannot be read: Operation not permitted"
+    for flag in ([], ["--all"]):
+        out = subprocess.run([sys.executable, "-m", "recovery", "disks", *flag], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout
+        for path in unreadable_here():
+            assert path in out and "cannot be read" in out, out
+
+
+def unreadable_here() -> list[str]:
+    """Whole disks of this machine that root cannot open (a VM's protected disk), if any."""
+    found = []
+    for name in os.listdir("/sys/block"):
+        if name.startswith(("loop", "ram", "zram", "sr", "fd", "nbd")):
+            continue
+        try:
+            os.close(os.open(f"/dev/{name}", os.O_RDONLY))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            found.append(f"/dev/{name}")
+    return found

@@ -20,7 +20,7 @@ from recovery.protocol import codes
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, end_header
 from recovery.protocol.pake import DataKeys
-from recovery.protocol.state import ControlConnection, Paired, PairingFailed
+from recovery.protocol.state import ControlConnection, Paired, PairingFailed, Reply
 from tests.helpers import CODE
 
 CHUNK = 1 << 20
@@ -49,8 +49,12 @@ class FakeSender:
         self.send_control(self.state.drive(codes.secret(code)))
         while True:
             event = self.next_event()
+            if isinstance(event, Reply):  # our proof, sent first
+                self.send_control(event.data)
+                continue
             if isinstance(event, Paired):
-                self.send_control(event.reply)
+                self.send_control(self.state.send(m.Introduce(host=host_info("fake 0"))))
+                assert isinstance(self.next_event(), m.Introduce)
                 assert isinstance(self.next_event(), m.Inventory)
                 return event
             if isinstance(event, PairingFailed):

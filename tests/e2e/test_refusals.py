@@ -67,7 +67,7 @@ def test_boot_medium(tmp_path: Path) -> None:
         f.truncate(64 * MIB)
     sh("sfdisk", "--quiet", str(image), input='label: gpt\nsize=32M, type=U, name="USB4-RECOVERY"\n')
     with loop_device(image) as dev:
-        assert "boot medium" in refused_at_once(dev, "--yes")
+        assert "boot stick" in refused_at_once(dev, "--yes")
 
 
 def test_too_small(source_loop: str, tmp_path: Path) -> None:

@@ -247,7 +247,7 @@ def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(ran
     with failing_disk(random_disk, bad) as disk:
         rx, tx = clone(disk, target)
         assert tx.wait() == SourceReadError.exit_code
-        assert rx.wait() == SourceReadError.exit_code
+        assert rx.wait() == SourceReadError.exit_code, rx.stderr
         disk.forget_reads()
         rx, tx = clone(disk, target, "--rescue")
         assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)

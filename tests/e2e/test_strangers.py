@@ -83,6 +83,30 @@ def test_a_stranger_that_connects_and_stays_silent_blocks_nobody(sample: Path, t
         p.close()
 
 
+def test_strangers_that_start_pairing_and_stall_do_not_hold_up_the_real_sender(sample: Path,
+                                                                               tmp_path: Path) -> None:
+    """Each attempt is its own: one left hanging halfway through does not keep the code busy."""
+    from recovery.protocol import codes
+    from recovery.protocol.state import Reply
+
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    stallers = []
+    for _ in range(3):
+        peer = FakeSender(port)
+        peer.hello()
+        peer.send_control(peer.state.drive(codes.secret("1111-2222")))
+        assert isinstance(peer.next_event(), Reply)  # the receiver's part came; our proof never goes
+        stallers.append(peer)
+    tx = send(sample, port)
+    assert tx.wait() == 0, tx.stderr
+    assert rx.wait() == 0, rx.stderr
+    attempts = [e for e in rx.events if e.get("event") == "pairing_attempt"]
+    assert attempts and attempts[0]["ok"] is True  # no stalled attempt ended (or counted) before it
+    for p in stallers:
+        p.close()
+
+
 def test_a_stranger_without_the_code_gets_no_disk_and_no_plan_through(tmp_path: Path) -> None:
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))
@@ -213,6 +237,46 @@ def test_the_agent_shows_nothing_to_a_stranger(sample: Path, tmp_path: Path) -> 
     assert '"job"' not in out and '"inventory"' not in out
 
 
+def test_an_agent_told_to_connect_opens_one_connection_at_a_time(sample: Path) -> None:
+    """Whoever answers at the address (a stranger too) holds at most one of its connections."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(3)
+    port = listener.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    agent = subprocess.Popen([sys.executable, "-m", "recovery", "agent", "--connect", f"127.0.0.1:{port}",
+                              "--disk", str(sample), "--json"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    held: list[socket.socket] = []
+
+    def accept_until_quiet() -> int:
+        count = 0
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                return count
+            held.append(sock)
+            count += 1
+
+    try:
+        listener.settimeout(30)
+        held.append(listener.accept()[0])  # the agent is up: its control stream
+        listener.settimeout(3)
+        assert accept_until_quiet() == 1  # its data stream, and nothing more while we hold them
+        for sock in held:
+            sock.close()
+        listener.settimeout(30)
+        held.append(listener.accept()[0])  # the last one ended: it connects again
+        listener.settimeout(3)
+        assert accept_until_quiet() == 1
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+        for sock in held:
+            sock.close()
+        listener.close()
+
+
 def test_a_paired_sender_cannot_make_the_receiver_grow_without_end(tmp_path: Path) -> None:
     """Tiny zstd frames that each decompress to the biggest chunk keep the receiver's memory within
     its buffer budget, even with the workers of a 16-core machine."""
@@ -234,3 +298,18 @@ def test_a_paired_sender_cannot_make_the_receiver_grow_without_end(tmp_path: Pat
     assert peak < 200 * 1024, f"the receiver's peak RSS was {peak // 1024} MiB"
     peer.close()
     rx.kill()
+
+
+def test_a_plan_with_more_frames_than_the_receiver_keeps_track_of_is_refused(tmp_path: Path) -> None:
+    from recovery.protocol.frames import MAX_FRAMES
+
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    peer = FakeSender(port)
+    peer.hello()
+    peer.pair()
+    reply = peer.plan(64 << 30, chunk=4096, frames=MAX_FRAMES + 1)
+    assert isinstance(reply, m.Refuse) and "larger --chunk-size" not in reply.message
+    assert f"more than {MAX_FRAMES}" in reply.message
+    assert rx.wait() == 3 and not target.exists()
+    peer.close()

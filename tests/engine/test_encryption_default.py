@@ -27,6 +27,8 @@ def test_a_link_a_network_can_reach_is_sealed_unless_the_user_decided(kind: str,
     assert link(kind, True, private=private).encrypts is True
     assert link(kind, False, private=private).encrypts is False
     assert ("not encrypted" in link(kind, None, private=private).security) is private
+    # the label says what the link gets, whatever this side's own wish: the same on both sides
+    assert link(kind, not private, private=private).security == link(kind, None, private=private).security
 
 
 def test_loopback_tcp_is_private() -> None:

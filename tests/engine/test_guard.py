@@ -1,9 +1,9 @@
-"""The serving side's code guard: one attempt at a time, a new code after three wrong ones,
-and growing waits after that; a given code is rate-limited instead of replaced."""
+"""The serving side's code guard: wrong tries are counted when a proof is checked, per origin and
+in all; a made code is replaced after three wrong tries, a given one is rate-limited instead."""
 
 from __future__ import annotations
 
-from recovery.engine.guard import MAX_TRIES, CodeGuard
+from recovery.engine.guard import GLOBAL_PER_MINUTE, MAX_TRIES, CodeGuard
 from recovery.protocol import codes
 
 
@@ -15,56 +15,73 @@ class Clock:
         return self.now
 
 
-def test_one_attempt_at_a_time() -> None:
+def wrong(guard: CodeGuard, origin: str = "10.0.0.9") -> str:
+    return guard.judge(guard.answer(origin), lambda: False).outcome
+
+
+def right(guard: CodeGuard, origin: str = "10.0.0.2") -> str:
+    return guard.judge(guard.answer(origin), lambda: True).outcome
+
+
+def test_the_answer_is_the_current_code() -> None:
     guard = CodeGuard("secret-code")
-    first = guard.admit()
-    assert first.secret == codes.secret("secret-code")
-    second = guard.admit()
-    assert second.secret is None and second.reason == "busy"
-    guard.done(False)
-    assert guard.admit().secret is not None
+    assert guard.answer("a").secret == codes.secret("secret-code")
 
 
-def test_a_made_code_is_replaced_after_three_wrong_tries_and_announced() -> None:
+def test_a_made_code_is_replaced_after_three_wrong_tries_in_all_and_announced() -> None:
     clock = Clock()
     announced: list[tuple[str, str]] = []
     guard = CodeGuard(on_new_code=lambda code, why: announced.append((code, why)), clock=clock)
     old = guard.code
-    for _ in range(MAX_TRIES - 1):
-        assert guard.admit().secret == codes.secret(old)
-        guard.done(False)
-    assert guard.tries_left == 1 and not announced
-    guard.admit()
-    guard.done(False)
-    assert guard.code != old and announced == [(guard.code, announced[0][1])]
+    for origin in ("10.0.0.7", "10.0.0.8"):  # two addresses: the count is of the code, not of one address
+        assert wrong(guard, origin) == "wrong_code"
+    assert not announced and guard.code == old and guard.tries_left("10.0.0.9") == 1
+    assert wrong(guard, "10.0.0.9") == "wrong_code"
+    assert guard.code != old and announced and announced[0][0] == guard.code
     assert "3 wrong codes" in announced[0][1]
-    assert guard.admit().reason == "locked"  # and a short wait before the next try
-    clock.now += 1.1
-    assert guard.admit().secret == codes.secret(guard.code)
 
 
-def test_a_given_code_stays_and_each_further_wrong_try_waits_twice_as_long() -> None:
+def test_an_attempt_answered_with_the_old_code_cannot_pair_after_it_changed() -> None:
+    guard = CodeGuard()
+    answered = guard.answer("10.0.0.2")  # the real peer started with the old code ...
+    for _ in range(MAX_TRIES):
+        wrong(guard)  # ... a stranger's wrong tries replace it meanwhile
+    assert guard.judge(answered, lambda: True).outcome == "stale"
+
+
+def test_one_origin_guessing_waits_longer_each_time_and_slows_only_itself() -> None:
     clock = Clock()
     guard = CodeGuard("secret-code", clock=clock)
     waits = []
     for _ in range(MAX_TRIES + 4):
-        while guard.admit().secret is None:
-            clock.now += 0.5
-        guard.done(False)
-        waits.append(guard.locked_until - clock.now if guard.locked_until > clock.now else 0.0)
-    assert guard.code == "secret-code"
+        while guard.waiting("10.0.0.9") is not None:
+            clock.now += 0.25
+        assert wrong(guard) == "wrong_code"
+        state = guard._origins["10.0.0.9"]
+        waits.append(max(0.0, state.locked_until - clock.now))
+    assert guard.code == "secret-code"  # a given code stays
     assert waits[:MAX_TRIES - 1] == [0.0] * (MAX_TRIES - 1)  # a typo or two is forgiven
     assert waits[MAX_TRIES - 1:] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert guard.waiting("10.0.0.9") is not None and guard.waiting("10.0.0.2") is None
+    assert right(guard, "10.0.0.2") == "paired"  # the real peer elsewhere still gets in
 
 
-def test_a_success_starts_the_count_again() -> None:
+def test_many_origins_together_are_limited_too() -> None:
+    clock = Clock()
+    guard = CodeGuard("secret-code", clock=clock)
+    for i in range(GLOBAL_PER_MINUTE):
+        assert wrong(guard, f"fe80::{i}") == "wrong_code"
+    assert guard.judge(guard.answer("fe80::ff"), lambda: True).outcome == "locked"
+    clock.now += 61
+    assert right(guard, "fe80::ff") == "paired"
+
+
+def test_a_success_starts_that_origins_count_again() -> None:
     guard = CodeGuard("secret-code")
     for _ in range(2):
-        guard.admit()
-        guard.done(False)
-    guard.admit()
-    guard.done(True)
-    assert guard.failures == 0 and guard.tries_left == MAX_TRIES
+        wrong(guard, "10.0.0.2")
+    assert right(guard, "10.0.0.2") == "paired"
+    assert guard.tries_left("10.0.0.2") == MAX_TRIES
 
 
 def test_renew_makes_a_new_code_unless_one_was_given() -> None:

@@ -62,3 +62,49 @@ def test_parse_level() -> None:
     for bad in ("20", "-1", "fast"):
         with pytest.raises(UsageError):
             parse_level(bad)
+
+
+def test_a_symlink_at_the_target_path_is_refused_and_never_followed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tmp_path / "victim.img"
+    victim.write_bytes(b"precious" * 512)
+    link = tmp_path / "copy.img"
+    link.symlink_to(victim)
+    with pytest.raises(RefusedError, match="symbolic link"):
+        Target(str(link))
+    # Even if the link appears between the check and the open (a race), the open does not follow it.
+    from recovery.disks import safety
+
+    monkeypatch.setattr(safety, "refuse_planted_link", lambda path: path)
+    with pytest.raises(RefusedError, match="became a symbolic link"):
+        Target(str(link))
+    assert victim.read_bytes() == b"precious" * 512
+
+
+def test_image_files_are_for_their_owner_only(tmp_path: Path) -> None:
+    new = Target(str(tmp_path / "new.img"))
+    old_path = tmp_path / "old.img"
+    old_path.write_bytes(b"x")
+    old_path.chmod(0o644)
+    old = Target(str(old_path))
+    assert (tmp_path / "new.img").stat().st_mode & 0o777 == 0o600
+    assert old_path.stat().st_mode & 0o777 == 0o600
+    new.discard_created()
+    old.close()
+
+
+def test_the_read_back_reads_the_file_written_even_if_the_name_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "t.img"
+    t = Target(str(path))
+    t.prepare(MIB)
+    t.write(b"\x11" * 4096, 0)
+    t.flush()
+    path.rename(tmp_path / "moved.img")
+    path.write_bytes(b"\x22" * MIB)  # someone else's file now has the name
+    with open(t.read_path, "rb") as f:
+        assert f.read(4096) == b"\x11" * 4096
+    t.close()
+    from recovery.errors import VerificationError
+
+    with pytest.raises(VerificationError, match="replaced"):
+        t.check_still_there()

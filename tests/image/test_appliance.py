@@ -10,13 +10,14 @@ from recovery.appliance import (
     BootPlan,
     CmdlineError,
     check_system,
-    list_disks,
     parse_cmdline,
     ready_line,
     result_line,
     split_cmdline,
     unsettled_disks,
 )
+from recovery.disks.inventory import describe_disk
+from recovery.protocol.messages import DiskInfo
 from recovery.secureboot import (
     EFI_GLOBAL_GUID,
     SHIM_LOCK_GUID,
@@ -25,7 +26,9 @@ from recovery.secureboot import (
     lockdown_mode,
     read_state,
 )
+from tests.helpers import loop_device, sh
 
+VDA = [DiskInfo(path="/dev/vda", size=1 << 20)]  # a disk a clone could use
 DEBIAN_PREFIX = "BOOT_IMAGE=/x console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet"
 
 
@@ -122,26 +125,17 @@ def test_other_parameters_are_not_ours() -> None:
     assert parse_cmdline("recoveryx.mode=send systemd.recovery=1") == BootPlan()
 
 
-def test_result_line_success_takes_the_last_digest() -> None:
-    lines = [
-        '{"event": "progress", "done": 1}',
-        '{"event": "chunk", "digest": "aaa"}',
-        '{"event": "done", "result": {"image_digest": "b3:1234"}}',
-    ]
-    assert result_line(0, lines) == "USB4-RECOVERY RESULT ok exit=0 digest=b3:1234"
-    assert result_line(0, []) == "USB4-RECOVERY RESULT ok exit=0 digest=unknown"
-
-
 def test_result_line_failure_names_the_error() -> None:
-    lines = ['{"event": "error", "error": {"message": "peer\\nclosed"}}', "not json {"]
+    lines = ['{"event": "error", "code": "link_lost", "message": "peer\\nclosed", "exit_code": 4}', "not json {"]
     line = result_line(4, lines)
-    assert line.startswith("USB4-RECOVERY RESULT failed exit=4 error=")
+    assert line.startswith("USB4-RECOVERY RESULT failed exit=4 error=peer closed")
     assert "\n" not in line
     assert result_line(2, ["usage: recovery receive"]).endswith("error=usage: recovery receive")
     lines = ['{"event":"error","message":"cannot connect"}', "error: cannot connect", "hint: start it"]
     assert result_line(4, lines).endswith("error=cannot connect")
     rescued = ['{"event":"error","code":"unreadable","message":"the clone completed, but 1.5 KiB ..."}']
     assert result_line(14, rescued).startswith("USB4-RECOVERY RESULT partial exit=14 error=the clone completed")
+    assert result_line(0, []) == "USB4-RECOVERY RESULT ok exit=0 digest=unknown"
 
 
 def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:
@@ -158,7 +152,7 @@ def _sysfs(tmp_path: Path, modules: list[str], disks: dict[str, int]) -> Path:
 def test_check_system_all_good(tmp_path: Path) -> None:
     root = _sysfs(tmp_path, ["thunderbolt", "thunderbolt_stream"], {"vda": 2048})
     (root / "kernel" / "config" / "thunderbolt" / "stream").mkdir(parents=True)
-    state = check_system(root, "7.2.13+deb14-amd64")
+    state = check_system([DiskInfo(path="/dev/vda", size=1 << 20)], root, "7.2.13+deb14-amd64")
     assert state.problems == ()
     assert state.disks == ("vda",)
     plan = BootPlan(mode="wizard")
@@ -169,15 +163,17 @@ def test_check_system_all_good(tmp_path: Path) -> None:
 
 
 def test_check_system_explains_missing_module_and_disks(tmp_path: Path) -> None:
-    root = _sysfs(tmp_path, ["thunderbolt"], {"loop0": 100, "sr0": 10, "vdz": 0})
+    root = _sysfs(tmp_path, ["thunderbolt"], {})
     (root / "kernel" / "security").mkdir(parents=True)
     (root / "kernel" / "security" / "lockdown").write_text("[none] integrity confidentiality\n")
-    state = check_system(root, "k")
+    unreadable = DiskInfo(path="/dev/sdc", size=0, unreadable="cannot be read: No medium found")
+    state = check_system([unreadable], root, "k")
     whats = " ".join(p.what for p in state.problems)
     todos = " ".join(p.todo for p in state.problems)
     assert "thunderbolt_stream" in whats
     assert "modprobe thunderbolt_stream" in todos
     assert "No disks found" in whats
+    assert "/dev/sdc is there but cannot be read: No medium found" in whats
     assert all(p.todo for p in state.problems)
     assert state.notes == ()
 
@@ -200,7 +196,7 @@ def test_lockdown_keeping_the_module_out_is_a_note_not_a_problem(tmp_path: Path)
     the wizard still starts by itself (no problem to acknowledge)."""
     root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
     _secure_boot(root)
-    state = check_system(root, "k")
+    state = check_system(VDA, root, "k")
     assert state.problems == ()
     (note,) = state.notes
     assert "Secure Boot is on" in note
@@ -214,14 +210,14 @@ def test_lockdown_without_secure_boot_is_named_as_such(tmp_path: Path) -> None:
     root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
     (root / "kernel" / "security").mkdir(parents=True)
     (root / "kernel" / "security" / "lockdown").write_text("none [integrity] confidentiality\n")
-    (note,) = check_system(root, "k").notes
+    (note,) = check_system(VDA, root, "k").notes
     assert note.startswith("The kernel is locked down (integrity), so it refuses")
 
 
 def test_a_pending_enrolment_says_what_is_left_to_do(tmp_path: Path) -> None:
     root = _sysfs(tmp_path, ["thunderbolt"], {"vda": 2048})
     _secure_boot(root, pending=True)
-    state = check_system(root, "k")
+    state = check_system(VDA, root, "k")
     assert state.secure_boot.enrolment_pending
     (note,) = state.notes
     assert "MokManager" in note and "reboot" in note
@@ -232,7 +228,7 @@ def test_secure_boot_with_the_key_enrolled_has_nothing_to_say(tmp_path: Path) ->
     root = _sysfs(tmp_path, ["thunderbolt", "thunderbolt_stream"], {"vda": 2048})
     (root / "kernel" / "config" / "thunderbolt" / "stream").mkdir(parents=True)
     _secure_boot(root)
-    state = check_system(root, "k")
+    state = check_system(VDA, root, "k")
     assert state.problems == () and state.notes == ()
     assert not state.can_enrol_module_key
 
@@ -260,13 +256,22 @@ def test_secure_boot_off_or_unknown(tmp_path: Path) -> None:
     assert efi_variable(tmp_path, "SecureBoot", EFI_GLOBAL_GUID) == b"\x00"
 
 
-def test_the_boot_stick_is_not_a_disk(tmp_path: Path) -> None:
-    root = _sysfs(tmp_path, [], {"sda": 1000, "sdb": 1000})
-    part = root / "block" / "sdb" / "sdb1"
-    part.mkdir()
-    (part / "uevent").write_text("MAJOR=8\nPARTN=1\nPARTNAME=USB4-RECOVERY\n")
-    assert list_disks(root) == ("sda",)
-    assert check_system(root).boot_disk == "sdb"
+@pytest.mark.root
+def test_the_boot_stick_is_told_apart_by_the_inventorys_rule(tmp_path: Path) -> None:
+    """The same rule as the receiver's refusals: a GPT partition named USB4-RECOVERY."""
+    stick, disk = tmp_path / "stick.img", tmp_path / "disk.img"
+    for image in (stick, disk):
+        with open(image, "wb") as f:
+            f.truncate(64 << 20)
+    sh("sfdisk", "--quiet", str(stick), input='label: gpt\nsize=32M, type=uefi, name="USB4-RECOVERY"\n')
+    with loop_device(stick) as s, loop_device(disk) as d:
+        found = [describe_disk(s), describe_disk(d)]
+        state = check_system(found, _sysfs(tmp_path, [], {}), "k")
+        assert found[0].boot_medium and "boot stick" in (found[0].refusal or "")
+        assert state.disks == (d.removeprefix("/dev/"),)
+        assert state.boot_disk == s.removeprefix("/dev/")
+        assert "No disks found" not in " ".join(p.what for p in state.problems)
+        assert "No disks found" in " ".join(p.what for p in check_system(found[:1], tmp_path, "k").problems)
 
 
 def test_a_disk_is_settled_once_udev_has_handled_it(tmp_path: Path) -> None:
@@ -288,5 +293,6 @@ def test_result_line_reads_the_cli_summary_event() -> None:
     exact = '{"event":"summary","role":"sender","list_digest":"L2","image_digest":"I2"}'
     assert result_line(0, [used]).endswith("digest=L1")
     assert result_line(0, [exact]).endswith("digest=I2")
-    failed = '{"event":"error","code":"no-peer","message":"no sender came","exit_code":5}'
-    assert result_line(5, [failed]) == "USB4-RECOVERY RESULT failed exit=5 error=no sender came"
+    failed = '{"event":"error","code":"no_peer","message":"no sender came","exit_code":12}'
+    assert result_line(12, [failed]) == "USB4-RECOVERY RESULT failed exit=12 error=no sender came"
+    assert result_line(0, ['{"event":"progress","done":1}', used, "plain words"]).endswith("digest=L1")

@@ -21,6 +21,7 @@ real firmware (only OVMF's Secure Boot implementation is exercised).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -215,6 +216,11 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path, secure_boot: bool) -> 
         b.check("sync", 120)
         # The first screen showed the headless run and its result.
         b.wait_screen(1, ["Headless receive", "RESULT ok"], 30)  # tty1 polls the log once a second
+        # The disks as the wizard lists them: the virtio disk by its serial, the stick marked as the stick.
+        listed = {d["path"]: d for d in json.loads(b.check("recovery disks --json", 120))["disks"]}
+        assert listed["/dev/vda"]["serial"] == "TESTDISKB0", listed
+        sticks = [d for d in listed.values() if d["boot_medium"]]
+        assert len(sticks) == 1 and "boot stick" in sticks[0]["refusal"], listed
         if secure_boot:
             _check_secure_boot(a, b, key)
     except VMError as exc:
@@ -223,5 +229,6 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path, secure_boot: bool) -> 
         for machine in vms:
             machine.close()
 
+    assert "binfmt" not in a.output + b.output, "a unit the appliance does not need failed at boot"
     assert _sha256(source) == source_before, "the sender changed its source disk"
     assert _sha256(target) == source_before, "B's disk differs from A's"

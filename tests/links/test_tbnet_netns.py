@@ -66,7 +66,7 @@ def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str])
         assert all(s and s["verified"] is True for s in summaries)
         # An IP link a network can reach: the data was sealed, and both sides say so.
         assert all(p.event("plan")["encrypted"] is True for p in (sender, receiver))  # type: ignore[index]
-        assert sender.event("peer")["security"] == "paired, encrypted"  # type: ignore[index]
+        assert sender.event("peer")["security"] == "paired; data encrypted by default on this link"  # type: ignore[index]
         summary = summaries[0]
         assert summary is not None and same_bytes(src, dst)
         # Thunderbolt interfaces get their largest MTU: the default one costs two thirds of the speed.

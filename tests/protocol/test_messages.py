@@ -75,7 +75,8 @@ def test_an_unknown_type_marked_optional_is_skipped_and_any_other_refused() -> N
 @pytest.mark.parametrize("body, words", [
     (b'{"type": "ack", "seq": 1' + b"0" * 5000 + b', "bytes": 0}', "not valid"),  # a 5000-digit integer
     (b'{"type": "refuse", "code": "x", "message": "\\ud800"}', "lone surrogate"),
-    (b'{"type": "request", "source": "/dev/s\\u0000da", "mode": "used", "level": "auto"}', "NUL"),
+    (b'{"type": "request", "source": "/dev/s\\u0000da", "mode": "used", "level": "auto"}', "control character 0x00"),
+    (b'{"type": "refuse", "code": "x", "message": "a\\u001b[2Jfake screen"}', "control character 0x1b"),
 ])
 def test_hostile_values_are_refused_cleanly(body: bytes, words: str) -> None:
     with pytest.raises(SchemaError, match=words):

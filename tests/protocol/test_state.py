@@ -12,7 +12,15 @@ from recovery.errors import LocalProtocolError, RemoteProtocolError
 from recovery.protocol import codes
 from recovery.protocol import messages as m
 from recovery.protocol.pake import SealError
-from recovery.protocol.state import ControlConnection, Paired, PairingFailed, PairingRequested, State
+from recovery.protocol.state import (
+    ControlConnection,
+    Paired,
+    PairingFailed,
+    PairingRequested,
+    ProofArrived,
+    Reply,
+    State,
+)
 from tests.protocol.test_messages import IDENTITY, SAMPLES
 
 PLAN = next(s for s in SAMPLES if isinstance(s, m.Plan))
@@ -33,17 +41,23 @@ def hellos(binding: bytes = b"link") -> tuple[ControlConnection, ControlConnecti
 
 def attempt(driver: ControlConnection, server: ControlConnection, typed: str, shown: str
             ) -> tuple[object, object]:
-    """One attempt, bytes carried both ways until both sides know the outcome."""
+    """One attempt, bytes carried both ways until both sides know the outcome; the server's guard
+    lets every proof be checked."""
     server.receive_data(driver.drive(codes.secret(typed)))
     asked = server.next_event()
     assert isinstance(asked, PairingRequested) and asked.attempt == driver.attempts
     driver.receive_data(server.answer(codes.secret(shown)))
+    proof = driver.next_event()  # the driver proves first
+    if isinstance(proof, PairingFailed):
+        return proof, None
+    assert isinstance(proof, Reply)
+    server.receive_data(proof.data)
+    arrived = server.next_event()
+    assert isinstance(arrived, ProofArrived)
+    outcome_s, reply = server.judge(server.proof_holds())
+    driver.receive_data(reply)
     outcome_d = driver.next_event()
-    while outcome_d is None:
-        outcome_d = driver.next_event()
     assert isinstance(outcome_d, (Paired, PairingFailed))
-    server.receive_data(outcome_d.reply)
-    outcome_s = server.next_event()
     return outcome_d, outcome_s
 
 
@@ -76,8 +90,8 @@ def test_the_right_code_pairs_and_every_later_message_is_sealed() -> None:
 def test_a_wrong_code_fails_on_both_sides_and_a_new_attempt_may_follow() -> None:
     a, b = hellos()
     da, db = attempt(a, b, "1111-2222", CODE)
-    assert isinstance(da, PairingFailed) and da.reason == "wrong_code" and not da.by_peer
-    assert isinstance(db, PairingFailed) and db.reason == "wrong_code" and db.by_peer
+    assert isinstance(db, PairingFailed) and db.reason == "wrong_code" and not db.by_peer  # the server judged
+    assert isinstance(da, PairingFailed) and da.reason == "wrong_code" and da.by_peer
     assert a.state is b.state is State.UNPAIRED and not a.paired and not b.paired
     with pytest.raises(LocalProtocolError, match="before the pairing"):
         a.send(PLAN)
@@ -98,6 +112,16 @@ def test_both_sides_driving_at_once_fails_that_attempt_only() -> None:
     assert a.next_event() is None and b.next_event() is None  # the other side's give-up is old news
     da, db = attempt(a, b, CODE, CODE)
     assert isinstance(da, Paired) and isinstance(db, Paired)
+
+
+def test_an_abandoned_attempt_reveals_nothing_to_the_driver() -> None:
+    """The server proves only after the driver did: a driver that stops after the server's
+    message has nothing to test a guess against (and the server need not count it)."""
+    a, b = hellos()
+    b.receive_data(a.drive(codes.secret("1111-2222")))
+    assert isinstance(b.next_event(), PairingRequested)
+    answer = b.answer(codes.secret(CODE))
+    assert b"confirm" not in answer and b'"pake"' in answer
 
 
 def test_a_refused_attempt_says_why() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from recovery import events
-from recovery.engine.agent import JobStarted
+from recovery.engine.jobs import JobStarted
 from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
 from recovery.tui.config import WizardConfig
+from recovery.tui.job import JobView
 from recovery.tui.links import LinkReport
-from recovery.tui.model import Choice, JobView
-from recovery.tui.screens.pair import PeerView
+from recovery.tui.model import Choice
+from recovery.tui.state import PeerView
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -21,27 +22,28 @@ def ident(path: str, size: int, host: str, serial: str | None) -> Identity:
 
 
 def disk(path: str, size: int, host: str, *, model: str, serial: str, parts: tuple[PartitionInfo, ...] = (),
-         ptable: str | None = "gpt", refusal: str | None = None) -> DiskInfo:
+         ptable: str | None = "gpt", refusal: str | None = None, blank: bool | None = None) -> DiskInfo:
     return DiskInfo(path=path, size=size, model=model, serial=serial, transport="nvme", ptable=ptable,
-                    partitions=parts, refusal=refusal, identity=ident(path, size, host, serial))
+                    partitions=parts, refusal=refusal, identity=ident(path, size, host, serial),
+                    boot_medium=refusal == "it is the boot stick of this appliance", blank=blank)
 
 
 LOCAL = (
     disk("/dev/nvme0n1", 512 * GIB, "here", model="Samsung SSD 980 PRO", serial="S69ENF0R123456",
          parts=(PartitionInfo(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
-                PartitionInfo(2, 513 * MIB, 480 * GIB, "ext4", "root", 51 * GIB),
+                PartitionInfo(2, 513 * MIB, 480 * GIB, "ext4", "root", 51 * GIB, "Debian GNU/Linux 12 (bookworm)"),
                 PartitionInfo(3, 481 * GIB, 31 * GIB, "swap", None, None))),
     disk("/dev/sda", 15 * GIB, "here", model="SanDisk Cruzer", serial="4C530001230921",
          parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
-         refusal="it is the boot medium of this appliance"),
+         refusal="it is the boot stick of this appliance"),
 )
 PEER = (
-    disk("/dev/nvme0n1", 1024 * GIB, "there", model="WD Blue SN580", serial="23411Z800123", ptable=None),
+    disk("/dev/nvme0n1", 1024 * GIB, "there", model="WD Blue SN580", serial="23411Z800123", ptable=None, blank=True),
     disk("/dev/sda", 256 * GIB, "there", model="Crucial MX500", serial="2131E5A1B2C3",
-         parts=(PartitionInfo(1, MIB, 255 * GIB, "ntfs", "Data", 120 * GIB),)),
+         parts=(PartitionInfo(1, MIB, 255 * GIB, "ntfs", "Data", 120 * GIB, "Windows"),)),
     disk("/dev/sdb", 15 * GIB, "there", model="SanDisk Cruzer", serial="4C530001230922",
          parts=(PartitionInfo(1, MIB, 1 * GIB, "vfat", "U4RECOVERY", 600 * MIB),),
-         refusal="it is the boot medium of this appliance"),
+         refusal="it is the boot stick of this appliance"),
 )
 LINKS = LinkReport(
     modules=(("thunderbolt", "USB4/Thunderbolt bus", True), ("thunderbolt_net", "IP over the cable", True),
@@ -50,10 +52,12 @@ LINKS = LinkReport(
     addresses=("192.168.1.20",),
 )
 PEER_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id="3d1219c7c4c54b7f9e0a1c2d3e4f5a6b",
-                     link="tcp", address="192.168.1.31:7554", speed="1 Gb/s (eth0)", security="paired, encrypted",
+                     link="tcp", address="192.168.1.31:7554", speed="1 Gb/s (eth0)",
+                     security="paired; data encrypted by default on this link",
                      session="4714336dad7f", drives=True, disks=len(PEER))
 PASSIVE_VIEW = PeerView(hostname=THERE, software="usb4-recovery 0.2.0", machine_id=None, link="tbnet",
-                        address="[fe80::2]:7554", speed="40.0 Gb/s x 2 lanes", security="paired, encrypted",
+                        address="[fe80::2]:7554", speed="40.0 Gb/s x 2 lanes",
+                        security="paired; data encrypted by default on this link",
                         session="4714336dad7f", drives=False, disks=0)
 CODE = "4821-0937"
 
@@ -70,7 +74,8 @@ def choice() -> Choice:
     return Choice(send=True, source=LOCAL[0], target=PEER[0])
 
 
-def job(*, passive: bool = False, finished: bool = False) -> JobView:
+def job(*, passive: bool = False, finished: bool = False, stage: str = "transfer", failed: bool = False) -> JobView:
+    """A clone of 51 GiB of a 512 GiB disk, half copied (or finished, or half read back)."""
     started = JobStarted(role="receiver" if passive else "sender", driver="peer" if passive else "here",
                          peer=HERE if passive else THERE,
                          source=f"{HERE}:/dev/nvme0n1, Samsung SSD 980 PRO S69ENF0R123456, 512.0 GiB"
@@ -80,19 +85,30 @@ def job(*, passive: bool = False, finished: bool = False) -> JobView:
                          log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl",
                          action=f"{HERE} is OVERWRITING /dev/nvme0n1, WD Blue SN580 23411Z800123, 1.0 TiB with its "
                                 "disk /dev/nvme0n1" if passive else "")
-    view = JobView(started)
+    view = JobView(started, host=THERE if passive else HERE, clock=lambda: 1081.0, started_at=1000.0)
+    view.apply(events.Phase("map", "finding what to copy"))
+    view.apply(events.PlanMade(role=started.role, source=started.source, target=started.target, mode="used",
+                               size=512 * GIB, to_send=51 * GIB, chunk_size=4 * MIB))
     view.apply(events.Phase("transfer", "sending 13056 chunks"))
-    stages = {"read": 0.41, "compress": 0.33, "link": 0.97, "write": 0.52}
-    if passive:
-        stages = {"link": 0.97, "compress": 0.21, "write": 0.48}
-    for i in range(1, 41):
+    stages = {"read": 0.41, "compress": 0.33, "link": 0.97, "decompress": 0.21, "write": 0.52}
+    rounds = 80 if stage != "transfer" or finished else 40
+    for i in range(1, rounds + 1):
         rate = (330 + 40 * ((i * 7) % 5) - (120 if i in (17, 18) else 0)) * MIB
-        view.apply(events.Progress(phase="transfer", done=i * 640 * MIB, total=51 * GIB, rate=rate,
-                                   eta=(51 * GIB - i * 640 * MIB) / rate, wire=i * 410 * MIB, level="3",
-                                   stages=stages, bottleneck="link"))
+        done = min(51 * GIB, i * 653 * MIB)
+        view.apply(events.Progress(phase="transfer", done=done, total=51 * GIB, rate=rate,
+                                   eta=(51 * GIB - done) / rate, wire=i * 410 * MIB, durable=done - 64 * MIB,
+                                   level="3", stages=stages, bottleneck="link"))
+    if stage == "verify" or finished:
+        view.apply(events.Phase("verify", "reading /dev/nvme0n1 back to check it"))
+        view.apply(events.Progress(phase="verify", done=20 * GIB, total=51 * GIB, rate=1.1 * GIB, eta=28.0))
+    view.ended_at = 1161.4 if finished or failed else None
     if finished:
         view.apply(events.Summary(
             role="sender", mode="used", source=started.source, target=started.target, size=512 * GIB,
             bytes_read=51 * GIB, bytes_sent=33 * GIB, bytes_written=50 * GIB, zero_bytes=1 * GIB,
-            seconds=161.4, list_digest="6c1f" * 16, image_digest=None, verified=True))
+            seconds=161.4, list_digest="6c1f" * 16, image_digest=None, verified=True,
+            checks=[{"number": 1, "check": "fsck.vfat -n", "ok": True, "message": ""},
+                    {"number": 2, "check": "e2fsck -fn", "ok": True, "message": ""},
+                    {"number": 2, "check": "blkid -p", "ok": True, "message": ""}]))
+        view.ended_at = 1161.4
     return view

@@ -1,4 +1,4 @@
-"""Helpers for the wizard's tests: link pairs, a slow cable, a peer in this process."""
+"""Helpers for the wizard's tests: link pairs, a peer in this process."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from recovery import events
-from recovery.engine.agent import AgentSession, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.guard import CodeGuard
+from recovery.engine.jobs import offered_disks
 from recovery.engine.session import PeerLink, meet
 from recovery.errors import RecoveryError
 from recovery.link import tcp
-from recovery.link.base import Channel, Connection, FdChannel
+from recovery.link.base import Connection, FdChannel
+from recovery.link.paced import pace
 
 SAMPLE_MIB = 64
 
@@ -35,46 +37,44 @@ def connection_pair() -> tuple[Connection, Connection]:
     return make(c1, d1, "right"), make(c2, d2, "left")
 
 
-def throttle(channel: Channel, bytes_per_second: float) -> None:
-    """Make ``channel`` send no faster than ``bytes_per_second`` (a slow cable)."""
-    send = channel.send_parts
-
-    def slow(parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        time.sleep(sum(len(p) for p in parts) / bytes_per_second)
-        send(parts)
-
-    channel.send_parts = slow  # type: ignore[method-assign]
-
-
 class Peer:
-    """The other machine, in this process: a wizard-like session behind a TCP listener.
+    """The other machine, in this process: wizard-like sessions behind a TCP listener, one after another.
 
     The wizard under test connects to it (``endpoint``); then either the test
     types ``code`` in the wizard (the wizard drives), or calls :meth:`drive`
     with the wizard's code (this peer drives). ``candidates`` are the paths
-    where it looks for a pinned disk (default: ``disks``); ``rate`` slows what
-    it sends on the data channel.
+    where it looks for a pinned disk (default: ``disks``); ``rate`` holds its
+    data channel to that many bytes per second each way (for sessions from
+    then on). After a session ends it waits for the next one, with a new code
+    (``code`` then says it), as a wizard does.
     """
 
     def __init__(self, disks: Sequence[Path], tmp: Path, *, name: str = "peer",
-                 candidates: Sequence[str] | None = None, rate: float | None = None,
+                 candidates: list[str] | None = None, rate: float | None = None,
                  code: str = "2468-1357") -> None:
         self.disks = [str(d) for d in disks]
-        self.name, self.rate, self.log_dir, self.code = name, rate, tmp / f"{name}-logs", code
+        self.name, self.rate, self.log_dir = name, rate, tmp / f"{name}-logs"
         self.offered = offered_disks(self.disks, self.log_dir)
-        self.candidates = self.disks if candidates is None else list(candidates)
+        self.candidates = self.disks if candidates is None else candidates  # the caller's list: it may change
+        self.guard = CodeGuard(code)
+        self.codes = [code, "1357-8642", "9753-1864", "8642-9753"]  # one per session, in turn
         self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
         self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
         self.events: list[events.Event] = []
         self.link: PeerLink | None = None
         self.session: AgentSession | None = None
         self.error: RecoveryError | None = None
-        self.ready = threading.Event()
-        self.ended = threading.Event()
+        self.errors: list[RecoveryError | None] = []  # how each session ended
+        self.ready = threading.Event()  # a session is paired
+        self.ended = threading.Event()  # a session ended
         self._drive_code: str | None = None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"peer-{name}", daemon=True)
         self.thread.start()
+
+    @property
+    def code(self) -> str:
+        return self.guard.code
 
     def drive(self, code: str) -> None:
         """Pair from this side with the wizard's code (the wizard then serves)."""
@@ -85,24 +85,39 @@ class Peer:
         return code
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self.listener.accept(0.5)
+            except tcp.AcceptTimeout:
+                continue
+            except RecoveryError:
+                return
+            self._session(conn)
+            self.guard = CodeGuard(self.codes[min(len(self.errors), len(self.codes) - 1)])
+
+    def _session(self, conn: Connection) -> None:
         try:
-            conn = self.listener.accept(30)
             if self.rate:
-                throttle(conn.data, self.rate)
+                pace(conn, self.rate)  # both ways, as a slow cable
             contact = meet(conn, "wizard", hostname=self.name, sink=self.events.append)
-            self.link = contact.await_pairing(CodeGuard(self.code), offered=self.offered,
+            self.offered = offered_disks(self.disks, self.log_dir)  # as they are now
+            self.link = contact.await_pairing(self.guard, offered=lambda: self.offered,
                                               wants_drive=self._take_code, stop=self._stop)
             self.session = AgentSession(self.link, candidates=lambda: self.candidates,
                                         offered=lambda: offered_disks(self.disks, self.log_dir),
                                         sink=self.events.append,
                                         log_dir=self.log_dir)
+            self.ended.clear()
             self.ready.set()
             self.session.serve()
+            self.error = None
         except RecoveryError as e:
             self.error = e
         finally:
-            self.ready.set()
+            self.errors.append(self.error)
+            self.ready.clear()
             self.ended.set()
+            conn.close()
 
     def close(self) -> None:
         self._stop.set()

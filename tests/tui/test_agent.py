@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from recovery import events
-from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, JobStarted, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
+from recovery.engine.jobs import CloneChoice, JobEnded, JobStarted, PeerActivity, offered_disks
 from recovery.engine.session import PeerLink, handshake
-from recovery.errors import CancelledError, LinkError, RecoveryError, RefusedError, UsageError
+from recovery.errors import LinkError, PeerLeftError, RecoveryError, RefusedError, UsageError
 from tests.tui.helpers import connection_pair
 
 CODE = "1357-2468"  # the serving side's code, typed on the driving side
@@ -39,6 +41,7 @@ class Side:
     def start(self, link: PeerLink) -> None:
         self.link = link
         self.session = AgentSession(link, candidates=lambda: self.candidates, sink=self.sink,
+                                    offered=lambda: offered_disks(self.paths),
                                     log_dir=self.tmp / f"{self.name}-logs")
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -64,7 +67,7 @@ def pair(tmp: Path, left: list[Path], right: list[Path], **kw: list[str]) -> tup
         links["left"] = handshake(ca, "wizard", code=CODE, hostname="left")
 
     def serve() -> None:
-        links["right"] = handshake(cb, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right")
+        links["right"] = handshake(cb, "agent", guard=CodeGuard(CODE), offered=lambda: b.infos, hostname="right")
 
     threads = [threading.Thread(target=drive), threading.Thread(target=serve)]
     for t in threads:
@@ -102,7 +105,7 @@ def test_the_server_sends_its_disks_after_the_pairing(tmp_path: Path, source_ima
         assert a.link is not None and b.link is not None
         assert (a.link.role, b.link.role) == ("driver", "server")
         assert a.link.fingerprint == b.link.fingerprint and len(a.link.fingerprint) == 12
-        assert a.link.security == b.link.security == "paired, encrypted"
+        assert a.link.security == b.link.security == "paired; data encrypted by default on this link"
         theirs = a.link.inventory[0]
         assert theirs.path == str(blank_image) and theirs.identity is not None
         assert theirs.identity.kind == "file"
@@ -138,6 +141,20 @@ def test_controller_sends_to_pinned_target(tmp_path: Path, source_image: Path, b
         close(a, b)
 
 
+def test_the_driver_cannot_turn_off_the_read_back_of_the_side_that_writes(
+        tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.link is not None and a.session is not None
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0], verify=False))
+        assert wait_ended(a).ok and wait_ended(b).ok
+        written = next(e for e in b.events if isinstance(e, events.Summary))
+        assert written.verified is True
+        assert any(isinstance(e, events.Phase) and e.name == "verify" for e in b.events)
+    finally:
+        close(a, b)
+
+
 def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
     a, b = pair(tmp_path, [blank_image], [source_image])
     try:
@@ -153,18 +170,25 @@ def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, 
         close(a, b)
 
 
-def test_a_target_that_is_gone_is_refused(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
-    a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=[])
+def test_a_target_that_is_gone_is_refused_and_the_session_stays(
+    tmp_path: Path, source_image: Path, blank_image: Path
+) -> None:
+    """The refusal crosses before anything is written: the link stays, and the next clone runs on it."""
+    right_candidates: list[str] = []
+    a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=right_candidates)
     try:
-        assert a.link is not None and a.session is not None
+        assert a.link is not None and a.session is not None and b.link is not None
         a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0],
                                      mode="exact"))
         mine, theirs = wait_ended(a), wait_ended(b)
         assert (mine.ok, mine.code, theirs.code) == (False, "refused", "refused")
         assert "no disk of right" in theirs.message
-        close(a, b)
-        assert isinstance(a.error, RefusedError) and isinstance(b.error, RefusedError)
         assert blank_image.stat().st_blocks == 0  # nothing written
+        assert a.link.idle and b.link.idle and a.error is None and b.error is None
+        right_candidates.append(str(blank_image))  # plugged back in
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0], mode="exact"))
+        assert wait_ended(a, 2).ok and wait_ended(b, 2).ok
+        assert compare(str(source_image), str(blank_image)).identical
     finally:
         close(a, b)
 
@@ -178,7 +202,7 @@ def test_a_plan_that_pins_nothing_is_refused(tmp_path: Path, source_image: Path,
     links: dict[str, PeerLink] = {}
     t = threading.Thread(target=lambda: links.setdefault("a", handshake(left, "sender", code=CODE)))
     t.start()
-    b.start(handshake(right, "agent", guard=CodeGuard(CODE), offered=b.infos, hostname="right"))
+    b.start(handshake(right, "agent", guard=CodeGuard(CODE), offered=lambda: b.infos, hostname="right"))
     t.join(10)
     with pytest.raises(RefusedError, match="only writes a disk"):
         run_send(links["a"], SendOptions(source=str(source_image), mode="exact"))
@@ -205,9 +229,28 @@ def test_the_peer_closing_ends_an_idle_session(tmp_path: Path, source_image: Pat
     assert a.session is not None and b.thread is not None
     a.session.close("left quits")
     b.thread.join(10)
-    assert isinstance(b.error, CancelledError) and "left quits" in b.error.message
+    assert isinstance(b.error, PeerLeftError) and "left ended the session: left quits" in b.error.message
     close(a, b)
     assert a.error is None  # closed here: no error
+
+
+def test_the_driver_says_what_its_user_does(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    a, b = pair(tmp_path, [source_image], [blank_image])
+    try:
+        assert a.session is not None
+        a.session.tell("choosing the disk to copy", 3, 6)
+        deadline = time.monotonic() + 10
+        while not [e for e in b.events if isinstance(e, PeerActivity)]:
+            assert time.monotonic() < deadline, b.events
+            time.sleep(0.05)
+        told = next(e for e in b.events if isinstance(e, PeerActivity))
+        assert (told.what, told.step, told.steps) == ("choosing the disk to copy", 3, 6)
+        assert b.session is not None
+        b.session.tell("a server cannot say it")  # only the driver's words count
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0]))  # type: ignore[union-attr]
+        assert wait_ended(a).ok and wait_ended(b).ok  # and the link is still in order
+    finally:
+        close(a, b)
 
 
 def test_a_lost_link_ends_the_clone(tmp_path: Path, source_image: Path, blank_image: Path) -> None:

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import recovery
-from recovery.engine.agent import AgentSession, CloneChoice, JobEnded, offered_disks
+from recovery.engine.agent import AgentSession
 from recovery.engine.compare import compare
+from recovery.engine.jobs import CloneChoice, JobEnded, offered_disks
 from recovery.engine.session import handshake
 from recovery.link import tcp
 

@@ -6,26 +6,37 @@ import dataclasses
 
 from recovery import events
 from recovery.disks.match import find_disk, same_disk
-from recovery.protocol.messages import Identity
+from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
+from recovery.tui import flow
 from recovery.tui.advice import advise
+from recovery.tui.job import limit_words
+from recovery.tui.links import LinkReport
 from recovery.tui.model import (
     Choice,
     contents,
     short_name,
     source_refusal,
-    stage_order,
     target_refusal,
     used_bytes,
 )
-from recovery.tui.screens.home import link_rows
+from recovery.tui.screens.home import address_text, link_rows
 from recovery.tui.screens.steps import review_text
 from tests.tui import fakes
 
+GIB, MIB = fakes.GIB, fakes.MIB
+
 
 def test_contents_says_what_is_on_a_disk() -> None:
-    assert contents(fakes.LOCAL[0]) == ('gpt: vfat "EFI" 512.0 MiB (31.0 MiB used) · '
-                                        'ext4 "root" 480.0 GiB (51.0 GiB used) · swap 31.0 GiB')
-    assert contents(fakes.PEER[0]) == "no partition table, no filesystem found"
+    assert contents(fakes.LOCAL[0]) == ('gpt: vfat "EFI" 512.0 MiB (31.0 MiB used) · ext4 "root" 480.0 GiB '
+                                        '(51.0 GiB used) [Debian GNU/Linux 12 (bookworm)] · swap 31.0 GiB')
+    assert contents(fakes.PEER[0]) == ("no partition table, no filesystem: all zeros where sampled "
+                                       "(never used, or wiped)")
+    noise = dataclasses.replace(fakes.PEER[0], blank=False)
+    assert "data nothing here recognises" in contents(noise)
+    whole = DiskInfo(path="/dev/sdc", size=GIB, partitions=(PartitionInfo(0, 0, GIB, "ext4", "backup", MIB),))
+    assert contents(whole) == 'ext4 on the whole disk "backup" 1.0 GiB (1.0 MiB used)'
+    gone = DiskInfo(path="/dev/sdd", size=0, unreadable="cannot be read: No medium found")
+    assert contents(gone) == "cannot be read: No medium found" and source_refusal(gone) == gone.unreadable
     assert used_bytes(fakes.LOCAL[0]) == 31 * fakes.MIB + 51 * fakes.GIB
     assert used_bytes(fakes.PEER[0]) is None
 
@@ -39,7 +50,7 @@ def test_targets_that_cannot_be_used_say_why() -> None:
     source = fakes.LOCAL[0]
     assert target_refusal(source, fakes.PEER[0]) is None
     assert target_refusal(source, fakes.PEER[1]) == "too small: 256.0 GiB, the source needs 512.0 GiB"
-    assert target_refusal(source, fakes.PEER[2]) == "it is the boot medium of this appliance"
+    assert target_refusal(source, fakes.PEER[2]) == "it is the boot stick of this appliance"
     unknown = dataclasses.replace(fakes.PEER[0], identity=None)
     assert "did not identify" in (target_refusal(source, unknown) or "")
     assert target_refusal(source, source) == "it is the source disk, or the source lives on it"
@@ -51,29 +62,98 @@ def test_a_mounted_source_is_refused() -> None:
     assert source_refusal(fakes.LOCAL[0]) is None
 
 
-def test_progress_folds_the_engines_events() -> None:
+def test_progress_is_one_whole_across_copying_and_reading_back() -> None:
+    """Issue 7: one bar, one ETA and the stage, not a bar that restarts at 0% for the read-back."""
     job = fakes.job()
-    assert job.phase == "transfer" and job.bottleneck == "link"
-    assert job.done == 40 * 640 * fakes.MIB and len(job.history) == 40
-    assert 0.48 < job.fraction < 0.5
+    assert job.stage_line() == "Stage 2 of 4: copying"
+    assert job.done == 40 * 653 * MIB and len(job.history) == 40
+    assert 0.24 < job.fraction < 0.26  # half the copy, none of the read-back (as many bytes again)
+    copy_left = (51 * GIB - job.done) / job.rate
+    assert job.overall_eta() == copy_left + 51 * GIB / job.rate  # the read-back at the copy's pace until it runs
+    assert job.numbers() == ("copied 25.5 GiB of 51.0 GiB  ·  330.0 MiB/s",
+                             f"1:21 elapsed  ·  about {fmt(copy_left + 51 * GIB / job.rate)} left in all")
+    back = fakes.job(stage="verify")
+    assert back.stage_line() == "Stage 3 of 4: reading the target back"
+    assert 0.69 < back.fraction < 0.70 and back.overall_eta() == (51 - 20) * GIB / (1.1 * GIB)
+    back.apply(events.Progress(phase="verify", done=51 * GIB, total=51 * GIB, rate=1e9, eta=0))
+    assert back.stage_line() == "Stage 4 of 4: checking the filesystems on the target"
     job.apply(events.Warning("partclone could not read the ntfs"))
-    job.apply(events.Progress(phase="verify", done=1, total=2, rate=5.0, eta=1.0))
-    assert job.phase == "verify" and job.warnings == ["partclone could not read the ntfs"]
-    assert len(job.history) == 40  # verify progress does not count as throughput
+    assert job.warnings == ["partclone could not read the ntfs"]
+    no_verify = fakes.job()
+    no_verify.verify = False
+    assert no_verify.stage_line() == "Stage 2 of 2: copying" and 0.49 < no_verify.fraction < 0.51
 
 
-def test_stages_follow_the_data() -> None:
-    assert [s for s, _ in stage_order("sender")] == ["read", "compress", "link", "write"]
-    assert [n for _, n in stage_order("receiver")] == ["link", "decompress", "disk write"]
+def fmt(seconds: float) -> str:
+    from recovery.units import human_duration
+
+    return human_duration(seconds)
 
 
-def test_review_names_both_machines_and_the_loss() -> None:
-    text = review_text(fakes.choice(), fakes.HERE, fakes.THERE).plain
-    assert "/dev/nvme0n1 of rescue-laptop" in text and "/dev/nvme0n1 of new-laptop" in text
-    assert "about 51.0 GiB" in text
-    assert "Everything on /dev/nvme0n1 of new-laptop will be destroyed" in text
-    exact = review_text(dataclasses.replace(fakes.choice(), mode="exact"), fakes.HERE, fakes.THERE).plain
-    assert "exact: all 512.0 GiB" in exact
+def test_the_limit_names_the_machine_and_verification_reads_the_target() -> None:
+    """Issue 6: the other machine's processors are a possible answer; the read-back is the target's disk."""
+    assert limit_words("compress", "old-pc", "new-pc").startswith("The processors of old-pc are the limit")
+    assert "target disk on new-pc" in limit_words("write", "old-pc", "new-pc")
+    assert limit_words("link", "a", "b") == "The link is the limit now: it carries all it can."
+    back = fakes.job(stage="verify")
+    assert back.limit_text().startswith(f"Checking the target on {fakes.THERE}: reading it back")
+    assert "source" not in back.limit_text()
+    passive = fakes.job(passive=True)  # this machine receives: the sender is the other one
+    assert (passive.sending_host, passive.receiving_host) == (fakes.HERE, fakes.THERE)
+
+
+def test_a_failed_clone_says_what_the_target_holds_and_how_far_it_got() -> None:
+    half = fakes.job(failed=True)
+    assert half.target_state("sdb on new-laptop") == (
+        "sdb on new-laptop is now INCOMPLETE: its old partition table was wiped and 25.4 GiB of 51.0 GiB were "
+        "written. Do not boot from it.")
+    assert half.how_far() == "It stopped while copying, at 25% of the clone, after 2:41."
+    early = fakes.job()
+    early.planned = False
+    assert early.target_state("sdb on x") == "sdb on x was not written: it is as it was."
+
+
+def test_answers_stay_unless_a_new_one_rules_them_out() -> None:
+    choice = Choice(send=True, source=fakes.LOCAL[0], target=fakes.PEER[0], mode="exact")
+    assert flow.answer(choice, "direction", True) == choice
+    assert flow.answer(choice, "direction", False) == Choice(send=False, mode="exact")
+    small = flow.answer(choice, "target", fakes.PEER[1])  # too small for this source, chosen anyway
+    assert flow.answer(small, "source", fakes.LOCAL[0]).target is None
+    assert flow.answer(choice, "source", fakes.LOCAL[0]).target == fakes.PEER[0]
+    assert flow.label("target") == "Step 4 of 6: the disk to overwrite"
+    assert flow.previous("direction") == "pair" and flow.following("options") == "review"
+
+
+def test_a_recheck_finds_the_disks_by_identity_and_says_what_changed() -> None:
+    choice = fakes.choice()
+    assert flow.recheck(choice, fakes.LOCAL, fakes.PEER, fakes.HERE, fakes.THERE) == flow.Recheck(choice, ())
+    assert choice.target is not None and choice.target.identity is not None
+    written = dataclasses.replace(choice.target, path="/dev/nvme1n1",
+                                  identity=dataclasses.replace(choice.target.identity, fingerprint="1" * 64))
+    found = flow.recheck(choice, fakes.LOCAL, (written, *fakes.PEER[1:]), fakes.HERE, fakes.THERE)
+    assert found.choice is not None and found.choice.target == written
+    assert found.changes == ("the target nvme0n1 on new-laptop is now called nvme1n1",
+                             "the target nvme0n1 on new-laptop: its partition table changed since it was chosen")
+    gone = flow.recheck(choice, fakes.LOCAL, fakes.PEER[1:], fakes.HERE, fakes.THERE)
+    assert gone.choice is None and "is gone" in gone.changes[0]
+    mounted = dataclasses.replace(fakes.PEER[0], refusal="it is mounted at /mnt")
+    busy = flow.recheck(choice, fakes.LOCAL, (mounted,), fakes.HERE, fakes.THERE)
+    assert busy.choice is None and busy.changes == ("it cannot be done now: it is mounted at /mnt",)
+
+
+def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off() -> None:
+    off = dataclasses.replace(fakes.choice(), verify=False)
+    assert "new-laptop always reads back what it writes" in rendered(review_text(off, fakes.HERE, fakes.THERE))
+    here = dataclasses.replace(off, send=False)
+    assert "no (not recommended)" in rendered(review_text(here, fakes.HERE, fakes.THERE))
+
+
+def rendered(table: object) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(table)
+    return " ".join(console.export_text().split())
 
 
 def test_a_choice_completes_into_what_the_session_runs() -> None:
@@ -96,9 +176,19 @@ def test_advice_for_each_error() -> None:
 def test_link_rows_show_modules_and_status() -> None:
     rows = dict(link_rows(fakes.LINKS, {"tcp": "listening on port 7554", "connect": "connecting to x..."}))
     assert rows["Modules"] == "loaded: thunderbolt, thunderbolt_net; not loaded: thunderbolt_stream"
-    assert rows["TCP"] == "listening on port 7554 on 192.168.1.20"
+    assert rows["TCP"] == "listening on port 7554"
     assert rows["Connecting"] == "connecting to x..."
     assert link_rows(None, {}) == [("Links", "looking at them...")]
+
+
+def test_the_address_box_names_only_addresses_this_machine_listens_on() -> None:
+    """Issue 11: it said "on 192.0.2.2" while bound to 127.0.0.1 only."""
+    report = LinkReport(modules=(), hosts_on_cable=(), addresses=("192.0.2.2", "2001:db8::2"))
+    assert address_text(("", 7554), report, True) == "192.0.2.2, 2001:db8::2   (port 7554)"
+    assert address_text(("", 7600), report, True) == "192.0.2.2:7600, [2001:db8::2]:7600"
+    assert address_text(("127.0.0.1", 7554), report, True) == "127.0.0.1   (it listens on this address only)"
+    assert "--no-listen" in address_text(None, report, False)
+    assert "no network address yet" in address_text(("", 7554), LinkReport((), (), ()), True)
 
 
 def _ident(**kw: object) -> Identity:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
+from recovery import report
 from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig
-from recovery.tui.screens.results import ErrorScreen, SummaryScreen, summary_rows
+from recovery.tui.screens.home import HomeScreen
+from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen, ResumeScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 from tests.e2e.relay import Relay
@@ -80,7 +82,7 @@ def test_the_wizard_offers_to_resume_an_interrupted_clone_and_resumes_it(
             summary = job.summary
             assert summary is not None and summary.verified is True
             assert summary.resumed >= durable
-            assert any("were on the target already" in text for _, text in summary_rows(job, summary))
+            assert any("were on the target already" in text for _, text in report.summary_rows(summary))
 
     run(scenario)
 
@@ -118,5 +120,17 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             assert app.state.rescue_next
             status = str(app.screen.query_one("#error-status", Static).content)
             assert "Rescue mode is on for the next clone" in status
+            await wait_for(pilot, lambda: peer.ended.is_set() and app.state.link is None, 30)
+            await pilot.press("r")  # retry the same clone: the link is gone, so pair again first
+            await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), 30, "the first screen")
+            await type_code(pilot, peer.code)  # its new code
+            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), 30, "the review of the retry")
+            await pilot.press(*"blank.img", "enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen), 90, "the summary")
+            job = app.screen.job  # type: ignore[attr-defined]
+            assert job.summary is not None and job.summary.verified is True
+            assert job.started.source and not app.state.rescue_next
+            assert app.state.job_choice is not None and app.state.job_choice.rescue
+            assert job.summary.mapfile and Path(job.summary.mapfile).is_file()  # it ran in rescue mode
 
     run(scenario)

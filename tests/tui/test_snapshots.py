@@ -1,7 +1,8 @@
-"""The key screens at 80x24, so layout regressions show (pytest-textual-snapshot).
+"""The key screens at 80x24 and at 60x20, so layout regressions show (pytest-textual-snapshot).
 
 Update after an intended change with ``pytest tests/tui --snapshot-update``
-and look at the SVGs in ``__snapshots__`` before committing them.
+and look at the SVGs in ``__snapshots__`` before committing them
+(``rsvg-convert`` turns them into PNGs).
 """
 
 from __future__ import annotations
@@ -9,21 +10,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.screen import Screen
 
 from recovery.tui.advice import advise
 from recovery.tui.app import WizardApp
-from recovery.tui.messages import LinkStatus
+from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, RetryAsked, StartOverAsked
 from recovery.tui.model import target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
-from recovery.tui.screens.results import ErrorScreen, SummaryScreen
+from recovery.tui.screens.results import ErrorScreen, Offer, SummaryScreen
 from recovery.tui.screens.steps import DiskScreen, OptionsScreen, ReviewScreen
 from tests.tui import fakes
 
 SnapCompare = Callable[..., bool]
+SIZES = pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
+DRIVER_OFFERS = [Offer("enter", "Another clone", StartOverAsked), Offer("r", "Retry the same clone", RetryAsked)]
 
 
 def showing(make: Callable[[], Screen[Any]]) -> Callable[[Pilot], Awaitable[None]]:
@@ -46,61 +50,121 @@ async def home_ready(pilot: Pilot) -> None:
     while app.state.disks is None:
         await pilot.pause(0.02)
     app.post_message(LinkStatus("tcp", "listening on port 7554"))
+    app.post_message(ListeningOn("tcp", "", 7554))
     await pilot.pause(0.1)
 
 
-def test_home(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=home_ready)
+def app(**kw: object) -> WizardApp:
+    return WizardApp(fakes.config(**kw))
+
+
+@SIZES
+def test_home(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(app(), run_before=home_ready, terminal_size=size)
 
 
 def test_pairing(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: PairScreen(fakes.PEER_VIEW)))
+    assert snap_compare(app(), run_before=showing(lambda: PairScreen(fakes.PEER_VIEW)))
 
 
 def test_pairing_passive(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: PassiveScreen(fakes.PASSIVE_VIEW)))
+    assert snap_compare(app(), run_before=showing(lambda: PassiveScreen(
+        fakes.PASSIVE_VIEW, "choosing the disk to overwrite (step 4 of 6)", "verified: /dev/sda")))
 
 
-def test_target_with_refused_disks(snap_compare: SnapCompare) -> None:
+@SIZES
+def test_target_with_refused_disks(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     source = fakes.LOCAL[0]
 
     def make() -> DiskScreen:
-        return DiskScreen(f"The disk to overwrite (on {fakes.THERE})",
+        return DiskScreen("target", f"The disk to overwrite (on {fakes.THERE})",
                           f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
                           fakes.PEER, {d.path: target_refusal(source, d) for d in fakes.PEER})
 
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(make))
+    assert snap_compare(app(), run_before=showing(make), terminal_size=size)
 
 
 def test_options(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: OptionsScreen(fakes.choice())))
+    assert snap_compare(app(), run_before=showing(lambda: OptionsScreen(fakes.choice())))
 
 
-def test_review(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(
-        lambda: ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE)), press=["n", "v", "m"])
+@SIZES
+def test_review_after_the_disks_changed(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    changes = ["the target nvme0n1 on new-laptop: its partition table changed since it was chosen"]
+    assert snap_compare(app(), run_before=showing(
+        lambda: ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, changes)), press=["n", "v", "m"],
+        terminal_size=size)
 
 
-def test_progress(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(lambda: ProgressScreen(fakes.job())))
+@SIZES
+def test_progress(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(app(), run_before=showing(lambda: ProgressScreen(fakes.job())), terminal_size=size)
+
+
+def test_progress_reading_back(snap_compare: SnapCompare) -> None:
+    assert snap_compare(app(), run_before=showing(lambda: ProgressScreen(fakes.job(stage="verify"))))
 
 
 def test_progress_passive_in_16_colours(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config(ansi=True)),
-                        run_before=showing(lambda: ProgressScreen(fakes.job(passive=True))))
+    assert snap_compare(app(ansi=True), run_before=showing(lambda: ProgressScreen(fakes.job(passive=True))))
 
 
-def test_summary(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()),
-                        run_before=showing(lambda: SummaryScreen(fakes.job(finished=True), fakes.HERE)))
+@SIZES
+def test_summary(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    assert snap_compare(app(), run_before=showing(
+        lambda: SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS)), terminal_size=size)
 
 
-def test_peer_lost(snap_compare: SnapCompare) -> None:
+@SIZES
+def test_peer_lost_mid_clone(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    job = fakes.job(failed=True)
     advice = advise("link_lost", "link lost on the data channel: Connection reset by peer", peer=fakes.THERE)
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(
-        lambda: ErrorScreen(advice, log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl",
-                            peer=fakes.THERE)))
+    state = [job.target_state(f"nvme0n1 on {fakes.THERE}"), job.how_far(), "The source was only read, never changed."]
+
+    def make() -> ErrorScreen:
+        screen = ErrorScreen(advice, [*DRIVER_OFFERS[1:], Offer("enter", "First screen", Dismissed)], state=state,
+                             log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl", peer=fakes.THERE)
+        screen.set_status("This machine's new code is 1234-5678: to pair again, type it on the other machine.")
+        return screen
+
+    assert snap_compare(app(), run_before=showing(make), terminal_size=size)
 
 
 def test_help(snap_compare: SnapCompare) -> None:
-    assert snap_compare(WizardApp(fakes.config()), run_before=showing(HelpScreen))
+    assert snap_compare(app(), run_before=showing(HelpScreen))
+
+
+def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() -> None:
+    """Issue 9: at 60x20 the percentage and the bottom rows were cut off; at 80x24 the summary used every row."""
+    import asyncio
+
+    from tests.tui.test_wizard import text_of
+
+    async def visible(app: WizardApp, size: tuple[int, int], ids: list[str]) -> None:
+        for name in ids:
+            region = app.screen.query_one(name).region
+            assert region.height > 0 and region.bottom <= size[1] - 1, (name, region)  # above the footer
+            assert region.right <= size[0], (name, region)
+
+    async def scenario() -> None:
+        small, normal = (60, 20), (80, 24)
+        a = app()
+        async with a.run_test(size=small) as pilot:
+            while a.state.disks is None:
+                await pilot.pause(0.02)
+            a.push_screen(ProgressScreen(fakes.job()))
+            await pilot.pause(0.2)
+            await visible(a, small, ["#stage", "#bar", "#numbers", "#limit"])
+            assert text_of(a, "#bar").endswith("25.0%")
+            a.push_screen(ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]))
+            await pilot.pause(0.2)
+            await visible(a, small, ["#confirm", "#review-changes"])
+        b = app()
+        async with b.run_test(size=normal) as pilot:
+            while b.state.disks is None:
+                await pilot.pause(0.02)
+            b.push_screen(SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS))
+            await pilot.pause(0.2)
+            await visible(b, normal, ["#verdict", "#checked", "#summary", "#next"])
+
+    asyncio.run(scenario())

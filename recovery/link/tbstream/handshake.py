@@ -34,11 +34,11 @@ import zlib
 from dataclasses import dataclass
 
 from recovery.errors import RemoteProtocolError
+from recovery.protocol.channels import CONTROL, DATA
 
 MAGIC = b"U4RS"
 VERSION = 2
 SYNC, READY, HOPS = 1, 2, 3
-CONTROL, DATA = 0, 1
 FLAG_TBNET = 0x01
 RECORD = struct.Struct(
     "!"

@@ -10,21 +10,25 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from recovery.tui.widgets import plain
+
 HELP = """\
 usb4-recovery copies a whole disk from one machine to another over a
 USB4/Thunderbolt cable (or a network), and checks the copy.
 
  1  Connect the machines and start usb4-recovery on both.
- 2  Check that both screens show the same pairing code.
+ 2  On the machine you want to work from, type the code the OTHER
+    machine shows (and its address, if they are not on the cable).
  3  Choose the direction, the disk to copy and the disk to overwrite.
  4  Type the target's name to confirm; the clone starts.
- Either machine can drive; the other shows the same progress.
+ The other machine shows every step and can abort a clone.
 
 Keys
- Enter        continue, choose          Esc     back, abort a clone
+ Enter        continue, choose          Esc     back one step (answers stay)
  Arrows       move in a list            Tab     next field
  F1           this help                 Ctrl+Q  quit
- c            connect by address (first screen)
+ c / a        type the code / address (first screen)
+ r            retry the same clone (after one ended)
 
 Modes: "used" copies only the blocks the filesystems use (fast);
 "exact" copies every block (the copy then has the source's b3sum).
@@ -61,7 +65,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question)
+            yield Static(plain(self.question))
             yield Static("y: yes    n or Esc: no", classes="help")
 
     def action_answer(self, yes: bool) -> None:

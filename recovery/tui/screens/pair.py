@@ -1,51 +1,28 @@
-"""Step 2: paired. Who the other machine is, over what, and how safe the link is.
+"""Step 1, paired: who the other machine is, over what, and how safe the link is.
 
 On the machine whose user typed the code (the driver) Enter goes on to the
-clone. On the other machine (it served its code) the screen says who drives
-it now; every clone the driver starts then shows on this screen's successor,
-with a key to abort it.
+clone; Esc leaves the pairing (the app asks first). On the other machine (it
+served its code) the screen says who drives it and what its user is doing
+right now; every clone the driver starts then shows in plain words, with Esc
+to abort it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from recovery.engine.session import PeerLink
-
-if TYPE_CHECKING:
-    from recovery.tui.app import WizardApp
-
-
-@dataclass(frozen=True)
-class PeerView:
-    hostname: str
-    software: str
-    machine_id: str | None
-    link: str  # "tcp", "tbstream", ...
-    address: str
-    speed: str | None  # as the link reports it, when it does
-    security: str  # "paired, encrypted", ...
-    session: str  # the key fingerprint, the same on both screens
-    drives: bool  # this machine drives (its user typed the peer's code)
-    disks: int
-    choice: str | None = None  # why this link (both cable links measured: their rates)
-
-    @classmethod
-    def of(cls, link: PeerLink) -> PeerView:
-        """What the pairing screen shows; the speed as the bus or the network card reports it."""
-        host = link.theirs.host
-        return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
-                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
-                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory),
-                   choice=link.conn.choice)
+from recovery.tui import flow
+from recovery.tui.messages import EndPairingAsked, StepAnswered
+from recovery.tui.state import PeerView
+from recovery.tui.widgets import plain
+from recovery.units import shown
 
 
 def facts(p: PeerView) -> Text:
@@ -57,13 +34,14 @@ def facts(p: PeerView) -> Text:
         ("Link", f"{p.link} to {p.address}"),
         ("Speed", p.speed or "not reported by this link (the clone measures it)"),
         *((("Why", p.choice),) if p.choice else ()),
-        ("Security", f"{p.security}; session {p.session}"),
+        ("Security", p.security),
+        ("Session", f"{p.session} (the same on both screens)"),
     ]
     if p.drives:
         rows.append(("Its disks", str(p.disks)))
     for label, value in rows:
         text.append(f"{label:<11}", style="bold")
-        text.append(value + "\n")
+        text.append(shown(value, lines=True) + "\n")
     return text
 
 
@@ -72,7 +50,7 @@ class PairScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "confirm", "Continue", key_display="Enter"),
-        Binding("escape", "reject", "End the pairing"),
+        Binding("escape", "leave", "End the pairing"),
     ]
 
     def __init__(self, peer: PeerView) -> None:
@@ -81,39 +59,57 @@ class PairScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         p = self.peer
-        yield Static(Text(f"usb4-recovery  ·  Paired with {p.hostname}"), id="topbar")
-        with Vertical(id="pair-body"):
+        yield Static(plain(f"usb4-recovery  ·  Paired with {p.hostname}"), id="topbar")
+        with VerticalScroll(classes="body"):
+            yield Static(flow.label("pair"), classes="step")
             yield Static(facts(p), id="pair-facts")
-            yield Static(Text(f"You typed the code shown on {p.hostname}: this machine drives, and "
-                              f"{p.hostname} shows every step and can abort it. Enter chooses what to copy."),
-                         id="pair-help")
+            yield Static(plain(f"You typed the code shown on {p.hostname}: this machine drives, and "
+                              f"{p.hostname} shows every step and can abort a clone. Enter chooses what to "
+                              "copy."), id="pair-help")
         yield Footer()
 
     def action_confirm(self) -> None:
-        cast("WizardApp", self.app).confirm_pairing()
+        self.post_message(StepAnswered("pair", True))
 
-    def action_reject(self) -> None:
-        cast("WizardApp", self.app).end_pairing()
+    def action_leave(self) -> None:
+        self.post_message(EndPairingAsked())
 
 
 class PassiveScreen(Screen[None]):
     """The serving side: the peer typed this machine's code and drives it now."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "reject", "End the pairing")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "leave", "End the pairing")]
 
-    def __init__(self, peer: PeerView) -> None:
+    def __init__(self, peer: PeerView, activity: str = "", last: str = "") -> None:
         super().__init__()
-        self.peer = peer
+        self.peer, self.activity, self.last = peer, activity, last
 
     def compose(self) -> ComposeResult:
         p = self.peer
-        yield Static(Text(f"usb4-recovery  ·  Controlled from {p.hostname}"), id="topbar")
-        with Vertical(id="pair-body"):
+        yield Static(plain(f"usb4-recovery  ·  Controlled from {p.hostname}"), id="topbar")
+        with VerticalScroll(classes="body"):
+            yield Static(id="passive-activity", classes="step")
+            yield Static(id="passive-last")
             yield Static(facts(p), id="pair-facts")
-            yield Static(Text(f"{p.hostname} typed the code shown here: it drives now. It is choosing what "
-                              "to copy; every clone it starts shows here, with what it reads or overwrites, "
-                              "and Esc aborts it."), id="pair-help")
+            yield Static(plain(f"{p.hostname} typed the code shown here: it drives now. Every clone it starts "
+                              "shows here, with what it reads or overwrites, and Esc aborts it."), id="pair-help")
         yield Footer()
 
-    def action_reject(self) -> None:
-        cast("WizardApp", self.app).end_pairing()
+    def on_mount(self) -> None:
+        self._paint()
+
+    def show(self, activity: str, last: str = "") -> None:
+        """What the driver's user does now, and how the last clone ended."""
+        self.activity, self.last = activity, last or self.last
+        if self.query("#passive-activity"):  # composed: paint now (else on_mount will)
+            self._paint()
+
+    def _paint(self) -> None:
+        doing = self.activity or "choosing what to copy"
+        self.query_one("#passive-activity", Static).update(plain(f"{self.peer.hostname} is {doing}..."))
+        latest = self.query_one("#passive-last", Static)
+        latest.update(plain(f"Last clone: {self.last}") if self.last else "")
+        latest.display = bool(self.last)
+
+    def action_leave(self) -> None:
+        self.post_message(EndPairingAsked())

@@ -1,37 +1,30 @@
-"""Step 7: the clone runs. The same screen serves the driving and the passive side."""
+"""The clone runs: one overall progress across its stages. The same screen serves both sides.
+
+What must never scroll away comes first (the stage, the bar, the numbers,
+the limit); the route, the rate graph and the stage bars follow.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.table import Table
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Sparkline, Static
+from textual.widgets import Footer, Label, Static
 
-from recovery.tui.model import BOTTLENECK_TEXT, JobView, stage_order
-from recovery.tui.widgets import StageBars, bar
-from recovery.units import human_duration, human_rate, human_size
-
-if TYPE_CHECKING:
-    from recovery.tui.app import WizardApp
-
-PHASES = {"map": "Finding what to copy", "transfer": "Copying", "verify": "Verifying: reading the target back",
-          "flush": "Flushing the target", "handshake": "Connecting"}
+from recovery.tui.job import JobView
+from recovery.tui.messages import AbortAsked
+from recovery.tui.widgets import Bar, RateGraph, StageBars, plain, stage_names
 
 
-def numbers(job: JobView) -> str:
-    """``12.0 GiB of 51.0 GiB · 310.0 MiB/s · ETA 2:05 · 8.1 GiB on the link``."""
-    if not job.total:
-        return ""
-    bits = [f"{human_size(job.done)} of {human_size(job.total)}", human_rate(job.rate),
-            f"ETA {human_duration(job.eta)}"]
-    if job.phase == "transfer" and job.wire:
-        bits.append(f"{human_size(job.wire)} on the link")
-    return "  ·  ".join(bits)
+def title(job: JobView) -> str:
+    s = job.started
+    if job.passive:
+        return f"Controlled from {s.peer}: it chose this clone"
+    return f"Copying {'to' if s.role == 'sender' else 'from'} {s.peer}"
 
 
 class ProgressScreen(Screen[None]):
@@ -43,44 +36,46 @@ class ProgressScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         s = self.job.started
-        title = (f"Controlled from {s.peer}: it chose this clone" if self.job.passive
-                 else f"Copying {'to' if s.role == 'sender' else 'from'} {s.peer}")
-        yield Static(Text(f"usb4-recovery  ·  {title}"), id="topbar")
-        with Vertical(id="progress-body"):
+        yield Static(plain(f"usb4-recovery  ·  {title(self.job)}"), id="topbar")
+        with VerticalScroll(classes="body"):
             if self.job.passive and s.action:
-                yield Static(Text(s.action + ". Esc aborts it.", style="bold"), id="action")
-            yield Static(id="route")
-            yield Static(id="phase", classes="section")
-            yield Static(id="bar")
+                yield Static(plain(s.action + ". Esc aborts it.", style="bold"), id="action")
+            yield Static(id="stage", classes="step")
+            yield Bar(id="bar")
             yield Static(id="numbers")
-            yield Label("Throughput", classes="section")
-            yield Sparkline([], id="spark")
-            yield Label("Where the time goes", classes="section")
-            yield StageBars(id="stages")
             yield Static(id="limit")
+            yield Static(id="route")
+            yield Label("Throughput, the last minute (a bar each half second)", classes="section")
+            yield RateGraph(id="graph")
+            yield Label("Where the time goes (how busy each part is)", classes="section")
+            yield StageBars(id="stages")
+            yield Static(id="warning")
         yield Footer()
 
     def on_mount(self) -> None:
         self.refresh_view()
+        self.set_interval(1.0, self._tick)  # the elapsed time moves even between events
+
+    def _tick(self) -> None:
+        self.query_one("#numbers", Static).update(plain("\n".join(self.job.numbers())))
 
     def refresh_view(self) -> None:
         job = self.job
+        self.query_one("#stage", Static).update(plain(job.stage_line()))
+        self.query_one("#bar", Bar).set(job.fraction)
+        self.query_one("#numbers", Static).update(plain("\n".join(job.numbers())))
+        self.query_one("#limit", Static).update(plain(job.limit_text()))
         route = Table.grid(padding=(0, 1))
         route.add_column(style="bold", width=4)
         route.add_column()
-        route.add_row("From", Text(job.source))
-        route.add_row("To", Text(job.target))
+        route.add_row("From", plain(job.source))
+        route.add_row("To", plain(job.target))
         self.query_one("#route", Static).update(route)
-        phase = PHASES.get(job.phase, job.phase.capitalize())
-        self.query_one("#phase", Static).update(f"{phase}: {job.phase_text}" if job.phase == "map" else phase)
-        self.query_one("#bar", Static).update(f"{bar(job.fraction, 60)} {job.fraction * 100:5.1f}%")
-        self.query_one("#numbers", Static).update(numbers(job))
-        self.query_one("#spark", Sparkline).data = list(job.history)
-        self.query_one("#stages", StageBars).show(stage_order(job.started.role), job.stages, job.bottleneck)
-        limit = BOTTLENECK_TEXT.get(job.bottleneck, "")
-        if job.warnings:
-            limit = f"Warning: {job.warnings[-1]}" + (f"\n{limit}" if limit else "")
-        self.query_one("#limit", Static).update(limit)
+        self.query_one("#graph", RateGraph).set(job.history)
+        self.query_one("#stages", StageBars).show(stage_names(job.sending_host, job.receiving_host), job.stages,
+                                                  job.bottleneck if job.stage == "transfer" else "")
+        warning = self.query_one("#warning", Static)
+        warning.update(plain(f"Warning: {job.warnings[-1]}") if job.warnings else "")
 
     def action_abort(self) -> None:
-        cast("WizardApp", self.app).ask_abort()
+        self.post_message(AbortAsked())

@@ -1,103 +1,114 @@
-"""Step 8 and the errors: the summary of a finished clone, or what went wrong."""
+"""After a clone: the summary of one that finished, or what went wrong and what state the target is in.
+
+What the user can do next is a list of offers (a key, its words, the
+message it posts): the app decides which apply (retry, another clone, back
+to the first screen), and a new kind of offer needs no change here.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from recovery import events
+from recovery import report
 from recovery.tui.advice import Advice
-from recovery.tui.model import JobView
-from recovery.tui.screens.resume import rescue_rows, rescue_verdict
-from recovery.units import human_duration, human_rate, human_size
-
-if TYPE_CHECKING:
-    from recovery.tui.app import WizardApp
+from recovery.tui.job import JobView
+from recovery.tui.widgets import plain
+from recovery.units import shown
 
 
-def facts(rows: list[tuple[str, str]]) -> Table:
+@dataclass(frozen=True)
+class Offer:
+    """A key on a result screen: what it is called and what it asks the app for."""
+
+    key: str
+    label: str
+    message: type[Message]
+
+
+def facts(rows: Sequence[tuple[str, str]]) -> Table:
     """Label and value rows; long values wrap under their value, not under the label."""
     table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=7, no_wrap=True)
+    table.add_column(style="bold", width=8, no_wrap=True)
     table.add_column()
     for label, value in rows:
-        table.add_row(label, value)
+        table.add_row(label, plain(value))  # a peer's strings (host, disk names) are never markup
     return table
 
 
-def duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else human_duration(seconds)
+class ResultScreen(Screen[None]):
+    """A screen whose keys are the offers it was given."""
+
+    def __init__(self, offers: Sequence[Offer]) -> None:
+        super().__init__()
+        self.offers = tuple(offers)
+        for offer in self.offers:  # keys that depend on the situation: bound per screen
+            self._bindings.bind(offer.key, f"offer('{offer.key}')", offer.label,
+                                key_display="Enter" if offer.key == "enter" else None)
+
+    def action_offer(self, key: str) -> None:
+        offer = next(o for o in self.offers if o.key == key)
+        self.post_message(offer.message())
 
 
-def summary_rows(job: JobView, s: events.Summary) -> list[tuple[str, str]]:
-    level = f"zstd level {job.level}" if job.level.isdigit() else job.level
-    rows = [("Source", s.source), ("Target", s.target),
-            ("Mode", s.mode + (f"; compression at the end: {level}" if level else ""))]
-    if s.role == "sender":
-        rows.append(("Bytes", f"read {human_size(s.bytes_read)}, sent on the link {human_size(s.bytes_sent)}"))
+def verdict_text(job: JobView) -> Text:
+    s = job.summary
+    assert s is not None
+    text = Text()
+    if s.unreadable:  # a rescue: what was read may be verified, but not all of the source was
+        text.append(" INCOMPLETE SOURCE ", style="bold reverse")
+        text.append("  " + shown(report.verdict(s)))
+    elif s.verified:
+        text.append(" VERIFIED ", style="bold reverse")
+        text.append("  the copy was checked on the target itself")
     else:
-        rows.append(("Bytes", f"received on the link {human_size(s.bytes_sent)}"))
-    written = f"written {human_size(s.bytes_written)}"
-    rows.append(("", written + (f", zeros {human_size(s.zero_bytes)} (not sent)" if s.zero_bytes else "")))
-    copied = job.to_send or s.bytes_read or s.bytes_written + s.zero_bytes
-    rate = f" (average {human_rate(copied / s.seconds)})" if s.seconds > 0 and copied else ""
-    rows += [("Time", duration(s.seconds) + rate),
-             ("Chunks", "BLAKE3 of every chunk, the same on both machines:"), ("", s.list_digest)]
-    if s.image_digest:
-        rows += [("Image", "BLAKE3 of the whole disk (b3sum of the source gives this):"), ("", s.image_digest)]
-    rows += rescue_rows(s)
-    if s.checks:
-        names = sorted({c["check"] for c in s.checks})
-        rows.append(("Checks", f"on the target: {', '.join(names)}"))
-        for c in s.checks:
-            if c["ok"] is not True:
-                state = "FAILED" if c["ok"] is False else "not run"
-                rows.append(("", f"partition {c['number']}: {c['check']} {state}: {c['message']}"))
-    return rows
-
-
-def verdict(s: events.Summary) -> str:
-    partial = rescue_verdict(s)
-    if partial:
-        return partial
-    if s.verified:
-        return "Clone complete and verified."
-    return "Clone complete, NOT verified (verification was off)."
-
-
-def next_steps(job: JobView, host: str) -> Text:
-    holder = job.started.peer if job.started.role == "sender" else host
-    text = Text("What next\n", style="bold")
-    text.append(f"- Start {holder} from the new disk and check that your files are there.\n")
-    text.append("- Keep the old disk as it is until you are sure.\n")
-    text.append("- Enter starts another clone; Ctrl+Q quits.")
+        text.append(" NOT VERIFIED ", style="bold reverse")
+        text.append("  " + shown(report.verdict(s)))
     return text
 
 
-class SummaryScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "again", "Another clone", key_display="Enter")]
+def next_steps(job: JobView, host: str) -> Text:
+    holder = job.receiving_host
+    text = Text("What next\n", style="bold")
+    text.append(shown(f"- Start {holder} from the new disk and check that your files are there.") + "\n")
+    text.append("- Keep the old disk as it is until you are sure.")
+    return text
 
-    def __init__(self, job: JobView, host: str) -> None:
-        super().__init__()
-        self.job = job
-        self.host = host
+
+class SummaryScreen(ResultScreen):
+    def __init__(self, job: JobView, host: str, offers: Sequence[Offer]) -> None:
+        super().__init__(offers)
+        self.job, self.host = job, host
         self.demo_check = ""
 
     def compose(self) -> ComposeResult:
-        yield Static("usb4-recovery  ·  Done", id="topbar")
-        assert self.job.summary is not None
         summary = self.job.summary
+        assert summary is not None
+        verified = "Verified" if summary.verified else "Done, NOT verified"
+        yield Static(plain(f"usb4-recovery  ·  {verified}"), id="topbar")
+        rows: list[tuple[str, str]] = []
+        for label, value in report.summary_rows(summary, level=self.job.level):
+            if label in ("chunks", "image") and value.startswith("BLAKE3 "):
+                digest, _, why = value.removeprefix("BLAKE3 ").partition("  ")
+                rows += [(label.capitalize(), f"BLAKE3 {why.strip('()')}:"), ("", digest)]
+            elif label != "checked":
+                rows.append((label.capitalize(), value))
+        checked = report.checked(summary)
         log = self.job.started.log or "not saved (no writable log folder)"
-        with VerticalScroll(classes="result-body"):
-            yield Static(verdict(summary), id="verdict")
-            yield Static(facts([*summary_rows(self.job, summary), ("Log", log)]), id="summary")
+        with VerticalScroll(classes="body"):
+            yield Static(verdict_text(self.job), id="verdict")
+            if checked:
+                yield Static(facts([("Checked" if i == 0 else "", line) for i, line in enumerate(checked)]),
+                             id="checked")
+            yield Static(facts([*rows, ("Log", log)]), id="summary")
             yield Static(id="demo-check")
             yield Static(next_steps(self.job, self.host), id="next")
         yield Footer()
@@ -105,34 +116,31 @@ class SummaryScreen(Screen[None]):
     def show_demo_check(self, text: str) -> None:
         self.demo_check = text
         check = self.query_one("#demo-check", Static)
-        check.update(text)
+        check.update(plain(text))
         check.add_class("shown")
 
-    def action_again(self) -> None:
-        cast("WizardApp", self.app).start_over()
 
-
-class ErrorScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "again", "Start over", key_display="Enter")]
-
-    def __init__(self, advice: Advice, log: str | None = None, peer: str = "") -> None:
-        super().__init__()
-        self.advice = advice
-        self.log_path = log
-        self.peer = peer
+class ErrorScreen(ResultScreen):
+    def __init__(self, advice: Advice, offers: Sequence[Offer], *, state: Sequence[str] = (),
+                 log: str | None = None, peer: str = "") -> None:
+        super().__init__(offers)
+        self.advice, self.state_lines, self.log_path, self.peer = advice, tuple(state), log, peer
         self.status = ""
 
     def compose(self) -> ComposeResult:
         a = self.advice
-        yield Static(f"usb4-recovery  ·  {a.title}", id="topbar", classes="error")
+        yield Static(plain(f"usb4-recovery  ·  {a.title}"), id="topbar", classes="error")
         steps = Table.grid(padding=(0, 1))
         steps.add_column(width=1)
         steps.add_column()
         for step in a.steps:
-            steps.add_row("-", step)
-        with VerticalScroll(classes="result-body"):
+            steps.add_row("-", plain(step))
+        with VerticalScroll(classes="body"):
             yield Static("What happened", classes="section")
-            yield Static(a.message, id="error-message")
+            yield Static(plain(a.message), id="error-message")
+            if self.state_lines:
+                yield Static("The disks now", classes="section")
+                yield Static(plain("\n".join(self.state_lines)), id="error-state")
             if a.steps:
                 yield Static("What you can do", classes="section")
                 yield Static(steps, id="error-steps")
@@ -142,15 +150,12 @@ class ErrorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.advice.waiting and not self.status:
-            self.status = f"Waiting for {self.peer or 'the other machine'} to return..."
-        self.query_one("#error-status", Static).update(self.status)
+        self.query_one("#error-status", Static).update(plain(self.status))
 
     def set_status(self, text: str) -> None:
         """A line under the advice (shown once the screen is up, if it is not yet)."""
         self.status = text
         if self.is_mounted:
-            self.query_one("#error-status", Static).update(text)
-
-    def action_again(self) -> None:
-        cast("WizardApp", self.app).start_over()
+            for widget in self.query("#error-status"):
+                if isinstance(widget, Static):
+                    widget.update(plain(text))

@@ -18,7 +18,6 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from recovery import events
 from recovery.protocol.messages import Unfinished
 from recovery.units import human_size
 
@@ -87,28 +86,3 @@ class RescueScreen(ModalScreen[bool]):
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
 
-
-def rescue_rows(s: events.Summary) -> list[tuple[str, str]]:
-    """The summary's lines about a rescue and a resume (none for a plain clone)."""
-    rows: list[tuple[str, str]] = []
-    if s.resumed:
-        rows.append(("Resumed", f"{human_size(s.resumed)} were on the target already; only the rest was sent"))
-    if s.resends:
-        rows.append(("Resent", f"{s.resends} chunk(s) arrived damaged and were sent again"))
-    if s.unreadable:
-        rows.append(("Unread", f"{human_size(s.unreadable)} of the source could not be read "
-                               f"({len(s.unreadable_ranges)} range(s)); zeros on the target"))
-        for hit in s.files_hit:
-            files = ", ".join(hit["files"][:6]) or hit.get("note") or "no file named"
-            where = f"partition {hit['partition']}" if hit["partition"] else "outside the partitions"
-            rows.append(("", f"{where}: {files}"))
-        if s.mapfile:
-            rows.append(("Mapfile", s.mapfile))
-    return rows
-
-
-def rescue_verdict(s: events.Summary) -> str | None:
-    if not s.unreadable:
-        return None
-    return (f"Clone complete, but {human_size(s.unreadable)} of the source could NOT be read; "
-            "everything that was read is verified.")

@@ -1,13 +1,14 @@
-"""The cable, for the wizard: what the bus shows, and a link both wizards open alike.
+"""The cable, for programs that wait for a peer: what the bus shows, and a link both ends open alike.
 
-Two wizards are equals, but thunderbolt-net needs one side to listen and the
-other to connect, and measuring two links needs one side to send: the host
-with the smaller UUID listens and the other sends, so both choose without
-talking. USB4STREAM alone needs no roles. Which link is used is
+A wizard and an agent (or two wizards) are equals, but thunderbolt-net needs
+one side to listen and the other to connect, and measuring two links needs
+one side to send: the host with the smaller UUID listens and the other
+connects (and measures), so both choose without talking. USB4STREAM alone
+needs no roles. With ``--link auto`` which link is used is
 :mod:`recovery.link.auto`'s choice (both measured when both are up), made
-alike on both. :func:`cable_source` hands the cable's connections to the
-wizard's :class:`~recovery.engine.lobby.Lobby`, one at a time; :func:`watch`
-turns what the bus reports into status lines.
+alike on both. :func:`cable_source` hands the cable's connections to a
+:class:`~recovery.engine.lobby.Lobby`, one at a time; :func:`watch` turns what
+the bus reports into status lines.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def role(sysfs: Sysfs, kinds: tuple[str, ...]) -> str:
         return "receive"
     peers = sysfs.peers()
     if len(peers) != 1:
-        raise NoPeerError(f"{len(peers)} hosts on the cable: the wizard needs exactly one",
+        raise NoPeerError(f"{len(peers)} hosts on the cable: one of them must be the other machine",
                           hint="unplug the others, or connect by address")
     peer = peers[0]
     local = sysfs.local_uuid(peer.domain)
@@ -78,11 +79,18 @@ def attempt_timeout(kinds: tuple[str, ...], timeout: float) -> float | None:
     return None if "tbstream" in kinds else timeout
 
 
-def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT) -> Connection:
-    """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set."""
+def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT,
+               spec: LinkSpec | None = None) -> Connection:
+    """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set.
+
+    ``spec``: ``auto`` (the default), or ``tbnet[:IFACE]``/``tbstream`` given with ``--link``.
+    """
     sysfs = sysfs or Sysfs()
-    kinds = discovery.available_links(sysfs) or (discovery.choose_link(sysfs),)  # the latter raises
-    spec = LinkSpec("auto")
+    spec = spec or LinkSpec("auto")
+    if spec.kind == "auto":
+        kinds = discovery.available_links(sysfs) or (discovery.choose_link(sysfs),)  # the latter raises
+    else:
+        kinds = (spec.kind,)
     wait = attempt_timeout(kinds, timeout)
     if role(sysfs, kinds) == "send":
         return connect_sender(spec, timeout=wait, stop=stop)
@@ -90,7 +98,7 @@ def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float
 
 
 def cable_source(status: Status, opener: Opener = open_cable) -> OneAtATime:
-    """The cable's connections, one at a time, for the wizard's lobby.
+    """The cable's connections, one at a time, for a lobby.
 
     Each accept makes one attempt with ``opener`` (by default :func:`open_cable`),
     after the previous cable connection has closed; what is missing (no peer, a

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from recovery.engine import cable
 from recovery.errors import NoPeerError
 from recovery.link import discovery
 from recovery.link.sysfs import Sysfs
-from recovery.tui import cable
 from recovery.tui.links import read_report
 
 

@@ -1,0 +1,121 @@
+"""The wizard's steps, and what an answer does to the others (pure: no Textual, no I/O).
+
+Six steps; Esc goes back one and every answer given stays (a later answer
+is dropped only when the new one makes it impossible: another direction
+means other disks, another source may make the target too small). Before a
+clone starts, and when the user retries one, the chosen disks are looked up
+again in the disk lists as they are now: :func:`recheck` finds each by its
+identity and says in words what changed since it was chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from recovery.disks import identity, match
+from recovery.protocol.messages import DiskInfo
+from recovery.tui.model import Choice, short_name, source_refusal, target_refusal
+
+STEPS = ("pair", "direction", "source", "target", "options", "review")
+TITLES = {
+    "pair": "pair with the other machine",
+    "direction": "which way to copy",
+    "source": "the disk to copy",
+    "target": "the disk to overwrite",
+    "options": "how to copy",
+    "review": "review and confirm",
+}
+
+
+def number(step: str) -> int:
+    return STEPS.index(step) + 1
+
+
+def label(step: str) -> str:
+    """``Step 4 of 6: the disk to overwrite``."""
+    return f"Step {number(step)} of {len(STEPS)}: {TITLES[step]}"
+
+
+def previous(step: str) -> str:
+    return STEPS[max(0, STEPS.index(step) - 1)]
+
+
+def following(step: str) -> str:
+    return STEPS[min(len(STEPS) - 1, STEPS.index(step) + 1)]
+
+
+def activity(step: str) -> str:
+    """What the driving user does, for the other screen: ``choosing the disk to copy``."""
+    return {"pair": "looking at the pairing", "review": "reviewing the clone before confirming it",
+            "options": "choosing how to copy"}.get(step, f"choosing {TITLES[step]}")
+
+
+def answer(choice: Choice, step: str, value: object) -> Choice:
+    """The choice with one step answered; later answers stay while they still fit."""
+    if step == "direction":
+        assert isinstance(value, bool)
+        if value == choice.send:
+            return choice
+        return dataclasses.replace(choice, send=value, source=None, target=None)
+    if step == "source":
+        assert isinstance(value, DiskInfo)
+        target = choice.target
+        if target is not None and target_refusal(value, target) is not None:
+            target = None
+        return dataclasses.replace(choice, source=value, target=target)
+    if step == "target":
+        assert isinstance(value, DiskInfo)
+        return dataclasses.replace(choice, target=value)
+    if step == "options":
+        assert isinstance(value, Choice)
+        return dataclasses.replace(choice, mode=value.mode, level=value.level, verify=value.verify)
+    return choice
+
+
+def same_disk(a: DiskInfo, b: DiskInfo) -> bool:
+    """The same disk (or image file), by identity: never by /dev name alone."""
+    if a.identity is None or b.identity is None:
+        return False
+    return match.same_disk(a.identity, b.identity)
+
+
+def find(disk: DiskInfo | None, disks: tuple[DiskInfo, ...]) -> DiskInfo | None:
+    """``disk`` as it is in ``disks`` now (None: gone, or never identified)."""
+    if disk is None:
+        return None
+    return next((d for d in disks if same_disk(disk, d)), None)
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """A choice looked up again: the disks as they are now, and what changed in words."""
+
+    choice: Choice | None  # None: it cannot run (a disk is gone or cannot be used now)
+    changes: tuple[str, ...] = ()
+
+
+def recheck(choice: Choice, source_disks: tuple[DiskInfo, ...], target_disks: tuple[DiskInfo, ...],
+            source_host: str, target_host: str) -> Recheck:
+    """Find the chosen source and target again; say what changed and whether the clone can still run."""
+    assert choice.source is not None and choice.target is not None
+    changes: list[str] = []
+    source, target = find(choice.source, source_disks), find(choice.target, target_disks)
+    for old, new, host, role in ((choice.source, source, source_host, "source"),
+                                 (choice.target, target, target_host, "target")):
+        name = f"{short_name(old)} on {host}"
+        if new is None:
+            changes.append(f"the {role} {name} is gone (unplugged, or that machine restarted)")
+            continue
+        if new.path != old.path:
+            changes.append(f"the {role} {name} is now called {short_name(new)}")
+        why = identity.mismatch(old.identity, new.identity) if old.identity and new.identity else None
+        if why:
+            changes.append(f"the {role} {name}: {why}")
+    if source is None or target is None:
+        return Recheck(None, tuple(changes))
+    refusal = source_refusal(source) or target_refusal(source, target)
+    if refusal:
+        changes.append(f"it cannot be done now: {refusal}")
+        return Recheck(None, tuple(changes))
+    return Recheck(dataclasses.replace(choice, source=source, target=target), tuple(changes))

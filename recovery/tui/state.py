@@ -1,0 +1,72 @@
+"""What the wizard knows right now: one plain object the app updates and the screens read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recovery.engine.agent import AgentSession
+from recovery.engine.seen import Pin, Seen
+from recovery.engine.session import PeerLink
+from recovery.protocol.messages import DiskInfo
+from recovery.tui.job import JobView
+from recovery.tui.links import LinkReport
+from recovery.tui.model import Choice
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """The paired machine as the screens show it."""
+
+    hostname: str
+    software: str
+    machine_id: str | None
+    link: str  # "tcp", "tbstream", ...
+    address: str
+    speed: str | None  # as the link reports it, when it does
+    security: str  # "paired; data encrypted by default on this link", ...
+    session: str  # the key fingerprint, the same on both screens
+    drives: bool  # this machine drives (its user typed the peer's code)
+    disks: int
+    choice: str | None = None  # why this link (both cable links measured: their rates)
+
+    @classmethod
+    def of(cls, link: PeerLink) -> PeerView:
+        """What the pairing screen shows; the speed as the bus or the network card reports it."""
+        host = link.peer or link.theirs.host  # its introduction once paired (with the machine id)
+        return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
+                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
+                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory),
+                   choice=link.conn.choice)
+
+
+@dataclass
+class WizardState:
+    host: str
+    code: str = ""  # this machine's pairing code, shown on the first screen
+    disks: tuple[DiskInfo, ...] | None = None  # None: still reading them
+    links: LinkReport | None = None
+    status: dict[str, str] = field(default_factory=dict)  # link status by way
+    listening: tuple[str, int] | None = None  # (host or "" for every address, port) of the TCP listener
+    seen: list[Seen] = field(default_factory=list)  # machines that reached us, not paired
+    link: PeerLink | None = None
+    peer: PeerView | None = None
+    session: AgentSession | None = None
+    step: str = "pair"  # the driver's step
+    choice: Choice = field(default_factory=Choice)
+    job: JobView | None = None
+    job_choice: Choice | None = None  # what the last clone driven from here was
+    job_link: PeerLink | None = None  # the link the last clone ran on
+    activity: str = ""  # the passive side: what the driver's user does now
+    last_result: str = ""  # the passive side: how the last clone ended
+    pin: Pin | None = None  # the machine the last pairing was with
+    retry: Choice | None = None  # a clone to retry once paired with ``pin`` again
+    changes: tuple[str, ...] = ()  # what changed in the chosen disks since they were chosen
+    rescue_next: bool = False  # the user chose rescue mode after a read error: the next clone uses it
+
+    @property
+    def paired(self) -> bool:
+        return self.link is not None
+
+    @property
+    def drives(self) -> bool:
+        return self.link is not None and self.link.role == "driver"

@@ -1,0 +1,245 @@
+"""Which step or result the wizard shows, and what each answer, Back, Retry or result leads to.
+
+The app owns the state and the screens; the stepper decides. On the driving
+side every step is built from the answers so far (Esc shows the previous
+one with them kept) and the other machine is told which step its user is on.
+Before a clone starts, and before a retry, this machine's disks are read
+again and the chosen disks looked up by identity (:func:`recovery.tui.flow.recheck`):
+what changed is shown and must be confirmed again. The serving side follows
+what the driver says it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from recovery.engine.jobs import JobEnded, PeerActivity, unfinished
+from recovery.engine.seen import Pin
+from recovery.tui import flow
+from recovery.tui.advice import SOURCE_SAFE, advise
+from recovery.tui.job import JobView
+from recovery.tui.messages import Dismissed, RetryAsked, StartOverAsked
+from recovery.tui.model import short_name, source_refusal, target_refusal
+from recovery.tui.screens.pair import PairScreen, PassiveScreen
+from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
+from recovery.tui.screens.resume import RescueScreen, ResumeScreen
+from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen, Step
+from recovery.tui.state import WizardState
+
+if TYPE_CHECKING:
+    from recovery.tui.app import WizardApp
+
+
+class Stepper:
+    def __init__(self, app: WizardApp) -> None:
+        self.app = app
+        self.pending = ""  # "plan" or "retry": waiting for this machine's disks to be read again
+
+    @property
+    def state(self) -> WizardState:
+        return self.app.state
+
+    # --- pairing ---
+
+    def paired(self, pin: Pin) -> None:
+        state = self.state
+        assert state.peer is not None
+        if not state.drives:
+            self.app.show(PassiveScreen(state.peer))
+            return
+        if state.retry is not None and state.pin is not None and state.pin != pin:
+            self.app.notify(f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
+                            f"{state.pin.hostname}, so it is not retried. Choose what to copy.", markup=False,
+                            severity="warning", timeout=10)
+            state.retry = None
+        if state.retry is not None:
+            state.choice, state.retry = state.retry, None
+            self.pending = "retry"
+            self.app.load_inventory("retry")
+            return
+        state.step = "pair"
+        self.show_step("pair")
+
+    # --- steps ---
+
+    def show_step(self, step: str) -> None:
+        state = self.state
+        state.step = step
+        if state.session is not None:
+            state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS))
+        self.app.show(self.build(step))
+
+    def build(self, step: str) -> Step | PairScreen:
+        state, peer = self.state, self.app.peer_name
+        choice = state.choice
+        ours = state.disks or ()
+        theirs = state.link.inventory if state.link else ()
+        if step == "pair":
+            assert state.peer is not None
+            return PairScreen(state.peer)
+        if step == "direction":
+            return DirectionScreen(state.host, peer, choice.send)
+        if step == "source":
+            holder, disks = (state.host, ours) if choice.send else (peer, theirs)
+            return DiskScreen("source", f"The disk to copy (on {holder})",
+                              f"Choose the disk of {holder} to copy. It is only read, never changed.",
+                              disks, {d.path: source_refusal(d) for d in disks}, choice.source)
+        if step == "target":
+            assert choice.source is not None
+            holder, disks = (peer, theirs) if choice.send else (state.host, ours)
+            return DiskScreen("target", f"The disk to overwrite (on {holder})",
+                              f"Choose the disk of {holder} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
+                              disks, {d.path: target_refusal(choice.source, d) for d in disks}, choice.target)
+        if step == "options":
+            return OptionsScreen(choice)
+        changes, state.changes = state.changes, ()
+        return ReviewScreen(choice, state.host, peer, changes)
+
+    def answered(self, step: str, value: object) -> None:
+        state = self.state
+        if state.session is None or not state.drives:
+            return
+        if step == "review":
+            self.pending = "plan"
+            self.app.load_inventory("plan")  # the disks as they are right before the plan
+            return
+        state.choice = flow.answer(state.choice, step, value)
+        if step == "target":
+            choice = state.choice = dataclasses.replace(state.choice, rescue=state.choice.rescue or state.rescue_next)
+            job = unfinished(choice.source, choice.target) if choice.source and choice.target else None
+            if job is not None:  # the target's journal: an interrupted clone of this source
+                self.app.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
+                return
+        self.show_step(flow.following(step))
+
+    def resume_answered(self, resume: bool | None) -> None:
+        """Resume the interrupted clone (True), start over (False), or back to the target (None)."""
+        state = self.state
+        choice = state.choice
+        if resume is None or state.session is None or choice.source is None or choice.target is None:
+            return
+        job = unfinished(choice.source, choice.target) if resume else None
+        choice = dataclasses.replace(choice, restart=not resume, rescue=choice.rescue or bool(
+            job and (job.complete or job.rescue)))
+        if job is not None:
+            choice = dataclasses.replace(choice, mode=job.mode)  # the interrupted clone's: another is another clone
+        state.choice = choice
+        self.show_step("options")
+
+    def back(self, step: str) -> None:
+        if self.state.session is None:
+            self.app.reset_to_home()
+            return
+        self.show_step(flow.previous(step))
+
+    # --- right before a clone ---
+
+    def disks_read(self, why: str) -> None:
+        if why != self.pending or self.state.session is None:
+            return
+        self.pending = ""
+        state = self.state
+        choice = state.choice
+        ours, theirs = state.disks or (), state.link.inventory if state.link else ()
+        src_host, dst_host = (state.host, self.app.peer_name) if choice.send else (self.app.peer_name, state.host)
+        checked = flow.recheck(choice, ours if choice.send else theirs, theirs if choice.send else ours,
+                               src_host, dst_host)
+        if checked.choice is None:
+            self.app.notify("The clone cannot run as chosen: " + "; ".join(checked.changes), severity="error",
+                            markup=False, timeout=15)
+            self.show_step("source" if any("source" in c for c in checked.changes) else "target")
+            return
+        state.choice = checked.choice
+        if checked.changes or why == "retry":
+            state.changes = checked.changes or ("the same disks as before, found again by their identity (a "
+                                                "clone cut short resumes where the target's safe part ends)",)
+            self.show_step("review")  # the user confirms again, with what changed in view
+            return
+        state.job_choice = state.choice
+        state.rescue_next = False
+        assert state.session is not None
+        state.session.submit(state.choice.complete())
+
+    # --- after a clone ---
+
+    def offers(self, *, failed: bool, linked: bool = True) -> list[Offer]:
+        if not self.state.drives and self.state.session is not None:
+            return [Offer("enter", "OK", Dismissed)]
+        retry = [Offer("r", "Retry the same clone", RetryAsked)] if self.state.job_choice is not None else []
+        again = "Another clone" if not failed else ("Choose again" if linked else "First screen")
+        return [Offer("enter", again, StartOverAsked), *retry]
+
+    def job_ended(self, job: JobView, ended: JobEnded) -> None:
+        state, app = self.state, self.app
+        linked = state.link is not None and state.link.idle
+        if ended.ok and job.summary is not None:
+            state.last_result = f"{'verified' if job.summary.verified else 'NOT verified'}: {job.target}"
+            app.show(SummaryScreen(job, state.host, self.offers(failed=False)))
+            chosen = state.job_choice
+            if app.config.demo and not job.passive and chosen and chosen.source and chosen.target:
+                source, target = chosen.source.path, chosen.target.path
+                app.in_thread(lambda: app.demo_check(source, target), "demo")
+            return
+        state.last_result = f"failed ({ended.code}): {ended.message}"
+        written = state.job_choice.target if state.job_choice and not job.passive else None
+        name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
+        lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
+        advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer)
+        screen = ErrorScreen(advice, self.offers(failed=True, linked=linked), state=lines, log=ended.log,
+                             peer=job.started.peer)
+        if not linked:
+            screen.set_status(app.waiting_line())
+        app.show(screen)
+        chosen = state.job_choice
+        if ended.code == "source_read" and not job.passive and chosen is not None and not chosen.rescue:
+            app.push_screen(RescueScreen(job.started.peer), lambda yes: self.rescue_answered(yes is True))
+
+    def rescue_answered(self, yes: bool) -> None:
+        """After a read error: the next clone (a retry, or the same disks chosen again) in rescue mode."""
+        state = self.state
+        state.rescue_next = yes
+        if not yes:
+            return
+        if state.job_choice is not None:
+            state.job_choice = dataclasses.replace(state.job_choice, rescue=True)
+        top = self.app.top
+        if isinstance(top, ErrorScreen):
+            linked = state.link is not None and state.link.idle
+            top.set_status("Rescue mode is on for the next clone: Retry the same clone (r) and it resumes where "
+                           "it stopped, copying what can still be read." + ("" if linked else
+                                                                            " " + self.app.waiting_line()))
+
+    def start_over(self) -> None:
+        """Another clone (the answers stay as defaults), or the first screen when the link is gone."""
+        if self.state.session is not None and self.state.drives:
+            self.show_step("direction")
+        else:
+            self.app.reset_to_home()
+
+    def retry(self) -> None:
+        state = self.state
+        if state.job_choice is None:
+            return
+        if state.session is not None and state.drives:
+            state.choice = state.job_choice
+            self.pending = "retry"
+            self.app.load_inventory("retry")
+            return
+        state.retry = state.job_choice
+        self.app.reset_to_home()
+
+    def dismissed(self) -> None:
+        if self.state.session is not None and self.state.peer is not None and not self.state.drives:
+            self.app.show(PassiveScreen(self.state.peer, self.state.activity, self.state.last_result))
+        else:
+            self.app.reset_to_home()
+
+    def peer_activity(self, event: PeerActivity) -> None:
+        state = self.state
+        state.activity = event.what + (f" (step {event.step} of {event.steps})" if event.step else "")
+        screen = self.app.top
+        if isinstance(screen, PassiveScreen):
+            screen.show(state.activity, state.last_result)
+        elif isinstance(screen, ResultScreen | SummaryScreen | ErrorScreen) and state.session is not None:
+            self.dismissed()  # the driver moved on: so does this screen

@@ -1,0 +1,86 @@
+"""Two wizards in one process, paired over loopback TCP: both screens stay in step.
+
+Issue 4: after "Another clone" one side showed a new code while the other
+still showed "Done"; when one side quit, the other quietly went on. Here the
+serving screen follows every step the driver takes, returns from its summary
+when the driver starts another clone, and says clearly when the driver quits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from recovery.engine.compare import compare
+from recovery.link import tcp
+from recovery.tui.app import WizardApp
+from recovery.tui.config import WizardConfig
+from recovery.tui.screens.home import HomeScreen
+from recovery.tui.screens.pair import PassiveScreen
+from recovery.tui.screens.progress import ProgressScreen
+from recovery.tui.screens.results import ErrorScreen, SummaryScreen
+from recovery.tui.screens.steps import DirectionScreen, ReviewScreen
+from tests.tui.helpers import run, wait_for
+from tests.tui.test_wizard import SIZE, confirm, on, text_of, type_code, walk_to_review
+
+
+def passive_line(app: WizardApp) -> str:
+    return text_of(app, "#passive-activity")
+
+
+def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
+    source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    serving = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), cable=False,
+                                     listen=tcp.Endpoint("127.0.0.1", 0), log_dir=tmp_path / "b", timeout=10))
+
+    async def scenario() -> None:
+        async with serving.run_test(size=SIZE) as pb:
+            await wait_for(pb, lambda: serving.state.listening is not None, 30, "the serving wizard to listen")
+            assert serving.state.listening is not None
+            port = serving.state.listening[1]
+            driving = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), cable=False,
+                                             listen=None, connect=tcp.Endpoint("127.0.0.1", port),
+                                             log_dir=tmp_path / "a", timeout=10))
+            first_code = serving.state.code
+            async with driving.run_test(size=SIZE) as pa:
+                await type_code(pa, first_code)
+                await step(pb, serving, "looking at the pairing")
+                assert "Controlled from old-laptop" in text_of(serving, "#topbar")
+                await pa.press("enter")
+                await on(pa, DirectionScreen)
+                await step(pb, serving, "choosing which way to copy (step 2 of 6)")
+                await walk_to_review(pa, None)
+                await step(pb, serving, "reviewing the clone before confirming it (step 6 of 6)")
+                await confirm(pa, "blank.img")
+                await both(pa, pb, ProgressScreen)
+                await both(pa, pb, SummaryScreen, 60)
+                assert compare(str(source_image), str(blank_image)).identical
+                await pa.press("enter")  # another clone: the serving side leaves its summary too
+                await on(pa, DirectionScreen)
+                await step(pb, serving, "choosing which way to copy (step 2 of 6)")
+                assert "Last clone: verified" in text_of(serving, "#passive-last")
+                await walk_to_review(pa, None)
+                await on(pa, ReviewScreen)
+                await pa.press("ctrl+q")  # the driver quits
+            await on(pb, ErrorScreen)
+            assert text_of(serving, "#topbar").endswith("old-laptop ended the pairing")
+            assert "old-laptop closed the wizard" in text_of(serving, "#error-message")
+            assert serving.state.code != first_code and serving.state.code in text_of(serving, "#error-status")
+            assert serving.state.link is None
+            await pb.press("enter")
+            await on(pb, HomeScreen)
+
+    run(scenario)
+
+
+async def step(pilot: Pilot, app: WizardApp, doing: str) -> None:
+    """The serving screen says what the driver's user does now."""
+    await wait_for(pilot, lambda: isinstance(app.screen, PassiveScreen) and doing in text_of(app, "#passive-activity"),
+                   30, f"the serving screen to say {doing!r} (it says {app.state.activity!r})")
+
+
+async def both(pa: Pilot, pb: Pilot, kind: type, timeout: float = 30) -> None:
+    await on(pa, kind, timeout=timeout)
+    await on(pb, kind, timeout=timeout)
