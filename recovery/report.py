@@ -32,6 +32,22 @@ def verdict(s: events.Summary) -> str:
     return "Clone FAILED verification."
 
 
+def headline(s: events.Summary) -> str:
+    """The verdict in a few words, for a title bar or the other machine's screen."""
+    if s.verified is False:
+        return "FAILED verification"
+    if s.verified is None:
+        return "Done, NOT verified"
+    if s.unreadable:
+        return f"Verified what was read; {human_size(s.unreadable)} of the source unreadable"
+    return "Verified"
+
+
+def whole_source_read(s: events.Summary) -> bool:
+    """Did this run read every byte of the source (so its whole-disk digest is the source's)?"""
+    return not s.resumed and not s.unreadable
+
+
 def copied(s: events.Summary) -> int:
     """Bytes of the plan this side read (the sender) or wrote and made as zeros (the receiver)."""
     return s.bytes_read if s.role == "sender" else s.bytes_written + s.zero_bytes
@@ -56,11 +72,16 @@ def checked(s: events.Summary) -> list[str]:
     """What was checked from the target itself, a line each; empty when it was not read back."""
     if s.verified is None:
         return []
-    if s.mode == "exact":
+    if s.mode == "exact" and whole_source_read(s):
         lines = ["read the whole target back" + (": its BLAKE3 equals the source's" if s.verified else "")]
+    elif s.mode == "exact":
+        lines = ["read the whole target back" + ("" if s.mismatches else ": every chunk matched its BLAKE3")]
     else:
         lines = ["read back every block written to the target" + ("" if s.mismatches else
                                                                  ": each matched its BLAKE3")]
+    if s.resumed:
+        lines.append(f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
+                     "and checked against the source on a sample of chunks")
     fs = sorted({c["check"] for c in s.checks if c["ok"] is True})
     if fs:
         lines.append("on the target, these found it clean: " + ", ".join(fs))
@@ -88,7 +109,9 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     rows += [("checked", line) for line in checked(s)]
     rows.append(("chunks", f"BLAKE3 {s.list_digest}  (the same on both machines)"))
     if s.image_digest:
-        rows.append(("image", f"BLAKE3 {s.image_digest}  (b3sum of the whole source gives this)"))
+        whose = ("b3sum of the whole source gives this" if whole_source_read(s)
+                 else "b3sum of the target gives this; the source was not read whole in this run")
+        rows.append(("image", f"BLAKE3 {s.image_digest}  ({whose})"))
     for c in s.checks:
         if c["ok"] is not True:
             where = f"partition {c['number']}" if c["number"] else "filesystem"

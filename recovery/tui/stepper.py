@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from recovery import report
 from recovery.engine.jobs import JobEnded, PeerActivity, unfinished
 from recovery.engine.seen import Pin
 from recovery.tui import flow
@@ -174,7 +175,7 @@ class Stepper:
         state, app = self.state, self.app
         linked = state.link is not None and state.link.idle
         if ended.ok and job.summary is not None:
-            state.last_result = f"{'verified' if job.summary.verified else 'NOT verified'}: {job.target}"
+            state.last_result = f"{report.headline(job.summary)}: {job.target}"
             app.show(SummaryScreen(job, state.host, self.offers(failed=False)))
             chosen = state.job_choice
             if app.config.demo and not job.passive and chosen and chosen.source and chosen.target:

@@ -60,7 +60,7 @@ def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
                 await pa.press("enter")  # another clone: the serving side leaves its summary too
                 await on(pa, DirectionScreen)
                 await step(pb, serving, "choosing which way to copy (step 2 of 6)")
-                assert "Last clone: verified" in text_of(serving, "#passive-last")
+                assert "Last clone: Verified: " in text_of(serving, "#passive-last")
                 await walk_to_review(pa, None)
                 await on(pa, ReviewScreen)
                 await pa.press("ctrl+q")  # the driver quits

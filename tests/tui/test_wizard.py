@@ -305,7 +305,7 @@ def test_retry_after_a_lost_link_on_the_receiving_side_says_the_target_is_half_w
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
     """Issue 5: the lost link on the receiving side names the target's state and how far it got; Retry
-    after pairing again with the same machine runs the clone again."""
+    after pairing again with the same machine resumes the clone where the target's durable part ends."""
     peer = make_peer([source_image], name="old-laptop", rate=4 * MIB)
 
     async def scenario() -> None:
@@ -313,9 +313,9 @@ def test_retry_after_a_lost_link_on_the_receiving_side_says_the_target_is_half_w
         async with app.run_test(size=SIZE) as pilot:
             await walk_to_review(pilot, peer.code, receive=True)
             await confirm(pilot, "blank.img")
-            await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0, 30)
+            await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.durable > 0, 30)
             assert peer.link is not None
-            peer.link.conn.abort()  # the cable is pulled
+            peer.link.conn.abort()  # the cable is pulled, once part of the copy is durable here
             await on(pilot, ErrorScreen)
             assert app.screen.advice.title == "The link to old-laptop was lost"  # type: ignore[attr-defined]
             state = text_of(app, "#error-state")
@@ -327,6 +327,8 @@ def test_retry_after_a_lost_link_on_the_receiving_side_says_the_target_is_half_w
             await on(pilot, ReviewScreen)
             await confirm(pilot, "blank.img")
             await on(pilot, SummaryScreen, timeout=90)
+            summary = app.screen.job.summary  # type: ignore[attr-defined]
+            assert summary is not None and summary.verified and summary.resumed > 0  # only the rest was sent
         assert compare(str(source_image), str(blank_image)).identical
 
     run(scenario)

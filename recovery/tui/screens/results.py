@@ -92,8 +92,7 @@ class SummaryScreen(ResultScreen):
     def compose(self) -> ComposeResult:
         summary = self.job.summary
         assert summary is not None
-        verified = "Verified" if summary.verified else "Done, NOT verified"
-        yield Static(plain(f"usb4-recovery  ·  {verified}"), id="topbar")
+        yield Static(plain(f"usb4-recovery  ·  {report.headline(summary)}"), id="topbar")
         rows: list[tuple[str, str]] = []
         for label, value in report.summary_rows(summary, level=self.job.level):
             if label in ("chunks", "image") and value.startswith("BLAKE3 "):
