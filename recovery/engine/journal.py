@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import queue
+import random
 import struct
 import threading
 import time
@@ -243,8 +244,8 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
             if not isinstance(body, dict) or not hmac.compare_digest(str(check), _check(body)):
                 raise ValueError("check")
             _take(found, body)
-        except (ValueError, KeyError, TypeError, struct.error):
-            break  # a torn or damaged line: the journal ends before it
+        except Exception:  # noqa: BLE001 - a torn, damaged or tampered line: the journal ends before it
+            break
         pos += len(line)
     found.good_size = pos
     if not found.head or found.head.get("journal") != VERSION:
@@ -254,8 +255,19 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
 
 
 def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
-    """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer."""
-    path = (directory or default_dir()) / f"resume-{target_key(target)}.journal"
+    """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer;
+    None if there is none, or it cannot be understood."""
+    try:
+        return _peek((directory or default_dir()) / f"resume-{target_key(target)}.journal")
+    except Exception:  # noqa: BLE001 - a damaged or tampered journal offers nothing
+        return None
+
+
+def _text(value: object, limit: int) -> str:
+    return "".join(ch for ch in str(value) if ch.isprintable())[:limit]
+
+
+def _peek(path: Path) -> m.Unfinished | None:
     try:
         with open(path, "rb") as f:
             head = json.loads(f.readline())
@@ -276,13 +288,17 @@ def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
             complete = True
         elif isinstance(body, dict) and "truncate" in body:
             complete = False
-    if not isinstance(head, dict) or head.get("journal") != VERSION or not done:
+    if not isinstance(head, dict) or head.get("journal") != VERSION or done <= 0:
+        return None
+    mode = head.get("mode", "used")
+    if mode not in ("used", "exact"):
         return None
     source = head.get("source", {})
+    total = int(head.get("bytes_planned", 0))
     return m.Unfinished(source=_key(source) if isinstance(source, dict) else "",
-                        source_desc=str(head.get("source_desc", ""))[:255], done=done,
-                        total=int(head.get("bytes_planned", 0)) or done, since=str(head.get("since", ""))[:64],
-                        complete=complete, rescue=bool(head.get("rescue")), mode=str(head.get("mode", "used"))[:8])
+                        source_desc=_text(head.get("source_desc", ""), 255), done=done,
+                        total=total if total >= done else done, since=_text(head.get("since", ""), 64),
+                        complete=complete, rescue=bool(head.get("rescue")), mode=mode)
 
 
 def _take(found: Found, body: dict[str, Any]) -> None:
@@ -330,9 +346,16 @@ def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes |
     return [held[o] for o in sorted(held)]
 
 
-def sample_indexes(count: int, skip: set[int] = frozenset(), want: int = SAMPLE) -> list[int]:  # type: ignore[assignment]
-    """Frames to check: spread over the first ``count``, the last two always, none of ``skip``."""
-    picks = {count * k // want for k in range(want)} | {count - 2, count - 1}
+def sample_indexes(count: int, skip: set[int] = frozenset(), want: int = SAMPLE,  # type: ignore[assignment]
+                   rng: random.Random | None = None) -> list[int]:
+    """Frames to check: one at random in each of ``want`` equal stretches of the first ``count`` (so
+    nobody can know beforehand which are checked), the last two always, none of ``skip``."""
+    rng = rng or random.SystemRandom()
+    picks = {count - 2, count - 1}
+    for k in range(want):
+        lo, hi = count * k // want, count * (k + 1) // want
+        if hi > lo:
+            picks.add(rng.randrange(lo, hi))
     return sorted(i for i in picks if 0 <= i < count and i not in skip)
 
 

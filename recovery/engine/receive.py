@@ -408,3 +408,8 @@ def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
         raise RemoteProtocolError(
             f"the plan announced {plan.map.bytes} bytes, the stream carried {pipe.done_bytes}"
         )
+    if (done.unreadable or done.unreadable_ranges) and not plan.rescue:
+        raise RemoteProtocolError("the sender reports unreadable areas, but its plan was not a rescue")
+    if done.unreadable > plan.map.bytes or sum(r.length for r in done.unreadable_ranges) > done.unreadable:
+        raise RemoteProtocolError(f"the sender reports {done.unreadable} unreadable bytes, which its ranges "
+                                  "or its plan cannot hold")

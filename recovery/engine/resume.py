@@ -31,6 +31,7 @@ from recovery.engine.chunks import Chunk
 from recovery.engine.framelist import FrameList
 from recovery.engine.sendpipe import zero_digest
 from recovery.engine.session import PeerLink
+from recovery.engine.target import EDGE
 from recovery.errors import RefusedError, RemoteProtocolError
 from recovery.protocol import messages as m
 from recovery.protocol.frames import DIGEST_SIZE, Kind
@@ -59,7 +60,7 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
         return None
     head = found.head
     was = head.get("source_desc", "another disk")
-    why = journal.target_changed(found, target_fd, target_size)
+    why = journal.target_changed(found, target_fd, target_size) or _held_missing(found, plan.size)
     if why:
         sink(events.Warning(f"{where} describes an unfinished clone onto this target, but {why}: "
                             "not resumed, the clone starts from the beginning"))
@@ -98,6 +99,28 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
     return Offer(found, offer)
 
 
+def _held_missing(found: journal.Found, target_size: int) -> str | None:
+    """Why the edge frames the journal counts as durable are not all held (their bytes are written only
+    at the end of a clone, from the journal's held file), or None."""
+    held = {h.offset for h, _ in found.held}
+    frames = found.frames
+    edge: list[int] = []
+    for i in range(len(frames)):  # the first frames, then the last ones: the list is in plan order
+        offset, length, _, _ = frames.record(i)
+        if offset >= EDGE:
+            break
+        edge.append(offset)
+    for i in range(len(frames) - 1, -1, -1):
+        offset, length, _, _ = frames.record(i)
+        if offset + length <= target_size - EDGE or offset < EDGE:
+            break
+        edge.append(offset)
+    missing = [o for o in edge if o not in held]
+    if missing:
+        return f"the bytes of its partition-table area at {missing[0]} were not kept"
+    return None
+
+
 def send_digests(link: PeerLink, frames: FrameList) -> None:
     for first in range(0, len(frames), m.DIGEST_PAGE):
         stop = min(len(frames), first + m.DIGEST_PAGE)
@@ -125,6 +148,7 @@ ChunkReader = Callable[[Chunk, memoryview], bool]  # False: it cannot be read no
 
 
 def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
+                 planned: int, planned_bytes: int,
                  rescan: bool, chunk_size: int, skip: Callable[[Chunk], bool] = lambda c: False,
                  first_unknown: int | None = None, image: blake3.blake3 | None = None,
                  sink: events.EventSink = events.ignore) -> FrameList:
@@ -135,6 +159,9 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
     (exact mode, with a rescan only): fed the bytes of every chunk before the start.
     """
     k = offer.seq
+    if k > planned or offer.bytes > planned_bytes:  # before any digest is read: they would be held
+        raise RemoteProtocolError(f"the receiver offers to resume at frame {k} ({offer.bytes} bytes), beyond "
+                                  f"this plan's {planned} frames ({planned_bytes} bytes)")
     digests = receive_digests(link, k)
     frames = FrameList()
     picked: list[Chunk] = []

@@ -18,6 +18,7 @@ from recovery.engine.framelist import FrameList
 from recovery.engine.health import watched_clone
 from recovery.engine.level import LevelController, Sample, level_name
 from recovery.engine.progress import CpuSampler, RateMeter, StageSampler, limit
+from recovery.engine.recvpipe import RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.engine.rescue import unreadable_error
 from recovery.engine.rescuejob import RescueJob, plan_jobs
 from recovery.engine.sendpipe import Job, SendPipeline
@@ -199,7 +200,8 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
         if offer.rescued:
             first_unknown = rescue.first_unknown(chunks, offer.seq)
     frames = resume.sender_agree(
-        link, offer, chunks, read, rescan=plan.rescan, chunk_size=plan.chunk_size,
+        link, offer, chunks, read, planned=chunks.count, planned_bytes=chunks.bytes, rescan=plan.rescan,
+        chunk_size=plan.chunk_size,
         skip=(lambda c: not rescue.clean(c)) if rescue is not None else (lambda c: False),
         first_unknown=first_unknown, image=image if plan.rescan else None, sink=sink)
     if len(frames) and not plan.rescan:
@@ -215,6 +217,7 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
     conn, ctl = link.conn, link.ctl
     pipe.start()
     durable, epoch, done_sent = 0, 0, False
+    resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
     remote = m.Progress(phase="transfer", done=0, total=0)
     rate = RateMeter(chunks.bytes)
     verify_rate = RateMeter(1)
@@ -235,6 +238,11 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
             if rescue is not None:
                 rescue.acked([(r.job.chunk, r.note) for r in acked if r.job.chunk is not None])
         elif isinstance(msg, m.Resend):
+            resends[msg.seq] = resends.get(msg.seq, 0) + 1
+            if resends[msg.seq] > RESENDS_PER_FRAME or sum(resends.values()) > RESENDS_PER_CLONE:
+                raise RemoteProtocolError(f"the receiver asked for frame {msg.seq} again, beyond what a damaged "
+                                          f"link explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} "
+                                          "per clone)")
             pipe.rewind(msg.seq, msg.epoch)
             epoch, done_sent = msg.epoch, False
             sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))

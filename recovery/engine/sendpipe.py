@@ -52,6 +52,12 @@ from recovery.protocol.frames import (
 )
 from recovery.protocol.pake import DataKeys
 
+# Read ahead of the receiver's acknowledgements (it acks at least every 256 MiB or 2 s) by at most this
+# much: what is not acknowledged is remembered for a resend, so a receiver that never acks must not make
+# this side remember the whole disk.
+UNACKED_BYTES = 1 << 30
+UNACKED_FRAMES = 1 << 17
+
 
 class JobKind(enum.Enum):
     CHUNK = "chunk"  # a chunk of the first pass
@@ -135,6 +141,8 @@ class SendPipeline(Recorded):
         self._zeros = memoryview(bytes(chunk_size))
         self._lock = threading.Lock()
         self._history: dict[int, Job] = {}  # jobs the receiver has not acknowledged
+        self._history_bytes = 0  # the bytes their chunks cover
+        self._acks = threading.Condition(self._lock)  # notified when the receiver acknowledges
         self._sent: dict[int, _Result] = {}  # ... and what was sent for them (the reader's notes)
         self._image_at: dict[int, Any] = {}  # the image hasher before each unacknowledged frame
         self._acked = 0
@@ -167,10 +175,12 @@ class SendPipeline(Recorded):
         with self._lock:
             done = [self._sent.pop(s) for s in sorted(k for k in self._sent if k < seq)]
             for s in [k for k in self._history if k < seq]:
-                del self._history[s]
+                chunk = self._history.pop(s).chunk
+                self._history_bytes -= chunk.length if chunk is not None else 0
             for s in [k for k in self._image_at if k < seq]:
                 del self._image_at[s]
             self._acked = max(self._acked, seq)
+            self._acks.notify_all()
         return done
 
     def done_in(self, epoch: int) -> bool:
@@ -203,6 +213,8 @@ class SendPipeline(Recorded):
             if replay:
                 job: Job | None = replay.pop(0)
             else:
+                if not self._room_ahead():
+                    continue  # a rewind was asked for meanwhile
                 job = next(upcoming, None)
                 if job is None:  # the END is on its way: wait for a rewind, or the end
                     if self._closed.wait(0.05):
@@ -212,8 +224,21 @@ class SendPipeline(Recorded):
                     continue
                 with self._lock:
                     self._history[job.seq] = job
+                    self._history_bytes += job.chunk.length if job.chunk is not None else 0
             assert job is not None
             self._read_one(gen, job)
+
+    def _room_ahead(self) -> bool:
+        """Wait until less than :data:`UNACKED_BYTES` (and frames) are unacknowledged; False if a rewind
+        was asked for meanwhile (it is served first)."""
+        with self._acks:
+            while self._history_bytes >= UNACKED_BYTES or len(self._history) >= UNACKED_FRAMES:
+                if self._replay is not None:
+                    return False
+                if self.crew.stop.is_set():
+                    raise Stopped
+                self._acks.wait(0.2)
+        return True
 
     def _read_one(self, gen: int, job: Job) -> None:
         while not self.inflight.acquire(timeout=0.2):
@@ -345,9 +370,9 @@ class SendPipeline(Recorded):
             self.channel.send(r.header)
         else:
             self.channel.send_parts((r.header, r.payload))
+        r.payload = None  # a resend reads the source again: nothing of the payload is kept
         if r.sealed is not None:
             assert self.sealed_pool is not None
-            r.payload = None
             self.sealed_pool.put(r.sealed)  # type: ignore[arg-type]
         c = job.chunk
         if c is not None:

@@ -88,7 +88,7 @@ class Unfinished:
     since: str = field(default="", metadata=bounded(max_len=64))
     complete: bool = False  # it finished, with areas the source could not read
     rescue: bool = False  # a rescue wrote some of it
-    mode: str = field(default="used", metadata=bounded(max_len=8))  # the clone's mode (a resume keeps it)
+    mode: Literal["used", "exact"] = "used"  # the clone's mode (a resume keeps it)
 
 
 @dataclass(frozen=True, slots=True)

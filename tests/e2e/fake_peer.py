@@ -95,11 +95,11 @@ class FakeSender:
         self.list_hasher.update(LIST_RECORD.pack(header.offset, header.raw_len, header.digest))
         self.sent += header.raw_len
 
-    def finish(self, frames: int) -> object:
-        """END, then `done` as an honest sender says it; the receiver's next message."""
+    def finish(self, frames: int, **claims: object) -> object:
+        """END, then `done` as an honest sender says it (with ``claims`` added); the receiver's next message."""
         self.end(frames)
         self.send_control(self.state.send(m.Done(frames=frames, bytes=self.sent,
-                                                 list_digest=self.list_hasher.hexdigest())))
+                                                 list_digest=self.list_hasher.hexdigest(), **claims)))
         return self.next_event()
 
     def end(self, frames: int) -> None:

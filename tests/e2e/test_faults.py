@@ -174,3 +174,19 @@ def test_refused_plan_tells_the_sender(tmp_path: Path) -> None:
         assert isinstance(reply, m.Refuse) and "too small" in reply.message
         assert rx.wait() == RefusedError.exit_code
         peer.close()
+
+
+def test_unreadable_areas_claimed_outside_a_rescue_are_refused(tmp_path: Path) -> None:
+    """Only a rescue may end with unreadable areas: a sender that claims some otherwise would keep the
+    receiver's journal as a finished rescue and excuse failed filesystem checks."""
+    rx, port = receiver(str(tmp_path / "t.img"), "--yes")
+    peer = FakeSender(port)
+    peer.hello()
+    assert isinstance(peer.pair(), Paired)
+    assert isinstance(peer.plan(2 * CHUNK), m.Accept)
+    for seq in range(2):
+        peer.frame(seq, seq * CHUNK, os.urandom(CHUNK))
+    peer.finish(2, unreadable=4096, unreadable_ranges=(m.Range(offset=0, length=4096),))
+    assert rx.wait() == ProtocolError.exit_code
+    assert "not a rescue" in assert_one_clean_line(rx)
+    peer.close()

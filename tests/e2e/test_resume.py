@@ -163,3 +163,19 @@ def _durable_chunks() -> int:
     log_dir = Path(os.environ["USB4_RECOVERY_LOG_DIR"])
     [journal] = list(log_dir.glob("resume-*.journal"))
     return max(json.loads(line).get("to", 0) for line in journal.read_text().splitlines())
+
+
+def test_a_journal_whose_partition_table_bytes_were_not_kept_is_ignored(disks: tuple[str, str, Path],
+                                                                         log_dir: Path) -> None:
+    """The partition-table areas are written at the end from the journal's held file: without it the
+    target would lack them, so the journal is not trusted (rather than found out after a whole transfer)."""
+    src, dst, source = disks
+    interrupted(src, dst, "receiver")
+    for held in log_dir.glob("resume-*.held"):
+        held.unlink()
+    second = Clone(src, dst)
+    rx, tx = second.finish()
+    [warning] = [e["message"] for e in second.rx.events if e["event"] == "warning" and "journal" in e["message"]]
+    assert "partition-table area at 0 were not kept" in warning and "starts from the beginning" in warning
+    assert rx["resumed"] == tx["resumed"] == 0
+    assert same_bytes(source, dst)

@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from recovery.protocol.messages import Unfinished
+from recovery.tui.widgets import plain
 from recovery.units import human_size
 
 
@@ -49,7 +50,7 @@ class ResumeScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(resume_question(self.job), id="resume-question")
+            yield Static(plain(resume_question(self.job)), id="resume-question")
             yield Static("r or Enter: resume    s: start over    Esc: back", classes="help")
 
     def action_answer(self, resume: bool) -> None:
@@ -80,7 +81,7 @@ class RescueScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(RESCUE_QUESTION.format(peer=self.peer), id="rescue-question")
+            yield Static(plain(RESCUE_QUESTION.format(peer=self.peer)), id="rescue-question")
             yield Static("y: rescue mode    n or Esc: no", classes="help")
 
     def action_answer(self, yes: bool) -> None:
