@@ -265,6 +265,7 @@ def test_retry_after_a_finished_clone_onto_this_machine_rechecks_the_target(
             await confirm(pilot, "blank.img")
             await on(pilot, SummaryScreen, timeout=60)
         # one session throughout, which the wizard ended with a bye when it closed
+        assert peer.ended.wait(10), "the peer's session did not end after the wizard closed"
         assert [str(e) for e in peer.errors] == ["new-laptop ended the session: new-laptop closed the wizard"]
 
     run(scenario)
@@ -407,6 +408,7 @@ def test_a_refused_target_is_a_screen_that_says_nothing_was_written_and_keeps_th
             await on(pilot, ReviewScreen)
             await confirm(pilot, "blank.img")
             await on(pilot, SummaryScreen, timeout=60)
+        assert peer.ended.wait(10), "the peer's session did not end after the wizard closed"
         assert [str(e) for e in peer.errors] == ["old-laptop ended the session: old-laptop closed the wizard"]
 
     run(scenario)
