@@ -8,6 +8,7 @@ when the driver starts another clone, and says clearly when the driver quits.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -84,3 +85,34 @@ async def step(pilot: Pilot, app: WizardApp, doing: str) -> None:
 async def both(pa: Pilot, pb: Pilot, kind: type, timeout: float = 30) -> None:
     await on(pa, kind, timeout=timeout)
     await on(pb, kind, timeout=timeout)
+
+
+
+def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_else(
+    source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serving = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), cable=False,
+                                     listen=tcp.Endpoint("127.0.0.1", port), log_dir=tmp_path / "b", timeout=10))
+    driving = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), cable=False,
+                                     listen=None, connect=tcp.Endpoint("127.0.0.1", port),
+                                     log_dir=tmp_path / "a", timeout=10))
+
+    async def scenario() -> None:
+        async with driving.run_test(size=SIZE) as pa:
+            async with serving.run_test(size=SIZE) as pb:
+                await type_code(pa, serving.state.code)
+                await pa.press("enter")
+                await on(pa, DirectionScreen)
+                await step(pb, serving, "choosing which way to copy (step 2 of 6)")
+                await pb.press("ctrl+q")  # the serving machine's user quits
+            await on(pa, ErrorScreen)
+            assert text_of(driving, "#topbar").endswith("new-laptop ended the pairing")
+            assert "new-laptop closed the wizard" in text_of(driving, "#error-message")
+            assert driving.state.link is None and driving.state.session is None
+            await pa.press("enter")
+            await on(pa, HomeScreen)  # back to the first screen, paired with nobody
+
+    run(scenario)

@@ -525,3 +525,33 @@ def test_strings_from_the_peer_are_text_never_markup_on_every_screen(
             assert seen in topbar(app) and seen in text_of(app, "#pair-facts")
 
     run(scenario)
+
+
+def test_a_bug_in_a_clone_is_a_screen_and_its_traceback_is_in_the_log(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12: a worker's failure is never dropped: an internal error ends the clone on a screen that
+    says so, and the clone's log keeps the traceback to report."""
+    from recovery.engine import send
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise ZeroDivisionError("a bug planted by the test")
+
+    monkeypatch.setattr(send, "plan_jobs", broken)
+    peer = make_peer([blank_image], name="new-laptop")
+
+    async def scenario() -> None:
+        app = WizardApp(config(peer, tmp_path, source_image))
+        async with app.run_test(size=SIZE) as pilot:
+            await walk_to_review(pilot, peer.code)
+            await confirm(pilot, "blank.img")
+            await on(pilot, ErrorScreen, timeout=60)
+            screen = app.screen
+            assert isinstance(screen, ErrorScreen) and screen.advice.code == "internal"
+            assert "Internal error: ZeroDivisionError: a bug planted by the test" in screen.advice.message
+            assert screen.log_path is not None
+            log = Path(screen.log_path).read_text()
+            assert "Traceback (most recent call last)" in log and "a bug planted by the test" in log
+
+    run(scenario)
