@@ -19,11 +19,12 @@ from pathlib import Path
 from recovery import events
 from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
 from recovery.engine.agent import AgentSession
-from recovery.engine.guard import CodeGuard
+from recovery.engine.guard import REJOIN_FOR, CodeGuard
 from recovery.engine.jobs import JobEnded, JobStarted, disk_paths, offered_disks
 from recovery.engine.lobby import Lobby
 from recovery.engine.meeting import Meeting, Ways
-from recovery.errors import Interrupted, RecoveryError, UsageError
+from recovery.engine.session import PeerLink
+from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.paced import pace
 from recovery.link.select import parse_link
@@ -151,6 +152,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def lost_pairing(guard: CodeGuard, link: PeerLink, error: RecoveryError, out: events.EventSink) -> None:
+    """A lost link (not a goodbye, not a refusal): the same peer may pair again once without a code."""
+    secret = link.rejoin_secret()
+    if isinstance(error, LinkError) and secret is not None:
+        guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
+        out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
+                                    f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
+
+
 def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
               offered: Callable[[], tuple[m.DiskInfo, ...]], paths: list[str], out: events.EventSink) -> None:
     """One session after another (one only with --once), each found by a new lobby."""
@@ -176,6 +186,7 @@ def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
                 if args.once or isinstance(e, Interrupted):
                     raise
                 out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
+                lost_pairing(guard, link, e, out)
             finally:
                 link.conn.close()
         if args.once:

@@ -27,7 +27,8 @@ from recovery.protocol.messages import Identity
 CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stages",
                 "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
                 "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
-                "rescue")  # rescue mode: passes after the first (PASS frames), unreadable areas listed
+                "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
+                "rejoin")  # after a lost link, the same peer pairs again with the lost pairing's secret
 
 
 def default_workers() -> int:

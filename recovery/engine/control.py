@@ -226,10 +226,10 @@ class ControlLink:
 
     # --- pairing ---
 
-    def drive(self, secret: bytes, limit: float = ATTEMPT_LIMIT) -> Paired | PairingFailed:
-        """One pairing attempt with the code a person typed; its outcome."""
+    def drive(self, secret: bytes, limit: float = ATTEMPT_LIMIT, *, rejoin: bool = False) -> Paired | PairingFailed:
+        """One pairing attempt with the code a person typed (or a lost pairing's rejoin secret); its outcome."""
         self._peer_said_stop()
-        self.send_raw(lambda: self.state.drive(secret))
+        self.send_raw(lambda: self.state.drive(secret, rejoin=rejoin))
         event = self._outcome(2 * limit)  # two round trips: its answer, then its proof
         assert isinstance(event, Paired | PairingFailed)
         return event

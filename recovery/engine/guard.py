@@ -19,6 +19,12 @@ proves first).
   new one is announced; a code given with ``--code`` stays.
 
 A success starts that origin's count again.
+
+After a link was lost, the machine can let the same peer pair again without a
+code (:meth:`CodeGuard.allow_rejoin`): the attempt then proves the lost
+pairing's rejoin secret (which only the two machines hold) instead of the
+code. It is good for one try, for :data:`REJOIN_FOR` seconds, and a wrong
+proof counts like a wrong code.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from recovery.protocol import codes
 MAX_TRIES = 3
 MAX_LOCK = 300.0
 GLOBAL_PER_MINUTE = 20
+REJOIN_FOR = 1800.0  # seconds a lost pairing may come back without a code
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,14 @@ class Answer:
     secret: bytes
     generation: int
     origin: str = field(default="")
+    rejoin: bool = False  # the lost pairing's secret, not the code
+
+
+@dataclass
+class _Rejoin:
+    secret: bytes
+    machine_id: str | None  # the machine it was (its introduction)
+    until: float
 
 
 class CodeGuard:
@@ -70,6 +85,7 @@ class CodeGuard:
         self.wrong_since_new = 0  # wrong tries against the current code, from anywhere
         self._origins: dict[str, _Origin] = {}
         self._recent: deque[float] = deque()  # times of recent wrong tries, from anywhere
+        self._rejoin: _Rejoin | None = None
         self._lock = threading.Lock()
 
     # --- answering an attempt ---
@@ -89,10 +105,31 @@ class CodeGuard:
             return f"too many wrong codes: try again in {60.0 - (now - self._recent[0]):.0f} s"
         return None
 
-    def answer(self, origin: str) -> Answer:
-        """The current code's bytes to answer an attempt from ``origin`` with."""
+    def answer(self, origin: str, *, rejoin: bool = False) -> Answer | None:
+        """The current code's bytes to answer an attempt from ``origin`` with; for a ``rejoin``, the lost
+        pairing's secret (None: no lost pairing may come back now)."""
         with self._lock:
-            return Answer(codes.secret(self.code), self.generation, origin)
+            if not rejoin:
+                return Answer(codes.secret(self.code), self.generation, origin)
+            r = self._rejoin
+            if r is None or self.clock() > r.until:
+                self._rejoin = None
+                return None
+            return Answer(r.secret, self.generation, origin, rejoin=True)
+
+    def allow_rejoin(self, secret: bytes, machine_id: str | None) -> None:
+        """The link to a paired peer was lost: let it pair again once with ``secret`` (no code)."""
+        with self._lock:
+            self._rejoin = _Rejoin(secret, machine_id, self.clock() + REJOIN_FOR)
+
+    def rejoin_for(self) -> str | None:
+        """The machine id a rejoin may come from (None: none may come, or it had none)."""
+        with self._lock:
+            return self._rejoin.machine_id if self._rejoin is not None else None
+
+    def forget_rejoin(self) -> None:
+        with self._lock:
+            self._rejoin = None
 
     # --- judging a proof ---
 
@@ -101,7 +138,11 @@ class CodeGuard:
         announce: tuple[str, str] | None = None
         with self._lock:
             now = self.clock()
-            if answered.generation != self.generation:
+            if answered.rejoin:
+                if self._rejoin is None or self._rejoin.secret != answered.secret:
+                    return Verdict("stale", "this machine no longer waits for that pairing to come back")
+                self._rejoin = None  # one try, right or wrong
+            elif answered.generation != self.generation:
                 return Verdict("stale", "the pairing code changed meanwhile: type the new one it shows")
             why = self._waiting(answered.origin, now)
             if why is not None:
@@ -112,7 +153,7 @@ class CodeGuard:
                 return Verdict("paired")
             state.failures += 1
             self._recent.append(now)
-            self.wrong_since_new += 1
+            self.wrong_since_new += 0 if answered.rejoin else 1
             if state.failures >= MAX_TRIES:
                 state.locked_until = now + min(MAX_LOCK, 2.0 ** (state.failures - MAX_TRIES))
             if not self.given and self.wrong_since_new >= MAX_TRIES:

@@ -32,6 +32,10 @@ machine come back (``Seen.known``), any other as a different one, so a
 screen never presents someone else as the peer it had. Nothing pairs by
 itself: the peer proves a code again, and only then are its host name and
 machine id (its introduction) authenticated and compared with the pin.
+The one exception a person chooses: after a lost link, a lobby may hold the
+lost pairing's rejoin secret (:meth:`Lobby.rejoin`), and tries it, once, on
+a connection that names the pinned machine and lists "rejoin": the secret
+is the proof (only the two machines of that pairing hold it).
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ class Lobby:
         self._code: str | None = None  # typed here, to be tried on drivable peers
         self._tried: set[int] = set()
         self._trying: Seen | None = None
+        self._rejoin: bytes | None = None  # a lost pairing's secret, to try on the pinned machine
+        self._rejoining: Seen | None = None
 
     # --- what comes in ---
 
@@ -246,8 +252,18 @@ class Lobby:
             self._tried = {id(s) for s in self._seen} - {id(s) for s in waiting}
         return True
 
-    def _wants_drive(self, seen: Seen) -> str | None:
+    def rejoin(self, secret: bytes | None) -> None:
+        """Pair again by itself with the pinned machine when it comes back, proving ``secret``."""
         with self._lock:
+            self._rejoin = secret
+
+    def _wants_drive(self, seen: Seen) -> str | bytes | None:
+        with self._lock:
+            contact = seen.contact
+            if (self._rejoin is not None and self._trying is None and seen.known and contact is not None
+                    and "rejoin" in contact.theirs.caps and seen.drivable):
+                self._trying = self._rejoining = seen
+                return self._rejoin
             if self._code is None or self._trying is not None or id(seen) in self._tried:
                 return None
             order = sorted((s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried),
@@ -259,6 +275,9 @@ class Lobby:
 
     def _drove(self, seen: Seen, ok: bool) -> None:
         with self._lock:
+            if seen is self._rejoining:  # one try: the other machine forgets it either way
+                self._rejoining = self._trying = self._rejoin = None
+                return
             self._tried.add(id(seen))
             self._trying = None
             left = [s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried]
@@ -333,6 +352,8 @@ class Lobby:
             self._seen = [s for s in self._seen if s is not seen]
             if self._trying is seen:
                 self._trying = None
+            if self._rejoining is seen:
+                self._rejoining = None
         if seen.contact is not None:
             seen.contact.close(why)
         elif seen.conn is not None:

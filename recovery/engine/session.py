@@ -76,6 +76,14 @@ class PeerLink:
         keys = self.ctl.state.keys
         return keys.fingerprint if keys else ""
 
+    def rejoin_secret(self) -> bytes | None:
+        """The secret with which this peer may pair again after a lost link (capability "rejoin";
+        None without it, or over stdio, whose carrier authenticates instead)."""
+        keys = self.ctl.state.keys
+        if keys is None or "rejoin" not in self.ctl.state.shared_caps or uses_stdio_code(self.conn):
+            return None
+        return keys.rejoin_secret()
+
     @property
     def encrypts(self) -> bool:
         """Whether this side seals what it sends: as asked, else on every link a network can
@@ -198,14 +206,15 @@ class Contact:
         return self.await_pairing(guard, offered=offered, limit=limit, stop=stop)
 
     def await_pairing(self, guard: CodeGuard | None, *, offered: Offered = lambda: (),
-                      wants_drive: Callable[[], str | None] | None = None,
+                      wants_drive: Callable[[], str | bytes | None] | None = None,
                       drove: Callable[[bool], None] = lambda ok: None,
                       limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
         """Serve the peer's attempts with ``guard``'s code, and drive with any code
         ``wants_drive()`` hands over (a person typed it here); whichever pairs first.
 
         ``drove(ok)`` hears how each attempt driven from here ended. The disks
-        ``offered()`` are read only once a peer has proved the code.
+        ``offered()`` are read only once a peer has proved the code. ``wants_drive()``
+        may hand over bytes: a lost pairing's rejoin secret (:meth:`PeerLink.rejoin_secret`).
         """
         deadline = None if limit is None else time.monotonic() + limit
         while True:
@@ -216,7 +225,10 @@ class Contact:
                 raise PairingError(f"{self.name} did not pair within {limit:.0f} s")
             code = wants_drive() if wants_drive is not None else None
             if code is not None:
-                driven = self.ctl.drive(codes.secret(code))
+                if isinstance(code, bytes):
+                    driven = self.ctl.drive(code, rejoin=True)
+                else:
+                    driven = self.ctl.drive(codes.secret(code))
                 if isinstance(driven, Paired):
                     drove(True)
                     return self._driven()
@@ -227,7 +239,7 @@ class Contact:
             request = self.ctl.wait_pairing_request(min(0.25, left))
             if request is None:
                 continue
-            outcome = self._answer(guard)
+            outcome = self._answer(guard, rejoin=request.rejoin)
             if isinstance(outcome, Paired):
                 self.sink(events.PairingAttempt(peer=self.name, ok=True))
                 link = self._paired("server")
@@ -238,15 +250,19 @@ class Contact:
             self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
                                             message=outcome.message, tries_left=left_tries))
 
-    def _answer(self, guard: CodeGuard | None) -> Paired | PairingFailed:
-        """One attempt the peer drives: answer with the code, wait for its proof, let the guard judge it."""
+    def _answer(self, guard: CodeGuard | None, *, rejoin: bool = False) -> Paired | PairingFailed:
+        """One attempt the peer drives: answer with the code (or, ``rejoin``, the lost pairing's secret),
+        wait for its proof, let the guard judge it."""
         origin = self.conn.origin
         if guard is None:
             return self.ctl.refuse("no_code", f"{self.ours.host.hostname} drives; it shows no code to type")
         why = guard.waiting(origin)
         if why is not None:
             return self.ctl.refuse("locked", why)
-        answered = guard.answer(origin)
+        answered = guard.answer(origin, rejoin=rejoin)
+        if answered is None:
+            return self.ctl.refuse("stale", f"{self.ours.host.hostname} no longer waits for that pairing to "
+                                            "come back: type the code it shows")
         proof = self.ctl.answer(answered.secret)
         if isinstance(proof, PairingFailed):
             return proof  # the peer gave up (or its message was malformed) before proving anything

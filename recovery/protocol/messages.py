@@ -217,6 +217,8 @@ class Pake(Message):
     role: Literal["driver", "server"]
     attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
     msg: str = field(metadata=bounded(max_len=2 * 33))  # hex
+    # Optional (capability "rejoin"): the driver's secret is the lost pairing's rejoin secret, not a code.
+    rejoin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,11 @@ class SessionKeys:
     master: bytes
     fingerprint: str  # short, for logs: the same on both sides, says nothing of the keys
 
+    def rejoin_secret(self) -> bytes:
+        """What the two machines of this pairing alone know: after a lost link, proving it (as the
+        code of a pairing) shows the same peer is back (capability "rejoin")."""
+        return derive("rejoin", self.master)
+
     def data_keys(self, clone: int, session: str) -> DataKeys:
         """Fresh keys for clone number ``clone`` (0, 1, ...) of this pairing."""
         material = self.master + _framed(str(clone).encode(), session.encode())

@@ -111,6 +111,7 @@ class PairingRequested:
     """The peer drives an attempt: call :meth:`ControlConnection.answer` or :meth:`~ControlConnection.refuse`."""
 
     attempt: int
+    rejoin: bool = False  # it proves the lost pairing's rejoin secret, not this machine's code
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,15 +314,17 @@ class ControlConnection:
 
     # --- pairing (called by the engine) ---
 
-    def drive(self, secret: bytes) -> bytes:
-        """Start a pairing attempt with the code the user typed; the bytes to write."""
+    def drive(self, secret: bytes, *, rejoin: bool = False) -> bytes:
+        """Start a pairing attempt with the code the user typed (or, ``rejoin``, the secret of the
+        pairing a lost link ended); the bytes to write."""
         self._check_open()
         if self.state is not State.UNPAIRED:
             raise LocalProtocolError(f"cannot start a pairing while the connection is {self.state.value}")
         self.attempts += 1
         self._attempt = self._new_attempt(DRIVER, secret)
         self.state = State.PAIRING
-        return m.encode_message(m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex()))
+        return m.encode_message(m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex(),
+                                       rejoin=rejoin))
 
     def answer(self, secret: bytes) -> bytes:
         """Answer the peer's attempt with this machine's code: our SPAKE2 message (the proof waits
@@ -384,7 +387,7 @@ class ControlConnection:
                 self._driver_message = _unhex(msg.msg)
                 self._awaiting_answer = True
                 self.state = State.PAIRING
-                return PairingRequested(self.attempts)
+                return PairingRequested(self.attempts, msg.rejoin)
             raise RemoteProtocolError(f"the peer sent {msg.type!r} outside a pairing attempt")
         if self.state is not State.PAIRING:
             raise RemoteProtocolError(f"the peer sent {msg.type!r} while the connection is {self.state.value}")

@@ -30,7 +30,8 @@ from recovery.engine.compare import compare
 from recovery.engine.guard import CodeGuard
 from recovery.engine.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
 from recovery.engine.seen import Pin
-from recovery.errors import PeerLeftError, RecoveryError
+from recovery.engine.session import PeerLink
+from recovery.errors import LinkError, PeerLeftError, RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.advice import advise, peer_left
 from recovery.tui.config import WizardConfig
@@ -38,6 +39,7 @@ from recovery.tui.job import JobView
 from recovery.tui.links import read_report
 from recovery.tui.messages import (
     AbortAsked,
+    AutoResumeAsked,
     DemoChecked,
     Dismissed,
     DriveAsked,
@@ -291,6 +293,7 @@ class WizardApp(App[int]):
         self.state.link = self.state.session = self.state.peer = None
         if link is not None:
             self.state.pin = Pin.of(link)
+            self.lost_pairing(link, msg.error)
         if not self.closing:
             self.state.code = self.guard.renew("a new pairing")
             self.peering.open(self.state.pin)
@@ -309,6 +312,18 @@ class WizardApp(App[int]):
         screen.set_status(self.waiting_line())
         self.show(screen)
 
+    def lost_pairing(self, link: PeerLink, error: RecoveryError | None) -> None:
+        """A lost link (not a goodbye): the serving side lets the same peer pair again once without a
+        code; the driving side keeps the secret for when its user allows resuming by itself."""
+        secret = link.rejoin_secret() if isinstance(error, LinkError) else None
+        if link.role == "server":
+            if secret is not None:
+                self.guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
+            else:
+                self.guard.forget_rejoin()
+        else:
+            self.state.rejoin = secret
+
     # --- screens ask ---
 
     def on_step_answered(self, msg: StepAnswered) -> None:
@@ -324,7 +339,7 @@ class WizardApp(App[int]):
     def end_pairing(self) -> None:
         session = self.state.session
         self.peering.forget()
-        self.state.retry = None
+        self.state.retry, self.state.auto_resume = None, False
         self.reset_to_home()
         if session is not None:
             self.in_thread(partial(session.close, f"{self.state.host} ended the pairing"), "closing")
@@ -341,6 +356,9 @@ class WizardApp(App[int]):
 
     def on_retry_asked(self, _msg: RetryAsked) -> None:
         self.steps.retry()
+
+    def on_auto_resume_asked(self, _msg: AutoResumeAsked) -> None:
+        self.steps.auto_resume()
 
     def on_dismissed(self, _msg: Dismissed) -> None:
         self.steps.dismissed()

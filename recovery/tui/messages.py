@@ -137,5 +137,9 @@ class RetryAsked(Message):
     """Run the same clone again, after the disks are looked at once more."""
 
 
+class AutoResumeAsked(Message):
+    """After a lost link: pair again by itself with the same machine when it is back, and resume."""
+
+
 class Dismissed(Message):
     """A result screen was read (the passive side): back to where the pairing stands."""

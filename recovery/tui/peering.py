@@ -7,7 +7,9 @@ the app's messages. When a pairing ends, the next lobby carries that
 machine's pin (so a screen can say "the machine you were paired with" or
 "NOT the machine you were paired with") and, unless the user here ended it,
 holds the address it was reached at, so the side that connected connects
-again by itself. Nothing ever pairs without a code typed on one side.
+again by itself. Nothing pairs without a code typed on one side, but for one
+case the user allows on purpose: after a lost link, pairing again with the
+same machine by the lost pairing's secret, to resume the clone.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Peering:
                                listening=lambda way, host, port: self.post(ListeningOn(way, host, port)))
         self.lobby: Lobby | None = None
         self.reach = config.connect  # the address to hold in the next lobby (None: wait to be reached)
+        self.rejoin_secret: bytes | None = None  # a lost pairing to resume by itself (the user allowed it)
         self.closing = False
 
     def post(self, msg: Message) -> None:
@@ -67,6 +70,7 @@ class Peering:
                       changed=lambda seen: self._changed(lobby, seen), timeout=self.config.timeout,
                       hostname=self.config.hostname, pin=pin, drives=DRIVABLE)
         self.lobby = lobby
+        lobby.rejoin(self.rejoin_secret)
         self.meeting.feed(lobby, connect=self.reach)
 
     def _changed(self, lobby: Lobby, seen: list[Seen]) -> None:
@@ -81,10 +85,18 @@ class Peering:
     def paired(self) -> None:
         """The lobby's winner became the session: the lobby is over."""
         self.lobby = None
+        self.rejoin_secret = None
 
     def forget(self) -> None:
         """The user here ended the pairing: do not reach that machine again by itself."""
         self.reach = None
+        self.rejoin(None)
+
+    def rejoin(self, secret: bytes | None) -> None:
+        """The user allowed it: pair again with the pinned machine, by itself, when it is back."""
+        self.rejoin_secret = secret
+        if self.lobby is not None:
+            self.lobby.rejoin(secret)
 
     # --- codes typed here ---
 

@@ -62,6 +62,8 @@ class WizardState:
     retry: Choice | None = None  # a clone to retry once paired with ``pin`` again
     changes: tuple[str, ...] = ()  # what changed in the chosen disks since they were chosen
     rescue_next: bool = False  # the user chose rescue mode after a read error: the next clone uses it
+    rejoin: bytes | None = None  # the lost pairing's rejoin secret (this machine drove it)
+    auto_resume: bool = False  # the user allowed: pair again by itself with that machine, and resume
 
     @property
     def paired(self) -> bool:

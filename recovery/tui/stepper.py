@@ -20,7 +20,7 @@ from recovery.engine.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise
 from recovery.tui.job import JobView
-from recovery.tui.messages import Dismissed, RetryAsked, StartOverAsked
+from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
 from recovery.tui.model import short_name, source_refusal, target_refusal
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
@@ -53,7 +53,7 @@ class Stepper:
             self.app.notify(f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
                             f"{state.pin.hostname}, so it is not retried. Choose what to copy.", markup=False,
                             severity="warning", timeout=10)
-            state.retry = None
+            state.retry, state.auto_resume = None, False
         if state.retry is not None:
             state.choice, state.retry = state.retry, None
             self.pending = "retry"
@@ -152,6 +152,12 @@ class Stepper:
             self.show_step("source" if any("source" in c for c in checked.changes) else "target")
             return
         state.choice = checked.choice
+        if why == "retry" and state.auto_resume:  # allowed by the user: no review, the engine checks the rest
+            state.auto_resume = False
+            state.job_choice, state.rescue_next = state.choice, False
+            assert state.session is not None
+            state.session.submit(state.choice.complete())
+            return
         if checked.changes or why == "retry":
             state.changes = checked.changes or ("the same disks as before, found again by their identity (a "
                                                 "clone cut short resumes where the target's safe part ends)",)
@@ -164,10 +170,13 @@ class Stepper:
 
     # --- after a clone ---
 
-    def offers(self, *, failed: bool, linked: bool = True) -> list[Offer]:
+    def offers(self, *, failed: bool, linked: bool = True, lost: bool = False) -> list[Offer]:
+        """``lost``: the link was lost mid-clone, and the peer may pair again by the lost pairing's secret."""
         if not self.state.drives and self.state.session is not None:
             return [Offer("enter", "OK", Dismissed)]
         retry = [Offer("r", "Retry the same clone", RetryAsked)] if self.state.job_choice is not None else []
+        if lost and retry:
+            retry.append(Offer("a", "Resume by itself when it is back", AutoResumeAsked))
         again = "Another clone" if not failed else ("Choose again" if linked else "First screen")
         return [Offer("enter", again, StartOverAsked), *retry]
 
@@ -187,7 +196,9 @@ class Stepper:
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
         advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer)
-        screen = ErrorScreen(advice, self.offers(failed=True, linked=linked), state=lines, log=ended.log,
+        lost = (ended.code == "link_lost" and not job.passive and state.link is not None
+                and state.link.rejoin_secret() is not None)
+        screen = ErrorScreen(advice, self.offers(failed=True, linked=linked, lost=lost), state=lines, log=ended.log,
                              peer=job.started.peer)
         if not linked:
             screen.set_status(app.waiting_line())
@@ -229,6 +240,23 @@ class Stepper:
             return
         state.retry = state.job_choice
         self.app.reset_to_home()
+
+    def auto_resume(self) -> None:
+        """The user allows it: when the same machine is back, pair again by the lost pairing's secret
+        (no code) and resume the clone at once."""
+        state, app = self.state, self.app
+        secret = state.rejoin or (state.link.rejoin_secret() if state.link is not None else None)
+        if secret is None or state.job_choice is None:
+            app.notify("This clone cannot resume by itself: pair again and press r.", markup=False)
+            return
+        state.retry, state.auto_resume = state.job_choice, True
+        app.peering.rejoin(secret)
+        top = app.top
+        if isinstance(top, ErrorScreen):
+            name = state.pin.hostname if state.pin is not None else app.peer_name
+            top.set_status(f"Waiting for {name} to come back: this machine pairs with it again by itself "
+                           "(the lost pairing's key proves it is the same machine, no code needed) and the clone "
+                           "resumes where the target's safely written part ends.")
 
     def dismissed(self) -> None:
         if self.state.session is not None and self.state.peer is not None and not self.state.drives:

@@ -44,9 +44,10 @@ class FakeSender:
         assert isinstance(msg, m.Hello)
         return msg
 
-    def pair(self, code: str = CODE) -> Paired | PairingFailed:
-        """One pairing attempt with ``code``; after a success the receiver's inventory is read too."""
-        self.send_control(self.state.drive(codes.secret(code)))
+    def pair(self, code: str = CODE, *, rejoin: bytes | None = None) -> Paired | PairingFailed:
+        """One pairing attempt with ``code`` (or claiming to be a lost pairing come back, proving
+        ``rejoin``); after a success the receiver's inventory is read too."""
+        self.send_control(self.state.drive(rejoin, rejoin=True) if rejoin else self.state.drive(codes.secret(code)))
         while True:
             event = self.next_event()
             if isinstance(event, Reply):  # our proof, sent first

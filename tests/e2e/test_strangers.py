@@ -123,6 +123,22 @@ def test_a_stranger_without_the_code_gets_no_disk_and_no_plan_through(tmp_path: 
     rx.kill()
 
 
+def test_a_stranger_claiming_a_lost_pairing_gets_nothing(tmp_path: Path) -> None:
+    """A rejoin (no code, the lost pairing's secret instead) is answered only where a pairing was lost,
+    once, by the machine that held it: here nothing was lost, so it is turned away without a try."""
+    target = tmp_path / "copy.img"
+    rx, port = receiver(str(target))
+    peer = FakeSender(port)
+    peer.hello()
+    outcome = peer.pair(rejoin=os.urandom(32))
+    assert isinstance(outcome, PairingFailed) and outcome.reason == "stale"
+    assert "no longer waits for that pairing" in outcome.message
+    outcome = peer.pair("1234-5678")  # and the code is still asked for
+    assert isinstance(outcome, PairingFailed) and outcome.reason == "wrong_code"
+    assert rx.proc.poll() is None and not target.exists()
+    rx.kill()
+
+
 def test_a_relay_passing_bytes_unchanged_is_only_a_longer_cable(sample: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))

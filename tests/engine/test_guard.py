@@ -90,3 +90,33 @@ def test_renew_makes_a_new_code_unless_one_was_given() -> None:
     assert made.renew() != old
     given = CodeGuard("secret-code")
     assert given.renew() == "secret-code"
+
+
+def test_a_lost_pairing_may_come_back_once_with_its_secret_and_not_after_its_time() -> None:
+    from recovery.engine.guard import REJOIN_FOR
+
+    clock = Clock()
+    guard = CodeGuard(clock=clock)
+    assert guard.answer("10.0.0.2", rejoin=True) is None  # nothing was lost: a rejoin is turned away
+    secret = bytes(range(32))
+    guard.allow_rejoin(secret, "machine-1")
+    answered = guard.answer("10.0.0.2", rejoin=True)
+    assert answered is not None and answered.secret == secret and answered.rejoin
+    assert guard.judge(answered, lambda: True).outcome == "paired"
+    assert guard.answer("10.0.0.2", rejoin=True) is None  # once only
+    guard.allow_rejoin(secret, "machine-1")
+    clock.now += REJOIN_FOR + 1
+    assert guard.answer("10.0.0.2", rejoin=True) is None  # too late
+
+
+def test_a_wrong_rejoin_proof_costs_the_rejoin_and_counts_as_a_wrong_try() -> None:
+    guard = CodeGuard()
+    code = guard.code
+    guard.allow_rejoin(bytes(32), None)
+    answered = guard.answer("10.0.0.9", rejoin=True)
+    assert answered is not None
+    assert guard.judge(answered, lambda: False).outcome == "wrong_code"
+    assert guard.answer("10.0.0.9", rejoin=True) is None  # a stranger's guess ends the offer
+    assert guard.tries_left("10.0.0.9") == MAX_TRIES - 1 and guard.code == code  # counted; the code stays
+    stale = guard.judge(answered, lambda: True)  # the same answer again: nothing waits for it
+    assert stale.outcome == "stale"

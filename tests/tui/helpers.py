@@ -12,6 +12,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from recovery import events
+from recovery.cli.agent import lost_pairing
 from recovery.engine.agent import AgentSession
 from recovery.engine.guard import CodeGuard
 from recovery.engine.jobs import offered_disks
@@ -94,8 +95,11 @@ class Peer:
                 return
             self._session(conn)
             self.guard = CodeGuard(self.codes[min(len(self.errors), len(self.codes) - 1)])
+            if self.link is not None and self.error is not None:  # as `recovery agent` does after a lost link
+                lost_pairing(self.guard, self.link, self.error, self.events.append)
 
     def _session(self, conn: Connection) -> None:
+        self.link = None
         try:
             if self.rate:
                 pace(conn, self.rate)  # both ways, as a slow cable

@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 
 from recovery.engine.compare import compare
 from recovery.engine.jobs import CloneChoice
-from recovery.errors import SourceReadError
+from recovery.errors import LinkError, SourceReadError
 from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig
 from recovery.tui.demo import DemoWorld
@@ -302,6 +302,18 @@ def test_retry_after_an_aborted_clone_pairs_again_and_rechecks(
     run(scenario)
 
 
+async def pull_the_cable_mid_clone(pilot: Pilot, peer: Peer) -> None:
+    """This machine receives from ``peer``; once part of the copy is durable here, the link is cut."""
+    app = pilot.app
+    assert isinstance(app, WizardApp)
+    await walk_to_review(pilot, peer.code, receive=True)
+    await confirm(pilot, "blank.img")
+    await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.durable > 0, 30)
+    assert peer.link is not None
+    peer.link.conn.abort()  # the cable is pulled
+    await on(pilot, ErrorScreen)
+
+
 def test_retry_after_a_lost_link_on_the_receiving_side_says_the_target_is_half_written(
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
@@ -312,12 +324,7 @@ def test_retry_after_a_lost_link_on_the_receiving_side_says_the_target_is_half_w
     async def scenario() -> None:
         app = WizardApp(config(peer, tmp_path, blank_image, name="new-laptop"))
         async with app.run_test(size=SIZE) as pilot:
-            await walk_to_review(pilot, peer.code, receive=True)
-            await confirm(pilot, "blank.img")
-            await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.durable > 0, 30)
-            assert peer.link is not None
-            peer.link.conn.abort()  # the cable is pulled, once part of the copy is durable here
-            await on(pilot, ErrorScreen)
+            await pull_the_cable_mid_clone(pilot, peer)
             assert app.screen.advice.title == "The link to old-laptop was lost"  # type: ignore[attr-defined]
             state = text_of(app, "#error-state")
             assert "blank.img on new-laptop is now INCOMPLETE" in state and "Do not boot from it" in state
@@ -553,5 +560,32 @@ def test_a_bug_in_a_clone_is_a_screen_and_its_traceback_is_in_the_log(
             assert screen.log_path is not None
             log = Path(screen.log_path).read_text()
             assert "Traceback (most recent call last)" in log and "a bug planted by the test" in log
+
+    run(scenario)
+
+
+def test_after_a_pulled_cable_the_wizard_resumes_by_itself_once_allowed(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    """Issue 13: with the user's leave (a), the wizard waits for the same machine, pairs with it again by
+    the lost pairing's secret (no code typed: only the two machines of that pairing hold it) and
+    resumes the clone where the target's durable part ends."""
+    peer = make_peer([source_image], name="old-laptop", rate=4 * MIB)
+
+    async def scenario() -> None:
+        app = WizardApp(config(peer, tmp_path, blank_image, name="new-laptop"))
+        async with app.run_test(size=SIZE) as pilot:
+            await pull_the_cable_mid_clone(pilot, peer)
+            await wait_for(pilot, lambda: app.state.link is None and peer.ended.is_set(), 30)
+            assert any(o.key == "a" for o in app.screen.offers)  # type: ignore[attr-defined]
+            peer.rate = None
+            await pilot.press("a")
+            assert "pairs with it again by itself" in text_of(app, "#error-status")
+            await on(pilot, SummaryScreen, timeout=90)  # no code typed, no review
+            summary = app.screen.job.summary  # type: ignore[attr-defined]
+            assert summary is not None and summary.verified and summary.resumed > 0
+        assert compare(str(source_image), str(blank_image)).identical
+        assert isinstance(peer.errors[0], LinkError)  # the first session ended with the pulled cable
+        assert any("may pair again without a code" in getattr(e, "message", "") for e in peer.events)
 
     run(scenario)
