@@ -155,10 +155,12 @@ def run(args: argparse.Namespace) -> int:
 def lost_pairing(guard: CodeGuard, link: PeerLink, error: RecoveryError, out: events.EventSink) -> None:
     """A lost link (not a goodbye, not a refusal): the same peer may pair again once without a code."""
     secret = link.rejoin_secret()
-    if isinstance(error, LinkError) and secret is not None:
-        guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
-        out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
-                                    f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
+    if not isinstance(error, LinkError) or secret is None:
+        guard.forget_rejoin()  # a goodbye, a refusal: that pairing is over
+        return
+    guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
+    out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
+                                f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
 
 
 def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,

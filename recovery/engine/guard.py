@@ -23,8 +23,10 @@ A success starts that origin's count again.
 After a link was lost, the machine can let the same peer pair again without a
 code (:meth:`CodeGuard.allow_rejoin`): the attempt then proves the lost
 pairing's rejoin secret (which only the two machines hold) instead of the
-code. It is good for one try, for :data:`REJOIN_FOR` seconds, and a wrong
-proof counts like a wrong code.
+code. It is good for one pairing, for :data:`REJOIN_FOR` seconds; a wrong
+proof counts like a wrong code (the secret cannot be guessed, so it is not
+given up for one: a stranger cannot take the offer away), and a pairing by
+the code ends the offer.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class _Origin:
 class Answer:
     """The code an attempt was answered with (a later judgment must find it still current)."""
 
-    secret: bytes
+    secret: bytes = field(repr=False)
     generation: int
     origin: str = field(default="")
     rejoin: bool = False  # the lost pairing's secret, not the code
@@ -69,7 +71,7 @@ class Answer:
 
 @dataclass
 class _Rejoin:
-    secret: bytes
+    secret: bytes = field(repr=False)
     machine_id: str | None  # the machine it was (its introduction)
     until: float
 
@@ -141,7 +143,6 @@ class CodeGuard:
             if answered.rejoin:
                 if self._rejoin is None or self._rejoin.secret != answered.secret:
                     return Verdict("stale", "this machine no longer waits for that pairing to come back")
-                self._rejoin = None  # one try, right or wrong
             elif answered.generation != self.generation:
                 return Verdict("stale", "the pairing code changed meanwhile: type the new one it shows")
             why = self._waiting(answered.origin, now)
@@ -150,6 +151,7 @@ class CodeGuard:
             state = self._origins.setdefault(answered.origin, _Origin())
             if holds():
                 state.failures, state.locked_until = 0, 0.0
+                self._rejoin = None  # paired (by it, or by the code): the lost pairing is over
                 return Verdict("paired")
             state.failures += 1
             self._recent.append(now)

@@ -33,9 +33,9 @@ screen never presents someone else as the peer it had. Nothing pairs by
 itself: the peer proves a code again, and only then are its host name and
 machine id (its introduction) authenticated and compared with the pin.
 The one exception a person chooses: after a lost link, a lobby may hold the
-lost pairing's rejoin secret (:meth:`Lobby.rejoin`), and tries it, once, on
-a connection that names the pinned machine and lists "rejoin": the secret
-is the proof (only the two machines of that pairing hold it).
+lost pairing's rejoin secret (:meth:`Lobby.rejoin`), and tries it, once per
+connection, on those that name the pinned machine and list "rejoin": the
+secret is the proof (only the two machines of that pairing hold it).
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class Lobby:
         self._trying: Seen | None = None
         self._rejoin: bytes | None = None  # a lost pairing's secret, to try on the pinned machine
         self._rejoining: Seen | None = None
+        self._rejoin_tried: set[int] = set()  # connections it failed on (once each)
 
     # --- what comes in ---
 
@@ -261,7 +262,7 @@ class Lobby:
         with self._lock:
             contact = seen.contact
             if (self._rejoin is not None and self._trying is None and seen.known and contact is not None
-                    and "rejoin" in contact.theirs.caps and seen.drivable):
+                    and "rejoin" in contact.theirs.caps and seen.drivable and id(seen) not in self._rejoin_tried):
                 self._trying = self._rejoining = seen
                 return self._rejoin
             if self._code is None or self._trying is not None or id(seen) in self._tried:
@@ -275,8 +276,11 @@ class Lobby:
 
     def _drove(self, seen: Seen, ok: bool) -> None:
         with self._lock:
-            if seen is self._rejoining:  # one try: the other machine forgets it either way
-                self._rejoining = self._trying = self._rejoin = None
+            if seen is self._rejoining:  # once per connection; a connection that only says the name fails
+                self._rejoining = self._trying = None
+                self._rejoin_tried.add(id(seen))
+                if ok:
+                    self._rejoin = None
                 return
             self._tried.add(id(seen))
             self._trying = None

@@ -70,6 +70,7 @@ class PeerLink:
     inventory: tuple[m.DiskInfo, ...] = ()  # the server's disks (a driver's view)
     offered: tuple[m.DiskInfo, ...] = ()  # our disks as we sent them (a server's view)
     peer: m.HostInfo | None = None  # who the peer says it is, in full, once paired (its introduce)
+    rejoined: bool = False  # paired by a lost pairing's rejoin secret, not a code
 
     @property
     def fingerprint(self) -> str:
@@ -231,7 +232,9 @@ class Contact:
                     driven = self.ctl.drive(codes.secret(code))
                 if isinstance(driven, Paired):
                     drove(True)
-                    return self._driven()
+                    link = self._driven()
+                    link.rejoined = isinstance(code, bytes)
+                    return link
                 self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=driven.reason,
                                                 message=self._failure(driven)))
                 drove(False)
@@ -243,6 +246,7 @@ class Contact:
             if isinstance(outcome, Paired):
                 self.sink(events.PairingAttempt(peer=self.name, ok=True))
                 link = self._paired("server")
+                link.rejoined = request.rejoin
                 link.offered = offered()
                 link.ctl.send(m.Inventory(disks=link.offered))
                 return link

@@ -339,6 +339,7 @@ class WizardApp(App[int]):
     def end_pairing(self) -> None:
         session = self.state.session
         self.peering.forget()
+        self.guard.forget_rejoin()  # the user here ended it: that machine may not come back by itself
         self.state.retry, self.state.auto_resume = None, False
         self.reset_to_home()
         if session is not None:

@@ -93,6 +93,9 @@ class Recheck:
 
     choice: Choice | None  # None: it cannot run (a disk is gone or cannot be used now)
     changes: tuple[str, ...] = ()
+    # The only change is the target's partition table (a clone cut short wiped it): the same source
+    # and the same target device, by the same path, as chosen.
+    written_only: bool = False
 
 
 def recheck(choice: Choice, source_disks: tuple[DiskInfo, ...], target_disks: tuple[DiskInfo, ...],
@@ -101,6 +104,7 @@ def recheck(choice: Choice, source_disks: tuple[DiskInfo, ...], target_disks: tu
     assert choice.source is not None and choice.target is not None
     changes: list[str] = []
     source, target = find(choice.source, source_disks), find(choice.target, target_disks)
+    written_only = _same_but_tables(choice.source, source, tables=False) and _same_but_tables(choice.target, target)
     for old, new, host, role in ((choice.source, source, source_host, "source"),
                                  (choice.target, target, target_host, "target")):
         name = f"{short_name(old)} on {host}"
@@ -118,4 +122,12 @@ def recheck(choice: Choice, source_disks: tuple[DiskInfo, ...], target_disks: tu
     if refusal:
         changes.append(f"it cannot be done now: {refusal}")
         return Recheck(None, tuple(changes))
-    return Recheck(dataclasses.replace(choice, source=source, target=target), tuple(changes))
+    return Recheck(dataclasses.replace(choice, source=source, target=target), tuple(changes), written_only)
+
+
+def _same_but_tables(old: DiskInfo, new: DiskInfo | None, *, tables: bool = True) -> bool:
+    """``new`` is ``old`` by path and by identity, but (``tables``) for its partition-table fingerprint."""
+    if new is None or new.path != old.path or old.identity is None or new.identity is None:
+        return False
+    expected = dataclasses.replace(old.identity, fingerprint=new.identity.fingerprint) if tables else old.identity
+    return identity.mismatch(expected, new.identity) is None

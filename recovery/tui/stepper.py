@@ -46,6 +46,8 @@ class Stepper:
     def paired(self, pin: Pin) -> None:
         state = self.state
         assert state.peer is not None
+        if state.link is None or not state.link.rejoined:
+            state.auto_resume = False  # paired by a code: the user is here, the review shows
         if not state.drives:
             self.app.show(PassiveScreen(state.peer))
             return
@@ -152,8 +154,10 @@ class Stepper:
             self.show_step("source" if any("source" in c for c in checked.changes) else "target")
             return
         state.choice = checked.choice
-        if why == "retry" and state.auto_resume:  # allowed by the user: no review, the engine checks the rest
-            state.auto_resume = False
+        auto, state.auto_resume = state.auto_resume, False
+        if why == "retry" and auto and checked.written_only:
+            # Allowed by the user, and nothing changed but what the clone cut short wrote: no review
+            # (the engine checks the source and the target against the journal).
             state.job_choice, state.rescue_next = state.choice, False
             assert state.session is not None
             state.session.submit(state.choice.complete())
@@ -224,6 +228,8 @@ class Stepper:
 
     def start_over(self) -> None:
         """Another clone (the answers stay as defaults), or the first screen when the link is gone."""
+        self.state.auto_resume = False
+        self.app.peering.rejoin(None)
         if self.state.session is not None and self.state.drives:
             self.show_step("direction")
         else:
@@ -245,11 +251,11 @@ class Stepper:
         """The user allows it: when the same machine is back, pair again by the lost pairing's secret
         (no code) and resume the clone at once."""
         state, app = self.state, self.app
-        secret = state.rejoin or (state.link.rejoin_secret() if state.link is not None else None)
+        secret = (state.link.rejoin_secret() if state.link is not None else None) or state.rejoin
         if secret is None or state.job_choice is None:
             app.notify("This clone cannot resume by itself: pair again and press r.", markup=False)
             return
-        state.retry, state.auto_resume = state.job_choice, True
+        state.retry, state.auto_resume = dataclasses.replace(state.job_choice, restart=False), True
         app.peering.rejoin(secret)
         top = app.top
         if isinstance(top, ErrorScreen):

@@ -109,14 +109,16 @@ def test_a_lost_pairing_may_come_back_once_with_its_secret_and_not_after_its_tim
     assert guard.answer("10.0.0.2", rejoin=True) is None  # too late
 
 
-def test_a_wrong_rejoin_proof_costs_the_rejoin_and_counts_as_a_wrong_try() -> None:
+def test_a_wrong_rejoin_proof_counts_as_a_wrong_try_and_a_code_pairing_ends_the_offer() -> None:
     guard = CodeGuard()
     code = guard.code
     guard.allow_rejoin(bytes(32), None)
     answered = guard.answer("10.0.0.9", rejoin=True)
-    assert answered is not None
+    assert answered is not None and "secret" not in repr(answered)  # the secret is never printed
     assert guard.judge(answered, lambda: False).outcome == "wrong_code"
-    assert guard.answer("10.0.0.9", rejoin=True) is None  # a stranger's guess ends the offer
     assert guard.tries_left("10.0.0.9") == MAX_TRIES - 1 and guard.code == code  # counted; the code stays
-    stale = guard.judge(answered, lambda: True)  # the same answer again: nothing waits for it
-    assert stale.outcome == "stale"
+    again = guard.answer("10.0.0.2", rejoin=True)  # a stranger's failed proof does not take the offer away
+    assert again is not None
+    assert right(guard) == "paired"  # someone paired by the code: the lost pairing is over
+    assert guard.answer("10.0.0.2", rejoin=True) is None
+    assert guard.judge(again, lambda: True).outcome == "stale"

@@ -94,9 +94,6 @@ class Peer:
             except RecoveryError:
                 return
             self._session(conn)
-            self.guard = CodeGuard(self.codes[min(len(self.errors), len(self.codes) - 1)])
-            if self.link is not None and self.error is not None:  # as `recovery agent` does after a lost link
-                lost_pairing(self.guard, self.link, self.error, self.events.append)
 
     def _session(self, conn: Connection) -> None:
         self.link = None
@@ -120,6 +117,10 @@ class Peer:
         finally:
             self.errors.append(self.error)
             self.ready.clear()
+            # The next code (a new one per session), ready before anyone hears this one ended.
+            self.guard = CodeGuard(self.codes[min(len(self.errors), len(self.codes) - 1)])
+            if self.link is not None and self.error is not None:  # as `recovery agent` does after a lost link
+                lost_pairing(self.guard, self.link, self.error, self.events.append)
             self.ended.set()
             conn.close()
 

@@ -126,7 +126,8 @@ def test_answers_stay_unless_a_new_one_rules_them_out() -> None:
 
 def test_a_recheck_finds_the_disks_by_identity_and_says_what_changed() -> None:
     choice = fakes.choice()
-    assert flow.recheck(choice, fakes.LOCAL, fakes.PEER, fakes.HERE, fakes.THERE) == flow.Recheck(choice, ())
+    assert flow.recheck(choice, fakes.LOCAL, fakes.PEER, fakes.HERE, fakes.THERE) == flow.Recheck(
+        choice, (), written_only=True)
     assert choice.target is not None and choice.target.identity is not None
     written = dataclasses.replace(choice.target, path="/dev/nvme1n1",
                                   identity=dataclasses.replace(choice.target.identity, fingerprint="1" * 64))
@@ -139,6 +140,25 @@ def test_a_recheck_finds_the_disks_by_identity_and_says_what_changed() -> None:
     mounted = dataclasses.replace(fakes.PEER[0], refusal="it is mounted at /mnt")
     busy = flow.recheck(choice, fakes.LOCAL, (mounted,), fakes.HERE, fakes.THERE)
     assert busy.choice is None and busy.changes == ("it cannot be done now: it is mounted at /mnt",)
+
+
+def test_only_a_target_whose_tables_alone_changed_may_resume_without_the_review() -> None:
+    """The wizard resumes by itself only onto the very disk it chose: the interrupted clone wiped its
+    partition tables, nothing else may differ (another device in the same slot, another name)."""
+    choice = fakes.choice()
+    assert choice.target is not None and choice.target.identity is not None
+    tables = dataclasses.replace(choice.target.identity, fingerprint="1" * 64)
+    wiped = dataclasses.replace(choice.target, identity=tables)
+    assert flow.recheck(choice, fakes.LOCAL, (wiped, *fakes.PEER[1:]), fakes.HERE, fakes.THERE).written_only
+    swapped = dataclasses.replace(choice.target, identity=dataclasses.replace(
+        tables, serial=None, storage=("=blk:259:7",)))  # a serial-less disk in its place
+    choice = dataclasses.replace(choice, target=dataclasses.replace(choice.target, identity=dataclasses.replace(
+        choice.target.identity, serial=None)))
+    other = flow.recheck(choice, fakes.LOCAL, (swapped, *fakes.PEER[1:]), fakes.HERE, fakes.THERE)
+    assert not other.written_only
+    renamed = dataclasses.replace(wiped, path="/dev/nvme1n1")
+    assert not flow.recheck(fakes.choice(), fakes.LOCAL, (renamed, *fakes.PEER[1:]), fakes.HERE,
+                            fakes.THERE).written_only
 
 
 def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off() -> None:
