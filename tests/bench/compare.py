@@ -347,16 +347,17 @@ def main() -> None:
           f"{args.runs} timed runs each", flush=True)
     with loop_over(backing) as target:
         src = str(disk)
-        print("the cost of the resume journal: journal against --no-journal, in turns:", flush=True)
-        report["journal"] = journal_cost(src, target, args.runs)
-        print(f"  {report['journal']}", flush=True)
-        if args.journal_only:
-            print(json.dumps(report, indent=2))
-            return
-        print("the cost of encrypting the data: encrypted against --no-encrypt, raw level, in turns:", flush=True)
-        report["encryption"] = encryption_cost(src, target, args.runs)
-        print(f"  {report['encryption']}", flush=True)
-        if args.encryption_only:
+        costs = (("journal", "the resume journal: journal against --no-journal", journal_cost, args.journal_only),
+                 ("encryption", "encrypting the data: encrypted against --no-encrypt, raw level", encryption_cost,
+                  args.encryption_only))
+        only = [name for name, _, _, chosen in costs if chosen]
+        for name, what, measure, _ in costs:
+            if only and name not in only:
+                continue
+            print(f"the cost of {what}, in turns:", flush=True)
+            report[name] = measure(src, target, args.runs)
+            print(f"  {report[name]}", flush=True)
+        if only:
             print(json.dumps(report, indent=2))
             return
         rows = report["contenders"]
