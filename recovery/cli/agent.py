@@ -24,7 +24,7 @@ from recovery.engine.jobs import JobEnded, JobStarted, disk_paths, offered_disks
 from recovery.engine.lobby import Lobby
 from recovery.engine.meeting import Meeting, Ways
 from recovery.engine.session import PeerLink
-from recovery.errors import Interrupted, LinkError, RecoveryError, UsageError
+from recovery.errors import Interrupted, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.paced import pace
 from recovery.link.select import parse_link
@@ -154,13 +154,11 @@ def run(args: argparse.Namespace) -> int:
 
 def lost_pairing(guard: CodeGuard, link: PeerLink, error: RecoveryError, out: events.EventSink) -> None:
     """A lost link (not a goodbye, not a refusal): the same peer may pair again once without a code."""
-    secret = link.rejoin_secret()
-    if not isinstance(error, LinkError) or secret is None:
-        guard.forget_rejoin()  # a goodbye, a refusal: that pairing is over
-        return
-    guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
-    out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
-                                f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
+    secret = link.rejoin_after(error)
+    guard.session_ended(secret)
+    if secret is not None:
+        out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
+                                    f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
 
 
 def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,

@@ -72,7 +72,6 @@ class Answer:
 @dataclass
 class _Rejoin:
     secret: bytes = field(repr=False)
-    machine_id: str | None  # the machine it was (its introduction)
     until: float
 
 
@@ -119,15 +118,18 @@ class CodeGuard:
                 return None
             return Answer(r.secret, self.generation, origin, rejoin=True)
 
-    def allow_rejoin(self, secret: bytes, machine_id: str | None) -> None:
-        """The link to a paired peer was lost: let it pair again once with ``secret`` (no code)."""
+    def allow_rejoin(self, secret: bytes) -> None:
+        """The link to a paired peer was lost: let it pair again once with ``secret`` (no code; only
+        that peer holds it, so no machine id needs checking)."""
         with self._lock:
-            self._rejoin = _Rejoin(secret, machine_id, self.clock() + REJOIN_FOR)
+            self._rejoin = _Rejoin(secret, self.clock() + REJOIN_FOR)
 
-    def rejoin_for(self) -> str | None:
-        """The machine id a rejoin may come from (None: none may come, or it had none)."""
-        with self._lock:
-            return self._rejoin.machine_id if self._rejoin is not None else None
+    def session_ended(self, rejoin: bytes | None) -> None:
+        """A session ended: the peer may come back once with ``rejoin`` (a lost link), or (None) not."""
+        if rejoin is None:
+            self.forget_rejoin()
+        else:
+            self.allow_rejoin(rejoin)
 
     def forget_rejoin(self) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ from recovery.engine.api import CAPABILITIES
 from recovery.engine.control import ATTEMPT_LIMIT, DEFAULT_TIMEOUT, ControlLink
 from recovery.engine.guard import CodeGuard
 from recovery.engine.pipeline import Crew
-from recovery.errors import CancelledError, PairingError, RecoveryError, RefusedError
+from recovery.errors import CancelledError, LinkError, PairingError, RecoveryError, RefusedError
 from recovery.link.base import Connection
 from recovery.protocol import codes
 from recovery.protocol import messages as m
@@ -76,6 +76,11 @@ class PeerLink:
     def fingerprint(self) -> str:
         keys = self.ctl.state.keys
         return keys.fingerprint if keys else ""
+
+    def rejoin_after(self, error: BaseException | None) -> bytes | None:
+        """The secret to let this peer pair again with, if ``error`` (how the session ended) is a lost
+        link; None after a goodbye, a refusal, or any other end on purpose."""
+        return self.rejoin_secret() if isinstance(error, LinkError) else None
 
     def rejoin_secret(self) -> bytes | None:
         """The secret with which this peer may pair again after a lost link (capability "rejoin";

@@ -31,7 +31,7 @@ from recovery.engine.guard import CodeGuard
 from recovery.engine.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
 from recovery.engine.seen import Pin
 from recovery.engine.session import PeerLink
-from recovery.errors import LinkError, PeerLeftError, RecoveryError
+from recovery.errors import PeerLeftError, RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.advice import advise, peer_left
 from recovery.tui.config import WizardConfig
@@ -315,12 +315,9 @@ class WizardApp(App[int]):
     def lost_pairing(self, link: PeerLink, error: RecoveryError | None) -> None:
         """A lost link (not a goodbye): the serving side lets the same peer pair again once without a
         code; the driving side keeps the secret for when its user allows resuming by itself."""
-        secret = link.rejoin_secret() if isinstance(error, LinkError) else None
+        secret = link.rejoin_after(error)
         if link.role == "server":
-            if secret is not None:
-                self.guard.allow_rejoin(secret, link.peer.machine_id if link.peer else None)
-            else:
-                self.guard.forget_rejoin()
+            self.guard.session_ended(secret)
         else:
             self.state.rejoin = secret
 

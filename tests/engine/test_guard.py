@@ -99,12 +99,12 @@ def test_a_lost_pairing_may_come_back_once_with_its_secret_and_not_after_its_tim
     guard = CodeGuard(clock=clock)
     assert guard.answer("10.0.0.2", rejoin=True) is None  # nothing was lost: a rejoin is turned away
     secret = bytes(range(32))
-    guard.allow_rejoin(secret, "machine-1")
+    guard.allow_rejoin(secret)
     answered = guard.answer("10.0.0.2", rejoin=True)
     assert answered is not None and answered.secret == secret and answered.rejoin
     assert guard.judge(answered, lambda: True).outcome == "paired"
     assert guard.answer("10.0.0.2", rejoin=True) is None  # once only
-    guard.allow_rejoin(secret, "machine-1")
+    guard.allow_rejoin(secret)
     clock.now += REJOIN_FOR + 1
     assert guard.answer("10.0.0.2", rejoin=True) is None  # too late
 
@@ -112,7 +112,7 @@ def test_a_lost_pairing_may_come_back_once_with_its_secret_and_not_after_its_tim
 def test_a_wrong_rejoin_proof_counts_as_a_wrong_try_and_a_code_pairing_ends_the_offer() -> None:
     guard = CodeGuard()
     code = guard.code
-    guard.allow_rejoin(bytes(32), None)
+    guard.allow_rejoin(bytes(32))
     answered = guard.answer("10.0.0.9", rejoin=True)
     assert answered is not None and "secret" not in repr(answered)  # the secret is never printed
     assert guard.judge(answered, lambda: False).outcome == "wrong_code"
