@@ -62,8 +62,8 @@ class ResumeScreen(ModalScreen[bool]):
 
 RESCUE_QUESTION = ("The source has unreadable areas. Continue in rescue mode?\n"
                    "Rescue mode copies everything that can still be read, the good areas first, and lists what "
-                   "cannot be read (and which files it hits). The clone resumes where it stopped: pair with "
-                   "{peer} again and choose the same disks.")
+                   "cannot be read (and which files it hits). Then Retry the same clone (r; pair with {peer} "
+                   "again first): it resumes where it stopped.")
 
 
 class RescueScreen(ModalScreen[bool]):
