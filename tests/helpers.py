@@ -194,10 +194,17 @@ class Recovery:
     def wait(self, timeout: float = 120) -> int:
         try:
             code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            hung = True
+        else:
+            hung = False
         finally:
             self.kill()  # on a timeout, do not leave it running
         for t in self._threads:
             t.join(5)
+        if hung:  # say what it was doing: a hang in CI must be diagnosable from the log alone
+            raise AssertionError(f"{' '.join(self.proc.args[2:6])} still ran after {timeout:.0f} s; last events: "
+                                 f"{self.events[-5:]}; stderr: {self.stderr[-2000:]}")
         return code
 
     def error_lines(self) -> list[str]:
