@@ -98,9 +98,13 @@ class ControlLink:
     # --- sending ---
 
     def send(self, msg: m.Message) -> None:
+        """Send ``msg``; if the peer has ended the connection meanwhile (its error or cancel is queued,
+        not read yet), raise the peer's reason, not a protocol error of this side's."""
         with self._lock:
-            data = self.state.send(msg)
-            self.channel.send(data)
+            if self.state.state is not State.CLOSED:
+                self.channel.send(self.state.send(msg))
+                return
+        self._peer_said_stop()
 
     def send_raw(self, make: object) -> None:
         """Write what ``make()`` returns (a pairing step of the state machine), atomically with it."""
