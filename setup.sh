@@ -53,14 +53,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Python side comes from a lock file: exactly the versions the tests
+# passed with, each file checked against its hash (requirements/refresh.sh
+# makes the locks from pyproject.toml's ranges). pip and the build backend
+# are locked too, and the app itself is installed with no further downloads.
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+lock=requirements/app.txt
 if [ "$dev" = 1 ]; then
-    .venv/bin/python -m pip install -q -e ".[test]"
-else
-    .venv/bin/python -m pip install -q -e .
+    lock=requirements/test.txt
 fi
-echo "setup.sh: ready (.venv/bin/recovery)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+# (setuptools warns about every editable install: its words go to a log, shown on failure)
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
+    >.venv/install-app.log 2>&1 || {
+    cat .venv/install-app.log >&2
+    exit 1
+}
+.venv/bin/python -m pip check >/dev/null || {
+    .venv/bin/python -m pip check >&2
+    echo "setup.sh: .venv holds packages that do not fit together (above); remove .venv and run again" >&2
+    exit 1
+}
+echo "setup.sh: ready (.venv/bin/recovery, Python packages from $lock)"
