@@ -2,8 +2,8 @@
 
 The receiving thread reads each 80-byte header, checks its MAC and checks
 it against the plan (:func:`decode_header`, :class:`FrameSequence`) and
-reads the payload into a pooled buffer; workers open a sealed payload in
-place, decompress (refusing a frame whose declared size is not the
+reads the payload into a pooled buffer; workers open a sealed payload into
+a second buffer (AES-GCM never works in place), decompress (refusing a frame whose declared size is not the
 header's) and check the BLAKE3 digest: a chunk that fails is never written.
 One writing thread writes in frame order, holds back the first and last MiB
 until everything else is on disk, flushes periodically and reports what is
@@ -206,7 +206,7 @@ class ReceivePipeline(Recorded):
                 self.results.put((epoch, h.seq), _Item(h, None, None, None))
                 continue
             buf = self.payloads.get()
-            out = self.outputs.get() if h.codec is Codec.ZSTD else None
+            out = self.outputs.get() if h.codec is Codec.ZSTD or self.limits.encrypted else None
             start = self.net_meter.begin()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
             self.net_meter.end(start)
@@ -227,11 +227,13 @@ class ReceivePipeline(Recorded):
     def _work(self) -> None:
         dctx = zstandard.ZstdDecompressor()
         aeads: dict[int, AESGCM] = {}
+        # A sealed, compressed payload is opened here before it is decompressed into ``out``.
+        scratch = memoryview(bytearray(self.limits.max_payload)) if self.limits.encrypted else None
         while (item := self.jobs.get()) is not None:
             epoch, h, header, buf, out, before = item
             start = self.work_meter.begin()
             try:
-                data, buf, pool = self._check(dctx, aeads, epoch, h, header, buf, out)
+                data, buf, pool = self._check(dctx, aeads, scratch, epoch, h, header, buf, out)
             except IntegrityError as e:
                 if self.on_resend is None:
                     raise
@@ -241,11 +243,14 @@ class ReceivePipeline(Recorded):
                 self.work_meter.end(start)
             self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
 
-    def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], epoch: int, h: ChunkHeader,
-               header: bytes, buf: object, out: object | None) -> tuple[memoryview, object, BufferPool]:
+    def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], scratch: memoryview | None,
+               epoch: int, h: ChunkHeader, header: bytes, buf: object, out: object | None
+               ) -> tuple[memoryview, object, BufferPool]:
         """Open, decompress and check one payload: its bytes, their buffer and its pool.
 
-        On a failure both buffers are back in their pools before the error is raised.
+        ``out`` (from the output pool) is there when the payload is compressed or sealed: a raw
+        sealed payload is opened into it, a compressed one decompressed into it. Every buffer
+        not holding the result is back in its pool on return, and before an error is raised.
         """
         holding: list[tuple[object, BufferPool]] = [(buf, self.payloads)]
         if out is not None:
@@ -256,16 +261,17 @@ class ReceivePipeline(Recorded):
                 aead = aeads.get(epoch)
                 if aead is None:
                     aead = aeads[epoch] = AESGCM(self.keys.for_epoch(epoch).payload)
-                payload = open_payload(aead, h, header, payload)
+                assert out is not None and scratch is not None
+                opened = scratch if h.codec is Codec.ZSTD else memoryview(out)  # type: ignore[arg-type]
+                payload = open_payload(aead, h, header, payload, opened)
             if out is not None:
-                data = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
-                del payload
+                if h.codec is Codec.ZSTD:
+                    payload = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
                 self.payloads.put(buf)  # type: ignore[arg-type]
                 holding.pop(0)
-                buf, pool = out, self.outputs
+                data, buf, pool = payload, out, self.outputs
             else:
                 data, pool = payload, self.payloads
-            assert data is not None
             if not hmac.compare_digest(blake3.blake3(data).digest(), h.digest):
                 raise IntegrityError(
                     f"chunk {h.seq} (bytes {h.offset}..{h.end}, at {human_size(h.offset)}) failed "

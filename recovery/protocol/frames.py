@@ -198,9 +198,13 @@ def seal_payload(aead: AESGCM, header: bytes | memoryview, payload: bytes | memo
     return out[:n]
 
 
-def open_payload(aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, sealed: memoryview) -> memoryview:
-    """Decrypt ``sealed`` in place; the plain bytes, or :class:`IntegrityError` if it was tampered with."""
-    plain = sealed[: len(sealed) - TAG_SIZE]
+def open_payload(aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, sealed: memoryview,
+                 out: memoryview) -> memoryview:
+    """Decrypt ``sealed`` into ``out`` (a separate buffer: AEADs refuse to work in place); the plain
+    bytes, or :class:`IntegrityError` if it was tampered with."""
+    if len(sealed) < TAG_SIZE:
+        raise FrameError(f"frame {h.seq}: a sealed payload of {len(sealed)} bytes has no room for its tag")
+    plain = out[: len(sealed) - TAG_SIZE]
     try:
         aead.decrypt_into(payload_nonce(h.seq), sealed, header[: HEADER_BODY.size], plain)
     except InvalidTag:
