@@ -17,13 +17,19 @@ class RecoveryError(Exception):
     code = "internal"
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, peer: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.peer = peer  # the other machine's name when it happened there (it told us), else None
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def where(self) -> str:
+        """The message as a person reads it: with the machine it happened on, if not this one."""
+        return f"on {self.peer}: {self.message}" if self.peer else self.message
 
 
 class UsageError(RecoveryError):
@@ -59,9 +65,16 @@ class VerificationError(RecoveryError):
         *,
         ranges: list[tuple[int, int]] | None = None,
         hint: str | None = None,
+        peer: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, peer=peer)
         self.ranges = ranges or []
+
+    def kept(self, kept_as: str | None) -> VerificationError:
+        """Say where an image file that failed is kept (under a name that says so), if it is."""
+        if kept_as:
+            self.message += f"; the image file is kept as {kept_as}, NOT a verified copy"
+        return self
 
 
 class SourceReadError(RecoveryError):
@@ -150,8 +163,8 @@ class UnreadableSourceError(RecoveryError):
     exit_code = 14
 
     def __init__(self, message: str, *, unreadable: int = 0, ranges: list[tuple[int, int]] | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+                 hint: str | None = None, peer: str | None = None) -> None:
+        super().__init__(message, hint=hint, peer=peer)
         self.unreadable = unreadable
         self.ranges = ranges or []
 
@@ -179,9 +192,9 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
 }
 
 
-def error_from_code(code: str, message: str) -> RecoveryError:
-    """Rebuild an error the peer reported, so both sides exit alike."""
+def error_from_code(code: str, message: str, peer: str) -> RecoveryError:
+    """Rebuild an error the peer (the machine named ``peer``) reported, so both sides exit alike."""
     cls = ERRORS_BY_CODE.get(code, RecoveryError)
     if cls is ProtocolError:
         cls = RemoteProtocolError
-    return cls(f"peer: {message}")
+    return cls(message, peer=peer)

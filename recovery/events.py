@@ -126,6 +126,7 @@ class Failed(Event):
     exit_code: int
     hint: str | None = None
     traceback: str | None = None  # an internal error (a bug): where it happened, for the report
+    peer: str | None = None  # the other machine's name, when it happened there (it told us)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def job_log(directory: str | None, role: str, out: Callable[[events.Event], None
     try:
         yield both
     except RecoveryError as e:
-        log(events.Failed(code=e.code, message=e.message, exit_code=e.exit_code, hint=e.hint))
+        log(events.Failed(code=e.code, message=e.message, exit_code=e.exit_code, hint=e.hint, peer=e.peer))
         raise
     finally:
         log.close()
@@ -74,7 +74,8 @@ def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
 def add_encrypt(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
-                       help="encrypt the data on a USB4STREAM cable too (every other link is encrypted anyway)")
+                       help="encrypt the data on a direct USB4STREAM cable and on loopback too (every other "
+                            "link encrypts it by default)")
     group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
                        help="send the data authenticated but not encrypted")
 

@@ -99,7 +99,7 @@ def run_headless(args: argparse.Namespace) -> int:
         theirs = lines.find("summary")
         if code != 0 or theirs is None:
             err = lines.find("error")
-            raise error_from_code(err["code"], err["message"]) if err else LinkError(
+            raise error_from_code(err["code"], err["message"], "the receiving process") if err else LinkError(
                 f"the receiving process ended with exit code {code}")
         same = compare(source, target)
         _report(out, mine, theirs, same.identical, same.target_digest, target)

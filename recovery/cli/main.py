@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = e.exit_code
         if isinstance(e, Interrupted) and INTERRUPTS.signal == signal.SIGTERM:
             code = TERMINATED_EXIT_CODE
-        out.error(events.Failed(code=e.code, message=e.message, exit_code=code, hint=e.hint))
+        out.error(events.Failed(code=e.code, message=e.message, exit_code=code, hint=e.hint, peer=e.peer))
         return code
     except KeyboardInterrupt:
         terminated = INTERRUPTS.signal == signal.SIGTERM

@@ -49,7 +49,8 @@ class Output:
         if self.json:
             self(err)
         self._clear_progress()
-        self.err.write(f"error: {shown(err.message)}\n")
+        where = f"on {shown(err.peer)}: " if err.peer else ""
+        self.err.write(f"error: {where}{shown(err.message)}\n")
         if err.hint:
             self.err.write(f"hint: {shown(err.hint)}\n")
         self.err.flush()

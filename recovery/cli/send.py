@@ -25,6 +25,7 @@ from recovery.engine.level import parse_level
 from recovery.engine.send import check_options, send_disk
 from recovery.errors import PairingError
 from recovery.link.select import connect_sender, sender_spec
+from recovery.protocol.frames import MAX_CHUNK_SIZE
 from recovery.units import parse_size
 
 
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", default="auto", metavar="auto|N",
                    help="zstd level: auto (default, adapts to link and CPU), 0 (raw) or 1..19")
     p.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}M", metavar="SIZE",
-                   help="bytes per chunk, 4K..16M (default 4M)")
+                   help=f"bytes per chunk, 4K..{MAX_CHUNK_SIZE >> 20}M (default {DEFAULT_CHUNK_SIZE >> 20}M)")
     p.add_argument("--allow-mounted", action="store_true",
                    help="copy even if the source is mounted read-write (the copy may be inconsistent)")
     add_encrypt(p)

@@ -261,8 +261,8 @@ class AgentSession:
             reason = self.link.abandon(error)
             error = reason if isinstance(reason, RecoveryError) else error
             job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
-                                   hint=error.hint, traceback=trace))
-            job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint,
+                                   hint=error.hint, traceback=trace, peer=error.peer))
+            job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint, peer=error.peer,
                               log=job.log_path))
             if isinstance(error, RefusedError) and self.link.idle:
                 return 0

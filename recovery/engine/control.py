@@ -56,6 +56,7 @@ class ControlLink:
         self.timeout = timeout
         self.state = ControlConnection(binding=conn.binding)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.peer_name = "the peer"  # its host name, once its hello is here: names what it reports
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -78,6 +79,7 @@ class ControlLink:
         while True:
             event = self.poll_event(max(0.0, min(0.5, deadline - time.monotonic())))
             if isinstance(event, m.Hello):
+                self.peer_name = event.host.hostname
                 return event
             if event is not None:
                 raise RemoteProtocolError(f"unexpected {type(event).__name__} before the peer's hello")
@@ -127,7 +129,7 @@ class ControlLink:
         elif isinstance(error, CancelledError):
             self.try_send(m.Cancel(reason=error.message[:1000]))
         elif isinstance(error, RecoveryError):
-            if not error.message.startswith("peer:") and not isinstance(error, LinkError):
+            if error.peer is None and not isinstance(error, LinkError):
                 self.try_send(m.Error(code=error.code, message=error.message[:1000]))
         else:
             self.try_send(m.Error(code="internal", message=f"internal error: {error}"[:1000]))
@@ -191,7 +193,7 @@ class ControlLink:
             # An unproven peer cannot make this side report a verification failure or the like.
             raise PairingError(f"peer (not paired): {item.message}")
         if isinstance(item, BaseException | m.Error | m.Cancel):
-            _raise(item)
+            self._raise(item)
         return item
 
     def explain(self, error: BaseException, wait: float = 1.0) -> BaseException:
@@ -209,7 +211,7 @@ class ControlLink:
             except queue.Empty:
                 break
             if isinstance(item, m.Error):
-                return error_from_code(item.code, item.message)
+                return error_from_code(item.code, item.message, self.peer_name)
             if isinstance(item, m.Cancel):
                 return CancelledError(f"the peer cancelled: {item.reason}")
             if isinstance(item, BaseException):
@@ -249,7 +251,15 @@ class ControlLink:
             except queue.Empty:
                 raise LinkError("link lost: the peer closed the connection") from None
             if isinstance(item, m.Error | m.Cancel | BaseException):
-                _raise(item)
+                self._raise(item)
+
+    def _raise(self, item: BaseException | m.Error | m.Cancel) -> NoReturn:
+        """An inbox item that ends the session, as the error this side raises."""
+        if isinstance(item, m.Error):
+            raise error_from_code(item.code, item.message, self.peer_name)
+        if isinstance(item, m.Cancel):
+            raise CancelledError(f"the peer cancelled: {item.reason}")
+        raise item
 
     def refuse(self, reason: str, message: str) -> PairingFailed:
         """Turn the peer's attempt away without trying the code."""
@@ -305,15 +315,6 @@ class ControlLink:
         if isinstance(event, PairingFailed):
             return None  # the end of an attempt already given up (both drove at once)
         raise RemoteProtocolError(f"unexpected {_name(event)} before the pairing")
-
-
-def _raise(item: BaseException | m.Error | m.Cancel) -> NoReturn:
-    """An inbox item that ends the session, as the error this side raises."""
-    if isinstance(item, m.Error):
-        raise error_from_code(item.code, item.message)
-    if isinstance(item, m.Cancel):
-        raise CancelledError(f"the peer cancelled: {item.reason}")
-    raise item
 
 
 def _name(event: object) -> str:

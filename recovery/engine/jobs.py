@@ -56,6 +56,7 @@ class JobEnded(events.Event):
     message: str = ""
     hint: str | None = None
     log: str | None = None
+    peer: str | None = None  # the other machine, when the error happened there
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from recovery.disks import identity as ident
 from recovery.engine.framelist import RECORD, FrameList
 from recovery.engine.joblog import default_dir
 from recovery.engine.recvpipe import DurablePoint
+from recovery.engine.target import EDGE
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind
 
@@ -359,12 +360,30 @@ def sample_indexes(count: int, skip: set[int] = frozenset(), want: int = SAMPLE,
     return sorted(i for i in picks if 0 <= i < count and i not in skip)
 
 
+def edge_indexes(frames: FrameList, target_size: int) -> list[int]:
+    """The frames in the first and last :data:`EDGE` bytes (the partition-table areas), which the
+    receiver holds back until the end of a clone; the list is in plan order, so they are at its ends."""
+    edge: list[int] = []
+    for i in range(len(frames)):
+        offset, _, _, _ = frames.record(i)
+        if offset >= EDGE:
+            break
+        edge.append(i)
+    for i in range(len(frames) - 1, -1, -1):
+        offset, length, _, _ = frames.record(i)
+        if offset + length <= target_size - EDGE or offset < EDGE:
+            break
+        edge.append(i)
+    return edge
+
+
 def target_changed(found: Found, target_fd: int, size: int) -> str | None:
-    """Why the target no longer holds what the journal says (None: it does)."""
+    """Why the target no longer holds what the journal says (None: it does). The frames in the
+    partition-table areas are not sampled: their bytes reach the target only at the end of a clone."""
     fp = ident.fingerprint(target_fd, size)
     if fp != found.head.get("target_fp"):
         return "the target's partition-table areas changed since"
-    for i in sample_indexes(len(found.frames), {h.seq for h, _ in found.held}):
+    for i in sample_indexes(len(found.frames), set(edge_indexes(found.frames, size))):
         offset, length, digest, _ = found.frames.record(i)
         try:
             data = os.pread(target_fd, length, offset)

@@ -16,7 +16,6 @@ from recovery.engine.progress import RateMeter, StageSampler, limit
 from recovery.engine.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.recvpipe import DurablePoint, ReceivePipeline
 from recovery.engine.rescue import unreadable_error
-from recovery.engine.send import resumable
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.target import Target
 from recovery.errors import (
@@ -29,6 +28,7 @@ from recovery.errors import (
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import MAX_CHUNK_SIZE, MAX_FRAMES, ChunkHeader, FrameLimits, max_frames
+from recovery.units import human_size
 
 TICK = 0.25
 REPORT_EVERY = 0.5
@@ -145,11 +145,13 @@ def run_receive(
         elif verified and plan.mode == "used":
             sink(events.Warning("the filesystem checks were skipped (--no-fs-check)"))
         _end_journal(begun, target, verified, done_msg.unreadable, sink)
+        kept_as = target.set_aside(".unverified") if verified is False else None
         mismatches = tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024])
         ctl.send(m.Summary(
             frames=pipe.frames, bytes_written=target.bytes_written, list_digest=pipe.list_digest,
             target_digest=result.image_digest, verified=verified, mismatches=mismatches,
             seconds=round(transfer_seconds + result.seconds, 3), checks=tuple(checks), resends=pipe.resends,
+            kept_as=kept_as,
         ))
         bad = [(r.offset, r.length) for r in done_msg.unreadable_ranges]
         summary = events.Summary(
@@ -164,14 +166,14 @@ def run_receive(
         )
         sink(summary)
         if verified is False and not result.mismatches:
-            raise fscheck.failure_error(checks, target.path)
+            raise fscheck.failure_error(checks, target.path).kept(kept_as)
         if verified is False:
             raise VerificationError(
                 f"reading {target.path} back found {len(result.mismatches)} range(s) that differ "
                 "from what was received",
                 ranges=result.mismatches,
                 hint="the target disk may be failing; try another disk",
-            )
+            ).kept(kept_as)
         if plan.mode == "exact" and result.image_digest and done_msg.source_digest \
                 and result.image_digest != done_msg.source_digest:
             raise VerificationError("the target's BLAKE3 differs from the source's")
@@ -183,9 +185,11 @@ def run_receive(
         if isinstance(e, UnreadableSourceError):
             raise
         error = link.abandon(e, pipe.crew if pipe else None)
-        if pipe is not None and begun is not None and begun.journal is not None:
+        jrnl = begun.journal if begun is not None else None
+        if pipe is not None and begun is not None and jrnl is not None:
             _settle(pipe, begun, sink)
-        raise (resumable(error, link) if begun is not None and begun.journal is not None else error) from None
+        holding = str(jrnl.path) if jrnl is not None and jrnl.error is None and jrnl.done > 0 else None
+        raise resume.resume_hint(error, holding, "this machine") from None
     finally:
         if pipe is not None:
             pipe.crew.shutdown()
@@ -249,12 +253,15 @@ def _pipeline(link: PeerLink, target: Target, limits: FrameLimits, keys: object,
     ctl = link.ctl
     state: dict[str, ReceivePipeline] = {}
 
+    jrnl = begun.journal
+
     def durable(point: DurablePoint) -> None:
         ack = m.Ack(seq=point.seq, bytes=point.covered)
-        if begun.journal is None:
+        if jrnl is None:
             ctl.send(ack)
-        else:  # the ack goes out once the journal has it on the disk
-            begun.journal.durable(point, state["pipe"].framelist, then=lambda: ctl.try_send(ack))
+        else:  # the ack goes out once the journal has it on the disk, and says so if it does
+            jrnl.durable(point, state["pipe"].framelist, then=lambda: ctl.try_send(
+                dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)))
 
     def again(seq: int, epoch: int, reason: str) -> None:
         ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))
@@ -390,12 +397,27 @@ def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
             if why:
                 raise RefusedError(f"the target the sender chose is not {target.path}: {why}")
         safety.check_against_plan(pinned, plan.source, plan.size)
+        if not target.is_block:
+            _check_room(target, plan)
     except (RecoveryError, OSError) as e:
         target.discard_created()
         if isinstance(e, OSError):
             raise RefusedError(f"cannot inspect {opts.target}: {e.strerror}") from None
         raise
     return target, pinned
+
+
+def _check_room(target: Target, plan: m.Plan) -> None:
+    """An image file whose filesystem cannot take what the plan writes is refused before the first byte
+    (what the plan leaves out stays a hole and costs nothing; all-zero chunks too, found only as they come)."""
+    room, needed = target.room(), plan.map.bytes
+    if room >= needed:
+        return
+    hint = "free space there, or write the image to a disk with more room"
+    if plan.mode == "exact":
+        hint += "; a clone in used mode stores only the blocks the filesystems use"
+    raise RefusedError(f"{target.path} cannot hold the clone: its filesystem has {human_size(room)} free "
+                       f"({room} bytes), the clone writes up to {human_size(needed)} ({needed} bytes)", hint=hint)
 
 
 def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:

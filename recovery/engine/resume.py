@@ -31,14 +31,22 @@ from recovery.engine.chunks import Chunk
 from recovery.engine.framelist import FrameList
 from recovery.engine.sendpipe import zero_digest
 from recovery.engine.session import PeerLink
-from recovery.engine.target import EDGE
-from recovery.errors import RefusedError, RemoteProtocolError
+from recovery.errors import LinkError, RefusedError, RemoteProtocolError
 from recovery.protocol import messages as m
 from recovery.protocol.frames import DIGEST_SIZE, Kind
 from recovery.units import human_size
 
 RESTART_HINT = ("run the sender with --rescan to compare every chunk and send what changed, "
                 "or the receiver with --restart to start over")
+
+
+def resume_hint(error: BaseException, journal_path: str | None, keeper: str) -> BaseException:
+    """A lost link, where the receiver's journal (at ``journal_path`` on the machine ``keeper``)
+    holds part of the clone: say how to go on. Without a journal that holds it, say nothing."""
+    if isinstance(error, LinkError) and error.hint is None and journal_path:
+        error.hint = ("run the same commands again: the clone resumes where the target's durable data ends "
+                      f"({keeper} keeps its journal at {journal_path})")
+    return error
 
 
 @dataclass
@@ -60,7 +68,9 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
         return None
     head = found.head
     was = head.get("source_desc", "another disk")
-    why = journal.target_changed(found, target_fd, target_size) or _held_missing(found, plan.size)
+    # The held frames first: without them the partition-table areas cannot be written at the end,
+    # whatever the target holds elsewhere (and the sample never reads those areas).
+    why = _held_missing(found, plan.size) or journal.target_changed(found, target_fd, target_size)
     if why:
         sink(events.Warning(f"{where} describes an unfinished clone onto this target, but {why}: "
                             "not resumed, the clone starts from the beginning"))
@@ -95,7 +105,7 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
                            "source could not read", hint="run the sender with --rescue to try those areas again, "
                            "or the receiver with --restart to start over")
     offer = m.ResumeOffer(seq=len(found.frames), bytes=found.frames.covered, since=str(head.get("since", ""))[:64],
-                          complete=found.complete, rescued=bool(head.get("rescue")))
+                          complete=found.complete, rescued=bool(head.get("rescue")), journal=str(found.path))
     return Offer(found, offer)
 
 
@@ -103,18 +113,7 @@ def _held_missing(found: journal.Found, target_size: int) -> str | None:
     """Why the edge frames the journal counts as durable are not all held (their bytes are written only
     at the end of a clone, from the journal's held file), or None."""
     held = {h.offset for h, _ in found.held}
-    frames = found.frames
-    edge: list[int] = []
-    for i in range(len(frames)):  # the first frames, then the last ones: the list is in plan order
-        offset, length, _, _ = frames.record(i)
-        if offset >= EDGE:
-            break
-        edge.append(offset)
-    for i in range(len(frames) - 1, -1, -1):
-        offset, length, _, _ = frames.record(i)
-        if offset + length <= target_size - EDGE or offset < EDGE:
-            break
-        edge.append(offset)
+    edge = [found.frames.record(i)[0] for i in journal.edge_indexes(found.frames, target_size)]
     missing = [o for o in edge if o not in held]
     if missing:
         return f"the bytes of its partition-table area at {missing[0]} were not kept"

@@ -25,7 +25,6 @@ from recovery.engine.sendpipe import Job, SendPipeline
 from recovery.engine.session import PeerLink, handshake
 from recovery.engine.source import Source, check_source
 from recovery.errors import (
-    LinkError,
     RefusedError,
     RemoteProtocolError,
     UnreadableSourceError,
@@ -59,7 +58,7 @@ class _ChunkList:
 def check_options(opts: SendOptions) -> None:
     """What can be refused before a link is opened: the chunk size, the source, the rescue's options."""
     if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
-        raise UsageError("the chunk size must be a multiple of 4 KiB, at most 64 MiB")
+        raise UsageError(f"the chunk size must be a multiple of 4 KiB, at most {MAX_CHUNK_SIZE >> 20} MiB")
     if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
         raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
     if opts.retries < 0 or not opts.fill:
@@ -89,6 +88,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
     """Plan, stream and check one clone of a local disk to the peer."""
     check_options(opts)
     conn, ctl, theirs = link.conn, link.ctl, link.theirs
+    link.peer_journal = None
     source: Source | None = None
     pipe: SendPipeline | None = None
     rescue: RescueJob | None = None
@@ -155,7 +155,8 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
     except BaseException as e:
         if isinstance(e, UnreadableSourceError):
             raise
-        raise resumable(link.abandon(e, pipe.crew if pipe else None), link) from None
+        error = link.abandon(e, pipe.crew if pipe else None)
+        raise resume.resume_hint(error, link.peer_journal, theirs.host.hostname) from None
     finally:
         if pipe is not None:
             pipe.close()
@@ -163,13 +164,6 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             rescue.close()
         if source is not None:
             source.close()
-
-
-def resumable(error: BaseException, link: PeerLink) -> BaseException:
-    """A lost link, where the peer keeps a journal: say how to go on."""
-    if isinstance(error, LinkError) and error.hint is None and "resume" in link.ctl.state.shared_caps:
-        error.hint = "run the same commands again: the clone resumes where the target's durable data ends"
-    return error
 
 
 def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
@@ -194,6 +188,7 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
             view[hole_start : hole_start + hole_len] = bytes(hole_len)
         return True
 
+    link.peer_journal = offer.journal
     first_unknown = None
     if rescue is not None:
         rescue.resumed(chunks, offer.seq, offer.rescued)
@@ -234,6 +229,7 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
         msg = ctl.poll(TICK)
         if isinstance(msg, m.Ack):
             durable = msg.bytes
+            link.peer_journal = msg.journal
             acked = pipe.acked(msg.seq)
             if rescue is not None:
                 rescue.acked([(r.job.chunk, r.note) for r in acked if r.job.chunk is not None])
@@ -337,13 +333,13 @@ def _conclude(
     )
     sink(result)
     if verified is False and not mismatches and fscheck.failures(summary.checks):
-        raise fscheck.failure_error(summary.checks, target_desc)
+        raise fscheck.failure_error(summary.checks, target_desc).kept(summary.kept_as)
     if verified is False:
         raise VerificationError(
             f"the receiver read the target back and found {len(mismatches)} range(s) that differ",
             ranges=[(a, b) for a, b in mismatches],
             hint="the target disk may be failing; run the clone again or use another disk",
-        )
+        ).kept(summary.kept_as)
     if bad:
         raise unreadable_error(result.unreadable, bad, rescue.path if rescue else None)
     return result

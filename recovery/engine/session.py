@@ -53,6 +53,16 @@ FAILED = {
 }
 
 
+def first_error(error: BaseException, crew: Crew) -> BaseException:
+    """What stopped a clone first: a pipeline thread's own error (a full target, a failed write, a
+    damaged chunk, a bug) rather than the lost link it caused (a failing pipeline aborts its
+    channel, which the session then sees), else ``error``."""
+    own = crew.error
+    if own is None or not isinstance(error, LinkError) or isinstance(own, LinkError | CancelledError):
+        return error
+    return own
+
+
 def uses_stdio_code(conn: Connection) -> bool:
     return conn.kind == "stdio"
 
@@ -71,6 +81,7 @@ class PeerLink:
     offered: tuple[m.DiskInfo, ...] = ()  # our disks as we sent them (a server's view)
     peer: m.HostInfo | None = None  # who the peer says it is, in full, once paired (its introduce)
     rejoined: bool = False  # paired by a lost pairing's rejoin secret, not a code
+    peer_journal: str | None = None  # a sender's view: where the receiver journals the clone under way, if it does
 
     @property
     def fingerprint(self) -> str:
@@ -137,6 +148,7 @@ class PeerLink:
         if crew is None and isinstance(error, RefusedError) and self.idle:
             return error
         if crew is not None:
+            error = first_error(error, crew)
             crew.fail(CancelledError("stopped"))
             crew.join(2)
         reason = self.ctl.explain(error)

@@ -104,6 +104,12 @@ class Target:
             raise VerificationError(f"{self.path} was replaced after it was written; it is not the copy",
                                     hint="keep other programs away from the target while a clone runs")
 
+    def room(self) -> int:
+        """Bytes an image file may fill: the free space of its filesystem (for this user) and what
+        the file holds now (a fresh clone empties it first)."""
+        vfs = os.fstatvfs(self.fd)
+        return vfs.f_bavail * vfs.f_frsize + os.fstat(self.fd).st_blocks * 512
+
     def identity(self) -> Identity:
         return identity.identify(self.path, self.fd)
 
@@ -234,13 +240,30 @@ class Target:
             os.close(self.fd)
             self.fd = -1
 
+    def set_aside(self, suffix: str) -> str | None:
+        """A file this run created, renamed to its name plus ``suffix`` (and closed, and no longer
+        removed by :meth:`discard_created`): the new name, or None when it was not ours or the new
+        name is taken (it is then removed as usual)."""
+        if not self.created or self.is_block:
+            return None
+        aside = self.path + suffix
+        try:
+            if os.path.lexists(aside) or not os.path.samestat(os.lstat(self.path), self._stat):
+                return None
+            os.rename(self.path, aside)
+        except OSError:
+            return None
+        self.created = False
+        self.close()
+        return aside
+
     def discard_created(self) -> None:
         """After a failure: remove an image file this run created (only if the name still is it)."""
-        ours = os.fstat(self.fd) if self.fd >= 0 and self.created else None
         self.close()
-        if ours is not None:
+        if self.created:
             try:
-                if os.path.samestat(os.lstat(self.path), ours):
+                if os.path.samestat(os.lstat(self.path), self._stat):  # the name still is the file made
                     os.unlink(self.path)
             except OSError:
                 pass
+            self.created = False

@@ -4,7 +4,9 @@
 reverse direction both work: each side reads mux records from its input and
 writes records to its output. A reader thread sorts incoming records into
 two bounded buffers; writers take turns record by record, so a control
-message never waits behind a whole chunk.
+message never waits behind a whole chunk. Aborting the data channel (a
+pipeline's error) leaves the control channel working, so the reason still
+reaches the peer: its records are dropped from then on, in both directions.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Mux:
         self.inboxes = {CONTROL: _Inbox(), DATA: _Inbox()}
         self.decoder = MuxDecoder()
         self.aborted = False
+        self.closed_channels: set[int] = set()  # aborted alone: their records are dropped
         self.thread = threading.Thread(target=self._read_loop, name="stdio-mux", daemon=True)
         self.thread.start()
 
@@ -53,8 +56,10 @@ class Mux:
                 while (record := self.decoder.next_record()) is not None:
                     channel, data = record
                     with self.cond:
+                        if channel in self.closed_channels:
+                            continue
                         box = self.inboxes[channel]
-                        while box.size > BUFFER_LIMIT and not self.aborted:
+                        while box.size > BUFFER_LIMIT and not self.aborted and channel not in self.closed_channels:
                             self.cond.wait(0.5)
                         box.chunks.append(memoryview(data))
                         box.size += len(data)
@@ -78,7 +83,7 @@ class Mux:
                     raise box.error
                 if box.eof:
                     return 0
-                if self.aborted:
+                if self.aborted or channel in self.closed_channels:
                     raise LinkError("the stdio link was closed")
                 self.cond.wait(0.5)
             head = box.chunks[0]
@@ -96,8 +101,20 @@ class Mux:
         for part in parts:
             view = memoryview(part).cast("B")
             for start in range(0, len(view), MAX_RECORD):
+                if channel in self.closed_channels:
+                    raise LinkError("the stdio link's data channel was closed")
                 piece = view[start : start + MAX_RECORD]
                 self.io.send_parts((encode_record_header(channel, len(piece)), piece))
+
+    def abort_channel(self, channel: int) -> None:
+        """Stop one channel: its calls fail, what it buffered and what still arrives for it is
+        dropped (so the other channel keeps flowing); a record being written is finished first."""
+        with self.cond:
+            self.closed_channels.add(channel)
+            box = self.inboxes[channel]
+            box.chunks.clear()
+            box.size = 0
+            self.cond.notify_all()
 
     def abort(self) -> None:
         with self.cond:
@@ -129,7 +146,12 @@ class MuxChannel(Channel):
         self.bytes_out += sum(len(p) for p in parts)
 
     def abort(self) -> None:
-        self.mux.abort()
+        """The data channel alone (a pipeline's error): the control channel still carries why.
+        The control channel: the whole link."""
+        if self.channel == DATA:
+            self.mux.abort_channel(DATA)
+        else:
+            self.mux.abort()
 
     def close(self) -> None:
         self.mux.abort()

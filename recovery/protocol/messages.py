@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from recovery.errors import RemoteProtocolError
+from recovery.protocol.frames import MAX_CHUNK_SIZE
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 
 CONTROL_MAGIC = b"U4RC"
-PROTOCOL_VERSION = (2, 0)
+PROTOCOL_VERSION = (2, 1)
 
 # The preamble each side sends first.
 PREAMBLE = struct.Struct(
@@ -296,7 +297,7 @@ class Plan(Message):
     source: Identity
     size: int  # bytes the target must hold
     mode: Mode
-    chunk_size: int = field(metadata=bounded(lo=4096, hi=64 << 20))
+    chunk_size: int = field(metadata=bounded(lo=4096, hi=MAX_CHUNK_SIZE))
     codecs: tuple[str, ...] = field(metadata=bounded(max_len=8))
     map: MapSummary
     frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END
@@ -321,6 +322,8 @@ class ResumeOffer:
     since: str = field(default="", metadata=bounded(max_len=64))  # when that clone started, for people
     complete: bool = False  # it had finished (with unreadable areas that a rescue run may patch)
     rescued: bool = False  # a rescue wrote some of it: frames may hold filled areas the sender's mapfile lists
+    # Optional (2.1): where the receiver keeps the journal, for the words a sender prints after a lost link.
+    journal: str | None = field(default=None, metadata=bounded(max_len=4096))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,9 @@ class Ack(Message):
     type: ClassVar[str] = "ack"
     seq: int
     bytes: int
+    # Optional (2.1): the receiver's resume journal holds these frames, at this path on the receiver
+    # (None: no journal, or it could not be written): after a lost link the same commands resume.
+    journal: str | None = field(default=None, metadata=bounded(max_len=4096))
 
 
 DIGEST_PAGE = 16384  # digests per ``digests`` message
@@ -428,6 +434,8 @@ class Summary(Message):
     seconds: float = 0.0
     checks: tuple[FsCheck, ...] = field(default=(), metadata=bounded(max_len=512))  # optional
     resends: int = 0  # optional: frames asked for again because they arrived damaged
+    # Optional (2.1): an image file that failed its checks, kept for a look under this name.
+    kept_as: str | None = field(default=None, metadata=bounded(max_len=4096))
 
 
 @dataclass(frozen=True, slots=True)

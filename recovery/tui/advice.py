@@ -66,11 +66,13 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
     ), False
 
 
-def advise(code: str, message: str, hint: str | None = None, *, peer: str = "the other machine") -> Advice:
-    """The error screen for an error ``code`` (see :mod:`recovery.errors`)."""
+def advise(code: str, message: str, hint: str | None = None, *, peer: str = "the other machine",
+           reported_by: str | None = None) -> Advice:
+    """The error screen for an error ``code`` (see :mod:`recovery.errors`); ``reported_by``: the
+    machine it happened on, when not this one."""
     title, steps, waiting = _steps(code, peer)
-    if message.startswith("peer: "):
-        message = f"{message[6:]} (reported by {peer})"
+    if reported_by:
+        message = f"{message} (reported by {reported_by})"
     if code == "cancelled" and "the peer cancelled" in message:
         title = f"The clone was cancelled on {peer}"
     if hint:

@@ -307,7 +307,7 @@ class WizardApp(App[int]):
         if isinstance(msg.error, PeerLeftError):
             advice = peer_left(peer, msg.error.message.split(": ", 1)[-1])
         else:
-            advice = advise(msg.error.code, msg.error.message, msg.error.hint, peer=peer)
+            advice = advise(msg.error.code, msg.error.message, msg.error.hint, peer=peer, reported_by=msg.error.peer)
         screen = ErrorScreen(advice, [Offer("enter", "First screen", Dismissed)], peer=peer)
         screen.set_status(self.waiting_line())
         self.show(screen)

@@ -199,7 +199,8 @@ class Stepper:
         written = state.job_choice.target if state.job_choice and not job.passive else None
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
-        advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer)
+        advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer,
+                        reported_by=ended.peer)
         lost = (ended.code == "link_lost" and not job.passive and state.link is not None
                 and state.link.rejoin_secret() is not None)
         screen = ErrorScreen(advice, self.offers(failed=True, linked=linked, lost=lost), state=lines, log=ended.log,

@@ -77,7 +77,8 @@ def test_an_older_peer_is_told_to_upgrade(tmp_path: Path) -> None:
     conn = tcp.connect(tcp.Endpoint("127.0.0.1", port))
     conn.control.send(m.encode_preamble((1, 0)))
     failed = rx.wait_event("pairing_attempt", ok=False)
-    assert "1.0" in failed["message"] and "2.0" in failed["message"] and "older" in failed["message"]
+    ours = "{}.{}".format(*m.PROTOCOL_VERSION)
+    assert "1.0" in failed["message"] and ours in failed["message"] and "older" in failed["message"]
     decoder = m.ControlDecoder()
     told: list[m.Message] = []
     while not any(isinstance(t, m.Error) for t in told):
@@ -86,7 +87,7 @@ def test_an_older_peer_is_told_to_upgrade(tmp_path: Path) -> None:
         decoder.receive_data(data)
         while (msg := decoder.next_message()) is not None:
             told.append(msg)
-    assert decoder.peer_version == (2, 0)  # it says which version it speaks, and why it stops:
+    assert decoder.peer_version == m.PROTOCOL_VERSION  # it says which version it speaks, and why it stops:
     error = next(t for t in told if isinstance(t, m.Error))
     assert "older" in error.message and "1.0" in error.message
     assert rx.proc.poll() is None

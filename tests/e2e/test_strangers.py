@@ -205,6 +205,7 @@ def test_a_relay_that_changes_a_sealed_control_message_breaks_the_session(sample
     relay.close()
 
 
+@pytest.mark.smoke
 def test_send_via_runs_the_receiver_and_talks_over_its_pipes(sample: Path, tmp_path: Path) -> None:
     """The ssh form (`--via 'ssh host recovery receive ... --from -'`), with the command run here."""
     target = tmp_path / "piped.img"
@@ -216,6 +217,7 @@ def test_send_via_runs_the_receiver_and_talks_over_its_pipes(sample: Path, tmp_p
     assert summary and summary["verified"] is True
     assert target.read_bytes() == sample.read_bytes()
     assert "stdio link" in tx.event("peer")["security"]  # type: ignore[index]
+    assert tx.event("plan")["encrypted"] is True  # type: ignore[index]  # a pipe ssh carries: sealed
 
 
 def test_the_agent_shows_nothing_to_a_stranger(sample: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ mode chosen on the kernel command line.
 A QEMU stream network between the two VMs stands in for the cable: inside,
 each VM has a virtio NIC (eth0 with net.ifnames=0) where a real machine has
 thunderbolt0, and the clone uses the thunderbolt-net link on it
-(`recovery.link=tbnet:eth0`: IPv6 link-local, peers found by beacon).
+(`recovery.link=tbnet:eth0`: IPv6 link-local, peers found by beacon), with
+the data encrypted as on any IP link, by the image's own Python libraries.
 VM A has a small GPT disk with an ext4 filesystem, VM B a blank disk of the
 same size; both print a result line on the serial console, and then the host
 compares B's disk with A's.
@@ -211,6 +212,10 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path, secure_boot: bool) -> 
         assert a_result.group(1) == "ok", f"sender failed: {a_result.group(0)}\n{_tails(vms)}"
         b_result = b.expect(RESULT, 120)
         assert b_result.group(1) == "ok", f"receiver failed: {b_result.group(0)}\n{_tails(vms)}"
+        # thunderbolt-net is an IP link a network can reach: the data went sealed, with the image's own
+        # (Debian's) cryptography, so a Debian upgrade that breaks the AEAD calls fails here.
+        for vm in (a, b):
+            assert "to copy (encrypted)" in vm.output, f"VM {vm.name} did not run encrypted\n{_tails(vms)}"
         # Flush the receiver's writes before QEMU goes away.
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)

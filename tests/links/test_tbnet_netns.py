@@ -43,6 +43,7 @@ def disks(tmp_path: Path) -> Iterator[tuple[str, str]]:
         yield src, dst
 
 
+@pytest.mark.smoke
 def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str]) -> None:
     src, dst = disks
     with cable() as (a, b):
@@ -214,3 +215,30 @@ def _clean_namespaces() -> Iterator[None]:
     yield
     leftovers = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"u4r-{os.getpid()}-")]
     assert leftovers == []
+
+
+@pytest.mark.smoke
+def test_a_tcp_clone_between_two_hosts_is_encrypted_by_default(disks: tuple[str, str]) -> None:
+    """Plain TCP across a network (not loopback): the data is sealed unless a user said otherwise."""
+    src, dst = disks
+    with cable("eth0") as (a, b):
+        for ns, address in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
+            sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--listen", "192.0.2.1:7554",
+                        "--timeout", TIMEOUT)
+        sender = None
+        try:
+            receiver.wait_event("listening")
+            sender = Proc(b, "send", "--code", CODE, "--source", src, "--to", "192.0.2.1:7554", "--mode", "exact",
+                          "--timeout", TIMEOUT)
+            assert sender.wait() == 0, sender.stderr
+            assert receiver.wait() == 0, receiver.stderr
+        finally:
+            receiver.kill()
+            if sender:
+                sender.kill()
+        for side in (sender, receiver):
+            assert side.event("plan")["encrypted"] is True  # type: ignore[index]
+            assert side.event("summary")["verified"] is True  # type: ignore[index]
+        assert same_bytes(src, dst)

@@ -113,12 +113,12 @@ def test_oversized_length_is_refused_before_buffering() -> None:
 def test_other_major_version_names_both_and_says_which_machine_to_upgrade() -> None:
     dec = m.ControlDecoder()
     dec.receive_data(m.encode_preamble((3, 7)))
-    with pytest.raises(m.VersionMismatch, match=r"3\.7.*2\.0.*newer") as newer:
+    with pytest.raises(m.VersionMismatch, match=r"3\.7.*2\.1.*newer") as newer:
         dec.next_message()
     assert newer.value.hint == "upgrade usb4-recovery on this machine"
     dec = m.ControlDecoder()
     dec.receive_data(m.encode_preamble((1, 0)))
-    with pytest.raises(m.VersionMismatch, match=r"1\.0.*2\.0.*older") as older:
+    with pytest.raises(m.VersionMismatch, match=r"1\.0.*2\.1.*older") as older:
         dec.next_message()
     assert older.value.hint == "upgrade usb4-recovery on the other machine"
 

@@ -184,7 +184,7 @@ def test_a_choice_completes_into_what_the_session_runs() -> None:
 def test_advice_for_each_error() -> None:
     lost = advise("link_lost", "link lost: nothing heard from the peer for 31 s", peer="b")
     assert lost.waiting and lost.title == "The link to b was lost"
-    refused = advise("refused", "peer: refusing to write /dev/sdb: it is mounted at /mnt", peer="b")
+    refused = advise("refused", "refusing to write /dev/sdb: it is mounted at /mnt", peer="b", reported_by="b")
     assert refused.message == "Refusing to write /dev/sdb: it is mounted at /mnt (reported by b)"
     assert not refused.waiting
     read = advise("source_read", "cannot read", hint="the disk may be failing")
