@@ -192,9 +192,9 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
 }
 
 
-def error_from_code(code: str, message: str, peer: str) -> RecoveryError:
+def error_from_code(code: str, message: str, peer: str, hint: str | None = None) -> RecoveryError:
     """Rebuild an error the peer (the machine named ``peer``) reported, so both sides exit alike."""
     cls = ERRORS_BY_CODE.get(code, RecoveryError)
     if cls is ProtocolError:
         cls = RemoteProtocolError
-    return cls(message, peer=peer)
+    return cls(message, peer=peer, hint=hint)

@@ -155,6 +155,10 @@ class Summary(Event):
     unreadable_ranges: list[list[int]] = field(default_factory=list)  # [offset, length], at most 1024
     files_hit: list[dict[str, Any]] = field(default_factory=list)  # [{partition, fstype, files, note}]
     mapfile: str | None = None  # rescue: the ddrescue mapfile of the source (sender)
+    # image_digest is the source's whole-disk BLAKE3, read from the source in this run (a resumed clone
+    # reads the part it skips too), and on the receiver the target read back gave the same
+    source_digest: bool = False
+    rescue: bool = False  # a rescue (a resume compared only a sample of what it skipped with the failing source)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class Resumed(Event):
     bytes: int  # bytes already on the target, not sent again
     total: int  # bytes of the plan
     since: str = ""  # when the interrupted clone started
+    replaced: int = 0  # of the chunks on the target, how many differed from the source and are sent again
 
 
 EventSink = Callable[[Event], None]

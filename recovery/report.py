@@ -44,8 +44,8 @@ def headline(s: events.Summary) -> str:
 
 
 def whole_source_read(s: events.Summary) -> bool:
-    """Did this run read every byte of the source (so its whole-disk digest is the source's)?"""
-    return not s.resumed and not s.unreadable
+    """Is the whole-disk digest the source's (read whole in this run, a resume's skipped part too)?"""
+    return s.source_digest and not s.unreadable
 
 
 def copied(s: events.Summary) -> int:
@@ -79,9 +79,12 @@ def checked(s: events.Summary) -> list[str]:
     else:
         lines = ["read back every block written to the target" + ("" if s.mismatches else
                                                                  ": each matched its BLAKE3")]
-    if s.resumed:
+    if s.resumed and s.rescue:
+        lines.append(f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, and "
+                     "checked against the source on a sample of chunks (a failing disk is read as little as possible)")
+    elif s.resumed:
         lines.append(f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
-                     "and checked against the source on a sample of chunks")
+                     "each chunk first checked against the source (what differed was sent again)")
     fs = sorted({c["check"] for c in s.checks if c["ok"] is True})
     if fs:
         lines.append("on the target, these found it clean: " + ", ".join(fs))

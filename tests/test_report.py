@@ -12,7 +12,7 @@ MIB = 1 << 20
 EXACT = events.Summary(
     role="receiver", mode="exact", source="/dev/sda", target="/dev/sdb", size=64 * MIB, bytes_read=0,
     bytes_sent=64 * MIB, bytes_written=64 * MIB, zero_bytes=0, seconds=1.0, list_digest="ab" * 32,
-    image_digest="cd" * 32, verified=True)
+    image_digest="cd" * 32, verified=True, source_digest=True)
 
 
 def words(s: events.Summary) -> str:
@@ -26,12 +26,15 @@ def test_a_whole_exact_clone_says_the_target_equals_the_source() -> None:
     assert report.headline(EXACT) == "Verified"
 
 
-def test_a_resumed_clone_never_claims_the_whole_source_digest() -> None:
+def test_a_resumed_clone_claims_the_whole_source_digest_only_when_it_read_the_source_whole() -> None:
     resumed = dataclasses.replace(EXACT, resumed=40 * MIB)
     text = words(resumed)
+    assert "equals the source's" in text and "whole source gives this" in text
+    assert "each chunk first checked against the source" in text
+    unknown = dataclasses.replace(resumed, source_digest=False)  # e.g. a 2.0 sender: the target's digest only
+    text = words(unknown)
     assert "equals the source's" not in text and "whole source gives this" not in text
     assert "b3sum of the target gives this" in text
-    assert "checked against the source on a sample" in text
 
 
 def test_a_rescue_is_never_plainly_verified() -> None:

@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rescue.add_argument("--fill", type=_fill, default=b"\0", metavar="TEXT",
                         help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '")
     p.add_argument("--rescan", action="store_true",
-                   help="resuming: compare every chunk the target holds with the source (reads them all) and "
-                        "send again from the first that changed, instead of refusing a changed source")
+                   help="resuming: go on although the source's partition tables changed since the interrupted "
+                        "clone (every chunk is compared with the source anyway, and what differs sent again)")
     add_log_dir(p, "each clone's JSON log and the rescue's mapfile")
     add_workers(p)
     add_timeout(p)

@@ -289,7 +289,8 @@ class AgentSession:
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
-        self.link.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000]))
+        self.link.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000],
+                                        hint=hint[:1000] if hint else None))
         raise RefusedError(message, hint=hint)
 
     def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:
@@ -344,7 +345,7 @@ class AgentSession:
             if isinstance(msg, m.Plan):
                 return msg
             if isinstance(msg, m.Refuse):
-                raise RefusedError(f"{self.peer} refused: {msg.message}")
+                raise RefusedError(msg.message, hint=msg.hint, peer=self.peer)
             if msg is not None and not isinstance(msg, m.Progress):
                 raise RemoteProtocolError(f"unexpected {msg.type!r} message from the peer")
 

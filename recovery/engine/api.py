@@ -28,7 +28,9 @@ CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stage
                 "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
                 "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
                 "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
-                "rejoin")  # after a lost link, the same peer pairs again with the lost pairing's secret
+                "rejoin",  # after a lost link, the same peer pairs again with the lost pairing's secret
+                "replace")  # a pass of replacement frames outside rescue mode (start.replace): a resume's
+                            # skipped chunks that differ from the source are sent again
 
 
 def default_workers() -> int:
@@ -59,7 +61,7 @@ class SendOptions:
     retries: int = 1  # rescue: passes over the bad sectors after scraping
     rescue_time: float | None = None  # rescue: seconds for the passes after the first (None: no limit)
     fill: bytes = b"\0"  # rescue: what unreadable sectors become on the target
-    rescan: bool = False  # resume: compare every chunk the target holds with the source
+    rescan: bool = False  # resume although the source's partition tables changed (what differs is sent again)
     restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
 

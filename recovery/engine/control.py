@@ -130,7 +130,8 @@ class ControlLink:
             self.try_send(m.Cancel(reason=error.message[:1000]))
         elif isinstance(error, RecoveryError):
             if error.peer is None and not isinstance(error, LinkError):
-                self.try_send(m.Error(code=error.code, message=error.message[:1000]))
+                self.try_send(m.Error(code=error.code, message=error.message[:1000],
+                                      hint=error.hint[:1000] if error.hint else None))
         else:
             self.try_send(m.Error(code="internal", message=f"internal error: {error}"[:1000]))
 
@@ -211,7 +212,7 @@ class ControlLink:
             except queue.Empty:
                 break
             if isinstance(item, m.Error):
-                return error_from_code(item.code, item.message, self.peer_name)
+                return error_from_code(item.code, item.message, self.peer_name, item.hint)
             if isinstance(item, m.Cancel):
                 return CancelledError(f"the peer cancelled: {item.reason}")
             if isinstance(item, BaseException):
@@ -256,7 +257,7 @@ class ControlLink:
     def _raise(self, item: BaseException | m.Error | m.Cancel) -> NoReturn:
         """An inbox item that ends the session, as the error this side raises."""
         if isinstance(item, m.Error):
-            raise error_from_code(item.code, item.message, self.peer_name)
+            raise error_from_code(item.code, item.message, self.peer_name, item.hint)
         if isinstance(item, m.Cancel):
             raise CancelledError(f"the peer cancelled: {item.reason}")
         raise item

@@ -17,27 +17,34 @@ The frames in the first and last MiB are held back until the end of a clone
 (an interrupted clone never looks like a valid disk), so their bytes go to a
 side file (``.held``), flushed before the line that counts them.
 
-Every line carries a check digest; a torn last line (a crash while writing)
-ends the journal there. A journal that does not match the target (another
-disk, or the disk was written since: its fingerprint or a sample of its
-chunks read back differs) is ignored, with a message.
+Every line carries a check: BLAKE3 keyed with this machine's journal key
+(``journal.key`` beside the journals, made once, readable by its owner
+only), so only the receiver that wrote a journal trusts it: one copied from
+elsewhere, edited, or made by anyone else fails its check. A torn last line
+(a crash while writing) ends the journal there. A journal that does not
+match the target (another disk, or the disk was written since: its
+fingerprint or a sample of its chunks read back differs) is ignored, with a
+message. Whatever the journal says, the sender checks every chunk it counts
+against the source before skipping it (:mod:`recovery.engine.resume`).
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hmac
 import json
 import os
 import queue
 import random
+import stat
 import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 
@@ -49,7 +56,9 @@ from recovery.engine.target import EDGE
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, Codec, Kind
 
-VERSION = 1
+VERSION = 2  # 2: lines checked with the machine's journal key
+KEY_FILE = "journal.key"
+KEY_SIZE = 32
 HELD = struct.Struct("<QQ32sBI")  # offset, length, digest, kind, bytes of data that follow (0 for ZERO)
 SAMPLE = 8  # durable chunks read back from the target to check it still holds them
 
@@ -82,8 +91,40 @@ def target_key(i: m.Identity) -> str:
     return _key(hardware(i))
 
 
-def _check(body: dict[str, Any]) -> str:
-    return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+def _check(key: bytes, body: dict[str, Any]) -> str:
+    return blake3.blake3(json.dumps(body, sort_keys=True).encode(), key=key).hexdigest()[:32]
+
+
+def journal_key(directory: Path, *, create: bool) -> bytes | None:
+    """This machine's journal key in ``directory``, made when ``create`` and missing; None when there is
+    none, or it is not a plain file of ours that nobody else may read or write."""
+    path = directory / KEY_FILE
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # another receiver made it meanwhile
+            return journal_key(directory, create=False)
+        try:
+            os.write(fd, os.urandom(KEY_SIZE))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return journal_key(directory, create=False)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        key = os.read(fd, KEY_SIZE + 1)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077 or len(key) != KEY_SIZE:
+        return None
+    return key
 
 
 def _b64(data: bytes) -> str:
@@ -98,6 +139,7 @@ class Found:
     head: dict[str, Any]
     frames: FrameList
     held: list[tuple[ChunkHeader, bytes | None]]
+    key: bytes = b""  # the journal key its lines were checked with
     complete: bool = False
     unreadable: int = 0
     good_size: int = 0  # bytes of the journal up to its last whole line
@@ -114,8 +156,9 @@ class Journal:
     written is given up (:attr:`error`); the acks still go out.
     """
 
-    def __init__(self, path: Path, *, append_at: int | None = None) -> None:
+    def __init__(self, path: Path, key: bytes, *, append_at: int | None = None) -> None:
         self.path = path
+        self.key = key
         self.held_path = path.with_suffix(".held")
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self.fd = os.open(path, flags | (0 if append_at is not None else os.O_TRUNC), 0o600)
@@ -136,7 +179,10 @@ class Journal:
                source_desc: str, target_desc: str) -> Journal:
         where = directory or default_dir()
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
-        journal = cls(where / f"resume-{target_key(target)}.journal")
+        key = journal_key(where, create=True)
+        if key is None:
+            raise OSError(errno.EPERM, f"{where / KEY_FILE} is not this user's own private key file")
+        journal = cls(where / f"resume-{target_key(target)}.journal", key)
         journal._line({"journal": VERSION, "source": hardware(plan.source), "source_fp": plan.source.fingerprint,
                        "layout": layout_digest(plan), "plan": plan_digest(plan), "target": hardware(target),
                        "target_fp": fingerprint,
@@ -146,9 +192,8 @@ class Journal:
                        "source_desc": source_desc, "target_desc": target_desc})
         return journal
 
-    @staticmethod
-    def _encode(body: dict[str, Any]) -> bytes:
-        return (json.dumps({**body, "check": _check(body)}, separators=(",", ":")) + "\n").encode()
+    def _encode(self, body: dict[str, Any]) -> bytes:
+        return (json.dumps({**body, "check": _check(self.key, body)}, separators=(",", ":")) + "\n").encode()
 
     def _line(self, body: dict[str, Any], held: bytes = b"", then: Callable[[], None] | None = None) -> None:
         self._jobs.put((held, self._encode(body), then))
@@ -229,20 +274,26 @@ class Journal:
 
 def read(directory: Path | None, target: m.Identity) -> Found | None:
     """The journal of ``target`` in ``directory``, read up to its last whole line; None if there is none."""
-    path = (directory or default_dir()) / f"resume-{target_key(target)}.journal"
+    where = directory or default_dir()
+    path = where / f"resume-{target_key(target)}.journal"
     try:
-        raw = path.read_bytes()
+        with _open_private(path) as f:
+            raw = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         return Found(path, {}, FrameList(), [], problems=[f"cannot read {path}: {e.strerror}"])
-    found = Found(path, {}, FrameList(), [])
+    key = journal_key(where, create=False)
+    if key is None:
+        return Found(path, {}, FrameList(), [], problems=[f"{path} was not made by this machine (no journal key "
+                                                          "of its own beside it): it is not trusted"])
+    found = Found(path, {}, FrameList(), [], key=key)
     pos = 0
     for line in raw.splitlines(keepends=True):
         try:
             body = json.loads(line)
             check = body.pop("check")
-            if not isinstance(body, dict) or not hmac.compare_digest(str(check), _check(body)):
+            if not isinstance(body, dict) or not hmac.compare_digest(str(check), _check(key, body)):
                 raise ValueError("check")
             _take(found, body)
         except Exception:  # noqa: BLE001 - a torn, damaged or tampered line: the journal ends before it
@@ -250,7 +301,8 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
         pos += len(line)
     found.good_size = pos
     if not found.head or found.head.get("journal") != VERSION:
-        return Found(path, {}, FrameList(), [], problems=[f"{path} is not a journal this version reads"])
+        return Found(path, {}, FrameList(), [], problems=[f"{path} is not a journal this machine wrote, or not "
+                                                          "one this version reads"])
     found.held = _read_held(path.with_suffix(".held"), found.frames)
     return found
 
@@ -270,7 +322,7 @@ def _text(value: object, limit: int) -> str:
 
 def _peek(path: Path) -> m.Unfinished | None:
     try:
-        with open(path, "rb") as f:
+        with _open_private(path) as f:
             head = json.loads(f.readline())
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - (256 << 10)))
@@ -323,10 +375,16 @@ def _take(found: Found, body: dict[str, Any]) -> None:
         found.head["target_fp"] = body["target_fp"]
 
 
+def _open_private(path: Path) -> BinaryIO:
+    """``path`` opened for reading, never through a symbolic link."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes | None]]:
     """The held edge frames whose bytes are whole and match a durable frame's digest (latest wins)."""
     try:
-        raw = path.read_bytes()
+        with _open_private(path) as f:
+            raw = f.read()
     except OSError:
         return []
     held: dict[int, tuple[ChunkHeader, bytes | None]] = {}

@@ -71,6 +71,7 @@ class _Start:
     frames: FrameList
     held: list[tuple[ChunkHeader, bytes | None]]
     journal: journal.Journal | None
+    replace: int = 0  # frames of those the sender sends again after the first pass (they differ from the source)
 
 
 @watched_clone
@@ -92,7 +93,7 @@ def run_receive(
                 found = journal.read(opts.log_dir, pinned)
                 offer = resume.receiver_offer(plan, found, target.fd, target.size, sink)
         except RefusedError as e:
-            ctl.send(m.Refuse(code=e.code, message=e.message[:1000]))
+            ctl.send(m.Refuse(code=e.code, message=e.message[:1000], hint=e.hint[:1000] if e.hint else None))
             raise
         src_desc = f"{theirs.host.hostname}:{identity.describe(plan.source)}"
         sink(events.PlanMade(
@@ -115,7 +116,7 @@ def run_receive(
         keys = ctl.state.clone_keys(plan.session)
         limits = FrameLimits(plan.chunk_size, plan.size, header_key=keys.header, frames=plan.frames,
                              bytes=plan.map.bytes, encrypted=plan.encrypted, rewinds="resend" in caps,
-                             passes=plan.rescue and "rescue" in caps)
+                             passes=(plan.rescue and "rescue" in caps) or begun.replace > 0)
         pipe = _pipeline(link, target, limits, keys, begun, opts, "resend" in caps, sink)
         done_msg = _stream(link, pipe, plan, sink)
         if begun.journal is not None:
@@ -127,7 +128,7 @@ def run_receive(
         verified: bool | None = None
         if opts.verify:
             result = _read_back(link, target, plan, done_msg, pipe, opts, sink)
-            verified = not result.mismatches
+            verified = not result.mismatches and not _whole_digest_differs(plan, result, done_msg)
         else:
             sink(events.Warning("read-back verification was skipped (--no-verify)"))
         target.finish()
@@ -163,20 +164,12 @@ def run_receive(
             mismatches=[[o, n] for o, n in result.mismatches],
             checks=[dataclasses.asdict(c) for c in checks], resends=pipe.resends, resumed=resumed_bytes,
             unreadable=done_msg.unreadable, unreadable_ranges=[[o, n] for o, n in bad],
+            source_digest=done_msg.source_digest is not None and result.image_digest == done_msg.source_digest,
+            rescue=plan.rescue,
         )
         sink(summary)
-        if verified is False and not result.mismatches:
-            raise fscheck.failure_error(checks, target.path).kept(kept_as)
         if verified is False:
-            raise VerificationError(
-                f"reading {target.path} back found {len(result.mismatches)} range(s) that differ "
-                "from what was received",
-                ranges=result.mismatches,
-                hint="the target disk may be failing; try another disk",
-            ).kept(kept_as)
-        if plan.mode == "exact" and result.image_digest and done_msg.source_digest \
-                and result.image_digest != done_msg.source_digest:
-            raise VerificationError("the target's BLAKE3 differs from the source's")
+            raise _failed(target.path, result, checks, _whole_digest_differs(plan, result, done_msg)).kept(kept_as)
         succeeded = True
         if done_msg.unreadable:
             raise unreadable_error(done_msg.unreadable, bad)
@@ -206,6 +199,23 @@ def run_receive(
                 target.discard_created()
 
 
+def _whole_digest_differs(plan: m.Plan, result: ReadbackResult, done: m.Done) -> bool:
+    """Exact mode: the target read back whole does not hash to the source's BLAKE3."""
+    return bool(plan.mode == "exact" and result.image_digest and done.source_digest
+                and result.image_digest != done.source_digest)
+
+
+def _failed(path: str, result: ReadbackResult, checks: list[m.FsCheck], digest_differs: bool) -> VerificationError:
+    """Why the target failed verification, in words."""
+    if result.mismatches:
+        return VerificationError(f"reading {path} back found {len(result.mismatches)} range(s) that differ from "
+                                 "what was received", ranges=result.mismatches,
+                                 hint="the target disk may be failing; try another disk")
+    if digest_differs:
+        return VerificationError(f"{path} read back whole does not give the source's BLAKE3")
+    return fscheck.failure_error(checks, path)
+
+
 def _fresh(plan: m.Plan, target: Target, opts: ReceiveOptions, src_desc: str, journaled: bool,
            sink: events.EventSink) -> _Start:
     """A clone from the beginning: prepare the target, start a journal."""
@@ -232,10 +242,11 @@ def _resumed(link: PeerLink, plan: m.Plan, offer: resume.Offer, sink: events.Eve
     resume.send_digests(link, found.frames)
     start = link.ctl.expect(m.Start)
     assert isinstance(start, m.Start)
-    if start.seq > len(found.frames):
-        raise RemoteProtocolError(f"the sender starts at frame {start.seq}, the target holds only "
-                                  f"{len(found.frames)}")
-    jrnl = journal.Journal(found.path, append_at=found.good_size)
+    if start.seq > len(found.frames) or start.replace > start.seq or (start.replace and (
+            plan.rescue or "replace" not in link.ctl.state.shared_caps)):
+        raise RemoteProtocolError(f"the sender starts at frame {start.seq}, replacing {start.replace} of them; "
+                                  f"the target holds {len(found.frames)}, and a rescue replaces none this way")
+    jrnl = journal.Journal(found.path, found.key, append_at=found.good_size)
     jrnl.done = len(found.frames)
     if start.seq < len(found.frames):
         found.frames.truncate(start.seq)
@@ -244,8 +255,8 @@ def _resumed(link: PeerLink, plan: m.Plan, offer: resume.Offer, sink: events.Eve
         jrnl.mark_rescue()
     held = [(h, d) for h, d in found.held if h.seq < start.seq]
     sink(events.Resumed(role="receiver", seq=start.seq, bytes=found.frames.covered, total=plan.map.bytes,
-                        since=offer.offer.since))
-    return _Start(found.frames, held, jrnl)
+                        since=offer.offer.since, replaced=start.replace))
+    return _Start(found.frames, held, jrnl, start.replace)
 
 
 def _pipeline(link: PeerLink, target: Target, limits: FrameLimits, keys: object, begun: _Start,
@@ -269,7 +280,7 @@ def _pipeline(link: PeerLink, target: Target, limits: FrameLimits, keys: object,
 
     pipe = ReceivePipeline(link.conn.data, target, limits=limits, keys=keys,  # type: ignore[arg-type]
                            on_durable=durable, on_resend=again if resend else None, workers=opts.workers,
-                           frames=begun.frames, held=begun.held)
+                           frames=begun.frames, held=begun.held, max_replaced=begun.replace or None)
     state["pipe"] = pipe
     return pipe
 

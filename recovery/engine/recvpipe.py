@@ -109,8 +109,10 @@ class ReceivePipeline(Recorded):
         workers: int = 2,
         frames: FrameList | None = None,
         held: list[tuple[ChunkHeader, bytes | None]] | None = None,
+        max_replaced: int | None = None,
     ) -> None:
-        """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it)."""
+        """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
+        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come)."""
         self.channel = channel
         self.target = target
         self.keys = keys
@@ -139,6 +141,7 @@ class ReceivePipeline(Recorded):
         self.zero_bytes = 0
         self.resends = 0
         self.replaced = 0  # first-pass frames replaced by a later pass
+        self.max_replaced = max_replaced
         self.finished = threading.Event()
         self.head_end = EDGE
         self.tail_start = limits.target_size - EDGE
@@ -386,6 +389,9 @@ class ReceivePipeline(Recorded):
         data = None if item.data is None else item.data
         index = len(self.framelist)
         if passes:
+            if self.max_replaced is not None and self.replaced >= self.max_replaced:
+                raise RemoteProtocolError(f"frame {h.seq} replaces more frames than the {self.max_replaced} "
+                                          "the sender announced")
             found = self.framelist.find(h.offset, h.raw_len)
             if found is None:
                 raise RemoteProtocolError(f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "

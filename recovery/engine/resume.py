@@ -8,12 +8,19 @@ changed since (its partition tables or its map): refused, unless the sender
 asked for a ``--rescan``; else it offers the frames the target holds, in its
 ``accept``, and sends their digests.
 
-The sender reads a sample of those chunks from the source (every one with
-``--rescan``) and compares their BLAKE3 with the receiver's: a difference is
-refused (with ``--rescan``, the stream starts at the first chunk that
-differs). In rescue mode it also starts no later than the first chunk its
-mapfile does not cover, so nothing the mapfile does not know of is skipped.
-Its ``start`` names the first frame it sends.
+The sender reads every one of those chunks from the source (at disk speed;
+nothing crosses the link) and compares its BLAKE3 with the receiver's, so a
+resumed clone is checked against the source as a whole, like one that was
+never interrupted (an exact clone's whole-source BLAKE3 included). A chunk
+that differs (the source changed, or the target holds what a hostile peer
+once sent) is sent again: with capability "replace", as a replacement after
+the first pass, else by starting the stream at the first chunk that
+differs. In rescue mode a failing disk is read as little as possible: only
+a sample of those chunks is compared (one at random in each eighth of them,
+and the last two), a difference starts the stream there, and it starts no
+later than the first chunk its mapfile does not cover, so nothing the
+mapfile does not know of is skipped. Its ``start`` names the first frame it
+sends, and how many replace others.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from recovery.protocol import messages as m
 from recovery.protocol.frames import DIGEST_SIZE, Kind
 from recovery.units import human_size
 
-RESTART_HINT = ("run the sender with --rescan to compare every chunk and send what changed, "
-                "or the receiver with --restart to start over")
+RESTART_HINT = ("run the sender with --rescan to go on (every chunk is compared with the source and what differs "
+                "sent again), or the receiver with --restart to start over")
 
 
 def resume_hint(error: BaseException, journal_path: str | None, keeper: str) -> BaseException:
@@ -146,16 +153,27 @@ def receive_digests(link: PeerLink, count: int) -> list[bytes]:
 ChunkReader = Callable[[Chunk, memoryview], bool]  # False: it cannot be read now
 
 
-def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
-                 planned: int, planned_bytes: int,
-                 rescan: bool, chunk_size: int, skip: Callable[[Chunk], bool] = lambda c: False,
-                 first_unknown: int | None = None, image: blake3.blake3 | None = None,
-                 sink: events.EventSink = events.ignore) -> FrameList:
-    """Check what the receiver holds against the source; send ``start``; the frames it holds that stay.
+@dataclass
+class Agreed:
+    """Where the sender's stream starts, and what the target keeps of what it holds."""
 
-    ``skip``: chunks that cannot be compared (rescue: they hold unreadable areas).
-    ``first_unknown``: the first chunk the mapfile does not cover. ``image``
-    (exact mode, with a rescan only): fed the bytes of every chunk before the start.
+    frames: FrameList  # the frames the target holds that stay (the stream starts after them)
+    replace: list[Chunk]  # of those, the chunks that differ from the source: sent again after the first pass
+
+
+def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
+                 planned: int, planned_bytes: int, chunk_size: int, rescue: bool = False,
+                 skip: Callable[[Chunk], bool] = lambda c: False, first_unknown: int | None = None,
+                 image: blake3.blake3 | None = None, sink: events.EventSink = events.ignore) -> Agreed:
+    """Check every chunk the receiver holds against the source; send ``start``.
+
+    A chunk that differs is sent again: as a replacement after the first pass
+    when the peer takes one (capability "replace", not in rescue mode), else
+    the stream starts at the first that differs. ``skip``: chunks that cannot
+    be compared (rescue: they hold unreadable areas). ``rescue``: compare a
+    sample only. ``first_unknown``: the first chunk the mapfile does not
+    cover. ``image`` (exact mode, not a rescue): fed the source's bytes of
+    every chunk the stream does not send again.
     """
     k = offer.seq
     if k > planned or offer.bytes > planned_bytes:  # before any digest is read: they would be held
@@ -174,39 +192,50 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
         raise RemoteProtocolError(f"the receiver holds {k} frames ({offer.bytes} bytes), which is not how this "
                                   "source's plan begins")
     sink(events.Phase("resume", f"the target holds {human_size(offer.bytes)} of an interrupted clone of "
-                                f"{offer.since or 'before'}: checking the source still has the same bytes"))
-    start = _compare(picked, digests, read, rescan, chunk_size, skip, image, sink)
-    if first_unknown is not None:
-        start = min(start, first_unknown)
+                                f"{offer.since or 'before'}: reading the source to check every chunk of it"))
+    replacing = "replace" in link.ctl.state.shared_caps and not rescue
+    stop = first_unknown if first_unknown is not None else k
+    which = picked[:stop]
+    if rescue:
+        which = [which[i] for i in journal.sample_indexes(len(which), {c.seq for c in which if skip(c)})]
+        image = None
+    differ = _compare(which, digests, read, chunk_size, skip, image, stop_at_first=not replacing, sink=sink)
+    start = stop if replacing or not differ else differ[0].seq
     if start < k:
         frames.truncate(start)
-    link.ctl.send(m.Start(seq=start))
+    replace = differ if replacing else []
+    link.ctl.send(m.Start(seq=start, replace=len(replace)))
+    again = f"; {len(replace)} chunk(s) that differ from the source are sent again" if replace else ""
     sink(events.Phase("resume", f"resuming at chunk {start} of the plan: {human_size(frames.covered)} "
-                                "already on the target are not sent again"))
-    return frames
+                                f"already on the target are not sent again{again}"))
+    return Agreed(frames, replace)
 
 
-def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, rescan: bool, chunk_size: int,
-             skip: Callable[[Chunk], bool], image: blake3.blake3 | None, sink: events.EventSink) -> int:
-    """The first chunk to send: ``len(picked)`` when all compared chunks match."""
+def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, chunk_size: int,
+             skip: Callable[[Chunk], bool], image: blake3.blake3 | None, *, stop_at_first: bool,
+             sink: events.EventSink) -> list[Chunk]:
+    """Read every chunk of ``picked`` from the source and compare it with the target's digest: the
+    chunks that differ (only the first with ``stop_at_first``; ``image`` is then fed no further)."""
     buf = mmap.mmap(-1, chunk_size)  # page-aligned: it may be read past the page cache
-    which = picked if rescan else [picked[i] for i in journal.sample_indexes(
-        len(picked), {c.seq for c in picked if skip(c)})]
+    differ: list[Chunk] = []
     last = time.monotonic()
-    for n, c in enumerate(which):
+    total = sum(c.length for c in picked)
+    done = 0
+    for c in picked:
         view = memoryview(buf)[: c.length]
         got = None
         if not skip(c) and read(c, view):
             got = blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
         if got is not None and got != digests[c.seq]:
-            if not rescan:
-                raise RefusedError(f"the source changed since the interrupted clone: chunk {c.seq} (bytes "
-                                   f"{c.offset}..{c.end}) is not what the target holds", hint=RESTART_HINT)
-            sink(events.Phase("resume", f"chunk {c.seq} (at {human_size(c.offset)}) changed: sending from there"))
-            return c.seq
+            differ.append(c)
+            sink(events.Phase("resume", f"chunk {c.seq} (at {human_size(c.offset)}) is not what the source holds "
+                                        "now: it is sent again"))
+            if stop_at_first:
+                return differ
         if image is not None:
             image.update(view)
+        done += c.length
         if time.monotonic() - last > 0.5:
             last = time.monotonic()
-            sink(events.Progress(phase="rescan", done=n + 1, total=len(which), rate=0.0, eta=None))
-    return len(picked)
+            sink(events.Progress(phase="rescan", done=done, total=total, rate=0.0, eta=None))
+    return differ

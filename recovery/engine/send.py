@@ -128,7 +128,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         keys = ctl.state.clone_keys(plan.session)
         reply = ctl.expect(m.Accept, m.Refuse)
         if isinstance(reply, m.Refuse):
-            raise RefusedError(f"the receiver refused: {reply.message}")
+            raise RefusedError(reply.message, hint=reply.hint, peer=theirs.host.hostname)
         assert isinstance(reply, m.Accept)
         target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
         sink(events.PlanMade(
@@ -138,12 +138,16 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
             verify=opts.verify,
         ))
         image = blake3.blake3(max_threads=blake3.blake3.AUTO) if opts.mode == "exact" and not opts.rescue else None
-        frames = FrameList()
+        frames, again = FrameList(), []
         if reply.resume is not None:
-            frames, image = _resume(link, reply.resume, chunks, source, rescue, plan, image, sink)
+            agreed = _resume(link, reply.resume, chunks, source, rescue, image, sink)
+            frames, again = agreed.frames, agreed.replace
         start = len(frames)
         levels = LevelController(opts.level if "zstd" in caps else 0)
-        jobs = rescue.jobs(chunks, chunks.count, start) if rescue else plan_jobs(chunks, chunks.count, start)
+        if rescue is not None:
+            jobs = rescue.jobs(chunks, chunks.count, start)
+        else:
+            jobs = plan_jobs(chunks, chunks.count, start, iter([("resume", again)]) if again else None)
         read = rescue.read if rescue else _plain_reader(source)
         sink(events.Phase("transfer", f"sending {chunks.count - start} chunks"))
         pipe = SendPipeline(read, jobs, conn.data, chunk_size=opts.chunk_size, levels=levels, image=image,
@@ -175,9 +179,9 @@ def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
 
 
 def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: Source, rescue: RescueJob | None,
-            plan: m.Plan, image: blake3.blake3 | None, sink: events.EventSink
-            ) -> tuple[FrameList, blake3.blake3 | None]:
-    """Agree with the receiver where to start; the frames the target keeps, and the image hasher left."""
+            image: blake3.blake3 | None, sink: events.EventSink) -> resume.Agreed:
+    """Agree with the receiver where to start, every chunk it holds checked against the source
+    (``image``, exact mode, is fed the source's bytes of the chunks the stream does not send)."""
     def read(c: Chunk, view: memoryview) -> bool:
         if rescue is not None:
             if not rescue.rescuer.read_whole(c.offset, view):
@@ -194,15 +198,15 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
         rescue.resumed(chunks, offer.seq, offer.rescued)
         if offer.rescued:
             first_unknown = rescue.first_unknown(chunks, offer.seq)
-    frames = resume.sender_agree(
-        link, offer, chunks, read, planned=chunks.count, planned_bytes=chunks.bytes, rescan=plan.rescan,
-        chunk_size=plan.chunk_size,
+    agreed = resume.sender_agree(
+        link, offer, chunks, read, planned=chunks.count, planned_bytes=chunks.bytes,
+        chunk_size=chunks.chunk_size, rescue=rescue is not None,
         skip=(lambda c: not rescue.clean(c)) if rescue is not None else (lambda c: False),
-        first_unknown=first_unknown, image=image if plan.rescan else None, sink=sink)
-    if len(frames) and not plan.rescan:
-        image = None  # the skipped bytes were not all read: no whole-image digest
-    sink(events.Resumed(role="sender", seq=len(frames), bytes=frames.covered, total=chunks.bytes, since=offer.since))
-    return frames, image
+        first_unknown=first_unknown, image=image, sink=sink)
+    frames = agreed.frames
+    sink(events.Resumed(role="sender", seq=len(frames), bytes=frames.covered, total=chunks.bytes, since=offer.since,
+                        replaced=len(agreed.replace)))
+    return agreed
 
 
 def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: LevelController,
@@ -316,8 +320,9 @@ def _conclude(
         )
     mismatches = [[r.offset, r.length] for r in summary.mismatches]
     verified = summary.verified
-    if opts.mode == "exact" and summary.target_digest is not None and pipe.image_digest is not None \
-            and summary.target_digest != pipe.image_digest:
+    digest_differs = bool(opts.mode == "exact" and summary.target_digest and pipe.image_digest
+                          and summary.target_digest != pipe.image_digest)
+    if digest_differs:
         verified = False
     bad = rescue.unreadable(umap.extents) if rescue is not None else []
     hit = fsnames.files_hit(source.path, umap.parts, bad, sink) if bad else []
@@ -329,11 +334,15 @@ def _conclude(
         mismatches=mismatches, checks=[dataclasses.asdict(c) for c in summary.checks],
         resends=pipe.resends, resumed=resumed, unreadable=sum(n for _, n in bad),
         unreadable_ranges=[[o, n] for o, n in bad[:1024]], files_hit=hit,
-        mapfile=str(rescue.path) if rescue is not None else None,
+        mapfile=str(rescue.path) if rescue is not None else None, source_digest=pipe.image_digest is not None,
+        rescue=rescue is not None,
     )
     sink(result)
     if verified is False and not mismatches and fscheck.failures(summary.checks):
         raise fscheck.failure_error(summary.checks, target_desc).kept(summary.kept_as)
+    if verified is False and digest_differs and not mismatches:
+        raise VerificationError(f"the target read back whole ({target_desc}) does not give the source's BLAKE3",
+                                hint="run the clone again").kept(summary.kept_as)
     if verified is False:
         raise VerificationError(
             f"the receiver read the target back and found {len(mismatches)} range(s) that differ",

@@ -340,6 +340,7 @@ class Refuse(Message):
     type: ClassVar[str] = "refuse"
     code: str = field(metadata=bounded(max_len=32))
     message: str = field(metadata=bounded(max_len=1024))
+    hint: str | None = field(default=None, metadata=bounded(max_len=1024))  # optional (2.1): what to do
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +375,9 @@ class Start(Message):
     type: ClassVar[str] = "start"
     optional: ClassVar[bool] = True
     seq: int = field(metadata=bounded(hi=1 << 40))
+    # Optional (2.1, capability "replace"): how many of the frames before ``seq`` differ from the
+    # source; they follow the first pass as replacements (a PASS frame, then one frame each).
+    replace: int = field(default=0, metadata=bounded(hi=1 << 40))
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +447,7 @@ class Error(Message):
     type: ClassVar[str] = "error"
     code: str = field(metadata=bounded(max_len=32))
     message: str = field(metadata=bounded(max_len=1024))
+    hint: str | None = field(default=None, metadata=bounded(max_len=1024))  # optional (2.1): what to do
 
 
 @dataclass(frozen=True, slots=True)

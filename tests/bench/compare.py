@@ -270,7 +270,7 @@ def journal_writes(frames: int, batch: int, logs: Path) -> dict[str, float]:
     from recovery.engine.journal import Journal
     from recovery.engine.recvpipe import DurablePoint
 
-    journal = Journal(logs / "bench.journal")
+    journal = Journal(logs / "bench.journal", os.urandom(32))
     framelist = FrameList()
     caller = 0.0
     acks = 0

@@ -37,9 +37,9 @@ class FakeSender:
     def send_control(self, data: bytes) -> None:
         self.conn.control.send(data)
 
-    def hello(self, role: str = "sender") -> m.Hello:
+    def hello(self, role: str = "sender", caps: tuple[str, ...] = ()) -> m.Hello:
         self.send_control(self.state.preamble() + self.state.send(
-            m.Hello(host=host_info("fake 0"), role=role, nonce=os.urandom(16).hex())))  # type: ignore[arg-type]
+            m.Hello(host=host_info("fake 0"), role=role, nonce=os.urandom(16).hex(), caps=caps)))  # type: ignore[arg-type]
         msg = self.next_event()
         assert isinstance(msg, m.Hello)
         return msg

@@ -1,9 +1,10 @@
 """Clones that survive: the cable pulled, either side killed, both killed (as a reboot would), then
 the same commands again. Real processes on loop devices, over real TCP through a relay that plays a
 slow cable and can be cut. The receiver's journal says what was durable; the second run sends at
-most the rest plus what was in flight, and the target verifies as after an uninterrupted clone.
-A changed source is refused (or, with --rescan, compared chunk by chunk); a changed target's
-journal is ignored and the clone starts over."""
+most the rest plus what was in flight, and the target verifies as after an uninterrupted clone:
+every chunk the target holds is checked against the source first, and what differs (a source that
+changed, what a hostile peer once sent) is sent again. A changed partition table is refused (or,
+with --rescan, compared); a changed target's journal is ignored and the clone starts over."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from recovery.disks import usedmap
+from recovery.engine.source import Source
 from recovery.errors import LinkError, RefusedError
+from recovery.protocol import messages as m
 from recovery.protocol.frames import HEADER_SIZE, TAG_SIZE
+from recovery.protocol.state import Paired
+from tests.e2e.fake_peer import FakeSender
 from tests.e2e.relay import Relay
-from tests.helpers import CODE, MIB, Recovery, fill_random, loop_device, same_bytes
+from tests.helpers import CODE, MIB, Recovery, b3sum, fill_random, loop_device, same_bytes
 
 pytestmark = pytest.mark.root
 SIZE = 96 * MIB
@@ -103,7 +109,9 @@ def check_resumed(second: Clone, durable: int, source: Path, dst: str) -> None:
     undone = SIZE - resumed["bytes"]
     frames = undone // CHUNK
     assert second.relay.passed <= undone + frames * FRAME_COST + 64 * 1024  # the rest, and no more
-    assert tx["image_digest"] is None and rx["image_digest"]  # b3sum of what the target holds, read back
+    # The skipped part was read from the source too: the whole-source BLAKE3, equal to the target's.
+    assert tx["image_digest"] == rx["image_digest"] == b3sum(str(source))
+    assert tx["source_digest"] is rx["source_digest"] is True
     assert same_bytes(source, dst)
 
 
@@ -120,14 +128,32 @@ def test_an_interrupted_clone_resumes_where_the_target_is_durable(disks: tuple[s
     assert not list(log_dir.glob("resume-*")), "a clean clone leaves no journal"
 
 
-def test_a_changed_source_is_refused_then_rescanned(disks: tuple[str, str, Path]) -> None:
+def test_a_source_changed_after_the_kill_gets_the_changed_chunk_sent_again(disks: tuple[str, str, Path]) -> None:
+    """Not a sample: any chunk that changed is found (4 KiB in the middle of what the target holds), sent
+    again as a replacement, and the clone is verified against the source as a whole."""
     src, dst, source = disks
-    interrupted(src, dst, "cable")
+    interrupted(src, dst, "both")
     journal_chunks = _durable_chunks()
-    changed = (journal_chunks - 1) * CHUNK + 12345  # the last durable chunk: every sample checks it
+    changed = (journal_chunks // 2) * CHUNK + 8192
     with open(src, "r+b") as f:
         f.seek(changed)
-        f.write(b"changed since")
+        f.write(os.urandom(4096))
+        os.fsync(f.fileno())
+    second = Clone(src, dst)
+    rx, tx = second.finish()
+    [resumed] = [e for e in second.tx.events if e["event"] == "resume"]
+    assert resumed["replaced"] == 1 and rx["resumed"] == journal_chunks * CHUNK
+    assert tx["image_digest"] == rx["image_digest"] == b3sum(str(source))
+    assert same_bytes(source, dst)
+
+
+def test_a_changed_partition_table_is_refused_unless_rescanned(disks: tuple[str, str, Path]) -> None:
+    """The partition-table area is not the same: another disk, or one repartitioned. --rescan compares
+    and sends again what differs; the held copy of the first MiB is replaced like any chunk."""
+    src, dst, source = disks
+    interrupted(src, dst, "cable")
+    with open(src, "r+b") as f:
+        f.write(b"EFI PART changed")
         os.fsync(f.fileno())
     refused = Clone(src, dst)
     assert refused.tx.wait() == RefusedError.exit_code and refused.rx.wait() == RefusedError.exit_code
@@ -135,9 +161,59 @@ def test_a_changed_source_is_refused_then_rescanned(disks: tuple[str, str, Path]
     assert "--rescan" in refused.tx.stderr
     refused.relay.close()
     rescanned = Clone(src, dst, "--rescan")
-    rx, _ = rescanned.finish()
-    assert rx["resumed"] == (journal_chunks - 1) * CHUNK  # sent again from the chunk that changed
+    rx, tx = rescanned.finish()
+    assert rx["resumed"] > 0 and tx["image_digest"] == b3sum(str(source))
     assert same_bytes(source, dst)
+
+
+def test_a_journal_poisoned_by_an_earlier_peer_is_caught_by_the_source(disks: tuple[str, str, Path]) -> None:
+    """A paired but hostile sender claimed to be this very source (its identity, its plan) and sent its
+    own boot loader as chunk 0, then left. The honest re-run resumes, finds chunk 0 is not the source's
+    and sends it again: the target ends as the source, never 'verified' with the hostile bytes."""
+    src, dst, source = disks
+    rx = Recovery("receive", "--code", CODE, "--target", dst, "--listen", "127.0.0.1:0", "--yes", "--timeout", "5")
+    evil = FakeSender(rx.wait_event("listening")["port"])
+    evil.hello(caps=("resume",))  # so the receiver keeps a journal of what it sends
+    assert isinstance(evil.pair(), Paired)
+    plan = honest_plan(src)
+    evil.send_control(evil.state.send(plan))
+    evil.keys = evil.state.clone_keys(plan.session)
+    assert isinstance(evil.next_event(), m.Accept)
+    with open(src, "rb") as f:
+        for seq in range(25):
+            data = f.read(CHUNK)
+            if seq == 0:
+                data = b"EVIL-BOOTLOADER!" * (CHUNK // 16)
+            if seq == 24:
+                time.sleep(2.5)  # the receiver flushes and acks on a frame that comes 2 s after the last ack
+            evil.frame(seq, seq * CHUNK, data)
+    while not isinstance(event := evil.next_event(), m.Ack) or event.seq < 24:
+        pass
+    evil.close()
+    assert rx.wait(30) != 0
+    second = Clone(src, dst)
+    rx_sum, tx_sum = second.finish()
+    [resumed] = [e for e in second.tx.events if e["event"] == "resume"]
+    assert resumed["bytes"] >= 24 * CHUNK and resumed["replaced"] == 1
+    assert tx_sum["image_digest"] == rx_sum["image_digest"] == b3sum(str(source))
+    with open(dst, "rb") as f:
+        assert not f.read(16).startswith(b"EVIL")
+    assert same_bytes(source, dst)
+
+
+def honest_plan(src: str) -> m.Plan:
+    """The plan `recovery send --mode exact --chunk-size 1M` makes for ``src`` (what a liar copies)."""
+    source = Source(src)
+    try:
+        umap = usedmap.build_map(source.path, source.size, "exact")
+        covered = sum(n for _, n in umap.extents)
+        return m.Plan(session=os.urandom(8).hex(), source=source.identity, size=source.size, mode="exact",
+                      chunk_size=CHUNK, codecs=("zstd", "raw"),
+                      map=m.MapSummary(extents=len(umap.extents), bytes=covered, digest=umap.digest(),
+                                       parts=tuple(umap.parts), skipped=umap.skipped),
+                      frames=-(-covered // CHUNK), encrypted=False)
+    finally:
+        source.close()
 
 
 def test_a_journal_that_no_longer_matches_the_target_is_ignored(disks: tuple[str, str, Path]) -> None:
