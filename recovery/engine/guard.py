@@ -7,13 +7,20 @@ parallel connections get no more guesses than one, and an attempt that is
 abandoned before its proof costs nothing (it learned nothing: the driver
 proves first).
 
-- From one origin (an address), after :data:`MAX_TRIES` wrong tries in a row,
-  each further try must wait twice as long as the one before (1, 2, 4 ... s,
-  at most :data:`MAX_LOCK`): a typo is forgiven, guessing is slowed, and a
-  stranger slows only itself.
-- From all origins together, at most :data:`GLOBAL_PER_MINUTE` wrong tries a
-  minute are checked; more are turned away until the minute has passed (many
-  addresses are cheap to have).
+- From one origin (an IPv4 address, an IPv6 /64: see
+  :func:`recovery.link.tcp.origin_of`), after :data:`MAX_TRIES` tries in a row
+  that did not pair, each further try must wait twice as long as the one
+  before (1, 2, 4 ... s, at most :data:`MAX_LOCK`): a typo is forgiven,
+  guessing is slowed, and a stranger slows only itself. An attempt that gave
+  no proof in time (or was left halfway), and a connection that did not pair
+  within its limit, count as such a try (:meth:`CodeGuard.stalled`): it
+  learned nothing of the code, so only its origin pays, but it cannot hold a
+  place by stalling over and over.
+- When more than :data:`GLOBAL_PER_MINUTE` wrong codes came in the last
+  minute from all origins together (many addresses are cheap to have), an
+  origin gets no grace: its first wrong code already makes it wait, at least
+  :data:`PRESSURE_LOCK` s and twice as long each time. A right proof is never
+  turned away for what other origins did.
 - A code this machine made (:func:`recovery.protocol.codes.generate`) is
   replaced by a new one after :data:`MAX_TRIES` wrong tries in all, and the
   new one is announced; a code given with ``--code`` stays.
@@ -42,6 +49,7 @@ from recovery.protocol import codes
 MAX_TRIES = 3
 MAX_LOCK = 300.0
 GLOBAL_PER_MINUTE = 20
+PRESSURE_LOCK = 5.0  # seconds an origin waits after a wrong code while many come from everywhere
 REJOIN_FOR = 1800.0  # seconds a lost pairing may come back without a code
 
 
@@ -99,12 +107,34 @@ class CodeGuard:
     def _waiting(self, origin: str, now: float) -> str | None:
         state = self._origins.get(origin)
         if state is not None and now < state.locked_until:
-            return f"too many wrong codes from {origin}: try again in {state.locked_until - now:.0f} s"
+            return f"too many tries from {origin or 'this link'}: wait {max(1, round(state.locked_until - now))} s"
+        return None
+
+    def _under_pressure(self, now: float) -> bool:
+        """Many wrong codes from everywhere in the last minute."""
         while self._recent and now - self._recent[0] > 60.0:
             self._recent.popleft()
-        if len(self._recent) >= GLOBAL_PER_MINUTE:
-            return f"too many wrong codes: try again in {60.0 - (now - self._recent[0]):.0f} s"
-        return None
+        return len(self._recent) >= GLOBAL_PER_MINUTE
+
+    def _failed(self, origin: str, now: float, *, grace: bool) -> None:
+        """One more try from ``origin`` that did not pair: make it wait once it has had its grace."""
+        state = self._origins.setdefault(origin, _Origin())
+        state.failures += 1
+        if not grace:
+            state.locked_until = now + min(MAX_LOCK, PRESSURE_LOCK * 2.0 ** (state.failures - 1))
+        elif state.failures >= MAX_TRIES:
+            state.locked_until = now + min(MAX_LOCK, 2.0 ** (state.failures - MAX_TRIES))
+
+    def locked(self, origin: str) -> bool:
+        """Must ``origin`` wait before it may try again?"""
+        with self._lock:
+            return self._waiting(origin, self.clock()) is not None
+
+    def stalled(self, origin: str) -> None:
+        """An attempt from ``origin`` gave no proof in time or was left halfway, or a connection from it
+        did not pair within its limit: a try for that origin only (the code stays, nobody else pays)."""
+        with self._lock:
+            self._failed(origin, self.clock(), grace=True)
 
     def answer(self, origin: str, *, rejoin: bool = False) -> Answer | None:
         """The current code's bytes to answer an attempt from ``origin`` with; for a ``rejoin``, the lost
@@ -150,16 +180,13 @@ class CodeGuard:
             why = self._waiting(answered.origin, now)
             if why is not None:
                 return Verdict("locked", why)
-            state = self._origins.setdefault(answered.origin, _Origin())
             if holds():
-                state.failures, state.locked_until = 0, 0.0
+                self._origins.pop(answered.origin, None)
                 self._rejoin = None  # paired (by it, or by the code): the lost pairing is over
                 return Verdict("paired")
-            state.failures += 1
+            self._failed(answered.origin, now, grace=not self._under_pressure(now))
             self._recent.append(now)
             self.wrong_since_new += 0 if answered.rejoin else 1
-            if state.failures >= MAX_TRIES:
-                state.locked_until = now + min(MAX_LOCK, 2.0 ** (state.failures - MAX_TRIES))
             if not self.given and self.wrong_since_new >= MAX_TRIES:
                 why = f"{self.wrong_since_new} wrong codes: the old code no longer works"
                 announce = (self._replace(), why)

@@ -13,13 +13,18 @@ bytes) holds up nobody:
   for our user to type its code) is held longer, or for as long as the cable
   joins us;
 - at most :data:`MAX_CONTACTS` connections are handled at once, and at most
-  :data:`MAX_PER_ORIGIN` from one address: when the table (or that address's
-  share) is full, its oldest connection that only waits is dropped for the
-  newcomer (never one this side reached itself, never the cable's, never one
-  in the middle of an attempt), so a flood from one address churns its own
-  places only;
-- one :class:`~recovery.engine.guard.CodeGuard` counts the wrong tries of all
-  of them, per address and in all.
+  :data:`MAX_PER_ORIGIN` from one origin (an address, an IPv6 /64): when the
+  table (or that origin's share) is full, the oldest connection that has not
+  paired gives way to the newcomer (never one this side reached itself, never
+  the cable's, never the one a typed code is being tried on): one from an
+  origin that must wait first, then one that only waits before one in the
+  middle of an attempt. A newcomer from an origin that must wait gets no
+  place in a full table. So a flood churns its own places, and a stranger
+  holding every place with attempts it never finishes is pushed out by the
+  real peer, which pairs in a few round trips;
+- one :class:`~recovery.engine.guard.CodeGuard` counts the tries of all of
+  them, per origin and in all: a wrong code, an attempt left without its
+  proof, a connection that did not pair in its time.
 
 A code a person types here (:meth:`Lobby.drive`) is tried on the held peers
 that can be driven, one after another: the cable's first. Whoever pairs first
@@ -58,6 +63,7 @@ PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for 
 HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
 MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
 MAX_PER_ORIGIN = 4  # of them from one address
+MAX_TURNING_AWAY = 4  # connections told at once why a full table has no place for them
 ACCEPT_SLICE = 0.5
 class Lobby:
     """Serve ``guard``'s code to whoever comes, drive with codes typed here; the first pairing wins."""
@@ -103,6 +109,7 @@ class Lobby:
         self._rejoin: bytes | None = None  # a lost pairing's secret, to try on the pinned machine
         self._rejoining: Seen | None = None
         self._rejoin_tried: set[int] = set()  # connections it failed on (once each)
+        self._turning_away = threading.Semaphore(MAX_TURNING_AWAY)
 
     # --- what comes in ---
 
@@ -155,13 +162,37 @@ class Lobby:
             dropped = self._make_room(seen)
             if dropped is not seen:
                 self._seen.append(seen)
+        if dropped is seen:
+            self._turn_away(conn)
+            return
         if dropped is not None and dropped.conn is not None:
             dropped.conn.abort()  # its thread notices and ends; it was removed from the table already
-            if dropped is seen:
-                dropped.conn.close()
-                return
         self._changed()
         threading.Thread(target=self._handle, args=(seen, limit, hold), name="lobby-contact", daemon=True).start()
+
+    def _turn_away(self, conn: Connection) -> None:
+        """No place for ``conn``: where its origin must wait, say so after the hellos (a few at a time,
+        in a thread each, with the hello's own time limit); else, or when busy, just close it."""
+        why = self.guard.waiting(conn.origin) if self.guard is not None else None
+        if why is None or self.done.is_set() or not self._turning_away.acquire(blocking=False):
+            conn.abort()
+            conn.close()
+            return
+
+        def tell() -> None:
+            try:
+                contact = meet(conn, self.role, timeout=self.timeout, hostname=self.hostname)
+                contact.ctl.try_send(m.Error(code="pairing", message=f"no pairing attempts for now: {why}"))
+                contact.ctl.last_words()
+                contact.ctl.close()
+            except RecoveryError:
+                pass
+            finally:
+                conn.abort()
+                conn.close()
+                self._turning_away.release()
+
+        threading.Thread(target=tell, name="lobby-turn-away", daemon=True).start()
 
     def _make_room(self, new: Seen) -> Seen | None:
         """Under the lock: the connection to drop so ``new`` fits (``new`` itself if nothing may go),
@@ -176,10 +207,13 @@ class Lobby:
             pool = self._seen
         else:
             return None
-        idle = [s for s in pool if s is not self._trying and not s.ours and not s.pairing]
+        if self.guard is not None and self.guard.locked(origin):
+            return new  # it must wait anyway: it takes nobody's place
+        idle = [s for s in pool if s is not self._trying and not s.ours]
         if not idle:
             return new
-        oldest = min(idle, key=lambda s: s.since)
+        locked = self.guard.locked if self.guard is not None else lambda origin: False
+        oldest = min(idle, key=lambda s: (not locked(s.conn.origin if s.conn else ""), s.pairing, s.since))
         self._seen.remove(oldest)
         return oldest
 

@@ -240,6 +240,8 @@ class Contact:
                 raise CancelledError("stopped while waiting for the pairing")
             left = 0.25 if deadline is None else deadline - time.monotonic()
             if left <= 0:
+                if guard is not None:
+                    guard.stalled(self.conn.origin)  # it held a place and proved nothing
                 raise PairingError(f"{self.name} did not pair within {limit:.0f} s")
             code = wants_drive() if wants_drive is not None else None
             if code is not None:
@@ -284,9 +286,14 @@ class Contact:
         if answered is None:
             return self.ctl.refuse("stale", f"{self.ours.host.hostname} no longer waits for that pairing to "
                                             "come back: type the code it shows")
-        proof = self.ctl.answer(answered.secret)
+        try:
+            proof = self.ctl.answer(answered.secret)
+        except PairingError:
+            guard.stalled(origin)  # no proof in time, or it left halfway: a try for its origin
+            raise
         if isinstance(proof, PairingFailed):
-            return proof  # the peer gave up (or its message was malformed) before proving anything
+            guard.stalled(origin)  # it gave up (or its message was malformed) before proving anything
+            return proof
         verdict = guard.judge(answered, self.ctl.proof_holds)
         return self.ctl.conclude(verdict.outcome, verdict.message)
 

@@ -318,9 +318,25 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
 
 def _address(sock: socket.socket) -> str:
     try:
-        return str(sock.getpeername()[0])
+        return origin_of(str(sock.getpeername()[0]))
     except OSError:
         return ""
+
+
+def origin_of(address: str) -> str:
+    """Whom a peer's pairing tries count against: its IPv4 address, or its IPv6 /64 (one host easily has
+    a whole /64 to pick addresses from), with the interface for a link-local one."""
+    host, _, scope = address.partition("%")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        net = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+        return f"{net}%{scope}" if scope else str(net)
+    return str(ip)
 
 
 def _loopback(sock: socket.socket) -> bool:
@@ -332,13 +348,14 @@ def _loopback(sock: socket.socket) -> bool:
 
 
 def connect(ep: Endpoint, *, timeout: float = CONNECT_TIMEOUT, device: str | None = None,
-            kind: str = "tcp") -> Connection:
-    """Open the control and the data stream to a listening receiver."""
+            kind: str = "tcp", source: str | None = None) -> Connection:
+    """Open the control and the data stream to a listening receiver (from the local address ``source``,
+    on a machine with several)."""
     token = os.urandom(16)
     socks: list[socket.socket] = []
     try:
         for channel in (CONTROL, DATA):
-            sock = _open(ep, timeout, device)
+            sock = _open(ep, timeout, device, source)
             socks.append(sock)
             sock.sendall(encode_link_hello(channel, token))
         return _connection(socks[0], socks[1], kind=kind, peer=str(ep), token=token)
@@ -348,7 +365,7 @@ def connect(ep: Endpoint, *, timeout: float = CONNECT_TIMEOUT, device: str | Non
         raise
 
 
-def _open(ep: Endpoint, timeout: float, device: str | None) -> socket.socket:
+def _open(ep: Endpoint, timeout: float, device: str | None, source: str | None = None) -> socket.socket:
     family = _family(ep.host)
     if family == socket.AF_UNSPEC:
         try:
@@ -363,6 +380,8 @@ def _open(ep: Endpoint, timeout: float, device: str | None) -> socket.socket:
     try:
         if device:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        if source:
+            sock.bind((source, 0))
         sock.settimeout(timeout)
         sock.connect(addr)
     except OSError as e:

@@ -27,8 +27,9 @@ CHUNK = 1 << 20
 
 
 class FakeSender:
-    def __init__(self, port: int) -> None:
-        self.conn: Connection = tcp.connect(tcp.Endpoint("127.0.0.1", port))
+    def __init__(self, port: int, *, source: str | None = None) -> None:
+        """``source``: the local address to come from (127.0.0.2 ...: another origin on this host)."""
+        self.conn: Connection = tcp.connect(tcp.Endpoint("127.0.0.1", port), source=source)
         self.state = ControlConnection(binding=self.conn.binding)
         self.keys: DataKeys | None = None
         self.list_hasher = blake3.blake3()

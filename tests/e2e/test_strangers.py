@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from recovery.engine.recvpipe import RESENDS_PER_FRAME
-from recovery.errors import IntegrityError, PairingError, ProtocolError
+from recovery.errors import IntegrityError, PairingError, ProtocolError, RecoveryError
 from recovery.link import tcp
 from recovery.protocol import messages as m
 from recovery.protocol.state import PairingFailed
@@ -105,6 +106,88 @@ def test_strangers_that_start_pairing_and_stall_do_not_hold_up_the_real_sender(s
     assert attempts and attempts[0]["ok"] is True  # no stalled attempt ended (or counted) before it
     for p in stallers:
         p.close()
+
+
+class Squatter:
+    """A stranger that opens connection after connection from ``origins``, each starting a pairing
+    attempt it never finishes (its SPAKE2 message, never its proof), to hold every place."""
+
+    def __init__(self, port: int, origins: list[str], every: float = 0.05) -> None:
+        self.port, self.origins, self.every = port, origins, every
+        self.stop = threading.Event()
+        self.held: list[FakeSender] = []
+        self.turned_away: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from recovery.protocol import codes
+
+        n = 0
+        while not self.stop.wait(self.every):
+            origin = self.origins[n % len(self.origins)]
+            n += 1
+            try:
+                peer = FakeSender(self.port, source=origin)
+                self.held.append(peer)
+                peer.hello()
+                peer.send_control(peer.state.drive(codes.secret("0000-0000")))
+            except (AssertionError, RecoveryError, OSError) as e:
+                self.turned_away.append(str(e))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for peer in self.held:
+            peer.close()
+
+
+def test_a_stranger_holding_every_place_from_four_origins_cannot_keep_the_real_sender_out(
+        sample: Path, tmp_path: Path) -> None:
+    """4 addresses x 4 connections fill the lobby with attempts that never finish, and keep opening
+    more: the oldest unproven connection gives way, the stalls count against their origins, and
+    the real sender (the newest connection, pairing in a few round trips) gets in."""
+    rx, port = receiver(str(tmp_path / "copy.img"))
+    squatter = Squatter(port, [f"127.0.0.{i}" for i in range(2, 6)])
+    try:
+        time.sleep(1.5)  # every place is held by now
+        tx = send(sample, port)
+        assert tx.wait() == 0, tx.stderr
+        assert rx.wait() == 0, rx.stderr
+    finally:
+        squatter.close()
+    failed = [e["message"] for e in rx.events if e.get("event") == "pairing_attempt" and not e["ok"]]
+    assert any("too many tries from 127.0.0." in text for text in failed), failed[-5:]
+
+
+def test_a_burst_of_wrong_codes_from_many_origins_never_keeps_the_right_code_out(sample: Path,
+                                                                                 tmp_path: Path) -> None:
+    """21 wrong codes from 7 addresses in a moment used to lock everyone out for a minute."""
+    rx, port = receiver(str(tmp_path / "copy.img"))
+    for i in range(21):
+        peer = FakeSender(port, source=f"127.0.0.{2 + i % 7}")
+        peer.hello()
+        outcome = peer.pair("0000-0000")
+        assert isinstance(outcome, PairingFailed) and outcome.reason in ("wrong_code", "locked")
+        peer.close()
+    tx = send(sample, port)
+    assert tx.wait() == 0, tx.stderr
+    assert rx.wait() == 0, rx.stderr
+
+
+def test_a_flood_from_the_senders_own_network_is_named_as_such(sample: Path, tmp_path: Path) -> None:
+    """Behind one NAT with a stranger: the real sender cannot pair while that address must wait, and
+    it is told so (not 'wrong code', not a lost link)."""
+    rx, port = receiver(str(tmp_path / "copy.img"))
+    squatter = Squatter(port, ["127.0.0.1"])
+    try:
+        time.sleep(1.5)
+        tx = send(sample, port)
+        assert tx.wait() == PairingError.exit_code, tx.stderr
+    finally:
+        squatter.close()
+    assert "too many tries from 127.0.0.1" in tx.error_lines()[0], tx.stderr
+    rx.kill()
 
 
 def test_a_stranger_without_the_code_gets_no_disk_and_no_plan_through(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """The serving side's code guard: wrong tries are counted when a proof is checked, per origin and
-in all; a made code is replaced after three wrong tries, a given one is rate-limited instead."""
+in all; a made code is replaced after three wrong tries, a given one is rate-limited instead; an
+attempt left without its proof counts for its origin; a right proof is never refused for what
+other origins did."""
 
 from __future__ import annotations
 
-from recovery.engine.guard import GLOBAL_PER_MINUTE, MAX_TRIES, CodeGuard
+from recovery.engine.guard import GLOBAL_PER_MINUTE, MAX_TRIES, PRESSURE_LOCK, CodeGuard
 from recovery.protocol import codes
 
 
@@ -66,14 +68,33 @@ def test_one_origin_guessing_waits_longer_each_time_and_slows_only_itself() -> N
     assert right(guard, "10.0.0.2") == "paired"  # the real peer elsewhere still gets in
 
 
-def test_many_origins_together_are_limited_too() -> None:
+def test_many_origins_together_slow_strangers_but_never_refuse_the_right_code() -> None:
+    """20 wrong codes from 7 addresses in a moment used to lock everyone out for a minute."""
     clock = Clock()
     guard = CodeGuard("secret-code", clock=clock)
     for i in range(GLOBAL_PER_MINUTE):
-        assert wrong(guard, f"fe80::{i}") == "wrong_code"
-    assert guard.judge(guard.answer("fe80::ff"), lambda: True).outcome == "locked"
+        assert wrong(guard, f"10.0.0.{10 + i % 7}") == "wrong_code"
+        clock.now += 0.01
+    assert right(guard, "10.0.0.2") == "paired"  # the user typing the right code gets in at once
+    assert wrong(guard, "10.0.1.1") == "wrong_code"  # under pressure a new stranger gets no grace:
+    assert guard.waiting("10.0.1.1") is not None and f"wait {PRESSURE_LOCK:.0f} s" in guard.waiting("10.0.1.1")
+    assert guard.judge(guard.answer("10.0.1.1"), lambda: True).outcome == "locked"
+    clock.now += PRESSURE_LOCK
+    assert wrong(guard, "10.0.1.1") == "wrong_code"
+    assert f"wait {2 * PRESSURE_LOCK:.0f} s" in (guard.waiting("10.0.1.1") or "")  # twice as long each time
     clock.now += 61
-    assert right(guard, "fe80::ff") == "paired"
+    assert wrong(guard, "10.0.2.1") == "wrong_code" and guard.waiting("10.0.2.1") is None  # pressure gone
+
+
+def test_an_attempt_left_without_its_proof_counts_for_its_origin_only() -> None:
+    clock = Clock()
+    guard = CodeGuard("secret-code", clock=clock)
+    for _ in range(MAX_TRIES):
+        assert guard.waiting("10.0.0.9") is None
+        guard.stalled("10.0.0.9")
+    assert "too many tries from 10.0.0.9" in (guard.waiting("10.0.0.9") or "")
+    assert guard.wrong_since_new == 0 and guard.code == "secret-code"  # nothing learned: the code stays
+    assert right(guard, "10.0.0.2") == "paired"
 
 
 def test_a_success_starts_that_origins_count_again() -> None:
