@@ -118,7 +118,7 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     for c in s.checks:
         if c["ok"] is not True:
             where = f"partition {c['number']}" if c["number"] else "filesystem"
-            state = "FAILED" if c["ok"] is False else "not run"
+            state = "not run" if c["ok"] is None else "fails as on the source" if c.get("source_fails") else "FAILED"
             rows.append(("check", f"{where}: {c['check']} {state}" + (f" ({c['message']})" if c["message"] else "")))
     if s.mismatches:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])

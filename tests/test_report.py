@@ -50,3 +50,11 @@ def test_only_a_read_back_is_called_verified() -> None:
     assert report.headline(dataclasses.replace(EXACT, verified=None)) == "Done, NOT verified"
     assert report.checked(dataclasses.replace(EXACT, verified=None)) == []
     assert report.headline(dataclasses.replace(EXACT, verified=False)) == "FAILED verification"
+
+
+def test_a_check_that_fails_on_the_source_too_is_said_so_and_does_not_fail_the_copy() -> None:
+    checks = [{"number": 1, "check": "ntfsfix -n", "ok": False, "source_fails": True,
+               "message": "the source fails the same check (ntfsfix): copied as it is"}]
+    text = words(dataclasses.replace(EXACT, mode="used", checks=checks))
+    assert "partition 1: ntfsfix -n fails as on the source" in text
+    assert "FAILED" not in text and report.headline(dataclasses.replace(EXACT, checks=checks)) == "Verified"

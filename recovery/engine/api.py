@@ -29,8 +29,9 @@ CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stage
                 "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
                 "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
                 "rejoin",  # after a lost link, the same peer pairs again with the lost pairing's secret
-                "replace")  # a pass of replacement frames outside rescue mode (start.replace): a resume's
+                "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
                             # skipped chunks that differ from the source are sent again
+                "source-check")  # a checker that failed on the target is run on the source too
 
 
 def default_workers() -> int:

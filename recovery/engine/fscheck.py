@@ -9,27 +9,36 @@ checked from the target itself, all partitions in parallel:
   the source's values): the same filesystem, UUID and label, nothing
   ambivalent;
 - the filesystem's own read-only checker must find it clean: ``e2fsck -fn``,
-  ``xfs_repair -n``, ``btrfs check --readonly`` (and, when the filesystem has
-  DUP block groups, a read-only scrub of a read-only mount, the only check
-  that reads the second copies), ``ntfsfix -n``, ``fsck.vfat -n``,
-  ``fsck.exfat -n``, ``fsck.f2fs --dry-run``.
+  ``xfs_repair -n``, ``btrfs check --readonly``, ``ntfsfix -n``,
+  ``fsck.vfat -n``, ``fsck.exfat -n``, ``fsck.f2fs --dry-run``. It runs only
+  where ``blkid -p`` saw the source's filesystem.
+
+What is checked came from the peer, and the machine being rescued may be
+hostile: its bytes are never mounted (the kernel parses no filesystem the
+peer wrote; a Btrfs's DUP copies are checked by the read-back, as the map
+copies every allocated chunk), each checker is a user-space program run with
+a memory bound (:data:`MEMORY_SHARE` of this machine's RAM), a time bound
+that grows with the partition (:func:`time_limit`) and, as root, no network
+(a network namespace of its own), and a plan names at most
+:data:`MAX_PARTS` partitions (the receiver refuses more).
 
 Each check runs on a device holding exactly the partition: the kernel's node
 when it exists, else a read-only loop device over the region. A failure is
 reported in the checker's own words and makes the clone "verification
-failed"; a checker that is not installed is reported as not run.
+failed", unless the same checker fails on the source partition too (the
+sender checks, see :func:`check_source`): the copy is then as faithful as
+its source. A checker that is not installed is reported as not run.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from recovery import run
 from recovery.disks import partdev, signatures
-from recovery.errors import VerificationError
+from recovery.errors import RecoveryError, VerificationError
 from recovery.protocol.messages import FsCheck, MapPart
 
 CHECKERS: dict[str, tuple[str, ...]] = {
@@ -46,7 +55,11 @@ CHECKERS: dict[str, tuple[str, ...]] = {
 PACKAGES = {"e2fsck": "e2fsprogs", "xfs_repair": "xfsprogs", "btrfs": "btrfs-progs", "ntfsfix": "ntfs-3g",
             "fsck.vfat": "dosfstools", "fsck.exfat": "exfatprogs", "fsck.f2fs": "f2fs-tools"}
 MAX_PARALLEL = 8
+MAX_PARTS = 128  # a GPT's usual table; a plan with more partitions is refused
 WORDS = 600  # characters of a checker's output kept for the user
+MEMORY_SHARE = 2  # a checker may use at most 1/MEMORY_SHARE of this machine's RAM
+MIN_SECONDS = 120.0
+SECONDS_PER_BYTE = 1 / (100 << 20)  # ... plus a second per 100 MiB of the partition
 
 
 def _words(proc_out: bytes, proc_err: bytes) -> str:
@@ -61,6 +74,27 @@ def _label(argv: Sequence[str]) -> str:
     return f"{argv[0]} {short.get(flags, flags)}".strip()
 
 
+def time_limit(size: int) -> float:
+    """Seconds a checker may take on a partition of ``size`` bytes."""
+    return MIN_SECONDS + size * SECONDS_PER_BYTE
+
+
+def _memory_limit() -> int:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 2 << 30
+    return max(256 << 20, ram // MEMORY_SHARE)
+
+
+def confined(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a memory bound (prlimit) and, as root, no network (a namespace of its own)."""
+    bounded = [run.need_tool("prlimit", "util-linux"), f"--data={_memory_limit()}", "--", *argv]
+    if os.geteuid() == 0:
+        return [run.need_tool("unshare", "util-linux"), "--net", "--", *bounded]
+    return bounded
+
+
 def check_signature(path: str, part: MapPart) -> FsCheck:
     """``blkid -p`` on the target partition against the source's."""
     found = signatures.blkid(path, part.start, part.size)
@@ -70,30 +104,14 @@ def check_signature(path: str, part: MapPart) -> FsCheck:
     return FsCheck(number=part.number, check="blkid -p", ok=same, message=message[:1000])
 
 
-def _has_dup(device: str) -> bool:
-    proc = run.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", device], check=False)
-    return b"|DUP" in proc.stdout
-
-
-def _scrub(device: str, number: int) -> FsCheck:
-    """A read-only scrub of a read-only mount: reads and checks both DUP copies."""
-    name = "btrfs scrub -r"
-    with tempfile.TemporaryDirectory(prefix="recovery-scrub-") as mnt:
-        mount = run.run(["mount", "-t", "btrfs", "-o", "ro", device, mnt], check=False)
-        if mount.returncode != 0:
-            return FsCheck(number=number, check=name, ok=None,
-                           message=f"could not mount it read-only: {_words(mount.stdout, mount.stderr)}")
-        try:
-            proc = run.run(["btrfs", "scrub", "start", "-B", "-r", mnt], check=False)
-        finally:
-            run.run(["umount", mnt], check=False)
-    text = (proc.stdout + proc.stderr).decode(errors="replace")
-    ok = proc.returncode == 0 and "no errors found" in text
-    return FsCheck(number=number, check=name, ok=ok, message="clean" if ok else _words(proc.stdout, proc.stderr))
+def checker_name(fstype: str | None) -> str | None:
+    """How the check of a filesystem is named in :class:`FsCheck` (``e2fsck -fn``), if there is one."""
+    argv = CHECKERS.get(fstype or "")
+    return _label(argv) if argv else None
 
 
 def check_filesystem(path: str, part: MapPart) -> list[FsCheck]:
-    """The filesystem's own read-only checker on the target partition."""
+    """The filesystem's own read-only checker on the partition of ``path``, confined (see the module)."""
     argv = CHECKERS.get(part.fstype or "")
     if argv is None:
         return []
@@ -105,33 +123,70 @@ def check_filesystem(path: str, part: MapPart) -> list[FsCheck]:
         if dev is None:
             return [FsCheck(number=part.number, check=name, ok=None,
                             message="not run: no device for the partition (loop devices need root)")]
-        proc = run.run([*argv, dev], check=False)
+        limit = time_limit(part.size)
+        try:
+            proc = run.run(confined([run.need_tool(argv[0]), *argv[1:], dev]), check=False, timeout=limit)
+        except RecoveryError:
+            return [FsCheck(number=part.number, check=name, ok=False,
+                            message=f"did not finish within {limit:.0f} s (stopped)")]
         ok = proc.returncode == 0
-        out = [FsCheck(number=part.number, check=name, ok=ok,
-                       message="clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}")]
-        if ok and part.fstype == "btrfs" and _has_dup(dev):
-            out.append(_scrub(dev, part.number))
+        return [FsCheck(number=part.number, check=name, ok=ok,
+                        message="clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}")]
+
+
+def check_source(path: str, parts: Sequence[MapPart], failed: Sequence[FsCheck]) -> list[FsCheck]:
+    """The sender's side: the checkers that failed on the target, run on the source's own partitions
+    (read-only), so a filesystem that was already damaged is told from a bad copy."""
+    by_number = {p.number: p for p in parts}
+    out: list[FsCheck] = []
+    for check in failed:
+        part = by_number.get(check.number)
+        if part is None or checker_name(part.fstype) != check.check:
+            out.append(FsCheck(number=check.number, check=check.check, ok=None, message="not a check of this plan"))
+            continue
+        out.extend(check_filesystem(path, part))
     return out
 
 
+def explained(target: FsCheck, source: FsCheck | None) -> FsCheck:
+    """A check that failed on the target, given how the same check went on the source."""
+    if source is None or source.ok is not False:
+        return target
+    fs = target.check.split()[0]
+    return FsCheck(number=target.number, check=target.check, ok=target.ok, source_fails=True,
+                   message=f"the source fails the same check ({fs}): copied as it is; on the source: "
+                           f"{source.message}"[:1000])
+
+
 def check_target(path: str, parts: Sequence[MapPart]) -> list[FsCheck]:
-    """Every check of every partition, the checkers in parallel; in partition order."""
+    """Every check of every partition, the checkers in parallel; in partition order. A partition where
+    ``blkid -p`` does not see the source's filesystem gets no checker: it is not that filesystem."""
+    if len(parts) > MAX_PARTS:
+        raise VerificationError(f"the plan names {len(parts)} partitions, more than {MAX_PARTS}")
     # A sender that sends no blkid values (an older one) leaves nothing to compare.
-    results: list[FsCheck] = [check_signature(path, p) for p in parts if p.blkid]
-    workers = max(1, min(MAX_PARALLEL, len(parts), (os.cpu_count() or 1) * 2))
+    signed = {p.number: check_signature(path, p) for p in parts if p.blkid}
+    results: list[FsCheck] = list(signed.values())
+    checkable = [p for p in parts if p.number not in signed or signed[p.number].ok]
+    for p in parts:
+        if p not in checkable and checker_name(p.fstype):
+            results.append(FsCheck(number=p.number, check=checker_name(p.fstype) or "", ok=None,
+                                   message="not run: blkid -p does not see the source's filesystem there"))
+    workers = max(1, min(MAX_PARALLEL, len(checkable), (os.cpu_count() or 1) * 2))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fscheck") as pool:
-        for found in pool.map(lambda p: check_filesystem(path, p), parts):
+        for found in pool.map(lambda p: check_filesystem(path, p), checkable):
             results.extend(found)
     return sorted(results, key=lambda c: c.number)
 
 
 def failures(checks: Sequence[FsCheck]) -> list[FsCheck]:
-    return [c for c in checks if c.ok is False]
+    """The checks that fail the copy: failed on the target, and not because the source fails them too."""
+    return [c for c in checks if c.ok is False and not c.source_fails]
 
 
 def describe(check: FsCheck) -> str:
     where = f"partition {check.number}" if check.number else "the filesystem"
-    verdict = {True: "ok", False: "FAILED", None: "not run"}[check.ok]
+    verdict = "fails as on the source" if check.source_fails else {True: "ok", False: "FAILED", None: "not run"}[
+        check.ok]
     return f"{where}: {check.check} {verdict}" + (f" ({check.message})" if check.message else "")
 
 

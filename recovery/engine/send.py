@@ -153,7 +153,7 @@ def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.
         pipe = SendPipeline(read, jobs, conn.data, chunk_size=opts.chunk_size, levels=levels, image=image,
                             keys=keys, encrypted=encrypted, workers=opts.workers, frames=frames)
         started, resumed = time.monotonic(), frames.covered
-        summary = _stream(link, pipe, chunks, levels, rescue, umap.extents, opts, sink)
+        summary = _stream(link, pipe, chunks, levels, rescue, umap, source, opts, sink)
         return _conclude(summary, pipe, source, rescue, umap, target_desc, opts, time.monotonic() - started,
                          resumed, conn, sink)
     except BaseException as e:
@@ -210,7 +210,7 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
 
 
 def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: LevelController,
-            rescue: RescueJob | None, extents: list[tuple[int, int]], opts: SendOptions,
+            rescue: RescueJob | None, umap: usedmap.UsedMap, source: Source, opts: SendOptions,
             sink: events.EventSink) -> m.Summary:
     """Run the pipeline until the receiver's summary: acks, resends, progress, the done of each epoch."""
     conn, ctl = link.conn, link.ctl
@@ -254,6 +254,8 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
                                      rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
             else:
                 remote = msg
+        elif isinstance(msg, m.CheckSource):
+            ctl.send(m.SourceChecked(checks=tuple(_check_source(source, umap, rescue, msg.checks, sink))))
         elif isinstance(msg, m.Summary):
             if not done_sent:
                 raise RemoteProtocolError("the receiver sent its summary before the stream ended")
@@ -261,7 +263,7 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
                 rescue.save(final=True)
             return msg
         if not done_sent and pipe.done_in(epoch):
-            ctl.send(_done(pipe, epoch, rescue, extents))
+            ctl.send(_done(pipe, epoch, rescue, umap.extents))
             done_sent = True
             sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
                                  rate=rate.average(pipe.done_bytes), eta=0.0, wire=conn.data.bytes_out,
@@ -287,6 +289,15 @@ def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: Leve
             ))
         if rescue is not None:
             rescue.save()
+
+
+def _check_source(source: Source, umap: usedmap.UsedMap, rescue: RescueJob | None,
+                  failed: tuple[m.FsCheck, ...], sink: events.EventSink) -> list[m.FsCheck]:
+    """The receiver's failed checkers, run on this source's partitions (never on a failing one)."""
+    if rescue is not None:
+        return [dataclasses.replace(c, ok=None, message="not run: the source is failing") for c in failed]
+    sink(events.Phase("verify", "running on the source the filesystem checks that failed on the target"))
+    return fscheck.check_source(source.path, umap.parts, failed)
 
 
 def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: list[tuple[int, int]]) -> m.Done:

@@ -229,8 +229,22 @@ class Target:
             pass
 
     def finish(self) -> None:
-        if self.is_block and self.fd >= 0:
+        """A disk that verified: ask the kernel to read its new partition table (opened again if it was
+        closed for the checkers, and only if its name still leads to the disk written)."""
+        if not self.is_block:
+            return
+        if self.fd >= 0:
             blockdev.reread_partitions(self.fd)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_rdev == self._stat.st_rdev:
+                blockdev.reread_partitions(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         if self.direct_fd is not None and self.direct_fd >= 0:

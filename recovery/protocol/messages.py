@@ -178,6 +178,9 @@ class FsCheck:
     check: str = field(metadata=bounded(max_len=64))  # "e2fsck -fn", "blkid -p", ...
     ok: bool | None = None  # None: could not run (message says why)
     message: str = field(default="", metadata=bounded(max_len=1024))
+    # Optional (2.1): it failed on the target, and the same checker fails on the source partition too
+    # (capability "source-check"): the copy is as its source, and that does not fail the clone.
+    source_fails: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +359,7 @@ class Ack(Message):
 
 
 DIGEST_PAGE = 16384  # digests per ``digests`` message
+MAX_CHECKED = 256  # filesystem checks in one message (partitions of a plan, at most 128, once or twice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +382,24 @@ class Start(Message):
     # Optional (2.1, capability "replace"): how many of the frames before ``seq`` differ from the
     # source; they follow the first pass as replacements (a PASS frame, then one frame each).
     replace: int = field(default=0, metadata=bounded(hi=1 << 40))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSource(Message):
+    """Capability "source-check" (2.1): these checkers failed on the target; run them on the source."""
+
+    type: ClassVar[str] = "check_source"
+    optional: ClassVar[bool] = True
+    checks: tuple[FsCheck, ...] = field(default=(), metadata=bounded(max_len=MAX_CHECKED))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChecked(Message):
+    """Capability "source-check" (2.1): how those checkers went on the source's own partitions."""
+
+    type: ClassVar[str] = "source_checked"
+    optional: ClassVar[bool] = True
+    checks: tuple[FsCheck, ...] = field(default=(), metadata=bounded(max_len=MAX_CHECKED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +486,8 @@ class Ping(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (Hello, Pake, Confirm, PairFailed, Introduce, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
-                Done, Summary, Error, Cancel, Ping, Bye, Activity, Digests, Start, Resend)
+                Done, Summary, Error, Cancel, Ping, Bye, Activity, Digests, Start, Resend, CheckSource,
+                SourceChecked)
 }
 # May cross before the pairing, in the clear.
 CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})

@@ -31,7 +31,10 @@ a resume is followed by the receiver's ``digests`` and the sender's
 ``start``. "resend": the receiver may ask for a damaged frame again with
 ``resend`` while streaming or finishing (the clone streams again); each
 resend opens a new *epoch*, and a ``done`` of an older epoch (sent before the
-sender heard of the resend) is stale: it changes nothing.
+sender heard of the resend) is stale: it changes nothing. "source-check":
+while finishing, the receiver may name the filesystem checks that failed on
+the target (``check_source``), and the sender answers how they went on its
+source (``source_checked``).
 
 Every legal clone step is a row of :data:`TRANSITIONS`; anything else is a
 protocol error, raised as :class:`LocalProtocolError` when this side tries
@@ -96,6 +99,8 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.FINISHING, "ack"): (RECEIVER, State.FINISHING),
     (State.FINISHING, "progress"): (ANY, State.FINISHING),
     (State.FINISHING, "summary"): (RECEIVER, State.IDLE),
+    (State.FINISHING, "check_source"): (RECEIVER, State.FINISHING),
+    (State.FINISHING, "source_checked"): (SENDER, State.FINISHING),
     (State.ENDING, "bye"): (ANY, State.CLOSED),
 }
 # Allowed in every state after the hellos, and before them for error/cancel.
