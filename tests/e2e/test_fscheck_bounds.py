@@ -18,7 +18,7 @@ from recovery.protocol import messages as m
 from recovery.protocol.state import Paired
 from tests.e2e.fake_peer import FakeSender
 from tests.fsdisks import BASIC_DATA, Part, make_disk
-from tests.helpers import CODE, MIB, Recovery, loop_device, receiver, sh
+from tests.helpers import CODE, MIB, Recovery, loop_device, sh
 
 pytestmark = pytest.mark.root
 COUNTED = ("mount", "losetup", "e2fsck", "btrfs", "ntfsfix")
