@@ -6,6 +6,12 @@ writes at once what the pairing must answer, so nothing sealed can overtake
 it), another pings every :data:`PING_INTERVAL` seconds so that a silent peer
 is noticed. The peer counts as gone when nothing arrived on either channel
 for ``timeout`` seconds.
+
+What a peer sends cannot make this side grow: the inbox holds at most
+:data:`INBOX_LIMIT` messages (the reader then waits, and the peer's sends
+with it), and ``progress`` messages are kept as the latest one only, however
+fast they come (a session thread busy reading the target back does not read
+its inbox for a long time).
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ HELLO_LIMIT = 10.0  # seconds for the peer's preamble and hello, however it tric
 ATTEMPT_LIMIT = 5.0  # seconds for each step of a pairing attempt (one round trip each)
 LAST_WORDS = 1.0  # seconds the peer has to read why we stop before the connection is torn down
 UNPAIRED_CODES = ("protocol", "refused", "pairing")  # what a peer may say it stops for before it is paired
+INBOX_LIMIT = 256  # messages read and not yet taken by the session
+
+
+class _LatestProgress:
+    """Stands in the inbox for the newest ``progress`` message (see :meth:`ControlLink._deliver`)."""
 
 Inbound = Event | BaseException
 
@@ -55,7 +66,9 @@ class ControlLink:
         self.channel = conn.control
         self.timeout = timeout
         self.state = ControlConnection(binding=conn.binding)
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.inbox: queue.Queue[Inbound | _LatestProgress] = queue.Queue(INBOX_LIMIT)
+        self._progress: m.Progress | None = None  # the newest one, while its stand-in waits in the inbox
+        self._progress_lock = threading.Lock()
         self.peer_name = "the peer"  # its host name, once its hello is here: names what it reports
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -143,6 +156,7 @@ class ControlLink:
                 data = self.channel.recv_some(65536)
                 if not data:
                     raise LinkError("link lost: the peer closed the connection")
+                events: list[Event] = []
                 with self._lock:
                     self.state.receive_data(data)
                     while (event := self.state.next_event()) is not None:
@@ -152,10 +166,41 @@ class ControlLink:
                         if isinstance(event, PairingFailed) and event.reply:
                             self.channel.send(event.reply)
                         if not isinstance(event, m.Ping):
-                            self.inbox.put(event)
+                            events.append(event)
+                for event in events:  # outside the lock: a full inbox must not block our own sends
+                    self._deliver(event)
         except BaseException as e:  # noqa: BLE001 - delivered to the session thread
             if not self._closed.is_set():
-                self.inbox.put(e)
+                self._deliver(e)
+
+    def _deliver(self, item: Inbound) -> None:
+        """Into the inbox, waiting while it is full; a ``progress`` replaces the one not taken yet."""
+        if isinstance(item, m.Progress):
+            with self._progress_lock:
+                waiting, self._progress = self._progress is not None, item
+            if waiting:
+                return
+            self._put(_LatestProgress())
+        else:
+            self._put(item)
+
+    def _put(self, item: Inbound | _LatestProgress) -> None:
+        while not self._closed.is_set():
+            try:
+                self.inbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _take(self, timeout: float) -> Inbound:
+        """The next inbox item (raises queue.Empty), the newest progress for its stand-in."""
+        item = self.inbox.get(timeout=timeout)
+        if isinstance(item, _LatestProgress):
+            with self._progress_lock:
+                progress, self._progress = self._progress, None
+            assert progress is not None
+            return progress
+        return item
 
     def _ping_loop(self) -> None:
         while not self._closed.wait(PING_INTERVAL):
@@ -184,7 +229,7 @@ class ControlLink:
         if self.cancel.is_set():
             raise Interrupted("interrupted by the user")
         try:
-            item = self.inbox.get(timeout=timeout)
+            item = self._take(timeout)
         except queue.Empty:
             silent = time.monotonic() - self.conn.last_activity()
             if silent > self.timeout:
@@ -208,7 +253,7 @@ class ControlLink:
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
-                item = self.inbox.get(timeout=left)
+                item = self._take(left)
             except queue.Empty:
                 break
             if isinstance(item, m.Error):
@@ -248,7 +293,7 @@ class ControlLink:
                 return
         while True:
             try:
-                item = self.inbox.get_nowait()
+                item = self._take(0)
             except queue.Empty:
                 raise LinkError("link lost: the peer closed the connection") from None
             if isinstance(item, m.Error | m.Cancel | BaseException):

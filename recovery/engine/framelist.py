@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 import struct
 from collections.abc import Iterator
 
 import blake3
 
-from recovery.protocol.frames import SequenceState
+from recovery.protocol.frames import Kind, SequenceState
 
 RECORD = struct.Struct("<QQ32s")  # offset, length, BLAKE3 of the raw bytes: one per frame
+ZeroRun = list[int]  # [offset, length, stride, count]: ZERO frames at offset + k * stride, k < count
+
+
+@functools.lru_cache(maxsize=64)
+def zero_digest(length: int) -> bytes:
+    """The BLAKE3 of ``length`` zero bytes (a ZERO frame's digest)."""
+    return blake3.blake3(bytes(length)).digest()
 
 
 class FrameList:
@@ -38,13 +46,6 @@ class FrameList:
         self.kinds.append(kind)
         self.offsets.append(offset)
         self.covered += length
-
-    def extend(self, records: bytes, kinds: bytes) -> None:
-        """Append packed records (as :meth:`packed` gives them)."""
-        if len(records) != RECORD.size * len(kinds):
-            raise ValueError("records and kinds do not match")
-        for i, (offset, length, digest) in enumerate(RECORD.iter_unpack(records)):
-            self.append(offset, length, digest, kinds[i])
 
     def find(self, offset: int, length: int) -> int | None:
         """The index of the frame at exactly ``offset`` with ``length``, or None."""
@@ -79,12 +80,49 @@ class FrameList:
         """Records and kinds of frames ``start``..``stop`` (exclusive), for a journal."""
         return bytes(self.records[start * RECORD.size: stop * RECORD.size]), bytes(self.kinds[start:stop])
 
-    def entries(self) -> list[tuple[int, int, bytes, int]]:
-        """(offset, length, digest, kind) of every frame, for the read-back."""
-        return [(o, n, d, self.kinds[i]) for i, (o, n, d) in enumerate(RECORD.iter_unpack(self.records))]
+    def compact(self, start: int, stop: int) -> tuple[bytes, bytes, list[ZeroRun]]:
+        """Frames ``start``..``stop`` for a journal, what costs bytes only where there is data: the
+        kinds, the records of the DATA frames, and the ZERO frames as runs (their digest is known)."""
+        data = bytearray()
+        runs: list[ZeroRun] = []
+        for i in range(start, stop):
+            offset, length, _ = RECORD.unpack_from(self.records, i * RECORD.size)
+            if self.kinds[i] != Kind.ZERO:
+                data += self.records[i * RECORD.size : (i + 1) * RECORD.size]
+                continue
+            run = runs[-1] if runs and i > start and self.kinds[i - 1] == Kind.ZERO else None
+            if run and run[1] == length and (run[3] == 1 or offset == run[0] + run[2] * run[3]):
+                if run[3] == 1:
+                    run[2] = offset - run[0]
+                run[3] += 1
+            else:
+                runs.append([offset, length, 0, 1])
+        return bytes(data), bytes(self.kinds[start:stop]), runs
+
+    def extend_compact(self, data: bytes, kinds: bytes, runs: list[ZeroRun]) -> None:
+        """Append what :meth:`compact` gave; ValueError if its parts do not fit together."""
+        if len(data) % RECORD.size or len(data) // RECORD.size + sum(r[3] for r in runs) != len(kinds) \
+                or sum(k == Kind.ZERO for k in kinds) != sum(r[3] for r in runs):
+            raise ValueError("records, runs and kinds do not match")
+        records = RECORD.iter_unpack(data)
+        zeros = ((o + k * stride, n) for o, n, stride, count in runs for k in range(count))
+        for kind in kinds:
+            if kind == Kind.ZERO:
+                offset, length = next(zeros)
+                self.append(offset, length, zero_digest(length), kind)
+            else:
+                offset, length, digest = next(records)
+                self.append(offset, length, digest, kind)
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes, int]]:
-        return iter(self.entries())
+        """(offset, length, digest, kind) of every frame, made one at a time (a list of them all
+        would cost a few hundred bytes a frame: the read-back walks millions)."""
+        for i, (o, n, d) in enumerate(RECORD.iter_unpack(self.records)):
+            yield o, n, d, self.kinds[i]
+
+    def longest(self) -> int:
+        """The length of the longest frame."""
+        return max((n for _, n, _ in RECORD.iter_unpack(self.records)), default=0)
 
     def list_digest(self) -> str:
         return blake3.blake3(self.records, max_threads=blake3.blake3.AUTO).hexdigest()

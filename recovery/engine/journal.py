@@ -9,7 +9,8 @@ the job logs, one journal per target (named by the target's identity) holds
   fingerprint once it was prepared (the edges are zero while a clone runs);
 - one line per acknowledgement, written and flushed *before* the ack goes
   out: the first-pass frames that became durable (offset, length, BLAKE3,
-  kind), and the frames a later rescue pass replaced;
+  kind; runs of ZERO frames as one entry each, as their digest is known, so
+  the journal grows with the data), and the frames a later pass replaced;
 - a last line when the clone ended with areas the source could not read (a
   rescue run may patch them later); a clean clone deletes its journal.
 
@@ -226,14 +227,14 @@ class Journal:
         for index, data in point.held:
             offset, length, digest, kind = frames.record(index)
             out += HELD.pack(offset, length, digest, kind, len(data or b"")) + (data or b"")
-        records, kinds = frames.packed(self.done, len(frames))
+        records, kinds, zeros = frames.compact(self.done, len(frames))
         replaced = [[i, _b64(frames.packed(i, i + 1)[0]), frames.kinds[i]] for i in point.replaced if i < self.done]
-        if not records and not replaced and not point.held:
+        if not kinds and not replaced and not point.held:
             if then is not None:
                 self._jobs.put((b"", b"", then))
             return
         self._line({"to": len(frames), "bytes": frames.covered, "records": _b64(records), "kinds": _b64(kinds),
-                    "replaced": replaced}, bytes(out), then)
+                    "zeros": zeros, "replaced": replaced}, bytes(out), then)
         self.done = len(frames)
 
     def drain(self) -> None:
@@ -361,7 +362,7 @@ def _take(found: Found, body: dict[str, Any]) -> None:
         records, kinds = base64.b64decode(body["records"]), base64.b64decode(body["kinds"])
         if len(found.frames) + len(kinds) != body["to"]:
             raise ValueError("gap")
-        found.frames.extend(records, kinds)
+        found.frames.extend_compact(records, kinds, [[int(x) for x in run] for run in body["zeros"]])
         for index, record, kind in body["replaced"]:
             _, _, digest = RECORD.unpack(base64.b64decode(record))
             found.frames.replace(int(index), digest, int(kind))

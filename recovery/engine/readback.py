@@ -15,11 +15,12 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import blake3
 
+from recovery.engine.framelist import FrameList
 from recovery.engine.pipeline import BufferPool, Crew, Pipe
 from recovery.errors import Interrupted, TargetWriteError
 
@@ -169,17 +170,15 @@ def _join(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def verify_ranges(
     path: str,
-    entries: Sequence[tuple[int, int, bytes, int]],
+    frames: FrameList,
     *,
     on_progress: ProgressFn,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ReadbackResult:
     """``used`` mode: every written range against its digest."""
     start = time.monotonic()
-    total = sum(e[1] for e in entries)
-    longest = max((e[1] for e in entries), default=0)
-    bad = _scan(path, ((o, n, d) for o, n, d, _ in entries), total, whole=None,
-                on_progress=on_progress, should_stop=should_stop, longest=longest)
+    bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), frames.covered, whole=None,
+                on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
     return ReadbackResult(bad, None, time.monotonic() - start)
 
 
@@ -187,7 +186,7 @@ def verify_image(
     path: str,
     size: int,
     expected: str | None,
-    entries: Sequence[tuple[int, int, bytes, int]],
+    frames: FrameList,
     *,
     on_progress: ProgressFn,
     should_stop: Callable[[], bool] = lambda: False,
@@ -199,32 +198,29 @@ def verify_image(
     """
     start = time.monotonic()
     whole = blake3.blake3(max_threads=THREADS)
-    if expected is None and _contiguous(entries, size):
-        longest = max((e[1] for e in entries), default=0)
-        found = _scan(path, ((o, n, d) for o, n, d, _ in entries), size, whole=whole,
-                      on_progress=on_progress, should_stop=should_stop, longest=longest)
+    if expected is None and _contiguous(frames, size):
+        found = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=whole,
+                      on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
         return ReadbackResult(found, whole.hexdigest(), time.monotonic() - start)
     _scan(path, ((off, min(READ_SIZE, size - off), None) for off in range(0, size, READ_SIZE)),
           size, whole=whole, on_progress=on_progress, should_stop=should_stop)
     digest = whole.hexdigest()
     bad: list[tuple[int, int]] = []
     if expected is not None and digest != expected:
-        longest = max((e[1] for e in entries), default=0)
-        bad = _scan(path, ((o, n, d) for o, n, d, _ in entries), size, whole=None,
-                    on_progress=on_progress, should_stop=should_stop, longest=longest)
+        bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=None,
+                    on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
         if not bad:
             bad = [(0, size)]  # the frames match but the whole does not: say so plainly
     elif expected is None:
-        longest = max((e[1] for e in entries), default=0)
-        bad = _scan(path, ((o, n, d) for o, n, d, _ in entries), size, whole=None,
-                    on_progress=on_progress, should_stop=should_stop, longest=longest)
+        bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=None,
+                    on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
     return ReadbackResult(bad, digest, time.monotonic() - start)
 
 
-def _contiguous(entries: Sequence[tuple[int, int, bytes, int]], size: int) -> bool:
+def _contiguous(frames: FrameList, size: int) -> bool:
     """Do the frames cover [0, size) in order, with no gap?"""
     pos = 0
-    for offset, length, _, _ in entries:
+    for offset, length, _, _ in frames:
         if offset != pos:
             return False
         pos += length

@@ -356,9 +356,9 @@ def _read_back(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, pipe:
         link.ctl.send(m.Progress(phase="verify", done=done_bytes, total=total))
 
     if plan.mode == "exact":
-        return verify_image(target.read_path, plan.size, done.source_digest, pipe.entries(),
+        return verify_image(target.read_path, plan.size, done.source_digest, pipe.framelist,
                             on_progress=progress, should_stop=opts.cancel.is_set)
-    return verify_ranges(target.read_path, pipe.entries(), on_progress=progress, should_stop=opts.cancel.is_set)
+    return verify_ranges(target.read_path, pipe.framelist, on_progress=progress, should_stop=opts.cancel.is_set)
 
 
 def _settle(pipe: ReceivePipeline, begun: _Start, sink: events.EventSink) -> None:

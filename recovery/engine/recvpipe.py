@@ -433,8 +433,4 @@ class ReceivePipeline(Recorded):
         self.on_resend(h.seq, epoch, bad.reason.message)
         return epoch
 
-    # --- results ---
 
-
-    def entries(self) -> list[tuple[int, int, bytes, int]]:
-        return self.framelist.entries()

@@ -35,8 +35,7 @@ import blake3
 from recovery import events
 from recovery.engine import journal
 from recovery.engine.chunks import Chunk
-from recovery.engine.framelist import FrameList
-from recovery.engine.sendpipe import zero_digest
+from recovery.engine.framelist import FrameList, zero_digest
 from recovery.engine.session import PeerLink
 from recovery.errors import LinkError, RefusedError, RemoteProtocolError
 from recovery.protocol import messages as m

@@ -22,7 +22,6 @@ still in the workers are dropped.
 from __future__ import annotations
 
 import enum
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.engine.chunks import Chunk
-from recovery.engine.framelist import FrameList, Recorded
+from recovery.engine.framelist import FrameList, Recorded, zero_digest
 from recovery.engine.level import MIN_SAVING, RAW, LevelController
 from recovery.engine.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.errors import RemoteProtocolError
@@ -74,11 +73,6 @@ class Job:
 
 
 Reader = Callable[[Job, memoryview], Any]  # fills the chunk's bytes; what it returns travels with the frame
-
-
-@functools.lru_cache(maxsize=64)
-def zero_digest(length: int) -> bytes:
-    return blake3.blake3(bytes(length)).digest()
 
 
 @dataclass

@@ -4,6 +4,7 @@ written or read for a peer that has not proved the code shown on the receiver.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -414,3 +415,59 @@ def test_a_plan_with_more_frames_than_the_receiver_keeps_track_of_is_refused(tmp
     assert f"more than {MAX_FRAMES}" in reply.message
     assert rx.wait() == 3 and not target.exists()
     peer.close()
+
+
+def test_a_paired_sender_flooding_zero_frames_costs_memory_and_journal_that_follow_the_data(
+        tmp_path: Path, log_dir: Path) -> None:
+    """Many tiny ZERO frames (a 1 GiB plan at 4 KiB chunks: 262144 frames, 20 MiB of headers) used to
+    cost the receiver a few hundred bytes of memory and 65 bytes of journal each."""
+    from recovery.engine.framelist import RECORD as LIST_RECORD
+    from recovery.engine.framelist import zero_digest
+    from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header
+
+    chunk, size = 4096, 1 << 30
+    frames = size // chunk
+    rx = Recovery("receive", "--code", CODE, "--target", str(tmp_path / "t.img"), "--listen", "127.0.0.1:0")
+    peer = FakeSender(rx.wait_event("listening")["port"])
+    peer.hello(caps=("resume",))
+    peer.pair()
+    identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host", fingerprint="00" * 32)
+    plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=chunk, codecs=("raw",),
+                  map=m.MapSummary(extents=1, bytes=size, digest="00" * 32), frames=frames, encrypted=False)
+    peer.send_control(peer.state.send(plan))
+    peer.keys = peer.state.clone_keys(plan.session)
+    assert isinstance(peer.next_event(), m.Accept)
+    peak, journal = [0], [0]
+    done = threading.Event()
+
+    def watch() -> None:  # the receiver's memory high-water mark and its journal's size, as they grow
+        while not done.wait(0.05):
+            try:
+                status = Path(f"/proc/{rx.proc.pid}/status").read_text()
+            except OSError:
+                return
+            hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+            peak[0] = max(peak[0], int(hwm.split()[1]))
+            for path in log_dir.glob("resume-*.journal"):
+                with contextlib.suppress(OSError):
+                    journal[0] = max(journal[0], path.stat().st_size)
+
+    threading.Thread(target=watch, daemon=True).start()
+    digest = zero_digest(chunk)
+    batch = bytearray()
+    for seq in range(frames):
+        batch += encode_header(ChunkHeader(seq, seq * chunk, chunk, 0, Kind.ZERO, Codec.RAW, digest), peer.keys.header)
+        peer.list_hasher.update(LIST_RECORD.pack(seq * chunk, chunk, digest))
+        if len(batch) >= 1 << 20 or seq == frames - 1:
+            peer.conn.data.send(bytes(batch))
+            batch.clear()
+    peer.sent = size
+    summary = peer.finish(frames)
+    while not isinstance(summary, m.Summary):
+        summary = peer.next_event()
+    done.set()
+    assert summary.verified is True
+    peer.close()
+    rx.wait()
+    assert 0 < journal[0] < 4 * frames, f"journal of {journal[0]} bytes for {frames} ZERO frames"
+    assert peak[0] < 120 * 1024, f"receiver peaked at {peak[0] >> 10} MiB for {frames} frames"
