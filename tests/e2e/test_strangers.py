@@ -247,8 +247,8 @@ def test_a_relay_that_changes_a_chunk_once_gets_it_sent_again(sample: Path, patt
     relay = Relay(port)
     relay.flip_data_at = 3 * MIB + 100  # inside a chunk's payload
     tx = send(sample, relay.port, "--mode", "exact", "--level", "0", sealing)
+    assert tx.wait() == 0, (tx.stderr, tx.events[-5:])  # the sender first: its own words if it failed early
     assert rx.wait() == 0, rx.stderr
-    assert tx.wait() == 0, tx.stderr
     for side in (rx, tx):
         summary = side.event("summary")
         assert summary and summary["verified"] is True and summary["resends"] == 1

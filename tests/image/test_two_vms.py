@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -215,7 +216,9 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path, secure_boot: bool) -> 
         # thunderbolt-net is an IP link a network can reach: the data went sealed, with the image's own
         # (Debian's) cryptography, so a Debian upgrade that breaks the AEAD calls fails here.
         for vm in (a, b):
-            assert "to copy (encrypted)" in vm.output, f"VM {vm.name} did not run encrypted\n{_tails(vms)}"
+            plan = re.search(r'\{"event":"plan".*\}', vm.output)  # the serial console logs the JSON events
+            assert plan and json.loads(plan.group(0))["encrypted"] is True, \
+                f"VM {vm.name} did not run encrypted\n{_tails(vms)}"
         # Flush the receiver's writes before QEMU goes away.
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)
