@@ -71,13 +71,22 @@ def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
     p.add_argument("--code", metavar="CODE", type=_code, help=text)
 
 
-def add_encrypt(p: argparse.ArgumentParser) -> None:
+def add_encrypt(p: argparse.ArgumentParser, *, receiving: bool = False) -> None:
     group = p.add_mutually_exclusive_group()
+    if receiving:
+        group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
+                           help="take only encrypted data, on a direct USB4STREAM cable and on loopback too "
+                                "(on every other link, as seen from this side, that is the default)")
+        group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
+                           help="also take data that is authenticated but not encrypted, on any link")
+        return
     group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
                        help="encrypt the data on a direct USB4STREAM cable and on loopback too (every other "
-                            "link encrypts it by default)")
+                            "link encrypts it by default, and so does any link the receiver sees crossing a "
+                            "network)")
     group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
-                       help="send the data authenticated but not encrypted")
+                       help="send the data authenticated but not encrypted (a receiver that sees a network "
+                            "between us refuses it unless it was given --no-encrypt too)")
 
 
 def _code(text: str) -> str:

@@ -10,6 +10,7 @@ from recovery import events
 from recovery.cli.common import (
     INTERRUPTS,
     add_code,
+    add_encrypt,
     add_json,
     add_link,
     add_log_dir,
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from the beginning even if the target holds an interrupted clone of the same source")
     p.add_argument("--no-journal", action="store_true",
                    help="keep no resume journal (an interrupted clone then starts over)")
+    add_encrypt(p, receiving=True)
     add_log_dir(p, "each clone's JSON log and the resume journals")
     add_workers(p)
     add_timeout(p)
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
     opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
                           timeout=args.timeout, expect=expect, code=args.code, fs_check=not args.no_fs_check,
-                          restart=args.restart, journal=not args.no_journal,
+                          restart=args.restart, journal=not args.no_journal, encrypt=args.encrypt,
                           log_dir=Path(args.log_dir) if args.log_dir else None)
     if args.workers:
         opts.workers = max(1, args.workers)
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     guard = CodeGuard(args.code, on_new_code=lambda code, why: out(events.PairingCode(code, why)))
     with INTERRUPTS.session() as cancel:
-        lobby = Lobby(guard, "receiver", refuse=only_senders, sink=out, timeout=args.timeout)
+        lobby = Lobby(guard, "receiver", refuse=only_senders, sink=out, timeout=args.timeout, encrypt=args.encrypt)
         source = listen(spec, on_listening=listening, stop=cancel)
         if spec.kind != "stdio":
             out(events.PairingCode(guard.code))

@@ -75,6 +75,7 @@ class ReceiveOptions:
     verify: bool = True  # read the target back (only this side decides; the plan cannot turn it off)
     fs_check: bool = True  # used mode: run each filesystem's checker on the target after the read-back
     code: str | None = None  # the pairing code to show (None: a random one)
+    encrypt: bool | None = None  # take only sealed data; None: where the link crosses a network (as seen here)
     timeout: float = DEFAULT_TIMEOUT
     workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)

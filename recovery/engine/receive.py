@@ -38,7 +38,8 @@ def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink 
                  guard: CodeGuard | None = None) -> events.Summary:
     """Pair on a fresh connection (serving ``guard``'s code, or ``opts.code``), then receive one disk."""
     guard = guard or CodeGuard(opts.code)
-    link = handshake(conn, "receiver", guard=guard, timeout=opts.timeout, sink=sink, cancel=opts.cancel)
+    link = handshake(conn, "receiver", guard=guard, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
+                     encrypt=opts.encrypt)
     return receive_on(link, opts, sink)
 
 
@@ -87,6 +88,7 @@ def run_receive(
     caps = ctl.state.shared_caps
     try:
         try:
+            _check_sealing(link, plan)
             target, pinned = _check_plan(plan, opts)
             offer = None
             if "resume" in caps and opts.journal and not (opts.restart or plan.restart):
@@ -395,6 +397,18 @@ def _end_journal(begun: _Start, target: Target, verified: bool | None, unreadabl
             jrnl.remove()
     except OSError as e:
         sink(events.Warning(f"the resume journal {jrnl.path} could not be closed: {e.strerror}"))
+
+
+def _check_sealing(link: PeerLink, plan: m.Plan) -> None:
+    """This side's own policy, from its own end of the link: data that crosses a network comes sealed,
+    whatever the sender sees (through a forwarder it may see loopback), unless this side's user said
+    --no-encrypt."""
+    if plan.encrypted or not link.encrypts:
+        return
+    why = ("this side was told to take sealed data only (--encrypt)" if link.encrypt else
+           f"the link to it crosses a network as seen from here ({link.conn.kind} from {link.conn.peer})")
+    raise RefusedError(f"the sender would send the data unencrypted, and {why}",
+                       hint="send without --no-encrypt, or give --no-encrypt on this side too to accept it")
 
 
 def _check_plan(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]:

@@ -310,8 +310,9 @@ def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: lis
 
 
 def _encryption(link: PeerLink, opts: SendOptions) -> bool:
-    """Seal the payloads? As the user said, else as the link wants; refuse a peer that cannot open them."""
-    if not (opts.encrypt if opts.encrypt is not None else link.encrypts):
+    """Seal the payloads? As the user said, else where this side or the peer wants it (each judges the link
+    from its own end); refuse a peer that cannot open them."""
+    if not (opts.encrypt if opts.encrypt is not None else link.seals_for_peer()):
         return False
     if "aes-gcm" not in link.ctl.state.shared_caps:
         raise RefusedError(f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",

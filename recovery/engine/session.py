@@ -82,6 +82,7 @@ class PeerLink:
     peer: m.HostInfo | None = None  # who the peer says it is, in full, once paired (its introduce)
     rejoined: bool = False  # paired by a lost pairing's rejoin secret, not a code
     peer_journal: str | None = None  # a sender's view: where the receiver journals the clone under way, if it does
+    peer_wants_sealed: bool = False  # the peer takes only sealed data (its introduce says so)
 
     @property
     def fingerprint(self) -> str:
@@ -103,10 +104,16 @@ class PeerLink:
 
     @property
     def encrypts(self) -> bool:
-        """Whether this side seals what it sends: as asked, else on every link a network can
-        reach, that is all but a direct USB4STREAM cable and loopback (sealing costs about
-        0.1 s of CPU per GB on each side, see docs/performance.md)."""
+        """Whether this side wants the chunk data sealed (what it sends, and what it takes): as its
+        user asked, else on every link a network can reach, that is all but a direct USB4STREAM
+        cable and loopback (sealing costs about 0.1 s of CPU per GB on each side, see
+        docs/performance.md). Each side decides from what it sees: through a forwarder, a link one
+        side sees as loopback crosses a network for the other."""
         return self.encrypt if self.encrypt is not None else not self.conn.private
+
+    def seals_for_peer(self) -> bool:
+        """Whether to seal what this side sends: as its user said, else where either side wants it."""
+        return self.encrypt if self.encrypt is not None else self.encrypts or self.peer_wants_sealed
 
     @property
     def security(self) -> str:
@@ -322,10 +329,12 @@ class Contact:
         """Both sides introduce themselves in full, now that only the peer can read it."""
         link = PeerLink(self.conn, self.ctl, self.ours, self.theirs, role, encrypt=self.encrypt)
         host = identity.host_info(SOFTWARE)
-        self.ctl.send(m.Introduce(host=dataclasses.replace(host, hostname=self.ours.host.hostname)))
+        self.ctl.send(m.Introduce(host=dataclasses.replace(host, hostname=self.ours.host.hostname),
+                                  sealed=link.encrypts))
         introduced = self.ctl.expect(m.Introduce)
         assert isinstance(introduced, m.Introduce)
         link.peer = introduced.host
+        link.peer_wants_sealed = introduced.sealed
         self.sink(link.peer_event())
         return link
 

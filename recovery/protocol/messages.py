@@ -251,6 +251,9 @@ class Introduce(Message):
 
     type: ClassVar[str] = "introduce"
     host: HostInfo
+    # Optional (2.1): chunk data sent to this side must be sealed (its link to the peer is one a network
+    # can reach, or its user asked for it); it refuses a plan that does not seal the payloads.
+    sealed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ FRAME_FIELDS = struct.Struct("!4sBBBBQQII")  # magic .. payload_len, the start o
 
 
 class Relay:
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, *, host: str = "127.0.0.1") -> None:
         self.upstream = upstream
+        self.host = host  # where the upstream listens
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.flip_data_at: int | None = None  # flip one byte this far into the data stream
@@ -44,7 +45,7 @@ class Relay:
                 return
             index = self.streams
             self.streams += 1
-            up = socket.create_connection(("127.0.0.1", self.upstream))
+            up = socket.create_connection((self.host, self.upstream))
             self._socks += [client, up]
             if index % 2 == 1 and self.flip_frame is not None:
                 threading.Thread(target=self._frames, args=(client, up), daemon=True).start()

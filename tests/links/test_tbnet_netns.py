@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from recovery.errors import LinkError, MissingToolError, NoPeerError
+from recovery.errors import LinkError, MissingToolError, NoPeerError, RefusedError
+from tests.e2e.relay import Relay
 from tests.helpers import CODE, loop_device, same_bytes
-from tests.links.netns import Proc, cable, link_info, sh
+from tests.links.netns import Proc, cable, enter, link_info, sh
 
 pytestmark = pytest.mark.root
 MIB = 1 << 20
@@ -241,4 +243,57 @@ def test_a_tcp_clone_between_two_hosts_is_encrypted_by_default(disks: tuple[str,
         for side in (sender, receiver):
             assert side.event("plan")["encrypted"] is True  # type: ignore[index]
             assert side.event("summary")["verified"] is True  # type: ignore[index]
+        assert same_bytes(src, dst)
+
+
+def relay_in(ns: str, upstream_host: str, upstream_port: int) -> Relay:
+    """A forwarder on loopback in namespace ``ns`` to ``upstream`` (a thread of it lives there)."""
+    made: list[Relay] = []
+
+    def make() -> None:
+        enter(ns)
+        made.append(Relay(upstream_port, host=upstream_host))
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join(10)
+    return made[0]
+
+
+@pytest.mark.parametrize("sender_says, receiver_says, sealed", [
+    ((), (), True),  # the sender sees loopback, the receiver a network: sealed, as the receiver wants
+    (("--no-encrypt",), (), None),  # the sender's user said no: the receiver refuses
+    (("--no-encrypt",), ("--no-encrypt",), False),  # both users said no
+], ids=["sealed", "refused", "both-said-no"])
+def test_through_a_local_forwarder_each_side_enforces_its_own_view(disks: tuple[str, str], sender_says: tuple[str, ...],
+                                                                   receiver_says: tuple[str, ...],
+                                                                   sealed: bool | None) -> None:
+    src, dst = disks
+    with cable("eth0") as (a, b):
+        for ns, address in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
+            sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--listen", "192.0.2.1:7554",
+                        "--timeout", TIMEOUT, *receiver_says)
+        sender = None
+        try:
+            receiver.wait_event("listening")
+            relay = relay_in(b, "192.0.2.1", 7554)
+            sender = Proc(b, "send", "--code", CODE, "--source", src, "--to", f"127.0.0.1:{relay.port}",
+                          "--timeout", TIMEOUT, *sender_says)
+            codes = sender.wait(), receiver.wait()
+        finally:
+            receiver.kill()
+            if sender:
+                sender.kill()
+        assert "authenticated, not encrypted" in sender.event("peer")["security"]  # type: ignore[index]
+        assert "data encrypted" in receiver.event("peer")["security"]  # type: ignore[index]
+        if sealed is None:
+            assert codes == (RefusedError.exit_code, RefusedError.exit_code), (sender.stderr, receiver.stderr)
+            assert "unencrypted" in sender.error_lines()[0] and "crosses a network" in sender.error_lines()[0]
+            return
+        assert codes == (0, 0), (sender.stderr, receiver.stderr)
+        for side in (sender, receiver):
+            assert side.event("plan")["encrypted"] is sealed  # type: ignore[index]
         assert same_bytes(src, dst)
