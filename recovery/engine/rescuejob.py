@@ -10,6 +10,7 @@ continued, so a second run tries only the areas the first could not read.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -69,7 +70,7 @@ class RescueJob:
         self.command = shlex.join(["recovery", *sys.argv[1:]]) if sys.argv[1:] else "recovery send --rescue"
         known = None
         self.loaded = False
-        if self.path.exists():
+        if os.path.lexists(self.path):  # a link there is refused by read_mapfile, never followed
             try:
                 known, _ = read_mapfile(self.path, source.size)
             except MapFormatError as e:

@@ -21,11 +21,16 @@ which costs O(log n).
 from __future__ import annotations
 
 import bisect
+import errno
 import os
+import stat
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from recovery.errors import UsageError
 
 NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED = "?", "*", "/", "-", "+"
 STATUSES = (NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED)
@@ -38,8 +43,15 @@ PHASES = {  # current_status -> the heading line
 }
 
 
+MAX_MAPFILE = 64 << 20  # bytes of a mapfile read at most (a mapfile of millions of areas)
+
+
 class MapFormatError(ValueError):
     """A mapfile that is not in ddrescue's format, or not of this source."""
+
+
+class MapWriteError(UsageError):
+    """The mapfile could not be written where it was asked for."""
 
 
 @dataclass
@@ -159,7 +171,7 @@ def _number(text: str, where: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise MapFormatError(f"{where}: {text!r} is not a number") from None
+        raise MapFormatError(f"{where}: not a number where one belongs") from None  # its words are not echoed
 
 
 def parse_mapfile(text: str, size: int | None = None) -> tuple[SectorMap, MapStatus]:
@@ -196,23 +208,36 @@ def parse_mapfile(text: str, size: int | None = None) -> tuple[SectorMap, MapSta
 
 
 def write_mapfile(path: Path, smap: SectorMap, status: MapStatus, heading: Iterable[str] = ()) -> None:
-    """Replace ``path`` atomically (a reader never sees half a mapfile), and make it durable."""
+    """Replace ``path`` atomically (a reader never sees half a mapfile), and make it durable. The new
+    text goes to a file of a name nobody could guess, made here (0600), then renamed over ``path``:
+    a symbolic link planted at ``path`` or beside it is replaced, never followed."""
     text = format_mapfile(smap, status, heading)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MapWriteError(f"cannot write the mapfile {path}: {e.strerror}",
+                            hint="give --mapfile a path on a disk this machine can write") from None
 
 
 def read_mapfile(path: Path, size: int) -> tuple[SectorMap, MapStatus]:
+    """The mapfile at ``path``: a regular file, not read through a symbolic link."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
-        raise MapFormatError(f"cannot read {path}: {e.strerror}") from None
+        why = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise MapFormatError(f"cannot read {path}: {why}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise MapFormatError(f"cannot read {path}: not a regular file")
+        text = f.read(MAX_MAPFILE + 1).decode("utf-8", errors="replace")
+    if len(text) > MAX_MAPFILE:
+        raise MapFormatError(f"{path} is larger than a mapfile of this source can be")
     return parse_mapfile(text, size)
 
 
