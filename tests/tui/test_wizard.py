@@ -407,7 +407,7 @@ def test_a_refused_target_is_a_screen_that_says_nothing_was_written_and_keeps_th
             await on(pilot, ErrorScreen)
             screen = app.screen
             assert isinstance(screen, ErrorScreen) and screen.advice.code == "refused"
-            assert "no disk of new-laptop" in screen.advice.message
+            assert "no disk of new-laptop" in screen.advice.message.lower() and "reported by new-laptop" in screen.advice.message
             assert "blank.img on new-laptop was not written: it is as it was." in text_of(app, "#error-state")
             assert app.state.link is not None  # nothing crossed that ends the pairing
             candidates.append(str(blank_image))  # plugged back in
