@@ -104,10 +104,10 @@ class Progress(Event):
     wire: int = 0  # bytes on the data channel so far
     durable: int = 0  # bytes acknowledged as flushed on the target
     level: str = ""  # current compression level ("raw", "1", ...)
-    # busy share per stage, both machines' (recovery.engine.progress.STAGES): read, compress, link,
+    # busy share per stage, both machines' (recovery.engine.clone.progress.STAGES): read, compress, link,
     # decompress, write
     stages: dict[str, float] = field(default_factory=dict)
-    # the stage that sets the pace now (recovery.engine.progress.limit), or "": read (the source disk),
+    # the stage that sets the pace now (recovery.engine.clone.progress.limit), or "": read (the source disk),
     # compress (the sending machine's processors), link, decompress (the receiving machine's), write
     bottleneck: str = ""
 
@@ -148,7 +148,7 @@ class Summary(Event):
     mismatches: list[list[int]] = field(default_factory=list)  # [offset, length]
     # used mode: the filesystem checks of the target, [{number, check, ok, message}]
     checks: list[dict[str, Any]] = field(default_factory=list)
-    kernel_log: dict[str, int] | None = None  # counted kernel messages during the clone (recovery.engine.health)
+    kernel_log: dict[str, int] | None = None  # counted kernel messages during the clone (recovery.engine.clone.health)
     resends: int = 0  # frames that arrived damaged and were sent again
     resumed: int = 0  # bytes the target held already (an interrupted clone resumed), not sent again
     unreadable: int = 0  # rescue: bytes of the plan the source could not read (filled on the target)

@@ -13,7 +13,7 @@ from recovery.units import human_duration, human_rate, human_size
 
 Row = tuple[str, str]
 
-KERNEL_WORDS = {  # recovery.engine.health.COUNTED, for people
+KERNEL_WORDS = {  # recovery.engine.clone.health.COUNTED, for people
     "rx_crc_errors": "'RX CRC error' (corrupt frames on the cable; the digests catch them, the chunks are sent again)",
     "rx_hopid_failures": "'failed to allocate Rx HopID' (thunderbolt-net lost its HopID)",
     "ida_free_warnings": "'ida_free called' (a HopID freed that was not held)",

@@ -18,16 +18,16 @@ from pathlib import Path
 
 from recovery import events
 from recovery.cli.common import INTERRUPTS, add_code, add_json, add_link, add_timeout
-from recovery.engine.agent import AgentSession
-from recovery.engine.guard import REJOIN_FOR, CodeGuard
-from recovery.engine.jobs import JobEnded, JobStarted, disk_paths, offered_disks
-from recovery.engine.lobby import Lobby
-from recovery.engine.meeting import Meeting, Ways
-from recovery.engine.session import PeerLink
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.guard import REJOIN_FOR, CodeGuard
+from recovery.engine.peer.jobs import JobEnded, JobStarted, disk_paths, offered_disks
+from recovery.engine.peer.lobby import Lobby
+from recovery.engine.peer.meeting import Meeting, Ways
+from recovery.engine.peer.session import PeerLink
 from recovery.errors import Interrupted, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.paced import pace
-from recovery.link.select import parse_link
+from recovery.link.spec import parse_link
 from recovery.protocol import messages as m
 from recovery.units import parse_size
 
@@ -178,7 +178,7 @@ def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
                 lobby.close()
             if args.link_rate:
                 pace(link.conn, args.link_rate)
-            session = AgentSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
+            session = CloneSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
                                    log_dir=log_dir)
             try:
                 session.serve(max_clones=1 if args.once else None)

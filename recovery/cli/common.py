@@ -11,8 +11,8 @@ from pathlib import Path
 from types import FrameType
 
 from recovery import events
-from recovery.engine.control import DEFAULT_TIMEOUT
 from recovery.engine.joblog import JobLog
+from recovery.engine.peer.control import DEFAULT_TIMEOUT
 from recovery.errors import PairingError, RecoveryError
 from recovery.protocol import codes
 

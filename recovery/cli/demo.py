@@ -19,8 +19,8 @@ from recovery import events
 from recovery.cli.common import add_json
 from recovery.demo import DEMO_RATE, EventLines, build_sample_disk, check_tools
 from recovery.engine.api import SendOptions
-from recovery.engine.compare import compare
-from recovery.engine.send import send_disk
+from recovery.engine.clone.compare import compare
+from recovery.engine.clone.send import send_disk
 from recovery.errors import LinkError, UsageError, VerificationError, error_from_code
 from recovery.link.tcp import Endpoint, connect
 from recovery.units import human_size, parse_size

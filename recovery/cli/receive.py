@@ -21,11 +21,11 @@ from recovery.cli.common import (
 from recovery.disks import safety
 from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.guard import CodeGuard
-from recovery.engine.lobby import Lobby
-from recovery.engine.receive import receive_on
+from recovery.engine.clone.receive import receive_on
+from recovery.engine.peer.guard import CodeGuard
+from recovery.engine.peer.lobby import Lobby
 from recovery.errors import RefusedError
-from recovery.link.select import listen, receiver_spec
+from recovery.link.opening import listen, receiver_spec
 from recovery.link.tcp import DEFAULT_PORT
 from recovery.protocol import messages as m
 

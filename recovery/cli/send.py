@@ -20,11 +20,11 @@ from recovery.cli.common import (
     job_log,
 )
 from recovery.engine.api import SendOptions
-from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
-from recovery.engine.level import parse_level
-from recovery.engine.send import check_options, send_disk
+from recovery.engine.clone.chunks import DEFAULT_CHUNK_SIZE
+from recovery.engine.clone.level import parse_level
+from recovery.engine.clone.send import check_options, send_disk
 from recovery.errors import PairingError
-from recovery.link.select import connect_sender, sender_spec
+from recovery.link.opening import connect_sender, sender_spec
 from recovery.protocol.frames import MAX_CHUNK_SIZE
 from recovery.units import parse_size
 

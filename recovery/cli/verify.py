@@ -7,7 +7,7 @@ import json
 import sys
 
 from recovery.cli.common import add_json
-from recovery.engine.compare import compare
+from recovery.engine.clone.compare import compare
 from recovery.errors import VerificationError
 from recovery.units import human_size, parse_size
 

@@ -11,7 +11,7 @@ area makes ``blkid -p`` ambivalent, and mounting by UUID fails. So:
   partition-to-be of the target, so what is there afterwards came from the
   source;
 - after the copy, ``blkid -p`` on each target partition must see what it saw
-  on the source (:mod:`recovery.engine.fscheck`).
+  on the source (:mod:`recovery.engine.clone.fscheck`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recovery.engine.chunks import DEFAULT_CHUNK_SIZE
-from recovery.engine.control import DEFAULT_TIMEOUT
+from recovery.engine.clone.chunks import DEFAULT_CHUNK_SIZE
+from recovery.engine.peer.control import DEFAULT_TIMEOUT
 from recovery.protocol.messages import Identity
 
 # What this version can do; a feature is used only when both hellos list it.
@@ -56,7 +56,7 @@ class SendOptions:
     timeout: float = DEFAULT_TIMEOUT
     workers: int = field(default_factory=default_workers)
     cancel: threading.Event = field(default_factory=threading.Event)
-    # a failing source: copy what can be read, ddrescue's way (recovery.engine.rescue)
+    # a failing source: copy what can be read, ddrescue's way (recovery.engine.rescue.passes)
     rescue: bool = False
     mapfile: str | None = None  # rescue: the ddrescue mapfile (None: next to the job logs)
     retries: int = 1  # rescue: passes over the bad sectors after scraping

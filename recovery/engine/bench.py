@@ -21,7 +21,7 @@ import blake3
 import zstandard
 
 from recovery.engine.api import default_workers
-from recovery.engine.readback import DirectReader
+from recovery.engine.clone.readback import DirectReader
 
 MIB = 1 << 20
 ZERO_MIB = bytes(MIB)

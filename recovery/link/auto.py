@@ -23,6 +23,7 @@ from recovery.link import measure as ms
 from recovery.link.base import Channel, Connection
 from recovery.link.deadline import Deadline
 from recovery.link.discovery import available_links, choose_link
+from recovery.link.spec import LinkSpec
 
 MEASURE_SECONDS = 1.0  # per link
 TBNET_OPEN = 15.0  # seconds thunderbolt-net may take to come up once USB4STREAM is open
@@ -36,7 +37,6 @@ def open_auto(role: str, *, timeout: float | None, on_listening: Callable[[str, 
               tbnet_opener: LinkOpener | None = None, prepare_tbnet: Callable[[], bool] | None = None) -> Connection:
     """The cable link for ``--link auto``; ``role`` "send" measures and decides."""
     from recovery.link import tbnet
-    from recovery.link.select import LinkSpec
     from recovery.link.tbstream.link import Host, open_streams
 
     stream_host = host if isinstance(host, Host) else Host()
@@ -76,7 +76,6 @@ def _bring_up(sysfs: object) -> bool:
 
 
 def _measure_both(coord: Connection, role: str, deadline: Deadline, open_tbnet: LinkOpener) -> Connection:
-    from recovery.link.select import LinkSpec
 
     started = time.monotonic()
     links: dict[str, Connection] = {"tbstream": coord}

@@ -292,7 +292,7 @@ def _probe(sysfs: Sysfs, ifname: str, *, grace: int) -> Callable[[], str | None]
 def open_link(spec: object, role: str, *, timeout: float | None,
               on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
               sysfs: Sysfs | None = None) -> Connection:
-    """The link opener for ``--link tbnet[:IFACE]`` (see :mod:`recovery.link.select`)."""
+    """The link opener for ``--link tbnet[:IFACE]`` (see :mod:`recovery.link.opening`)."""
     sysfs = sysfs or Sysfs()
     deadline = Deadline(timeout, stop)
     ready = prepare(sysfs, getattr(spec, "interface", None), deadline)

@@ -56,7 +56,7 @@ TAG_SIZE = 16  # AES-GCM's, at the end of a sealed payload
 ENCRYPTED = 0x01  # flags: the payload is sealed
 MERGE_GAP = 1 << 20  # frames in one grid cell are further apart than this
 MAX_FRAMES = 8 << 20  # a plan may announce no more (32 TiB at the default 4 MiB chunk): the receiver
-                      # keeps 57 bytes per frame (engine/framelist.py) and journals 1.3 per ZERO frame
+                      # keeps 57 bytes per frame (engine/clone/framelist.py) and journals 1.3 per ZERO frame
                       # in a run, 66 per DATA frame
 
 # The header, network byte order.

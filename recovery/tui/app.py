@@ -25,12 +25,12 @@ from textual.worker import Worker, WorkerState
 
 from recovery import events
 from recovery.engine import joblog
-from recovery.engine.agent import AgentSession
-from recovery.engine.compare import compare
-from recovery.engine.guard import CodeGuard
-from recovery.engine.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
-from recovery.engine.seen import Pin
-from recovery.engine.session import PeerLink
+from recovery.engine.clone.compare import compare
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.guard import CodeGuard
+from recovery.engine.peer.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
+from recovery.engine.peer.seen import Pin
+from recovery.engine.peer.session import PeerLink
 from recovery.errors import PeerLeftError, RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.advice import advise, peer_left
@@ -267,14 +267,14 @@ class WizardApp(App[int]):
         self.peering.paired()
         self.state.status.pop("peer", None)
         self.state.seen = []
-        session = AgentSession(link, candidates=lambda: disk_paths(self.config.disks), offered=self.read_disks,
+        session = CloneSession(link, candidates=lambda: disk_paths(self.config.disks), offered=self.read_disks,
                                sink=lambda e: self.post(EngineEvent(e)), log_dir=self.config.log_dir)
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
         self.in_thread(partial(self._serve, session), "session")
         self.steps.paired(Pin.of(link))
 
-    def _serve(self, session: AgentSession) -> None:  # the session's thread
+    def _serve(self, session: CloneSession) -> None:  # the session's thread
         error: RecoveryError | None = None
         try:
             session.serve()

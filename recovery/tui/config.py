@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recovery.engine.control import DEFAULT_TIMEOUT
+from recovery.engine.peer.control import DEFAULT_TIMEOUT
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.protocol.messages import DiskInfo

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recovery import events
-from recovery.engine.jobs import JobStarted
+from recovery.engine.peer.jobs import JobStarted
 from recovery.units import human_duration, human_size
 
 HISTORY = 120  # throughput samples kept for the graph (two per second)

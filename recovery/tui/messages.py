@@ -9,9 +9,9 @@ from __future__ import annotations
 from textual.message import Message
 
 from recovery import events
-from recovery.engine.agent import AgentSession
-from recovery.engine.seen import Seen
-from recovery.engine.session import PeerLink
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.seen import Seen
+from recovery.engine.peer.session import PeerLink
 from recovery.errors import RecoveryError
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.links import LinkReport
@@ -77,7 +77,7 @@ class EngineEvent(Message):
 class SessionEnded(Message):
     """A session's worker returned: ``error`` ended it (None: closed here)."""
 
-    def __init__(self, session: AgentSession, error: RecoveryError | None) -> None:
+    def __init__(self, session: CloneSession, error: RecoveryError | None) -> None:
         super().__init__()
         self.session, self.error = session, error
 

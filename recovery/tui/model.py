@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from recovery.disks import identity, safety
-from recovery.engine.jobs import CloneChoice
+from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.units import human_size
 

@@ -1,8 +1,8 @@
 """The wizard's side of the connection lifecycle (no Textual): waiting, driving, pinning, reconnecting.
 
-One :class:`~recovery.engine.meeting.Meeting` serves the whole run (the cable,
+One :class:`~recovery.engine.peer.meeting.Meeting` serves the whole run (the cable,
 the TCP listener, an address to reach). While no peer is paired a
-:class:`~recovery.engine.lobby.Lobby` is open; its findings are posted as
+:class:`~recovery.engine.peer.lobby.Lobby` is open; its findings are posted as
 the app's messages. When a pairing ends, the next lobby carries that
 machine's pin (so a screen can say "the machine you were paired with" or
 "NOT the machine you were paired with") and, unless the user here ended it,
@@ -19,14 +19,14 @@ from collections.abc import Callable
 from textual.message import Message
 
 from recovery import events
-from recovery.engine.guard import CodeGuard
-from recovery.engine.lobby import Lobby
-from recovery.engine.meeting import Meeting, Ways
-from recovery.engine.seen import DRIVABLE, Pin, Seen
-from recovery.engine.session import PeerLink
+from recovery.engine.peer.guard import CodeGuard
+from recovery.engine.peer.lobby import Lobby
+from recovery.engine.peer.meeting import Meeting, Ways
+from recovery.engine.peer.seen import DRIVABLE, Pin, Seen
+from recovery.engine.peer.session import PeerLink
 from recovery.errors import UsageError
 from recovery.link import tcp
-from recovery.link.select import LinkSpec
+from recovery.link.spec import LinkSpec
 from recovery.protocol.messages import DiskInfo, Hello
 from recovery.tui.config import WizardConfig
 from recovery.tui.messages import LinkStatus, ListeningOn, LobbyChanged, LobbyEvent, PeerConnected

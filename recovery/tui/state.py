@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recovery.engine.agent import AgentSession
-from recovery.engine.seen import Pin, Seen
-from recovery.engine.session import PeerLink
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.seen import Pin, Seen
+from recovery.engine.peer.session import PeerLink
 from recovery.protocol.messages import DiskInfo
 from recovery.tui.job import JobView
 from recovery.tui.links import LinkReport
@@ -50,7 +50,7 @@ class WizardState:
     seen: list[Seen] = field(default_factory=list)  # machines that reached us, not paired
     link: PeerLink | None = None
     peer: PeerView | None = None
-    session: AgentSession | None = None
+    session: CloneSession | None = None
     step: str = "pair"  # the driver's step
     choice: Choice = field(default_factory=Choice)
     job: JobView | None = None

@@ -15,8 +15,8 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from recovery import report
-from recovery.engine.jobs import JobEnded, PeerActivity, unfinished
-from recovery.engine.seen import Pin
+from recovery.engine.peer.jobs import JobEnded, PeerActivity, unfinished
+from recovery.engine.peer.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise
 from recovery.tui.job import JobView

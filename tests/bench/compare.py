@@ -266,9 +266,9 @@ def encryption_cost(src: str, target: str, runs: int) -> dict[str, Any]:
 def journal_writes(frames: int, batch: int, logs: Path) -> dict[str, float]:
     """The journal alone, as a clone of ``frames`` chunks drives it (an ack every ``batch`` frames): the
     time the receiver's writing thread spends in it (its critical path), and its own thread's."""
-    from recovery.engine.framelist import FrameList
-    from recovery.engine.journal import Journal
-    from recovery.engine.recvpipe import DurablePoint
+    from recovery.engine.clone.framelist import FrameList
+    from recovery.engine.clone.recvpipe import DurablePoint
+    from recovery.engine.resume.journal import Journal
 
     journal = Journal(logs / "bench.journal", os.urandom(32))
     framelist = FrameList()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recovery.disks import signatures
-from recovery.engine import fscheck
+from recovery.engine.clone import fscheck
 from recovery.protocol.messages import MapPart
 from tests.helpers import MIB, is_root, sh
 

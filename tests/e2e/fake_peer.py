@@ -13,7 +13,7 @@ import blake3
 import zstandard
 
 from recovery.disks.identity import host_info
-from recovery.engine.framelist import RECORD as LIST_RECORD
+from recovery.engine.clone.framelist import RECORD as LIST_RECORD
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.protocol import codes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from recovery.engine.compare import compare
+from recovery.engine.clone.compare import compare
 from tests.helpers import CODE, Recovery, b3sum, fat_digests, loop_device, mounted, receiver, sh, tree_digests
 
 pytestmark = pytest.mark.root

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recovery.demo import build_sample_disk
-from recovery.engine.compare import compare
+from recovery.engine.clone.compare import compare
 from tests.helpers import CODE, MIB, Recovery, b3sum, receiver
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine import fscheck
+from recovery.engine.clone import fscheck
 from recovery.errors import RefusedError
 from recovery.protocol import messages as m
 from recovery.protocol.state import Paired

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine.journal import SAMPLE
-from recovery.engine.sectormap import parse_mapfile
+from recovery.engine.rescue.sectormap import parse_mapfile
+from recovery.engine.resume.journal import SAMPLE
 from recovery.errors import SourceReadError, UnreadableSourceError
 from tests.helpers import CODE, MIB, Recovery, fill_random, loop_device, mounted, sh
 from tests.rescue.failing import FailingDisk, failing_disk

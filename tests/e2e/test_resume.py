@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from recovery.disks import usedmap
-from recovery.engine.source import Source
+from recovery.engine.clone.source import Source
 from recovery.errors import LinkError, RefusedError
 from recovery.protocol import messages as m
 from recovery.protocol.frames import HEADER_SIZE, TAG_SIZE

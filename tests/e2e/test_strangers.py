@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine.recvpipe import RESENDS_PER_FRAME
+from recovery.engine.clone.recvpipe import RESENDS_PER_FRAME
 from recovery.errors import IntegrityError, PairingError, ProtocolError, RecoveryError
 from recovery.link import tcp
 from recovery.protocol import messages as m
@@ -421,8 +421,8 @@ def test_a_paired_sender_flooding_zero_frames_costs_memory_and_journal_that_foll
         tmp_path: Path, log_dir: Path) -> None:
     """Many tiny ZERO frames (a 1 GiB plan at 4 KiB chunks: 262144 frames, 20 MiB of headers) used to
     cost the receiver a few hundred bytes of memory and 65 bytes of journal each."""
-    from recovery.engine.framelist import RECORD as LIST_RECORD
-    from recovery.engine.framelist import zero_digest
+    from recovery.engine.clone.framelist import RECORD as LIST_RECORD
+    from recovery.engine.clone.framelist import zero_digest
     from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header
 
     chunk, size = 4096, 1 << 30

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from recovery.disks import signatures
-from recovery.engine import fscheck
+from recovery.engine.clone import fscheck
 from tests.fsdisks import Part, contents, make_disk, part_nodes
 from tests.helpers import CODE, MIB, Recovery, loop_device, receiver, sh
 

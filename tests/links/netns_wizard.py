@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from recovery.engine.cable import role
+from recovery.engine.peer.cable import role
 from recovery.link.discovery import available_links
 from recovery.link.sysfs import Sysfs
 from recovery.tui.app import WizardApp

@@ -10,7 +10,8 @@ import pytest
 from recovery.errors import MissingToolError, NoPeerError, UsageError
 from recovery.link import tbnet
 from recovery.link.discovery import available_links, choose_link, snapshot
-from recovery.link.select import LinkSpec, parse_link, receiver_spec, sender_spec
+from recovery.link.opening import receiver_spec, sender_spec
+from recovery.link.spec import LinkSpec, parse_link
 from recovery.link.sysfs import Sysfs
 from tests.links.fakekernel import Fabric
 

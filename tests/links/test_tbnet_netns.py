@@ -185,7 +185,7 @@ STOPPED_OPENER = f"""
 import sys, threading, time
 from recovery.errors import CancelledError
 from recovery.link import tbnet
-from recovery.link.select import LinkSpec
+from recovery.link.spec import LinkSpec
 stop = threading.Event()
 threading.Timer({STOP_AFTER}, stop.set).start()
 started = time.monotonic()

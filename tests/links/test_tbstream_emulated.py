@@ -33,13 +33,13 @@ import pytest
 
 from recovery.cli import stream as stream_cli
 from recovery.engine.api import ReceiveOptions, SendOptions
-from recovery.engine.receive import receive_disk
-from recovery.engine.send import send_disk
+from recovery.engine.clone.receive import receive_disk
+from recovery.engine.clone.send import send_disk
 from recovery.errors import CancelledError, LinkError, NoPeerError, UsageError
 from recovery.link.base import Connection
 from recovery.link.deadline import Deadline
 from recovery.link.discovery import choose_link
-from recovery.link.select import LinkSpec
+from recovery.link.spec import LinkSpec
 from recovery.link.tbstream import link as tblink
 from recovery.link.tbstream import open_link, open_streams
 from recovery.link.tbstream.configfs import StreamTree

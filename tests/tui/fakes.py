@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recovery import events
-from recovery.engine.jobs import JobStarted
+from recovery.engine.peer.jobs import JobStarted
 from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView

@@ -13,10 +13,10 @@ from textual.pilot import Pilot
 
 from recovery import events
 from recovery.cli.agent import lost_pairing
-from recovery.engine.agent import AgentSession
-from recovery.engine.guard import CodeGuard
-from recovery.engine.jobs import offered_disks
-from recovery.engine.session import PeerLink, meet
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.guard import CodeGuard
+from recovery.engine.peer.jobs import offered_disks
+from recovery.engine.peer.session import PeerLink, meet
 from recovery.errors import RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection, FdChannel
@@ -63,7 +63,7 @@ class Peer:
         self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
         self.events: list[events.Event] = []
         self.link: PeerLink | None = None
-        self.session: AgentSession | None = None
+        self.session: CloneSession | None = None
         self.error: RecoveryError | None = None
         self.errors: list[RecoveryError | None] = []  # how each session ended
         self.ready = threading.Event()  # a session is paired
@@ -104,7 +104,7 @@ class Peer:
             self.offered = offered_disks(self.disks, self.log_dir)  # as they are now
             self.link = contact.await_pairing(self.guard, offered=lambda: self.offered,
                                               wants_drive=self._take_code, stop=self._stop)
-            self.session = AgentSession(self.link, candidates=lambda: self.candidates,
+            self.session = CloneSession(self.link, candidates=lambda: self.candidates,
                                         offered=lambda: offered_disks(self.disks, self.log_dir),
                                         sink=self.events.append,
                                         log_dir=self.log_dir)

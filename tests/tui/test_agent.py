@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from recovery import events
-from recovery.engine.agent import AgentSession
-from recovery.engine.compare import compare
-from recovery.engine.guard import CodeGuard
-from recovery.engine.jobs import CloneChoice, JobEnded, JobStarted, PeerActivity, offered_disks
-from recovery.engine.session import PeerLink, handshake
+from recovery.engine.clone.compare import compare
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.guard import CodeGuard
+from recovery.engine.peer.jobs import CloneChoice, JobEnded, JobStarted, PeerActivity, offered_disks
+from recovery.engine.peer.session import PeerLink, handshake
 from recovery.errors import LinkError, PeerLeftError, RecoveryError, RefusedError, UsageError
 from tests.tui.helpers import connection_pair
 
@@ -30,7 +30,7 @@ class Side:
         self.events: list[events.Event] = []
         self.error: RecoveryError | None = None
         self.link: PeerLink | None = None
-        self.session: AgentSession | None = None
+        self.session: CloneSession | None = None
         self.thread: threading.Thread | None = None
         self.on_event = lambda e: None
 
@@ -40,7 +40,7 @@ class Side:
 
     def start(self, link: PeerLink) -> None:
         self.link = link
-        self.session = AgentSession(link, candidates=lambda: self.candidates, sink=self.sink,
+        self.session = CloneSession(link, candidates=lambda: self.candidates, sink=self.sink,
                                     offered=lambda: offered_disks(self.paths),
                                     log_dir=self.tmp / f"{self.name}-logs")
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -195,7 +195,7 @@ def test_a_target_that_is_gone_is_refused_and_the_session_stays(
 
 def test_a_plan_that_pins_nothing_is_refused(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
     from recovery.engine.api import SendOptions
-    from recovery.engine.send import run_send
+    from recovery.engine.clone.send import run_send
 
     left, right = connection_pair()
     b = Side("right", [blank_image], tmp_path)

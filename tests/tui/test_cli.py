@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import recovery
-from recovery.engine.agent import AgentSession
-from recovery.engine.compare import compare
-from recovery.engine.jobs import CloneChoice, JobEnded, offered_disks
-from recovery.engine.session import handshake
+from recovery.engine.clone.compare import compare
+from recovery.engine.peer.clones import CloneSession
+from recovery.engine.peer.jobs import CloneChoice, JobEnded, offered_disks
+from recovery.engine.peer.session import handshake
 from recovery.link import tcp
 
 ROOT = Path(recovery.__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Pat
         link = handshake(conn, "wizard", code=pairing["code"], hostname="near")
         assert link.theirs.host.hostname == "far" and link.role == "driver"
         ended: list[JobEnded] = []
-        session = AgentSession(link, candidates=lambda: [str(source_image)], log_dir=tmp_path / "near-logs",
+        session = CloneSession(link, candidates=lambda: [str(source_image)], log_dir=tmp_path / "near-logs",
                                sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None)
         thread = threading.Thread(target=session.serve, kwargs={"max_clones": 1}, daemon=True)
         thread.start()

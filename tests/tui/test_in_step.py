@@ -13,7 +13,7 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from recovery.engine.compare import compare
+from recovery.engine.clone.compare import compare
 from recovery.link import tcp
 from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig

@@ -90,7 +90,7 @@ def test_the_wizard_offers_to_resume_an_interrupted_clone_and_resumes_it(
 def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
         make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recovery.engine import source as source_module
+    from recovery.engine.clone import source as source_module
 
     real = source_module.Source.read_into
 

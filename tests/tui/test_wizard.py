@@ -11,8 +11,8 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from recovery.engine.compare import compare
-from recovery.engine.jobs import CloneChoice
+from recovery.engine.clone.compare import compare
+from recovery.engine.peer.jobs import CloneChoice
 from recovery.errors import LinkError, SourceReadError
 from recovery.tui.app import WizardApp
 from recovery.tui.config import WizardConfig
@@ -407,7 +407,8 @@ def test_a_refused_target_is_a_screen_that_says_nothing_was_written_and_keeps_th
             await on(pilot, ErrorScreen)
             screen = app.screen
             assert isinstance(screen, ErrorScreen) and screen.advice.code == "refused"
-            assert "no disk of new-laptop" in screen.advice.message.lower() and "reported by new-laptop" in screen.advice.message
+            said = screen.advice.message
+            assert "no disk of new-laptop" in said.lower() and "reported by new-laptop" in said
             assert "blank.img on new-laptop was not written: it is as it was." in text_of(app, "#error-state")
             assert app.state.link is not None  # nothing crossed that ends the pairing
             candidates.append(str(blank_image))  # plugged back in
@@ -453,7 +454,7 @@ def test_a_source_read_error_is_a_screen_on_both_sides(
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from recovery.engine import send
+    from recovery.engine.clone import send
 
     def unreadable(path: str, **kwargs: object) -> object:
         raise _read_error(path, 0)
@@ -474,7 +475,7 @@ def test_a_read_error_mid_stream_names_the_disk_not_the_link(
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from recovery.engine import source
+    from recovery.engine.clone import source
 
     real = source.Source.read_into
 
@@ -540,7 +541,7 @@ def test_a_bug_in_a_clone_is_a_screen_and_its_traceback_is_in_the_log(
 ) -> None:
     """Issue 12: a worker's failure is never dropped: an internal error ends the clone on a screen that
     says so, and the clone's log keeps the traceback to report."""
-    from recovery.engine import send
+    from recovery.engine.clone import send
 
     def broken(*args: object, **kwargs: object) -> object:
         raise ZeroDivisionError("a bug planted by the test")

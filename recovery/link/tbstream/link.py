@@ -130,7 +130,7 @@ def settle_tbnet(sysfs: Sysfs, peer: Peer, deadline: Deadline) -> bool:
 def open_link(spec: object, role: str, *, timeout: float | None,
               on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
               host: Host | None = None) -> Connection:
-    """The link opener for ``--link tbstream[:PEER]`` (see :mod:`recovery.link.select`)."""
+    """The link opener for ``--link tbstream[:PEER]`` (see :mod:`recovery.link.opening`)."""
     conn, _ = open_streams(host or Host(), getattr(spec, "interface", None), Deadline(timeout, stop),
                            on_listening=on_listening)
     return conn

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
-from recovery.engine.seen import Seen
+from recovery.engine.peer.seen import Seen
 from recovery.link.tcp import DEFAULT_PORT
 from recovery.tui import flow
 from recovery.tui.links import LinkReport

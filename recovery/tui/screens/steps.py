@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from recovery.engine.jobs import describe_info
+from recovery.engine.peer.jobs import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui import flow
 from recovery.tui.messages import StepAnswered, StepBack

@@ -1,0 +1,436 @@
+"""The receiver's pipeline: receive -> decompress and verify -> write.
+
+The receiving thread reads each 80-byte header, checks its MAC and checks
+it against the plan (:func:`decode_header`, :class:`FrameSequence`) and
+reads the payload into a pooled buffer; workers open a sealed payload into
+a second buffer (AES-GCM never works in place), decompress (refusing a frame whose declared size is not the
+header's) and check the BLAKE3 digest: a chunk that fails is never written.
+One writing thread writes in frame order, holds back the first and last MiB
+until everything else is on disk, flushes periodically and reports what is
+durable.
+
+With capability "resend" a damaged chunk does not end the clone at once:
+when the writer reaches it, it asks the sender for it again (``on_resend``)
+at most :data:`RESENDS_PER_FRAME` times, opening a new epoch. Frames of the
+old epoch still on the way are read and dropped until the sender's REWIND
+frame says the stream starts again there, under the new epoch's keys. A
+clone in rescue mode may end with further passes whose frames replace
+first-pass frames (the areas more reads recovered).
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import blake3
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from recovery.engine.clone.framelist import FrameList, Recorded
+from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
+from recovery.engine.clone.target import EDGE, Target
+from recovery.errors import IntegrityError, LinkError, RemoteProtocolError
+from recovery.link.base import Channel
+from recovery.protocol.frames import (
+    HEADER_SIZE,
+    ChunkHeader,
+    Codec,
+    FrameError,
+    FrameLimits,
+    FrameSequence,
+    Kind,
+    SequenceState,
+    decode_header,
+    open_payload,
+)
+from recovery.protocol.pake import DataKeys
+from recovery.units import human_size
+
+INFLIGHT = 4096  # frames received but not yet written, at most
+ACK_BYTES = 256 << 20
+ACK_SECONDS = 2.0
+RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone (IntegrityError)
+RESENDS_PER_CLONE = 64
+
+
+@dataclass
+class _Item:
+    header: ChunkHeader
+    data: memoryview | None  # the chunk's bytes, in a pooled (page-aligned) buffer
+    buf: object | None
+    pool: BufferPool | None
+
+
+@dataclass
+class _Bad:
+    """A frame that failed its check, and where the sequence stood before it."""
+
+    header: ChunkHeader
+    reason: IntegrityError
+    before: SequenceState
+
+
+@dataclass
+class _Rewind:
+    seq: int
+    epoch: int
+    before: SequenceState
+
+
+@dataclass
+class DurablePoint:
+    """What the last flush made durable: frames before ``seq`` (all passes counted)."""
+
+    seq: int
+    covered: int  # bytes the first pass's frames cover so far
+    first_new: int  # index in the frame list of the first record added since the last point
+    replaced: list[int] = field(default_factory=list)  # records replaced since the last point
+    held: list[tuple[int, bytes | None]] = field(default_factory=list)  # edge frames held since then
+
+
+_END = object()
+_PASS = object()
+
+
+class ReceivePipeline(Recorded):
+    def __init__(
+        self,
+        channel: Channel,
+        target: Target,
+        *,
+        limits: FrameLimits,
+        keys: DataKeys,
+        on_durable: Callable[[DurablePoint], None],
+        on_resend: Callable[[int, int, str], None] | None = None,
+        workers: int = 2,
+        frames: FrameList | None = None,
+        held: list[tuple[ChunkHeader, bytes | None]] | None = None,
+        max_replaced: int | None = None,
+    ) -> None:
+        """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
+        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come)."""
+        self.channel = channel
+        self.target = target
+        self.keys = keys
+        self.limits = limits
+        self.on_durable = on_durable
+        self.on_resend = on_resend  # None: a damaged frame ends the clone at once
+        self.workers = workers
+        self.crew = Crew("receive")
+        self.crew.on_fail.append(channel.abort)
+        # Payloads as they arrive, and decompressed chunks. The receiving
+        # thread takes both for a frame, in frame order, so a worker never
+        # waits for a buffer that later frames hold.
+        self.payloads = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.max_payload)
+        self.outputs = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.chunk_size)
+        self.jobs: Pipe[tuple[int, ChunkHeader, bytes, object, object | None, SequenceState] | None] = Pipe(
+            self.crew, workers * 2)
+        self.results: Reorder[tuple[int, int], object] = Reorder(self.crew)
+        self.inflight = threading.Semaphore(INFLIGHT)  # in results, not yet written (ZERO frames too)
+        self.framelist = frames or FrameList()
+        self.start_seq = len(self.framelist)
+        self.sequence = FrameSequence(limits, self.framelist.state_after())
+        self.held: list[tuple[ChunkHeader, bytes | None]] = list(held or [])
+        self.net_meter = Meter()
+        self.work_meter = Meter()
+        self.write_meter = Meter()
+        self.zero_bytes = 0
+        self.resends = 0
+        self.replaced = 0  # first-pass frames replaced by a later pass
+        self.max_replaced = max_replaced
+        self.finished = threading.Event()
+        self.head_end = EDGE
+        self.tail_start = limits.target_size - EDGE
+        self._lock = threading.Lock()
+        self._pending: _Rewind | None = None  # asked for, its REWIND frame not seen yet
+        self._point: DurablePoint | None = None  # written since the last flush (the writer's)
+        self._epoch = 0  # the receiving thread's
+
+    def start(self) -> None:
+        self.crew.spawn(self._receive, name="net")
+        for i in range(self.workers):
+            self.crew.spawn(self._work, name=f"work{i}")
+        self.crew.spawn(self._write, name="write")
+
+    # --- threads ---
+
+    def _limits_for(self, epoch: int) -> FrameLimits:
+        return replace(self.limits, header_key=self.keys.for_epoch(epoch).header)
+
+    def _receive(self) -> None:
+        raw = bytearray(HEADER_SIZE)
+        view = memoryview(raw)
+        scratch: bytearray | None = None
+        limits = self.limits
+        while True:
+            start = self.net_meter.begin()
+            try:
+                self.channel.recv_exact(view, "a frame header")
+            except LinkError as e:
+                raise LinkError(f"link lost before the end of the stream: {e}") from None
+            self.net_meter.end(start)
+            h = decode_header(view, limits)
+            with self._lock:
+                pending = self._pending
+            if h.kind is Kind.REWIND:
+                if pending is None or (h.seq, h.offset) != (pending.seq, pending.epoch):
+                    raise FrameError(f"frame {h.seq}: a REWIND frame that nobody asked for")
+                self.sequence.restore(pending.before)
+                self._epoch = pending.epoch
+                limits = self._limits_for(self._epoch)
+                with self._lock:
+                    self._pending = None
+                continue
+            before = self.sequence.state()
+            self.sequence.accept(h)
+            if pending is not None:  # the old epoch, on its way before the sender heard: read and drop
+                if h.payload_len:
+                    scratch = scratch or bytearray(self.limits.max_payload)
+                    self.channel.recv_exact(memoryview(scratch)[: h.payload_len], f"frame {h.seq}")
+                continue
+            epoch = self._epoch
+            while not self.inflight.acquire(timeout=0.2):  # what waits to be written is bounded
+                if self.crew.stop.is_set():
+                    raise Stopped
+            if h.kind is Kind.END:
+                self.results.put((epoch, h.seq), _END)
+                if not self._await_verdict():
+                    return
+                self.sequence.restore(before)  # the writer went back: the stream goes on
+                continue
+            if h.kind is Kind.PASS:
+                self.results.put((epoch, h.seq), _PASS)
+                continue
+            if h.kind is Kind.ZERO:
+                self.results.put((epoch, h.seq), _Item(h, None, None, None))
+                continue
+            buf = self.payloads.get()
+            out = self.outputs.get() if h.codec is Codec.ZSTD or self.limits.encrypted else None
+            start = self.net_meter.begin()
+            self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
+            self.net_meter.end(start)
+            self.jobs.put((epoch, h, bytes(view), buf, out, before))
+
+    def _await_verdict(self) -> bool:
+        """After an END: False once the writer finished, True if it asked for a frame again."""
+        while not self.finished.wait(0.05):
+            if self.crew.stop.is_set():
+                raise Stopped
+            with self._lock:
+                if self._pending is not None:
+                    return True
+        for _ in range(self.workers):
+            self.jobs.put(None)
+        return False
+
+    def _work(self) -> None:
+        dctx = zstandard.ZstdDecompressor()
+        aeads: dict[int, AESGCM] = {}
+        # A sealed, compressed payload is opened here before it is decompressed into ``out``.
+        scratch = memoryview(bytearray(self.limits.max_payload)) if self.limits.encrypted else None
+        while (item := self.jobs.get()) is not None:
+            epoch, h, header, buf, out, before = item
+            start = self.work_meter.begin()
+            try:
+                data, buf, pool = self._check(dctx, aeads, scratch, epoch, h, header, buf, out)
+            except IntegrityError as e:
+                if self.on_resend is None:
+                    raise
+                self.results.put((epoch, h.seq), _Bad(h, e, before))
+                continue
+            finally:
+                self.work_meter.end(start)
+            self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
+
+    def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], scratch: memoryview | None,
+               epoch: int, h: ChunkHeader, header: bytes, buf: object, out: object | None
+               ) -> tuple[memoryview, object, BufferPool]:
+        """Open, decompress and check one payload: its bytes, their buffer and its pool.
+
+        ``out`` (from the output pool) is there when the payload is compressed or sealed: a raw
+        sealed payload is opened into it, a compressed one decompressed into it. Every buffer
+        not holding the result is back in its pool on return, and before an error is raised.
+        """
+        holding: list[tuple[object, BufferPool]] = [(buf, self.payloads)]
+        if out is not None:
+            holding.append((out, self.outputs))
+        try:
+            payload = memoryview(buf)[: h.payload_len]  # type: ignore[arg-type]
+            if self.limits.encrypted:
+                aead = aeads.get(epoch)
+                if aead is None:
+                    aead = aeads[epoch] = AESGCM(self.keys.for_epoch(epoch).payload)
+                assert out is not None and scratch is not None
+                opened = scratch if h.codec is Codec.ZSTD else memoryview(out)  # type: ignore[arg-type]
+                payload = open_payload(aead, h, header, payload, opened)
+            if out is not None:
+                if h.codec is Codec.ZSTD:
+                    payload = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
+                self.payloads.put(buf)  # type: ignore[arg-type]
+                holding.pop(0)
+                data, buf, pool = payload, out, self.outputs
+            else:
+                data, pool = payload, self.payloads
+            if not hmac.compare_digest(blake3.blake3(data).digest(), h.digest):
+                raise IntegrityError(
+                    f"chunk {h.seq} (bytes {h.offset}..{h.end}, at {human_size(h.offset)}) failed "
+                    "its BLAKE3 check: it was damaged on the way and was not written",
+                    hint="check the cable or link and run the clone again",
+                )
+        except IntegrityError:
+            for b, p in holding:
+                p.put(b)  # type: ignore[arg-type]
+            raise
+        return data, buf, pool
+
+    def _decompress(
+        self, dctx: zstandard.ZstdDecompressor, h: ChunkHeader, payload: memoryview, out: memoryview
+    ) -> memoryview:
+        """Decompress into ``out``, which holds exactly the declared length."""
+        where = f"chunk {h.seq} (bytes {h.offset}..{h.end})"
+        try:
+            declared = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError:
+            declared = -2
+        if declared != h.raw_len:
+            raise IntegrityError(f"{where}: compressed data does not declare {h.raw_len} bytes; not written")
+        got = 0
+        try:
+            reader = dctx.stream_reader(payload)
+            while got < h.raw_len:
+                n = reader.readinto(out[got:])
+                if not n:
+                    break
+                got += n
+            extra = reader.read(1)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"{where} could not be decompressed ({e}); not written") from None
+        if got != h.raw_len or extra:
+            raise IntegrityError(f"{where} does not decompress to {h.raw_len} bytes; not written")
+        return out
+
+    def _is_edge(self, h: ChunkHeader) -> bool:
+        return h.offset < self.head_end or h.end > self.tail_start
+
+    def _drop(self, item: object) -> None:
+        if isinstance(item, _Item) and item.pool is not None:
+            item.data = None
+            item.pool.put(item.buf)  # type: ignore[arg-type]
+
+    def _discard(self, item: object) -> None:
+        """A result of an epoch given up (a resend was asked for): its buffers back, its place free."""
+        self._drop(item)
+        self.inflight.release()
+
+    def _write(self) -> None:
+        seq, epoch, passes = self.start_seq, 0, 0
+        tries: dict[int, int] = {}
+        since_flush = 0
+        last_flush = time.monotonic()
+        point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
+        while True:
+            item = self.results.take_unless((epoch, seq), stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
+                                            drop=self._discard)
+            self.inflight.release()
+            if item is _END:
+                break
+            if isinstance(item, _Bad):
+                epoch = self._ask_again(item, epoch, tries)
+                continue
+            seq += 1
+            if item is _PASS:
+                passes += 1
+                continue
+            assert isinstance(item, _Item)
+            h = item.header
+            start = self.write_meter.begin()
+            self._put(item, passes, point)
+            point.seq = seq
+            since_flush += h.raw_len
+            now = time.monotonic()
+            if since_flush >= ACK_BYTES or now - last_flush >= ACK_SECONDS:
+                self.target.flush()
+                point.seq, point.covered = seq, self.framelist.covered
+                self.on_durable(point)
+                point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
+                since_flush, last_flush = 0, time.monotonic()
+            self.write_meter.end(start)
+        # Everything else is on disk: now the partition tables, then flush.
+        for h, data in self.held:
+            if data is None:
+                self.target.zero(h.offset, h.raw_len)
+            else:
+                self.target.write(data, h.offset)
+        self.target.flush()
+        point.seq, point.covered = seq, self.framelist.covered
+        self.on_durable(point)
+        self._point = None
+        self.finished.set()
+
+    def settle(self, record: Callable[[DurablePoint], None]) -> None:
+        """After the threads stopped on an error: flush what was written since the last durable point
+        and hand that point to ``record`` (the journal), so a resume does not send it again."""
+        point = self._point
+        if point is None or self.crew.alive() or (point.seq == point.first_new == len(self.framelist) \
+                and not point.replaced):
+            return
+        self.target.flush()
+        point.covered = self.framelist.covered
+        record(point)
+        self._point = None
+
+    def _put(self, item: _Item, passes: int, point: DurablePoint) -> None:
+        """Write one frame (or hold it), and record it."""
+        h = item.header
+        data = None if item.data is None else item.data
+        index = len(self.framelist)
+        if passes:
+            if self.max_replaced is not None and self.replaced >= self.max_replaced:
+                raise RemoteProtocolError(f"frame {h.seq} replaces more frames than the {self.max_replaced} "
+                                          "the sender announced")
+            found = self.framelist.find(h.offset, h.raw_len)
+            if found is None:
+                raise RemoteProtocolError(f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
+                                          f"(bytes {h.offset}..{h.end})")
+            index = found
+        if self._is_edge(h):
+            kept = None if data is None else bytes(data)
+            self.held = [(x, d) for x, d in self.held if x.offset != h.offset]
+            self.held.append((h, kept))
+            point.held.append((index, kept))
+        elif h.kind is Kind.ZERO:
+            self.target.zero(h.offset, h.raw_len)
+        else:
+            assert data is not None
+            self.target.write(data, h.offset, aligned_buffer=True)
+        del data
+        self._drop(item)
+        if h.kind is Kind.ZERO:
+            self.zero_bytes += h.raw_len
+        if passes:
+            self.framelist.replace(index, h.digest, h.kind)
+            point.replaced.append(index)
+            self.replaced += 1
+        else:
+            self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
+
+    def _ask_again(self, bad: _Bad, epoch: int, tries: dict[int, int]) -> int:
+        """The frame the writer waits for is damaged: ask for it again (a new epoch), or give up."""
+        h = bad.header
+        tries[h.seq] = tries.get(h.seq, 0) + 1
+        if tries[h.seq] > RESENDS_PER_FRAME or self.resends >= RESENDS_PER_CLONE:
+            raise IntegrityError(f"{bad.reason.message}; it arrived damaged {tries[h.seq]} times, "
+                                 "so the clone stops", hint="check the cable or link, or use another link")
+        assert self.on_resend is not None
+        self.resends += 1
+        epoch += 1
+        with self._lock:
+            self._pending = _Rewind(h.seq, epoch, bad.before)
+        self.on_resend(h.seq, epoch, bad.reason.message)
+        return epoch
+
+

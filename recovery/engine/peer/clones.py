@@ -1,0 +1,389 @@
+"""A wizard's session over one PeerLink: drive clones from here, or serve the peer.
+
+Both machines run the same loop, :meth:`CloneSession.serve`, on one thread
+that owns the control link. Which side drives was settled by the pairing:
+the side whose user typed the other's code drives, the other serves. While
+the link is idle the loop
+
+- on the driving side, runs what the local user chose
+  (:meth:`CloneSession.submit`): send a local disk onto a disk of the peer (a
+  ``plan`` whose ``target`` pins it), or ask the peer for one of its disks (a
+  ``request``) and receive it onto a local disk;
+- on the serving side, serves the peer: a ``plan`` is received onto the local
+  disk its ``target`` pins (found by identity, :mod:`recovery.disks.match`),
+  a ``request`` is answered by sending the disk it names; after each clone it
+  sends its disks again (:class:`~recovery.protocol.messages.Inventory`), as
+  they are now.
+
+The driving user proved the pairing code shown here and typed the target's
+name, so the serving side writes a pinned target with ``overwrite=True``; a
+plan that pins nothing is refused. Every job the peer starts is announced
+(:class:`JobStarted` says in plain words what the peer does to which disk)
+and can be stopped here with :meth:`CloneSession.cancel`. Between clones the
+driver says what its user is doing (:meth:`CloneSession.tell`, an optional
+``activity`` message), which the serving side reports as
+:class:`PeerActivity`. A clone that fails ends the connection on both sides
+(the engine aborts the link), except a refusal that crossed before anything
+was written: the session stays for another try. Closing the session says
+``bye`` (the peer's session ends with :class:`~recovery.errors.PeerLeftError`).
+Each clone is logged to its own file (:mod:`recovery.engine.joblog`), with
+the peer's identity and the link's security first; an internal error adds
+its traceback there.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from recovery import events
+from recovery.disks import identity, match
+from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
+from recovery.engine.clone.level import parse_level
+from recovery.engine.clone.receive import run_receive
+from recovery.engine.clone.send import run_send
+from recovery.engine.joblog import JobLog
+from recovery.engine.peer.jobs import (
+    CloneChoice,
+    JobEnded,
+    JobStarted,
+    PeerActivity,
+    PeerDisks,
+    describe_info,
+)
+from recovery.engine.peer.session import PeerLink
+from recovery.errors import (
+    PeerLeftError,
+    RecoveryError,
+    RefusedError,
+    RemoteProtocolError,
+    UnreadableSourceError,
+    UsageError,
+)
+from recovery.protocol import messages as m
+
+TICK = 0.25
+CLOSE_WAIT = 3.0  # seconds a closing session lets a cancelled clone tell the peer
+GOODBYE_WAIT = 2.0  # seconds a closing session waits for the peer's bye
+
+T = TypeVar("T")
+
+
+class _Job:
+    """One clone's event sink: the session's sink plus the clone's log file."""
+
+    def __init__(self, session: CloneSession) -> None:
+        self.session = session
+        self.log: JobLog | None = None
+
+    @property
+    def log_path(self) -> str | None:
+        return str(self.log.path) if self.log and self.log.path else None
+
+    def sink(self, event: events.Event) -> None:
+        if self.log is not None:
+            self.log(event)
+        self.session.sink(event)
+
+    def started(self, role: str, driver: str, source: str, target: str) -> None:
+        self.log = JobLog(self.session.log_dir, role)
+        self.log(self.session.link.peer_event())
+        peer = self.session.peer
+        if driver == "here":
+            action = f"copying {source} to {target}"
+        elif role == "sender":
+            action = f"{peer} is READING disk {source}"
+        else:
+            action = f"{peer} is OVERWRITING {target} with its disk {source}"
+        self.sink(JobStarted(role=role, driver=driver, peer=peer, source=source, target=target,
+                             log=self.log_path, action=action))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+class CloneSession:
+    """Clones over one PeerLink, driven from either side; see the module's doc."""
+
+    def __init__(
+        self,
+        link: PeerLink,
+        *,
+        candidates: Callable[[], Iterable[str]],
+        offered: Callable[[], tuple[m.DiskInfo, ...]] = lambda: (),
+        sink: events.EventSink = events.ignore,
+        log_dir: Path | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.link = link
+        self.offered = offered  # the disks to send the driver again after each clone
+        self.peer = link.theirs.host.hostname
+        self.host = link.ours.host.hostname
+        self.candidates = candidates  # paths where a pinned local disk may be
+        self.sink = sink
+        self.log_dir = log_dir
+        self.workers = workers or default_workers()
+        self._choices: queue.Queue[CloneChoice] = queue.Queue()
+        self._told: queue.Queue[m.Activity] = queue.Queue()
+        self._closing = threading.Event()
+        self._close_reason = ""
+        self._finished = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    # --- called from other threads ---
+
+    def submit(self, choice: CloneChoice) -> None:
+        """Run this clone as soon as the link is idle."""
+        self._choices.put(choice)
+
+    def tell(self, what: str, step: int = 0, steps: int = 0) -> None:
+        """Say what this (driving) side's user is doing, when the peer listens (its ``activity``)."""
+        if self.drives and "activity" in self.link.ctl.state.shared_caps:
+            self._told.put(m.Activity(what=what[:200], step=step, steps=steps))
+
+    def cancel(self) -> None:
+        """Stop the running clone (either role); the peer is told, and the link ends."""
+        if self.busy:
+            self.link.ctl.cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    @property
+    def drives(self) -> bool:
+        """This side drives (its user typed the peer's code); the other serves."""
+        return self.link.role == "driver"
+
+    def close(self, reason: str = "the other side closed the session") -> None:
+        """End the session: cancel a running clone, say bye (or cancel), unblock :meth:`serve`."""
+        self._close_reason = reason
+        self._closing.set()
+        self.cancel()
+        self._idle.wait(CLOSE_WAIT)
+        if not self._finished.wait(GOODBYE_WAIT + 2 * TICK):  # serve() says bye and returns
+            self.link.ctl.try_send(m.Cancel(reason=reason[:1000]))
+        self.link.conn.abort()
+
+    # --- the session's own thread ---
+
+    def serve(self, max_clones: int | None = None) -> None:
+        """Run clones until the link ends; raise what ended it (nothing after :meth:`close`).
+
+        With ``max_clones``, return after that many clones succeeded.
+        """
+        done = 0
+        try:
+            while max_clones is None or done < max_clones:
+                if self._closing.is_set():
+                    self._goodbye()
+                    return
+                try:
+                    choice = self._choices.get_nowait()
+                except queue.Empty:
+                    self._say_told()
+                    msg = self.link.ctl.poll(TICK)
+                    if isinstance(msg, m.Plan):
+                        done += self._run(self._serve_plan, msg)
+                        self._send_disks()
+                    elif isinstance(msg, m.Request):
+                        done += self._run(self._serve_request, msg)
+                        self._send_disks()
+                    elif isinstance(msg, m.Inventory):
+                        self.link.inventory = msg.disks
+                        self.sink(PeerDisks(count=len(msg.disks)))
+                    elif isinstance(msg, m.Activity):
+                        self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps))
+                    elif isinstance(msg, m.Bye):
+                        self._ended_by_peer(msg)
+                    continue
+                if not self.drives:
+                    raise UsageError(f"{self.host} serves {self.peer} and cannot drive a clone",
+                                     hint=f"drive from {self.peer}, or pair again from here")
+                done += self._run(self._drive, choice)
+                self._take_disks()
+        except RecoveryError:
+            if not self._closing.is_set():
+                raise
+        finally:
+            self.link.close()
+            self.link.conn.close()
+            self._finished.set()
+
+    def _say_told(self) -> None:
+        while True:
+            try:
+                activity = self._told.get_nowait()
+            except queue.Empty:
+                return
+            if self.link.idle:
+                self.link.ctl.send(activity)
+
+    def _goodbye(self) -> None:
+        """This side ends the idle session: our bye, the peer's answer (briefly), then the link closes."""
+        if not self.link.idle:
+            return
+        try:
+            self.link.say_goodbye(self._close_reason, wait=GOODBYE_WAIT)
+        except RecoveryError:
+            pass  # the link went first: nobody to say it to
+
+    def _run(self, clone: Callable[[T, _Job], events.Summary], arg: T) -> int:
+        """One clone; 1 if it succeeded, 0 if it was refused with the link kept (raises otherwise)."""
+        job = _Job(self)
+        self._idle.clear()
+        try:
+            trace = None
+            try:
+                clone(arg, job)
+            except UnreadableSourceError as e:
+                # It completed: what could be read is on the target and verified; the summary lists the rest.
+                job.sink(JobEnded(ok=True, code=e.code, message=e.message, hint=e.hint, log=job.log_path))
+                return 1
+            except RecoveryError as e:
+                error = e
+            except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
+                trace = traceback.format_exc()
+                error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
+                                      hint="the clone's log has the details: keep it and report it")
+            else:
+                job.sink(JobEnded(ok=True, log=job.log_path))
+                return 1
+            # A failed clone ends the connection on both sides (the engine did so
+            # already for its own errors; abandoning twice is harmless); a refusal
+            # that left the session idle keeps it.
+            reason = self.link.abandon(error)
+            error = reason if isinstance(reason, RecoveryError) else error
+            job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
+                                   hint=error.hint, traceback=trace, peer=error.peer))
+            job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint, peer=error.peer,
+                              log=job.log_path))
+            if isinstance(error, RefusedError) and self.link.idle:
+                return 0
+            raise error
+        finally:
+            job.close()
+            self._idle.set()
+
+    def _ended_by_peer(self, bye: m.Bye) -> NoReturn:
+        self.link.ctl.try_send(m.Bye(reason="goodbye"))
+        raise PeerLeftError(f"{self.peer} ended the session: {bye.reason or 'no reason given'}")
+
+    def _take_disks(self) -> None:
+        """After a clone driven from here: the peer's disks as they are now."""
+        msg = self.link.ctl.expect(m.Inventory)
+        assert isinstance(msg, m.Inventory)
+        self.link.inventory = msg.disks
+        self.sink(PeerDisks(count=len(msg.disks)))
+
+    def _send_disks(self) -> None:
+        """After a clone that the peer drove: our disks as they are now."""
+        self.link.offered = self.offered()
+        self.link.ctl.send(m.Inventory(disks=self.link.offered))
+
+    def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
+        """Tell the peer no (while it waits for our answer) and end this clone."""
+        self.link.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000],
+                                        hint=hint[:1000] if hint else None))
+        raise RefusedError(message, hint=hint)
+
+    def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:
+        """Where the chosen local disk is now; with ``unchanged``, refuse if it changed."""
+        if disk.identity is None:
+            raise RefusedError(f"{disk.path} could not be identified when it was listed",
+                               hint="choose another disk")
+        found = match.find_disk(disk.identity, self.candidates())
+        if found is None:
+            raise RefusedError(f"{describe_info(disk)} is gone (unplugged or renamed)",
+                               hint="plug it back in, or start again and choose another disk")
+        why = identity.mismatch(disk.identity, found[1]) if unchanged else None
+        if why:
+            raise RefusedError(f"{disk.path} changed since it was listed: {why}",
+                               hint="start again so that the wizard shows it as it is now")
+        return found[0]
+
+    # --- driven from here ---
+
+    def _drive(self, choice: CloneChoice, job: _Job) -> events.Summary:
+        src, tgt = choice.source, choice.target
+        if choice.send:
+            job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}")
+            if tgt.identity is None:
+                raise UsageError(f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
+                                 hint=f"run the same version of usb4-recovery on {self.peer}")
+            path = self._local_path(src, unchanged=False)
+            send = SendOptions(source=path, target=tgt.identity, mode=choice.mode, level=choice.level,
+                               verify=choice.verify, workers=self.workers, rescue=choice.rescue,
+                               restart=choice.restart, log_dir=self.log_dir)
+            return run_send(self.link, send, job.sink)
+        job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
+        if src.identity is None:
+            raise UsageError(f"{self.peer} did not identify {src.path}, so it cannot be pinned",
+                             hint=f"run the same version of usb4-recovery on {self.peer}")
+        path = self._local_path(tgt, unchanged=True)
+        level = "auto" if choice.level is None else str(choice.level)
+        self.link.ctl.send(m.Request(source=src.path, mode=choice.mode,  # type: ignore[arg-type]
+                                     level=level, source_identity=src.identity, rescue=choice.rescue))
+        job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
+        plan = self._await_plan()
+        why = identity.mismatch(src.identity, plan.source)
+        if why:
+            self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
+        opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify,
+                              workers=self.workers, restart=choice.restart, log_dir=self.log_dir)
+        return run_receive(self.link, plan, opts, job.sink)
+
+    def _await_plan(self) -> m.Plan:
+        while True:
+            msg = self.link.ctl.poll(TICK)  # raises Interrupted once cancel() was called
+            if isinstance(msg, m.Plan):
+                return msg
+            if isinstance(msg, m.Refuse):
+                raise RefusedError(msg.message, hint=msg.hint, peer=self.peer)
+            if msg is not None and not isinstance(msg, m.Progress):
+                raise RemoteProtocolError(f"unexpected {msg.type!r} message from the peer")
+
+    # --- driven from the peer ---
+
+    def _serve_plan(self, plan: m.Plan, job: _Job) -> events.Summary:
+        pinned = plan.target
+        job.started("receiver", "peer", f"{self.peer}:{identity.describe(plan.source)}",
+                    identity.describe(pinned) if pinned else "(not chosen)")
+        if pinned is None:
+            self._refuse(f"{self.host} only writes a disk the sender's user chose in the wizard",
+                         hint=f"start `recovery tui` on {self.peer} and choose a disk of {self.host}")
+        found = match.find_disk(pinned, self.candidates())
+        if found is None:
+            self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
+                         hint=f"check the disks of {self.host} and choose the target again")
+        # The peer decides what is written, never whether this machine checks its own disk afterwards.
+        opts = ReceiveOptions(target=found[0], overwrite=True, verify=True, workers=self.workers,
+                              restart=plan.restart, log_dir=self.log_dir)
+        return run_receive(self.link, plan, opts, job.sink)
+
+    def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
+        named = identity.describe(req.source_identity) if req.source_identity else req.source
+        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there")
+        try:
+            level = parse_level(req.level)
+        except UsageError as e:
+            self._refuse(e.message)
+        if req.source_identity is not None:
+            found = match.find_disk(req.source_identity, self.candidates())
+            if found is None:
+                self._refuse(f"no disk of {self.host} is {named} any more",
+                             hint=f"check the disks of {self.host} and choose the source again")
+            path = found[0]
+        elif req.source in set(self.candidates()):
+            path = req.source
+        else:
+            self._refuse(f"{req.source} is not one of the disks {self.host} offers")
+        opts = SendOptions(source=path, mode=req.mode, level=level, workers=self.workers, rescue=req.rescue,
+                           log_dir=self.log_dir)
+        return run_send(self.link, opts, job.sink)

@@ -1,0 +1,116 @@
+"""What a wizard session offers and announces: the disks with their identities, the user's
+choice of a clone, and the events of each clone (who does what to which disk, how it ended)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from recovery import events
+from recovery.disks import identity, inventory
+from recovery.engine.resume import journal
+from recovery.protocol import messages as m
+from recovery.units import human_size
+
+
+@dataclass(frozen=True)
+class JobStarted(events.Event):
+    """A clone begins on this side, driven from here or from the peer."""
+
+    kind: ClassVar[str] = "job"
+    role: str  # what this side does: "sender" or "receiver"
+    driver: str  # "here" or "peer"
+    peer: str  # the peer's host name
+    source: str
+    target: str
+    log: str | None = None  # this clone's log file
+    action: str = ""  # in plain words: "office-pc is READING disk nvme0n1 (...)"
+
+
+@dataclass(frozen=True)
+class PeerDisks(events.Event):
+    """The serving peer sent its disks again (after a clone): the driver's lists are stale."""
+
+    kind: ClassVar[str] = "peer_disks"
+    count: int
+
+
+@dataclass(frozen=True)
+class PeerActivity(events.Event):
+    """The driving peer says what its user is doing between clones."""
+
+    kind: ClassVar[str] = "peer_activity"
+    what: str
+    step: int = 0
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class JobEnded(events.Event):
+    kind: ClassVar[str] = "job_end"
+    ok: bool
+    code: str = ""  # the error's code (recovery.errors) when not ok
+    message: str = ""
+    hint: str | None = None
+    log: str | None = None
+    peer: str | None = None  # the other machine, when the error happened there
+
+
+@dataclass(frozen=True)
+class CloneChoice:
+    """What the controlling user picked in the wizard."""
+
+    send: bool  # True: this machine sends its disk; False: it receives the peer's
+    source: m.DiskInfo  # a disk of the sending machine
+    target: m.DiskInfo  # a disk of the receiving machine
+    mode: str = "used"
+    level: int | None = None  # None: auto
+    verify: bool = True
+    rescue: bool = False  # a failing source: copy what can be read (recovery.engine.rescue.passes)
+    restart: bool = False  # start over even if the target holds an interrupted clone of the source
+
+
+def describe_info(disk: m.DiskInfo) -> str:
+    """One line a user recognises, from a hello's disk entry."""
+    bits = [disk.path]
+    hw = " ".join(x for x in (disk.model, disk.serial) if x and x != "image file")
+    if hw:
+        bits.append(hw)
+    bits.append(human_size(disk.size))
+    return ", ".join(bits)
+
+
+def with_identities(disks: Iterable[m.DiskInfo], log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
+    """The disks as a peer's wizard needs them: each with the identity that pins it, and the
+    interrupted clone onto it that its resume journal describes, if any."""
+    out = []
+    for d in disks:
+        try:
+            ident: m.Identity | None = identity.identify(d.path)
+        except OSError:
+            ident = None  # unreadable now: shown, but cannot be pinned
+        unfinished = journal.peek(log_dir, ident) if ident is not None else None
+        out.append(dataclasses.replace(d, identity=ident, unfinished=unfinished))
+    return tuple(out)
+
+
+def offered_disks(paths: Sequence[str] = (), log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
+    """This machine's disks (or only ``paths``, e.g. the demo's images), with identities."""
+    infos = [inventory.describe_disk(p) for p in paths] if paths else inventory.list_disks()
+    return with_identities(infos, log_dir)
+
+
+def unfinished(source: m.DiskInfo, target: m.DiskInfo) -> m.Unfinished | None:
+    """The interrupted clone of ``source`` onto ``target`` that a clone of them would resume, if any."""
+    found = target.unfinished
+    if found is None or source.identity is None or found.source != journal.target_key(source.identity):
+        return None
+    return found
+
+
+def disk_paths(paths: Sequence[str] = ()) -> list[str]:
+    """Where to look for a pinned disk now: ``paths``, or every disk of this machine."""
+    return list(paths) if paths else [d.path for d in inventory.list_disks()]

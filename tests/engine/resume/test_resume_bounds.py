@@ -1,0 +1,98 @@
+"""Resume as a hostile receiver (or a planted file) would bend it: an offer beyond the plan is refused
+before a single digest is read (they would be held in memory), the chunks of the target sampled
+cannot be known beforehand, and only a journal this machine wrote, under its own key, is trusted."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from recovery.engine.clone.chunks import plan_chunks
+from recovery.engine.clone.framelist import FrameList
+from recovery.engine.clone.recvpipe import DurablePoint
+from recovery.engine.resume import agree, journal
+from recovery.errors import RemoteProtocolError
+from recovery.protocol import messages as m
+
+MIB = 1 << 20
+
+
+class NoDigestsLink:
+    """A link whose control channel must not be read: the offer alone is enough to refuse."""
+
+    class ctl:
+        @staticmethod
+        def expect(*_: object) -> m.Message:
+            raise AssertionError("a digest page was read for an offer beyond the plan")
+
+        @staticmethod
+        def send(_: m.Message) -> None:
+            raise AssertionError("nothing is sent for an offer beyond the plan")
+
+
+@pytest.mark.parametrize(("seq", "nbytes"), [(2**40, 4 * MIB), (4, 2**50), (5, 4 * MIB)])
+def test_an_offer_beyond_the_plan_is_refused_before_any_digest(seq: int, nbytes: int) -> None:
+    chunks = list(plan_chunks([(0, 4 * MIB)], MIB))  # 4 chunks, 4 MiB
+    offer = m.ResumeOffer(seq=seq, bytes=nbytes, since="", complete=False, rescued=False)
+    with pytest.raises(RemoteProtocolError, match="beyond this plan"):
+        agree.sender_agree(NoDigestsLink(), offer, chunks, lambda c, v: True,  # type: ignore[arg-type]
+                            planned=len(chunks), planned_bytes=4 * MIB, chunk_size=MIB)
+
+
+def test_the_sample_is_spread_random_and_always_holds_the_last_two() -> None:
+    count = 1000
+    picks = [journal.sample_indexes(count, rng=random.Random(seed)) for seed in range(20)]
+    for p in picks:
+        assert {count - 2, count - 1} <= set(p) and journal.SAMPLE + 1 <= len(p) <= journal.SAMPLE + 2
+        stretches = {i * journal.SAMPLE // count for i in p}
+        assert stretches == set(range(journal.SAMPLE))  # one in each stretch
+    assert len({tuple(p) for p in picks}) > 15  # not the same chunks every time
+    assert journal.sample_indexes(3) == [0, 1, 2] and journal.sample_indexes(0) == []
+    assert 5 not in journal.sample_indexes(10, {5}, want=10)
+
+
+TARGET = m.Identity(path="/dev/fake", size=64 * MIB, kind="disk", host_id="h", fingerprint="00" * 32, serial="S1")
+
+
+def a_journal(where: Path) -> journal.Journal:
+    plan = m.Plan(session="s", source=TARGET, size=64 * MIB, mode="exact", chunk_size=MIB, codecs=("raw",),
+                  map=m.MapSummary(extents=1, bytes=64 * MIB, digest="00" * 32), frames=64, encrypted=False)
+    jrnl = journal.Journal.create(where, plan, TARGET, "fp", "src", "dst")
+    frames = FrameList()
+    for i in range(4):
+        frames.append(16 * MIB + i * MIB, MIB, os.urandom(32), 0)
+    jrnl.durable(DurablePoint(4, frames.covered, 0), frames)
+    jrnl.drain()
+    jrnl.close()
+    return jrnl
+
+
+def test_only_a_journal_made_under_this_machines_key_is_trusted(tmp_path: Path) -> None:
+    a_journal(tmp_path)
+    key = tmp_path / journal.KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600
+    found = journal.read(tmp_path, TARGET)
+    assert found is not None and not found.problems and len(found.frames) == 4
+    key.write_bytes(os.urandom(journal.KEY_SIZE))  # another machine's key (or a journal copied here)
+    found = journal.read(tmp_path, TARGET)
+    assert found is not None and found.problems and not len(found.frames)
+    key.unlink()
+    found = journal.read(tmp_path, TARGET)
+    assert found is not None and "not trusted" in found.problems[0]
+
+
+@pytest.mark.parametrize("how", ["link", "readable", "short"])
+def test_a_key_file_that_is_not_private_is_no_key(tmp_path: Path, how: str) -> None:
+    key = tmp_path / journal.KEY_FILE
+    if how == "link":
+        (tmp_path / "elsewhere").write_bytes(os.urandom(journal.KEY_SIZE))
+        key.symlink_to(tmp_path / "elsewhere")
+    else:
+        key.write_bytes(os.urandom(journal.KEY_SIZE if how == "readable" else 8))
+        key.chmod(0o644 if how == "readable" else 0o600)
+    assert journal.journal_key(tmp_path, create=True) is None
+    with pytest.raises(OSError):
+        a_journal(tmp_path)
