@@ -25,7 +25,7 @@ from recovery.engine.clone.level import parse_level
 from recovery.engine.clone.send import check_options, send_disk
 from recovery.errors import PairingError
 from recovery.link.opening import connect_sender, sender_spec
-from recovery.protocol.frames import MAX_CHUNK_SIZE
+from recovery.protocol.limits import MAX_CHUNK_SIZE
 from recovery.units import parse_size
 
 

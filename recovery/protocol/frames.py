@@ -47,6 +47,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
+from recovery.protocol.limits import MAX_CHUNK_SIZE, MAX_EPOCH, MAX_PASSES, MERGE_GAP
 
 FRAME_MAGIC = b"U4CK"
 FRAME_VERSION = 2
@@ -54,10 +55,6 @@ DIGEST_SIZE = 32
 MAC_SIZE = 16
 TAG_SIZE = 16  # AES-GCM's, at the end of a sealed payload
 ENCRYPTED = 0x01  # flags: the payload is sealed
-MERGE_GAP = 1 << 20  # frames in one grid cell are further apart than this
-MAX_FRAMES = 8 << 20  # a plan may announce no more (32 TiB at the default 4 MiB chunk): the receiver
-                      # keeps 57 bytes per frame (engine/clone/framelist.py) and journals 1.3 per ZERO frame
-                      # in a run, 66 per DATA frame
 
 # The header, network byte order.
 HEADER_BODY = struct.Struct(
@@ -76,7 +73,6 @@ HEADER_BODY = struct.Struct(
 HEADER_SIZE = HEADER_BODY.size + MAC_SIZE  # + BLAKE3(body) keyed with the clone's header key
 assert HEADER_SIZE == 80
 
-MAX_CHUNK_SIZE = 16 << 20  # hard cap whatever the plan says
 
 
 class Kind(enum.IntEnum):
@@ -87,8 +83,6 @@ class Kind(enum.IntEnum):
     PASS = 4  # rescue mode: a further pass of replacement frames begins
 
 
-MAX_PASSES = 16  # passes after the first (rescue mode)
-MAX_EPOCH = (1 << 32) - 1
 
 
 class Codec(enum.IntEnum):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from recovery.errors import RemoteProtocolError
-from recovery.protocol.frames import MAX_CHUNK_SIZE
+from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 
 CONTROL_MAGIC = b"U4RC"
@@ -303,7 +303,7 @@ class Plan(Message):
     source: Identity
     size: int  # bytes the target must hold
     mode: Mode
-    chunk_size: int = field(metadata=bounded(lo=4096, hi=MAX_CHUNK_SIZE))
+    chunk_size: int = field(metadata=bounded(lo=CHUNK_ALIGN, hi=MAX_CHUNK_SIZE))
     codecs: tuple[str, ...] = field(metadata=bounded(max_len=8))
     map: MapSummary
     frames: int = field(metadata=bounded(hi=1 << 40))  # chunk frames before END

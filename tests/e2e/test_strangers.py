@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine.clone.recvpipe import RESENDS_PER_FRAME
 from recovery.errors import IntegrityError, PairingError, ProtocolError, RecoveryError
 from recovery.link import tcp
 from recovery.protocol import messages as m
+from recovery.protocol.limits import RESENDS_PER_FRAME
 from recovery.protocol.state import PairingFailed
 from tests.e2e.fake_peer import FakeSender
 from tests.e2e.relay import Relay
@@ -403,7 +403,7 @@ def test_a_paired_sender_cannot_make_the_receiver_grow_without_end(tmp_path: Pat
 
 
 def test_a_plan_with_more_frames_than_the_receiver_keeps_track_of_is_refused(tmp_path: Path) -> None:
-    from recovery.protocol.frames import MAX_FRAMES
+    from recovery.protocol.limits import MAX_FRAMES
 
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))

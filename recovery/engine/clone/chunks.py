@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from recovery.protocol.frames import MERGE_GAP
+from recovery.protocol.limits import MERGE_GAP
 
 DEFAULT_CHUNK_SIZE = 4 << 20
+_ZEROS = memoryview(bytes(MERGE_GAP))  # holes are at most a merge gap long: one slice each, no allocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,13 @@ class Chunk:
     @property
     def end(self) -> int:
         return self.offset + self.length
+
+    def zero_holes(self, view: memoryview) -> None:
+        """Zero the bytes between the extents this chunk merged (read with the rest, and not the copy's)."""
+        for start, length in self.holes:
+            for pos in range(start, start + length, len(_ZEROS)):
+                n = min(len(_ZEROS), start + length - pos)
+                view[pos : pos + n] = _ZEROS[:n]
 
 
 def _pieces(extents: Sequence[tuple[int, int]], chunk_size: int) -> Iterator[tuple[int, int]]:

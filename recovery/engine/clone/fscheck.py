@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from recovery import run
 from recovery.disks import partdev, signatures
 from recovery.errors import RecoveryError, VerificationError
+from recovery.protocol.limits import MAX_PARTS
 from recovery.protocol.messages import FsCheck, MapPart
 
 CHECKERS: dict[str, tuple[str, ...]] = {
@@ -55,7 +56,6 @@ CHECKERS: dict[str, tuple[str, ...]] = {
 PACKAGES = {"e2fsck": "e2fsprogs", "xfs_repair": "xfsprogs", "btrfs": "btrfs-progs", "ntfsfix": "ntfs-3g",
             "fsck.vfat": "dosfstools", "fsck.exfat": "exfatprogs", "fsck.f2fs": "f2fs-tools"}
 MAX_PARALLEL = 8
-MAX_PARTS = 128  # a GPT's usual table; a plan with more partitions is refused
 WORDS = 600  # characters of a checker's output kept for the user
 MEMORY_SHARE = 2  # a checker may use at most 1/MEMORY_SHARE of this machine's RAM
 MIN_SECONDS = 120.0

@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+REPORT_EVERY = 0.5  # seconds between progress reports, on both sides
+
 # The stages in the order data flows: source disk, sending processor, link,
 # receiving processor, target disk.
 STAGES = ("read", "compress", "link", "decompress", "write")

@@ -47,14 +47,13 @@ from recovery.protocol.frames import (
     decode_header,
     open_payload,
 )
+from recovery.protocol.limits import RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
 INFLIGHT = 4096  # frames received but not yet written, at most
 ACK_BYTES = 256 << 20
 ACK_SECONDS = 2.0
-RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone (IntegrityError)
-RESENDS_PER_CLONE = 64
 
 
 @dataclass

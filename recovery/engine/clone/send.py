@@ -1,4 +1,4 @@
-"""The sending side of one clone: handshake, plan, (resume), stream, check the summary."""
+"""The sending side of one clone: plan, propose, (resume), stream, check the receiver's summary."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import blake3
 from recovery import events
 from recovery.disks import identity, usedmap
 from recovery.engine.api import SendOptions
-from recovery.engine.clone import fscheck
+from recovery.engine.clone import finish, fscheck
 from recovery.engine.clone.chunks import Chunk, plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
 from recovery.engine.clone.level import LevelController, Sample, level_name
-from recovery.engine.clone.progress import CpuSampler, RateMeter, StageSampler, limit
-from recovery.engine.clone.recvpipe import RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.engine.clone.pipeline import TICK
+from recovery.engine.clone.progress import REPORT_EVERY, CpuSampler, RateMeter, StageSampler, limit
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
 from recovery.engine.peer.session import PeerLink, handshake
@@ -31,14 +31,10 @@ from recovery.errors import (
     RemoteProtocolError,
     UnreadableSourceError,
     UsageError,
-    VerificationError,
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.frames import MAX_CHUNK_SIZE
-
-TICK = 0.25
-REPORT_EVERY = 0.5
+from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, RESENDS_PER_CLONE, RESENDS_PER_FRAME
 
 
 class _ChunkList:
@@ -59,7 +55,7 @@ class _ChunkList:
 
 def check_options(opts: SendOptions) -> None:
     """What can be refused before a link is opened: the chunk size, the source, the rescue's options."""
-    if not 4096 <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % 4096:
+    if not CHUNK_ALIGN <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % CHUNK_ALIGN:
         raise UsageError(f"the chunk size must be a multiple of 4 KiB, at most {MAX_CHUNK_SIZE >> 20} MiB")
     if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
         raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
@@ -87,89 +83,259 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
 
 @watched_clone
 def run_send(link: PeerLink, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
-    """Plan, stream and check one clone of a local disk to the peer."""
+    """The steps of a clone on the sending side: plan (the source and its map), propose (the receiver
+    accepts or refuses), agree where to start (a resume), stream until the receiver's summary, conclude."""
     check_options(opts)
-    conn, ctl, theirs = link.conn, link.ctl, link.theirs
-    link.peer_journal = None
-    source: Source | None = None
-    pipe: SendPipeline | None = None
-    rescue: RescueJob | None = None
+    clone = _Sending(link, opts, sink)
     try:
-        source = Source(opts.source, allow_mounted=opts.allow_mounted)
+        clone.plan()
+        clone.propose()
+        clone.agree()
+        summary = clone.stream()
+        return clone.conclude(summary)
+    except UnreadableSourceError:
+        raise  # the clone ran to its end: both summaries are out
+    except BaseException as e:  # noqa: BLE001 - re-raised as the first error, told to the peer
+        raise clone.failed(e) from None
+    finally:
+        clone.release()
+
+
+class _Sending:
+    """One clone on the sending side: the state its steps share, and its clean-up."""
+
+    def __init__(self, link: PeerLink, opts: SendOptions, sink: events.EventSink) -> None:
+        self.link, self.opts, self.sink = link, opts, sink
+        self.caps = link.ctl.state.shared_caps
+        link.peer_journal = None
+        self.source: Source | None = None
+        self.rescue: RescueJob | None = None
+        self.pipe: SendPipeline | None = None
+        self.frames = FrameList()  # what the target holds already (a resume)
+        self.again: list[Chunk] = []  # of those, chunks that differ from the source: sent again
+        self.image: blake3.blake3 | None = None  # exact mode: the whole source, hashed in order
+        self.target_desc = ""
+        self.started = time.monotonic()
+
+    def plan(self) -> None:
+        """Open the source, map what to copy, and make the plan (and, in rescue mode, the rescue job)."""
+        opts, sink, caps = self.opts, self.sink, self.caps
+        source = self.source = Source(opts.source, allow_mounted=opts.allow_mounted)
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
-        umap = usedmap.build_map(source.path, source.size, opts.mode,
-                                 on_progress=lambda text: sink(events.Phase("map", text)))
+        umap = self.umap = usedmap.build_map(source.path, source.size, opts.mode,
+                                             on_progress=lambda text: sink(events.Phase("map", text)))
         for text in umap.warnings:
             sink(events.Warning(text))
-        chunks = _ChunkList(umap.extents, opts.chunk_size)
-        caps = ctl.state.shared_caps
+        chunks = self.chunks = _ChunkList(umap.extents, opts.chunk_size)
         if opts.rescue and "rescue" not in caps:
-            raise RefusedError(f"{theirs.host.hostname} cannot take a rescue (its usb4-recovery lists no 'rescue')",
-                               hint="upgrade usb4-recovery there")
-        encrypted = _encryption(link, opts)
-        plan = m.Plan(
-            session=os.urandom(8).hex(),
-            source=source.identity,
-            size=source.size,
+            raise RefusedError(f"{self.link.theirs.host.hostname} cannot take a rescue (its usb4-recovery lists "
+                               "no 'rescue')", hint="upgrade usb4-recovery there")
+        self.the_plan = m.Plan(
+            session=os.urandom(8).hex(), source=source.identity, size=source.size,
             mode=opts.mode,  # type: ignore[arg-type]
-            chunk_size=opts.chunk_size,
-            codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
+            chunk_size=opts.chunk_size, codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
             map=m.MapSummary(extents=len(umap.extents), bytes=chunks.bytes, digest=umap.digest(),
                              parts=tuple(umap.parts), skipped=umap.skipped),
-            frames=chunks.count,
-            encrypted=encrypted,
-            verify=opts.verify,
-            target=opts.target,
-            rescue=opts.rescue,
-            rescan=opts.rescan and "resume" in caps,
-            restart=opts.restart,
+            frames=chunks.count, encrypted=_encryption(self.link, opts), verify=opts.verify, target=opts.target,
+            rescue=opts.rescue, rescan=opts.rescan and "resume" in caps, restart=opts.restart,
         )
         if opts.rescue:
-            rescue = RescueJob(source, opts, sink)
+            self.rescue = RescueJob(source, opts, sink)
+
+    def propose(self) -> None:
+        """Send the plan; the receiver accepts (perhaps offering a resume) or refuses, saying why."""
+        plan, ctl, theirs = self.the_plan, self.link.ctl, self.link.theirs
         ctl.send(plan)
-        keys = ctl.state.clone_keys(plan.session)
         reply = ctl.expect(m.Accept, m.Refuse)
         if isinstance(reply, m.Refuse):
             raise RefusedError(reply.message, hint=reply.hint, peer=theirs.host.hostname)
         assert isinstance(reply, m.Accept)
-        target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
-        sink(events.PlanMade(
-            role="sender", source=identity.describe(source.identity), target=target_desc,
-            mode=opts.mode, size=source.size, to_send=chunks.bytes, chunk_size=opts.chunk_size,
-            parts=usedmap.part_events(umap.parts), skipped=umap.skipped, encrypted=encrypted,
-            verify=opts.verify,
+        self.accept = reply
+        self.target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
+        self.sink(events.PlanMade(
+            role="sender", source=identity.describe(plan.source), target=self.target_desc, mode=plan.mode,
+            size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
+            parts=usedmap.part_events(self.umap.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
+            verify=plan.verify,
         ))
-        image = blake3.blake3(max_threads=blake3.blake3.AUTO) if opts.mode == "exact" and not opts.rescue else None
-        frames, again = FrameList(), []
-        if reply.resume is not None:
-            agreed = _resume(link, reply.resume, chunks, source, rescue, image, sink)
-            frames, again = agreed.frames, agreed.replace
-        start = len(frames)
-        levels = LevelController(opts.level if "zstd" in caps else 0)
-        if rescue is not None:
-            jobs = rescue.jobs(chunks, chunks.count, start)
+
+    def agree(self) -> None:
+        """Where the stream starts: at the beginning, or after what the target holds of an interrupted clone,
+        every chunk of it checked against the source (the whole-source hash fed as it goes)."""
+        if self.opts.mode == "exact" and not self.opts.rescue:
+            self.image = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        offer = self.accept.resume
+        if offer is None:
+            return
+        agreed = _resume(self.link, offer, self.chunks, self.source_, self.rescue, self.image, self.sink)
+        self.frames, self.again = agreed.frames, agreed.replace
+
+    @property
+    def source_(self) -> Source:
+        assert self.source is not None
+        return self.source
+
+    def stream(self) -> m.Summary:
+        """The pipeline from the first chunk to send until the receiver's summary."""
+        chunks, opts, start = self.chunks, self.opts, len(self.frames)
+        levels = LevelController(opts.level if "zstd" in self.caps else 0)
+        if self.rescue is not None:
+            jobs = self.rescue.jobs(chunks, chunks.count, start)
         else:
-            jobs = plan_jobs(chunks, chunks.count, start, iter([("resume", again)]) if again else None)
-        read = rescue.read if rescue else _plain_reader(source)
-        sink(events.Phase("transfer", f"sending {chunks.count - start} chunks"))
-        pipe = SendPipeline(read, jobs, conn.data, chunk_size=opts.chunk_size, levels=levels, image=image,
-                            keys=keys, encrypted=encrypted, workers=opts.workers, frames=frames)
-        started, resumed = time.monotonic(), frames.covered
-        summary = _stream(link, pipe, chunks, levels, rescue, umap, source, opts, sink)
-        return _conclude(summary, pipe, source, rescue, umap, target_desc, opts, time.monotonic() - started,
-                         resumed, conn, sink)
-    except BaseException as e:
-        if isinstance(e, UnreadableSourceError):
-            raise
-        error = link.abandon(e, pipe.crew if pipe else None)
-        raise agree.resume_hint(error, link.peer_journal, theirs.host.hostname) from None
-    finally:
-        if pipe is not None:
-            pipe.close()
-        if rescue is not None:
-            rescue.close()
-        if source is not None:
-            source.close()
+            jobs = plan_jobs(chunks, chunks.count, start, iter([("resume", self.again)]) if self.again else None)
+        read = self.rescue.read if self.rescue else _plain_reader(self.source_)
+        self.sink(events.Phase("transfer", f"sending {chunks.count - start} chunks"))
+        self.resumed = self.frames.covered
+        self.pipe = SendPipeline(read, jobs, self.link.conn.data, chunk_size=opts.chunk_size, levels=levels,
+                                 image=self.image, keys=self.link.ctl.state.clone_keys(self.the_plan.session),
+                                 encrypted=self.the_plan.encrypted, workers=opts.workers, frames=self.frames)
+        self.started = time.monotonic()
+        return _SendLoop(self, levels).run()
+
+    def conclude(self, summary: m.Summary) -> events.Summary:
+        """Check the receiver's summary against what was sent; the verdict, as this side's summary or its error."""
+        pipe, source, rescue, opts = self.pipe, self.source_, self.rescue, self.opts
+        assert pipe is not None
+        if summary.list_digest != pipe.list_digest or summary.frames != pipe.frames:
+            raise RemoteProtocolError(
+                "the receiver's list of chunks differs from what was sent "
+                f"({summary.frames} frames, digest {summary.list_digest[:16]}…; "
+                f"sent {pipe.frames}, {pipe.list_digest[:16]}…)")
+        differs = finish.whole_digest_differs(opts.mode, summary.target_digest, pipe.image_digest)
+        verified = False if differs else summary.verified
+        bad = rescue.unreadable(self.umap.extents) if rescue is not None else []
+        hit = fsnames.files_hit(source.path, self.umap.parts, bad, self.sink) if bad else []
+        result = events.Summary(
+            role="sender", mode=opts.mode, source=identity.describe(source.identity), target=self.target_desc,
+            size=source.size, bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
+            bytes_sent=self.link.conn.data.bytes_out, bytes_written=summary.bytes_written,
+            zero_bytes=pipe.zero_bytes, seconds=round(time.monotonic() - self.started, 3),
+            list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
+            mismatches=[[r.offset, r.length] for r in summary.mismatches],
+            checks=[dataclasses.asdict(c) for c in summary.checks], resends=pipe.resends, resumed=self.resumed,
+            unreadable=sum(n for _, n in bad), unreadable_ranges=[[o, n] for o, n in bad[:1024]], files_hit=hit,
+            mapfile=str(rescue.path) if rescue is not None else None, source_digest=pipe.image_digest is not None,
+            rescue=rescue is not None,
+        )
+        self.sink(result)
+        if verified is False:
+            raise finish.failure(self.target_desc, [(r.offset, r.length) for r in summary.mismatches],
+                                 summary.checks, differs, summary.kept_as)
+        if bad:
+            raise unreadable_error(result.unreadable, bad, rescue.path if rescue else None)
+        return result
+
+    def failed(self, error: BaseException) -> BaseException:
+        """The error to raise: the first one (the pipeline's own before the lost link it caused), told to
+        the peer; how to go on, if the receiver's journal holds part of the clone."""
+        error = self.link.abandon(error, self.pipe.crew if self.pipe else None)
+        return agree.resume_hint(error, self.link.peer_journal, self.link.theirs.host.hostname)
+
+    def release(self) -> None:
+        for part in (self.pipe, self.rescue, self.source):
+            if part is not None:
+                part.close()
+
+
+class _SendLoop:
+    """The session thread while the pipeline streams: acks, resends, progress, the done of each epoch,
+    a source check the receiver asks for, until the receiver's summary."""
+
+    def __init__(self, clone: _Sending, levels: LevelController) -> None:
+        assert clone.pipe is not None
+        self.clone, self.pipe, self.levels = clone, clone.pipe, levels
+        self.ctl, self.sink, self.rescue = clone.link.ctl, clone.sink, clone.rescue
+        self.durable, self.epoch, self.done_sent = 0, 0, False
+        self.resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
+        self.remote = m.Progress(phase="transfer", done=0, total=0)  # the receiver's shares
+        self.rate, self.verify_rate = RateMeter(clone.chunks.bytes), RateMeter(1)
+        pipe, data = self.pipe, clone.link.conn.data
+        self.sampler = StageSampler(
+            {"read": lambda: pipe.read_meter.busy, "compress": lambda: pipe.work_meter.busy,
+             "link": lambda: data.send_seconds, "starved": lambda: pipe.results.waiting},
+            {"compress": clone.opts.workers})
+        self.cpu = CpuSampler()
+        self.last_report = time.monotonic()
+
+    def run(self) -> m.Summary:
+        self.pipe.start()
+        while True:
+            self.pipe.crew.check()
+            msg = self.ctl.poll(TICK)
+            if isinstance(msg, m.Summary):
+                if not self.done_sent:
+                    raise RemoteProtocolError("the receiver sent its summary before the stream ended")
+                if self.rescue is not None:
+                    self.rescue.save(final=True)
+                return msg
+            if msg is not None:
+                self._take(msg)
+            if not self.done_sent and self.pipe.done_in(self.epoch):
+                self._say_done()
+            elif not self.done_sent:
+                self._report()
+            if self.rescue is not None:
+                self.rescue.save()
+
+    def _take(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Ack):
+            self.durable = msg.bytes
+            self.clone.link.peer_journal = msg.journal
+            acked = self.pipe.acked(msg.seq)
+            if self.rescue is not None:
+                self.rescue.acked([(r.job.chunk, r.note) for r in acked if r.job.chunk is not None])
+        elif isinstance(msg, m.Resend):
+            self._resend(msg)
+        elif isinstance(msg, m.Progress) and msg.phase == "verify":
+            self.verify_rate.total = msg.total
+            self.verify_rate.update(msg.done)
+            self.sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total, rate=self.verify_rate.rate,
+                                      eta=self.verify_rate.eta(msg.done)))
+        elif isinstance(msg, m.Progress):
+            self.remote = msg
+        elif isinstance(msg, m.CheckSource):
+            checks = _check_source(self.clone.source_, self.clone.umap, self.rescue, msg.checks, self.sink)
+            self.ctl.send(m.SourceChecked(checks=tuple(checks)))
+
+    def _resend(self, msg: m.Resend) -> None:
+        self.resends[msg.seq] = self.resends.get(msg.seq, 0) + 1
+        if self.resends[msg.seq] > RESENDS_PER_FRAME or sum(self.resends.values()) > RESENDS_PER_CLONE:
+            raise RemoteProtocolError(f"the receiver asked for frame {msg.seq} again, beyond what a damaged link "
+                                      f"explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} per clone)")
+        self.pipe.rewind(msg.seq, msg.epoch)
+        self.epoch, self.done_sent = msg.epoch, False
+        self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
+
+    def _say_done(self) -> None:
+        pipe, total = self.pipe, self.clone.chunks.bytes
+        self.ctl.send(_done(pipe, self.epoch, self.rescue, self.clone.umap.extents))
+        self.done_sent = True
+        self.sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=total,
+                                  rate=self.rate.average(pipe.done_bytes), eta=0.0,
+                                  wire=self.clone.link.conn.data.bytes_out, durable=self.durable,
+                                  level=level_name(self.levels.level)))
+        self.sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
+
+    def _report(self) -> None:
+        """Twice a second: the level controller fed, the shares told to the receiver, progress here."""
+        if time.monotonic() - self.last_report < REPORT_EVERY:
+            return
+        self.last_report = time.monotonic()
+        pipe, remote, total = self.pipe, self.remote, self.clone.chunks.bytes
+        shares = self.sampler.sample()
+        self.levels.update(Sample(link=shares["link"], starved=shares.pop("starved"), workers=shares["compress"],
+                                  remote_link=remote.link_busy, remote_work=remote.work_busy,
+                                  remote_write=remote.write_busy, cpu_idle=self.cpu.idle()))
+        if "stages" in self.clone.caps:
+            self.ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=total, read_busy=shares["read"],
+                                     work_busy=shares["compress"], link_busy=shares["link"]))
+        shares.update(decompress=remote.work_busy, write=remote.write_busy)
+        self.rate.update(pipe.done_bytes)
+        self.sink(events.Progress(
+            phase="transfer", done=pipe.done_bytes, total=total, rate=self.rate.rate,
+            eta=self.rate.eta(pipe.done_bytes), wire=self.clone.link.conn.data.bytes_out, durable=self.durable,
+            level=level_name(self.levels.level), stages=shares, bottleneck=limit(shares),
+        ))
 
 
 def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
@@ -190,8 +356,7 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
                 return False  # readable before, not now: it cannot tell whether the source changed
         else:
             source.read_into(view, c.offset)
-        for hole_start, hole_len in c.holes:
-            view[hole_start : hole_start + hole_len] = bytes(hole_len)
+        c.zero_holes(view)
         return True
 
     link.peer_journal = offer.journal
@@ -209,88 +374,6 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
     sink(events.Resumed(role="sender", seq=len(frames), bytes=frames.covered, total=chunks.bytes, since=offer.since,
                         replaced=len(agreed.replace)))
     return agreed
-
-
-def _stream(link: PeerLink, pipe: SendPipeline, chunks: _ChunkList, levels: LevelController,
-            rescue: RescueJob | None, umap: usedmap.UsedMap, source: Source, opts: SendOptions,
-            sink: events.EventSink) -> m.Summary:
-    """Run the pipeline until the receiver's summary: acks, resends, progress, the done of each epoch."""
-    conn, ctl = link.conn, link.ctl
-    pipe.start()
-    durable, epoch, done_sent = 0, 0, False
-    resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
-    remote = m.Progress(phase="transfer", done=0, total=0)
-    rate = RateMeter(chunks.bytes)
-    verify_rate = RateMeter(1)
-    p = pipe
-    sampler = StageSampler(
-        {"read": lambda: p.read_meter.busy, "compress": lambda: p.work_meter.busy,
-         "link": lambda: conn.data.send_seconds, "starved": lambda: p.results.waiting},
-        {"compress": opts.workers},
-    )
-    cpu = CpuSampler()
-    last_report = time.monotonic()
-    while True:
-        pipe.crew.check()
-        msg = ctl.poll(TICK)
-        if isinstance(msg, m.Ack):
-            durable = msg.bytes
-            link.peer_journal = msg.journal
-            acked = pipe.acked(msg.seq)
-            if rescue is not None:
-                rescue.acked([(r.job.chunk, r.note) for r in acked if r.job.chunk is not None])
-        elif isinstance(msg, m.Resend):
-            resends[msg.seq] = resends.get(msg.seq, 0) + 1
-            if resends[msg.seq] > RESENDS_PER_FRAME or sum(resends.values()) > RESENDS_PER_CLONE:
-                raise RemoteProtocolError(f"the receiver asked for frame {msg.seq} again, beyond what a damaged "
-                                          f"link explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} "
-                                          "per clone)")
-            pipe.rewind(msg.seq, msg.epoch)
-            epoch, done_sent = msg.epoch, False
-            sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
-        elif isinstance(msg, m.Progress):
-            if msg.phase == "verify":
-                verify_rate.total = msg.total
-                verify_rate.update(msg.done)
-                sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total,
-                                     rate=verify_rate.rate, eta=verify_rate.eta(msg.done)))
-            else:
-                remote = msg
-        elif isinstance(msg, m.CheckSource):
-            ctl.send(m.SourceChecked(checks=tuple(_check_source(source, umap, rescue, msg.checks, sink))))
-        elif isinstance(msg, m.Summary):
-            if not done_sent:
-                raise RemoteProtocolError("the receiver sent its summary before the stream ended")
-            if rescue is not None:
-                rescue.save(final=True)
-            return msg
-        if not done_sent and pipe.done_in(epoch):
-            ctl.send(_done(pipe, epoch, rescue, umap.extents))
-            done_sent = True
-            sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
-                                 rate=rate.average(pipe.done_bytes), eta=0.0, wire=conn.data.bytes_out,
-                                 durable=durable, level=level_name(levels.level)))
-            sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
-        if not done_sent and time.monotonic() - last_report >= REPORT_EVERY:
-            last_report = time.monotonic()
-            shares = sampler.sample()
-            levels.update(Sample(link=shares["link"], starved=shares.pop("starved"),
-                                 workers=shares["compress"], remote_link=remote.link_busy,
-                                 remote_work=remote.work_busy, remote_write=remote.write_busy,
-                                 cpu_idle=cpu.idle()))
-            if "stages" in ctl.state.shared_caps:
-                ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=chunks.bytes,
-                                    read_busy=shares["read"], work_busy=shares["compress"],
-                                    link_busy=shares["link"]))
-            shares.update(decompress=remote.work_busy, write=remote.write_busy)
-            rate.update(pipe.done_bytes)
-            sink(events.Progress(
-                phase="transfer", done=pipe.done_bytes, total=chunks.bytes, rate=rate.rate,
-                eta=rate.eta(pipe.done_bytes), wire=conn.data.bytes_out, durable=durable,
-                level=level_name(levels.level), stages=shares, bottleneck=limit(shares),
-            ))
-        if rescue is not None:
-            rescue.save()
 
 
 def _check_source(source: Source, umap: usedmap.UsedMap, rescue: RescueJob | None,
@@ -320,49 +403,3 @@ def _encryption(link: PeerLink, opts: SendOptions) -> bool:
         raise RefusedError(f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",
                            hint="upgrade usb4-recovery there, or send with --no-encrypt")
     return True
-
-
-def _conclude(
-    summary: m.Summary, pipe: SendPipeline, source: Source, rescue: RescueJob | None, umap: usedmap.UsedMap,
-    target_desc: str, opts: SendOptions, seconds: float, resumed: int, conn: Connection, sink: events.EventSink,
-) -> events.Summary:
-    if summary.list_digest != pipe.list_digest or summary.frames != pipe.frames:
-        raise RemoteProtocolError(
-            "the receiver's list of chunks differs from what was sent "
-            f"({summary.frames} frames, digest {summary.list_digest[:16]}…; "
-            f"sent {pipe.frames}, {pipe.list_digest[:16]}…)"
-        )
-    mismatches = [[r.offset, r.length] for r in summary.mismatches]
-    verified = summary.verified
-    digest_differs = bool(opts.mode == "exact" and summary.target_digest and pipe.image_digest
-                          and summary.target_digest != pipe.image_digest)
-    if digest_differs:
-        verified = False
-    bad = rescue.unreadable(umap.extents) if rescue is not None else []
-    hit = fsnames.files_hit(source.path, umap.parts, bad, sink) if bad else []
-    result = events.Summary(
-        role="sender", mode=opts.mode, source=identity.describe(source.identity), target=target_desc,
-        size=source.size, bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
-        bytes_sent=conn.data.bytes_out, bytes_written=summary.bytes_written, zero_bytes=pipe.zero_bytes,
-        seconds=round(seconds, 3), list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
-        mismatches=mismatches, checks=[dataclasses.asdict(c) for c in summary.checks],
-        resends=pipe.resends, resumed=resumed, unreadable=sum(n for _, n in bad),
-        unreadable_ranges=[[o, n] for o, n in bad[:1024]], files_hit=hit,
-        mapfile=str(rescue.path) if rescue is not None else None, source_digest=pipe.image_digest is not None,
-        rescue=rescue is not None,
-    )
-    sink(result)
-    if verified is False and not mismatches and fscheck.failures(summary.checks):
-        raise fscheck.failure_error(summary.checks, target_desc).kept(summary.kept_as)
-    if verified is False and digest_differs and not mismatches:
-        raise VerificationError(f"the target read back whole ({target_desc}) does not give the source's BLAKE3",
-                                hint="run the clone again").kept(summary.kept_as)
-    if verified is False:
-        raise VerificationError(
-            f"the receiver read the target back and found {len(mismatches)} range(s) that differ",
-            ranges=[(a, b) for a, b in mismatches],
-            hint="the target disk may be failing; run the clone again or use another disk",
-        ).kept(summary.kept_as)
-    if bad:
-        raise unreadable_error(result.unreadable, bad, rescue.path if rescue else None)
-    return result

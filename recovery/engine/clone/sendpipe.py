@@ -249,8 +249,7 @@ class SendPipeline(Recorded):
             note = self.read(job, view)
         finally:
             self.read_meter.end(start)
-        for hole_start, hole_len in c.holes:
-            view[hole_start : hole_start + hole_len] = self._zeros[:hole_len]
+        c.zero_holes(view)
         self.jobs.put((gen, job, buf, note))
 
     def _work(self) -> None:

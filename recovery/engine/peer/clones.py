@@ -44,6 +44,7 @@ from recovery import events
 from recovery.disks import identity, match
 from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
 from recovery.engine.clone.level import parse_level
+from recovery.engine.clone.pipeline import TICK
 from recovery.engine.clone.receive import run_receive
 from recovery.engine.clone.send import run_send
 from recovery.engine.joblog import JobLog
@@ -66,7 +67,6 @@ from recovery.errors import (
 )
 from recovery.protocol import messages as m
 
-TICK = 0.25
 CLOSE_WAIT = 3.0  # seconds a closing session lets a cancelled clone tell the peer
 GOODBYE_WAIT = 2.0  # seconds a closing session waits for the peer's bye
 

@@ -1,0 +1,125 @@
+"""The receiver's resume journal through one clone, from its start to its end.
+
+A :class:`Keeper` begins with a new journal (:meth:`Keeper.fresh`) or the one a
+resume continues (:meth:`Keeper.resumed`), writes each durable point before its
+ack goes out, settles what was written since the last ack when the clone
+fails, ends with the clone (a clean clone needs no journal; one that left
+unreadable areas keeps it for a rescue run) and, last, keeps the journal if it
+holds anything durable or removes it. Without a journal (``--no-journal``, no
+capability "resume", or it could not be made) it only sends the acks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from recovery import events
+from recovery.disks import identity
+from recovery.engine.clone.framelist import FrameList
+from recovery.engine.clone.recvpipe import DurablePoint, ReceivePipeline
+from recovery.engine.clone.target import Target
+from recovery.engine.resume import journal
+from recovery.errors import RecoveryError
+from recovery.protocol import messages as m
+
+
+class Keeper:
+    def __init__(self, jrnl: journal.Journal | None, sink: events.EventSink) -> None:
+        self.journal = jrnl
+        self.sink = sink
+
+    @classmethod
+    def fresh(cls, log_dir: Path | None, plan: m.Plan, target: Target, source_desc: str,
+              sink: events.EventSink) -> Keeper:
+        """A journal for a clone from the beginning, of the target as prepared (None: it could not be made)."""
+        try:
+            prepared = target.identity()
+            jrnl = journal.Journal.create(log_dir, plan, prepared, identity.fingerprint(target.fd, target.size),
+                                          source_desc, identity.describe(prepared))
+        except OSError as e:
+            sink(events.Warning(f"no resume journal is kept ({e.strerror}): an interrupted clone starts over"))
+            jrnl = None
+        return cls(jrnl, sink)
+
+    @classmethod
+    def resumed(cls, found: journal.Found, start: int, rescue: bool, sink: events.EventSink) -> Keeper:
+        """The journal a resume continues; what it held from frame ``start`` on no longer counts."""
+        jrnl = journal.Journal(found.path, found.key, append_at=found.good_size)
+        jrnl.done = len(found.frames)
+        if start < len(found.frames):
+            found.frames.truncate(start)
+            jrnl.truncate(start)
+        if rescue and not found.head.get("rescue"):
+            jrnl.mark_rescue()
+        return cls(jrnl, sink)
+
+    def durable(self, point: DurablePoint, frames: FrameList, send: Callable[[m.Ack], None]) -> None:
+        """Frames up to ``point`` are on the target: journal them, then ack (saying where the journal is)."""
+        ack = m.Ack(seq=point.seq, bytes=point.covered)
+        jrnl = self.journal
+        if jrnl is None:
+            send(ack)
+            return
+        jrnl.durable(point, frames, then=lambda: send(
+            dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)))
+
+    def drain(self) -> None:
+        """Every line so far on the disk (the last ack out before the summary)."""
+        if self.journal is not None:
+            self.journal.drain()
+
+    @property
+    def holding(self) -> str | None:
+        """The journal's path while it was written and holds part of the clone, else None."""
+        jrnl = self.journal
+        return str(jrnl.path) if jrnl is not None and jrnl.error is None and jrnl.done > 0 else None
+
+    def settle(self, pipe: ReceivePipeline) -> None:
+        """The clone failed: make what was written since the last ack durable and journal it, if it can."""
+        jrnl = self.journal
+        if jrnl is None:
+            return
+        try:
+            pipe.settle(lambda point: jrnl.durable(point, pipe.framelist))
+            jrnl.drain()
+        except (RecoveryError, OSError) as e:
+            self.sink(events.Warning(f"what was written since the last flush is not in the journal: {e}"))
+        if jrnl.error is not None:
+            self.sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}): "
+                                     "the clone cannot resume, it starts over"))
+
+    def end(self, target: Target, verified: bool | None, unreadable: int) -> None:
+        """The clone ran to its end: a clean one needs no journal; one with unreadable areas keeps it for a
+        rescue run, with the target's fingerprint as it is now."""
+        jrnl, self.journal = self.journal, None
+        if jrnl is None:
+            return
+        jrnl.drain()
+        if jrnl.error is not None:
+            self.sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}); "
+                                     "it was given up"))
+        try:
+            if unreadable and verified is not False:
+                fd = target.fd if target.fd >= 0 else None
+                fp = (identity.fingerprint(fd, target.size) if fd is not None
+                      else identity.identify(target.path).fingerprint)
+                jrnl.finish(fp, unreadable)
+                jrnl.close()
+            else:
+                jrnl.remove()
+        except OSError as e:
+            self.sink(events.Warning(f"the resume journal {jrnl.path} could not be closed: {e.strerror}"))
+
+    def release(self) -> bool:
+        """The last step, whatever happened: keep a journal that holds something durable, remove one that
+        does not. True when one is kept (its target then stays too, for the resume)."""
+        jrnl, self.journal = self.journal, None
+        if jrnl is None:
+            return False
+        if jrnl.done > 0:
+            jrnl.close()
+            return True
+        jrnl.remove()  # nothing became durable: nothing to resume
+        return False
