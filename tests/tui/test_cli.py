@@ -86,6 +86,15 @@ def test_the_headless_demo_still_works_without_a_terminal() -> None:
     assert time.monotonic() - started < 60
 
 
+def test_a_usage_error_never_shows_a_traceback_even_with_debug() -> None:
+    for argv in (["send", "--debug", "--source", "/dev/null"], ["--debug", "send", "--bogus"], ["--debug", "tui"]):
+        r = recovery_cmd(*argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: "), (argv, r.stderr)
+    r = recovery_cmd("send", "--debug", "--source", "/dev/null")
+    assert "--debug goes before the command" in r.stderr
+
+
 def test_a_failing_tool_is_exit_15_with_the_command_and_debug_shows_where(tmp_path: Path) -> None:
     fake = tmp_path / "bin"
     fake.mkdir()
