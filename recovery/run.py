@@ -15,8 +15,12 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import IO, Any
 
 from recovery.errors import MissingToolError, RecoveryError, ToolError
+
+# Where a child's stdin, stdout or stderr goes: a subprocess constant, an open file, or None (ours).
+Redirect = int | IO[Any] | None
 
 # Where sbin tools live even when PATH lacks them (non-root shells).
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -125,13 +129,15 @@ def output(argv: Sequence[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: int | None = subprocess.DEVNULL,
-          stderr: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: Redirect = subprocess.DEVNULL,
+          stderr: Redirect = subprocess.PIPE, new_session: bool = False) -> subprocess.Popen[bytes]:
     """Start ``argv`` in the background, its stdin a pipe (closing it ends children that read it).
 
     For helpers that must live as long as something else does (a sleep
-    inhibitor, the other end of ``--via``); the caller ends it and waits for it.
-    ``stdout``/``stderr`` as for :class:`subprocess.Popen` (None: ours).
+    inhibitor, the other end of ``--via``, the demos' second process); the
+    caller ends it and waits for it. ``stdout``/``stderr`` as for
+    :class:`subprocess.Popen` (None: ours; an open file: that file).
+    ``new_session``: its own session, so a Ctrl-C on our terminal does not reach it.
     """
     argv = [str(a) for a in argv]
     if not argv:
@@ -139,7 +145,24 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: 
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
     try:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env))
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env),
+                                start_new_session=new_session)
     except OSError as e:
         raise _cannot_start(argv, e) from None
 
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End a child :func:`start` started: close its stdin, then SIGTERM, then SIGKILL after ``grace`` s."""
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:  # a broken pipe: it is gone already
+            pass
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
