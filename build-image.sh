@@ -364,7 +364,7 @@ ln -sf usr/lib/systemd/systemd "$root/init"
 echo usb4-recovery >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n127.0.1.1 usb4-recovery\n' >"$root/etc/hosts"
 systemctl --root="$root" enable recovery-console.service recovery-shell.service recovery-serial.service \
-	recovery-stream-module.service >/dev/null 2>&1
+	recovery-headless.service recovery-stream-module.service >/dev/null 2>&1
 systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
 # Replaced by the recovery units or pointless in a RAM-only appliance (binfmt_misc:
 # nothing foreign runs here, and its unit printed a FAILED line on the console).

@@ -1,4 +1,4 @@
-"""What both demos share: the sample disk, the tools it needs, and reading the other process's events.
+"""What both demos share: the sample disk, the tools it needs, starting the other process and reading its events.
 
 The sample disk is a GPT image with real ext4 and FAT filesystems, built
 without root and without mounting anything: sfdisk writes the table,
@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import recovery
 from recovery import run
 from recovery.errors import LinkError, MissingToolError
 from recovery.events import parse_line
@@ -37,6 +40,16 @@ def check_tools() -> None:
         packages = " ".join(sorted({NEEDED[t] for t in missing}))
         raise MissingToolError(f"the demo needs {', '.join(f'{t} ({NEEDED[t]})' for t in missing)}",
                                hint=f"install them: apt install {packages}")
+
+
+def start_recovery(args: Sequence[str], *, stderr: run.Redirect = subprocess.DEVNULL,
+                   new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``python -m recovery ARGS`` from this same copy of the program (the demo's other process),
+    its stdout a pipe for :class:`EventLines`, its stdin a pipe (see :func:`run.start`)."""
+    root = str(Path(recovery.__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return run.start([sys.executable, "-m", "recovery", *args], env={"PYTHONPATH": path},
+                     stdout=subprocess.PIPE, stderr=stderr, new_session=new_session)
 
 
 class EventLines:

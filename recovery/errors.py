@@ -169,6 +169,13 @@ class UnreadableSourceError(RecoveryError):
         self.ranges = ranges or []
 
 
+class ToolError(RecoveryError):
+    """A program this one runs could not start, failed, or did not finish in time."""
+
+    code = "tool"
+    exit_code = 15
+
+
 INTERRUPTED_EXIT_CODE = 130
 
 ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
@@ -188,6 +195,7 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
         NoPeerError,
         PairingError,
         UnreadableSourceError,
+        ToolError,
     )
 }
 

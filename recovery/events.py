@@ -22,7 +22,13 @@ class Event:
 
 @dataclass(frozen=True)
 class Phase(Event):
-    """A step of the run begins: connect, handshake, map, transfer, flush, verify."""
+    """A step of the run begins, or a status line; ``name`` is one of:
+
+    connect, handshake, map, resume, transfer, rescue, verify (a clone);
+    demo (``recovery demo``); session (``recovery agent``: a session ended);
+    clone, tcp, cable (``recovery agent`` without ``--json`` only: a clone
+    starts or ends, its listener, the cable).
+    """
 
     kind: ClassVar[str] = "phase"
     name: str

@@ -2,7 +2,9 @@
 
 Argument lists only (never a shell string), a fixed C locale, the child
 killed if we are interrupted, and failures reported with the command line
-and the child's last words.
+and the child's last words: a :class:`~recovery.errors.ToolError` (exit 15)
+when a program cannot start, fails or runs out of time; a
+:class:`~recovery.errors.MissingToolError` when it is not installed.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import IO, Any
 
-from recovery.errors import MissingToolError, RecoveryError
+from recovery.errors import MissingToolError, RecoveryError, ToolError
+
+# Where a child's stdin, stdout or stderr goes: a subprocess constant, an open file, or None (ours).
+Redirect = int | IO[Any] | None
 
 # Where sbin tools live even when PATH lacks them (non-root shells).
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -44,17 +51,29 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-class CommandError(RecoveryError):
-    """A helper program failed."""
+class CommandError(ToolError):
+    """A helper program ended with an exit code other than 0 (or was killed by a signal)."""
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
         last = " ".join(stderr.strip().splitlines()[-1:])[:300]
-        super().__init__(
-            f"`{shlex.join(argv)}` failed with exit code {returncode}" + (f": {last}" if last else "")
-        )
+        super().__init__(f"`{shlex.join(argv)}` {_ending(returncode)}" + (f": {last}" if last else ""))
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
+
+
+def _ending(returncode: int) -> str:
+    """How a child ended, in words: its exit code, or the signal that killed it."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"failed with exit code {returncode}"
+
+
+def _cannot_start(argv: Sequence[str], e: OSError) -> ToolError:
+    return ToolError(f"cannot start `{shlex.join(argv)}`: {e.strerror or e}")
 
 
 def run(
@@ -66,7 +85,8 @@ def run(
     timeout: float | None = None,
     stdout: int | None = subprocess.PIPE,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``argv`` to completion; raise :class:`CommandError` if it fails."""
+    """Run ``argv`` to completion; raise :class:`CommandError` if it fails, :class:`ToolError`
+    if it cannot start or is still running after ``timeout`` seconds (it is killed then)."""
     argv = [str(a) for a in argv]
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
@@ -82,7 +102,9 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise RecoveryError(f"`{shlex.join(argv)}` did not finish within {timeout} s") from None
+        raise ToolError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s (stopped)") from None
+    except OSError as e:
+        raise _cannot_start(argv, e) from None
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
@@ -99,7 +121,7 @@ def foreground(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> 
     try:
         return subprocess.call(argv, env=_env(env))
     except OSError as e:
-        raise RecoveryError(f"cannot start `{shlex.join(argv)}`: {e.strerror}") from None
+        raise _cannot_start(argv, e) from None
 
 
 def output(argv: Sequence[str], **kwargs: object) -> str:
@@ -107,13 +129,15 @@ def output(argv: Sequence[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: int | None = subprocess.DEVNULL,
-          stderr: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: Redirect = subprocess.DEVNULL,
+          stderr: Redirect = subprocess.PIPE, new_session: bool = False) -> subprocess.Popen[bytes]:
     """Start ``argv`` in the background, its stdin a pipe (closing it ends children that read it).
 
     For helpers that must live as long as something else does (a sleep
-    inhibitor, the other end of ``--via``); the caller ends it and waits for it.
-    ``stdout``/``stderr`` as for :class:`subprocess.Popen` (None: ours).
+    inhibitor, the other end of ``--via``, the demos' second process); the
+    caller ends it and waits for it. ``stdout``/``stderr`` as for
+    :class:`subprocess.Popen` (None: ours; an open file: that file).
+    ``new_session``: its own session, so a Ctrl-C on our terminal does not reach it.
     """
     argv = [str(a) for a in argv]
     if not argv:
@@ -121,6 +145,24 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: 
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
     try:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env))
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env),
+                                start_new_session=new_session)
     except OSError as e:
-        raise RecoveryError(f"cannot start `{shlex.join(argv)}`: {e.strerror}") from None
+        raise _cannot_start(argv, e) from None
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End a child :func:`start` started: close its stdin, then SIGTERM, then SIGKILL after ``grace`` s."""
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:  # a broken pipe: it is gone already
+            pass
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)

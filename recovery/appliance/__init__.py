@@ -1,10 +1,11 @@
 """Boot-time launcher of the USB4 Recovery appliance.
 
-The appliance image starts this module on three terminals (systemd units in
-initramfs/rootfs/etc/systemd/system/):
+The appliance image starts this module on two terminals and on none
+(systemd units in initramfs/rootfs/etc/systemd/system/):
 
-    python3 -m recovery.appliance console   the first screen (tty1)
-    python3 -m recovery.appliance serial    the serial console (ttyS0)
+    python3 -m recovery.appliance console    the first screen (tty1)
+    python3 -m recovery.appliance serial     the serial console (ttyS0), if there is one
+    python3 -m recovery.appliance headless   the headless clone, once per boot, on no terminal
 
 (the second screen, tty2, is a plain root shell).  What they do is chosen on
 the kernel command line:
@@ -12,7 +13,7 @@ the kernel command line:
     recovery.mode=wizard    (default) the wizard on tty1, root shell on serial
     recovery.mode=shell     root shells everywhere
     recovery.mode=send      headless `recovery send ...`, its log on the serial
-    recovery.mode=receive   console and on tty1; then a root shell
+    recovery.mode=receive   console (if any) and on tty1; then a root shell
 
 For send and receive every other ``recovery.<opt>[=<value>]`` becomes
 ``--<opt> [<value>]`` of the command (``_`` may stand for ``-``), except

@@ -1,4 +1,9 @@
-"""Running things on the appliance: the first screen, the serial console, a headless clone."""
+"""Running things on the appliance: the first screen, the serial console, a headless clone.
+
+A headless clone runs in a unit of its own, on no terminal (``headless``), so
+it runs on a machine without a serial port too; the first screen and the
+serial console (when there is one) follow its log and show its RESULT line.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TextIO
 
 from recovery import run
 from recovery.appliance.checks import SystemState, check_system, ready_line, result_line, unsettled_disks
@@ -28,6 +34,7 @@ from recovery.sysattr import read_attr
 RUN_DIR = Path("/run/usb4-recovery")
 HEADLESS_LOG = RUN_DIR / "headless.log"
 HEADLESS_RESULT = RUN_DIR / "headless.result"
+SERIAL_SHOWN = RUN_DIR / "headless.serial-shown"  # the serial console showed the log (it may restart)
 
 
 def _say(text: str = "") -> None:
@@ -71,10 +78,14 @@ def _some_disk(sys_root: Path = Path("/sys")) -> bool:
                for d in (sys_root / "block").glob("*"))
 
 
+def _settle_disks(timeout: float) -> None:
+    """udev may still be finding disks: give them a moment, and let it finish
+    each disk it found so the stick is told apart."""
+    _wait_for(lambda: _some_disk() and not unsettled_disks(), timeout)
+
+
 def _current_state(wait_disks: float = 10.0) -> SystemState:
-    # udev may still be finding disks when this starts: give them a moment,
-    # and let it finish each disk it found so the stick is told apart.
-    _wait_for(lambda: _some_disk() and not unsettled_disks(), wait_disks)
+    _settle_disks(wait_disks)
     try:
         disks: Sequence[DiskInfo] = inventory.list_disks()
     except (RecoveryError, OSError) as e:
@@ -195,24 +206,34 @@ def _console_wizard(plan: BootPlan, plan_error: str | None) -> int:
         _press_enter("\nPress Enter to start the wizard again. ")
 
 
-def _console_headless(plan: BootPlan) -> int:
-    _say(f"Headless {plan.mode}: {' '.join(plan.argv)}")
-    _say("Its log follows (also on the serial console).\n")
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _follow_headless(write: Callable[[str], None], poll: float = 1.0) -> str:
+    """Pass the headless run's log to ``write`` as it grows (whole lines), until
+    its result is written; the RESULT line."""
     shown = 0
     while True:
+        done = HEADLESS_RESULT.exists()  # before reading: the log is complete once the result is there
         try:
-            text = HEADLESS_LOG.read_text(errors="replace")
+            data = HEADLESS_LOG.read_bytes()
         except OSError:
-            text = ""
-        if len(text) > shown:
-            sys.stdout.write(text[shown:])
-            sys.stdout.flush()
-            shown = len(text)
-        if HEADLESS_RESULT.exists() and shown >= len(text):
-            break
-        time.sleep(1)
-    _say("\n" + _file_text(HEADLESS_RESULT))
+            data = b""
+        end = len(data) if done else data.rfind(b"\n") + 1
+        if end > shown:
+            write(data[shown:end].decode(errors="replace"))
+            shown = end
+        if done:
+            return _file_text(HEADLESS_RESULT)
+        time.sleep(poll)
+
+
+def _console_headless(plan: BootPlan) -> int:
+    _say(f"Headless {plan.mode}: {' '.join(plan.argv)}")
+    _say("Its log follows (also on the serial console, if this machine has one).\n")
+    _say("\n" + _follow_headless(_write))
     _press_enter("\nPress Enter for a root shell. ")
     _exec_shell()
     return 0
@@ -230,64 +251,88 @@ def run_console() -> int:
     return _console_wizard(plan, plan_error)
 
 
-def _bring_up(interface: str) -> None:
+def _bring_up(interface: str, note: Callable[[str], None]) -> None:
     """The interface a headless run names, up with its link-local address (the tbnet link's own steps)."""
     from recovery.link import tbnet
 
     sysfs = Sysfs()
     if not _wait_for(lambda: sysfs.interface(interface) is not None, 30):
-        _say(f"usb4-recovery: network interface {interface} did not appear")
+        note(f"usb4-recovery: network interface {interface} did not appear")
         return
     iface = sysfs.interface(interface)
     assert iface is not None
     try:
         tbnet.bring_up(iface)
     except RecoveryError as e:
-        _say(f"usb4-recovery: {e.message}")
+        note(f"usb4-recovery: {e.message}")
         return
     if not _wait_for(lambda: bool(tbnet.ready_address(interface)), 15):
-        _say(f"usb4-recovery: {interface} has no IPv6 link-local address yet (no carrier?)")
+        note(f"usb4-recovery: {interface} has no IPv6 link-local address yet (no carrier?)")
 
 
-def _stream(argv: Sequence[str], log: Path) -> Iterator[str]:
-    """Run argv, yielding its output lines (stdout and stderr) as they come."""
-    with open(log, "a", encoding="utf-8") as logf:
-        proc = run.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert proc.stdout is not None and proc.stdin is not None
-        proc.stdin.close()
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            logf.write(line)
-            logf.flush()
-            yield line.rstrip("\n")
-        proc.wait()
-        yield f"\0exit {proc.returncode}"
+def _stream(argv: Sequence[str], log: TextIO) -> Iterator[str]:
+    """Run argv, yielding its output lines (stdout and stderr) as they come, each also written to ``log``."""
+    proc = run.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdin.close()
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace")
+        log.write(line)
+        log.flush()
+        yield line.rstrip("\n")
+    proc.wait()
+    yield f"\0exit {proc.returncode}"
 
 
 def run_headless(plan: BootPlan) -> str:
+    """Run the headless command: its output and these notes go to HEADLESS_LOG (and
+    our stdout); the RESULT line, also written to HEADLESS_RESULT whatever happens,
+    so the screens that follow the log never wait for ever."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    HEADLESS_LOG.touch()
-    for iface in plan.interfaces():
-        _bring_up(iface)
-    for dev in plan.device_options():
-        if not _wait_for(partial(os.path.exists, dev), 30):
-            _say(f"usb4-recovery: {dev} did not appear within 30 s")
-    _say("usb4-recovery: running " + " ".join(plan.argv))
     lines: list[str] = []
     rc = 127
     try:
-        for line in _stream([*_recovery_cmd(), *plan.argv[1:]], HEADLESS_LOG):
-            if line.startswith("\0exit "):
-                rc = int(line.split()[1])
-                continue
-            lines.append(line)
-            del lines[:-200]
-            _say(line)
-    except (OSError, RecoveryError) as exc:
-        lines.append(f"cannot run recovery: {exc}")
+        with open(HEADLESS_LOG, "a", encoding="utf-8") as log:
+
+            def note(text: str) -> None:
+                log.write(text + "\n")
+                log.flush()
+                _say(text)
+
+            try:
+                for iface in plan.interfaces():
+                    _bring_up(iface, note)
+                for dev in plan.device_options():
+                    if not _wait_for(partial(os.path.exists, dev), 30):
+                        note(f"usb4-recovery: {dev} did not appear within 30 s")
+                note("usb4-recovery: running " + " ".join(plan.argv))
+                for line in _stream([*_recovery_cmd(), *plan.argv[1:]], log):
+                    if line.startswith("\0exit "):
+                        rc = int(line.split()[1])
+                        continue
+                    lines.append(line)
+                    del lines[:-200]
+                    _say(line)
+            except (OSError, RecoveryError) as exc:
+                lines.append(f"cannot run recovery: {exc}")
+                note(lines[-1])
+    except Exception as exc:  # noqa: BLE001 - a bug here must still end the screens' wait, and say why
+        lines.append(f"usb4-recovery: {type(exc).__name__}: {exc}")
     result = result_line(rc, lines)
     HEADLESS_RESULT.write_text(result + "\n")
     return result
+
+
+def run_headless_once() -> int:
+    """The headless unit: the clone the kernel command line asks for, once per boot, on no terminal.
+
+    Always 0: the verdict is the RESULT line, which the screens show."""
+    plan, _ = _plan_or_complain()  # the screens show a bad command line
+    if not plan.headless or HEADLESS_RESULT.exists():
+        return 0
+    _settle_disks(10.0)
+    _say(run_headless(plan))
+    return 0
 
 
 def run_serial() -> int:
@@ -303,10 +348,13 @@ def run_serial() -> int:
         _say(f"usb4-recovery: problem: {problem.what} What to do: {problem.todo}")
     _say(ready_line(plan, state))
     if plan.headless:
-        if HEADLESS_RESULT.exists():
-            _say(_file_text(HEADLESS_RESULT))  # ran already this boot: do not clone twice
+        # The headless unit runs the clone (with or without this console): follow its log.
+        if SERIAL_SHOWN.exists():
+            _say(_file_text(HEADLESS_RESULT))  # this console restarted: the log was shown this boot
         else:
-            _say(run_headless(plan))
+            _say(_follow_headless(_write))
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            SERIAL_SHOWN.touch()
     _say("usb4-recovery: root shell on the serial console")
     _exec_shell()
     return 0
@@ -317,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     sub.add_parser("console", help="run on the first screen (tty1)")
     sub.add_parser("serial", help="run on the serial console")
+    sub.add_parser("headless", help="run the headless clone the kernel command line asks for, once per boot, "
+                                    "on no terminal")
     show = sub.add_parser("plan", help="print what a kernel command line would run")
     show.add_argument("cmdline", nargs="?", help="default: /proc/cmdline")
     args = parser.parse_args(argv)
@@ -335,5 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.role == "console":
         return run_console()
+    if args.role == "headless":
+        return run_headless_once()
     return run_serial()
 

@@ -17,12 +17,13 @@ from typing import Any
 
 from recovery import events
 from recovery.cli.common import add_json
-from recovery.demo import DEMO_RATE, EventLines, build_sample_disk, check_tools
+from recovery.demo import DEMO_RATE, EventLines, build_sample_disk, check_tools, start_recovery
 from recovery.engine.api import SendOptions
 from recovery.engine.clone.compare import compare
 from recovery.engine.clone.send import send_disk
 from recovery.errors import LinkError, UsageError, VerificationError, error_from_code
 from recovery.link.tcp import Endpoint, connect
+from recovery.run import stop
 from recovery.units import human_size, parse_size
 
 
@@ -82,11 +83,7 @@ def run_headless(args: argparse.Namespace) -> int:
         if os.path.exists(target):
             os.unlink(target)
         out(events.Phase("demo", "starting the receiving process"))
-        receiver = subprocess.Popen(
-            [sys.executable, "-m", "recovery", "receive", "--target", target,
-             "--listen", "127.0.0.1:0", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
+        receiver = start_recovery(["receive", "--target", target, "--listen", "127.0.0.1:0", "--json"])
         lines = EventLines(receiver, "the receiving process")
         port = int(lines.wait_for("listening", timeout=30)["port"])
         pairing = lines.wait_for("pairing", timeout=30)
@@ -107,12 +104,8 @@ def run_headless(args: argparse.Namespace) -> int:
             raise VerificationError("the target image differs from the sample disk")
         return 0
     finally:
-        if receiver is not None and receiver.poll() is None:
-            receiver.terminate()
-            try:
-                receiver.wait(5)
-            except subprocess.TimeoutExpired:
-                receiver.kill()
+        if receiver is not None:
+            stop(receiver)
         if not args.keep and not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
 

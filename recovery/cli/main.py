@@ -2,7 +2,8 @@
 
 Every failure becomes one line on stderr (and a JSON ``error`` event with
 ``--json``) and the exit code of its class in :mod:`recovery.errors`;
-tracebacks only with ``--debug``.
+tracebacks only with ``--debug``, and never for a usage error (its one line
+says all there is to say).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ TERMINATED_EXIT_CODE = 143
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+        hint = f"see `{self.prog} --help`"
+        if message.startswith("unrecognized arguments:") and "--debug" in message.split():
+            hint = "--debug goes before the command: `recovery --debug COMMAND ...`"
+        raise UsageError(f"{self.prog}: {message}", hint=hint)
 
 
 def _modules(argv: Sequence[str]) -> list[ModuleType]:
@@ -45,7 +49,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "compressed and verified end to end.",
     )
     parser.add_argument("--version", action="version", version=f"usb4-recovery {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show where an error happened (a traceback); never for a bad command line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _modules(argv):
         module.register(sub)
@@ -54,13 +59,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in argv  # until the command line is parsed: it may fail before that
     out = Output(json_mode="--json" in argv)
     signal.signal(signal.SIGINT, INTERRUPTS.handler)
     signal.signal(signal.SIGTERM, INTERRUPTS.handler)
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
+        debug = args.debug
         if args.command is None:
             # The appliance's first console: a person, so the wizard. Anything else: help.
             if sys.stdin.isatty() and sys.stdout.isatty():
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.output = Output(json_mode=getattr(args, "json", False), stream=_report_stream(args))
         return int(args.run(args) or 0)
     except RecoveryError as e:
-        if debug:
+        if debug and not isinstance(e, UsageError):
             traceback.print_exc()
         code = e.exit_code
         if isinstance(e, Interrupted) and INTERRUPTS.signal == signal.SIGTERM:

@@ -11,19 +11,16 @@ makes all of it and removes all of it, processes and files, on every way out.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import recovery
-from recovery.demo import DEMO_RATE, MIB, EventLines, build_sample_disk, check_tools
+from recovery.demo import DEMO_RATE, MIB, EventLines, build_sample_disk, check_tools, start_recovery
 from recovery.errors import LinkError
 from recovery.link.tcp import Endpoint
 from recovery.protocol import codes
+from recovery.run import stop
 from recovery.tui.config import WizardConfig
 
 PEER_NAME = "demo-peer"
@@ -70,18 +67,15 @@ class DemoWorld:
     def _start_agent(self) -> None:
         out = self.workdir / "peer-events.jsonl"
         err = self.workdir / "peer-errors.txt"
-        argv = [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
+        args = ["agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
                 "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
                 "--code", self.code, "--json", "--stop-on-eof",
                 *(["--link-rate", str(self.rate)] if self.rate else [])]
-        root = str(Path(recovery.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         self._events_file = open(out, "wb")
         with open(err, "wb") as stderr:
             # Its own session: a Ctrl-C meant for the wizard must not reach the peer first.
             # Its stdin is a pipe from us: when we end, however we end, it ends too.
-            self.agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                          env=env, start_new_session=True)
+            self.agent = start_recovery(args, stderr=stderr, new_session=True)
         self.events = EventLines(self.agent, "the demo's simulated peer", copy=self._events_file)
         try:
             self.port = int(self.events.wait_for("listening", START_TIMEOUT)["port"])
@@ -104,15 +98,7 @@ class DemoWorld:
         if agent is None:
             return
         try:
-            if agent.stdin is not None:
-                agent.stdin.close()
-            if agent.poll() is None:
-                agent.send_signal(signal.SIGTERM)
-                try:
-                    agent.wait(5)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    agent.wait(5)
+            stop(agent)
         finally:
             if self.events is not None:
                 self.events.thread.join(5)

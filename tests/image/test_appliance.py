@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from recovery.appliance import (
     BootPlan,
     CmdlineError,
     check_system,
+    console,
     parse_cmdline,
     ready_line,
     result_line,
@@ -296,3 +300,130 @@ def test_result_line_reads_the_cli_summary_event() -> None:
     failed = '{"event":"error","code":"no_peer","message":"no sender came","exit_code":12}'
     assert result_line(12, [failed]) == "USB4-RECOVERY RESULT failed exit=12 error=no sender came"
     assert result_line(0, ['{"event":"progress","done":1}', used, "plain words"]).endswith("digest=L1")
+
+
+# --- the headless run: its own unit, on no terminal; the screens follow its log ---
+
+UNITS = Path(__file__).resolve().parents[2] / "initramfs" / "rootfs" / "etc" / "systemd" / "system"
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    """A unit file's settings, as "Section.Key" -> its values in order."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in (UNITS / name).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            settings.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return settings
+
+
+def test_the_headless_run_has_a_unit_that_needs_no_serial_port() -> None:
+    runners = [p.name for p in UNITS.glob("*.service") if "recovery.appliance headless" in p.read_text()]
+    assert runners == ["recovery-headless.service"]
+    unit = _unit("recovery-headless.service")
+    assert unit["Service.ExecStart"] == ["/usr/bin/python3 -m recovery.appliance headless"]
+    assert "Service.TTYPath" not in unit and unit["Service.StandardInput"] == ["null"]
+    assert not [value for key, values in unit.items() for value in values
+                if key.startswith(("Unit.Condition", "Unit.Assert", "Unit.Requires", "Unit.BindsTo", "Unit.After"))
+                and ("tty" in value or "serial" in value)]
+    assert "recovery-stream-module.service" in unit["Unit.After"][0].split()  # the cable's module, if it loads
+    assert unit["Install.WantedBy"] == ["multi-user.target"]
+    enable = re.search(r"systemctl --root=\S+ enable ([^>]*)>", (UNITS.parents[4] / "build-image.sh").read_text())
+    assert enable and "recovery-headless.service" in enable.group(1).split()
+    # The serial console only follows it: on a machine without a UART nothing waits for that unit.
+    assert _unit("recovery-serial.service")["Service.ExecStart"] == ["/usr/bin/python3 -m recovery.appliance serial"]
+
+
+@pytest.fixture
+def headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The appliance's run directory in tmp_path, `recovery` a fake that prints a summary
+    (and counts its runs), and no wait for disks."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(console, "RUN_DIR", run_dir)
+    monkeypatch.setattr(console, "HEADLESS_LOG", run_dir / "headless.log")
+    monkeypatch.setattr(console, "HEADLESS_RESULT", run_dir / "headless.result")
+    monkeypatch.setattr(console, "SERIAL_SHOWN", run_dir / "headless.serial-shown")
+    fake = tmp_path / "recovery"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo run >>'{tmp_path / 'runs'}'\n"
+        "echo \"args: $*\"\n"
+        "echo 'warming up' >&2\n"
+        """echo '{"event":"summary","role":"receiver","list_digest":"L1","image_digest":null}'\n"""
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(console, "_recovery_cmd", lambda: [str(fake)])
+    monkeypatch.setattr(console, "_settle_disks", lambda timeout: None)
+    return tmp_path
+
+
+def _plan(monkeypatch: pytest.MonkeyPatch, cmdline: str) -> None:
+    monkeypatch.setattr(console, "_plan_or_complain", lambda: (parse_cmdline(cmdline), None))
+
+
+def test_the_headless_unit_runs_the_clone_once_and_the_screens_follow_it(
+        headless: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = headless / "target.img"
+    target.write_bytes(b"")
+    _plan(monkeypatch, f"recovery.mode=receive recovery.target={target} recovery.yes")
+    followed: list[str] = []
+    result: list[str] = []
+    follower = threading.Thread(target=lambda: result.append(console._follow_headless(followed.append, 0.05)))
+    follower.start()  # a screen that came up first: it waits for the run, whenever it starts
+    assert console.main(["headless"]) == 0
+    follower.join(10)
+    log = console.HEADLESS_LOG.read_text()
+    assert result == ["USB4-RECOVERY RESULT ok exit=0 digest=L1"]
+    assert console.HEADLESS_RESULT.read_text() == result[0] + "\n"
+    assert "".join(followed) == log  # every line, in order, nothing twice
+    assert log.startswith(f"usb4-recovery: running recovery receive --target {target} --yes --json\n")
+    assert f"args: receive --target {target} --yes --json\nwarming up\n" in log
+    assert console.main(["headless"]) == 0  # once per boot: a restarted unit does not clone again
+    assert (headless / "runs").read_text() == "run\n"
+    later: list[str] = []
+    assert console._follow_headless(later.append, 0.05) == result[0] and "".join(later) == log
+
+
+def test_the_headless_unit_does_nothing_outside_headless_modes(headless: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for cmdline in ("", "recovery.mode=shell"):
+        _plan(monkeypatch, cmdline)
+        assert console.main(["headless"]) == 0
+    assert not console.HEADLESS_RESULT.exists() and not (headless / "runs").exists()
+
+
+def test_a_headless_run_that_breaks_still_ends_the_screens_wait(
+        headless: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _plan(monkeypatch, f"recovery.mode=send recovery.source={headless / 'source.img'}")
+    monkeypatch.setattr(console, "_wait_for", lambda predicate, timeout, step=0.5: True)
+
+    def broken(argv: object, log: object) -> Iterator[str]:
+        raise ValueError("a bug")
+        yield ""
+
+    monkeypatch.setattr(console, "_stream", broken)
+    assert console.main(["headless"]) == 0
+    assert console._follow_headless(lambda text: None, 0.05) == (
+        "USB4-RECOVERY RESULT failed exit=127 error=usb4-recovery: ValueError: a bug")
+
+
+def test_the_serial_console_shows_the_headless_log_once_then_only_the_result(
+        headless: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    target = headless / "target.img"
+    target.write_bytes(b"")
+    _plan(monkeypatch, f"recovery.mode=receive recovery.target={target} recovery.yes")
+    root = _sysfs(headless, ["thunderbolt"], {"vda": 2048})
+    monkeypatch.setattr(console, "_current_state", lambda: check_system(VDA, root, "7.2"))
+    monkeypatch.setattr(console, "_exec_shell", lambda: None)
+    assert console.main(["headless"]) == 0
+    capsys.readouterr()
+    console.main(["serial"])  # started late (after the run ended): still the whole log
+    first = capsys.readouterr().out
+    assert first.index("USB4-RECOVERY READY mode=receive") < first.index("usb4-recovery: running recovery receive")
+    assert first.index('"list_digest":"L1"') < first.index("USB4-RECOVERY RESULT ok exit=0 digest=L1")
+    console.main(["serial"])  # restarted after its root shell: the result, not the log again
+    again = capsys.readouterr().out
+    assert "USB4-RECOVERY RESULT ok" in again and "running recovery receive" not in again

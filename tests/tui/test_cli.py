@@ -84,3 +84,29 @@ def test_the_headless_demo_still_works_without_a_terminal() -> None:
     assert r.returncode == 0, r.stderr
     assert "Clone complete and verified." in r.stdout and "byte-identical" in r.stdout
     assert time.monotonic() - started < 60
+
+
+def test_a_usage_error_never_shows_a_traceback_even_with_debug() -> None:
+    for argv in (["send", "--debug", "--source", "/dev/null"], ["--debug", "send", "--bogus"], ["--debug", "tui"]):
+        r = recovery_cmd(*argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: "), (argv, r.stderr)
+    r = recovery_cmd("send", "--debug", "--source", "/dev/null")
+    assert "--debug goes before the command" in r.stderr
+
+
+def test_a_failing_tool_is_exit_15_with_the_command_and_debug_shows_where(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sfdisk").write_text("#!/bin/sh\necho 'sfdisk: cannot do that' >&2\nexit 4\n")
+    (fake / "sfdisk").chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    argv = [sys.executable, "-m", "recovery", "demo", "--headless", "--size", "64", "--dir", str(tmp_path / "d")]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode == 15, r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in r.stderr
+    assert f"{fake}/sfdisk --quiet" in error[0] and error[0].endswith("failed with exit code 4: sfdisk: cannot do that")
+    r = subprocess.run([argv[0], *argv[1:3], "--debug", *argv[3:]], capture_output=True, text=True, timeout=120,
+                       env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode == 15 and "Traceback" in r.stderr and "CommandError" in r.stderr
