@@ -20,7 +20,7 @@ from functools import cache
 import blake3
 
 from recovery.disks import blockdev
-from recovery.protocol.messages import HostInfo, Identity
+from recovery.protocol.values import HostInfo, Identity
 from recovery.units import human_size
 
 FINGERPRINT_SPAN = 64 << 10  # bytes hashed at each end of the disk

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyudev
 
 from recovery.disks import blockdev, fsinfo, partitions, usage
-from recovery.protocol.messages import DiskInfo, PartitionInfo
+from recovery.protocol.values import DiskInfo, PartitionInfo
 from recovery.sysattr import read_attr
 
 SKIP_PREFIXES = ("ram", "zram", "fd", "sr", "nbd", "mtdblock")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from recovery.disks import identity
-from recovery.protocol.messages import Identity
+from recovery.protocol.values import Identity
 
 
 def _own_keys(ident: Identity) -> set[str]:

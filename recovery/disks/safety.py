@@ -14,7 +14,7 @@ import stat
 
 from recovery.disks import identity, partitions, usage
 from recovery.errors import RefusedError
-from recovery.protocol.messages import Identity
+from recovery.protocol.values import Identity
 from recovery.units import human_size
 
 

@@ -26,7 +26,7 @@ import blake3
 
 from recovery import run
 from recovery.disks import fsmap, partdev, partitions, signatures
-from recovery.protocol.messages import MapPart
+from recovery.protocol.values import MapPart
 
 ALIGN = 4096
 NOTE_MAX = 255  # a plan's note per partition (MapPart.note)

@@ -11,6 +11,7 @@ import struct
 
 from recovery.errors import RemoteProtocolError
 from recovery.protocol.channels import CONTROL, DATA
+from recovery.protocol.records import RecordReader
 
 MUX_HEADER = struct.Struct(
     "!"
@@ -34,26 +35,26 @@ class MuxDecoder:
     """Feed bytes from the shared stream; take (channel, bytes) records."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._records = RecordReader(MUX_HEADER, MAX_RECORD, MuxError, "mux record", check=_check_header)
 
     def receive_data(self, data: bytes) -> None:
-        self._buf += data
+        self._records.receive_data(data)
 
     def next_record(self) -> tuple[int, bytes] | None:
-        if len(self._buf) < MUX_HEADER.size:
+        record = self._records.next_record()
+        if record is None:
             return None
-        channel, length = MUX_HEADER.unpack_from(self._buf)
-        if channel not in (CONTROL, DATA):
-            raise MuxError(f"mux record for unknown channel {channel}")
-        if not 0 < length <= MAX_RECORD:
-            raise MuxError(f"mux record of {length} bytes (limit {MAX_RECORD})")
-        end = MUX_HEADER.size + length
-        if len(self._buf) < end:
-            return None
-        data = bytes(self._buf[MUX_HEADER.size : end])
-        del self._buf[:end]
+        (channel,), data = record
         return channel, data
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._records.buffered
+
+
+def _check_header(fields: tuple[int, ...], length: int) -> None:
+    (channel,) = fields
+    if channel not in (CONTROL, DATA):
+        raise MuxError(f"mux record for unknown channel {channel}")
+    if not length:
+        raise MuxError("mux record of 0 bytes")
