@@ -23,7 +23,7 @@ import blake3
 from recovery.disks import blockdev
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.pipeline import BufferPool, Crew, Pipe
-from recovery.errors import Interrupted, TargetWriteError
+from recovery.errors import Interrupted, VerificationError
 
 ALIGN = 4096
 READ_SIZE = 4 << 20
@@ -56,7 +56,7 @@ class DirectReader:
             pass
 
     def read(self, buf: memoryview, offset: int, length: int) -> memoryview:
-        """Bytes [offset, offset+length) as a view into ``buf``."""
+        """Bytes [offset, offset+length) as a view into ``buf``; :class:`VerificationError` if they cannot be read."""
         start = offset - offset % ALIGN
         end = -(-(offset + length) // ALIGN) * ALIGN
         lead = offset - start
@@ -66,10 +66,10 @@ class DirectReader:
             if error is None and got >= lead + length:
                 return buf[lead : lead + length]
         got, error = blockdev.pread_into(self.fd, buf[:length], offset)
-        if error is not None:
-            raise TargetWriteError(f"cannot read {self.path} back at byte {offset + got}: {error.strerror}")
-        if got != length:
-            raise TargetWriteError(f"reading {self.path} back ended at byte {offset + got}")
+        if error is not None or got != length:
+            why = error.strerror if error is not None else "it ends there"
+            raise VerificationError(f"the copy could not be verified: {self.path} could not be read back "
+                                    f"at byte {offset + got}: {why}")
         return buf[:length]
 
     def close(self) -> None:
