@@ -30,6 +30,7 @@ from recovery.link.sysfs import (
     Interface,
     Peer,
     Sysfs,
+    peer_label,
 )
 from recovery.sysattr import as_int
 
@@ -47,6 +48,10 @@ class PeerAppeared(Event):
     tx_speed: str | None = None
     tx_lanes: int | None = None
     interfaces: tuple[str, ...] = ()  # thunderbolt-net interfaces to this peer
+
+    @property
+    def label(self) -> str:
+        return peer_label(self.name, self.vendor_name, self.device_name)
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,7 @@ class Peer:
 
     @property
     def label(self) -> str:
-        words = " ".join(w for w in (self.vendor_name, self.device_name) if w)
-        return f"{words} ({self.name})" if words else self.name
+        return peer_label(self.name, self.vendor_name, self.device_name)
 
     @property
     def speed(self) -> str | None:
@@ -68,6 +67,12 @@ class Peer:
         if not self.rx_speed:
             return None
         return self.rx_speed + (f" x {self.rx_lanes} lanes" if self.rx_lanes else "")
+
+
+def peer_label(name: str, vendor_name: str, device_name: str) -> str:
+    """A peer for people: ``Dell XPS 13 (0-1)``, or its XDomain name alone when it gives no names."""
+    words = " ".join(w for w in (vendor_name, device_name) if w)
+    return f"{words} ({name})" if words else name
 
 
 @dataclass(frozen=True)
