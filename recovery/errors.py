@@ -54,7 +54,7 @@ class LinkError(RecoveryError):
 
 
 class VerificationError(RecoveryError):
-    """Reading the target back did not give what was sent."""
+    """Reading the target back did not give what was sent, or could not be done."""
 
     code = "verify_failed"
     exit_code = 5

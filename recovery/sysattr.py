@@ -19,3 +19,13 @@ def read_attr(path: Path) -> str | None:
             return f.read(ATTR_LIMIT).decode(errors="replace").strip() or None
     except OSError:
         return None
+
+
+def as_int(text: str | None) -> int | None:
+    """An attribute's text as a number (decimal, or hex with 0x); None if absent or not a number."""
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from recovery import events
 from recovery.cli.common import add_json
+from recovery.engine.peer.cable import describe_event
 from recovery.link import discovery as d
 from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
 
@@ -42,33 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(out: TextIO, event: d.CableEvent, json_mode: bool) -> None:
-    out.write((events.to_json(event) if json_mode else describe(event)) + "\n")
+    out.write((events.to_json(event) if json_mode else describe_event(event, details=True)) + "\n")
     out.flush()
-
-
-def describe(e: d.CableEvent) -> str:
-    """One event (or one peer of the snapshot) for people."""
-    if isinstance(e, d.PeerAppeared):
-        who = " ".join(w for w in (e.vendor_name, e.device_name) if w) or "unnamed host"
-        lines = [f"{e.name}  {who}  host {e.unique_id or '?'}",
-                 f"    services: {', '.join(e.services) if e.services else 'none yet'}"]
-        speeds = [f"{label} {speed}" + (f" x {lanes} lanes" if lanes else "")
-                  for label, speed, lanes in (("rx", e.rx_speed, e.rx_lanes), ("tx", e.tx_speed, e.tx_lanes))
-                  if speed]
-        if speeds:
-            lines.append(f"    link: {', '.join(speeds)}")
-        if e.interfaces:
-            lines.append(f"    network interface: {', '.join(e.interfaces)}")
-        return "\n".join(lines)
-    if isinstance(e, d.PeerGone):
-        return f"{e.name}  left the cable"
-    if isinstance(e, d.ServiceAppeared):
-        return f"{e.peer}  offers {e.key} ({e.name})"
-    if isinstance(e, d.ServiceGone):
-        return f"{e.peer}  withdrew service {e.name}"
-    if isinstance(e, d.InterfaceAppeared):
-        return f"{e.peer or '-'}  network interface {e.name} appeared"
-    return f"-  network interface {e.name} went away"
 
 
 def _explain_empty(out: TextIO, sysfs: Sysfs, peers: list[d.PeerAppeared], *, watching: bool) -> None:

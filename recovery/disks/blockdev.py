@@ -1,4 +1,4 @@
-"""Low-level facts about block devices and image files: size, sysfs, ioctls."""
+"""Low-level facts about block devices and image files: size, sysfs, ioctls, positioned reads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from recovery.sysattr import read_attr
 
@@ -58,6 +59,34 @@ def device_size(fd: int) -> int:
         return st.st_size
     buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
     return int(struct.unpack("Q", buf)[0])
+
+
+class Filled(NamedTuple):
+    """What :func:`pread_into` got: ``got`` bytes, and the error that stopped it (None: full, or the end)."""
+
+    got: int
+    error: OSError | None
+
+
+def pread_into(fd: int, view: memoryview, offset: int) -> Filled:
+    """Fill ``view`` from ``fd`` at ``offset``, going on after short reads and EINTR.
+
+    Stops early at the end of the file (``got < len(view)``, no error) or at an
+    error, which is returned with how far it got: what either means (a source
+    that cannot be read, a target that cannot be read back) is the caller's to say.
+    """
+    got = 0
+    while got < len(view):
+        try:
+            n = os.preadv(fd, [view[got:]], offset + got)
+        except InterruptedError:
+            continue
+        except OSError as e:
+            return Filled(got, e)
+        if n == 0:
+            break
+        got += n
+    return Filled(got, None)
 
 
 def logical_sector_size(fd: int) -> int | None:

@@ -7,7 +7,9 @@ bidirectional byte stream. The engine never knows which link it runs on.
 ``/dev/tbstreamN``) with non-blocking I/O and ``poll``: reads and writes may
 be short and are retried, a blocked call wakes up twice a second to notice
 :meth:`Channel.abort`, and every way a link can die (EOF mid-message, reset,
-ENXIO from a pulled cable, POLLHUP/POLLERR) becomes :class:`LinkError`.
+ENXIO from a pulled cable, POLLHUP/POLLERR) becomes :class:`LinkError`. Its
+writing, and which errors mean a lost link, are :class:`NonBlockingChannel`'s,
+shared with the USB4STREAM channel.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ from recovery.errors import LinkError
 Buffer = bytes | bytearray | memoryview
 
 POLL_SLICE_MS = 500
+IOV_MAX = 64  # buffers per writev: plenty for a chunk's header and payload
 ACK_POLL = 0.1  # seconds between looks at the channels while waiting for the peer's acknowledgement
-# errno values that mean "the peer or the cable is gone".
+# errno values that mean "the peer or the cable is gone" (EBADF: the channel was closed under a call).
 LINK_ERRNOS = {
     errno.ECONNRESET, errno.EPIPE, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED,
     errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESHUTDOWN,
-    errno.EIO, errno.ENODEV,
+    errno.EIO, errno.ENODEV, errno.EBADF,
 }
+
+
+def link_gone(e: OSError) -> bool:
+    """Does this failed call mean the peer or the cable is gone (a :class:`LinkError`), not a fault here?"""
+    return e.errno in LINK_ERRNOS
 
 
 def drop_written(views: list[memoryview], n: int) -> None:
@@ -106,7 +114,57 @@ class Channel(abc.ABC):
         return bytes(buf[:n])
 
 
-class FdChannel(Channel):
+class NonBlockingChannel(Channel):
+    """A channel whose writes never wait inside the call: they may take part of the bytes, or none
+    (BlockingIOError), and are tried again until all are taken; a failure that means the link is gone
+    (:func:`link_gone`) becomes :class:`LinkError`. Subclasses make the calls and say what a lost
+    link means to them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wlock = threading.Lock()
+
+    @abc.abstractmethod
+    def _writev(self, views: list[memoryview]) -> int:
+        """One non-blocking write of the first of ``views``: how many bytes it took."""
+
+    @abc.abstractmethod
+    def _wait_writable(self) -> None:
+        """Wait until a write may take bytes, or for a slice of time at most."""
+
+    @abc.abstractmethod
+    def _check_send(self) -> None:
+        """Raise :class:`LinkError` if nothing more may be sent."""
+
+    @abc.abstractmethod
+    def _link_lost(self, e: OSError) -> LinkError:
+        """The error to raise for a call that failed because the link is gone."""
+
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        start = time.monotonic()
+        with self._wlock:
+            try:
+                while views:
+                    self._check_send()
+                    try:
+                        n = self._writev(views)
+                    except BlockingIOError:
+                        self._wait_writable()
+                        continue
+                    except InterruptedError:
+                        continue
+                    except OSError as e:
+                        if link_gone(e):
+                            raise self._link_lost(e) from None
+                        raise
+                    self.bytes_out += n
+                    drop_written(views, n)
+            finally:
+                self.send_seconds += time.monotonic() - start
+
+
+class FdChannel(NonBlockingChannel):
     """A channel over one file descriptor (or a read fd and a write fd)."""
 
     def __init__(
@@ -126,11 +184,10 @@ class FdChannel(Channel):
         self._close_fds = close_fds
         self._aborted = threading.Event()
         self._closed = False
-        self._wlock = threading.Lock()
         for fd in {self.read_fd, self.write_fd}:
             os.set_blocking(fd, False)
 
-    def _lost(self, e: OSError) -> LinkError:
+    def _link_lost(self, e: OSError) -> LinkError:
         return LinkError(f"link lost on the {self.name} channel: {os.strerror(e.errno or 0)}")
 
     def _wait(self, fd: int, events: int) -> None:
@@ -157,37 +214,23 @@ class FdChannel(Channel):
             except InterruptedError:
                 continue
             except OSError as e:
-                if e.errno in LINK_ERRNOS or e.errno == errno.EBADF:
-                    raise self._lost(e) from None
+                if link_gone(e):
+                    raise self._link_lost(e) from None
                 raise
             if n:
                 self.last_activity = time.monotonic()
                 self.bytes_in += n
             return n
 
-    def send_parts(self, parts: Sequence[Buffer]) -> None:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        start = time.monotonic()
-        with self._wlock:
-            try:
-                while views:
-                    if self._aborted.is_set():
-                        raise LinkError(f"the {self.name} channel was closed")
-                    try:
-                        n = os.writev(self.write_fd, views[:64])
-                    except BlockingIOError:
-                        self._wait(self.write_fd, select.POLLOUT)
-                        continue
-                    except InterruptedError:
-                        continue
-                    except OSError as e:
-                        if e.errno in LINK_ERRNOS or e.errno == errno.EBADF:
-                            raise self._lost(e) from None
-                        raise
-                    self.bytes_out += n
-                    drop_written(views, n)
-            finally:
-                self.send_seconds += time.monotonic() - start
+    def _writev(self, views: list[memoryview]) -> int:
+        return os.writev(self.write_fd, views[:IOV_MAX])
+
+    def _wait_writable(self) -> None:
+        self._wait(self.write_fd, select.POLLOUT)
+
+    def _check_send(self) -> None:
+        if self._aborted.is_set():
+            raise LinkError(f"the {self.name} channel was closed")
 
     def finish_sending(self) -> None:
         shutdown = getattr(self._owner, "shutdown", None)

@@ -30,7 +30,9 @@ from recovery.link.sysfs import (
     Interface,
     Peer,
     Sysfs,
+    peer_label,
 )
+from recovery.sysattr import as_int
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class PeerAppeared(Event):
     tx_speed: str | None = None
     tx_lanes: int | None = None
     interfaces: tuple[str, ...] = ()  # thunderbolt-net interfaces to this peer
+
+    @property
+    def label(self) -> str:
+        return peer_label(self.name, self.vendor_name, self.device_name)
 
 
 @dataclass(frozen=True)
@@ -274,16 +280,18 @@ class CableMonitor:
                 return [PeerAppeared(name=name, unique_id=_attr(device, "unique_id") or "",
                                      device_name=_attr(device, "device_name") or "",
                                      vendor_name=_attr(device, "vendor_name") or "",
-                                     rx_speed=_attr(device, "rx_speed"), rx_lanes=_int(_attr(device, "rx_lanes")),
-                                     tx_speed=_attr(device, "tx_speed"), tx_lanes=_int(_attr(device, "tx_lanes")))]
+                                     rx_speed=_attr(device, "rx_speed"),
+                                     rx_lanes=as_int(_attr(device, "rx_lanes")),
+                                     tx_speed=_attr(device, "tx_speed"),
+                                     tx_lanes=as_int(_attr(device, "tx_lanes")))]
             if action == "remove":
                 return [PeerGone(name)]
         if devtype == SERVICE:
             peer = name.rsplit(".", 1)[0]
             if action == "add":
                 return [ServiceAppeared(name=name, peer=peer, key=_attr(device, "key") or "",
-                                        prtcid=_int(_attr(device, "prtcid")),
-                                        prtcvers=_int(_attr(device, "prtcvers")))]
+                                        prtcid=as_int(_attr(device, "prtcid")),
+                                        prtcvers=as_int(_attr(device, "prtcvers")))]
             if action == "remove":
                 return [ServiceGone(name, peer)]
         return []
@@ -310,10 +318,3 @@ def _attr(device: Any, name: str) -> str | None:
         return None
     text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return text.strip()
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return None if text is None else int(text, 0)
-    except ValueError:
-        return None

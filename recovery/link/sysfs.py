@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.sysattr import read_attr
+from recovery.sysattr import as_int, read_attr
 
 XDOMAIN = "thunderbolt_xdomain"
 SERVICE = "thunderbolt_service"
@@ -59,8 +59,7 @@ class Peer:
 
     @property
     def label(self) -> str:
-        words = " ".join(w for w in (self.vendor_name, self.device_name) if w)
-        return f"{words} ({self.name})" if words else self.name
+        return peer_label(self.name, self.vendor_name, self.device_name)
 
     @property
     def speed(self) -> str | None:
@@ -70,6 +69,12 @@ class Peer:
         return self.rx_speed + (f" x {self.rx_lanes} lanes" if self.rx_lanes else "")
 
 
+def peer_label(name: str, vendor_name: str, device_name: str) -> str:
+    """A peer for people: ``Dell XPS 13 (0-1)``, or its XDomain name alone when it gives no names."""
+    words = " ".join(w for w in (vendor_name, device_name) if w)
+    return f"{words} ({name})" if words else name
+
+
 @dataclass(frozen=True)
 class Interface:
     """A network interface that may carry thunderbolt-net."""
@@ -77,15 +82,6 @@ class Interface:
     name: str
     peer: str | None  # the XDomain behind it, None when sysfs shows none (veth, VM NIC)
     service: str | None = None
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text, 0)
-    except ValueError:
-        return None
 
 
 def _uevent(path: Path) -> dict[str, str]:
@@ -148,9 +144,9 @@ class Sysfs:
             name=name, domain=domain, unique_id=read_attr(d / "unique_id") or "",
             device_name=read_attr(d / "device_name") or "", vendor_name=read_attr(d / "vendor_name") or "",
             services=services,
-            rx_speed=read_attr(d / "rx_speed"), rx_lanes=_int(read_attr(d / "rx_lanes")),
-            tx_speed=read_attr(d / "tx_speed"), tx_lanes=_int(read_attr(d / "tx_lanes")),
-            max_hopid=_int(read_attr(d / "maxhopid")),
+            rx_speed=read_attr(d / "rx_speed"), rx_lanes=as_int(read_attr(d / "rx_lanes")),
+            tx_speed=read_attr(d / "tx_speed"), tx_lanes=as_int(read_attr(d / "tx_lanes")),
+            max_hopid=as_int(read_attr(d / "maxhopid")),
         )
 
     def service(self, name: str) -> Service | None:
@@ -161,7 +157,7 @@ class Sysfs:
         if key is None:
             return None
         return Service(name=name, peer=name.rsplit(".", 1)[0], key=key,
-                       prtcid=_int(read_attr(d / "prtcid")), prtcvers=_int(read_attr(d / "prtcvers")))
+                       prtcid=as_int(read_attr(d / "prtcid")), prtcvers=as_int(read_attr(d / "prtcvers")))
 
     def service_driver(self, name: str) -> str | None:
         """The driver bound to service ``name`` (``thunderbolt_stream``...), None if none is."""
@@ -207,7 +203,7 @@ class Sysfs:
 
     def admin_up(self, name: str) -> bool:
         """Whether ``name`` is administratively up (IFF_UP in its ``flags``)."""
-        return bool((_int(read_attr(self.net / name / "flags")) or 0) & IFF_UP)
+        return bool((as_int(read_attr(self.net / name / "flags")) or 0) & IFF_UP)
 
     def interface_to(self, peer: str) -> Interface | None:
         """The thunderbolt-net interface whose service belongs to XDomain ``peer``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -30,3 +31,23 @@ def test_a_virtio_disk_has_its_serial_in_its_own_directory(tmp_path: Path, monke
     assert blockdev.hardware(os.makedev(254, 0)) == blockdev.Hardware(wwn=None, serial="TESTDISKB0", model=None)
     assert blockdev.hardware(os.makedev(8, 0)) == blockdev.Hardware(
         wwn="naa.5002538e00000000", serial="S69ENF0R123456", model="Samsung SSD")
+
+
+def test_a_positioned_read_says_how_far_it_got_and_why_it_stopped(tmp_path: Path) -> None:
+    """The end of the file is a short count; an error comes back with the count, for the caller to word."""
+    path = tmp_path / "img"
+    path.write_bytes(bytes(range(256)) * 4)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = memoryview(bytearray(1000))
+        assert blockdev.pread_into(fd, buf[:100], 10) == blockdev.Filled(100, None)
+        assert bytes(buf[:3]) == bytes([10, 11, 12])
+        assert blockdev.pread_into(fd, buf, 100) == blockdev.Filled(924, None)
+    finally:
+        os.close(fd)
+    fd = os.open(tmp_path, os.O_RDONLY)  # a directory: every read fails
+    try:
+        got, error = blockdev.pread_into(fd, buf, 0)
+    finally:
+        os.close(fd)
+    assert got == 0 and error is not None and error.errno == errno.EISDIR

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recovery import events
-from recovery.cli.peers import describe
+from recovery.engine.peer.cable import describe_event
 from recovery.link.discovery import (
     CableMonitor,
     InterfaceAppeared,
@@ -119,7 +119,8 @@ def test_events_have_json_and_text() -> None:
                      services=("stream", "network"), rx_speed="20.0 Gb/s", rx_lanes=2, interfaces=("thunderbolt0",))
     line = events.to_json(e)
     assert '"event":"cable_peer"' in line and '"services":["stream","network"]' in line
-    text = describe(e)
-    assert "Apple Inc. MacBook Pro" in text and "stream, network" in text and "rx 20.0 Gb/s x 2 lanes" in text
-    assert "thunderbolt0" in text
-    assert describe(PeerGone("0-1")) == "0-1  left the cable"
+    text = describe_event(e, details=True)
+    assert text.startswith("Apple Inc. MacBook Pro (0-1) is on the cable\n    host u\n")
+    assert "stream, network" in text and "rx 20.0 Gb/s x 2 lanes" in text and "thunderbolt0" in text
+    assert describe_event(e) == "Apple Inc. MacBook Pro (0-1) is on the cable"
+    assert describe_event(PeerGone("0-1")) == "0-1 left the cable"

@@ -39,15 +39,11 @@ def _open(path: str) -> tuple[int, int]:
 
 def _read(fd: int, path: str, buf: bytearray, n: int, offset: int) -> memoryview:
     view = memoryview(buf)[:n]
-    got = 0
-    while got < n:
-        try:
-            k = os.preadv(fd, [view[got:]], offset + got)
-        except OSError as e:
-            raise SourceReadError(f"cannot read {path} at byte {offset + got}: {e.strerror}") from None
-        if k == 0:
-            raise SourceReadError(f"{path} ended at byte {offset + got}")
-        got += k
+    got, error = blockdev.pread_into(fd, view, offset)
+    if error is not None:
+        raise SourceReadError(f"cannot read {path} at byte {offset + got}: {error.strerror}")
+    if got < n:
+        raise SourceReadError(f"{path} ended at byte {offset + got}")
     return view
 
 

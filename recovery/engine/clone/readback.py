@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import blake3
 
+from recovery.disks import blockdev
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.pipeline import BufferPool, Crew, Pipe
-from recovery.errors import Interrupted, TargetWriteError
+from recovery.errors import Interrupted, VerificationError
 
 ALIGN = 4096
 READ_SIZE = 4 << 20
@@ -55,39 +56,21 @@ class DirectReader:
             pass
 
     def read(self, buf: memoryview, offset: int, length: int) -> memoryview:
-        """Bytes [offset, offset+length) as a view into ``buf``."""
+        """Bytes [offset, offset+length) as a view into ``buf``; :class:`VerificationError` if they cannot be read."""
         start = offset - offset % ALIGN
         end = -(-(offset + length) // ALIGN) * ALIGN
         lead = offset - start
         if self.direct_fd is not None and end - start <= len(buf):
-            try:
-                got = self._pread(self.direct_fd, buf[: end - start], start)
-                if got >= lead + length:
-                    return buf[lead : lead + length]
-            except OSError:
-                pass  # unaligned tail or a device refusing O_DIRECT: read buffered
-        got = self._pread(self.fd, buf[:length], offset)
-        if got != length:
-            raise TargetWriteError(f"reading {self.path} back ended at byte {offset + got}")
+            # An error here is an unaligned tail or a device refusing O_DIRECT: read buffered.
+            got, error = blockdev.pread_into(self.direct_fd, buf[: end - start], start)
+            if error is None and got >= lead + length:
+                return buf[lead : lead + length]
+        got, error = blockdev.pread_into(self.fd, buf[:length], offset)
+        if error is not None or got != length:
+            why = error.strerror if error is not None else "it ends there"
+            raise VerificationError(f"the copy could not be verified: {self.path} could not be read back "
+                                    f"at byte {offset + got}: {why}")
         return buf[:length]
-
-    def _pread(self, fd: int, view: memoryview, offset: int) -> int:
-        done = 0
-        while done < len(view):
-            try:
-                n = os.preadv(fd, [view[done:]], offset + done)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if fd == self.direct_fd:
-                    raise
-                raise TargetWriteError(
-                    f"cannot read {self.path} back at byte {offset + done}: {e.strerror}"
-                ) from None
-            if n == 0:
-                break
-            done += n
-        return done
 
     def close(self) -> None:
         for fd in (self.fd, self.direct_fd):

@@ -55,27 +55,19 @@ class Source:
 
     def read_into(self, view: memoryview, offset: int) -> None:
         """Fill ``view`` from ``offset`` or raise :class:`SourceReadError`."""
-        got = 0
         n = len(view)
-        while got < n:
-            try:
-                k = os.preadv(self.fd, [view[got:]], offset + got)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                at = first_bad_sector(self.path, offset + got, min(n - got + AHEAD, self.size - offset - got))
-                where = f"byte {at} (sector {at // SECTOR}, {human_size(at)})" if at is not None else \
-                    f"byte {offset + got} ({human_size(offset + got)})"
-                raise SourceReadError(
-                    f"cannot read the source {self.path} at {where}: {e.strerror}",
-                    hint="the disk may be failing: run the same command again with --rescue to copy everything "
-                         "that can still be read (the clone resumes, and a mapfile lists what cannot)",
-                ) from None
-            if k == 0:
-                raise SourceReadError(
-                    f"the source {self.path} ended at byte {offset + got}, expected {self.size}"
-                )
-            got += k
+        got, error = blockdev.pread_into(self.fd, view, offset)
+        if error is not None:
+            at = first_bad_sector(self.path, offset + got, min(n - got + AHEAD, self.size - offset - got))
+            where = f"byte {at} (sector {at // SECTOR}, {human_size(at)})" if at is not None else \
+                f"byte {offset + got} ({human_size(offset + got)})"
+            raise SourceReadError(
+                f"cannot read the source {self.path} at {where}: {error.strerror}",
+                hint="the disk may be failing: run the same command again with --rescue to copy everything "
+                     "that can still be read (the clone resumes, and a mapfile lists what cannot)",
+            )
+        if got < n:
+            raise SourceReadError(f"the source {self.path} ended at byte {offset + got}, expected {self.size}")
         self.bytes_read += n
 
     def close(self) -> None:

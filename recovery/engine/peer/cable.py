@@ -38,18 +38,36 @@ def describe(peer: Peer) -> str:
     return peer.label + (f", {rate}" if rate else "")
 
 
-def describe_event(event: object) -> str:
-    """A discovery event as a status line."""
+def describe_event(event: object, *, details: bool = False) -> str:
+    """A discovery event in one line, as a status line; with ``details`` (``recovery peers``) a peer's
+    host UUID, services, link and network interfaces follow on indented lines."""
     if isinstance(event, discovery.PeerAppeared):
-        who = " ".join(w for w in (event.vendor_name, event.device_name) if w) or event.name
-        return f"{who} appeared on the cable"
+        line = f"{event.label} is on the cable"
+        return "\n".join([line, *_peer_details(event)]) if details else line
     if isinstance(event, discovery.PeerGone):
         return f"{event.name} left the cable"
     if isinstance(event, discovery.ServiceAppeared):
-        return f"{event.peer} offers {event.key}"
+        return f"{event.peer} offers service {event.name} ({event.key})"
+    if isinstance(event, discovery.ServiceGone):
+        return f"{event.peer} withdrew service {event.name}"
     if isinstance(event, discovery.InterfaceAppeared):
-        return f"network interface {event.name} came up"
+        return f"network interface {event.name} appeared" + (f" (to {event.peer})" if event.peer else "")
+    if isinstance(event, discovery.InterfaceGone):
+        return f"network interface {event.name} went away"
     return str(getattr(event, "name", event))
+
+
+def _peer_details(e: discovery.PeerAppeared) -> list[str]:
+    lines = [f"    host {e.unique_id or '?'}",
+             f"    services: {', '.join(e.services) if e.services else 'none yet'}"]
+    speeds = [f"{label} {speed}" + (f" x {lanes} lanes" if lanes else "")
+              for label, speed, lanes in (("rx", e.rx_speed, e.rx_lanes), ("tx", e.tx_speed, e.tx_lanes))
+              if speed]
+    if speeds:
+        lines.append(f"    link: {', '.join(speeds)}")
+    if e.interfaces:
+        lines.append(f"    network interface: {', '.join(e.interfaces)}")
+    return lines
 
 
 def role(sysfs: Sysfs, kinds: tuple[str, ...]) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from recovery import events
+from recovery.disks import blockdev
 from recovery.engine.clone.chunks import Chunk
 from recovery.engine.rescue.sectormap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, SectorMap
 from recovery.errors import SourceReadError, UnreadableSourceError
@@ -161,60 +162,49 @@ class Rescuer:
             direct = self.direct_fd >= 0 and pos % self.sector == 0 and (end - pos) % self.sector == 0 \
                 and (pos - base) % self.sector == 0
             stop = min(end, pos + CLUSTER) if cluster else end
-            try:
-                k = os.preadv(self.direct_fd if direct else self.fd, [view[pos - base : stop - base]], pos)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if direct and e.errno == errno.EINVAL:
-                    self.direct_fd = -1  # this device or file takes no O_DIRECT: read through the cache
-                    continue
-                if e.errno not in READ_ERRNOS:
-                    raise SourceReadError(f"cannot read the source {self.path} at byte {pos}: {e.strerror}") from None
-                if direct and not cluster and stop - pos > CLUSTER:
-                    cluster = True  # narrow it down
-                    continue
-                pos -= pos % self.sector
-                stop = min(end, -(-(pos + CLUSTER) // self.sector) * self.sector)
+            k, e = blockdev.pread_into(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
+            if k:
                 with self.lock:
-                    self.known.set(pos, stop - pos, NON_TRIMMED)
-                self._fill_in(view, pos - base, stop - pos)
-                self.errors += 1
-                if self.errors <= WARN_ERRORS:
-                    more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
-                    self.sink(events.Warning(f"cannot read the source at byte {pos} ({human_size(pos)}): "
-                                             f"{e.strerror}; its bad area is left for later passes{more}"))
-                self.reopen()
-                pos, clean = stop, False
+                    self.known.set(pos, k, FINISHED)
+                pos += k
+                self.bytes_read += k
+            if e is None:
+                if pos < stop:
+                    raise SourceReadError(f"the source {self.path} ended at byte {pos}, expected {self.size}")
                 continue
-            if k == 0:
-                raise SourceReadError(f"the source {self.path} ended at byte {pos}, expected {self.size}")
+            if direct and e.errno == errno.EINVAL:
+                self.direct_fd = -1  # this device or file takes no O_DIRECT: read through the cache
+                continue
+            if e.errno not in READ_ERRNOS:
+                raise SourceReadError(f"cannot read the source {self.path} at byte {pos}: {e.strerror}")
+            if direct and not cluster and stop - pos > CLUSTER:
+                cluster = True  # narrow it down
+                continue
+            pos -= pos % self.sector
+            stop = min(end, -(-(pos + CLUSTER) // self.sector) * self.sector)
             with self.lock:
-                self.known.set(pos, k, FINISHED)
-            pos += k
-            self.bytes_read += k
+                self.known.set(pos, stop - pos, NON_TRIMMED)
+            self._fill_in(view, pos - base, stop - pos)
+            self.errors += 1
+            if self.errors <= WARN_ERRORS:
+                more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
+                self.sink(events.Warning(f"cannot read the source at byte {pos} ({human_size(pos)}): "
+                                         f"{e.strerror}; its bad area is left for later passes{more}"))
+            self.reopen()
+            pos, clean = stop, False
         return clean
 
     def read_whole(self, pos: int, view: memoryview) -> bool:
         """Read ``len(view)`` bytes at ``pos`` past the page cache (no read-ahead on a failing disk);
         False if they cannot be read now. Changes no map."""
         fd = self.direct_fd if self.direct_fd >= 0 and pos % self.sector == 0 else self.fd
-        got = 0
-        while got < len(view):
-            try:
-                k = os.preadv(fd, [view[got:]], pos + got)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if fd == self.direct_fd and e.errno == errno.EINVAL:
-                    fd = self.fd
-                    continue
-                if e.errno in READ_ERRNOS:
-                    return False
-                raise SourceReadError(f"cannot read the source {self.path} at byte {pos + got}: {e.strerror}") from None
-            if k == 0:
-                return False
-            got += k
+        got, e = blockdev.pread_into(fd, view, pos)
+        if e is not None and fd == self.direct_fd and e.errno == errno.EINVAL:
+            got, e = blockdev.pread_into(self.fd, view, pos)  # O_DIRECT refused: read through the cache
+        if e is not None and e.errno not in READ_ERRNOS:
+            raise SourceReadError(f"cannot read the source {self.path} at byte {pos + got}: {e.strerror}")
+        if e is not None or got < len(view):
+            return False
         self.bytes_read += got
         return True
 
@@ -265,14 +255,13 @@ class Rescuer:
         view = memoryview(self._sector_buf)[: self.sector]
         fd = self.direct_fd if self.direct_fd >= 0 else self.fd
         self.position = pos
-        try:
-            got = os.preadv(fd, [view], pos)
-        except OSError as e:
+        got, e = blockdev.pread_into(fd, view, pos)
+        if e is not None:
             if e.errno == errno.EINVAL and fd == self.direct_fd:
                 self.direct_fd = -1  # O_DIRECT refused: read through the cache
                 return self._sector_ok(pos)
             if e.errno not in READ_ERRNOS:
-                raise SourceReadError(f"cannot read the source {self.path} at byte {pos}: {e.strerror}") from None
+                raise SourceReadError(f"cannot read the source {self.path} at byte {pos}: {e.strerror}")
             self.errors += 1
             with self.lock:
                 self.known.set(pos, self.sector, BAD)

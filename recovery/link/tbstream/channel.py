@@ -14,30 +14,27 @@ later "wait for the peer to attach again" hooks in.
 
 from __future__ import annotations
 
-import errno
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from recovery.errors import LinkError
-from recovery.link.base import Buffer, Channel, drop_written
+from recovery.link.base import NonBlockingChannel, link_gone
 from recovery.link.tbstream.device import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, Device
 
 SLICE_MS = 200  # longest wait inside the device before looking at the channel's state again
 BACKOFF = 0.1  # seconds the watcher leaves the device alone while the engine reads it
 PENDING_CAP = 16 << 20  # the watcher stops reading ahead of the engine beyond this
-LOST_ERRNOS = {errno.ENXIO, errno.EIO, errno.ENODEV, errno.EPIPE, errno.ECONNRESET}
 CLOSE_GRACE = 2.0  # seconds close() waits for the engine's calls to leave the device
 
 
-class StreamChannel(Channel):
+class StreamChannel(NonBlockingChannel):
     def __init__(self, device: Device, name: str, *, on_lost: Sequence[Callable[[str], None]] = ()) -> None:
         super().__init__()
         self.device = device
         self.name = name
         self.on_lost = list(on_lost)
         self._rlock = threading.Lock()
-        self._wlock = threading.Lock()
         self._pending = bytearray()
         self._eof = False  # the peer's CLOSE was read
         self._lost: str | None = None
@@ -109,9 +106,8 @@ class StreamChannel(Channel):
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as e:
-            if e.errno in LOST_ERRNOS:
-                self._lose(e.strerror or "the device failed")
-                raise LinkError(self._lost or "link lost") from None
+            if link_gone(e):
+                raise self._link_lost(e) from None
             raise
         if n == 0:
             self._eof = True
@@ -126,29 +122,21 @@ class StreamChannel(Channel):
 
     # --- writing ---
 
-    def send_parts(self, parts: Sequence[Buffer]) -> None:
-        views = [memoryview(p).cast("B") for p in parts if len(p)]
-        start = time.monotonic()
-        with self._wlock:
-            try:
-                while views:
-                    self._check()
-                    if self._eof:  # the driver would accept the bytes and drop them
-                        raise LinkError(f"the peer closed the {self.name} stream")
-                    try:
-                        n = self.device.writev(views)
-                    except (BlockingIOError, InterruptedError):
-                        self._wait(POLLOUT)
-                        continue
-                    except OSError as e:
-                        if e.errno in LOST_ERRNOS:
-                            self._lose(e.strerror or "the device failed")
-                            raise LinkError(self._lost or "link lost") from None
-                        raise
-                    self.bytes_out += n
-                    drop_written(views, n)
-            finally:
-                self.send_seconds += time.monotonic() - start
+    def _writev(self, views: list[memoryview]) -> int:
+        return self.device.writev(views)
+
+    def _wait_writable(self) -> None:
+        self._wait(POLLOUT)
+
+    def _check_send(self) -> None:
+        self._check()
+        if self._eof:  # the driver would accept the bytes and drop them
+            raise LinkError(f"the peer closed the {self.name} stream")
+
+    def _link_lost(self, e: OSError) -> LinkError:
+        """The peer is detached: see :meth:`_lose`."""
+        self._lose(e.strerror or "the device failed")
+        return LinkError(self._lost or "link lost")
 
     # --- the watcher ---
 

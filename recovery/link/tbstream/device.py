@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from recovery.link.base import IOV_MAX
+
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
 POLLHUP, POLLERR, POLLNVAL = select.POLLHUP, select.POLLERR, select.POLLNVAL
 FRAME = 4096  # one ring slot carries at most this many bytes
-IOV_MAX = 64  # buffers per writev: plenty for a chunk's header and payload
 
 
 class Device(Protocol):

@@ -76,5 +76,11 @@ def test_no_peer_on_the_cable_says_so(tmp_path: Path) -> None:
 
 def test_discovery_events_read_as_status_lines() -> None:
     appeared = discovery.PeerAppeared(name="0-1", unique_id=B, device_name="XPS 13", vendor_name="Dell")
-    assert cable.describe_event(appeared) == "Dell XPS 13 appeared on the cable"
+    assert cable.describe_event(appeared) == "Dell XPS 13 (0-1) is on the cable"
     assert cable.describe_event(discovery.PeerGone(name="0-1")) == "0-1 left the cable"
+    service = discovery.ServiceAppeared(name="0-1.0", peer="0-1", key="stream")
+    assert cable.describe_event(service) == "0-1 offers service 0-1.0 (stream)"
+    assert cable.describe_event(discovery.ServiceGone("0-1.0", "0-1")) == "0-1 withdrew service 0-1.0"
+    assert cable.describe_event(discovery.InterfaceAppeared("thunderbolt0", "0-1")) == \
+        "network interface thunderbolt0 appeared (to 0-1)"
+    assert cable.describe_event(discovery.InterfaceGone("thunderbolt0")) == "network interface thunderbolt0 went away"
