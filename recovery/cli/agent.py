@@ -32,7 +32,7 @@ from recovery.protocol import messages as m
 from recovery.units import parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="let a wizard on the other machine drive clones (no screen here)",
                        description="Offer this machine's disks to the wizard (`recovery tui`) on the other "
                        "machine, which then drives clones in either direction. Waits for the next session "

@@ -13,7 +13,7 @@ from recovery.errors import SourceReadError, UsageError
 from recovery.units import human_duration, human_rate, human_size, parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure this machine's disk, hashing and compression speed",
                        description="Time each stage of the clone pipeline on this machine (disk read, "
                        "BLAKE3, zstd at a few levels, loopback TCP) and predict the clone speed over "

@@ -27,7 +27,7 @@ from recovery.run import stop
 from recovery.units import human_size, parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="try the wizard on generated sample disks, against a simulated peer",
                        description="Make a sample disk image with real ext4 and FAT filesystems and "
                        "start a simulated peer (a second local process) with a blank disk. On a "

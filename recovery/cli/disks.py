@@ -13,7 +13,7 @@ from recovery.protocol.schema import to_json
 from recovery.units import human_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("disks", help="list this machine's disks",
                        description="List block devices: size, model, serial, partitions, "
                        "filesystems, mounts, and whether each may be written.")

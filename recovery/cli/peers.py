@@ -13,7 +13,7 @@ from recovery.link import discovery as d
 from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("peers", help="list the peers on the USB4/Thunderbolt cable",
                        description="List the hosts connected by a USB4/Thunderbolt cable: name, host UUID, "
                        "the services they offer, link speed and lanes, and their network interface.")

@@ -30,7 +30,7 @@ from recovery.link.tcp import DEFAULT_PORT
 from recovery.protocol import messages as m
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("receive", help="receive a disk from a sending peer and write it to a target",
                        description="Show a pairing code, wait for the sender whose user types it, and write "
                        "what it sends onto TARGET.")

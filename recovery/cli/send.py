@@ -29,7 +29,7 @@ from recovery.protocol.limits import MAX_CHUNK_SIZE
 from recovery.units import parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("send", help="send a disk of this machine to a receiving peer",
                        description="Send a disk (or image file) to a peer running `recovery receive`, "
                        "after pairing with the code that peer shows.")

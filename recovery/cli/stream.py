@@ -29,7 +29,7 @@ from recovery.link.tbstream.link import Host, attached, check_ready, pick_peer
 NODE_TIMEOUT = 5.0  # seconds for /dev/tbstreamN to appear after mkdir (devtmpfs makes it at once)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stream", help="make or remove USB4STREAM devices for other tools",
                        description="Manage USB4STREAM streams to the peer on the cable. "
                        "`up NAME` on both machines prints a /dev/tbstreamN path that dd, tar or "

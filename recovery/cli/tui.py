@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from recovery.tui.config import WizardConfig
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tui", help="open the clone wizard (what `recovery` alone does on a terminal)",
                        description="The clone wizard: finds the other machine, shows both machines' "
                        "disks, and drives a clone in either direction from this screen.")

@@ -12,7 +12,7 @@ from recovery.errors import VerificationError
 from recovery.units import human_size, parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="compare two disks or images by chunk digests",
                        description="Compare SOURCE and TARGET (devices or files) chunk by chunk "
                        "with BLAKE3 and report the ranges that differ. Exit code 5 if they differ.")

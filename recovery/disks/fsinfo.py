@@ -85,7 +85,7 @@ def _fat(path: str, start: int, size: int) -> int | None:
         if len(info) == 512 and info[:4] == b"RRaA" and info[484:488] == b"rrAa":
             free = struct.unpack_from("<I", info, 488)[0]
             if free <= clusters:
-                return (clusters - free) * cluster
+                return int((clusters - free) * cluster)
         width = 4
     else:
         width = 2 if clusters >= 4085 else 0  # 0: FAT12, packed 12-bit entries
@@ -100,7 +100,7 @@ def _fat(path: str, start: int, size: int) -> int | None:
     else:
         entries = [(int.from_bytes(table[n * 3 // 2: n * 3 // 2 + 2], "little") >> (4 * (n & 1))) & 0xFFF
                    for n in range(clusters + 2)]
-    return sum(1 for e in entries[2:] if e) * cluster
+    return int(sum(1 for e in entries[2:] if e) * cluster)
 
 
 def _exfat(path: str, start: int, size: int) -> int | None:
@@ -112,7 +112,7 @@ def _exfat(path: str, start: int, size: int) -> int | None:
     cluster = bps * spc
 
     def at(n: int) -> int:
-        return start + heap * bps + (n - 2) * cluster
+        return int(start + heap * bps + (n - 2) * cluster)
 
     entries = _read(path, at(root), min(cluster, 1 << 20))
     for i in range(0, len(entries) - 31, 32):
@@ -122,7 +122,7 @@ def _exfat(path: str, start: int, size: int) -> int | None:
                 return None
             bitmap = _read(path, at(first), min(length, (clusters + 7) // 8))
             used = sum(bin(b).count("1") for b in bitmap)
-            return min(used, clusters) * cluster
+            return int(min(used, clusters) * cluster)
         if entries[i] == 0:
             break
     return None

@@ -134,7 +134,7 @@ def _follow(control: Channel, links: dict[str, Connection]) -> tuple[dict[str, f
     while True:
         record = _recv(control, None)
         if record.type == ms.CHOICE and record.link in links:
-            return rates, record.link  # type: ignore[return-value]
+            return rates, record.link
         if record.type != ms.START or record.link not in links:
             raise LinkError("the peer broke the link measurement")
         rate = int(_time_blocks(links[record.link].data))

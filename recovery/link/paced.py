@@ -67,10 +67,10 @@ class PacedChannel(Channel):
         return self.inner.gone()
 
     # the engine's counters live on the real channel
-    last_activity = _OnInner()  # type: ignore[assignment]
-    bytes_in = _OnInner()  # type: ignore[assignment]
-    bytes_out = _OnInner()  # type: ignore[assignment]
-    send_seconds = _OnInner()  # type: ignore[assignment]
+    last_activity = _OnInner()
+    bytes_in = _OnInner()
+    bytes_out = _OnInner()
+    send_seconds = _OnInner()
 
 
 def pace(conn: Connection, rate: float) -> None:

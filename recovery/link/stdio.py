@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from recovery.errors import LinkError
 from recovery.link.base import Buffer, Channel, Connection, FdChannel
-from recovery.protocol.mux import CONTROL, DATA, MAX_RECORD, MuxDecoder, encode_record_header
+from recovery.protocol.channels import CONTROL, DATA
+from recovery.protocol.mux import MAX_RECORD, MuxDecoder, encode_record_header
 
 BUFFER_LIMIT = 16 << 20  # bytes buffered per channel before the reader waits
 

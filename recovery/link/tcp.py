@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from recovery.errors import LinkError, UsageError
 from recovery.link import nic
@@ -79,7 +80,7 @@ def _tune(sock: socket.socket) -> None:
             pass
 
 
-def _sockaddr(ep: Endpoint, family: int) -> tuple:
+def _sockaddr(ep: Endpoint, family: int) -> tuple[Any, ...]:
     if family == socket.AF_INET6:
         scope_id = socket.if_nametoindex(ep.scope) if ep.scope else 0
         return (ep.host, ep.port, 0, scope_id)
@@ -134,7 +135,7 @@ class Listener:
         host, port = sock.getsockname()[:2]
         self.endpoint = Endpoint(host, port, ep.scope)
         self._greeting: dict[socket.socket, _Greeting] = {}  # streams that have not said hello yet
-        self._controls: dict[bytes, tuple[socket.socket, float, tuple]] = {}  # token -> control stream
+        self._controls: dict[bytes, tuple[socket.socket, float, tuple[Any, ...]]] = {}  # token -> control stream
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._accepting = False
@@ -290,12 +291,12 @@ class Listener:
 @dataclass
 class _Greeting:
     sock: socket.socket
-    addr: tuple
+    addr: tuple[Any, ...]
     since: float
     data: bytearray = field(default_factory=bytearray)
 
 
-def _describe(addr: tuple) -> str:
+def _describe(addr: tuple[Any, ...]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

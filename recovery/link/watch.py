@@ -30,7 +30,7 @@ class Watched(Channel):
         self.reason: str | None = None
 
     # The engine reads and resets these counters; they live in the inner channel.
-    @property  # type: ignore[override]
+    @property
     def last_activity(self) -> float:
         return self.inner.last_activity
 
@@ -38,7 +38,7 @@ class Watched(Channel):
     def last_activity(self, value: float) -> None:
         self.inner.last_activity = value
 
-    @property  # type: ignore[override]
+    @property
     def bytes_in(self) -> int:
         return self.inner.bytes_in
 
@@ -46,7 +46,7 @@ class Watched(Channel):
     def bytes_in(self, value: int) -> None:
         self.inner.bytes_in = value
 
-    @property  # type: ignore[override]
+    @property
     def bytes_out(self) -> int:
         return self.inner.bytes_out
 
@@ -54,7 +54,7 @@ class Watched(Channel):
     def bytes_out(self, value: int) -> None:
         self.inner.bytes_out = value
 
-    @property  # type: ignore[override]
+    @property
     def send_seconds(self) -> float:
         return self.inner.send_seconds
 

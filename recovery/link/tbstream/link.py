@@ -50,6 +50,7 @@ from recovery.link.tbstream.hopids import agree_step, claim, ladder, stream_name
 from recovery.link.tbstream.ledger import Ledger
 from recovery.link.tbstream.wire import exchange, run_handshake
 from recovery.link.watch import watch
+from recovery.protocol.channels import CONTROL, DATA
 
 OPEN_RETRY = 0.5  # seconds at least between two opens of one device (never a tight loop)
 CARRIER_WAIT = 5.0  # seconds to wait for thunderbolt-net's carrier before taking HopIDs anyway
@@ -168,13 +169,13 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
         devices.append(_open(host, session, uevents, infos[0], CONTROL_TUNING, hop_c, is_attached, deadline))
         nonce = os.urandom(16)
         flags = hs.FLAG_TBNET if measure_tbnet else 0
-        theirs = run_handshake(devices[0], hs.Record(hs.SYNC, hs.CONTROL, nonce, hop_c, hop_d, flags),
+        theirs = run_handshake(devices[0], hs.Record(hs.SYNC, CONTROL, nonce, hop_c, hop_d, flags),
                                deadline, "control")
         hop_d, rounds = _agree_data(host, service, names[1], devices[0], nonce, hop_c, hop_d, theirs,
                                     candidates, is_attached, deadline)
         infos[1] = host.tree.info(service.name, names[1])
         devices.append(_open(host, session, uevents, infos[1], DATA_TUNING, hop_d, is_attached, deadline))
-        data_peer = run_handshake(devices[1], hs.Record(hs.SYNC, hs.DATA, nonce, hop_d), deadline, "data")
+        data_peer = run_handshake(devices[1], hs.Record(hs.SYNC, DATA, nonce, hop_d), deadline, "data")
         if data_peer.nonce != theirs.nonce:
             raise LinkError("the control and data streams reach different peers")
     except BaseException:
@@ -215,7 +216,7 @@ def _agree_data(host: Host, service: Service, name: str, dev: Device, nonce: byt
                             f"(this side {hop_d}, the peer {peer_d})")
         hop_d = claim(host.tree, service.name, name, [h for h in candidates if h <= bound and h != hop_c],
                       is_attached)
-        peer_d = exchange(dev, hs.Record(hs.HOPS, hs.CONTROL, nonce, hop_c, hop_d), theirs.nonce,
+        peer_d = exchange(dev, hs.Record(hs.HOPS, CONTROL, nonce, hop_c, hop_d), theirs.nonce,
                           deadline).data_hopid
     return hop_d, rounds
 
