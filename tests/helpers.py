@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +27,15 @@ def sh(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "", every: float = 0.01) -> None:
+    """Poll ``condition()`` until it holds; AssertionError naming ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(every)
 
 
 @contextlib.contextmanager

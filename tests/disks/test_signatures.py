@@ -10,9 +10,9 @@ import pytest
 from recovery.disks import signatures
 from recovery.engine.clone import fscheck
 from recovery.protocol.messages import MapPart
-from tests.helpers import MIB, is_root, sh
+from tests.helpers import MIB, sh
 
-pytestmark = pytest.mark.skipif(not is_root(), reason="wipefs needs a device: a loop device over the region")
+pytestmark = pytest.mark.root  # wipefs needs a device: a loop device over the region
 
 START, SIZE = 4 * MIB, 120 * MIB
 

@@ -6,7 +6,7 @@ import pytest
 
 from recovery.demo import build_sample_disk
 from recovery.disks import fsmap, partitions, usedmap
-from tests.helpers import MIB, is_root
+from tests.helpers import MIB
 
 DOMAIN = """# Domain logfile created by unset_name v0.3.23
 # Source: t.img
@@ -46,7 +46,7 @@ def test_exact_map_is_everything(sample: Path) -> None:
     assert [p.method for p in m.parts] == ["whole", "whole"]
 
 
-@pytest.mark.skipif(not is_root(), reason="partclone reads partitions through loop devices")
+@pytest.mark.root  # partclone reads partitions through loop devices
 def test_used_map_skips_free_space_but_keeps_tables(sample: Path) -> None:
     size = sample.stat().st_size
     m = usedmap.build_map(str(sample), size, "used")
@@ -131,7 +131,7 @@ def test_fat_and_ntfs_extras(tmp_path: Path) -> None:
     assert (32 * MIB - 512, 512) in extents  # the backup boot sector, the last one
 
 
-@pytest.mark.skipif(not is_root(), reason="partclone reads the filesystem through a loop device")
+@pytest.mark.root  # partclone reads the filesystem through a loop device
 def test_unmappable_filesystem_is_copied_whole_in_partclones_words(tmp_path: Path) -> None:
     """partclone.extfs -D fails on ext4 bigalloc: whole copy, and the plan says why."""
     import subprocess

@@ -37,6 +37,7 @@ def patterned_target(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.root  # the target is a loop device
 def test_corrupted_chunk_is_not_written(patterned_target: Path) -> None:
     with loop_device(patterned_target, partitions=False) as dev:
         rx, port = receiver(dev, "--yes")
@@ -162,6 +163,7 @@ def test_receiver_killed_mid_transfer(source_loop: str, blank_loop: str) -> None
     assert_one_clean_line(tx)
 
 
+@pytest.mark.root  # the target is a loop device
 def test_refused_plan_tells_the_sender(tmp_path: Path) -> None:
     small = tmp_path / "small.img"
     with open(small, "wb") as f:

@@ -45,9 +45,10 @@ from recovery.link.tbstream import open_link, open_streams
 from recovery.link.tbstream.configfs import StreamTree
 from recovery.link.tbstream.hopids import manual_rule
 from recovery.link.tbstream.ledger import Entry
-from tests.helpers import CODE
+from tests.helpers import CODE, wait_until
 from tests.links.conftest import SMALL
 from tests.links.fakekernel import Fabric, FakeHost
+from tests.links.fakekernel.model import Sdev
 
 CTL_A, DATA_A, CTL_B, DATA_B = "rcvctla", "rcvdata", "rcvctlb", "rcvdatb"
 
@@ -75,9 +76,20 @@ def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
     return join
 
 
-def connect_pair(fabric: Fabric, *, first: FakeHost | None = None, lead: float = 0.3,
+def waiting_for_the_peer(fabric: Fabric) -> None:
+    """Until a host that opened its control stream alone sends SYNCs that nobody receives."""
+    wait_until(lambda: fabric.dropped > 0, 10, "a host to wait for its peer in the handshake")
+
+
+def carrying(stream: Sdev) -> None:
+    """Until bytes written to the peer have reached ``stream`` (a transfer is under way)."""
+    wait_until(lambda: len(stream.rx) > 0, 10, f"bytes to reach {stream.name}")
+
+
+def connect_pair(fabric: Fabric, *, first: FakeHost | None = None,
                  timeout: float = 10) -> tuple[Connection, Connection]:
-    """alpha receives, beta sends; ``first`` (beta by default) starts ``lead`` seconds earlier."""
+    """alpha receives, beta sends; ``first`` (beta by default) starts first and waits for the other in the
+    handshake before it starts."""
     listening: list[tuple[str, int, str]] = []
     first = first or fabric.b
 
@@ -89,7 +101,7 @@ def connect_pair(fabric: Fabric, *, first: FakeHost | None = None, lead: float =
 
     other = fabric.a if first is fabric.b else fabric.b
     one = in_thread(opener(first))
-    time.sleep(lead)
+    waiting_for_the_peer(fabric)
     two = in_thread(opener(other))
     got = {first.name: one(), other.name: two()}
     assert listening == [("0-1.0", 0, "tbstream")]
@@ -145,7 +157,7 @@ def test_two_hosts_agree_and_clean_up(fabric: Fabric) -> None:
 
 def test_either_host_may_start_first(fabric: Fabric) -> None:
     fabric.plug()
-    a, b = connect_pair(fabric, first=fabric.a, lead=1.0)
+    a, b = connect_pair(fabric, first=fabric.a)
     a.close()
     b.close()
     assert_clean(fabric.a, fabric.b)
@@ -172,7 +184,7 @@ def test_pulled_cable_is_link_lost_at_once_and_cleans_up(fabric: Fabric) -> None
     fabric.plug()
     a, b = connect_pair(fabric)
     writer = in_thread(lambda: [b.data.send(bytes(1 << 20)) for _ in range(1000)])
-    time.sleep(0.2)
+    carrying(fabric.a.streams[(fabric.a.stream_service, DATA_A)])
     fabric.unplug()
     pulled = time.monotonic()
     with pytest.raises(LinkError, match="left the cable"):
@@ -192,7 +204,7 @@ def test_a_pure_writer_sees_the_peer_close(fabric: Fabric) -> None:
     fabric.plug()
     a, b = connect_pair(fabric)
     writer = in_thread(lambda: [b.data.send(bytes(1 << 20)) for _ in range(100_000)])
-    time.sleep(0.3)
+    carrying(fabric.a.streams[(fabric.a.stream_service, DATA_A)])
     a.close()  # the receiver goes away without a word
     closed = time.monotonic()
     with pytest.raises(LinkError, match="closed the data stream"):
@@ -224,10 +236,9 @@ def test_the_data_hopid_is_settled_when_the_hosts_differ(fabric: Fabric) -> None
     handshake on the control stream brings both to 13 before the data stream is opened."""
     fabric.plug()
     t = hold(fabric.b, "stale", 14)
-    results: dict[str, Any] = {}
-    for h in (fabric.b, fabric.a):
-        results[h.name] = in_thread(lambda h=h: open_streams(h.host(), None, Deadline(10)))
-        time.sleep(0.2)
+    results = {"beta": in_thread(lambda: open_streams(fabric.b.host(), None, Deadline(10)))}
+    waiting_for_the_peer(fabric)
+    results["alpha"] = in_thread(lambda: open_streams(fabric.a.host(), None, Deadline(10)))
     (a, agreed_a), (b, agreed_b) = results["alpha"](), results["beta"]()
     assert (agreed_a.data_hopid, agreed_b.data_hopid, agreed_a.rounds, agreed_b.rounds) == (13, 13, 1, 1)
     with a, b:
@@ -323,7 +334,10 @@ def test_a_stop_ends_the_wait_for_the_peer_and_cleans_up(fabric: Fabric, when: s
     stop = threading.Event()
     opener = in_thread(lambda: open_link(LinkSpec("tbstream"), "send", timeout=60, on_listening=None,
                                          stop=stop, host=fabric.a.host()))
-    time.sleep(0.5)
+    if when == "attach":  # its streams are made: it waits for them to attach
+        wait_until(lambda: len(fabric.a.streams) == 2, 10, "alpha's streams")
+    else:
+        waiting_for_the_peer(fabric)
     stop.set()
     stopped = time.monotonic()
     with pytest.raises(CancelledError):

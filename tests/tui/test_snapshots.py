@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.screen import Screen
 
@@ -24,20 +25,27 @@ from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, SummaryScreen
 from recovery.tui.screens.steps import DiskScreen, OptionsScreen, ReviewScreen
 from tests.tui import fakes
+from tests.tui.helpers import wait_for
 
 SnapCompare = Callable[..., bool]
 SIZES = pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
 DRIVER_OFFERS = [Offer("enter", "Another clone", StartOverAsked), Offer("r", "Retry the same clone", RetryAsked)]
+READY = 30.0  # seconds the app has to read the (fake) disks
+
+
+async def disks_read(pilot: Pilot) -> WizardApp:
+    """The app, once it has read its disks (its first screen is up)."""
+    app = pilot.app
+    assert isinstance(app, WizardApp)
+    await wait_for(pilot, lambda: app.state.disks is not None, READY, "the disks to be read")
+    return app
 
 
 def showing(make: Callable[[], Screen[Any]]) -> Callable[[Pilot], Awaitable[None]]:
     """Wait for the first screen, then push the one under test."""
 
     async def before(pilot: Pilot) -> None:
-        app = pilot.app
-        assert isinstance(app, WizardApp)
-        while app.state.disks is None:
-            await pilot.pause(0.02)
+        app = await disks_read(pilot)
         app.push_screen(make())
         await pilot.pause()
 
@@ -45,13 +53,12 @@ def showing(make: Callable[[], Screen[Any]]) -> Callable[[Pilot], Awaitable[None
 
 
 async def home_ready(pilot: Pilot) -> None:
-    app = pilot.app
-    assert isinstance(app, WizardApp)
-    while app.state.disks is None:
-        await pilot.pause(0.02)
+    app = await disks_read(pilot)
     app.post_message(LinkStatus("tcp", "listening on port 7554"))
     app.post_message(ListeningOn("tcp", "", 7554))
-    await pilot.pause(0.1)
+    await wait_for(pilot, lambda: app.state.listening == ("", 7554) and "tcp" in app.state.status, READY,
+                   "the home screen to hear where it listens")
+    await pilot.pause()
 
 
 def app(**kw: object) -> WizardApp:
@@ -140,7 +147,19 @@ def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() 
 
     from tests.tui.test_wizard import text_of
 
-    async def visible(app: WizardApp, size: tuple[int, int], ids: list[str]) -> None:
+    async def visible(pilot: Pilot, screen: Screen[Any], size: tuple[int, int], ids: list[str]) -> None:
+        """Push ``screen``; once it is laid out, each of ``ids`` must show whole, above the footer."""
+        app = pilot.app
+
+        def laid_out() -> bool:
+            try:
+                return app.screen is screen and all(screen.query_one(n).region for n in ids)
+            except NoMatches:  # not composed yet
+                return False
+
+        app.push_screen(screen)
+        await wait_for(pilot, laid_out, READY, f"{type(screen).__name__} to be laid out")
+        await pilot.pause()  # and the refresh its first layout asked for
         for name in ids:
             region = app.screen.query_one(name).region
             assert region.height > 0 and region.bottom <= size[1] - 1, (name, region)  # above the footer
@@ -148,23 +167,15 @@ def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() 
 
     async def scenario() -> None:
         small, normal = (60, 20), (80, 24)
-        a = app()
-        async with a.run_test(size=small) as pilot:
-            while a.state.disks is None:
-                await pilot.pause(0.02)
-            a.push_screen(ProgressScreen(fakes.job()))
-            await pilot.pause(0.2)
-            await visible(a, small, ["#stage", "#bar", "#numbers", "#limit"])
+        async with app().run_test(size=small) as pilot:
+            a = await disks_read(pilot)
+            await visible(pilot, ProgressScreen(fakes.job()), small, ["#stage", "#bar", "#numbers", "#limit"])
             assert text_of(a, "#bar").endswith("25.0%")
-            a.push_screen(ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]))
-            await pilot.pause(0.2)
-            await visible(a, small, ["#confirm", "#review-changes"])
-        b = app()
-        async with b.run_test(size=normal) as pilot:
-            while b.state.disks is None:
-                await pilot.pause(0.02)
-            b.push_screen(SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS))
-            await pilot.pause(0.2)
-            await visible(b, normal, ["#verdict", "#checked", "#summary", "#next"])
+            await visible(pilot, ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]), small,
+                          ["#confirm", "#review-changes"])
+        async with app().run_test(size=normal) as pilot:
+            await disks_read(pilot)
+            await visible(pilot, SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS), normal,
+                          ["#verdict", "#checked", "#summary", "#next"])
 
     asyncio.run(scenario())

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -19,22 +19,27 @@ from recovery.engine.clone.level import LevelController
 from recovery.engine.rescue.job import plan_jobs
 from recovery.link.base import FdChannel
 from recovery.protocol.pake import DataKeys
+from tests.helpers import wait_until
 
 MIB = 1 << 20
 
 
-def settled(value: Callable[[], int], timeout: float = 20.0) -> int:
-    """``value()`` once it stopped changing for half a second."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = value()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > 0.5:
-            return now
-    raise AssertionError("it never settled")
+def stalled(pipe: sendpipe.SendPipeline, read_bytes: Callable[[], int], timeout: float = 20.0) -> int:
+    """``read_bytes()`` once the sender is held at its window: the bytes not acknowledged fill it and its
+    read thread waits for an acknowledgement (so it reads nothing more until one comes)."""
+    reader = next(t for t in pipe.crew.threads if t.name == "send-read")
+
+    def waits_for_acks() -> bool:
+        frame = sys._current_frames().get(reader.ident or 0)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        return names[:2] == ["wait", "_room_ahead"]  # innermost first: the condition's wait, in _room_ahead
+
+    wait_until(lambda: pipe._history_bytes >= sendpipe.UNACKED_BYTES and waits_for_acks(), timeout,
+               "the sender to stall at its window")
+    return read_bytes()
 
 
 def test_a_receiver_that_never_acknowledges_stalls_the_sender_at_the_window(monkeypatch: pytest.MonkeyPatch
@@ -62,12 +67,11 @@ def test_a_receiver_that_never_acknowledges_stalls_the_sender_at_the_window(monk
                                  keys=DataKeys(header=bytes(32), payload=bytes(32)), encrypted=False, workers=2)
     try:
         pipe.start()
-        stalled = settled(lambda: read_bytes)
-        assert 8 * MIB <= stalled <= 9 * MIB  # the window, and the chunk that filled it
+        assert 8 * MIB <= stalled(pipe, lambda: read_bytes) <= 9 * MIB  # the window, and the chunk that filled it
         pipe.acked(4)  # the receiver acknowledges the first 4 frames: 4 MiB more may be read
-        assert 12 * MIB <= settled(lambda: read_bytes) <= 13 * MIB
+        assert 12 * MIB <= stalled(pipe, lambda: read_bytes) <= 13 * MIB
         pipe.acked(len(chunks))  # all it has sent: another window's worth, no more
-        assert 20 * MIB <= settled(lambda: read_bytes) <= 21 * MIB
+        assert 20 * MIB <= stalled(pipe, lambda: read_bytes) <= 21 * MIB
     finally:
         pipe.close()
         ours.close()

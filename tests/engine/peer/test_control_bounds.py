@@ -1,43 +1,18 @@
 """A paired peer cannot make this side's control channel grow: a flood of `progress` while the
 session thread is busy elsewhere (reading the target back) keeps the inbox bounded, and the session
-gets the newest progress, not a backlog. Two real ControlLinks, paired over loopback TCP."""
+gets the newest progress, not a backlog. Two real ControlLinks, paired over loopback TCP (the
+`paired` fixture, tests/engine/peer/conftest.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from recovery.engine.peer import control
-from recovery.engine.peer.guard import CodeGuard
-from recovery.engine.peer.session import PeerLink, handshake
-from recovery.link import tcp
+from recovery.engine.peer.session import PeerLink
 from recovery.protocol import messages as m
 
-CODE = "bounds-test-code"
 IDENTITY = m.Identity(path="/dev/x", size=1 << 30, kind="disk", host_id="h", fingerprint="00" * 32)
-
-
-@pytest.fixture
-def paired() -> Iterator[tuple[PeerLink, PeerLink]]:
-    listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
-    served: list[PeerLink] = []
-    t = threading.Thread(target=lambda: served.append(handshake(listener.accept(10), "receiver",
-                                                                guard=CodeGuard(CODE))))
-    t.start()
-    driver = handshake(tcp.connect(tcp.Endpoint("127.0.0.1", listener.port)), "sender", code=CODE)
-    t.join(10)
-    [server] = served
-    try:
-        yield driver, server
-    finally:
-        for link in (driver, server):
-            link.close()
-            link.conn.abort()
-            link.conn.close()
-        listener.close()
 
 
 def test_a_progress_flood_nobody_reads_stays_bounded_and_the_newest_one_is_taken(
