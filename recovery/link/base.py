@@ -15,6 +15,7 @@ shared with the USB4STREAM channel.
 from __future__ import annotations
 
 import abc
+import collections
 import errno
 import os
 import select
@@ -329,3 +330,19 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GivesBack:
+    """Connections given back, for the next accept (a kept source serves one waiter after another)."""
+
+    def __init__(self) -> None:
+        self._returned: collections.deque[Connection] = collections.deque()
+        self._returned_lock = threading.Lock()
+
+    def give_back(self, conn: Connection) -> None:
+        with self._returned_lock:
+            self._returned.append(conn)
+
+    def _take_returned(self) -> Connection | None:
+        with self._returned_lock:
+            return self._returned.popleft() if self._returned else None

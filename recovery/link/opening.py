@@ -25,7 +25,7 @@ from typing import Protocol
 
 from recovery.errors import LinkError, NoPeerError, UsageError
 from recovery.link import tcp
-from recovery.link.base import Connection
+from recovery.link.base import Connection, GivesBack
 from recovery.link.spec import LinkSpec, parse_link
 from recovery.link.stdio import mux_connection
 from recovery.run import start
@@ -117,24 +117,29 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
+    def give_back(self, conn: Connection) -> None:
+        """A connection taken by a waiter that had just finished: the next :meth:`accept` returns it."""
 
-class _TcpSource:
+
+class _TcpSource(GivesBack):
     def __init__(self, listener: tcp.Listener) -> None:
+        super().__init__()
         self.listener = listener
 
     def accept(self, timeout: float | None) -> Connection:
-        return self.listener.accept(timeout)
+        return self._take_returned() or self.listener.accept(timeout)
 
     def close(self) -> None:
         self.listener.close()
 
 
-class OneAtATime:
+class OneAtATime(GivesBack):
     """Connections from an opener that makes one at a time (stdio, USB4STREAM): the
     next is opened only after the previous one is closed."""
 
     def __init__(self, open_one: Callable[[float | None], Connection], *, once: bool = False,
                  stop: threading.Event | None = None) -> None:
+        super().__init__()
         self.open_one = open_one
         self.once = once
         self.opened = 0
@@ -143,6 +148,9 @@ class OneAtATime:
         self._closed = stop or threading.Event()  # set by close(); an opener may wait on it
 
     def accept(self, timeout: float | None) -> Connection:
+        returned = self._take_returned()
+        if returned is not None:
+            return returned
         if self.once and self.opened:
             if self._closed.wait(timeout if timeout is not None else None):
                 raise LinkError("stopped listening")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from recovery.errors import CancelledError, LinkError, MissingToolError, NoPeerError, RecoveryError, UsageError
 from recovery.link import beacon, tcp
-from recovery.link.base import Connection
+from recovery.link.base import Connection, GivesBack
 from recovery.link.deadline import Deadline
 from recovery.link.sysfs import NET_MODULE, Interface, Sysfs
 from recovery.link.watch import watch
@@ -311,13 +311,14 @@ def open_link(spec: object, role: str, *, timeout: float | None,
     return watched(conn, sysfs, ifname, ready.iface.peer)
 
 
-class Listening:
+class Listening(GivesBack):
     """The receiver's side, kept for as many connections as it takes: the TCP
     listener on the link-local address, the beacon responder, and a watcher that
     ends a wait when the interface goes or ``stop`` is set."""
 
     def __init__(self, ready: Ready, stop: threading.Event,
                  on_listening: Callable[[str, int, str], None] | None, sysfs: Sysfs) -> None:
+        super().__init__()
         ifname = self.ifname = ready.iface.name
         self.ready, self.sysfs = ready, sysfs
         try:
@@ -345,6 +346,9 @@ class Listening:
                 return
 
     def accept(self, timeout: float | None) -> Connection:
+        returned = self._take_returned()
+        if returned is not None:
+            return returned
         try:
             conn = self.listener.accept(timeout, kind="tbnet")
             return watched(conn, self.sysfs, self.ifname, self.ready.iface.peer)

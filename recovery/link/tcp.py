@@ -140,6 +140,7 @@ class Listener:
         self._closed = False
         self._accepting = False
         self._lock = threading.Lock()
+        self._one_accept = threading.Lock()  # the greeting streams are this listener's: one reader at a time
 
     @property
     def port(self) -> int:
@@ -152,6 +153,10 @@ class Listener:
                 return
             self._closed = True
             os.write(self._wake_w, b"x")
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # stops listening now, even while a poll holds the socket
+            except OSError:
+                pass
             self.sock.close()
             if not self._accepting:
                 self._drop_all()
@@ -176,8 +181,17 @@ class Listener:
                 pass
 
     def accept(self, timeout: float | None = None, *, kind: str = "tcp") -> Connection:
-        """Wait for a sender; streams that do not say a valid hello in time are dropped."""
+        """Wait for a sender; streams that do not say a valid hello in time are dropped. One caller at a
+        time (a kept listener may have a waiter ending while the next begins): others wait their turn."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._one_accept.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise AcceptTimeout(f"no sender connected to {self.endpoint} in time")
+        try:
+            return self._accept(deadline, kind)
+        finally:
+            self._one_accept.release()
+
+    def _accept(self, deadline: float | None, kind: str) -> Connection:
         with self._lock:
             if self._closed:
                 raise LinkError(f"stopped listening on {self.endpoint}")

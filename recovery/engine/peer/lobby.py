@@ -139,6 +139,9 @@ class Lobby:
             except RecoveryError as e:
                 self._source_failed(source, e)
                 return
+            if self.done.is_set() and id(source) in self._kept:
+                source.give_back(conn)  # it came as this lobby ended: the next one on the source takes it
+                return
             self._take(conn, limit, hold)
 
     def _source_failed(self, source: Source, error: RecoveryError) -> None:
