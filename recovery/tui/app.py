@@ -342,6 +342,10 @@ class WizardApp(App[int]):
         if session is not None:
             self.in_thread(partial(session.close, f"{self.state.host} ended the pairing"), "closing")
 
+    def rejoin(self, secret: bytes | None) -> None:
+        """Pair again by itself with the last machine by this secret when it is back (None: never)."""
+        self.peering.rejoin(secret)
+
     def on_abort_asked(self, _msg: AbortAsked) -> None:
         def abort() -> None:
             if self.state.session is not None:
@@ -387,7 +391,11 @@ class WizardApp(App[int]):
         if isinstance(top, ProgressScreen) and top.job is job:
             top.refresh_view()
 
-    def demo_check(self, source: str, target: str) -> None:  # a worker thread
+    def check_demo(self, source: str, target: str) -> None:
+        """The demo compares its two images byte for byte (a worker); DemoChecked says how it went."""
+        self.in_thread(partial(self._compare_demo, source, target), "demo")
+
+    def _compare_demo(self, source: str, target: str) -> None:  # a worker thread
         try:
             result = compare(source, target)
         except RecoveryError as e:
