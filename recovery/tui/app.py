@@ -1,11 +1,11 @@
 """The wizard app: state, workers, and which screen shows when.
 
-Blocking work runs in thread workers (reading the disks, the session with
-its clones); finding the peer runs in :mod:`recovery.tui.peering`. They post
-small messages back, and screens post requests (:mod:`recovery.tui.messages`);
-the handlers here only update :class:`WizardState` and switch screens. A
-worker that fails is never dropped: its traceback goes to a log and the
-screen says where.
+Blocking work runs in thread workers (reading the disks, asking the link
+its speed, the session with its clones); finding the peer runs in
+:mod:`recovery.tui.peering`. They post small messages back, and screens
+post requests (:mod:`recovery.tui.messages`); the handlers here only update
+:class:`WizardState` and switch screens. A worker that fails is never
+dropped: its traceback goes to a log and the screen says where.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from recovery.tui.messages import (
     LobbyChanged,
     LobbyEvent,
     PeerConnected,
+    PeerSpeed,
     ReloadAsked,
     RetryAsked,
     SessionEnded,
@@ -62,6 +63,7 @@ from recovery.tui.messages import (
 from recovery.tui.peering import Peering, new_code
 from recovery.tui.screens.dialogs import ConfirmScreen, HelpScreen
 from recovery.tui.screens.home import HomeScreen
+from recovery.tui.screens.pair import PeerScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen
@@ -272,7 +274,19 @@ class WizardApp(App[int]):
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
         self.in_thread(partial(self._serve, session), "session")
+        self.in_thread(partial(self._ask_speed, link), "speed")
         self.steps.paired(Pin.of(link))
+
+    def _ask_speed(self, link: PeerLink) -> None:  # a worker thread: a TCP link asks `ip`, for seconds at worst
+        self.post_message(PeerSpeed(link, link.conn.speed()))
+
+    def on_peer_speed(self, msg: PeerSpeed) -> None:
+        if msg.link is not self.state.link or self.state.peer is None:
+            return  # that pairing is over
+        self.state.peer = self.state.peer.with_speed(msg.speed)
+        for screen in self.screen_stack:
+            if isinstance(screen, PeerScreen):
+                screen.set_peer(self.state.peer)
 
     def _serve(self, session: CloneSession) -> None:  # the session's thread
         error: RecoveryError | None = None
