@@ -11,6 +11,7 @@ dropped: its traceback goes to a log and the screen says where.
 from __future__ import annotations
 
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 from functools import partial
@@ -100,11 +101,18 @@ class WizardApp(App[int]):
         self.load_inventory("start")
 
     def on_unmount(self) -> None:
-        """Stop every worker's I/O so the app never waits on a blocked thread; the peer is told bye."""
+        """Stop every worker's I/O so the app never waits on a blocked thread.
+
+        The session closes in a thread of its own, not here: telling the peer bye can take seconds (a
+        clone to cancel, a slow peer). Not in a worker: the app is ending, and a worker started now
+        might never run. Not a daemon: the process waits for it, so the peer is still told.
+        """
         self.closing = True
         self.peering.close()
-        if self.state.session is not None:
-            self.state.session.close(f"{self.state.host} closed the wizard")
+        session = self.state.session
+        if session is not None:
+            threading.Thread(target=session.close, args=(f"{self.state.host} closed the wizard",),
+                             name="wizard-close", daemon=False).start()
 
     def action_quit(self) -> None:  # type: ignore[override]
         session = self.state.session
