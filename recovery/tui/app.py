@@ -1,16 +1,17 @@
 """The wizard app: state, workers, and which screen shows when.
 
-Blocking work runs in thread workers (reading the disks, the session with
-its clones); finding the peer runs in :mod:`recovery.tui.peering`. They post
-small messages back, and screens post requests (:mod:`recovery.tui.messages`);
-the handlers here only update :class:`WizardState` and switch screens. A
-worker that fails is never dropped: its traceback goes to a log and the
-screen says where.
+Blocking work runs in thread workers (reading the disks, asking the link
+its speed, the session with its clones); finding the peer runs in
+:mod:`recovery.tui.peering`. They post small messages back, and screens
+post requests (:mod:`recovery.tui.messages`); the handlers here only update
+:class:`WizardState` and switch screens. A worker that fails is never
+dropped: its traceback goes to a log and the screen says where.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 from functools import partial
@@ -52,6 +53,7 @@ from recovery.tui.messages import (
     LobbyChanged,
     LobbyEvent,
     PeerConnected,
+    PeerSpeed,
     ReloadAsked,
     RetryAsked,
     SessionEnded,
@@ -62,6 +64,7 @@ from recovery.tui.messages import (
 from recovery.tui.peering import Peering, new_code
 from recovery.tui.screens.dialogs import ConfirmScreen, HelpScreen
 from recovery.tui.screens.home import HomeScreen
+from recovery.tui.screens.pair import PeerScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen
@@ -98,11 +101,18 @@ class WizardApp(App[int]):
         self.load_inventory("start")
 
     def on_unmount(self) -> None:
-        """Stop every worker's I/O so the app never waits on a blocked thread; the peer is told bye."""
+        """Stop every worker's I/O so the app never waits on a blocked thread.
+
+        The session closes in a thread of its own, not here: telling the peer bye can take seconds (a
+        clone to cancel, a slow peer). Not in a worker: the app is ending, and a worker started now
+        might never run. Not a daemon: the process waits for it, so the peer is still told.
+        """
         self.closing = True
         self.peering.close()
-        if self.state.session is not None:
-            self.state.session.close(f"{self.state.host} closed the wizard")
+        session = self.state.session
+        if session is not None:
+            threading.Thread(target=session.close, args=(f"{self.state.host} closed the wizard",),
+                             name="wizard-close", daemon=False).start()
 
     def action_quit(self) -> None:  # type: ignore[override]
         session = self.state.session
@@ -272,7 +282,19 @@ class WizardApp(App[int]):
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
         self.in_thread(partial(self._serve, session), "session")
+        self.in_thread(partial(self._ask_speed, link), "speed")
         self.steps.paired(Pin.of(link))
+
+    def _ask_speed(self, link: PeerLink) -> None:  # a worker thread: a TCP link asks `ip`, for seconds at worst
+        self.post_message(PeerSpeed(link, link.conn.speed()))
+
+    def on_peer_speed(self, msg: PeerSpeed) -> None:
+        if msg.link is not self.state.link or self.state.peer is None:
+            return  # that pairing is over
+        self.state.peer = self.state.peer.with_speed(msg.speed)
+        for screen in self.screen_stack:
+            if isinstance(screen, PeerScreen):
+                screen.set_peer(self.state.peer)
 
     def _serve(self, session: CloneSession) -> None:  # the session's thread
         error: RecoveryError | None = None
@@ -342,6 +364,10 @@ class WizardApp(App[int]):
         if session is not None:
             self.in_thread(partial(session.close, f"{self.state.host} ended the pairing"), "closing")
 
+    def rejoin(self, secret: bytes | None) -> None:
+        """Pair again by itself with the last machine by this secret when it is back (None: never)."""
+        self.peering.rejoin(secret)
+
     def on_abort_asked(self, _msg: AbortAsked) -> None:
         def abort() -> None:
             if self.state.session is not None:
@@ -387,7 +413,11 @@ class WizardApp(App[int]):
         if isinstance(top, ProgressScreen) and top.job is job:
             top.refresh_view()
 
-    def demo_check(self, source: str, target: str) -> None:  # a worker thread
+    def check_demo(self, source: str, target: str) -> None:
+        """The demo compares its two images byte for byte (a worker); DemoChecked says how it went."""
+        self.in_thread(partial(self._compare_demo, source, target), "demo")
+
+    def _compare_demo(self, source: str, target: str) -> None:  # a worker thread
         try:
             result = compare(source, target)
         except RecoveryError as e:

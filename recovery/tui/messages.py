@@ -68,6 +68,14 @@ class PeerConnected(Message):
         self.link = link
 
 
+class PeerSpeed(Message):
+    """The paired link's speed, as a worker asked it of the link (None: the link does not say)."""
+
+    def __init__(self, link: PeerLink, speed: str | None) -> None:
+        super().__init__()
+        self.link, self.speed = link, speed
+
+
 class EngineEvent(Message):
     def __init__(self, event: events.Event) -> None:
         super().__init__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from recovery.engine.peer.clones import CloneSession
@@ -28,15 +29,21 @@ class PeerView:
     drives: bool  # this machine drives (its user typed the peer's code)
     disks: int
     choice: str | None = None  # why this link (both cable links measured: their rates)
+    speed_pending: bool = False  # the speed is still being asked of the link (see :meth:`of`)
 
     @classmethod
     def of(cls, link: PeerLink) -> PeerView:
-        """What the pairing screen shows; the speed as the bus or the network card reports it."""
+        """What the pairing screen shows at once, without I/O: the speed is pending. Asking the link
+        for it (the network card's may take ``ip`` seconds) is a worker's job; :meth:`with_speed` follows."""
         host = link.peer or link.theirs.host  # its introduction once paired (with the machine id)
         return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
-                   link=link.conn.kind, address=link.conn.peer, speed=link.conn.speed(), security=link.security,
-                   session=link.fingerprint, drives=link.role == "driver", disks=len(link.inventory),
-                   choice=link.conn.choice)
+                   link=link.conn.kind, address=link.conn.peer, speed=None, speed_pending=True,
+                   security=link.security, session=link.fingerprint, drives=link.role == "driver",
+                   disks=len(link.inventory), choice=link.conn.choice)
+
+    def with_speed(self, speed: str | None) -> PeerView:
+        """The same view, with the speed the link reported (None: it does not say)."""
+        return dataclasses.replace(self, speed=speed, speed_pending=False)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Which step or result the wizard shows, and what each answer, Back, Retry or result leads to.
 
-The app owns the state and the screens; the stepper decides. On the driving
+The app owns the state and the screens; the stepper decides, and sees of the
+app only the little :class:`Wizard` names (it never imports the app). On the driving
 side every step is built from the answers so far (Esc shows the previous
 one with them kept) and the other machine is told which step its user is on.
 Before a clone starts, and before a retry, this machine's disks are read
@@ -12,13 +13,18 @@ what the driver says it does.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from textual.notifications import SeverityLevel
+from textual.screen import Screen
 
 from recovery import report
 from recovery.engine.peer.jobs import JobEnded, PeerActivity, unfinished
 from recovery.engine.peer.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise
+from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
 from recovery.tui.model import short_name, source_refusal, target_refusal
@@ -28,18 +34,61 @@ from recovery.tui.screens.resume import RescueScreen, ResumeScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen, Step
 from recovery.tui.state import WizardState
 
-if TYPE_CHECKING:
-    from recovery.tui.app import WizardApp
+Answer = TypeVar("Answer")
+
+
+class Wizard(Protocol):
+    """The little of the app the stepper uses: what the wizard knows, its screens, and a few requests.
+
+    :class:`~recovery.tui.app.WizardApp` is one; the stepper never imports it.
+    """
+
+    @property
+    def state(self) -> WizardState: ...
+
+    @property
+    def config(self) -> WizardConfig: ...
+
+    @property
+    def peer_name(self) -> str: ...
+
+    @property
+    def top(self) -> Screen[object] | None: ...
+
+    def show(self, screen: Screen[None]) -> None:
+        """The first screen, and ``screen`` over it."""
+
+    def push_screen(self, screen: Screen[Answer], callback: Callable[[Answer | None], None]) -> object:
+        """``screen`` over the one on top; ``callback`` gets its answer."""
+
+    def reset_to_home(self) -> None:
+        """Back to the first screen."""
+
+    def notify(self, message: str, *, severity: SeverityLevel = ..., timeout: float | None = ...,
+               markup: bool = ...) -> None:
+        """A toast."""
+
+    def load_inventory(self, why: str) -> None:
+        """Read this machine's disks again (in a worker); :meth:`Stepper.disks_read` follows with ``why``."""
+
+    def check_demo(self, source: str, target: str) -> None:
+        """Compare the demo's two images (in a worker); the summary screen shows the verdict."""
+
+    def rejoin(self, secret: bytes | None) -> None:
+        """Pair again by itself with the last machine by this secret when it is back (None: never)."""
+
+    def waiting_line(self) -> str:
+        """What a screen says while the wizard waits to be paired again."""
 
 
 class Stepper:
-    def __init__(self, app: WizardApp) -> None:
-        self.app = app
+    def __init__(self, wizard: Wizard) -> None:
+        self.wizard = wizard
         self.pending = ""  # "plan" or "retry": waiting for this machine's disks to be read again
 
     @property
     def state(self) -> WizardState:
-        return self.app.state
+        return self.wizard.state
 
     # --- pairing ---
 
@@ -49,17 +98,17 @@ class Stepper:
         if state.link is None or not state.link.rejoined:
             state.auto_resume = False  # paired by a code: the user is here, the review shows
         if not state.drives:
-            self.app.show(PassiveScreen(state.peer))
+            self.wizard.show(PassiveScreen(state.peer))
             return
         if state.retry is not None and state.pin is not None and state.pin != pin:
-            self.app.notify(f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
+            self.wizard.notify(f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
                             f"{state.pin.hostname}, so it is not retried. Choose what to copy.", markup=False,
                             severity="warning", timeout=10)
             state.retry, state.auto_resume = None, False
         if state.retry is not None:
             state.choice, state.retry = state.retry, None
             self.pending = "retry"
-            self.app.load_inventory("retry")
+            self.wizard.load_inventory("retry")
             return
         state.step = "pair"
         self.show_step("pair")
@@ -71,10 +120,10 @@ class Stepper:
         state.step = step
         if state.session is not None:
             state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS))
-        self.app.show(self.build(step))
+        self.wizard.show(self.build(step))
 
     def build(self, step: str) -> Step | PairScreen:
-        state, peer = self.state, self.app.peer_name
+        state, peer = self.state, self.wizard.peer_name
         choice = state.choice
         ours = state.disks or ()
         theirs = state.link.inventory if state.link else ()
@@ -105,14 +154,14 @@ class Stepper:
             return
         if step == "review":
             self.pending = "plan"
-            self.app.load_inventory("plan")  # the disks as they are right before the plan
+            self.wizard.load_inventory("plan")  # the disks as they are right before the plan
             return
         state.choice = flow.answer(state.choice, step, value)
         if step == "target":
             choice = state.choice = dataclasses.replace(state.choice, rescue=state.choice.rescue or state.rescue_next)
             job = unfinished(choice.source, choice.target) if choice.source and choice.target else None
             if job is not None:  # the target's journal: an interrupted clone of this source
-                self.app.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
+                self.wizard.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
                 return
         self.show_step(flow.following(step))
 
@@ -132,7 +181,7 @@ class Stepper:
 
     def back(self, step: str) -> None:
         if self.state.session is None:
-            self.app.reset_to_home()
+            self.wizard.reset_to_home()
             return
         self.show_step(flow.previous(step))
 
@@ -145,11 +194,11 @@ class Stepper:
         state = self.state
         choice = state.choice
         ours, theirs = state.disks or (), state.link.inventory if state.link else ()
-        src_host, dst_host = (state.host, self.app.peer_name) if choice.send else (self.app.peer_name, state.host)
+        src_host, dst_host = (state.host, self.wizard.peer_name) if choice.send else (self.wizard.peer_name, state.host)
         checked = flow.recheck(choice, ours if choice.send else theirs, theirs if choice.send else ours,
                                src_host, dst_host)
         if checked.choice is None:
-            self.app.notify("The clone cannot run as chosen: " + "; ".join(checked.changes), severity="error",
+            self.wizard.notify("The clone cannot run as chosen: " + "; ".join(checked.changes), severity="error",
                             markup=False, timeout=15)
             self.show_step("source" if any("source" in c for c in checked.changes) else "target")
             return
@@ -185,15 +234,14 @@ class Stepper:
         return [Offer("enter", again, StartOverAsked), *retry]
 
     def job_ended(self, job: JobView, ended: JobEnded) -> None:
-        state, app = self.state, self.app
+        state, wizard = self.state, self.wizard
         linked = state.link is not None and state.link.idle
         if ended.ok and job.summary is not None:
             state.last_result = f"{report.headline(job.summary)}: {job.target}"
-            app.show(SummaryScreen(job, state.host, self.offers(failed=False)))
+            wizard.show(SummaryScreen(job, state.host, self.offers(failed=False)))
             chosen = state.job_choice
-            if app.config.demo and not job.passive and chosen and chosen.source and chosen.target:
-                source, target = chosen.source.path, chosen.target.path
-                app.in_thread(lambda: app.demo_check(source, target), "demo")
+            if wizard.config.demo and not job.passive and chosen and chosen.source and chosen.target:
+                wizard.check_demo(chosen.source.path, chosen.target.path)
             return
         state.last_result = f"failed ({ended.code}): {ended.message}"
         written = state.job_choice.target if state.job_choice and not job.passive else None
@@ -206,11 +254,11 @@ class Stepper:
         screen = ErrorScreen(advice, self.offers(failed=True, linked=linked, lost=lost), state=lines, log=ended.log,
                              peer=job.started.peer)
         if not linked:
-            screen.set_status(app.waiting_line())
-        app.show(screen)
+            screen.set_status(wizard.waiting_line())
+        wizard.show(screen)
         chosen = state.job_choice
         if ended.code == "source_read" and not job.passive and chosen is not None and not chosen.rescue:
-            app.push_screen(RescueScreen(job.started.peer), lambda yes: self.rescue_answered(yes is True))
+            wizard.push_screen(RescueScreen(job.started.peer), lambda yes: self.rescue_answered(yes is True))
 
     def rescue_answered(self, yes: bool) -> None:
         """After a read error: the next clone (a retry, or the same disks chosen again) in rescue mode."""
@@ -220,21 +268,21 @@ class Stepper:
             return
         if state.job_choice is not None:
             state.job_choice = dataclasses.replace(state.job_choice, rescue=True)
-        top = self.app.top
+        top = self.wizard.top
         if isinstance(top, ErrorScreen):
             linked = state.link is not None and state.link.idle
             top.set_status("Rescue mode is on for the next clone: Retry the same clone (r) and it resumes where "
                            "it stopped, copying what can still be read." + ("" if linked else
-                                                                            " " + self.app.waiting_line()))
+                                                                            " " + self.wizard.waiting_line()))
 
     def start_over(self) -> None:
         """Another clone (the answers stay as defaults), or the first screen when the link is gone."""
         self.state.auto_resume = False
-        self.app.peering.rejoin(None)
+        self.wizard.rejoin(None)
         if self.state.session is not None and self.state.drives:
             self.show_step("direction")
         else:
-            self.app.reset_to_home()
+            self.wizard.reset_to_home()
 
     def retry(self) -> None:
         state = self.state
@@ -243,38 +291,38 @@ class Stepper:
         if state.session is not None and state.drives:
             state.choice = state.job_choice
             self.pending = "retry"
-            self.app.load_inventory("retry")
+            self.wizard.load_inventory("retry")
             return
         state.retry = state.job_choice
-        self.app.reset_to_home()
+        self.wizard.reset_to_home()
 
     def auto_resume(self) -> None:
         """The user allows it: when the same machine is back, pair again by the lost pairing's secret
         (no code) and resume the clone at once."""
-        state, app = self.state, self.app
+        state, wizard = self.state, self.wizard
         secret = (state.link.rejoin_secret() if state.link is not None else None) or state.rejoin
         if secret is None or state.job_choice is None:
-            app.notify("This clone cannot resume by itself: pair again and press r.", markup=False)
+            wizard.notify("This clone cannot resume by itself: pair again and press r.", markup=False)
             return
         state.retry, state.auto_resume = dataclasses.replace(state.job_choice, restart=False), True
-        app.peering.rejoin(secret)
-        top = app.top
+        wizard.rejoin(secret)
+        top = wizard.top
         if isinstance(top, ErrorScreen):
-            name = state.pin.hostname if state.pin is not None else app.peer_name
+            name = state.pin.hostname if state.pin is not None else wizard.peer_name
             top.set_status(f"Waiting for {name} to come back: this machine pairs with it again by itself "
                            "(the lost pairing's key proves it is the same machine, no code needed) and the clone "
                            "resumes where the target's safely written part ends.")
 
     def dismissed(self) -> None:
         if self.state.session is not None and self.state.peer is not None and not self.state.drives:
-            self.app.show(PassiveScreen(self.state.peer, self.state.activity, self.state.last_result))
+            self.wizard.show(PassiveScreen(self.state.peer, self.state.activity, self.state.last_result))
         else:
-            self.app.reset_to_home()
+            self.wizard.reset_to_home()
 
     def peer_activity(self, event: PeerActivity) -> None:
         state = self.state
         state.activity = event.what + (f" (step {event.step} of {event.steps})" if event.step else "")
-        screen = self.app.top
+        screen = self.wizard.top
         if isinstance(screen, PassiveScreen):
             screen.show(state.activity, state.last_result)
         elif isinstance(screen, ResultScreen | SummaryScreen | ErrorScreen) and state.session is not None:

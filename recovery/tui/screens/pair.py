@@ -24,6 +24,9 @@ from recovery.tui.state import PeerView
 from recovery.tui.widgets import plain
 from recovery.units import shown
 
+SPEED_PENDING = "asking the link..."  # until a worker has the link's answer
+SPEED_UNKNOWN = "not reported by this link (the clone measures it)"
+
 
 def facts(p: PeerView) -> Text:
     """Label and value lines; every value is plain text (a peer's strings are never markup)."""
@@ -32,7 +35,7 @@ def facts(p: PeerView) -> Text:
         ("Peer", f"{p.hostname} ({p.software})"),
         ("Machine id", p.machine_id or "not given"),
         ("Link", f"{p.link} to {p.address}"),
-        ("Speed", p.speed or "not reported by this link (the clone measures it)"),
+        ("Speed", p.speed or (SPEED_PENDING if p.speed_pending else SPEED_UNKNOWN)),
         *((("Why", p.choice),) if p.choice else ()),
         ("Security", p.security),
         ("Session", f"{p.session} (the same on both screens)"),
@@ -45,17 +48,27 @@ def facts(p: PeerView) -> Text:
     return text
 
 
-class PairScreen(Screen[None]):
+class PeerScreen(Screen[None]):
+    """A screen with the paired machine's facts; they change once, when the link's speed is known."""
+
+    def __init__(self, peer: PeerView) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def set_peer(self, peer: PeerView) -> None:
+        """Show ``peer`` (now, or when composed)."""
+        self.peer = peer
+        for widget in self.query("#pair-facts").results(Static):
+            widget.update(facts(peer))
+
+
+class PairScreen(PeerScreen):
     """The driving side: paired; Enter goes on to the clone."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "confirm", "Continue", key_display="Enter"),
         Binding("escape", "leave", "End the pairing"),
     ]
-
-    def __init__(self, peer: PeerView) -> None:
-        super().__init__()
-        self.peer = peer
 
     def compose(self) -> ComposeResult:
         p = self.peer
@@ -75,14 +88,14 @@ class PairScreen(Screen[None]):
         self.post_message(EndPairingAsked())
 
 
-class PassiveScreen(Screen[None]):
+class PassiveScreen(PeerScreen):
     """The serving side: the peer typed this machine's code and drives it now."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "leave", "End the pairing")]
 
     def __init__(self, peer: PeerView, activity: str = "", last: str = "") -> None:
-        super().__init__()
-        self.peer, self.activity, self.last = peer, activity, last
+        super().__init__(peer)
+        self.activity, self.last = activity, last
 
     def compose(self) -> ComposeResult:
         p = self.peer
