@@ -57,7 +57,7 @@ class ResumeScreen(ModalScreen[bool]):
         self.dismiss(resume)
 
     def action_back(self) -> None:
-        self.dismiss(None)  # type: ignore[arg-type]
+        self.dismiss(None)
 
 
 RESCUE_QUESTION = ("The source has unreadable areas. Continue in rescue mode?\n"

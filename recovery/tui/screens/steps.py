@@ -182,7 +182,9 @@ class OptionsScreen(Step):
         self.query_one("#mode", ChoiceList).focus()
 
     def action_next(self) -> None:
-        get = lambda name: self.query_one(f"#{name}", ChoiceList).value  # noqa: E731
+        def get(name: str) -> str:
+            return str(self.query_one(f"#{name}", ChoiceList).value)
+
         self.answer(dataclasses.replace(self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0,
                                         verify=get("verify") == "on"))
 
