@@ -38,18 +38,26 @@ def check_tools() -> None:
     missing = [tool for tool in NEEDED if run.find_tool(tool) is None]
     if missing:
         packages = " ".join(sorted({NEEDED[t] for t in missing}))
-        raise MissingToolError(f"the demo needs {', '.join(f'{t} ({NEEDED[t]})' for t in missing)}",
-                               hint=f"install them: apt install {packages}")
+        raise MissingToolError(
+            f"the demo needs {', '.join(f'{t} ({NEEDED[t]})' for t in missing)}",
+            hint=f"install them: apt install {packages}",
+        )
 
 
-def start_recovery(args: Sequence[str], *, stderr: run.Redirect = subprocess.DEVNULL,
-                   new_session: bool = False) -> subprocess.Popen[bytes]:
+def start_recovery(
+    args: Sequence[str], *, stderr: run.Redirect = subprocess.DEVNULL, new_session: bool = False
+) -> subprocess.Popen[bytes]:
     """Start ``python -m recovery ARGS`` from this same copy of the program (the demo's other process),
     its stdout a pipe for :class:`EventLines`, its stdin a pipe (see :func:`run.start`)."""
     root = str(Path(recovery.__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    return run.start([sys.executable, "-m", "recovery", *args], env={"PYTHONPATH": path},
-                     stdout=subprocess.PIPE, stderr=stderr, new_session=new_session)
+    return run.start(
+        [sys.executable, "-m", "recovery", *args],
+        env={"PYTHONPATH": path},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        new_session=new_session,
+    )
 
 
 class EventLines:
@@ -94,6 +102,7 @@ class EventLines:
                     err = next((e for e in self.events if e["event"] == "error"), None)
                     raise LinkError(f"{self.name} did not say {kind!r}" + (f": {err['message']}" if err else ""))
                 self.cond.wait(0.2)
+
 
 WORDS = (
     "disk backup restore cable sector block chunk verify digest stream partition "
@@ -145,11 +154,37 @@ def build_sample_disk(path: str, size_mib: int = 256) -> None:
         _populate(root, rng, text_mib=size_mib // 8, random_mib=size_mib // 16)
         (root / "etc").mkdir()
         (root / "etc" / "os-release").write_text(OS_RELEASE)
-        run.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "demo-root", "-d", str(root),
-                 "-E", f"offset={ext_start * sector}", path, f"{ext_sectors * sector // 1024}k"])
+        run.run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-b",
+                "4096",
+                "-L",
+                "demo-root",
+                "-d",
+                str(root),
+                "-E",
+                f"offset={ext_start * sector}",
+                path,
+                f"{ext_sectors * sector // 1024}k",
+            ]
+        )
         fat_bits = "32" if fat_sectors * sector >= 256 * MIB else "16"  # mkfs.vfat's own pick can fail
-        run.run(["mkfs.vfat", "-F", fat_bits, "--offset", str(fat_start), "-n", "DEMO-DATA", path,
-                 str(fat_sectors * sector // 1024)])
+        run.run(
+            [
+                "mkfs.vfat",
+                "-F",
+                fat_bits,
+                "--offset",
+                str(fat_start),
+                "-n",
+                "DEMO-DATA",
+                path,
+                str(fat_sectors * sector // 1024),
+            ]
+        )
         data = Path(tmp) / "data"
         _populate(data, rng, text_mib=size_mib // 32, random_mib=size_mib // 32)
         image = f"{path}@@{fat_start * sector}"

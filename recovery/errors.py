@@ -162,8 +162,15 @@ class UnreadableSourceError(RecoveryError):
     code = "unreadable"
     exit_code = 14
 
-    def __init__(self, message: str, *, unreadable: int = 0, ranges: list[tuple[int, int]] | None = None,
-                 hint: str | None = None, peer: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        unreadable: int = 0,
+        ranges: list[tuple[int, int]] | None = None,
+        hint: str | None = None,
+        peer: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint, peer=peer)
         self.unreadable = unreadable
         self.ranges = ranges or []

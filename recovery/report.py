@@ -23,8 +23,10 @@ KERNEL_WORDS = {  # recovery.engine.clone.health.COUNTED, for people
 def verdict(s: events.Summary) -> str:
     if s.unreadable and s.verified is not False:
         state = "verified" if s.verified else "NOT verified"
-        return (f"Clone complete, but {human_size(s.unreadable)} of the source could NOT be read (filled on the "
-                f"target); everything that was read is {state}.")
+        return (
+            f"Clone complete, but {human_size(s.unreadable)} of the source could NOT be read (filled on the "
+            f"target); everything that was read is {state}."
+        )
     if s.verified:
         return "Clone complete and verified."
     if s.verified is None:
@@ -77,14 +79,17 @@ def checked(s: events.Summary) -> list[str]:
     elif s.mode == "exact":
         lines = ["read the whole target back" + ("" if s.mismatches else ": every chunk matched its BLAKE3")]
     else:
-        lines = ["read back every block written to the target" + ("" if s.mismatches else
-                                                                 ": each matched its BLAKE3")]
+        lines = ["read back every block written to the target" + ("" if s.mismatches else ": each matched its BLAKE3")]
     if s.resumed and s.rescue:
-        lines.append(f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, and "
-                     "checked against the source on a sample of chunks (a failing disk is read as little as possible)")
+        lines.append(
+            f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, and "
+            "checked against the source on a sample of chunks (a failing disk is read as little as possible)"
+        )
     elif s.resumed:
-        lines.append(f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
-                     "each chunk first checked against the source (what differed was sent again)")
+        lines.append(
+            f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
+            "each chunk first checked against the source (what differed was sent again)"
+        )
     fs = sorted({c["check"] for c in s.checks if c["ok"] is True})
     if fs:
         lines.append("on the target, these found it clean: " + ", ".join(fs))
@@ -102,18 +107,26 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     if level:
         rows.append(("compress", compression(level)))
     if s.role == "sender":
-        rows.append(("sent", f"{human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} "
-                             "of zeros were not sent"))
+        rows.append(
+            ("sent", f"{human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} of zeros were not sent")
+        )
     else:
-        rows.append(("written", f"{human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros "
-                                "made without writing them"))
+        rows.append(
+            (
+                "written",
+                f"{human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros made without writing them",
+            )
+        )
     rate = f" ({human_rate(copied(s) / s.seconds)})" if s.seconds and copied(s) else ""
     rows.append(("time", duration(s.seconds) + rate))
     rows += [("checked", line) for line in checked(s)]
     rows.append(("chunks", f"BLAKE3 {s.list_digest}  (the same on both machines)"))
     if s.image_digest:
-        whose = ("b3sum of the whole source gives this" if whole_source_read(s)
-                 else "b3sum of the target gives this; the source was not read whole in this run")
+        whose = (
+            "b3sum of the whole source gives this"
+            if whole_source_read(s)
+            else "b3sum of the target gives this; the source was not read whole in this run"
+        )
         rows.append(("image", f"BLAKE3 {s.image_digest}  ({whose})"))
     for c in s.checks:
         if c["ok"] is not True:
@@ -124,8 +137,9 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
         ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
         rows.append(("differs", f"{len(s.mismatches)} range(s): {ranges}"))
     if s.resumed:
-        rows.append(("resumed", f"{human_size(s.resumed)} were on the target already (an interrupted clone), "
-                                "not sent again"))
+        rows.append(
+            ("resumed", f"{human_size(s.resumed)} were on the target already (an interrupted clone), not sent again")
+        )
     rows += rescue_rows(s)
     if s.kernel_log:
         said = ", ".join(f"{n} x {KERNEL_WORDS.get(k, k)}" for k, n in s.kernel_log.items())

@@ -129,8 +129,14 @@ def output(argv: Sequence[str], **kwargs: object) -> str:
     return run(argv, **kwargs).stdout.decode(errors="replace")  # type: ignore[arg-type]
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: Redirect = subprocess.DEVNULL,
-          stderr: Redirect = subprocess.PIPE, new_session: bool = False) -> subprocess.Popen[bytes]:
+def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: Redirect = subprocess.DEVNULL,
+    stderr: Redirect = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` in the background, its stdin a pipe (closing it ends children that read it).
 
     For helpers that must live as long as something else does (a sleep
@@ -145,8 +151,9 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: 
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
     try:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env),
-                                start_new_session=new_session)
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=_env(env), start_new_session=new_session
+        )
     except OSError as e:
         raise _cannot_start(argv, e) from None
 

@@ -124,8 +124,16 @@ def partition(image: Path, layout: Sequence[Part], label: str) -> None:
     sh("sfdisk", "--quiet", str(image), input="\n".join(lines) + "\n")
 
 
-def make_disk(image: Path, layout: Sequence[Part], *, label: str = "gpt", name: str = "src",
-              seed: int = 3, garbage: bool = True, files: bool = True) -> None:
+def make_disk(
+    image: Path,
+    layout: Sequence[Part],
+    *,
+    label: str = "gpt",
+    name: str = "src",
+    seed: int = 3,
+    garbage: bool = True,
+    files: bool = True,
+) -> None:
     """Partition ``image`` (garbage in free space), make the filesystems and
     fill them with files (``files``)."""
     size = (sum(p.mib for p in layout) + 2 + (len(layout) if label == "dos" else 0)) * MIB

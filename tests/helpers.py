@@ -113,10 +113,16 @@ def make_gpt_disk(image: Path, size_mib: int = 128, *, garbage: bool = True) -> 
         f.truncate(size_mib * MIB)
     if garbage:
         fill_random(image, (1 + ext_mib + fat_mib) * MIB)
-    sh("sfdisk", "--quiet", str(image), input=(
-        "label: gpt\n"
-        f'start=2048, size={ext_mib * 2048}, type=linux, name="root"\n'
-        f'size={fat_mib * 2048}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name="data"\n'))
+    sh(
+        "sfdisk",
+        "--quiet",
+        str(image),
+        input=(
+            "label: gpt\n"
+            f'start=2048, size={ext_mib * 2048}, type=linux, name="root"\n'
+            f'size={fat_mib * 2048}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name="data"\n'
+        ),
+    )
     with loop_device(image) as dev:
         sh("mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0", "-L", "srcroot", f"{dev}p1")
         with mounted(f"{dev}p1") as mnt:
@@ -124,8 +130,15 @@ def make_gpt_disk(image: Path, size_mib: int = 128, *, garbage: bool = True) -> 
         sh("mkfs.vfat", "-n", "SRCDATA", f"{dev}p2")
         with tempfile.TemporaryDirectory() as tmp:
             populate(Path(tmp), seed=11, mib=2)
-            sh("mcopy", "-s", "-i", f"{dev}p2", *[str(p) for p in Path(tmp).iterdir()], "::/",
-               env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+            sh(
+                "mcopy",
+                "-s",
+                "-i",
+                f"{dev}p2",
+                *[str(p) for p in Path(tmp).iterdir()],
+                "::/",
+                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+            )
 
 
 def fat_digests(dev: str) -> dict[str, str]:
@@ -139,15 +152,28 @@ class Recovery:
 
     live: ClassVar[list[Recovery]] = []  # killed after each test (see conftest)
 
-    def __init__(self, *args: str, stdin: Any = None, stdout: Any = subprocess.PIPE, json_mode: bool = True,
-                 stdio_link: bool = False, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
-                 module: str = "recovery") -> None:
+    def __init__(
+        self,
+        *args: str,
+        stdin: Any = None,
+        stdout: Any = subprocess.PIPE,
+        json_mode: bool = True,
+        stdio_link: bool = False,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+        module: str = "recovery",
+    ) -> None:
         """``stdio_link``: stdout carries the link, so events are read from stderr.
         ``prefix``: run under another command (``ip netns exec NS``); ``module``: what ``python -m`` runs."""
         argv = [*prefix, sys.executable, "-m", module, *args] + (["--json"] if json_mode else [])
-        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-                                          **(env or {})})
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
         self.started = time.monotonic()
         Recovery.live.append(self)
         self.events: list[dict[str, Any]] = []
@@ -212,8 +238,10 @@ class Recovery:
         for t in self._threads:
             t.join(5)
         if hung:  # say what it was doing: a hang in CI must be diagnosable from the log alone
-            raise AssertionError(f"{' '.join(self.proc.args[2:6])} still ran after {timeout:.0f} s; last events: "
-                                 f"{self.events[-5:]}; stderr: {self.stderr[-2000:]}")
+            raise AssertionError(
+                f"{' '.join(self.proc.args[2:6])} still ran after {timeout:.0f} s; last events: "
+                f"{self.events[-5:]}; stderr: {self.stderr[-2000:]}"
+            )
         return code
 
     def error_lines(self) -> list[str]:

@@ -20,6 +20,11 @@ def test_ruff() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_ruff_format() -> None:
+    r = run(sys.executable, "-m", "ruff", "format", "--check", "recovery", "tests")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_mypy() -> None:
     r = run(sys.executable, "-m", "mypy")
     assert r.returncode == 0, r.stdout + r.stderr

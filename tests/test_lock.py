@@ -84,11 +84,13 @@ def test_every_direct_requirement_is_locked_within_its_range(name: str, test: bo
     pins = read_lock(LOCKS / name)
     for req in direct(test=test):
         pin = pins.get(canonicalize_name(req.name))
-        assert pin is not None, f"{req.name} is in pyproject.toml but not in requirements/{name}: " \
-                                "run requirements/refresh.sh"
-        assert req.specifier.contains(pin.version, prereleases=True), \
-            f"requirements/{name} locks {req.name}=={pin.version}, outside pyproject.toml's {req}: " \
+        assert pin is not None, (
+            f"{req.name} is in pyproject.toml but not in requirements/{name}: run requirements/refresh.sh"
+        )
+        assert req.specifier.contains(pin.version, prereleases=True), (
+            f"requirements/{name} locks {req.name}=={pin.version}, outside pyproject.toml's {req}: "
             "run requirements/refresh.sh"
+        )
 
 
 def test_every_pin_has_hashes_and_both_locks_agree() -> None:
@@ -101,8 +103,11 @@ def test_every_pin_has_hashes_and_both_locks_agree() -> None:
 
 
 def test_the_lock_tool_is_locked() -> None:
-    [wanted] = [Requirement(line) for line in (LOCKS / "uv.in").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    [wanted] = [
+        Requirement(line)
+        for line in (LOCKS / "uv.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     pins = read_lock(LOCKS / "uv.txt")
     assert wanted.specifier.contains(pins["uv"].version) and pins["uv"].hashes
 

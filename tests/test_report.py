@@ -10,9 +10,21 @@ from recovery import events, report
 
 MIB = 1 << 20
 EXACT = events.Summary(
-    role="receiver", mode="exact", source="/dev/sda", target="/dev/sdb", size=64 * MIB, bytes_read=0,
-    bytes_sent=64 * MIB, bytes_written=64 * MIB, zero_bytes=0, seconds=1.0, list_digest="ab" * 32,
-    image_digest="cd" * 32, verified=True, source_digest=True)
+    role="receiver",
+    mode="exact",
+    source="/dev/sda",
+    target="/dev/sdb",
+    size=64 * MIB,
+    bytes_read=0,
+    bytes_sent=64 * MIB,
+    bytes_written=64 * MIB,
+    zero_bytes=0,
+    seconds=1.0,
+    list_digest="ab" * 32,
+    image_digest="cd" * 32,
+    verified=True,
+    source_digest=True,
+)
 
 
 def words(s: events.Summary) -> str:
@@ -53,8 +65,15 @@ def test_only_a_read_back_is_called_verified() -> None:
 
 
 def test_a_check_that_fails_on_the_source_too_is_said_so_and_does_not_fail_the_copy() -> None:
-    checks = [{"number": 1, "check": "ntfsfix -n", "ok": False, "source_fails": True,
-               "message": "the source fails the same check (ntfsfix): copied as it is"}]
+    checks = [
+        {
+            "number": 1,
+            "check": "ntfsfix -n",
+            "ok": False,
+            "source_fails": True,
+            "message": "the source fails the same check (ntfsfix): copied as it is",
+        }
+    ]
     text = words(dataclasses.replace(EXACT, mode="used", checks=checks))
     assert "partition 1: ntfsfix -n fails as on the source" in text
     assert "FAILED" not in text and report.headline(dataclasses.replace(EXACT, checks=checks)) == "Verified"

@@ -69,8 +69,11 @@ def test_stop_ends_a_started_child_that_ignores_its_stdin() -> None:
 
 def test_start_can_write_stderr_to_a_file_and_give_the_child_its_own_session(tmp_path: Path) -> None:
     with open(tmp_path / "err", "wb") as err:
-        proc = run.start([sys.executable, "-c", "import sys; print('said', file=sys.stderr); sys.stdin.read()"],
-                         stderr=err, new_session=True)
+        proc = run.start(
+            [sys.executable, "-c", "import sys; print('said', file=sys.stderr); sys.stdin.read()"],
+            stderr=err,
+            new_session=True,
+        )
     try:
         assert os.getsid(proc.pid) == proc.pid  # a Ctrl-C on our terminal does not reach it
         assert proc.stdin is not None
@@ -82,13 +85,19 @@ def test_start_can_write_stderr_to_a_file_and_give_the_child_its_own_session(tmp
 
 
 # Every way Python has of starting a program; only run.py may use them.
-STARTS = re.compile(r"\bsubprocess\.(Popen|run|call|check_call|check_output|getoutput|getstatusoutput)\("
-                    r"|\bos\.(system|popen|fork|spawn\w*|posix_spawn\w*)\(|\bpty\.spawn\(|create_subprocess_\w+\(")
+STARTS = re.compile(
+    r"\bsubprocess\.(Popen|run|call|check_call|check_output|getoutput|getstatusoutput)\("
+    r"|\bos\.(system|popen|fork|spawn\w*|posix_spawn\w*)\(|\bpty\.spawn\(|create_subprocess_\w+\("
+)
 
 
 def test_run_py_is_the_one_way_programs_are_started() -> None:
     package = Path(recovery.__file__).parent
-    elsewhere = [f"{path.relative_to(package)}:{n}: {line.strip()}"
-                 for path in sorted(package.rglob("*.py")) if path != package / "run.py"
-                 for n, line in enumerate(path.read_text().splitlines(), 1) if STARTS.search(line)]
+    elsewhere = [
+        f"{path.relative_to(package)}:{n}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path != package / "run.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if STARTS.search(line)
+    ]
     assert elsewhere == []

@@ -48,5 +48,17 @@ from recovery.appliance.checks import (
 )
 from recovery.appliance.cmdline import BootPlan, CmdlineError, parse_cmdline, split_cmdline
 
-__all__ = ["READY", "RESULT", "BootPlan", "CmdlineError", "Problem", "SystemState", "check_system",
-           "parse_cmdline", "ready_line", "result_line", "split_cmdline", "unsettled_disks"]
+__all__ = [
+    "READY",
+    "RESULT",
+    "BootPlan",
+    "CmdlineError",
+    "Problem",
+    "SystemState",
+    "check_system",
+    "parse_cmdline",
+    "ready_line",
+    "result_line",
+    "split_cmdline",
+    "unsettled_disks",
+]

@@ -77,7 +77,8 @@ def unsettled_disks(sys_root: Path = Path("/sys"), udev_db: Path = UDEV_DB) -> t
     return tuple(
         disk.name
         for disk in sorted((sys_root / "block").glob("*"))
-        if inventory.worth_listing(disk.name) and not disk.name.startswith("loop")
+        if inventory.worth_listing(disk.name)
+        and not disk.name.startswith("loop")
         and (read_attr(disk / "size") or "0") != "0"
         and not (udev_db / f"b{read_attr(disk / 'dev')}").exists()
     )
@@ -88,22 +89,31 @@ def _modules(sys_root: Path, secure_boot: SecureBootState) -> tuple[list[Problem
     sysfs = Sysfs(sys_root)
     problems, notes = [], []
     if not sysfs.module_loaded(CORE_MODULE):
-        problems.append(Problem(
-            f"The {CORE_MODULE} driver is not loaded.",
-            f"Run 'modprobe {CORE_MODULE}' in the root shell (Alt+F2) and read 'dmesg | tail'; without it no "
-            "cable link works."))
+        problems.append(
+            Problem(
+                f"The {CORE_MODULE} driver is not loaded.",
+                f"Run 'modprobe {CORE_MODULE}' in the root shell (Alt+F2) and read 'dmesg | tail'; without it no "
+                "cable link works.",
+            )
+        )
     if not sysfs.module_loaded(STREAM_MODULE) and secure_boot.locked_down:
         notes.append(module_note(secure_boot))  # expected with Secure Boot on until the key is enrolled
     elif not sysfs.module_loaded(STREAM_MODULE):
-        problems.append(Problem(
-            f"The {STREAM_MODULE} module is not loaded.",
-            f"Run 'modprobe {STREAM_MODULE}' in the root shell (Alt+F2) and 'dmesg | tail' for the reason; "
-            "the thunderbolt-net link (tbnet) still works without it."))
+        problems.append(
+            Problem(
+                f"The {STREAM_MODULE} module is not loaded.",
+                f"Run 'modprobe {STREAM_MODULE}' in the root shell (Alt+F2) and 'dmesg | tail' for the reason; "
+                "the thunderbolt-net link (tbnet) still works without it.",
+            )
+        )
     elif not (sys_root / "kernel" / "config" / "thunderbolt" / "stream").is_dir():
-        problems.append(Problem(
-            "/sys/kernel/config/thunderbolt/stream is missing.",
-            "Run 'mount -t configfs none /sys/kernel/config' in the root shell (Alt+F2); the stream link needs "
-            "ConfigFS."))
+        problems.append(
+            Problem(
+                "/sys/kernel/config/thunderbolt/stream is missing.",
+                "Run 'mount -t configfs none /sys/kernel/config' in the root shell (Alt+F2); the stream link needs "
+                "ConfigFS.",
+            )
+        )
     return problems, notes
 
 
@@ -115,18 +125,30 @@ def check_system(disks: Sequence[DiskInfo], sys_root: Path = Path("/sys"), kerne
     usable = tuple(_name(d) for d in disks if not d.boot_medium and not d.unreadable)
     for d in disks:
         if d.unreadable:
-            problems.append(Problem(f"{d.path} is there but {d.unreadable}.",
-                                    "Check how it is connected; 'dmesg | tail' in the root shell (Alt+F2) "
-                                    "shows the kernel's reason."))
+            problems.append(
+                Problem(
+                    f"{d.path} is there but {d.unreadable}.",
+                    "Check how it is connected; 'dmesg | tail' in the root shell (Alt+F2) shows the kernel's reason.",
+                )
+            )
     if not usable:
-        problems.append(Problem(
-            "No disks found (besides this recovery stick).",
-            "Check that the disk is connected; in the firmware setup set the SATA/NVMe mode to AHCI instead of "
-            "RAID/RST; then press Enter to look again. 'dmesg' in the root shell (Alt+F2) shows driver errors."))
+        problems.append(
+            Problem(
+                "No disks found (besides this recovery stick).",
+                "Check that the disk is connected; in the firmware setup set the SATA/NVMe mode to AHCI instead of "
+                "RAID/RST; then press Enter to look again. 'dmesg' in the root shell (Alt+F2) shows driver errors.",
+            )
+        )
     boot = next((_name(d) for d in disks if d.boot_medium), None)
-    return SystemState(kernel=kernel, stream_loaded=Sysfs(sys_root).module_loaded(STREAM_MODULE),
-                       problems=tuple(problems), disks=usable, boot_disk=boot, secure_boot=secure_boot,
-                       notes=tuple(notes))
+    return SystemState(
+        kernel=kernel,
+        stream_loaded=Sysfs(sys_root).module_loaded(STREAM_MODULE),
+        problems=tuple(problems),
+        disks=usable,
+        boot_disk=boot,
+        secure_boot=secure_boot,
+        notes=tuple(notes),
+    )
 
 
 def ready_line(plan: BootPlan, state: SystemState) -> str:

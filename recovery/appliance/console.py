@@ -74,8 +74,10 @@ def _kernel_release() -> str:
 
 
 def _some_disk(sys_root: Path = Path("/sys")) -> bool:
-    return any(inventory.worth_listing(d.name) and (read_attr(d / "size") or "0") != "0"
-               for d in (sys_root / "block").glob("*"))
+    return any(
+        inventory.worth_listing(d.name) and (read_attr(d / "size") or "0") != "0"
+        for d in (sys_root / "block").glob("*")
+    )
 
 
 def _settle_disks(timeout: float) -> None:
@@ -365,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     sub.add_parser("console", help="run on the first screen (tty1)")
     sub.add_parser("serial", help="run on the serial console")
-    sub.add_parser("headless", help="run the headless clone the kernel command line asks for, once per boot, "
-                                    "on no terminal")
+    sub.add_parser(
+        "headless", help="run the headless clone the kernel command line asks for, once per boot, on no terminal"
+    )
     show = sub.add_parser("plan", help="print what a kernel command line would run")
     show.add_argument("cmdline", nargs="?", help="default: /proc/cmdline")
     args = parser.parse_args(argv)
@@ -388,4 +391,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "headless":
         return run_headless_once()
     return run_serial()
-

@@ -33,23 +33,37 @@ from recovery.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("agent", help="let a wizard on the other machine drive clones (no screen here)",
-                       description="Offer this machine's disks to the wizard (`recovery tui`) on the other "
-                       "machine, which then drives clones in either direction. Waits for the next session "
-                       "after each one, until stopped.")
-    p.add_argument("--listen", metavar="[ADDR]:PORT",
-                   help=f"wait for the wizard over TCP (the default: all addresses, port {tcp.DEFAULT_PORT})")
-    p.add_argument("--connect", metavar="HOST[:PORT]",
-                   help="connect to a wizard that listens, trying again until it answers")
+    p = sub.add_parser(
+        "agent",
+        help="let a wizard on the other machine drive clones (no screen here)",
+        description="Offer this machine's disks to the wizard (`recovery tui`) on the other "
+        "machine, which then drives clones in either direction. Waits for the next session "
+        "after each one, until stopped.",
+    )
+    p.add_argument(
+        "--listen",
+        metavar="[ADDR]:PORT",
+        help=f"wait for the wizard over TCP (the default: all addresses, port {tcp.DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--connect", metavar="HOST[:PORT]", help="connect to a wizard that listens, trying again until it answers"
+    )
     add_link(p)
-    p.add_argument("--disk", action="append", default=[], metavar="PATH",
-                   help="offer only this disk or image file (repeat for more; default: every disk)")
+    p.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="offer only this disk or image file (repeat for more; default: every disk)",
+    )
     p.add_argument("--name", metavar="NAME", help="the name the wizard shows for this machine")
     add_code(p, serving=True)
     p.add_argument("--once", action="store_true", help="exit after one clone, or when the first session ends")
-    p.add_argument("--log-dir", metavar="DIR",
-                   help="where each clone's JSON log goes (default /var/log/usb4-recovery or "
-                        "~/.local/state/usb4-recovery)")
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where each clone's JSON log goes (default /var/log/usb4-recovery or ~/.local/state/usb4-recovery)",
+    )
     # For a parent that starts the agent (the demo): exit when our stdin closes,
     # so the agent never outlives it, however the parent ends.
     p.add_argument("--stop-on-eof", action="store_true", help=argparse.SUPPRESS)
@@ -98,8 +112,10 @@ def _ways(args: argparse.Namespace) -> Ways:
 def only_wizards(hello: m.Hello) -> str | None:
     if hello.role == "wizard":
         return None
-    return (f"{hello.host.hostname} runs `recovery {hello.role}`; an agent is driven by the wizard "
-            "(`recovery tui`) on the other machine")
+    return (
+        f"{hello.host.hostname} runs `recovery {hello.role}`; an agent is driven by the wizard "
+        "(`recovery tui`) on the other machine"
+    )
 
 
 def _sink(out: events.EventSink, json_mode: bool) -> events.EventSink:
@@ -109,8 +125,11 @@ def _sink(out: events.EventSink, json_mode: bool) -> events.EventSink:
 
     def sink(event: events.Event) -> None:
         if isinstance(event, JobStarted):
-            out(events.Phase("clone", f"{event.action}" + (f" (log {event.log})" if event.log else "")
-                             + "; Ctrl-C here stops it"))
+            out(
+                events.Phase(
+                    "clone", f"{event.action}" + (f" (log {event.log})" if event.log else "") + "; Ctrl-C here stops it"
+                )
+            )
         elif isinstance(event, JobEnded):
             out(events.Phase("clone", "clone finished" if event.ok else f"clone failed: {event.message}"))
         else:
@@ -157,20 +176,32 @@ def lost_pairing(guard: CodeGuard, link: PeerLink, error: RecoveryError, out: ev
     secret = link.rejoin_after(error)
     guard.session_ended(secret)
     if secret is not None:
-        out(events.Phase("session", f"{link.theirs.host.hostname} may pair again without a code for "
-                                    f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)"))
+        out(
+            events.Phase(
+                "session",
+                f"{link.theirs.host.hostname} may pair again without a code for "
+                f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)",
+            )
+        )
 
 
-def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
-              offered: Callable[[], tuple[m.DiskInfo, ...]], paths: list[str], out: events.EventSink) -> None:
+def _sessions(
+    args: argparse.Namespace,
+    meeting: Meeting,
+    guard: CodeGuard,
+    offered: Callable[[], tuple[m.DiskInfo, ...]],
+    paths: list[str],
+    out: events.EventSink,
+) -> None:
     """One session after another (one only with --once), each found by a new lobby."""
     sink = _sink(out, args.json)
     log_dir = None if args.log_dir is None else Path(args.log_dir)
     while True:
         # Ctrl-C or SIGTERM during a session: the clone stops, the peer is told why.
         with INTERRUPTS.session() as cancel:
-            lobby = Lobby(guard, "agent", offered=offered, refuse=only_wizards, sink=out, timeout=args.timeout,
-                          hostname=args.name)
+            lobby = Lobby(
+                guard, "agent", offered=offered, refuse=only_wizards, sink=out, timeout=args.timeout, hostname=args.name
+            )
             meeting.feed(lobby)
             try:
                 link = lobby.wait(cancel)
@@ -178,8 +209,9 @@ def _sessions(args: argparse.Namespace, meeting: Meeting, guard: CodeGuard,
                 lobby.close()
             if args.link_rate:
                 pace(link.conn, args.link_rate)
-            session = CloneSession(link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink,
-                                   log_dir=log_dir)
+            session = CloneSession(
+                link, candidates=lambda: disk_paths(paths), offered=offered, sink=sink, log_dir=log_dir
+            )
             try:
                 session.serve(max_clones=1 if args.once else None)
             except RecoveryError as e:

@@ -22,25 +22,38 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def add_timeout(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"declare the link lost after this long without a word from the peer "
-                        f"(default {DEFAULT_TIMEOUT:.0f})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"declare the link lost after this long without a word from the peer (default {DEFAULT_TIMEOUT:.0f})",
+    )
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="hashing and compressing threads (default: one per core of this machine)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="hashing and compressing threads (default: one per core of this machine)",
+    )
 
 
 def add_log_dir(p: argparse.ArgumentParser, what: str = "each clone's JSON log") -> None:
-    p.add_argument("--log-dir", metavar="DIR",
-                   help=f"where {what} go (default /var/log/usb4-recovery, or ~/.local/state/usb4-recovery "
-                        "when that is not writable)")
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help=f"where {what} go (default /var/log/usb4-recovery, or ~/.local/state/usb4-recovery "
+        "when that is not writable)",
+    )
 
 
 @contextmanager
-def job_log(directory: str | None, role: str, out: Callable[[events.Event], None]) -> Iterator[
-        Callable[[events.Event], None]]:
+def job_log(
+    directory: str | None, role: str, out: Callable[[events.Event], None]
+) -> Iterator[Callable[[events.Event], None]]:
     """``out`` and this clone's job log (a headless clone logs like a wizard's)."""
     log = JobLog(Path(directory) if directory else None, role)
 
@@ -58,14 +71,15 @@ def job_log(directory: str | None, role: str, out: Callable[[events.Event], None
 
 
 def add_link(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--link", metavar="LINK",
-                   help="auto (default), tcp:HOST:PORT, stdio, tbstream, or tbnet[:IFACE]")
+    p.add_argument("--link", metavar="LINK", help="auto (default), tcp:HOST:PORT, stdio, tbstream, or tbnet[:IFACE]")
 
 
 def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
     if serving:
-        text = ("the pairing code the other machine must type (any text of 6 or more letters or digits; "
-                "default: a new random code, printed)")
+        text = (
+            "the pairing code the other machine must type (any text of 6 or more letters or digits; "
+            "default: a new random code, printed)"
+        )
     else:
         text = "the pairing code shown on the other machine (asked for on a terminal when left out)"
     p.add_argument("--code", metavar="CODE", type=_code, help=text)
@@ -74,19 +88,37 @@ def add_code(p: argparse.ArgumentParser, *, serving: bool) -> None:
 def add_encrypt(p: argparse.ArgumentParser, *, receiving: bool = False) -> None:
     group = p.add_mutually_exclusive_group()
     if receiving:
-        group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
-                           help="take only encrypted data, on a direct USB4STREAM cable and on loopback too "
-                                "(on every other link, as seen from this side, that is the default)")
-        group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
-                           help="also take data that is authenticated but not encrypted, on any link")
+        group.add_argument(
+            "--encrypt",
+            dest="encrypt",
+            action="store_true",
+            default=None,
+            help="take only encrypted data, on a direct USB4STREAM cable and on loopback too "
+            "(on every other link, as seen from this side, that is the default)",
+        )
+        group.add_argument(
+            "--no-encrypt",
+            dest="encrypt",
+            action="store_false",
+            help="also take data that is authenticated but not encrypted, on any link",
+        )
         return
-    group.add_argument("--encrypt", dest="encrypt", action="store_true", default=None,
-                       help="encrypt the data on a direct USB4STREAM cable and on loopback too (every other "
-                            "link encrypts it by default, and so does any link the receiver sees crossing a "
-                            "network)")
-    group.add_argument("--no-encrypt", dest="encrypt", action="store_false",
-                       help="send the data authenticated but not encrypted (a receiver that sees a network "
-                            "between us refuses it unless it was given --no-encrypt too)")
+    group.add_argument(
+        "--encrypt",
+        dest="encrypt",
+        action="store_true",
+        default=None,
+        help="encrypt the data on a direct USB4STREAM cable and on loopback too (every other "
+        "link encrypts it by default, and so does any link the receiver sees crossing a "
+        "network)",
+    )
+    group.add_argument(
+        "--no-encrypt",
+        dest="encrypt",
+        action="store_false",
+        help="send the data authenticated but not encrypted (a receiver that sees a network "
+        "between us refuses it unless it was given --no-encrypt too)",
+    )
 
 
 def _code(text: str) -> str:
@@ -98,8 +130,10 @@ def ask_code(peer_hint: str) -> str:
     try:
         tty = open("/dev/tty", "r+", encoding="utf-8")
     except OSError:
-        raise PairingError("no pairing code: give --code CODE (the code the other machine shows)",
-                           hint=f"{peer_hint} prints its code when it starts") from None
+        raise PairingError(
+            "no pairing code: give --code CODE (the code the other machine shows)",
+            hint=f"{peer_hint} prints its code when it starts",
+        ) from None
     with tty:
         tty.write("Pairing code shown on the other machine: ")
         tty.flush()

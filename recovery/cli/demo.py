@@ -28,20 +28,28 @@ from recovery.units import human_size, parse_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="try the wizard on generated sample disks, against a simulated peer",
-                       description="Make a sample disk image with real ext4 and FAT filesystems and "
-                       "start a simulated peer (a second local process) with a blank disk. On a "
-                       "terminal the wizard opens and you walk through a real clone; with --headless "
-                       "(or without a terminal) the clone runs by itself and prints the verified "
-                       "digests of both sides. Everything it made is removed at the end.")
+    p = sub.add_parser(
+        "demo",
+        help="try the wizard on generated sample disks, against a simulated peer",
+        description="Make a sample disk image with real ext4 and FAT filesystems and "
+        "start a simulated peer (a second local process) with a blank disk. On a "
+        "terminal the wizard opens and you walk through a real clone; with --headless "
+        "(or without a terminal) the clone runs by itself and prints the verified "
+        "digests of both sides. Everything it made is removed at the end.",
+    )
     p.add_argument("--mode", choices=("used", "exact"), default="used", help="clone mode (default used)")
     p.add_argument("--size", type=int, default=256, metavar="MIB", help="sample disk size (default 256)")
     p.add_argument("--keep", action="store_true", help="keep the images instead of deleting them")
     p.add_argument("--dir", metavar="DIR", help="where to put the images (default: a new temporary folder)")
     p.add_argument("--headless", action="store_true", help="no wizard: clone by itself and print the digests")
-    p.add_argument("--rate", type=parse_size, default=DEMO_RATE, metavar="BYTES/S",
-                   help=f"the wizard demo's link speed, as a slow cable (default {DEMO_RATE >> 20}M; 0: as fast "
-                        "as this machine goes)")
+    p.add_argument(
+        "--rate",
+        type=parse_size,
+        default=DEMO_RATE,
+        metavar="BYTES/S",
+        help=f"the wizard demo's link speed, as a slow cable (default {DEMO_RATE >> 20}M; 0: as fast "
+        "as this machine goes)",
+    )
     add_json(p)
     p.set_defaults(run=run)
 
@@ -87,8 +95,13 @@ def run_headless(args: argparse.Namespace) -> int:
         lines = EventLines(receiver, "the receiving process")
         port = int(lines.wait_for("listening", timeout=30)["port"])
         pairing = lines.wait_for("pairing", timeout=30)
-        out(events.Phase("demo", f"the receiving process shows the pairing code {pairing['code']}; "
-                                 "this side types it, as `recovery send --code` does"))
+        out(
+            events.Phase(
+                "demo",
+                f"the receiving process shows the pairing code {pairing['code']}; "
+                "this side types it, as `recovery send --code` does",
+            )
+        )
         with connect(Endpoint("127.0.0.1", port)) as conn:
             mine = send_disk(conn, SendOptions(source=source, mode=args.mode, code=str(pairing["code"])), out)
         code = receiver.wait(timeout=120)
@@ -96,8 +109,11 @@ def run_headless(args: argparse.Namespace) -> int:
         theirs = lines.find("summary")
         if code != 0 or theirs is None:
             err = lines.find("error")
-            raise error_from_code(err["code"], err["message"], "the receiving process") if err else LinkError(
-                f"the receiving process ended with exit code {code}")
+            raise (
+                error_from_code(err["code"], err["message"], "the receiving process")
+                if err
+                else LinkError(f"the receiving process ended with exit code {code}")
+            )
         same = compare(source, target)
         _report(out, mine, theirs, same.identical, same.target_digest, target)
         if not same.identical:
@@ -110,8 +126,7 @@ def run_headless(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _report(out: Any, mine: events.Summary, theirs: dict[str, Any], identical: bool, digest: str,
-            target: str) -> None:
+def _report(out: Any, mine: events.Summary, theirs: dict[str, Any], identical: bool, digest: str, target: str) -> None:
     if out.json:
         return
     agree = theirs["list_digest"] == mine.list_digest

@@ -14,9 +14,12 @@ from recovery.units import human_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("disks", help="list this machine's disks",
-                       description="List block devices: size, model, serial, partitions, "
-                       "filesystems, mounts, and whether each may be written.")
+    p = sub.add_parser(
+        "disks",
+        help="list this machine's disks",
+        description="List block devices: size, model, serial, partitions, "
+        "filesystems, mounts, and whether each may be written.",
+    )
     p.add_argument("--all", action="store_true", help="also list device-mapper, md and similar devices")
     add_json(p)
     p.set_defaults(run=run)
@@ -38,20 +41,27 @@ def format_disks(found: list[DiskInfo]) -> str:
     lines = []
     for d in found:
         hw = " ".join(x for x in (d.model, d.serial) if x) or "-"
-        notes = [n for n in (
-            "removable" if d.removable else "",
-            d.transport or "",
-            "SYSTEM" if d.system else "",
-            "BOOT STICK" if d.boot_medium else "",
-            f"{d.sector_size}-byte sectors" if d.sector_size else "",
-        ) if n]
-        lines.append(f"{d.path:<14} {human_size(d.size):>10}  {hw}  [{layout(d)}]"
-                     + (f"  ({', '.join(notes)})" if notes else ""))
+        notes = [
+            n
+            for n in (
+                "removable" if d.removable else "",
+                d.transport or "",
+                "SYSTEM" if d.system else "",
+                "BOOT STICK" if d.boot_medium else "",
+                f"{d.sector_size}-byte sectors" if d.sector_size else "",
+            )
+            if n
+        ]
+        lines.append(
+            f"{d.path:<14} {human_size(d.size):>10}  {hw}  [{layout(d)}]" + (f"  ({', '.join(notes)})" if notes else "")
+        )
         for p in d.partitions:
             used = f"used {human_size(p.used)}" if p.used is not None else ""
             where = "whole" if p.number == 0 else f"{p.number:>3}"
-            lines.append(f"    {where:>5}  {human_size(p.size):>10}  {p.fstype or '?':<8} "
-                         f"{p.label or '':<16} {used:<16} {p.os or ''}".rstrip())
+            lines.append(
+                f"    {where:>5}  {human_size(p.size):>10}  {p.fstype or '?':<8} "
+                f"{p.label or '':<16} {used:<16} {p.os or ''}".rstrip()
+            )
         if d.unreadable:
             lines.append(f"    {d.unreadable}")
         elif d.refusal:

@@ -49,8 +49,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "compressed and verified end to end.",
     )
     parser.add_argument("--version", action="version", version=f"usb4-recovery {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show where an error happened (a traceback); never for a bad command line")
+    parser.add_argument(
+        "--debug", action="store_true", help="show where an error happened (a traceback); never for a bad command line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _modules(argv):
         module.register(sub)
@@ -86,16 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         terminated = INTERRUPTS.signal == signal.SIGTERM
         code = TERMINATED_EXIT_CODE if terminated else INTERRUPTED_EXIT_CODE
-        out.error(events.Failed(code="cancelled", message="terminated" if terminated else "interrupted",
-                                exit_code=code))
+        out.error(
+            events.Failed(code="cancelled", message="terminated" if terminated else "interrupted", exit_code=code)
+        )
         return code
     except Exception as e:  # noqa: BLE001 - the last resort: one line, exit 1
         if debug:
             traceback.print_exc()
         err = CancelledError if isinstance(e, BrokenPipeError) else RecoveryError
         msg = f"internal error: {type(e).__name__}: {e}"
-        out.error(events.Failed(code=err.code, message=msg, exit_code=1,
-                                hint="run again with --debug and report the traceback"))
+        out.error(
+            events.Failed(
+                code=err.code, message=msg, exit_code=1, hint="run again with --debug and report the traceback"
+            )
+        )
         return 1
 
 

@@ -64,8 +64,10 @@ class Output:
 
     def _progress(self, e: events.Progress) -> None:
         pct = 100.0 * e.done / e.total if e.total else 100.0
-        line = (f"{e.phase:<8} {human_size(e.done):>10} / {human_size(e.total):<10} {pct:3.0f}%"
-                f" {human_rate(e.rate):>12}  ETA {human_duration(e.eta)}")
+        line = (
+            f"{e.phase:<8} {human_size(e.done):>10} / {human_size(e.total):<10} {pct:3.0f}%"
+            f" {human_rate(e.rate):>12}  ETA {human_duration(e.eta)}"
+        )
         if e.bottleneck:
             line += f"  {e.bottleneck}-bound"
         if self.tty:
@@ -86,8 +88,10 @@ class Output:
             return f"» waiting for a sender on {where} ({e.link})"
         if isinstance(e, events.PairingCode):
             why = f"{e.why}. " if e.why else ""
-            return (f"» {why}pairing code: {e.code}\n"
-                    f"  type it on the other machine (recovery send --code {e.code} ..., or in the wizard)")
+            return (
+                f"» {why}pairing code: {e.code}\n"
+                f"  type it on the other machine (recovery send --code {e.code} ..., or in the wizard)"
+            )
         if isinstance(e, events.PairingAttempt):
             if e.ok:
                 return None
@@ -97,19 +101,22 @@ class Output:
             speed = f"; speed: {e.speed}" if e.speed else ""
             machine = f", machine {shown(e.machine_id[:12])}" if e.machine_id else ""
             why = f"\n  link: {e.link_choice}" if e.link_choice else ""
-            return (f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
-                    f"{shown(e.address)}{speed}; {e.security}; session {e.session}{why}")
+            return (
+                f"» paired with {shown(e.hostname)} ({shown(e.software)}{machine}) over {e.link} at "
+                f"{shown(e.address)}{speed}; {e.security}; session {e.session}{why}"
+            )
         if isinstance(e, events.PlanMade):
             sealed = "encrypted" if e.encrypted else "authenticated, not encrypted"
-            lines = [f"» plan: {shown(e.source)} -> {shown(e.target)}",
-                     f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy ({sealed})"]
+            lines = [
+                f"» plan: {shown(e.source)} -> {shown(e.target)}",
+                f"  {e.mode} mode: {human_size(e.to_send)} of {human_size(e.size)} to copy ({sealed})",
+            ]
             for p in e.parts:
                 how = "used blocks" if p["method"] == "used" else "whole"
                 note = f" ({shown(p['note'])})" if p.get("note") else ""
                 lines.append(f"  partition {p['number']} {shown(p['fstype'] or 'unknown')}: {how}{note}")
             if e.skipped:
-                lines.append(f"  {human_size(e.skipped)} outside the partitions is not copied "
-                             "(--mode exact copies it)")
+                lines.append(f"  {human_size(e.skipped)} outside the partitions is not copied (--mode exact copies it)")
             return "\n".join(lines)
         if isinstance(e, events.Warning):
             return f"warning: {shown(e.message)}"

@@ -14,9 +14,12 @@ from recovery.link.sysfs import CORE_MODULE, NET_MODULE, STREAM_MODULE, Sysfs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("peers", help="list the peers on the USB4/Thunderbolt cable",
-                       description="List the hosts connected by a USB4/Thunderbolt cable: name, host UUID, "
-                       "the services they offer, link speed and lanes, and their network interface.")
+    p = sub.add_parser(
+        "peers",
+        help="list the peers on the USB4/Thunderbolt cable",
+        description="List the hosts connected by a USB4/Thunderbolt cable: name, host UUID, "
+        "the services they offer, link speed and lanes, and their network interface.",
+    )
     p.add_argument("--watch", action="store_true", help="keep running and report peers as they come and go")
     add_json(p)
     p.set_defaults(run=run)
@@ -50,8 +53,10 @@ def _show(out: TextIO, event: d.CableEvent, json_mode: bool) -> None:
 def _explain_empty(out: TextIO, sysfs: Sysfs, peers: list[d.PeerAppeared], *, watching: bool) -> None:
     loose = [i.name for i in sysfs.interfaces() if i.peer is None]
     if loose:
-        out.write(f"interfaces named like thunderbolt with no peer device behind them: {', '.join(loose)} "
-                  "(usable with --link tbnet)\n")
+        out.write(
+            f"interfaces named like thunderbolt with no peer device behind them: {', '.join(loose)} "
+            "(usable with --link tbnet)\n"
+        )
     if peers:
         return
     if not sysfs.thunderbolt_present():

@@ -31,25 +31,40 @@ from recovery.protocol import messages as m
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("receive", help="receive a disk from a sending peer and write it to a target",
-                       description="Show a pairing code, wait for the sender whose user types it, and write "
-                       "what it sends onto TARGET.")
-    p.add_argument("--target", required=True, metavar="PATH",
-                   help="the disk to overwrite, or an image file to create")
-    p.add_argument("--listen", metavar="[ADDR]:PORT",
-                   help=f"listen for a sender over TCP (default port {DEFAULT_PORT}, all addresses)")
+    p = sub.add_parser(
+        "receive",
+        help="receive a disk from a sending peer and write it to a target",
+        description="Show a pairing code, wait for the sender whose user types it, and write "
+        "what it sends onto TARGET.",
+    )
+    p.add_argument("--target", required=True, metavar="PATH", help="the disk to overwrite, or an image file to create")
+    p.add_argument(
+        "--listen",
+        metavar="[ADDR]:PORT",
+        help=f"listen for a sender over TCP (default port {DEFAULT_PORT}, all addresses)",
+    )
     p.add_argument("--from", dest="from_", metavar="-", help="'-': the sender talks on stdin/stdout (no code)")
     add_link(p)
     add_code(p, serving=True)
-    p.add_argument("--yes", action="store_true",
-                   help="overwrite a target that holds a partition table or filesystem, without asking")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="overwrite a target that holds a partition table or filesystem, without asking",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip reading the target back after the copy")
-    p.add_argument("--no-fs-check", action="store_true",
-                   help="used mode: skip running each filesystem's read-only checker on the target")
-    p.add_argument("--restart", action="store_true",
-                   help="start from the beginning even if the target holds an interrupted clone of the same source")
-    p.add_argument("--no-journal", action="store_true",
-                   help="keep no resume journal (an interrupted clone then starts over)")
+    p.add_argument(
+        "--no-fs-check",
+        action="store_true",
+        help="used mode: skip running each filesystem's read-only checker on the target",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start from the beginning even if the target holds an interrupted clone of the same source",
+    )
+    p.add_argument(
+        "--no-journal", action="store_true", help="keep no resume journal (an interrupted clone then starts over)"
+    )
     add_encrypt(p, receiving=True)
     add_log_dir(p, "each clone's JSON log and the resume journals")
     add_workers(p)
@@ -62,8 +77,10 @@ def only_senders(hello: m.Hello) -> str | None:
     """A receiver pairs with `recovery send` only."""
     if hello.role == "sender":
         return None
-    return (f"{hello.host.hostname} runs `recovery {hello.role}`, this machine runs `recovery receive`: "
-            "start `recovery send` there")
+    return (
+        f"{hello.host.hostname} runs `recovery {hello.role}`, this machine runs `recovery receive`: "
+        "start `recovery send` there"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,10 +95,19 @@ def run(args: argparse.Namespace) -> int:
             expect = identify(args.target)
         except OSError as e:
             raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
-    opts = ReceiveOptions(target=args.target, overwrite=args.yes, verify=not args.no_verify,
-                          timeout=args.timeout, expect=expect, code=args.code, fs_check=not args.no_fs_check,
-                          restart=args.restart, journal=not args.no_journal, encrypt=args.encrypt,
-                          log_dir=Path(args.log_dir) if args.log_dir else None)
+    opts = ReceiveOptions(
+        target=args.target,
+        overwrite=args.yes,
+        verify=not args.no_verify,
+        timeout=args.timeout,
+        expect=expect,
+        code=args.code,
+        fs_check=not args.no_fs_check,
+        restart=args.restart,
+        journal=not args.no_journal,
+        encrypt=args.encrypt,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
     if args.workers:
         opts.workers = max(1, args.workers)
 

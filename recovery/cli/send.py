@@ -30,42 +30,81 @@ from recovery.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("send", help="send a disk of this machine to a receiving peer",
-                       description="Send a disk (or image file) to a peer running `recovery receive`, "
-                       "after pairing with the code that peer shows.")
+    p = sub.add_parser(
+        "send",
+        help="send a disk of this machine to a receiving peer",
+        description="Send a disk (or image file) to a peer running `recovery receive`, "
+        "after pairing with the code that peer shows.",
+    )
     p.add_argument("--source", required=True, metavar="PATH", help="the disk, partition or image file to copy")
-    p.add_argument("--to", metavar="HOST:PORT",
-                   help="the receiver's address, or '-' for stdin/stdout")
-    p.add_argument("--via", metavar="COMMAND",
-                   help="run COMMAND (e.g. \"ssh HOST recovery receive --target DEV --from -\") and talk "
-                        "to the receiver over its stdin/stdout; no pairing code needed")
+    p.add_argument("--to", metavar="HOST:PORT", help="the receiver's address, or '-' for stdin/stdout")
+    p.add_argument(
+        "--via",
+        metavar="COMMAND",
+        help='run COMMAND (e.g. "ssh HOST recovery receive --target DEV --from -") and talk '
+        "to the receiver over its stdin/stdout; no pairing code needed",
+    )
     add_link(p)
     add_code(p, serving=False)
-    p.add_argument("--mode", choices=("used", "exact"), default="used",
-                   help="used (default): only blocks in use by the filesystems; exact: every block")
-    p.add_argument("--level", default="auto", metavar="auto|N",
-                   help="zstd level: auto (default, adapts to link and CPU), 0 (raw) or 1..19")
-    p.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_SIZE >> 20}M", metavar="SIZE",
-                   help=f"bytes per chunk, 4K..{MAX_CHUNK_SIZE >> 20}M (default {DEFAULT_CHUNK_SIZE >> 20}M)")
-    p.add_argument("--allow-mounted", action="store_true",
-                   help="copy even if the source is mounted read-write (the copy may be inconsistent)")
+    p.add_argument(
+        "--mode",
+        choices=("used", "exact"),
+        default="used",
+        help="used (default): only blocks in use by the filesystems; exact: every block",
+    )
+    p.add_argument(
+        "--level",
+        default="auto",
+        metavar="auto|N",
+        help="zstd level: auto (default, adapts to link and CPU), 0 (raw) or 1..19",
+    )
+    p.add_argument(
+        "--chunk-size",
+        default=f"{DEFAULT_CHUNK_SIZE >> 20}M",
+        metavar="SIZE",
+        help=f"bytes per chunk, 4K..{MAX_CHUNK_SIZE >> 20}M (default {DEFAULT_CHUNK_SIZE >> 20}M)",
+    )
+    p.add_argument(
+        "--allow-mounted",
+        action="store_true",
+        help="copy even if the source is mounted read-write (the copy may be inconsistent)",
+    )
     add_encrypt(p)
     rescue = p.add_argument_group("a failing source (see docs/cli.md)")
-    rescue.add_argument("--rescue", action="store_true",
-                        help="copy everything that can still be read, ddrescue's way: the good areas first, then "
-                             "the bad ones sector by sector; unreadable sectors are filled and listed (exit 14)")
-    rescue.add_argument("--mapfile", metavar="PATH",
-                        help="the ddrescue mapfile of the source, continued if it exists (default: next to the "
-                             "job logs, named by the source)")
-    rescue.add_argument("--retries", type=int, default=1, metavar="N",
-                        help="passes over the bad sectors after scraping (default 1)")
-    rescue.add_argument("--rescue-time", type=_duration, metavar="SECONDS",
-                        help="time budget for the passes after the first (default: no limit)")
-    rescue.add_argument("--fill", type=_fill, default=b"\0", metavar="TEXT",
-                        help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '")
-    p.add_argument("--rescan", action="store_true",
-                   help="resuming: go on although the source's partition tables changed since the interrupted "
-                        "clone (every chunk is compared with the source anyway, and what differs sent again)")
+    rescue.add_argument(
+        "--rescue",
+        action="store_true",
+        help="copy everything that can still be read, ddrescue's way: the good areas first, then "
+        "the bad ones sector by sector; unreadable sectors are filled and listed (exit 14)",
+    )
+    rescue.add_argument(
+        "--mapfile",
+        metavar="PATH",
+        help="the ddrescue mapfile of the source, continued if it exists (default: next to the "
+        "job logs, named by the source)",
+    )
+    rescue.add_argument(
+        "--retries", type=int, default=1, metavar="N", help="passes over the bad sectors after scraping (default 1)"
+    )
+    rescue.add_argument(
+        "--rescue-time",
+        type=_duration,
+        metavar="SECONDS",
+        help="time budget for the passes after the first (default: no limit)",
+    )
+    rescue.add_argument(
+        "--fill",
+        type=_fill,
+        default=b"\0",
+        metavar="TEXT",
+        help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '",
+    )
+    p.add_argument(
+        "--rescan",
+        action="store_true",
+        help="resuming: go on although the source's partition tables changed since the interrupted "
+        "clone (every chunk is compared with the source anyway, and what differs sent again)",
+    )
     add_log_dir(p, "each clone's JSON log and the rescue's mapfile")
     add_workers(p)
     add_timeout(p)
@@ -113,14 +152,18 @@ def run(args: argparse.Namespace) -> int:
     check_options(opts)  # a typo in --source fails here, not after connecting
     if spec.kind != "stdio" and opts.code is None:
         if not os.isatty(0):
-            raise PairingError("no pairing code: give --code CODE, the code `recovery receive` shows "
-                               "on the other machine",
-                               hint="on the kernel command line: recovery.code=CODE on both machines")
+            raise PairingError(
+                "no pairing code: give --code CODE, the code `recovery receive` shows on the other machine",
+                hint="on the kernel command line: recovery.code=CODE on both machines",
+            )
         opts.code = ask_code("`recovery receive`")
     out = args.output
     out(events.Phase("connect", f"connecting over {spec}"))
-    with connect_sender(spec, timeout=args.timeout) as conn, INTERRUPTS.session() as cancel, \
-            job_log(args.log_dir, "sender", out) as sink:
+    with (
+        connect_sender(spec, timeout=args.timeout) as conn,
+        INTERRUPTS.session() as cancel,
+        job_log(args.log_dir, "sender", out) as sink,
+    ):
         opts.cancel = cancel
         send_disk(conn, opts, sink)
     return 0

@@ -30,19 +30,30 @@ NODE_TIMEOUT = 5.0  # seconds for /dev/tbstreamN to appear after mkdir (devtmpfs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("stream", help="make or remove USB4STREAM devices for other tools",
-                       description="Manage USB4STREAM streams to the peer on the cable. "
-                       "`up NAME` on both machines prints a /dev/tbstreamN path that dd, tar or "
-                       "GStreamer can use directly; `down NAME` removes what `up` made.")
+    p = sub.add_parser(
+        "stream",
+        help="make or remove USB4STREAM devices for other tools",
+        description="Manage USB4STREAM streams to the peer on the cable. "
+        "`up NAME` on both machines prints a /dev/tbstreamN path that dd, tar or "
+        "GStreamer can use directly; `down NAME` removes what `up` made.",
+    )
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     up_p = verbs.add_parser("up", help="make stream NAME and print its device")
     up_p.add_argument("name", metavar="NAME", help="stream name, at most 8 characters; the same on both machines")
     up_p.add_argument("--peer", metavar="XDOMAIN", help="the peer's device (e.g. 0-1) if several are connected")
-    up_p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                      help="how long to wait for the peer to attach (default 30)")
-    up_p.add_argument("--hopid", type=int, metavar="H",
-                      help="use HopID H both ways (for a peer that does not run recovery; the commands "
-                      "for that side are printed)")
+    up_p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the peer to attach (default 30)",
+    )
+    up_p.add_argument(
+        "--hopid",
+        type=int,
+        metavar="H",
+        help="use HopID H both ways (for a peer that does not run recovery; the commands for that side are printed)",
+    )
     down_p = verbs.add_parser("down", help="remove stream NAME made by `up`")
     down_p.add_argument("name", metavar="NAME")
     down_p.add_argument("--peer", metavar="XDOMAIN", help="only the stream to this peer")
@@ -58,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
         info = up(host, args.name, args.peer, args.timeout, args.hopid)
         rule = manual_rule(args.name, info.in_hopid) if args.hopid is not None else None
         if not args.json:
-            sys.stderr.write(f"{info.group}/{info.name}: HopID {info.in_hopid} both ways"
-                             + (" (the other machine's `recovery stream list` must show the same)\n"
-                                if rule is None else "\n" + rule + "\n"))
+            sys.stderr.write(
+                f"{info.group}/{info.name}: HopID {info.in_hopid} both ways"
+                + (
+                    " (the other machine's `recovery stream list` must show the same)\n"
+                    if rule is None
+                    else "\n" + rule + "\n"
+                )
+            )
         _emit(args, {"event": "stream", **_info_json(info), "rule": rule}, str(info.device))
     elif args.verb == "down":
         for path in down(host, args.name, args.peer):
@@ -82,8 +98,10 @@ def up(host: Host, name: str, peer_name: str | None, timeout: float, hopid: int 
     if hopid is not None and hopid < MIN_HOPID:
         raise UsageError(f"--hopid {hopid}: HopIDs start at {MIN_HOPID}")
     if hopid == TBNET_HOPID:
-        sys.stderr.write(f"warning: HopID {TBNET_HOPID} is the one thunderbolt-net needs; "
-                         "IP over this cable will fail while the stream holds it\n")
+        sys.stderr.write(
+            f"warning: HopID {TBNET_HOPID} is the one thunderbolt-net needs; "
+            "IP over this cable will fail while the stream holds it\n"
+        )
     check_ready(host)
     peer, service = pick_peer(host.sysfs, peer_name)
     existing = host.ledger.find(host.tree.stream_path(service.name, name))
@@ -106,10 +124,12 @@ def up(host: Host, name: str, peer_name: str | None, timeout: float, hopid: int 
             current = host.sysfs.peer(peer.name) or peer
             claim(host.tree, service.name, name, ladder(current.max_hopid), is_attached)
         elif hopid is None and (adopted.hopid is None or adopted.hopid < FLOOR):
-            raise LinkError(f"the peer's stream {name} uses HopIDs in {adopted.out_hopid} out {adopted.in_hopid} "
-                            "(its kernel allocated them itself), which this side took over",
-                            hint=f"remove it there and use `recovery stream up {name}` on both machines, "
-                            "or give both sides the same --hopid")
+            raise LinkError(
+                f"the peer's stream {name} uses HopIDs in {adopted.out_hopid} out {adopted.in_hopid} "
+                "(its kernel allocated them itself), which this side took over",
+                hint=f"remove it there and use `recovery stream up {name}` on both machines, "
+                "or give both sides the same --hopid",
+            )
         info = host.tree.info(service.name, name)  # the kernel took the peer's published values when equal
         if not uevents.wait(info.device.exists, Deadline(NODE_TIMEOUT)):
             raise LinkError(f"{info.device} did not appear", hint="is udev or devtmpfs managing /dev?")
@@ -129,8 +149,10 @@ def down(host: Host, name: str, peer_name: str | None) -> list[str]:
     if not mine:
         present = [s for s in host.tree.streams() if s.name == name]
         if present:
-            raise UsageError(f"stream {name} was not made by `recovery stream up`; not removing it",
-                             hint="`recovery stream list` shows who made each stream")
+            raise UsageError(
+                f"stream {name} was not made by `recovery stream up`; not removing it",
+                hint="`recovery stream list` shows who made each stream",
+            )
         raise UsageError(f"there is no stream {name}")
     removed = []
     for e in mine:
@@ -164,8 +186,13 @@ class Row:
 
     def line(self) -> str:
         i = self.info
-        hop = (f"HopID {i.hopid}" if i.hopid is not None else
-               f"in {i.in_hopid} out {i.out_hopid}" if i.in_hopid or i.out_hopid else "no HopIDs")
+        hop = (
+            f"HopID {i.hopid}"
+            if i.hopid is not None
+            else f"in {i.in_hopid} out {i.out_hopid}"
+            if i.in_hopid or i.out_hopid
+            else "no HopIDs"
+        )
         return f"{i.group}/{i.name:<8}  {i.device}  {hop:<16}  {self.made_by or 'not made by usb4-recovery'}"
 
 
@@ -182,9 +209,17 @@ def list_streams(host: Host) -> list[Row]:
 
 
 def _info_json(info: StreamInfo) -> dict[str, object]:
-    return {"name": info.name, "group": info.group, "index": info.index, "device": str(info.device),
-            "in_hopid": info.in_hopid, "out_hopid": info.out_hopid, "ring_size": info.ring_size,
-            "throttling": info.throttling, "busy_poll": info.busy_poll}
+    return {
+        "name": info.name,
+        "group": info.group,
+        "index": info.index,
+        "device": str(info.device),
+        "in_hopid": info.in_hopid,
+        "out_hopid": info.out_hopid,
+        "ring_size": info.ring_size,
+        "throttling": info.throttling,
+        "busy_poll": info.busy_poll,
+    }
 
 
 def _emit(args: argparse.Namespace, doc: dict[str, object], text: str) -> None:

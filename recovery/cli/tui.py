@@ -19,30 +19,45 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("tui", help="open the clone wizard (what `recovery` alone does on a terminal)",
-                       description="The clone wizard: finds the other machine, shows both machines' "
-                       "disks, and drives a clone in either direction from this screen.")
-    p.add_argument("--connect", metavar="HOST[:PORT]",
-                   help="reach the other machine's wizard or agent at start (then type its code)")
-    p.add_argument("--listen", metavar="[ADDR]:PORT",
-                   help=f"where to wait for the other machine (default: all addresses, port {tcp.DEFAULT_PORT})")
+    p = sub.add_parser(
+        "tui",
+        help="open the clone wizard (what `recovery` alone does on a terminal)",
+        description="The clone wizard: finds the other machine, shows both machines' "
+        "disks, and drives a clone in either direction from this screen.",
+    )
+    p.add_argument(
+        "--connect",
+        metavar="HOST[:PORT]",
+        help="reach the other machine's wizard or agent at start (then type its code)",
+    )
+    p.add_argument(
+        "--listen",
+        metavar="[ADDR]:PORT",
+        help=f"where to wait for the other machine (default: all addresses, port {tcp.DEFAULT_PORT})",
+    )
     p.add_argument("--no-listen", action="store_true", help="do not wait for the other machine; only connect")
-    p.add_argument("--disk", action="append", default=[], metavar="PATH",
-                   help="offer only this disk or image file (repeat for more; default: every disk)")
+    p.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="offer only this disk or image file (repeat for more; default: every disk)",
+    )
     p.add_argument("--name", metavar="NAME", help="the name the other machine shows for this one")
     add_code(p, serving=True)
     p.add_argument("--log-dir", metavar="DIR", help="where each clone's JSON log goes")
-    p.add_argument("--ansi", action="store_true",
-                   help="use the 16 terminal colours (the default on the Linux console)")
+    p.add_argument("--ansi", action="store_true", help="use the 16 terminal colours (the default on the Linux console)")
     add_timeout(p)
     p.set_defaults(run=run)
 
 
 def need_terminal() -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("the wizard needs a terminal",
-                         hint="on a machine without a screen run `recovery agent`; "
-                              "scripts use `recovery send` and `recovery receive`")
+        raise UsageError(
+            "the wizard needs a terminal",
+            hint="on a machine without a screen run `recovery agent`; "
+            "scripts use `recovery send` and `recovery receive`",
+        )
 
 
 def console_colours() -> bool:
@@ -89,7 +104,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--connect needs the other machine's address: HOST or HOST:PORT")
     if listen is None and connect is None:
         raise UsageError("with --no-listen, give --connect HOST[:PORT]")
-    config = WizardConfig(hostname=args.name, disks=paths, listen=listen, connect=connect, code=args.code,
-                          log_dir=Path(args.log_dir) if args.log_dir else None, timeout=args.timeout,
-                          ansi=args.ansi or console_colours())
+    config = WizardConfig(
+        hostname=args.name,
+        disks=paths,
+        listen=listen,
+        connect=connect,
+        code=args.code,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        timeout=args.timeout,
+        ansi=args.ansi or console_colours(),
+    )
     return run_wizard(config)

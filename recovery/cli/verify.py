@@ -13,9 +13,12 @@ from recovery.units import human_size, parse_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify", help="compare two disks or images by chunk digests",
-                       description="Compare SOURCE and TARGET (devices or files) chunk by chunk "
-                       "with BLAKE3 and report the ranges that differ. Exit code 5 if they differ.")
+    p = sub.add_parser(
+        "verify",
+        help="compare two disks or images by chunk digests",
+        description="Compare SOURCE and TARGET (devices or files) chunk by chunk "
+        "with BLAKE3 and report the ranges that differ. Exit code 5 if they differ.",
+    )
     p.add_argument("source")
     p.add_argument("target")
     p.add_argument("--chunk-size", default="4M", metavar="SIZE", help="granularity of reported ranges")
@@ -26,16 +29,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     result = compare(args.source, args.target, parse_size(args.chunk_size))
     if args.json:
-        body = {"event": "verify", "source": result.source, "target": result.target,
-                "compared": result.compared, "source_size": result.source_size,
-                "target_size": result.target_size, "identical": result.identical,
-                "source_digest": result.source_digest, "target_digest": result.target_digest,
-                "differences": [[o, n] for o, n in result.differences]}
+        body = {
+            "event": "verify",
+            "source": result.source,
+            "target": result.target,
+            "compared": result.compared,
+            "source_size": result.source_size,
+            "target_size": result.target_size,
+            "identical": result.identical,
+            "source_digest": result.source_digest,
+            "target_digest": result.target_digest,
+            "differences": [[o, n] for o, n in result.differences],
+        }
         sys.stdout.write(json.dumps(body) + "\n")
     else:
         sys.stdout.write(
             f"source  {result.source_digest}  {result.source} ({human_size(result.source_size)})\n"
-            f"target  {result.target_digest}  {result.target} (first {human_size(result.compared)})\n")
+            f"target  {result.target_digest}  {result.target} (first {human_size(result.compared)})\n"
+        )
         if result.identical:
             sys.stdout.write(f"identical over {result.compared} bytes\n")
         else:
@@ -46,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if not result.identical:
         raise VerificationError(
             f"{args.target} differs from {args.source}"
-            + (f" in {len(result.differences)} range(s)" if result.differences else
-               f": sizes {result.source_size} and {result.target_size}"))
+            + (
+                f" in {len(result.differences)} range(s)"
+                if result.differences
+                else f": sizes {result.source_size} and {result.target_size}"
+            )
+        )
     return 0

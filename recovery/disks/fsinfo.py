@@ -98,8 +98,10 @@ def _fat(path: str, start: int, size: int) -> int | None:
     elif width == 2:
         entries = list(struct.unpack_from(f"<{clusters + 2}H", table))
     else:
-        entries = [(int.from_bytes(table[n * 3 // 2: n * 3 // 2 + 2], "little") >> (4 * (n & 1))) & 0xFFF
-                   for n in range(clusters + 2)]
+        entries = [
+            (int.from_bytes(table[n * 3 // 2 : n * 3 // 2 + 2], "little") >> (4 * (n & 1))) & 0xFFF
+            for n in range(clusters + 2)
+        ]
     return int(sum(1 for e in entries[2:] if e) * cluster)
 
 
@@ -140,12 +142,19 @@ def _ntfs(node: str) -> int | None:
 
 
 READERS: dict[str, Callable[[str, int, int], int | None]] = {
-    "ext2": _ext, "ext3": _ext, "ext4": _ext, "xfs": _xfs, "btrfs": _btrfs, "vfat": _fat, "exfat": _exfat,
+    "ext2": _ext,
+    "ext3": _ext,
+    "ext4": _ext,
+    "xfs": _xfs,
+    "btrfs": _btrfs,
+    "vfat": _fat,
+    "exfat": _exfat,
 }
 
 
-def used_bytes(path: str, start: int, size: int, fstype: str | None, *, node: str | None = None,
-               mountpoint: str | None = None) -> int | None:
+def used_bytes(
+    path: str, start: int, size: int, fstype: str | None, *, node: str | None = None, mountpoint: str | None = None
+) -> int | None:
     """Bytes in use on the filesystem at ``start`` of ``path`` (None: it does not say here).
 
     ``node``: the kernel's device for the partition, when there is one;
@@ -172,7 +181,7 @@ def used_bytes(path: str, start: int, size: int, fstype: str | None, *, node: st
 
 
 def _os_release(text: str) -> str | None:
-    values = dict(re.findall(r'^([A-Z_]+)=(.*)$', text, re.M))
+    values = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, re.M))
     for key in ("PRETTY_NAME", "NAME"):
         if values.get(key):
             try:
@@ -193,8 +202,7 @@ def _linux(path: str, start: int) -> str | None:
 
 
 def _boot_loaders(path: str, start: int) -> str | None:
-    proc = run.run(["mdir", "-b", "-i", f"{path}@@{start}", "::/EFI"], check=False,
-                   env={"MTOOLS_SKIP_CHECK": "1"})
+    proc = run.run(["mdir", "-b", "-i", f"{path}@@{start}", "::/EFI"], check=False, env={"MTOOLS_SKIP_CHECK": "1"})
     names = {line.rstrip("/").rsplit("/", 1)[-1].lower() for line in proc.stdout.decode(errors="replace").split()}
     if "microsoft" in names:
         return "Windows"

@@ -56,8 +56,9 @@ def btrfs(device: str, size: int) -> list[Extent]:
             out.append((start, int(length.group(1))))
             start = None
     if len(out) <= len(BTRFS_MIRRORS) + 1:
-        raise run.CommandError(["btrfs", "inspect-internal", "dump-tree", "-t", "dev", device], 0,
-                               "no device extents found")
+        raise run.CommandError(
+            ["btrfs", "inspect-internal", "dump-tree", "-t", "dev", device], 0, "no device extents found"
+        )
     return out
 
 
@@ -126,8 +127,16 @@ def f2fs(device: str, size: int) -> list[Extent]:
 
 
 EXTRAS: dict[str, Callable[[str, int], list[Extent]]] = {
-    "btrfs": btrfs, "ntfs": ntfs, "vfat": fat, "exfat": exfat, "ext2": ext, "ext3": ext, "ext4": ext,
-    "xfs": xfs, "hfsplus": hfsplus, "f2fs": f2fs,
+    "btrfs": btrfs,
+    "ntfs": ntfs,
+    "vfat": fat,
+    "exfat": exfat,
+    "ext2": ext,
+    "ext3": ext,
+    "ext4": ext,
+    "xfs": xfs,
+    "hfsplus": hfsplus,
+    "f2fs": f2fs,
 }
 # Filesystems whose extras replace partclone's map instead of adding to it.
 REPLACES = {"btrfs": BTRFS_NOTE}

@@ -49,8 +49,9 @@ def machine_id() -> str | None:
 
 
 def host_info(software: str, uuid: str | None = None) -> HostInfo:
-    return HostInfo(hostname=socket.gethostname(), host_id=host_id(), software=software, uuid=uuid,
-                    machine_id=machine_id())
+    return HostInfo(
+        hostname=socket.gethostname(), host_id=host_id(), software=software, uuid=uuid, machine_id=machine_id()
+    )
 
 
 def fingerprint(fd: int, size: int) -> str:

@@ -63,12 +63,19 @@ def _partitions(node: blockdev.Node, table: partitions.Table | None) -> list[Par
         num = kernel.get(start) if number else node.rdev
         mps = mount_map.get(f"{os.major(num)}:{os.minor(num)}", []) if num else []
         part_node = part_node or (blockdev.node_path(num) if num else None)
-        out.append(PartitionInfo(
-            number=number, start=start, size=size, fstype=sig.fstype, label=sig.label or name,
-            used=fsinfo.used_bytes(node.path, start, size, sig.fstype, node=part_node,
-                                   mountpoint=mps[0] if mps else None),
-            os=fsinfo.detect_os(node.path, start, sig.fstype, node=part_node),
-        ))
+        out.append(
+            PartitionInfo(
+                number=number,
+                start=start,
+                size=size,
+                fstype=sig.fstype,
+                label=sig.label or name,
+                used=fsinfo.used_bytes(
+                    node.path, start, size, sig.fstype, node=part_node, mountpoint=mps[0] if mps else None
+                ),
+                os=fsinfo.detect_os(node.path, start, sig.fstype, node=part_node),
+            )
+        )
     return out
 
 
@@ -91,8 +98,15 @@ def describe_disk(path: str, context: pyudev.Context | None = None) -> DiskInfo:
     blank = None if table or parts or not node.size else fsinfo.sampled_zeros(node.path, node.size)
     sector = _sector_size(node.path)
     if not node.is_block:
-        return DiskInfo(path=node.path, size=node.size, model="image file", ptable=table.label if table else None,
-                        partitions=tuple(parts), sector_size=sector, blank=blank)
+        return DiskInfo(
+            path=node.path,
+            size=node.size,
+            model="image file",
+            ptable=table.label if table else None,
+            partitions=tuple(parts),
+            sector_size=sector,
+            blank=blank,
+        )
     context = context or pyudev.Context()
     dev = _udev_device(context, node.rdev)
     d = blockdev.sysfs_dir(node.rdev)
@@ -139,9 +153,15 @@ def unreadable_disk(dev: pyudev.Device, error: OSError) -> DiskInfo:
     sectors = read_attr(Path(dev.sys_path) / "size") or "0"
     hw = blockdev.hardware(dev.device_number)
     why = f"cannot be read: {error.strerror or error}"
-    return DiskInfo(path=dev.device_node, size=int(sectors) * 512 if sectors.isdigit() else 0,
-                    model=_model(dev, hw.model, dev.device_number), serial=_prop(dev, "ID_SERIAL_SHORT") or hw.serial,
-                    transport=_transport(dev, Path(dev.sys_path)), refusal=why, unreadable=why)
+    return DiskInfo(
+        path=dev.device_node,
+        size=int(sectors) * 512 if sectors.isdigit() else 0,
+        model=_model(dev, hw.model, dev.device_number),
+        serial=_prop(dev, "ID_SERIAL_SHORT") or hw.serial,
+        transport=_transport(dev, Path(dev.sys_path)),
+        refusal=why,
+        unreadable=why,
+    )
 
 
 def list_disks(include_all: bool = False) -> list[DiskInfo]:

@@ -33,8 +33,10 @@ def refuse_planted_link(path: str) -> str:
     real = os.path.realpath(path)
     if os.path.abspath(path).startswith("/dev/") and os.path.exists(real) and stat.S_ISBLK(os.stat(real).st_mode):
         return real
-    raise RefusedError(f"refusing to write {path}: it is a symbolic link (to {real})",
-                       hint="give the disk or the image file itself, not a link to it")
+    raise RefusedError(
+        f"refusing to write {path}: it is a symbolic link (to {real})",
+        hint="give the disk or the image file itself, not a link to it",
+    )
 
 
 def check_target_path(path: str, *, overwrite: bool) -> None:
@@ -46,8 +48,7 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
             raise RefusedError(f"cannot create {path}: {parent} is not a directory")
         if filesystem_type(parent) == "devtmpfs":
             # A device name that does not exist: never create a file there.
-            raise RefusedError(f"{path} does not exist",
-                               hint="run `recovery disks` to see this machine's disks")
+            raise RefusedError(f"{path} does not exist", hint="run `recovery disks` to see this machine's disks")
         return
     st = os.stat(path)
     if stat.S_ISBLK(st.st_mode):
@@ -82,13 +83,14 @@ def check_against_plan(target: Identity, source: Identity, needed: int) -> None:
     """Checks that need the plan: size, and not the source itself."""
     if identity.same_storage(source, target):
         raise RefusedError(
-            f"refusing to write {target.path}: it is the source {source.path}, "
-            "or one lives on the other"
+            f"refusing to write {target.path}: it is the source {source.path}, or one lives on the other"
         )
     why = sector_mismatch(source, target)
     if why:
-        raise RefusedError(f"refusing to write {target.path}: {why}",
-                           hint="use a target disk with the same logical sector size (see `recovery disks`)")
+        raise RefusedError(
+            f"refusing to write {target.path}: {why}",
+            hint="use a target disk with the same logical sector size (see `recovery disks`)",
+        )
     if target.kind != "file" and target.size < needed:
         raise RefusedError(
             f"{target.path} is too small: the source needs {human_size(needed)} "
@@ -103,5 +105,7 @@ def sector_mismatch(source: Identity, target: Identity) -> str | None:
         return None
     if source.sector_size == target.sector_size:
         return None
-    return (f"its logical sectors are {target.sector_size} bytes, the source's are {source.sector_size}: "
-            "the partition tables would not be readable on it")
+    return (
+        f"its logical sectors are {target.sector_size} bytes, the source's are {source.sector_size}: "
+        "the partition tables would not be readable on it"
+    )

@@ -16,9 +16,7 @@ SYSTEM_MOUNTS = {"/", "/boot", "/boot/efi", "/efi", "/usr", "/var", "/home"}
 BOOT_PART_NAME = "USB4-RECOVERY"  # GPT partition name of the appliance's ESP
 BOOT_FS_LABEL = "U4RECOVERY"  # its filesystem label
 ESP_TYPES = {"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"}
-LOADER_PARTUUID = Path(
-    "/sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
-)
+LOADER_PARTUUID = Path("/sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f")
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 
@@ -165,5 +163,10 @@ def usage(rdev: int, table: partitions.Table | None = None) -> Usage:
     for key in sorted(keys):
         hold.extend(blockdev.holders(blockdev.devnum_of(key)))
     path = blockdev.node_path(rdev)
-    return Usage(mountpoints, any(m.mountpoint in SYSTEM_MOUNTS for m in mine),
-                 bool(path) and is_boot_stick(path or "", table), bool(swaps() & keys), tuple(sorted(set(hold))))
+    return Usage(
+        mountpoints,
+        any(m.mountpoint in SYSTEM_MOUNTS for m in mine),
+        bool(path) and is_boot_stick(path or "", table),
+        bool(swaps() & keys),
+        tuple(sorted(set(hold))),
+    )

@@ -116,8 +116,7 @@ def partclone_map(tool: str, device: str) -> list[Extent]:
         domain, log = os.path.join(tmp, "domain"), os.path.join(tmp, "log")
         # "-f 0": otherwise partclone waits up to 2 s for its progress thread to end.
         try:
-            run.run([tool, "-D", "-s", device, "-o", domain, "-L", log, "-q", "-f", "0"],
-                    stdout=subprocess.DEVNULL)
+            run.run([tool, "-D", "-s", device, "-o", domain, "-L", log, "-q", "-f", "0"], stdout=subprocess.DEVNULL)
         except run.CommandError as e:
             raise run.CommandError(e.argv, e.returncode, _log_tail(log) or e.stderr) from None
         with open(domain) as f:
@@ -143,10 +142,21 @@ def build_map(
 ) -> UsedMap:
     """The extents to copy from ``source`` (a disk, partition or image file)."""
     if mode == "exact":
-        return UsedMap(size=size, extents=[(0, size)], parts=[
-            MapPart(number=p.number, start=p.start, size=p.size, method="whole", bytes=p.size,
-                    fstype=partitions.probe(source, p.start, p.size).fstype)
-            for p in _partitions(source, size)[1]])
+        return UsedMap(
+            size=size,
+            extents=[(0, size)],
+            parts=[
+                MapPart(
+                    number=p.number,
+                    start=p.start,
+                    size=p.size,
+                    method="whole",
+                    bytes=p.size,
+                    fstype=partitions.probe(source, p.start, p.size).fstype,
+                )
+                for p in _partitions(source, size)[1]
+            ],
+        )
     table, parts = _partitions(source, size)
     result = UsedMap(size=size, extents=[])
     covered: list[Extent] = []
@@ -158,9 +168,16 @@ def build_map(
         covered.append((p.start, p.size))
         result.extents.extend(extents)
         result.parts.append(
-            MapPart(number=p.number, start=p.start, size=p.size, fstype=sig.fstype, method=method,  # type: ignore[arg-type]
-                    bytes=sum(n for _, n in merge(extents)), note=note,
-                    blkid=signatures.blkid(source, p.start, p.size))
+            MapPart(
+                number=p.number,
+                start=p.start,
+                size=p.size,
+                fstype=sig.fstype,
+                method=method,  # type: ignore[arg-type]
+                bytes=sum(n for _, n in merge(extents)),
+                note=note,
+                blkid=signatures.blkid(source, p.start, p.size),
+            )
         )
     if table is not None:
         areas = [(off, min(n, size - off)) for off, n in partitions.table_areas(source, table, size) if off < size]
@@ -176,8 +193,7 @@ def _partitions(source: str, size: int) -> tuple[partitions.Table | None, list[p
     table = partitions.read_table(source)
     if table is None:
         return None, [partitions.Partition(number=0, start=0, size=size, type="")]
-    return table, [dataclasses.replace(p, size=min(p.size, size - p.start))
-                   for p in table.partitions if p.start < size]
+    return table, [dataclasses.replace(p, size=min(p.size, size - p.start)) for p in table.partitions if p.start < size]
 
 
 def _used_extents(
@@ -215,5 +231,6 @@ def _used_extents(
 
 def part_events(parts: Sequence[MapPart]) -> list[dict[str, object]]:
     """The plan event's ``parts``: how each partition is read, and why."""
-    return [{"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes, "note": p.note}
-            for p in parts]
+    return [
+        {"number": p.number, "fstype": p.fstype, "method": p.method, "bytes": p.bytes, "note": p.note} for p in parts
+    ]

@@ -24,14 +24,21 @@ from recovery.protocol.messages import Identity
 # What this version can do; a feature is used only when both hellos list it.
 # "stages": the sender tells the receiver how busy its stages are; "activity": the driver says
 # what its user does between clones.
-CAPABILITIES = ("zstd", "aes-gcm", "zero-frames", "readback", "activity", "stages",
-                "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
-                "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
-                "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
-                "rejoin",  # after a lost link, the same peer pairs again with the lost pairing's secret
-                "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
-                            # skipped chunks that differ from the source are sent again
-                "source-check")  # a checker that failed on the target is run on the source too
+CAPABILITIES = (
+    "zstd",
+    "aes-gcm",
+    "zero-frames",
+    "readback",
+    "activity",
+    "stages",
+    "resend",  # a damaged frame is asked for again (resend message, REWIND frame)
+    "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
+    "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
+    "rejoin",  # after a lost link, the same peer pairs again with the lost pairing's secret
+    "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
+    # skipped chunks that differ from the source are sent again
+    "source-check",
+)  # a checker that failed on the target is run on the source too
 
 
 def default_workers() -> int:

@@ -116,6 +116,7 @@ def scaling_rates(chunks: list[bytes], cores: int, seconds: float = 0.5) -> dict
     """Bytes per second of a sender worker's work (BLAKE3, then zstd level 1)
     done by 1, 2, 4, ... threads at once: flat per thread means the workers
     scale with the cores."""
+
     def work(i: int, stop: float, done: list[int]) -> None:
         cctx = zstandard.ZstdCompressor(level=1)
         k = i
@@ -173,8 +174,9 @@ def measure(source: str | None = None, read_bytes: int = 512 * MIB, workers: int
     else:
         data = sample_data()
         sample = "generated: 50% text-like, 25% random, 25% zeros"
-    rates = StageRates(disk_read=disk, blake3=_timed(lambda: blake3.blake3(data).digest(), len(data)),
-                       workers=workers, sample=sample)
+    rates = StageRates(
+        disk_read=disk, blake3=_timed(lambda: blake3.blake3(data).digest(), len(data)), workers=workers, sample=sample
+    )
     chunks = [data[i : i + 4 * MIB] for i in range(0, len(data), 4 * MIB)]  # the engine's chunk size
     for level in LEVELS:
         cctx = zstandard.ZstdCompressor(level=level)

@@ -32,9 +32,16 @@ LinkOpener = Callable[..., Connection]  # (spec, role, *, timeout, on_listening,
 NAMES = {"tbstream": "USB4STREAM", "tbnet": "thunderbolt-net"}
 
 
-def open_auto(role: str, *, timeout: float | None, on_listening: Callable[[str, int, str], None] | None,
-              stop: threading.Event | None, host: object = None,
-              tbnet_opener: LinkOpener | None = None, prepare_tbnet: Callable[[], bool] | None = None) -> Connection:
+def open_auto(
+    role: str,
+    *,
+    timeout: float | None,
+    on_listening: Callable[[str, int, str], None] | None,
+    stop: threading.Event | None,
+    host: object = None,
+    tbnet_opener: LinkOpener | None = None,
+    prepare_tbnet: Callable[[], bool] | None = None,
+) -> Connection:
     """The cable link for ``--link auto``; ``role`` "send" measures and decides."""
     from recovery.link import tbnet
     from recovery.link.tbstream.link import Host, open_streams
@@ -81,8 +88,13 @@ def _measure_both(coord: Connection, role: str, deadline: Deadline, open_tbnet: 
     links: dict[str, Connection] = {"tbstream": coord}
     note = ""
     try:
-        links["tbnet"] = open_tbnet(LinkSpec("tbnet"), role, timeout=min(TBNET_OPEN, deadline.left(TBNET_OPEN)),
-                                    on_listening=None, stop=deadline.stop)
+        links["tbnet"] = open_tbnet(
+            LinkSpec("tbnet"),
+            role,
+            timeout=min(TBNET_OPEN, deadline.left(TBNET_OPEN)),
+            on_listening=None,
+            stop=deadline.stop,
+        )
     except RecoveryError as e:
         note = f" (thunderbolt-net did not come up: {e.message})"
     _send(coord.control, ms.Record(ms.HAVE, None, ms.mask(tuple(links))))
@@ -178,4 +190,3 @@ def _recv(control: Channel, want: int | None) -> ms.Record:
     if want is not None and record.type != want:
         raise LinkError(f"the peer sent measurement record {record.type} when {want} was due")
     return record
-

@@ -34,9 +34,19 @@ IOV_MAX = 64  # buffers per writev: plenty for a chunk's header and payload
 ACK_POLL = 0.1  # seconds between looks at the channels while waiting for the peer's acknowledgement
 # errno values that mean "the peer or the cable is gone" (EBADF: the channel was closed under a call).
 LINK_ERRNOS = {
-    errno.ECONNRESET, errno.EPIPE, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED,
-    errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ESHUTDOWN,
-    errno.EIO, errno.ENODEV, errno.EBADF,
+    errno.ECONNRESET,
+    errno.EPIPE,
+    errno.ENXIO,
+    errno.ENOTCONN,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.ESHUTDOWN,
+    errno.EIO,
+    errno.ENODEV,
+    errno.EBADF,
 }
 
 
@@ -102,10 +112,7 @@ class Channel(abc.ABC):
         while got < n:
             k = self.recv_into(view[got:])
             if k == 0:
-                raise LinkError(
-                    f"the peer closed the {self.name} channel in the middle of {what}"
-                    f" ({got} of {n} bytes)"
-                )
+                raise LinkError(f"the peer closed the {self.name} channel in the middle of {what} ({got} of {n} bytes)")
             got += k
 
     def recv_some(self, size: int = 65536) -> bytes:
@@ -311,8 +318,9 @@ class Connection:
                 if reason:
                     raise LinkError(f"{reason} before it acknowledged the end of the transfer")
                 if time.monotonic() >= deadline:
-                    raise LinkError(f"link lost: the peer did not acknowledge the end of the transfer "
-                                    f"within {timeout:g} s")
+                    raise LinkError(
+                        f"link lost: the peer did not acknowledge the end of the transfer within {timeout:g} s"
+                    )
         except LinkError:
             self.abort()
             self.close()

@@ -55,8 +55,10 @@ class NotOurs(BeaconError):
 
 class VersionMismatch(BeaconError):
     def __init__(self, version: int) -> None:
-        super().__init__(f"a peer speaks beacon version {version}, this side {VERSION}",
-                         hint="run the same usb4-recovery release on both machines")
+        super().__init__(
+            f"a peer speaks beacon version {version}, this side {VERSION}",
+            hint="run the same usb4-recovery release on both machines",
+        )
         self.version = version
 
 
@@ -89,5 +91,5 @@ def decode(data: bytes) -> Beacon:
         raise BeaconError(f"unknown beacon type {btype}")
     if (btype == OFFER) != (port > 0):
         raise BeaconError("beacon port does not fit its type")
-    name = data[HEADER.size:].decode(errors="replace")
+    name = data[HEADER.size :].decode(errors="replace")
     return Beacon(btype, nonce, port, name)

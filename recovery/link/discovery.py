@@ -95,9 +95,15 @@ CableEvent = PeerAppeared | PeerGone | ServiceAppeared | ServiceGone | Interface
 
 def peer_event(peer: Peer, interfaces: list[Interface]) -> PeerAppeared:
     return PeerAppeared(
-        name=peer.name, unique_id=peer.unique_id, device_name=peer.device_name, vendor_name=peer.vendor_name,
-        services=tuple(s.key for s in peer.services), rx_speed=peer.rx_speed, rx_lanes=peer.rx_lanes,
-        tx_speed=peer.tx_speed, tx_lanes=peer.tx_lanes,
+        name=peer.name,
+        unique_id=peer.unique_id,
+        device_name=peer.device_name,
+        vendor_name=peer.vendor_name,
+        services=tuple(s.key for s in peer.services),
+        rx_speed=peer.rx_speed,
+        rx_lanes=peer.rx_lanes,
+        tx_speed=peer.tx_speed,
+        tx_lanes=peer.tx_lanes,
         interfaces=tuple(i.name for i in interfaces if i.peer == peer.name),
     )
 
@@ -109,6 +115,7 @@ def snapshot(sysfs: Sysfs) -> list[PeerAppeared]:
 
 
 # --- the auto link ---
+
 
 def available_links(sysfs: Sysfs) -> tuple[str, ...]:
     """The links over the cable that both hosts can use now: ``tbstream``, ``tbnet``, both, or none.
@@ -136,11 +143,15 @@ def choose_link(sysfs: Sysfs) -> str:
     offering = [p for p in peers if p.service(STREAM_KEY)]
     missing_here = []
     if not sysfs.thunderbolt_present():
-        raise MissingToolError(f"no Thunderbolt/USB4 support here (the {CORE_MODULE} module is not loaded)",
-                               hint=f"modprobe {CORE_MODULE}; or give the peer's address: {_ADDRESS_HINT}")
+        raise MissingToolError(
+            f"no Thunderbolt/USB4 support here (the {CORE_MODULE} module is not loaded)",
+            hint=f"modprobe {CORE_MODULE}; or give the peer's address: {_ADDRESS_HINT}",
+        )
     if not peers:
-        raise NoPeerError("no peer on the cable (is it plugged in, and the other machine booted into recovery?)",
-                          hint=f"check the cable, or give the peer's address: {_ADDRESS_HINT}")
+        raise NoPeerError(
+            "no peer on the cable (is it plugged in, and the other machine booted into recovery?)",
+            hint=f"check the cable, or give the peer's address: {_ADDRESS_HINT}",
+        )
     reasons = []
     names = ", ".join(p.label for p in peers)
     if offering:
@@ -165,6 +176,7 @@ _ADDRESS_HINT = "--to HOST:PORT on the sender, --listen on the receiver"
 
 
 # --- live events ---
+
 
 class DeviceSource(Protocol):
     """What we use of a ``pyudev.Monitor``."""
@@ -277,21 +289,32 @@ class CableMonitor:
         devtype = device.device_type
         if devtype == XDOMAIN:
             if action == "add":
-                return [PeerAppeared(name=name, unique_id=_attr(device, "unique_id") or "",
-                                     device_name=_attr(device, "device_name") or "",
-                                     vendor_name=_attr(device, "vendor_name") or "",
-                                     rx_speed=_attr(device, "rx_speed"),
-                                     rx_lanes=as_int(_attr(device, "rx_lanes")),
-                                     tx_speed=_attr(device, "tx_speed"),
-                                     tx_lanes=as_int(_attr(device, "tx_lanes")))]
+                return [
+                    PeerAppeared(
+                        name=name,
+                        unique_id=_attr(device, "unique_id") or "",
+                        device_name=_attr(device, "device_name") or "",
+                        vendor_name=_attr(device, "vendor_name") or "",
+                        rx_speed=_attr(device, "rx_speed"),
+                        rx_lanes=as_int(_attr(device, "rx_lanes")),
+                        tx_speed=_attr(device, "tx_speed"),
+                        tx_lanes=as_int(_attr(device, "tx_lanes")),
+                    )
+                ]
             if action == "remove":
                 return [PeerGone(name)]
         if devtype == SERVICE:
             peer = name.rsplit(".", 1)[0]
             if action == "add":
-                return [ServiceAppeared(name=name, peer=peer, key=_attr(device, "key") or "",
-                                        prtcid=as_int(_attr(device, "prtcid")),
-                                        prtcvers=as_int(_attr(device, "prtcvers")))]
+                return [
+                    ServiceAppeared(
+                        name=name,
+                        peer=peer,
+                        key=_attr(device, "key") or "",
+                        prtcid=as_int(_attr(device, "prtcid")),
+                        prtcvers=as_int(_attr(device, "prtcvers")),
+                    )
+                ]
             if action == "remove":
                 return [ServiceGone(name, peer)]
         return []

@@ -137,8 +137,9 @@ class OneAtATime(GivesBack):
     """Connections from an opener that makes one at a time (stdio, USB4STREAM): the
     next is opened only after the previous one is closed."""
 
-    def __init__(self, open_one: Callable[[float | None], Connection], *, once: bool = False,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, open_one: Callable[[float | None], Connection], *, once: bool = False, stop: threading.Event | None = None
+    ) -> None:
         super().__init__()
         self.open_one = open_one
         self.once = once
@@ -175,8 +176,9 @@ class OneAtATime(GivesBack):
         self._free.set()
 
 
-def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
-           stop: threading.Event | None = None) -> Source:
+def listen(
+    spec: LinkSpec, *, on_listening: Callable[[str, int, str], None], stop: threading.Event | None = None
+) -> Source:
     """The receiver's side of a link: a :class:`Source` of connections (close it when done).
 
     ``stop`` ends thunderbolt-net's preparation; closing the source ends every wait."""
@@ -207,7 +209,10 @@ def listen(spec: LinkSpec, *, on_listening: Callable[[str, int, str], None],
 
 
 def accept_receiver(
-    spec: LinkSpec, *, timeout: float | None, on_listening: Callable[[str, int, str], None],
+    spec: LinkSpec,
+    *,
+    timeout: float | None,
+    on_listening: Callable[[str, int, str], None],
     stop: threading.Event | None = None,
 ) -> Connection:
     """The receiver's side: listen (or wait on the cable) for one sender; ``stop`` as for the sender."""
@@ -221,16 +226,25 @@ def accept_receiver(
     return _cable(spec, "receive", timeout=timeout, on_listening=on_listening, stop=stop)
 
 
-def _cable(spec: LinkSpec, role: str, *, timeout: float | None,
-           on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None) -> Connection:
+def _cable(
+    spec: LinkSpec,
+    role: str,
+    *,
+    timeout: float | None,
+    on_listening: Callable[[str, int, str], None] | None,
+    stop: threading.Event | None,
+) -> Connection:
     if spec.kind == "auto":
         from recovery.link.auto import open_auto
 
         return open_auto(role, timeout=timeout, on_listening=on_listening, stop=stop)
     opener = _cable_links().get(spec.kind)
     if opener is None:
-        hint = ("give the peer's address: --to HOST:PORT on the sender, --listen on the receiver"
-                if role == "send" else "listen for a sender over TCP: --listen [ADDR]:PORT")
+        hint = (
+            "give the peer's address: --to HOST:PORT on the sender, --listen on the receiver"
+            if role == "send"
+            else "listen for a sender over TCP: --listen [ADDR]:PORT"
+        )
         raise NoPeerError(f"no {spec.kind} link is available in this build", hint=hint)
     conn = opener(spec, role, timeout=timeout, on_listening=on_listening, stop=stop)
     conn.choice = f"{spec.kind}: chosen with --link"

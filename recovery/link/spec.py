@@ -30,7 +30,8 @@ def parse_link(text: str) -> LinkSpec:
     kind, _, rest = text.partition(":")
     if kind not in KINDS:
         raise UsageError(
-            f"unknown link {text!r}: use one of auto, tcp:HOST:PORT, stdio, tbstream[:PEER], tbnet[:IFACE]")
+            f"unknown link {text!r}: use one of auto, tcp:HOST:PORT, stdio, tbstream[:PEER], tbnet[:IFACE]"
+        )
     if kind == "tcp":
         if not rest:
             raise UsageError("--link tcp needs an address: tcp:HOST:PORT")

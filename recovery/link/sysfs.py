@@ -130,8 +130,9 @@ class Sysfs:
         for name in names:
             m = _DEVICE_NAME.match(name)
             if m and _uevent(self.devices / name).get("DEVTYPE") == XDOMAIN:
-                services = tuple(s for s in (self.service(n) for n in names if n.startswith(name + "."))
-                                 if s is not None)
+                services = tuple(
+                    s for s in (self.service(n) for n in names if n.startswith(name + ".")) if s is not None
+                )
                 found.append(self._peer(name, int(m.group(1)), services))
         return found
 
@@ -141,11 +142,16 @@ class Sysfs:
     def _peer(self, name: str, domain: int, services: tuple[Service, ...]) -> Peer:
         d = self.devices / name
         return Peer(
-            name=name, domain=domain, unique_id=read_attr(d / "unique_id") or "",
-            device_name=read_attr(d / "device_name") or "", vendor_name=read_attr(d / "vendor_name") or "",
+            name=name,
+            domain=domain,
+            unique_id=read_attr(d / "unique_id") or "",
+            device_name=read_attr(d / "device_name") or "",
+            vendor_name=read_attr(d / "vendor_name") or "",
             services=services,
-            rx_speed=read_attr(d / "rx_speed"), rx_lanes=as_int(read_attr(d / "rx_lanes")),
-            tx_speed=read_attr(d / "tx_speed"), tx_lanes=as_int(read_attr(d / "tx_lanes")),
+            rx_speed=read_attr(d / "rx_speed"),
+            rx_lanes=as_int(read_attr(d / "rx_lanes")),
+            tx_speed=read_attr(d / "tx_speed"),
+            tx_lanes=as_int(read_attr(d / "tx_lanes")),
             max_hopid=as_int(read_attr(d / "maxhopid")),
         )
 
@@ -156,8 +162,13 @@ class Sysfs:
         key = read_attr(d / "key")
         if key is None:
             return None
-        return Service(name=name, peer=name.rsplit(".", 1)[0], key=key,
-                       prtcid=as_int(read_attr(d / "prtcid")), prtcvers=as_int(read_attr(d / "prtcvers")))
+        return Service(
+            name=name,
+            peer=name.rsplit(".", 1)[0],
+            key=key,
+            prtcid=as_int(read_attr(d / "prtcid")),
+            prtcvers=as_int(read_attr(d / "prtcvers")),
+        )
 
     def service_driver(self, name: str) -> str | None:
         """The driver bound to service ``name`` (``thunderbolt_stream``...), None if none is."""

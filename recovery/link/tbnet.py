@@ -55,14 +55,18 @@ def choose_interface(sysfs: Sysfs, explicit: str | None) -> Interface:
     pool = [i for i in found if i.peer is not None] or found
     if not pool:
         if not sysfs.module_loaded(NET_MODULE) and sysfs.thunderbolt_present():
-            raise MissingToolError(f"the {NET_MODULE} kernel module is not loaded",
-                                   hint=f"modprobe {NET_MODULE}, or give --to HOST:PORT")
-        raise NoPeerError("no thunderbolt network interface: no peer offers networking on the cable",
-                          hint="check the cable; or name an interface with --link tbnet:IFACE, or --to HOST:PORT")
+            raise MissingToolError(
+                f"the {NET_MODULE} kernel module is not loaded", hint=f"modprobe {NET_MODULE}, or give --to HOST:PORT"
+            )
+        raise NoPeerError(
+            "no thunderbolt network interface: no peer offers networking on the cable",
+            hint="check the cable; or name an interface with --link tbnet:IFACE, or --to HOST:PORT",
+        )
     if len(pool) > 1:
         names = ", ".join(i.name + (f" (peer {i.peer})" if i.peer else "") for i in pool)
-        raise UsageError(f"several thunderbolt interfaces: {names}",
-                         hint=f"choose one with --link tbnet:{pool[0].name}")
+        raise UsageError(
+            f"several thunderbolt interfaces: {names}", hint=f"choose one with --link tbnet:{pool[0].name}"
+        )
     return pool[0]
 
 
@@ -80,6 +84,7 @@ def is_thunderbolt(iface: Interface) -> bool:
 
 # --- getting the interface ready ---
 
+
 def bring_up(iface: Interface) -> None:
     """Admin-up the interface; for a thunderbolt one, raise the MTU to its maximum."""
     try:
@@ -92,8 +97,9 @@ def bring_up(iface: Interface) -> None:
     except MissingToolError:
         raise
     except RecoveryError as e:
-        raise LinkError(f"cannot bring up {iface.name}: {e.message}",
-                        hint="run as root" if os.geteuid() else None) from None
+        raise LinkError(
+            f"cannot bring up {iface.name}: {e.message}", hint="run as root" if os.geteuid() else None
+        ) from None
     except (ValueError, LookupError, TypeError) as e:
         raise LinkError(f"cannot read the state of {iface.name}: {e}") from None
 
@@ -109,8 +115,13 @@ def link_local(ifname: str, table: Path = IF_INET6) -> tuple[str | None, int]:
         parts = line.split()
         if len(parts) == 6 and parts[5] == ifname and int(parts[3], 16) == SCOPE_LINK:
             flags = int(parts[4], 16)
-            found.append((bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
-                          socket.inet_ntop(socket.AF_INET6, bytes.fromhex(parts[0])), flags))
+            found.append(
+                (
+                    bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)),
+                    socket.inet_ntop(socket.AF_INET6, bytes.fromhex(parts[0])),
+                    flags,
+                )
+            )
     if not found:
         return None, 0
     _, addr, flags = min(found)  # a usable one first
@@ -137,15 +148,20 @@ def wait_link_local(sysfs: Sysfs, ifname: str, deadline: Deadline) -> str:
         now = time.monotonic()
         carrier = sysfs.carrier(ifname)
         if carrier is False and deadline.expired():
-            raise NoPeerError(f"nobody is on {ifname} (no carrier: the other side's interface is down)",
-                              hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
+            raise NoPeerError(
+                f"nobody is on {ifname} (no carrier: the other side's interface is down)",
+                hint="start `recovery receive` on the other machine first, or give --to HOST:PORT",
+            )
         if carrier is not False and (now >= limit or deadline.expired()):
-            raise LinkError(f"{ifname} has no usable IPv6 link-local address",
-                            hint=f"is IPv6 disabled on it? sysctl net.ipv6.conf.{ifname}.disable_ipv6")
+            raise LinkError(
+                f"{ifname} has no usable IPv6 link-local address",
+                hint=f"is IPv6 disabled on it? sysctl net.ipv6.conf.{ifname}.disable_ipv6",
+            )
         deadline.pause(0.1)
 
 
 # --- the beacon on the wire ---
+
 
 def _udp(ifname: str, ifindex: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -178,8 +194,10 @@ class Responder:
             self.sock.bind((ALL_NODES, beacon.BEACON_PORT, 0, self.ifindex))
         except OSError as e:
             self.sock.close()
-            raise LinkError(f"cannot answer beacons on {ifname} (UDP port {beacon.BEACON_PORT}): {e.strerror}",
-                            hint="is another `recovery receive` running on this interface?") from None
+            raise LinkError(
+                f"cannot answer beacons on {ifname} (UDP port {beacon.BEACON_PORT}): {e.strerror}",
+                hint="is another `recovery receive` running on this interface?",
+            ) from None
         self.answered = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beacon-responder", daemon=True)
@@ -230,8 +248,10 @@ def find_receiver(ifname: str, address: str, deadline: Deadline) -> tuple[str, b
             now = time.monotonic()
             if deadline.expired():
                 detail = f"; {mismatch.message}" if mismatch else ""
-                raise NoPeerError(f"no receiver answered on {ifname}{detail}",
-                                  hint="start `recovery receive` on the other machine first, or give --to HOST:PORT")
+                raise NoPeerError(
+                    f"no receiver answered on {ifname}{detail}",
+                    hint="start `recovery receive` on the other machine first, or give --to HOST:PORT",
+                )
             if now >= next_query:
                 try:
                     sock.sendto(query, (ALL_NODES, beacon.BEACON_PORT, 0, ifindex))
@@ -261,6 +281,7 @@ def _host(text: str) -> str:
 
 # --- the link ---
 
+
 @dataclass
 class Ready:
     iface: Interface
@@ -289,9 +310,15 @@ def _probe(sysfs: Sysfs, ifname: str, *, grace: int) -> Callable[[], str | None]
     return probe
 
 
-def open_link(spec: object, role: str, *, timeout: float | None,
-              on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
-              sysfs: Sysfs | None = None) -> Connection:
+def open_link(
+    spec: object,
+    role: str,
+    *,
+    timeout: float | None,
+    on_listening: Callable[[str, int, str], None] | None,
+    stop: threading.Event | None = None,
+    sysfs: Sysfs | None = None,
+) -> Connection:
     """The link opener for ``--link tbnet[:IFACE]`` (see :mod:`recovery.link.opening`)."""
     sysfs = sysfs or Sysfs()
     deadline = Deadline(timeout, stop)
@@ -316,8 +343,9 @@ class Listening(GivesBack):
     listener on the link-local address, the beacon responder, and a watcher that
     ends a wait when the interface goes or ``stop`` is set."""
 
-    def __init__(self, ready: Ready, stop: threading.Event,
-                 on_listening: Callable[[str, int, str], None] | None, sysfs: Sysfs) -> None:
+    def __init__(
+        self, ready: Ready, stop: threading.Event, on_listening: Callable[[str, int, str], None] | None, sysfs: Sysfs
+    ) -> None:
         super().__init__()
         ifname = self.ifname = ready.iface.name
         self.ready, self.sysfs = ready, sysfs
@@ -368,14 +396,18 @@ class Listening(GivesBack):
         self.listener.close()
 
 
-def listen(spec: object, *, on_listening: Callable[[str, int, str], None] | None,
-           stop: threading.Event | None = None, sysfs: Sysfs | None = None,
-           timeout: float | None = None) -> Listening:
+def listen(
+    spec: object,
+    *,
+    on_listening: Callable[[str, int, str], None] | None,
+    stop: threading.Event | None = None,
+    sysfs: Sysfs | None = None,
+    timeout: float | None = None,
+) -> Listening:
     """The receiver's side of ``--link tbnet[:IFACE]``, for several connections in turn."""
     sysfs = sysfs or Sysfs()
     deadline = Deadline(timeout, stop)
-    return Listening(prepare(sysfs, getattr(spec, "interface", None), deadline), deadline.stop, on_listening,
-                     sysfs)
+    return Listening(prepare(sysfs, getattr(spec, "interface", None), deadline), deadline.stop, on_listening, sysfs)
 
 
 def watched(conn: Connection, sysfs: Sysfs, ifname: str, peer: str | None) -> Connection:

@@ -362,8 +362,14 @@ def _loopback(sock: socket.socket) -> bool:
         return False
 
 
-def connect(ep: Endpoint, *, timeout: float = CONNECT_TIMEOUT, device: str | None = None,
-            kind: str = "tcp", source: str | None = None) -> Connection:
+def connect(
+    ep: Endpoint,
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+    device: str | None = None,
+    kind: str = "tcp",
+    source: str | None = None,
+) -> Connection:
     """Open the control and the data stream to a listening receiver (from the local address ``source``,
     on a machine with several)."""
     token = os.urandom(16)
@@ -386,8 +392,9 @@ def _open(ep: Endpoint, timeout: float, device: str | None, source: str | None =
         try:
             infos = socket.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
         except socket.gaierror as e:
-            raise LinkError(f"cannot resolve {ep.host!r}: {e.strerror}",
-                            hint="check the receiver's name or give its address") from None
+            raise LinkError(
+                f"cannot resolve {ep.host!r}: {e.strerror}", hint="check the receiver's name or give its address"
+            ) from None
         family, addr = infos[0][0], infos[0][4]
     else:
         addr = _sockaddr(ep, family)

@@ -42,9 +42,10 @@ def check_given(text: str) -> str:
     """A code from ``--code`` or ``recovery.code=``: refuse one too short to be safe."""
     canonical = normalise(text)
     if len(canonical) < MIN_GIVEN:
-        raise UsageError(f"a pairing code needs at least {MIN_GIVEN} letters or digits "
-                         "(spaces and dashes do not count)",
-                         hint="use a longer code, or leave --code out to get a random one")
+        raise UsageError(
+            f"a pairing code needs at least {MIN_GIVEN} letters or digits (spaces and dashes do not count)",
+            hint="use a longer code, or leave --code out to get a random one",
+        )
     if len(canonical) > MAX_LEN:
         raise UsageError(f"a pairing code may have at most {MAX_LEN} characters")
     return text.strip()

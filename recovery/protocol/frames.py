@@ -74,15 +74,12 @@ HEADER_SIZE = HEADER_BODY.size + MAC_SIZE  # + BLAKE3(body) keyed with the clone
 assert HEADER_SIZE == 80
 
 
-
 class Kind(enum.IntEnum):
     DATA = 0
     ZERO = 1
     END = 2
     REWIND = 3  # capability "resend": the stream continues from frame ``seq`` in epoch ``offset``
     PASS = 4  # rescue mode: a further pass of replacement frames begins
-
-
 
 
 class Codec(enum.IntEnum):
@@ -185,16 +182,16 @@ def payload_nonce(seq: int) -> bytes:
     return struct.pack("!IQ", 0, seq)
 
 
-def seal_payload(aead: AESGCM, header: bytes | memoryview, payload: bytes | memoryview,
-                 out: memoryview) -> memoryview:
+def seal_payload(aead: AESGCM, header: bytes | memoryview, payload: bytes | memoryview, out: memoryview) -> memoryview:
     """Encrypt ``payload`` into ``out`` (which has room for the tag); the sealed bytes."""
     seq = struct.unpack_from("!Q", header, 8)[0]
     n = aead.encrypt_into(payload_nonce(seq), payload, header[: HEADER_BODY.size], out[: len(payload) + TAG_SIZE])
     return out[:n]
 
 
-def open_payload(aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, sealed: memoryview,
-                 out: memoryview) -> memoryview:
+def open_payload(
+    aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, sealed: memoryview, out: memoryview
+) -> memoryview:
     """Decrypt ``sealed`` into ``out`` (a separate buffer: AEADs refuse to work in place); the plain
     bytes, or :class:`IntegrityError` if it was tampered with."""
     if len(sealed) < TAG_SIZE:
@@ -203,9 +200,11 @@ def open_payload(aead: AESGCM, h: ChunkHeader, header: bytes | memoryview, seale
     try:
         aead.decrypt_into(payload_nonce(h.seq), sealed, header[: HEADER_BODY.size], plain)
     except InvalidTag:
-        raise IntegrityError(f"chunk {h.seq} (bytes {h.offset}..{h.end}) failed its authentication: "
-                             "it was damaged or changed on the way and was not written",
-                             hint="check the cable or link and run the clone again") from None
+        raise IntegrityError(
+            f"chunk {h.seq} (bytes {h.offset}..{h.end}) failed its authentication: "
+            "it was damaged or changed on the way and was not written",
+            hint="check the cable or link and run the clone again",
+        ) from None
     return plain
 
 
@@ -214,9 +213,7 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
     if len(data) != HEADER_SIZE:
         raise FrameError(f"frame header is {len(data)} bytes, expected {HEADER_SIZE}")
     body = data[: HEADER_BODY.size]
-    magic, version, kind, codec, flags, seq, offset, raw_len, payload_len, digest = (
-        HEADER_BODY.unpack(body)
-    )
+    magic, version, kind, codec, flags, seq, offset, raw_len, payload_len, digest = HEADER_BODY.unpack(body)
     if magic != FRAME_MAGIC:
         raise FrameError("data channel does not carry usb4-recovery frames (bad magic)")
     if version != FRAME_VERSION:
@@ -239,17 +236,19 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         allowed = limits.rewinds if kind is Kind.REWIND else limits.passes
         if not allowed:
             raise FrameError(f"frame {seq}: a {kind.name} frame, which the plan does not allow")
-        if raw_len or payload_len or codec is not Codec.RAW or (kind is Kind.PASS and offset) \
-                or (kind is Kind.REWIND and not 0 < offset <= MAX_EPOCH):
+        if (
+            raw_len
+            or payload_len
+            or codec is not Codec.RAW
+            or (kind is Kind.PASS and offset)
+            or (kind is Kind.REWIND and not 0 < offset <= MAX_EPOCH)
+        ):
             raise FrameError(f"{kind.name} frame {seq} carries a range or payload")
         return ChunkHeader(seq, offset, 0, 0, kind, codec, digest)
     if not 0 < raw_len <= min(limits.chunk_size, MAX_CHUNK_SIZE):
         raise FrameError(f"frame {seq}: length {raw_len} outside 1..{limits.chunk_size}")
     if offset + raw_len > limits.target_size:
-        raise FrameError(
-            f"frame {seq}: range {offset}+{raw_len} ends past the planned size "
-            f"{limits.target_size}"
-        )
+        raise FrameError(f"frame {seq}: range {offset}+{raw_len} ends past the planned size {limits.target_size}")
     if kind is Kind.ZERO:
         if payload_len or codec is not Codec.RAW:
             raise FrameError(f"frame {seq}: ZERO frame with a payload")
@@ -321,8 +320,7 @@ class FrameSequence:
             return
         if h.offset < self.next_offset:
             raise FrameError(
-                f"frame {h.seq} at offset {h.offset} overlaps the previous frame "
-                f"(ended at {self.next_offset})"
+                f"frame {h.seq} at offset {h.offset} overlaps the previous frame (ended at {self.next_offset})"
             )
         if limits is not None:
             self._check_plan(h, limits)
@@ -335,8 +333,11 @@ class FrameSequence:
         cell = h.offset // limits.chunk_size
         if (h.end - 1) // limits.chunk_size != cell:
             raise FrameError(f"frame {h.seq} crosses the {limits.chunk_size}-byte grid at {h.offset}+{h.raw_len}")
-        if self._last_end > 0 and (self._last_end - 1) // limits.chunk_size == cell \
-                and h.offset - self._last_end <= MERGE_GAP:
+        if (
+            self._last_end > 0
+            and (self._last_end - 1) // limits.chunk_size == cell
+            and h.offset - self._last_end <= MERGE_GAP
+        ):
             raise FrameError(f"frame {h.seq} is within {MERGE_GAP} bytes of the previous one in its grid cell")
         self._last_end = h.end
         if self.passes:

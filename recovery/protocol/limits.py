@@ -10,8 +10,8 @@ CHUNK_ALIGN = 4096  # a chunk size is a multiple of this
 MAX_CHUNK_SIZE = 16 << 20  # the largest chunk, whatever a plan says
 MERGE_GAP = 1 << 20  # frames in one grid cell are further apart than this
 MAX_FRAMES = 8 << 20  # a plan may announce no more (32 TiB at the default 4 MiB chunk): the receiver
-                      # keeps 57 bytes per frame (engine/clone/framelist.py) and journals 1.3 per ZERO
-                      # frame in a run, 66 per DATA frame
+# keeps 57 bytes per frame (engine/clone/framelist.py) and journals 1.3 per ZERO
+# frame in a run, 66 per DATA frame
 MAX_PASSES = 16  # passes after the first (rescue mode, replacements)
 MAX_EPOCH = (1 << 32) - 1  # resends open epochs 1, 2, ... up to this
 RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone

@@ -382,9 +382,32 @@ class Ping(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
-    for cls in (Hello, Pake, Confirm, PairFailed, Introduce, Inventory, Request, Plan, Accept, Refuse, Ack, Progress,
-                Done, Summary, Error, Cancel, Ping, Bye, Activity, Digests, Start, Resend, CheckSource,
-                SourceChecked)
+    for cls in (
+        Hello,
+        Pake,
+        Confirm,
+        PairFailed,
+        Introduce,
+        Inventory,
+        Request,
+        Plan,
+        Accept,
+        Refuse,
+        Ack,
+        Progress,
+        Done,
+        Summary,
+        Error,
+        Cancel,
+        Ping,
+        Bye,
+        Activity,
+        Digests,
+        Start,
+        Resend,
+        CheckSource,
+        SourceChecked,
+    )
 }
 # May cross before the pairing, in the clear.
 CLEAR_TYPES = frozenset({"hello", "pake", "confirm", "pair_failed", "error", "cancel", "ping"})
@@ -401,18 +424,18 @@ def decode_preamble(data: bytes) -> tuple[int, int]:
     """The peer's protocol version; refuses a foreign stream or another major."""
     magic, major, minor = PREAMBLE.unpack(data)
     if magic != CONTROL_MAGIC:
-        raise RemoteProtocolError(
-            "the peer is not usb4-recovery (unexpected bytes on the control channel)"
-        )
+        raise RemoteProtocolError("the peer is not usb4-recovery (unexpected bytes on the control channel)")
     if major != PROTOCOL_VERSION[0]:
         ours = f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}"
         older = major < PROTOCOL_VERSION[0]
         raise VersionMismatch(
             f"the peer speaks protocol {major}.{minor}, this side speaks {ours}"
-            + (": the other machine runs an older usb4-recovery" if older else
-               ": the other machine runs a newer usb4-recovery"),
-            hint=("upgrade usb4-recovery on the other machine" if older else
-                  "upgrade usb4-recovery on this machine"),
+            + (
+                ": the other machine runs an older usb4-recovery"
+                if older
+                else ": the other machine runs a newer usb4-recovery"
+            ),
+            hint=("upgrade usb4-recovery on the other machine" if older else "upgrade usb4-recovery on this machine"),
         )
     return major, minor
 

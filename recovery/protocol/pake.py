@@ -112,16 +112,16 @@ class SessionKeys:
 class Attempt:
     """One side of one pairing attempt."""
 
-    def __init__(self, role: str, secret: bytes, *, number: int, driver_hello: bytes, server_hello: bytes,
-                 binding: bytes) -> None:
+    def __init__(
+        self, role: str, secret: bytes, *, number: int, driver_hello: bytes, server_hello: bytes, binding: bytes
+    ) -> None:
         if role not in (DRIVER, SERVER):
             raise ValueError(f"unknown pairing role {role!r}")
         self.role = role
         self.number = number
         self._spake = (SPAKE2_A if role == DRIVER else SPAKE2_B)(secret, **_IDS)
         self.message = self._spake.start()
-        self._head = _framed(b"usb4-recovery/2 pairing", driver_hello, server_hello, binding,
-                             str(number).encode())
+        self._head = _framed(b"usb4-recovery/2 pairing", driver_hello, server_hello, binding, str(number).encode())
         self._key: bytes | None = None
         self._transcript = b""
 
@@ -133,8 +133,7 @@ class Attempt:
             key = self._spake.finish(peer_message)
         except (SPAKEError, NotOnCurve, ValueError) as e:
             raise MalformedPairing(f"malformed pairing message ({e})") from None
-        driver_msg, server_msg = ((self.message, peer_message) if self.role == DRIVER
-                                  else (peer_message, self.message))
+        driver_msg, server_msg = (self.message, peer_message) if self.role == DRIVER else (peer_message, self.message)
         self._transcript = blake3.blake3(self._head + _framed(driver_msg, server_msg)).digest()
         self._key = key + self._transcript
 
@@ -155,11 +154,16 @@ class Attempt:
 
     def keys(self) -> SessionKeys:
         key = self._need_key()
-        mine, theirs = ("driver->server", "server->driver") if self.role == DRIVER else (
-            "server->driver", "driver->server")
+        mine, theirs = (
+            ("driver->server", "server->driver") if self.role == DRIVER else ("server->driver", "driver->server")
+        )
         fingerprint = derive("fingerprint", key, 6).hex()
-        return SessionKeys(send=derive(f"control {mine}", key), receive=derive(f"control {theirs}", key),
-                           master=derive("master", key), fingerprint=fingerprint)
+        return SessionKeys(
+            send=derive(f"control {mine}", key),
+            receive=derive(f"control {theirs}", key),
+            master=derive("master", key),
+            fingerprint=fingerprint,
+        )
 
 
 def _nonce(counter: int, high: int = 0) -> bytes:

@@ -20,8 +20,14 @@ class RecordReader:
     """Feed bytes; take ``(header fields, body)`` records. ``limit`` caps a body before it is buffered
     (it may be changed between records: the control channel lowers it before the pairing)."""
 
-    def __init__(self, header: struct.Struct, limit: int, error: type[RemoteProtocolError], what: str,
-                 check: HeaderCheck = lambda fields, length: None) -> None:
+    def __init__(
+        self,
+        header: struct.Struct,
+        limit: int,
+        error: type[RemoteProtocolError],
+        what: str,
+        check: HeaderCheck = lambda fields, length: None,
+    ) -> None:
         self.header = header
         self.check = check  # a header's other rules, as soon as it is here
         self.limit = limit

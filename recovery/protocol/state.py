@@ -289,8 +289,9 @@ class ControlConnection:
     def _new_attempt(self, role: str, secret: bytes) -> Attempt:
         self._attempt_role = role
         driver, server = self._hellos()
-        return Attempt(role, secret, number=self.attempts, driver_hello=driver, server_hello=server,
-                       binding=self.binding)
+        return Attempt(
+            role, secret, number=self.attempts, driver_hello=driver, server_hello=server, binding=self.binding
+        )
 
     def _end_attempt(self) -> None:
         self._attempt = None
@@ -304,9 +305,17 @@ class ControlConnection:
 
     def _fail(self, reason: str, message: str, *, by_peer: bool) -> PairingFailed:
         attempt = self.attempts
-        reply = b"" if by_peer else m.encode_message(
-            m.PairFailed(attempt=attempt, reason=reason if reason in _WIRE_REASONS else "wrong_code",  # type: ignore[arg-type]
-                         message=message[:500]))
+        reply = (
+            b""
+            if by_peer
+            else m.encode_message(
+                m.PairFailed(
+                    attempt=attempt,
+                    reason=reason if reason in _WIRE_REASONS else "wrong_code",  # type: ignore[arg-type]
+                    message=message[:500],
+                )
+            )
+        )
         self._end_attempt()
         return PairingFailed(attempt, reason, message, by_peer, reply)
 
@@ -328,8 +337,9 @@ class ControlConnection:
         self.attempts += 1
         self._attempt = self._new_attempt(DRIVER, secret)
         self.state = State.PAIRING
-        return m.encode_message(m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex(),
-                                       rejoin=rejoin))
+        return m.encode_message(
+            m.Pake(role="driver", attempt=self.attempts, msg=self._attempt.message.hex(), rejoin=rejoin)
+        )
 
     def answer(self, secret: bytes) -> bytes:
         """Answer the peer's attempt with this machine's code: our SPAKE2 message (the proof waits
@@ -420,8 +430,9 @@ class ControlConnection:
                 raise RemoteProtocolError("the peer confirmed a pairing it had not answered")
             self._got_server_pake = False
             if not attempt.check(_unhex(msg.mac)):  # it accepted our proof, so it has the key: tampered
-                return self._fail("wrong_code", "the other machine's proof does not match (changed on the way?)",
-                                  by_peer=False)
+                return self._fail(
+                    "wrong_code", "the other machine's proof does not match (changed on the way?)", by_peer=False
+                )
             keys = attempt.keys()
             self._seal_from_now(keys, DRIVER)
             return Paired(DRIVER, keys.fingerprint)
@@ -447,7 +458,7 @@ class ControlConnection:
         self._step(msg, ours=True)
         data = self._encode(msg)
         if isinstance(msg, m.Hello):
-            self._hello_bodies[True] = data[m.MESSAGE_LENGTH.size:]
+            self._hello_bodies[True] = data[m.MESSAGE_LENGTH.size :]
         return data
 
     def receive_data(self, data: bytes) -> None:

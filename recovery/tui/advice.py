@@ -18,56 +18,74 @@ class Advice:
 
 def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
     if code in ("link_lost", "no_peer"):
-        return f"The link to {peer} was lost", (
-            "Check that the cable is plugged in firmly at both ends, and that usb4-recovery still runs on "
-            f"{peer}.",
-            f"To go on, pair with {peer} once more (it shows a new code), then Retry: the clone resumes "
-            "where the target's safely written part ends.",
-        ), True
+        return (
+            f"The link to {peer} was lost",
+            (
+                f"Check that the cable is plugged in firmly at both ends, and that usb4-recovery still runs on {peer}.",
+                f"To go on, pair with {peer} once more (it shows a new code), then Retry: the clone resumes "
+                "where the target's safely written part ends.",
+            ),
+            True,
+        )
     if code == "refused":
-        return "The clone was refused", (
-            "Choose another target, or free this one (unmount it, stop what uses it).",
-        ), False
+        return (
+            "The clone was refused",
+            ("Choose another target, or free this one (unmount it, stop what uses it).",),
+            False,
+        )
     if code == "source_read":
-        return "The source disk cannot be read", (
-            "Retry: a loose cable or a disk that went to sleep can fail once.",
-            "If it fails again at the same place the disk has bad sectors: continue in rescue mode "
-            "(the wizard asks), which copies everything that can still be read and lists what cannot.",
-        ), False
+        return (
+            "The source disk cannot be read",
+            (
+                "Retry: a loose cable or a disk that went to sleep can fail once.",
+                "If it fails again at the same place the disk has bad sectors: continue in rescue mode "
+                "(the wizard asks), which copies everything that can still be read and lists what cannot.",
+            ),
+            False,
+        )
     if code == "target_write":
-        return "The target disk cannot be written", (
-            "Check how the target is connected, then Retry.",
-            "If it fails again, use another target disk.",
-        ), False
+        return (
+            "The target disk cannot be written",
+            (
+                "Check how the target is connected, then Retry.",
+                "If it fails again, use another target disk.",
+            ),
+            False,
+        )
     if code == "verify_failed":
-        return "Verification found differences", (
-            "The target did not read back what was written (it may be failing), or a filesystem on it failed "
-            "its check: the message says which.",
-            "Retry, or use another target disk; if a filesystem check failed, clone in exact mode.",
-        ), False
+        return (
+            "Verification found differences",
+            (
+                "The target did not read back what was written (it may be failing), or a filesystem on it failed "
+                "its check: the message says which.",
+                "Retry, or use another target disk; if a filesystem check failed, clone in exact mode.",
+            ),
+            False,
+        )
     if code == "integrity":
-        return "Data arrived damaged", (
-            "Check the cable, then Retry.",
-        ), False
+        return "Data arrived damaged", ("Check the cable, then Retry.",), False
     if code == "cancelled":
-        return "The clone was cancelled", (
-            "Retry whenever you are ready.",
-        ), False
+        return "The clone was cancelled", ("Retry whenever you are ready.",), False
     if code == "protocol":
-        return "The two machines do not understand each other", (
-            "Run the same version of usb4-recovery on both machines.",
-        ), False
+        return (
+            "The two machines do not understand each other",
+            ("Run the same version of usb4-recovery on both machines.",),
+            False,
+        )
     if code == "missing":
         return "Something this machine needs is missing", (), False
     if code == "usage":
         return "That cannot be done", (), False
-    return "Something went wrong inside usb4-recovery", (
-        "Retry. If it happens again, keep the log and report it.",
-    ), False
+    return (
+        "Something went wrong inside usb4-recovery",
+        ("Retry. If it happens again, keep the log and report it.",),
+        False,
+    )
 
 
-def advise(code: str, message: str, hint: str | None = None, *, peer: str = "the other machine",
-           reported_by: str | None = None) -> Advice:
+def advise(
+    code: str, message: str, hint: str | None = None, *, peer: str = "the other machine", reported_by: str | None = None
+) -> Advice:
     """The error screen for an error ``code`` (see :mod:`recovery.errors`); ``reported_by``: the
     machine it happened on, when not this one."""
     title, steps, waiting = _steps(code, peer)
@@ -77,13 +95,24 @@ def advise(code: str, message: str, hint: str | None = None, *, peer: str = "the
         title = f"The clone was cancelled on {peer}"
     if hint:
         steps = (hint[0].upper() + hint[1:], *steps)
-    return Advice(title=title, message=message[0].upper() + message[1:] if message else "", steps=steps,
-                  waiting=waiting, code=code)
+    return Advice(
+        title=title,
+        message=message[0].upper() + message[1:] if message else "",
+        steps=steps,
+        waiting=waiting,
+        code=code,
+    )
 
 
 def peer_left(peer: str, reason: str) -> Advice:
     """The other machine ended the pairing on purpose (its user quit, or chose to end it)."""
-    return Advice(title=f"{peer} ended the pairing", message=f"It said: {reason}" if reason else "",
-                  steps=("Nothing runs on this machine now.",
-                         f"To work with {peer} again, pair once more: one machine types the other's code."),
-                  waiting=True, code="peer_left")
+    return Advice(
+        title=f"{peer} ended the pairing",
+        message=f"It said: {reason}" if reason else "",
+        steps=(
+            "Nothing runs on this machine now.",
+            f"To work with {peer} again, pair once more: one machine types the other's code.",
+        ),
+        waiting=True,
+        code="peer_left",
+    )

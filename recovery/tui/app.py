@@ -111,16 +111,18 @@ class WizardApp(App[int]):
         self.peering.close()
         session = self.state.session
         if session is not None:
-            threading.Thread(target=session.close, args=(f"{self.state.host} closed the wizard",),
-                             name="wizard-close", daemon=False).start()
+            threading.Thread(
+                target=session.close, args=(f"{self.state.host} closed the wizard",), name="wizard-close", daemon=False
+            ).start()
 
     def action_quit(self) -> None:  # type: ignore[override]
         session = self.state.session
         if isinstance(self.top, ConfirmScreen):
             return  # already asking
         if session is not None and session.busy:
-            self.ask("A clone is running. Abort it and quit?\nThe target will hold an incomplete copy.",
-                     lambda: self.exit(0))
+            self.ask(
+                "A clone is running. Abort it and quit?\nThe target will hold an incomplete copy.", lambda: self.exit(0)
+            )
         else:
             self.exit(0)
 
@@ -149,9 +151,17 @@ class WizardApp(App[int]):
             return
         error = event.worker.error
         log = self.internal_error(error)
-        self.show(ErrorScreen(advise("internal", f"internal error in {event.worker.group}: "
-                                                 f"{type(error).__name__}: {error}", peer=self.peer_name),
-                              self.steps.offers(failed=True), log=log))
+        self.show(
+            ErrorScreen(
+                advise(
+                    "internal",
+                    f"internal error in {event.worker.group}: {type(error).__name__}: {error}",
+                    peer=self.peer_name,
+                ),
+                self.steps.offers(failed=True),
+                log=log,
+            )
+        )
 
     def internal_error(self, error: BaseException | None) -> str | None:
         """Write the traceback of a bug where logs go; the path, or None where nothing is writable."""
@@ -240,8 +250,12 @@ class WizardApp(App[int]):
         if isinstance(event, events.PairingCode):
             self.state.code = event.code
             if event.why and event.why != "a new pairing":
-                self.notify(f"{event.why}. This machine's new code is {event.code}.", title="New pairing code",
-                            severity="warning", markup=False)
+                self.notify(
+                    f"{event.why}. This machine's new code is {event.code}.",
+                    title="New pairing code",
+                    severity="warning",
+                    markup=False,
+                )
             self.refresh_home()
             top = self.top
             if isinstance(top, ErrorScreen) and self.state.link is None:
@@ -256,8 +270,10 @@ class WizardApp(App[int]):
             self.refresh_home()
 
     def waiting_line(self) -> str:
-        return (f"This machine's new code is {self.state.code}: to pair again, type it on the other machine, "
-                "or type that machine's code here on the first screen (Enter).")
+        return (
+            f"This machine's new code is {self.state.code}: to pair again, type it on the other machine, "
+            "or type that machine's code here on the first screen (Enter)."
+        )
 
     def on_drive_asked(self, msg: DriveAsked) -> None:
         if self.state.link is not None:
@@ -277,8 +293,13 @@ class WizardApp(App[int]):
         self.peering.paired()
         self.state.status.pop("peer", None)
         self.state.seen = []
-        session = CloneSession(link, candidates=lambda: disk_paths(self.config.disks), offered=self.read_disks,
-                               sink=lambda e: self.post(EngineEvent(e)), log_dir=self.config.log_dir)
+        session = CloneSession(
+            link,
+            candidates=lambda: disk_paths(self.config.disks),
+            offered=self.read_disks,
+            sink=lambda e: self.post(EngineEvent(e)),
+            log_dir=self.config.log_dir,
+        )
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
         self.in_thread(partial(self._serve, session), "session")
@@ -304,8 +325,9 @@ class WizardApp(App[int]):
             error = e
         except Exception as e:  # noqa: BLE001 - a bug ends the session on a screen, with its traceback logged
             log = self.internal_error(e)
-            error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
-                                  hint=f"the traceback is in {log}" if log else None)
+            error = RecoveryError(
+                f"internal error: {type(e).__name__}: {e}", hint=f"the traceback is in {log}" if log else None
+            )
         self.post_message(SessionEnded(session, error))
 
     def on_session_ended(self, msg: SessionEnded) -> None:
@@ -352,8 +374,7 @@ class WizardApp(App[int]):
         self.steps.back(msg.step)
 
     def on_end_pairing_asked(self, _msg: EndPairingAsked) -> None:
-        self.ask(f"End the pairing with {self.peer_name}?\nIts screen goes back to its first screen.",
-                 self.end_pairing)
+        self.ask(f"End the pairing with {self.peer_name}?\nIts screen goes back to its first screen.", self.end_pairing)
 
     def end_pairing(self) -> None:
         session = self.state.session

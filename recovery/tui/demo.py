@@ -30,8 +30,9 @@ START_TIMEOUT = 30.0
 class DemoWorld:
     """Sample images in a fresh folder, and the simulated peer's process."""
 
-    def __init__(self, size_mib: int = 256, directory: str | None = None, keep: bool = False,
-                 rate: int | None = DEMO_RATE) -> None:
+    def __init__(
+        self, size_mib: int = 256, directory: str | None = None, keep: bool = False, rate: int | None = DEMO_RATE
+    ) -> None:
         self.size_mib = size_mib
         self.rate = rate
         self.keep = keep or directory is not None
@@ -67,10 +68,24 @@ class DemoWorld:
     def _start_agent(self) -> None:
         out = self.workdir / "peer-events.jsonl"
         err = self.workdir / "peer-errors.txt"
-        args = ["agent", "--listen", "127.0.0.1:0", "--name", PEER_NAME,
-                "--disk", str(self.blank), "--disk", str(self.small), "--log-dir", str(self.logs / "peer"),
-                "--code", self.code, "--json", "--stop-on-eof",
-                *(["--link-rate", str(self.rate)] if self.rate else [])]
+        args = [
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            PEER_NAME,
+            "--disk",
+            str(self.blank),
+            "--disk",
+            str(self.small),
+            "--log-dir",
+            str(self.logs / "peer"),
+            "--code",
+            self.code,
+            "--json",
+            "--stop-on-eof",
+            *(["--link-rate", str(self.rate)] if self.rate else []),
+        ]
         self._events_file = open(out, "wb")
         with open(err, "wb") as stderr:
             # Its own session: a Ctrl-C meant for the wizard must not reach the peer first.
@@ -86,10 +101,20 @@ class DemoWorld:
     def config(self, *, ansi: bool | None = None) -> WizardConfig:
         """The wizard's side: it offers the sample disk and connects to the peer."""
         assert self.port is not None, "start() first"
-        hint = (f"Demo: the other machine ({PEER_NAME}) is simulated and has no screen; its code is "
-                f"{self.code}. Press c, type it, and Enter.")
-        return WizardConfig(disks=(str(self.source),), listen=None, connect=Endpoint("127.0.0.1", self.port),
-                            log_dir=self.logs, cable=False, demo=True, ansi=ansi, code_hint=hint)
+        hint = (
+            f"Demo: the other machine ({PEER_NAME}) is simulated and has no screen; its code is "
+            f"{self.code}. Press c, type it, and Enter."
+        )
+        return WizardConfig(
+            disks=(str(self.source),),
+            listen=None,
+            connect=Endpoint("127.0.0.1", self.port),
+            log_dir=self.logs,
+            cable=False,
+            demo=True,
+            ansi=ansi,
+            code_hint=hint,
+        )
 
     # --- removing it ---
 

@@ -47,8 +47,11 @@ def following(step: str) -> str:
 
 def activity(step: str) -> str:
     """What the driving user does, for the other screen: ``choosing the disk to copy``."""
-    return {"pair": "looking at the pairing", "review": "reviewing the clone before confirming it",
-            "options": "choosing how to copy"}.get(step, f"choosing {TITLES[step]}")
+    return {
+        "pair": "looking at the pairing",
+        "review": "reviewing the clone before confirming it",
+        "options": "choosing how to copy",
+    }.get(step, f"choosing {TITLES[step]}")
 
 
 def answer(choice: Choice, step: str, value: object) -> Choice:
@@ -98,15 +101,22 @@ class Recheck:
     written_only: bool = False
 
 
-def recheck(choice: Choice, source_disks: tuple[DiskInfo, ...], target_disks: tuple[DiskInfo, ...],
-            source_host: str, target_host: str) -> Recheck:
+def recheck(
+    choice: Choice,
+    source_disks: tuple[DiskInfo, ...],
+    target_disks: tuple[DiskInfo, ...],
+    source_host: str,
+    target_host: str,
+) -> Recheck:
     """Find the chosen source and target again; say what changed and whether the clone can still run."""
     assert choice.source is not None and choice.target is not None
     changes: list[str] = []
     source, target = find(choice.source, source_disks), find(choice.target, target_disks)
     written_only = _same_but_tables(choice.source, source, tables=False) and _same_but_tables(choice.target, target)
-    for old, new, host, role in ((choice.source, source, source_host, "source"),
-                                 (choice.target, target, target_host, "target")):
+    for old, new, host, role in (
+        (choice.source, source, source_host, "source"),
+        (choice.target, target, target_host, "target"),
+    ):
         name = f"{short_name(old)} on {host}"
         if new is None:
             changes.append(f"the {role} {name} is gone (unplugged, or that machine restarted)")

@@ -19,8 +19,12 @@ from recovery.engine.peer.jobs import JobStarted
 from recovery.units import human_duration, human_size
 
 HISTORY = 120  # throughput samples kept for the graph (two per second)
-STAGES = (("map", "finding what to copy"), ("transfer", "copying"), ("verify", "reading the target back"),
-          ("check", "checking the filesystems on the target"))
+STAGES = (
+    ("map", "finding what to copy"),
+    ("transfer", "copying"),
+    ("verify", "reading the target back"),
+    ("check", "checking the filesystems on the target"),
+)
 STAGE_BARS = ("read", "compress", "link", "decompress", "write")
 
 
@@ -173,8 +177,10 @@ class JobView:
         """Which stage sets the pace now, naming the machine it runs on."""
         if self.stage in ("verify", "check"):
             what = "checking its filesystems" if self.stage == "check" else "reading it back"
-            return (f"Checking the target on {self.receiving_host}: {what}; that disk's speed sets the pace "
-                    "now, nothing crosses the link.")
+            return (
+                f"Checking the target on {self.receiving_host}: {what}; that disk's speed sets the pace "
+                "now, nothing crosses the link."
+            )
         if not self.stages:
             return "Measuring where the time goes..."
         return limit_words(self.bottleneck, self.sending_host, self.receiving_host)
@@ -190,14 +196,18 @@ class JobView:
                 return f"{target_name} holds the whole copy, but it did NOT verify: do not trust it."
             return f"{target_name} holds the whole copy, but it was not checked: do not trust it yet."
         written = max(self.durable, self.done if self.started.role == "receiver" else self.durable)
-        return (f"{target_name} is now INCOMPLETE: its old partition table was wiped and "
-                f"{human_size(written)} of {human_size(self.total)} were written. Do not boot from it.")
+        return (
+            f"{target_name} is now INCOMPLETE: its old partition table was wiped and "
+            f"{human_size(written)} of {human_size(self.total)} were written. Do not boot from it."
+        )
 
     def how_far(self) -> str:
         """How far the clone got before it stopped."""
         stage = dict(self.stage_list()).get(self.stage, self.stage)
-        return (f"It stopped while {stage}, at {self.fraction * 100:.0f}% of the clone, after "
-                f"{human_duration(self.elapsed())}.")
+        return (
+            f"It stopped while {stage}, at {self.fraction * 100:.0f}% of the clone, after "
+            f"{human_duration(self.elapsed())}."
+        )
 
 
 def limit_words(stage: str, sending: str, receiving: str) -> str:
@@ -205,7 +215,7 @@ def limit_words(stage: str, sending: str, receiving: str) -> str:
     return {
         "read": f"Reading the source disk on {sending} is the limit now: the link could carry more.",
         "compress": f"The processors of {sending} are the limit now (compressing and hashing); "
-                    "compression adapts by itself.",
+        "compression adapts by itself.",
         "link": "The link is the limit now: it carries all it can.",
         "decompress": f"The processors of {receiving} are the limit now (decompressing and checking).",
         "write": f"Writing the target disk on {receiving} is the limit now: the link could carry more.",

@@ -20,8 +20,9 @@ from recovery.tui.links import LinkReport
 
 
 class InventoryLoaded(Message):
-    def __init__(self, disks: tuple[DiskInfo, ...], links: LinkReport, error: RecoveryError | None,
-                 why: str = "") -> None:
+    def __init__(
+        self, disks: tuple[DiskInfo, ...], links: LinkReport, error: RecoveryError | None, why: str = ""
+    ) -> None:
         super().__init__()
         self.disks, self.links, self.error, self.why = disks, links, error, why
 

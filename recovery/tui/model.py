@@ -14,8 +14,12 @@ from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.units import human_size
 
-FS_NAMES = {"crypto_LUKS": "LUKS (encrypted)", "LVM2_member": "LVM volume", "linux_raid_member": "RAID member",
-            "swap": "swap"}
+FS_NAMES = {
+    "crypto_LUKS": "LUKS (encrypted)",
+    "LVM2_member": "LVM volume",
+    "linux_raid_member": "RAID member",
+    "swap": "swap",
+}
 
 
 def short_name(disk: DiskInfo) -> str:
@@ -110,8 +114,16 @@ class Choice:
 
     def complete(self) -> CloneChoice:
         assert self.send is not None and self.source is not None and self.target is not None
-        return CloneChoice(send=self.send, source=self.source, target=self.target, mode=self.mode,
-                           level=self.level, verify=self.verify, rescue=self.rescue, restart=self.restart)
+        return CloneChoice(
+            send=self.send,
+            source=self.source,
+            target=self.target,
+            mode=self.mode,
+            level=self.level,
+            verify=self.verify,
+            rescue=self.rescue,
+            restart=self.restart,
+        )
 
     @property
     def ready(self) -> bool:

@@ -37,20 +37,28 @@ def only_wizards_and_agents(hello: Hello) -> str | None:
     if hello.role in ("wizard", "agent"):
         return None
     command = {"sender": "send", "receiver": "receive"}.get(hello.role, hello.role)
-    return (f"{hello.host.hostname} runs `recovery {command}`; start `recovery tui` or `recovery agent` "
-            "there instead")
+    return f"{hello.host.hostname} runs `recovery {command}`; start `recovery tui` or `recovery agent` there instead"
 
 
 class Peering:
     """Finds the peer for the wizard; every callback may come from any thread and only posts."""
 
-    def __init__(self, config: WizardConfig, guard: CodeGuard, offered: Callable[[], tuple[DiskInfo, ...]],
-                 post: Callable[[Message], object]) -> None:
+    def __init__(
+        self,
+        config: WizardConfig,
+        guard: CodeGuard,
+        offered: Callable[[], tuple[DiskInfo, ...]],
+        post: Callable[[Message], object],
+    ) -> None:
         self.config, self.guard, self.offered, self._post = config, guard, offered, post
-        ways = Ways(cable=LinkSpec("auto") if config.cable else None, listen=config.listen,
-                    cable_opener=config.cable_opener)
-        self.meeting = Meeting(ways, status=lambda way, text: self.post(LinkStatus(way, text)),
-                               listening=lambda way, host, port: self.post(ListeningOn(way, host, port)))
+        ways = Ways(
+            cable=LinkSpec("auto") if config.cable else None, listen=config.listen, cable_opener=config.cable_opener
+        )
+        self.meeting = Meeting(
+            ways,
+            status=lambda way, text: self.post(LinkStatus(way, text)),
+            listening=lambda way, host, port: self.post(ListeningOn(way, host, port)),
+        )
         self.lobby: Lobby | None = None
         self.reach = config.connect  # the address to hold in the next lobby (None: wait to be reached)
         self.rejoin_secret: bytes | None = None  # a lost pairing to resume by itself (the user allowed it)
@@ -65,10 +73,19 @@ class Peering:
         """Wait for a peer (again), unless already waiting."""
         if self.closing or self.lobby is not None:
             return
-        lobby = Lobby(self.guard, "wizard", offered=self.offered, refuse=only_wizards_and_agents,
-                      sink=lambda e: self.post(LobbyEvent(e)), found=self._found,
-                      changed=lambda seen: self._changed(lobby, seen), timeout=self.config.timeout,
-                      hostname=self.config.hostname, pin=pin, drives=DRIVABLE)
+        lobby = Lobby(
+            self.guard,
+            "wizard",
+            offered=self.offered,
+            refuse=only_wizards_and_agents,
+            sink=lambda e: self.post(LobbyEvent(e)),
+            found=self._found,
+            changed=lambda seen: self._changed(lobby, seen),
+            timeout=self.config.timeout,
+            hostname=self.config.hostname,
+            pin=pin,
+            drives=DRIVABLE,
+        )
         self.lobby = lobby
         lobby.rejoin(self.rejoin_secret)
         self.meeting.feed(lobby, connect=self.reach)

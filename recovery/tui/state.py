@@ -36,10 +36,20 @@ class PeerView:
         """What the pairing screen shows at once, without I/O: the speed is pending. Asking the link
         for it (the network card's may take ``ip`` seconds) is a worker's job; :meth:`with_speed` follows."""
         host = link.peer or link.theirs.host  # its introduction once paired (with the machine id)
-        return cls(hostname=host.hostname, software=host.software, machine_id=host.machine_id,
-                   link=link.conn.kind, address=link.conn.peer, speed=None, speed_pending=True,
-                   security=link.security, session=link.fingerprint, drives=link.role == "driver",
-                   disks=len(link.inventory), choice=link.conn.choice)
+        return cls(
+            hostname=host.hostname,
+            software=host.software,
+            machine_id=host.machine_id,
+            link=link.conn.kind,
+            address=link.conn.peer,
+            speed=None,
+            speed_pending=True,
+            security=link.security,
+            session=link.fingerprint,
+            drives=link.role == "driver",
+            disks=len(link.inventory),
+            choice=link.conn.choice,
+        )
 
     def with_speed(self, speed: str | None) -> PeerView:
         """The same view, with the speed the link reported (None: it does not say)."""

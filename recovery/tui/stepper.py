@@ -64,8 +64,9 @@ class Wizard(Protocol):
     def reset_to_home(self) -> None:
         """Back to the first screen."""
 
-    def notify(self, message: str, *, severity: SeverityLevel = ..., timeout: float | None = ...,
-               markup: bool = ...) -> None:
+    def notify(
+        self, message: str, *, severity: SeverityLevel = ..., timeout: float | None = ..., markup: bool = ...
+    ) -> None:
         """A toast."""
 
     def load_inventory(self, why: str) -> None:
@@ -101,9 +102,13 @@ class Stepper:
             self.wizard.show(PassiveScreen(state.peer))
             return
         if state.retry is not None and state.pin is not None and state.pin != pin:
-            self.wizard.notify(f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
-                            f"{state.pin.hostname}, so it is not retried. Choose what to copy.", markup=False,
-                            severity="warning", timeout=10)
+            self.wizard.notify(
+                f"Paired with {pin.hostname}, not {state.pin.hostname}: the clone to retry was with "
+                f"{state.pin.hostname}, so it is not retried. Choose what to copy.",
+                markup=False,
+                severity="warning",
+                timeout=10,
+            )
             state.retry, state.auto_resume = None, False
         if state.retry is not None:
             state.choice, state.retry = state.retry, None
@@ -134,15 +139,25 @@ class Stepper:
             return DirectionScreen(state.host, peer, choice.send)
         if step == "source":
             holder, disks = (state.host, ours) if choice.send else (peer, theirs)
-            return DiskScreen("source", f"The disk to copy (on {holder})",
-                              f"Choose the disk of {holder} to copy. It is only read, never changed.",
-                              disks, {d.path: source_refusal(d) for d in disks}, choice.source)
+            return DiskScreen(
+                "source",
+                f"The disk to copy (on {holder})",
+                f"Choose the disk of {holder} to copy. It is only read, never changed.",
+                disks,
+                {d.path: source_refusal(d) for d in disks},
+                choice.source,
+            )
         if step == "target":
             assert choice.source is not None
             holder, disks = (peer, theirs) if choice.send else (state.host, ours)
-            return DiskScreen("target", f"The disk to overwrite (on {holder})",
-                              f"Choose the disk of {holder} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
-                              disks, {d.path: target_refusal(choice.source, d) for d in disks}, choice.target)
+            return DiskScreen(
+                "target",
+                f"The disk to overwrite (on {holder})",
+                f"Choose the disk of {holder} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
+                disks,
+                {d.path: target_refusal(choice.source, d) for d in disks},
+                choice.target,
+            )
         if step == "options":
             return OptionsScreen(choice)
         changes, state.changes = state.changes, ()
@@ -172,8 +187,9 @@ class Stepper:
         if resume is None or state.session is None or choice.source is None or choice.target is None:
             return
         job = unfinished(choice.source, choice.target) if resume else None
-        choice = dataclasses.replace(choice, restart=not resume, rescue=choice.rescue or bool(
-            job and (job.complete or job.rescue)))
+        choice = dataclasses.replace(
+            choice, restart=not resume, rescue=choice.rescue or bool(job and (job.complete or job.rescue))
+        )
         if job is not None:
             choice = dataclasses.replace(choice, mode=job.mode)  # the interrupted clone's: another is another clone
         state.choice = choice
@@ -195,11 +211,16 @@ class Stepper:
         choice = state.choice
         ours, theirs = state.disks or (), state.link.inventory if state.link else ()
         src_host, dst_host = (state.host, self.wizard.peer_name) if choice.send else (self.wizard.peer_name, state.host)
-        checked = flow.recheck(choice, ours if choice.send else theirs, theirs if choice.send else ours,
-                               src_host, dst_host)
+        checked = flow.recheck(
+            choice, ours if choice.send else theirs, theirs if choice.send else ours, src_host, dst_host
+        )
         if checked.choice is None:
-            self.wizard.notify("The clone cannot run as chosen: " + "; ".join(checked.changes), severity="error",
-                            markup=False, timeout=15)
+            self.wizard.notify(
+                "The clone cannot run as chosen: " + "; ".join(checked.changes),
+                severity="error",
+                markup=False,
+                timeout=15,
+            )
             self.show_step("source" if any("source" in c for c in checked.changes) else "target")
             return
         state.choice = checked.choice
@@ -212,8 +233,10 @@ class Stepper:
             state.session.submit(state.choice.complete())
             return
         if checked.changes or why == "retry":
-            state.changes = checked.changes or ("the same disks as before, found again by their identity (a "
-                                                "clone cut short resumes where the target's safe part ends)",)
+            state.changes = checked.changes or (
+                "the same disks as before, found again by their identity (a "
+                "clone cut short resumes where the target's safe part ends)",
+            )
             self.show_step("review")  # the user confirms again, with what changed in view
             return
         state.job_choice = state.choice
@@ -247,12 +270,22 @@ class Stepper:
         written = state.job_choice.target if state.job_choice and not job.passive else None
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
-        advice = advise(ended.code or "internal", ended.message, ended.hint, peer=job.started.peer,
-                        reported_by=ended.peer)
-        lost = (ended.code == "link_lost" and not job.passive and state.link is not None
-                and state.link.rejoin_secret() is not None)
-        screen = ErrorScreen(advice, self.offers(failed=True, linked=linked, lost=lost), state=lines, log=ended.log,
-                             peer=job.started.peer)
+        advice = advise(
+            ended.code or "internal", ended.message, ended.hint, peer=job.started.peer, reported_by=ended.peer
+        )
+        lost = (
+            ended.code == "link_lost"
+            and not job.passive
+            and state.link is not None
+            and state.link.rejoin_secret() is not None
+        )
+        screen = ErrorScreen(
+            advice,
+            self.offers(failed=True, linked=linked, lost=lost),
+            state=lines,
+            log=ended.log,
+            peer=job.started.peer,
+        )
         if not linked:
             screen.set_status(wizard.waiting_line())
         wizard.show(screen)
@@ -271,9 +304,10 @@ class Stepper:
         top = self.wizard.top
         if isinstance(top, ErrorScreen):
             linked = state.link is not None and state.link.idle
-            top.set_status("Rescue mode is on for the next clone: Retry the same clone (r) and it resumes where "
-                           "it stopped, copying what can still be read." + ("" if linked else
-                                                                            " " + self.wizard.waiting_line()))
+            top.set_status(
+                "Rescue mode is on for the next clone: Retry the same clone (r) and it resumes where "
+                "it stopped, copying what can still be read." + ("" if linked else " " + self.wizard.waiting_line())
+            )
 
     def start_over(self) -> None:
         """Another clone (the answers stay as defaults), or the first screen when the link is gone."""
@@ -309,9 +343,11 @@ class Stepper:
         top = wizard.top
         if isinstance(top, ErrorScreen):
             name = state.pin.hostname if state.pin is not None else wizard.peer_name
-            top.set_status(f"Waiting for {name} to come back: this machine pairs with it again by itself "
-                           "(the lost pairing's key proves it is the same machine, no code needed) and the clone "
-                           "resumes where the target's safely written part ends.")
+            top.set_status(
+                f"Waiting for {name} to come back: this machine pairs with it again by itself "
+                "(the lost pairing's key proves it is the same machine, no code needed) and the clone "
+                "resumes where the target's safely written part ends."
+            )
 
     def dismissed(self) -> None:
         if self.state.session is not None and self.state.peer is not None and not self.state.drives:

@@ -30,6 +30,8 @@ COLUMNS = ((15, "Disk"), (20, "Model"), (16, "Serial"), (10, "Size"))
 def plain(text: str, style: str = "") -> Text:
     """A string for the screen as it is: never markup (a peer's ``[/x]``), never an escape."""
     return Text(shown(text, lines=True), style=style)
+
+
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
@@ -78,8 +80,14 @@ class PickList(OptionList):
 class DiskList(PickList):
     """Disks to choose from; the ones that cannot be used are shown, disabled, with why."""
 
-    def __init__(self, disks: Sequence[DiskInfo], refusals: dict[str, str | None], *,
-                 cols: tuple[tuple[int, str], ...] = COLUMNS, **kwargs: object) -> None:
+    def __init__(
+        self,
+        disks: Sequence[DiskInfo],
+        refusals: dict[str, str | None],
+        *,
+        cols: tuple[tuple[int, str], ...] = COLUMNS,
+        **kwargs: object,
+    ) -> None:
         self.disks = {str(i): d for i, d in enumerate(disks)}
         options = []
         for key, disk in self.disks.items():
@@ -199,5 +207,10 @@ class StageBars(Static):
 
 def stage_names(sending: str, receiving: str) -> dict[str, str]:
     """Each stage with the machine it runs on: ``disk read (office-pc)``."""
-    return {"read": f"read ({sending})", "compress": f"compress ({sending})", "link": "link",
-            "decompress": f"decompress ({receiving})", "write": f"disk write ({receiving})"}
+    return {
+        "read": f"read ({sending})",
+        "compress": f"compress ({sending})",
+        "link": "link",
+        "decompress": f"decompress ({receiving})",
+        "write": f"disk write ({receiving})",
+    }

@@ -58,8 +58,7 @@ PARTCLONE_QUIET = "-q -f 0"  # no progress thread delay (see recovery/disks/used
 
 
 def sh(cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, text=True,
-                          capture_output=True, **kw)
+    return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, text=True, capture_output=True, **kw)
 
 
 @dataclass
@@ -81,8 +80,9 @@ def recovery(args: list[str], netns: str | None = None) -> subprocess.Popen[byte
     argv = [sys.executable, "-m", "recovery", *args, "--json"]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
-    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
@@ -90,18 +90,57 @@ def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith(b"{")]
 
 
-def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tuple[str, str] | None = None,
-         address: str = "127.0.0.1", workers: int | None = None, encrypt: bool = True, journal: bool = True) -> Run:
+def ours(
+    source: str,
+    target: str,
+    mode: str,
+    *,
+    level: str = "auto",
+    netns: tuple[str, str] | None = None,
+    address: str = "127.0.0.1",
+    workers: int | None = None,
+    encrypt: bool = True,
+    journal: bool = True,
+) -> Run:
     more = ["--workers", str(workers)] if workers else []
-    rx = recovery(["receive", "--code", CODE, "--target", target, "--listen", f"{address}:{PORT}", "--yes", *more,
-                   *([] if journal else ["--no-journal"])], netns[1] if netns else None)
+    rx = recovery(
+        [
+            "receive",
+            "--code",
+            CODE,
+            "--target",
+            target,
+            "--listen",
+            f"{address}:{PORT}",
+            "--yes",
+            *more,
+            *([] if journal else ["--no-journal"]),
+        ],
+        netns[1] if netns else None,
+    )
     assert rx.stdout is not None
     line = rx.stdout.readline()  # the "listening" event
     if b"listening" not in line:
         raise RuntimeError(f"receiver did not start: {line!r} {rx.stderr.read() if rx.stderr else ''}")
     start = time.monotonic()
-    tx = recovery(["send", "--code", CODE, "--source", source, "--to", f"{address}:{PORT}", "--mode", mode,
-                   "--level", level, *more, *([] if encrypt else ["--no-encrypt"])], netns[0] if netns else None)
+    tx = recovery(
+        [
+            "send",
+            "--code",
+            CODE,
+            "--source",
+            source,
+            "--to",
+            f"{address}:{PORT}",
+            "--mode",
+            mode,
+            "--level",
+            level,
+            *more,
+            *([] if encrypt else ["--no-encrypt"]),
+        ],
+        netns[0] if netns else None,
+    )
     tx_events = _events(tx)
     tx_code, tx_rss, tx_cpu = _wait(tx)
     rx_events = _events(rx)
@@ -117,37 +156,64 @@ def ours(source: str, target: str, mode: str, *, level: str = "auto", netns: tup
     transfer = phases["verify"] - phases["transfer"]
     levels = [e["level"] for e in tx_events if e["event"] == "progress" and e.get("level")]
     plan = next(e for e in tx_events if e["event"] == "plan")
-    return Run(seconds, {"sender": tx_rss, "receiver": rx_rss}, {
-        "bytes_read": summary["bytes_read"], "wire": summary["bytes_sent"], "transfer_s": transfer,
-        "image_digest": summary["image_digest"], "levels": levels, "to_send": plan["to_send"]},
-        cpu=tx_cpu + rx_cpu)
+    return Run(
+        seconds,
+        {"sender": tx_rss, "receiver": rx_rss},
+        {
+            "bytes_read": summary["bytes_read"],
+            "wire": summary["bytes_sent"],
+            "transfer_s": transfer,
+            "image_digest": summary["image_digest"],
+            "levels": levels,
+            "to_send": plan["to_send"],
+        },
+        cpu=tx_cpu + rx_cpu,
+    )
 
 
 def classic(source: str, target: str) -> Run:
-    rx = subprocess.Popen(["bash", "-o", "pipefail", "-c",
-                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | dd of={target} bs=4M conv=fsync status=none"])
+    rx = subprocess.Popen(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"nc -l 127.0.0.1 {PORT} | zstd -d -q | dd of={target} bs=4M conv=fsync status=none",
+        ]
+    )
     time.sleep(0.3)
     start = time.monotonic()
     sh(f"dd if={source} bs=4M status=none | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}")
     if rx.wait() != 0:
         raise RuntimeError("classic receiver failed")
     # The target is exactly as large as the source; O_DIRECT reads past the page cache.
-    digests = [sh(f"b3sum --no-names {source}").stdout.strip(),
-               sh(f"dd if={target} iflag=direct bs=4M status=none | b3sum --no-names").stdout.strip()]
+    digests = [
+        sh(f"b3sum --no-names {source}").stdout.strip(),
+        sh(f"dd if={target} iflag=direct bs=4M status=none | b3sum --no-names").stdout.strip(),
+    ]
     seconds = time.monotonic() - start
     assert digests[0] == digests[1], "classic copy differs"
     return Run(seconds, extra={"image_digest": digests[0]})
 
 
 def clonezilla(source: str, target: str) -> Run:
-    rx = subprocess.Popen(["bash", "-o", "pipefail", "-c",
-                           f"nc -l 127.0.0.1 {PORT} | zstd -d -q | partclone.ext4 -r -s - -o {target} "
-                           f"{PARTCLONE_QUIET} -L /dev/null"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rx = subprocess.Popen(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"nc -l 127.0.0.1 {PORT} | zstd -d -q | partclone.ext4 -r -s - -o {target} {PARTCLONE_QUIET} -L /dev/null",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.3)
     start = time.monotonic()
-    sh(f"partclone.ext4 -c -s {source} -o - {PARTCLONE_QUIET} -L /dev/null 2>/dev/null"
-       f" | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}")
+    sh(
+        f"partclone.ext4 -c -s {source} -o - {PARTCLONE_QUIET} -L /dev/null 2>/dev/null"
+        f" | zstd -1 -T0 -q | nc -N 127.0.0.1 {PORT}"
+    )
     if rx.wait() != 0:
         raise RuntimeError("clonezilla receiver failed")
     return Run(time.monotonic() - start)
@@ -156,8 +222,9 @@ def clonezilla(source: str, target: str) -> Run:
 def make_apart(module: str, path: Path) -> None:
     """Make a disk in a child process: the memory it takes would otherwise count
     in the peak RSS of every process this one starts later (until exec)."""
-    subprocess.run([sys.executable, "-m", module, str(path)], cwd=REPO, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, "-m", module, str(path)], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def dd_rate(argv: str, nbytes: int) -> float:
@@ -176,7 +243,8 @@ def machine_limit(source: str, target: str, size: int) -> dict[str, float]:
     return {
         "read_source": dd_rate(f"dd if={source} of=/dev/null bs=4M status=none", size),
         "write_target_direct_fsync": dd_rate(
-            f"dd if={source} of={target} bs=4M oflag=direct conv=fsync,notrunc count={count} status=none", size),
+            f"dd if={source} of={target} bs=4M oflag=direct conv=fsync,notrunc count={count} status=none", size
+        ),
         "read_target_direct": dd_rate(f"dd if={target} of=/dev/null iflag=direct bs=4M status=none", size),
     }
 
@@ -200,9 +268,13 @@ def sparse_used(workdir: Path) -> dict[str, Any]:
         allocated = bigdisk.allocated(thin)
     finally:
         thin.unlink(missing_ok=True)
-    return {"seconds": round(r.seconds, 2), "fs_used_MiB": round(used / 2**20, 1),
-            "read_MiB": round(r.extra["bytes_read"] / 2**20, 1), "allocated_MiB": round(allocated / 2**20, 1),
-            "allocated_per_used": round(allocated / used, 2)}
+    return {
+        "seconds": round(r.seconds, 2),
+        "fs_used_MiB": round(used / 2**20, 1),
+        "read_MiB": round(r.extra["bytes_read"] / 2**20, 1),
+        "allocated_MiB": round(allocated / 2**20, 1),
+        "allocated_per_used": round(allocated / used, 2),
+    }
 
 
 @contextmanager
@@ -237,11 +309,18 @@ def timed(label: str, fn: Callable[[], Run], runs: int) -> dict[str, Any]:
     fn()  # warm-up, untimed
     results = [fn() for _ in range(runs)]
     best = min(results, key=lambda r: r.seconds)
-    out = {"label": label, "best": round(best.seconds, 2),
-           "median": round(statistics.median(r.seconds for r in results), 2),
-           "rss_kib": best.rss_kib, **{k: v for k, v in best.extra.items() if k != "levels"}}
-    print(f"  {label:<34} best {out['best']:6.2f} s   median {out['median']:6.2f} s"
-          + (f"   peak RSS {best.rss_kib}" if best.rss_kib else ""), flush=True)
+    out = {
+        "label": label,
+        "best": round(best.seconds, 2),
+        "median": round(statistics.median(r.seconds for r in results), 2),
+        "rss_kib": best.rss_kib,
+        **{k: v for k, v in best.extra.items() if k != "levels"},
+    }
+    print(
+        f"  {label:<34} best {out['best']:6.2f} s   median {out['median']:6.2f} s"
+        + (f"   peak RSS {best.rss_kib}" if best.rss_kib else ""),
+        flush=True,
+    )
     return out
 
 
@@ -256,10 +335,14 @@ def encryption_cost(src: str, target: str, runs: int) -> dict[str, Any]:
             off.append(ours(src, target, mode, level="0", encrypt=False))
         best_on, best_off = min(r.seconds for r in on), min(r.seconds for r in off)
         cpu_on, cpu_off = min(r.cpu for r in on), min(r.cpu for r in off)
-        out[mode] = {"encrypted_s": round(best_on, 2), "plain_s": round(best_off, 2),
-                     "time_ratio": round(best_on / best_off, 3),
-                     "encrypted_cpu_s": round(cpu_on, 2), "plain_cpu_s": round(cpu_off, 2),
-                     "cpu_ratio": round(cpu_on / cpu_off, 3)}
+        out[mode] = {
+            "encrypted_s": round(best_on, 2),
+            "plain_s": round(best_off, 2),
+            "time_ratio": round(best_on / best_off, 3),
+            "encrypted_cpu_s": round(cpu_on, 2),
+            "plain_cpu_s": round(cpu_off, 2),
+            "cpu_ratio": round(cpu_on / cpu_off, 3),
+        }
     return out
 
 
@@ -300,15 +383,17 @@ def journal_cost(src: str, target: str, runs: int) -> dict[str, Any]:
         on: list[Run] = []
         off: list[Run] = []
         for i in range(runs):
-            for journal in ((True, False) if i % 2 == 0 else (False, True)):
+            for journal in (True, False) if i % 2 == 0 else (False, True):
                 (on if journal else off).append(ours(src, target, mode, journal=journal))
         row: dict[str, Any] = {"runs": runs}
         for what, get in (("total", lambda r: r.seconds), ("transfer", lambda r: r.extra["transfer_s"])):
             a, b = [get(r) for r in on], [get(r) for r in off]
-            row[what] = {"journal_median_s": round(statistics.median(a), 3),
-                         "no_journal_median_s": round(statistics.median(b), 3),
-                         "ratio_median": round(statistics.median(a) / statistics.median(b), 3),
-                         "ratio_best": round(min(a) / min(b), 3)}
+            row[what] = {
+                "journal_median_s": round(statistics.median(a), 3),
+                "no_journal_median_s": round(statistics.median(b), 3),
+                "ratio_median": round(statistics.median(a) / statistics.median(b), 3),
+                "ratio_best": round(min(a) / min(b), 3),
+            }
         frames = -(-first.extra["to_send"] // (4 << 20))
         transfer = row["transfer"]["no_journal_median_s"]
         batch = max(1, int(frames / max(1.0, transfer / 2.0)))  # an ack every 2 s (or 256 MiB, 64 chunks)
@@ -327,10 +412,16 @@ def main() -> None:
     p.add_argument("--no-shaped", action="store_true", help="skip the 1 Gbit/s shaped-link runs")
     p.add_argument("--no-sparse", action="store_true", help="skip the 16 GiB sparse disk")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    p.add_argument("--encryption-only", action="store_true",
-                   help="only the cost of encrypting the data (encrypted against --no-encrypt)")
-    p.add_argument("--journal-only", action="store_true",
-                   help="only the cost of the receiver's resume journal (against --no-journal)")
+    p.add_argument(
+        "--encryption-only",
+        action="store_true",
+        help="only the cost of encrypting the data (encrypted against --no-encrypt)",
+    )
+    p.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="only the cost of the receiver's resume journal (against --no-journal)",
+    )
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     disk = args.dir / "bench-disk.img"
@@ -343,13 +434,21 @@ def main() -> None:
     if not backing.exists() or backing.stat().st_size != disk.stat().st_size:
         sh(f"fallocate -l {disk.stat().st_size} {backing}")
     report: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "contenders": []}
-    print(f"{disk.stat().st_size / GIB:.0f} GiB bench disk on tmpfs; {os.cpu_count()} CPUs; "
-          f"{args.runs} timed runs each", flush=True)
+    print(
+        f"{disk.stat().st_size / GIB:.0f} GiB bench disk on tmpfs; {os.cpu_count()} CPUs; {args.runs} timed runs each",
+        flush=True,
+    )
     with loop_over(backing) as target:
         src = str(disk)
-        costs = (("journal", "the resume journal: journal against --no-journal", journal_cost, args.journal_only),
-                 ("encryption", "encrypting the data: encrypted against --no-encrypt, raw level", encryption_cost,
-                  args.encryption_only))
+        costs = (
+            ("journal", "the resume journal: journal against --no-journal", journal_cost, args.journal_only),
+            (
+                "encryption",
+                "encrypting the data: encrypted against --no-encrypt, raw level",
+                encryption_cost,
+                args.encryption_only,
+            ),
+        )
         only = [name for name, _, _, chosen in costs if chosen]
         for name, what, measure, _ in costs:
             if only and name not in only:
@@ -386,8 +485,7 @@ def main() -> None:
             "used_vs_limit": round(used["best"] / (to_send / slowest), 2),
             "exact_vs_limit": round(exact["best"] / (size / slowest), 2),
         }
-        print(f"  this machine's limit (MiB/s): {report['limit']}; ours / limit: {report['limit_ratios']}",
-              flush=True)
+        print(f"  this machine's limit (MiB/s): {report['limit']}; ours / limit: {report['limit_ratios']}", flush=True)
 
         print("CPU time per GiB copied, 1 and 2 workers on each side (best of the runs):", flush=True)
         cpu: dict[str, Any] = {}
@@ -396,8 +494,10 @@ def main() -> None:
                 runs = [ours(src, target, mode, workers=n) for _ in range(args.runs)]
                 best = min(runs, key=lambda r: r.cpu)
                 moved = best.extra["to_send"] / 2**30
-                cpu[f"{mode}_{n}"] = {"cpu_s_per_GiB": round(best.cpu / moved, 2),
-                                      "seconds": round(min(r.seconds for r in runs), 2)}
+                cpu[f"{mode}_{n}"] = {
+                    "cpu_s_per_GiB": round(best.cpu / moved, 2),
+                    "seconds": round(min(r.seconds for r in runs), 2),
+                }
         report["cpu_per_gib"] = cpu
         print(f"  {cpu}", flush=True)
 
@@ -429,8 +529,7 @@ def main() -> None:
             report["shaped_1gbit"] = shaped
 
     if not args.no_sparse:
-        print("16 GiB sparse disk (the bench disk, then 12 GiB of holes), exact mode, image file target:",
-              flush=True)
+        print("16 GiB sparse disk (the bench disk, then 12 GiB of holes), exact mode, image file target:", flush=True)
         sparse = args.dir / "sparse16.img"
         sh(f"cp --sparse=always {disk} {sparse} && truncate -s 16G {sparse}")
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -438,8 +537,7 @@ def main() -> None:
         sparse.unlink()
         report["sparse16"] = {"seconds": round(r.seconds, 2), "rss_kib": r.rss_kib}
         print(f"  {report['sparse16']}", flush=True)
-        print("64 GiB sparse disk, one 1 GiB partition, used mode onto a loop device over a sparse file:",
-              flush=True)
+        print("64 GiB sparse disk, one 1 GiB partition, used mode onto a loop device over a sparse file:", flush=True)
         report["sparse64_used"] = sparse_used(args.dir)
         print(f"  {report['sparse64_used']}", flush=True)
 

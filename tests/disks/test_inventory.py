@@ -27,12 +27,14 @@ def test_loop_disk_shows_partitions_filesystems_and_used_space(tmp_path: Path) -
         assert info.partitions[0].used and info.partitions[0].used > 1 << 20
         assert info.refusal is None and not info.system
         assert dev in [d.path for d in list_disks()]
-        out = subprocess.run([sys.executable, "-m", "recovery", "disks", "--json"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "recovery", "disks", "--json"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         listed = {d["path"]: d for d in json.loads(out)["disks"]}
         assert listed[dev]["partitions"][1]["fstype"] == "vfat"
-        text = subprocess.run([sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            [sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         assert dev in text and "ext4" in text
 
 
@@ -43,8 +45,19 @@ FILLED = 3 * MIB  # populate() writes about this much (3 MiB of notes, more of b
 def every_filesystem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One image with a partition of each kind, filled with real files."""
     image = tmp_path_factory.mktemp("fs") / "every.img"
-    make_disk(image, [Part("ext4", 32), Part("xfs", 300), Part("btrfs", 120), Part("vfat", 40),
-                      Part("exfat", 40), Part("ntfs", 40), Part("swap", 8)], garbage=False)
+    make_disk(
+        image,
+        [
+            Part("ext4", 32),
+            Part("xfs", 300),
+            Part("btrfs", 120),
+            Part("vfat", 40),
+            Part("exfat", 40),
+            Part("ntfs", 40),
+            Part("swap", 8),
+        ],
+        garbage=False,
+    )
     return image
 
 
@@ -65,8 +78,12 @@ def test_used_space_for_every_filesystem_that_says(every_filesystem: Path) -> No
         blocks = int(sh("dumpe2fs", "-h", nodes["ext4"]).stdout.split("Block count:")[1].split()[0])
         assert used["ext4"] == (blocks - free) * 1024
         clusters = sh("fsck.fat", "-n", nodes["vfat"]).stdout.split(",")[-1].split("/")[0].strip()
-        assert used["vfat"] == int(clusters) * int(sh("minfo", "-i", nodes["vfat"], "::", env=MTOOLS)
-                                                       .stdout.split("cluster size:")[1].split()[0]) * 512
+        assert (
+            used["vfat"]
+            == int(clusters)
+            * int(sh("minfo", "-i", nodes["vfat"], "::", env=MTOOLS).stdout.split("cluster size:")[1].split()[0])
+            * 512
+        )
         dump = sh("dump.exfat", nodes["exfat"]).stdout
         total, free_clusters = (int(dump.split(k)[1].split()[0]) for k in ("Total Clusters:", "Free Clusters:"))
         size = int(dump.split("Cluster size:")[1].split()[0])
@@ -91,15 +108,19 @@ def test_a_disk_without_a_table_is_zeros_a_whole_disk_filesystem_or_unknown_data
             f.truncate(64 * MIB)
     fill_random(noise, 64 * MIB, seed=5)
     sh("mkfs.ext4", "-q", "-F", "-L", "whole", str(whole))
-    with loop_device(blank, partitions=False) as b, loop_device(noise, partitions=False) as n, \
-            loop_device(whole, partitions=False) as w:
+    with (
+        loop_device(blank, partitions=False) as b,
+        loop_device(noise, partitions=False) as n,
+        loop_device(whole, partitions=False) as w,
+    ):
         zero, data, fs = describe_disk(b), describe_disk(n), describe_disk(w)
         assert (zero.ptable, zero.partitions, zero.blank) == (None, (), True)
         assert (data.ptable, data.partitions, data.blank) == (None, (), False)
         assert fs.blank is None and [(p.number, p.fstype, p.label) for p in fs.partitions] == [(0, "ext4", "whole")]
         assert fs.partitions[0].used is not None
-        text = subprocess.run([sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            [sys.executable, "-m", "recovery", "disks"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         assert "all zeros where sampled" in text and "unknown data" in text
         assert "a filesystem on the whole disk" in text and "[no table]" not in text
 
@@ -117,8 +138,9 @@ def test_a_disk_that_cannot_be_opened_is_listed_with_the_reason(tmp_path: Path) 
         assert info.path == dev and info.size == 16 * MIB
         assert info.unreadable == info.refusal == "cannot be read: Operation not permitted"
     for flag in ([], ["--all"]):
-        out = subprocess.run([sys.executable, "-m", "recovery", "disks", *flag], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "recovery", "disks", *flag], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         for path in unreadable_here():
             assert path in out and "cannot be read" in out, out
 

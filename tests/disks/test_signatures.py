@@ -43,14 +43,16 @@ def swap_over_btrfs(tmp_path: Path) -> Path:
 def test_leftover_signature_makes_blkid_ambivalent_and_the_check_fail(swap_over_btrfs: Path) -> None:
     found = signatures.blkid(str(swap_over_btrfs), START, SIZE)
     assert found == (signatures.AMBIVALENT,)
-    check = fscheck.check_signature(str(swap_over_btrfs), MapPart(number=2, start=START, size=SIZE,
-                                                                  fstype="swap", blkid=("TYPE=swap",)))
+    check = fscheck.check_signature(
+        str(swap_over_btrfs), MapPart(number=2, start=START, size=SIZE, fstype="swap", blkid=("TYPE=swap",))
+    )
     assert check.ok is False and "ambivalent" in check.message
 
 
 def test_wipe_regions_erases_every_signature(swap_over_btrfs: Path) -> None:
     fd = os.open(swap_over_btrfs, os.O_RDWR)
     try:
+
         def zero(offset: int, length: int) -> None:
             os.pwrite(fd, bytes(length), offset)
 

@@ -25,8 +25,7 @@ def test_parse_domain_map() -> None:
 
 
 def test_align_rounds_outwards_and_clamps() -> None:
-    assert usedmap._align_within([(0x400, 10), (5000, 100)], base=MIB, limit=8192) == [
-        (MIB, 4096), (MIB + 4096, 4096)]
+    assert usedmap._align_within([(0x400, 10), (5000, 100)], base=MIB, limit=8192) == [(MIB, 4096), (MIB + 4096, 4096)]
 
 
 def test_merge() -> None:
@@ -63,6 +62,7 @@ def test_swap_needs_only_its_header(tmp_path: Path) -> None:
     with open(img, "wb") as f:
         f.truncate(32 * MIB)
     import subprocess
+
     subprocess.run(["mkswap", str(img)], check=True, capture_output=True)
     m = usedmap.build_map(str(img), 32 * MIB, "used")
     assert m.extents == [(0, usedmap.SWAP_HEADER)]
@@ -70,6 +70,7 @@ def test_swap_needs_only_its_header(tmp_path: Path) -> None:
 
 def _image(tmp_path: Path, script: str, mib: int = 64) -> Path:
     import subprocess
+
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(mib * MIB)
@@ -91,8 +92,9 @@ def test_table_areas_of_a_gpt_are_the_head_and_the_backup(tmp_path: Path) -> Non
 
 
 def test_table_areas_of_an_mbr_follow_the_ebr_chain(tmp_path: Path) -> None:
-    img = _image(tmp_path, "label: dos\nsize=8MiB, type=83\ntype=5\nsize=8MiB, type=83\nsize=8MiB, type=82\n"
-                 "size=4MiB, type=83\n")
+    img = _image(
+        tmp_path, "label: dos\nsize=8MiB, type=83\ntype=5\nsize=8MiB, type=83\nsize=8MiB, type=82\nsize=4MiB, type=83\n"
+    )
     table = partitions.read_table(str(img))
     assert table is not None and len(table.extended) == 1
     areas = partitions.table_areas(str(img), table, 64 * MIB)
@@ -117,6 +119,7 @@ def test_used_mode_leaves_out_space_outside_the_partitions(tmp_path: Path) -> No
 
 def test_fat_and_ntfs_extras(tmp_path: Path) -> None:
     import subprocess
+
     fat = tmp_path / "fat.img"
     with open(fat, "wb") as f:
         f.truncate(64 * MIB)
@@ -135,6 +138,7 @@ def test_fat_and_ntfs_extras(tmp_path: Path) -> None:
 def test_unmappable_filesystem_is_copied_whole_in_partclones_words(tmp_path: Path) -> None:
     """partclone.extfs -D fails on ext4 bigalloc: whole copy, and the plan says why."""
     import subprocess
+
     img = tmp_path / "bigalloc.img"
     with open(img, "wb") as f:
         f.truncate(64 * MIB)

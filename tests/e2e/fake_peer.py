@@ -39,8 +39,10 @@ class FakeSender:
         self.conn.control.send(data)
 
     def hello(self, role: str = "sender", caps: tuple[str, ...] = ()) -> m.Hello:
-        self.send_control(self.state.preamble() + self.state.send(
-            m.Hello(host=host_info("fake 0"), role=role, nonce=os.urandom(16).hex(), caps=caps)))  # type: ignore[arg-type]
+        self.send_control(
+            self.state.preamble()
+            + self.state.send(m.Hello(host=host_info("fake 0"), role=role, nonce=os.urandom(16).hex(), caps=caps))
+        )  # type: ignore[arg-type]
         msg = self.next_event()
         assert isinstance(msg, m.Hello)
         return msg
@@ -74,25 +76,47 @@ class FakeSender:
                 assert data, "receiver closed the control channel"
                 self.state.receive_data(data)
 
-    def plan(self, size: int, *, frames: int | None = None, covered: int | None = None,
-             chunk: int = CHUNK) -> object:
-        identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host",
-                              fingerprint="00" * 32)
+    def plan(self, size: int, *, frames: int | None = None, covered: int | None = None, chunk: int = CHUNK) -> object:
+        identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host", fingerprint="00" * 32)
         covered = size if covered is None else covered
-        plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=chunk,
-                      codecs=("raw", "zstd"), map=m.MapSummary(extents=1, bytes=covered, digest="00" * 32),
-                      frames=-(-covered // chunk) if frames is None else frames, encrypted=False)
+        plan = m.Plan(
+            session="s",
+            source=identity,
+            size=size,
+            mode="exact",
+            chunk_size=chunk,
+            codecs=("raw", "zstd"),
+            map=m.MapSummary(extents=1, bytes=covered, digest="00" * 32),
+            frames=-(-covered // chunk) if frames is None else frames,
+            encrypted=False,
+        )
         self.send_control(self.state.send(plan))
         self.keys = self.state.clone_keys(plan.session)
         return self.next_event()
 
-    def frame(self, seq: int, offset: int, data: bytes, *, digest: bytes | None = None,
-              raw_len: int | None = None, key: bytes | None = None, kind: Kind = Kind.DATA,
-              compress: bool = False) -> None:
+    def frame(
+        self,
+        seq: int,
+        offset: int,
+        data: bytes,
+        *,
+        digest: bytes | None = None,
+        raw_len: int | None = None,
+        key: bytes | None = None,
+        kind: Kind = Kind.DATA,
+        compress: bool = False,
+    ) -> None:
         assert self.keys is not None
         payload = b"" if kind is Kind.ZERO else (zstandard.ZstdCompressor().compress(data) if compress else data)
-        header = ChunkHeader(seq, offset, raw_len if raw_len is not None else len(data), len(payload),
-                             kind, Codec.ZSTD if compress else Codec.RAW, digest or blake3.blake3(data).digest())
+        header = ChunkHeader(
+            seq,
+            offset,
+            raw_len if raw_len is not None else len(data),
+            len(payload),
+            kind,
+            Codec.ZSTD if compress else Codec.RAW,
+            digest or blake3.blake3(data).digest(),
+        )
         self.conn.data.send_parts((encode_header(header, key or self.keys.header), payload))
         self.list_hasher.update(LIST_RECORD.pack(header.offset, header.raw_len, header.digest))
         self.sent += header.raw_len
@@ -100,8 +124,9 @@ class FakeSender:
     def finish(self, frames: int, **claims: object) -> object:
         """END, then `done` as an honest sender says it (with ``claims`` added); the receiver's next message."""
         self.end(frames)
-        self.send_control(self.state.send(m.Done(frames=frames, bytes=self.sent,
-                                                 list_digest=self.list_hasher.hexdigest(), **claims)))
+        self.send_control(
+            self.state.send(m.Done(frames=frames, bytes=self.sent, list_digest=self.list_hasher.hexdigest(), **claims))
+        )
         return self.next_event()
 
     def end(self, frames: int) -> None:

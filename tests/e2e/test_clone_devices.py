@@ -11,8 +11,9 @@ from tests.helpers import CODE, Recovery, b3sum, fat_digests, loop_device, mount
 pytestmark = pytest.mark.root
 
 
-def clone(source: str, target: str, *send_args: str, recv_args: tuple[str, ...] = ("--yes",)) -> tuple[
-        Recovery, Recovery]:
+def clone(
+    source: str, target: str, *send_args: str, recv_args: tuple[str, ...] = ("--yes",)
+) -> tuple[Recovery, Recovery]:
     rx, port = receiver(target, *recv_args)
     tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}", *send_args)
     assert tx.wait() == 0, tx.stderr

@@ -40,8 +40,9 @@ def test_stdio_link_through_a_real_pipe(sample: Path, tmp_path: Path) -> None:
     target = tmp_path / "piped.img"
     back_r, back_w = os.pipe()
     send = Recovery("send", "--source", str(sample), "--to", "-", stdin=back_r, stdio_link=True)
-    recv = Recovery("receive", "--target", str(target), "--from", "-", stdin=send.proc.stdout, stdout=back_w,
-                    stdio_link=True)
+    recv = Recovery(
+        "receive", "--target", str(target), "--from", "-", stdin=send.proc.stdout, stdout=back_w, stdio_link=True
+    )
     os.close(back_r)
     os.close(back_w)
     assert send.proc.stdout is not None

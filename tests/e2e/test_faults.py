@@ -135,8 +135,21 @@ def test_sender_disappearing_mid_transfer(patterned_target: Path) -> None:
 
 def _stream_until_progress(source: str, target: str) -> tuple[Recovery, Recovery]:
     rx, port = receiver(target, "--yes")
-    tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}", "--mode", "exact",
-                  "--level", "0", "--chunk-size", "256K")
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        source,
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "exact",
+        "--level",
+        "0",
+        "--chunk-size",
+        "256K",
+    )
     tx.wait_event("phase", name="transfer")
     return tx, rx
 

@@ -64,8 +64,18 @@ def no_resume_hint(*outputs: str) -> None:
 def test_a_target_that_fills_up_over_via_is_named_on_both_sides(source: Path, thin_target: str) -> None:
     """Over stdio the pipeline's error used to abort the whole pipe, and both sides said 'link closed'."""
     command = f"{sys.executable} -m recovery receive --target {thin_target} --from - --yes"
-    tx = Recovery("send", "--source", str(source), "--via", command, "--mode", "exact", "--level", "0",
-                  env={"PYTHONPATH": str(REPO)})
+    tx = Recovery(
+        "send",
+        "--source",
+        str(source),
+        "--via",
+        command,
+        "--mode",
+        "exact",
+        "--level",
+        "0",
+        env={"PYTHONPATH": str(REPO)},
+    )
     assert tx.wait() == TargetWriteError.exit_code, tx.stderr
     error = tx.event("error")
     assert error and error["code"] == "target_write" and error["peer"], error
@@ -79,8 +89,20 @@ def test_a_target_that_fills_up_over_via_is_named_on_both_sides(source: Path, th
 
 def test_a_target_that_fills_up_over_tcp_is_named_on_both_sides(source: Path, thin_target: str) -> None:
     rx, port = receiver(thin_target, "--yes")
-    tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{port}", "--mode", "exact",
-                  "--level", "0", "--encrypt")
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        str(source),
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "exact",
+        "--level",
+        "0",
+        "--encrypt",
+    )
     assert (tx.wait(), rx.wait()) == (TargetWriteError.exit_code,) * 2, (tx.stderr, rx.stderr)
     mine, theirs = rx.event("error"), tx.event("error")
     assert mine and theirs and mine["code"] == theirs["code"] == "target_write"
@@ -94,8 +116,7 @@ def test_an_image_file_that_cannot_fit_is_refused_before_the_first_byte(source: 
     with small_tmpfs(tmp_path / "small", 24) as room:
         target = room / "copy.img"
         rx, port = receiver(str(target))
-        tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{port}",
-                      "--mode", "exact")
+        tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{port}", "--mode", "exact")
         assert (tx.wait(), rx.wait()) == (RefusedError.exit_code,) * 2, (tx.stderr, rx.stderr)
         error = rx.event("error")
         assert error and "cannot hold the clone" in error["message"] and "24.0 MiB free" in error["message"]
@@ -106,18 +127,45 @@ def test_an_image_file_that_cannot_fit_is_refused_before_the_first_byte(source: 
 
 
 @pytest.mark.parametrize("journal", [True, False], ids=["journal", "no-journal"])
-def test_the_resume_hint_names_the_journal_and_only_when_there_is_one(source: Path, tmp_path: Path,
-                                                                       log_dir: Path, journal: bool) -> None:
+def test_the_resume_hint_names_the_journal_and_only_when_there_is_one(
+    source: Path, tmp_path: Path, log_dir: Path, journal: bool
+) -> None:
     target = tmp_path / "target.img"
     with open(target, "wb") as f:
         f.truncate(48 * MIB)
     with loop_device(target, partitions=False) as dst:
-        rx = Recovery("receive", "--code", CODE, "--target", dst, "--listen", "127.0.0.1:0", "--yes",
-                      "--timeout", "5", *([] if journal else ["--no-journal"]))
+        rx = Recovery(
+            "receive",
+            "--code",
+            CODE,
+            "--target",
+            dst,
+            "--listen",
+            "127.0.0.1:0",
+            "--yes",
+            "--timeout",
+            "5",
+            *([] if journal else ["--no-journal"]),
+        )
         relay = Relay(rx.wait_event("listening")["port"])
         relay.rate = 8e6
-        tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{relay.port}",
-                      "--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "5")
+        tx = Recovery(
+            "send",
+            "--code",
+            CODE,
+            "--source",
+            str(source),
+            "--to",
+            f"127.0.0.1:{relay.port}",
+            "--mode",
+            "exact",
+            "--chunk-size",
+            "1M",
+            "--level",
+            "0",
+            "--timeout",
+            "5",
+        )
         deadline = time.monotonic() + 60
         while not any(e.get("durable") for e in tx.events if e.get("event") == "progress"):
             assert tx.proc.poll() is None and time.monotonic() < deadline, tx.stderr

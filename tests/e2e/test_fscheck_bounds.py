@@ -49,8 +49,9 @@ def clone(source: str, target: str, env: dict[str, str] | None = None) -> tuple[
     return rx, tx
 
 
-def test_a_btrfs_with_dup_chunks_is_checked_without_a_mount(tmp_path: Path,
-                                                            counted: tuple[dict[str, str], Path]) -> None:
+def test_a_btrfs_with_dup_chunks_is_checked_without_a_mount(
+    tmp_path: Path, counted: tuple[dict[str, str], Path]
+) -> None:
     env, log = counted
     source, target = tmp_path / "source.img", tmp_path / "target.img"
     make_disk(source, [Part("btrfs", 130)])  # big enough for DUP metadata (not --mixed)
@@ -67,7 +68,8 @@ def test_a_btrfs_with_dup_chunks_is_checked_without_a_mount(tmp_path: Path,
 
 
 def test_a_plan_with_more_partitions_than_a_table_holds_is_refused_before_any_check(
-        tmp_path: Path, counted: tuple[dict[str, str], Path]) -> None:
+    tmp_path: Path, counted: tuple[dict[str, str], Path]
+) -> None:
     env, log = counted
     target = tmp_path / "copy.img"
     rx = Recovery("receive", "--code", CODE, "--target", str(target), "--listen", "127.0.0.1:0", env=env)
@@ -75,12 +77,22 @@ def test_a_plan_with_more_partitions_than_a_table_holds_is_refused_before_any_ch
     peer.hello()
     assert isinstance(peer.pair(), Paired)
     size = 256 * MIB
-    parts = tuple(m.MapPart(number=i + 1, start=MIB + i * MIB, size=MIB, fstype="ext4", method="whole", bytes=MIB)
-                  for i in range(fscheck.MAX_PARTS + 1))
+    parts = tuple(
+        m.MapPart(number=i + 1, start=MIB + i * MIB, size=MIB, fstype="ext4", method="whole", bytes=MIB)
+        for i in range(fscheck.MAX_PARTS + 1)
+    )
     identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host", fingerprint="00" * 32)
-    plan = m.Plan(session="s", source=identity, size=size, mode="used", chunk_size=MIB, codecs=("raw",),
-                  map=m.MapSummary(extents=1, bytes=size, digest="00" * 32, parts=parts), frames=256,
-                  encrypted=False)
+    plan = m.Plan(
+        session="s",
+        source=identity,
+        size=size,
+        mode="used",
+        chunk_size=MIB,
+        codecs=("raw",),
+        map=m.MapSummary(extents=1, bytes=size, digest="00" * 32, parts=parts),
+        frames=256,
+        encrypted=False,
+    )
     peer.send_control(peer.state.send(plan))
     reply = peer.next_event()
     assert isinstance(reply, m.Refuse) and "more than a partition table holds" in reply.message

@@ -32,8 +32,20 @@ EXIT = UnreadableSourceError.exit_code
 def clone(disk: FailingDisk, target: Path, *extra: str, mode: str = "exact") -> tuple[Recovery, Recovery]:
     rx = Recovery("receive", "--code", CODE, "--target", str(target), "--listen", "127.0.0.1:0", "--yes")
     port = rx.wait_event("listening")["port"]
-    tx = Recovery("send", "--code", CODE, "--source", disk.device, "--to", f"127.0.0.1:{port}", "--mode", mode,
-                  "--chunk-size", "1M", *extra)
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        disk.device,
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        mode,
+        "--chunk-size",
+        "1M",
+        *extra,
+    )
     return rx, tx
 
 
@@ -137,11 +149,10 @@ def test_a_fill_pattern_marks_the_unreadable_sectors(random_disk: Path, tmp_path
         rx, tx = clone(disk, target, "--rescue", "--fill", "UNREADABLE ")
         assert (tx.wait(), rx.wait()) == (EXIT, EXIT)
     sector = (b"UNREADABLE " * 50)[:SECTOR]  # the pattern starts again in each sector
-    assert target.read_bytes()[100 * SECTOR: 102 * SECTOR] == sector * 2
+    assert target.read_bytes()[100 * SECTOR : 102 * SECTOR] == sector * 2
 
 
-def test_a_disk_that_slows_down_after_an_error_is_bounded_by_the_time_budget(random_disk: Path,
-                                                                             tmp_path: Path) -> None:
+def test_a_disk_that_slows_down_after_an_error_is_bounded_by_the_time_budget(random_disk: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy.img"
     bad = list(range(30000, 30400, 7))  # a scratched area: every 7th sector
     with failing_disk(random_disk, bad, slow_after_error=0.02) as disk:
@@ -161,8 +172,9 @@ def test_a_disk_that_slows_down_after_an_error_is_bounded_by_the_time_budget(ran
     assert took < 60
 
 
-def test_without_rescue_a_read_error_names_the_bad_sector_and_suggests_rescue(random_disk: Path,
-                                                                              tmp_path: Path) -> None:
+def test_without_rescue_a_read_error_names_the_bad_sector_and_suggests_rescue(
+    random_disk: Path, tmp_path: Path
+) -> None:
     target = tmp_path / "copy.img"
     with failing_disk(random_disk, [20007]) as disk:
         rx, tx = clone(disk, target)
@@ -238,8 +250,7 @@ def test_the_files_the_bad_sectors_hit_are_named(tmp_path: Path, fstype: str) ->
     assert not any("other.txt" in f for f in hit["files"])
 
 
-def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(random_disk: Path,
-                                                                              tmp_path: Path) -> None:
+def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(random_disk: Path, tmp_path: Path) -> None:
     """What the wizard offers after a read error: the same clone again with --rescue resumes where the
     target's durable data ends, and only then reads the bad area the ddrescue way."""
     target = tmp_path / "copy.img"

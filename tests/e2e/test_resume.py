@@ -51,15 +51,43 @@ def disks(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
 class Clone:
     """One run: a receiver, a relay in front of it, a sender."""
 
-    def __init__(self, src: str, dst: str, *extra_send: str, rate: float | None = None,
-                 extra_receive: tuple[str, ...] = ()) -> None:
-        self.rx = Recovery("receive", "--code", CODE, "--target", dst, "--listen", "127.0.0.1:0", "--yes",
-                           "--timeout", "5", *extra_receive)
+    def __init__(
+        self, src: str, dst: str, *extra_send: str, rate: float | None = None, extra_receive: tuple[str, ...] = ()
+    ) -> None:
+        self.rx = Recovery(
+            "receive",
+            "--code",
+            CODE,
+            "--target",
+            dst,
+            "--listen",
+            "127.0.0.1:0",
+            "--yes",
+            "--timeout",
+            "5",
+            *extra_receive,
+        )
         port = self.rx.wait_event("listening")["port"]
         self.relay = Relay(port)
         self.relay.rate = rate
-        self.tx = Recovery("send", "--code", CODE, "--source", src, "--to", f"127.0.0.1:{self.relay.port}",
-                           "--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "5", *extra_send)
+        self.tx = Recovery(
+            "send",
+            "--code",
+            CODE,
+            "--source",
+            src,
+            "--to",
+            f"127.0.0.1:{self.relay.port}",
+            "--mode",
+            "exact",
+            "--chunk-size",
+            "1M",
+            "--level",
+            "0",
+            "--timeout",
+            "5",
+            *extra_send,
+        )
 
     def durable(self, at_least: int, timeout: float = 60) -> int:
         """Wait until the sender heard that ``at_least`` bytes are durable on the target."""
@@ -116,8 +144,9 @@ def check_resumed(second: Clone, durable: int, source: Path, dst: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["cable", "receiver", "sender", "both"])
-def test_an_interrupted_clone_resumes_where_the_target_is_durable(disks: tuple[str, str, Path], how: str,
-                                                                   log_dir: Path) -> None:
+def test_an_interrupted_clone_resumes_where_the_target_is_durable(
+    disks: tuple[str, str, Path], how: str, log_dir: Path
+) -> None:
     src, dst, source = disks
     durable = interrupted(src, dst, how)
     [journal] = list(log_dir.glob("resume-*.journal"))
@@ -207,11 +236,23 @@ def honest_plan(src: str) -> m.Plan:
     try:
         umap = usedmap.build_map(source.path, source.size, "exact")
         covered = sum(n for _, n in umap.extents)
-        return m.Plan(session=os.urandom(8).hex(), source=source.identity, size=source.size, mode="exact",
-                      chunk_size=CHUNK, codecs=("zstd", "raw"),
-                      map=m.MapSummary(extents=len(umap.extents), bytes=covered, digest=umap.digest(),
-                                       parts=tuple(umap.parts), skipped=umap.skipped),
-                      frames=-(-covered // CHUNK), encrypted=False)
+        return m.Plan(
+            session=os.urandom(8).hex(),
+            source=source.identity,
+            size=source.size,
+            mode="exact",
+            chunk_size=CHUNK,
+            codecs=("zstd", "raw"),
+            map=m.MapSummary(
+                extents=len(umap.extents),
+                bytes=covered,
+                digest=umap.digest(),
+                parts=tuple(umap.parts),
+                skipped=umap.skipped,
+            ),
+            frames=-(-covered // CHUNK),
+            encrypted=False,
+        )
     finally:
         source.close()
 
@@ -241,8 +282,9 @@ def _durable_chunks() -> int:
     return max(json.loads(line).get("to", 0) for line in journal.read_text().splitlines())
 
 
-def test_a_journal_whose_partition_table_bytes_were_not_kept_is_ignored(disks: tuple[str, str, Path],
-                                                                         log_dir: Path) -> None:
+def test_a_journal_whose_partition_table_bytes_were_not_kept_is_ignored(
+    disks: tuple[str, str, Path], log_dir: Path
+) -> None:
     """The partition-table areas are written at the end from the journal's held file: without it the
     target would lack them, so the journal is not trusted (rather than found out after a whole transfer)."""
     src, dst, source = disks

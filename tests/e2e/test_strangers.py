@@ -85,8 +85,7 @@ def test_a_stranger_that_connects_and_stays_silent_blocks_nobody(sample: Path, t
         p.close()
 
 
-def test_strangers_that_start_pairing_and_stall_do_not_hold_up_the_real_sender(sample: Path,
-                                                                               tmp_path: Path) -> None:
+def test_strangers_that_start_pairing_and_stall_do_not_hold_up_the_real_sender(sample: Path, tmp_path: Path) -> None:
     """Each attempt is its own: one left hanging halfway through does not keep the code busy."""
     from recovery.protocol import codes
     from recovery.protocol.state import Reply
@@ -144,7 +143,8 @@ class Squatter:
 
 
 def test_a_stranger_holding_every_place_from_four_origins_cannot_keep_the_real_sender_out(
-        sample: Path, tmp_path: Path) -> None:
+    sample: Path, tmp_path: Path
+) -> None:
     """4 addresses x 4 connections fill the lobby with attempts that never finish, and keep opening
     more: the oldest unproven connection gives way, the stalls count against their origins, and
     the real sender (the newest connection, pairing in a few round trips) gets in."""
@@ -161,8 +161,7 @@ def test_a_stranger_holding_every_place_from_four_origins_cannot_keep_the_real_s
     assert any("too many tries from 127.0.0." in text for text in failed), failed[-5:]
 
 
-def test_a_burst_of_wrong_codes_from_many_origins_never_keeps_the_right_code_out(sample: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_a_burst_of_wrong_codes_from_many_origins_never_keeps_the_right_code_out(sample: Path, tmp_path: Path) -> None:
     """21 wrong codes from 7 addresses in a moment used to lock everyone out for a minute."""
     rx, port = receiver(str(tmp_path / "copy.img"))
     for i in range(21):
@@ -238,8 +237,9 @@ SEALINGS = [("--encrypt", "failed its authentication"), ("--no-encrypt", "failed
 
 
 @pytest.mark.parametrize("sealing, words", SEALINGS, ids=["sealed", "authenticated-only"])
-def test_a_relay_that_changes_a_chunk_once_gets_it_sent_again(sample: Path, patterned: Path, sealing: str,
-                                                                words: str) -> None:
+def test_a_relay_that_changes_a_chunk_once_gets_it_sent_again(
+    sample: Path, patterned: Path, sealing: str, words: str
+) -> None:
     """As the USB4STREAM driver does with a CRC-flagged frame: the changed chunk breaks its seal (or,
     authenticated only, the digest its MAC'd header names), is asked for again under fresh keys, and
     the copy verifies."""
@@ -261,7 +261,8 @@ def test_a_relay_that_changes_a_chunk_once_gets_it_sent_again(sample: Path, patt
 
 @pytest.mark.parametrize("sealing, words", SEALINGS, ids=["sealed", "authenticated-only"])
 def test_a_relay_that_changes_a_chunk_every_time_ends_the_clone_after_the_bound(
-        sample: Path, patterned: Path, sealing: str, words: str) -> None:
+    sample: Path, patterned: Path, sealing: str, words: str
+) -> None:
     rx, port = receiver(str(patterned), "--yes")
     relay = Relay(port)
     relay.flip_frame = 5  # the first data frame from frame 5 on, each time it passes
@@ -294,8 +295,7 @@ def test_send_via_runs_the_receiver_and_talks_over_its_pipes(sample: Path, tmp_p
     """The ssh form (`--via 'ssh host recovery receive ... --from -'`), with the command run here."""
     target = tmp_path / "piped.img"
     command = f"{sys.executable} -m recovery receive --target {target} --from -"
-    tx = Recovery("send", "--source", str(sample), "--via", command, "--mode", "exact",
-                  env={"PYTHONPATH": str(REPO)})
+    tx = Recovery("send", "--source", str(sample), "--via", command, "--mode", "exact", env={"PYTHONPATH": str(REPO)})
     assert tx.wait() == 0, tx.stderr
     summary = tx.event("summary")
     assert summary and summary["verified"] is True
@@ -306,9 +306,13 @@ def test_send_via_runs_the_receiver_and_talks_over_its_pipes(sample: Path, tmp_p
 
 def test_the_agent_shows_nothing_to_a_stranger(sample: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    agent = subprocess.Popen([sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--disk",
-                              str(sample), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                             text=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--disk", str(sample), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
     try:
         assert agent.stdout is not None
         port = None
@@ -345,9 +349,12 @@ def test_an_agent_told_to_connect_opens_one_connection_at_a_time(sample: Path) -
     listener.settimeout(3)
     port = listener.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    agent = subprocess.Popen([sys.executable, "-m", "recovery", "agent", "--connect", f"127.0.0.1:{port}",
-                              "--disk", str(sample), "--json"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "agent", "--connect", f"127.0.0.1:{port}", "--disk", str(sample), "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     held: list[socket.socket] = []
 
     def accept_until_quiet() -> int:
@@ -418,7 +425,8 @@ def test_a_plan_with_more_frames_than_the_receiver_keeps_track_of_is_refused(tmp
 
 
 def test_a_paired_sender_flooding_zero_frames_costs_memory_and_journal_that_follow_the_data(
-        tmp_path: Path, log_dir: Path) -> None:
+    tmp_path: Path, log_dir: Path
+) -> None:
     """Many tiny ZERO frames (a 1 GiB plan at 4 KiB chunks: 262144 frames, 20 MiB of headers) used to
     cost the receiver a few hundred bytes of memory and 65 bytes of journal each."""
     from recovery.engine.clone.framelist import RECORD as LIST_RECORD
@@ -432,8 +440,17 @@ def test_a_paired_sender_flooding_zero_frames_costs_memory_and_journal_that_foll
     peer.hello(caps=("resume",))
     peer.pair()
     identity = m.Identity(path="/dev/fake", size=size, kind="disk", host_id="fake-host", fingerprint="00" * 32)
-    plan = m.Plan(session="s", source=identity, size=size, mode="exact", chunk_size=chunk, codecs=("raw",),
-                  map=m.MapSummary(extents=1, bytes=size, digest="00" * 32), frames=frames, encrypted=False)
+    plan = m.Plan(
+        session="s",
+        source=identity,
+        size=size,
+        mode="exact",
+        chunk_size=chunk,
+        codecs=("raw",),
+        map=m.MapSummary(extents=1, bytes=size, digest="00" * 32),
+        frames=frames,
+        encrypted=False,
+    )
     peer.send_control(peer.state.send(plan))
     peer.keys = peer.state.clone_keys(plan.session)
     assert isinstance(peer.next_event(), m.Accept)

@@ -23,11 +23,25 @@ from tests.helpers import CODE, MIB, Recovery, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
 
-GPT_SOURCE = [Part("btrfs", 120), Part("xfs", 40), Part("ntfs", 32), Part("exfat", 24), Part("vfat", 24),
-              Part("ext4", 32), Part("swap", 16)]
+GPT_SOURCE = [
+    Part("btrfs", 120),
+    Part("xfs", 40),
+    Part("ntfs", 32),
+    Part("exfat", 24),
+    Part("vfat", 24),
+    Part("ext4", 32),
+    Part("swap", 16),
+]
 # What the target's partitions held before: never the source's filesystem.
-GPT_TARGET = [Part("ntfs", 120), Part("btrfs", 40), Part("btrfs", 32), Part("ntfs", 24), Part("btrfs", 24),
-              Part("xfs", 32), Part("btrfs", 16)]
+GPT_TARGET = [
+    Part("ntfs", 120),
+    Part("btrfs", 40),
+    Part("btrfs", 32),
+    Part("ntfs", 24),
+    Part("btrfs", 24),
+    Part("xfs", 32),
+    Part("btrfs", 16),
+]
 MBR_SOURCE = [Part("ext4", 24), Part("vfat", 24, "c"), Part("swap", 16, "82"), Part("ntfs", 24, "7")]
 MBR_TARGET = [Part("btrfs", 24), Part("ext4", 24), Part("btrfs", 16), Part("exfat", 24, "7")]
 
@@ -53,8 +67,9 @@ def independent_check(node: str, fstype: str) -> None:
         assert proc.returncode == 0, f"{argv} on {node}: {proc.stdout[-800:]} {proc.stderr[-400:]}"
 
 
-def assert_faithful(source_img: Path, target_img: Path, layout: list[Part], label: str,
-                    tx: Recovery, rx: Recovery) -> None:
+def assert_faithful(
+    source_img: Path, target_img: Path, layout: list[Part], label: str, tx: Recovery, rx: Recovery
+) -> None:
     for side in (tx, rx):
         summary = side.event("summary")
         assert summary and summary["verified"] is True
@@ -65,8 +80,9 @@ def assert_faithful(source_img: Path, target_img: Path, layout: list[Part], labe
         checked = {c["number"] for c in checks if c["check"] != "blkid -p"}
         assert len(checked) == sum(p.fstype != "swap" for p in layout)
     with loop_device(source_img) as src, loop_device(target_img) as dst:
-        for a, b, p in zip(part_nodes(src, label, len(layout)), part_nodes(dst, label, len(layout)), layout,
-                           strict=True):
+        for a, b, p in zip(
+            part_nodes(src, label, len(layout)), part_nodes(dst, label, len(layout)), layout, strict=True
+        ):
             assert blkid_of(a) == blkid_of(b), p.fstype
             assert f"TYPE={p.fstype}" in blkid_of(b)
             independent_check(b, p.fstype)

@@ -15,8 +15,12 @@ from tests.helpers import CODE, MIB, REPO, Recovery, b3sum, random_bytes, receiv
 
 
 def verify(a: Path, b: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "recovery", "verify", str(a), str(b), "--chunk-size", "1M",
-                           "--json"], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "recovery", "verify", str(a), str(b), "--chunk-size", "1M", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_verify_names_the_ranges_that_differ(tmp_path: Path) -> None:
@@ -42,8 +46,19 @@ def test_verify_names_the_ranges_that_differ(tmp_path: Path) -> None:
 @pytest.mark.root
 def test_ctrl_c_on_the_sender_cancels_the_receiver(source_loop: str, blank_loop: str) -> None:
     rx, port = receiver(blank_loop, "--yes")
-    tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", "exact",
-                  "--chunk-size", "256K")
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        source_loop,
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "exact",
+        "--chunk-size",
+        "256K",
+    )
     tx.wait_event("phase", name="transfer")
     rx.proc.send_signal(signal.SIGSTOP)  # hold the transfer so the interrupt lands mid-stream
     tx.proc.send_signal(signal.SIGINT)
@@ -56,11 +71,14 @@ def test_ctrl_c_on_the_sender_cancels_the_receiver(source_loop: str, blank_loop:
     assert "Traceback" not in tx.stderr + rx.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (("--source", "/nonexistent"), "does not exist"),
-    (("--source", "/etc"), "neither a block device nor a regular file"),
-    (("--source", "/etc/hostname", "--chunk-size", "5000"), "multiple of 4 KiB"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--source", "/nonexistent"), "does not exist"),
+        (("--source", "/etc"), "neither a block device nor a regular file"),
+        (("--source", "/etc/hostname", "--chunk-size", "5000"), "multiple of 4 KiB"),
+    ],
+)
 def test_bad_sender_input_fails_before_connecting(args: tuple[str, ...], words: str) -> None:
     # Port 9 on loopback has no listener: reaching the link would say "cannot connect".
     r = Recovery("send", "--code", CODE, *args, "--to", "127.0.0.1:9")

@@ -24,15 +24,25 @@ def fake_partclone(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "partclone.extfs"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/e2e/fake_partclone.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/e2e/fake_partclone.py"} "$@"\n')
     wrapper.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def test_a_map_missing_metadata_fails_verification(source_loop: str, blank_loop: str, tmp_path: Path) -> None:
     rx, port = receiver(blank_loop, "--yes")
-    tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", "used",
-                  env=fake_partclone(tmp_path))
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        source_loop,
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "used",
+        env=fake_partclone(tmp_path),
+    )
     assert tx.wait() == VerificationError.exit_code, tx.stderr
     assert rx.wait() == VerificationError.exit_code, rx.stderr
     for side in (tx, rx):
@@ -45,13 +55,24 @@ def test_a_map_missing_metadata_fails_verification(source_loop: str, blank_loop:
         assert "not a faithful filesystem" in error["message"] and "e2fsck -fn FAILED" in error["message"]
 
 
-def test_an_image_file_that_fails_verification_is_kept_under_a_name_that_says_so(source_loop: str,
-                                                                                  tmp_path: Path) -> None:
+def test_an_image_file_that_fails_verification_is_kept_under_a_name_that_says_so(
+    source_loop: str, tmp_path: Path
+) -> None:
     """The summary names what differs in it: the file stays for a look, never under the good copy's name."""
     target = tmp_path / "copy.img"
     rx, port = receiver(str(target))
-    tx = Recovery("send", "--code", CODE, "--source", source_loop, "--to", f"127.0.0.1:{port}", "--mode", "used",
-                  env=fake_partclone(tmp_path))
+    tx = Recovery(
+        "send",
+        "--code",
+        CODE,
+        "--source",
+        source_loop,
+        "--to",
+        f"127.0.0.1:{port}",
+        "--mode",
+        "used",
+        env=fake_partclone(tmp_path),
+    )
     assert (tx.wait(), rx.wait()) == (VerificationError.exit_code,) * 2, (tx.stderr, rx.stderr)
     aside = Path(f"{target}.unverified")
     assert not target.exists() and aside.stat().st_size > 0

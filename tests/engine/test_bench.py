@@ -10,8 +10,9 @@ from tests.helpers import MIB, REPO, random_bytes
 
 
 def rates(**kw: object) -> StageRates:
-    base = dict(disk_read=None, blake3=4e9, zstd={1: 500e6, 3: 250e6, 6: 80e6},
-                ratio={1: 0.5, 3: 0.45, 6: 0.42}, workers=2)
+    base = dict(
+        disk_read=None, blake3=4e9, zstd={1: 500e6, 3: 250e6, 6: 80e6}, ratio={1: 0.5, 3: 0.45, 6: 0.42}, workers=2
+    )
     base.update(kw)
     return StageRates(**base)  # type: ignore[arg-type]
 
@@ -30,8 +31,13 @@ def test_the_disk_caps_everything() -> None:
 def test_bench_command_on_an_image(tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(random_bytes(8 * MIB, 3) + bytes(8 * MIB))
-    out = subprocess.run([sys.executable, "-m", "recovery", "bench", "--source", str(image), "--read", "8M",
-                          "--json"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "recovery", "bench", "--source", str(image), "--read", "8M", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     body = json.loads(out)
     assert body["disk_read"] > 0 and body["blake3"] > 0 and body["size"] == 16 * MIB
     assert 0.9 < body["ratio"]["1"] <= 1.01  # the sample leaves the zeros out: random data stays random

@@ -327,9 +327,13 @@ def test_the_headless_run_has_a_unit_that_needs_no_serial_port() -> None:
     unit = _unit("recovery-headless.service")
     assert unit["Service.ExecStart"] == ["/usr/bin/python3 -m recovery.appliance headless"]
     assert "Service.TTYPath" not in unit and unit["Service.StandardInput"] == ["null"]
-    assert not [value for key, values in unit.items() for value in values
-                if key.startswith(("Unit.Condition", "Unit.Assert", "Unit.Requires", "Unit.BindsTo", "Unit.After"))
-                and ("tty" in value or "serial" in value)]
+    assert not [
+        value
+        for key, values in unit.items()
+        for value in values
+        if key.startswith(("Unit.Condition", "Unit.Assert", "Unit.Requires", "Unit.BindsTo", "Unit.After"))
+        and ("tty" in value or "serial" in value)
+    ]
     assert "recovery-stream-module.service" in unit["Unit.After"][0].split()  # the cable's module, if it loads
     assert unit["Install.WantedBy"] == ["multi-user.target"]
     enable = re.search(r"systemctl --root=\S+ enable ([^>]*)>", (UNITS.parents[4] / "build-image.sh").read_text())
@@ -351,7 +355,7 @@ def headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     fake.write_text(
         "#!/bin/sh\n"
         f"echo run >>'{tmp_path / 'runs'}'\n"
-        "echo \"args: $*\"\n"
+        'echo "args: $*"\n'
         "echo 'warming up' >&2\n"
         """echo '{"event":"summary","role":"receiver","list_digest":"L1","image_digest":null}'\n"""
     )
@@ -366,7 +370,8 @@ def _plan(monkeypatch: pytest.MonkeyPatch, cmdline: str) -> None:
 
 
 def test_the_headless_unit_runs_the_clone_once_and_the_screens_follow_it(
-        headless: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    headless: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = headless / "target.img"
     target.write_bytes(b"")
     _plan(monkeypatch, f"recovery.mode=receive recovery.target={target} recovery.yes")
@@ -396,7 +401,8 @@ def test_the_headless_unit_does_nothing_outside_headless_modes(headless: Path, m
 
 
 def test_a_headless_run_that_breaks_still_ends_the_screens_wait(
-        headless: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    headless: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _plan(monkeypatch, f"recovery.mode=send recovery.source={headless / 'source.img'}")
     monkeypatch.setattr(console, "_wait_for", lambda predicate, timeout, step=0.5: True)
 
@@ -407,11 +413,13 @@ def test_a_headless_run_that_breaks_still_ends_the_screens_wait(
     monkeypatch.setattr(console, "_stream", broken)
     assert console.main(["headless"]) == 0
     assert console._follow_headless(lambda text: None, 0.05) == (
-        "USB4-RECOVERY RESULT failed exit=127 error=usb4-recovery: ValueError: a bug")
+        "USB4-RECOVERY RESULT failed exit=127 error=usb4-recovery: ValueError: a bug"
+    )
 
 
 def test_the_serial_console_shows_the_headless_log_once_then_only_the_result(
-        headless: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    headless: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = headless / "target.img"
     target.write_bytes(b"")
     _plan(monkeypatch, f"recovery.mode=receive recovery.target={target} recovery.yes")

@@ -255,5 +255,7 @@ def test_runs_from_ram_without_the_stick(vm: VM) -> None:
     vm.check("partclone.info --version >/dev/null 2>&1 || partclone.ext4 -v >/dev/null 2>&1")
     vm.check("b3sum --version && zstd --version")
     # the checkers a used-mode clone runs on its target, with every library they need
-    vm.check("(for t in e2fsck xfs_repair xfs_db btrfs ntfsfix fsck.vfat fsck.exfat fsck.f2fs wipefs; do"
-             " p=$(command -v $t) || exit 1; if ldd $p | grep 'not found'; then exit 1; fi; done)")
+    vm.check(
+        "(for t in e2fsck xfs_repair xfs_db btrfs ntfsfix fsck.vfat fsck.exfat fsck.f2fs wipefs; do"
+        " p=$(command -v $t) || exit 1; if ldd $p | grep 'not found'; then exit 1; fi; done)"
+    )

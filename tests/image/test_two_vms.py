@@ -217,8 +217,9 @@ def test_clone_between_two_vms(image: Path, vm_dir: Path, secure_boot: bool) -> 
         # (Debian's) cryptography, so a Debian upgrade that breaks the AEAD calls fails here.
         for vm in (a, b):
             plan = re.search(r'\{"event":"plan".*\}', vm.output)  # the serial console logs the JSON events
-            assert plan and json.loads(plan.group(0))["encrypted"] is True, \
+            assert plan and json.loads(plan.group(0))["encrypted"] is True, (
                 f"VM {vm.name} did not run encrypted\n{_tails(vms)}"
+            )
         # Flush the receiver's writes before QEMU goes away.
         b.expect("root shell on the serial console", 60)
         b.check("sync", 120)

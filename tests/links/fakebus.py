@@ -26,8 +26,12 @@ def make_bus(root: Path, uuid: str, peer_uuid: str) -> None:
     (devices / "0-0" / "unique_id").write_text(uuid + "\n")
     peer = devices / "0-1"
     peer.mkdir(exist_ok=True)
-    for name, value in (("uevent", "DEVTYPE=thunderbolt_xdomain"), ("unique_id", peer_uuid),
-                        ("device_name", "Test Host"), ("vendor_name", "Loopback")):
+    for name, value in (
+        ("uevent", "DEVTYPE=thunderbolt_xdomain"),
+        ("unique_id", peer_uuid),
+        ("device_name", "Test Host"),
+        ("vendor_name", "Loopback"),
+    ):
         (peer / name).write_text(value + "\n")
     for real in ("class", "module", "dev", "block", "devices", "kernel", "firmware"):
         link = root / real

@@ -29,25 +29,43 @@ async def until(pilot, condition, timeout: float, what: str) -> None:  # type: i
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise SystemExit(json.dumps({"ok": False, "stuck": what, "screen": type(pilot.app.screen).__name__,
-                                         "status": pilot.app.state.status}))
+            raise SystemExit(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "stuck": what,
+                        "screen": type(pilot.app.screen).__name__,
+                        "status": pilot.app.state.status,
+                    }
+                )
+            )
         await pilot.pause(0.1)
 
 
 async def drive(source: str, code: str, logs: str) -> dict[str, object]:
-    app = WizardApp(WizardConfig(hostname="wizard-host", disks=(source,), listen=None, cable=True,
-                                 log_dir=Path(logs), timeout=10))
+    app = WizardApp(
+        WizardConfig(hostname="wizard-host", disks=(source,), listen=None, cable=True, log_dir=Path(logs), timeout=10)
+    )
     out: dict[str, object] = {"role": role(Sysfs(), available_links(Sysfs()))}
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, HomeScreen) and any(s.drivable for s in app.state.seen),
-                    60, "the agent on the cable")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, HomeScreen) and any(s.drivable for s in app.state.seen),
+            60,
+            "the agent on the cable",
+        )
         await pilot.press("c", *code, "enter")
         await until(pilot, lambda: isinstance(app.screen, PairScreen), 30, "the pairing")
         assert app.state.link is not None
         out["link"] = app.state.link.conn.kind
         out["peer"] = app.state.link.theirs.host.hostname
-        for screen, keys in ((PairScreen, ["enter"]), (DirectionScreen, ["home", "enter"]), (DiskScreen, ["enter"]),
-                             (DiskScreen, ["enter"]), (OptionsScreen, ["enter"])):
+        for screen, keys in (
+            (PairScreen, ["enter"]),
+            (DirectionScreen, ["home", "enter"]),
+            (DiskScreen, ["enter"]),
+            (DiskScreen, ["enter"]),
+            (OptionsScreen, ["enter"]),
+        ):
             await until(pilot, lambda s=screen: isinstance(app.screen, s), 30, screen.__name__)
             await pilot.press(*keys)
             await pilot.pause(0.2)

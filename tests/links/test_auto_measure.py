@@ -47,8 +47,25 @@ def ip_cable(rate: str | None) -> Iterator[dict[str, str]]:
             sh("ip", "-n", ns[k], "addr", "add", f"{ADDR[k]}/24", "dev", "tb0")
             sh("ip", "-n", ns[k], "link", "set", "tb0", "up")
             if rate:
-                sh("ip", "netns", "exec", ns[k], "tc", "qdisc", "add", "dev", "tb0", "root", "tbf",
-                   "rate", rate, "burst", "64kb", "latency", "100ms")
+                sh(
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns[k],
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    "tb0",
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    "64kb",
+                    "latency",
+                    "100ms",
+                )
         yield ns
     finally:
         for k in ns:
@@ -77,6 +94,7 @@ def tcp_over(ns: str, here: str, there: str) -> Callable[..., Connection]:
 
 def auto_pair(fabric: Fabric, ns: dict[str, str], *, tbnet_on: tuple[str, ...] = ("a", "b")) -> dict[str, Any]:
     """alpha receives, beta sends (and measures); both with ``--link auto``. Returns both results."""
+
     def side(h: FakeHost, key: str, role: str) -> Callable[[], Any]:
         other = "b" if key == "a" else "a"
 
@@ -86,8 +104,15 @@ def auto_pair(fabric: Fabric, ns: dict[str, str], *, tbnet_on: tuple[str, ...] =
             h.net_up()  # thunderbolt-net's HopIDs in the emulated kernel
             return True
 
-        return lambda: open_auto(role, timeout=20, on_listening=None, stop=None, host=h.host(),
-                                 tbnet_opener=tcp_over(ns[key], ADDR[key], ADDR[other]), prepare_tbnet=prepare)
+        return lambda: open_auto(
+            role,
+            timeout=20,
+            on_listening=None,
+            stop=None,
+            host=h.host(),
+            tbnet_opener=tcp_over(ns[key], ADDR[key], ADDR[other]),
+            prepare_tbnet=prepare,
+        )
 
     started = time.monotonic()
     joins = {"a": in_thread(side(fabric.a, "a", "receive")), "b": in_thread(side(fabric.b, "b", "send"))}
@@ -138,7 +163,8 @@ def test_thunderbolt_net_is_kept_when_it_is_faster(fabric: Fabric) -> None:
 
 
 def test_no_measuring_when_thunderbolt_net_is_up_on_one_side_only(
-        fabric: Fabric, monkeypatch: pytest.MonkeyPatch) -> None:
+    fabric: Fabric, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tblink, "CARRIER_WAIT", 1.0)  # beta waits for a carrier that never comes
     fabric.plug()
     with ip_cable(None) as ns:
@@ -165,5 +191,7 @@ def test_what_measuring_costs(fabric: Fabric) -> None:
         got["b"].close()
     both = got["seconds"]
     assert both > alone + 2 * MEASURE_SECONDS * 0.9
-    print(f"\nto a usable link: USB4STREAM alone {alone:.2f} s; both opened and measured {both:.2f} s "
-          f"(+{both - alone:.2f} s, of which {2 * MEASURE_SECONDS:.0f} s measuring)")
+    print(
+        f"\nto a usable link: USB4STREAM alone {alone:.2f} s; both opened and measured {both:.2f} s "
+        f"(+{both - alone:.2f} s, of which {2 * MEASURE_SECONDS:.0f} s measuring)"
+    )

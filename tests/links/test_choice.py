@@ -18,8 +18,7 @@ from tests.links.fakekernel import Fabric
 
 @pytest.fixture
 def fabric(tmp_path: Path) -> Iterator[Fabric]:
-    f = Fabric(tmp_path, a_uuid="00000000-0000-0000-0000-000000000001",
-               b_uuid="00000000-0000-0000-0000-000000000002")
+    f = Fabric(tmp_path, a_uuid="00000000-0000-0000-0000-000000000001", b_uuid="00000000-0000-0000-0000-000000000002")
     yield f
     f.close()
 
@@ -59,10 +58,13 @@ def test_both_links_are_seen_alike_on_both_hosts(fabric: Fabric) -> None:
     assert available_links(fabric.a.host().sysfs) == available_links(fabric.b.host().sysfs) == ("tbstream", "tbnet")
 
 
-@pytest.mark.parametrize(("old_kernel", "says"), [
-    ("b", "beta box (0-1) offers no USB4STREAM service (it runs an older kernel"),
-    ("a", "the peer offers USB4STREAM but thunderbolt_stream is not loaded here"),
-])
+@pytest.mark.parametrize(
+    ("old_kernel", "says"),
+    [
+        ("b", "beta box (0-1) offers no USB4STREAM service (it runs an older kernel"),
+        ("a", "the peer offers USB4STREAM but thunderbolt_stream is not loaded here"),
+    ],
+)
 def test_nothing_usable_says_what_is_missing(fabric: Fabric, old_kernel: str, says: str) -> None:
     fabric.without_stream_module(getattr(fabric, old_kernel))
     fabric.plug()
@@ -127,8 +129,10 @@ def test_explicit_interface_must_exist(tmp_path: Path) -> None:
 
 def test_link_local_parsing(tmp_path: Path) -> None:
     table = tmp_path / "if_inet6"
-    table.write_text("00000000000000000000000000000001 01 80 10 80       lo\n"
-                     "fe800000000000000000000000000abc 04 40 20 c0 thunderbolt0\n")
+    table.write_text(
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fe800000000000000000000000000abc 04 40 20 c0 thunderbolt0\n"
+    )
     assert tbnet.link_local("thunderbolt0", table) == ("fe80::abc", 0xC0)  # tentative: still in DAD
     with table.open("a") as f:
         f.write("fe800000000000000000000000000def 04 40 20 80 thunderbolt0\n")

@@ -23,8 +23,12 @@ def test_beacon_round_trip() -> None:
         assert beacon.decode(beacon.encode(b)) == b
 
 
-@given(kind=st.sampled_from([beacon.QUERY, beacon.OFFER]), nonce=st.binary(min_size=16, max_size=16),
-       port=st.integers(1, 65535), name=st.text(max_size=80))
+@given(
+    kind=st.sampled_from([beacon.QUERY, beacon.OFFER]),
+    nonce=st.binary(min_size=16, max_size=16),
+    port=st.integers(1, 65535),
+    name=st.text(max_size=80),
+)
 def test_beacon_round_trip_property(kind: int, nonce: bytes, port: int, name: str) -> None:
     b = beacon.Beacon(kind, nonce, port if kind == beacon.OFFER else 0, name)
     data = beacon.encode(b)
@@ -97,11 +101,17 @@ def test_handshake_round_trip() -> None:
         hs.encode(hs.Record(hs.SYNC, hs.DATA, NONCE, 1 << 16))
 
 
-@given(rtype=st.sampled_from([hs.SYNC, hs.READY]), channel=st.sampled_from([hs.CONTROL, hs.DATA]),
-       nonce=st.binary(min_size=16, max_size=16), hopid=st.integers(0, 65535),
-       data_hopid=st.integers(0, 65535), flags=st.integers(0, 255))
-def test_handshake_round_trip_property(rtype: int, channel: int, nonce: bytes, hopid: int, data_hopid: int,
-                                       flags: int) -> None:
+@given(
+    rtype=st.sampled_from([hs.SYNC, hs.READY]),
+    channel=st.sampled_from([hs.CONTROL, hs.DATA]),
+    nonce=st.binary(min_size=16, max_size=16),
+    hopid=st.integers(0, 65535),
+    data_hopid=st.integers(0, 65535),
+    flags=st.integers(0, 255),
+)
+def test_handshake_round_trip_property(
+    rtype: int, channel: int, nonce: bytes, hopid: int, data_hopid: int, flags: int
+) -> None:
     record = hs.Record(rtype, channel, nonce, hopid, data_hopid, flags)
     assert hs.decode(hs.encode(record)) == record
 
@@ -154,8 +164,12 @@ def test_handshake_corrupt_record_is_noise() -> None:
 
 
 def test_measure_records_round_trip_and_refuse_noise() -> None:
-    for record in (ms.Record(ms.HAVE, None, ms.mask(("tbstream", "tbnet"))), ms.Record(ms.START, "tbnet", 1000),
-                   ms.Record(ms.RESULT, "tbstream", 2_600_000_000), ms.Record(ms.CHOICE, "tbnet")):
+    for record in (
+        ms.Record(ms.HAVE, None, ms.mask(("tbstream", "tbnet"))),
+        ms.Record(ms.START, "tbnet", 1000),
+        ms.Record(ms.RESULT, "tbstream", 2_600_000_000),
+        ms.Record(ms.CHOICE, "tbnet"),
+    ):
         assert ms.decode(ms.encode(record)) == record
     assert ms.unmask(ms.mask(("tbnet",))) == {"tbnet"}
     good = ms.encode(ms.Record(ms.START, "tbnet", 1000))
@@ -173,5 +187,7 @@ def test_the_faster_link_is_picked_and_a_tie_keeps_streams() -> None:
     assert ms.pick({"tbstream": 0.84e9, "tbnet": 2.4e9}) == "tbnet"
     assert ms.pick({"tbstream": 1e9, "tbnet": 1e9}) == "tbstream"
     text = ms.describe({"tbstream": 0.84e9, "tbnet": 2.4e9}, "tbnet", 2.2)
-    assert text == ("thunderbolt-net: the faster when measured at the start "
-                    "(USB4STREAM 0.84 GB/s, thunderbolt-net 2.40 GB/s; 2.2 s)")
+    assert text == (
+        "thunderbolt-net: the faster when measured at the start "
+        "(USB4STREAM 0.84 GB/s, thunderbolt-net 2.40 GB/s; 2.2 s)"
+    )

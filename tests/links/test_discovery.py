@@ -68,10 +68,16 @@ class FakeMonitor:
         return device
 
 
-XD = {"unique_id": b"b8f0a3c2-0000-1111-2222-333344445555\n", "device_name": b"MacBook Pro\n",
-      "vendor_name": b"Apple Inc.\n", "rx_speed": b"20.0 Gb/s\n", "rx_lanes": b"2\n"}
-SERVICE = FakeDevice("add", "thunderbolt", "0-1.0", "thunderbolt_service",
-                     {"key": b"stream\n", "prtcid": b"1\n", "prtcvers": b"1\n"})
+XD = {
+    "unique_id": b"b8f0a3c2-0000-1111-2222-333344445555\n",
+    "device_name": b"MacBook Pro\n",
+    "vendor_name": b"Apple Inc.\n",
+    "rx_speed": b"20.0 Gb/s\n",
+    "rx_lanes": b"2\n",
+}
+SERVICE = FakeDevice(
+    "add", "thunderbolt", "0-1.0", "thunderbolt_service", {"key": b"stream\n", "prtcid": b"1\n", "prtcvers": b"1\n"}
+)
 
 
 def test_plug_and_unplug_become_events() -> None:
@@ -92,8 +98,14 @@ def test_plug_and_unplug_become_events() -> None:
     while (e := cable.poll(0.2)) is not None:
         got.append(e)
     assert got == [
-        PeerAppeared(name="0-1", unique_id="b8f0a3c2-0000-1111-2222-333344445555", device_name="MacBook Pro",
-                     vendor_name="Apple Inc.", rx_speed="20.0 Gb/s", rx_lanes=2),
+        PeerAppeared(
+            name="0-1",
+            unique_id="b8f0a3c2-0000-1111-2222-333344445555",
+            device_name="MacBook Pro",
+            vendor_name="Apple Inc.",
+            rx_speed="20.0 Gb/s",
+            rx_lanes=2,
+        ),
         ServiceAppeared(name="0-1.0", peer="0-1", key="stream", prtcid=1, prtcvers=1),
         InterfaceAppeared("thunderbolt0", "0-1"),
         InterfaceGone("thunderbolt0"),
@@ -115,8 +127,16 @@ def test_an_interface_named_like_thunderbolt_without_a_peer_device() -> None:
 
 
 def test_events_have_json_and_text() -> None:
-    e = PeerAppeared(name="0-1", unique_id="u", device_name="MacBook Pro", vendor_name="Apple Inc.",
-                     services=("stream", "network"), rx_speed="20.0 Gb/s", rx_lanes=2, interfaces=("thunderbolt0",))
+    e = PeerAppeared(
+        name="0-1",
+        unique_id="u",
+        device_name="MacBook Pro",
+        vendor_name="Apple Inc.",
+        services=("stream", "network"),
+        rx_speed="20.0 Gb/s",
+        rx_lanes=2,
+        interfaces=("thunderbolt0",),
+    )
     line = events.to_json(e)
     assert '"event":"cable_peer"' in line and '"services":["stream","network"]' in line
     text = describe_event(e, details=True)

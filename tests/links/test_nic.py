@@ -60,8 +60,12 @@ def test_a_veth_pair_reports_its_speed() -> None:
         for ns, address in ((a, "10.77.0.1/24"), (b, "10.77.0.2/24")):
             sh("ip", "-n", ns, "addr", "add", address, "dev", "eth7")
             sh("ip", "-n", ns, "link", "set", "eth7", "up")
-        server = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", ACCEPT],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", a, sys.executable, "-c", ACCEPT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert server.stdout is not None and server.stdout.readline() == "listening\n"
             client = sh("ip", "netns", "exec", b, sys.executable, "-c", CONNECT, check=False)

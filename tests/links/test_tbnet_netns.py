@@ -74,19 +74,39 @@ def test_peers_find_each_other_and_clone_with_no_address(disks: tuple[str, str])
         assert summary is not None and same_bytes(src, dst)
         # Thunderbolt interfaces get their largest MTU: the default one costs two thirds of the speed.
         assert link_info(a, "thunderbolt0")["mtu"] == link_info(a, "thunderbolt0")["max_mtu"] == 65535
-        print(f"\npeer found {peer['_at']:.2f} s after the sender started; "
-              f"clone took {summary['seconds']:.2f} s for {summary['size'] >> 20} MiB")
+        print(
+            f"\npeer found {peer['_at']:.2f} s after the sender started; "
+            f"clone took {summary['seconds']:.2f} s for {summary['size'] >> 20} MiB"
+        )
 
 
 def test_cutting_the_cable_mid_transfer_is_link_lost_on_both_sides(disks: tuple[str, str]) -> None:
     src, dst = disks
     with cable() as (a, b):
         # ~5 MB/s from the sender, so the transfer is still running when the cable goes.
-        sh("ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "thunderbolt0", "root",
-           "tbf", "rate", "40mbit", "burst", "64kb", "latency", "200ms")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "thunderbolt0",
+            "root",
+            "tbf",
+            "rate",
+            "40mbit",
+            "burst",
+            "64kb",
+            "latency",
+            "200ms",
+        )
         receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
-        sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--mode", "exact",
-                      "--timeout", TIMEOUT)
+        sender = Proc(
+            b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--mode", "exact", "--timeout", TIMEOUT
+        )
         try:
             sender.wait_event("progress", phase="transfer", timeout=30)
             sh("ip", "-n", a, "link", "del", "thunderbolt0")  # both ends go
@@ -110,11 +130,41 @@ def test_after_a_pulled_cable_the_same_commands_resume_the_clone(disks: tuple[st
     src, dst = disks
     with cable() as (a, b):
         # ~5 MB/s; a burst above the 64 KiB segments of the cable's MTU, or nothing passes at all
-        sh("ip", "netns", "exec", b, "tc", "qdisc", "add", "dev", "thunderbolt0", "root",
-           "tbf", "rate", "40mbit", "burst", "512kb", "latency", "200ms")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "thunderbolt0",
+            "root",
+            "tbf",
+            "rate",
+            "40mbit",
+            "burst",
+            "512kb",
+            "latency",
+            "200ms",
+        )
         argv_rx = ("receive", "--code", CODE, "--target", dst, "--link", "tbnet", "--timeout", TIMEOUT)
-        argv_tx = ("send", "--code", CODE, "--source", src, "--link", "tbnet", "--mode", "exact", "--timeout",
-                   TIMEOUT, "--chunk-size", "1M")
+        argv_tx = (
+            "send",
+            "--code",
+            CODE,
+            "--source",
+            src,
+            "--link",
+            "tbnet",
+            "--mode",
+            "exact",
+            "--timeout",
+            TIMEOUT,
+            "--chunk-size",
+            "1M",
+        )
         receiver, sender = Proc(a, *argv_rx), Proc(b, *argv_tx)
         try:
             deadline = time.monotonic() + 60
@@ -123,8 +173,21 @@ def test_after_a_pulled_cable_the_same_commands_resume_the_clone(disks: tuple[st
                 time.sleep(0.05)
             sh("ip", "-n", a, "link", "del", "thunderbolt0")  # the cable is pulled ...
             assert (sender.wait(30), receiver.wait(30)) == (LinkError.exit_code, LinkError.exit_code)
-            sh("ip", "link", "add", "thunderbolt0", "netns", a, "type", "veth", "peer", "name", "thunderbolt0",
-               "netns", b)  # ... and plugged in again
+            sh(
+                "ip",
+                "link",
+                "add",
+                "thunderbolt0",
+                "netns",
+                a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "thunderbolt0",
+                "netns",
+                b,
+            )  # ... and plugged in again
             receiver, sender = Proc(a, *argv_rx), Proc(b, *argv_tx)
             assert sender.wait() == 0, sender.stderr
             assert receiver.wait() == 0, receiver.stderr
@@ -160,8 +223,9 @@ def test_no_receiver_is_no_peer(disks: tuple[str, str]) -> None:
     with cable() as (a, b):
         sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--timeout", "3")
         assert sender.wait() == NoPeerError.exit_code
-        assert sender.error_lines() == ["error: nobody is on thunderbolt0 (no carrier: the other side's "
-                                        "interface is down)"], sender.stderr
+        assert sender.error_lines() == [
+            "error: nobody is on thunderbolt0 (no carrier: the other side's interface is down)"
+        ], sender.stderr
         sh("ip", "-n", a, "link", "set", "thunderbolt0", "up")  # the other host is there, but not receiving
         sender = Proc(b, "send", "--code", CODE, "--source", src, "--link", "tbnet", "--timeout", "4")
         assert sender.wait() == NoPeerError.exit_code
@@ -227,13 +291,26 @@ def test_a_tcp_clone_between_two_hosts_is_encrypted_by_default(disks: tuple[str,
         for ns, address in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
             sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--listen", "192.0.2.1:7554",
-                        "--timeout", TIMEOUT)
+        receiver = Proc(
+            a, "receive", "--code", CODE, "--target", dst, "--listen", "192.0.2.1:7554", "--timeout", TIMEOUT
+        )
         sender = None
         try:
             receiver.wait_event("listening")
-            sender = Proc(b, "send", "--code", CODE, "--source", src, "--to", "192.0.2.1:7554", "--mode", "exact",
-                          "--timeout", TIMEOUT)
+            sender = Proc(
+                b,
+                "send",
+                "--code",
+                CODE,
+                "--source",
+                src,
+                "--to",
+                "192.0.2.1:7554",
+                "--mode",
+                "exact",
+                "--timeout",
+                TIMEOUT,
+            )
             assert sender.wait() == 0, sender.stderr
             assert receiver.wait() == 0, receiver.stderr
         finally:
@@ -260,28 +337,54 @@ def relay_in(ns: str, upstream_host: str, upstream_port: int) -> Relay:
     return made[0]
 
 
-@pytest.mark.parametrize("sender_says, receiver_says, sealed", [
-    ((), (), True),  # the sender sees loopback, the receiver a network: sealed, as the receiver wants
-    (("--no-encrypt",), (), None),  # the sender's user said no: the receiver refuses
-    (("--no-encrypt",), ("--no-encrypt",), False),  # both users said no
-], ids=["sealed", "refused", "both-said-no"])
-def test_through_a_local_forwarder_each_side_enforces_its_own_view(disks: tuple[str, str], sender_says: tuple[str, ...],
-                                                                   receiver_says: tuple[str, ...],
-                                                                   sealed: bool | None) -> None:
+@pytest.mark.parametrize(
+    "sender_says, receiver_says, sealed",
+    [
+        ((), (), True),  # the sender sees loopback, the receiver a network: sealed, as the receiver wants
+        (("--no-encrypt",), (), None),  # the sender's user said no: the receiver refuses
+        (("--no-encrypt",), ("--no-encrypt",), False),  # both users said no
+    ],
+    ids=["sealed", "refused", "both-said-no"],
+)
+def test_through_a_local_forwarder_each_side_enforces_its_own_view(
+    disks: tuple[str, str], sender_says: tuple[str, ...], receiver_says: tuple[str, ...], sealed: bool | None
+) -> None:
     src, dst = disks
     with cable("eth0") as (a, b):
         for ns, address in ((a, "192.0.2.1/24"), (b, "192.0.2.2/24")):
             sh("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        receiver = Proc(a, "receive", "--code", CODE, "--target", dst, "--listen", "192.0.2.1:7554",
-                        "--timeout", TIMEOUT, *receiver_says)
+        receiver = Proc(
+            a,
+            "receive",
+            "--code",
+            CODE,
+            "--target",
+            dst,
+            "--listen",
+            "192.0.2.1:7554",
+            "--timeout",
+            TIMEOUT,
+            *receiver_says,
+        )
         sender = None
         try:
             receiver.wait_event("listening")
             relay = relay_in(b, "192.0.2.1", 7554)
-            sender = Proc(b, "send", "--code", CODE, "--source", src, "--to", f"127.0.0.1:{relay.port}",
-                          "--timeout", TIMEOUT, *sender_says)
+            sender = Proc(
+                b,
+                "send",
+                "--code",
+                CODE,
+                "--source",
+                src,
+                "--to",
+                f"127.0.0.1:{relay.port}",
+                "--timeout",
+                TIMEOUT,
+                *sender_says,
+            )
             codes = sender.wait(), receiver.wait()
         finally:
             receiver.kill()

@@ -86,8 +86,9 @@ def carrying(stream: Sdev) -> None:
     wait_until(lambda: len(stream.rx) > 0, 10, f"bytes to reach {stream.name}")
 
 
-def connect_pair(fabric: Fabric, *, first: FakeHost | None = None,
-                 timeout: float = 10) -> tuple[Connection, Connection]:
+def connect_pair(
+    fabric: Fabric, *, first: FakeHost | None = None, timeout: float = 10
+) -> tuple[Connection, Connection]:
     """alpha receives, beta sends; ``first`` (beta by default) starts first and waits for the other in the
     handshake before it starts."""
     listening: list[tuple[str, int, str]] = []
@@ -95,8 +96,13 @@ def connect_pair(fabric: Fabric, *, first: FakeHost | None = None,
 
     def opener(h: FakeHost) -> Callable[[], Any]:
         if h is fabric.a:
-            return lambda: open_link(LinkSpec("tbstream"), "receive", timeout=timeout,
-                                     on_listening=lambda *a: listening.append(a), host=h.host())
+            return lambda: open_link(
+                LinkSpec("tbstream"),
+                "receive",
+                timeout=timeout,
+                on_listening=lambda *a: listening.append(a),
+                host=h.host(),
+            )
         return lambda: open_link(LinkSpec("tbstream"), "send", timeout=timeout, on_listening=None, host=h.host())
 
     other = fabric.a if first is fabric.b else fabric.b
@@ -172,8 +178,7 @@ def test_clone_through_the_engine(fabric: Fabric, tmp_path: Path) -> None:
     a, b = connect_pair(fabric)
     with a, b:
         recv = in_thread(lambda: receive_disk(a, ReceiveOptions(target=str(target), timeout=10, code=CODE)))
-        sent = send_disk(b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=1 << 20,
-                                        code=CODE))
+        sent = send_disk(b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=1 << 20, code=CODE))
         got = recv()
     assert sent.verified and got.verified
     assert target.read_bytes() == data
@@ -252,8 +257,10 @@ def test_different_control_hopids_end_with_a_clear_error(fabric: Fabric) -> None
     can never meet. Both sides stop at the deadline and say what to check."""
     fabric.plug()
     t = hold(fabric.a, "half", 15)
-    joins = [in_thread(lambda h=h: open_link(LinkSpec("tbstream"), "send", timeout=2, on_listening=None,
-                                             host=h.host())) for h in (fabric.a, fabric.b)]
+    joins = [
+        in_thread(lambda h=h: open_link(LinkSpec("tbstream"), "send", timeout=2, on_listening=None, host=h.host()))
+        for h in (fabric.a, fabric.b)
+    ]
     for join in joins:
         with pytest.raises(NoPeerError, match=r"did not answer on the control stream \(HopID 1[45]\)") as e:
             join()
@@ -332,8 +339,9 @@ def test_a_stop_ends_the_wait_for_the_peer_and_cleans_up(fabric: Fabric, when: s
     if when == "attach":  # the service is there but thunderbolt_stream is not bound to it yet
         (fabric.a.sys / "devices" / "domain0" / "0-0" / "0-1" / "0-1.0" / "driver").unlink()
     stop = threading.Event()
-    opener = in_thread(lambda: open_link(LinkSpec("tbstream"), "send", timeout=60, on_listening=None,
-                                         stop=stop, host=fabric.a.host()))
+    opener = in_thread(
+        lambda: open_link(LinkSpec("tbstream"), "send", timeout=60, on_listening=None, stop=stop, host=fabric.a.host())
+    )
     if when == "attach":  # its streams are made: it waits for them to attach
         wait_until(lambda: len(fabric.a.streams) == 2, 10, "alpha's streams")
     else:

@@ -37,21 +37,55 @@ def images(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 @pytest.mark.parametrize("wizard_uuid", [SMALL, LARGE], ids=["wizard-listens", "wizard-connects"])
-def test_the_wizard_drives_an_agent_over_thunderbolt_net(images: tuple[Path, Path], tmp_path: Path,
-                                                         wizard_uuid: str) -> None:
+def test_the_wizard_drives_an_agent_over_thunderbolt_net(
+    images: tuple[Path, Path], tmp_path: Path, wizard_uuid: str
+) -> None:
     source, target = images
     agent_uuid = LARGE if wizard_uuid == SMALL else SMALL
     with cable() as (a, b):
-        agent = Recovery(str(tmp_path / "bus-agent"), agent_uuid, wizard_uuid, "--",
-                         "agent", "--link", "tbnet", "--disk", str(target), "--name", "agent-host",
-                         "--log-dir", str(tmp_path / "agent-logs"), "--timeout", "10",
-                         prefix=("ip", "netns", "exec", b), module="tests.links.fakebus")
+        agent = Recovery(
+            str(tmp_path / "bus-agent"),
+            agent_uuid,
+            wizard_uuid,
+            "--",
+            "agent",
+            "--link",
+            "tbnet",
+            "--disk",
+            str(target),
+            "--name",
+            "agent-host",
+            "--log-dir",
+            str(tmp_path / "agent-logs"),
+            "--timeout",
+            "10",
+            prefix=("ip", "netns", "exec", b),
+            module="tests.links.fakebus",
+        )
         try:
             code = agent.wait_event("pairing")["code"]  # printed by the agent, typed in the wizard
-            wizard = sh("ip", "netns", "exec", a, sys.executable, "-m", "tests.links.fakebus",
-                        str(tmp_path / "bus-wizard"), wizard_uuid, agent_uuid, "--", "--script",
-                        str(REPO / "tests" / "links" / "netns_wizard.py"), str(source), code, str(tmp_path / "logs"),
-                        check=False, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=240)
+            wizard = sh(
+                "ip",
+                "netns",
+                "exec",
+                a,
+                sys.executable,
+                "-m",
+                "tests.links.fakebus",
+                str(tmp_path / "bus-wizard"),
+                wizard_uuid,
+                agent_uuid,
+                "--",
+                "--script",
+                str(REPO / "tests" / "links" / "netns_wizard.py"),
+                str(source),
+                code,
+                str(tmp_path / "logs"),
+                check=False,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                timeout=240,
+            )
             result = json.loads(wizard.stdout.strip().splitlines()[-1]) if wizard.stdout.strip() else {}
             assert result.get("ok"), (wizard.stdout[-2000:], wizard.stderr[-3000:], agent.stderr[-2000:])
             assert result["role"] == ("receive" if wizard_uuid == SMALL else "send")

@@ -51,8 +51,15 @@ def headers(draw: st.DrawFn, seq: int | None = None) -> ChunkHeader:
     else:
         codec = draw(st.sampled_from(list(Codec)))
         payload = raw_len if codec is Codec.RAW else draw(st.integers(1, LIMITS.max_payload))
-    return ChunkHeader(draw(st.integers(0, 2**40)) if seq is None else seq, offset, raw_len, payload,
-                       kind, codec, draw(st.binary(min_size=32, max_size=32)))
+    return ChunkHeader(
+        draw(st.integers(0, 2**40)) if seq is None else seq,
+        offset,
+        raw_len,
+        payload,
+        kind,
+        codec,
+        draw(st.binary(min_size=32, max_size=32)),
+    )
 
 
 @given(headers())
@@ -94,11 +101,17 @@ def test_a_sealed_payload_opens_only_unchanged_and_under_its_own_header() -> Non
     for bad in (sealed[:-1] + bytes([sealed[-1] ^ 1]), bytes([sealed[0] ^ 1]) + sealed[1:]):
         with pytest.raises(IntegrityError, match="authentication"):
             open_payload(aead, h, header, memoryview(bytearray(bad)), opened)
-    other = encode_header(ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest), KEY,
-                          encrypted=True)
+    other = encode_header(
+        ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest), KEY, encrypted=True
+    )
     with pytest.raises(IntegrityError):  # replayed as another frame
-        open_payload(aead, ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest), other,
-                     memoryview(bytearray(sealed)), opened)
+        open_payload(
+            aead,
+            ChunkHeader(4, 4096, h.raw_len, h.payload_len, Kind.DATA, Codec.RAW, h.digest),
+            other,
+            memoryview(bytearray(sealed)),
+            opened,
+        )
     with pytest.raises(FrameError, match="flags"):  # the plan says sealed: a clear frame is refused
         decode_header(encode_header(h, KEY), limits)
 
@@ -116,26 +129,39 @@ def _sealed(body: bytes) -> bytes:
 
 
 def _body(**fields: object) -> bytes:
-    values = {"magic": b"U4CK", "version": 2, "kind": 0, "codec": 0, "flags": 0, "seq": 0, "offset": 0,
-              "raw_len": 4096, "payload_len": 4096, "digest": bytes(32)}
+    values = {
+        "magic": b"U4CK",
+        "version": 2,
+        "kind": 0,
+        "codec": 0,
+        "flags": 0,
+        "seq": 0,
+        "offset": 0,
+        "raw_len": 4096,
+        "payload_len": 4096,
+        "digest": bytes(32),
+    }
     values.update(fields)
     return HEADER_BODY.pack(*values.values())
 
 
-@pytest.mark.parametrize("fields, words", [
-    ({"raw_len": (1 << 20) + 1, "payload_len": (1 << 20) + 1}, "outside"),
-    ({"raw_len": 0, "payload_len": 0}, "outside"),
-    ({"offset": (1 << 30) - 100}, "past the planned size"),
-    ({"payload_len": 4095}, "raw payload"),
-    ({"codec": 1, "payload_len": 1 << 22}, "out of bounds"),
-    ({"kind": 1, "payload_len": 5}, "ZERO frame with a payload"),
-    ({"kind": 7}, "unknown kind"),
-    ({"codec": 9}, "unknown"),
-    ({"flags": 1}, "flags"),
-    ({"version": 1}, "version"),
-    ({"magic": b"XXXX"}, "magic"),
-    ({"kind": 2, "raw_len": 5, "payload_len": 0}, "END frame"),
-])
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"raw_len": (1 << 20) + 1, "payload_len": (1 << 20) + 1}, "outside"),
+        ({"raw_len": 0, "payload_len": 0}, "outside"),
+        ({"offset": (1 << 30) - 100}, "past the planned size"),
+        ({"payload_len": 4095}, "raw payload"),
+        ({"codec": 1, "payload_len": 1 << 22}, "out of bounds"),
+        ({"kind": 1, "payload_len": 5}, "ZERO frame with a payload"),
+        ({"kind": 7}, "unknown kind"),
+        ({"codec": 9}, "unknown"),
+        ({"flags": 1}, "flags"),
+        ({"version": 1}, "version"),
+        ({"magic": b"XXXX"}, "magic"),
+        ({"kind": 2, "raw_len": 5, "payload_len": 0}, "END frame"),
+    ],
+)
 def test_bad_fields_are_named(fields: dict[str, object], words: str) -> None:
     with pytest.raises(FrameError, match=words):
         decode_header(_sealed(_body(**fields)), LIMITS)

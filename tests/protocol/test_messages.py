@@ -13,30 +13,70 @@ from recovery.errors import RemoteProtocolError
 from recovery.protocol import messages as m
 from recovery.protocol.schema import SchemaError
 
-IDENTITY = m.Identity(path="/dev/sdb", size=10**12, kind="disk", host_id="h", fingerprint="ab" * 32,
-                      wwn="naa.5000", serial="S1", model="Disk", storage=("=blk:8:16",))
+IDENTITY = m.Identity(
+    path="/dev/sdb",
+    size=10**12,
+    kind="disk",
+    host_id="h",
+    fingerprint="ab" * 32,
+    wwn="naa.5000",
+    serial="S1",
+    model="Disk",
+    storage=("=blk:8:16",),
+)
 SAMPLES: list[m.Message] = [
-    m.Hello(host=m.HostInfo("pc", "id", "usb4-recovery 0.2.0", uuid="u", machine_id="m"), role="sender",
-            nonce="00" * 16, caps=("zstd",)),
+    m.Hello(
+        host=m.HostInfo("pc", "id", "usb4-recovery 0.2.0", uuid="u", machine_id="m"),
+        role="sender",
+        nonce="00" * 16,
+        caps=("zstd",),
+    ),
     m.Pake(role="driver", attempt=1, msg="41" * 33),
     m.Confirm(attempt=1, mac="ab" * 32),
     m.PairFailed(attempt=2, reason="wrong_code", message="no"),
-    m.Inventory(disks=(m.DiskInfo(path="/dev/sda", size=1, partitions=(
-        m.PartitionInfo(number=1, start=1048576, size=2, fstype="ext4", label="root", used=1),)),)),
+    m.Inventory(
+        disks=(
+            m.DiskInfo(
+                path="/dev/sda",
+                size=1,
+                partitions=(m.PartitionInfo(number=1, start=1048576, size=2, fstype="ext4", label="root", used=1),),
+            ),
+        )
+    ),
     m.Bye(reason="done"),
     m.Request(source="/dev/sda", mode="used", level="auto", source_identity=IDENTITY),
-    m.Plan(session="s", source=IDENTITY, size=10**12, mode="exact", chunk_size=4 << 20, codecs=("zstd", "raw"),
-           map=m.MapSummary(extents=3, bytes=10, digest="cd" * 32,
-                            parts=(m.MapPart(number=1, start=0, size=5, fstype="ext4", method="used", bytes=3),)),
-           frames=3, encrypted=True, target=IDENTITY),
+    m.Plan(
+        session="s",
+        source=IDENTITY,
+        size=10**12,
+        mode="exact",
+        chunk_size=4 << 20,
+        codecs=("zstd", "raw"),
+        map=m.MapSummary(
+            extents=3,
+            bytes=10,
+            digest="cd" * 32,
+            parts=(m.MapPart(number=1, start=0, size=5, fstype="ext4", method="used", bytes=3),),
+        ),
+        frames=3,
+        encrypted=True,
+        target=IDENTITY,
+    ),
     m.Accept(target=IDENTITY),
     m.Refuse(code="refused", message="too small"),
     m.Ack(seq=5, bytes=100),
     m.Progress(phase="transfer", done=1, total=2, link_busy=0.5, work_busy=0.25, write_busy=1.0),
     m.Progress(phase="verify", done=1, total=2),
     m.Done(frames=3, bytes=10, list_digest="ef" * 32, source_digest=None),
-    m.Summary(frames=3, bytes_written=10, list_digest="ef" * 32, target_digest="01" * 32, verified=False,
-              mismatches=(m.Range(offset=0, length=4096),), seconds=1.5),
+    m.Summary(
+        frames=3,
+        bytes_written=10,
+        list_digest="ef" * 32,
+        target_digest="01" * 32,
+        verified=False,
+        mismatches=(m.Range(offset=0, length=4096),),
+        seconds=1.5,
+    ),
     m.Error(code="integrity", message="bad"),
     m.Cancel(reason="user"),
     m.Ping(),
@@ -65,39 +105,54 @@ def test_unknown_fields_are_ignored() -> None:
 
 def test_an_unknown_type_marked_optional_is_skipped_and_any_other_refused() -> None:
     dec = m.ControlDecoder()
-    dec.receive_data(m.encode_preamble() + m.frame_record(b'{"type": "resume_hint", "optional": true, "x": 1}')
-                     + m.encode_message(m.Ping()))
+    dec.receive_data(
+        m.encode_preamble()
+        + m.frame_record(b'{"type": "resume_hint", "optional": true, "x": 1}')
+        + m.encode_message(m.Ping())
+    )
     assert dec.next_message() == m.Ping()
     with pytest.raises(SchemaError, match="unknown control message type"):
         m.decode_body(b'{"type": "resume_hint", "x": 1}')
 
 
-@pytest.mark.parametrize("body, words", [
-    (b'{"type": "ack", "seq": 1' + b"0" * 5000 + b', "bytes": 0}', "not valid"),  # a 5000-digit integer
-    (b'{"type": "refuse", "code": "x", "message": "\\ud800"}', "lone surrogate"),
-    (b'{"type": "request", "source": "/dev/s\\u0000da", "mode": "used", "level": "auto"}', "control character 0x00"),
-    (b'{"type": "refuse", "code": "x", "message": "a\\u001b[2Jfake screen"}', "control character 0x1b"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b'{"type": "ack", "seq": 1' + b"0" * 5000 + b', "bytes": 0}', "not valid"),  # a 5000-digit integer
+        (b'{"type": "refuse", "code": "x", "message": "\\ud800"}', "lone surrogate"),
+        (
+            b'{"type": "request", "source": "/dev/s\\u0000da", "mode": "used", "level": "auto"}',
+            "control character 0x00",
+        ),
+        (b'{"type": "refuse", "code": "x", "message": "a\\u001b[2Jfake screen"}', "control character 0x1b"),
+    ],
+)
 def test_hostile_values_are_refused_cleanly(body: bytes, words: str) -> None:
     with pytest.raises(SchemaError, match=words):
         m.decode_body(body)
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"\xff\xfe", "not valid UTF-8 JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"type": "nope"}', "unknown control message"),
-    (b'{"type": "ack", "seq": -1, "bytes": 0}', "outside"),
-    (b'{"type": "ack", "seq": true, "bytes": 0}', "integer"),
-    (b'{"type": "ack", "bytes": 0}', "missing field"),
-    (b'{"type": "refuse", "code": "x", "message": "' + b"a" * 2000 + b'"}', "at most"),
-    (b'{"type": "plan", "session": "s"}', "missing"),
-    (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "write_busy": 1e999}', "out of range"),
-    (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "link_busy": 1.5}', "out of range"),
-    (b'{"type": "hello", "host": {"hostname": "a", "host_id": "b", "software": "c"}, "role": "boss", '
-     b'"nonce": "x"}', "not one of"),
-    (b"[" * 100000 + b"]" * 100000, "not valid"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"\xff\xfe", "not valid UTF-8 JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"type": "nope"}', "unknown control message"),
+        (b'{"type": "ack", "seq": -1, "bytes": 0}', "outside"),
+        (b'{"type": "ack", "seq": true, "bytes": 0}', "integer"),
+        (b'{"type": "ack", "bytes": 0}', "missing field"),
+        (b'{"type": "refuse", "code": "x", "message": "' + b"a" * 2000 + b'"}', "at most"),
+        (b'{"type": "plan", "session": "s"}', "missing"),
+        (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "write_busy": 1e999}', "out of range"),
+        (b'{"type": "progress", "phase": "x", "done": 1, "total": 1, "link_busy": 1.5}', "out of range"),
+        (
+            b'{"type": "hello", "host": {"hostname": "a", "host_id": "b", "software": "c"}, "role": "boss", '
+            b'"nonce": "x"}',
+            "not one of",
+        ),
+        (b"[" * 100000 + b"]" * 100000, "not valid"),
+    ],
+)
 def test_malformed_bodies_name_the_problem(body: bytes, words: str) -> None:
     with pytest.raises(SchemaError, match=words):
         m.decode_body(body)

@@ -39,8 +39,7 @@ def hellos(binding: bytes = b"link") -> tuple[ControlConnection, ControlConnecti
     return a, b
 
 
-def attempt(driver: ControlConnection, server: ControlConnection, typed: str, shown: str
-            ) -> tuple[object, object]:
+def attempt(driver: ControlConnection, server: ControlConnection, typed: str, shown: str) -> tuple[object, object]:
     """One attempt, bytes carried both ways until both sides know the outcome; the server's guard
     lets every proof be checked."""
     server.receive_data(driver.drive(codes.secret(typed)))
@@ -274,10 +273,14 @@ def test_random_bytes_after_the_hellos_only_ever_raise_protocol_errors(data: byt
 
 
 @settings(max_examples=200)
-@given(st.sampled_from(["pake", "confirm", "pair_failed"]), st.dictionaries(
-    st.sampled_from(["role", "attempt", "msg", "mac", "reason", "message"]),
-    st.one_of(st.integers(-5, 5), st.text(max_size=80), st.sampled_from(["driver", "server", "41" * 33])),
-    max_size=6))
+@given(
+    st.sampled_from(["pake", "confirm", "pair_failed"]),
+    st.dictionaries(
+        st.sampled_from(["role", "attempt", "msg", "mac", "reason", "message"]),
+        st.one_of(st.integers(-5, 5), st.text(max_size=80), st.sampled_from(["driver", "server", "41" * 33])),
+        max_size=6,
+    ),
+)
 def test_malformed_pairing_messages_only_raise_protocol_errors(kind: str, fields: dict[str, object]) -> None:
     import json
 

@@ -39,8 +39,9 @@ class FailingDisk:
     def set_bad(self, sectors: list[int] | set[int], slow_after_error: float = 0.0) -> None:
         """Which sectors fail from now on (the server reads its config again when it changes)."""
         tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"bad": sorted(sectors), "sector": self.sector,
-                                   "slow_after_error": slow_after_error}))
+        tmp.write_text(
+            json.dumps({"bad": sorted(sectors), "sector": self.sector, "slow_after_error": slow_after_error})
+        )
         os.replace(tmp, self.config)
         time.sleep(0.05)  # past the mtime's resolution, so the next read sees it
 
@@ -68,8 +69,11 @@ def failing_disk(image: Path, bad: list[int], *, slow_after_error: float = 0.0) 
     disk = FailingDisk("", work / "config.json", work / "reads.log")
     disk.reads_log.write_text("")
     disk.set_bad(bad, slow_after_error)
-    server = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(image), str(mountpoint), str(disk.config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [SYSTEM_PYTHON, str(SERVER), str(image), str(mountpoint), str(disk.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     loop = None
     try:
         deadline = time.monotonic() + 20

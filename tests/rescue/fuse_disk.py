@@ -84,8 +84,15 @@ class FailingDisk(fuse.Operations):  # type: ignore[misc]
 def main() -> None:
     image, mountpoint, config = sys.argv[1:4]
     log = os.path.join(os.path.dirname(os.path.abspath(mountpoint)), "reads.log")
-    fuse.FUSE(FailingDisk(image, config, log), mountpoint, foreground=True, ro=True, direct_io=True,
-              allow_other=True, nothreads=False)
+    fuse.FUSE(
+        FailingDisk(image, config, log),
+        mountpoint,
+        foreground=True,
+        ro=True,
+        direct_io=True,
+        allow_other=True,
+        nothreads=False,
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,13 @@ def connection_pair() -> tuple[Connection, Connection]:
     d1, d2 = socket.socketpair()
 
     def make(c: socket.socket, d: socket.socket, peer: str) -> Connection:
-        return Connection(FdChannel(c.fileno(), name="control", owner=c),
-                          FdChannel(d.fileno(), name="data", owner=d), kind="test", peer=peer,
-                          binding=b"test pair")
+        return Connection(
+            FdChannel(c.fileno(), name="control", owner=c),
+            FdChannel(d.fileno(), name="data", owner=d),
+            kind="test",
+            peer=peer,
+            binding=b"test pair",
+        )
 
     return make(c1, d1, "right"), make(c2, d2, "left")
 
@@ -50,9 +54,16 @@ class Peer:
     (``code`` then says it), as a wizard does.
     """
 
-    def __init__(self, disks: Sequence[Path], tmp: Path, *, name: str = "peer",
-                 candidates: list[str] | None = None, rate: float | None = None,
-                 code: str = "2468-1357") -> None:
+    def __init__(
+        self,
+        disks: Sequence[Path],
+        tmp: Path,
+        *,
+        name: str = "peer",
+        candidates: list[str] | None = None,
+        rate: float | None = None,
+        code: str = "2468-1357",
+    ) -> None:
         self.disks = [str(d) for d in disks]
         self.name, self.rate, self.log_dir = name, rate, tmp / f"{name}-logs"
         self.offered = offered_disks(self.disks, self.log_dir)
@@ -102,12 +113,16 @@ class Peer:
                 pace(conn, self.rate)  # both ways, as a slow cable
             contact = meet(conn, "wizard", hostname=self.name, sink=self.events.append)
             self.offered = offered_disks(self.disks, self.log_dir)  # as they are now
-            self.link = contact.await_pairing(self.guard, offered=lambda: self.offered,
-                                              wants_drive=self._take_code, stop=self._stop)
-            self.session = CloneSession(self.link, candidates=lambda: self.candidates,
-                                        offered=lambda: offered_disks(self.disks, self.log_dir),
-                                        sink=self.events.append,
-                                        log_dir=self.log_dir)
+            self.link = contact.await_pairing(
+                self.guard, offered=lambda: self.offered, wants_drive=self._take_code, stop=self._stop
+            )
+            self.session = CloneSession(
+                self.link,
+                candidates=lambda: self.candidates,
+                offered=lambda: offered_disks(self.disks, self.log_dir),
+                sink=self.events.append,
+                log_dir=self.log_dir,
+            )
             self.ended.clear()
             self.ready.set()
             self.session.serve()

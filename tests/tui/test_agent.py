@@ -40,9 +40,13 @@ class Side:
 
     def start(self, link: PeerLink) -> None:
         self.link = link
-        self.session = CloneSession(link, candidates=lambda: self.candidates, sink=self.sink,
-                                    offered=lambda: offered_disks(self.paths),
-                                    log_dir=self.tmp / f"{self.name}-logs")
+        self.session = CloneSession(
+            link,
+            candidates=lambda: self.candidates,
+            sink=self.sink,
+            offered=lambda: offered_disks(self.paths),
+            log_dir=self.tmp / f"{self.name}-logs",
+        )
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -142,7 +146,8 @@ def test_controller_sends_to_pinned_target(tmp_path: Path, source_image: Path, b
 
 
 def test_the_driver_cannot_turn_off_the_read_back_of_the_side_that_writes(
-        tmp_path: Path, source_image: Path, blank_image: Path) -> None:
+    tmp_path: Path, source_image: Path, blank_image: Path
+) -> None:
     a, b = pair(tmp_path, [source_image], [blank_image])
     try:
         assert a.link is not None and a.session is not None
@@ -159,8 +164,7 @@ def test_controller_requests_the_peers_disk(tmp_path: Path, source_image: Path, 
     a, b = pair(tmp_path, [blank_image], [source_image])
     try:
         assert a.link is not None and a.session is not None
-        a.session.submit(CloneChoice(send=False, source=a.link.inventory[0], target=a.infos[0],
-                                     mode="exact"))
+        a.session.submit(CloneChoice(send=False, source=a.link.inventory[0], target=a.infos[0], mode="exact"))
         assert wait_ended(a).ok and wait_ended(b).ok
         summary = next(e for e in a.events if isinstance(e, events.Summary))
         assert summary.role == "receiver" and summary.verified
@@ -178,8 +182,7 @@ def test_a_target_that_is_gone_is_refused_and_the_session_stays(
     a, b = pair(tmp_path, [source_image], [blank_image], right_candidates=right_candidates)
     try:
         assert a.link is not None and a.session is not None and b.link is not None
-        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0],
-                                     mode="exact"))
+        a.session.submit(CloneChoice(send=True, source=a.infos[0], target=a.link.inventory[0], mode="exact"))
         mine, theirs = wait_ended(a), wait_ended(b)
         assert (mine.ok, mine.code, theirs.code) == (False, "refused", "refused")
         assert "no disk of right" in theirs.message

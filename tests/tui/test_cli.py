@@ -20,11 +20,13 @@ from recovery.link import tcp
 ROOT = Path(recovery.__file__).resolve().parent.parent
 
 
-def recovery_cmd(*args: str, timeout: float = 120, stdin: int | None = subprocess.DEVNULL
-                 ) -> subprocess.CompletedProcess[str]:
+def recovery_cmd(
+    *args: str, timeout: float = 120, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "recovery", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "recovery", *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=stdin
+    )
 
 
 def test_recovery_alone_without_a_terminal_prints_help() -> None:
@@ -46,9 +48,27 @@ def test_the_agent_refuses_a_missing_disk(tmp_path: Path) -> None:
 def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Path, blank_image: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     agent = subprocess.Popen(
-        [sys.executable, "-m", "recovery", "agent", "--listen", "127.0.0.1:0", "--disk", str(blank_image),
-         "--name", "far", "--once", "--json", "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "recovery",
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--disk",
+            str(blank_image),
+            "--name",
+            "far",
+            "--once",
+            "--json",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert agent.stdout is not None
         listening = json.loads(agent.stdout.readline())
@@ -59,8 +79,12 @@ def test_the_agent_serves_one_clone_then_exits(tmp_path: Path, source_image: Pat
         link = handshake(conn, "wizard", code=pairing["code"], hostname="near")
         assert link.theirs.host.hostname == "far" and link.role == "driver"
         ended: list[JobEnded] = []
-        session = CloneSession(link, candidates=lambda: [str(source_image)], log_dir=tmp_path / "near-logs",
-                               sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None)
+        session = CloneSession(
+            link,
+            candidates=lambda: [str(source_image)],
+            log_dir=tmp_path / "near-logs",
+            sink=lambda e: ended.append(e) if isinstance(e, JobEnded) else None,
+        )
         thread = threading.Thread(target=session.serve, kwargs={"max_clones": 1}, daemon=True)
         thread.start()
         session.submit(CloneChoice(send=True, source=offered_disks([str(source_image)])[0], target=link.inventory[0]))
@@ -107,6 +131,12 @@ def test_a_failing_tool_is_exit_15_with_the_command_and_debug_shows_where(tmp_pa
     error = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "Traceback" not in r.stderr
     assert f"{fake}/sfdisk --quiet" in error[0] and error[0].endswith("failed with exit code 4: sfdisk: cannot do that")
-    r = subprocess.run([argv[0], *argv[1:3], "--debug", *argv[3:]], capture_output=True, text=True, timeout=120,
-                       env=env, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [argv[0], *argv[1:3], "--debug", *argv[3:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 15 and "Traceback" in r.stderr and "CommandError" in r.stderr

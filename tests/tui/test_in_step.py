@@ -33,17 +33,33 @@ def passive_line(app: WizardApp) -> str:
 def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    serving = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), cable=False,
-                                     listen=tcp.Endpoint("127.0.0.1", 0), log_dir=tmp_path / "b", timeout=10))
+    serving = WizardApp(
+        WizardConfig(
+            hostname="new-laptop",
+            disks=(str(blank_image),),
+            cable=False,
+            listen=tcp.Endpoint("127.0.0.1", 0),
+            log_dir=tmp_path / "b",
+            timeout=10,
+        )
+    )
 
     async def scenario() -> None:
         async with serving.run_test(size=SIZE) as pb:
             await wait_for(pb, lambda: serving.state.listening is not None, 30, "the serving wizard to listen")
             assert serving.state.listening is not None
             port = serving.state.listening[1]
-            driving = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), cable=False,
-                                             listen=None, connect=tcp.Endpoint("127.0.0.1", port),
-                                             log_dir=tmp_path / "a", timeout=10))
+            driving = WizardApp(
+                WizardConfig(
+                    hostname="old-laptop",
+                    disks=(str(source_image),),
+                    cable=False,
+                    listen=None,
+                    connect=tcp.Endpoint("127.0.0.1", port),
+                    log_dir=tmp_path / "a",
+                    timeout=10,
+                )
+            )
             first_code = serving.state.code
             async with driving.run_test(size=SIZE) as pa:
                 await type_code(pa, first_code)
@@ -78,14 +94,17 @@ def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
 
 async def step(pilot: Pilot, app: WizardApp, doing: str) -> None:
     """The serving screen says what the driver's user does now."""
-    await wait_for(pilot, lambda: isinstance(app.screen, PassiveScreen) and doing in text_of(app, "#passive-activity"),
-                   30, f"the serving screen to say {doing!r} (it says {app.state.activity!r})")
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, PassiveScreen) and doing in text_of(app, "#passive-activity"),
+        30,
+        f"the serving screen to say {doing!r} (it says {app.state.activity!r})",
+    )
 
 
 async def both(pa: Pilot, pb: Pilot, kind: type, timeout: float = 30) -> None:
     await on(pa, kind, timeout=timeout)
     await on(pb, kind, timeout=timeout)
-
 
 
 def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_else(
@@ -94,11 +113,27 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
     with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serving = WizardApp(WizardConfig(hostname="new-laptop", disks=(str(blank_image),), cable=False,
-                                     listen=tcp.Endpoint("127.0.0.1", port), log_dir=tmp_path / "b", timeout=10))
-    driving = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), cable=False,
-                                     listen=None, connect=tcp.Endpoint("127.0.0.1", port),
-                                     log_dir=tmp_path / "a", timeout=10))
+    serving = WizardApp(
+        WizardConfig(
+            hostname="new-laptop",
+            disks=(str(blank_image),),
+            cable=False,
+            listen=tcp.Endpoint("127.0.0.1", port),
+            log_dir=tmp_path / "b",
+            timeout=10,
+        )
+    )
+    driving = WizardApp(
+        WizardConfig(
+            hostname="old-laptop",
+            disks=(str(source_image),),
+            cable=False,
+            listen=None,
+            connect=tcp.Endpoint("127.0.0.1", port),
+            log_dir=tmp_path / "a",
+            timeout=10,
+        )
+    )
 
     async def scenario() -> None:
         async with driving.run_test(size=SIZE) as pa:

@@ -27,10 +27,13 @@ GIB, MIB = fakes.GIB, fakes.MIB
 
 
 def test_contents_says_what_is_on_a_disk() -> None:
-    assert contents(fakes.LOCAL[0]) == ('gpt: vfat "EFI" 512.0 MiB (31.0 MiB used) · ext4 "root" 480.0 GiB '
-                                        '(51.0 GiB used) [Debian GNU/Linux 12 (bookworm)] · swap 31.0 GiB')
-    assert contents(fakes.PEER[0]) == ("no partition table, no filesystem: all zeros where sampled "
-                                       "(never used, or wiped)")
+    assert contents(fakes.LOCAL[0]) == (
+        'gpt: vfat "EFI" 512.0 MiB (31.0 MiB used) · ext4 "root" 480.0 GiB '
+        "(51.0 GiB used) [Debian GNU/Linux 12 (bookworm)] · swap 31.0 GiB"
+    )
+    assert contents(fakes.PEER[0]) == (
+        "no partition table, no filesystem: all zeros where sampled (never used, or wiped)"
+    )
     noise = dataclasses.replace(fakes.PEER[0], blank=False)
     assert "data nothing here recognises" in contents(noise)
     whole = DiskInfo(path="/dev/sdc", size=GIB, partitions=(PartitionInfo(0, 0, GIB, "ext4", "backup", MIB),))
@@ -70,8 +73,10 @@ def test_progress_is_one_whole_across_copying_and_reading_back() -> None:
     assert 0.24 < job.fraction < 0.26  # half the copy, none of the read-back (as many bytes again)
     copy_left = (51 * GIB - job.done) / job.rate
     assert job.overall_eta() == copy_left + 51 * GIB / job.rate  # the read-back at the copy's pace until it runs
-    assert job.numbers() == ("copied 25.5 GiB of 51.0 GiB  ·  330.0 MiB/s",
-                             f"1:21 elapsed  ·  about {fmt(copy_left + 51 * GIB / job.rate)} left in all")
+    assert job.numbers() == (
+        "copied 25.5 GiB of 51.0 GiB  ·  330.0 MiB/s",
+        f"1:21 elapsed  ·  about {fmt(copy_left + 51 * GIB / job.rate)} left in all",
+    )
     back = fakes.job(stage="verify")
     assert back.stage_line() == "Stage 3 of 4: reading the target back"
     assert 0.69 < back.fraction < 0.70 and back.overall_eta() == (51 - 20) * GIB / (1.1 * GIB)
@@ -106,7 +111,8 @@ def test_a_failed_clone_says_what_the_target_holds_and_how_far_it_got() -> None:
     half = fakes.job(failed=True)
     assert half.target_state("sdb on new-laptop") == (
         "sdb on new-laptop is now INCOMPLETE: its old partition table was wiped and 25.4 GiB of 51.0 GiB were "
-        "written. Do not boot from it.")
+        "written. Do not boot from it."
+    )
     assert half.how_far() == "It stopped while copying, at 25% of the clone, after 2:41."
     early = fakes.job()
     early.planned = False
@@ -127,14 +133,18 @@ def test_answers_stay_unless_a_new_one_rules_them_out() -> None:
 def test_a_recheck_finds_the_disks_by_identity_and_says_what_changed() -> None:
     choice = fakes.choice()
     assert flow.recheck(choice, fakes.LOCAL, fakes.PEER, fakes.HERE, fakes.THERE) == flow.Recheck(
-        choice, (), written_only=True)
+        choice, (), written_only=True
+    )
     assert choice.target is not None and choice.target.identity is not None
-    written = dataclasses.replace(choice.target, path="/dev/nvme1n1",
-                                  identity=dataclasses.replace(choice.target.identity, fingerprint="1" * 64))
+    written = dataclasses.replace(
+        choice.target, path="/dev/nvme1n1", identity=dataclasses.replace(choice.target.identity, fingerprint="1" * 64)
+    )
     found = flow.recheck(choice, fakes.LOCAL, (written, *fakes.PEER[1:]), fakes.HERE, fakes.THERE)
     assert found.choice is not None and found.choice.target == written
-    assert found.changes == ("the target nvme0n1 on new-laptop is now called nvme1n1",
-                             "the target nvme0n1 on new-laptop: its partition table changed since it was chosen")
+    assert found.changes == (
+        "the target nvme0n1 on new-laptop is now called nvme1n1",
+        "the target nvme0n1 on new-laptop: its partition table changed since it was chosen",
+    )
     gone = flow.recheck(choice, fakes.LOCAL, fakes.PEER[1:], fakes.HERE, fakes.THERE)
     assert gone.choice is None and "is gone" in gone.changes[0]
     mounted = dataclasses.replace(fakes.PEER[0], refusal="it is mounted at /mnt")
@@ -150,15 +160,19 @@ def test_only_a_target_whose_tables_alone_changed_may_resume_without_the_review(
     tables = dataclasses.replace(choice.target.identity, fingerprint="1" * 64)
     wiped = dataclasses.replace(choice.target, identity=tables)
     assert flow.recheck(choice, fakes.LOCAL, (wiped, *fakes.PEER[1:]), fakes.HERE, fakes.THERE).written_only
-    swapped = dataclasses.replace(choice.target, identity=dataclasses.replace(
-        tables, serial=None, storage=("=blk:259:7",)))  # a serial-less disk in its place
-    choice = dataclasses.replace(choice, target=dataclasses.replace(choice.target, identity=dataclasses.replace(
-        choice.target.identity, serial=None)))
+    swapped = dataclasses.replace(
+        choice.target, identity=dataclasses.replace(tables, serial=None, storage=("=blk:259:7",))
+    )  # a serial-less disk in its place
+    choice = dataclasses.replace(
+        choice,
+        target=dataclasses.replace(choice.target, identity=dataclasses.replace(choice.target.identity, serial=None)),
+    )
     other = flow.recheck(choice, fakes.LOCAL, (swapped, *fakes.PEER[1:]), fakes.HERE, fakes.THERE)
     assert not other.written_only
     renamed = dataclasses.replace(wiped, path="/dev/nvme1n1")
-    assert not flow.recheck(fakes.choice(), fakes.LOCAL, (renamed, *fakes.PEER[1:]), fakes.HERE,
-                            fakes.THERE).written_only
+    assert not flow.recheck(
+        fakes.choice(), fakes.LOCAL, (renamed, *fakes.PEER[1:]), fakes.HERE, fakes.THERE
+    ).written_only
 
 
 def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off() -> None:
@@ -212,8 +226,9 @@ def test_the_address_box_names_only_addresses_this_machine_listens_on() -> None:
 
 
 def _ident(**kw: object) -> Identity:
-    base: dict[str, object] = dict(path="/dev/sdb", size=100, kind="disk", host_id="h", fingerprint="f",
-                                   storage=("=blk:8:16",))
+    base: dict[str, object] = dict(
+        path="/dev/sdb", size=100, kind="disk", host_id="h", fingerprint="f", storage=("=blk:8:16",)
+    )
     base.update(kw)
     return Identity(**base)  # type: ignore[arg-type]
 
@@ -237,9 +252,13 @@ def test_find_disk_skips_vanished_paths_and_refuses_ambiguity() -> None:
         return table[path]
 
     assert find_disk(_ident(serial="S1"), ["/dev/gone", "/dev/sdb", "/dev/sdc"], identify) == (
-        "/dev/sdc", table["/dev/sdc"])
+        "/dev/sdc",
+        table["/dev/sdc"],
+    )
     assert find_disk(_ident(serial="S9"), ["/dev/sdb"], identify) is None
     part = _ident(kind="partition", serial="S1", storage=("=blk:8:33",))
-    twins = {"/dev/sdc1": _ident(kind="partition", serial="S1", storage=("=blk:8:33",)),
-             "/dev/sdc2": _ident(kind="partition", serial="S1", storage=("=blk:8:34",))}
+    twins = {
+        "/dev/sdc1": _ident(kind="partition", serial="S1", storage=("=blk:8:33",)),
+        "/dev/sdc2": _ident(kind="partition", serial="S1", storage=("=blk:8:34",)),
+    }
     assert find_disk(part, list(twins), twins.__getitem__) == ("/dev/sdc1", twins["/dev/sdc1"])

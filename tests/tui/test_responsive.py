@@ -18,7 +18,10 @@ from tests.tui.test_wizard import SIZE, config, on, text_of, type_code
 
 
 def test_the_pairing_shows_at_once_and_the_speed_once_the_link_says_it(
-    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    make_peer: type[Peer],
+    source_image: Path,
+    blank_image: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_speed = Connection.speed
@@ -52,7 +55,10 @@ def test_the_pairing_shows_at_once_and_the_speed_once_the_link_says_it(
 
 
 def test_quitting_does_not_wait_for_the_other_machine_to_hear_bye(
-    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    make_peer: type[Peer],
+    source_image: Path,
+    blank_image: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     peer = make_peer([blank_image], name="new-laptop")

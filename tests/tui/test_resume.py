@@ -27,8 +27,18 @@ pytestmark = pytest.mark.root  # the used-mode map reads the sample's filesystem
 
 def interrupt_a_clone(source: Path, target: Path, log_dir: Path) -> int:
     """A headless clone of ``source`` onto ``target`` (its journal in ``log_dir``), killed part way."""
-    rx = Recovery("receive", "--code", CODE, "--target", str(target), "--listen", "127.0.0.1:0", "--yes",
-                  "--log-dir", str(log_dir))
+    rx = Recovery(
+        "receive",
+        "--code",
+        CODE,
+        "--target",
+        str(target),
+        "--listen",
+        "127.0.0.1:0",
+        "--yes",
+        "--log-dir",
+        str(log_dir),
+    )
     relay = Relay(rx.wait_event("listening")["port"])
     relay.rate = 3e6
     tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{relay.port}")
@@ -52,20 +62,30 @@ async def choose_disks(pilot, code: str) -> None:  # type: ignore[no-untyped-def
     await pilot.press("enter")
     await wait_for(pilot, lambda: isinstance(app.screen, DiskScreen), what="the source")
     await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, DiskScreen) and "overwrite" in app.screen.step_title,
-                   what="the target")
+    await wait_for(
+        pilot, lambda: isinstance(app.screen, DiskScreen) and "overwrite" in app.screen.step_title, what="the target"
+    )
     await pilot.press("enter")
 
 
 def test_the_wizard_offers_to_resume_an_interrupted_clone_and_resumes_it(
-        make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path) -> None:
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
     durable = interrupt_a_clone(source_image, blank_image, tmp_path / "new-laptop-logs")
     peer = make_peer([blank_image], name="new-laptop")
     assert peer.offered[0].unfinished is not None and peer.offered[0].unfinished.done >= durable
 
     async def scenario() -> None:
-        app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
-                                     connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
+        app = WizardApp(
+            WizardConfig(
+                hostname="old-laptop",
+                disks=(str(source_image),),
+                listen=None,
+                connect=peer.endpoint,
+                log_dir=tmp_path / "logs",
+                timeout=10,
+            )
+        )
         async with app.run_test(size=SIZE) as pilot:
             await choose_disks(pilot, peer.code)
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), what="the resume offer")
@@ -88,8 +108,8 @@ def test_the_wizard_offers_to_resume_an_interrupted_clone_and_resumes_it(
 
 
 def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
-        make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recovery.engine.clone import source as source_module
 
     real = source_module.Source.read_into
@@ -103,18 +123,31 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
     peer = make_peer([blank_image], name="new-laptop")
 
     async def scenario() -> None:
-        app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
-                                     connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
+        app = WizardApp(
+            WizardConfig(
+                hostname="old-laptop",
+                disks=(str(source_image),),
+                listen=None,
+                connect=peer.endpoint,
+                log_dir=tmp_path / "logs",
+                timeout=10,
+            )
+        )
         async with app.run_test(size=SIZE) as pilot:
             await choose_disks(pilot, peer.code)
             await wait_for(pilot, lambda: isinstance(app.screen, OptionsScreen), what="the options")
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review")
             await pilot.press(*"blank.img", "enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, RescueScreen) and app.screen.query("#rescue-question"),
-                           60, "the rescue question")
+            await wait_for(
+                pilot,
+                lambda: isinstance(app.screen, RescueScreen) and app.screen.query("#rescue-question"),
+                60,
+                "the rescue question",
+            )
             assert "unreadable areas. Continue in rescue mode?" in str(
-                app.screen.query_one("#rescue-question", Static).content)
+                app.screen.query_one("#rescue-question", Static).content
+            )
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error screen")
             assert app.state.rescue_next

@@ -56,8 +56,12 @@ async def home_ready(pilot: Pilot) -> None:
     app = await disks_read(pilot)
     app.post_message(LinkStatus("tcp", "listening on port 7554"))
     app.post_message(ListeningOn("tcp", "", 7554))
-    await wait_for(pilot, lambda: app.state.listening == ("", 7554) and "tcp" in app.state.status, READY,
-                   "the home screen to hear where it listens")
+    await wait_for(
+        pilot,
+        lambda: app.state.listening == ("", 7554) and "tcp" in app.state.status,
+        READY,
+        "the home screen to hear where it listens",
+    )
     await pilot.pause()
 
 
@@ -75,8 +79,14 @@ def test_pairing(snap_compare: SnapCompare) -> None:
 
 
 def test_pairing_passive(snap_compare: SnapCompare) -> None:
-    assert snap_compare(app(), run_before=showing(lambda: PassiveScreen(
-        fakes.PASSIVE_VIEW, "choosing the disk to overwrite (step 4 of 6)", "verified: /dev/sda")))
+    assert snap_compare(
+        app(),
+        run_before=showing(
+            lambda: PassiveScreen(
+                fakes.PASSIVE_VIEW, "choosing the disk to overwrite (step 4 of 6)", "verified: /dev/sda"
+            )
+        ),
+    )
 
 
 @SIZES
@@ -84,9 +94,13 @@ def test_target_with_refused_disks(snap_compare: SnapCompare, size: tuple[int, i
     source = fakes.LOCAL[0]
 
     def make() -> DiskScreen:
-        return DiskScreen("target", f"The disk to overwrite (on {fakes.THERE})",
-                          f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
-                          fakes.PEER, {d.path: target_refusal(source, d) for d in fakes.PEER})
+        return DiskScreen(
+            "target",
+            f"The disk to overwrite (on {fakes.THERE})",
+            f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
+            fakes.PEER,
+            {d.path: target_refusal(source, d) for d in fakes.PEER},
+        )
 
     assert snap_compare(app(), run_before=showing(make), terminal_size=size)
 
@@ -98,9 +112,12 @@ def test_options(snap_compare: SnapCompare) -> None:
 @SIZES
 def test_review_after_the_disks_changed(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     changes = ["the target nvme0n1 on new-laptop: its partition table changed since it was chosen"]
-    assert snap_compare(app(), run_before=showing(
-        lambda: ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, changes)), press=["n", "v", "m"],
-        terminal_size=size)
+    assert snap_compare(
+        app(),
+        run_before=showing(lambda: ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, changes)),
+        press=["n", "v", "m"],
+        terminal_size=size,
+    )
 
 
 @SIZES
@@ -118,8 +135,11 @@ def test_progress_passive_in_16_colours(snap_compare: SnapCompare) -> None:
 
 @SIZES
 def test_summary(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    assert snap_compare(app(), run_before=showing(
-        lambda: SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS)), terminal_size=size)
+    assert snap_compare(
+        app(),
+        run_before=showing(lambda: SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS)),
+        terminal_size=size,
+    )
 
 
 @SIZES
@@ -129,8 +149,13 @@ def test_peer_lost_mid_clone(snap_compare: SnapCompare, size: tuple[int, int]) -
     state = [job.target_state(f"nvme0n1 on {fakes.THERE}"), job.how_far(), "The source was only read, never changed."]
 
     def make() -> ErrorScreen:
-        screen = ErrorScreen(advice, [*DRIVER_OFFERS[1:], Offer("enter", "First screen", Dismissed)], state=state,
-                             log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl", peer=fakes.THERE)
+        screen = ErrorScreen(
+            advice,
+            [*DRIVER_OFFERS[1:], Offer("enter", "First screen", Dismissed)],
+            state=state,
+            log="/var/log/usb4-recovery/clone-20261125-101500-sender.jsonl",
+            peer=fakes.THERE,
+        )
         screen.set_status("This machine's new code is 1234-5678: to pair again, type it on the other machine.")
         return screen
 
@@ -171,11 +196,19 @@ def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() 
             a = await disks_read(pilot)
             await visible(pilot, ProgressScreen(fakes.job()), small, ["#stage", "#bar", "#numbers", "#limit"])
             assert text_of(a, "#bar").endswith("25.0%")
-            await visible(pilot, ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]), small,
-                          ["#confirm", "#review-changes"])
+            await visible(
+                pilot,
+                ReviewScreen(fakes.choice(), fakes.HERE, fakes.THERE, ["the target changed"]),
+                small,
+                ["#confirm", "#review-changes"],
+            )
         async with app().run_test(size=normal) as pilot:
             await disks_read(pilot)
-            await visible(pilot, SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS), normal,
-                          ["#verdict", "#checked", "#summary", "#next"])
+            await visible(
+                pilot,
+                SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS),
+                normal,
+                ["#verdict", "#checked", "#summary", "#next"],
+            )
 
     asyncio.run(scenario())

@@ -41,8 +41,14 @@ class FakeWizard:
     def reset_to_home(self) -> None:
         self.asked.append(("home", None))
 
-    def notify(self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None,
-               markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         self.asked.append(("notify", message))
 
     def load_inventory(self, why: str) -> None:

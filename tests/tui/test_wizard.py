@@ -44,8 +44,15 @@ def text_of(app: WizardApp, selector: str) -> str:
 
 
 def config(peer: Peer, tmp_path: Path, disk: Path, name: str = "old-laptop", **kw: object) -> WizardConfig:
-    base: dict[str, object] = dict(hostname=name, disks=(str(disk),), listen=None, connect=peer.endpoint,
-                                   log_dir=tmp_path / "logs", timeout=10, cable=False)
+    base: dict[str, object] = dict(
+        hostname=name,
+        disks=(str(disk),),
+        listen=None,
+        connect=peer.endpoint,
+        log_dir=tmp_path / "logs",
+        timeout=10,
+        cable=False,
+    )
     base.update(kw)
     return WizardConfig(**base)  # type: ignore[arg-type]
 
@@ -54,17 +61,26 @@ async def type_code(pilot: Pilot, code: str) -> None:
     """Wait until the other machine has reached this one, then type its code on the first screen."""
     app = pilot.app
     assert isinstance(app, WizardApp)
-    await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen) and any(s.drivable for s in app.state.seen),
-                   30, "the other machine to reach us")
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, HomeScreen) and any(s.drivable for s in app.state.seen),
+        30,
+        "the other machine to reach us",
+    )
     await pilot.press("c", *code, "enter")
-    await wait_for(pilot, lambda: app.state.link is not None and not isinstance(app.screen, HomeScreen), 30,
-                   "the pairing")
+    await wait_for(
+        pilot, lambda: app.state.link is not None and not isinstance(app.screen, HomeScreen), 30, "the pairing"
+    )
 
 
 async def on(pilot: Pilot, kind: type, what: str = "", timeout: float = 30) -> None:
     app = pilot.app
-    await wait_for(pilot, lambda: isinstance(app.screen, kind) and (not what or what in getattr(
-        app.screen, "step_title", "")), timeout, f"the {kind.__name__} {what}")
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, kind) and (not what or what in getattr(app.screen, "step_title", "")),
+        timeout,
+        f"the {kind.__name__} {what}",
+    )
     await pilot.pause(0.05)  # laid out: what it shows can be read
 
 
@@ -132,6 +148,7 @@ def test_demo_runs_from_the_first_screen_to_a_verified_summary() -> None:
 
 def test_the_default_demo_shows_progress_and_the_limit_for_several_seconds() -> None:
     """Issue 12: at 0.2 s nobody saw anything. The demo's link is held to a slow cable's pace."""
+
     async def scenario() -> None:
         with DemoWorld() as world:  # the default size and rate
             world.start()
@@ -176,8 +193,12 @@ def test_esc_goes_back_one_step_and_keeps_every_answer(
             await pilot.press("down", "tab", "down", "enter")  # exact, compression off
             await on(pilot, ReviewScreen)
             assert app.state.choice.mode == "exact" and app.state.choice.level == 0
-            for kind, what in ((OptionsScreen, ""), (DiskScreen, "overwrite"), (DiskScreen, "copy"),
-                               (DirectionScreen, "")):
+            for kind, what in (
+                (OptionsScreen, ""),
+                (DiskScreen, "overwrite"),
+                (DiskScreen, "copy"),
+                (DirectionScreen, ""),
+            ):
                 await pilot.press("escape")
                 await on(pilot, kind, what)
                 if kind is OptionsScreen:
@@ -196,8 +217,12 @@ def test_esc_goes_back_one_step_and_keeps_every_answer(
             await on(pilot, PairScreen)
             assert app.state.link is not None and peer.ready.is_set()
             await pilot.press("enter")  # and forward again: every answer is still there
-            for kind, what in ((DirectionScreen, ""), (DiskScreen, "copy"), (DiskScreen, "overwrite"),
-                               (OptionsScreen, "")):
+            for kind, what in (
+                (DirectionScreen, ""),
+                (DiskScreen, "copy"),
+                (DiskScreen, "overwrite"),
+                (OptionsScreen, ""),
+            ):
                 await on(pilot, kind, what)
                 await pilot.press("enter")
             await on(pilot, ReviewScreen)
@@ -208,19 +233,26 @@ def test_esc_goes_back_one_step_and_keeps_every_answer(
             await on(pilot, HomeScreen)
             await wait_for(pilot, peer.ended.is_set, 30, "the peer's session to end")
         assert peer.error is not None and "old-laptop ended the session: old-laptop ended the pairing" in str(
-            peer.error)
+            peer.error
+        )
 
     run(scenario)
 
 
-def test_the_address_box_shows_where_this_machine_listens_and_what_is_typed(tmp_path: Path,
-                                                                             blank_image: Path) -> None:
+def test_the_address_box_shows_where_this_machine_listens_and_what_is_typed(tmp_path: Path, blank_image: Path) -> None:
     """Issue 2 and 11: the field shows what is typed; the box names the address this machine really listens on."""
     from recovery.link import tcp
 
     async def scenario() -> None:
-        app = WizardApp(WizardConfig(hostname="lonely", disks=(str(blank_image),), cable=False,
-                                     listen=tcp.Endpoint("127.0.0.1", 0), log_dir=tmp_path / "logs"))
+        app = WizardApp(
+            WizardConfig(
+                hostname="lonely",
+                disks=(str(blank_image),),
+                cable=False,
+                listen=tcp.Endpoint("127.0.0.1", 0),
+                log_dir=tmp_path / "logs",
+            )
+        )
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.state.listening is not None, 30, "the listener")
             await pilot.pause(0.1)
@@ -429,8 +461,16 @@ def _drive_failing_read(
     shown: list[ErrorScreen] = []
 
     async def scenario() -> None:
-        app = WizardApp(WizardConfig(hostname="old-laptop", disks=(str(source_image),), listen=None,
-                                     connect=peer.endpoint, log_dir=tmp_path / "logs", timeout=10))
+        app = WizardApp(
+            WizardConfig(
+                hostname="old-laptop",
+                disks=(str(source_image),),
+                listen=None,
+                connect=peer.endpoint,
+                log_dir=tmp_path / "logs",
+                timeout=10,
+            )
+        )
         async with app.run_test(size=SIZE) as pilot:
             await walk_to_review(pilot, peer.code)
             await pilot.press(*"blank.img", "enter")
@@ -446,12 +486,16 @@ def _drive_failing_read(
 
 
 def _read_error(path: str, offset: int) -> SourceReadError:
-    return SourceReadError(f"cannot read the source {path} at byte {offset}: Input/output error",
-                           hint="the disk may be failing")
+    return SourceReadError(
+        f"cannot read the source {path} at byte {offset}: Input/output error", hint="the disk may be failing"
+    )
 
 
 def test_a_source_read_error_is_a_screen_on_both_sides(
-    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    make_peer: type[Peer],
+    source_image: Path,
+    blank_image: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from recovery.engine.clone import send
@@ -472,7 +516,10 @@ def test_a_source_read_error_is_a_screen_on_both_sides(
 
 
 def test_a_read_error_mid_stream_names_the_disk_not_the_link(
-    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    make_peer: type[Peer],
+    source_image: Path,
+    blank_image: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from recovery.engine.clone import source
@@ -536,7 +583,10 @@ def test_strings_from_the_peer_are_text_never_markup_on_every_screen(
 
 
 def test_a_bug_in_a_clone_is_a_screen_and_its_traceback_is_in_the_log(
-    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path,
+    make_peer: type[Peer],
+    source_image: Path,
+    blank_image: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 12: a worker's failure is never dropped: an internal error ends the clone on a screen that

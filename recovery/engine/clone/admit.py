@@ -27,10 +27,15 @@ def check_sealing(link: PeerLink, plan: m.Plan) -> None:
     --no-encrypt."""
     if plan.encrypted or not link.encrypts:
         return
-    why = ("this side was told to take sealed data only (--encrypt)" if link.encrypt else
-           f"the link to it crosses a network as seen from here ({link.conn.kind} from {link.conn.peer})")
-    raise RefusedError(f"the sender would send the data unencrypted, and {why}",
-                       hint="send without --no-encrypt, or give --no-encrypt on this side too to accept it")
+    why = (
+        "this side was told to take sealed data only (--encrypt)"
+        if link.encrypt
+        else f"the link to it crosses a network as seen from here ({link.conn.kind} from {link.conn.peer})"
+    )
+    raise RefusedError(
+        f"the sender would send the data unencrypted, and {why}",
+        hint="send without --no-encrypt, or give --no-encrypt on this side too to accept it",
+    )
 
 
 def check_limits(plan: m.Plan) -> None:
@@ -40,14 +45,18 @@ def check_limits(plan: m.Plan) -> None:
     if plan.chunk_size > MAX_CHUNK_SIZE or plan.chunk_size % CHUNK_ALIGN:
         raise RefusedError(f"chunk size {plan.chunk_size} is not a multiple of 4 KiB up to {MAX_CHUNK_SIZE}")
     if plan.frames > MAX_FRAMES:
-        raise RefusedError(f"the plan announces {plan.frames} frames, more than {MAX_FRAMES} this side keeps "
-                           "track of", hint="send with a larger --chunk-size")
+        raise RefusedError(
+            f"the plan announces {plan.frames} frames, more than {MAX_FRAMES} this side keeps track of",
+            hint="send with a larger --chunk-size",
+        )
     if len(plan.map.parts) > MAX_PARTS:
-        raise RefusedError(f"the plan names {len(plan.map.parts)} partitions, more than a partition table holds "
-                           f"({MAX_PARTS})")
+        raise RefusedError(
+            f"the plan names {len(plan.map.parts)} partitions, more than a partition table holds ({MAX_PARTS})"
+        )
     if plan.frames > max_frames(plan.size, plan.chunk_size) or plan.map.bytes > plan.size:
-        raise RefusedError(f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, "
-                           f"more than {plan.size} bytes can need")
+        raise RefusedError(
+            f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, more than {plan.size} bytes can need"
+        )
 
 
 def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]:
@@ -60,8 +69,10 @@ def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
         if opts.expect is not None:
             why = identity.mismatch(opts.expect, pinned)
             if why:
-                raise RefusedError(f"{target.path} changed since it was chosen: {why}",
-                                   hint="check the disk with `recovery disks` and start again")
+                raise RefusedError(
+                    f"{target.path} changed since it was chosen: {why}",
+                    hint="check the disk with `recovery disks` and start again",
+                )
         if plan.target is not None:
             why = identity.mismatch(plan.target, pinned)
             if why:
@@ -86,5 +97,8 @@ def check_room(target: Target, plan: m.Plan) -> None:
     hint = "free space there, or write the image to a disk with more room"
     if plan.mode == "exact":
         hint += "; a clone in used mode stores only the blocks the filesystems use"
-    raise RefusedError(f"{target.path} cannot hold the clone: its filesystem has {human_size(room)} free "
-                       f"({room} bytes), the clone writes up to {human_size(needed)} ({needed} bytes)", hint=hint)
+    raise RefusedError(
+        f"{target.path} cannot hold the clone: its filesystem has {human_size(room)} free "
+        f"({room} bytes), the clone writes up to {human_size(needed)} ({needed} bytes)",
+        hint=hint,
+    )

@@ -69,4 +69,3 @@ def plan_chunks(
         start, end, holes = s, e, []
     if start >= 0:
         yield Chunk(seq, start, end - start, tuple(holes))
-

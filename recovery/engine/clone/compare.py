@@ -77,8 +77,16 @@ def compare(source: str, target: str, chunk_size: int = 4 << 20) -> Comparison:
                 n = min(chunk_size, ssize - pos)
                 whole_s.update(_read(sfd, source, sbuf, n, pos))
                 pos += n
-        return Comparison(os.path.realpath(source), os.path.realpath(target), ssize, tsize,
-                          n_total, whole_s.hexdigest(), whole_t.hexdigest(), diffs)
+        return Comparison(
+            os.path.realpath(source),
+            os.path.realpath(target),
+            ssize,
+            tsize,
+            n_total,
+            whole_s.hexdigest(),
+            whole_t.hexdigest(),
+            diffs,
+        )
     finally:
         os.close(sfd)
         os.close(tfd)

@@ -34,8 +34,15 @@ class Verdict:
     digest_differs: bool = False  # exact mode: the whole target does not hash to the source's BLAKE3
 
 
-def verify(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, frames: FrameList, opts: ReceiveOptions,
-           sink: events.EventSink) -> Verdict:
+def verify(
+    link: PeerLink,
+    target: Target,
+    plan: m.Plan,
+    done: m.Done,
+    frames: FrameList,
+    opts: ReceiveOptions,
+    sink: events.EventSink,
+) -> Verdict:
     """The receiver's checks of the target once every frame is on it."""
     if not opts.verify:
         sink(events.Warning("read-back verification was skipped (--no-verify)"))
@@ -51,8 +58,15 @@ def verify(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, frames: F
     return verdict
 
 
-def read_back(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, frames: FrameList,
-              opts: ReceiveOptions, sink: events.EventSink) -> ReadbackResult:
+def read_back(
+    link: PeerLink,
+    target: Target,
+    plan: m.Plan,
+    done: m.Done,
+    frames: FrameList,
+    opts: ReceiveOptions,
+    sink: events.EventSink,
+) -> ReadbackResult:
     """Every frame read back past the cache (exact mode: the whole target, hashed), progress to both sides."""
     sink(events.Phase("verify", f"reading {target.path} back to check it"))
     target.drop_cache()
@@ -65,13 +79,20 @@ def read_back(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, frames
         link.ctl.send(m.Progress(phase="verify", done=done_bytes, total=total))
 
     if plan.mode == "exact":
-        return verify_image(target.read_path, plan.size, done.source_digest, frames, on_progress=progress,
-                            should_stop=opts.cancel.is_set)
+        return verify_image(
+            target.read_path,
+            plan.size,
+            done.source_digest,
+            frames,
+            on_progress=progress,
+            should_stop=opts.cancel.is_set,
+        )
     return verify_ranges(target.read_path, frames, on_progress=progress, should_stop=opts.cancel.is_set)
 
 
-def _check_filesystems(link: PeerLink, target: Target, plan: m.Plan, done: m.Done, verdict: Verdict,
-                       sink: events.EventSink) -> None:
+def _check_filesystems(
+    link: PeerLink, target: Target, plan: m.Plan, done: m.Done, verdict: Verdict, sink: events.EventSink
+) -> None:
     """Used mode: each filesystem's checker on the target; one that failed is asked of the source too."""
     target.close()  # the checkers open the partitions themselves
     target.check_still_there()
@@ -83,8 +104,12 @@ def _check_filesystems(link: PeerLink, target: Target, plan: m.Plan, done: m.Don
     if not done.unreadable:
         verdict.verified = not fscheck.failures(checks)
     elif fscheck.failures(checks):
-        sink(events.Warning("a filesystem check of the target failed: the source could not be read "
-                            "everywhere, and the filesystem misses what was there"))
+        sink(
+            events.Warning(
+                "a filesystem check of the target failed: the source could not be read "
+                "everywhere, and the filesystem misses what was there"
+            )
+        )
 
 
 def against_the_source(link: PeerLink, checks: list[m.FsCheck], sink: events.EventSink) -> list[m.FsCheck]:
@@ -106,16 +131,24 @@ def whole_digest_differs(mode: str, target_digest: str | None, source_digest: st
     return bool(mode == "exact" and target_digest and source_digest and target_digest != source_digest)
 
 
-def failure(where: str, mismatches: Sequence[tuple[int, int]], checks: Sequence[m.FsCheck], digest_differs: bool,
-            kept_as: str | None) -> VerificationError:
+def failure(
+    where: str,
+    mismatches: Sequence[tuple[int, int]],
+    checks: Sequence[m.FsCheck],
+    digest_differs: bool,
+    kept_as: str | None,
+) -> VerificationError:
     """Why the target at ``where`` failed verification, in the same words on both sides."""
     if mismatches:
-        error = VerificationError(f"reading {where} back found {len(mismatches)} range(s) that differ from the "
-                                  "source's chunks", ranges=list(mismatches),
-                                  hint="the target disk may be failing; run the clone again or use another disk")
+        error = VerificationError(
+            f"reading {where} back found {len(mismatches)} range(s) that differ from the source's chunks",
+            ranges=list(mismatches),
+            hint="the target disk may be failing; run the clone again or use another disk",
+        )
     elif digest_differs:
-        error = VerificationError(f"{where} read back whole does not give the source's BLAKE3",
-                                  hint="run the clone again")
+        error = VerificationError(
+            f"{where} read back whole does not give the source's BLAKE3", hint="run the clone again"
+        )
     else:
         error = fscheck.failure_error(checks, where)
     return error.kept(kept_as)

@@ -73,12 +73,12 @@ class FrameList:
         while len(self.offsets) > n:
             self.covered -= self.length(len(self.offsets) - 1)
             self.offsets.pop()
-        del self.records[n * RECORD.size:]
+        del self.records[n * RECORD.size :]
         del self.kinds[n:]
 
     def packed(self, start: int, stop: int) -> tuple[bytes, bytes]:
         """Records and kinds of frames ``start``..``stop`` (exclusive), for a journal."""
-        return bytes(self.records[start * RECORD.size: stop * RECORD.size]), bytes(self.kinds[start:stop])
+        return bytes(self.records[start * RECORD.size : stop * RECORD.size]), bytes(self.kinds[start:stop])
 
     def compact(self, start: int, stop: int) -> tuple[bytes, bytes, list[ZeroRun]]:
         """Frames ``start``..``stop`` for a journal, what costs bytes only where there is data: the
@@ -101,8 +101,11 @@ class FrameList:
 
     def extend_compact(self, data: bytes, kinds: bytes, runs: list[ZeroRun]) -> None:
         """Append what :meth:`compact` gave; ValueError if its parts do not fit together."""
-        if len(data) % RECORD.size or len(data) // RECORD.size + sum(r[3] for r in runs) != len(kinds) \
-                or sum(k == Kind.ZERO for k in kinds) != sum(r[3] for r in runs):
+        if (
+            len(data) % RECORD.size
+            or len(data) // RECORD.size + sum(r[3] for r in runs) != len(kinds)
+            or sum(k == Kind.ZERO for k in kinds) != sum(r[3] for r in runs)
+        ):
             raise ValueError("records, runs and kinds do not match")
         records = RECORD.iter_unpack(data)
         zeros = ((o + k * stride, n) for o, n, stride, count in runs for k in range(count))

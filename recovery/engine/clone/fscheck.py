@@ -53,8 +53,15 @@ CHECKERS: dict[str, tuple[str, ...]] = {
     "exfat": ("fsck.exfat", "-n"),
     "f2fs": ("fsck.f2fs", "--dry-run"),
 }
-PACKAGES = {"e2fsck": "e2fsprogs", "xfs_repair": "xfsprogs", "btrfs": "btrfs-progs", "ntfsfix": "ntfs-3g",
-            "fsck.vfat": "dosfstools", "fsck.exfat": "exfatprogs", "fsck.f2fs": "f2fs-tools"}
+PACKAGES = {
+    "e2fsck": "e2fsprogs",
+    "xfs_repair": "xfsprogs",
+    "btrfs": "btrfs-progs",
+    "ntfsfix": "ntfs-3g",
+    "fsck.vfat": "dosfstools",
+    "fsck.exfat": "exfatprogs",
+    "fsck.f2fs": "f2fs-tools",
+}
 MAX_PARALLEL = 8
 WORDS = 600  # characters of a checker's output kept for the user
 MEMORY_SHARE = 2  # a checker may use at most 1/MEMORY_SHARE of this machine's RAM
@@ -99,8 +106,11 @@ def check_signature(path: str, part: MapPart) -> FsCheck:
     """``blkid -p`` on the target partition against the source's."""
     found = signatures.blkid(path, part.start, part.size)
     same = found == tuple(part.blkid)
-    message = "same as the source" if same else (
-        f"source: {signatures.describe(part.blkid)}; target: {signatures.describe(found)}")
+    message = (
+        "same as the source"
+        if same
+        else (f"source: {signatures.describe(part.blkid)}; target: {signatures.describe(found)}")
+    )
     return FsCheck(number=part.number, check="blkid -p", ok=same, message=message[:1000])
 
 
@@ -117,21 +127,42 @@ def check_filesystem(path: str, part: MapPart) -> list[FsCheck]:
         return []
     name = _label(argv)
     if run.find_tool(argv[0]) is None:
-        return [FsCheck(number=part.number, check=name, ok=None,
-                        message=f"not run: {argv[0]} is not installed (Debian package {PACKAGES[argv[0]]})")]
+        return [
+            FsCheck(
+                number=part.number,
+                check=name,
+                ok=None,
+                message=f"not run: {argv[0]} is not installed (Debian package {PACKAGES[argv[0]]})",
+            )
+        ]
     with partdev.region_device(path, part.start, part.size) as dev:
         if dev is None:
-            return [FsCheck(number=part.number, check=name, ok=None,
-                            message="not run: no device for the partition (loop devices need root)")]
+            return [
+                FsCheck(
+                    number=part.number,
+                    check=name,
+                    ok=None,
+                    message="not run: no device for the partition (loop devices need root)",
+                )
+            ]
         limit = time_limit(part.size)
         try:
             proc = run.run(confined([run.need_tool(argv[0]), *argv[1:], dev]), check=False, timeout=limit)
         except RecoveryError:
-            return [FsCheck(number=part.number, check=name, ok=False,
-                            message=f"did not finish within {limit:.0f} s (stopped)")]
+            return [
+                FsCheck(
+                    number=part.number, check=name, ok=False, message=f"did not finish within {limit:.0f} s (stopped)"
+                )
+            ]
         ok = proc.returncode == 0
-        return [FsCheck(number=part.number, check=name, ok=ok,
-                        message="clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}")]
+        return [
+            FsCheck(
+                number=part.number,
+                check=name,
+                ok=ok,
+                message="clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}",
+            )
+        ]
 
 
 def check_source(path: str, parts: Sequence[MapPart], failed: Sequence[FsCheck]) -> list[FsCheck]:
@@ -153,9 +184,13 @@ def explained(target: FsCheck, source: FsCheck | None) -> FsCheck:
     if source is None or source.ok is not False:
         return target
     fs = target.check.split()[0]
-    return FsCheck(number=target.number, check=target.check, ok=target.ok, source_fails=True,
-                   message=f"the source fails the same check ({fs}): copied as it is; on the source: "
-                           f"{source.message}"[:1000])
+    return FsCheck(
+        number=target.number,
+        check=target.check,
+        ok=target.ok,
+        source_fails=True,
+        message=f"the source fails the same check ({fs}): copied as it is; on the source: {source.message}"[:1000],
+    )
 
 
 def check_target(path: str, parts: Sequence[MapPart]) -> list[FsCheck]:
@@ -169,8 +204,14 @@ def check_target(path: str, parts: Sequence[MapPart]) -> list[FsCheck]:
     checkable = [p for p in parts if p.number not in signed or signed[p.number].ok]
     for p in parts:
         if p not in checkable and checker_name(p.fstype):
-            results.append(FsCheck(number=p.number, check=checker_name(p.fstype) or "", ok=None,
-                                   message="not run: blkid -p does not see the source's filesystem there"))
+            results.append(
+                FsCheck(
+                    number=p.number,
+                    check=checker_name(p.fstype) or "",
+                    ok=None,
+                    message="not run: blkid -p does not see the source's filesystem there",
+                )
+            )
     workers = max(1, min(MAX_PARALLEL, len(checkable), (os.cpu_count() or 1) * 2))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fscheck") as pool:
         for found in pool.map(lambda p: check_filesystem(path, p), checkable):
@@ -185,8 +226,9 @@ def failures(checks: Sequence[FsCheck]) -> list[FsCheck]:
 
 def describe(check: FsCheck) -> str:
     where = f"partition {check.number}" if check.number else "the filesystem"
-    verdict = "fails as on the source" if check.source_fails else {True: "ok", False: "FAILED", None: "not run"}[
-        check.ok]
+    verdict = (
+        "fails as on the source" if check.source_fails else {True: "ok", False: "FAILED", None: "not run"}[check.ok]
+    )
     return f"{where}: {check.check} {verdict}" + (f" ({check.message})" if check.message else "")
 
 
@@ -195,5 +237,5 @@ def failure_error(checks: Sequence[FsCheck], target: str) -> VerificationError:
     return VerificationError(
         f"the copy on {target} is not a faithful filesystem: " + "; ".join(describe(c) for c in bad),
         hint="the map of used blocks missed something: copy it again with --mode exact, "
-             "and report this (if the source's filesystem is damaged itself, its checker says so too)",
+        "and report this (if the source's filesystem is damaged itself, its checker says so too)",
     )

@@ -173,8 +173,16 @@ class SleepInhibitor:
             self.problem = "logind is not running: there is no system D-Bus"
             return
         try:
-            self.proc = run.start(["systemd-inhibit", "--what=sleep:idle", "--who=usb4-recovery",
-                                   f"--why={self.why}", "--mode=block", "cat"])
+            self.proc = run.start(
+                [
+                    "systemd-inhibit",
+                    "--what=sleep:idle",
+                    "--who=usb4-recovery",
+                    f"--why={self.why}",
+                    "--mode=block",
+                    "cat",
+                ]
+            )
         except (OSError, RecoveryError) as e:
             self.problem = str(e)
 
@@ -206,8 +214,9 @@ class SleepInhibitor:
 class Health:
     """Everything :func:`watched_clone` does around one clone; its :meth:`sink` wraps the clone's."""
 
-    def __init__(self, sink: events.EventSink, log: KernelLog | None = None,
-                 inhibitor: SleepInhibitor | None = None) -> None:
+    def __init__(
+        self, sink: events.EventSink, log: KernelLog | None = None, inhibitor: SleepInhibitor | None = None
+    ) -> None:
         self.outer = sink
         self.log = log or KernelLog()
         self.inhibitor = inhibitor or SleepInhibitor()
@@ -230,8 +239,9 @@ class Health:
         problem = self.inhibitor.check()
         if problem and not self.warned:
             self.warned = True
-            self.outer(events.Warning(f"no sleep inhibitor held ({problem}): do not let this machine "
-                                      "suspend during the clone"))
+            self.outer(
+                events.Warning(f"no sleep inhibitor held ({problem}): do not let this machine suspend during the clone")
+            )
         for note in self.log.take_notes():
             self.outer(note)
 

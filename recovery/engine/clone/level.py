@@ -78,8 +78,12 @@ class LevelController:
             self._cooldown -= 1
             return
         receiver_busy = max(s.remote_work, s.remote_write) >= RECEIVER_SATURATED
-        link_bound = (s.link >= LINK_SATURATED and s.remote_link >= RECEIVER_WAITING
-                      and not receiver_busy and s.cpu_idle >= CPU_SPARE)
+        link_bound = (
+            s.link >= LINK_SATURATED
+            and s.remote_link >= RECEIVER_WAITING
+            and not receiver_busy
+            and s.cpu_idle >= CPU_SPARE
+        )
         compress_bound = s.starved >= STARVED and s.workers >= WORKERS_SATURATED
         if link_bound and self.index < len(LADDER) - 1:
             self.index += 1

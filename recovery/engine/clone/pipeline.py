@@ -157,9 +157,14 @@ class Reorder(Generic[K, T]):
         assert item is not None
         return item
 
-    def take_unless(self, key: K, *, stale: Callable[[K], bool] | None = None,
-                    drop: Callable[[T], None] = lambda item: None,
-                    unless: Callable[[], bool] = lambda: False) -> T | None:
+    def take_unless(
+        self,
+        key: K,
+        *,
+        stale: Callable[[K], bool] | None = None,
+        drop: Callable[[T], None] = lambda item: None,
+        unless: Callable[[], bool] = lambda: False,
+    ) -> T | None:
         """The item for ``key``, or None once ``unless()`` is true (:meth:`wake` makes it look).
 
         Meanwhile every item whose key is ``stale`` is handed to ``drop``.

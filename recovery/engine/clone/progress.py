@@ -42,9 +42,7 @@ class RateMeter:
         if dt <= 0:
             return
         instant = (done - self._last_done) / dt
-        self.rate = instant if self.rate == 0 else (
-            self.smoothing * instant + (1 - self.smoothing) * self.rate
-        )
+        self.rate = instant if self.rate == 0 else (self.smoothing * instant + (1 - self.smoothing) * self.rate)
         self._last_t, self._last_done = now, done
 
     def eta(self, done: int) -> float | None:

@@ -68,8 +68,9 @@ class DirectReader:
         got, error = blockdev.pread_into(self.fd, buf[:length], offset)
         if error is not None or got != length:
             why = error.strerror if error is not None else "it ends there"
-            raise VerificationError(f"the copy could not be verified: {self.path} could not be read back "
-                                    f"at byte {offset + got}: {why}")
+            raise VerificationError(
+                f"the copy could not be verified: {self.path} could not be read back at byte {offset + got}: {why}"
+            )
         return buf[:length]
 
     def close(self) -> None:
@@ -118,7 +119,8 @@ def _scan(
             if whole is not None:
                 whole.update(view)
             if expected is not None and not hmac.compare_digest(
-                    blake3.blake3(view, max_threads=THREADS).digest(), expected):
+                blake3.blake3(view, max_threads=THREADS).digest(), expected
+            ):
                 bad.append((off, n))
             del view
             pool.put(buf)  # type: ignore[arg-type]
@@ -160,8 +162,15 @@ def verify_ranges(
 ) -> ReadbackResult:
     """``used`` mode: every written range against its digest."""
     start = time.monotonic()
-    bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), frames.covered, whole=None,
-                on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
+    bad = _scan(
+        path,
+        ((o, n, d) for o, n, d, _ in frames),
+        frames.covered,
+        whole=None,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        longest=frames.longest(),
+    )
     return ReadbackResult(bad, None, time.monotonic() - start)
 
 
@@ -182,21 +191,48 @@ def verify_image(
     start = time.monotonic()
     whole = blake3.blake3(max_threads=THREADS)
     if expected is None and _contiguous(frames, size):
-        found = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=whole,
-                      on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
+        found = _scan(
+            path,
+            ((o, n, d) for o, n, d, _ in frames),
+            size,
+            whole=whole,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            longest=frames.longest(),
+        )
         return ReadbackResult(found, whole.hexdigest(), time.monotonic() - start)
-    _scan(path, ((off, min(READ_SIZE, size - off), None) for off in range(0, size, READ_SIZE)),
-          size, whole=whole, on_progress=on_progress, should_stop=should_stop)
+    _scan(
+        path,
+        ((off, min(READ_SIZE, size - off), None) for off in range(0, size, READ_SIZE)),
+        size,
+        whole=whole,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
     digest = whole.hexdigest()
     bad: list[tuple[int, int]] = []
     if expected is not None and digest != expected:
-        bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=None,
-                    on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
+        bad = _scan(
+            path,
+            ((o, n, d) for o, n, d, _ in frames),
+            size,
+            whole=None,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            longest=frames.longest(),
+        )
         if not bad:
             bad = [(0, size)]  # the frames match but the whole does not: say so plainly
     elif expected is None:
-        bad = _scan(path, ((o, n, d) for o, n, d, _ in frames), size, whole=None,
-                    on_progress=on_progress, should_stop=should_stop, longest=frames.longest())
+        bad = _scan(
+            path,
+            ((o, n, d) for o, n, d, _ in frames),
+            size,
+            whole=None,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            longest=frames.longest(),
+        )
     return ReadbackResult(bad, digest, time.monotonic() - start)
 
 

@@ -31,12 +31,14 @@ from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, FrameLimits
 
 
-def receive_disk(conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore,
-                 guard: CodeGuard | None = None) -> events.Summary:
+def receive_disk(
+    conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore, guard: CodeGuard | None = None
+) -> events.Summary:
     """Pair on a fresh connection (serving ``guard``'s code, or ``opts.code``), then receive one disk."""
     guard = guard or CodeGuard(opts.code)
-    link = handshake(conn, "receiver", guard=guard, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
-                     encrypt=opts.encrypt)
+    link = handshake(
+        conn, "receiver", guard=guard, timeout=opts.timeout, sink=sink, cancel=opts.cancel, encrypt=opts.encrypt
+    )
     return receive_on(link, opts, sink)
 
 
@@ -123,12 +125,21 @@ class _Receiving:
         except RefusedError as e:
             self.link.ctl.send(m.Refuse(code=e.code, message=e.message[:1000], hint=e.hint[:1000] if e.hint else None))
             raise
-        self.sink(events.PlanMade(
-            role="receiver", source=self.source_desc, target=identity.describe(self.pinned), mode=plan.mode,
-            size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
-            parts=usedmap.part_events(plan.map.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
-            verify=opts.verify,
-        ))
+        self.sink(
+            events.PlanMade(
+                role="receiver",
+                source=self.source_desc,
+                target=identity.describe(self.pinned),
+                mode=plan.mode,
+                size=plan.size,
+                to_send=plan.map.bytes,
+                chunk_size=plan.chunk_size,
+                parts=usedmap.part_events(plan.map.parts),
+                skipped=plan.map.skipped,
+                encrypted=plan.encrypted,
+                verify=opts.verify,
+            )
+        )
         self.link.ctl.send(m.Accept(target=self.pinned, resume=self.offer.offer if self.offer else None))
 
     def begin(self) -> None:
@@ -155,15 +166,28 @@ class _Receiving:
         agree.send_digests(self.link, found.frames)
         start = self.link.ctl.expect(m.Start)
         assert isinstance(start, m.Start)
-        if start.seq > len(found.frames) or start.replace > start.seq or (start.replace and (
-                plan.rescue or "replace" not in self.caps)):
-            raise RemoteProtocolError(f"the sender starts at frame {start.seq}, replacing {start.replace} of them; "
-                                      f"the target holds {len(found.frames)}, and a rescue replaces none this way")
+        if (
+            start.seq > len(found.frames)
+            or start.replace > start.seq
+            or (start.replace and (plan.rescue or "replace" not in self.caps))
+        ):
+            raise RemoteProtocolError(
+                f"the sender starts at frame {start.seq}, replacing {start.replace} of them; "
+                f"the target holds {len(found.frames)}, and a rescue replaces none this way"
+            )
         self.keeper = Keeper.resumed(found, start.seq, plan.rescue, self.sink)
         self.frames, self.replace, self.resumed = found.frames, start.replace, found.frames.covered
         self.held = [(h, d) for h, d in found.held if h.seq < start.seq]
-        self.sink(events.Resumed(role="receiver", seq=start.seq, bytes=found.frames.covered, total=plan.map.bytes,
-                                 since=offer.offer.since, replaced=start.replace))
+        self.sink(
+            events.Resumed(
+                role="receiver",
+                seq=start.seq,
+                bytes=found.frames.covered,
+                total=plan.map.bytes,
+                since=offer.offer.since,
+                replaced=start.replace,
+            )
+        )
 
     def stream(self) -> m.Done:
         """Run the pipeline until its END is written and the sender's done of the same epoch is here; then
@@ -172,14 +196,28 @@ class _Receiving:
         self.sink(events.Phase("transfer", f"receiving into {self.target_.path}"))
         self.started = time.monotonic()
         keys = ctl.state.clone_keys(plan.session)
-        limits = FrameLimits(plan.chunk_size, plan.size, header_key=keys.header, frames=plan.frames,
-                             bytes=plan.map.bytes, encrypted=plan.encrypted, rewinds="resend" in caps,
-                             passes=(plan.rescue and "rescue" in caps) or self.replace > 0)
+        limits = FrameLimits(
+            plan.chunk_size,
+            plan.size,
+            header_key=keys.header,
+            frames=plan.frames,
+            bytes=plan.map.bytes,
+            encrypted=plan.encrypted,
+            rewinds="resend" in caps,
+            passes=(plan.rescue and "rescue" in caps) or self.replace > 0,
+        )
         pipe = self.pipe = ReceivePipeline(
-            self.link.conn.data, self.target_, limits=limits, keys=keys,
+            self.link.conn.data,
+            self.target_,
+            limits=limits,
+            keys=keys,
             on_durable=lambda point: self.keeper.durable(point, pipe.framelist, ctl.try_send),
-            on_resend=self._ask_again if "resend" in caps else None, workers=self.opts.workers,
-            frames=self.frames, held=self.held, max_replaced=self.replace or None)
+            on_resend=self._ask_again if "resend" in caps else None,
+            workers=self.opts.workers,
+            frames=self.frames,
+            held=self.held,
+            max_replaced=self.replace or None,
+        )
         done = _run(self.link, pipe, plan, self.sink)
         self.keeper.drain()  # the last ack goes out before the summary
         _check_totals(plan, done, pipe)
@@ -197,13 +235,20 @@ class _Receiving:
         if verdict.verified:
             target.finish()  # the kernel reads the new partition table only of a copy that verified
         kept_as = target.set_aside(".unverified") if verdict.verified is False else None
-        self.link.ctl.send(m.Summary(
-            frames=pipe.frames, bytes_written=target.bytes_written, list_digest=pipe.list_digest,
-            target_digest=result.image_digest, verified=verdict.verified,
-            mismatches=tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024]),
-            seconds=round(time.monotonic() - self.started, 3), checks=tuple(verdict.checks), resends=pipe.resends,
-            kept_as=kept_as,
-        ))
+        self.link.ctl.send(
+            m.Summary(
+                frames=pipe.frames,
+                bytes_written=target.bytes_written,
+                list_digest=pipe.list_digest,
+                target_digest=result.image_digest,
+                verified=verdict.verified,
+                mismatches=tuple(m.Range(offset=o, length=n) for o, n in result.mismatches[:1024]),
+                seconds=round(time.monotonic() - self.started, 3),
+                checks=tuple(verdict.checks),
+                resends=pipe.resends,
+                kept_as=kept_as,
+            )
+        )
         summary = self._summary(done, verdict)
         self.sink(summary)
         if verdict.verified is False:
@@ -217,14 +262,24 @@ class _Receiving:
         assert self.pinned is not None
         target, pipe, plan, result = self.target_, self.pipe_, self.plan, verdict.result
         return events.Summary(
-            role="receiver", mode=plan.mode, source=self.source_desc, target=identity.describe(self.pinned),
-            size=plan.size, bytes_read=0, bytes_sent=self.link.conn.data.bytes_in,
-            bytes_written=target.bytes_written, zero_bytes=pipe.zero_bytes,
-            seconds=round(time.monotonic() - self.started, 3), list_digest=pipe.list_digest,
-            image_digest=result.image_digest, verified=verdict.verified,
+            role="receiver",
+            mode=plan.mode,
+            source=self.source_desc,
+            target=identity.describe(self.pinned),
+            size=plan.size,
+            bytes_read=0,
+            bytes_sent=self.link.conn.data.bytes_in,
+            bytes_written=target.bytes_written,
+            zero_bytes=pipe.zero_bytes,
+            seconds=round(time.monotonic() - self.started, 3),
+            list_digest=pipe.list_digest,
+            image_digest=result.image_digest,
+            verified=verdict.verified,
             mismatches=[[o, n] for o, n in result.mismatches],
-            checks=[dataclasses.asdict(c) for c in verdict.checks], resends=pipe.resends,
-            resumed=self.resumed, unreadable=done.unreadable,
+            checks=[dataclasses.asdict(c) for c in verdict.checks],
+            resends=pipe.resends,
+            resumed=self.resumed,
+            unreadable=done.unreadable,
             unreadable_ranges=[[r.offset, r.length] for r in done.unreadable_ranges],
             source_digest=done.source_digest is not None and result.image_digest == done.source_digest,
             rescue=plan.rescue,
@@ -276,8 +331,14 @@ class _TransferProgress:
 
     def __init__(self, link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.EventSink) -> None:
         self.link, self.pipe, self.plan, self.sink = link, pipe, plan, sink
-        self.sampler = StageSampler({"link": lambda: pipe.net_meter.busy, "decompress": lambda: pipe.work_meter.busy,
-                                     "write": lambda: pipe.write_meter.busy}, {"decompress": pipe.workers})
+        self.sampler = StageSampler(
+            {
+                "link": lambda: pipe.net_meter.busy,
+                "decompress": lambda: pipe.work_meter.busy,
+                "write": lambda: pipe.write_meter.busy,
+            },
+            {"decompress": pipe.workers},
+        )
         self.rate = RateMeter(plan.map.bytes)
         self.sender: m.Progress | None = None  # the sender's shares, when it says them
         self.told_stages = "stages" in link.ctl.state.shared_caps
@@ -289,19 +350,34 @@ class _TransferProgress:
         self.last = time.monotonic()
         pipe, plan, sender = self.pipe, self.plan, self.sender
         shares = self.sampler.sample()
-        self.link.ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=plan.map.bytes,
-                                      link_busy=shares["link"], work_busy=shares["decompress"],
-                                      write_busy=shares["write"]))
+        self.link.ctl.send(
+            m.Progress(
+                phase="transfer",
+                done=pipe.done_bytes,
+                total=plan.map.bytes,
+                link_busy=shares["link"],
+                work_busy=shares["decompress"],
+                write_busy=shares["write"],
+            )
+        )
         if sender is not None:
             shares.update(read=sender.read_busy, compress=sender.work_busy, link=sender.link_busy)
         # A sender that lists "stages" says its shares soon: until then, name nothing.
         named = limit(shares, link_known=sender is not None) if sender or not self.told_stages else ""
         self.rate.update(pipe.done_bytes)
-        self.sink(events.Progress(
-            phase="transfer", done=pipe.done_bytes, total=plan.map.bytes, rate=self.rate.rate,
-            eta=self.rate.eta(pipe.done_bytes), wire=self.link.conn.data.bytes_in, durable=pipe.done_bytes,
-            stages=shares, bottleneck=named,
-        ))
+        self.sink(
+            events.Progress(
+                phase="transfer",
+                done=pipe.done_bytes,
+                total=plan.map.bytes,
+                rate=self.rate.rate,
+                eta=self.rate.eta(pipe.done_bytes),
+                wire=self.link.conn.data.bytes_in,
+                durable=pipe.done_bytes,
+                stages=shares,
+                bottleneck=named,
+            )
+        )
 
 
 def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
@@ -311,11 +387,10 @@ def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
             f"{pipe.frames} frames ({pipe.done_bytes} bytes) arrived"
         )
     if pipe.done_bytes != plan.map.bytes:
-        raise RemoteProtocolError(
-            f"the plan announced {plan.map.bytes} bytes, the stream carried {pipe.done_bytes}"
-        )
+        raise RemoteProtocolError(f"the plan announced {plan.map.bytes} bytes, the stream carried {pipe.done_bytes}")
     if (done.unreadable or done.unreadable_ranges) and not plan.rescue:
         raise RemoteProtocolError("the sender reports unreadable areas, but its plan was not a rescue")
     if done.unreadable > plan.map.bytes or sum(r.length for r in done.unreadable_ranges) > done.unreadable:
-        raise RemoteProtocolError(f"the sender reports {done.unreadable} unreadable bytes, which its ranges "
-                                  "or its plan cannot hold")
+        raise RemoteProtocolError(
+            f"the sender reports {done.unreadable} unreadable bytes, which its ranges or its plan cannot hold"
+        )

@@ -127,7 +127,8 @@ class ReceivePipeline(Recorded):
         self.payloads = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.max_payload)
         self.outputs = BufferPool(self.crew, pool_count(workers, limits.max_payload), limits.chunk_size)
         self.jobs: Pipe[tuple[int, ChunkHeader, bytes, object, object | None, SequenceState] | None] = Pipe(
-            self.crew, workers * 2)
+            self.crew, workers * 2
+        )
         self.results: Reorder[tuple[int, int], object] = Reorder(self.crew)
         self.inflight = threading.Semaphore(INFLIGHT)  # in results, not yet written (ZERO frames too)
         self.framelist = frames or FrameList()
@@ -245,9 +246,17 @@ class ReceivePipeline(Recorded):
                 self.work_meter.end(start)
             self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
 
-    def _check(self, dctx: zstandard.ZstdDecompressor, aeads: dict[int, AESGCM], scratch: memoryview | None,
-               epoch: int, h: ChunkHeader, header: bytes, buf: object, out: object | None
-               ) -> tuple[memoryview, object, BufferPool]:
+    def _check(
+        self,
+        dctx: zstandard.ZstdDecompressor,
+        aeads: dict[int, AESGCM],
+        scratch: memoryview | None,
+        epoch: int,
+        h: ChunkHeader,
+        header: bytes,
+        buf: object,
+        out: object | None,
+    ) -> tuple[memoryview, object, BufferPool]:
         """Open, decompress and check one payload: its bytes, their buffer and its pool.
 
         ``out`` (from the output pool) is there when the payload is compressed or sealed: a raw
@@ -332,8 +341,11 @@ class ReceivePipeline(Recorded):
         last_flush = time.monotonic()
         point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
         while True:
-            item = self.results.take_unless((epoch, seq), stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
-                                            drop=self._discard)
+            item = self.results.take_unless(
+                (epoch, seq),
+                stale=lambda key, e=epoch: key[0] < e,  # type: ignore[misc]
+                drop=self._discard,
+            )
             self.inflight.release()
             if item is _END:
                 break
@@ -374,8 +386,11 @@ class ReceivePipeline(Recorded):
         """After the threads stopped on an error: flush what was written since the last durable point
         and hand that point to ``record`` (the journal), so a resume does not send it again."""
         point = self._point
-        if point is None or self.crew.alive() or (point.seq == point.first_new == len(self.framelist) \
-                and not point.replaced):
+        if (
+            point is None
+            or self.crew.alive()
+            or (point.seq == point.first_new == len(self.framelist) and not point.replaced)
+        ):
             return
         self.target.flush()
         point.covered = self.framelist.covered
@@ -389,12 +404,15 @@ class ReceivePipeline(Recorded):
         index = len(self.framelist)
         if passes:
             if self.max_replaced is not None and self.replaced >= self.max_replaced:
-                raise RemoteProtocolError(f"frame {h.seq} replaces more frames than the {self.max_replaced} "
-                                          "the sender announced")
+                raise RemoteProtocolError(
+                    f"frame {h.seq} replaces more frames than the {self.max_replaced} the sender announced"
+                )
             found = self.framelist.find(h.offset, h.raw_len)
             if found is None:
-                raise RemoteProtocolError(f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
-                                          f"(bytes {h.offset}..{h.end})")
+                raise RemoteProtocolError(
+                    f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
+                    f"(bytes {h.offset}..{h.end})"
+                )
             index = found
         if self._is_edge(h):
             kept = None if data is None else bytes(data)
@@ -422,8 +440,10 @@ class ReceivePipeline(Recorded):
         h = bad.header
         tries[h.seq] = tries.get(h.seq, 0) + 1
         if tries[h.seq] > RESENDS_PER_FRAME or self.resends >= RESENDS_PER_CLONE:
-            raise IntegrityError(f"{bad.reason.message}; it arrived damaged {tries[h.seq]} times, "
-                                 "so the clone stops", hint="check the cable or link, or use another link")
+            raise IntegrityError(
+                f"{bad.reason.message}; it arrived damaged {tries[h.seq]} times, so the clone stops",
+                hint="check the cable or link, or use another link",
+            )
         assert self.on_resend is not None
         self.resends += 1
         epoch += 1
@@ -431,5 +451,3 @@ class ReceivePipeline(Recorded):
             self._pending = _Rewind(h.seq, epoch, bad.before)
         self.on_resend(h.seq, epoch, bad.reason.message)
         return epoch
-
-

@@ -66,8 +66,9 @@ def check_options(opts: SendOptions) -> None:
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
     """Pair on a fresh connection (driving, with ``opts.code``), then send one disk."""
-    link = handshake(conn, "sender", code=opts.code, timeout=opts.timeout, sink=sink, cancel=opts.cancel,
-                     encrypt=opts.encrypt)
+    link = handshake(
+        conn, "sender", code=opts.code, timeout=opts.timeout, sink=sink, cancel=opts.cancel, encrypt=opts.encrypt
+    )
     try:
         try:
             summary = run_send(link, opts, sink)
@@ -122,22 +123,38 @@ class _Sending:
         opts, sink, caps = self.opts, self.sink, self.caps
         source = self.source = Source(opts.source, allow_mounted=opts.allow_mounted)
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
-        umap = self.umap = usedmap.build_map(source.path, source.size, opts.mode,
-                                             on_progress=lambda text: sink(events.Phase("map", text)))
+        umap = self.umap = usedmap.build_map(
+            source.path, source.size, opts.mode, on_progress=lambda text: sink(events.Phase("map", text))
+        )
         for text in umap.warnings:
             sink(events.Warning(text))
         chunks = self.chunks = _ChunkList(umap.extents, opts.chunk_size)
         if opts.rescue and "rescue" not in caps:
-            raise RefusedError(f"{self.link.theirs.host.hostname} cannot take a rescue (its usb4-recovery lists "
-                               "no 'rescue')", hint="upgrade usb4-recovery there")
+            raise RefusedError(
+                f"{self.link.theirs.host.hostname} cannot take a rescue (its usb4-recovery lists no 'rescue')",
+                hint="upgrade usb4-recovery there",
+            )
         self.the_plan = m.Plan(
-            session=os.urandom(8).hex(), source=source.identity, size=source.size,
+            session=os.urandom(8).hex(),
+            source=source.identity,
+            size=source.size,
             mode=opts.mode,  # type: ignore[arg-type]
-            chunk_size=opts.chunk_size, codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
-            map=m.MapSummary(extents=len(umap.extents), bytes=chunks.bytes, digest=umap.digest(),
-                             parts=tuple(umap.parts), skipped=umap.skipped),
-            frames=chunks.count, encrypted=_encryption(self.link, opts), verify=opts.verify, target=opts.target,
-            rescue=opts.rescue, rescan=opts.rescan and "resume" in caps, restart=opts.restart,
+            chunk_size=opts.chunk_size,
+            codecs=("zstd", "raw") if "zstd" in caps else ("raw",),
+            map=m.MapSummary(
+                extents=len(umap.extents),
+                bytes=chunks.bytes,
+                digest=umap.digest(),
+                parts=tuple(umap.parts),
+                skipped=umap.skipped,
+            ),
+            frames=chunks.count,
+            encrypted=_encryption(self.link, opts),
+            verify=opts.verify,
+            target=opts.target,
+            rescue=opts.rescue,
+            rescan=opts.rescan and "resume" in caps,
+            restart=opts.restart,
         )
         if opts.rescue:
             self.rescue = RescueJob(source, opts, sink)
@@ -152,12 +169,21 @@ class _Sending:
         assert isinstance(reply, m.Accept)
         self.accept = reply
         self.target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
-        self.sink(events.PlanMade(
-            role="sender", source=identity.describe(plan.source), target=self.target_desc, mode=plan.mode,
-            size=plan.size, to_send=plan.map.bytes, chunk_size=plan.chunk_size,
-            parts=usedmap.part_events(self.umap.parts), skipped=plan.map.skipped, encrypted=plan.encrypted,
-            verify=plan.verify,
-        ))
+        self.sink(
+            events.PlanMade(
+                role="sender",
+                source=identity.describe(plan.source),
+                target=self.target_desc,
+                mode=plan.mode,
+                size=plan.size,
+                to_send=plan.map.bytes,
+                chunk_size=plan.chunk_size,
+                parts=usedmap.part_events(self.umap.parts),
+                skipped=plan.map.skipped,
+                encrypted=plan.encrypted,
+                verify=plan.verify,
+            )
+        )
 
     def agree(self) -> None:
         """Where the stream starts: at the beginning, or after what the target holds of an interrupted clone,
@@ -186,9 +212,18 @@ class _Sending:
         read = self.rescue.read if self.rescue else _plain_reader(self.source_)
         self.sink(events.Phase("transfer", f"sending {chunks.count - start} chunks"))
         self.resumed = self.frames.covered
-        self.pipe = SendPipeline(read, jobs, self.link.conn.data, chunk_size=opts.chunk_size, levels=levels,
-                                 image=self.image, keys=self.link.ctl.state.clone_keys(self.the_plan.session),
-                                 encrypted=self.the_plan.encrypted, workers=opts.workers, frames=self.frames)
+        self.pipe = SendPipeline(
+            read,
+            jobs,
+            self.link.conn.data,
+            chunk_size=opts.chunk_size,
+            levels=levels,
+            image=self.image,
+            keys=self.link.ctl.state.clone_keys(self.the_plan.session),
+            encrypted=self.the_plan.encrypted,
+            workers=opts.workers,
+            frames=self.frames,
+        )
         self.started = time.monotonic()
         return _SendLoop(self, levels).run()
 
@@ -200,27 +235,46 @@ class _Sending:
             raise RemoteProtocolError(
                 "the receiver's list of chunks differs from what was sent "
                 f"({summary.frames} frames, digest {summary.list_digest[:16]}…; "
-                f"sent {pipe.frames}, {pipe.list_digest[:16]}…)")
+                f"sent {pipe.frames}, {pipe.list_digest[:16]}…)"
+            )
         differs = finish.whole_digest_differs(opts.mode, summary.target_digest, pipe.image_digest)
         verified = False if differs else summary.verified
         bad = rescue.unreadable(self.umap.extents) if rescue is not None else []
         hit = fsnames.files_hit(source.path, self.umap.parts, bad, self.sink) if bad else []
         result = events.Summary(
-            role="sender", mode=opts.mode, source=identity.describe(source.identity), target=self.target_desc,
-            size=source.size, bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
-            bytes_sent=self.link.conn.data.bytes_out, bytes_written=summary.bytes_written,
-            zero_bytes=pipe.zero_bytes, seconds=round(time.monotonic() - self.started, 3),
-            list_digest=pipe.list_digest, image_digest=pipe.image_digest, verified=verified,
+            role="sender",
+            mode=opts.mode,
+            source=identity.describe(source.identity),
+            target=self.target_desc,
+            size=source.size,
+            bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
+            bytes_sent=self.link.conn.data.bytes_out,
+            bytes_written=summary.bytes_written,
+            zero_bytes=pipe.zero_bytes,
+            seconds=round(time.monotonic() - self.started, 3),
+            list_digest=pipe.list_digest,
+            image_digest=pipe.image_digest,
+            verified=verified,
             mismatches=[[r.offset, r.length] for r in summary.mismatches],
-            checks=[dataclasses.asdict(c) for c in summary.checks], resends=pipe.resends, resumed=self.resumed,
-            unreadable=sum(n for _, n in bad), unreadable_ranges=[[o, n] for o, n in bad[:1024]], files_hit=hit,
-            mapfile=str(rescue.path) if rescue is not None else None, source_digest=pipe.image_digest is not None,
+            checks=[dataclasses.asdict(c) for c in summary.checks],
+            resends=pipe.resends,
+            resumed=self.resumed,
+            unreadable=sum(n for _, n in bad),
+            unreadable_ranges=[[o, n] for o, n in bad[:1024]],
+            files_hit=hit,
+            mapfile=str(rescue.path) if rescue is not None else None,
+            source_digest=pipe.image_digest is not None,
             rescue=rescue is not None,
         )
         self.sink(result)
         if verified is False:
-            raise finish.failure(self.target_desc, [(r.offset, r.length) for r in summary.mismatches],
-                                 summary.checks, differs, summary.kept_as)
+            raise finish.failure(
+                self.target_desc,
+                [(r.offset, r.length) for r in summary.mismatches],
+                summary.checks,
+                differs,
+                summary.kept_as,
+            )
         if bad:
             raise unreadable_error(result.unreadable, bad, rescue.path if rescue else None)
         return result
@@ -251,9 +305,14 @@ class _SendLoop:
         self.rate, self.verify_rate = RateMeter(clone.chunks.bytes), RateMeter(1)
         pipe, data = self.pipe, clone.link.conn.data
         self.sampler = StageSampler(
-            {"read": lambda: pipe.read_meter.busy, "compress": lambda: pipe.work_meter.busy,
-             "link": lambda: data.send_seconds, "starved": lambda: pipe.results.waiting},
-            {"compress": clone.opts.workers})
+            {
+                "read": lambda: pipe.read_meter.busy,
+                "compress": lambda: pipe.work_meter.busy,
+                "link": lambda: data.send_seconds,
+                "starved": lambda: pipe.results.waiting,
+            },
+            {"compress": clone.opts.workers},
+        )
         self.cpu = CpuSampler()
         self.last_report = time.monotonic()
 
@@ -289,8 +348,15 @@ class _SendLoop:
         elif isinstance(msg, m.Progress) and msg.phase == "verify":
             self.verify_rate.total = msg.total
             self.verify_rate.update(msg.done)
-            self.sink(events.Progress(phase=msg.phase, done=msg.done, total=msg.total, rate=self.verify_rate.rate,
-                                      eta=self.verify_rate.eta(msg.done)))
+            self.sink(
+                events.Progress(
+                    phase=msg.phase,
+                    done=msg.done,
+                    total=msg.total,
+                    rate=self.verify_rate.rate,
+                    eta=self.verify_rate.eta(msg.done),
+                )
+            )
         elif isinstance(msg, m.Progress):
             self.remote = msg
         elif isinstance(msg, m.CheckSource):
@@ -300,8 +366,10 @@ class _SendLoop:
     def _resend(self, msg: m.Resend) -> None:
         self.resends[msg.seq] = self.resends.get(msg.seq, 0) + 1
         if self.resends[msg.seq] > RESENDS_PER_FRAME or sum(self.resends.values()) > RESENDS_PER_CLONE:
-            raise RemoteProtocolError(f"the receiver asked for frame {msg.seq} again, beyond what a damaged link "
-                                      f"explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} per clone)")
+            raise RemoteProtocolError(
+                f"the receiver asked for frame {msg.seq} again, beyond what a damaged link "
+                f"explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} per clone)"
+            )
         self.pipe.rewind(msg.seq, msg.epoch)
         self.epoch, self.done_sent = msg.epoch, False
         self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
@@ -310,10 +378,18 @@ class _SendLoop:
         pipe, total = self.pipe, self.clone.chunks.bytes
         self.ctl.send(_done(pipe, self.epoch, self.rescue, self.clone.umap.extents))
         self.done_sent = True
-        self.sink(events.Progress(phase="transfer", done=pipe.done_bytes, total=total,
-                                  rate=self.rate.average(pipe.done_bytes), eta=0.0,
-                                  wire=self.clone.link.conn.data.bytes_out, durable=self.durable,
-                                  level=level_name(self.levels.level)))
+        self.sink(
+            events.Progress(
+                phase="transfer",
+                done=pipe.done_bytes,
+                total=total,
+                rate=self.rate.average(pipe.done_bytes),
+                eta=0.0,
+                wire=self.clone.link.conn.data.bytes_out,
+                durable=self.durable,
+                level=level_name(self.levels.level),
+            )
+        )
         self.sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
 
     def _report(self) -> None:
@@ -323,19 +399,44 @@ class _SendLoop:
         self.last_report = time.monotonic()
         pipe, remote, total = self.pipe, self.remote, self.clone.chunks.bytes
         shares = self.sampler.sample()
-        self.levels.update(Sample(link=shares["link"], starved=shares.pop("starved"), workers=shares["compress"],
-                                  remote_link=remote.link_busy, remote_work=remote.work_busy,
-                                  remote_write=remote.write_busy, cpu_idle=self.cpu.idle()))
+        self.levels.update(
+            Sample(
+                link=shares["link"],
+                starved=shares.pop("starved"),
+                workers=shares["compress"],
+                remote_link=remote.link_busy,
+                remote_work=remote.work_busy,
+                remote_write=remote.write_busy,
+                cpu_idle=self.cpu.idle(),
+            )
+        )
         if "stages" in self.clone.caps:
-            self.ctl.send(m.Progress(phase="transfer", done=pipe.done_bytes, total=total, read_busy=shares["read"],
-                                     work_busy=shares["compress"], link_busy=shares["link"]))
+            self.ctl.send(
+                m.Progress(
+                    phase="transfer",
+                    done=pipe.done_bytes,
+                    total=total,
+                    read_busy=shares["read"],
+                    work_busy=shares["compress"],
+                    link_busy=shares["link"],
+                )
+            )
         shares.update(decompress=remote.work_busy, write=remote.write_busy)
         self.rate.update(pipe.done_bytes)
-        self.sink(events.Progress(
-            phase="transfer", done=pipe.done_bytes, total=total, rate=self.rate.rate,
-            eta=self.rate.eta(pipe.done_bytes), wire=self.clone.link.conn.data.bytes_out, durable=self.durable,
-            level=level_name(self.levels.level), stages=shares, bottleneck=limit(shares),
-        ))
+        self.sink(
+            events.Progress(
+                phase="transfer",
+                done=pipe.done_bytes,
+                total=total,
+                rate=self.rate.rate,
+                eta=self.rate.eta(pipe.done_bytes),
+                wire=self.clone.link.conn.data.bytes_out,
+                durable=self.durable,
+                level=level_name(self.levels.level),
+                stages=shares,
+                bottleneck=limit(shares),
+            )
+        )
 
 
 def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
@@ -346,10 +447,18 @@ def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
     return read
 
 
-def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: Source, rescue: RescueJob | None,
-            image: blake3.blake3 | None, sink: events.EventSink) -> agree.Agreed:
+def _resume(
+    link: PeerLink,
+    offer: m.ResumeOffer,
+    chunks: _ChunkList,
+    source: Source,
+    rescue: RescueJob | None,
+    image: blake3.blake3 | None,
+    sink: events.EventSink,
+) -> agree.Agreed:
     """Agree with the receiver where to start, every chunk it holds checked against the source
     (``image``, exact mode, is fed the source's bytes of the chunks the stream does not send)."""
+
     def read(c: Chunk, view: memoryview) -> bool:
         if rescue is not None:
             if not rescue.rescuer.read_whole(c.offset, view):
@@ -366,18 +475,40 @@ def _resume(link: PeerLink, offer: m.ResumeOffer, chunks: _ChunkList, source: So
         if offer.rescued:
             first_unknown = rescue.first_unknown(chunks, offer.seq)
     agreed = agree.sender_agree(
-        link, offer, chunks, read, planned=chunks.count, planned_bytes=chunks.bytes,
-        chunk_size=chunks.chunk_size, rescue=rescue is not None,
+        link,
+        offer,
+        chunks,
+        read,
+        planned=chunks.count,
+        planned_bytes=chunks.bytes,
+        chunk_size=chunks.chunk_size,
+        rescue=rescue is not None,
         skip=(lambda c: not rescue.clean(c)) if rescue is not None else (lambda c: False),
-        first_unknown=first_unknown, image=image, sink=sink)
+        first_unknown=first_unknown,
+        image=image,
+        sink=sink,
+    )
     frames = agreed.frames
-    sink(events.Resumed(role="sender", seq=len(frames), bytes=frames.covered, total=chunks.bytes, since=offer.since,
-                        replaced=len(agreed.replace)))
+    sink(
+        events.Resumed(
+            role="sender",
+            seq=len(frames),
+            bytes=frames.covered,
+            total=chunks.bytes,
+            since=offer.since,
+            replaced=len(agreed.replace),
+        )
+    )
     return agreed
 
 
-def _check_source(source: Source, umap: usedmap.UsedMap, rescue: RescueJob | None,
-                  failed: tuple[m.FsCheck, ...], sink: events.EventSink) -> list[m.FsCheck]:
+def _check_source(
+    source: Source,
+    umap: usedmap.UsedMap,
+    rescue: RescueJob | None,
+    failed: tuple[m.FsCheck, ...],
+    sink: events.EventSink,
+) -> list[m.FsCheck]:
     """The receiver's failed checkers, run on this source's partitions (never on a failing one)."""
     if rescue is not None:
         return [dataclasses.replace(c, ok=None, message="not run: the source is failing") for c in failed]
@@ -389,9 +520,15 @@ def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: lis
     bad: list[tuple[int, int]] = []
     if rescue is not None:
         bad = rescue.expected(extents, [(r.job.chunk, r.note) for r in pipe.pending() if r.job.chunk is not None])
-    return m.Done(frames=pipe.frames, bytes=pipe.done_bytes, list_digest=pipe.list_digest,
-                  source_digest=pipe.image_digest, epoch=epoch, unreadable=sum(n for _, n in bad),
-                  unreadable_ranges=tuple(m.Range(offset=o, length=n) for o, n in bad[:1024]))
+    return m.Done(
+        frames=pipe.frames,
+        bytes=pipe.done_bytes,
+        list_digest=pipe.list_digest,
+        source_digest=pipe.image_digest,
+        epoch=epoch,
+        unreadable=sum(n for _, n in bad),
+        unreadable_ranges=tuple(m.Range(offset=o, length=n) for o, n in bad[:1024]),
+    )
 
 
 def _encryption(link: PeerLink, opts: SendOptions) -> bool:
@@ -400,6 +537,8 @@ def _encryption(link: PeerLink, opts: SendOptions) -> bool:
     if not (opts.encrypt if opts.encrypt is not None else link.seals_for_peer()):
         return False
     if "aes-gcm" not in link.ctl.state.shared_caps:
-        raise RefusedError(f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",
-                           hint="upgrade usb4-recovery there, or send with --no-encrypt")
+        raise RefusedError(
+            f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",
+            hint="upgrade usb4-recovery there, or send with --no-encrypt",
+        )
     return True

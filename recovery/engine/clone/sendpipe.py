@@ -157,8 +157,7 @@ class SendPipeline(Recorded):
         """The receiver asks for frame ``seq`` again, under ``epoch``'s keys."""
         with self._lock:
             if seq < self._acked or seq not in self._history:
-                raise RemoteProtocolError(f"the receiver asked for frame {seq} again, which this side "
-                                          "no longer holds")
+                raise RemoteProtocolError(f"the receiver asked for frame {seq} again, which this side no longer holds")
             self._request = self._replay = (seq, epoch)
             self.resends += 1
         self.finished.clear()
@@ -279,16 +278,24 @@ class SendPipeline(Recorded):
                 self.work_meter.end(start)
             self.results.put((gen, job.seq), result)
 
-    def _frame(self, job: Job, buf: object, note: Any, keys: DataKeys, aead: AESGCM | None,
-               compressors: dict[int, zstandard.ZstdCompressor]) -> _Result:
+    def _frame(
+        self,
+        job: Job,
+        buf: object,
+        note: Any,
+        keys: DataKeys,
+        aead: AESGCM | None,
+        compressors: dict[int, zstandard.ZstdCompressor],
+    ) -> _Result:
         c = job.chunk
         assert c is not None
         view = memoryview(buf)[: c.length]  # type: ignore[arg-type]
         digest = blake3.blake3(view).digest()
         if digest == zero_digest(c.length):
             self.pool.put(buf)  # type: ignore[arg-type]
-            header = encode_header(ChunkHeader(job.seq, c.offset, c.length, 0, Kind.ZERO, Codec.RAW, digest),
-                                   keys.header)
+            header = encode_header(
+                ChunkHeader(job.seq, c.offset, c.length, 0, Kind.ZERO, Codec.RAW, digest), keys.header
+            )
             return _Result(job, None, header, None, Kind.ZERO, digest, note)
         payload: memoryview | bytes = view
         codec = Codec.RAW
@@ -303,7 +310,9 @@ class SendPipeline(Recorded):
         tag = TAG_SIZE if aead is not None else 0
         header = encode_header(
             ChunkHeader(job.seq, c.offset, c.length, len(payload) + tag, Kind.DATA, codec, digest),
-            keys.header, encrypted=aead is not None)
+            keys.header,
+            encrypted=aead is not None,
+        )
         sealed = None
         if aead is not None:
             assert self.sealed_pool is not None
@@ -354,8 +363,9 @@ class SendPipeline(Recorded):
 
     def _take(self, gen: int, seq: int) -> _Result | None:
         """The result for (gen, seq), or None as soon as a rewind is asked for."""
-        return self.results.take_unless((gen, seq), stale=lambda key: key[0] < gen, drop=self._release,
-                                        unless=lambda: self._request is not None)
+        return self.results.take_unless(
+            (gen, seq), stale=lambda key: key[0] < gen, drop=self._release, unless=lambda: self._request is not None
+        )
 
     def _send_one(self, r: _Result) -> None:
         job = r.job
@@ -416,7 +426,6 @@ class SendPipeline(Recorded):
             length -= n
 
     # --- results ---
-
 
     @property
     def image_digest(self) -> str | None:

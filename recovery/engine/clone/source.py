@@ -18,8 +18,9 @@ def check_source(path: str, *, allow_mounted: bool = False) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise UsageError(f"source {path} does not exist",
-                         hint="run `recovery disks` to see this machine's disks") from None
+        raise UsageError(
+            f"source {path} does not exist", hint="run `recovery disks` to see this machine's disks"
+        ) from None
     except OSError as e:
         raise SourceReadError(f"cannot open source {path}: {e.strerror}") from None
     if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
@@ -28,8 +29,7 @@ def check_source(path: str, *, allow_mounted: bool = False) -> None:
         writable = usage.writable_mounts(st.st_rdev)
         if writable:
             raise RefusedError(
-                f"source {path} is mounted read-write at {', '.join(writable)}: "
-                "a copy would be inconsistent",
+                f"source {path} is mounted read-write at {', '.join(writable)}: a copy would be inconsistent",
                 hint="unmount it (or remount read-only), or pass --allow-mounted",
             )
 
@@ -59,12 +59,15 @@ class Source:
         got, error = blockdev.pread_into(self.fd, view, offset)
         if error is not None:
             at = first_bad_sector(self.path, offset + got, min(n - got + AHEAD, self.size - offset - got))
-            where = f"byte {at} (sector {at // SECTOR}, {human_size(at)})" if at is not None else \
-                f"byte {offset + got} ({human_size(offset + got)})"
+            where = (
+                f"byte {at} (sector {at // SECTOR}, {human_size(at)})"
+                if at is not None
+                else f"byte {offset + got} ({human_size(offset + got)})"
+            )
             raise SourceReadError(
                 f"cannot read the source {self.path} at {where}: {error.strerror}",
                 hint="the disk may be failing: run the same command again with --rescue to copy everything "
-                     "that can still be read (the clone resumes, and a mapfile lists what cannot)",
+                "that can still be read (the clone resumes, and a mapfile lists what cannot)",
             )
         if got < n:
             raise SourceReadError(f"the source {self.path} ended at byte {offset + got}, expected {self.size}")
@@ -103,4 +106,3 @@ def first_bad_sector(path: str, start: int, length: int) -> int | None:
         return None
     finally:
         os.close(fd)
-

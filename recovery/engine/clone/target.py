@@ -101,8 +101,10 @@ class Target:
             raise VerificationError(f"{self.path} cannot be checked: {e.strerror}") from None
         same = (now.st_rdev == self._stat.st_rdev) if self.is_block else os.path.samestat(now, self._stat)
         if not same:
-            raise VerificationError(f"{self.path} was replaced after it was written; it is not the copy",
-                                    hint="keep other programs away from the target while a clone runs")
+            raise VerificationError(
+                f"{self.path} was replaced after it was written; it is not the copy",
+                hint="keep other programs away from the target while a clone runs",
+            )
 
     def room(self) -> int:
         """Bytes an image file may fill: the free space of its filesystem (for this user) and what
@@ -182,9 +184,7 @@ class Target:
                 if fd != self.fd and e.errno == errno.EINVAL:
                     fd = self.fd  # O_DIRECT refused this one: write it through the cache
                     continue
-                raise TargetWriteError(
-                    f"cannot write {self.path} at byte {offset + done}: {e.strerror}"
-                ) from None
+                raise TargetWriteError(f"cannot write {self.path} at byte {offset + done}: {e.strerror}") from None
             if n == 0:
                 raise TargetWriteError(f"{self.path} took no bytes at {offset + done} (full?)")
             done += n

@@ -58,11 +58,12 @@ def describe_event(event: object, *, details: bool = False) -> str:
 
 
 def _peer_details(e: discovery.PeerAppeared) -> list[str]:
-    lines = [f"    host {e.unique_id or '?'}",
-             f"    services: {', '.join(e.services) if e.services else 'none yet'}"]
-    speeds = [f"{label} {speed}" + (f" x {lanes} lanes" if lanes else "")
-              for label, speed, lanes in (("rx", e.rx_speed, e.rx_lanes), ("tx", e.tx_speed, e.tx_lanes))
-              if speed]
+    lines = [f"    host {e.unique_id or '?'}", f"    services: {', '.join(e.services) if e.services else 'none yet'}"]
+    speeds = [
+        f"{label} {speed}" + (f" x {lanes} lanes" if lanes else "")
+        for label, speed, lanes in (("rx", e.rx_speed, e.rx_lanes), ("tx", e.tx_speed, e.tx_lanes))
+        if speed
+    ]
     if speeds:
         lines.append(f"    link: {', '.join(speeds)}")
     if e.interfaces:
@@ -76,8 +77,10 @@ def role(sysfs: Sysfs, kinds: tuple[str, ...]) -> str:
         return "receive"
     peers = sysfs.peers()
     if len(peers) != 1:
-        raise NoPeerError(f"{len(peers)} hosts on the cable: one of them must be the other machine",
-                          hint="unplug the others, or connect by address")
+        raise NoPeerError(
+            f"{len(peers)} hosts on the cable: one of them must be the other machine",
+            hint="unplug the others, or connect by address",
+        )
     peer = peers[0]
     local = sysfs.local_uuid(peer.domain)
     if not local:
@@ -98,8 +101,9 @@ def attempt_timeout(kinds: tuple[str, ...], timeout: float) -> float | None:
     return None if "tbstream" in kinds else timeout
 
 
-def open_cable(stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT,
-               spec: LinkSpec | None = None) -> Connection:
+def open_cable(
+    stop: threading.Event, sysfs: Sysfs | None = None, timeout: float = ATTEMPT, spec: LinkSpec | None = None
+) -> Connection:
     """One attempt at a link over the cable; raises when there is none (yet), at once when ``stop`` is set.
 
     ``spec``: ``auto`` (the default), or ``tbnet[:IFACE]``/``tbstream`` given with ``--link``.
@@ -151,8 +155,9 @@ class Monitor(Protocol):
     def poll(self, timeout: float | None = ...) -> Any: ...
 
 
-def watch(monitor: Monitor, status: Status, stop: threading.Event,
-          describe: Callable[[Any], str] = describe_event) -> None:
+def watch(
+    monitor: Monitor, status: Status, stop: threading.Event, describe: Callable[[Any], str] = describe_event
+) -> None:
     """Report a discovery monitor's events as status lines until ``stop`` is set."""
     poller = select.poll()
     poller.register(monitor.fileno(), select.POLLIN)

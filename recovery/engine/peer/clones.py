@@ -99,8 +99,11 @@ class _Job:
             action = f"{peer} is READING disk {source}"
         else:
             action = f"{peer} is OVERWRITING {target} with its disk {source}"
-        self.sink(JobStarted(role=role, driver=driver, peer=peer, source=source, target=target,
-                             log=self.log_path, action=action))
+        self.sink(
+            JobStarted(
+                role=role, driver=driver, peer=peer, source=source, target=target, log=self.log_path, action=action
+            )
+        )
 
     def close(self) -> None:
         if self.log is not None:
@@ -204,8 +207,10 @@ class CloneSession:
                         self._ended_by_peer(msg)
                     continue
                 if not self.drives:
-                    raise UsageError(f"{self.host} serves {self.peer} and cannot drive a clone",
-                                     hint=f"drive from {self.peer}, or pair again from here")
+                    raise UsageError(
+                        f"{self.host} serves {self.peer} and cannot drive a clone",
+                        hint=f"drive from {self.peer}, or pair again from here",
+                    )
                 done += self._run(self._drive, choice)
                 self._take_disks()
         except RecoveryError:
@@ -250,8 +255,10 @@ class CloneSession:
                 error = e
             except Exception as e:  # noqa: BLE001 - a bug ends the clone on a screen, not in a thread
                 trace = traceback.format_exc()
-                error = RecoveryError(f"internal error: {type(e).__name__}: {e}",
-                                      hint="the clone's log has the details: keep it and report it")
+                error = RecoveryError(
+                    f"internal error: {type(e).__name__}: {e}",
+                    hint="the clone's log has the details: keep it and report it",
+                )
             else:
                 job.sink(JobEnded(ok=True, log=job.log_path))
                 return 1
@@ -260,10 +267,21 @@ class CloneSession:
             # that left the session idle keeps it.
             reason = self.link.abandon(error)
             error = reason if isinstance(reason, RecoveryError) else error
-            job.sink(events.Failed(code=error.code, message=error.message, exit_code=error.exit_code,
-                                   hint=error.hint, traceback=trace, peer=error.peer))
-            job.sink(JobEnded(ok=False, code=error.code, message=error.message, hint=error.hint, peer=error.peer,
-                              log=job.log_path))
+            job.sink(
+                events.Failed(
+                    code=error.code,
+                    message=error.message,
+                    exit_code=error.exit_code,
+                    hint=error.hint,
+                    traceback=trace,
+                    peer=error.peer,
+                )
+            )
+            job.sink(
+                JobEnded(
+                    ok=False, code=error.code, message=error.message, hint=error.hint, peer=error.peer, log=job.log_path
+                )
+            )
             if isinstance(error, RefusedError) and self.link.idle:
                 return 0
             raise error
@@ -289,23 +307,27 @@ class CloneSession:
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
-        self.link.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000],
-                                        hint=hint[:1000] if hint else None))
+        self.link.ctl.try_send(
+            m.Refuse(code=RefusedError.code, message=message[:1000], hint=hint[:1000] if hint else None)
+        )
         raise RefusedError(message, hint=hint)
 
     def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:
         """Where the chosen local disk is now; with ``unchanged``, refuse if it changed."""
         if disk.identity is None:
-            raise RefusedError(f"{disk.path} could not be identified when it was listed",
-                               hint="choose another disk")
+            raise RefusedError(f"{disk.path} could not be identified when it was listed", hint="choose another disk")
         found = match.find_disk(disk.identity, self.candidates())
         if found is None:
-            raise RefusedError(f"{describe_info(disk)} is gone (unplugged or renamed)",
-                               hint="plug it back in, or start again and choose another disk")
+            raise RefusedError(
+                f"{describe_info(disk)} is gone (unplugged or renamed)",
+                hint="plug it back in, or start again and choose another disk",
+            )
         why = identity.mismatch(disk.identity, found[1]) if unchanged else None
         if why:
-            raise RefusedError(f"{disk.path} changed since it was listed: {why}",
-                               hint="start again so that the wizard shows it as it is now")
+            raise RefusedError(
+                f"{disk.path} changed since it was listed: {why}",
+                hint="start again so that the wizard shows it as it is now",
+            )
         return found[0]
 
     # --- driven from here ---
@@ -315,28 +337,53 @@ class CloneSession:
         if choice.send:
             job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}")
             if tgt.identity is None:
-                raise UsageError(f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
-                                 hint=f"run the same version of usb4-recovery on {self.peer}")
+                raise UsageError(
+                    f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
+                    hint=f"run the same version of usb4-recovery on {self.peer}",
+                )
             path = self._local_path(src, unchanged=False)
-            send = SendOptions(source=path, target=tgt.identity, mode=choice.mode, level=choice.level,
-                               verify=choice.verify, workers=self.workers, rescue=choice.rescue,
-                               restart=choice.restart, log_dir=self.log_dir)
+            send = SendOptions(
+                source=path,
+                target=tgt.identity,
+                mode=choice.mode,
+                level=choice.level,
+                verify=choice.verify,
+                workers=self.workers,
+                rescue=choice.rescue,
+                restart=choice.restart,
+                log_dir=self.log_dir,
+            )
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
         if src.identity is None:
-            raise UsageError(f"{self.peer} did not identify {src.path}, so it cannot be pinned",
-                             hint=f"run the same version of usb4-recovery on {self.peer}")
+            raise UsageError(
+                f"{self.peer} did not identify {src.path}, so it cannot be pinned",
+                hint=f"run the same version of usb4-recovery on {self.peer}",
+            )
         path = self._local_path(tgt, unchanged=True)
         level = "auto" if choice.level is None else str(choice.level)
-        self.link.ctl.send(m.Request(source=src.path, mode=choice.mode,  # type: ignore[arg-type]
-                                     level=level, source_identity=src.identity, rescue=choice.rescue))
+        self.link.ctl.send(
+            m.Request(
+                source=src.path,
+                mode=choice.mode,  # type: ignore[arg-type]
+                level=level,
+                source_identity=src.identity,
+                rescue=choice.rescue,
+            )
+        )
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
         plan = self._await_plan()
         why = identity.mismatch(src.identity, plan.source)
         if why:
             self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
-        opts = ReceiveOptions(target=path, overwrite=True, verify=choice.verify,
-                              workers=self.workers, restart=choice.restart, log_dir=self.log_dir)
+        opts = ReceiveOptions(
+            target=path,
+            overwrite=True,
+            verify=choice.verify,
+            workers=self.workers,
+            restart=choice.restart,
+            log_dir=self.log_dir,
+        )
         return run_receive(self.link, plan, opts, job.sink)
 
     def _await_plan(self) -> m.Plan:
@@ -353,18 +400,32 @@ class CloneSession:
 
     def _serve_plan(self, plan: m.Plan, job: _Job) -> events.Summary:
         pinned = plan.target
-        job.started("receiver", "peer", f"{self.peer}:{identity.describe(plan.source)}",
-                    identity.describe(pinned) if pinned else "(not chosen)")
+        job.started(
+            "receiver",
+            "peer",
+            f"{self.peer}:{identity.describe(plan.source)}",
+            identity.describe(pinned) if pinned else "(not chosen)",
+        )
         if pinned is None:
-            self._refuse(f"{self.host} only writes a disk the sender's user chose in the wizard",
-                         hint=f"start `recovery tui` on {self.peer} and choose a disk of {self.host}")
+            self._refuse(
+                f"{self.host} only writes a disk the sender's user chose in the wizard",
+                hint=f"start `recovery tui` on {self.peer} and choose a disk of {self.host}",
+            )
         found = match.find_disk(pinned, self.candidates())
         if found is None:
-            self._refuse(f"no disk of {self.host} is {identity.describe(pinned)} any more",
-                         hint=f"check the disks of {self.host} and choose the target again")
+            self._refuse(
+                f"no disk of {self.host} is {identity.describe(pinned)} any more",
+                hint=f"check the disks of {self.host} and choose the target again",
+            )
         # The peer decides what is written, never whether this machine checks its own disk afterwards.
-        opts = ReceiveOptions(target=found[0], overwrite=True, verify=True, workers=self.workers,
-                              restart=plan.restart, log_dir=self.log_dir)
+        opts = ReceiveOptions(
+            target=found[0],
+            overwrite=True,
+            verify=True,
+            workers=self.workers,
+            restart=plan.restart,
+            log_dir=self.log_dir,
+        )
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
@@ -377,13 +438,16 @@ class CloneSession:
         if req.source_identity is not None:
             found = match.find_disk(req.source_identity, self.candidates())
             if found is None:
-                self._refuse(f"no disk of {self.host} is {named} any more",
-                             hint=f"check the disks of {self.host} and choose the source again")
+                self._refuse(
+                    f"no disk of {self.host} is {named} any more",
+                    hint=f"check the disks of {self.host} and choose the source again",
+                )
             path = found[0]
         elif req.source in set(self.candidates()):
             path = req.source
         else:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
-        opts = SendOptions(source=path, mode=req.mode, level=level, workers=self.workers, rescue=req.rescue,
-                           log_dir=self.log_dir)
+        opts = SendOptions(
+            source=path, mode=req.mode, level=level, workers=self.workers, rescue=req.rescue, log_dir=self.log_dir
+        )
         return run_send(self.link, opts, job.sink)

@@ -55,12 +55,14 @@ INBOX_LIMIT = 256  # messages read and not yet taken by the session
 class _LatestProgress:
     """Stands in the inbox for the newest ``progress`` message (see :meth:`ControlLink._deliver`)."""
 
+
 Inbound = Event | BaseException
 
 
 class ControlLink:
-    def __init__(self, conn: Connection, timeout: float = DEFAULT_TIMEOUT,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self, conn: Connection, timeout: float = DEFAULT_TIMEOUT, cancel: threading.Event | None = None
+    ) -> None:
         self.conn = conn
         self.cancel = cancel or threading.Event()  # set by the user: stop, and tell the peer
         self.channel = conn.control
@@ -143,8 +145,11 @@ class ControlLink:
             self.try_send(m.Cancel(reason=error.message[:1000]))
         elif isinstance(error, RecoveryError):
             if error.peer is None and not isinstance(error, LinkError):
-                self.try_send(m.Error(code=error.code, message=error.message[:1000],
-                                      hint=error.hint[:1000] if error.hint else None))
+                self.try_send(
+                    m.Error(
+                        code=error.code, message=error.message[:1000], hint=error.hint[:1000] if error.hint else None
+                    )
+                )
         else:
             self.try_send(m.Error(code="internal", message=f"internal error: {error}"[:1000]))
 
@@ -316,8 +321,9 @@ class ControlLink:
         """Answer the peer's attempt with this machine's code; then its proof, or why none came."""
         self.send_raw(lambda: self.state.answer(secret))
         if self.state.state is State.UNPAIRED:  # the peer's message was malformed: answered with a refusal
-            return PairingFailed(self.state.attempts, "malformed", "the peer's pairing message is malformed",
-                                 by_peer=False)
+            return PairingFailed(
+                self.state.attempts, "malformed", "the peer's pairing message is malformed", by_peer=False
+            )
         event = self._outcome(limit, ProofArrived)
         assert isinstance(event, ProofArrived | PairingFailed)
         return event

@@ -84,8 +84,13 @@ class _Rejoin:
 
 
 class CodeGuard:
-    def __init__(self, code: str | None = None, *, on_new_code: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        code: str | None = None,
+        *,
+        on_new_code: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.given = code is not None
         self.code = code if code is not None else codes.generate()
         self.on_new_code = on_new_code  # (code, why): called when a new code replaces the old one

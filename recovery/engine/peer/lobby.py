@@ -65,6 +65,8 @@ MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
 MAX_PER_ORIGIN = 4  # of them from one address
 MAX_TURNING_AWAY = 4  # connections told at once why a full table has no place for them
 ACCEPT_SLICE = 0.5
+
+
 class Lobby:
     """Serve ``guard``'s code to whoever comes, drive with codes typed here; the first pairing wins."""
 
@@ -113,8 +115,9 @@ class Lobby:
 
     # --- what comes in ---
 
-    def serve(self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT,
-              keep: bool = False) -> None:
+    def serve(
+        self, source: Source, *, limit: float = PAIR_LIMIT, hold: float | None = HOLD_LIMIT, keep: bool = False
+    ) -> None:
         """Take connections from ``source`` in a thread until the lobby is done.
 
         ``limit``: seconds a connection has to pair; ``hold``: seconds a peer
@@ -125,8 +128,7 @@ class Lobby:
             self._sources.append(source)
             if keep:
                 self._kept.add(id(source))
-        threading.Thread(target=self._accept_loop, args=(source, limit, hold), name="lobby-accept",
-                         daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(source, limit, hold), name="lobby-accept", daemon=True).start()
 
     def _accept_loop(self, source: Source, limit: float, hold: float | None) -> None:
         while not self.done.is_set():
@@ -159,8 +161,13 @@ class Lobby:
             self.sink(events.Warning(f"no more connections from {_kind(source)}: {error.message}"))
 
     def _take(self, conn: Connection, limit: float, hold: float | None, *, ours: bool = False) -> None:
-        seen = Seen(peer=conn.peer, link=conn.kind, conn=conn, drives=self.drives,
-                    ours=ours or conn.kind in ("tbstream", "tbnet"))
+        seen = Seen(
+            peer=conn.peer,
+            link=conn.kind,
+            conn=conn,
+            drives=self.drives,
+            ours=ours or conn.kind in ("tbstream", "tbnet"),
+        )
         with self._lock:
             dropped = self._make_room(seen)
             if dropped is not seen:
@@ -245,8 +252,7 @@ class Lobby:
 
     def connect(self, ep: tcp.Endpoint, code: str, *, attempts: int = 3) -> None:
         """In a thread: connect to ``ep`` and drive the pairing with ``code`` (a person typed both)."""
-        threading.Thread(target=self._connect, args=(ep, code, attempts), name="lobby-connect",
-                         daemon=True).start()
+        threading.Thread(target=self._connect, args=(ep, code, attempts), name="lobby-connect", daemon=True).start()
 
     def _connect(self, ep: tcp.Endpoint, code: str, attempts: int) -> None:
         for n in range(attempts):
@@ -269,8 +275,7 @@ class Lobby:
             contact = self._meet(seen)
             link = contact.drive(code)
         except RecoveryError as e:
-            self.sink(events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code,
-                                            message=e.message))
+            self.sink(events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code, message=e.message))
             self._drop(seen)
             return
         self._won(seen, link)
@@ -298,14 +303,23 @@ class Lobby:
     def _wants_drive(self, seen: Seen) -> str | bytes | None:
         with self._lock:
             contact = seen.contact
-            if (self._rejoin is not None and self._trying is None and seen.known and contact is not None
-                    and "rejoin" in contact.theirs.caps and seen.drivable and id(seen) not in self._rejoin_tried):
+            if (
+                self._rejoin is not None
+                and self._trying is None
+                and seen.known
+                and contact is not None
+                and "rejoin" in contact.theirs.caps
+                and seen.drivable
+                and id(seen) not in self._rejoin_tried
+            ):
                 self._trying = self._rejoining = seen
                 return self._rejoin
             if self._code is None or self._trying is not None or id(seen) in self._tried:
                 return None
-            order = sorted((s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried),
-                           key=lambda s: (s.link not in ("tbstream", "tbnet"), s.since))
+            order = sorted(
+                (s for s in self._seen if s.drivable and s.contact and id(s) not in self._tried),
+                key=lambda s: (s.link not in ("tbstream", "tbnet"), s.since),
+            )
             if not order or order[0] is not seen:
                 return None
             self._trying = seen
@@ -329,8 +343,9 @@ class Lobby:
 
     def _meet(self, seen: Seen) -> Contact:
         assert seen.conn is not None
-        contact = meet(seen.conn, self.role, timeout=self.timeout, sink=self.sink, hostname=self.hostname,
-                       encrypt=self.encrypt)
+        contact = meet(
+            seen.conn, self.role, timeout=self.timeout, sink=self.sink, hostname=self.hostname, encrypt=self.encrypt
+        )
         seen.contact = contact
         seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
         seen.known = self.pin.named(contact.theirs) if self.pin else None
@@ -355,8 +370,14 @@ class Lobby:
             wait: float | None = limit
             if seen.drivable:
                 wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
-            link = contact.await_pairing(guard, offered=self.offered, wants_drive=lambda: self._wants_drive(seen),
-                                         drove=lambda ok: self._drove(seen, ok), limit=wait, stop=self.done)
+            link = contact.await_pairing(
+                guard,
+                offered=self.offered,
+                wants_drive=lambda: self._wants_drive(seen),
+                drove=lambda ok: self._drove(seen, ok),
+                limit=wait,
+                stop=self.done,
+            )
         except RecoveryError as e:
             quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
             if not (self.done.is_set() or quiet):

@@ -51,8 +51,14 @@ class Ways:
 class Meeting:
     """The ways of one program's run; :meth:`feed` each lobby, :meth:`close` at the end."""
 
-    def __init__(self, ways: Ways, *, status: Status = lambda way, text: None,
-                 listening: Listening = lambda way, host, port: None, limit: float = PAIR_LIMIT) -> None:
+    def __init__(
+        self,
+        ways: Ways,
+        *,
+        status: Status = lambda way, text: None,
+        listening: Listening = lambda way, host, port: None,
+        limit: float = PAIR_LIMIT,
+    ) -> None:
         self.ways, self.status, self.listening, self.limit = ways, status, listening, limit
         self.closed = threading.Event()
         self._lock = threading.Lock()

@@ -121,8 +121,7 @@ class PeerLink:
         authenticated, and what the data gets on this link unless a clone's sender chose
         otherwise (its ``plan`` event says what it got)."""
         data = "encrypted" if not self.conn.private else "authenticated, not encrypted"
-        who = ("stdio link (its carrier, e.g. ssh, authenticates the peer)" if uses_stdio_code(self.conn)
-               else "paired")
+        who = "stdio link (its carrier, e.g. ssh, authenticates the peer)" if uses_stdio_code(self.conn) else "paired"
         return f"{who}; data {data} by default on this link"
 
     def peer_event(self) -> events.PeerFound:
@@ -212,17 +211,25 @@ class Contact:
         outcome = self.ctl.drive(codes.secret(code), limit)
         if isinstance(outcome, Paired):
             return self._driven()
-        self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
-                                        message=self._failure(outcome)))
+        self.sink(
+            events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason, message=self._failure(outcome))
+        )
         peer = self.theirs.host.hostname
-        hint = {"wrong_code": f"check the code {self._shown()} and type it again "
-                              "(after 3 wrong codes it shows a new one)",
-                "stale": f"type the code {peer} shows now",
-                "conflict": "type the code on one machine only"}.get(outcome.reason)
+        hint = {
+            "wrong_code": f"check the code {self._shown()} and type it again (after 3 wrong codes it shows a new one)",
+            "stale": f"type the code {peer} shows now",
+            "conflict": "type the code on one machine only",
+        }.get(outcome.reason)
         raise PairingError(self._failure(outcome), hint=hint)
 
-    def serve(self, guard: CodeGuard, *, offered: Offered = lambda: (),
-              limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
+    def serve(
+        self,
+        guard: CodeGuard,
+        *,
+        offered: Offered = lambda: (),
+        limit: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> PeerLink:
         """Wait for the peer to prove it knows ``guard``'s code; attempts may repeat.
 
         ``limit``: seconds for the whole wait (None: until the link ends or
@@ -230,10 +237,16 @@ class Contact:
         """
         return self.await_pairing(guard, offered=offered, limit=limit, stop=stop)
 
-    def await_pairing(self, guard: CodeGuard | None, *, offered: Offered = lambda: (),
-                      wants_drive: Callable[[], str | bytes | None] | None = None,
-                      drove: Callable[[bool], None] = lambda ok: None,
-                      limit: float | None = None, stop: threading.Event | None = None) -> PeerLink:
+    def await_pairing(
+        self,
+        guard: CodeGuard | None,
+        *,
+        offered: Offered = lambda: (),
+        wants_drive: Callable[[], str | bytes | None] | None = None,
+        drove: Callable[[bool], None] = lambda ok: None,
+        limit: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> PeerLink:
         """Serve the peer's attempts with ``guard``'s code, and drive with any code
         ``wants_drive()`` hands over (a person typed it here); whichever pairs first.
 
@@ -261,8 +274,9 @@ class Contact:
                     link = self._driven()
                     link.rejoined = isinstance(code, bytes)
                     return link
-                self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=driven.reason,
-                                                message=self._failure(driven)))
+                self.sink(
+                    events.PairingAttempt(peer=self.name, ok=False, reason=driven.reason, message=self._failure(driven))
+                )
                 drove(False)
                 continue
             request = self.ctl.wait_pairing_request(min(0.25, left))
@@ -277,8 +291,11 @@ class Contact:
                 link.ctl.send(m.Inventory(disks=link.offered))
                 return link
             left_tries = guard.tries_left(self.conn.origin) if guard is not None else None
-            self.sink(events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason,
-                                            message=outcome.message, tries_left=left_tries))
+            self.sink(
+                events.PairingAttempt(
+                    peer=self.name, ok=False, reason=outcome.reason, message=outcome.message, tries_left=left_tries
+                )
+            )
 
     def _answer(self, guard: CodeGuard | None, *, rejoin: bool = False) -> Paired | PairingFailed:
         """One attempt the peer drives: answer with the code (or, ``rejoin``, the lost pairing's secret),
@@ -291,8 +308,10 @@ class Contact:
             return self.ctl.refuse("locked", why)
         answered = guard.answer(origin, rejoin=rejoin)
         if answered is None:
-            return self.ctl.refuse("stale", f"{self.ours.host.hostname} no longer waits for that pairing to "
-                                            "come back: type the code it shows")
+            return self.ctl.refuse(
+                "stale",
+                f"{self.ours.host.hostname} no longer waits for that pairing to come back: type the code it shows",
+            )
         try:
             proof = self.ctl.answer(answered.secret)
         except PairingError:
@@ -323,14 +342,16 @@ class Contact:
 
     def _failure(self, outcome: PairingFailed) -> str:
         return FAILED.get(outcome.reason, "{peer} refused to pair: {message}").format(
-            peer=self.theirs.host.hostname, message=outcome.message, shown=self._shown())
+            peer=self.theirs.host.hostname, message=outcome.message, shown=self._shown()
+        )
 
     def _paired(self, role: str) -> PeerLink:
         """Both sides introduce themselves in full, now that only the peer can read it."""
         link = PeerLink(self.conn, self.ctl, self.ours, self.theirs, role, encrypt=self.encrypt)
         host = identity.host_info(SOFTWARE)
-        self.ctl.send(m.Introduce(host=dataclasses.replace(host, hostname=self.ours.host.hostname),
-                                  sealed=link.encrypts))
+        self.ctl.send(
+            m.Introduce(host=dataclasses.replace(host, hostname=self.ours.host.hostname), sealed=link.encrypts)
+        )
         introduced = self.ctl.expect(m.Introduce)
         assert isinstance(introduced, m.Introduce)
         link.peer = introduced.host

@@ -31,8 +31,12 @@ from recovery.protocol.messages import MapPart
 
 MAX_BLOCKS = 4096  # filesystem blocks looked up per partition (a larger bad area is sampled)
 MAX_FILES = 200  # named per partition
-SPECIAL_INODES = {1: "(bad blocks list)", 5: "(boot loader inode)", 7: "(reserved group descriptors)",
-                  8: "(the journal)"}
+SPECIAL_INODES = {
+    1: "(bad blocks list)",
+    5: "(boot loader inode)",
+    7: "(reserved group descriptors)",
+    8: "(the journal)",
+}
 
 Resolver = Callable[[str, list[tuple[int, int]]], tuple[list[str], str]]
 
@@ -76,8 +80,9 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     names = [SPECIAL_INODES[i] for i in dict.fromkeys(inodes) if i in SPECIAL_INODES]
     wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
     if wanted:
-        text = run.output(["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev],
-                          timeout=300)
+        text = run.output(
+            ["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300
+        )
         named: dict[int, str] = {}
         for line in text.splitlines()[1:]:
             words = line.split("\t", 1)
@@ -101,8 +106,9 @@ def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
 
 def _xfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     daddrs = _units(ranges, 512)[:256]
-    converted = run.output(["xfs_db", "-r", *[a for d in daddrs for a in ("-c", f"convert daddr {d} fsblock")],
-                            dev], timeout=300)
+    converted = run.output(
+        ["xfs_db", "-r", *[a for d in daddrs for a in ("-c", f"convert daddr {d} fsblock")], dev], timeout=300
+    )
     fsblocks = list(dict.fromkeys(int(m) for m in re.findall(r"\((\d+)\)", converted)))
     argv = ["xfs_db", "-r", "-c", "blockget -n"]
     for b in fsblocks:
@@ -113,12 +119,15 @@ def _xfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
 
 
 RESOLVERS: dict[str, Resolver] = {"ext2": _ext, "ext3": _ext, "ext4": _ext, "ntfs": _ntfs, "xfs": _xfs}
-UNRESOLVED = {"btrfs": "not resolved: btrfs inspect-internal needs the filesystem mounted, "
-                       "and a failing source should not be mounted for this"}
+UNRESOLVED = {
+    "btrfs": "not resolved: btrfs inspect-internal needs the filesystem mounted, "
+    "and a failing source should not be mounted for this"
+}
 
 
-def files_hit(source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, int]],
-              sink: events.EventSink = events.ignore) -> list[dict[str, Any]]:
+def files_hit(
+    source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, int]], sink: events.EventSink = events.ignore
+) -> list[dict[str, Any]]:
     """One entry per partition (or area outside them) that the unreadable ranges touch."""
     out: list[dict[str, Any]] = []
     inside: list[tuple[int, int]] = []
@@ -129,8 +138,13 @@ def files_hit(source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, in
         if not rel:
             continue
         inside += [(part.start + o, n) for o, n in rel]
-        entry: dict[str, Any] = {"partition": part.number, "fstype": part.fstype, "bytes": sum(n for _, n in rel),
-                                 "files": [], "note": ""}
+        entry: dict[str, Any] = {
+            "partition": part.number,
+            "fstype": part.fstype,
+            "bytes": sum(n for _, n in rel),
+            "files": [],
+            "note": "",
+        }
         resolver = RESOLVERS.get(part.fstype or "")
         if resolver is None:
             entry["note"] = UNRESOLVED.get(part.fstype or "", f"not resolved for {part.fstype or 'this partition'}")
@@ -147,7 +161,15 @@ def files_hit(source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, in
         out.append(entry)
     outside = sum(n for _, n in bad) - sum(n for _, n in inside)
     if outside > 0:
-        out.append({"partition": 0, "fstype": None, "bytes": outside, "files": [],
-                    "note": "outside the partitions: the partition table or boot code" if parts else
-                    "the source has no partitions the clone knows of"})
+        out.append(
+            {
+                "partition": 0,
+                "fstype": None,
+                "bytes": outside,
+                "files": [],
+                "note": "outside the partitions: the partition table or boot code"
+                if parts
+                else "the source has no partitions the clone knows of",
+            }
+        )
     return out

@@ -46,8 +46,9 @@ def default_mapfile(directory: Path | None, source: Identity) -> Path:
     return (directory or default_dir()) / f"rescue-{name}-{journal.target_key(source)[:12]}.map"
 
 
-def plan_jobs(chunks: Iterable[Chunk], count: int, start: int,
-              later: Iterator[tuple[str, list[Chunk]]] | None = None) -> Iterator[Job]:
+def plan_jobs(
+    chunks: Iterable[Chunk], count: int, start: int, later: Iterator[tuple[str, list[Chunk]]] | None = None
+) -> Iterator[Job]:
     """The first pass's chunks from ``start`` on, then each later pass's replacements, then END."""
     for c in chunks:
         if c.seq >= start:
@@ -74,13 +75,21 @@ class RescueJob:
             try:
                 known, _ = read_mapfile(self.path, source.size)
             except MapFormatError as e:
-                raise UsageError(f"{self.path} cannot be continued: {e}",
-                                 hint="move it away to start a new mapfile, or give another with --mapfile") from None
+                raise UsageError(
+                    f"{self.path} cannot be continued: {e}",
+                    hint="move it away to start a new mapfile, or give another with --mapfile",
+                ) from None
             self.loaded = True
         sector = source.identity.sector_size or 512
-        self.rescuer = Rescuer(source.path, source.size, sector,
-                               RescueOptions(retries=opts.retries, budget=opts.rescue_time, fill=opts.fill),
-                               known=known, durable=known.copy() if known else None, sink=sink)
+        self.rescuer = Rescuer(
+            source.path,
+            source.size,
+            sector,
+            RescueOptions(retries=opts.retries, budget=opts.rescue_time, fill=opts.fill),
+            known=known,
+            durable=known.copy() if known else None,
+            sink=sink,
+        )
         self._written_at = 0.0
         self._dirty = True
         self._phase = self.rescuer.phase
@@ -139,13 +148,17 @@ class RescueJob:
             return
         self.rescuer.refine()
         status, number = phase
-        write_mapfile(self.path, self.rescuer.durable,
-                      MapStatus(self.rescuer.position if not final else 0, FINISHED if final else status, number),
-                      heading(self.command, self.started))
+        write_mapfile(
+            self.path,
+            self.rescuer.durable,
+            MapStatus(self.rescuer.position if not final else 0, FINISHED if final else status, number),
+            heading(self.command, self.started),
+        )
         self._written_at, self._dirty, self._phase = time.monotonic(), False, phase
 
-    def expected(self, extents: Sequence[tuple[int, int]], pending: Sequence[tuple[Chunk, Note]]
-                 ) -> list[tuple[int, int]]:
+    def expected(
+        self, extents: Sequence[tuple[int, int]], pending: Sequence[tuple[Chunk, Note]]
+    ) -> list[tuple[int, int]]:
         """The unreadable ranges the target will hold once ``pending`` frames are written."""
         r = self.rescuer
         with r.lock:

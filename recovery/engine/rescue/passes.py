@@ -72,9 +72,17 @@ def extents_of(c: Chunk) -> list[tuple[int, int]]:
 class Rescuer:
     """Reads a failing source by the map; see the module's doc."""
 
-    def __init__(self, path: str, size: int, sector: int, opts: RescueOptions, *,
-                 known: SectorMap | None = None, durable: SectorMap | None = None,
-                 sink: events.EventSink = events.ignore) -> None:
+    def __init__(
+        self,
+        path: str,
+        size: int,
+        sector: int,
+        opts: RescueOptions,
+        *,
+        known: SectorMap | None = None,
+        durable: SectorMap | None = None,
+        sink: events.EventSink = events.ignore,
+    ) -> None:
         self.path, self.size, self.sector, self.opts, self.sink = path, size, sector, opts, sink
         self.known = known or SectorMap(size)
         self.durable = durable or self.known.copy()
@@ -128,8 +136,11 @@ class Rescuer:
     def load_bad_chunks(self, chunks: Iterator[Chunk]) -> None:
         """A resumed rescue: the chunks the loaded map has bad areas in."""
         for c in chunks:
-            if any(s not in (FINISHED, NON_TRIED) for e in extents_of(c) for _, _, s in self.known.blocks(
-                    e[0], e[0] + e[1])):
+            if any(
+                s not in (FINISHED, NON_TRIED)
+                for e in extents_of(c)
+                for _, _, s in self.known.blocks(e[0], e[0] + e[1])
+            ):
                 self.bad_chunks[c.offset] = c
 
     def read(self, c: Chunk, view: memoryview) -> Note:
@@ -159,8 +170,12 @@ class Rescuer:
         """
         end, clean, cluster = pos + n, True, False
         while pos < end:
-            direct = self.direct_fd >= 0 and pos % self.sector == 0 and (end - pos) % self.sector == 0 \
+            direct = (
+                self.direct_fd >= 0
+                and pos % self.sector == 0
+                and (end - pos) % self.sector == 0
                 and (pos - base) % self.sector == 0
+            )
             stop = min(end, pos + CLUSTER) if cluster else end
             k, e = blockdev.pread_into(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
             if k:
@@ -188,8 +203,12 @@ class Rescuer:
             self.errors += 1
             if self.errors <= WARN_ERRORS:
                 more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
-                self.sink(events.Warning(f"cannot read the source at byte {pos} ({human_size(pos)}): "
-                                         f"{e.strerror}; its bad area is left for later passes{more}"))
+                self.sink(
+                    events.Warning(
+                        f"cannot read the source at byte {pos} ({human_size(pos)}): "
+                        f"{e.strerror}; its bad area is left for later passes{more}"
+                    )
+                )
             self.reopen()
             pos, clean = stop, False
         return clean
@@ -220,7 +239,9 @@ class Rescuer:
     def passes(self) -> Iterator[tuple[str, list[Chunk]]]:
         """Run trimming, scraping and the retries; after each, the chunks it improved."""
         steps: list[tuple[str, str, Callable[[int, int], None]]] = [
-            ("trimming", NON_TRIMMED, self._trim), ("scraping", NON_SCRAPED, self._scrape)]
+            ("trimming", NON_TRIMMED, self._trim),
+            ("scraping", NON_SCRAPED, self._scrape),
+        ]
         steps += [("retrying", BAD, self._retry)] * self.opts.retries
         started = time.monotonic()
         for number, (name, status, work) in enumerate(steps, 2):
@@ -245,8 +266,12 @@ class Rescuer:
     def _over_budget(self, started: float) -> bool:
         if self.opts.budget is not None and time.monotonic() - started > self.opts.budget:
             if not self.out_of_time:
-                self.sink(events.Warning(f"the rescue's time budget ({self.opts.budget:.0f} s) is spent: "
-                                         "the areas not tried yet stay listed as unreadable"))
+                self.sink(
+                    events.Warning(
+                        f"the rescue's time budget ({self.opts.budget:.0f} s) is spent: "
+                        "the areas not tried yet stay listed as unreadable"
+                    )
+                )
             self.out_of_time = True
         return self.out_of_time
 
@@ -340,6 +365,8 @@ def unreadable_error(total: int, ranges: list[tuple[int, int]], mapfile: object 
     return UnreadableSourceError(
         f"the clone completed, but {human_size(total)} ({total} bytes, in {len(ranges)} range(s)) of the source "
         f"could not be read: they are filled on the target{where}; everything else was verified",
-        unreadable=total, ranges=ranges,
+        unreadable=total,
+        ranges=ranges,
         hint="run the same command again (with --rescue) to retry only those areas; the summary names the "
-             "files they hit")
+        "files they hit",
+    )

@@ -148,7 +148,10 @@ class SectorMap:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SectorMap) and (self.size, self.starts, self.stats) == (
-            other.size, other.starts, other.stats)
+            other.size,
+            other.starts,
+            other.stats,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -221,8 +224,10 @@ def write_mapfile(path: Path, smap: SectorMap, status: MapStatus, heading: Itera
             os.close(fd)
         os.replace(tmp, path)
     except OSError as e:
-        raise MapWriteError(f"cannot write the mapfile {path}: {e.strerror}",
-                            hint="give --mapfile a path on a disk this machine can write") from None
+        raise MapWriteError(
+            f"cannot write the mapfile {path}: {e.strerror}",
+            hint="give --mapfile a path on a disk this machine can write",
+        ) from None
 
 
 def read_mapfile(path: Path, size: int) -> tuple[SectorMap, MapStatus]:

@@ -42,16 +42,20 @@ from recovery.protocol import messages as m
 from recovery.protocol.frames import DIGEST_SIZE, Kind
 from recovery.units import human_size
 
-RESTART_HINT = ("run the sender with --rescan to go on (every chunk is compared with the source and what differs "
-                "sent again), or the receiver with --restart to start over")
+RESTART_HINT = (
+    "run the sender with --rescan to go on (every chunk is compared with the source and what differs "
+    "sent again), or the receiver with --restart to start over"
+)
 
 
 def resume_hint(error: BaseException, journal_path: str | None, keeper: str) -> BaseException:
     """A lost link, where the receiver's journal (at ``journal_path`` on the machine ``keeper``)
     holds part of the clone: say how to go on. Without a journal that holds it, say nothing."""
     if isinstance(error, LinkError) and error.hint is None and journal_path:
-        error.hint = ("run the same commands again: the clone resumes where the target's durable data ends "
-                      f"({keeper} keeps its journal at {journal_path})")
+        error.hint = (
+            "run the same commands again: the clone resumes where the target's durable data ends "
+            f"({keeper} keeps its journal at {journal_path})"
+        )
     return error
 
 
@@ -63,8 +67,9 @@ class Offer:
     offer: m.ResumeOffer
 
 
-def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int,
-                   sink: events.EventSink) -> Offer | None:
+def receiver_offer(
+    plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int, sink: events.EventSink
+) -> Offer | None:
     """Decide on the journal found for this target (see the module's doc)."""
     if found is None or (not found.problems and not len(found.frames)):
         return None  # nothing was durable: there is nothing to resume
@@ -78,17 +83,29 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
     # whatever the target holds elsewhere (and the sample never reads those areas).
     why = _held_missing(found, plan.size) or journal.target_changed(found, target_fd, target_size)
     if why:
-        sink(events.Warning(f"{where} describes an unfinished clone onto this target, but {why}: "
-                            "not resumed, the clone starts from the beginning"))
+        sink(
+            events.Warning(
+                f"{where} describes an unfinished clone onto this target, but {why}: "
+                "not resumed, the clone starts from the beginning"
+            )
+        )
         return None
     if head.get("source") != journal.hardware(plan.source):
-        sink(events.Warning(f"the unfinished clone on this target was of {was}, not of this source: "
-                            "the clone starts from the beginning"))
+        sink(
+            events.Warning(
+                f"the unfinished clone on this target was of {was}, not of this source: "
+                "the clone starts from the beginning"
+            )
+        )
         return None
     if head.get("layout") != journal.layout_digest(plan):
-        sink(events.Warning(f"the unfinished clone on this target was made in {head.get('mode')} mode with "
-                            f"{head.get('chunk_size')}-byte chunks, this one is not: the clone starts from the "
-                            "beginning"))
+        sink(
+            events.Warning(
+                f"the unfinished clone on this target was made in {head.get('mode')} mode with "
+                f"{head.get('chunk_size')}-byte chunks, this one is not: the clone starts from the "
+                "beginning"
+            )
+        )
         return None
     same_plan = head.get("plan") == journal.plan_digest(plan)
     # A failing disk's partition-table areas may read differently from one run to the next (a bad
@@ -97,21 +114,36 @@ def receiver_offer(plan: m.Plan, found: journal.Found | None, target_fd: int, ta
     if not same_plan or not same_tables:
         what = "its partition tables" if same_plan else "what it has to copy (its filesystems' maps)"
         if not plan.rescan:
-            raise RefusedError(f"the source changed since the interrupted clone of {head.get('since', '?')}: "
-                               f"{what} differ", hint=RESTART_HINT)
+            raise RefusedError(
+                f"the source changed since the interrupted clone of {head.get('since', '?')}: {what} differ",
+                hint=RESTART_HINT,
+            )
         if not same_plan:
-            sink(events.Warning(f"the source changed since the interrupted clone ({what} differ): "
-                                "every chunk is sent again"))
+            sink(
+                events.Warning(
+                    f"the source changed since the interrupted clone ({what} differ): every chunk is sent again"
+                )
+            )
             return None
     if head.get("rescue") and not plan.rescue:
-        raise RefusedError("the interrupted clone onto this target ran in rescue mode: resume it with --rescue",
-                           hint="or start over with --restart on the receiver")
+        raise RefusedError(
+            "the interrupted clone onto this target ran in rescue mode: resume it with --rescue",
+            hint="or start over with --restart on the receiver",
+        )
     if found.complete and not plan.rescue:
-        raise RefusedError(f"this target holds the clone already, finished with {human_size(found.unreadable)} the "
-                           "source could not read", hint="run the sender with --rescue to try those areas again, "
-                           "or the receiver with --restart to start over")
-    offer = m.ResumeOffer(seq=len(found.frames), bytes=found.frames.covered, since=str(head.get("since", ""))[:64],
-                          complete=found.complete, rescued=bool(head.get("rescue")), journal=str(found.path))
+        raise RefusedError(
+            f"this target holds the clone already, finished with {human_size(found.unreadable)} the "
+            "source could not read",
+            hint="run the sender with --rescue to try those areas again, or the receiver with --restart to start over",
+        )
+    offer = m.ResumeOffer(
+        seq=len(found.frames),
+        bytes=found.frames.covered,
+        since=str(head.get("since", ""))[:64],
+        complete=found.complete,
+        rescued=bool(head.get("rescue")),
+        journal=str(found.path),
+    )
     return Offer(found, offer)
 
 
@@ -160,10 +192,21 @@ class Agreed:
     replace: list[Chunk]  # of those, the chunks that differ from the source: sent again after the first pass
 
 
-def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], read: ChunkReader, *,
-                 planned: int, planned_bytes: int, chunk_size: int, rescue: bool = False,
-                 skip: Callable[[Chunk], bool] = lambda c: False, first_unknown: int | None = None,
-                 image: blake3.blake3 | None = None, sink: events.EventSink = events.ignore) -> Agreed:
+def sender_agree(
+    link: PeerLink,
+    offer: m.ResumeOffer,
+    chunks: Iterable[Chunk],
+    read: ChunkReader,
+    *,
+    planned: int,
+    planned_bytes: int,
+    chunk_size: int,
+    rescue: bool = False,
+    skip: Callable[[Chunk], bool] = lambda c: False,
+    first_unknown: int | None = None,
+    image: blake3.blake3 | None = None,
+    sink: events.EventSink = events.ignore,
+) -> Agreed:
     """Check every chunk the receiver holds against the source; send ``start``.
 
     A chunk that differs is sent again: as a replacement after the first pass
@@ -176,8 +219,10 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
     """
     k = offer.seq
     if k > planned or offer.bytes > planned_bytes:  # before any digest is read: they would be held
-        raise RemoteProtocolError(f"the receiver offers to resume at frame {k} ({offer.bytes} bytes), beyond "
-                                  f"this plan's {planned} frames ({planned_bytes} bytes)")
+        raise RemoteProtocolError(
+            f"the receiver offers to resume at frame {k} ({offer.bytes} bytes), beyond "
+            f"this plan's {planned} frames ({planned_bytes} bytes)"
+        )
     digests = receive_digests(link, k)
     frames = FrameList()
     picked: list[Chunk] = []
@@ -188,10 +233,16 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
         frames.append(c.offset, c.length, digests[c.seq], kind)
         picked.append(c)
     if len(frames) != k or frames.covered != offer.bytes:
-        raise RemoteProtocolError(f"the receiver holds {k} frames ({offer.bytes} bytes), which is not how this "
-                                  "source's plan begins")
-    sink(events.Phase("resume", f"the target holds {human_size(offer.bytes)} of an interrupted clone of "
-                                f"{offer.since or 'before'}: reading the source to check every chunk of it"))
+        raise RemoteProtocolError(
+            f"the receiver holds {k} frames ({offer.bytes} bytes), which is not how this source's plan begins"
+        )
+    sink(
+        events.Phase(
+            "resume",
+            f"the target holds {human_size(offer.bytes)} of an interrupted clone of "
+            f"{offer.since or 'before'}: reading the source to check every chunk of it",
+        )
+    )
     replacing = "replace" in link.ctl.state.shared_caps and not rescue
     stop = first_unknown if first_unknown is not None else k
     which = picked[:stop]
@@ -205,14 +256,27 @@ def sender_agree(link: PeerLink, offer: m.ResumeOffer, chunks: Iterable[Chunk], 
     replace = differ if replacing else []
     link.ctl.send(m.Start(seq=start, replace=len(replace)))
     again = f"; {len(replace)} chunk(s) that differ from the source are sent again" if replace else ""
-    sink(events.Phase("resume", f"resuming at chunk {start} of the plan: {human_size(frames.covered)} "
-                                f"already on the target are not sent again{again}"))
+    sink(
+        events.Phase(
+            "resume",
+            f"resuming at chunk {start} of the plan: {human_size(frames.covered)} "
+            f"already on the target are not sent again{again}",
+        )
+    )
     return Agreed(frames, replace)
 
 
-def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, chunk_size: int,
-             skip: Callable[[Chunk], bool], image: blake3.blake3 | None, *, stop_at_first: bool,
-             sink: events.EventSink) -> list[Chunk]:
+def _compare(
+    picked: list[Chunk],
+    digests: list[bytes],
+    read: ChunkReader,
+    chunk_size: int,
+    skip: Callable[[Chunk], bool],
+    image: blake3.blake3 | None,
+    *,
+    stop_at_first: bool,
+    sink: events.EventSink,
+) -> list[Chunk]:
     """Read every chunk of ``picked`` from the source and compare it with the target's digest: the
     chunks that differ (only the first with ``stop_at_first``; ``image`` is then fed no further)."""
     buf = mmap.mmap(-1, chunk_size)  # page-aligned: it may be read past the page cache
@@ -227,8 +291,12 @@ def _compare(picked: list[Chunk], digests: list[bytes], read: ChunkReader, chunk
             got = blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
         if got is not None and got != digests[c.seq]:
             differ.append(c)
-            sink(events.Phase("resume", f"chunk {c.seq} (at {human_size(c.offset)}) is not what the source holds "
-                                        "now: it is sent again"))
+            sink(
+                events.Phase(
+                    "resume",
+                    f"chunk {c.seq} (at {human_size(c.offset)}) is not what the source holds now: it is sent again",
+                )
+            )
             if stop_at_first:
                 return differ
         if image is not None:

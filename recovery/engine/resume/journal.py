@@ -71,8 +71,15 @@ def layout_digest(plan: m.Plan) -> str:
 
 def plan_digest(plan: m.Plan) -> str:
     """What makes two plans of one layout the same clone: the map of what is copied (not the session)."""
-    return _key({"frames": plan.frames, "bytes": plan.map.bytes, "extents": plan.map.extents, "map": plan.map.digest,
-                 "layout": layout_digest(plan)})
+    return _key(
+        {
+            "frames": plan.frames,
+            "bytes": plan.map.bytes,
+            "extents": plan.map.extents,
+            "map": plan.map.digest,
+            "layout": layout_digest(plan),
+        }
+    )
 
 
 def hardware(i: m.Identity) -> dict[str, Any]:
@@ -176,21 +183,41 @@ class Journal:
         self._thread.start()
 
     @classmethod
-    def create(cls, directory: Path | None, plan: m.Plan, target: m.Identity, fingerprint: str,
-               source_desc: str, target_desc: str) -> Journal:
+    def create(
+        cls,
+        directory: Path | None,
+        plan: m.Plan,
+        target: m.Identity,
+        fingerprint: str,
+        source_desc: str,
+        target_desc: str,
+    ) -> Journal:
         where = directory or default_dir()
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = journal_key(where, create=True)
         if key is None:
             raise OSError(errno.EPERM, f"{where / KEY_FILE} is not this user's own private key file")
         journal = cls(where / f"resume-{target_key(target)}.journal", key)
-        journal._line({"journal": VERSION, "source": hardware(plan.source), "source_fp": plan.source.fingerprint,
-                       "layout": layout_digest(plan), "plan": plan_digest(plan), "target": hardware(target),
-                       "target_fp": fingerprint,
-                       "frames": plan.frames, "size": plan.size, "chunk_size": plan.chunk_size, "mode": plan.mode,
-                       "bytes_planned": plan.map.bytes,
-                       "rescue": plan.rescue, "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "source_desc": source_desc, "target_desc": target_desc})
+        journal._line(
+            {
+                "journal": VERSION,
+                "source": hardware(plan.source),
+                "source_fp": plan.source.fingerprint,
+                "layout": layout_digest(plan),
+                "plan": plan_digest(plan),
+                "target": hardware(target),
+                "target_fp": fingerprint,
+                "frames": plan.frames,
+                "size": plan.size,
+                "chunk_size": plan.chunk_size,
+                "mode": plan.mode,
+                "bytes_planned": plan.map.bytes,
+                "rescue": plan.rescue,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "source_desc": source_desc,
+                "target_desc": target_desc,
+            }
+        )
         return journal
 
     def _encode(self, body: dict[str, Any]) -> bytes:
@@ -233,8 +260,18 @@ class Journal:
             if then is not None:
                 self._jobs.put((b"", b"", then))
             return
-        self._line({"to": len(frames), "bytes": frames.covered, "records": _b64(records), "kinds": _b64(kinds),
-                    "zeros": zeros, "replaced": replaced}, bytes(out), then)
+        self._line(
+            {
+                "to": len(frames),
+                "bytes": frames.covered,
+                "records": _b64(records),
+                "kinds": _b64(kinds),
+                "zeros": zeros,
+                "replaced": replaced,
+            },
+            bytes(out),
+            then,
+        )
         self.done = len(frames)
 
     def drain(self) -> None:
@@ -286,8 +323,13 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
         return Found(path, {}, FrameList(), [], problems=[f"cannot read {path}: {e.strerror}"])
     key = journal_key(where, create=False)
     if key is None:
-        return Found(path, {}, FrameList(), [], problems=[f"{path} was not made by this machine (no journal key "
-                                                          "of its own beside it): it is not trusted"])
+        return Found(
+            path,
+            {},
+            FrameList(),
+            [],
+            problems=[f"{path} was not made by this machine (no journal key of its own beside it): it is not trusted"],
+        )
     found = Found(path, {}, FrameList(), [], key=key)
     pos = 0
     for line in raw.splitlines(keepends=True):
@@ -302,8 +344,13 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
         pos += len(line)
     found.good_size = pos
     if not found.head or found.head.get("journal") != VERSION:
-        return Found(path, {}, FrameList(), [], problems=[f"{path} is not a journal this machine wrote, or not "
-                                                          "one this version reads"])
+        return Found(
+            path,
+            {},
+            FrameList(),
+            [],
+            problems=[f"{path} is not a journal this machine wrote, or not one this version reads"],
+        )
     found.held = _read_held(path.with_suffix(".held"), found.frames)
     return found
 
@@ -349,10 +396,16 @@ def _peek(path: Path) -> m.Unfinished | None:
         return None
     source = head.get("source", {})
     total = int(head.get("bytes_planned", 0))
-    return m.Unfinished(source=_key(source) if isinstance(source, dict) else "",
-                        source_desc=_text(head.get("source_desc", ""), 255), done=done,
-                        total=total if total >= done else done, since=_text(head.get("since", ""), 64),
-                        complete=complete, rescue=bool(head.get("rescue")), mode=mode)
+    return m.Unfinished(
+        source=_key(source) if isinstance(source, dict) else "",
+        source_desc=_text(head.get("source_desc", ""), 255),
+        done=done,
+        total=total if total >= done else done,
+        since=_text(head.get("since", ""), 64),
+        complete=complete,
+        rescue=bool(head.get("rescue")),
+        mode=mode,
+    )
 
 
 def _take(found: Found, body: dict[str, Any]) -> None:
@@ -406,8 +459,12 @@ def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes |
     return [held[o] for o in sorted(held)]
 
 
-def sample_indexes(count: int, skip: set[int] = frozenset(), want: int = SAMPLE,  # type: ignore[assignment]
-                   rng: random.Random | None = None) -> list[int]:
+def sample_indexes(
+    count: int,
+    skip: set[int] = frozenset(),
+    want: int = SAMPLE,  # type: ignore[assignment]
+    rng: random.Random | None = None,
+) -> list[int]:
     """Frames to check: one at random in each of ``want`` equal stretches of the first ``count`` (so
     nobody can know beforehand which are checked), the last two always, none of ``skip``."""
     rng = rng or random.SystemRandom()

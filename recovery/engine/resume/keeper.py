@@ -31,13 +31,20 @@ class Keeper:
         self.sink = sink
 
     @classmethod
-    def fresh(cls, log_dir: Path | None, plan: m.Plan, target: Target, source_desc: str,
-              sink: events.EventSink) -> Keeper:
+    def fresh(
+        cls, log_dir: Path | None, plan: m.Plan, target: Target, source_desc: str, sink: events.EventSink
+    ) -> Keeper:
         """A journal for a clone from the beginning, of the target as prepared (None: it could not be made)."""
         try:
             prepared = target.identity()
-            jrnl = journal.Journal.create(log_dir, plan, prepared, identity.fingerprint(target.fd, target.size),
-                                          source_desc, identity.describe(prepared))
+            jrnl = journal.Journal.create(
+                log_dir,
+                plan,
+                prepared,
+                identity.fingerprint(target.fd, target.size),
+                source_desc,
+                identity.describe(prepared),
+            )
         except OSError as e:
             sink(events.Warning(f"no resume journal is kept ({e.strerror}): an interrupted clone starts over"))
             jrnl = None
@@ -62,8 +69,11 @@ class Keeper:
         if jrnl is None:
             send(ack)
             return
-        jrnl.durable(point, frames, then=lambda: send(
-            dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)))
+        jrnl.durable(
+            point,
+            frames,
+            then=lambda: send(dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)),
+        )
 
     def drain(self) -> None:
         """Every line so far on the disk (the last ack out before the summary)."""
@@ -87,8 +97,12 @@ class Keeper:
         except (RecoveryError, OSError) as e:
             self.sink(events.Warning(f"what was written since the last flush is not in the journal: {e}"))
         if jrnl.error is not None:
-            self.sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}): "
-                                     "the clone cannot resume, it starts over"))
+            self.sink(
+                events.Warning(
+                    f"the resume journal could not be written ({jrnl.error.strerror}): "
+                    "the clone cannot resume, it starts over"
+                )
+            )
 
     def end(self, target: Target, verified: bool | None, unreadable: int) -> None:
         """The clone ran to its end: a clean one needs no journal; one with unreadable areas keeps it for a
@@ -98,13 +112,17 @@ class Keeper:
             return
         jrnl.drain()
         if jrnl.error is not None:
-            self.sink(events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}); "
-                                     "it was given up"))
+            self.sink(
+                events.Warning(f"the resume journal could not be written ({jrnl.error.strerror}); it was given up")
+            )
         try:
             if unreadable and verified is not False:
                 fd = target.fd if target.fd >= 0 else None
-                fp = (identity.fingerprint(fd, target.size) if fd is not None
-                      else identity.identify(target.path).fingerprint)
+                fp = (
+                    identity.fingerprint(fd, target.size)
+                    if fd is not None
+                    else identity.identify(target.path).fingerprint
+                )
                 jrnl.finish(fp, unreadable)
                 jrnl.close()
             else:

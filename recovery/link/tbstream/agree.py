@@ -74,8 +74,10 @@ class StreamSession:
             try:
                 self.tree.write(self.group, name, attr, value)
             except OSError as e:
-                raise LinkError(f"cannot set {attr} {value} on stream {self.group}/{name}: {e.strerror}"
-                                + (" (the device is open)" if e.errno == errno.EBUSY else "")) from None
+                raise LinkError(
+                    f"cannot set {attr} {value} on stream {self.group}/{name}: {e.strerror}"
+                    + (" (the device is open)" if e.errno == errno.EBUSY else "")
+                ) from None
 
     def _ensure_group(self) -> None:
         path = self.tree.group_path(self.group)

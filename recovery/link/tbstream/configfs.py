@@ -129,14 +129,25 @@ class StreamTree:
     def info(self, group: str, name: str) -> StreamInfo:
         path = self.stream_path(group, name)
         try:
-            values = {a: int(self.ops.read(path / a), 0)
-                      for a in ("index", "in_hopid", "out_hopid", "ring_size", "throttling")}
+            values = {
+                a: int(self.ops.read(path / a), 0)
+                for a in ("index", "in_hopid", "out_hopid", "ring_size", "throttling")
+            }
             busy = int(self.ops.read(path / "busy_poll"), 0) if (path / "busy_poll").exists() else None
         except (OSError, ValueError) as e:
             raise LinkError(f"cannot read stream {group}/{name} in ConfigFS: {_why(e)}") from None
-        return StreamInfo(group, name, values["index"], values["in_hopid"], values["out_hopid"],
-                          values["ring_size"], values["throttling"], path, self.dev / f"tbstream{values['index']}",
-                          busy)
+        return StreamInfo(
+            group,
+            name,
+            values["index"],
+            values["in_hopid"],
+            values["out_hopid"],
+            values["ring_size"],
+            values["throttling"],
+            path,
+            self.dev / f"tbstream{values['index']}",
+            busy,
+        )
 
     def make_group(self, group: str) -> bool:
         """Create the group if needed; True if this call created it."""
@@ -173,9 +184,12 @@ class StreamTree:
             except FileNotFoundError:
                 return
             except OSError as e:
-                raise LinkError(f"cannot reset {attr} of stream {group}/{name}: {_why(e)}",
-                                hint="is /dev/tbstreamN still open? `recovery stream list` shows the streams"
-                                if e.errno == errno.EBUSY else None) from None
+                raise LinkError(
+                    f"cannot reset {attr} of stream {group}/{name}: {_why(e)}",
+                    hint="is /dev/tbstreamN still open? `recovery stream list` shows the streams"
+                    if e.errno == errno.EBUSY
+                    else None,
+                ) from None
 
     def remove(self, path: Path) -> bool:
         """rmdir a stream or group; False if it is not empty (someone else's streams)."""

@@ -40,6 +40,7 @@ class Device(Protocol):
     def poll(self, events: int, timeout_ms: int) -> int:
         """The ready events (possibly none after ``timeout_ms``), POLLHUP|POLLERR once detached."""
         ...
+
     def close(self) -> None: ...
 
 

@@ -71,13 +71,19 @@ class Record:
 
 
 def encode(record: Record) -> bytes:
-    if (record.type not in (SYNC, READY, HOPS) or record.channel not in (CONTROL, DATA)
-            or len(record.nonce) != 16 or not 0 <= record.hopid < 1 << 16
-            or not 0 <= record.data_hopid < 1 << 16 or not 0 <= record.flags < 256
-            or (record.type == HOPS and record.channel != CONTROL)):
+    if (
+        record.type not in (SYNC, READY, HOPS)
+        or record.channel not in (CONTROL, DATA)
+        or len(record.nonce) != 16
+        or not 0 <= record.hopid < 1 << 16
+        or not 0 <= record.data_hopid < 1 << 16
+        or not 0 <= record.flags < 256
+        or (record.type == HOPS and record.channel != CONTROL)
+    ):
         raise ValueError("bad handshake record")
-    body = RECORD.pack(MAGIC, VERSION, record.type, record.channel, record.flags, record.nonce,
-                       record.hopid, record.data_hopid, 0)[:BODY]
+    body = RECORD.pack(
+        MAGIC, VERSION, record.type, record.channel, record.flags, record.nonce, record.hopid, record.data_hopid, 0
+    )[:BODY]
     return body + struct.pack("!I", zlib.crc32(body))
 
 
@@ -99,13 +105,19 @@ def decode(data: bytes) -> Record | None:
 
 def _is_v1(data: bytes) -> bool:
     """A record of version 1 at the start of ``data`` (its CRC sits elsewhere)."""
-    return (len(data) >= V1_SIZE and data[:4] == MAGIC and data[4] == 1
-            and zlib.crc32(data[:V1_BODY]) == struct.unpack("!I", data[V1_BODY:V1_SIZE])[0])
+    return (
+        len(data) >= V1_SIZE
+        and data[:4] == MAGIC
+        and data[4] == 1
+        and zlib.crc32(data[:V1_BODY]) == struct.unpack("!I", data[V1_BODY:V1_SIZE])[0]
+    )
 
 
 def _version_error(version: int) -> HandshakeError:
-    return HandshakeError(f"the peer speaks stream handshake version {version}, this side {VERSION}: "
-                          "run the same usb4-recovery version on both machines")
+    return HandshakeError(
+        f"the peer speaks stream handshake version {version}, this side {VERSION}: "
+        "run the same usb4-recovery version on both machines"
+    )
 
 
 class Scanner:

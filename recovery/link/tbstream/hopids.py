@@ -51,8 +51,7 @@ def stream_names(local_uuid: str, peer_uuid: str) -> tuple[str, str]:
     return CONTROL_BASE + tag, DATA_BASE + tag
 
 
-def claim(tree: StreamTree, group: str, name: str, candidates: Iterable[int],
-          attached: Callable[[], bool]) -> int:
+def claim(tree: StreamTree, group: str, name: str, candidates: Iterable[int], attached: Callable[[], bool]) -> int:
     """Give stream ``group/name`` the first candidate H the kernel grants both ways; returns H.
 
     The stream must be attached (``attached()``): while detached the kernel
@@ -85,13 +84,15 @@ def claim(tree: StreamTree, group: str, name: str, candidates: Iterable[int],
         info = tree.info(group, name)
         if (info.in_hopid, info.out_hopid) != (h, h) or not attached():
             tree.zero_hopids(group, name)
-            raise LinkError(f"stream {group}/{name}: wrote HopID {h} both ways, the kernel shows "
-                            f"in {info.in_hopid} out {info.out_hopid}"
-                            + ("" if attached() else " (the peer detached meanwhile)"))
+            raise LinkError(
+                f"stream {group}/{name}: wrote HopID {h} both ways, the kernel shows "
+                f"in {info.in_hopid} out {info.out_hopid}" + ("" if attached() else " (the peer detached meanwhile)")
+            )
         return h
-    raise LinkError(f"no free HopID for stream {group}/{name} (tried {'; '.join(refused) or 'none'})",
-                    hint="other streams to this peer hold them: `recovery stream list`; "
-                    "remove the ones nobody uses")
+    raise LinkError(
+        f"no free HopID for stream {group}/{name} (tried {'; '.join(refused) or 'none'})",
+        hint="other streams to this peer hold them: `recovery stream list`; remove the ones nobody uses",
+    )
 
 
 def agree_step(ours: int, theirs: int) -> int | None:
@@ -113,15 +114,17 @@ def manual_rule(name: str, hopid: int) -> str:
     """
     other = name[:7] + ("2" if not name.endswith("2") else "3")
     d = f"/sys/kernel/config/thunderbolt/stream/$svc/{other}"
-    return "\n".join([
-        "# On the other machine, as root, with the cable in:",
-        "svc=$(basename \"$(dirname \"$(grep -lx stream /sys/bus/thunderbolt/devices/*/key | head -n1)\")\")",
-        f"mkdir -p {d}",
-        f"echo {hopid} > {d}/in_hopid && echo {hopid} > {d}/out_hopid   # the same HopID both ways",
-        f"cat {d}/in_hopid {d}/out_hopid   # both must read {hopid}",
-        f"echo /dev/tbstream$(cat {d}/index)   # start the reader first",
-        f"# afterwards: echo 0 > {d}/in_hopid; echo 0 > {d}/out_hopid; rmdir {d}",
-    ])
+    return "\n".join(
+        [
+            "# On the other machine, as root, with the cable in:",
+            'svc=$(basename "$(dirname "$(grep -lx stream /sys/bus/thunderbolt/devices/*/key | head -n1)")")',
+            f"mkdir -p {d}",
+            f"echo {hopid} > {d}/in_hopid && echo {hopid} > {d}/out_hopid   # the same HopID both ways",
+            f"cat {d}/in_hopid {d}/out_hopid   # both must read {hopid}",
+            f"echo /dev/tbstream$(cat {d}/index)   # start the reader first",
+            f"# afterwards: echo 0 > {d}/in_hopid; echo 0 > {d}/out_hopid; rmdir {d}",
+        ]
+    )
 
 
 def _reason(code: int) -> str:

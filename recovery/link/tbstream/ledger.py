@@ -92,8 +92,10 @@ class Ledger:
                 raise ValueError("unknown format")
             return [Entry(str(e["path"]), str(e["kind"]), str(e["owner"]), int(e["pid"])) for e in doc["entries"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise LinkError(f"{self.file} is damaged ({e})",
-                            hint="check the streams with `recovery stream list`, then delete the file") from None
+            raise LinkError(
+                f"{self.file} is damaged ({e})",
+                hint="check the streams with `recovery stream list`, then delete the file",
+            ) from None
 
     def _save(self, entries: list[Entry]) -> None:
         tmp = self.file.with_suffix(".tmp")

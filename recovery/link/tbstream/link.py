@@ -79,11 +79,15 @@ class Agreement:
 def check_ready(host: Host) -> None:
     """Fail with what is missing if this host cannot make streams."""
     if not host.sysfs.module_loaded(STREAM_MODULE):
-        raise MissingToolError(f"the {STREAM_MODULE} kernel module is not loaded",
-                               hint=f"modprobe {STREAM_MODULE}, or use --link tbnet / --to HOST:PORT")
+        raise MissingToolError(
+            f"the {STREAM_MODULE} kernel module is not loaded",
+            hint=f"modprobe {STREAM_MODULE}, or use --link tbnet / --to HOST:PORT",
+        )
     if not host.tree.available():
-        raise MissingToolError(f"ConfigFS has no USB4STREAM tree at {host.tree.root}",
-                               hint="mount ConfigFS (mount -t configfs none /sys/kernel/config)")
+        raise MissingToolError(
+            f"ConfigFS has no USB4STREAM tree at {host.tree.root}",
+            hint="mount ConfigFS (mount -t configfs none /sys/kernel/config)",
+        )
 
 
 def pick_peer(sysfs: Sysfs, where: str | None) -> tuple[Peer, Service]:
@@ -94,14 +98,21 @@ def pick_peer(sysfs: Sysfs, where: str | None) -> tuple[Peer, Service]:
     if not found:
         on = f" at {where}" if where else ""
         others = [p.label for p in sysfs.peers()]
-        detail = (f"peer(s) {', '.join(others)} offer no stream service (older kernel, or thunderbolt_stream "
-                  "not loaded there)" if others else "no peer is on the cable")
-        raise NoPeerError(f"no USB4STREAM peer{on}: {detail}",
-                          hint="check the cable and that the other machine runs recovery; or --link tbnet")
+        detail = (
+            f"peer(s) {', '.join(others)} offer no stream service (older kernel, or thunderbolt_stream "
+            "not loaded there)"
+            if others
+            else "no peer is on the cable"
+        )
+        raise NoPeerError(
+            f"no USB4STREAM peer{on}: {detail}",
+            hint="check the cable and that the other machine runs recovery; or --link tbnet",
+        )
     if len(found) > 1:
         names = ", ".join(f"{p.label} [{p.name}]" for p, _ in found)
-        raise UsageError(f"several peers offer USB4STREAM: {names}",
-                         hint=f"choose one with --link tbstream:{found[0][0].name}")
+        raise UsageError(
+            f"several peers offer USB4STREAM: {names}", hint=f"choose one with --link tbstream:{found[0][0].name}"
+        )
     return found[0]
 
 
@@ -128,18 +139,30 @@ def settle_tbnet(sysfs: Sysfs, peer: Peer, deadline: Deadline) -> bool:
     return True
 
 
-def open_link(spec: object, role: str, *, timeout: float | None,
-              on_listening: Callable[[str, int, str], None] | None, stop: threading.Event | None = None,
-              host: Host | None = None) -> Connection:
+def open_link(
+    spec: object,
+    role: str,
+    *,
+    timeout: float | None,
+    on_listening: Callable[[str, int, str], None] | None,
+    stop: threading.Event | None = None,
+    host: Host | None = None,
+) -> Connection:
     """The link opener for ``--link tbstream[:PEER]`` (see :mod:`recovery.link.opening`)."""
-    conn, _ = open_streams(host or Host(), getattr(spec, "interface", None), Deadline(timeout, stop),
-                           on_listening=on_listening)
+    conn, _ = open_streams(
+        host or Host(), getattr(spec, "interface", None), Deadline(timeout, stop), on_listening=on_listening
+    )
     return conn
 
 
-def open_streams(host: Host, where: str | None, deadline: Deadline, *,
-                 on_listening: Callable[[str, int, str], None] | None = None,
-                 measure_tbnet: bool = False) -> tuple[Connection, Agreement]:
+def open_streams(
+    host: Host,
+    where: str | None,
+    deadline: Deadline,
+    *,
+    on_listening: Callable[[str, int, str], None] | None = None,
+    measure_tbnet: bool = False,
+) -> tuple[Connection, Agreement]:
     """Both streams to the peer, agreed and handshaken; ``measure_tbnet`` is announced to the peer."""
     check_ready(host)
     peer, service = pick_peer(host.sysfs, where)
@@ -159,8 +182,10 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
             session.make(name, tuning)
         is_attached = lambda: attached(host.sysfs, service.name)  # noqa: E731
         if not uevents.wait(is_attached, deadline):
-            raise NoPeerError(f"the stream service {service.name} of {peer.label} did not attach in time",
-                              hint=f"is {STREAM_MODULE} bound to it? see /sys/bus/thunderbolt/devices/{service.name}")
+            raise NoPeerError(
+                f"the stream service {service.name} of {peer.label} did not attach in time",
+                hint=f"is {STREAM_MODULE} bound to it? see /sys/bus/thunderbolt/devices/{service.name}",
+            )
         current = host.sysfs.peer(peer.name) or peer
         candidates = ladder(current.max_hopid)
         hop_c = claim(host.tree, service.name, names[0], candidates, is_attached)
@@ -169,10 +194,10 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
         devices.append(_open(host, session, uevents, infos[0], CONTROL_TUNING, hop_c, is_attached, deadline))
         nonce = os.urandom(16)
         flags = hs.FLAG_TBNET if measure_tbnet else 0
-        theirs = run_handshake(devices[0], hs.Record(hs.SYNC, CONTROL, nonce, hop_c, hop_d, flags),
-                               deadline, "control")
-        hop_d, rounds = _agree_data(host, service, names[1], devices[0], nonce, hop_c, hop_d, theirs,
-                                    candidates, is_attached, deadline)
+        theirs = run_handshake(devices[0], hs.Record(hs.SYNC, CONTROL, nonce, hop_c, hop_d, flags), deadline, "control")
+        hop_d, rounds = _agree_data(
+            host, service, names[1], devices[0], nonce, hop_c, hop_d, theirs, candidates, is_attached, deadline
+        )
         infos[1] = host.tree.info(service.name, names[1])
         devices.append(_open(host, session, uevents, infos[1], DATA_TUNING, hop_d, is_attached, deadline))
         data_peer = run_handshake(devices[1], hs.Record(hs.SYNC, DATA, nonce, hop_d), deadline, "data")
@@ -189,9 +214,16 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
     control.on_lost.append(lambda _: data.abort())  # one stream detached: so is the other
     data.on_lost.append(lambda _: control.abort())
     desc = f"{peer.label} over {infos[0].device} and {infos[1].device} (HopIDs {hop_c}, {hop_d})"
-    conn = Connection(control=control, data=data, kind="tbstream", peer=desc,
-                      on_close=[lambda: release_quietly(session)], speed_probe=lambda: peer.speed,
-                      binding=b"tbstream " + b"".join(sorted((nonce, theirs.nonce))), private=True)
+    conn = Connection(
+        control=control,
+        data=data,
+        kind="tbstream",
+        peer=desc,
+        on_close=[lambda: release_quietly(session)],
+        speed_probe=lambda: peer.speed,
+        binding=b"tbstream " + b"".join(sorted((nonce, theirs.nonce))),
+        private=True,
+    )
     agreement = Agreement(hop_c, hop_d, rounds, bool(theirs.flags & hs.FLAG_TBNET))
 
     def cause() -> str | None:
@@ -204,25 +236,43 @@ def open_streams(host: Host, where: str | None, deadline: Deadline, *,
     return watch(conn, cause), agreement
 
 
-def _agree_data(host: Host, service: Service, name: str, dev: Device, nonce: bytes, hop_c: int, hop_d: int,
-                theirs: hs.Record, candidates: list[int], is_attached: Callable[[], bool],
-                deadline: Deadline) -> tuple[int, int]:
+def _agree_data(
+    host: Host,
+    service: Service,
+    name: str,
+    dev: Device,
+    nonce: bytes,
+    hop_c: int,
+    hop_d: int,
+    theirs: hs.Record,
+    candidates: list[int],
+    is_attached: Callable[[], bool],
+    deadline: Deadline,
+) -> tuple[int, int]:
     """Settle the data stream's HopID with the peer over the open control stream; (HopID, rounds)."""
     peer_d, rounds = theirs.data_hopid, 0
     while (bound := agree_step(hop_d, peer_d)) is not None:
         rounds += 1
         if rounds > len(candidates):
-            raise LinkError(f"the two machines found no common free HopID for the data stream "
-                            f"(this side {hop_d}, the peer {peer_d})")
-        hop_d = claim(host.tree, service.name, name, [h for h in candidates if h <= bound and h != hop_c],
-                      is_attached)
-        peer_d = exchange(dev, hs.Record(hs.HOPS, CONTROL, nonce, hop_c, hop_d), theirs.nonce,
-                          deadline).data_hopid
+            raise LinkError(
+                f"the two machines found no common free HopID for the data stream "
+                f"(this side {hop_d}, the peer {peer_d})"
+            )
+        hop_d = claim(host.tree, service.name, name, [h for h in candidates if h <= bound and h != hop_c], is_attached)
+        peer_d = exchange(dev, hs.Record(hs.HOPS, CONTROL, nonce, hop_c, hop_d), theirs.nonce, deadline).data_hopid
     return hop_d, rounds
 
 
-def _open(host: Host, session: StreamSession, uevents: DeviceWatch, info: StreamInfo, tuning: Tuning,
-          hopid: int, is_attached: Callable[[], bool], deadline: Deadline) -> Device:
+def _open(
+    host: Host,
+    session: StreamSession,
+    uevents: DeviceWatch,
+    info: StreamInfo,
+    tuning: Tuning,
+    hopid: int,
+    is_attached: Callable[[], bool],
+    deadline: Deadline,
+) -> Device:
     """Open ``info.device`` once; retry (never faster than :data:`OPEN_RETRY`) while the peer is detached.
 
     ENOMEM (the rings could not be pinned) retries with a smaller ring; after
@@ -244,6 +294,8 @@ def _open(host: Host, session: StreamSession, uevents: DeviceWatch, info: Stream
                 raise LinkError(f"cannot open {info.device}: {e.strerror}") from None
         deadline.pause(OPEN_RETRY)  # ENXIO: the peer detached since the HopIDs were set
         if not uevents.wait(is_attached, deadline):
-            raise NoPeerError(f"cannot open {info.device}: the peer is not attached",
-                              hint="start `recovery` on the other machine, or use --link tbnet")
+            raise NoPeerError(
+                f"cannot open {info.device}: the peer is not attached",
+                hint="start `recovery` on the other machine, or use --link tbnet",
+            )
         claim(host.tree, info.group, info.name, [hopid], is_attached)

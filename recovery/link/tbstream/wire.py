@@ -34,9 +34,11 @@ def run_handshake(dev: Device, mine: hs.Record, deadline: Deadline, what: str) -
         deadline.check()
         now = time.monotonic()
         if deadline.expired():
-            raise NoPeerError(f"the peer did not answer on the {what} stream (HopID {mine.hopid}) in time",
-                              hint="start `recovery` on the other machine too; if it runs, the machines may "
-                              "hold different HopIDs: compare `recovery stream list` on both")
+            raise NoPeerError(
+                f"the peer did not answer on the {what} stream (HopID {mine.hopid}) in time",
+                hint="start `recovery` on the other machine too; if it runs, the machines may "
+                "hold different HopIDs: compare `recovery stream list` on both",
+            )
         if heard is not None and not sent_ready and not pending:
             pending = hs.encode(_with_type(mine, hs.READY))
             sent_ready = True
@@ -47,7 +49,7 @@ def run_handshake(dev: Device, mine: hs.Record, deadline: Deadline, what: str) -
         if revents & (POLLHUP | POLLERR):
             raise LinkError(f"link lost on the {what} stream during the handshake: the peer detached")
         if pending and revents & POLLOUT:
-            pending = pending[_write(dev, pending, what):]
+            pending = pending[_write(dev, pending, what) :]
         if revents & POLLIN and ready is None:
             record = scanner.feed(_read(dev, scanner.want(), what))
             if record is not None:
@@ -66,7 +68,7 @@ def exchange(dev: Device, mine: hs.Record, peer_nonce: bytes, deadline: Deadline
         if deadline.expired():
             raise NoPeerError("the peer did not answer during the HopID agreement")
         if dev.poll(POLLOUT, 200) & POLLOUT:
-            data = data[_write(dev, data, "control"):]
+            data = data[_write(dev, data, "control") :]
     buf = b""
     while len(buf) < hs.RECORD.size:
         deadline.check()
@@ -89,14 +91,17 @@ def _with_type(record: hs.Record, rtype: int) -> hs.Record:
 
 def _check(record: hs.Record, mine: hs.Record, heard: hs.Record | None, what: str) -> hs.Record:
     if record.channel != mine.channel or record.type == hs.HOPS:
-        raise LinkError(f"the peer's {what} stream carries its other channel: the HopIDs are crossed",
-                        hint="remove the streams on both machines (`recovery stream list`) and try again")
+        raise LinkError(
+            f"the peer's {what} stream carries its other channel: the HopIDs are crossed",
+            hint="remove the streams on both machines (`recovery stream list`) and try again",
+        )
     if heard is not None and record.nonce != heard.nonce:
         raise LinkError(f"two different peers answered on the {what} stream")
     if record.hopid != mine.hopid:
-        raise LinkError(f"the peer uses HopID {record.hopid} on the {what} stream, this side {mine.hopid}",
-                        hint="remove the streams on both machines and try again; if it persists, "
-                        "reload thunderbolt_stream on both")
+        raise LinkError(
+            f"the peer uses HopID {record.hopid} on the {what} stream, this side {mine.hopid}",
+            hint="remove the streams on both machines and try again; if it persists, reload thunderbolt_stream on both",
+        )
     return record
 
 

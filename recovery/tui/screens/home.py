@@ -40,7 +40,8 @@ def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[s
     loaded = [name for name, _, on in report.modules if on]
     missing = [name for name, _, on in report.modules if not on]
     parts = ([f"loaded: {', '.join(loaded)}"] if loaded else []) + (
-        [f"not loaded: {', '.join(missing)}"] if missing else [])
+        [f"not loaded: {', '.join(missing)}"] if missing else []
+    )
     rows = [("Modules", "; ".join(parts)), ("On the cable", ", ".join(report.hosts_on_cable) or "nobody yet")]
     labels = {"cable": "Cable", "tcp": "TCP", "connect": "Connecting", "peer": "Last try"}
     for source in (*labels, *sorted(set(status) - set(labels))):
@@ -52,8 +53,11 @@ def link_rows(report: LinkReport | None, status: dict[str, str]) -> list[tuple[s
 def address_text(listening: tuple[str, int] | None, report: LinkReport | None, listens: bool) -> str:
     """Where the other machine can reach this one: the addresses it really listens on, and the port."""
     if listening is None:
-        return ("Not listening on the network (--no-listen): type the other machine's address above."
-                if not listens else "Not listening on the network yet...")
+        return (
+            "Not listening on the network (--no-listen): type the other machine's address above."
+            if not listens
+            else "Not listening on the network yet..."
+        )
     host, port = listening
     suffix = "" if port == DEFAULT_PORT else f":{port}"
     if host:
@@ -70,16 +74,30 @@ def seen_rows(seen: list[Seen]) -> list[tuple[str, str]]:
     rows = []
     for s in seen:
         who = s.hostname or s.peer
-        what = {"wizard": "the wizard", "agent": "recovery agent", "sender": "recovery send",
-                "receiver": "recovery receive"}.get(s.role, "saying hello")
+        what = {
+            "wizard": "the wizard",
+            "agent": "recovery agent",
+            "sender": "recovery send",
+            "receiver": "recovery receive",
+        }.get(s.role, "saying hello")
         hint = "type its code above to work from here" if s.drivable else "it must type this machine's code"
-        back = {True: " - the machine you were paired with", False: " - NOT the machine you were paired with",
-                None: ""}[s.known]
+        back = {
+            True: " - the machine you were paired with",
+            False: " - NOT the machine you were paired with",
+            None: "",
+        }[s.known]
         reached = s.ours and s.link == "tcp"  # this side connected to it, at an address it was given
         way = f"reached at {s.peer}" if reached else f"over {s.link}"
-        rows.append(("Machine", (f"{who} {way} ({what}){back}: {hint}" if s.role
-                                 else f"{who} ({'this machine connected' if reached else 'it connected'}): "
-                                      f"{s.state}")))
+        rows.append(
+            (
+                "Machine",
+                (
+                    f"{who} {way} ({what}){back}: {hint}"
+                    if s.role
+                    else f"{who} ({'this machine connected' if reached else 'it connected'}): {s.state}"
+                ),
+            )
+        )
     return rows
 
 
@@ -120,8 +138,11 @@ class HomeScreen(Screen[None]):
             yield Static(flow.label("pair"), classes="step")
             yield Static(id="home-retry", classes="banner")
             yield Static(id="home-code")
-            yield Static("To work from here, type the other machine's code (and its address if the two "
-                         "are not joined by the cable), then Enter:", classes="help")
+            yield Static(
+                "To work from here, type the other machine's code (and its address if the two "
+                "are not joined by the cable), then Enter:",
+                classes="help",
+            )
             with Horizontal(classes="entry"):
                 yield Label("Other machine's code ›")
                 yield Input(placeholder="NNNN-NNNN", id="code", compact=True)
@@ -150,13 +171,16 @@ class HomeScreen(Screen[None]):
         retry = self.query_one("#home-retry", Static)
         retry.display = state.retry is not None and state.pin is not None
         if state.retry is not None and state.pin is not None:
-            retry.update(plain(f"To retry the clone, pair with {state.pin.hostname} again: type the code it "
-                              "shows now. The disks are checked again before anything is written."))
+            retry.update(
+                plain(
+                    f"To retry the clone, pair with {state.pin.hostname} again: type the code it "
+                    "shows now. The disks are checked again before anything is written."
+                )
+            )
         self.query_one("#home-disks", DiskTable).show(state.disks)
         self.query_one("#home-code", Static).update(code_text(state.code, self.hint))
         self.query_one("#home-seen", Static).update(table(seen_rows(state.seen)))
-        self.query_one("#home-address", Static).update(plain(address_text(state.listening, state.links,
-                                                                         self.listens)))
+        self.query_one("#home-address", Static).update(plain(address_text(state.listening, state.links, self.listens)))
         self.query_one("#home-links", Static).update(table(link_rows(state.links, state.status)))
 
     def action_code(self) -> None:

@@ -76,9 +76,14 @@ class PairScreen(PeerScreen):
         with VerticalScroll(classes="body"):
             yield Static(flow.label("pair"), classes="step")
             yield Static(facts(p), id="pair-facts")
-            yield Static(plain(f"You typed the code shown on {p.hostname}: this machine drives, and "
-                              f"{p.hostname} shows every step and can abort a clone. Enter chooses what to "
-                              "copy."), id="pair-help")
+            yield Static(
+                plain(
+                    f"You typed the code shown on {p.hostname}: this machine drives, and "
+                    f"{p.hostname} shows every step and can abort a clone. Enter chooses what to "
+                    "copy."
+                ),
+                id="pair-help",
+            )
         yield Footer()
 
     def action_confirm(self) -> None:
@@ -104,8 +109,13 @@ class PassiveScreen(PeerScreen):
             yield Static(id="passive-activity", classes="step")
             yield Static(id="passive-last")
             yield Static(facts(p), id="pair-facts")
-            yield Static(plain(f"{p.hostname} typed the code shown here: it drives now. Every clone it starts "
-                              "shows here, with what it reads or overwrites, and Esc aborts it."), id="pair-help")
+            yield Static(
+                plain(
+                    f"{p.hostname} typed the code shown here: it drives now. Every clone it starts "
+                    "shows here, with what it reads or overwrites, and Esc aborts it."
+                ),
+                id="pair-help",
+            )
         yield Footer()
 
     def on_mount(self) -> None:

@@ -72,8 +72,11 @@ class ProgressScreen(Screen[None]):
         route.add_row("To", plain(job.target))
         self.query_one("#route", Static).update(route)
         self.query_one("#graph", RateGraph).set(job.history)
-        self.query_one("#stages", StageBars).show(stage_names(job.sending_host, job.receiving_host), job.stages,
-                                                  job.bottleneck if job.stage == "transfer" else "")
+        self.query_one("#stages", StageBars).show(
+            stage_names(job.sending_host, job.receiving_host),
+            job.stages,
+            job.bottleneck if job.stage == "transfer" else "",
+        )
         warning = self.query_one("#warning", Static)
         warning.update(plain(f"Warning: {job.warnings[-1]}") if job.warnings else "")
 

@@ -51,8 +51,9 @@ class ResultScreen(Screen[None]):
         super().__init__()
         self.offers = tuple(offers)
         for offer in self.offers:  # keys that depend on the situation: bound per screen
-            self._bindings.bind(offer.key, f"offer('{offer.key}')", offer.label,
-                                key_display="Enter" if offer.key == "enter" else None)
+            self._bindings.bind(
+                offer.key, f"offer('{offer.key}')", offer.label, key_display="Enter" if offer.key == "enter" else None
+            )
 
     def action_offer(self, key: str) -> None:
         offer = next(o for o in self.offers if o.key == key)
@@ -105,8 +106,9 @@ class SummaryScreen(ResultScreen):
         with VerticalScroll(classes="body"):
             yield Static(verdict_text(self.job), id="verdict")
             if checked:
-                yield Static(facts([("Checked" if i == 0 else "", line) for i, line in enumerate(checked)]),
-                             id="checked")
+                yield Static(
+                    facts([("Checked" if i == 0 else "", line) for i, line in enumerate(checked)]), id="checked"
+                )
             yield Static(facts([*rows, ("Log", log)]), id="summary")
             yield Static(id="demo-check")
             yield Static(next_steps(self.job, self.host), id="next")
@@ -120,8 +122,15 @@ class SummaryScreen(ResultScreen):
 
 
 class ErrorScreen(ResultScreen):
-    def __init__(self, advice: Advice, offers: Sequence[Offer], *, state: Sequence[str] = (),
-                 log: str | None = None, peer: str = "") -> None:
+    def __init__(
+        self,
+        advice: Advice,
+        offers: Sequence[Offer],
+        *,
+        state: Sequence[str] = (),
+        log: str | None = None,
+        peer: str = "",
+    ) -> None:
         super().__init__(offers)
         self.advice, self.state_lines, self.log_path, self.peer = advice, tuple(state), log, peer
         self.status = ""

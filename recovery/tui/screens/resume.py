@@ -27,11 +27,15 @@ def resume_question(job: Unfinished) -> str:
     share = f" ({100 * job.done // job.total}%)" if job.total else ""
     since = f" of {job.since}" if job.since else ""
     if job.complete:
-        return (f"This target holds the clone{since} of this source, finished but for areas the source "
-                "could not read.\nTry those areas again (rescue mode), keeping what is there?")
+        return (
+            f"This target holds the clone{since} of this source, finished but for areas the source "
+            "could not read.\nTry those areas again (rescue mode), keeping what is there?"
+        )
     rescue = "\nIt ran in rescue mode, and continues in it." if job.rescue else ""
-    return (f"This target holds an interrupted clone{since} of this source: {human_size(job.done)} of "
-            f"{human_size(job.total)}{share} are on it.{rescue}\nResume it (only the rest is sent), or start over?")
+    return (
+        f"This target holds an interrupted clone{since} of this source: {human_size(job.done)} of "
+        f"{human_size(job.total)}{share} are on it.{rescue}\nResume it (only the rest is sent), or start over?"
+    )
 
 
 class ResumeScreen(ModalScreen[bool]):
@@ -60,10 +64,12 @@ class ResumeScreen(ModalScreen[bool]):
         self.dismiss(None)
 
 
-RESCUE_QUESTION = ("The source has unreadable areas. Continue in rescue mode?\n"
-                   "Rescue mode copies everything that can still be read, the good areas first, and lists what "
-                   "cannot be read (and which files it hits). Then Retry the same clone (r; pair with {peer} "
-                   "again first): it resumes where it stopped.")
+RESCUE_QUESTION = (
+    "The source has unreadable areas. Continue in rescue mode?\n"
+    "Rescue mode copies everything that can still be read, the good areas first, and lists what "
+    "cannot be read (and which files it hits). Then Retry the same clone (r; pair with {peer} "
+    "again first): it resumes where it stopped."
+)
 
 
 class RescueScreen(ModalScreen[bool]):
@@ -86,4 +92,3 @@ class RescueScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
-

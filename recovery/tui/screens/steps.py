@@ -65,10 +65,15 @@ class DirectionScreen(Step):
             yield PickList(
                 Option(plain(f"Copy a disk of this machine ({self.host}) to {self.peer}"), id="send"),
                 Option(plain(f"Copy a disk of {self.peer} to this machine ({self.host})"), id="receive"),
-                id="direction", compact=True,
+                id="direction",
+                compact=True,
             )
-            yield Static(plain(f"Either machine can drive the whole clone; {self.peer} shows the same "
-                              "progress and can abort it."), classes="help")
+            yield Static(
+                plain(
+                    f"Either machine can drive the whole clone; {self.peer} shows the same progress and can abort it."
+                ),
+                classes="help",
+            )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -83,8 +88,15 @@ class DirectionScreen(Step):
 class DiskScreen(Step):
     """Choose one disk; disks that cannot be used are listed, disabled, with the reason."""
 
-    def __init__(self, step: str, title: str, help_text: str, disks: Sequence[DiskInfo],
-                 refusals: dict[str, str | None], current: DiskInfo | None = None) -> None:
+    def __init__(
+        self,
+        step: str,
+        title: str,
+        help_text: str,
+        disks: Sequence[DiskInfo],
+        refusals: dict[str, str | None],
+        current: DiskInfo | None = None,
+    ) -> None:
         super().__init__(title)
         self.step = step
         self.help_text = help_text
@@ -135,8 +147,7 @@ class ChoiceList(OptionList):
     def __init__(self, values: Sequence[tuple[str, str]], current: str, **kwargs: object) -> None:
         self.values = list(values)
         self.value = current
-        super().__init__(*[Option(self._label(k, t), id=k) for k, t in values], compact=True,
-                         **kwargs)  # type: ignore[arg-type]
+        super().__init__(*[Option(self._label(k, t), id=k) for k, t in values], compact=True, **kwargs)  # type: ignore[arg-type]
 
     def _label(self, key: str, text: str) -> str:
         return f"({'*' if key == self.value else ' '}) {text}"
@@ -164,17 +175,26 @@ class OptionsScreen(Step):
         with VerticalScroll(classes="body"):
             yield self.step_line()
             yield Label("Mode", classes="section")
-            yield ChoiceList([("used", "used: only the blocks in use by the filesystems (faster)"),
-                              ("exact", "exact: every block; the copy is b3sum-identical")],
-                             c.mode, id="mode")
+            yield ChoiceList(
+                [
+                    ("used", "used: only the blocks in use by the filesystems (faster)"),
+                    ("exact", "exact: every block; the copy is b3sum-identical"),
+                ],
+                c.mode,
+                id="mode",
+            )
             yield Label("Compression", classes="section")
-            yield ChoiceList([("auto", "auto: adapts to the link and the processors"),
-                              ("off", "off: send the blocks as they are")],
-                             "auto" if c.level is None else "off", id="level")
+            yield ChoiceList(
+                [("auto", "auto: adapts to the link and the processors"), ("off", "off: send the blocks as they are")],
+                "auto" if c.level is None else "off",
+                id="level",
+            )
             yield Label("Verification", classes="section")
-            yield ChoiceList([("on", "on: read the target back and check it (recommended)"),
-                              ("off", "off: trust the copy")],
-                             "on" if c.verify else "off", id="verify")
+            yield ChoiceList(
+                [("on", "on: read the target back and check it (recommended)"), ("off", "off: trust the copy")],
+                "on" if c.verify else "off",
+                id="verify",
+            )
             yield Static("Arrows choose, Tab moves to the next setting, Enter continues.", classes="help")
         yield Footer()
 
@@ -185,8 +205,11 @@ class OptionsScreen(Step):
         def get(name: str) -> str:
             return str(self.query_one(f"#{name}", ChoiceList).value)
 
-        self.answer(dataclasses.replace(self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0,
-                                        verify=get("verify") == "on"))
+        self.answer(
+            dataclasses.replace(
+                self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0, verify=get("verify") == "on"
+            )
+        )
 
 
 def hardware(disk: DiskInfo) -> str:
@@ -243,9 +266,15 @@ class ReviewScreen(Step):
             yield self.step_line()
             yield Static(review_text(self.choice, self.host, self.peer), id="review")
             if self.changes:
-                yield Static(plain("Since these disks were chosen:\n" + "\n".join(f"- {c}" for c in self.changes)
-                                  + "\nThe clone uses them as they are now: check, then confirm again."),
-                             id="review-changes", classes="banner")
+                yield Static(
+                    plain(
+                        "Since these disks were chosen:\n"
+                        + "\n".join(f"- {c}" for c in self.changes)
+                        + "\nThe clone uses them as they are now: check, then confirm again."
+                    ),
+                    id="review-changes",
+                    classes="banner",
+                )
             with Horizontal(id="confirm-row"):
                 yield Label(plain(f"Type {self.word} to confirm: "))
                 yield Input(id="confirm", compact=True)
@@ -259,5 +288,6 @@ class ReviewScreen(Step):
         if event.value.strip() == self.word:
             self.answer(True)
         else:
-            self.query_one("#confirm-help", Static).update(plain(
-                f"That is not {self.word}. Type the target's name exactly, or press Esc to go back."))
+            self.query_one("#confirm-help", Static).update(
+                plain(f"That is not {self.word}. Type the target's name exactly, or press Esc to go back.")
+            )

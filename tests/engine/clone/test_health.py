@@ -63,8 +63,9 @@ def kernel_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, FakeHost]
     yield hosts
 
 
-def clone(fabric: Fabric, tmp_path: Path, hosts: dict[int, FakeHost], *, during: Any = None,
-          size: int = 6 * MIB) -> tuple[Sink, Sink, Any, Any]:
+def clone(
+    fabric: Fabric, tmp_path: Path, hosts: dict[int, FakeHost], *, during: Any = None, size: int = 6 * MIB
+) -> tuple[Sink, Sink, Any, Any]:
     """beta sends a random image to alpha over the emulated streams; ``during()`` once the plan is made."""
     source, target = tmp_path / "source.img", tmp_path / "target.img"
     source.write_bytes(os.urandom(size))
@@ -83,8 +84,9 @@ def clone(fabric: Fabric, tmp_path: Path, hosts: dict[int, FakeHost], *, during:
     with a, b:
         recv = in_thread(lambda: receive_disk(a, ReceiveOptions(target=str(target), timeout=10, code=CODE), rx))
         try:
-            sent: Any = send_disk(b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=MIB,
-                                                 code=CODE), sender_sink)
+            sent: Any = send_disk(
+                b, SendOptions(source=str(source), mode="exact", timeout=10, chunk_size=MIB, code=CODE), sender_sink
+            )
         except Exception as e:  # noqa: BLE001 - returned to the test
             sent = e
         try:
@@ -95,7 +97,8 @@ def clone(fabric: Fabric, tmp_path: Path, hosts: dict[int, FakeHost], *, during:
 
 
 def test_kernel_messages_during_a_clone_reach_the_log_and_the_summary(
-        fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost]) -> None:
+    fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost]
+) -> None:
     """A stream left over from an older run holds HopID 8 on alpha; thunderbolt-net comes up during the
     clone and fails to get its receive HopID. alpha's summary says so; beta's has nothing to say."""
     fabric.plug()
@@ -120,7 +123,8 @@ def test_kernel_messages_during_a_clone_reach_the_log_and_the_summary(
 
 
 def test_a_corrupt_frame_is_caught_by_the_digest_counted_and_sent_again(
-        fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost]) -> None:
+    fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost]
+) -> None:
     """The driver hands a CRC-flagged frame to read() as if good: the chunk's BLAKE3 (or its AES-GCM
     tag) catches it, the receiver asks for it again, the clone verifies, and both summaries count the
     resend next to the kernel's 'RX CRC error'."""
@@ -144,19 +148,23 @@ def test_a_corrupt_frame_is_caught_by_the_digest_counted_and_sent_again(
 
 
 def test_without_logind_the_clone_goes_on_with_a_warning(
-        fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(health, "SYSTEM_BUS", str(tmp_path / "no-bus"))  # as here, and on the appliance today
     fabric.plug()
     rx, tx, sent, got = clone(fabric, tmp_path, kernel_logs, size=2 * MIB)
     assert sent.verified and got.verified
     for side in (rx, tx):
         [warning] = [w for w in side.of(events.Warning) if "sleep inhibitor" in w.message]
-        assert warning.message == ("no sleep inhibitor held (logind is not running: there is no system D-Bus): "
-                                   "do not let this machine suspend during the clone")
+        assert warning.message == (
+            "no sleep inhibitor held (logind is not running: there is no system D-Bus): "
+            "do not let this machine suspend during the clone"
+        )
 
 
 def test_when_systemd_inhibit_fails_its_words_reach_the_warning(
-        fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real systemd-inhibit, run although no logind answers here: the clone goes on, saying why."""
     if os.path.exists(health.SYSTEM_BUS):
         pytest.skip("a system bus runs here: logind may grant the inhibitor")
@@ -171,16 +179,19 @@ def test_when_systemd_inhibit_fails_its_words_reach_the_warning(
 
 
 def test_the_inhibitor_is_held_for_the_clone_and_released_after(
-        fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    fabric: Fabric, tmp_path: Path, kernel_logs: dict[int, FakeHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "inhibit.txt"
     shim = bin_dir / "systemd-inhibit"
     # Like systemd-inhibit once logind grants the lock: run the command, holding it meanwhile.
-    shim.write_text("#!/bin/sh\n"
-                    f"echo \"$$ $*\" >> {record}\n"
-                    "while [ $# -gt 0 ]; do case $1 in --*) shift ;; *) break ;; esac; done\n"
-                    "exec \"$@\"\n")
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'echo "$$ $*" >> {record}\n'
+        "while [ $# -gt 0 ]; do case $1 in --*) shift ;; *) break ;; esac; done\n"
+        'exec "$@"\n'
+    )
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     bus = tmp_path / "bus"
@@ -209,16 +220,22 @@ def test_the_kernel_log_reader_counts_records_and_skips_the_rest() -> None:
     r, w = os.pipe()
     log = health.KernelLog(opener=lambda: r)
     log.start()
-    os.write(w, b"6,1,10,-;thunderbolt 0-1: new host found\n"
-                b"4,2,11,-;tbstream: RX CRC error\n SUBSYSTEM=thunderbolt\n"
-                b"4,3,12,-;ida_free called for id=9 which is not allocated.\n"
-                b"4,4,13,-;tbstream: RX CRC error\n")
+    os.write(
+        w,
+        b"6,1,10,-;thunderbolt 0-1: new host found\n"
+        b"4,2,11,-;tbstream: RX CRC error\n SUBSYSTEM=thunderbolt\n"
+        b"4,3,12,-;ida_free called for id=9 which is not allocated.\n"
+        b"4,4,13,-;tbstream: RX CRC error\n",
+    )
     os.close(w)
     assert log._thread is not None
     log._thread.join(5)  # the pipe's end stops the reader
     assert log.stop() == {"rx_crc_errors": 2, "ida_free_warnings": 1}
     assert [n.message for n in log.take_notes()] == [
-        "tbstream: RX CRC error", "ida_free called for id=9 which is not allocated.", "tbstream: RX CRC error"]
+        "tbstream: RX CRC error",
+        "ida_free called for id=9 which is not allocated.",
+        "tbstream: RX CRC error",
+    ]
 
 
 def test_without_dev_kmsg_dmesg_is_read_before_and_after() -> None:

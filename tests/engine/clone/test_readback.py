@@ -22,7 +22,7 @@ ZEROS = range(3 * MIB, 5 * MIB)  # a stretch of zeros: ZERO frames where the chu
 
 def source_bytes() -> bytes:
     data = bytearray(os.urandom(SIZE))
-    data[ZEROS.start:ZEROS.stop] = bytes(len(ZEROS))
+    data[ZEROS.start : ZEROS.stop] = bytes(len(ZEROS))
     return bytes(data)
 
 
@@ -32,10 +32,14 @@ def frames_of(data: bytes, chunk: int, *, skip: tuple[int, ...] = ()) -> FrameLi
     for offset in range(0, len(data), chunk):
         if offset in skip:
             continue
-        piece = data[offset:offset + chunk]
+        piece = data[offset : offset + chunk]
         zero = not any(piece)
-        frames.append(offset, len(piece), zero_digest(len(piece)) if zero else blake3.blake3(piece).digest(),
-                      Kind.ZERO if zero else Kind.DATA)
+        frames.append(
+            offset,
+            len(piece),
+            zero_digest(len(piece)) if zero else blake3.blake3(piece).digest(),
+            Kind.ZERO if zero else Kind.DATA,
+        )
     return frames
 
 
@@ -78,10 +82,10 @@ def test_a_clean_copy_passes_in_both_modes(tmp_path: Path, data: bytes, chunk: i
 
 
 @pytest.mark.parametrize("chunk", [MIB, 6 * MIB], ids=["1M", "6M"])
-@pytest.mark.parametrize("where", [2 * MIB + 12345, ZEROS.start + 1, SIZE - 1],
-                         ids=["data", "zeros", "unaligned-tail"])
-def test_one_changed_byte_is_found_and_named_as_its_frames_range(tmp_path: Path, data: bytes, chunk: int,
-                                                                 where: int) -> None:
+@pytest.mark.parametrize("where", [2 * MIB + 12345, ZEROS.start + 1, SIZE - 1], ids=["data", "zeros", "unaligned-tail"])
+def test_one_changed_byte_is_found_and_named_as_its_frames_range(
+    tmp_path: Path, data: bytes, chunk: int, where: int
+) -> None:
     target = write(tmp_path / "target.img", data, flip=(where,))
     frames = frames_of(data, chunk)
     start = where - where % chunk
@@ -98,11 +102,11 @@ def test_neighbouring_bad_frames_are_named_as_one_range(tmp_path: Path, data: by
     assert result.mismatches == [(MIB, 2 * MIB), (7 * MIB, MIB)]
 
 
-def test_exact_mode_without_the_sources_digest_checks_every_frame_in_the_same_pass(tmp_path: Path,
-                                                                                   data: bytes) -> None:
+def test_exact_mode_without_the_sources_digest_checks_every_frame_in_the_same_pass(tmp_path: Path, data: bytes) -> None:
     """A resumed clone has no digest of the whole source: each frame's own digest decides."""
-    clean = verify_image(str(write(tmp_path / "clean.img", data)), SIZE, None, frames_of(data, MIB),
-                         on_progress=Progress())
+    clean = verify_image(
+        str(write(tmp_path / "clean.img", data)), SIZE, None, frames_of(data, MIB), on_progress=Progress()
+    )
     assert (clean.mismatches, clean.image_digest) == ([], digest(data))
     target = write(tmp_path / "target.img", data, flip=(9 * MIB + 1,))
     bad = verify_image(str(target), SIZE, None, frames_of(data, MIB), on_progress=Progress())
@@ -110,8 +114,7 @@ def test_exact_mode_without_the_sources_digest_checks_every_frame_in_the_same_pa
     assert bad.image_digest == digest(target.read_bytes())  # the target as read back
 
 
-def test_when_every_frame_matches_but_the_whole_does_not_the_whole_target_is_named(tmp_path: Path,
-                                                                                   data: bytes) -> None:
+def test_when_every_frame_matches_but_the_whole_does_not_the_whole_target_is_named(tmp_path: Path, data: bytes) -> None:
     target = write(tmp_path / "target.img", data, flip=(4 * MIB,))
     frames = frames_of(target.read_bytes(), MIB)  # frames of what the target holds, the digest of the source
     result = verify_image(str(target), SIZE, digest(data), frames, on_progress=Progress())
@@ -172,8 +175,9 @@ def test_a_target_that_ends_early_cannot_be_verified(tmp_path: Path) -> None:
     path.write_bytes(bytes(3 * ALIGN))
     reader = DirectReader(str(path))
     try:
-        with pytest.raises(VerificationError, match=f"could not be read back at byte {3 * ALIGN}: it ends there") \
-                as caught:
+        with pytest.raises(
+            VerificationError, match=f"could not be read back at byte {3 * ALIGN}: it ends there"
+        ) as caught:
             reader.read(memoryview(bytearray(4 * ALIGN)), 2 * ALIGN, 2 * ALIGN)
     finally:
         reader.close()

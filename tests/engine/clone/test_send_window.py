@@ -37,13 +37,15 @@ def stalled(pipe: sendpipe.SendPipeline, read_bytes: Callable[[], int], timeout:
             frame = frame.f_back
         return names[:2] == ["wait", "_room_ahead"]  # innermost first: the condition's wait, in _room_ahead
 
-    wait_until(lambda: pipe._history_bytes >= sendpipe.UNACKED_BYTES and waits_for_acks(), timeout,
-               "the sender to stall at its window")
+    wait_until(
+        lambda: pipe._history_bytes >= sendpipe.UNACKED_BYTES and waits_for_acks(),
+        timeout,
+        "the sender to stall at its window",
+    )
     return read_bytes()
 
 
-def test_a_receiver_that_never_acknowledges_stalls_the_sender_at_the_window(monkeypatch: pytest.MonkeyPatch
-                                                                             ) -> None:
+def test_a_receiver_that_never_acknowledges_stalls_the_sender_at_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sendpipe, "UNACKED_BYTES", 8 * MIB)
     chunks = list(plan_chunks([(0, 64 * MIB)], MIB))
     read_bytes = 0
@@ -62,9 +64,17 @@ def test_a_receiver_that_never_acknowledges_stalls_the_sender_at_the_window(monk
         drained.set()
 
     threading.Thread(target=drain, daemon=True).start()
-    pipe = sendpipe.SendPipeline(read, plan_jobs(chunks, len(chunks), 0), FdChannel(ours.fileno(), owner=ours),
-                                 chunk_size=MIB, levels=LevelController(0), image=None,
-                                 keys=DataKeys(header=bytes(32), payload=bytes(32)), encrypted=False, workers=2)
+    pipe = sendpipe.SendPipeline(
+        read,
+        plan_jobs(chunks, len(chunks), 0),
+        FdChannel(ours.fileno(), owner=ours),
+        chunk_size=MIB,
+        levels=LevelController(0),
+        image=None,
+        keys=DataKeys(header=bytes(32), payload=bytes(32)),
+        encrypted=False,
+        workers=2,
+    )
     try:
         pipe.start()
         assert 8 * MIB <= stalled(pipe, lambda: read_bytes) <= 9 * MIB  # the window, and the chunk that filled it

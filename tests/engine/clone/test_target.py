@@ -64,8 +64,9 @@ def test_parse_level() -> None:
             parse_level(bad)
 
 
-def test_a_symlink_at_the_target_path_is_refused_and_never_followed(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_symlink_at_the_target_path_is_refused_and_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     victim = tmp_path / "victim.img"
     victim.write_bytes(b"precious" * 512)
     link = tmp_path / "copy.img"

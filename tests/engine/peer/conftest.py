@@ -27,8 +27,9 @@ def paired() -> Iterator[tuple[PeerLink, PeerLink]]:
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        links.append(handshake(tcp.connect(tcp.Endpoint("127.0.0.1", listener.port)), "sender", code=CODE,
-                               hostname="driver-box"))
+        links.append(
+            handshake(tcp.connect(tcp.Endpoint("127.0.0.1", listener.port)), "sender", code=CODE, hostname="driver-box")
+        )
         server.join(10)
         links += served
         assert len(links) == 2, "the server side did not pair"

@@ -81,6 +81,8 @@ def test_discovery_events_read_as_status_lines() -> None:
     service = discovery.ServiceAppeared(name="0-1.0", peer="0-1", key="stream")
     assert cable.describe_event(service) == "0-1 offers service 0-1.0 (stream)"
     assert cable.describe_event(discovery.ServiceGone("0-1.0", "0-1")) == "0-1 withdrew service 0-1.0"
-    assert cable.describe_event(discovery.InterfaceAppeared("thunderbolt0", "0-1")) == \
-        "network interface thunderbolt0 appeared (to 0-1)"
+    assert (
+        cable.describe_event(discovery.InterfaceAppeared("thunderbolt0", "0-1"))
+        == "network interface thunderbolt0 appeared (to 0-1)"
+    )
     assert cable.describe_event(discovery.InterfaceGone("thunderbolt0")) == "network interface thunderbolt0 went away"

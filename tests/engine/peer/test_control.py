@@ -44,8 +44,9 @@ def contacts() -> Iterator[tuple[Contact, Contact]]:
     """(driver-box, server-box) after the hellos, not paired."""
     listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
     met: list[Contact] = []
-    server = threading.Thread(target=lambda: met.append(meet(listener.accept(10), "receiver", hostname="server-box")),
-                              daemon=True)
+    server = threading.Thread(
+        target=lambda: met.append(meet(listener.accept(10), "receiver", hostname="server-box")), daemon=True
+    )
     server.start()
     try:
         met.insert(0, meet(tcp.connect(tcp.Endpoint("127.0.0.1", listener.port)), "sender", hostname="driver-box"))
@@ -73,8 +74,9 @@ def test_the_reader_delivers_the_peers_messages_in_order(paired: Pair) -> None:
     assert server.ctl.poll(0.1) is None  # the pings in between are not messages for the session
 
 
-def test_a_peer_that_pings_stays_and_a_silent_one_is_a_lost_link_after_the_timeout(fast_pings: None,
-                                                                                   paired: Pair) -> None:
+def test_a_peer_that_pings_stays_and_a_silent_one_is_a_lost_link_after_the_timeout(
+    fast_pings: None, paired: Pair
+) -> None:
     driver, server = paired
     server.ctl.timeout = 1.0
     alive_until = time.monotonic() + 3 * server.ctl.timeout
@@ -89,15 +91,19 @@ def test_a_peer_that_pings_stays_and_a_silent_one_is_a_lost_link_after_the_timeo
     assert server.ctl.timeout - 0.15 <= time.monotonic() - silent_from < server.ctl.timeout + 3, lost.value
 
 
-@pytest.mark.parametrize(("error", "raised"), [
-    (VerificationError("2 ranges differ", hint="check the cable"), VerificationError),
-    (TargetWriteError("the target is full", hint="choose a larger disk"), TargetWriteError),
-    (RefusedError("refusing to write /dev/sda: it is mounted"), RefusedError),
-    (LocalProtocolError("a message out of turn"), RemoteProtocolError),  # a bug here is the peer's breach there
-    (ValueError("a bug"), RecoveryError),
-])
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (VerificationError("2 ranges differ", hint="check the cable"), VerificationError),
+        (TargetWriteError("the target is full", hint="choose a larger disk"), TargetWriteError),
+        (RefusedError("refusing to write /dev/sda: it is mounted"), RefusedError),
+        (LocalProtocolError("a message out of turn"), RemoteProtocolError),  # a bug here is the peer's breach there
+        (ValueError("a bug"), RecoveryError),
+    ],
+)
 def test_the_peers_error_is_raised_here_as_its_own_naming_the_peer(
-        paired: Pair, error: BaseException, raised: type[RecoveryError]) -> None:
+    paired: Pair, error: BaseException, raised: type[RecoveryError]
+) -> None:
     driver, server = paired
     driver.ctl.report(error)
     with pytest.raises(raised) as got:
@@ -110,10 +116,13 @@ def test_the_peers_error_is_raised_here_as_its_own_naming_the_peer(
     assert got.value.hint == (error.hint if isinstance(error, RecoveryError) else None)
 
 
-@pytest.mark.parametrize(("error", "reason"), [
-    (CancelledError("stopped by its user"), "stopped by its user"),
-    (KeyboardInterrupt(), "interrupted by the user"),
-])
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (CancelledError("stopped by its user"), "stopped by its user"),
+        (KeyboardInterrupt(), "interrupted by the user"),
+    ],
+)
 def test_the_peers_cancel_is_a_cancel_here(paired: Pair, error: BaseException, reason: str) -> None:
     driver, server = paired
     driver.ctl.report(error)
@@ -183,10 +192,18 @@ def test_a_peer_that_closed_without_a_word_leaves_the_lost_link_as_it_is(paired:
     assert time.monotonic() - started < 10  # its reader saw the close: no need to wait the whole time
 
 
-@pytest.mark.parametrize(("code", "raised"), [("verify_failed", PairingError), ("integrity", PairingError),
-                                              ("refused", RefusedError), ("pairing", PairingError)])
-def test_an_unpaired_peer_may_only_say_why_it_will_not_pair(contacts: tuple[Contact, Contact], code: str,
-                                                            raised: type[RecoveryError]) -> None:
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        ("verify_failed", PairingError),
+        ("integrity", PairingError),
+        ("refused", RefusedError),
+        ("pairing", PairingError),
+    ],
+)
+def test_an_unpaired_peer_may_only_say_why_it_will_not_pair(
+    contacts: tuple[Contact, Contact], code: str, raised: type[RecoveryError]
+) -> None:
     """It cannot make this side report a verification failure or the like: that is only a failed pairing."""
     stranger, server = contacts
     stranger.ctl.send(m.Error(code=code, message="what it claims"))

@@ -16,10 +16,20 @@ IDENTITY = m.Identity(path="/dev/x", size=1 << 30, kind="disk", host_id="h", fin
 
 
 def test_a_progress_flood_nobody_reads_stays_bounded_and_the_newest_one_is_taken(
-        paired: tuple[PeerLink, PeerLink]) -> None:
+    paired: tuple[PeerLink, PeerLink],
+) -> None:
     driver, server = paired
-    plan = m.Plan(session="s", source=IDENTITY, size=1 << 30, mode="exact", chunk_size=1 << 20, codecs=("raw",),
-                  map=m.MapSummary(extents=1, bytes=1 << 30, digest="00" * 32), frames=1024, encrypted=False)
+    plan = m.Plan(
+        session="s",
+        source=IDENTITY,
+        size=1 << 30,
+        mode="exact",
+        chunk_size=1 << 20,
+        codecs=("raw",),
+        map=m.MapSummary(extents=1, bytes=1 << 30, digest="00" * 32),
+        frames=1024,
+        encrypted=False,
+    )
     driver.ctl.send(plan)
     assert isinstance(server.ctl.expect(m.Plan), m.Plan)
     sent = 0
@@ -43,7 +53,8 @@ def test_a_progress_flood_nobody_reads_stays_bounded_and_the_newest_one_is_taken
 
 
 def test_a_flood_of_other_messages_nobody_reads_stops_the_sender_not_this_sides_memory(
-        paired: tuple[PeerLink, PeerLink]) -> None:
+    paired: tuple[PeerLink, PeerLink],
+) -> None:
     driver, server = paired
     disks = tuple(m.DiskInfo(path=f"/dev/sd{i}", size=1 << 40, model="x" * 200) for i in range(200))
     sent = 0

@@ -15,13 +15,15 @@ HELLO = m.Hello(host=m.HostInfo("h", "b", "usb4-recovery 0.2.0"), role="wizard",
 
 def link(kind: str, encrypt: bool | None, *, private: bool = False) -> PeerLink:
     a, b = socket.socketpair()
-    conn = Connection(FdChannel(a.fileno(), owner=a), FdChannel(b.fileno(), owner=b), kind=kind, peer="p",
-                      private=private)
+    conn = Connection(
+        FdChannel(a.fileno(), owner=a), FdChannel(b.fileno(), owner=b), kind=kind, peer="p", private=private
+    )
     return PeerLink(conn, None, HELLO, HELLO, "driver", encrypt=encrypt)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind, private", [("tcp", False), ("tcp", True), ("tbnet", False), ("stdio", False),
-                                           ("tbstream", True)])
+@pytest.mark.parametrize(
+    "kind, private", [("tcp", False), ("tcp", True), ("tbnet", False), ("stdio", False), ("tbstream", True)]
+)
 def test_a_link_a_network_can_reach_is_sealed_unless_the_user_decided(kind: str, private: bool) -> None:
     assert link(kind, None, private=private).encrypts is not private
     assert link(kind, True, private=private).encrypts is True

@@ -62,8 +62,8 @@ def test_one_origin_guessing_waits_longer_each_time_and_slows_only_itself() -> N
         state = guard._origins["10.0.0.9"]
         waits.append(max(0.0, state.locked_until - clock.now))
     assert guard.code == "secret-code"  # a given code stays
-    assert waits[:MAX_TRIES - 1] == [0.0] * (MAX_TRIES - 1)  # a typo or two is forgiven
-    assert waits[MAX_TRIES - 1:] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert waits[: MAX_TRIES - 1] == [0.0] * (MAX_TRIES - 1)  # a typo or two is forgiven
+    assert waits[MAX_TRIES - 1 :] == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert guard.waiting("10.0.0.9") is not None and guard.waiting("10.0.0.2") is None
     assert right(guard, "10.0.0.2") == "paired"  # the real peer elsewhere still gets in
 

@@ -36,8 +36,9 @@ class Links:
 
     def drive(self, port: int) -> PeerLink:
         """Pair with the receiver listening on ``port`` as a sender called driver-box."""
-        return self.keep(handshake(tcp.connect(tcp.Endpoint("127.0.0.1", port)), "sender", code=CODE,
-                                   hostname="driver-box"))
+        return self.keep(
+            handshake(tcp.connect(tcp.Endpoint("127.0.0.1", port)), "sender", code=CODE, hostname="driver-box")
+        )
 
     def close(self) -> None:
         for link in self.made:
@@ -62,8 +63,11 @@ def test_the_ways_say_whether_there_is_any() -> None:
 def test_the_listener_is_made_once_and_kept_from_one_lobby_to_the_next(links: Links) -> None:
     lines: list[tuple[str, str]] = []
     where: list[tuple[str, str, int]] = []
-    meeting = Meeting(Ways(listen=LOCAL), status=lambda way, text: lines.append((way, text)),
-                      listening=lambda way, host, port: where.append((way, host, port)))
+    meeting = Meeting(
+        Ways(listen=LOCAL),
+        status=lambda way, text: lines.append((way, text)),
+        listening=lambda way, host, port: where.append((way, host, port)),
+    )
     try:
         meeting.listen_now()
         [(way, host, port)] = where
@@ -126,11 +130,16 @@ def test_the_peer_at_the_given_address_is_held_until_a_code_is_typed_here(links:
         try:
             meeting.feed(lobby, connect=agent_side.endpoint if given == "feed" else None)
             conn = agent_side.accept(10)
-            agent = threading.Thread(target=lambda: served.append(handshake(
-                conn, "agent", guard=CodeGuard(CODE), hostname="agent-box")), daemon=True)
+            agent = threading.Thread(
+                target=lambda: served.append(handshake(conn, "agent", guard=CodeGuard(CODE), hostname="agent-box")),
+                daemon=True,
+            )
             agent.start()
-            wait_until(lambda: [s.hostname for s in lobby.seen if s.drivable and s.contact] == ["agent-box"], 10,
-                       "the agent to be held, ready to be driven")
+            wait_until(
+                lambda: [s.hostname for s in lobby.seen if s.drivable and s.contact] == ["agent-box"],
+                10,
+                "the agent to be held, ready to be driven",
+            )
             [held] = lobby.seen
             assert held.ours and held.peer == str(agent_side.endpoint)
             assert lobby.drive(CODE)

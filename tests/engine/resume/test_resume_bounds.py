@@ -38,8 +38,15 @@ def test_an_offer_beyond_the_plan_is_refused_before_any_digest(seq: int, nbytes:
     chunks = list(plan_chunks([(0, 4 * MIB)], MIB))  # 4 chunks, 4 MiB
     offer = m.ResumeOffer(seq=seq, bytes=nbytes, since="", complete=False, rescued=False)
     with pytest.raises(RemoteProtocolError, match="beyond this plan"):
-        agree.sender_agree(NoDigestsLink(), offer, chunks, lambda c, v: True,  # type: ignore[arg-type]
-                            planned=len(chunks), planned_bytes=4 * MIB, chunk_size=MIB)
+        agree.sender_agree(
+            NoDigestsLink(),
+            offer,
+            chunks,
+            lambda c, v: True,  # type: ignore[arg-type]
+            planned=len(chunks),
+            planned_bytes=4 * MIB,
+            chunk_size=MIB,
+        )
 
 
 def test_the_sample_is_spread_random_and_always_holds_the_last_two() -> None:
@@ -58,8 +65,17 @@ TARGET = m.Identity(path="/dev/fake", size=64 * MIB, kind="disk", host_id="h", f
 
 
 def a_journal(where: Path) -> journal.Journal:
-    plan = m.Plan(session="s", source=TARGET, size=64 * MIB, mode="exact", chunk_size=MIB, codecs=("raw",),
-                  map=m.MapSummary(extents=1, bytes=64 * MIB, digest="00" * 32), frames=64, encrypted=False)
+    plan = m.Plan(
+        session="s",
+        source=TARGET,
+        size=64 * MIB,
+        mode="exact",
+        chunk_size=MIB,
+        codecs=("raw",),
+        map=m.MapSummary(extents=1, bytes=64 * MIB, digest="00" * 32),
+        frames=64,
+        encrypted=False,
+    )
     jrnl = journal.Journal.create(where, plan, TARGET, "fp", "src", "dst")
     frames = FrameList()
     for i in range(4):

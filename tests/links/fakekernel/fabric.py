@@ -112,8 +112,12 @@ class FakeHost:
         """The code under test's view of this host."""
         from tests.links.fakekernel.fs import FakeOps
 
-        return Host(sysfs=Sysfs(self.sys), tree=StreamTree(self.config, self.dev, ops=FakeOps(self)),
-                    ledger=Ledger(self.root / "run"), watch=lambda: DeviceWatch(self.udev()))
+        return Host(
+            sysfs=Sysfs(self.sys),
+            tree=StreamTree(self.config, self.dev, ops=FakeOps(self)),
+            ledger=Ledger(self.root / "run"),
+            watch=lambda: DeviceWatch(self.udev()),
+        )
 
     def udev(self) -> FakeUdev:
         monitor = FakeUdev(self)
@@ -153,8 +157,13 @@ class FakeHost:
         d = self.config / s.group / s.name
         if not d.is_dir():
             return
-        values = {"index": s.index, "in_hopid": s.in_hopid, "out_hopid": s.out_hopid,
-                  "ring_size": s.ring_size, "throttling": s.throttling}
+        values = {
+            "index": s.index,
+            "in_hopid": s.in_hopid,
+            "out_hopid": s.out_hopid,
+            "ring_size": s.ring_size,
+            "throttling": s.throttling,
+        }
         if s.busy_poll is not None:
             values["busy_poll"] = s.busy_poll
         for attr, value in values.items():
@@ -287,8 +296,7 @@ class Fabric:
     def _target(self, h: FakeHost, s: Sdev) -> Sdev | None:
         peer = h.peer
         assert peer is not None
-        return next((p for p in peer.streams.values()
-                     if p.open and p.attached and p.in_hopid == s.out_hopid), None)
+        return next((p for p in peer.streams.values() if p.open and p.attached and p.in_hopid == s.out_hopid), None)
 
     def _run_wire(self) -> None:
         budget_at = time.monotonic()
@@ -332,6 +340,7 @@ class Fabric:
 
 # --- sysfs trees ---
 
+
 def _root_switch(h: FakeHost) -> None:
     sw = h.sys / "devices" / "domain0" / "0-0"
     sw.mkdir(parents=True)
@@ -345,16 +354,26 @@ def _root_switch(h: FakeHost) -> None:
 def _xdomain(h: FakeHost, peer: FakeHost) -> None:
     xd = h.sys / "devices" / "domain0" / "0-0" / h.peer_xdomain
     xd.mkdir()
-    attrs = {"uevent": "DEVTYPE=thunderbolt_xdomain", "unique_id": peer.uuid, "device_name": f"{peer.name} box",
-             "vendor_name": "Example", "rx_speed": "20.0 Gb/s", "rx_lanes": "2", "tx_speed": "20.0 Gb/s",
-             "tx_lanes": "2", "maxhopid": str(peer.local_max_hopid)}
+    attrs = {
+        "uevent": "DEVTYPE=thunderbolt_xdomain",
+        "unique_id": peer.uuid,
+        "device_name": f"{peer.name} box",
+        "vendor_name": "Example",
+        "rx_speed": "20.0 Gb/s",
+        "rx_lanes": "2",
+        "tx_speed": "20.0 Gb/s",
+        "tx_lanes": "2",
+        "maxhopid": str(peer.local_max_hopid),
+    }
     for k, v in attrs.items():
         (xd / k).write_text(v + "\n")
     bus = h.sys / "bus" / "thunderbolt" / "devices"
     (bus / h.peer_xdomain).symlink_to(xd)
     h.emit("add", h.peer_xdomain, devtype="thunderbolt_xdomain")
-    services = [(h.stream_service, "stream", peer.stream_module, h.stream_module, "thunderbolt_stream"),
-                (h.net_service, "network", peer.net_module, h.net_module, "thunderbolt_net")]
+    services = [
+        (h.stream_service, "stream", peer.stream_module, h.stream_module, "thunderbolt_stream"),
+        (h.net_service, "network", peer.net_module, h.net_module, "thunderbolt_net"),
+    ]
     for name, key, offered, bound, driver in services:
         if not offered:
             continue

@@ -68,8 +68,13 @@ class FakeOps(FsOps):
                     raise _err(errno.EINVAL, path)
                 os.mkdir(path)  # FileExistsError as the real one
                 peer = h.peer
-                h.groups[parts[0]] = (self.fabric.plugged and parts[0] == h.stream_service and h.stream_module
-                                      and peer is not None and peer.stream_module)
+                h.groups[parts[0]] = (
+                    self.fabric.plugged
+                    and parts[0] == h.stream_service
+                    and h.stream_module
+                    and peer is not None
+                    and peer.stream_module
+                )
                 return
             group, name = parts
             if len(name) > MAX_NAME:
@@ -77,8 +82,7 @@ class FakeOps(FsOps):
             os.mkdir(path)
             index = min(set(range(len(h.indices) + 1)) - h.indices)
             h.indices.add(index)
-            s = Sdev(group, name, index, threading.Condition(self.fabric.lock),
-                     busy_poll=0 if h.busy_poll else None)
+            s = Sdev(group, name, index, threading.Condition(self.fabric.lock), busy_poll=0 if h.busy_poll else None)
             h.streams[(group, name)] = s
             h.sync(s)
             if h.groups.get(group):
@@ -199,8 +203,8 @@ class FakeDevice:
                         s.rx.popleft()
                         s.closed = True
                     break
-                part = frame.data[s.rx_offset: s.rx_offset + len(view) - n]
-                view[n: n + len(part)] = part
+                part = frame.data[s.rx_offset : s.rx_offset + len(view) - n]
+                view[n : n + len(part)] = part
                 n += len(part)
                 if s.rx_offset + len(part) < len(frame.data):
                     s.rx_offset += len(part)
@@ -224,7 +228,7 @@ class FakeDevice:
             room = (s.ring_size - 1 - len(s.tx)) * FRAME
             data = _gather(views, room)
             for i in range(0, len(data), FRAME):
-                s.tx.append(Frame(data[i: i + FRAME]))
+                s.tx.append(Frame(data[i : i + FRAME]))
             self.host.fabric.work.notify_all()
             return len(data)
 
