@@ -42,7 +42,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -461,8 +461,8 @@ def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes |
 
 def sample_indexes(
     count: int,
-    skip: set[int] = frozenset(),
-    want: int = SAMPLE,  # type: ignore[assignment]
+    skip: Set[int] = frozenset(),
+    want: int = SAMPLE,
     rng: random.Random | None = None,
 ) -> list[int]:
     """Frames to check: one at random in each of ``want`` equal stretches of the first ``count`` (so
