@@ -54,10 +54,10 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
         )
     if code == "verify_failed":
         return (
-            "Verification found differences",
+            "The copy could not be verified",
             (
-                "The target did not read back what was written (it may be failing), or a filesystem on it failed "
-                "its check: the message says which.",
+                "The target did not read back what was written, or could not be read back at all (it may be "
+                "failing), or a filesystem on it failed its check: the message says which.",
                 "Retry, or use another target disk; if a filesystem check failed, clone in exact mode.",
             ),
             False,
@@ -74,6 +74,12 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
         )
     if code == "missing":
         return "Something this machine needs is missing", (), False
+    if code == "tool":
+        return (
+            "A program usb4-recovery runs failed",
+            ("The message names the program and why. Retry; if it fails again, keep the log and report it.",),
+            False,
+        )
     if code == "usage":
         return "That cannot be done", (), False
     return (
