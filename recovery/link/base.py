@@ -284,7 +284,8 @@ class Connection:
     speed_probe: Callable[[], str | None] | None = None  # see speed()
     binding: bytes = b""  # what both ends see alike of this link (a token, nonces): bound into the pairing
     private: bool = False  # no network reaches it (a direct cable, loopback): see PeerLink.encrypts
-    origin: str = ""  # where the peer is, for counting its pairing tries (an address; "" : the link itself)
+    origin: str = ""  # where the peer is, for counting its wrong codes (an address or IPv6 /64; "": the link)
+    address: str = ""  # the peer's own address: what it did without pairing counts against it alone
     choice: str | None = None  # why this link was chosen (auto: the measured rates), for people
     rates: dict[str, float] | None = None  # bytes/s each candidate link measured at the start
 

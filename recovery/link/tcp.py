@@ -328,7 +328,15 @@ def _connection(control: socket.socket, data: socket.socket, *, kind: str, peer:
         binding=b"tcp " + token,
         private=_loopback(control),
         origin=_address(control),
+        address=_peer_address(control),
     )
+
+
+def _peer_address(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def _address(sock: socket.socket) -> str:

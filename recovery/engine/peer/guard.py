@@ -8,14 +8,16 @@ abandoned before its proof costs nothing (it learned nothing: the driver
 proves first).
 
 - From one origin (an IPv4 address, an IPv6 /64: see
-  :func:`recovery.link.tcp.origin_of`), after :data:`MAX_TRIES` tries in a row
-  that did not pair, each further try must wait twice as long as the one
-  before (1, 2, 4 ... s, at most :data:`MAX_LOCK`): a typo is forgiven,
-  guessing is slowed, and a stranger slows only itself. An attempt that gave
-  no proof in time (or was left halfway), and a connection that did not pair
-  within its limit, count as such a try (:meth:`CodeGuard.stalled`): it
-  learned nothing of the code, so only its origin pays, but it cannot hold a
-  place by stalling over and over.
+  :func:`recovery.link.tcp.origin_of`), after :data:`MAX_TRIES` wrong codes in
+  a row, each further try must wait twice as long as the one before (1, 2, 4
+  ... s, at most :data:`MAX_LOCK`): a typo is forgiven, guessing is slowed
+  (a /64 is one origin: a host has a whole /64 to guess from), and a
+  stranger slows only itself.
+- A connection that leaves without pairing (an attempt without its proof in
+  time or left halfway, or no attempt at all within its limit) counts the
+  same way, but against its own address alone (:meth:`CodeGuard.stalled`):
+  it learned nothing of the code, so the code stays and its neighbours on
+  the /64 are not locked out with it.
 - When more than :data:`GLOBAL_PER_MINUTE` wrong codes came in the last
   minute from all origins together (many addresses are cheap to have), an
   origin gets no grace: its first wrong code already makes it wait, at least
@@ -63,8 +65,12 @@ class Verdict:
 
 @dataclass
 class _Origin:
-    failures: int = 0  # wrong tries in a row
+    failures: int = 0  # tries in a row that did not pair
     locked_until: float = 0.0
+    last: float = 0.0  # when the last one was counted
+
+
+MAX_TRACKED = 4096  # origins and addresses remembered; past this, those long quiet are forgotten
 
 
 @dataclass
@@ -75,6 +81,7 @@ class Answer:
     generation: int
     origin: str = field(default="")
     rejoin: bool = False  # the lost pairing's secret, not the code
+    address: str = ""  # the peer's own address (its stalls are counted there)
 
 
 @dataclass
@@ -97,22 +104,24 @@ class CodeGuard:
         self.clock = clock
         self.generation = 0  # which code is current
         self.wrong_since_new = 0  # wrong tries against the current code, from anywhere
-        self._origins: dict[str, _Origin] = {}
+        self._origins: dict[str, _Origin] = {}  # wrong codes, per origin
+        self._addresses: dict[str, _Origin] = {}  # connections that left without pairing, per address
         self._recent: deque[float] = deque()  # times of recent wrong tries, from anywhere
         self._rejoin: _Rejoin | None = None
         self._lock = threading.Lock()
 
     # --- answering an attempt ---
 
-    def waiting(self, origin: str) -> str | None:
-        """Why ``origin`` may not try now (a message for it), or None."""
+    def waiting(self, origin: str, address: str = "") -> str | None:
+        """Why a peer at ``address`` of ``origin`` may not try now (a message for it), or None."""
         with self._lock:
-            return self._waiting(origin, self.clock())
+            return self._waiting(origin, address, self.clock())
 
-    def _waiting(self, origin: str, now: float) -> str | None:
-        state = self._origins.get(origin)
-        if state is not None and now < state.locked_until:
-            return f"too many tries from {origin or 'this link'}: wait {max(1, round(state.locked_until - now))} s"
+    def _waiting(self, origin: str, address: str, now: float) -> str | None:
+        for table, key in ((self._origins, origin), (self._addresses, address)):
+            state = table.get(key) if key else None
+            if state is not None and now < state.locked_until:
+                return f"too many tries from {key or 'this link'}: wait {max(1, round(state.locked_until - now))} s"
         return None
 
     def _under_pressure(self, now: float) -> bool:
@@ -121,37 +130,48 @@ class CodeGuard:
             self._recent.popleft()
         return len(self._recent) >= GLOBAL_PER_MINUTE
 
-    def _failed(self, origin: str, now: float, *, grace: bool) -> None:
-        """One more try from ``origin`` that did not pair: make it wait once it has had its grace."""
-        state = self._origins.setdefault(origin, _Origin())
+    def _failed(self, table: dict[str, _Origin], key: str, now: float, *, grace: bool) -> None:
+        """One more try from ``key`` that did not pair: make it wait once it has had its grace."""
+        if len(self._origins) + len(self._addresses) > MAX_TRACKED:
+            self._forget_quiet(now)
+        state = table.setdefault(key, _Origin())
         state.failures += 1
+        state.last = now
         if not grace:
             state.locked_until = now + min(MAX_LOCK, PRESSURE_LOCK * 2.0 ** (state.failures - 1))
         elif state.failures >= MAX_TRIES:
             state.locked_until = now + min(MAX_LOCK, 2.0 ** (state.failures - MAX_TRIES))
 
-    def locked(self, origin: str) -> bool:
-        """Must ``origin`` wait before it may try again?"""
-        with self._lock:
-            return self._waiting(origin, self.clock()) is not None
+    def _forget_quiet(self, now: float) -> None:
+        for table in (self._origins, self._addresses):
+            for key in [k for k, s in table.items() if now - s.last > MAX_LOCK and now >= s.locked_until]:
+                del table[key]
 
-    def stalled(self, origin: str) -> None:
-        """An attempt from ``origin`` gave no proof in time or was left halfway, or a connection from it
-        did not pair within its limit: a try for that origin only (the code stays, nobody else pays)."""
+    def locked(self, origin: str, address: str = "") -> bool:
+        """Must a peer at ``address`` of ``origin`` wait before it may try again?"""
         with self._lock:
-            self._failed(origin, self.clock(), grace=True)
+            return self._waiting(origin, address, self.clock()) is not None
 
-    def answer(self, origin: str, *, rejoin: bool = False) -> Answer | None:
+    def stalled(self, address: str) -> None:
+        """A connection from ``address`` left without pairing (an attempt without its proof in time or
+        left halfway, or no attempt within its limit): a try for that address only (the code stays, and
+        nobody else on its network pays)."""
+        if not address:
+            return
+        with self._lock:
+            self._failed(self._addresses, address, self.clock(), grace=True)
+
+    def answer(self, origin: str, *, rejoin: bool = False, address: str = "") -> Answer | None:
         """The current code's bytes to answer an attempt from ``origin`` with; for a ``rejoin``, the lost
         pairing's secret (None: no lost pairing may come back now)."""
         with self._lock:
             if not rejoin:
-                return Answer(codes.secret(self.code), self.generation, origin)
+                return Answer(codes.secret(self.code), self.generation, origin, address=address)
             r = self._rejoin
             if r is None or self.clock() > r.until:
                 self._rejoin = None
                 return None
-            return Answer(r.secret, self.generation, origin, rejoin=True)
+            return Answer(r.secret, self.generation, origin, rejoin=True, address=address)
 
     def allow_rejoin(self, secret: bytes) -> None:
         """The link to a paired peer was lost: let it pair again once with ``secret`` (no code; only
@@ -182,14 +202,15 @@ class CodeGuard:
                     return Verdict("stale", "this machine no longer waits for that pairing to come back")
             elif answered.generation != self.generation:
                 return Verdict("stale", "the pairing code changed meanwhile: type the new one it shows")
-            why = self._waiting(answered.origin, now)
+            why = self._waiting(answered.origin, answered.address, now)
             if why is not None:
                 return Verdict("locked", why)
             if holds():
                 self._origins.pop(answered.origin, None)
+                self._addresses.pop(answered.address, None)
                 self._rejoin = None  # paired (by it, or by the code): the lost pairing is over
                 return Verdict("paired")
-            self._failed(answered.origin, now, grace=not self._under_pressure(now))
+            self._failed(self._origins, answered.origin, now, grace=not self._under_pressure(now))
             self._recent.append(now)
             self.wrong_since_new += 0 if answered.rejoin else 1
             if not self.given and self.wrong_since_new >= MAX_TRIES:

@@ -46,6 +46,7 @@ secret is the proof (only the two machines of that pairing hold it).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from recovery import events
@@ -63,7 +64,9 @@ PAIR_LIMIT = 30.0  # seconds from a connection's first byte to its pairing, for 
 HOLD_LIMIT = 600.0  # seconds a peer that waits for our user to type its code is held (None on the cable)
 MAX_CONTACTS = 16  # connections handshaking, pairing or waiting at once
 MAX_PER_ORIGIN = 4  # of them from one address
-MAX_TURNING_AWAY = 4  # connections told at once why a full table has no place for them
+MAX_TURNING_AWAY = 16  # connections told at once why a full table has no place for them
+TURN_AWAY_WORDS = 0.2  # seconds a turned-away connection has to read why (a flood must not hold the slots)
+PROTECTED = 3.0  # seconds a new connection cannot be pushed out (the real peer pairs well within it)
 ACCEPT_SLICE = 0.5
 
 
@@ -181,10 +184,13 @@ class Lobby:
         threading.Thread(target=self._handle, args=(seen, limit, hold), name="lobby-contact", daemon=True).start()
 
     def _turn_away(self, conn: Connection) -> None:
-        """No place for ``conn``: where its origin must wait, say so after the hellos (a few at a time,
-        in a thread each, with the hello's own time limit); else, or when busy, just close it."""
-        why = self.guard.waiting(conn.origin) if self.guard is not None else None
-        if why is None or self.done.is_set() or not self._turning_away.acquire(blocking=False):
+        """No place for ``conn``: say why after the hellos (its origin must wait, or holds every place it
+        may), a few at a time, each in a thread with the hello's own time limit; past that, just close it."""
+        why = self.guard.waiting(conn.origin, conn.address) if self.guard is not None else None
+        if why is None:
+            why = (f"{conn.origin or 'that address'} holds every place it may here, with connections that have "
+                   "not paired yet: try again in a few seconds")
+        if self.done.is_set() or not self._turning_away.acquire(blocking=False):
             conn.abort()
             conn.close()
             return
@@ -193,7 +199,7 @@ class Lobby:
             try:
                 contact = meet(conn, self.role, timeout=self.timeout, hostname=self.hostname)
                 contact.ctl.try_send(m.Error(code="pairing", message=f"no pairing attempts for now: {why}"))
-                contact.ctl.last_words()
+                contact.ctl.last_words(TURN_AWAY_WORDS)
                 contact.ctl.close()
             except RecoveryError:
                 pass
@@ -206,26 +212,45 @@ class Lobby:
 
     def _make_room(self, new: Seen) -> Seen | None:
         """Under the lock: the connection to drop so ``new`` fits (``new`` itself if nothing may go),
-        removed from the table at once."""
+        removed from the table at once.
+
+        An origin whose share is full makes room for itself only: its oldest connection goes, once older
+        than :data:`PROTECTED` (its own flood cannot push out a newcomer of it, the real peer behind the
+        same NAT). A full table makes room from the origin that holds the most places, its oldest first,
+        whatever it is doing, as long as that origin holds more than the newcomer's would: a newcomer
+        from an origin with no place yet always gets one, so a stranger holding every place from a few
+        origins (with attempts it never finishes) cannot keep the real peer out. Connections this side
+        reached itself, or a typed code is being tried on, never go; one from an origin that must wait
+        goes first, and a newcomer from one gets no place."""
         if self.done.is_set():
             return new
         origin = new.conn.origin if new.conn is not None else ""
-        same = [s for s in self._seen if origin and s.conn is not None and s.conn.origin == origin]
-        if len(same) >= MAX_PER_ORIGIN:
-            pool = same  # one address makes room for itself only
-        elif len(self._seen) >= MAX_CONTACTS:
-            pool = self._seen
-        else:
+        places: dict[str, int] = {}
+        for s in self._seen:
+            key = s.conn.origin if s.conn is not None else ""
+            places[key] = places.get(key, 0) + 1
+        own = places.get(origin, 0) if origin else 0
+        if own < MAX_PER_ORIGIN and len(self._seen) < MAX_CONTACTS:
             return None
-        if self.guard is not None and self.guard.locked(origin):
+        if self._must_wait(new):
             return new  # it must wait anyway: it takes nobody's place
-        idle = [s for s in pool if s is not self._trying and not s.ours]
-        if not idle:
+        now = time.monotonic()
+        movable = [s for s in self._seen if s is not self._trying and not s.ours]
+        if own >= MAX_PER_ORIGIN:
+            pool = [s for s in movable if s.conn is not None and s.conn.origin == origin and now - s.since >= PROTECTED]
+        else:
+            pool = [s for s in movable if self._must_wait(s) or places.get(s.conn.origin if s.conn else "", 0) > own]
+        if not pool:
             return new
-        locked = self.guard.locked if self.guard is not None else lambda origin: False
-        oldest = min(idle, key=lambda s: (not locked(s.conn.origin if s.conn else ""), s.pairing, s.since))
-        self._seen.remove(oldest)
-        return oldest
+        victim = min(
+            pool, key=lambda s: (not self._must_wait(s), -places.get(s.conn.origin if s.conn else "", 0), s.since)
+        )
+        self._seen.remove(victim)
+        return victim
+
+    def _must_wait(self, seen: Seen) -> bool:
+        conn = seen.conn
+        return self.guard is not None and conn is not None and self.guard.locked(conn.origin, conn.address)
 
     def hold(self, ep: tcp.Endpoint, *, retry: float = 2.0) -> None:
         """In a thread: connect to ``ep`` and keep the peer there, to be driven once a person
@@ -410,6 +435,16 @@ class Lobby:
             self.found(link)
 
     def _drop(self, seen: Seen, why: str = "") -> None:
+        """``seen`` ends without pairing (its own doing, its time up, or pushed out): unless this lobby ended
+        it, one that made no pairing attempt counts against its address (an attempt counted already)."""
+        contact, conn = seen.contact, seen.conn
+        if (
+            not (self.done.is_set() or seen.ours)
+            and self.guard is not None
+            and conn is not None
+            and (contact is None or contact.ctl.state.attempts == 0)
+        ):
+            self.guard.stalled(conn.address or conn.origin)
         with self._lock:
             self._seen = [s for s in self._seen if s is not seen]
             if self._trying is seen:

@@ -260,8 +260,6 @@ class Contact:
                 raise CancelledError("stopped while waiting for the pairing")
             left = 0.25 if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                if guard is not None:
-                    guard.stalled(self.conn.origin)  # it held a place and proved nothing
                 raise PairingError(f"{self.name} did not pair within {limit:.0f} s")
             code = wants_drive() if wants_drive is not None else None
             if code is not None:
@@ -303,10 +301,11 @@ class Contact:
         origin = self.conn.origin
         if guard is None:
             return self.ctl.refuse("no_code", f"{self.ours.host.hostname} drives; it shows no code to type")
-        why = guard.waiting(origin)
+        address = self.conn.address or origin
+        why = guard.waiting(origin, address)
         if why is not None:
             return self.ctl.refuse("locked", why)
-        answered = guard.answer(origin, rejoin=rejoin)
+        answered = guard.answer(origin, rejoin=rejoin, address=address)
         if answered is None:
             return self.ctl.refuse(
                 "stale",
@@ -315,10 +314,10 @@ class Contact:
         try:
             proof = self.ctl.answer(answered.secret)
         except PairingError:
-            guard.stalled(origin)  # no proof in time, or it left halfway: a try for its origin
+            guard.stalled(address)  # no proof in time, or it left halfway: a try for its address
             raise
         if isinstance(proof, PairingFailed):
-            guard.stalled(origin)  # it gave up (or its message was malformed) before proving anything
+            guard.stalled(address)  # it gave up (or its message was malformed) before proving anything
             return proof
         verdict = guard.judge(answered, self.ctl.proof_holds)
         return self.ctl.conclude(verdict.outcome, verdict.message)

@@ -86,15 +86,27 @@ def test_many_origins_together_slow_strangers_but_never_refuse_the_right_code() 
     assert wrong(guard, "10.0.2.1") == "wrong_code" and guard.waiting("10.0.2.1") is None  # pressure gone
 
 
-def test_an_attempt_left_without_its_proof_counts_for_its_origin_only() -> None:
+def test_a_connection_that_left_without_pairing_counts_for_its_own_address_only() -> None:
+    """Not for its /64: every SLAAC host of a LAN shares one, and a stranger there would lock them all out."""
     clock = Clock()
     guard = CodeGuard("secret-code", clock=clock)
+    net, stranger, neighbour = "2001:db8::/64", "2001:db8::3", "2001:db8::2"
     for _ in range(MAX_TRIES):
-        assert guard.waiting("10.0.0.9") is None
-        guard.stalled("10.0.0.9")
-    assert "too many tries from 10.0.0.9" in (guard.waiting("10.0.0.9") or "")
+        assert guard.waiting(net, stranger) is None
+        guard.stalled(stranger)
+    assert "too many tries from 2001:db8::3" in (guard.waiting(net, stranger) or "")
+    assert guard.waiting(net, neighbour) is None
     assert guard.wrong_since_new == 0 and guard.code == "secret-code"  # nothing learned: the code stays
-    assert right(guard, "10.0.0.2") == "paired"
+    assert guard.judge(guard.answer(net, address=neighbour), lambda: True).outcome == "paired"
+
+
+def test_wrong_codes_count_for_the_whole_origin() -> None:
+    clock = Clock()
+    guard = CodeGuard("secret-code", clock=clock)
+    net = "2001:db8::/64"
+    for i in range(MAX_TRIES):  # guessed from three addresses of one /64: one origin
+        assert guard.judge(guard.answer(net, address=f"2001:db8::{i + 10}"), lambda: False).outcome == "wrong_code"
+    assert "too many tries from 2001:db8::/64" in (guard.waiting(net, "2001:db8::99") or "")
 
 
 def test_a_success_starts_that_origins_count_again() -> None:

@@ -1,8 +1,9 @@
 """The lobby's table of connections under pressure, with real TCP connections from several loopback
 origins (127.0.0.2, .3, ...): one origin holds at most MAX_PER_ORIGIN places and a full table
-MAX_CONTACTS; the oldest connection that has not paired gives way to a newcomer, one from an origin
-that must wait first, one in the middle of an attempt last, one this side reached itself never; and a
-newcomer from an origin that must wait gets no place in a full table."""
+MAX_CONTACTS. An origin whose share is full makes room from its own connections older than PROTECTED;
+a full table makes room from the origin that holds the most places, its oldest first, whatever it is
+doing; one from an origin that must wait goes first, one this side reached itself never; a newcomer
+from an origin that must wait gets no place."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from recovery.engine.peer import lobby as lobby_module
 from recovery.engine.peer.guard import CodeGuard
 from recovery.engine.peer.lobby import MAX_CONTACTS, MAX_PER_ORIGIN, Lobby
 from recovery.engine.peer.seen import Seen
@@ -82,7 +84,8 @@ class Table:
 
 
 @pytest.fixture
-def table() -> Iterator[Table]:
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
+    monkeypatch.setattr(lobby_module, "PROTECTED", 0.0)  # the order of giving way, not the protection
     t = Table()
     yield t
     t.close()
@@ -138,7 +141,10 @@ def test_a_connection_this_side_reached_is_never_the_one_to_go(table: Table, ful
             held.close()
 
 
-def test_an_origin_that_must_wait_gives_way_first_and_gets_no_place_in_a_full_table() -> None:
+def test_an_origin_that_must_wait_gives_way_first_and_gets_no_place_in_a_full_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lobby_module, "PROTECTED", 0.0)
     guard = CodeGuard(CODE, clock=lambda: 1000.0)  # time stands still: a lock lasts the whole test
     table = Table(guard)
     try:
@@ -149,7 +155,7 @@ def test_an_origin_that_must_wait_gives_way_first_and_gets_no_place_in_a_full_ta
         waits = ORIGINS[2]
         for _ in range(3):
             guard.stalled(waits)  # three tries that proved nothing: it must wait
-        assert guard.locked(waits)
+        assert guard.locked(waits, waits)
         table.arrive(NEWCOMER)
         gives_way(made[waits][0])  # not the oldest of all, which came from ORIGINS[0]
         assert not ended(made[ORIGINS[0]][0])
@@ -179,12 +185,35 @@ def pairing(seen: list[Seen]) -> list[str]:
     return [s.peer for s in seen if s.pairing]
 
 
-def test_a_connection_in_the_middle_of_an_attempt_outlasts_idle_ones(table: Table) -> None:
+def test_an_unfinished_attempt_holds_no_place_against_a_newcomer_from_elsewhere(table: Table) -> None:
+    """A stranger holding every place from a few origins, one of them in the middle of an attempt it
+    never finishes: a newcomer from an origin with no place yet always gets one, from the origin that
+    holds the most, its oldest first, whatever it is doing."""
     trying = table.arrive(ORIGINS[0])
     start_attempt_and_stall(trying)
     wait_until(lambda: pairing(table.lobby.seen) == [name_of(trying)], 5, "the lobby to answer the attempt")
-    idle = [table.arrive(ORIGINS[0]) for _ in range(MAX_PER_ORIGIN - 1)]
-    newcomer = table.arrive(ORIGINS[0])
-    gives_way(idle[0])  # the oldest that only waits, not the older one in the middle of its attempt
-    assert table.names() == [name_of(c) for c in [trying, *idle[1:], newcomer]]
-    assert pairing(table.lobby.seen) == [name_of(trying)]
+    old = [table.arrive(ORIGINS[i % len(ORIGINS)]) for i in range(1, MAX_CONTACTS)]
+    newcomers = [table.arrive(f"127.0.1.{i + 1}") for i in range(MAX_CONTACTS)]  # each pushes out one
+    for gone in [trying, *old]:
+        gives_way(gone)  # oldest first, the first of them in the middle of its attempt
+    assert table.names() == [name_of(c) for c in newcomers]
+    late = table.arrive("127.0.2.1")  # every origin holds one place: still the oldest goes
+    gives_way(newcomers[0])
+    assert table.names() == [name_of(c) for c in [*newcomers[1:], late]]
+
+
+def test_a_flood_from_one_origin_cannot_push_out_its_own_newcomers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind one NAT: a newcomer there (the real peer) is not pushed out by its neighbour's flood before
+    it could pair; the flood's own new connections get no place instead."""
+    monkeypatch.setattr(lobby_module, "PROTECTED", 30.0)
+    table = Table()
+    try:
+        mine = [table.arrive(ORIGINS[0]) for _ in range(MAX_PER_ORIGIN)]
+        flood = table.connect(ORIGINS[0])
+        contact = meet(flood, "sender", hostname="flood")  # it is told why, then closed
+        with pytest.raises(PairingError, match="holds every place it may here"):
+            contact.ctl.expect()
+        contact.ctl.close()
+        assert table.names() == [name_of(c) for c in mine] and not any(ended(c) for c in mine)
+    finally:
+        table.close()
