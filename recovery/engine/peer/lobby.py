@@ -188,8 +188,10 @@ class Lobby:
         may), a few at a time, each in a thread with the hello's own time limit; past that, just close it."""
         why = self.guard.waiting(conn.origin, conn.address) if self.guard is not None else None
         if why is None:
-            why = (f"{conn.origin or 'that address'} holds every place it may here, with connections that have "
-                   "not paired yet: try again in a few seconds")
+            why = (
+                f"{conn.origin or 'that address'} holds every place it may here, with connections that have "
+                "not paired yet: try again in a few seconds"
+            )
         if self.done.is_set() or not self._turning_away.acquire(blocking=False):
             conn.abort()
             conn.close()
