@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
@@ -84,12 +85,21 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     stdout: int | None = subprocess.PIPE,
+    keep: int | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` to completion; raise :class:`CommandError` if it fails, :class:`ToolError`
-    if it cannot start or is still running after ``timeout`` seconds (it is killed then)."""
+    if it cannot start or is still running after ``timeout`` seconds (it is killed then).
+
+    ``keep``: hold only the last ``keep`` bytes of its stdout and stderr, however much it writes (a
+    program reading what a peer wrote may be made to print without end)."""
     argv = [str(a) for a in argv]
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
+    if keep is not None:
+        proc = _run_keeping_tails(argv, _env(env), timeout, keep)
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc
     try:
         proc = subprocess.run(
             argv,
@@ -108,6 +118,68 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
+
+
+def _run_keeping_tails(
+    argv: list[str], env: dict[str, str], timeout: float | None, keep: int
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as e:
+        raise _cannot_start(argv, e) from None
+    tails: dict[int, bytes] = {}
+
+    def drain(index: int, stream: IO[bytes]) -> None:
+        buf = bytearray()
+        while chunk := stream.read1(1 << 16):  # type: ignore[attr-defined]
+            buf += chunk
+            if len(buf) > 2 * keep:
+                del buf[:-keep]
+        tails[index] = bytes(buf[-keep:])
+
+    readers = [
+        threading.Thread(target=drain, args=(i, s), daemon=True) for i, s in enumerate((proc.stdout, proc.stderr))
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        returncode = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ToolError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s (stopped)") from None
+    finally:
+        for reader in readers:
+            reader.join(5)
+    return subprocess.CompletedProcess(argv, returncode, tails.get(0, b""), tails.get(1, b""))
+
+
+UNPRIVILEGED = 65534  # nobody and nogroup: who runs a program that reads what a peer wrote
+
+
+def ram_share(share: int = 2) -> int:
+    """A ``1/share`` part of this machine's memory, in bytes (at least 256 MiB)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 2 << 30
+    return max(256 << 20, ram // share)
+
+
+def confined(argv: Sequence[str], *, memory: int) -> list[str]:
+    """``argv`` for a program that reads bytes a peer wrote (a crafted filesystem may attack the tool that
+    parses it): at most ``memory`` bytes of data (prlimit) and, as root, as the unprivileged user with no
+    capabilities and no way to gain any (setpriv), in a network namespace of its own (unshare). Give it a
+    device it may read (:func:`recovery.disks.partdev.private_region`)."""
+    bounded = [need_tool("prlimit", "util-linux"), f"--data={memory}", "--", *argv]
+    if os.geteuid() != 0:
+        return bounded
+    return [
+        need_tool("unshare", "util-linux"), "--net", "--",
+        need_tool("setpriv", "util-linux"), f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        *bounded,
+    ]  # fmt: skip
 
 
 def foreground(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:

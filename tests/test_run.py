@@ -101,3 +101,26 @@ def test_run_py_is_the_one_way_programs_are_started() -> None:
         if STARTS.search(line)
     ]
     assert elsewhere == []
+
+
+def test_a_program_that_prints_without_end_costs_only_the_tail_kept() -> None:
+    """A checker reading a crafted filesystem may print a line per bad inode: 64 MB of it here."""
+    printer = "import sys\nfor _ in range(1 << 16): sys.stdout.write('x' * 1023 + '\\n')\nprint('the end')"
+    proc = run.run([sys.executable, "-c", printer], keep=4096)
+    assert len(proc.stdout) <= 4096 and proc.stdout.endswith(b"the end\n")
+
+
+@pytest.mark.root
+def test_a_confined_program_has_no_privilege_no_network_and_a_memory_bound() -> None:
+    probe = (
+        "import os, socket\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(os.getuid(), os.getgid(), os.getgroups(), int(status['CapEff'], 16), int(status['NoNewPrivs']))\n"
+        "print(sorted(name for _, name in socket.if_nameindex()))\n"
+        "import resource; print(resource.getrlimit(resource.RLIMIT_DATA)[0])\n"
+    )
+    python = "/usr/bin/python3"  # the system's: this venv may lie where the unprivileged user cannot go
+    out = run.output(run.confined([python, "-c", probe], memory=512 << 20)).splitlines()
+    assert out[0] == f"{run.UNPRIVILEGED} {run.UNPRIVILEGED} [] 0 1"
+    assert out[1] == "['lo']"  # a network namespace of its own: no interface but its loopback
+    assert out[2] == str(512 << 20)

@@ -9,6 +9,7 @@ over the region (``losetup --offset --sizelimit``), detached on every exit.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 
@@ -53,3 +54,35 @@ def region_device(path: str, start: int, size: int, *, writable: bool = False) -
         yield loop
     finally:
         run.run(["losetup", "--detach", loop], check=False)
+
+
+@contextlib.contextmanager
+def private_region(path: str, start: int, size: int) -> Iterator[str | None]:
+    """A read-only loop device over the region, for a program that reads what a peer wrote
+    (:func:`recovery.run.confined`): never the kernel's partition node; locked (``flock``), so udev leaves it
+    alone while it exists (it probes no filesystem on it); as root owned by the unprivileged user while it
+    is lent, and given back to root before it is detached. None when none can be made (not root, no loop)."""
+    proc = run.run(
+        ["losetup", "--find", "--show", "--read-only", "--offset", str(start), "--sizelimit", str(size), path],
+        check=False,
+    )
+    loop = proc.stdout.decode().strip()
+    if proc.returncode != 0 or not loop:
+        yield None
+        return
+    fd = -1
+    try:
+        fd = os.open(loop, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        if os.geteuid() == 0:
+            os.chown(loop, run.UNPRIVILEGED, run.UNPRIVILEGED)
+        try:
+            yield loop
+        finally:
+            if os.geteuid() == 0:
+                os.chown(loop, st.st_uid, st.st_gid)
+    finally:
+        run.run(["losetup", "--detach", loop], check=False)
+        if fd >= 0:
+            os.close(fd)  # the lock goes last: the device is already detached

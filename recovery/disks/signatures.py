@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from recovery import run
 from recovery.disks import partdev
+from recovery.errors import ToolError
 
 Extent = tuple[int, int]
 BLOCK = 4096
@@ -30,10 +31,21 @@ BTRFS_PRIMARY = 64 << 10
 BTRFS_MIRRORS = (64 << 20, 256 << 30)  # wipefs names only the primary superblock
 
 
-def blkid(path: str, offset: int, size: int) -> tuple[str, ...]:
+BLKID_SECONDS = 60.0  # blkid on a peer's bytes: a probe that takes longer is stopped
+
+
+def blkid(path: str, offset: int, size: int, *, confine: int | None = None) -> tuple[str, ...]:
     """``KEY=VALUE`` lines ``blkid -p`` prints for [offset, offset+size) of
-    ``path``, without those that name the device or its partition entry."""
-    proc = run.run(["blkid", "-p", "-o", "export", "-O", str(offset), "-S", str(size), path], check=False)
+    ``path``, without those that name the device or its partition entry. ``confine``: the bytes came from
+    a peer: run it confined (:func:`recovery.run.confined`) with this much memory, bounded in time and output."""
+    argv = [run.need_tool("blkid", "util-linux"), "-p", "-o", "export", "-O", str(offset), "-S", str(size), path]
+    if confine is None:
+        proc = run.run(argv, check=False)
+    else:
+        try:
+            proc = run.run(run.confined(argv, memory=confine), check=False, timeout=BLKID_SECONDS, keep=64 << 10)
+        except ToolError:
+            return ()  # it did not finish: it sees nothing it could vouch for
     if proc.returncode == 8:
         return (AMBIVALENT,)
     lines = proc.stdout.decode(errors="replace").splitlines()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.disks import signatures
+from recovery.disks import partdev, signatures
 from recovery.engine.clone import fscheck
 from recovery.protocol.messages import MapPart
 from tests.helpers import MIB, sh
@@ -43,9 +43,11 @@ def swap_over_btrfs(tmp_path: Path) -> Path:
 def test_leftover_signature_makes_blkid_ambivalent_and_the_check_fail(swap_over_btrfs: Path) -> None:
     found = signatures.blkid(str(swap_over_btrfs), START, SIZE)
     assert found == (signatures.AMBIVALENT,)
-    check = fscheck.check_signature(
-        str(swap_over_btrfs), MapPart(number=2, start=START, size=SIZE, fstype="swap", blkid=("TYPE=swap",))
-    )
+    with partdev.private_region(str(swap_over_btrfs), START, SIZE) as dev:  # as the receiver checks it
+        assert dev is not None
+        check = fscheck.check_signature(
+            dev, MapPart(number=2, start=START, size=SIZE, fstype="swap", blkid=("TYPE=swap",))
+        )
     assert check.ok is False and "ambivalent" in check.message
 
 

@@ -7,7 +7,11 @@ first on PATH (each logs its name, then runs the real program).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from recovery.errors import RefusedError
 from recovery.protocol import messages as m
 from recovery.protocol.state import Paired
 from tests.e2e.fake_peer import FakeSender
+from tests.e2e.relay import Relay
 from tests.fsdisks import BASIC_DATA, Part, make_disk
 from tests.helpers import CODE, MIB, Recovery, loop_device, sh
 
@@ -25,17 +30,21 @@ COUNTED = ("mount", "losetup", "e2fsck", "btrfs", "ntfsfix")
 
 
 @pytest.fixture
-def counted(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """An environment whose PATH logs every call of the COUNTED programs to the returned file."""
-    bin_dir, log = tmp_path / "counted-bin", tmp_path / "calls.log"
-    bin_dir.mkdir()
+def counted() -> Iterator[tuple[dict[str, str], Path]]:
+    """An environment whose PATH logs every call of the COUNTED programs to the returned file (in a folder
+    anyone may read and a log anyone may append to: the checkers run as the unprivileged user)."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="counted-"))
+    bin_dir.chmod(0o755)
+    log = bin_dir / "calls.log"
     log.touch()
+    log.chmod(0o666)
     for name in COUNTED:
         real = sh("sh", "-c", f"PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v {name}").stdout.strip()
         wrapper = bin_dir / name
         wrapper.write_text(f'#!/bin/sh\necho {name} >> {log}\nexec {real} "$@"\n')
         wrapper.chmod(0o755)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+    yield {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+    shutil.rmtree(bin_dir)
 
 
 def calls(log: Path, name: str) -> int:
@@ -126,3 +135,27 @@ def test_an_ntfs_smaller_than_its_partition_clones_as_it_is_and_says_why_its_che
         [ntfs] = [c for c in summary["checks"] if c["check"] == "ntfsfix -n"]
         assert ntfs["ok"] is False and ntfs["source_fails"] is True
         assert "the source fails the same check (ntfsfix): copied as it is" in ntfs["message"]
+
+
+def test_the_target_disk_stays_locked_against_udev_until_the_clone_and_its_checks_end(tmp_path: Path) -> None:
+    """udev re-reads a disk's partition table when a writable descriptor of it closes, and probes what it
+    finds, unless the disk is locked (BSD flock): it is, from the first look at it to the last check."""
+    source, target = tmp_path / "source.img", tmp_path / "target.img"
+    make_disk(source, [Part("ext4", 24)])
+    with open(target, "wb") as f:
+        f.truncate(source.stat().st_size)
+    with loop_device(source) as src, loop_device(target, partitions=False) as dst:
+        rx = Recovery("receive", "--code", CODE, "--target", dst, "--listen", "127.0.0.1:0", "--yes")
+        relay = Relay(rx.wait_event("listening")["port"])
+        relay.rate = 4e6  # slow enough to look at the disk while it is written
+        tx = Recovery("send", "--code", CODE, "--source", src, "--to", f"127.0.0.1:{relay.port}", "--mode", "used")
+        rx.wait_event("phase", name="transfer", timeout=60)
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert (tx.wait(300), rx.wait(300)) == (0, 0), (tx.stderr, rx.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back at the end
+        finally:
+            os.close(fd)
+            relay.close()

@@ -53,6 +53,14 @@ def check_limits(plan: m.Plan) -> None:
         raise RefusedError(
             f"the plan names {len(plan.map.parts)} partitions, more than a partition table holds ({MAX_PARTS})"
         )
+    end = 0
+    for part in sorted(plan.map.parts, key=lambda p: p.start):
+        if part.size <= 0 or part.start < end or part.start + part.size > plan.size:
+            raise RefusedError(
+                f"the plan's partition {part.number} ({part.start}+{part.size}) is not inside the "
+                f"{plan.size} bytes of the disk, or overlaps another"
+            )
+        end = part.start + part.size
     if plan.frames > max_frames(plan.size, plan.chunk_size) or plan.map.bytes > plan.size:
         raise RefusedError(
             f"the plan announces {plan.frames} frames and {plan.map.bytes} bytes, more than {plan.size} bytes can need"
@@ -82,6 +90,7 @@ def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
             check_room(target, plan)
     except (RecoveryError, OSError) as e:
         target.discard_created()
+        target.unlock()
         if isinstance(e, OSError):
             raise RefusedError(f"cannot inspect {opts.target}: {e.strerror}") from None
         raise

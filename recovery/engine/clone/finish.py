@@ -9,6 +9,7 @@ from the receiver's summary, checked against its own digests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from recovery.engine.clone.progress import RateMeter
 from recovery.engine.clone.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.clone.target import Target
 from recovery.engine.peer.session import PeerLink
-from recovery.errors import VerificationError
+from recovery.errors import RemoteProtocolError, VerificationError
 from recovery.protocol import messages as m
 
 
@@ -99,7 +100,7 @@ def _check_filesystems(
     sink(events.Phase("verify", "checking each filesystem on the target (read-only)"))
     checks = fscheck.check_target(target.path, plan.map.parts)
     if fscheck.failures(checks) and "source-check" in link.ctl.state.shared_caps and not plan.rescue:
-        checks = against_the_source(link, checks, sink)
+        checks = against_the_source(link, checks, plan.map.parts, sink)
     verdict.checks = checks
     if not done.unreadable:
         verdict.verified = not fscheck.failures(checks)
@@ -112,7 +113,9 @@ def _check_filesystems(
         )
 
 
-def against_the_source(link: PeerLink, checks: list[m.FsCheck], sink: events.EventSink) -> list[m.FsCheck]:
+def against_the_source(
+    link: PeerLink, checks: list[m.FsCheck], parts: Sequence[m.MapPart], sink: events.EventSink
+) -> list[m.FsCheck]:
     """Checkers that failed on the target: ask the sender how they go on the source; one that fails
     there too does not fail the copy (it is as faithful as its source)."""
     failed = [c for c in fscheck.failures(checks) if c.check != "blkid -p"]
@@ -120,10 +123,22 @@ def against_the_source(link: PeerLink, checks: list[m.FsCheck], sink: events.Eve
         return checks
     sink(events.Phase("verify", "a filesystem check failed on the target: the sender runs it on the source"))
     link.ctl.send(m.CheckSource(checks=tuple(failed)))
-    answer = link.ctl.expect(m.SourceChecked)
-    assert isinstance(answer, m.SourceChecked)
+    sizes = {p.number: p.size for p in parts}
+    answer = _await_source_checks(link, 60.0 + sum(fscheck.time_limit(sizes.get(c.number, 0)) for c in failed))
     on_source = {(c.number, c.check): c for c in answer.checks}
     return [fscheck.explained(c, on_source.get((c.number, c.check))) if c in failed else c for c in checks]
+
+
+def _await_source_checks(link: PeerLink, limit: float) -> m.SourceChecked:
+    """The sender's answer, within the time its checkers may take (``limit``); none: the target's checks stand."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        msg = link.ctl.poll(1.0)
+        if isinstance(msg, m.SourceChecked):
+            return msg
+        if msg is not None and not isinstance(msg, m.Progress):
+            raise RemoteProtocolError(f"unexpected {msg.type!r} message while the sender checks its source")
+    return m.SourceChecked(checks=())  # no answer in time: the target's checks stand
 
 
 def whole_digest_differs(mode: str, target_digest: str | None, source_digest: str | None) -> bool:

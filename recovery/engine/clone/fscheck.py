@@ -65,6 +65,7 @@ PACKAGES = {
 MAX_PARALLEL = 8
 WORDS = 600  # characters of a checker's output kept for the user
 MEMORY_SHARE = 2  # a checker may use at most 1/MEMORY_SHARE of this machine's RAM
+KEEP_OUTPUT = 64 << 10  # bytes of a checker's output kept (the end: where it says what it found)
 MIN_SECONDS = 120.0
 SECONDS_PER_BYTE = 1 / (100 << 20)  # ... plus a second per 100 MiB of the partition
 
@@ -86,25 +87,10 @@ def time_limit(size: int) -> float:
     return MIN_SECONDS + size * SECONDS_PER_BYTE
 
 
-def _memory_limit() -> int:
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        ram = 2 << 30
-    return max(256 << 20, ram // MEMORY_SHARE)
-
-
-def confined(argv: Sequence[str]) -> list[str]:
-    """``argv`` with a memory bound (prlimit) and, as root, no network (a namespace of its own)."""
-    bounded = [run.need_tool("prlimit", "util-linux"), f"--data={_memory_limit()}", "--", *argv]
-    if os.geteuid() == 0:
-        return [run.need_tool("unshare", "util-linux"), "--net", "--", *bounded]
-    return bounded
-
-
-def check_signature(path: str, part: MapPart) -> FsCheck:
-    """``blkid -p`` on the target partition against the source's."""
-    found = signatures.blkid(path, part.start, part.size)
+def check_signature(dev: str, part: MapPart) -> FsCheck:
+    """``blkid -p`` on ``dev`` (the partition, lent by :func:`partdev.private_region`), confined, against the
+    source's values."""
+    found = signatures.blkid(dev, 0, part.size, confine=run.ram_share(MEMORY_SHARE))
     same = found == tuple(part.blkid)
     message = (
         "same as the source"
@@ -120,49 +106,42 @@ def checker_name(fstype: str | None) -> str | None:
     return _label(argv) if argv else None
 
 
-def check_filesystem(path: str, part: MapPart) -> list[FsCheck]:
-    """The filesystem's own read-only checker on the partition of ``path``, confined (see the module)."""
+def check_filesystem(path: str, part: MapPart, *, signature: bool = False) -> list[FsCheck]:
+    """The partition of ``path`` checked from a device lent for it alone (see the module): ``blkid -p``
+    against the source's values first when ``signature``, then the filesystem's own read-only checker,
+    unless blkid saw something else there."""
     argv = CHECKERS.get(part.fstype or "")
-    if argv is None:
+    if argv is None and not (signature and part.blkid):
         return []
-    name = _label(argv)
-    if run.find_tool(argv[0]) is None:
-        return [
-            FsCheck(
-                number=part.number,
-                check=name,
-                ok=None,
-                message=f"not run: {argv[0]} is not installed (Debian package {PACKAGES[argv[0]]})",
-            )
-        ]
-    with partdev.region_device(path, part.start, part.size) as dev:
+    name = _label(argv) if argv else ""
+    with partdev.private_region(path, part.start, part.size) as dev:
         if dev is None:
-            return [
-                FsCheck(
-                    number=part.number,
-                    check=name,
-                    ok=None,
-                    message="not run: no device for the partition (loop devices need root)",
-                )
-            ]
-        limit = time_limit(part.size)
-        try:
-            proc = run.run(confined([run.need_tool(argv[0]), *argv[1:], dev]), check=False, timeout=limit)
-        except RecoveryError:
-            return [
-                FsCheck(
-                    number=part.number, check=name, ok=False, message=f"did not finish within {limit:.0f} s (stopped)"
-                )
-            ]
-        ok = proc.returncode == 0
-        return [
-            FsCheck(
-                number=part.number,
-                check=name,
-                ok=ok,
-                message="clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}",
-            )
-        ]
+            why = "not run: no device for the partition (loop devices need root)"
+            return [FsCheck(number=part.number, check=name or "blkid -p", ok=None, message=why)]
+        out = [check_signature(dev, part)] if signature and part.blkid else []
+        if argv is None:
+            return out
+        if out and not out[0].ok:
+            why = "not run: blkid -p does not see the source's filesystem there"
+            return [*out, FsCheck(number=part.number, check=name, ok=None, message=why)]
+        return [*out, _run_checker(argv, name, dev, part)]
+
+
+def _run_checker(argv: tuple[str, ...], name: str, dev: str, part: MapPart) -> FsCheck:
+    if run.find_tool(argv[0]) is None:
+        why = f"not run: {argv[0]} is not installed (Debian package {PACKAGES[argv[0]]})"
+        return FsCheck(number=part.number, check=name, ok=None, message=why)
+    limit = time_limit(part.size)
+    command = run.confined([run.need_tool(argv[0]), *argv[1:], dev], memory=run.ram_share(MEMORY_SHARE))
+    try:
+        proc = run.run(command, check=False, timeout=limit, keep=KEEP_OUTPUT)
+    except RecoveryError:
+        return FsCheck(
+            number=part.number, check=name, ok=False, message=f"did not finish within {limit:.0f} s (stopped)"
+        )
+    ok = proc.returncode == 0
+    said = "clean" if ok else f"exit {proc.returncode}: {_words(proc.stdout, proc.stderr)}"
+    return FsCheck(number=part.number, check=name, ok=ok, message=said)
 
 
 def check_source(path: str, parts: Sequence[MapPart], failed: Sequence[FsCheck]) -> list[FsCheck]:
@@ -170,7 +149,7 @@ def check_source(path: str, parts: Sequence[MapPart], failed: Sequence[FsCheck])
     (read-only), so a filesystem that was already damaged is told from a bad copy."""
     by_number = {p.number: p for p in parts}
     out: list[FsCheck] = []
-    for check in failed:
+    for check in {(c.number, c.check): c for c in failed}.values():  # each at most once
         part = by_number.get(check.number)
         if part is None or checker_name(part.fstype) != check.check:
             out.append(FsCheck(number=check.number, check=check.check, ok=None, message="not a check of this plan"))
@@ -194,27 +173,13 @@ def explained(target: FsCheck, source: FsCheck | None) -> FsCheck:
 
 
 def check_target(path: str, parts: Sequence[MapPart]) -> list[FsCheck]:
-    """Every check of every partition, the checkers in parallel; in partition order. A partition where
-    ``blkid -p`` does not see the source's filesystem gets no checker: it is not that filesystem."""
+    """Every check of every partition, the partitions in parallel; in partition order."""
     if len(parts) > MAX_PARTS:
         raise VerificationError(f"the plan names {len(parts)} partitions, more than {MAX_PARTS}")
-    # A sender that sends no blkid values (an older one) leaves nothing to compare.
-    signed = {p.number: check_signature(path, p) for p in parts if p.blkid}
-    results: list[FsCheck] = list(signed.values())
-    checkable = [p for p in parts if p.number not in signed or signed[p.number].ok]
-    for p in parts:
-        if p not in checkable and checker_name(p.fstype):
-            results.append(
-                FsCheck(
-                    number=p.number,
-                    check=checker_name(p.fstype) or "",
-                    ok=None,
-                    message="not run: blkid -p does not see the source's filesystem there",
-                )
-            )
-    workers = max(1, min(MAX_PARALLEL, len(checkable), (os.cpu_count() or 1) * 2))
+    results: list[FsCheck] = []
+    workers = max(1, min(MAX_PARALLEL, len(parts), (os.cpu_count() or 1) * 2))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fscheck") as pool:
-        for found in pool.map(lambda p: check_filesystem(path, p), checkable):
+        for found in pool.map(lambda p: check_filesystem(path, p, signature=True), parts):
             results.extend(found)
     return sorted(results, key=lambda c: c.number)
 

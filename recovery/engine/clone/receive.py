@@ -304,6 +304,7 @@ class _Receiving:
                 self.target.close()
             else:
                 self.target.discard_created()
+            self.target.unlock()
 
 
 def _run(link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.EventSink) -> m.Done:

@@ -300,6 +300,7 @@ class _SendLoop:
         self.clone, self.pipe, self.levels = clone, clone.pipe, levels
         self.ctl, self.sink, self.rescue = clone.link.ctl, clone.sink, clone.rescue
         self.durable, self.epoch, self.done_sent = 0, 0, False
+        self.source_checked = False  # the receiver may ask once per clone
         self.resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
         self.remote = m.Progress(phase="transfer", done=0, total=0)  # the receiver's shares
         self.rate, self.verify_rate = RateMeter(clone.chunks.bytes), RateMeter(1)
@@ -360,7 +361,11 @@ class _SendLoop:
         elif isinstance(msg, m.Progress):
             self.remote = msg
         elif isinstance(msg, m.CheckSource):
-            checks = _check_source(self.clone.source_, self.clone.umap, self.rescue, msg.checks, self.sink)
+            if self.source_checked:
+                raise RemoteProtocolError("the receiver asked twice for the source's filesystem checks")
+            self.source_checked = True
+            opts = self.clone.opts
+            checks = _check_source(self.clone.source_, self.clone.umap, self.rescue, opts, msg.checks, self.sink)
             self.ctl.send(m.SourceChecked(checks=tuple(checks)))
 
     def _resend(self, msg: m.Resend) -> None:
@@ -506,12 +511,16 @@ def _check_source(
     source: Source,
     umap: usedmap.UsedMap,
     rescue: RescueJob | None,
+    opts: SendOptions,
     failed: tuple[m.FsCheck, ...],
     sink: events.EventSink,
 ) -> list[m.FsCheck]:
-    """The receiver's failed checkers, run on this source's partitions (never on a failing one)."""
+    """The receiver's failed checkers, run on this source's partitions (never on a failing one, and not
+    on one that may be mounted: a live filesystem fails its checker and would excuse a bad copy)."""
     if rescue is not None:
         return [dataclasses.replace(c, ok=None, message="not run: the source is failing") for c in failed]
+    if opts.allow_mounted:
+        return [dataclasses.replace(c, ok=None, message="not compared: the source may be mounted") for c in failed]
     sink(events.Phase("verify", "running on the source the filesystem checks that failed on the target"))
     return fscheck.check_source(source.path, umap.parts, failed)
 

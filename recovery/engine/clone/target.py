@@ -17,8 +17,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import stat
+import time
 
 from recovery.disks import blockdev, identity, safety
 from recovery.errors import RefusedError, TargetWriteError, VerificationError
@@ -26,6 +28,7 @@ from recovery.protocol.messages import Identity
 from recovery.units import human_size
 
 EDGE = 1 << 20  # bytes at each end that hold partition tables
+LOCK_WAIT = 3.0  # seconds to wait for a disk another program has locked (udev locks it while it looks)
 DIRECT_ALIGN = 4096
 FALLOC_FL_KEEP_SIZE = 1
 FALLOC_FL_PUNCH_HOLE = 2
@@ -63,9 +66,33 @@ class Target:
         self._stat = os.fstat(self.fd)
         self.size = blockdev.device_size(self.fd)
         self.direct_fd: int | None = None  # O_DIRECT twin for aligned writes
+        self.lock_fd = self._lock() if self.is_block else -1
         self.fresh = False  # True once a file target is empty and sparse
         self.can_punch = True  # until the device refuses fallocate(PUNCH_HOLE)
         self.bytes_written = 0
+
+    def _lock(self) -> int:
+        """Hold the disk locked (BSD flock, as udev and partitioning tools agree) from now until
+        :meth:`unlock`: udev then neither re-reads its partition table when our writable descriptor closes
+        nor probes what a peer wrote on it while the clone and its checks run."""
+        fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:  # udev holds it only while it looks: someone else does
+                    os.close(fd)
+                    os.close(self.fd)
+                    raise RefusedError(f"refusing to write {self.path}: another program holds it locked") from None
+                time.sleep(0.1)
+
+    def unlock(self) -> None:
+        """The clone is over, its checks done: udev may look at the disk again."""
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
     def _open(self, path: str) -> tuple[int, str]:
         """Open once, never following a link at the last step: an existing device exclusively
