@@ -475,10 +475,8 @@ def _resume(
 
     link.peer_journal = offer.journal
     first_unknown = None
-    if rescue is not None:
-        rescue.resumed(chunks, offer.seq, offer.rescued)
-        if offer.rescued:
-            first_unknown = rescue.first_unknown(chunks, offer.seq)
+    if rescue is not None and offer.rescued:
+        first_unknown = rescue.first_unknown(chunks, offer.seq)
     agreed = agree.sender_agree(
         link,
         offer,
@@ -488,12 +486,15 @@ def _resume(
         planned_bytes=chunks.bytes,
         chunk_size=chunks.chunk_size,
         rescue=rescue is not None,
-        skip=(lambda c: not rescue.clean(c)) if rescue is not None else (lambda c: False),
+        sample=rescue is not None and offer.rescued,  # a failing source read again in full where it read well
+        skip=rescue.damaged if rescue is not None else (lambda c: False),
         first_unknown=first_unknown,
         image=image,
         sink=sink,
     )
     frames = agreed.frames
+    if rescue is not None:
+        rescue.resumed(chunks, len(frames), offer.rescued)
     sink(
         events.Resumed(
             role="sender",

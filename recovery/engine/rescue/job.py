@@ -63,12 +63,27 @@ def plan_jobs(
     yield Job(seq, JobKind.END)
 
 
+def _redacted(args: list[str]) -> list[str]:
+    """The command line without the pairing code, for a mapfile that outlives the job."""
+    out: list[str] = []
+    hide = False
+    for arg in args:
+        if hide:
+            out.append("…")
+        elif arg.startswith("--code="):
+            out.append("--code=…")
+        else:
+            out.append(arg)
+        hide = arg == "--code"
+    return out
+
+
 class RescueJob:
     def __init__(self, source: Source, opts: SendOptions, sink: events.EventSink) -> None:
         self.sink = sink
         self.path = Path(opts.mapfile) if opts.mapfile else default_mapfile(opts.log_dir, source.identity)
         self.started = time.time()
-        self.command = shlex.join(["recovery", *sys.argv[1:]]) if sys.argv[1:] else "recovery send --rescue"
+        self.command = shlex.join(["recovery", *_redacted(sys.argv[1:])]) if sys.argv[1:] else "recovery send --rescue"
         known = None
         self.loaded = False
         if os.path.lexists(self.path):  # a link there is refused by read_mapfile, never followed
@@ -99,16 +114,20 @@ class RescueJob:
     # --- before streaming ---
 
     def resumed(self, chunks: Iterable[Chunk], start: int, rescued: bool) -> None:
-        """A resume at ``start``: the target holds the chunks before it. If no rescue wrote them
-        (``rescued`` false), they were read whole."""
+        """A resume at ``start``, once agreed (checked against the source): the target holds the chunks
+        before it. If no rescue wrote them (``rescued`` false), they were read whole: what this side's
+        mapfile does not know of becomes finished; what it records as not read stays as it is (the
+        receiver's word never makes the mapfile claim more)."""
         r = self.rescuer
         for c in chunks:
             if c.seq >= start:
                 break
             if not rescued:
                 for pos, n in extents_of(c):
-                    r.known.set(pos, n, FINISHED)
-                    r.durable.set(pos, n, FINISHED)
+                    for smap in (r.known, r.durable):
+                        for bpos, bn, status in list(smap.blocks(pos, pos + n)):
+                            if status == NON_TRIED:
+                                smap.set(bpos, bn, FINISHED)
         r.load_bad_chunks(c for c in chunks if c.seq < start)
         self._dirty = True
 
@@ -121,9 +140,13 @@ class RescueJob:
                 return c.seq
         return count
 
-    def clean(self, c: Chunk) -> bool:
-        """Was every byte of ``c`` read (so a resume may compare it with the target's)?"""
-        return all(s == FINISHED for pos, n in extents_of(c) for _, _, s in self.rescuer.durable.blocks(pos, pos + n))
+    def damaged(self, c: Chunk) -> bool:
+        """Does the mapfile record part of ``c`` as not read (so a resume cannot compare it with the target's)?"""
+        return any(
+            s not in (FINISHED, NON_TRIED)
+            for pos, n in extents_of(c)
+            for _, _, s in self.rescuer.durable.blocks(pos, pos + n)
+        )
 
     def jobs(self, chunks: Iterable[Chunk], count: int, start: int) -> Iterator[Job]:
         return plan_jobs(chunks, count, start, self.rescuer.passes())

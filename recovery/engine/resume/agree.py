@@ -202,6 +202,7 @@ def sender_agree(
     planned_bytes: int,
     chunk_size: int,
     rescue: bool = False,
+    sample: bool = False,
     skip: Callable[[Chunk], bool] = lambda c: False,
     first_unknown: int | None = None,
     image: blake3.blake3 | None = None,
@@ -212,10 +213,11 @@ def sender_agree(
     A chunk that differs is sent again: as a replacement after the first pass
     when the peer takes one (capability "replace", not in rescue mode), else
     the stream starts at the first that differs. ``skip``: chunks that cannot
-    be compared (rescue: they hold unreadable areas). ``rescue``: compare a
-    sample only. ``first_unknown``: the first chunk the mapfile does not
-    cover. ``image`` (exact mode, not a rescue): fed the source's bytes of
-    every chunk the stream does not send again.
+    be compared (rescue: they hold unreadable areas). ``rescue``: the plan is
+    a rescue (no replacement pass). ``sample``: compare a sample only (a
+    failing source, read as little as possible). ``first_unknown``: the first
+    chunk the mapfile does not cover. ``image`` (exact mode, not a rescue):
+    fed the source's bytes of every chunk the stream does not send again.
     """
     k = offer.seq
     if k > planned or offer.bytes > planned_bytes:  # before any digest is read: they would be held
@@ -246,7 +248,7 @@ def sender_agree(
     replacing = "replace" in link.ctl.state.shared_caps and not rescue
     stop = first_unknown if first_unknown is not None else k
     which = picked[:stop]
-    if rescue:
+    if sample:
         which = [which[i] for i in journal.sample_indexes(len(which), {c.seq for c in which if skip(c)})]
         image = None
     differ = _compare(which, digests, read, chunk_size, skip, image, stop_at_first=not replacing, sink=sink)

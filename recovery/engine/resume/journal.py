@@ -32,6 +32,7 @@ against the source before skipping it (:mod:`recovery.engine.resume.agree`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hmac
 import json
@@ -107,7 +108,7 @@ def journal_key(directory: Path, *, create: bool) -> bytes | None:
     """This machine's journal key in ``directory``, made when ``create`` and missing; None when there is
     none, or it is not a plain file of ours that nobody else may read or write."""
     path = directory / KEY_FILE
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -168,9 +169,8 @@ class Journal:
         self.path = path
         self.key = key
         self.held_path = path.with_suffix(".held")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        self.fd = os.open(path, flags | (0 if append_at is not None else os.O_TRUNC), 0o600)
-        self.held_fd = os.open(self.held_path, flags | (0 if append_at is not None else os.O_TRUNC), 0o600)
+        self.fd = _open_log(path, fresh=append_at is None)
+        self.held_fd = _open_log(self.held_path, fresh=append_at is None)
         if append_at is not None:
             os.ftruncate(self.fd, append_at)  # drop a torn last line
         os.lseek(self.fd, 0, os.SEEK_END)
@@ -194,6 +194,7 @@ class Journal:
     ) -> Journal:
         where = directory or default_dir()
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private_dir(where)
         key = journal_key(where, create=True)
         if key is None:
             raise OSError(errno.EPERM, f"{where / KEY_FILE} is not this user's own private key file")
@@ -429,9 +430,31 @@ def _take(found: Found, body: dict[str, Any]) -> None:
         found.head["target_fp"] = body["target_fp"]
 
 
+def _open_log(path: Path, *, fresh: bool) -> int:
+    """A journal file to append to; a fresh one is made anew, so nothing left at the path (a link,
+    a fifo, another user's file) is ever written through."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not fresh:
+        fd = os.open(path, flags | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"{path} is not a plain file")
+        return fd
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _check_private_dir(where: Path) -> None:
+    """Refuse a log directory that another user owns or may write to: they could swap our files."""
+    st = os.stat(where)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OSError(errno.EPERM, f"{where} is not this user's own private directory")
+
+
 def _open_private(path: Path) -> BinaryIO:
     """``path`` opened for reading, never through a symbolic link."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
 
 
 def _read_held(path: Path, frames: FrameList) -> list[tuple[ChunkHeader, bytes | None]]:

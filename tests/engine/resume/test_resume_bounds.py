@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,35 @@ def test_a_key_file_that_is_not_private_is_no_key(tmp_path: Path, how: str) -> N
     assert journal.journal_key(tmp_path, create=True) is None
     with pytest.raises(OSError):
         a_journal(tmp_path)
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo", "file"])
+def test_a_fresh_journal_never_writes_through_what_was_left_at_its_path(tmp_path: Path, planted: str) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    first = a_journal(tmp_path)
+    for path in (first.path, first.held_path):
+        path.unlink()
+        if planted == "link":
+            path.symlink_to(victim)
+        elif planted == "fifo":
+            os.mkfifo(path)  # opening a fifo to write would hang the receiver
+        else:
+            path.write_bytes(b"x" * 100)
+            path.chmod(0o666)
+    again = a_journal(tmp_path)
+    assert victim.read_bytes() == b"keep me"
+    for path in (again.path, again.held_path):
+        st = path.lstat()
+        assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o600
+    assert journal.read(tmp_path, TARGET) is not None
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770])
+def test_a_log_directory_others_may_write_keeps_no_journal(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(OSError, match="not this user's own private directory"):
+        a_journal(shared)
+    assert not list(shared.iterdir())
