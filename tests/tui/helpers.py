@@ -156,6 +156,19 @@ async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float
         await pilot.pause(0.05)
 
 
+async def confirm_review(pilot: Pilot, word: str, timeout: float = 60.0) -> None:
+    """Type ``word`` into the review's confirmation once it has the focus (keys pressed before the
+    screen is mounted would be lost), then Enter."""
+    from recovery.tui.screens.steps import ReviewScreen
+
+    def ready() -> bool:
+        screen = pilot.app.screen
+        return isinstance(screen, ReviewScreen) and getattr(screen.focused, "id", None) == "confirm"
+
+    await wait_for(pilot, ready, timeout, "the review's confirmation")
+    await pilot.press(*word, "enter")
+
+
 def run(scenario: Callable[[], object]) -> None:
     """Run an async test scenario (no pytest-asyncio here)."""
     asyncio.run(scenario())  # type: ignore[arg-type]

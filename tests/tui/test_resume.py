@@ -16,10 +16,10 @@ from recovery.tui.config import WizardConfig
 from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen, ResumeScreen
-from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
+from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen
 from tests.e2e.relay import Relay
 from tests.helpers import CODE, MIB, Recovery
-from tests.tui.helpers import Peer, run, wait_for
+from tests.tui.helpers import Peer, confirm_review, run, wait_for
 from tests.tui.test_wizard import SIZE, _read_error, type_code
 
 pytestmark = pytest.mark.root  # the used-mode map reads the sample's filesystems through loop devices
@@ -95,8 +95,7 @@ def test_the_wizard_offers_to_resume_an_interrupted_clone_and_resumes_it(
             await pilot.press("r")
             await wait_for(pilot, lambda: isinstance(app.screen, OptionsScreen), what="the options")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review")
-            await pilot.press(*"blank.img", "enter")
+            await confirm_review(pilot, "blank.img")
             await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen), 90, "the summary")
             job = app.screen.job  # type: ignore[attr-defined]
             summary = job.summary
@@ -137,8 +136,7 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             await choose_disks(pilot, peer.code)
             await wait_for(pilot, lambda: isinstance(app.screen, OptionsScreen), what="the options")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review")
-            await pilot.press(*"blank.img", "enter")
+            await confirm_review(pilot, "blank.img")
             await wait_for(
                 pilot,
                 lambda: isinstance(app.screen, RescueScreen) and app.screen.query("#rescue-question"),
@@ -157,8 +155,7 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             await pilot.press("r")  # retry the same clone: the link is gone, so pair again first
             await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), 30, "the first screen")
             await type_code(pilot, peer.code)  # its new code
-            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), 30, "the review of the retry")
-            await pilot.press(*"blank.img", "enter")
+            await confirm_review(pilot, "blank.img", 30)
             await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen), 90, "the summary")
             job = app.screen.job  # type: ignore[attr-defined]
             assert job.summary is not None and job.summary.verified is True

@@ -26,7 +26,7 @@ from recovery.tui.screens.resume import RescueScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 from recovery.tui.widgets import DiskList, PickList
 from recovery.units import shown
-from tests.tui.helpers import Peer, run, wait_for
+from tests.tui.helpers import Peer, confirm_review, run, wait_for
 
 MIB = 1 << 20
 SIZE = (80, 24)
@@ -104,7 +104,7 @@ async def walk_to_review(pilot: Pilot, code: str | None, *, receive: bool = Fals
 
 
 async def confirm(pilot: Pilot, word: str) -> None:
-    await pilot.press(*word, "enter")
+    await confirm_review(pilot, word)
 
 
 async def abort_mid_copy(pilot: Pilot, code: str, word: str) -> None:
@@ -473,7 +473,7 @@ def _drive_failing_read(
         )
         async with app.run_test(size=SIZE) as pilot:
             await walk_to_review(pilot, peer.code)
-            await pilot.press(*"blank.img", "enter")
+            await confirm(pilot, "blank.img")
             await wait_for(pilot, lambda: isinstance(app.screen, RescueScreen), 60, "the rescue question")
             await pilot.press("n")  # not now (tests/tui/test_resume.py says yes)
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 60, "the error screen")
