@@ -183,6 +183,20 @@ class ToolError(RecoveryError):
     exit_code = 15
 
 
+class ImageError(RecoveryError):
+    """An image file that cannot be read as one: not an image, of a newer format, incomplete or damaged."""
+
+    code = "image"
+    exit_code = 16
+
+
+class PassphraseError(RecoveryError):
+    """An encrypted image's passphrase is wrong or missing."""
+
+    code = "passphrase"
+    exit_code = 17
+
+
 INTERRUPTED_EXIT_CODE = 130
 
 ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
@@ -203,6 +217,8 @@ ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {
         PairingError,
         UnreadableSourceError,
         ToolError,
+        ImageError,
+        PassphraseError,
     )
 }
 

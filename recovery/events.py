@@ -213,3 +213,48 @@ def parse_line(line: str | bytes) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("event"), str):
         return None
     return value
+
+
+@dataclass(frozen=True)
+class ImageInfo(Event):
+    """What an image file holds (`recovery image info`)."""
+
+    kind: ClassVar[str] = "image"
+    path: str
+    format: str  # the format's version, "1.0"
+    tool: str  # the program that saved it
+    created: str  # when (UTC, ISO 8601)
+    mode: str  # used or exact
+    size: int  # the disk's size
+    sector_size: int
+    chunk_size: int
+    source: str  # the disk it was saved from, in words
+    source_host: str
+    parts: list[dict[str, Any]]  # [{number, start, size, fstype, method, bytes, blkid}]
+    chunks: int
+    data_bytes: int  # bytes of the disk held as data
+    zero_bytes: int  # bytes of the disk held as zero chunks (nothing stored)
+    stored_bytes: int  # bytes the chunks take in the file
+    file_bytes: int  # the file's size
+    encrypted: bool
+    root: str  # BLAKE3 over the chunks' list (the clone's list digest)
+    disk_digest: str | None  # BLAKE3 of the whole disk, when the save read all of it
+    unreadable: int | None  # a rescued source: bytes it could not read (None: not a rescue)
+
+
+@dataclass(frozen=True)
+class ImageChecked(Event):
+    """`recovery image verify`: every chunk read, opened, decompressed and hashed."""
+
+    kind: ClassVar[str] = "image_check"
+    path: str
+    chunks: int
+    data_bytes: int
+    zero_bytes: int
+    stored_bytes: int
+    root: str
+    disk_digest: str | None  # computed now (--whole)
+    recorded_disk_digest: str | None  # recorded when it was saved
+    bad: list[list[int]]  # [offset, length] of each damaged chunk
+    bad_where: list[str]  # where each lies: "partition 2 (ext4)", ...
+    seconds: float

@@ -22,7 +22,7 @@ from recovery.cli.output import Output
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, Interrupted, RecoveryError, UsageError
 
 # Command name -> its module under recovery.cli, in the order `--help` lists them.
-COMMANDS = ("send", "receive", "disks", "peers", "stream", "verify", "demo", "bench", "tui", "agent")
+COMMANDS = ("send", "receive", "image", "disks", "peers", "stream", "verify", "demo", "bench", "tui", "agent")
 TERMINATED_EXIT_CODE = 143
 
 

@@ -122,9 +122,32 @@ class Output:
             return f"warning: {shown(e.message)}"
         if isinstance(e, events.Summary):
             return summary_text(e)
+        if isinstance(e, events.ImageChecked):
+            return image_checked_text(e)
         return None
 
 
 def summary_text(s: events.Summary) -> str:
     rows = report.summary_rows(s)
     return "\n".join([report.verdict(s), *(f"  {label:<9} {shown(value)}" for label, value in rows)])
+
+
+def image_checked_text(e: events.ImageChecked) -> str:
+    head = (
+        f"{len(e.bad)} damaged chunk(s) in {shown(e.path)}"
+        if e.bad
+        else f"Image checked: every chunk of {shown(e.path)} matches its BLAKE3."
+    )
+    rate = human_rate((e.data_bytes + e.zero_bytes) / e.seconds) if e.seconds > 0 else "-"
+    lines = [
+        head,
+        f"  chunks    {e.chunks}: {human_size(e.data_bytes)} of data, {human_size(e.zero_bytes)} of zeros, "
+        f"{human_size(e.stored_bytes)} stored; {e.seconds:.1f} s ({rate} of disk)",
+        f"  root      BLAKE3 {e.root}",
+    ]
+    if e.disk_digest:
+        same = " (as recorded when it was saved)" if e.disk_digest == e.recorded_disk_digest else ""
+        lines.append(f"  disk      BLAKE3 {e.disk_digest}{same}")
+    for (offset, length), where in list(zip(e.bad, e.bad_where, strict=False))[:20]:
+        lines.append(f"  damaged   {human_size(length)} at byte {offset} ({human_size(offset)}), {shown(where)}")
+    return "\n".join(lines)

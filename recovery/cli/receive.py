@@ -18,13 +18,14 @@ from recovery.cli.common import (
     add_workers,
     job_log,
 )
+from recovery.cli.passphrase import add_passphrase, passphrase
 from recovery.disks import safety
 from recovery.disks.identity import identify
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.clone.receive import receive_on
 from recovery.engine.peer.guard import CodeGuard
 from recovery.engine.peer.lobby import Lobby
-from recovery.errors import RefusedError
+from recovery.errors import RefusedError, UsageError
 from recovery.link.opening import listen, receiver_spec
 from recovery.link.tcp import DEFAULT_PORT
 from recovery.protocol import messages as m
@@ -37,7 +38,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Show a pairing code, wait for the sender whose user types it, and write "
         "what it sends onto TARGET.",
     )
-    p.add_argument("--target", required=True, metavar="PATH", help="the disk to overwrite, or an image file to create")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--target", metavar="PATH", help="the disk to overwrite, or a raw image file (the disk's bytes) to create"
+    )
+    where.add_argument(
+        "--image",
+        metavar="PATH",
+        help="save the disk as an image file (compressed, checkable, mountable; docs/image-format.md)",
+    )
+    add_passphrase(p, new=True)
     p.add_argument(
         "--listen",
         metavar="[ADDR]:PORT",
@@ -86,17 +96,22 @@ def only_senders(hello: m.Hello) -> str | None:
 def run(args: argparse.Namespace) -> int:
     spec = receiver_spec(args.link, args.listen, args.from_)
     out = args.output
+    target = args.image or args.target
+    if (args.passphrase or args.passphrase_file) and not args.image:
+        raise UsageError("--passphrase encrypts an image: give --image PATH")
     # Fail before waiting for a sender if the target can never be written,
     # and pin it as it is now: the clone refuses it if it changes meanwhile.
-    safety.check_target_path(args.target, overwrite=args.yes)
+    safety.check_target_path(target, overwrite=args.yes, image=bool(args.image))
     expect = None
-    if os.path.exists(args.target):
+    if os.path.exists(target):
         try:
-            expect = identify(args.target)
+            expect = identify(target)
         except OSError as e:
-            raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
+            raise RefusedError(f"cannot inspect {target}: {e.strerror}") from None
     opts = ReceiveOptions(
-        target=args.target,
+        target=target,
+        image=bool(args.image),
+        passphrase=passphrase(args, new=True),
         overwrite=args.yes,
         verify=not args.no_verify,
         timeout=args.timeout,

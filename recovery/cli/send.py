@@ -19,8 +19,11 @@ from recovery.cli.common import (
     ask_code,
     job_log,
 )
+from recovery.cli.passphrase import add_passphrase, passphrase
+from recovery.diskimage.reader import ImageReader, image_header
 from recovery.engine.api import SendOptions
 from recovery.engine.clone.chunks import DEFAULT_CHUNK_SIZE
+from recovery.engine.clone.imagesource import is_image
 from recovery.engine.clone.level import parse_level
 from recovery.engine.clone.send import check_options, send_disk
 from recovery.errors import PairingError
@@ -36,7 +39,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Send a disk (or image file) to a peer running `recovery receive`, "
         "after pairing with the code that peer shows.",
     )
-    p.add_argument("--source", required=True, metavar="PATH", help="the disk, partition or image file to copy")
+    p.add_argument(
+        "--source",
+        required=True,
+        metavar="PATH",
+        help="the disk, partition or file to copy, or an image (`recovery image save`, `receive --image`) to restore",
+    )
+    add_passphrase(p, new=False)
     p.add_argument("--to", metavar="HOST:PORT", help="the receiver's address, or '-' for stdin/stdout")
     p.add_argument(
         "--via",
@@ -150,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers:
         opts.workers = max(1, args.workers)
     check_options(opts)  # a typo in --source fails here, not after connecting
+    if is_image(opts.source):  # and so does an image that cannot be read, or its wrong passphrase
+        opts.passphrase = passphrase(args, new=False, needed=image_header(opts.source).encrypted)
+        ImageReader(opts.source, opts.passphrase).close()
     if spec.kind != "stdio" and opts.code is None:
         if not os.isatty(0):
             raise PairingError(

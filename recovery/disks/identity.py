@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from functools import cache
 
 import blake3
@@ -60,12 +61,17 @@ def fingerprint(fd: int, size: int) -> str:
     On a failing disk a page that cannot be read counts as 4 KiB of 0xFF: the same bad pages give
     the same fingerprint, whatever the page cache held.
     """
+    return fingerprint_of(lambda offset, length: _span(fd, offset, length), size)
+
+
+def fingerprint_of(read: Callable[[int, int], bytes], size: int) -> str:
+    """:func:`fingerprint` of a disk whose bytes ``read(offset, length)`` gives (an image's disk)."""
     h = blake3.blake3()
     span = min(FINGERPRINT_SPAN, size)
-    h.update(_span(fd, 0, span))
+    h.update(read(0, span))
     if size > span:
         tail = min(FINGERPRINT_SPAN, size - span)
-        h.update(_span(fd, size - tail, tail))
+        h.update(read(size - tail, tail))
     h.update(size.to_bytes(8, "little"))
     return h.hexdigest()
 

@@ -39,8 +39,9 @@ def refuse_planted_link(path: str) -> str:
     )
 
 
-def check_target_path(path: str, *, overwrite: bool) -> None:
-    """Checks that need no plan: run before waiting for a sender."""
+def check_target_path(path: str, *, overwrite: bool, image: bool = False) -> None:
+    """Checks that need no plan: run before waiting for a sender. ``image``: an image file is to be
+    made at ``path`` (a disk is refused, and so is any file that is not empty unless ``overwrite``)."""
     refuse_planted_link(path)
     if not os.path.exists(path):
         parent = os.path.dirname(os.path.abspath(path)) or "."
@@ -51,6 +52,12 @@ def check_target_path(path: str, *, overwrite: bool) -> None:
             raise RefusedError(f"{path} does not exist", hint="run `recovery disks` to see this machine's disks")
         return
     st = os.stat(path)
+    if image:
+        if not stat.S_ISREG(st.st_mode):
+            raise RefusedError(f"{path} is not a file: an image is saved into a file of its own")
+        if st.st_size and not overwrite:
+            raise RefusedError(f"{path} exists; refusing to replace it without --yes", hint="give a new file name")
+        return
     if stat.S_ISBLK(st.st_mode):
         u = usage.usage(st.st_rdev, partitions.read_table(path))
         reason = u.refusal()

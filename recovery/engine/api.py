@@ -72,6 +72,7 @@ class SendOptions:
     rescan: bool = False  # resume although the source's partition tables changed (what differs is sent again)
     restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
+    passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
 
 
 @dataclass
@@ -89,3 +90,5 @@ class ReceiveOptions:
     journal: bool = True  # keep a resume journal of what is durable on the target
     restart: bool = False  # ignore a journal found for the target: start from the beginning
     log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())
+    image: bool = False  # the target is an image file to create (recovery.diskimage), not a disk's bytes
+    passphrase: bytes | None = None  # an image: encrypt it under this passphrase

@@ -38,6 +38,7 @@ receiver checks that against what it wrote).
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import struct
 from dataclasses import dataclass
@@ -139,6 +140,12 @@ def zstd_bound(size: int) -> int:
     """Worst-case zstd frame size for ``size`` input bytes (ZSTD_compressBound)."""
     margin = ((128 << 10) - size) >> 11 if size < (128 << 10) else 0
     return size + (size >> 8) + margin + 64  # +64: frame header and checksum room
+
+
+@functools.lru_cache(maxsize=64)
+def zero_digest(length: int) -> bytes:
+    """The BLAKE3 of ``length`` zero bytes (a ZERO frame's digest)."""
+    return blake3.blake3(bytes(length)).digest()
 
 
 def header_mac(key: bytes, body: bytes | memoryview) -> bytes:

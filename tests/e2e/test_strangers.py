@@ -452,8 +452,7 @@ def test_a_paired_sender_flooding_zero_frames_costs_memory_and_journal_that_foll
     """Many tiny ZERO frames (a 1 GiB plan at 4 KiB chunks: 262144 frames, 20 MiB of headers) used to
     cost the receiver a few hundred bytes of memory and 65 bytes of journal each."""
     from recovery.engine.clone.framelist import RECORD as LIST_RECORD
-    from recovery.engine.clone.framelist import zero_digest
-    from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header
+    from recovery.protocol.frames import ChunkHeader, Codec, Kind, encode_header, zero_digest
 
     chunk, size = 4096, 1 << 30
     frames = size // chunk

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,33 +12,22 @@ from textual.pilot import Pilot
 
 from recovery import events
 from recovery.cli.agent import lost_pairing
+from recovery.engine.local import local_pair
 from recovery.engine.peer.clones import CloneSession
 from recovery.engine.peer.guard import CodeGuard
 from recovery.engine.peer.jobs import offered_disks
 from recovery.engine.peer.session import PeerLink, meet
 from recovery.errors import RecoveryError
 from recovery.link import tcp
-from recovery.link.base import Connection, FdChannel
+from recovery.link.base import Connection
 from recovery.link.paced import pace
 
 SAMPLE_MIB = 64
 
 
 def connection_pair() -> tuple[Connection, Connection]:
-    """Two connected Connections over socket pairs (control, data)."""
-    c1, c2 = socket.socketpair()
-    d1, d2 = socket.socketpair()
-
-    def make(c: socket.socket, d: socket.socket, peer: str) -> Connection:
-        return Connection(
-            FdChannel(c.fileno(), name="control", owner=c),
-            FdChannel(d.fileno(), name="data", owner=d),
-            kind="test",
-            peer=peer,
-            binding=b"test pair",
-        )
-
-    return make(c1, d1, "right"), make(c2, d2, "left")
+    """Two connected Connections over socket pairs (control, data), as a network link (not private)."""
+    return local_pair(private=False)
 
 
 class Peer:

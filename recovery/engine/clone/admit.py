@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from recovery.disks import identity, safety
 from recovery.engine.api import ReceiveOptions
+from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.target import Target
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import RecoveryError, RefusedError
@@ -70,8 +71,12 @@ def check_limits(plan: m.Plan) -> None:
 def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]:
     """Open the target once and judge what was opened: still the one the user named, the one the
     sender chose, not the source, big enough (an image file: room enough on its filesystem)."""
-    safety.check_target_path(opts.target, overwrite=opts.overwrite)
-    target = Target(opts.target)
+    safety.check_target_path(opts.target, overwrite=opts.overwrite, image=opts.image)
+    target = (
+        ImageTarget(opts.target, plan.chunk_size, plan.source.sector_size or 512, opts.passphrase)
+        if opts.image
+        else Target(opts.target)
+    )
     try:
         pinned = target.identity()
         if opts.expect is not None:
@@ -86,7 +91,7 @@ def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
             if why:
                 raise RefusedError(f"the target the sender chose is not {target.path}: {why}")
         safety.check_against_plan(pinned, plan.source, plan.size)
-        if not target.is_block:
+        if not target.is_block and not opts.image:
             check_room(target, plan)
     except (RecoveryError, OSError) as e:
         target.discard_created()

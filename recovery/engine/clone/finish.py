@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from recovery import events
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.clone import fscheck
+from recovery.engine.clone import fscheck, imagetarget
 from recovery.engine.clone.framelist import FrameList
+from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.progress import RateMeter
 from recovery.engine.clone.readback import ReadbackResult, verify_image, verify_ranges
 from recovery.engine.clone.target import Target
@@ -52,7 +53,9 @@ def verify(
     differs = whole_digest_differs(plan.mode, result.image_digest, done.source_digest)
     verdict = Verdict(result, [], not result.mismatches and not differs, differs)
     if verdict.verified and plan.mode == "used":
-        if opts.fs_check:
+        if isinstance(target, ImageTarget):
+            sink(events.Warning("the filesystems inside an image are not checked yet: they are when it is restored"))
+        elif opts.fs_check:
             _check_filesystems(link, target, plan, done, verdict, sink)
         else:
             sink(events.Warning("the filesystem checks were skipped (--no-fs-check)"))
@@ -79,6 +82,8 @@ def read_back(
         sink(events.Progress(phase="verify", done=done_bytes, total=total, rate=rate.rate, eta=rate.eta(done_bytes)))
         link.ctl.send(m.Progress(phase="verify", done=done_bytes, total=total))
 
+    if isinstance(target, ImageTarget):
+        return imagetarget.read_back(target, frames, plan.mode, progress, opts.cancel.is_set)
     if plan.mode == "exact":
         return verify_image(
             target.read_path,

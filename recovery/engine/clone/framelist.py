@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import array
 import bisect
-import functools
 import struct
 from collections.abc import Iterator
 
 import blake3
 
-from recovery.protocol.frames import Kind, SequenceState
+from recovery.protocol.frames import Kind, SequenceState, zero_digest
 
 RECORD = struct.Struct("<QQ32s")  # offset, length, BLAKE3 of the raw bytes: one per frame
 ZeroRun = list[int]  # [offset, length, stride, count]: ZERO frames at offset + k * stride, k < count
-
-
-@functools.lru_cache(maxsize=64)
-def zero_digest(length: int) -> bytes:
-    """The BLAKE3 of ``length`` zero bytes (a ZERO frame's digest)."""
-    return blake3.blake3(bytes(length)).digest()
 
 
 class FrameList:

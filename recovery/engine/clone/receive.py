@@ -12,6 +12,7 @@ from recovery.engine.clone import finish
 from recovery.engine.clone.admit import admit
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
+from recovery.engine.clone.imagetarget import ImageTarget, image_manifest
 from recovery.engine.clone.pipeline import TICK
 from recovery.engine.clone.progress import REPORT_EVERY, RateMeter, StageSampler, limit
 from recovery.engine.clone.recvpipe import ReceivePipeline
@@ -105,6 +106,11 @@ class _Receiving:
         self.succeeded = False
 
     @property
+    def journals(self) -> bool:
+        """A resume journal is kept (an image file records its chunks itself, and does not resume yet)."""
+        return self.opts.journal and not self.opts.image
+
+    @property
     def target_(self) -> Target:
         assert self.target is not None
         return self.target
@@ -119,7 +125,7 @@ class _Receiving:
         plan, opts = self.plan, self.opts
         try:
             self.target, self.pinned = admit(self.link, plan, opts)
-            if "resume" in self.caps and opts.journal and not (opts.restart or plan.restart):
+            if "resume" in self.caps and self.journals and not (opts.restart or plan.restart):
                 found = journal.read(opts.log_dir, self.pinned)
                 self.offer = agree.receiver_offer(plan, found, self.target.fd, self.target.size, self.sink)
         except RefusedError as e:
@@ -157,7 +163,7 @@ class _Receiving:
             erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts], target.zero)
             if erased:
                 self.sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
-        if "resume" in self.caps and self.opts.journal:
+        if "resume" in self.caps and self.journals:
             self.keeper = Keeper.fresh(self.opts.log_dir, plan, target, self.source_desc, self.sink)
 
     def _resume(self, offer: agree.Offer) -> None:
@@ -221,6 +227,9 @@ class _Receiving:
         done = _run(self.link, pipe, plan, self.sink)
         self.keeper.drain()  # the last ack goes out before the summary
         _check_totals(plan, done, pipe)
+        if isinstance(self.target, ImageTarget):
+            self.sink(events.Phase("transfer", f"writing the index of {self.target.path}"))
+            self.target.seal(image_manifest(plan, done, self.link.theirs.host.hostname, self.opts.passphrase))
         return done
 
     def _ask_again(self, seq: int, epoch: int, reason: str) -> None:

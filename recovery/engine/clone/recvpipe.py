@@ -30,7 +30,9 @@ import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from recovery.diskimage.format import Codec as StoredCodec
 from recovery.engine.clone.framelist import FrameList, Recorded
+from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.engine.clone.target import EDGE, Target
 from recovery.errors import IntegrityError, LinkError, RemoteProtocolError
@@ -62,6 +64,7 @@ class _Item:
     data: memoryview | None  # the chunk's bytes, in a pooled (page-aligned) buffer
     buf: object | None
     pool: BufferPool | None
+    stored: tuple[StoredCodec, bytes] | None = None  # an image target's: how it keeps the chunk
 
 
 @dataclass
@@ -114,6 +117,7 @@ class ReceivePipeline(Recorded):
         ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come)."""
         self.channel = channel
         self.target = target
+        self.image = target if isinstance(target, ImageTarget) else None  # chunks kept in their stored form
         self.keys = keys
         self.limits = limits
         self.on_durable = on_durable
@@ -236,7 +240,8 @@ class ReceivePipeline(Recorded):
             epoch, h, header, buf, out, before = item
             start = self.work_meter.begin()
             try:
-                data, buf, pool = self._check(dctx, aeads, scratch, epoch, h, header, buf, out)
+                data, buf, pool, packed = self._check(dctx, aeads, scratch, epoch, h, header, buf, out)
+                stored = self.image.stored_form(h.offset, data, packed) if self.image is not None else None
             except IntegrityError as e:
                 if self.on_resend is None:
                     raise
@@ -244,7 +249,7 @@ class ReceivePipeline(Recorded):
                 continue
             finally:
                 self.work_meter.end(start)
-            self.results.put((epoch, h.seq), _Item(h, data, buf, pool))
+            self.results.put((epoch, h.seq), _Item(h, data, buf, pool, stored))
 
     def _check(
         self,
@@ -256,8 +261,9 @@ class ReceivePipeline(Recorded):
         header: bytes,
         buf: object,
         out: object | None,
-    ) -> tuple[memoryview, object, BufferPool]:
-        """Open, decompress and check one payload: its bytes, their buffer and its pool.
+    ) -> tuple[memoryview, object, BufferPool, bytes | None]:
+        """Open, decompress and check one payload: its bytes, their buffer, its pool, and (for an image
+        target) the zstd bytes it came as.
 
         ``out`` (from the output pool) is there when the payload is compressed or sealed: a raw
         sealed payload is opened into it, a compressed one decompressed into it. Every buffer
@@ -275,6 +281,7 @@ class ReceivePipeline(Recorded):
                 assert out is not None and scratch is not None
                 opened = scratch if h.codec is Codec.ZSTD else memoryview(out)  # type: ignore[arg-type]
                 payload = open_payload(aead, h, header, payload, opened)
+            packed = bytes(payload) if self.image is not None and h.codec is Codec.ZSTD else None
             if out is not None:
                 if h.codec is Codec.ZSTD:
                     payload = self._decompress(dctx, h, payload, memoryview(out)[: h.raw_len])  # type: ignore[arg-type]
@@ -293,7 +300,7 @@ class ReceivePipeline(Recorded):
             for b, p in holding:
                 p.put(b)  # type: ignore[arg-type]
             raise
-        return data, buf, pool
+        return data, buf, pool, packed
 
     def _decompress(
         self, dctx: zstandard.ZstdDecompressor, h: ChunkHeader, payload: memoryview, out: memoryview
@@ -322,6 +329,8 @@ class ReceivePipeline(Recorded):
         return out
 
     def _is_edge(self, h: ChunkHeader) -> bool:
+        if self.image is not None:
+            return False  # an image is incomplete until its footer: nothing to hold back
         return h.offset < self.head_end or h.end > self.tail_start
 
     def _drop(self, item: object) -> None:
@@ -421,6 +430,8 @@ class ReceivePipeline(Recorded):
             point.held.append((index, kept))
         elif h.kind is Kind.ZERO:
             self.target.zero(h.offset, h.raw_len)
+        elif self.image is not None and item.stored is not None:
+            self.image.put(h.offset, h.raw_len, h.digest, *item.stored)
         else:
             assert data is not None
             self.target.write(data, h.offset, aligned_buffer=True)

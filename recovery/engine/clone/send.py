@@ -16,6 +16,7 @@ from recovery.engine.clone import finish, fscheck
 from recovery.engine.clone.chunks import Chunk, plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
+from recovery.engine.clone.imagesource import ImageSource, open_source
 from recovery.engine.clone.level import LevelController, Sample, level_name
 from recovery.engine.clone.pipeline import TICK
 from recovery.engine.clone.progress import REPORT_EVERY, CpuSampler, RateMeter, StageSampler, limit
@@ -121,11 +122,16 @@ class _Sending:
     def plan(self) -> None:
         """Open the source, map what to copy, and make the plan (and, in rescue mode, the rescue job)."""
         opts, sink, caps = self.opts, self.sink, self.caps
-        source = self.source = Source(opts.source, allow_mounted=opts.allow_mounted)
-        sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
-        umap = self.umap = usedmap.build_map(
-            source.path, source.size, opts.mode, on_progress=lambda text: sink(events.Phase("map", text))
+        source = self.source = open_source(
+            opts.source, allow_mounted=opts.allow_mounted, passphrase=opts.passphrase, rescue=opts.rescue
         )
+        sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
+        if isinstance(source, ImageSource):
+            umap = self.umap = source.used_map(opts.mode)
+        else:
+            umap = self.umap = usedmap.build_map(
+                source.path, source.size, opts.mode, on_progress=lambda text: sink(events.Phase("map", text))
+            )
         for text in umap.warnings:
             sink(events.Warning(text))
         chunks = self.chunks = _ChunkList(umap.extents, opts.chunk_size)
@@ -520,6 +526,8 @@ def _check_source(
     on one that may be mounted: a live filesystem fails its checker and would excuse a bad copy)."""
     if rescue is not None:
         return [dataclasses.replace(c, ok=None, message="not run: the source is failing") for c in failed]
+    if isinstance(source, ImageSource):
+        return [dataclasses.replace(c, ok=None, message="not compared: the source is an image") for c in failed]
     if opts.allow_mounted:
         return [dataclasses.replace(c, ok=None, message="not compared: the source may be mounted") for c in failed]
     sink(events.Phase("verify", "running on the source the filesystem checks that failed on the target"))

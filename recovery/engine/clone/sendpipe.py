@@ -32,7 +32,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.engine.clone.chunks import Chunk
-from recovery.engine.clone.framelist import FrameList, Recorded, zero_digest
+from recovery.engine.clone.framelist import FrameList, Recorded
 from recovery.engine.clone.level import MIN_SAVING, RAW, LevelController
 from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.errors import RemoteProtocolError
@@ -47,6 +47,7 @@ from recovery.protocol.frames import (
     pass_header,
     rewind_header,
     seal_payload,
+    zero_digest,
     zstd_bound,
 )
 from recovery.protocol.pake import DataKeys

@@ -34,12 +34,12 @@ import blake3
 
 from recovery import events
 from recovery.engine.clone.chunks import Chunk
-from recovery.engine.clone.framelist import FrameList, zero_digest
+from recovery.engine.clone.framelist import FrameList
 from recovery.engine.peer.session import PeerLink
 from recovery.engine.resume import journal
 from recovery.errors import LinkError, RefusedError, RemoteProtocolError
 from recovery.protocol import messages as m
-from recovery.protocol.frames import DIGEST_SIZE, Kind
+from recovery.protocol.frames import DIGEST_SIZE, Kind, zero_digest
 from recovery.units import human_size
 
 RESTART_HINT = (

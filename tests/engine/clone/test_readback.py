@@ -10,10 +10,10 @@ from pathlib import Path
 import blake3
 import pytest
 
-from recovery.engine.clone.framelist import FrameList, zero_digest
+from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import ALIGN, DirectReader, ReadbackResult, verify_image, verify_ranges
 from recovery.errors import Interrupted, VerificationError
-from recovery.protocol.frames import Kind
+from recovery.protocol.frames import Kind, zero_digest
 
 MIB = 1 << 20
 SIZE = 13 * MIB + 3000  # the last frame ends off the 4 KiB grid: read without O_DIRECT

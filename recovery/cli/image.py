@@ -1,0 +1,199 @@
+"""`recovery image`: save a disk to an image file, restore one, check it, say what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from recovery import events
+from recovery.cli.common import INTERRUPTS, add_json, add_log_dir, add_workers, job_log
+from recovery.cli.passphrase import add_passphrase, passphrase
+from recovery.diskimage.info import describe_image, info_lines
+from recovery.diskimage.reader import ImageReader, image_header
+from recovery.diskimage.verify import check_image
+from recovery.disks import safety
+from recovery.disks.identity import identify
+from recovery.engine.api import ReceiveOptions, SendOptions
+from recovery.engine.clone.progress import RateMeter
+from recovery.engine.local import clone_locally
+from recovery.errors import RefusedError, VerificationError
+from recovery.units import human_size, parse_size
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "image",
+        help="save a disk to an image file, restore it, check it, see what it holds",
+        description="Image files of whole disks: compressed, each chunk checkable, readable at any offset "
+        "(docs/image-format.md). `recovery receive --image` saves one from another machine.",
+    )
+    commands = p.add_subparsers(dest="image_command", metavar="ACTION", required=True, parser_class=type(p))
+
+    save = commands.add_parser("save", help="save a disk of this machine to an image file")
+    save.add_argument("--source", required=True, metavar="DISK", help="the disk or partition to save")
+    save.add_argument("--output", dest="image", required=True, metavar="PATH", help="the image file to create")
+    save.add_argument(
+        "--mode",
+        choices=("used", "exact"),
+        default="used",
+        help="used: the partition tables and the blocks the filesystems use (default); exact: every block",
+    )
+    save.add_argument("--chunk-size", default="4M", metavar="SIZE", help="the image's chunk size (default 4M)")
+    save.add_argument("--allow-mounted", action="store_true", help="save even if the disk is mounted read-write")
+    save.add_argument("--yes", action="store_true", help="replace an existing file at PATH")
+    add_passphrase(save, new=True)
+    _common(save)
+    save.set_defaults(run=run_save)
+
+    restore = commands.add_parser("restore", help="write an image onto a disk of this machine")
+    restore.add_argument("image", metavar="IMAGE")
+    restore.add_argument("--target", required=True, metavar="DISK", help="the disk to overwrite")
+    restore.add_argument("--yes", action="store_true", help="overwrite a disk that holds data, without asking")
+    restore.add_argument("--no-verify", action="store_true", help="skip reading the disk back after the copy")
+    restore.add_argument("--no-fs-check", action="store_true", help="skip the filesystem checks of the disk")
+    add_passphrase(restore, new=False)
+    _common(restore)
+    restore.set_defaults(run=run_restore)
+
+    verify = commands.add_parser("verify", help="check every chunk of an image and its digests")
+    verify.add_argument("image", metavar="IMAGE")
+    verify.add_argument(
+        "--whole", action="store_true", help="also compute the disk's whole BLAKE3 (what `b3sum` of the disk gives)"
+    )
+    add_passphrase(verify, new=False)
+    add_workers(verify)
+    add_json(verify)
+    verify.set_defaults(run=run_verify)
+
+    info = commands.add_parser("info", help="what an image holds: its disk, partitions, sizes, digests")
+    info.add_argument("image", metavar="IMAGE")
+    add_passphrase(info, new=False)
+    add_json(info)
+    info.set_defaults(run=run_info)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_log_dir(p, "each save's or restore's JSON log")
+    add_workers(p)
+    add_json(p)
+
+
+def _open(args: argparse.Namespace) -> ImageReader:
+    """The image, its passphrase asked only if it is encrypted."""
+    secret = passphrase(args, new=False, needed=image_header(args.image).encrypted)
+    return ImageReader(args.image, secret)
+
+
+def run_save(args: argparse.Namespace) -> int:
+    safety.check_target_path(args.image, overwrite=args.yes, image=True)
+    send = SendOptions(
+        source=args.source, mode=args.mode, chunk_size=parse_size(args.chunk_size), allow_mounted=args.allow_mounted
+    )
+    receive = ReceiveOptions(
+        target=args.image,
+        image=True,
+        overwrite=args.yes,
+        passphrase=passphrase(args, new=True),
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+    return _clone(args, send, receive)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    _open(args).close()  # a damaged image or a wrong passphrase is refused before the disk is touched
+    secret = passphrase(args, new=False, needed=image_header(args.image).encrypted)
+    safety.check_target_path(args.target, overwrite=args.yes)
+    try:
+        expect = identify(args.target)
+    except OSError as e:
+        raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
+    send = SendOptions(source=args.image, passphrase=secret)
+    receive = ReceiveOptions(
+        target=args.target,
+        overwrite=args.yes,
+        expect=expect,
+        verify=not args.no_verify,
+        fs_check=not args.no_fs_check,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+    return _clone(args, send, receive)
+
+
+def _clone(args: argparse.Namespace, send: SendOptions, receive: ReceiveOptions) -> int:
+    if args.workers:
+        send.workers = receive.workers = max(1, args.workers)
+    with (
+        INTERRUPTS.session() as cancel,
+        job_log(args.log_dir, "receiver", args.output) as sink,
+        job_log(args.log_dir, "sender", _warnings_only(args.output)) as sender_sink,
+    ):
+        send.cancel = cancel
+        clone_locally(send, receive, sink, sender_sink)
+    return 0
+
+
+def _warnings_only(out: events.EventSink) -> events.EventSink:
+    """The sending side's events: only its warnings reach the user (the receiving side tells the rest)."""
+
+    def sink(event: events.Event) -> None:
+        if isinstance(event, events.Warning):
+            out(event)
+
+    return sink
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    out = args.output
+    with _open(args) as image:
+        out(events.Phase("verify", f"checking every chunk of {args.image}"))
+
+        rate = RateMeter(image.size)
+
+        def progress(done: int, total: int) -> None:
+            rate.update(done)
+            out(events.Progress(phase="verify", done=done, total=total, rate=rate.rate, eta=rate.eta(done)))
+
+        with INTERRUPTS.session() as cancel:
+            checked = check_image(
+                image, whole=args.whole, on_progress=progress, should_stop=cancel.is_set, threads=args.workers
+            )
+        where = describe_image(image)
+        out(
+            events.ImageChecked(
+                path=args.image,
+                chunks=checked.totals.chunks,
+                data_bytes=checked.totals.data_bytes,
+                zero_bytes=checked.totals.zero_bytes,
+                stored_bytes=checked.totals.stored_bytes,
+                root=image.root.hex(),
+                disk_digest=checked.disk_digest,
+                recorded_disk_digest=image.manifest.get("disk_digest"),
+                bad=[[b.entry.offset, b.entry.length] for b in checked.bad],
+                bad_where=[where.partition_of(b.entry.offset) for b in checked.bad],
+                seconds=round(checked.seconds, 3),
+            )
+        )
+    if checked.bad:
+        first = checked.bad[0]
+        raise VerificationError(
+            f"{args.image}: {len(checked.bad)} chunk(s) are damaged, the first at byte {first.entry.offset} "
+            f"({human_size(first.entry.offset)}, {where.partition_of(first.entry.offset)})",
+            ranges=[(b.entry.offset, b.entry.length) for b in checked.bad],
+            hint="a copy of the image may be intact; the rest of this one can still be restored",
+        )
+    recorded = image.manifest.get("disk_digest")
+    if args.whole and recorded and checked.disk_digest != recorded:
+        raise VerificationError(f"{args.image}: the disk's BLAKE3 is not the one recorded when it was saved")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with _open(args) as image:
+        described = describe_image(image, file_bytes=os.fstat(image.fd).st_size)
+    if args.json:
+        args.output(described.event(args.image))
+    else:
+        for line in info_lines(described, args.image):
+            print(line)
+    return 0

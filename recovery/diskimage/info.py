@@ -1,0 +1,134 @@
+"""What an image holds, in a technician's words: the disk it came from, its partitions, sizes, digests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from recovery import events
+from recovery.diskimage import format as f
+from recovery.diskimage.reader import ImageReader
+from recovery.units import human_size, shown
+
+
+@dataclass
+class ImageDescription:
+    header: f.Header
+    manifest: dict[str, Any]
+    root: str
+    totals: f.Totals = field(default_factory=f.Totals)
+    file_bytes: int = 0
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """The disk it was saved from: ``/dev/nvme0n1, Samsung 980 S123, 1.0 TiB``."""
+        src = self.manifest.get("source")
+        if not isinstance(src, dict):
+            return "a disk it does not name"
+        bits = [shown(str(src.get("path", "?")))[:255]]
+        hw = " ".join(shown(str(src[k]))[:255] for k in ("model", "serial") if src.get(k))
+        if hw:
+            bits.append(hw)
+        bits.append(human_size(self.header.size))
+        return ", ".join(bits)
+
+    @property
+    def source_host(self) -> str:
+        src = self.manifest.get("source")
+        return shown(str(src.get("host", "")))[:255] if isinstance(src, dict) else ""
+
+    def partition_of(self, offset: int) -> str:
+        """Where byte ``offset`` of the disk lies, in words."""
+        for p in self.parts:
+            if p["start"] <= offset < p["start"] + p["size"]:
+                return f"partition {p['number']} ({p.get('fstype') or 'unknown'})"
+        return "outside the partitions (partition tables, boot code)"
+
+    def event(self, path: str) -> events.ImageInfo:
+        rescue = self.manifest.get("rescue")
+        return events.ImageInfo(
+            path=path,
+            format=f"{self.header.major}.{self.header.minor}",
+            tool=shown(str(self.manifest.get("tool", "")))[:100],
+            created=shown(str(self.manifest.get("created", "")))[:40],
+            mode="exact" if self.manifest.get("mode") == "exact" else "used",
+            size=self.header.size,
+            sector_size=self.header.sector_size,
+            chunk_size=self.header.chunk_size,
+            source=self.source,
+            source_host=self.source_host,
+            parts=self.parts,
+            chunks=self.totals.chunks,
+            data_bytes=self.totals.data_bytes,
+            zero_bytes=self.totals.zero_bytes,
+            stored_bytes=self.totals.stored_bytes,
+            file_bytes=self.file_bytes,
+            encrypted=self.header.encrypted,
+            root=self.root,
+            disk_digest=_hex(self.manifest.get("disk_digest")),
+            unreadable=int(rescue.get("unreadable", 0)) if isinstance(rescue, dict) else None,
+        )
+
+
+def describe_image(image: ImageReader, *, file_bytes: int = 0) -> ImageDescription:
+    """Walk the index once (entries only, no chunk is read)."""
+    d = ImageDescription(image.header, image.manifest, image.root.hex(), file_bytes=file_bytes)
+    for e in image.entries():
+        d.totals.add(e)
+    d.parts = [_part(p) for p in image.manifest.get("parts") or () if _part(p) is not None]  # type: ignore[misc]
+    return d
+
+
+def _part(p: Any) -> dict[str, Any] | None:
+    """A manifest's partition, its fields checked (a manifest is read, not trusted)."""
+    if not isinstance(p, dict):
+        return None
+    try:
+        return {
+            "number": int(p["number"]),
+            "start": int(p["start"]),
+            "size": int(p["size"]),
+            "fstype": shown(str(p["fstype"]))[:64] if p.get("fstype") else None,
+            "method": "used" if p.get("method") == "used" else "whole",
+            "bytes": int(p.get("bytes", 0)),
+            "blkid": [shown(str(x))[:255] for x in p.get("blkid", ())][:32],
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _hex(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return None
+
+
+def info_lines(d: ImageDescription, path: str) -> list[str]:
+    """``recovery image info`` as text."""
+    e = d.event(path)
+    made = e.created.replace("T", " ").replace("Z", " UTC") or time.strftime("%Y-%m-%d", time.gmtime(d.header.created))
+    ratio = f", {e.data_bytes / e.stored_bytes:.1f}x smaller" if e.stored_bytes else ""
+    host = f"{e.source_host}: " if e.source_host else ""
+    lines = [
+        f"{path}: usb4-recovery image {e.format}, saved {made} by {e.tool or 'an unknown version'}",
+        f"  disk      {host}{e.source}, {e.sector_size}-byte sectors",
+        f"  mode      {e.mode}: {human_size(e.data_bytes)} of data and {human_size(e.zero_bytes)} of zeros "
+        f"in {e.chunks} chunks of up to {human_size(e.chunk_size)}",
+        f"  stored    {human_size(e.stored_bytes)} of chunks{ratio}; the file is {human_size(e.file_bytes)}",
+    ]
+    for p in e.parts:
+        how = "used blocks" if p["method"] == "used" else "whole"
+        label = next((x.split("=", 1)[1] for x in p["blkid"] if x.startswith("LABEL=")), "")
+        lines.append(
+            f"  part {p['number']:<3}  {p['fstype'] or 'unknown':<8} {human_size(p['size']):>10} at "
+            f"{human_size(p['start'])}, {how}" + (f", label {label}" if label else "")
+        )
+    lines.append(f"  encrypted {'yes (AES-256-GCM per chunk, scrypt passphrase)' if e.encrypted else 'no'}")
+    lines.append(f"  root      BLAKE3 {e.root}")
+    if e.disk_digest:
+        lines.append(f"  disk      BLAKE3 {e.disk_digest} (what b3sum of the source gave)")
+    if e.unreadable is not None:
+        lines.append(f"  rescued   the source could not be read in {human_size(e.unreadable)} (filled with zeros)")
+    return lines

@@ -1,0 +1,317 @@
+"""Reading an image file: any byte of the disk in a few reads, and every chunk checked as it is read.
+
+Opening reads the header, the footer, the manifest and the index once (checking their digests, seals
+and order) and keeps in memory only the first offset of each index page (8 bytes per 64 chunks); a
+read then finds its page (one pread, cached) and its chunk's record (one pread), opens and
+decompresses it, and checks its BLAKE3 before a byte of it is handed out.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import os
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import zstandard
+
+from recovery.diskimage import format as f
+from recovery.diskimage.seal import OVERHEAD, Sealer, chunk_aad, manifest_aad, page_aad, unwrap
+from recovery.errors import ImageError, PassphraseError, UsageError
+
+PAGE_BYTES = f.PAGE_ENTRIES * f.ENTRY_SIZE
+PAGES_CACHED = 64
+CHUNKS_CACHED = 8
+
+
+class BadChunk(ImageError):
+    """A chunk whose stored bytes do not give its digest (or cannot be opened or decompressed)."""
+
+    def __init__(self, entry: f.Entry, why: str) -> None:
+        super().__init__(f"the chunk at byte {entry.offset} ({entry.length} bytes) is damaged: {why}")
+        self.entry = entry
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What opening an image found: its header, footer and manifest."""
+
+    header: f.Header
+    footer: f.Footer
+    manifest: dict[str, Any]
+
+
+def open_image_fd(path: str) -> int:
+    """The image file, opened read-only without following a link; a directory or device is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist") from None
+    except OSError as e:
+        what = "a symbolic link (give the image itself)" if e.errno == 40 else e.strerror
+        raise UsageError(f"cannot open the image {path}: {what}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path} is not an image file (it is a directory or a device)")
+    return fd
+
+
+def image_header(path: str) -> f.Header:
+    """The header of the image at ``path`` (to know, before opening it, whether it is encrypted)."""
+    fd = open_image_fd(path)
+    try:
+        raw = os.pread(fd, f.HEADER_SIZE, 0)
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return f.decode_header(raw)
+
+
+class ImageReader:
+    def __init__(self, path: str, passphrase: bytes | None = None, *, fd: int | None = None) -> None:
+        """The image at ``path`` (or already open as ``fd``, which the reader then owns)."""
+        self.path = path
+        self.fd = open_image_fd(path) if fd is None else fd
+        try:
+            self.header = f.decode_header(self._pread(f.HEADER_SIZE, 0, "the header"))
+            self.sealer = self._keys(passphrase)
+            size = os.fstat(self.fd).st_size
+            if size < f.HEADER_SIZE + f.FOOTER_SIZE:
+                raise ImageError("the image is incomplete: it has no index (the save that made it did not finish)")
+            self.footer = f.decode_footer(
+                self._pread(f.FOOTER_SIZE, size - f.FOOTER_SIZE, "the footer"), self.header, size
+            )
+            self.manifest = self._manifest()
+            self.page_first = array.array("Q")
+            self.root = self._walk_index()
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._pages: OrderedDict[int, list[f.Entry]] = OrderedDict()
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def size(self) -> int:
+        return self.header.size
+
+    @property
+    def count(self) -> int:
+        return self.footer.entries
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- opening ---
+
+    def _keys(self, passphrase: bytes | None) -> Sealer | None:
+        keys = self.header.keys
+        if keys is None:
+            return None
+        if passphrase is None:
+            raise PassphraseError(f"{self.path} is encrypted", hint="give its passphrase (--passphrase)")
+        raw = self._pread(f.HEADER_SIZE, 0, "the header")
+        return Sealer(unwrap(passphrase, keys, f.header_aad(raw)))
+
+    def _manifest(self) -> dict[str, Any]:
+        foot = self.footer
+        stored = self._pread(foot.manifest_len, foot.manifest_pos, "the manifest")
+        if blake3.blake3(stored).digest() != foot.manifest_digest:
+            raise ImageError("the image's manifest is damaged (its digest does not match)")
+        if self.sealer is not None:
+            stored = self.sealer.open(stored, manifest_aad(self.header.image_id), "the image's manifest")
+        try:
+            if not 0 < zstandard.frame_content_size(stored) <= f.MAX_MANIFEST_JSON:
+                raise ImageError("the image's manifest declares an impossible size")
+            body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=f.MAX_MANIFEST_JSON)
+        except zstandard.ZstdError:
+            raise ImageError("the image's manifest cannot be decompressed") from None
+        return f.decode_manifest(body)
+
+    def _walk_index(self) -> bytes:
+        """Read the whole index once: its digest, every entry's sanity and order, the root; keep each
+        page's first offset."""
+        foot = self.footer
+        digest = blake3.blake3()
+        records = blake3.blake3()
+        end = 0
+        for page, stored in enumerate(self._stored_pages()):
+            digest.update(stored)
+            entries = self._open_page(page, stored)
+            self.page_first.append(entries[0].offset)
+            for e in entries:
+                if e.offset < end:
+                    raise ImageError(f"the image's index is out of order at byte {e.offset}")
+                end = e.end
+                records.update(f.encode_entry(e)[: f.RECORD_PREFIX])
+        if digest.digest() != foot.index_digest:
+            raise ImageError("the image's index is damaged (its digest does not match)")
+        root = records.digest()
+        expected = foot.root if self.sealer is None else bytes.fromhex(str(self.manifest.get("root", "")))
+        if root != expected or (self.sealer is None and self.manifest.get("root") != root.hex()):
+            raise ImageError("the image's index does not give its root digest: chunks were added, removed or changed")
+        if self.manifest.get("chunks") != foot.entries:
+            raise ImageError("the image's manifest and index disagree on the number of chunks")
+        return root
+
+    def _stored_pages(self) -> Iterator[bytes]:
+        foot = self.footer
+        step = PAGE_BYTES + (OVERHEAD if self.sealer else 0)
+        total = f.index_length(foot.entries, self.sealer is not None)
+        for at in range(0, total, step * 256):  # 256 pages per read
+            chunk = self._pread(min(step * 256, total - at), foot.index_pos + at, "the index")
+            for i in range(0, len(chunk), step):
+                yield chunk[i : i + step]
+
+    def _open_page(self, page: int, stored: bytes) -> list[f.Entry]:
+        raw = stored
+        if self.sealer is not None:
+            aad = page_aad(self.header.image_id, page, self.footer.entries)
+            raw = self.sealer.open(stored, aad, f"page {page} of the image's index")
+        try:
+            return list(f.decode_entries(raw, self.header, self.footer.data_end))
+        except ImageError as e:
+            raise ImageError(f"the image's index is damaged: {e.message}") from None
+
+    # --- reading ---
+
+    def entries(self) -> Iterator[f.Entry]:
+        """Every entry, in disk order."""
+        for page in range(len(self.page_first)):
+            yield from self._page(page)
+
+    def _page(self, page: int) -> list[f.Entry]:
+        with self._lock:
+            found = self._pages.get(page)
+            if found is not None:
+                self._pages.move_to_end(page)
+                return found
+        step = PAGE_BYTES + (OVERHEAD if self.sealer else 0)
+        stored = self._pread(
+            min(step, f.index_length(self.footer.entries, self.sealer is not None) - page * step),
+            self.footer.index_pos + page * step,
+            "the index",
+        )
+        entries = self._open_page(page, stored)
+        with self._lock:
+            self._pages[page] = entries
+            if len(self._pages) > PAGES_CACHED:
+                self._pages.popitem(last=False)
+        return entries
+
+    def find(self, offset: int) -> f.Entry | None:
+        """The chunk holding byte ``offset``, or None (a byte no chunk holds reads as zero)."""
+        page = bisect.bisect_right(self.page_first, offset) - 1
+        if page < 0:
+            return None
+        entries = self._page(page)
+        i = bisect.bisect_right([e.offset for e in entries], offset) - 1
+        if i >= 0 and entries[i].offset <= offset < entries[i].end:
+            return entries[i]
+        return None
+
+    def following(self, offset: int) -> f.Entry | None:
+        """The first chunk that starts after ``offset``."""
+        page = max(0, bisect.bisect_right(self.page_first, offset) - 1)
+        while page < len(self.page_first):
+            for e in self._page(page):
+                if e.offset > offset:
+                    return e
+            page += 1
+        return None
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The disk's bytes [offset, offset+length): zeros where no chunk holds them."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ImageError(f"a read at {offset}+{length} lies outside the disk ({self.size} bytes)")
+        out = bytearray(length)
+        pos = offset
+        while pos < offset + length:
+            e = self.find(pos)
+            if e is None:
+                nxt = self.following(pos)
+                pos = min(offset + length, nxt.offset if nxt else offset + length)
+                continue
+            stop = min(e.end, offset + length)
+            if e.codec is not f.Codec.ZERO:
+                data = self.chunk(e)
+                out[pos - offset : stop - offset] = data[pos - e.offset : stop - e.offset]
+            pos = stop
+        return bytes(out)
+
+    def chunk(self, e: f.Entry) -> bytes:
+        """One chunk's bytes, checked against its digest (cached: reads of one chunk come together)."""
+        with self._lock:
+            found = self._chunks.get(e.offset)
+            if found is not None:
+                self._chunks.move_to_end(e.offset)
+                return found
+        data = self.decode(e)
+        with self._lock:
+            self._chunks[e.offset] = data
+            if len(self._chunks) > CHUNKS_CACHED:
+                self._chunks.popitem(last=False)
+        return data
+
+    def decode(self, e: f.Entry) -> bytes:
+        """Read, open, decompress and check one chunk (any thread); BadChunk if it is not what the index says."""
+        if e.codec is f.Codec.ZERO:
+            return bytes(e.length)
+        try:
+            raw = self._pread(f.RECORD_SIZE + e.stored, e.position, f"the chunk at byte {e.offset}")
+        except ImageError as err:
+            raise BadChunk(e, err.message) from None
+        try:
+            record = f.decode_record(raw, self.header)
+        except ImageError as err:
+            raise BadChunk(e, err.message) from None
+        if (record.offset, record.length, record.codec, record.stored) != (e.offset, e.length, e.codec, e.stored):
+            raise BadChunk(e, "its record does not match the index")
+        body = memoryview(raw)[f.RECORD_SIZE :]
+        if self.sealer is not None:
+            try:
+                body = memoryview(
+                    self.sealer.open(body, chunk_aad(self.header.image_id, e.offset, e.length, e.codec), "it")
+                )
+            except ImageError as err:
+                raise BadChunk(e, err.message) from None
+        data = self._decompress(e, body) if e.codec is f.Codec.ZSTD else bytes(body)
+        if len(data) != e.length or blake3.blake3(data).digest() != e.digest:
+            raise BadChunk(e, "its bytes do not give its BLAKE3")
+        return data
+
+    def _decompress(self, e: f.Entry, body: memoryview) -> bytes:
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        try:
+            if zstandard.frame_content_size(body) != e.length:  # checked first: it decides the allocation
+                raise BadChunk(e, f"its compressed bytes do not declare {e.length} bytes")
+            return bytes(dctx.decompress(body, max_output_size=e.length))
+        except zstandard.ZstdError as err:
+            raise BadChunk(e, f"it cannot be decompressed ({err})") from None
+
+    def _pread(self, n: int, at: int, what: str) -> bytes:
+        try:
+            data = os.pread(self.fd, n, at)
+        except OSError as e:
+            raise ImageError(f"cannot read {what} of {self.path}: {e.strerror}") from None
+        if len(data) != n:
+            raise ImageError(f"{what} of {self.path} is cut short (the file ends early)")
+        return data

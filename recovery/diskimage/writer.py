@@ -1,0 +1,175 @@
+"""Writing an image file: the header, then chunk records as they come, then index, manifest and footer.
+
+One thread appends (:meth:`ImageWriter.put`, :meth:`ImageWriter.zero`); any number of threads make
+what it appends (:func:`stored_form`: compress, seal), each with its own compressor. Until
+:meth:`ImageWriter.finish` writes the footer the file is plainly incomplete: readers refuse it,
+and a resume scans its records (:mod:`recovery.diskimage.scan`).
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import dataclasses
+import os
+import time
+from typing import Any
+
+import blake3
+import zstandard
+
+from recovery.diskimage import format as f
+from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, new_keys, page_aad
+from recovery.errors import TargetWriteError
+from recovery.protocol.frames import zero_digest
+
+STORE_LEVEL = 1  # zstd level for chunks that arrive uncompressed: Clonezilla's partclone | zstd -1
+MANIFEST_LEVEL = 9
+
+
+def stored_form(
+    cctx: zstandard.ZstdCompressor,
+    header: f.Header,
+    sealer: Sealer | None,
+    offset: int,
+    data: bytes | memoryview,
+    compressed: bytes | None = None,
+) -> tuple[f.Codec, bytes]:
+    """How one chunk's bytes are kept: zstd (``compressed`` when the sender made it, else made here)
+    unless that does not shrink them, then sealed if the image is encrypted."""
+    packed = compressed if compressed is not None else cctx.compress(data)
+    codec, body = (f.Codec.ZSTD, packed) if len(packed) < len(data) else (f.Codec.RAW, bytes(data))
+    if sealer is not None:
+        body = sealer.seal(body, chunk_aad(header.image_id, offset, len(data), codec))
+    return codec, body
+
+
+class ImageWriter:
+    """Appends chunk records to an image file opened for writing (``fd``), keeping its index."""
+
+    def __init__(self, fd: int, path: str, header: f.Header, sealer: Sealer | None) -> None:
+        self.fd, self.path, self.header, self.sealer = fd, path, header, sealer
+        self.entries = bytearray()  # the index, in disk order
+        self.offsets = array.array("Q")
+        self.pos = f.HEADER_SIZE
+        self.stored_bytes = 0  # chunk bytes written (records' payloads)
+
+    def start(self) -> None:
+        """An empty image: the header only."""
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError as e:
+            raise TargetWriteError(f"cannot empty {self.path}: {e.strerror}") from None
+        self._write(f.encode_header(self.header), 0)
+        self.pos = f.HEADER_SIZE
+
+    def put(self, offset: int, length: int, digest: bytes, codec: f.Codec, stored: bytes) -> None:
+        """Append one chunk's record; it becomes the index's entry for ``offset``."""
+        record = f.encode_record(
+            f.RecordHeader(codec, offset, length, len(stored), bytes(32) if self.sealer else digest)
+        )
+        self._write(record + stored, self.pos)
+        self._enter(f.Entry(offset, length, digest, self.pos, len(stored), codec))
+        self.pos += len(record) + len(stored)
+        self.stored_bytes += len(stored)
+
+    def zero(self, offset: int, length: int) -> None:
+        """A chunk of zeros: an index entry, nothing stored."""
+        self._enter(f.Entry(offset, length, zero_digest(length), 0, 0, f.Codec.ZERO))
+
+    def _enter(self, entry: f.Entry) -> None:
+        """Append in disk order, or replace the entry of the same chunk (a later pass)."""
+        n = len(self.offsets)
+        if n == 0 or entry.offset >= self.offsets[-1] + self._length(n - 1):
+            self.entries += f.encode_entry(entry)
+            self.offsets.append(entry.offset)
+            return
+        i = bisect.bisect_left(self.offsets, entry.offset)
+        if i == n or self.offsets[i] != entry.offset or self._length(i) != entry.length:
+            raise TargetWriteError(f"a chunk at byte {entry.offset} overlaps the image's chunks without replacing one")
+        self.entries[i * f.ENTRY_SIZE : (i + 1) * f.ENTRY_SIZE] = f.encode_entry(entry)
+
+    def _length(self, i: int) -> int:
+        return int.from_bytes(self.entries[i * f.ENTRY_SIZE + 8 : i * f.ENTRY_SIZE + 16], "little")
+
+    def root(self) -> bytes:
+        """The list digest of the chunks as the index holds them."""
+        view = memoryview(self.entries)
+        return f.list_digest(b"".join(view[i : i + f.RECORD_PREFIX] for i in range(0, len(view), f.ENTRY_SIZE)))
+
+    def flush(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise TargetWriteError(f"cannot flush {self.path}: {e.strerror}") from None
+
+    def finish(self, manifest: dict[str, Any]) -> str:
+        """Index, manifest and footer after the records: the image is whole. Its root, as hex."""
+        root = self.root()
+        count = len(self.offsets)
+        index = self._index_bytes(count)
+        body = f.encode_manifest({**manifest, "root": root.hex(), "chunks": count})
+        stored = zstandard.ZstdCompressor(level=MANIFEST_LEVEL).compress(body)
+        if self.sealer is not None:
+            stored = self.sealer.seal(stored, manifest_aad(self.header.image_id))
+        index_pos = self.pos
+        footer = f.Footer(
+            self.header.image_id,
+            data_end=index_pos,
+            index_pos=index_pos,
+            entries=count,
+            manifest_pos=index_pos + len(index),
+            manifest_len=len(stored),
+            index_digest=blake3.blake3(index).digest(),
+            manifest_digest=blake3.blake3(stored).digest(),
+            root=bytes(32) if self.sealer else root,
+        )
+        self._write(index + stored + f.encode_footer(footer), index_pos)
+        end = index_pos + len(index) + len(stored) + f.FOOTER_SIZE
+        try:
+            os.ftruncate(self.fd, end)  # nothing of an earlier, longer file after the footer
+        except OSError as e:
+            raise TargetWriteError(f"cannot end {self.path}: {e.strerror}") from None
+        self.flush()
+        return root.hex()
+
+    def _index_bytes(self, count: int) -> bytes:
+        if self.sealer is None:
+            return bytes(self.entries)
+        page = f.PAGE_ENTRIES * f.ENTRY_SIZE
+        return b"".join(
+            self.sealer.seal(bytes(self.entries[at : at + page]), page_aad(self.header.image_id, at // page, count))
+            for at in range(0, len(self.entries), page)
+        )
+
+    def _write(self, data: bytes, at: int) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(self.fd, view[done:], at + done)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                raise TargetWriteError(f"cannot write {self.path} at byte {at + done}: {e.strerror}") from None
+            if n == 0:
+                raise TargetWriteError(f"{self.path} took no bytes at {at + done} (full?)")
+            done += n
+
+
+def new_header(
+    size: int, chunk_size: int, sector_size: int, passphrase: bytes | None = None
+) -> tuple[f.Header, Sealer | None]:
+    """A new image's header, and (with a passphrase) the sealer of its new data key."""
+    header = f.Header(
+        image_id=os.urandom(16),
+        size=size,
+        chunk_size=chunk_size,
+        sector_size=sector_size,
+        created=int(time.time()),
+        flags=f.Flag.ENCRYPTED if passphrase is not None else f.Flag.NONE,
+    )
+    if passphrase is None:
+        return header, None
+    data_key, keys = new_keys(passphrase, f.header_aad(f.encode_header(header)))
+    return dataclasses.replace(header, keys=keys), Sealer(data_key)

@@ -1,0 +1,159 @@
+"""An image file as the receiver's target: each chunk stored compressed at its offset (recovery.diskimage).
+
+The receiver's workers make each chunk's stored form (:meth:`ImageTarget.stored_form`: the sender's
+zstd bytes as they came, else compressed here, sealed when the image is encrypted) and its writing
+thread appends it (:meth:`ImageTarget.put`). After the stream the index, the manifest and the footer
+follow (:meth:`ImageTarget.seal`); only then is the image whole, and the read-back reads it through
+:class:`~recovery.diskimage.reader.ImageReader` as any later reader would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import blake3
+import zstandard
+
+from recovery import SOFTWARE
+from recovery.diskimage import format as f
+from recovery.diskimage.reader import ImageReader
+from recovery.diskimage.seal import Sealer
+from recovery.diskimage.verify import check_image
+from recovery.diskimage.writer import STORE_LEVEL, ImageWriter, new_header, stored_form
+from recovery.engine.clone.framelist import FrameList
+from recovery.engine.clone.readback import ReadbackResult
+from recovery.engine.clone.target import Target
+from recovery.errors import ImageError, RefusedError, TargetWriteError, VerificationError
+from recovery.protocol import messages as m
+
+
+class ImageTarget(Target):
+    stores_chunks = True
+    holds_edges = False  # an image without its footer is plainly incomplete: nothing to hold back
+
+    def __init__(self, path: str, chunk_size: int, sector_size: int, passphrase: bytes | None = None) -> None:
+        super().__init__(path)
+        self.chunk_size, self.sector_size = chunk_size, sector_size
+        if self.is_block:
+            self.unlock()
+            self.close()
+            raise RefusedError(
+                f"{path} is a disk: an image is saved into a file", hint="give a file path, or write the disk itself"
+            )
+        self.passphrase = passphrase
+        self.writer: ImageWriter | None = None
+        self.sealer: Sealer | None = None
+        self.root: str | None = None
+        self._local = threading.local()
+
+    @property
+    def writer_(self) -> ImageWriter:
+        if self.writer is None:
+            raise TargetWriteError(f"{self.path} was not prepared as an image")
+        return self.writer
+
+    def prepare(self, size: int) -> None:
+        """An empty image of a ``size``-byte disk: its header only."""
+        header, self.sealer = new_header(size, self.chunk_size, self.sector_size, self.passphrase)
+        self.writer = ImageWriter(self.fd, self.path, header, self.sealer)
+        self.writer.start()
+        self.size = size
+
+    def stored_form(self, offset: int, data: memoryview, compressed: bytes | None) -> tuple[f.Codec, bytes]:
+        """One chunk as the image keeps it (any thread)."""
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = zstandard.ZstdCompressor(level=STORE_LEVEL)
+        return stored_form(cctx, self.writer_.header, self.sealer, offset, data, compressed)
+
+    def put(self, offset: int, length: int, digest: bytes, codec: f.Codec, stored: bytes) -> None:
+        self._check_range(offset, length)
+        self.writer_.put(offset, length, digest, codec, stored)
+        self.bytes_written += len(stored)
+
+    def write(self, data: memoryview | bytes, offset: int, *, aligned_buffer: bool = False) -> None:
+        """A chunk that did not come through the workers: its stored form made here."""
+        view = memoryview(data)
+        codec, stored = self.stored_form(offset, view, None)
+        self.put(offset, len(view), blake3.blake3(view).digest(), codec, stored)
+
+    def zero(self, offset: int, length: int) -> None:
+        self._check_range(offset, length)
+        self.writer_.zero(offset, length)
+
+    def flush(self) -> None:
+        self.writer_.flush()
+
+    def seal(self, manifest: dict[str, Any]) -> str:
+        """Index, manifest and footer: the image is whole. Its root digest (hex)."""
+        self.root = self.writer_.finish(manifest)
+        return self.root
+
+    def open_reader(self) -> ImageReader:
+        """The image as a reader sees it, from the very file written."""
+        fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return ImageReader(self.path, self.passphrase, fd=fd)
+
+    def finish(self) -> None:
+        """Nothing for the kernel to re-read: an image file has no partition table of its own."""
+
+
+def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: bytes | None) -> dict[str, Any]:
+    """What an image says of itself: where its disk came from, what was copied and why, its digests."""
+    return {
+        "format": "usb4-recovery image",
+        "version": f"{f.MAJOR}.{f.MINOR}",
+        "tool": SOFTWARE,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": plan.mode,
+        "size": plan.size,
+        "chunk_size": plan.chunk_size,
+        "source": {**dataclasses.asdict(plan.source), "host": source_host},
+        "parts": [dataclasses.asdict(p) for p in plan.map.parts],
+        "map": {
+            "extents": plan.map.extents,
+            "bytes": plan.map.bytes,
+            "digest": plan.map.digest,
+            "skipped": plan.map.skipped,
+        },
+        "disk_digest": done.source_digest,
+        "rescue": (
+            {"unreadable": done.unreadable, "ranges": [[r.offset, r.length] for r in done.unreadable_ranges]}
+            if plan.rescue
+            else None
+        ),
+        "encrypted": passphrase is not None,
+    }
+
+
+def read_back(
+    target: ImageTarget,
+    frames: FrameList,
+    mode: str,
+    on_progress: Callable[[int, int], None],
+    should_stop: Callable[[], bool],
+) -> ReadbackResult:
+    """The image as any later reader opens it (header, index, manifest, root), then every chunk read
+    back past the cache, decompressed and hashed; exact mode: the disk's whole BLAKE3 too."""
+    start = time.monotonic()
+    target.drop_cache()
+    try:
+        with target.open_reader() as image:
+            if image.root.hex() != frames.list_digest():
+                return ReadbackResult(_differing(image, frames), None, time.monotonic() - start)
+            checked = check_image(image, whole=mode == "exact", on_progress=on_progress, should_stop=should_stop)
+    except ImageError as e:
+        raise VerificationError(f"the image {target.path} cannot be read back: {e.message}") from None
+    bad = [(b.entry.offset, b.entry.length) for b in checked.bad]
+    return ReadbackResult(bad, checked.disk_digest, time.monotonic() - start)
+
+
+def _differing(image: ImageReader, frames: FrameList) -> list[tuple[int, int]]:
+    """The chunks where the image's index and the frames received disagree."""
+    held = {(e.offset, e.length, e.digest) for e in image.entries()}
+    return [(o, n) for o, n, d, _ in frames if (o, n, d) not in held] or [(0, image.size)]
