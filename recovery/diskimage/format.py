@@ -35,7 +35,11 @@ DIGEST_SIZE = 32
 class Codec(enum.IntEnum):
     RAW = 0
     ZSTD = 1
-    ZERO = 2  # index only: the chunk is all zeros and nothing is stored
+    ZERO = 2  # the chunk is all zeros: nothing is stored (its record says so, for a resume)
+    META = 3  # a record only, the first: the save's plan as JSON (what a resume is judged by)
+
+
+MAX_META = 64 << 10  # a META record's stored bytes, at most
 
 
 class Flag(enum.IntFlag):
@@ -161,10 +165,14 @@ def decode_record(raw: bytes | memoryview, header: Header) -> RecordHeader:
     magic, codec, offset, length, stored, digest = _RECORD.unpack_from(raw)
     if magic != RECORD_MAGIC:
         raise ImageError("a chunk record's marker is missing")
-    if codec not in (Codec.RAW, Codec.ZSTD):
+    if codec not in tuple(Codec):
         raise ImageError(f"a chunk record names an unknown codec ({codec})")
+    if codec == Codec.META:
+        if offset or length or not 0 < stored <= MAX_META:
+            raise ImageError("the image's plan record is malformed")
+        return RecordHeader(Codec.META, 0, 0, stored, digest)
     _check_chunk(offset, length, header)
-    if stored > max_stored(length, header):
+    if stored > max_stored(length, header) or (codec == Codec.ZERO and stored):
         raise ImageError(f"the chunk at byte {offset} claims {stored} stored bytes, more than it may hold")
     return RecordHeader(Codec(codec), offset, length, stored, digest)
 
@@ -228,7 +236,7 @@ def decode_entries(raw: bytes | memoryview, header: Header, data_end: int) -> It
     if len(raw) % ENTRY_SIZE:
         raise ImageError("the image's index is cut short")
     for offset, length, digest, position, stored, codec in _ENTRY.iter_unpack(raw):
-        if codec not in (Codec.RAW, Codec.ZSTD, Codec.ZERO):
+        if codec not in (Codec.RAW, Codec.ZSTD, Codec.ZERO):  # never META: it is no chunk
             raise ImageError(f"the index names an unknown codec ({codec}) for the chunk at byte {offset}")
         _check_chunk(offset, length, header)
         if codec == Codec.ZERO:

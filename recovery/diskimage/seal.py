@@ -66,6 +66,10 @@ def manifest_aad(image_id: bytes) -> bytes:
     return b"manifest" + image_id + struct.pack("<H", MAJOR)
 
 
+def meta_aad(image_id: bytes) -> bytes:
+    return b"meta" + image_id + struct.pack("<H", MAJOR)
+
+
 class Sealer:
     """Seals and opens with one image's data key (one AESGCM object; it is safe across threads)."""
 

@@ -19,7 +19,8 @@ import blake3
 import zstandard
 
 from recovery.diskimage import format as f
-from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, new_keys, page_aad
+from recovery.diskimage.scan import Scanned
+from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, meta_aad, new_keys, page_aad
 from recovery.errors import TargetWriteError
 from recovery.protocol.frames import zero_digest
 
@@ -54,14 +55,31 @@ class ImageWriter:
         self.pos = f.HEADER_SIZE
         self.stored_bytes = 0  # chunk bytes written (records' payloads)
 
-    def start(self) -> None:
-        """An empty image: the header only."""
+    def start(self, plan: dict[str, Any]) -> None:
+        """An empty image: the header, then the save's plan (what a resume is judged by)."""
         try:
             os.ftruncate(self.fd, 0)
         except OSError as e:
             raise TargetWriteError(f"cannot empty {self.path}: {e.strerror}") from None
         self._write(f.encode_header(self.header), 0)
-        self.pos = f.HEADER_SIZE
+        body = f.encode_manifest(plan)
+        if self.sealer is not None:
+            body = self.sealer.seal(body, meta_aad(self.header.image_id))
+        record = f.encode_record(f.RecordHeader(f.Codec.META, 0, 0, len(body), bytes(32)))
+        self._write(record + body, f.HEADER_SIZE)
+        self.pos = f.HEADER_SIZE + len(record) + len(body)
+
+    def resume(self, found: Scanned, keep: int) -> None:
+        """Go on after the first ``keep`` chunks an interrupted save left (``found``): the rest of the
+        file is cut off, and those chunks are the index so far."""
+        kept, self.pos = found.cut(keep)
+        for e in kept:
+            self._enter(e)
+            self.stored_bytes += e.stored
+        try:
+            os.ftruncate(self.fd, self.pos)
+        except OSError as e:
+            raise TargetWriteError(f"cannot cut {self.path} back: {e.strerror}") from None
 
     def put(self, offset: int, length: int, digest: bytes, codec: f.Codec, stored: bytes) -> None:
         """Append one chunk's record; it becomes the index's entry for ``offset``."""
@@ -74,8 +92,10 @@ class ImageWriter:
         self.stored_bytes += len(stored)
 
     def zero(self, offset: int, length: int) -> None:
-        """A chunk of zeros: an index entry, nothing stored."""
+        """A chunk of zeros: nothing stored; a record says so (for a resume) and the index too."""
+        self._write(f.encode_record(f.RecordHeader(f.Codec.ZERO, offset, length, 0, bytes(32))), self.pos)
         self._enter(f.Entry(offset, length, zero_digest(length), 0, 0, f.Codec.ZERO))
+        self.pos += f.RECORD_SIZE
 
     def _enter(self, entry: f.Entry) -> None:
         """Append in disk order, or replace the entry of the same chunk (a later pass)."""

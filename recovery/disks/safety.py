@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
+from recovery.diskimage.scan import unfinished_at
 from recovery.disks import identity, partitions, usage
 from recovery.errors import RefusedError
 from recovery.protocol.values import Identity
@@ -55,7 +56,7 @@ def check_target_path(path: str, *, overwrite: bool, image: bool = False) -> Non
     if image:
         if not stat.S_ISREG(st.st_mode):
             raise RefusedError(f"{path} is not a file: an image is saved into a file of its own")
-        if st.st_size and not overwrite:
+        if st.st_size and not overwrite and not unfinished_at(path):  # an unfinished image may resume
             raise RefusedError(f"{path} exists; refusing to replace it without --yes", hint="give a new file name")
         return
     if stat.S_ISBLK(st.st_mode):

@@ -43,7 +43,7 @@ def write_image(
     header, sealer = new_header(len(disk), chunk, 512, passphrase)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     writer = ImageWriter(fd, str(path), header, sealer)
-    writer.start()
+    writer.start({"made by": "tests"})
     cctx = zstandard.ZstdCompressor(level=1)
     for off, n in extents or [(0, len(disk))]:
         pos = off

@@ -107,16 +107,14 @@ def test_encrypted_chunks_cannot_be_swapped_or_replayed(tmp_path: Path) -> None:
     disk = bytearray(b"A" * MIB + b"B" * MIB)
     path = tmp_path / "e.img"
     write_image(path, disk, passphrase=b"pw")
-    raw = bytearray(path.read_bytes())
-    header = f.decode_header(bytes(raw[: f.HEADER_SIZE]))
-    first = f.decode_record(raw[f.HEADER_SIZE :], header)
-    second_at = f.HEADER_SIZE + f.RECORD_SIZE + first.stored
-    second = f.decode_record(raw[second_at:], header)
+    with ImageReader(str(path), b"pw") as img:
+        first, second = list(img.entries())
     assert first.stored == second.stored  # same size: the payloads can be swapped in place
-    a = bytes(raw[f.HEADER_SIZE + f.RECORD_SIZE : second_at])
-    b = bytes(raw[second_at + f.RECORD_SIZE : second_at + f.RECORD_SIZE + second.stored])
-    raw[f.HEADER_SIZE + f.RECORD_SIZE : second_at] = b
-    raw[second_at + f.RECORD_SIZE : second_at + f.RECORD_SIZE + second.stored] = a
+    raw = bytearray(path.read_bytes())
+    a_at, b_at = first.position + f.RECORD_SIZE, second.position + f.RECORD_SIZE
+    a, b = bytes(raw[a_at : a_at + first.stored]), bytes(raw[b_at : b_at + second.stored])
+    raw[a_at : a_at + first.stored] = b
+    raw[b_at : b_at + second.stored] = a
     path.write_bytes(raw)
     with ImageReader(str(path), b"pw") as img:
         assert {bad.entry.offset for bad in check_image(img).bad} == {0, MIB}

@@ -16,6 +16,7 @@ import time
 
 from recovery.protocol.frames import HEADER_SIZE, Kind
 from recovery.protocol.linkhello import LINK_HELLO
+from tests.helpers import CODE, Recovery
 
 FRAME_FIELDS = struct.Struct("!4sBBBBQQII")  # magic .. payload_len, the start of a frame header
 
@@ -126,3 +127,39 @@ def _shut(*socks: socket.socket) -> None:
             s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+class RelayedClone:
+    """One run: a receiver writing to ``target`` (its ``--target`` or ``--image`` words), a relay in
+    front of it, and a sender of ``src`` in exact mode with 1 MiB chunks, as an interrupted run needs."""
+
+    def __init__(
+        self,
+        src: str,
+        target: tuple[str, ...],
+        *extra_send: str,
+        rate: float | None = None,
+        extra_receive: tuple[str, ...] = (),
+    ) -> None:
+        self.rx = Recovery(
+            "receive", "--code", CODE, *target, "--listen", "127.0.0.1:0", "--timeout", "5", *extra_receive
+        )
+        self.relay = Relay(self.rx.wait_event("listening")["port"])
+        self.relay.rate = rate
+        self.tx = Recovery(
+            "send",
+            *("--code", CODE, "--source", src, "--to", f"127.0.0.1:{self.relay.port}"),
+            *("--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "5"),
+            *extra_send,
+        )
+
+    def durable(self, at_least: int, timeout: float = 60) -> int:
+        """Wait until the sender heard that ``at_least`` bytes are durable on the target."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = max((e.get("durable", 0) for e in self.tx.events if e.get("event") == "progress"), default=0)
+            if seen >= at_least:
+                return int(seen)
+            assert self.tx.proc.poll() is None, (self.tx.stderr, self.rx.stderr)
+            time.sleep(0.05)
+        raise AssertionError(f"nothing durable after {timeout} s: {self.tx.events[-3:]}")

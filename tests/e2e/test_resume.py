@@ -23,7 +23,7 @@ from recovery.protocol import messages as m
 from recovery.protocol.frames import HEADER_SIZE, TAG_SIZE
 from recovery.protocol.state import Paired
 from tests.e2e.fake_peer import FakeSender
-from tests.e2e.relay import Relay
+from tests.e2e.relay import RelayedClone
 from tests.helpers import CODE, MIB, Recovery, b3sum, fill_random, loop_device, same_bytes
 
 pytestmark = pytest.mark.root
@@ -48,57 +48,13 @@ def disks(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield src, dst, source
 
 
-class Clone:
-    """One run: a receiver, a relay in front of it, a sender."""
+class Clone(RelayedClone):
+    """One run onto the target disk ``dst``."""
 
     def __init__(
         self, src: str, dst: str, *extra_send: str, rate: float | None = None, extra_receive: tuple[str, ...] = ()
     ) -> None:
-        self.rx = Recovery(
-            "receive",
-            "--code",
-            CODE,
-            "--target",
-            dst,
-            "--listen",
-            "127.0.0.1:0",
-            "--yes",
-            "--timeout",
-            "5",
-            *extra_receive,
-        )
-        port = self.rx.wait_event("listening")["port"]
-        self.relay = Relay(port)
-        self.relay.rate = rate
-        self.tx = Recovery(
-            "send",
-            "--code",
-            CODE,
-            "--source",
-            src,
-            "--to",
-            f"127.0.0.1:{self.relay.port}",
-            "--mode",
-            "exact",
-            "--chunk-size",
-            "1M",
-            "--level",
-            "0",
-            "--timeout",
-            "5",
-            *extra_send,
-        )
-
-    def durable(self, at_least: int, timeout: float = 60) -> int:
-        """Wait until the sender heard that ``at_least`` bytes are durable on the target."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen = max((e.get("durable", 0) for e in self.tx.events if e.get("event") == "progress"), default=0)
-            if seen >= at_least:
-                return int(seen)
-            assert self.tx.proc.poll() is None, (self.tx.stderr, self.rx.stderr)
-            time.sleep(0.05)
-        raise AssertionError(f"nothing durable after {timeout} s: {self.tx.events[-3:]}")
+        super().__init__(src, ("--target", dst, "--yes"), *extra_send, rate=rate, extra_receive=extra_receive)
 
     def finish(self) -> tuple[dict, dict]:
         assert self.rx.wait() == 0, self.rx.stderr

@@ -503,7 +503,7 @@ def test_a_source_read_error_is_a_screen_on_both_sides(
     def unreadable(path: str, **kwargs: object) -> object:
         raise _read_error(path, 0)
 
-    monkeypatch.setattr(send, "Source", unreadable)
+    monkeypatch.setattr(send, "open_source", unreadable)
     peer, (screen,) = _drive_failing_read(make_peer, source_image, blank_image, tmp_path)
     assert screen.advice.code == "source_read"
     assert screen.advice.title == "The source disk cannot be read"

@@ -19,16 +19,17 @@ from typing import Any
 import blake3
 import zstandard
 
-from recovery import SOFTWARE
+from recovery import SOFTWARE, events
 from recovery.diskimage import format as f
 from recovery.diskimage.reader import ImageReader
+from recovery.diskimage.scan import Scanned, scan, unfinished
 from recovery.diskimage.seal import Sealer
 from recovery.diskimage.verify import check_image
 from recovery.diskimage.writer import STORE_LEVEL, ImageWriter, new_header, stored_form
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import ReadbackResult
 from recovery.engine.clone.target import Target
-from recovery.errors import ImageError, RefusedError, TargetWriteError, VerificationError
+from recovery.errors import ImageError, PassphraseError, RefusedError, TargetWriteError, VerificationError
 from recovery.protocol import messages as m
 
 
@@ -49,6 +50,8 @@ class ImageTarget(Target):
         self.writer: ImageWriter | None = None
         self.sealer: Sealer | None = None
         self.root: str | None = None
+        self.heading: dict[str, Any] = {}  # the save's plan, its first record (what a resume is judged by)
+        self.scanned: Scanned | None = None  # what an interrupted save left in the file
         self._local = threading.local()
 
     @property
@@ -58,11 +61,36 @@ class ImageTarget(Target):
         return self.writer
 
     def prepare(self, size: int) -> None:
-        """An empty image of a ``size``-byte disk: its header only."""
+        """An empty image of a ``size``-byte disk: its header and its plan record."""
         header, self.sealer = new_header(size, self.chunk_size, self.sector_size, self.passphrase)
         self.writer = ImageWriter(self.fd, self.path, header, self.sealer)
-        self.writer.start()
+        self.writer.start(self.heading)
         self.size = size
+
+    def unfinished(self, sink: events.EventSink) -> Scanned | None:
+        """What an interrupted save left in this file (None: nothing, or nothing usable)."""
+        if not unfinished(self.fd):
+            return None
+        try:
+            self.scanned = scan(self.fd, self.passphrase)
+        except (ImageError, PassphraseError, OSError) as e:
+            sink(events.Warning(f"{self.path} holds an unfinished image that cannot be resumed: {e}"))
+            return None
+        return self.scanned
+
+    def resume_at(self, seq: int) -> None:
+        """Go on writing after the first ``seq`` chunks the interrupted save left."""
+        found = self.scanned
+        assert found is not None
+        self.sealer = found.sealer
+        self.writer = ImageWriter(self.fd, self.path, found.header, found.sealer)
+        self.writer.resume(found, seq)
+        self.size = found.header.size
+
+    @property
+    def resumable(self) -> bool:
+        """Part of the clone is in the file: keep it for a resume."""
+        return self.writer is not None and len(self.writer.offsets) > 0
 
     def stored_form(self, offset: int, data: memoryview, compressed: bytes | None) -> tuple[f.Codec, bytes]:
         """One chunk as the image keeps it (any thread)."""

@@ -107,7 +107,7 @@ class _Receiving:
 
     @property
     def journals(self) -> bool:
-        """A resume journal is kept (an image file records its chunks itself, and does not resume yet)."""
+        """A resume journal is kept (an image file records its chunks itself)."""
         return self.opts.journal and not self.opts.image
 
     @property
@@ -125,7 +125,9 @@ class _Receiving:
         plan, opts = self.plan, self.opts
         try:
             self.target, self.pinned = admit(self.link, plan, opts)
-            if "resume" in self.caps and self.journals and not (opts.restart or plan.restart):
+            if isinstance(self.target, ImageTarget):
+                self._image_offer(self.target)
+            elif "resume" in self.caps and self.journals and not (opts.restart or plan.restart):
                 found = journal.read(opts.log_dir, self.pinned)
                 self.offer = agree.receiver_offer(plan, found, self.target.fd, self.target.size, self.sink)
         except RefusedError as e:
@@ -148,6 +150,23 @@ class _Receiving:
         )
         self.link.ctl.send(m.Accept(target=self.pinned, resume=self.offer.offer if self.offer else None))
 
+    def _image_offer(self, target: ImageTarget) -> None:
+        """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
+        of another is replaced only when the user said so (--yes, --restart)."""
+        plan, opts = self.plan, self.opts
+        target.heading = journal.heading(plan, self.source_desc)
+        scanned = target.unfinished(self.sink)
+        found = journal.from_image(target.path, scanned) if scanned is not None else None
+        restart = opts.restart or plan.restart
+        if found is not None and "resume" in self.caps and not restart:
+            self.offer = agree.receiver_offer(plan, found, -1, 0, self.sink)
+        if found is not None and self.offer is None and not (opts.overwrite or restart):
+            raise RefusedError(
+                f"{target.path} holds an unfinished image of {found.head.get('source_desc', 'another disk')}, "
+                "which this clone would replace",
+                hint="give another file name, or --yes (or --restart) to replace it",
+            )
+
     def begin(self) -> None:
         """The last look before the first write (still the disk that was pinned?), then the target and the
         journal as the clone starts: prepared and new, or as the interrupted clone left them."""
@@ -163,7 +182,9 @@ class _Receiving:
             erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts], target.zero)
             if erased:
                 self.sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
-        if "resume" in self.caps and self.journals:
+        if isinstance(target, ImageTarget):
+            self.keeper = Keeper(None, self.sink, image=target.path)
+        elif "resume" in self.caps and self.journals:
             self.keeper = Keeper.fresh(self.opts.log_dir, plan, target, self.source_desc, self.sink)
 
     def _resume(self, offer: agree.Offer) -> None:
@@ -181,7 +202,12 @@ class _Receiving:
                 f"the sender starts at frame {start.seq}, replacing {start.replace} of them; "
                 f"the target holds {len(found.frames)}, and a rescue replaces none this way"
             )
-        self.keeper = Keeper.resumed(found, start.seq, plan.rescue, self.sink)
+        if isinstance(self.target, ImageTarget):
+            found.frames.truncate(start.seq)
+            self.target.resume_at(start.seq)
+            self.keeper = Keeper(None, self.sink, image=self.target.path)
+        else:
+            self.keeper = Keeper.resumed(found, start.seq, plan.rescue, self.sink)
         self.frames, self.replace, self.resumed = found.frames, start.replace, found.frames.covered
         self.held = [(h, d) for h, d in found.held if h.seq < start.seq]
         self.sink(

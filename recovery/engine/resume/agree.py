@@ -54,7 +54,7 @@ def resume_hint(error: BaseException, journal_path: str | None, keeper: str) -> 
     if isinstance(error, LinkError) and error.hint is None and journal_path:
         error.hint = (
             "run the same commands again: the clone resumes where the target's durable data ends "
-            f"({keeper} keeps its journal at {journal_path})"
+            f"({keeper} records how far it got in {journal_path})"
         )
     return error
 
@@ -70,7 +70,8 @@ class Offer:
 def receiver_offer(
     plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int, sink: events.EventSink
 ) -> Offer | None:
-    """Decide on the journal found for this target (see the module's doc)."""
+    """Decide on the journal found for this target (see the module's doc). ``target_fd`` -1: the target
+    is an image file, whose own records were found (each checked as it was read, none held back)."""
     if found is None or (not found.problems and not len(found.frames)):
         return None  # nothing was durable: there is nothing to resume
     where = found.path
@@ -81,7 +82,11 @@ def receiver_offer(
     was = head.get("source_desc", "another disk")
     # The held frames first: without them the partition-table areas cannot be written at the end,
     # whatever the target holds elsewhere (and the sample never reads those areas).
-    why = _held_missing(found, plan.size) or journal.target_changed(found, target_fd, target_size)
+    why = (
+        None
+        if target_fd < 0
+        else _held_missing(found, plan.size) or journal.target_changed(found, target_fd, target_size)
+    )
     if why:
         sink(
             events.Warning(

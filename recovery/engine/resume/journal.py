@@ -50,6 +50,8 @@ from typing import Any, BinaryIO
 
 import blake3
 
+from recovery.diskimage import format as imgfmt
+from recovery.diskimage.scan import Scanned
 from recovery.disks import identity as ident
 from recovery.engine.clone.framelist import RECORD, FrameList
 from recovery.engine.clone.recvpipe import DurablePoint
@@ -81,6 +83,25 @@ def plan_digest(plan: m.Plan) -> str:
             "layout": layout_digest(plan),
         }
     )
+
+
+def heading(plan: m.Plan, source_desc: str) -> dict[str, Any]:
+    """What a record of an unfinished clone says of it, for a resume to judge (a journal's first line,
+    an image's first record): the source, the layout and map, when it began."""
+    return {
+        "source": hardware(plan.source),
+        "source_fp": plan.source.fingerprint,
+        "layout": layout_digest(plan),
+        "plan": plan_digest(plan),
+        "frames": plan.frames,
+        "size": plan.size,
+        "chunk_size": plan.chunk_size,
+        "mode": plan.mode,
+        "bytes_planned": plan.map.bytes,
+        "rescue": plan.rescue,
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "source_desc": source_desc,
+    }
 
 
 def hardware(i: m.Identity) -> dict[str, Any]:
@@ -155,6 +176,16 @@ class Found:
     problems: list[str] = field(default_factory=list)
 
 
+def from_image(path: str, found: Scanned) -> Found:
+    """What an interrupted save left in an image file (its own records, each checked), as a journal
+    would say it: the save's plan record is the heading, nothing is held back."""
+    frames = FrameList()
+    for chunk in found.entries:
+        kind = Kind.ZERO if chunk.codec is imgfmt.Codec.ZERO else Kind.DATA
+        frames.append(chunk.offset, chunk.length, chunk.digest, kind)
+    return Found(Path(path), found.plan, frames, [])
+
+
 class Journal:
     """One clone's journal, being written.
 
@@ -202,20 +233,9 @@ class Journal:
         journal._line(
             {
                 "journal": VERSION,
-                "source": hardware(plan.source),
-                "source_fp": plan.source.fingerprint,
-                "layout": layout_digest(plan),
-                "plan": plan_digest(plan),
+                **heading(plan, source_desc),
                 "target": hardware(target),
                 "target_fp": fingerprint,
-                "frames": plan.frames,
-                "size": plan.size,
-                "chunk_size": plan.chunk_size,
-                "mode": plan.mode,
-                "bytes_planned": plan.map.bytes,
-                "rescue": plan.rescue,
-                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "source_desc": source_desc,
                 "target_desc": target_desc,
             }
         )

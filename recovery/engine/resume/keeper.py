@@ -26,9 +26,13 @@ from recovery.protocol import messages as m
 
 
 class Keeper:
-    def __init__(self, jrnl: journal.Journal | None, sink: events.EventSink) -> None:
+    def __init__(self, jrnl: journal.Journal | None, sink: events.EventSink, image: str | None = None) -> None:
+        """``image``: the target is an image file, which records its own chunks: no journal, and the acks
+        name the image as what holds the clone."""
         self.journal = jrnl
         self.sink = sink
+        self.image = image
+        self.acked = False
 
     @classmethod
     def fresh(
@@ -67,7 +71,8 @@ class Keeper:
         ack = m.Ack(seq=point.seq, bytes=point.covered)
         jrnl = self.journal
         if jrnl is None:
-            send(ack)
+            self.acked = self.acked or point.covered > 0
+            send(dataclasses.replace(ack, journal=self.image) if self.image and point.covered else ack)
             return
         jrnl.durable(
             point,
@@ -82,7 +87,10 @@ class Keeper:
 
     @property
     def holding(self) -> str | None:
-        """The journal's path while it was written and holds part of the clone, else None."""
+        """The journal's path while it was written and holds part of the clone (an image target: its path
+        once part of it is durable), else None."""
+        if self.image is not None:
+            return self.image if self.acked else None
         jrnl = self.journal
         return str(jrnl.path) if jrnl is not None and jrnl.error is None and jrnl.done > 0 else None
 
@@ -90,6 +98,11 @@ class Keeper:
         """The clone failed: make what was written since the last ack durable and journal it, if it can."""
         jrnl = self.journal
         if jrnl is None:
+            if self.image is not None:  # the image's records are its journal: flush them
+                try:
+                    pipe.settle(lambda point: setattr(self, "acked", self.acked or point.covered > 0))
+                except (RecoveryError, OSError) as e:
+                    self.sink(events.Warning(f"what was written since the last flush may be lost: {e}"))
             return
         try:
             pipe.settle(lambda point: jrnl.durable(point, pipe.framelist))
@@ -135,7 +148,7 @@ class Keeper:
         does not. True when one is kept (its target then stays too, for the resume)."""
         jrnl, self.journal = self.journal, None
         if jrnl is None:
-            return False
+            return self.image is not None and self.acked
         if jrnl.done > 0:
             jrnl.close()
             return True
