@@ -158,7 +158,9 @@ class _Receiving:
             if erased:
                 self.sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
         if "resume" in self.caps and self.opts.journal:
-            self.keeper = Keeper.fresh(self.opts.log_dir, plan, target, self.source_desc, self.sink)
+            self.keeper = Keeper.fresh(
+                self.opts.log_dir, plan, target, self.source_desc, self.sink, self.link.theirs.host.hostname
+            )
 
     def _resume(self, offer: agree.Offer) -> None:
         """Send the digests of what the target holds; the sender says where it starts and what it replaces."""
