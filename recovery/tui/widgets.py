@@ -61,9 +61,10 @@ def header_text(cols: tuple[tuple[int, str], ...] = COLUMNS) -> str:
 
 
 def mark(disk: DiskInfo) -> str:
-    """What sets a disk apart on the first screen: the boot stick, a disk that cannot be read, in use."""
+    """What sets a disk apart on the first screen: the boot stick, in use (a disk that cannot be read says
+    so once, as what is on it)."""
     if disk.unreadable:
-        return disk.unreadable
+        return ""
     if disk.boot_medium:
         return "the boot stick of this appliance: never a target"
     if disk.refusal:
