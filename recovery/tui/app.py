@@ -302,6 +302,7 @@ class WizardApp(App[int]):
         )
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
+        self.state.review = ()
         self.in_thread(partial(self._serve, session), "session")
         self.in_thread(partial(self._ask_speed, link), "speed")
         self.steps.paired(Pin.of(link))
@@ -371,7 +372,7 @@ class WizardApp(App[int]):
         self.steps.answered(msg.step, msg.value)
 
     def on_step_back(self, msg: StepBack) -> None:
-        self.steps.back(msg.step)
+        self.steps.back(msg.step, msg.value)
 
     def on_end_pairing_asked(self, _msg: EndPairingAsked) -> None:
         self.ask(f"End the pairing with {self.peer_name}?\nIts screen goes back to its first screen.", self.end_pairing)
@@ -418,6 +419,7 @@ class WizardApp(App[int]):
             self.steps.peer_activity(event)
             return
         if isinstance(event, JobStarted):
+            self.state.review = ()  # confirmed: the clone runs
             self.state.job = JobView(event, host=self.state.host)
             self.state.job_link = self.state.link
             self.show(ProgressScreen(self.state.job))

@@ -150,9 +150,9 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             )
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error screen")
-            assert app.state.rescue_next
+            assert app.state.job_choice is not None and app.state.job_choice.rescue
             status = str(app.screen.query_one("#error-status", Static).content)
-            assert "Rescue mode is on for the next clone" in status
+            assert "Rescue mode is on for source.img" in status
             await wait_for(pilot, lambda: peer.ended.is_set() and app.state.link is None, 30)
             await pilot.press("r")  # retry the same clone: the link is gone, so pair again first
             await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), 30, "the first screen")
@@ -162,7 +162,7 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen), 90, "the summary")
             job = app.screen.job  # type: ignore[attr-defined]
             assert job.summary is not None and job.summary.verified is True
-            assert job.started.source and not app.state.rescue_next
+            assert job.started.source
             assert app.state.job_choice is not None and app.state.job_choice.rescue
             assert job.summary.mapfile and Path(job.summary.mapfile).is_file()  # it ran in rescue mode
 

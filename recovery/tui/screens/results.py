@@ -21,7 +21,7 @@ from textual.widgets import Footer, Static
 from recovery import report
 from recovery.tui.advice import Advice
 from recovery.tui.job import JobView
-from recovery.tui.widgets import plain
+from recovery.tui.widgets import facts, plain
 from recovery.units import shown
 
 
@@ -32,16 +32,6 @@ class Offer:
     key: str
     label: str
     message: type[Message]
-
-
-def facts(rows: Sequence[tuple[str, str]]) -> Table:
-    """Label and value rows; long values wrap under their value, not under the label."""
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=8, no_wrap=True)
-    table.add_column()
-    for label, value in rows:
-        table.add_row(label, plain(value))  # a peer's strings (host, disk names) are never markup
-    return table
 
 
 class ResultScreen(Screen[None]):
@@ -77,7 +67,8 @@ def verdict_text(job: JobView) -> Text:
 
 
 def next_steps(job: JobView, host: str) -> Text:
-    holder = job.receiving_host
+    """What to do with the copy, said to this machine (``host``): which machine to start from it."""
+    holder = "this machine" if job.receiving_host == host else job.receiving_host
     text = Text("What next\n", style="bold")
     text.append(shown(f"- Start {holder} from the new disk and check that your files are there.") + "\n")
     text.append("- Keep the old disk as it is until you are sure.")
