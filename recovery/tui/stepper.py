@@ -255,9 +255,9 @@ class Stepper:
         """``lost``: the link was lost mid-clone, and the peer may pair again by the lost pairing's secret."""
         if not self.state.drives and self.state.session is not None:
             return [Offer("enter", "OK", Dismissed)]
-        retry = [Offer("r", "Retry the same clone", RetryAsked)] if self.state.job_choice is not None else []
+        retry = [Offer("r", "Retry", RetryAsked)] if self.state.job_choice is not None else []
         if lost and retry:
-            retry.append(Offer("a", "Resume by itself when it is back", AutoResumeAsked))
+            retry.append(Offer("a", "Resume by itself", AutoResumeAsked))
         again = "Another clone" if not failed else ("Choose again" if linked else "First screen")
         return [Offer("enter", again, StartOverAsked), *retry]
 
@@ -275,22 +275,23 @@ class Stepper:
         written = state.job_choice.target if state.job_choice and not job.passive else None
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
-        advice = advise(
-            ended.code or "internal", ended.message, ended.hint, peer=job.started.peer, reported_by=ended.peer
-        )
         lost = (
             ended.code == "link_lost"
             and not job.passive
             and state.link is not None
             and state.link.rejoin_secret() is not None
         )
-        screen = ErrorScreen(
-            advice,
-            self.offers(failed=True, linked=linked, lost=lost),
-            state=lines,
-            log=ended.log,
+        offers = self.offers(failed=True, linked=linked, lost=lost)
+        advice = advise(
+            ended.code or "internal",
+            ended.message,
+            ended.hint,
             peer=job.started.peer,
+            reported_by=ended.peer,
+            serving=job.passive,
+            keyed=any(o.key == "r" for o in offers),
         )
+        screen = ErrorScreen(advice, offers, state=lines, log=ended.log, peer=job.started.peer)
         if not linked:
             screen.set_status(wizard.waiting_line())
         wizard.show(screen)

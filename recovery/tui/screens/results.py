@@ -135,6 +135,7 @@ class ErrorScreen(ResultScreen):
         for step in a.steps:
             steps.add_row("-", plain(step))
         with VerticalScroll(classes="body"):
+            yield Static(id="error-status")  # what now: first, so it is never below the fold
             yield Static("What happened", classes="section")
             yield Static(plain(a.message), id="error-message")
             if self.state_lines:
@@ -145,16 +146,19 @@ class ErrorScreen(ResultScreen):
                 yield Static(steps, id="error-steps")
             if self.log_path:
                 yield Static(facts([("Log", self.log_path)]), id="error-log")
-            yield Static(id="error-status")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#error-status", Static).update(plain(self.status))
+        self._show_status()
 
     def set_status(self, text: str) -> None:
-        """A line under the advice (shown once the screen is up, if it is not yet)."""
+        """What stands now, above the advice: rescue mode is on, the new code to pair again (shown once
+        the screen is up, if it is not yet)."""
         self.status = text
         if self.is_mounted:
-            for widget in self.query("#error-status"):
-                if isinstance(widget, Static):
-                    widget.update(plain(text))
+            self._show_status()
+
+    def _show_status(self) -> None:
+        for widget in self.query("#error-status").results(Static):
+            widget.update(plain(self.status))
+            widget.display = bool(self.status)
