@@ -309,3 +309,18 @@ def test_a_disk_the_wizard_wrote_is_named_by_its_journal_in_the_lists_and_the_re
         "clone of new-laptop's nvme0n1 (WD Blue SN580), finished but for areas the source could not read, "
         "2026-12-06 14:02: gpt: vfat"
     )
+
+
+def test_the_wizards_advice_uses_its_keys_never_the_command_line() -> None:
+    """Issue 21 item 13: "run the same command again with --rescue" on a wizard's screen, and "then Retry"
+    on the serving machine, whose only key is Enter."""
+    hint = "the disk may be failing: run the same command again with --rescue to copy everything that can be read"
+    read = advise("source_read", "cannot read", hint=hint, peer="b")
+    assert read.steps[0] == "The disk may be failing" and read.steps[1].startswith("Press r to retry: ")
+    assert not any("--" in step or "same command" in step for step in read.steps)
+    served = advise("integrity", "damaged", peer="office-pc", serving=True)
+    assert served.steps == ("Check the cable, then retry from office-pc.",)
+    lost = advise("link_lost", "lost", hint="run the same commands again: the clone resumes (x keeps its journal)")
+    assert not any("same commands" in step for step in lost.steps)
+    assert "type the code this machine shows now on b" in advise("link_lost", "lost", peer="b", serving=True).steps[1]
+    assert advise("cancelled", "x", keyed=False).steps == ("Start the clone again whenever you are ready.",)
