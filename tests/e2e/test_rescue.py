@@ -299,12 +299,7 @@ def test_a_rescue_cut_short_resumes_where_the_receiver_acked(random_disk: Path, 
     relay = Relay(rx.wait_event("listening")["port"])
     relay.rate = 3e6
     tx = send(relay.port)
-    deadline = time.monotonic() + 60
-    acked = 0
-    while acked < 4 * MIB:
-        assert time.monotonic() < deadline and tx.proc.poll() is None, tx.stderr
-        acked = max((e.get("durable", 0) for e in tx.events if e.get("event") == "progress"), default=0)
-        time.sleep(0.05)
+    acked = tx.wait_durable(4 * MIB)
     rx.kill()  # well within the mapfile's periodic write
     relay.close()
     assert tx.wait() != 0

@@ -4,7 +4,6 @@ once part of it is durable); the peer is in this process (tests/tui/helpers.Peer
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,12 +41,7 @@ def interrupt_a_clone(source: Path, target: Path, log_dir: Path) -> int:
     relay = Relay(rx.wait_event("listening")["port"])
     relay.rate = 3e6
     tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{relay.port}")
-    deadline = time.monotonic() + 60
-    durable = 0
-    while durable < 4 * MIB:
-        assert time.monotonic() < deadline and tx.proc.poll() is None, tx.stderr
-        durable = max((e.get("durable", 0) for e in tx.events if e.get("event") == "progress"), default=0)
-        time.sleep(0.05)
+    durable = tx.wait_durable(4 * MIB)
     rx.kill()
     tx.kill()
     relay.close()
