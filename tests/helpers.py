@@ -244,6 +244,19 @@ class Recovery:
             )
         return code
 
+    def wait_durable(self, at_least: int, timeout: float = 60) -> int:
+        """Poll this sender's progress until the receiver has flushed ``at_least`` bytes; how many it has."""
+        durable = 0
+
+        def enough() -> bool:
+            nonlocal durable
+            assert self.proc.poll() is None, self.stderr
+            durable = max((e.get("durable", 0) for e in self.events if e.get("event") == "progress"), default=0)
+            return durable >= at_least
+
+        wait_until(enough, timeout, f"{at_least} bytes durable on the receiver", every=0.05)
+        return durable
+
     def error_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if line.startswith("error:")]
 

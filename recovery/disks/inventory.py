@@ -149,16 +149,24 @@ def _transport(dev: pyudev.Device | None, d: Path) -> str | None:
 
 
 def unreadable_disk(dev: pyudev.Device, error: OSError) -> DiskInfo:
-    """A disk that is there but cannot be opened or read: listed with why, never usable."""
+    """A disk that is there but cannot be opened or read: listed with why, never usable. The running
+    system's own disk is said to be that (the mounts say so without reading it), not "cannot be read"."""
     sectors = read_attr(Path(dev.sys_path) / "size") or "0"
     hw = blockdev.hardware(dev.device_number)
-    why = f"cannot be read: {error.strerror or error}"
+    try:
+        used = usage.usage(dev.device_number)
+    except OSError:
+        used = None
+    system = used is not None and used.system
+    why = "it holds the running system" if system else f"cannot be read: {error.strerror or error}"
     return DiskInfo(
         path=dev.device_node,
         size=int(sectors) * 512 if sectors.isdigit() else 0,
         model=_model(dev, hw.model, dev.device_number),
         serial=_prop(dev, "ID_SERIAL_SHORT") or hw.serial,
         transport=_transport(dev, Path(dev.sys_path)),
+        mountpoints=used.mountpoints if used is not None else (),
+        system=system,
         refusal=why,
         unreadable=why,
     )

@@ -166,6 +166,17 @@ class Bye(Message):
     reason: str = field(default="", metadata=bounded(max_len=512))
 
 
+MAX_REVIEW_LINES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewLine:
+    """One line of a review: ``DESTROYS`` and what it says."""
+
+    label: str = field(metadata=bounded(max_len=16))
+    text: str = field(metadata=bounded(max_len=600))
+
+
 @dataclass(frozen=True, slots=True)
 class Activity(Message):
     """The driver says what its user is doing between clones ("choosing the disk to copy"), so the
@@ -175,6 +186,9 @@ class Activity(Message):
     what: str = field(metadata=bounded(max_len=200))  # in plain words, shown as text
     step: int = field(default=0, metadata=bounded(lo=0, hi=99))  # the driver's wizard step (0: none)
     steps: int = field(default=0, metadata=bounded(lo=0, hi=99))  # of how many
+    # Optional (2.1): the review the driver's user is asked to confirm, so the serving screen shows what
+    # will happen before it does. Shown as text only; the serving side decides nothing by it.
+    review: tuple[ReviewLine, ...] = field(default=(), metadata=bounded(max_len=MAX_REVIEW_LINES))
     optional: ClassVar[bool] = True
 
 

@@ -49,6 +49,11 @@ class Unfinished:
     complete: bool = False  # it finished, with areas the source could not read
     rescue: bool = False  # a rescue wrote some of it
     mode: Literal["used", "exact"] = "used"  # the clone's mode (a resume keeps it)
+    # Optional (2.1): the source's machine, short name and model, so a wizard names the disk
+    # "incomplete clone of office-pc's nvme0n1 (Samsung 980)"; empty for a journal that does not say.
+    source_host: str = field(default="", metadata=bounded(max_len=255))
+    source_name: str = field(default="", metadata=bounded(max_len=255))
+    source_model: str = field(default="", metadata=bounded(max_len=255))
 
 
 @dataclass(frozen=True, slots=True)

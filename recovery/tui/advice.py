@@ -1,7 +1,12 @@
-"""What an error screen says: a title, what happened, what state the disks are in, what to do."""
+"""What an error screen says: a title, what happened, what state the disks are in, what to do.
+
+In the wizard's words and keys: a hint the engine wrote for the command line ("run the same command
+again with --rescue") is cut where that advice begins, and "retry" names what this screen offers
+(its r key, or, on the serving machine, the driving one)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SOURCE_SAFE = "The source was only read, never changed."
@@ -16,14 +21,20 @@ class Advice:
     code: str = ""
 
 
-def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
+def _steps(code: str, peer: str, retry: str, serving: bool) -> tuple[str, tuple[str, ...], bool]:
+    """The title, the steps and whether the link is gone; ``retry`` says how to retry from this screen."""
+    again = retry[0].upper() + retry[1:]
     if code in ("link_lost", "no_peer"):
+        on = (
+            f"To go on, type the code this machine shows now on {peer}, and retry the clone there:"
+            if serving
+            else f"To go on, pair with {peer} once more (it shows a new code), then {retry}:"
+        )
         return (
             f"The link to {peer} was lost",
             (
                 f"Check that the cable is plugged in firmly at both ends, and that usb4-recovery still runs on {peer}.",
-                f"To go on, pair with {peer} once more (it shows a new code), then Retry: the clone resumes "
-                "where the target's safely written part ends.",
+                f"{on} the clone resumes where the target's safely written part ends.",
             ),
             True,
         )
@@ -37,19 +48,17 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
         return (
             "The source disk cannot be read",
             (
-                "Retry: a loose cable or a disk that went to sleep can fail once.",
+                f"{again}: a loose cable or a disk that went to sleep can fail once.",
                 "If it fails again at the same place the disk has bad sectors: continue in rescue mode "
-                "(the wizard asks), which copies everything that can still be read and lists what cannot.",
+                f"(the wizard{f' on {peer}' if serving else ''} asks), which copies everything that can still "
+                "be read and lists what cannot.",
             ),
             False,
         )
     if code == "target_write":
         return (
             "The target disk cannot be written",
-            (
-                "Check how the target is connected, then Retry.",
-                "If it fails again, use another target disk.",
-            ),
+            (f"Check how the target is connected, then {retry}.", "If it fails again, use another target disk."),
             False,
         )
     if code == "verify_failed":
@@ -58,14 +67,14 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
             (
                 "The target did not read back what was written, or could not be read back at all (it may be "
                 "failing), or a filesystem on it failed its check: the message says which.",
-                "Retry, or use another target disk; if a filesystem check failed, clone in exact mode.",
+                f"{again}, or use another target disk; if a filesystem check failed, clone in exact mode.",
             ),
             False,
         )
     if code == "integrity":
-        return "Data arrived damaged", ("Check the cable, then Retry.",), False
+        return "Data arrived damaged", (f"Check the cable, then {retry}.",), False
     if code == "cancelled":
-        return "The clone was cancelled", ("Retry whenever you are ready.",), False
+        return "The clone was cancelled", (f"{again} whenever you are ready.",), False
     if code == "protocol":
         return (
             "The two machines do not understand each other",
@@ -77,28 +86,63 @@ def _steps(code: str, peer: str) -> tuple[str, tuple[str, ...], bool]:
     if code == "tool":
         return (
             "A program usb4-recovery runs failed",
-            ("The message names the program and why. Retry; if it fails again, keep the log and report it.",),
+            (f"The message names the program and why. {again}; if it fails again, keep the log and report it.",),
             False,
         )
     if code == "usage":
         return "That cannot be done", (), False
     return (
         "Something went wrong inside usb4-recovery",
-        ("Retry. If it happens again, keep the log and report it.",),
+        (f"{again}. If it happens again, keep the log and report it.",),
         False,
     )
 
 
+# Advice written for the command line: its options, its commands, "run the same commands again".
+COMMAND_LINE = re.compile(
+    r"(^|[\s(`])--[a-z]|`recovery |\brecovery (send|receive|agent|tui|disks|stream)\b|\brun the same commands?\b",
+    re.IGNORECASE,
+)
+
+
+def wizard_hint(hint: str | None) -> str | None:
+    """What of an engine's hint a wizard user acts on: it ends where command-line advice begins (an
+    option, a command to run again); the wizard's own steps say what to do, with its keys."""
+    kept: list[str] = []
+    for clause in re.split(r"; |: |, or ", hint or ""):
+        if COMMAND_LINE.search(clause):
+            break
+        kept.append(clause)
+    text = "; ".join(c for c in kept if c.strip())
+    return text or None
+
+
+def retry_words(*, serving: bool, peer: str, keyed: bool = True) -> str:
+    """How a failed clone is retried from this screen: its r key, the driving machine, or from the start."""
+    if serving:
+        return f"retry from {peer}"
+    return "press r to retry" if keyed else "start the clone again"
+
+
 def advise(
-    code: str, message: str, hint: str | None = None, *, peer: str = "the other machine", reported_by: str | None = None
+    code: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    peer: str = "the other machine",
+    reported_by: str | None = None,
+    serving: bool = False,
+    keyed: bool = True,
 ) -> Advice:
     """The error screen for an error ``code`` (see :mod:`recovery.errors`); ``reported_by``: the
-    machine it happened on, when not this one."""
-    title, steps, waiting = _steps(code, peer)
+    machine it happened on, when not this one; ``serving``: this machine serves ``peer`` (which drives
+    and retries); ``keyed``: this screen offers r to retry."""
+    title, steps, waiting = _steps(code, peer, retry_words(serving=serving, peer=peer, keyed=keyed), serving)
     if reported_by:
         message = f"{message} (reported by {reported_by})"
     if code == "cancelled" and "the peer cancelled" in message:
         title = f"The clone was cancelled on {peer}"
+    hint = wizard_hint(hint)
     if hint:
         steps = (hint[0].upper() + hint[1:], *steps)
     return Advice(

@@ -78,7 +78,7 @@ class WizardApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
-        Binding("ctrl+q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False),  # in the help (F1): the footer keeps to 60 columns
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -151,17 +151,11 @@ class WizardApp(App[int]):
             return
         error = event.worker.error
         log = self.internal_error(error)
-        self.show(
-            ErrorScreen(
-                advise(
-                    "internal",
-                    f"internal error in {event.worker.group}: {type(error).__name__}: {error}",
-                    peer=self.peer_name,
-                ),
-                self.steps.offers(failed=True),
-                log=log,
-            )
-        )
+        offers = self.steps.offers(failed=True)
+        said = f"internal error in {event.worker.group}: {type(error).__name__}: {error}"
+        serving = self.state.session is not None and not self.state.drives
+        advice = advise("internal", said, peer=self.peer_name, serving=serving, keyed=any(o.key == "r" for o in offers))
+        self.show(ErrorScreen(advice, offers, log=log))
 
     def internal_error(self, error: BaseException | None) -> str | None:
         """Write the traceback of a bug where logs go; the path, or None where nothing is writable."""
@@ -302,6 +296,7 @@ class WizardApp(App[int]):
         )
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
         self.state.activity = self.state.last_result = ""
+        self.state.review = ()
         self.in_thread(partial(self._serve, session), "session")
         self.in_thread(partial(self._ask_speed, link), "speed")
         self.steps.paired(Pin.of(link))
@@ -351,7 +346,10 @@ class WizardApp(App[int]):
         if isinstance(msg.error, PeerLeftError):
             advice = peer_left(peer, msg.error.message.split(": ", 1)[-1])
         else:
-            advice = advise(msg.error.code, msg.error.message, msg.error.hint, peer=peer, reported_by=msg.error.peer)
+            error, serving = msg.error, link is not None and link.role == "server"
+            advice = advise(
+                error.code, error.message, error.hint, peer=peer, reported_by=error.peer, serving=serving, keyed=False
+            )
         screen = ErrorScreen(advice, [Offer("enter", "First screen", Dismissed)], peer=peer)
         screen.set_status(self.waiting_line())
         self.show(screen)
@@ -371,7 +369,7 @@ class WizardApp(App[int]):
         self.steps.answered(msg.step, msg.value)
 
     def on_step_back(self, msg: StepBack) -> None:
-        self.steps.back(msg.step)
+        self.steps.back(msg.step, msg.value)
 
     def on_end_pairing_asked(self, _msg: EndPairingAsked) -> None:
         self.ask(f"End the pairing with {self.peer_name}?\nIts screen goes back to its first screen.", self.end_pairing)
@@ -418,6 +416,7 @@ class WizardApp(App[int]):
             self.steps.peer_activity(event)
             return
         if isinstance(event, JobStarted):
+            self.state.review = ()  # confirmed: the clone runs
             self.state.job = JobView(event, host=self.state.host)
             self.state.job_link = self.state.link
             self.show(ProgressScreen(self.state.job))

@@ -2,7 +2,8 @@
 
 Six steps; Esc goes back one and every answer given stays (a later answer
 is dropped only when the new one makes it impossible: another direction
-means other disks, another source may make the target too small). Before a
+means other disks, another source may make the target too small and turns
+rescue mode, chosen for one source, off). Before a
 clone starts, and when the user retries one, the chosen disks are looked up
 again in the disk lists as they are now: :func:`recheck` finds each by its
 identity and says in words what changed since it was chosen.
@@ -66,7 +67,9 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
         target = choice.target
         if target is not None and target_refusal(value, target) is not None:
             target = None
-        return dataclasses.replace(choice, source=value, target=target)
+        # Rescue mode was chosen for one source (after it could not be read): never for another disk.
+        rescue = choice.rescue and choice.source is not None and same_disk(choice.source, value)
+        return dataclasses.replace(choice, source=value, target=target, rescue=rescue)
     if step == "target":
         assert isinstance(value, DiskInfo)
         return dataclasses.replace(choice, target=value)

@@ -123,11 +123,12 @@ class StepAnswered(Message):
 
 
 class StepBack(Message):
-    """Esc on a step: back one step, the answers stay."""
+    """Esc on a step: back one step, the answers stay, and so does what is highlighted there (``value``, an
+    answer not yet confirmed with Enter; None: nothing to keep)."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, value: object = None) -> None:
         super().__init__()
-        self.step = step
+        self.step, self.value = step, value
 
 
 class EndPairingAsked(Message):

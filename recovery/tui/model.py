@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from recovery.disks import identity, safety
 from recovery.engine.peer.jobs import CloneChoice
-from recovery.protocol.messages import DiskInfo, PartitionInfo
+from recovery.protocol.messages import DiskInfo, PartitionInfo, Unfinished
 from recovery.units import human_size
 
 FS_NAMES = {
@@ -41,10 +41,32 @@ def _partition(p: PartitionInfo) -> str:
     return " ".join(bits)
 
 
+def clone_text(job: Unfinished) -> str:
+    """A disk the wizard wrote, by its journal: ``incomplete clone of office-pc's nvme0n1 (Samsung 980),
+    256.0 MiB written, 2026-12-06 14:02``."""
+    if job.source_host and job.source_name:
+        of = f"{job.source_host}'s {job.source_name}" + (f" ({job.source_model})" if job.source_model else "")
+    else:
+        of = job.source_desc or "another disk"  # a journal that does not name it
+    when = f", {job.since[:16]}" if job.since else ""
+    if job.complete:
+        return f"clone of {of}, finished but for areas the source could not read{when}"
+    return f"incomplete clone of {of}, {human_size(job.done)} written{when}"
+
+
 def contents(disk: DiskInfo) -> str:
-    """What is on a disk, in one line: partitions, filesystems, used space, the system on it."""
+    """What is on a disk, in one line: the clone the wizard wrote there (by its journal), partitions,
+    filesystems, used space, the system on it."""
     if disk.unreadable:
         return disk.unreadable
+    if disk.unfinished is not None:
+        clone = clone_text(disk.unfinished)
+        return f"{clone}: {_found(disk)}" if disk.partitions else clone
+    return _found(disk)
+
+
+def _found(disk: DiskInfo) -> str:
+    """What reading the disk found on it."""
     if not disk.partitions:
         if disk.ptable:
             return f"{disk.ptable}, no partitions"
@@ -128,9 +150,3 @@ class Choice:
     @property
     def ready(self) -> bool:
         return self.send is not None and self.source is not None and self.target is not None
-
-
-def level_text(level: int | None) -> str:
-    if level is None:
-        return "auto (adapts to the link and the processors)"
-    return "off: the blocks go as they are" if level == 0 else f"zstd level {level}"

@@ -74,11 +74,11 @@ class WizardState:
     job_choice: Choice | None = None  # what the last clone driven from here was
     job_link: PeerLink | None = None  # the link the last clone ran on
     activity: str = ""  # the passive side: what the driver's user does now
+    review: tuple[tuple[str, str], ...] = ()  # the passive side: the review the driver's user confirms now
     last_result: str = ""  # the passive side: how the last clone ended
     pin: Pin | None = None  # the machine the last pairing was with
     retry: Choice | None = None  # a clone to retry once paired with ``pin`` again
     changes: tuple[str, ...] = ()  # what changed in the chosen disks since they were chosen
-    rescue_next: bool = False  # the user chose rescue mode after a read error: the next clone uses it
     rejoin: bytes | None = None  # the lost pairing's rejoin secret (this machine drove it)
     auto_resume: bool = False  # the user allowed: pair again by itself with that machine, and resume
 

@@ -123,9 +123,11 @@ class Stepper:
     def show_step(self, step: str) -> None:
         state = self.state
         state.step = step
+        screen = self.build(step)
         if state.session is not None:
-            state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS))
-        self.wizard.show(self.build(step))
+            review = screen.rows if isinstance(screen, ReviewScreen) else ()
+            state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS), review)
+        self.wizard.show(screen)
 
     def build(self, step: str) -> Step | PairScreen:
         state, peer = self.state, self.wizard.peer_name
@@ -173,7 +175,7 @@ class Stepper:
             return
         state.choice = flow.answer(state.choice, step, value)
         if step == "target":
-            choice = state.choice = dataclasses.replace(state.choice, rescue=state.choice.rescue or state.rescue_next)
+            choice = state.choice
             job = unfinished(choice.source, choice.target) if choice.source and choice.target else None
             if job is not None:  # the target's journal: an interrupted clone of this source
                 self.wizard.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
@@ -195,10 +197,14 @@ class Stepper:
         state.choice = choice
         self.show_step("options")
 
-    def back(self, step: str) -> None:
+    def back(self, step: str, highlighted: object = None) -> None:
+        """Esc: the previous step; what was highlighted here is kept as this step's answer (a disk with
+        an interrupted clone asks about it when chosen with Enter, not now)."""
         if self.state.session is None:
             self.wizard.reset_to_home()
             return
+        if highlighted is not None and self.state.drives:
+            self.state.choice = flow.answer(self.state.choice, step, highlighted)
         self.show_step(flow.previous(step))
 
     # --- right before a clone ---
@@ -228,21 +234,20 @@ class Stepper:
         if why == "retry" and auto and checked.written_only:
             # Allowed by the user, and nothing changed but what the clone cut short wrote: no review
             # (the engine checks the source and the target against the journal).
-            state.job_choice, state.rescue_next = state.choice, False
-            assert state.session is not None
-            state.session.submit(state.choice.complete())
+            self.submit()
             return
         if checked.changes or why == "retry":
-            state.changes = checked.changes or (
-                "the same disks as before, found again by their identity (a "
-                "clone cut short resumes where the target's safe part ends)",
-            )
+            state.changes = checked.changes or ("the same disks as before, found again by their identity",)
             self.show_step("review")  # the user confirms again, with what changed in view
             return
-        state.job_choice = state.choice
-        state.rescue_next = False
+        self.submit()
+
+    def submit(self) -> None:
+        """Run the clone as chosen. Starting over is for this clone only: a retry of it resumes."""
+        state = self.state
         assert state.session is not None
         state.session.submit(state.choice.complete())
+        state.choice = state.job_choice = dataclasses.replace(state.choice, restart=False)
 
     # --- after a clone ---
 
@@ -250,9 +255,9 @@ class Stepper:
         """``lost``: the link was lost mid-clone, and the peer may pair again by the lost pairing's secret."""
         if not self.state.drives and self.state.session is not None:
             return [Offer("enter", "OK", Dismissed)]
-        retry = [Offer("r", "Retry the same clone", RetryAsked)] if self.state.job_choice is not None else []
+        retry = [Offer("r", "Retry", RetryAsked)] if self.state.job_choice is not None else []
         if lost and retry:
-            retry.append(Offer("a", "Resume by itself when it is back", AutoResumeAsked))
+            retry.append(Offer("a", "Resume by itself", AutoResumeAsked))
         again = "Another clone" if not failed else ("Choose again" if linked else "First screen")
         return [Offer("enter", again, StartOverAsked), *retry]
 
@@ -270,22 +275,23 @@ class Stepper:
         written = state.job_choice.target if state.job_choice and not job.passive else None
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
-        advice = advise(
-            ended.code or "internal", ended.message, ended.hint, peer=job.started.peer, reported_by=ended.peer
-        )
         lost = (
             ended.code == "link_lost"
             and not job.passive
             and state.link is not None
             and state.link.rejoin_secret() is not None
         )
-        screen = ErrorScreen(
-            advice,
-            self.offers(failed=True, linked=linked, lost=lost),
-            state=lines,
-            log=ended.log,
+        offers = self.offers(failed=True, linked=linked, lost=lost)
+        advice = advise(
+            ended.code or "internal",
+            ended.message,
+            ended.hint,
             peer=job.started.peer,
+            reported_by=ended.peer,
+            serving=job.passive,
+            keyed=any(o.key == "r" for o in offers),
         )
+        screen = ErrorScreen(advice, offers, state=lines, log=ended.log, peer=job.started.peer)
         if not linked:
             screen.set_status(wizard.waiting_line())
         wizard.show(screen)
@@ -294,19 +300,20 @@ class Stepper:
             wizard.push_screen(RescueScreen(job.started.peer), lambda yes: self.rescue_answered(yes is True))
 
     def rescue_answered(self, yes: bool) -> None:
-        """After a read error: the next clone (a retry, or the same disks chosen again) in rescue mode."""
+        """After a read error: rescue mode for this source (a retry, or the same source chosen again; never
+        another disk: choosing another source turns it off, see :func:`recovery.tui.flow.answer`)."""
         state = self.state
-        state.rescue_next = yes
-        if not yes:
+        if not yes or state.job_choice is None:
             return
-        if state.job_choice is not None:
-            state.job_choice = dataclasses.replace(state.job_choice, rescue=True)
+        state.choice = state.job_choice = dataclasses.replace(state.job_choice, rescue=True)
         top = self.wizard.top
         if isinstance(top, ErrorScreen):
             linked = state.link is not None and state.link.idle
+            source = short_name(state.job_choice.source) if state.job_choice.source else "the source"
             top.set_status(
-                "Rescue mode is on for the next clone: Retry the same clone (r) and it resumes where "
-                "it stopped, copying what can still be read." + ("" if linked else " " + self.wizard.waiting_line())
+                f"Rescue mode is on for {source}: press r to retry the same clone. It resumes where it "
+                "stopped and copies what can still be read; the review says so before it starts."
+                + ("" if linked else " " + self.wizard.waiting_line())
             )
 
     def start_over(self) -> None:
@@ -350,16 +357,18 @@ class Stepper:
             )
 
     def dismissed(self) -> None:
-        if self.state.session is not None and self.state.peer is not None and not self.state.drives:
-            self.wizard.show(PassiveScreen(self.state.peer, self.state.activity, self.state.last_result))
+        state = self.state
+        if state.session is not None and state.peer is not None and not state.drives:
+            self.wizard.show(PassiveScreen(state.peer, state.activity, state.last_result, state.review))
         else:
             self.wizard.reset_to_home()
 
     def peer_activity(self, event: PeerActivity) -> None:
         state = self.state
         state.activity = event.what + (f" (step {event.step} of {event.steps})" if event.step else "")
+        state.review = event.review
         screen = self.wizard.top
         if isinstance(screen, PassiveScreen):
-            screen.show(state.activity, state.last_result)
+            screen.show(state.activity, state.last_result, state.review)
         elif isinstance(screen, ResultScreen | SummaryScreen | ErrorScreen) and state.session is not None:
             self.dismissed()  # the driver moved on: so does this screen

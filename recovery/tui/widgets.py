@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import OptionList, Static
@@ -30,6 +31,17 @@ COLUMNS = ((15, "Disk"), (20, "Model"), (16, "Serial"), (10, "Size"))
 def plain(text: str, style: str = "") -> Text:
     """A string for the screen as it is: never markup (a peer's ``[/x]``), never an escape."""
     return Text(shown(text, lines=True), style=style)
+
+
+def facts(rows: Sequence[tuple[str, str]], label_width: int = 8) -> Table:
+    """Label and value rows; long values wrap under their value, not under the label, and a name longer
+    than a line (a path) folds onto the next one: never cut."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", width=label_width, no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, plain(value))  # a peer's strings (host, disk names) are never markup
+    return table
 
 
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -61,9 +73,10 @@ def header_text(cols: tuple[tuple[int, str], ...] = COLUMNS) -> str:
 
 
 def mark(disk: DiskInfo) -> str:
-    """What sets a disk apart on the first screen: the boot stick, a disk that cannot be read, in use."""
+    """What sets a disk apart on the first screen: the boot stick, in use (a disk that cannot be read says
+    so once, as what is on it)."""
     if disk.unreadable:
-        return disk.unreadable
+        return ""
     if disk.boot_medium:
         return "the boot stick of this appliance: never a target"
     if disk.refusal:

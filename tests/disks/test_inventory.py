@@ -142,7 +142,36 @@ def test_a_disk_that_cannot_be_opened_is_listed_with_the_reason(tmp_path: Path) 
             [sys.executable, "-m", "recovery", "disks", *flag], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
         for path in unreadable_here():
-            assert path in out and "cannot be read" in out, out
+            said = "it holds the running system" if path == system_disk() else "cannot be read"
+            assert path in out and said in out, out
+
+
+def system_disk() -> str | None:
+    """The whole disk "/" is on, if it is on one."""
+    import pyudev
+
+    number = os.stat("/").st_dev
+    if not os.major(number):
+        return None  # an overlay, a tmpfs: no disk
+    try:
+        device = pyudev.Devices.from_device_number(pyudev.Context(), "block", number)
+    except pyudev.DeviceNotFoundError:
+        return None
+    disk = device if device.device_type == "disk" else device.find_parent("block", "disk")
+    return disk.device_node if disk is not None else None
+
+
+def test_the_running_systems_disk_is_named_so_even_when_it_cannot_be_opened() -> None:
+    """Issue 21: in a VM that will not let root open it, it was "cannot be read: Operation not permitted"."""
+    import pyudev
+
+    path = system_disk()
+    if path is None:
+        pytest.skip("/ is not on a disk here")
+    device = pyudev.Devices.from_device_file(pyudev.Context(), path)
+    info = unreadable_disk(device, PermissionError(1, "Operation not permitted"))
+    assert info.system and info.unreadable == info.refusal == "it holds the running system"
+    assert "/" in info.mountpoints
 
 
 def unreadable_here() -> list[str]:

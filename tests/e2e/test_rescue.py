@@ -273,3 +273,39 @@ def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(ran
     summary = tx.event("summary")
     assert summary and summary["unreadable_ranges"] == bad_runs(bad) and summary["resumed"] == resumed["bytes"]
     assert differing_sectors(random_disk, target) == bad
+
+
+def test_a_rescue_cut_short_resumes_where_the_receiver_acked(random_disk: Path, tmp_path: Path) -> None:
+    """Issue 21: a rescue stopped within seconds (before the mapfile's periodic write) left a mapfile that
+    covered nothing, so the resume started at chunk 0 and sent everything again. The sender now writes
+    what the receiver acked however the clone ends."""
+    from tests.e2e.relay import Relay
+
+    target, logs = tmp_path / "copy.img", tmp_path / "logs"
+
+    def receive() -> Recovery:
+        return Recovery(
+            "receive", "--code", CODE, "--target", str(target), "--listen", "127.0.0.1:0", "--yes",
+            "--log-dir", str(logs / "rx"),
+        )  # fmt: skip
+
+    def send(port: int) -> Recovery:
+        return Recovery(
+            "send", "--code", CODE, "--source", str(random_disk), "--to", f"127.0.0.1:{port}", "--mode", "exact",
+            "--rescue", "--log-dir", str(logs / "tx"),
+        )  # fmt: skip
+
+    rx = receive()
+    relay = Relay(rx.wait_event("listening")["port"])
+    relay.rate = 3e6
+    tx = send(relay.port)
+    acked = tx.wait_durable(4 * MIB)
+    rx.kill()  # well within the mapfile's periodic write
+    relay.close()
+    assert tx.wait() != 0
+    rx = receive()
+    tx = send(rx.wait_event("listening")["port"])
+    assert (tx.wait(), rx.wait()) == (0, 0), (tx.stderr, rx.stderr)
+    resumed = rx.event("resume")
+    assert resumed and resumed["bytes"] >= acked
+    assert target.read_bytes() == random_disk.read_bytes()

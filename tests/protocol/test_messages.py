@@ -79,6 +79,9 @@ SAMPLES: list[m.Message] = [
     ),
     m.Error(code="integrity", message="bad"),
     m.Cancel(reason="user"),
+    m.Activity(
+        what="reviewing the clone", step=6, steps=6, review=(m.ReviewLine("DESTROYS", "everything on sdb of b"),)
+    ),
     m.Ping(),
 ]
 
@@ -125,6 +128,15 @@ def test_an_unknown_type_marked_optional_is_skipped_and_any_other_refused() -> N
             "control character 0x00",
         ),
         (b'{"type": "refuse", "code": "x", "message": "a\\u001b[2Jfake screen"}', "control character 0x1b"),
+        (
+            b'{"type": "activity", "what": "x", "review": [{"label": "a", "text": "\\u001b[2J"}]}',
+            "control character 0x1b",
+        ),
+        (
+            b'{"type": "activity", "what": "x", "review": [' + b",".join([b'{"label": "a", "text": "b"}'] * 17) + b"]}",
+            "17 items, at most 16",
+        ),
+        (b'{"type": "activity", "what": "x", "review": [{"label": "' + b"a" * 17 + b'", "text": ""}]}', "at most 16"),
     ],
 )
 def test_hostile_values_are_refused_cleanly(body: bytes, words: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from recovery import events
 from recovery.engine.peer.jobs import JobStarted
 from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
@@ -227,3 +229,24 @@ def job(*, passive: bool = False, finished: bool = False, stage: str = "transfer
         )
         view.ended_at = 1161.4
     return view
+
+
+def interrupted(target: DiskInfo, source: DiskInfo, **kw: object) -> DiskInfo:
+    """``target`` holding an interrupted clone of ``source`` (as its resume journal says): 344 MiB of 1 GiB."""
+    from recovery.engine.resume import journal
+    from recovery.protocol.messages import Unfinished
+
+    assert source.identity is not None
+    base: dict[str, object] = dict(
+        source=journal.target_key(source.identity),
+        source_desc=f"{HERE}:{source.path}, {source.model} {source.serial}, 512.0 GiB",
+        done=344 * MIB,
+        total=GIB,
+        since="2026-12-06 14:02:11",
+        mode="used",
+        source_host=HERE,
+        source_name=source.path.rsplit("/", 1)[-1],
+        source_model=source.model or "",
+    )
+    base.update(kw)
+    return dataclasses.replace(target, unfinished=Unfinished(**base), blank=False)  # type: ignore[arg-type]

@@ -30,36 +30,36 @@ def passive_line(app: WizardApp) -> str:
     return text_of(app, "#passive-activity")
 
 
-def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
-    source_image: Path, blank_image: Path, tmp_path: Path
-) -> None:
-    serving = WizardApp(
+def wizard(name: str, disk: Path, log_dir: Path, *, listen: int | None = None, connect: int | None = None) -> WizardApp:
+    """A wizard offering ``disk``, that listens on loopback (``listen``: a port, 0 for any) or reaches one."""
+    return WizardApp(
         WizardConfig(
-            hostname="new-laptop",
-            disks=(str(blank_image),),
+            hostname=name,
+            disks=(str(disk),),
             cable=False,
-            listen=tcp.Endpoint("127.0.0.1", 0),
-            log_dir=tmp_path / "b",
+            listen=None if listen is None else tcp.Endpoint("127.0.0.1", listen),
+            connect=None if connect is None else tcp.Endpoint("127.0.0.1", connect),
+            log_dir=log_dir,
             timeout=10,
         )
     )
 
+
+async def listening(pilot: Pilot, app: WizardApp) -> int:
+    """The port the wizard listens on, once it does."""
+    await wait_for(pilot, lambda: app.state.listening is not None, 30, "the serving wizard to listen")
+    assert app.state.listening is not None
+    return app.state.listening[1]
+
+
+def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
+    source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    serving = wizard("new-laptop", blank_image, tmp_path / "b", listen=0)
+
     async def scenario() -> None:
         async with serving.run_test(size=SIZE) as pb:
-            await wait_for(pb, lambda: serving.state.listening is not None, 30, "the serving wizard to listen")
-            assert serving.state.listening is not None
-            port = serving.state.listening[1]
-            driving = WizardApp(
-                WizardConfig(
-                    hostname="old-laptop",
-                    disks=(str(source_image),),
-                    cable=False,
-                    listen=None,
-                    connect=tcp.Endpoint("127.0.0.1", port),
-                    log_dir=tmp_path / "a",
-                    timeout=10,
-                )
-            )
+            driving = wizard("old-laptop", source_image, tmp_path / "a", connect=await listening(pb, serving))
             first_code = serving.state.code
             async with driving.run_test(size=SIZE) as pa:
                 await type_code(pa, first_code)
@@ -113,27 +113,8 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
     with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serving = WizardApp(
-        WizardConfig(
-            hostname="new-laptop",
-            disks=(str(blank_image),),
-            cable=False,
-            listen=tcp.Endpoint("127.0.0.1", port),
-            log_dir=tmp_path / "b",
-            timeout=10,
-        )
-    )
-    driving = WizardApp(
-        WizardConfig(
-            hostname="old-laptop",
-            disks=(str(source_image),),
-            cable=False,
-            listen=None,
-            connect=tcp.Endpoint("127.0.0.1", port),
-            log_dir=tmp_path / "a",
-            timeout=10,
-        )
-    )
+    serving = wizard("new-laptop", blank_image, tmp_path / "b", listen=port)
+    driving = wizard("old-laptop", source_image, tmp_path / "a", connect=port)
 
     async def scenario() -> None:
         async with driving.run_test(size=SIZE) as pa:
@@ -149,5 +130,43 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
             assert driving.state.link is None and driving.state.session is None
             await pa.press("enter")
             await on(pa, HomeScreen)  # back to the first screen, paired with nobody
+
+    run(scenario)
+
+
+def test_the_serving_machine_sees_the_review_before_the_driver_confirms(
+    source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    """Issue 21 item 7: the machine whose disk is overwritten saw only "office-pc is reviewing the clone
+    before confirming it"; now the same review, as text, before anything is written there."""
+    serving = wizard("new-pc", blank_image, tmp_path / "b", listen=0)
+
+    async def scenario() -> None:
+        async with serving.run_test(size=SIZE) as pb:
+            driving = wizard("[b]office-pc[/b]", source_image, tmp_path / "a", connect=await listening(pb, serving))
+            async with driving.run_test(size=SIZE) as pa:
+                await walk_to_review(pa, serving.state.code)
+                rows = dict(driving.screen.rows)  # type: ignore[attr-defined]
+                await wait_for(
+                    pb,
+                    lambda: (
+                        isinstance(serving.screen, PassiveScreen) and "DESTROYS" in text_of(serving, "#passive-review")
+                    ),
+                    30,
+                    "the review on the serving screen",
+                )
+                shown = "".join(text_of(serving, "#passive-review").split())  # long paths fold onto lines
+                for label, value in rows.items():
+                    assert label + "".join(value.split()) in shown  # the same words, whole, as text
+                assert "[b]office-pc[/b]" in shown  # a peer's markup is text
+                region = serving.screen.query_one("#passive-review").region
+                assert region.bottom <= SIZE[1] - 1  # all of it on screen, above the footer
+                assert "Nothing is written before [b]office-pc[/b] confirms" in text_of(serving, "#passive-review-note")
+                await confirm(pa, "blank.img")
+                await on(pb, ProgressScreen)
+                await on(pa, SummaryScreen, timeout=60)
+                await on(pb, SummaryScreen, timeout=60)
+                assert "Start this machine from the new disk" in text_of(serving, "#next")  # it is new-pc
+                assert "Start new-pc from the new disk" in text_of(driving, "#next")
 
     run(scenario)

@@ -19,8 +19,8 @@ from recovery.tui.model import (
     target_refusal,
     used_bytes,
 )
+from recovery.tui.review import review_rows
 from recovery.tui.screens.home import address_text, link_rows
-from recovery.tui.screens.steps import review_text
 from tests.tui import fakes
 
 GIB, MIB = fakes.GIB, fakes.MIB
@@ -177,17 +177,13 @@ def test_only_a_target_whose_tables_alone_changed_may_resume_without_the_review(
 
 def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off() -> None:
     off = dataclasses.replace(fakes.choice(), verify=False)
-    assert "new-laptop always reads back what it writes" in rendered(review_text(off, fakes.HERE, fakes.THERE))
+    said = dict(review_rows(off, fakes.HERE, fakes.THERE))
+    assert said["Verify"].startswith("new-laptop reads back") and "it always checks what it writes" in said["Verify"]
     here = dataclasses.replace(off, send=False)
-    assert "no (not recommended)" in rendered(review_text(here, fakes.HERE, fakes.THERE))
-
-
-def rendered(table: object) -> str:
-    from rich.console import Console
-
-    console = Console(width=200, record=True)
-    console.print(table)
-    return " ".join(console.export_text().split())
+    assert dict(review_rows(here, fakes.HERE, fakes.THERE))["Verify"].startswith("off: nothing is read back")
+    exact = dict(review_rows(dataclasses.replace(fakes.choice(), mode="exact"), fakes.HERE, fakes.THERE))
+    assert exact["Verify"] == "new-laptop reads the whole target back: its BLAKE3 must be the source's"
+    assert exact["Mode"] == "exact: all 512.0 GiB, block for block, compressed"
 
 
 def test_a_choice_completes_into_what_the_session_runs() -> None:
@@ -262,3 +258,69 @@ def test_find_disk_skips_vanished_paths_and_refuses_ambiguity() -> None:
         "/dev/sdc2": _ident(kind="partition", serial="S1", storage=("=blk:8:34",)),
     }
     assert find_disk(part, list(twins), twins.__getitem__) == ("/dev/sdc1", twins["/dev/sdc1"])
+
+
+def test_rescue_mode_belongs_to_its_source_and_never_carries_to_another_disk() -> None:
+    """Issue 21: rescue mode chosen after one source failed went on for the next clone, of a healthy disk."""
+    rescued = dataclasses.replace(fakes.choice(), rescue=True)
+    same = flow.answer(rescued, "source", dataclasses.replace(fakes.LOCAL[0]))  # the same disk, listed again
+    assert same.rescue and dict(review_rows(same, fakes.HERE, fakes.THERE))["Rescue"].startswith("on:")
+    other = flow.answer(rescued, "source", fakes.PEER[1])
+    assert not other.rescue and dict(review_rows(other, fakes.HERE, fakes.THERE))["Rescue"] == "off"
+    turned = flow.answer(rescued, "direction", False)  # other disks altogether
+    assert not flow.answer(turned, "source", fakes.LOCAL[0]).rescue
+
+
+def test_the_review_says_whether_the_clone_resumes_and_from_how_far() -> None:
+    choice = fakes.choice()
+    target = fakes.interrupted(choice.target, choice.source)  # type: ignore[arg-type]
+
+    def start(**kw: object) -> str:
+        return dict(review_rows(dataclasses.replace(choice, **kw), fakes.HERE, fakes.THERE))["Start"]
+
+    assert start() == "from the beginning"
+    assert start(target=target) == (
+        "resumes at 344.0 MiB of 1.0 GiB (the clone of 2026-12-06 14:02): only the rest is sent"
+    )
+    assert (
+        start(target=target, restart=True) == "from the beginning: the interrupted clone on the target is started over"
+    )
+    assert start(target=target, mode="exact") == (
+        "from the beginning: the interrupted clone on the target ran in used mode"
+    )
+    of_another = fakes.interrupted(choice.target, fakes.PEER[1])  # type: ignore[arg-type]
+    assert start(target=of_another) == "from the beginning"
+    done = fakes.interrupted(choice.target, choice.source, complete=True, rescue=True)  # type: ignore[arg-type]
+    assert start(target=done, rescue=True).startswith("only the areas the source could not read are tried again")
+
+
+def test_a_disk_the_wizard_wrote_is_named_by_its_journal_in_the_lists_and_the_review() -> None:
+    """Issue 21: the wizard's own incomplete copy was "data nothing here recognises (encrypted? foreign?)"."""
+    choice = fakes.choice()
+    target = fakes.interrupted(choice.target, choice.source)  # type: ignore[arg-type]
+    named = "incomplete clone of rescue-laptop's nvme0n1 (Samsung SSD 980 PRO), 344.0 MiB written, 2026-12-06 14:02"
+    assert contents(target) == named
+    destroys = dict(review_rows(dataclasses.replace(choice, target=target), fakes.HERE, fakes.THERE))["DESTROYS"]
+    assert destroys == f"everything on nvme0n1 of new-laptop: {named}"
+    older = fakes.interrupted(choice.target, choice.source, source_host="", source_name="")  # type: ignore[arg-type]
+    assert contents(older).startswith("incomplete clone of rescue-laptop:/dev/nvme0n1, Samsung SSD 980 PRO")
+    done = fakes.interrupted(fakes.LOCAL[0], fakes.PEER[0], complete=True, source_host=fakes.THERE)
+    assert contents(done).startswith(
+        "clone of new-laptop's nvme0n1 (WD Blue SN580), finished but for areas the source could not read, "
+        "2026-12-06 14:02: gpt: vfat"
+    )
+
+
+def test_the_wizards_advice_uses_its_keys_never_the_command_line() -> None:
+    """Issue 21 item 13: "run the same command again with --rescue" on a wizard's screen, and "then Retry"
+    on the serving machine, whose only key is Enter."""
+    hint = "the disk may be failing: run the same command again with --rescue to copy everything that can be read"
+    read = advise("source_read", "cannot read", hint=hint, peer="b")
+    assert read.steps[0] == "The disk may be failing" and read.steps[1].startswith("Press r to retry: ")
+    assert not any("--" in step or "same command" in step for step in read.steps)
+    served = advise("integrity", "damaged", peer="office-pc", serving=True)
+    assert served.steps == ("Check the cable, then retry from office-pc.",)
+    lost = advise("link_lost", "lost", hint="run the same commands again: the clone resumes (x keeps its journal)")
+    assert not any("same commands" in step for step in lost.steps)
+    assert "type the code this machine shows now on b" in advise("link_lost", "lost", peer="b", serving=True).steps[1]
+    assert advise("cancelled", "x", keyed=False).steps == ("Start the clone again whenever you are ready.",)

@@ -4,7 +4,6 @@ once part of it is durable); the peer is in this process (tests/tui/helpers.Peer
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,12 +41,7 @@ def interrupt_a_clone(source: Path, target: Path, log_dir: Path) -> int:
     relay = Relay(rx.wait_event("listening")["port"])
     relay.rate = 3e6
     tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{relay.port}")
-    deadline = time.monotonic() + 60
-    durable = 0
-    while durable < 4 * MIB:
-        assert time.monotonic() < deadline and tx.proc.poll() is None, tx.stderr
-        durable = max((e.get("durable", 0) for e in tx.events if e.get("event") == "progress"), default=0)
-        time.sleep(0.05)
+    durable = tx.wait_durable(4 * MIB)
     rx.kill()
     tx.kill()
     relay.close()
@@ -148,9 +142,9 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             )
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error screen")
-            assert app.state.rescue_next
+            assert app.state.job_choice is not None and app.state.job_choice.rescue
             status = str(app.screen.query_one("#error-status", Static).content)
-            assert "Rescue mode is on for the next clone" in status
+            assert "Rescue mode is on for source.img" in status
             await wait_for(pilot, lambda: peer.ended.is_set() and app.state.link is None, 30)
             await pilot.press("r")  # retry the same clone: the link is gone, so pair again first
             await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), 30, "the first screen")
@@ -159,7 +153,7 @@ def test_after_a_read_error_the_wizard_asks_about_rescue_mode(
             await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen), 90, "the summary")
             job = app.screen.job  # type: ignore[attr-defined]
             assert job.summary is not None and job.summary.verified is True
-            assert job.started.source and not app.state.rescue_next
+            assert job.started.source
             assert app.state.job_choice is not None and app.state.job_choice.rescue
             assert job.summary.mapfile and Path(job.summary.mapfile).is_file()  # it ran in rescue mode
 

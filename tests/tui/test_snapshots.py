@@ -7,6 +7,7 @@ and look at the SVGs in ``__snapshots__`` before committing them
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from textual.screen import Screen
 from recovery.tui.advice import advise
 from recovery.tui.app import WizardApp
 from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, RetryAsked, StartOverAsked
-from recovery.tui.model import target_refusal
+from recovery.tui.model import Choice, target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
@@ -29,7 +30,7 @@ from tests.tui.helpers import wait_for
 
 SnapCompare = Callable[..., bool]
 SIZES = pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
-DRIVER_OFFERS = [Offer("enter", "Another clone", StartOverAsked), Offer("r", "Retry the same clone", RetryAsked)]
+DRIVER_OFFERS = [Offer("enter", "Another clone", StartOverAsked), Offer("r", "Retry", RetryAsked)]
 READY = 30.0  # seconds the app has to read the (fake) disks
 
 
@@ -118,6 +119,56 @@ def test_review_after_the_disks_changed(snap_compare: SnapCompare, size: tuple[i
         press=["n", "v", "m"],
         terminal_size=size,
     )
+
+
+def interrupted_rescue() -> Choice:
+    """A rescue of LOCAL[0] cut short on PEER[0], to resume: the target named by its journal."""
+    choice = fakes.choice()
+    assert choice.source is not None and choice.target is not None
+    target = fakes.interrupted(choice.target, choice.source, rescue=True)
+    return dataclasses.replace(choice, target=target, rescue=True)
+
+
+@SIZES
+def test_review_of_an_interrupted_rescue(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Issue 21: everything the clone will do is on the screen at both sizes, names never cut."""
+    changes = ["the same disks as before, found again by their identity"]
+    assert snap_compare(
+        app(),
+        run_before=showing(lambda: ReviewScreen(interrupted_rescue(), fakes.HERE, fakes.THERE, changes)),
+        terminal_size=size,
+    )
+
+
+@SIZES
+def test_review_on_the_serving_side(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """The serving machine (new-laptop, whose disk is overwritten) is shown the same review before the driver
+    confirms it."""
+    rows = ReviewScreen(interrupted_rescue(), fakes.HERE, fakes.THERE).rows
+    doing = "reviewing the clone before confirming it (step 6 of 6)"
+    driver = dataclasses.replace(fakes.PASSIVE_VIEW, hostname=fakes.HERE)
+    assert snap_compare(
+        app(hostname=fakes.THERE),
+        run_before=showing(lambda: PassiveScreen(driver, doing, "", rows)),
+        terminal_size=size,
+    )
+
+
+@SIZES
+def test_a_target_holding_the_wizards_incomplete_clone(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    source = fakes.LOCAL[0]
+    disks = (fakes.interrupted(fakes.PEER[0], source), *fakes.PEER[1:])
+
+    def make() -> DiskScreen:
+        return DiskScreen(
+            "target",
+            f"The disk to overwrite (on {fakes.THERE})",
+            f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
+            disks,
+            {d.path: target_refusal(source, d) for d in disks},
+        )
+
+    assert snap_compare(app(), run_before=showing(make), terminal_size=size)
 
 
 @SIZES
@@ -210,5 +261,58 @@ def test_the_essentials_are_on_screen_at_60x20_and_the_summary_reads_at_80x24() 
                 normal,
                 ["#verdict", "#checked", "#summary", "#next"],
             )
+
+    asyncio.run(scenario())
+
+
+def test_every_footer_fits_60_columns_and_the_review_fits_on_screen() -> None:
+    """Issue 21: at 60x20 the footer read "f1 He" (its last keys cut off), and the review's lines went
+    below the fold."""
+    import asyncio
+
+    from textual.widgets._footer import FooterKey
+
+    from recovery.tui.screens.resume import RescueScreen, ResumeScreen
+    from recovery.tui.screens.steps import DirectionScreen
+    from recovery.tui.stepper import Stepper
+    from tests.tui.test_stepper import FakeWizard
+
+    wizard = FakeWizard()
+    wizard.state.job_choice = fakes.choice()
+    lost = Stepper(wizard).offers(failed=True, linked=False, lost=True)  # the most keys a screen offers
+    choice = interrupted_rescue()
+    assert choice.target is not None and choice.target.unfinished is not None
+    screens: list[Callable[[], Screen[Any]]] = [
+        lambda: DirectionScreen(fakes.HERE, fakes.THERE, True),
+        lambda: DiskScreen("source", "The disk to copy", "Choose.", fakes.LOCAL, {}),
+        lambda: OptionsScreen(choice),
+        lambda: ReviewScreen(choice, fakes.HERE, fakes.THERE, ["the same disks as before"]),
+        lambda: PairScreen(fakes.PEER_VIEW),
+        lambda: PassiveScreen(fakes.PASSIVE_VIEW, "reviewing", "", ReviewScreen(choice, fakes.HERE, fakes.THERE).rows),
+        lambda: ProgressScreen(fakes.job()),
+        lambda: SummaryScreen(fakes.job(finished=True), fakes.HERE, DRIVER_OFFERS),
+        lambda: ErrorScreen(advise("link_lost", "link lost", peer=fakes.THERE), lost, peer=fakes.THERE),
+        lambda: ResumeScreen(choice.target.unfinished),  # type: ignore[union-attr]
+        lambda: RescueScreen(fakes.THERE),
+    ]
+
+    async def scenario() -> None:
+        width = 60
+        async with app().run_test(size=(width, 20)) as pilot:
+            a = await disks_read(pilot)
+            for make in [None, *screens]:
+                if make is not None:
+                    a.push_screen(make())
+                # a dialog's keys show in the footer of the screen under it
+                await wait_for(pilot, lambda: any(s.query(FooterKey) for s in a.screen_stack), READY, "the footer")
+                await pilot.pause()
+                keys = list(next(s for s in reversed(a.screen_stack) if s.query(FooterKey)).query(FooterKey))
+                right = max(k.region.right for k in keys)
+                assert right <= width, (type(a.screen).__name__, [k.description for k in keys])
+                if isinstance(a.screen, ReviewScreen):
+                    region = a.screen.query_one("#review").region
+                    assert region.y >= 1 and region.bottom <= 19, region  # every line, none scrolled away
+                if make is not None:
+                    a.pop_screen()
 
     asyncio.run(scenario())

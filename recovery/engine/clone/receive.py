@@ -185,7 +185,9 @@ class _Receiving:
         if isinstance(target, ImageTarget):
             self.keeper = Keeper(None, self.sink, image=target.path)
         elif "resume" in self.caps and self.journals:
-            self.keeper = Keeper.fresh(self.opts.log_dir, plan, target, self.source_desc, self.sink)
+            self.keeper = Keeper.fresh(
+                self.opts.log_dir, plan, target, self.source_desc, self.sink, self.link.theirs.host.hostname
+            )
 
     def _resume(self, offer: agree.Offer) -> None:
         """Send the digests of what the target holds; the sender says where it starts and what it replaces."""

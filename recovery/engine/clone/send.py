@@ -28,6 +28,7 @@ from recovery.engine.rescue.job import RescueJob, plan_jobs
 from recovery.engine.rescue.passes import unreadable_error
 from recovery.engine.resume import agree
 from recovery.errors import (
+    RecoveryError,
     RefusedError,
     RemoteProtocolError,
     UnreadableSourceError,
@@ -292,9 +293,19 @@ class _Sending:
         return agree.resume_hint(error, self.link.peer_journal, self.link.theirs.host.hostname)
 
     def release(self) -> None:
+        if self.rescue is not None:
+            self._keep_mapfile(self.rescue)
         for part in (self.pipe, self.rescue, self.source):
             if part is not None:
                 part.close()
+
+    def _keep_mapfile(self, rescue: RescueJob) -> None:
+        """Whatever ended the clone: the mapfile says what the receiver acked, so that a resume (which
+        starts no later than the first chunk the mapfile does not cover) starts there."""
+        try:
+            rescue.save(now=True)
+        except (OSError, RecoveryError) as e:
+            self.sink(events.Warning(f"the mapfile {rescue.path} could not be written: {e}"))
 
 
 class _SendLoop:

@@ -21,8 +21,9 @@ plan that pins nothing is refused. Every job the peer starts is announced
 (:class:`JobStarted` says in plain words what the peer does to which disk)
 and can be stopped here with :meth:`CloneSession.cancel`. Between clones the
 driver says what its user is doing (:meth:`CloneSession.tell`, an optional
-``activity`` message), which the serving side reports as
-:class:`PeerActivity`. A clone that fails ends the connection on both sides
+``activity`` message, with the review its user is asked to confirm), which
+the serving side reports as :class:`PeerActivity` (text to show: it decides
+nothing by it, its own checks of the target stay). A clone that fails ends the connection on both sides
 (the engine aborts the link), except a refusal that crossed before anything
 was written: the session stays for another try. Closing the session says
 ``bye`` (the peer's session ends with :class:`~recovery.errors.PeerLeftError`).
@@ -36,7 +37,7 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -145,10 +146,12 @@ class CloneSession:
         """Run this clone as soon as the link is idle."""
         self._choices.put(choice)
 
-    def tell(self, what: str, step: int = 0, steps: int = 0) -> None:
-        """Say what this (driving) side's user is doing, when the peer listens (its ``activity``)."""
+    def tell(self, what: str, step: int = 0, steps: int = 0, review: Sequence[tuple[str, str]] = ()) -> None:
+        """Say what this (driving) side's user is doing, when the peer listens (its ``activity``), and the
+        review the user is asked to confirm, if any (only the lines the message carries)."""
         if self.drives and "activity" in self.link.ctl.state.shared_caps:
-            self._told.put(m.Activity(what=what[:200], step=step, steps=steps))
+            lines = tuple(m.ReviewLine(label[:16], text[:600]) for label, text in review[: m.MAX_REVIEW_LINES])
+            self._told.put(m.Activity(what=what[:200], step=step, steps=steps, review=lines))
 
     def cancel(self) -> None:
         """Stop the running clone (either role); the peer is told, and the link ends."""
@@ -202,7 +205,8 @@ class CloneSession:
                         self.link.inventory = msg.disks
                         self.sink(PeerDisks(count=len(msg.disks)))
                     elif isinstance(msg, m.Activity):
-                        self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps))
+                        review = tuple((line.label, line.text) for line in msg.review)
+                        self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps, review=review))
                     elif isinstance(msg, m.Bye):
                         self._ended_by_peer(msg)
                     continue

@@ -40,12 +40,13 @@ class PeerDisks(events.Event):
 
 @dataclass(frozen=True)
 class PeerActivity(events.Event):
-    """The driving peer says what its user is doing between clones."""
+    """The driving peer says what its user is doing between clones (and the review it confirms)."""
 
     kind: ClassVar[str] = "peer_activity"
     what: str
     step: int = 0
     steps: int = 0
+    review: tuple[tuple[str, str], ...] = ()  # (label, text): what the peer's user is asked to confirm
 
 
 @dataclass(frozen=True)

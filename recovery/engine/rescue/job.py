@@ -3,7 +3,8 @@
 The mapfile is the target's state in ddrescue's format
 (:mod:`recovery.engine.rescue.sectormap`), rewritten atomically as the job runs
 (every :data:`WRITE_EVERY` seconds when something changed, when a pass
-begins, and at the end). It lives at ``--mapfile PATH``, or by default next
+begins, and at the end, however the clone ends: a resume then starts where the
+last ack left it). It lives at ``--mapfile PATH``, or by default next
 to the job logs, named by the source; an existing one of the same source is
 continued, so a second run tries only the areas the first could not read.
 """
@@ -163,10 +164,11 @@ class RescueJob:
             self._dirty = True
         self.save()
 
-    def save(self, *, final: bool = False) -> None:
-        """Write the mapfile if something changed and it is time (or the phase changed, or ``final``)."""
+    def save(self, *, final: bool = False, now: bool = False) -> None:
+        """Write the mapfile if something changed and it is time (or the phase changed, or ``final``);
+        ``now``: whenever something changed (the clone stops: what the receiver acked must be in it)."""
         phase = self.rescuer.phase
-        due = time.monotonic() - self._written_at >= WRITE_EVERY or phase != self._phase or final
+        due = time.monotonic() - self._written_at >= WRITE_EVERY or phase != self._phase or final or now
         if not (due and (self._dirty or phase != self._phase or final)):
             return
         self.rescuer.refine()

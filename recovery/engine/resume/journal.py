@@ -222,6 +222,7 @@ class Journal:
         fingerprint: str,
         source_desc: str,
         target_desc: str,
+        source_host: str = "",
     ) -> Journal:
         where = directory or default_dir()
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -237,6 +238,10 @@ class Journal:
                 "target": hardware(target),
                 "target_fp": fingerprint,
                 "target_desc": target_desc,
+                # what a wizard names the disk by: "incomplete clone of office-pc's nvme0n1 (Samsung 980)"
+                "source_host": source_host,
+                "source_name": os.path.basename(plan.source.path.rstrip("/")),
+                "source_model": plan.source.model or "",
             }
         )
         return journal
@@ -377,10 +382,16 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
 
 
 def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
-    """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer;
-    None if there is none, or it cannot be understood."""
+    """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer
+    and for naming the disk; None if there is none, this machine's key does not vouch for it (as
+    :func:`read`: only lines it checks count), or the target was written since (its partition-table
+    fingerprint is not the journal's)."""
+    where = directory or default_dir()
+    key = journal_key(where, create=False)
+    if key is None:
+        return None
     try:
-        return _peek((directory or default_dir()) / f"resume-{target_key(target)}.journal")
+        return _peek(where / f"resume-{target_key(target)}.journal", key, target.fingerprint)
     except Exception:  # noqa: BLE001 - a damaged or tampered journal offers nothing
         return None
 
@@ -389,31 +400,39 @@ def _text(value: object, limit: int) -> str:
     return "".join(ch for ch in str(value) if ch.isprintable())[:limit]
 
 
-def _peek(path: Path) -> m.Unfinished | None:
+def _checked(line: bytes, key: bytes) -> dict[str, Any] | None:
+    """A journal line's body if its check is this key's, else None (torn, damaged, or not ours)."""
+    try:
+        body = json.loads(line)
+        check = body.pop("check")
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None
+    if not isinstance(body, dict) or not hmac.compare_digest(str(check), _check(key, body)):
+        return None
+    return body
+
+
+def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
     try:
         with _open_private(path) as f:
-            head = json.loads(f.readline())
+            head = _checked(f.readline(), key)
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - (256 << 10)))
-            tail = f.read().splitlines()
-    except (OSError, ValueError):
+            tail = [body for line in f.read().splitlines() if (body := _checked(line, key)) is not None]
+    except OSError:
         return None
-    done, complete = 0, False
-    for line in tail:
-        try:
-            body = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(body, dict) and "bytes" in body and "to" in body:
+    if head is None or head.get("journal") != VERSION:
+        return None
+    done, complete, target_fp = 0, False, head.get("target_fp")
+    for body in tail:
+        if "bytes" in body and "to" in body:
             done = int(body["bytes"])
-        elif isinstance(body, dict) and body.get("complete"):
-            complete = True
-        elif isinstance(body, dict) and "truncate" in body:
+        elif body.get("complete"):
+            complete, target_fp = True, body.get("target_fp")
+        elif "truncate" in body:
             complete = False
-    if not isinstance(head, dict) or head.get("journal") != VERSION or done <= 0:
-        return None
     mode = head.get("mode", "used")
-    if mode not in ("used", "exact"):
+    if done <= 0 or mode not in ("used", "exact") or target_fp != fingerprint:
         return None
     source = head.get("source", {})
     total = int(head.get("bytes_planned", 0))
@@ -426,6 +445,9 @@ def _peek(path: Path) -> m.Unfinished | None:
         complete=complete,
         rescue=bool(head.get("rescue")),
         mode=mode,
+        source_host=_text(head.get("source_host", ""), 255),
+        source_name=_text(head.get("source_name", ""), 255),
+        source_model=_text(head.get("source_model", ""), 255),
     )
 
 

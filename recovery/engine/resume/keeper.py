@@ -36,9 +36,16 @@ class Keeper:
 
     @classmethod
     def fresh(
-        cls, log_dir: Path | None, plan: m.Plan, target: Target, source_desc: str, sink: events.EventSink
+        cls,
+        log_dir: Path | None,
+        plan: m.Plan,
+        target: Target,
+        source_desc: str,
+        sink: events.EventSink,
+        source_host: str = "",
     ) -> Keeper:
-        """A journal for a clone from the beginning, of the target as prepared (None: it could not be made)."""
+        """A journal for a clone from the beginning (of a disk of ``source_host``), of the target as
+        prepared (None: it could not be made)."""
         try:
             prepared = target.identity()
             jrnl = journal.Journal.create(
@@ -48,6 +55,7 @@ class Keeper:
                 identity.fingerprint(target.fd, target.size),
                 source_desc,
                 identity.describe(prepared),
+                source_host,
             )
         except OSError as e:
             sink(events.Warning(f"no resume journal is kept ({e.strerror}): an interrupted clone starts over"))

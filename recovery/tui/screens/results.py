@@ -21,7 +21,7 @@ from textual.widgets import Footer, Static
 from recovery import report
 from recovery.tui.advice import Advice
 from recovery.tui.job import JobView
-from recovery.tui.widgets import plain
+from recovery.tui.widgets import facts, plain
 from recovery.units import shown
 
 
@@ -32,16 +32,6 @@ class Offer:
     key: str
     label: str
     message: type[Message]
-
-
-def facts(rows: Sequence[tuple[str, str]]) -> Table:
-    """Label and value rows; long values wrap under their value, not under the label."""
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=8, no_wrap=True)
-    table.add_column()
-    for label, value in rows:
-        table.add_row(label, plain(value))  # a peer's strings (host, disk names) are never markup
-    return table
 
 
 class ResultScreen(Screen[None]):
@@ -77,7 +67,8 @@ def verdict_text(job: JobView) -> Text:
 
 
 def next_steps(job: JobView, host: str) -> Text:
-    holder = job.receiving_host
+    """What to do with the copy, said to this machine (``host``): which machine to start from it."""
+    holder = "this machine" if job.receiving_host == host else job.receiving_host
     text = Text("What next\n", style="bold")
     text.append(shown(f"- Start {holder} from the new disk and check that your files are there.") + "\n")
     text.append("- Keep the old disk as it is until you are sure.")
@@ -144,6 +135,7 @@ class ErrorScreen(ResultScreen):
         for step in a.steps:
             steps.add_row("-", plain(step))
         with VerticalScroll(classes="body"):
+            yield Static(id="error-status")  # what now: first, so it is never below the fold
             yield Static("What happened", classes="section")
             yield Static(plain(a.message), id="error-message")
             if self.state_lines:
@@ -154,16 +146,19 @@ class ErrorScreen(ResultScreen):
                 yield Static(steps, id="error-steps")
             if self.log_path:
                 yield Static(facts([("Log", self.log_path)]), id="error-log")
-            yield Static(id="error-status")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#error-status", Static).update(plain(self.status))
+        self._show_status()
 
     def set_status(self, text: str) -> None:
-        """A line under the advice (shown once the screen is up, if it is not yet)."""
+        """What stands now, above the advice: rescue mode is on, the new code to pair again (shown once
+        the screen is up, if it is not yet)."""
         self.status = text
         if self.is_mounted:
-            for widget in self.query("#error-status"):
-                if isinstance(widget, Static):
-                    widget.update(plain(text))
+            self._show_status()
+
+    def _show_status(self) -> None:
+        for widget in self.query("#error-status").results(Static):
+            widget.update(plain(self.status))
+            widget.display = bool(self.status)

@@ -1,8 +1,9 @@
 """Steps 2 to 6: direction, source, target, options and the review.
 
 Each step is built from the answers so far (the earlier answer is
-highlighted), posts its answer, and Esc posts :class:`StepBack`: the app
-shows the previous step with every answer kept.
+highlighted), posts its answer, and Esc posts :class:`StepBack` with what is
+highlighted: the app shows the previous step with every answer kept, that
+one too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import ClassVar
 
-from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -23,9 +23,9 @@ from recovery.engine.peer.jobs import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui import flow
 from recovery.tui.messages import StepAnswered, StepBack
-from recovery.tui.model import Choice, contents, level_text, short_name, systems, used_bytes
-from recovery.tui.widgets import DiskList, PickList, columns, header_text, plain
-from recovery.units import human_size
+from recovery.tui.model import Choice, contents, short_name, systems
+from recovery.tui.review import review_rows
+from recovery.tui.widgets import DiskList, PickList, columns, facts, header_text, plain
 
 
 class Step(Screen[None]):
@@ -45,7 +45,11 @@ class Step(Screen[None]):
         return Static(flow.label(self.step), classes="step")
 
     def action_back(self) -> None:
-        self.post_message(StepBack(self.step))
+        self.post_message(StepBack(self.step, self.highlighted()))
+
+    def highlighted(self) -> object:
+        """The answer highlighted now, kept when going back (None: none)."""
+        return None
 
     def answer(self, value: object) -> None:
         self.post_message(StepAnswered(self.step, value))
@@ -83,6 +87,10 @@ class DirectionScreen(Step):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.answer(event.option.id == "send")
+
+    def highlighted(self) -> object:
+        index = self.query_one("#direction", PickList).highlighted
+        return None if index is None else index == 0
 
 
 class DiskScreen(Step):
@@ -139,6 +147,11 @@ class DiskScreen(Step):
         disk = self.query_one("#disks", DiskList).disk_at(event.option_index)
         if disk is not None and not self.refusals.get(disk.path):
             self.answer(disk)
+
+    def highlighted(self) -> object:
+        disks = self.query_one("#disks", DiskList)
+        disk = disks.disk_at(disks.highlighted)
+        return disk if disk is not None and not self.refusals.get(disk.path) else None
 
 
 class ChoiceList(OptionList):
@@ -202,51 +215,15 @@ class OptionsScreen(Step):
         self.query_one("#mode", ChoiceList).focus()
 
     def action_next(self) -> None:
+        self.answer(self.highlighted())
+
+    def highlighted(self) -> Choice:
         def get(name: str) -> str:
             return str(self.query_one(f"#{name}", ChoiceList).value)
 
-        self.answer(
-            dataclasses.replace(
-                self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0, verify=get("verify") == "on"
-            )
+        return dataclasses.replace(
+            self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0, verify=get("verify") == "on"
         )
-
-
-def hardware(disk: DiskInfo) -> str:
-    return ", ".join(x for x in (disk.model, disk.serial, human_size(disk.size)) if x)
-
-
-def review_text(choice: Choice, host: str, peer: str) -> Table:
-    """Everything that will happen, in order; long values wrap under their value."""
-    assert choice.source is not None and choice.target is not None
-    src_host, dst_host = (host, peer) if choice.send else (peer, host)
-    used = used_bytes(choice.source)
-    if choice.mode == "used":
-        mode = "used: only the blocks in use" + (f" (about {human_size(used)})" if used is not None else "")
-    else:
-        mode = f"exact: all {human_size(choice.source.size)}, block for block"
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", width=11, no_wrap=True)
-    table.add_column()
-    for label, value in (
-        ("Copy", f"{choice.source.path} of {src_host} ({hardware(choice.source)})"),
-        ("Onto", f"{choice.target.path} of {dst_host} ({hardware(choice.target)})"),
-        ("Mode", mode),
-        ("Compression", level_text(choice.level)),
-        ("Verify", verify_text(choice, dst_host)),
-        ("DESTROYS", f"everything on {choice.target.path} of {dst_host}: {contents(choice.target)}"),
-    ):
-        table.add_row(label, plain(value))
-    return table
-
-
-def verify_text(choice: Choice, dst_host: str) -> str:
-    """The read-back as it will happen: the machine that writes decides for its own disk."""
-    if choice.verify:
-        return "read the target back and check it"
-    if choice.send:
-        return f"yes: {dst_host} always reads back what it writes"
-    return "no (not recommended)"
 
 
 class ReviewScreen(Step):
@@ -260,34 +237,32 @@ class ReviewScreen(Step):
         assert choice.target is not None
         self.word = short_name(choice.target)
 
+    @property
+    def rows(self) -> list[tuple[str, str]]:
+        """What this review says, line by line (the serving machine is shown the same)."""
+        return [*review_rows(self.choice, self.host, self.peer), *(("Changed", c) for c in self.changes)]
+
     def compose(self) -> ComposeResult:
         yield from self.top()
         with VerticalScroll(classes="body"):
             yield self.step_line()
-            yield Static(review_text(self.choice, self.host, self.peer), id="review")
+            yield Static(facts(review_rows(self.choice, self.host, self.peer)), id="review")
             if self.changes:
-                yield Static(
-                    plain(
-                        "Since these disks were chosen:\n"
-                        + "\n".join(f"- {c}" for c in self.changes)
-                        + "\nThe clone uses them as they are now: check, then confirm again."
-                    ),
-                    id="review-changes",
-                    classes="banner",
-                )
+                yield Static(facts(self.rows[-len(self.changes) :]), id="review-changes", classes="banner")
             with Horizontal(id="confirm-row"):
-                yield Label(plain(f"Type {self.word} to confirm: "))
+                yield Label(plain(f"Type {self.word}, then Enter, to start: "))
                 yield Input(id="confirm", compact=True)
-            yield Static("Then press Enter to start the clone.", id="confirm-help", classes="help")
+            yield Static(id="confirm-help", classes="help")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#confirm-help", Static).display = False
         self.query_one("#confirm", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip() == self.word:
             self.answer(True)
         else:
-            self.query_one("#confirm-help", Static).update(
-                plain(f"That is not {self.word}. Type the target's name exactly, or press Esc to go back.")
-            )
+            wrong = self.query_one("#confirm-help", Static)
+            wrong.update(plain(f"That is not {self.word}. Type the target's name exactly, or press Esc to go back."))
+            wrong.display = True

@@ -4,6 +4,7 @@ cannot be known beforehand, and only a journal this machine wrote, under its own
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import stat
@@ -65,10 +66,10 @@ def test_the_sample_is_spread_random_and_always_holds_the_last_two() -> None:
 TARGET = m.Identity(path="/dev/fake", size=64 * MIB, kind="disk", host_id="h", fingerprint="00" * 32, serial="S1")
 
 
-def a_journal(where: Path) -> journal.Journal:
+def a_journal(where: Path, fingerprint: str = "fp", source: m.Identity = TARGET, host: str = "") -> journal.Journal:
     plan = m.Plan(
         session="s",
-        source=TARGET,
+        source=source,
         size=64 * MIB,
         mode="exact",
         chunk_size=MIB,
@@ -77,7 +78,7 @@ def a_journal(where: Path) -> journal.Journal:
         frames=64,
         encrypted=False,
     )
-    jrnl = journal.Journal.create(where, plan, TARGET, "fp", "src", "dst")
+    jrnl = journal.Journal.create(where, plan, TARGET, fingerprint, "src", "dst", host)
     frames = FrameList()
     for i in range(4):
         frames.append(16 * MIB + i * MIB, MIB, os.urandom(32), 0)
@@ -99,6 +100,31 @@ def test_only_a_journal_made_under_this_machines_key_is_trusted(tmp_path: Path) 
     key.unlink()
     found = journal.read(tmp_path, TARGET)
     assert found is not None and "not trusted" in found.problems[0]
+
+
+def test_a_wizard_is_told_of_a_journal_only_when_this_machines_key_vouches_for_it(tmp_path: Path) -> None:
+    """Issue 21: the disk list names the wizard's own incomplete copy by its journal, never by a journal
+    another machine (or anyone) made, nor when the target was written since."""
+    source = m.Identity(
+        path="/dev/nvme0n1", size=64 * MIB, kind="disk", host_id="o", fingerprint="11" * 32, model="Samsung 980"
+    )
+    a_journal(tmp_path, TARGET.fingerprint, source, "office-pc")
+    told = journal.peek(tmp_path, TARGET)
+    assert told is not None and (told.source_host, told.source_name, told.source_model) == (
+        "office-pc",
+        "nvme0n1",
+        "Samsung 980",
+    )
+    assert (told.done, told.total, told.mode, told.complete) == (4 * MIB, 64 * MIB, "exact", False)
+    assert journal.peek(tmp_path, dataclasses.replace(TARGET, fingerprint="22" * 32)) is None  # written since
+    path = next(tmp_path.glob("resume-*.journal"))
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b"office-pc", b"evil-pc!!", 1))  # an edited heading fails its check
+    assert journal.peek(tmp_path, TARGET) is None
+    path.write_bytes(text)
+    assert journal.peek(tmp_path, TARGET) is not None
+    (tmp_path / journal.KEY_FILE).write_bytes(os.urandom(journal.KEY_SIZE))  # another machine's key
+    assert journal.peek(tmp_path, TARGET) is None
 
 
 @pytest.mark.parametrize("how", ["link", "readable", "short"])
