@@ -22,20 +22,22 @@ done
 # and partx (util-linux, fdisk) for disks; each filesystem's read-only checker
 # for the check after a used-mode copy (e2fsprogs, xfsprogs, btrfs-progs,
 # ntfs-3g, dosfstools, exfatprogs, f2fs-tools); mkfs and mtools for the demo's
-# sample disk; b3sum so users can check digests; iproute2 for links.
+# sample disk; b3sum so users can check digests; iproute2 for links;
+# qemu-utils (qemu-img) to export images as qcow2 and VHDX.
 packages=(partclone zstd b3sum util-linux fdisk e2fsprogs dosfstools mtools
-          xfsprogs btrfs-progs ntfs-3g exfatprogs f2fs-tools iproute2 python3
-          python3-venv)
+          xfsprogs btrfs-progs ntfs-3g exfatprogs f2fs-tools iproute2 qemu-utils
+          python3 python3-venv)
 if [ "$dev" = 1 ]; then
     # Tests: shellcheck for the scripts, gdisk/sfdisk for images, exfat-fuse to
     # fill exFAT test filesystems (this kernel has no exfat), nc for the bench
     # harness (tests/bench/compare.py), python3-fusepy to serve failing disks
     # (reads that fail at chosen sectors) and gddrescue's ddrescuelog to read
-    # the rescue's mapfile as ddrescue's own tools do, QEMU+OVMF for the boot
+    # the rescue's mapfile as ddrescue's own tools do, bmap-tools to write an
+    # exported image as bmaptool does, QEMU+OVMF for the boot
     # tests (OVMF also with Secure Boot and Microsoft's keys), mmdebstrap and
     # systemd-boot for building the image; sbsigntool, binutils, openssl and
     # kmod for check-signatures.sh on the built image.
-    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd python3-fusepy gddrescue qemu-system-x86 ovmf
+    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd python3-fusepy gddrescue bmap-tools qemu-system-x86 ovmf
                mmdebstrap systemd-boot-efi cpio xz-utils ca-certificates sbsigntool binutils openssl kmod)
 fi
 

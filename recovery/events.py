@@ -243,6 +243,20 @@ class ImageInfo(Event):
 
 
 @dataclass(frozen=True)
+class ImageExported(Event):
+    """`recovery image export`: the image's disk written out in another format."""
+
+    kind: ClassVar[str] = "image_export"
+    path: str
+    format: str  # raw, qcow2 or vhdx
+    disk_bytes: int
+    data_bytes: int  # of the disk, written (the rest are holes)
+    file_bytes: int  # what the file takes on its disk
+    bmap: str | None  # raw: the block map for `bmaptool copy`
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ImageChecked(Event):
     """`recovery image verify`: every chunk read, opened, decompressed and hashed."""
 

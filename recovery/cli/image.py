@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from recovery import events
 from recovery.cli.common import INTERRUPTS, add_json, add_log_dir, add_workers, job_log
 from recovery.cli.passphrase import add_passphrase, passphrase
+from recovery.diskimage.export import FORMATS, export_image
 from recovery.diskimage.info import describe_image, info_lines
 from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.verify import check_image
@@ -65,6 +68,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_workers(verify)
     add_json(verify)
     verify.set_defaults(run=run_verify)
+
+    export = commands.add_parser(
+        "export", help="write an image's disk as a sparse raw file (with a bmaptool map), qcow2 or VHDX"
+    )
+    export.add_argument("image", metavar="IMAGE")
+    export.add_argument("--output", dest="output_path", required=True, metavar="PATH", help="the file to create")
+    export.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="raw",
+        help="raw: a sparse file, and PATH.bmap for `bmaptool copy` (default); qcow2: for QEMU and libvirt; "
+        "vhdx: for Hyper-V and Windows",
+    )
+    export.add_argument("--yes", action="store_true", help="replace an existing file at PATH")
+    add_passphrase(export, new=False)
+    add_workers(export)
+    add_json(export)
+    export.set_defaults(run=run_export)
 
     info = commands.add_parser("info", help="what an image holds: its disk, partitions, sizes, digests")
     info.add_argument("image", metavar="IMAGE")
@@ -143,17 +164,23 @@ def _warnings_only(out: events.EventSink) -> events.EventSink:
     return sink
 
 
+def _progress(out: events.EventSink, phase: str, total: int) -> Callable[[int, int], None]:
+    """A reader's progress callback: ``progress`` events with rate and time left."""
+    rate = RateMeter(total)
+
+    def progress(done: int, total: int) -> None:
+        rate.update(done)
+        out(events.Progress(phase=phase, done=done, total=total, rate=rate.rate, eta=rate.eta(done)))
+
+    return progress
+
+
 def run_verify(args: argparse.Namespace) -> int:
     out = args.output
     with _open(args) as image:
         out(events.Phase("verify", f"checking every chunk of {args.image}"))
 
-        rate = RateMeter(image.size)
-
-        def progress(done: int, total: int) -> None:
-            rate.update(done)
-            out(events.Progress(phase="verify", done=done, total=total, rate=rate.rate, eta=rate.eta(done)))
-
+        progress = _progress(out, "verify", image.size)
         with INTERRUPTS.session() as cancel:
             checked = check_image(
                 image, whole=args.whole, on_progress=progress, should_stop=cancel.is_set, threads=args.workers
@@ -186,6 +213,49 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.whole and recorded and checked.disk_digest != recorded:
         raise VerificationError(f"{args.image}: the disk's BLAKE3 is not the one recorded when it was saved")
     return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    out = args.output
+    _check_new_file(args.output_path, args.yes)
+    with _open(args) as image:
+        out(events.Phase("export", f"writing the disk of {args.image} to {args.output_path} ({args.format})"))
+        progress = _progress(out, "export", image.size)
+        with INTERRUPTS.session() as cancel:
+            made = export_image(
+                image,
+                args.output_path,
+                args.format,
+                threads=args.workers or os.cpu_count() or 2,
+                on_progress=progress,
+                should_stop=cancel.is_set,
+            )
+    out(
+        events.ImageExported(
+            path=made.path,
+            format=made.fmt,
+            disk_bytes=made.disk_bytes,
+            data_bytes=made.written,
+            file_bytes=made.file_bytes,
+            bmap=made.bmap,
+            seconds=round(made.seconds, 3),
+        )
+    )
+    return 0
+
+
+def _check_new_file(path: str, replace: bool) -> None:
+    """``path`` may be made: a new file, or (with ``replace``) an existing regular file."""
+    safety.refuse_planted_link(path)
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise RefusedError(f"cannot create {path}: {parent} is not a directory")
+        return
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise RefusedError(f"{path} is not a file: an export is written into a file of its own")
+    if not replace:
+        raise RefusedError(f"{path} exists; refusing to replace it without --yes", hint="give a new file name")
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -1,23 +1,21 @@
 """Checking a whole image: every chunk against its digest, on every core, and (if asked) the disk's BLAKE3.
 
 Opening the image already checked the index, the manifest and the root (:class:`ImageReader`);
-this reads every stored chunk, opens, decompresses and hashes it. Chunks are decoded by a pool of
-threads (zstd, AES-GCM and BLAKE3 release the GIL) a bounded window ahead of the one thread that
-collects them in disk order, so memory stays a few chunks per core whatever the image's size.
+this reads every stored chunk, opens, decompresses and hashes it, on every core
+(:mod:`recovery.diskimage.ahead`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import blake3
 
 from recovery.diskimage import format as f
+from recovery.diskimage.ahead import worked_ahead
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.errors import Interrupted
 
@@ -47,14 +45,10 @@ def check_image(
     result = Checked()
     disk = blake3.blake3(max_threads=blake3.blake3.AUTO) if whole else None
     workers = threads or os.cpu_count() or 2
-    pending: deque[tuple[f.Entry, Future[bytes] | None]] = deque()
     pos = 0
     last = 0.0
-    with ThreadPoolExecutor(workers, thread_name_prefix="image-check") as pool:
-
-        def collect() -> None:
-            nonlocal pos
-            e, job = pending.popleft()
+    with worked_ahead(image.entries(), image.decode, workers) as chunks:
+        for e, job in chunks:
             data = None
             try:
                 data = job.result() if job is not None else None
@@ -68,23 +62,12 @@ def check_image(
                     _hash_zeros(disk, e.length)  # a zero chunk, or a bad one: the digest will not match
                 pos = e.end
             result.totals.add(e)
-
-        for e in image.entries():
-            job = pool.submit(image.decode, e) if e.codec is not f.Codec.ZERO else None
-            pending.append((e, job))
-            while len(pending) > workers * 2:
-                collect()
             now = time.monotonic()
             if now - last > 0.5:
                 last = now
                 on_progress(e.offset, image.size)
                 if should_stop():
-                    for _, j in pending:
-                        if j is not None:
-                            j.cancel()
                     raise Interrupted("interrupted by the user while checking the image")
-        while pending:
-            collect()
     if disk is not None:
         _hash_zeros(disk, image.size - pos)
         result.disk_digest = disk.hexdigest()

@@ -163,18 +163,23 @@ class ImageWriter:
         )
 
     def _write(self, data: bytes, at: int) -> None:
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            try:
-                n = os.pwrite(self.fd, view[done:], at + done)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                raise TargetWriteError(f"cannot write {self.path} at byte {at + done}: {e.strerror}") from None
-            if n == 0:
-                raise TargetWriteError(f"{self.path} took no bytes at {at + done} (full?)")
-            done += n
+        write_at(self.fd, self.path, data, at)
+
+
+def write_at(fd: int, path: str, data: bytes | memoryview, at: int) -> None:
+    """All of ``data`` at byte ``at`` of ``fd`` (the file ``path``), short writes retried."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        try:
+            n = os.pwrite(fd, view[done:], at + done)
+        except InterruptedError:
+            continue
+        except OSError as e:
+            raise TargetWriteError(f"cannot write {path} at byte {at + done}: {e.strerror}") from None
+        if n == 0:
+            raise TargetWriteError(f"{path} took no bytes at {at + done} (full?)")
+        done += n
 
 
 def new_header(
