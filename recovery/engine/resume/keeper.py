@@ -29,6 +29,7 @@ class Keeper:
     def __init__(self, jrnl: journal.Journal | None, sink: events.EventSink) -> None:
         self.journal = jrnl
         self.sink = sink
+        self.acked = 0  # bytes the last ack told the sender are on the target (a resume's part included)
 
     @classmethod
     def fresh(
@@ -60,19 +61,26 @@ class Keeper:
             jrnl.truncate(start)
         if rescue and not found.head.get("rescue"):
             jrnl.mark_rescue()
-        return cls(jrnl, sink)
+        keeper = cls(jrnl, sink)
+        keeper.acked = found.frames.covered
+        return keeper
 
     def durable(self, point: DurablePoint, frames: FrameList, send: Callable[[m.Ack], None]) -> None:
         """Frames up to ``point`` are on the target: journal them, then ack (saying where the journal is)."""
         ack = m.Ack(seq=point.seq, bytes=point.covered)
+
+        def say(ack: m.Ack) -> None:
+            send(ack)
+            self.acked = ack.bytes
+
         jrnl = self.journal
         if jrnl is None:
-            send(ack)
+            say(ack)
             return
         jrnl.durable(
             point,
             frames,
-            then=lambda: send(dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)),
+            then=lambda: say(dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)),
         )
 
     def drain(self) -> None:
