@@ -116,6 +116,8 @@ class Progress(Event):
     # the stage that sets the pace now (recovery.engine.clone.progress.limit), or "": read (the source disk),
     # compress (the sending machine's processors), link, decompress (the receiving machine's), write
     bottleneck: str = ""
+    # of the disk stages' busy time (read, write), the share on a processor or waiting for one
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,10 @@ class Summary(Event):
     target: str
     size: int
     bytes_read: int  # sender: bytes read from the source
-    bytes_sent: int  # bytes on the data channel (after compression)
-    bytes_written: int  # receiver: bytes written as data (zeros excluded)
-    zero_bytes: int  # bytes sent as ZERO frames
-    seconds: float
+    bytes_sent: int  # bytes on the data channel in this clone (after compression)
+    bytes_written: int  # bytes the receiver wrote as data in this run (zeros excluded)
+    zero_bytes: int  # bytes the receiver made as zeros (ZERO frames) in this run
+    seconds: float  # the receiver's: from the start of its transfer to the verdict
     list_digest: str  # BLAKE3 over every frame's range and digest: equal on both sides
     image_digest: str | None  # exact mode: BLAKE3 of the whole device (== b3sum)
     verified: bool | None  # None: read-back skipped
@@ -159,12 +161,14 @@ class Summary(Event):
     resumed: int = 0  # bytes the target held already (an interrupted clone resumed), not sent again
     unreadable: int = 0  # rescue: bytes of the plan the source could not read (filled on the target)
     unreadable_ranges: list[list[int]] = field(default_factory=list)  # [offset, length], at most 1024
-    files_hit: list[dict[str, Any]] = field(default_factory=list)  # [{partition, fstype, files, note}]
+    # [{partition, fstype, bytes, files, more (named but not listed), note}]: the sender's, told to the receiver
+    files_hit: list[dict[str, Any]] = field(default_factory=list)
     mapfile: str | None = None  # rescue: the ddrescue mapfile of the source (sender)
     # image_digest is the source's whole-disk BLAKE3, read from the source in this run (a resumed clone
     # reads the part it skips too), and on the receiver the target read back gave the same
     source_digest: bool = False
     rescue: bool = False  # a rescue (a resume compared only a sample of what it skipped with the failing source)
+    planned: int = 0  # bytes of the plan (what the clone covers: the used blocks, or the whole disk)
 
 
 @dataclass(frozen=True)

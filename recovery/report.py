@@ -9,7 +9,7 @@ checker ran on it).
 from __future__ import annotations
 
 from recovery import events
-from recovery.units import human_duration, human_rate, human_size
+from recovery.units import area, human_duration, human_rate, human_size
 
 Row = tuple[str, str]
 
@@ -50,9 +50,14 @@ def whole_source_read(s: events.Summary) -> bool:
     return s.source_digest and not s.unreadable
 
 
-def copied(s: events.Summary) -> int:
-    """Bytes of the plan this side read (the sender) or wrote and made as zeros (the receiver)."""
-    return s.bytes_read if s.role == "sender" else s.bytes_written + s.zero_bytes
+def planned(s: events.Summary) -> int:
+    """Bytes of the plan: what the clone covers, the same on both machines."""
+    return s.planned or s.bytes_written + s.zero_bytes + s.resumed
+
+
+def moved(s: events.Summary) -> int:
+    """Bytes of the plan this run moved: a resumed clone's part already on the target is no work of it."""
+    return max(0, planned(s) - s.resumed)
 
 
 def duration(seconds: float) -> str:
@@ -102,22 +107,14 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     rows: list[Row] = [
         ("source", s.source),
         ("target", s.target),
-        ("mode", f"{s.mode} ({mode}): {human_size(copied(s))} of {human_size(s.size)}"),
+        ("mode", f"{s.mode} ({mode}): {human_size(planned(s))} of {human_size(s.size)}"),
     ]
     if level:
         rows.append(("compress", compression(level)))
-    if s.role == "sender":
-        rows.append(
-            ("sent", f"{human_size(s.bytes_sent)} on the link; {human_size(s.zero_bytes)} of zeros were not sent")
-        )
-    else:
-        rows.append(
-            (
-                "written",
-                f"{human_size(s.bytes_written)}, and {human_size(s.zero_bytes)} of zeros made without writing them",
-            )
-        )
-    rate = f" ({human_rate(copied(s) / s.seconds)})" if s.seconds and copied(s) else ""
+    zeros = f", and {human_size(s.zero_bytes)} of zeros made there without sending them" if s.zero_bytes else ""
+    rows.append(("sent", f"{human_size(s.bytes_sent)} on the link"))
+    rows.append(("written", f"{human_size(s.bytes_written)} to the target{zeros}"))
+    rate = f" ({human_rate(moved(s) / s.seconds)})" if s.seconds and moved(s) else ""
     rows.append(("time", duration(s.seconds) + rate))
     rows += [("checked", line) for line in checked(s)]
     rows.append(("chunks", f"BLAKE3 {s.list_digest}  (the same on both machines)"))
@@ -134,8 +131,7 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
             state = "not run" if c["ok"] is None else "fails as on the source" if c.get("source_fails") else "FAILED"
             rows.append(("check", f"{where}: {c['check']} {state}" + (f" ({c['message']})" if c["message"] else "")))
     if s.mismatches:
-        ranges = ", ".join(f"{o}+{n}" for o, n in s.mismatches[:5])
-        rows.append(("differs", f"{len(s.mismatches)} range(s): {ranges}"))
+        rows.append(("differs", f"{len(s.mismatches)} area(s): {areas(s.mismatches)}"))
     if s.resumed:
         rows.append(
             ("resumed", f"{human_size(s.resumed)} were on the target already (an interrupted clone), not sent again")
@@ -153,16 +149,22 @@ def rescue_rows(s: events.Summary) -> list[Row]:
     """What a rescue could not read, the files that hit, and where its mapfile is."""
     if not s.unreadable:
         return []
-    ranges = ", ".join(f"{o}+{n}" for o, n in s.unreadable_ranges[:5])
-    more = f" and {len(s.unreadable_ranges) - 5} more" if len(s.unreadable_ranges) > 5 else ""
-    rows: list[Row] = [("unreadable", f"{s.unreadable} bytes in {len(s.unreadable_ranges)} range(s): {ranges}{more}")]
+    count = len(s.unreadable_ranges)
+    rows: list[Row] = [("unreadable", f"{human_size(s.unreadable)} in {count} area(s): {areas(s.unreadable_ranges)}")]
     for hit in s.files_hit:
         where = f"partition {hit['partition']} ({hit['fstype'] or 'unknown'})" if hit["partition"] else "the disk"
         files = ", ".join(hit["files"][:8])
-        more = f" and {len(hit['files']) - 8} more" if len(hit["files"]) > 8 else ""
+        left = len(hit["files"]) - 8 + hit.get("more", 0)
+        more = f" and {left} more" if left > 0 else ""
         said = f"files hit: {files}{more}" if files else "no file named"
         note = f" ({hit['note']})" if hit.get("note") else ""
         rows.append(("hit", f"{where}: {said}{note}"))
     if s.mapfile:
         rows.append(("mapfile", f"{s.mapfile}  (ddrescuelog reads it; run again to retry the bad areas)"))
     return rows
+
+
+def areas(ranges: list[list[int]], shown: int = 5) -> str:
+    """The first ``shown`` areas of a disk, in words (``4.0 KiB at 373.2 MiB``), and how many more."""
+    more = f" and {len(ranges) - shown} more" if len(ranges) > shown else ""
+    return ", ".join(area(o, n) for o, n in ranges[:shown]) + more

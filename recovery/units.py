@@ -19,6 +19,18 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def area(offset: int, length: int) -> str:
+    """An area of a disk for people: ``4.0 KiB at 373.2 MiB``; where it starts is never in a unit above MiB
+    (``at 1,907,348.6 MiB``), so areas compare at a glance and stay apart on a large disk."""
+    if offset == 0:
+        at = "the start"
+    elif offset < 1 << 20:
+        at = human_size(offset)
+    else:
+        at = f"{offset / (1 << 20):,.1f} MiB"
+    return f"{human_size(length)} at {at}"
+
+
 def human_rate(bytes_per_second: float) -> str:
     return human_size(bytes_per_second) + "/s"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from recovery import events, report
+from recovery.units import area
 
 MIB = 1 << 20
 EXACT = events.Summary(
@@ -55,7 +56,29 @@ def test_a_rescue_is_never_plainly_verified() -> None:
     assert "equals the source's" not in text and "whole source gives this" not in text
     assert report.headline(rescued) != "Verified" and "unreadable" in report.headline(rescued)
     assert "could NOT be read" in report.verdict(rescued)
-    assert "unreadable 1024 bytes in 1 range(s): 4096+1024" in text
+    assert "unreadable 1.0 KiB in 1 area(s): 1.0 KiB at 4.0 KiB" in text
+
+
+def test_areas_read_in_sizes_and_positions_people_compare() -> None:
+    """Issue 21: ``391380992+4096`` was what the unreadable areas looked like."""
+    assert area(391380992, 4096) == "4.0 KiB at 373.2 MiB"
+    assert area(0, 512) == "512 B at the start" and area(4096, 4096) == "4.0 KiB at 4.0 KiB"
+    assert area(2 * 10**12, 1 << 20) == "1.0 MiB at 1,907,348.6 MiB"  # never "at 1.8 TiB": areas stay apart
+    ranges = [[n << 20, 4096] for n in range(7)]
+    assert report.areas(ranges).endswith("4.0 KiB at 4.0 MiB and 2 more")
+
+
+def test_each_quantity_is_one_number_and_a_zero_is_not_said() -> None:
+    """Issue 21: "0 B of zeros were not sent"; the mode row and the rate from what this run moved."""
+    s = dataclasses.replace(EXACT, planned=64 * MIB, resumed=48 * MIB, seconds=2.0, bytes_written=16 * MIB)
+    rows = dict(report.summary_rows(s))
+    assert rows["mode"] == "exact (every block): 64.0 MiB of 64.0 MiB"
+    assert rows["written"] == "16.0 MiB to the target" and "zeros" not in words(s)
+    assert rows["time"] == "2.0 s (8.0 MiB/s)"  # 16 MiB moved in 2 s: the resumed 48 MiB were no work of it
+    zeros = dict(report.summary_rows(dataclasses.replace(s, zero_bytes=MIB)))
+    assert zeros["written"] == "16.0 MiB to the target, and 1.0 MiB of zeros made there without sending them"
+    sender = dict(report.summary_rows(dataclasses.replace(s, role="sender", bytes_read=64 * MIB)))
+    assert sender == rows  # the same rows on both machines
 
 
 def test_only_a_read_back_is_called_verified() -> None:

@@ -31,10 +31,16 @@ from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE
 from recovery.protocol.records import RecordReader
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 from recovery.protocol.values import (
+    FILES_HIT_ENTRIES,
+)
+from recovery.protocol.values import (
     HEX_DIGEST as HEX_DIGEST,
 )
 from recovery.protocol.values import (
     DiskInfo as DiskInfo,
+)
+from recovery.protocol.values import (
+    FilesHit as FilesHit,
 )
 from recovery.protocol.values import (
     FsCheck as FsCheck,
@@ -341,6 +347,12 @@ class Progress(Message):
     work_busy: float = field(default=0.0, metadata=bounded(hi=1.0))
     write_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # receiver: writing thread
     read_busy: float = field(default=0.0, metadata=bounded(hi=1.0))  # optional, sender: reading the source
+    # Optional (2.1): of the reading (sender) or writing (receiver) thread's busy time, the share on a
+    # processor or waiting for one: a busy disk stage that is mostly that is its machine's processors.
+    read_cpu: float = field(default=0.0, metadata=bounded(hi=1.0))
+    write_cpu: float = field(default=0.0, metadata=bounded(hi=1.0))
+    # Optional (2.1): how many of this side's threads waited for a processor, on average (at most 1).
+    cpu_wait: float = field(default=0.0, metadata=bounded(hi=1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +369,8 @@ class Done(Message):
     # Optional (rescue): bytes of the plan the source could not read (filled on the target), and where.
     unreadable: int = 0
     unreadable_ranges: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=1024))
+    # Optional (2.1, rescue): the files those areas hit, so the receiver's summary names them too.
+    files_hit: tuple[FilesHit, ...] = field(default=(), metadata=bounded(max_len=FILES_HIT_ENTRIES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +387,8 @@ class Summary(Message):
     resends: int = 0  # optional: frames asked for again because they arrived damaged
     # Optional (2.1): an image file that failed its checks, kept for a look under this name.
     kept_as: str | None = field(default=None, metadata=bounded(max_len=4096))
+    # Optional (2.1): bytes of ZERO frames the target made without writing them (absent: not said).
+    zero_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,3 +151,19 @@ class FsCheck:
 class Range:
     offset: int
     length: int
+
+
+FILES_HIT_ENTRIES = 16  # entries (partitions, the area outside them) a done carries, at most
+FILES_HIT_NAMES = 32  # files named per entry, at most; ``more`` counts the rest
+
+
+@dataclass(frozen=True, slots=True)
+class FilesHit:
+    """Rescue: what the unreadable areas of one partition hit, as the sender's filesystem tools say."""
+
+    partition: int  # 0: outside the partitions
+    fstype: str | None = field(default=None, metadata=bounded(max_len=64))
+    bytes: int = 0  # unreadable bytes in it
+    files: tuple[str, ...] = field(default=(), metadata=bounded(max_len=FILES_HIT_NAMES))
+    more: int = 0  # files the sender named there beyond ``files``
+    note: str = field(default="", metadata=bounded(max_len=1024))

@@ -454,7 +454,7 @@ class WizardApp(App[int]):
             text = "Demo check: the target image DIFFERS from the source."
         top = self.top
         if isinstance(top, SummaryScreen):
-            top.show_demo_check(text)
+            top.show_demo_check(text, same=msg.identical and not msg.error)
 
     # --- screens ---
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recovery import events
+from recovery.engine.clone.progress import BOTTLENECK_MIN, PROCESSORS
 from recovery.engine.peer.jobs import JobStarted
-from recovery.units import human_duration, human_size
+from recovery.units import human_duration, human_rate, human_size
 
 HISTORY = 120  # throughput samples kept for the graph (two per second)
 STAGES = (
@@ -46,8 +47,8 @@ class JobView:
     to_send: int = 0
     verify: bool = True
     planned: bool = False  # the receiver accepted the plan: from now on the target is being changed
-    done: int = 0  # copying: bytes of the plan done
-    durable: int = 0  # bytes the receiver has flushed
+    done: int = 0  # copying: bytes of the plan done (a resumed clone's part on the target included)
+    durable: int = 0  # bytes on the target: what the receiver's last ack said (the same on both machines)
     total: int = 0
     rate: float = 0.0
     eta: float | None = None
@@ -159,19 +160,32 @@ class JobView:
         return (self.ended_at or self.clock()) - self.started_at
 
     def numbers(self) -> tuple[str, str]:
-        """``copied 12.0 GiB of 51.0 GiB · 310.0 MiB/s`` and ``1:02 elapsed · about 2:05 left``."""
+        """What the bar measures, ``copied 12.0 of 51.0 GiB, read back 0 B of 51.0 GiB``, and
+        ``310.0 MiB/s  ·  1:02 elapsed  ·  about 2:05 left in all``."""
         elapsed = f"{human_duration(self.elapsed())} elapsed"
         if self.stage == "map" or not self.total:
             return "", elapsed
-        if self.stage == "transfer":
-            head = f"copied {human_size(self.done)} of {human_size(self.total)}"
-            rate = self.rate
-        else:
-            head = f"read back {human_size(self.verify_done)} of {human_size(self.verify_total or self.planned_verify)}"
-            rate = self.verify_rate
+        head = f"copied {of(self.done, self.total)}"
+        if self.planned_verify:
+            head += f", read back {of(self.verify_done, self.planned_verify)}"
+        rate = self.rate if self.stage == "transfer" else self.verify_rate
         eta = self.overall_eta()
         left = f"about {human_duration(eta)} left in all" if eta is not None else "time left: measuring"
-        return f"{head}  ·  {human_size(rate)}/s", f"{elapsed}  ·  {left}"
+        return head, f"{human_rate(rate)}  ·  {elapsed}  ·  {left}"
+
+    def shown_stages(self) -> dict[str, float]:
+        """How busy each stage is, while the data flows: reading the target back or checking it moves
+        nothing over the link, so nothing is shown then."""
+        return self.stages if self.stage == "transfer" else {}
+
+    def limit_row(self) -> str:
+        """The stage bar that shows the limit: the processors' own, or the busy disk stage that waits for them."""
+        if self.stage != "transfer" or not self.bottleneck:
+            return ""
+        disk = next((d for d, cpu in PROCESSORS.items() if cpu == self.bottleneck), "")
+        if self.stages.get(self.bottleneck, 0.0) < BOTTLENECK_MIN <= self.stages.get(disk, 0.0):
+            return disk
+        return self.bottleneck
 
     def limit_text(self) -> str:
         """Which stage sets the pace now, naming the machine it runs on."""
@@ -195,10 +209,9 @@ class JobView:
             if self.summary is not None and self.summary.verified is False:
                 return f"{target_name} holds the whole copy, but it did NOT verify: do not trust it."
             return f"{target_name} holds the whole copy, but it was not checked: do not trust it yet."
-        written = max(self.durable, self.done if self.started.role == "receiver" else self.durable)
         return (
             f"{target_name} is now INCOMPLETE: its old partition table was wiped and "
-            f"{human_size(written)} of {human_size(self.total)} were written. Do not boot from it."
+            f"{human_size(self.durable)} of {human_size(self.total)} were written. Do not boot from it."
         )
 
     def how_far(self) -> str:
@@ -210,13 +223,20 @@ class JobView:
         )
 
 
+def of(done: int, total: int) -> str:
+    """``12.0 of 51.0 GiB``, or ``44.0 MiB of 1.0 GiB`` when the units differ."""
+    left, right = human_size(done), human_size(total)
+    unit = " " + right.split(" ")[-1]
+    return f"{left.removesuffix(unit)} of {right}" if left.endswith(unit) else f"{left} of {right}"
+
+
 def limit_words(stage: str, sending: str, receiving: str) -> str:
     """The limit in words: which part of the pipeline, on which machine."""
     return {
-        "read": f"Reading the source disk on {sending} is the limit now: the link could carry more.",
-        "compress": f"The processors of {sending} are the limit now (compressing and hashing); "
+        "read": f"Reading the source disk on {sending} is the limit now: the disk itself is slow.",
+        "compress": f"{sending}'s processors are the limit now (reading, hashing, compressing); "
         "compression adapts by itself.",
         "link": "The link is the limit now: it carries all it can.",
-        "decompress": f"The processors of {receiving} are the limit now (decompressing and checking).",
-        "write": f"Writing the target disk on {receiving} is the limit now: the link could carry more.",
+        "decompress": f"{receiving}'s processors are the limit now (checking, decompressing, writing).",
+        "write": f"Writing the target disk on {receiving} is the limit now: the disk itself is slow.",
     }.get(stage, "No stage is saturated now: the clone runs below what each part can do.")

@@ -248,6 +248,8 @@ def test_the_files_the_bad_sectors_hit_are_named(tmp_path: Path, fstype: str) ->
     assert hit["partition"] == 1 and hit["fstype"] == fstype
     assert "/docs/report.bin" in hit["files"], hit
     assert not any("other.txt" in f for f in hit["files"])
+    received = rx.event("summary")  # issue 21: the receiving machine names the damaged files too
+    assert received and received["files_hit"] == summary["files_hit"]
 
 
 def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(random_disk: Path, tmp_path: Path) -> None:

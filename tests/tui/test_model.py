@@ -6,10 +6,11 @@ import dataclasses
 
 from recovery import events
 from recovery.disks.match import find_disk, same_disk
+from recovery.engine.peer.jobs import JobStarted
 from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
 from recovery.tui import flow
 from recovery.tui.advice import advise
-from recovery.tui.job import limit_words
+from recovery.tui.job import JobView, limit_words, of
 from recovery.tui.links import LinkReport
 from recovery.tui.model import (
     Choice,
@@ -21,6 +22,8 @@ from recovery.tui.model import (
 )
 from recovery.tui.review import review_rows
 from recovery.tui.screens.home import address_text, link_rows
+from recovery.tui.screens.progress import title
+from recovery.tui.screens.results import verdict_kind
 from tests.tui import fakes
 
 GIB, MIB = fakes.GIB, fakes.MIB
@@ -73,13 +76,16 @@ def test_progress_is_one_whole_across_copying_and_reading_back() -> None:
     assert 0.24 < job.fraction < 0.26  # half the copy, none of the read-back (as many bytes again)
     copy_left = (51 * GIB - job.done) / job.rate
     assert job.overall_eta() == copy_left + 51 * GIB / job.rate  # the read-back at the copy's pace until it runs
-    assert job.numbers() == (
-        "copied 25.5 GiB of 51.0 GiB  ·  330.0 MiB/s",
-        f"1:21 elapsed  ·  about {fmt(copy_left + 51 * GIB / job.rate)} left in all",
+    assert job.numbers() == (  # what the bar measures: both stages' bytes (issue 21: 24.1% beside "44 of 91")
+        "copied 25.5 of 51.0 GiB, read back 0 B of 51.0 GiB",
+        f"330.0 MiB/s  ·  1:21 elapsed  ·  about {fmt(copy_left + 51 * GIB / job.rate)} left in all",
     )
+    assert job.fraction == (job.done + 0) / (51 * GIB + 51 * GIB)
     back = fakes.job(stage="verify")
     assert back.stage_line() == "Stage 3 of 4: reading the target back"
     assert 0.69 < back.fraction < 0.70 and back.overall_eta() == (51 - 20) * GIB / (1.1 * GIB)
+    assert back.numbers()[0] == "copied 51.0 of 51.0 GiB, read back 20.0 of 51.0 GiB"
+    assert back.fraction == (51 + 20) / (51 + 51)
     back.apply(events.Progress(phase="verify", done=51 * GIB, total=51 * GIB, rate=1e9, eta=0))
     assert back.stage_line() == "Stage 4 of 4: checking the filesystems on the target"
     job.apply(events.Warning("partclone could not read the ntfs"))
@@ -87,6 +93,61 @@ def test_progress_is_one_whole_across_copying_and_reading_back() -> None:
     no_verify = fakes.job()
     no_verify.verify = False
     assert no_verify.stage_line() == "Stage 2 of 2: copying" and 0.49 < no_verify.fraction < 0.51
+    assert no_verify.numbers()[0] == "copied 25.5 of 51.0 GiB"
+    assert of(44 * MIB, GIB) == "44.0 MiB of 1.0 GiB"
+
+
+def aborted(role: str, done: int, durable: int) -> JobView:
+    """One side's view of a clone stopped while streaming: as far as that side got, and the last ack."""
+    started = JobStarted(role=role, driver="here", peer="peer", source="sda", target="sdb")
+    job = JobView(started, host="here", clock=lambda: 10.0, started_at=0.0)
+    job.apply(
+        events.PlanMade(role=role, source="sda", target="sdb", mode="used", size=GIB, to_send=512 * MIB, chunk_size=MIB)
+    )
+    job.apply(events.Phase("transfer", "sending"))
+    job.apply(events.Progress(phase="transfer", done=done, total=512 * MIB, rate=1.0, eta=None, durable=durable))
+    return job
+
+
+def test_both_machines_say_the_same_bytes_written_for_a_clone_that_stopped() -> None:
+    """Issue 21: 120.2 vs 92.2 MiB for the same aborted clone: the receiver counted what it had written
+    (flushed or not), the sender what the last ack said. Both say the last ack now."""
+    sender, receiver = aborted("sender", 130 * MIB, 92 * MIB), aborted("receiver", 120 * MIB, 92 * MIB)
+    assert sender.target_state("sdb") == receiver.target_state("sdb")
+    assert "92.0 MiB of 512.0 MiB were written" in sender.target_state("sdb")
+
+
+def test_the_progress_title_says_rescue_mode_first() -> None:
+    """Issue 21: the next review and the progress title never mentioned rescue."""
+
+    def job(driver: str, rescue: bool) -> JobView:
+        started = JobStarted(role="sender", driver=driver, peer="new-pc", source="sda", target="sdb", rescue=rescue)
+        return JobView(started, host="here", clock=lambda: 0.0, started_at=0.0)
+
+    assert title(job("here", True)) == "Rescue mode: copying to new-pc"
+    assert title(job("here", False)) == "Copying to new-pc"
+    assert title(job("peer", True)) == "Rescue mode, controlled from new-pc"
+
+
+def test_green_means_verified_only() -> None:
+    """Issue 21: a partial rescue's INCOMPLETE SOURCE was the same green as VERIFIED."""
+    base = fakes.job(finished=True).summary
+    assert base is not None
+    assert verdict_kind(base) == "verified"
+    assert verdict_kind(dataclasses.replace(base, unreadable=4096)) == "partial"
+    assert verdict_kind(dataclasses.replace(base, verified=None)) == "partial"
+    assert verdict_kind(dataclasses.replace(base, verified=False, unreadable=4096)) == "failed"
+
+
+def test_processors_that_hold_a_busy_disk_stage_show_on_its_bar() -> None:
+    """The processors are named, and the bar underlined is the busy one that waits for them."""
+    job = fakes.job()
+    job.stages = {"read": 0.98, "compress": 0.1, "link": 0.0, "decompress": 0.0, "write": 0.0}
+    job.bottleneck = "compress"
+    assert job.limit_row() == "read" and job.limit_text().startswith("rescue-laptop's processors are the limit")
+    job.stages["compress"] = 0.9
+    assert job.limit_row() == "compress"
+    assert fakes.job(stage="verify").shown_stages() == {}  # nothing crosses the link: no shares shown
 
 
 def fmt(seconds: float) -> str:
@@ -97,7 +158,8 @@ def fmt(seconds: float) -> str:
 
 def test_the_limit_names_the_machine_and_verification_reads_the_target() -> None:
     """Issue 6: the other machine's processors are a possible answer; the read-back is the target's disk."""
-    assert limit_words("compress", "old-pc", "new-pc").startswith("The processors of old-pc are the limit")
+    assert limit_words("compress", "old-pc", "new-pc").startswith("old-pc's processors are the limit now")
+    assert limit_words("decompress", "old-pc", "new-pc").startswith("new-pc's processors are the limit now")
     assert "target disk on new-pc" in limit_words("write", "old-pc", "new-pc")
     assert limit_words("link", "a", "b") == "The link is the limit now: it carries all it can."
     back = fakes.job(stage="verify")

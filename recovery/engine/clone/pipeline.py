@@ -10,6 +10,7 @@ crew, so a worker's error travels to the caller instead of vanishing.
 from __future__ import annotations
 
 import mmap
+import os
 import queue
 import threading
 import time
@@ -190,27 +191,72 @@ class Reorder(Generic[K, T]):
             self.cond.notify_all()
 
 
+SCHEDSTAT = "/proc/thread-self/schedstat"  # time on a processor, time waiting in the run queue (ns)
+
+
+class _SchedStat:
+    """This thread's schedstat, kept open: a pread of it costs a microsecond; closed with the thread."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd = os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = -1
+
+    def run_delay(self) -> float:
+        """Seconds this thread was ready to run but waited for a processor (0.0 when the kernel does not say)."""
+        if self.fd < 0:
+            return 0.0
+        try:
+            fields = os.pread(self.fd, 128, 0).split()
+            return int(fields[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+_thread = threading.local()
+
+
+def processor_seconds() -> float:
+    """This thread's time on a processor plus its time waiting for one (other programs, a cgroup's CPU
+    limit): what a stage spends because processors are short, as opposed to waiting for a disk or a peer."""
+    stat = getattr(_thread, "schedstat", None)
+    if stat is None:
+        stat = _thread.schedstat = _SchedStat()
+    return time.thread_time() + stat.run_delay()
+
+
 class Meter:
     """Busy time of one pipeline stage, summed over its threads; work under way counts as it goes,
-    so a chunk that takes seconds (a high zstd level) shows as busy while it runs, not at the end."""
+    so a chunk that takes seconds (a high zstd level) shows as busy while it runs, not at the end.
+    Of each finished piece it also sums the processor time (:func:`processor_seconds`)."""
 
     def __init__(self) -> None:
         self._done = 0.0
-        self._open: dict[int, float] = {}
+        self._cpu = 0.0
+        self._open: dict[int, tuple[float, float]] = {}
         self._next = 0
         self._lock = threading.Lock()
 
     def begin(self) -> int:
-        """A piece of work starts; give the token to :meth:`end`."""
+        """A piece of work starts (on the calling thread); give the token to :meth:`end`, on that thread."""
+        started = (time.monotonic(), processor_seconds())
         with self._lock:
             token = self._next
             self._next += 1
-            self._open[token] = time.monotonic()
+            self._open[token] = started
             return token
 
     def end(self, token: int) -> None:
+        ended = (time.monotonic(), processor_seconds())
         with self._lock:
-            self._done += time.monotonic() - self._open.pop(token)
+            wall, cpu = self._open.pop(token)
+            self._done += ended[0] - wall
+            self._cpu += max(0.0, ended[1] - cpu)
 
     def add(self, seconds: float) -> None:
         with self._lock:
@@ -220,4 +266,9 @@ class Meter:
     def busy(self) -> float:
         with self._lock:
             now = time.monotonic()
-            return self._done + sum(now - t for t in self._open.values())
+            return self._done + sum(now - t for t, _ in self._open.values())
+
+    def spent(self) -> tuple[float, float]:
+        """The finished pieces' wall time and, of it, processor time (seconds, summed)."""
+        with self._lock:
+            return self._done, self._cpu

@@ -7,15 +7,22 @@ measures the share of time its own stages are busy and tells the other
 limit is found the way back-pressure runs, from the end: a busy target disk
 or receiving processor holds everything before it; else a sender blocked in
 ``send`` means the link carries all it can; else a busy sending processor,
-else the source disk. The receiver's own time in ``recv`` is mostly waiting
-for the sender, so it names the link only when the sender's shares are not
-known (an older peer).
+else the source disk. A disk stage that is busy but spends most of that time
+on a processor or waiting for one (a cgroup's CPU limit, other programs, a
+source in the page cache) is the processors of its machine, not the disk
+(:class:`CpuShare`); and a machine whose threads keep waiting for a processor
+(:class:`ProcessorWait`) has its processors named wherever the time shows. The
+receiver's own time in ``recv`` is mostly waiting for the sender, so it
+names the link only when the sender's shares are not known (an older peer).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+from recovery.engine.clone.pipeline import Meter
 
 REPORT_EVERY = 0.5  # seconds between progress reports, on both sides
 
@@ -23,17 +30,20 @@ REPORT_EVERY = 0.5  # seconds between progress reports, on both sides
 # receiving processor, target disk.
 STAGES = ("read", "compress", "link", "decompress", "write")
 BOTTLENECK_MIN = 0.6  # a stage busier than this can be the limit
+CPU_BOUND = 0.5  # a disk stage that spends more of its busy time on (or waiting for) a processor is not the disk
+PROCESSORS = {"read": "compress", "write": "decompress"}  # a disk stage -> its machine's processors
 
 
 class RateMeter:
-    """Smoothed bytes per second and the time left."""
+    """Smoothed bytes per second and the time left, from the work measured since it started: ``done`` is
+    what was done before (a resumed clone's part on the target), which no rate counts."""
 
-    def __init__(self, total: int, smoothing: float = 0.3) -> None:
+    def __init__(self, total: int, smoothing: float = 0.3, *, done: int = 0) -> None:
         self.total = total
         self.smoothing = smoothing
         self.start = time.monotonic()
         self._last_t = self.start
-        self._last_done = 0
+        self._first_done = self._last_done = done
         self.rate = 0.0
 
     def update(self, done: int) -> None:
@@ -52,7 +62,7 @@ class RateMeter:
 
     def average(self, done: int) -> float:
         elapsed = time.monotonic() - self.start
-        return done / elapsed if elapsed > 0 else 0.0
+        return (done - self._first_done) / elapsed if elapsed > 0 else 0.0
 
 
 class StageSampler:
@@ -77,17 +87,73 @@ class StageSampler:
         return out
 
 
-def limit(shares: dict[str, float], *, link_known: bool = True) -> str:
+class ProcessorWait:
+    """How many of this program's threads, on average over the last window, were ready to run but waited
+    for a processor (run-queue time from ``/proc/self/task/*/schedstat``: other programs, a cgroup's CPU
+    limit), at most 1: processors this short are the limit wherever the time goes."""
+
+    def __init__(self, tasks: str = "/proc/self/task", clock: Callable[[], float] = time.monotonic) -> None:
+        self.tasks, self.clock = tasks, clock
+        self._t = clock()
+        self._prev = self._read()
+
+    def _read(self) -> dict[str, int]:
+        delays = {}
+        try:
+            names = os.listdir(self.tasks)
+        except OSError:
+            return {}
+        for tid in names:
+            try:
+                with open(f"{self.tasks}/{tid}/schedstat", "rb") as f:
+                    delays[tid] = int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended meanwhile
+        return delays
+
+    def sample(self) -> float:
+        now, delays = self.clock(), self._read()
+        waited = sum(ns - self._prev.get(tid, 0) for tid, ns in delays.items()) / 1e9
+        window, self._t, self._prev = max(now - self._t, 1e-6), now, delays
+        return round(min(max(waited / window, 0.0), 1.0), 3)
+
+
+class CpuShare:
+    """Of a stage's busy time in the last window, the share spent on a processor or waiting for one."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._prev = meter.spent()
+
+    def sample(self) -> float:
+        wall, cpu = self.meter.spent()
+        busy, used = wall - self._prev[0], cpu - self._prev[1]
+        self._prev = (wall, cpu)
+        return round(min(max(used / busy, 0.0), 1.0), 3) if busy > 0 else 0.0
+
+
+def limit(shares: dict[str, float], cpu: dict[str, float] | None = None, *, link_known: bool = True) -> str:
     """The stage that sets the pace now, by back-pressure (``""``: none is busy enough).
 
-    ``shares`` holds what is known of :data:`STAGES`; ``link_known`` False
-    when ``link`` is only the receiver's waiting time (the sender's is unknown).
+    ``shares`` holds what is known of :data:`STAGES`. ``cpu`` what is known of
+    the processors: for the disk stages (``read``, ``write``) the share of
+    their busy time on a processor or waiting for one (over :data:`CPU_BOUND`,
+    their machine's processors are named instead of the disk), and for each
+    machine (``sender``, ``receiver``) its :class:`ProcessorWait`, which counts
+    as its processors being busy (``compress``, ``decompress``); a sender that
+    short of processors is named before the link, whose time in ``send`` is
+    then the processors' too. ``link_known`` False when ``link`` is only the
+    receiver's waiting time (the sender's is unknown).
     """
+    cpu = cpu or {}
+    waits = {"decompress": cpu.get("receiver", 0.0), "compress": cpu.get("sender", 0.0)}
     for stage in ("write", "decompress", "link", "compress", "read"):
+        if stage == "link" and waits["compress"] >= BOTTLENECK_MIN:
+            return "compress"
         if stage == "link" and not link_known:
             continue
-        if shares.get(stage, 0.0) >= BOTTLENECK_MIN:
-            return stage
+        if max(shares.get(stage, 0.0), waits.get(stage, 0.0)) >= BOTTLENECK_MIN:
+            return PROCESSORS.get(stage, stage) if cpu.get(stage, 0.0) > CPU_BOUND else stage
     if not link_known and shares.get("link", 0.0) >= BOTTLENECK_MIN:
         return "link"
     return ""

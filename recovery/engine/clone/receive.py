@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 from recovery import events
 from recovery.disks import identity, signatures, usedmap
@@ -14,11 +15,12 @@ from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
 from recovery.engine.clone.imagetarget import ImageTarget, image_manifest
 from recovery.engine.clone.pipeline import TICK
-from recovery.engine.clone.progress import REPORT_EVERY, RateMeter, StageSampler, limit
+from recovery.engine.clone.progress import REPORT_EVERY, CpuShare, ProcessorWait, RateMeter, StageSampler, limit
 from recovery.engine.clone.recvpipe import ReceivePipeline
 from recovery.engine.clone.target import Target
 from recovery.engine.peer.guard import CodeGuard
 from recovery.engine.peer.session import PeerLink, handshake
+from recovery.engine.rescue import fsnames
 from recovery.engine.rescue.passes import unreadable_error
 from recovery.engine.resume import agree, journal
 from recovery.engine.resume.keeper import Keeper
@@ -102,8 +104,15 @@ class _Receiving:
         self.replace = 0  # of those, frames the sender sends again (they differ from the source)
         self.resumed = 0  # bytes the target held already
         self.pipe: ReceivePipeline | None = None
+        self.progress: _TransferProgress | None = None
         self.started = time.monotonic()
         self.succeeded = False
+        self.wire_start = link.conn.data.bytes_in  # the session's earlier clones are not this one's
+
+    @property
+    def wire(self) -> int:
+        """Bytes this clone took from the data channel."""
+        return self.link.conn.data.bytes_in - self.wire_start
 
     @property
     def journals(self) -> bool:
@@ -252,7 +261,8 @@ class _Receiving:
             held=self.held,
             max_replaced=self.replace or None,
         )
-        done = _run(self.link, pipe, plan, self.sink)
+        self.progress = _TransferProgress(self)
+        done = _run(self.link, pipe, self.progress)
         self.keeper.drain()  # the last ack goes out before the summary
         _check_totals(plan, done, pipe)
         if isinstance(self.target, ImageTarget):
@@ -284,6 +294,7 @@ class _Receiving:
                 checks=tuple(verdict.checks),
                 resends=pipe.resends,
                 kept_as=kept_as,
+                zero_bytes=pipe.zero_bytes,
             )
         )
         summary = self._summary(done, verdict)
@@ -305,7 +316,7 @@ class _Receiving:
             target=identity.describe(self.pinned),
             size=plan.size,
             bytes_read=0,
-            bytes_sent=self.link.conn.data.bytes_in,
+            bytes_sent=self.wire,
             bytes_written=target.bytes_written,
             zero_bytes=pipe.zero_bytes,
             seconds=round(time.monotonic() - self.started, 3),
@@ -318,13 +329,17 @@ class _Receiving:
             resumed=self.resumed,
             unreadable=done.unreadable,
             unreadable_ranges=[[r.offset, r.length] for r in done.unreadable_ranges],
+            files_hit=fsnames.from_wire(done.files_hit),
             source_digest=done.source_digest is not None and result.image_digest == done.source_digest,
             rescue=plan.rescue,
+            planned=plan.map.bytes,
         )
 
     def failed(self, error: BaseException) -> BaseException:
         """The error to raise: the first one (the pipeline's own before the lost link it caused), told to
         the peer; what was written since the last ack journaled; how to go on, if the journal holds it."""
+        if self.progress is not None and self.pipe is not None and not self.pipe.finished.is_set():
+            self.progress.stopped()
         error = self.link.abandon(error, self.pipe.crew if self.pipe else None)
         if self.pipe is not None:
             self.keeper.settle(self.pipe)
@@ -344,11 +359,10 @@ class _Receiving:
             self.target.unlock()
 
 
-def _run(link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.EventSink) -> m.Done:
+def _run(link: PeerLink, pipe: ReceivePipeline, progress: _TransferProgress) -> m.Done:
     """The pipeline's threads until its END is written and the sender's done of the same epoch came,
     with progress both ways."""
     ctl = link.ctl
-    progress = _TransferProgress(link, pipe, plan, sink)
     pipe.start()
     done: m.Done | None = None
     while not (pipe.finished.is_set() and done is not None and done.epoch == ctl.state.epoch):
@@ -367,8 +381,10 @@ def _run(link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.Event
 class _TransferProgress:
     """The receiver's progress while it streams: its shares to the sender, the limit of both to its user."""
 
-    def __init__(self, link: PeerLink, pipe: ReceivePipeline, plan: m.Plan, sink: events.EventSink) -> None:
-        self.link, self.pipe, self.plan, self.sink = link, pipe, plan, sink
+    def __init__(self, clone: _Receiving) -> None:
+        self.clone, self.link, self.plan, self.sink = clone, clone.link, clone.plan, clone.sink
+        self.pipe = pipe = clone.pipe_
+        self.write_cpu, self.waits = CpuShare(pipe.write_meter), ProcessorWait()
         self.sampler = StageSampler(
             {
                 "link": lambda: pipe.net_meter.busy,
@@ -377,9 +393,9 @@ class _TransferProgress:
             },
             {"decompress": pipe.workers},
         )
-        self.rate = RateMeter(plan.map.bytes)
+        self.rate = RateMeter(self.plan.map.bytes, done=pipe.done_bytes)  # a resume's part was not sent now
         self.sender: m.Progress | None = None  # the sender's shares, when it says them
-        self.told_stages = "stages" in link.ctl.state.shared_caps
+        self.told_stages = "stages" in self.link.ctl.state.shared_caps
         self.last = time.monotonic()
 
     def report(self) -> None:
@@ -388,6 +404,7 @@ class _TransferProgress:
         self.last = time.monotonic()
         pipe, plan, sender = self.pipe, self.plan, self.sender
         shares = self.sampler.sample()
+        write_cpu, waits = self.write_cpu.sample(), self.waits.sample()
         self.link.ctl.send(
             m.Progress(
                 phase="transfer",
@@ -396,26 +413,36 @@ class _TransferProgress:
                 link_busy=shares["link"],
                 work_busy=shares["decompress"],
                 write_busy=shares["write"],
+                write_cpu=write_cpu,
+                cpu_wait=waits,
             )
         )
+        cpu = {"write": write_cpu, "receiver": waits}
         if sender is not None:
             shares.update(read=sender.read_busy, compress=sender.work_busy, link=sender.link_busy)
+            cpu.update(read=sender.read_cpu, sender=sender.cpu_wait)
         # A sender that lists "stages" says its shares soon: until then, name nothing.
-        named = limit(shares, link_known=sender is not None) if sender or not self.told_stages else ""
+        named = limit(shares, cpu, link_known=sender is not None) if sender or not self.told_stages else ""
         self.rate.update(pipe.done_bytes)
-        self.sink(
-            events.Progress(
-                phase="transfer",
-                done=pipe.done_bytes,
-                total=plan.map.bytes,
-                rate=self.rate.rate,
-                eta=self.rate.eta(pipe.done_bytes),
-                wire=self.link.conn.data.bytes_in,
-                durable=pipe.done_bytes,
-                stages=shares,
-                bottleneck=named,
-            )
+        rate, eta = self.rate.rate, self.rate.eta(pipe.done_bytes)
+        self.sink(self._progress(rate, eta, stages=shares, bottleneck=named, cpu=cpu))
+
+    def _progress(self, rate: float, eta: float | None, **shares: Any) -> events.Progress:
+        return events.Progress(
+            phase="transfer",
+            done=self.pipe.done_bytes,
+            total=self.plan.map.bytes,
+            rate=rate,
+            eta=eta,
+            wire=self.clone.wire,
+            durable=self.clone.keeper.acked,
+            **shares,
         )
+
+    def stopped(self) -> None:
+        """The clone failed while it streamed: what the last ack told the sender is on the target (the sender
+        says the same), as progress."""
+        self.sink(self._progress(self.rate.rate, None))
 
 
 def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
@@ -426,7 +453,7 @@ def _check_totals(plan: m.Plan, done: m.Done, pipe: ReceivePipeline) -> None:
         )
     if pipe.done_bytes != plan.map.bytes:
         raise RemoteProtocolError(f"the plan announced {plan.map.bytes} bytes, the stream carried {pipe.done_bytes}")
-    if (done.unreadable or done.unreadable_ranges) and not plan.rescue:
+    if (done.unreadable or done.unreadable_ranges or done.files_hit) and not plan.rescue:
         raise RemoteProtocolError("the sender reports unreadable areas, but its plan was not a rescue")
     if done.unreadable > plan.map.bytes or sum(r.length for r in done.unreadable_ranges) > done.unreadable:
         raise RemoteProtocolError(

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import blake3
 
@@ -19,7 +20,15 @@ from recovery.engine.clone.health import watched_clone
 from recovery.engine.clone.imagesource import ImageSource, open_source
 from recovery.engine.clone.level import LevelController, Sample, level_name
 from recovery.engine.clone.pipeline import TICK
-from recovery.engine.clone.progress import REPORT_EVERY, CpuSampler, RateMeter, StageSampler, limit
+from recovery.engine.clone.progress import (
+    REPORT_EVERY,
+    CpuSampler,
+    CpuShare,
+    ProcessorWait,
+    RateMeter,
+    StageSampler,
+    limit,
+)
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
 from recovery.engine.peer.session import PeerLink, handshake
@@ -114,11 +123,27 @@ class _Sending:
         self.source: Source | None = None
         self.rescue: RescueJob | None = None
         self.pipe: SendPipeline | None = None
+        self.loop: _SendLoop | None = None
         self.frames = FrameList()  # what the target holds already (a resume)
         self.again: list[Chunk] = []  # of those, chunks that differ from the source: sent again
         self.image: blake3.blake3 | None = None  # exact mode: the whole source, hashed in order
         self.target_desc = ""
         self.started = time.monotonic()
+        self.wire_start = link.conn.data.bytes_out  # the session's earlier clones are not this one's
+        self.hit: tuple[list[tuple[int, int]], list[dict[str, Any]]] | None = None  # rescue: bad ranges, files
+
+    @property
+    def wire(self) -> int:
+        """Bytes this clone put on the data channel."""
+        return self.link.conn.data.bytes_out - self.wire_start
+
+    def files_hit(self, bad: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """The files the unreadable ranges hit, found once per list of ranges."""
+        if not bad:
+            return []
+        if self.hit is None or self.hit[0] != bad:
+            self.hit = (bad, fsnames.files_hit(self.source_.path, self.umap.parts, bad, self.sink))
+        return self.hit[1]
 
     def plan(self) -> None:
         """Open the source, map what to copy, and make the plan (and, in rescue mode, the rescue job)."""
@@ -232,7 +257,8 @@ class _Sending:
             frames=self.frames,
         )
         self.started = time.monotonic()
-        return _SendLoop(self, levels).run()
+        self.loop = _SendLoop(self, levels)
+        return self.loop.run()
 
     def conclude(self, summary: m.Summary) -> events.Summary:
         """Check the receiver's summary against what was sent; the verdict, as this side's summary or its error."""
@@ -247,7 +273,6 @@ class _Sending:
         differs = finish.whole_digest_differs(opts.mode, summary.target_digest, pipe.image_digest)
         verified = False if differs else summary.verified
         bad = rescue.unreadable(self.umap.extents) if rescue is not None else []
-        hit = fsnames.files_hit(source.path, self.umap.parts, bad, self.sink) if bad else []
         result = events.Summary(
             role="sender",
             mode=opts.mode,
@@ -255,10 +280,10 @@ class _Sending:
             target=self.target_desc,
             size=source.size,
             bytes_read=source.bytes_read + (rescue.rescuer.bytes_read if rescue else 0),
-            bytes_sent=self.link.conn.data.bytes_out,
+            bytes_sent=self.wire,
             bytes_written=summary.bytes_written,
-            zero_bytes=pipe.zero_bytes,
-            seconds=round(time.monotonic() - self.started, 3),
+            zero_bytes=pipe.zero_bytes if summary.zero_bytes is None else summary.zero_bytes,  # the receiver's
+            seconds=summary.seconds or round(time.monotonic() - self.started, 3),
             list_digest=pipe.list_digest,
             image_digest=pipe.image_digest,
             verified=verified,
@@ -268,10 +293,11 @@ class _Sending:
             resumed=self.resumed,
             unreadable=sum(n for _, n in bad),
             unreadable_ranges=[[o, n] for o, n in bad[:1024]],
-            files_hit=hit,
+            files_hit=self.files_hit(bad),
             mapfile=str(rescue.path) if rescue is not None else None,
             source_digest=pipe.image_digest is not None,
             rescue=rescue is not None,
+            planned=self.chunks.bytes,
         )
         self.sink(result)
         if verified is False:
@@ -289,6 +315,8 @@ class _Sending:
     def failed(self, error: BaseException) -> BaseException:
         """The error to raise: the first one (the pipeline's own before the lost link it caused), told to
         the peer; how to go on, if the receiver's journal holds part of the clone."""
+        if self.loop is not None:
+            self.loop.stopped()
         error = self.link.abandon(error, self.pipe.crew if self.pipe else None)
         return agree.resume_hint(error, self.link.peer_journal, self.link.theirs.host.hostname)
 
@@ -316,12 +344,14 @@ class _SendLoop:
         assert clone.pipe is not None
         self.clone, self.pipe, self.levels = clone, clone.pipe, levels
         self.ctl, self.sink, self.rescue = clone.link.ctl, clone.sink, clone.rescue
-        self.durable, self.epoch, self.done_sent = 0, 0, False
+        self.durable, self.epoch, self.done_sent = clone.frames.covered, 0, False
         self.source_checked = False  # the receiver may ask once per clone
         self.resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
         self.remote = m.Progress(phase="transfer", done=0, total=0)  # the receiver's shares
-        self.rate, self.verify_rate = RateMeter(clone.chunks.bytes), RateMeter(1)
         pipe, data = self.pipe, clone.link.conn.data
+        self.rate = RateMeter(clone.chunks.bytes, done=pipe.done_bytes)  # a resume's part was not sent now
+        self.verify_rate = RateMeter(1)
+        self.read_cpu, self.waits = CpuShare(pipe.read_meter), ProcessorWait()
         self.sampler = StageSampler(
             {
                 "read": lambda: pipe.read_meter.busy,
@@ -397,22 +427,31 @@ class _SendLoop:
         self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
 
     def _say_done(self) -> None:
-        pipe, total = self.pipe, self.clone.chunks.bytes
-        self.ctl.send(_done(pipe, self.epoch, self.rescue, self.clone.umap.extents))
+        pipe = self.pipe
+        self.ctl.send(_done(pipe, self.epoch, self.rescue, self.clone))
         self.done_sent = True
-        self.sink(
-            events.Progress(
-                phase="transfer",
-                done=pipe.done_bytes,
-                total=total,
-                rate=self.rate.average(pipe.done_bytes),
-                eta=0.0,
-                wire=self.clone.link.conn.data.bytes_out,
-                durable=self.durable,
-                level=level_name(self.levels.level),
-            )
-        )
+        self.sink(self._progress(self.rate.average(pipe.done_bytes), 0.0))
         self.sink(events.Phase("verify", "waiting for the receiver to flush and read the target back"))
+
+    def _progress(self, rate: float, eta: float | None, **shares: Any) -> events.Progress:
+        pipe = self.pipe
+        return events.Progress(
+            phase="transfer",
+            done=pipe.done_bytes,
+            total=self.clone.chunks.bytes,
+            rate=rate,
+            eta=eta,
+            wire=self.clone.wire,
+            durable=self.durable,
+            level=level_name(self.levels.level),
+            **shares,
+        )
+
+    def stopped(self) -> None:
+        """The clone failed: while it streamed, what the last ack said is on the target (the receiver says the
+        same), as progress."""
+        if not self.done_sent:
+            self.sink(self._progress(self.rate.rate, None))
 
     def _report(self) -> None:
         """Twice a second: the level controller fed, the shares told to the receiver, progress here."""
@@ -421,6 +460,7 @@ class _SendLoop:
         self.last_report = time.monotonic()
         pipe, remote, total = self.pipe, self.remote, self.clone.chunks.bytes
         shares = self.sampler.sample()
+        read_cpu, waits = self.read_cpu.sample(), self.waits.sample()
         self.levels.update(
             Sample(
                 link=shares["link"],
@@ -441,24 +481,15 @@ class _SendLoop:
                     read_busy=shares["read"],
                     work_busy=shares["compress"],
                     link_busy=shares["link"],
+                    read_cpu=read_cpu,
+                    cpu_wait=waits,
                 )
             )
         shares.update(decompress=remote.work_busy, write=remote.write_busy)
+        cpu = {"read": read_cpu, "write": remote.write_cpu, "sender": waits, "receiver": remote.cpu_wait}
         self.rate.update(pipe.done_bytes)
-        self.sink(
-            events.Progress(
-                phase="transfer",
-                done=pipe.done_bytes,
-                total=total,
-                rate=self.rate.rate,
-                eta=self.rate.eta(pipe.done_bytes),
-                wire=self.clone.link.conn.data.bytes_out,
-                durable=self.durable,
-                level=level_name(self.levels.level),
-                stages=shares,
-                bottleneck=limit(shares),
-            )
-        )
+        rate, eta = self.rate.rate, self.rate.eta(pipe.done_bytes)
+        self.sink(self._progress(rate, eta, stages=shares, bottleneck=limit(shares, cpu), cpu=cpu))
 
 
 def _plain_reader(source: Source):  # type: ignore[no-untyped-def]
@@ -545,10 +576,13 @@ def _check_source(
     return fscheck.check_source(source.path, umap.parts, failed)
 
 
-def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: list[tuple[int, int]]) -> m.Done:
+def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, clone: _Sending) -> m.Done:
+    """What the stream of ``epoch`` carried; a rescue's unreadable areas, and the files they hit (the receiver
+    names them too)."""
     bad: list[tuple[int, int]] = []
     if rescue is not None:
-        bad = rescue.expected(extents, [(r.job.chunk, r.note) for r in pipe.pending() if r.job.chunk is not None])
+        pending = [(r.job.chunk, r.note) for r in pipe.pending() if r.job.chunk is not None]
+        bad = rescue.expected(clone.umap.extents, pending)
     return m.Done(
         frames=pipe.frames,
         bytes=pipe.done_bytes,
@@ -557,6 +591,7 @@ def _done(pipe: SendPipeline, epoch: int, rescue: RescueJob | None, extents: lis
         epoch=epoch,
         unreadable=sum(n for _, n in bad),
         unreadable_ranges=tuple(m.Range(offset=o, length=n) for o, n in bad[:1024]),
+        files_hit=fsnames.to_wire(clone.files_hit(bad)),
     )
 
 

@@ -90,7 +90,7 @@ class _Job:
             self.log(event)
         self.session.sink(event)
 
-    def started(self, role: str, driver: str, source: str, target: str) -> None:
+    def started(self, role: str, driver: str, source: str, target: str, *, rescue: bool = False) -> None:
         self.log = JobLog(self.session.log_dir, role)
         self.log(self.session.link.peer_event())
         peer = self.session.peer
@@ -102,7 +102,14 @@ class _Job:
             action = f"{peer} is OVERWRITING {target} with its disk {source}"
         self.sink(
             JobStarted(
-                role=role, driver=driver, peer=peer, source=source, target=target, log=self.log_path, action=action
+                role=role,
+                driver=driver,
+                peer=peer,
+                source=source,
+                target=target,
+                log=self.log_path,
+                action=action,
+                rescue=rescue,
             )
         )
 
@@ -339,7 +346,7 @@ class CloneSession:
     def _drive(self, choice: CloneChoice, job: _Job) -> events.Summary:
         src, tgt = choice.source, choice.target
         if choice.send:
-            job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}")
+            job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}", rescue=choice.rescue)
             if tgt.identity is None:
                 raise UsageError(
                     f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
@@ -358,7 +365,7 @@ class CloneSession:
                 log_dir=self.log_dir,
             )
             return run_send(self.link, send, job.sink)
-        job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt))
+        job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt), rescue=choice.rescue)
         if src.identity is None:
             raise UsageError(
                 f"{self.peer} did not identify {src.path}, so it cannot be pinned",
@@ -409,6 +416,7 @@ class CloneSession:
             "peer",
             f"{self.peer}:{identity.describe(plan.source)}",
             identity.describe(pinned) if pinned else "(not chosen)",
+            rescue=plan.rescue,
         )
         if pinned is None:
             self._refuse(
@@ -434,7 +442,7 @@ class CloneSession:
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
         named = identity.describe(req.source_identity) if req.source_identity else req.source
-        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there")
+        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there", rescue=req.rescue)
         try:
             level = parse_level(req.level)
         except UsageError as e:

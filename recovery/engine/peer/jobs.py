@@ -28,6 +28,7 @@ class JobStarted(events.Event):
     target: str
     log: str | None = None  # this clone's log file
     action: str = ""  # in plain words: "office-pc is READING disk nvme0n1 (...)"
+    rescue: bool = False  # the clone runs in rescue mode (a failing source: what can be read is copied)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ from typing import Any
 from recovery import events, run
 from recovery.disks import partdev
 from recovery.errors import RecoveryError
-from recovery.protocol.messages import MapPart
+from recovery.protocol.messages import FilesHit, MapPart
+from recovery.protocol.values import FILES_HIT_ENTRIES, FILES_HIT_NAMES
 
 MAX_BLOCKS = 4096  # filesystem blocks looked up per partition (a larger bad area is sampled)
 MAX_FILES = 200  # named per partition
+NAME_SENT = 512  # characters of a file's name the peer is told (the end of a longer path)
 SPECIAL_INODES = {
     1: "(bad blocks list)",
     5: "(boot loader inode)",
@@ -143,6 +145,7 @@ def files_hit(
             "fstype": part.fstype,
             "bytes": sum(n for _, n in rel),
             "files": [],
+            "more": 0,
             "note": "",
         }
         resolver = RESOLVERS.get(part.fstype or "")
@@ -167,9 +170,44 @@ def files_hit(
                 "fstype": None,
                 "bytes": outside,
                 "files": [],
+                "more": 0,
                 "note": "outside the partitions: the partition table or boot code"
                 if parts
                 else "the source has no partitions the clone knows of",
             }
         )
     return out
+
+
+def to_wire(hits: Sequence[dict[str, Any]]) -> tuple[FilesHit, ...]:
+    """The entries of :func:`files_hit` as a ``done`` carries them to the receiver, within its bounds."""
+    return tuple(
+        FilesHit(
+            partition=hit["partition"],
+            fstype=hit["fstype"],
+            bytes=hit["bytes"],
+            files=tuple(_tail(name) for name in hit["files"][:FILES_HIT_NAMES]),
+            more=max(0, len(hit["files"]) - FILES_HIT_NAMES) + hit["more"],
+            note=hit["note"][:1024],
+        )
+        for hit in hits[:FILES_HIT_ENTRIES]
+    )
+
+
+def from_wire(hits: Sequence[FilesHit]) -> list[dict[str, Any]]:
+    """What the sender said the unreadable areas hit, as this side's summary lists it."""
+    return [
+        {
+            "partition": h.partition,
+            "fstype": h.fstype,
+            "bytes": h.bytes,
+            "files": list(h.files),
+            "more": h.more,
+            "note": h.note,
+        }
+        for h in hits
+    ]
+
+
+def _tail(name: str) -> str:
+    return name if len(name) <= NAME_SENT else "..." + name[-(NAME_SENT - 3) :]

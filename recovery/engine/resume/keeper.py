@@ -32,7 +32,7 @@ class Keeper:
         self.journal = jrnl
         self.sink = sink
         self.image = image
-        self.acked = False
+        self.acked = 0  # bytes the last ack told the sender are on the target (a resume's part included)
 
     @classmethod
     def fresh(
@@ -72,20 +72,26 @@ class Keeper:
             jrnl.truncate(start)
         if rescue and not found.head.get("rescue"):
             jrnl.mark_rescue()
-        return cls(jrnl, sink)
+        keeper = cls(jrnl, sink)
+        keeper.acked = found.frames.covered
+        return keeper
 
     def durable(self, point: DurablePoint, frames: FrameList, send: Callable[[m.Ack], None]) -> None:
         """Frames up to ``point`` are on the target: journal them, then ack (saying where the journal is)."""
         ack = m.Ack(seq=point.seq, bytes=point.covered)
+
+        def say(ack: m.Ack) -> None:
+            send(ack)
+            self.acked = ack.bytes
+
         jrnl = self.journal
         if jrnl is None:
-            self.acked = self.acked or point.covered > 0
-            send(dataclasses.replace(ack, journal=self.image) if self.image and point.covered else ack)
+            say(dataclasses.replace(ack, journal=self.image) if self.image and point.covered else ack)
             return
         jrnl.durable(
             point,
             frames,
-            then=lambda: send(dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)),
+            then=lambda: say(dataclasses.replace(ack, journal=str(jrnl.path) if jrnl.error is None else None)),
         )
 
     def drain(self) -> None:
@@ -108,7 +114,7 @@ class Keeper:
         if jrnl is None:
             if self.image is not None:  # the image's records are its journal: flush them
                 try:
-                    pipe.settle(lambda point: setattr(self, "acked", self.acked or point.covered > 0))
+                    pipe.settle(lambda point: setattr(self, "acked", max(self.acked, point.covered)))
                 except (RecoveryError, OSError) as e:
                     self.sink(events.Warning(f"what was written since the last flush may be lost: {e}"))
             return
@@ -156,7 +162,7 @@ class Keeper:
         does not. True when one is kept (its target then stays too, for the resume)."""
         jrnl, self.journal = self.journal, None
         if jrnl is None:
-            return self.image is not None and self.acked
+            return self.image is not None and self.acked > 0
         if jrnl.done > 0:
             jrnl.close()
             return True

@@ -21,10 +21,14 @@ from recovery.tui.widgets import Bar, RateGraph, StageBars, plain, stage_names
 
 
 def title(job: JobView) -> str:
+    """Who drives the clone, and in rescue mode, that first (a narrow screen cuts the end)."""
     s = job.started
     if job.passive:
-        return f"Controlled from {s.peer}: it chose this clone"
-    return f"Copying {'to' if s.role == 'sender' else 'from'} {s.peer}"
+        return (
+            f"Rescue mode, controlled from {s.peer}" if s.rescue else f"Controlled from {s.peer}: it chose this clone"
+        )
+    way = f"{'to' if s.role == 'sender' else 'from'} {s.peer}"
+    return f"Rescue mode: copying {way}" if s.rescue else f"Copying {way}"
 
 
 class ProgressScreen(Screen[None]):
@@ -73,9 +77,7 @@ class ProgressScreen(Screen[None]):
         self.query_one("#route", Static).update(route)
         self.query_one("#graph", RateGraph).set(job.history)
         self.query_one("#stages", StageBars).show(
-            stage_names(job.sending_host, job.receiving_host),
-            job.stages,
-            job.bottleneck if job.stage == "transfer" else "",
+            stage_names(job.sending_host, job.receiving_host), job.shown_stages(), job.limit_row()
         )
         warning = self.query_one("#warning", Static)
         warning.update(plain(f"Warning: {job.warnings[-1]}") if job.warnings else "")

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from recovery import report
+from recovery import events, report
 from recovery.tui.advice import Advice
 from recovery.tui.job import JobView
 from recovery.tui.widgets import facts, plain
@@ -50,11 +50,19 @@ class ResultScreen(Screen[None]):
         self.post_message(offer.message())
 
 
+def verdict_kind(s: events.Summary) -> str:
+    """The verdict's colour, one meaning each: ``verified`` (green) only for a whole copy checked on the
+    target; ``partial`` (amber) for an incomplete source or a copy not read back; ``failed`` (red)."""
+    if s.verified is False:
+        return "failed"
+    return "verified" if s.verified and not s.unreadable else "partial"
+
+
 def verdict_text(job: JobView) -> Text:
     s = job.summary
     assert s is not None
     text = Text()
-    if s.unreadable:  # a rescue: what was read may be verified, but not all of the source was
+    if s.unreadable and s.verified is not False:  # a rescue: what was read may be verified, not all of it
         text.append(" INCOMPLETE SOURCE ", style="bold reverse")
         text.append("  " + shown(report.verdict(s)))
     elif s.verified:
@@ -95,7 +103,7 @@ class SummaryScreen(ResultScreen):
         checked = report.checked(summary)
         log = self.job.started.log or "not saved (no writable log folder)"
         with VerticalScroll(classes="body"):
-            yield Static(verdict_text(self.job), id="verdict")
+            yield Static(verdict_text(self.job), id="verdict", classes=verdict_kind(summary))
             if checked:
                 yield Static(
                     facts([("Checked" if i == 0 else "", line) for i, line in enumerate(checked)]), id="checked"
@@ -105,11 +113,12 @@ class SummaryScreen(ResultScreen):
             yield Static(next_steps(self.job, self.host), id="next")
         yield Footer()
 
-    def show_demo_check(self, text: str) -> None:
+    def show_demo_check(self, text: str, *, same: bool) -> None:
+        """The demo's own comparison of its two images: green only when they are the same."""
         self.demo_check = text
         check = self.query_one("#demo-check", Static)
         check.update(plain(text))
-        check.add_class("shown")
+        check.add_class("shown", "verified" if same else "failed")
 
 
 class ErrorScreen(ResultScreen):
