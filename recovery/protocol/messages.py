@@ -136,6 +136,11 @@ class PairFailed(Message):
     attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
     reason: Literal["wrong_code", "locked", "stale", "conflict", "no_code"]
     message: str = field(metadata=bounded(max_len=512))
+    # Optional (2.1), after a wrong code: the wrong codes the driver has left before the code shown
+    # changes (or, for a code given with --code, before tries must wait), and whether the server shows
+    # a new code now (the tries ran out). Words for the driver's screen; nothing depends on them.
+    tries_left: int | None = field(default=None, metadata=bounded(lo=0, hi=1000))
+    new_code: bool = False
 
 
 @dataclass(frozen=True, slots=True)

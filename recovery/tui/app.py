@@ -34,7 +34,7 @@ from recovery.engine.peer.seen import Pin
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import PeerLeftError, RecoveryError
 from recovery.protocol.messages import DiskInfo
-from recovery.tui.advice import advise, peer_left
+from recovery.tui.advice import advise, pairing_notice, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.links import read_report
@@ -250,19 +250,18 @@ class WizardApp(App[int]):
         if isinstance(event, events.PairingCode):
             self.state.code = event.code
             if event.why and event.why != "a new pairing":
-                self.notify(
-                    f"{event.why}. This machine's new code is {event.code}.",
-                    title="New pairing code",
-                    severity="warning",
-                    markup=False,
-                )
+                self.state.notice = f"{event.why}. This machine's new code is {event.code}."
             self.refresh_home()
             top = self.top
             if isinstance(top, ErrorScreen) and self.state.link is None:
                 top.set_status(self.waiting_line())
         elif isinstance(event, events.PairingAttempt) and not event.ok:
             text = f"{event.peer}: {event.message or event.reason}"
-            self.notify(text, title="Not paired", severity="error", markup=False)
+            notice = pairing_notice(event, self.state.code)
+            if notice is None:
+                self.notify(text, title="Not paired", severity="error", markup=False)
+            else:
+                self.state.notice = notice  # on the first screen until dismissed
             self.state.status["peer"] = text
             self.refresh_home()
         elif isinstance(event, events.Phase) and event.name == "connect":
@@ -292,6 +291,7 @@ class WizardApp(App[int]):
             return
         self.peering.paired()
         self.state.status.pop("peer", None)
+        self.state.notice = ""
         self.state.seen = []
         session = CloneSession(
             link,

@@ -63,6 +63,7 @@ class WizardState:
     disks: tuple[DiskInfo, ...] | None = None  # None: still reading them
     links: LinkReport | None = None
     status: dict[str, str] = field(default_factory=dict)  # link status by way
+    notice: str = ""  # what the first screen says until dismissed: a wrong code, a new code
     listening: tuple[str, int] | None = None  # (host or "" for every address, port) of the TCP listener
     seen: list[Seen] = field(default_factory=list)  # machines that reached us, not paired
     link: PeerLink | None = None

@@ -21,6 +21,8 @@ from recovery.errors import RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection, FdChannel
 from recovery.link.paced import pace
+from recovery.tui.app import WizardApp
+from recovery.tui.config import WizardConfig
 
 SAMPLE_MIB = 64
 
@@ -145,6 +147,29 @@ class Peer:
             self.session.close("the test is over")
         self.listener.close()
         self.thread.join(10)
+
+
+def in_step(
+    name: str, disk: Path, tmp_path: Path, *, listen: int | None = None, connect: int | None = None
+) -> WizardConfig:
+    """One of two wizards in this process over loopback TCP: it waits on port ``listen`` (0: any), or
+    reaches the other at port ``connect``."""
+    return WizardConfig(
+        hostname=name,
+        disks=(str(disk),),
+        cable=False,
+        listen=None if listen is None else tcp.Endpoint("127.0.0.1", listen),
+        connect=None if connect is None else tcp.Endpoint("127.0.0.1", connect),
+        log_dir=tmp_path / name,
+        timeout=10,
+    )
+
+
+async def listening(pilot: Pilot, app: WizardApp) -> int:
+    """The port a wizard listens on, once it does."""
+    await wait_for(pilot, lambda: app.state.listening is not None, 30, f"{app.state.host} to listen")
+    assert app.state.listening is not None
+    return app.state.listening[1]
 
 
 async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:

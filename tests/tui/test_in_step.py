@@ -14,15 +14,13 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from recovery.engine.clone.compare import compare
-from recovery.link import tcp
 from recovery.tui.app import WizardApp
-from recovery.tui.config import WizardConfig
 from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, ReviewScreen
-from tests.tui.helpers import run, wait_for
+from tests.tui.helpers import in_step, listening, run, wait_for
 from tests.tui.test_wizard import SIZE, confirm, on, text_of, type_code, walk_to_review
 
 
@@ -33,33 +31,12 @@ def passive_line(app: WizardApp) -> str:
 def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    serving = WizardApp(
-        WizardConfig(
-            hostname="new-laptop",
-            disks=(str(blank_image),),
-            cable=False,
-            listen=tcp.Endpoint("127.0.0.1", 0),
-            log_dir=tmp_path / "b",
-            timeout=10,
-        )
-    )
+    serving = WizardApp(in_step("new-laptop", blank_image, tmp_path, listen=0))
 
     async def scenario() -> None:
         async with serving.run_test(size=SIZE) as pb:
-            await wait_for(pb, lambda: serving.state.listening is not None, 30, "the serving wizard to listen")
-            assert serving.state.listening is not None
-            port = serving.state.listening[1]
-            driving = WizardApp(
-                WizardConfig(
-                    hostname="old-laptop",
-                    disks=(str(source_image),),
-                    cable=False,
-                    listen=None,
-                    connect=tcp.Endpoint("127.0.0.1", port),
-                    log_dir=tmp_path / "a",
-                    timeout=10,
-                )
-            )
+            port = await listening(pb, serving)
+            driving = WizardApp(in_step("old-laptop", source_image, tmp_path, connect=port))
             first_code = serving.state.code
             async with driving.run_test(size=SIZE) as pa:
                 await type_code(pa, first_code)
@@ -113,27 +90,8 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
     with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serving = WizardApp(
-        WizardConfig(
-            hostname="new-laptop",
-            disks=(str(blank_image),),
-            cable=False,
-            listen=tcp.Endpoint("127.0.0.1", port),
-            log_dir=tmp_path / "b",
-            timeout=10,
-        )
-    )
-    driving = WizardApp(
-        WizardConfig(
-            hostname="old-laptop",
-            disks=(str(source_image),),
-            cable=False,
-            listen=None,
-            connect=tcp.Endpoint("127.0.0.1", port),
-            log_dir=tmp_path / "a",
-            timeout=10,
-        )
-    )
+    serving = WizardApp(in_step("new-laptop", blank_image, tmp_path, listen=port))
+    driving = WizardApp(in_step("old-laptop", source_image, tmp_path, connect=port))
 
     async def scenario() -> None:
         async with driving.run_test(size=SIZE) as pa:

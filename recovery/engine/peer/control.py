@@ -21,6 +21,7 @@ import threading
 import time
 from typing import NoReturn
 
+from recovery.engine.peer.guard import Verdict
 from recovery.errors import (
     CancelledError,
     Interrupted,
@@ -328,14 +329,16 @@ class ControlLink:
         assert isinstance(event, ProofArrived | PairingFailed)
         return event
 
-    def conclude(self, verdict: str, message: str = "") -> Paired | PairingFailed:
+    def conclude(self, verdict: Verdict) -> Paired | PairingFailed:
         """End the attempt on the guard's verdict about the peer's proof (see :class:`CodeGuard`)."""
         with self._lock:
-            if verdict in ("paired", "wrong_code"):
-                outcome, reply = self.state.judge(verdict == "paired")
+            if verdict.outcome in ("paired", "wrong_code"):
+                outcome, reply = self.state.judge(
+                    verdict.outcome == "paired", tries_left=verdict.tries_left, new_code=verdict.new_code
+                )
             else:
-                reply = self.state.refuse(verdict, message)
-                outcome = PairingFailed(self.state.attempts, verdict, message, by_peer=False)
+                reply = self.state.refuse(verdict.outcome, verdict.message)
+                outcome = PairingFailed(self.state.attempts, verdict.outcome, verdict.message, by_peer=False)
             self.channel.send(reply)
         return outcome
 

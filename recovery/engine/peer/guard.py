@@ -61,6 +61,8 @@ class Verdict:
 
     outcome: str  # "paired", "wrong_code", "locked", "stale"
     message: str = ""
+    tries_left: int | None = None  # a wrong code: what :meth:`CodeGuard.tries_left` says now
+    new_code: bool = False  # a wrong code: it was the last try, a new code replaced the old one
 
 
 @dataclass
@@ -216,9 +218,10 @@ class CodeGuard:
             if not self.given and self.wrong_since_new >= MAX_TRIES:
                 why = f"{self.wrong_since_new} wrong codes: the old code no longer works"
                 announce = (self._replace(), why)
+            left = 0 if announce else self._tries_left(answered.origin)
         if announce is not None and self.on_new_code is not None:
             self.on_new_code(*announce)
-        return Verdict("wrong_code", "it gave a wrong pairing code")
+        return Verdict("wrong_code", "it gave a wrong pairing code", tries_left=left, new_code=announce is not None)
 
     def _replace(self) -> str:
         self.code = codes.generate()
@@ -241,6 +244,9 @@ class CodeGuard:
     def tries_left(self, origin: str) -> int:
         """Wrong tries ``origin`` has before it must wait, or (a made code) before the code changes."""
         with self._lock:
-            state = self._origins.get(origin, _Origin())
-            own = max(0, MAX_TRIES - state.failures)
-            return own if self.given else min(own, MAX_TRIES - self.wrong_since_new)
+            return self._tries_left(origin)
+
+    def _tries_left(self, origin: str) -> int:
+        state = self._origins.get(origin, _Origin())
+        own = max(0, MAX_TRIES - state.failures)
+        return own if self.given else min(own, MAX_TRIES - self.wrong_since_new)

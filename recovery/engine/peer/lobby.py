@@ -10,7 +10,8 @@ bytes) holds up nobody:
 
 - every connection has a fixed time in all to pair (:data:`PAIR_LIMIT`); a
   peer this side may *drive* (for a wizard: an agent or a wizard that waits
-  for our user to type its code) is held longer, or for as long as the cable
+  for our user to type its code), and a wizard whose user is to type *our*
+  code, is held longer (people read and type), or for as long as the cable
   joins us;
 - at most :data:`MAX_CONTACTS` connections are handled at once, and at most
   :data:`MAX_PER_ORIGIN` from one origin (an address, an IPv6 /64): when the
@@ -52,9 +53,9 @@ from collections.abc import Callable
 from recovery import events
 from recovery.engine.peer.control import DEFAULT_TIMEOUT
 from recovery.engine.peer.guard import CodeGuard
-from recovery.engine.peer.seen import Pin, Refuse, Seen
+from recovery.engine.peer.seen import TYPING, Pin, Refuse, Seen
 from recovery.engine.peer.session import STDIO_CODE, Contact, PeerLink, meet, uses_stdio_code
-from recovery.errors import CancelledError, Interrupted, LinkError, RecoveryError
+from recovery.errors import CancelledError, Interrupted, LinkError, PairingError, RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.opening import Source
@@ -302,7 +303,10 @@ class Lobby:
             contact = self._meet(seen)
             link = contact.drive(code)
         except RecoveryError as e:
-            self.sink(events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code, message=e.message))
+            if not (isinstance(e, PairingError) and seen.contact is not None):  # the contact told why itself
+                self.sink(
+                    events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code, message=e.message)
+                )
             self._drop(seen)
             return
         self._won(seen, link)
@@ -395,7 +399,7 @@ class Lobby:
                 raise CancelledError(why)
             guard = CodeGuard(STDIO_CODE) if uses_stdio_code(contact.conn) else self.guard
             wait: float | None = limit
-            if seen.drivable:
+            if seen.drivable or seen.role in TYPING:  # a person is to type a code: as long as people take
                 wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
             link = contact.await_pairing(
                 guard,
@@ -406,8 +410,12 @@ class Lobby:
                 stop=self.done,
             )
         except RecoveryError as e:
-            quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
-            if not (self.done.is_set() or quiet):
+            tried = contact.ctl.state.attempts > 0
+            if self.done.is_set() or (isinstance(e, LinkError) and tried):  # it left after its tries
+                pass
+            elif seen.ours and not tried and isinstance(e, CancelledError):  # its time for us was up
+                self.sink(events.Phase("connect", f"{contact.name} closed the connection; connecting again"))
+            else:
                 self.sink(events.PairingAttempt(peer=contact.name, ok=False, reason=e.code, message=e.message))
             self._drop(seen, e.message)
             return
