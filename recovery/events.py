@@ -68,6 +68,16 @@ class PairingAttempt(Event):
 
 
 @dataclass(frozen=True)
+class RejoinRefused(Event):
+    """The machine a pairing was with will not pair again by that pairing's secret (it restarted, ended
+    that pairing, or cannot): waiting for it is over, only its code pairs now."""
+
+    kind: ClassVar[str] = "rejoin_refused"
+    peer: str  # its name
+    message: str  # why, in its words or ours: "new-pc restarted since that pairing: type the code it shows now"
+
+
+@dataclass(frozen=True)
 class PeerFound(Event):
     """Paired with a peer: who it is, over what, and how safe the link is."""
 

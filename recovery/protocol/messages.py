@@ -378,6 +378,9 @@ class Error(Message):
 class Cancel(Message):
     type: ClassVar[str] = "cancel"
     reason: str = field(metadata=bounded(max_len=1024))
+    # Optional (2.1, capability "keep-pairing"): the sender's user quit or ended the pairing, so the
+    # two do not pair again by the pairing's secret (absent: only the clone stops).
+    ends_pairing: bool = False
 
 
 @dataclass(frozen=True, slots=True)

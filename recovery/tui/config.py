@@ -37,3 +37,4 @@ class WizardConfig:
     inventory: Callable[[], tuple[DiskInfo, ...]] | None = None
     links: Callable[[], LinkReport] | None = None
     cable_opener: Callable[[threading.Event], Connection] | None = None
+    link_rate: float | None = None  # hold every paired link to this many bytes/s each way (a slow cable)

@@ -11,7 +11,7 @@ from recovery.tui.app import WizardApp
 from recovery.tui.demo import DemoWorld
 from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PairScreen
-from tests.tui.helpers import in_step, listening, run, wait_for
+from tests.tui.helpers import run, two_in_step, wait_for
 from tests.tui.test_wizard import SIZE, on, text_of
 
 WRONG = "1111-2222"
@@ -31,37 +31,33 @@ async def type_wrong(pilot: Pilot, said: str) -> None:
 def test_wrong_codes_are_counted_down_on_both_screens_and_the_code_really_changes(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    serving = WizardApp(in_step("new-pc", blank_image, tmp_path, listen=0))
-
     async def scenario() -> None:
-        async with serving.run_test(size=SIZE) as pb:
-            driving = WizardApp(in_step("office-pc", source_image, tmp_path, connect=await listening(pb, serving)))
-            async with driving.run_test(size=SIZE) as pa:
-                await wait_for(pa, lambda: any(s.drivable for s in driving.state.seen), 30, "new-pc to be reached")
-                first = serving.state.code
-                await type_wrong(pa, "Wrong code: 2 tries left. Check the code new-pc shows")
-                await wait_for(pb, lambda: "office-pc typed a wrong code: 2 tries left" in notice(serving), 30)
-                await type_wrong(pa, "Wrong code: 1 try left.")
-                await wait_for(pb, lambda: "1 try left before this machine's code changes" in notice(serving), 30)
-                await type_wrong(pa, "that was the last try: new-pc now shows a new code")
-                await wait_for(pb, lambda: serving.state.code != first, 30, "new-pc's code to change")
-                new = serving.state.code
-                await wait_for(pb, lambda: f"Its new code is {new}" in notice(serving), 30)
-                assert new in text_of(serving, "#home-code")
-                await pa.press("r")  # another reason to paint the first screen: the notice stays
-                await wait_for(pa, lambda: "new-pc now shows a new code" in notice(driving), 30)
-                await pa.press("x")  # until dismissed
-                await wait_for(pa, lambda: not driving.screen.query_one("#home-notice").display, 30, "the notice to go")
-                # The old code no longer pairs (the serving side answers with its new one) ...
-                await wait_for(pa, lambda: not serving.guard.locked("127.0.0.1", "127.0.0.1"), 30)
-                await pa.press("c", *first, "enter")
-                await wait_for(pa, lambda: "Wrong code" in notice(driving), 30)
-                assert driving.state.link is None
-                # ... and the new one does.
-                await wait_for(pa, lambda: not serving.guard.locked("127.0.0.1", "127.0.0.1"), 30)
-                await pa.press("c", *new, "enter")
-                await on(pa, PairScreen)
-                assert driving.state.notice == "" and serving.state.link is not None
+        async with two_in_step(source_image, blank_image, tmp_path, SIZE) as (driving, pa, serving, pb):
+            await wait_for(pa, lambda: any(s.drivable for s in driving.state.seen), 30, "new-pc to be reached")
+            first = serving.state.code
+            await type_wrong(pa, "Wrong code: 2 tries left. Check the code new-pc shows")
+            await wait_for(pb, lambda: "office-pc typed a wrong code: 2 tries left" in notice(serving), 30)
+            await type_wrong(pa, "Wrong code: 1 try left.")
+            await wait_for(pb, lambda: "1 try left before this machine's code changes" in notice(serving), 30)
+            await type_wrong(pa, "that was the last try: new-pc now shows a new code")
+            await wait_for(pb, lambda: serving.state.code != first, 30, "new-pc's code to change")
+            new = serving.state.code
+            await wait_for(pb, lambda: f"Its new code is {new}" in notice(serving), 30)
+            assert new in text_of(serving, "#home-code")
+            await pa.press("r")  # another reason to paint the first screen: the notice stays
+            await wait_for(pa, lambda: "new-pc now shows a new code" in notice(driving), 30)
+            await pa.press("x")  # until dismissed
+            await wait_for(pa, lambda: not driving.screen.query_one("#home-notice").display, 30, "the notice to go")
+            # The old code no longer pairs (the serving side answers with its new one) ...
+            await wait_for(pa, lambda: not serving.guard.locked("127.0.0.1", "127.0.0.1"), 30)
+            await pa.press("c", *first, "enter")
+            await wait_for(pa, lambda: "Wrong code" in notice(driving), 30)
+            assert driving.state.link is None
+            # ... and the new one does.
+            await wait_for(pa, lambda: not serving.guard.locked("127.0.0.1", "127.0.0.1"), 30)
+            await pa.press("c", *new, "enter")
+            await on(pa, PairScreen)
+            assert driving.state.notice == "" and serving.state.link is not None
 
     run(scenario)
 

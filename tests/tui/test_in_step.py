@@ -8,7 +8,6 @@ when the driver starts another clone, and says clearly when the driver quits.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -20,7 +19,7 @@ from recovery.tui.screens.pair import PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, ReviewScreen
-from tests.tui.helpers import in_step, listening, run, wait_for
+from tests.tui.helpers import free_port, in_step, listening, run, wait_for
 from tests.tui.test_wizard import SIZE, confirm, on, text_of, type_code, walk_to_review
 
 
@@ -60,7 +59,7 @@ def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
                 await pa.press("ctrl+q")  # the driver quits
             await on(pb, ErrorScreen)
             assert text_of(serving, "#topbar").endswith("old-laptop ended the pairing")
-            assert "old-laptop closed the wizard" in text_of(serving, "#error-message")
+            assert "old-laptop's user quit the wizard" in text_of(serving, "#error-message")
             assert serving.state.code != first_code and serving.state.code in text_of(serving, "#error-status")
             assert serving.state.link is None
             await pb.press("enter")
@@ -87,9 +86,7 @@ async def both(pa: Pilot, pb: Pilot, kind: type, timeout: float = 30) -> None:
 def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_else(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # so the driver can be told where before the server runs
     serving = WizardApp(in_step("new-laptop", blank_image, tmp_path, listen=port))
     driving = WizardApp(in_step("old-laptop", source_image, tmp_path, connect=port))
 
@@ -103,7 +100,7 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
                 await pb.press("ctrl+q")  # the serving machine's user quits
             await on(pa, ErrorScreen)
             assert text_of(driving, "#topbar").endswith("new-laptop ended the pairing")
-            assert "new-laptop closed the wizard" in text_of(driving, "#error-message")
+            assert "new-laptop's user quit the wizard" in text_of(driving, "#error-message")
             assert driving.state.link is None and driving.state.session is None
             await pa.press("enter")
             await on(pa, HomeScreen)  # back to the first screen, paired with nobody

@@ -38,10 +38,14 @@ machine come back (``Seen.known``), any other as a different one, so a
 screen never presents someone else as the peer it had. Nothing pairs by
 itself: the peer proves a code again, and only then are its host name and
 machine id (its introduction) authenticated and compared with the pin.
-The one exception a person chooses: after a lost link, a lobby may hold the
-lost pairing's rejoin secret (:meth:`Lobby.rejoin`), and tries it, once per
-connection, on those that name the pinned machine and list "rejoin": the
-secret is the proof (only the two machines of that pairing hold it).
+The one exception a person chooses: after a lost link (or at once after a
+failed clone that keeps the pairing), a lobby may hold the pairing's rejoin
+secret (:meth:`Lobby.rejoin`), and tries it, once per connection, on those
+that name the pinned machine and list "rejoin": the secret is the proof
+(only the two machines of that pairing hold it). One that refuses it as
+stale (it restarted, or ended that pairing) or does not list "rejoin" never
+will: the lobby drops the secret and says so
+(:class:`~recovery.events.RejoinRefused`).
 """
 
 from __future__ import annotations
@@ -331,6 +335,21 @@ class Lobby:
         with self._lock:
             self._rejoin = secret
 
+    def _heard(self, event: events.Event) -> None:
+        """What a contact tells: one that refuses the rejoin secret as stale (it holds no such pairing,
+        having restarted or ended it) will never take it, so the wait for it is over."""
+        if isinstance(event, events.RejoinRefused):
+            self.rejoin(None)
+        self.sink(event)
+
+    def _rejoin_unsupported(self, seen: Seen, contact: Contact) -> None:
+        """The pinned machine came back but cannot pair by a secret (no "rejoin"): the wait is over."""
+        with self._lock:
+            waiting = self._rejoin is not None and bool(seen.known) and seen.drivable
+        if waiting and "rejoin" not in contact.theirs.caps:
+            name = contact.theirs.host.hostname
+            self._heard(events.RejoinRefused(name, f"{name} cannot pair again without a code: type the code it shows"))
+
     def _wants_drive(self, seen: Seen) -> str | bytes | None:
         with self._lock:
             contact = seen.contact
@@ -375,7 +394,7 @@ class Lobby:
     def _meet(self, seen: Seen) -> Contact:
         assert seen.conn is not None
         contact = meet(
-            seen.conn, self.role, timeout=self.timeout, sink=self.sink, hostname=self.hostname, encrypt=self.encrypt
+            seen.conn, self.role, timeout=self.timeout, sink=self._heard, hostname=self.hostname, encrypt=self.encrypt
         )
         seen.contact = contact
         seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
@@ -392,6 +411,7 @@ class Lobby:
                 self.sink(events.PairingAttempt(peer=seen.peer, ok=False, reason=e.code, message=e.message))
             self._drop(seen)
             return
+        self._rejoin_unsupported(seen, contact)
         try:
             why = self.refuse(contact.theirs)
             if why is not None:
@@ -413,7 +433,7 @@ class Lobby:
             tried = contact.ctl.state.attempts > 0
             if self.done.is_set() or (isinstance(e, LinkError) and tried):  # it left after its tries
                 pass
-            elif seen.ours and not tried and isinstance(e, CancelledError):  # its time for us was up
+            elif seen.ours and not tried and isinstance(e, LinkError | CancelledError):  # held, gone: again
                 self.sink(events.Phase("connect", f"{contact.name} closed the connection; connecting again"))
             else:
                 self.sink(events.PairingAttempt(peer=contact.name, ok=False, reason=e.code, message=e.message))

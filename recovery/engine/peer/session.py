@@ -275,7 +275,10 @@ class Contact:
                     link = self._driven()
                     link.rejoined = isinstance(code, bytes)
                     return link
-                self.sink(self._failed(driven))
+                if isinstance(code, bytes) and driven.reason == "stale":  # it holds no such pairing: it never will
+                    self.sink(events.RejoinRefused(peer=self.theirs.host.hostname, message=driven.message))
+                else:
+                    self.sink(self._failed(driven))
                 drove(False)
                 continue
             request = self.ctl.wait_pairing_request(min(0.25, left))
@@ -308,10 +311,7 @@ class Contact:
             return self.ctl.refuse("locked", why)
         answered = guard.answer(origin, rejoin=rejoin, address=address)
         if answered is None:
-            return self.ctl.refuse(
-                "stale",
-                f"{self.ours.host.hostname} no longer waits for that pairing to come back: type the code it shows",
-            )
+            return self.ctl.refuse("stale", guard.no_rejoin(self.ours.host.hostname))
         try:
             proof = self.ctl.answer(answered.secret)
         except PairingError:

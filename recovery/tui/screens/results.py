@@ -45,11 +45,13 @@ def facts(rows: Sequence[tuple[str, str]]) -> Table:
 
 
 class ResultScreen(Screen[None]):
-    """A screen whose keys are the offers it was given."""
+    """A screen whose keys are the offers it was given, and a status line under it all (how the pairing
+    stands: it stays, it ended, this machine's new code)."""
 
     def __init__(self, offers: Sequence[Offer]) -> None:
         super().__init__()
         self.offers = tuple(offers)
+        self.status = ""
         for offer in self.offers:  # keys that depend on the situation: bound per screen
             self._bindings.bind(
                 offer.key, f"offer('{offer.key}')", offer.label, key_display="Enter" if offer.key == "enter" else None
@@ -58,6 +60,20 @@ class ResultScreen(Screen[None]):
     def action_offer(self, key: str) -> None:
         offer = next(o for o in self.offers if o.key == key)
         self.post_message(offer.message())
+
+    def on_mount(self) -> None:
+        self._paint_status()
+
+    def set_status(self, text: str) -> None:
+        """The status line (shown once the screen is up, if it is not yet)."""
+        self.status = text
+        if self.is_mounted:
+            self._paint_status()
+
+    def _paint_status(self) -> None:
+        for widget in self.query(".result-status").results(Static):
+            widget.update(plain(self.status))
+            widget.set_class(bool(self.status), "shown")
 
 
 def verdict_text(job: JobView) -> Text:
@@ -112,6 +128,7 @@ class SummaryScreen(ResultScreen):
             yield Static(facts([*rows, ("Log", log)]), id="summary")
             yield Static(id="demo-check")
             yield Static(next_steps(self.job, self.host), id="next")
+            yield Static(id="summary-status", classes="result-status")
         yield Footer()
 
     def show_demo_check(self, text: str) -> None:
@@ -133,7 +150,6 @@ class ErrorScreen(ResultScreen):
     ) -> None:
         super().__init__(offers)
         self.advice, self.state_lines, self.log_path, self.peer = advice, tuple(state), log, peer
-        self.status = ""
 
     def compose(self) -> ComposeResult:
         a = self.advice
@@ -154,16 +170,5 @@ class ErrorScreen(ResultScreen):
                 yield Static(steps, id="error-steps")
             if self.log_path:
                 yield Static(facts([("Log", self.log_path)]), id="error-log")
-            yield Static(id="error-status")
+            yield Static(id="error-status", classes="result-status")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#error-status", Static).update(plain(self.status))
-
-    def set_status(self, text: str) -> None:
-        """A line under the advice (shown once the screen is up, if it is not yet)."""
-        self.status = text
-        if self.is_mounted:
-            for widget in self.query("#error-status"):
-                if isinstance(widget, Static):
-                    widget.update(plain(text))
