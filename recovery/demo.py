@@ -90,6 +90,11 @@ class EventLines:
         with self.cond:
             return next((e for e in self.events if e["event"] == kind), None)
 
+    def last(self, kind: str) -> dict[str, Any] | None:
+        """The latest event named ``kind`` so far."""
+        with self.cond:
+            return next((e for e in reversed(self.events) if e["event"] == kind), None)
+
     def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
         """The first event named ``kind``; :class:`LinkError` if the process ends or time runs out first."""
         deadline = time.monotonic() + timeout

@@ -61,7 +61,20 @@ class PairingAttempt(Event):
     ok: bool
     reason: str = ""  # "wrong_code", "locked", "busy", "conflict", "malformed", "timeout"
     message: str = ""
-    tries_left: int | None = None  # before the code changes or tries must wait (serving side)
+    tries_left: int | None = None  # a wrong code: tries left before the code changes or tries must wait
+    new_code: bool = False  # a wrong code, the last try: the serving side shows a new code now
+    drove: bool = False  # this side drove the attempt (its user typed the other machine's code)
+    host: str = ""  # the other machine's name, as its hello gave it (when it got that far)
+
+
+@dataclass(frozen=True)
+class RejoinRefused(Event):
+    """The machine a pairing was with will not pair again by that pairing's secret (it restarted, ended
+    that pairing, or cannot): waiting for it is over, only its code pairs now."""
+
+    kind: ClassVar[str] = "rejoin_refused"
+    peer: str  # its name
+    message: str  # why, in its words or ours: "new-pc restarted since that pairing: type the code it shows now"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from recovery.engine.peer.guard import REJOIN_FOR, CodeGuard
 from recovery.engine.peer.jobs import JobEnded, JobStarted, disk_paths, offered_disks
 from recovery.engine.peer.lobby import Lobby
 from recovery.engine.peer.meeting import Meeting, Ways
-from recovery.engine.peer.session import PeerLink
 from recovery.errors import Interrupted, RecoveryError, UsageError
 from recovery.link import tcp
 from recovery.link.paced import pace
@@ -171,18 +170,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def lost_pairing(guard: CodeGuard, link: PeerLink, error: RecoveryError, out: events.EventSink) -> None:
-    """A lost link (not a goodbye, not a refusal): the same peer may pair again once without a code."""
-    secret = link.rejoin_after(error)
+def lost_pairing(guard: CodeGuard, session: CloneSession, error: RecoveryError, out: events.EventSink) -> None:
+    """A lost link, or a failed clone that keeps the pairing (not a goodbye, not a quit): the same peer
+    may pair again once without a code."""
+    secret = session.rejoin_after(error)
     guard.session_ended(secret)
-    if secret is not None:
-        out(
-            events.Phase(
-                "session",
-                f"{link.theirs.host.hostname} may pair again without a code for "
-                f"{REJOIN_FOR / 60:.0f} minutes (the lost pairing's key vouches for it)",
-            )
+    if secret is None:
+        return
+    if session.kept_pairing(error):
+        said = f"{session.peer} pairs again without a code, at once: a failed clone keeps the pairing"
+    else:
+        said = (
+            f"{session.peer} may pair again without a code for {REJOIN_FOR / 60:.0f} minutes "
+            "(the lost pairing's key vouches for it)"
         )
+    out(events.Phase("session", said))
 
 
 def _sessions(
@@ -218,7 +220,7 @@ def _sessions(
                 if args.once or isinstance(e, Interrupted):
                     raise
                 out(events.Phase("session", f"the session with {session.peer} ended: {e.message}"))
-                lost_pairing(guard, link, e, out)
+                lost_pairing(guard, session, e, out)
             finally:
                 link.conn.close()
         if args.once:

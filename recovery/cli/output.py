@@ -96,6 +96,7 @@ class Output:
             if e.ok:
                 return None
             left = f" ({e.tries_left} wrong tries left before the code changes)" if e.tries_left else ""
+            left = " (that was the last try: a new code is shown now)" if e.new_code else left
             return f"» pairing with {shown(e.peer)} failed: {shown(e.message or e.reason)}{left}"
         if isinstance(e, events.PeerFound):
             speed = f"; speed: {e.speed}" if e.speed else ""

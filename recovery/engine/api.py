@@ -35,6 +35,7 @@ CAPABILITIES = (
     "resume",  # a clone continues from the receiver's journal (accept.resume, digests, start)
     "rescue",  # rescue mode: passes after the first (PASS frames), unreadable areas listed
     "rejoin",  # after a lost link, the same peer pairs again with the lost pairing's secret
+    "keep-pairing",  # a failed clone ends the connection, not the pairing: the two pair again by its secret
     "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
     # skipped chunks that differ from the source are sent again
     "source-check",

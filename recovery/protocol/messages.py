@@ -142,6 +142,11 @@ class PairFailed(Message):
     attempt: int = field(metadata=bounded(lo=1, hi=1_000_000))
     reason: Literal["wrong_code", "locked", "stale", "conflict", "no_code"]
     message: str = field(metadata=bounded(max_len=512))
+    # Optional (2.1), after a wrong code: the wrong codes the driver has left before the code shown
+    # changes (or, for a code given with --code, before tries must wait), and whether the server shows
+    # a new code now (the tries ran out). Words for the driver's screen; nothing depends on them.
+    tries_left: int | None = field(default=None, metadata=bounded(lo=0, hi=1000))
+    new_code: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +408,9 @@ class Error(Message):
 class Cancel(Message):
     type: ClassVar[str] = "cancel"
     reason: str = field(metadata=bounded(max_len=1024))
+    # Optional (2.1, capability "keep-pairing"): the sender's user quit or ended the pairing, so the
+    # two do not pair again by the pairing's secret (absent: only the clone stops).
+    ends_pairing: bool = False
 
 
 @dataclass(frozen=True, slots=True)

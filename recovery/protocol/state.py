@@ -151,6 +151,8 @@ class PairingFailed:
     message: str
     by_peer: bool  # the peer said so (else this side found it)
     reply: bytes = b""
+    tries_left: int | None = None  # a wrong code: tries left before the code changes (if the server says)
+    new_code: bool = False  # a wrong code: the server shows a new code now
 
 
 Event = m.Message | PairingRequested | ProofArrived | Paired | PairingFailed | Reply
@@ -303,7 +305,9 @@ class ControlConnection:
         self._got_server_pake = False
         self.state = State.UNPAIRED
 
-    def _fail(self, reason: str, message: str, *, by_peer: bool) -> PairingFailed:
+    def _fail(
+        self, reason: str, message: str, *, by_peer: bool, tries_left: int | None = None, new_code: bool = False
+    ) -> PairingFailed:
         attempt = self.attempts
         reply = (
             b""
@@ -313,11 +317,13 @@ class ControlConnection:
                     attempt=attempt,
                     reason=reason if reason in _WIRE_REASONS else "wrong_code",  # type: ignore[arg-type]
                     message=message[:500],
+                    tries_left=tries_left,
+                    new_code=new_code,
                 )
             )
         )
         self._end_attempt()
-        return PairingFailed(attempt, reason, message, by_peer, reply)
+        return PairingFailed(attempt, reason, message, by_peer, reply, tries_left, new_code)
 
     def _seal_from_now(self, keys: SessionKeys, role: str) -> None:
         self.keys, self.role = keys, role
@@ -362,12 +368,17 @@ class ControlConnection:
             raise LocalProtocolError("no proof waits to be judged")
         return self._attempt.check(self._driver_proof)
 
-    def judge(self, holds: bool) -> tuple[Paired | PairingFailed, bytes]:
-        """End the attempt on the driver's proof: paired (our proof goes back) or a wrong code."""
+    def judge(
+        self, holds: bool, *, tries_left: int | None = None, new_code: bool = False
+    ) -> tuple[Paired | PairingFailed, bytes]:
+        """End the attempt on the driver's proof: paired (our proof goes back) or a wrong code (the
+        driver is told ``tries_left`` and ``new_code``, when given)."""
         if not self._awaiting_judgment or self._attempt is None:
             raise LocalProtocolError("no proof waits to be judged")
         if not holds:
-            failed = self._fail("wrong_code", "it gave a wrong pairing code", by_peer=False)
+            failed = self._fail(
+                "wrong_code", "it gave a wrong pairing code", by_peer=False, tries_left=tries_left, new_code=new_code
+            )
             return failed, failed.reply
         attempt = self._attempt
         reply = m.encode_message(m.Confirm(attempt=self.attempts, mac=attempt.proof().hex()))
@@ -391,7 +402,9 @@ class ControlConnection:
     def _on_pairing(self, msg: m.Message) -> Event | None:
         if isinstance(msg, m.PairFailed):
             if self.state is State.PAIRING and msg.attempt == self.attempts:
-                return self._fail(msg.reason, msg.message, by_peer=True)
+                return self._fail(
+                    msg.reason, msg.message, by_peer=True, tries_left=msg.tries_left, new_code=msg.new_code
+                )
             return None  # about an attempt already over (both sides gave up on a conflict)
         if self.state is State.UNPAIRED:
             if isinstance(msg, m.Pake) and msg.role == "driver":

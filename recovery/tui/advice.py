@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from recovery.events import PairingAttempt
+
 SOURCE_SAFE = "The source was only read, never changed."
 
 
@@ -166,3 +168,35 @@ def peer_left(peer: str, reason: str) -> Advice:
         waiting=True,
         code="peer_left",
     )
+
+
+def _tries(n: int) -> str:
+    return f"{n} {'try' if n == 1 else 'tries'} left"
+
+
+def pairing_notice(attempt: PairingAttempt, code: str) -> str | None:
+    """What the first screen says, until dismissed, after a pairing attempt with a code failed (None: a
+    failure of another kind). ``code``: this machine's code as it is now."""
+    host = attempt.host or attempt.peer
+    if attempt.drove:  # typed here: the other machine's code
+        if attempt.reason == "wrong_code":
+            if attempt.new_code:
+                return (
+                    f"Wrong code, and that was the last try: {host} now shows a new code. Type the code it shows now."
+                )
+            if attempt.tries_left == 0:
+                return f"Wrong code, no tries left for now: {host} makes every further try wait."
+            left = f": {_tries(attempt.tries_left)}" if attempt.tries_left is not None else ""
+            return f"Wrong code{left}. Check the code {host} shows and type it again."
+        if attempt.reason == "stale":
+            return f"{host} changed its code meanwhile: type the code it shows now."
+        if attempt.reason == "locked":
+            return f"{attempt.message[:1].upper()}{attempt.message[1:]}."
+        return None
+    if attempt.reason == "wrong_code":  # typed there: this machine's code
+        if attempt.new_code:
+            return f"{host} typed a wrong code, the last try: this machine's code changed. Its new code is {code}."
+        if attempt.tries_left is not None:
+            return f"{host} typed a wrong code: {_tries(attempt.tries_left)} before this machine's code changes."
+        return f"{host} typed a wrong code."
+    return None

@@ -33,8 +33,9 @@ from recovery.engine.peer.jobs import JobEnded, JobStarted, PeerActivity, PeerDi
 from recovery.engine.peer.seen import Pin
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import PeerLeftError, RecoveryError
+from recovery.link.paced import pace
 from recovery.protocol.messages import DiskInfo
-from recovery.tui.advice import advise, peer_left
+from recovery.tui.advice import advise, pairing_notice, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.links import read_report
@@ -67,9 +68,10 @@ from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PeerScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
-from recovery.tui.screens.resume import RescueScreen
 from recovery.tui.state import PeerView, WizardState
 from recovery.tui.stepper import Stepper
+
+REPAIR_WAIT = 30.0  # seconds for a failed clone's pairing to be made again before it counts as over
 
 
 class WizardApp(App[int]):
@@ -91,6 +93,7 @@ class WizardApp(App[int]):
         self.peering = Peering(self.config, self.guard, self.read_disks, self.post_message)
         self.steps = Stepper(self)
         self.closing = False
+        self._repair_of: CloneSession | None = None  # the session whose failed clone kept the pairing
 
     # --- start and stop ---
 
@@ -111,9 +114,13 @@ class WizardApp(App[int]):
         self.peering.close()
         session = self.state.session
         if session is not None:
-            threading.Thread(
-                target=session.close, args=(f"{self.state.host} closed the wizard",), name="wizard-close", daemon=False
-            ).start()
+            stopped = self.return_code not in (None, 0)  # a hang-up or SIGTERM (tui.run_wizard)
+            why = (
+                f"the wizard on {self.state.host} was stopped"
+                if stopped
+                else f"{self.state.host}'s user quit the wizard"
+            )
+            threading.Thread(target=session.close, args=(why,), name="wizard-close", daemon=False).start()
 
     def action_quit(self) -> None:  # type: ignore[override]
         session = self.state.session
@@ -244,30 +251,42 @@ class WizardApp(App[int]):
         if isinstance(event, events.PairingCode):
             self.state.code = event.code
             if event.why and event.why != "a new pairing":
-                self.notify(
-                    f"{event.why}. This machine's new code is {event.code}.",
-                    title="New pairing code",
-                    severity="warning",
-                    markup=False,
-                )
+                self.state.notice = f"{event.why}. This machine's new code is {event.code}."
             self.refresh_home()
-            top = self.top
-            if isinstance(top, ErrorScreen) and self.state.link is None:
-                top.set_status(self.waiting_line())
+            if self.state.link is None and not self.state.repairing:
+                self.say_unpaired()
         elif isinstance(event, events.PairingAttempt) and not event.ok:
             text = f"{event.peer}: {event.message or event.reason}"
-            self.notify(text, title="Not paired", severity="error", markup=False)
+            notice = pairing_notice(event, self.state.code)
+            if notice is None:
+                self.notify(text, title="Not paired", severity="error", markup=False)
+            else:
+                self.state.notice = notice  # on the first screen until dismissed
             self.state.status["peer"] = text
             self.refresh_home()
+        elif isinstance(event, events.RejoinRefused):
+            if self.state.repairing or self.state.auto_resume:
+                self.pairing_not_kept(event.message)
         elif isinstance(event, events.Phase) and event.name == "connect":
             self.state.status["connect"] = event.message
             self.refresh_home()
 
     def waiting_line(self) -> str:
+        why = f"{self.state.unpaired_why}. " if self.state.unpaired_why else ""
         return (
-            f"This machine's new code is {self.state.code}: to pair again, type it on the other machine, "
+            f"{why}This machine's new code is {self.state.code}: to pair again, type it on the other machine, "
             "or type that machine's code here on the first screen (Enter)."
         )
+
+    def say_unpaired(self, why: str | None = None) -> ResultScreen | None:
+        """The pairing is over (``why``, when given): the latest result on screen says so, and how to
+        pair again; that result, if one is up."""
+        if why is not None:
+            self.state.unpaired_why = why
+        result = next((s for s in reversed(self.screen_stack) if isinstance(s, ResultScreen)), None)
+        if result is not None:
+            result.set_status(self.waiting_line())
+        return result
 
     def on_drive_asked(self, msg: DriveAsked) -> None:
         if self.state.link is not None:
@@ -284,8 +303,11 @@ class WizardApp(App[int]):
             link.close()
             link.conn.close()
             return
+        if self.config.link_rate:
+            pace(link.conn, self.config.link_rate)
         self.peering.paired()
         self.state.status.pop("peer", None)
+        self.state.notice = self.state.unpaired_why = ""
         self.state.seen = []
         session = CloneSession(
             link,
@@ -295,8 +317,9 @@ class WizardApp(App[int]):
             log_dir=self.config.log_dir,
         )
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
-        self.state.activity = self.state.last_result = ""
-        self.state.review = ()
+        if not (self.state.repairing and link.rejoined):  # the same pairing goes on: so does what it said
+            self.state.activity = self.state.last_result = ""
+            self.state.review = ()
         self.in_thread(partial(self._serve, session), "session")
         self.in_thread(partial(self._ask_speed, link), "speed")
         self.steps.paired(Pin.of(link))
@@ -326,27 +349,40 @@ class WizardApp(App[int]):
         self.post_message(SessionEnded(session, error))
 
     def on_session_ended(self, msg: SessionEnded) -> None:
-        if msg.session is not self.state.session:
+        session, error = msg.session, msg.error
+        if session is not self.state.session:
             return
-        link, peer = self.state.link, self.peer_name
+        peer = self.peer_name
         self.state.link = self.state.session = self.state.peer = None
-        if link is not None:
-            self.state.pin = Pin.of(link)
-            self.lost_pairing(link, msg.error)
-        if not self.closing:
-            self.state.code = self.guard.renew("a new pairing")
-            self.peering.open(self.state.pin)
-        top = self.top
-        if msg.error is None or self.closing or top is None:
+        self.state.pin = Pin.of(session.link)
+        kept = session.kept_pairing(error) and not self.closing
+        self.lost_pairing(session, error, kept)
+        if self.closing:
             return
-        if isinstance(top, (ResultScreen, ProgressScreen, RescueScreen)):
-            if isinstance(top, ErrorScreen):
-                top.set_status(self.waiting_line())
-            return  # a clone's own result is on screen; the new code is there
-        if isinstance(msg.error, PeerLeftError):
-            advice = peer_left(peer, msg.error.message.split(": ", 1)[-1])
+        if kept:  # the result on screen says the pairing stays; the two pair again by themselves
+            self.state.repairing, self._repair_of = True, session
+            self.peering.open(self.state.pin)
+            self.set_timer(REPAIR_WAIT, partial(self.repair_overdue, session))
+            return
+        self.state.code = self.guard.renew("a new pairing")
+        self.peering.open(self.state.pin)
+        if error is not None:
+            self.pairing_ended(error, peer, serving=session.link.role == "server")
+
+    def pairing_ended(self, error: RecoveryError, peer: str, *, serving: bool) -> None:
+        """Say on screen that the pairing is over and why: on the result of the last clone, if that is
+        up (its story stays), else on a screen of its own."""
+        left = isinstance(error, PeerLeftError)
+        if left:
+            why = f"{peer} ended the pairing ({error.message.split(': ', 1)[-1]})"
         else:
-            error, serving = msg.error, link is not None and link.role == "server"
+            why = f"The pairing with {peer} ended: {error.message}"
+        if self.say_unpaired(why) is not None or isinstance(self.top, ProgressScreen):
+            return
+        self.state.unpaired_why = ""  # the screen below says it all
+        if left:
+            advice = peer_left(peer, error.message.split(": ", 1)[-1])
+        else:
             advice = advise(
                 error.code, error.message, error.hint, peer=peer, reported_by=error.peer, serving=serving, keyed=False
             )
@@ -354,14 +390,33 @@ class WizardApp(App[int]):
         screen.set_status(self.waiting_line())
         self.show(screen)
 
-    def lost_pairing(self, link: PeerLink, error: RecoveryError | None) -> None:
-        """A lost link (not a goodbye): the serving side lets the same peer pair again once without a
-        code; the driving side keeps the secret for when its user allows resuming by itself."""
-        secret = link.rejoin_after(error)
-        if link.role == "server":
+    def lost_pairing(self, session: CloneSession, error: RecoveryError | None, kept: bool) -> None:
+        """A lost link, or a failed clone that keeps the pairing (not a goodbye, not a quit): the serving
+        side lets the same peer pair again once without a code; the driving side pairs again at once
+        (``kept``), or keeps the secret for when its user allows resuming by itself."""
+        secret = session.rejoin_after(error) if not self.closing else None
+        if session.link.role == "server":
             self.guard.session_ended(secret)
+        elif kept:
+            self.peering.rejoin(secret)
         else:
             self.state.rejoin = secret
+
+    def repair_overdue(self, session: CloneSession) -> None:
+        """The pairing ``session``'s failed clone kept did not come back in time: it is over."""
+        if self.state.repairing and self._repair_of is session and self.state.pin is not None:
+            self.pairing_not_kept(f"{self.state.pin.hostname} did not come back to go on with the pairing")
+
+    def pairing_not_kept(self, why: str) -> None:
+        """The pairing a failed clone kept (or a lost pairing to resume by itself) cannot be made again
+        by its secret: stop waiting, say why, and wait to be paired by a code."""
+        self.state.repairing = self.state.choose_again = self.state.auto_resume = False
+        self.peering.rejoin(None)
+        self.guard.forget_rejoin()
+        self.state.code = self.guard.renew("a new pairing")
+        self.state.notice = f"{why}."
+        self.say_unpaired(why)
+        self.refresh_home()
 
     # --- screens ask ---
 
@@ -425,6 +480,8 @@ class WizardApp(App[int]):
         if job is None:
             return
         if isinstance(event, JobEnded):
+            if job.passive:  # what the driver's user does now (until it says more)
+                self.state.activity = "looking at how the clone ended"
             self.steps.job_ended(job, event)
             self.load_inventory("job")
             return

@@ -25,7 +25,9 @@ class WizardConfig:
     listen: tcp.Endpoint | None = field(default_factory=_default_listen)  # None: do not listen
     connect: tcp.Endpoint | None = None  # reach this peer at start (it is driven once its code is typed)
     code: str | None = None  # this machine's pairing code (None: a new random one per pairing)
-    code_hint: str = ""  # a line under the code (the demo says the simulated peer's code)
+    # A line under the code; a callable is asked again every moment (the demo says the simulated peer's
+    # code, which changes after each pairing and after wrong tries).
+    code_hint: str | Callable[[], str] = ""
     log_dir: Path | None = None  # None: recovery.engine.joblog.default_dir()
     timeout: float = DEFAULT_TIMEOUT
     cable: bool = True  # look for the peer on the USB4/Thunderbolt cable too
@@ -35,3 +37,4 @@ class WizardConfig:
     inventory: Callable[[], tuple[DiskInfo, ...]] | None = None
     links: Callable[[], LinkReport] | None = None
     cable_opener: Callable[[threading.Event], Connection] | None = None
+    link_rate: float | None = None  # hold every paired link to this many bytes/s each way (a slow cable)

@@ -3,7 +3,9 @@
 "This machine" offers a generated sample disk (GPT, ext4 and FAT holding
 real files); the peer is a second local process, ``recovery agent``, over
 loopback TCP, offering a blank disk of the same size and a smaller one (so
-the wizard shows a target it refuses). The link between them is held to
+the wizard shows a target it refuses). It makes its pairing codes as any
+machine does (a new one for each pairing and after 3 wrong tries); the
+wizard's first screen shows the one it shows now, from its events. The link between them is held to
 :data:`recovery.demo.DEMO_RATE` (a slow cable), so the progress, the limit and the
 read-back are there to be seen for several seconds. :class:`DemoWorld`
 makes all of it and removes all of it, processes and files, on every way out.
@@ -19,7 +21,6 @@ from pathlib import Path
 from recovery.demo import DEMO_RATE, MIB, EventLines, build_sample_disk, check_tools, start_recovery
 from recovery.errors import LinkError
 from recovery.link.tcp import Endpoint
-from recovery.protocol import codes
 from recovery.run import stop
 from recovery.tui.config import WizardConfig
 
@@ -44,7 +45,6 @@ class DemoWorld:
         self.agent: subprocess.Popen[bytes] | None = None
         self.events: EventLines | None = None
         self.port: int | None = None
-        self.code = codes.generate()  # the simulated peer's pairing code: the user types it in the wizard
 
     def __enter__(self) -> DemoWorld:
         return self
@@ -80,8 +80,6 @@ class DemoWorld:
             str(self.small),
             "--log-dir",
             str(self.logs / "peer"),
-            "--code",
-            self.code,
             "--json",
             "--stop-on-eof",
             *(["--link-rate", str(self.rate)] if self.rate else []),
@@ -94,17 +92,30 @@ class DemoWorld:
         self.events = EventLines(self.agent, "the demo's simulated peer", copy=self._events_file)
         try:
             self.port = int(self.events.wait_for("listening", START_TIMEOUT)["port"])
+            self.events.wait_for("pairing", START_TIMEOUT)
         except LinkError:
             why = (err.read_text(errors="replace").strip().splitlines() or ["no answer"])[-1]
             raise LinkError(f"the demo's simulated peer did not start: {why}") from None
 
-    def config(self, *, ansi: bool | None = None) -> WizardConfig:
-        """The wizard's side: it offers the sample disk and connects to the peer."""
-        assert self.port is not None, "start() first"
-        hint = (
+    @property
+    def code(self) -> str:
+        """The simulated peer's pairing code as it shows it now (a new one for each pairing, and after
+        3 wrong tries, as any machine's): the user types it in the wizard."""
+        assert self.events is not None, "start() first"
+        shown = self.events.last("pairing")
+        assert shown is not None
+        return str(shown["code"])
+
+    def hint(self) -> str:
+        """The line under the wizard's own code: the simulated peer has no screen to show its code on."""
+        return (
             f"Demo: the other machine ({PEER_NAME}) is simulated and has no screen; its code is "
             f"{self.code}. Press c, type it, and Enter."
         )
+
+    def config(self, *, ansi: bool | None = None) -> WizardConfig:
+        """The wizard's side: it offers the sample disk and connects to the peer."""
+        assert self.port is not None, "start() first"
         return WizardConfig(
             disks=(str(self.source),),
             listen=None,
@@ -113,7 +124,7 @@ class DemoWorld:
             cable=False,
             demo=True,
             ansi=ansi,
-            code_hint=hint,
+            code_hint=self.hint,
         )
 
     # --- removing it ---

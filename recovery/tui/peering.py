@@ -5,9 +5,9 @@ the TCP listener, an address to reach). While no peer is paired a
 :class:`~recovery.engine.peer.lobby.Lobby` is open; its findings are posted as
 the app's messages. When a pairing ends, the next lobby carries that
 machine's pin (so a screen can say "the machine you were paired with" or
-"NOT the machine you were paired with") and, unless the user here ended it,
-holds the address it was reached at, so the side that connected connects
-again by itself. Nothing pairs without a code typed on one side, but for one
+"NOT the machine you were paired with") and holds the address it was reached
+at (after the user here ended the pairing, only the one it was started
+with), so the side that connected connects again by itself. Nothing pairs without a code typed on one side, but for one
 case the user allows on purpose: after a lost link, pairing again with the
 same machine by the lost pairing's secret, to resume the clone.
 """
@@ -105,8 +105,10 @@ class Peering:
         self.rejoin_secret = None
 
     def forget(self) -> None:
-        """The user here ended the pairing: do not reach that machine again by itself."""
-        self.reach = None
+        """The user here ended the pairing: no pairing by itself with that machine, and no holding an
+        address typed for it (an address this wizard was started with is held again: ``--connect``, the
+        demo's peer, which then waits to be paired again)."""
+        self.reach = self.config.connect
         self.rejoin(None)
 
     def rejoin(self, secret: bytes | None) -> None:

@@ -63,6 +63,8 @@ class WizardState:
     disks: tuple[DiskInfo, ...] | None = None  # None: still reading them
     links: LinkReport | None = None
     status: dict[str, str] = field(default_factory=dict)  # link status by way
+    notice: str = ""  # what the first screen says until dismissed: a wrong code, a new code
+    unpaired_why: str = ""  # why the last pairing ended, said on its last result before the new code
     listening: tuple[str, int] | None = None  # (host or "" for every address, port) of the TCP listener
     seen: list[Seen] = field(default_factory=list)  # machines that reached us, not paired
     link: PeerLink | None = None
@@ -81,6 +83,8 @@ class WizardState:
     changes: tuple[str, ...] = ()  # what changed in the chosen disks since they were chosen
     rejoin: bytes | None = None  # the lost pairing's rejoin secret (this machine drove it)
     auto_resume: bool = False  # the user allowed: pair again by itself with that machine, and resume
+    repairing: bool = False  # a failed clone kept the pairing: the two pair again by its secret now (no code)
+    choose_again: bool = False  # the driver's user chose another clone meanwhile: the direction step follows
 
     @property
     def paired(self) -> bool:

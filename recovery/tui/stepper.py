@@ -23,7 +23,7 @@ from recovery import report
 from recovery.engine.peer.jobs import JobEnded, PeerActivity, unfinished
 from recovery.engine.peer.seen import Pin
 from recovery.tui import flow
-from recovery.tui.advice import SOURCE_SAFE, advise
+from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
@@ -96,8 +96,13 @@ class Stepper:
     def paired(self, pin: Pin) -> None:
         state = self.state
         assert state.peer is not None
+        again, state.repairing = state.repairing, False
         if state.link is None or not state.link.rejoined:
             state.auto_resume = False  # paired by a code: the user is here, the review shows
+        elif again and state.pin == pin:
+            self.paired_again()
+            return
+        state.choose_again = False
         if not state.drives:
             self.wizard.show(PassiveScreen(state.peer))
             return
@@ -117,6 +122,28 @@ class Stepper:
             return
         state.step = "pair"
         self.show_step("pair")
+
+    def paired_again(self) -> None:
+        """The pairing a failed clone kept is back (by its secret): the result stays on screen, and what
+        the driver's user asked for meanwhile (retry, another clone) runs now."""
+        state, wizard = self.state, self.wizard
+        choose_again, state.choose_again = state.choose_again, False
+        if not state.drives:
+            if not isinstance(wizard.top, ResultScreen | RescueScreen):
+                self.dismissed()
+        elif state.retry is not None:
+            state.choice, state.retry = state.retry, None
+            self.pending = "retry"
+            wizard.load_inventory("retry")
+        elif choose_again:
+            self.show_step("direction")
+
+    @staticmethod
+    def kept_line(job: JobView) -> str:
+        """What a failed clone's result screen says when the pairing stays (made again by itself)."""
+        if job.passive:
+            return f"Still paired with {job.started.peer}: its user chooses what comes next."
+        return f"Still paired with {job.started.peer}: r retries this clone, Enter chooses another (no code needed)."
 
     # --- steps ---
 
@@ -263,7 +290,7 @@ class Stepper:
 
     def job_ended(self, job: JobView, ended: JobEnded) -> None:
         state, wizard = self.state, self.wizard
-        linked = state.link is not None and state.link.idle
+        linked = ended.pairing_kept
         if ended.ok and job.summary is not None:
             state.last_result = f"{report.headline(job.summary)}: {job.target}"
             wizard.show(SummaryScreen(job, state.host, self.offers(failed=False)))
@@ -282,18 +309,20 @@ class Stepper:
             and state.link.rejoin_secret() is not None
         )
         offers = self.offers(failed=True, linked=linked, lost=lost)
-        advice = advise(
-            ended.code or "internal",
-            ended.message,
-            ended.hint,
-            peer=job.started.peer,
-            reported_by=ended.peer,
-            serving=job.passive,
-            keyed=any(o.key == "r" for o in offers),
-        )
+        if ended.peer_left:
+            advice = peer_left(job.started.peer, ended.message.split(": ", 1)[-1])
+        else:
+            advice = advise(
+                ended.code or "internal",
+                ended.message,
+                ended.hint,
+                peer=job.started.peer,
+                reported_by=ended.peer,
+                serving=job.passive,
+                keyed=any(o.key == "r" for o in offers),
+            )
         screen = ErrorScreen(advice, offers, state=lines, log=ended.log, peer=job.started.peer)
-        if not linked:
-            screen.set_status(wizard.waiting_line())
+        screen.set_status(self.kept_line(job) if linked else wizard.waiting_line())
         wizard.show(screen)
         chosen = state.job_choice
         if ended.code == "source_read" and not job.passive and chosen is not None and not chosen.rescue:
@@ -308,7 +337,7 @@ class Stepper:
         state.choice = state.job_choice = dataclasses.replace(state.job_choice, rescue=True)
         top = self.wizard.top
         if isinstance(top, ErrorScreen):
-            linked = state.link is not None and state.link.idle
+            linked = state.session is not None or state.repairing
             source = short_name(state.job_choice.source) if state.job_choice.source else "the source"
             top.set_status(
                 f"Rescue mode is on for {source}: press r to retry the same clone. It resumes where it "
@@ -318,6 +347,9 @@ class Stepper:
 
     def start_over(self) -> None:
         """Another clone (the answers stay as defaults), or the first screen when the link is gone."""
+        if self.state.repairing:  # a moment: the pairing is being made again
+            self.state.choose_again = True
+            return
         self.state.auto_resume = False
         self.wizard.rejoin(None)
         if self.state.session is not None and self.state.drives:
@@ -335,7 +367,8 @@ class Stepper:
             self.wizard.load_inventory("retry")
             return
         state.retry = state.job_choice
-        self.wizard.reset_to_home()
+        if not state.repairing:  # else it runs once the pairing is made again
+            self.wizard.reset_to_home()
 
     def auto_resume(self) -> None:
         """The user allows it: when the same machine is back, pair again by the lost pairing's secret

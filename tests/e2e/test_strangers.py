@@ -237,7 +237,7 @@ def test_a_stranger_claiming_a_lost_pairing_gets_nothing(tmp_path: Path) -> None
     peer.hello()
     outcome = peer.pair(rejoin=os.urandom(32))
     assert isinstance(outcome, PairingFailed) and outcome.reason == "stale"
-    assert "no longer waits for that pairing" in outcome.message
+    assert "restarted: type the code it shows now" in outcome.message  # it knows of no lost pairing
     outcome = peer.pair("1234-5678")  # and the code is still asked for
     assert isinstance(outcome, PairingFailed) and outcome.reason == "wrong_code"
     assert rx.proc.poll() is None and not target.exists()

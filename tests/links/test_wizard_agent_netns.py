@@ -93,7 +93,7 @@ def test_the_wizard_drives_an_agent_over_thunderbolt_net(
             assert source.read_bytes() == target.read_bytes()
             # the wizard quit: the agent's session ended with its bye, and it waits again with a new code
             ended = agent.wait_event("phase", name="session", timeout=30)
-            assert "wizard-host ended the session: wizard-host closed the wizard" in ended["message"]
+            assert "wizard-host ended the session: wizard-host's user quit the wizard" in ended["message"]
             renewed = agent.wait_event("pairing", why="a new pairing", timeout=10)
             assert renewed["code"] != code
         finally:

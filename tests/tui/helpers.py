@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -21,6 +23,8 @@ from recovery.errors import RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.paced import pace
+from recovery.tui.app import WizardApp
+from recovery.tui.config import WizardConfig
 
 SAMPLE_MIB = 64
 
@@ -39,7 +43,8 @@ class Peer:
     where it looks for a pinned disk (default: ``disks``); ``rate`` holds its
     data channel to that many bytes per second each way (for sessions from
     then on). After a session ends it waits for the next one, with a new code
-    (``code`` then says it), as a wizard does.
+    (``code`` then says it), as a wizard does; after a failed clone that keeps the pairing, the next
+    session is that pairing again (by its secret), as with a wizard.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class Peer:
         candidates: list[str] | None = None,
         rate: float | None = None,
         code: str = "2468-1357",
+        port: int = 0,
     ) -> None:
         self.disks = [str(d) for d in disks]
         self.name, self.rate, self.log_dir = name, rate, tmp / f"{name}-logs"
@@ -58,7 +64,7 @@ class Peer:
         self.candidates = self.disks if candidates is None else candidates  # the caller's list: it may change
         self.guard = CodeGuard(code)
         self.codes = [code, "1357-8642", "9753-1864", "8642-9753"]  # one per session, in turn
-        self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
+        self.listener = tcp.Listener(tcp.Endpoint("127.0.0.1", port))  # a port: the same machine restarted
         self.endpoint = tcp.Endpoint("127.0.0.1", self.listener.port)
         self.events: list[events.Event] = []
         self.link: PeerLink | None = None
@@ -67,7 +73,7 @@ class Peer:
         self.errors: list[RecoveryError | None] = []  # how each session ended
         self.ready = threading.Event()  # a session is paired
         self.ended = threading.Event()  # a session ended
-        self._drive_code: str | None = None
+        self._drive_code: str | bytes | None = None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"peer-{name}", daemon=True)
         self.thread.start()
@@ -80,7 +86,7 @@ class Peer:
         """Pair from this side with the wizard's code (the wizard then serves)."""
         self._drive_code = code
 
-    def _take_code(self) -> str | None:
+    def _take_code(self) -> str | bytes | None:
         code, self._drive_code = self._drive_code, None
         return code
 
@@ -95,7 +101,7 @@ class Peer:
             self._session(conn)
 
     def _session(self, conn: Connection) -> None:
-        self.link = None
+        self.link = self.session = None
         try:
             if self.rate:
                 pace(conn, self.rate)  # both ways, as a slow cable
@@ -122,8 +128,10 @@ class Peer:
             self.ready.clear()
             # The next code (a new one per session), ready before anyone hears this one ended.
             self.guard = CodeGuard(self.codes[min(len(self.errors), len(self.codes) - 1)])
-            if self.link is not None and self.error is not None:  # as `recovery agent` does after a lost link
-                lost_pairing(self.guard, self.link, self.error, self.events.append)
+            if self.session is not None and self.error is not None:  # as `recovery agent` does
+                lost_pairing(self.guard, self.session, self.error, self.events.append)
+                if self.session.kept_pairing(self.error) and self.session.drives:  # as a driving wizard does
+                    self._drive_code = self.session.rejoin_after(self.error)
             self.ended.set()
             conn.close()
 
@@ -133,6 +141,58 @@ class Peer:
             self.session.close("the test is over")
         self.listener.close()
         self.thread.join(10)
+
+
+def in_step(
+    name: str,
+    disk: Path,
+    tmp_path: Path,
+    *,
+    listen: int | None = None,
+    connect: int | None = None,
+    rate: float | None = None,
+) -> WizardConfig:
+    """One of two wizards in this process over loopback TCP: it waits on port ``listen`` (0: any), or
+    reaches the other at port ``connect``; ``rate`` holds the link to a slow cable's pace."""
+    return WizardConfig(
+        link_rate=rate,
+        hostname=name,
+        disks=(str(disk),),
+        cable=False,
+        listen=None if listen is None else tcp.Endpoint("127.0.0.1", listen),
+        connect=None if connect is None else tcp.Endpoint("127.0.0.1", connect),
+        log_dir=tmp_path / name,
+        timeout=10,
+    )
+
+
+def free_port() -> int:
+    """A port nobody listens on now, so one wizard can be told where before the other one runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def two_in_step(
+    source: Path, target: Path, tmp_path: Path, size: tuple[int, int], *, rate: float | None = None
+) -> AsyncIterator[tuple[WizardApp, Pilot, WizardApp, Pilot]]:
+    """Two wizards in step over loopback TCP: office-pc, with ``source``, reaches new-pc, with ``target``,
+    which serves (``rate``: its links at a slow cable's pace). The driving wizard and its pilot, then
+    the serving one and its pilot."""
+    serving = WizardApp(in_step("new-pc", target, tmp_path, listen=0, rate=rate))
+    async with serving.run_test(size=size) as pb:
+        driving = WizardApp(in_step("office-pc", source, tmp_path, connect=await listening(pb, serving)))
+        async with driving.run_test(size=size) as pa:
+            yield driving, pa, serving, pb
+
+
+async def listening(pilot: Pilot, app: WizardApp) -> int:
+    """The port a wizard listens on, once it does."""
+    await wait_for(pilot, lambda: app.state.listening is not None, 30, f"{app.state.host} to listen")
+    assert app.state.listening is not None
+    return app.state.listening[1]
 
 
 async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:

@@ -8,21 +8,18 @@ when the driver starts another clone, and says clearly when the driver quits.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from textual.pilot import Pilot
 
 from recovery.engine.clone.compare import compare
-from recovery.link import tcp
 from recovery.tui.app import WizardApp
-from recovery.tui.config import WizardConfig
 from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, ReviewScreen
-from tests.tui.helpers import run, wait_for
+from tests.tui.helpers import free_port, in_step, listening, run, wait_for
 from tests.tui.test_wizard import SIZE, confirm, on, text_of, type_code, walk_to_review
 
 
@@ -30,36 +27,15 @@ def passive_line(app: WizardApp) -> str:
     return text_of(app, "#passive-activity")
 
 
-def wizard(name: str, disk: Path, log_dir: Path, *, listen: int | None = None, connect: int | None = None) -> WizardApp:
-    """A wizard offering ``disk``, that listens on loopback (``listen``: a port, 0 for any) or reaches one."""
-    return WizardApp(
-        WizardConfig(
-            hostname=name,
-            disks=(str(disk),),
-            cable=False,
-            listen=None if listen is None else tcp.Endpoint("127.0.0.1", listen),
-            connect=None if connect is None else tcp.Endpoint("127.0.0.1", connect),
-            log_dir=log_dir,
-            timeout=10,
-        )
-    )
-
-
-async def listening(pilot: Pilot, app: WizardApp) -> int:
-    """The port the wizard listens on, once it does."""
-    await wait_for(pilot, lambda: app.state.listening is not None, 30, "the serving wizard to listen")
-    assert app.state.listening is not None
-    return app.state.listening[1]
-
-
 def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    serving = wizard("new-laptop", blank_image, tmp_path / "b", listen=0)
+    serving = WizardApp(in_step("new-laptop", blank_image, tmp_path, listen=0))
 
     async def scenario() -> None:
         async with serving.run_test(size=SIZE) as pb:
-            driving = wizard("old-laptop", source_image, tmp_path / "a", connect=await listening(pb, serving))
+            port = await listening(pb, serving)
+            driving = WizardApp(in_step("old-laptop", source_image, tmp_path, connect=port))
             first_code = serving.state.code
             async with driving.run_test(size=SIZE) as pa:
                 await type_code(pa, first_code)
@@ -83,7 +59,7 @@ def test_both_screens_stay_in_step_through_another_clone_and_a_quit(
                 await pa.press("ctrl+q")  # the driver quits
             await on(pb, ErrorScreen)
             assert text_of(serving, "#topbar").endswith("old-laptop ended the pairing")
-            assert "old-laptop closed the wizard" in text_of(serving, "#error-message")
+            assert "old-laptop's user quit the wizard" in text_of(serving, "#error-message")
             assert serving.state.code != first_code and serving.state.code in text_of(serving, "#error-status")
             assert serving.state.link is None
             await pb.press("enter")
@@ -110,11 +86,9 @@ async def both(pa: Pilot, pb: Pilot, kind: type, timeout: float = 30) -> None:
 def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_else(
     source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
-    with socket.socket() as s:  # a free port, so the driver can be told where before the server runs
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serving = wizard("new-laptop", blank_image, tmp_path / "b", listen=port)
-    driving = wizard("old-laptop", source_image, tmp_path / "a", connect=port)
+    port = free_port()  # so the driver can be told where before the server runs
+    serving = WizardApp(in_step("new-laptop", blank_image, tmp_path, listen=port))
+    driving = WizardApp(in_step("old-laptop", source_image, tmp_path, connect=port))
 
     async def scenario() -> None:
         async with driving.run_test(size=SIZE) as pa:
@@ -126,7 +100,7 @@ def test_when_the_serving_side_quits_the_driver_says_so_and_waits_for_nobody_els
                 await pb.press("ctrl+q")  # the serving machine's user quits
             await on(pa, ErrorScreen)
             assert text_of(driving, "#topbar").endswith("new-laptop ended the pairing")
-            assert "new-laptop closed the wizard" in text_of(driving, "#error-message")
+            assert "new-laptop's user quit the wizard" in text_of(driving, "#error-message")
             assert driving.state.link is None and driving.state.session is None
             await pa.press("enter")
             await on(pa, HomeScreen)  # back to the first screen, paired with nobody
@@ -139,11 +113,12 @@ def test_the_serving_machine_sees_the_review_before_the_driver_confirms(
 ) -> None:
     """Issue 21 item 7: the machine whose disk is overwritten saw only "office-pc is reviewing the clone
     before confirming it"; now the same review, as text, before anything is written there."""
-    serving = wizard("new-pc", blank_image, tmp_path / "b", listen=0)
+    serving = WizardApp(in_step("new-pc", blank_image, tmp_path, listen=0))
 
     async def scenario() -> None:
         async with serving.run_test(size=SIZE) as pb:
-            driving = wizard("[b]office-pc[/b]", source_image, tmp_path / "a", connect=await listening(pb, serving))
+            port = await listening(pb, serving)
+            driving = WizardApp(in_step("[b]office-pc[/b]", source_image, tmp_path, connect=port))
             async with driving.run_test(size=SIZE) as pa:
                 await walk_to_review(pa, serving.state.code)
                 rows = dict(driving.screen.rows)  # type: ignore[attr-defined]

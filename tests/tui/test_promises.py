@@ -20,7 +20,6 @@ from textual.pilot import Pilot
 from recovery.engine.clone.compare import compare
 from recovery.engine.peer.jobs import PeerActivity
 from recovery.tui.app import WizardApp
-from recovery.tui.screens.home import HomeScreen
 from recovery.tui.screens.pair import PairScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
@@ -71,14 +70,29 @@ async def to_the_target(pilot: Pilot, *, source_index: int = 0) -> None:
     await on(pilot, DiskScreen, "overwrite")
 
 
-async def choose_again(pilot: Pilot, peer: Peer) -> None:
-    """After a failed clone: choose again, pairing with the peer first when the pairing ended."""
+async def paired_again(pilot: Pilot, peer: Peer, failures: int) -> None:
+    """After the ``failures``-th failed clone (each keeps the pairing): that pairing is made again, no
+    code typed."""
     app = pilot.app
     assert isinstance(app, WizardApp)
-    await wait_for(pilot, lambda: app.state.link is None and peer.ended.is_set(), 30, "the pairing to end")
+    await wait_for(
+        pilot,
+        lambda: (
+            len(peer.errors) >= failures
+            and peer.ready.is_set()
+            and app.state.link is not None
+            and app.state.link.rejoined
+            and not app.state.repairing
+        ),
+        30,
+        "the pairing made again",
+    )
+
+
+async def choose_again(pilot: Pilot, peer: Peer, failures: int) -> None:
+    """After a failed clone: choose again on the pairing it kept."""
+    await paired_again(pilot, peer, failures)
     await pilot.press("enter")
-    await on(pilot, HomeScreen)
-    await type_code(pilot, peer.code)
 
 
 async def abort_once_durable(pilot: Pilot) -> None:
@@ -116,7 +130,7 @@ def test_the_review_promises_what_the_clone_does_and_a_resume_sends_only_the_res
             await confirm(pilot, word)
             await abort_once_durable(pilot)
             peer.rate = None
-            await choose_again(pilot, peer)
+            await choose_again(pilot, peer, 1)
             await to_the_target(pilot)
             incomplete = "incomplete clone of old-laptop's source.img"
             assert incomplete in text_of(app, "#disks")  # not "data nothing here recognises"
@@ -196,17 +210,15 @@ def test_rescue_mode_is_for_the_source_that_failed_and_resumes_only_the_rest_nev
             assert "Rescue mode is on for source.img" in text_of(app, "#error-status")
             shown = " ".join(text_of(app, n) for n in ("#error-status", "#error-steps", "#error-message"))
             assert "--rescue" not in shown and "run the same command" not in shown
-            await wait_for(pilot, lambda: app.state.link is None and peer.ended.is_set(), 30, "the pairing to end")
-            await pilot.press("r")  # retry: the link is gone, so pair again first
-            await on(pilot, HomeScreen)
-            await type_code(pilot, peer.code)
+            await paired_again(pilot, peer, 1)
+            await pilot.press("r")  # retry: the pairing stayed, no code to type
             await on(pilot, ReviewScreen)
             said = review(app)
             assert said["Rescue"].startswith("on:") and said["Mode"].startswith(f"{mode}:")
             await confirm(pilot, word)
             await abort_once_durable(pilot)  # the rescue is cut short within seconds
             peer.rate = None
-            await choose_again(pilot, peer)
+            await choose_again(pilot, peer, 2)
             await to_the_target(pilot)
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, ResumeScreen), 30, "the resume offer")

@@ -82,6 +82,6 @@ def test_quitting_does_not_wait_for_the_other_machine_to_hear_bye(
         assert time.monotonic() - started < 5, "the wizard waited for the session to close"
         let_close.set()
         assert peer.ended.wait(10), "the peer's session did not end after the wizard closed"
-        assert [str(e) for e in peer.errors] == ["old-laptop ended the session: old-laptop closed the wizard"]
+        assert [str(e) for e in peer.errors] == ["old-laptop ended the session: old-laptop's user quit the wizard"]
 
     run(scenario)

@@ -16,9 +16,10 @@ from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.screen import Screen
 
+from recovery import events
 from recovery.tui.advice import advise
 from recovery.tui.app import WizardApp
-from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, RetryAsked, StartOverAsked
+from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, LobbyEvent, RetryAsked, StartOverAsked
 from recovery.tui.model import Choice, target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
@@ -73,6 +74,34 @@ def app(**kw: object) -> WizardApp:
 @SIZES
 def test_home(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     assert snap_compare(app(), run_before=home_ready, terminal_size=size)
+
+
+def pairing_failed(**attempt: Any) -> Callable[[Pilot], Awaitable[None]]:
+    """The first screen, after a pairing attempt with a code failed as ``attempt`` says."""
+
+    async def before(pilot: Pilot) -> None:
+        await home_ready(pilot)
+        app = pilot.app
+        assert isinstance(app, WizardApp)
+        failed = events.PairingAttempt(peer=f"{fakes.THERE} (192.0.2.7:7554)", ok=False, host=fakes.THERE, **attempt)
+        app.post_message(LobbyEvent(failed))
+        await wait_for(pilot, lambda: bool(app.state.notice), READY, "the notice")
+        await pilot.pause()
+
+    return before
+
+
+@SIZES
+def test_a_wrong_code_typed_here(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    said = "the pairing code does not match the one shown on the screen of new-laptop"
+    typed = pairing_failed(reason="wrong_code", message=said, tries_left=2, drove=True)
+    assert snap_compare(app(), run_before=typed, terminal_size=size)
+
+
+@SIZES
+def test_the_last_wrong_code_typed_there(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    typed = pairing_failed(reason="wrong_code", message="it gave a wrong pairing code", tries_left=0, new_code=True)
+    assert snap_compare(app(), run_before=typed, terminal_size=size)
 
 
 def test_pairing(snap_compare: SnapCompare) -> None:

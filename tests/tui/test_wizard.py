@@ -298,12 +298,12 @@ def test_retry_after_a_finished_clone_onto_this_machine_rechecks_the_target(
             await on(pilot, SummaryScreen, timeout=60)
         # one session throughout, which the wizard ended with a bye when it closed
         assert peer.ended.wait(10), "the peer's session did not end after the wizard closed"
-        assert [str(e) for e in peer.errors] == ["new-laptop ended the session: new-laptop closed the wizard"]
+        assert [str(e) for e in peer.errors] == ["new-laptop ended the session: new-laptop's user quit the wizard"]
 
     run(scenario)
 
 
-def test_retry_after_an_aborted_clone_pairs_again_and_rechecks(
+def test_retry_after_an_aborted_clone_needs_no_new_code_and_rechecks(
     make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path
 ) -> None:
     peer = make_peer([blank_image], name="new-laptop", rate=4 * MIB)
@@ -315,15 +315,10 @@ def test_retry_after_an_aborted_clone_pairs_again_and_rechecks(
             state = text_of(app, "#error-state")
             assert "blank.img on new-laptop is now INCOMPLETE" in state and "were written" in state
             assert "It stopped while copying" in state and "The source was only read" in state
-            await wait_for(pilot, lambda: peer.ended.is_set() and app.state.link is None, 30)
-            assert "new code" in text_of(app, "#error-status")
-            await pilot.press("r")  # retry: the link is gone, so pair again first
-            await on(pilot, HomeScreen)
-            assert "pair with new-laptop again" in text_of(app, "#home-retry")
-            new_code = peer.code
-            assert new_code != "2468-1357"  # the other machine shows a new code
-            await type_code(pilot, new_code)
+            assert "Still paired with new-laptop" in text_of(app, "#error-status")
+            await pilot.press("r")  # retry at once: the pairing is made again by itself (no code)
             await on(pilot, ReviewScreen)  # straight to the review, with what changed since
+            assert peer.errors and app.state.link is not None and app.state.link.rejoined
             # the aborted copy never reached the partition table areas (they are written last)
             assert "the same disks as before, found again by their identity" in text_of(app, "#review-changes")
             peer.rate = None
@@ -384,7 +379,12 @@ def test_a_retry_is_never_applied_to_another_machine(
     async def scenario() -> None:
         app = WizardApp(config(peer, tmp_path, source_image))
         async with app.run_test(size=SIZE) as pilot:
-            await abort_mid_copy(pilot, peer.code, "blank.img")
+            await walk_to_review(pilot, peer.code)
+            await confirm(pilot, "blank.img")
+            await wait_for(pilot, lambda: isinstance(app.screen, ProgressScreen) and app.screen.job.done > 0, 30)
+            assert peer.link is not None
+            peer.link.conn.abort()  # the cable is pulled: the pairing is over
+            await on(pilot, ErrorScreen)
             await wait_for(pilot, lambda: app.state.link is None, 30)
             await pilot.press("r")
             await on(pilot, HomeScreen)
@@ -449,7 +449,7 @@ def test_a_refused_target_is_a_screen_that_says_nothing_was_written_and_keeps_th
             await confirm(pilot, "blank.img")
             await on(pilot, SummaryScreen, timeout=60)
         assert peer.ended.wait(10), "the peer's session did not end after the wizard closed"
-        assert [str(e) for e in peer.errors] == ["old-laptop ended the session: old-laptop closed the wizard"]
+        assert [str(e) for e in peer.errors] == ["old-laptop ended the session: old-laptop's user quit the wizard"]
 
     run(scenario)
 
@@ -479,7 +479,7 @@ def _drive_failing_read(
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 60, "the error screen")
             assert isinstance(app.screen, ErrorScreen)
             shown.append(app.screen)
-            await wait_for(pilot, peer.ended.is_set, 30)
+            await wait_for(pilot, lambda: bool(peer.errors), 30, "the clone's session to end there")
 
     run(scenario)
     return peer, shown

@@ -25,8 +25,15 @@ driver says what its user is doing (:meth:`CloneSession.tell`, an optional
 the serving side reports as :class:`PeerActivity` (text to show: it decides
 nothing by it, its own checks of the target stay). A clone that fails ends the connection on both sides
 (the engine aborts the link), except a refusal that crossed before anything
-was written: the session stays for another try. Closing the session says
-``bye`` (the peer's session ends with :class:`~recovery.errors.PeerLeftError`).
+was written: the session stays for another try. When both list
+"keep-pairing", such a failure (an abort, a read error, any clone's error;
+not a lost link, nor the peer leaving) does not end the *pairing*: the
+session ends, its :class:`JobEnded` says ``pairing_kept``, and
+:meth:`CloneSession.rejoin_after` gives the secret by which the two pair
+again at once on a new connection (the driver drives, no code). Closing the
+session says ``bye`` when idle, or stops the running clone with a ``cancel``
+that says this side leaves the pairing (``ends_pairing``); either way the
+peer's session ends with :class:`~recovery.errors.PeerLeftError`.
 Each clone is logged to its own file (:mod:`recovery.engine.joblog`), with
 the peer's identity and the link's security first; an internal error adds
 its traceback there.
@@ -59,6 +66,7 @@ from recovery.engine.peer.jobs import (
 )
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import (
+    LinkError,
     PeerLeftError,
     RecoveryError,
     RefusedError,
@@ -143,6 +151,7 @@ class CloneSession:
         self._told: queue.Queue[m.Activity] = queue.Queue()
         self._closing = threading.Event()
         self._close_reason = ""
+        self._kept_after: RecoveryError | None = None  # the clone's error the pairing outlives
         self._finished = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -161,9 +170,10 @@ class CloneSession:
             self._told.put(m.Activity(what=what[:200], step=step, steps=steps, review=lines))
 
     def cancel(self) -> None:
-        """Stop the running clone (either role); the peer is told, and the link ends."""
+        """Stop the running clone (either role); the peer is told, and the link ends (with
+        "keep-pairing", not the pairing)."""
         if self.busy:
-            self.link.ctl.cancel.set()
+            self.link.ctl.stop(f"{self.host}'s user aborted the clone")
 
     @property
     def busy(self) -> bool:
@@ -174,14 +184,38 @@ class CloneSession:
         """This side drives (its user typed the peer's code); the other serves."""
         return self.link.role == "driver"
 
+    def rejoin_after(self, error: BaseException | None) -> bytes | None:
+        """The secret by which the peer may pair again after the session ended with ``error``: after a
+        lost link (the driving user allows waiting for it), and after a clone that failed but kept the
+        pairing (:meth:`kept_pairing`: the two pair again at once); None after a goodbye, a quit, or an
+        end on purpose."""
+        if self.kept_pairing(error):
+            return self.link.rejoin_secret()
+        return self.link.rejoin_after(error)
+
+    def kept_pairing(self, error: BaseException | None) -> bool:
+        """Did the session end with a failed clone that keeps the pairing (see the module's doc)?"""
+        return error is not None and error is self._kept_after
+
+    def _keeps_pairing(self, error: RecoveryError) -> bool:
+        """Does the pairing outlive this failed clone: both list "keep-pairing", it was not a lost link
+        (the peer may be gone) nor the peer leaving, and nobody here closes the session?"""
+        return (
+            "keep-pairing" in self.link.ctl.state.shared_caps
+            and not isinstance(error, LinkError | PeerLeftError)
+            and not self._closing.is_set()
+            and self.link.rejoin_secret() is not None
+        )
+
     def close(self, reason: str = "the other side closed the session") -> None:
         """End the session: cancel a running clone, say bye (or cancel), unblock :meth:`serve`."""
         self._close_reason = reason
         self._closing.set()
-        self.cancel()
+        if self.busy:
+            self.link.ctl.stop(reason, ends_pairing=True)
         self._idle.wait(CLOSE_WAIT)
         if not self._finished.wait(GOODBYE_WAIT + 2 * TICK):  # serve() says bye and returns
-            self.link.ctl.try_send(m.Cancel(reason=reason[:1000]))
+            self.link.ctl.try_send(m.Cancel(reason=reason[:1000], ends_pairing=True))
         self.link.conn.abort()
 
     # --- the session's own thread ---
@@ -278,6 +312,8 @@ class CloneSession:
             # that left the session idle keeps it.
             reason = self.link.abandon(error)
             error = reason if isinstance(reason, RecoveryError) else error
+            refused = isinstance(error, RefusedError) and self.link.idle
+            kept = refused or self._keeps_pairing(error)
             job.sink(
                 events.Failed(
                     code=error.code,
@@ -290,11 +326,19 @@ class CloneSession:
             )
             job.sink(
                 JobEnded(
-                    ok=False, code=error.code, message=error.message, hint=error.hint, peer=error.peer, log=job.log_path
+                    ok=False,
+                    code=error.code,
+                    message=error.message,
+                    hint=error.hint,
+                    peer=error.peer,
+                    log=job.log_path,
+                    pairing_kept=kept,
+                    peer_left=isinstance(error, PeerLeftError),
                 )
             )
-            if isinstance(error, RefusedError) and self.link.idle:
+            if refused:
                 return 0
+            self._kept_after = error if kept else None
             raise error
         finally:
             job.close()

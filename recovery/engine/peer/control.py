@@ -21,11 +21,13 @@ import threading
 import time
 from typing import NoReturn
 
+from recovery.engine.peer.guard import Verdict
 from recovery.errors import (
     CancelledError,
     Interrupted,
     LinkError,
     PairingError,
+    PeerLeftError,
     RecoveryError,
     RemoteProtocolError,
     error_from_code,
@@ -65,6 +67,8 @@ class ControlLink:
     ) -> None:
         self.conn = conn
         self.cancel = cancel or threading.Event()  # set by the user: stop, and tell the peer
+        self.stop_reason = "interrupted by the user"  # what the peer is told when ``cancel`` is set
+        self.ends_pairing = False  # and whether this side leaves the pairing too (see :meth:`stop`)
         self.channel = conn.control
         self.timeout = timeout
         self.state = ControlConnection(binding=conn.binding)
@@ -104,6 +108,12 @@ class ControlLink:
     def close(self) -> None:
         self._closed.set()
 
+    def stop(self, reason: str, *, ends_pairing: bool = False) -> None:
+        """This side's user stops what runs on the link: the peer is told ``reason`` (its ``cancel``),
+        and with ``ends_pairing`` that this side leaves the pairing too (its user quit or ended it)."""
+        self.stop_reason, self.ends_pairing = reason, ends_pairing
+        self.cancel.set()
+
     def last_words(self, wait: float = LAST_WORDS) -> None:
         """After telling the peer why we stop: half-close the control channel and give the peer up
         to ``wait`` seconds to read it and close (our reader sees that), so the words arrive."""
@@ -141,6 +151,8 @@ class ControlLink:
         """Tell the peer why this side stops."""
         if isinstance(error, KeyboardInterrupt):
             self.try_send(m.Cancel(reason="interrupted by the user"))
+        elif isinstance(error, Interrupted):
+            self.try_send(m.Cancel(reason=error.message[:1000], ends_pairing=self.ends_pairing))
         elif isinstance(error, CancelledError):
             self.try_send(m.Cancel(reason=error.message[:1000]))
         elif isinstance(error, RecoveryError):
@@ -232,7 +244,7 @@ class ControlLink:
         :class:`LinkError` when the peer has been silent too long.
         """
         if self.cancel.is_set():
-            raise Interrupted("interrupted by the user")
+            raise Interrupted(self.stop_reason)
         try:
             item = self._take(timeout)
         except queue.Empty:
@@ -261,10 +273,8 @@ class ControlLink:
                 item = self._take(left)
             except queue.Empty:
                 break
-            if isinstance(item, m.Error):
-                return error_from_code(item.code, item.message, self.peer_name, item.hint)
-            if isinstance(item, m.Cancel):
-                return CancelledError(f"the peer cancelled: {item.reason}")
+            if isinstance(item, m.Error | m.Cancel):
+                return self._peers_reason(item)
             if isinstance(item, BaseException):
                 break
         return error
@@ -306,11 +316,18 @@ class ControlLink:
 
     def _raise(self, item: BaseException | m.Error | m.Cancel) -> NoReturn:
         """An inbox item that ends the session, as the error this side raises."""
-        if isinstance(item, m.Error):
-            raise error_from_code(item.code, item.message, self.peer_name, item.hint)
-        if isinstance(item, m.Cancel):
-            raise CancelledError(f"the peer cancelled: {item.reason}")
+        if isinstance(item, m.Error | m.Cancel):
+            raise self._peers_reason(item)
         raise item
+
+    def _peers_reason(self, item: m.Error | m.Cancel) -> RecoveryError:
+        """The peer's ``error`` or ``cancel`` as the error this side stops with: a cancel by which the peer
+        leaves the pairing (its user quit or ended it) is :class:`PeerLeftError`."""
+        if isinstance(item, m.Error):
+            return error_from_code(item.code, item.message, self.peer_name, item.hint)
+        if item.ends_pairing:
+            return PeerLeftError(f"{self.peer_name} ended the session: {item.reason}")
+        return CancelledError(f"the peer cancelled: {item.reason}")
 
     def refuse(self, reason: str, message: str) -> PairingFailed:
         """Turn the peer's attempt away without trying the code."""
@@ -328,14 +345,16 @@ class ControlLink:
         assert isinstance(event, ProofArrived | PairingFailed)
         return event
 
-    def conclude(self, verdict: str, message: str = "") -> Paired | PairingFailed:
+    def conclude(self, verdict: Verdict) -> Paired | PairingFailed:
         """End the attempt on the guard's verdict about the peer's proof (see :class:`CodeGuard`)."""
         with self._lock:
-            if verdict in ("paired", "wrong_code"):
-                outcome, reply = self.state.judge(verdict == "paired")
+            if verdict.outcome in ("paired", "wrong_code"):
+                outcome, reply = self.state.judge(
+                    verdict.outcome == "paired", tries_left=verdict.tries_left, new_code=verdict.new_code
+                )
             else:
-                reply = self.state.refuse(verdict, message)
-                outcome = PairingFailed(self.state.attempts, verdict, message, by_peer=False)
+                reply = self.state.refuse(verdict.outcome, verdict.message)
+                outcome = PairingFailed(self.state.attempts, verdict.outcome, verdict.message, by_peer=False)
             self.channel.send(reply)
         return outcome
 

@@ -53,6 +53,12 @@ MAX_LOCK = 300.0
 GLOBAL_PER_MINUTE = 20
 PRESSURE_LOCK = 5.0  # seconds an origin waits after a wrong code while many come from everywhere
 REJOIN_FOR = 1800.0  # seconds a lost pairing may come back without a code
+NO_REJOIN = {  # why a machine takes no lost pairing back (the driver's screen shows it)
+    "restarted": "{host} restarted: type the code it shows now",
+    "ended": "{host} ended that pairing: type the code it shows now",
+    "paired": "{host} has paired again since: type the code it shows now",
+    "expired": "{host} waited {minutes} minutes for that pairing to come back: type the code it shows now",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class Verdict:
 
     outcome: str  # "paired", "wrong_code", "locked", "stale"
     message: str = ""
+    tries_left: int | None = None  # a wrong code: what :meth:`CodeGuard.tries_left` says now
+    new_code: bool = False  # a wrong code: it was the last try, a new code replaced the old one
 
 
 @dataclass
@@ -108,6 +116,7 @@ class CodeGuard:
         self._addresses: dict[str, _Origin] = {}  # connections that left without pairing, per address
         self._recent: deque[float] = deque()  # times of recent wrong tries, from anywhere
         self._rejoin: _Rejoin | None = None
+        self._no_rejoin = "restarted"  # why none may come back (:data:`NO_REJOIN`): none was lost in this run
         self._lock = threading.Lock()
 
     # --- answering an attempt ---
@@ -168,8 +177,9 @@ class CodeGuard:
             if not rejoin:
                 return Answer(codes.secret(self.code), self.generation, origin, address=address)
             r = self._rejoin
-            if r is None or self.clock() > r.until:
-                self._rejoin = None
+            if r is not None and self.clock() > r.until:
+                r, self._rejoin, self._no_rejoin = None, None, "expired"
+            if r is None:
                 return None
             return Answer(r.secret, self.generation, origin, rejoin=True, address=address)
 
@@ -188,7 +198,12 @@ class CodeGuard:
 
     def forget_rejoin(self) -> None:
         with self._lock:
-            self._rejoin = None
+            self._rejoin, self._no_rejoin = None, "ended"
+
+    def no_rejoin(self, host: str) -> str:
+        """Why ``host`` (this machine) takes no lost pairing back now, for the peer that tried."""
+        with self._lock:
+            return NO_REJOIN[self._no_rejoin].format(host=host, minutes=f"{REJOIN_FOR / 60:.0f}")
 
     # --- judging a proof ---
 
@@ -208,7 +223,7 @@ class CodeGuard:
             if holds():
                 self._origins.pop(answered.origin, None)
                 self._addresses.pop(answered.address, None)
-                self._rejoin = None  # paired (by it, or by the code): the lost pairing is over
+                self._rejoin, self._no_rejoin = None, "paired"  # paired (by it, or by the code): that one is over
                 return Verdict("paired")
             self._failed(self._origins, answered.origin, now, grace=not self._under_pressure(now))
             self._recent.append(now)
@@ -216,9 +231,10 @@ class CodeGuard:
             if not self.given and self.wrong_since_new >= MAX_TRIES:
                 why = f"{self.wrong_since_new} wrong codes: the old code no longer works"
                 announce = (self._replace(), why)
+            left = 0 if announce else self._tries_left(answered.origin)
         if announce is not None and self.on_new_code is not None:
             self.on_new_code(*announce)
-        return Verdict("wrong_code", "it gave a wrong pairing code")
+        return Verdict("wrong_code", "it gave a wrong pairing code", tries_left=left, new_code=announce is not None)
 
     def _replace(self) -> str:
         self.code = codes.generate()
@@ -241,6 +257,9 @@ class CodeGuard:
     def tries_left(self, origin: str) -> int:
         """Wrong tries ``origin`` has before it must wait, or (a made code) before the code changes."""
         with self._lock:
-            state = self._origins.get(origin, _Origin())
-            own = max(0, MAX_TRIES - state.failures)
-            return own if self.given else min(own, MAX_TRIES - self.wrong_since_new)
+            return self._tries_left(origin)
+
+    def _tries_left(self, origin: str) -> int:
+        state = self._origins.get(origin, _Origin())
+        own = max(0, MAX_TRIES - state.failures)
+        return own if self.given else min(own, MAX_TRIES - self.wrong_since_new)

@@ -59,6 +59,8 @@ class JobEnded(events.Event):
     hint: str | None = None
     log: str | None = None
     peer: str | None = None  # the other machine, when the error happened there
+    pairing_kept: bool = False  # failed, but the pairing stays (at once, or the two pair again by its secret)
+    peer_left: bool = False  # failed because the other machine left the pairing (its user quit or ended it)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ bytes) holds up nobody:
 
 - every connection has a fixed time in all to pair (:data:`PAIR_LIMIT`); a
   peer this side may *drive* (for a wizard: an agent or a wizard that waits
-  for our user to type its code) is held longer, or for as long as the cable
+  for our user to type its code), and a wizard whose user is to type *our*
+  code, is held longer (people read and type), or for as long as the cable
   joins us;
 - at most :data:`MAX_CONTACTS` connections are handled at once, and at most
   :data:`MAX_PER_ORIGIN` from one origin (an address, an IPv6 /64): when the
@@ -37,10 +38,14 @@ machine come back (``Seen.known``), any other as a different one, so a
 screen never presents someone else as the peer it had. Nothing pairs by
 itself: the peer proves a code again, and only then are its host name and
 machine id (its introduction) authenticated and compared with the pin.
-The one exception a person chooses: after a lost link, a lobby may hold the
-lost pairing's rejoin secret (:meth:`Lobby.rejoin`), and tries it, once per
-connection, on those that name the pinned machine and list "rejoin": the
-secret is the proof (only the two machines of that pairing hold it).
+The one exception a person chooses: after a lost link (or at once after a
+failed clone that keeps the pairing), a lobby may hold the pairing's rejoin
+secret (:meth:`Lobby.rejoin`), and tries it, once per connection, on those
+that name the pinned machine and list "rejoin": the secret is the proof
+(only the two machines of that pairing hold it). One that refuses it as
+stale (it restarted, or ended that pairing) or does not list "rejoin" never
+will: the lobby drops the secret and says so
+(:class:`~recovery.events.RejoinRefused`).
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ from collections.abc import Callable
 from recovery import events
 from recovery.engine.peer.control import DEFAULT_TIMEOUT
 from recovery.engine.peer.guard import CodeGuard
-from recovery.engine.peer.seen import Pin, Refuse, Seen
+from recovery.engine.peer.seen import TYPING, Pin, Refuse, Seen
 from recovery.engine.peer.session import STDIO_CODE, Contact, PeerLink, meet, uses_stdio_code
-from recovery.errors import CancelledError, Interrupted, LinkError, RecoveryError
+from recovery.errors import CancelledError, Interrupted, LinkError, PairingError, RecoveryError
 from recovery.link import tcp
 from recovery.link.base import Connection
 from recovery.link.opening import Source
@@ -302,7 +307,10 @@ class Lobby:
             contact = self._meet(seen)
             link = contact.drive(code)
         except RecoveryError as e:
-            self.sink(events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code, message=e.message))
+            if not (isinstance(e, PairingError) and seen.contact is not None):  # the contact told why itself
+                self.sink(
+                    events.PairingAttempt(peer=seen.hostname or str(ep), ok=False, reason=e.code, message=e.message)
+                )
             self._drop(seen)
             return
         self._won(seen, link)
@@ -326,6 +334,21 @@ class Lobby:
         """Pair again by itself with the pinned machine when it comes back, proving ``secret``."""
         with self._lock:
             self._rejoin = secret
+
+    def _heard(self, event: events.Event) -> None:
+        """What a contact tells: one that refuses the rejoin secret as stale (it holds no such pairing,
+        having restarted or ended it) will never take it, so the wait for it is over."""
+        if isinstance(event, events.RejoinRefused):
+            self.rejoin(None)
+        self.sink(event)
+
+    def _rejoin_unsupported(self, seen: Seen, contact: Contact) -> None:
+        """The pinned machine came back but cannot pair by a secret (no "rejoin"): the wait is over."""
+        with self._lock:
+            waiting = self._rejoin is not None and bool(seen.known) and seen.drivable
+        if waiting and "rejoin" not in contact.theirs.caps:
+            name = contact.theirs.host.hostname
+            self._heard(events.RejoinRefused(name, f"{name} cannot pair again without a code: type the code it shows"))
 
     def _wants_drive(self, seen: Seen) -> str | bytes | None:
         with self._lock:
@@ -371,7 +394,7 @@ class Lobby:
     def _meet(self, seen: Seen) -> Contact:
         assert seen.conn is not None
         contact = meet(
-            seen.conn, self.role, timeout=self.timeout, sink=self.sink, hostname=self.hostname, encrypt=self.encrypt
+            seen.conn, self.role, timeout=self.timeout, sink=self._heard, hostname=self.hostname, encrypt=self.encrypt
         )
         seen.contact = contact
         seen.hostname, seen.role = contact.theirs.host.hostname, contact.theirs.role
@@ -388,6 +411,7 @@ class Lobby:
                 self.sink(events.PairingAttempt(peer=seen.peer, ok=False, reason=e.code, message=e.message))
             self._drop(seen)
             return
+        self._rejoin_unsupported(seen, contact)
         try:
             why = self.refuse(contact.theirs)
             if why is not None:
@@ -395,7 +419,7 @@ class Lobby:
                 raise CancelledError(why)
             guard = CodeGuard(STDIO_CODE) if uses_stdio_code(contact.conn) else self.guard
             wait: float | None = limit
-            if seen.drivable:
+            if seen.drivable or seen.role in TYPING:  # a person is to type a code: as long as people take
                 wait = None if seen.link in ("tbstream", "tbnet") or hold is None else hold
             link = contact.await_pairing(
                 guard,
@@ -406,8 +430,12 @@ class Lobby:
                 stop=self.done,
             )
         except RecoveryError as e:
-            quiet = isinstance(e, LinkError) and contact.ctl.state.attempts > 0  # it left after its tries
-            if not (self.done.is_set() or quiet):
+            tried = contact.ctl.state.attempts > 0
+            if self.done.is_set() or (isinstance(e, LinkError) and tried):  # it left after its tries
+                pass
+            elif seen.ours and not tried and isinstance(e, LinkError | CancelledError):  # held, gone: again
+                self.sink(events.Phase("connect", f"{contact.name} closed the connection; connecting again"))
+            else:
                 self.sink(events.PairingAttempt(peer=contact.name, ok=False, reason=e.code, message=e.message))
             self._drop(seen, e.message)
             return

@@ -17,6 +17,7 @@ from recovery.protocol import messages as m
 from recovery.protocol.state import State
 
 DRIVABLE = ("agent", "wizard")  # roles a wizard may drive (a person here types their code)
+TYPING = ("wizard",)  # roles whose user types the code this side shows: held while a person reads and types
 
 Refuse = Callable[[m.Hello], str | None]  # why a peer may not pair here (None: it may)
 

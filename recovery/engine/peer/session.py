@@ -207,13 +207,16 @@ class Contact:
         return f"{self.theirs.host.hostname} ({self.conn.peer})"
 
     def drive(self, code: str, *, limit: float = ATTEMPT_LIMIT) -> PeerLink:
-        """Pair with the code the user typed (the other machine's); raise :class:`PairingError` if it fails."""
-        outcome = self.ctl.drive(codes.secret(code), limit)
+        """Pair with the code the user typed (the other machine's); raise :class:`PairingError` if it fails
+        (the sink heard why)."""
+        try:
+            outcome = self.ctl.drive(codes.secret(code), limit)
+        except PairingError as e:  # it left halfway, or did not answer in time
+            self.sink(self._attempt_failed(e.code, e.message, drove=True))
+            raise
         if isinstance(outcome, Paired):
             return self._driven()
-        self.sink(
-            events.PairingAttempt(peer=self.name, ok=False, reason=outcome.reason, message=self._failure(outcome))
-        )
+        self.sink(self._failed(outcome))
         peer = self.theirs.host.hostname
         hint = {
             "wrong_code": f"check the code {self._shown()} and type it again (after 3 wrong codes it shows a new one)",
@@ -272,9 +275,10 @@ class Contact:
                     link = self._driven()
                     link.rejoined = isinstance(code, bytes)
                     return link
-                self.sink(
-                    events.PairingAttempt(peer=self.name, ok=False, reason=driven.reason, message=self._failure(driven))
-                )
+                if isinstance(code, bytes) and driven.reason == "stale":  # it holds no such pairing: it never will
+                    self.sink(events.RejoinRefused(peer=self.theirs.host.hostname, message=driven.message))
+                else:
+                    self.sink(self._failed(driven))
                 drove(False)
                 continue
             request = self.ctl.wait_pairing_request(min(0.25, left))
@@ -288,11 +292,11 @@ class Contact:
                 link.offered = offered()
                 link.ctl.send(m.Inventory(disks=link.offered))
                 return link
-            left_tries = guard.tries_left(self.conn.origin) if guard is not None else None
+            tries = outcome.tries_left
+            if tries is None and guard is not None:
+                tries = guard.tries_left(self.conn.origin)
             self.sink(
-                events.PairingAttempt(
-                    peer=self.name, ok=False, reason=outcome.reason, message=outcome.message, tries_left=left_tries
-                )
+                self._attempt_failed(outcome.reason, outcome.message, tries_left=tries, new_code=outcome.new_code)
             )
 
     def _answer(self, guard: CodeGuard | None, *, rejoin: bool = False) -> Paired | PairingFailed:
@@ -307,10 +311,7 @@ class Contact:
             return self.ctl.refuse("locked", why)
         answered = guard.answer(origin, rejoin=rejoin, address=address)
         if answered is None:
-            return self.ctl.refuse(
-                "stale",
-                f"{self.ours.host.hostname} no longer waits for that pairing to come back: type the code it shows",
-            )
+            return self.ctl.refuse("stale", guard.no_rejoin(self.ours.host.hostname))
         try:
             proof = self.ctl.answer(answered.secret)
         except PairingError:
@@ -320,7 +321,7 @@ class Contact:
             guard.stalled(address)  # it gave up (or its message was malformed) before proving anything
             return proof
         verdict = guard.judge(answered, self.ctl.proof_holds)
-        return self.ctl.conclude(verdict.outcome, verdict.message)
+        return self.ctl.conclude(verdict)
 
     def _driven(self) -> PeerLink:
         """Paired as the driver: the server's disks come first."""
@@ -342,6 +343,30 @@ class Contact:
     def _failure(self, outcome: PairingFailed) -> str:
         return FAILED.get(outcome.reason, "{peer} refused to pair: {message}").format(
             peer=self.theirs.host.hostname, message=outcome.message, shown=self._shown()
+        )
+
+    def _failed(self, outcome: PairingFailed) -> events.PairingAttempt:
+        """An attempt driven from here failed: the event that says why, with what the peer told."""
+        return self._attempt_failed(
+            outcome.reason,
+            self._failure(outcome),
+            drove=True,
+            tries_left=outcome.tries_left,
+            new_code=outcome.new_code,
+        )
+
+    def _attempt_failed(
+        self, reason: str, message: str, *, drove: bool = False, tries_left: int | None = None, new_code: bool = False
+    ) -> events.PairingAttempt:
+        return events.PairingAttempt(
+            peer=self.name,
+            ok=False,
+            reason=reason,
+            message=message,
+            tries_left=tries_left,
+            new_code=new_code,
+            drove=drove,
+            host=self.theirs.host.hostname,
         )
 
     def _paired(self, role: str) -> PeerLink:

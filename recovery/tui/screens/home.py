@@ -8,6 +8,7 @@ code is the user's consent: a machine serves only a peer that proved it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.table import Table
@@ -27,6 +28,7 @@ from recovery.tui.state import WizardState
 from recovery.tui.widgets import DiskTable, plain
 from recovery.units import shown
 
+HINT_EVERY = 0.5  # seconds between looks at a hint that may change (the demo's peer's code)
 WAITING = (
     "Join the two machines with a USB4 or Thunderbolt cable (or a network) and start usb4-recovery "
     "on the other one too. Then type the other machine's code on the one you want to work from."
@@ -125,10 +127,11 @@ class HomeScreen(Screen[None]):
         Binding("c", "code", "Other's code"),
         Binding("a", "address", "Its address"),
         Binding("r", "reload", "Re-read disks"),
+        Binding("x", "dismiss_notice", "Dismiss"),
         Binding("escape", "blur", "Leave the field", show=False),
     ]
 
-    def __init__(self, state: WizardState, *, hint: str = "", listens: bool = True) -> None:
+    def __init__(self, state: WizardState, *, hint: str | Callable[[], str] = "", listens: bool = True) -> None:
         super().__init__()
         self.state, self.hint, self.listens = state, hint, listens
 
@@ -137,6 +140,7 @@ class HomeScreen(Screen[None]):
         with VerticalScroll(id="home-body"):
             yield Static(flow.label("pair"), classes="step")
             yield Static(id="home-retry", classes="banner")
+            yield Static(id="home-notice", classes="banner")
             yield Static(id="home-code")
             yield Static(
                 "To work from here, type the other machine's code (and its address if the two "
@@ -161,6 +165,12 @@ class HomeScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.refresh_view()
+        if callable(self.hint):
+            self.set_interval(HINT_EVERY, self._show_code)
+
+    def _show_code(self) -> None:
+        hint = self.hint() if callable(self.hint) else self.hint
+        self.query_one("#home-code", Static).update(code_text(self.state.code, hint))
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
@@ -177,8 +187,12 @@ class HomeScreen(Screen[None]):
                     "shows now. The disks are checked again before anything is written."
                 )
             )
+        notice = self.query_one("#home-notice", Static)
+        notice.display = bool(state.notice)
+        notice.update(plain(state.notice))
+        self.refresh_bindings()
         self.query_one("#home-disks", DiskTable).show(state.disks)
-        self.query_one("#home-code", Static).update(code_text(state.code, self.hint))
+        self._show_code()
         self.query_one("#home-seen", Static).update(table(seen_rows(state.seen)))
         self.query_one("#home-address", Static).update(plain(address_text(state.listening, state.links, self.listens)))
         self.query_one("#home-links", Static).update(table(link_rows(state.links, state.status)))
@@ -194,6 +208,13 @@ class HomeScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.post_message(ReloadAsked())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return bool(self.state.notice) if action == "dismiss_notice" else True
+
+    def action_dismiss_notice(self) -> None:
+        self.state.notice = ""
+        self.refresh_view()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         code = self.query_one("#code", Input).value

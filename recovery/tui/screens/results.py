@@ -35,11 +35,13 @@ class Offer:
 
 
 class ResultScreen(Screen[None]):
-    """A screen whose keys are the offers it was given."""
+    """A screen whose keys are the offers it was given, and a status line under it all (how the pairing
+    stands: it stays, it ended, this machine's new code)."""
 
     def __init__(self, offers: Sequence[Offer]) -> None:
         super().__init__()
         self.offers = tuple(offers)
+        self.status = ""
         for offer in self.offers:  # keys that depend on the situation: bound per screen
             self._bindings.bind(
                 offer.key, f"offer('{offer.key}')", offer.label, key_display="Enter" if offer.key == "enter" else None
@@ -48,6 +50,20 @@ class ResultScreen(Screen[None]):
     def action_offer(self, key: str) -> None:
         offer = next(o for o in self.offers if o.key == key)
         self.post_message(offer.message())
+
+    def on_mount(self) -> None:
+        self._paint_status()
+
+    def set_status(self, text: str) -> None:
+        """The status line (shown once the screen is up, if it is not yet)."""
+        self.status = text
+        if self.is_mounted:
+            self._paint_status()
+
+    def _paint_status(self) -> None:
+        for widget in self.query(".result-status").results(Static):
+            widget.update(plain(self.status))
+            widget.set_class(bool(self.status), "shown")
 
 
 def verdict_kind(s: events.Summary) -> str:
@@ -111,6 +127,7 @@ class SummaryScreen(ResultScreen):
             yield Static(facts([*rows, ("Log", log)]), id="summary")
             yield Static(id="demo-check")
             yield Static(next_steps(self.job, self.host), id="next")
+            yield Static(id="summary-status", classes="result-status")
         yield Footer()
 
     def show_demo_check(self, text: str, *, same: bool) -> None:
@@ -133,7 +150,6 @@ class ErrorScreen(ResultScreen):
     ) -> None:
         super().__init__(offers)
         self.advice, self.state_lines, self.log_path, self.peer = advice, tuple(state), log, peer
-        self.status = ""
 
     def compose(self) -> ComposeResult:
         a = self.advice
@@ -144,7 +160,7 @@ class ErrorScreen(ResultScreen):
         for step in a.steps:
             steps.add_row("-", plain(step))
         with VerticalScroll(classes="body"):
-            yield Static(id="error-status")  # what now: first, so it is never below the fold
+            yield Static(id="error-status", classes="result-status")  # what now: first, never below the fold
             yield Static("What happened", classes="section")
             yield Static(plain(a.message), id="error-message")
             if self.state_lines:
@@ -156,18 +172,3 @@ class ErrorScreen(ResultScreen):
             if self.log_path:
                 yield Static(facts([("Log", self.log_path)]), id="error-log")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self._show_status()
-
-    def set_status(self, text: str) -> None:
-        """What stands now, above the advice: rescue mode is on, the new code to pair again (shown once
-        the screen is up, if it is not yet)."""
-        self.status = text
-        if self.is_mounted:
-            self._show_status()
-
-    def _show_status(self) -> None:
-        for widget in self.query("#error-status").results(Static):
-            widget.update(plain(self.status))
-            widget.display = bool(self.status)

@@ -134,3 +134,21 @@ def test_a_peer_whose_role_is_refused_is_told_why(tmp_path: Path) -> None:
             handshake(conn, "wizard", code=CODE, hostname="wrong-kind")
     finally:
         lobby.close()
+
+
+def test_a_wizard_whose_user_types_the_code_is_held_as_long_as_people_take() -> None:
+    """Issue 21: the demo's peer (an agent) dropped the wizard that reached it after 30 s, and the wizard
+    said "did not pair within 30 s" to a user who was still reading. A wizard is held like a peer this
+    side drives (a person types the code); anything else keeps the short limit."""
+    lobby = Lobby(CodeGuard(CODE), "agent")
+    listener = tcp.Listener(tcp.Endpoint("127.0.0.1", 0))
+    lobby.serve(_TcpSource(listener), limit=1.0, hold=3.0)
+    try:
+        for role, limit in (("wizard", 3), ("sender", 1)):
+            conn = tcp.connect(tcp.Endpoint("127.0.0.1", listener.port))
+            contact = meet(conn, role, hostname=f"silent-{role}")
+            with pytest.raises(CancelledError, match=f"did not pair within {limit} s"):
+                contact.ctl.expect()
+            conn.close()
+    finally:
+        lobby.close()
