@@ -1,6 +1,7 @@
 """Benchmark: usb4-recovery against the pipelines people use today, in one run.
 
     python -m tests.bench.compare [--dir DIR] [--runs N] [--no-shaped] [--no-sparse]
+                                  [--encryption-only | --journal-only | --images-only]
 
 As root. Makes the standard bench disk (tests/bench/benchdisk.py) on tmpfs,
 so every contender reads a warm page cache, and clones it between two local
@@ -28,7 +29,10 @@ of our processes (4 GiB disk, and a 16 GiB sparse one); a 64 GiB sparse disk
 with one small partition cloned in used mode onto a loop device over a sparse
 file (time, and what the target allocated); ``--level auto`` against raw on
 loopback, and on a veth pair between two network namespaces shaped to
-1 Gbit/s. Prints a report; these are figures, not pass/fail tests.
+1 Gbit/s; and images: a save over loopback against the clone of the same
+disk, the image's size against Clonezilla's partclone | zstd -1, verify's
+rate, and a local restore against the clone. Prints a report; these are
+figures, not pass/fail tests.
 """
 
 from __future__ import annotations
@@ -101,15 +105,16 @@ def ours(
     workers: int | None = None,
     encrypt: bool = True,
     journal: bool = True,
+    image: str | None = None,
 ) -> Run:
+    """One clone onto ``target``, or (``image``) a save into that image file."""
     more = ["--workers", str(workers)] if workers else []
     rx = recovery(
         [
             "receive",
             "--code",
             CODE,
-            "--target",
-            target,
+            *(("--image", image) if image else ("--target", target)),
             "--listen",
             f"{address}:{PORT}",
             "--yes",
@@ -405,6 +410,56 @@ def journal_cost(src: str, target: str, runs: int) -> dict[str, Any]:
     return out
 
 
+def image_cost(src: str, target: str, workdir: Path, runs: int) -> dict[str, Any]:
+    """Images against clones of the same disk, in turns: saving over the link against a disk-to-disk
+    clone, the image's size against Clonezilla's (partclone | zstd -1), verify's rate, and a restore
+    on this machine against the clone."""
+    img = workdir / "bench.u4img"
+    out: dict[str, Any] = {}
+    for mode in ("exact", "used"):  # the used image stays, for what follows
+        clone, save = [], []
+        for _ in range(runs):
+            clone.append(ours(src, target, mode))
+            save.append(ours(src, target, mode, image=str(img)))
+        best_clone, best_save = min(r.seconds for r in clone), min(r.seconds for r in save)
+        out[mode] = {
+            "clone_s": round(best_clone, 2),
+            "save_s": round(best_save, 2),
+            "save_vs_clone": round(best_clone / best_save, 2),
+            "image_bytes": img.stat().st_size,
+            "save_peak_rss_kib": max(r.rss_kib["receiver"] for r in save),
+        }
+    partclone = int(
+        sh(
+            f"partclone.ext4 -c -s {src} -o - {PARTCLONE_QUIET} -L /dev/null 2>/dev/null | zstd -1 -T0 -q | wc -c"
+        ).stdout.strip()
+    )
+    out["clonezilla_image_bytes"] = partclone
+    out["used_image_vs_clonezilla"] = round(out["used"]["image_bytes"] / partclone, 3)
+
+    def timed_cli(*args: str) -> tuple[float, list[dict[str, Any]]]:
+        start = time.monotonic()
+        proc = recovery(list(args))
+        events = _events(proc)
+        code, _, _ = _wait(proc)
+        if code:
+            raise RuntimeError(f"recovery {args[0]} {args[1]} failed ({code}): {events[-1:]}")
+        return time.monotonic() - start, events
+
+    verify = []
+    for _ in range(runs):
+        seconds, events = timed_cli("image", "verify", str(img))
+        checked = next(e for e in events if e["event"] == "image_check")
+        verify.append((seconds, checked["data_bytes"]))
+    seconds, data = min(verify)
+    out["verify_data_GBps"] = round(data / seconds / 1e9, 2)
+    restore = [timed_cli("image", "restore", str(img), "--target", target, "--yes")[0] for _ in range(runs)]
+    out["restore_s"] = round(min(restore), 2)
+    out["restore_vs_clone"] = round(out["used"]["clone_s"] / out["restore_s"], 2)
+    img.unlink()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=Path("/dev/shm/usb4-recovery-bench"))
@@ -421,6 +476,11 @@ def main() -> None:
         "--journal-only",
         action="store_true",
         help="only the cost of the receiver's resume journal (against --no-journal)",
+    )
+    p.add_argument(
+        "--images-only",
+        action="store_true",
+        help="only images against clones: save, size against Clonezilla's, verify, restore",
     )
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -447,6 +507,12 @@ def main() -> None:
                 "encrypting the data: encrypted against --no-encrypt, raw level",
                 encryption_cost,
                 args.encryption_only,
+            ),
+            (
+                "images",
+                "images: saving against cloning, the size against Clonezilla's, verify, restore",
+                lambda src, target, runs: image_cost(src, target, args.dir, runs),
+                args.images_only,
             ),
         )
         only = [name for name, _, _, chosen in costs if chosen]

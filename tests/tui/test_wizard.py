@@ -232,9 +232,9 @@ def test_esc_goes_back_one_step_and_keeps_every_answer(
             await pilot.press("escape", "y")  # yes: the pairing ends, on both sides
             await on(pilot, HomeScreen)
             await wait_for(pilot, peer.ended.is_set, 30, "the peer's session to end")
-        assert peer.error is not None and "old-laptop ended the session: old-laptop ended the pairing" in str(
-            peer.error
-        )
+        # The paired session's end (the wizard then reaches the address it was started with again, for a
+        # new pairing: that contact, never paired, may end too).
+        assert "old-laptop ended the session: old-laptop ended the pairing" in str(peer.errors[0])
 
     run(scenario)
 
