@@ -25,7 +25,9 @@ class Phase(Event):
     """A step of the run begins, or a status line; ``name`` is one of:
 
     connect, handshake, map, resume, transfer, rescue, verify (a clone);
-    demo (``recovery demo``); session (``recovery agent``: a session ended);
+    demo (``recovery demo``); export (``recovery image export``); unmount
+    (``recovery image mount`` and ``unmount``: all of it taken down);
+    session (``recovery agent``: a session ended);
     clone, tcp, cable (``recovery agent`` without ``--json`` only: a clone
     starts or ends, its listener, the cable).
     """
@@ -289,3 +291,16 @@ class ImageChecked(Event):
     bad: list[list[int]]  # [offset, length] of each damaged chunk
     bad_where: list[str]  # where each lies: "partition 2 (ext4)", ...
     seconds: float
+
+
+@dataclass(frozen=True)
+class ImageMounted(Event):
+    """`recovery image mount`: the image's disk and its filesystems, read-only, until it is unmounted."""
+
+    kind: ClassVar[str] = "image_mount"
+    path: str
+    size: int  # the disk's
+    directory: str
+    disk: str  # the FUSE file that reads as the whole disk
+    loop: str  # the read-only loop device over it
+    parts: list[dict[str, Any]]  # [{number, device, fstype, mountpoint (null: not mounted), why}]

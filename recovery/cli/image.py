@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,11 @@ from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.verify import check_image
 from recovery.disks import safety
 from recovery.disks.identity import identify
+from recovery.engine import imagemount
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.clone.progress import RateMeter
 from recovery.engine.local import clone_locally
-from recovery.errors import RefusedError, VerificationError
+from recovery.errors import RefusedError, UsageError, VerificationError
 from recovery.units import human_size, parse_size
 
 
@@ -92,6 +94,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_passphrase(info, new=False)
     add_json(info)
     info.set_defaults(run=run_info)
+
+    mount = commands.add_parser(
+        "mount", help="look inside an image without restoring it: its disk and filesystems, read-only"
+    )
+    mount.add_argument("image", metavar="IMAGE")
+    mount.add_argument("directory", metavar="DIR", help="an empty directory: DIR/disk, DIR/p1, DIR/p2 ...")
+    add_passphrase(mount, new=False)
+    add_json(mount)
+    mount.set_defaults(run=run_mount)
+
+    unmount = commands.add_parser("unmount", help="take down what `recovery image mount` put under DIR")
+    unmount.add_argument("directory", metavar="DIR")
+    add_json(unmount)
+    unmount.set_defaults(run=run_unmount)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -266,4 +282,25 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         for line in info_lines(described, args.image):
             print(line)
+    return 0
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    imagemount.check_directory(args.directory)  # before the passphrase is asked
+    signal.signal(signal.SIGHUP, INTERRUPTS.handler)  # a closed terminal unmounts too (not libfuse's handler)
+    with _open(args) as image, INTERRUPTS.session() as stop:
+        imagemount.mount_image(image, args.directory, args.output, stop)
+    return 0
+
+
+def run_unmount(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise RefusedError("unmounting an image needs root", hint="run it as root")
+    if not os.path.isdir(args.directory):
+        raise UsageError(f"{args.directory} is not a directory")
+    taken, warnings = imagemount.unmount(args.directory)
+    for warning in warnings:
+        args.output(events.Warning(warning))
+    done = f"unmounted {args.directory}" if taken else f"nothing of an image was mounted under {args.directory}"
+    args.output(events.Phase("unmount", done))
     return 0

@@ -125,6 +125,8 @@ class Output:
             return summary_text(e)
         if isinstance(e, events.ImageChecked):
             return image_checked_text(e)
+        if isinstance(e, events.ImageMounted):
+            return image_mounted_text(e)
         return None
 
 
@@ -151,4 +153,14 @@ def image_checked_text(e: events.ImageChecked) -> str:
         lines.append(f"  disk      BLAKE3 {e.disk_digest}{same}")
     for (offset, length), where in list(zip(e.bad, e.bad_where, strict=False))[:20]:
         lines.append(f"  damaged   {human_size(length)} at byte {offset} ({human_size(offset)}), {shown(where)}")
+    return "\n".join(lines)
+
+
+def image_mounted_text(e: events.ImageMounted) -> str:
+    lines = [f"» {shown(e.path)} is mounted read-only: its disk ({human_size(e.size)}) reads as {shown(e.disk)}"]
+    for p in e.parts:
+        what = f"  partition {p['number']} ({shown(p['fstype'] or 'no filesystem found')}, {p['device']})"
+        where = shown(p["mountpoint"]) if p["mountpoint"] else f"not mounted: {shown(p['why'])}"
+        lines.append(f"{what}: {where}")
+    lines.append(f"  Ctrl+C here (or `recovery image unmount {shown(e.directory)}`) unmounts all of it")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import zstandard
 
 from recovery.diskimage import format as f
 from recovery.diskimage.writer import ImageWriter, new_header, stored_form
+from tests.helpers import Recovery
 
 MIB = 1 << 20
 
@@ -60,3 +61,19 @@ def write_image(
         writer.finish({"format": "usb4-recovery image", "version": f"{f.MAJOR}.{f.MINOR}", **(manifest or {})})
     os.close(fd)
     return writer
+
+
+def encrypted_sample(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The demo's 64 MiB sample disk saved encrypted (with `recovery image save`): the image, a file
+    with its passphrase, a file with a wrong one."""
+    from recovery.demo import build_sample_disk
+
+    source = tmp_path / "disk.raw"
+    build_sample_disk(str(source), 64)
+    secret, wrong = tmp_path / "secret", tmp_path / "wrong"
+    secret.write_text("the right passphrase\n")
+    wrong.write_text("not it\n")
+    image = tmp_path / "disk.img"
+    save = Recovery("image", "save", "--source", str(source), "--output", str(image), "--passphrase-file", str(secret))
+    assert save.wait() == 0, save.stderr
+    return image, secret, wrong

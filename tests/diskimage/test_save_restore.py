@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from recovery.engine.clone.compare import compare
+from tests.diskimage.helpers import encrypted_sample
 from tests.helpers import (
     CODE,
     MIB,
@@ -95,16 +96,7 @@ def test_an_exact_image_saved_locally_restores_byte_for_byte_and_knows_the_disks
 
 
 def test_an_encrypted_image_needs_its_passphrase_and_refuses_a_wrong_one_fast(tmp_path: Path) -> None:
-    from recovery.demo import build_sample_disk
-
-    source = tmp_path / "disk.raw"
-    build_sample_disk(str(source), 64)
-    secret, wrong = tmp_path / "secret", tmp_path / "wrong"
-    secret.write_text("the right passphrase\n")
-    wrong.write_text("not it\n")
-    image = tmp_path / "disk.img"
-    save = image_cmd("save", "--source", str(source), "--output", str(image), "--passphrase-file", str(secret))
-    assert save.wait() == 0, save.stderr
+    image, secret, wrong = encrypted_sample(tmp_path)
     assert b"demo-root" not in image.read_bytes()  # not even a label in clear
 
     started = time.monotonic()

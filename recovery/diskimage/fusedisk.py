@@ -1,0 +1,108 @@
+"""An image's disk served as one read-only file through FUSE (mfusepy, on libfuse 2 or 3).
+
+The mount point is a regular file, which FUSE mounts over: reading it reads the disk at any offset,
+through :class:`~recovery.diskimage.reader.ImageReader`, so only the chunks a read touches are
+decoded and each is checked against its BLAKE3 first. A damaged chunk fails that read with EIO
+(and is named through ``on_bad``); holes and zero chunks read as zeros. The FUSE loop runs in a
+thread of this process; unmounting the file (here, or by anyone) ends it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from recovery.diskimage.reader import BadChunk, ImageReader
+from recovery.errors import ImageError, MissingToolError
+
+SUBTYPE = "usb4-recovery"  # findmnt shows the file as fuse.usb4-recovery
+
+
+def _fuse() -> Any:
+    """The mfusepy module; a missing libfuse is a missing tool, not a traceback."""
+    try:
+        import mfusepy
+    except (ImportError, OSError) as e:  # mfusepy raises EnvironmentError without libfuse
+        raise MissingToolError(f"FUSE is not usable: {e}", hint="install the Debian package fuse3") from None
+    return mfusepy
+
+
+class DiskFile:
+    """The FUSE operations of a file system that is one read-only file: the disk."""
+
+    use_ns = True
+
+    def __init__(self, image: ImageReader, on_bad: Callable[[BadChunk], None]) -> None:
+        self.image = image
+        self.on_bad = on_bad
+        self.at = time.time_ns()
+        self.ops = _fuse().FuseOSError
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        if path != "/":
+            raise self.ops(errno.ENOENT)
+        return {
+            "st_mode": stat.S_IFREG | 0o400,
+            "st_nlink": 1,
+            "st_size": self.image.size,
+            "st_uid": os.geteuid(),
+            "st_gid": os.getegid(),
+            "st_atime": self.at,
+            "st_mtime": self.at,
+            "st_ctime": self.at,
+        }
+
+    def open(self, path: str, flags: int) -> int:
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise self.ops(errno.EROFS)
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        size = max(0, min(size, self.image.size - offset))
+        try:
+            return self.image.read(offset, size)
+        except BadChunk as e:
+            self.on_bad(e)
+            raise self.ops(errno.EIO) from None
+        except ImageError:
+            raise self.ops(errno.EIO) from None
+
+
+class Served:
+    """The disk of ``image`` served at the file ``path`` (made here; unmounting the file ends the loop)."""
+
+    def __init__(self, image: ImageReader, path: str, on_bad: Callable[[BadChunk], None]) -> None:
+        self.image = image
+        self.path = path
+        self.ops = DiskFile(image, on_bad)
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="fuse", daemon=True)
+
+    def _loop(self) -> None:
+        try:
+            _fuse().FUSE(self.ops, self.path, foreground=True, ro=True, fsname=SUBTYPE, subtype=SUBTYPE)
+        except (RuntimeError, OSError) as e:
+            self.failed = e
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Mount and wait until the file reads as the disk."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+        os.close(fd)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while os.stat(self.path).st_size != self.image.size:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise MissingToolError(
+                    f"FUSE did not serve {self.path}" + (f": {self.failed}" if self.failed else ""),
+                    hint="check that /dev/fuse exists (modprobe fuse)",
+                )
+            time.sleep(0.02)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
