@@ -1,4 +1,4 @@
-"""An image's disk served as one read-only file through FUSE (mfusepy, on libfuse 2 or 3).
+"""An image's disk served as one read-only file through FUSE (mfusepy or fusepy, on libfuse 2 or 3).
 
 The mount point is a regular file, which FUSE mounts over: reading it reads the disk at any offset,
 through :class:`~recovery.diskimage.reader.ImageReader`, so only the chunks a read touches are
@@ -10,6 +10,7 @@ thread of this process; unmounting the file (here, or by anyone) ends it.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import stat
 import threading
@@ -24,12 +25,21 @@ SUBTYPE = "usb4-recovery"  # findmnt shows the file as fuse.usb4-recovery
 
 
 def _fuse() -> Any:
-    """The mfusepy module; a missing libfuse is a missing tool, not a traceback."""
+    """The FUSE binding: mfusepy (what setup.sh installs), else Debian's fusepy, the module it forked
+    with the same API (the appliance runs on Debian's Python packages, which have no mfusepy). A
+    missing libfuse is a missing tool, not a traceback."""
     try:
-        import mfusepy
-    except (ImportError, OSError) as e:  # mfusepy raises EnvironmentError without libfuse
+        return importlib.import_module("mfusepy")
+    except ImportError:
+        pass
+    except OSError as e:  # the binding raises EnvironmentError without libfuse
         raise MissingToolError(f"FUSE is not usable: {e}", hint="install the Debian package fuse3") from None
-    return mfusepy
+    try:
+        return importlib.import_module("fusepy")
+    except (ImportError, OSError) as e:
+        raise MissingToolError(
+            f"FUSE is not usable: {e}", hint="install mfusepy (setup.sh does), or the Debian package python3-fusepy"
+        ) from None
 
 
 class DiskFile:
@@ -42,6 +52,13 @@ class DiskFile:
         self.on_bad = on_bad
         self.at = time.time_ns()
         self.ops = _fuse().FuseOSError
+
+    def __call__(self, op: str, *args: Any) -> Any:
+        """fusepy calls every operation through its operations object (mfusepy calls the methods)."""
+        method = getattr(self, op, None)
+        if method is None:
+            raise self.ops(errno.ENOSYS)
+        return method(*args)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         if path != "/":

@@ -21,7 +21,7 @@ from recovery.diskimage.reader import ImageReader
 from recovery.engine import imagemount
 from recovery.errors import RefusedError, UsageError
 from tests.diskimage.helpers import encrypted_sample
-from tests.helpers import MIB, Recovery, loop_device, mounted, sh, tree_digests
+from tests.helpers import MIB, REPO, Recovery, loop_device, mounted, sh, tree_digests
 
 pytestmark = pytest.mark.root
 
@@ -57,9 +57,28 @@ def leftovers(d: Path) -> list[str]:
     return mounts + loops + [str(p) for p in d.iterdir()]
 
 
-def mount(image: Path, d: Path, *extra: str) -> tuple[Recovery, dict[str, object]]:
-    r = Recovery("image", "mount", str(image), str(d), *extra)
+def mount(image: Path, d: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[Recovery, dict[str, object]]:
+    r = Recovery("image", "mount", str(image), str(d), *extra, env=env)
     return r, r.wait_event("image_mount")
+
+
+DEBIAN_FUSEPY = Path("/usr/lib/python3/dist-packages/fusepy.py")
+
+
+@pytest.mark.skipif(not DEBIAN_FUSEPY.exists(), reason="Debian's python3-fusepy is not installed")
+def test_debians_fusepy_serves_the_disk_where_mfusepy_is_missing_as_on_the_appliance(
+    saved: tuple[Path, dict[str, str], Path], directory: Path, tmp_path: Path
+) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "mfusepy.py").write_text("raise ImportError('not on the appliance')\n")
+    (shim / "fusepy.py").symlink_to(DEBIAN_FUSEPY)  # only that module: the venv's others stay first
+    image, digests, _ = saved
+    r, _ = mount(image, directory, env={"PYTHONPATH": f"{shim}{os.pathsep}{REPO}"})
+    assert tree_digests(directory / "p1") == digests
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.wait(30) == 0, r.stderr
+    assert leftovers(directory) == []
 
 
 def test_the_ext4_inside_reads_as_the_source_read_only_and_sigterm_takes_it_all_down(
