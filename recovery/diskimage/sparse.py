@@ -19,7 +19,7 @@ from recovery.diskimage import format as f
 from recovery.diskimage.ahead import worked_ahead
 from recovery.diskimage.bmap import BLOCK, BlockMap
 from recovery.diskimage.reader import ImageReader
-from recovery.diskimage.writer import write_at
+from recovery.disks.blockdev import write_all
 from recovery.errors import Interrupted, TargetWriteError
 
 _ZERO_BLOCK = bytes(BLOCK)
@@ -110,7 +110,7 @@ def write_sparse(
             if job is not None:
                 chunk = job.result()
                 for a, b in chunk.runs:
-                    write_at(fd, path, memoryview(chunk.data)[a:b], e.offset + a)
+                    write_all(fd, path, memoryview(chunk.data)[a:b], e.offset + a)
                     out.written += b - a
                 open_range = _map(out.bmap, open_range, chunk, size)
             now = time.monotonic()

@@ -21,6 +21,7 @@ import zstandard
 from recovery.diskimage import format as f
 from recovery.diskimage.scan import Scanned
 from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, meta_aad, new_keys, page_aad
+from recovery.disks.blockdev import write_all
 from recovery.errors import TargetWriteError
 from recovery.protocol.frames import zero_digest
 
@@ -163,23 +164,7 @@ class ImageWriter:
         )
 
     def _write(self, data: bytes, at: int) -> None:
-        write_at(self.fd, self.path, data, at)
-
-
-def write_at(fd: int, path: str, data: bytes | memoryview, at: int) -> None:
-    """All of ``data`` at byte ``at`` of ``fd`` (the file ``path``), short writes retried."""
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        try:
-            n = os.pwrite(fd, view[done:], at + done)
-        except InterruptedError:
-            continue
-        except OSError as e:
-            raise TargetWriteError(f"cannot write {path} at byte {at + done}: {e.strerror}") from None
-        if n == 0:
-            raise TargetWriteError(f"{path} took no bytes at {at + done} (full?)")
-        done += n
+        write_all(self.fd, self.path, data, at)
 
 
 def new_header(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from recovery.errors import TargetWriteError
 from recovery.sysattr import read_attr
 
 # ioctl numbers from <linux/fs.h>
@@ -87,6 +88,40 @@ def pread_into(fd: int, view: memoryview, offset: int) -> Filled:
             break
         got += n
     return Filled(got, None)
+
+
+def pwrite_from(fd: int, view: memoryview, offset: int) -> Filled:
+    """Write all of ``view`` to ``fd`` at ``offset``, going on after short writes and EINTR.
+
+    Stops early when the file takes no more (``got < len(view)``, no error: full) or at an error,
+    returned with how far it got; the caller says what either means."""
+    got = 0
+    while got < len(view):
+        try:
+            n = os.pwrite(fd, view[got:], offset + got)
+        except InterruptedError:
+            continue
+        except OSError as e:
+            return Filled(got, e)
+        if n == 0:
+            break
+        got += n
+    return Filled(got, None)
+
+
+def check_written(path: str, done: Filled, want: int, offset: int) -> None:
+    """A write that stopped short of ``want`` bytes is the target's error, at the byte it stopped."""
+    at = offset + done.got
+    if done.error is not None:
+        raise TargetWriteError(f"cannot write {path} at byte {at}: {done.error.strerror}")
+    if done.got < want:
+        raise TargetWriteError(f"{path} took no bytes at {at} (full?)")
+
+
+def write_all(fd: int, path: str, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset`` of ``fd`` (the file ``path``), or :class:`TargetWriteError`."""
+    view = memoryview(data)
+    check_written(path, pwrite_from(fd, view, offset), len(view), offset)
 
 
 def logical_sector_size(fd: int) -> int | None:

@@ -201,20 +201,12 @@ class Target:
         fd = self.fd
         if aligned_buffer and offset % DIRECT_ALIGN == 0 and len(view) % DIRECT_ALIGN == 0:
             fd = self._direct() or self.fd
-        done = 0
-        while done < len(view):
-            try:
-                n = os.pwrite(fd, view[done:], offset + done)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if fd != self.fd and e.errno == errno.EINVAL:
-                    fd = self.fd  # O_DIRECT refused this one: write it through the cache
-                    continue
-                raise TargetWriteError(f"cannot write {self.path} at byte {offset + done}: {e.strerror}") from None
-            if n == 0:
-                raise TargetWriteError(f"{self.path} took no bytes at {offset + done} (full?)")
-            done += n
+        done = blockdev.pwrite_from(fd, view, offset)
+        if fd != self.fd and done.error is not None and done.error.errno == errno.EINVAL:
+            # O_DIRECT refused this one: the rest through the cache
+            rest = blockdev.pwrite_from(self.fd, view[done.got :], offset + done.got)
+            done = blockdev.Filled(done.got + rest.got, rest.error)
+        blockdev.check_written(self.path, done, len(view), offset)
         self.bytes_written += len(view)
 
     def zero(self, offset: int, length: int) -> None:
