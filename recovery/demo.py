@@ -31,6 +31,7 @@ MIB = 1 << 20
 NEEDED = {"sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
 DEMO_RATE = 12 * MIB  # bytes per second each way on the wizard demo's link: a slow cable, so there is time to look
 OS_RELEASE = 'PRETTY_NAME="Demo Linux 1.0 (sample disk)"\nNAME="Demo Linux"\nID=demo\n'
+SAMPLE_HOSTNAME = "demo-laptop"  # the sample system's /etc/hostname
 
 
 def check_tools() -> None:
@@ -159,6 +160,7 @@ def build_sample_disk(path: str, size_mib: int = 256) -> None:
         _populate(root, rng, text_mib=size_mib // 8, random_mib=size_mib // 16)
         (root / "etc").mkdir()
         (root / "etc" / "os-release").write_text(OS_RELEASE)
+        (root / "etc" / "hostname").write_text(f"{SAMPLE_HOSTNAME}\n")
         run.run(
             [
                 "mkfs.ext4",

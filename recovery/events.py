@@ -84,7 +84,7 @@ class PeerFound(Event):
     """Paired with a peer: who it is, over what, and how safe the link is."""
 
     kind: ClassVar[str] = "peer"
-    hostname: str
+    hostname: str  # the peer's name in this pairing (tagged when both machines have the same one)
     link: str
     address: str
     software: str
@@ -96,6 +96,7 @@ class PeerFound(Event):
     session: str = ""  # a short fingerprint of the session keys, the same on both machines
     link_choice: str | None = None  # why this link (auto on the cable: the rates measured at the start)
     link_rates: dict[str, float] | None = None  # bytes/s each cable link measured, when both were
+    name: str = ""  # this machine's name in this pairing, as the peer's screen shows it
 
 
 @dataclass(frozen=True)

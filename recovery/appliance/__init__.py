@@ -46,7 +46,8 @@ from recovery.appliance.checks import (
     result_line,
     unsettled_disks,
 )
-from recovery.appliance.cmdline import BootPlan, CmdlineError, parse_cmdline, split_cmdline
+from recovery.appliance.cmdline import BootPlan, CmdlineError, parse_cmdline
+from recovery.kcmdline import split_cmdline
 
 __all__ = [
     "READY",

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 
 from recovery.errors import UsageError
+from recovery.kcmdline import PREFIX, split_cmdline
 
 MODES = ("wizard", "shell", "send", "receive")
 HEADLESS_MODES = ("send", "receive")
 CLONE_MODES = ("used", "exact")
-PREFIX = "recovery."
 
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 # The device options whose device must exist before the headless run starts.
@@ -58,35 +58,6 @@ class BootPlan:
         return tuple(args[i + 1] for i, a in enumerate(args[:-1]) if a in _DEVICE_OPTIONS)
 
 
-def split_cmdline(text: str) -> list[str]:
-    """Split a kernel command line the way the kernel does.
-
-    Parameters are separated by whitespace; double quotes group spaces and are
-    removed (``a="b c"`` -> ``a=b c``).  Everything after a lone ``--`` is for
-    init, not a kernel parameter, and is dropped.
-    """
-    params: list[str] = []
-    current: list[str] = []
-    in_quote = False
-    started = False
-    for ch in text:
-        if ch == '"':
-            in_quote = not in_quote
-            started = True
-        elif ch.isspace() and not in_quote:
-            if started:
-                params.append("".join(current))
-                current, started = [], False
-        else:
-            current.append(ch)
-            started = True
-    if started:
-        params.append("".join(current))
-    if "--" in params:
-        params = params[: params.index("--")]
-    return params
-
-
 def parse_cmdline(text: str) -> BootPlan:
     """Turn the kernel command line into a BootPlan.
 
@@ -105,6 +76,7 @@ def parse_cmdline(text: str) -> BootPlan:
         options.pop(key, None)  # keep the order of the last occurrence
         options[key] = value if sep else None
 
+    options.pop("name", None)  # every mode: the machine's name, which recovery.disks.machinename reads itself
     mode = options.pop("mode", "wizard")
     if mode is None or mode not in MODES:
         raise CmdlineError(f"recovery.mode={mode}: unknown mode (choose one of {', '.join(MODES)})")

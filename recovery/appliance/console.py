@@ -24,7 +24,7 @@ from typing import TextIO
 from recovery import run
 from recovery.appliance.checks import SystemState, check_system, ready_line, result_line, unsettled_disks
 from recovery.appliance.cmdline import BootPlan, CmdlineError, parse_cmdline
-from recovery.disks import inventory
+from recovery.disks import inventory, machinename
 from recovery.errors import RecoveryError
 from recovery.link.sysfs import Sysfs
 from recovery.protocol.messages import DiskInfo
@@ -109,6 +109,7 @@ def _banner(plan: BootPlan, state: SystemState, plan_error: str | None) -> None:
     # Start from a clean screen: boot messages may still be on it.
     sys.stdout.write("\033[H\033[2J")
     _say(f"USB4 Recovery  (kernel {state.kernel}, mode {plan.mode})")
+    _say(f"This machine: {machinename.this_machine().name}")
     _say("Alt+F1: this screen   Alt+F2: root shell   The stick may be removed now.")
     _say()
     if plan_error:
@@ -348,6 +349,7 @@ def run_serial() -> int:
         _say(f"usb4-recovery: note: {note}")
     for problem in state.problems:
         _say(f"usb4-recovery: problem: {problem.what} What to do: {problem.todo}")
+    _say(f"usb4-recovery: this machine: {machinename.this_machine().name}")
     _say(ready_line(plan, state))
     if plan.headless:
         # The headless unit runs the clone (with or without this console): follow its log.

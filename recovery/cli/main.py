@@ -19,25 +19,30 @@ from types import ModuleType
 from recovery import __version__, events
 from recovery.cli.common import INTERRUPTS
 from recovery.cli.output import Output
+from recovery.disks import machinename
 from recovery.errors import INTERRUPTED_EXIT_CODE, CancelledError, Interrupted, RecoveryError, UsageError
 
 # Command name -> its module under recovery.cli, in the order `--help` lists them.
 COMMANDS = ("send", "receive", "image", "disks", "peers", "stream", "verify", "demo", "bench", "tui", "agent")
 TERMINATED_EXIT_CODE = 143
+GLOBAL_OPTIONS = {"--debug": "--debug", "--name": "--name NAME"}  # options of `recovery` itself, with their usage
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         hint = f"see `{self.prog} --help`"
-        if message.startswith("unrecognized arguments:") and "--debug" in message.split():
-            hint = "--debug goes before the command: `recovery --debug COMMAND ...`"
+        if message.startswith("unrecognized arguments:"):
+            misplaced = [opt for opt in GLOBAL_OPTIONS if opt in message.split()]
+            if misplaced:
+                hint = f"{misplaced[0]} goes before the command: `recovery {GLOBAL_OPTIONS[misplaced[0]]} COMMAND ...`"
         raise UsageError(f"{self.prog}: {message}", hint=hint)
 
 
 def _modules(argv: Sequence[str]) -> list[ModuleType]:
     """The command modules to load: only the one named on the command line
     (a clone should not wait for the wizard's imports), else all of them."""
-    named = next((a for a in argv if not a.startswith("-")), None)
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--name")]
+    named = words[0] if words else None
     names = [named] if named in COMMANDS else list(COMMANDS)
     return [importlib.import_module(f"recovery.cli.{name}") for name in names]
 
@@ -51,6 +56,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"usb4-recovery {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show where an error happened (a traceback); never for a bad command line"
+    )
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="what this machine is called on both screens, in the job log and in --json "
+        "(default: its host name; booted from the stick, the system on its disk or the firmware's model)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _modules(argv):
@@ -68,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         debug = args.debug
+        if args.name is not None:
+            machinename.set_option(args.name)
         if args.command is None:
             # The appliance's first console: a person, so the wizard. Anything else: help.
             if sys.stdin.isatty() and sys.stdout.isatty():

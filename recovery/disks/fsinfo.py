@@ -27,6 +27,8 @@ SAMPLES = 14  # blocks read across a disk that shows nothing, besides its first 
 SAMPLE = 64 << 10
 MAX_FAT = 16 * MIB  # FAT bytes counted when FSInfo does not say (a FAT32 of 2 TiB has 1 GiB of them)
 MAX_BITMAP = 64 * MIB  # exFAT allocation bitmap bytes counted
+SMALL_FILE = 64 << 10  # bytes kept of a configuration file read from a disk
+TOOL_TIMEOUT = 20  # seconds for a tool reading a disk (a damaged one may make it crawl)
 
 
 def _read(path: str, offset: int, length: int) -> bytes:
@@ -191,11 +193,17 @@ def _os_release(text: str) -> str | None:
     return None
 
 
-def _linux(path: str, start: int) -> str | None:
+def debugfs_cat(path: str, start: int, name: str) -> str | None:
+    """The text of file ``name`` in the ext filesystem at ``start`` of ``path`` (its last 64 KiB at
+    most), read without mounting; None when it cannot be read."""
     device = f"{path}?offset={start}" if start else path
+    proc = run.run(["debugfs", "-R", f"cat {name}", device], check=False, timeout=TOOL_TIMEOUT, keep=SMALL_FILE)
+    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+
+
+def _linux(path: str, start: int) -> str | None:
     for name in ("/etc/os-release", "/usr/lib/os-release"):
-        proc = run.run(["debugfs", "-R", f"cat {name}", device], check=False)
-        found = _os_release(proc.stdout.decode(errors="replace")) if proc.returncode == 0 else None
+        found = _os_release(debugfs_cat(path, start, name) or "")
         if found:
             return found
     return None

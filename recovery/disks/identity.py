@@ -20,7 +20,7 @@ from functools import cache
 
 import blake3
 
-from recovery.disks import blockdev
+from recovery.disks import blockdev, machinename
 from recovery.protocol.values import HostInfo, Identity
 from recovery.units import human_size
 
@@ -51,7 +51,11 @@ def machine_id() -> str | None:
 
 def host_info(software: str, uuid: str | None = None) -> HostInfo:
     return HostInfo(
-        hostname=socket.gethostname(), host_id=host_id(), software=software, uuid=uuid, machine_id=machine_id()
+        hostname=machinename.this_machine().name,
+        host_id=host_id(),
+        software=software,
+        uuid=uuid,
+        machine_id=machine_id(),
     )
 
 

@@ -10,7 +10,6 @@ dropped: its traceback goes to a log and the screen says where.
 
 from __future__ import annotations
 
-import socket
 import threading
 import traceback
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from recovery import events
+from recovery.disks import machinename
 from recovery.engine import joblog
 from recovery.engine.clone.compare import compare
 from recovery.engine.peer.clones import CloneSession
@@ -87,7 +87,8 @@ class WizardApp(App[int]):
     def __init__(self, config: WizardConfig | None = None) -> None:
         self.config = config or WizardConfig()
         super().__init__(ansi_color=bool(self.config.ansi))
-        self.state = WizardState(host=self.config.hostname or socket.gethostname())
+        self.machine_name = self.config.hostname or machinename.this_machine().name
+        self.state = WizardState(host=self.machine_name)  # state.host: this name, tagged while paired with a namesake
         self.guard = CodeGuard(self.config.code, on_new_code=new_code(self.post_message))
         self.state.code = self.guard.code
         self.peering = Peering(self.config, self.guard, self.read_disks, self.post_message)
@@ -317,6 +318,7 @@ class WizardApp(App[int]):
             log_dir=self.config.log_dir,
         )
         self.state.link, self.state.session, self.state.peer = link, session, PeerView.of(link)
+        self.state.host = link.our_name
         if not (self.state.repairing and link.rejoined):  # the same pairing goes on: so does what it said
             self.state.activity = self.state.last_result = ""
             self.state.review = ()
@@ -354,6 +356,7 @@ class WizardApp(App[int]):
             return
         peer = self.peer_name
         self.state.link = self.state.session = self.state.peer = None
+        self.state.host = self.machine_name
         self.state.pin = Pin.of(session.link)
         kept = session.kept_pairing(error) and not self.closing
         self.lost_pairing(session, error, kept)

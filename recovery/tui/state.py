@@ -37,7 +37,7 @@ class PeerView:
         for it (the network card's may take ``ip`` seconds) is a worker's job; :meth:`with_speed` follows."""
         host = link.peer or link.theirs.host  # its introduction once paired (with the machine id)
         return cls(
-            hostname=host.hostname,
+            hostname=link.peer_name,
             software=host.software,
             machine_id=host.machine_id,
             link=link.conn.kind,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery import kcmdline
 from recovery.appliance import (
     BootPlan,
     CmdlineError,
@@ -101,6 +102,15 @@ def test_last_occurrence_wins_and_json_not_doubled() -> None:
         "recovery.mode=shell recovery.mode=receive recovery.target=/dev/a recovery.json recovery.target=/dev/b"
     )
     assert plan.argv == ("recovery", "receive", "--target", "/dev/b", "--json")
+
+
+def test_the_machines_name_is_for_every_mode_and_never_a_commands_option() -> None:
+    cmdline = 'quiet recovery.name="Bench PC 3" recovery.mode=receive recovery.target=/dev/sda'
+    assert parse_cmdline(cmdline).argv == ("recovery", "receive", "--target", "/dev/sda", "--json")
+    assert parse_cmdline('recovery.name="Bench PC 3"').ignored == ()
+    assert kcmdline.parameter(cmdline, "name") == "Bench PC 3"
+    assert kcmdline.parameter("recovery.name=a recovery.name=b", "name") == "b"
+    assert kcmdline.parameter("recovery.named=a xrecovery.name=b", "name") is None
 
 
 def test_options_outside_headless_modes_are_reported() -> None:

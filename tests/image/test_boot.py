@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from recovery.demo import SAMPLE_HOSTNAME
+
 from .vm import READY, VM, booted
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
@@ -227,6 +229,11 @@ def test_screens_are_not_blank(vm: VM) -> None:
     vm.check("systemctl is-active recovery-console.service recovery-shell.service")
     vm.wait_screen(1, ["USB4 Recovery", "No disks found", "What to do", "Alt+F2"])
     vm.wait_screen(2, ["root shell"])
+    # Nothing on its disks names it: the firmware does (the console's font may lack the middle dot).
+    named = f"Dell Latitude 7420 ·{vm.serial[-4:]}"
+    vm.wait_screen(1, [f"This machine: {named[:-6]}"])
+    code = "from recovery.disks import machinename as m; n = m.this_machine(); print(ascii(n.name), n.source)"
+    assert _python(vm, code) == f"{named!a} firmware"
     # Enter (typed into tty1 as root may) starts the wizard on the console.
     vm.type_on(1, "\n")
     vm.wait_screen(1, ["This machine", "Disks of this machine", "TCP listening on port 7554"])
@@ -259,3 +266,13 @@ def test_runs_from_ram_without_the_stick(vm: VM) -> None:
         "(for t in e2fsck xfs_repair xfs_db btrfs ntfsfix fsck.vfat fsck.exfat fsck.f2fs wipefs; do"
         " p=$(command -v $t) || exit 1; if ldd $p | grep 'not found'; then exit 1; fi; done)"
     )
+
+
+def test_the_stick_saves_an_image_and_mounts_what_it_holds(vm: VM) -> None:
+    """Saving to a drive and looking into an image work on the stick itself: its kernel mounts the
+    filesystems (ext4, FAT) and FUSE serves the image's disk through Debian's fusepy."""
+    script = base64.b64encode((Path(__file__).parent / "stick_image.sh").read_bytes()).decode()
+    out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
+    assert f"hostname={SAMPLE_HOSTNAME}" in out, out
+    fat_files = int(out.split("fat=", 1)[1].split()[0])
+    assert fat_files > 0, out

@@ -154,6 +154,9 @@ def cert_common_name(cert: Path) -> str:
     raise VMError(f"{cert} has no common name: {proc.stdout}")
 
 
+FIRMWARE = ("Dell Inc.", "Latitude 7420")  # what the guests' SMBIOS says (no commas: QEMU's separator)
+
+
 class VM:
     """One QEMU guest booted from (a copy of) the appliance image."""
 
@@ -172,6 +175,7 @@ class VM:
     ) -> None:
         """`cmdline_extra` None boots the stick as built (its menu and entries)."""
         self.name = name
+        self.serial = f"SN{name.upper()}"  # the firmware's, so each guest has its own name (see FIRMWARE)
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "serial.log"
@@ -207,6 +211,7 @@ class VM:
             "-monitor", "none",
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
+            "-smbios", f"type=1,manufacturer={FIRMWARE[0]},product={FIRMWARE[1]},serial={self.serial}",
             "-device", "virtio-rng-pci",
             "-device", "qemu-xhci,id=xhci",
             "-drive", f"if=none,id=stick,format=raw,file={self._stick}",

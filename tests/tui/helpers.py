@@ -176,14 +176,21 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def two_in_step(
-    source: Path, target: Path, tmp_path: Path, size: tuple[int, int], *, rate: float | None = None
+    source: Path,
+    target: Path,
+    tmp_path: Path,
+    size: tuple[int, int],
+    *,
+    rate: float | None = None,
+    names: tuple[str, str] = ("office-pc", "new-pc"),
 ) -> AsyncIterator[tuple[WizardApp, Pilot, WizardApp, Pilot]]:
     """Two wizards in step over loopback TCP: office-pc, with ``source``, reaches new-pc, with ``target``,
-    which serves (``rate``: its links at a slow cable's pace). The driving wizard and its pilot, then
-    the serving one and its pilot."""
-    serving = WizardApp(in_step("new-pc", target, tmp_path, listen=0, rate=rate))
+    which serves (``rate``: its links at a slow cable's pace; ``names``: other names for the two). The
+    driving wizard and its pilot, then the serving one and its pilot."""
+    serving = WizardApp(in_step(names[1], target, tmp_path / "serving", listen=0, rate=rate))
     async with serving.run_test(size=size) as pb:
-        driving = WizardApp(in_step("office-pc", source, tmp_path, connect=await listening(pb, serving)))
+        port = await listening(pb, serving)
+        driving = WizardApp(in_step(names[0], source, tmp_path / "driving", connect=port))
         async with driving.run_test(size=size) as pa:
             yield driving, pa, serving, pb
 

@@ -145,3 +145,40 @@ def test_the_serving_machine_sees_the_review_before_the_driver_confirms(
                 assert "Start new-pc from the new disk" in text_of(driving, "#next")
 
     run(scenario)
+
+
+def test_two_machines_with_one_name_are_told_apart_on_both_screens(
+    source_image: Path, blank_image: Path, tmp_path: Path
+) -> None:
+    """Both booted from the stick and nothing else to tell them by: the pairing's tags do, the same
+    tag for each machine on both screens, down to the line that says which one is overwritten."""
+    serving = WizardApp(in_step("usb4-recovery", blank_image, tmp_path / "b", listen=0))
+
+    async def scenario() -> None:
+        async with serving.run_test(size=SIZE) as pb:
+            port = await listening(pb, serving)
+            driving = WizardApp(in_step("usb4-recovery", source_image, tmp_path / "a", connect=port))
+            async with driving.run_test(size=SIZE) as pa:
+                assert driving.state.host == serving.state.host == "usb4-recovery"
+                assert text_of(serving, "#home-code").startswith("This machine usb4-recovery This machine's code")
+                await type_code(pa, serving.state.code)
+                await step(pb, serving, "looking at the pairing")
+                me, other = driving.state.host, serving.state.host
+                assert me != other and me.startswith("usb4-recovery ·") and other.startswith("usb4-recovery ·")
+                assert driving.state.peer is not None and serving.state.peer is not None
+                assert (driving.state.peer.hostname, serving.state.peer.hostname) == (other, me)
+                assert f"Paired with {other}" in text_of(driving, "#topbar")
+                assert f"Controlled from {me}" in text_of(serving, "#topbar")
+                await pa.press("enter")
+                await on(pa, DirectionScreen)
+                await walk_to_review(pa, None)
+                await confirm(pa, "blank.img")
+                await both(pa, pb, ProgressScreen)
+                assert f"to {other}:" in pa.app.screen.job.started.action  # type: ignore[attr-defined]
+                assert f"{me} is OVERWRITING" in pb.app.screen.job.started.action  # type: ignore[attr-defined]
+                await both(pa, pb, SummaryScreen, 60)
+                await pa.press("ctrl+q")
+            await wait_for(pb, lambda: serving.state.link is None, 30, "the pairing to end")
+            assert serving.state.host == "usb4-recovery"  # unpaired: its own name again
+
+    run(scenario)

@@ -94,7 +94,7 @@ class _Receiving:
     def __init__(self, link: PeerLink, plan: m.Plan, opts: ReceiveOptions, sink: events.EventSink) -> None:
         self.link, self.plan, self.opts, self.sink = link, plan, opts, sink
         self.caps = link.ctl.state.shared_caps
-        self.source_desc = f"{link.theirs.host.hostname}:{identity.describe(plan.source)}"
+        self.source_desc = f"{link.peer_name}:{identity.describe(plan.source)}"
         self.target: Target | None = None
         self.pinned: m.Identity | None = None
         self.offer: agree.Offer | None = None
@@ -195,7 +195,7 @@ class _Receiving:
             self.keeper = Keeper(None, self.sink, image=target.path)
         elif "resume" in self.caps and self.journals:
             self.keeper = Keeper.fresh(
-                self.opts.log_dir, plan, target, self.source_desc, self.sink, self.link.theirs.host.hostname
+                self.opts.log_dir, plan, target, self.source_desc, self.sink, self.link.peer_name
             )
 
     def _resume(self, offer: agree.Offer) -> None:
@@ -267,7 +267,7 @@ class _Receiving:
         _check_totals(plan, done, pipe)
         if isinstance(self.target, ImageTarget):
             self.sink(events.Phase("transfer", f"writing the index of {self.target.path}"))
-            self.target.seal(image_manifest(plan, done, self.link.theirs.host.hostname, self.opts.passphrase))
+            self.target.seal(image_manifest(plan, done, self.link.peer_name, self.opts.passphrase))
         return done
 
     def _ask_again(self, seq: int, epoch: int, reason: str) -> None:

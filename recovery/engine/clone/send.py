@@ -163,7 +163,7 @@ class _Sending:
         chunks = self.chunks = _ChunkList(umap.extents, opts.chunk_size)
         if opts.rescue and "rescue" not in caps:
             raise RefusedError(
-                f"{self.link.theirs.host.hostname} cannot take a rescue (its usb4-recovery lists no 'rescue')",
+                f"{self.link.peer_name} cannot take a rescue (its usb4-recovery lists no 'rescue')",
                 hint="upgrade usb4-recovery there",
             )
         self.the_plan = m.Plan(
@@ -193,14 +193,14 @@ class _Sending:
 
     def propose(self) -> None:
         """Send the plan; the receiver accepts (perhaps offering a resume) or refuses, saying why."""
-        plan, ctl, theirs = self.the_plan, self.link.ctl, self.link.theirs
+        plan, ctl = self.the_plan, self.link.ctl
         ctl.send(plan)
         reply = ctl.expect(m.Accept, m.Refuse)
         if isinstance(reply, m.Refuse):
-            raise RefusedError(reply.message, hint=reply.hint, peer=theirs.host.hostname)
+            raise RefusedError(reply.message, hint=reply.hint, peer=self.link.peer_name)
         assert isinstance(reply, m.Accept)
         self.accept = reply
-        self.target_desc = f"{theirs.host.hostname}:{identity.describe(reply.target)}"
+        self.target_desc = f"{self.link.peer_name}:{identity.describe(reply.target)}"
         self.sink(
             events.PlanMade(
                 role="sender",
@@ -318,7 +318,7 @@ class _Sending:
         if self.loop is not None:
             self.loop.stopped()
         error = self.link.abandon(error, self.pipe.crew if self.pipe else None)
-        return agree.resume_hint(error, self.link.peer_journal, self.link.theirs.host.hostname)
+        return agree.resume_hint(error, self.link.peer_journal, self.link.peer_name)
 
     def release(self) -> None:
         if self.rescue is not None:
@@ -602,7 +602,7 @@ def _encryption(link: PeerLink, opts: SendOptions) -> bool:
         return False
     if "aes-gcm" not in link.ctl.state.shared_caps:
         raise RefusedError(
-            f"{link.theirs.host.hostname} cannot decrypt the data (it lists no aes-gcm)",
+            f"{link.peer_name} cannot decrypt the data (it lists no aes-gcm)",
             hint="upgrade usb4-recovery there, or send with --no-encrypt",
         )
     return True

@@ -141,8 +141,8 @@ class CloneSession:
     ) -> None:
         self.link = link
         self.offered = offered  # the disks to send the driver again after each clone
-        self.peer = link.theirs.host.hostname
-        self.host = link.ours.host.hostname
+        self.peer = link.peer_name
+        self.host = link.our_name
         self.candidates = candidates  # paths where a pinned local disk may be
         self.sink = sink
         self.log_dir = log_dir

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import blake3
+
 from recovery import SOFTWARE, events
 from recovery.disks import identity
 from recovery.engine.api import CAPABILITIES
@@ -89,6 +91,17 @@ class PeerLink:
         keys = self.ctl.state.keys
         return keys.fingerprint if keys else ""
 
+    @property
+    def our_name(self) -> str:
+        """This machine's name in this pairing, as both screens show it."""
+        return told_apart(self.ours.host.hostname, self.theirs.host.hostname, self.fingerprint, self.role)
+
+    @property
+    def peer_name(self) -> str:
+        """The peer's name in this pairing, as both screens show it."""
+        theirs = "server" if self.role == "driver" else "driver"
+        return told_apart(self.theirs.host.hostname, self.ours.host.hostname, self.fingerprint, theirs)
+
     def rejoin_after(self, error: BaseException | None) -> bytes | None:
         """The secret to let this peer pair again with, if ``error`` (how the session ended) is a lost
         link; None after a goodbye, a refusal, or any other end on purpose."""
@@ -126,7 +139,8 @@ class PeerLink:
 
     def peer_event(self) -> events.PeerFound:
         return events.PeerFound(
-            hostname=self.theirs.host.hostname,
+            hostname=self.peer_name,
+            name=self.our_name,
             link=self.conn.kind,
             address=self.conn.peer,
             software=self.theirs.host.software,
@@ -391,6 +405,14 @@ class Contact:
         self.ctl.close()
         self.conn.abort()
         self.conn.close()
+
+
+def told_apart(name: str, other: str, session: str, role: str) -> str:
+    """``name``, with a short tag of this pairing and the machine's part in it when ``other`` has the
+    same name (two identical laptops): both machines compute the same tags for each other."""
+    if name.casefold() != other.casefold():
+        return name
+    return f"{name} ·{blake3.blake3(f'{session}/{role}'.encode()).hexdigest()[:4].upper()}"
 
 
 def make_hello(role: str, hostname: str | None = None) -> m.Hello:

@@ -112,8 +112,12 @@ def table(rows: list[tuple[str, str]]) -> Table:
     return grid
 
 
-def code_text(code: str, hint: str) -> Text:
+def code_text(name: str, code: str, hint: str) -> Text:
+    """This machine's name, large, and the code to type on the other one."""
     text = Text()
+    text.append("This machine        ", style="bold")
+    text.append(f" {shown(name)} ", style="bold reverse")
+    text.append("\n")
     text.append("This machine's code ", style="bold")
     text.append(f" {code} ", style="bold reverse")
     text.append("  type it on the other one to work from there")
@@ -170,7 +174,7 @@ class HomeScreen(Screen[None]):
 
     def _show_code(self) -> None:
         hint = self.hint() if callable(self.hint) else self.hint
-        self.query_one("#home-code", Static).update(code_text(self.state.code, hint))
+        self.query_one("#home-code", Static).update(code_text(self.state.host, self.state.code, hint))
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
