@@ -292,6 +292,8 @@ class ImageChecked(Event):
     bad: list[list[int]]  # [offset, length] of each damaged chunk
     bad_where: list[str]  # where each lies: "partition 2 (ext4)", ...
     seconds: float
+    files_hit: list[dict[str, Any]] = field(default_factory=list)  # as a rescue's: the files the damage holds
+    files_note: str = ""  # why no file could be named ("run as root ...")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ checker ran on it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from recovery import events
 from recovery.units import area, human_duration, human_rate, human_size
 
@@ -151,17 +153,21 @@ def rescue_rows(s: events.Summary) -> list[Row]:
         return []
     count = len(s.unreadable_ranges)
     rows: list[Row] = [("unreadable", f"{human_size(s.unreadable)} in {count} area(s): {areas(s.unreadable_ranges)}")]
-    for hit in s.files_hit:
-        where = f"partition {hit['partition']} ({hit['fstype'] or 'unknown'})" if hit["partition"] else "the disk"
-        files = ", ".join(hit["files"][:8])
-        left = len(hit["files"]) - 8 + hit.get("more", 0)
-        more = f" and {left} more" if left > 0 else ""
-        said = f"files hit: {files}{more}" if files else "no file named"
-        note = f" ({hit['note']})" if hit.get("note") else ""
-        rows.append(("hit", f"{where}: {said}{note}"))
+    rows += [("hit", hit_words(hit)) for hit in s.files_hit]
     if s.mapfile:
         rows.append(("mapfile", f"{s.mapfile}  (ddrescuelog reads it; run again to retry the bad areas)"))
     return rows
+
+
+def hit_words(hit: dict[str, Any], shown: int = 8) -> str:
+    """One entry of a ``files_hit`` list in words: where, the first ``shown`` files, and the tool's note."""
+    where = f"partition {hit['partition']} ({hit['fstype'] or 'unknown'})" if hit["partition"] else "the disk"
+    files = ", ".join(hit["files"][:shown])
+    left = len(hit["files"]) - shown + hit.get("more", 0)
+    more = f" and {left} more" if left > 0 else ""
+    said = f"files hit: {files}{more}" if files else "no file named"
+    note = f" ({hit['note']})" if hit.get("note") else ""
+    return f"{where}: {said}{note}"
 
 
 def areas(ranges: list[list[int]], shown: int = 5) -> str:

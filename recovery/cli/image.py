@@ -21,6 +21,7 @@ from recovery.disks.identity import identify
 from recovery.engine import imagemount
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.clone.progress import RateMeter
+from recovery.engine.imagefiles import files_in_damaged
 from recovery.engine.local import clone_locally
 from recovery.errors import RefusedError, UsageError, VerificationError
 from recovery.units import human_size, parse_size
@@ -202,6 +203,10 @@ def run_verify(args: argparse.Namespace) -> int:
                 image, whole=args.whole, on_progress=progress, should_stop=cancel.is_set, threads=args.workers
             )
         where = describe_image(image)
+        damaged = [(b.entry.offset, b.entry.length) for b in checked.bad]
+        if damaged:
+            out(events.Phase("verify", "finding which files the damaged chunks hold"))
+        hits, files_note = files_in_damaged(image, damaged)
         out(
             events.ImageChecked(
                 path=args.image,
@@ -215,14 +220,18 @@ def run_verify(args: argparse.Namespace) -> int:
                 bad=[[b.entry.offset, b.entry.length] for b in checked.bad],
                 bad_where=[where.partition_of(b.entry.offset) for b in checked.bad],
                 seconds=round(checked.seconds, 3),
+                files_hit=hits,
+                files_note=files_note,
             )
         )
     if checked.bad:
         first = checked.bad[0]
+        named = [name for hit in hits for name in hit["files"]]
+        holds = f"; they hold {', '.join(named[:3])}" + (" and more" if len(named) > 3 else "") if named else ""
         raise VerificationError(
             f"{args.image}: {len(checked.bad)} chunk(s) are damaged, the first at byte {first.entry.offset} "
-            f"({human_size(first.entry.offset)}, {where.partition_of(first.entry.offset)})",
-            ranges=[(b.entry.offset, b.entry.length) for b in checked.bad],
+            f"({human_size(first.entry.offset)}, {where.partition_of(first.entry.offset)}){holds}",
+            ranges=damaged,
             hint="a copy of the image may be intact; the rest of this one can still be restored",
         )
     recorded = image.manifest.get("disk_digest")

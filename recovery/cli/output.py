@@ -153,6 +153,9 @@ def image_checked_text(e: events.ImageChecked) -> str:
         lines.append(f"  disk      BLAKE3 {e.disk_digest}{same}")
     for (offset, length), where in list(zip(e.bad, e.bad_where, strict=False))[:20]:
         lines.append(f"  damaged   {human_size(length)} at byte {offset} ({human_size(offset)}), {shown(where)}")
+    lines += [f"  holds     {shown(report.hit_words(hit))}" for hit in e.files_hit]
+    if e.files_note:
+        lines.append(f"  files     {shown(e.files_note)}")
     return "\n".join(lines)
 
 

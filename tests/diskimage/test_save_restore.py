@@ -165,3 +165,33 @@ def test_an_existing_file_is_not_replaced_without_yes(tmp_path: Path) -> None:
     assert r.wait() == 3
     assert "without --yes" in r.event("error")["message"]
     assert keep.read_bytes() == b"someone's earlier image"
+
+
+def test_a_damaged_chunk_is_named_by_the_files_it_holds(tmp_path: Path) -> None:
+    """The ext4's own tool, confined, reads the image's disk through FUSE and names the file whose
+    data the damaged chunk holds; the damaged chunk itself is never read out."""
+    from recovery.demo import build_sample_disk
+    from recovery.diskimage import format as f
+    from recovery.diskimage.reader import ImageReader
+    from tests.diskimage.test_bad_input import flip
+
+    source = tmp_path / "disk.raw"
+    build_sample_disk(str(source), 64)
+    victim = "/media/photo-001.jpg"
+    bmap = sh("debugfs", "-R", f"bmap {victim} 511", f"{source}?offset={MIB}").stdout
+    at = MIB + int(bmap.split()[-1]) * 4096  # its last block, on the disk
+    image = tmp_path / "disk.img"
+    assert image_cmd("save", "--source", str(source), "--output", str(image)).wait() == 0
+    with ImageReader(str(image)) as img:
+        e = next(e for e in img.entries() if e.offset <= at < e.end)
+    assert e.codec is not f.Codec.ZERO
+    flip(image, e.position + f.RECORD_SIZE + e.stored // 2)
+
+    r = image_cmd("verify", str(image))
+    assert r.wait() == 5, r.stderr
+    checked = r.event("image_check")
+    assert checked["bad"] == [[e.offset, e.length]]
+    hit = checked["files_hit"][0]
+    assert hit["partition"] == 1 and hit["fstype"] == "ext4" and victim in hit["files"], hit
+    assert victim in r.event("error")["message"]
+    assert not Path("/proc/mounts").read_text().count("usb4-recovery-files")  # served only while it looked

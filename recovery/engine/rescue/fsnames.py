@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from recovery import events, run
@@ -41,6 +42,17 @@ SPECIAL_INODES = {
 }
 
 Resolver = Callable[[str, list[tuple[int, int]]], tuple[list[str], str]]
+MEMORY_SHARE = 4  # a confined tool may use at most 1/MEMORY_SHARE of this machine's RAM
+
+# Whether the tools run confined (run.confined): for a filesystem a peer wrote, such as an image's.
+_confined: ContextVar[bool] = ContextVar("confined", default=False)
+
+
+def _output(argv: list[str], *, timeout: float) -> str:
+    """The output of a filesystem tool reading the device at the end of ``argv``."""
+    if _confined.get():
+        argv = run.confined([run.need_tool(argv[0]), *argv[1:]], memory=run.ram_share(MEMORY_SHARE))
+    return run.output(argv, timeout=timeout)
 
 
 def _within(ranges: Sequence[tuple[int, int]], start: int, size: int) -> list[tuple[int, int]]:
@@ -65,12 +77,12 @@ def _units(ranges: Sequence[tuple[int, int]], unit: int) -> list[int]:
 
 
 def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
-    stats = run.output(["debugfs", "-c", "-R", "stats", dev], timeout=120)
+    stats = _output(["debugfs", "-c", "-R", "stats", dev], timeout=120)
     found = re.search(r"^Block size:\s+(\d+)", stats, re.M)
     if not found:
         return [], "debugfs did not say the block size"
     blocks = _units(ranges, int(found.group(1)))
-    text = run.output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    text = _output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
     inodes: list[int] = []
     loose = 0
     for line in text.splitlines()[1:]:
@@ -82,9 +94,7 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     names = [SPECIAL_INODES[i] for i in dict.fromkeys(inodes) if i in SPECIAL_INODES]
     wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
     if wanted:
-        text = run.output(
-            ["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300
-        )
+        text = _output(["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300)
         named: dict[int, str] = {}
         for line in text.splitlines()[1:]:
             words = line.split("\t", 1)
@@ -98,7 +108,7 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
 def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     names: list[str] = []
     for off, n in ranges[:64]:
-        text = run.output(["ntfscluster", "-f", "-s", f"{off // 512}-{(off + n - 1) // 512}", dev], timeout=300)
+        text = _output(["ntfscluster", "-f", "-s", f"{off // 512}-{(off + n - 1) // 512}", dev], timeout=300)
         for line in text.splitlines():
             found = re.match(r"Inode \d+ (.+)$", line.strip())
             if found:
@@ -108,14 +118,14 @@ def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
 
 def _xfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     daddrs = _units(ranges, 512)[:256]
-    converted = run.output(
+    converted = _output(
         ["xfs_db", "-r", *[a for d in daddrs for a in ("-c", f"convert daddr {d} fsblock")], dev], timeout=300
     )
     fsblocks = list(dict.fromkeys(int(m) for m in re.findall(r"\((\d+)\)", converted)))
     argv = ["xfs_db", "-r", "-c", "blockget -n"]
     for b in fsblocks:
         argv += ["-c", f"fsblock {b}", "-c", "blockuse -n"]
-    text = run.output([*argv, dev], timeout=600)
+    text = _output([*argv, dev], timeout=600)
     names = [m.group(1) for m in re.finditer(r"inode \d+ (\S.*)$", text, re.M)]
     return list(dict.fromkeys("/" + n.lstrip("/") for n in names)), ""
 
@@ -128,9 +138,25 @@ UNRESOLVED = {
 
 
 def files_hit(
-    source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, int]], sink: events.EventSink = events.ignore
+    source: str,
+    parts: Sequence[MapPart],
+    bad: Sequence[tuple[int, int]],
+    sink: events.EventSink = events.ignore,
+    *,
+    confine: bool = False,
 ) -> list[dict[str, Any]]:
-    """One entry per partition (or area outside them) that the unreadable ranges touch."""
+    """One entry per partition (or area outside them) that the unreadable ranges touch. ``confine``: the
+    filesystems came from elsewhere (an image): each tool runs confined, on a device lent to it."""
+    token = _confined.set(confine)
+    try:
+        return _files_hit(source, parts, bad, sink, confine)
+    finally:
+        _confined.reset(token)
+
+
+def _files_hit(
+    source: str, parts: Sequence[MapPart], bad: Sequence[tuple[int, int]], sink: events.EventSink, confine: bool
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     inside: list[tuple[int, int]] = []
     if bad:
@@ -153,7 +179,8 @@ def files_hit(
             entry["note"] = UNRESOLVED.get(part.fstype or "", f"not resolved for {part.fstype or 'this partition'}")
         else:
             try:
-                with partdev.region_device(source, part.start, part.size) as dev:
+                region = partdev.private_region if confine else partdev.region_device
+                with region(source, part.start, part.size) as dev:
                     if dev is None:
                         entry["note"] = "no device for the partition could be made (not root?)"
                     else:

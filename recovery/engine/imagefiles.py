@@ -1,0 +1,47 @@
+"""Which files the damaged chunks of an image hold: the question after "a chunk is damaged".
+
+The image's disk is served as a read-only FUSE file (:mod:`recovery.diskimage.fusedisk`) for as long as
+it takes, and each partition the damaged ranges touch is handed to the filesystem's own tool
+(:mod:`recovery.engine.rescue.fsnames`), confined, as the filesystems were written elsewhere. A damaged
+chunk reads as EIO through the file, never as wrong bytes: where the metadata that names a file is
+itself damaged, the entry says the tool could not tell.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from recovery.diskimage.fusedisk import Served
+from recovery.diskimage.info import describe_image
+from recovery.diskimage.reader import ImageReader
+from recovery.engine.imagemount import unmount
+from recovery.engine.rescue import fsnames
+from recovery.errors import RecoveryError
+from recovery.protocol.values import MapPart
+
+
+def files_in_damaged(image: ImageReader, ranges: Sequence[tuple[int, int]]) -> tuple[list[dict[str, Any]], str]:
+    """The files each partition's damaged ranges hold (entries as a rescue's ``files_hit``), and why none
+    could be named ("" when the tools ran)."""
+    if not ranges:
+        return [], ""
+    if os.geteuid() != 0:
+        return [], "run as root to name the files they hold"
+    parts = [
+        MapPart(number=p["number"], start=p["start"], size=p["size"], fstype=p["fstype"])
+        for p in describe_image(image).parts
+    ]
+    with tempfile.TemporaryDirectory(prefix="usb4-recovery-files-") as base:
+        served = Served(image, os.path.join(base, "disk"), lambda bad: None)
+        try:
+            served.start()
+            return fsnames.files_hit(served.path, parts, ranges, confine=True), ""
+        except RecoveryError as e:
+            return [], f"the files could not be named: {e.message}"
+        finally:
+            unmount(base)
+            if served.thread.ident is not None:
+                served.thread.join(10)
