@@ -35,12 +35,13 @@ if [ "$dev" = 1 ]; then
     # harness (tests/bench/compare.py), python3-fusepy to serve failing disks
     # (reads that fail at chosen sectors) and gddrescue's ddrescuelog to read
     # the rescue's mapfile as ddrescue's own tools do, bmap-tools to write an
-    # exported image as bmaptool does, QEMU+OVMF for the boot
+    # exported image as bmaptool does, libhivex-bin (hivexsh, hivexget) to make
+    # and read the Windows registry hive that names a machine, QEMU+OVMF for the boot
     # tests (OVMF also with Secure Boot and Microsoft's keys), mmdebstrap and
     # systemd-boot for building the image; sbsigntool, binutils, openssl and
     # kmod for check-signatures.sh on the built image.
-    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd python3-fusepy gddrescue bmap-tools qemu-system-x86 ovmf
-               mmdebstrap systemd-boot-efi cpio xz-utils ca-certificates sbsigntool binutils openssl kmod)
+    packages+=(shellcheck gdisk exfat-fuse netcat-openbsd python3-fusepy gddrescue bmap-tools libhivex-bin
+               qemu-system-x86 ovmf mmdebstrap systemd-boot-efi cpio xz-utils ca-certificates sbsigntool binutils openssl kmod)
 fi
 
 missing=()

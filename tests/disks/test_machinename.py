@@ -11,7 +11,9 @@ from recovery.demo import SAMPLE_HOSTNAME, build_sample_disk
 from recovery.disks import inventory, machinename
 from recovery.disks.machinename import STICK_HOSTNAME, choose, clean, firmware_name, installed_name, word_pair
 from recovery.engine.peer.session import told_apart
-from tests.helpers import REPO
+from tests.disks.hive import system_hive
+from tests.fsdisks import Part, make_disk, mounted_fs
+from tests.helpers import REPO, loop_device
 
 DELL = {"sys_vendor": "Dell Inc.", "product_name": "Latitude 7420", "product_serial": "CN0X4F2K"}
 
@@ -135,3 +137,20 @@ def test_the_name_option_names_this_machine_and_goes_before_the_command(
     capsys.readouterr()
     assert main(["disks", "--name", "x"]) == 2
     assert "--name goes before the command" in capsys.readouterr().err
+
+
+def test_windows_is_named_by_its_computer_name_else_by_its_disk(tmp_path: Path) -> None:
+    """The SYSTEM hive read off the NTFS without mounting it (ntfscat, hivexget), in the control set
+    Select\\Current names; without a hive, Windows and the disk it is on."""
+    image = tmp_path / "windows.img"
+    make_disk(image, [Part("ntfs", 16)], files=False)
+    with loop_device(image) as dev:
+        node = f"{dev}p1"
+        with mounted_fs(node, "ntfs") as mnt:
+            config = mnt / "Windows" / "System32" / "config"
+            config.mkdir(parents=True)
+            system_hive(config / "SYSTEM", "FRONT-DESK-07", control_set=2)
+        assert installed_name([inventory.describe_disk(dev)]) == "FRONT-DESK-07"
+        with mounted_fs(node, "ntfs") as mnt:
+            (mnt / "Windows" / "System32" / "config" / "SYSTEM").unlink()
+        assert installed_name([inventory.describe_disk(dev)]) == f"Windows on {Path(dev).name}"
