@@ -115,8 +115,7 @@ class ImageWriter:
 
     def root(self) -> bytes:
         """The list digest of the chunks as the index holds them."""
-        view = memoryview(self.entries)
-        return f.list_digest(b"".join(view[i : i + f.RECORD_PREFIX] for i in range(0, len(view), f.ENTRY_SIZE)))
+        return f.list_digest(self.entries)
 
     def flush(self) -> None:
         try:
@@ -128,25 +127,25 @@ class ImageWriter:
         """Index, manifest and footer after the records: the image is whole. Its root, as hex."""
         root = self.root()
         count = len(self.offsets)
-        index = self._index_bytes(count)
+        index_pos = self.pos
+        index_len, index_digest = self._write_index(count, index_pos)
         body = f.encode_manifest({**manifest, "root": root.hex(), "chunks": count})
         stored = zstandard.ZstdCompressor(level=MANIFEST_LEVEL).compress(body)
         if self.sealer is not None:
             stored = self.sealer.seal(stored, manifest_aad(self.header.image_id))
-        index_pos = self.pos
         footer = f.Footer(
             self.header.image_id,
             data_end=index_pos,
             index_pos=index_pos,
             entries=count,
-            manifest_pos=index_pos + len(index),
+            manifest_pos=index_pos + index_len,
             manifest_len=len(stored),
-            index_digest=blake3.blake3(index).digest(),
+            index_digest=index_digest,
             manifest_digest=blake3.blake3(stored).digest(),
             root=bytes(32) if self.sealer else root,
         )
-        self._write(index + stored + f.encode_footer(footer), index_pos)
-        end = index_pos + len(index) + len(stored) + f.FOOTER_SIZE
+        self._write(stored + f.encode_footer(footer), index_pos + index_len)
+        end = index_pos + index_len + len(stored) + f.FOOTER_SIZE
         try:
             os.ftruncate(self.fd, end)  # nothing of an earlier, longer file after the footer
         except OSError as e:
@@ -154,16 +153,25 @@ class ImageWriter:
         self.flush()
         return root.hex()
 
-    def _index_bytes(self, count: int) -> bytes:
+    def _write_index(self, count: int, at: int) -> tuple[int, bytes]:
+        """The index at ``at``, page by page (each sealed, with a passphrase): its length and BLAKE3. Never
+        a second copy of it in memory (a 2 TB disk's index is 32 MiB)."""
+        digest = blake3.blake3()
         if self.sealer is None:
-            return bytes(self.entries)
+            self._write(self.entries, at)
+            digest.update(self.entries)
+            return len(self.entries), digest.digest()
         page = f.PAGE_ENTRIES * f.ENTRY_SIZE
-        return b"".join(
-            self.sealer.seal(bytes(self.entries[at : at + page]), page_aad(self.header.image_id, at // page, count))
-            for at in range(0, len(self.entries), page)
-        )
+        pos = at
+        for first in range(0, len(self.entries), page):
+            aad = page_aad(self.header.image_id, first // page, count)
+            sealed = self.sealer.seal(bytes(self.entries[first : first + page]), aad)
+            self._write(sealed, pos)
+            digest.update(sealed)
+            pos += len(sealed)
+        return pos - at, digest.digest()
 
-    def _write(self, data: bytes, at: int) -> None:
+    def _write(self, data: bytes | bytearray, at: int) -> None:
         write_all(self.fd, self.path, data, at)
 
 

@@ -118,7 +118,7 @@ def check_written(path: str, done: Filled, want: int, offset: int) -> None:
         raise TargetWriteError(f"{path} took no bytes at {at} (full?)")
 
 
-def write_all(fd: int, path: str, data: bytes | memoryview, offset: int) -> None:
+def write_all(fd: int, path: str, data: bytes | bytearray | memoryview, offset: int) -> None:
     """All of ``data`` at ``offset`` of ``fd`` (the file ``path``), or :class:`TargetWriteError`."""
     view = memoryview(data)
     check_written(path, pwrite_from(fd, view, offset), len(view), offset)
