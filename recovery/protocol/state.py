@@ -61,6 +61,7 @@ class State(enum.Enum):
     PAIRING = "pairing"  # an attempt runs
     IDLE = "idle"  # paired, no clone running
     REQUESTED = "requested"  # a request awaits the peer's plan or refusal
+    BROWSING = "browsing"  # a find_images awaits the peer's images
     PLANNED = "planned"  # a plan awaits the receiver's accept or refusal
     STREAMING = "streaming"
     FINISHING = "finishing"  # done sent; the receiver verifies and summarises
@@ -84,6 +85,8 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.IDLE, "plan"): (DRIVES, State.PLANNED),
     (State.IDLE, "request"): (DRIVES, State.REQUESTED),
     (State.IDLE, "bye"): (ANY, State.ENDING),
+    (State.IDLE, "find_images"): (DRIVES, State.BROWSING),
+    (State.BROWSING, "images"): (REQUESTED, State.IDLE),
     (State.REQUESTED, "plan"): (REQUESTED, State.PLANNED),
     (State.REQUESTED, "refuse"): (REQUESTED, State.IDLE),
     (State.PLANNED, "accept"): (RECEIVER, State.STREAMING),
@@ -267,7 +270,7 @@ class ControlConnection:
             self.we_are_sender = ours
             self.clones += 1
             self.epoch = 0
-        elif msg.type == "request":
+        elif msg.type in ("request", "find_images"):
             self._request_to_us = not ours
         if nxt is State.IDLE:
             self._request_to_us = None
