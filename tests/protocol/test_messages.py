@@ -88,16 +88,7 @@ SAMPLES: list[m.Message] = [
     m.Images(
         folder="/media/usb",
         images=(
-            m.ImageEntry(
-                name="laptop.img",
-                file_bytes=1 << 30,
-                size=1 << 34,
-                sector_size=512,
-                source="/dev/nvme0n1, Samsung 980, 16 GiB",
-                source_host="office-pc",
-                created="2026-12-06T09:00:00Z",
-                mode="exact",
-            ),
+            m.ImageEntry("laptop.img", 1 << 30, 1 << 34, 4096, "/dev/nvme0n1, 16 GiB", "pc", "2026-12-06", "exact"),
             m.ImageEntry(name="old.img", file_bytes=4096, encrypted=True, problem="incomplete"),
         ),
         places=("/media/usb", "/srv/images"),
