@@ -6,6 +6,7 @@ only render these; tests check them directly.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import posixpath
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from recovery.disks import identity, safety
 from recovery.engine.peer.jobs import CloneChoice
-from recovery.protocol.messages import DiskInfo, ImageEntry, PartitionInfo, Unfinished
+from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
 
 FS_NAMES = {
@@ -152,6 +153,14 @@ def image_refusal(entry: ImageEntry) -> str | None:
     if entry.size <= 0:
         return "it does not say how large its disk is"
     return None
+
+
+def restore_refusal(entry: ImageEntry | None, target: DiskInfo) -> str | None:
+    """Why ``target`` cannot take the disk the image ``entry`` holds, beyond its size (None: it can)."""
+    if entry is None or target.identity is None or not entry.sector_size:
+        return None
+    saved = Identity(path=entry.name, size=entry.size, kind="disk", host_id="", fingerprint="")
+    return safety.sector_mismatch(dataclasses.replace(saved, sector_size=entry.sector_size), target.identity)
 
 
 def image_disk(path: str, size: int, held: str = "image file") -> DiskInfo:

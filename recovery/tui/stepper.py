@@ -29,7 +29,7 @@ from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
-from recovery.tui.model import image_name, short_name, source_refusal, target_refusal
+from recovery.tui.model import image_name, restore_refusal, short_name, source_refusal, target_refusal
 from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
@@ -189,7 +189,7 @@ class Stepper:
                 f"The disk to overwrite (on {holder})",
                 f"Choose the disk of {holder} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
                 disks,
-                {d.path: target_refusal(choice.source, d) for d in disks},
+                {d.path: target_refusal(choice.source, d) or restore_refusal(choice.image_source, d) for d in disks},
                 choice.target,
                 image=f"save an image of {short_name(choice.source)} into a folder of {holder} instead"
                 if images

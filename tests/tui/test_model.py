@@ -18,6 +18,7 @@ from recovery.tui.model import (
     contents,
     image_name,
     image_refusal,
+    restore_refusal,
     short_name,
     source_refusal,
     target_refusal,
@@ -288,6 +289,11 @@ def test_an_image_is_named_for_its_disk_and_day_and_says_why_it_cannot_be_restor
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB, encrypted=True)) is not None
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, problem="incomplete")) == "incomplete"
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB)) is None
+    four_k = ImageEntry(name="x.img", file_bytes=1, size=GIB, sector_size=4096)
+    assert fakes.PEER[0].identity is not None
+    disk = dataclasses.replace(fakes.PEER[0], identity=dataclasses.replace(fakes.PEER[0].identity, sector_size=512))
+    assert "logical sectors are 512 bytes, the source's are 4096" in str(restore_refusal(four_k, disk))
+    assert restore_refusal(dataclasses.replace(four_k, sector_size=512), disk) is None
 
 
 def test_advice_for_each_error() -> None:
