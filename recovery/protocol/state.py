@@ -22,7 +22,9 @@ frames stream on the data channel the receiver sends ``ack`` (durable frames)
 and both may send ``progress``; the sender ends with ``done``, the receiver
 with ``summary``, after which the connection is idle again. Either side may
 end an idle session with ``bye``; the other answers ``bye``, then both close.
-While idle the driver may say what its user does (``activity``, optional).
+While idle the driver may say what its user does (``activity``, optional),
+and ask what a folder of the server holds (``find_images``, capability
+"images"), which the server answers with ``images`` before anything else.
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
