@@ -38,8 +38,10 @@ CAPABILITIES = (
     "keep-pairing",  # a failed clone ends the connection, not the pairing: the two pair again by its secret
     "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
     # skipped chunks that differ from the source are sent again
-    "source-check",
-)  # a checker that failed on the target is run on the source too
+    "source-check",  # a checker that failed on the target is run on the source too
+    "images",  # a clone saved into, or restored from, an image file in a folder of the peer (plan.image,
+    # request.image; find_images answered by images)
+)
 
 
 def default_workers() -> int:
@@ -74,6 +76,7 @@ class SendOptions:
     restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
     passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
+    image: str | None = None  # save the clone as an image file at this path of the receiver (capability "images")
 
 
 @dataclass

@@ -213,6 +213,9 @@ class Request(Message):
     level: str = field(metadata=bounded(max_len=8))  # "auto" or a zstd level
     source_identity: Identity | None = None
     rescue: bool = False  # optional: send it in rescue mode (capability "rescue")
+    # Optional (2.1, capability "images"): ``source`` is this image file in a folder the peer allows;
+    # the peer restores it (sends the disk it holds).
+    image: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,9 @@ class Plan(Message):
     rescan: bool = False
     # Optional: the driving user chose to start over: the receiver ignores a journal of the target.
     restart: bool = False
+    # Optional (2.1, capability "images"): save the clone as a new image file at this path on the
+    # receiver, in a folder it allows (instead of a pinned ``target``).
+    image: str | None = field(default=None, metadata=bounded(max_len=4096))
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +419,51 @@ class Cancel(Message):
     ends_pairing: bool = False
 
 
+MAX_IMAGES = 64  # image files one ``images`` message describes
+MAX_PLACES = 32  # folders one ``images`` message suggests
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEntry:
+    """One image file of a folder, as its header and manifest say (for people: shown as text)."""
+
+    name: str = field(metadata=bounded(max_len=255))  # the file's name in the folder
+    file_bytes: int  # the file's size
+    size: int = 0  # bytes of the disk it holds (0: unknown)
+    sector_size: int = field(default=0, metadata=bounded(hi=1 << 16))
+    source: str = field(default="", metadata=bounded(max_len=600))  # the disk it was saved from, in words
+    source_host: str = field(default="", metadata=bounded(max_len=255))
+    created: str = field(default="", metadata=bounded(max_len=40))
+    mode: Literal["used", "exact"] = "used"
+    encrypted: bool = False  # its manifest is sealed: only its passphrase tells what it holds
+    problem: str = field(default="", metadata=bounded(max_len=512))  # why it cannot be restored (empty: it can)
+
+
+@dataclass(frozen=True, slots=True)
+class FindImages(Message):
+    """Capability "images" (2.1): the driver asks what a folder of the peer holds (``""``: only where
+    the peer allows images)."""
+
+    type: ClassVar[str] = "find_images"
+    optional: ClassVar[bool] = True
+    folder: str = field(default="", metadata=bounded(max_len=4096))
+
+
+@dataclass(frozen=True, slots=True)
+class Images(Message):
+    """Capability "images" (2.1): the answer to ``find_images``: the folder as the peer checked it,
+    the image files in it, the folders it suggests, the room there, or why the folder is refused."""
+
+    type: ClassVar[str] = "images"
+    optional: ClassVar[bool] = True
+    folder: str = field(default="", metadata=bounded(max_len=4096))
+    images: tuple[ImageEntry, ...] = field(default=(), metadata=bounded(max_len=MAX_IMAGES))
+    places: tuple[str, ...] = field(default=(), metadata=bounded(max_len=MAX_PLACES))
+    free: int | None = None  # bytes free on the folder's filesystem
+    more: int = 0  # image files beyond those listed
+    refused: str = field(default="", metadata=bounded(max_len=1024))  # why the folder cannot be used
+
+
 @dataclass(frozen=True, slots=True)
 class Ping(Message):
     type: ClassVar[str] = "ping"
@@ -445,6 +496,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Resend,
         CheckSource,
         SourceChecked,
+        FindImages,
+        Images,
     )
 }
 # May cross before the pairing, in the clear.

@@ -22,7 +22,9 @@ frames stream on the data channel the receiver sends ``ack`` (durable frames)
 and both may send ``progress``; the sender ends with ``done``, the receiver
 with ``summary``, after which the connection is idle again. Either side may
 end an idle session with ``bye``; the other answers ``bye``, then both close.
-While idle the driver may say what its user does (``activity``, optional).
+While idle the driver may say what its user does (``activity``, optional),
+and ask what a folder of the server holds (``find_images``, capability
+"images"), which the server answers with ``images`` before anything else.
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
@@ -61,6 +63,7 @@ class State(enum.Enum):
     PAIRING = "pairing"  # an attempt runs
     IDLE = "idle"  # paired, no clone running
     REQUESTED = "requested"  # a request awaits the peer's plan or refusal
+    BROWSING = "browsing"  # a find_images awaits the peer's images
     PLANNED = "planned"  # a plan awaits the receiver's accept or refusal
     STREAMING = "streaming"
     FINISHING = "finishing"  # done sent; the receiver verifies and summarises
@@ -84,6 +87,8 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.IDLE, "plan"): (DRIVES, State.PLANNED),
     (State.IDLE, "request"): (DRIVES, State.REQUESTED),
     (State.IDLE, "bye"): (ANY, State.ENDING),
+    (State.IDLE, "find_images"): (DRIVES, State.BROWSING),
+    (State.BROWSING, "images"): (REQUESTED, State.IDLE),
     (State.REQUESTED, "plan"): (REQUESTED, State.PLANNED),
     (State.REQUESTED, "refuse"): (REQUESTED, State.IDLE),
     (State.PLANNED, "accept"): (RECEIVER, State.STREAMING),
@@ -267,7 +272,7 @@ class ControlConnection:
             self.we_are_sender = ours
             self.clones += 1
             self.epoch = 0
-        elif msg.type == "request":
+        elif msg.type in ("request", "find_images"):
             self._request_to_us = not ours
         if nxt is State.IDLE:
             self._request_to_us = None

@@ -29,7 +29,15 @@ from recovery.engine import joblog
 from recovery.engine.clone.compare import compare
 from recovery.engine.peer.clones import CloneSession
 from recovery.engine.peer.guard import CodeGuard
-from recovery.engine.peer.jobs import JobEnded, JobStarted, PeerActivity, PeerDisks, disk_paths, offered_disks
+from recovery.engine.peer.jobs import (
+    ImagesFound,
+    JobEnded,
+    JobStarted,
+    PeerActivity,
+    PeerDisks,
+    disk_paths,
+    offered_disks,
+)
 from recovery.engine.peer.seen import Pin
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import PeerLeftError, RecoveryError
@@ -47,6 +55,7 @@ from recovery.tui.messages import (
     DriveAsked,
     EndPairingAsked,
     EngineEvent,
+    ImageAsked,
     InventoryLoaded,
     LinksRead,
     LinkStatus,
@@ -426,6 +435,9 @@ class WizardApp(App[int]):
     def on_step_answered(self, msg: StepAnswered) -> None:
         self.steps.answered(msg.step, msg.value)
 
+    def on_image_asked(self, msg: ImageAsked) -> None:
+        self.steps.image_asked(msg.step)
+
     def on_step_back(self, msg: StepBack) -> None:
         self.steps.back(msg.step, msg.value)
 
@@ -472,6 +484,9 @@ class WizardApp(App[int]):
             return  # the session keeps them (link.inventory); the next step shows them
         if isinstance(event, PeerActivity):
             self.steps.peer_activity(event)
+            return
+        if isinstance(event, ImagesFound):
+            self.steps.images_found(event)
             return
         if isinstance(event, JobStarted):
             self.state.review = ()  # confirmed: the clone runs

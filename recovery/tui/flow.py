@@ -1,9 +1,11 @@
 """The wizard's steps, and what an answer does to the others (pure: no Textual, no I/O).
 
-Six steps; Esc goes back one and every answer given stays (a later answer
-is dropped only when the new one makes it impossible: another direction
-means other disks, another source may make the target too small and turns
-rescue mode, chosen for one source, off). Before a
+Six steps (an image file may stand in for a disk: one to restore for the
+source, a folder to save one in for the target; see :data:`INSTEAD`); Esc
+goes back one and every answer given stays (a later answer is dropped only
+when the new one makes it impossible: another direction means other disks,
+another source may make the target too small and turns rescue mode, chosen
+for one source, off). Before a
 clone starts, and when the user retries one, the chosen disks are looked up
 again in the disk lists as they are now: :func:`recheck` finds each by its
 identity and says in words what changed since it was chosen.
@@ -16,9 +18,12 @@ from dataclasses import dataclass
 
 from recovery.disks import identity, match
 from recovery.protocol.messages import DiskInfo
-from recovery.tui.model import Choice, short_name, source_refusal, target_refusal
+from recovery.tui.model import Choice, image_disk, restored_disk, short_name, source_refusal, target_refusal
 
 STEPS = ("pair", "direction", "source", "target", "options", "review")
+# Steps in the place of another: an image to restore instead of the source disk, a folder to save an
+# image in instead of the target disk (capability "images").
+INSTEAD = {"image": "source", "folder": "target"}
 TITLES = {
     "pair": "pair with the other machine",
     "direction": "which way to copy",
@@ -26,11 +31,13 @@ TITLES = {
     "target": "the disk to overwrite",
     "options": "how to copy",
     "review": "review and confirm",
+    "image": "the image to restore",
+    "folder": "where to save the image",
 }
 
 
 def number(step: str) -> int:
-    return STEPS.index(step) + 1
+    return STEPS.index(INSTEAD.get(step, step)) + 1
 
 
 def label(step: str) -> str:
@@ -38,12 +45,26 @@ def label(step: str) -> str:
     return f"Step {number(step)} of {len(STEPS)}: {TITLES[step]}"
 
 
-def previous(step: str) -> str:
-    return STEPS[max(0, STEPS.index(step) - 1)]
+def previous(step: str, choice: Choice | None = None) -> str:
+    """The step before ``step``: the one it stands in for, or before that (an image or folder chosen
+    instead of a disk is the step shown again)."""
+    if step in INSTEAD:
+        return INSTEAD[step]
+    before = STEPS[max(0, STEPS.index(step) - 1)]
+    return _instead(before, choice)
 
 
-def following(step: str) -> str:
-    return STEPS[min(len(STEPS) - 1, STEPS.index(step) + 1)]
+def following(step: str, choice: Choice | None = None) -> str:
+    return _instead(STEPS[min(len(STEPS) - 1, STEPS.index(INSTEAD.get(step, step)) + 1)], choice)
+
+
+def _instead(step: str, choice: Choice | None) -> str:
+    """``step``, or the image or folder step that the choice took in its place."""
+    if choice is not None and step == "source" and choice.image_source is not None:
+        return "image"
+    if choice is not None and step == "target" and choice.image_target is not None:
+        return "folder"
+    return step
 
 
 def activity(step: str) -> str:
@@ -61,18 +82,26 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
         assert isinstance(value, bool)
         if value == choice.send:
             return choice
-        return dataclasses.replace(choice, send=value, source=None, target=None)
-    if step == "source":
-        assert isinstance(value, DiskInfo)
-        target = choice.target
-        if target is not None and target_refusal(value, target) is not None:
+        return dataclasses.replace(choice, send=value, source=None, target=None, image_source=None, image_target=None)
+    if step in ("source", "image"):
+        entry = value[1] if isinstance(value, tuple) else None
+        disk = restored_disk(value[0], value[1]) if isinstance(value, tuple) else value
+        assert isinstance(disk, DiskInfo)
+        target = choice.target if choice.image_target is None else None  # a save's file was for that disk
+        if target is not None and target_refusal(disk, target) is not None:
             target = None
         # Rescue mode was chosen for one source (after it could not be read): never for another disk.
-        rescue = choice.rescue and choice.source is not None and same_disk(choice.source, value)
-        return dataclasses.replace(choice, source=value, target=target, rescue=rescue)
+        rescue = choice.rescue and choice.source is not None and same_disk(choice.source, disk) and not entry
+        mode = entry.mode if entry is not None else choice.mode
+        return dataclasses.replace(
+            choice, source=disk, target=target, rescue=rescue, image_source=entry, image_target=None, mode=mode
+        )
     if step == "target":
         assert isinstance(value, DiskInfo)
-        return dataclasses.replace(choice, target=value)
+        return dataclasses.replace(choice, target=value, image_target=None)
+    if step == "folder":
+        assert isinstance(value, str) and choice.source is not None
+        return dataclasses.replace(choice, target=image_disk(value, choice.source.size), image_target=value)
     if step == "options":
         assert isinstance(value, Choice)
         return dataclasses.replace(choice, mode=value.mode, level=value.level, verify=value.verify)
@@ -114,12 +143,16 @@ def recheck(
     """Find the chosen source and target again; say what changed and whether the clone can still run."""
     assert choice.source is not None and choice.target is not None
     changes: list[str] = []
-    source, target = find(choice.source, source_disks), find(choice.target, target_disks)
+    # An image file is not in the disk lists: the machine that holds it checks it again when the clone starts.
+    source = choice.source if choice.image_source else find(choice.source, source_disks)
+    target = choice.target if choice.image_target else find(choice.target, target_disks)
     written_only = _same_but_tables(choice.source, source, tables=False) and _same_but_tables(choice.target, target)
     for old, new, host, role in (
         (choice.source, source, source_host, "source"),
         (choice.target, target, target_host, "target"),
     ):
+        if new is old:
+            continue
         name = f"{short_name(old)} on {host}"
         if new is None:
             changes.append(f"the {role} {name} is gone (unplugged, or that machine restarted)")
@@ -131,7 +164,7 @@ def recheck(
             changes.append(f"the {role} {name}: {why}")
     if source is None or target is None:
         return Recheck(None, tuple(changes))
-    refusal = source_refusal(source) or target_refusal(source, target)
+    refusal = source_refusal(source) or (None if choice.image_target else target_refusal(source, target))
     if refusal:
         changes.append(f"it cannot be done now: {refusal}")
         return Recheck(None, tuple(changes))

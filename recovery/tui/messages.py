@@ -122,6 +122,14 @@ class StepAnswered(Message):
         self.step, self.value = step, value
 
 
+class ImageAsked(Message):
+    """On the source or target step: an image file instead of a disk (restore one, or save into one)."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__()
+        self.step = step
+
+
 class StepBack(Message):
     """Esc on a step: back one step, the answers stay, and so does what is highlighted there (``value``, an
     answer not yet confirmed with Enter; None: nothing to keep)."""

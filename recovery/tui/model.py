@@ -6,12 +6,16 @@ only render these; tests check them directly.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
+import posixpath
+import re
 from dataclasses import dataclass
 
 from recovery.disks import identity, safety
 from recovery.engine.peer.jobs import CloneChoice
-from recovery.protocol.messages import DiskInfo, PartitionInfo, Unfinished
+from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
 
 FS_NAMES = {
@@ -118,6 +122,57 @@ def target_refusal(source: DiskInfo, target: DiskInfo) -> str | None:
     return None
 
 
+# --- image files -------------------------------------------------------------
+
+
+def image_name(source: DiskInfo, day: datetime.date) -> str:
+    """The name proposed for an image of ``source``: its model (else its name) and the day, ``.img``."""
+    named = source.model if source.model and source.model != "image file" else posixpath.splitext(short_name(source))[0]
+    words = re.sub(r"[^A-Za-z0-9_-]+", "-", named).strip("-") or "disk"
+    return f"{words[:80]}-{day.isoformat()}.img"
+
+
+def image_text(entry: ImageEntry) -> str:
+    """What an image file holds, in one line: ``disk of office-pc: /dev/sda, Samsung 980, 16.0 GiB ·
+    used · 2026-12-06 · 1.2 GiB file``."""
+    if entry.problem:
+        return f"cannot be restored: {entry.problem}"
+    if entry.encrypted:
+        return f"encrypted image of a {human_size(entry.size)} disk · {human_size(entry.file_bytes)} file"
+    of = f"disk of {entry.source_host}: " if entry.source_host else ""
+    bits = [of + (entry.source or human_size(entry.size)), entry.mode, entry.created[:10], human_size(entry.file_bytes)]
+    return " · ".join(b for b in bits if b) + " file"
+
+
+def image_refusal(entry: ImageEntry) -> str | None:
+    """Why the wizard cannot restore this image (None: it can)."""
+    if entry.problem:
+        return entry.problem
+    if entry.encrypted:
+        return "encrypted: the wizard cannot ask for its passphrase"
+    if entry.size <= 0:
+        return "it does not say how large its disk is"
+    return None
+
+
+def restore_refusal(entry: ImageEntry | None, target: DiskInfo) -> str | None:
+    """Why ``target`` cannot take the disk the image ``entry`` holds, beyond its size (None: it can)."""
+    if entry is None or target.identity is None or not entry.sector_size:
+        return None
+    saved = Identity(path=entry.name, size=entry.size, kind="disk", host_id="", fingerprint="")
+    return safety.sector_mismatch(dataclasses.replace(saved, sector_size=entry.sector_size), target.identity)
+
+
+def image_disk(path: str, size: int, held: str = "image file") -> DiskInfo:
+    """An image file where the wizard shows a disk: the target a save makes, or the source a restore reads."""
+    return DiskInfo(path=path, size=size, model=held)
+
+
+def restored_disk(folder: str, entry: ImageEntry) -> DiskInfo:
+    """The image ``entry`` of ``folder`` as the source of a restore."""
+    return image_disk(posixpath.join(folder, entry.name), entry.size, f"image of {entry.source or 'a disk'}")
+
+
 # --- the choice being built ------------------------------------------------
 
 
@@ -133,6 +188,8 @@ class Choice:
     verify: bool = True
     rescue: bool = False  # the source has unreadable areas: rescue mode
     restart: bool = False  # the target holds an interrupted clone of the source: start over instead
+    image_target: str | None = None  # a save: the new image file (``target`` describes it)
+    image_source: ImageEntry | None = None  # a restore: the image (``source`` describes it, by its path)
 
     def complete(self) -> CloneChoice:
         assert self.send is not None and self.source is not None and self.target is not None
@@ -145,6 +202,8 @@ class Choice:
             verify=self.verify,
             rescue=self.rescue,
             restart=self.restart,
+            image_target=self.image_target,
+            image_source=self.source.path if self.image_source else None,
         )
 
     @property

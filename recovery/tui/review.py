@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from recovery.engine.peer.jobs import unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, short_name, used_bytes
+from recovery.tui.model import Choice, contents, image_text, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -26,15 +26,37 @@ def review_rows(choice: Choice, host: str, peer: str) -> Rows:
     """The review of ``choice`` driven from ``host`` with ``peer``, in the order a technician checks it."""
     assert choice.source is not None and choice.target is not None
     src_host, dst_host = (host, peer) if choice.send else (peer, host)
-    source, target = choice.source, choice.target
     return [
-        ("Copy", f"{source.path} of {src_host} ({hardware(source)})"),
-        ("Onto", f"{target.path} of {dst_host} ({hardware(target)})"),
-        ("DESTROYS", f"everything on {short_name(target)} of {dst_host}: {contents(target)}"),
+        copy_row(choice, src_host),
+        *onto_rows(choice, dst_host),
         ("Mode", mode_text(choice)),
         ("Rescue", rescue_text(choice.rescue)),
         ("Start", start_text(choice)),
         ("Verify", verify_text(choice, dst_host)),
+    ]
+
+
+def copy_row(choice: Choice, src_host: str) -> tuple[str, str]:
+    """What is read: the source disk, or the image a restore reads (and what it holds)."""
+    assert choice.source is not None
+    entry = choice.image_source
+    if entry is not None:
+        return ("Restore", f"the image {choice.source.path} of {src_host}: {image_text(entry)}")
+    return ("Copy", f"{choice.source.path} of {src_host} ({hardware(choice.source)})")
+
+
+def onto_rows(choice: Choice, dst_host: str) -> Rows:
+    """What is written, and what that destroys (a save destroys nothing: it makes a new file)."""
+    target = choice.target
+    assert target is not None
+    if choice.image_target is not None:
+        return [
+            ("Into", f"a new image file {target.path} of {dst_host}"),
+            ("Changes", f"nothing on {dst_host} but that new file: no disk is overwritten"),
+        ]
+    return [
+        ("Onto", f"{target.path} of {dst_host} ({hardware(target)})"),
+        ("DESTROYS", f"everything on {short_name(target)} of {dst_host}: {contents(target)}"),
     ]
 
 
@@ -87,7 +109,9 @@ def start_text(choice: Choice) -> str:
 
 def verify_text(choice: Choice, dst_host: str) -> str:
     """What is checked at the end, as it will happen: the machine that writes decides for its own disk."""
-    if choice.mode == "exact":
+    if choice.image_target is not None:
+        checks = "reads the image back and checks every chunk against the source's digests"
+    elif choice.mode == "exact":
         checks = "reads the whole target back: its BLAKE3 must be the source's"
     else:
         checks = "reads back every block written and checks each filesystem (read-only)"

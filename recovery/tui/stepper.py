@@ -13,6 +13,8 @@ what the driver says it does.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import posixpath
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -20,14 +22,15 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from recovery import report
-from recovery.engine.peer.jobs import JobEnded, PeerActivity, unfinished
+from recovery.engine.peer.jobs import ImagesFound, JobEnded, PeerActivity, unfinished
 from recovery.engine.peer.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
-from recovery.tui.model import short_name, source_refusal, target_refusal
+from recovery.tui.model import image_name, restore_refusal, short_name, source_refusal, target_refusal
+from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen, ResumeScreen
@@ -166,6 +169,7 @@ class Stepper:
             return PairScreen(state.peer)
         if step == "direction":
             return DirectionScreen(state.host, peer, choice.send)
+        images = state.session is not None and state.session.images
         if step == "source":
             holder, disks = (state.host, ours) if choice.send else (peer, theirs)
             return DiskScreen(
@@ -175,6 +179,7 @@ class Stepper:
                 disks,
                 {d.path: source_refusal(d) for d in disks},
                 choice.source,
+                image=f"restore an image file of {holder} instead" if images else None,
             )
         if step == "target":
             assert choice.source is not None
@@ -184,13 +189,64 @@ class Stepper:
                 f"The disk to overwrite (on {holder})",
                 f"Choose the disk of {holder} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
                 disks,
-                {d.path: target_refusal(choice.source, d) for d in disks},
+                {d.path: target_refusal(choice.source, d) or restore_refusal(choice.image_source, d) for d in disks},
                 choice.target,
+                image=f"save an image of {short_name(choice.source)} into a folder of {holder} instead"
+                if images
+                else None,
             )
+        if step in ("image", "folder"):
+            return self.folder_screen(step)
         if step == "options":
             return OptionsScreen(choice)
         changes, state.changes = state.changes, ()
         return ReviewScreen(choice, state.host, peer, changes)
+
+    def folder_screen(self, step: str) -> FolderScreen:
+        """The folder where an image is saved ("folder"), or whose images may be restored ("image")."""
+        state, peer = self.state, self.wizard.peer_name
+        choice, session = state.choice, state.session
+        assert session is not None
+        save = step == "folder"
+        here = not choice.send if save else bool(choice.send)  # the folder is on the machine of this side
+        holder = state.host if here else peer
+
+        def ask(folder: str) -> None:
+            session.find_images(folder, here=here)
+
+        if save:
+            assert choice.source is not None
+            folder, name = posixpath.split(choice.image_target or "")
+            return FolderScreen(
+                "folder",
+                f"Save an image (on {holder})",
+                f"The image of {short_name(choice.source)} is saved as one new file in a folder of {holder}: "
+                "nothing else there is changed. Enter looks in the folder typed; Tab moves to the name.",
+                here=here,
+                ask=ask,
+                folder=folder or state.image_folder,
+                name=name or image_name(choice.source, datetime.date.today()),
+            )
+        return FolderScreen(
+            "image",
+            f"The image to restore (on {holder})",
+            f"Choose an image file in a folder of {holder}: it is only read. Enter looks in the folder typed.",
+            here=here,
+            ask=ask,
+            folder=posixpath.dirname(choice.source.path)
+            if choice.image_source and choice.source
+            else state.image_folder,
+        )
+
+    def image_asked(self, step: str) -> None:
+        """An image file instead of a disk, on the source step (restore) or the target step (save)."""
+        if self.state.session is not None and self.state.drives:
+            self.show_step("image" if step == "source" else "folder")
+
+    def images_found(self, found: ImagesFound) -> None:
+        top = self.wizard.top
+        if isinstance(top, FolderScreen) and top.here == found.here:
+            top.show_found(found.found)
 
     def answered(self, step: str, value: object) -> None:
         state = self.state
@@ -201,13 +257,17 @@ class Stepper:
             self.wizard.load_inventory("plan")  # the disks as they are right before the plan
             return
         state.choice = flow.answer(state.choice, step, value)
+        if isinstance(value, tuple):  # an image to restore: (its folder, what it holds)
+            state.image_folder = str(value[0])
+        elif step == "folder":
+            state.image_folder = posixpath.dirname(str(value))
         if step == "target":
             choice = state.choice
             job = unfinished(choice.source, choice.target) if choice.source and choice.target else None
             if job is not None:  # the target's journal: an interrupted clone of this source
                 self.wizard.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
                 return
-        self.show_step(flow.following(step))
+        self.show_step(flow.following(step, state.choice))
 
     def resume_answered(self, resume: bool | None) -> None:
         """Resume the interrupted clone (True), start over (False), or back to the target (None)."""
@@ -232,7 +292,7 @@ class Stepper:
             return
         if highlighted is not None and self.state.drives:
             self.state.choice = flow.answer(self.state.choice, step, highlighted)
-        self.show_step(flow.previous(step))
+        self.show_step(flow.previous(step, self.state.choice))
 
     # --- right before a clone ---
 

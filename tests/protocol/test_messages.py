@@ -3,6 +3,7 @@ always rejected with the codec's own error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -83,7 +84,22 @@ SAMPLES: list[m.Message] = [
         what="reviewing the clone", step=6, steps=6, review=(m.ReviewLine("DESTROYS", "everything on sdb of b"),)
     ),
     m.Ping(),
+    m.FindImages(folder="/media/usb"),
+    m.Images(
+        folder="/media/usb",
+        images=(
+            m.ImageEntry("laptop.img", 1 << 30, 1 << 34, 4096, "/dev/nvme0n1, 16 GiB", "pc", "2026-12-06", "exact"),
+            m.ImageEntry(name="old.img", file_bytes=4096, encrypted=True, problem="incomplete"),
+        ),
+        places=("/media/usb", "/srv/images"),
+        free=1 << 40,
+        more=3,
+    ),
+    m.Request(source="/media/usb/laptop.img", mode="used", level="auto", image=True),
 ]
+SAMPLES.append(  # a plan that saves an image instead of writing a pinned target
+    dataclasses.replace(next(s for s in SAMPLES if isinstance(s, m.Plan)), target=None, image="/media/usb/laptop.img")
+)
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda s: s.type)
@@ -137,6 +153,18 @@ def test_an_unknown_type_marked_optional_is_skipped_and_any_other_refused() -> N
             "17 items, at most 16",
         ),
         (b'{"type": "activity", "what": "x", "review": [{"label": "' + b"a" * 17 + b'", "text": ""}]}', "at most 16"),
+        (
+            b'{"type": "images", "optional": true, "images": [{"name": "a\\u001b[2J", "file_bytes": 1}]}',
+            "control character 0x1b",
+        ),
+        (
+            b'{"type": "images", "optional": true, "images": ['
+            + b",".join([b'{"name": "a", "file_bytes": 1}'] * 65)
+            + b"]}",
+            "65 items, at most 64",
+        ),
+        (b'{"type": "images", "optional": true, "places": ["' + b"a" * 4097 + b'"]}', "at most 4096"),
+        (b'{"type": "find_images", "optional": true, "folder": "' + b"a" * 4097 + b'"}', "at most 4096"),
     ],
 )
 def test_hostile_values_are_refused_cleanly(body: bytes, words: str) -> None:

@@ -217,6 +217,19 @@ def test_request_then_plan_from_the_requested_side() -> None:
     deliver(a, b, m.Accept(target=IDENTITY))
 
 
+def test_only_the_driver_asks_for_images_and_only_the_peer_answers_once() -> None:
+    a, b = paired()
+    with pytest.raises(LocalProtocolError, match="this side sent 'find_images'"):
+        b.send(m.FindImages(folder="/media/usb"))
+    deliver(a, b, m.FindImages(folder="/media/usb"))
+    with pytest.raises(LocalProtocolError):
+        a.send(m.Images(folder="/media/usb"))  # the asker may not answer itself
+    with pytest.raises(LocalProtocolError):
+        b.send(PLAN)  # nothing else crosses before the answer
+    deliver(b, a, m.Images(folder="/media/usb", refused="not a folder"))
+    deliver(a, b, PLAN)  # idle again: the driver may start a clone
+
+
 def test_receiver_may_not_send_done() -> None:
     a, b = paired()
     deliver(a, b, PLAN)
@@ -340,7 +353,13 @@ def test_a_resume_offer_then_digests_and_start() -> None:
 
 
 def test_new_message_types_say_they_are_optional_so_an_older_peer_skips_them() -> None:
-    for msg in (m.Digests(first=0, digests=""), m.Start(seq=0), m.Resend(seq=0, epoch=1)):
+    for msg in (
+        m.Digests(first=0, digests=""),
+        m.Start(seq=0),
+        m.Resend(seq=0, epoch=1),
+        m.FindImages(folder="/media/usb"),
+        m.Images(),
+    ):
         body = m.encode_body(msg)
         assert b'"optional":true' in body
         assert m.decode_body(body) == msg

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 from recovery import events
 from recovery.disks.match import find_disk, same_disk
 from recovery.engine.peer.jobs import JobStarted
-from recovery.protocol.messages import DiskInfo, Identity, PartitionInfo
+from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo
 from recovery.tui import flow
 from recovery.tui.advice import advise
 from recovery.tui.job import JobView, limit_words, of
@@ -15,6 +16,9 @@ from recovery.tui.links import LinkReport
 from recovery.tui.model import (
     Choice,
     contents,
+    image_name,
+    image_refusal,
+    restore_refusal,
     short_name,
     source_refusal,
     target_refusal,
@@ -251,6 +255,45 @@ def test_review_says_the_writing_peer_reads_back_even_when_verification_is_off()
 def test_a_choice_completes_into_what_the_session_runs() -> None:
     clone = Choice(send=False, source=fakes.PEER[1], target=fakes.LOCAL[0], mode="exact", level=0).complete()
     assert (clone.send, clone.mode, clone.level, clone.verify) == (False, "exact", 0, True)
+
+
+def test_an_image_stands_in_for_a_disk_and_the_steps_around_it_follow() -> None:
+    entry = ImageEntry(name="pc.img", file_bytes=GIB, size=fakes.LOCAL[0].size, source="/dev/sda", mode="exact")
+    restore = flow.answer(Choice(send=True), "image", ("/media/usb", entry))
+    assert restore.source is not None and restore.source.path == "/media/usb/pc.img" and restore.mode == "exact"
+    assert flow.following("image", restore) == "target" and flow.previous("target", restore) == "image"
+    assert flow.label("image") == "Step 3 of 6: the image to restore"
+    restore = flow.answer(restore, "target", fakes.PEER[0])
+    checked = flow.recheck(restore, (), fakes.PEER, fakes.HERE, fakes.THERE)  # an image is not in any disk list
+    assert checked.choice == restore and checked.changes == ()
+    clone = restore.complete()
+    assert clone.image_source == "/media/usb/pc.img" and clone.image_target is None
+    said = dict(review_rows(restore, fakes.HERE, fakes.THERE))
+    assert said["Restore"].startswith("the image /media/usb/pc.img of rescue-laptop: /dev/sda · exact")
+    assert "DESTROYS" in said
+    save = flow.answer(flow.answer(Choice(send=True), "source", fakes.LOCAL[0]), "folder", "/srv/pc.img")
+    assert save.target is not None and save.target.size == fakes.LOCAL[0].size and save.image_target == "/srv/pc.img"
+    assert flow.previous("options", save) == "folder" and flow.following("folder", save) == "options"
+    assert flow.recheck(save, fakes.LOCAL, (), fakes.HERE, fakes.THERE).choice == save
+    said = dict(review_rows(save, fakes.HERE, fakes.THERE))
+    assert "DESTROYS" not in said and said["Into"] == "a new image file /srv/pc.img of new-laptop"
+    disk_again = flow.answer(save, "target", fakes.PEER[0])  # a disk chosen after all: no image any more
+    assert disk_again.image_target is None and disk_again.complete().image_target is None
+    assert flow.answer(restore, "direction", False) == Choice(send=False, mode="exact")
+
+
+def test_an_image_is_named_for_its_disk_and_day_and_says_why_it_cannot_be_restored() -> None:
+    day = datetime.date(2026, 12, 6)
+    assert image_name(fakes.LOCAL[0], day) == "Samsung-SSD-980-PRO-2026-12-06.img"
+    assert image_name(DiskInfo(path="/tmp/a b.img", size=1, model="image file"), day) == "a-b-2026-12-06.img"
+    assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB, encrypted=True)) is not None
+    assert image_refusal(ImageEntry(name="x.img", file_bytes=1, problem="incomplete")) == "incomplete"
+    assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB)) is None
+    four_k = ImageEntry(name="x.img", file_bytes=1, size=GIB, sector_size=4096)
+    assert fakes.PEER[0].identity is not None
+    disk = dataclasses.replace(fakes.PEER[0], identity=dataclasses.replace(fakes.PEER[0].identity, sector_size=512))
+    assert "logical sectors are 512 bytes, the source's are 4096" in str(restore_refusal(four_k, disk))
+    assert restore_refusal(dataclasses.replace(four_k, sector_size=512), disk) is None
 
 
 def test_advice_for_each_error() -> None:

@@ -17,11 +17,13 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 
 from recovery import events
+from recovery.protocol.messages import ImageEntry, Images
 from recovery.tui.advice import advise
 from recovery.tui.app import WizardApp
 from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, LobbyEvent, RetryAsked, StartOverAsked
-from recovery.tui.model import Choice, target_refusal
+from recovery.tui.model import Choice, image_disk, target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
+from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, SummaryScreen
@@ -133,6 +135,66 @@ def test_target_with_refused_disks(snap_compare: SnapCompare, size: tuple[int, i
         )
 
     assert snap_compare(app(), run_before=showing(make), terminal_size=size)
+
+
+FOLDER = Images(
+    folder="/media/usb",
+    images=(
+        ImageEntry(
+            name="office-pc-2026-12-01.img",
+            file_bytes=21 << 30,
+            size=512 << 30,
+            sector_size=512,
+            source="/dev/nvme0n1, Samsung 980 S123, 512.0 GiB",
+            source_host="office-pc",
+            created="2026-12-01T14:02:11Z",
+            mode="used",
+        ),
+        ImageEntry(name="[red]vault[/red].img", file_bytes=9 << 30, size=256 << 30, sector_size=512, encrypted=True),
+        ImageEntry(name="cut.img", file_bytes=1 << 30, problem="the image is incomplete: it has no index"),
+    ),
+    places=("/media/usb",),
+    free=700 << 30,
+)
+
+
+def folder_screen(step: str) -> FolderScreen:
+    """A folder of the peer, its answer shown (the save proposes a name from the disk and the day)."""
+    save = step == "folder"
+    screen = FolderScreen(
+        step,
+        f"{'Save an image' if save else 'The image to restore'} (on {fakes.THERE})",
+        "Choose.",
+        here=False,
+        ask=lambda folder: None,
+        folder="/media/usb",
+        name="Samsung-980-2026-12-06.img" if save else "",
+    )
+    return screen
+
+
+def showing_found(step: str) -> Callable[[Pilot], Awaitable[None]]:
+    async def before(pilot: Pilot) -> None:
+        app = await disks_read(pilot)
+        screen = folder_screen(step)
+        app.push_screen(screen)
+        await pilot.pause()
+        screen.show_found(FOLDER)
+        await pilot.pause()
+
+    return before
+
+
+@pytest.mark.parametrize("step", ["folder", "image"])
+def test_a_folder_of_the_peer_to_save_an_image_in_or_restore_one_from(snap_compare: SnapCompare, step: str) -> None:
+    assert snap_compare(app(), run_before=showing_found(step))
+
+
+def test_review_of_an_image_save(snap_compare: SnapCompare) -> None:
+    source = fakes.LOCAL[0]
+    path = "/media/usb/Samsung-980-2026-12-06.img"
+    choice = Choice(send=True, source=source, target=image_disk(path, source.size), image_target=path)
+    assert snap_compare(app(), run_before=showing(lambda: ReviewScreen(choice, fakes.HERE, fakes.THERE)))
 
 
 def test_options(snap_compare: SnapCompare) -> None:
@@ -313,7 +375,8 @@ def test_every_footer_fits_60_columns_and_the_review_fits_on_screen() -> None:
     assert choice.target is not None and choice.target.unfinished is not None
     screens: list[Callable[[], Screen[Any]]] = [
         lambda: DirectionScreen(fakes.HERE, fakes.THERE, True),
-        lambda: DiskScreen("source", "The disk to copy", "Choose.", fakes.LOCAL, {}),
+        lambda: DiskScreen("source", "The disk to copy", "Choose.", fakes.LOCAL, {}, image="restore an image"),
+        lambda: folder_screen("folder"),
         lambda: OptionsScreen(choice),
         lambda: ReviewScreen(choice, fakes.HERE, fakes.THERE, ["the same disks as before"]),
         lambda: PairScreen(fakes.PEER_VIEW),

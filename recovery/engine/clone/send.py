@@ -187,6 +187,7 @@ class _Sending:
             rescue=opts.rescue,
             rescan=opts.rescan and "resume" in caps,
             restart=opts.restart,
+            image=opts.image,
         )
         if opts.rescue:
             self.rescue = RescueJob(source, opts, sink)

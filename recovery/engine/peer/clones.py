@@ -50,6 +50,7 @@ from typing import NoReturn, TypeVar
 
 from recovery import events
 from recovery.disks import identity, match
+from recovery.engine import imagedir
 from recovery.engine.api import ReceiveOptions, SendOptions, default_workers
 from recovery.engine.clone.level import parse_level
 from recovery.engine.clone.pipeline import TICK
@@ -58,6 +59,7 @@ from recovery.engine.clone.send import run_send
 from recovery.engine.joblog import JobLog
 from recovery.engine.peer.jobs import (
     CloneChoice,
+    ImagesFound,
     JobEnded,
     JobStarted,
     PeerActivity,
@@ -98,14 +100,19 @@ class _Job:
             self.log(event)
         self.session.sink(event)
 
-    def started(self, role: str, driver: str, source: str, target: str, *, rescue: bool = False) -> None:
+    def started(
+        self, role: str, driver: str, source: str, target: str, *, rescue: bool = False, image: bool = False
+    ) -> None:
+        """``image``: the side without a disk is an image file (saved into, or restored from)."""
         self.log = JobLog(self.session.log_dir, role)
         self.log(self.session.link.peer_event())
         peer = self.session.peer
         if driver == "here":
             action = f"copying {source} to {target}"
         elif role == "sender":
-            action = f"{peer} is READING disk {source}"
+            action = f"{peer} is READING {'the image' if image else 'disk'} {source}"
+        elif image:
+            action = f"{peer} is SAVING its disk {source} into the image file {target}"
         else:
             action = f"{peer} is OVERWRITING {target} with its disk {source}"
         self.sink(
@@ -149,6 +156,7 @@ class CloneSession:
         self.workers = workers or default_workers()
         self._choices: queue.Queue[CloneChoice] = queue.Queue()
         self._told: queue.Queue[m.Activity] = queue.Queue()
+        self._browse: queue.Queue[tuple[str, bool]] = queue.Queue()
         self._closing = threading.Event()
         self._close_reason = ""
         self._kept_after: RecoveryError | None = None  # the clone's error the pairing outlives
@@ -168,6 +176,16 @@ class CloneSession:
         if self.drives and "activity" in self.link.ctl.state.shared_caps:
             lines = tuple(m.ReviewLine(label[:16], text[:600]) for label, text in review[: m.MAX_REVIEW_LINES])
             self._told.put(m.Activity(what=what[:200], step=step, steps=steps, review=lines))
+
+    def find_images(self, folder: str, *, here: bool) -> None:
+        """List the image files of ``folder`` on this machine (``here``) or the peer's, once the link is
+        idle; :class:`ImagesFound` follows (``""``: only the folders to suggest)."""
+        self._browse.put((folder, here))
+
+    @property
+    def images(self) -> bool:
+        """The peer saves and restores images in its folders (both list "images")."""
+        return "images" in self.link.ctl.state.shared_caps
 
     def cancel(self) -> None:
         """Stop the running clone (either role); the peer is told, and the link ends (with
@@ -235,6 +253,7 @@ class CloneSession:
                     choice = self._choices.get_nowait()
                 except queue.Empty:
                     self._say_told()
+                    self._look_in_folders()
                     msg = self.link.ctl.poll(TICK)
                     if isinstance(msg, m.Plan):
                         done += self._run(self._serve_plan, msg)
@@ -248,6 +267,8 @@ class CloneSession:
                     elif isinstance(msg, m.Activity):
                         review = tuple((line.label, line.text) for line in msg.review)
                         self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps, review=review))
+                    elif isinstance(msg, m.FindImages):
+                        self.link.ctl.send(imagedir.find_images(msg.folder))
                     elif isinstance(msg, m.Bye):
                         self._ended_by_peer(msg)
                     continue
@@ -274,6 +295,24 @@ class CloneSession:
                 return
             if self.link.idle:
                 self.link.ctl.send(activity)
+
+    def _look_in_folders(self) -> None:
+        """The folders this side's user asked about, each answered by the machine that holds it."""
+        while True:
+            try:
+                folder, here = self._browse.get_nowait()
+            except queue.Empty:
+                return
+            if here:
+                found = imagedir.find_images(folder)
+            elif not self.images:
+                found = m.Images(folder=folder, refused=f"{self.peer} runs a usb4-recovery without images")
+            else:
+                self.link.ctl.send(m.FindImages(folder=folder[:4096]))
+                answer = self.link.ctl.expect(m.Images)
+                assert isinstance(answer, m.Images)
+                found = answer
+            self.sink(ImagesFound(here=here, found=found))
 
     def _goodbye(self) -> None:
         """This side ends the idle session: our bye, the peer's answer (briefly), then the link closes."""
@@ -389,17 +428,20 @@ class CloneSession:
 
     def _drive(self, choice: CloneChoice, job: _Job) -> events.Summary:
         src, tgt = choice.source, choice.target
+        image = choice.image_source is not None or choice.image_target is not None
         if choice.send:
             job.started("sender", "here", describe_info(src), f"{self.peer}:{describe_info(tgt)}", rescue=choice.rescue)
-            if tgt.identity is None:
+            if choice.image_target is None and tgt.identity is None:
                 raise UsageError(
                     f"{self.peer} did not identify {tgt.path}, so it cannot be pinned",
                     hint=f"run the same version of usb4-recovery on {self.peer}",
                 )
-            path = self._local_path(src, unchanged=False)
+            if image and not self.images:
+                raise UsageError(f"{self.peer} runs a usb4-recovery without images", hint=f"upgrade it on {self.peer}")
             send = SendOptions(
-                source=path,
-                target=tgt.identity,
+                source=self._source_here(choice),
+                target=None if choice.image_target else tgt.identity,
+                image=choice.image_target,
                 mode=choice.mode,
                 level=choice.level,
                 verify=choice.verify,
@@ -410,36 +452,46 @@ class CloneSession:
             )
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt), rescue=choice.rescue)
-        if src.identity is None:
+        if choice.image_source is None and src.identity is None:
             raise UsageError(
                 f"{self.peer} did not identify {src.path}, so it cannot be pinned",
                 hint=f"run the same version of usb4-recovery on {self.peer}",
             )
-        path = self._local_path(tgt, unchanged=True)
+        if choice.image_source is not None and not self.images:
+            raise UsageError(f"{self.peer} runs a usb4-recovery without images", hint=f"upgrade it on {self.peer}")
+        path = imagedir.new_image(choice.image_target) if choice.image_target else self._local_path(tgt, unchanged=True)
         level = "auto" if choice.level is None else str(choice.level)
         self.link.ctl.send(
             m.Request(
-                source=src.path,
+                source=choice.image_source or src.path,
                 mode=choice.mode,  # type: ignore[arg-type]
                 level=level,
-                source_identity=src.identity,
+                source_identity=None if choice.image_source else src.identity,
                 rescue=choice.rescue,
+                image=choice.image_source is not None,
             )
         )
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
         plan = self._await_plan()
-        why = identity.mismatch(src.identity, plan.source)
+        why = identity.mismatch(src.identity, plan.source) if src.identity and not choice.image_source else None
         if why:
             self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
         opts = ReceiveOptions(
             target=path,
-            overwrite=True,
+            overwrite=choice.image_target is None,
             verify=choice.verify,
             workers=self.workers,
             restart=choice.restart,
             log_dir=self.log_dir,
+            image=choice.image_target is not None,
         )
         return run_receive(self.link, plan, opts, job.sink)
+
+    def _source_here(self, choice: CloneChoice) -> str:
+        """Where this side's source is now: the image file chosen (in a folder this machine allows), or the disk."""
+        if choice.image_source is not None:
+            return imagedir.saved_image(choice.image_source)
+        return self._local_path(choice.source, unchanged=False)
 
     def _await_plan(self) -> m.Plan:
         while True:
@@ -454,6 +506,8 @@ class CloneSession:
     # --- driven from the peer ---
 
     def _serve_plan(self, plan: m.Plan, job: _Job) -> events.Summary:
+        if plan.image is not None:
+            return self._serve_image_plan(plan, plan.image, job)
         pinned = plan.target
         job.started(
             "receiver",
@@ -473,25 +527,43 @@ class CloneSession:
                 f"no disk of {self.host} is {identity.describe(pinned)} any more",
                 hint=f"check the disks of {self.host} and choose the target again",
             )
+        return self._receive(plan, found[0], job)
+
+    def _serve_image_plan(self, plan: m.Plan, path: str, job: _Job) -> events.Summary:
+        """Save the peer's disk into a new image file, only in a folder this machine allows."""
+        job.started("receiver", "peer", f"{self.peer}:{identity.describe(plan.source)}", path, image=True)
+        try:
+            imagedir.new_image(path)
+        except RefusedError as e:
+            self._refuse(f"{self.host} does not save an image there: {e.message}", hint=e.hint)
+        return self._receive(plan, path, job, image=True)
+
+    def _receive(self, plan: m.Plan, target: str, job: _Job, *, image: bool = False) -> events.Summary:
         # The peer decides what is written, never whether this machine checks its own disk afterwards.
         opts = ReceiveOptions(
-            target=found[0],
-            overwrite=True,
+            target=target,
+            overwrite=not image,  # a new image file: never one that exists (but an unfinished save of it)
             verify=True,
             workers=self.workers,
             restart=plan.restart,
             log_dir=self.log_dir,
+            image=image,
         )
         return run_receive(self.link, plan, opts, job.sink)
 
     def _serve_request(self, req: m.Request, job: _Job) -> events.Summary:
         named = identity.describe(req.source_identity) if req.source_identity else req.source
-        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there", rescue=req.rescue)
+        job.started("sender", "peer", named, f"{self.peer}: a disk chosen there", rescue=req.rescue, image=req.image)
         try:
             level = parse_level(req.level)
         except UsageError as e:
             self._refuse(e.message)
-        if req.source_identity is not None:
+        if req.image:
+            try:
+                path = imagedir.saved_image(req.source)
+            except RefusedError as e:
+                self._refuse(f"{self.host} does not restore that image: {e.message}", hint=e.hint)
+        elif req.source_identity is not None:
             found = match.find_disk(req.source_identity, self.candidates())
             if found is None:
                 self._refuse(

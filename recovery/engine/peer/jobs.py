@@ -51,6 +51,16 @@ class PeerActivity(events.Event):
 
 
 @dataclass(frozen=True)
+class ImagesFound(events.Event):
+    """What a folder holds (:meth:`~recovery.engine.peer.clones.CloneSession.find_images`), of this
+    machine (``here``) or of the peer, as the machine that holds it checked it."""
+
+    kind: ClassVar[str] = "images_found"
+    here: bool
+    found: m.Images
+
+
+@dataclass(frozen=True)
 class JobEnded(events.Event):
     kind: ClassVar[str] = "job_end"
     ok: bool
@@ -75,6 +85,10 @@ class CloneChoice:
     verify: bool = True
     rescue: bool = False  # a failing source: copy what can be read (recovery.engine.rescue.passes)
     restart: bool = False  # start over even if the target holds an interrupted clone of the source
+    # An image file instead of a disk (capability "images"), its path on the machine that holds it: a new
+    # image the clone is saved into (``target`` then only describes it), or one it restores (``source``).
+    image_target: str | None = None
+    image_source: str | None = None
 
 
 def describe_info(disk: m.DiskInfo) -> str:

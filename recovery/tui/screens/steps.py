@@ -22,7 +22,7 @@ from textual.widgets.option_list import Option
 from recovery.engine.peer.jobs import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui import flow
-from recovery.tui.messages import StepAnswered, StepBack
+from recovery.tui.messages import ImageAsked, StepAnswered, StepBack
 from recovery.tui.model import Choice, contents, short_name, systems
 from recovery.tui.review import review_rows
 from recovery.tui.widgets import DiskList, PickList, columns, facts, header_text, plain
@@ -94,7 +94,10 @@ class DirectionScreen(Step):
 
 
 class DiskScreen(Step):
-    """Choose one disk; disks that cannot be used are listed, disabled, with the reason."""
+    """Choose one disk; disks that cannot be used are listed, disabled, with the reason. With ``image``
+    (the footer's words), i chooses an image file instead: one to restore, or one to save into."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("i", "image", "Image instead")]
 
     def __init__(
         self,
@@ -104,6 +107,7 @@ class DiskScreen(Step):
         disks: Sequence[DiskInfo],
         refusals: dict[str, str | None],
         current: DiskInfo | None = None,
+        image: str | None = None,
     ) -> None:
         super().__init__(title)
         self.step = step
@@ -111,12 +115,21 @@ class DiskScreen(Step):
         self.disks = list(disks)
         self.refusals = refusals
         self.current = current
+        self.image = image
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.image is not None if action == "image" else True
+
+    def action_image(self) -> None:
+        self.post_message(ImageAsked(self.step))
 
     def compose(self) -> ComposeResult:
         yield from self.top()
         with VerticalScroll(classes="body"):
             yield self.step_line()
             yield Static(plain(self.help_text), classes="help")
+            if self.image:
+                yield Static(plain(f"Or press i: {self.image}."), classes="help", id="image-offer")
             cols = columns(self.app.size.width)
             yield Static(header_text(cols), classes="table-header")
             yield DiskList(self.disks, self.refusals, cols=cols, id="disks")

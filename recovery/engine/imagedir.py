@@ -1,0 +1,165 @@
+"""Image files in a folder a peer's wizard names: which folders this machine takes, and what each holds.
+
+One rule decides which paths the side that holds the folder takes (docs/protocol.md, *Images in a
+folder of the peer*): an absolute path in its plain form, no component a symbolic link, an existing
+directory on a disk's filesystem (its mount is a block device) or a network filesystem, never a
+pseudo filesystem or one in memory. A file in it is a plain name (no ``/``, not hidden); a save makes
+a new ``.img`` file there (an unfinished save of it may resume), a restore opens an existing image,
+never through a link. Everything else is a :class:`~recovery.errors.RefusedError` saying why, so
+nothing is written outside the folder the user chose.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+
+from recovery.diskimage.info import ImageDescription
+from recovery.diskimage.reader import ImageReader, image_header
+from recovery.diskimage.scan import unfinished_at
+from recovery.disks import usage
+from recovery.engine.clone.imagesource import is_image
+from recovery.errors import RecoveryError, RefusedError
+from recovery.protocol import messages as m
+from recovery.units import shown
+
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3"})
+SUFFIX = ".img"  # what a saved image's name ends with
+MAX_NAME = 255  # bytes of a file name
+
+
+def checked_folder(path: str, *, write: bool = False) -> str:
+    """``path`` when image files may be found there (and, ``write``, saved); else refused, saying why."""
+    if not path.startswith("/") or path.startswith("//") or posixpath.normpath(path) != path:
+        raise RefusedError(f"{path!r} is not a folder's absolute path in plain form (no '.', '..', '//', final '/')")
+    if os.path.realpath(path) != path:
+        raise RefusedError(f"{path} goes through a symbolic link: give the folder's own path")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise RefusedError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise RefusedError(f"{path} is not a folder")
+    mount = mount_of(path)
+    if mount is None or not (mount.source.startswith("/dev/") or mount.fstype in NETWORK_FS):
+        kind = mount.fstype if mount else "an unknown filesystem"
+        raise RefusedError(f"{path} is on {kind}, not on a disk: images are kept only on a disk's filesystem")
+    if write and (os.statvfs(path).f_flag & os.ST_RDONLY or not os.access(path, os.W_OK)):
+        raise RefusedError(f"{path} cannot be written (a read-only filesystem or folder)")
+    return path
+
+
+def mount_of(path: str) -> usage.Mount | None:
+    """The mount ``path`` (a real path) lies on: the longest mountpoint that contains it."""
+    best: usage.Mount | None = None
+    for mount in usage.mounts():
+        point = mount.mountpoint.rstrip("/") or "/"
+        inside = path == point or path.startswith(point + "/") or point == "/"
+        if inside and (best is None or len(point) >= len(best.mountpoint.rstrip("/") or "/")):
+            best = mount
+    return best
+
+
+def checked_name(name: str, *, new: bool) -> str:
+    """``name`` when it is one plain, visible file name (a new image's ends with ``.img``); else refused."""
+    plain = name.isprintable() and "/" not in name and not name.startswith(".")
+    if not plain or len(name.encode()) > MAX_NAME:
+        raise RefusedError(f"{name!r} is not a plain file name (no '/', not hidden, at most {MAX_NAME} bytes)")
+    if new and (not name.endswith(SUFFIX) or name == SUFFIX):
+        raise RefusedError(f"{name!r}: an image's name ends with {SUFFIX}")
+    return name
+
+
+def new_image(path: str) -> str:
+    """Where to save a new image: ``path`` in a folder this machine allows for writing, its name plain,
+    no file of that name there (but an unfinished save, which resumes)."""
+    folder, name = posixpath.split(path)
+    checked_folder(folder, write=True)
+    checked_name(name, new=True)
+    if os.path.lexists(path) and not (stat.S_ISREG(os.lstat(path).st_mode) and unfinished_at(path)):
+        raise RefusedError(f"{name} exists in {folder}", hint="choose another name for the image")
+    return path
+
+
+def saved_image(path: str) -> str:
+    """An image to restore: ``path`` in a folder this machine allows, a regular file holding an image."""
+    folder, name = posixpath.split(path)
+    checked_folder(folder)
+    checked_name(name, new=False)
+    try:
+        regular = stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError as e:
+        raise RefusedError(f"{path}: {e.strerror}") from None
+    if not regular or not is_image(path):
+        raise RefusedError(f"{path} is not an image file", hint="choose an image from the folder's list")
+    return path
+
+
+def find_images(folder: str) -> m.Images:
+    """What ``folder`` holds (empty: only the folders to suggest); never raises: a refusal is said."""
+    places = suggested()
+    if not folder:
+        return m.Images(places=places)
+    try:
+        checked_folder(folder)
+        names = sorted(e.name for e in os.scandir(folder) if _candidate(e))
+        found = [n for n in names if is_image(posixpath.join(folder, n))]
+        free = _free(folder)
+    except (RecoveryError, OSError) as e:
+        why = e.message if isinstance(e, RecoveryError) else f"{folder}: {e.strerror}"
+        return m.Images(folder=folder, places=places, refused=shown(why)[:1024])
+    images = tuple(describe(posixpath.join(folder, n)) for n in found[: m.MAX_IMAGES])
+    return m.Images(folder=folder, images=images, places=places, free=free, more=len(found) - len(images))
+
+
+def _candidate(entry: os.DirEntry[str]) -> bool:
+    """A visible regular file (not a link) whose name can travel."""
+    return entry.is_file(follow_symlinks=False) and not entry.name.startswith(".") and entry.name.isprintable()
+
+
+def _free(folder: str) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def describe(path: str) -> m.ImageEntry:
+    """One image file as its header and manifest say (an encrypted one: its header only)."""
+    name = posixpath.basename(path)
+    file_bytes = os.lstat(path).st_size
+    try:
+        header = image_header(path)
+        if header.encrypted:
+            return m.ImageEntry(
+                name=name, file_bytes=file_bytes, size=header.size, sector_size=header.sector_size, encrypted=True
+            )
+        with ImageReader(path) as reader:
+            said = ImageDescription(reader.header, reader.manifest, "")
+    except (RecoveryError, OSError) as e:
+        why = e.message if isinstance(e, RecoveryError) else str(e.strerror)
+        return m.ImageEntry(name=name, file_bytes=file_bytes, problem=shown(why)[:512])
+    return m.ImageEntry(
+        name=name,
+        file_bytes=file_bytes,
+        size=header.size,
+        sector_size=header.sector_size,
+        source=said.source[:600],
+        source_host=said.source_host,
+        created=shown(str(said.manifest.get("created", "")))[:40],
+        mode="exact" if said.manifest.get("mode") == "exact" else "used",
+    )
+
+
+def suggested() -> tuple[str, ...]:
+    """The folders to suggest: mountpoints of this machine's disk and network filesystems that take images."""
+    out: list[str] = []
+    for mount in usage.mounts():
+        point = mount.mountpoint
+        if point in out or not point.isprintable() or len(out) >= m.MAX_PLACES:
+            continue
+        try:
+            checked_folder(point, write=True)
+        except (RefusedError, OSError):
+            continue
+        out.append(point)
+    return tuple(out)

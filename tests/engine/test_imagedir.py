@@ -1,0 +1,86 @@
+"""The folders a peer's wizard may save images into or restore them from, and what a folder lists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recovery.engine import imagedir
+from recovery.errors import RefusedError
+from tests.diskimage.helpers import MIB, disk_bytes, write_image
+
+
+@pytest.mark.parametrize(
+    "folder, words",
+    [
+        ("relative/dir", "absolute path"),
+        ("/tmp/../etc", "plain form"),
+        ("/tmp/./x", "plain form"),
+        ("//tmp", "plain form"),
+        ("/tmp/", "plain form"),
+        ("/proc", "not on a disk"),
+        ("/nonexistent-folder-here", "No such file"),
+    ],
+)
+def test_a_folder_outside_the_rule_is_refused_saying_why(folder: str, words: str) -> None:
+    with pytest.raises(RefusedError, match=words):
+        imagedir.checked_folder(folder)
+
+
+def test_a_folder_reached_through_a_link_or_a_file_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "via").symlink_to(real)
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(RefusedError, match="symbolic link"):
+        imagedir.checked_folder(str(tmp_path / "via"))
+    with pytest.raises(RefusedError, match="symbolic link"):
+        imagedir.new_image(str(tmp_path / "via" / "disk.img"))
+    with pytest.raises(RefusedError, match="not a folder"):
+        imagedir.checked_folder(str(tmp_path / "file"))
+    assert imagedir.checked_folder(str(real), write=True) == str(real)
+
+
+@pytest.mark.parametrize("name", ["../x.img", ".hidden.img", "a/b.img", "disk.raw", ".img", "x\x1b[2J.img", "a" * 256])
+def test_a_new_image_is_one_plain_img_name_in_the_folder(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RefusedError, match=r"plain file name|ends with \.img"):
+        imagedir.checked_name(name, new=True)
+
+
+def test_a_new_image_never_replaces_a_file_nor_writes_through_a_link(tmp_path: Path) -> None:
+    (tmp_path / "taken.img").write_bytes(b"someone's file")
+    (tmp_path / "link.img").symlink_to(tmp_path / "elsewhere.img")
+    with pytest.raises(RefusedError, match=r"taken\.img exists"):
+        imagedir.new_image(str(tmp_path / "taken.img"))
+    with pytest.raises(RefusedError, match=r"link\.img exists"):
+        imagedir.new_image(str(tmp_path / "link.img"))
+    assert imagedir.new_image(str(tmp_path / "new.img")) == str(tmp_path / "new.img")
+    assert not (tmp_path / "elsewhere.img").exists()
+
+
+def test_a_folder_lists_its_images_with_what_each_holds(tmp_path: Path) -> None:
+    write_image(tmp_path / "b-laptop.img", disk_bytes(2 * MIB), manifest={"mode": "exact", "created": "2026-12-06"})
+    write_image(tmp_path / "a-cut.img", disk_bytes(2 * MIB), finish=False)
+    write_image(tmp_path / ".hidden.img", disk_bytes(MIB))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "link.img").symlink_to(tmp_path / "b-laptop.img")
+    os.mkdir(tmp_path / "sub.img")
+    found = imagedir.find_images(str(tmp_path))
+    assert not found.refused and found.free and found.more == 0
+    assert [e.name for e in found.images] == ["a-cut.img", "b-laptop.img"]
+    cut, whole = found.images
+    assert "incomplete" in cut.problem
+    assert not whole.problem and whole.size == 2 * MIB and whole.sector_size == 512 and whole.mode == "exact"
+    assert whole.created == "2026-12-06" and whole.file_bytes == (tmp_path / "b-laptop.img").stat().st_size
+    assert imagedir.saved_image(str(tmp_path / "b-laptop.img"))
+    for wrong in ("link.img", "notes.txt", ".hidden.img"):
+        with pytest.raises(RefusedError):
+            imagedir.saved_image(str(tmp_path / wrong))
+
+
+def test_a_refused_folder_is_said_in_the_answer_never_raised() -> None:
+    found = imagedir.find_images("/proc/self")
+    assert "/proc/self" in found.refused and not found.images
+    assert "/proc" not in found.places and all(p.startswith("/") for p in found.places)
