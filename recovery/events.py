@@ -297,6 +297,16 @@ class ImageChecked(Event):
 
 
 @dataclass(frozen=True)
+class ImagePlaces(Event):
+    """`recovery image places`: where this machine can save an image now, and the drives it could mount."""
+
+    kind: ClassVar[str] = "image_places"
+    folders: list[dict[str, Any]]  # [{path, free}]: mounted disk filesystems that take an image
+    drives: list[dict[str, Any]]  # [{device, fstype, label, size, disk}]: external, not mounted
+    mounted: str | None = None  # the folder --mount made
+
+
+@dataclass(frozen=True)
 class ImageMounted(Event):
     """`recovery image mount`: the image's disk and its filesystems, read-only, until it is unmounted."""
 

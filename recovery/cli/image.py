@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import stat
@@ -16,9 +17,9 @@ from recovery.diskimage.export import FORMATS, export_image
 from recovery.diskimage.info import describe_image, info_lines
 from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.verify import check_image
-from recovery.disks import safety
+from recovery.disks import inventory, safety
 from recovery.disks.identity import identify
-from recovery.engine import imagemount
+from recovery.engine import imagedir, imagemount
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.clone.progress import RateMeter
 from recovery.engine.imagefiles import files_in_damaged
@@ -104,6 +105,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_passphrase(mount, new=False)
     add_json(mount)
     mount.set_defaults(run=run_mount)
+
+    places = commands.add_parser(
+        "places", help="where an image can be saved on this machine, and external drives to mount for it"
+    )
+    places.add_argument(
+        "--mount", metavar="DEVICE", help=f"mount this external drive's partition read-write under {imagedir.MEDIA}"
+    )
+    add_json(places)
+    places.set_defaults(run=run_places)
 
     unmount = commands.add_parser("unmount", help="take down what `recovery image mount` put under DIR")
     unmount.add_argument("directory", metavar="DIR")
@@ -299,6 +309,19 @@ def run_mount(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, INTERRUPTS.handler)  # a closed terminal unmounts too (not libfuse's handler)
     with _open(args) as image, INTERRUPTS.session() as stop:
         imagemount.mount_image(image, args.directory, args.output, stop)
+    return 0
+
+
+def run_places(args: argparse.Namespace) -> int:
+    drives = imagedir.mountable(inventory.list_disks())
+    mounted = None
+    if args.mount:
+        if os.geteuid() != 0:
+            raise RefusedError("mounting a drive needs root", hint="run it as root")
+        mounted = imagedir.mount_drive(args.mount, drives)
+        drives = [d for d in drives if d.device != args.mount]
+    folders = [{"path": p, "free": imagedir.free_bytes(p)} for p in imagedir.suggested()]
+    args.output(events.ImagePlaces(folders=folders, drives=[dataclasses.asdict(d) for d in drives], mounted=mounted))
     return 0
 
 

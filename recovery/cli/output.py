@@ -127,6 +127,8 @@ class Output:
             return image_checked_text(e)
         if isinstance(e, events.ImageMounted):
             return image_mounted_text(e)
+        if isinstance(e, events.ImagePlaces):
+            return image_places_text(e)
         return None
 
 
@@ -156,6 +158,18 @@ def image_checked_text(e: events.ImageChecked) -> str:
     lines += [f"  holds     {shown(report.hit_words(hit))}" for hit in e.files_hit]
     if e.files_note:
         lines.append(f"  files     {shown(e.files_note)}")
+    return "\n".join(lines)
+
+
+def image_places_text(e: events.ImagePlaces) -> str:
+    lines = [f"» {shown(e.mounted)} is mounted read-write: save images there"] if e.mounted else []
+    lines.append("Folders that take an image:" if e.folders else "No mounted drive takes an image yet.")
+    lines += [f"  {shown(f['path'])}   ({human_size(f['free'])} free)" for f in e.folders]
+    if e.drives:
+        lines.append("External drives to mount for it (`recovery image places --mount DEVICE`):")
+    for d in e.drives:
+        label = f" '{shown(d['label'])}'" if d["label"] else ""
+        lines.append(f"  {d['device']}   {d['fstype']}{label}, {human_size(d['size'])} on {shown(d['disk'])}")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import blake3
 
 from recovery import kcmdline, run
-from recovery.disks import fsinfo
+from recovery.disks import fsinfo, partdev
 from recovery.errors import RecoveryError
 from recovery.protocol.values import DiskInfo
 from recovery.sysattr import read_attr
@@ -163,7 +163,10 @@ def installed_name(disks: Iterable[DiskInfo]) -> str | None:
                 if part.fstype in ("ext2", "ext3", "ext4"):
                     found = linux_hostname(disk.path, part.start)
                 elif part.fstype == "ntfs" and part.os == "Windows":
-                    found = windows_name(_partition_node(disk.path, part.number)) or f"Windows on {_short(disk.path)}"
+                    found = (
+                        windows_name(partdev.partition_node(disk.path, part.number))
+                        or f"Windows on {_short(disk.path)}"
+                    )
                 else:
                     found = None
             except RecoveryError:  # a tool is missing: the next way of naming the machine
@@ -175,11 +178,6 @@ def installed_name(disks: Iterable[DiskInfo]) -> str | None:
 
 def _short(path: str) -> str:
     return path.rsplit("/", 1)[-1]
-
-
-def _partition_node(disk: str, number: int) -> str:
-    """The kernel's node for partition ``number`` of ``disk`` (nvme0n1 -> nvme0n1p2, sda -> sda2)."""
-    return f"{disk}p{number}" if disk[-1:].isdigit() else f"{disk}{number}"
 
 
 # --- the choice -------------------------------------------------------------

@@ -86,3 +86,8 @@ def private_region(path: str, start: int, size: int) -> Iterator[str | None]:
         run.run(["losetup", "--detach", loop], check=False)
         if fd >= 0:
             os.close(fd)  # the lock goes last: the device is already detached
+
+
+def partition_node(disk: str, number: int) -> str:
+    """The kernel's node for partition ``number`` of ``disk`` (nvme0n1 -> nvme0n1p2, sda -> sda2)."""
+    return f"{disk}p{number}" if disk[-1:].isdigit() else f"{disk}{number}"

@@ -14,15 +14,19 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from recovery.diskimage.info import ImageDescription
 from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.scan import unfinished_at
 from recovery.disks import usage
+from recovery.disks.partdev import partition_node
 from recovery.engine.clone.imagesource import is_image
+from recovery.engine.imagemount import mount_part
 from recovery.errors import RecoveryError, RefusedError
 from recovery.protocol import messages as m
-from recovery.units import shown
+from recovery.units import human_size, shown
 
 NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3"})
 SUFFIX = ".img"  # what a saved image's name ends with
@@ -105,7 +109,7 @@ def find_images(folder: str) -> m.Images:
         checked_folder(folder)
         names = sorted(e.name for e in os.scandir(folder) if _candidate(e))
         found = [n for n in names if is_image(posixpath.join(folder, n))]
-        free = _free(folder)
+        free = free_bytes(folder)
     except (RecoveryError, OSError) as e:
         why = e.message if isinstance(e, RecoveryError) else f"{folder}: {e.strerror}"
         return m.Images(folder=folder, places=places, refused=shown(why)[:1024])
@@ -118,7 +122,7 @@ def _candidate(entry: os.DirEntry[str]) -> bool:
     return entry.is_file(follow_symlinks=False) and not entry.name.startswith(".") and entry.name.isprintable()
 
 
-def _free(folder: str) -> int:
+def free_bytes(folder: str) -> int:
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
 
@@ -153,13 +157,65 @@ def describe(path: str) -> m.ImageEntry:
 def suggested() -> tuple[str, ...]:
     """The folders to suggest: mountpoints of this machine's disk and network filesystems that take images."""
     out: list[str] = []
+    seen: set[str] = set()  # each filesystem once (a bind mount shows one again)
     for mount in usage.mounts():
         point = mount.mountpoint
-        if point in out or not point.isprintable() or len(out) >= m.MAX_PLACES:
+        if point in out or mount.devnum in seen or not point.isprintable() or len(out) >= m.MAX_PLACES:
             continue
         try:
             checked_folder(point, write=True)
         except (RefusedError, OSError):
             continue
         out.append(point)
+        seen.add(mount.devnum)
     return tuple(out)
+
+
+# --- drives to save to, on this machine ---------------------------------------
+
+MEDIA = "/run/usb4-recovery/media"  # where a drive mounted to save images to goes
+MOUNTABLE_FS = frozenset({"ext2", "ext3", "ext4", "vfat", "exfat", "ntfs", "xfs", "btrfs"})
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A partition of an external drive (USB, or a removable medium) that is not mounted: a place to save
+    images to once it is (``recovery image places --mount``)."""
+
+    device: str
+    fstype: str
+    label: str | None
+    size: int
+    disk: str  # the whole disk, as a user recognises it
+
+
+def mountable(disks: Iterable[m.DiskInfo]) -> list[Drive]:
+    """The unmounted partitions of external drives with a filesystem this machine can write. Never the
+    stick, never a disk with anything mounted or a system on it (the disk being saved may be external too:
+    mounting it read-write would write it)."""
+    out = []
+    for disk in disks:
+        external = disk.transport == "usb" or disk.removable
+        if not external or disk.boot_medium or disk.mountpoints or any(p.os for p in disk.partitions):
+            continue
+        for p in disk.partitions:
+            if p.fstype in MOUNTABLE_FS and p.number:
+                words = " ".join(w for w in (disk.model, human_size(disk.size)) if w)
+                out.append(Drive(partition_node(disk.path, p.number), p.fstype, p.label, p.size, words))
+    return out
+
+
+def mount_drive(device: str, drives: Iterable[Drive]) -> str:
+    """Mount ``device`` (one of ``drives``) read-write under :data:`MEDIA`: the folder to save images in."""
+    drive = next((d for d in drives if d.device == device), None)
+    if drive is None:
+        raise RefusedError(
+            f"{device} is not an unmounted partition of an external drive",
+            hint="`recovery image places` lists those it mounts; mount any other yourself",
+        )
+    os.makedirs(MEDIA, mode=0o755, exist_ok=True)
+    folder = posixpath.join(MEDIA, posixpath.basename(device))
+    part = mount_part(0, device, folder, writable=True)
+    if part.mountpoint is None:
+        raise RefusedError(f"{device} could not be mounted: {part.why}")
+    return checked_folder(folder, write=True)

@@ -130,16 +130,18 @@ def _wait_for(dev: str, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def mount_part(number: int, dev: str, target: str) -> Part:
-    """Mount one partition read-only at ``target``; say why not when it cannot be."""
+def mount_part(number: int, dev: str, target: str, *, writable: bool = False) -> Part:
+    """Mount one partition read-only (``writable``: read-write, a drive to save images to) at ``target``;
+    say why not when it cannot be."""
     fstype = partitions.probe(dev).fstype
     if not fstype or fstype in NOT_FILESYSTEMS:
         return Part(number, dev, fstype, None, "it holds no filesystem to mount" if not fstype else "not a filesystem")
     os.mkdir(target, 0o700)
     tool = FUSE_TOOLS.get(fstype)
-    attempts = [["mount", "-t", fstype, "-o", OPTIONS.get(fstype, "ro"), dev, target]]
+    options = "rw" if writable else OPTIONS.get(fstype, "ro")
+    attempts = [["mount", "-t", fstype, "-o", options, dev, target]]
     if tool and run.find_tool(tool[0]):  # NTFS: ntfs-3g first, the kernel's driver is the fallback
-        attempts.insert(0 if fstype == "ntfs" else 1, [tool[0], "-o", "ro", dev, target])
+        attempts.insert(0 if fstype == "ntfs" else 1, [tool[0], "-o", "rw" if writable else "ro", dev, target])
     why = ""
     for argv in attempts:
         try:

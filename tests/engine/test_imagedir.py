@@ -84,3 +84,49 @@ def test_a_refused_folder_is_said_in_the_answer_never_raised() -> None:
     found = imagedir.find_images("/proc/self")
     assert "/proc/self" in found.refused and not found.images
     assert "/proc" not in found.places and all(p.startswith("/") for p in found.places)
+
+
+def test_an_external_drive_is_offered_and_mounted_read_write_to_save_to(tmp_path: Path) -> None:
+    """A drive plugged in to save to: listed while unmounted, mounted read-write under MEDIA on request;
+    never the stick, a disk with a system or anything mounted, nor an internal disk."""
+    import dataclasses
+
+    from recovery.disks import inventory
+    from tests.fsdisks import Part, make_disk
+    from tests.helpers import loop_device, sh
+
+    image = tmp_path / "usb.img"
+    make_disk(image, [Part("ext4", 16)], files=False)
+    with loop_device(image) as dev:
+        found = inventory.describe_disk(dev)
+        usb = dataclasses.replace(found, transport="usb")
+        drives = imagedir.mountable([usb])
+        assert [(d.device, d.fstype) for d in drives] == [(f"{dev}p1", "ext4")]
+        assert imagedir.mountable([found]) == []  # not external
+        assert imagedir.mountable([dataclasses.replace(usb, boot_medium=True)]) == []
+        assert imagedir.mountable([dataclasses.replace(usb, mountpoints=("/mnt",))]) == []
+        with_os = dataclasses.replace(usb.partitions[0], os="Debian GNU/Linux 12")
+        assert imagedir.mountable([dataclasses.replace(usb, partitions=(with_os,))]) == []  # perhaps the source
+        with pytest.raises(RefusedError, match="not an unmounted partition of an external drive"):
+            imagedir.mount_drive(dev, drives)
+        folder = imagedir.mount_drive(f"{dev}p1", drives)
+        try:
+            assert folder == f"{imagedir.MEDIA}/{Path(dev).name}p1"
+            assert imagedir.new_image(f"{folder}/laptop.img")  # a place a save may write
+            (Path(folder) / "written").write_bytes(b"x")
+        finally:
+            sh("umount", folder)
+            os.rmdir(folder)
+
+
+def test_image_places_lists_folders_and_refuses_a_device_it_does_not_offer() -> None:
+    from tests.helpers import Recovery
+
+    listed = Recovery("image", "places")
+    assert listed.wait() == 0, listed.stderr
+    places = listed.event("image_places")
+    assert all(f["free"] >= 0 and f["path"].startswith("/") for f in places["folders"])
+    refused = Recovery("image", "places", "--mount", "/dev/null")
+    assert refused.wait() == 3
+    assert "not an unmounted partition of an external drive" in refused.event("error")["message"]
+    assert "Traceback" not in refused.stderr
