@@ -14,7 +14,9 @@ them:
 - *scraping*: every sector of each non-scraped area is read once;
 - *retrying*: each bad sector is read again, ``retries`` passes.
 
-A time budget bounds the later passes. Each pass that recovered something
+A time budget bounds the later passes: it is checked before each of their
+reads, so a large bad area cannot outlast it; what was not tried by then
+keeps its status (``*``, ``/``, ``-``), as ddrescue leaves it. Each pass that recovered something
 re-sends the chunks it improved (a PASS frame, then replacements). What
 stays unreadable is filled (zeros or a pattern) and listed.
 
@@ -43,7 +45,8 @@ from recovery.errors import SourceReadError, UnreadableSourceError
 from recovery.units import human_size
 
 CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size
-SKIP_MAX = 1 << 20  # fill written in pieces of this size
+MIB = 1 << 20
+SKIP_MAX = MIB  # fill written in pieces of this size
 WARN_ERRORS = 10  # read errors of the first pass that are also warnings (all go to the mapfile)
 READ_ERRNOS = {errno.EIO, errno.ENODATA, errno.EBADMSG, errno.EILSEQ, errno.ENXIO, errno.ETIMEDOUT}
 
@@ -99,6 +102,7 @@ class Rescuer:
         self.phase = (NON_TRIED, 1)  # (current_status, pass) for the mapfile's status line
         self.position = 0
         self.out_of_time = False
+        self._deadline = float("inf")  # when the later passes' time budget is spent
         each = (opts.fill * (sector // len(opts.fill) + 1))[:sector]  # the pattern starts again in each sector
         self._fill = each * (SKIP_MAX // sector)
 
@@ -243,37 +247,39 @@ class Rescuer:
             ("scraping", NON_SCRAPED, self._scrape),
         ]
         steps += [("retrying", BAD, self._retry)] * self.opts.retries
-        started = time.monotonic()
+        if self.opts.budget is not None:
+            self._deadline = time.monotonic() + self.opts.budget
         for number, (name, status, work) in enumerate(steps, 2):
             areas = self.known.ranges(status)
-            if not areas:
+            if not areas or self._spent():
                 continue
             self.phase = (status, number - 1)
             self.sink(events.Phase("rescue", f"{name} {len(areas)} area(s), {human_size(sum(n for _, n in areas))}"))
             self._improved = set()
             self._bad_offsets = sorted(self.bad_chunks)
             for pos, n in areas:
-                if self._over_budget(started):
+                if self._spent():
                     break
                 work(pos, n)
             improved = [self.bad_chunks[o] for o in sorted(self._improved)]
             if improved:
                 yield name, improved
-            if self.out_of_time:
-                break
         self.phase = (FINISHED, self.phase[1])
 
-    def _over_budget(self, started: float) -> bool:
-        if self.opts.budget is not None and time.monotonic() - started > self.opts.budget:
-            if not self.out_of_time:
-                self.sink(
-                    events.Warning(
-                        f"the rescue's time budget ({self.opts.budget:.0f} s) is spent: "
-                        "the areas not tried yet stay listed as unreadable"
-                    )
-                )
-            self.out_of_time = True
-        return self.out_of_time
+    def _spent(self) -> bool:
+        """Is the time budget spent? Checked before every read of the later passes; says so once."""
+        if self.out_of_time or time.monotonic() < self._deadline:
+            return self.out_of_time
+        self.out_of_time = True
+        with self.lock:
+            untried = self.known.total(NON_TRIED + NON_TRIMMED + NON_SCRAPED)
+        self.sink(
+            events.Warning(
+                f"time budget spent: {untried / MIB:.1f} MiB not tried (--rescue-time {self.opts.budget:g} s); "
+                "the mapfile keeps them as not tried, not trimmed or not scraped, and a later run tries them"
+            )
+        )
+        return True
 
     def _sector_ok(self, pos: int) -> bool:
         """Read one logical sector; record what it gave."""
@@ -308,7 +314,9 @@ class Rescuer:
     def _trim(self, pos: int, n: int) -> None:
         end, first_bad = pos + n, None
         p = pos
-        while p < end and not self.out_of_time:
+        while p < end:
+            if self._spent():
+                return  # the rest stays non-trimmed
             if not self._sector_ok(p):
                 first_bad = p
                 break
@@ -316,7 +324,11 @@ class Rescuer:
         if first_bad is None:
             return
         q = end - self.sector
-        while q > first_bad and self._sector_ok(q):
+        while q > first_bad:
+            if self._spent():
+                return  # between the sectors tried, it stays non-trimmed
+            if not self._sector_ok(q):
+                break
             q -= self.sector
         if q - first_bad > self.sector:
             with self.lock:
@@ -324,8 +336,8 @@ class Rescuer:
 
     def _scrape(self, pos: int, n: int) -> None:
         for p in range(pos, pos + n, self.sector):
-            if self.out_of_time:
-                return
+            if self._spent():
+                return  # the rest keeps its status
             self._sector_ok(p)
 
     _retry = _scrape
