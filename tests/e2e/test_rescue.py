@@ -203,6 +203,36 @@ def test_the_time_budget_holds_inside_one_large_bad_area(tmp_path: Path) -> None
     assert set(differing_sectors(image, target)) <= set(zone)
 
 
+def wait_for_phase(mapfile: Path, status: str, size: int, within: float = 60) -> None:
+    """Until the mapfile's status line says ``status`` (the sender writes it when a pass begins)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if mapfile.exists() and parse_mapfile(mapfile.read_text(), size)[1].status == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the mapfile never reached phase {status!r}")
+
+
+@pytest.mark.skipif(not shutil.which("ddrescue"), reason="GNU ddrescue (Debian's gddrescue) is not installed")
+def test_gnu_ddrescue_continues_an_interrupted_rescue_from_its_mapfile(random_disk: Path, tmp_path: Path) -> None:
+    """Issue 25: the mapfile said finished for the first and last MiB, which the receiver holds back until
+    the clone ends, so ddrescue continuing it left them zero. Killed during scraping, the mapfile must only
+    claim what the target holds: ddrescue then makes the target the source wherever it can be read."""
+    target, mapfile = tmp_path / "copy.img", tmp_path / "rescue.map"
+    scratched = list(range(30000, 32000, 5))  # trimmed from both ends, then scraped slowly
+    bad = [100, 101, *scratched, 65500]  # in the first MiB, in the middle, in the last MiB
+    with failing_disk(random_disk, bad, slow_after_error=0.01) as disk:
+        rx, tx = clone(disk, target, "--rescue", "--mapfile", str(mapfile))
+        wait_for_phase(mapfile, "/", 32 * MIB)
+        tx.kill()
+        rx.kill()
+        disk.set_bad(bad)  # no longer slow
+        sh("ddrescue", "--quiet", "--idirect", disk.device, str(target), str(mapfile))
+    assert differing_sectors(random_disk, target) == bad
+    listed = sh("ddrescuelog", "--list-blocks=-", str(mapfile)).stdout.split()
+    assert [int(s) for s in listed] == bad
+
+
 def test_without_rescue_a_read_error_names_the_bad_sector_and_suggests_rescue(
     random_disk: Path, tmp_path: Path
 ) -> None:
@@ -342,3 +372,9 @@ def test_a_rescue_cut_short_resumes_where_the_receiver_acked(random_disk: Path, 
     resumed = rx.event("resume")
     assert resumed and resumed["bytes"] >= acked
     assert target.read_bytes() == random_disk.read_bytes()
+    # The first chunk, held back by the receiver and so not finished in the mapfile when the run was cut
+    # short, was compared with the source by the resume: the mapfile now says finished everywhere.
+    summary = tx.event("summary")
+    assert summary and list(parse_mapfile(Path(summary["mapfile"]).read_text(), 32 * MIB)[0].blocks()) == [
+        (0, 32 * MIB, "+")
+    ]

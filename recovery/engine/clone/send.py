@@ -514,7 +514,7 @@ def _resume(
 
     def read(c: Chunk, view: memoryview) -> bool:
         if rescue is not None:
-            if not rescue.rescuer.read_whole(c.offset, view):
+            if not rescue.confirm(c, view):
                 return False  # readable before, not now: it cannot tell whether the source changed
         else:
             source.read_into(view, c.offset)
@@ -536,6 +536,7 @@ def _resume(
         rescue=rescue is not None,
         sample=rescue is not None and offer.rescued,  # a failing source read again in full where it read well
         skip=rescue.damaged if rescue is not None else (lambda c: False),
+        always=rescue.held_back if rescue is not None else (lambda c: False),
         first_unknown=first_unknown,
         image=image,
         sink=sink,
