@@ -78,16 +78,25 @@ def pread_into(fd: int, view: memoryview, offset: int) -> Filled:
     """
     got = 0
     while got < len(view):
-        try:
-            n = os.preadv(fd, [view[got:]], offset + got)
-        except InterruptedError:
-            continue
-        except OSError as e:
+        n, e = pread_once(fd, view[got:], offset + got)
+        if e is not None:
             return Filled(got, e)
         if n == 0:
             break
         got += n
     return Filled(got, None)
+
+
+def pread_once(fd: int, view: memoryview, offset: int) -> Filled:
+    """One read into ``view`` (again after EINTR): a short read is returned as it is, not continued
+    (on a failing disk the rest is where it failed; a rescue reads it otherwise than whole)."""
+    while True:
+        try:
+            return Filled(os.preadv(fd, [view], offset), None)
+        except InterruptedError:
+            continue
+        except OSError as e:
+            return Filled(0, e)
 
 
 def pwrite_from(fd: int, view: memoryview, offset: int) -> Filled:

@@ -70,7 +70,7 @@ def check_options(opts: SendOptions) -> None:
         raise UsageError(f"the chunk size must be a multiple of 4 KiB, at most {MAX_CHUNK_SIZE >> 20} MiB")
     if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
         raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
-    if opts.retries < 0 or not opts.fill:
+    if (opts.retries is not None and opts.retries < 0) or not opts.fill:
         raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
 

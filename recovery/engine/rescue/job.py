@@ -111,7 +111,7 @@ class RescueJob:
             source.path,
             source.size,
             sector,
-            RescueOptions(retries=opts.retries, budget=opts.rescue_time, fill=opts.fill),
+            RescueOptions(retries=self.retries(opts.retries), budget=opts.rescue_time, fill=opts.fill),
             known=known,
             durable=known.copy() if known else None,
             sink=sink,
@@ -123,6 +123,13 @@ class RescueJob:
         self._phase = self.rescuer.phase
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         sink(events.Phase("rescue", f"mapfile {self.path}" + (" (continuing it)" if self.loaded else "")))
+
+    def retries(self, asked: int | None) -> int:
+        """Retry passes: as asked; by default none (as ddrescue), but one when continuing a mapfile (a
+        second run is asked to try the bad sectors again)."""
+        if asked is not None:
+            return asked
+        return 1 if self.loaded else 0
 
     # --- before streaming ---
 

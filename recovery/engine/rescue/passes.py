@@ -2,9 +2,10 @@
 
 The first pass reads every chunk of the plan with large reads, the good
 areas first. Where a read fails, the rest of its range is read in 64 KiB
-clusters; each cluster that fails is marked *non-trimmed* and filled, the
-device is opened again (the kernel shrinks its read-ahead on a file after
-an error), and reading goes on after it. Only then, in later passes, the bad
+clusters, and so is everything up to :data:`CALM` bytes after an error;
+each cluster that fails is marked *non-trimmed* and filled, the device is
+opened again (the kernel shrinks its read-ahead on a file after an error),
+and reading goes on after it. Only then, in later passes, the bad
 areas are worked on, with reads of one logical sector each (O_DIRECT, so a
 bad sector does not take the rest of its page with it), and only inside
 them:
@@ -12,13 +13,20 @@ them:
 - *trimming*: each non-trimmed area is read sector by sector from both ends
   inwards until a sector fails; what is between becomes *non-scraped*;
 - *scraping*: every sector of each non-scraped area is read once;
-- *retrying*: each bad sector is read again, ``retries`` passes.
+- *retrying*: each bad sector is read again, ``retries`` passes (none by
+  default, as in ddrescue).
+
+So no failed read is repeated at its size but by a retry pass, and a lone
+bad sector near other errors costs two failed reads (its cluster, then its
+sector while trimming), as in ddrescue.
 
 A time budget bounds the later passes: it is checked before each of their
 reads, so a large bad area cannot outlast it; what was not tried by then
-keeps its status (``*``, ``/``, ``-``), as ddrescue leaves it. Each pass that recovered something
-re-sends the chunks it improved (a PASS frame, then replacements). What
-stays unreadable is filled (zeros or a pattern) and listed.
+keeps its status (``*``, ``/``, ``-``), as ddrescue leaves it. Each pass
+that recovered something re-sends the chunks it improved (a PASS frame,
+then replacements), from the bytes their reads kept (up to
+:data:`KEEP_MAX`), not read again. What stays unreadable is filled (zeros
+or a pattern) and listed.
 
 Two maps are kept (:mod:`recovery.engine.rescue.sectormap`): what the reads found
 (``known``, the read thread's), and what the target holds (``durable``,
@@ -44,7 +52,9 @@ from recovery.engine.rescue.sectormap import BAD, FINISHED, NON_SCRAPED, NON_TRI
 from recovery.errors import SourceReadError, UnreadableSourceError
 from recovery.units import human_size
 
-CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size
+CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size (ddrescue's)
+CALM = 64 << 20  # after a read error, the first pass reads in clusters until this much read cleanly
+KEEP_MAX = 256 << 20  # bytes of chunks with bad areas kept in memory: later passes need not read them again
 MIB = 1 << 20
 SKIP_MAX = MIB  # fill written in pieces of this size
 WARN_ERRORS = 10  # read errors of the first pass that are also warnings (all go to the mapfile)
@@ -55,7 +65,7 @@ Note = list[tuple[int, int, str]] | None  # a chunk's statuses as sent; None: al
 
 @dataclass(frozen=True)
 class RescueOptions:
-    retries: int = 1  # retry passes over the bad sectors
+    retries: int = 0  # retry passes over the bad sectors (ddrescue's default too)
     budget: float | None = None  # seconds for the passes after the first (None: no limit)
     fill: bytes = b"\0"  # written where nothing could be read
 
@@ -96,6 +106,9 @@ class Rescuer:
         self.bad_chunks: dict[int, Chunk] = {}
         self._bad_offsets: list[int] = []
         self._improved: set[int] = set()
+        self._kept: dict[int, bytearray] = {}  # chunks with bad areas as read so far, by offset
+        self._kept_bytes = 0
+        self._last_error = -CALM  # where the first pass last failed
         self.errors = 0  # failed reads
         self.bytes_read = 0
         self.reopens = 0
@@ -148,7 +161,12 @@ class Rescuer:
                 self.bad_chunks[c.offset] = c
 
     def read(self, c: Chunk, view: memoryview) -> Note:
-        """Fill ``view`` with chunk ``c`` as far as it can be read; the statuses its bytes have."""
+        """Fill ``view`` with chunk ``c`` as far as it can be read; the statuses its bytes have. A chunk
+        with bad areas that was read before comes from what its reads kept: the disk is not read again."""
+        kept = self._kept.get(c.offset)
+        if kept is not None:
+            view[:] = kept
+            return self._statuses(c)
         clean = True
         for pos, n in extents_of(c):
             for bpos, bn, status in list(self.known.blocks(pos, pos + n)):
@@ -161,6 +179,12 @@ class Rescuer:
         if clean:
             return None
         self.bad_chunks[c.offset] = c
+        if self._kept_bytes + c.length <= KEEP_MAX:
+            self._kept[c.offset] = bytearray(view)
+            self._kept_bytes += c.length
+        return self._statuses(c)
+
+    def _statuses(self, c: Chunk) -> Note:
         with self.lock:
             return [b for pos, n in extents_of(c) for b in self.known.blocks(pos, pos + n)]
 
@@ -170,9 +194,12 @@ class Rescuer:
         Past the page cache where the range allows (O_DIRECT): a buffered read fails a whole page, or
         the kernel's whole read-ahead window, for one bad sector in it. A direct read fails whole, so
         after a failure the rest of the range is read in clusters of :data:`CLUSTER` bytes, and only
-        the clusters that fail are left for later passes.
+        the clusters that fail are left for later passes. Near an earlier error (bad areas come in
+        groups) it is read in clusters from the start, as ddrescue does: a bad sector there then costs
+        one failed cluster, not a failed large read and a failed cluster.
         """
-        end, clean, cluster = pos + n, True, False
+        end, clean = pos + n, True
+        cluster = pos - self._last_error < CALM
         while pos < end:
             direct = (
                 self.direct_fd >= 0
@@ -181,15 +208,16 @@ class Rescuer:
                 and (pos - base) % self.sector == 0
             )
             stop = min(end, pos + CLUSTER) if cluster else end
-            k, e = blockdev.pread_into(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
+            k, e = blockdev.pread_once(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
             if k:
                 with self.lock:
                     self.known.set(pos, k, FINISHED)
                 pos += k
                 self.bytes_read += k
             if e is None:
-                if pos < stop:
+                if k == 0:
                     raise SourceReadError(f"the source {self.path} ended at byte {pos}, expected {self.size}")
+                cluster = cluster or pos < stop  # it stopped short (at a bad sector, likely): go on in clusters
                 continue
             if direct and e.errno == errno.EINVAL:
                 self.direct_fd = -1  # this device or file takes no O_DIRECT: read through the cache
@@ -205,6 +233,7 @@ class Rescuer:
                 self.known.set(pos, stop - pos, NON_TRIMMED)
             self._fill_in(view, pos - base, stop - pos)
             self.errors += 1
+            self._last_error = pos
             if self.errors <= WARN_ERRORS:
                 more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
                 self.sink(
@@ -302,14 +331,19 @@ class Rescuer:
         with self.lock:
             self.known.set(pos, self.sector, FINISHED)
         self.bytes_read += self.sector
-        self._mark_improved(pos)
+        self._mark_improved(pos, view)
         return True
 
-    def _mark_improved(self, pos: int) -> None:
+    def _mark_improved(self, pos: int, data: memoryview) -> None:
+        """The sector at ``pos`` was read: its chunk is to be sent again, with ``data`` in it."""
         offsets = self._bad_offsets
         i = bisect.bisect_right(offsets, pos) - 1
         if i >= 0 and pos < self.bad_chunks[offsets[i]].end:
             self._improved.add(offsets[i])
+            kept = self._kept.get(offsets[i])
+            if kept is not None:
+                at = pos - offsets[i]
+                kept[at : at + len(data)] = data
 
     def _trim(self, pos: int, n: int) -> None:
         end, first_bad = pos + n, None
