@@ -338,6 +338,26 @@ def test_the_files_the_bad_sectors_hit_are_named(tmp_path: Path, fstype: str) ->
     assert received and received["files_hit"] == summary["files_hit"]
 
 
+def test_a_bad_sector_in_free_space_is_reported_as_free_space(tmp_path: Path) -> None:
+    """Issue 25: a block of ext4 in no file was called "filesystem metadata" even where it was free."""
+    image = tmp_path / "source.img"
+    make_fs_disk(image, "ext4")
+    with loop_device(image) as dev:
+        stats = sh("debugfs", "-R", "stats", f"{dev}p1").stdout
+        size = int(stats.split("Block size:")[1].split()[0])
+        found = sh("debugfs", "-R", "ffb 1 4000", f"{dev}p1").stdout  # a free block well inside the partition
+        block = int(found.split("Free blocks found:")[1].split()[0])
+    bad = 2048 + block * size // SECTOR
+    target = tmp_path / "copy.img"
+    with failing_disk(image, [bad]) as disk:
+        rx, tx = clone(disk, target, "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+    summary = tx.event("summary")
+    assert summary and summary["unreadable_ranges"] == [[bad * SECTOR, SECTOR]]
+    [hit] = summary["files_hit"]
+    assert hit["partition"] == 1 and hit["files"] == [] and hit["note"] == "1 block(s) in free space (no file lost)"
+
+
 def test_a_clone_stopped_by_a_read_error_continues_in_rescue_mode_from_there(random_disk: Path, tmp_path: Path) -> None:
     """What the wizard offers after a read error: the same clone again with --rescue resumes where the
     target's durable data ends, and only then reads the bad area the ddrescue way."""

@@ -5,7 +5,8 @@ that knows the filesystem's layout, read-only, on a device holding exactly
 that partition (:mod:`recovery.disks.partdev`):
 
 - ext2/3/4: ``debugfs -c`` ``icheck`` (blocks to inodes), then ``ncheck``
-  (inodes to paths); a block in no inode is filesystem metadata;
+  (inodes to paths); a block in no inode is free space or filesystem
+  metadata, as the block bitmap (``testb``) says;
 - NTFS: ``ntfscluster -s`` (sectors to the files whose data lies there);
 - XFS: ``xfs_db -r`` ``blockget -n``, ``blockuse -n`` (blocks to inodes and
   paths);
@@ -72,13 +73,13 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     blocks = _units(ranges, int(found.group(1)))
     text = run.output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
     inodes: list[int] = []
-    loose = 0
+    loose: list[int] = []  # blocks in no inode
     for line in text.splitlines()[1:]:
         words = line.split("\t")
         if len(words) == 2 and words[1].strip().isdigit():
             inodes.append(int(words[1]))
-        elif len(words) == 2:
-            loose += 1
+        elif len(words) == 2 and words[0].strip().isdigit():
+            loose.append(int(words[0]))
     names = [SPECIAL_INODES[i] for i in dict.fromkeys(inodes) if i in SPECIAL_INODES]
     wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
     if wanted:
@@ -91,8 +92,24 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
             if len(words) == 2 and words[0].strip().isdigit():
                 named.setdefault(int(words[0]), "/" + words[1].strip().lstrip("/"))
         names += [named.get(i, f"(inode {i}, no name found)") for i in wanted]
-    note = f"{loose} block(s) in no file: filesystem metadata" if loose else ""
-    return names, note
+    return names, _loose_note(dev, loose)
+
+
+def _loose_note(dev: str, loose: list[int]) -> str:
+    """What the blocks in no file are: free space (no file lost) or filesystem metadata, by the block
+    bitmap (which ``debugfs -c`` does not load: read here without it, and it may be unreadable too)."""
+    if not loose:
+        return ""
+    commands = "".join(f"testb {b}\n" for b in loose).encode()
+    try:
+        text = run.output(["debugfs", "-f", "-", dev], input=commands, timeout=300)
+    except RecoveryError:
+        return f"{len(loose)} block(s) in no file: filesystem metadata or free space (its bitmap is unreadable)"
+    free = len(re.findall(r"^Block \d+ not in use", text, re.M))
+    said = [f"{free} block(s) in free space (no file lost)"] if free else []
+    if len(loose) > free:
+        said.append(f"{len(loose) - free} block(s) in no file: filesystem metadata")
+    return "; ".join(said)
 
 
 def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
