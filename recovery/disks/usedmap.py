@@ -142,6 +142,8 @@ def build_map(
 ) -> UsedMap:
     """The extents to copy from ``source`` (a disk, partition or image file)."""
     if mode == "exact":
+        parts = _partitions(source, size)[1]
+        sigs = [partitions.probe(source, p.start, p.size) for p in parts]
         return UsedMap(
             size=size,
             extents=[(0, size)],
@@ -152,9 +154,10 @@ def build_map(
                     size=p.size,
                     method="whole",
                     bytes=p.size,
-                    fstype=partitions.probe(source, p.start, p.size).fstype,
+                    fstype=sig.fstype,
+                    note=sig.damage,
                 )
-                for p in _partitions(source, size)[1]
+                for p, sig in zip(parts, sigs, strict=True)
             ],
         )
     table, parts = _partitions(source, size)
@@ -175,7 +178,7 @@ def build_map(
                 fstype=sig.fstype,
                 method=method,  # type: ignore[arg-type]
                 bytes=sum(n for _, n in merge(extents)),
-                note=note,
+                note="; ".join(n for n in (sig.damage, note) if n)[:NOTE_MAX] or None,
                 blkid=signatures.blkid(source, p.start, p.size),
             )
         )

@@ -66,12 +66,16 @@ def _units(ranges: Sequence[tuple[int, int]], unit: int) -> list[int]:
 
 
 def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
-    stats = run.output(["debugfs", "-c", "-R", "stats", dev], timeout=120)
+    stats = run.output(["debugfs", "-c", "-D", "-R", "stats", dev], timeout=120)
     found = re.search(r"^Block size:\s+(\d+)", stats, re.M)
     if not found:
         return [], "debugfs did not say the block size"
     blocks = _units(ranges, int(found.group(1)))
-    text = run.output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    proc = run.run(["debugfs", "-c", "-D", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    text = proc.stdout.decode(errors="replace")
+    if not text.strip():  # it gave up (it says why on stderr, with an exit code of 0)
+        why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+        return [], f"debugfs could not tell which files: {why[0]}"[:300]
     inodes: list[int] = []
     loose: list[int] = []  # blocks in no inode
     for line in text.splitlines()[1:]:
@@ -84,7 +88,7 @@ def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
     wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
     if wanted:
         text = run.output(
-            ["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300
+            ["debugfs", "-c", "-D", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300
         )
         named: dict[int, str] = {}
         for line in text.splitlines()[1:]:
@@ -102,7 +106,7 @@ def _loose_note(dev: str, loose: list[int]) -> str:
         return ""
     commands = "".join(f"testb {b}\n" for b in loose).encode()
     try:
-        text = run.output(["debugfs", "-f", "-", dev], input=commands, timeout=300)
+        text = run.output(["debugfs", "-D", "-f", "-", dev], input=commands, timeout=300)
     except RecoveryError:
         return f"{len(loose)} block(s) in no file: filesystem metadata or free space (its bitmap is unreadable)"
     free = len(re.findall(r"^Block \d+ not in use", text, re.M))
@@ -170,7 +174,7 @@ def files_hit(
             entry["note"] = UNRESOLVED.get(part.fstype or "", f"not resolved for {part.fstype or 'this partition'}")
         else:
             try:
-                with partdev.region_device(source, part.start, part.size) as dev:
+                with partdev.region_device(source, part.start, part.size, direct=True) as dev:
                     if dev is None:
                         entry["note"] = "no device for the partition could be made (not root?)"
                     else:
