@@ -338,6 +338,48 @@ def test_the_files_the_bad_sectors_hit_are_named(tmp_path: Path, fstype: str) ->
     assert received and received["files_hit"] == summary["files_hit"]
 
 
+def inode_table_sector(image: Path) -> int:
+    """The first sector of the inode table of the ext4 that :func:`make_fs_disk` made (inodes 1 and 2, the
+    root directory's), as a sector of the disk."""
+    with loop_device(image) as dev:
+        stats = sh("debugfs", "-R", "stats", f"{dev}p1").stdout
+    size = int(stats.split("Block size:")[1].split()[0])
+    table = int(stats.split("inode table at ")[1].split(",")[0].split()[0])
+    return 2048 + table * size // SECTOR
+
+
+@pytest.mark.parametrize("where", ["reserved GDT", "inode table"])
+def test_an_ext4_with_a_bad_sector_where_blkid_looks_is_still_recognised(tmp_path: Path, where: str) -> None:
+    """Issue 25: one bad sector in ext4's reserved group descriptor blocks (256 KiB into the partition) or
+    in its inode table, where blkid also looks (and gives up at the read error), made the partition "no
+    filesystem found": copied whole, not checked, the file another bad sector hit not named."""
+    image = tmp_path / "source.img"
+    make_fs_disk(image, "ext4")
+    meta = 2048 + (256 << 10) // SECTOR if where == "reserved GDT" else inode_table_sector(image)
+    bad = sorted([meta, marked_sector(image)])
+    target = tmp_path / "copy.img"
+    with failing_disk(image, bad) as disk:
+        rx, tx = clone(disk, target, "--rescue", mode="used")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+    plan = tx.event("plan")
+    assert plan and plan["parts"][0]["fstype"] == "ext4"
+    assert plan["parts"][0]["note"].startswith("ext4 with damaged metadata (1 sector(s) unreadable")
+    summary = tx.event("summary")
+    assert summary and summary["unreadable_ranges"] == [[s * SECTOR, SECTOR] for s in bad]
+    [hit] = summary["files_hit"]
+    assert hit["fstype"] == "ext4"
+    if where == "reserved GDT":
+        assert hit["files"] == ["(reserved group descriptors)", "/docs/report.bin"], hit
+    else:  # debugfs cannot scan the inodes past a bad inode table: it is said, not left blank
+        assert hit["files"] == [] and hit["note"].startswith("debugfs could not tell which files: icheck: "), hit
+    # The copy is checked; its zeroed reserved GDT block fails e2fsck, said as a finding about the source.
+    [check] = summary["checks"]
+    assert check["check"] == "e2fsck -fn" and check["ok"] is False
+    for side in (tx, rx):
+        said = [e["message"] for e in side.events if e["event"] == "warning"]
+        assert any(w.startswith("partition 1: the source's ext4 is damaged: e2fsck -fn finds errors") for w in said)
+
+
 def test_a_bad_sector_in_free_space_is_reported_as_free_space(tmp_path: Path) -> None:
     """Issue 25: a block of ext4 in no file was called "filesystem metadata" even where it was free."""
     image = tmp_path / "source.img"

@@ -299,6 +299,9 @@ class _Sending:
             rescue=rescue is not None,
             planned=self.chunks.bytes,
         )
+        if bad:
+            for check in fscheck.failures(summary.checks):
+                self.sink(events.Warning(fscheck.damage_found(check, self.umap.parts)))
         self.sink(result)
         if verified is False:
             raise finish.failure(
