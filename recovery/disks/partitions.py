@@ -151,9 +151,10 @@ class Signature:
         return f"{self.fstype} with damaged metadata ({self.unreadable} sector(s) unreadable where blkid looks)"
 
 
-def probe(path: str, offset: int = 0, size: int | None = None) -> Signature:
+def probe(path: str, offset: int = 0, size: int | None = None, *, around_errors: bool = False) -> Signature:
     """What blkid finds at ``offset`` of ``path`` (a whole device, a file). blkid gives up at a read
-    error: then it is shown the areas it looks at as far as they can be read (the rest zeros)."""
+    error: with ``around_errors`` (a failing source), where it finds nothing it is shown the areas it
+    looks at as far as they can be read (the rest zeros)."""
     argv = ["blkid", "-p", "-o", "export"]
     if offset:
         argv += ["-O", str(offset)]
@@ -161,7 +162,7 @@ def probe(path: str, offset: int = 0, size: int | None = None) -> Signature:
         argv += ["-S", str(size)]
     proc = run.run([*argv, path], check=False)
     found = _signature(proc.stdout)
-    if found.fstype is None and found.ptable is None and size is not None:
+    if around_errors and found.fstype is None and found.ptable is None and size is not None:
         return _probe_around_errors(path, offset, size) or found
     return found
 

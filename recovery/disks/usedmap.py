@@ -139,11 +139,13 @@ def build_map(
     mode: str,
     *,
     on_progress: Callable[[str], None] | None = None,
+    failing: bool = False,
 ) -> UsedMap:
-    """The extents to copy from ``source`` (a disk, partition or image file)."""
+    """The extents to copy from ``source`` (a disk, partition or image file). ``failing``: a rescue's
+    source, whose filesystems are probed around read errors too (:func:`partitions.probe`)."""
     if mode == "exact":
         parts = _partitions(source, size)[1]
-        sigs = [partitions.probe(source, p.start, p.size) for p in parts]
+        sigs = [partitions.probe(source, p.start, p.size, around_errors=failing) for p in parts]
         return UsedMap(
             size=size,
             extents=[(0, size)],
@@ -164,7 +166,7 @@ def build_map(
     result = UsedMap(size=size, extents=[])
     covered: list[Extent] = []
     for p in parts:
-        sig = partitions.probe(source, p.start, p.size)
+        sig = partitions.probe(source, p.start, p.size, around_errors=failing)
         if on_progress:
             on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
         method, extents, note = _used_extents(source, p, sig.fstype, result.warnings)

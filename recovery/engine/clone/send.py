@@ -156,7 +156,11 @@ class _Sending:
             umap = self.umap = source.used_map(opts.mode)
         else:
             umap = self.umap = usedmap.build_map(
-                source.path, source.size, opts.mode, on_progress=lambda text: sink(events.Phase("map", text))
+                source.path,
+                source.size,
+                opts.mode,
+                on_progress=lambda text: sink(events.Phase("map", text)),
+                failing=opts.rescue,
             )
         for text in umap.warnings:
             sink(events.Warning(text))
