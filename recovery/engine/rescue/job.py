@@ -135,10 +135,10 @@ class RescueJob:
 
     def resumed(self, chunks: Iterable[Chunk], start: int, rescued: bool) -> None:
         """A resume at ``start``, once agreed (checked against the source): the target holds the chunks
-        before it. If no rescue wrote them (``rescued`` false), they were read whole: what this side's
-        mapfile does not know of becomes finished, and so does what the resume read again whole and found
-        the same on the target; what it records as not read stays as it is (the receiver's word never
-        makes the mapfile claim more)."""
+        before it. What this side's mapfile does not know of becomes finished where they were read whole:
+        all of them if no rescue wrote them (``rescued`` false), else those the resume read again whole
+        and found the same on the target. What it records as not read stays as it is (the receiver's word
+        never makes the mapfile claim more)."""
         r = self.rescuer
         for c in chunks:
             if c.seq >= start:
