@@ -153,18 +153,22 @@ class Signature:
 
 def probe(path: str, offset: int = 0, size: int | None = None, *, around_errors: bool = False) -> Signature:
     """What blkid finds at ``offset`` of ``path`` (a whole device, a file). blkid gives up at a read
-    error: with ``around_errors`` (a failing source), where it finds nothing it is shown the areas it
-    looks at as far as they can be read (the rest zeros)."""
+    error: with ``around_errors`` (a failing source), when it gave up so (its low-level probing debug
+    says), it is shown the areas it looks at as far as they can be read (the rest zeros)."""
     argv = ["blkid", "-p", "-o", "export"]
     if offset:
         argv += ["-O", str(offset)]
     if size is not None:
         argv += ["-S", str(size)]
-    proc = run.run([*argv, path], check=False)
+    env = {"LIBBLKID_DEBUG": "lowprobe"} if around_errors else None
+    proc = run.run([*argv, path], check=False, env=env)
     found = _signature(proc.stdout)
-    if around_errors and found.fstype is None and found.ptable is None and size is not None:
+    if around_errors and size is not None and found.fstype is None and BLKID_READ_FAILED in proc.stderr:
         return _probe_around_errors(path, offset, size) or found
     return found
+
+
+BLKID_READ_FAILED = b"read failed: "  # libblkid's lowprobe debug line when a read of the device fails
 
 
 PROBED = 2 << 20  # bytes at the start and the end of an area that a probe around read errors shows blkid
