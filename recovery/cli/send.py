@@ -93,7 +93,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "job logs, named by the source)",
     )
     rescue.add_argument(
-        "--retries", type=int, default=1, metavar="N", help="passes over the bad sectors after scraping (default 1)"
+        "--retries",
+        type=int,
+        metavar="N",
+        help="passes over the bad sectors after scraping (default 0, or 1 when continuing a mapfile)",
     )
     rescue.add_argument(
         "--rescue-time",

@@ -36,8 +36,12 @@ def kernel_node(path: str, start: int, size: int) -> str | None:
 
 
 @contextlib.contextmanager
-def region_device(path: str, start: int, size: int, *, writable: bool = False) -> Iterator[str | None]:
-    """A device for the region; None when none can be made (not root, no loop)."""
+def region_device(
+    path: str, start: int, size: int, *, writable: bool = False, direct: bool = False
+) -> Iterator[str | None]:
+    """A device for the region; None when none can be made (not root, no loop). ``direct``: a loop device
+    made for it reads past the page cache (on a failing disk a bad sector then fails only its own reads,
+    not its whole page's)."""
     node = kernel_node(path, start, size)
     if node is not None:
         yield node
@@ -45,6 +49,8 @@ def region_device(path: str, start: int, size: int, *, writable: bool = False) -
     argv = ["losetup", "--find", "--show", "--offset", str(start), "--sizelimit", str(size)]
     if not writable:
         argv.append("--read-only")
+    if direct:
+        argv.append("--direct-io=on")
     proc = run.run([*argv, path], check=False)
     loop = proc.stdout.decode().strip()
     if proc.returncode != 0 or not loop:

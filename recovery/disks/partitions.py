@@ -7,12 +7,15 @@ appliance's kernel does, some test kernels don't).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
+import tempfile
 from dataclasses import dataclass
 
 from recovery import run
+from recovery.disks import blockdev
 
 # MBR types of extended-partition containers: their logical partitions are
 # listed separately and their EBRs lie between them.
@@ -138,18 +141,63 @@ class Signature:
     label: str | None
     uuid: str | None
     ptable: str | None  # PTTYPE when the area holds a partition table
+    unreadable: int = 0  # sectors blkid looks at that could not be read (it was shown them as zeros)
+
+    @property
+    def damage(self) -> str | None:
+        """What a note says of a filesystem found around unreadable sectors, or None."""
+        if not self.unreadable or not self.fstype:
+            return None
+        return f"{self.fstype} with damaged metadata ({self.unreadable} sector(s) unreadable where blkid looks)"
 
 
-def probe(path: str, offset: int = 0, size: int | None = None) -> Signature:
-    """What blkid finds at ``offset`` of ``path`` (a whole device, a file)."""
+def probe(path: str, offset: int = 0, size: int | None = None, *, around_errors: bool = False) -> Signature:
+    """What blkid finds at ``offset`` of ``path`` (a whole device, a file). blkid gives up at a read
+    error: with ``around_errors`` (a failing source), when it gave up so (its low-level probing debug
+    says), it is shown the areas it looks at as far as they can be read (the rest zeros)."""
     argv = ["blkid", "-p", "-o", "export"]
     if offset:
         argv += ["-O", str(offset)]
     if size is not None:
         argv += ["-S", str(size)]
-    proc = run.run([*argv, path], check=False)
+    env = {"LIBBLKID_DEBUG": "lowprobe"} if around_errors else None
+    proc = run.run([*argv, path], check=False, env=env)
+    found = _signature(proc.stdout)
+    if around_errors and size is not None and found.fstype is None and BLKID_READ_FAILED in proc.stderr:
+        return _probe_around_errors(path, offset, size) or found
+    return found
+
+
+BLKID_READ_FAILED = b"read failed: "  # libblkid's lowprobe debug line when a read of the device fails
+
+
+PROBED = 2 << 20  # bytes at the start and the end of an area that a probe around read errors shows blkid
+
+
+def _probe_around_errors(path: str, offset: int, size: int) -> Signature | None:
+    """blkid's verdict on the start and end of [offset, offset+size) read sector by sector where they fail,
+    in a sparse copy; None if nothing in them failed to read (blkid's "nothing there" stands)."""
+    head = min(size, PROBED) // 512 * 512
+    tail_at = max(head, (size - PROBED) // 512 * 512)
+    try:
+        first, bad = blockdev.read_sparing(path, offset, head)
+        last, bad_end = blockdev.read_sparing(path, offset + tail_at, (size - tail_at) // 512 * 512)
+    except OSError:
+        return None
+    if not bad + bad_end:
+        return None
+    with tempfile.NamedTemporaryFile(prefix="probe-") as f:
+        f.truncate(size)
+        os.pwrite(f.fileno(), first, 0)
+        os.pwrite(f.fileno(), last, tail_at)
+        proc = run.run(["blkid", "-p", "-o", "export", f.name], check=False)
+    return dataclasses.replace(_signature(proc.stdout), unreadable=bad + bad_end)
+
+
+def _signature(export: bytes) -> Signature:
+    """A Signature from ``blkid -o export``'s lines."""
     values: dict[str, str] = {}
-    for line in proc.stdout.decode(errors="replace").splitlines():
+    for line in export.decode(errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key] = value

@@ -139,9 +139,13 @@ def build_map(
     mode: str,
     *,
     on_progress: Callable[[str], None] | None = None,
+    failing: bool = False,
 ) -> UsedMap:
-    """The extents to copy from ``source`` (a disk, partition or image file)."""
+    """The extents to copy from ``source`` (a disk, partition or image file). ``failing``: a rescue's
+    source, whose filesystems are probed around read errors too (:func:`partitions.probe`)."""
     if mode == "exact":
+        parts = _partitions(source, size)[1]
+        sigs = [partitions.probe(source, p.start, p.size, around_errors=failing) for p in parts]
         return UsedMap(
             size=size,
             extents=[(0, size)],
@@ -152,16 +156,17 @@ def build_map(
                     size=p.size,
                     method="whole",
                     bytes=p.size,
-                    fstype=partitions.probe(source, p.start, p.size).fstype,
+                    fstype=sig.fstype,
+                    note=sig.damage,
                 )
-                for p in _partitions(source, size)[1]
+                for p, sig in zip(parts, sigs, strict=True)
             ],
         )
     table, parts = _partitions(source, size)
     result = UsedMap(size=size, extents=[])
     covered: list[Extent] = []
     for p in parts:
-        sig = partitions.probe(source, p.start, p.size)
+        sig = partitions.probe(source, p.start, p.size, around_errors=failing)
         if on_progress:
             on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
         method, extents, note = _used_extents(source, p, sig.fstype, result.warnings)
@@ -175,7 +180,7 @@ def build_map(
                 fstype=sig.fstype,
                 method=method,  # type: ignore[arg-type]
                 bytes=sum(n for _, n in merge(extents)),
-                note=note,
+                note="; ".join(n for n in (sig.damage, note) if n)[:NOTE_MAX] or None,
                 blkid=signatures.blkid(source, p.start, p.size),
             )
         )

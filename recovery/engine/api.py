@@ -69,7 +69,7 @@ class SendOptions:
     # a failing source: copy what can be read, ddrescue's way (recovery.engine.rescue.passes)
     rescue: bool = False
     mapfile: str | None = None  # rescue: the ddrescue mapfile (None: next to the job logs)
-    retries: int = 1  # rescue: passes over the bad sectors after scraping
+    retries: int | None = None  # rescue: passes over the bad sectors after scraping (None: 0, 1 continuing a mapfile)
     rescue_time: float | None = None  # rescue: seconds for the passes after the first (None: no limit)
     fill: bytes = b"\0"  # rescue: what unreadable sectors become on the target
     rescan: bool = False  # resume although the source's partition tables changed (what differs is sent again)

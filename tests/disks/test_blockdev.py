@@ -56,3 +56,23 @@ def test_a_positioned_read_says_how_far_it_got_and_why_it_stopped(tmp_path: Path
     finally:
         os.close(fd)
     assert got == 0 and error is not None and error.errno == errno.EISDIR
+
+
+@pytest.mark.root
+def test_read_sparing_reads_around_bad_sectors_once_each(tmp_path: Path) -> None:
+    """Issue 25's look at a failing disk's metadata areas: what can be read, zeros for the rest, and each
+    bad sector asked for once, alone (past the page cache: its neighbours in the same page are read)."""
+    from tests.rescue.failing import failing_disk
+
+    image = tmp_path / "source.img"
+    data = os.urandom(256 << 10)
+    image.write_bytes(data)
+    bad = [3, 200, 201]
+    with failing_disk(image, bad) as disk:
+        got, failed = blockdev.read_sparing(disk.device, 0, len(data))
+        singles = [off // 512 for off, n, ok in disk.reads() if n == 512 and not ok]
+    expected = bytearray(data)
+    for s in bad:
+        expected[s * 512 : (s + 1) * 512] = bytes(512)
+    assert failed == len(bad) and got == bytes(expected)
+    assert singles == bad

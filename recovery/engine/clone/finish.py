@@ -109,13 +109,9 @@ def _check_filesystems(
     verdict.checks = checks
     if not done.unreadable:
         verdict.verified = not fscheck.failures(checks)
-    elif fscheck.failures(checks):
-        sink(
-            events.Warning(
-                "a filesystem check of the target failed: the source could not be read "
-                "everywhere, and the filesystem misses what was there"
-            )
-        )
+    else:
+        for check in fscheck.failures(checks):
+            sink(events.Warning(fscheck.damage_found(check, plan.map.parts)))
 
 
 def against_the_source(

@@ -189,6 +189,17 @@ def failures(checks: Sequence[FsCheck]) -> list[FsCheck]:
     return [c for c in checks if c.ok is False and not c.source_fails]
 
 
+def damage_found(check: FsCheck, parts: Sequence[MapPart]) -> str:
+    """A checker that failed on the copy of a source that could not be read everywhere: a finding about
+    the source's filesystem, not about the copy."""
+    fstype = next((p.fstype for p in parts if p.number == check.number and p.fstype), "filesystem")
+    where = f"partition {check.number}" if check.number else "the source"
+    return (
+        f"{where}: the source's {fstype} is damaged: {check.check} finds errors on the copy, which holds all "
+        f"that could be read of it ({check.message})"
+    )[:1000]
+
+
 def describe(check: FsCheck) -> str:
     where = f"partition {check.number}" if check.number else "the filesystem"
     verdict = (

@@ -70,7 +70,7 @@ def check_options(opts: SendOptions) -> None:
         raise UsageError(f"the chunk size must be a multiple of 4 KiB, at most {MAX_CHUNK_SIZE >> 20} MiB")
     if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
         raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
-    if opts.retries < 0 or not opts.fill:
+    if (opts.retries is not None and opts.retries < 0) or not opts.fill:
         raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
 
@@ -156,7 +156,11 @@ class _Sending:
             umap = self.umap = source.used_map(opts.mode)
         else:
             umap = self.umap = usedmap.build_map(
-                source.path, source.size, opts.mode, on_progress=lambda text: sink(events.Phase("map", text))
+                source.path,
+                source.size,
+                opts.mode,
+                on_progress=lambda text: sink(events.Phase("map", text)),
+                failing=opts.rescue,
             )
         for text in umap.warnings:
             sink(events.Warning(text))
@@ -300,6 +304,9 @@ class _Sending:
             rescue=rescue is not None,
             planned=self.chunks.bytes,
         )
+        if bad:
+            for check in fscheck.failures(summary.checks):
+                self.sink(events.Warning(fscheck.damage_found(check, self.umap.parts)))
         self.sink(result)
         if verified is False:
             raise finish.failure(
@@ -515,7 +522,7 @@ def _resume(
 
     def read(c: Chunk, view: memoryview) -> bool:
         if rescue is not None:
-            if not rescue.rescuer.read_whole(c.offset, view):
+            if not rescue.confirm(c, view):
                 return False  # readable before, not now: it cannot tell whether the source changed
         else:
             source.read_into(view, c.offset)
@@ -537,6 +544,7 @@ def _resume(
         rescue=rescue is not None,
         sample=rescue is not None and offer.rescued,  # a failing source read again in full where it read well
         skip=rescue.damaged if rescue is not None else (lambda c: False),
+        always=rescue.held_back if rescue is not None else (lambda c: False),
         first_unknown=first_unknown,
         image=image,
         sink=sink,

@@ -5,7 +5,8 @@ that knows the filesystem's layout, read-only, on a device holding exactly
 that partition (:mod:`recovery.disks.partdev`):
 
 - ext2/3/4: ``debugfs -c`` ``icheck`` (blocks to inodes), then ``ncheck``
-  (inodes to paths); a block in no inode is filesystem metadata;
+  (inodes to paths); a block in no inode is free space or filesystem
+  metadata, as the block bitmap (``testb``) says;
 - NTFS: ``ntfscluster -s`` (sectors to the files whose data lies there);
 - XFS: ``xfs_db -r`` ``blockget -n``, ``blockuse -n`` (blocks to inodes and
   paths);
@@ -21,6 +22,7 @@ because the metadata it needs is itself unreadable) is said in the entry's
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -48,11 +50,17 @@ MEMORY_SHARE = 4  # a confined tool may use at most 1/MEMORY_SHARE of this machi
 _confined: ContextVar[bool] = ContextVar("confined", default=False)
 
 
-def _output(argv: list[str], *, timeout: float) -> str:
-    """The output of a filesystem tool reading the device at the end of ``argv``."""
+def _run(argv: list[str], *, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """A filesystem tool reading the device at the end of ``argv``, run to its end (confined when the
+    filesystem came from elsewhere)."""
     if _confined.get():
         argv = run.confined([run.need_tool(argv[0]), *argv[1:]], memory=run.ram_share(MEMORY_SHARE))
-    return run.output(argv, timeout=timeout)
+    return run.run(argv, timeout=timeout, input=stdin)
+
+
+def _output(argv: list[str], *, timeout: float, stdin: bytes | None = None) -> str:
+    """What such a tool printed."""
+    return _run(argv, timeout=timeout, stdin=stdin).stdout.decode(errors="replace")
 
 
 def _within(ranges: Sequence[tuple[int, int]], start: int, size: int) -> list[tuple[int, int]]:
@@ -77,32 +85,54 @@ def _units(ranges: Sequence[tuple[int, int]], unit: int) -> list[int]:
 
 
 def _ext(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
-    stats = _output(["debugfs", "-c", "-R", "stats", dev], timeout=120)
+    stats = _output(["debugfs", "-c", "-D", "-R", "stats", dev], timeout=120)
     found = re.search(r"^Block size:\s+(\d+)", stats, re.M)
     if not found:
         return [], "debugfs did not say the block size"
     blocks = _units(ranges, int(found.group(1)))
-    text = _output(["debugfs", "-c", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    proc = _run(["debugfs", "-c", "-D", "-R", "icheck " + " ".join(map(str, blocks)), dev], timeout=300)
+    text = proc.stdout.decode(errors="replace")
+    if not text.strip():  # it gave up (it says why on stderr, with an exit code of 0)
+        why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+        return [], f"debugfs could not tell which files: {why[0]}"[:300]
     inodes: list[int] = []
-    loose = 0
+    loose: list[int] = []  # blocks in no inode
     for line in text.splitlines()[1:]:
         words = line.split("\t")
         if len(words) == 2 and words[1].strip().isdigit():
             inodes.append(int(words[1]))
-        elif len(words) == 2:
-            loose += 1
+        elif len(words) == 2 and words[0].strip().isdigit():
+            loose.append(int(words[0]))
     names = [SPECIAL_INODES[i] for i in dict.fromkeys(inodes) if i in SPECIAL_INODES]
     wanted = [i for i in dict.fromkeys(inodes) if i not in SPECIAL_INODES]
     if wanted:
-        text = _output(["debugfs", "-c", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300)
+        text = _output(
+            ["debugfs", "-c", "-D", "-R", "ncheck -c " + " ".join(map(str, wanted[:MAX_FILES])), dev], timeout=300
+        )
         named: dict[int, str] = {}
         for line in text.splitlines()[1:]:
             words = line.split("\t", 1)
             if len(words) == 2 and words[0].strip().isdigit():
                 named.setdefault(int(words[0]), "/" + words[1].strip().lstrip("/"))
         names += [named.get(i, f"(inode {i}, no name found)") for i in wanted]
-    note = f"{loose} block(s) in no file: filesystem metadata" if loose else ""
-    return names, note
+    return names, _loose_note(dev, loose)
+
+
+def _loose_note(dev: str, loose: list[int]) -> str:
+    """What the blocks in no file are: free space (no file lost) or filesystem metadata, by the block
+    bitmap (which ``debugfs -c`` does not load: read here without it, and it may be unreadable too)."""
+    if not loose:
+        return ""
+    commands = "".join(f"testb {b}\n" for b in loose).encode()
+    try:
+        text = _output(["debugfs", "-D", "-f", "-", dev], stdin=commands, timeout=300)
+    except RecoveryError:
+        return f"{len(loose)} block(s) in no file: filesystem metadata or free space (its bitmap is unreadable)"
+    free = len(re.findall(r"^Block \d+ not in use", text, re.M))
+    said = [f"{free} block(s) in free space (no file lost)"] if free else []
+    if len(loose) > free:
+        said.append(f"{len(loose) - free} block(s) in no file: filesystem metadata")
+    return "; ".join(said)
 
 
 def _ntfs(dev: str, ranges: list[tuple[int, int]]) -> tuple[list[str], str]:
@@ -179,8 +209,12 @@ def _files_hit(
             entry["note"] = UNRESOLVED.get(part.fstype or "", f"not resolved for {part.fstype or 'this partition'}")
         else:
             try:
-                region = partdev.private_region if confine else partdev.region_device
-                with region(source, part.start, part.size) as dev:
+                region = (
+                    partdev.private_region(source, part.start, part.size)
+                    if confine
+                    else partdev.region_device(source, part.start, part.size, direct=True)
+                )
+                with region as dev:
                     if dev is None:
                         entry["note"] = "no device for the partition could be made (not root?)"
                     else:

@@ -7,6 +7,15 @@ begins, and at the end, however the clone ends: a resume then starts where the
 last ack left it). It lives at ``--mapfile PATH``, or by default next
 to the job logs, named by the source; an existing one of the same source is
 continued, so a second run tries only the areas the first could not read.
+
+The mapfile never claims what the target does not hold: the receiver holds
+the chunks of the plan's first and last MiB back until the clone ends
+(:data:`recovery.engine.clone.target.EDGE`: an interrupted clone never
+looks like a valid disk), so until then they are written as ``?`` where
+they were read, though acknowledged (their bad areas keep their status).
+GNU ddrescue continuing from the mapfile of an interrupted rescue then
+reads them again; a resume of this tool compares them with the source
+instead, and what matches is finished.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from recovery.engine.api import SendOptions
 from recovery.engine.clone.chunks import Chunk
 from recovery.engine.clone.sendpipe import Job, JobKind
 from recovery.engine.clone.source import Source
+from recovery.engine.clone.target import EDGE
 from recovery.engine.joblog import default_dir
 from recovery.engine.rescue.passes import Note, RescueOptions, Rescuer, extents_of
 from recovery.engine.rescue.sectormap import (
@@ -101,29 +111,41 @@ class RescueJob:
             source.path,
             source.size,
             sector,
-            RescueOptions(retries=opts.retries, budget=opts.rescue_time, fill=opts.fill),
+            RescueOptions(retries=self.retries(opts.retries), budget=opts.rescue_time, fill=opts.fill),
             known=known,
             durable=known.copy() if known else None,
             sink=sink,
         )
+        self._held: list[tuple[int, int]] = []  # acknowledged, but held back by the receiver until the end
+        self._confirmed: set[int] = set()  # chunks a resume read again whole (compared with the target)
         self._written_at = 0.0
         self._dirty = True
         self._phase = self.rescuer.phase
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         sink(events.Phase("rescue", f"mapfile {self.path}" + (" (continuing it)" if self.loaded else "")))
 
+    def retries(self, asked: int | None) -> int:
+        """Retry passes: as asked; by default none (as ddrescue), but one when continuing a mapfile (a
+        second run is asked to try the bad sectors again)."""
+        if asked is not None:
+            return asked
+        return 1 if self.loaded else 0
+
     # --- before streaming ---
 
     def resumed(self, chunks: Iterable[Chunk], start: int, rescued: bool) -> None:
         """A resume at ``start``, once agreed (checked against the source): the target holds the chunks
-        before it. If no rescue wrote them (``rescued`` false), they were read whole: what this side's
-        mapfile does not know of becomes finished; what it records as not read stays as it is (the
-        receiver's word never makes the mapfile claim more)."""
+        before it. What this side's mapfile does not know of becomes finished where they were read whole:
+        all of them if no rescue wrote them (``rescued`` false), else those the resume read again whole
+        and found the same on the target. What it records as not read stays as it is (the receiver's word
+        never makes the mapfile claim more)."""
         r = self.rescuer
         for c in chunks:
             if c.seq >= start:
                 break
-            if not rescued:
+            if self.held_back(c):
+                self._held += extents_of(c)
+            if not rescued or c.offset in self._confirmed:
                 for pos, n in extents_of(c):
                     for smap in (r.known, r.durable):
                         for bpos, bn, status in list(smap.blocks(pos, pos + n)):
@@ -137,9 +159,22 @@ class RescueJob:
         for c in chunks:
             if c.seq >= count:
                 break
+            if self.held_back(c):
+                continue  # written as not tried until the clone ended: the resume compares it instead
             if any(s == NON_TRIED for pos, n in extents_of(c) for _, _, s in self.rescuer.durable.blocks(pos, pos + n)):
                 return c.seq
         return count
+
+    def held_back(self, c: Chunk) -> bool:
+        """Does the receiver hold ``c`` back until the clone ends (it is in the plan's first or last MiB)?"""
+        return c.offset < EDGE or c.end > self.rescuer.size - EDGE
+
+    def confirm(self, c: Chunk, view: memoryview) -> bool:
+        """Read ``c`` whole for a resume's comparison with the target; False if it cannot be read now."""
+        if not self.rescuer.read_whole(c.offset, view):
+            return False
+        self._confirmed.add(c.offset)
+        return True
 
     def damaged(self, c: Chunk) -> bool:
         """Does the mapfile record part of ``c`` as not read (so a resume cannot compare it with the target's)?"""
@@ -161,6 +196,7 @@ class RescueJob:
     def acked(self, notes: Sequence[tuple[Chunk, Note]]) -> None:
         if notes:
             self.rescuer.on_durable(notes)
+            self._held += [e for c, _ in notes if self.held_back(c) for e in extents_of(c)]
             self._dirty = True
         self.save()
 
@@ -175,11 +211,21 @@ class RescueJob:
         status, number = phase
         write_mapfile(
             self.path,
-            self.rescuer.durable,
+            self.rescuer.durable if final else self._on_target(),
             MapStatus(self.rescuer.position if not final else 0, FINISHED if final else status, number),
             heading(self.command, self.started),
         )
         self._written_at, self._dirty, self._phase = time.monotonic(), False, phase
+
+    def _on_target(self) -> SectorMap:
+        """The durable map as the target holds it while the clone runs: the held-back areas not yet."""
+        with self.rescuer.lock:
+            shown = self.rescuer.durable.copy()
+        for pos, n in self._held:
+            for bpos, bn, status in list(shown.blocks(pos, pos + n)):
+                if status == FINISHED:
+                    shown.set(bpos, bn, NON_TRIED)
+        return shown
 
     def expected(
         self, extents: Sequence[tuple[int, int]], pending: Sequence[tuple[Chunk, Note]]

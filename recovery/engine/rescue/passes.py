@@ -2,9 +2,10 @@
 
 The first pass reads every chunk of the plan with large reads, the good
 areas first. Where a read fails, the rest of its range is read in 64 KiB
-clusters; each cluster that fails is marked *non-trimmed* and filled, the
-device is opened again (the kernel shrinks its read-ahead on a file after
-an error), and reading goes on after it. Only then, in later passes, the bad
+clusters, and so is everything up to :data:`CALM` bytes after an error;
+each cluster that fails is marked *non-trimmed* and filled, the device is
+opened again (the kernel shrinks its read-ahead on a file after an error),
+and reading goes on after it. Only then, in later passes, the bad
 areas are worked on, with reads of one logical sector each (O_DIRECT, so a
 bad sector does not take the rest of its page with it), and only inside
 them:
@@ -12,11 +13,20 @@ them:
 - *trimming*: each non-trimmed area is read sector by sector from both ends
   inwards until a sector fails; what is between becomes *non-scraped*;
 - *scraping*: every sector of each non-scraped area is read once;
-- *retrying*: each bad sector is read again, ``retries`` passes.
+- *retrying*: each bad sector is read again, ``retries`` passes (none by
+  default, as in ddrescue).
 
-A time budget bounds the later passes. Each pass that recovered something
-re-sends the chunks it improved (a PASS frame, then replacements). What
-stays unreadable is filled (zeros or a pattern) and listed.
+So no failed read is repeated at its size but by a retry pass, and a lone
+bad sector near other errors costs two failed reads (its cluster, then its
+sector while trimming), as in ddrescue.
+
+A time budget bounds the later passes: it is checked before each of their
+reads, so a large bad area cannot outlast it; what was not tried by then
+keeps its status (``*``, ``/``, ``-``), as ddrescue leaves it. Each pass
+that recovered something re-sends the chunks it improved (a PASS frame,
+then replacements), from the bytes their reads kept (up to
+:data:`KEEP_MAX`), not read again. What stays unreadable is filled (zeros
+or a pattern) and listed.
 
 Two maps are kept (:mod:`recovery.engine.rescue.sectormap`): what the reads found
 (``known``, the read thread's), and what the target holds (``durable``,
@@ -42,8 +52,11 @@ from recovery.engine.rescue.sectormap import BAD, FINISHED, NON_SCRAPED, NON_TRI
 from recovery.errors import SourceReadError, UnreadableSourceError
 from recovery.units import human_size
 
-CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size
-SKIP_MAX = 1 << 20  # fill written in pieces of this size
+CLUSTER = 64 << 10  # after a failed large read, the range is read in pieces of this size (ddrescue's)
+CALM = 64 << 20  # after a read error, the first pass reads in clusters until this much read cleanly
+KEEP_MAX = 256 << 20  # bytes of chunks with bad areas kept in memory: later passes need not read them again
+MIB = 1 << 20
+SKIP_MAX = MIB  # fill written in pieces of this size
 WARN_ERRORS = 10  # read errors of the first pass that are also warnings (all go to the mapfile)
 READ_ERRNOS = {errno.EIO, errno.ENODATA, errno.EBADMSG, errno.EILSEQ, errno.ENXIO, errno.ETIMEDOUT}
 
@@ -52,7 +65,7 @@ Note = list[tuple[int, int, str]] | None  # a chunk's statuses as sent; None: al
 
 @dataclass(frozen=True)
 class RescueOptions:
-    retries: int = 1  # retry passes over the bad sectors
+    retries: int = 0  # retry passes over the bad sectors (ddrescue's default too)
     budget: float | None = None  # seconds for the passes after the first (None: no limit)
     fill: bytes = b"\0"  # written where nothing could be read
 
@@ -93,12 +106,16 @@ class Rescuer:
         self.bad_chunks: dict[int, Chunk] = {}
         self._bad_offsets: list[int] = []
         self._improved: set[int] = set()
+        self._kept: dict[int, bytearray] = {}  # chunks with bad areas as read so far, by offset
+        self._kept_bytes = 0
+        self._last_error = -CALM  # where the first pass last failed
         self.errors = 0  # failed reads
         self.bytes_read = 0
         self.reopens = 0
         self.phase = (NON_TRIED, 1)  # (current_status, pass) for the mapfile's status line
         self.position = 0
         self.out_of_time = False
+        self._deadline = float("inf")  # when the later passes' time budget is spent
         each = (opts.fill * (sector // len(opts.fill) + 1))[:sector]  # the pattern starts again in each sector
         self._fill = each * (SKIP_MAX // sector)
 
@@ -144,7 +161,12 @@ class Rescuer:
                 self.bad_chunks[c.offset] = c
 
     def read(self, c: Chunk, view: memoryview) -> Note:
-        """Fill ``view`` with chunk ``c`` as far as it can be read; the statuses its bytes have."""
+        """Fill ``view`` with chunk ``c`` as far as it can be read; the statuses its bytes have. A chunk
+        with bad areas that was read before comes from what its reads kept: the disk is not read again."""
+        kept = self._kept.get(c.offset)
+        if kept is not None:
+            view[:] = kept
+            return self._statuses(c)
         clean = True
         for pos, n in extents_of(c):
             for bpos, bn, status in list(self.known.blocks(pos, pos + n)):
@@ -157,6 +179,12 @@ class Rescuer:
         if clean:
             return None
         self.bad_chunks[c.offset] = c
+        if self._kept_bytes + c.length <= KEEP_MAX:
+            self._kept[c.offset] = bytearray(view)
+            self._kept_bytes += c.length
+        return self._statuses(c)
+
+    def _statuses(self, c: Chunk) -> Note:
         with self.lock:
             return [b for pos, n in extents_of(c) for b in self.known.blocks(pos, pos + n)]
 
@@ -166,9 +194,12 @@ class Rescuer:
         Past the page cache where the range allows (O_DIRECT): a buffered read fails a whole page, or
         the kernel's whole read-ahead window, for one bad sector in it. A direct read fails whole, so
         after a failure the rest of the range is read in clusters of :data:`CLUSTER` bytes, and only
-        the clusters that fail are left for later passes.
+        the clusters that fail are left for later passes. Near an earlier error (bad areas come in
+        groups) it is read in clusters from the start, as ddrescue does: a bad sector there then costs
+        one failed cluster, not a failed large read and a failed cluster.
         """
-        end, clean, cluster = pos + n, True, False
+        end, clean = pos + n, True
+        cluster = pos - self._last_error < CALM
         while pos < end:
             direct = (
                 self.direct_fd >= 0
@@ -177,15 +208,16 @@ class Rescuer:
                 and (pos - base) % self.sector == 0
             )
             stop = min(end, pos + CLUSTER) if cluster else end
-            k, e = blockdev.pread_into(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
+            k, e = blockdev.pread_once(self.direct_fd if direct else self.fd, view[pos - base : stop - base], pos)
             if k:
                 with self.lock:
                     self.known.set(pos, k, FINISHED)
                 pos += k
                 self.bytes_read += k
             if e is None:
-                if pos < stop:
+                if k == 0:
                     raise SourceReadError(f"the source {self.path} ended at byte {pos}, expected {self.size}")
+                cluster = cluster or pos < stop  # it stopped short (at a bad sector, likely): go on in clusters
                 continue
             if direct and e.errno == errno.EINVAL:
                 self.direct_fd = -1  # this device or file takes no O_DIRECT: read through the cache
@@ -201,6 +233,7 @@ class Rescuer:
                 self.known.set(pos, stop - pos, NON_TRIMMED)
             self._fill_in(view, pos - base, stop - pos)
             self.errors += 1
+            self._last_error = pos
             if self.errors <= WARN_ERRORS:
                 more = "; further read errors go to the mapfile only" if self.errors == WARN_ERRORS else ""
                 self.sink(
@@ -243,37 +276,39 @@ class Rescuer:
             ("scraping", NON_SCRAPED, self._scrape),
         ]
         steps += [("retrying", BAD, self._retry)] * self.opts.retries
-        started = time.monotonic()
+        if self.opts.budget is not None:
+            self._deadline = time.monotonic() + self.opts.budget
         for number, (name, status, work) in enumerate(steps, 2):
             areas = self.known.ranges(status)
-            if not areas:
+            if not areas or self._spent():
                 continue
             self.phase = (status, number - 1)
             self.sink(events.Phase("rescue", f"{name} {len(areas)} area(s), {human_size(sum(n for _, n in areas))}"))
             self._improved = set()
             self._bad_offsets = sorted(self.bad_chunks)
             for pos, n in areas:
-                if self._over_budget(started):
+                if self._spent():
                     break
                 work(pos, n)
             improved = [self.bad_chunks[o] for o in sorted(self._improved)]
             if improved:
                 yield name, improved
-            if self.out_of_time:
-                break
         self.phase = (FINISHED, self.phase[1])
 
-    def _over_budget(self, started: float) -> bool:
-        if self.opts.budget is not None and time.monotonic() - started > self.opts.budget:
-            if not self.out_of_time:
-                self.sink(
-                    events.Warning(
-                        f"the rescue's time budget ({self.opts.budget:.0f} s) is spent: "
-                        "the areas not tried yet stay listed as unreadable"
-                    )
-                )
-            self.out_of_time = True
-        return self.out_of_time
+    def _spent(self) -> bool:
+        """Is the time budget spent? Checked before every read of the later passes; says so once."""
+        if self.out_of_time or time.monotonic() < self._deadline:
+            return self.out_of_time
+        self.out_of_time = True
+        with self.lock:
+            untried = self.known.total(NON_TRIED + NON_TRIMMED + NON_SCRAPED)
+        self.sink(
+            events.Warning(
+                f"time budget spent: {untried / MIB:.1f} MiB not tried (--rescue-time {self.opts.budget:g} s); "
+                "the mapfile keeps them as not tried, not trimmed or not scraped, and a later run tries them"
+            )
+        )
+        return True
 
     def _sector_ok(self, pos: int) -> bool:
         """Read one logical sector; record what it gave."""
@@ -296,19 +331,26 @@ class Rescuer:
         with self.lock:
             self.known.set(pos, self.sector, FINISHED)
         self.bytes_read += self.sector
-        self._mark_improved(pos)
+        self._mark_improved(pos, view)
         return True
 
-    def _mark_improved(self, pos: int) -> None:
+    def _mark_improved(self, pos: int, data: memoryview) -> None:
+        """The sector at ``pos`` was read: its chunk is to be sent again, with ``data`` in it."""
         offsets = self._bad_offsets
         i = bisect.bisect_right(offsets, pos) - 1
         if i >= 0 and pos < self.bad_chunks[offsets[i]].end:
             self._improved.add(offsets[i])
+            kept = self._kept.get(offsets[i])
+            if kept is not None:
+                at = pos - offsets[i]
+                kept[at : at + len(data)] = data
 
     def _trim(self, pos: int, n: int) -> None:
         end, first_bad = pos + n, None
         p = pos
-        while p < end and not self.out_of_time:
+        while p < end:
+            if self._spent():
+                return  # the rest stays non-trimmed
             if not self._sector_ok(p):
                 first_bad = p
                 break
@@ -316,7 +358,11 @@ class Rescuer:
         if first_bad is None:
             return
         q = end - self.sector
-        while q > first_bad and self._sector_ok(q):
+        while q > first_bad:
+            if self._spent():
+                return  # between the sectors tried, it stays non-trimmed
+            if not self._sector_ok(q):
+                break
             q -= self.sector
         if q - first_bad > self.sector:
             with self.lock:
@@ -324,8 +370,8 @@ class Rescuer:
 
     def _scrape(self, pos: int, n: int) -> None:
         for p in range(pos, pos + n, self.sector):
-            if self.out_of_time:
-                return
+            if self._spent():
+                return  # the rest keeps its status
             self._sector_ok(p)
 
     _retry = _scrape

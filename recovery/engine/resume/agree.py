@@ -209,6 +209,7 @@ def sender_agree(
     rescue: bool = False,
     sample: bool = False,
     skip: Callable[[Chunk], bool] = lambda c: False,
+    always: Callable[[Chunk], bool] = lambda c: False,
     first_unknown: int | None = None,
     image: blake3.blake3 | None = None,
     sink: events.EventSink = events.ignore,
@@ -218,7 +219,8 @@ def sender_agree(
     A chunk that differs is sent again: as a replacement after the first pass
     when the peer takes one (capability "replace", not in rescue mode), else
     the stream starts at the first that differs. ``skip``: chunks that cannot
-    be compared (rescue: they hold unreadable areas). ``rescue``: the plan is
+    be compared (rescue: they hold unreadable areas); ``always``: chunks a
+    sample includes (rescue: those its mapfile could not call finished yet). ``rescue``: the plan is
     a rescue (no replacement pass). ``sample``: compare a sample only (a
     failing source, read as little as possible). ``first_unknown``: the first
     chunk the mapfile does not cover. ``image`` (exact mode, not a rescue):
@@ -254,7 +256,9 @@ def sender_agree(
     stop = first_unknown if first_unknown is not None else k
     which = picked[:stop]
     if sample:
-        which = [which[i] for i in journal.sample_indexes(len(which), {c.seq for c in which if skip(c)})]
+        picks = set(journal.sample_indexes(len(which), {c.seq for c in which if skip(c)}))
+        picks |= {i for i, c in enumerate(which) if always(c) and not skip(c)}
+        which = [which[i] for i in sorted(picks)]
         image = None
     differ = _compare(which, digests, read, chunk_size, skip, image, stop_at_first=not replacing, sink=sink)
     start = stop if replacing or not differ else differ[0].seq
