@@ -53,6 +53,19 @@ def parse_size(text: str) -> int:
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+# Characters that change how the text around them shows without showing themselves: bidirectional
+# overrides, zero-width characters, line and paragraph separators (a name could hide or reorder words).
+_INVISIBLE = (
+    0xAD,
+    0x61C,
+    *range(0x200B, 0x2010),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2060, 0x2070),
+    0xFEFF,
+)
+_CONTROL.update({c: f"\\u{c:04x}" for c in _INVISIBLE})
 _CONTROL_BUT_LINES = {c: v for c, v in _CONTROL.items() if c != 0x0A}
 
 

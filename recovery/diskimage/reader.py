@@ -75,8 +75,12 @@ def image_header(path: str) -> f.Header:
 
 
 class ImageReader:
-    def __init__(self, path: str, passphrase: bytes | None = None, *, fd: int | None = None) -> None:
-        """The image at ``path`` (or already open as ``fd``, which the reader then owns)."""
+    def __init__(
+        self, path: str, passphrase: bytes | None = None, *, fd: int | None = None, glance: int | None = None
+    ) -> None:
+        """The image at ``path`` (or already open as ``fd``, which the reader then owns). ``glance``: only
+        its header, footer and a manifest of at most that many bytes, the index not read (a folder's
+        listing, whatever the image holds); such a reader reads no chunk."""
         self.path = path
         self.fd = open_image_fd(path) if fd is None else fd
         try:
@@ -88,9 +92,9 @@ class ImageReader:
             self.footer = f.decode_footer(
                 self._pread(f.FOOTER_SIZE, size - f.FOOTER_SIZE, "the footer"), self.header, size
             )
-            self.manifest = self._manifest()
+            self.manifest = self._manifest(glance or f.MAX_MANIFEST_JSON)
             self.page_first = array.array("Q")
-            self.root = self._walk_index()
+            self.root = self._walk_index() if glance is None else b""
         except BaseException:
             os.close(self.fd)
             raise
@@ -129,17 +133,20 @@ class ImageReader:
         raw = self._pread(f.HEADER_SIZE, 0, "the header")
         return Sealer(unwrap(passphrase, keys, f.header_aad(raw)))
 
-    def _manifest(self) -> dict[str, Any]:
+    def _manifest(self, limit: int = f.MAX_MANIFEST_JSON) -> dict[str, Any]:
+        """The manifest, checked against the footer's digest, opened, at most ``limit`` bytes of JSON."""
         foot = self.footer
+        if foot.manifest_len > limit:
+            raise ImageError(f"the image's manifest is larger than {limit} bytes")
         stored = self._pread(foot.manifest_len, foot.manifest_pos, "the manifest")
         if blake3.blake3(stored).digest() != foot.manifest_digest:
             raise ImageError("the image's manifest is damaged (its digest does not match)")
         if self.sealer is not None:
             stored = self.sealer.open(stored, manifest_aad(self.header.image_id), "the image's manifest")
         try:
-            if not 0 < zstandard.frame_content_size(stored) <= f.MAX_MANIFEST_JSON:
-                raise ImageError("the image's manifest declares an impossible size")
-            body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=f.MAX_MANIFEST_JSON)
+            if not 0 < zstandard.frame_content_size(stored) <= limit:
+                raise ImageError(f"the image's manifest declares an impossible size (at most {limit} bytes)")
+            body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=limit)
         except zstandard.ZstdError:
             raise ImageError("the image's manifest cannot be decompressed") from None
         return f.decode_manifest(body)
@@ -191,8 +198,13 @@ class ImageReader:
 
     # --- reading ---
 
+    def _indexed(self) -> None:
+        if not self.root:
+            raise ImageError(f"{self.path} was only glanced at: its index was not read")
+
     def entries(self) -> Iterator[f.Entry]:
         """Every entry, in disk order."""
+        self._indexed()
         for page in range(len(self.page_first)):
             yield from self._page(page)
 
@@ -238,6 +250,7 @@ class ImageReader:
 
     def read(self, offset: int, length: int) -> bytes:
         """The disk's bytes [offset, offset+length): zeros where no chunk holds them."""
+        self._indexed()
         if offset < 0 or length < 0 or offset + length > self.size:
             raise ImageError(f"a read at {offset}+{length} lies outside the disk ({self.size} bytes)")
         out = bytearray(length)

@@ -33,7 +33,10 @@ from recovery.sysattr import read_attr
 STICK_HOSTNAME = "usb4-recovery"  # build-image.sh writes it to the stick's /etc/hostname
 MAX_NAME = 48  # characters kept of any name: it must fit a title bar beside a code
 DMI_ROOT = Path("/sys/class/dmi/id")
-SERIAL_TAIL = 4  # characters of the serial shown after the model
+SERIAL_TAIL = 4
+HIVE_LIMIT = (
+    256 << 20
+)  # bytes of a SYSTEM hive read (real ones are tens of MiB)  # characters of the serial shown after the model
 
 # What firmware writes where the maker left a field empty.
 _PLACEHOLDERS = re.compile(
@@ -133,12 +136,14 @@ def windows_name(node: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="usb4-recovery-hive-") as tmp:
         hive = os.path.join(tmp, "SYSTEM")
         with open(hive, "wb") as out:
-            argv = ["ntfscat", "-f", node, "/Windows/System32/config/SYSTEM"]
+            # At most HIVE_LIMIT bytes of it (the kernel stops a longer file): /tmp is RAM on the stick.
+            argv = ["prlimit", f"--fsize={HIVE_LIMIT}", "--", run.need_tool("ntfscat", "ntfs-3g")]
+            argv += ["-f", node, "/Windows/System32/config/SYSTEM"]
             proc = run.run(argv, check=False, stdout=out.fileno(), timeout=fsinfo.TOOL_TIMEOUT)
         if proc.returncode != 0:
             return None
         current = _hive_value(hive, "Select", "Current") or "1"
-        if not current.isdigit():
+        if not (current.isascii() and current.isdigit() and len(current) <= 3):
             return None
         key = rf"ControlSet{int(current):03d}\Control\ComputerName\ComputerName"
         return clean(_hive_value(hive, key, "ComputerName")) or None
@@ -202,7 +207,7 @@ def choose(
         return MachineName(clean(hostname), "host name")
     try:
         found = installed_name(disks())
-    except OSError:
+    except Exception:  # noqa: BLE001 - what a disk holds must never stop the tool: the next way names it
         found = None
     if found:
         return MachineName(found, "installed system")

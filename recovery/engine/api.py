@@ -77,6 +77,7 @@ class SendOptions:
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
     passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
     image: str | None = None  # save the clone as an image file at this path of the receiver (capability "images")
+    image_only: bool = False  # the source must be an image file (a peer asked to restore one): never raw bytes
 
 
 @dataclass

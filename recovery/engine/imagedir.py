@@ -11,12 +11,14 @@ nothing is written outside the folder the user chose.
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from recovery import run
 from recovery.diskimage.info import ImageDescription
 from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.scan import unfinished_at
@@ -31,6 +33,8 @@ from recovery.units import human_size, shown
 NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3"})
 SUFFIX = ".img"  # what a saved image's name ends with
 MAX_NAME = 255  # bytes of a file name
+MAX_SCANNED = 4096  # directory entries a listing looks at
+GLANCE = 1 << 20  # bytes of an image's manifest a listing reads, at most
 
 
 def checked_folder(path: str, *, write: bool = False) -> str:
@@ -107,7 +111,8 @@ def find_images(folder: str) -> m.Images:
         return m.Images(places=places)
     try:
         checked_folder(folder)
-        names = sorted(e.name for e in os.scandir(folder) if _candidate(e))
+        with os.scandir(folder) as listing:
+            names = sorted(e.name for e in itertools.islice(listing, MAX_SCANNED) if _candidate(e))
         found = [n for n in names if is_image(posixpath.join(folder, n))]
         free = free_bytes(folder)
     except (RecoveryError, OSError) as e:
@@ -128,30 +133,38 @@ def free_bytes(folder: str) -> int:
 
 
 def describe(path: str) -> m.ImageEntry:
-    """One image file as its header and manifest say (an encrypted one: its header only)."""
+    """One image file as its header and manifest say (an encrypted one: its header only). Cheap whatever
+    the file holds: its index is not read and its manifest is read only if small. Never raises: what
+    goes wrong is the entry's ``problem``."""
     name = posixpath.basename(path)
-    file_bytes = os.lstat(path).st_size
+    file_bytes = 0
     try:
+        file_bytes = os.lstat(path).st_size
         header = image_header(path)
         if header.encrypted:
             return m.ImageEntry(
                 name=name, file_bytes=file_bytes, size=header.size, sector_size=header.sector_size, encrypted=True
             )
-        with ImageReader(path) as reader:
+        with ImageReader(path, glance=GLANCE) as reader:
             said = ImageDescription(reader.header, reader.manifest, "")
-    except (RecoveryError, OSError) as e:
-        why = e.message if isinstance(e, RecoveryError) else str(e.strerror)
-        return m.ImageEntry(name=name, file_bytes=file_bytes, problem=shown(why)[:512])
-    return m.ImageEntry(
-        name=name,
-        file_bytes=file_bytes,
-        size=header.size,
-        sector_size=header.sector_size,
-        source=said.source[:600],
-        source_host=said.source_host,
-        created=shown(str(said.manifest.get("created", "")))[:40],
-        mode="exact" if said.manifest.get("mode") == "exact" else "used",
-    )
+        return m.ImageEntry(
+            name=name,
+            file_bytes=file_bytes,
+            size=header.size,
+            sector_size=header.sector_size,
+            source=_text(said.source, 600),
+            source_host=_text(said.source_host, 255),
+            created=_text(str(said.manifest.get("created", "")), 40),
+            mode="exact" if said.manifest.get("mode") == "exact" else "used",
+        )
+    except Exception as e:  # noqa: BLE001 - a file that cannot be described is listed as such, never ends the session
+        why = e.message if isinstance(e, RecoveryError) else f"cannot be read ({type(e).__name__})"
+        return m.ImageEntry(name=name, file_bytes=file_bytes, problem=_text(why, 512))
+
+
+def _text(value: str, limit: int) -> str:
+    """A string from a file, as it may travel: shown safely, valid UTF-8, at most ``limit`` characters."""
+    return shown(value).encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
 def suggested() -> tuple[str, ...]:
@@ -196,7 +209,8 @@ def mountable(disks: Iterable[m.DiskInfo]) -> list[Drive]:
     out = []
     for disk in disks:
         external = disk.transport == "usb" or disk.removable
-        if not external or disk.boot_medium or disk.mountpoints or any(p.os for p in disk.partitions):
+        busy = disk.boot_medium or disk.mountpoints or disk.unfinished is not None  # an unfinished clone's target
+        if not external or busy or any(p.os for p in disk.partitions):
             continue
         for p in disk.partitions:
             if p.fstype in MOUNTABLE_FS and p.number:
@@ -218,4 +232,9 @@ def mount_drive(device: str, drives: Iterable[Drive]) -> str:
     part = mount_part(0, device, folder, writable=True)
     if part.mountpoint is None:
         raise RefusedError(f"{device} could not be mounted: {part.why}")
-    return checked_folder(folder, write=True)
+    try:
+        return checked_folder(folder, write=True)
+    except RefusedError:
+        run.run(["umount", folder], check=False)
+        os.rmdir(folder)
+        raise

@@ -138,10 +138,10 @@ def mount_part(number: int, dev: str, target: str, *, writable: bool = False) ->
         return Part(number, dev, fstype, None, "it holds no filesystem to mount" if not fstype else "not a filesystem")
     os.mkdir(target, 0o700)
     tool = FUSE_TOOLS.get(fstype)
-    options = "rw" if writable else OPTIONS.get(fstype, "ro")
+    options = "rw,nosuid,nodev,noexec" if writable else OPTIONS.get(fstype, "ro")
     attempts = [["mount", "-t", fstype, "-o", options, dev, target]]
     if tool and run.find_tool(tool[0]):  # NTFS: ntfs-3g first, the kernel's driver is the fallback
-        attempts.insert(0 if fstype == "ntfs" else 1, [tool[0], "-o", "rw" if writable else "ro", dev, target])
+        attempts.insert(0 if fstype == "ntfs" else 1, [tool[0], "-o", options if writable else "ro", dev, target])
     why = ""
     for argv in attempts:
         try:

@@ -195,3 +195,21 @@ def test_a_damaged_chunk_is_named_by_the_files_it_holds(tmp_path: Path) -> None:
     assert hit["partition"] == 1 and hit["fstype"] == "ext4" and victim in hit["files"], hit
     assert victim in r.event("error")["message"]
     assert not Path("/proc/mounts").read_text().count("usb4-recovery-files")  # served only while it looked
+
+
+def test_an_unfinished_image_that_cannot_be_read_here_is_never_replaced_unasked(tmp_path: Path) -> None:
+    """An interrupted encrypted save (the passphrase is not given here, so it cannot be resumed) may be
+    the only copy of a dying disk: a clone into that file is refused, and the file stays as it was."""
+    from tests.diskimage.helpers import disk_bytes, write_image
+
+    keep = tmp_path / "dying-disk.img"
+    write_image(keep, disk_bytes(4 * MIB), passphrase=b"only the owner knows", finish=False)
+    before = keep.read_bytes()
+    source = tmp_path / "disk.raw"
+    source.write_bytes(disk_bytes(8 * MIB, seed=9))
+    rx, port = receive_image(keep)
+    tx = Recovery("send", "--code", CODE, "--source", str(source), "--to", f"127.0.0.1:{port}")
+    assert tx.wait() == 3, tx.stderr
+    assert rx.wait() == 3, rx.stderr
+    assert "holds an unfinished image" in rx.event("error")["message"]
+    assert keep.read_bytes() == before

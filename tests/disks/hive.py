@@ -42,12 +42,14 @@ def empty_hive(path: Path) -> None:
     path.write_bytes(bytes(base) + hbin)
 
 
-def system_hive(path: Path, computer_name: str, control_set: int = 1) -> None:
-    """A SYSTEM hive naming the computer in control set ``control_set``, which Select\\Current points to."""
+def system_hive(path: Path, computer_name: str, control_set: int = 1, current: str | None = None) -> None:
+    """A SYSTEM hive naming the computer in control set ``control_set``, which Select\\Current points to
+    (``current``: a string there instead, as a crafted hive may hold)."""
     empty_hive(path)
     keys = ["Control", "ComputerName", "ComputerName"]
+    pointer = f"string:{current}" if current is not None else f"dword:{control_set:#010x}"
     script = [
-        "add Select", "cd Select", "setval 1", "Current", f"dword:{control_set:#010x}", "cd ..",
+        "add Select", "cd Select", "setval 1", "Current", pointer, "cd ..",
         f"add ControlSet{control_set:03d}", f"cd ControlSet{control_set:03d}",
         *[line for key in keys for line in (f"add {key}", f"cd {key}")],
         "setval 1", "ComputerName", f"string:{computer_name}", "commit",

@@ -151,6 +151,27 @@ def test_windows_is_named_by_its_computer_name_else_by_its_disk(tmp_path: Path) 
             config.mkdir(parents=True)
             system_hive(config / "SYSTEM", "FRONT-DESK-07", control_set=2)
         assert installed_name([inventory.describe_disk(dev)]) == "FRONT-DESK-07"
+        for crafted in ("9" * 5000, "-1"):  # too many digits for int(), and none: named by the disk instead
+            with mounted_fs(node, "ntfs") as mnt:
+                system_hive(mnt / "Windows" / "System32" / "config" / "SYSTEM", "X", current=crafted)
+            assert installed_name([inventory.describe_disk(dev)]) == f"Windows on {Path(dev).name}"
         with mounted_fs(node, "ntfs") as mnt:
             (mnt / "Windows" / "System32" / "config" / "SYSTEM").unlink()
         assert installed_name([inventory.describe_disk(dev)]) == f"Windows on {Path(dev).name}"
+
+
+def test_a_peers_name_is_one_plain_line_and_look_alikes_are_tagged() -> None:
+    from recovery.engine.peer.session import _named, make_hello
+    from recovery.units import shown
+
+    def named(name: str) -> str:
+        return _named(make_hello("wizard", name)).host.hostname
+
+    assert named("office-pc\nThis machine: trusted") == "office-pc This machine: trusted"
+    assert named("ｏｆｆｉｃｅ-pc") == "office-pc"  # full-width letters read as the plain ones
+    assert named("\u200b\u202e") == "unnamed machine"
+    assert len(named("x" * 255)) == machinename.MAX_NAME
+    session = "3f9a-77c1"
+    for look_alike in ("office-pc\u200b", "Office-PC", "office-pc "):
+        assert told_apart("office-pc", look_alike, session, "driver") != "office-pc"
+    assert shown("abc\u202edef\u200b") == "abc\\u202edef\\u200b"

@@ -130,3 +130,23 @@ def test_image_places_lists_folders_and_refuses_a_device_it_does_not_offer() -> 
     assert refused.wait() == 3
     assert "not an unmounted partition of an external drive" in refused.event("error")["message"]
     assert "Traceback" not in refused.stderr
+
+
+def test_a_listing_glances_at_each_image_and_never_fails_on_one(tmp_path: Path) -> None:
+    """A folder's listing reads no index and at most a small manifest of each image: one that declares a
+    huge manifest, or is not whole, is listed with its problem; a glance never reads a chunk."""
+    from recovery.diskimage.reader import ImageReader
+    from recovery.errors import ImageError
+
+    disk = disk_bytes(2 * MIB)
+    write_image(tmp_path / "fine.img", disk, manifest={"format": "usb4-recovery image", "mode": "exact"})
+    bloated = {"format": "usb4-recovery image", "padding": [[]] * (imagedir.GLANCE // 2)}
+    write_image(tmp_path / "bloated.img", disk, manifest=bloated)
+    (tmp_path / "cut.img").write_bytes((tmp_path / "fine.img").read_bytes()[:5000])
+    listed = {e.name: e for e in imagedir.find_images(str(tmp_path)).images}
+    assert listed["fine.img"].problem == "" and listed["fine.img"].mode == "exact"
+    assert "manifest" in listed["bloated.img"].problem
+    assert listed["cut.img"].problem
+    with ImageReader(str(tmp_path / "fine.img"), glance=imagedir.GLANCE) as glanced:
+        with pytest.raises(ImageError, match="glanced"):
+            glanced.read(0, 10)

@@ -16,7 +16,7 @@ from recovery.diskimage import format as f
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.disks import blockdev, identity, usedmap
 from recovery.engine.clone.source import Source, check_source
-from recovery.errors import ImageError, SourceReadError, UsageError
+from recovery.errors import ImageError, RefusedError, SourceReadError, UsageError
 from recovery.protocol import schema
 from recovery.protocol.messages import Identity, MapPart
 
@@ -26,15 +26,23 @@ def is_image(path: str) -> bool:
     try:
         if not Path(path).is_file():
             return False
-        with open(path, "rb") as fh:
-            return fh.read(len(f.MAGIC)) == f.MAGIC
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there never blocks it
+        try:
+            return os.pread(fd, len(f.MAGIC), 0) == f.MAGIC
+        finally:
+            os.close(fd)
     except OSError:
         return False
 
 
-def open_source(path: str, *, allow_mounted: bool, passphrase: bytes | None, rescue: bool = False) -> Source:
-    """The source at ``path``: an image of this tool read through its index, else the disk or file itself."""
+def open_source(
+    path: str, *, allow_mounted: bool, passphrase: bytes | None, rescue: bool = False, image_only: bool = False
+) -> Source:
+    """The source at ``path``: an image of this tool read through its index, else the disk or file itself
+    (``image_only``: never that, whatever ``path`` names by the time it is opened)."""
     if not is_image(path):
+        if image_only:
+            raise RefusedError(f"{path} is not an image file (any more)")
         return Source(path, allow_mounted=allow_mounted)
     if rescue:
         raise UsageError(

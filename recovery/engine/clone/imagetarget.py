@@ -67,6 +67,13 @@ class ImageTarget(Target):
         self.writer.start(self.heading)
         self.size = size
 
+    def holds_unfinished(self) -> bool:
+        """Whether the file holds an unfinished image (usable or not): a save that must not be lost unasked."""
+        try:
+            return unfinished(self.fd)
+        except OSError:
+            return True
+
     def unfinished(self, sink: events.EventSink) -> Scanned | None:
         """What an interrupted save left in this file (None: nothing, or nothing usable)."""
         if not unfinished(self.fd):

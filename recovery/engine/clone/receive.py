@@ -169,10 +169,14 @@ class _Receiving:
         restart = opts.restart or plan.restart
         if found is not None and "resume" in self.caps and not restart:
             self.offer = agree.receiver_offer(plan, found, -1, 0, self.sink)
-        if found is not None and self.offer is None and not (opts.overwrite or restart):
+        if self.offer is None and not (opts.overwrite or restart) and target.holds_unfinished():
+            of = (
+                found.head.get("source_desc", "another disk")
+                if found is not None
+                else "a disk (it cannot be read here)"
+            )
             raise RefusedError(
-                f"{target.path} holds an unfinished image of {found.head.get('source_desc', 'another disk')}, "
-                "which this clone would replace",
+                f"{target.path} holds an unfinished image of {of}, which this clone would replace",
                 hint="give another file name, or --yes (or --restart) to replace it",
             )
 

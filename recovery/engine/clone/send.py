@@ -149,7 +149,11 @@ class _Sending:
         """Open the source, map what to copy, and make the plan (and, in rescue mode, the rescue job)."""
         opts, sink, caps = self.opts, self.sink, self.caps
         source = self.source = open_source(
-            opts.source, allow_mounted=opts.allow_mounted, passphrase=opts.passphrase, rescue=opts.rescue
+            opts.source,
+            allow_mounted=opts.allow_mounted,
+            passphrase=opts.passphrase,
+            rescue=opts.rescue,
+            image_only=opts.image_only,
         )
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
         if isinstance(source, ImageSource):

@@ -545,7 +545,7 @@ class CloneSession:
             overwrite=not image,  # a new image file: never one that exists (but an unfinished save of it)
             verify=True,
             workers=self.workers,
-            restart=plan.restart,
+            restart=plan.restart and not image,  # a peer never makes this machine drop an unfinished image
             log_dir=self.log_dir,
             image=image,
         )
@@ -576,6 +576,12 @@ class CloneSession:
         else:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
         opts = SendOptions(
-            source=path, mode=req.mode, level=level, workers=self.workers, rescue=req.rescue, log_dir=self.log_dir
+            source=path,
+            mode=req.mode,
+            level=level,
+            workers=self.workers,
+            rescue=req.rescue,
+            log_dir=self.log_dir,
+            image_only=req.image,
         )
         return run_send(self.link, opts, job.sink)

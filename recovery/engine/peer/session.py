@@ -22,13 +22,14 @@ import dataclasses
 import os
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import blake3
 
 from recovery import SOFTWARE, events
-from recovery.disks import identity
+from recovery.disks import identity, machinename
 from recovery.engine.api import CAPABILITIES
 from recovery.engine.clone.pipeline import Crew
 from recovery.engine.peer.control import ATTEMPT_LIMIT, DEFAULT_TIMEOUT, ControlLink
@@ -407,10 +408,23 @@ class Contact:
         self.conn.close()
 
 
+def _named(hello: m.Hello) -> m.Hello:
+    """The peer's hello with its name as this side shows it: one short printable line, in Unicode's
+    compatibility form (a name of full-width or styled letters reads as the plain one)."""
+    name = machinename.clean(unicodedata.normalize("NFKC", hello.host.hostname)) or "unnamed machine"
+    return dataclasses.replace(hello, host=dataclasses.replace(hello.host, hostname=name))
+
+
+def _skeleton(name: str) -> str:
+    """What two names look like once case, spaces and invisible characters are set aside."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(ch for ch in folded if not ch.isspace() and unicodedata.category(ch) != "Cf")
+
+
 def told_apart(name: str, other: str, session: str, role: str) -> str:
-    """``name``, with a short tag of this pairing and the machine's part in it when ``other`` has the
-    same name (two identical laptops): both machines compute the same tags for each other."""
-    if name.casefold() != other.casefold():
+    """``name``, with a short tag of this pairing and the machine's part in it when ``other`` looks the
+    same (two identical laptops): both machines compute the same tags for each other."""
+    if _skeleton(name) != _skeleton(other):
         return name
     return f"{name} ·{blake3.blake3(f'{session}/{role}'.encode()).hexdigest()[:4].upper()}"
 
@@ -442,7 +456,7 @@ def meet(
     ctl = ControlLink(conn, timeout, cancel)
     ours = make_hello(role, hostname)
     try:
-        theirs = ctl.start(ours)
+        theirs = _named(ctl.start(ours))
     except BaseException as e:
         ctl.report(e)
         ctl.close()

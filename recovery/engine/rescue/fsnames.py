@@ -74,13 +74,22 @@ def _within(ranges: Sequence[tuple[int, int]], start: int, size: int) -> list[tu
 
 
 def _units(ranges: Sequence[tuple[int, int]], unit: int) -> list[int]:
-    """The ``unit``-sized block numbers the ranges touch, at most :data:`MAX_BLOCKS` (evenly sampled)."""
+    """The ``unit``-sized block numbers the ranges touch, at most :data:`MAX_BLOCKS` (evenly sampled,
+    without listing them all first: a damaged area may be terabytes long)."""
+    spans = [range(off // unit, (off + n - 1) // unit + 1) for off, n in ranges if n > 0]
+    total = sum(len(r) for r in spans)
+    if total <= MAX_BLOCKS:
+        return [b for r in spans for b in r]
+    step = total / MAX_BLOCKS
+    picks = [int(i * step) for i in range(MAX_BLOCKS)]  # positions in the concatenation of the spans
     blocks: list[int] = []
-    for off, n in ranges:
-        blocks.extend(range(off // unit, (off + n - 1) // unit + 1))
-    if len(blocks) > MAX_BLOCKS:
-        step = len(blocks) / MAX_BLOCKS
-        blocks = [blocks[int(i * step)] for i in range(MAX_BLOCKS)]
+    base = 0
+    k = 0
+    for r in spans:
+        while k < len(picks) and picks[k] < base + len(r):
+            blocks.append(r[picks[k] - base])
+            k += 1
+        base += len(r)
     return blocks
 
 
