@@ -260,6 +260,8 @@ class ImageInfo(Event):
     root: str  # BLAKE3 over the chunks' list (the clone's list digest)
     disk_digest: str | None  # BLAKE3 of the whole disk, when the save read all of it
     unreadable: int | None  # a rescued source: bytes it could not read (None: not a rescue)
+    unreadable_ranges: list[list[int]] = field(default_factory=list)  # [offset, length] of those areas
+    files_hit: list[dict[str, Any]] = field(default_factory=list)  # the files they hit, as the rescue said
 
 
 @dataclass(frozen=True)

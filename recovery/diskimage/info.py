@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recovery import events
+from recovery import events, report
 from recovery.diskimage import format as f
 from recovery.diskimage.reader import ImageReader
-from recovery.units import human_size, shown
+from recovery.units import area, human_size, shown
 
 
 @dataclass
@@ -46,8 +46,23 @@ class ImageDescription:
                 return f"partition {p['number']} ({p.get('fstype') or 'unknown'})"
         return "outside the partitions (partition tables, boot code)"
 
-    def event(self, path: str) -> events.ImageInfo:
+    def rescued(self) -> tuple[int | None, list[list[int]], list[dict[str, Any]]]:
+        """A rescued source: the bytes it could not read, those areas and the files they hit, as the
+        manifest says (each value checked: a manifest is read, not trusted); (None, [], []) otherwise."""
         rescue = self.manifest.get("rescue")
+        if not isinstance(rescue, dict):
+            return None, [], []
+        try:
+            unreadable = max(0, int(rescue.get("unreadable", 0)))
+            ranges = [[int(o), int(n)] for o, n in rescue.get("ranges", ())[:1024]]
+        except (TypeError, ValueError):
+            return 0, [], []
+        ranges = [[o, n] for o, n in ranges if 0 <= o and 0 < n and o + n <= self.header.size]
+        hits = [h for h in (_hit(x) for x in rescue.get("files_hit", ())[:256] if isinstance(x, dict)) if h]
+        return unreadable, ranges, hits
+
+    def event(self, path: str) -> events.ImageInfo:
+        unreadable, ranges, hits = self.rescued()
         return events.ImageInfo(
             path=path,
             format=f"{self.header.major}.{self.header.minor}",
@@ -68,7 +83,9 @@ class ImageDescription:
             encrypted=self.header.encrypted,
             root=self.root,
             disk_digest=_hex(self.manifest.get("disk_digest")),
-            unreadable=int(rescue.get("unreadable", 0)) if isinstance(rescue, dict) else None,
+            unreadable=unreadable,
+            unreadable_ranges=ranges,
+            files_hit=hits,
         )
 
 
@@ -96,6 +113,22 @@ def _part(p: Any) -> dict[str, Any] | None:
             "blkid": [shown(str(x))[:255] for x in p.get("blkid", ())][:32],
         }
     except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _hit(h: dict[str, Any]) -> dict[str, Any] | None:
+    """One entry of a rescue's ``files_hit`` from a manifest, its fields checked and bounded."""
+    try:
+        files = [shown(str(x))[:512] for x in h.get("files", ())[:200]]
+        return {
+            "partition": int(h.get("partition", 0)),
+            "fstype": shown(str(h["fstype"]))[:64] if h.get("fstype") else None,
+            "bytes": int(h.get("bytes", 0)),
+            "files": files,
+            "more": int(h.get("more", 0)),
+            "note": shown(str(h.get("note", "")))[:300],
+        }
+    except (TypeError, ValueError):
         return None
 
 
@@ -131,4 +164,8 @@ def info_lines(d: ImageDescription, path: str) -> list[str]:
         lines.append(f"  disk      BLAKE3 {e.disk_digest} (what b3sum of the source gave)")
     if e.unreadable is not None:
         lines.append(f"  rescued   the source could not be read in {human_size(e.unreadable)} (filled with zeros)")
+        lines += [f"  area      {area(o, n)}" for o, n in e.unreadable_ranges[:20]]
+        if len(e.unreadable_ranges) > 20:
+            lines.append(f"  area      and {len(e.unreadable_ranges) - 20} more")
+        lines += [f"  hit       {report.hit_words(h)}" for h in e.files_hit]
     return lines

@@ -470,3 +470,33 @@ def test_a_rescue_cut_short_resumes_where_the_receiver_acked(random_disk: Path, 
     assert summary and list(parse_mapfile(Path(summary["mapfile"]).read_text(), 32 * MIB)[0].blocks()) == [
         (0, 32 * MIB, "+")
     ]
+
+
+def test_a_rescued_disks_image_carries_what_could_not_be_read_and_its_restore_says_so(
+    tmp_path: Path, blank_loop: str
+) -> None:
+    """Issue 22: the image of a rescued source records the unreadable areas and the files they hit;
+    `image info` shows them, and restoring the image says so (the restored disk holds zeros there)."""
+    image = tmp_path / "source.img"
+    make_fs_disk(image, "ext4")
+    bad = marked_sector(image)
+    saved = tmp_path / "rescued.img"
+    with failing_disk(image, [bad]) as disk:
+        rx = Recovery("receive", "--code", CODE, "--image", str(saved), "--listen", "127.0.0.1:0")
+        port = rx.wait_event("listening")["port"]
+        tx = Recovery("send", "--code", CODE, "--source", disk.device, "--to", f"127.0.0.1:{port}", "--rescue")
+        assert (tx.wait(), rx.wait()) == (EXIT, EXIT), (tx.stderr, rx.stderr)
+    info = Recovery("image", "info", str(saved))
+    assert info.wait() == 0, info.stderr
+    said = info.event("image")
+    assert said["unreadable"] == SECTOR and said["unreadable_ranges"] == [[bad * SECTOR, SECTOR]]
+    assert "/docs/report.bin" in said["files_hit"][0]["files"]
+    with open(blank_loop, "r+b") as f:  # not zeros before: the zeros there are the restore's
+        f.write(os.urandom(48 * MIB))
+    restore = Recovery("image", "restore", str(saved), "--target", blank_loop, "--yes")
+    assert restore.wait() == 0, restore.stderr
+    warnings = [e["message"] for e in restore.events if e.get("event") == "warning"]
+    assert any("could not be read in 512 B" in w and "/docs/report.bin" in w for w in warnings), warnings
+    with open(blank_loop, "rb") as f:
+        f.seek(bad * SECTOR)
+        assert f.read(SECTOR) == bytes(SECTOR)

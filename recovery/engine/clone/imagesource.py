@@ -12,13 +12,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from recovery import report
 from recovery.diskimage import format as f
+from recovery.diskimage.info import ImageDescription
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.disks import blockdev, identity, usedmap
 from recovery.engine.clone.source import Source, check_source
 from recovery.errors import ImageError, RefusedError, SourceReadError, UsageError
 from recovery.protocol import schema
 from recovery.protocol.messages import Identity, MapPart
+from recovery.units import human_size
 
 
 def is_image(path: str) -> bool:
@@ -88,6 +91,19 @@ class ImageSource(Source):
     @property
     def mode(self) -> str:
         return "exact" if self.manifest.get("mode") == "exact" else "used"
+
+    def rescued_words(self) -> str:
+        """What a rescued source could not give when the image was saved, in one line ("" for an image
+        of a healthy disk): its disk holds zeros there, and so will the disk it is restored to."""
+        unreadable, ranges, hits = ImageDescription(self.reader.header, self.manifest, "").rescued()
+        if not unreadable:
+            return ""
+        named = [name for h in hits for name in h["files"]]
+        files = f"; files hit: {', '.join(named[:5])}" + (" and more" if len(named) > 5 else "") if named else ""
+        return (
+            f"the disk this image was saved from could not be read in {human_size(unreadable)} "
+            f"({report.areas(ranges, 3)}): those areas hold zeros in the image and on the restored disk{files}"
+        )
 
     def used_map(self, mode: str) -> usedmap.UsedMap:
         """What to copy: in used mode what the image holds (its chunks, zero ones too); in exact mode

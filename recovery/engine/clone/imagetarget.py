@@ -29,6 +29,7 @@ from recovery.diskimage.writer import STORE_LEVEL, ImageWriter, new_header, stor
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import ReadbackResult
 from recovery.engine.clone.target import Target
+from recovery.engine.rescue import fsnames
 from recovery.errors import ImageError, PassphraseError, RefusedError, TargetWriteError, VerificationError
 from recovery.protocol import messages as m
 
@@ -158,7 +159,11 @@ def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: byt
         },
         "disk_digest": done.source_digest,
         "rescue": (
-            {"unreadable": done.unreadable, "ranges": [[r.offset, r.length] for r in done.unreadable_ranges]}
+            {
+                "unreadable": done.unreadable,
+                "ranges": [[r.offset, r.length] for r in done.unreadable_ranges],
+                "files_hit": fsnames.from_wire(done.files_hit),
+            }
             if plan.rescue
             else None
         ),

@@ -158,6 +158,9 @@ class _Sending:
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
         if isinstance(source, ImageSource):
             umap = self.umap = source.used_map(opts.mode)
+            rescued = source.rescued_words()
+            if rescued:
+                sink(events.Warning(rescued))
         else:
             umap = self.umap = usedmap.build_map(
                 source.path,
