@@ -82,8 +82,11 @@ def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, int, float]:
     return proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-def recovery(args: list[str], netns: str | None = None) -> subprocess.Popen[bytes]:
+def recovery(args: list[str], netns: str | None = None, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """``recovery ARGS --json`` (``cpu``: on that processor only, as on a machine of one core)."""
     argv = [sys.executable, "-m", "recovery", *args, "--json"]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     return subprocess.Popen(
@@ -108,8 +111,10 @@ def ours(
     encrypt: bool = True,
     journal: bool = True,
     image: str | None = None,
+    apart: bool = False,
 ) -> Run:
-    """One clone onto ``target``, or (``image``) a save into that image file."""
+    """One clone onto ``target``, or (``image``) a save into that image file. ``apart``: the sender on the
+    first processor and the receiver on the second, as two machines would each have their own."""
     more = ["--workers", str(workers)] if workers else []
     rx = recovery(
         [
@@ -124,6 +129,7 @@ def ours(
             *([] if journal else ["--no-journal"]),
         ],
         netns[1] if netns else None,
+        1 if apart else None,
     )
     assert rx.stdout is not None
     line = rx.stdout.readline()  # the "listening" event
@@ -147,6 +153,7 @@ def ours(
             *([] if encrypt else ["--no-encrypt"]),
         ],
         netns[0] if netns else None,
+        0 if apart else None,
     )
     tx_events = _events(tx)
     tx_code, tx_rss, tx_cpu = _wait(tx)
@@ -419,15 +426,22 @@ def image_cost(src: str, target: str, workdir: Path, runs: int) -> dict[str, Any
     img = workdir / "bench.u4img"
     out: dict[str, Any] = {}
     for mode in ("exact", "used"):  # the used image stays, for what follows
-        clone, save = [], []
+        clone, save, clone_apart, save_apart = [], [], [], []
         for _ in range(runs):
             clone.append(ours(src, target, mode))
             save.append(ours(src, target, mode, image=str(img)))
+            clone_apart.append(ours(src, target, mode, apart=True))
+            save_apart.append(ours(src, target, mode, image=str(img), apart=True))
         best_clone, best_save = min(r.seconds for r in clone), min(r.seconds for r in save)
+        apart_clone, apart_save = min(r.seconds for r in clone_apart), min(r.seconds for r in save_apart)
         out[mode] = {
             "clone_s": round(best_clone, 2),
             "save_s": round(best_save, 2),
             "save_vs_clone": round(best_clone / best_save, 2),
+            # each side on a processor of its own, as on two machines (taskset)
+            "apart_clone_s": round(apart_clone, 2),
+            "apart_save_s": round(apart_save, 2),
+            "apart_save_vs_clone": round(apart_clone / apart_save, 2),
             "image_bytes": img.stat().st_size,
             "save_peak_rss_kib": max(r.rss_kib["receiver"] for r in save),
         }
