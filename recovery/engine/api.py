@@ -38,8 +38,9 @@ CAPABILITIES = (
     "keep-pairing",  # a failed clone ends the connection, not the pairing: the two pair again by its secret
     "replace",  # a pass of replacement frames outside rescue mode (start.replace): a resume's
     # skipped chunks that differ from the source are sent again
-    "source-check",
-)  # a checker that failed on the target is run on the source too
+    "source-check",  # a checker that failed on the target is run on the source too
+    "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
+)
 
 
 def default_workers() -> int:
@@ -74,6 +75,7 @@ class SendOptions:
     restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
     passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
+    delta: bool = True  # take the receiver's delta offer (False: --no-delta, the wizard's "overwrite it")
 
 
 @dataclass
@@ -90,6 +92,7 @@ class ReceiveOptions:
     cancel: threading.Event = field(default_factory=threading.Event)
     journal: bool = True  # keep a resume journal of what is durable on the target
     restart: bool = False  # ignore a journal found for the target: start from the beginning
+    delta: bool = True  # offer a target's earlier clone of the same source (False: --no-delta)
     log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())
     image: bool = False  # the target is an image file to create (recovery.diskimage), not a disk's bytes
     passphrase: bytes | None = None  # an image: encrypt it under this passphrase
