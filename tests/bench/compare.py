@@ -108,8 +108,10 @@ def ours(
     encrypt: bool = True,
     journal: bool = True,
     image: str | None = None,
+    extra_send: tuple[str, ...] = (),
 ) -> Run:
-    """One clone onto ``target``, or (``image``) a save into that image file."""
+    """One clone onto ``target``, or (``image``) a save into that image file; ``extra_send``: more of the
+    sender's options."""
     more = ["--workers", str(workers)] if workers else []
     rx = recovery(
         [
@@ -145,6 +147,7 @@ def ours(
             level,
             *more,
             *([] if encrypt else ["--no-encrypt"]),
+            *extra_send,
         ],
         netns[0] if netns else None,
     )
@@ -173,6 +176,7 @@ def ours(
             "image_digest": summary["image_digest"],
             "levels": levels,
             "to_send": plan["to_send"],
+            "unchanged": summary["unchanged"],
         },
         cpu=tx_cpu + rx_cpu,
     )
