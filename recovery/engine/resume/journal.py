@@ -390,17 +390,18 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
     return found
 
 
-def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
+def peek(directory: Path | None, target: m.Identity, *, kept: bool = False) -> m.Unfinished | None:
     """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer
     and for naming the disk; None if there is none, this machine's key does not vouch for it (as
     :func:`read`: only lines it checks count), or the target was written since (its partition-table
-    fingerprint is not the journal's)."""
+    fingerprint is not the journal's). ``kept``: the record of a clean clone (a delta's), else an
+    unfinished clone's journal."""
     where = directory or default_dir()
     key = journal_key(where, create=False)
     if key is None:
         return None
     try:
-        return _peek(where / f"resume-{target_key(target)}.journal", key, target.fingerprint)
+        return _peek(where / f"resume-{target_key(target)}.journal", key, target.fingerprint, kept)
     except Exception:  # noqa: BLE001 - a damaged or tampered journal offers nothing
         return None
 
@@ -421,7 +422,7 @@ def _checked(line: bytes, key: bytes) -> dict[str, Any] | None:
     return body
 
 
-def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
+def _peek(path: Path, key: bytes, fingerprint: str, kept: bool) -> m.Unfinished | None:
     try:
         with _open_private(path) as f:
             head = _checked(f.readline(), key)
@@ -432,7 +433,7 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
         return None
     if head is None or head.get("journal") != VERSION:
         return None
-    done, complete, target_fp = 0, False, head.get("target_fp")
+    done, complete, target_fp, record, since = 0, False, head.get("target_fp"), False, head.get("since", "")
     for body in tail:
         if "bytes" in body and "to" in body:
             done = int(body["bytes"])
@@ -441,9 +442,9 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
         elif "truncate" in body:
             complete = False
         elif body.get("kept"):
-            return None  # the record of a clean clone: nothing is unfinished
+            record, target_fp, since = True, body.get("target_fp"), body.get("at", "")
     mode = head.get("mode", "used")
-    if done <= 0 or mode not in ("used", "exact") or target_fp != fingerprint:
+    if done <= 0 or mode not in ("used", "exact") or target_fp != fingerprint or record != kept:
         return None
     source = head.get("source", {})
     total = int(head.get("bytes_planned", 0))
@@ -452,7 +453,7 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
         source_desc=_text(head.get("source_desc", ""), 255),
         done=done,
         total=total if total >= done else done,
-        since=_text(head.get("since", ""), 64),
+        since=_text(since, 64),
         complete=complete,
         rescue=bool(head.get("rescue")),
         mode=mode,
