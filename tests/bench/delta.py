@@ -136,8 +136,9 @@ def main() -> None:
     runs = []
     with loop_over(backing) as target:
         ours(str(source), target, "used", extra_send=("--no-delta",))  # warm-up, untimed
-        for i in range(args.runs):
-            row = one_run(source, target, args.change, i + 1, args.chunk_size)
+        for _ in range(args.runs):
+            seed = int.from_bytes(os.urandom(4), "big")  # new bytes each time: the disk keeps earlier runs' changes
+            row = one_run(source, target, args.change, seed, args.chunk_size)
             runs.append(row)
             print(json.dumps(row), flush=True)
     report = {
