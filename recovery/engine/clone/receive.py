@@ -316,7 +316,7 @@ class _Receiving:
         """The journal's end, the partition table re-read (a verified disk only), the summary to both sides,
         and the verdict as an exit: a failed verification, or unreadable areas."""
         target, pipe, result = self.target_, self.pipe_, verdict.result
-        self.keeper.end(target, verdict.verified, done.unreadable)
+        self.keeper.end(target, verdict.verified, done.unreadable, record="delta" in self.caps)
         if verdict.verified:
             target.finish()  # the kernel reads the new partition table only of a copy that verified
         kept_as = target.set_aside(".unverified") if verdict.verified is False else None

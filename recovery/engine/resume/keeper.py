@@ -131,10 +131,11 @@ class Keeper:
                 )
             )
 
-    def end(self, target: Target, verified: bool | None, unreadable: int) -> None:
+    def end(self, target: Target, verified: bool | None, unreadable: int, *, record: bool = False) -> None:
         """The clone ran to its end: one with unreadable areas keeps its journal for a rescue run, a clean
-        verified one onto a disk as the record of the copy (for a delta clone later), each with the
-        target's fingerprint as it is now; any other needs none."""
+        verified one onto a disk, when ``record`` (the peer takes a delta), as the record of the copy
+        (for a delta clone later), each with the target's fingerprint as it is now; any other needs
+        none."""
         jrnl, self.journal = self.journal, None
         if jrnl is None:
             return
@@ -147,7 +148,7 @@ class Keeper:
             if unreadable and verified is not False:
                 jrnl.finish(_fingerprint(target), unreadable)
                 jrnl.close()
-            elif verified and target.is_block and jrnl.error is None:
+            elif record and verified and target.is_block and jrnl.error is None:
                 jrnl.keep(_fingerprint(target))  # the record a later clone of this source offers as a delta
                 jrnl.close()
             else:
