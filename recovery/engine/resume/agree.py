@@ -42,7 +42,7 @@ from recovery.engine.resume import journal
 from recovery.errors import LinkError, RefusedError, RemoteProtocolError
 from recovery.protocol import delta as wire
 from recovery.protocol import messages as m
-from recovery.protocol.frames import DIGEST_SIZE, Kind, zero_digest
+from recovery.protocol.frames import DIGEST_SIZE, Kind, max_frames, zero_digest
 from recovery.units import human_size
 
 RESTART_HINT = (
@@ -405,6 +405,8 @@ def receive_offered(
 ) -> FrameList:
     """The sender's side: the receiver's delta digests, checked page by page (:mod:`recovery.protocol.delta`),
     of which only those at exactly a planned chunk's range are kept (at most the plan's own frames)."""
+    if offer.frames > max_frames(size, chunk_size):  # before any page is read
+        raise RemoteProtocolError(f"the receiver offers {offer.frames} digests, more than a {size}-byte disk holds")
     kept = FrameList()
     planned = iter(chunks)
     chunk = next(planned, None)

@@ -191,3 +191,30 @@ def test_a_clean_clones_journal_is_a_record_never_an_unfinished_clone(tmp_path: 
     found = journal.read(tmp_path, TARGET)
     assert found is not None and found.kept and not found.problems
     assert agree.receiver_offer(a_plan(), found, -1, 0, events.ignore) is None
+
+
+class PagesLink:
+    """A link whose receiver sends these ``digests`` pages."""
+
+    def __init__(self, pages: list[m.Digests]) -> None:
+        self.ctl = self
+        self.pages = pages
+
+    def expect(self, *_: object) -> m.Message:
+        return self.pages.pop(0)
+
+
+def test_a_delta_offer_keeps_only_the_planned_chunks_and_no_more_than_offered() -> None:
+    from recovery.protocol import delta as wire
+
+    chunks = list(plan_chunks([(0, 4 * MIB)], MIB))
+    held = [(0, MIB, b"a" * 32), (MIB, 4096, b"b" * 32), (2 * MIB, MIB, b"c" * 32)]  # the second: not planned
+    offer = m.DeltaOffer(frames=3, bytes=2 * MIB + 4096)
+    kept = agree.receive_offered(PagesLink(wire.encode_pages(held)), offer, chunks, MIB, 64 * MIB)  # type: ignore[arg-type]
+    assert [(o, n, d) for o, n, d, _ in kept] == [held[0], held[2]]
+    with pytest.raises(RemoteProtocolError, match="more delta digests"):
+        agree.receive_offered(
+            PagesLink(wire.encode_pages(held)), m.DeltaOffer(frames=2, bytes=0), chunks, MIB, 64 * MIB
+        )  # type: ignore[arg-type]
+    with pytest.raises(RemoteProtocolError, match="more than"):  # before any page is read
+        agree.receive_offered(NoDigestsLink, m.DeltaOffer(frames=2**40, bytes=0), chunks, MIB, 64 * MIB)  # type: ignore[arg-type]
