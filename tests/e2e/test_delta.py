@@ -81,15 +81,18 @@ def test_exact_mode_sends_only_the_chunks_that_changed(raw_disks: tuple[str, str
     assert first_rx["unchanged"] == 0 and first_tx["bytes_sent"] >= SIZE
     [record] = list(log_dir.glob("resume-*.journal"))
     assert json.loads(record.read_text().splitlines()[-1])["kept"] is True
-    with open(src, "r+b") as f:  # 4 KiB in three cells
+    with open(src, "r+b") as f:  # 4 KiB in three cells, and a cell that became zeros
         for cell in (5, 20, 41):
             f.seek(cell * MIB + 12288)
             f.write(random_bytes(4096, seed=cell))
-    rs, ts = clone(src, dst, "--level", "0")
+        f.seek(30 * MIB)
+        f.write(bytes(MIB))
+    rs, ts = clone(src, dst, "--level", "0", "--encrypt")  # sealed payloads: SAME frames carry none
     [offer] = [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
     assert offer["trusted"] is True and offer["bytes"] == SIZE - EDGES * MIB
+    assert rs["zero_bytes"] == MIB  # the zeroed cell goes as a ZERO frame, its header only
     sent_chunks = 3 + EDGES
-    assert rs["unchanged"] == ts["unchanged"] == SIZE - sent_chunks * MIB
+    assert rs["unchanged"] == ts["unchanged"] == SIZE - (sent_chunks + 1) * MIB
     assert sent_chunks * MIB <= ts["bytes_sent"] <= sent_chunks * MIB + (SIZE // MIB) * FRAME_COST
     assert ts["image_digest"] == rs["image_digest"] == b3sum(src)  # the whole source read, the target read back
     assert same_bytes(source, dst)
