@@ -185,6 +185,7 @@ class Summary(Event):
     source_digest: bool = False
     rescue: bool = False  # a rescue (a resume compared only a sample of what it skipped with the failing source)
     planned: int = 0  # bytes of the plan (what the clone covers: the used blocks, or the whole disk)
+    unchanged: int = 0  # delta: bytes of the plan the target held already as the source has them (not sent)
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,19 @@ class Resumed(Event):
     total: int  # bytes of the plan
     since: str = ""  # when the interrupted clone started
     replaced: int = 0  # of the chunks on the target, how many differed from the source and are sent again
+
+
+@dataclass(frozen=True)
+class DeltaOffered(Event):
+    """The target holds an earlier clone of this source (capability "delta"): chunks it holds as the
+    source has them now are not sent."""
+
+    kind: ClassVar[str] = "delta"
+    role: str
+    since: str  # when the earlier clone was made
+    source: str  # what it was a copy of, as the receiver's record says
+    trusted: bool  # the receiver's record was used (True) or the target's chunks hashed now (False)
+    bytes: int  # bytes of the target offered (their digests), all chunks the sender may skip
 
 
 EventSink = Callable[[Event], None]

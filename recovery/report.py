@@ -97,6 +97,11 @@ def checked(s: events.Summary) -> list[str]:
             f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
             "each chunk first checked against the source (what differed was sent again)"
         )
+    if s.unchanged:
+        lines.append(
+            f"the {human_size(s.unchanged)} unchanged since the earlier clone: read back like the rest, "
+            "against the source's digests"
+        )
     fs = sorted({c["check"] for c in s.checks if c["ok"] is True})
     if fs:
         lines.append("on the target, these found it clean: " + ", ".join(fs))
@@ -114,7 +119,8 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     if level:
         rows.append(("compress", compression(level)))
     zeros = f", and {human_size(s.zero_bytes)} of zeros made there without sending them" if s.zero_bytes else ""
-    rows.append(("sent", f"{human_size(s.bytes_sent)} on the link"))
+    same = f" ({human_size(s.unchanged)} unchanged on the target, not sent)" if s.unchanged else ""
+    rows.append(("sent", f"{human_size(s.bytes_sent)} on the link{same}"))
     rows.append(("written", f"{human_size(s.bytes_written)} to the target{zeros}"))
     rate = f" ({human_rate(moved(s) / s.seconds)})" if s.seconds and moved(s) else ""
     rows.append(("time", duration(s.seconds) + rate))

@@ -100,3 +100,13 @@ def test_a_check_that_fails_on_the_source_too_is_said_so_and_does_not_fail_the_c
     text = words(dataclasses.replace(EXACT, mode="used", checks=checks))
     assert "partition 1: ntfsfix -n fails as on the source" in text
     assert "FAILED" not in text and report.headline(dataclasses.replace(EXACT, checks=checks)) == "Verified"
+
+
+def test_a_delta_clone_says_how_much_was_unchanged_and_that_it_was_read_back_too() -> None:
+    """Issue 23: "9.8 MiB on the link (412.0 MiB unchanged on the target, not sent)"."""
+    s = dataclasses.replace(EXACT, planned=64 * MIB, unchanged=60 * MIB, bytes_sent=4 * MIB)
+    rows = report.summary_rows(s)
+    assert dict(rows)["sent"] == "4.0 MiB on the link (60.0 MiB unchanged on the target, not sent)"
+    checked = [b for a, b in rows if a == "checked"]
+    assert any("60.0 MiB unchanged since the earlier clone: read back like the rest" in line for line in checked)
+    assert "unchanged" not in dict(report.summary_rows(EXACT))["sent"]

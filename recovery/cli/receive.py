@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="start from the beginning even if the target holds an interrupted clone of the same source",
     )
     p.add_argument(
+        "--no-delta",
+        action="store_true",
+        help="do not offer the target's earlier clone of the same source: the whole clone is sent",
+    )
+    p.add_argument(
         "--no-journal", action="store_true", help="keep no resume journal (an interrupted clone then starts over)"
     )
     add_encrypt(p, receiving=True)
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         code=args.code,
         fs_check=not args.no_fs_check,
         restart=args.restart,
+        delta=not args.no_delta,
         journal=not args.no_journal,
         encrypt=args.encrypt,
         log_dir=Path(args.log_dir) if args.log_dir else None,

@@ -112,6 +112,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '",
     )
     p.add_argument(
+        "--no-delta",
+        action="store_true",
+        help="send every chunk even if the target holds an earlier clone of this source (by default only "
+        "the chunks that differ from it are sent)",
+    )
+    p.add_argument(
         "--rescan",
         action="store_true",
         help="resuming: go on although the source's partition tables changed since the interrupted "
@@ -157,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         rescue_time=args.rescue_time,
         fill=args.fill,
         rescan=args.rescan,
+        delta=not args.no_delta,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )
     if args.workers:

@@ -41,6 +41,7 @@ CAPABILITIES = (
     "source-check",  # a checker that failed on the target is run on the source too
     "images",  # a clone saved into, or restored from, an image file in a folder of the peer (plan.image,
     # request.image; find_images answered by images)
+    "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
 )
 
 
@@ -78,6 +79,7 @@ class SendOptions:
     passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
     image: str | None = None  # save the clone as an image file at this path of the receiver (capability "images")
     image_only: bool = False  # the source must be an image file (a peer asked to restore one): never raw bytes
+    delta: bool = True  # take the receiver's delta offer (False: --no-delta, the wizard's "overwrite it")
 
 
 @dataclass
@@ -94,6 +96,7 @@ class ReceiveOptions:
     cancel: threading.Event = field(default_factory=threading.Event)
     journal: bool = True  # keep a resume journal of what is durable on the target
     restart: bool = False  # ignore a journal found for the target: start from the beginning
+    delta: bool = True  # offer a target's earlier clone of the same source (False: --no-delta)
     log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())
     image: bool = False  # the target is an image file to create (recovery.diskimage), not a disk's bytes
     passphrase: bytes | None = None  # an image: encrypt it under this passphrase

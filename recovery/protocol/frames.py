@@ -24,7 +24,10 @@ Nothing in a header is trusted: :func:`decode_header` checks the MAC and
 each field against the limits agreed in the plan, and :class:`FrameSequence`
 checks the order, the grid and the plan's totals as each frame arrives.
 
-Two frame kinds come with capabilities. A REWIND frame (capability
+A SAME frame (capability "delta") carries nothing either: the target holds
+those bytes already, and the receiver takes it only for exactly a range and
+digest it offered (:attr:`FrameLimits.offered`). Two more frame kinds come
+with capabilities. A REWIND frame (capability
 "resend") answers the receiver's request for a damaged frame: its ``seq`` is
 that frame's number, its offset field the new *epoch*, and from it on the
 stream continues from that frame under the epoch's own keys
@@ -41,7 +44,8 @@ import enum
 import functools
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import blake3
 from cryptography.exceptions import InvalidTag
@@ -81,6 +85,7 @@ class Kind(enum.IntEnum):
     END = 2
     REWIND = 3  # capability "resend": the stream continues from frame ``seq`` in epoch ``offset``
     PASS = 4  # rescue mode: a further pass of replacement frames begins
+    SAME = 5  # capability "delta": the target holds these bytes already (a digest the receiver offered)
 
 
 class Codec(enum.IntEnum):
@@ -103,6 +108,13 @@ def max_frames(size: int, chunk_size: int) -> int:
     return cells * frames_per_cell(chunk_size)
 
 
+class OfferedDigests(Protocol):
+    """What a receiver offered a delta clone (capability "delta"): the digest it holds at exactly
+    ``offset`` and ``length``, or None."""
+
+    def digest_at(self, offset: int, length: int) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FrameLimits:
     """What the plan allows, and the clone's header key; every header is checked against it."""
@@ -115,6 +127,7 @@ class FrameLimits:
     encrypted: bool = False
     rewinds: bool = False  # REWIND frames may come (capability "resend")
     passes: bool = False  # PASS frames may come (rescue mode)
+    offered: OfferedDigests | None = field(default=None, compare=False)  # SAME frames may name these
 
     @property
     def max_payload(self) -> int:
@@ -256,9 +269,11 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         raise FrameError(f"frame {seq}: length {raw_len} outside 1..{limits.chunk_size}")
     if offset + raw_len > limits.target_size:
         raise FrameError(f"frame {seq}: range {offset}+{raw_len} ends past the planned size {limits.target_size}")
-    if kind is Kind.ZERO:
+    if kind in (Kind.ZERO, Kind.SAME):
         if payload_len or codec is not Codec.RAW:
-            raise FrameError(f"frame {seq}: ZERO frame with a payload")
+            raise FrameError(f"frame {seq}: {kind.name} frame with a payload")
+        if kind is Kind.SAME:
+            _check_same(seq, offset, raw_len, digest, limits)
     else:
         tag = TAG_SIZE if limits.encrypted else 0
         if codec is Codec.RAW:
@@ -267,6 +282,15 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         elif not tag < payload_len <= limits.max_payload:
             raise FrameError(f"frame {seq}: compressed payload {payload_len} out of bounds")
     return ChunkHeader(seq, offset, raw_len, payload_len, kind, codec, digest)
+
+
+def _check_same(seq: int, offset: int, raw_len: int, digest: bytes, limits: FrameLimits) -> None:
+    """A SAME frame skips a write: only for exactly a range (and its digest) the receiver offered."""
+    held = limits.offered.digest_at(offset, raw_len) if limits.offered is not None else None
+    if held is None or not hmac.compare_digest(held, digest):
+        raise FrameError(
+            f"frame {seq}: a SAME frame for bytes {offset}+{raw_len} that the receiver did not offer with that digest"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +349,8 @@ class FrameSequence:
             self.next_seq += 1
             self.next_offset, self._last_end = 0, -1
             return
+        if h.kind is Kind.SAME and self.passes:
+            raise FrameError(f"frame {h.seq}: a SAME frame cannot replace a frame")
         if h.offset < self.next_offset:
             raise FrameError(
                 f"frame {h.seq} at offset {h.offset} overlaps the previous frame (ended at {self.next_offset})"

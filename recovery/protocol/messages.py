@@ -242,6 +242,9 @@ class Plan(Message):
     # Optional (2.1, capability "images"): save the clone as a new image file at this path on the
     # receiver, in a folder it allows (instead of a pinned ``target``).
     image: str | None = field(default=None, metadata=bounded(max_len=4096))
+    # Optional (2.1, capability "delta"): the sender takes a delta offer (the driving user did not refuse
+    # it): the receiver may offer what its target holds of an earlier clone of this source.
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,12 +261,26 @@ class ResumeOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltaOffer:
+    """Capability "delta": the target holds an earlier clone of this source; ``digests`` pages with
+    ``ranges`` follow, ``frames`` digests covering ``bytes``."""
+
+    frames: int = field(metadata=bounded(hi=1 << 40))
+    bytes: int
+    since: str = field(default="", metadata=bounded(max_len=64))  # when that clone was made, for people
+    source_desc: str = field(default="", metadata=bounded(max_len=255))  # what it was a copy of
+    trusted: bool = False  # from the receiver's record (True) or hashed from the target now (False)
+
+
+@dataclass(frozen=True, slots=True)
 class Accept(Message):
     type: ClassVar[str] = "accept"
     target: Identity
     # Optional: the target holds the first ``resume.seq`` frames already; the
     # receiver then sends their digests (``digests``) and waits for ``start``.
     resume: ResumeOffer | None = None
+    # Optional (2.1, capability "delta", never with ``resume``): the digests of an earlier clone follow.
+    delta: DeltaOffer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +304,7 @@ class Ack(Message):
 
 
 DIGEST_PAGE = 16384  # digests per ``digests`` message
+HEX_RANGE = 24  # a delta digest's range in hex: offset (8 bytes) and length (4)
 MAX_CHECKED = 256  # filesystem checks in one message (partitions of a plan, at most 128, once or twice)
 
 
@@ -298,6 +316,9 @@ class Digests(Message):
     optional: ClassVar[bool] = True
     first: int = field(metadata=bounded(hi=1 << 40))
     digests: str = field(metadata=bounded(max_len=HEX_DIGEST * DIGEST_PAGE))
+    # Optional (2.1, capability "delta"): where each digest lies, hex, 24 characters each (offset: 8
+    # bytes, length: 4, big-endian); a delta offer's pages carry it, a resume's do not.
+    ranges: str | None = field(default=None, metadata=bounded(max_len=HEX_RANGE * DIGEST_PAGE))
 
 
 @dataclass(frozen=True, slots=True)

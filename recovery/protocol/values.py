@@ -39,7 +39,8 @@ class PartitionInfo:
 
 @dataclass(frozen=True, slots=True)
 class Unfinished:
-    """An interrupted clone onto this disk, which a clone of the same source resumes (its journal's word)."""
+    """An interrupted clone onto this disk, which a clone of the same source resumes (its journal's word);
+    as ``DiskInfo.copy``, the finished clone it holds (its record), which a delta clone updates."""
 
     source: str = field(metadata=bounded(max_len=32))  # names the source's hardware (journal.target_key)
     source_desc: str = field(metadata=bounded(max_len=255))  # for people
@@ -86,6 +87,9 @@ class DiskInfo:
     blank: bool | None = None
     # Optional: an interrupted clone onto this disk (a wizard offers to resume it).
     unfinished: Unfinished | None = None
+    # Optional (2.1): the finished clone the disk holds, by its record (capability "delta": a clone of the
+    # same source sends only what changed); ``done`` is what the record covers.
+    copy: Unfinished | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,14 +48,23 @@ def _partition(p: PartitionInfo) -> str:
 def clone_text(job: Unfinished) -> str:
     """A disk the wizard wrote, by its journal: ``incomplete clone of office-pc's nvme0n1 (Samsung 980),
     256.0 MiB written, 2026-12-06 14:02``."""
-    if job.source_host and job.source_name:
-        of = f"{job.source_host}'s {job.source_name}" + (f" ({job.source_model})" if job.source_model else "")
-    else:
-        of = job.source_desc or "another disk"  # a journal that does not name it
-    when = f", {job.since[:16]}" if job.since else ""
+    of, when = copied_from(job), f", {job.since[:16]}" if job.since else ""
     if job.complete:
         return f"clone of {of}, finished but for areas the source could not read{when}"
     return f"incomplete clone of {of}, {human_size(job.done)} written{when}"
+
+
+def copied_from(job: Unfinished) -> str:
+    """The source a journal or record names: ``office-pc's nvme0n1 (Samsung 980)``."""
+    if job.source_host and job.source_name:
+        return f"{job.source_host}'s {job.source_name}" + (f" ({job.source_model})" if job.source_model else "")
+    return job.source_desc or "another disk"  # a journal that does not name it
+
+
+def copy_text(record: Unfinished) -> str:
+    """A disk that holds a finished clone, by its record: ``copy of office-pc's nvme0n1 (Samsung 980) from
+    2026-12-01 10:02``."""
+    return f"copy of {copied_from(record)}" + (f" from {record.since[:16]}" if record.since else "")
 
 
 def contents(disk: DiskInfo) -> str:
@@ -63,8 +72,8 @@ def contents(disk: DiskInfo) -> str:
     filesystems, used space, the system on it."""
     if disk.unreadable:
         return disk.unreadable
-    if disk.unfinished is not None:
-        clone = clone_text(disk.unfinished)
+    if disk.unfinished is not None or disk.copy is not None:
+        clone = clone_text(disk.unfinished) if disk.unfinished is not None else copy_text(disk.copy)  # type: ignore[arg-type]
         return f"{clone}: {_found(disk)}" if disk.partitions else clone
     return _found(disk)
 
@@ -187,7 +196,7 @@ class Choice:
     level: int | None = None  # None: auto, 0: off
     verify: bool = True
     rescue: bool = False  # the source has unreadable areas: rescue mode
-    restart: bool = False  # the target holds an interrupted clone of the source: start over instead
+    restart: bool = False  # the target holds an interrupted clone or a copy of the source: start over instead
     image_target: str | None = None  # a save: the new image file (``target`` describes it)
     image_source: ImageEntry | None = None  # a restore: the image (``source`` describes it, by its path)
 

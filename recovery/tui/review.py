@@ -10,9 +10,9 @@ written there.
 
 from __future__ import annotations
 
-from recovery.engine.peer.jobs import unfinished
+from recovery.engine.peer.jobs import earlier_copy, unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, image_text, short_name, used_bytes
+from recovery.tui.model import Choice, contents, copy_text, image_text, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -104,6 +104,11 @@ def start_text(choice: Choice) -> str:
         return "from the beginning: the interrupted clone on the target is started over"
     if other is not None:
         return f"from the beginning: the interrupted clone on the target ran in {other.mode} mode"
+    record = earlier_copy(choice.source, choice.target) if choice.source and choice.target else None
+    if record is not None and choice.restart:
+        return f"from the beginning: the {copy_text(record)} on the target is overwritten, all of it is sent"
+    if record is not None and record.mode == choice.mode:
+        return f"updates the {copy_text(record)} on the target: only the changes are sent"
     return "from the beginning"
 
 

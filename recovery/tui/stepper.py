@@ -22,7 +22,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from recovery import report
-from recovery.engine.peer.jobs import ImagesFound, JobEnded, PeerActivity, unfinished
+from recovery.engine.peer.jobs import ImagesFound, JobEnded, PeerActivity, earlier_copy, unfinished
 from recovery.engine.peer.seen import Pin
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
@@ -33,9 +33,10 @@ from recovery.tui.model import image_name, restore_refusal, short_name, source_r
 from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
-from recovery.tui.screens.resume import RescueScreen, ResumeScreen
+from recovery.tui.screens.resume import RescueScreen, ResumeScreen, UpdateScreen, update_question
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen, Step
 from recovery.tui.state import WizardState
+from recovery.units import human_size
 
 Answer = TypeVar("Answer")
 
@@ -267,6 +268,12 @@ class Stepper:
             if job is not None:  # the target's journal: an interrupted clone of this source
                 self.wizard.push_screen(ResumeScreen(job), lambda resume: self.resume_answered(resume))
                 return
+            record = earlier_copy(choice.source, choice.target) if choice.source and choice.target else None
+            if record is not None:  # the target's record: a finished clone of this source, to update
+                assert choice.target is not None
+                question = update_question(short_name(choice.target), record, human_size(choice.target.size))
+                self.wizard.push_screen(UpdateScreen(question), lambda update: self.update_answered(update))
+                return
         self.show_step(flow.following(step, state.choice))
 
     def resume_answered(self, resume: bool | None) -> None:
@@ -281,6 +288,20 @@ class Stepper:
         )
         if job is not None:
             choice = dataclasses.replace(choice, mode=job.mode)  # the interrupted clone's: another is another clone
+        state.choice = choice
+        self.show_step("options")
+
+    def update_answered(self, update: bool | None) -> None:
+        """Update the copy on the target (True: a delta clone, in the copy's mode), overwrite it (False), or
+        back to the target (None)."""
+        state = self.state
+        choice = state.choice
+        if update is None or state.session is None or choice.source is None or choice.target is None:
+            return
+        record = earlier_copy(choice.source, choice.target)
+        choice = dataclasses.replace(choice, restart=not update)
+        if update and record is not None:
+            choice = dataclasses.replace(choice, mode=record.mode)  # another mode would be another clone
         state.choice = choice
         self.show_step("options")
 

@@ -112,9 +112,13 @@ def ours(
     journal: bool = True,
     image: str | None = None,
     apart: bool = False,
+    delta: bool = False,
+    extra_send: tuple[str, ...] = (),
 ) -> Run:
     """One clone onto ``target``, or (``image``) a save into that image file. ``apart``: the sender on the
-    first processor and the receiver on the second, as two machines would each have their own."""
+    first processor and the receiver on the second, as two machines would each have their own;
+    ``delta``: take the target's record of the last clone (else every clone is a whole one, as the
+    runs of a comparison must be); ``extra_send``: more of the sender's options."""
     more = ["--workers", str(workers)] if workers else []
     rx = recovery(
         [
@@ -151,6 +155,8 @@ def ours(
             level,
             *more,
             *([] if encrypt else ["--no-encrypt"]),
+            *([] if delta else ["--no-delta"]),
+            *extra_send,
         ],
         netns[0] if netns else None,
         0 if apart else None,
@@ -180,6 +186,7 @@ def ours(
             "image_digest": summary["image_digest"],
             "levels": levels,
             "to_send": plan["to_send"],
+            "unchanged": summary["unchanged"],
         },
         cpu=tx_cpu + rx_cpu,
     )

@@ -300,3 +300,58 @@ def test_each_epoch_has_keys_of_its_own() -> None:
     every = {k.header for k in [keys, *epochs]} | {k.payload for k in [keys, *epochs]}
     assert len(every) == 10  # no key serves two epochs, or two purposes
     assert keys.for_epoch(3) == epochs[2]  # both sides derive the same
+
+
+class _Offered:
+    """What a receiver offered a delta clone: digests at exact ranges."""
+
+    def __init__(self, held: dict[tuple[int, int], bytes]) -> None:
+        self.held = held
+
+    def digest_at(self, offset: int, length: int) -> bytes | None:
+        return self.held.get((offset, length))
+
+
+def _same(seq: int, offset: int, length: int, digest: bytes) -> ChunkHeader:
+    return ChunkHeader(seq, offset, length, 0, Kind.SAME, Codec.RAW, digest)
+
+
+def test_a_same_frame_is_taken_only_for_a_range_and_digest_the_receiver_offered() -> None:
+    digest = blake3.blake3(b"held").digest()
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, offered=_Offered({(1 << 20, 4096): digest}))
+    h = _same(0, 1 << 20, 4096, digest)
+    assert decode_header(encode_header(h, KEY), limits) == h
+    for other in (
+        _same(0, 1 << 20, 4096, bytes(32)),  # another digest
+        _same(0, 1 << 20, 2048, digest),  # part of the range
+        _same(0, 2 << 20, 4096, digest),  # a range never offered
+    ):
+        with pytest.raises(FrameError, match="did not offer"):
+            decode_header(encode_header(other, KEY), limits)
+    with pytest.raises(FrameError, match="did not offer"):  # no offer at all (no delta, an old receiver)
+        decode_header(encode_header(h, KEY), LIMITS)
+    with pytest.raises(FrameError, match="SAME frame with a payload"):
+        decode_header(_sealed(_body(kind=5, offset=1 << 20, raw_len=4096, payload_len=4096, digest=digest)), limits)
+
+
+def test_a_same_frame_counts_in_the_first_pass_and_replaces_nothing() -> None:
+    digest = blake3.blake3(b"held").digest()
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, frames=1, bytes=4096, passes=True)
+    seq = FrameSequence(limits)
+    seq.accept(_same(0, 0, 4096, digest))
+    assert seq.covered == 4096
+    seq.accept(pass_header(1))
+    with pytest.raises(FrameError, match="cannot replace"):
+        seq.accept(_same(2, 0, 4096, digest))
+
+
+@given(st.binary(min_size=HEADER_BODY.size, max_size=HEADER_BODY.size), st.integers(0, 1 << 30))
+def test_random_same_frames_never_pass_without_their_offer(body: bytes, offset: int) -> None:
+    raw = bytearray(body)
+    raw[:6] = b"U4CK\x02\x05"
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, offered=_Offered({(offset, 4096): bytes(32)}))
+    try:
+        h = decode_header(_sealed(bytes(raw)), limits)
+    except FrameError:
+        return
+    assert (h.offset, h.raw_len, h.digest) == (offset, 4096, bytes(32))

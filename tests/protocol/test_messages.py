@@ -64,6 +64,11 @@ SAMPLES: list[m.Message] = [
         target=IDENTITY,
     ),
     m.Accept(target=IDENTITY),
+    m.Accept(
+        target=IDENTITY,
+        delta=m.DeltaOffer(frames=2, bytes=8192, since="2026-12-01 10:00:00", source_desc="pc:sda", trusted=True),
+    ),
+    m.Digests(first=0, digests="ab" * 64, ranges="00" * 12 + "01" * 12),
     m.Refuse(code="refused", message="too small"),
     m.Ack(seq=5, bytes=100),
     m.Progress(phase="transfer", done=1, total=2, link_busy=0.5, work_busy=0.25, write_busy=1.0),

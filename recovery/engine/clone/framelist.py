@@ -47,6 +47,16 @@ class FrameList:
             return i
         return None
 
+    def digest_at(self, offset: int, length: int) -> bytes | None:
+        """The digest of the frame at exactly ``offset`` with ``length``, or None (a delta's offer)."""
+        i = self.find(offset, length)
+        return None if i is None else self.digest(i)
+
+    def covering(self, offset: int) -> int | None:
+        """The index of the frame holding byte ``offset``, or None."""
+        i = bisect.bisect_right(self.offsets, offset) - 1
+        return i if i >= 0 and offset < self.offsets[i] + self.length(i) else None
+
     def length(self, index: int) -> int:
         return int(RECORD.unpack_from(self.records, index * RECORD.size)[1])
 

@@ -98,6 +98,8 @@ class _Receiving:
         self.target: Target | None = None
         self.pinned: m.Identity | None = None
         self.offer: agree.Offer | None = None
+        self.delta: agree.Delta | None = None  # the target holds an earlier clone of this source
+        self.offered: FrameList | None = None  # what of it was offered (SAME frames may name these)
         self.keeper = Keeper(None, sink)
         self.frames = FrameList()  # what the target holds already (a resume), and its held edge frames
         self.held: list[tuple[ChunkHeader, bytes | None]] = []
@@ -139,6 +141,8 @@ class _Receiving:
             elif "resume" in self.caps and self.journals and not (opts.restart or plan.restart):
                 found = journal.read(opts.log_dir, self.pinned)
                 self.offer = agree.receiver_offer(plan, found, self.target.fd, self.target.size, self.sink)
+                if self.offer is None and self._takes_delta():
+                    self.delta = agree.delta_offer(plan, found, self.target.fd, self.target.size, self.sink)
         except RefusedError as e:
             self.link.ctl.send(m.Refuse(code=e.code, message=e.message[:1000], hint=e.hint[:1000] if e.hint else None))
             raise
@@ -157,7 +161,18 @@ class _Receiving:
                 verify=opts.verify,
             )
         )
-        self.link.ctl.send(m.Accept(target=self.pinned, resume=self.offer.offer if self.offer else None))
+        self.link.ctl.send(
+            m.Accept(
+                target=self.pinned,
+                resume=self.offer.offer if self.offer else None,
+                delta=self.delta.offer if self.delta else None,
+            )
+        )
+
+    def _takes_delta(self) -> bool:
+        """May this clone be a delta? Both sides list "delta", neither user refused it, a disk (not a rescue)."""
+        plan, target = self.plan, self.target_
+        return "delta" in self.caps and plan.delta and self.opts.delta and target.is_block and not plan.rescue
 
     def _image_offer(self, target: ImageTarget) -> None:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
@@ -190,17 +205,39 @@ class _Receiving:
             return
         target, plan = self.target_, self.plan
         target.prepare(plan.size)
+        zeroed: list[tuple[int, int]] = []
         if plan.mode == "used" and target.is_block:
             # Only the map is written: old signatures elsewhere would survive.
-            erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts], target.zero)
+            def zero(offset: int, length: int) -> None:
+                zeroed.append((offset, length))
+                target.zero(offset, length)
+
+            erased = signatures.wipe_regions(target.path, [(p.start, p.size) for p in plan.map.parts], zero)
             if erased:
                 self.sink(events.Phase("transfer", "erased old signatures: " + ", ".join(erased)))
+        if self.delta is not None:
+            self._offer_delta(self.delta, zeroed)
         if isinstance(target, ImageTarget):
             self.keeper = Keeper(None, self.sink, image=target.path)
         elif "resume" in self.caps and self.journals:
             self.keeper = Keeper.fresh(
                 self.opts.log_dir, plan, target, self.source_desc, self.sink, self.link.peer_name
             )
+
+    def _offer_delta(self, delta: agree.Delta, zeroed: list[tuple[int, int]]) -> None:
+        """Send the digests of what the target holds of the earlier clone (but what was just wiped)."""
+        target = self.target_
+        offered = self.offered = agree.delta_frames(delta, target.fd, target.size, zeroed, self.sink)
+        agree.send_offered(self.link, offered)
+        self.sink(
+            events.DeltaOffered(
+                role="receiver",
+                since=delta.offer.since,
+                source=delta.offer.source_desc,
+                trusted=delta.offer.trusted,
+                bytes=offered.covered,
+            )
+        )
 
     def _resume(self, offer: agree.Offer) -> None:
         """Send the digests of what the target holds; the sender says where it starts and what it replaces."""
@@ -252,6 +289,7 @@ class _Receiving:
             encrypted=plan.encrypted,
             rewinds="resend" in caps,
             passes=(plan.rescue and "rescue" in caps) or self.replace > 0,
+            offered=self.offered,
         )
         pipe = self.pipe = ReceivePipeline(
             self.link.conn.data,
@@ -282,7 +320,7 @@ class _Receiving:
         """The journal's end, the partition table re-read (a verified disk only), the summary to both sides,
         and the verdict as an exit: a failed verification, or unreadable areas."""
         target, pipe, result = self.target_, self.pipe_, verdict.result
-        self.keeper.end(target, verdict.verified, done.unreadable)
+        self.keeper.end(target, verdict.verified, done.unreadable, record="delta" in self.caps)
         if verdict.verified:
             target.finish()  # the kernel reads the new partition table only of a copy that verified
         kept_as = target.set_aside(".unverified") if verdict.verified is False else None
@@ -323,6 +361,7 @@ class _Receiving:
             bytes_sent=self.wire,
             bytes_written=target.bytes_written,
             zero_bytes=pipe.zero_bytes,
+            unchanged=pipe.same_bytes,
             seconds=round(time.monotonic() - self.started, 3),
             list_digest=pipe.list_digest,
             image_digest=result.image_digest,

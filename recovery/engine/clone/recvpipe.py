@@ -7,7 +7,8 @@ a second buffer (AES-GCM never works in place), decompress (refusing a frame who
 header's) and check the BLAKE3 digest: a chunk that fails is never written.
 One writing thread writes in frame order, holds back the first and last MiB
 until everything else is on disk, flushes periodically and reports what is
-durable.
+durable. A delta clone's SAME frames (bytes the target holds already, as this
+side offered them) are recorded and not written.
 
 With capability "resend" a damaged chunk does not end the clone at once:
 when the writer reaches it, it asks the sender for it again (``on_resend``)
@@ -48,6 +49,7 @@ from recovery.protocol.frames import (
     SequenceState,
     decode_header,
     open_payload,
+    zero_digest,
 )
 from recovery.protocol.limits import RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.protocol.pake import DataKeys
@@ -143,6 +145,7 @@ class ReceivePipeline(Recorded):
         self.work_meter = Meter()
         self.write_meter = Meter()
         self.zero_bytes = 0
+        self.same_bytes = 0  # a delta's: bytes the target held already (SAME frames), not written
         self.resends = 0
         self.replaced = 0  # first-pass frames replaced by a later pass
         self.max_replaced = max_replaced
@@ -209,7 +212,7 @@ class ReceivePipeline(Recorded):
             if h.kind is Kind.PASS:
                 self.results.put((epoch, h.seq), _PASS)
                 continue
-            if h.kind is Kind.ZERO:
+            if h.kind in (Kind.ZERO, Kind.SAME):
                 self.results.put((epoch, h.seq), _Item(h, None, None, None))
                 continue
             buf = self.payloads.get()
@@ -423,6 +426,10 @@ class ReceivePipeline(Recorded):
                     f"(bytes {h.offset}..{h.end})"
                 )
             index = found
+        if h.kind is Kind.SAME:  # offered by this side for exactly this range and digest (decode_header)
+            self.same_bytes += h.raw_len
+            self.framelist.append(h.offset, h.raw_len, h.digest, _held_kind(h))
+            return
         if self._is_edge(h):
             kept = None if data is None else bytes(data)
             self.held = [(x, d) for x, d in self.held if x.offset != h.offset]
@@ -462,3 +469,8 @@ class ReceivePipeline(Recorded):
             self._pending = _Rewind(h.seq, epoch, bad.before)
         self.on_resend(h.seq, epoch, bad.reason.message)
         return epoch
+
+
+def _held_kind(h: ChunkHeader) -> Kind:
+    """How a SAME frame is recorded: as the frame that would have put its bytes there."""
+    return Kind.ZERO if h.digest == zero_digest(h.raw_len) else Kind.DATA

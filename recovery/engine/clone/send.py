@@ -46,6 +46,7 @@ from recovery.errors import (
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.units import human_size
 
 
 class _ChunkList:
@@ -126,6 +127,7 @@ class _Sending:
         self.loop: _SendLoop | None = None
         self.frames = FrameList()  # what the target holds already (a resume)
         self.again: list[Chunk] = []  # of those, chunks that differ from the source: sent again
+        self.offered: FrameList | None = None  # a delta: what the target holds of an earlier clone
         self.image: blake3.blake3 | None = None  # exact mode: the whole source, hashed in order
         self.target_desc = ""
         self.started = time.monotonic()
@@ -199,6 +201,7 @@ class _Sending:
             rescan=opts.rescan and "resume" in caps,
             restart=opts.restart,
             image=opts.image,
+            delta=opts.delta and "delta" in caps and not opts.rescue,
         )
         if opts.rescue:
             self.rescue = RescueJob(source, opts, sink)
@@ -234,11 +237,37 @@ class _Sending:
         every chunk of it checked against the source (the whole-source hash fed as it goes)."""
         if self.opts.mode == "exact" and not self.opts.rescue:
             self.image = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        if self.accept.delta is not None:
+            self._take_delta(self.accept.delta)
         offer = self.accept.resume
         if offer is None:
             return
         agreed = _resume(self.link, offer, self.chunks, self.source_, self.rescue, self.image, self.sink)
         self.frames, self.again = agreed.frames, agreed.replace
+
+    def _take_delta(self, offer: m.DeltaOffer) -> None:
+        """The receiver's target holds an earlier clone of this source: its digests, those of this plan's
+        chunks kept; a chunk that hashes the same goes as a SAME frame."""
+        plan = self.the_plan
+        if not plan.delta or self.accept.resume is not None:
+            raise RemoteProtocolError("the receiver offers a delta this plan did not ask for")
+        self.offered = agree.receive_offered(self.link, offer, self.chunks, plan.chunk_size, plan.size)
+        self.sink(
+            events.DeltaOffered(
+                role="sender",
+                since=offer.since,
+                source=offer.source_desc,
+                trusted=offer.trusted,
+                bytes=self.offered.covered,
+            )
+        )
+        self.sink(
+            events.Phase(
+                "transfer",
+                f"{self.target_desc} holds a copy of this disk from {offer.since or 'earlier'}: "
+                f"only the chunks that differ from its {human_size(self.offered.covered)} are sent",
+            )
+        )
 
     @property
     def source_(self) -> Source:
@@ -267,6 +296,7 @@ class _Sending:
             encrypted=self.the_plan.encrypted,
             workers=opts.workers,
             frames=self.frames,
+            offered=self.offered,
         )
         self.started = time.monotonic()
         self.loop = _SendLoop(self, levels)
@@ -310,6 +340,7 @@ class _Sending:
             source_digest=pipe.image_digest is not None,
             rescue=rescue is not None,
             planned=self.chunks.bytes,
+            unchanged=pipe.same_bytes,
         )
         if bad:
             for check in fscheck.failures(summary.checks):

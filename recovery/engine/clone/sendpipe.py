@@ -2,7 +2,8 @@
 
 One reader thread fills buffers from a fixed pool; worker threads hash each
 chunk with BLAKE3 (a chunk whose digest is the all-zeros digest becomes a
-ZERO frame, so zero detection costs nothing extra) and compress it with zstd
+ZERO frame, so zero detection costs nothing extra; in a delta clone, one whose
+range and digest the receiver offered becomes a SAME frame) and compress it with zstd
 at the level the controller picks (raw when it does not shrink); one sending
 thread writes frames in order, records them and returns the buffer to the
 pool. The workers also make each frame's header (with its MAC under the
@@ -102,9 +103,12 @@ class SendPipeline(Recorded):
         encrypted: bool,
         workers: int = 2,
         frames: FrameList | None = None,
+        offered: FrameList | None = None,
     ) -> None:
         """``frames``: the first-pass frames the target holds already (a resume starts after them).
-        ``image``: a BLAKE3 hasher fed the whole image in order (exact mode), or None."""
+        ``image``: a BLAKE3 hasher fed the whole image in order (exact mode), or None. ``offered``: a
+        delta's, what the target holds of an earlier clone: a chunk found there, same range and digest,
+        goes as a SAME frame."""
         self.read = read
         self.plan_jobs = jobs
         self.channel = channel
@@ -123,6 +127,8 @@ class SendPipeline(Recorded):
         self.results: Reorder[tuple[int, int], _Result] = Reorder(self.crew)
         self.inflight = threading.BoundedSemaphore(workers * 8 + 16)
         self.framelist = frames or FrameList()
+        self.offered = offered
+        self.same_bytes = 0  # bytes of chunks the target held already (SAME frames)
         # exact mode: the whole image, hashed in order on the sending thread, over the cores
         self.image_hasher = image
         self.read_meter = Meter()
@@ -292,6 +298,12 @@ class SendPipeline(Recorded):
         assert c is not None
         view = memoryview(buf)[: c.length]  # type: ignore[arg-type]
         digest = blake3.blake3(view).digest()
+        if (
+            job.kind is JobKind.CHUNK
+            and self.offered is not None
+            and self.offered.digest_at(c.offset, c.length) == digest
+        ):
+            return self._same(job, buf, digest, keys, note)
         if digest == zero_digest(c.length):
             self.pool.put(buf)  # type: ignore[arg-type]
             header = encode_header(
@@ -320,6 +332,17 @@ class SendPipeline(Recorded):
             sealed = self.sealed_pool.get()
             payload = seal_payload(aead, header, payload, memoryview(sealed))
         return _Result(job, buf, header, payload, Kind.DATA, digest, note, sealed)
+
+    def _same(self, job: Job, buf: object, digest: bytes, keys: DataKeys, note: Any) -> _Result:
+        """A chunk the target holds already: a header only. Its bytes stay until it is sent when the whole
+        image is hashed (exact mode)."""
+        c = job.chunk
+        assert c is not None
+        if self.image_hasher is None or digest == zero_digest(c.length):
+            self.pool.put(buf)  # type: ignore[arg-type]
+            buf = None
+        header = encode_header(ChunkHeader(job.seq, c.offset, c.length, 0, Kind.SAME, Codec.RAW, digest), keys.header)
+        return _Result(job, buf, header, None, Kind.SAME, digest, note)
 
     def _release(self, item: object) -> None:
         """Give back what an unsent item holds (its buffers, its place in flight)."""
@@ -395,15 +418,20 @@ class SendPipeline(Recorded):
             self.framelist.replace(index, r.digest, r.kind)
             self.replaced += 1
         else:
-            self.framelist.append(c.offset, c.length, r.digest, r.kind)
+            kind = r.kind
+            if kind is Kind.SAME:  # recorded as the frame that put its bytes there
+                kind = Kind.ZERO if r.digest == zero_digest(c.length) else Kind.DATA
+                self.same_bytes += c.length
+            self.framelist.append(c.offset, c.length, r.digest, kind)
             if self.image_hasher is not None:
                 with self._lock:
                     self._image_at[r.job.seq] = self.image_hasher.copy()
-                if r.kind is Kind.ZERO:
+                if kind is Kind.ZERO:
                     self._hash_zeros(c.length)
                 else:
                     self.image_hasher.update(memoryview(r.buf)[: c.length])  # type: ignore[arg-type]
-        self.sent_bytes += c.length
+        if r.kind is not Kind.SAME:
+            self.sent_bytes += c.length
         if r.kind is Kind.ZERO:
             self.zero_bytes += c.length
 

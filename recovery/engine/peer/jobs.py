@@ -103,7 +103,7 @@ def describe_info(disk: m.DiskInfo) -> str:
 
 def with_identities(disks: Iterable[m.DiskInfo], log_dir: Path | None = None) -> tuple[m.DiskInfo, ...]:
     """The disks as a peer's wizard needs them: each with the identity that pins it, and the
-    interrupted clone onto it that its resume journal describes, if any."""
+    interrupted clone onto it that its resume journal describes, or the finished one its record does."""
     out = []
     for d in disks:
         try:
@@ -111,7 +111,8 @@ def with_identities(disks: Iterable[m.DiskInfo], log_dir: Path | None = None) ->
         except OSError:
             ident = None  # unreadable now: shown, but cannot be pinned
         unfinished = journal.peek(log_dir, ident) if ident is not None else None
-        out.append(dataclasses.replace(d, identity=ident, unfinished=unfinished))
+        copy = journal.peek(log_dir, ident, kept=True) if ident is not None else None
+        out.append(dataclasses.replace(d, identity=ident, unfinished=unfinished, copy=copy))
     return tuple(out)
 
 
@@ -123,7 +124,16 @@ def offered_disks(paths: Sequence[str] = (), log_dir: Path | None = None) -> tup
 
 def unfinished(source: m.DiskInfo, target: m.DiskInfo) -> m.Unfinished | None:
     """The interrupted clone of ``source`` onto ``target`` that a clone of them would resume, if any."""
-    found = target.unfinished
+    return _of(source, target.unfinished)
+
+
+def earlier_copy(source: m.DiskInfo, target: m.DiskInfo) -> m.Unfinished | None:
+    """The finished clone of ``source`` that ``target`` holds (its record), which a delta clone updates."""
+    return _of(source, target.copy)
+
+
+def _of(source: m.DiskInfo, found: m.Unfinished | None) -> m.Unfinished | None:
+    """``found`` if it is a clone of ``source``'s hardware."""
     if found is None or source.identity is None or found.source != journal.target_key(source.identity):
         return None
     return found

@@ -26,9 +26,11 @@ sends, and how many replace others.
 from __future__ import annotations
 
 import mmap
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import blake3
 
@@ -38,8 +40,9 @@ from recovery.engine.clone.framelist import FrameList
 from recovery.engine.peer.session import PeerLink
 from recovery.engine.resume import journal
 from recovery.errors import LinkError, RefusedError, RemoteProtocolError
+from recovery.protocol import delta as wire
 from recovery.protocol import messages as m
-from recovery.protocol.frames import DIGEST_SIZE, Kind, zero_digest
+from recovery.protocol.frames import DIGEST_SIZE, Kind, max_frames, zero_digest
 from recovery.units import human_size
 
 RESTART_HINT = (
@@ -72,14 +75,13 @@ def receiver_offer(
 ) -> Offer | None:
     """Decide on the journal found for this target (see the module's doc). ``target_fd`` -1: the target
     is an image file, whose own records were found (each checked as it was read, none held back)."""
-    if found is None or (not found.problems and not len(found.frames)):
-        return None  # nothing was durable: there is nothing to resume
+    if found is None or (not found.problems and not len(found.frames)) or found.kept:
+        return None  # nothing was durable, or the clone ended (a record, for a delta): nothing to resume
     where = found.path
     if found.problems:
         sink(events.Warning(f"a resume journal was found but cannot be used: {'; '.join(found.problems)}"))
         return None
     head = found.head
-    was = head.get("source_desc", "another disk")
     # The held frames first: without them the partition-table areas cannot be written at the end,
     # whatever the target holds elsewhere (and the sample never reads those areas).
     why = (
@@ -95,22 +97,9 @@ def receiver_offer(
             )
         )
         return None
-    if head.get("source") != journal.hardware(plan.source):
-        sink(
-            events.Warning(
-                f"the unfinished clone on this target was of {was}, not of this source: "
-                "the clone starts from the beginning"
-            )
-        )
-        return None
-    if head.get("layout") != journal.layout_digest(plan):
-        sink(
-            events.Warning(
-                f"the unfinished clone on this target was made in {head.get('mode')} mode with "
-                f"{head.get('chunk_size')}-byte chunks, this one is not: the clone starts from the "
-                "beginning"
-            )
-        )
+    other = _other_clone(head, plan)
+    if other:
+        sink(events.Warning(f"the unfinished clone on this target was {other}: the clone starts from the beginning"))
         return None
     same_plan = head.get("plan") == journal.plan_digest(plan)
     # A failing disk's partition-table areas may read differently from one run to the next (a bad
@@ -150,6 +139,15 @@ def receiver_offer(
         journal=str(found.path),
     )
     return Offer(found, offer)
+
+
+def _other_clone(head: dict[str, Any], plan: m.Plan) -> str | None:
+    """How the clone a journal heading describes is not one of this plan's source and layout (None: it is)."""
+    if head.get("source") != journal.hardware(plan.source):
+        return f"of {head.get('source_desc', 'another disk')}, not of this source"
+    if head.get("layout") != journal.layout_digest(plan):
+        return f"made in {head.get('mode')} mode with {head.get('chunk_size')}-byte chunks, this one is not"
+    return None
 
 
 def _held_missing(found: journal.Found, target_size: int) -> str | None:
@@ -317,3 +315,117 @@ def _compare(
             last = time.monotonic()
             sink(events.Progress(phase="rescan", done=done, total=total, rate=0.0, eta=None))
     return differ
+
+
+# --- delta clones (capability "delta") ---
+
+
+@dataclass
+class Delta:
+    """What the receiver found its target holds of an earlier clone of this source."""
+
+    found: journal.Found
+    offer: m.DeltaOffer
+
+
+def delta_offer(
+    plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int, sink: events.EventSink
+) -> Delta | None:
+    """The delta to offer for the record ``found`` (a journal kept after a clean clone), or None, saying
+    why when there is a record that cannot be used. It is trusted when the target still matches it (its
+    fingerprint, a sample of its chunks and each partition's first bytes read back), else its chunks are
+    hashed from the target (:func:`delta_frames`)."""
+    if found is None or not found.kept or found.problems:
+        return None
+    head = found.head
+    was = head.get("source_desc", "another disk")
+    other = _other_clone(head, plan)
+    if other:
+        sink(events.Warning(f"this target holds a copy {other}: all of it is sent"))
+        return None
+    starts = {p.start + k for p in plan.map.parts for k in (0, 1024, 65536)}
+    why = journal.target_changed(found, target_fd, target_size, starts)
+    if why:
+        sink(
+            events.Warning(
+                f"the copy of {was} on this target changed since it was made ({why}): "
+                "its chunks are read and hashed to find what is unchanged"
+            )
+        )
+    edge = journal.edge_indexes(found.frames, target_size)
+    offer = m.DeltaOffer(
+        frames=len(found.frames) - len(edge),
+        bytes=found.frames.covered - sum(found.frames.length(i) for i in edge),
+        since=str(head.get("kept_at", ""))[:64],
+        source_desc=str(was)[:255],
+        trusted=why is None,
+    )
+    return Delta(found, offer)
+
+
+def delta_frames(
+    delta: Delta, target_fd: int, target_size: int, erased: list[tuple[int, int]], sink: events.EventSink
+) -> FrameList:
+    """What the receiver offers: the record's frames outside the partition-table areas (which every clone
+    writes), with their digests from the record when it is trusted, else read from the target now, as
+    are those of frames in ``erased`` (the ranges the clone's preparation just zeroed)."""
+    frames = delta.found.frames
+    skip = set(journal.edge_indexes(frames, target_size))
+    offered = FrameList()
+    buf = mmap.mmap(-1, max(frames.longest(), 1))
+    done, last = 0, time.monotonic()
+    for i in range(len(frames)):
+        offset, length, digest, _ = frames.record(i)
+        if i in skip:
+            continue
+        if not delta.offer.trusted or any(o < offset + length and offset < o + n for o, n in erased):
+            digest = _target_digest(target_fd, memoryview(buf)[:length], offset)
+            done += length
+            if time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                sink(events.Progress(phase="delta", done=done, total=frames.covered, rate=0.0, eta=None))
+        offered.append(offset, length, digest, Kind.ZERO if digest == zero_digest(length) else Kind.DATA)
+    return offered
+
+
+def _target_digest(fd: int, view: memoryview, offset: int) -> bytes:
+    """The BLAKE3 of the target's bytes at ``offset``; one no chunk hashes to when they cannot be read."""
+    try:
+        if os.preadv(fd, [view], offset) == len(view):
+            return blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
+    except OSError:
+        pass
+    return bytes(DIGEST_SIZE)  # the sender finds no chunk with this digest: it sends the chunk
+
+
+def send_offered(link: PeerLink, offered: FrameList) -> None:
+    """The receiver's delta digests, each with its range."""
+    for page in wire.encode_pages([(o, n, d) for o, n, d, _ in offered]):
+        link.ctl.send(page)
+
+
+def receive_offered(
+    link: PeerLink, offer: m.DeltaOffer, chunks: Iterable[Chunk], chunk_size: int, size: int
+) -> FrameList:
+    """The sender's side: the receiver's delta digests, checked page by page (:mod:`recovery.protocol.delta`),
+    of which only those at exactly a planned chunk's range are kept (at most the plan's own frames)."""
+    if offer.frames > max_frames(size, chunk_size):  # before any page is read
+        raise RemoteProtocolError(f"the receiver offers {offer.frames} digests, more than a {size}-byte disk holds")
+    kept = FrameList()
+    planned = iter(chunks)
+    chunk = next(planned, None)
+    got, after = 0, 0
+    while got < offer.frames:
+        page = link.ctl.expect(m.Digests)
+        assert isinstance(page, m.Digests)
+        entries = wire.decode_page(page, got, after, chunk_size, size)
+        if not entries or got + len(entries) > offer.frames:
+            raise RemoteProtocolError(f"the receiver sends more delta digests than the {offer.frames} it offered")
+        got += len(entries)
+        after = entries[-1][0] + entries[-1][1]
+        for offset, length, digest in entries:
+            while chunk is not None and chunk.offset < offset:
+                chunk = next(planned, None)
+            if chunk is not None and (chunk.offset, chunk.length) == (offset, length):
+                kept.append(offset, length, digest, Kind.ZERO if digest == zero_digest(length) else Kind.DATA)
+    return kept

@@ -12,7 +12,11 @@ the job logs, one journal per target (named by the target's identity) holds
   kind; runs of ZERO frames as one entry each, as their digest is known, so
   the journal grows with the data), and the frames a later pass replaced;
 - a last line when the clone ended with areas the source could not read (a
-  rescue run may patch them later); a clean clone deletes its journal.
+  rescue run may patch them later); a clean, verified clone ends it with a
+  ``kept`` line instead (the target's fingerprint after the clone, the date):
+  the journal is then the *record* of the copy the target holds, which a
+  later clone of the same source offers as a delta (capability "delta",
+  :mod:`recovery.engine.resume.agree`).
 
 The frames in the first and last MiB are held back until the end of a clone
 (an interrupted clone never looks like a valid disk), so their bytes go to a
@@ -171,6 +175,7 @@ class Found:
     held: list[tuple[ChunkHeader, bytes | None]]
     key: bytes = b""  # the journal key its lines were checked with
     complete: bool = False
+    kept: bool = False  # a record of a clean clone, not an interrupted one: a delta's, never a resume's
     unreadable: int = 0
     good_size: int = 0  # bytes of the journal up to its last whole line
     problems: list[str] = field(default_factory=list)
@@ -317,6 +322,10 @@ class Journal:
         """The clone ended with unreadable areas: keep the journal for a rescue run that patches them."""
         self._line({"complete": True, "target_fp": fingerprint, "unreadable": unreadable})
 
+    def keep(self, fingerprint: str) -> None:
+        """The clone ended clean and verified: keep the journal as the record of the copy on the target."""
+        self._line({"kept": True, "target_fp": fingerprint, "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._jobs.put(None)
@@ -381,17 +390,18 @@ def read(directory: Path | None, target: m.Identity) -> Found | None:
     return found
 
 
-def peek(directory: Path | None, target: m.Identity) -> m.Unfinished | None:
+def peek(directory: Path | None, target: m.Identity, *, kept: bool = False) -> m.Unfinished | None:
     """What a journal of ``target`` says, cheaply (its heading and its last lines), for a wizard's offer
     and for naming the disk; None if there is none, this machine's key does not vouch for it (as
     :func:`read`: only lines it checks count), or the target was written since (its partition-table
-    fingerprint is not the journal's)."""
+    fingerprint is not the journal's). ``kept``: the record of a clean clone (a delta's), else an
+    unfinished clone's journal."""
     where = directory or default_dir()
     key = journal_key(where, create=False)
     if key is None:
         return None
     try:
-        return _peek(where / f"resume-{target_key(target)}.journal", key, target.fingerprint)
+        return _peek(where / f"resume-{target_key(target)}.journal", key, target.fingerprint, kept)
     except Exception:  # noqa: BLE001 - a damaged or tampered journal offers nothing
         return None
 
@@ -412,7 +422,7 @@ def _checked(line: bytes, key: bytes) -> dict[str, Any] | None:
     return body
 
 
-def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
+def _peek(path: Path, key: bytes, fingerprint: str, kept: bool) -> m.Unfinished | None:
     try:
         with _open_private(path) as f:
             head = _checked(f.readline(), key)
@@ -423,7 +433,7 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
         return None
     if head is None or head.get("journal") != VERSION:
         return None
-    done, complete, target_fp = 0, False, head.get("target_fp")
+    done, complete, target_fp, record, since = 0, False, head.get("target_fp"), False, head.get("since", "")
     for body in tail:
         if "bytes" in body and "to" in body:
             done = int(body["bytes"])
@@ -431,8 +441,10 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
             complete, target_fp = True, body.get("target_fp")
         elif "truncate" in body:
             complete = False
+        elif body.get("kept"):
+            record, target_fp, since = True, body.get("target_fp"), body.get("at", "")
     mode = head.get("mode", "used")
-    if done <= 0 or mode not in ("used", "exact") or target_fp != fingerprint:
+    if done <= 0 or mode not in ("used", "exact") or target_fp != fingerprint or record != kept:
         return None
     source = head.get("source", {})
     total = int(head.get("bytes_planned", 0))
@@ -441,7 +453,7 @@ def _peek(path: Path, key: bytes, fingerprint: str) -> m.Unfinished | None:
         source_desc=_text(head.get("source_desc", ""), 255),
         done=done,
         total=total if total >= done else done,
-        since=_text(head.get("since", ""), 64),
+        since=_text(since, 64),
         complete=complete,
         rescue=bool(head.get("rescue")),
         mode=mode,
@@ -467,6 +479,9 @@ def _take(found: Found, body: dict[str, Any]) -> None:
     elif "truncate" in body:
         found.frames.truncate(int(body["truncate"]))
         found.complete = False
+    elif body.get("kept"):
+        found.kept = True
+        found.head["target_fp"], found.head["kept_at"] = body["target_fp"], str(body["at"])
     elif body.get("complete"):
         found.complete, found.unreadable = True, int(body["unreadable"])
         found.head["target_fp"] = body["target_fp"]
@@ -558,13 +573,17 @@ def edge_indexes(frames: FrameList, target_size: int) -> list[int]:
     return edge
 
 
-def target_changed(found: Found, target_fd: int, size: int) -> str | None:
+def target_changed(found: Found, target_fd: int, size: int, starts: Set[int] = frozenset()) -> str | None:
     """Why the target no longer holds what the journal says (None: it does). The frames in the
-    partition-table areas are not sampled: their bytes reach the target only at the end of a clone."""
+    partition-table areas are not sampled: their bytes reach the target only at the end of a clone.
+    ``starts``: offsets whose frames are read back too (a partition's first bytes, where mounting
+    its filesystem writes)."""
     fp = ident.fingerprint(target_fd, size)
     if fp != found.head.get("target_fp"):
         return "the target's partition-table areas changed since"
-    for i in sample_indexes(len(found.frames), set(edge_indexes(found.frames, size))):
+    edge = set(edge_indexes(found.frames, size))
+    extra = {i for o in starts if (i := found.frames.covering(o)) is not None and i not in edge}
+    for i in sorted(set(sample_indexes(len(found.frames), edge)) | extra):
         offset, length, digest, _ = found.frames.record(i)
         try:
             data = os.pread(target_fd, length, offset)

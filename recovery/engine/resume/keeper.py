@@ -131,9 +131,11 @@ class Keeper:
                 )
             )
 
-    def end(self, target: Target, verified: bool | None, unreadable: int) -> None:
-        """The clone ran to its end: a clean one needs no journal; one with unreadable areas keeps it for a
-        rescue run, with the target's fingerprint as it is now."""
+    def end(self, target: Target, verified: bool | None, unreadable: int, *, record: bool = False) -> None:
+        """The clone ran to its end: one with unreadable areas keeps its journal for a rescue run, a clean
+        verified one onto a disk, when ``record`` (the peer takes a delta), as the record of the copy
+        (for a delta clone later), each with the target's fingerprint as it is now; any other needs
+        none."""
         jrnl, self.journal = self.journal, None
         if jrnl is None:
             return
@@ -144,13 +146,10 @@ class Keeper:
             )
         try:
             if unreadable and verified is not False:
-                fd = target.fd if target.fd >= 0 else None
-                fp = (
-                    identity.fingerprint(fd, target.size)
-                    if fd is not None
-                    else identity.identify(target.path).fingerprint
-                )
-                jrnl.finish(fp, unreadable)
+                jrnl.finish(_fingerprint(target), unreadable)
+                jrnl.close()
+            elif record and verified and target.is_block and jrnl.error is None:
+                jrnl.keep(_fingerprint(target))  # the record a later clone of this source offers as a delta
                 jrnl.close()
             else:
                 jrnl.remove()
@@ -168,3 +167,10 @@ class Keeper:
             return True
         jrnl.remove()  # nothing became durable: nothing to resume
         return False
+
+
+def _fingerprint(target: Target) -> str:
+    """The target's partition-table fingerprint as it is now."""
+    if target.fd >= 0:
+        return identity.fingerprint(target.fd, target.size)
+    return identity.identify(target.path).fingerprint

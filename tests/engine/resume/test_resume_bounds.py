@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery import events
 from recovery.engine.clone.chunks import plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.recvpipe import DurablePoint
@@ -66,8 +67,8 @@ def test_the_sample_is_spread_random_and_always_holds_the_last_two() -> None:
 TARGET = m.Identity(path="/dev/fake", size=64 * MIB, kind="disk", host_id="h", fingerprint="00" * 32, serial="S1")
 
 
-def a_journal(where: Path, fingerprint: str = "fp", source: m.Identity = TARGET, host: str = "") -> journal.Journal:
-    plan = m.Plan(
+def a_plan(source: m.Identity = TARGET) -> m.Plan:
+    return m.Plan(
         session="s",
         source=source,
         size=64 * MIB,
@@ -78,7 +79,10 @@ def a_journal(where: Path, fingerprint: str = "fp", source: m.Identity = TARGET,
         frames=64,
         encrypted=False,
     )
-    jrnl = journal.Journal.create(where, plan, TARGET, fingerprint, "src", "dst", host)
+
+
+def a_journal(where: Path, fingerprint: str = "fp", source: m.Identity = TARGET, host: str = "") -> journal.Journal:
+    jrnl = journal.Journal.create(where, a_plan(source), TARGET, fingerprint, "src", "dst", host)
     frames = FrameList()
     for i in range(4):
         frames.append(16 * MIB + i * MIB, MIB, os.urandom(32), 0)
@@ -171,3 +175,46 @@ def test_a_log_directory_others_may_write_keeps_no_journal(tmp_path: Path, mode:
     with pytest.raises(OSError, match="not this user's own private directory"):
         a_journal(shared)
     assert not list(shared.iterdir())
+
+
+def test_a_clean_clones_journal_is_a_record_never_an_unfinished_clone(tmp_path: Path) -> None:
+    """Issue 23: a clean clone ends its journal with a 'kept' line: a wizard is told of a copy (to update),
+    not of an interrupted clone (to resume), and a resume is never offered from it."""
+    made = a_journal(tmp_path, TARGET.fingerprint)
+    kept = journal.Journal(made.path, made.key, append_at=made.path.stat().st_size)
+    kept.keep(TARGET.fingerprint)
+    kept.drain()
+    kept.close()
+    assert journal.peek(tmp_path, TARGET) is None
+    copy = journal.peek(tmp_path, TARGET, kept=True)
+    assert copy is not None and copy.done == 4 * MIB and copy.since.startswith("20")
+    found = journal.read(tmp_path, TARGET)
+    assert found is not None and found.kept and not found.problems
+    assert agree.receiver_offer(a_plan(), found, -1, 0, events.ignore) is None
+
+
+class PagesLink:
+    """A link whose receiver sends these ``digests`` pages."""
+
+    def __init__(self, pages: list[m.Digests]) -> None:
+        self.ctl = self
+        self.pages = pages
+
+    def expect(self, *_: object) -> m.Message:
+        return self.pages.pop(0)
+
+
+def test_a_delta_offer_keeps_only_the_planned_chunks_and_no_more_than_offered() -> None:
+    from recovery.protocol import delta as wire
+
+    chunks = list(plan_chunks([(0, 4 * MIB)], MIB))
+    held = [(0, MIB, b"a" * 32), (MIB, 4096, b"b" * 32), (2 * MIB, MIB, b"c" * 32)]  # the second: not planned
+    offer = m.DeltaOffer(frames=3, bytes=2 * MIB + 4096)
+    kept = agree.receive_offered(PagesLink(wire.encode_pages(held)), offer, chunks, MIB, 64 * MIB)  # type: ignore[arg-type]
+    assert [(o, n, d) for o, n, d, _ in kept] == [held[0], held[2]]
+    with pytest.raises(RemoteProtocolError, match="more delta digests"):
+        agree.receive_offered(
+            PagesLink(wire.encode_pages(held)), m.DeltaOffer(frames=2, bytes=0), chunks, MIB, 64 * MIB
+        )  # type: ignore[arg-type]
+    with pytest.raises(RemoteProtocolError, match="more than"):  # before any page is read
+        agree.receive_offered(NoDigestsLink, m.DeltaOffer(frames=2**40, bytes=0), chunks, MIB, 64 * MIB)  # type: ignore[arg-type]

@@ -1,0 +1,252 @@
+"""Cloning again onto a target that holds an earlier clone of the same source (capability "delta").
+
+Real processes on loop devices over TCP. The first clone leaves the receiver's record; the second
+sends only the chunks that differ (counted against the cells that changed on the source), and the
+target verifies as after any clone: read back against the source's digests, filesystems checked.
+Bad input falls back, saying why: a target written since its copy is hashed, a tampered record is
+not trusted, a copy of another disk offers nothing, a SAME frame for a range never offered is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+import pytest
+
+from recovery.errors import RemoteProtocolError
+from recovery.protocol import messages as m
+from recovery.protocol.frames import HEADER_SIZE, TAG_SIZE, Kind
+from recovery.protocol.state import Paired
+from tests.e2e.fake_peer import FakeSender
+from tests.e2e.relay import RelayedClone
+from tests.fsdisks import Part, contents, make_disk, mounted_fs
+from tests.helpers import CODE, MIB, Recovery, b3sum, fill_random, loop_device, random_bytes, receiver, same_bytes
+
+pytestmark = pytest.mark.root
+SIZE = 64 * MIB
+FRAME_COST = HEADER_SIZE + TAG_SIZE  # bytes on the link per chunk, beyond its payload
+EDGES = 2  # the partition-table cells (first and last MiB) are always sent
+
+
+def clone(src: str, dst: str, *extra: str, mode: str = "exact", receive: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """One clone with 1 MiB chunks; both summaries, verified; the receiver's events on ``last_rx``."""
+    rx, port = receiver(dst, "--yes", *receive)
+    tx = Recovery(
+        "send",
+        *("--code", CODE, "--source", src, "--to", f"127.0.0.1:{port}", "--mode", mode, "--chunk-size", "1M"),
+        *extra,
+    )
+    clone.last_rx = rx  # type: ignore[attr-defined]
+    assert tx.wait(120) == 0, (tx.stderr, rx.stderr, rx.events[-4:])
+    assert rx.wait(120) == 0, rx.stderr
+    rs, ts = rx.event("summary"), tx.event("summary")
+    assert rs and ts and rs["verified"] is True and ts["verified"] is True
+    clone.last_rx = rx  # type: ignore[attr-defined]
+    return rs, ts
+
+
+def warnings(rx: Recovery) -> str:
+    return " | ".join(e["message"] for e in rx.events if e["event"] == "warning")
+
+
+def changed_cells(before: Path, after: Path) -> set[int]:
+    """The 1 MiB cells whose bytes differ between two images."""
+    cells = set()
+    with open(before, "rb") as a, open(after, "rb") as b:
+        for cell in range(os.path.getsize(after) // MIB):
+            if a.read(MIB) != b.read(MIB):
+                cells.add(cell)
+    return cells
+
+
+@pytest.fixture
+def raw_disks(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A source of random data, a blank target of the same size."""
+    source, target = tmp_path / "source.img", tmp_path / "target.img"
+    fill_random(source, SIZE, seed=7)
+    with open(target, "wb") as f:
+        f.truncate(SIZE)
+    with loop_device(source, partitions=False) as src, loop_device(target, partitions=False) as dst:
+        yield src, dst, source
+
+
+def test_exact_mode_sends_only_the_chunks_that_changed(raw_disks: tuple[str, str, Path], log_dir: Path) -> None:
+    src, dst, source = raw_disks
+    first_rx, first_tx = clone(src, dst, "--level", "0")
+    assert first_rx["unchanged"] == 0 and first_tx["bytes_sent"] >= SIZE
+    [record] = list(log_dir.glob("resume-*.journal"))
+    assert json.loads(record.read_text().splitlines()[-1])["kept"] is True
+    with open(src, "r+b") as f:  # 4 KiB in three cells, and a cell that became zeros
+        for cell in (5, 20, 41):
+            f.seek(cell * MIB + 12288)
+            f.write(random_bytes(4096, seed=cell))
+        f.seek(30 * MIB)
+        f.write(bytes(MIB))
+    rs, ts = clone(src, dst, "--level", "0", "--encrypt")  # sealed payloads: SAME frames carry none
+    [offer] = [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
+    assert offer["trusted"] is True and offer["bytes"] == SIZE - EDGES * MIB
+    assert rs["zero_bytes"] == MIB  # the zeroed cell goes as a ZERO frame, its header only
+    sent_chunks = 3 + EDGES
+    assert rs["unchanged"] == ts["unchanged"] == SIZE - (sent_chunks + 1) * MIB
+    assert sent_chunks * MIB <= ts["bytes_sent"] <= sent_chunks * MIB + (SIZE // MIB) * FRAME_COST
+    assert ts["image_digest"] == rs["image_digest"] == b3sum(src)  # the whole source read, the target read back
+    assert same_bytes(source, dst)
+
+
+def test_no_delta_sends_everything(raw_disks: tuple[str, str, Path]) -> None:
+    src, dst, _ = raw_disks
+    clone(src, dst, "--level", "0")
+    rs, ts = clone(src, dst, "--level", "0", "--no-delta")
+    assert rs["unchanged"] == 0 and ts["bytes_sent"] >= SIZE
+    assert not [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
+    rs, ts = clone(src, dst, "--level", "0", receive=("--no-delta",))  # the receiving user refuses it too
+    assert rs["unchanged"] == 0 and ts["bytes_sent"] >= SIZE
+
+
+def test_a_tampered_record_is_not_trusted(raw_disks: tuple[str, str, Path], log_dir: Path) -> None:
+    src, dst, source = raw_disks
+    clone(src, dst)
+    [record] = list(log_dir.glob("resume-*.journal"))
+    lines = record.read_text().splitlines()
+    body = json.loads(lines[1])
+    body["bytes"] += 1  # any edit: the line's keyed check fails
+    record.write_text("\n".join([lines[0], json.dumps(body), *lines[2:]]) + "\n")
+    rs, ts = clone(src, dst, "--level", "0")
+    assert rs["unchanged"] == ts["unchanged"] == 0 and ts["bytes_sent"] >= SIZE
+    assert not [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
+    assert same_bytes(source, dst)
+
+
+def test_a_copy_of_another_disk_offers_nothing(raw_disks: tuple[str, str, Path], tmp_path: Path) -> None:
+    src, dst, _ = raw_disks
+    clone(src, dst)
+    other = tmp_path / "other.img"
+    shutil.copyfile(raw_disks[2], other)  # the same bytes, another disk
+    with loop_device(other, partitions=False) as second:
+        rs, ts = clone(second, dst, "--level", "0")
+    assert "holds a copy of" in warnings(clone.last_rx)  # type: ignore[attr-defined]
+    assert rs["unchanged"] == 0 and ts["bytes_sent"] >= SIZE
+
+
+def test_an_interrupted_delta_clone_resumes_like_any_clone(raw_disks: tuple[str, str, Path], log_dir: Path) -> None:
+    src, dst, source = raw_disks
+    clone(src, dst)
+    with open(src, "r+b") as f:  # most of it changed: the delta clone takes a while through the slow relay
+        f.write(random_bytes(48 * MIB, seed=11))
+    first = RelayedClone(src, ("--target", dst, "--yes"), rate=8e6)
+    first.durable(4 * MIB)
+    first.rx.kill()
+    first.tx.kill()
+    first.relay.close()
+    second = RelayedClone(src, ("--target", dst, "--yes"))
+    assert second.rx.wait() == 0, second.rx.stderr
+    assert second.tx.wait() == 0, second.tx.stderr
+    second.relay.close()
+    rs, ts = second.rx.event("summary"), second.tx.event("summary")
+    assert rs and ts and rs["verified"] is True and ts["verified"] is True
+    assert [e for e in second.rx.events if e["event"] == "resume"]
+    assert ts["image_digest"] == rs["image_digest"] == b3sum(src)
+    assert same_bytes(source, dst)
+
+
+def test_a_same_frame_for_bytes_never_offered_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "target.img"
+    target.write_bytes(b"\xaa" * (16 * MIB))
+    with loop_device(target, partitions=False) as dev:
+        rx, port = receiver(dev, "--yes")
+        peer = FakeSender(port)
+        peer.hello(caps=("delta", "resume"))
+        assert isinstance(peer.pair(), Paired)
+        accept = peer.plan(16 * MIB)
+        assert isinstance(accept, m.Accept) and accept.delta is None
+        peer.frame(0, 0, os.urandom(1 << 20))
+        held = blake3.blake3(b"\xaa" * (1 << 20)).digest()
+        peer.frame(1, 8 * MIB, b"", raw_len=1 << 20, digest=held, kind=Kind.SAME)  # "held": never offered
+        assert rx.wait() == RemoteProtocolError.exit_code
+        assert "did not offer" in rx.stderr
+        peer.close()
+
+
+# --- real filesystems, used mode ---
+
+
+def _grow(node: str, seed: int, mib: int, fstype: str = "ext4") -> None:
+    """Files of random bytes (they do not compress) on the filesystem at ``node``."""
+    with mounted_fs(node, fstype) as mnt:
+        (mnt / "big").mkdir(exist_ok=True)
+        for i in range(mib):
+            (mnt / "big" / f"f{seed}-{i}.bin").write_bytes(random_bytes(MIB, seed=seed * 100 + i))
+
+
+def _disks(tmp_path: Path, fstype: str) -> Iterator[tuple[str, Path, Path]]:
+    """A source disk with ``fstype`` full of files (its loop device), and the images of it and of a blank
+    target."""
+    source, target = tmp_path / "source.img", tmp_path / "target.img"
+    make_disk(source, [Part(fstype, 64)], name="src")
+    with loop_device(source) as src:
+        _grow(f"{src}p1", 1, 24, fstype)
+    with open(target, "wb") as f:
+        f.truncate(os.path.getsize(source))
+    with loop_device(source) as src:
+        yield src, source, target
+
+
+@pytest.fixture
+def ext4_disks(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    yield from _disks(tmp_path, "ext4")
+
+
+@pytest.fixture(params=["ext4", "xfs"])
+def fs_disks(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, Path, str]]:
+    for disks in _disks(tmp_path, request.param):
+        yield (*disks, request.param)
+
+
+def clone_onto(src: str, target: Path) -> tuple[dict, dict]:
+    """A used-mode clone onto the target image's loop device (attached for this clone: the same disk)."""
+    with loop_device(target, partitions=False) as dst:
+        return clone(src, dst, mode="used")
+
+
+def _same_files(src: str, target: Path, fstype: str = "ext4") -> None:
+    with loop_device(target) as dst:
+        assert contents(f"{src}p1", fstype) == contents(f"{dst}p1", fstype)
+
+
+def test_changed_files_send_only_the_changed_chunks(fs_disks: tuple[str, Path, Path, str], tmp_path: Path) -> None:
+    src, source, target, fstype = fs_disks
+    _, first = clone_onto(src, target)
+    before = tmp_path / "before.img"
+    shutil.copyfile(source, before)
+    _grow(f"{src}p1", 2, 1, fstype)  # a new file, and an old one rewritten
+    with mounted_fs(f"{src}p1", fstype) as mnt:
+        (mnt / "big" / "f1-3.bin").write_bytes(random_bytes(MIB, seed=999))
+    cells = changed_cells(before, source)
+    rs, ts = clone_onto(src, target)
+    assert all(c["ok"] is True for c in rs["checks"]), rs["checks"]
+    assert rs["unchanged"] == ts["unchanged"] > 0
+    # At most the cells that changed on the source (and the partition-table cells) cross the link.
+    assert ts["planned"] - ts["unchanged"] <= (len(cells) + EDGES) * MIB
+    assert ts["bytes_sent"] <= (len(cells) + EDGES) * MIB + (ts["planned"] // 4096) * FRAME_COST
+    assert ts["bytes_sent"] < first["bytes_sent"] // 2
+    _same_files(src, target, fstype)
+
+
+def test_ext4_target_mounted_and_written_since_is_hashed(ext4_disks: tuple[str, Path, Path]) -> None:
+    src, _, target = ext4_disks
+    clone_onto(src, target)
+    with loop_device(target) as dst, mounted_fs(f"{dst}p1", "ext4") as mnt:  # someone used the copy
+        (mnt / "mine.txt").write_text("written on the copy")
+        (mnt / "big" / "f1-5.bin").write_bytes(random_bytes(MIB, seed=55))
+    _grow(f"{src}p1", 3, 1)
+    rs, _ = clone_onto(src, target)
+    assert "changed since it was made" in warnings(clone.last_rx)  # type: ignore[attr-defined]
+    [offer] = [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
+    assert offer["trusted"] is False
+    assert rs["unchanged"] > 0 and all(c["ok"] is True for c in rs["checks"]), rs["checks"]
+    _same_files(src, target)
