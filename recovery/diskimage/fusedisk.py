@@ -25,8 +25,8 @@ SUBTYPE = "usb4-recovery"  # findmnt shows the file as fuse.usb4-recovery
 
 
 def _fuse() -> Any:
-    """The FUSE binding: mfusepy (what setup.sh installs), else Debian's fusepy, the module it forked
-    with the same API (the appliance runs on Debian's Python packages, which have no mfusepy). A
+    """The FUSE binding: mfusepy (what setup.sh installs), else Debian 12's fusepy, the module it forked
+    with the same API (the stick's Debian has neither: there, this says FUSE is missing). A
     missing libfuse is a missing tool, not a traceback."""
     try:
         return importlib.import_module("mfusepy")

@@ -1,14 +1,15 @@
 #!/bin/sh
-# Run on the booted stick: an image saved from the sample disk, then mounted and read (tests/image/test_boot.py).
+# Run on the booted stick: the sample disk saved as an image onto a FAT "USB drive" mounted there,
+# then checked and described (tests/image/test_boot.py).
 set -e
 work=$(mktemp -d)
 python3 -c "from recovery.demo import build_sample_disk as b; b(\"$work/s.raw\", 64)"
-recovery image save --source "$work/s.raw" --output "$work/s.img" --yes --json >/dev/null
-mkdir "$work/m"
-recovery image mount "$work/s.img" "$work/m" --json >"$work/mount.log" 2>&1 &
-for _ in $(seq 120); do grep -q '"image_mount"' "$work/mount.log" && break; sleep 1; done
-echo "hostname=$(cat "$work/m/p1/etc/hostname")"
-echo "fat=$(find "$work/m/p2" -type f | wc -l)"
-recovery image unmount "$work/m" --json >/dev/null
-wait
+truncate -s 128M "$work/drive.raw"
+mkfs.vfat -n BACKUP "$work/drive.raw" >/dev/null
+mkdir "$work/drive"
+mount -o loop "$work/drive.raw" "$work/drive"
+recovery image save --source "$work/s.raw" --output "$work/drive/laptop.img" --json >/dev/null
+recovery image verify "$work/drive/laptop.img" --json >/dev/null && echo "verified=yes"
+echo "parts=$(recovery image info "$work/drive/laptop.img" --json | grep -o '"fstype":"[a-z0-9]*"' | tr '\n' ' ')"
+umount "$work/drive"
 rm -rf "$work"

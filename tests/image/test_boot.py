@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from recovery.demo import SAMPLE_HOSTNAME
-
 from .vm import READY, VM, booted
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
@@ -268,11 +266,10 @@ def test_runs_from_ram_without_the_stick(vm: VM) -> None:
     )
 
 
-def test_the_stick_saves_an_image_and_mounts_what_it_holds(vm: VM) -> None:
-    """Saving to a drive and looking into an image work on the stick itself: its kernel mounts the
-    filesystems (ext4, FAT) and FUSE serves the image's disk through Debian's fusepy."""
+def test_the_stick_saves_an_image_onto_a_drive_it_mounts(vm: VM) -> None:
+    """Saving onto a drive plugged into the machine the stick runs on: its kernel mounts a FAT drive
+    (the modules are on the stick), the image is saved there, checked and described."""
     script = base64.b64encode((Path(__file__).parent / "stick_image.sh").read_bytes()).decode()
     out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
-    assert f"hostname={SAMPLE_HOSTNAME}" in out, out
-    fat_files = int(out.split("fat=", 1)[1].split()[0])
-    assert fat_files > 0, out
+    assert "verified=yes" in out, out
+    assert '"fstype":"ext4"' in out and '"fstype":"vfat"' in out, out
