@@ -142,14 +142,14 @@ class RelayedClone:
         extra_receive: tuple[str, ...] = (),
     ) -> None:
         self.rx = Recovery(
-            "receive", "--code", CODE, *target, "--listen", "127.0.0.1:0", "--timeout", "5", *extra_receive
+            "receive", "--code", CODE, *target, "--listen", "127.0.0.1:0", "--timeout", "15", *extra_receive
         )
         self.relay = Relay(self.rx.wait_event("listening")["port"])
         self.relay.rate = rate
         self.tx = Recovery(
             "send",
             *("--code", CODE, "--source", src, "--to", f"127.0.0.1:{self.relay.port}"),
-            *("--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "5"),
+            *("--mode", "exact", "--chunk-size", "1M", "--level", "0", "--timeout", "15"),
             *extra_send,
         )
 

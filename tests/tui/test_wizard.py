@@ -405,7 +405,12 @@ def test_the_passive_side_shows_the_clone_and_can_abort_it(
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: bool(app.state.seen), 30, "the peer to be reached")
             peer.drive(app.state.code)
-            await wait_for(pilot, lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen), 30)
+            await wait_for(
+                pilot,
+                lambda: peer.ready.is_set() and isinstance(app.screen, PassiveScreen) and app.screen.query("#topbar"),
+                30,
+                "the passive screen, laid out",
+            )
             assert "Controlled from old-laptop" in topbar(app)
             assert peer.link is not None and peer.session is not None
             peer.session.submit(CloneChoice(send=True, source=peer.offered[0], target=peer.link.inventory[0]))
