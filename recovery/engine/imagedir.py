@@ -209,7 +209,8 @@ def mountable(disks: Iterable[m.DiskInfo]) -> list[Drive]:
     out = []
     for disk in disks:
         external = disk.transport == "usb" or disk.removable
-        busy = disk.boot_medium or disk.mountpoints or disk.unfinished is not None  # an unfinished clone's target
+        # a clone's target (unfinished, or the finished copy a record vouches for): what a peer wrote
+        busy = disk.boot_medium or disk.mountpoints or disk.unfinished is not None or disk.copy is not None
         if not external or busy or any(p.os for p in disk.partitions):
             continue
         for p in disk.partitions:

@@ -92,6 +92,7 @@ def test_an_external_drive_is_offered_and_mounted_read_write_to_save_to(tmp_path
     import dataclasses
 
     from recovery.disks import inventory
+    from recovery.protocol.values import Unfinished
     from tests.fsdisks import Part, make_disk
     from tests.helpers import loop_device, sh
 
@@ -105,6 +106,8 @@ def test_an_external_drive_is_offered_and_mounted_read_write_to_save_to(tmp_path
         assert imagedir.mountable([found]) == []  # not external
         assert imagedir.mountable([dataclasses.replace(usb, boot_medium=True)]) == []
         assert imagedir.mountable([dataclasses.replace(usb, mountpoints=("/mnt",))]) == []
+        record = Unfinished(source="x", source_desc="a peer's disk", done=1, total=1, complete=True)
+        assert imagedir.mountable([dataclasses.replace(usb, copy=record)]) == []  # bytes a peer wrote
         with_os = dataclasses.replace(usb.partitions[0], os="Debian GNU/Linux 12")
         assert imagedir.mountable([dataclasses.replace(usb, partitions=(with_os,))]) == []  # perhaps the source
         with pytest.raises(RefusedError, match="not an unmounted partition of an external drive"):
