@@ -33,10 +33,8 @@ from recovery.sysattr import read_attr
 STICK_HOSTNAME = "usb4-recovery"  # build-image.sh writes it to the stick's /etc/hostname
 MAX_NAME = 48  # characters kept of any name: it must fit a title bar beside a code
 DMI_ROOT = Path("/sys/class/dmi/id")
-SERIAL_TAIL = 4
-HIVE_LIMIT = (
-    256 << 20
-)  # bytes of a SYSTEM hive read (real ones are tens of MiB)  # characters of the serial shown after the model
+SERIAL_TAIL = 4  # characters of the serial shown after the model
+HIVE_LIMIT = 256 << 20  # bytes of a SYSTEM hive read (real ones are tens of MiB)
 
 # What firmware writes where the maker left a field empty.
 _PLACEHOLDERS = re.compile(

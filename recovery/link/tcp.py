@@ -26,8 +26,8 @@ from recovery.protocol.linkhello import LINK_HELLO, LinkHelloError, decode_link_
 
 DEFAULT_PORT = 7554
 HELLO_TIMEOUT = 10.0  # seconds a new stream has to say its link hello, whatever it trickles
-PAIR_TIMEOUT = 30.0  # seconds between a control stream and its data stream
-MAX_PENDING = 32  # streams waiting for their hello (or control streams for their data) at once
+PAIR_TIMEOUT = 30.0  # seconds between the two streams of one sender, whichever comes first
+MAX_PENDING = 32  # streams waiting for their hello (or for the other stream of their sender) at once
 CONNECT_TIMEOUT = 15.0  # seconds a connect may take when the caller gives none
 SOCKET_BUFFER = 4 << 20
 
@@ -104,8 +104,10 @@ class Listener:
     Streams say their link hello in parallel (a stream that trickles bytes
     holds up nobody else), each within :data:`HELLO_TIMEOUT`; at most
     :data:`MAX_PENDING` wait at once (the oldest is dropped for a newer one),
-    and a control stream whose data stream does not follow within
-    :data:`PAIR_TIMEOUT` is dropped. Streams still waiting when :meth:`accept`
+    and a stream whose other half does not follow within :data:`PAIR_TIMEOUT`
+    is dropped. Either stream's hello may arrive first: the sender sends the
+    control stream's first, but a lost segment resent (or a relay) can let the
+    data stream's overtake it. Streams still waiting when :meth:`accept`
     returns are kept for the next call.
     """
 
@@ -135,7 +137,7 @@ class Listener:
         host, port = sock.getsockname()[:2]
         self.endpoint = Endpoint(host, port, ep.scope)
         self._greeting: dict[socket.socket, _Greeting] = {}  # streams that have not said hello yet
-        self._controls: dict[bytes, tuple[socket.socket, float, tuple[Any, ...]]] = {}  # token -> control stream
+        self._halves: dict[bytes, _Half] = {}  # token -> the stream of a sender whose other stream is not here yet
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._accepting = False
@@ -170,10 +172,10 @@ class Listener:
     def _drop_all(self) -> None:
         for g in self._greeting.values():
             g.sock.close()
-        for sock, _, _ in self._controls.values():
-            sock.close()
+        for half in self._halves.values():
+            half.sock.close()
         self._greeting.clear()
-        self._controls.clear()
+        self._halves.clear()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -254,11 +256,11 @@ class Listener:
                 sock.close()
             else:
                 wait = min(wait, left)
-        for token, (sock, since, _) in list(self._controls.items()):
-            left = since + PAIR_TIMEOUT - now
+        for token, half in list(self._halves.items()):
+            left = half.since + PAIR_TIMEOUT - now
             if left <= 0:
-                del self._controls[token]
-                sock.close()
+                del self._halves[token]
+                half.sock.close()
             else:
                 wait = min(wait, left)
         return wait
@@ -286,20 +288,17 @@ class Listener:
         except LinkHelloError:
             g.sock.close()  # not one of ours: ignore it
             return None
-        if channel == CONTROL:
-            old = self._controls.pop(token, None)
-            if old:
-                old[0].close()
-            if len(self._controls) >= MAX_PENDING:
-                oldest = min(self._controls, key=lambda t: self._controls[t][1])
-                self._controls.pop(oldest)[0].close()
-            self._controls[token] = (g.sock, g.since, g.addr)
-            return None
-        control = self._controls.pop(token, None)
-        if control is None:
-            g.sock.close()  # a data stream without its control stream
-            return None
-        return _connection(control[0], g.sock, kind=kind, peer=_describe(control[2]), token=token)
+        other = self._halves.pop(token, None)
+        if other is not None and other.channel != channel:
+            control, data = (other, g) if channel == DATA else (g, other)
+            return _connection(control.sock, data.sock, kind=kind, peer=_describe(control.addr), token=token)
+        if other is not None:
+            other.sock.close()  # the same stream again: the newer one stands
+        if len(self._halves) >= MAX_PENDING:
+            oldest = min(self._halves, key=lambda t: self._halves[t].since)
+            self._halves.pop(oldest).sock.close()
+        self._halves[token] = _Half(g.sock, g.addr, g.since, channel)
+        return None
 
 
 @dataclass
@@ -308,6 +307,16 @@ class _Greeting:
     addr: tuple[Any, ...]
     since: float
     data: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class _Half:
+    """One stream of a sender, heard, waiting for the sender's other stream."""
+
+    sock: socket.socket
+    addr: tuple[Any, ...]
+    since: float
+    channel: int
 
 
 def _describe(addr: tuple[Any, ...]) -> str:

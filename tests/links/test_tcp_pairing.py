@@ -1,0 +1,66 @@
+"""The TCP listener pairs a sender's two streams by their token, in whichever order their hellos arrive
+(real sockets on the loopback)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from recovery.link import tcp
+from recovery.link.base import Connection
+from recovery.protocol.channels import CONTROL, DATA
+from recovery.protocol.linkhello import encode_link_hello
+
+
+def stream(port: int, channel: int, token: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(encode_link_hello(channel, token))
+    return sock
+
+
+def accepted(listener: tcp.Listener) -> Connection:
+    return listener.accept(timeout=10)
+
+
+@pytest.mark.parametrize("first", [CONTROL, DATA])
+def test_the_two_streams_pair_whichever_hello_arrives_first(first: int) -> None:
+    token = os.urandom(16)
+    with tcp.Listener(tcp.Endpoint("127.0.0.1", 0)) as listener:
+        result: list[Connection] = []
+        waiter = threading.Thread(target=lambda: result.append(accepted(listener)))
+        waiter.start()
+        one = stream(listener.port, first, token)
+        other = stream(listener.port, DATA if first == CONTROL else CONTROL, token)
+        control, data = (one, other) if first == CONTROL else (other, one)
+        waiter.join(15)
+        [conn] = result
+        try:
+            control.sendall(b"on control")
+            data.sendall(b"on data")
+            assert conn.control.recv_some() == b"on control"
+            assert conn.data.recv_some() == b"on data"
+        finally:
+            conn.close()
+            one.close()
+            other.close()
+
+
+def test_a_stream_of_another_sender_does_not_complete_a_pair() -> None:
+    """A data stream with a stranger's token waits alone; the real sender's two streams still pair."""
+    mine, theirs = os.urandom(16), os.urandom(16)
+    with tcp.Listener(tcp.Endpoint("127.0.0.1", 0)) as listener:
+        stranger = stream(listener.port, DATA, theirs)
+        data = stream(listener.port, DATA, mine)
+        control = stream(listener.port, CONTROL, mine)
+        conn = accepted(listener)
+        try:
+            control.sendall(b"control")
+            data.sendall(b"data")
+            assert (conn.control.recv_some(), conn.data.recv_some()) == (b"control", b"data")
+        finally:
+            conn.close()
+            for s in (stranger, data, control):
+                s.close()
