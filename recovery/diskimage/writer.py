@@ -19,9 +19,9 @@ import blake3
 import zstandard
 
 from recovery.diskimage import format as f
+from recovery.diskimage.appender import Appender
 from recovery.diskimage.scan import Scanned
 from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, meta_aad, new_keys, page_aad
-from recovery.disks.blockdev import write_all
 from recovery.errors import TargetWriteError
 from recovery.protocol.frames import zero_digest
 
@@ -49,8 +49,12 @@ def stored_form(
 class ImageWriter:
     """Appends chunk records to an image file opened for writing (``fd``), keeping its index."""
 
-    def __init__(self, fd: int, path: str, header: f.Header, sealer: Sealer | None) -> None:
+    def __init__(
+        self, fd: int, path: str, header: f.Header, sealer: Sealer | None, direct_fd: int | None = None
+    ) -> None:
         self.fd, self.path, self.header, self.sealer = fd, path, header, sealer
+        self.direct_fd = direct_fd  # an O_DIRECT twin of ``fd``: the records go past the page cache
+        self.appender: Appender | None = None  # once started or resumed
         self.entries = bytearray()  # the index, in disk order
         self.offsets = array.array("Q")
         self.pos = f.HEADER_SIZE
@@ -62,12 +66,14 @@ class ImageWriter:
             os.ftruncate(self.fd, 0)
         except OSError as e:
             raise TargetWriteError(f"cannot empty {self.path}: {e.strerror}") from None
+        self.appender = Appender(self.fd, self.path, 0, self.direct_fd)
         self._write(f.encode_header(self.header), 0)
         body = f.encode_manifest(plan)
         if self.sealer is not None:
             body = self.sealer.seal(body, meta_aad(self.header.image_id))
         record = f.encode_record(f.RecordHeader(f.Codec.META, 0, 0, len(body), bytes(32)))
-        self._write(record + body, f.HEADER_SIZE)
+        self._write(record, f.HEADER_SIZE)
+        self._write(body, f.HEADER_SIZE + len(record))
         self.pos = f.HEADER_SIZE + len(record) + len(body)
 
     def resume(self, found: Scanned, keep: int) -> None:
@@ -81,13 +87,15 @@ class ImageWriter:
             os.ftruncate(self.fd, self.pos)
         except OSError as e:
             raise TargetWriteError(f"cannot cut {self.path} back: {e.strerror}") from None
+        self.appender = Appender(self.fd, self.path, self.pos, self.direct_fd)
 
     def put(self, offset: int, length: int, digest: bytes, codec: f.Codec, stored: bytes) -> None:
         """Append one chunk's record; it becomes the index's entry for ``offset``."""
         record = f.encode_record(
             f.RecordHeader(codec, offset, length, len(stored), bytes(32) if self.sealer else digest)
         )
-        self._write(record + stored, self.pos)
+        self._write(record, self.pos)  # two appends: joining them first would copy the chunk once more
+        self._write(stored, self.pos + len(record))
         self._enter(f.Entry(offset, length, digest, self.pos, len(stored), codec))
         self.pos += len(record) + len(stored)
         self.stored_bytes += len(stored)
@@ -118,10 +126,19 @@ class ImageWriter:
         return f.list_digest(self.entries)
 
     def flush(self) -> None:
-        try:
-            os.fsync(self.fd)
-        except OSError as e:
-            raise TargetWriteError(f"cannot flush {self.path}: {e.strerror}") from None
+        """Every record appended so far on the disk."""
+        self._appender.flush()
+
+    def close(self) -> None:
+        if self.appender is not None:
+            self.appender.close()
+            self.appender = None
+
+    @property
+    def _appender(self) -> Appender:
+        if self.appender is None:
+            raise TargetWriteError(f"{self.path} was not started as an image")
+        return self.appender
 
     def finish(self, manifest: dict[str, Any]) -> str:
         """Index, manifest and footer after the records: the image is whole. Its root, as hex."""
@@ -146,11 +163,12 @@ class ImageWriter:
         )
         self._write(stored + f.encode_footer(footer), index_pos + index_len)
         end = index_pos + index_len + len(stored) + f.FOOTER_SIZE
+        self.flush()
         try:
-            os.ftruncate(self.fd, end)  # nothing of an earlier, longer file after the footer
+            os.ftruncate(self.fd, end)  # nothing after the footer: an earlier, longer file's, or the padding
+            os.fsync(self.fd)
         except OSError as e:
             raise TargetWriteError(f"cannot end {self.path}: {e.strerror}") from None
-        self.flush()
         return root.hex()
 
     def _write_index(self, count: int, at: int) -> tuple[int, bytes]:
@@ -172,7 +190,10 @@ class ImageWriter:
         return pos - at, digest.digest()
 
     def _write(self, data: bytes | bytearray, at: int) -> None:
-        write_all(self.fd, self.path, data, at)
+        appender = self._appender
+        if at != appender.end:
+            raise TargetWriteError(f"an image is written front to back: byte {at} of {self.path} is not its end")
+        appender.append(data)
 
 
 def new_header(

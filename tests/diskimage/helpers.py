@@ -59,6 +59,9 @@ def write_image(
             pos = stop
     if finish:
         writer.finish({"format": "usb4-recovery image", "version": f"{f.MAJOR}.{f.MINOR}", **(manifest or {})})
+    else:
+        writer.flush()  # a save that stopped after its last flush
+    writer.close()
     os.close(fd)
     return writer
 

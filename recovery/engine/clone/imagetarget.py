@@ -64,7 +64,7 @@ class ImageTarget(Target):
     def prepare(self, size: int) -> None:
         """An empty image of a ``size``-byte disk: its header and its plan record."""
         header, self.sealer = new_header(size, self.chunk_size, self.sector_size, self.passphrase)
-        self.writer = ImageWriter(self.fd, self.path, header, self.sealer)
+        self.writer = ImageWriter(self.fd, self.path, header, self.sealer, self._direct())
         self.writer.start(self.heading)
         self.size = size
 
@@ -91,7 +91,7 @@ class ImageTarget(Target):
         found = self.scanned
         assert found is not None
         self.sealer = found.sealer
-        self.writer = ImageWriter(self.fd, self.path, found.header, found.sealer)
+        self.writer = ImageWriter(self.fd, self.path, found.header, found.sealer, self._direct())
         self.writer.resume(found, seq)
         self.size = found.header.size
 
@@ -137,6 +137,11 @@ class ImageTarget(Target):
 
     def finish(self) -> None:
         """Nothing for the kernel to re-read: an image file has no partition table of its own."""
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        super().close()
 
 
 def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: bytes | None) -> dict[str, Any]:
