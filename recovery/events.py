@@ -143,6 +143,17 @@ class Warning(Event):  # noqa: A001 - the event is called "warning" in the schem
 
 
 @dataclass(frozen=True)
+class TableMoved(Event):
+    """A target larger than its source: the GPT's backup now on the target's last sector."""
+
+    kind: ClassVar[str] = "gpt_moved"
+    target: str
+    backup_lba: int  # the backup header's sector (the disk's last)
+    last_usable_lba: int  # the end of the area partitions may use now
+    free_bytes: int  # after the last partition, up to that end: room a partition can grow into
+
+
+@dataclass(frozen=True)
 class Failed(Event):
     kind: ClassVar[str] = "error"
     code: str

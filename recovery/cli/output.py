@@ -121,6 +121,11 @@ class Output:
             return "\n".join(lines)
         if isinstance(e, events.Warning):
             return f"warning: {shown(e.message)}"
+        if isinstance(e, events.TableMoved):
+            return (
+                f"» {shown(e.target)} is larger than the source: its GPT's backup moved to the disk's end; "
+                f"{human_size(e.free_bytes)} free after the last partition"
+            )
         if isinstance(e, events.Summary):
             return summary_text(e)
         if isinstance(e, events.ImageChecked):

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             "source_size": result.source_size,
             "target_size": result.target_size,
             "identical": result.identical,
+            "gpt_moved": result.gpt_moved,
             "source_digest": result.source_digest,
             "target_digest": result.target_digest,
             "differences": [[o, n] for o, n in result.differences],
@@ -49,12 +50,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if result.identical:
             sys.stdout.write(f"identical over {result.compared} bytes\n")
+        elif result.matches:
+            sys.stdout.write(
+                f"the same over {result.compared} bytes but for the GPT, whose backup the clone moved to the "
+                "target's end (its first two sectors)\n"
+            )
         else:
             for off, n in result.differences[:20]:
                 sys.stdout.write(f"differs  bytes {off}..{off + n} ({human_size(n)})\n")
             if len(result.differences) > 20:
                 sys.stdout.write(f"... and {len(result.differences) - 20} more ranges\n")
-    if not result.identical:
+    if not result.matches:
         raise VerificationError(
             f"{args.target} differs from {args.source}"
             + (

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from recovery import events
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.clone import fscheck, imagetarget
+from recovery.engine.clone import fscheck, gptend, imagetarget
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.progress import RateMeter
@@ -48,10 +48,14 @@ def verify(
     """The receiver's checks of the target once every frame is on it."""
     if not opts.verify:
         sink(events.Warning("read-back verification was skipped (--no-verify)"))
+        if not isinstance(target, ImageTarget):
+            gptend.move_backup_to_end(target, plan.size, sink)
         return Verdict()
     result = read_back(link, target, plan, done, frames, opts, sink)
     differs = whole_digest_differs(plan.mode, result.image_digest, done.source_digest)
     verdict = Verdict(result, [], not result.mismatches and not differs, differs)
+    if verdict.verified and not isinstance(target, ImageTarget):
+        gptend.move_backup_to_end(target, plan.size, sink)  # before the checks: they see the final table
     if verdict.verified and plan.mode == "used":
         if isinstance(target, ImageTarget):
             sink(events.Warning("the filesystems inside an image are not checked yet: they are when it is restored"))
