@@ -169,15 +169,17 @@ def ram_share(share: int = 2) -> int:
 def confined(argv: Sequence[str], *, memory: int) -> list[str]:
     """``argv`` for a program that reads bytes a peer wrote (a crafted filesystem may attack the tool that
     parses it): at most ``memory`` bytes of data (prlimit) and, as root, as the unprivileged user with no
-    capabilities and no way to gain any (setpriv), in a network namespace of its own (unshare). Give it a
-    device it may read (:func:`recovery.disks.partdev.private_region`)."""
+    capabilities and no way to gain any (setpriv), in network and PID namespaces of its own (unshare: it
+    can reach no other process, and ends with the unshare that started it). Give it a device it may read
+    (:func:`recovery.disks.partdev.private_region`). A timeout that kills unshare kills the tool too:
+    the signal its death sends the child survives setpriv's change of user (``--pdeathsig=keep``)."""
     bounded = [need_tool("prlimit", "util-linux"), f"--data={memory}", "--", *argv]
     if os.geteuid() != 0:
         return bounded
     return [
-        need_tool("unshare", "util-linux"), "--net", "--",
+        need_tool("unshare", "util-linux"), "--net", "--pid", "--fork", "--kill-child", "--",
         need_tool("setpriv", "util-linux"), f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--pdeathsig=keep", "--",
         *bounded,
     ]  # fmt: skip
 

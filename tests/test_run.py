@@ -111,16 +111,41 @@ def test_a_program_that_prints_without_end_costs_only_the_tail_kept() -> None:
 
 
 @pytest.mark.root
-def test_a_confined_program_has_no_privilege_no_network_and_a_memory_bound() -> None:
+def test_a_confined_program_has_no_privilege_no_network_no_other_process_and_a_memory_bound() -> None:
     probe = (
         "import os, socket\n"
         "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
         "print(os.getuid(), os.getgid(), os.getgroups(), int(status['CapEff'], 16), int(status['NoNewPrivs']))\n"
         "print(sorted(name for _, name in socket.if_nameindex()))\n"
         "import resource; print(resource.getrlimit(resource.RLIMIT_DATA)[0])\n"
+        "print('pid', os.getpid())\n"
     )
     python = "/usr/bin/python3"  # the system's: this venv may lie where the unprivileged user cannot go
     out = run.output(run.confined([python, "-c", probe], memory=512 << 20)).splitlines()
     assert out[0] == f"{run.UNPRIVILEGED} {run.UNPRIVILEGED} [] 0 1"
     assert out[1] == "['lo']"  # a network namespace of its own: no interface but its loopback
     assert out[2] == str(512 << 20)
+    assert out[3] == "pid 1"  # a PID namespace of its own: it is its first process, and sees no other
+
+
+@pytest.mark.root
+def test_a_confined_program_past_its_time_is_killed_not_left_running() -> None:
+    """A checker stuck on a crafted filesystem: the timeout ends it, not only the unshare in front of it."""
+    marker = f"{time.time_ns() % 10**9}.5"  # an argument no other sleep has
+    with pytest.raises(RecoveryError):
+        run.run(run.confined(["/bin/sleep", marker], memory=64 << 20), timeout=1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _running("sleep", marker):
+        time.sleep(0.1)
+    assert not _running("sleep", marker)
+
+
+def _running(name: str, arg: str) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(name.encode()) and argv[1] == arg.encode():
+            return True
+    return False

@@ -60,7 +60,9 @@ class Appender:
             pad = BLOCK - partial
             self.stage[self.fill : self.fill + pad] = bytes(pad)
             self._write(self.fill + pad)
-        self._write_whole_blocks()
+            self._keep_tail(self.fill - partial)  # the partial block stays, to be written whole again
+        else:
+            self._write_whole_blocks()
         try:
             os.fsync(self.fd)
         except OSError as e:
@@ -75,9 +77,13 @@ class Appender:
         if not whole:
             return
         self._write(whole)
-        self.stage.move(0, whole, self.fill - whole)
-        self.base += whole
-        self.fill -= whole
+        self._keep_tail(whole)
+
+    def _keep_tail(self, written: int) -> None:
+        """The first ``written`` bytes are on the disk: keep only what follows them."""
+        self.stage.move(0, written, self.fill - written)
+        self.base += written
+        self.fill -= written
 
     def _write(self, length: int) -> None:
         view = memoryview(self.stage)[:length]

@@ -13,6 +13,7 @@ import bisect
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import blake3
@@ -21,7 +22,7 @@ import zstandard
 from recovery.diskimage import format as f
 from recovery.diskimage.appender import Appender
 from recovery.diskimage.scan import Scanned
-from recovery.diskimage.seal import Sealer, chunk_aad, manifest_aad, meta_aad, new_keys, page_aad
+from recovery.diskimage.seal import OVERHEAD, Sealer, chunk_aad, manifest_aad, meta_aad, new_keys, page_aad
 from recovery.errors import TargetWriteError
 from recovery.protocol.frames import zero_digest
 
@@ -140,16 +141,20 @@ class ImageWriter:
             raise TargetWriteError(f"{self.path} was not started as an image")
         return self.appender
 
-    def finish(self, manifest: dict[str, Any]) -> str:
-        """Index, manifest and footer after the records: the image is whole. Its root, as hex."""
+    def finish(self, manifest: dict[str, Any], room: Callable[[int], None] | None = None) -> str:
+        """Index, manifest and footer after the records: the image is whole. Its root, as hex.
+        ``room``: told how many bytes these take before they are written (it may refuse them)."""
         root = self.root()
         count = len(self.offsets)
         index_pos = self.pos
-        index_len, index_digest = self._write_index(count, index_pos)
         body = f.encode_manifest({**manifest, "root": root.hex(), "chunks": count})
         stored = zstandard.ZstdCompressor(level=MANIFEST_LEVEL).compress(body)
         if self.sealer is not None:
             stored = self.sealer.seal(stored, manifest_aad(self.header.image_id))
+        if room is not None:
+            pages = -(-len(self.entries) // (f.PAGE_ENTRIES * f.ENTRY_SIZE))
+            room(len(self.entries) + pages * OVERHEAD + len(stored) + f.FOOTER_SIZE)
+        index_len, index_digest = self._write_index(count, index_pos)
         footer = f.Footer(
             self.header.image_id,
             data_end=index_pos,

@@ -9,6 +9,7 @@ when the user said so (``--yes`` or the wizard's typed confirmation).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -38,6 +39,27 @@ def refuse_planted_link(path: str) -> str:
         f"refusing to write {path}: it is a symbolic link (to {real})",
         hint="give the disk or the image file itself, not a link to it",
     )
+
+
+def open_without_links(path: str, flags: int, mode: int = 0o600) -> int:
+    """Open the absolute ``path`` with no symbolic link anywhere on it: each folder on the way opened
+    from ``/`` without following one, then the file in the last. A folder checked a moment before and
+    swapped for a link since is refused, not followed (a peer's save never lands outside it)."""
+    *folders, name = path.strip("/").split("/")
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for folder in folders:
+            try:
+                nxt = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise RefusedError(f"refusing to open {path}: {folder} on its way is not a folder now") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def check_target_path(path: str, *, overwrite: bool, image: bool = False) -> None:

@@ -100,3 +100,4 @@ class ReceiveOptions:
     log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())
     image: bool = False  # the target is an image file to create (recovery.diskimage), not a disk's bytes
     passphrase: bytes | None = None  # an image: encrypt it under this passphrase
+    no_links: bool = False  # a path a peer chose: opened with no symbolic link anywhere on it

@@ -107,8 +107,10 @@ class Listener:
     and a stream whose other half does not follow within :data:`PAIR_TIMEOUT`
     is dropped. Either stream's hello may arrive first: the sender sends the
     control stream's first, but a lost segment resent (or a relay) can let the
-    data stream's overtake it. Streams still waiting when :meth:`accept`
-    returns are kept for the next call.
+    data stream's overtake it. The two must come from one address (a stream
+    planted with a token seen on the network does not complete another
+    machine's pair; the pairing's PAKE would refuse it anyway). Streams still
+    waiting when :meth:`accept` returns are kept for the next call.
     """
 
     def __init__(self, ep: Endpoint, *, device: str | None = None) -> None:
@@ -289,11 +291,11 @@ class Listener:
             g.sock.close()  # not one of ours: ignore it
             return None
         other = self._halves.pop(token, None)
-        if other is not None and other.channel != channel:
+        if other is not None and other.channel != channel and other.addr[0] == g.addr[0]:
             control, data = (other, g) if channel == DATA else (g, other)
             return _connection(control.sock, data.sock, kind=kind, peer=_describe(control.addr), token=token)
         if other is not None:
-            other.sock.close()  # the same stream again: the newer one stands
+            other.sock.close()  # the same stream again, or one from another address: the newer one stands
         if len(self._halves) >= MAX_PENDING:
             oldest = min(self._halves, key=lambda t: self._halves[t].since)
             self._halves.pop(oldest).sock.close()

@@ -64,3 +64,24 @@ def test_a_stream_of_another_sender_does_not_complete_a_pair() -> None:
             conn.close()
             for s in (stranger, data, control):
                 s.close()
+
+
+def test_a_stream_planted_from_another_address_does_not_complete_a_pair() -> None:
+    """Someone who saw a sender's token on the network plants a control stream with it from another
+    address: the sender's own data stream does not pair with it; the sender's own two streams do."""
+    token = os.urandom(16)
+    with tcp.Listener(tcp.Endpoint("127.0.0.1", 0)) as listener:
+        planted = socket.create_connection(("127.0.0.1", listener.port), source_address=("127.0.0.2", 0))
+        planted.sendall(encode_link_hello(CONTROL, token))
+        data = stream(listener.port, DATA, token)
+        control = stream(listener.port, CONTROL, token)
+        conn = accepted(listener)
+        try:
+            assert conn.address.startswith("127.0.0.1")
+            control.sendall(b"control")
+            data.sendall(b"data")
+            assert (conn.control.recv_some(), conn.data.recv_some()) == (b"control", b"data")
+        finally:
+            conn.close()
+            for s in (planted, data, control):
+                s.close()

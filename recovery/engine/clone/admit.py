@@ -73,7 +73,9 @@ def open_target(plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m.Identity]
     sender chose, not the source, big enough (an image file: room enough on its filesystem)."""
     safety.check_target_path(opts.target, overwrite=opts.overwrite, image=opts.image)
     target = (
-        ImageTarget(opts.target, plan.chunk_size, plan.source.sector_size or 512, opts.passphrase)
+        ImageTarget(
+            opts.target, plan.chunk_size, plan.source.sector_size or 512, opts.passphrase, no_links=opts.no_links
+        )
         if opts.image
         else Target(opts.target)
     )

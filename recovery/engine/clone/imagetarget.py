@@ -21,6 +21,7 @@ import zstandard
 
 from recovery import SOFTWARE, events
 from recovery.diskimage import format as f
+from recovery.diskimage.appender import STAGE
 from recovery.diskimage.reader import ImageReader
 from recovery.diskimage.scan import Scanned, scan, unfinished
 from recovery.diskimage.seal import Sealer
@@ -32,14 +33,25 @@ from recovery.engine.clone.target import Target
 from recovery.engine.rescue import fsnames
 from recovery.errors import ImageError, PassphraseError, RefusedError, TargetWriteError, VerificationError
 from recovery.protocol import messages as m
+from recovery.units import human_size
+
+LEFT_FOR_OTHERS = 16 << 20  # the free space (for other users than root) a save never takes
 
 
 class ImageTarget(Target):
     stores_chunks = True
     holds_edges = False  # an image without its footer is plainly incomplete: nothing to hold back
 
-    def __init__(self, path: str, chunk_size: int, sector_size: int, passphrase: bytes | None = None) -> None:
-        super().__init__(path)
+    def __init__(
+        self,
+        path: str,
+        chunk_size: int,
+        sector_size: int,
+        passphrase: bytes | None = None,
+        *,
+        no_links: bool = False,
+    ) -> None:
+        super().__init__(path, no_links=no_links)
         self.chunk_size, self.sector_size = chunk_size, sector_size
         if self.is_block:
             self.unlock()
@@ -109,6 +121,7 @@ class ImageTarget(Target):
 
     def put(self, offset: int, length: int, digest: bytes, codec: f.Codec, stored: bytes) -> None:
         self._check_range(offset, length)
+        self._keep_room(len(stored))
         self.writer_.put(offset, length, digest, codec, stored)
         self.bytes_written += len(stored)
 
@@ -118,8 +131,22 @@ class ImageTarget(Target):
         codec, stored = self.stored_form(offset, view, None)
         self.put(offset, len(view), blake3.blake3(view).digest(), codec, stored)
 
+    def _keep_room(self, more: int) -> None:
+        """Stop before the image's filesystem is full: a save never takes the space other programs need
+        (the system's own, when the folder is on it), nor the blocks ext4 keeps for root. ``more``: the
+        bytes about to be stored (besides what the writer gathers before it writes)."""
+        vfs = os.fstatvfs(self.fd)
+        left = vfs.f_bavail * vfs.f_frsize
+        if left < LEFT_FOR_OTHERS + more + STAGE:
+            raise TargetWriteError(
+                f"the filesystem of {self.path} is nearly full ({human_size(left)} left for other programs): "
+                "the save stopped there",
+                hint="free space on that drive or save to another one; the same save then goes on where it stopped",
+            )
+
     def zero(self, offset: int, length: int) -> None:
         self._check_range(offset, length)
+        self._keep_room(f.RECORD_SIZE)
         self.writer_.zero(offset, length)
 
     def flush(self) -> None:
@@ -127,7 +154,7 @@ class ImageTarget(Target):
 
     def seal(self, manifest: dict[str, Any]) -> str:
         """Index, manifest and footer: the image is whole. Its root digest (hex)."""
-        self.root = self.writer_.finish(manifest)
+        self.root = self.writer_.finish(manifest, room=self._keep_room)
         return self.root
 
     def open_reader(self) -> ImageReader:
@@ -139,9 +166,13 @@ class ImageTarget(Target):
         """Nothing for the kernel to re-read: an image file has no partition table of its own."""
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        super().close()
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        except BufferError:
+            pass  # its writing thread, stopped on an error, still holds the buffer: the collector frees it
+        finally:
+            super().close()
 
 
 def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: bytes | None) -> dict[str, Any]:

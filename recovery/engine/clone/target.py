@@ -52,9 +52,10 @@ class Target:
     the path is refused) and created readable by its owner only.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, no_links: bool = False) -> None:
+        """``no_links``: a path a peer chose (a folder's image): no symbolic link anywhere on it."""
         self.created = False
-        self.fd, name = self._open(path)
+        self.fd, name = self._open(path, no_links)
         st = os.fstat(self.fd)  # what was opened decides, not what the name said a moment before
         self.is_block = stat.S_ISBLK(st.st_mode)
         if not (self.is_block or stat.S_ISREG(st.st_mode)):
@@ -94,16 +95,18 @@ class Target:
             os.close(self.lock_fd)
             self.lock_fd = -1
 
-    def _open(self, path: str) -> tuple[int, str]:
-        """Open once, never following a link at the last step: an existing device exclusively
-        (O_EXCL: a mounted one fails), an existing file as it is, or a new file (0600)."""
+    def _open(self, path: str, no_links: bool) -> tuple[int, str]:
+        """Open once, never following a link at the last step (``no_links``: nowhere on the path): an
+        existing device exclusively (O_EXCL: a mounted one fails), an existing file as it is, or a new
+        file (0600)."""
         name = safety.refuse_planted_link(path)
         flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+        opener = safety.open_without_links if no_links else os.open
         try:
             try:
-                return os.open(name, flags | os.O_EXCL), name  # O_EXCL without O_CREAT: for devices only
+                return opener(name, flags | os.O_EXCL), name  # O_EXCL without O_CREAT: for devices only
             except FileNotFoundError:
-                fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = opener(name, flags | os.O_CREAT | os.O_EXCL, 0o600)
                 self.created = True
                 return fd, name
         except OSError as e:

@@ -484,6 +484,7 @@ class CloneSession:
             restart=choice.restart,
             log_dir=self.log_dir,
             image=choice.image_target is not None,
+            no_links=choice.image_target is not None,
         )
         return run_receive(self.link, plan, opts, job.sink)
 
@@ -548,6 +549,7 @@ class CloneSession:
             restart=plan.restart and not image,  # a peer never makes this machine drop an unfinished image
             log_dir=self.log_dir,
             image=image,
+            no_links=image,  # a folder's image file: imagedir's rule, held to the open
         )
         return run_receive(self.link, plan, opts, job.sink)
 
