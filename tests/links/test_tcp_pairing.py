@@ -48,22 +48,26 @@ def test_the_two_streams_pair_whichever_hello_arrives_first(first: int) -> None:
             other.close()
 
 
+def paired_despite(listener: tcp.Listener, stray: socket.socket, token: bytes) -> None:
+    """The sender's own two streams (data first) pair, whatever ``stray`` said before them."""
+    data = stream(listener.port, DATA, token)
+    control = stream(listener.port, CONTROL, token)
+    conn = accepted(listener)
+    try:
+        assert conn.address.startswith("127.0.0.1")
+        control.sendall(b"control")
+        data.sendall(b"data")
+        assert (conn.control.recv_some(), conn.data.recv_some()) == (b"control", b"data")
+    finally:
+        conn.close()
+        for s in (stray, data, control):
+            s.close()
+
+
 def test_a_stream_of_another_sender_does_not_complete_a_pair() -> None:
     """A data stream with a stranger's token waits alone; the real sender's two streams still pair."""
-    mine, theirs = os.urandom(16), os.urandom(16)
     with tcp.Listener(tcp.Endpoint("127.0.0.1", 0)) as listener:
-        stranger = stream(listener.port, DATA, theirs)
-        data = stream(listener.port, DATA, mine)
-        control = stream(listener.port, CONTROL, mine)
-        conn = accepted(listener)
-        try:
-            control.sendall(b"control")
-            data.sendall(b"data")
-            assert (conn.control.recv_some(), conn.data.recv_some()) == (b"control", b"data")
-        finally:
-            conn.close()
-            for s in (stranger, data, control):
-                s.close()
+        paired_despite(listener, stream(listener.port, DATA, os.urandom(16)), os.urandom(16))
 
 
 def test_a_stream_planted_from_another_address_does_not_complete_a_pair() -> None:
@@ -73,15 +77,4 @@ def test_a_stream_planted_from_another_address_does_not_complete_a_pair() -> Non
     with tcp.Listener(tcp.Endpoint("127.0.0.1", 0)) as listener:
         planted = socket.create_connection(("127.0.0.1", listener.port), source_address=("127.0.0.2", 0))
         planted.sendall(encode_link_hello(CONTROL, token))
-        data = stream(listener.port, DATA, token)
-        control = stream(listener.port, CONTROL, token)
-        conn = accepted(listener)
-        try:
-            assert conn.address.startswith("127.0.0.1")
-            control.sendall(b"control")
-            data.sendall(b"data")
-            assert (conn.control.recv_some(), conn.data.recv_some()) == (b"control", b"data")
-        finally:
-            conn.close()
-            for s in (planted, data, control):
-                s.close()
+        paired_despite(listener, planted, token)
