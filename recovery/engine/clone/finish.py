@@ -10,7 +10,7 @@ from the receiver's summary, checked against its own digests.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from recovery import events
@@ -44,14 +44,16 @@ def verify(
     frames: FrameList,
     opts: ReceiveOptions,
     sink: events.EventSink,
+    checked: Mapping[int, tuple[int, int, bool]] | None = None,
 ) -> Verdict:
-    """The receiver's checks of the target once every frame is on it."""
+    """The receiver's checks of the target once every frame is on it. ``checked``: frames read back
+    during the stream already (a delta's unchanged chunks): not read again."""
     if not opts.verify:
         sink(events.Warning("read-back verification was skipped (--no-verify)"))
         if not isinstance(target, ImageTarget):
             gptend.move_backup_to_end(target, plan.size, sink)
         return Verdict()
-    result = read_back(link, target, plan, done, frames, opts, sink)
+    result = read_back(link, target, plan, done, frames, opts, sink, checked or {})
     differs = whole_digest_differs(plan.mode, result.image_digest, done.source_digest)
     verdict = Verdict(result, [], not result.mismatches and not differs, differs)
     if verdict.verified and not isinstance(target, ImageTarget):
@@ -74,8 +76,10 @@ def read_back(
     frames: FrameList,
     opts: ReceiveOptions,
     sink: events.EventSink,
+    checked: Mapping[int, tuple[int, int, bool]],
 ) -> ReadbackResult:
-    """Every frame read back past the cache (exact mode: the whole target, hashed), progress to both sides."""
+    """Every frame read back past the cache (exact mode: the whole target, hashed), progress to both sides;
+    used mode: but those ``checked`` during the stream."""
     sink(events.Phase("verify", f"reading {target.path} back to check it"))
     target.drop_cache()
     rate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
@@ -97,7 +101,9 @@ def read_back(
             on_progress=progress,
             should_stop=opts.cancel.is_set,
         )
-    return verify_ranges(target.read_path, frames, on_progress=progress, should_stop=opts.cancel.is_set)
+    return verify_ranges(
+        target.read_path, frames, on_progress=progress, should_stop=opts.cancel.is_set, checked=checked
+    )
 
 
 def _check_filesystems(

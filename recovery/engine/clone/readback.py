@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import blake3
@@ -159,19 +159,23 @@ def verify_ranges(
     *,
     on_progress: ProgressFn,
     should_stop: Callable[[], bool] = lambda: False,
+    checked: Mapping[int, tuple[int, int, bool]] | None = None,
 ) -> ReadbackResult:
-    """``used`` mode: every written range against its digest."""
+    """``used`` mode: every written range against its digest. ``checked``: frames (by index) already read
+    back and compared (offset, length, matched), not read again; those that did not match count."""
     start = time.monotonic()
+    checked = checked or {}
     bad = _scan(
         path,
-        ((o, n, d) for o, n, d, _ in frames),
-        frames.covered,
+        ((o, n, d) for i, (o, n, d, _) in enumerate(frames) if i not in checked),
+        frames.covered - sum(n for _, n, _ in checked.values()),
         whole=None,
         on_progress=on_progress,
         should_stop=should_stop,
         longest=frames.longest(),
     )
-    return ReadbackResult(bad, None, time.monotonic() - start)
+    early = [(o, n) for o, n, matched in checked.values() if not matched]
+    return ReadbackResult(_join(sorted(bad + early)), None, time.monotonic() - start)
 
 
 def verify_image(

@@ -11,6 +11,7 @@ from recovery.disks import identity, signatures, usedmap
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.clone import finish
 from recovery.engine.clone.admit import admit
+from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
 from recovery.engine.clone.imagetarget import ImageTarget, image_manifest
@@ -78,7 +79,7 @@ def run_receive(
         clone.accept()
         clone.begin()
         done = clone.stream()
-        verdict = finish.verify(link, clone.target_, plan, done, clone.pipe_.framelist, opts, sink)
+        verdict = finish.verify(link, clone.target_, plan, done, clone.pipe_.framelist, opts, sink, clone.checked)
         return clone.conclude(done, verdict)
     except UnreadableSourceError:
         raise  # the clone ran to its end: the summary is out, the journal kept for a rescue run
@@ -106,6 +107,8 @@ class _Receiving:
         self.replace = 0  # of those, frames the sender sends again (they differ from the source)
         self.resumed = 0  # bytes the target held already
         self.pipe: ReceivePipeline | None = None
+        self.early: EarlyCheck | None = None
+        self.checked: dict[int, tuple[int, int, bool]] = {}  # frames read back during the stream (EarlyCheck)
         self.progress: _TransferProgress | None = None
         self.started = time.monotonic()
         self.succeeded = False
@@ -291,6 +294,7 @@ class _Receiving:
             passes=(plan.rescue and "rescue" in caps) or self.replace > 0,
             offered=self.offered,
         )
+        early = self.early = self._early_check()
         pipe = self.pipe = ReceivePipeline(
             self.link.conn.data,
             self.target_,
@@ -302,15 +306,32 @@ class _Receiving:
             frames=self.frames,
             held=self.held,
             max_replaced=self.replace or None,
+            early=early,
         )
         self.progress = _TransferProgress(self)
+        if early is not None:
+            early.start()
         done = _run(self.link, pipe, self.progress)
+        if early is not None:
+            self.checked = early.finish()
         self.keeper.drain()  # the last ack goes out before the summary
         _check_totals(plan, done, pipe)
         if isinstance(self.target, ImageTarget):
             self.sink(events.Phase("transfer", f"writing the index of {self.target.path}"))
             self.target.seal(image_manifest(plan, done, self.link.peer_name, self.opts.passphrase))
         return done
+
+    def _early_check(self) -> EarlyCheck | None:
+        """A used-mode delta onto a disk or file: its unchanged chunks read back during the stream (exact
+        mode hashes the whole target in order at the end, so it reads them then)."""
+        if self.offered is None or self.plan.mode != "used" or not self.opts.verify:
+            return None
+        if isinstance(self.target, ImageTarget):
+            return None
+        try:
+            return EarlyCheck(self.target_.read_path, self.plan.chunk_size)
+        except OSError:
+            return None  # the target cannot be opened again for reading: the end's read-back reads it all
 
     def _ask_again(self, seq: int, epoch: int, reason: str) -> None:
         self.link.ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))
@@ -393,6 +414,8 @@ class _Receiving:
         file this run made is removed unless the clone succeeded or its journal keeps it for a resume)."""
         if self.pipe is not None:
             self.pipe.crew.shutdown()
+        if self.early is not None:
+            self.early.close()
         kept = self.keeper.release()
         if self.target is not None:
             if self.succeeded or kept:

@@ -32,6 +32,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.diskimage.format import Codec as StoredCodec
+from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList, Recorded
 from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
@@ -114,9 +115,12 @@ class ReceivePipeline(Recorded):
         frames: FrameList | None = None,
         held: list[tuple[ChunkHeader, bytes | None]] | None = None,
         max_replaced: int | None = None,
+        early: EarlyCheck | None = None,
     ) -> None:
         """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
-        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come)."""
+        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come).
+        ``early``: reads back the ranges of SAME frames while the stream goes on."""
+        self.early = early
         self.channel = channel
         self.target = target
         self.image = target if isinstance(target, ImageTarget) else None  # chunks kept in their stored form
@@ -428,6 +432,8 @@ class ReceivePipeline(Recorded):
             index = found
         if h.kind is Kind.SAME:  # offered by this side for exactly this range and digest (decode_header)
             self.same_bytes += h.raw_len
+            if self.early is not None and not passes:
+                self.early.submit(index, h.offset, h.raw_len, h.digest)
             self.framelist.append(h.offset, h.raw_len, h.digest, _held_kind(h))
             return
         if self._is_edge(h):
@@ -447,6 +453,8 @@ class ReceivePipeline(Recorded):
         if h.kind is Kind.ZERO:
             self.zero_bytes += h.raw_len
         if passes:
+            if self.early is not None:
+                self.early.forget(index)
             self.framelist.replace(index, h.digest, h.kind)
             point.replaced.append(index)
             self.replaced += 1
