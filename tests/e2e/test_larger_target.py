@@ -110,3 +110,17 @@ def test_a_gpt_header_that_points_outside_the_copy_is_left_as_it_is(tmp_path: Pa
         warnings = [e["message"] for e in rx.events if e["event"] == "warning"]
         assert any("left as the source had it" in w for w in warnings), warnings
         assert read(dst, 0, 16 * MIB) == source.read_bytes()
+
+
+def test_a_target_barely_larger_keeps_the_copy_whole(source_loop: str, tmp_path: Path) -> None:
+    """8 KiB larger: a backup of its own would need its 16 KiB of entries over the copy's last sectors.
+    The GPT is left as the source had it, with a warning, and the copy is the source's, byte for byte."""
+    image = tmp_path / "barely.img"
+    with open(image, "wb") as f:
+        f.truncate(SOURCE + 8192)
+    with loop_device(image, partitions=False) as target:
+        _, rx = clone(source_loop, target, "exact")
+        assert rx.event("gpt_moved") is None
+        warnings = [e["message"] for e in rx.events if e["event"] == "warning"]
+        assert any("too little larger" in w for w in warnings), warnings
+        assert read(target, 0, SOURCE) == read(source_loop, 0, SOURCE)
