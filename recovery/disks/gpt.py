@@ -109,14 +109,10 @@ def partitions_end(header: Header, entries: bytes) -> int:
 
 @dataclass(frozen=True)
 class Moved:
-    """The GPT of a disk of ``disk_sectors`` sectors with its backup at the end."""
+    """A GPT with its backup on its disk's last sector: the two headers."""
 
     primary: Header
     backup: Header
-
-    @property
-    def backup_entries_lba(self) -> int:
-        return self.backup.entries_lba
 
 
 def moved_to_end(primary: Header, entries: bytes, disk_sectors: int, sector_size: int) -> Moved:
