@@ -24,7 +24,8 @@ class Event:
 class Phase(Event):
     """A step of the run begins, or a status line; ``name`` is one of:
 
-    connect, handshake, map, resume, transfer, rescue, verify (a clone);
+    connect, handshake, fit (``--fit``: measuring, resizing, moving on the copy-on-write view),
+    map, resume, transfer, rescue, verify (a clone);
     demo (``recovery demo``); export (``recovery image export``); unmount
     (``recovery image mount`` and ``unmount``: all of it taken down);
     session (``recovery agent``: a session ended);
@@ -344,3 +345,25 @@ class ImageMounted(Event):
     disk: str  # the FUSE file that reads as the whole disk
     loop: str  # the read-only loop device over it
     parts: list[dict[str, Any]]  # [{number, device, fstype, mountpoint (null: not mounted), why}]
+
+
+@dataclass(frozen=True)
+class FitPlanned(Event):
+    """The sender fits the source to a target of another size (``--fit``): the layout, before any change."""
+
+    kind: ClassVar[str] = "fit_planned"
+    fit: str
+    source_size: int
+    target_size: int
+    parts: list[dict[str, object]]  # per partition: number, fstype, start, size, new_start, new_size, method,
+    # smallest (bytes it can shrink to, or None), note (why it keeps its size)
+
+
+@dataclass(frozen=True)
+class Fitted(Event):
+    """The fitted disk is ready on the copy-on-write view (the source unchanged)."""
+
+    kind: ClassVar[str] = "fitted"
+    overlay_bytes: int  # what the copy-on-write overlay holds: the blocks the resizing and the moves wrote
+    moved_bytes: int  # the partitions that moved, their size
+    seconds: float

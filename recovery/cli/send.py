@@ -112,6 +112,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '",
     )
     p.add_argument(
+        "--fit",
+        choices=("keep", "shrink", "grow"),
+        default="keep",
+        help="keep: the source's layout (a smaller target is refused); shrink: shrink the filesystems to fit a "
+        "smaller target; grow: grow them to fill a larger one. The resizing happens on a copy-on-write view: "
+        "the source is never written (docs/fitting.md)",
+    )
+    p.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="--fit: the folder for the copy-on-write overlay, which holds what the resizing moves "
+        "(default: the temporary folder; on the stick, its RAM)",
+    )
+    p.add_argument(
         "--no-delta",
         action="store_true",
         help="send every chunk even if the target holds an earlier clone of this source (by default only "
@@ -164,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         fill=args.fill,
         rescan=args.rescan,
         delta=not args.no_delta,
+        fit=args.fit,
+        scratch=args.scratch,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )
     if args.workers:

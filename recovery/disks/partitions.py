@@ -69,7 +69,7 @@ def read_table(path: str) -> Table | None:
             extended.append((int(p["start"]) * sector, int(p["size"]) * sector))
             continue
         node = p.get("node", "")
-        number = _number_from_node(node) or i
+        number = number_from_node(node) or i
         parts.append(
             Partition(
                 number=number,
@@ -126,7 +126,7 @@ def _ebr_chain(f: object, ext_start: int, ss: int) -> list[tuple[int, int]]:
     return out
 
 
-def _number_from_node(node: str) -> int | None:
+def number_from_node(node: str) -> int | None:
     digits = ""
     for ch in reversed(node):
         if not ch.isdigit():

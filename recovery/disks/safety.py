@@ -124,7 +124,8 @@ def check_against_plan(target: Identity, source: Identity, needed: int) -> None:
     if target.kind != "file" and target.size < needed:
         raise RefusedError(
             f"{target.path} is too small: the source needs {human_size(needed)} "
-            f"({needed} bytes), the target has {human_size(target.size)} ({target.size} bytes)"
+            f"({needed} bytes), the target has {human_size(target.size)} ({target.size} bytes)",
+            hint="send with --fit shrink to shrink the source's filesystems to fit it",
         )
 
 

@@ -169,7 +169,7 @@ def build_map(
         sig = partitions.probe(source, p.start, p.size, around_errors=failing)
         if on_progress:
             on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
-        method, extents, note = _used_extents(source, p, sig.fstype, result.warnings)
+        method, extents, note = used_extents(source, p, sig.fstype, result.warnings)
         covered.append((p.start, p.size))
         result.extents.extend(extents)
         result.parts.append(
@@ -201,7 +201,7 @@ def _partitions(source: str, size: int) -> tuple[partitions.Table | None, list[p
     return table, [dataclasses.replace(p, size=min(p.size, size - p.start)) for p in table.partitions if p.start < size]
 
 
-def _used_extents(
+def used_extents(
     source: str, p: partitions.Partition, fstype: str | None, warnings: list[str]
 ) -> tuple[str, list[Extent], str | None]:
     """(method, absolute extents, note) for one partition."""

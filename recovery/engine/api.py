@@ -42,6 +42,7 @@ CAPABILITIES = (
     "images",  # a clone saved into, or restored from, an image file in a folder of the peer (plan.image,
     # request.image; find_images answered by images)
     "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
+    "fit",  # the sender asks the target's size before it plans (measure, measured): --fit shrink|grow
 )
 
 
@@ -80,6 +81,8 @@ class SendOptions:
     image: str | None = None  # save the clone as an image file at this path of the receiver (capability "images")
     image_only: bool = False  # the source must be an image file (a peer asked to restore one): never raw bytes
     delta: bool = True  # take the receiver's delta offer (False: --no-delta, the wizard's "overwrite it")
+    fit: str = "keep"  # "keep" the source's layout, "shrink" it onto a smaller target, "grow" it onto a larger
+    scratch: str | None = None  # fit: the folder for the copy-on-write overlay (None: recovery.engine.fit default)
 
 
 @dataclass

@@ -486,6 +486,27 @@ class Images(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Measure(Message):
+    """Capability "fit" (2.1): before it plans a clone fitted to the target (``--fit shrink|grow``), the
+    sender asks what the target is: the one the driving user chose (``target``), or the receiver's own."""
+
+    type: ClassVar[str] = "measure"
+    optional: ClassVar[bool] = True
+    target: Identity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Measured(Message):
+    """Capability "fit" (2.1): the answer to ``measure``: the target as the receiver opened it (nothing is
+    written), or why it cannot say (the clone is then refused as any plan would be)."""
+
+    type: ClassVar[str] = "measured"
+    optional: ClassVar[bool] = True
+    target: Identity | None = None
+    refused: str = field(default="", metadata=bounded(max_len=1024))
+
+
+@dataclass(frozen=True, slots=True)
 class Ping(Message):
     type: ClassVar[str] = "ping"
 
@@ -519,6 +540,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         SourceChecked,
         FindImages,
         Images,
+        Measure,
+        Measured,
     )
 }
 # May cross before the pairing, in the clear.

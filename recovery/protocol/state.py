@@ -24,7 +24,9 @@ with ``summary``, after which the connection is idle again. Either side may
 end an idle session with ``bye``; the other answers ``bye``, then both close.
 While idle the driver may say what its user does (``activity``, optional),
 and ask what a folder of the server holds (``find_images``, capability
-"images"), which the server answers with ``images`` before anything else.
+"images"), which the server answers with ``images`` before anything else,
+and ask what the target of the clone it is about to plan is (``measure``,
+capability "fit"), answered with ``measured``.
 ``ping`` is allowed at any time after the hellos; ``error`` and ``cancel``
 close the connection from any state.
 
@@ -64,6 +66,7 @@ class State(enum.Enum):
     IDLE = "idle"  # paired, no clone running
     REQUESTED = "requested"  # a request awaits the peer's plan or refusal
     BROWSING = "browsing"  # a find_images awaits the peer's images
+    MEASURING = "measuring"  # a measure awaits the receiver's measured
     PLANNED = "planned"  # a plan awaits the receiver's accept or refusal
     STREAMING = "streaming"
     FINISHING = "finishing"  # done sent; the receiver verifies and summarises
@@ -89,6 +92,8 @@ TRANSITIONS: dict[tuple[State, str], tuple[str, State]] = {
     (State.IDLE, "bye"): (ANY, State.ENDING),
     (State.IDLE, "find_images"): (DRIVES, State.BROWSING),
     (State.BROWSING, "images"): (REQUESTED, State.IDLE),
+    (State.IDLE, "measure"): (DRIVES, State.MEASURING),
+    (State.MEASURING, "measured"): (REQUESTED, State.IDLE),
     (State.REQUESTED, "plan"): (REQUESTED, State.PLANNED),
     (State.REQUESTED, "refuse"): (REQUESTED, State.IDLE),
     (State.PLANNED, "accept"): (RECEIVER, State.STREAMING),
@@ -272,7 +277,7 @@ class ControlConnection:
             self.we_are_sender = ours
             self.clones += 1
             self.epoch = 0
-        elif msg.type in ("request", "find_images"):
+        elif msg.type in ("request", "find_images", "measure"):
             self._request_to_us = not ours
         if nxt is State.IDLE:
             self._request_to_us = None

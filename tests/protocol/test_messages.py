@@ -89,6 +89,9 @@ SAMPLES: list[m.Message] = [
         what="reviewing the clone", step=6, steps=6, review=(m.ReviewLine("DESTROYS", "everything on sdb of b"),)
     ),
     m.Ping(),
+    m.Measure(target=IDENTITY),
+    m.Measured(target=IDENTITY),
+    m.Measured(refused="refusing to write /dev/sdb: it holds the mounted filesystem /"),
     m.FindImages(folder="/media/usb"),
     m.Images(
         folder="/media/usb",

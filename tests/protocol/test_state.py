@@ -230,6 +230,22 @@ def test_only_the_driver_asks_for_images_and_only_the_peer_answers_once() -> Non
     deliver(a, b, PLAN)  # idle again: the driver may start a clone
 
 
+def test_only_the_driver_measures_the_target_and_only_the_peer_answers_once() -> None:
+    a, b = paired()
+    with pytest.raises(LocalProtocolError, match="this side sent 'measure'"):
+        b.send(m.Measure())
+    deliver(a, b, m.Measure())
+    assert a.state is b.state is State.MEASURING
+    with pytest.raises(LocalProtocolError):
+        a.send(m.Measured(target=IDENTITY))  # the asker may not answer itself
+    with pytest.raises(LocalProtocolError):
+        a.send(PLAN)  # the plan waits for the answer
+    deliver(b, a, m.Measured(target=IDENTITY))
+    with pytest.raises(LocalProtocolError):
+        b.send(m.Measured(target=IDENTITY))  # answered once
+    deliver(a, b, PLAN)  # idle again: the plan follows
+
+
 def test_receiver_may_not_send_done() -> None:
     a, b = paired()
     deliver(a, b, PLAN)
@@ -359,6 +375,8 @@ def test_new_message_types_say_they_are_optional_so_an_older_peer_skips_them() -
         m.Resend(seq=0, epoch=1),
         m.FindImages(folder="/media/usb"),
         m.Images(),
+        m.Measure(),
+        m.Measured(),
     ):
         body = m.encode_body(msg)
         assert b'"optional":true' in body

@@ -22,6 +22,24 @@ def admit(link: PeerLink, plan: m.Plan, opts: ReceiveOptions) -> tuple[Target, m
     return open_target(plan, opts)
 
 
+def measure(opts: ReceiveOptions) -> m.Measured:
+    """The answer to a sender's ``measure`` (capability "fit"): the target as it is now, opened read-only
+    (nothing is written before a plan is admitted), or why it cannot be the target."""
+    if opts.image:
+        return m.Measured(refused="this side saves an image file: it has no size to fit the source to")
+    try:
+        safety.check_target_path(opts.target, overwrite=opts.overwrite)
+        found = identity.identify(opts.target)
+    except RecoveryError as e:
+        return m.Measured(refused=str(e)[:1024])
+    except OSError as e:
+        return m.Measured(refused=f"cannot inspect {opts.target}: {e.strerror}"[:1024])
+    why = identity.mismatch(opts.expect, found) if opts.expect is not None else None
+    if why:
+        return m.Measured(refused=f"{opts.target} changed since it was chosen: {why}"[:1024])
+    return m.Measured(target=found)
+
+
 def check_sealing(link: PeerLink, plan: m.Plan) -> None:
     """This side's own policy, from its own end of the link: data that crosses a network comes sealed,
     whatever the sender sees (through a forwarder it may see loopback), unless this side's user said

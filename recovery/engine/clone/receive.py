@@ -10,7 +10,7 @@ from recovery import events
 from recovery.disks import identity, signatures, usedmap
 from recovery.engine.api import ReceiveOptions
 from recovery.engine.clone import finish
-from recovery.engine.clone.admit import admit
+from recovery.engine.clone.admit import admit, measure
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.health import watched_clone
@@ -50,7 +50,10 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
     """Wait for the paired sender's plan on ``link``, receive one disk, close the link."""
     try:
         try:
-            plan = link.ctl.expect(m.Plan)
+            plan = link.ctl.expect(m.Plan, m.Measure)
+            while isinstance(plan, m.Measure):  # a sender fitting its source first asks what the target is
+                link.ctl.send(measure(opts))
+                plan = link.ctl.expect(m.Plan, m.Measure)
         except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
             raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)

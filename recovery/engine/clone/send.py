@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import blake3
 
 from recovery import events
-from recovery.disks import identity, usedmap
+from recovery.disks import fitplan, identity, usedmap
 from recovery.engine.api import SendOptions
 from recovery.engine.clone import finish, fscheck
 from recovery.engine.clone.chunks import Chunk, plan_chunks
@@ -31,6 +32,7 @@ from recovery.engine.clone.progress import (
 )
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
+from recovery.engine.fit import fitted
 from recovery.engine.peer.session import PeerLink, handshake
 from recovery.engine.rescue import fsnames
 from recovery.engine.rescue.job import RescueJob, plan_jobs
@@ -71,6 +73,15 @@ def check_options(opts: SendOptions) -> None:
         raise UsageError(f"the chunk size must be a multiple of 4 KiB, at most {MAX_CHUNK_SIZE >> 20} MiB")
     if not opts.rescue and (opts.mapfile or opts.rescue_time is not None):
         raise UsageError("--mapfile and --rescue-time belong to a rescue: add --rescue")
+    if opts.fit not in fitplan.FITS:
+        raise UsageError(f"--fit is one of {', '.join(fitplan.FITS)}, not {opts.fit!r}")
+    if opts.fit != "keep" and opts.rescue:
+        raise UsageError(
+            "a failing disk is not resized: --fit and --rescue do not go together",
+            hint="rescue it onto a disk at least its size first, then clone that one with --fit",
+        )
+    if opts.scratch is not None and not os.path.isdir(opts.scratch):
+        raise UsageError(f"--scratch {opts.scratch} is not a folder")
     if (opts.retries is not None and opts.retries < 0) or not opts.fill:
         raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
@@ -133,6 +144,7 @@ class _Sending:
         self.started = time.monotonic()
         self.wire_start = link.conn.data.bytes_out  # the session's earlier clones are not this one's
         self.hit: tuple[list[tuple[int, int]], list[dict[str, Any]]] | None = None  # rescue: bad ranges, files
+        self.fitting = contextlib.ExitStack()  # --fit: the fitted disk's view, ended with the clone
 
     @property
     def wire(self) -> int:
@@ -157,6 +169,8 @@ class _Sending:
             rescue=opts.rescue,
             image_only=opts.image_only,
         )
+        if opts.fit != "keep":
+            source = self.source = self._fit(source)
         sink(events.Phase("map", f"finding what to copy on {source.path} ({opts.mode} mode)"))
         if isinstance(source, ImageSource):
             umap = self.umap = source.used_map(opts.mode)
@@ -205,6 +219,47 @@ class _Sending:
         )
         if opts.rescue:
             self.rescue = RescueJob(source, opts, sink)
+
+    def _fit(self, source: Source) -> Source:
+        """``--fit shrink|grow``: the receiver's target measured, the layout planned and shown, and the fitted
+        disk (made on a copy-on-write view) to read instead of the source, which is never written."""
+        if isinstance(source, ImageSource):
+            raise UsageError("--fit works on a disk; restoring an image onto another size is not built yet")
+        target = self._measure()
+        say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
+        layout, _ = fitted.plan(source.path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
+        self.sink(events.FitPlanned(
+            fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,
+            parts=[dataclasses.asdict(p) for p in layout.parts],
+        ))  # fmt: skip
+        if not layout.changed:
+            return source
+        disk = self.fitting.enter_context(
+            fitted.fitted_disk(source.path, source.size, layout, self.opts.scratch, self.sink)
+        )
+        own = identity.identify(disk.path)
+        pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
+        source.close()
+        return Source(disk.path, identity=pinned)
+
+    def _measure(self) -> m.Identity:
+        """The target as the receiver opened it (capability "fit")."""
+        if "fit" not in self.caps:
+            raise RefusedError(
+                f"{self.link.peer_name} cannot say what its target is (its usb4-recovery lists no 'fit')",
+                hint="upgrade usb4-recovery there, or send without --fit",
+            )
+        self.link.ctl.send(m.Measure(target=self.opts.target))
+        reply = self.link.ctl.expect(m.Measured)
+        assert isinstance(reply, m.Measured)
+        if reply.target is None:
+            raise RefusedError(reply.refused or "the receiver did not say what its target is", peer=self.link.peer_name)
+        if reply.target.kind == "file":
+            raise UsageError(
+                f"the target {reply.target.path} is a file, which takes any size: --fit needs a disk",
+                hint="send without --fit",
+            )
+        return reply.target
 
     def propose(self) -> None:
         """Send the plan; the receiver accepts (perhaps offering a resume) or refuses, saying why."""
@@ -372,6 +427,7 @@ class _Sending:
         for part in (self.pipe, self.rescue, self.source):
             if part is not None:
                 part.close()
+        self.fitting.close()
 
     def _keep_mapfile(self, rescue: RescueJob) -> None:
         """Whatever ended the clone: the mapfile says what the receiver acked, so that a resume (which

@@ -7,7 +7,8 @@ import mmap
 import os
 import stat
 
-from recovery.disks import blockdev, identity, usage
+from recovery.disks import blockdev, usage
+from recovery.disks import identity as disk_identity
 from recovery.errors import RefusedError, SourceReadError, UsageError
 from recovery.protocol.messages import Identity
 from recovery.units import human_size
@@ -35,7 +36,9 @@ def check_source(path: str, *, allow_mounted: bool = False) -> None:
 
 
 class Source:
-    def __init__(self, path: str, *, allow_mounted: bool = False) -> None:
+    def __init__(self, path: str, *, allow_mounted: bool = False, identity: Identity | None = None) -> None:
+        """``identity``: what the plan calls this source when it is not ``path``'s own (a fitted disk is the
+        source's, with its own size and tables)."""
         check_source(path, allow_mounted=allow_mounted)
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -50,7 +53,7 @@ class Source:
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         except OSError:
             pass
-        self.identity: Identity = identity.identify(self.path, self.fd)
+        self.identity: Identity = identity or disk_identity.identify(self.path, self.fd)
         self.bytes_read = 0
 
     def read_into(self, view: memoryview, offset: int) -> None:

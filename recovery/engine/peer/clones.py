@@ -269,6 +269,8 @@ class CloneSession:
                         self.sink(PeerActivity(what=msg.what, step=msg.step, steps=msg.steps, review=review))
                     elif isinstance(msg, m.FindImages):
                         self.link.ctl.send(imagedir.find_images(msg.folder))
+                    elif isinstance(msg, m.Measure):
+                        self.link.ctl.send(m.Measured(refused="this machine's wizard does not fit clones yet"))
                     elif isinstance(msg, m.Bye):
                         self._ended_by_peer(msg)
                     continue

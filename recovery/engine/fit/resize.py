@@ -1,0 +1,140 @@
+"""Each filesystem's resizing, by its own well-kept tool, on a device of the copy-on-write view (never
+the source): how small it can become, whether it is clean, shrink, grow, and the boot sector of a
+partition that moved. docs/fitting.md has the table."""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+
+from recovery import run
+from recovery.errors import RefusedError
+
+EXT = ("ext2", "ext3", "ext4")
+RESIZES = (*EXT, "ntfs")
+# Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
+KEPT = {
+    "xfs": "XFS cannot shrink (a file-level copy into a new XFS is not built yet)",
+    "btrfs": "Btrfs is not resized yet (a copy by btrfs send/receive is planned)",
+    "vfat": "FAT is kept at its size (fatresize is not part of this system)",
+    "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
+    "f2fs": "F2FS is kept at its size (a file-level copy is not built yet)",
+    "crypto_LUKS": "LUKS is kept as it is: what it holds cannot be resized from outside",
+    "LVM2_member": "LVM is kept as it is (its volumes are not resized yet)",
+    "linux_raid_member": "a RAID member is kept as it is",
+    "swap": "swap keeps its size",
+}
+HIBERNATED = (
+    "Windows was hibernated or shut down with Fast Startup: start Windows, turn Fast Startup off "
+    "(Control Panel, Power Options, 'Choose what the power buttons do'), shut down, and try again"
+)
+
+
+def why_kept(fstype: str | None) -> str:
+    """Why a partition with this filesystem cannot be resized ("" when it can)."""
+    if fstype in RESIZES:
+        return ""
+    if fstype is None:
+        return "no filesystem this tool knows"
+    return KEPT.get(fstype, f"{fstype} is not resized by this tool")
+
+
+def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int | None]:
+    """(the smallest size the filesystem on ``dev`` can be shrunk to, the bytes it uses), read-only; a dirty
+    filesystem is refused (the source is never repaired). (None, None) for one this cannot resize."""
+    if fstype in EXT:
+        check = run.run(["e2fsck", "-f", "-n", dev], check=False)
+        if check.returncode != 0:
+            raise _dirty(number, fstype, "e2fsck -f -n", check.stdout + check.stderr,
+                         "check it with e2fsck on the source machine first")  # fmt: skip
+        blocks = _number(run.output(["resize2fs", "-P", dev]), r"minimum size of the filesystem: (\d+)")
+        header = run.output(["dumpe2fs", "-h", dev])
+        size = _number(header, r"Block size:\s+(\d+)")
+        used = _number(header, r"Block count:\s+(\d+)") - _number(header, r"Free blocks:\s+(\d+)")
+        return blocks * size, used * size
+    if fstype == "ntfs":
+        proc = run.run(["ntfsresize", "--info", "--no-progress-bar", dev], check=False)
+        words = (proc.stdout + proc.stderr).decode(errors="replace")
+        if proc.returncode != 0:
+            raise _ntfs_refusal(number, words)
+        in_use = re.search(r"Space in use\s*:\s*(\d+) MB", words)  # ntfsresize's MB: 10**6 bytes
+        return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
+    return None, None
+
+
+def shrink(dev: str, fstype: str, size: int) -> None:
+    """Shrink the filesystem on ``dev`` to ``size`` bytes."""
+    if fstype in EXT:
+        run.run(["resize2fs", "-f", dev, f"{size // 1024}K"])
+    elif fstype == "ntfs":
+        run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n")
+    else:
+        raise RefusedError(f"{fstype} cannot be shrunk by this tool")
+
+
+def grow(dev: str, fstype: str) -> None:
+    """Grow the filesystem on ``dev`` to fill it."""
+    if fstype in EXT:
+        run.run(["resize2fs", "-f", dev])
+    elif fstype == "ntfs":
+        run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n")
+    else:
+        raise RefusedError(f"{fstype} cannot be grown by this tool")
+
+
+# FAT and NTFS boot sectors name the partition's first sector ("hidden sectors", BPB offset 0x1C): Windows
+# and some firmware boot only when it is right, so a moved partition gets its new one.
+BOOT_SIGNATURES = {"ntfs": b"NTFS    ", "vfat": None}
+HIDDEN_SECTORS = struct.Struct("<I")
+
+
+def set_hidden_sectors(dev: str, fstype: str | None, first_sector: int) -> bool:
+    """Write the partition's new first sector into its boot sector (and NTFS's backup at the volume's end);
+    False when the filesystem has no such field or it does not fit 32 bits."""
+    if fstype not in BOOT_SIGNATURES or first_sector >= 1 << 32:
+        return False
+    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        boot = os.pread(fd, 512, 0)
+        if len(boot) < 512 or boot[510:512] != b"\x55\xaa":
+            return False
+        size = os.lseek(fd, 0, os.SEEK_END)
+        places = {0}
+        if fstype == "ntfs":
+            if boot[3:11] != BOOT_SIGNATURES["ntfs"]:
+                return False
+            sector = int.from_bytes(boot[11:13], "little") or 512
+            # The backup: past the volume (mkntfs), or on the partition's last sector (ntfsresize)
+            places |= {int.from_bytes(boot[0x28:0x30], "little") * sector, size - sector}
+        for at in sorted(places):
+            found = os.pread(fd, 512, at) if at + 512 <= size else b""
+            if found[510:512] == b"\x55\xaa" and (fstype != "ntfs" or found[3:11] == BOOT_SIGNATURES["ntfs"]):
+                os.pwrite(fd, HIDDEN_SECTORS.pack(first_sector), at + 0x1C)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _number(text: str, pattern: str) -> int:
+    found = re.search(pattern, text)
+    if found is None:
+        raise RefusedError(f"could not read the resizing tool's answer ({pattern.split('(')[0].strip()})")
+    return int(found.group(1))
+
+
+def _dirty(number: int, fstype: str | None, tool: str, output: bytes, hint: str) -> RefusedError:
+    last = " ".join(output.decode(errors="replace").split())[-200:]
+    return RefusedError(
+        f"partition {number} ({fstype}) is not clean ({tool}: {last}); it is not shrunk or grown, "
+        "and the source is never repaired",
+        hint=hint,
+    )
+
+
+def _ntfs_refusal(number: int, words: str) -> RefusedError:
+    text = " ".join(words.split())
+    if "hibernat" in text.lower() or "unsafe state" in text.lower():
+        return RefusedError(f"partition {number} (ntfs) cannot be resized: {HIBERNATED}")
+    return _dirty(number, "ntfs", "ntfsresize --info", words.encode(), "run chkdsk /f on it in Windows first")

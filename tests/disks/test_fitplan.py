@@ -1,0 +1,135 @@
+"""The fitted layout (pure): what shrinks, grows, keeps its size and moves; every layout inside the
+target, in the source's order, on 1 MiB boundaries, no partition below its smallest; a refusal that says
+by how much and names what cannot shrink."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recovery.disks.fitplan import MIB, Facts, Layout, plan_layout, usable_end
+from recovery.errors import RefusedError
+
+GIB = 1024 * MIB
+ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+MSR = "e3c9e316-0b5c-4db8-817d-f92df00215ae"
+WINRE = "de94bba4-06d1-4d40-a16a-bfd50179d6ac"
+DATA = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7"
+TAIL = 33 * 512
+
+
+def windows(disk: int = 1024 * GIB) -> list[Facts]:
+    """ESP, MSR, C: (200 GiB used of most of the disk), then the recovery partition at the end."""
+    c_size = disk - 2 * GIB
+    return [
+        Facts(1, MIB, 100 * MIB, ESP, "vfat"),
+        Facts(2, 101 * MIB, 16 * MIB, MSR),
+        Facts(3, 117 * MIB, c_size, DATA, "ntfs", smallest=200 * GIB, grows=True),
+        Facts(4, 117 * MIB + c_size, 700 * MIB, WINRE, "ntfs", smallest=500 * MIB, grows=True),
+    ]
+
+
+def fit(parts: list[Facts], source: int, target: int, how: str) -> Layout:
+    return plan_layout(parts, source, target, usable_end(target, "gpt", TAIL), how)  # type: ignore[arg-type]
+
+
+def test_a_windows_disk_onto_half_its_size_shrinks_c_and_moves_the_recovery_partition_down() -> None:
+    layout = fit(windows(), 1024 * GIB, 512 * GIB, "shrink")
+    esp, msr, c, winre = layout.parts
+    assert (esp.method, msr.method) == ("keep", "keep")
+    assert c.method == "resize" and 200 * GIB <= c.new_size < c.size
+    assert winre.method == "move" and winre.new_size == winre.size and winre.new_start < winre.start
+    assert winre.new_start + winre.new_size <= 512 * GIB - TAIL
+    assert "recovery partition keeps its size" in winre.note
+
+
+def test_growing_fills_the_disk_in_proportion_and_keeps_the_small_ones() -> None:
+    layout = fit(windows(512 * GIB), 512 * GIB, 2048 * GIB, "grow")
+    esp, msr, c, winre = layout.parts
+    assert esp.new_size == esp.size and msr.new_size == msr.size and winre.new_size == winre.size
+    assert c.new_size > 3 * c.size
+    assert winre.new_start + winre.new_size > 2047 * GIB  # the last one moved up to the end
+
+
+def test_keep_refuses_a_smaller_target_with_the_numbers_and_the_hint() -> None:
+    with pytest.raises(RefusedError, match=r"needs 1022\.8 GiB.*has 512\.0 GiB") as e:
+        fit(windows(), 1024 * GIB, 512 * GIB, "keep")
+    assert e.value.hint is not None and "--fit shrink" in e.value.hint
+
+
+def test_shrink_onto_a_disk_that_cannot_hold_the_used_data_says_by_how_much() -> None:
+    with pytest.raises(RefusedError, match=r"too small even with every filesystem shrunk") as e:
+        fit(windows(), 1024 * GIB, 150 * GIB, "shrink")
+    assert "GiB" in str(e.value)
+
+
+def test_an_xfs_that_must_shrink_is_refused_by_name() -> None:
+    parts = [
+        Facts(1, MIB, 100 * MIB, ESP, "vfat"),
+        Facts(2, 101 * MIB, 100 * GIB, "0fc63daf-8483-4772-8e79-3d69d8477de4", "xfs", why_fixed="XFS cannot shrink"),
+    ]
+    with pytest.raises(RefusedError, match="XFS cannot shrink"):
+        fit(parts, 101 * GIB, 50 * GIB, "shrink")
+    moved = fit(parts, 101 * GIB, 200 * GIB, "grow")  # kept, not grown: it has no grow here
+    assert moved.parts[1].new_size == 100 * GIB and not moved.changed
+
+
+def test_shrink_onto_a_disk_that_holds_the_source_changes_nothing() -> None:
+    layout = fit(windows(), 1024 * GIB, 2048 * GIB, "shrink")
+    assert not layout.changed and layout.size == 1024 * GIB
+
+
+def test_overlapping_or_outside_partitions_are_refused() -> None:
+    parts = [Facts(1, MIB, 10 * MIB, DATA, "ntfs"), Facts(2, 5 * MIB, 10 * MIB, DATA, "ntfs")]
+    with pytest.raises(RefusedError, match="overlap"):
+        fit(parts, GIB, GIB, "shrink")
+    with pytest.raises(RefusedError, match="outside the disk"):
+        fit([Facts(1, MIB, 2 * GIB, DATA, "ntfs")], GIB, GIB, "keep")
+
+
+facts_lists = st.lists(
+    st.tuples(
+        st.integers(0, 64),  # gap before, MiB
+        st.integers(1, 4096),  # size, MiB
+        st.sampled_from([ESP, DATA, MSR, "83"]),
+        st.sampled_from(["ext4", "ntfs", "xfs", "vfat", "swap", None]),
+        st.floats(0.0, 1.0),  # smallest, as a share of its size
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts_lists, st.integers(16, 40000), st.sampled_from(["keep", "shrink", "grow"]))
+def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
+    spec: list[tuple[int, int, str, str | None, float]], target_mib: int, how: str
+) -> None:
+    parts, at = [], MIB
+    for number, (gap, size, ptype, fstype, low) in enumerate(spec, start=1):
+        at += gap * MIB
+        resizable = fstype in ("ext4", "ntfs")
+        smallest = max(MIB, int(size * MIB * low)) if resizable else None
+        parts.append(Facts(number, at, size * MIB, ptype, fstype, None, smallest, resizable))
+        at += size * MIB
+    source, target = at + MIB, target_mib * MIB
+    try:
+        layout = fit(parts, source, target, how)
+    except RefusedError:
+        return
+    end = usable_end(target, "gpt", TAIL)
+    placed = layout.parts
+    assert [p.number for p in placed] == [p.number for p in parts]
+    for before, after in itertools.pairwise(placed):
+        assert before.new_start + before.new_size <= after.new_start
+    assert placed[-1].new_start + placed[-1].new_size <= end or not layout.changed
+    for p, f in zip(placed, parts, strict=True):
+        if p.resized:
+            assert p.new_start % MIB == 0 and p.new_size % MIB == 0
+            assert f.smallest is not None and p.new_size >= f.smallest
+            assert (p.new_size < p.size) == (how == "shrink")
+        if p.note:  # a partition that keeps its size keeps it
+            assert not p.resized

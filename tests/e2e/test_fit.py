@@ -1,0 +1,198 @@
+"""Issue 24: a clone fitted to a smaller or larger disk (`--fit shrink|grow`). Real processes over loopback
+TCP, loop devices, real filesystems (FAT ESP + ext4 + NTFS on GPT), qemu-storage-daemon's copy-on-write
+view: the target's table is valid (`sgdisk -v`), its filesystems clean, with the source's files, UUIDs and
+labels; the source's bytes never change; what cannot fit is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fsdisks import Part, contents, make_disk
+from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
+
+pytestmark = pytest.mark.root
+LAYOUT = [Part("vfat", 32), Part("ext4", 200), Part("ntfs", 100)]
+SOURCE = (32 + 200 + 100 + 2) * MIB
+
+
+@pytest.fixture(scope="module")
+def disk_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image = tmp_path_factory.mktemp("fit") / "source.img"
+    make_disk(image, LAYOUT, name="fit", seed=11)
+    return image
+
+
+@pytest.fixture
+def source(disk_image: Path, tmp_path: Path) -> Iterator[str]:
+    copy = tmp_path / "source.img"
+    shutil.copyfile(disk_image, copy)
+    with loop_device(copy) as dev:
+        yield dev
+
+
+def blank(tmp_path: Path, mib: int) -> Iterator[str]:
+    image = tmp_path / f"target-{mib}.img"
+    with open(image, "wb") as f:
+        f.truncate(mib * MIB)
+    with loop_device(image, partitions=False) as dev:
+        yield dev
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[str]:
+    yield from blank(tmp_path, 160)
+
+
+@pytest.fixture
+def large(tmp_path: Path) -> Iterator[str]:
+    yield from blank(tmp_path, 600)
+
+
+def clone(source: str, target: str, *extra: str, env: dict[str, str] | None = None) -> tuple[Recovery, Recovery]:
+    rx, port = receiver(target, "--yes")
+    tx = Recovery("send", "--code", CODE, "--source", source, "--to", f"127.0.0.1:{port}", *extra, env=env)
+    tx.wait()
+    rx.wait()
+    return tx, rx
+
+
+def table(dev: str) -> list[dict[str, object]]:
+    return json.loads(sh("sfdisk", "--json", dev).stdout)["partitiontable"]["partitions"]  # type: ignore[no-any-return]
+
+
+def blkid(dev: str) -> dict[str, str]:
+    out = sh("blkid", "-p", "-o", "export", dev).stdout
+    found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {k: found[k] for k in ("TYPE", "UUID", "LABEL") if k in found}
+
+
+def check_fitted(source: str, target: str, tx: Recovery, rx: Recovery) -> list[dict[str, object]]:
+    """The target's table, filesystems, files and ids against the source's; the new layout's parts."""
+    assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+    assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+    verdict = sh("sgdisk", "-v", target).stdout
+    assert "No problems found" in verdict, verdict
+    old, new = table(source), table(target)
+    keys = ("type", "uuid", "name")
+    assert [{k: p.get(k) for k in keys} for p in new] == [{k: p.get(k) for k in keys} for p in old]
+    sh("partx", "--add", target, check=False)
+    try:
+        for i, part in enumerate(LAYOUT, start=1):
+            a, b = f"{source}p{i}", f"{target}p{i}"
+            assert blkid(b) == blkid(a)
+            if part.fstype == "ext4":
+                sh("e2fsck", "-f", "-n", b)
+            if part.fstype == "ntfs":
+                sh("ntfsfix", "--no-action", b)
+            assert contents(b, part.fstype) == contents(a, part.fstype), part
+    finally:
+        sh("partx", "--delete", target, check=False)
+    planned = tx.event("fit_planned")
+    assert planned is not None
+    return planned["parts"]  # type: ignore[no-any-return]
+
+
+def left_behind(scratch: Path) -> list[str]:
+    """What a fitted clone left: files in its scratch folder, its daemon, loop devices over its view."""
+    files = [str(p) for p in scratch.rglob("*")]
+    daemons = sh("pgrep", "-f", f"qemu-storage-daemon.*{scratch}", check=False).stdout.split()
+    loops = [line for line in sh("losetup", "--list", "--noheadings").stdout.splitlines() if str(scratch) in line]
+    return files + daemons + loops
+
+
+def test_shrink_onto_a_smaller_disk(source: str, small: str, tmp_path: Path) -> None:
+    before = b3sum(source)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    tx, rx = clone(source, small, "--fit", "shrink", "--scratch", str(scratch))
+    parts = check_fitted(source, small, tx, rx)
+    assert b3sum(source) == before
+    assert left_behind(scratch) == []
+    esp, root, data = parts
+    assert esp["method"] == "keep" and esp["new_size"] == esp["size"]
+    assert root["method"] == "resize" and root["new_size"] < root["size"]
+    assert data["new_start"] < data["start"]  # moved down after the shrunk ext4
+    new = table(small)
+    assert new[-1]["start"] * 512 + new[-1]["size"] * 512 <= 160 * MIB - 33 * 512  # type: ignore[operator]
+    fitted = tx.event("fitted")
+    assert fitted is not None and 0 < fitted["overlay_bytes"] < SOURCE // 2
+
+
+def test_grow_onto_a_larger_disk(source: str, large: str) -> None:
+    before = b3sum(source)
+    tx, rx = clone(source, large, "--fit", "grow", "--mode", "exact")
+    parts = check_fitted(source, large, tx, rx)
+    assert b3sum(source) == before
+    esp, root, data = parts
+    assert esp["new_size"] == esp["size"]
+    assert root["new_size"] > root["size"] and data["new_size"] > data["size"]
+    sh("partx", "--add", large, check=False)
+    try:
+        dump = sh("dumpe2fs", "-h", f"{large}p2").stdout
+        fields = dict(line.split(":", 1) for line in dump.splitlines() if ":" in line)
+        grown = int(fields["Block count"]) * int(fields["Block size"])
+        assert grown == root["new_size"]
+    finally:
+        sh("partx", "--delete", large, check=False)
+
+
+def test_keep_refuses_a_smaller_disk_and_names_the_fit(source: str, small: str) -> None:
+    tx, rx = clone(source, small)
+    assert tx.proc.returncode == 3 and rx.proc.returncode == 3
+    assert "--fit shrink" in tx.stderr
+    assert sh("blkid", "-p", small, check=False).stdout == ""  # nothing written
+
+
+def test_a_target_too_small_even_shrunk_is_refused_saying_by_how_much(source: str, tmp_path: Path) -> None:
+    before = b3sum(source)
+    for tiny in blank(tmp_path, 48):
+        tx, _ = clone(source, tiny, "--fit", "shrink")
+        assert tx.proc.returncode == 3, tx.stderr
+        assert "too small even with every filesystem shrunk" in tx.stderr
+        assert sh("blkid", "-p", tiny, check=False).stdout == ""
+    assert b3sum(source) == before
+
+
+def test_a_dirty_filesystem_is_refused_never_repaired(source: str, small: str) -> None:
+    sh("debugfs", "-w", "-R", "set_inode_field <2> links_count 7", f"{source}p2")  # the root: wrong count
+    before = b3sum(source)
+    tx, _ = clone(source, small, "--fit", "shrink")
+    assert tx.proc.returncode == 3, tx.stderr
+    assert "partition 2 (ext4) is not clean" in tx.stderr
+    assert b3sum(source) == before
+    assert sh("blkid", "-p", small, check=False).stdout == ""
+
+
+def test_a_resize_tool_that_fails_half_way_writes_nothing_and_leaves_nothing(
+    source: str, small: str, tmp_path: Path
+) -> None:
+    """resize2fs writes part of the shrink into the overlay, then fails: its words reach the user, the
+    overlay is thrown away, the target is untouched and the source unchanged."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    real = shutil.which("resize2fs")
+    tool = shims / "resize2fs"
+    tool.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" -P "*) exec {real} "$@";; esac\n'
+        "for dev; do :; done\n"
+        'dd if=/dev/urandom of="$(echo "$@" | cut -d" " -f2)" bs=64k count=4 conv=notrunc 2>/dev/null\n'
+        'echo "resize2fs: Input/output error while trying to resize (made up)" >&2\nexit 1\n'
+    )
+    tool.chmod(0o755)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    before = b3sum(source)
+    env = {"PATH": f"{shims}:{os.environ['PATH']}"}
+    tx, _ = clone(source, small, "--fit", "shrink", "--scratch", str(scratch), env=env)
+    assert tx.proc.returncode == 15  # a tool failed
+    assert "made up" in tx.stderr and "nothing was written to the target" in tx.stderr
+    assert b3sum(source) == before
+    assert sh("blkid", "-p", small, check=False).stdout == ""
+    assert left_behind(scratch) == []
