@@ -59,6 +59,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     restore.add_argument("--yes", action="store_true", help="overwrite a disk that holds data, without asking")
     restore.add_argument("--no-verify", action="store_true", help="skip reading the disk back after the copy")
     restore.add_argument("--no-fs-check", action="store_true", help="skip the filesystem checks of the disk")
+    restore.add_argument(
+        "--fit",
+        choices=("keep", "shrink", "grow"),
+        default="keep",
+        help="shrink the image's filesystems onto a smaller disk, or grow them to fill a larger one "
+        "(docs/fitting.md); keep (default): its layout as it is",
+    )
+    restore.add_argument("--scratch", metavar="DIR", help="--fit: the folder for the copy-on-write overlay")
     add_passphrase(restore, new=False)
     _common(restore)
     restore.set_defaults(run=run_restore)
@@ -156,7 +164,7 @@ def run_restore(args: argparse.Namespace) -> int:
         expect = identify(args.target)
     except OSError as e:
         raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
-    send = SendOptions(source=args.image, passphrase=secret)
+    send = SendOptions(source=args.image, passphrase=secret, fit=args.fit, scratch=args.scratch)
     receive = ReceiveOptions(
         target=args.target,
         overwrite=args.yes,
@@ -182,10 +190,11 @@ def _clone(args: argparse.Namespace, send: SendOptions, receive: ReceiveOptions)
 
 
 def _warnings_only(out: events.EventSink) -> events.EventSink:
-    """The sending side's events: only its warnings reach the user (the receiving side tells the rest)."""
+    """The sending side's events: only its warnings and its fitting reach the user (the receiving side tells
+    the rest)."""
 
     def sink(event: events.Event) -> None:
-        if isinstance(event, events.Warning):
+        if isinstance(event, (events.Warning, events.FitPlanned, events.Fitted)):
             out(event)
 
     return sink

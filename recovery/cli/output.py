@@ -121,6 +121,13 @@ class Output:
             return "\n".join(lines)
         if isinstance(e, events.Warning):
             return f"warning: {shown(e.message)}"
+        if isinstance(e, events.FitPlanned):
+            return fit_text(e)
+        if isinstance(e, events.Fitted):
+            return (
+                f"» the fitted disk is ready ({e.seconds:.1f} s); the copy-on-write overlay holds "
+                f"{human_size(e.overlay_bytes)}, the source is unchanged"
+            )
         if isinstance(e, events.TableMoved):
             return (
                 f"» {shown(e.target)} is larger than the source: its GPT's backup moved to the disk's end; "
@@ -135,6 +142,22 @@ class Output:
         if isinstance(e, events.ImagePlaces):
             return image_places_text(e)
         return None
+
+
+def fit_text(e: events.FitPlanned) -> str:
+    """The fitted layout, old and new side by side."""
+    lines = [f"» fit ({e.fit}): the source's {human_size(e.source_size)} onto {human_size(e.target_size)}"]
+    for p in e.parts:
+        used = f", {human_size(p['used'])} used" if p.get("used") is not None else ""  # type: ignore[arg-type]
+        low = f", can shrink to {human_size(p['smallest'])}" if p.get("smallest") else ""  # type: ignore[arg-type]
+        how = {"keep": "kept", "move": "moved", "resize": "resized"}.get(str(p["method"]), str(p["method"]))
+        note = f" ({shown(str(p['note']))})" if p.get("note") else ""
+        lines.append(
+            f"  partition {p['number']} {shown(str(p['fstype'] or 'unknown'))}: "
+            f"{human_size(p['size'])} at {human_size(p['start'])} -> {human_size(p['new_size'])} "  # type: ignore[arg-type]
+            f"at {human_size(p['new_start'])}, {how}{used}{low}{note}"  # type: ignore[arg-type]
+        )
+    return "\n".join(lines)
 
 
 def summary_text(s: events.Summary) -> str:

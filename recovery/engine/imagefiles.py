@@ -10,14 +10,12 @@ itself damaged, the entry says the tool could not tell.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from recovery.diskimage.fusedisk import Served
 from recovery.diskimage.info import describe_image
 from recovery.diskimage.reader import ImageReader
-from recovery.engine.imagemount import unmount
+from recovery.engine.imagemount import served_disk
 from recovery.engine.rescue import fsnames
 from recovery.errors import RecoveryError
 from recovery.protocol.values import MapPart
@@ -34,14 +32,8 @@ def files_in_damaged(image: ImageReader, ranges: Sequence[tuple[int, int]]) -> t
         MapPart(number=p["number"], start=p["start"], size=p["size"], fstype=p["fstype"])
         for p in describe_image(image).parts
     ]
-    with tempfile.TemporaryDirectory(prefix="usb4-recovery-files-") as base:
-        served = Served(image, os.path.join(base, "disk"), lambda bad: None)
-        try:
-            served.start()
-            return fsnames.files_hit(served.path, parts, ranges, confine=True), ""
-        except RecoveryError as e:
-            return [], f"the files could not be named: {e.message}"
-        finally:
-            unmount(base)
-            if served.thread.ident is not None:
-                served.thread.join(10)
+    try:
+        with served_disk(image) as disk:
+            return fsnames.files_hit(disk, parts, ranges, confine=True), ""
+    except RecoveryError as e:
+        return [], f"the files could not be named: {e.message}"

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -169,6 +170,21 @@ def _event(image: ImageReader, base: str, disk: str, loop: str, parts: list[Part
             for p in parts
         ],
     )
+
+
+@contextlib.contextmanager
+def served_disk(image: ImageReader) -> Iterator[str]:
+    """The disk of ``image`` as a read-only FUSE file in a folder of its own, while the context lasts (a
+    damaged chunk reads as EIO); taken down with what was made over it, however the context ends."""
+    with tempfile.TemporaryDirectory(prefix="usb4-recovery-disk-") as base:
+        served = Served(image, os.path.join(base, DISK), lambda bad: None)
+        try:
+            served.start()
+            yield served.path
+        finally:
+            unmount(base)
+            if served.thread.ident is not None:
+                served.thread.join(10)
 
 
 def unmount(directory: str) -> tuple[int, list[str]]:

@@ -216,6 +216,9 @@ class Request(Message):
     # Optional (2.1, capability "images"): ``source`` is this image file in a folder the peer allows;
     # the peer restores it (sends the disk it holds).
     image: bool = False
+    # Optional (2.1, capability "fit"): fit the source to ``target`` (the driver's disk it is sent onto).
+    fit: Literal["keep", "shrink", "grow"] = "keep"
+    target: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,39 @@ def source_refusal(disk: DiskInfo) -> str | None:
     return None
 
 
+MIB = 1 << 20
+SHRINKS = ("ext2", "ext3", "ext4", "ntfs")  # what the sender can shrink (recovery.engine.fit.resize)
+SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
+
+
+def shrunk_size(disk: DiskInfo) -> int | None:
+    """About how small ``disk`` can be fitted (``--fit shrink``): each filesystem that can shrink to its used
+    bytes and some room, the others whole; None when it has no partition table to fit. The sender measures
+    it exactly before anything is written, and refuses with the numbers when it was wrong."""
+    if disk.ptable not in ("gpt", "dos") or not disk.partitions:
+        return None
+    total = 2 * MIB + 34 * (disk.sector_size or 512)  # the tables at both ends
+    for p in disk.partitions:
+        if p.fstype in SHRINKS and p.used is not None:
+            total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
+        else:
+            total += p.size
+        total += MIB  # its alignment
+    return total
+
+
+def fit_for(source: DiskInfo, target: DiskInfo) -> str:
+    """The fit a clone of ``source`` onto ``target`` needs: "shrink" onto a smaller disk, else "keep"."""
+    return "shrink" if target.size < source.size else "keep"
+
+
+def target_note(source: DiskInfo, target: DiskInfo) -> str:
+    """What the list says of a usable target that is smaller than the source ("" for the others)."""
+    if fit_for(source, target) != "shrink" or target_refusal(source, target):
+        return ""
+    return "smaller than the source: its filesystems are shrunk to fit (the source is not written)"
+
+
 def target_refusal(source: DiskInfo, target: DiskInfo) -> str | None:
     """Why ``target`` cannot receive ``source`` (None: it can)."""
     if source.identity and target.identity and identity.same_storage(source.identity, target.identity):
@@ -121,7 +154,10 @@ def target_refusal(source: DiskInfo, target: DiskInfo) -> str | None:
     if target.refusal:
         return target.refusal
     if target.size < source.size:
-        return f"too small: {human_size(target.size)}, the source needs {human_size(source.size)}"
+        shrunk = shrunk_size(source)
+        if shrunk is None or target.size < shrunk:
+            needs = f"{human_size(shrunk)} even shrunk" if shrunk else human_size(source.size)
+            return f"too small: {human_size(target.size)}, the source needs {needs}"
     if target.identity is None:
         return "the other machine did not identify it (update usb4-recovery there)"
     if source.identity:
@@ -213,6 +249,7 @@ class Choice:
             restart=self.restart,
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
+            fit="keep" if self.image_target else fit_for(self.source, self.target),
         )
 
     @property

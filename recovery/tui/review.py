@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from recovery.engine.peer.jobs import earlier_copy, unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, copy_text, image_text, short_name, used_bytes
+from recovery.tui.model import Choice, contents, copy_text, fit_for, image_text, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -29,6 +29,7 @@ def review_rows(choice: Choice, host: str, peer: str) -> Rows:
     return [
         copy_row(choice, src_host),
         *onto_rows(choice, dst_host),
+        *fit_rows(choice, src_host),
         ("Mode", mode_text(choice)),
         ("Rescue", rescue_text(choice.rescue)),
         ("Start", start_text(choice)),
@@ -57,6 +58,22 @@ def onto_rows(choice: Choice, dst_host: str) -> Rows:
     return [
         ("Onto", f"{target.path} of {dst_host} ({hardware(target)})"),
         ("DESTROYS", f"everything on {short_name(target)} of {dst_host}: {contents(target)}"),
+    ]
+
+
+def fit_rows(choice: Choice, src_host: str) -> Rows:
+    """A smaller target: the source's filesystems shrunk to fit, on a copy."""
+    source, target = choice.source, choice.target
+    assert source is not None and target is not None
+    if choice.image_target is not None or fit_for(source, target) != "shrink":
+        return []
+    return [
+        (
+            "Shrinks",
+            f"{short_name(target)} is smaller ({human_size(target.size)} for {human_size(source.size)}): the "
+            f"filesystems are shrunk to fit on a copy-on-write view of the source on {src_host}; the source is "
+            "never written, and the new layout is shown before the target is written",
+        )
     ]
 
 

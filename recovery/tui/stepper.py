@@ -29,7 +29,14 @@ from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
-from recovery.tui.model import image_name, restore_refusal, short_name, source_refusal, target_refusal
+from recovery.tui.model import (
+    image_name,
+    restore_refusal,
+    short_name,
+    source_refusal,
+    target_note,
+    target_refusal,
+)
 from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
@@ -195,6 +202,7 @@ class Stepper:
                 image=f"save an image of {short_name(choice.source)} into a folder of {holder} instead"
                 if images
                 else None,
+                notes={d.path: target_note(choice.source, d) for d in disks},
             )
         if step in ("image", "folder"):
             return self.folder_screen(step)

@@ -99,13 +99,16 @@ class DiskList(PickList):
         refusals: dict[str, str | None],
         *,
         cols: tuple[tuple[int, str], ...] = COLUMNS,
+        notes: dict[str, str] | None = None,
         **kwargs: object,
     ) -> None:
+        """``notes``: what a usable disk's line says before what it holds ("smaller: shrunk to fit")."""
         self.disks = {str(i): d for i, d in enumerate(disks)}
         options = []
         for key, disk in self.disks.items():
-            why = refusals.get(disk.path)
-            second = plain(f"cannot be used: {why}", style="italic") if why else plain(contents(disk))
+            why, note = refusals.get(disk.path), (notes or {}).get(disk.path)
+            held = f"{note}; {contents(disk)}" if note else contents(disk)
+            second = plain(f"cannot be used: {why}", style="italic") if why else plain(held)
             prompt = Group(plain(_row_text(disk, cols)), Padding(second, (0, 0, 0, 2)))
             options.append(Option(prompt, id=key, disabled=why is not None))
         super().__init__(*options, compact=True, **kwargs)  # type: ignore[arg-type]

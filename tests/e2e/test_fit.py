@@ -196,3 +196,21 @@ def test_a_resize_tool_that_fails_half_way_writes_nothing_and_leaves_nothing(
     assert b3sum(source) == before
     assert sh("blkid", "-p", small, check=False).stdout == ""
     assert left_behind(scratch) == []
+
+
+def test_an_image_restored_locally_onto_a_smaller_disk_is_shrunk(source: str, small: str, tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    save = Recovery("image", "save", "--source", source, "--output", str(image))
+    assert save.wait() == 0, save.stderr
+    restore = Recovery("image", "restore", str(image), "--target", small, "--yes", "--fit", "shrink")
+    assert restore.wait() == 0, restore.stderr
+    assert restore.event("fit_planned") is not None and restore.event("fitted") is not None
+    assert restore.event("summary")["verified"] is True  # type: ignore[index]
+    assert "No problems found" in sh("sgdisk", "-v", small).stdout
+    sh("partx", "--add", small, check=False)
+    try:
+        for i, part in enumerate(LAYOUT, start=1):
+            assert blkid(f"{small}p{i}") == blkid(f"{source}p{i}")
+            assert contents(f"{small}p{i}", part.fstype) == contents(f"{source}p{i}", part.fstype)
+    finally:
+        sh("partx", "--delete", small, check=False)

@@ -59,7 +59,11 @@ def test_the_confirmation_word_is_the_short_name() -> None:
 def test_targets_that_cannot_be_used_say_why() -> None:
     source = fakes.LOCAL[0]
     assert target_refusal(source, fakes.PEER[0]) is None
-    assert target_refusal(source, fakes.PEER[1]) == "too small: 256.0 GiB, the source needs 512.0 GiB"
+    assert target_refusal(source, fakes.PEER[1]) is None  # smaller, but its data fits: shrunk to fit
+    tiny = dataclasses.replace(fakes.PEER[1], size=64 * fakes.GIB)
+    assert target_refusal(source, tiny) == "too small: 64.0 GiB, the source needs 87.6 GiB even shrunk"
+    no_table = dataclasses.replace(source, ptable=None)
+    assert target_refusal(no_table, fakes.PEER[1]) == "too small: 256.0 GiB, the source needs 512.0 GiB"
     assert target_refusal(source, fakes.PEER[2]) == "it is the boot stick of this appliance"
     unknown = dataclasses.replace(fakes.PEER[0], identity=None)
     assert "did not identify" in (target_refusal(source, unknown) or "")
@@ -189,7 +193,8 @@ def test_answers_stay_unless_a_new_one_rules_them_out() -> None:
     choice = Choice(send=True, source=fakes.LOCAL[0], target=fakes.PEER[0], mode="exact")
     assert flow.answer(choice, "direction", True) == choice
     assert flow.answer(choice, "direction", False) == Choice(send=False, mode="exact")
-    small = flow.answer(choice, "target", fakes.PEER[1])  # too small for this source, chosen anyway
+    tiny = dataclasses.replace(fakes.PEER[1], size=16 * fakes.GIB)
+    small = flow.answer(choice, "target", tiny)  # too small for this source, chosen anyway
     assert flow.answer(small, "source", fakes.LOCAL[0]).target is None
     assert flow.answer(choice, "source", fakes.LOCAL[0]).target == fakes.PEER[0]
     assert flow.label("target") == "Step 4 of 6: the disk to overwrite"

@@ -21,7 +21,7 @@ from recovery.protocol.messages import ImageEntry, Images
 from recovery.tui.advice import advise
 from recovery.tui.app import WizardApp
 from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, LobbyEvent, RetryAsked, StartOverAsked
-from recovery.tui.model import Choice, image_disk, target_refusal
+from recovery.tui.model import Choice, image_disk, target_note, target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
 from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
@@ -123,15 +123,20 @@ def test_pairing_passive(snap_compare: SnapCompare) -> None:
 
 @SIZES
 def test_target_with_refused_disks(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """The same-size disk; a smaller one the source fits once shrunk (it says so); one too small even then,
+    and the boot stick (refused, with why)."""
     source = fakes.LOCAL[0]
+    tiny = dataclasses.replace(fakes.PEER[1], path="/dev/sdc", serial="2131E5A1B2C4", size=64 * fakes.GIB)
+    disks = (*fakes.PEER, tiny)
 
     def make() -> DiskScreen:
         return DiskScreen(
             "target",
             f"The disk to overwrite (on {fakes.THERE})",
             f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
-            fakes.PEER,
-            {d.path: target_refusal(source, d) for d in fakes.PEER},
+            disks,
+            {d.path: target_refusal(source, d) for d in disks},
+            notes={d.path: target_note(source, d) for d in disks},
         )
 
     assert snap_compare(app(), run_before=showing(make), terminal_size=size)
@@ -257,6 +262,7 @@ def test_a_target_holding_the_wizards_incomplete_clone(snap_compare: SnapCompare
             f"Choose the disk of {fakes.THERE} that becomes the copy. EVERYTHING ON IT WILL BE LOST.",
             disks,
             {d.path: target_refusal(source, d) for d in disks},
+            notes={d.path: target_note(source, d) for d in disks},
         )
 
     assert snap_compare(app(), run_before=showing(make), terminal_size=size)

@@ -33,6 +33,7 @@ from recovery.engine.clone.progress import (
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
 from recovery.engine.fit import fitted
+from recovery.engine.imagemount import served_disk
 from recovery.engine.peer.session import PeerLink, handshake
 from recovery.engine.rescue import fsnames
 from recovery.engine.rescue.job import RescueJob, plan_jobs
@@ -223,11 +224,18 @@ class _Sending:
     def _fit(self, source: Source) -> Source:
         """``--fit shrink|grow``: the receiver's target measured, the layout planned and shown, and the fitted
         disk (made on a copy-on-write view) to read instead of the source, which is never written."""
-        if isinstance(source, ImageSource):
-            raise UsageError("--fit works on a disk; restoring an image onto another size is not built yet")
-        target = self._measure()
+        target = self.opts.target or self._measure()  # a target the driving user chose says its size
+        if target.kind == "file":
+            raise UsageError(
+                f"the target {target.path} is a file, which takes any size: --fit needs a disk",
+                hint="send without --fit",
+            )
+        self.fitting.callback(source.close)  # an image's reader serves its disk until the clone ends
+        disk_path = source.path
+        if isinstance(source, ImageSource):  # its disk as a read-only file, fitted like a disk
+            disk_path = self.fitting.enter_context(served_disk(source.reader))
         say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
-        layout, _ = fitted.plan(source.path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
+        layout, _ = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
         self.sink(events.FitPlanned(
             fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,
             parts=[dataclasses.asdict(p) for p in layout.parts],
@@ -235,11 +243,10 @@ class _Sending:
         if not layout.changed:
             return source
         disk = self.fitting.enter_context(
-            fitted.fitted_disk(source.path, source.size, layout, self.opts.scratch, self.sink)
+            fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink)
         )
         own = identity.identify(disk.path)
         pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
-        source.close()
         return Source(disk.path, identity=pinned)
 
     def _measure(self) -> m.Identity:
@@ -254,11 +261,6 @@ class _Sending:
         assert isinstance(reply, m.Measured)
         if reply.target is None:
             raise RefusedError(reply.refused or "the receiver did not say what its target is", peer=self.link.peer_name)
-        if reply.target.kind == "file":
-            raise UsageError(
-                f"the target {reply.target.path} is a file, which takes any size: --fit needs a disk",
-                hint="send without --fit",
-            )
         return reply.target
 
     def propose(self) -> None:

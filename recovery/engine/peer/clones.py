@@ -41,6 +41,7 @@ its traceback there.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import traceback
@@ -428,6 +429,15 @@ class CloneSession:
 
     # --- driven from here ---
 
+    def _fit(self, choice: CloneChoice) -> str:
+        """The choice's fit, when both sides can do it."""
+        if choice.fit != "keep" and "fit" not in self.link.ctl.state.shared_caps:
+            raise UsageError(
+                f"{self.peer} runs a usb4-recovery that cannot fit a clone to a smaller disk",
+                hint=f"upgrade it on {self.peer}, or choose a target at least the source's size",
+            )
+        return choice.fit
+
     def _drive(self, choice: CloneChoice, job: _Job) -> events.Summary:
         src, tgt = choice.source, choice.target
         image = choice.image_source is not None or choice.image_target is not None
@@ -451,6 +461,7 @@ class CloneSession:
                 rescue=choice.rescue,
                 restart=choice.restart,
                 log_dir=self.log_dir,
+                fit=self._fit(choice),
             )
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt), rescue=choice.rescue)
@@ -471,11 +482,16 @@ class CloneSession:
                 source_identity=None if choice.image_source else src.identity,
                 rescue=choice.rescue,
                 image=choice.image_source is not None,
+                fit=self._fit(choice),  # type: ignore[arg-type]
+                target=tgt.identity if choice.fit != "keep" else None,
             )
         )
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
         plan = self._await_plan()
-        why = identity.mismatch(src.identity, plan.source) if src.identity and not choice.image_source else None
+        offered = plan.source
+        if src.identity and choice.fit != "keep":  # fitted: its size and its tables are the fitted disk's
+            offered = dataclasses.replace(offered, size=src.identity.size, fingerprint=src.identity.fingerprint)
+        why = identity.mismatch(src.identity, offered) if src.identity and not choice.image_source else None
         if why:
             self._refuse(f"{self.peer} offered another disk than the one chosen: {why}")
         opts = ReceiveOptions(
@@ -587,5 +603,7 @@ class CloneSession:
             rescue=req.rescue,
             log_dir=self.log_dir,
             image_only=req.image,
+            fit=req.fit,
+            target=req.target if req.fit != "keep" else None,
         )
         return run_send(self.link, opts, job.sink)

@@ -108,8 +108,10 @@ class DiskScreen(Step):
         refusals: dict[str, str | None],
         current: DiskInfo | None = None,
         image: str | None = None,
+        notes: dict[str, str] | None = None,
     ) -> None:
         super().__init__(title)
+        self.notes = notes or {}
         self.step = step
         self.help_text = help_text
         self.disks = list(disks)
@@ -132,7 +134,7 @@ class DiskScreen(Step):
                 yield Static(plain(f"Or press i: {self.image}."), classes="help", id="image-offer")
             cols = columns(self.app.size.width)
             yield Static(header_text(cols), classes="table-header")
-            yield DiskList(self.disks, self.refusals, cols=cols, id="disks")
+            yield DiskList(self.disks, self.refusals, cols=cols, notes=self.notes, id="disks")
             yield Static(id="disk-detail")
         yield Footer()
 

@@ -1,0 +1,75 @@
+"""Issue 24 in the wizard: a target smaller than the source, whose data fits once its filesystems are
+shrunk, is offered; the review says it is shrunk to fit (the source never written); the clone fits the
+source on the sending machine, whichever drives. Real peers over loopback TCP, a loop device as the
+smaller target, the 64 MiB sample disk (ext4 and FAT) as the source."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recovery.tui.app import WizardApp
+from recovery.tui.screens.results import ErrorScreen, SummaryScreen
+from recovery.tui.screens.steps import ReviewScreen
+from tests.helpers import MIB, b3sum, loop_device, sh
+from tests.tui.helpers import Peer, run, wait_for
+from tests.tui.test_wizard import SIZE, config, confirm, walk_to_review
+
+pytestmark = pytest.mark.root  # loop devices
+SMALLER = 56  # MiB: less than the sample's 64, more than its data once the ext4 is shrunk
+
+
+@pytest.fixture
+def smaller(tmp_path: Path) -> Iterator[Path]:
+    image = tmp_path / "smaller.img"
+    with open(image, "wb") as f:
+        f.truncate(SMALLER * MIB)
+    with loop_device(image, partitions=False) as dev:
+        yield Path(dev)
+
+
+def check_fitted(target: Path, source: Path) -> None:
+    assert "No problems found" in sh("sgdisk", "-v", str(target)).stdout
+    old = sh("sfdisk", "--dump", str(source)).stdout
+    new = sh("sfdisk", "--dump", str(target)).stdout
+    uuids = [line.split("uuid=")[1].split(",")[0] for line in old.splitlines() if "uuid=" in line]
+    assert uuids and all(u in new for u in uuids)
+
+
+@pytest.mark.parametrize("receive", [False, True], ids=["send", "receive"])
+def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
+    make_peer: type[Peer], source_image: Path, smaller: Path, tmp_path: Path, receive: bool
+) -> None:
+    """Driving and sending this machine's disk onto the peer's smaller one, and driving and receiving the
+    peer's disk onto this machine's smaller one (the peer fits its disk, as it was asked)."""
+    if receive:
+        offered = tmp_path / "peer-source.img"
+        shutil.copyfile(source_image, offered)
+        peer = make_peer([offered], name="old-laptop")
+        app = WizardApp(config(peer, tmp_path, smaller, name="new-laptop"))
+        source = offered
+    else:
+        peer = make_peer([smaller], name="new-laptop")
+        app = WizardApp(config(peer, tmp_path, source_image))
+        source = source_image
+    before = b3sum(str(source))
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await walk_to_review(pilot, peer.code, receive=receive)
+            assert isinstance(app.screen, ReviewScreen)
+            said = dict(app.screen.rows)
+            assert "is smaller" in said["Shrinks"] and "never written" in said["Shrinks"]
+            await confirm(pilot, smaller.name)
+            await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
+            assert not isinstance(app.screen, ErrorScreen), app.screen.advice
+            summary = app.screen.job.summary  # type: ignore[attr-defined]
+            assert summary is not None and summary.verified is True
+            assert summary.checks and all(c["ok"] for c in summary.checks)
+
+    run(scenario)
+    assert b3sum(str(source)) == before
+    check_fitted(smaller, source)
