@@ -187,6 +187,7 @@ def ours(
             "levels": levels,
             "to_send": plan["to_send"],
             "unchanged": summary["unchanged"],
+            "events": tx_events,
         },
         cpu=tx_cpu + rx_cpu,
     )
