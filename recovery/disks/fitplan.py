@@ -19,6 +19,7 @@ from recovery.errors import RefusedError
 from recovery.units import human_size
 
 MIB = 1 << 20
+GIB = 1 << 30
 FITS = ("keep", "shrink", "grow")
 Fit = Literal["keep", "shrink", "grow"]
 Method = Literal["keep", "move", "resize"]
@@ -46,7 +47,7 @@ class Facts:
     used: int | None = None  # bytes its filesystem uses, when known
     smallest: int | None = None  # the smallest size its filesystem can be resized to; None: it cannot shrink
     grows: bool = False  # its filesystem can be grown to a larger partition
-    why_fixed: str = ""  # why it cannot be resized (for a refusal): "XFS cannot shrink"
+    why_fixed: str = ""  # why it cannot shrink (for a refusal): "XFS cannot shrink"
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,9 @@ class Layout:
 
     @property
     def changed(self) -> bool:
-        """Anything differs from the source's layout (else the clone is a plain one)."""
-        return any(p.moved or p.resized for p in self.parts)
+        """Anything differs from the source's layout, or the disk is smaller (its table is rewritten for it);
+        else the clone is a plain one."""
+        return self.target_size < self.source_size or any(p.moved or p.resized for p in self.parts)
 
     @property
     def size(self) -> int:
@@ -92,23 +94,42 @@ class Layout:
         return self.target_size if self.changed else self.source_size
 
 
-def usable_end(disk_size: int, label: str, table_tail: int) -> int:
+def usable_end(disk_size: int, label: str, table_tail: int, sector: int = 512) -> int:
     """Where partitions must end on a disk of ``disk_size``: before the GPT's backup (``table_tail`` bytes:
-    its entries and header), or at the disk's end (MBR)."""
-    return disk_size - (table_tail if label == "gpt" else 0)
+    its entries and header), or at the disk's end (MBR, which counts at most 2^32 sectors)."""
+    if label == "gpt":
+        return disk_size - table_tail
+    return min(disk_size, (1 << 32) * sector)
 
 
-def fixed_reason(facts: Facts) -> str:
-    """Why a partition keeps its size ("" when it may be resized)."""
+def system_reason(facts: Facts) -> str:
+    """Why a partition keeps its size whatever its filesystem can do ("" for the others)."""
     system = SYSTEM_TYPES.get(facts.type.lower())
     if system:
         return f"an {system} keeps its size" if system[0] in "AEIOU" else f"a {system} keeps its size"
     if facts.fstype == "swap":
         return "swap keeps its size"
+    return ""
+
+
+def small_size(source_size: int) -> int:
+    """Partitions smaller than this keep their size (a boot or recovery partition without its type: Windows'
+    "System Reserved" on MBR): 1 GiB, or a 50th of a disk under 50 GiB."""
+    return min(GIB, source_size // 50)
+
+
+def fixed_reason(facts: Facts, small: int = 0) -> str:
+    """Why a partition cannot shrink or grow ("" when it may): its kind, its size, or its filesystem."""
+    if system_reason(facts):
+        return system_reason(facts)
+    if facts.size < small:
+        return f"a partition under {human_size(small)} keeps its size"
     return facts.why_fixed
 
 
-def plan_layout(parts: Sequence[Facts], source_size: int, target_size: int, end: int, fit: Fit) -> Layout:
+def plan_layout(
+    parts: Sequence[Facts], source_size: int, target_size: int, end: int, fit: Fit, label: str = "gpt"
+) -> Layout:
     """The layout of ``parts`` on a target of ``target_size`` whose partitions end by ``end``; a
     :class:`RefusedError` that says by how much and why when they cannot fit."""
     if fit not in FITS:
@@ -119,32 +140,80 @@ def plan_layout(parts: Sequence[Facts], source_size: int, target_size: int, end:
             raise RefusedError(f"the source's partitions {before.number} and {after.number} overlap")
     if any(p.size <= 0 or p.start < 0 or p.start + p.size > source_size for p in ordered):
         raise RefusedError("a partition of the source lies outside the disk: its table is damaged")
+    small = small_size(source_size)
+    why = {p.number: fixed_reason(p, small) for p in ordered}
     fits_as_is = not ordered or ordered[-1].start + ordered[-1].size <= end
     if fit == "keep" or (fit == "shrink" and fits_as_is) or not ordered:
         if not fits_as_is:
             raise _too_small(ordered, end, target_size, fit)
-        return Layout(fit, source_size, target_size, end, tuple(_kept(p) for p in ordered))
+        kept = (Placed(p.number, p.fstype, p.start, p.size, p.start, p.size, "keep", p.smallest, p.used, why[p.number])
+                for p in ordered)  # fmt: skip
+        return Layout(fit, source_size, target_size, end, tuple(kept))
     if fit == "grow" and not fits_as_is:
         raise _too_small(ordered, end, target_size, fit)
-    sizes = _shrunk(ordered, end) if fit == "shrink" else _grown(ordered, end)
-    placed: list[Placed] = []
-    at = ordered[0].start
-    prev_end = 0
-    for p, size in zip(ordered, sizes, strict=True):
-        gap = p.start - prev_end
-        at = ordered[0].start if not placed else _align_up(at + gap)
-        prev_end = p.start + p.size
-        method: Method = "resize" if size != p.size else ("move" if at != p.start else "keep")
-        note = fixed_reason(p)
-        placed.append(Placed(p.number, p.fstype, p.start, p.size, at, size, method, p.smallest, p.used, note))
-        at += size
-    if at > end:  # alignment ate the last slack: never expected, refused rather than written past the end
+    sizes = _shrunk(ordered, end, why) if fit == "shrink" else _grown(ordered, end, why)
+    placed = _placed(ordered, sizes, why, fit)
+    if placed[-1].new_start + placed[-1].new_size > end:  # alignment ate the last slack: refused, never written
         raise _too_small(ordered, end, target_size, fit)
+    _check_moves(placed, ordered, label)
     return Layout(fit, source_size, target_size, end, tuple(placed))
 
 
-def _kept(p: Facts) -> Placed:
-    return Placed(p.number, p.fstype, p.start, p.size, p.start, p.size, "keep", p.smallest, p.used, fixed_reason(p))
+def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str], fit: Fit) -> list[Placed]:
+    """Each partition at its new start: where it was when the ones before leave it room (nothing moves only
+    to be aligned), else right after them (its gap kept) on a 1 MiB boundary."""
+    placed: list[Placed] = []
+    at, prev_end = 0, 0
+    for p, size in zip(ordered, sizes, strict=True):
+        gap = p.start - prev_end
+        prev_end = p.start + p.size
+        if not placed or (fit == "grow" and at + gap <= p.start):
+            start = p.start
+        elif fit == "grow":
+            start = _align_up(at + gap)
+        else:
+            start = min(p.start, _align_up(at + gap))
+        method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
+        placed.append(
+            Placed(p.number, p.fstype, p.start, p.size, start, size, method, p.smallest, p.used, why[p.number])
+        )
+        at = start + size
+    return placed
+
+
+def _check_moves(placed: Sequence[Placed], ordered: Sequence[Facts], label: str) -> None:
+    """What must never move: a BIOS boot partition (GRUB's boot code names its sectors), and on an MBR disk
+    an NTFS partition (Windows there names its partitions by their offset)."""
+    for p, f in zip(placed, ordered, strict=True):
+        if not p.moved:
+            continue
+        if SYSTEM_TYPES.get(f.type.lower()) == "BIOS boot partition":
+            raise RefusedError(f"partition {p.number} is a BIOS boot partition, which GRUB finds by its sectors: it "
+                               "cannot move, and the layout would move it")  # fmt: skip
+        if label == "dos" and p.fstype == "ntfs":
+            raise RefusedError(
+                f"partition {p.number} (ntfs) would move: Windows on an MBR disk finds its partitions by their "
+                "offset, so it would not boot; fitting it is not built yet",
+                hint="clone it onto a disk at least the source's size",
+            )
+
+
+def move_order(parts: Sequence[Placed]) -> list[Placed]:
+    """The partitions that move, in an order in which none is written over before it is read: those moving
+    down from the first, then those moving up from the last. Each moves its data as the resizing left it
+    (its smaller size); a :class:`RefusedError` if some move would still overwrite what is yet to move."""
+    down = [p for p in parts if p.new_start < p.start]
+    up = [p for p in reversed(parts) if p.new_start > p.start]
+    order = sorted(down, key=lambda p: p.start) + up
+    pending = {p.number: (p.start, p.start + min(p.size, p.new_size)) for p in parts}
+    for p in order:
+        del pending[p.number]
+        dest = (p.new_start, p.new_start + min(p.size, p.new_size))
+        for number, (a, b) in pending.items():
+            if dest[0] < b and a < dest[1]:
+                raise RefusedError(f"moving partition {p.number} would overwrite partition {number} before it moves")
+        pending[-p.number - 1] = dest  # where it now lies: nothing may move onto it either
+    return order
 
 
 def _gaps(ordered: Sequence[Facts]) -> int:
@@ -157,13 +226,13 @@ def _gaps(ordered: Sequence[Facts]) -> int:
     return total
 
 
-def _shrunk(ordered: Sequence[Facts], end: int) -> list[int]:
+def _shrunk(ordered: Sequence[Facts], end: int, why: dict[int, str]) -> list[int]:
     """Each partition's size: the resizable ones between their smallest and their size, all in the same
     proportion of what they can give."""
     room = end - ordered[0].start - _gaps(ordered)
-    floor = [p.size if fixed_reason(p) or p.smallest is None else min(p.size, _align_up(p.smallest)) for p in ordered]
+    floor = [p.size if why[p.number] or p.smallest is None else min(p.size, _align_up(p.smallest)) for p in ordered]
     if sum(floor) > room:
-        raise _cannot_shrink(ordered, floor, room)
+        raise _cannot_shrink(ordered, floor, room, why)
     give = sum(p.size - f for p, f in zip(ordered, floor, strict=True))
     share = min(1.0, (room - sum(floor)) / give) if give else 1.0
     return [
@@ -172,15 +241,20 @@ def _shrunk(ordered: Sequence[Facts], end: int) -> list[int]:
     ]
 
 
-def _grown(ordered: Sequence[Facts], end: int) -> list[int]:
+def _grown(ordered: Sequence[Facts], end: int, why: dict[int, str]) -> list[int]:
     """Each partition that can grow grows in proportion to its size; the others keep theirs."""
     room = end - ordered[0].start - _gaps(ordered)
-    growing = [p for p in ordered if p.grows and not fixed_reason(p)]
+    growing = [p for p in ordered if p.grows and not system_reason(p) and not ordered_small(p, why)]
     extra = room - sum(p.size for p in ordered)
     base = sum(p.size for p in growing)
     if extra <= 0 or not base:
         return [p.size for p in ordered]
     return [max(p.size, _align_down(p.size + extra * p.size // base)) if p in growing else p.size for p in ordered]
+
+
+def ordered_small(p: Facts, why: dict[int, str]) -> bool:
+    """Kept at its size for being small (the reason says so)."""
+    return why[p.number].startswith("a partition under")
 
 
 def _too_small(ordered: Sequence[Facts], end: int, target_size: int, fit: Fit) -> RefusedError:
@@ -197,17 +271,17 @@ def _too_small(ordered: Sequence[Facts], end: int, target_size: int, fit: Fit) -
     )
 
 
-def _cannot_shrink(ordered: Sequence[Facts], floor: Sequence[int], room: int) -> RefusedError:
+def _cannot_shrink(ordered: Sequence[Facts], floor: Sequence[int], room: int, why: dict[int, str]) -> RefusedError:
     short = sum(floor) - room
     fixed = [
-        f"{p.number} ({p.fstype or 'no filesystem'}, {human_size(p.size)}): {fixed_reason(p) or 'cannot shrink'}"
+        f"{p.number} ({p.fstype or 'no filesystem'}, {human_size(p.size)}): {why[p.number] or 'cannot shrink'}"
         for p, f in zip(ordered, floor, strict=True)
         if f == p.size and p.size > 64 * MIB
     ]
-    why = f"; kept at their size: {'; '.join(fixed)}" if fixed else ""
+    kept = f"; kept at their size: {'; '.join(fixed)}" if fixed else ""
     return RefusedError(
         f"the target is {human_size(short)} ({short} bytes) too small even with every filesystem shrunk "
-        f"to its smallest ({human_size(sum(floor))} needed, {human_size(room)} of room){why}",
+        f"to its smallest ({human_size(sum(floor))} needed, {human_size(room)} of room){kept}",
         hint="choose a larger target disk, or free space on the source's filesystems",
     )
 

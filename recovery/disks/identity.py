@@ -12,6 +12,7 @@ two paths on one host are the same storage:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -186,6 +187,13 @@ def same_storage(a: Identity, b: Identity) -> bool:
     on_a = {k[1:] for k in a.storage if k.startswith("@")}
     on_b = {k[1:] for k in b.storage if k.startswith("@")}
     return bool(own_a & own_b or own_a & on_b or on_a & own_b)
+
+
+def folder_on(ident: Identity, folder: str) -> bool:
+    """True when writing a file in ``folder`` would write the disk ``ident`` pins (its filesystem lives on
+    it, or on one of its partitions); raises OSError."""
+    keys = tuple(_filesystem_keys(os.stat(folder).st_dev))
+    return same_storage(ident, dataclasses.replace(ident, kind="file", storage=keys))
 
 
 def describe(ident: Identity) -> str:

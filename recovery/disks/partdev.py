@@ -37,12 +37,13 @@ def kernel_node(path: str, start: int, size: int) -> str | None:
 
 @contextlib.contextmanager
 def region_device(
-    path: str, start: int, size: int, *, writable: bool = False, direct: bool = False
+    path: str, start: int, size: int, *, writable: bool = False, direct: bool = False, kernel: bool = True
 ) -> Iterator[str | None]:
     """A device for the region; None when none can be made (not root, no loop). ``direct``: a loop device
     made for it reads past the page cache (on a failing disk a bad sector then fails only its own reads,
-    not its whole page's)."""
-    node = kernel_node(path, start, size)
+    not its whole page's). ``kernel=False``: never the kernel's node (which is writable), always a loop
+    device, read-only unless ``writable``."""
+    node = kernel_node(path, start, size) if kernel else None
     if node is not None:
         yield node
         return

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recovery.disks.fitplan import MIB, Facts, Layout, plan_layout, usable_end
+from recovery.disks.fitplan import MIB, Facts, Layout, Placed, move_order, plan_layout, usable_end
 from recovery.errors import RefusedError
 
 GIB = 1024 * MIB
@@ -32,8 +32,9 @@ def windows(disk: int = 1024 * GIB) -> list[Facts]:
     ]
 
 
-def fit(parts: list[Facts], source: int, target: int, how: str) -> Layout:
-    return plan_layout(parts, source, target, usable_end(target, "gpt", TAIL), how)  # type: ignore[arg-type]
+def fit(parts: list[Facts], source: int, target: int, how: str, label: str = "gpt") -> Layout:
+    end = usable_end(target, label, TAIL)
+    return plan_layout(parts, source, target, end, how, label)  # type: ignore[arg-type]
 
 
 def test_a_windows_disk_onto_half_its_size_shrinks_c_and_moves_the_recovery_partition_down() -> None:
@@ -82,6 +83,54 @@ def test_shrink_onto_a_disk_that_holds_the_source_changes_nothing() -> None:
     assert not layout.changed and layout.size == 1024 * GIB
 
 
+def test_shrink_onto_a_smaller_disk_that_holds_the_partitions_only_rewrites_the_table() -> None:
+    """A 1 TiB disk with 300 GiB partitioned onto 500 GiB: nothing moves or shrinks, yet it is a fitted
+    disk of the target's size (its GPT's backup at the new end), not a plain clone the target refuses."""
+    parts = [Facts(1, MIB, 100 * MIB, ESP, "vfat"), Facts(2, 101 * MIB, 300 * GIB, DATA, "ntfs")]
+    layout = fit(parts, 1024 * GIB, 500 * GIB, "shrink")
+    assert layout.changed and layout.size == 500 * GIB
+    assert all(p.method == "keep" for p in layout.parts)
+
+
+def test_small_partitions_keep_their_size_and_nothing_moves_only_to_be_aligned() -> None:
+    """MBR Windows: "System Reserved" (NTFS, 100 MiB, at sector 63) keeps its size and place; C: shrinks
+    where it is; on MBR an NTFS partition that would move is refused (Windows names them by offset)."""
+    reserved = Facts(1, 63 * 512, 100 * MIB, "7", "ntfs", smallest=30 * MIB, grows=True)
+    c = Facts(2, 63 * 512 + 100 * MIB, 400 * GIB, "7", "ntfs", smallest=50 * GIB, grows=True)
+    layout = fit([reserved, c], 401 * GIB, 200 * GIB, "shrink", "dos")
+    first, second = layout.parts
+    assert first.method == "keep" and "under 1.0 GiB keeps its size" in first.note
+    assert second.method == "resize" and second.new_start == second.start
+    after = Facts(3, 63 * 512 + 100 * MIB + 400 * GIB, 500 * MIB, "27", "ntfs")  # a recovery partition after C:
+    with pytest.raises(RefusedError, match="Windows on an MBR disk"):
+        fit([reserved, c, after], 402 * GIB, 200 * GIB, "shrink", "dos")
+
+
+def test_an_mbr_disk_counts_at_most_2_tib() -> None:
+    assert usable_end(4096 * GIB, "dos", 0) == 2048 * GIB
+    assert usable_end(1024 * GIB, "dos", 0) == 1024 * GIB
+
+
+def test_a_bios_boot_partition_never_moves() -> None:
+    bios = "21686148-6449-6e6f-744e-656564454649"
+    parts = [
+        Facts(1, MIB, 100 * GIB, DATA, "ext4", smallest=GIB, grows=True),
+        Facts(2, MIB + 100 * GIB, 2 * MIB, bios),
+        Facts(3, 3 * MIB + 100 * GIB, 10 * GIB, DATA, "ext4", smallest=GIB, grows=True),
+    ]
+    with pytest.raises(RefusedError, match="BIOS boot partition"):
+        fit(parts, 111 * GIB, 50 * GIB, "shrink")
+
+
+def test_a_move_that_would_overwrite_a_partition_yet_to_move_is_refused() -> None:
+    a = Placed(1, "ext4", 10 * MIB, 10 * MIB, 15 * MIB, 10 * MIB, "move", None, None)
+    b = Placed(2, "ext4", 20 * MIB, 10 * MIB, 30 * MIB, 10 * MIB, "move", None, None)
+    assert [p.number for p in move_order([a, b])] == [2, 1]  # moving up: the last first
+    c = Placed(3, "ext4", 20 * MIB, 10 * MIB, 12 * MIB, 10 * MIB, "move", None, None)
+    with pytest.raises(RefusedError, match="would overwrite"):
+        move_order([a, c])  # a moves up onto where c lies, c moves down onto where a lies
+
+
 def test_overlapping_or_outside_partitions_are_refused() -> None:
     parts = [Facts(1, MIB, 10 * MIB, DATA, "ntfs"), Facts(2, 5 * MIB, 10 * MIB, DATA, "ntfs")]
     with pytest.raises(RefusedError, match="overlap"):
@@ -122,14 +171,18 @@ def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
         return
     end = usable_end(target, "gpt", TAIL)
     placed = layout.parts
+    move_order(placed)  # every layout has a safe order of moves
     assert [p.number for p in placed] == [p.number for p in parts]
     for before, after in itertools.pairwise(placed):
         assert before.new_start + before.new_size <= after.new_start
     assert placed[-1].new_start + placed[-1].new_size <= end or not layout.changed
     for p, f in zip(placed, parts, strict=True):
         if p.resized:
-            assert p.new_start % MIB == 0 and p.new_size % MIB == 0
-            assert f.smallest is not None and p.new_size >= f.smallest
+            assert p.new_start % MIB == 0 or p.new_start == p.start
+            assert p.new_size % MIB == 0
+            assert how == "grow" or (f.smallest is not None and p.new_size >= f.smallest)
             assert (p.new_size < p.size) == (how == "shrink")
+        if p.moved:
+            assert (p.new_start < p.start) == (how == "shrink")  # a shrink moves down, a grow up
         if p.note:  # a partition that keeps its size keeps it
             assert not p.resized

@@ -37,9 +37,10 @@ def source(disk_image: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def blank(tmp_path: Path, mib: int) -> Iterator[str]:
+    """A blank disk of ``mib`` MiB (0: half a MiB smaller than the source)."""
     image = tmp_path / f"target-{mib}.img"
     with open(image, "wb") as f:
-        f.truncate(mib * MIB)
+        f.truncate(mib * MIB or SOURCE - MIB // 2)
     with loop_device(image, partitions=False) as dev:
         yield dev
 
@@ -214,3 +215,60 @@ def test_an_image_restored_locally_onto_a_smaller_disk_is_shrunk(source: str, sm
             assert contents(f"{small}p{i}", part.fstype) == contents(f"{source}p{i}", part.fstype)
     finally:
         sh("partx", "--delete", small, check=False)
+
+
+XFS_LAYOUT = [Part("ext4", 64), Part("xfs", 300)]
+
+
+@pytest.fixture(scope="module")
+def xfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image = tmp_path_factory.mktemp("fit-xfs") / "source.img"
+    make_disk(image, XFS_LAYOUT, name="xfit", seed=5)
+    return image
+
+
+@pytest.fixture
+def xfs_source(xfs_image: Path, tmp_path: Path) -> Iterator[str]:
+    copy = tmp_path / "xfs-source.img"
+    shutil.copyfile(xfs_image, copy)
+    with loop_device(copy) as dev:
+        yield dev
+
+
+def test_xfs_grows_on_the_view_and_cannot_shrink(xfs_source: str, tmp_path: Path) -> None:
+    """XFS grows only mounted: mounted on the sender's view (never the source, never the target); asked to
+    shrink, it is refused by name."""
+    before = b3sum(xfs_source)
+    for large in blank(tmp_path, 600):
+        tx, rx = clone(xfs_source, large, "--fit", "grow")
+        assert [side.proc.returncode for side in (tx, rx)] == [0, 0], tx.stderr
+        assert b3sum(xfs_source) == before  # (the kernel writes an XFS it mounts read-only: checked first)
+        ext4, xfs = tx.event("fit_planned")["parts"]  # type: ignore[index]
+        assert xfs["method"] == "resize" and xfs["new_size"] > xfs["size"] and ext4["new_size"] > ext4["size"]
+        sh("partx", "--add", large, check=False)
+        try:
+            sh("xfs_repair", "-n", f"{large}p2")
+            info = sh("xfs_db", "-r", "-c", "sb 0", "-c", "p dblocks blocksize", f"{large}p2").stdout
+            fields = dict(line.split(" = ") for line in info.splitlines())
+            assert int(fields["dblocks"]) * int(fields["blocksize"]) > xfs["size"]
+            assert blkid(f"{large}p2") == blkid(f"{xfs_source}p2")
+            assert contents(f"{large}p2", "xfs") == contents(f"{xfs_source}p2", "xfs")
+        finally:
+            sh("partx", "--delete", large, check=False)
+    before = b3sum(xfs_source)
+    for small in blank(tmp_path, 200):
+        tx, _ = clone(xfs_source, small, "--fit", "shrink")
+        assert tx.proc.returncode == 3 and "XFS cannot shrink" in tx.stderr, tx.stderr
+    assert b3sum(xfs_source) == before
+
+
+def test_shrink_onto_a_disk_that_holds_the_partitions_rewrites_only_the_table(source: str, tmp_path: Path) -> None:
+    """The source's last MiB is free: a target half a MiB smaller holds every partition where it is. Nothing
+    is measured or resized; the table is written for the smaller disk (its GPT's backup at its end)."""
+    for target in blank(tmp_path, 0):
+        tx, rx = clone(source, target, "--fit", "shrink")
+        assert [side.proc.returncode for side in (tx, rx)] == [0, 0], tx.stderr
+        assert not [e for e in tx.events if e["event"] == "phase" and "measuring" in e["message"]]
+        assert all(p["method"] == "keep" for p in tx.event("fit_planned")["parts"])  # type: ignore[index]
+        assert "No problems found" in sh("sgdisk", "-v", target).stdout
+        assert [(p["start"], p["size"]) for p in table(target)] == [(p["start"], p["size"]) for p in table(source)]

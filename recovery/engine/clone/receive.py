@@ -34,6 +34,8 @@ from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.frames import ChunkHeader, FrameLimits
 
+MEASURES = 4  # measure messages a sender may send before its plan
+
 
 def receive_disk(
     conn: Connection, opts: ReceiveOptions, sink: events.EventSink = events.ignore, guard: CodeGuard | None = None
@@ -51,9 +53,13 @@ def receive_on(link: PeerLink, opts: ReceiveOptions, sink: events.EventSink = ev
     try:
         try:
             plan = link.ctl.expect(m.Plan, m.Measure)
-            while isinstance(plan, m.Measure):  # a sender fitting its source first asks what the target is
+            for _ in range(MEASURES):  # a sender fitting its source first asks what the target is
+                if not isinstance(plan, m.Measure):
+                    break
                 link.ctl.send(measure(opts))
                 plan = link.ctl.expect(m.Plan, m.Measure)
+            if not isinstance(plan, m.Plan):
+                raise RemoteProtocolError(f"the sender asked what the target is more than {MEASURES} times")
         except BaseException as e:  # noqa: BLE001 - re-raised, or the peer's reason instead
             raise link.abandon(e) from None
         assert isinstance(plan, m.Plan)

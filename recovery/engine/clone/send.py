@@ -11,8 +11,8 @@ from typing import Any
 
 import blake3
 
-from recovery import events
-from recovery.disks import fitplan, identity, usedmap
+from recovery import events, run
+from recovery.disks import fitplan, identity, safety, usedmap
 from recovery.engine.api import SendOptions
 from recovery.engine.clone import finish, fscheck
 from recovery.engine.clone.chunks import Chunk, plan_chunks
@@ -33,6 +33,7 @@ from recovery.engine.clone.progress import (
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
 from recovery.engine.fit import fitted
+from recovery.engine.fit.view import default_scratch
 from recovery.engine.imagemount import served_disk
 from recovery.engine.peer.session import PeerLink, handshake
 from recovery.engine.rescue import fsnames
@@ -68,6 +69,27 @@ class _ChunkList:
         return plan_chunks(self.extents, self.chunk_size)
 
 
+def check_fit_options(opts: SendOptions) -> None:
+    """--fit: not with a mounted source (its copy would be inconsistent), the tools it runs installed, an
+    overlay folder that exists and is not on the source."""
+    if opts.allow_mounted:
+        raise UsageError("a mounted source is not fitted: --fit and --allow-mounted do not go together")
+    for tool, package in fitted.TOOLS.items():
+        run.need_tool(tool, package)
+    scratch = opts.scratch or default_scratch()
+    if not os.path.isdir(scratch):
+        raise UsageError(f"--scratch {scratch} is not a folder")
+    try:
+        on_source = identity.folder_on(identity.identify(opts.source), scratch)
+    except OSError:
+        on_source = False  # the source's own checks say what is wrong with it
+    if on_source:
+        raise UsageError(
+            f"the overlay's folder {scratch} is on the source {opts.source}, which is never written",
+            hint="give --scratch a folder on another disk (or in RAM)",
+        )
+
+
 def check_options(opts: SendOptions) -> None:
     """What can be refused before a link is opened: the chunk size, the source, the rescue's options."""
     if not CHUNK_ALIGN <= opts.chunk_size <= MAX_CHUNK_SIZE or opts.chunk_size % CHUNK_ALIGN:
@@ -81,11 +103,26 @@ def check_options(opts: SendOptions) -> None:
             "a failing disk is not resized: --fit and --rescue do not go together",
             hint="rescue it onto a disk at least its size first, then clone that one with --fit",
         )
-    if opts.scratch is not None and not os.path.isdir(opts.scratch):
-        raise UsageError(f"--scratch {opts.scratch} is not a folder")
+    if opts.fit != "keep":
+        check_fit_options(opts)
     if (opts.retries is not None and opts.retries < 0) or not opts.fill:
         raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
+
+
+def check_fit_target(source: m.Identity, target: m.Identity) -> None:
+    """What a target to fit to must be, as the receiver described it: a whole disk (not a file, which takes
+    any size, nor a partition), with the source's logical sectors, a whole number of them."""
+    if target.kind != "disk":
+        raise UsageError(
+            f"the target {target.path} is a {target.kind}: --fit needs a whole disk", hint="send without --fit"
+        )
+    why = safety.sector_mismatch(source, target)
+    sector = target.sector_size or 512
+    if why or target.size <= 0 or target.size % sector:
+        raise RefusedError(
+            f"cannot fit the source to {target.path}: {why or f'its size {target.size} is not whole sectors'}"
+        )
 
 
 def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = events.ignore) -> events.Summary:
@@ -146,6 +183,7 @@ class _Sending:
         self.wire_start = link.conn.data.bytes_out  # the session's earlier clones are not this one's
         self.hit: tuple[list[tuple[int, int]], list[dict[str, Any]]] | None = None  # rescue: bad ranges, files
         self.fitting = contextlib.ExitStack()  # --fit: the fitted disk's view, ended with the clone
+        self.fitting_done = False  # the source is a fitted disk: a resume compares every chunk
 
     @property
     def wire(self) -> int:
@@ -213,7 +251,7 @@ class _Sending:
             verify=opts.verify,
             target=opts.target,
             rescue=opts.rescue,
-            rescan=opts.rescan and "resume" in caps,
+            rescan=(opts.rescan or self.fitting_done) and "resume" in caps,  # a fitted disk is made anew
             restart=opts.restart,
             image=opts.image,
             delta=opts.delta and "delta" in caps and not opts.rescue,
@@ -225,17 +263,13 @@ class _Sending:
         """``--fit shrink|grow``: the receiver's target measured, the layout planned and shown, and the fitted
         disk (made on a copy-on-write view) to read instead of the source, which is never written."""
         target = self.opts.target or self._measure()  # a target the driving user chose says its size
-        if target.kind == "file":
-            raise UsageError(
-                f"the target {target.path} is a file, which takes any size: --fit needs a disk",
-                hint="send without --fit",
-            )
+        check_fit_target(source.identity, target)
         self.fitting.callback(source.close)  # an image's reader serves its disk until the clone ends
         disk_path = source.path
         if isinstance(source, ImageSource):  # its disk as a read-only file, fitted like a disk
             disk_path = self.fitting.enter_context(served_disk(source.reader))
         say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
-        layout, _ = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
+        layout = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
         self.sink(events.FitPlanned(
             fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,
             parts=[dataclasses.asdict(p) for p in layout.parts],
@@ -243,8 +277,9 @@ class _Sending:
         if not layout.changed:
             return source
         disk = self.fitting.enter_context(
-            fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink)
+            fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink, self.opts.cancel)
         )
+        self.fitting_done = True
         own = identity.identify(disk.path)
         pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
         return Source(disk.path, identity=pinned)

@@ -10,20 +10,32 @@ reads this device instead of the source.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from recovery import events, run
-from recovery.disks import fitplan, gpt, partdev, partitions, usedmap
+from recovery.disks import blockdev, fitplan, gpt, partdev, partitions, usedmap
 from recovery.disks.fitplan import Facts, Fit, Layout, Placed
 from recovery.engine.fit import resize
-from recovery.engine.fit.view import View, cow_view
-from recovery.errors import RecoveryError, RefusedError, ToolError
+from recovery.engine.fit.view import View, cow_view, default_scratch
+from recovery.errors import CancelledError, RecoveryError, RefusedError, SourceReadError, ToolError, UsageError
+from recovery.units import human_size
 
 COPY = 4 << 20  # bytes moved per read and write
+# What fitting runs, with the Debian package of each (checked before anything else).
+TOOLS = {
+    "qemu-img": "qemu-utils",
+    "qemu-storage-daemon": "qemu-system-common",
+    "sfdisk": "fdisk",
+    "losetup": "util-linux",
+    "resize2fs": "e2fsprogs",
+}
 
 
 @dataclass(frozen=True)
@@ -33,64 +45,90 @@ class Fitted:
     view: View
 
 
-def measure(source: str, size: int, table: partitions.Table, say: Callable[[str], None]) -> list[Facts]:
-    """Each partition's facts (read-only): its filesystem, how small it can become, whether it grows."""
+def measure(source: str, table: partitions.Table, fit: Fit, say: Callable[[str], None]) -> list[Facts]:
+    """Each partition's facts (read-only): its filesystem, how small it can become, whether it grows; a
+    filesystem that is to be resized is checked clean first."""
     facts = []
     for p in table.partitions:
         fstype = partitions.probe(source, p.start, p.size).fstype
-        kept = fitplan.fixed_reason(Facts(p.number, p.start, p.size, p.type, fstype)) or resize.why_kept(fstype)
+        system = fitplan.system_reason(Facts(p.number, p.start, p.size, p.type, fstype))
+        kept = system or resize.why_kept(fstype)
+        grows = fstype in resize.GROWS and not system
         low = used = None
-        if not kept:
+        if not kept or (grows and fit == "grow"):
             say(f"measuring partition {p.number} ({fstype})")
-            with partdev.region_device(source, p.start, p.size) as dev:
+            with partdev.region_device(source, p.start, p.size, kernel=False) as dev:  # read-only, always
                 if dev is None:
                     raise RefusedError("fitting a disk needs loop devices (run as root)")
-                low, used = resize.measure(dev, fstype, p.number)
-        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows=not kept, why_fixed=kept))
+                try:
+                    low, used = resize.measure(dev, fstype, p.number)
+                except (RefusedError, run.CommandError) as e:  # kept at its size, and the plan says why
+                    kept, grows, low = _words(e), False, None
+        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows=grows, why_fixed=kept))
     return facts
 
 
+def _words(e: RecoveryError | run.CommandError) -> str:
+    if isinstance(e, RecoveryError):
+        return e.message
+    stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
+    return f"{os.path.basename(e.argv[0])} could not measure it: {' '.join(stderr.split())[-200:]}"
+
+
 def check_table(table: partitions.Table | None, source: str) -> partitions.Table:
-    """A table this can rewrite: GPT, or MBR with primary partitions only."""
+    """A table this can rewrite: GPT, or MBR with primary partitions only, on 512-byte sectors."""
     if table is None or table.label not in ("gpt", "dos"):
         raise RefusedError(f"{source} has no partition table to fit: only its own size can be cloned")
     if table.extended:
         raise RefusedError(f"{source} has logical partitions (MBR): fitting them is not built yet")
+    if table.sector_size != 512:
+        raise RefusedError(f"{source} has {table.sector_size}-byte sectors: fitting it is not built yet")
     return table
 
 
-def plan(source: str, size: int, target_size: int, fit: Fit, say: Callable[[str], None]) -> tuple[Layout, list[Facts]]:
-    """The fitted layout for a target of ``target_size`` (nothing written)."""
+def plan(source: str, size: int, target_size: int, fit: Fit, say: Callable[[str], None]) -> Layout:
+    """The fitted layout for a target of ``target_size`` (nothing written; the partitions are measured only
+    when some must be resized)."""
     table = check_table(partitions.read_table(source), source)
-    facts = measure(source, size, table, say) if fit != "keep" else []
-    tail = _gpt_tail(source, table) if table.label == "gpt" else 0
+    tail = (_gpt_header(source, table).entries_sectors(table.sector_size) + 1) * 512 if table.label == "gpt" else 0
     end = fitplan.usable_end(target_size, table.label, tail)
-    if fit == "keep":
+    fits = all(p.start + p.size <= end for p in table.partitions)
+    if fit == "keep" or (fit == "shrink" and fits):
         facts = [Facts(p.number, p.start, p.size, p.type) for p in table.partitions]
-    return fitplan.plan_layout(facts, size, target_size, end, fit), facts
+    else:
+        facts = measure(source, table, fit, say)
+    return fitplan.plan_layout(facts, size, target_size, end, fit, table.label)
 
 
 @contextlib.contextmanager
 def fitted_disk(
-    source: str, size: int, layout: Layout, scratch: str | None, sink: events.EventSink
+    source: str,
+    size: int,
+    layout: Layout,
+    scratch: str | None,
+    sink: events.EventSink,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Fitted]:
-    """The fitted disk as a read-only device, while the context lasts; nothing of it outlives it."""
+    """The fitted disk as a read-only device, while the context lasts; nothing of it outlives it. Each
+    filesystem that shrinks is shrunk where it lies, the partitions that move are moved (:func:`move_order`),
+    the table is written, then each filesystem that grows is grown."""
     table = check_table(partitions.read_table(source), source)
+    order = fitplan.move_order(layout.parts)
+    check_room(layout, scratch or default_scratch())
     started = time.monotonic()
+    steps = _Steps(sink, cancel or threading.Event())
     with cow_view(source, max(size, layout.target_size), scratch) as view:
-        say = lambda text: sink(events.Phase("fit", text))  # noqa: E731
-        if layout.target_size < size:
-            _shrink(view, layout.parts, say)
-            _move(view, [p for p in layout.parts if p.moved], say)
-        else:
-            _move(view, [p for p in reversed(layout.parts) if p.moved], say)
-        _write_table(view, table, layout)
-        if layout.target_size > size:
-            _grow(view, layout.parts, say)
-        for p in layout.parts:
-            if p.moved:
+        try:
+            _shrink(view, layout.parts, steps)
+            _move(view, order, steps)
+            _write_table(view, table, layout)
+            _grow(view, layout.parts, steps)
+            for p in order:
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
-                    resize.set_hidden_sectors(dev, p.fstype, p.new_start // table.sector_size)
+                    if not resize.set_hidden_sectors(dev, p.fstype, p.new_start // table.sector_size):
+                        steps.warn(p)
+        except OSError as e:
+            raise _view_error(e, view) from None
         with _loop(view.path, layout.target_size, writable=False) as dev:
             sink(events.Fitted(
                 overlay_bytes=view.overlay_bytes(), seconds=round(time.monotonic() - started, 3),
@@ -99,18 +137,68 @@ def fitted_disk(
             yield Fitted(dev, layout, view)
 
 
-def _shrink(view: View, parts: Sequence[Placed], say: Callable[[str], None]) -> None:
+class _Steps:
+    """What the steps say, and the user's cancel, looked at between them."""
+
+    def __init__(self, sink: events.EventSink, cancel: threading.Event) -> None:
+        self.sink, self.cancel = sink, cancel
+
+    def say(self, text: str) -> None:
+        if self.cancel.is_set():
+            raise CancelledError("cancelled while the source was fitted: nothing was written to the target")
+        self.sink(events.Phase("fit", text))
+
+    def warn(self, p: Placed) -> None:
+        if p.fstype in ("ntfs", "vfat"):
+            self.sink(events.Warning(f"partition {p.number} moved, and its boot sector could not be told its new "
+                                     "first sector: Windows may not boot from it"))  # fmt: skip
+
+
+def _view_error(e: OSError, view: View) -> RecoveryError:
+    """An error of the view's reads and writes in the taxonomy: a full overlay folder, an unreadable source."""
+    where = os.path.dirname(view.overlay)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RefusedError(
+            f"the copy-on-write overlay filled its folder {where}: nothing was written to the target",
+            hint="give --scratch a folder on a disk with more room (not the source)",
+        )
+    if e.errno == errno.EIO:
+        return SourceReadError(f"the source could not be read while it was fitted: {e.strerror}")
+    return ToolError(f"the copy-on-write view failed: {e.strerror or e}; nothing was written to the target")
+
+
+OVERLAY_SLACK = 64 << 20  # qcow2's tables and the new partition table, at most
+
+
+def check_room(layout: Layout, folder: str) -> None:
+    """Refuse before anything is done when the overlay's folder cannot hold what the resizing and the moves
+    may write: the used bytes of each partition resized or moved (all of it when not known)."""
+    need = OVERLAY_SLACK + sum(
+        p.used if p.used is not None else min(p.size, p.new_size) for p in layout.parts if p.moved or p.resized
+    )
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise UsageError(f"cannot use {folder} for the copy-on-write overlay: {e.strerror}") from None
+    if free < need:
+        raise RefusedError(
+            f"the copy-on-write overlay may need {human_size(need)}, and {folder} has {human_size(free)} free",
+            hint="give --scratch a folder on a disk with more room (not the source)",
+        )
+
+
+def _shrink(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
         if p.new_size < p.size:
-            say(f"shrinking partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
+            steps.say(f"shrinking partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.start, p.size, writable=True) as dev:
                 _tool(resize.shrink, dev, p, p.new_size)
 
 
-def _grow(view: View, parts: Sequence[Placed], say: Callable[[str], None]) -> None:
+def _grow(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
         if p.new_size > p.size:
-            say(f"growing partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
+            steps.say(f"growing partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.new_start, p.new_size, writable=True) as dev:
                 _tool(resize.grow, dev, p)
 
@@ -127,18 +215,19 @@ def _tool(step: Callable[..., None], dev: str, p: Placed, *size: int) -> None:
         ) from None
 
 
-def _move(view: View, parts: Sequence[Placed], say: Callable[[str], None]) -> None:
-    """Move each partition's used blocks (all of it when there is no map) to its new start, in an order
-    that never writes over what is still to be read."""
-    for p in parts:
+def _move(view: View, order: Sequence[Placed], steps: _Steps) -> None:
+    """Move each partition's used blocks (all of it when there is no map) to its new start, in ``order``
+    (:func:`~recovery.disks.fitplan.move_order`: nothing is written over before it is read)."""
+    for p in order:
         size = min(p.size, p.new_size)
-        say(f"moving partition {p.number} ({p.fstype or 'no filesystem'}) to byte {p.new_start} on the copy")
+        steps.say(f"moving partition {p.number} ({p.fstype or 'no filesystem'}) to byte {p.new_start} on the copy")
         extents = _used(view, p, size)
         down = p.new_start < p.start
         fd = os.open(view.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             for off, n in sorted(extents, reverse=not down):
-                _copy(fd, off, off - p.start + p.new_start, n, down)
+                steps.say(f"moving partition {p.number}: {n >> 20} MiB at byte {off}")
+                _copy(fd, view.path, off, off - p.start + p.new_start, n, down)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -151,20 +240,21 @@ def _used(view: View, p: Placed, size: int) -> list[tuple[int, int]]:
     return usedmap.merge(extents)
 
 
-def _copy(fd: int, src: int, dst: int, n: int, down: bool) -> None:
+def _copy(fd: int, path: str, src: int, dst: int, n: int, down: bool) -> None:
     steps = range(0, n, COPY) if down else reversed(range(0, n, COPY))
     for k in steps:
         length = min(COPY, n - k)
         data = os.pread(fd, length, src + k)
         if len(data) != length:
-            raise RecoveryError(f"the copy-on-write view ended at byte {src + k + len(data)}")
-        os.pwrite(fd, data, dst + k)
+            raise ToolError(f"the copy-on-write view ended at byte {src + k + len(data)}")
+        blockdev.write_all(fd, path, data, dst + k)
 
 
 def _write_table(view: View, table: partitions.Table, layout: Layout) -> None:
     """The source's table with the new starts and sizes (same disk and partition ids, types, names and
     attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end)."""
-    script = table_script(_dump(view.path), layout, table.sector_size)
+    entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
+    script = table_script(_dump(view.path), layout, table.label, entries)
     with _loop(view.path, layout.target_size, writable=True) as dev:
         quiet = ["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never", "--wipe-partitions", "never"]
         run.run(["sfdisk", *quiet, dev], input=script.encode())
@@ -174,18 +264,21 @@ def _dump(path: str) -> dict[str, object]:
     return json.loads(run.output(["sfdisk", "--json", path]))["partitiontable"]  # type: ignore[no-any-return]
 
 
-def table_script(dump: dict[str, object], layout: Layout, sector: int) -> str:
-    """An sfdisk script of ``dump`` (sfdisk's JSON) with the layout's starts and sizes."""
+def table_script(dump: dict[str, object], layout: Layout, label: str, entries: int) -> str:
+    """An sfdisk script of ``dump`` (sfdisk's JSON) with the layout's starts and sizes (512-byte sectors);
+    a GPT keeps its count of ``entries``."""
+    sector = 512
     placed = {p.number: p for p in layout.parts}
-    lines = [f"label: {dump['label']}", f"label-id: {dump['id']}", "unit: sectors", f"sector-size: {sector}"]
-    if dump["label"] == "gpt" and "firstlba" in dump:
-        lines.append(f"first-lba: {dump['firstlba']}")
+    found = {partitions.number_from_node(str(e.get("node", ""))) for e in dump.get("partitions", [])}  # type: ignore[attr-defined]
+    if dump.get("label") != label or found != set(placed):
+        raise RefusedError("the source's partition table changed while it was fitted: start again")
+    lines = [f"label: {label}", f"label-id: {dump['id']}", "unit: sectors", f"sector-size: {sector}"]
+    if label == "gpt":
+        lines += [f"first-lba: {dump['firstlba']}", f"table-length: {entries}"]
     lines.append("")
     for entry in dump.get("partitions", []):  # type: ignore[attr-defined]
         number = partitions.number_from_node(entry["node"]) or 0
-        p = placed.get(number)
-        if p is None:
-            raise RefusedError(f"the source's table changed while it was fitted (partition {entry['node']})")
+        p = placed[number]
         fields = [f"start={p.new_start // sector}", f"size={p.new_size // sector}", f"type={entry['type']}"]
         if "uuid" in entry:
             fields.append(f"uuid={entry['uuid']}")
@@ -205,16 +298,17 @@ def _quoted(text: str, number: int) -> str:
     return text
 
 
-def _gpt_tail(source: str, table: partitions.Table) -> int:
-    """Bytes the GPT's backup needs at the disk's end: its entries and its header."""
+def _gpt_header(source: str, table: partitions.Table) -> gpt.Header:
+    """The primary GPT header (its entry count: the backup's room at the end)."""
     ss = table.sector_size
-    with open(source, "rb") as f:
-        f.seek(ss)
-        try:
-            header = gpt.decode_header(f.read(ss))
-        except gpt.GptError as e:
-            raise RefusedError(f"{source}'s GPT cannot be rewritten: {e}") from None
-    return (header.entries_sectors(ss) + 1) * ss
+    try:
+        with open(source, "rb") as f:
+            f.seek(ss)
+            return gpt.decode_header(f.read(ss))
+    except gpt.GptError as e:
+        raise RefusedError(f"{source}'s GPT cannot be rewritten: {e}") from None
+    except OSError as e:
+        raise SourceReadError(f"cannot read {source}'s GPT: {e.strerror}") from None
 
 
 @contextlib.contextmanager

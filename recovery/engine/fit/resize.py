@@ -7,15 +7,17 @@ from __future__ import annotations
 import os
 import re
 import struct
+import tempfile
 
 from recovery import run
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
-RESIZES = (*EXT, "ntfs")
+RESIZES = (*EXT, "ntfs")  # shrink and grow
+GROWS = (*RESIZES, "xfs")
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
-    "xfs": "XFS cannot shrink (a file-level copy into a new XFS is not built yet)",
+    "xfs": "XFS cannot shrink (a file-level copy into a new XFS is not built yet); it can grow",
     "btrfs": "Btrfs is not resized yet (a copy by btrfs send/receive is planned)",
     "vfat": "FAT is kept at its size (fatresize is not part of this system)",
     "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
@@ -32,7 +34,7 @@ HIBERNATED = (
 
 
 def why_kept(fstype: str | None) -> str:
-    """Why a partition with this filesystem cannot be resized ("" when it can)."""
+    """Why a partition with this filesystem cannot shrink ("" when it can)."""
     if fstype in RESIZES:
         return ""
     if fstype is None:
@@ -42,7 +44,7 @@ def why_kept(fstype: str | None) -> str:
 
 def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int | None]:
     """(the smallest size the filesystem on ``dev`` can be shrunk to, the bytes it uses), read-only; a dirty
-    filesystem is refused (the source is never repaired). (None, None) for one this cannot resize."""
+    filesystem is refused (the source is never repaired). (None, None) for one that cannot shrink."""
     if fstype in EXT:
         check = run.run(["e2fsck", "-f", "-n", dev], check=False)
         if check.returncode != 0:
@@ -60,6 +62,11 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
             raise _ntfs_refusal(number, words)
         in_use = re.search(r"Space in use\s*:\s*(\d+) MB", words)  # ntfsresize's MB: 10**6 bytes
         return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
+    if fstype == "xfs":  # it cannot shrink; before it grows, its checker must find it clean
+        check = run.run(["xfs_repair", "-n", dev], check=False)
+        if check.returncode != 0:
+            raise _dirty(number, fstype, "xfs_repair -n", check.stdout + check.stderr,
+                         "mount it once on the source machine (or run xfs_repair there) first")  # fmt: skip
     return None, None
 
 
@@ -74,11 +81,20 @@ def shrink(dev: str, fstype: str, size: int) -> None:
 
 
 def grow(dev: str, fstype: str) -> None:
-    """Grow the filesystem on ``dev`` to fill it."""
+    """Grow the filesystem on ``dev`` to fill it (XFS grows only mounted: ``dev`` is the view's, mounted here
+    for that alone, never the target's, and by its own device: ``nouuid`` lets it be mounted beside the
+    source it is a copy of)."""
     if fstype in EXT:
         run.run(["resize2fs", "-f", dev])
     elif fstype == "ntfs":
         run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n")
+    elif fstype == "xfs":
+        with tempfile.TemporaryDirectory(prefix="recovery-grow-") as mnt:
+            run.run(["mount", "-t", "xfs", "-o", "nouuid", dev, mnt])
+            try:
+                run.run(["xfs_growfs", mnt])
+            finally:
+                run.run(["umount", mnt], check=False)
     else:
         raise RefusedError(f"{fstype} cannot be grown by this tool")
 
@@ -107,6 +123,9 @@ def set_hidden_sectors(dev: str, fstype: str | None, first_sector: int) -> bool:
             sector = int.from_bytes(boot[11:13], "little") or 512
             # The backup: past the volume (mkntfs), or on the partition's last sector (ntfsresize)
             places |= {int.from_bytes(boot[0x28:0x30], "little") * sector, size - sector}
+        elif boot[0x16:0x18] == b"\0\0":  # FAT32 (no 16-bit FAT size): its backup boot sector
+            sector = int.from_bytes(boot[11:13], "little") or 512
+            places.add(int.from_bytes(boot[0x32:0x34], "little") * sector)
         for at in sorted(places):
             found = os.pread(fd, 512, at) if at + 512 <= size else b""
             if found[510:512] == b"\x55\xaa" and (fstype != "ntfs" or found[3:11] == BOOT_SIGNATURES["ntfs"]):

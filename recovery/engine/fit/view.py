@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from recovery import run
-from recovery.errors import RecoveryError
+from recovery.errors import ToolError, UsageError
 
 STARTUP = 15.0  # seconds the daemon gets to show its file
 
@@ -42,33 +43,50 @@ def default_scratch() -> str:
 @contextlib.contextmanager
 def cow_view(source: str, size: int, scratch: str | None = None) -> Iterator[View]:
     """A view of ``source`` (a device or file, read-only) ``size`` bytes long: past the source's end it
-    reads zeros."""
+    reads zeros. The overlay goes into a new folder in ``scratch``, removed with it."""
     run.need_tool("qemu-img", "qemu-utils")
     daemon = run.need_tool("qemu-storage-daemon", "qemu-system-common")
-    with tempfile.TemporaryDirectory(prefix="recovery-fit-", dir=scratch or default_scratch()) as tmp:
-        overlay, fuse = os.path.join(tmp, "overlay.qcow2"), os.path.join(tmp, "view")
-        run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", overlay, str(size)])
-        open(fuse, "wb").close()
-        proto = "host_device" if stat.S_ISBLK(os.stat(source).st_mode) else "file"
-        backing = {"driver": proto, "filename": source, "read-only": True}
-        node = {
-            "driver": "qcow2",
-            "node-name": "view",
-            "file": {"driver": "file", "filename": overlay},
-            "backing": {"driver": "raw", "read-only": True, "file": backing},
-        }
-        proc = run.start(
-            [daemon, "--blockdev", json.dumps(node),
-             "--export", f"type=fuse,id=view,node-name=view,mountpoint={fuse},writable=on"],
-            new_session=True,
-        )  # fmt: skip
-        try:
-            _await_mount(proc, fuse)
-            yield View(fuse, size, overlay)
-        finally:
-            run.stop(proc)
-            if os.path.ismount(fuse):
-                subprocess.run(["umount", "-l", fuse], check=False, capture_output=True)
+    folder = scratch or default_scratch()
+    try:
+        tmp = tempfile.mkdtemp(prefix="recovery-fit-", dir=folder)
+    except OSError as e:
+        raise UsageError(
+            f"cannot make the copy-on-write overlay in {folder}: {e.strerror}", hint="give --scratch a writable folder"
+        ) from None
+    try:
+        with _served(source, size, tmp, daemon) as view:
+            yield view
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _served(source: str, size: int, tmp: str, daemon: str) -> Iterator[View]:
+    overlay, fuse = os.path.join(tmp, "overlay.qcow2"), os.path.join(tmp, "view")
+    run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", overlay, str(size)])
+    open(fuse, "wb").close()
+    proto = "host_device" if stat.S_ISBLK(os.stat(source).st_mode) else "file"
+    backing = {"driver": proto, "filename": source, "read-only": True}
+    node = {
+        "driver": "qcow2",
+        "node-name": "view",
+        "file": {"driver": "file", "filename": overlay},
+        "backing": {"driver": "raw", "read-only": True, "file": backing},
+    }
+    export = {"type": "fuse", "id": "view", "node-name": "view", "mountpoint": fuse, "writable": True}
+    # Its own session (a Ctrl-C reaches this process, which takes the view down in order), and ended with
+    # this process however it ends (the parent-death signal).
+    proc = run.start(
+        [run.need_tool("setpriv", "util-linux"), "--pdeathsig=TERM", "--",
+         daemon, "--blockdev", json.dumps(node), "--export", json.dumps(export)],
+        new_session=True,
+    )  # fmt: skip
+    try:
+        _await_mount(proc, fuse)
+        yield View(fuse, size, overlay)
+    finally:
+        run.stop(proc)
+        run.run(["umount", "--lazy", fuse], check=False)  # a daemon that died leaves its mount behind
 
 
 def _await_mount(proc: subprocess.Popen[bytes], fuse: str) -> None:
@@ -76,7 +94,7 @@ def _await_mount(proc: subprocess.Popen[bytes], fuse: str) -> None:
     while not os.path.ismount(fuse):
         if proc.poll() is not None:
             err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
-            raise RecoveryError(f"qemu-storage-daemon could not make the copy-on-write view: {err[-300:]}")
+            raise ToolError(f"qemu-storage-daemon could not make the copy-on-write view: {err[-300:]}")
         if time.monotonic() > deadline:
-            raise RecoveryError("qemu-storage-daemon did not show the copy-on-write view in time")
+            raise ToolError("qemu-storage-daemon did not show the copy-on-write view in time")
         time.sleep(0.02)
