@@ -367,3 +367,4 @@ class Fitted(Event):
     overlay_bytes: int  # what the copy-on-write overlay holds: the blocks the resizing and the moves wrote
     moved_bytes: int  # the partitions that moved, their size
     seconds: float
+    view: str = ""  # how the view was made: "dm-snapshot" or "qemu-storage-daemon"

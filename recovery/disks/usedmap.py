@@ -109,14 +109,29 @@ def _align_within(extents: list[Extent], base: int, limit: int) -> list[Extent]:
     return out
 
 
-def partclone_map(tool: str, device: str) -> list[Extent]:
-    """Used ranges of the filesystem on ``device``, relative to its start.
+def partclone_map(tool: str, device: str, *, ignore_check: bool = False) -> list[Extent]:
+    """Used ranges of the filesystem on ``device``, relative to its start. ``ignore_check``: map it although
+    it is marked for a check (an NTFS that ntfsresize just resized is, so that Windows checks it).
     A failure carries partclone's own words (from its log)."""
     with tempfile.TemporaryDirectory(prefix="recovery-map-") as tmp:
         domain, log = os.path.join(tmp, "domain"), os.path.join(tmp, "log")
         # "-f 0": otherwise partclone waits up to 2 s for its progress thread to end.
         try:
-            run.run([tool, "-D", "-s", device, "-o", domain, "-L", log, "-q", "-f", "0"], stdout=subprocess.DEVNULL)
+            argv = [
+                tool,
+                "-D",
+                "-s",
+                device,
+                "-o",
+                domain,
+                "-L",
+                log,
+                "-q",
+                "-f",
+                "0",
+                *(["-I"] if ignore_check else []),
+            ]
+            run.run(argv, stdout=subprocess.DEVNULL)
         except run.CommandError as e:
             raise run.CommandError(e.argv, e.returncode, _log_tail(log) or e.stderr) from None
         with open(domain) as f:
@@ -140,9 +155,12 @@ def build_map(
     *,
     on_progress: Callable[[str], None] | None = None,
     failing: bool = False,
+    ignore_check: bool = False,
 ) -> UsedMap:
     """The extents to copy from ``source`` (a disk, partition or image file). ``failing``: a rescue's
-    source, whose filesystems are probed around read errors too (:func:`partitions.probe`)."""
+    source, whose filesystems are probed around read errors too (:func:`partitions.probe`).
+    ``ignore_check``: a fitted disk, whose resized filesystems may be marked for a check (see
+    :func:`partclone_map`; they were checked when fitted)."""
     if mode == "exact":
         parts = _partitions(source, size)[1]
         sigs = [partitions.probe(source, p.start, p.size, around_errors=failing) for p in parts]
@@ -169,7 +187,7 @@ def build_map(
         sig = partitions.probe(source, p.start, p.size, around_errors=failing)
         if on_progress:
             on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
-        method, extents, note = used_extents(source, p, sig.fstype, result.warnings)
+        method, extents, note = used_extents(source, p, sig.fstype, result.warnings, ignore_check=ignore_check)
         covered.append((p.start, p.size))
         result.extents.extend(extents)
         result.parts.append(
@@ -202,7 +220,7 @@ def _partitions(source: str, size: int) -> tuple[partitions.Table | None, list[p
 
 
 def used_extents(
-    source: str, p: partitions.Partition, fstype: str | None, warnings: list[str]
+    source: str, p: partitions.Partition, fstype: str | None, warnings: list[str], *, ignore_check: bool = False
 ) -> tuple[str, list[Extent], str | None]:
     """(method, absolute extents, note) for one partition."""
     whole = [(p.start, p.size)]
@@ -223,7 +241,7 @@ def used_extents(
         if dev is None:
             return fallback(f"cannot open {where} as a device (needs root)")
         try:
-            extents = [] if fstype in fsmap.REPLACES else partclone_map(tool, dev)
+            extents = [] if fstype in fsmap.REPLACES else partclone_map(tool, dev, ignore_check=ignore_check)
             extents += fsmap.extras(fstype or "", dev, p.size)
         except run.CommandError as e:
             words = " ".join(e.stderr.split())[-160:] or f"exit code {e.returncode}"

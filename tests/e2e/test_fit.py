@@ -170,27 +170,34 @@ def test_a_dirty_filesystem_is_refused_never_repaired(source: str, small: str) -
     assert sh("blkid", "-p", small, check=False).stdout == ""
 
 
+def shim(tmp_path: Path, body: str) -> dict[str, str]:
+    """An environment whose resize2fs runs ``body`` (sh; the real one is $REAL, the device $DEV) except for
+    -P, which measures as the real one does."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    tool = shims / "resize2fs"
+    tool.write_text(
+        f"#!/bin/sh\nREAL={shutil.which('resize2fs')}\n"
+        'case " $* " in *" -P "*) exec $REAL "$@";; esac\n'
+        'DEV=$(echo "$@" | cut -d" " -f2)\n' + body
+    )
+    tool.chmod(0o755)
+    return {"PATH": f"{shims}:{os.environ['PATH']}"}
+
+
 def test_a_resize_tool_that_fails_half_way_writes_nothing_and_leaves_nothing(
     source: str, small: str, tmp_path: Path
 ) -> None:
     """resize2fs writes part of the shrink into the overlay, then fails: its words reach the user, the
     overlay is thrown away, the target is untouched and the source unchanged."""
-    shims = tmp_path / "shims"
-    shims.mkdir()
-    real = shutil.which("resize2fs")
-    tool = shims / "resize2fs"
-    tool.write_text(
-        "#!/bin/sh\n"
-        f'case " $* " in *" -P "*) exec {real} "$@";; esac\n'
-        "for dev; do :; done\n"
-        'dd if=/dev/urandom of="$(echo "$@" | cut -d" " -f2)" bs=64k count=4 conv=notrunc 2>/dev/null\n'
-        'echo "resize2fs: Input/output error while trying to resize (made up)" >&2\nexit 1\n'
+    env = shim(
+        tmp_path,
+        'dd if=/dev/urandom of="$DEV" bs=64k count=4 conv=notrunc 2>/dev/null\n'
+        'echo "resize2fs: Input/output error while trying to resize (made up)" >&2\nexit 1\n',
     )
-    tool.chmod(0o755)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     before = b3sum(source)
-    env = {"PATH": f"{shims}:{os.environ['PATH']}"}
     tx, _ = clone(source, small, "--fit", "shrink", "--scratch", str(scratch), env=env)
     assert tx.proc.returncode == 15  # a tool failed
     assert "made up" in tx.stderr and "nothing was written to the target" in tx.stderr
@@ -272,3 +279,17 @@ def test_shrink_onto_a_disk_that_holds_the_partitions_rewrites_only_the_table(so
         assert all(p["method"] == "keep" for p in tx.event("fit_planned")["parts"])  # type: ignore[index]
         assert "No problems found" in sh("sgdisk", "-v", target).stdout
         assert [(p["start"], p["size"]) for p in table(target)] == [(p["start"], p["size"]) for p in table(source)]
+
+
+def test_a_resize_that_breaks_the_filesystem_is_caught_before_anything_is_sent(
+    source: str, small: str, tmp_path: Path
+) -> None:
+    """resize2fs says it succeeded but left a broken filesystem (a tool's bug, or the view's): the fitted
+    copy is checked before anything is sent, and the clone fails saying so, nothing written."""
+    env = shim(
+        tmp_path, '$REAL "$@" || exit\ndd if=/dev/zero of="$DEV" bs=1k seek=1 count=1 conv=notrunc 2>/dev/null\n'
+    )
+    tx, _ = clone(source, small, "--fit", "shrink", env=env)
+    assert tx.proc.returncode == 15, tx.stderr
+    assert "partition 2 (ext4) fails e2fsck -fn once fitted" in tx.stderr
+    assert sh("blkid", "-p", small, check=False).stdout == ""

@@ -33,7 +33,7 @@ from recovery.engine.clone.progress import (
 from recovery.engine.clone.sendpipe import Job, SendPipeline
 from recovery.engine.clone.source import Source, check_source
 from recovery.engine.fit import fitted
-from recovery.engine.fit.view import default_scratch
+from recovery.engine.fit.view import check_tools, default_scratch
 from recovery.engine.imagemount import served_disk
 from recovery.engine.peer.session import PeerLink, handshake
 from recovery.engine.rescue import fsnames
@@ -44,12 +44,14 @@ from recovery.errors import (
     RecoveryError,
     RefusedError,
     RemoteProtocolError,
+    ToolError,
     UnreadableSourceError,
     UsageError,
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
 from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.values import MapPart
 from recovery.units import human_size
 
 
@@ -76,6 +78,7 @@ def check_fit_options(opts: SendOptions) -> None:
         raise UsageError("a mounted source is not fitted: --fit and --allow-mounted do not go together")
     for tool, package in fitted.TOOLS.items():
         run.need_tool(tool, package)
+    check_tools()
     scratch = opts.scratch or default_scratch()
     if not os.path.isdir(scratch):
         raise UsageError(f"--scratch {scratch} is not a folder")
@@ -223,6 +226,7 @@ class _Sending:
                 opts.mode,
                 on_progress=lambda text: sink(events.Phase("map", text)),
                 failing=opts.rescue,
+                ignore_check=self.fitting_done,  # checked when it was fitted (_check_fitted)
             )
         for text in umap.warnings:
             sink(events.Warning(text))
@@ -280,9 +284,25 @@ class _Sending:
             fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink, self.opts.cancel)
         )
         self.fitting_done = True
+        self._check_fitted(disk.path, layout)
         own = identity.identify(disk.path)
         pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
         return Source(disk.path, identity=pinned)
+
+    def _check_fitted(self, path: str, layout: fitplan.Layout) -> None:
+        """Each filesystem that was resized or moved, checked on the fitted disk before anything is sent: a
+        resizing tool (or the view) that broke one fails here, never on the target."""
+        for p in layout.parts:
+            if not (p.moved or p.resized):
+                continue
+            self.sink(events.Phase("fit", f"checking partition {p.number} ({p.fstype}) on the fitted copy"))
+            part = MapPart(number=p.number, start=p.new_start, size=p.new_size, fstype=p.fstype)
+            for check in fscheck.check_filesystem(path, part):
+                if check.ok is False:
+                    raise ToolError(
+                        f"partition {p.number} ({p.fstype}) fails {check.check} once fitted ({check.message}); "
+                        "nothing was written to the target and the source is unchanged"
+                    )
 
     def _measure(self) -> m.Identity:
         """The target as the receiver opened it (capability "fit")."""

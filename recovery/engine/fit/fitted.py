@@ -28,10 +28,8 @@ from recovery.errors import CancelledError, RecoveryError, RefusedError, SourceR
 from recovery.units import human_size
 
 COPY = 4 << 20  # bytes moved per read and write
-# What fitting runs, with the Debian package of each (checked before anything else).
+# What fitting runs besides the view's own (view.check_tools), with the Debian package of each.
 TOOLS = {
-    "qemu-img": "qemu-utils",
-    "qemu-storage-daemon": "qemu-system-common",
     "sfdisk": "fdisk",
     "losetup": "util-linux",
     "resize2fs": "e2fsprogs",
@@ -129,10 +127,10 @@ def fitted_disk(
                         steps.warn(p)
         except OSError as e:
             raise _view_error(e, view) from None
-        with _loop(view.path, layout.target_size, writable=False) as dev:
+        with _loop(view, layout.target_size, writable=False) as dev:
             sink(events.Fitted(
                 overlay_bytes=view.overlay_bytes(), seconds=round(time.monotonic() - started, 3),
-                moved_bytes=sum(p.new_size for p in layout.parts if p.moved),
+                moved_bytes=sum(p.new_size for p in layout.parts if p.moved), view=view.kind,
             ))  # fmt: skip
             yield Fitted(dev, layout, view)
 
@@ -143,9 +141,12 @@ class _Steps:
     def __init__(self, sink: events.EventSink, cancel: threading.Event) -> None:
         self.sink, self.cancel = sink, cancel
 
-    def say(self, text: str) -> None:
+    def check(self) -> None:
         if self.cancel.is_set():
             raise CancelledError("cancelled while the source was fitted: nothing was written to the target")
+
+    def say(self, text: str) -> None:
+        self.check()
         self.sink(events.Phase("fit", text))
 
     def warn(self, p: Placed) -> None:
@@ -226,7 +227,7 @@ def _move(view: View, order: Sequence[Placed], steps: _Steps) -> None:
         fd = os.open(view.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             for off, n in sorted(extents, reverse=not down):
-                steps.say(f"moving partition {p.number}: {n >> 20} MiB at byte {off}")
+                steps.check()
                 _copy(fd, view.path, off, off - p.start + p.new_start, n, down)
             os.fsync(fd)
         finally:
@@ -236,7 +237,7 @@ def _move(view: View, order: Sequence[Placed], steps: _Steps) -> None:
 def _used(view: View, p: Placed, size: int) -> list[tuple[int, int]]:
     part = partitions.Partition(p.number, p.start, size, "")
     warnings: list[str] = []
-    _, extents, _ = usedmap.used_extents(view.path, part, p.fstype, warnings)
+    _, extents, _ = usedmap.used_extents(view.path, part, p.fstype, warnings, ignore_check=True)  # just resized
     return usedmap.merge(extents)
 
 
@@ -255,7 +256,7 @@ def _write_table(view: View, table: partitions.Table, layout: Layout) -> None:
     attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end)."""
     entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
     script = table_script(_dump(view.path), layout, table.label, entries)
-    with _loop(view.path, layout.target_size, writable=True) as dev:
+    with _loop(view, layout.target_size, writable=True) as dev:
         quiet = ["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never", "--wipe-partitions", "never"]
         run.run(["sfdisk", *quiet, dev], input=script.encode())
 
@@ -313,13 +314,16 @@ def _gpt_header(source: str, table: partitions.Table) -> gpt.Header:
 
 @contextlib.contextmanager
 def _region(view: View, start: int, size: int, *, writable: bool) -> Iterator[str]:
-    with partdev.region_device(view.path, start, size, writable=writable) as dev:
+    """A loop device over [start, start+size) of the view (never a kernel node: the view may be a disk).
+    Buffered: qemu-storage-daemon's FUSE export (7.2) corrupts what a loop device writes with direct I/O."""
+    with partdev.region_device(view.path, start, size, writable=writable, kernel=False) as dev:
         if dev is None:
             raise RefusedError("fitting a disk needs loop devices (run as root)")
         yield dev
 
 
 @contextlib.contextmanager
-def _loop(path: str, size: int, *, writable: bool) -> Iterator[str]:
-    with _region(View(path, size, ""), 0, size, writable=writable) as dev:
+def _loop(view: View, size: int, *, writable: bool) -> Iterator[str]:
+    """The view's first ``size`` bytes as a disk."""
+    with _region(view, 0, size, writable=writable) as dev:
         yield dev

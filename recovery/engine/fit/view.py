@@ -1,6 +1,10 @@
-"""A writable copy-on-write view of a read-only source: a qcow2 overlay whose backing is the source,
-served by ``qemu-storage-daemon`` as one FUSE file. Writes land in the overlay (it holds only what was
-written); the source is opened read-only and never written. Ended, with the overlay, on every exit."""
+"""A writable copy-on-write view of a read-only source. Writes land in an overlay that holds only what was
+written; the source is opened read-only and never written. Ended, with the overlay, on every exit.
+
+Where the kernel has device-mapper snapshots (the appliance's does), the view is one: a read-only linear
+device over a read-only loop of the source (zeros past its end), and a non-persistent snapshot of it whose
+copy-on-write store is a sparse file. Elsewhere it is a qcow2 overlay whose backing is the source, served
+by ``qemu-storage-daemon`` as one FUSE file."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from recovery import run
+from recovery.disks import blockdev
 from recovery.errors import ToolError, UsageError
 
 STARTUP = 15.0  # seconds the daemon gets to show its file
@@ -23,9 +28,10 @@ STARTUP = 15.0  # seconds the daemon gets to show its file
 
 @dataclass(frozen=True)
 class View:
-    path: str  # the FUSE file: the source's bytes, then what was written over them
+    path: str  # the snapshot's device, or the FUSE file: the source's bytes, then what was written over them
     size: int
-    overlay: str  # the qcow2 file that holds the writes
+    overlay: str  # the file that holds the writes (the snapshot's store, or the qcow2 overlay)
+    kind: str  # "dm-snapshot" or "qemu-storage-daemon"
 
     def overlay_bytes(self) -> int:
         """Bytes the overlay holds on its disk (what was written into the view, plus qcow2's tables)."""
@@ -44,8 +50,7 @@ def default_scratch() -> str:
 def cow_view(source: str, size: int, scratch: str | None = None) -> Iterator[View]:
     """A view of ``source`` (a device or file, read-only) ``size`` bytes long: past the source's end it
     reads zeros. The overlay goes into a new folder in ``scratch``, removed with it."""
-    run.need_tool("qemu-img", "qemu-utils")
-    daemon = run.need_tool("qemu-storage-daemon", "qemu-system-common")
+    dm = check_tools()
     folder = scratch or default_scratch()
     try:
         tmp = tempfile.mkdtemp(prefix="recovery-fit-", dir=folder)
@@ -54,14 +59,81 @@ def cow_view(source: str, size: int, scratch: str | None = None) -> Iterator[Vie
             f"cannot make the copy-on-write overlay in {folder}: {e.strerror}", hint="give --scratch a writable folder"
         ) from None
     try:
-        with _served(source, size, tmp, daemon) as view:
+        with _snapshot(source, size, tmp) if dm else _served(source, size, tmp) as view:
             yield view
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_tools() -> bool:
+    """That a view can be made here (:class:`MissingToolError` if not); True when it will be a snapshot."""
+    if dm_snapshots():
+        return True
+    run.need_tool("qemu-img", "qemu-utils")
+    run.need_tool("qemu-storage-daemon", "qemu-system-common")
+    return False
+
+
+def dm_snapshots() -> bool:
+    """This kernel has device-mapper snapshots, and dmsetup is here (the module loaded if need be)."""
+    if run.find_tool("dmsetup") is None:
+        return False
+    for _ in range(2):
+        proc = run.run(["dmsetup", "targets"], check=False)
+        if proc.returncode == 0 and any(line.split()[:1] == [b"snapshot"] for line in proc.stdout.splitlines()):
+            return True
+        if proc.returncode != 0 or run.run(["modprobe", "dm_snapshot"], check=False).returncode != 0:
+            return False
+    return False
+
+
 @contextlib.contextmanager
-def _served(source: str, size: int, tmp: str, daemon: str) -> Iterator[View]:
+def _snapshot(source: str, size: int, tmp: str) -> Iterator[View]:
+    name = f"usb4-recovery-{os.path.basename(tmp)}"
+    store = os.path.join(tmp, "cow")
+    with open(store, "wb") as f:
+        f.truncate(size)  # sparse: it takes only what is written
+    with contextlib.ExitStack() as stack:
+        origin = stack.enter_context(_loop(source, writable=False))
+        cow = stack.enter_context(_loop(store, writable=True))
+        have, want = _sectors(origin), size // 512
+        table = f"0 {min(have, want)} linear {origin} 0\n"
+        if want > have:
+            table += f"{have} {want - have} zero\n"
+        quiet = ["--noudevsync", "--noudevrules"]  # dmsetup makes the nodes itself
+        run.run(["dmsetup", "create", f"{name}-base", "--readonly", *quiet], input=table.encode())
+        stack.callback(_dm_remove, f"{name}-base")
+        snap = f"0 {want} snapshot /dev/mapper/{name}-base {cow} N 16\n"  # N: not persistent; 8 KiB chunks
+        run.run(["dmsetup", "create", name, *quiet], input=snap.encode())
+        stack.callback(_dm_remove, name)
+        yield View(f"/dev/mapper/{name}", size, store, "dm-snapshot")
+
+
+def _dm_remove(name: str) -> None:
+    run.run(["dmsetup", "remove", "--retry", "--noudevsync", name], check=False)
+
+
+@contextlib.contextmanager
+def _loop(path: str, *, writable: bool) -> Iterator[str]:
+    argv = ["losetup", "--find", "--show", *([] if writable else ["--read-only"]), path]
+    loop = run.output(argv).strip()
+    try:
+        yield loop
+    finally:
+        run.run(["losetup", "--detach", loop], check=False)
+
+
+def _sectors(device: str) -> int:
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return blockdev.device_size(fd) // 512
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _served(source: str, size: int, tmp: str) -> Iterator[View]:
+    daemon = run.need_tool("qemu-storage-daemon", "qemu-system-common")
     overlay, fuse = os.path.join(tmp, "overlay.qcow2"), os.path.join(tmp, "view")
     run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", overlay, str(size)])
     open(fuse, "wb").close()
@@ -83,7 +155,7 @@ def _served(source: str, size: int, tmp: str, daemon: str) -> Iterator[View]:
     )  # fmt: skip
     try:
         _await_mount(proc, fuse)
-        yield View(fuse, size, overlay)
+        yield View(fuse, size, overlay, "qemu-storage-daemon")
     finally:
         run.stop(proc)
         run.run(["umount", "--lazy", fuse], check=False)  # a daemon that died leaves its mount behind
