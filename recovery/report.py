@@ -180,3 +180,20 @@ def areas(ranges: list[list[int]], shown: int = 5) -> str:
     """The first ``shown`` areas of a disk, in words (``4.0 KiB at 373.2 MiB``), and how many more."""
     more = f" and {len(ranges) - shown} more" if len(ranges) > shown else ""
     return ", ".join(area(o, n) for o, n in ranges[:shown]) + more
+
+
+def fit_lines(e: events.FitPlanned) -> list[str]:
+    """The layout a fitted clone writes, in words: a line for the disks, then one per partition, its old
+    and its new size and place, and how it gets there."""
+    lines = [f"fit ({e.fit}): the source's {human_size(e.source_size)} onto {human_size(e.target_size)}"]
+    for p in e.parts:
+        used = f", {human_size(int(p['used']))} used" if isinstance(p.get("used"), int) else ""  # type: ignore[call-overload]
+        low = f", can shrink to {human_size(int(p['smallest']))}" if p.get("smallest") else ""  # type: ignore[call-overload]
+        how = {"keep": "kept", "move": "moved", "resize": "resized"}.get(str(p["method"]), str(p["method"]))
+        note = f" ({p['note']})" if p.get("note") else ""
+        lines.append(
+            f"partition {p['number']} {p['fstype'] or 'unknown'}: {human_size(int(p['size']))} at "  # type: ignore[call-overload]
+            f"{human_size(int(p['start']))} -> {human_size(int(p['new_size']))} at "  # type: ignore[call-overload]
+            f"{human_size(int(p['new_start']))}, {how}{used}{low}{note}"  # type: ignore[call-overload]
+        )
+    return lines

@@ -146,18 +146,8 @@ class Output:
 
 def fit_text(e: events.FitPlanned) -> str:
     """The fitted layout, old and new side by side."""
-    lines = [f"» fit ({e.fit}): the source's {human_size(e.source_size)} onto {human_size(e.target_size)}"]
-    for p in e.parts:
-        used = f", {human_size(p['used'])} used" if p.get("used") is not None else ""  # type: ignore[arg-type]
-        low = f", can shrink to {human_size(p['smallest'])}" if p.get("smallest") else ""  # type: ignore[arg-type]
-        how = {"keep": "kept", "move": "moved", "resize": "resized"}.get(str(p["method"]), str(p["method"]))
-        note = f" ({shown(str(p['note']))})" if p.get("note") else ""
-        lines.append(
-            f"  partition {p['number']} {shown(str(p['fstype'] or 'unknown'))}: "
-            f"{human_size(p['size'])} at {human_size(p['start'])} -> {human_size(p['new_size'])} "  # type: ignore[arg-type]
-            f"at {human_size(p['new_start'])}, {how}{used}{low}{note}"  # type: ignore[arg-type]
-        )
-    return "\n".join(lines)
+    head, *rows = report.fit_lines(e)
+    return "\n".join([f"» {head}", *(f"  {shown(row)}" for row in rows)])
 
 
 def summary_text(s: events.Summary) -> str:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from recovery import events
+from recovery import events, report
 from recovery.engine.clone.progress import BOTTLENECK_MIN, PROCESSORS
 from recovery.engine.peer.jobs import JobStarted
 from recovery.units import human_duration, human_rate, human_size
@@ -61,6 +61,7 @@ class JobView:
     bottleneck: str = ""
     history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     warnings: list[str] = field(default_factory=list)
+    layout: list[str] = field(default_factory=list)  # a fitted clone: the layout, in words (report.fit_lines)
     summary: events.Summary | None = None
     ended_at: float | None = None
 
@@ -97,6 +98,8 @@ class JobView:
             self._progress(event)
         elif isinstance(event, events.Warning):
             self.warnings.append(event.message)
+        elif isinstance(event, events.FitPlanned):
+            self.layout = report.fit_lines(event)
         elif isinstance(event, events.Summary):
             self.summary = event
             self.ended_at = self.clock()

@@ -72,7 +72,7 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
             "Shrinks",
             f"{short_name(target)} is smaller ({human_size(target.size)} for {human_size(source.size)}): the "
             f"filesystems are shrunk to fit on a copy-on-write view of the source on {src_host}; the source is "
-            "never written, and the new layout is shown before the target is written",
+            f"never written; the new layout is shown on {src_host} and logged before the target is written",
         )
     ]
 

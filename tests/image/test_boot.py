@@ -273,3 +273,13 @@ def test_the_stick_saves_an_image_onto_a_drive_it_mounts(vm: VM) -> None:
     out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
     assert "verified=yes" in out, out
     assert '"fstype":"ext4"' in out and '"fstype":"vfat"' in out, out
+
+
+def test_the_stick_shrinks_a_disk_onto_a_smaller_one_on_a_snapshot(vm: VM) -> None:
+    """`recovery send --fit shrink` on the stick: its kernel's device-mapper snapshot is the copy-on-write
+    view (no qemu there), the ext4 of the sample disk is shrunk onto a smaller disk, the source unchanged,
+    nothing of the view left behind."""
+    script = base64.b64encode((Path(__file__).parent / "stick_fit.sh").read_bytes()).decode()
+    out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
+    assert "sent=yes" in out and '"dm-snapshot"' in out, out
+    assert "source=unchanged" in out and "ext4=clean" in out and "leftover=0" in out, out

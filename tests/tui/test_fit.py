@@ -66,9 +66,13 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
             await confirm(pilot, smaller.name)
             await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
             assert not isinstance(app.screen, ErrorScreen), app.screen.advice
-            summary = app.screen.job.summary  # type: ignore[attr-defined]
-            assert summary is not None and summary.verified is True
-            assert summary.checks and all(c["ok"] for c in summary.checks)
+            job = app.screen.job  # type: ignore[attr-defined]
+            assert job.summary is not None and job.summary.verified is True
+            assert job.summary.checks and all(c["ok"] for c in job.summary.checks)
+            if not receive:  # the sending machine's screen showed the layout
+                assert job.layout[0].startswith("fit (shrink)") and any(
+                    "ext4" in r and "resized" in r for r in job.layout
+                )
 
     run(scenario)
     assert b3sum(str(source)) == before

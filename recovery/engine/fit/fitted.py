@@ -315,7 +315,8 @@ def _gpt_header(source: str, table: partitions.Table) -> gpt.Header:
 @contextlib.contextmanager
 def _region(view: View, start: int, size: int, *, writable: bool) -> Iterator[str]:
     """A loop device over [start, start+size) of the view (never a kernel node: the view may be a disk).
-    Buffered: qemu-storage-daemon's FUSE export (7.2) corrupts what a loop device writes with direct I/O."""
+    Buffered: with direct I/O, what a loop device wrote through qemu-storage-daemon's FUSE export (7.2) came
+    back corrupt (a resized ext4's journal, in a test here)."""
     with partdev.region_device(view.path, start, size, writable=writable, kernel=False) as dev:
         if dev is None:
             raise RefusedError("fitting a disk needs loop devices (run as root)")

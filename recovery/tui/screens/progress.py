@@ -49,6 +49,7 @@ class ProgressScreen(Screen[None]):
             yield Static(id="numbers")
             yield Static(id="limit")
             yield Static(id="route")
+            yield Static(id="layout")
             yield Label("Throughput, the last minute (a bar each half second)", classes="section")
             yield RateGraph(id="graph")
             yield Label("Where the time goes (how busy each part is)", classes="section")
@@ -75,6 +76,9 @@ class ProgressScreen(Screen[None]):
         route.add_row("From", plain(job.source))
         route.add_row("To", plain(job.target))
         self.query_one("#route", Static).update(route)
+        layout = self.query_one("#layout", Static)
+        layout.update(plain("\n".join(job.layout)))
+        layout.display = bool(job.layout)  # a fitted clone's layout; nothing for the others
         self.query_one("#graph", RateGraph).set(job.history)
         self.query_one("#stages", StageBars).show(
             stage_names(job.sending_host, job.receiving_host), job.shown_stages(), job.limit_row()
