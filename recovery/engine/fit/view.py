@@ -100,13 +100,33 @@ def _snapshot(source: str, size: int, tmp: str) -> Iterator[View]:
         table = f"0 {min(have, want)} linear {origin} 0\n"
         if want > have:
             table += f"{have} {want - have} zero\n"
-        quiet = ["--noudevsync", "--noudevrules"]  # dmsetup makes the nodes itself
+        # Devices named by their numbers and the kernel's nodes: nothing waits for udev.
+        quiet = ["--noudevsync", "--noudevrules"]
         run.run(["dmsetup", "create", f"{name}-base", "--readonly", *quiet], input=table.encode())
         stack.callback(_dm_remove, f"{name}-base")
-        snap = f"0 {want} snapshot /dev/mapper/{name}-base {cow} N 16\n"  # N: not persistent; 8 KiB chunks
+        snap = f"0 {want} snapshot {_devnum(f'{name}-base')} {cow} N 16\n"  # N: not persistent; 8 KiB chunks
         run.run(["dmsetup", "create", name, *quiet], input=snap.encode())
         stack.callback(_dm_remove, name)
-        yield View(f"/dev/mapper/{name}", size, store, "dm-snapshot")
+        yield View(_node(_devnum(name)), size, store, "dm-snapshot")
+
+
+def _node(devnum: str) -> str:
+    """The kernel's own node of a device-mapper device (devtmpfs makes /dev/dm-MINOR as the device appears; a
+    node made elsewhere may sit on a nodev filesystem, as /tmp is on the stick)."""
+    major, minor = (int(n) for n in devnum.split(":"))
+    node = f"/dev/dm-{minor}"
+    try:
+        if os.stat(node).st_rdev == os.makedev(major, minor):
+            return node
+    except OSError:
+        pass
+    raise ToolError(f"the copy-on-write view's device {devnum} has no node {node}")
+
+
+def _devnum(name: str) -> str:
+    """A device-mapper device's "MAJOR:MINOR"."""
+    argv = ["dmsetup", "info", "--columns", "--noheadings", "--separator", ":", "-o", "major,minor", name]
+    return run.output(argv).strip()
 
 
 def _dm_remove(name: str) -> None:
