@@ -139,6 +139,10 @@ def send_disk(conn: Connection, opts: SendOptions, sink: events.EventSink = even
         except UnreadableSourceError:
             link.say_goodbye()
             raise
+        except RecoveryError as e:
+            if link.idle:  # refused here before a plan crossed (fitting it, say): the receiver hears why
+                link.tell(e)
+            raise
         if not link.say_goodbye():
             sink(events.Warning("the receiver did not answer the goodbye; its summary had arrived"))
         return summary

@@ -172,10 +172,15 @@ class PeerLink:
             error = first_error(error, crew)
             crew.fail(CancelledError("stopped"))
             crew.join(2)
+        reason = self.tell(error)
+        self.conn.abort()
+        return reason
+
+    def tell(self, error: BaseException) -> BaseException:
+        """Tell the peer why this side stops (its first error), and give the words time to cross."""
         reason = self.ctl.explain(error)
         self.ctl.report(reason)
         self.ctl.last_words(0.5)
-        self.conn.abort()
         return reason
 
     def say_goodbye(self, reason: str = "done", wait: float = BYE_WAIT) -> bool:
