@@ -174,9 +174,8 @@ def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str],
         else:
             start = min(p.start, _align_up(at + gap))
         method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
-        placed.append(
-            Placed(p.number, p.fstype, p.start, p.size, start, size, method, p.smallest, p.used, why[p.number])
-        )
+        note = "" if size != p.size else why[p.number]  # why it keeps its size (an XFS that grows has none)
+        placed.append(Placed(p.number, p.fstype, p.start, p.size, start, size, method, p.smallest, p.used, note))
         at = start + size
     return placed
 
@@ -276,8 +275,8 @@ def _cannot_shrink(ordered: Sequence[Facts], floor: Sequence[int], room: int, wh
     fixed = [
         f"{p.number} ({p.fstype or 'no filesystem'}, {human_size(p.size)}): {why[p.number] or 'cannot shrink'}"
         for p, f in zip(ordered, floor, strict=True)
-        if f == p.size and p.size > 64 * MIB
-    ]
+        if f == p.size
+    ][:8]
     kept = f"; kept at their size: {'; '.join(fixed)}" if fixed else ""
     return RefusedError(
         f"the target is {human_size(short)} ({short} bytes) too small even with every filesystem shrunk "

@@ -19,7 +19,7 @@ import os
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import blake3
@@ -155,12 +155,12 @@ def build_map(
     *,
     on_progress: Callable[[str], None] | None = None,
     failing: bool = False,
-    ignore_check: bool = False,
+    ignore_check: Collection[int] = (),
 ) -> UsedMap:
     """The extents to copy from ``source`` (a disk, partition or image file). ``failing``: a rescue's
     source, whose filesystems are probed around read errors too (:func:`partitions.probe`).
-    ``ignore_check``: a fitted disk, whose resized filesystems may be marked for a check (see
-    :func:`partclone_map`; they were checked when fitted)."""
+    ``ignore_check``: of a fitted disk, the partitions resized (and checked) on it, which their resizing
+    tool may have marked for a check (see :func:`partclone_map`)."""
     if mode == "exact":
         parts = _partitions(source, size)[1]
         sigs = [partitions.probe(source, p.start, p.size, around_errors=failing) for p in parts]
@@ -187,7 +187,8 @@ def build_map(
         sig = partitions.probe(source, p.start, p.size, around_errors=failing)
         if on_progress:
             on_progress(f"reading the block map of partition {p.number} ({sig.fstype or 'unknown'})")
-        method, extents, note = used_extents(source, p, sig.fstype, result.warnings, ignore_check=ignore_check)
+        checked = p.number in ignore_check
+        method, extents, note = used_extents(source, p, sig.fstype, result.warnings, ignore_check=checked)
         covered.append((p.start, p.size))
         result.extents.extend(extents)
         result.parts.append(

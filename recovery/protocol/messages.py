@@ -490,12 +490,11 @@ class Images(Message):
 
 @dataclass(frozen=True, slots=True)
 class Measure(Message):
-    """Capability "fit" (2.1): before it plans a clone fitted to the target (``--fit shrink|grow``), the
-    sender asks what the target is: the one the driving user chose (``target``), or the receiver's own."""
+    """Capability "fit" (2.1): before it plans a clone fitted to the target (``--fit shrink|grow``), a sender
+    that drives and was not told the target asks what it is (a headless receiver's own)."""
 
     type: ClassVar[str] = "measure"
     optional: ClassVar[bool] = True
-    target: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)

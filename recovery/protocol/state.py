@@ -407,6 +407,11 @@ class ControlConnection:
     def paired(self) -> bool:
         return self.keys is not None
 
+    @property
+    def answering(self) -> bool:
+        """The peer's request waits for this side's plan or refusal."""
+        return self.state is State.REQUESTED and self._request_to_us is True
+
     # --- pairing messages from the peer ---
 
     def _on_pairing(self, msg: m.Message) -> Event | None:

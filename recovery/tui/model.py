@@ -13,7 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from recovery.disks import identity, safety
+from recovery.disks import fitplan, identity, safety
 from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
@@ -123,11 +123,14 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     """About how small ``disk`` can be fitted (``--fit shrink``): each filesystem that can shrink to its used
     bytes and some room, the others whole; None when it has no partition table to fit. The sender measures
     it exactly before anything is written, and refuses with the numbers when it was wrong."""
-    if disk.ptable not in ("gpt", "dos") or not disk.partitions:
+    if disk.ptable not in ("gpt", "dos") or not disk.partitions or (disk.sector_size or 512) != 512:
         return None
-    total = 2 * MIB + 34 * (disk.sector_size or 512)  # the tables at both ends
+    if disk.ptable == "dos" and any(p.number > 4 for p in disk.partitions):
+        return None  # logical partitions are not fitted
+    small = fitplan.small_size(disk.size)
+    total = 2 * MIB + 34 * 512  # the tables at both ends
     for p in disk.partitions:
-        if p.fstype in SHRINKS and p.used is not None:
+        if p.fstype in SHRINKS and p.used is not None and p.size >= small:
             total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
         else:
             total += p.size

@@ -89,7 +89,7 @@ SAMPLES: list[m.Message] = [
         what="reviewing the clone", step=6, steps=6, review=(m.ReviewLine("DESTROYS", "everything on sdb of b"),)
     ),
     m.Ping(),
-    m.Measure(target=IDENTITY),
+    m.Measure(),
     m.Measured(target=IDENTITY),
     m.Measured(refused="refusing to write /dev/sdb: it holds the mounted filesystem /"),
     m.FindImages(folder="/media/usb"),

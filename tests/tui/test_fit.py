@@ -15,7 +15,7 @@ from recovery.tui.app import WizardApp
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import ReviewScreen
 from tests.helpers import MIB, b3sum, loop_device, sh
-from tests.tui.helpers import Peer, run, wait_for
+from tests.tui.helpers import SAMPLE_MIB, Peer, run, wait_for
 from tests.tui.test_wizard import SIZE, config, confirm, walk_to_review
 
 pytestmark = pytest.mark.root  # loop devices
@@ -77,3 +77,51 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
     run(scenario)
     assert b3sum(str(source)) == before
     check_fitted(smaller, source)
+
+
+def on_ext4(image: Path, *argv: str) -> None:
+    """Run a tool on the sample disk's ext4 (its first partition: 1 MiB in, 5/8 of the disk)."""
+    region = ["--offset", str(MIB), "--sizelimit", str(SAMPLE_MIB * 5 // 8 * MIB)]
+    dev = sh("losetup", "--find", "--show", *region, str(image)).stdout.strip()
+    try:
+        sh(*argv, dev, check=False)
+    finally:
+        sh("losetup", "--detach", dev)
+
+
+@pytest.mark.parametrize("receive", [False, True], ids=["send", "receive"])
+def test_a_fit_the_source_cannot_make_is_refused_and_the_pairing_stays(
+    make_peer: type[Peer], source_image: Path, smaller: Path, tmp_path: Path, receive: bool
+) -> None:
+    """The list estimated the source fits once shrunk, but its ext4 is not clean (so it keeps its size):
+    the sending machine refuses before anything crossed, the wizard says so, the session goes on (a retry
+    once the filesystem is repaired clones it)."""
+    if receive:
+        source = tmp_path / "peer-source.img"
+        shutil.copyfile(source_image, source)
+        peer = make_peer([source], name="old-laptop")
+        app = WizardApp(config(peer, tmp_path, smaller, name="new-laptop"))
+    else:
+        source = source_image
+        peer = make_peer([smaller], name="new-laptop")
+        app = WizardApp(config(peer, tmp_path, source_image))
+    on_ext4(source, "debugfs", "-w", "-R", "set_inode_field <2> links_count 7")
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await walk_to_review(pilot, peer.code, receive=receive)
+            await confirm(pilot, smaller.name)
+            await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), 60, "the refusal")
+            screen = app.screen
+            assert isinstance(screen, ErrorScreen) and screen.advice.code == "refused", screen.advice
+            assert "too small even with every filesystem shrunk" in screen.advice.message
+            assert "is not clean" in screen.advice.message
+            assert app.state.link is not None  # nothing crossed that ends the pairing
+            on_ext4(source, "e2fsck", "-f", "-y")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), 30, "the review again")
+            await confirm(pilot, smaller.name)
+            await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
+            assert isinstance(app.screen, SummaryScreen), getattr(app.screen, "advice", None)
+
+    run(scenario)

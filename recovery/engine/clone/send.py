@@ -113,6 +113,12 @@ def check_options(opts: SendOptions) -> None:
     check_source(opts.source, allow_mounted=opts.allow_mounted)
 
 
+def _fails_on(source: str, p: fitplan.Placed, name: str) -> bool:
+    """Does the partition fail this check where it lies on the source?"""
+    part = MapPart(number=p.number, start=p.start, size=p.size, fstype=p.fstype)
+    return any(c.check == name and c.ok is False for c in fscheck.check_filesystem(source, part))
+
+
 def check_fit_target(source: m.Identity, target: m.Identity) -> None:
     """What a target to fit to must be, as the receiver described it: a whole disk (not a file, which takes
     any size, nor a partition), with the source's logical sectors, a whole number of them."""
@@ -191,6 +197,8 @@ class _Sending:
         self.hit: tuple[list[tuple[int, int]], list[dict[str, Any]]] | None = None  # rescue: bad ranges, files
         self.fitting = contextlib.ExitStack()  # --fit: the fitted disk's view, ended with the clone
         self.fitting_done = False  # the source is a fitted disk: a resume compares every chunk
+        self.resized: set[int] = set()  # of those, the partitions resized (and then checked) on it
+        self.measured: m.Identity | None = None  # the target the receiver said it has: pinned in the plan
 
     @property
     def wire(self) -> int:
@@ -230,7 +238,7 @@ class _Sending:
                 opts.mode,
                 on_progress=lambda text: sink(events.Phase("map", text)),
                 failing=opts.rescue,
-                ignore_check=self.fitting_done,  # checked when it was fitted (_check_fitted)
+                ignore_check=self.resized,  # checked once resized (_check_fitted)
             )
         for text in umap.warnings:
             sink(events.Warning(text))
@@ -257,7 +265,7 @@ class _Sending:
             frames=chunks.count,
             encrypted=_encryption(self.link, opts),
             verify=opts.verify,
-            target=opts.target,
+            target=opts.target or self.measured,  # the receiver refuses a target that changed since
             rescue=opts.rescue,
             rescan=(opts.rescan or self.fitting_done) and "resume" in caps,  # a fitted disk is made anew
             restart=opts.restart,
@@ -271,6 +279,7 @@ class _Sending:
         """``--fit shrink|grow``: the receiver's target measured, the layout planned and shown, and the fitted
         disk (made on a copy-on-write view) to read instead of the source, which is never written."""
         target = self.opts.target or self._measure()  # a target the driving user chose says its size
+        self.measured = target
         check_fit_target(source.identity, target)
         self.fitting.callback(source.close)  # an image's reader serves its disk until the clone ends
         disk_path = source.path
@@ -288,25 +297,35 @@ class _Sending:
             fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink, self.opts.cancel)
         )
         self.fitting_done = True
-        self._check_fitted(disk.path, layout)
+        self._check_fitted(disk_path, disk.path, layout)
         own = identity.identify(disk.path)
         pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
         return Source(disk.path, identity=pinned)
 
-    def _check_fitted(self, path: str, layout: fitplan.Layout) -> None:
-        """Each filesystem that was resized or moved, checked on the fitted disk before anything is sent: a
-        resizing tool (or the view) that broke one fails here, never on the target."""
+    def _check_fitted(self, source: str, path: str, layout: fitplan.Layout) -> None:
+        """Each filesystem that was resized or moved, checked on the fitted disk (``path``) before anything is
+        sent: a resizing tool (or the view) that broke one fails here, never on the target. A partition that
+        only moved and fails as it fails on the ``source`` was moved as it is (a warning)."""
         for p in layout.parts:
             if not (p.moved or p.resized):
                 continue
             self.sink(events.Phase("fit", f"checking partition {p.number} ({p.fstype}) on the fitted copy"))
             part = MapPart(number=p.number, start=p.new_start, size=p.new_size, fstype=p.fstype)
             for check in fscheck.check_filesystem(path, part):
-                if check.ok is False:
+                if check.ok is None:
+                    self.sink(events.Warning(f"partition {p.number} was not checked once fitted: {check.message}"))
+                elif not check.ok:
+                    if not p.resized and _fails_on(source, p, check.check):
+                        self.sink(events.Warning(
+                            f"partition {p.number} fails {check.check} on the source too: it was moved as it is"
+                        ))  # fmt: skip
+                        continue
                     raise ToolError(
                         f"partition {p.number} ({p.fstype}) fails {check.check} once fitted ({check.message}); "
                         "nothing was written to the target and the source is unchanged"
                     )
+            if p.resized:
+                self.resized.add(p.number)
 
     def _measure(self) -> m.Identity:
         """The target as the receiver opened it (capability "fit")."""
@@ -315,7 +334,7 @@ class _Sending:
                 f"{self.link.peer_name} cannot say what its target is (its usb4-recovery lists no 'fit')",
                 hint="upgrade usb4-recovery there, or send without --fit",
             )
-        self.link.ctl.send(m.Measure(target=self.opts.target))
+        self.link.ctl.send(m.Measure())
         reply = self.link.ctl.expect(m.Measured)
         assert isinstance(reply, m.Measured)
         if reply.target is None:

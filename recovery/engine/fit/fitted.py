@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from recovery import events, run
-from recovery.disks import blockdev, fitplan, gpt, partdev, partitions, usedmap
+from recovery.disks import fitplan, gpt, partdev, partitions, usedmap
 from recovery.disks.fitplan import Facts, Fit, Layout, Placed
 from recovery.engine.fit import resize
 from recovery.engine.fit.view import View, cow_view, default_scratch
@@ -125,8 +125,16 @@ def fitted_disk(
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
                     if not resize.set_hidden_sectors(dev, p.fstype, p.new_start // table.sector_size):
                         steps.warn(p)
-        except OSError as e:
-            raise _view_error(e, view) from None
+        except (OSError, RecoveryError) as e:
+            if view.exhausted():
+                raise RefusedError(
+                    f"the copy-on-write overlay in {os.path.dirname(view.overlay)} is full: nothing was written to "
+                    "the target and the source is unchanged",
+                    hint="give --scratch a folder on a disk with more room (not the source)",
+                ) from None
+            if isinstance(e, OSError):
+                raise _view_error(e, view) from None
+            raise
         with _loop(view, layout.target_size, writable=False) as dev:
             sink(events.Fitted(
                 overlay_bytes=view.overlay_bytes(), seconds=round(time.monotonic() - started, 3),
@@ -168,15 +176,19 @@ def _view_error(e: OSError, view: View) -> RecoveryError:
     return ToolError(f"the copy-on-write view failed: {e.strerror or e}; nothing was written to the target")
 
 
+ACTIVE = 446  # the first MBR entry's boot indicator (its type follows 4 bytes on)
 OVERLAY_SLACK = 64 << 20  # qcow2's tables and the new partition table, at most
+GROWTH = 64  # a grown filesystem writes about a 64th of its growth (ext4's inode tables, bitmaps)
 
 
 def check_room(layout: Layout, folder: str) -> None:
     """Refuse before anything is done when the overlay's folder cannot hold what the resizing and the moves
     may write: the used bytes of each partition resized or moved (all of it when not known)."""
-    need = OVERLAY_SLACK + sum(
-        p.used if p.used is not None else min(p.size, p.new_size) for p in layout.parts if p.moved or p.resized
-    )
+    need = OVERLAY_SLACK
+    for p in layout.parts:
+        data = p.used if p.used is not None else min(p.size, p.new_size)
+        need += data * (p.moved + p.resized)  # a shrink can move all of it, and a move copies it again
+        need += max(0, p.new_size - p.size) // GROWTH  # a filesystem's new metadata as it grows
     try:
         free = shutil.disk_usage(folder).free
     except OSError as e:
@@ -237,7 +249,7 @@ def _move(view: View, order: Sequence[Placed], steps: _Steps) -> None:
 def _used(view: View, p: Placed, size: int) -> list[tuple[int, int]]:
     part = partitions.Partition(p.number, p.start, size, "")
     warnings: list[str] = []
-    _, extents, _ = usedmap.used_extents(view.path, part, p.fstype, warnings, ignore_check=True)  # just resized
+    _, extents, _ = usedmap.used_extents(view.path, part, p.fstype, warnings, ignore_check=p.resized)
     return usedmap.merge(extents)
 
 
@@ -248,7 +260,9 @@ def _copy(fd: int, path: str, src: int, dst: int, n: int, down: bool) -> None:
         data = os.pread(fd, length, src + k)
         if len(data) != length:
             raise ToolError(f"the copy-on-write view ended at byte {src + k + len(data)}")
-        blockdev.write_all(fd, path, data, dst + k)
+        done = 0
+        while done < length:  # an error here is the view's (_view_error), not a target's
+            done += os.pwrite(fd, memoryview(data)[done:], dst + k + done)
 
 
 def _write_table(view: View, table: partitions.Table, layout: Layout) -> None:
@@ -257,8 +271,16 @@ def _write_table(view: View, table: partitions.Table, layout: Layout) -> None:
     entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
     script = table_script(_dump(view.path), layout, table.label, entries)
     with _loop(view, layout.target_size, writable=True) as dev:
-        quiet = ["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never", "--wipe-partitions", "never"]
-        run.run(["sfdisk", *quiet, dev], input=script.encode())
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            active = os.pread(fd, 1, ACTIVE)  # the protective MBR's boot flag, which sfdisk clears
+            quiet = ["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "never", "--wipe-partitions", "never"]
+            run.run(["sfdisk", *quiet, dev], input=script.encode())
+            if table.label == "gpt" and active == b"\x80" and os.pread(fd, 1, ACTIVE + 4) == b"\xee":
+                os.pwrite(fd, active, ACTIVE)  # some BIOSes boot a GPT disk only with it set
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _dump(path: str) -> dict[str, object]:

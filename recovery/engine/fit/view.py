@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from recovery import run
 from recovery.disks import blockdev
-from recovery.errors import ToolError, UsageError
+from recovery.errors import RecoveryError, ToolError, UsageError
 
 STARTUP = 15.0  # seconds the daemon gets to show its file
+FULL = 1 << 20  # bytes free under which the overlay's folder counts as full
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,19 @@ class View:
     size: int
     overlay: str  # the file that holds the writes (the snapshot's store, or the qcow2 overlay)
     kind: str  # "dm-snapshot" or "qemu-storage-daemon"
+    dm_name: str = ""  # the snapshot's device-mapper name
+
+    def exhausted(self) -> bool:
+        """The overlay could take no more: the snapshot was invalidated, or the overlay's folder is full (what
+        a failing write in the view then means)."""
+        if self.dm_name:
+            proc = run.run(["dmsetup", "status", self.dm_name], check=False, timeout=10)
+            if b"Invalid" in proc.stdout or b"Overflow" in proc.stdout:
+                return True
+        try:
+            return shutil.disk_usage(os.path.dirname(self.overlay)).free < FULL
+        except OSError:
+            return False
 
     def overlay_bytes(self) -> int:
         """Bytes the overlay holds on its disk (what was written into the view, plus qcow2's tables)."""
@@ -78,11 +92,15 @@ def dm_snapshots() -> bool:
     """This kernel has device-mapper snapshots, and dmsetup is here (the module loaded if need be)."""
     if run.find_tool("dmsetup") is None:
         return False
+    modprobe = run.find_tool("modprobe")
     for _ in range(2):
-        proc = run.run(["dmsetup", "targets"], check=False)
-        if proc.returncode == 0 and any(line.split()[:1] == [b"snapshot"] for line in proc.stdout.splitlines()):
-            return True
-        if proc.returncode != 0 or run.run(["modprobe", "dm_snapshot"], check=False).returncode != 0:
+        try:
+            proc = run.run(["dmsetup", "targets"], check=False, timeout=10)
+            if proc.returncode == 0 and any(line.split()[:1] == [b"snapshot"] for line in proc.stdout.splitlines()):
+                return True
+            if modprobe is None or run.run([modprobe, "dm_snapshot"], check=False, timeout=10).returncode != 0:
+                return False
+        except RecoveryError:  # a tool that does not answer: no snapshots here
             return False
     return False
 
@@ -107,7 +125,7 @@ def _snapshot(source: str, size: int, tmp: str) -> Iterator[View]:
         snap = f"0 {want} snapshot {_devnum(f'{name}-base')} {cow} N 16\n"  # N: not persistent; 8 KiB chunks
         run.run(["dmsetup", "create", name, *quiet], input=snap.encode())
         stack.callback(_dm_remove, name)
-        yield View(_node(_devnum(name)), size, store, "dm-snapshot")
+        yield View(_node(_devnum(name)), size, store, "dm-snapshot", name)
 
 
 def _node(devnum: str) -> str:

@@ -164,6 +164,7 @@ class CloneSession:
         self._finished = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._requested = False  # the clone driven now asked the peer for its disk (it answers with its disks)
 
     # --- called from other threads ---
 
@@ -280,8 +281,10 @@ class CloneSession:
                         f"{self.host} serves {self.peer} and cannot drive a clone",
                         hint=f"drive from {self.peer}, or pair again from here",
                     )
+                planned, self._requested = self.link.ctl.state.clones, False
                 done += self._run(self._drive, choice)
-                self._take_disks()
+                if self.link.ctl.state.clones != planned or self._requested:  # the peer answers with its disks
+                    self._take_disks()
         except RecoveryError:
             if not self._closing.is_set():
                 raise
@@ -474,6 +477,7 @@ class CloneSession:
             raise UsageError(f"{self.peer} runs a usb4-recovery without images", hint=f"upgrade it on {self.peer}")
         path = imagedir.new_image(choice.image_target) if choice.image_target else self._local_path(tgt, unchanged=True)
         level = "auto" if choice.level is None else str(choice.level)
+        self._requested = True
         self.link.ctl.send(
             m.Request(
                 source=choice.image_source or src.path,
@@ -595,6 +599,8 @@ class CloneSession:
             path = req.source
         else:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
+        if req.fit != "keep" and req.target is None:
+            self._refuse("a request to fit the disk to a target must name the target")
         opts = SendOptions(
             source=path,
             mode=req.mode,

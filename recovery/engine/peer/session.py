@@ -66,6 +66,10 @@ def first_error(error: BaseException, crew: Crew) -> BaseException:
     return own
 
 
+def _cut(hint: str | None) -> str | None:
+    return hint[:1000] if hint else None
+
+
 def uses_stdio_code(conn: Connection) -> bool:
     return conn.kind == "stdio"
 
@@ -165,9 +169,14 @@ class PeerLink:
         own reason if a lost link was only its echo.
 
         A refusal that left the session idle (the ``refuse`` crossed, nothing
-        was written) ends nothing: the link stays for another try."""
-        if crew is None and isinstance(error, RefusedError) and self.idle:
-            return error
+        was written) ends nothing: the link stays for another try; so does one
+        this side makes of the peer's request before it planned (a fit that
+        cannot be made): it is the ``refuse`` the peer waits for."""
+        if crew is None and isinstance(error, RefusedError):
+            if self.ctl.state.answering:
+                self.ctl.try_send(m.Refuse(code=error.code, message=error.message[:1000], hint=_cut(error.hint)))
+            if self.idle:
+                return error
         if crew is not None:
             error = first_error(error, crew)
             crew.fail(CancelledError("stopped"))
