@@ -3,7 +3,7 @@
 The engine measures each partition (:class:`Facts`: how small its filesystem can become, whether it can
 grow) and this module lays the partitions out on the target: in their order, each gap before a partition
 kept, every start and every resized size on a 1 MiB boundary, the GPT's backup at the new end. Partitions
-that must stay as they are (the ESP, Microsoft's reserved and recovery partitions, BIOS boot, swap,
+that must stay as they are (the ESP, Microsoft's reserved and recovery partitions, BIOS boot,
 anything whose filesystem cannot be resized) keep their size and may move; the others shrink in
 proportion to what each can give, or grow in proportion to their size.
 """
@@ -107,8 +107,6 @@ def system_reason(facts: Facts) -> str:
     system = SYSTEM_TYPES.get(facts.type.lower())
     if system:
         return f"an {system} keeps its size" if system[0] in "AEIOU" else f"a {system} keeps its size"
-    if facts.fstype == "swap":
-        return "swap keeps its size"
     return ""
 
 

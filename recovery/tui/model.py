@@ -116,6 +116,7 @@ def source_refusal(disk: DiskInfo) -> str | None:
 
 MIB = 1 << 20
 SHRINKS = ("ext2", "ext3", "ext4", "ntfs")  # what the sender can shrink (recovery.engine.fit.resize)
+SWAP_SMALLEST = 64 * MIB  # a swap area shrinks to this at the least (recovery.engine.fit.resize)
 SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
 
 
@@ -130,7 +131,9 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     small = fitplan.small_size(disk.size)
     total = 2 * MIB + 34 * 512  # the tables at both ends
     for p in disk.partitions:
-        if p.fstype in SHRINKS and p.used is not None and p.size >= small:
+        if p.fstype == "swap" and p.size >= small:
+            total += min(p.size, SWAP_SMALLEST)
+        elif p.fstype in SHRINKS and p.used is not None and p.size >= small:
             total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
         else:
             total += p.size

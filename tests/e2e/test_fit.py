@@ -17,8 +17,8 @@ from tests.fsdisks import Part, contents, make_disk
 from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
-LAYOUT = [Part("vfat", 32), Part("ext4", 200), Part("ntfs", 100)]
-SOURCE = (32 + 200 + 100 + 2) * MIB
+LAYOUT = [Part("vfat", 32), Part("ext4", 200), Part("ntfs", 100), Part("swap", 96)]
+SOURCE = (32 + 200 + 100 + 96 + 2) * MIB
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,11 @@ def test_shrink_onto_a_smaller_disk(source: str, small: str, tmp_path: Path) -> 
     parts = check_fitted(source, small, tx, rx)
     assert b3sum(source) == before
     assert left_behind(scratch) == []
-    esp, root, data = parts
+    esp, root, data, swap = parts
     assert esp["method"] == "keep" and esp["new_size"] == esp["size"]
     assert root["method"] == "resize" and root["new_size"] < root["size"]
     assert data["new_start"] < data["start"]  # moved down after the shrunk ext4
+    assert swap["method"] == "resize" and 64 * MIB <= swap["new_size"] < swap["size"]  # made again, smaller
     new = table(small)
     assert new[-1]["start"] * 512 + new[-1]["size"] * 512 <= 160 * MIB - 33 * 512  # type: ignore[operator]
     fitted = tx.event("fitted")
@@ -130,8 +131,8 @@ def test_grow_onto_a_larger_disk(source: str, large: str) -> None:
     tx, rx = clone(source, large, "--fit", "grow", "--mode", "exact")
     parts = check_fitted(source, large, tx, rx)
     assert b3sum(source) == before
-    esp, root, data = parts
-    assert esp["new_size"] == esp["size"]
+    esp, root, data, swap = parts
+    assert esp["new_size"] == esp["size"] and swap["new_size"] == swap["size"]  # swap keeps its size
     assert root["new_size"] > root["size"] and data["new_size"] > data["size"]
     sh("partx", "--add", large, check=False)
     try:

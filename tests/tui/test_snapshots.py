@@ -126,7 +126,7 @@ def test_target_with_refused_disks(snap_compare: SnapCompare, size: tuple[int, i
     """The same-size disk; a smaller one the source fits once shrunk (it says so); one too small even then,
     and the boot stick (refused, with why)."""
     source = fakes.LOCAL[0]
-    tiny = dataclasses.replace(fakes.PEER[1], path="/dev/sdc", serial="2131E5A1B2C4", size=64 * fakes.GIB)
+    tiny = dataclasses.replace(fakes.PEER[1], path="/dev/sdc", serial="2131E5A1B2C4", size=32 * fakes.GIB)
     disks = (*fakes.PEER, tiny)
 
     def make() -> DiskScreen:

@@ -13,8 +13,9 @@ from recovery import run
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
-RESIZES = (*EXT, "ntfs")  # shrink and grow
-GROWS = (*RESIZES, "xfs")
+SHRINKS = (*EXT, "ntfs", "swap")  # swap is made again, smaller, with its UUID and label
+GROWS = (*EXT, "ntfs", "xfs")  # swap keeps its size on a larger disk
+SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
     "xfs": "XFS cannot shrink (a file-level copy into a new XFS is not built yet); it can grow",
@@ -25,7 +26,6 @@ KEPT = {
     "crypto_LUKS": "LUKS is kept as it is: what it holds cannot be resized from outside",
     "LVM2_member": "LVM is kept as it is (its volumes are not resized yet)",
     "linux_raid_member": "a RAID member is kept as it is",
-    "swap": "swap keeps its size",
 }
 HIBERNATED = (
     "Windows was hibernated or shut down with Fast Startup: start Windows, turn Fast Startup off "
@@ -35,7 +35,7 @@ HIBERNATED = (
 
 def why_kept(fstype: str | None) -> str:
     """Why a partition with this filesystem cannot shrink ("" when it can)."""
-    if fstype in RESIZES:
+    if fstype in SHRINKS:
         return ""
     if fstype is None:
         return "no filesystem this tool knows"
@@ -62,6 +62,8 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
             raise _ntfs_refusal(number, words)
         in_use = re.search(r"Space in use\s*:\s*(\d+) MB", words)  # ntfsresize's MB: 10**6 bytes
         return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
+    if fstype == "swap":  # nothing in it outlives a reboot (a hibernated system's is "swsuspend", kept whole)
+        return SWAP_SMALLEST, None
     if fstype == "xfs":  # it cannot shrink; before it grows, its checker must find it clean
         check = run.run(["xfs_repair", "-n", dev], check=False)
         if check.returncode != 0:
@@ -76,8 +78,19 @@ def shrink(dev: str, fstype: str, size: int) -> None:
         run.run(["resize2fs", "-f", dev, f"{size // 1024}K"])
     elif fstype == "ntfs":
         run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n")
+    elif fstype == "swap":
+        remake_swap(dev, size)
     else:
         raise RefusedError(f"{fstype} cannot be shrunk by this tool")
+
+
+def remake_swap(dev: str, size: int) -> None:
+    """A swap area of ``size`` bytes at the start of ``dev``, with the UUID and label of the one there."""
+    said = run.output(["blkid", "-p", "-o", "export", dev])
+    found = dict(line.split("=", 1) for line in said.splitlines() if "=" in line)
+    argv = ["mkswap", *(["-U", found["UUID"]] if "UUID" in found else [])]
+    argv += ["-L", found["LABEL"]] if "LABEL" in found else []
+    run.run([*argv, dev, str(size // 1024)])  # the size in KiB: mkswap's count of 1 KiB blocks
 
 
 def grow(dev: str, fstype: str) -> None:
