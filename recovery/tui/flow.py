@@ -104,7 +104,7 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
         return dataclasses.replace(choice, target=image_disk(value, choice.source.size), image_target=value)
     if step == "options":
         assert isinstance(value, Choice)
-        return dataclasses.replace(choice, mode=value.mode, level=value.level, verify=value.verify)
+        return dataclasses.replace(choice, mode=value.mode, level=value.level, verify=value.verify, grow=value.grow)
     return choice
 
 

@@ -116,6 +116,7 @@ def source_refusal(disk: DiskInfo) -> str | None:
 
 MIB = 1 << 20
 SHRINKS = ("ext2", "ext3", "ext4", "ntfs")  # what the sender can shrink (recovery.engine.fit.resize)
+GROWS = ("ext2", "ext3", "ext4", "ntfs", "xfs")  # what it grows
 SWAP_SMALLEST = 64 * MIB  # a swap area shrinks to this at the least (recovery.engine.fit.resize)
 SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
 
@@ -141,9 +142,22 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     return total
 
 
-def fit_for(source: DiskInfo, target: DiskInfo) -> str:
-    """The fit a clone of ``source`` onto ``target`` needs: "shrink" onto a smaller disk, else "keep"."""
-    return "shrink" if target.size < source.size else "keep"
+def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> str:
+    """The fit a clone of ``source`` onto ``target`` needs: "shrink" onto a smaller disk; onto a larger one
+    "grow" when the user asked for it (:func:`can_grow`), else "keep"."""
+    if target.size < source.size:
+        return "shrink"
+    return "grow" if grow and can_grow(source, target) else "keep"
+
+
+def can_grow(source: DiskInfo, target: DiskInfo) -> bool:
+    """``target`` is larger than ``source``, whose table can be fitted and holds a filesystem that grows."""
+    return (
+        target.size > source.size
+        and source.ptable in ("gpt", "dos")
+        and (source.sector_size or 512) == 512
+        and any(p.fstype in GROWS for p in source.partitions)
+    )
 
 
 def target_note(source: DiskInfo, target: DiskInfo) -> str:
@@ -241,6 +255,7 @@ class Choice:
     restart: bool = False  # the target holds an interrupted clone or a copy of the source: start over instead
     image_target: str | None = None  # a save: the new image file (``target`` describes it)
     image_source: ImageEntry | None = None  # a restore: the image (``source`` describes it, by its path)
+    grow: bool = False  # a larger target: grow the source's filesystems to fill it (else the space stays free)
 
     def complete(self) -> CloneChoice:
         assert self.send is not None and self.source is not None and self.target is not None
@@ -255,7 +270,7 @@ class Choice:
             restart=self.restart,
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
-            fit="keep" if self.image_target else fit_for(self.source, self.target),
+            fit="keep" if self.image_target else fit_for(self.source, self.target, grow=self.grow),
         )
 
     @property

@@ -65,7 +65,17 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
     """A smaller target: the source's filesystems shrunk to fit, on a copy."""
     source, target = choice.source, choice.target
     assert source is not None and target is not None
-    if choice.image_target is not None or fit_for(source, target) != "shrink":
+    fit = "keep" if choice.image_target is not None else fit_for(source, target, grow=choice.grow)
+    if fit == "grow":
+        return [
+            (
+                "Grows",
+                f"{short_name(target)} is larger ({human_size(target.size)} for {human_size(source.size)}): the "
+                f"filesystems that can grow fill it, resized on a copy-on-write view of the source on {src_host}; "
+                "the source is never written",
+            )
+        ]
+    if fit != "shrink":
         return []
     return [
         (

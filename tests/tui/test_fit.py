@@ -5,6 +5,7 @@ smaller target, the 64 MiB sample disk (ext4 and FAT) as the source."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from recovery.tui.app import WizardApp
+from recovery.tui.screens.pair import PairScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
-from recovery.tui.screens.steps import ReviewScreen
+from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 from tests.helpers import MIB, b3sum, loop_device, sh
 from tests.tui.helpers import SAMPLE_MIB, Peer, run, wait_for
-from tests.tui.test_wizard import SIZE, config, confirm, walk_to_review
+from tests.tui.test_wizard import SIZE, config, confirm, on, type_code, walk_to_review
 
 pytestmark = pytest.mark.root  # loop devices
 SMALLER = 56  # MiB: less than the sample's 64, more than its data once the ext4 is shrunk
@@ -125,3 +127,55 @@ def test_a_fit_the_source_cannot_make_is_refused_and_the_pairing_stays(
             assert isinstance(app.screen, SummaryScreen), getattr(app.screen, "advice", None)
 
     run(scenario)
+
+
+@pytest.fixture
+def larger(tmp_path: Path) -> Iterator[Path]:
+    image = tmp_path / "larger.img"
+    with open(image, "wb") as f:
+        f.truncate(2 * SAMPLE_MIB * MIB)
+    with loop_device(image, partitions=False) as dev:
+        yield Path(dev)
+
+
+def test_onto_a_larger_disk_the_user_may_grow_the_filesystems(
+    make_peer: type[Peer], source_image: Path, larger: Path, tmp_path: Path
+) -> None:
+    """The options offer to fill a larger disk; the review says the filesystems grow; the ext4 of the copy
+    fills its grown partition, the source unchanged."""
+    peer = make_peer([larger], name="new-laptop")
+    app = WizardApp(config(peer, tmp_path, source_image))
+    before = b3sum(str(source_image))
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await type_code(pilot, peer.code)
+            if isinstance(app.screen, PairScreen):
+                await pilot.press("enter")
+            await on(pilot, DirectionScreen)
+            await pilot.press("home", "enter")
+            await on(pilot, DiskScreen, "copy")
+            await pilot.press("enter")
+            await on(pilot, DiskScreen, "overwrite")
+            await pilot.press("enter")
+            await on(pilot, OptionsScreen)
+            assert app.screen.grows  # type: ignore[attr-defined]  # the larger disk's choice is offered
+            await pilot.press("tab", "tab", "tab", "down", "enter")
+            await on(pilot, ReviewScreen)
+            said = dict(app.screen.rows)  # type: ignore[attr-defined]
+            assert "is larger" in said["Grows"] and "never written" in said["Grows"]
+            await confirm(pilot, larger.name)
+            await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
+            assert isinstance(app.screen, SummaryScreen), getattr(app.screen, "advice", None)
+
+    run(scenario)
+    assert b3sum(str(source_image)) == before
+    assert "No problems found" in sh("sgdisk", "-v", str(larger)).stdout
+    first = json.loads(sh("sfdisk", "--json", str(larger)).stdout)["partitiontable"]["partitions"][0]
+    region = ["--offset", str(first["start"] * 512), "--sizelimit", str(first["size"] * 512)]
+    dev = sh("losetup", "--find", "--show", "--read-only", *region, str(larger)).stdout.strip()
+    try:
+        fields = dict(line.split(":", 1) for line in sh("dumpe2fs", "-h", dev).stdout.splitlines() if ":" in line)
+        assert int(fields["Block count"]) * int(fields["Block size"]) == first["size"] * 512 > SAMPLE_MIB * 5 // 8 * MIB
+    finally:
+        sh("losetup", "--detach", dev)

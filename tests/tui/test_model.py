@@ -15,6 +15,7 @@ from recovery.tui.job import JobView, limit_words, of
 from recovery.tui.links import LinkReport
 from recovery.tui.model import (
     Choice,
+    can_grow,
     contents,
     image_name,
     image_refusal,
@@ -434,3 +435,15 @@ def test_the_wizards_advice_uses_its_keys_never_the_command_line() -> None:
     assert not any("same commands" in step for step in lost.steps)
     assert "type the code this machine shows now on b" in advise("link_lost", "lost", peer="b", serving=True).steps[1]
     assert advise("cancelled", "x", keyed=False).steps == ("Start the clone again whenever you are ready.",)
+
+
+def test_a_larger_target_is_grown_only_when_the_user_asks_and_the_review_says_so() -> None:
+    source, larger = fakes.LOCAL[0], fakes.PEER[0]  # 512 GiB with ext4, onto 1 TiB
+    choice = Choice(send=True, source=source, target=larger)
+    assert can_grow(source, larger) and not can_grow(larger, source)
+    assert choice.complete().fit == "keep" and "Grows" not in dict(review_rows(choice, "here", "there"))
+    grown = flow.answer(choice, "options", dataclasses.replace(choice, grow=True))
+    assert grown.complete().fit == "grow"
+    assert dict(review_rows(grown, "here", "there"))["Grows"].startswith("nvme0n1 is larger (1.0 TiB for 512.0 GiB)")
+    image_only = dataclasses.replace(source, partitions=(), ptable=None)
+    assert not can_grow(image_only, larger)  # nothing to grow: the choice is not offered

@@ -23,9 +23,10 @@ from recovery.engine.peer.jobs import describe_info
 from recovery.protocol.messages import DiskInfo
 from recovery.tui import flow
 from recovery.tui.messages import ImageAsked, StepAnswered, StepBack
-from recovery.tui.model import Choice, contents, short_name, systems
+from recovery.tui.model import Choice, can_grow, contents, short_name, systems
 from recovery.tui.review import review_rows
 from recovery.tui.widgets import DiskList, PickList, columns, facts, header_text, plain
+from recovery.units import human_size
 
 
 class Step(Screen[None]):
@@ -223,6 +224,18 @@ class OptionsScreen(Step):
                 "on" if c.verify else "off",
                 id="verify",
             )
+            if self.grows:
+                assert c.source is not None and c.target is not None
+                more = human_size(c.target.size - c.source.size)
+                yield Label(f"The larger disk ({more} more)", classes="section")
+                yield ChoiceList(
+                    [
+                        ("keep", "keep the layout: the new space stays free after the last partition"),
+                        ("grow", "grow the filesystems to fill it (on a copy: the source is never written)"),
+                    ],
+                    "grow" if c.grow else "keep",
+                    id="fit",
+                )
             yield Static("Arrows choose, Tab moves to the next setting, Enter continues.", classes="help")
         yield Footer()
 
@@ -237,8 +250,18 @@ class OptionsScreen(Step):
             return str(self.query_one(f"#{name}", ChoiceList).value)
 
         return dataclasses.replace(
-            self.choice, mode=get("mode"), level=None if get("level") == "auto" else 0, verify=get("verify") == "on"
+            self.choice,
+            mode=get("mode"),
+            level=None if get("level") == "auto" else 0,
+            verify=get("verify") == "on",
+            grow=self.grows and get("fit") == "grow",
         )
+
+    @property
+    def grows(self) -> bool:
+        """The target is a larger disk whose new space the source's filesystems could fill."""
+        c = self.choice
+        return c.source is not None and c.target is not None and not c.image_target and can_grow(c.source, c.target)
 
 
 class ReviewScreen(Step):
