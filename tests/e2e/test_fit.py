@@ -296,3 +296,19 @@ def test_a_resize_that_breaks_the_filesystem_is_caught_before_anything_is_sent(
     assert tx.proc.returncode == 15, tx.stderr
     assert "partition 2 (ext4) fails e2fsck -fn once fitted" in tx.stderr
     assert sh("blkid", "-p", small, check=False).stdout == ""
+
+
+def test_an_images_xfs_is_never_mounted_to_grow_it(xfs_source: str, tmp_path: Path) -> None:
+    """An image file's bytes came from elsewhere: its XFS is not handed to the kernel to mount (the only
+    way it grows); it keeps its size while the ext4 beside it grows."""
+    image = tmp_path / "disk.img"
+    save = Recovery("image", "save", "--source", xfs_source, "--output", str(image))
+    assert save.wait() == 0, save.stderr
+    mounts = sh("cat", "/proc/self/mountinfo").stdout.count("xfs")
+    for large in blank(tmp_path, 600):
+        restore = Recovery("image", "restore", str(image), "--target", large, "--yes", "--fit", "grow")
+        assert restore.wait() == 0, restore.stderr
+        ext4, xfs = restore.event("fit_planned")["parts"]  # type: ignore[index]
+        assert ext4["method"] == "resize" and xfs["new_size"] == xfs["size"], xfs  # kept its size (and moved up)
+        assert "mount" in xfs["note"]
+    assert sh("cat", "/proc/self/mountinfo").stdout.count("xfs") == mounts

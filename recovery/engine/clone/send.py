@@ -286,7 +286,8 @@ class _Sending:
         if isinstance(source, ImageSource):  # its disk as a read-only file, fitted like a disk
             disk_path = self.fitting.enter_context(served_disk(source.reader))
         say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
-        layout = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say)  # type: ignore[arg-type]
+        foreign = isinstance(source, ImageSource)  # its bytes came from elsewhere: never mounted here
+        layout = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say, foreign=foreign)  # type: ignore[arg-type]
         self.sink(events.FitPlanned(
             fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,
             parts=[dataclasses.asdict(p) for p in layout.parts],

@@ -43,15 +43,21 @@ class Fitted:
     view: View
 
 
-def measure(source: str, table: partitions.Table, fit: Fit, say: Callable[[str], None]) -> list[Facts]:
+def measure(
+    source: str, table: partitions.Table, fit: Fit, say: Callable[[str], None], *, foreign: bool = False
+) -> list[Facts]:
     """Each partition's facts (read-only): its filesystem, how small it can become, whether it grows; a
-    filesystem that is to be resized is checked clean first."""
+    filesystem that is to be resized is checked clean first. ``foreign``: the disk of an image file, whose
+    bytes came from elsewhere: nothing of it is handed to the kernel to mount (an XFS grows only mounted)."""
     facts = []
     for p in table.partitions:
         fstype = partitions.probe(source, p.start, p.size).fstype
         system = fitplan.system_reason(Facts(p.number, p.start, p.size, p.type, fstype))
         kept = system or resize.why_kept(fstype)
         grows = fstype in resize.GROWS and not system
+        if foreign and fstype in resize.MOUNTED:
+            kept = f"an image's {fstype} is not mounted here to grow it (its bytes came from elsewhere)"
+            grows = False
         low = used = None
         if not kept or (grows and fit == "grow"):
             say(f"measuring partition {p.number} ({fstype})")
@@ -84,9 +90,11 @@ def check_table(table: partitions.Table | None, source: str) -> partitions.Table
     return table
 
 
-def plan(source: str, size: int, target_size: int, fit: Fit, say: Callable[[str], None]) -> Layout:
+def plan(
+    source: str, size: int, target_size: int, fit: Fit, say: Callable[[str], None], *, foreign: bool = False
+) -> Layout:
     """The fitted layout for a target of ``target_size`` (nothing written; the partitions are measured only
-    when some must be resized)."""
+    when some must be resized). ``foreign``: see :func:`measure`."""
     table = check_table(partitions.read_table(source), source)
     tail = (_gpt_header(source, table).entries_sectors(table.sector_size) + 1) * 512 if table.label == "gpt" else 0
     end = fitplan.usable_end(target_size, table.label, tail)
@@ -94,7 +102,7 @@ def plan(source: str, size: int, target_size: int, fit: Fit, say: Callable[[str]
     if fit == "keep" or (fit == "shrink" and fits):
         facts = [Facts(p.number, p.start, p.size, p.type) for p in table.partitions]
     else:
-        facts = measure(source, table, fit, say)
+        facts = measure(source, table, fit, say, foreign=foreign)
     return fitplan.plan_layout(facts, size, target_size, end, fit, table.label)
 
 

@@ -15,6 +15,7 @@ from recovery.errors import RefusedError
 EXT = ("ext2", "ext3", "ext4")
 SHRINKS = (*EXT, "ntfs", "swap")  # swap is made again, smaller, with its UUID and label
 GROWS = (*EXT, "ntfs", "xfs")  # swap keeps its size on a larger disk
+MOUNTED = ("xfs",)  # grown only mounted (by the kernel), on the view
 SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
