@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from recovery.disks import fitplan, identity, safety
+from recovery.engine.fit import resize
 from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
@@ -115,9 +116,6 @@ def source_refusal(disk: DiskInfo) -> str | None:
 
 
 MIB = 1 << 20
-SHRINKS = ("ext2", "ext3", "ext4", "ntfs")  # what the sender can shrink (recovery.engine.fit.resize)
-GROWS = ("ext2", "ext3", "ext4", "ntfs", "xfs")  # what it grows
-SWAP_SMALLEST = 64 * MIB  # a swap area shrinks to this at the least (recovery.engine.fit.resize)
 SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
 
 
@@ -133,8 +131,8 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     total = 2 * MIB + 34 * 512  # the tables at both ends
     for p in disk.partitions:
         if p.fstype == "swap" and p.size >= small:
-            total += min(p.size, SWAP_SMALLEST)
-        elif p.fstype in SHRINKS and p.used is not None and p.size >= small:
+            total += min(p.size, resize.SWAP_SMALLEST)
+        elif p.fstype in resize.SHRINKS and p.used is not None and p.size >= small:
             total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
         else:
             total += p.size
@@ -156,7 +154,7 @@ def can_grow(source: DiskInfo, target: DiskInfo) -> bool:
         target.size > source.size
         and source.ptable in ("gpt", "dos")
         and (source.sector_size or 512) == 512
-        and any(p.fstype in GROWS for p in source.partitions)
+        and any(p.fstype in resize.GROWS for p in source.partitions)
     )
 
 
