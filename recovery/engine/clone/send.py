@@ -298,10 +298,10 @@ class _Sending:
             fitted.fitted_disk(disk_path, source.size, layout, self.opts.scratch, self.sink, self.opts.cancel)
         )
         self.fitting_done = True
-        self._check_fitted(disk_path, disk.path, layout)
-        own = identity.identify(disk.path)
+        self._check_fitted(disk_path, disk, layout)
+        own = identity.identify(disk)
         pinned = dataclasses.replace(source.identity, size=own.size, fingerprint=own.fingerprint)
-        return Source(disk.path, identity=pinned)
+        return Source(disk, identity=pinned)
 
     def _check_fitted(self, source: str, path: str, layout: fitplan.Layout) -> None:
         """Each filesystem that was resized or moved, checked on the fitted disk (``path``) before anything is

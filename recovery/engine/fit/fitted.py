@@ -17,7 +17,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 from recovery import events, run
 from recovery.disks import fitplan, gpt, partdev, partitions, usedmap
@@ -34,13 +33,6 @@ TOOLS = {
     "losetup": "util-linux",
     "resize2fs": "e2fsprogs",
 }
-
-
-@dataclass(frozen=True)
-class Fitted:
-    path: str  # a read-only device of the fitted disk
-    layout: Layout
-    view: View
 
 
 def measure(
@@ -75,8 +67,12 @@ def measure(
 def _words(e: RecoveryError | run.CommandError) -> str:
     if isinstance(e, RecoveryError):
         return e.message
-    stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
-    return f"{os.path.basename(e.argv[0])} could not measure it: {' '.join(stderr.split())[-200:]}"
+    return f"{os.path.basename(e.argv[0])} could not measure it: {_said(e)[-200:]}"
+
+
+def _said(e: run.CommandError) -> str:
+    """A failed tool's own words, on one line."""
+    return " ".join((e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")).split())
 
 
 def check_table(table: partitions.Table | None, source: str) -> partitions.Table:
@@ -114,8 +110,8 @@ def fitted_disk(
     scratch: str | None,
     sink: events.EventSink,
     cancel: threading.Event | None = None,
-) -> Iterator[Fitted]:
-    """The fitted disk as a read-only device, while the context lasts; nothing of it outlives it. Each
+) -> Iterator[str]:
+    """The fitted disk as a read-only device (its path), while the context lasts; nothing of it outlives it. Each
     filesystem that shrinks is shrunk where it lies, the partitions that move are moved (:func:`move_order`),
     the table is written, then each filesystem that grows is grown."""
     table = check_table(partitions.read_table(source), source)
@@ -148,7 +144,7 @@ def fitted_disk(
                 overlay_bytes=view.overlay_bytes(), seconds=round(time.monotonic() - started, 3),
                 moved_bytes=sum(p.new_size for p in layout.parts if p.moved), view=view.kind,
             ))  # fmt: skip
-            yield Fitted(dev, layout, view)
+            yield dev
 
 
 class _Steps:
@@ -228,8 +224,7 @@ def _tool(step: Callable[..., None], dev: str, p: Placed, *size: int) -> None:
     try:
         step(dev, p.fstype or "", *size)
     except run.CommandError as e:
-        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
-        words = " ".join(stderr.split())[-300:]
+        words = _said(e)[-300:]
         raise ToolError(
             f"resizing partition {p.number} ({p.fstype}) failed on the copy: {words or e}; "
             "nothing was written to the target and the source is unchanged"

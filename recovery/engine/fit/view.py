@@ -114,7 +114,7 @@ def _snapshot(source: str, size: int, tmp: str) -> Iterator[View]:
     with contextlib.ExitStack() as stack:
         origin = stack.enter_context(_loop(source, writable=False))
         cow = stack.enter_context(_loop(store, writable=True))
-        have, want = _sectors(origin), size // 512
+        have, want = blockdev.inspect(origin).size // 512, size // 512
         table = f"0 {min(have, want)} linear {origin} 0\n"
         if want > have:
             table += f"{have} {want - have} zero\n"
@@ -159,14 +159,6 @@ def _loop(path: str, *, writable: bool) -> Iterator[str]:
         yield loop
     finally:
         run.run(["losetup", "--detach", loop], check=False)
-
-
-def _sectors(device: str) -> int:
-    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return blockdev.device_size(fd) // 512
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
