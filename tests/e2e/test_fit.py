@@ -28,12 +28,17 @@ def disk_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return image
 
 
-@pytest.fixture
-def source(disk_image: Path, tmp_path: Path) -> Iterator[str]:
-    copy = tmp_path / "source.img"
-    shutil.copyfile(disk_image, copy)
+def private_copy(image: Path, tmp_path: Path) -> Iterator[str]:
+    """A copy of a module's disk image on a loop device (with its partition nodes), for one test."""
+    copy = tmp_path / f"copy-{image.parent.name}.img"
+    shutil.copyfile(image, copy)
     with loop_device(copy) as dev:
         yield dev
+
+
+@pytest.fixture
+def source(disk_image: Path, tmp_path: Path) -> Iterator[str]:
+    yield from private_copy(disk_image, tmp_path)
 
 
 def blank(tmp_path: Path, mib: int) -> Iterator[str]:
@@ -239,10 +244,7 @@ def xfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def xfs_source(xfs_image: Path, tmp_path: Path) -> Iterator[str]:
-    copy = tmp_path / "xfs-source.img"
-    shutil.copyfile(xfs_image, copy)
-    with loop_device(copy) as dev:
-        yield dev
+    yield from private_copy(xfs_image, tmp_path)
 
 
 def test_xfs_grows_on_the_view_and_cannot_shrink(xfs_source: str, tmp_path: Path) -> None:
