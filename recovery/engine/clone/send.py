@@ -283,10 +283,10 @@ class _Sending:
         check_fit_target(source.identity, target)
         self.fitting.callback(source.close)  # an image's reader serves its disk until the clone ends
         disk_path = source.path
+        foreign = isinstance(source, ImageSource)  # its bytes came from elsewhere: never mounted here
         if isinstance(source, ImageSource):  # its disk as a read-only file, fitted like a disk
             disk_path = self.fitting.enter_context(served_disk(source.reader))
         say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
-        foreign = isinstance(source, ImageSource)  # its bytes came from elsewhere: never mounted here
         layout = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say, foreign=foreign)  # type: ignore[arg-type]
         self.sink(events.FitPlanned(
             fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,

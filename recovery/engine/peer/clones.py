@@ -407,9 +407,7 @@ class CloneSession:
 
     def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
-        self.link.ctl.try_send(
-            m.Refuse(code=RefusedError.code, message=message[:1000], hint=hint[:1000] if hint else None)
-        )
+        self.link.refuse(message, hint)
         raise RefusedError(message, hint=hint)
 
     def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:

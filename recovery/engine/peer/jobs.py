@@ -89,7 +89,7 @@ class CloneChoice:
     # image the clone is saved into (``target`` then only describes it), or one it restores (``source``).
     image_target: str | None = None
     image_source: str | None = None
-    fit: str = "keep"  # "shrink": the source's filesystems shrunk to fit a smaller target (capability "fit")
+    fit: str = "keep"  # "shrink" onto a smaller target, "grow" onto a larger one (capability "fit")
 
 
 def describe_info(disk: m.DiskInfo) -> str:

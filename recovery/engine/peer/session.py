@@ -66,10 +66,6 @@ def first_error(error: BaseException, crew: Crew) -> BaseException:
     return own
 
 
-def _cut(hint: str | None) -> str | None:
-    return hint[:1000] if hint else None
-
-
 def uses_stdio_code(conn: Connection) -> bool:
     return conn.kind == "stdio"
 
@@ -174,7 +170,7 @@ class PeerLink:
         cannot be made): it is the ``refuse`` the peer waits for."""
         if crew is None and isinstance(error, RefusedError):
             if self.ctl.state.answering:
-                self.ctl.try_send(m.Refuse(code=error.code, message=error.message[:1000], hint=_cut(error.hint)))
+                self.refuse(error.message, error.hint)
             if self.idle:
                 return error
         if crew is not None:
@@ -184,6 +180,10 @@ class PeerLink:
         reason = self.tell(error)
         self.conn.abort()
         return reason
+
+    def refuse(self, message: str, hint: str | None = None) -> None:
+        """Say no to what the peer waits for (its plan, its request), nothing written."""
+        self.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000], hint=hint[:1000] if hint else None))
 
     def tell(self, error: BaseException) -> BaseException:
         """Tell the peer why this side stops (its first error), and give the words time to cross."""
