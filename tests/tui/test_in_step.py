@@ -167,8 +167,9 @@ def test_two_machines_with_one_name_are_told_apart_on_both_screens(
                 assert me != other and me.startswith("usb4-recovery ·") and other.startswith("usb4-recovery ·")
                 assert driving.state.peer is not None and serving.state.peer is not None
                 assert (driving.state.peer.hostname, serving.state.peer.hostname) == (other, me)
-                assert f"Paired with {other}" in text_of(driving, "#topbar")
-                assert f"Controlled from {me}" in text_of(serving, "#topbar")
+                # The top bar is drawn on the next refresh, which a loaded machine may not have had.
+                await wait_for(pa, lambda: f"Paired with {other}" in text_of(driving, "#topbar"), 10, "the top bar")
+                await wait_for(pb, lambda: f"Controlled from {me}" in text_of(serving, "#topbar"), 10, "the top bar")
                 await pa.press("enter")
                 await on(pa, DirectionScreen)
                 await walk_to_review(pa, None)
