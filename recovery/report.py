@@ -182,6 +182,15 @@ def areas(ranges: list[list[int]], shown: int = 5) -> str:
     return ", ".join(area(o, n) for o, n in ranges[:shown]) + more
 
 
+# How each partition of a fitted layout gets there (fitplan.Method), in words.
+METHODS = {
+    "keep": "kept",
+    "move": "moved",
+    "resize": "resized",
+    "copy": "copied file by file into a new filesystem with its UUID and label",
+}
+
+
 def fit_lines(e: events.FitPlanned) -> list[str]:
     """The layout a fitted clone writes, in words: a line for the disks, then one per partition, its old
     and its new size and place, and how it gets there."""
@@ -189,7 +198,7 @@ def fit_lines(e: events.FitPlanned) -> list[str]:
     for p in e.parts:
         used = f", {human_size(int(p['used']))} used" if isinstance(p.get("used"), int) else ""  # type: ignore[call-overload]
         low = f", can shrink to {human_size(int(p['smallest']))}" if p.get("smallest") else ""  # type: ignore[call-overload]
-        how = {"keep": "kept", "move": "moved", "resize": "resized"}.get(str(p["method"]), str(p["method"]))
+        how = METHODS.get(str(p["method"]), str(p["method"]))
         note = f" ({p['note']})" if p.get("note") else ""
         lines.append(
             f"partition {p['number']} {p['fstype'] or 'unknown'}: {human_size(int(p['size']))} at "  # type: ignore[call-overload]

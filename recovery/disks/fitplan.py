@@ -22,7 +22,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 FITS = ("keep", "shrink", "grow")
 Fit = Literal["keep", "shrink", "grow"]
-Method = Literal["keep", "move", "resize"]
+Method = Literal["keep", "move", "resize", "copy"]  # copy: into a new, smaller filesystem, file by file
 
 # Partition types kept at their size whatever the fit (GPT type GUIDs, lower case; MBR types).
 SYSTEM_TYPES = {
@@ -47,6 +47,7 @@ class Facts:
     used: int | None = None  # bytes its filesystem uses, when known
     smallest: int | None = None  # the smallest size its filesystem can be resized to; None: it cannot shrink
     grows: bool = False  # its filesystem can be grown to a larger partition
+    copies: bool = False  # it shrinks by a copy into a new filesystem (same UUID and label), not in place
     why_fixed: str = ""  # why it cannot shrink (for a refusal): "XFS cannot shrink"
 
 
@@ -172,6 +173,8 @@ def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str],
         else:
             start = min(p.start, _align_up(at + gap))
         method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
+        if size < p.size and p.copies:
+            method = "copy"
         note = "" if size != p.size else why[p.number]  # why it keeps its size (an XFS that grows has none)
         placed.append(Placed(p.number, p.fstype, p.start, p.size, start, size, method, p.smallest, p.used, note))
         at = start + size

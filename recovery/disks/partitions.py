@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -199,8 +200,8 @@ def _signature(export: bytes) -> Signature:
     values: dict[str, str] = {}
     for line in export.decode(errors="replace").splitlines():
         key, sep, value = line.partition("=")
-        if sep:
-            values[key] = value
+        if sep:  # blkid puts a backslash before spaces, quotes and the shell's other special characters
+            values[key] = re.sub(r"\\(.)", r"\1", value)
     return Signature(
         fstype=values.get("TYPE"),
         label=values.get("LABEL"),

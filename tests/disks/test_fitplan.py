@@ -78,6 +78,14 @@ def test_an_xfs_that_must_shrink_is_refused_by_name() -> None:
     assert moved.parts[1].new_size == 100 * GIB and not moved.changed
 
 
+def test_a_filesystem_that_shrinks_by_a_copy_is_copied_and_grows_in_place() -> None:
+    xfs = Facts(2, 101 * MIB, 100 * GIB, "0fc63daf-8483-4772-8e79-3d69d8477de4", "xfs", 10 * GIB, 12 * GIB,
+                grows=True, copies=True)  # fmt: skip
+    parts = [Facts(1, MIB, 100 * MIB, ESP, "vfat"), xfs]
+    assert fit(parts, 101 * GIB, 50 * GIB, "shrink").parts[1].method == "copy"
+    assert fit(parts, 101 * GIB, 200 * GIB, "grow").parts[1].method == "resize"
+
+
 def test_shrink_onto_a_disk_that_holds_the_source_changes_nothing() -> None:
     layout = fit(windows(), 1024 * GIB, 2048 * GIB, "shrink")
     assert not layout.changed and layout.size == 1024 * GIB

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.disks import partdev, signatures
+from recovery.disks import partdev, partitions, signatures
 from recovery.engine.clone import fscheck
 from recovery.protocol.messages import MapPart
 from tests.helpers import MIB, sh
@@ -66,3 +66,12 @@ def test_wipe_regions_erases_every_signature(swap_over_btrfs: Path) -> None:
     with open(swap_over_btrfs, "rb") as f:  # the Btrfs superblock mirror at 64 MiB went too
         f.seek(START + (64 << 20) + 0x40)
         assert f.read(8) != b"_BHRfS_M"
+
+
+def test_a_label_with_spaces_and_quotes_is_read_as_it_is(tmp_path: Path) -> None:
+    """blkid escapes them with backslashes; what a new filesystem or swap area is given must not hold those."""
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(8 * MIB)
+    sh("mkfs.ext4", "-q", "-L", 'my "disk\\', str(img))
+    assert partitions.probe(str(img)).label == 'my "disk\\'

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fsdisks import Part, contents, make_disk
+from tests.fsdisks import Part, contents, make_disk, mounted_fs
 from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
@@ -268,10 +269,85 @@ def test_xfs_grows_on_the_view_and_cannot_shrink(xfs_source: str, tmp_path: Path
         finally:
             sh("partx", "--delete", large, check=False)
     before = b3sum(xfs_source)
-    for small in blank(tmp_path, 200):
+    for small in blank(tmp_path, 200):  # no XFS is made under 300 MiB: this one cannot shrink
         tx, _ = clone(xfs_source, small, "--fit", "shrink")
-        assert tx.proc.returncode == 3 and "XFS cannot shrink" in tx.stderr, tx.stderr
+        assert tx.proc.returncode == 3 and "too small even with every filesystem shrunk" in tx.stderr, tx.stderr
     assert b3sum(xfs_source) == before
+
+
+@pytest.fixture(scope="module")
+def big_xfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ext4 and a 700 MiB XFS whose files have what a file-level copy can lose: extended attributes (a
+    SELinux label, a POSIX ACL, a capability), hard links, symbolic links, a device node, a FIFO, a sparse
+    file, a name that is not UTF-8, old times and other owners."""
+    image = tmp_path_factory.mktemp("fit-bigxfs") / "source.img"
+    make_disk(image, [Part("ext4", 64), Part("xfs", 700)], name="bxfit", seed=9, garbage=False)
+    with loop_device(image) as dev, mounted_fs(f"{dev}p2", "xfs") as mnt:
+        odd = mnt / "odd"
+        odd.mkdir()
+        (odd / "f").write_bytes(os.urandom(3 * MIB))
+        os.setxattr(odd / "f", "security.selinux", b"system_u:object_r:etc_t:s0\0")
+        os.setxattr(odd / "f", "security.capability", bytes([1, 0, 0, 2, 0, 0x20]) + bytes(14))
+        os.setxattr(odd / "f", "user.note", b"kept")
+        os.link(odd / "f", odd / "hard")
+        os.symlink("f", odd / "sym")
+        os.mkfifo(odd / "fifo")
+        os.mknod(odd / "null", 0o20644, os.makedev(1, 3))
+        with open(odd / "sparse", "wb") as f:
+            f.seek(64 * MIB)
+            f.write(b"end")
+        os.close(os.open(os.path.join(os.fsencode(odd), b"caf\xe9"), os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chown(odd / "sym", 1234, 5678, follow_symlinks=False)
+        os.utime(odd / "hard", ns=(10**18, 10**18))
+        os.utime(odd, ns=(10**17, 10**17))
+    return image
+
+
+def xfs_features(dev: str) -> dict[str, str]:
+    """What xfs_info says of an XFS that does not follow from its size (its first value of each word)."""
+    said = re.findall(r"([a-z0-9-]+)=(\d+)", sh("xfs_info", dev).stdout)
+    found: dict[str, str] = {}
+    for word, value in said:
+        found.setdefault(word, value)
+    for size_bound in ("agcount", "agsize", "blocks", "imaxpct", "rtextents"):
+        found.pop(size_bound, None)
+    assert {"crc", "finobt", "reflink", "isize", "bsize", "ftype"} <= set(found), found
+    return found
+
+
+def test_xfs_shrinks_by_a_file_level_copy(big_xfs_image: Path, tmp_path: Path) -> None:
+    """XFS cannot shrink in place: a new, smaller XFS with its UUID, label and features is made on the view
+    and filled file by file from the source (mounted read-only); every file compared there, then cloned and
+    checked on the target like any other."""
+    for src in private_copy(big_xfs_image, tmp_path):
+        before = b3sum(src)
+        for small in blank(tmp_path, 480):
+            tx, rx = clone(src, small, "--fit", "shrink")
+            assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+            assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+            assert b3sum(src) == before
+            _, xfs = tx.event("fit_planned")["parts"]  # type: ignore[index]
+            assert xfs["method"] == "copy" and 300 * MIB <= xfs["new_size"] < xfs["size"], xfs
+            assert "No problems found" in sh("sgdisk", "-v", small).stdout
+            sh("partx", "--add", small, check=False)
+            try:
+                new = f"{small}p2"
+                sh("xfs_repair", "-n", new)
+                assert blkid(new) == blkid(f"{src}p2")
+                assert xfs_features(new) == xfs_features(f"{src}p2")
+                assert contents(new, "xfs") == contents(f"{src}p2", "xfs")
+                with mounted_fs(new, "xfs", readonly=True, options="nouuid") as mnt:
+                    odd = mnt / "odd"
+                    assert os.getxattr(odd / "f", "security.selinux") == b"system_u:object_r:etc_t:s0\0"
+                    assert os.getxattr(odd / "f", "user.note") == b"kept"
+                    assert os.stat(odd / "f").st_ino == os.stat(odd / "hard").st_ino
+                    assert os.stat(odd / "hard").st_mtime_ns == 10**18 and os.stat(odd).st_mtime_ns == 10**17
+                    assert os.readlink(odd / "sym") == "f" and os.lstat(odd / "sym").st_uid == 1234
+                    assert os.stat(odd / "null", follow_symlinks=False).st_rdev == os.makedev(1, 3)
+                    assert os.stat(odd / "sparse").st_blocks * 512 < MIB  # holes stay holes
+                    assert os.path.exists(os.path.join(os.fsencode(odd), b"caf\xe9"))
+            finally:
+                sh("partx", "--delete", small, check=False)
 
 
 def test_shrink_onto_a_disk_that_holds_the_partitions_rewrites_only_the_table(source: str, tmp_path: Path) -> None:
@@ -314,3 +390,27 @@ def test_an_images_xfs_is_never_mounted_to_grow_it(xfs_source: str, tmp_path: Pa
         assert ext4["method"] == "resize" and xfs["new_size"] == xfs["size"], xfs  # kept its size (and moved up)
         assert "mount" in xfs["note"]
     assert sh("cat", "/proc/self/mountinfo").stdout.count("xfs") == mounts
+
+
+def test_a_file_level_copy_that_differs_is_caught_before_anything_is_sent(big_xfs_image: Path, tmp_path: Path) -> None:
+    """cp says it succeeded but one file lost an extended attribute: the comparison of every file names
+    it, nothing is written to the target, the copy's mounts and devices are gone, the source unchanged."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "cp").write_text(
+        f'#!/bin/sh\n{shutil.which("cp")} "$@" || exit\n'
+        'for last in "$@"; do :; done\n'
+        'python3 -c "import os, sys; os.removexattr(sys.argv[1], \'user.note\')" "$last/odd/f"\n'
+    )
+    (shims / "cp").chmod(0o755)
+    for src in private_copy(big_xfs_image, tmp_path):
+        before = b3sum(src)
+        mounts = sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-")
+        for small in blank(tmp_path, 480):
+            tx, rx = clone(src, small, "--fit", "shrink", env={"PATH": f"{shims}:{os.environ['PATH']}"})
+            assert tx.proc.returncode == rx.proc.returncode == 15, tx.stderr
+            assert "odd/f: its extended attributes differ" in tx.stderr, tx.stderr
+            assert "nothing was written to the target" in tx.stderr
+            assert sh("blkid", "-p", small, check=False).stdout == ""
+        assert b3sum(src) == before
+        assert sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-") == mounts

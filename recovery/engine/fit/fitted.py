@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from recovery import events, run
 from recovery.disks import fitplan, gpt, partdev, partitions, usedmap
 from recovery.disks.fitplan import Facts, Fit, Layout, Placed
-from recovery.engine.fit import resize
+from recovery.engine.fit import filecopy, resize
 from recovery.engine.fit.view import View, cow_view, default_scratch
 from recovery.errors import CancelledError, RecoveryError, RefusedError, SourceReadError, ToolError, UsageError
 from recovery.units import human_size
@@ -60,7 +60,8 @@ def measure(
                     low, used = resize.measure(dev, fstype, p.number)
                 except (RefusedError, run.CommandError) as e:  # kept at its size, and the plan says why
                     kept, grows, low = _words(e), False, None
-        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows=grows, why_fixed=kept))
+        copies = fstype in filecopy.COPIED
+        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows, why_fixed=kept, copies=copies))
     return facts
 
 
@@ -121,7 +122,7 @@ def fitted_disk(
     steps = _Steps(sink, cancel or threading.Event())
     with cow_view(source, max(size, layout.target_size), scratch) as view:
         try:
-            _shrink(view, layout.parts, steps)
+            _shrink(view, source, layout.parts, steps)
             _move(view, order, steps)
             _write_table(view, table, layout)
             _grow(view, layout.parts, steps)
@@ -204,9 +205,17 @@ def check_room(layout: Layout, folder: str) -> None:
         )
 
 
-def _shrink(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
+def _shrink(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
-        if p.new_size < p.size:
+        if p.method == "copy":
+            steps.say(f"copying partition {p.number} ({p.fstype}) file by file into a new {p.new_size >> 20} MiB "
+                      "filesystem on the copy")  # fmt: skip
+            with partdev.region_device(source, p.start, p.size, kernel=False) as old, \
+                    _region(view, p.start, p.new_size, writable=True) as new:  # fmt: skip
+                if old is None:
+                    raise RefusedError("fitting a disk needs loop devices (run as root)")
+                _tool(lambda dev, fstype: filecopy.copy(old, dev, fstype, steps.check), new, p)
+        elif p.new_size < p.size:
             steps.say(f"shrinking partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.start, p.size, writable=True) as dev:
                 _tool(resize.shrink, dev, p, p.new_size)

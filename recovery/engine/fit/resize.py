@@ -10,16 +10,18 @@ import struct
 import tempfile
 
 from recovery import run
+from recovery.disks import partitions
+from recovery.engine.fit import filecopy
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
-SHRINKS = (*EXT, "ntfs", "swap")  # swap is made again, smaller, with its UUID and label
+# Swap is made again, smaller, with its UUID and label; XFS is copied file by file into a smaller one.
+SHRINKS = (*EXT, "ntfs", "swap", *filecopy.COPIED)
 GROWS = (*EXT, "ntfs", "xfs")  # swap keeps its size on a larger disk
-MOUNTED = ("xfs",)  # grown only mounted (by the kernel), on the view
+MOUNTED = ("xfs",)  # mounted (by the kernel) to be grown on the view or copied from the source
 SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
-    "xfs": "XFS cannot shrink (a file-level copy into a new XFS is not built yet); it can grow",
     "btrfs": "Btrfs is not resized yet (a copy by btrfs send/receive is planned)",
     "vfat": "FAT is kept at its size (fatresize is not part of this system)",
     "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
@@ -65,11 +67,13 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
         return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
     if fstype == "swap":  # nothing in it outlives a reboot (a hibernated system's is "swsuspend", kept whole)
         return SWAP_SMALLEST, None
-    if fstype == "xfs":  # it cannot shrink; before it grows, its checker must find it clean
+    if fstype == "xfs":  # it cannot shrink in place: a smaller copy is made (filecopy); checked clean first
         check = run.run(["xfs_repair", "-n", dev], check=False)
         if check.returncode != 0:
             raise _dirty(number, fstype, "xfs_repair -n", check.stdout + check.stderr,
                          "mount it once on the source machine (or run xfs_repair there) first")  # fmt: skip
+        used = filecopy.used_bytes(dev, fstype)
+        return filecopy.smallest(used, fstype), used
     return None, None
 
 
@@ -87,10 +91,9 @@ def shrink(dev: str, fstype: str, size: int) -> None:
 
 def remake_swap(dev: str, size: int) -> None:
     """A swap area of ``size`` bytes at the start of ``dev``, with the UUID and label of the one there."""
-    said = run.output(["blkid", "-p", "-o", "export", dev])
-    found = dict(line.split("=", 1) for line in said.splitlines() if "=" in line)
-    argv = ["mkswap", *(["-U", found["UUID"]] if "UUID" in found else [])]
-    argv += ["-L", found["LABEL"]] if "LABEL" in found else []
+    found = partitions.probe(dev)
+    argv = ["mkswap", *(["-U", found.uuid] if found.uuid else [])]
+    argv += ["-L", found.label] if found.label else []
     run.run([*argv, dev, str(size // 1024)])  # the size in KiB: mkswap's count of 1 KiB blocks
 
 

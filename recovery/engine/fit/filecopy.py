@@ -1,0 +1,123 @@
+"""A filesystem that cannot shrink where it lies (XFS) made again, smaller, and filled file by file: a new
+filesystem with the old one's UUID, label and features on the copy-on-write view, every file copied into it
+from the source (mounted read-only, from a read-only loop device) by ``cp -a``, then every file compared
+(:mod:`recovery.engine.fit.sametree`). The source is never written; the view is."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+
+from recovery import run
+from recovery.disks import partitions
+from recovery.engine.fit import sametree
+from recovery.errors import RefusedError, ToolError
+
+MIB = 1 << 20
+COPIED = ("xfs",)  # shrunk by a copy into a new filesystem
+# The smallest new filesystem: mkfs.xfs (5.19 on) makes none under 300 MiB.
+FLOOR = {"xfs": 300 * MIB}
+# Room over the bytes in use: the new filesystem's log, headers and inode chunks, and some slack.
+ROOM = {"xfs": 128 * MIB}
+# Mount options: both filesystems have one UUID, and XFS mounts one only once without ``nouuid``.
+OPTIONS = {"xfs": "nouuid"}
+
+
+def smallest(used: int, fstype: str) -> int:
+    """The smallest filesystem the copy of one that uses ``used`` bytes is made as."""
+    return max(FLOOR[fstype], used + used // 10 + ROOM[fstype])
+
+
+def used_bytes(dev: str, fstype: str) -> int:
+    """The bytes in use on the filesystem on ``dev`` (a read-only device), as the mounted filesystem says."""
+    with mounted(dev, fstype, writable=False) as where:
+        st = os.statvfs(where)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def copy(old: str, new: str, fstype: str, check: Callable[[], None]) -> None:
+    """Make ``new`` (a device of the view) a filesystem like the one on ``old`` (a read-only device of the
+    source), copy every file into it and compare them all; ``check`` is called between files (a cancel)."""
+    make_like(old, new, fstype)
+    with mounted(old, fstype, writable=False) as src, mounted(new, fstype, writable=True) as dst:
+        run.run(["cp", "-a", "--sparse=auto", "--reflink=never", "--no-target-directory", f"{src}/.", dst])
+        try:
+            sametree.compare(src, dst, check)
+        except sametree.Difference as e:
+            raise ToolError(
+                f"the file-level copy differs from the source ({e}): nothing was written to the target and the "
+                "source is unchanged"
+            ) from None
+
+
+def make_like(old: str, new: str, fstype: str) -> None:
+    """A new filesystem on ``new`` with the UUID, label and features of the one on ``old``."""
+    if fstype != "xfs":
+        raise RefusedError(f"{fstype} is not copied file by file by this tool")
+    found = partitions.probe(old)
+    if not found.uuid:
+        raise RefusedError(f"{old} has no filesystem UUID to carry over")
+    label = ["-L", found.label] if found.label else []
+    # -K: no discard of the view (it is a copy-on-write device); -f: the old filesystem is there
+    run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(run.output(["xfs_info", old])), *label,
+             "-m", f"uuid={found.uuid}", new])  # fmt: skip
+
+
+# xfs_info's words, and the mkfs.xfs option each is made with.
+XFS_FEATURES = {
+    "crc": ("-m", "crc"),
+    "finobt": ("-m", "finobt"),
+    "rmapbt": ("-m", "rmapbt"),
+    "reflink": ("-m", "reflink"),
+    "bigtime": ("-m", "bigtime"),
+    "inobtcount": ("-m", "inobtcount"),
+    "sparse": ("-i", "sparse"),
+    "nrext64": ("-i", "nrext64"),
+    "isize": ("-i", "size"),
+    "projid32bit": ("-i", "projid32bit"),
+    "sectsz": ("-s", "size"),
+    "ftype": ("-n", "ftype"),
+    "lazy-count": ("-l", "lazy-count"),
+}
+
+
+def xfs_options(info: str) -> list[str]:
+    """mkfs.xfs options that make a filesystem with the features ``xfs_info`` names (its first value of
+    each; the data and directory block sizes from their own lines)."""
+    values: dict[str, str] = {}
+    for word, value in re.findall(r"([a-z0-9-]+)=(\S+?),?(?=\s|$)", info):
+        values.setdefault(word, value)
+    groups: dict[str, list[str]] = {}
+    for word, (flag, name) in XFS_FEATURES.items():
+        if word in values and re.fullmatch(r"\d+", values[word]):
+            groups.setdefault(flag, []).append(f"{name}={values[word]}")
+    if values.get("crc") == "1":  # v5 has no ftype option (always on)
+        groups["-n"] = [o for o in groups.get("-n", []) if not o.startswith("ftype=")]
+    if values.get("ascii-ci") == "1":  # names compared without ASCII case
+        groups.setdefault("-n", []).append("version=ci")
+    data = re.search(r"^data\s+=.*?bsize=(\d+)", info, re.MULTILINE)
+    naming = re.search(r"^naming\s+=.*?bsize=(\d+)", info, re.MULTILINE)
+    if data:
+        groups.setdefault("-b", []).append(f"size={data.group(1)}")
+    if naming:
+        groups.setdefault("-n", []).append(f"size={naming.group(1)}")
+    return [part for flag, opts in groups.items() if opts for part in (flag, ",".join(opts))]
+
+
+@contextlib.contextmanager
+def mounted(dev: str, fstype: str, *, writable: bool) -> Iterator[str]:
+    """``dev`` mounted in a new folder, read-only unless ``writable``; unmounted (and the folder gone) after."""
+    with tempfile.TemporaryDirectory(prefix="recovery-fit-") as where:
+        options = ",".join(filter(None, ["rw" if writable else "ro", OPTIONS.get(fstype, "")]))
+        proc = run.run(["mount", "-t", fstype, "-o", options, dev, where], check=False)
+        if proc.returncode != 0:
+            words = " ".join((proc.stderr or b"").decode(errors="replace").split())[-200:]
+            raise RefusedError(f"{dev} ({fstype}) could not be mounted {options.split(',')[0]}: {words}")
+        try:
+            yield where
+        finally:
+            if run.run(["umount", where], check=False).returncode != 0:
+                run.run(["umount", "--lazy", where], check=False)
