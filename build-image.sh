@@ -141,28 +141,8 @@ done
 	die "kernel version '$kver' does not look like a Debian amd64 release (e.g. $kver)"
 series=${BASH_REMATCH[1]}
 
-# The first Debian archive URL from the host's apt configuration, so that the
-# build uses whatever mirror this machine is set up for.
-default_mirror() {
-	local f line url
-	for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -r "$f" ] || continue
-		while read -r line; do
-			case $line in
-			URIs:*) url=${line#URIs:} ;;
-			deb\ *) url=$(awk '{for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) { print $i; exit }}' <<<"$line") ;;
-			*) continue ;;
-			esac
-			for url in $url; do
-				if [[ $url =~ /debian/?$ ]]; then
-					printf '%s\n' "${url%/}"
-					return 0
-				fi
-			done
-		done <"$f"
-	done
-	return 1
-}
+# shellcheck source-path=SCRIPTDIR source=debian-mirror.sh
+. "$here/debian-mirror.sh"
 if [ -z "$mirror" ]; then
 	mirror=$(default_mirror) || die "no Debian mirror found in /etc/apt; pass --mirror URL"
 fi

@@ -14,7 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = REPO / "driver"
 SHELL_SCRIPTS = sorted(
-    [REPO / "build-image.sh", REPO / "check-signatures.sh", *DRIVER.glob("*.sh"), *(REPO / "initramfs").rglob("*.sh")]
+    [
+        REPO / "build-image.sh",
+        REPO / "check-signatures.sh",
+        REPO / "debian-mirror.sh",
+        *DRIVER.glob("*.sh"),
+        *(REPO / "initramfs").rglob("*.sh"),
+        *(REPO / "tests" / "image").glob("*.sh"),
+    ]
 )
 
 
