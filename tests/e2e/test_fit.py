@@ -414,3 +414,51 @@ def test_a_file_level_copy_that_differs_is_caught_before_anything_is_sent(big_xf
             assert sh("blkid", "-p", small, check=False).stdout == ""
         assert b3sum(src) == before
         assert sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-") == mounts
+
+
+@pytest.fixture(scope="module")
+def btrfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ext4 and a 700 MiB Btrfs with subvolumes, read-only and writable snapshots, zstd-compressed files."""
+    image = tmp_path_factory.mktemp("fit-btrfs") / "source.img"
+    make_disk(image, [Part("ext4", 64), Part("btrfs", 700)], name="bfit", seed=4, garbage=False)
+    return image
+
+
+def subvolumes(dev: str) -> list[str]:
+    """Each subvolume and snapshot: its path, UUID and whether it is read-only; checked to be ``dev``'s (the
+    source and the target hold one Btrfs UUID: the kernel must have mounted the device asked for)."""
+    sh("btrfs", "device", "scan", "--forget", check=False)
+    with mounted_fs(dev, "btrfs", readonly=True) as mnt:
+        fsid = sh("findmnt", "-n", "-o", "UUID", str(mnt)).stdout.strip()
+        assert os.listdir(f"/sys/fs/btrfs/{fsid}/devices") == [os.path.basename(dev)]
+        listed = sh("btrfs", "subvolume", "list", "-r", "-u", str(mnt)).stdout.splitlines()
+        listed += ["rw: " + line for line in sh("btrfs", "subvolume", "list", "-u", str(mnt)).stdout.splitlines()]
+    return sorted(line.split(" ", 2)[2] for line in listed)  # without the generation: a resize moves it on
+
+
+def test_btrfs_shrinks_and_grows_in_place_with_its_subvolumes_and_snapshots(btrfs_image: Path, tmp_path: Path) -> None:
+    """Btrfs is resized where it lies, mounted on the view (never the source: the kernel is made to forget
+    the source's device first, and the mount is checked to be the view's): its subvolumes, snapshots and
+    compressed extents are the source's, its UUID too."""
+    for src in private_copy(btrfs_image, tmp_path):
+        before = b3sum(src)
+        for mib, fit in ((400, "shrink"), (1500, "grow")):
+            for target in blank(tmp_path, mib):
+                tx, rx = clone(src, target, "--fit", fit)
+                assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+                assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+                _, btrfs = tx.event("fit_planned")["parts"]  # type: ignore[index]
+                assert btrfs["method"] == "resize", btrfs
+                assert (btrfs["new_size"] < btrfs["size"]) == (fit == "shrink"), btrfs
+                sh("partx", "--add", target, check=False)
+                try:
+                    new, old = f"{target}p2", f"{src}p2"
+                    sh("btrfs", "check", "--readonly", new)
+                    assert blkid(new) == blkid(old)
+                    assert subvolumes(new) == subvolumes(old)
+                    assert contents(new, "btrfs") == contents(old, "btrfs")
+                    size = sh("btrfs", "inspect-internal", "dump-super", new).stdout
+                    assert f"dev_item.total_bytes\t{btrfs['new_size']}" in size
+                finally:
+                    sh("partx", "--delete", target, check=False)
+        assert b3sum(src) == before

@@ -5,15 +5,13 @@ from the source (mounted read-only, from a read-only loop device) by ``cp -a``, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from recovery import run
 from recovery.disks import partitions
-from recovery.engine.fit import sametree
+from recovery.engine.fit import mounts, sametree
 from recovery.errors import RefusedError, ToolError
 
 MIB = 1 << 20
@@ -22,8 +20,6 @@ COPIED = ("xfs",)  # shrunk by a copy into a new filesystem
 FLOOR = {"xfs": 300 * MIB}
 # Room over the bytes in use: the new filesystem's log, headers and inode chunks, and some slack.
 ROOM = {"xfs": 128 * MIB}
-# Mount options: both filesystems have one UUID, and XFS mounts one only once without ``nouuid``.
-OPTIONS = {"xfs": "nouuid"}
 
 
 def smallest(used: int, fstype: str) -> int:
@@ -33,7 +29,7 @@ def smallest(used: int, fstype: str) -> int:
 
 def used_bytes(dev: str, fstype: str) -> int:
     """The bytes in use on the filesystem on ``dev`` (a read-only device), as the mounted filesystem says."""
-    with mounted(dev, fstype, writable=False) as where:
+    with mounts.mounted(dev, fstype, writable=False) as where:
         st = os.statvfs(where)
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
@@ -42,7 +38,7 @@ def copy(old: str, new: str, fstype: str, check: Callable[[], None]) -> None:
     """Make ``new`` (a device of the view) a filesystem like the one on ``old`` (a read-only device of the
     source), copy every file into it and compare them all; ``check`` is called between files (a cancel)."""
     make_like(old, new, fstype)
-    with mounted(old, fstype, writable=False) as src, mounted(new, fstype, writable=True) as dst:
+    with mounts.mounted(old, fstype, writable=False) as src, mounts.mounted(new, fstype, writable=True) as dst:
         run.run(["cp", "-a", "--sparse=auto", "--reflink=never", "--no-target-directory", f"{src}/.", dst])
         try:
             sametree.compare(src, dst, check)
@@ -105,19 +101,3 @@ def xfs_options(info: str) -> list[str]:
     if naming:
         groups.setdefault("-n", []).append(f"size={naming.group(1)}")
     return [part for flag, opts in groups.items() if opts for part in (flag, ",".join(opts))]
-
-
-@contextlib.contextmanager
-def mounted(dev: str, fstype: str, *, writable: bool) -> Iterator[str]:
-    """``dev`` mounted in a new folder, read-only unless ``writable``; unmounted (and the folder gone) after."""
-    with tempfile.TemporaryDirectory(prefix="recovery-fit-") as where:
-        options = ",".join(filter(None, ["rw" if writable else "ro", OPTIONS.get(fstype, "")]))
-        proc = run.run(["mount", "-t", fstype, "-o", options, dev, where], check=False)
-        if proc.returncode != 0:
-            words = " ".join((proc.stderr or b"").decode(errors="replace").split())[-200:]
-            raise RefusedError(f"{dev} ({fstype}) could not be mounted {options.split(',')[0]}: {words}")
-        try:
-            yield where
-        finally:
-            if run.run(["umount", where], check=False).returncode != 0:
-                run.run(["umount", "--lazy", where], check=False)

@@ -48,7 +48,7 @@ def measure(
         kept = system or resize.why_kept(fstype)
         grows = fstype in resize.GROWS and not system
         if foreign and fstype in resize.MOUNTED:
-            kept = f"an image's {fstype} is not mounted here to grow it (its bytes came from elsewhere)"
+            kept = f"an image's {fstype} is not mounted here to resize it (its bytes came from elsewhere)"
             grows = False
         low = used = None
         if not kept or (grows and fit == "grow"):

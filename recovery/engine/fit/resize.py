@@ -7,22 +7,22 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 
 from recovery import run
 from recovery.disks import partitions
-from recovery.engine.fit import filecopy
+from recovery.engine.fit import filecopy, mounts
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
 # Swap is made again, smaller, with its UUID and label; XFS is copied file by file into a smaller one.
-SHRINKS = (*EXT, "ntfs", "swap", *filecopy.COPIED)
-GROWS = (*EXT, "ntfs", "xfs")  # swap keeps its size on a larger disk
-MOUNTED = ("xfs",)  # mounted (by the kernel) to be grown on the view or copied from the source
+# Btrfs is resized in place, mounted on the view: its subvolumes, snapshots and shared extents stay as they are.
+SHRINKS = (*EXT, "ntfs", "swap", "btrfs", *filecopy.COPIED)
+GROWS = (*EXT, "ntfs", "xfs", "btrfs")  # swap keeps its size on a larger disk
+MOUNTED = ("xfs", "btrfs")  # mounted (by the kernel) to be resized on the view or copied from the source
+BTRFS_ROOM = 64 << 20  # over btrfs's smallest device size: a shrink to exactly that can run out of space
 SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
-    "btrfs": "Btrfs is not resized yet (a copy by btrfs send/receive is planned)",
     "vfat": "FAT is kept at its size (fatresize is not part of this system)",
     "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
     "f2fs": "F2FS is kept at its size (a file-level copy is not built yet)",
@@ -67,6 +67,8 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
         return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
     if fstype == "swap":  # nothing in it outlives a reboot (a hibernated system's is "swsuspend", kept whole)
         return SWAP_SMALLEST, None
+    if fstype == "btrfs":
+        return _measure_btrfs(dev, number)
     if fstype == "xfs":  # it cannot shrink in place: a smaller copy is made (filecopy); checked clean first
         check = run.run(["xfs_repair", "-n", dev], check=False)
         if check.returncode != 0:
@@ -85,6 +87,8 @@ def shrink(dev: str, fstype: str, size: int) -> None:
         run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n")
     elif fstype == "swap":
         remake_swap(dev, size)
+    elif fstype == "btrfs":
+        _resize_btrfs(dev, str(size))
     else:
         raise RefusedError(f"{fstype} cannot be shrunk by this tool")
 
@@ -106,14 +110,38 @@ def grow(dev: str, fstype: str) -> None:
     elif fstype == "ntfs":
         run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n")
     elif fstype == "xfs":
-        with tempfile.TemporaryDirectory(prefix="recovery-grow-") as mnt:
-            run.run(["mount", "-t", "xfs", "-o", "nouuid", dev, mnt])
-            try:
-                run.run(["xfs_growfs", mnt])
-            finally:
-                run.run(["umount", mnt], check=False)
+        with mounts.mounted(dev, fstype, writable=True) as mnt:
+            run.run(["xfs_growfs", mnt])
+    elif fstype == "btrfs":
+        _resize_btrfs(dev, "max")
     else:
         raise RefusedError(f"{fstype} cannot be grown by this tool")
+
+
+def _measure_btrfs(dev: str, number: int) -> tuple[int, int]:
+    """A Btrfs on one device, clean (its checker, and no log tree left to replay), measured mounted
+    read-only: the smallest device it fits (``min-dev-size``) with some room, and the bytes it uses."""
+    check = run.run(["btrfs", "check", "--readonly", dev], check=False)
+    if check.returncode != 0:
+        raise _dirty(number, "btrfs", "btrfs check --readonly", check.stdout + check.stderr,
+                     "check it on the source machine first")  # fmt: skip
+    devices = mounts.super_field(dev, "num_devices")
+    if devices != "1":
+        raise RefusedError(f"a Btrfs on {devices} devices is kept as it is (its devices are not resized together)")
+    if mounts.super_field(dev, "log_root") != "0":
+        raise _dirty(number, "btrfs", "its superblock", b"a log tree is left to replay",
+                     "mount it once on the source machine and unmount it cleanly first")  # fmt: skip
+    with mounts.mounted(dev, "btrfs", writable=False) as mnt:
+        low = _number(run.output(["btrfs", "inspect-internal", "min-dev-size", mnt]), r"^(\d+) bytes")
+        st = os.statvfs(mnt)
+    return low + max(BTRFS_ROOM, low // 20), (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _resize_btrfs(dev: str, size: str) -> None:
+    """Resize the Btrfs on ``dev`` (a device of the view) to ``size`` bytes or "max", mounted there."""
+    devid = mounts.super_field(dev, "dev_item.devid")
+    with mounts.mounted(dev, "btrfs", writable=True) as mnt:
+        run.run(["btrfs", "filesystem", "resize", f"{devid}:{size}", mnt])
 
 
 # FAT and NTFS boot sectors name the partition's first sector ("hidden sectors", BPB offset 0x1C): Windows

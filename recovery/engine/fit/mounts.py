@@ -1,0 +1,68 @@
+"""Mounting a partition of the view (to grow, shrink or fill it) or of the source (read-only, to measure
+or copy from it), never the target. The view's filesystem has the source's UUID: XFS mounts it with
+``nouuid``; Btrfs finds its devices by that UUID, so the kernel is first told to forget the unmounted ones
+it knows (the source's among them), the device is mounted read-only, checked to be the one asked for, and
+only then made writable."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+from recovery import run
+from recovery.errors import RefusedError, ToolError
+
+OPTIONS = {"xfs": "nouuid"}  # both copies of one XFS mounted at once
+
+
+@contextlib.contextmanager
+def mounted(dev: str, fstype: str, *, writable: bool) -> Iterator[str]:
+    """``dev`` mounted in a new folder, read-only unless ``writable``; unmounted (and the folder gone) after."""
+    with tempfile.TemporaryDirectory(prefix="recovery-fit-") as where:
+        if fstype == "btrfs":
+            run.run(["btrfs", "device", "scan", "--forget"], check=False)  # what is mounted stays known
+        first = "ro" if writable and fstype == "btrfs" else ("rw" if writable else "ro")
+        _mount(dev, fstype, where, first)
+        try:
+            if fstype == "btrfs":
+                _check_btrfs_device(dev, where)
+                if writable:
+                    _mount(dev, fstype, where, "remount,rw")
+            yield where
+        finally:
+            if run.run(["umount", where], check=False).returncode != 0:
+                run.run(["umount", "--lazy", where], check=False)
+
+
+def _mount(dev: str, fstype: str, where: str, mode: str) -> None:
+    options = ",".join(filter(None, [mode, OPTIONS.get(fstype, "")]))
+    proc = run.run(["mount", "-t", fstype, "-o", options, dev, where], check=False)
+    if proc.returncode != 0:
+        words = " ".join((proc.stderr or b"").decode(errors="replace").split())[-200:]
+        raise RefusedError(f"{dev} ({fstype}) could not be mounted {mode}: {words}")
+
+
+def _check_btrfs_device(dev: str, where: str) -> None:
+    """The Btrfs mounted at ``where`` (read-only) is on ``dev`` and nothing else: else it is unmounted before
+    anything is written, and this is refused."""
+    fsid = super_field(dev, "fsid")
+    try:
+        devices = os.listdir(f"/sys/fs/btrfs/{fsid}/devices")
+    except OSError as e:
+        raise ToolError(f"cannot tell which device the kernel mounted for {dev}: {e.strerror}") from None
+    if devices != [os.path.basename(os.path.realpath(dev))]:
+        raise RefusedError(
+            f"the kernel mounted the Btrfs of {dev} from {', '.join(devices)}: it is not resized here "
+            "(another device holds the same filesystem)"
+        )
+
+
+def super_field(dev: str, name: str) -> str:
+    """A field of the Btrfs superblock on ``dev`` (``btrfs inspect-internal dump-super``)."""
+    for line in run.output(["btrfs", "inspect-internal", "dump-super", dev]).splitlines():
+        key, _, value = line.partition("\t")
+        if key == name:
+            return value.strip()
+    raise ToolError(f"the Btrfs superblock of {dev} has no {name}")
