@@ -462,3 +462,49 @@ def test_btrfs_shrinks_and_grows_in_place_with_its_subvolumes_and_snapshots(btrf
                 finally:
                     sh("partx", "--delete", target, check=False)
         assert b3sum(src) == before
+
+
+MBR_LAYOUT = [Part("ext4", 200), Part("swap", 96), Part("ext4", 200)]  # 1 primary; 5 and 6 logical
+
+
+@pytest.fixture(scope="module")
+def mbr_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MBR disk as older Linux installers left them: the root primary, then an extended partition with
+    the swap and a data partition as logical ones."""
+    image = tmp_path_factory.mktemp("fit-mbr") / "source.img"
+    make_disk(image, MBR_LAYOUT, label="dos", name="mfit", seed=6)
+    return image
+
+
+@pytest.mark.parametrize(("mib", "fit"), [(300, "shrink"), (900, "grow")])
+def test_logical_partitions_are_fitted_inside_a_new_extended_partition(
+    mbr_image: Path, tmp_path: Path, mib: int, fit: str
+) -> None:
+    """The logical partitions shrink or grow and move like primary ones; sfdisk writes the extended
+    partition around them and their EBRs in the gaps before them, numbered as on the source."""
+    for src in private_copy(mbr_image, tmp_path):
+        before = b3sum(src)
+        for target in blank(tmp_path, mib):
+            tx, rx = clone(src, target, "--fit", fit)
+            assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+            assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+            assert b3sum(src) == before
+            root, swap, data = tx.event("fit_planned")["parts"]  # type: ignore[index]
+            assert (root["number"], swap["number"], data["number"]) == (1, 5, 6)
+            assert (data["new_size"] < data["size"]) == (fit == "shrink") and data["new_start"] != data["start"]
+            assert "No errors detected" in sh("sfdisk", "--verify", target).stdout
+            new = {p["node"][-1]: p for p in table(target)}
+            assert new["2"]["type"] == "5" and set(new) == {"1", "2", "5", "6"}
+            assert new["2"]["start"] < new["5"]["start"] and new["6"]["start"] + new["6"]["size"] <= (  # type: ignore[operator]
+                new["2"]["start"] + new["2"]["size"]  # type: ignore[operator]
+            )
+            sh("partx", "--add", target, check=False)
+            try:
+                for number, part in zip((1, 5, 6), MBR_LAYOUT, strict=True):
+                    a, b = f"{src}p{number}", f"{target}p{number}"
+                    assert blkid(b) == blkid(a)
+                    if part.fstype == "ext4":
+                        sh("e2fsck", "-f", "-n", b)
+                    assert contents(b, part.fstype) == contents(a, part.fstype), part
+            finally:
+                sh("partx", "--delete", target, check=False)

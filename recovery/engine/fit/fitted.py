@@ -77,11 +77,20 @@ def _said(e: run.CommandError) -> str:
 
 
 def check_table(table: partitions.Table | None, source: str) -> partitions.Table:
-    """A table this can rewrite: GPT, or MBR with primary partitions only, on 512-byte sectors."""
+    """A table this can rewrite: GPT, or MBR (its logical partitions in one extended partition, numbered in
+    their order on the disk), on 512-byte sectors."""
     if table is None or table.label not in ("gpt", "dos"):
         raise RefusedError(f"{source} has no partition table to fit: only its own size can be cloned")
     if table.extended:
-        raise RefusedError(f"{source} has logical partitions (MBR): fitting them is not built yet")
+        logical = sorted((p for p in table.partitions if p.number > 4), key=lambda p: p.number)
+        (start, size), *more = table.extended
+        if more or not logical or [p.start for p in logical] != sorted(p.start for p in logical):
+            raise RefusedError(
+                f"{source}'s extended partitions are not laid out as fitting expects: one extended partition "
+                "whose logical partitions are numbered in their order on the disk"
+            )
+        if any(not start <= p.start < p.start + p.size <= start + size for p in logical):
+            raise RefusedError(f"{source} has a logical partition outside its extended partition")
     if table.sector_size != 512:
         raise RefusedError(f"{source} has {table.sector_size}-byte sectors: fitting it is not built yet")
     return table
@@ -121,10 +130,11 @@ def fitted_disk(
     started = time.monotonic()
     steps = _Steps(sink, cancel or threading.Event())
     with cow_view(source, max(size, layout.target_size), scratch) as view:
+        dump = _dump(view.path)  # before anything moves: a move may write over a logical partition's EBR
         try:
             _shrink(view, source, layout.parts, steps)
             _move(view, order, steps)
-            _write_table(view, table, layout)
+            _write_table(view, table, layout, dump)
             _grow(view, layout.parts, steps)
             for p in order:
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
@@ -277,11 +287,12 @@ def _copy(fd: int, path: str, src: int, dst: int, n: int, down: bool) -> None:
             done += os.pwrite(fd, memoryview(data)[done:], dst + k + done)
 
 
-def _write_table(view: View, table: partitions.Table, layout: Layout) -> None:
-    """The source's table with the new starts and sizes (same disk and partition ids, types, names and
-    attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end)."""
+def _write_table(view: View, table: partitions.Table, layout: Layout, dump: dict[str, object]) -> None:
+    """The source's table (``dump``) with the new starts and sizes (same disk and partition ids, types, names
+    and attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end; MBR:
+    the extended partition around the logical ones, their EBRs in the gaps before them)."""
     entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
-    script = table_script(_dump(view.path), layout, table.label, entries)
+    script = table_script(dump, layout, table.label, entries)
     with _loop(view, layout.target_size, writable=True) as dev:
         fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -304,7 +315,8 @@ def table_script(dump: dict[str, object], layout: Layout, label: str, entries: i
     a GPT keeps its count of ``entries``."""
     sector = 512
     placed = {p.number: p for p in layout.parts}
-    found = {partitions.number_from_node(str(e.get("node", ""))) for e in dump.get("partitions", [])}  # type: ignore[attr-defined]
+    entries_found = dump.get("partitions", [])
+    found = {partitions.number_from_node(str(e.get("node", ""))) for e in entries_found if not _extended(e)}  # type: ignore[attr-defined]
     if dump.get("label") != label or found != set(placed):
         raise RefusedError("the source's partition table changed while it was fitted: start again")
     lines = [f"label: {label}", f"label-id: {dump['id']}", "unit: sectors", f"sector-size: {sector}"]
@@ -313,8 +325,9 @@ def table_script(dump: dict[str, object], layout: Layout, label: str, entries: i
     lines.append("")
     for entry in dump.get("partitions", []):  # type: ignore[attr-defined]
         number = partitions.number_from_node(entry["node"]) or 0
-        p = placed[number]
-        fields = [f"start={p.new_start // sector}", f"size={p.new_size // sector}", f"type={entry['type']}"]
+        start, size = _extended_place(entry, layout) if _extended(entry) else (placed[number].new_start,
+                                                                               placed[number].new_size)  # fmt: skip
+        fields = [f"start={start // sector}", f"size={size // sector}", f"type={entry['type']}"]
         if "uuid" in entry:
             fields.append(f"uuid={entry['uuid']}")
         if "name" in entry:
@@ -325,6 +338,27 @@ def table_script(dump: dict[str, object], layout: Layout, label: str, entries: i
             fields.append("bootable")
         lines.append(f"/dev/part{number} : " + ", ".join(fields))
     return "\n".join(lines) + "\n"
+
+
+def _extended(entry: dict[str, object]) -> bool:
+    return str(entry.get("type", "")).lower() in partitions.EXTENDED_TYPES
+
+
+def _extended_place(entry: dict[str, object], layout: Layout) -> tuple[int, int]:
+    """The extended partition's new start and size (bytes): as far before the first logical partition as it
+    was (that EBR's room), to the end of the last one; never over a primary partition."""
+    sector = 512
+    start = int(entry["start"]) * sector  # type: ignore[call-overload]
+    logical = sorted((p for p in layout.parts if p.number > 4), key=lambda p: p.start)
+    new_start = logical[0].new_start - (logical[0].start - start)
+    new_end = logical[-1].new_start + logical[-1].new_size
+    primaries = [p for p in layout.parts if p.number <= 4]
+    if (
+        any(p.new_start < new_end and new_start < p.new_start + p.new_size for p in primaries)
+        or new_end > layout.usable_end
+    ):
+        raise RefusedError("the extended partition would overlap a primary partition in the new layout: not fitted")
+    return new_start, new_end - new_start
 
 
 def _quoted(text: str, number: int) -> str:
