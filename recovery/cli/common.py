@@ -13,8 +13,9 @@ from types import FrameType
 from recovery import events
 from recovery.engine.joblog import JobLog
 from recovery.engine.peer.control import DEFAULT_TIMEOUT
-from recovery.errors import PairingError, RecoveryError
+from recovery.errors import PairingError, RecoveryError, UsageError
 from recovery.protocol import codes
+from recovery.units import parse_size
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,51 @@ def add_log_dir(p: argparse.ArgumentParser, what: str = "each clone's JSON log")
         help=f"where {what} go (default /var/log/usb4-recovery, or ~/.local/state/usb4-recovery "
         "when that is not writable)",
     )
+
+
+def add_fit(p: argparse.ArgumentParser, whose: str = "the source") -> None:
+    """--fit, --size and --scratch: a layout fitted to the target's size (docs/fitting.md)."""
+    p.add_argument(
+        "--fit",
+        choices=("keep", "shrink", "grow"),
+        default="keep",
+        help=f"keep: {whose}'s layout (a smaller target is refused); shrink: shrink the filesystems to fit a "
+        "smaller target; grow: grow them to fill a larger one. The resizing happens on a copy-on-write view: "
+        f"{whose} is never written (docs/fitting.md)",
+    )
+    p.add_argument(
+        "--size",
+        action="append",
+        type=part_size,
+        default=[],
+        metavar="N=SIZE",
+        help="--fit: partition N gets SIZE (e.g. 2=40G); the others shrink or grow around it (repeatable)",
+    )
+    p.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="--fit: the folder for the copy-on-write overlay, which holds what the resizing moves "
+        "(default: the temporary folder; on the stick, its RAM)",
+    )
+
+
+def part_size(text: str) -> tuple[int, int]:
+    """``2=40G`` -> (2, 40 GiB)."""
+    number, sep, size = text.partition("=")
+    if not sep or not number.strip().isdigit() or not 1 <= int(number) <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a partition number and a size, as 2=40G")
+    try:
+        return int(number), parse_size(size)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
+def fit_sizes(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """--size's pairs, each partition once."""
+    sizes = dict(pairs)
+    if len(sizes) != len(pairs):
+        raise UsageError("--size names a partition twice")
+    return sizes
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recovery import events
-from recovery.cli.common import INTERRUPTS, add_json, add_log_dir, add_workers, job_log
+from recovery.cli.common import INTERRUPTS, add_fit, add_json, add_log_dir, add_workers, fit_sizes, job_log
 from recovery.cli.passphrase import add_passphrase, passphrase
 from recovery.diskimage.export import FORMATS, export_image
 from recovery.diskimage.info import describe_image, info_lines
@@ -59,14 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     restore.add_argument("--yes", action="store_true", help="overwrite a disk that holds data, without asking")
     restore.add_argument("--no-verify", action="store_true", help="skip reading the disk back after the copy")
     restore.add_argument("--no-fs-check", action="store_true", help="skip the filesystem checks of the disk")
-    restore.add_argument(
-        "--fit",
-        choices=("keep", "shrink", "grow"),
-        default="keep",
-        help="shrink the image's filesystems onto a smaller disk, or grow them to fill a larger one "
-        "(docs/fitting.md); keep (default): its layout as it is",
-    )
-    restore.add_argument("--scratch", metavar="DIR", help="--fit: the folder for the copy-on-write overlay")
+    add_fit(restore, "the image")
     add_passphrase(restore, new=False)
     _common(restore)
     restore.set_defaults(run=run_restore)
@@ -164,7 +157,9 @@ def run_restore(args: argparse.Namespace) -> int:
         expect = identify(args.target)
     except OSError as e:
         raise RefusedError(f"cannot inspect {args.target}: {e.strerror}") from None
-    send = SendOptions(source=args.image, passphrase=secret, fit=args.fit, scratch=args.scratch)
+    send = SendOptions(
+        source=args.image, passphrase=secret, fit=args.fit, sizes=fit_sizes(args.size), scratch=args.scratch
+    )
     receive = ReceiveOptions(
         target=args.target,
         overwrite=args.yes,

@@ -11,12 +11,14 @@ from recovery.cli.common import (
     INTERRUPTS,
     add_code,
     add_encrypt,
+    add_fit,
     add_json,
     add_link,
     add_log_dir,
     add_timeout,
     add_workers,
     ask_code,
+    fit_sizes,
     job_log,
 )
 from recovery.cli.passphrase import add_passphrase, passphrase
@@ -111,20 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TEXT",
         help="what unreadable sectors become on the target (default: zeros), e.g. 'BAD SECTOR '",
     )
-    p.add_argument(
-        "--fit",
-        choices=("keep", "shrink", "grow"),
-        default="keep",
-        help="keep: the source's layout (a smaller target is refused); shrink: shrink the filesystems to fit a "
-        "smaller target; grow: grow them to fill a larger one. The resizing happens on a copy-on-write view: "
-        "the source is never written (docs/fitting.md)",
-    )
-    p.add_argument(
-        "--scratch",
-        metavar="DIR",
-        help="--fit: the folder for the copy-on-write overlay, which holds what the resizing moves "
-        "(default: the temporary folder; on the stick, its RAM)",
-    )
+    add_fit(p)
     p.add_argument(
         "--no-delta",
         action="store_true",
@@ -179,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         rescan=args.rescan,
         delta=not args.no_delta,
         fit=args.fit,
+        sizes=fit_sizes(args.size),
         scratch=args.scratch,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )

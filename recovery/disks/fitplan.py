@@ -11,7 +11,7 @@ proportion to what each can give, or grow in proportion to their size.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,12 +127,22 @@ def fixed_reason(facts: Facts, small: int = 0) -> str:
 
 
 def plan_layout(
-    parts: Sequence[Facts], source_size: int, target_size: int, end: int, fit: Fit, label: str = "gpt"
+    parts: Sequence[Facts],
+    source_size: int,
+    target_size: int,
+    end: int,
+    fit: Fit,
+    label: str = "gpt",
+    sizes: Mapping[int, int] | None = None,
 ) -> Layout:
     """The layout of ``parts`` on a target of ``target_size`` whose partitions end by ``end``; a
-    :class:`RefusedError` that says by how much and why when they cannot fit."""
+    :class:`RefusedError` that says by how much and why when they cannot fit. ``sizes``: partitions the
+    user sized (number: bytes, rounded down to whole MiB), the others shrunk or grown around them."""
     if fit not in FITS:
         raise ValueError(fit)
+    chosen = {n: _align_down(size) for n, size in (sizes or {}).items()}
+    if chosen and fit == "keep":
+        raise RefusedError("partition sizes are chosen with --fit shrink or --fit grow")
     ordered = sorted(parts, key=lambda p: p.start)
     for before, after in itertools.pairwise(ordered):
         if before.start + before.size > after.start:
@@ -141,8 +151,9 @@ def plan_layout(
         raise RefusedError("a partition of the source lies outside the disk: its table is damaged")
     small = small_size(source_size)
     why = {p.number: fixed_reason(p, small) for p in ordered}
+    _check_chosen(ordered, chosen, why)
     fits_as_is = not ordered or ordered[-1].start + ordered[-1].size <= end
-    if fit == "keep" or (fit == "shrink" and fits_as_is) or not ordered:
+    if fit == "keep" or (fit == "shrink" and fits_as_is and not chosen) or not ordered:
         if not fits_as_is:
             raise _too_small(ordered, end, target_size, fit)
         kept = (Placed(p.number, p.fstype, p.start, p.size, p.start, p.size, "keep", p.smallest, p.used, why[p.number])
@@ -150,12 +161,32 @@ def plan_layout(
         return Layout(fit, source_size, target_size, end, tuple(kept))
     if fit == "grow" and not fits_as_is:
         raise _too_small(ordered, end, target_size, fit)
-    sizes = _shrunk(ordered, end, why) if fit == "shrink" else _grown(ordered, end, why)
-    placed = _placed(ordered, sizes, why, fit)
+    fixed = {**why, **{n: f"sized {human_size(size)} as asked" for n, size in chosen.items()}}
+    new_sizes = _shrunk(ordered, end, fixed, chosen) if fit == "shrink" else _grown(ordered, end, fixed, chosen)
+    placed = _placed(ordered, new_sizes, why, fit)
     if placed[-1].new_start + placed[-1].new_size > end:  # alignment ate the last slack: refused, never written
         raise _too_small(ordered, end, target_size, fit)
     _check_moves(placed, ordered, label)
     return Layout(fit, source_size, target_size, end, tuple(placed))
+
+
+def _check_chosen(ordered: Sequence[Facts], chosen: Mapping[int, int], why: dict[int, str]) -> None:
+    """Each chosen size is one its partition can take: a partition there, not kept at its size, no smaller
+    than its filesystem can become, larger only when its filesystem grows."""
+    facts = {p.number: p for p in ordered}
+    for number, size in chosen.items():
+        p = facts.get(number)
+        if p is None:
+            raise RefusedError(f"the source has no partition {number} to size")
+        if size == p.size:
+            continue
+        if why[number]:
+            raise RefusedError(f"partition {number} ({p.fstype or 'no filesystem'}) keeps its size: {why[number]}")
+        if size < p.size and (p.smallest is None or size < _align_up(p.smallest)):
+            least = f"at least {human_size(_align_up(p.smallest))}" if p.smallest is not None else "not smaller"
+            raise RefusedError(f"partition {number} ({p.fstype}) can be {least}, not {human_size(size)}")
+        if size > p.size and not p.grows:
+            raise RefusedError(f"partition {number} ({p.fstype}) cannot grow: {human_size(size)} is larger")
 
 
 def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str], fit: Fit) -> list[Placed]:
@@ -226,30 +257,37 @@ def _gaps(ordered: Sequence[Facts]) -> int:
     return total
 
 
-def _shrunk(ordered: Sequence[Facts], end: int, why: dict[int, str]) -> list[int]:
-    """Each partition's size: the resizable ones between their smallest and their size, all in the same
-    proportion of what they can give."""
+def _shrunk(ordered: Sequence[Facts], end: int, why: dict[int, str], chosen: Mapping[int, int]) -> list[int]:
+    """Each partition's size: the chosen ones as chosen, the other resizable ones between their smallest and
+    their size, all in the same proportion of what they can give."""
     room = end - ordered[0].start - _gaps(ordered)
-    floor = [p.size if why[p.number] or p.smallest is None else min(p.size, _align_up(p.smallest)) for p in ordered]
+    size = [chosen.get(p.number, p.size) for p in ordered]
+    floor = [
+        s if why[p.number] or p.smallest is None else min(s, _align_up(p.smallest))
+        for p, s in zip(ordered, size, strict=True)
+    ]
     if sum(floor) > room:
         raise _cannot_shrink(ordered, floor, room, why)
-    give = sum(p.size - f for p, f in zip(ordered, floor, strict=True))
+    give = sum(s - f for s, f in zip(size, floor, strict=True))
     share = min(1.0, (room - sum(floor)) / give) if give else 1.0
-    return [
-        p.size if f == p.size else max(f, _align_down(f + int((p.size - f) * share)))
-        for p, f in zip(ordered, floor, strict=True)
-    ]
+    return [s if f == s else max(f, _align_down(f + int((s - f) * share))) for s, f in zip(size, floor, strict=True)]
 
 
-def _grown(ordered: Sequence[Facts], end: int, why: dict[int, str]) -> list[int]:
-    """Each partition that can grow grows in proportion to its size; the others keep theirs."""
+def _grown(ordered: Sequence[Facts], end: int, why: dict[int, str], chosen: Mapping[int, int]) -> list[int]:
+    """Each partition that can grow grows in proportion to its size; the chosen ones are as chosen, the
+    others keep theirs."""
     room = end - ordered[0].start - _gaps(ordered)
-    growing = [p for p in ordered if p.grows and not system_reason(p) and not ordered_small(p, why)]
-    extra = room - sum(p.size for p in ordered)
-    base = sum(p.size for p in growing)
+    size = [chosen.get(p.number, p.size) for p in ordered]
+    growing = [
+        p.grows and not system_reason(p) and not ordered_small(p, why) and p.number not in chosen for p in ordered
+    ]
+    extra = room - sum(size)
+    base = sum(s for s, g in zip(size, growing, strict=True) if g)
+    if extra < 0 and chosen:
+        raise RefusedError(f"the sizes chosen leave no room: {human_size(-extra)} too much for the target")
     if extra <= 0 or not base:
-        return [p.size for p in ordered]
-    return [max(p.size, _align_down(p.size + extra * p.size // base)) if p in growing else p.size for p in ordered]
+        return size
+    return [max(s, _align_down(s + extra * s // base)) if g else s for s, g in zip(size, growing, strict=True)]
 
 
 def ordered_small(p: Facts, why: dict[int, str]) -> bool:

@@ -82,6 +82,7 @@ class SendOptions:
     image_only: bool = False  # the source must be an image file (a peer asked to restore one): never raw bytes
     delta: bool = True  # take the receiver's delta offer (False: --no-delta, the wizard's "overwrite it")
     fit: str = "keep"  # "keep" the source's layout, "shrink" it onto a smaller target, "grow" it onto a larger
+    sizes: dict[int, int] = field(default_factory=dict)  # fit: partitions sized by the user (number: bytes)
     scratch: str | None = None  # fit: the folder for the copy-on-write overlay (None: recovery.engine.fit default)
 
 

@@ -18,6 +18,7 @@ ESP = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 MSR = "e3c9e316-0b5c-4db8-817d-f92df00215ae"
 WINRE = "de94bba4-06d1-4d40-a16a-bfd50179d6ac"
 DATA = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7"
+LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 TAIL = 33 * 512
 
 
@@ -53,6 +54,49 @@ def test_growing_fills_the_disk_in_proportion_and_keeps_the_small_ones() -> None
     assert esp.new_size == esp.size and msr.new_size == msr.size and winre.new_size == winre.size
     assert c.new_size > 3 * c.size
     assert winre.new_start + winre.new_size > 2047 * GIB  # the last one moved up to the end
+
+
+def linux(disk: int = 1024 * GIB) -> list[Facts]:
+    """ESP, a root (20 GiB used) and /home (100 GiB used) sharing the rest."""
+    half = (disk - 2 * GIB) // 2 // MIB * MIB
+    return [
+        Facts(1, MIB, 512 * MIB, ESP, "vfat"),
+        Facts(2, 513 * MIB, half, LINUX, "ext4", smallest=20 * GIB, grows=True),
+        Facts(3, 513 * MIB + half, half, LINUX, "ext4", smallest=100 * GIB, grows=True),
+    ]
+
+
+def sized(parts: list[Facts], source: int, target: int, how: str, sizes: dict[int, int]) -> Layout:
+    return plan_layout(parts, source, target, usable_end(target, "gpt", TAIL), how, "gpt", sizes)  # type: ignore[arg-type]
+
+
+def test_a_chosen_size_is_kept_and_the_others_share_the_rest() -> None:
+    esp, root, home = sized(linux(), 1024 * GIB, 400 * GIB, "shrink", {2: 50 * GIB + 123}).parts
+    assert root.new_size == 50 * GIB and esp.new_size == esp.size  # whole MiB
+    assert home.new_start + home.new_size > 399 * GIB  # /home takes what is left
+    esp, root, home = sized(linux(256 * GIB), 256 * GIB, 2048 * GIB, "grow", {3: 200 * GIB}).parts
+    assert home.new_size == 200 * GIB and root.new_size > 1800 * GIB  # the root grows into the rest
+
+
+@pytest.mark.parametrize(
+    ("sizes", "said"),
+    [
+        ({2: 10 * GIB}, r"partition 2 \(ext4\) can be at least 20\.0 GiB, not 10\.0 GiB"),
+        ({1: 1 * GIB}, "partition 1 .* keeps its size: an EFI system partition keeps its size"),
+        ({9: 1 * GIB}, "no partition 9"),
+        ({2: 300 * GIB, 3: 300 * GIB}, "too small even with every filesystem shrunk"),
+    ],
+)
+def test_a_size_the_partition_cannot_take_is_refused(sizes: dict[int, int], said: str) -> None:
+    with pytest.raises(RefusedError, match=said):
+        sized(linux(), 1024 * GIB, 400 * GIB, "shrink", sizes)
+
+
+def test_chosen_sizes_that_overfill_a_larger_disk_are_refused() -> None:
+    with pytest.raises(RefusedError, match="the sizes chosen leave no room"):
+        sized(linux(256 * GIB), 256 * GIB, 512 * GIB, "grow", {2: 300 * GIB, 3: 300 * GIB})
+    with pytest.raises(RefusedError, match="with --fit shrink or --fit grow"):
+        sized(linux(256 * GIB), 256 * GIB, 512 * GIB, "keep", {2: 100 * GIB})
 
 
 def test_keep_refuses_a_smaller_target_with_the_numbers_and_the_hint() -> None:

@@ -508,3 +508,19 @@ def test_logical_partitions_are_fitted_inside_a_new_extended_partition(
                     assert contents(b, part.fstype) == contents(a, part.fstype), part
             finally:
                 sh("partx", "--delete", target, check=False)
+
+
+def test_a_partition_sized_by_the_user_gets_that_size(source: str, small: str) -> None:
+    """--size 2=N: the ext4 gets exactly N, the NTFS and swap share what is left; a size below what the
+    filesystem can become is refused before anything is written; --size needs --fit."""
+    refused, _ = clone(source, small, "--fit", "shrink", "--size", "2=1M")
+    assert refused.proc.returncode == 3 and "partition 2 (ext4) can be at least" in refused.stderr
+    least = int(refused.stderr.split("can be at least ")[1].split(".")[0])  # MiB, as human_size says it
+    tx, rx = clone(source, small, "--fit", "shrink", "--size", f"2={least + 3}M")
+    parts = check_fitted(source, small, tx, rx)
+    assert parts[1]["new_size"] == (least + 3) * MIB and parts[1]["method"] == "resize", parts[1]
+    assert refused.stderr.count("\n") <= 2, refused.stderr  # one line, and its hint
+    usage = Recovery("send", "--code", CODE, "--source", source, "--to", "127.0.0.1:9", "--size", "2=60M")
+    assert usage.wait() == 2 and "add --fit shrink or --fit grow" in usage.stderr
+    bad = Recovery("send", "--code", CODE, "--source", source, "--to", "127.0.0.1:9", "--size", "two=60M")
+    assert bad.wait() == 2 and "give a partition number and a size" in bad.stderr

@@ -108,6 +108,8 @@ def check_options(opts: SendOptions) -> None:
         )
     if opts.fit != "keep":
         check_fit_options(opts)
+    elif opts.sizes:
+        raise UsageError("--size sizes partitions of a fitted clone: add --fit shrink or --fit grow")
     if (opts.retries is not None and opts.retries < 0) or not opts.fill:
         raise UsageError("--retries must be 0 or more, and --fill must not be empty")
     check_source(opts.source, allow_mounted=opts.allow_mounted)
@@ -287,7 +289,8 @@ class _Sending:
         if isinstance(source, ImageSource):  # its disk as a read-only file, fitted like a disk
             disk_path = self.fitting.enter_context(served_disk(source.reader))
         say = lambda text: self.sink(events.Phase("fit", text))  # noqa: E731
-        layout = fitted.plan(disk_path, source.size, target.size, self.opts.fit, say, foreign=foreign)  # type: ignore[arg-type]
+        fit: fitplan.Fit = self.opts.fit  # type: ignore[assignment]  # one of them: check_options
+        layout = fitted.plan(disk_path, source.size, target.size, fit, say, foreign=foreign, sizes=self.opts.sizes)
         self.sink(events.FitPlanned(
             fit=layout.fit, source_size=layout.source_size, target_size=layout.target_size,
             parts=[dataclasses.asdict(p) for p in layout.parts],

@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from recovery import events, run
 from recovery.disks import fitplan, gpt, partdev, partitions, usedmap
@@ -97,19 +97,26 @@ def check_table(table: partitions.Table | None, source: str) -> partitions.Table
 
 
 def plan(
-    source: str, size: int, target_size: int, fit: Fit, say: Callable[[str], None], *, foreign: bool = False
+    source: str,
+    size: int,
+    target_size: int,
+    fit: Fit,
+    say: Callable[[str], None],
+    *,
+    foreign: bool = False,
+    sizes: Mapping[int, int] | None = None,
 ) -> Layout:
     """The fitted layout for a target of ``target_size`` (nothing written; the partitions are measured only
-    when some must be resized). ``foreign``: see :func:`measure`."""
+    when some must be resized). ``foreign``: see :func:`measure`; ``sizes``: partitions the user sized."""
     table = check_table(partitions.read_table(source), source)
     tail = (_gpt_header(source, table).entries_sectors(table.sector_size) + 1) * 512 if table.label == "gpt" else 0
     end = fitplan.usable_end(target_size, table.label, tail)
     fits = all(p.start + p.size <= end for p in table.partitions)
-    if fit == "keep" or (fit == "shrink" and fits):
+    if fit == "keep" or (fit == "shrink" and fits and not sizes):
         facts = [Facts(p.number, p.start, p.size, p.type) for p in table.partitions]
     else:
         facts = measure(source, table, fit, say, foreign=foreign)
-    return fitplan.plan_layout(facts, size, target_size, end, fit, table.label)
+    return fitplan.plan_layout(facts, size, target_size, end, fit, table.label, sizes)
 
 
 @contextlib.contextmanager
