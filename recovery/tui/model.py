@@ -130,17 +130,24 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     small = fitplan.small_size(disk.size)
     total = 2 * MIB + 34 * 512  # the tables at both ends
     for p in disk.partitions:
-        if p.fstype == "swap" and p.size >= small:
-            total += min(p.size, resize.SWAP_SMALLEST)
-        elif p.fstype in resize.SHRINKS and p.used is not None and p.size >= small:
-            total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
-        else:
-            total += p.size
+        low = smallest_size(p)
+        total += low if low is not None and p.size >= small else p.size
         total += MIB  # its alignment
     return total
 
 
-def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> str:
+def smallest_size(p: PartitionInfo) -> int | None:
+    """About how small a partition's filesystem can be shrunk, from what the disk list says of it: a swap
+    area to its smallest, an ext or NTFS filesystem to its used bytes and some room; None when it cannot
+    shrink or its used bytes are not known. An estimate: the sender measures each one exactly."""
+    if p.fstype == "swap":
+        return min(p.size, resize.SWAP_SMALLEST)
+    if p.fstype in resize.SHRINKS and p.used is not None:
+        return min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
+    return None
+
+
+def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> fitplan.Fit:
     """The fit a clone of ``source`` onto ``target`` needs: "shrink" onto a smaller disk; onto a larger one
     "grow" when the user asked for it (:func:`can_grow`), else "keep"."""
     if target.size < source.size:
@@ -268,8 +275,15 @@ class Choice:
             restart=self.restart,
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
-            fit="keep" if self.image_target else fit_for(self.source, self.target, grow=self.grow),
+            fit=self.fit,
         )
+
+    @property
+    def fit(self) -> fitplan.Fit:
+        """How the clone fits the target: "shrink", "grow", or "keep" (an image saved, or not chosen yet)."""
+        if self.source is None or self.target is None or self.image_target is not None:
+            return "keep"
+        return fit_for(self.source, self.target, grow=self.grow)
 
     @property
     def ready(self) -> bool:

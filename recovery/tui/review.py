@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from recovery.engine.peer.jobs import earlier_copy, unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, copy_text, fit_for, image_text, short_name, used_bytes
+from recovery.tui.model import Choice, contents, copy_text, image_text, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -65,7 +65,7 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
     """A smaller target: the source's filesystems shrunk to fit, on a copy."""
     source, target = choice.source, choice.target
     assert source is not None and target is not None
-    fit = "keep" if choice.image_target is not None else fit_for(source, target, grow=choice.grow)
+    fit = choice.fit
     if fit == "grow":
         return [
             (
