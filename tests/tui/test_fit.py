@@ -73,7 +73,7 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
             assert job.summary.checks and all(c["ok"] for c in job.summary.checks)
             if not receive:  # the sending machine's screen showed the layout
                 assert job.layout[0].startswith("fit (shrink)") and any(
-                    "ext4" in r and "resized" in r for r in job.layout
+                    "ext4" in r and "shrunk" in r for r in job.layout
                 )
 
     run(scenario)
