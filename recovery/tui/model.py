@@ -117,23 +117,20 @@ def source_refusal(disk: DiskInfo) -> str | None:
 
 MIB = 1 << 20
 SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
+GPT_TAIL = 33 * 512  # the GPT's backup at a disk's end: 128 entries of 128 bytes, and its header
 
 
 def shrunk_size(disk: DiskInfo) -> int | None:
-    """About how small ``disk`` can be fitted (``--fit shrink``): each filesystem that can shrink to its used
-    bytes and some room, the others whole; None when it has no partition table to fit. The sender measures
-    it exactly before anything is written, and refuses with the numbers when it was wrong."""
+    """About how small ``disk`` can be fitted (``--fit shrink``): the smallest disk the sender's planner lays
+    its partitions out on, each filesystem that can shrink at its estimated smallest (:func:`partition_facts`);
+    None when it has no partition table to fit. The sender measures each one exactly before anything is
+    written, and refuses with the numbers when it was wrong."""
     if disk.ptable not in ("gpt", "dos") or not disk.partitions or (disk.sector_size or 512) != 512:
         return None
     if disk.ptable == "dos" and any(p.number > 4 for p in disk.partitions):
         return None  # logical partitions are not fitted
-    small = fitplan.small_size(disk.size)
-    total = 2 * MIB + 34 * 512  # the tables at both ends
-    for p in disk.partitions:
-        low = smallest_size(p)
-        total += low if low is not None and p.size >= small else p.size
-        total += MIB  # its alignment
-    return total
+    tail = GPT_TAIL if disk.ptable == "gpt" else 0
+    return fitplan.smallest_target([partition_facts(p) for p in disk.partitions], disk.size, tail)
 
 
 def smallest_size(p: PartitionInfo) -> int | None:
@@ -145,6 +142,16 @@ def smallest_size(p: PartitionInfo) -> int | None:
     if p.fstype in resize.SHRINKS and p.used is not None:
         return min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
     return None
+
+
+def partition_facts(p: PartitionInfo) -> fitplan.Facts:
+    """A partition as the planner takes it, estimated from what the disk list says (no type: the wizard is
+    not told it, and the planner keeps small partitions, an ESP's among them, at their size)."""
+    low = smallest_size(p)
+    why = resize.why_kept(p.fstype) or ("" if low is not None else "its used space is not known here")
+    return fitplan.Facts(
+        p.number, p.start, p.size, "", p.fstype, p.used, low, grows=p.fstype in resize.GROWS, why_fixed=why
+    )
 
 
 def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> fitplan.Fit:
