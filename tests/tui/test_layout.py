@@ -15,6 +15,7 @@ from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.report import fit_how
 from recovery.tui import flow, layout
 from recovery.tui.model import GPT_TAIL, Choice, partition_facts, shrunk_size, smallest_size, target_refusal
+from recovery.tui.review import review_rows
 from recovery.tui.screens.layout import LayoutScreen, table
 from recovery.tui.screens.steps import OptionsScreen, ReviewScreen
 from recovery.tui.stepper import Stepper
@@ -124,6 +125,9 @@ def test_the_layout_step_shows_only_when_the_clone_changes_the_layout() -> None:
     assert flow.label("layout") == "Step 5 of 6: the new layout"  # a second page of the options' step
     assert flow.label("review") == "Step 6 of 6: review and confirm"
     assert flow.activity("layout") == "reviewing the new layout of the partitions"
+    for fitted, row in ((shrink(), "Shrinks"), (grow(), "Grows")):  # the review keeps its row, and points here
+        said = dict(review_rows(fitted, fakes.HERE, fakes.THERE))[row]
+        assert "the step before this review estimates the new layout; rescue-laptop measures it exactly" in said
 
 
 class Told:
