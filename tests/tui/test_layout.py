@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from rich.console import Console
+from textual.app import App
 
 from recovery.errors import RefusedError
 from recovery.protocol.messages import DiskInfo, PartitionInfo
@@ -16,11 +16,13 @@ from recovery.report import fit_how
 from recovery.tui import flow, layout
 from recovery.tui.model import GPT_TAIL, Choice, partition_facts, shrunk_size, smallest_size, target_refusal
 from recovery.tui.review import review_rows
-from recovery.tui.screens.layout import LayoutScreen, table
+from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.steps import OptionsScreen, ReviewScreen
 from recovery.tui.stepper import Stepper
 from tests.tui import fakes
+from tests.tui.helpers import run
 from tests.tui.test_stepper import FakeWizard
+from tests.tui.test_wizard import text_of
 
 GIB, MIB = fakes.GIB, fakes.MIB
 SOURCE = fakes.LOCAL[0]  # 512 GiB: a 512 MiB ESP, a 480 GiB ext4 (51 GiB used), a 31 GiB swap
@@ -106,12 +108,26 @@ def test_a_method_the_words_do_not_know_still_shows() -> None:
     assert fit_how("move", 1, 1, moved=True) == "moved" and fit_how("copy", 2, 1, moved=False) == "copy"
 
 
-def test_a_label_from_a_disk_is_shown_as_it_is_never_as_markup() -> None:
-    hostile = dataclasses.replace(SOURCE.partitions[1], label="[bold red]x[/]")
-    rows = layout.rows(layout.estimate(shrink()), with_parts(SOURCE, hostile))
-    console = Console(width=100, record=True)
-    console.print(table(rows))
-    assert '"[bold red]x[/]"' in console.export_text()
+def test_a_peers_words_are_shown_as_they_are_never_as_markup() -> None:
+    """A label, a filesystem's name, a disk's path and a host name that look like markup (a peer reports
+    them) are printed as they are; read as markup, "[/x]" would end the wizard."""
+    label, fstype = "[/x][b]x[/b]", "[link=http://x]fs"
+    odd = dataclasses.replace(SOURCE.partitions[1], label=label)
+    other = dataclasses.replace(SOURCE.partitions[0], fstype=fstype)
+    source = dataclasses.replace(with_parts(SOURCE, odd, other), path="/dev/sd[b]x")
+    choice = dataclasses.replace(shrink(), source=source, send=False)
+
+    async def scenario() -> None:
+        app: App[None] = App()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.push_screen(LayoutScreen(choice, fakes.HERE, "[/x]peer"))
+            await pilot.pause()
+            assert text_of(app, "#layout-headline").startswith("sd[b]x (512.0 GiB) onto sda")
+            assert "[/x]peer, which holds the source" in text_of(app, "#layout-note")
+            rows = text_of(app, "#layout")
+            assert f'2 ext4 "{label}" 51.0 GiB' in rows and f'1 {fstype} "EFI" 31.0 MiB' in rows
+
+    run(scenario)
 
 
 def test_the_layout_step_shows_only_when_the_clone_changes_the_layout() -> None:
