@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from recovery.disks import fitplan, identity, safety
-from recovery.engine.fit import resize
+from recovery.engine.fit import filecopy, resize
 from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
@@ -135,10 +135,13 @@ def shrunk_size(disk: DiskInfo) -> int | None:
 
 def smallest_size(p: PartitionInfo) -> int | None:
     """About how small a partition's filesystem can be shrunk, from what the disk list says of it: a swap
-    area to its smallest, an ext or NTFS filesystem to its used bytes and some room; None when it cannot
-    shrink or its used bytes are not known. An estimate: the sender measures each one exactly."""
+    area to its smallest, one copied file by file (XFS) to the new filesystem the copy makes, an ext or
+    NTFS filesystem to its used bytes and some room; None when it cannot shrink or its used bytes are not
+    known. An estimate: the sender measures each one exactly."""
     if p.fstype == "swap":
         return min(p.size, resize.SWAP_SMALLEST)
+    if p.fstype in filecopy.COPIED and p.used is not None:
+        return min(p.size, filecopy.smallest(p.used, p.fstype))
     if p.fstype in resize.SHRINKS and p.used is not None:
         return min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
     return None
@@ -149,9 +152,8 @@ def partition_facts(p: PartitionInfo) -> fitplan.Facts:
     not told it, and the planner keeps small partitions, an ESP's among them, at their size)."""
     low = smallest_size(p)
     why = resize.why_kept(p.fstype) or ("" if low is not None else "its used space is not known here")
-    return fitplan.Facts(
-        p.number, p.start, p.size, "", p.fstype, p.used, low, grows=p.fstype in resize.GROWS, why_fixed=why
-    )
+    grows, copies = p.fstype in resize.GROWS, p.fstype in filecopy.COPIED
+    return fitplan.Facts(p.number, p.start, p.size, "", p.fstype, p.used, low, grows, copies=copies, why_fixed=why)
 
 
 def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> fitplan.Fit:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from textual.app import App
 
+from recovery.engine.fit import filecopy
 from recovery.errors import RefusedError
 from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.report import fit_how
@@ -103,9 +104,18 @@ def test_a_layout_the_estimate_cannot_make_is_a_refusal() -> None:
         layout.estimate(dataclasses.replace(shrink(), source=no_table))
 
 
+def test_an_xfs_is_shrunk_by_a_copy_estimated_as_the_sender_makes_it() -> None:
+    xfs = dataclasses.replace(SOURCE.partitions[1], fstype="xfs", label="data")
+    facts = partition_facts(xfs)
+    assert facts.copies and facts.smallest == filecopy.smallest(51 * GIB, "xfs") and not facts.why_fixed
+    [_, data, _] = layout.rows(layout.estimate(dataclasses.replace(shrink(), source=with_parts(SOURCE, xfs))), SOURCE)
+    assert data.happens == "copied file by file into a new filesystem with its UUID and label"
+    assert data.new_size == "241.4 GiB"
+
+
 def test_a_method_the_words_do_not_know_still_shows() -> None:
     assert fit_how("resize", 2, 1, moved=False) == "shrunk" and fit_how("resize", 1, 2, moved=True) == "grown and moved"
-    assert fit_how("move", 1, 1, moved=True) == "moved" and fit_how("copy", 2, 1, moved=False) == "copy"
+    assert fit_how("move", 1, 1, moved=True) == "moved" and fit_how("zap", 2, 1, moved=False) == "zap"
 
 
 def test_a_peers_words_are_shown_as_they_are_never_as_markup() -> None:
