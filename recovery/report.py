@@ -182,13 +182,22 @@ def areas(ranges: list[list[int]], shown: int = 5) -> str:
     return ", ".join(area(o, n) for o, n in ranges[:shown]) + more
 
 
-# How each partition of a fitted layout gets there (fitplan.Method), in words.
+# How each partition of a fitted layout gets there (fitplan.Method), in words; a method not named here
+# shows as its own word.
 METHODS = {
     "keep": "kept",
     "move": "moved",
     "resize": "resized",
     "copy": "copied file by file into a new filesystem with its UUID and label",
 }
+
+
+def fit_how(method: str, size: int, new_size: int, moved: bool) -> str:
+    """What happens to a fitted partition, in words: kept, moved, shrunk, grown, shrunk and moved."""
+    if method == "resize" and new_size != size:
+        word = "shrunk" if new_size < size else "grown"
+        return f"{word} and moved" if moved else word
+    return METHODS.get(method, method)
 
 
 def fit_lines(e: events.FitPlanned) -> list[str]:
@@ -198,11 +207,12 @@ def fit_lines(e: events.FitPlanned) -> list[str]:
     for p in e.parts:
         used = f", {human_size(int(p['used']))} used" if isinstance(p.get("used"), int) else ""  # type: ignore[call-overload]
         low = f", can shrink to {human_size(int(p['smallest']))}" if p.get("smallest") else ""  # type: ignore[call-overload]
-        how = METHODS.get(str(p["method"]), str(p["method"]))
+        size, new_size = int(p["size"]), int(p["new_size"])  # type: ignore[call-overload]
+        how = fit_how(str(p["method"]), size, new_size, p["start"] != p["new_start"])
         note = f" ({p['note']})" if p.get("note") else ""
         lines.append(
-            f"partition {p['number']} {p['fstype'] or 'unknown'}: {human_size(int(p['size']))} at "  # type: ignore[call-overload]
-            f"{human_size(int(p['start']))} -> {human_size(int(p['new_size']))} at "  # type: ignore[call-overload]
+            f"partition {p['number']} {p['fstype'] or 'unknown'}: {human_size(size)} at "
+            f"{human_size(int(p['start']))} -> {human_size(new_size)} at "  # type: ignore[call-overload]
             f"{human_size(int(p['new_start']))}, {how}{used}{low}{note}"  # type: ignore[call-overload]
         )
     return lines

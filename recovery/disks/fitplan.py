@@ -257,15 +257,32 @@ def _gaps(ordered: Sequence[Facts]) -> int:
     return total
 
 
+def smallest_target(parts: Sequence[Facts], source_size: int, table_tail: int) -> int:
+    """The size of the smallest disk :func:`plan_layout` shrinks ``parts`` onto: they fit as they are, or each
+    that can shrink is at its smallest, their gaps kept; ``table_tail``: bytes after them (the GPT's backup)."""
+    ordered = sorted(parts, key=lambda p: p.start)
+    if not ordered:
+        return table_tail
+    small = small_size(source_size)
+    floor = _floors(ordered, {p.number: fixed_reason(p, small) for p in ordered}, [p.size for p in ordered])
+    as_is = ordered[-1].start + ordered[-1].size
+    return min(as_is, ordered[0].start + _gaps(ordered) + sum(floor)) + table_tail
+
+
+def _floors(ordered: Sequence[Facts], why: dict[int, str], size: Sequence[int]) -> list[int]:
+    """Each partition's least size: a resizable one's smallest on a 1 MiB boundary, the others' ``size``."""
+    return [
+        s if why[p.number] or p.smallest is None else min(s, _align_up(p.smallest))
+        for p, s in zip(ordered, size, strict=True)
+    ]
+
+
 def _shrunk(ordered: Sequence[Facts], end: int, why: dict[int, str], chosen: Mapping[int, int]) -> list[int]:
     """Each partition's size: the chosen ones as chosen, the other resizable ones between their smallest and
     their size, all in the same proportion of what they can give."""
     room = end - ordered[0].start - _gaps(ordered)
     size = [chosen.get(p.number, p.size) for p in ordered]
-    floor = [
-        s if why[p.number] or p.smallest is None else min(s, _align_up(p.smallest))
-        for p, s in zip(ordered, size, strict=True)
-    ]
+    floor = _floors(ordered, why, size)
     if sum(floor) > room:
         raise _cannot_shrink(ordered, floor, room, why)
     give = sum(s - f for s, f in zip(size, floor, strict=True))

@@ -1,7 +1,8 @@
 """The wizard's steps, and what an answer does to the others (pure: no Textual, no I/O).
 
 Six steps (an image file may stand in for a disk: one to restore for the
-source, a folder to save one in for the target; see :data:`INSTEAD`); Esc
+source, a folder to save one in for the target; see :data:`INSTEAD`; a clone
+that changes the layout shows it after the options, see :data:`AFTER`); Esc
 goes back one and every answer given stays (a later answer is dropped only
 when the new one makes it impossible: another direction means other disks,
 another source may make the target too small and turns rescue mode, chosen
@@ -24,6 +25,9 @@ STEPS = ("pair", "direction", "source", "target", "options", "review")
 # Steps in the place of another: an image to restore instead of the source disk, a folder to save an
 # image in instead of the target disk (capability "images").
 INSTEAD = {"image": "source", "folder": "target"}
+# A step shown after another only when the choice needs it, as a second page of that step (its number):
+# the new layout, when the clone shrinks the source onto a smaller disk or grows it onto a larger one.
+AFTER = {"layout": "options"}
 TITLES = {
     "pair": "pair with the other machine",
     "direction": "which way to copy",
@@ -31,13 +35,14 @@ TITLES = {
     "target": "the disk to overwrite",
     "options": "how to copy",
     "review": "review and confirm",
+    "layout": "the new layout",
     "image": "the image to restore",
     "folder": "where to save the image",
 }
 
 
 def number(step: str) -> int:
-    return STEPS.index(INSTEAD.get(step, step)) + 1
+    return STEPS.index(INSTEAD.get(step) or AFTER.get(step, step)) + 1
 
 
 def label(step: str) -> str:
@@ -45,17 +50,33 @@ def label(step: str) -> str:
     return f"Step {number(step)} of {len(STEPS)}: {TITLES[step]}"
 
 
+def shows_layout(choice: Choice | None) -> bool:
+    """The choice changes the layout (a clone shrunk or grown to fit its target disk): the step shows it."""
+    return choice is not None and choice.fit != "keep"
+
+
+def _steps(choice: Choice | None) -> tuple[str, ...]:
+    """The steps ``choice`` goes through, in order (before an image or folder stands in for a disk)."""
+    if not shows_layout(choice):
+        return STEPS
+    after = STEPS.index(AFTER["layout"]) + 1
+    return (*STEPS[:after], "layout", *STEPS[after:])
+
+
 def previous(step: str, choice: Choice | None = None) -> str:
-    """The step before ``step``: the one it stands in for, or before that (an image or folder chosen
-    instead of a disk is the step shown again)."""
-    if step in INSTEAD:
-        return INSTEAD[step]
-    before = STEPS[max(0, STEPS.index(step) - 1)]
-    return _instead(before, choice)
+    """The step before ``step``: the one it stands in for or follows, or before that (an image or folder
+    chosen instead of a disk is the step shown again)."""
+    if step in INSTEAD or step in AFTER:
+        return INSTEAD.get(step) or AFTER[step]
+    steps = _steps(choice)
+    return _instead(steps[max(0, steps.index(step) - 1)], choice)
 
 
 def following(step: str, choice: Choice | None = None) -> str:
-    return _instead(STEPS[min(len(STEPS) - 1, STEPS.index(INSTEAD.get(step, step)) + 1)], choice)
+    if step in AFTER:
+        return STEPS[STEPS.index(AFTER[step]) + 1]
+    steps = _steps(choice)
+    return _instead(steps[min(len(steps) - 1, steps.index(INSTEAD.get(step, step)) + 1)], choice)
 
 
 def _instead(step: str, choice: Choice | None) -> str:
@@ -73,6 +94,7 @@ def activity(step: str) -> str:
         "pair": "looking at the pairing",
         "review": "reviewing the clone before confirming it",
         "options": "choosing how to copy",
+        "layout": "reviewing the new layout of the partitions",
     }.get(step, f"choosing {TITLES[step]}")
 
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from recovery.disks import fitplan, identity, safety
-from recovery.engine.fit import resize
+from recovery.engine.fit import filecopy, resize
 from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
@@ -116,31 +116,48 @@ def source_refusal(disk: DiskInfo) -> str | None:
 
 
 MIB = 1 << 20
+BTRFS_ROOM = 256 * MIB  # over a Btrfs's used bytes and a fifth: its smallest device holds whole chunks
 SHRINK_ROOM = 0.1  # room over a filesystem's used bytes it keeps when shrunk, at the least (an estimate)
+GPT_TAIL = 33 * 512  # the GPT's backup at a disk's end: 128 entries of 128 bytes, and its header
 
 
 def shrunk_size(disk: DiskInfo) -> int | None:
-    """About how small ``disk`` can be fitted (``--fit shrink``): each filesystem that can shrink to its used
-    bytes and some room, the others whole; None when it has no partition table to fit. The sender measures
-    it exactly before anything is written, and refuses with the numbers when it was wrong."""
+    """About how small ``disk`` can be fitted (``--fit shrink``): the smallest disk the sender's planner lays
+    its partitions out on, each filesystem that can shrink at its estimated smallest (:func:`partition_facts`);
+    None when it has no partition table to fit. The sender measures each one exactly before anything is
+    written, and refuses with the numbers when it was wrong."""
     if disk.ptable not in ("gpt", "dos") or not disk.partitions or (disk.sector_size or 512) != 512:
         return None
-    if disk.ptable == "dos" and any(p.number > 4 for p in disk.partitions):
-        return None  # logical partitions are not fitted
-    small = fitplan.small_size(disk.size)
-    total = 2 * MIB + 34 * 512  # the tables at both ends
-    for p in disk.partitions:
-        if p.fstype == "swap" and p.size >= small:
-            total += min(p.size, resize.SWAP_SMALLEST)
-        elif p.fstype in resize.SHRINKS and p.used is not None and p.size >= small:
-            total += min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
-        else:
-            total += p.size
-        total += MIB  # its alignment
-    return total
+    tail = GPT_TAIL if disk.ptable == "gpt" else 0
+    return fitplan.smallest_target([partition_facts(p) for p in disk.partitions], disk.size, tail)
 
 
-def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> str:
+def smallest_size(p: PartitionInfo) -> int | None:
+    """About how small a partition's filesystem can be shrunk, from what the disk list says of it: a swap
+    area to its smallest, one copied file by file (XFS) to the new filesystem the copy makes, an ext or
+    NTFS filesystem to its used bytes and some room; None when it cannot shrink or its used bytes are not
+    known. An estimate: the sender measures each one exactly."""
+    if p.fstype == "swap":
+        return min(p.size, resize.SWAP_SMALLEST)
+    if p.fstype in filecopy.COPIED and p.used is not None:
+        return min(p.size, filecopy.smallest(p.used, p.fstype))
+    if p.fstype == "btrfs" and p.used is not None:  # its chunks, and metadata kept twice, need more room
+        return min(p.size, p.used + p.used // 5 + BTRFS_ROOM)
+    if p.fstype in resize.SHRINKS and p.used is not None:
+        return min(p.size, int(p.used * (1 + SHRINK_ROOM)) + 4 * MIB)
+    return None
+
+
+def partition_facts(p: PartitionInfo) -> fitplan.Facts:
+    """A partition as the planner takes it, estimated from what the disk list says (no type: the wizard is
+    not told it, and the planner keeps small partitions, an ESP's among them, at their size)."""
+    low = smallest_size(p)
+    why = resize.why_kept(p.fstype) or ("" if low is not None else "its used space is not known here")
+    grows, copies = p.fstype in resize.GROWS, p.fstype in filecopy.COPIED
+    return fitplan.Facts(p.number, p.start, p.size, "", p.fstype, p.used, low, grows, copies=copies, why_fixed=why)
+
+
+def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> fitplan.Fit:
     """The fit a clone of ``source`` onto ``target`` needs: "shrink" onto a smaller disk; onto a larger one
     "grow" when the user asked for it (:func:`can_grow`), else "keep"."""
     if target.size < source.size:
@@ -268,8 +285,15 @@ class Choice:
             restart=self.restart,
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
-            fit="keep" if self.image_target else fit_for(self.source, self.target, grow=self.grow),
+            fit=self.fit,
         )
+
+    @property
+    def fit(self) -> fitplan.Fit:
+        """How the clone fits the target: "shrink", "grow", or "keep" (an image saved, or not chosen yet)."""
+        if self.source is None or self.target is None or self.image_target is not None:
+            return "keep"
+        return fit_for(self.source, self.target, grow=self.grow)
 
     @property
     def ready(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from recovery.engine.peer.jobs import earlier_copy, unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, copy_text, fit_for, image_text, short_name, used_bytes
+from recovery.tui.model import Choice, contents, copy_text, image_text, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -61,18 +61,25 @@ def onto_rows(choice: Choice, dst_host: str) -> Rows:
     ]
 
 
+# Where a fitted clone's new layout is seen: estimated on the layout step, exact on the source's machine.
+LAYOUT_STEP = (
+    "the step before this review estimates the new layout; {} measures it exactly, and shows and logs it "
+    "before the target is written"
+)
+
+
 def fit_rows(choice: Choice, src_host: str) -> Rows:
-    """A smaller target: the source's filesystems shrunk to fit, on a copy."""
+    """A smaller target: the source's filesystems shrunk to fit, on a copy; a larger one they grow into."""
     source, target = choice.source, choice.target
     assert source is not None and target is not None
-    fit = "keep" if choice.image_target is not None else fit_for(source, target, grow=choice.grow)
+    fit = choice.fit
     if fit == "grow":
         return [
             (
                 "Grows",
                 f"{short_name(target)} is larger ({human_size(target.size)} for {human_size(source.size)}): the "
                 f"filesystems that can grow fill it, resized on a copy-on-write view of the source on {src_host}; "
-                "the source is never written",
+                f"the source is never written; {LAYOUT_STEP.format(src_host)}",
             )
         ]
     if fit != "shrink":
@@ -82,7 +89,7 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
             "Shrinks",
             f"{short_name(target)} is smaller ({human_size(target.size)} for {human_size(source.size)}): the "
             f"filesystems are shrunk to fit on a copy-on-write view of the source on {src_host}; the source is "
-            f"never written; the new layout is shown on {src_host} and logged before the target is written",
+            f"never written; {LAYOUT_STEP.format(src_host)}",
         )
     ]
 

@@ -38,6 +38,7 @@ from recovery.tui.model import (
     target_refusal,
 )
 from recovery.tui.screens.folder import FolderScreen
+from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, ResultScreen, SummaryScreen
 from recovery.tui.screens.resume import RescueScreen, ResumeScreen, UpdateScreen, update_question
@@ -163,7 +164,7 @@ class Stepper:
         state.step = step
         screen = self.build(step)
         if state.session is not None:
-            review = screen.rows if isinstance(screen, ReviewScreen) else ()
+            review = screen.rows if isinstance(screen, ReviewScreen | LayoutScreen) else ()
             state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS), review)
         self.wizard.show(screen)
 
@@ -208,6 +209,8 @@ class Stepper:
             return self.folder_screen(step)
         if step == "options":
             return OptionsScreen(choice)
+        if step == "layout":
+            return LayoutScreen(choice, state.host, peer)
         changes, state.changes = state.changes, ()
         return ReviewScreen(choice, state.host, peer, changes)
 

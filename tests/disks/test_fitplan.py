@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recovery.disks.fitplan import MIB, Facts, Layout, Placed, move_order, plan_layout, usable_end
+from recovery.disks.fitplan import MIB, Facts, Layout, Placed, move_order, plan_layout, smallest_target, usable_end
 from recovery.errors import RefusedError
 
 GIB = 1024 * MIB
@@ -238,3 +238,24 @@ def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
             assert (p.new_start < p.start) == (how == "shrink")  # a shrink moves down, a grow up
         if p.note:  # a partition that keeps its size keeps it
             assert not p.resized
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts_lists)
+def test_the_smallest_target_is_the_least_a_shrunk_layout_fits(
+    spec: list[tuple[int, int, str, str | None, float]],
+) -> None:
+    """What the wizard offers (a smaller disk the source fits once shrunk) is what the planner lays out:
+    onto the smallest target it fits, onto a byte less it is refused."""
+    parts, at = [], MIB
+    for number, (gap, size, ptype, fstype, low) in enumerate(spec, start=1):
+        at += gap * MIB
+        smallest = max(MIB, int(size * MIB * low)) if fstype in ("ext4", "ntfs") else None
+        parts.append(Facts(number, at, size * MIB, ptype, fstype, None, smallest))
+        at += size * MIB
+    source = at + MIB
+    least = smallest_target(parts, source, TAIL)
+    layout = fit(parts, source, least, "shrink")
+    assert layout.parts[-1].new_start + layout.parts[-1].new_size <= least - TAIL
+    with pytest.raises(RefusedError, match="too small"):
+        fit(parts, source, least - 1, "shrink")

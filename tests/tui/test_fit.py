@@ -1,7 +1,8 @@
 """Issue 24 in the wizard: a target smaller than the source, whose data fits once its filesystems are
-shrunk, is offered; the review says it is shrunk to fit (the source never written); the clone fits the
-source on the sending machine, whichever drives. Real peers over loopback TCP, a loop device as the
-smaller target, the 64 MiB sample disk (ext4 and FAT) as the source."""
+shrunk, is offered; the layout step shows the new layout beside the old, the review says it is shrunk
+to fit (the source never written); the clone fits the source on the sending machine, whichever drives.
+Real peers over loopback TCP, a loop device as the smaller target, the 64 MiB sample disk (ext4 and FAT)
+as the source."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from recovery.tui.app import WizardApp
+from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.pair import PairScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
 from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
 from tests.helpers import MIB, b3sum, loop_device, sh
 from tests.tui.helpers import SAMPLE_MIB, Peer, run, wait_for
-from tests.tui.test_wizard import SIZE, config, confirm, on, type_code, walk_to_review
+from tests.tui.test_wizard import SIZE, config, confirm, on, text_of, type_code, walk_to_options, walk_to_review
 
 pytestmark = pytest.mark.root  # loop devices
 SMALLER = 56  # MiB: less than the sample's 64, more than its data once the ext4 is shrunk
@@ -31,6 +33,12 @@ def smaller(tmp_path: Path) -> Iterator[Path]:
         f.truncate(SMALLER * MIB)
     with loop_device(image, partitions=False) as dev:
         yield Path(dev)
+
+
+def size_of(shown: str) -> float:
+    """Bytes of a size as the wizard shows it: ``40.0 MiB``."""
+    number, unit = shown.split()
+    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
 
 
 def check_fitted(target: Path, source: Path) -> None:
@@ -61,9 +69,23 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
 
     async def scenario() -> None:
         async with app.run_test(size=SIZE) as pilot:
-            await walk_to_review(pilot, peer.code, receive=receive)
-            assert isinstance(app.screen, ReviewScreen)
-            said = dict(app.screen.rows)
+            await walk_to_options(pilot, peer.code, receive=receive)
+            await pilot.press("enter")
+            await on(pilot, LayoutScreen)  # the new layout, before the review
+            screen = app.screen
+            assert isinstance(screen, LayoutScreen) and not screen.refusal
+            root, data = screen.found
+            assert (root.number, root.name, root.size, root.start) == (1, 'ext4 "demo-root"', "40.0 MiB", "1.0 MiB")
+            assert root.happens == "shrunk" and root.new_start == "1.0 MiB"
+            assert MIB <= size_of(root.new_size) < 40 * MIB and size_of(root.used) < size_of(root.new_size)
+            assert (data.number, data.name.split()[0], data.start) == (2, "vfat", "41.0 MiB")
+            assert data.new_size == data.size and data.happens.startswith("moved, same size: FAT is kept")
+            shown = text_of(app, "#layout")
+            assert all(v in shown for v in ("demo-root", "40.0 MiB", root.new_size, "at 41.0 MiB", data.new_start))
+            assert "The source is never written" in text_of(app, "#layout-note")
+            await pilot.press("enter")
+            await on(pilot, ReviewScreen)
+            said = dict(app.screen.rows)  # type: ignore[attr-defined]
             assert "is smaller" in said["Shrinks"] and "never written" in said["Shrinks"]
             await confirm(pilot, smaller.name)
             await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
@@ -73,7 +95,7 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
             assert job.summary.checks and all(c["ok"] for c in job.summary.checks)
             if not receive:  # the sending machine's screen showed the layout
                 assert job.layout[0].startswith("fit (shrink)") and any(
-                    "ext4" in r and "resized" in r for r in job.layout
+                    "ext4" in r and "shrunk" in r for r in job.layout
                 )
 
     run(scenario)
@@ -161,6 +183,16 @@ def test_onto_a_larger_disk_the_user_may_grow_the_filesystems(
             await on(pilot, OptionsScreen)
             assert app.screen.grows  # type: ignore[attr-defined]  # the larger disk's choice is offered
             await pilot.press("tab", "tab", "tab", "down", "enter")
+            await on(pilot, LayoutScreen)
+            root, data = app.screen.found  # type: ignore[attr-defined]
+            assert root.happens == "grown" and size_of(root.new_size) > size_of(root.size)
+            assert data.happens == "moved, same size: FAT is kept at its size (fatresize is not part of this system)"
+            await pilot.press("escape")  # back to the options, growing still chosen
+            await on(pilot, OptionsScreen)
+            assert app.state.choice.grow
+            await pilot.press("enter")
+            await on(pilot, LayoutScreen)
+            await pilot.press("enter")
             await on(pilot, ReviewScreen)
             said = dict(app.screen.rows)  # type: ignore[attr-defined]
             assert "is larger" in said["Grows"] and "never written" in said["Grows"]

@@ -24,6 +24,7 @@ from recovery.tui.messages import Dismissed, LinkStatus, ListeningOn, LobbyEvent
 from recovery.tui.model import Choice, image_disk, target_note, target_refusal
 from recovery.tui.screens.dialogs import HelpScreen
 from recovery.tui.screens.folder import FolderScreen
+from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, Offer, SummaryScreen
@@ -207,6 +208,21 @@ def test_options(snap_compare: SnapCompare) -> None:
 
 
 @SIZES
+def test_layout_of_a_shrink(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """The new layout beside the old one, each partition with what happens to it, at both sizes."""
+    choice = Choice(send=True, source=fakes.LOCAL[0], target=fakes.PEER[1])
+    screen = showing(lambda: LayoutScreen(choice, fakes.HERE, fakes.THERE))
+    assert snap_compare(app(), run_before=screen, terminal_size=size)
+
+
+def test_layout_the_estimate_cannot_make(snap_compare: SnapCompare) -> None:
+    """Why, and no way on but Esc (the footer has no Continue)."""
+    tiny = dataclasses.replace(fakes.PEER[1], size=32 * fakes.GIB)
+    choice = Choice(send=True, source=fakes.LOCAL[0], target=tiny)
+    assert snap_compare(app(), run_before=showing(lambda: LayoutScreen(choice, fakes.HERE, fakes.THERE)))
+
+
+@SIZES
 def test_review_after_the_disks_changed(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     changes = ["the target nvme0n1 on new-laptop: its partition table changed since it was chosen"]
     assert snap_compare(
@@ -384,6 +400,7 @@ def test_every_footer_fits_60_columns_and_the_review_fits_on_screen() -> None:
         lambda: DiskScreen("source", "The disk to copy", "Choose.", fakes.LOCAL, {}, image="restore an image"),
         lambda: folder_screen("folder"),
         lambda: OptionsScreen(choice),
+        lambda: LayoutScreen(dataclasses.replace(choice, target=fakes.PEER[1]), fakes.HERE, fakes.THERE),
         lambda: ReviewScreen(choice, fakes.HERE, fakes.THERE, ["the same disks as before"]),
         lambda: PairScreen(fakes.PEER_VIEW),
         lambda: PassiveScreen(fakes.PASSIVE_VIEW, "reviewing", "", ReviewScreen(choice, fakes.HERE, fakes.THERE).rows),

@@ -19,6 +19,7 @@ from recovery.tui.config import WizardConfig
 from recovery.tui.demo import DemoWorld
 from recovery.tui.screens.dialogs import ConfirmScreen
 from recovery.tui.screens.home import HomeScreen
+from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.pair import PairScreen, PassiveScreen
 from recovery.tui.screens.progress import ProgressScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
@@ -85,7 +86,15 @@ async def on(pilot: Pilot, kind: type, what: str = "", timeout: float = 30) -> N
 
 
 async def walk_to_review(pilot: Pilot, code: str | None, *, receive: bool = False, target_index: int = 0) -> None:
-    """Pairing (``code``: type it first), direction, source, target, options: up to the review."""
+    """Pairing (``code``: type it first), direction, source, target, options (and the new layout, when the
+    clone changes it): up to the review."""
+    await walk_to_options(pilot, code, receive=receive, target_index=target_index)
+    await pilot.press("enter")
+    await past_layout(pilot)
+
+
+async def walk_to_options(pilot: Pilot, code: str | None, *, receive: bool = False, target_index: int = 0) -> None:
+    """Pairing (``code``: type it first), direction, source, target: up to the options."""
     if code is not None:
         await type_code(pilot, code)
     if isinstance(pilot.app.screen, PairScreen):
@@ -99,7 +108,14 @@ async def walk_to_review(pilot: Pilot, code: str | None, *, receive: bool = Fals
         await pilot.press("down")
     await pilot.press("enter")
     await on(pilot, OptionsScreen)
-    await pilot.press("enter")
+
+
+async def past_layout(pilot: Pilot) -> None:
+    """Options answered: on to the review, through the new layout when it shows (Enter)."""
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, LayoutScreen | ReviewScreen), 30, "the next step")
+    if isinstance(pilot.app.screen, LayoutScreen):
+        await pilot.pause(0.05)  # laid out: Enter reaches it
+        await pilot.press("enter")
     await on(pilot, ReviewScreen)
 
 
