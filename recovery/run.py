@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from recovery.errors import MissingToolError, RecoveryError, ToolError
+from recovery.errors import CancelledError, MissingToolError, RecoveryError, ToolError
 
 # Where a child's stdin, stdout or stderr goes: a subprocess constant, an open file, or None (ours).
 Redirect = int | IO[Any] | None
@@ -86,15 +86,22 @@ def run(
     timeout: float | None = None,
     stdout: int | None = subprocess.PIPE,
     keep: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` to completion; raise :class:`CommandError` if it fails, :class:`ToolError`
     if it cannot start or is still running after ``timeout`` seconds (it is killed then).
 
     ``keep``: hold only the last ``keep`` bytes of its stdout and stderr, however much it writes (a
-    program reading what a peer wrote may be made to print without end)."""
+    program reading what a peer wrote may be made to print without end). ``cancel``: once it is set, the
+    program is killed and :class:`CancelledError` raised (a long resize or copy the user gave up)."""
     argv = [str(a) for a in argv]
     if os.sep not in argv[0]:
         argv[0] = need_tool(argv[0])
+    if cancel is not None:
+        proc = _run_cancellable(argv, _env(env), input, stdout, cancel)
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc
     if keep is not None:
         proc = _run_keeping_tails(argv, _env(env), timeout, keep)
         if check and proc.returncode != 0:
@@ -118,6 +125,30 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
+
+
+CANCEL_POLL = 0.2  # seconds between looks at a cancel
+
+
+def _run_cancellable(
+    argv: list[str], env: dict[str, str], data: bytes | None, stdout: int | None, cancel: threading.Event
+) -> subprocess.CompletedProcess[bytes]:
+    stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    except OSError as e:
+        raise _cannot_start(argv, e) from None
+    pending = data
+    while True:
+        try:
+            out, err = proc.communicate(pending, timeout=CANCEL_POLL)
+            return subprocess.CompletedProcess(argv, proc.returncode, out or b"", err or b"")
+        except subprocess.TimeoutExpired:
+            pending = None  # given once: communicate keeps what it has not written yet
+        if cancel.is_set():
+            proc.kill()
+            proc.communicate()
+            raise CancelledError(f"cancelled while `{os.path.basename(argv[0])}` ran (it was stopped)")
 
 
 def _run_keeping_tails(

@@ -39,9 +39,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
 
 
 @contextlib.contextmanager
-def loop_device(image: str | Path, *, partitions: bool = True) -> Iterator[str]:
-    """Attach ``image`` to a loop device (with partition nodes); always detach."""
-    dev = sh("losetup", "--find", "--show", str(image)).stdout.strip()
+def loop_device(image: str | Path, *, partitions: bool = True, sector_size: int = 512) -> Iterator[str]:
+    """Attach ``image`` to a loop device (with partition nodes) of ``sector_size``-byte logical sectors;
+    always detach."""
+    dev = sh("losetup", "--find", "--show", "--sector-size", str(sector_size), str(image)).stdout.strip()
     try:
         if partitions:
             sh("partx", "--add", dev, check=False)  # the test kernel has no partition parsers

@@ -166,6 +166,9 @@ def plan_layout(
     placed = _placed(ordered, new_sizes, why, fit)
     if placed[-1].new_start + placed[-1].new_size > end:  # alignment ate the last slack: refused, never written
         raise _too_small(ordered, end, target_size, fit)
+    for first, second in itertools.pairwise(placed):
+        if first.new_start + first.new_size > second.new_start:
+            raise RefusedError(f"partitions {first.number} and {second.number} would overlap in the new layout")
     _check_moves(placed, ordered, label)
     return Layout(fit, source_size, target_size, end, tuple(placed))
 
@@ -197,12 +200,12 @@ def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str],
     for p, size in zip(ordered, sizes, strict=True):
         gap = p.start - prev_end
         prev_end = p.start + p.size
-        if not placed or (fit == "grow" and at + gap <= p.start):
+        if not placed:
             start = p.start
-        elif fit == "grow":
+        elif at + gap > p.start:  # the one before grew into it: it moves up
             start = _align_up(at + gap)
-        else:
-            start = min(p.start, _align_up(at + gap))
+        else:  # shrinking moves it down as far as it can go; growing leaves it where it is
+            start = p.start if fit == "grow" else min(p.start, _align_up(at + gap))
         method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
         if size < p.size and p.copies:
             method = "copy"

@@ -37,12 +37,19 @@ def kernel_node(path: str, start: int, size: int) -> str | None:
 
 @contextlib.contextmanager
 def region_device(
-    path: str, start: int, size: int, *, writable: bool = False, direct: bool = False, kernel: bool = True
+    path: str,
+    start: int,
+    size: int,
+    *,
+    writable: bool = False,
+    direct: bool = False,
+    kernel: bool = True,
+    sector_size: int = 512,
 ) -> Iterator[str | None]:
     """A device for the region; None when none can be made (not root, no loop). ``direct``: a loop device
     made for it reads past the page cache (on a failing disk a bad sector then fails only its own reads,
     not its whole page's). ``kernel=False``: never the kernel's node (which is writable), always a loop
-    device, read-only unless ``writable``."""
+    device, read-only unless ``writable``, with logical sectors of ``sector_size`` bytes."""
     node = kernel_node(path, start, size) if kernel else None
     if node is not None:
         yield node
@@ -52,6 +59,8 @@ def region_device(
         argv.append("--read-only")
     if direct:
         argv.append("--direct-io=on")
+    if sector_size != 512:
+        argv += ["--sector-size", str(sector_size)]
     proc = run.run([*argv, path], check=False)
     loop = proc.stdout.decode().strip()
     if proc.returncode != 0 or not loop:

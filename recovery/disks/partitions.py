@@ -156,7 +156,7 @@ def probe(path: str, offset: int = 0, size: int | None = None, *, around_errors:
     """What blkid finds at ``offset`` of ``path`` (a whole device, a file). blkid gives up at a read
     error: with ``around_errors`` (a failing source), when it gave up so (its low-level probing debug
     says), it is shown the areas it looks at as far as they can be read (the rest zeros)."""
-    argv = ["blkid", "-p", "-o", "export"]
+    argv = ["blkid", "-p", "-o", "udev"]
     if offset:
         argv += ["-O", str(offset)]
     if size is not None:
@@ -191,22 +191,25 @@ def _probe_around_errors(path: str, offset: int, size: int) -> Signature | None:
         f.truncate(size)
         os.pwrite(f.fileno(), first, 0)
         os.pwrite(f.fileno(), last, tail_at)
-        proc = run.run(["blkid", "-p", "-o", "export", f.name], check=False)
+        proc = run.run(["blkid", "-p", "-o", "udev", f.name], check=False)
     return dataclasses.replace(_signature(proc.stdout), unreadable=bad + bad_end)
 
 
-def _signature(export: bytes) -> Signature:
-    """A Signature from ``blkid -o export``'s lines."""
+def _signature(udev: bytes) -> Signature:
+    """A Signature from ``blkid -o udev``'s lines: the label and UUID from their ``_ENC`` forms, where every
+    byte a shell or udev would mind is ``\\xNN`` (``-o export`` writes bytes over 127 as ``M-x``, a label
+    that could not be given back to mkfs)."""
     values: dict[str, str] = {}
-    for line in export.decode(errors="replace").splitlines():
-        key, sep, value = line.partition("=")
-        if sep:  # blkid puts a backslash before spaces, quotes and the shell's other special characters
-            values[key] = re.sub(r"\\(.)", r"\1", value)
+    for line in udev.splitlines():
+        key, sep, value = line.partition(b"=")
+        if sep:
+            raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]), value)
+            values[key.decode(errors="replace")] = raw.decode(errors="replace")
     return Signature(
-        fstype=values.get("TYPE"),
-        label=values.get("LABEL"),
-        uuid=values.get("UUID"),
-        ptable=values.get("PTTYPE"),
+        fstype=values.get("ID_FS_TYPE"),
+        label=values.get("ID_FS_LABEL_ENC", values.get("ID_FS_LABEL")),
+        uuid=values.get("ID_FS_UUID_ENC", values.get("ID_FS_UUID")),
+        ptable=values.get("ID_PART_TABLE_TYPE"),
     )
 
 

@@ -126,8 +126,11 @@ def shrunk_size(disk: DiskInfo) -> int | None:
     its partitions out on, each filesystem that can shrink at its estimated smallest (:func:`partition_facts`);
     None when it has no partition table to fit. The sender measures each one exactly before anything is
     written, and refuses with the numbers when it was wrong."""
-    if disk.ptable not in ("gpt", "dos") or not disk.partitions or (disk.sector_size or 512) != 512:
+    if disk.ptable not in ("gpt", "dos") or not disk.partitions or (disk.sector_size or 512) not in (512, 4096):
         return None
+    logical = sorted((p for p in disk.partitions if p.number > 4 and disk.ptable == "dos"), key=lambda p: p.number)
+    if [p.start for p in logical] != sorted(p.start for p in logical):
+        return None  # numbered out of their order on the disk: the sender refuses to fit them
     tail = GPT_TAIL if disk.ptable == "gpt" else 0
     return fitplan.smallest_target([partition_facts(p) for p in disk.partitions], disk.size, tail)
 
@@ -170,7 +173,7 @@ def can_grow(source: DiskInfo, target: DiskInfo) -> bool:
     return (
         target.size > source.size
         and source.ptable in ("gpt", "dos")
-        and (source.sector_size or 512) == 512
+        and (source.sector_size or 512) in (512, 4096)
         and any(p.fstype in resize.GROWS for p in source.partitions)
     )
 

@@ -92,6 +92,18 @@ def test_a_size_the_partition_cannot_take_is_refused(sizes: dict[int, int], said
         sized(linux(), 1024 * GIB, 400 * GIB, "shrink", sizes)
 
 
+def test_a_partition_grown_by_choice_while_shrinking_moves_the_next_one_up() -> None:
+    """--fit shrink with one partition made larger: the one after it moves up, never under it."""
+    parts = [
+        Facts(1, MIB, 10 * GIB, LINUX, "ext4", smallest=1 * GIB, grows=True),
+        Facts(2, MIB + 10 * GIB, 10 * GIB, LINUX, "ext4", smallest=1 * GIB, grows=True),
+    ]
+    one, two = sized(parts, 20 * GIB + 2 * MIB, 16 * GIB, "shrink", {1: 12 * GIB}).parts
+    assert one.new_size == 12 * GIB and two.new_start >= one.new_start + one.new_size
+    assert two.new_start + two.new_size <= 16 * GIB - TAIL and two.new_size < two.size
+    assert [p.number for p in move_order([one, two])] == [2]  # it moves up: from the last
+
+
 def test_chosen_sizes_that_overfill_a_larger_disk_are_refused() -> None:
     with pytest.raises(RefusedError, match="the sizes chosen leave no room"):
         sized(linux(256 * GIB), 256 * GIB, 512 * GIB, "grow", {2: 300 * GIB, 3: 300 * GIB})

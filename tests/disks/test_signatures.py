@@ -73,5 +73,6 @@ def test_a_label_with_spaces_and_quotes_is_read_as_it_is(tmp_path: Path) -> None
     img = tmp_path / "fs.img"
     with open(img, "wb") as f:
         f.truncate(8 * MIB)
-    sh("mkfs.ext4", "-q", "-L", 'my "disk\\', str(img))
-    assert partitions.probe(str(img)).label == 'my "disk\\'
+    for label in ('my "disk\\', "Dé $x", "日本"):
+        sh("mkfs.ext4", "-q", "-F", "-L", label, str(img))
+        assert partitions.probe(str(img)).label == label

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fsdisks import Part, contents, make_disk, mounted_fs
+from recovery.engine.fit import fsattr
+from tests.fsdisks import BASIC_DATA, Part, contents, fill, make_disk, make_fs, mounted_fs
 from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
@@ -233,6 +234,7 @@ def test_an_image_restored_locally_onto_a_smaller_disk_is_shrunk(source: str, sm
         sh("partx", "--delete", small, check=False)
 
 
+IMMUTABLE, NODUMP, PROJINHERIT = 0x08, 0x80, 0x200  # chattr's flags as FS_IOC_FSGETXATTR names them
 XFS_LAYOUT = [Part("ext4", 64), Part("xfs", 300)]
 
 
@@ -298,6 +300,9 @@ def big_xfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f.write(b"end")
         os.close(os.open(os.path.join(os.fsencode(odd), b"caf\xe9"), os.O_CREAT | os.O_WRONLY, 0o600))
         os.chown(odd / "sym", 1234, 5678, follow_symlinks=False)
+        (odd / "frozen").write_bytes(b"chattr +i")
+        fsattr._set(os.fsencode(odd / "frozen"), (IMMUTABLE | NODUMP, 0))
+        fsattr._set(os.fsencode(odd), (PROJINHERIT, 42))  # an XFS project quota's folder
         os.utime(odd / "hard", ns=(10**18, 10**18))
         os.utime(odd, ns=(10**17, 10**17))
     return image
@@ -346,6 +351,8 @@ def test_xfs_shrinks_by_a_file_level_copy(big_xfs_image: Path, tmp_path: Path) -
                     assert os.stat(odd / "null", follow_symlinks=False).st_rdev == os.makedev(1, 3)
                     assert os.stat(odd / "sparse").st_blocks * 512 < MIB  # holes stay holes
                     assert os.path.exists(os.path.join(os.fsencode(odd), b"caf\xe9"))
+                    assert fsattr.get(os.fsencode(odd / "frozen")) == (IMMUTABLE | NODUMP, 0)
+                    assert fsattr.get(os.fsencode(odd)) == (PROJINHERIT, 42)
             finally:
                 sh("partx", "--delete", small, check=False)
 
@@ -524,3 +531,46 @@ def test_a_partition_sized_by_the_user_gets_that_size(source: str, small: str) -
     assert usage.wait() == 2 and "add --fit shrink or --fit grow" in usage.stderr
     bad = Recovery("send", "--code", CODE, "--source", source, "--to", "127.0.0.1:9", "--size", "two=60M")
     assert bad.wait() == 2 and "give a partition number and a size" in bad.stderr
+
+
+def test_a_4kn_disk_is_fitted_in_4096_byte_sectors(tmp_path: Path) -> None:
+    """A disk of 4 KiB logical sectors (as some NVMe drives are formatted): its GPT is read and written in
+    4096-byte sectors, the view's devices show them too, and the ext4 and NTFS on it shrink onto a smaller
+    4Kn disk; the target's table is valid for its sector size."""
+    image = tmp_path / "4kn.img"
+    with open(image, "wb") as f:
+        f.truncate(520 * MIB)
+    before = ""
+    with loop_device(image, partitions=False, sector_size=4096) as src:
+        sh("sfdisk", "--quiet", src, input=f"label: gpt\nsize=300MiB, type=linux\nsize=200MiB, type={BASIC_DATA}\n")
+        sh("partx", "--add", src, check=False)
+        try:
+            make_fs(f"{src}p1", "ext4", "k4root")
+            fill(f"{src}p1", "ext4", 21)
+            sh("mkntfs", "-q", "-F", "-f", "-s", "4096", "-L", "k4data", f"{src}p2")
+            fill(f"{src}p2", "ntfs", 22)
+        finally:
+            sh("partx", "--delete", src, check=False)
+        before = b3sum(src)
+        target_image = tmp_path / "4kn-target.img"
+        with open(target_image, "wb") as f:
+            f.truncate(300 * MIB)
+        with loop_device(target_image, partitions=False, sector_size=4096) as target:
+            tx, rx = clone(src, target, "--fit", "shrink")
+            assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+            assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+            assert b3sum(src) == before
+            assert "No problems found" in sh("sgdisk", "-v", target).stdout
+            assert json.loads(sh("sfdisk", "--json", target).stdout)["partitiontable"]["sectorsize"] == 4096
+            sh("partx", "--add", src, check=False)
+            sh("partx", "--add", target, check=False)
+            try:
+                for number, fstype in ((1, "ext4"), (2, "ntfs")):
+                    a, b = f"{src}p{number}", f"{target}p{number}"
+                    assert blkid(b) == blkid(a)
+                    assert contents(b, fstype) == contents(a, fstype), fstype
+                sh("e2fsck", "-f", "-n", f"{target}p1")
+                sh("ntfsfix", "--no-action", f"{target}p2")
+            finally:
+                sh("partx", "--delete", src, check=False)
+                sh("partx", "--delete", target, check=False)

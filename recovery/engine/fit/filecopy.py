@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+import threading
 
 from recovery import run
 from recovery.disks import partitions
-from recovery.engine.fit import mounts, sametree
-from recovery.errors import RefusedError, ToolError
+from recovery.engine.fit import fsattr, mounts, sametree
+from recovery.errors import CancelledError, RefusedError, ToolError
 
 MIB = 1 << 20
 COPIED = ("xfs",)  # shrunk by a copy into a new filesystem
@@ -28,38 +28,73 @@ def smallest(used: int, fstype: str) -> int:
 
 
 def used_bytes(dev: str, fstype: str) -> int:
-    """The bytes in use on the filesystem on ``dev`` (a read-only device), as the mounted filesystem says."""
+    """The bytes a copy of the filesystem on ``dev`` (a read-only device) needs for its files: what the
+    mounted filesystem says it uses, or what its files hold (each counted once), whichever is more (extents
+    shared by reflinks are used once there, and copied once per file)."""
     with mounts.mounted(dev, fstype, writable=False) as where:
         st = os.statvfs(where)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
+        held = sametree.allocated(where)
+    return max((st.f_blocks - st.f_bfree) * st.f_frsize, held)
 
 
-def copy(old: str, new: str, fstype: str, check: Callable[[], None]) -> None:
+def copy(old: str, new: str, fstype: str, cancel: threading.Event) -> None:
     """Make ``new`` (a device of the view) a filesystem like the one on ``old`` (a read-only device of the
-    source), copy every file into it and compare them all; ``check`` is called between files (a cancel)."""
-    make_like(old, new, fstype)
-    with mounts.mounted(old, fstype, writable=False) as src, mounts.mounted(new, fstype, writable=True) as dst:
-        run.run(["cp", "-a", "--sparse=auto", "--reflink=never", "--no-target-directory", f"{src}/.", dst])
-        try:
-            sametree.compare(src, dst, check)
-        except sametree.Difference as e:
-            raise ToolError(
-                f"the file-level copy differs from the source ({e}): nothing was written to the target and the "
-                "source is unchanged"
-            ) from None
+    source), copy every file into it, then compare them all as the view holds them (the copy synced,
+    unmounted and mounted again read-only). A ``cancel`` stops the copy or the comparison."""
+
+    def check() -> None:
+        if cancel.is_set():
+            raise CancelledError("cancelled while a filesystem was copied: nothing was written to the target")
+
+    with mounts.mounted(old, fstype, writable=False) as src:
+        make_like(old, new, fstype, os.statvfs(src))
+        with mounts.mounted(new, fstype, writable=True) as dst:
+            argv = ["cp", "-a", "--sparse=auto", "--reflink=never", "--no-target-directory", f"{src}/.", dst]
+            run.run(argv, cancel=cancel)
+            fsattr.carry(os.fsencode(src), os.fsencode(dst))
+        with mounts.mounted(new, fstype, writable=False) as dst:
+            try:
+                sametree.compare(src, dst, check)
+            except sametree.Difference as e:
+                raise ToolError(
+                    f"the file-level copy differs from the source ({e}): nothing was written to the target and "
+                    "the source is unchanged"
+                ) from None
 
 
-def make_like(old: str, new: str, fstype: str) -> None:
-    """A new filesystem on ``new`` with the UUID, label and features of the one on ``old``."""
+def make_like(old: str, new: str, fstype: str, files: os.statvfs_result) -> None:
+    """A new filesystem on ``new`` with the UUID, label and features of the one on ``old``, with room for as
+    many inodes as ``files`` (the old one, mounted) uses."""
     if fstype != "xfs":
         raise RefusedError(f"{fstype} is not copied file by file by this tool")
     found = partitions.probe(old)
     if not found.uuid:
         raise RefusedError(f"{old} has no filesystem UUID to carry over")
     label = ["-L", found.label] if found.label else []
+    info = run.output(["xfs_info", old])
+    pct = inode_share(info, files.f_files - files.f_ffree, _size(new))
     # -K: no discard of the view (it is a copy-on-write device); -f: the old filesystem is there
-    run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(run.output(["xfs_info", old])), *label,
-             "-m", f"uuid={found.uuid}", new])  # fmt: skip
+    run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(info, pct), *label, "-m", f"uuid={found.uuid}", new])
+    made = partitions.probe(new)
+    if (made.uuid, made.label) != (found.uuid, found.label):
+        raise ToolError(f"the new XFS did not get the old one's UUID and label ({made.uuid}, {made.label!r})")
+
+
+def inode_share(info: str, inodes: int, size: int) -> int:
+    """The percent of the new filesystem's space its inodes may take (mkfs.xfs -i maxpct): the old one's, or
+    more when the old one's inodes, twice over, need it."""
+    old = re.search(r"imaxpct=(\d+)", info)
+    isize = re.search(r"isize=(\d+)", info)
+    needed = -(-2 * inodes * int(isize.group(1) if isize else 512) * 100 // max(size, 1))
+    return min(100, max(int(old.group(1)) if old else 25, needed))
+
+
+def _size(dev: str) -> int:
+    fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 # xfs_info's words, and the mkfs.xfs option each is made with.
@@ -80,9 +115,9 @@ XFS_FEATURES = {
 }
 
 
-def xfs_options(info: str) -> list[str]:
+def xfs_options(info: str, maxpct: int | None = None) -> list[str]:
     """mkfs.xfs options that make a filesystem with the features ``xfs_info`` names (its first value of
-    each; the data and directory block sizes from their own lines)."""
+    each; the data and directory block sizes from their own lines), its inodes' share ``maxpct``."""
     values: dict[str, str] = {}
     for word, value in re.findall(r"([a-z0-9-]+)=(\S+?),?(?=\s|$)", info):
         values.setdefault(word, value)
@@ -96,6 +131,8 @@ def xfs_options(info: str) -> list[str]:
         groups.setdefault("-n", []).append("version=ci")
     data = re.search(r"^data\s+=.*?bsize=(\d+)", info, re.MULTILINE)
     naming = re.search(r"^naming\s+=.*?bsize=(\d+)", info, re.MULTILINE)
+    if maxpct is not None:
+        groups.setdefault("-i", []).append(f"maxpct={maxpct}")
     if data:
         groups.setdefault("-b", []).append(f"size={data.group(1)}")
     if naming:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,22 +55,22 @@ def measure(
         low = used = None
         if not kept or (grows and fit == "grow"):
             say(f"measuring partition {p.number} ({fstype})")
-            with partdev.region_device(source, p.start, p.size, kernel=False) as dev:  # read-only, always
+            with partdev.region_device(source, p.start, p.size, kernel=False, sector_size=table.sector_size) as dev:
                 if dev is None:
                     raise RefusedError("fitting a disk needs loop devices (run as root)")
                 try:
                     low, used = resize.measure(dev, fstype, p.number)
-                except (RefusedError, run.CommandError) as e:  # kept at its size, and the plan says why
+                except (RefusedError, ToolError) as e:  # kept at its size, and the plan says why
                     kept, grows, low = _words(e), False, None
         copies = fstype in filecopy.COPIED
         facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows, why_fixed=kept, copies=copies))
     return facts
 
 
-def _words(e: RecoveryError | run.CommandError) -> str:
-    if isinstance(e, RecoveryError):
-        return e.message
-    return f"{os.path.basename(e.argv[0])} could not measure it: {_said(e)[-200:]}"
+def _words(e: RecoveryError) -> str:
+    if isinstance(e, run.CommandError):
+        return f"it could not be measured: {_said(e)[-200:] or e.message}"
+    return e.message
 
 
 def _said(e: run.CommandError) -> str:
@@ -78,7 +80,7 @@ def _said(e: run.CommandError) -> str:
 
 def check_table(table: partitions.Table | None, source: str) -> partitions.Table:
     """A table this can rewrite: GPT, or MBR (its logical partitions in one extended partition, numbered in
-    their order on the disk), on 512-byte sectors."""
+    their order on the disk), on 512- or 4096-byte sectors."""
     if table is None or table.label not in ("gpt", "dos"):
         raise RefusedError(f"{source} has no partition table to fit: only its own size can be cloned")
     if table.extended:
@@ -91,8 +93,8 @@ def check_table(table: partitions.Table | None, source: str) -> partitions.Table
             )
         if any(not start <= p.start < p.start + p.size <= start + size for p in logical):
             raise RefusedError(f"{source} has a logical partition outside its extended partition")
-    if table.sector_size != 512:
-        raise RefusedError(f"{source} has {table.sector_size}-byte sectors: fitting it is not built yet")
+    if table.sector_size not in (512, 4096):
+        raise RefusedError(f"{source} has {table.sector_size}-byte sectors: fitting it is not built")
     return table
 
 
@@ -109,14 +111,40 @@ def plan(
     """The fitted layout for a target of ``target_size`` (nothing written; the partitions are measured only
     when some must be resized). ``foreign``: see :func:`measure`; ``sizes``: partitions the user sized."""
     table = check_table(partitions.read_table(source), source)
-    tail = (_gpt_header(source, table).entries_sectors(table.sector_size) + 1) * 512 if table.label == "gpt" else 0
-    end = fitplan.usable_end(target_size, table.label, tail)
+    ss = table.sector_size
+    tail = (_gpt_header(source, table).entries_sectors(ss) + 1) * ss if table.label == "gpt" else 0
+    end = fitplan.usable_end(target_size, table.label, tail, ss)
     fits = all(p.start + p.size <= end for p in table.partitions)
     if fit == "keep" or (fit == "shrink" and fits and not sizes):
         facts = [Facts(p.number, p.start, p.size, p.type) for p in table.partitions]
     else:
         facts = measure(source, table, fit, say, foreign=foreign)
-    return fitplan.plan_layout(facts, size, target_size, end, fit, table.label, sizes)
+    layout = fitplan.plan_layout(facts, size, target_size, end, fit, table.label, sizes)
+    if layout.changed:
+        try_table(source, table, layout)
+    return layout
+
+
+def try_table(source: str, table: partitions.Table, layout: Layout) -> None:
+    """Write the new table once on a blank sparse file of the target's size: what sfdisk refuses (an EBR
+    with no room before its logical partition, say) is refused now, before anything is resized."""
+    entries = _gpt_header(source, table).entry_count if table.label == "gpt" else 0
+    with partdev.region_device(source, 0, layout.source_size, kernel=False, sector_size=table.sector_size) as dev:
+        if dev is None:
+            raise RefusedError("fitting a disk needs loop devices (run as root)")
+        script = table_script(_dump(dev), layout, table.label, entries, table.sector_size)
+    with tempfile.NamedTemporaryFile(prefix="recovery-table-") as blank:
+        blank.truncate(layout.target_size)
+        with partdev.region_device(
+            blank.name, 0, layout.target_size, writable=True, kernel=False, sector_size=table.sector_size
+        ) as dev:
+            if dev is None:
+                raise RefusedError("fitting a disk needs loop devices (run as root)")
+            quiet = ["--quiet", "--no-reread", "--no-tell-kernel"]
+            proc = run.run(["sfdisk", *quiet, dev], input=script.encode(), check=False)
+    if proc.returncode != 0:
+        words = " ".join(proc.stderr.decode(errors="replace").split())[-300:]
+        raise RefusedError(f"the new partition table cannot be written ({words}): nothing was changed")
 
 
 @contextlib.contextmanager
@@ -136,8 +164,9 @@ def fitted_disk(
     check_room(layout, scratch or default_scratch())
     started = time.monotonic()
     steps = _Steps(sink, cancel or threading.Event())
-    with cow_view(source, max(size, layout.target_size), scratch) as view:
-        dump = _dump(view.path)  # before anything moves: a move may write over a logical partition's EBR
+    with cow_view(source, max(size, layout.target_size), scratch, table.sector_size) as view:
+        with _loop(view, size, writable=False) as dev:  # before anything moves: a move may write over an EBR
+            dump = _dump(dev)
         try:
             _shrink(view, source, layout.parts, steps)
             _move(view, order, steps)
@@ -147,13 +176,12 @@ def fitted_disk(
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
                     if not resize.set_hidden_sectors(dev, p.fstype, p.new_start // table.sector_size):
                         steps.warn(p)
+            _flush(view)  # what the steps wrote is in the overlay, or the error is here
+            if view.exhausted():
+                raise _full(view)
         except (OSError, RecoveryError) as e:
             if view.exhausted():
-                raise RefusedError(
-                    f"the copy-on-write overlay in {os.path.dirname(view.overlay)} is full: nothing was written to "
-                    "the target and the source is unchanged",
-                    hint="give --scratch a folder on a disk with more room (not the source)",
-                ) from None
+                raise _full(view) from None
             if isinstance(e, OSError):
                 raise _view_error(e, view) from None
             raise
@@ -163,6 +191,22 @@ def fitted_disk(
                 moved_bytes=sum(p.new_size for p in layout.parts if p.moved), view=view.kind,
             ))  # fmt: skip
             yield dev
+
+
+def _flush(view: View) -> None:
+    fd = os.open(view.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _full(view: View) -> RefusedError:
+    return RefusedError(
+        f"the copy-on-write overlay in {os.path.dirname(view.overlay)} is full: nothing was written to the target "
+        "and the source is unchanged",
+        hint="give --scratch a folder on a disk with more room (not the source)",
+    )
 
 
 class _Steps:
@@ -227,15 +271,15 @@ def _shrink(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> 
         if p.method == "copy":
             steps.say(f"copying partition {p.number} ({p.fstype}) file by file into a new {p.new_size >> 20} MiB "
                       "filesystem on the copy")  # fmt: skip
-            with partdev.region_device(source, p.start, p.size, kernel=False) as old, \
+            with partdev.region_device(source, p.start, p.size, kernel=False, sector_size=view.sector) as old, \
                     _region(view, p.start, p.new_size, writable=True) as new:  # fmt: skip
                 if old is None:
                     raise RefusedError("fitting a disk needs loop devices (run as root)")
-                _tool(lambda dev, fstype: filecopy.copy(old, dev, fstype, steps.check), new, p)
+                _tool(lambda dev, fstype: filecopy.copy(old, dev, fstype, steps.cancel), new, p)
         elif p.new_size < p.size:
             steps.say(f"shrinking partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.start, p.size, writable=True) as dev:
-                _tool(resize.shrink, dev, p, p.new_size)
+                _tool(functools.partial(resize.shrink, size=p.new_size, cancel=steps.cancel), dev, p)
 
 
 def _grow(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
@@ -243,12 +287,12 @@ def _grow(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
         if p.new_size > p.size:
             steps.say(f"growing partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.new_start, p.new_size, writable=True) as dev:
-                _tool(resize.grow, dev, p)
+                _tool(functools.partial(resize.grow, cancel=steps.cancel), dev, p)
 
 
-def _tool(step: Callable[..., None], dev: str, p: Placed, *size: int) -> None:
+def _tool(step: Callable[[str, str], None], dev: str, p: Placed) -> None:
     try:
-        step(dev, p.fstype or "", *size)
+        step(dev, p.fstype or "")
     except run.CommandError as e:
         words = _said(e)[-300:]
         raise ToolError(
@@ -299,7 +343,7 @@ def _write_table(view: View, table: partitions.Table, layout: Layout, dump: dict
     and attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end; MBR:
     the extended partition around the logical ones, their EBRs in the gaps before them)."""
     entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
-    script = table_script(dump, layout, table.label, entries)
+    script = table_script(dump, layout, table.label, entries, table.sector_size)
     with _loop(view, layout.target_size, writable=True) as dev:
         fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -317,10 +361,9 @@ def _dump(path: str) -> dict[str, object]:
     return json.loads(run.output(["sfdisk", "--json", path]))["partitiontable"]  # type: ignore[no-any-return]
 
 
-def table_script(dump: dict[str, object], layout: Layout, label: str, entries: int) -> str:
-    """An sfdisk script of ``dump`` (sfdisk's JSON) with the layout's starts and sizes (512-byte sectors);
-    a GPT keeps its count of ``entries``."""
-    sector = 512
+def table_script(dump: dict[str, object], layout: Layout, label: str, entries: int, sector: int = 512) -> str:
+    """An sfdisk script of ``dump`` (sfdisk's JSON) with the layout's starts and sizes (in sectors of
+    ``sector`` bytes); a GPT keeps its count of ``entries``."""
     placed = {p.number: p for p in layout.parts}
     entries_found = dump.get("partitions", [])
     found = {partitions.number_from_node(str(e.get("node", ""))) for e in entries_found if not _extended(e)}  # type: ignore[attr-defined]
@@ -332,7 +375,7 @@ def table_script(dump: dict[str, object], layout: Layout, label: str, entries: i
     lines.append("")
     for entry in dump.get("partitions", []):  # type: ignore[attr-defined]
         number = partitions.number_from_node(entry["node"]) or 0
-        start, size = _extended_place(entry, layout) if _extended(entry) else (placed[number].new_start,
+        start, size = _extended_place(entry, layout, sector) if _extended(entry) else (placed[number].new_start,
                                                                                placed[number].new_size)  # fmt: skip
         fields = [f"start={start // sector}", f"size={size // sector}", f"type={entry['type']}"]
         if "uuid" in entry:
@@ -351,10 +394,9 @@ def _extended(entry: dict[str, object]) -> bool:
     return str(entry.get("type", "")).lower() in partitions.EXTENDED_TYPES
 
 
-def _extended_place(entry: dict[str, object], layout: Layout) -> tuple[int, int]:
+def _extended_place(entry: dict[str, object], layout: Layout, sector: int) -> tuple[int, int]:
     """The extended partition's new start and size (bytes): as far before the first logical partition as it
     was (that EBR's room), to the end of the last one; never over a primary partition."""
-    sector = 512
     start = int(entry["start"]) * sector  # type: ignore[call-overload]
     logical = sorted((p for p in layout.parts if p.number > 4), key=lambda p: p.start)
     new_start = logical[0].new_start - (logical[0].start - start)
@@ -392,7 +434,7 @@ def _region(view: View, start: int, size: int, *, writable: bool) -> Iterator[st
     """A loop device over [start, start+size) of the view (never a kernel node: the view may be a disk).
     Buffered: with direct I/O, what a loop device wrote through qemu-storage-daemon's FUSE export (7.2) came
     back corrupt (a resized ext4's journal, in a test here)."""
-    with partdev.region_device(view.path, start, size, writable=writable, kernel=False) as dev:
+    with partdev.region_device(view.path, start, size, writable=writable, kernel=False, sector_size=view.sector) as dev:
         if dev is None:
             raise RefusedError("fitting a disk needs loop devices (run as root)")
         yield dev

@@ -19,21 +19,48 @@ OPTIONS = {"xfs": "nouuid"}  # both copies of one XFS mounted at once
 
 @contextlib.contextmanager
 def mounted(dev: str, fstype: str, *, writable: bool) -> Iterator[str]:
-    """``dev`` mounted in a new folder, read-only unless ``writable``; unmounted (and the folder gone) after."""
-    with tempfile.TemporaryDirectory(prefix="recovery-fit-") as where:
+    """``dev`` mounted in a new folder, read-only unless ``writable``; unmounted (and the folder gone) after,
+    however this ends. A writable one is synced first: a write that did not reach the view fails here."""
+    where = tempfile.mkdtemp(prefix="recovery-fit-")
+    done = False
+    try:
         if fstype == "btrfs":
-            run.run(["btrfs", "device", "scan", "--forget"], check=False)  # what is mounted stays known
-        first = "ro" if writable and fstype == "btrfs" else ("rw" if writable else "ro")
-        _mount(dev, fstype, where, first)
-        try:
-            if fstype == "btrfs":
-                _check_btrfs_device(dev, where)
-                if writable:
-                    _mount(dev, fstype, where, "remount,rw")
-            yield where
-        finally:
-            if run.run(["umount", where], check=False).returncode != 0:
-                run.run(["umount", "--lazy", where], check=False)
+            _forget_btrfs(dev)
+        _mount(dev, fstype, where, "ro" if writable and fstype == "btrfs" else ("rw" if writable else "ro"))
+        if fstype == "btrfs":
+            _check_btrfs_device(dev, where)
+            if writable:
+                _mount(dev, fstype, where, "remount,rw")
+        yield where
+        if writable:
+            run.run(["sync", "--file-system", where])  # syncfs: its writeback's errors come back here
+        done = True
+    finally:
+        _unmount(where, strict=writable and done)  # after an error, that error is the one told
+
+
+def _unmount(where: str, *, strict: bool) -> None:
+    """Unmount ``where`` if it is mounted and remove the folder (never what is in it). ``strict``: a
+    filesystem that was written and cannot be unmounted cleanly is an error."""
+    failed = False
+    if os.path.ismount(where):
+        if run.run(["umount", where], check=False).returncode != 0:
+            failed = True
+            run.run(["umount", "--lazy", where], check=False)
+    with contextlib.suppress(OSError):
+        os.rmdir(where)
+    if failed and strict:
+        raise ToolError(f"a filesystem written on the copy-on-write view could not be unmounted cleanly ({where})")
+
+
+def _forget_btrfs(dev: str) -> None:
+    """Have the kernel forget the unmounted devices it knows that hold the Btrfs on ``dev`` (the source's,
+    which has its UUID): the mount then takes ``dev``. Other Btrfs are left as they are."""
+    fsid = super_field(dev, "fsid")
+    found = run.run(["blkid", "--match-token", f"UUID={fsid}", "--output", "device"], check=False)
+    for other in found.stdout.decode(errors="replace").split():
+        if os.path.realpath(other) != os.path.realpath(dev):
+            run.run(["btrfs", "device", "scan", "--forget", other], check=False)  # a mounted one stays known
 
 
 def _mount(dev: str, fstype: str, where: str, mode: str) -> None:

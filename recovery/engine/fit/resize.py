@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import threading
 
 from recovery import run
 from recovery.disks import partitions
@@ -79,16 +80,16 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
     return None, None
 
 
-def shrink(dev: str, fstype: str, size: int) -> None:
-    """Shrink the filesystem on ``dev`` to ``size`` bytes."""
+def shrink(dev: str, fstype: str, size: int, cancel: threading.Event | None = None) -> None:
+    """Shrink the filesystem on ``dev`` to ``size`` bytes; a ``cancel`` stops the tool."""
     if fstype in EXT:
-        run.run(["resize2fs", "-f", dev, f"{size // 1024}K"])
+        run.run(["resize2fs", "-f", dev, f"{size // 1024}K"], cancel=cancel)
     elif fstype == "ntfs":
-        run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n")
+        run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n", cancel=cancel)
     elif fstype == "swap":
         remake_swap(dev, size)
     elif fstype == "btrfs":
-        _resize_btrfs(dev, str(size))
+        _resize_btrfs(dev, str(size), cancel)
     else:
         raise RefusedError(f"{fstype} cannot be shrunk by this tool")
 
@@ -101,19 +102,19 @@ def remake_swap(dev: str, size: int) -> None:
     run.run([*argv, dev, str(size // 1024)])  # the size in KiB: mkswap's count of 1 KiB blocks
 
 
-def grow(dev: str, fstype: str) -> None:
+def grow(dev: str, fstype: str, cancel: threading.Event | None = None) -> None:
     """Grow the filesystem on ``dev`` to fill it (XFS grows only mounted: ``dev`` is the view's, mounted here
     for that alone, never the target's, and by its own device: ``nouuid`` lets it be mounted beside the
     source it is a copy of)."""
     if fstype in EXT:
-        run.run(["resize2fs", "-f", dev])
+        run.run(["resize2fs", "-f", dev], cancel=cancel)
     elif fstype == "ntfs":
-        run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n")
+        run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n", cancel=cancel)
     elif fstype == "xfs":
         with mounts.mounted(dev, fstype, writable=True) as mnt:
-            run.run(["xfs_growfs", mnt])
+            run.run(["xfs_growfs", mnt], cancel=cancel)
     elif fstype == "btrfs":
-        _resize_btrfs(dev, "max")
+        _resize_btrfs(dev, "max", cancel)
     else:
         raise RefusedError(f"{fstype} cannot be grown by this tool")
 
@@ -121,13 +122,13 @@ def grow(dev: str, fstype: str) -> None:
 def _measure_btrfs(dev: str, number: int) -> tuple[int, int]:
     """A Btrfs on one device, clean (its checker, and no log tree left to replay), measured mounted
     read-only: the smallest device it fits (``min-dev-size``) with some room, and the bytes it uses."""
+    devices = mounts.super_field(dev, "num_devices")
+    if devices != "1":
+        raise RefusedError(f"a Btrfs on {devices} devices is kept as it is (its devices are not resized together)")
     check = run.run(["btrfs", "check", "--readonly", dev], check=False)
     if check.returncode != 0:
         raise _dirty(number, "btrfs", "btrfs check --readonly", check.stdout + check.stderr,
                      "check it on the source machine first")  # fmt: skip
-    devices = mounts.super_field(dev, "num_devices")
-    if devices != "1":
-        raise RefusedError(f"a Btrfs on {devices} devices is kept as it is (its devices are not resized together)")
     if mounts.super_field(dev, "log_root") != "0":
         raise _dirty(number, "btrfs", "its superblock", b"a log tree is left to replay",
                      "mount it once on the source machine and unmount it cleanly first")  # fmt: skip
@@ -137,11 +138,11 @@ def _measure_btrfs(dev: str, number: int) -> tuple[int, int]:
     return low + max(BTRFS_ROOM, low // 20), (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def _resize_btrfs(dev: str, size: str) -> None:
+def _resize_btrfs(dev: str, size: str, cancel: threading.Event | None) -> None:
     """Resize the Btrfs on ``dev`` (a device of the view) to ``size`` bytes or "max", mounted there."""
     devid = mounts.super_field(dev, "dev_item.devid")
     with mounts.mounted(dev, "btrfs", writable=True) as mnt:
-        run.run(["btrfs", "filesystem", "resize", f"{devid}:{size}", mnt])
+        run.run(["btrfs", "filesystem", "resize", f"{devid}:{size}", mnt], cancel=cancel)
 
 
 # FAT and NTFS boot sectors name the partition's first sector ("hidden sectors", BPB offset 0x1C): Windows

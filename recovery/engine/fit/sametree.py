@@ -1,16 +1,20 @@
 """Two mounted filesystems hold the same files: the same names, kinds, modes, owners, modification times,
-sizes, link targets, device numbers, extended attributes (ACLs and SELinux labels among them), hard links
-and contents (BLAKE3, several files at once: it releases the GIL). Access and change times are not
-compared: no copy can keep a change time."""
+sizes, link targets, device numbers, extended attributes (ACLs and SELinux labels among them), flags
+(chattr) and project ids, hard links and contents (BLAKE3, several files at once: it releases the GIL).
+Access and change times are not compared: no copy can keep a change time."""
 
 from __future__ import annotations
 
+import collections
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import blake3
+
+from recovery.engine.fit import fsattr
 
 CHUNK = 1 << 20
 
@@ -21,23 +25,63 @@ class Difference(Exception):
 
 def compare(old: str, new: str, check: Callable[[], None] = lambda: None) -> int:
     """Raise :class:`Difference` at the first difference between the trees under ``old`` and ``new``; the
-    number of entries compared when there is none. ``check`` is called for each entry (a cancel)."""
+    number of entries compared when there is none. ``check`` is called for each entry (a cancel). Contents
+    are hashed as the walk goes, a few files at once, so memory stays small whatever the tree holds."""
     links_old: dict[int, bytes] = {}
     links_new: dict[int, bytes] = {}
-    files: list[tuple[bytes, int]] = []
     count = 0
-    for rel in _entries(os.fsencode(old), os.fsencode(new)):
-        check()
-        count += 1
-        a = os.lstat(os.path.join(os.fsencode(old), rel))
-        b = os.lstat(os.path.join(os.fsencode(new), rel))
-        _same_entry(old, new, rel, a, b)
-        if not stat.S_ISDIR(a.st_mode) and (a.st_nlink != b.st_nlink or _relinked(a, b, rel, links_old, links_new)):
-            raise Difference(f"{_name(rel)}: its hard links differ")
-        if stat.S_ISREG(a.st_mode) and a.st_size and links_old.get(a.st_ino, rel) == rel:
-            files.append((rel, a.st_size))
-    _same_contents(os.fsencode(old), os.fsencode(new), files, check)
+    old_b, new_b = os.fsencode(old), os.fsencode(new)
+    pending: collections.deque[Future[bytes | None]] = collections.deque()
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
+        for rel in _entries(old_b, new_b):
+            check()
+            count += 1
+            a = os.lstat(os.path.join(old_b, rel))
+            b = os.lstat(os.path.join(new_b, rel))
+            _same_entry(old, new, rel, a, b)
+            if not stat.S_ISDIR(a.st_mode) and (a.st_nlink != b.st_nlink or _relinked(a, b, rel, links_old, links_new)):
+                raise Difference(f"{_name(rel)}: its hard links differ")
+            if stat.S_ISREG(a.st_mode) and a.st_size and links_old.get(a.st_ino, rel) == rel:
+                pending.append(pool.submit(_differs, old_b, new_b, rel))
+            while len(pending) > WINDOW or (pending and pending[0].done()):
+                _raise_if_differs(pending.popleft())
+        while pending:
+            check()
+            _raise_if_differs(pending.popleft())
+    finally:
+        pool.shutdown(cancel_futures=True)
     return count
+
+
+WORKERS = min(4, max(2, os.cpu_count() or 2))  # readers at once: more would only seek one disk harder
+WINDOW = 64  # files hashed ahead of the walk, at most
+
+
+def _differs(old: bytes, new: bytes, rel: bytes) -> bytes | None:
+    """``rel`` when its contents differ under ``old`` and ``new``, else None."""
+    return rel if _digest(os.path.join(old, rel)) != _digest(os.path.join(new, rel)) else None
+
+
+def _raise_if_differs(found: Future[bytes | None]) -> None:
+    rel = found.result()
+    if rel is not None:
+        raise Difference(f"{_name(rel)}: its contents differ")
+
+
+def allocated(root: str) -> int:
+    """The bytes the files under ``root`` take on their disk (``st_blocks``), each inode counted once."""
+    seen: set[int] = set()
+    total = 0
+    for top, dirs, files in os.walk(os.fsencode(root)):
+        for name in (*dirs, *files):
+            st = os.lstat(os.path.join(top, name))
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                if st.st_ino in seen:
+                    continue
+                seen.add(st.st_ino)
+            total += st.st_blocks * 512
+    return total
 
 
 def _relinked(a: os.stat_result, b: os.stat_result, rel: bytes, old: dict[int, bytes], new: dict[int, bytes]) -> bool:
@@ -81,34 +125,43 @@ def _same_entry(old: str, new: str, rel: bytes, a: os.stat_result, b: os.stat_re
         raise Difference(f"{_name(rel)}: its link target differs")
     if _xattrs(pa) != _xattrs(pb):
         raise Difference(f"{_name(rel)}: its extended attributes differ")
+    if fsattr.get(pa) != fsattr.get(pb):
+        raise Difference(f"{_name(rel)}: its flags (chattr) or project id differ")
 
 
 def _xattrs(path: bytes) -> dict[str, bytes]:
     return {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
 
 
-def _same_contents(old: bytes, new: bytes, files: list[tuple[bytes, int]], check: Callable[[], None]) -> None:
-    def digests(rel: bytes) -> tuple[bytes, bytes, bytes]:
-        check()
-        return rel, _digest(os.path.join(old, rel)), _digest(os.path.join(new, rel))
-
-    files.sort(key=lambda f: -f[1])  # the largest first: the pool ends together
-    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
-    try:
-        for rel, x, y in pool.map(digests, [rel for rel, _ in files]):
-            if x != y:
-                raise Difference(f"{_name(rel)}: its contents differ")
-    finally:
-        pool.shutdown(cancel_futures=True)
+ZEROS = memoryview(bytes(CHUNK))
 
 
 def _digest(path: bytes) -> bytes:
+    """BLAKE3 of a file's contents on a fixed grid of CHUNK-sized blocks, each block that is not all zeros
+    with its number: the same for the same contents whatever holes either file has, and holes are skipped
+    (SEEK_DATA), so a large sparse file costs only its data."""
     hasher = blake3.blake3()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            hasher.update(view[:n])
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        block = 0
+        while True:
+            try:
+                block = os.lseek(fd, block * CHUNK, os.SEEK_DATA) // CHUNK
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no data from there to the end
+                    break
+                raise
+            n = os.preadv(fd, [buf], block * CHUNK)
+            if n <= 0:
+                break
+            if view[:n] != ZEROS[:n]:
+                hasher.update(block.to_bytes(8, "little"))
+                hasher.update(view[:n])
+            block += 1
+    finally:
+        os.close(fd)
     return hasher.digest()
 
 

@@ -9,6 +9,7 @@ by ``qemu-storage-daemon`` as one FUSE file."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ class View:
     overlay: str  # the file that holds the writes (the snapshot's store, or the qcow2 overlay)
     kind: str  # "dm-snapshot" or "qemu-storage-daemon"
     dm_name: str = ""  # the snapshot's device-mapper name
+    sector: int = 512  # the logical sector size its loop devices show (the source's)
 
     def exhausted(self) -> bool:
         """The overlay could take no more: the snapshot was invalidated, or the overlay's folder is full (what
@@ -61,9 +63,10 @@ def default_scratch() -> str:
 
 
 @contextlib.contextmanager
-def cow_view(source: str, size: int, scratch: str | None = None) -> Iterator[View]:
+def cow_view(source: str, size: int, scratch: str | None = None, sector: int = 512) -> Iterator[View]:
     """A view of ``source`` (a device or file, read-only) ``size`` bytes long: past the source's end it
-    reads zeros. The overlay goes into a new folder in ``scratch``, removed with it."""
+    reads zeros. The overlay goes into a new folder in ``scratch``, removed with it. ``sector``: the logical
+    sector size of the source, which the loop devices made over the view show."""
     dm = check_tools()
     folder = scratch or default_scratch()
     try:
@@ -74,7 +77,7 @@ def cow_view(source: str, size: int, scratch: str | None = None) -> Iterator[Vie
         ) from None
     try:
         with _snapshot(source, size, tmp) if dm else _served(source, size, tmp) as view:
-            yield view
+            yield dataclasses.replace(view, sector=sector)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

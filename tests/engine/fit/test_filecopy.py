@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine.fit import filecopy, sametree
+from recovery.engine.fit import filecopy, fsattr, sametree
 
 XFS_INFO = """\
 meta-data=/dev/loop3p2           isize=512    agcount=4, agsize=44800 blks
@@ -34,7 +34,14 @@ def test_mkfs_xfs_is_asked_for_the_features_xfs_info_names() -> None:
     assert pairs["-i"] == "sparse=1,nrext64=0,size=512,projid32bit=1"
     assert pairs["-s"] == "size=4096"  # the data section's, not the log's
     assert pairs["-b"] == "size=4096" and pairs["-n"] == "version=ci,size=8192"
+    assert "maxpct=40" in dict(zip(*[iter(filecopy.xfs_options(XFS_INFO, 40))] * 2, strict=True))["-i"]
     assert pairs["-l"] == "lazy-count=1"
+
+
+def test_a_copy_of_many_small_files_may_give_its_inodes_more_room() -> None:
+    assert filecopy.inode_share(XFS_INFO, 1000, 1 << 30) == 25  # the old one's
+    assert filecopy.inode_share(XFS_INFO, 1_000_000, 1 << 30) == 96  # 2 x 1e6 x 512 bytes of 1 GiB
+    assert filecopy.inode_share(XFS_INFO, 10**8, 1 << 30) == 100
 
 
 def test_a_v4_xfs_keeps_its_directory_type_option() -> None:
@@ -139,3 +146,52 @@ def test_a_cancel_is_honoured_between_files(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         sametree.compare(str(old), str(new), cancel)
+
+
+def test_a_chattr_flag_the_copy_lost_is_named_and_carry_gives_it_back(tmp_path: Path) -> None:
+    old, new = copied(tmp_path)
+    flags = fsattr.get(os.fsencode(old / "e"))
+    if flags is None:
+        pytest.skip("this filesystem has no FS_IOC_FSGETXATTR")
+    nodump_noatime = 0x80 | 0x40
+    fsattr._set(os.fsencode(old / "e"), (nodump_noatime, 0))
+    fsattr._set(os.fsencode(old / "d"), (0x08, 0))  # immutable: carried last, and cleared after the test
+    try:
+        with pytest.raises(sametree.Difference, match="d: its flags"):
+            sametree.compare(str(old), str(new))
+        fsattr.carry(os.fsencode(old), os.fsencode(new))
+        assert fsattr.get(os.fsencode(new / "e")) == (nodump_noatime, 0)
+        assert fsattr.get(os.fsencode(new / "d")) == (0x08, 0)
+        sametree.compare(str(old), str(new))
+    finally:
+        for tree in (old, new):
+            fsattr._set(os.fsencode(tree / "d"), (0, 0))
+
+
+def test_holes_and_written_zeros_hash_alike_and_cost_only_their_data(tmp_path: Path) -> None:
+    holes, zeros, other = tmp_path / "holes", tmp_path / "zeros", tmp_path / "other"
+    with open(holes, "wb") as f:
+        f.seek(64 << 20)
+        f.write(b"end")
+    zeros.write_bytes(bytes(64 << 20) + b"end")
+    with open(other, "wb") as f:
+        f.seek(64 << 20)
+        f.write(b"End")
+    assert sametree._digest(os.fsencode(holes)) == sametree._digest(os.fsencode(zeros))
+    assert sametree._digest(os.fsencode(holes)) != sametree._digest(os.fsencode(other))
+    assert sametree.allocated(str(tmp_path)) < 66 << 20  # the holes take nothing
+
+
+def test_a_cancel_stops_a_running_tool() -> None:
+    import threading
+    import time
+
+    from recovery import run
+    from recovery.errors import CancelledError
+
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError, match="sleep"):
+        run.run(["sleep", "30"], cancel=cancel)
+    assert time.monotonic() - started < 5
