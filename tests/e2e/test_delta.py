@@ -298,3 +298,28 @@ def test_a_copy_changed_under_its_record_is_never_verified_as_it_is(ext4_disks: 
     else:
         assert (tx_code, rx_code) == (VerificationError.exit_code,) * 2
         assert any(o <= at < o + n for o, n in summary["mismatches"]), summary["mismatches"]
+
+
+def test_an_image_restored_again_onto_its_earlier_restore_sends_only_what_differs(
+    ext4_disks: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    """The issue's image case: a disk that holds an earlier restore of an image gets only what differs, from
+    a local restore and from the other machine alike; the target then holds the image's disk exactly."""
+    src, _, target = ext4_disks
+    image = tmp_path / "disk.img"
+    save = Recovery("image", "save", "--source", src, "--output", str(image), "--mode", "exact")
+    assert save.wait() == 0, save.stderr
+    with loop_device(target, partitions=False) as dev:
+        first = Recovery("image", "restore", str(image), "--target", dev, "--yes")
+        assert first.wait() == 0, first.stderr
+        again = Recovery("image", "restore", str(image), "--target", dev, "--yes")
+        assert again.wait() == 0, again.stderr
+        full, local = first.event("summary"), again.event("summary")
+        assert full and local and local["verified"] is True
+        assert local["unchanged"] > 0 and local["bytes_sent"] < full["bytes_sent"] // 2, (full, local)
+        rx, port = receiver(dev, "--yes")
+        tx = Recovery("send", "--code", CODE, "--source", str(image), "--to", f"127.0.0.1:{port}")
+        assert (tx.wait(), rx.wait()) == (0, 0), (tx.stderr, rx.stderr)
+        remote = tx.event("summary")
+        assert remote and remote["verified"] is True and remote["unchanged"] == local["unchanged"]
+        assert same_bytes(src, dev)
