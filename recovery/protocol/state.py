@@ -213,11 +213,6 @@ class ControlConnection:
         self.clones = 0  # plans seen: the clone number for data keys
         self.epoch = 0  # resends in this clone: the data stream's epoch
 
-    @property
-    def sealed(self) -> bool:
-        """Every record this side sends from now on is sealed with the session's keys (it is paired)."""
-        return self._sealer is not None
-
     # --- helpers ---
 
     def _speaker_ok(self, who: str, ours: bool) -> bool:

@@ -29,7 +29,7 @@ def for_peer(state: ControlConnection, text: str | None, peer: str) -> str | Non
             f"{peer} runs a usb4-recovery that cannot encrypt an image or open an encrypted one",
             hint=f"upgrade it on {peer}, or keep the image on this machine",
         )
-    if not state.sealed:
+    if not state.paired:  # paired: every record it sends is sealed with the session's keys
         raise UsageError("the control channel is not sealed: the passphrase is not sent", hint="pair again")
     return text
 
