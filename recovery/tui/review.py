@@ -44,13 +44,13 @@ def encrypted_rows(choice: Choice, src_host: str, dst_host: str) -> Rows:
     if asked == "new" and choice.passphrase is not None:
         return [
             (
-                "Encrypted",
+                "Encrypt",
                 f"yes: {dst_host} encrypts the image (AES-256-GCM) under the passphrase typed here; "
                 "without it the image cannot be read or restored",
             )
         ]
     if asked == "image":
-        return [("Encrypted", f"the image is: {src_host} opens it with the passphrase typed here")]
+        return [("Encrypt", f"the image is: {src_host} opens it with the passphrase typed here")]
     return []
 
 

@@ -523,5 +523,5 @@ def local_passphrase_problem(choice: Choice) -> str:
     try:
         imagepass.check(imagedir.saved_image(choice.source.path), choice.passphrase)
     except RecoveryError as e:
-        return e.message
+        return e.message[0].upper() + e.message[1:]
     return ""

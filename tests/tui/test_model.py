@@ -465,8 +465,8 @@ def test_a_saved_image_may_be_encrypted_by_a_passphrase_typed_twice_and_the_revi
     encrypted = flow.answer(save, "options", dataclasses.replace(save, passphrase=secret))
     assert encrypted.passphrase == secret and encrypted.complete().passphrase == secret
     said = dict(review_rows(encrypted, fakes.HERE, fakes.THERE))
-    assert said["Encrypted"].startswith("yes: new-laptop encrypts the image (AES-256-GCM)")
-    assert "Encrypted" not in dict(review_rows(save, fakes.HERE, fakes.THERE))  # not chosen: no row
+    assert said["Encrypt"].startswith("yes: new-laptop encrypts the image (AES-256-GCM)")
+    assert "Encrypt" not in dict(review_rows(save, fakes.HERE, fakes.THERE))  # not chosen: no row
     everything = repr(encrypted) + repr(encrypted.complete()) + repr(review_rows(encrypted, fakes.HERE, fakes.THERE))
     assert secret not in everything
     # Another target, source or direction drops it: the passphrase was for that image.
@@ -485,7 +485,7 @@ def test_an_encrypted_image_asks_for_its_passphrase_once_and_a_plain_one_for_non
     opened = flow.answer(restore, "options", dataclasses.replace(restore, passphrase="short"))
     assert opened.complete().passphrase == "short"
     said = dict(review_rows(opened, fakes.HERE, fakes.THERE))
-    assert said["Encrypted"] == "the image is: rescue-laptop opens it with the passphrase typed here"
+    assert said["Encrypt"] == "the image is: rescue-laptop opens it with the passphrase typed here"
     plain_entry = dataclasses.replace(entry, encrypted=False)
     plain = flow.answer(flow.answer(Choice(send=True), "image", ("/media/usb", plain_entry)), "target", fakes.PEER[0])
     assert passphrase_asked(plain) == "" and dataclasses.replace(plain, passphrase="x").complete().passphrase is None

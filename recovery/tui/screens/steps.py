@@ -288,7 +288,7 @@ class OptionsScreen(Step):
 
     def _say(self, text: str) -> None:
         help_line = self.query_one("#passphrase-help", Static)
-        help_line.update(plain(text[0].upper() + text[1:] + "." if text else ""))
+        help_line.update(plain(text.rstrip(".") + "." if text else ""))  # as said: it may start with a host name
         help_line.display = bool(text)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -306,7 +306,7 @@ class OptionsScreen(Step):
     def action_next(self) -> None:
         problem = self._typed()[1]
         if problem:
-            self._say(problem)
+            self._say(problem[0].upper() + problem[1:])
             self.query_one("#passphrase", Input).focus()
             return
         self.answer(self.highlighted())
