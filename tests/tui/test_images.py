@@ -228,7 +228,7 @@ async def type_passphrase(pilot: Pilot, first: str, again: str | None = None) ->
     screen = pilot.app.screen
     assert isinstance(screen, OptionsScreen)
     if again is not None:
-        screen.query_one("#encrypt", ChoiceList).highlighted = 1  # "Encrypt the image with a passphrase"
+        screen.query_one("#encrypt", ChoiceList).highlighted = 1  # "yes: encrypt the image with a passphrase"
         await pilot.pause()
         assert screen.query_one("#passphrase-box").display
         screen.query_one("#again", Input).value = again

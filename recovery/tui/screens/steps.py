@@ -255,7 +255,7 @@ class OptionsScreen(Step):
             yield ChoiceList(
                 [
                     ("off", "no: whoever has the file can read the disk in it"),
-                    ("on", "Encrypt the image with a passphrase (AES-256-GCM)"),
+                    ("on", "yes: encrypt the image with a passphrase (AES-256-GCM)"),
                 ],
                 "on" if self.choice.passphrase else "off",
                 id="encrypt",
