@@ -229,10 +229,13 @@ def image_text(entry: ImageEntry) -> str:
     return " · ".join(b for b in bits if b) + " file"
 
 
-def image_refusal(entry: ImageEntry) -> str | None:
-    """Why the wizard cannot restore this image (None: it can)."""
+def image_refusal(entry: ImageEntry, peer: str = "") -> str | None:
+    """Why the wizard cannot restore this image (None: it can); ``peer``: the image is on that machine,
+    whose usb4-recovery cannot take an image's passphrase."""
     if entry.problem:
         return entry.problem
+    if entry.encrypted and peer:
+        return f"encrypted, and {peer} cannot take its passphrase: upgrade usb4-recovery there"
     if entry.size <= 0:
         return "it does not say how large its disk is"
     return None

@@ -213,7 +213,12 @@ class Stepper:
             return self.folder_screen(step)
         if step == "options":
             problem, state.passphrase_problem = state.passphrase_problem, ""
-            return OptionsScreen(choice, problem)
+            old = (
+                choice.send
+                and choice.image_target is not None
+                and not (state.session and state.session.image_passphrases)
+            )
+            return OptionsScreen(choice, problem, old_peer=peer if old else "")
         if step == "layout":
             return LayoutScreen(choice, state.host, peer)
         changes, state.changes = state.changes, ()
@@ -227,6 +232,7 @@ class Stepper:
         save = step == "folder"
         here = not choice.send if save else bool(choice.send)  # the folder is on the machine of this side
         holder = state.host if here else peer
+        old_peer = "" if here or session.image_passphrases else peer
 
         def ask(folder: str) -> None:
             session.find_images(folder, here=here)
@@ -253,6 +259,7 @@ class Stepper:
             folder=posixpath.dirname(choice.source.path)
             if choice.image_source and choice.source
             else state.image_folder,
+            old_peer=old_peer,
         )
 
     def image_asked(self, step: str) -> None:

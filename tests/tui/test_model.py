@@ -296,6 +296,7 @@ def test_an_image_is_named_for_its_disk_and_day_and_says_why_it_cannot_be_restor
     assert image_name(fakes.LOCAL[0], day) == "Samsung-SSD-980-PRO-2026-12-06.img"
     assert image_name(DiskInfo(path="/tmp/a b.img", size=1, model="image file"), day) == "a-b-2026-12-06.img"
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB, encrypted=True)) is None  # it asks
+    assert "cannot take its passphrase" in str(image_refusal(ImageEntry("x.img", 1, GIB, encrypted=True), "b"))
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, problem="incomplete")) == "incomplete"
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB)) is None
     four_k = ImageEntry(name="x.img", file_bytes=1, size=GIB, sector_size=4096)

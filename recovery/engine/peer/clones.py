@@ -192,6 +192,12 @@ class CloneSession:
         """The peer saves and restores images in its folders (both list "images")."""
         return "images" in self.link.ctl.state.shared_caps
 
+    @property
+    def image_passphrases(self) -> bool:
+        """The peer takes an image's passphrase (both list "image-passphrase"): it encrypts an image it saves,
+        and restores an encrypted one."""
+        return imagepass.CAPABILITY in self.link.ctl.state.shared_caps
+
     def cancel(self) -> None:
         """Stop the running clone (either role); the peer is told, and the link ends (with
         "keep-pairing", not the pairing)."""

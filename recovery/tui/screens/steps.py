@@ -195,12 +195,16 @@ class OptionsScreen(Step):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "next", "Continue", key_display="Enter", priority=True)]
     step = "options"
 
-    def __init__(self, choice: Choice, problem: str = "") -> None:
-        """``problem``: why the image's passphrase was refused (by the machine that holds the image)."""
+    def __init__(self, choice: Choice, problem: str = "", old_peer: str = "") -> None:
+        """``problem``: why the image's passphrase was refused (by the machine that holds the image);
+        ``old_peer``: the machine a save's image goes to, when it cannot encrypt it."""
         super().__init__("How to copy")
         self.choice = choice
         self.problem = problem
+        self.old_peer = old_peer
         self.asked = passphrase_asked(choice)
+        if old_peer and self.asked == "new":
+            self.asked = ""
 
     def compose(self) -> ComposeResult:
         c = self.choice
@@ -247,6 +251,9 @@ class OptionsScreen(Step):
     def passphrase_fields(self) -> ComposeResult:
         """A save: whether to encrypt the image, and its passphrase twice; a restore of an encrypted image:
         its passphrase. Masked; what is typed never leaves this screen but in the choice."""
+        if self.old_peer and self.choice.image_target is not None:
+            yield Label("Encryption", classes="section")
+            yield Static(plain(f"{self.old_peer} cannot encrypt an image: upgrade usb4-recovery there"))
         if not self.asked:
             return
         typed = self.choice.passphrase or ""
