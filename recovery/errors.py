@@ -197,6 +197,14 @@ class PassphraseError(RecoveryError):
     exit_code = 17
 
 
+class PassphraseRefusedError(RefusedError):
+    """The machine that holds an encrypted image refused its passphrase (wrong or missing) before anything
+    was written: the link stays, and the user may type it again."""
+
+    code = PassphraseError.code
+    exit_code = PassphraseError.exit_code
+
+
 INTERRUPTED_EXIT_CODE = 130
 
 ERRORS_BY_CODE: dict[str, type[RecoveryError]] = {

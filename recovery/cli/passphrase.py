@@ -7,9 +7,8 @@ import argparse
 import getpass
 import os
 
+from recovery.diskimage.seal import MAX_PASSPHRASE, new_passphrase_problem
 from recovery.errors import PassphraseError, UsageError
-
-MAX_PASSPHRASE = 4096
 
 
 def add_passphrase(p: argparse.ArgumentParser, *, new: bool) -> None:
@@ -52,8 +51,9 @@ def _ask(*, confirm: bool) -> bytes:
         raise PassphraseError("no passphrase: give --passphrase-file FILE (there is no terminal to ask on)")
     try:
         first = getpass.getpass("Image passphrase: ")
-        if confirm and getpass.getpass("The same passphrase again: ") != first:
-            raise PassphraseError("the two passphrases differ", hint="type it again")
+        problem = new_passphrase_problem(first, getpass.getpass("The same passphrase again: ")) if confirm else None
+        if problem:
+            raise PassphraseError(problem, hint="type it again")
     except (EOFError, OSError):
         raise PassphraseError("no passphrase was typed", hint="give --passphrase-file FILE") from None
     if not first:

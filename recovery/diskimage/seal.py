@@ -27,6 +27,19 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE
 KEY_SIZE = 32
 # scrypt's cost: 2**15 * 8 * 128 bytes = 32 MiB of memory, about 0.1 s on this machine's cores
 LOG2_N, R, P = 15, 8, 1
+MAX_PASSPHRASE = 4096  # bytes of any passphrase (a passphrase file's first line)
+MIN_NEW_PASSPHRASE = 8  # characters of a typed passphrase that encrypts a new image
+
+
+def new_passphrase_problem(first: str, again: str) -> str | None:
+    """Why a passphrase typed twice for a new image is refused (None: it is taken)."""
+    if first != again:
+        return "the two passphrases differ: type the same one twice"
+    if len(first) < MIN_NEW_PASSPHRASE:
+        return f"a passphrase of at least {MIN_NEW_PASSPHRASE} characters, please (this one has {len(first)})"
+    if len(first.encode()) > MAX_PASSPHRASE:
+        return f"a passphrase of at most {MAX_PASSPHRASE} bytes, please"
+    return None
 
 
 def passphrase_key(passphrase: bytes, keys: KeyBlock) -> bytes:

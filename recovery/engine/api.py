@@ -43,6 +43,8 @@ CAPABILITIES = (
     # request.image; find_images answered by images)
     "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
     "fit",  # the sender asks the target's size before it plans (measure, measured): --fit shrink|grow
+    "image-passphrase",  # an image saved into, or restored from, a folder of the peer is encrypted: its
+    # passphrase goes with it (plan.passphrase, request.passphrase), sealed like every message after pairing
 )
 
 
@@ -77,8 +79,10 @@ class SendOptions:
     rescan: bool = False  # resume although the source's partition tables changed (what differs is sent again)
     restart: bool = False  # ask the receiver to start over even if its target holds an interrupted clone
     log_dir: Path | None = None  # job logs and mapfiles (None: recovery.engine.joblog.default_dir())
-    passphrase: bytes | None = None  # the source is an encrypted image: its passphrase
+    passphrase: bytes | None = field(default=None, repr=False)  # the source is an encrypted image: its passphrase
     image: str | None = None  # save the clone as an image file at this path of the receiver (capability "images")
+    # an image saved on the receiver: encrypt it under this passphrase (capability "image-passphrase")
+    image_passphrase: str | None = field(default=None, repr=False)
     image_only: bool = False  # the source must be an image file (a peer asked to restore one): never raw bytes
     delta: bool = True  # take the receiver's delta offer (False: --no-delta, the wizard's "overwrite it")
     fit: str = "keep"  # "keep" the source's layout, "shrink" it onto a smaller target, "grow" it onto a larger
@@ -103,5 +107,5 @@ class ReceiveOptions:
     delta: bool = True  # offer a target's earlier clone of the same source (False: --no-delta)
     log_dir: Path | None = None  # job logs and resume journals (None: recovery.engine.joblog.default_dir())
     image: bool = False  # the target is an image file to create (recovery.diskimage), not a disk's bytes
-    passphrase: bytes | None = None  # an image: encrypt it under this passphrase
+    passphrase: bytes | None = field(default=None, repr=False)  # an image: encrypt it under this passphrase
     no_links: bool = False  # a path a peer chose: opened with no symbolic link anywhere on it

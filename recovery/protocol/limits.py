@@ -17,3 +17,6 @@ MAX_EPOCH = (1 << 32) - 1  # resends open epochs 1, 2, ... up to this
 RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone
 RESENDS_PER_CLONE = 64  # and this many resends in all
 MAX_PARTS = 128  # partitions a plan may name (a GPT's usual table); the receiver checks each
+# An image's passphrase typed in the wizard, sent to the peer that saves or restores it (capability
+# "image-passphrase"): at most this many characters, so at most 4096 bytes in UTF-8 (recovery.diskimage.seal)
+MAX_PASSPHRASE_CHARS = 1024

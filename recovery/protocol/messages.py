@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from recovery.errors import RemoteProtocolError
-from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE
+from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_PASSPHRASE_CHARS
 from recovery.protocol.records import RecordReader
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 from recovery.protocol.values import (
@@ -178,6 +178,7 @@ class Bye(Message):
 
 
 MAX_REVIEW_LINES = 16
+PASSPHRASE = bounded(min_len=1, max_len=MAX_PASSPHRASE_CHARS)  # an image's (an older one's may be short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +220,9 @@ class Request(Message):
     # Optional (2.1, capability "fit"): fit the source to ``target`` (the driver's disk it is sent onto).
     fit: Literal["keep", "shrink", "grow"] = "keep"
     target: Identity | None = None
+    # Optional (2.1, capability "image-passphrase"): the passphrase of the encrypted image ``source``.
+    # Only ever sent sealed (after the pairing); never shown, logged or kept.
+    passphrase: str | None = field(default=None, repr=False, metadata=PASSPHRASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,9 @@ class Plan(Message):
     # Optional (2.1, capability "delta"): the sender takes a delta offer (the driving user did not refuse
     # it): the receiver may offer what its target holds of an earlier clone of this source.
     delta: bool = False
+    # Optional (2.1, capability "image-passphrase", only with ``image``): encrypt the new image under
+    # this passphrase. Only ever sent sealed (after the pairing); never shown, logged or kept.
+    passphrase: str | None = field(default=None, repr=False, metadata=PASSPHRASE)
 
 
 @dataclass(frozen=True, slots=True)

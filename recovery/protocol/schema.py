@@ -37,10 +37,15 @@ class SchemaError(RemoteProtocolError):
 
 
 def bounded(
-    *, max_len: int | None = None, lo: int | float | None = None, hi: int | float | None = None
+    *,
+    max_len: int | None = None,
+    lo: int | float | None = None,
+    hi: int | float | None = None,
+    min_len: int | None = None,
 ) -> dict[str, Any]:
-    """Field metadata with bounds: ``field(metadata=bounded(max_len=64))``."""
-    return {"max_len": max_len, "lo": lo, "hi": hi}
+    """Field metadata with bounds: ``field(metadata=bounded(max_len=64))``; ``min_len``: a string's
+    fewest characters."""
+    return {"max_len": max_len, "lo": lo, "hi": hi, "min_len": min_len}
 
 
 @functools.cache
@@ -117,6 +122,8 @@ def _convert(tp: Any, value: Any, meta: Any, where: str) -> Any:
         limit = meta.get("max_len") or MAX_STR
         if len(value) > limit:
             raise SchemaError(f"{where}: string of {len(value)} characters, at most {limit}")
+        if len(value) < (meta.get("min_len") or 0):
+            raise SchemaError(f"{where}: string of {len(value)} characters, at least {meta['min_len']}")
         bad = _CONTROL.search(value)
         if bad:
             raise SchemaError(f"{where}: string holds the control character {ord(bad.group()):#04x}")

@@ -46,6 +46,16 @@ def _steps(code: str, peer: str, retry: str, serving: bool) -> tuple[str, tuple[
             ("Choose another target, or free this one (unmount it, stop what uses it).",),
             False,
         )
+    if code == "passphrase":
+        return (
+            "The image's passphrase was refused",
+            (
+                f"Nothing was written: the passphrase is typed again on {peer}."
+                if serving
+                else "Nothing was written: type the image's passphrase again.",
+            ),
+            False,
+        )
     if code == "source_read":
         return (
             "The source disk cannot be read",

@@ -104,7 +104,9 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
         assert isinstance(value, bool)
         if value == choice.send:
             return choice
-        return dataclasses.replace(choice, send=value, source=None, target=None, image_source=None, image_target=None)
+        return dataclasses.replace(
+            choice, send=value, source=None, target=None, image_source=None, image_target=None, passphrase=None
+        )
     if step in ("source", "image"):
         entry = value[1] if isinstance(value, tuple) else None
         disk = restored_disk(value[0], value[1]) if isinstance(value, tuple) else value
@@ -116,17 +118,31 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
         rescue = choice.rescue and choice.source is not None and same_disk(choice.source, disk) and not entry
         mode = entry.mode if entry is not None else choice.mode
         return dataclasses.replace(
-            choice, source=disk, target=target, rescue=rescue, image_source=entry, image_target=None, mode=mode
+            choice,
+            source=disk,
+            target=target,
+            rescue=rescue,
+            image_source=entry,
+            image_target=None,
+            mode=mode,
+            passphrase=None,  # a restore's was for its image; a save's for the image of another source
         )
     if step == "target":
         assert isinstance(value, DiskInfo)
-        return dataclasses.replace(choice, target=value, image_target=None)
+        return dataclasses.replace(choice, target=value, image_target=None, passphrase=None)
     if step == "folder":
         assert isinstance(value, str) and choice.source is not None
         return dataclasses.replace(choice, target=image_disk(value, choice.source.size), image_target=value)
     if step == "options":
         assert isinstance(value, Choice)
-        return dataclasses.replace(choice, mode=value.mode, level=value.level, verify=value.verify, grow=value.grow)
+        return dataclasses.replace(
+            choice,
+            mode=value.mode,
+            level=value.level,
+            verify=value.verify,
+            grow=value.grow,
+            passphrase=value.passphrase,
+        )
     return choice
 
 

@@ -11,8 +11,10 @@ import datetime
 import os
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
+from recovery.diskimage.seal import new_passphrase_problem
 from recovery.disks import fitplan, identity, safety
 from recovery.engine.fit import filecopy, resize
 from recovery.engine.peer.jobs import CloneChoice
@@ -227,12 +229,13 @@ def image_text(entry: ImageEntry) -> str:
     return " · ".join(b for b in bits if b) + " file"
 
 
-def image_refusal(entry: ImageEntry) -> str | None:
-    """Why the wizard cannot restore this image (None: it can)."""
+def image_refusal(entry: ImageEntry, peer: str = "") -> str | None:
+    """Why the wizard cannot restore this image (None: it can); ``peer``: the image is on that machine,
+    whose usb4-recovery cannot take an image's passphrase."""
     if entry.problem:
         return entry.problem
-    if entry.encrypted:
-        return "encrypted: the wizard cannot ask for its passphrase"
+    if entry.encrypted and peer:
+        return f"encrypted, and {peer} cannot take its passphrase: upgrade usb4-recovery there"
     if entry.size <= 0:
         return "it does not say how large its disk is"
     return None
@@ -274,6 +277,8 @@ class Choice:
     image_target: str | None = None  # a save: the new image file (``target`` describes it)
     image_source: ImageEntry | None = None  # a restore: the image (``source`` describes it, by its path)
     grow: bool = False  # a larger target: grow the source's filesystems to fill it (else the space stays free)
+    # A save: encrypt the image under it; a restore of an encrypted image: its passphrase. Never shown.
+    passphrase: str | None = field(default=None, repr=False)
 
     def complete(self) -> CloneChoice:
         assert self.send is not None and self.source is not None and self.target is not None
@@ -289,6 +294,7 @@ class Choice:
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
             fit=self.fit,
+            passphrase=self.passphrase if passphrase_asked(self) else None,
         )
 
     @property
@@ -301,3 +307,29 @@ class Choice:
     @property
     def ready(self) -> bool:
         return self.send is not None and self.source is not None and self.target is not None
+
+
+# --- an image's passphrase ---------------------------------------------------
+
+Asked = Literal["new", "image", ""]
+
+
+def passphrase_asked(choice: Choice) -> Asked:
+    """What the options step asks of a passphrase: "new" (a save, which may encrypt its image), "image"
+    (the image restored is encrypted), or "" (nothing)."""
+    if choice.image_target is not None:
+        return "new"
+    if choice.image_source is not None and choice.image_source.encrypted:
+        return "image"
+    return ""
+
+
+def typed_passphrase(asked: Asked, encrypt: bool, first: str, again: str) -> tuple[str | None, str | None]:
+    """The options step's passphrase from what was typed, or why it is not taken: ``(passphrase, None)``
+    or ``(None, problem)``; ``(None, None)`` when none is asked (or a save is not encrypted)."""
+    if asked == "image":
+        return (first, None) if first else (None, "type the image's passphrase")
+    if asked != "new" or not encrypt:
+        return None, None
+    problem = new_passphrase_problem(first, again)
+    return (None, problem) if problem else (first, None)

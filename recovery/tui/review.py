@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from recovery.engine.peer.jobs import earlier_copy, unfinished
 from recovery.protocol.messages import DiskInfo, Unfinished
-from recovery.tui.model import Choice, contents, copy_text, image_text, short_name, used_bytes
+from recovery.tui.model import Choice, contents, copy_text, image_text, passphrase_asked, short_name, used_bytes
 from recovery.units import human_size
 
 Rows = list[tuple[str, str]]
@@ -34,7 +34,24 @@ def review_rows(choice: Choice, host: str, peer: str) -> Rows:
         ("Rescue", rescue_text(choice.rescue)),
         ("Start", start_text(choice)),
         ("Verify", verify_text(choice, dst_host)),
+        *encrypted_rows(choice, src_host, dst_host),
     ]
+
+
+def encrypted_rows(choice: Choice, src_host: str, dst_host: str) -> Rows:
+    """Whether the image is encrypted (never the passphrase: the other screen is shown these rows too)."""
+    asked = passphrase_asked(choice)
+    if asked == "new" and choice.passphrase is not None:
+        return [
+            (
+                "Encrypt",
+                f"yes: {dst_host} encrypts the image (AES-256-GCM) under the passphrase typed here; "
+                "without it the image cannot be read or restored",
+            )
+        ]
+    if asked == "image":
+        return [("Encrypt", f"the image is: {src_host} opens it with the passphrase typed here")]
+    return []
 
 
 def copy_row(choice: Choice, src_host: str) -> tuple[str, str]:

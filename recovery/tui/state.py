@@ -85,6 +85,7 @@ class WizardState:
     auto_resume: bool = False  # the user allowed: pair again by itself with that machine, and resume
     repairing: bool = False  # a failed clone kept the pairing: the two pair again by its secret now (no code)
     image_folder: str = ""  # the folder last chosen for an image (saved into, or restored from)
+    passphrase_problem: str = ""  # why the image's passphrase was refused: the options step says it, once
     choose_again: bool = False  # the driver's user chose another clone meanwhile: the direction step follows
 
     @property

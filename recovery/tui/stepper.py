@@ -22,14 +22,18 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from recovery import report
+from recovery.engine import imagedir
+from recovery.engine.peer import imagepass
 from recovery.engine.peer.jobs import ImagesFound, JobEnded, PeerActivity, earlier_copy, unfinished
 from recovery.engine.peer.seen import Pin
+from recovery.errors import RecoveryError
 from recovery.tui import flow
 from recovery.tui.advice import SOURCE_SAFE, advise, peer_left
 from recovery.tui.config import WizardConfig
 from recovery.tui.job import JobView
 from recovery.tui.messages import AutoResumeAsked, Dismissed, RetryAsked, StartOverAsked
 from recovery.tui.model import (
+    Choice,
     image_name,
     restore_refusal,
     short_name,
@@ -208,7 +212,13 @@ class Stepper:
         if step in ("image", "folder"):
             return self.folder_screen(step)
         if step == "options":
-            return OptionsScreen(choice)
+            problem, state.passphrase_problem = state.passphrase_problem, ""
+            old = (
+                choice.send
+                and choice.image_target is not None
+                and not (state.session and state.session.image_passphrases)
+            )
+            return OptionsScreen(choice, problem, old_peer=peer if old else "")
         if step == "layout":
             return LayoutScreen(choice, state.host, peer)
         changes, state.changes = state.changes, ()
@@ -222,6 +232,7 @@ class Stepper:
         save = step == "folder"
         here = not choice.send if save else bool(choice.send)  # the folder is on the machine of this side
         holder = state.host if here else peer
+        old_peer = "" if here or session.image_passphrases else peer
 
         def ask(folder: str) -> None:
             session.find_images(folder, here=here)
@@ -248,6 +259,7 @@ class Stepper:
             folder=posixpath.dirname(choice.source.path)
             if choice.image_source and choice.source
             else state.image_folder,
+            old_peer=old_peer,
         )
 
     def image_asked(self, step: str) -> None:
@@ -269,6 +281,10 @@ class Stepper:
             self.wizard.load_inventory("plan")  # the disks as they are right before the plan
             return
         state.choice = flow.answer(state.choice, step, value)
+        if step == "options" and (problem := local_passphrase_problem(state.choice)):
+            state.passphrase_problem = problem
+            self.show_step("options")  # typed again before the review
+            return
         if isinstance(value, tuple):  # an image to restore: (its folder, what it holds)
             state.image_folder = str(value[0])
         elif step == "folder":
@@ -391,6 +407,12 @@ class Stepper:
                 wizard.check_demo(chosen.source.path, chosen.target.path)
             return
         state.last_result = f"failed ({ended.code}): {ended.message}"
+        if ended.code == "passphrase" and ended.pairing_kept and not job.passive and state.job_choice is not None:
+            # The machine that holds the image refused its passphrase before anything was written: type it again.
+            state.choice = dataclasses.replace(state.job_choice, passphrase=None)
+            state.passphrase_problem = ended.message
+            self.show_step("options")
+            return
         written = state.job_choice.target if state.job_choice and not job.passive else None
         name = f"{short_name(written)} on {job.receiving_host}" if written else f"The target ({job.target})"
         lines = [job.target_state(name), job.how_far(), SOURCE_SAFE]
@@ -497,3 +519,16 @@ class Stepper:
             screen.show(state.activity, state.last_result, state.review)
         elif isinstance(screen, ResultScreen | SummaryScreen | ErrorScreen) and state.session is not None:
             self.dismissed()  # the driver moved on: so does this screen
+
+
+def local_passphrase_problem(choice: Choice) -> str:
+    """Why the passphrase typed for an encrypted image of this machine does not open it ("": it does, or
+    the image is not this machine's, or not encrypted): checked before the review (one key derivation)."""
+    entry = choice.image_source
+    if not choice.send or entry is None or not entry.encrypted or choice.source is None:
+        return ""
+    try:
+        imagepass.check(imagedir.saved_image(choice.source.path), choice.passphrase)
+    except RecoveryError as e:
+        return e.message[0].upper() + e.message[1:]
+    return ""

@@ -104,6 +104,7 @@ SAMPLES: list[m.Message] = [
         more=3,
     ),
     m.Request(source="/media/usb/laptop.img", mode="used", level="auto", image=True),
+    m.Request(source="/media/usb/laptop.img", mode="used", level="auto", image=True, passphrase="correct horse"),
 ]
 SAMPLES.append(  # a plan that saves an image instead of writing a pinned target
     dataclasses.replace(next(s for s in SAMPLES if isinstance(s, m.Plan)), target=None, image="/media/usb/laptop.img")
@@ -257,3 +258,23 @@ def test_json_objects_of_any_shape_only_raise_schema_errors(kind: str, fields: d
     except SchemaError:
         return
     assert msg is not None and msg.type == kind
+
+
+def test_an_images_passphrase_round_trips_is_bounded_and_never_in_a_repr() -> None:
+    plan = dataclasses.replace(
+        next(s for s in SAMPLES if isinstance(s, m.Plan)), target=None, image="/x/a.img", passphrase="é" * 1024
+    )
+    assert m.decode_body(m.encode_body(plan)) == plan
+    request = m.Request(source="/x/a.img", mode="used", level="auto", image=True, passphrase="k")
+    assert m.decode_body(m.encode_body(request)) == request  # an old image's passphrase may be one character
+    assert "passphrase=" not in repr(plan) + repr(request) and "é" not in repr(plan)
+    older = json.loads(m.encode_body(request))
+    del older["passphrase"]  # a peer without capability "image-passphrase"
+    assert m.decode_body(json.dumps(older).encode()) == dataclasses.replace(request, passphrase=None)
+    for fields in (json.loads(m.encode_body(request)), json.loads(m.encode_body(plan))):
+        with pytest.raises(SchemaError, match=r"\.passphrase: string of 0 characters, at least 1"):
+            m.decode_body(json.dumps({**fields, "passphrase": ""}).encode())
+        with pytest.raises(SchemaError, match=r"\.passphrase: string of 1025 characters, at most 1024"):
+            m.decode_body(json.dumps({**fields, "passphrase": "a" * 1025}).encode())
+        with pytest.raises(SchemaError, match="control character 0x1b"):
+            m.decode_body(json.dumps({**fields, "passphrase": "a\u001b[2J"}).encode())

@@ -382,3 +382,15 @@ def test_new_message_types_say_they_are_optional_so_an_older_peer_skips_them() -
         assert b'"optional":true' in body
         assert m.decode_body(body) == msg
     assert b"optional" not in m.encode_body(m.Ping())
+
+
+def test_an_images_passphrase_crosses_only_sealed() -> None:
+    request = m.Request(source="/x/a.img", mode="used", level="auto", image=True, passphrase="correct horse")
+    a, b = hellos()
+    assert not a.paired
+    with pytest.raises(LocalProtocolError, match="before the pairing"):
+        a.send(request)  # never in the clear: a request cannot be sent before the pairing, on any link
+    a, b = paired()
+    assert a.paired
+    wire = deliver(a, b, request)
+    assert b"correct horse" not in wire and b"passphrase" not in wire

@@ -6,6 +6,7 @@ machine that holds them refuses."""
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import blake3
@@ -13,16 +14,20 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from recovery.diskimage.reader import ImageReader
+from recovery import events
+from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.verify import check_image
 from recovery.engine.api import ReceiveOptions, SendOptions
 from recovery.engine.clone.compare import compare
 from recovery.engine.local import clone_locally
+from recovery.engine.peer.jobs import JobEnded
+from recovery.errors import PassphraseError
 from recovery.tui.app import WizardApp
 from recovery.tui.screens.folder import FolderScreen
 from recovery.tui.screens.pair import PairScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
-from recovery.tui.screens.steps import DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
+from recovery.tui.screens.steps import ChoiceList, DirectionScreen, DiskScreen, OptionsScreen, ReviewScreen
+from tests.helpers import Recovery
 from tests.tui.helpers import Peer, confirm_review, run, wait_for
 from tests.tui.test_wizard import SIZE, config, on, text_of, type_code
 
@@ -212,3 +217,154 @@ def test_the_other_machines_disk_saved_into_a_folder_here_then_restored_from_it_
         assert own.read_bytes() == bytes(1 << 20)  # this machine's own disk was never touched
 
     run(scenario)
+
+
+SECRET = "correct horse battery"
+
+
+async def type_passphrase(pilot: Pilot, first: str, again: str | None = None) -> OptionsScreen:
+    """On the options step: the passphrase typed (twice for a save: encryption chosen first), then Enter."""
+    await on(pilot, OptionsScreen)
+    screen = pilot.app.screen
+    assert isinstance(screen, OptionsScreen)
+    if again is not None:
+        screen.query_one("#encrypt", ChoiceList).highlighted = 1  # "yes: encrypt the image with a passphrase"
+        await pilot.pause()
+        assert screen.query_one("#passphrase-box").display
+        screen.query_one("#again", Input).value = again
+    box = screen.query_one("#passphrase", Input)
+    assert box.password  # masked
+    box.value = first
+    await pilot.press("enter")
+    await pilot.pause()
+    return screen
+
+
+def test_an_encrypted_image_saved_on_the_other_machine_is_restored_from_there_only_with_its_passphrase(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path, folder: Path
+) -> None:
+    restored = tmp_path / "restored.img"
+    restored.write_bytes(bytes(source_image.stat().st_size))
+    peer = make_peer([blank_image], name="new-laptop")
+    image = folder / "secret.img"
+
+    async def scenario() -> None:
+        app = WizardApp(config(peer, tmp_path, source_image, disks=(str(source_image), str(restored))))
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await save_into(pilot, peer.code, folder)
+            screen.query_one("#name", Input).value = image.name
+            screen.query_one("#name", Input).focus()
+            await pilot.press("enter")
+            options = await type_passphrase(pilot, SECRET, SECRET + "!")
+            assert isinstance(app.screen, OptionsScreen)  # not on to the review
+            assert "The two passphrases differ" in text_of(app, "#passphrase-help")
+            await type_passphrase(pilot, "short", "short")
+            assert "at least 8 characters, please (this one has 5)" in text_of(app, "#passphrase-help")
+            options.query_one("#mode", ChoiceList).highlighted = 1  # exact: the image holds every block
+            await type_passphrase(pilot, SECRET, SECRET)
+            await on(pilot, ReviewScreen)
+            review = "".join(text_of(app, "#review").split())  # long rows fold over lines
+            assert "Encryptyes:new-laptopencryptstheimage(AES-256-GCM)" in review and "horse" not in review
+            await confirm_review(pilot, image.name)
+            await on(pilot, SummaryScreen, timeout=60)
+            assert app.screen.job.summary.verified  # type: ignore[attr-defined]
+
+            await pilot.press("enter")  # another clone: the peer's image back onto this machine's second disk
+            await on(pilot, DirectionScreen)
+            await pilot.press("end", "enter")
+            await on(pilot, DiskScreen, "copy")
+            await pilot.press("i")
+            screen = await in_folder(pilot, folder)
+            assert "encrypted image of a" in text_of(app, "#images")
+            screen.query_one("#images").focus()
+            await pilot.press("enter")
+            await on(pilot, DiskScreen, "overwrite")
+            await pilot.press("down", "enter")  # restored.img
+            await type_passphrase(pilot, "not the passphrase")
+            await on(pilot, ReviewScreen)
+            review = "".join(text_of(app, "#review").split())
+            assert "Encrypttheimageis:new-laptopopensitwiththepassphrasetypedhere" in review
+            await confirm_review(pilot, "restored.img")
+            # new-laptop refuses it before anything is written: back to the options, still paired.
+            await wait_for(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, OptionsScreen) and "wrong passphrase" in text_of(app, "#passphrase-help")
+                ),
+                30,
+                "the refused passphrase",
+            )
+            assert "new-laptop cannot open that image" in text_of(app, "#passphrase-help")
+            assert app.state.session is not None and restored.read_bytes() == bytes(restored.stat().st_size)
+            await type_passphrase(pilot, SECRET)
+            await confirm_review(pilot, "restored.img")
+            await on(pilot, SummaryScreen, timeout=60)
+            assert app.screen.job.summary.verified  # type: ignore[attr-defined]
+        assert compare(str(source_image), str(restored)).identical
+
+    run(scenario)
+    refused = [e for e in peer.events if isinstance(e, JobEnded) and not e.ok]
+    assert [(e.code, e.pairing_kept) for e in refused] == [("passphrase", True)]
+    assert "wrong passphrase" in refused[0].message  # the line the other machine's screen shows
+    assert image_header(str(image)).encrypted  # the header says so
+    with pytest.raises(PassphraseError):
+        ImageReader(str(image))
+    (tmp_path / "wrong").write_text("not the passphrase\n")
+    (tmp_path / "right").write_text(SECRET + "\n")
+    wrong = Recovery("image", "verify", str(image), "--passphrase-file", str(tmp_path / "wrong"))
+    assert wrong.wait() == 17 and "wrong passphrase" in wrong.event("error")["message"]
+    right = Recovery("image", "verify", str(image), "--passphrase-file", str(tmp_path / "right"))
+    assert right.wait() == 0, right.stderr
+    # Never in an event, a log, a journal or the image itself, on either machine.
+    said = [events.to_json(e) for e in peer.events] + right.stderr.splitlines()
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("wrong", "right")]
+    assert files and not [p for p in files if SECRET.encode() in p.read_bytes()]
+    assert not [line for line in said if SECRET in line] and all(SECRET not in json.dumps(e) for e in right.events)
+
+
+def test_an_encrypted_image_saved_here_is_opened_here_before_the_review_when_it_is_restored(
+    make_peer: type[Peer], source_image: Path, blank_image: Path, tmp_path: Path, folder: Path
+) -> None:
+    own = tmp_path / "own.img"
+    own.write_bytes(bytes(1 << 20))
+    peer = make_peer([source_image, blank_image], name="new-laptop")
+
+    async def scenario() -> None:
+        app = WizardApp(config(peer, tmp_path, own))
+        async with app.run_test(size=SIZE) as pilot:
+            await paired_to(pilot, peer.code, receive=True)
+            await on(pilot, DiskScreen, "copy")
+            await pilot.press("enter")  # the peer's source.img
+            await on(pilot, DiskScreen, "overwrite")
+            await pilot.press("i")
+            screen = await in_folder(pilot, folder)
+            screen.query_one("#name", Input).value = "saved.img"
+            screen.query_one("#name", Input).focus()
+            await pilot.press("enter")
+            await type_passphrase(pilot, SECRET, SECRET)
+            await confirm_review(pilot, "saved.img")
+            await on(pilot, SummaryScreen, timeout=60)
+            assert image_header(str(folder / "saved.img")).encrypted
+            await pilot.press("enter")  # another clone: from the image here onto the peer's blank disk
+            await on(pilot, DirectionScreen)
+            await pilot.press("home", "enter")
+            await on(pilot, DiskScreen, "copy")
+            await pilot.press("i")
+            screen = await in_folder(pilot, folder)
+            screen.query_one("#images").focus()
+            await pilot.press("enter")
+            await on(pilot, DiskScreen, "overwrite")
+            await pilot.press("down", "enter")  # its second disk, blank.img
+            await type_passphrase(pilot, "not the passphrase")
+            await on(pilot, OptionsScreen)  # opened here, refused before the review
+            assert "Wrong passphrase for this image" in text_of(app, "#passphrase-help")
+            await type_passphrase(pilot, SECRET)
+            await confirm_review(pilot, "blank.img")
+            await on(pilot, SummaryScreen, timeout=60)
+            assert app.screen.job.summary.verified  # type: ignore[attr-defined]
+        assert compare(str(source_image), str(blank_image)).identical
+        assert own.read_bytes() == bytes(1 << 20)
+
+    run(scenario)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in files if SECRET.encode() in p.read_bytes()]

@@ -19,10 +19,12 @@ from recovery.tui.model import (
     contents,
     image_name,
     image_refusal,
+    passphrase_asked,
     restore_refusal,
     short_name,
     source_refusal,
     target_refusal,
+    typed_passphrase,
     used_bytes,
 )
 from recovery.tui.review import review_rows
@@ -293,7 +295,8 @@ def test_an_image_is_named_for_its_disk_and_day_and_says_why_it_cannot_be_restor
     day = datetime.date(2026, 12, 6)
     assert image_name(fakes.LOCAL[0], day) == "Samsung-SSD-980-PRO-2026-12-06.img"
     assert image_name(DiskInfo(path="/tmp/a b.img", size=1, model="image file"), day) == "a-b-2026-12-06.img"
-    assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB, encrypted=True)) is not None
+    assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB, encrypted=True)) is None  # it asks
+    assert "cannot take its passphrase" in str(image_refusal(ImageEntry("x.img", 1, GIB, encrypted=True), "b"))
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, problem="incomplete")) == "incomplete"
     assert image_refusal(ImageEntry(name="x.img", file_bytes=1, size=GIB)) is None
     four_k = ImageEntry(name="x.img", file_bytes=1, size=GIB, sector_size=4096)
@@ -448,3 +451,45 @@ def test_a_larger_target_is_grown_only_when_the_user_asks_and_the_review_says_so
     assert dict(review_rows(grown, "here", "there"))["Grows"].startswith("nvme0n1 is larger (1.0 TiB for 512.0 GiB)")
     image_only = dataclasses.replace(source, partitions=(), ptable=None)
     assert not can_grow(image_only, larger)  # nothing to grow: the choice is not offered
+
+
+def test_a_saved_image_may_be_encrypted_by_a_passphrase_typed_twice_and_the_review_never_shows_it() -> None:
+    save = flow.answer(flow.answer(Choice(send=True), "source", fakes.LOCAL[0]), "folder", "/srv/pc.img")
+    assert passphrase_asked(save) == "new" and passphrase_asked(Choice(send=True)) == ""
+    assert typed_passphrase("new", False, "", "") == (None, None)  # not encrypted
+    assert typed_passphrase("new", True, "correct horse", "correct horse") == ("correct horse", None)
+    differ = typed_passphrase("new", True, "correct horse", "correct house")
+    assert differ[0] is None and "the two passphrases differ" in str(differ[1])
+    short = typed_passphrase("new", True, "abc", "abc")
+    assert short[0] is None and "at least 8 characters" in str(short[1]) and "this one has 3" in str(short[1])
+    secret = "correct horse"
+    encrypted = flow.answer(save, "options", dataclasses.replace(save, passphrase=secret))
+    assert encrypted.passphrase == secret and encrypted.complete().passphrase == secret
+    said = dict(review_rows(encrypted, fakes.HERE, fakes.THERE))
+    assert said["Encrypt"].startswith("yes: new-laptop encrypts the image (AES-256-GCM)")
+    assert "Encrypt" not in dict(review_rows(save, fakes.HERE, fakes.THERE))  # not chosen: no row
+    everything = repr(encrypted) + repr(encrypted.complete()) + repr(review_rows(encrypted, fakes.HERE, fakes.THERE))
+    assert secret not in everything
+    # Another target, source or direction drops it: the passphrase was for that image.
+    assert flow.answer(encrypted, "target", fakes.PEER[0]).passphrase is None
+    assert flow.answer(encrypted, "source", fakes.LOCAL[1]).passphrase is None
+    assert flow.answer(encrypted, "direction", False).passphrase is None
+    assert flow.answer(encrypted, "folder", "/srv/other.img").passphrase == secret  # another name: kept
+
+
+def test_an_encrypted_image_asks_for_its_passphrase_once_and_a_plain_one_for_none() -> None:
+    entry = ImageEntry(name="pc.img", file_bytes=GIB, size=fakes.LOCAL[0].size, encrypted=True)
+    restore = flow.answer(flow.answer(Choice(send=True), "image", ("/media/usb", entry)), "target", fakes.PEER[0])
+    assert passphrase_asked(restore) == "image"
+    assert typed_passphrase("image", True, "", "") == (None, "type the image's passphrase")
+    assert typed_passphrase("image", True, "short", "") == ("short", None)  # an old image's may be short
+    opened = flow.answer(restore, "options", dataclasses.replace(restore, passphrase="short"))
+    assert opened.complete().passphrase == "short"
+    said = dict(review_rows(opened, fakes.HERE, fakes.THERE))
+    assert said["Encrypt"] == "the image is: rescue-laptop opens it with the passphrase typed here"
+    plain_entry = dataclasses.replace(entry, encrypted=False)
+    plain = flow.answer(flow.answer(Choice(send=True), "image", ("/media/usb", plain_entry)), "target", fakes.PEER[0])
+    assert passphrase_asked(plain) == "" and dataclasses.replace(plain, passphrase="x").complete().passphrase is None
+    assert advise("passphrase", "wrong passphrase", peer="b", serving=True).steps == (
+        "Nothing was written: the passphrase is typed again on b.",
+    )

@@ -207,6 +207,16 @@ def test_options(snap_compare: SnapCompare) -> None:
     assert snap_compare(app(), run_before=showing(lambda: OptionsScreen(fakes.choice())))
 
 
+def test_options_of_an_encrypted_image_save_whose_passphrases_differ(snap_compare: SnapCompare) -> None:
+    source = fakes.LOCAL[0]
+    path = "/media/usb/Samsung-980-2026-12-06.img"
+    choice = Choice(
+        send=True, source=source, target=image_disk(path, source.size), image_target=path, passphrase="hunter22"
+    )
+    problem = "The two passphrases differ: type the same one twice"
+    assert snap_compare(app(), run_before=showing(lambda: OptionsScreen(choice, problem)))
+
+
 @SIZES
 def test_layout_of_a_shrink(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     """The new layout beside the old one, each partition with what happens to it, at both sizes."""

@@ -272,6 +272,7 @@ class _Sending:
             rescan=(opts.rescan or self.fitting_done) and "resume" in caps,  # a fitted disk is made anew
             restart=opts.restart,
             image=opts.image,
+            passphrase=opts.image_passphrase if opts.image else None,
             delta=opts.delta and "delta" in caps and not opts.rescue,
         )
         if opts.rescue:

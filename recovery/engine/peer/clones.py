@@ -58,6 +58,7 @@ from recovery.engine.clone.pipeline import TICK
 from recovery.engine.clone.receive import run_receive
 from recovery.engine.clone.send import run_send
 from recovery.engine.joblog import JobLog
+from recovery.engine.peer import imagepass
 from recovery.engine.peer.jobs import (
     CloneChoice,
     ImagesFound,
@@ -70,6 +71,8 @@ from recovery.engine.peer.jobs import (
 from recovery.engine.peer.session import PeerLink
 from recovery.errors import (
     LinkError,
+    PassphraseError,
+    PassphraseRefusedError,
     PeerLeftError,
     RecoveryError,
     RefusedError,
@@ -188,6 +191,12 @@ class CloneSession:
     def images(self) -> bool:
         """The peer saves and restores images in its folders (both list "images")."""
         return "images" in self.link.ctl.state.shared_caps
+
+    @property
+    def image_passphrases(self) -> bool:
+        """The peer takes an image's passphrase (both list "image-passphrase"): it encrypts an image it saves,
+        and restores an encrypted one."""
+        return imagepass.CAPABILITY in self.link.ctl.state.shared_caps
 
     def cancel(self) -> None:
         """Stop the running clone (either role); the peer is told, and the link ends (with
@@ -405,10 +414,10 @@ class CloneSession:
         self.link.offered = self.offered()
         self.link.ctl.send(m.Inventory(disks=self.link.offered))
 
-    def _refuse(self, message: str, hint: str | None = None) -> NoReturn:
+    def _refuse(self, message: str, hint: str | None = None, code: str = RefusedError.code) -> NoReturn:
         """Tell the peer no (while it waits for our answer) and end this clone."""
-        self.link.refuse(message, hint)
-        raise RefusedError(message, hint=hint)
+        self.link.refuse(message, hint, code)
+        raise refusal(code)(message, hint=hint)
 
     def _local_path(self, disk: m.DiskInfo, *, unchanged: bool) -> str:
         """Where the chosen local disk is now; with ``unchanged``, refuse if it changed."""
@@ -455,6 +464,8 @@ class CloneSession:
                 source=self._source_here(choice),
                 target=None if choice.image_target else tgt.identity,
                 image=choice.image_target,
+                image_passphrase=self._passphrase_for_peer(choice) if choice.image_target else None,
+                passphrase=imagepass.secret(choice.passphrase) if choice.image_source else None,
                 mode=choice.mode,
                 level=choice.level,
                 verify=choice.verify,
@@ -486,6 +497,7 @@ class CloneSession:
                 image=choice.image_source is not None,
                 fit=self._fit(choice),  # type: ignore[arg-type]
                 target=tgt.identity if choice.fit != "keep" else None,
+                passphrase=self._passphrase_for_peer(choice) if choice.image_source else None,
             )
         )
         job.sink(events.Phase("map", f"waiting for {self.peer} to find what to copy on {src.path}"))
@@ -505,8 +517,13 @@ class CloneSession:
             log_dir=self.log_dir,
             image=choice.image_target is not None,
             no_links=choice.image_target is not None,
+            passphrase=imagepass.secret(choice.passphrase) if choice.image_target else None,
         )
         return run_receive(self.link, plan, opts, job.sink)
+
+    def _passphrase_for_peer(self, choice: CloneChoice) -> str | None:
+        """The image's passphrase, for the peer that holds the image (see :mod:`.imagepass`)."""
+        return imagepass.for_peer(self.link.ctl.state, choice.passphrase, self.peer)
 
     def _source_here(self, choice: CloneChoice) -> str:
         """Where this side's source is now: the image file chosen (in a folder this machine allows), or the disk."""
@@ -520,7 +537,7 @@ class CloneSession:
             if isinstance(msg, m.Plan):
                 return msg
             if isinstance(msg, m.Refuse):
-                raise RefusedError(msg.message, hint=msg.hint, peer=self.peer)
+                raise refusal(msg.code)(msg.message, hint=msg.hint, peer=self.peer)
             if msg is not None and not isinstance(msg, m.Progress):
                 raise RemoteProtocolError(f"unexpected {msg.type!r} message from the peer")
 
@@ -570,6 +587,7 @@ class CloneSession:
             log_dir=self.log_dir,
             image=image,
             no_links=image,  # a folder's image file: imagedir's rule, held to the open
+            passphrase=imagepass.secret(plan.passphrase) if image else None,
         )
         return run_receive(self.link, plan, opts, job.sink)
 
@@ -585,6 +603,10 @@ class CloneSession:
                 path = imagedir.saved_image(req.source)
             except RefusedError as e:
                 self._refuse(f"{self.host} does not restore that image: {e.message}", hint=e.hint)
+            try:
+                imagepass.check(path, req.passphrase)  # before the plan: a wrong one keeps the link
+            except PassphraseError as e:
+                self._refuse(f"{self.host} cannot open that image: {e.message}", hint=e.hint, code=e.code)
         elif req.source_identity is not None:
             found = match.find_disk(req.source_identity, self.candidates())
             if found is None:
@@ -607,7 +629,13 @@ class CloneSession:
             rescue=req.rescue,
             log_dir=self.log_dir,
             image_only=req.image,
+            passphrase=imagepass.secret(req.passphrase) if req.image else None,
             fit=req.fit,
             target=req.target if req.fit != "keep" else None,
         )
         return run_send(self.link, opts, job.sink)
+
+
+def refusal(code: str) -> type[RefusedError]:
+    """The error of a refusal by its code: a refused passphrase may be typed again."""
+    return PassphraseRefusedError if code == PassphraseRefusedError.code else RefusedError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -90,6 +90,9 @@ class CloneChoice:
     image_target: str | None = None
     image_source: str | None = None
     fit: str = "keep"  # "shrink" onto a smaller target, "grow" onto a larger one (capability "fit")
+    # An image saved: encrypt it under this passphrase; an image restored: its passphrase (never shown,
+    # logged or kept; to the peer only sealed, capability "image-passphrase": see .imagepass).
+    passphrase: str | None = field(default=None, repr=False)
 
 
 def describe_info(disk: m.DiskInfo) -> str:

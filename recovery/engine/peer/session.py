@@ -181,9 +181,10 @@ class PeerLink:
         self.conn.abort()
         return reason
 
-    def refuse(self, message: str, hint: str | None = None) -> None:
-        """Say no to what the peer waits for (its plan, its request), nothing written."""
-        self.ctl.try_send(m.Refuse(code=RefusedError.code, message=message[:1000], hint=hint[:1000] if hint else None))
+    def refuse(self, message: str, hint: str | None = None, code: str = RefusedError.code) -> None:
+        """Say no to what the peer waits for (its plan, its request), nothing written; ``code``: why, when
+        the peer may act on it (``passphrase``: type the image's passphrase again)."""
+        self.ctl.try_send(m.Refuse(code=code, message=message[:1000], hint=hint[:1000] if hint else None))
 
     def tell(self, error: BaseException) -> BaseException:
         """Tell the peer why this side stops (its first error), and give the words time to cross."""

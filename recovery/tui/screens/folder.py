@@ -34,13 +34,16 @@ class FolderScreen(Step):
         ask: Callable[[str], None],
         folder: str = "",
         name: str = "",
+        old_peer: str = "",
     ) -> None:
         """``step``: "folder" (a save: a file name too) or "image" (a restore); ``here``: the folder is this
-        machine's; ``ask(folder)`` asks that machine what the folder holds."""
+        machine's; ``ask(folder)`` asks that machine what the folder holds; ``old_peer``: the folder's machine,
+        when it cannot take an image's passphrase (its encrypted images cannot be restored)."""
         super().__init__(title)
         self.step, self.help_text, self.here, self.ask = step, help_text, here, ask
         self.save = step == "folder"
         self.folder, self.file_name = folder, name
+        self.old_peer = old_peer
         self.asked: str | None = None  # the folder last asked about
         self.found: Images | None = None  # its answer
         self.submitted = False  # a save's Enter waits for the folder's answer
@@ -92,12 +95,12 @@ class FolderScreen(Step):
         images = self.query_one("#images", PickList)
         images.clear_options()
         for i, entry in enumerate(found.images):
-            why = image_refusal(entry) if not self.save else "already there"
+            why = image_refusal(entry, self.old_peer) if not self.save else "already there"
             second = image_text(entry)
             if self.save or (why and not entry.problem):
                 second = f"({why})" if self.save else f"{second} ({why})"
             images.add_option(Option(plain(f"{entry.name}  {second}"), id=str(i), disabled=why is not None))
-        usable = [i for i, e in enumerate(found.images) if not self.save and image_refusal(e) is None]
+        usable = [i for i, e in enumerate(found.images) if not self.save and image_refusal(e, self.old_peer) is None]
         if usable:
             images.highlighted = usable[0]
         if found.refused:
@@ -146,7 +149,7 @@ class FolderScreen(Step):
         if index is None or self.found is None or self.save:
             return None
         entry = self.found.images[int(self.query_one("#images", PickList).get_option_at_index(index).id or 0)]
-        return entry if image_refusal(entry) is None else None
+        return entry if image_refusal(entry, self.old_peer) is None else None
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if self.found is not None and not self.save:

@@ -14,16 +14,17 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from recovery.engine.peer.jobs import describe_info
+from recovery.protocol.limits import MAX_PASSPHRASE_CHARS
 from recovery.protocol.messages import DiskInfo
 from recovery.tui import flow
 from recovery.tui.messages import ImageAsked, StepAnswered, StepBack
-from recovery.tui.model import Choice, can_grow, contents, short_name, systems
+from recovery.tui.model import Choice, can_grow, contents, passphrase_asked, short_name, systems, typed_passphrase
 from recovery.tui.review import review_rows
 from recovery.tui.widgets import DiskList, PickList, columns, facts, header_text, plain
 from recovery.units import human_size
@@ -194,9 +195,16 @@ class OptionsScreen(Step):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "next", "Continue", key_display="Enter", priority=True)]
     step = "options"
 
-    def __init__(self, choice: Choice) -> None:
+    def __init__(self, choice: Choice, problem: str = "", old_peer: str = "") -> None:
+        """``problem``: why the image's passphrase was refused (by the machine that holds the image);
+        ``old_peer``: the machine a save's image goes to, when it cannot encrypt it."""
         super().__init__("How to copy")
         self.choice = choice
+        self.problem = problem
+        self.old_peer = old_peer
+        self.asked = passphrase_asked(choice)
+        if old_peer and self.asked == "new":
+            self.asked = ""
 
     def compose(self) -> ComposeResult:
         c = self.choice
@@ -236,13 +244,78 @@ class OptionsScreen(Step):
                     "grow" if c.grow else "keep",
                     id="fit",
                 )
+            yield from self.passphrase_fields()
             yield Static("Arrows choose, Tab moves to the next setting, Enter continues.", classes="help")
         yield Footer()
 
+    def passphrase_fields(self) -> ComposeResult:
+        """A save: whether to encrypt the image, and its passphrase twice; a restore of an encrypted image:
+        its passphrase. Masked; what is typed never leaves this screen but in the choice."""
+        if self.old_peer and self.choice.image_target is not None:
+            yield Label("Encryption", classes="section")
+            yield Static(plain(f"{self.old_peer} cannot encrypt an image: upgrade usb4-recovery there"))
+        if not self.asked:
+            return
+        typed = self.choice.passphrase or ""
+        if self.asked == "new":
+            yield Label("Encryption", classes="section")
+            yield ChoiceList(
+                [
+                    ("off", "no: whoever has the file can read the disk in it"),
+                    ("on", "yes: encrypt the image with a passphrase (AES-256-GCM)"),
+                ],
+                "on" if self.choice.passphrase else "off",
+                id="encrypt",
+            )
+        else:
+            yield Label("The image is encrypted", classes="section")
+        with Vertical(id="passphrase-box"):
+            with Horizontal(classes="field-row"):
+                yield Label("Passphrase: ")
+                yield Input(typed, password=True, max_length=MAX_PASSPHRASE_CHARS, id="passphrase", compact=True)
+            if self.asked == "new":
+                with Horizontal(classes="field-row"):
+                    yield Label("The same again: ")
+                    yield Input(typed, password=True, max_length=MAX_PASSPHRASE_CHARS, id="again", compact=True)
+        yield Static(id="passphrase-help", classes="help")
+
     def on_mount(self) -> None:
         self.query_one("#mode", ChoiceList).focus()
+        if self.asked:
+            self._show_box()
+            self._say(self.problem)
+            if self.problem:
+                self.query_one("#passphrase", Input).focus()
+
+    def _encrypt(self) -> bool:
+        return self.asked == "image" or (self.asked == "new" and self.query_one("#encrypt", ChoiceList).value == "on")
+
+    def _show_box(self) -> None:
+        self.query_one("#passphrase-box").display = self._encrypt()
+
+    def _say(self, text: str) -> None:
+        help_line = self.query_one("#passphrase-help", Static)
+        help_line.update(plain(text.rstrip(".") + "." if text else ""))  # as said: it may start with a host name
+        help_line.display = bool(text)
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "encrypt":
+            self._show_box()
+
+    def _typed(self) -> tuple[str | None, str | None]:
+        """(the passphrase, or why it is not taken); see :func:`~recovery.tui.model.typed_passphrase`."""
+        if not self.asked:
+            return None, None
+        first = self.query_one("#passphrase", Input).value
+        again = self.query_one("#again", Input).value if self.asked == "new" else ""
+        return typed_passphrase(self.asked, self._encrypt(), first, again)
 
     def action_next(self) -> None:
+        problem = self._typed()[1]
+        if problem:
+            self._say(problem[0].upper() + problem[1:])
+            self.query_one("#passphrase", Input).focus()
+            return
         self.answer(self.highlighted())
 
     def highlighted(self) -> Choice:
@@ -255,6 +328,7 @@ class OptionsScreen(Step):
             level=None if get("level") == "auto" else 0,
             verify=get("verify") == "on",
             grow=self.grows and get("fit") == "grow",
+            passphrase=self._typed()[0],
         )
 
     @property
