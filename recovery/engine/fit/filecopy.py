@@ -10,7 +10,7 @@ import re
 import threading
 
 from recovery import run
-from recovery.disks import partitions
+from recovery.disks import blockdev, partitions
 from recovery.engine.fit import fsattr, mounts, sametree
 from recovery.errors import CancelledError, RefusedError, ToolError
 
@@ -72,7 +72,7 @@ def make_like(old: str, new: str, fstype: str, files: os.statvfs_result) -> None
         raise RefusedError(f"{old} has no filesystem UUID to carry over")
     label = ["-L", found.label] if found.label else []
     info = run.output(["xfs_info", old])
-    pct = inode_share(info, files.f_files - files.f_ffree, _size(new))
+    pct = inode_share(info, files.f_files - files.f_ffree, blockdev.inspect(new).size)
     # -K: no discard of the view (it is a copy-on-write device); -f: the old filesystem is there
     run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(info, pct), *label, "-m", f"uuid={found.uuid}", new])
     made = partitions.probe(new)
@@ -87,14 +87,6 @@ def inode_share(info: str, inodes: int, size: int) -> int:
     isize = re.search(r"isize=(\d+)", info)
     needed = -(-2 * inodes * int(isize.group(1) if isize else 512) * 100 // max(size, 1))
     return min(100, max(int(old.group(1)) if old else 25, needed))
-
-
-def _size(dev: str) -> int:
-    fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
 
 
 # xfs_info's words, and the mkfs.xfs option each is made with.
