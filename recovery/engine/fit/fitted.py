@@ -38,11 +38,18 @@ TOOLS = {
 
 
 def measure(
-    source: str, table: partitions.Table, fit: Fit, say: Callable[[str], None], *, foreign: bool = False
+    source: str,
+    table: partitions.Table,
+    fit: Fit,
+    say: Callable[[str], None],
+    *,
+    foreign: bool = False,
+    shrinks: bool = True,
 ) -> list[Facts]:
     """Each partition's facts (read-only): its filesystem, how small it can become, whether it grows; a
     filesystem that is to be resized is checked clean first. ``foreign``: the disk of an image file, whose
-    bytes came from elsewhere: nothing of it is handed to the kernel to mount (an XFS grows only mounted)."""
+    bytes came from elsewhere: nothing of it is handed to the kernel to mount (an XFS grows only mounted).
+    ``shrinks``: some partition may shrink (else how small each can become is not always measured)."""
     facts = []
     for p in table.partitions:
         fstype = partitions.probe(source, p.start, p.size).fstype
@@ -59,7 +66,7 @@ def measure(
                 if dev is None:
                     raise RefusedError("fitting a disk needs loop devices (run as root)")
                 try:
-                    low, used = resize.measure(dev, fstype, p.number)
+                    low, used = resize.measure(dev, fstype, p.number, shrinks=shrinks)
                 except (RefusedError, ToolError) as e:  # kept at its size, and the plan says why
                     kept, grows, low = _words(e), False, None
         copies = fstype in filecopy.COPIED
@@ -118,7 +125,7 @@ def plan(
     if fit == "keep" or (fit == "shrink" and fits and not sizes):
         facts = [Facts(p.number, p.start, p.size, p.type) for p in table.partitions]
     else:
-        facts = measure(source, table, fit, say, foreign=foreign)
+        facts = measure(source, table, fit, say, foreign=foreign, shrinks=fit == "shrink" or bool(sizes))
     layout = fitplan.plan_layout(facts, size, target_size, end, fit, table.label, sizes)
     if layout.changed:
         try_table(source, table, layout)
@@ -128,11 +135,7 @@ def plan(
 def try_table(source: str, table: partitions.Table, layout: Layout) -> None:
     """Write the new table once on a blank sparse file of the target's size: what sfdisk refuses (an EBR
     with no room before its logical partition, say) is refused now, before anything is resized."""
-    entries = _gpt_header(source, table).entry_count if table.label == "gpt" else 0
-    with partdev.region_device(source, 0, layout.source_size, kernel=False, sector_size=table.sector_size) as dev:
-        if dev is None:
-            raise RefusedError("fitting a disk needs loop devices (run as root)")
-        script = table_script(_dump(dev), layout, table.label, entries, table.sector_size)
+    script = new_table(source, table, layout)
     with tempfile.NamedTemporaryFile(prefix="recovery-table-") as blank:
         blank.truncate(layout.target_size)
         with partdev.region_device(
@@ -145,6 +148,16 @@ def try_table(source: str, table: partitions.Table, layout: Layout) -> None:
     if proc.returncode != 0:
         words = " ".join(proc.stderr.decode(errors="replace").split())[-300:]
         raise RefusedError(f"the new partition table cannot be written ({words}): nothing was changed")
+
+
+def new_table(source: str, table: partitions.Table, layout: Layout) -> str:
+    """The sfdisk script of the source's table with the layout's starts and sizes (:func:`table_script`),
+    the table read in the source's own sector size."""
+    entries = _gpt_header(source, table).entry_count if table.label == "gpt" else 0
+    with partdev.region_device(source, 0, layout.source_size, kernel=False, sector_size=table.sector_size) as dev:
+        if dev is None:
+            raise RefusedError("fitting a disk needs loop devices (run as root)")
+        return table_script(_dump(dev), layout, table.label, entries, table.sector_size)
 
 
 @contextlib.contextmanager
@@ -164,13 +177,12 @@ def fitted_disk(
     check_room(layout, scratch or default_scratch())
     started = time.monotonic()
     steps = _Steps(sink, cancel or threading.Event())
+    script = new_table(source, table, layout)  # from the source: on the view, a move may write over an EBR
     with cow_view(source, max(size, layout.target_size), scratch, table.sector_size) as view:
-        with _loop(view, size, writable=False) as dev:  # before anything moves: a move may write over an EBR
-            dump = _dump(dev)
         try:
             _shrink(view, source, layout.parts, steps)
             _move(view, order, steps)
-            _write_table(view, table, layout, dump)
+            _write_table(view, table, layout, script)
             _grow(view, layout.parts, steps)
             for p in order:
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
@@ -338,12 +350,10 @@ def _copy(fd: int, path: str, src: int, dst: int, n: int, down: bool) -> None:
             done += os.pwrite(fd, memoryview(data)[done:], dst + k + done)
 
 
-def _write_table(view: View, table: partitions.Table, layout: Layout, dump: dict[str, object]) -> None:
-    """The source's table (``dump``) with the new starts and sizes (same disk and partition ids, types, names
-    and attributes), written by sfdisk on a device of the target's size (GPT: its backup at the end; MBR:
-    the extended partition around the logical ones, their EBRs in the gaps before them)."""
-    entries = _gpt_header(view.path, table).entry_count if table.label == "gpt" else 0
-    script = table_script(dump, layout, table.label, entries, table.sector_size)
+def _write_table(view: View, table: partitions.Table, layout: Layout, script: str) -> None:
+    """The new table (:func:`new_table`: the same disk and partition ids, types, names and attributes),
+    written by sfdisk on a device of the target's size (GPT: its backup at the end; MBR: the extended
+    partition around the logical ones, their EBRs in the gaps before them)."""
     with _loop(view, layout.target_size, writable=True) as dev:
         fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
         try:

@@ -46,9 +46,10 @@ def why_kept(fstype: str | None) -> str:
     return KEPT.get(fstype, f"{fstype} is not resized by this tool")
 
 
-def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int | None]:
+def measure(dev: str, fstype: str | None, number: int, *, shrinks: bool = True) -> tuple[int | None, int | None]:
     """(the smallest size the filesystem on ``dev`` can be shrunk to, the bytes it uses), read-only; a dirty
-    filesystem is refused (the source is never repaired). (None, None) for one that cannot shrink."""
+    filesystem is refused (the source is never repaired). (None, None) for one that cannot shrink.
+    ``shrinks``: False when nothing is to shrink (a grow): an XFS is then only checked."""
     if fstype in EXT:
         check = run.run(["e2fsck", "-f", "-n", dev], check=False)
         if check.returncode != 0:
@@ -75,6 +76,8 @@ def measure(dev: str, fstype: str | None, number: int) -> tuple[int | None, int 
         if check.returncode != 0:
             raise _dirty(number, fstype, "xfs_repair -n", check.stdout + check.stderr,
                          "mount it once on the source machine (or run xfs_repair there) first")  # fmt: skip
+        if not shrinks:  # the walk over its files that sizes a smaller copy is not needed to grow it
+            return None, None
         used = filecopy.used_bytes(dev, fstype)
         return filecopy.smallest(used, fstype), used
     return None, None
