@@ -182,15 +182,7 @@ def test_the_other_machines_disk_saved_into_a_folder_here_then_restored_from_it_
     async def scenario() -> None:
         app = WizardApp(config(peer, tmp_path, own))
         async with app.run_test(size=SIZE) as pilot:
-            await paired_to(pilot, peer.code, receive=True)
-            await on(pilot, DiskScreen, "copy")
-            await pilot.press("enter")  # the peer's source.img
-            await on(pilot, DiskScreen, "overwrite")
-            await pilot.press("i")
-            screen = await in_folder(pilot, here)
-            screen.query_one("#name", Input).value = "saved.img"
-            screen.query_one("#name", Input).focus()
-            await pilot.press("enter")
+            await peer_disk_saved_here(pilot, peer.code, here)
             await on(pilot, OptionsScreen)
             await pilot.press("enter")  # used mode
             await confirm_review(pilot, "saved.img")
@@ -220,6 +212,19 @@ def test_the_other_machines_disk_saved_into_a_folder_here_then_restored_from_it_
 
 
 SECRET = "correct horse battery"
+
+
+async def peer_disk_saved_here(pilot: Pilot, code: str, folder: Path) -> None:
+    """Pair, choose the other machine's source.img, and name saved.img in ``folder`` here as its image."""
+    await paired_to(pilot, code, receive=True)
+    await on(pilot, DiskScreen, "copy")
+    await pilot.press("enter")  # the peer's source.img
+    await on(pilot, DiskScreen, "overwrite")
+    await pilot.press("i")
+    screen = await in_folder(pilot, folder)
+    screen.query_one("#name", Input).value = "saved.img"
+    screen.query_one("#name", Input).focus()
+    await pilot.press("enter")
 
 
 async def type_passphrase(pilot: Pilot, first: str, again: str | None = None) -> OptionsScreen:
@@ -332,15 +337,7 @@ def test_an_encrypted_image_saved_here_is_opened_here_before_the_review_when_it_
     async def scenario() -> None:
         app = WizardApp(config(peer, tmp_path, own))
         async with app.run_test(size=SIZE) as pilot:
-            await paired_to(pilot, peer.code, receive=True)
-            await on(pilot, DiskScreen, "copy")
-            await pilot.press("enter")  # the peer's source.img
-            await on(pilot, DiskScreen, "overwrite")
-            await pilot.press("i")
-            screen = await in_folder(pilot, folder)
-            screen.query_one("#name", Input).value = "saved.img"
-            screen.query_one("#name", Input).focus()
-            await pilot.press("enter")
+            await peer_disk_saved_here(pilot, peer.code, folder)
             await type_passphrase(pilot, SECRET, SECRET)
             await confirm_review(pilot, "saved.img")
             await on(pilot, SummaryScreen, timeout=60)
