@@ -29,25 +29,27 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def built(path: Path, argv: list[str], what: str) -> Path:
+    """``path``, made by ``argv`` (as root, with mmdebstrap) when missing; skipped (failed under CI) where it
+    cannot be had or QEMU cannot boot it; a failed build leaves nothing behind and fails with its output."""
+    if not path.exists():
+        if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
+            _unavailable(f"{path} is missing; make it with {what} (as root)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False)
+        if proc.returncode != 0:
+            path.unlink(missing_ok=True)
+            pytest.fail(f"{what} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    missing = missing_host_tools()
+    if missing:
+        _unavailable(f"cannot boot {path.name} here, missing: {', '.join(missing)}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def image() -> Path:
     path = Path(os.environ.get("USB4_RECOVERY_IMAGE", REPO / "out" / "usb4-recovery.img"))
-    if not path.exists():
-        if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
-            _unavailable(f"{path} is missing; build it with ./build-image.sh (as root)")
-        proc = subprocess.run(
-            [str(REPO / "build-image.sh"), "--output", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"./build-image.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
-    missing = missing_host_tools()
-    if missing:
-        _unavailable(f"cannot boot the image here, missing: {', '.join(missing)}")
-    return path
+    return built(path, [str(REPO / "build-image.sh"), "--output", str(path)], "./build-image.sh")
 
 
 def require_secure_boot() -> None:

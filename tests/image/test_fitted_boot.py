@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import pytest
 
 from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
 
-from .conftest import BUILD_TIMEOUT, REPO, _unavailable
-from .vm import VM, missing_host_tools
+from .conftest import REPO, built
+from .vm import VM
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm, pytest.mark.root]
 
@@ -35,24 +33,8 @@ BROKEN = ("emergency mode", "Give root password for maintenance", "Failed to mou
 @pytest.fixture(scope="session")
 def linux_disk() -> Path:
     path = Path(os.environ.get("USB4_RECOVERY_LINUX_DISK", REPO / "out" / "linux-system.img"))
-    if not path.exists():
-        if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
-            _unavailable(f"{path} is missing; make it with tests/image/linux_disk.sh (as root)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            ["bash", str(Path(__file__).with_name("linux_disk.sh")), str(path), str(SOURCE_MIB)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-        if proc.returncode != 0:
-            path.unlink(missing_ok=True)
-            pytest.fail(f"linux_disk.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
-    missing = missing_host_tools()
-    if missing:
-        _unavailable(f"cannot boot a disk here, missing: {', '.join(missing)}")
-    return path
+    script = Path(__file__).with_name("linux_disk.sh")
+    return built(path, ["bash", str(script), str(path), str(SOURCE_MIB)], "tests/image/linux_disk.sh")
 
 
 @pytest.fixture
