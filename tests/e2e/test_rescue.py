@@ -382,7 +382,11 @@ def test_an_ext4_with_a_bad_sector_where_blkid_looks_is_still_recognised(tmp_pat
     else:  # debugfs cannot scan the inodes past a bad inode table: it is said, not left blank
         assert hit["files"] == [] and hit["note"].startswith("debugfs could not tell which files: icheck: "), hit
     # The copy is checked; its zeroed reserved GDT block fails e2fsck, said as a finding about the source.
-    [check] = summary["checks"]
+    # Whether blkid on the source got past the bad sector depends on the kernel's readahead; where it did,
+    # its values are checked on the target too (a "blkid -p" check that passes).
+    signature = [c for c in summary["checks"] if c["check"] == "blkid -p"]
+    assert all(c["ok"] for c in signature), signature
+    [check] = [c for c in summary["checks"] if c["check"] != "blkid -p"]
     assert check["check"] == "e2fsck -fn" and check["ok"] is False
     for side in (tx, rx):
         said = [e["message"] for e in side.events if e["event"] == "warning"]
