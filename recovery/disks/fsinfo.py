@@ -9,6 +9,11 @@ named where that is cheap to tell: a Linux ``os-release`` read from an ext
 filesystem with ``debugfs``, Windows from its boot loader on an EFI system
 partition or its folder on NTFS. A disk with neither a partition table nor
 a filesystem is sampled: all zeros, or data nothing here recognises.
+
+The disks listed are this machine's, and a compromised machine's disk may be
+crafted to attack the tool that parses it: every tool here reads a read-only
+loop device over the partition alone, confined as for bytes a peer wrote
+(:func:`on_region`); where none can be made (not root) the tool is not run.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import os
 import re
 import shlex
 import struct
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Mapping
 
 from recovery import run
+from recovery.disks import partdev
 from recovery.errors import RecoveryError
 
 MIB = 1 << 20
@@ -29,6 +36,28 @@ MAX_FAT = 16 * MIB  # FAT bytes counted when FSInfo does not say (a FAT32 of 2 T
 MAX_BITMAP = 64 * MIB  # exFAT allocation bitmap bytes counted
 SMALL_FILE = 64 << 10  # bytes kept of a configuration file read from a disk
 TOOL_TIMEOUT = 20  # seconds for a tool reading a disk (a damaged one may make it crawl)
+TOOL_MEMORY = 512 << 20  # bytes of data a tool reading a disk may use
+
+
+def on_region(
+    argv_for: Callable[[str], list[str]],
+    path: str,
+    start: int,
+    size: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = None,
+) -> subprocess.CompletedProcess[bytes] | None:
+    """Run ``argv_for(device)`` on the partition [start, start+size) of ``path``, given as a read-only loop
+    device of its own, confined (:func:`recovery.run.confined`) and bounded in time and output; None when
+    no such device can be made."""
+    with partdev.private_region(path, start, size) as dev:
+        if dev is None:
+            return None
+        argv = run.confined(argv_for(dev), memory=TOOL_MEMORY)
+        if stdout is not None:
+            return run.run(argv, check=False, timeout=TOOL_TIMEOUT, env=env, stdout=stdout)
+        return run.run(argv, check=False, timeout=TOOL_TIMEOUT, env=env, keep=SMALL_FILE)
 
 
 def _read(path: str, offset: int, length: int) -> bytes:
@@ -132,9 +161,9 @@ def _exfat(path: str, start: int, size: int) -> int | None:
     return None
 
 
-def _ntfs(node: str) -> int | None:
-    proc = run.run(["ntfsinfo", "-m", "-f", node], check=False)
-    text = proc.stdout.decode(errors="replace")
+def _ntfs(path: str, start: int, size: int) -> int | None:
+    proc = on_region(lambda dev: [run.need_tool("ntfsinfo", "ntfs-3g"), "-m", "-f", dev], path, start, size)
+    text = proc.stdout.decode(errors="replace") if proc else ""
     cluster = re.search(r"Cluster Size:\s*(\d+)", text)
     total = re.search(r"Volume Size in Clusters:\s*(\d+)", text)
     free = re.search(r"Free Clusters:\s*(\d+)", text)
@@ -151,15 +180,13 @@ READERS: dict[str, Callable[[str, int, int], int | None]] = {
     "btrfs": _btrfs,
     "vfat": _fat,
     "exfat": _exfat,
+    "ntfs": _ntfs,
 }
 
 
-def used_bytes(
-    path: str, start: int, size: int, fstype: str | None, *, node: str | None = None, mountpoint: str | None = None
-) -> int | None:
+def used_bytes(path: str, start: int, size: int, fstype: str | None, *, mountpoint: str | None = None) -> int | None:
     """Bytes in use on the filesystem at ``start`` of ``path`` (None: it does not say here).
 
-    ``node``: the kernel's device for the partition, when there is one;
     ``mountpoint``: where it is mounted, when it is.
     """
     if mountpoint:
@@ -172,8 +199,6 @@ def used_bytes(
         reader = READERS.get(fstype or "")
         if reader is not None:
             return reader(path, start, size)
-        if fstype == "ntfs" and node:
-            return _ntfs(node)
     except (OSError, struct.error, ValueError, IndexError, RecoveryError):
         return None
     return None
@@ -193,44 +218,49 @@ def _os_release(text: str) -> str | None:
     return None
 
 
-def debugfs_cat(path: str, start: int, name: str) -> str | None:
+def debugfs_cat(path: str, start: int, size: int, name: str) -> str | None:
     """The text of file ``name`` in the ext filesystem at ``start`` of ``path`` (its last 64 KiB at
     most), read without mounting; None when it cannot be read."""
-    device = f"{path}?offset={start}" if start else path
-    proc = run.run(["debugfs", "-R", f"cat {name}", device], check=False, timeout=TOOL_TIMEOUT, keep=SMALL_FILE)
-    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else None
+    proc = on_region(lambda dev: [run.need_tool("debugfs", "e2fsprogs"), "-R", f"cat {name}", dev], path, start, size)
+    return proc.stdout.decode(errors="replace") if proc and proc.returncode == 0 else None
 
 
-def _linux(path: str, start: int) -> str | None:
+def _linux(path: str, start: int, size: int) -> str | None:
     for name in ("/etc/os-release", "/usr/lib/os-release"):
-        found = _os_release(debugfs_cat(path, start, name) or "")
+        found = _os_release(debugfs_cat(path, start, size, name) or "")
         if found:
             return found
     return None
 
 
-def _boot_loaders(path: str, start: int) -> str | None:
-    proc = run.run(["mdir", "-b", "-i", f"{path}@@{start}", "::/EFI"], check=False, env={"MTOOLS_SKIP_CHECK": "1"})
-    names = {line.rstrip("/").rsplit("/", 1)[-1].lower() for line in proc.stdout.decode(errors="replace").split()}
+def _boot_loaders(path: str, start: int, size: int) -> str | None:
+    env = {"MTOOLS_SKIP_CHECK": "1"}
+    proc = on_region(
+        lambda dev: [run.need_tool("mdir", "mtools"), "-b", "-i", dev, "::/EFI"], path, start, size, env=env
+    )
+    said = proc.stdout.decode(errors="replace") if proc else ""
+    names = {line.rstrip("/").rsplit("/", 1)[-1].lower() for line in said.split()}
     if "microsoft" in names:
         return "Windows"
     return None
 
 
-def _windows_folder(node: str) -> str | None:
-    proc = run.run(["ntfsls", "-f", "-p", "/Windows/System32", node], check=False)
-    return "Windows" if proc.returncode == 0 and proc.stdout.strip() else None
+def _windows_folder(path: str, start: int, size: int) -> str | None:
+    proc = on_region(
+        lambda dev: [run.need_tool("ntfsls", "ntfs-3g"), "-f", "-p", "/Windows/System32", dev], path, start, size
+    )
+    return "Windows" if proc and proc.returncode == 0 and proc.stdout.strip() else None
 
 
-def detect_os(path: str, start: int, fstype: str | None, *, node: str | None = None) -> str | None:
+def detect_os(path: str, start: int, size: int, fstype: str | None) -> str | None:
     """The operating system a partition holds or boots, where cheap to tell (None: not found)."""
     try:
         if fstype in ("ext2", "ext3", "ext4"):
-            return _linux(path, start)
+            return _linux(path, start, size)
         if fstype == "vfat":
-            return _boot_loaders(path, start)
-        if fstype == "ntfs" and node:
-            return _windows_folder(node)
+            return _boot_loaders(path, start, size)
+        if fstype == "ntfs":
+            return _windows_folder(path, start, size)
     except RecoveryError:  # a tool is missing: say nothing rather than guess
         return None
     return None

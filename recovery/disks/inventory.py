@@ -62,7 +62,6 @@ def _partitions(node: blockdev.Node, table: partitions.Table | None) -> list[Par
             return []  # no table and no filesystem on the whole disk
         num = kernel.get(start) if number else node.rdev
         mps = mount_map.get(f"{os.major(num)}:{os.minor(num)}", []) if num else []
-        part_node = part_node or (blockdev.node_path(num) if num else None)
         out.append(
             PartitionInfo(
                 number=number,
@@ -70,10 +69,8 @@ def _partitions(node: blockdev.Node, table: partitions.Table | None) -> list[Par
                 size=size,
                 fstype=sig.fstype,
                 label=sig.label or name,
-                used=fsinfo.used_bytes(
-                    node.path, start, size, sig.fstype, node=part_node, mountpoint=mps[0] if mps else None
-                ),
-                os=fsinfo.detect_os(node.path, start, sig.fstype, node=part_node),
+                used=fsinfo.used_bytes(node.path, start, size, sig.fstype, mountpoint=mps[0] if mps else None),
+                os=fsinfo.detect_os(node.path, start, size, sig.fstype),
             )
         )
     return out

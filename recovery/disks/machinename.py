@@ -25,7 +25,7 @@ from pathlib import Path
 import blake3
 
 from recovery import kcmdline, run
-from recovery.disks import fsinfo, partdev
+from recovery.disks import fsinfo
 from recovery.errors import RecoveryError
 from recovery.protocol.values import DiskInfo
 from recovery.sysattr import read_attr
@@ -121,25 +121,31 @@ def word_pair(seed: str) -> str:
 # --- the system installed on a disk ----------------------------------------
 
 
-def linux_hostname(path: str, start: int) -> str | None:
+def linux_hostname(path: str, start: int, size: int) -> str | None:
     """The host name in the ext filesystem at ``start`` of ``path`` (``/etc/hostname``), unmounted."""
-    text = fsinfo.debugfs_cat(path, start, "/etc/hostname")
+    text = fsinfo.debugfs_cat(path, start, size, "/etc/hostname")
     first = next((line.split("#", 1)[0].strip() for line in (text or "").splitlines() if line.strip()), "")
     name = clean(first)
     return name if name and name != "localhost" and name != STICK_HOSTNAME else None
 
 
-def windows_name(node: str) -> str | None:
-    """Windows' computer name from the SYSTEM hive on the NTFS at ``node`` (ntfscat and hivexget)."""
+def windows_name(path: str, start: int, size: int) -> str | None:
+    """Windows' computer name from the SYSTEM hive on the NTFS at ``start`` of ``path`` (ntfscat and
+    hivexget, each confined as :func:`fsinfo.on_region` says: the hive came from that disk too)."""
     with tempfile.TemporaryDirectory(prefix="usb4-recovery-hive-") as tmp:
         hive = os.path.join(tmp, "SYSTEM")
         with open(hive, "wb") as out:
             # At most HIVE_LIMIT bytes of it (the kernel stops a longer file): /tmp is RAM on the stick.
-            argv = ["prlimit", f"--fsize={HIVE_LIMIT}", "--", run.need_tool("ntfscat", "ntfs-3g")]
-            argv += ["-f", node, "/Windows/System32/config/SYSTEM"]
-            proc = run.run(argv, check=False, stdout=out.fileno(), timeout=fsinfo.TOOL_TIMEOUT)
-        if proc.returncode != 0:
+            fsize = [run.need_tool("prlimit", "util-linux"), f"--fsize={HIVE_LIMIT}", "--"]
+            proc = fsinfo.on_region(
+                lambda dev: [*fsize, run.need_tool("ntfscat", "ntfs-3g"), "-f", dev, "/Windows/System32/config/SYSTEM"],
+                path, start, size, stdout=out.fileno(),
+            )  # fmt: skip
+        if proc is None or proc.returncode != 0:
             return None
+        if os.geteuid() == 0:  # the confined hivexget reads it as the unprivileged user
+            os.chown(tmp, run.UNPRIVILEGED, run.UNPRIVILEGED)
+            os.chown(hive, run.UNPRIVILEGED, run.UNPRIVILEGED)
         current = _hive_value(hive, "Select", "Current") or "1"
         if not (current.isascii() and current.isdigit() and len(current) <= 3):
             return None
@@ -148,7 +154,8 @@ def windows_name(node: str) -> str | None:
 
 
 def _hive_value(hive: str, key: str, value: str) -> str | None:
-    proc = run.run(["hivexget", hive, key, value], check=False, timeout=fsinfo.TOOL_TIMEOUT, keep=fsinfo.SMALL_FILE)
+    argv = run.confined([run.need_tool("hivexget", "libhivex-bin"), hive, key, value], memory=fsinfo.TOOL_MEMORY)
+    proc = run.run(argv, check=False, timeout=fsinfo.TOOL_TIMEOUT, keep=fsinfo.SMALL_FILE)
     if proc.returncode != 0:
         return None
     return proc.stdout.decode(errors="replace").strip() or None
@@ -164,12 +171,9 @@ def installed_name(disks: Iterable[DiskInfo]) -> str | None:
                 continue
             try:
                 if part.fstype in ("ext2", "ext3", "ext4"):
-                    found = linux_hostname(disk.path, part.start)
+                    found = linux_hostname(disk.path, part.start, part.size)
                 elif part.fstype == "ntfs" and part.os == "Windows":
-                    found = (
-                        windows_name(partdev.partition_node(disk.path, part.number))
-                        or f"Windows on {_short(disk.path)}"
-                    )
+                    found = windows_name(disk.path, part.start, part.size) or f"Windows on {_short(disk.path)}"
                 else:
                     found = None
             except RecoveryError:  # a tool is missing: the next way of naming the machine
