@@ -189,8 +189,18 @@ def unreadable_here() -> list[str]:
     return found
 
 
-def _loops_of(path: Path) -> str:
-    return sh("losetup", "--associated", str(path)).stdout
+def _loops_of(path: Path) -> list[str]:
+    """Loop devices backed by ``path`` by name (``losetup --associated`` matches by inode, which a deleted
+    file's loop device left by another test may share)."""
+    found = []
+    for name in os.listdir("/sys/block"):
+        try:
+            backing = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing == str(path):
+            found.append(name)
+    return found
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="confining a tool takes root")
@@ -217,11 +227,11 @@ def test_the_tools_that_parse_a_listed_disk_run_confined_on_that_partition_alone
     assert nets.split() == ["lo"]
     assert processes == "alone"  # this process is out of its sight (a PID namespace, another user)
     assert written == "read-only"
-    assert _loops_of(disk) == ""
+    assert _loops_of(disk) == []
 
 
 def test_a_listing_leaves_no_loop_device_behind(tmp_path: Path) -> None:
     image = tmp_path / "os.img"
     build_sample_disk(str(image), 64)
     assert describe_disk(str(image)).partitions
-    assert _loops_of(image) == ""
+    assert _loops_of(image) == []
