@@ -35,6 +35,12 @@ SUFFIX = ".img"  # what a saved image's name ends with
 MAX_NAME = 255  # bytes of a file name
 MAX_SCANNED = 4096  # directory entries a listing looks at
 GLANCE = 1 << 20  # bytes of an image's manifest a listing reads, at most
+# Folders of an installed system no save goes into (nor into one inside them, nor a hidden one, such as
+# ~/.ssh): a peer's wizard picks the folder, and a file there could be taken for the system's own.
+SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys",
+    "/usr", "/var/cache", "/var/lib", "/var/log", "/var/mail", "/var/spool",
+)  # fmt: skip
 
 
 def checked_folder(path: str, *, write: bool = False) -> str:
@@ -55,7 +61,18 @@ def checked_folder(path: str, *, write: bool = False) -> str:
         raise RefusedError(f"{path} is on {kind}, not on a disk: images are kept only on a disk's filesystem")
     if write and (os.statvfs(path).f_flag & os.ST_RDONLY or not os.access(path, os.W_OK)):
         raise RefusedError(f"{path} cannot be written (a read-only filesystem or folder)")
+    if write:
+        _refuse_system_folder(path)
     return path
+
+
+def _refuse_system_folder(path: str) -> None:
+    """A save never goes into the system's own folders (:data:`SYSTEM_TREES`) nor a hidden folder."""
+    tree = next((t for t in SYSTEM_TREES if path == t or path.startswith(t + "/")), None)
+    if tree is not None and not path.startswith(MEDIA + "/"):
+        raise RefusedError(f"{path} is a folder of the installed system ({tree}): save images to a folder of their own")
+    if any(part.startswith(".") for part in path.split("/")):
+        raise RefusedError(f"{path} is a hidden folder: save images to a folder of their own")
 
 
 def mount_of(path: str) -> usage.Mount | None:

@@ -29,6 +29,25 @@ def test_a_folder_outside_the_rule_is_refused_saying_why(folder: str, words: str
         imagedir.checked_folder(folder)
 
 
+@pytest.mark.parametrize("folder", ["/etc", "/usr/share", "/boot", "/var/lib"])
+def test_a_save_never_goes_into_a_folder_of_the_installed_system(folder: str, tmp_path: Path) -> None:
+    """The review's finding: a peer's wizard could save .img files into /etc of the machine that serves it."""
+    if not os.path.isdir(folder) or imagedir.mount_of(folder) is None:
+        pytest.skip(f"no {folder} here")
+    try:
+        imagedir.checked_folder(folder)  # a restore may still read from it, where the disk rule allows
+    except RefusedError as e:
+        pytest.skip(f"{folder} is refused here before the system rule: {e}")
+    with pytest.raises(RefusedError, match="folder of the installed system"):
+        imagedir.checked_folder(folder, write=True)
+    with pytest.raises(RefusedError, match="folder of the installed system"):
+        imagedir.new_image(f"{folder}/disk.img")
+    hidden = tmp_path / ".ssh"
+    hidden.mkdir()
+    with pytest.raises(RefusedError, match="hidden folder"):
+        imagedir.checked_folder(str(hidden), write=True)
+
+
 def test_a_folder_reached_through_a_link_or_a_file_is_refused(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
