@@ -137,6 +137,11 @@ done
 for tool in mmdebstrap unshare chroot; do
 	command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt install mmdebstrap util-linux coreutils)"
 done
+# The Python packages the suite's Debian does not ship come as the wheels
+# requirements/app.txt locks, fetched by the pip of the venv setup.sh makes.
+venv_python=$here/.venv/bin/python
+"$venv_python" -m pip --version >/dev/null 2>&1 ||
+	die "no pip in $here/.venv (it fetches the locked Python packages Debian lacks): run ./setup.sh first"
 [[ $kver =~ ^([0-9]+\.[0-9]+)\.[0-9]+.*-amd64$ ]] ||
 	die "kernel version '$kver' does not look like a Debian amd64 release (e.g. $kver)"
 series=${BASH_REMATCH[1]}
@@ -181,6 +186,43 @@ tools=$work/tools
 root=$work/root
 art=$work/artifacts
 mkdir -p "$art"
+
+# ---------------------------------------------------------------------------
+# Python packages the suite lacks, as requirements/app.txt locks them
+
+# mfusepy (ctypes over libfuse3): `recovery image mount` serves an image's
+# disk through it, and Debian has no Python FUSE binding.  Each is fetched
+# first (a wrong lock fails in seconds, not after the trees): exactly the
+# locked version, only as the wheel whose sha256 the lock names, checked by
+# pip and then once more here.  Only pure-Python wheels (py3-none-any) are
+# taken: the host's pip would pick a compiled one for its own Python, not
+# the image's.
+pip_packages=(mfusepy)
+locked() { # the lock's requirement NAME==VERSION with its --hash lines
+	awk -v name="$1" '
+		index($0, name "==") == 1 { on = 1; print; next }
+		on && /^[[:space:]]+--hash=sha256:/ { print; next }
+		{ on = 0 }' "$here/requirements/app.txt"
+}
+locked_version() { sed -e 's/^[^=]*==//' -e 's/[[:space:]].*//;q' "$art/$1.req"; }
+mkdir -p "$art/pywheels"
+for name in "${pip_packages[@]}"; do
+	locked "$name" >"$art/$name.req"
+	grep -q -- '--hash=sha256:' "$art/$name.req" ||
+		die "requirements/app.txt has no $name==VERSION with --hash lines"
+	log "fetching $(head -n1 "$art/$name.req" | cut -d' ' -f1) (hash-checked)"
+	"$venv_python" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+		--only-binary=:all: --dest "$art/pywheels/$name" -r "$art/$name.req" >&2 ||
+		die "could not fetch $name as requirements/app.txt locks it"
+	version=$(locked_version "$name")
+	wheels=("$art/pywheels/$name"/*.whl)
+	if [ "${#wheels[@]}" != 1 ] || [ "${wheels[0]##*/}" != "$name-$version-py3-none-any.whl" ]; then
+		die "expected $name-$version-py3-none-any.whl, got: ${wheels[*]##*/}"
+	fi
+	sum=$(sha256sum "${wheels[0]}" | cut -d' ' -f1)
+	grep -q -- "--hash=sha256:$sum\b" "$art/$name.req" ||
+		die "${wheels[0]##*/} (sha256 $sum) is not a wheel requirements/app.txt locks"
+done
 
 # ---------------------------------------------------------------------------
 # Package trees
@@ -334,6 +376,21 @@ in_tools sh -euc '
 in_tools chroot /root-image python3 -c 'import recovery.appliance' ||
 	die "the app installed into the image cannot import recovery.appliance"
 
+log "installing ${pip_packages[*]} (requirements/app.txt)"
+in_tools sh -euc 'python3 -m installer --destdir=/root-image --prefix=/usr /artifacts/pywheels/*/*.whl'
+# The image's python3 imports the binding at the locked version and it finds
+# libfuse (mfusepy raises OSError on import without it); fusermount3 runs.
+fuse=$(in_tools chroot /root-image python3 -c '
+import importlib.metadata, mfusepy
+print(importlib.metadata.version("mfusepy"), mfusepy._libfuse_path, "%d.%d" % (mfusepy.fuse_version_major, mfusepy.fuse_version_minor))
+') || die "the image's python3 cannot import mfusepy with its libfuse"
+read -r fuse_version fuse_lib fuse_api <<<"$fuse"
+[ "$fuse_version" = "$(locked_version mfusepy)" ] ||
+	die "the image has mfusepy $fuse_version, requirements/app.txt locks another"
+in_tools chroot /root-image fusermount3 -V >/dev/null ||
+	die "fusermount3 (fuse3) is missing from the image"
+log "mfusepy $fuse_version on $fuse_lib (FUSE $fuse_api)"
+
 # ---------------------------------------------------------------------------
 # Configure the root tree
 
@@ -358,10 +415,11 @@ for unit in getty@tty1.service getty@tty2.service serial-getty@ttyS0.service get
 done
 
 # Record what went in before the package database is dropped: the system's
-# packages and those of the boot chain on the stick.
+# packages, those of the boot chain on the stick and the locked wheels.
 {
 	dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package} ${Version}\n'
 	dpkg-query --admindir="$tools/var/lib/dpkg" -W -f '${Package} ${Version}\n' "${boot_packages[@]}"
+	for name in "${pip_packages[@]}"; do echo "wheel:$name $(locked_version "$name")"; done
 } | LC_ALL=C sort -u >"$art/packages.txt"
 
 # ---------------------------------------------------------------------------

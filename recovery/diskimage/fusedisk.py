@@ -25,9 +25,9 @@ SUBTYPE = "usb4-recovery"  # findmnt shows the file as fuse.usb4-recovery
 
 
 def _fuse() -> Any:
-    """The FUSE binding: mfusepy (what setup.sh installs), else Debian 12's fusepy, the module it forked
-    with the same API (the stick's Debian has neither: there, this says FUSE is missing). A
-    missing libfuse is a missing tool, not a traceback."""
+    """The FUSE binding: mfusepy (what setup.sh installs into the venv and build-image.sh into the stick,
+    the version requirements/app.txt locks), else Debian 12's fusepy, the module it forked with the
+    same API. A missing libfuse is a missing tool, not a traceback."""
     try:
         return importlib.import_module("mfusepy")
     except ImportError:

@@ -66,12 +66,12 @@ DEBIAN_FUSEPY = Path("/usr/lib/python3/dist-packages/fusepy.py")
 
 
 @pytest.mark.skipif(not DEBIAN_FUSEPY.exists(), reason="Debian's python3-fusepy is not installed")
-def test_debians_fusepy_serves_the_disk_where_mfusepy_is_missing_as_on_the_appliance(
+def test_debians_fusepy_serves_the_disk_where_mfusepy_is_missing(
     saved: tuple[Path, dict[str, str], Path], directory: Path, tmp_path: Path
 ) -> None:
     shim = tmp_path / "shim"
     shim.mkdir()
-    (shim / "mfusepy.py").write_text("raise ImportError('not on the appliance')\n")
+    (shim / "mfusepy.py").write_text("raise ImportError('not installed')\n")  # a Debian 12 python3 without the venv
     (shim / "fusepy.py").symlink_to(DEBIAN_FUSEPY)  # only that module: the venv's others stay first
     image, digests, _ = saved
     r, _ = mount(image, directory, env={"PYTHONPATH": f"{shim}{os.pathsep}{REPO}"})

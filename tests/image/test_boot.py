@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from recovery.demo import SAMPLE_HOSTNAME
+
 from .vm import READY, VM, booted
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
@@ -273,6 +275,26 @@ def test_the_stick_saves_an_image_onto_a_drive_it_mounts(vm: VM) -> None:
     out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
     assert "verified=yes" in out, out
     assert '"fstype":"ext4"' in out and '"fstype":"vfat"' in out, out
+
+
+def test_the_stick_mounts_an_image_and_reads_its_disk_through_fuse(vm: VM) -> None:
+    """`recovery image mount` on the stick: the image's disk served through mfusepy (the wheel the lock pins,
+    on the stick's libfuse3) reads as the source disk, byte for byte; its ext4 is mounted read-only with the
+    sample system's files; `recovery image unmount` takes it all down and the mount ends with 0."""
+    script = base64.b64encode((Path(__file__).parent / "stick_mount.sh").read_bytes()).decode()
+    out = vm.check(f"echo {script} | base64 -d | sh 2>&1", timeout=600)
+    facts = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith(" "))
+    assert facts.get("binding") == "mfusepy 3", out
+    mounted = json.loads(facts["mounted"]) if facts.get("mounted", "").startswith("{") else None
+    assert mounted is not None, out
+    assert [(p["number"], p["fstype"], p["mountpoint"] is not None) for p in mounted["parts"]] == [
+        (1, "ext4", True),
+        (2, "vfat", True),
+    ], out
+    assert facts.get("fuse") == "fuse.usb4-recovery", out
+    assert facts.get("disk") == "same", out
+    assert facts.get("hostname") == SAMPLE_HOSTNAME, out
+    assert facts.get("mount_rc") == "0 left=0 loops=0", out
 
 
 def test_the_stick_shrinks_a_disk_onto_a_smaller_one_on_a_snapshot(vm: VM) -> None:
