@@ -25,12 +25,13 @@ done
 # sample disk; b3sum so users can check digests; iproute2 for links;
 # qemu-utils (qemu-img) to export images as qcow2 and VHDX; fuse3 (libfuse3,
 # which the mfusepy package loads) for `recovery image mount` to serve an
-# image's disk as a file. (The stick's Debian has no mfusepy either:
+# image's disk as a file (the stick's Debian has no mfusepy either:
 # build-image.sh fetches the wheel the lock pins with this venv's pip and
-# installs it there, with the image's own fuse3.)
+# installs it there, with the image's own fuse3); fatresize to shrink and
+# grow FAT16/FAT32 partitions in a fitted clone (--fit).
 packages=(partclone zstd b3sum util-linux fdisk e2fsprogs dosfstools mtools
           xfsprogs btrfs-progs ntfs-3g exfatprogs f2fs-tools iproute2 qemu-utils
-          fuse3 python3 python3-venv)
+          fuse3 fatresize python3 python3-venv)
 if [ "$dev" = 1 ]; then
     # Tests: shellcheck for the scripts, gdisk/sfdisk for images, exfat-fuse to
     # fill exFAT test filesystems (this kernel has no exfat), nc for the bench

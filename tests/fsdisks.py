@@ -25,6 +25,7 @@ XFS_SMALL = {**os.environ, "TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
 LINUX = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 BASIC_DATA = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
 SWAP = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BTRFS_MIN = 114294784  # smaller Btrfs filesystems are made with --mixed block groups
 
 
@@ -33,9 +34,11 @@ class Part:
     fstype: str  # btrfs, xfs, ntfs, exfat, vfat, ext4, swap
     mib: int
     mbr_type: str = "83"
+    gpt_type: str | None = None  # else by its filesystem
+    options: tuple[str, ...] = ()  # more of mkfs.vfat's arguments
 
 
-def make_fs(dev: str, fstype: str, label: str) -> None:
+def make_fs(dev: str, fstype: str, label: str, options: Sequence[str] = ()) -> None:
     if fstype == "btrfs":
         small = int(sh("blockdev", "--getsize64", dev).stdout) < BTRFS_MIN
         sh("mkfs.btrfs", "-q", "-f", *(["--mixed"] if small else []), "-L", label, dev)
@@ -46,7 +49,7 @@ def make_fs(dev: str, fstype: str, label: str) -> None:
     elif fstype == "exfat":
         sh("mkfs.exfat", "-L", label[:11], dev)
     elif fstype == "vfat":
-        sh("mkfs.vfat", "-n", label[:11].upper(), dev)
+        sh("mkfs.vfat", "-n", label[:11].upper(), *options, dev)
     elif fstype == "ext4":
         sh("mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0", "-L", label, dev)
     elif fstype == "swap":
@@ -116,7 +119,7 @@ def partition(image: Path, layout: Sequence[Part], label: str) -> None:
     lines = [f"label: {label}"]
     if label == "gpt":
         types = {"swap": SWAP, "ntfs": BASIC_DATA, "exfat": BASIC_DATA, "vfat": BASIC_DATA}
-        lines += [f"size={p.mib}MiB, type={types.get(p.fstype, LINUX)}" for p in layout]
+        lines += [f"size={p.mib}MiB, type={p.gpt_type or types.get(p.fstype, LINUX)}" for p in layout]
     else:  # MBR: the first partition primary, the rest logical inside an extended one
         lines.append(f"size={layout[0].mib}MiB, type={layout[0].mbr_type}")
         lines.append("type=5")
@@ -144,7 +147,7 @@ def make_disk(
     partition(image, layout, label)
     with loop_device(image) as dev:
         for node, p in zip(part_nodes(dev, label, len(layout)), layout, strict=True):
-            make_fs(node, p.fstype, f"{name}{p.fstype}")
+            make_fs(node, p.fstype, f"{name}{p.fstype}", p.options)
             if files:
                 fill(node, p.fstype, seed + len(p.fstype))
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine.fit import fsattr
-from tests.fsdisks import BASIC_DATA, Part, contents, fill, make_disk, make_fs, mounted_fs
+from recovery.engine.fit import fat, fsattr
+from tests.fsdisks import BASIC_DATA, ESP, MTOOLS, Part, contents, fill, make_disk, make_fs, mounted_fs
 from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
-LAYOUT = [Part("vfat", 32), Part("ext4", 200), Part("ntfs", 100), Part("swap", 96)]
+LAYOUT = [Part("vfat", 32, gpt_type=ESP), Part("ext4", 200), Part("ntfs", 100), Part("swap", 96)]
 SOURCE = (32 + 200 + 100 + 96 + 2) * MIB
 
 
@@ -68,6 +68,16 @@ def clone(source: str, target: str, *extra: str, env: dict[str, str] | None = No
     tx.wait()
     rx.wait()
     return tx, rx
+
+
+def clone_fitted(src: str, target: str, fit: str) -> list[dict[str, object]]:
+    """A fitted clone both sides finished and verified, the source unchanged: the layout's parts."""
+    before = b3sum(src)
+    tx, rx = clone(src, target, "--fit", fit)
+    assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
+    assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
+    assert b3sum(src) == before
+    return tx.event("fit_planned")["parts"]  # type: ignore[index,no-any-return]
 
 
 def table(dev: str) -> list[dict[str, object]]:
@@ -490,13 +500,8 @@ def test_logical_partitions_are_fitted_inside_a_new_extended_partition(
     """The logical partitions shrink or grow and move like primary ones; sfdisk writes the extended
     partition around them and their EBRs in the gaps before them, numbered as on the source."""
     for src in private_copy(mbr_image, tmp_path):
-        before = b3sum(src)
         for target in blank(tmp_path, mib):
-            tx, rx = clone(src, target, "--fit", fit)
-            assert [side.proc.returncode for side in (tx, rx)] == [0, 0], (tx.stderr, rx.stderr)
-            assert [side.event("summary")["verified"] for side in (tx, rx)] == [True, True]  # type: ignore[index]
-            assert b3sum(src) == before
-            root, swap, data = tx.event("fit_planned")["parts"]  # type: ignore[index]
+            root, swap, data = clone_fitted(src, target, fit)
             assert (root["number"], swap["number"], data["number"]) == (1, 5, 6)
             assert (data["new_size"] < data["size"]) == (fit == "shrink") and data["new_start"] != data["start"]
             assert "No errors detected" in sh("sfdisk", "--verify", target).stdout
@@ -574,3 +579,67 @@ def test_a_4kn_disk_is_fitted_in_4096_byte_sectors(tmp_path: Path) -> None:
             finally:
                 sh("partx", "--delete", src, check=False)
                 sh("partx", "--delete", target, check=False)
+
+
+FAT_LAYOUT = [Part("ext4", 100), Part("vfat", 400, options=("-F", "32", "-s", "8"))]  # 4 KiB clusters
+FAT_BIG = 60  # MiB of one file on the FAT besides the usual files
+
+
+@pytest.fixture(scope="module")
+def fat_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ext4, then a 400 MiB FAT32 data partition (not an ESP: it may be resized) holding 60 MiB more."""
+    folder = tmp_path_factory.mktemp("fit-fat")
+    image = folder / "source.img"
+    make_disk(image, FAT_LAYOUT, name="ffit", seed=8, garbage=False)
+    (folder / "big.bin").write_bytes(os.urandom(FAT_BIG * MIB))
+    with loop_device(image) as dev:
+        sh("mcopy", "-i", f"{dev}p2", str(folder / "big.bin"), "::/big.bin", env=MTOOLS)
+    return image
+
+
+def fat_facts(dev: str) -> tuple[int, int, bytes]:
+    """The FAT's bits by its cluster count (32: FAT32), its first-sector field and its boot sector's ids."""
+    with open(dev, "rb") as f:
+        boot = f.read(512)
+    bpb = fat.parse_bpb(boot)
+    return bpb.bits, int.from_bytes(boot[0x1C:0x20], "little"), boot[0x43:0x52]
+
+
+@pytest.mark.parametrize(("mib", "fit"), [(360, "shrink"), (900, "grow")])
+def test_a_fat32_shrinks_and_grows_keeping_its_type_ids_and_files(
+    fat_image: Path, tmp_path: Path, mib: int, fit: str
+) -> None:
+    """fatresize on the view: the FAT32 stays a FAT32 (never made a FAT16), clean, with its UUID, label and
+    every file; moved down after the shrunk ext4, its boot sector names its new first sector."""
+    for src in private_copy(fat_image, tmp_path):
+        for target in blank(tmp_path, mib):
+            ext4, vfat = clone_fitted(src, target, fit)
+            assert ext4["method"] == vfat["method"] == "resize", (ext4, vfat)
+            assert (vfat["new_size"] < vfat["size"]) == (fit == "shrink"), vfat
+            assert "No problems found" in sh("sgdisk", "-v", target).stdout
+            sh("partx", "--add", target, check=False)
+            try:
+                new, old = f"{target}p2", f"{src}p2"
+                sh("fsck.vfat", "-n", new)
+                assert blkid(new) == blkid(old) and blkid(new)["TYPE"] == "vfat"
+                bits, first, boot_ids = fat_facts(new)
+                assert bits == 32 and boot_ids == fat_facts(old)[2]
+                assert first == vfat["new_start"] // 512
+                assert contents(new, "vfat") == contents(old, "vfat")
+                sh("e2fsck", "-f", "-n", f"{target}p1")
+            finally:
+                sh("partx", "--delete", target, check=False)
+
+
+def test_a_fat_that_cannot_shrink_enough_is_refused_in_one_line(fat_image: Path, tmp_path: Path) -> None:
+    """A FAT32 of 4 KiB clusters holds at least 65525 of them (about 260 MiB): a smaller one would be a FAT16,
+    so onto a disk that would need that, the clone is refused before anything is written."""
+    for src in private_copy(fat_image, tmp_path):
+        before = b3sum(src)
+        for tiny in blank(tmp_path, 250):
+            tx, _ = clone(src, tiny, "--fit", "shrink")
+            assert tx.proc.returncode == 3, tx.stderr
+            assert "too small even with every filesystem shrunk" in tx.stderr, tx.stderr
+            assert tx.stderr.count("\n") <= 2, tx.stderr  # one line, and its hint
+            assert sh("blkid", "-p", tiny, check=False).stdout == ""
+        assert b3sum(src) == before

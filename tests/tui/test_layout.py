@@ -62,9 +62,12 @@ def test_a_grown_layout_says_why_a_partition_keeps_its_size() -> None:
     assert esp.happens.startswith("kept: a partition under")
     assert (root.new_size, root.happens) == ("992.0 GiB", "grown")
     assert (swap.new_start, swap.happens) == ("993.0 GiB", "moved, same size: swap is not grown")
+    exfat = dataclasses.replace(SOURCE.partitions[1], fstype="exfat", label="DATA")
+    kept = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, exfat))), SOURCE)
+    assert kept[1].happens == "kept: exFAT is kept at its size (a file-level copy is not built yet)"
     fat = dataclasses.replace(SOURCE.partitions[1], fstype="vfat", label="DATA")
-    kept = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, fat))), SOURCE)
-    assert kept[1].happens == "kept: FAT is kept at its size (fatresize is not part of this system)"
+    grown = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, fat))), SOURCE)
+    assert grown[1].happens == "grown"  # by fatresize
 
 
 def with_parts(disk: DiskInfo, *parts: PartitionInfo) -> DiskInfo:
@@ -77,7 +80,7 @@ def test_the_estimate_uses_the_smallest_sizes_that_decide_whether_a_smaller_disk
     facts = [partition_facts(p) for p in SOURCE.partitions]
     assert [f.smallest for f in facts] == [smallest_size(p) for p in SOURCE.partitions]
     assert facts[1].smallest == int(51 * GIB * 1.1) + 4 * MIB and facts[2].smallest == 64 * MIB
-    assert [f.grows for f in facts] == [False, True, False] and facts[0].why_fixed.startswith("FAT is kept")
+    assert [f.grows for f in facts] == [True, True, False] and facts[0].why_fixed == ""  # FAT: fatresize
     assert facts[0].type == ""  # not told: the planner keeps small partitions (the ESP) at their size
     unknown = dataclasses.replace(SOURCE.partitions[1], used=None)
     assert partition_facts(unknown).why_fixed == "its used space is not known here"

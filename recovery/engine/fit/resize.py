@@ -11,20 +11,20 @@ import threading
 
 from recovery import run
 from recovery.disks import partitions
-from recovery.engine.fit import filecopy, mounts
+from recovery.engine.fit import fat, filecopy, mounts
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
 # Swap is made again, smaller, with its UUID and label; XFS is copied file by file into a smaller one.
 # Btrfs is resized in place, mounted on the view: its subvolumes, snapshots and shared extents stay as they are.
-SHRINKS = (*EXT, "ntfs", "swap", "btrfs", *filecopy.COPIED)
-GROWS = (*EXT, "ntfs", "xfs", "btrfs")  # swap keeps its size on a larger disk
+# FAT16 and FAT32 are resized by fatresize, each kept its type (fat.py).
+SHRINKS = (*EXT, "ntfs", "vfat", "swap", "btrfs", *filecopy.COPIED)
+GROWS = (*EXT, "ntfs", "vfat", "xfs", "btrfs")  # swap keeps its size on a larger disk
 MOUNTED = ("xfs", "btrfs")  # mounted (by the kernel) to be resized on the view or copied from the source
 BTRFS_ROOM = 64 << 20  # over btrfs's smallest device size: a shrink to exactly that can run out of space
 SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
-    "vfat": "FAT is kept at its size (fatresize is not part of this system)",
     "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
     "f2fs": "F2FS is kept at its size (a file-level copy is not built yet)",
     "crypto_LUKS": "LUKS is kept as it is: what it holds cannot be resized from outside",
@@ -67,6 +67,8 @@ def measure(dev: str, fstype: str | None, number: int, *, shrinks: bool = True) 
             raise _ntfs_refusal(number, words)
         in_use = re.search(r"Space in use\s*:\s*(\d+) MB", words)  # ntfsresize's MB: 10**6 bytes
         return _number(words, r"You might resize at (\d+) bytes"), int(in_use.group(1)) * 10**6 if in_use else None
+    if fstype == "vfat":
+        return fat.measure(dev, number, shrinks=shrinks)
     if fstype == "swap":  # nothing in it outlives a reboot (a hibernated system's is "swsuspend", kept whole)
         return SWAP_SMALLEST, None
     if fstype == "btrfs":
@@ -89,6 +91,8 @@ def shrink(dev: str, fstype: str, size: int, cancel: threading.Event | None = No
         run.run(["resize2fs", "-f", dev, f"{size // 1024}K"], cancel=cancel)
     elif fstype == "ntfs":
         run.run(["ntfsresize", "--force", "--no-progress-bar", "--size", str(size), dev], input=b"y\n", cancel=cancel)
+    elif fstype == "vfat":
+        fat.resize(dev, size, cancel)
     elif fstype == "swap":
         remake_swap(dev, size)
     elif fstype == "btrfs":
@@ -113,6 +117,8 @@ def grow(dev: str, fstype: str, cancel: threading.Event | None = None) -> None:
         run.run(["resize2fs", "-f", dev], cancel=cancel)
     elif fstype == "ntfs":
         run.run(["ntfsresize", "--force", "--no-progress-bar", dev], input=b"y\n", cancel=cancel)
+    elif fstype == "vfat":
+        fat.resize(dev, None, cancel)
     elif fstype == "xfs":
         with mounts.mounted(dev, fstype, writable=True) as mnt:
             run.run(["xfs_growfs", mnt], cancel=cancel)
