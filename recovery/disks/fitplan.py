@@ -163,7 +163,7 @@ def plan_layout(
         raise _too_small(ordered, end, target_size, fit)
     fixed = {**why, **{n: f"sized {human_size(size)} as asked" for n, size in chosen.items()}}
     new_sizes = _shrunk(ordered, end, fixed, chosen) if fit == "shrink" else _grown(ordered, end, fixed, chosen)
-    placed = _placed(ordered, new_sizes, why, fit)
+    placed = _placed(ordered, new_sizes, why)
     if placed[-1].new_start + placed[-1].new_size > end:  # alignment ate the last slack: refused, never written
         raise _too_small(ordered, end, target_size, fit)
     for first, second in itertools.pairwise(placed):
@@ -186,13 +186,21 @@ def _check_chosen(ordered: Sequence[Facts], chosen: Mapping[int, int], why: dict
         if why[number]:
             raise RefusedError(f"partition {number} ({p.fstype or 'no filesystem'}) keeps its size: {why[number]}")
         if size < p.size and (p.smallest is None or size < _align_up(p.smallest)):
-            least = f"at least {human_size(_align_up(p.smallest))}" if p.smallest is not None else "not smaller"
-            raise RefusedError(f"partition {number} ({p.fstype}) can be {least}, not {human_size(size)}")
+            least = f"at least {_told(_align_up(p.smallest), size)}" if p.smallest is not None else "not smaller"
+            raise RefusedError(
+                f"partition {number} ({p.fstype}) can be {least}, not {_told(size, _align_up(p.smallest or 0))}"
+            )
         if size > p.size and not p.grows:
             raise RefusedError(f"partition {number} ({p.fstype}) cannot grow: {human_size(size)} is larger")
 
 
-def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str], fit: Fit) -> list[Placed]:
+def _told(size: int, other: int) -> str:
+    """``size`` in words, with its bytes when it would read as ``other`` does."""
+    said = human_size(size)
+    return f"{said} ({size} bytes)" if said == human_size(other) else said
+
+
+def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str]) -> list[Placed]:
     """Each partition at its new start: where it was when the ones before leave it room (nothing moves only
     to be aligned), else right after them (its gap kept) on a 1 MiB boundary."""
     placed: list[Placed] = []
@@ -204,8 +212,8 @@ def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str],
             start = p.start
         elif at + gap > p.start:  # the one before grew into it: it moves up
             start = _align_up(at + gap)
-        else:  # shrinking moves it down as far as it can go; growing leaves it where it is
-            start = p.start if fit == "grow" else min(p.start, _align_up(at + gap))
+        else:  # one before it was made smaller: it moves down as far as it can go (else it stays)
+            start = min(p.start, _align_up(at + gap))
         method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
         if size < p.size and p.copies:
             method = "copy"
@@ -272,6 +280,26 @@ def smallest_target(parts: Sequence[Facts], source_size: int, table_tail: int) -
     return min(as_is, ordered[0].start + _gaps(ordered) + sum(floor)) + table_tail
 
 
+def size_range(
+    parts: Sequence[Facts], source_size: int, end: int, fit: Fit, number: int, sizes: Mapping[int, int] | None = None
+) -> tuple[int, int] | None:
+    """The least and the most :func:`plan_layout` lets the user size partition ``number`` (whole MiB), the other
+    ``sizes`` chosen kept and the other partitions at their least; None when it keeps its size whatever the fit."""
+    ordered = sorted(parts, key=lambda p: p.start)
+    part = next((p for p in ordered if p.number == number), None)
+    small = small_size(source_size)
+    if part is None or fit == "keep" or fixed_reason(part, small) or (part.smallest is None and not part.grows):
+        return None
+    chosen = {n: _align_down(size) for n, size in (sizes or {}).items() if n != number}
+    why = {p.number: fixed_reason(p, small) or ("chosen" if p.number in chosen else "") for p in ordered}
+    others = [p for p in ordered if p.number != number]
+    size = [chosen.get(p.number, p.size) for p in others]
+    least_others = _floors(others, why, size) if fit == "shrink" else size  # growing, the others only grow
+    most = _align_down(end - ordered[0].start - _gaps(ordered) - sum(least_others))
+    least = part.size if part.smallest is None else min(part.size, _align_up(part.smallest))
+    return least, most if part.grows else min(most, part.size)
+
+
 def _floors(ordered: Sequence[Facts], why: dict[int, str], size: Sequence[int]) -> list[int]:
     """Each partition's least size: a resizable one's smallest on a 1 MiB boundary, the others' ``size``."""
     return [
@@ -287,7 +315,7 @@ def _shrunk(ordered: Sequence[Facts], end: int, why: dict[int, str], chosen: Map
     size = [chosen.get(p.number, p.size) for p in ordered]
     floor = _floors(ordered, why, size)
     if sum(floor) > room:
-        raise _cannot_shrink(ordered, floor, room, why)
+        raise _cannot_shrink(ordered, floor, room, why, chosen)
     give = sum(s - f for s, f in zip(size, floor, strict=True))
     share = min(1.0, (room - sum(floor)) / give) if give else 1.0
     return [s if f == s else max(f, _align_down(f + int((s - f) * share))) for s, f in zip(size, floor, strict=True)]
@@ -329,18 +357,25 @@ def _too_small(ordered: Sequence[Facts], end: int, target_size: int, fit: Fit) -
     )
 
 
-def _cannot_shrink(ordered: Sequence[Facts], floor: Sequence[int], room: int, why: dict[int, str]) -> RefusedError:
+def _cannot_shrink(
+    ordered: Sequence[Facts], floor: Sequence[int], room: int, why: dict[int, str], chosen: Mapping[int, int]
+) -> RefusedError:
     short = sum(floor) - room
     fixed = [
         f"{p.number} ({p.fstype or 'no filesystem'}, {human_size(p.size)}): {why[p.number] or 'cannot shrink'}"
         for p, f in zip(ordered, floor, strict=True)
-        if f == p.size
+        if f == p.size and p.number not in chosen
     ][:8]
     kept = f"; kept at their size: {'; '.join(fixed)}" if fixed else ""
+    sized = "; ".join(f"partition {n} at {human_size(size)}" for n, size in chosen.items())
     return RefusedError(
         f"the target is {human_size(short)} ({short} bytes) too small even with every filesystem shrunk "
-        f"to its smallest ({human_size(sum(floor))} needed, {human_size(room)} of room){kept}",
-        hint="choose a larger target disk, or free space on the source's filesystems",
+        f"to its smallest ({human_size(sum(floor))} needed, {human_size(room)} of room)"
+        + (f"; sized as chosen: {sized}" if sized else "")
+        + kept,
+        hint="choose smaller sizes, or a larger target disk"
+        if chosen
+        else "choose a larger target disk, or free space on the source's filesystems",
     )
 
 

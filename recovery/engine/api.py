@@ -43,6 +43,7 @@ CAPABILITIES = (
     # request.image; find_images answered by images)
     "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
     "fit",  # the sender asks the target's size before it plans (measure, measured): --fit shrink|grow
+    "fit-sizes",  # a request to fit a disk carries the partition sizes the driver's user chose (request.sizes)
     "image-passphrase",  # an image saved into, or restored from, a folder of the peer is encrypted: its
     # passphrase goes with it (plan.passphrase, request.passphrase), sealed like every message after pairing
 )

@@ -204,6 +204,17 @@ class Activity(Message):
     optional: ClassVar[bool] = True
 
 
+MAX_SIZED_PARTS = 128  # a GPT's usual entries: more partitions than a request sizes
+
+
+@dataclass(frozen=True, slots=True)
+class PartSize:
+    """A partition the driver's user sized (capability "fit-sizes"): its number, its size in bytes."""
+
+    number: int = field(metadata=bounded(lo=1, hi=1 << 16))
+    size: int = field(metadata=bounded(lo=1))
+
+
 @dataclass(frozen=True, slots=True)
 class Request(Message):
     """A controlling side asks the peer to send one of its disks."""
@@ -220,6 +231,8 @@ class Request(Message):
     # Optional (2.1, capability "fit"): fit the source to ``target`` (the driver's disk it is sent onto).
     fit: Literal["keep", "shrink", "grow"] = "keep"
     target: Identity | None = None
+    # Optional (2.1, capability "fit-sizes", only with a fit): partitions sized by the user, each once.
+    sizes: tuple[PartSize, ...] = field(default=(), metadata=bounded(max_len=MAX_SIZED_PARTS))
     # Optional (2.1, capability "image-passphrase"): the passphrase of the encrypted image ``source``.
     # Only ever sent sealed (after the pairing); never shown, logged or kept.
     passphrase: str | None = field(default=None, repr=False, metadata=PASSPHRASE)

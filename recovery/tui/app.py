@@ -70,6 +70,7 @@ from recovery.tui.messages import (
     StartOverAsked,
     StepAnswered,
     StepBack,
+    StepChanged,
 )
 from recovery.tui.peering import Peering, new_code
 from recovery.tui.screens.dialogs import ConfirmScreen, HelpScreen
@@ -440,6 +441,9 @@ class WizardApp(App[int]):
 
     def on_step_back(self, msg: StepBack) -> None:
         self.steps.back(msg.step, msg.value)
+
+    def on_step_changed(self, msg: StepChanged) -> None:
+        self.steps.tell(msg.step, msg.rows)
 
     def on_end_pairing_asked(self, _msg: EndPairingAsked) -> None:
         self.ask(f"End the pairing with {self.peer_name}?\nIts screen goes back to its first screen.", self.end_pairing)

@@ -6,7 +6,8 @@ that changes the layout shows it after the options, see :data:`AFTER`); Esc
 goes back one and every answer given stays (a later answer is dropped only
 when the new one makes it impossible: another direction means other disks,
 another source may make the target too small and turns rescue mode, chosen
-for one source, off). Before a
+for one source, off; the partition sizes chosen on the layout step are dropped with another
+disk or another fit). Before a
 clone starts, and when the user retries one, the chosen disks are looked up
 again in the disk lists as they are now: :func:`recheck` finds each by its
 identity and says in words what changed since it was chosen.
@@ -99,7 +100,15 @@ def activity(step: str) -> str:
 
 
 def answer(choice: Choice, step: str, value: object) -> Choice:
-    """The choice with one step answered; later answers stay while they still fit."""
+    """The choice with one step answered; later answers stay while they still fit (the partition sizes
+    chosen on the layout step only for the same disks and the same fit)."""
+    answered = _answered(choice, step, value)
+    if (answered.source, answered.target, answered.fit) != (choice.source, choice.target, choice.fit):
+        return dataclasses.replace(answered, sizes={})
+    return answered
+
+
+def _answered(choice: Choice, step: str, value: object) -> Choice:
     if step == "direction":
         assert isinstance(value, bool)
         if value == choice.send:
@@ -143,6 +152,9 @@ def answer(choice: Choice, step: str, value: object) -> Choice:
             grow=value.grow,
             passphrase=value.passphrase,
         )
+    if step == "layout":
+        assert isinstance(value, dict)
+        return dataclasses.replace(choice, sizes=value)
     return choice
 
 

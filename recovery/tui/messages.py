@@ -6,6 +6,8 @@ bubbles up to :class:`~recovery.tui.app.WizardApp`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.message import Message
 
 from recovery import events
@@ -120,6 +122,15 @@ class StepAnswered(Message):
     def __init__(self, step: str, value: object) -> None:
         super().__init__()
         self.step, self.value = step, value
+
+
+class StepChanged(Message):
+    """What a step says changed before it was answered (a partition sized on the layout step): ``rows``, for
+    the other machine's screen."""
+
+    def __init__(self, step: str, rows: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.step, self.rows = step, tuple(rows)
 
 
 class ImageAsked(Message):

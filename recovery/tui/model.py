@@ -277,6 +277,7 @@ class Choice:
     image_target: str | None = None  # a save: the new image file (``target`` describes it)
     image_source: ImageEntry | None = None  # a restore: the image (``source`` describes it, by its path)
     grow: bool = False  # a larger target: grow the source's filesystems to fill it (else the space stays free)
+    sizes: dict[int, int] = field(default_factory=dict)  # a fitted clone: partitions sized on the layout step
     # A save: encrypt the image under it; a restore of an encrypted image: its passphrase. Never shown.
     passphrase: str | None = field(default=None, repr=False)
 
@@ -294,6 +295,7 @@ class Choice:
             image_target=self.image_target,
             image_source=self.source.path if self.image_source else None,
             fit=self.fit,
+            sizes=dict(self.sizes) if self.fit != "keep" else {},
             passphrase=self.passphrase if passphrase_asked(self) else None,
         )
 

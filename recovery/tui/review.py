@@ -90,13 +90,14 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
     source, target = choice.source, choice.target
     assert source is not None and target is not None
     fit = choice.fit
+    sized = chosen_sizes(choice)
     if fit == "grow":
         return [
             (
                 "Grows",
                 f"{short_name(target)} is larger ({human_size(target.size)} for {human_size(source.size)}): the "
-                f"filesystems that can grow fill it, resized on a copy-on-write view of the source on {src_host}; "
-                f"the source is never written; {LAYOUT_STEP.format(src_host)}",
+                f"filesystems that can grow fill it{sized}, resized on a copy-on-write view of the source on "
+                f"{src_host}; the source is never written; {LAYOUT_STEP.format(src_host)}",
             )
         ]
     if fit != "shrink":
@@ -105,10 +106,18 @@ def fit_rows(choice: Choice, src_host: str) -> Rows:
         (
             "Shrinks",
             f"{short_name(target)} is smaller ({human_size(target.size)} for {human_size(source.size)}): the "
-            f"filesystems are shrunk to fit on a copy-on-write view of the source on {src_host}; the source is "
-            f"never written; {LAYOUT_STEP.format(src_host)}",
+            f"filesystems are shrunk to fit{sized} on a copy-on-write view of the source on {src_host}; the source "
+            f"is never written; {LAYOUT_STEP.format(src_host)}",
         )
     ]
+
+
+def chosen_sizes(choice: Choice) -> str:
+    """The partition sizes the user chose, as the review says them: ``, partition 2 at 120.0 GiB as chosen``."""
+    if not choice.sizes:
+        return ""
+    sized = ", ".join(f"partition {n} at {human_size(size)}" for n, size in sorted(choice.sizes.items()))
+    return f" ({sized} as chosen, the others around it)"
 
 
 def mode_text(choice: Choice) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from textual.notifications import SeverityLevel
@@ -167,10 +167,13 @@ class Stepper:
         state = self.state
         state.step = step
         screen = self.build(step)
-        if state.session is not None:
-            review = screen.rows if isinstance(screen, ReviewScreen | LayoutScreen) else ()
-            state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS), review)
+        self.tell(step, screen.rows if isinstance(screen, ReviewScreen | LayoutScreen) else ())
         self.wizard.show(screen)
+
+    def tell(self, step: str, review: Sequence[tuple[str, str]] = ()) -> None:
+        """Tell the other machine which step its user is on, and what it says (a review, a layout)."""
+        if self.state.session is not None:
+            self.state.session.tell(flow.activity(step), flow.number(step), len(flow.STEPS), review)
 
     def build(self, step: str) -> Step | PairScreen:
         state, peer = self.state, self.wizard.peer_name

@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recovery.disks.fitplan import MIB, Facts, Layout, Placed, move_order, plan_layout, smallest_target, usable_end
+from recovery.disks.fitplan import (
+    MIB,
+    Facts,
+    Layout,
+    Placed,
+    move_order,
+    plan_layout,
+    size_range,
+    smallest_target,
+    usable_end,
+)
 from recovery.errors import RefusedError
 
 GIB = 1024 * MIB
@@ -102,6 +112,19 @@ def test_a_partition_grown_by_choice_while_shrinking_moves_the_next_one_up() -> 
     assert one.new_size == 12 * GIB and two.new_start >= one.new_start + one.new_size
     assert two.new_start + two.new_size <= 16 * GIB - TAIL and two.new_size < two.size
     assert [p.number for p in move_order([one, two])] == [2]  # it moves up: from the last
+
+
+def test_a_partition_made_smaller_while_growing_lets_the_next_one_move_down_into_its_room() -> None:
+    """--fit grow with one partition sized smaller: the one after it moves down (its gap kept) and grows
+    into the room, never left where it was past the target's end."""
+    parts = [
+        Facts(1, MIB, 5 * MIB, LINUX, "ext4", smallest=MIB, grows=True),
+        Facts(2, 6 * MIB, MIB, LINUX, "ext4", smallest=MIB, grows=True),
+    ]
+    one, two = sized(parts, 8 * MIB, 16 * MIB, "grow", {1: MIB}).parts
+    assert one.new_size == MIB and two.new_start == 2 * MIB and two.moved
+    assert two.new_start + two.new_size <= usable_end(16 * MIB, "gpt", TAIL) and two.new_size > 10 * MIB
+    assert [p.number for p in move_order([one, two])] == [2]
 
 
 def test_chosen_sizes_that_overfill_a_larger_disk_are_refused() -> None:
@@ -216,11 +239,8 @@ facts_lists = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(facts_lists, st.integers(16, 40000), st.sampled_from(["keep", "shrink", "grow"]))
-def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
-    spec: list[tuple[int, int, str, str | None, float]], target_mib: int, how: str
-) -> None:
+def facts_of(spec: list[tuple[int, int, str, str | None, float]]) -> tuple[list[Facts], int]:
+    """The partitions ``spec`` describes (ext4 and NTFS shrink to their share and grow), and the disk's size."""
     parts, at = [], MIB
     for number, (gap, size, ptype, fstype, low) in enumerate(spec, start=1):
         at += gap * MIB
@@ -228,7 +248,16 @@ def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
         smallest = max(MIB, int(size * MIB * low)) if resizable else None
         parts.append(Facts(number, at, size * MIB, ptype, fstype, None, smallest, resizable))
         at += size * MIB
-    source, target = at + MIB, target_mib * MIB
+    return parts, at + MIB
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts_lists, st.integers(16, 40000), st.sampled_from(["keep", "shrink", "grow"]))
+def test_every_layout_fits_keeps_order_and_never_goes_below_the_smallest(
+    spec: list[tuple[int, int, str, str | None, float]], target_mib: int, how: str
+) -> None:
+    parts, source = facts_of(spec)
+    target = target_mib * MIB
     try:
         layout = fit(parts, source, target, how)
     except RefusedError:
@@ -271,3 +300,46 @@ def test_the_smallest_target_is_the_least_a_shrunk_layout_fits(
     assert layout.parts[-1].new_start + layout.parts[-1].new_size <= least - TAIL
     with pytest.raises(RefusedError, match="too small"):
         fit(parts, source, least - 1, "shrink")
+
+
+def test_the_range_a_partition_may_be_sized_to_is_what_the_planner_takes() -> None:
+    """The wizard says how small and how large a partition may be made: the planner takes both ends."""
+    parts, end = linux(), usable_end(400 * GIB, "gpt", TAIL)
+    least, most = size_range(parts, 1024 * GIB, end, "shrink", 2) or (0, 0)
+    # the room: 400 GiB less the GPT's backup, the first MiB, a MiB per partition, the ESP, /home's smallest
+    assert least == 20 * GIB and most == 300 * GIB - 517 * MIB
+    for size in (least, most):
+        assert sized(linux(), 1024 * GIB, 400 * GIB, "shrink", {2: size}).parts[1].new_size == size
+    with pytest.raises(RefusedError, match="sized as chosen: partition 2 at"):
+        sized(linux(), 1024 * GIB, 400 * GIB, "shrink", {2: most + MIB})
+    with pytest.raises(RefusedError, match=r"can be at least 20\.0 GiB \(21474836480 bytes\), not 20\.0 GiB \("):
+        sized(linux(), 1024 * GIB, 400 * GIB, "shrink", {2: least - MIB})
+    # Another size chosen is kept: partition 3 at 150 GiB leaves partition 2 less room.
+    assert (size_range(parts, 1024 * GIB, end, "shrink", 2, {3: 150 * GIB}) or (0, 0))[1] == most - 50 * GIB
+    assert size_range(parts, 1024 * GIB, end, "shrink", 1) is None  # the ESP keeps its size
+    assert size_range(parts, 1024 * GIB, end, "keep", 2) is None  # no fit: no sizes
+    assert size_range(parts, 1024 * GIB, end, "shrink", 9) is None  # no such partition
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts_lists, st.integers(16, 40000), st.sampled_from(["shrink", "grow"]), st.integers(0, 7))
+def test_both_ends_of_a_partitions_range_are_laid_out_and_a_mib_past_them_is_refused(
+    spec: list[tuple[int, int, str, str | None, float]], target_mib: int, how: str, index: int
+) -> None:
+    parts, source = facts_of(spec)
+    target = target_mib * MIB
+    try:
+        fit(parts, source, target, how)
+    except RefusedError:
+        return  # no layout: nothing to size
+    part = parts[index % len(parts)]
+    found = size_range(parts, source, usable_end(target, "gpt", TAIL), how, part.number)  # type: ignore[arg-type]
+    if found is None or found[0] > found[1]:
+        return
+    least, most = found
+    for size in (least, most):
+        placed = sized(parts, source, target, how, {part.number: size}).parts[index % len(parts)]
+        assert placed.new_size == size
+    for size in (least - MIB, most + MIB):
+        with pytest.raises(RefusedError):
+            sized(parts, source, target, how, {part.number: size})

@@ -538,6 +538,21 @@ def test_a_partition_sized_by_the_user_gets_that_size(source: str, small: str) -
     assert bad.wait() == 2 and "give a partition number and a size" in bad.stderr
 
 
+def test_a_partition_sized_smaller_onto_a_larger_disk_lets_the_next_ones_move_down_and_grow(
+    source: str, large: str
+) -> None:
+    """--fit grow --size 2=N below the ext4's size: the ext4 shrinks to N, the NTFS and swap after it move
+    down into its room, and the NTFS grows into the rest (once left where it was, past the target's end)."""
+    refused, _ = clone(source, large, "--fit", "grow", "--size", "2=1M")
+    assert refused.proc.returncode == 3 and "partition 2 (ext4) can be at least" in refused.stderr
+    least = int(refused.stderr.split("can be at least ")[1].split(".")[0])
+    tx, rx = clone(source, large, "--fit", "grow", "--size", f"2={least + 3}M")
+    _, root, ntfs, swap = check_fitted(source, large, tx, rx)
+    assert root["new_size"] == (least + 3) * MIB and root["method"] == "resize", root
+    assert ntfs["new_start"] < ntfs["start"] and ntfs["new_size"] > ntfs["size"]  # type: ignore[operator]
+    assert swap["new_start"] != swap["start"] and swap["new_size"] == swap["size"]
+
+
 def test_a_4kn_disk_is_fitted_in_4096_byte_sectors(tmp_path: Path) -> None:
     """A disk of 4 KiB logical sectors (as some NVMe drives are formatted): its GPT is read and written in
     4096-byte sectors, the view's devices show them too, and the ext4 and NTFS on it shrink onto a smaller

@@ -105,6 +105,15 @@ SAMPLES: list[m.Message] = [
     ),
     m.Request(source="/media/usb/laptop.img", mode="used", level="auto", image=True),
     m.Request(source="/media/usb/laptop.img", mode="used", level="auto", image=True, passphrase="correct horse"),
+    m.Request(
+        source="/dev/sda",
+        mode="used",
+        level="auto",
+        source_identity=IDENTITY,
+        fit="shrink",
+        target=IDENTITY,
+        sizes=(m.PartSize(2, 120 << 30),),
+    ),
 ]
 SAMPLES.append(  # a plan that saves an image instead of writing a pinned target
     dataclasses.replace(next(s for s in SAMPLES if isinstance(s, m.Plan)), target=None, image="/media/usb/laptop.img")
@@ -278,3 +287,19 @@ def test_an_images_passphrase_round_trips_is_bounded_and_never_in_a_repr() -> No
             m.decode_body(json.dumps({**fields, "passphrase": "a" * 1025}).encode())
         with pytest.raises(SchemaError, match="control character 0x1b"):
             m.decode_body(json.dumps({**fields, "passphrase": "a\u001b[2J"}).encode())
+
+
+def test_the_sizes_a_request_carries_are_bounded_and_absent_from_an_older_peers() -> None:
+    request = m.Request(source="/dev/sda", mode="used", level="auto", fit="shrink", target=IDENTITY,
+                        sizes=(m.PartSize(1, 1 << 20), m.PartSize(3, 40 << 30)))  # fmt: skip
+    assert m.decode_body(m.encode_body(request)) == request
+    fields = json.loads(m.encode_body(request))
+    del fields["sizes"]  # a peer without capability "fit-sizes"
+    assert m.decode_body(json.dumps(fields).encode()) == dataclasses.replace(request, sizes=())
+    for bad, said in (
+        ([{"number": 0, "size": 1}], r"sizes\[0\]\.number: 0 outside 1\.\.65536"),
+        ([{"number": 1, "size": 0}], r"sizes\[0\]\.size: 0 outside"),
+        ([{"number": 1, "size": 1}] * 129, r"sizes: 129 items, at most 128"),
+    ):
+        with pytest.raises(SchemaError, match=said):
+            m.decode_body(json.dumps({**fields, "sizes": bad}).encode())

@@ -12,8 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 
+from recovery.tui import layout
 from recovery.tui.app import WizardApp
+from recovery.tui.job import JobView
 from recovery.tui.screens.layout import LayoutScreen
 from recovery.tui.screens.pair import PairScreen
 from recovery.tui.screens.results import ErrorScreen, SummaryScreen
@@ -49,22 +52,38 @@ def check_fitted(target: Path, source: Path) -> None:
     assert uuids and all(u in new for u in uuids)
 
 
+async def confirmed_and_checked(pilot: Pilot[None], app: WizardApp, target: Path) -> JobView:
+    """Confirm the review; the clone ends verified, every filesystem's check passed on ``target``."""
+    await confirm(pilot, target.name)
+    await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
+    assert not isinstance(app.screen, ErrorScreen), app.screen.advice
+    job: JobView = app.screen.job  # type: ignore[attr-defined]
+    assert job.summary is not None and job.summary.verified is True
+    assert job.summary.checks and all(c["ok"] for c in job.summary.checks)
+    return job
+
+
+def wizard_and_peer(
+    make_peer: type[Peer], source_image: Path, smaller: Path, tmp_path: Path, receive: bool
+) -> tuple[Peer, WizardApp, Path]:
+    """The peer and this machine's wizard: the source here and the smaller disk on the peer, or (``receive``)
+    a copy of the source on the peer and the smaller disk here; and that source."""
+    if receive:
+        source = tmp_path / "peer-source.img"
+        shutil.copyfile(source_image, source)
+        peer = make_peer([source], name="old-laptop")
+        return peer, WizardApp(config(peer, tmp_path, smaller, name="new-laptop")), source
+    peer = make_peer([smaller], name="new-laptop")
+    return peer, WizardApp(config(peer, tmp_path, source_image)), source_image
+
+
 @pytest.mark.parametrize("receive", [False, True], ids=["send", "receive"])
 def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
     make_peer: type[Peer], source_image: Path, smaller: Path, tmp_path: Path, receive: bool
 ) -> None:
     """Driving and sending this machine's disk onto the peer's smaller one, and driving and receiving the
     peer's disk onto this machine's smaller one (the peer fits its disk, as it was asked)."""
-    if receive:
-        offered = tmp_path / "peer-source.img"
-        shutil.copyfile(source_image, offered)
-        peer = make_peer([offered], name="old-laptop")
-        app = WizardApp(config(peer, tmp_path, smaller, name="new-laptop"))
-        source = offered
-    else:
-        peer = make_peer([smaller], name="new-laptop")
-        app = WizardApp(config(peer, tmp_path, source_image))
-        source = source_image
+    peer, app, source = wizard_and_peer(make_peer, source_image, smaller, tmp_path, receive)
     before = b3sum(str(source))
 
     async def scenario() -> None:
@@ -87,12 +106,7 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
             await on(pilot, ReviewScreen)
             said = dict(app.screen.rows)  # type: ignore[attr-defined]
             assert "is smaller" in said["Shrinks"] and "never written" in said["Shrinks"]
-            await confirm(pilot, smaller.name)
-            await wait_for(pilot, lambda: isinstance(app.screen, (SummaryScreen, ErrorScreen)), 90, "the end")
-            assert not isinstance(app.screen, ErrorScreen), app.screen.advice
-            job = app.screen.job  # type: ignore[attr-defined]
-            assert job.summary is not None and job.summary.verified is True
-            assert job.summary.checks and all(c["ok"] for c in job.summary.checks)
+            job = await confirmed_and_checked(pilot, app, smaller)
             if not receive:  # the sending machine's screen showed the layout
                 assert job.layout[0].startswith("fit (shrink)") and any(
                     "ext4" in r and "shrunk" in r for r in job.layout
@@ -101,6 +115,50 @@ def test_a_smaller_disk_is_offered_and_the_source_is_shrunk_to_fit(
     run(scenario)
     assert b3sum(str(source)) == before
     check_fitted(smaller, source)
+
+
+@pytest.mark.parametrize("receive", [False, True], ids=["send", "receive"])
+def test_a_partition_sized_on_the_layout_step_has_that_size_on_the_target(
+    make_peer: type[Peer], source_image: Path, smaller: Path, tmp_path: Path, receive: bool
+) -> None:
+    """The user sizes the ext4 on the layout step (as --size does): the sending machine plans with that size,
+    whichever machine drives (the size crosses in the request), and the target's partition has it."""
+    peer, app, source = wizard_and_peer(make_peer, source_image, smaller, tmp_path, receive)
+    chosen = 0
+
+    async def scenario() -> None:
+        nonlocal chosen
+        async with app.run_test(size=SIZE) as pilot:
+            await walk_to_options(pilot, peer.code, receive=receive)
+            await pilot.press("enter")
+            await on(pilot, LayoutScreen)
+            screen = app.screen
+            assert isinstance(screen, LayoutScreen) and screen.picked == 1 and screen.sizable == [1]
+            least, most = layout.size_range(screen.choice, 1) or (0, 0)
+            automatic = size_of(screen.found[0].new_size)
+            chosen = (least + most) // 2 // MIB * MIB
+            assert least < chosen < most and chosen != automatic
+            for typed, said in (("1M", "can be at least"), (f"{most // MIB + 1}M", "sized as chosen: partition 1")):
+                await pilot.press("s", *typed, "enter", "enter")  # refused: Enter applies again, never goes on
+                await pilot.pause()
+                assert app.screen is screen and screen.editing and said in screen.problem
+                assert screen.choice.sizes == {} and size_of(screen.found[0].new_size) == automatic
+                await pilot.press("escape")
+            await pilot.press("s", *f"{chosen // MIB}M", "enter")
+            assert screen.choice.sizes == {1: chosen} and size_of(screen.found[0].new_size) == chosen
+            await pilot.press("enter")
+            await on(pilot, ReviewScreen)
+            said = dict(app.screen.rows)  # type: ignore[attr-defined]
+            assert f"partition 1 at {chosen // MIB}.0 MiB as chosen" in said["Shrinks"]
+            await confirmed_and_checked(pilot, app, smaller)
+
+    run(scenario)
+    check_fitted(smaller, source)
+    table = json.loads(sh("sfdisk", "--json", str(smaller)).stdout)["partitiontable"]
+    root, data = table["partitions"]
+    assert root["size"] * table["sectorsize"] == chosen  # exactly as typed
+    old = json.loads(sh("sfdisk", "--json", str(source)).stdout)["partitiontable"]["partitions"][1]
+    assert data["size"] == old["size"] and data["start"] >= root["start"] + root["size"]  # the FAT fits after it
 
 
 def on_ext4(image: Path, *argv: str) -> None:
@@ -120,15 +178,7 @@ def test_a_fit_the_source_cannot_make_is_refused_and_the_pairing_stays(
     """The list estimated the source fits once shrunk, but its ext4 is not clean (so it keeps its size):
     the sending machine refuses before anything crossed, the wizard says so, the session goes on (a retry
     once the filesystem is repaired clones it)."""
-    if receive:
-        source = tmp_path / "peer-source.img"
-        shutil.copyfile(source_image, source)
-        peer = make_peer([source], name="old-laptop")
-        app = WizardApp(config(peer, tmp_path, smaller, name="new-laptop"))
-    else:
-        source = source_image
-        peer = make_peer([smaller], name="new-laptop")
-        app = WizardApp(config(peer, tmp_path, source_image))
+    peer, app, source = wizard_and_peer(make_peer, source_image, smaller, tmp_path, receive)
     on_ext4(source, "debugfs", "-w", "-R", "set_inode_field <2> links_count 7")
 
     async def scenario() -> None:

@@ -11,10 +11,11 @@ import pytest
 from textual.app import App
 
 from recovery.engine.fit import filecopy
-from recovery.errors import RefusedError
+from recovery.errors import RefusedError, UsageError
 from recovery.protocol.messages import DiskInfo, PartitionInfo
 from recovery.report import fit_how
 from recovery.tui import flow, layout
+from recovery.tui.messages import StepAnswered, StepBack, StepChanged
 from recovery.tui.model import GPT_TAIL, Choice, partition_facts, shrunk_size, smallest_size, target_refusal
 from recovery.tui.review import review_rows
 from recovery.tui.screens.layout import LayoutScreen
@@ -198,7 +199,9 @@ def test_enter_goes_on_to_the_review_and_esc_back_to_the_options() -> None:
         "Part 2",
         'ext4 "root", 51.0 GiB used: 480.0 GiB at 513.0 MiB -> 241.4 GiB at 513.0 MiB, shrunk',
     )
-    steps.answered("layout", True)
+    steps.tell("layout", [("Part 2", "sized")])  # a size chosen there: the other machine is told at once
+    assert session.told[-1] == ("reviewing the new layout of the partitions", 5, 6, (("Part 2", "sized"),))
+    steps.answered("layout", {})
     assert isinstance(wizard.asked[-1][1], ReviewScreen)
     steps.back("review")
     assert isinstance(wizard.asked[-1][1], LayoutScreen)
@@ -207,3 +210,110 @@ def test_enter_goes_on_to_the_review_and_esc_back_to_the_options() -> None:
     state.choice = Choice(send=True, source=SOURCE, target=LARGER)  # the same layout: no such step
     steps.answered("options", state.choice)
     assert isinstance(wizard.asked[-1][1], ReviewScreen)
+
+
+def test_a_size_is_typed_as_the_command_line_takes_it_and_laid_out_by_the_planner() -> None:
+    sized = layout.with_size(shrink(), 2, "120G")
+    assert sized.sizes == {2: 120 * GIB} == layout.with_size(shrink(), 2, " 120GiB ").sizes
+    assert layout.with_size(sized, 3, "500M").sizes == {2: 120 * GIB, 3: 500 * MIB}
+    _, root, swap = layout.rows(layout.estimate(sized), SOURCE, sized.sizes)
+    assert (root.new_size, root.happens) == ("120.0 GiB", "shrunk to the size you chose")
+    assert swap.happens == "moved" and swap.new_size == "31.0 GiB"  # the room left keeps it whole
+    assert layout.with_size(sized, 2, "").sizes == {}  # empty: the automatic size again
+    with pytest.raises(RefusedError, match=r"can be at least 56\.1 GiB, not 500\.0 MiB"):
+        layout.with_size(sized, 2, "500M")
+    with pytest.raises(UsageError, match="bad size 'lots'"):
+        layout.with_size(sized, 2, "lots")
+    assert sized.sizes == {2: 120 * GIB}  # a refusal changes nothing
+    assert layout.with_size(shrink(), 2, str(120 * GIB + 5)).sizes == {2: 120 * GIB}  # whole MiB, as laid out
+
+
+def test_only_partitions_that_can_be_resized_are_offered_with_what_their_numbers_mean() -> None:
+    assert layout.sizable(shrink()) == [2, 3]  # not the ESP (small), kept at its size
+    assert layout.range_line(shrink(), 2) == (
+        "Partition 2: smallest possible 56.1 GiB (its data), available 254.9 GiB (with the others at their smallest)."
+    )
+    assert layout.range_line(grow(), 2).endswith("available 992.0 GiB (with the others at their size).")
+    least, most = layout.size_range(shrink(), 2) or (0, 0)
+    with_swap = layout.size_range(layout.with_size(shrink(), 3, "10G"), 2)  # the swap at 10 GiB, not its smallest
+    assert with_swap == (least, most - (10 * GIB - 64 * MIB))
+    tiny = dataclasses.replace(SMALLER, size=32 * GIB)
+    assert layout.sizable(dataclasses.replace(shrink(), target=tiny)) == []  # no layout: nothing to size
+    said = dict(review_rows(layout.with_size(shrink(), 2, "120G"), fakes.HERE, fakes.THERE))["Shrinks"]
+    assert "shrunk to fit (partition 2 at 120.0 GiB as chosen, the others around it) on a" in said
+
+
+class Host(App[None]):
+    """An app that records what its step answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[tuple[str, object]] = []
+        self.told: list[tuple[tuple[str, str], ...]] = []  # what the other machine is told the step says
+
+    def on_step_answered(self, message: StepAnswered) -> None:
+        self.answers.append((message.step, message.value))
+
+    def on_step_back(self, message: StepBack) -> None:
+        self.answers.append(("back", message.value))
+
+    def on_step_changed(self, message: StepChanged) -> None:
+        self.told.append(message.rows)
+
+
+def test_the_user_sizes_a_partition_with_the_keys_and_a_refused_size_changes_nothing() -> None:
+    async def scenario() -> None:
+        app = Host()
+        async with app.run_test(size=(100, 40)) as pilot:
+            screen = LayoutScreen(shrink(), fakes.HERE, fakes.THERE)
+            await app.push_screen(screen)
+            await pilot.pause()
+            automatic = list(screen.found)
+            assert screen.picked == 2 and "smallest possible 56.1 GiB" in text_of(app, "#layout-range")
+            keys = {b.binding.description for b in screen.active_bindings.values()}
+            assert {"Partition", "Resize", "Continue", "Back"} <= keys and "Automatic size" not in keys
+            await pilot.press("s", *"120G", "enter")
+            assert screen.choice.sizes == {2: 120 * GIB} and not screen.editing
+            assert screen.found[1].new_size == "120.0 GiB" and "shrunk to the size you chose" in text_of(app, "#layout")
+            assert (
+                app.told == [tuple(screen.rows)]
+                and "120.0 GiB at 513.0 MiB, shrunk to the size you chose" in (screen.rows[2][1])
+            )
+            sized = list(screen.found)
+            assert "Automatic size" in {b.binding.description for b in screen.active_bindings.values()}
+            for typed, said in (("10G", "can be at least 56.1 GiB"), ("300G", "sized as chosen: partition 2")):
+                await pilot.press("s", *typed)
+                keys = {b.binding.description for b in screen.active_bindings.values()}
+                assert {"Apply the size", "Cancel"} <= keys and not {"Continue", "Back", "Partition"} & keys
+                await pilot.press("enter")
+                assert screen.editing and screen.found == sized and screen.choice.sizes == {2: 120 * GIB}
+                shown = text_of(app, "#layout-problem")
+                assert shown.startswith("Not applied: ") and said in shown
+                await pilot.press("enter")  # the same size again: refused again, nothing answered
+                assert app.answers == [] and screen.editing
+                await pilot.press("escape")  # leaves the field, not the step
+                assert not screen.editing and app.screen is screen and not screen.problem
+            assert len(app.told) == 1  # a refused size is not told
+            await pilot.press("down")
+            assert screen.picked == 3 and "Partition 3: smallest possible 64.0 MiB" in text_of(app, "#layout-range")
+            await pilot.press("up", "c")  # partition 2 back to its automatic size
+            assert screen.choice.sizes == {} and screen.found == automatic
+            await pilot.press("s", *"100G", "enter", "escape")  # back to the options, the size kept
+            assert app.answers == [("back", {2: 100 * GIB})]
+            await pilot.press("enter")
+            assert app.answers[-1] == ("layout", {2: 100 * GIB})
+
+    run(scenario)
+
+
+def test_the_sizes_chosen_reach_the_clone_and_another_disk_or_fit_drops_them() -> None:
+    sized = layout.with_size(shrink(), 2, "120G")
+    assert sized.complete().sizes == {2: 120 * GIB}
+    assert flow.answer(shrink(), "layout", {2: 120 * GIB}) == sized
+    assert flow.answer(sized, "options", sized).sizes == {2: 120 * GIB}  # the same fit keeps them
+    assert flow.answer(sized, "target", LARGER).sizes == {}
+    assert flow.answer(sized, "source", dataclasses.replace(SOURCE, path="/dev/sdz")).sizes == {}
+    assert flow.answer(sized, "source", SOURCE).sizes == {2: 120 * GIB}  # the same disk again
+    grown = dataclasses.replace(sized, target=LARGER)
+    assert flow.answer(grown, "options", dataclasses.replace(grown, grow=True)).sizes == {}
+    assert dataclasses.replace(grown, grow=False).complete().sizes == {}  # no fit: no sizes

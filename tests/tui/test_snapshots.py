@@ -225,6 +225,19 @@ def test_layout_of_a_shrink(snap_compare: SnapCompare, size: tuple[int, int]) ->
     assert snap_compare(app(), run_before=screen, terminal_size=size)
 
 
+def test_layout_with_a_size_chosen_and_another_refused(snap_compare: SnapCompare) -> None:
+    """The root sized by the user (the swap fits around it), then a size below its smallest typed: the
+    field stays open with why it was not applied, and the footer offers to apply or cancel."""
+    choice = Choice(send=True, source=fakes.LOCAL[0], target=fakes.PEER[1])
+
+    async def before(pilot: Pilot) -> None:
+        await showing(lambda: LayoutScreen(choice, fakes.HERE, fakes.THERE))(pilot)
+        await pilot.press("s", *"120G", "enter", "s", *"10G", "enter")
+        await pilot.pause()
+
+    assert snap_compare(app(), run_before=before, terminal_size=(100, 40))
+
+
 def test_layout_the_estimate_cannot_make(snap_compare: SnapCompare) -> None:
     """Why, and no way on but Esc (the footer has no Continue)."""
     tiny = dataclasses.replace(fakes.PEER[1], size=32 * fakes.GIB)

@@ -440,11 +440,17 @@ class CloneSession:
     # --- driven from here ---
 
     def _fit(self, choice: CloneChoice) -> str:
-        """The choice's fit, when both sides can do it."""
-        if choice.fit != "keep" and "fit" not in self.link.ctl.state.shared_caps:
+        """The choice's fit, when both sides can do it (and the sizes chosen, when that is asked of the peer)."""
+        caps = self.link.ctl.state.shared_caps
+        if choice.fit != "keep" and "fit" not in caps:
             raise UsageError(
                 f"{self.peer} runs a usb4-recovery that cannot fit a clone to a smaller disk",
                 hint=f"upgrade it on {self.peer}, or choose a target at least the source's size",
+            )
+        if choice.sizes and not choice.send and "fit-sizes" not in caps:
+            raise UsageError(
+                f"{self.peer} runs a usb4-recovery that cannot take the partition sizes chosen here",
+                hint=f"upgrade it on {self.peer}, or go back to the automatic layout (c on the layout step)",
             )
         return choice.fit
 
@@ -474,6 +480,7 @@ class CloneSession:
                 restart=choice.restart,
                 log_dir=self.log_dir,
                 fit=self._fit(choice),
+                sizes=dict(choice.sizes),
             )
             return run_send(self.link, send, job.sink)
         job.started("receiver", "here", f"{self.peer}:{describe_info(src)}", describe_info(tgt), rescue=choice.rescue)
@@ -497,6 +504,7 @@ class CloneSession:
                 image=choice.image_source is not None,
                 fit=self._fit(choice),  # type: ignore[arg-type]
                 target=tgt.identity if choice.fit != "keep" else None,
+                sizes=tuple(m.PartSize(n, size) for n, size in sorted(choice.sizes.items())),
                 passphrase=self._passphrase_for_peer(choice) if choice.image_source else None,
             )
         )
@@ -621,6 +629,9 @@ class CloneSession:
             self._refuse(f"{req.source} is not one of the disks {self.host} offers")
         if req.fit != "keep" and req.target is None:
             self._refuse("a request to fit the disk to a target must name the target")
+        sizes = {s.number: s.size for s in req.sizes}
+        if len(sizes) != len(req.sizes):
+            self._refuse("a request names a partition's size twice")
         opts = SendOptions(
             source=path,
             mode=req.mode,
@@ -631,6 +642,7 @@ class CloneSession:
             image_only=req.image,
             passphrase=imagepass.secret(req.passphrase) if req.image else None,
             fit=req.fit,
+            sizes=sizes,
             target=req.target if req.fit != "keep" else None,
         )
         return run_send(self.link, opts, job.sink)

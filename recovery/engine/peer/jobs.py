@@ -90,6 +90,7 @@ class CloneChoice:
     image_target: str | None = None
     image_source: str | None = None
     fit: str = "keep"  # "shrink" onto a smaller target, "grow" onto a larger one (capability "fit")
+    sizes: dict[int, int] = field(default_factory=dict)  # fit: partitions the user sized (capability "fit-sizes")
     # An image saved: encrypt it under this passphrase; an image restored: its passphrase (never shown,
     # logged or kept; to the peer only sealed, capability "image-passphrase": see .imagepass).
     passphrase: str | None = field(default=None, repr=False)
