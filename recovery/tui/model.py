@@ -16,7 +16,7 @@ from typing import Literal
 
 from recovery.diskimage.seal import new_passphrase_problem
 from recovery.disks import fitplan, identity, safety
-from recovery.engine.fit import filecopy, resize
+from recovery.engine.fit import fat, filecopy, resize
 from recovery.engine.peer.jobs import CloneChoice
 from recovery.protocol.messages import DiskInfo, Identity, ImageEntry, PartitionInfo, Unfinished
 from recovery.units import human_size
@@ -139,13 +139,15 @@ def shrunk_size(disk: DiskInfo) -> int | None:
 
 def smallest_size(p: PartitionInfo) -> int | None:
     """About how small a partition's filesystem can be shrunk, from what the disk list says of it: a swap
-    area to its smallest, one copied file by file (XFS) to the new filesystem the copy makes, an ext or
-    NTFS filesystem to its used bytes and some room; None when it cannot shrink or its used bytes are not
-    known. An estimate: the sender measures each one exactly."""
+    area to its smallest, one copied file by file (XFS) to the new filesystem the copy makes, a FAT to the
+    clusters its type needs, an ext or NTFS filesystem to its used bytes and some room; None when it cannot
+    shrink or its used bytes are not known. An estimate: the sender measures each one exactly."""
     if p.fstype == "swap":
         return min(p.size, resize.SWAP_SMALLEST)
     if p.fstype in filecopy.COPIED and p.used is not None:
         return min(p.size, filecopy.smallest(p.used, p.fstype))
+    if p.fstype == "vfat" and p.used is not None:  # it keeps its FAT type: so many clusters at least
+        return min(p.size, fat.estimate(p.size, p.used))
     if p.fstype == "btrfs" and p.used is not None:  # its chunks, and metadata kept twice, need more room
         return min(p.size, p.used + p.used // 5 + BTRFS_ROOM)
     if p.fstype in resize.SHRINKS and p.used is not None:

@@ -133,10 +133,12 @@ def test_a_partition_sized_on_the_layout_step_has_that_size_on_the_target(
             await pilot.press("enter")
             await on(pilot, LayoutScreen)
             screen = app.screen
-            assert isinstance(screen, LayoutScreen) and screen.picked == 1 and screen.sizable == [1]
+            assert isinstance(screen, LayoutScreen) and screen.picked == 1 and screen.sizable == [1, 2]
             least, most = layout.size_range(screen.choice, 1) or (0, 0)
             automatic = size_of(screen.found[0].new_size)
-            chosen = (least + most) // 2 // MIB * MIB
+            # a quarter of the way up: the FAT after it needs more than the wizard can estimate (libparted's
+            # own least size, which only the sending machine measures)
+            chosen = (least + (most - least) // 4) // MIB * MIB
             assert least < chosen < most and chosen != automatic
             for typed, said in (("1M", "can be at least"), (f"{most // MIB + 1}M", "sized as chosen: partition 1")):
                 await pilot.press("s", *typed, "enter", "enter")  # refused: Enter applies again, never goes on
@@ -158,7 +160,8 @@ def test_a_partition_sized_on_the_layout_step_has_that_size_on_the_target(
     root, data = table["partitions"]
     assert root["size"] * table["sectorsize"] == chosen  # exactly as typed
     old = json.loads(sh("sfdisk", "--json", str(source)).stdout)["partitiontable"]["partitions"][1]
-    assert data["size"] == old["size"] and data["start"] >= root["start"] + root["size"]  # the FAT fits after it
+    # the FAT (fatresize) shrinks around it, after it
+    assert data["size"] <= old["size"] and data["start"] >= root["start"] + root["size"]
 
 
 def on_ext4(image: Path, *argv: str) -> None:

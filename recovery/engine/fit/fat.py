@@ -101,6 +101,15 @@ def smallest(bpb: Bpb, used_clusters: int) -> int:
     return bpb.size_for(max(least, used_clusters) + ROOM) + FUZZ
 
 
+def estimate(size: int, used: int) -> int:
+    """About the smallest a FAT of ``size`` bytes using ``used`` can become, without its boot sector (what the
+    wizard knows of a peer's disk): mkfs.fat's defaults (a FAT32 of 4 KiB clusters from 512 MiB, else a FAT16
+    of 2 KiB clusters) give the least clusters it keeps; erring large, as the sender measures exactly."""
+    fat32 = size >= 512 << 20
+    least = (FAT32_LEAST if fat32 else FAT16_LEAST) * (4096 if fat32 else 2048)
+    return max(used + used // 10, least) + 4 * FUZZ
+
+
 def largest(bpb: Bpb) -> int | None:
     """The most bytes the FAT can grow to and keep its type (None: no bound that matters, a FAT32)."""
     return None if bpb.fat32 else bpb.size_for(FAT16_MOST - ROOM)
