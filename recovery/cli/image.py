@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from recovery import events
@@ -260,12 +261,14 @@ def run_export(args: argparse.Namespace) -> int:
     with _open(args) as image:
         out(events.Phase("export", f"writing the disk of {args.image} to {args.output_path} ({args.format})"))
         progress = _progress(out, "export", image.size)
-        with INTERRUPTS.session() as cancel:
+        serving = imagemount.served_disk(image) if args.format != "raw" else nullcontext(None)
+        with INTERRUPTS.session() as cancel, serving as disk:
             made = export_image(
                 image,
                 args.output_path,
                 args.format,
                 threads=args.workers or os.cpu_count() or 2,
+                disk=disk,
                 on_progress=progress,
                 should_stop=cancel.is_set,
             )

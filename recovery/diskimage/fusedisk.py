@@ -9,6 +9,7 @@ thread of this process; unmounting the file (here, or by anyone) ends it.
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import importlib
 import os
@@ -27,7 +28,12 @@ SUBTYPE = "usb4-recovery"  # findmnt shows the file as fuse.usb4-recovery
 def _fuse() -> Any:
     """The FUSE binding: mfusepy (what setup.sh installs into the venv and build-image.sh into the stick,
     the version requirements/app.txt locks), else Debian 12's fusepy, the module it forked with the
-    same API. A missing libfuse is a missing tool, not a traceback."""
+    same API. A missing libfuse is a missing tool, not a traceback.
+
+    mfusepy loads libfuse 2 where both are installed; it is told to take libfuse 3 where there is one (the
+    stick has only that), whose lseek call lets a reader skip what the image does not store."""
+    if "FUSE_LIBRARY_PATH" not in os.environ and ctypes.util.find_library("fuse3"):
+        os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     try:
         return importlib.import_module("mfusepy")
     except ImportError:
@@ -40,6 +46,46 @@ def _fuse() -> Any:
         raise MissingToolError(
             f"FUSE is not usable: {e}", hint="install mfusepy (setup.sh does), or the Debian package python3-fusepy"
         ) from None
+
+
+def _seeking(binding: Any) -> Any:
+    """The binding's FUSE class, with the lseek call libfuse 3 has and mfusepy lists but does not pass on
+    (its other calls' way: the operation's result, or an OSError's errno as a negative number). A binding
+    without it (fusepy, on libfuse 2) serves the file without SEEK_DATA and SEEK_HOLE: every byte reads."""
+    fields = [f[0] for f in getattr(getattr(binding, "fuse_operations", None), "_fields_", [])]
+    if "lseek" not in fields or hasattr(binding.FUSE, "lseek"):
+        return binding.FUSE
+
+    class Seeking(binding.FUSE):  # type: ignore[misc]
+        def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
+            fh = fip.contents.fh if fip else 0
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            return int(self.operations.lseek(name, offset, whence, fh))
+
+    return Seeking
+
+
+_LOG_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_kept_log: Any = None  # the log callback libfuse holds, kept alive
+
+
+def _quiet_thread_warning(binding: Any) -> None:
+    """libfuse 3.14 (Debian 12's) says "Ignoring invalid max threads value 4294967295" on every mount made
+    through fuse_main, on the user's terminal: about its own default, nothing to do with the mount. That
+    line is dropped; libfuse's other messages still reach stderr (their format, without its arguments)."""
+    global _kept_log
+    lib = getattr(binding, "_libfuse", None)
+    if _kept_log is not None or getattr(binding, "fuse_version_major", 2) < 3 or lib is None:
+        return
+    if not hasattr(lib, "fuse_set_log_func"):
+        return
+
+    def log(level: int, fmt: bytes, args: int) -> None:
+        if not fmt.startswith(b"Ignoring invalid max threads"):
+            os.write(2, b"fuse: " + fmt[:300])
+
+    _kept_log = _LOG_FUNC(log)
+    lib.fuse_set_log_func(_kept_log)
 
 
 class DiskFile:
@@ -79,6 +125,23 @@ class DiskFile:
             raise self.ops(errno.EROFS)
         return 0
 
+    def lseek(self, path: str, offset: int, whence: int, fh: int) -> int:
+        """SEEK_DATA and SEEK_HOLE from the image's index (the kernel answers the other kinds itself): a
+        reader that skips holes (qemu-img, cp, bmaptool) reads only the chunks the image stores."""
+        if offset < 0 or offset >= self.image.size:
+            raise self.ops(errno.ENXIO)
+        try:
+            if whence == os.SEEK_DATA:
+                found = self.image.next_data(offset)
+                if found is None:
+                    raise self.ops(errno.ENXIO)
+                return found
+            if whence == os.SEEK_HOLE:
+                return self.image.next_hole(offset)
+        except ImageError:
+            raise self.ops(errno.EIO) from None
+        raise self.ops(errno.EINVAL)
+
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         size = max(0, min(size, self.image.size - offset))
         try:
@@ -102,7 +165,9 @@ class Served:
 
     def _loop(self) -> None:
         try:
-            _fuse().FUSE(self.ops, self.path, foreground=True, ro=True, fsname=SUBTYPE, subtype=SUBTYPE)
+            binding = _fuse()
+            _quiet_thread_warning(binding)
+            _seeking(binding)(self.ops, self.path, foreground=True, ro=True, fsname=SUBTYPE, subtype=SUBTYPE)
         except (RuntimeError, OSError) as e:
             self.failed = e
 

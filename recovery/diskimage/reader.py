@@ -248,6 +248,30 @@ class ImageReader:
             page += 1
         return None
 
+    def next_data(self, offset: int) -> int | None:
+        """The first byte at or after ``offset`` that a stored chunk holds (SEEK_DATA); None: only zeros
+        follow (holes and zero chunks)."""
+        self._indexed()
+        for page in range(max(0, bisect.bisect_right(self.page_first, offset) - 1), len(self.page_first)):
+            for e in self._page(page):
+                if e.end > offset and e.codec is not f.Codec.ZERO:
+                    return max(offset, e.offset)
+        return None
+
+    def next_hole(self, offset: int) -> int:
+        """The first byte at or after ``offset`` that no stored chunk holds (SEEK_HOLE): the disk's size
+        when data runs to its end."""
+        self._indexed()
+        at = offset
+        for page in range(max(0, bisect.bisect_right(self.page_first, offset) - 1), len(self.page_first)):
+            for e in self._page(page):
+                if e.end <= at:
+                    continue
+                if e.offset > at or e.codec is f.Codec.ZERO:
+                    return at
+                at = e.end
+        return min(at, self.size)
+
     def read(self, offset: int, length: int) -> bytes:
         """The disk's bytes [offset, offset+length): zeros where no chunk holds them."""
         self._indexed()

@@ -30,6 +30,23 @@ def disk_bytes(size: int, seed: int = 1) -> bytearray:
     return out
 
 
+def write_pieces(path: Path, size: int, pieces: dict[int, bytes], *, chunk: int = MIB) -> None:
+    """An image of a disk of ``size`` bytes that holds only ``pieces`` (offset: bytes, each within a chunk),
+    for disks too large to hold in memory."""
+    header, sealer = new_header(size, chunk, 512, None)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    writer = ImageWriter(fd, str(path), header, sealer)
+    writer.start({"made by": "tests"})
+    cctx = zstandard.ZstdCompressor(level=1)
+    for at in sorted(pieces):
+        data = pieces[at]
+        codec, stored = stored_form(cctx, header, sealer, at, data)
+        writer.put(at, len(data), blake3.blake3(data).digest(), codec, stored)
+    writer.finish({"format": "usb4-recovery image", "version": f"{f.MAJOR}.{f.MINOR}"})
+    writer.close()
+    os.close(fd)
+
+
 def write_image(
     path: Path,
     disk: bytes | bytearray,

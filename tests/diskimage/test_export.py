@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from recovery.diskimage import format as f
 from recovery.diskimage.reader import ImageReader
 from recovery.errors import ImageError, RefusedError
-from tests.diskimage.helpers import MIB, disk_bytes, write_image
+from tests.diskimage.helpers import MIB, disk_bytes, write_image, write_pieces
 from tests.diskimage.test_bad_input import flip
 from tests.helpers import Recovery, b3sum, sh
 
@@ -102,3 +103,23 @@ def test_an_existing_file_is_not_replaced_without_yes(saved: tuple[Path, bytearr
     assert export(image, out, "--yes").proc.returncode == 0
     assert out.read_bytes() == disk
     os.unlink(out)
+
+
+def test_a_qcow2_export_reads_only_what_the_image_stores(tmp_path: Path) -> None:
+    """A 1 TiB disk with 3 MiB of data: qemu-img asks the served disk where its data lies (SEEK_DATA and
+    SEEK_HOLE from the image's index), so it reads those chunks only; read whole through FUSE it would
+    take hours. No raw copy is made on the way, and the qcow2 holds the data where the raw export does."""
+    size, chunk = 1 << 40, MIB
+    pieces = {0: os.urandom(MIB), 512 << 30: os.urandom(MIB), size - MIB: os.urandom(MIB)}
+    image = tmp_path / "big.img"
+    write_pieces(image, size, pieces, chunk=chunk)
+    out, raw = tmp_path / "big.qcow2", tmp_path / "big.raw"
+    r = Recovery("image", "export", str(image), "--output", str(out), "--format", "qcow2")
+    assert r.wait(120) == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([image.name, out.name])  # no raw on the way
+    assert r.event("image_export")["data_bytes"] == 3 * MIB
+    assert os.stat(out).st_blocks * 512 < 16 * MIB
+    mapped = json.loads(sh("qemu-img", "map", "--output=json", str(out)).stdout)
+    assert [(m["start"], m["length"]) for m in mapped if m["data"]] == [(at, MIB) for at in sorted(pieces)]
+    assert export(image, raw).proc.returncode == 0
+    assert sh("qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(out), check=False).returncode == 0
