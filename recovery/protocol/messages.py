@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from recovery.errors import RemoteProtocolError
-from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_PASSPHRASE_CHARS
+from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_PASSPHRASE_CHARS, MAX_REPAIR
 from recovery.protocol.records import RecordReader
 from recovery.protocol.schema import SchemaError, bounded, from_json, to_json
 from recovery.protocol.values import (
@@ -376,13 +376,17 @@ class SourceChecked(Message):
 
 @dataclass(frozen=True, slots=True)
 class Resend(Message):
-    """Capability "resend": frame ``seq`` failed its check; send again from it, under ``epoch``'s keys."""
+    """Capability "resend": frame ``seq`` failed its check; send again from it, under ``epoch``'s keys.
+    With ``repair`` (2.1, capability "delta-repair"; ``seq`` is then the END frame's): a delta's chunks,
+    sent as SAME, whose bytes on the target differ from the source; they come again in a pass before
+    a new END."""
 
     type: ClassVar[str] = "resend"
     optional: ClassVar[bool] = True
     seq: int = field(metadata=bounded(hi=1 << 40))
     epoch: int = field(metadata=bounded(lo=1, hi=(1 << 32) - 1))
     reason: str = field(default="", metadata=bounded(max_len=512))
+    repair: tuple[Range, ...] = field(default=(), metadata=bounded(max_len=MAX_REPAIR))
 
 
 @dataclass(frozen=True, slots=True)

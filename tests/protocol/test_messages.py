@@ -303,3 +303,15 @@ def test_the_sizes_a_request_carries_are_bounded_and_absent_from_an_older_peers(
     ):
         with pytest.raises(SchemaError, match=said):
             m.decode_body(json.dumps({**fields, "sizes": bad}).encode())
+
+
+def test_a_repair_request_is_bounded_and_absent_from_an_older_peers() -> None:
+    """Capability "delta-repair": a resend that names the chunks found changed; at most MAX_REPAIR of them."""
+    resend = m.Resend(seq=9, epoch=1, reason="changed", repair=(m.Range(0, 1 << 20), m.Range(4 << 20, 1 << 20)))
+    assert m.decode_body(m.encode_body(resend)) == resend
+    fields = json.loads(m.encode_body(resend))
+    del fields["repair"]  # a peer without the capability
+    assert m.decode_body(json.dumps(fields).encode()) == dataclasses.replace(resend, repair=())
+    too_many = [{"offset": 0, "length": 1}] * (m.MAX_REPAIR + 1)
+    with pytest.raises(SchemaError, match=rf"repair: {m.MAX_REPAIR + 1} items, at most {m.MAX_REPAIR}"):
+        m.decode_body(json.dumps({**fields, "repair": too_many}).encode())

@@ -35,6 +35,7 @@ class EarlyCheck:
         self.checked: dict[int, tuple[int, int, bool]] = {}  # frame index -> (offset, length, matched)
         self._forgotten: set[int] = set()
         self._closed = False
+        self._finished = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="early-check", daemon=True)
@@ -59,16 +60,19 @@ class EarlyCheck:
             self._forgotten.add(index)
 
     def finish(self) -> dict[int, tuple[int, int, bool]]:
-        """Stop taking ranges, check those waiting, and say what was checked."""
-        while self._thread.is_alive():
-            try:
-                self.waiting.put(None, timeout=0.2)
-                break
-            except queue.Full:
-                continue
-        self._thread.join()
-        self.close()
-        self.buf.close()
+        """Stop taking ranges, check those waiting, and say what was checked (again: what is checked and not
+        forgotten since)."""
+        if not self._finished:
+            while self._thread.is_alive():
+                try:
+                    self.waiting.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+            self.close()
+            self.buf.close()
+            self._finished = True
         with self._lock:
             return {i: r for i, r in self.checked.items() if i not in self._forgotten}
 

@@ -292,6 +292,9 @@ class _Receiving:
         self.sink(events.Phase("transfer", f"receiving into {self.target_.path}"))
         self.started = time.monotonic()
         keys = ctl.state.clone_keys(plan.session)
+        early = self.early = self._early_check()
+        planned = (plan.rescue and "rescue" in caps) or self.replace > 0  # passes the sender announced
+        repairs = early is not None and {"resend", "delta-repair"} <= caps
         limits = FrameLimits(
             plan.chunk_size,
             plan.size,
@@ -300,10 +303,9 @@ class _Receiving:
             bytes=plan.map.bytes,
             encrypted=plan.encrypted,
             rewinds="resend" in caps,
-            passes=(plan.rescue and "rescue" in caps) or self.replace > 0,
+            passes=planned or repairs,
             offered=self.offered,
         )
-        early = self.early = self._early_check()
         pipe = self.pipe = ReceivePipeline(
             self.link.conn.data,
             self.target_,
@@ -316,6 +318,8 @@ class _Receiving:
             held=self.held,
             max_replaced=self.replace or None,
             early=early,
+            on_repair=self._ask_repair if repairs else None,
+            passes_expected=planned,
         )
         self.progress = _TransferProgress(self)
         if early is not None:
@@ -341,6 +345,18 @@ class _Receiving:
             return EarlyCheck(self.target_.read_path, self.plan.chunk_size)
         except OSError:
             return None  # the target cannot be opened again for reading: the end's read-back reads it all
+
+    def _ask_repair(self, seq: int, epoch: int, changed: list[tuple[int, int]]) -> None:
+        """Chunks the target held by its record but that differ from the source: sent again, said on both sides."""
+        first, count = changed[0][0], len(changed)
+        reason = (
+            f"{count} chunk(s) the target held by its record differ from the source (the first at byte {first}): "
+            "the target changed since that clone; they are sent again"
+        )
+        self.sink(events.Warning(reason))
+        self.link.ctl.send(
+            m.Resend(seq=seq, epoch=epoch, reason=reason, repair=tuple(m.Range(offset=o, length=n) for o, n in changed))
+        )
 
     def _ask_again(self, seq: int, epoch: int, reason: str) -> None:
         self.link.ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))

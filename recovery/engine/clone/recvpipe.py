@@ -52,7 +52,7 @@ from recovery.protocol.frames import (
     open_payload,
     zero_digest,
 )
-from recovery.protocol.limits import RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import MAX_REPAIR, RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
@@ -116,11 +116,19 @@ class ReceivePipeline(Recorded):
         held: list[tuple[ChunkHeader, bytes | None]] | None = None,
         max_replaced: int | None = None,
         early: EarlyCheck | None = None,
+        on_repair: Callable[[int, int, list[tuple[int, int]]], None] | None = None,
+        passes_expected: bool | None = None,
     ) -> None:
         """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
-        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come).
-        ``early``: reads back the ranges of SAME frames while the stream goes on."""
+        ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come; PASS
+        frames come only where ``passes_expected`` (default: ``limits.passes``), or after a repair).
+        ``early``: reads back the ranges of SAME frames while the stream goes on; with ``on_repair``
+        (capability "delta-repair"), those found changed are asked for again at the END, in one pass."""
         self.early = early
+        self.on_repair = on_repair
+        self.repaired: list[tuple[int, int]] = []  # SAME frames' ranges found changed and asked for again
+        self._repairing: set[tuple[int, int]] | None = None
+        self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
         self.channel = channel
         self.target = target
         self.image = target if isinstance(target, ImageTarget) else None  # chunks kept in their stored form
@@ -153,6 +161,7 @@ class ReceivePipeline(Recorded):
         self.resends = 0
         self.replaced = 0  # first-pass frames replaced by a later pass
         self.max_replaced = max_replaced
+        self.passes_expected = passes_expected if passes_expected is not None else limits.passes
         self.finished = threading.Event()
         self.head_end = EDGE
         self.tail_start = limits.target_size - EDGE
@@ -208,6 +217,7 @@ class ReceivePipeline(Recorded):
                 if self.crew.stop.is_set():
                     raise Stopped
             if h.kind is Kind.END:
+                self._before_end = before
                 self.results.put((epoch, h.seq), _END)
                 if not self._await_verdict():
                     return
@@ -364,12 +374,17 @@ class ReceivePipeline(Recorded):
             )
             self.inflight.release()
             if item is _END:
+                if self._ask_repair(seq, epoch):
+                    epoch += 1
+                    continue
                 break
             if isinstance(item, _Bad):
                 epoch = self._ask_again(item, epoch, tries)
                 continue
             seq += 1
             if item is _PASS:
+                if not self.passes_expected and self._repairing is None:
+                    raise RemoteProtocolError(f"frame {seq - 1}: a PASS frame nobody asked for")
                 passes += 1
                 continue
             assert isinstance(item, _Item)
@@ -424,6 +439,8 @@ class ReceivePipeline(Recorded):
                     f"frame {h.seq} replaces more frames than the {self.max_replaced} the sender announced"
                 )
             found = self.framelist.find(h.offset, h.raw_len)
+            if self._repairing is not None and (h.offset, h.raw_len) not in self._repairing:
+                raise RemoteProtocolError(f"frame {h.seq} replaces bytes {h.offset}..{h.end}, which were not asked for")
             if found is None:
                 raise RemoteProtocolError(
                     f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
@@ -460,6 +477,25 @@ class ReceivePipeline(Recorded):
             self.replaced += 1
         else:
             self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
+
+    def _ask_repair(self, seq: int, epoch: int) -> bool:
+        """At the END of a delta: the SAME frames whose target bytes the early check found differing from the
+        source are asked for again, in one pass after frame ``seq`` (a new epoch); False when there are
+        none, or this clone cannot (then the read-back at the end fails on them)."""
+        if self.early is None or self.on_repair is None or self._repairing is not None:
+            return False
+        changed = sorted((o, n) for o, n, same in self.early.finish().values() if not same)
+        if not changed or len(changed) > MAX_REPAIR or self._before_end is None:
+            return False
+        self._repairing = set(changed)
+        self.repaired = changed
+        self.same_bytes -= sum(n for _, n in changed)  # not unchanged after all: they are written
+        self.max_replaced = self.replaced + len(changed)
+        self.resends += 1
+        with self._lock:
+            self._pending = _Rewind(seq, epoch + 1, self._before_end)
+        self.on_repair(seq, epoch + 1, changed)
+        return True
 
     def _ask_again(self, bad: _Bad, epoch: int, tries: dict[int, int]) -> int:
         """The frame the writer waits for is damaged: ask for it again (a new epoch), or give up."""

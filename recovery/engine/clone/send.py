@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -534,6 +535,7 @@ class _SendLoop:
         self.durable, self.epoch, self.done_sent = clone.frames.covered, 0, False
         self.source_checked = False  # the receiver may ask once per clone
         self.resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
+        self.repaired = False  # a delta's repair pass was asked for (at most once)
         self.remote = m.Progress(phase="transfer", done=0, total=0)  # the receiver's shares
         pipe, data = self.pipe, clone.link.conn.data
         self.rate = RateMeter(clone.chunks.bytes, done=pipe.done_bytes)  # a resume's part was not sent now
@@ -603,6 +605,9 @@ class _SendLoop:
             self.ctl.send(m.SourceChecked(checks=tuple(checks)))
 
     def _resend(self, msg: m.Resend) -> None:
+        if msg.repair:
+            self._repair(msg)
+            return
         self.resends[msg.seq] = self.resends.get(msg.seq, 0) + 1
         if self.resends[msg.seq] > RESENDS_PER_FRAME or sum(self.resends.values()) > RESENDS_PER_CLONE:
             raise RemoteProtocolError(
@@ -610,6 +615,26 @@ class _SendLoop:
                 f"explains ({RESENDS_PER_FRAME} per frame, {RESENDS_PER_CLONE} per clone)"
             )
         self.pipe.rewind(msg.seq, msg.epoch)
+        self.epoch, self.done_sent = msg.epoch, False
+        self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
+
+    def _repair(self, msg: m.Resend) -> None:
+        """Capability "delta-repair": chunks this side sent as SAME (the receiver offered their digests) whose
+        bytes on the target differ: each is sent again in full, once per clone."""
+        wanted = [(r.offset, r.length) for r in msg.repair]
+        offered = self.pipe.offered
+        if "delta-repair" not in self.ctl.state.shared_caps or offered is None or self.repaired:
+            raise RemoteProtocolError("the receiver asked for a repair this clone does not allow")
+        if any(b[0] < a[0] + a[1] for a, b in itertools.pairwise(wanted)):
+            raise RemoteProtocolError("the receiver's repair ranges are not in order")
+        if any(offered.digest_at(o, n) is None for o, n in wanted):
+            raise RemoteProtocolError("the receiver asked for the repair of a chunk it never offered")
+        self.repaired = True
+        todo = set(wanted)
+        chunks = [c for c in self.clone.chunks if (c.offset, c.length) in todo]
+        if len(chunks) != len(todo):
+            raise RemoteProtocolError("the receiver asked for the repair of a chunk this clone did not plan")
+        self.pipe.repair(msg.seq, msg.epoch, chunks)
         self.epoch, self.done_sent = msg.epoch, False
         self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
 

@@ -170,6 +170,23 @@ class SendPipeline(Recorded):
         self.finished.clear()
         self.results.wake()
 
+    def repair(self, seq: int, epoch: int, chunks: list[Chunk]) -> None:
+        """The receiver found these chunks, sent as SAME, differing on its target: frame ``seq`` (the END) and
+        on become a pass that sends each in full, then the END again, under ``epoch``'s keys."""
+        with self._lock:
+            end = self._history.get(seq)
+            if end is None or end.kind is not JobKind.END or seq < self._acked:
+                raise RemoteProtocolError(f"the receiver asked for a repair at frame {seq}, which is not the END")
+            jobs = [Job(seq, JobKind.PASS), *(Job(seq + 1 + i, JobKind.REPLACE, c) for i, c in enumerate(chunks))]
+            for job in [*jobs, Job(seq + 1 + len(chunks), JobKind.END)]:
+                self._history[job.seq] = job
+                self._history_bytes += job.chunk.length if job.chunk is not None else 0
+            self._request = self._replay = (seq, epoch)
+            self.resends += 1
+            self.same_bytes -= sum(c.length for c in chunks)  # not unchanged after all: they are sent
+        self.finished.clear()
+        self.results.wake()
+
     def acked(self, seq: int) -> list[_Result]:
         """Frames before ``seq`` are durable: forget them; what was sent for them, in order."""
         with self._lock:
