@@ -4,7 +4,7 @@ from the image's disk served as a file (:mod:`recovery.diskimage.fusedisk`): it 
 its data lies (SEEK_DATA), so it reads only the chunks the image stores, and nothing is written twice.
 
 Every chunk is checked against its digest on the way (a damaged one stops the export: nothing half
-right is left under the name asked for). The file is made under a temporary name next to it and
+right is left under the name asked for). The file is made in a new private folder next to it and
 renamed only when whole.
 """
 
@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +58,11 @@ def export_image(
         raise ValueError(f"unknown export format {fmt!r}")
     start = time.monotonic()
     final = Path(path)
-    part = final.with_name(f".{final.name}.part")
+    try:  # a folder of its own (0700) next to it: nothing planted there can be written through
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    except OSError as e:
+        raise TargetWriteError(f"cannot write in {final.parent}: {e.strerror}") from None
+    part = work / "disk"
     try:
         if fmt == "raw":
             written, bmap = _raw(image, part, f"{final}.bmap", threads, on_progress, should_stop)
@@ -66,9 +72,8 @@ def export_image(
             _convert(image, disk, part, fmt, on_progress, should_stop)
             written, bmap = _data_bytes(image), None
         os.replace(part, final)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return Exported(
         str(final), fmt, image.size, written, os.stat(final).st_blocks * 512, bmap, time.monotonic() - start
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import array
 import bisect
+import hmac
+import itertools
 import os
 import stat
 import threading
@@ -27,6 +29,7 @@ from recovery.errors import ImageError, PassphraseError, UsageError
 
 PAGE_BYTES = f.PAGE_ENTRIES * f.ENTRY_SIZE
 PAGES_CACHED = 64
+PAGE_DIGEST = 16  # bytes of each index page's BLAKE3 kept to check it when it is read again
 CHUNKS_CACHED = 8
 
 
@@ -74,6 +77,14 @@ def image_header(path: str) -> f.Header:
     return f.decode_header(raw)
 
 
+def _summary(entries: list[f.Entry]) -> tuple[bool, bool, int]:
+    """A page of the index for SEEK_DATA/SEEK_HOLE: whether it holds data, whether all of it is data with
+    no gap between its entries, and where its last entry ends."""
+    data = [e for e in entries if e.codec is not f.Codec.ZERO]
+    solid = len(data) == len(entries) and all(a.end == b.offset for a, b in itertools.pairwise(entries))
+    return bool(data), solid, entries[-1].end
+
+
 class ImageReader:
     def __init__(
         self, path: str, passphrase: bytes | None = None, *, fd: int | None = None, glance: int | None = None
@@ -94,6 +105,10 @@ class ImageReader:
             )
             self.manifest = self._manifest(glance or f.MAX_MANIFEST_JSON)
             self.page_first = array.array("Q")
+            self.page_digests = bytearray()  # each index page's BLAKE3 (its first bytes), checked on each read
+            self._summaries: list[tuple[bool, bool, int]] = []  # per page, for SEEK_DATA/SEEK_HOLE: see _jumps
+            self._data_page = array.array("I")  # the first page at or after each holding data
+            self._open_page_at = array.array("I")  # the first page at or after each where a hole may start
             self.root = self._walk_index() if glance is None else b""
         except BaseException:
             os.close(self.fd)
@@ -160,13 +175,16 @@ class ImageReader:
         end = 0
         for page, stored in enumerate(self._stored_pages()):
             digest.update(stored)
+            self.page_digests += blake3.blake3(stored).digest(PAGE_DIGEST)
             entries = self._open_page(page, stored)
             self.page_first.append(entries[0].offset)
+            self._summaries.append(_summary(entries))
             for e in entries:
                 if e.offset < end:
                     raise ImageError(f"the image's index is out of order at byte {e.offset}")
                 end = e.end
                 records.update(f.encode_entry(e)[: f.RECORD_PREFIX])
+        self._jumps()
         if digest.digest() != foot.index_digest:
             raise ImageError("the image's index is damaged (its digest does not match)")
         root = records.digest()
@@ -220,6 +238,9 @@ class ImageReader:
             self.footer.index_pos + page * step,
             "the index",
         )
+        held = self.page_digests[page * PAGE_DIGEST : (page + 1) * PAGE_DIGEST]
+        if not hmac.compare_digest(blake3.blake3(stored).digest(PAGE_DIGEST), bytes(held)):
+            raise ImageError(f"page {page} of the image's index changed since the image was opened")
         entries = self._open_page(page, stored)
         with self._lock:
             self._pages[page] = entries
@@ -250,27 +271,56 @@ class ImageReader:
 
     def next_data(self, offset: int) -> int | None:
         """The first byte at or after ``offset`` that a stored chunk holds (SEEK_DATA); None: only zeros
-        follow (holes and zero chunks)."""
+        follow (holes and zero chunks). Two index pages read at most."""
         self._indexed()
-        for page in range(max(0, bisect.bisect_right(self.page_first, offset) - 1), len(self.page_first)):
-            for e in self._page(page):
+        first = max(0, bisect.bisect_right(self.page_first, offset) - 1)
+        pages = [first]
+        if first + 1 < len(self.page_first):
+            pages.append(self._data_page[first + 1])
+        for page in pages:
+            for e in self._page(page) if page < len(self.page_first) else ():
                 if e.end > offset and e.codec is not f.Codec.ZERO:
                     return max(offset, e.offset)
         return None
 
     def next_hole(self, offset: int) -> int:
         """The first byte at or after ``offset`` that no stored chunk holds (SEEK_HOLE): the disk's size
-        when data runs to its end."""
+        when data runs to its end. Pages of data without a hole that run into the next are jumped over."""
         self._indexed()
         at = offset
-        for page in range(max(0, bisect.bisect_right(self.page_first, offset) - 1), len(self.page_first)):
+        page = max(0, bisect.bisect_right(self.page_first, offset) - 1)
+        while page < len(self.page_first):
             for e in self._page(page):
                 if e.end <= at:
                     continue
                 if e.offset > at or e.codec is f.Codec.ZERO:
                     return at
                 at = e.end
+            page += 1
+            if page == len(self.page_first) or self.page_first[page] > at:
+                break
+            page = self._open_page_at[page]
+            at = max(at, self.page_first[page])
         return min(at, self.size)
+
+    def _jumps(self) -> None:
+        """From each page's summary (holds data; all data without a gap or zero chunk; where it ends), the
+        tables that let SEEK_DATA and SEEK_HOLE skip pages: the next page with data, and the next page that
+        is not all data running into the following one (where a hole may begin)."""
+        count = len(self._summaries)
+        self._data_page = array.array("I", bytes(4 * count))
+        self._open_page_at = array.array("I", bytes(4 * count))
+        next_data, next_open = count, count - 1
+        for page in range(count - 1, -1, -1):
+            has_data, solid, end = self._summaries[page]
+            if has_data:
+                next_data = page
+            runs_on = solid and page + 1 < count and end == self.page_first[page + 1]
+            if not runs_on:
+                next_open = page
+            self._data_page[page] = next_data
+            self._open_page_at[page] = next_open
+        self._summaries = []
 
     def read(self, offset: int, length: int) -> bytes:
         """The disk's bytes [offset, offset+length): zeros where no chunk holds them."""

@@ -123,3 +123,18 @@ def test_a_qcow2_export_reads_only_what_the_image_stores(tmp_path: Path) -> None
     assert [(m["start"], m["length"]) for m in mapped if m["data"]] == [(at, MIB) for at in sorted(pieces)]
     assert export(image, raw).proc.returncode == 0
     assert sh("qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(out), check=False).returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_a_link_planted_where_the_export_is_made_is_never_written_through(
+    saved: tuple[Path, bytearray], tmp_path: Path, fmt: str
+) -> None:
+    """The review's finding: qemu-img made `.NAME.part` itself, following a link planted there, as root."""
+    image, _ = saved
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    out = tmp_path / f"x.{fmt}"
+    for name in (f".{out.name}.part", f".{out.name}.raw.part"):
+        (tmp_path / name).symlink_to(victim)
+    assert export(image, out, "--format", fmt).proc.returncode == 0
+    assert victim.read_bytes() == b"keep me" and not out.is_symlink()
