@@ -103,7 +103,7 @@ def run(
             raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
         return proc
     if keep is not None:
-        proc = _run_keeping_tails(argv, _env(env), timeout, keep)
+        proc = _run_keeping_tails(argv, _env(env), timeout, keep, stdout)
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
         return proc
@@ -152,10 +152,11 @@ def _run_cancellable(
 
 
 def _run_keeping_tails(
-    argv: list[str], env: dict[str, str], timeout: float | None, keep: int
+    argv: list[str], env: dict[str, str], timeout: float | None, keep: int, stdout: int | None = subprocess.PIPE
 ) -> subprocess.CompletedProcess[bytes]:
+    """``stdout`` other than a pipe (a file): only stderr's tail is kept."""
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env)
     except OSError as e:
         raise _cannot_start(argv, e) from None
     tails: dict[int, bytes] = {}
@@ -169,7 +170,9 @@ def _run_keeping_tails(
         tails[index] = bytes(buf[-keep:])
 
     readers = [
-        threading.Thread(target=drain, args=(i, s), daemon=True) for i, s in enumerate((proc.stdout, proc.stderr))
+        threading.Thread(target=drain, args=(i, s), daemon=True)
+        for i, s in enumerate((proc.stdout, proc.stderr))
+        if s is not None
     ]
     for reader in readers:
         reader.start()
@@ -200,15 +203,16 @@ def ram_share(share: int = 2) -> int:
 def confined(argv: Sequence[str], *, memory: int) -> list[str]:
     """``argv`` for a program that reads bytes a peer wrote (a crafted filesystem may attack the tool that
     parses it): at most ``memory`` bytes of data (prlimit) and, as root, as the unprivileged user with no
-    capabilities and no way to gain any (setpriv), in network and PID namespaces of its own (unshare: it
-    can reach no other process, and ends with the unshare that started it). Give it a device it may read
+    capabilities and no way to gain any (setpriv), in network, PID and mount namespaces of its own, with a
+    /proc of its own (unshare: it can see or reach no other process, and ends with the unshare that
+    started it). Give it a device it may read
     (:func:`recovery.disks.partdev.private_region`). A timeout that kills unshare kills the tool too:
     the signal its death sends the child survives setpriv's change of user (``--pdeathsig=keep``)."""
     bounded = [need_tool("prlimit", "util-linux"), f"--data={memory}", "--", *argv]
     if os.geteuid() != 0:
         return bounded
     return [
-        need_tool("unshare", "util-linux"), "--net", "--pid", "--fork", "--kill-child", "--",
+        need_tool("unshare", "util-linux"), "--net", "--pid", "--mount", "--mount-proc", "--fork", "--kill-child", "--",
         need_tool("setpriv", "util-linux"), f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
         "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--pdeathsig=keep", "--",
         *bounded,

@@ -54,10 +54,12 @@ def on_region(
     with partdev.private_region(path, start, size) as dev:
         if dev is None:
             return None
-        argv = run.confined(argv_for(dev), memory=TOOL_MEMORY)
-        if stdout is not None:
-            return run.run(argv, check=False, timeout=TOOL_TIMEOUT, env=env, stdout=stdout)
-        return run.run(argv, check=False, timeout=TOOL_TIMEOUT, env=env, keep=SMALL_FILE)
+        tool = argv_for(dev)
+        if stdout is None:  # it writes no file at all (a file it may write has a bound of its own)
+            tool = [run.need_tool("prlimit", "util-linux"), "--fsize=0", "--", *tool]
+        argv = run.confined(tool, memory=TOOL_MEMORY)
+        out = subprocess.PIPE if stdout is None else stdout
+        return run.run(argv, check=False, timeout=TOOL_TIMEOUT, env=env, stdout=out, keep=SMALL_FILE)
 
 
 def _read(path: str, offset: int, length: int) -> bytes:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -218,15 +220,28 @@ def test_the_tools_that_parse_a_listed_disk_run_confined_on_that_partition_alone
     script = (
         'id -u; head -c 4 "$0"; echo; blockdev --getsize64 "$0"; '
         'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " "; echo; '
-        'kill -0 "$1" 2>/dev/null && echo reached || echo alone; echo x >> "$0" || echo read-only'
+        'kill -0 "$1" 2>/dev/null && echo reached || echo alone; echo x >> "$0" || echo read-only; '
+        'ls /proc | grep -c "^[0-9]"; (echo x > "$2") 2>/dev/null; test -s "$2" && echo wrote || echo none'
     )
-    proc = fsinfo.on_region(lambda dev: ["sh", "-c", script, dev, str(os.getpid())], str(disk), MIB, 2 * MIB)
+    open_dir = Path(tempfile.mkdtemp(dir="/tmp"))  # a folder anyone may write in, as /tmp is
+    open_dir.chmod(0o777)
+    try:
+        written_to = open_dir / "written"
+        proc = fsinfo.on_region(
+            lambda dev: ["sh", "-c", script, dev, str(os.getpid()), str(written_to)], str(disk), MIB, 2 * MIB
+        )
+        # no byte written to a file (prlimit --fsize=0: an empty one may be made)
+        assert not written_to.exists() or written_to.stat().st_size == 0
+    finally:
+        shutil.rmtree(open_dir)
     assert proc is not None and proc.returncode == 0, proc
-    uid, head, size, nets, processes, written = proc.stdout.decode().split("\n")[:6]
+    uid, head, size, nets, processes, written, seen, wrote = proc.stdout.decode().split("\n")[:8]
     assert (uid, head, size) == ("65534", "PART", str(2 * MIB))
     assert nets.split() == ["lo"]
     assert processes == "alone"  # this process is out of its sight (a PID namespace, another user)
     assert written == "read-only"
+    assert int(seen) <= 4  # its own /proc: sh and what it ran, nothing of this machine
+    assert wrote == "none"
     assert _loops_of(disk) == []
 
 
