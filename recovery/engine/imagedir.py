@@ -38,9 +38,10 @@ GLANCE = 1 << 20  # bytes of an image's manifest a listing reads, at most
 # Folders of an installed system no save goes into (nor into one inside them, nor a hidden one, such as
 # ~/.ssh): a peer's wizard picks the folder, and a file there could be taken for the system's own.
 SYSTEM_TREES = (
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys",
-    "/usr", "/var/cache", "/var/lib", "/var/log", "/var/mail", "/var/spool",
+    "/bin", "/boot", "/dev", "/efi", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+    "/sys", "/usr", "/var/backups", "/var/cache", "/var/lib", "/var/log", "/var/mail", "/var/opt", "/var/spool",
 )  # fmt: skip
+DRIVE_FOLDERS = ("/run/media",)  # where udisks mounts a user's drives (Fedora, Arch, openSUSE), under /run
 
 
 def checked_folder(path: str, *, write: bool = False) -> str:
@@ -67,12 +68,33 @@ def checked_folder(path: str, *, write: bool = False) -> str:
 
 
 def _refuse_system_folder(path: str) -> None:
-    """A save never goes into the system's own folders (:data:`SYSTEM_TREES`) nor a hidden folder."""
-    tree = next((t for t in SYSTEM_TREES if path == t or path.startswith(t + "/")), None)
-    if tree is not None and not path.startswith(MEDIA + "/"):
-        raise RefusedError(f"{path} is a folder of the installed system ({tree}): save images to a folder of their own")
+    """A save never goes into the system's own folders (:data:`SYSTEM_TREES`), by name or as the same folder
+    mounted elsewhere (a bind mount: the same device and inode), nor a hidden folder; drives mounted under
+    /run to save to (:data:`MEDIA`, :data:`DRIVE_FOLDERS`) are not the system's."""
     if any(part.startswith(".") for part in path.split("/")):
         raise RefusedError(f"{path} is a hidden folder: save images to a folder of their own")
+    if any(path.startswith(d + "/") for d in (MEDIA, *DRIVE_FOLDERS)):
+        return
+    trees = {_inode(t): t for t in SYSTEM_TREES}
+    trees.pop(None, None)
+    at = path
+    while True:
+        tree = next((t for t in SYSTEM_TREES if at == t), None) or trees.get(_inode(at))
+        if tree is not None:
+            raise RefusedError(
+                f"{path} is a folder of the installed system ({tree}): save images to a folder of their own"
+            )
+        if at == "/":
+            return
+        at = posixpath.dirname(at)
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def mount_of(path: str) -> usage.Mount | None:

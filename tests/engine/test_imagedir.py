@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,26 @@ def test_a_save_never_goes_into_a_folder_of_the_installed_system(folder: str, tm
     hidden.mkdir()
     with pytest.raises(RefusedError, match="hidden folder"):
         imagedir.checked_folder(str(hidden), write=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount takes root")
+def test_a_system_folder_mounted_elsewhere_is_still_refused_and_a_users_drives_are_not(tmp_path: Path) -> None:
+    """The review's findings: /etc bind-mounted at another path passed the rule by its name; drives that
+    udisks mounts under /run/media were refused as /run."""
+    bound = tmp_path / "sysroot-etc"
+    bound.mkdir()
+    subprocess.run(["mount", "--bind", "/etc", str(bound)], check=True)
+    try:
+        with pytest.raises(RefusedError, match=r"folder of the installed system \(/etc\)"):
+            imagedir._refuse_system_folder(str(bound))
+    finally:
+        subprocess.run(["umount", str(bound)], check=True)
+    imagedir._refuse_system_folder(str(bound))  # the folder itself again: not the system's
+    imagedir._refuse_system_folder("/run/media/ana/BACKUP")
+    imagedir._refuse_system_folder(f"{imagedir.MEDIA}/sdb1")
+    for system in ("/efi", "/var/backups", "/run/user/1000"):
+        with pytest.raises(RefusedError, match="folder of the installed system"):
+            imagedir._refuse_system_folder(system)
 
 
 def test_a_folder_reached_through_a_link_or_a_file_is_refused(tmp_path: Path) -> None:
