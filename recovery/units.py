@@ -46,9 +46,9 @@ def human_duration(seconds: float | None) -> str:
 
 def parse_size(text: str) -> int:
     """``4M``, ``512k``, ``1G``, ``4096`` (binary units) -> bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    match = re.fullmatch(r"\s*([0-9]{1,20})\s*([kmgt]?)(?:i?b)?\s*", text.lower(), re.ASCII)
     if not match:
-        raise UsageError(f"bad size {text!r}: use a number with an optional K, M, G or T")
+        raise UsageError(f"bad size {shown(text[:40])!r}: use a number with an optional K, M, G or T")
     return int(match.group(1)) * _SUFFIX[match.group(2)]
 
 

@@ -116,7 +116,7 @@ class LayoutScreen(Step):
                 yield Static(plain(self._range_line()), id="layout-range", classes="help")
                 with Horizontal(classes="field-row", id="size-row"):
                     yield Label(plain(f"Size of partition {self.picked}: "), id="size-label")
-                    yield Input(placeholder=SIZE_HINT, id="size", compact=True)
+                    yield Input(placeholder=SIZE_HINT, id="size", compact=True, max_length=32)
                 yield Static(id="layout-problem", classes="banner")
             yield Static(
                 plain(
