@@ -25,6 +25,8 @@ FAT16_MOST = 65520
 ROOM = 32  # clusters over a least (or under a most): libparted lays reserved sectors and FATs out its own way
 BOOT = 512
 FUZZ = 10**6  # fatresize lands a size on whole MB (10^6 bytes) and a sector, above or below the one asked
+TOOL_SECONDS = 600  # for fsck.fat and fatresize's measuring, on the source's (possibly crafted) FAT
+KEEP = 64 << 10  # bytes of their output kept
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,17 @@ def estimate(size: int, used: int) -> int:
     wizard knows of a peer's disk): mkfs.fat's defaults (a FAT32 of 4 KiB clusters from 512 MiB, else a FAT16
     of 2 KiB clusters) give the least clusters it keeps; erring large, as the sender measures exactly."""
     fat32 = size >= 512 << 20
-    least = (FAT32_LEAST if fat32 else FAT16_LEAST) * (4096 if fat32 else 2048)
+    least = FAT32_LEAST * _default_cluster(size) if fat32 else FAT16_LEAST * 2048
     return max(used + used // 10, least) + 4 * FUZZ
+
+
+def _default_cluster(size: int) -> int:
+    """The cluster size Windows' and mkfs.fat's defaults give a FAT32 of ``size`` bytes (larger clusters on
+    larger volumes: a FAT32 formatted over 32 GiB has 32 KiB clusters, so at least 2 GiB)."""
+    for limit, cluster in ((8 << 30, 4096), (16 << 30, 8192), (32 << 30, 16384)):
+        if size < limit:
+            return cluster
+    return 32768
 
 
 def largest(bpb: Bpb) -> int | None:
@@ -122,13 +133,17 @@ def measure(dev: str, number: int, *, shrinks: bool = True) -> tuple[int | None,
     if run.find_tool("fatresize") is None:
         raise RefusedError("FAT is kept at its size (fatresize, Debian's package fatresize, is not installed)")
     bpb = read_bpb(dev)
+    if bpb.size > _device(dev)[0]:
+        raise RefusedError(f"its FAT says it is {bpb.size} bytes, larger than its partition: it is kept at its size")
     if bpb.fat32 and bpb.bits != 32:
         raise RefusedError(f"a FAT32 of {bpb.clusters} clusters (under FAT32's {FAT32_LEAST}) is kept at its size")
     if bpb.bits == 12:
         raise RefusedError("a FAT12 is kept at its size (fatresize resizes FAT16 and FAT32 only)")
-    check = run.run(["fsck.vfat", "-n", dev], check=False)
+    if not bpb.fat32 and bpb.bits != 16:
+        raise RefusedError(f"a FAT16 of {bpb.clusters} clusters (over FAT16's {FAT32_LEAST - 1}) is kept at its size")
+    check = run.run(["fsck.vfat", "-n", dev], check=False, timeout=TOOL_SECONDS, keep=KEEP)
     words = (check.stdout + check.stderr).decode(errors="replace")
-    if check.returncode != 0:
+    if check.returncode != 0 and not _only_advisory(check.returncode, words):
         last = " ".join(words.split())[-200:]
         raise RefusedError(
             f"partition {number} (vfat) is not clean (fsck.vfat -n: {last}); it is not shrunk or grown, "
@@ -137,13 +152,28 @@ def measure(dev: str, number: int, *, shrinks: bool = True) -> tuple[int | None,
         )
     found = re.search(r"(\d+)/(\d+) clusters", words)
     used = int(found.group(1)) if found else bpb.clusters
-    low = _number(run.run(["fatresize", "--info", dev], check=False).stdout.decode(errors="replace"), "Min size")
+    info = run.run(["fatresize", "--info", dev], check=False, timeout=TOOL_SECONDS, keep=KEEP)
+    low = _number(info.stdout.decode(errors="replace"), "Min size")
     if low >= bpb.size:  # libparted's own bound: it shrinks no FAT32 of 512-byte clusters, say
         if shrinks:
             raise RefusedError(f"fatresize cannot shrink this FAT{bpb.bits} (of {bpb.cluster}-byte clusters)")
         return None, used * bpb.cluster
     # libparted refuses a size under its own smallest: over it by fatresize's rounding, on whole MB
     return max(-(-low // FUZZ) * FUZZ + FUZZ, smallest(bpb, used)), used * bpb.cluster
+
+
+# What fsck.fat -n says of a FAT it finds fine but for FSInfo's free-cluster count, which is advisory
+# (Microsoft's specification; Windows and firmware leave it stale) and which fatresize writes again.
+_ADVISORY = re.compile(
+    r"fsck\.fat \S+ \(.*\)|Free cluster summary wrong \(\d+ vs\. really \d+\)|Auto-correcting\."
+    r"|Leaving filesystem unchanged\.|\S+: \d+ files, \d+/\d+ clusters"
+)
+
+
+def _only_advisory(code: int, words: str) -> bool:
+    """fsck.fat -n found nothing wrong but the advisory free-cluster count."""
+    lines = [line.strip() for line in words.splitlines() if line.strip()]
+    return code == 1 and all(_ADVISORY.fullmatch(line) for line in lines)
 
 
 def resize(dev: str, size: int | None, cancel: threading.Event | None = None) -> None:
@@ -162,7 +192,7 @@ def resize(dev: str, size: int | None, cancel: threading.Event | None = None) ->
     after = parse_bpb(_boot(dev))
     if after.fat32 != bpb.fat32 or after.bits != bpb.bits:
         raise RefusedError(
-            f"fatresize made a FAT{bpb.bits} a FAT{after.bits} ({after.clusters} clusters of {after.cluster} bytes): "
+            f"fatresize made a {_kind(bpb)} a {_kind(after)} ({after.clusters} clusters of {after.cluster} bytes): "
             "its type must not change (a boot loader on it would no longer start); nothing was written to the target"
         )
     if after.size > want:
@@ -170,9 +200,18 @@ def resize(dev: str, size: int | None, cancel: threading.Event | None = None) ->
     _restore(dev, before, after)
 
 
+def _kind(bpb: Bpb) -> str:
+    """A FAT's type as its boot sector and its count of clusters say (a FAT32 boot sector of too few: both)."""
+    if (bpb.bits == 32) == bpb.fat32:
+        return f"FAT{bpb.bits}"
+    return f"FAT{bpb.bits} by its clusters, in a FAT{32 if bpb.fat32 else 16} boot sector"
+
+
 def _restore(dev: str, before: bytes, after: Bpb) -> None:
-    """Put the boot sector's serial, label and first sector back as ``before`` had them (in its backup too)."""
+    """Put the boot sector's serial, label and first sector back as ``before`` had them (in its backup too);
+    the serial and label only where its extended boot signature says they are there."""
     ids = slice(0x43, 0x52) if after.fat32 else slice(0x27, 0x36)  # the serial, then the 11-byte label
+    signed = before[0x42 if after.fat32 else 0x26] in (0x28, 0x29)
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
     try:
         boot = os.pread(fd, BOOT, 0)
@@ -183,7 +222,9 @@ def _restore(dev: str, before: bytes, after: Bpb) -> None:
             found = bytearray(os.pread(fd, BOOT, at))
             if at and (found[510:512] != b"\x55\xaa" or at >= after.reserved * after.sector):
                 continue
-            found[0x1C:0x20], found[ids] = before[0x1C:0x20], before[ids]
+            found[0x1C:0x20] = before[0x1C:0x20]
+            if signed:
+                found[ids] = before[ids]
             os.pwrite(fd, bytes(found), at)
         os.fsync(fd)
     finally:

@@ -632,6 +632,8 @@ class CloneSession:
         sizes = {s.number: s.size for s in req.sizes}
         if len(sizes) != len(req.sizes):
             self._refuse("a request names a partition's size twice")
+        if sizes and req.fit == "keep":
+            self._refuse("partition sizes come only with a fit (shrink or grow)")
         opts = SendOptions(
             source=path,
             mode=req.mode,

@@ -133,3 +133,49 @@ def test_fatresize_info_is_read_through_libparteds_noise() -> None:
     assert fat._number(said, "Cur size") == 629121024
     with pytest.raises(RefusedError, match="Min size"):
         fat._number("Could not get geometry of device", "Min size")
+
+
+def test_a_stale_free_cluster_count_is_not_a_dirty_fat(dev: str) -> None:
+    """The review's finding: FSInfo's free count is advisory (Windows and firmware leave it stale) and
+    fsck.fat -n exits 1 on it alone; such a FAT was kept at its size with "run chkdsk"."""
+    boot = fat._boot(dev)
+    at = int.from_bytes(boot[0x30:0x32], "little") * 512 + 488
+    with open(dev, "r+b") as f:
+        f.seek(at)
+        f.write((1000).to_bytes(4, "little"))
+    assert "Free cluster summary wrong" in sh("fsck.vfat", "-n", dev, check=False).stdout
+    low, used = fat.measure(dev, 1)
+    assert low is not None and used >= 3 * MIB
+    fat.resize(dev, low + 4 * fat.FUZZ)
+    assert sh("fsck.vfat", "-n", dev, check=False).returncode == 0  # fatresize wrote the count again
+
+
+def test_a_boot_sector_that_lies_is_kept_at_its_size(tmp_path: Path) -> None:
+    """Found crafting boot sectors: fatresize crashed on some (SIGSEGV, SIGABRT) where fsck.fat happened to
+    refuse first. A FAT larger than its partition, or a FAT16 boot sector with FAT32's count of clusters, is
+    refused before any tool reads it."""
+    image = fat_image(tmp_path, 64, "-F", "16")
+    with loop_device(image, partitions=False) as d:
+        boot = bytearray(fat._boot(d))
+        boot[0x13:0x15] = (0).to_bytes(2, "little")
+        boot[0x20:0x24] = (4 << 21).to_bytes(4, "little")  # 4 GiB of sectors on 64 MiB
+        with open(d, "r+b") as f:
+            f.write(boot)
+        with pytest.raises(RefusedError, match="larger than its partition"):
+            fat.measure(d, 1)
+    image = fat_image(tmp_path, 64, "-F", "16", "-s", "4")
+    with loop_device(image, partitions=False) as d:
+        boot = bytearray(fat._boot(d))
+        boot[0x0D] = 1  # one sector per cluster: FAT32's count of clusters in a FAT16 boot sector
+        with open(d, "r+b") as f:
+            f.write(boot)
+        assert fat._kind(fat.read_bpb(d)) == "FAT32 by its clusters, in a FAT16 boot sector"
+        with pytest.raises(RefusedError, match=r"a FAT16 of .* clusters .* is kept at its size"):
+            fat.measure(d, 1)
+
+
+@pytest.mark.parametrize("gib, least", [(1, 256), (10, 512), (20, 1024), (100, 2048)])
+def test_the_wizards_estimate_counts_the_default_clusters_of_its_size(gib: int, least: int) -> None:
+    """The review's finding: the estimate assumed 4 KiB clusters; Windows and mkfs.fat give larger ones on
+    larger volumes, so a FAT32 of 100 GiB cannot go below 2 GiB."""
+    assert fat.estimate(gib << 30, 1 << 20) >= least * MIB - 2 * MIB
