@@ -386,6 +386,7 @@ def test_an_ext4_with_a_bad_sector_where_blkid_looks_is_still_recognised(tmp_pat
     # its values are checked on the target too (a "blkid -p" check that passes).
     signature = [c for c in summary["checks"] if c["check"] == "blkid -p"]
     assert all(c["ok"] for c in signature), signature
+    assert bool(signature) == bool(plan["parts"][0].get("blkid")), plan["parts"][0]  # checked when it was read
     [check] = [c for c in summary["checks"] if c["check"] != "blkid -p"]
     assert check["check"] == "e2fsck -fn" and check["ok"] is False
     for side in (tx, rx):
