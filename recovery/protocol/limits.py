@@ -17,6 +17,7 @@ MAX_EPOCH = (1 << 32) - 1  # resends open epochs 1, 2, ... up to this
 RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone
 RESENDS_PER_CLONE = 64  # and this many resends in all
 MAX_REPAIR = 1024  # a delta's unchanged chunks found changed on the target, sent again in one repair pass
+MAX_REPAIR_BYTES = 1 << 30  # ... and the bytes they cover (the sender's window of what it may send again)
 MAX_PARTS = 128  # partitions a plan may name (a GPT's usual table); the receiver checks each
 # An image's passphrase typed in the wizard, sent to the peer that saves or restores it (capability
 # "image-passphrase"): at most this many characters, so at most 4096 bytes in UTF-8 (recovery.diskimage.seal)

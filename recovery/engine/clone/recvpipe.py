@@ -52,7 +52,7 @@ from recovery.protocol.frames import (
     open_payload,
     zero_digest,
 )
-from recovery.protocol.limits import MAX_REPAIR, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import MAX_REPAIR, MAX_REPAIR_BYTES, RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
@@ -127,7 +127,7 @@ class ReceivePipeline(Recorded):
         self.early = early
         self.on_repair = on_repair
         self.repaired: list[tuple[int, int]] = []  # SAME frames' ranges found changed and asked for again
-        self._repairing: set[tuple[int, int]] | None = None
+        self._repairing: dict[tuple[int, int], bytes] | None = None  # range: the digest it must come with
         self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
         self.channel = channel
         self.target = target
@@ -374,7 +374,7 @@ class ReceivePipeline(Recorded):
             )
             self.inflight.release()
             if item is _END:
-                if self._ask_repair(seq, epoch):
+                if self._ask_repair(seq, epoch, point):
                     epoch += 1
                     continue
                 break
@@ -439,8 +439,12 @@ class ReceivePipeline(Recorded):
                     f"frame {h.seq} replaces more frames than the {self.max_replaced} the sender announced"
                 )
             found = self.framelist.find(h.offset, h.raw_len)
-            if self._repairing is not None and (h.offset, h.raw_len) not in self._repairing:
-                raise RemoteProtocolError(f"frame {h.seq} replaces bytes {h.offset}..{h.end}, which were not asked for")
+            if self._repairing is not None:
+                wanted = self._repairing.pop((h.offset, h.raw_len), None)
+                if wanted is None:
+                    raise RemoteProtocolError(f"frame {h.seq} replaces bytes {h.offset}..{h.end}: not asked for")
+                if not hmac.compare_digest(wanted, h.digest):
+                    raise RemoteProtocolError(f"frame {h.seq} repairs bytes {h.offset}..{h.end} with another digest")
             if found is None:
                 raise RemoteProtocolError(
                     f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
@@ -478,16 +482,24 @@ class ReceivePipeline(Recorded):
         else:
             self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
 
-    def _ask_repair(self, seq: int, epoch: int) -> bool:
+    def _ask_repair(self, seq: int, epoch: int, point: DurablePoint) -> bool:
         """At the END of a delta: the SAME frames whose target bytes the early check found differing from the
         source are asked for again, in one pass after frame ``seq`` (a new epoch); False when there are
         none, or this clone cannot (then the read-back at the end fails on them)."""
         if self.early is None or self.on_repair is None or self._repairing is not None:
             return False
-        changed = sorted((o, n) for o, n, same in self.early.finish().values() if not same)
-        if not changed or len(changed) > MAX_REPAIR or self._before_end is None:
+        found = sorted((o, n, i) for i, (o, n, same) in self.early.finish().items() if not same)
+        changed = [(o, n) for o, n, _ in found]
+        if not changed or len(changed) > MAX_REPAIR or sum(n for _, n in changed) > MAX_REPAIR_BYTES:
             return False
-        self._repairing = set(changed)
+        if self._before_end is None:
+            return False
+        # Each comes again with the source's digest (its SAME frame's); until then the journal must not say
+        # the target holds it: a resume after a lost link compares it with the source and sends it again.
+        self._repairing = {(o, n): self.framelist.digest(i) for o, n, i in found}
+        for _, _, index in found:
+            self.framelist.replace(index, bytes(32), Kind.DATA)
+            point.replaced.append(index)
         self.repaired = changed
         self.same_bytes -= sum(n for _, n in changed)  # not unchanged after all: they are written
         self.max_replaced = self.replaced + len(changed)

@@ -51,7 +51,13 @@ from recovery.errors import (
 )
 from recovery.link.base import Connection
 from recovery.protocol import messages as m
-from recovery.protocol.limits import CHUNK_ALIGN, MAX_CHUNK_SIZE, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import (
+    CHUNK_ALIGN,
+    MAX_CHUNK_SIZE,
+    MAX_REPAIR_BYTES,
+    RESENDS_PER_CLONE,
+    RESENDS_PER_FRAME,
+)
 from recovery.protocol.values import MapPart
 from recovery.units import human_size
 
@@ -623,8 +629,11 @@ class _SendLoop:
         bytes on the target differ: each is sent again in full, once per clone."""
         wanted = [(r.offset, r.length) for r in msg.repair]
         offered = self.pipe.offered
-        if "delta-repair" not in self.ctl.state.shared_caps or offered is None or self.repaired:
+        used = self.clone.the_plan.mode == "used"  # only there does the receiver read SAME chunks back early
+        if "delta-repair" not in self.ctl.state.shared_caps or offered is None or self.repaired or not used:
             raise RemoteProtocolError("the receiver asked for a repair this clone does not allow")
+        if sum(n for _, n in wanted) > MAX_REPAIR_BYTES:
+            raise RemoteProtocolError(f"the receiver asked for the repair of more than {MAX_REPAIR_BYTES} bytes")
         if any(b[0] < a[0] + a[1] for a, b in itertools.pairwise(wanted)):
             raise RemoteProtocolError("the receiver's repair ranges are not in order")
         if any(offered.digest_at(o, n) is None for o, n in wanted):

@@ -147,6 +147,8 @@ class SendPipeline(Recorded):
         self._sent: dict[int, _Result] = {}  # ... and what was sent for them (the reader's notes)
         self._image_at: dict[int, Any] = {}  # the image hasher before each unacknowledged frame
         self._acked = 0
+        self._sent_upto = 0  # frames before it were handed to the link in the current epoch
+        self._same_at: set[int] = set()  # offsets of the chunks sent as SAME (a repair may name only these)
         self._gen = 0  # the read thread's epoch
         self._request: tuple[int, int] | None = None  # (seq, epoch) the receiver asked for
         self._replay: tuple[int, int] | None = None  # the read thread's copy of it
@@ -161,9 +163,9 @@ class SendPipeline(Recorded):
         self.crew.spawn(self._send, name="net")
 
     def rewind(self, seq: int, epoch: int) -> None:
-        """The receiver asks for frame ``seq`` again, under ``epoch``'s keys."""
+        """The receiver asks for frame ``seq`` again, under ``epoch``'s keys (one this side has sent)."""
         with self._lock:
-            if seq < self._acked or seq not in self._history:
+            if seq < self._acked or seq >= self._sent_upto or seq not in self._history:
                 raise RemoteProtocolError(f"the receiver asked for frame {seq} again, which this side no longer holds")
             self._request = self._replay = (seq, epoch)
             self.resends += 1
@@ -175,8 +177,10 @@ class SendPipeline(Recorded):
         on become a pass that sends each in full, then the END again, under ``epoch``'s keys."""
         with self._lock:
             end = self._history.get(seq)
-            if end is None or end.kind is not JobKind.END or seq < self._acked:
-                raise RemoteProtocolError(f"the receiver asked for a repair at frame {seq}, which is not the END")
+            if end is None or end.kind is not JobKind.END or seq < self._acked or self._sent_upto != seq + 1:
+                raise RemoteProtocolError(f"the receiver asked for a repair at frame {seq}, which is not the END sent")
+            if any(c.offset not in self._same_at for c in chunks):
+                raise RemoteProtocolError("the receiver asked for the repair of a chunk this side did not send as SAME")
             jobs = [Job(seq, JobKind.PASS), *(Job(seq + 1 + i, JobKind.REPLACE, c) for i, c in enumerate(chunks))]
             for job in [*jobs, Job(seq + 1 + len(chunks), JobKind.END)]:
                 self._history[job.seq] = job
@@ -184,6 +188,7 @@ class SendPipeline(Recorded):
             self._request = self._replay = (seq, epoch)
             self.resends += 1
             self.same_bytes -= sum(c.length for c in chunks)  # not unchanged after all: they are sent
+            self._same_at.difference_update(c.offset for c in chunks)
         self.finished.clear()
         self.results.wake()
 
@@ -385,6 +390,8 @@ class SendPipeline(Recorded):
             r = self._take(gen, seq)
             if r is None:
                 continue  # a rewind was asked for meanwhile
+            with self._lock:
+                self._sent_upto = seq + 1
             self._send_one(r)
             seq += 1
             if r.kind is Kind.END:
@@ -431,7 +438,8 @@ class SendPipeline(Recorded):
     def _record(self, r: _Result, c: Chunk) -> None:
         if r.job.kind is JobKind.REPLACE:
             index = self.framelist.find(c.offset, c.length)
-            assert index is not None, "a replacement for a chunk that was never sent"
+            if index is None:
+                raise RemoteProtocolError(f"a replacement for the chunk at byte {c.offset}, which was never sent")
             self.framelist.replace(index, r.digest, r.kind)
             self.replaced += 1
         else:
@@ -439,6 +447,8 @@ class SendPipeline(Recorded):
             if kind is Kind.SAME:  # recorded as the frame that put its bytes there
                 kind = Kind.ZERO if r.digest == zero_digest(c.length) else Kind.DATA
                 self.same_bytes += c.length
+                with self._lock:
+                    self._same_at.add(c.offset)
             self.framelist.append(c.offset, c.length, r.digest, kind)
             if self.image_hasher is not None:
                 with self._lock:
@@ -455,8 +465,12 @@ class SendPipeline(Recorded):
     def _went_back(self, seq: int) -> None:
         """The stream starts again at ``seq``: forget what was recorded from it on."""
         with self._lock:
+            self._sent_upto = seq
             for s in [k for k in self._sent if k >= seq]:
-                del self._sent[s]
+                gone = self._sent.pop(s)
+                if gone.kind is Kind.SAME and gone.job.kind is JobKind.CHUNK and gone.job.chunk is not None:
+                    self.same_bytes -= gone.job.chunk.length  # it is recorded again when it is sent again
+                    self._same_at.discard(gone.job.chunk.offset)
             image = self._image_at.get(seq)
         if seq < len(self.framelist):
             self.framelist.truncate(seq)
