@@ -53,6 +53,11 @@ class EarlyCheck:
             except queue.Full:
                 continue
 
+    def changed(self) -> list[tuple[int, int, int]]:
+        """The frames found so far whose bytes on the target differ from the source: (index, offset, length)."""
+        with self._lock:
+            return [(i, o, n) for i, (o, n, same) in self.checked.items() if not same and i not in self._forgotten]
+
     def forget(self, index: int) -> None:
         """Frame ``index`` was written after all (a later pass): the end's read-back checks it."""
         with self._lock:

@@ -97,6 +97,7 @@ class DurablePoint:
     held: list[tuple[int, bytes | None]] = field(default_factory=list)  # edge frames held since then
 
 
+UNKNOWN = bytes(32)  # the digest a frame's record holds while the target's bytes there are not the source's
 _END = object()
 _PASS = object()
 
@@ -128,6 +129,8 @@ class ReceivePipeline(Recorded):
         self.on_repair = on_repair
         self.repaired: list[tuple[int, int]] = []  # SAME frames' ranges found changed and asked for again
         self._repairing: dict[tuple[int, int], bytes] | None = None  # range: the digest it must come with
+        self._changed: dict[int, tuple[bytes, int]] = {}  # frames found changed: their record's digest, kind
+        self._unmarked = False  # no repair after all: their records were given back
         self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
         self.channel = channel
         self.target = target
@@ -397,6 +400,7 @@ class ReceivePipeline(Recorded):
             if since_flush >= ACK_BYTES or now - last_flush >= ACK_SECONDS:
                 self.target.flush()
                 point.seq, point.covered = seq, self.framelist.covered
+                self._mark_changed(point)
                 self.on_durable(point)
                 point = self._point = DurablePoint(seq, self.framelist.covered, len(self.framelist))
                 since_flush, last_flush = 0, time.monotonic()
@@ -417,6 +421,8 @@ class ReceivePipeline(Recorded):
         """After the threads stopped on an error: flush what was written since the last durable point
         and hand that point to ``record`` (the journal), so a resume does not send it again."""
         point = self._point
+        if point is not None and not self.crew.alive():
+            self._mark_changed(point)  # found since the last point: it must say so too
         if (
             point is None
             or self.crew.alive()
@@ -488,18 +494,17 @@ class ReceivePipeline(Recorded):
         none, or this clone cannot (then the read-back at the end fails on them)."""
         if self.early is None or self.on_repair is None or self._repairing is not None:
             return False
-        found = sorted((o, n, i) for i, (o, n, same) in self.early.finish().items() if not same)
+        self.early.finish()
+        self._mark_changed(point)  # those found since the last durable point
+        found = sorted((*self.framelist.record(i)[:2], i) for i in self._changed)
         changed = [(o, n) for o, n, _ in found]
-        if not changed or len(changed) > MAX_REPAIR or sum(n for _, n in changed) > MAX_REPAIR_BYTES:
+        if not changed:
             return False
-        if self._before_end is None:
+        if len(changed) > MAX_REPAIR or sum(n for _, n in changed) > MAX_REPAIR_BYTES or self._before_end is None:
+            self._unmark(point)
             return False
-        # Each comes again with the source's digest (its SAME frame's); until then the journal must not say
-        # the target holds it: a resume after a lost link compares it with the source and sends it again.
-        self._repairing = {(o, n): self.framelist.digest(i) for o, n, i in found}
-        for _, _, index in found:
-            self.framelist.replace(index, bytes(32), Kind.DATA)
-            point.replaced.append(index)
+        # Each comes again with the source's digest (its SAME frame's), once.
+        self._repairing = {(o, n): self._changed[i][0] for o, n, i in found}
         self.repaired = changed
         self.same_bytes -= sum(n for _, n in changed)  # not unchanged after all: they are written
         self.max_replaced = self.replaced + len(changed)
@@ -508,6 +513,28 @@ class ReceivePipeline(Recorded):
             self._pending = _Rewind(seq, epoch + 1, self._before_end)
         self.on_repair(seq, epoch + 1, changed)
         return True
+
+    def _mark_changed(self, point: DurablePoint) -> None:
+        """SAME frames the early check found changed on the target (a repair will send them again): until
+        they are written, the journal says the target holds no known digest there, so a resume after a
+        lost link compares them with the source and sends them again instead of believing the record."""
+        if self.early is None or self.on_repair is None or self._repairing is not None or self._unmarked:
+            return
+        for index, _, _ in self.early.changed():
+            if index not in self._changed:
+                _, _, digest, kind = self.framelist.record(index)
+                self._changed[index] = (digest, kind)
+                self.framelist.replace(index, UNKNOWN, Kind.DATA)
+                point.replaced.append(index)
+
+    def _unmark(self, point: DurablePoint) -> None:
+        """No repair after all: the frames' records go back to the source's digests (the sender's list digest
+        holds them; the read-back fails on them, and a clone that fails verification is no record)."""
+        for index, (digest, kind) in self._changed.items():
+            self.framelist.replace(index, digest, kind)
+            point.replaced.append(index)
+        self._changed.clear()
+        self._unmarked = True
 
     def _ask_again(self, bad: _Bad, epoch: int, tries: dict[int, int]) -> int:
         """The frame the writer waits for is damaged: ask for it again (a new epoch), or give up."""

@@ -18,7 +18,7 @@ import pytest
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import verify_ranges
-from recovery.engine.clone.recvpipe import ReceivePipeline
+from recovery.engine.clone.recvpipe import UNKNOWN, DurablePoint, ReceivePipeline
 from recovery.engine.clone.target import Target
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
@@ -68,6 +68,17 @@ class Run:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Run]:
+    """The first pass sent (SAME frames for all), its END too, and the receiver's repair request in."""
+    yield from begin(tmp_path, end=True)
+
+
+@pytest.fixture
+def unended(tmp_path: Path) -> Iterator[Run]:
+    """The first pass sent, and no END: the early check finds the changed chunks meanwhile."""
+    yield from begin(tmp_path, end=False)
+
+
+def begin(tmp_path: Path, *, end: bool) -> Iterator[Run]:
     path = tmp_path / "target.img"
     path.write_bytes(b"".join(os.urandom(MIB) if i in CHANGED else SOURCE[i] for i in range(N)))
     offered = FrameList()
@@ -95,8 +106,9 @@ def run(tmp_path: Path) -> Iterator[Run]:
     pipe.start()
     for i in range(N):
         holder[0].send(ChunkHeader(i, i * MIB, MIB, 0, Kind.SAME, Codec.RAW, digest(SOURCE[i])))
-    holder[0].send(end_header(N))
-    holder[0].wait(lambda: holder[0].asked)
+    if end:
+        holder[0].send(end_header(N))
+        holder[0].wait(lambda: holder[0].asked)
     yield holder[0]
     pipe.crew.shutdown()
     early.close()
@@ -154,3 +166,22 @@ def test_a_link_lost_in_the_repair_leaves_a_journal_that_never_claims_the_change
         if said == digest(SOURCE[i]):  # what the journal says the target holds, it holds
             assert digest(held[offset : offset + length]) == said, i
     assert run.pipe.framelist.digest(5) != digest(SOURCE[5])
+
+
+def test_a_link_lost_in_the_first_pass_journals_no_changed_chunk_as_held(unended: Run) -> None:
+    """The review's wider finding: a link lost before the END, after the early check found chunks changed,
+    journaled them with the source's digests; now the settled point says the target holds no known digest
+    there, so a resume sends them again."""
+    run = unended
+    run.wait(lambda: len(run.early.changed()) == len(CHANGED))
+    run.out.close()
+    run.wait(lambda: run.pipe.crew.error is not None)
+    run.pipe.crew.shutdown()
+    settled: list[DurablePoint] = []
+    run.pipe.settle(settled.append)
+    [point] = settled
+    assert sorted(point.replaced) == list(CHANGED)
+    held = run.path.read_bytes()
+    for i in range(N):
+        offset, length, said, _ = run.pipe.framelist.record(i)
+        assert said == UNKNOWN if i in CHANGED else digest(held[offset : offset + length]) == said, i
