@@ -763,3 +763,18 @@ def test_a_dirty_exfat_is_refused_never_repaired(exfat_image: Path, tmp_path: Pa
             assert "partition 2 (exfat" in tx.stderr and "volume-dirty flag is set" in tx.stderr, tx.stderr
             assert sh("blkid", "-p", small, check=False).stdout == ""
         assert b3sum(src) == before
+
+
+def test_an_images_exfat_is_never_mounted_and_keeps_its_size(exfat_image: Path, tmp_path: Path) -> None:
+    """An image file's bytes came from elsewhere: its exFAT is not mounted to be copied (the stick's kernel
+    would mount it), so it keeps its size, and a target it would have to shrink for is refused saying so."""
+    for src in private_copy(exfat_image, tmp_path):
+        image = tmp_path / "disk.img"
+        save = Recovery("image", "save", "--source", src, "--output", str(image))
+        assert save.wait() == 0, save.stderr
+        for small in blank(tmp_path, 250):
+            restore = Recovery("image", "restore", str(image), "--target", small, "--yes", "--fit", "shrink")
+            assert restore.wait() == 3, restore.stderr
+            assert "an image's exfat is not mounted here" in restore.stderr, restore.stderr
+            assert sh("blkid", "-p", small, check=False).stdout == ""
+        assert exfat_fuse_left() == []
