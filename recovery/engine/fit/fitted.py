@@ -181,7 +181,7 @@ def fitted_disk(
     with cow_view(source, max(size, layout.target_size), scratch, table.sector_size) as view:
         try:
             _shrink(view, source, layout.parts, steps)
-            _move(view, order, steps)
+            _move(view, [p for p in order if not _remade_larger(p)], steps)
             _write_table(view, table, layout, script)
             _grow(view, source, layout.parts, steps)
             for p in order:
@@ -288,6 +288,11 @@ def _shrink(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> 
                 _tool(functools.partial(resize.shrink, size=p.new_size, cancel=steps.cancel), dev, p)
 
 
+def _remade_larger(p: Placed) -> bool:
+    """A partition made again larger where it now starts, from the source's files: its move would be lost."""
+    return p.method == "copy" and p.new_size > p.size
+
+
 def _copy_files(view: View, source: str, p: Placed, at: int, steps: _Steps) -> None:
     """Partition ``p`` made again at byte ``at`` of the view, its new size, and filled file by file from the
     source's (:func:`filecopy.copy`)."""
@@ -302,7 +307,7 @@ def _copy_files(view: View, source: str, p: Placed, at: int, steps: _Steps) -> N
 
 def _grow(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
-        if p.method == "copy" and p.new_size > p.size:  # made where it now starts, from the source's files
+        if _remade_larger(p):
             _copy_files(view, source, p, p.new_start, steps)
         elif p.new_size > p.size:
             steps.say(f"growing partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
