@@ -22,7 +22,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 FITS = ("keep", "shrink", "grow")
 Fit = Literal["keep", "shrink", "grow"]
-Method = Literal["keep", "move", "resize", "copy"]  # copy: into a new, smaller filesystem, file by file
+Method = Literal["keep", "move", "resize", "copy"]  # copy: into a new filesystem of the new size, file by file
 
 # Partition types kept at their size whatever the fit (GPT type GUIDs, lower case; MBR types).
 SYSTEM_TYPES = {
@@ -48,6 +48,7 @@ class Facts:
     smallest: int | None = None  # the smallest size its filesystem can be resized to; None: it cannot shrink
     grows: bool = False  # its filesystem can be grown to a larger partition
     copies: bool = False  # it shrinks by a copy into a new filesystem (same UUID and label), not in place
+    copies_to_grow: bool = False  # it grows the same way (no tool grows it in place: exFAT)
     why_fixed: str = ""  # why it cannot shrink (for a refusal): "XFS cannot shrink"
 
 
@@ -215,7 +216,7 @@ def _placed(ordered: Sequence[Facts], sizes: Sequence[int], why: dict[int, str])
         else:  # one before it was made smaller: it moves down as far as it can go (else it stays)
             start = min(p.start, _align_up(at + gap))
         method: Method = "resize" if size != p.size else ("move" if start != p.start else "keep")
-        if size < p.size and p.copies:
+        if (size < p.size and p.copies) or (size > p.size and p.copies_to_grow):
             method = "copy"
         note = "" if size != p.size else why[p.number]  # why it keeps its size (an XFS that grows has none)
         placed.append(Placed(p.number, p.fstype, p.start, p.size, start, size, method, p.smallest, p.used, note))

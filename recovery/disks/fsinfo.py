@@ -24,6 +24,7 @@ import shlex
 import struct
 import subprocess
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from recovery import run
 from recovery.disks import partdev
@@ -138,26 +139,45 @@ def _fat(path: str, start: int, size: int) -> int | None:
     return int(sum(1 for e in entries[2:] if e) * cluster)
 
 
-def _exfat(path: str, start: int, size: int) -> int | None:
-    boot = _read(path, start, 512)
+class ExfatBoot(NamedTuple):
+    """What an exFAT boot sector says (its offsets in bytes from the volume's start)."""
+
+    heap: int  # the cluster heap's first byte
+    clusters: int
+    root: int  # the root folder's first cluster
+    sector: int
+    cluster: int  # bytes
+    serial: int  # the volume serial (blkid's UUID)
+    dirty: bool  # VolumeFlags' VolumeDirty: it was not unmounted cleanly
+
+
+def exfat_boot(boot: bytes) -> ExfatBoot | None:
+    """The exFAT boot sector ``boot`` (its first 512 bytes), None when it is not one."""
     if len(boot) < 512 or boot[3:11] != b"EXFAT   ":
         return None
-    heap, clusters, root = struct.unpack_from("<III", boot, 88)
+    heap, clusters, root, serial = struct.unpack_from("<IIII", boot, 88)
+    flags = struct.unpack_from("<H", boot, 106)[0]
     bps, spc = 1 << boot[108], 1 << boot[109]
-    cluster = bps * spc
+    return ExfatBoot(heap * bps, clusters, root, bps, bps * spc, serial, bool(flags & 2))
+
+
+def _exfat(path: str, start: int, size: int) -> int | None:
+    b = exfat_boot(_read(path, start, 512))
+    if b is None:
+        return None
 
     def at(n: int) -> int:
-        return int(start + heap * bps + (n - 2) * cluster)
+        return int(start + b.heap + (n - 2) * b.cluster)
 
-    entries = _read(path, at(root), min(cluster, 1 << 20))
+    entries = _read(path, at(b.root), min(b.cluster, 1 << 20))
     for i in range(0, len(entries) - 31, 32):
         if entries[i] == 0x81:  # the allocation bitmap's directory entry
             first, length = struct.unpack_from("<IQ", entries, i + 20)
             if length > MAX_BITMAP:
                 return None
-            bitmap = _read(path, at(first), min(length, (clusters + 7) // 8))
-            used = sum(bin(b).count("1") for b in bitmap)
-            return int(min(used, clusters) * cluster)
+            bitmap = _read(path, at(first), min(length, (b.clusters + 7) // 8))
+            used = sum(bin(x).count("1") for x in bitmap)
+            return int(min(used, b.clusters) * b.cluster)
         if entries[i] == 0:
             break
     return None

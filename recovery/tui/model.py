@@ -139,7 +139,7 @@ def shrunk_size(disk: DiskInfo) -> int | None:
 
 def smallest_size(p: PartitionInfo) -> int | None:
     """About how small a partition's filesystem can be shrunk, from what the disk list says of it: a swap
-    area to its smallest, one copied file by file (XFS) to the new filesystem the copy makes, a FAT to the
+    area to its smallest, one copied file by file (XFS, exFAT) to the new filesystem the copy makes, a FAT to the
     clusters its type needs, an ext or NTFS filesystem to its used bytes and some room; None when it cannot
     shrink or its used bytes are not known. An estimate: the sender measures each one exactly."""
     if p.fstype == "swap":
@@ -160,8 +160,8 @@ def partition_facts(p: PartitionInfo) -> fitplan.Facts:
     not told it, and the planner keeps small partitions, an ESP's among them, at their size)."""
     low = smallest_size(p)
     why = resize.why_kept(p.fstype) or ("" if low is not None else "its used space is not known here")
-    grows, copies = p.fstype in resize.GROWS, p.fstype in filecopy.COPIED
-    return fitplan.Facts(p.number, p.start, p.size, "", p.fstype, p.used, low, grows, copies=copies, why_fixed=why)
+    grows, copies, regrows = p.fstype in resize.GROWS, p.fstype in filecopy.COPIED, p.fstype in filecopy.GROWN
+    return fitplan.Facts(p.number, p.start, p.size, "", p.fstype, p.used, low, grows, copies, regrows, why)
 
 
 def fit_for(source: DiskInfo, target: DiskInfo, *, grow: bool = False) -> fitplan.Fit:

@@ -4,6 +4,7 @@ by how much and names what cannot shrink."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -163,6 +164,10 @@ def test_a_filesystem_that_shrinks_by_a_copy_is_copied_and_grows_in_place() -> N
     parts = [Facts(1, MIB, 100 * MIB, ESP, "vfat"), xfs]
     assert fit(parts, 101 * GIB, 50 * GIB, "shrink").parts[1].method == "copy"
     assert fit(parts, 101 * GIB, 200 * GIB, "grow").parts[1].method == "resize"
+    exfat = dataclasses.replace(xfs, fstype="exfat", copies_to_grow=True)  # no tool grows it in place
+    grown = fit([parts[0], exfat], 101 * GIB, 200 * GIB, "grow").parts[1]
+    assert grown.method == "copy" and grown.new_size > grown.size
+    assert fit([parts[0], exfat], 101 * GIB, 50 * GIB, "shrink").parts[1].method == "copy"
 
 
 def test_shrink_onto_a_disk_that_holds_the_source_changes_nothing() -> None:

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 
 from recovery.engine.fit import fat, fsattr
@@ -412,21 +413,27 @@ def test_an_images_xfs_is_never_mounted_to_grow_it(xfs_source: str, tmp_path: Pa
 def test_a_file_level_copy_that_differs_is_caught_before_anything_is_sent(big_xfs_image: Path, tmp_path: Path) -> None:
     """cp says it succeeded but one file lost an extended attribute: the comparison of every file names
     it, nothing is written to the target, the copy's mounts and devices are gone, the source unchanged."""
+    spoil = 'python3 -c "import os, sys; os.removexattr(sys.argv[1], \'user.note\')" "$to/odd/f"\n'
+    copy_differs(big_xfs_image, tmp_path, 480, spoil, "odd/f: its extended attributes differ")
+
+
+def copy_differs(image: Path, tmp_path: Path, mib: int, spoil: str, said: str) -> None:
+    """A fitted clone of a copy of ``image`` onto ``mib`` MiB whose cp, once it succeeded, runs ``spoil``
+    (sh; the copy's top folder is $to, the source's $from): it stops, the comparison ``said``, nothing is
+    written to the target, the source unchanged, no mount of the fit left behind."""
     shims = tmp_path / "shims"
     shims.mkdir()
     (shims / "cp").write_text(
-        f'#!/bin/sh\n{shutil.which("cp")} "$@" || exit\n'
-        'for last in "$@"; do :; done\n'
-        'python3 -c "import os, sys; os.removexattr(sys.argv[1], \'user.note\')" "$last/odd/f"\n'
+        f'#!/bin/sh\n{shutil.which("cp")} "$@" || exit\nfor last in "$@"; do from=$to; to=$last; done\n{spoil}'
     )
     (shims / "cp").chmod(0o755)
-    for src in private_copy(big_xfs_image, tmp_path):
+    for src in private_copy(image, tmp_path):
         before = b3sum(src)
         mounts = sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-")
-        for small in blank(tmp_path, 480):
+        for small in blank(tmp_path, mib):
             tx, rx = clone(src, small, "--fit", "shrink", env={"PATH": f"{shims}:{os.environ['PATH']}"})
             assert tx.proc.returncode == rx.proc.returncode == 15, tx.stderr
-            assert "odd/f: its extended attributes differ" in tx.stderr, tx.stderr
+            assert said in tx.stderr, tx.stderr
             assert "nothing was written to the target" in tx.stderr
             assert sh("blkid", "-p", small, check=False).stdout == ""
         assert b3sum(src) == before
@@ -658,3 +665,116 @@ def test_a_fat_that_cannot_shrink_enough_is_refused_in_one_line(fat_image: Path,
             assert tx.stderr.count("\n") <= 2, tx.stderr  # one line, and its hint
             assert sh("blkid", "-p", tiny, check=False).stdout == ""
         assert b3sum(src) == before
+
+
+EXFAT_LAYOUT = [Part("ext4", 64), Part("exfat", 400)]
+MANY = 300  # small files in one folder
+
+
+@pytest.fixture(scope="module")
+def exfat_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ext4 and a 400 MiB exFAT (written through exfat-fuse) holding nested folders with names that are not
+    ASCII, an empty file, a 40 MiB file, many small files, and old modification times (odd seconds too)."""
+    image = tmp_path_factory.mktemp("fit-exfat") / "source.img"
+    make_disk(image, EXFAT_LAYOUT, name="efit", seed=12, garbage=False)
+    with loop_device(image) as dev, mounted_fs(f"{dev}p2", "exfat") as mnt:
+        deep = mnt / "Fotos" / "Été 2019" / "日本語"
+        deep.mkdir(parents=True)
+        (deep / "café ☃.txt").write_text("crème brûlée\n")
+        (deep / "leer").write_bytes(b"")
+        (mnt / "Fotos" / "large.bin").write_bytes(os.urandom(40 * MIB))
+        many = mnt / "many"
+        many.mkdir()
+        for i in range(MANY):
+            (many / f"n{i:03}.txt").write_bytes(os.urandom(i * 37))
+            os.utime(many / f"n{i:03}.txt", (1_000_000_001 + i, 1_000_000_001 + i))
+        for path, when in ((deep / "café ☃.txt", 946_684_801), (deep, 1_234_567_891), (mnt / "Fotos", 1_500_000_000)):
+            os.utime(path, (when, when))
+    return image
+
+
+def exfat_tree(dev: str) -> dict[str, tuple[str, int, int, str]]:
+    """Each file and folder of the exFAT on ``dev`` (read-only, through exfat-fuse): kind, size, modification
+    time and BLAKE3 of its contents."""
+    found = {}
+    with mounted_fs(dev, "exfat", readonly=True) as mnt:
+        for path in sorted(mnt.rglob("*")):
+            st = path.stat()
+            kind = "dir" if path.is_dir() else "file"
+            digest = "" if path.is_dir() else blake3.blake3(path.read_bytes()).hexdigest()
+            found[str(path.relative_to(mnt))] = (kind, 0 if path.is_dir() else st.st_size, st.st_mtime_ns, digest)
+    return found
+
+
+def exfat_fuse_left() -> list[str]:
+    """exfat-fuse processes that serve one of this tool's mounts."""
+    return sh("pgrep", "-f", "exfat-fuse.*recovery-fit-", check=False).stdout.split()
+
+
+@pytest.mark.parametrize(("mib", "fit"), [(250, "shrink"), (900, "grow")])
+def test_exfat_shrinks_and_grows_by_a_file_level_copy(exfat_image: Path, tmp_path: Path, mib: int, fit: str) -> None:
+    """exFAT cannot be resized in place: a new, targeter or larger exFAT with its UUID (volume serial), label
+    and cluster size is made on the view and filled file by file from the source (mounted read-only); on the
+    target it is clean, with every file, size and modification time of the source."""
+    for src in private_copy(exfat_image, tmp_path):
+        old = exfat_tree(f"{src}p2")
+        assert len(old) > MANY + 10 and old["Fotos/Été 2019/日本語/café ☃.txt"][2] == 946_684_801 * 10**9
+        mounts = sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-")
+        for target in blank(tmp_path, mib):
+            _, exfat = clone_fitted(src, target, fit)
+            assert exfat["method"] == "copy" and (exfat["new_size"] < exfat["size"]) == (fit == "shrink"), exfat
+            assert exfat["new_size"] != exfat["size"]
+            assert "No problems found" in sh("sgdisk", "-v", target).stdout
+            sh("partx", "--add", target, check=False)
+            try:
+                new = f"{target}p2"
+                assert "clean" in sh("fsck.exfat", "-n", new).stdout
+                assert blkid(new) == blkid(f"{src}p2") and blkid(new)["TYPE"] == "exfat"
+                assert exfat_tree(new) == old
+                assert contents(f"{target}p1", "ext4") == contents(f"{src}p1", "ext4")
+            finally:
+                sh("partx", "--delete", target, check=False)
+        assert sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-") == mounts
+        assert exfat_fuse_left() == []
+
+
+def test_an_exfat_copy_that_differs_is_caught_before_anything_is_sent(exfat_image: Path, tmp_path: Path) -> None:
+    """cp says it succeeded but one byte of the large file differs on the copy (its time kept): the BLAKE3
+    comparison names it, nothing is written to the target, every mount and exfat-fuse process is gone."""
+    spoil = (
+        'printf Z | dd of="$to/Fotos/large.bin" bs=1 seek=12345 conv=notrunc 2>/dev/null\n'
+        'touch -r "$from/Fotos/large.bin" "$to/Fotos/large.bin"\n'
+    )
+    copy_differs(exfat_image, tmp_path, 250, spoil, "Fotos/large.bin: its contents differ")
+    assert exfat_fuse_left() == []
+
+
+def test_a_dirty_exfat_is_refused_never_repaired(exfat_image: Path, tmp_path: Path) -> None:
+    """An exFAT whose volume-dirty flag is set (its machine stopped while it was mounted) keeps its size,
+    never checked or repaired on the source: onto a disk it would have to shrink for, refused saying why."""
+    for src in private_copy(exfat_image, tmp_path):
+        with open(f"{src}p2", "r+b") as f:
+            f.seek(106)  # VolumeFlags (not in the boot sector's checksum)
+            f.write(b"\x02")
+        before = b3sum(src)
+        for small in blank(tmp_path, 250):
+            tx, rx = clone(src, small, "--fit", "shrink")
+            assert tx.proc.returncode == rx.proc.returncode == 3, tx.stderr
+            assert "partition 2 (exfat" in tx.stderr and "volume-dirty flag is set" in tx.stderr, tx.stderr
+            assert sh("blkid", "-p", small, check=False).stdout == ""
+        assert b3sum(src) == before
+
+
+def test_an_images_exfat_is_never_mounted_and_keeps_its_size(exfat_image: Path, tmp_path: Path) -> None:
+    """An image file's bytes came from elsewhere: its exFAT is not mounted to be copied (the stick's kernel
+    would mount it), so it keeps its size, and a target it would have to shrink for is refused saying so."""
+    for src in private_copy(exfat_image, tmp_path):
+        image = tmp_path / "disk.img"
+        save = Recovery("image", "save", "--source", src, "--output", str(image))
+        assert save.wait() == 0, save.stderr
+        for small in blank(tmp_path, 250):
+            restore = Recovery("image", "restore", str(image), "--target", small, "--yes", "--fit", "shrink")
+            assert restore.wait() == 3, restore.stderr
+            assert "an image's exfat is not mounted here" in restore.stderr, restore.stderr
+            assert sh("blkid", "-p", small, check=False).stdout == ""
+        assert exfat_fuse_left() == []

@@ -63,9 +63,12 @@ def test_a_grown_layout_says_why_a_partition_keeps_its_size() -> None:
     assert esp.happens.startswith("kept: a partition under")
     assert (root.new_size, root.happens) == ("992.0 GiB", "grown")
     assert (swap.new_start, swap.happens) == ("993.0 GiB", "moved, same size: swap is not grown")
-    exfat = dataclasses.replace(SOURCE.partitions[1], fstype="exfat", label="DATA")
-    kept = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, exfat))), SOURCE)
-    assert kept[1].happens == "kept: exFAT is kept at its size (a file-level copy is not built yet)"
+    f2fs = dataclasses.replace(SOURCE.partitions[1], fstype="f2fs", label="DATA")
+    kept = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, f2fs))), SOURCE)
+    assert kept[1].happens == "kept: F2FS is kept at its size (a file-level copy is not built yet)"
+    exfat = dataclasses.replace(f2fs, fstype="exfat")
+    copied = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, exfat))), SOURCE)
+    assert copied[1].happens == "copied file by file into a new filesystem with its UUID and label"
     fat = dataclasses.replace(SOURCE.partitions[1], fstype="vfat", label="DATA")
     grown = layout.rows(layout.estimate(dataclasses.replace(grow(), source=with_parts(SOURCE, fat))), SOURCE)
     assert grown[1].happens == "grown"  # by fatresize
@@ -120,11 +123,12 @@ def test_a_layout_the_estimate_cannot_make_is_a_refusal() -> None:
         layout.estimate(dataclasses.replace(shrink(), source=no_table))
 
 
-def test_an_xfs_is_shrunk_by_a_copy_estimated_as_the_sender_makes_it() -> None:
-    xfs = dataclasses.replace(SOURCE.partitions[1], fstype="xfs", label="data")
-    facts = partition_facts(xfs)
-    assert facts.copies and facts.smallest == filecopy.smallest(51 * GIB, "xfs") and not facts.why_fixed
-    [_, data, _] = layout.rows(layout.estimate(dataclasses.replace(shrink(), source=with_parts(SOURCE, xfs))), SOURCE)
+@pytest.mark.parametrize("fstype", ["xfs", "exfat"])
+def test_an_xfs_or_exfat_is_shrunk_by_a_copy_estimated_as_the_sender_makes_it(fstype: str) -> None:
+    part = dataclasses.replace(SOURCE.partitions[1], fstype=fstype, label="data")
+    facts = partition_facts(part)
+    assert facts.copies and facts.smallest == filecopy.smallest(51 * GIB, fstype) and not facts.why_fixed
+    [_, data, _] = layout.rows(layout.estimate(dataclasses.replace(shrink(), source=with_parts(SOURCE, part))), SOURCE)
     assert data.happens == "copied file by file into a new filesystem with its UUID and label"
     assert data.new_size == "241.4 GiB"
 

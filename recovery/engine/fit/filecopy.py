@@ -1,7 +1,9 @@
-"""A filesystem that cannot shrink where it lies (XFS) made again, smaller, and filled file by file: a new
-filesystem with the old one's UUID, label and features on the copy-on-write view, every file copied into it
-from the source (mounted read-only, from a read-only loop device) by ``cp -a``, then every file compared
-(:mod:`recovery.engine.fit.sametree`). The source is never written; the view is."""
+"""A filesystem that cannot shrink where it lies (XFS, exFAT) made again, smaller (an exFAT larger too: no
+tool grows one in place), and filled file by file: a new filesystem with the old one's UUID, label and
+features on the copy-on-write view, every file copied into it from the source (mounted read-only, from a
+read-only loop device) by ``cp``, then every file compared (:mod:`recovery.engine.fit.sametree`). The source
+is never written; the view is. exFAT stores no owners, links or extended attributes: its files are copied
+with their contents, modes (its read-only attribute) and modification times."""
 
 from __future__ import annotations
 
@@ -10,16 +12,24 @@ import re
 import threading
 
 from recovery import run
-from recovery.disks import blockdev, partitions
+from recovery.disks import blockdev, fsinfo, partitions
 from recovery.engine.fit import fsattr, mounts, sametree
 from recovery.errors import CancelledError, RefusedError, ToolError
 
 MIB = 1 << 20
-COPIED = ("xfs",)  # shrunk by a copy into a new filesystem
+COPIED = ("xfs", "exfat")  # shrunk by a copy into a new filesystem
+GROWN = ("exfat",)  # grown by a copy into a new, larger one too (no tool grows it in place; XFS grows mounted)
+POSIX = ("xfs",)  # owners, links, extended attributes and flags kept (exFAT has none)
 # The smallest new filesystem: mkfs.xfs (5.19 on) makes none under 300 MiB.
-FLOOR = {"xfs": 300 * MIB}
-# Room over the bytes in use: the new filesystem's log, headers and inode chunks, and some slack.
-ROOM = {"xfs": 128 * MIB}
+FLOOR = {"xfs": 300 * MIB, "exfat": 16 * MIB}
+# Room over the bytes in use (and a tenth more): XFS's log, headers and inode chunks, and some slack; exFAT's
+# boot region and FAT aligned to 1 MiB each (mkfs.exfat), its bitmap, up-case table and root folder, slack.
+ROOM = {"xfs": 128 * MIB, "exfat": 16 * MIB}
+# How cp copies each: exFAT has no owners (cp -a fails on them), links, special files or extended attributes.
+CP = {
+    "xfs": ["-a", "--sparse=auto", "--reflink=never"],
+    "exfat": ["--recursive", "--no-dereference", "--preserve=mode,timestamps"],
+}
 
 
 def smallest(used: int, fstype: str) -> int:
@@ -30,11 +40,22 @@ def smallest(used: int, fstype: str) -> int:
 def used_bytes(dev: str, fstype: str) -> int:
     """The bytes a copy of the filesystem on ``dev`` (a read-only device) needs for its files: what the
     mounted filesystem says it uses, or what its files hold (each counted once), whichever is more (extents
-    shared by reflinks are used once there, and copied once per file)."""
+    shared by reflinks are used once there, and copied once per file; an exFAT's files and folders in whole
+    clusters)."""
+    cluster = exfat_boot(dev).cluster if fstype == "exfat" else None
     with mounts.mounted(dev, fstype, writable=False) as where:
         st = os.statvfs(where)
-        held = sametree.allocated(where)
+        held = sametree.allocated(where, cluster)
     return max((st.f_blocks - st.f_bfree) * st.f_frsize, held)
+
+
+def exfat_boot(dev: str) -> fsinfo.ExfatBoot:
+    """The boot sector of the exFAT on ``dev``."""
+    with open(dev, "rb") as f:
+        found = fsinfo.exfat_boot(f.read(512))
+    if found is None:
+        raise RefusedError(f"{dev} holds no exFAT boot sector")
+    return found
 
 
 def copy(old: str, new: str, fstype: str, cancel: threading.Event) -> None:
@@ -49,12 +70,12 @@ def copy(old: str, new: str, fstype: str, cancel: threading.Event) -> None:
     with mounts.mounted(old, fstype, writable=False) as src:
         make_like(old, new, fstype, os.statvfs(src))
         with mounts.mounted(new, fstype, writable=True) as dst:
-            argv = ["cp", "-a", "--sparse=auto", "--reflink=never", "--no-target-directory", f"{src}/.", dst]
-            run.run(argv, cancel=cancel)
-            fsattr.carry(os.fsencode(src), os.fsencode(dst))
+            run.run(["cp", *CP[fstype], "--no-target-directory", f"{src}/.", dst], cancel=cancel)
+            if fstype in POSIX:
+                fsattr.carry(os.fsencode(src), os.fsencode(dst))
         with mounts.mounted(new, fstype, writable=False) as dst:
             try:
-                sametree.compare(src, dst, check)
+                sametree.compare(src, dst, check, posix=fstype in POSIX)
             except sametree.Difference as e:
                 raise ToolError(
                     f"the file-level copy differs from the source ({e}): nothing was written to the target and "
@@ -64,20 +85,35 @@ def copy(old: str, new: str, fstype: str, cancel: threading.Event) -> None:
 
 def make_like(old: str, new: str, fstype: str, files: os.statvfs_result) -> None:
     """A new filesystem on ``new`` with the UUID, label and features of the one on ``old``, with room for as
-    many inodes as ``files`` (the old one, mounted) uses."""
-    if fstype != "xfs":
+    many inodes as ``files`` (the old one, mounted) uses; checked to have its UUID and label."""
+    if fstype not in COPIED:
         raise RefusedError(f"{fstype} is not copied file by file by this tool")
     found = partitions.probe(old)
     if not found.uuid:
         raise RefusedError(f"{old} has no filesystem UUID to carry over")
     label = ["-L", found.label] if found.label else []
-    info = run.output(["xfs_info", old])
-    pct = inode_share(info, files.f_files - files.f_ffree, blockdev.inspect(new).size)
-    # -K: no discard of the view (it is a copy-on-write device); -f: the old filesystem is there
-    run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(info, pct), *label, "-m", f"uuid={found.uuid}", new])
+    if fstype == "xfs":
+        info = run.output(["xfs_info", old])
+        pct = inode_share(info, files.f_files - files.f_ffree, blockdev.inspect(new).size)
+        # -K: no discard of the view (it is a copy-on-write device); -f: the old filesystem is there
+        run.run(["mkfs.xfs", "-q", "-f", "-K", *xfs_options(info, pct), *label, "-m", f"uuid={found.uuid}", new])
+    else:
+        _make_exfat(old, new, label)
     made = partitions.probe(new)
     if (made.uuid, made.label) != (found.uuid, found.label):
-        raise ToolError(f"the new XFS did not get the old one's UUID and label ({made.uuid}, {made.label!r})")
+        raise ToolError(f"the new {fstype} did not get the old one's UUID and label ({made.uuid}, {made.label!r})")
+
+
+def _make_exfat(old: str, new: str, label: list[str]) -> None:
+    """An exFAT on ``new`` with the cluster size, label and volume serial (its UUID) of the one on ``old``;
+    its sectors are the device's, as the old one's were (the view shows the source's sector size)."""
+    was = exfat_boot(old)
+    run.run(["mkfs.exfat", "--cluster-size", str(was.cluster), *label, new])
+    run.run(["tune.exfat", "--set-serial", f"0x{was.serial:08x}", new])
+    made = exfat_boot(new)
+    if (made.cluster, made.sector) != (was.cluster, was.sector):
+        raise ToolError(f"the new exFAT has {made.cluster}-byte clusters of {made.sector}-byte sectors, the old one "
+                        f"{was.cluster} of {was.sector}")  # fmt: skip
 
 
 def inode_share(info: str, inodes: int, size: int) -> int:

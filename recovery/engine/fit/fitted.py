@@ -69,8 +69,8 @@ def measure(
                     low, used = resize.measure(dev, fstype, p.number, shrinks=shrinks)
                 except (RefusedError, ToolError) as e:  # kept at its size, and the plan says why
                     kept, grows, low = _words(e), False, None
-        copies = fstype in filecopy.COPIED
-        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows, why_fixed=kept, copies=copies))
+        copies, regrows = fstype in filecopy.COPIED, fstype in filecopy.GROWN
+        facts.append(Facts(p.number, p.start, p.size, p.type, fstype, used, low, grows, copies, regrows, kept))
     return facts
 
 
@@ -181,9 +181,9 @@ def fitted_disk(
     with cow_view(source, max(size, layout.target_size), scratch, table.sector_size) as view:
         try:
             _shrink(view, source, layout.parts, steps)
-            _move(view, order, steps)
+            _move(view, [p for p in order if not _remade_larger(p)], steps)
             _write_table(view, table, layout, script)
-            _grow(view, layout.parts, steps)
+            _grow(view, source, layout.parts, steps)
             for p in order:
                 with _region(view, p.new_start, p.new_size, writable=True) as dev:
                     if not resize.set_hidden_sectors(dev, p.fstype, p.new_start // table.sector_size):
@@ -280,23 +280,36 @@ def check_room(layout: Layout, folder: str) -> None:
 
 def _shrink(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
-        if p.method == "copy":
-            steps.say(f"copying partition {p.number} ({p.fstype}) file by file into a new {p.new_size >> 20} MiB "
-                      "filesystem on the copy")  # fmt: skip
-            with partdev.region_device(source, p.start, p.size, kernel=False, sector_size=view.sector) as old, \
-                    _region(view, p.start, p.new_size, writable=True) as new:  # fmt: skip
-                if old is None:
-                    raise RefusedError("fitting a disk needs loop devices (run as root)")
-                _tool(lambda dev, fstype: filecopy.copy(old, dev, fstype, steps.cancel), new, p)
+        if p.method == "copy" and p.new_size < p.size:  # made where it lies, then moved as a shrunk one is
+            _copy_files(view, source, p, p.start, steps)
         elif p.new_size < p.size:
             steps.say(f"shrinking partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.start, p.size, writable=True) as dev:
                 _tool(functools.partial(resize.shrink, size=p.new_size, cancel=steps.cancel), dev, p)
 
 
-def _grow(view: View, parts: Sequence[Placed], steps: _Steps) -> None:
+def _remade_larger(p: Placed) -> bool:
+    """A partition made again larger where it now starts, from the source's files: its move would be lost."""
+    return p.method == "copy" and p.new_size > p.size
+
+
+def _copy_files(view: View, source: str, p: Placed, at: int, steps: _Steps) -> None:
+    """Partition ``p`` made again at byte ``at`` of the view, its new size, and filled file by file from the
+    source's (:func:`filecopy.copy`)."""
+    steps.say(f"copying partition {p.number} ({p.fstype}) file by file into a new {p.new_size >> 20} MiB "
+              "filesystem on the copy")  # fmt: skip
+    with partdev.region_device(source, p.start, p.size, kernel=False, sector_size=view.sector) as old, \
+            _region(view, at, p.new_size, writable=True) as new:  # fmt: skip
+        if old is None:
+            raise RefusedError("fitting a disk needs loop devices (run as root)")
+        _tool(lambda dev, fstype: filecopy.copy(old, dev, fstype, steps.cancel), new, p)
+
+
+def _grow(view: View, source: str, parts: Sequence[Placed], steps: _Steps) -> None:
     for p in parts:
-        if p.new_size > p.size:
+        if _remade_larger(p):
+            _copy_files(view, source, p, p.new_start, steps)
+        elif p.new_size > p.size:
             steps.say(f"growing partition {p.number} ({p.fstype}) to {p.new_size >> 20} MiB on the copy")
             with _region(view, p.new_start, p.new_size, writable=True) as dev:
                 _tool(functools.partial(resize.grow, cancel=steps.cancel), dev, p)

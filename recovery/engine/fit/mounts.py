@@ -2,7 +2,8 @@
 or copy from it), never the target. The view's filesystem has the source's UUID: XFS mounts it with
 ``nouuid``; Btrfs finds its devices by that UUID, so the kernel is first told to forget the unmounted ones
 it knows (the source's among them), the device is mounted read-only, checked to be the one asked for, and
-only then made writable."""
+only then made writable. exFAT is mounted by the kernel's driver where it has one, else through FUSE
+(exfat-fuse), with fixed owners and modes, so two mounts of it show the same."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 from recovery import run
 from recovery.errors import RefusedError, ToolError
 
-OPTIONS = {"xfs": "nouuid"}  # both copies of one XFS mounted at once
+# xfs: both copies of one XFS mounted at once; exfat: it stores no owners, so every mount shows these
+OPTIONS = {"xfs": "nouuid", "exfat": "uid=0,gid=0,umask=022"}
 
 
 @contextlib.contextmanager
@@ -65,10 +67,22 @@ def _forget_btrfs(dev: str) -> None:
 
 def _mount(dev: str, fstype: str, where: str, mode: str) -> None:
     options = ",".join(filter(None, [mode, OPTIONS.get(fstype, "")]))
-    proc = run.run(["mount", "-t", fstype, "-o", options, dev, where], check=False)
+    argv = ["mount", "-t", fstype, "-o", options, dev, where]
+    if fstype == "exfat" and not in_kernel(fstype):  # its unmount waits for exfat-fuse to write all out
+        argv = [run.need_tool("mount.exfat-fuse", "exfat-fuse"), "-o", options, dev, where]
+    proc = run.run(argv, check=False)
     if proc.returncode != 0:
         words = " ".join((proc.stderr or b"").decode(errors="replace").split())[-200:]
         raise RefusedError(f"{dev} ({fstype}) could not be mounted {mode}: {words}")
+
+
+def in_kernel(fstype: str) -> bool:
+    """The running kernel mounts ``fstype`` itself (/proc/filesystems lists it: built in, or loaded)."""
+    try:
+        with open("/proc/filesystems", encoding="ascii", errors="replace") as f:
+            return any(line.split()[-1:] == [fstype] for line in f)
+    except OSError:
+        return False
 
 
 def _check_btrfs_device(dev: str, where: str) -> None:

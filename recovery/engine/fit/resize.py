@@ -15,17 +15,17 @@ from recovery.engine.fit import fat, filecopy, mounts
 from recovery.errors import RefusedError
 
 EXT = ("ext2", "ext3", "ext4")
-# Swap is made again, smaller, with its UUID and label; XFS is copied file by file into a smaller one.
+# Swap is made again, smaller, with its UUID and label; XFS and exFAT are copied file by file into smaller ones.
 # Btrfs is resized in place, mounted on the view: its subvolumes, snapshots and shared extents stay as they are.
 # FAT16 and FAT32 are resized by fatresize, each kept its type (fat.py).
 SHRINKS = (*EXT, "ntfs", "vfat", "swap", "btrfs", *filecopy.COPIED)
-GROWS = (*EXT, "ntfs", "vfat", "xfs", "btrfs")  # swap keeps its size on a larger disk
-MOUNTED = ("xfs", "btrfs")  # mounted (by the kernel) to be resized on the view or copied from the source
+GROWS = (*EXT, "ntfs", "vfat", "xfs", "btrfs", *filecopy.GROWN)  # swap keeps its size on a larger disk
+# Mounted (by the kernel where it has the driver) to be resized on the view or copied from the source.
+MOUNTED = ("xfs", "btrfs", "exfat")
 BTRFS_ROOM = 64 << 20  # over btrfs's smallest device size: a shrink to exactly that can run out of space
 SWAP_SMALLEST = 64 << 20
 # Why a filesystem keeps its size (it may still move): the plan names it when the target is too small.
 KEPT = {
-    "exfat": "exFAT is kept at its size (a file-level copy is not built yet)",
     "f2fs": "F2FS is kept at its size (a file-level copy is not built yet)",
     "crypto_LUKS": "LUKS is kept as it is: what it holds cannot be resized from outside",
     "LVM2_member": "LVM is kept as it is (its volumes are not resized yet)",
@@ -73,16 +73,32 @@ def measure(dev: str, fstype: str | None, number: int, *, shrinks: bool = True) 
         return SWAP_SMALLEST, None
     if fstype == "btrfs":
         return _measure_btrfs(dev, number)
-    if fstype == "xfs":  # it cannot shrink in place: a smaller copy is made (filecopy); checked clean first
-        check = run.run(["xfs_repair", "-n", dev], check=False)
-        if check.returncode != 0:
-            raise _dirty(number, fstype, "xfs_repair -n", check.stdout + check.stderr,
-                         "mount it once on the source machine (or run xfs_repair there) first")  # fmt: skip
+    if fstype in filecopy.COPIED:  # it cannot shrink in place: a smaller copy is made; checked clean first
+        _check_copied(dev, fstype, number)
         if not shrinks:  # the walk over its files that sizes a smaller copy is not needed to grow it
             return None, None
         used = filecopy.used_bytes(dev, fstype)
         return filecopy.smallest(used, fstype), used
     return None, None
+
+
+# The read-only checker of each filesystem copied file by file, and what to do when it finds one not clean.
+COPIED_CHECKS = {
+    "xfs": (["xfs_repair", "-n"], "mount it once on the source machine (or run xfs_repair there) first"),
+    "exfat": (["fsck.exfat", "-n"], "check it on the machine that wrote it (chkdsk in Windows, fsck.exfat) first"),
+}
+
+
+def _check_copied(dev: str, fstype: str, number: int) -> None:
+    """Refuse a filesystem to be copied that its checker (read-only) does not find clean, or an exFAT whose
+    volume-dirty flag is set (not unmounted cleanly: fsck.exfat -n does not look at it)."""
+    argv, hint = COPIED_CHECKS[fstype]
+    check = run.run([*argv, dev], check=False)
+    if check.returncode != 0:
+        raise _dirty(number, fstype, " ".join(argv), check.stdout + check.stderr, hint)
+    if fstype == "exfat" and filecopy.exfat_boot(dev).dirty:
+        raise _dirty(number, fstype, "its boot sector", b"the volume-dirty flag is set: it was not unmounted cleanly",
+                     hint)  # fmt: skip
 
 
 def shrink(dev: str, fstype: str, size: int, cancel: threading.Event | None = None) -> None:

@@ -1,7 +1,9 @@
 """Two mounted filesystems hold the same files: the same names, kinds, modes, owners, modification times,
 sizes, link targets, device numbers, extended attributes (ACLs and SELinux labels among them), flags
 (chattr) and project ids, hard links and contents (BLAKE3, several files at once: it releases the GIL).
-Access and change times are not compared: no copy can keep a change time."""
+Access and change times are not compared: no copy can keep a change time. A filesystem that stores no
+owners, links, extended attributes or flags, nor times for its top folder (exFAT: its mount makes them
+up, the same on both sides) is compared by names, kinds, modes, modification times, sizes and contents."""
 
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ class Difference(Exception):
     """The first difference found, in words, naming the file."""
 
 
-def compare(old: str, new: str, check: Callable[[], None] = lambda: None) -> int:
+def compare(old: str, new: str, check: Callable[[], None] = lambda: None, *, posix: bool = True) -> int:
     """Raise :class:`Difference` at the first difference between the trees under ``old`` and ``new``; the
     number of entries compared when there is none. ``check`` is called for each entry (a cancel). Contents
-    are hashed as the walk goes, a few files at once, so memory stays small whatever the tree holds."""
+    are hashed as the walk goes, a few files at once, so memory stays small whatever the tree holds.
+    ``posix``: False for a filesystem that stores no owners, links, extended attributes or flags (exFAT)."""
     links_old: dict[int, bytes] = {}
     links_new: dict[int, bytes] = {}
     count = 0
@@ -39,8 +42,12 @@ def compare(old: str, new: str, check: Callable[[], None] = lambda: None) -> int
             count += 1
             a = os.lstat(os.path.join(old_b, rel))
             b = os.lstat(os.path.join(new_b, rel))
-            _same_entry(old, new, rel, a, b)
-            if not stat.S_ISDIR(a.st_mode) and (a.st_nlink != b.st_nlink or _relinked(a, b, rel, links_old, links_new)):
+            _same_entry(old, new, rel, a, b, posix)
+            if (
+                posix
+                and not stat.S_ISDIR(a.st_mode)
+                and (a.st_nlink != b.st_nlink or _relinked(a, b, rel, links_old, links_new))
+            ):
                 raise Difference(f"{_name(rel)}: its hard links differ")
             if stat.S_ISREG(a.st_mode) and a.st_size and links_old.get(a.st_ino, rel) == rel:
                 pending.append(pool.submit(_differs, old_b, new_b, rel))
@@ -69,8 +76,10 @@ def _raise_if_differs(found: Future[bytes | None]) -> None:
         raise Difference(f"{_name(rel)}: its contents differ")
 
 
-def allocated(root: str) -> int:
-    """The bytes the files under ``root`` take on their disk (``st_blocks``), each inode counted once."""
+def allocated(root: str, unit: int | None = None) -> int:
+    """The bytes the files under ``root`` take on their disk (``st_blocks``), each inode counted once;
+    with ``unit`` (exFAT's cluster), each file's and folder's size in whole units instead, the top folder's
+    too (a copy allocates that many; one that allocated more on the source is not counted so)."""
     seen: set[int] = set()
     total = 0
     for top, dirs, files in os.walk(os.fsencode(root)):
@@ -80,7 +89,9 @@ def allocated(root: str) -> int:
                 if st.st_ino in seen:
                     continue
                 seen.add(st.st_ino)
-            total += st.st_blocks * 512
+            total += st.st_blocks * 512 if unit is None else -(-st.st_size // unit) * unit
+    if unit is not None:
+        total += -(-os.stat(root).st_size // unit) * unit
     return total
 
 
@@ -108,18 +119,24 @@ def _entries(old: bytes, new: bytes) -> Iterator[bytes]:
         pending.extend(os.path.join(rel, n) for n in reversed(names_old))
 
 
-def _same_entry(old: str, new: str, rel: bytes, a: os.stat_result, b: os.stat_result) -> None:
+def _same_entry(old: str, new: str, rel: bytes, a: os.stat_result, b: os.stat_result, posix: bool) -> None:
     fields = {
         "kind or mode": (a.st_mode, b.st_mode),
         "owner": ((a.st_uid, a.st_gid), (b.st_uid, b.st_gid)),
         "modification time": (a.st_mtime_ns, b.st_mtime_ns),
         "device number": (a.st_rdev, b.st_rdev),
     }
+    if not posix:  # exFAT: owners and device numbers are the mount's; its top folder has no times
+        del fields["owner"], fields["device number"]
+        if rel == b".":
+            del fields["modification time"]
     if not stat.S_ISDIR(a.st_mode):
         fields["size"] = (a.st_size, b.st_size)
     for what, (x, y) in fields.items():
         if x != y:
             raise Difference(f"{_name(rel)}: its {what} differs")
+    if not posix:
+        return
     pa, pb = os.path.join(os.fsencode(old), rel), os.path.join(os.fsencode(new), rel)
     if stat.S_ISLNK(a.st_mode) and os.readlink(pa) != os.readlink(pb):
         raise Difference(f"{_name(rel)}: its link target differs")
