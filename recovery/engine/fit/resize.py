@@ -177,8 +177,11 @@ HIDDEN_SECTORS = struct.Struct("<I")
 
 
 def set_hidden_sectors(dev: str, fstype: str | None, first_sector: int) -> bool:
-    """Write the partition's new first sector into its boot sector (and NTFS's backup at the volume's end);
-    False when the filesystem has no such field or it does not fit 32 bits."""
+    """Write the partition's new first sector into its boot sector (and NTFS's backup at the volume's end;
+    exFAT's PartitionOffset in both boot regions); False when the filesystem has no such field or it does
+    not fit."""
+    if fstype == "exfat":
+        return _set_exfat_offset(dev, first_sector)
     if fstype not in BOOT_SIGNATURES or first_sector >= 1 << 32:
         return False
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
@@ -205,6 +208,46 @@ def set_hidden_sectors(dev: str, fstype: str | None, first_sector: int) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+EXFAT_REGION = 12  # sectors of an exFAT boot region: the boot sector, 8 extended, OEM, reserved, checksum
+EXFAT_OFFSET = slice(64, 72)  # PartitionOffset: the volume's first sector on its disk (0: not given)
+
+
+def _set_exfat_offset(dev: str, first_sector: int) -> bool:
+    """exFAT's PartitionOffset, in its main and backup boot regions, with each region's checksum made again;
+    a volume that gives none (0) is left so."""
+    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        boot = os.pread(fd, 512, 0)
+        if len(boot) < 512 or boot[3:11] != b"EXFAT   " or not 9 <= boot[108] <= 12:
+            return False
+        sector = 1 << boot[108]
+        for region in (0, EXFAT_REGION * sector):
+            data = bytearray(os.pread(fd, EXFAT_REGION * sector, region))
+            if len(data) < EXFAT_REGION * sector or data[3:11] != b"EXFAT   ":
+                continue
+            if int.from_bytes(data[EXFAT_OFFSET], "little") == 0:
+                continue
+            data[EXFAT_OFFSET] = first_sector.to_bytes(8, "little")
+            total = exfat_checksum(bytes(data[: 11 * sector]))
+            data[11 * sector :] = total.to_bytes(4, "little") * (sector // 4)
+            os.pwrite(fd, bytes(data), region)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def exfat_checksum(sectors: bytes) -> int:
+    """The exFAT boot checksum of a boot region's first 11 sectors (the volume flags and the percent in
+    use, which change as it is used, left out)."""
+    total = 0
+    for i, byte in enumerate(sectors):
+        if i in (106, 107, 112):
+            continue
+        total = (((total & 1) << 31) | (total >> 1)) + byte & 0xFFFFFFFF
+    return total
 
 
 def _number(text: str, pattern: str) -> int:

@@ -112,3 +112,29 @@ def test_a_copy_onto_exfat_is_compared_by_what_it_stores(exfat: str, tmp_path: P
             os.utime(Path(dst) / "a" / "b" / "café", (10**9, 10**9))
             with pytest.raises(sametree.Difference, match="a/b/café: its modification time differs"):
                 sametree.compare(old, dst, posix=False)
+
+
+def test_a_moved_exfat_names_its_new_first_sector_with_a_valid_checksum(tmp_path: Path) -> None:
+    """exFAT's PartitionOffset (mkfs.exfat on a partition sets it) named the old start after a move. Both boot
+    regions now get the new one and their checksums again: fsck.exfat checks them."""
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MIB)
+    sh("sfdisk", "-q", str(image), input="label: gpt\nstart=2048, size=100000\n")
+    with loop_device(image) as dev:
+        part = f"{dev}p1"
+        sh("mkfs.exfat", part)
+
+        def offsets() -> list[int]:
+            with open(part, "rb") as fh:
+                data = fh.read(24 * 512)
+            return [int.from_bytes(data[at + 64 : at + 72], "little") for at in (0, 12 * 512)]
+
+        assert offsets() == [2048, 2048]
+        assert resize.set_hidden_sectors(part, "exfat", 4096)
+        assert offsets() == [4096, 4096]
+        assert sh("fsck.exfat", "-n", part, check=False).returncode == 0
+        with open(part, "r+b") as fh:  # the checksum is what fsck.exfat checks: a stale one fails it
+            fh.seek(64)
+            fh.write((8192).to_bytes(8, "little"))
+        assert sh("fsck.exfat", "-n", part, check=False).returncode != 0
