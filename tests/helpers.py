@@ -289,3 +289,10 @@ def same_bytes(a: str | Path, b: str | Path) -> bool:
 
 def b3sum(path: str) -> str:
     return sh("b3sum", "--no-names", path).stdout.strip()
+
+
+def fit_mounts() -> set[str]:
+    """The mount points of fitted clones' views and copies (``recovery-fit-`` folders) now: a test compares
+    them with those before it (another run on the machine may have its own)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {line.split()[4] for line in lines if "recovery-fit-" in line}

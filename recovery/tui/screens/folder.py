@@ -85,12 +85,13 @@ class FolderScreen(Step):
         if found.folder != self.asked:
             return
         if not found.folder:
-            if found.places:  # nothing typed yet: its first suggestion
-                self.query_one("#folder", Input).value = found.places[0]
+            box = self.query_one("#folder", Input)
+            if found.places and not box.value.strip():  # nothing typed yet: its first suggestion
+                box.value = found.places[0]
                 self.look()
-            else:
+            elif not box.value.strip():
                 self._state("Type a folder on a disk of that machine, then Enter.")
-            return
+            return  # a folder typed while the suggestions came is the user's: never replaced
         self.found = found
         images = self.query_one("#images", PickList)
         images.clear_options()
