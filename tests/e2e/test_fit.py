@@ -17,7 +17,7 @@ import pytest
 
 from recovery.engine.fit import fat, fsattr
 from tests.fsdisks import BASIC_DATA, ESP, MTOOLS, Part, contents, fill, make_disk, make_fs, mounted_fs
-from tests.helpers import CODE, MIB, Recovery, b3sum, loop_device, receiver, sh
+from tests.helpers import CODE, MIB, Recovery, b3sum, fit_mounts, loop_device, receiver, sh
 
 pytestmark = pytest.mark.root
 LAYOUT = [Part("vfat", 32, gpt_type=ESP), Part("ext4", 200), Part("ntfs", 100), Part("swap", 96)]
@@ -429,7 +429,7 @@ def copy_differs(image: Path, tmp_path: Path, mib: int, spoil: str, said: str) -
     (shims / "cp").chmod(0o755)
     for src in private_copy(image, tmp_path):
         before = b3sum(src)
-        mounts = sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-")
+        mounts = fit_mounts()
         for small in blank(tmp_path, mib):
             tx, rx = clone(src, small, "--fit", "shrink", env={"PATH": f"{shims}:{os.environ['PATH']}"})
             assert tx.proc.returncode == rx.proc.returncode == 15, tx.stderr
@@ -437,7 +437,7 @@ def copy_differs(image: Path, tmp_path: Path, mib: int, spoil: str, said: str) -
             assert "nothing was written to the target" in tx.stderr
             assert sh("blkid", "-p", small, check=False).stdout == ""
         assert b3sum(src) == before
-        assert sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-") == mounts
+        assert fit_mounts() == mounts
 
 
 @pytest.fixture(scope="module")
@@ -719,7 +719,7 @@ def test_exfat_shrinks_and_grows_by_a_file_level_copy(exfat_image: Path, tmp_pat
     for src in private_copy(exfat_image, tmp_path):
         old = exfat_tree(f"{src}p2")
         assert len(old) > MANY + 10 and old["Fotos/Été 2019/日本語/café ☃.txt"][2] == 946_684_801 * 10**9
-        mounts = sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-")
+        mounts = fit_mounts()
         for target in blank(tmp_path, mib):
             _, exfat = clone_fitted(src, target, fit)
             assert exfat["method"] == "copy" and (exfat["new_size"] < exfat["size"]) == (fit == "shrink"), exfat
@@ -734,7 +734,7 @@ def test_exfat_shrinks_and_grows_by_a_file_level_copy(exfat_image: Path, tmp_pat
                 assert contents(f"{target}p1", "ext4") == contents(f"{src}p1", "ext4")
             finally:
                 sh("partx", "--delete", target, check=False)
-        assert sh("cat", "/proc/self/mountinfo").stdout.count("recovery-fit-") == mounts
+        assert fit_mounts() == mounts
         assert exfat_fuse_left() == []
 
 
