@@ -127,7 +127,6 @@ class ReceivePipeline(Recorded):
         (capability "delta-repair"), those found changed are asked for again at the END, in one pass."""
         self.early = early
         self.on_repair = on_repair
-        self.repaired: list[tuple[int, int]] = []  # SAME frames' ranges found changed and asked for again
         self._repairing: dict[tuple[int, int], bytes] | None = None  # range: the digest it must come with
         self._changed: dict[int, tuple[bytes, int]] = {}  # frames found changed: their record's digest, kind
         self._unmarked = False  # no repair after all: their records were given back
@@ -505,7 +504,6 @@ class ReceivePipeline(Recorded):
             return False
         # Each comes again with the source's digest (its SAME frame's), once.
         self._repairing = {(o, n): self._changed[i][0] for o, n, i in found}
-        self.repaired = changed
         self.same_bytes -= sum(n for _, n in changed)  # not unchanged after all: they are written
         self.max_replaced = self.replaced + len(changed)
         self.resends += 1
