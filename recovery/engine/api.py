@@ -43,6 +43,8 @@ CAPABILITIES = (
     # request.image; find_images answered by images)
     "delta",  # a target holding an earlier clone of the source: only the chunks that differ are sent
     "delta-repair",  # a delta's unchanged chunks found changed on the target are sent again (resend.repair)
+    "delta-blocks",  # a delta's changed chunk goes as the digests of its 16 KiB blocks (a BLOCKS frame), and
+    # only the blocks that differ on the target are sent, in repair rounds (accept.delta.blocks)
     "fit",  # the sender asks the target's size before it plans (measure, measured): --fit shrink|grow
     "fit-sizes",  # a request to fit a disk carries the partition sizes the driver's user chose (request.sizes)
     "image-passphrase",  # an image saved into, or restored from, a folder of the peer is encrypted: its

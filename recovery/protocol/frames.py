@@ -26,7 +26,10 @@ checks the order, the grid and the plan's totals as each frame arrives.
 
 A SAME frame (capability "delta") carries nothing either: the target holds
 those bytes already, and the receiver takes it only for exactly a range and
-digest it offered (:attr:`FrameLimits.offered`). Two more frame kinds come
+digest it offered (:attr:`FrameLimits.offered`). A BLOCKS frame (capability
+"delta-blocks") names a chunk the receiver offered in an older version: its
+payload is the source's digest of each 16 KiB block of it (:mod:`recovery.protocol.blocks`),
+and the receiver asks later for the blocks that differ. Two more frame kinds come
 with capabilities. A REWIND frame (capability
 "resend") answers the receiver's request for a damaged frame: its ``seq`` is
 that frame's number, its offset field the new *epoch*, and from it on the
@@ -52,6 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
+from recovery.protocol import blocks
 from recovery.protocol.limits import MAX_CHUNK_SIZE, MAX_EPOCH, MAX_PASSES, MERGE_GAP
 
 FRAME_MAGIC = b"U4CK"
@@ -86,6 +90,10 @@ class Kind(enum.IntEnum):
     REWIND = 3  # capability "resend": the stream continues from frame ``seq`` in epoch ``offset``
     PASS = 4  # rescue mode: a further pass of replacement frames begins
     SAME = 5  # capability "delta": the target holds these bytes already (a digest the receiver offered)
+    BLOCKS = 6  # capability "delta-blocks": the target holds an older version; the payload: block digests
+
+
+SEALED = (Kind.DATA, Kind.BLOCKS)  # kinds whose payload is sealed in an encrypted clone
 
 
 class Codec(enum.IntEnum):
@@ -128,6 +136,7 @@ class FrameLimits:
     rewinds: bool = False  # REWIND frames may come (capability "resend")
     passes: bool = False  # PASS frames may come (rescue mode)
     offered: OfferedDigests | None = field(default=None, compare=False)  # SAME frames may name these
+    blocks: bool = False  # BLOCKS frames may come, for ranges offered (the receiver said so)
 
     @property
     def max_payload(self) -> int:
@@ -173,7 +182,7 @@ def encode_header(h: ChunkHeader, key: bytes, *, encrypted: bool = False) -> byt
             FRAME_VERSION,
             h.kind,
             h.codec,
-            ENCRYPTED if encrypted and h.kind is Kind.DATA else 0,
+            ENCRYPTED if encrypted and h.kind in SEALED else 0,
             h.seq,
             h.offset,
             h.raw_len,
@@ -240,7 +249,7 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
         raise FrameError(f"frame format version {version} is not {FRAME_VERSION}")
     if not hmac.compare_digest(bytes(data[HEADER_BODY.size :]), header_mac(limits.header_key, body)):
         raise FrameError(f"frame {seq}: header failed its authentication (damaged, or not from the paired peer)")
-    expected_flags = ENCRYPTED if limits.encrypted and kind == Kind.DATA else 0
+    expected_flags = ENCRYPTED if limits.encrypted and kind in SEALED else 0
     if flags != expected_flags:
         raise FrameError(f"frame {seq}: flags {flags:#x}, the plan says {expected_flags:#x}")
     try:
@@ -274,6 +283,8 @@ def decode_header(data: bytes | memoryview, limits: FrameLimits) -> ChunkHeader:
             raise FrameError(f"frame {seq}: {kind.name} frame with a payload")
         if kind is Kind.SAME:
             _check_same(seq, offset, raw_len, digest, limits)
+    elif kind is Kind.BLOCKS:
+        _check_blocks(seq, offset, raw_len, payload_len, codec, limits)
     else:
         tag = TAG_SIZE if limits.encrypted else 0
         if codec is Codec.RAW:
@@ -291,6 +302,17 @@ def _check_same(seq: int, offset: int, raw_len: int, digest: bytes, limits: Fram
         raise FrameError(
             f"frame {seq}: a SAME frame for bytes {offset}+{raw_len} that the receiver did not offer with that digest"
         )
+
+
+def _check_blocks(seq: int, offset: int, raw_len: int, payload_len: int, codec: Codec, limits: FrameLimits) -> None:
+    """A BLOCKS frame: only where the receiver said it takes them, for a range it offered, with exactly
+    the digests such a chunk has."""
+    offered = limits.offered.digest_at(offset, raw_len) if limits.offered is not None else None
+    if not limits.blocks or offered is None:
+        raise FrameError(f"frame {seq}: a BLOCKS frame for bytes {offset}+{raw_len}, which the receiver did not offer")
+    expected = blocks.payload_size(raw_len) + (TAG_SIZE if limits.encrypted else 0)
+    if codec is not Codec.RAW or payload_len != expected:
+        raise FrameError(f"frame {seq}: a BLOCKS frame of {payload_len} bytes, not {expected}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,8 +371,8 @@ class FrameSequence:
             self.next_seq += 1
             self.next_offset, self._last_end = 0, -1
             return
-        if h.kind is Kind.SAME and self.passes:
-            raise FrameError(f"frame {h.seq}: a SAME frame cannot replace a frame")
+        if h.kind in (Kind.SAME, Kind.BLOCKS) and self.passes:
+            raise FrameError(f"frame {h.seq}: a {h.kind.name} frame cannot replace a frame")
         if h.offset < self.next_offset:
             raise FrameError(
                 f"frame {h.seq} at offset {h.offset} overlaps the previous frame (ended at {self.next_offset})"
@@ -366,6 +388,9 @@ class FrameSequence:
         cell = h.offset // limits.chunk_size
         if (h.end - 1) // limits.chunk_size != cell:
             raise FrameError(f"frame {h.seq} crosses the {limits.chunk_size}-byte grid at {h.offset}+{h.raw_len}")
+        if self.passes:  # a replacement: the receiver checks it against what it asked for or holds
+            self._last_end = h.end
+            return
         if (
             self._last_end > 0
             and (self._last_end - 1) // limits.chunk_size == cell
@@ -373,8 +398,6 @@ class FrameSequence:
         ):
             raise FrameError(f"frame {h.seq} is within {MERGE_GAP} bytes of the previous one in its grid cell")
         self._last_end = h.end
-        if self.passes:
-            return  # a replacement: the receiver checks it against the first pass's frame
         if limits.frames is not None and h.seq >= limits.frames:
             raise FrameError(f"frame {h.seq} is beyond the {limits.frames} frames the plan announced")
         if limits.bytes is not None and self.covered + h.raw_len > limits.bytes:

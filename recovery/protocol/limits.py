@@ -16,8 +16,13 @@ MAX_PASSES = 16  # passes after the first (rescue mode, replacements)
 MAX_EPOCH = (1 << 32) - 1  # resends open epochs 1, 2, ... up to this
 RESENDS_PER_FRAME = 3  # a frame damaged this many more times ends the clone
 RESENDS_PER_CLONE = 64  # and this many resends in all
-MAX_REPAIR = 1024  # a delta's unchanged chunks found changed on the target, sent again in one repair pass
-MAX_REPAIR_BYTES = 1 << 30  # ... and the bytes they cover (the sender's window of what it may send again)
+MAX_REPAIR = 65536  # ranges a delta's receiver asks for in one repair round (resend.repair): chunks sent as
+# SAME found changed on the target, and runs of blocks of chunks sent as BLOCKS that differ there
+MAX_REPAIR_BYTES = 64 << 30  # ... and the bytes they cover
+DELTA_BLOCK = 16 << 10  # a BLOCKS frame's digests are of this many bytes each (the last one of a chunk: fewer)
+# The sender sends at most this many BLOCKS frames in one clone (then DATA frames): each can have a range in
+# the rounds a clone's passes leave (MAX_PASSES, one for a resume's replacements, one to spare)
+MAX_BLOCKS_FRAMES = (MAX_PASSES - 2) * MAX_REPAIR
 MAX_PARTS = 128  # partitions a plan may name (a GPT's usual table); the receiver checks each
 # An image's passphrase typed in the wizard, sent to the peer that saves or restores it (capability
 # "image-passphrase"): at most this many characters, so at most 4096 bytes in UTF-8 (recovery.diskimage.seal)

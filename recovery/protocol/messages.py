@@ -293,6 +293,8 @@ class DeltaOffer:
     since: str = field(default="", metadata=bounded(max_len=64))  # when that clone was made, for people
     source_desc: str = field(default="", metadata=bounded(max_len=255))  # what it was a copy of
     trusted: bool = False  # from the receiver's record (True) or hashed from the target now (False)
+    # 2.1, capability "delta-blocks": the receiver takes BLOCKS frames for the chunks it offered that changed
+    blocks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +381,8 @@ class Resend(Message):
     """Capability "resend": frame ``seq`` failed its check; send again from it, under ``epoch``'s keys.
     With ``repair`` (2.1, capability "delta-repair"; ``seq`` is then the END frame's): a delta's chunks,
     sent as SAME, whose bytes on the target differ from the source; they come again in a pass before
-    a new END."""
+    a new END; also, with capability "delta-blocks", blocks of chunks sent as BLOCKS that differ on the
+    target. A repair comes in rounds: at each END, the next one."""
 
     type: ClassVar[str] = "resend"
     optional: ClassVar[bool] = True

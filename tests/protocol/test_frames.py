@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recovery.errors import IntegrityError
+from recovery.protocol import blocks
 from recovery.protocol.frames import (
     HEADER_BODY,
     HEADER_SIZE,
@@ -355,3 +356,60 @@ def test_random_same_frames_never_pass_without_their_offer(body: bytes, offset: 
     except FrameError:
         return
     assert (h.offset, h.raw_len, h.digest) == (offset, 4096, bytes(32))
+
+
+def _blocks(seq: int, offset: int, length: int, payload_len: int) -> ChunkHeader:
+    return ChunkHeader(seq, offset, length, payload_len, Kind.BLOCKS, Codec.RAW, bytes(32))
+
+
+def test_a_blocks_frame_is_taken_only_where_the_receiver_said_for_a_range_it_offered() -> None:
+    """Capability "delta-blocks": an older version of exactly this range is on the target, and the receiver
+    said it takes BLOCKS frames; the payload is the digests of its blocks and their MAC (sealed: and the tag)."""
+    P = blocks.payload_size(1 << 20)  # 64 digests and the MAC
+    offered = _Offered({(1 << 20, 1 << 20): bytes(32), (3 << 20, 70000): bytes(32)})
+    limits = FrameLimits(1 << 20, 1 << 30, KEY, offered=offered, blocks=True)
+    h = _blocks(0, 1 << 20, 1 << 20, P)
+    assert decode_header(encode_header(h, KEY), limits) == h
+    short = _blocks(0, 3 << 20, 70000, blocks.payload_size(70000))  # 4 blocks and 4464 bytes: five
+    assert decode_header(encode_header(short, KEY), limits) == short
+    sealed = FrameLimits(1 << 20, 1 << 30, KEY, offered=offered, blocks=True, encrypted=True)
+    h_sealed = _blocks(0, 1 << 20, 1 << 20, P + TAG_SIZE)
+    assert decode_header(encode_header(h_sealed, KEY, encrypted=True), sealed) == h_sealed
+    with pytest.raises(FrameError, match="flags"):  # a sealed clone's BLOCKS frame is sealed too
+        decode_header(encode_header(h, KEY), sealed)
+    for other, said in (
+        (_blocks(0, 2 << 20, 1 << 20, P), "did not offer"),  # a range never offered
+        (_blocks(0, 1 << 20, 4096, blocks.payload_size(4096)), "did not offer"),  # part of the range
+        (_blocks(0, 1 << 20, 1 << 20, P - 32), f"not {P}"),  # a digest short
+        (_blocks(0, 1 << 20, 1 << 20, 1 << 20), f"not {P}"),  # the chunk's bytes
+    ):
+        with pytest.raises(FrameError, match=said):
+            decode_header(encode_header(other, KEY), limits)
+    with pytest.raises(FrameError, match="did not offer"):  # offered, but the receiver did not say it takes them
+        decode_header(encode_header(h, KEY), FrameLimits(1 << 20, 1 << 30, KEY, offered=offered))
+    seq = FrameSequence(FrameLimits(1 << 20, 1 << 30, KEY, passes=True))
+    seq.accept(h)
+    seq.accept(pass_header(1))
+    with pytest.raises(FrameError, match="cannot replace"):
+        seq.accept(_blocks(2, 1 << 20, 1 << 20, P))
+
+
+def test_a_blocks_payload_is_used_only_with_its_mac_and_its_own_header() -> None:
+    data = os.urandom(200_000)
+    digests = blocks.digests_of(data)
+    assert [blake3.blake3(data[o - 4096 : o - 4096 + n]).digest() for o, n in blocks.block_ranges(4096, len(data))] == [
+        digests[i : i + 32] for i in range(0, len(digests), 32)
+    ]
+    header = encode_header(_blocks(3, 4096, len(data), blocks.payload_size(len(data))), KEY)
+    payload = blocks.encode(KEY, header, digests)
+    assert b"".join(blocks.decode(KEY, header, payload, len(data))) == digests
+    other = encode_header(_blocks(4, 4096, len(data), blocks.payload_size(len(data))), KEY)
+    for key, head, body in (
+        (KEY, header, bytes([payload[0] ^ 1]) + payload[1:]),  # a digest changed
+        (KEY, other, payload),  # moved under another frame's header
+        (bytes(32), header, payload),  # not the clone's key
+    ):
+        with pytest.raises(IntegrityError, match="authentication"):
+            blocks.decode(key, head, body, len(data))
+    with pytest.raises(IntegrityError, match="not"):
+        blocks.decode(KEY, header, payload[:-1], len(data))

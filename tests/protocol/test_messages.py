@@ -315,3 +315,12 @@ def test_a_repair_request_is_bounded_and_absent_from_an_older_peers() -> None:
     too_many = [{"offset": 0, "length": 1}] * (m.MAX_REPAIR + 1)
     with pytest.raises(SchemaError, match=rf"repair: {m.MAX_REPAIR + 1} items, at most {m.MAX_REPAIR}"):
         m.decode_body(json.dumps({**fields, "repair": too_many}).encode())
+
+
+def test_a_full_round_of_repair_fits_in_one_message() -> None:
+    """MAX_REPAIR ranges at offsets of a 16 TiB disk and a long reason: within the message limit."""
+    ranges = tuple(m.Range((1 << 44) + i * (1 << 20), 1 << 14) for i in range(m.MAX_REPAIR))
+    resend = m.Resend(seq=(1 << 40), epoch=(1 << 32) - 1, reason="x" * 512, repair=ranges)
+    body = m.encode_body(resend)
+    assert len(body) <= m.MAX_MESSAGE
+    assert m.decode_body(body) == resend

@@ -28,6 +28,15 @@ class Chunk:
     def end(self) -> int:
         return self.offset + self.length
 
+    def part(self, start: int, length: int) -> Chunk:
+        """The ``length`` bytes from ``start`` (relative to this chunk's offset), its holes with them."""
+        holes = tuple(
+            (max(h, start) - start, min(h + n, start + length) - max(h, start))
+            for h, n in self.holes
+            if h < start + length and h + n > start
+        )
+        return Chunk(self.seq, self.offset + start, length, holes)
+
     def zero_holes(self, view: memoryview) -> None:
         """Zero the bytes between the extents this chunk merged (read with the rest, and not the copy's)."""
         for start, length in self.holes:

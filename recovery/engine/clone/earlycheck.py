@@ -8,6 +8,11 @@ so the two disks are read in step. The read-back after the stream then reads onl
 (:func:`recovery.engine.clone.readback.verify_ranges`). A range a later pass replaces is forgotten
 (read back at the end like any written one), and so is one this thread could not read: nothing counts
 as checked that was not.
+
+A BLOCKS frame's chunk (capability "delta-blocks") is read here too, before anything is written there:
+its blocks are hashed and compared with the source's, so the receiver asks at the END for those that
+differ (:meth:`EarlyCheck.differing`). Such a chunk is written in part, so the read-back at the end
+reads it whole.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import blake3
 
 from recovery.engine.clone.readback import ALIGN, THREADS, DirectReader
 from recovery.errors import VerificationError
+from recovery.protocol import blocks
 
 QUEUED = 64  # ranges waiting at most: then the stream waits for this thread, both sides read in step
 
@@ -31,8 +37,9 @@ class EarlyCheck:
     def __init__(self, path: str, longest: int) -> None:
         self.reader = DirectReader(path)
         self.buf = mmap.mmap(-1, longest + 2 * ALIGN)
-        self.waiting: queue.Queue[tuple[int, int, int, bytes] | None] = queue.Queue(QUEUED)
+        self.waiting: queue.Queue[tuple[int, int, int, bytes | list[bytes]] | None] = queue.Queue(QUEUED)
         self.checked: dict[int, tuple[int, int, bool]] = {}  # frame index -> (offset, length, matched)
+        self._differing: dict[int, list[int]] = {}  # a BLOCKS frame's index -> its blocks that differ
         self._forgotten: set[int] = set()
         self._closed = False
         self._finished = False
@@ -43,9 +50,10 @@ class EarlyCheck:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, index: int, offset: int, length: int, digest: bytes) -> None:
+    def submit(self, index: int, offset: int, length: int, digest: bytes | list[bytes]) -> None:
         """Frame ``index`` holds the target's own bytes: check them when this thread gets to it (wait
-        while it has :data:`QUEUED` ranges to do; if it stopped, the read-back at the end reads them)."""
+        while it has :data:`QUEUED` ranges to do; if it stopped, the read-back at the end reads them).
+        ``digest``: the source's, or for a BLOCKS frame the source's digest of each block."""
         while not self._stop.is_set() and self._thread.is_alive():
             try:
                 self.waiting.put((index, offset, length, digest), timeout=0.2)
@@ -57,6 +65,12 @@ class EarlyCheck:
         """The frames found so far whose bytes on the target differ from the source: (index, offset, length)."""
         with self._lock:
             return [(i, o, n) for i, (o, n, same) in self.checked.items() if not same and i not in self._forgotten]
+
+    def differing(self, index: int) -> list[int] | None:
+        """Which blocks of BLOCKS frame ``index`` differ on the target (numbers, from 0), or None when they
+        were not compared (unreadable, or this thread stopped): then all of them count as differing."""
+        with self._lock:
+            return self._differing.get(index)
 
     def forget(self, index: int) -> None:
         """Frame ``index`` was written after all (a later pass): the end's read-back checks it."""
@@ -108,6 +122,14 @@ class EarlyCheck:
                 got = self.reader.read(view, offset, length)
             except VerificationError:
                 continue  # unreadable now: the read-back at the end says so
+            if isinstance(digest, list):
+                held = blocks.digests_of(got)
+                del got
+                size = blocks.DIGEST
+                differ = [k for k, d in enumerate(digest) if not hmac.compare_digest(held[k * size :][:size], d)]
+                with self._lock:
+                    self._differing[index] = differ
+                continue
             matched = hmac.compare_digest(blake3.blake3(got, max_threads=THREADS).digest(), digest)
             del got
             with self._lock:

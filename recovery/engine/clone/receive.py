@@ -155,6 +155,9 @@ class _Receiving:
                 self.offer = agree.receiver_offer(plan, found, self.target.fd, self.target.size, self.sink)
                 if self.offer is None and self._takes_delta():
                     self.delta = agree.delta_offer(plan, found, self.target.fd, self.target.size, self.sink)
+                    if self.delta is not None and self._takes_blocks():
+                        offer = dataclasses.replace(self.delta.offer, blocks=True)
+                        self.delta = dataclasses.replace(self.delta, offer=offer)
         except RefusedError as e:
             self.link.ctl.send(m.Refuse(code=e.code, message=e.message[:1000], hint=e.hint[:1000] if e.hint else None))
             raise
@@ -185,6 +188,12 @@ class _Receiving:
         """May this clone be a delta? Both sides list "delta", neither user refused it, a disk (not a rescue)."""
         plan, target = self.plan, self.target_
         return "delta" in self.caps and plan.delta and self.opts.delta and target.is_block and not plan.rescue
+
+    def _takes_blocks(self) -> bool:
+        """May a changed chunk of this delta come as BLOCKS frames? Where this side reads the target's
+        unchanged chunks back during the stream (used mode, verified) and both sides can repair."""
+        caps_ok = {"delta-blocks", "delta-repair", "resend"} <= set(self.caps)
+        return caps_ok and self.plan.mode == "used" and self.opts.verify
 
     def _image_offer(self, target: ImageTarget) -> None:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
@@ -294,7 +303,8 @@ class _Receiving:
         keys = ctl.state.clone_keys(plan.session)
         early = self.early = self._early_check()
         planned = (plan.rescue and "rescue" in caps) or self.replace > 0  # passes the sender announced
-        repairs = early is not None and {"resend", "delta-repair"} <= caps
+        blocks = self.delta is not None and self.delta.offer.blocks
+        repairs = (early is not None or blocks) and {"resend", "delta-repair"} <= caps
         limits = FrameLimits(
             plan.chunk_size,
             plan.size,
@@ -305,6 +315,7 @@ class _Receiving:
             rewinds="resend" in caps,
             passes=planned or repairs,
             offered=self.offered,
+            blocks=blocks,
         )
         pipe = self.pipe = ReceivePipeline(
             self.link.conn.data,
@@ -346,17 +357,18 @@ class _Receiving:
         except OSError:
             return None  # the target cannot be opened again for reading: the end's read-back reads it all
 
-    def _ask_repair(self, seq: int, epoch: int, changed: list[tuple[int, int]]) -> None:
-        """Chunks the target held by its record but that differ from the source: sent again, said on both sides."""
-        first, count = changed[0][0], len(changed)
-        reason = (
-            f"{count} chunk(s) the target held by its record differ from the source (the first at byte {first}): "
-            "the target changed since that clone; they are sent again"
-        )
-        self.sink(events.Warning(reason))
-        self.link.ctl.send(
-            m.Resend(seq=seq, epoch=epoch, reason=reason, repair=tuple(m.Range(offset=o, length=n) for o, n in changed))
-        )
+    def _ask_repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]], changed: list[tuple[int, int]]) -> None:
+        """A round of repair: the blocks of changed chunks that differ on the target, and the chunks the target
+        held by its record but that differ from the source (said on both sides)."""
+        reason = f"{len(ranges) - len(changed)} block(s) of changed chunks differ on the target: they are sent"
+        if changed:
+            reason = (
+                f"{len(changed)} chunk(s) the target held by its record differ from the source (the first at byte "
+                f"{changed[0][0]}): the target changed since that clone; they are sent again"
+            )
+            self.sink(events.Warning(reason))
+        repair = tuple(m.Range(offset=o, length=n) for o, n in ranges)
+        self.link.ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason, repair=repair))
 
     def _ask_again(self, seq: int, epoch: int, reason: str) -> None:
         self.link.ctl.send(m.Resend(seq=seq, epoch=epoch, reason=reason[:500]))

@@ -8,7 +8,9 @@ header's) and check the BLAKE3 digest: a chunk that fails is never written.
 One writing thread writes in frame order, holds back the first and last MiB
 until everything else is on disk, flushes periodically and reports what is
 durable. A delta clone's SAME frames (bytes the target holds already, as this
-side offered them) are recorded and not written.
+side offered them) are recorded and not written; its BLOCKS frames (a chunk the
+target holds in another version) are compared block by block with the target,
+and the blocks that differ are asked for at the END, in rounds of repair.
 
 With capability "resend" a damaged chunk does not end the clone at once:
 when the writer reaches it, it asks the sender for it again (``on_resend``)
@@ -39,6 +41,7 @@ from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorde
 from recovery.engine.clone.target import EDGE, Target
 from recovery.errors import IntegrityError, LinkError, RemoteProtocolError
 from recovery.link.base import Channel
+from recovery.protocol import blocks
 from recovery.protocol.frames import (
     HEADER_SIZE,
     ChunkHeader,
@@ -52,7 +55,7 @@ from recovery.protocol.frames import (
     open_payload,
     zero_digest,
 )
-from recovery.protocol.limits import MAX_REPAIR, MAX_REPAIR_BYTES, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import MAX_PASSES, MAX_REPAIR, MAX_REPAIR_BYTES, RESENDS_PER_CLONE, RESENDS_PER_FRAME
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
@@ -68,6 +71,7 @@ class _Item:
     buf: object | None
     pool: BufferPool | None
     stored: tuple[StoredCodec, bytes] | None = None  # an image target's: how it keeps the chunk
+    blocks: list[bytes] | None = None  # a BLOCKS frame's: the source's digest of each block
 
 
 @dataclass
@@ -117,19 +121,24 @@ class ReceivePipeline(Recorded):
         held: list[tuple[ChunkHeader, bytes | None]] | None = None,
         max_replaced: int | None = None,
         early: EarlyCheck | None = None,
-        on_repair: Callable[[int, int, list[tuple[int, int]]], None] | None = None,
+        on_repair: Callable[[int, int, list[tuple[int, int]], list[tuple[int, int]]], None] | None = None,
         passes_expected: bool | None = None,
     ) -> None:
         """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
         ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come; PASS
         frames come only where ``passes_expected`` (default: ``limits.passes``), or after a repair).
-        ``early``: reads back the ranges of SAME frames while the stream goes on; with ``on_repair``
-        (capability "delta-repair"), those found changed are asked for again at the END, in one pass."""
+        ``early``: reads back the ranges of SAME frames (and compares BLOCKS frames' blocks) while the
+        stream goes on; with ``on_repair`` (capability "delta-repair"), those found changed (and the blocks
+        that differ) are asked for at the END, in rounds: ``on_repair(seq, epoch, ranges, changed)``,
+        ``changed`` the SAME frames' ranges among them."""
         self.early = early
         self.on_repair = on_repair
-        self._repairing: dict[tuple[int, int], bytes] | None = None  # range: the digest it must come with
+        self._queue: list[tuple[int, int, bytes | None]] | None = None  # to repair: offset, length, digest
+        self._repairing: dict[tuple[int, int], bytes | None] | None = None  # this round's ranges: their digest
         self._changed: dict[int, tuple[bytes, int]] = {}  # frames found changed: their record's digest, kind
-        self._unmarked = False  # no repair after all: their records were given back
+        self._blocks: dict[int, tuple[bytes, list[bytes]]] = {}  # BLOCKS frames not whole: digest, blocks'
+        self._patch_of: dict[tuple[int, int], int] = {}  # a block asked for: its BLOCKS frame
+        self._patching: dict[int, int] = {}  # a BLOCKS frame: how many of its blocks are still to come
         self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
         self.channel = channel
         self.target = target
@@ -231,12 +240,31 @@ class ReceivePipeline(Recorded):
             if h.kind in (Kind.ZERO, Kind.SAME):
                 self.results.put((epoch, h.seq), _Item(h, None, None, None))
                 continue
+            if h.kind is Kind.BLOCKS:
+                self.results.put((epoch, h.seq), self._blocks_item(h, bytes(view), epoch, before))
+                continue
             buf = self.payloads.get()
             out = self.outputs.get() if h.codec is Codec.ZSTD or self.limits.encrypted else None
             start = self.net_meter.begin()
             self.channel.recv_exact(memoryview(buf)[: h.payload_len], f"frame {h.seq}")
             self.net_meter.end(start)
             self.jobs.put((epoch, h, bytes(view), buf, out, before))
+
+    def _blocks_item(self, h: ChunkHeader, header: bytes, epoch: int, before: SequenceState) -> object:
+        """A BLOCKS frame's payload, read, opened and checked here (a few KiB): its item, or (capability
+        "resend") a frame to ask for again."""
+        payload = memoryview(bytearray(h.payload_len))
+        self.channel.recv_exact(payload, f"frame {h.seq}")
+        keys = self.keys.for_epoch(epoch)
+        try:
+            if self.limits.encrypted:
+                payload = open_payload(AESGCM(keys.payload), h, header, payload, memoryview(bytearray(h.payload_len)))
+            digests = blocks.decode(keys.header, header, payload, h.raw_len)
+        except IntegrityError as e:
+            if self.on_resend is None:
+                raise
+            return _Bad(h, e, before)
+        return _Item(h, None, None, None, blocks=digests)
 
     def _await_verdict(self) -> bool:
         """After an END: False once the writer finished, True if it asked for a frame again."""
@@ -376,7 +404,7 @@ class ReceivePipeline(Recorded):
             )
             self.inflight.release()
             if item is _END:
-                if self._ask_repair(seq, epoch, point):
+                if self._ask_repair(seq, epoch, point, passes):
                     epoch += 1
                     continue
                 break
@@ -438,18 +466,22 @@ class ReceivePipeline(Recorded):
         h = item.header
         data = None if item.data is None else item.data
         index = len(self.framelist)
+        if passes and self._repairing is not None:
+            if (h.offset, h.raw_len) not in self._repairing:
+                raise RemoteProtocolError(f"frame {h.seq} replaces bytes {h.offset}..{h.end}: not asked for")
+            wanted = self._repairing.pop((h.offset, h.raw_len))
+            if wanted is not None and not hmac.compare_digest(wanted, h.digest):
+                raise RemoteProtocolError(f"frame {h.seq} repairs bytes {h.offset}..{h.end} with another digest")
+            patched = self._patch_of.pop((h.offset, h.raw_len), None)
+            if patched is not None:
+                self._patch(item, patched, point)
+                return
         if passes:
             if self.max_replaced is not None and self.replaced >= self.max_replaced:
                 raise RemoteProtocolError(
                     f"frame {h.seq} replaces more frames than the {self.max_replaced} the sender announced"
                 )
             found = self.framelist.find(h.offset, h.raw_len)
-            if self._repairing is not None:
-                wanted = self._repairing.pop((h.offset, h.raw_len), None)
-                if wanted is None:
-                    raise RemoteProtocolError(f"frame {h.seq} replaces bytes {h.offset}..{h.end}: not asked for")
-                if not hmac.compare_digest(wanted, h.digest):
-                    raise RemoteProtocolError(f"frame {h.seq} repairs bytes {h.offset}..{h.end} with another digest")
             if found is None:
                 raise RemoteProtocolError(
                     f"frame {h.seq} of pass {passes + 1} replaces no frame of the first pass "
@@ -461,6 +493,14 @@ class ReceivePipeline(Recorded):
             if self.early is not None and not passes:
                 self.early.submit(index, h.offset, h.raw_len, h.digest)
             self.framelist.append(h.offset, h.raw_len, h.digest, _held_kind(h))
+            return
+        if h.kind is Kind.BLOCKS:  # until its blocks that differ are written, the target holds no known digest
+            assert item.blocks is not None
+            self.same_bytes += h.raw_len
+            self._blocks[index] = (h.digest, item.blocks)
+            if self.early is not None:
+                self.early.submit(index, h.offset, h.raw_len, item.blocks)
+            self.framelist.append(h.offset, h.raw_len, UNKNOWN, Kind.DATA)
             return
         if self._is_edge(h):
             kept = None if data is None else bytes(data)
@@ -481,42 +521,99 @@ class ReceivePipeline(Recorded):
         if passes:
             if self.early is not None:
                 self.early.forget(index)
+            self._changed.pop(index, None)
             self.framelist.replace(index, h.digest, h.kind)
             point.replaced.append(index)
             self.replaced += 1
         else:
             self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
 
-    def _ask_repair(self, seq: int, epoch: int, point: DurablePoint) -> bool:
-        """At the END of a delta: the SAME frames whose target bytes the early check found differing from the
-        source are asked for again, in one pass after frame ``seq`` (a new epoch); False when there are
-        none, or this clone cannot (then the read-back at the end fails on them)."""
-        if self.early is None or self.on_repair is None or self._repairing is not None:
+    def _patch(self, item: _Item, index: int, point: DurablePoint) -> None:
+        """Write a block of BLOCKS frame ``index`` that a repair round asked for; the last one makes the record
+        the source's digest."""
+        h = item.header
+        if h.kind is Kind.ZERO:
+            self.target.zero(h.offset, h.raw_len)
+            self.zero_bytes += h.raw_len
+        else:
+            assert item.data is not None
+            self.target.write(item.data, h.offset, aligned_buffer=True)
+        self._drop(item)
+        self._patching[index] -= 1
+        if not self._patching[index]:
+            del self._patching[index]
+            digest, _ = self._blocks.pop(index)
+            self.framelist.replace(index, digest, Kind.DATA)
+            point.replaced.append(index)
+
+    def _ask_repair(self, seq: int, epoch: int, point: DurablePoint, passes: int) -> bool:
+        """At an END of a delta: the next round of repair, after frame ``seq`` (a new epoch): SAME frames the
+        early check found differing from the source, and the blocks of BLOCKS frames that differ on the
+        target. False when there is none left, or no more rounds can come (then the records go back to the
+        source's digests, and the read-back at the end fails on what was not repaired)."""
+        if self.on_repair is None:
             return False
-        self.early.finish()
-        self._mark_changed(point)  # those found since the last durable point
-        found = sorted((*self.framelist.record(i)[:2], i) for i in self._changed)
-        changed = [(o, n) for o, n, _ in found]
-        if not changed:
+        if self._repairing:
+            raise RemoteProtocolError(f"a round of repair ended without {len(self._repairing)} of the ranges asked for")
+        if self._queue is None:
+            self._queue = self._to_repair(point, MAX_PASSES - passes)
+        if not self._queue or passes >= MAX_PASSES or self._before_end is None:
+            self._give_back(point)
             return False
-        if len(changed) > MAX_REPAIR or sum(n for _, n in changed) > MAX_REPAIR_BYTES or self._before_end is None:
-            self._unmark(point)
-            return False
-        # Each comes again with the source's digest (its SAME frame's), once.
-        self._repairing = {(o, n): self._changed[i][0] for o, n, i in found}
-        self.same_bytes -= sum(n for _, n in changed)  # not unchanged after all: they are written
+        count = size = 0
+        for _, n, _ in self._queue:
+            if count == MAX_REPAIR or size + n > MAX_REPAIR_BYTES:
+                break
+            count, size = count + 1, size + n
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._repairing = {(o, n): d for o, n, d in batch}
+        self.same_bytes -= size  # not unchanged after all: they are written
+        ranges = [(o, n) for o, n, _ in batch]
+        changed = [r for r in ranges if r not in self._patch_of]
         self.max_replaced = self.replaced + len(changed)
-        self.resends += 1
+        self.resends += 1 if changed else 0  # a changed chunk's blocks are its BLOCKS frame's due, not a resend
         with self._lock:
             self._pending = _Rewind(seq, epoch + 1, self._before_end)
-        self.on_repair(seq, epoch + 1, changed)
+        self.on_repair(seq, epoch + 1, ranges, changed)
         return True
+
+    def _to_repair(self, point: DurablePoint, rounds: int) -> list[tuple[int, int, bytes | None]]:
+        """Everything to repair, in increasing offsets, each with the digest it must come with (None: a run of
+        blocks, checked by its chunk's read-back): the SAME frames found changed, and the runs of blocks of
+        BLOCKS frames that differ (all of them where they could not be compared). A BLOCKS frame none of
+        whose blocks differ gets its digest at once. More than ``rounds`` rounds can carry: each BLOCKS frame
+        asks for one run, from its first block that differs to its last."""
+        if self.early is not None:
+            self.early.finish()
+        self._mark_changed(point)  # those found since the last durable point
+        wanted: list[tuple[int, int, bytes | None]] = [
+            (*self.framelist.record(i)[:2], digest) for i, (digest, _) in self._changed.items()
+        ]
+        runs: dict[int, list[tuple[int, int, bytes | None]]] = {}
+        for index, (digest, digests) in list(self._blocks.items()):
+            offset, length = self.framelist.record(index)[:2]
+            differ = self.early.differing(index) if self.early is not None else None
+            numbers = list(range(len(digests))) if differ is None else differ
+            if not numbers:
+                del self._blocks[index]
+                self.framelist.replace(index, digest, Kind.DATA)
+                point.replaced.append(index)
+                continue
+            runs[index] = _runs(blocks.block_ranges(offset, length), numbers, digests)
+        if len(wanted) + sum(len(r) for r in runs.values()) > rounds * MAX_REPAIR:
+            runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
+        for index, these in runs.items():
+            self._patching[index] = len(these)
+            for o, n, d in these:
+                self._patch_of[(o, n)] = index
+                wanted.append((o, n, d))
+        return sorted(wanted, key=lambda r: r[0])
 
     def _mark_changed(self, point: DurablePoint) -> None:
         """SAME frames the early check found changed on the target (a repair will send them again): until
         they are written, the journal says the target holds no known digest there, so a resume after a
         lost link compares them with the source and sends them again instead of believing the record."""
-        if self.early is None or self.on_repair is None or self._repairing is not None or self._unmarked:
+        if self.early is None or self.on_repair is None or self._queue is not None:
             return
         for index, _, _ in self.early.changed():
             if index not in self._changed:
@@ -525,14 +622,17 @@ class ReceivePipeline(Recorded):
                 self.framelist.replace(index, UNKNOWN, Kind.DATA)
                 point.replaced.append(index)
 
-    def _unmark(self, point: DurablePoint) -> None:
-        """No repair after all: the frames' records go back to the source's digests (the sender's list digest
-        holds them; the read-back fails on them, and a clone that fails verification is no record)."""
+    def _give_back(self, point: DurablePoint) -> None:
+        """No (more) repair: what was not repaired gets its source's digest back in the records (the sender's
+        list digest holds it; the read-back fails there, and a clone that fails verification is no record)."""
         for index, (digest, kind) in self._changed.items():
             self.framelist.replace(index, digest, kind)
             point.replaced.append(index)
+        for index, (digest, _) in self._blocks.items():
+            self.framelist.replace(index, digest, Kind.DATA)
+            point.replaced.append(index)
         self._changed.clear()
-        self._unmarked = True
+        self._blocks.clear()
 
     def _ask_again(self, bad: _Bad, epoch: int, tries: dict[int, int]) -> int:
         """The frame the writer waits for is damaged: ask for it again (a new epoch), or give up."""
@@ -550,6 +650,24 @@ class ReceivePipeline(Recorded):
             self._pending = _Rewind(h.seq, epoch, bad.before)
         self.on_resend(h.seq, epoch, bad.reason.message)
         return epoch
+
+
+def _runs(
+    ranges: list[tuple[int, int]], numbers: list[int], digests: list[bytes]
+) -> list[tuple[int, int, bytes | None]]:
+    """The blocks ``numbers`` (in order) of a chunk whose blocks lie at ``ranges``, adjacent ones as one run:
+    (offset, length, the block's digest, or None for a run of more than one)."""
+    runs: list[tuple[int, int, bytes | None]] = []
+    last = -2
+    for k in numbers:
+        offset, length = ranges[k]
+        if k == last + 1:
+            start = runs[-1][0]
+            runs[-1] = (start, offset + length - start, None)
+        else:
+            runs.append((offset, length, digests[k]))
+        last = k
+    return runs
 
 
 def _held_kind(h: ChunkHeader) -> Kind:

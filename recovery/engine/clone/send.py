@@ -54,6 +54,7 @@ from recovery.protocol import messages as m
 from recovery.protocol.limits import (
     CHUNK_ALIGN,
     MAX_CHUNK_SIZE,
+    MAX_PASSES,
     MAX_REPAIR_BYTES,
     RESENDS_PER_CLONE,
     RESENDS_PER_FRAME,
@@ -416,6 +417,15 @@ class _Sending:
             )
         )
 
+    def _takes_blocks(self) -> bool:
+        """Does the receiver take BLOCKS frames? Only where it said so, in a used-mode delta that may repair."""
+        offer = self.accept.delta
+        if offer is None or not offer.blocks:
+            return False
+        if not {"delta-blocks", "delta-repair", "resend"} <= set(self.caps) or self.the_plan.mode != "used":
+            raise RemoteProtocolError("the receiver offers to take BLOCKS frames, which this clone does not allow")
+        return True
+
     @property
     def source_(self) -> Source:
         assert self.source is not None
@@ -444,6 +454,7 @@ class _Sending:
             workers=opts.workers,
             frames=self.frames,
             offered=self.offered,
+            blocks=self._takes_blocks(),
         )
         self.started = time.monotonic()
         self.loop = _SendLoop(self, levels)
@@ -541,7 +552,7 @@ class _SendLoop:
         self.durable, self.epoch, self.done_sent = clone.frames.covered, 0, False
         self.source_checked = False  # the receiver may ask once per clone
         self.resends: dict[int, int] = {}  # frames the receiver asked for again, and how often
-        self.repaired = False  # a delta's repair pass was asked for (at most once)
+        self.repairs = 0  # a delta's repair rounds asked for
         self.remote = m.Progress(phase="transfer", done=0, total=0)  # the receiver's shares
         pipe, data = self.pipe, clone.link.conn.data
         self.rate = RateMeter(clone.chunks.bytes, done=pipe.done_bytes)  # a resume's part was not sent now
@@ -626,26 +637,24 @@ class _SendLoop:
 
     def _repair(self, msg: m.Resend) -> None:
         """Capability "delta-repair": chunks this side sent as SAME (the receiver offered their digests) whose
-        bytes on the target differ: each is sent again in full, once per clone."""
+        bytes on the target differ, and (capability "delta-blocks") blocks of chunks it sent as BLOCKS that
+        differ there: each is sent in full, in a round of repair at an END (at most one round per pass a
+        clone may have)."""
         wanted = [(r.offset, r.length) for r in msg.repair]
-        offered = self.pipe.offered
         used = self.clone.the_plan.mode == "used"  # only there does the receiver read SAME chunks back early
-        if "delta-repair" not in self.ctl.state.shared_caps or offered is None or self.repaired or not used:
+        if "delta-repair" not in self.ctl.state.shared_caps or self.pipe.offered is None or not used:
             raise RemoteProtocolError("the receiver asked for a repair this clone does not allow")
+        if self.repairs >= MAX_PASSES:
+            raise RemoteProtocolError(f"the receiver asked for more than {MAX_PASSES} rounds of repair")
         if sum(n for _, n in wanted) > MAX_REPAIR_BYTES:
             raise RemoteProtocolError(f"the receiver asked for the repair of more than {MAX_REPAIR_BYTES} bytes")
         if any(b[0] < a[0] + a[1] for a, b in itertools.pairwise(wanted)):
             raise RemoteProtocolError("the receiver's repair ranges are not in order")
-        if any(offered.digest_at(o, n) is None for o, n in wanted):
-            raise RemoteProtocolError("the receiver asked for the repair of a chunk it never offered")
-        self.repaired = True
-        todo = set(wanted)
-        chunks = [c for c in self.clone.chunks if (c.offset, c.length) in todo]
-        if len(chunks) != len(todo):
-            raise RemoteProtocolError("the receiver asked for the repair of a chunk this clone did not plan")
-        self.pipe.repair(msg.seq, msg.epoch, chunks)
+        self.repairs += 1
+        again = self.pipe.repair(msg.seq, msg.epoch, wanted)
         self.epoch, self.done_sent = msg.epoch, False
-        self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
+        if again:
+            self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))
 
     def _say_done(self) -> None:
         pipe = self.pipe

@@ -3,7 +3,9 @@
 One reader thread fills buffers from a fixed pool; worker threads hash each
 chunk with BLAKE3 (a chunk whose digest is the all-zeros digest becomes a
 ZERO frame, so zero detection costs nothing extra; in a delta clone, one whose
-range and digest the receiver offered becomes a SAME frame) and compress it with zstd
+range and digest the receiver offered becomes a SAME frame, and one the receiver
+offered in another version a BLOCKS frame: the digests of its 16 KiB blocks, of
+which the receiver asks at the END for those that differ) and compress it with zstd
 at the level the controller picks (raw when it does not shrink); one sending
 thread writes frames in order, records them and returns the buffer to the
 pool. The workers also make each frame's header (with its MAC under the
@@ -22,6 +24,7 @@ still in the workers are dropped.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import threading
 from collections.abc import Callable, Iterator
@@ -38,6 +41,7 @@ from recovery.engine.clone.level import MIN_SAVING, RAW, LevelController
 from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import Channel
+from recovery.protocol import blocks
 from recovery.protocol.frames import (
     TAG_SIZE,
     ChunkHeader,
@@ -51,6 +55,7 @@ from recovery.protocol.frames import (
     zero_digest,
     zstd_bound,
 )
+from recovery.protocol.limits import DELTA_BLOCK, MAX_BLOCKS_FRAMES
 from recovery.protocol.pake import DataKeys
 
 # Read ahead of the receiver's acknowledgements (it acks at least every 256 MiB or 2 s) by at most this
@@ -63,6 +68,7 @@ UNACKED_FRAMES = 1 << 17
 class JobKind(enum.Enum):
     CHUNK = "chunk"  # a chunk of the first pass
     REPLACE = "replace"  # a later pass's chunk, replacing the first pass's frame for it
+    PATCH = "patch"  # blocks of a chunk sent as BLOCKS that differ on the target (a repair round)
     PASS = "pass"
     END = "end"
 
@@ -71,7 +77,7 @@ class JobKind(enum.Enum):
 class Job:
     seq: int  # the frame's number
     kind: JobKind
-    chunk: Chunk | None = None
+    chunk: Chunk | None = None  # a PATCH's: its blocks, a part of their chunk
 
 
 Reader = Callable[[Job, memoryview], Any]  # fills the chunk's bytes; what it returns travels with the frame
@@ -104,11 +110,13 @@ class SendPipeline(Recorded):
         workers: int = 2,
         frames: FrameList | None = None,
         offered: FrameList | None = None,
+        blocks: bool = False,
     ) -> None:
         """``frames``: the first-pass frames the target holds already (a resume starts after them).
         ``image``: a BLAKE3 hasher fed the whole image in order (exact mode), or None. ``offered``: a
         delta's, what the target holds of an earlier clone: a chunk found there, same range and digest,
-        goes as a SAME frame."""
+        goes as a SAME frame. ``blocks``: the receiver takes BLOCKS frames for chunks it offered that
+        differ (capability "delta-blocks")."""
         self.read = read
         self.plan_jobs = jobs
         self.channel = channel
@@ -128,6 +136,8 @@ class SendPipeline(Recorded):
         self.inflight = threading.BoundedSemaphore(workers * 8 + 16)
         self.framelist = frames or FrameList()
         self.offered = offered
+        self.blocks = blocks
+        self._blocks_left = MAX_BLOCKS_FRAMES  # BLOCKS frames this clone may send more
         self.same_bytes = 0  # bytes of chunks the target held already (SAME frames)
         # exact mode: the whole image, hashed in order on the sending thread, over the cores
         self.image_hasher = image
@@ -148,7 +158,10 @@ class SendPipeline(Recorded):
         self._image_at: dict[int, Any] = {}  # the image hasher before each unacknowledged frame
         self._acked = 0
         self._sent_upto = 0  # frames before it were handed to the link in the current epoch
-        self._same_at: set[int] = set()  # offsets of the chunks sent as SAME (a repair may name only these)
+        self._same_at: dict[int, Chunk] = {}  # chunks sent as SAME, by offset (a repair may name these)
+        self._blocks_at: dict[int, tuple[int, Chunk]] = {}  # chunks sent as BLOCKS, by offset: (seq, chunk)
+        self._blocks_starts: list[int] = []  # ... their offsets, in order
+        self._repaired_upto = 0  # repair ranges come in increasing offsets, round after round: each once
         self._gen = 0  # the read thread's epoch
         self._request: tuple[int, int] | None = None  # (seq, epoch) the receiver asked for
         self._replay: tuple[int, int] | None = None  # the read thread's copy of it
@@ -172,25 +185,52 @@ class SendPipeline(Recorded):
         self.finished.clear()
         self.results.wake()
 
-    def repair(self, seq: int, epoch: int, chunks: list[Chunk]) -> None:
-        """The receiver found these chunks, sent as SAME, differing on its target: frame ``seq`` (the END) and
-        on become a pass that sends each in full, then the END again, under ``epoch``'s keys."""
+    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]]) -> int:
+        """A repair round: the receiver found these ranges differing on its target, each a chunk sent as SAME
+        or a block of one sent as BLOCKS (in increasing offsets). Frame ``seq`` (the END) and on become a
+        pass that sends each in full, then the END again, under ``epoch``'s keys. How many chunks sent as SAME
+        it sends again (a resend: the target changed since its record; blocks are a BLOCKS frame's due)."""
         with self._lock:
             end = self._history.get(seq)
             if end is None or end.kind is not JobKind.END or seq < self._acked or self._sent_upto != seq + 1:
                 raise RemoteProtocolError(f"the receiver asked for a repair at frame {seq}, which is not the END sent")
-            if any(c.offset not in self._same_at for c in chunks):
-                raise RemoteProtocolError("the receiver asked for the repair of a chunk this side did not send as SAME")
-            jobs = [Job(seq, JobKind.PASS), *(Job(seq + 1 + i, JobKind.REPLACE, c) for i, c in enumerate(chunks))]
-            for job in [*jobs, Job(seq + 1 + len(chunks), JobKind.END)]:
+            jobs = [Job(seq, JobKind.PASS)]
+            for offset, length in ranges:
+                jobs.append(self._repair_job(seq + len(jobs), offset, length))
+            jobs.append(Job(seq + len(jobs), JobKind.END))
+            for job in jobs:
                 self._history[job.seq] = job
                 self._history_bytes += job.chunk.length if job.chunk is not None else 0
             self._request = self._replay = (seq, epoch)
-            self.resends += 1
-            self.same_bytes -= sum(c.length for c in chunks)  # not unchanged after all: they are sent
-            self._same_at.difference_update(c.offset for c in chunks)
+            again = sum(job.kind is JobKind.REPLACE for job in jobs)
+            self.resends += 1 if again else 0
+            self.same_bytes -= sum(n for _, n in ranges)  # not unchanged after all: they are sent
         self.finished.clear()
         self.results.wake()
+        return again
+
+    def _repair_job(self, seq: int, offset: int, length: int) -> Job:
+        """What a repair range asks for: a chunk this side sent as SAME, or a run of whole blocks of one it
+        sent as BLOCKS, past every range asked for before; RemoteProtocolError for anything else."""
+        if offset < self._repaired_upto or length <= 0:
+            raise RemoteProtocolError(f"the receiver asked for the repair of bytes {offset}+{length} again, or none")
+        self._repaired_upto = offset + length
+        same = self._same_at.pop(offset, None)
+        if same is not None and same.length == length:
+            return Job(seq, JobKind.REPLACE, same)
+        at = bisect.bisect_right(self._blocks_starts, offset) - 1
+        chunk = self._blocks_at[self._blocks_starts[at]][1] if at >= 0 else None
+        if (
+            chunk is None
+            or (offset - chunk.offset) % DELTA_BLOCK
+            or offset + length > chunk.end
+            or (length % DELTA_BLOCK and offset + length != chunk.end)
+        ):
+            raise RemoteProtocolError(
+                f"the receiver asked for the repair of bytes {offset}+{length}: not a chunk this side sent as SAME, "
+                "nor whole blocks of one it sent as BLOCKS"
+            )
+        return Job(seq, JobKind.PATCH, chunk.part(offset - chunk.offset, length))
 
     def acked(self, seq: int) -> list[_Result]:
         """Frames before ``seq`` are durable: forget them; what was sent for them, in order."""
@@ -320,11 +360,10 @@ class SendPipeline(Recorded):
         assert c is not None
         view = memoryview(buf)[: c.length]  # type: ignore[arg-type]
         digest = blake3.blake3(view).digest()
-        if (
-            job.kind is JobKind.CHUNK
-            and self.offered is not None
-            and self.offered.digest_at(c.offset, c.length) == digest
-        ):
+        held = None
+        if job.kind is JobKind.CHUNK and self.offered is not None:
+            held = self.offered.digest_at(c.offset, c.length)
+        if held == digest:
             return self._same(job, buf, digest, keys, note)
         if digest == zero_digest(c.length):
             self.pool.put(buf)  # type: ignore[arg-type]
@@ -332,6 +371,8 @@ class SendPipeline(Recorded):
                 ChunkHeader(job.seq, c.offset, c.length, 0, Kind.ZERO, Codec.RAW, digest), keys.header
             )
             return _Result(job, None, header, None, Kind.ZERO, digest, note)
+        if held is not None and self._take_blocks():
+            return self._blocks(job, buf, digest, keys, aead)
         payload: memoryview | bytes = view
         codec = Codec.RAW
         level = self.levels.level
@@ -365,6 +406,35 @@ class SendPipeline(Recorded):
             buf = None
         header = encode_header(ChunkHeader(job.seq, c.offset, c.length, 0, Kind.SAME, Codec.RAW, digest), keys.header)
         return _Result(job, buf, header, None, Kind.SAME, digest, note)
+
+    def _take_blocks(self) -> bool:
+        """May this chunk go as a BLOCKS frame? Where the receiver takes them, within the clone's budget."""
+        if not self.blocks or self.image_hasher is not None:
+            return False
+        with self._lock:
+            if not self._blocks_left:
+                return False
+            self._blocks_left -= 1
+        return True
+
+    def _blocks(self, job: Job, buf: object, digest: bytes, keys: DataKeys, aead: AESGCM | None) -> _Result:
+        """A chunk the target holds in another version: the digests of its blocks; the receiver asks for those
+        that differ in a repair round."""
+        c = job.chunk
+        assert c is not None
+        digests = blocks.digests_of(memoryview(buf)[: c.length])  # type: ignore[arg-type]
+        self.pool.put(buf)  # type: ignore[arg-type]
+        tag = TAG_SIZE if aead is not None else 0
+        size = blocks.payload_size(c.length) + tag
+        header = encode_header(
+            ChunkHeader(job.seq, c.offset, c.length, size, Kind.BLOCKS, Codec.RAW, digest),
+            keys.header,
+            encrypted=aead is not None,
+        )
+        payload: bytes | memoryview = blocks.encode(keys.header, header, digests)
+        if aead is not None:
+            payload = seal_payload(aead, header, payload, memoryview(bytearray(size)))
+        return _Result(job, None, header, payload, Kind.BLOCKS, digest)
 
     def _release(self, item: object) -> None:
         """Give back what an unsent item holds (its buffers, its place in flight)."""
@@ -436,7 +506,9 @@ class SendPipeline(Recorded):
             self._sent[job.seq] = r
 
     def _record(self, r: _Result, c: Chunk) -> None:
-        if r.job.kind is JobKind.REPLACE:
+        if r.job.kind is JobKind.PATCH:
+            pass  # a part of a chunk recorded when its BLOCKS frame was sent
+        elif r.job.kind is JobKind.REPLACE:
             index = self.framelist.find(c.offset, c.length)
             if index is None:
                 raise RemoteProtocolError(f"a replacement for the chunk at byte {c.offset}, which was never sent")
@@ -448,7 +520,13 @@ class SendPipeline(Recorded):
                 kind = Kind.ZERO if r.digest == zero_digest(c.length) else Kind.DATA
                 self.same_bytes += c.length
                 with self._lock:
-                    self._same_at.add(c.offset)
+                    self._same_at[c.offset] = c
+            elif kind is Kind.BLOCKS:  # unchanged but for the blocks a repair round asks for
+                kind = Kind.DATA
+                self.same_bytes += c.length
+                with self._lock:
+                    self._blocks_at[c.offset] = (r.job.seq, c)
+                    self._blocks_starts.append(c.offset)
             self.framelist.append(c.offset, c.length, r.digest, kind)
             if self.image_hasher is not None:
                 with self._lock:
@@ -457,7 +535,7 @@ class SendPipeline(Recorded):
                     self._hash_zeros(c.length)
                 else:
                     self.image_hasher.update(memoryview(r.buf)[: c.length])  # type: ignore[arg-type]
-        if r.kind is not Kind.SAME:
+        if r.kind not in (Kind.SAME, Kind.BLOCKS):
             self.sent_bytes += c.length
         if r.kind is Kind.ZERO:
             self.zero_bytes += c.length
@@ -468,9 +546,11 @@ class SendPipeline(Recorded):
             self._sent_upto = seq
             for s in [k for k in self._sent if k >= seq]:
                 gone = self._sent.pop(s)
-                if gone.kind is Kind.SAME and gone.job.kind is JobKind.CHUNK and gone.job.chunk is not None:
+                if gone.kind in (Kind.SAME, Kind.BLOCKS) and gone.job.kind is JobKind.CHUNK and gone.job.chunk:
                     self.same_bytes -= gone.job.chunk.length  # it is recorded again when it is sent again
-                    self._same_at.discard(gone.job.chunk.offset)
+                    self._same_at.pop(gone.job.chunk.offset, None)
+                    if self._blocks_at.pop(gone.job.chunk.offset, None) is not None:
+                        self._blocks_starts.remove(gone.job.chunk.offset)
             image = self._image_at.get(seq)
         if seq < len(self.framelist):
             self.framelist.truncate(seq)

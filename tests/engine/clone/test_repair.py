@@ -1,6 +1,7 @@
 """The sender's side of a delta's repair (capability "delta-repair"): what a receiver may ask to be sent
-again. The receiver may be hostile: it may name only chunks it offered (sent as SAME), in order, once per
-clone, and only with the capability. The loop is built around a stand-in pipeline (the check runs before
+again. The receiver may be hostile: it may name only chunks sent as SAME and blocks of chunks sent as
+BLOCKS, in order, each once, in a bounded number of rounds, and only with the capability. The loop is
+built around a stand-in pipeline whose range checks are the real pipeline's (the check runs before
 anything is read), the narrowest boundary; the e2e tests run the real repair between two processes."""
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from recovery.engine.clone.chunks import Chunk, plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.level import LevelController
 from recovery.engine.clone.send import _SendLoop
-from recovery.engine.clone.sendpipe import SendPipeline
+from recovery.engine.clone.sendpipe import JobKind, SendPipeline
 from recovery.engine.rescue.job import plan_jobs
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
 from recovery.protocol import messages as m
 from recovery.protocol.frames import Kind
-from recovery.protocol.limits import MAX_REPAIR_BYTES
+from recovery.protocol.limits import DELTA_BLOCK, MAX_PASSES, MAX_REPAIR_BYTES
 from recovery.protocol.pake import DataKeys
 
 MIB = 1 << 20
@@ -31,14 +32,30 @@ CHUNKS = [Chunk(i, i * MIB, MIB) for i in range(8)]
 
 
 class Pipe:
+    """The pipeline's repair, with what it was sent: chunks 2..5 offered, 2, 3 and 5 sent as SAME, 4 as
+    BLOCKS (its blocks may be asked for)."""
+
     def __init__(self) -> None:
         self.offered = FrameList()
-        for c in CHUNKS[2:6]:  # the receiver offered chunks 2..5
+        for c in CHUNKS[2:6]:
             self.offered.append(c.offset, c.length, bytes(32), Kind.DATA)
+        self.real = sent_pipeline(same=[CHUNKS[2], CHUNKS[3], CHUNKS[5]], blocks=[CHUNKS[4]])
         self.asked: list[Any] = []
 
-    def repair(self, seq: int, epoch: int, chunks: list[Chunk]) -> None:
-        self.asked.append((seq, epoch, chunks))
+    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]]) -> int:
+        jobs = [self.real._repair_job(0, o, n) for o, n in ranges]
+        self.asked.append((seq, epoch, [j.chunk for j in jobs]))
+        return len(jobs)
+
+
+def sent_pipeline(same: list[Chunk], blocks: list[Chunk]) -> SendPipeline:
+    """A pipeline (not started) that has sent ``same`` as SAME frames and ``blocks`` as BLOCKS frames."""
+    pipe = object.__new__(SendPipeline)
+    pipe._same_at = {c.offset: c for c in same}
+    pipe._blocks_at = {c.offset: (c.seq, c) for c in blocks}
+    pipe._blocks_starts = sorted(pipe._blocks_at)
+    pipe._repaired_upto = 0
+    return pipe
 
 
 def loop(caps: tuple[str, ...] = ("resend", "delta", "delta-repair"), mode: str = "used") -> _SendLoop:
@@ -47,7 +64,7 @@ def loop(caps: tuple[str, ...] = ("resend", "delta", "delta-repair"), mode: str 
     run.ctl = SimpleNamespace(state=SimpleNamespace(shared_caps=frozenset(caps)))  # type: ignore[assignment]
     run.clone = SimpleNamespace(chunks=CHUNKS, the_plan=SimpleNamespace(mode=mode))  # type: ignore[assignment]
     run.sink = lambda event: None
-    run.repaired, run.epoch, run.done_sent = False, 0, True
+    run.repairs, run.epoch, run.done_sent = 0, 0, True
     return run
 
 
@@ -61,8 +78,45 @@ def test_the_chunks_asked_for_are_sent_again_once() -> None:
     [(seq, epoch, chunks)] = run.pipe.asked  # type: ignore[attr-defined]
     assert (seq, epoch, chunks) == (8, 1, [CHUNKS[2], CHUNKS[5]])
     assert (run.epoch, run.done_sent) == (1, False)
-    with pytest.raises(RemoteProtocolError, match="does not allow"):
-        run._resend(resend((3 * MIB, MIB)))  # at most once per clone
+    with pytest.raises(RemoteProtocolError, match="again"):
+        run._resend(resend((5 * MIB, MIB)))  # each once
+
+
+def test_repair_rounds_are_bounded() -> None:
+    """One round per pass a clone may have, at most."""
+    run = loop()
+    run.repairs = MAX_PASSES
+    with pytest.raises(RemoteProtocolError, match="rounds of repair"):
+        run._resend(resend((2 * MIB, MIB)))
+
+
+def test_the_blocks_of_a_blocks_frame_are_sent_once_each() -> None:
+    """Capability "delta-blocks": whole blocks of a chunk sent as BLOCKS, on its grid, with its holes, a run
+    of them as one; never a range asked for before."""
+    holed = Chunk(4, 4 * MIB, MIB, holes=((DELTA_BLOCK + 100, 200),))
+    b = DELTA_BLOCK
+    job = sent_pipeline(same=[], blocks=[holed])._repair_job(9, 4 * MIB + b, b)
+    assert (job.seq, job.kind, job.chunk) == (9, JobKind.PATCH, Chunk(4, 4 * MIB + b, b, ((100, 200),)))
+    pipe = sent_pipeline(same=[], blocks=[holed, Chunk(7, 7 * MIB, MIB - 4096)])
+    assert pipe._repair_job(9, 4 * MIB, 3 * b).chunk == holed.part(0, 3 * b)  # a run
+    last = 7 * MIB + MIB - b
+    assert pipe._repair_job(10, last, b - 4096).chunk == Chunk(7, last, b - 4096)  # the chunk's short last
+    for offset, length in [
+        (4 * MIB + b, b),  # asked before
+        (7 * MIB, b),  # before a range asked for: rounds go in increasing offsets
+    ]:
+        with pytest.raises(RemoteProtocolError, match="again"):
+            pipe._repair_job(11, offset, length)
+    for offset, length in [
+        (4 * MIB + 4096, b),  # off the block grid
+        (4 * MIB, b - 4096),  # not a whole block
+        (7 * MIB + MIB - 2 * b, 2 * b),  # past the chunk's end
+        (5 * MIB, b),  # between the chunks
+    ]:
+        fresh = sent_pipeline(same=[], blocks=[holed, Chunk(7, 7 * MIB, MIB - 4096)])
+        with pytest.raises(RemoteProtocolError, match="nor whole blocks"):
+            fresh._repair_job(11, offset, length)
+    assert sent_pipeline(same=[], blocks=[holed])._repair_job(1, 4 * MIB, MIB).chunk == holed  # all of it
 
 
 def test_no_repair_in_exact_mode_nor_beyond_the_senders_window() -> None:
@@ -97,7 +151,7 @@ def test_a_repair_or_resend_of_frames_not_sent_yet_is_refused() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         with pytest.raises(RemoteProtocolError, match="not the END sent"):
-            pipe.repair(end, 1, [chunks[-1]])
+            pipe.repair(end, 1, [(chunks[-1].offset, chunks[-1].length)])
         with pytest.raises(RemoteProtocolError, match="no longer holds"):
             pipe.rewind(end - 1, 1)
     finally:
@@ -109,8 +163,8 @@ def test_a_repair_or_resend_of_frames_not_sent_yet_is_refused() -> None:
     "caps, ranges, said",
     [
         (("resend", "delta"), [(2 * MIB, MIB)], "does not allow"),  # no capability
-        (None, [(1 * MIB, MIB)], "never offered"),  # a chunk sent as DATA: nothing to repair
-        (None, [(2 * MIB, 4096)], "never offered"),  # not a chunk's range
+        (None, [(1 * MIB, MIB)], "not a chunk"),  # a chunk sent as DATA: nothing to repair
+        (None, [(2 * MIB, 4096)], "not a chunk"),  # not a chunk's range
         (None, [(4 * MIB, MIB), (2 * MIB, MIB)], "not in order"),
         (None, [(2 * MIB, MIB), (2 * MIB, MIB)], "not in order"),
     ],

@@ -18,13 +18,15 @@ import pytest
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import verify_ranges
-from recovery.engine.clone.recvpipe import UNKNOWN, DurablePoint, ReceivePipeline
+from recovery.engine.clone.recvpipe import UNKNOWN, DurablePoint, ReceivePipeline, _runs
 from recovery.engine.clone.target import Target
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
+from recovery.protocol import blocks
 from recovery.protocol.frames import (
     ChunkHeader,
     Codec,
+    FrameError,
     FrameLimits,
     Kind,
     encode_header,
@@ -32,6 +34,7 @@ from recovery.protocol.frames import (
     pass_header,
     rewind_header,
 )
+from recovery.protocol.limits import DELTA_BLOCK
 from recovery.protocol.pake import DataKeys
 
 MIB = 1 << 20
@@ -52,6 +55,7 @@ class Run:
     out: socket.socket
     path: Path
     asked: list[tuple[int, int, list[tuple[int, int]]]] = field(default_factory=list)
+    resent: list[tuple[object, ...]] = field(default_factory=list)
 
     def send(self, h: ChunkHeader, payload: bytes = b"", epoch: int = 0) -> None:
         self.out.sendall(encode_header(h, KEYS.for_epoch(epoch).header) + payload)
@@ -59,11 +63,24 @@ class Run:
     def data(self, seq: int, index: int, data: bytes, epoch: int = 1) -> None:
         self.send(ChunkHeader(seq, index * MIB, MIB, MIB, Kind.DATA, Codec.RAW, digest(data)), data, epoch)
 
+    def block(self, seq: int, offset: int, data: bytes, epoch: int = 1) -> None:
+        if data == bytes(len(data)):
+            self.send(ChunkHeader(seq, offset, len(data), 0, Kind.ZERO, Codec.RAW, digest(data)), b"", epoch)
+        else:
+            self.send(ChunkHeader(seq, offset, len(data), len(data), Kind.DATA, Codec.RAW, digest(data)), data, epoch)
+
     def wait(self, done: object, seconds: float = 10) -> None:
         deadline = time.monotonic() + seconds
         while not done() and self.pipe.crew.error is None:  # type: ignore[operator]
             assert time.monotonic() < deadline
             time.sleep(0.02)
+
+
+@pytest.fixture
+def blocky(tmp_path: Path) -> Iterator[Run]:
+    """As ``run``, but chunk 6 changed on the source in blocks 2 and 9 since the target's copy: it goes as a
+    BLOCKS frame (capability "delta-blocks")."""
+    yield from begin(tmp_path, end=True, blocks_at=6)
 
 
 @pytest.fixture
@@ -78,7 +95,23 @@ def unended(tmp_path: Path) -> Iterator[Run]:
     yield from begin(tmp_path, end=False)
 
 
-def begin(tmp_path: Path, *, end: bool) -> Iterator[Run]:
+B = DELTA_BLOCK
+NEW6 = bytearray(SOURCE[6])
+NEW6[2 * B : 3 * B] = b"\x99" * B
+NEW6[9 * B : 10 * B] = bytes(B)  # a block of zeros: a ZERO frame
+NEW6[20 * B : 23 * B] = b"\x77" * 3 * B  # three blocks: one run
+NEW6 = bytes(NEW6)
+
+
+def blocks_frame(seq: int, epoch: int = 0) -> tuple[ChunkHeader, bytes]:
+    """The BLOCKS frame of the source's new chunk 6, with its payload."""
+    size = blocks.payload_size(MIB)
+    header = ChunkHeader(seq, 6 * MIB, MIB, size, Kind.BLOCKS, Codec.RAW, digest(NEW6))
+    key = KEYS.for_epoch(epoch).header
+    return header, blocks.encode(key, encode_header(header, key), blocks.digests_of(NEW6))
+
+
+def begin(tmp_path: Path, *, end: bool, blocks_at: int | None = None, forge: bool = False) -> Iterator[Run]:
     path = tmp_path / "target.img"
     path.write_bytes(b"".join(os.urandom(MIB) if i in CHANGED else SOURCE[i] for i in range(N)))
     offered = FrameList()
@@ -86,7 +119,7 @@ def begin(tmp_path: Path, *, end: bool) -> Iterator[Run]:
         offered.append(i * MIB, MIB, digest(SOURCE[i]), Kind.DATA)
     target = Target(str(path))
     limits = FrameLimits(MIB, N * MIB, header_key=KEYS.header, frames=N, bytes=N * MIB, rewinds=True,
-                         passes=True, offered=offered)  # fmt: skip
+                         passes=True, offered=offered, blocks=blocks_at is not None)  # fmt: skip
     early = EarlyCheck(target.read_path, MIB)
     ours, theirs = socket.socketpair()
     holder: list[Run] = []
@@ -96,15 +129,19 @@ def begin(tmp_path: Path, *, end: bool) -> Iterator[Run]:
         limits=limits,
         keys=KEYS,
         on_durable=lambda point: None,
-        on_resend=lambda *a: None,
+        on_resend=lambda *a: holder[0].resent.append(a),
         early=early,
-        on_repair=lambda seq, epoch, ranges: holder[0].asked.append((seq, epoch, ranges)),
+        on_repair=lambda seq, epoch, ranges, changed: holder[0].asked.append((seq, epoch, ranges)),
         passes_expected=False,
     )
     holder.append(Run(pipe, early, theirs, path))
     early.start()
     pipe.start()
     for i in range(N):
+        if i == blocks_at:
+            header, payload = blocks_frame(i)
+            holder[0].send(header, bytes([payload[0] ^ forge]) + payload[1:])
+            continue
         holder[0].send(ChunkHeader(i, i * MIB, MIB, 0, Kind.SAME, Codec.RAW, digest(SOURCE[i])))
     if end:
         holder[0].send(end_header(N))
@@ -185,3 +222,111 @@ def test_a_link_lost_in_the_first_pass_journals_no_changed_chunk_as_held(unended
     for i in range(N):
         offset, length, said, _ = run.pipe.framelist.record(i)
         assert said == UNKNOWN if i in CHANGED else digest(held[offset : offset + length]) == said, i
+
+
+def test_only_the_blocks_that_differ_cross_and_the_copy_verifies(blocky: Run) -> None:
+    """Capability "delta-blocks": the BLOCKS frame's chunk is compared block by block with the target; the
+    blocks that differ (adjacent ones as a run) are asked for with the changed chunks, in one round, and
+    written alone."""
+    run = blocky
+    runs = [(6 * MIB + 2 * B, B), (6 * MIB + 9 * B, B), (6 * MIB + 20 * B, 3 * B)]
+    assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB), *runs])]
+    assert run.pipe.framelist.digest(6) == UNKNOWN  # until its blocks are written, a journal claims nothing
+    run.send(rewind_header(N, 1))
+    run.send(pass_header(N), epoch=1)
+    run.data(N + 1, 3, SOURCE[3])
+    run.data(N + 2, 5, SOURCE[5])
+    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
+    run.block(N + 4, 6 * MIB + 9 * B, NEW6[9 * B : 10 * B])
+    run.block(N + 5, 6 * MIB + 20 * B, NEW6[20 * B : 23 * B])
+    run.send(end_header(N + 6), epoch=1)
+    run.wait(run.pipe.finished.is_set)
+    assert run.pipe.crew.error is None
+    assert run.pipe.framelist.digest(6) == digest(NEW6)
+    checked = run.early.finish()
+    assert 6 not in checked  # written in part: the read-back at the end reads it whole
+    assert not verify_ranges(
+        run.pipe.target.read_path, run.pipe.framelist, on_progress=lambda *a: None, checked=checked
+    ).mismatches
+    assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
+    assert run.pipe.same_bytes == (N - len(CHANGED) - 1) * MIB + MIB - 5 * B
+    assert run.pipe.resends == 1  # the changed chunks; the blocks are the BLOCKS frame's due
+
+
+@pytest.mark.parametrize("how", ["another digest", "twice", "a whole chunk"])
+def test_a_block_that_is_not_the_one_asked_for_is_refused(blocky: Run, how: str) -> None:
+    run = blocky
+    run.send(rewind_header(N, 1))
+    run.send(pass_header(N), epoch=1)
+    run.data(N + 1, 3, SOURCE[3])
+    run.data(N + 2, 5, SOURCE[5])
+    if how == "another digest":
+        run.block(N + 3, 6 * MIB + 2 * B, b"\x98" * B)
+    elif how == "twice":
+        run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
+        run.block(N + 4, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
+    else:
+        run.data(N + 3, 6, NEW6)
+    run.wait(lambda: run.pipe.crew.error is not None or run.pipe.finished.is_set())
+    assert isinstance(run.pipe.crew.error, RemoteProtocolError | FrameError), run.pipe.crew.error
+
+
+def repair_first_block(run: Run) -> None:
+    """The round's start: the changed chunks, then the first of chunk 6's runs of blocks."""
+    run.send(rewind_header(N, 1))
+    run.send(pass_header(N), epoch=1)
+    run.data(N + 1, 3, SOURCE[3])
+    run.data(N + 2, 5, SOURCE[5])
+    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
+
+
+def test_a_round_that_leaves_out_a_block_is_refused(blocky: Run) -> None:
+    run = blocky
+    repair_first_block(run)
+    run.send(end_header(N + 4), epoch=1)
+    run.wait(lambda: run.pipe.crew.error is not None)
+    assert "without 2 of the ranges" in str(run.pipe.crew.error)
+
+
+def test_a_damaged_blocks_frame_is_asked_for_again(tmp_path: Path) -> None:
+    """Its digests' MAC fails: they are never used; with capability "resend" it is asked for again."""
+    gen = begin(tmp_path, end=False, blocks_at=6, forge=True)
+    run = next(gen)
+    try:
+        run.wait(lambda: run.resent)
+        assert run.resent[0][:2] == (6, 1) and "authentication" in str(run.resent[0][2])
+        assert run.pipe.crew.error is None
+    finally:
+        gen.close()
+
+
+def test_a_link_lost_in_a_round_of_blocks_journals_the_chunk_as_unknown(blocky: Run) -> None:
+    """One of its runs of blocks written, then the link lost: the journal says the target holds no known digest
+    for the chunk, so a resume compares it with the source and sends it again."""
+    run = blocky
+    repair_first_block(run)
+    time.sleep(0.5)
+    run.out.close()
+    run.wait(lambda: run.pipe.crew.error is not None)
+    run.pipe.crew.shutdown()
+    settled: list[DurablePoint] = []
+    run.pipe.settle(settled.append)
+    assert run.pipe.framelist.digest(6) == UNKNOWN
+    held = run.path.read_bytes()
+    for i in range(N):
+        offset, length, said, _ = run.pipe.framelist.record(i)
+        if said != UNKNOWN:  # what the journal says the target holds, it holds
+            assert digest(held[offset : offset + length]) == said, i
+
+
+def test_adjacent_blocks_are_asked_for_as_one_run() -> None:
+    """A single block comes with its digest; a run of adjacent ones as one range, checked by its chunk's
+    read-back; the chunk's short last block ends its run."""
+    ranges = blocks.block_ranges(MIB, MIB - 4096)
+    digests = [bytes([k]) * 32 for k in range(len(ranges))]
+    last = len(ranges) - 1
+    assert _runs(ranges, [0, 2, 3, 4, last - 1, last], digests) == [
+        (MIB, B, digests[0]),
+        (MIB + 2 * B, 3 * B, None),
+        (MIB + (last - 1) * B, 2 * B - 4096, None),
+    ]
