@@ -11,8 +11,8 @@ as checked that was not.
 
 A BLOCKS frame's chunk (capability "delta-blocks") is read here too, before anything is written there:
 its blocks are hashed and compared with the source's, so the receiver asks at the END for those that
-differ (:meth:`EarlyCheck.differing`). Such a chunk is written in part, so the read-back at the end
-reads it whole.
+differ (:meth:`EarlyCheck.differing`). Only those are written, so the read-back at the end reads only
+them, each against its block digest (:meth:`~recovery.engine.clone.recvpipe.ReceivePipeline.block_reads`).
 """
 
 from __future__ import annotations

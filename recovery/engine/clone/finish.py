@@ -45,15 +45,17 @@ def verify(
     opts: ReceiveOptions,
     sink: events.EventSink,
     checked: Mapping[int, tuple[int, int, bool]] | None = None,
+    blocks: Sequence[tuple[int, int, bytes]] = (),
 ) -> Verdict:
     """The receiver's checks of the target once every frame is on it. ``checked``: frames read back
-    during the stream already (a delta's unchanged chunks): not read again."""
+    during the stream already (a delta's unchanged chunks, and the unchanged blocks of its changed
+    ones): not read again; ``blocks``: the blocks written into those (offset, length, digest), read."""
     if not opts.verify:
         sink(events.Warning("read-back verification was skipped (--no-verify)"))
         if not isinstance(target, ImageTarget):
             gptend.move_backup_to_end(target, plan.size, sink)
         return Verdict()
-    result = read_back(link, target, plan, done, frames, opts, sink, checked or {})
+    result = read_back(link, target, plan, done, frames, opts, sink, checked or {}, blocks)
     differs = whole_digest_differs(plan.mode, result.image_digest, done.source_digest)
     verdict = Verdict(result, [], not result.mismatches and not differs, differs)
     if verdict.verified and not isinstance(target, ImageTarget):
@@ -77,9 +79,10 @@ def read_back(
     opts: ReceiveOptions,
     sink: events.EventSink,
     checked: Mapping[int, tuple[int, int, bool]],
+    blocks: Sequence[tuple[int, int, bytes]] = (),
 ) -> ReadbackResult:
     """Every frame read back past the cache (exact mode: the whole target, hashed), progress to both sides;
-    used mode: but those ``checked`` during the stream."""
+    used mode: but those ``checked`` during the stream, and ``blocks``."""
     sink(events.Phase("verify", f"reading {target.path} back to check it"))
     target.drop_cache()
     rate = RateMeter(plan.map.bytes if plan.mode == "used" else plan.size)
@@ -102,7 +105,7 @@ def read_back(
             should_stop=opts.cancel.is_set,
         )
     return verify_ranges(
-        target.read_path, frames, on_progress=progress, should_stop=opts.cancel.is_set, checked=checked
+        target.read_path, frames, on_progress=progress, should_stop=opts.cancel.is_set, checked=checked, extra=blocks
     )
 
 

@@ -12,10 +12,11 @@ otherwise the cache is dropped first (POSIX_FADV_DONTNEED, BLKFLSBUF).
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -160,15 +161,17 @@ def verify_ranges(
     on_progress: ProgressFn,
     should_stop: Callable[[], bool] = lambda: False,
     checked: Mapping[int, tuple[int, int, bool]] | None = None,
+    extra: Sequence[tuple[int, int, bytes]] = (),
 ) -> ReadbackResult:
     """``used`` mode: every written range against its digest. ``checked``: frames (by index) already read
-    back and compared (offset, length, matched), not read again; those that did not match count."""
+    back and compared (offset, length, matched), not read again; those that did not match count.
+    ``extra``: ranges read too (offset, length, digest; in increasing offsets)."""
     start = time.monotonic()
     checked = checked or {}
     bad = _scan(
         path,
-        ((o, n, d) for i, (o, n, d, _) in enumerate(frames) if i not in checked),
-        frames.covered - sum(n for _, n, _ in checked.values()),
+        heapq.merge(((o, n, d) for i, (o, n, d, _) in enumerate(frames) if i not in checked), extra),
+        frames.covered - sum(n for _, n, _ in checked.values()) + sum(n for _, n, _ in extra),
         whole=None,
         on_progress=on_progress,
         should_stop=should_stop,

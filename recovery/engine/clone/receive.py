@@ -88,7 +88,8 @@ def run_receive(
         clone.accept()
         clone.begin()
         done = clone.stream()
-        verdict = finish.verify(link, clone.target_, plan, done, clone.pipe_.framelist, opts, sink, clone.checked)
+        frames = clone.pipe_.framelist
+        verdict = finish.verify(link, clone.target_, plan, done, frames, opts, sink, clone.checked, clone.block_reads)
         return clone.conclude(done, verdict)
     except UnreadableSourceError:
         raise  # the clone ran to its end: the summary is out, the journal kept for a rescue run
@@ -118,6 +119,7 @@ class _Receiving:
         self.pipe: ReceivePipeline | None = None
         self.early: EarlyCheck | None = None
         self.checked: dict[int, tuple[int, int, bool]] = {}  # frames read back during the stream (EarlyCheck)
+        self.block_reads: list[tuple[int, int, bytes]] = []  # blocks written into changed chunks, to read back
         self.progress: _TransferProgress | None = None
         self.started = time.monotonic()
         self.succeeded = False
@@ -338,6 +340,9 @@ class _Receiving:
         done = _run(self.link, pipe, self.progress)
         if early is not None:
             self.checked = early.finish()
+        if self.delta is not None and self.delta.offer.blocks:
+            checked, self.block_reads = pipe.block_reads()
+            self.checked = {**self.checked, **checked}
         self.keeper.drain()  # the last ack goes out before the summary
         _check_totals(plan, done, pipe)
         if isinstance(self.target, ImageTarget):

@@ -55,7 +55,14 @@ from recovery.protocol.frames import (
     open_payload,
     zero_digest,
 )
-from recovery.protocol.limits import MAX_PASSES, MAX_REPAIR, MAX_REPAIR_BYTES, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import (
+    DELTA_BLOCK,
+    MAX_PASSES,
+    MAX_REPAIR,
+    MAX_REPAIR_BYTES,
+    RESENDS_PER_CLONE,
+    RESENDS_PER_FRAME,
+)
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
@@ -139,6 +146,9 @@ class ReceivePipeline(Recorded):
         self._blocks: dict[int, tuple[bytes, list[bytes]]] = {}  # BLOCKS frames not whole: digest, blocks'
         self._patch_of: dict[tuple[int, int], int] = {}  # a block asked for: its BLOCKS frame
         self._patching: dict[int, int] = {}  # a BLOCKS frame: how many of its blocks are still to come
+        # A BLOCKS frame whose blocks the early check compared: the blocks written into it (with their
+        # digests), all the read-back needs to read of it
+        self._written_blocks: dict[int, list[tuple[int, int, bytes]]] = {}
         self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
         self.channel = channel
         self.target = target
@@ -590,24 +600,47 @@ class ReceivePipeline(Recorded):
             (*self.framelist.record(i)[:2], digest) for i, (digest, _) in self._changed.items()
         ]
         runs: dict[int, list[tuple[int, int, bytes | None]]] = {}
+        compared: set[int] = set()
         for index, (digest, digests) in list(self._blocks.items()):
             offset, length = self.framelist.record(index)[:2]
             differ = self.early.differing(index) if self.early is not None else None
             numbers = list(range(len(digests))) if differ is None else differ
+            if differ is not None:
+                compared.add(index)
             if not numbers:
                 del self._blocks[index]
                 self.framelist.replace(index, digest, Kind.DATA)
                 point.replaced.append(index)
+                self._written_blocks[index] = []
                 continue
             runs[index] = _runs(blocks.block_ranges(offset, length), numbers, digests)
         if len(wanted) + sum(len(r) for r in runs.values()) > rounds * MAX_REPAIR:
             runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
         for index, these in runs.items():
+            if index in compared:
+                self._written_blocks[index] = self._blocks_in(index, these)
             self._patching[index] = len(these)
             for o, n, d in these:
                 self._patch_of[(o, n)] = index
                 wanted.append((o, n, d))
         return sorted(wanted, key=lambda r: r[0])
+
+    def _blocks_in(self, index: int, runs: list[tuple[int, int, bytes | None]]) -> list[tuple[int, int, bytes]]:
+        """The blocks of BLOCKS frame ``index`` that ``runs`` cover, with their digests."""
+        offset = self.framelist.record(index)[0]
+        digests = self._blocks[index][1]
+        found = []
+        for start, size, _ in runs:  # on the chunk's block grid, in order
+            first = (start - offset) // DELTA_BLOCK
+            for k, (o, n) in enumerate(blocks.block_ranges(start, size), first):
+                found.append((o, n, digests[k]))
+        return found
+
+    def block_reads(self) -> tuple[dict[int, tuple[int, int, bool]], list[tuple[int, int, bytes]]]:
+        """For the read-back: the chunks of BLOCKS frames whose blocks the early check compared with the
+        source's (their unchanged blocks matched), as checked; and the blocks written into them, to read."""
+        checked = {i: (*self.framelist.record(i)[:2], True) for i in self._written_blocks}
+        return checked, sorted(b for written in self._written_blocks.values() for b in written)
 
     def _mark_changed(self, point: DurablePoint) -> None:
         """SAME frames the early check found changed on the target (a repair will send them again): until
@@ -631,6 +664,7 @@ class ReceivePipeline(Recorded):
         for index, (digest, _) in self._blocks.items():
             self.framelist.replace(index, digest, Kind.DATA)
             point.replaced.append(index)
+            self._written_blocks.pop(index, None)  # not all written: read back whole (and found to differ)
         self._changed.clear()
         self._blocks.clear()
 
