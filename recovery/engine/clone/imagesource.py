@@ -85,8 +85,7 @@ class ImageSource(Source):
 
     def saved_from(self) -> Identity | None:
         """The disk the image was saved from, as its manifest says (None: it does not say)."""
-        saved: Identity | None = _field(Identity, self.manifest.get("source"))
-        return saved
+        return saved_from(self.manifest)
 
     @property
     def mode(self) -> str:
@@ -135,6 +134,12 @@ class ImageSource(Source):
     def close(self) -> None:
         self.reader.close()
         self.fd = -1
+
+
+def saved_from(manifest: dict[str, Any]) -> Identity | None:
+    """The disk an image was saved from, as its ``manifest`` says (None: it does not say)."""
+    saved: Identity | None = _field(Identity, manifest.get("source"))
+    return saved
 
 
 def _field(cls: type, value: Any) -> Any:
