@@ -287,6 +287,8 @@ class _Receiving:
             found.frames.truncate(start.seq)
             self.target.resume_at(start.seq)
             self.keeper = Keeper(None, self.sink, image=self.target.path)
+            named = self.target.writer_.header.parent  # an unfinished increment stays one
+            self.parent = named.name if named is not None else None
         else:
             self.keeper = Keeper.resumed(found, start.seq, plan.rescue, self.sink)
         self.frames, self.replace, self.resumed = found.frames, start.replace, found.frames.covered
