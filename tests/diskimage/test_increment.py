@@ -15,7 +15,18 @@ import pytest
 from recovery.diskimage import format as f
 from recovery.diskimage.reader import ImageReader
 from tests.diskimage.test_save_restore import receive_image
-from tests.helpers import CODE, MIB, Recovery, blank_disk, loop_device, mounted, sh, tree_digests
+from tests.helpers import (
+    CODE,
+    MIB,
+    Recovery,
+    b3sum,
+    blank_disk,
+    loop_device,
+    mounted,
+    same_bytes,
+    sh,
+    tree_digests,
+)
 
 pytestmark = pytest.mark.root
 
@@ -204,3 +215,36 @@ def test_a_save_from_another_machine_is_an_increment_and_an_increment_is_a_sourc
     assert tx.wait() == 0, tx.stderr
     assert rx.wait() == 0, rx.stderr
     assert rx.event("summary")["verified"] is True
+
+
+def test_an_exact_increment_gives_the_disks_b3sum_and_exports_whole(tmp_path: Path) -> None:
+    from recovery.demo import build_sample_disk
+
+    disk = tmp_path / "disk.raw"
+    build_sample_disk(str(disk), 80)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    save(disk, folder / "a.img", "--mode", "exact")
+    with loop_device(disk) as dev, mounted(f"{dev}p1") as mnt:
+        (mnt / "changed.bin").write_bytes(os.urandom(2 * MIB))
+    second = save(disk, folder / "b.img", "--mode", "exact").event("summary")
+    assert second["parent"] == "a.img" and second["image_digest"] == b3sum(str(disk))
+    assert second["unchanged"] > 16 * MIB and second["bytes_written"] < 6 * MIB  # the 2 MiB file, its metadata
+
+    check = Recovery("image", "verify", "--whole", str(folder / "b.img"))
+    assert check.wait() == 0, check.stderr
+    event = check.event("image_check")
+    assert event["disk_digest"] == event["recorded_disk_digest"] == b3sum(str(disk))
+    export = Recovery("image", "export", str(folder / "b.img"), "--output", str(tmp_path / "out.raw"))
+    assert export.wait() == 0, export.stderr
+    assert same_bytes(tmp_path / "out.raw", disk)
+
+
+def test_a_save_that_replaces_an_image_never_builds_on_that_image(chain: Chain, tmp_path: Path) -> None:
+    folder = tmp_path / "replace"
+    folder.mkdir()
+    shutil.copyfile(chain.base, folder / "laptop-1.img")
+    summary = save(chain.disk, folder / "laptop-1.img", "--yes").event("summary")
+    assert summary["parent"] is None and summary["verified"] is True
+    with ImageReader(str(folder / "laptop-1.img")) as image:
+        assert image.header.parent is None and image.header.major == f.MAJOR
