@@ -13,6 +13,7 @@ import pytest
 from recovery.diskimage import format as f
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.diskimage.writer import ImageWriter, new_header
+from recovery.engine import imagedir
 from recovery.errors import ImageError, TargetWriteError
 from tests.diskimage.helpers import MIB, disk_bytes, write_image
 
@@ -138,3 +139,13 @@ def test_parent_entries_are_refused_in_a_full_image_and_an_encrypted_image_is_ne
         list(f.decode_entries(bytes(raw[index : index + 64]), f.decode_header(bytes(raw[:4096])), index))
     with pytest.raises(TargetWriteError, match="never an increment"):
         new_header(SIZE, MIB, 512, b"secret", f.Parent(bytes(16), bytes(32), "base.img"))
+
+
+def test_a_folder_listing_says_an_increment_without_its_parent_cannot_be_restored(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    assert imagedir.describe(str(path.parent / "inc.img")).problem == ""
+    os.remove(path)
+    said = imagedir.describe(str(path.parent / "inc.img")).problem
+    assert said == "it is an increment of base.img, which is missing here or another image"
