@@ -31,6 +31,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.root
 
 IMAGE_ERROR = 16  # docs/cli.md: exit codes
+REFUSED = 3
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,12 @@ def test_a_missing_or_replaced_parent_is_refused_naming_it(chain: Chain, tmp_pat
         assert "laptop-1.img" in message and "does not exist" in message and "Traceback" not in run.stderr
     restore = Recovery("image", "restore", str(alone / "laptop-2.img"), "--target", str(tmp_path / "t"), "--yes")
     assert restore.wait() == IMAGE_ERROR
+
+    # Never restored onto its own parent: the file it reads from.
+    parent = chain.folder / chain.base.name
+    kept = parent.read_bytes()
+    restore = Recovery("image", "restore", str(chain.increment), "--target", str(parent), "--yes")
+    assert restore.wait() == REFUSED and parent.read_bytes() == kept
 
     # Another image of the same disk under the parent's name (a full one: --no-delta) is not the parent.
     other = save(chain.disk, alone / "laptop-1.img", "--no-delta")
