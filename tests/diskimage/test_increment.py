@@ -247,7 +247,7 @@ def test_an_exact_increment_gives_the_disks_b3sum_and_exports_whole(tmp_path: Pa
     assert same_bytes(tmp_path / "out.raw", disk)
 
 
-def test_a_save_that_replaces_an_image_never_builds_on_that_image(chain: Chain, tmp_path: Path) -> None:
+def test_a_save_that_replaces_an_image_never_builds_on_it_nor_replaces_a_parent(chain: Chain, tmp_path: Path) -> None:
     folder = tmp_path / "replace"
     folder.mkdir()
     shutil.copyfile(chain.base, folder / "laptop-1.img")
@@ -255,3 +255,10 @@ def test_a_save_that_replaces_an_image_never_builds_on_that_image(chain: Chain, 
     assert summary["parent"] is None and summary["verified"] is True
     with ImageReader(str(folder / "laptop-1.img")) as image:
         assert image.header.parent is None and image.header.major == f.MAJOR
+
+    # An image an increment of the folder builds on is never replaced, even with --yes.
+    kept = chain.base.read_bytes()
+    again = Recovery("image", "save", "--source", str(chain.disk), "--output", str(chain.base), "--yes")
+    assert again.wait() == REFUSED
+    assert "is the parent of laptop-2.img" in again.event("error")["message"]
+    assert chain.base.read_bytes() == kept

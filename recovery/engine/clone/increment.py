@@ -56,6 +56,30 @@ def find_parent(path: str, fd: int, plan: m.Plan, sink: events.EventSink) -> Par
     return None
 
 
+def dependents(path: str, fd: int) -> list[str]:
+    """The increments in the folder of ``path`` (open as ``fd``) whose parent is the image that file holds
+    now: replacing it would leave them unreadable. Their headers only are read."""
+    try:
+        held = f.decode_header(os.pread(fd, f.HEADER_SIZE, 0)).image_id
+        folder = os.path.dirname(os.path.abspath(path))
+        with os.scandir(folder) as listing:
+            entries = list(itertools.islice(listing, MAX_SCANNED))
+    except (RecoveryError, OSError):
+        return []
+    return sorted(e.name for e in entries if _parent_id(e) == held)
+
+
+def _parent_id(entry: os.DirEntry[str]) -> bytes | None:
+    """The image id of the parent the image ``entry`` is an increment of (None: not an increment)."""
+    try:
+        if not entry.is_file(follow_symlinks=False) or not is_image(entry.path):
+            return None
+        named = image_header(entry.path).parent
+    except (RecoveryError, OSError):
+        return None
+    return named.image_id if named is not None else None
+
+
 def _same_clone(entry: os.DirEntry[str], own: tuple[int, int], plan: m.Plan) -> str | None:
     """When ``entry`` is a finished, unencrypted image of ``plan``'s source and layout: its manifest's
     created time (None otherwise). Only its header and manifest are read."""
