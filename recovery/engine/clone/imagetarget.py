@@ -165,7 +165,8 @@ class ImageTarget(Target):
         self.writer_.flush()
 
     def seal(self, manifest: dict[str, Any]) -> str:
-        """Index, manifest and footer: the image is whole. Its root digest (hex)."""
+        """Index, manifest (with the format's version, as the header has it) and footer: the image is
+        whole. Its root digest (hex)."""
         header = self.writer_.header
         version = {"version": f"{header.major}.{header.minor}"}
         self.root = self.writer_.finish({**manifest, **version}, room=self._keep_room)
@@ -192,8 +193,7 @@ class ImageTarget(Target):
 def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: bytes | None) -> dict[str, Any]:
     """What an image says of itself: where its disk came from, what was copied and why, its digests."""
     return {
-        "format": "usb4-recovery image",
-        "version": f"{f.MAJOR}.{f.MINOR}",
+        "format": "usb4-recovery image",  # and its version, the header's (ImageTarget.seal)
         "tool": SOFTWARE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": plan.mode,
