@@ -198,6 +198,7 @@ class Summary(Event):
     rescue: bool = False  # a rescue (a resume compared only a sample of what it skipped with the failing source)
     planned: int = 0  # bytes of the plan (what the clone covers: the used blocks, or the whole disk)
     unchanged: int = 0  # delta: bytes of the plan the target held already as the source has them (not sent)
+    parent: str | None = None  # an increment: the earlier image (its file name) the new image builds on
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,9 @@ class ImageInfo(Event):
     unreadable: int | None  # a rescued source: bytes it could not read (None: not a rescue)
     unreadable_ranges: list[list[int]] = field(default_factory=list)  # [offset, length] of those areas
     files_hit: list[dict[str, Any]] = field(default_factory=list)  # the files they hit, as the rescue said
+    parent: str | None = None  # an increment: the image it builds on (a file name in its folder)
+    chain: list[str] = field(default_factory=list)  # that image, its own parent ... (file names)
+    parent_bytes: int = 0  # of data_bytes, those read from the parent
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,12 @@ def checked(s: events.Summary) -> list[str]:
             f"the {human_size(s.resumed)} resumed from the target's journal: read back like the rest, "
             "each chunk first checked against the source (what differed was sent again)"
         )
-    if s.unchanged:
+    if s.unchanged and s.parent:
+        lines.append(
+            f"the {human_size(s.unchanged)} unchanged since the earlier image {s.parent}: read back from it "
+            "like the rest, against the source's digests"
+        )
+    elif s.unchanged:
         lines.append(
             f"the {human_size(s.unchanged)} unchanged since the earlier clone: read back like the rest, "
             "against the source's digests"
@@ -122,6 +127,8 @@ def summary_rows(s: events.Summary, *, level: str = "") -> list[Row]:
     same = f" ({human_size(s.unchanged)} unchanged on the target, not sent)" if s.unchanged else ""
     rows.append(("sent", f"{human_size(s.bytes_sent)} on the link{same}"))
     rows.append(("written", f"{human_size(s.bytes_written)} to the target{zeros}"))
+    if s.parent:
+        rows.append(("parent", f"an increment of {s.parent}: the chunks that did not change are read from it"))
     rate = f" ({human_rate(moved(s) / s.seconds)})" if s.seconds and moved(s) else ""
     rows.append(("time", duration(s.seconds) + rate))
     rows += [("checked", line) for line in checked(s)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MIB, Recovery, is_root, loop_device, make_gpt_disk
+from tests.helpers import Recovery, blank_disk, is_root, loop_device, make_gpt_disk
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,10 +42,7 @@ def source_loop(gpt_image: Path, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def blank_loop(tmp_path: Path) -> Iterator[str]:
     """An empty (zero) 160 MiB loop device: a blank target disk."""
-    image = tmp_path / "blank.img"
-    with open(image, "wb") as f:
-        f.truncate(160 * MIB)
-    with loop_device(image, partitions=False) as dev:
+    with blank_disk(tmp_path / "blank.img", 160) as dev:
         yield dev
 
 

@@ -53,6 +53,15 @@ def loop_device(image: str | Path, *, partitions: bool = True, sector_size: int 
 
 
 @contextlib.contextmanager
+def blank_disk(path: Path, size_mib: int) -> Iterator[str]:
+    """A zero file of ``size_mib`` MiB at ``path`` on a loop device (no partition nodes): a blank disk."""
+    with open(path, "wb") as f:
+        f.truncate(size_mib * MIB)
+    with loop_device(path, partitions=False) as dev:
+        yield dev
+
+
+@contextlib.contextmanager
 def mounted(dev: str, *, readonly: bool = False) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="recovery-mnt-") as mnt:
         sh("mount", *(["-o", "ro"] if readonly else []), dev, mnt)

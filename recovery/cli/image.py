@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     save.add_argument("--chunk-size", default="4M", metavar="SIZE", help="the image's chunk size (default 4M)")
     save.add_argument("--allow-mounted", action="store_true", help="save even if the disk is mounted read-write")
     save.add_argument("--yes", action="store_true", help="replace an existing file at PATH")
+    save.add_argument(
+        "--no-delta",
+        action="store_true",
+        help="save a full image even when the folder holds an earlier image of this disk (default: an "
+        "increment that stores only the chunks that changed)",
+    )
     add_passphrase(save, new=True)
     _common(save)
     save.set_defaults(run=run_save)
@@ -138,12 +144,17 @@ def _open(args: argparse.Namespace) -> ImageReader:
 def run_save(args: argparse.Namespace) -> int:
     safety.check_target_path(args.image, overwrite=args.yes, image=True)
     send = SendOptions(
-        source=args.source, mode=args.mode, chunk_size=parse_size(args.chunk_size), allow_mounted=args.allow_mounted
+        source=args.source,
+        mode=args.mode,
+        chunk_size=parse_size(args.chunk_size),
+        allow_mounted=args.allow_mounted,
+        delta=not args.no_delta,
     )
     receive = ReceiveOptions(
         target=args.image,
         image=True,
         overwrite=args.yes,
+        delta=not args.no_delta,
         passphrase=passphrase(args, new=True),
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )

@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-delta",
         action="store_true",
-        help="do not offer the target's earlier clone of the same source: the whole clone is sent",
+        help="do not offer the target's earlier clone of the same source (with --image: an earlier image in "
+        "its folder): the whole clone is sent",
     )
     p.add_argument(
         "--no-journal", action="store_true", help="keep no resume journal (an interrupted clone then starts over)"

@@ -20,7 +20,9 @@ import blake3
 from recovery.errors import ImageError
 from recovery.protocol.limits import MAX_CHUNK_SIZE, MAX_FRAMES
 
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 1, 0  # a full image's version (and what an encrypted image's seals bind)
+INCREMENT_MAJOR = 2  # an increment's: a reader of 1.x would misread its parent's chunks
+MAX_CHAIN = 16  # images in a chain at most: an increment, its parent, the parent's parent ...
 HEADER_SIZE = 4096
 MAGIC = b"U4RIMAGE"
 RECORD_MAGIC = b"U4CK"
@@ -37,6 +39,7 @@ class Codec(enum.IntEnum):
     ZSTD = 1
     ZERO = 2  # the chunk is all zeros: nothing is stored (its record says so, for a resume)
     META = 3  # a record only, the first: the save's plan as JSON (what a resume is judged by)
+    PARENT = 4  # an increment's: the chunk is its parent image's (nothing stored; the digest is kept)
 
 
 MAX_META = 64 << 10  # a META record's stored bytes, at most
@@ -45,6 +48,7 @@ MAX_META = 64 << 10  # a META record's stored bytes, at most
 class Flag(enum.IntFlag):
     NONE = 0
     ENCRYPTED = 1
+    INCREMENT = 2  # the header names a parent image (format 2.0)
 
 
 # --- header ---
@@ -68,6 +72,28 @@ class KeyBlock:
 
 KDF_SCRYPT = 1
 
+_PARENT = struct.Struct("<16s32sH")  # the parent's image id, its root, its name's length (the name follows)
+_PARENT_AT = _HEADER.size + _KEYBLOCK.size
+MAX_PARENT_NAME = 255  # bytes of a file name
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The image an increment is of: its id and root (what it must still have), its file's bare name."""
+
+    image_id: bytes
+    root: bytes
+    name: str
+
+
+def parent_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a parent image (one plain file name in the increment's folder), or None."""
+    if not name or name in (".", "..") or "/" in name or not name.isprintable():
+        return "is not a plain file name in the image's folder"
+    if len(name.encode()) > MAX_PARENT_NAME:
+        return f"is longer than {MAX_PARENT_NAME} bytes"
+    return None
+
 
 @dataclass(frozen=True)
 class Header:
@@ -80,6 +106,7 @@ class Header:
     keys: KeyBlock | None = None
     major: int = MAJOR
     minor: int = MINOR
+    parent: Parent | None = None  # an increment's (flag INCREMENT, major 2)
 
     @property
     def encrypted(self) -> bool:
@@ -94,6 +121,10 @@ def encode_header(h: Header) -> bytes:
     if h.keys is not None:
         k = h.keys
         _KEYBLOCK.pack_into(out, _HEADER.size, KDF_SCRYPT, k.log2_n, k.r, k.p, k.salt, k.nonce, k.wrapped)
+    if h.parent is not None:
+        name = h.parent.name.encode()
+        _PARENT.pack_into(out, _PARENT_AT, h.parent.image_id, h.parent.root, len(name))
+        out[_PARENT_AT + _PARENT.size : _PARENT_AT + _PARENT.size + len(name)] = name
     out[_HEADER_CHECKED:] = blake3.blake3(out[:_HEADER_CHECKED]).digest()
     return bytes(out)
 
@@ -109,23 +140,52 @@ def decode_header(raw: bytes) -> Header:
     if raw[:8] != MAGIC:
         raise ImageError("not an image of this tool (its first bytes are not an image header)")
     _, major, minor, flags, image_id, size, chunk, sector, created = _HEADER.unpack_from(raw)
-    if major > MAJOR:
+    if major > INCREMENT_MAJOR:
         raise ImageError(
-            f"the image is of format {major}.{minor}, made by a newer version of this tool (this one reads {MAJOR}.x)",
+            f"the image is of format {major}.{minor}, made by a newer version of this tool "
+            f"(this one reads up to {INCREMENT_MAJOR}.x)",
             hint="use a newer usb4-recovery to read it",
         )
     if blake3.blake3(raw[:_HEADER_CHECKED]).digest() != raw[_HEADER_CHECKED:HEADER_SIZE]:
         raise ImageError("the image's header is damaged (its checksum does not match)")
-    if flags & ~int(Flag.ENCRYPTED):
+    if flags & ~int(Flag.ENCRYPTED | Flag.INCREMENT):
         raise ImageError(f"the image's header has flags this version does not know ({flags:#x})")
     _check_geometry(size, chunk, sector)
+    parent = _decode_parent(raw, flags, major)
     keys = None
     if flags & Flag.ENCRYPTED:
         kdf, log2_n, r, p, salt, nonce, wrapped = _KEYBLOCK.unpack_from(raw, _HEADER.size)
         if kdf != KDF_SCRYPT or not (14 <= log2_n <= 22) or not (1 <= r <= 32) or not (1 <= p <= 16):
             raise ImageError("the image's key block names a key derivation this version does not accept")
         keys = KeyBlock(log2_n, r, p, salt, nonce, wrapped)
-    return Header(image_id, size, chunk, sector, created, Flag(flags), keys, major, minor)
+    return Header(image_id, size, chunk, sector, created, Flag(flags), keys, major, minor, parent)
+
+
+def _decode_parent(raw: bytes, flags: int, major: int) -> Parent | None:
+    """The parent an increment's header names (None for a full image), its name checked."""
+    increment = bool(flags & Flag.INCREMENT)
+    if increment != (major == INCREMENT_MAJOR):
+        raise ImageError(f"the image's header is inconsistent (format {major}.x with flags {flags:#x})")
+    if not increment:
+        return None
+    if flags & Flag.ENCRYPTED:
+        raise ImageError("the image's header names a parent and encryption: this version makes no such image")
+    image_id, root, length = _PARENT.unpack_from(raw, _PARENT_AT)
+    start = _PARENT_AT + _PARENT.size
+    try:
+        name = raw[start : start + length].decode("utf-8") if length <= MAX_PARENT_NAME else ""
+    except UnicodeDecodeError:
+        name = ""
+    why = parent_name_problem(name)
+    if why:
+        said = _shown_name(raw[start : start + min(length, 64)])
+        raise ImageError(f"the image's header names its parent image by {said}, which {why}")
+    return Parent(image_id, root, name)
+
+
+def _shown_name(raw: bytes) -> str:
+    """Bytes of a name from a file, as they may be printed."""
+    return repr(raw.decode("utf-8", "replace"))[:80]
 
 
 def _check_geometry(size: int, chunk: int, sector: int) -> None:
@@ -172,7 +232,9 @@ def decode_record(raw: bytes | memoryview, header: Header) -> RecordHeader:
             raise ImageError("the image's plan record is malformed")
         return RecordHeader(Codec.META, 0, 0, stored, digest)
     _check_chunk(offset, length, header)
-    if stored > max_stored(length, header) or (codec == Codec.ZERO and stored):
+    if codec == Codec.PARENT and header.parent is None:
+        raise ImageError(f"a chunk record at byte {offset} names a parent image this image does not have")
+    if stored > max_stored(length, header) or (codec in (Codec.ZERO, Codec.PARENT) and stored):
         raise ImageError(f"the chunk at byte {offset} claims {stored} stored bytes, more than it may hold")
     return RecordHeader(Codec(codec), offset, length, stored, digest)
 
@@ -217,12 +279,15 @@ class Totals:
     data_bytes: int = 0
     zero_bytes: int = 0
     stored_bytes: int = 0
+    parent_bytes: int = 0  # an increment's: of the data bytes, those its parent holds
 
     def add(self, e: Entry) -> None:
         self.chunks += 1
         if e.codec is Codec.ZERO:
             self.zero_bytes += e.length
         else:
+            if e.codec is Codec.PARENT:
+                self.parent_bytes += e.length
             self.data_bytes += e.length
             self.stored_bytes += e.stored
 
@@ -235,13 +300,14 @@ def decode_entries(raw: bytes | memoryview, header: Header, data_end: int) -> It
     """Entries of one index page, each checked against the header and the data area's end."""
     if len(raw) % ENTRY_SIZE:
         raise ImageError("the image's index is cut short")
+    codecs = (Codec.RAW, Codec.ZSTD, Codec.ZERO) + ((Codec.PARENT,) if header.parent else ())  # never META
     for offset, length, digest, position, stored, codec in _ENTRY.iter_unpack(raw):
-        if codec not in (Codec.RAW, Codec.ZSTD, Codec.ZERO):  # never META: it is no chunk
+        if codec not in codecs:
             raise ImageError(f"the index names an unknown codec ({codec}) for the chunk at byte {offset}")
         _check_chunk(offset, length, header)
-        if codec == Codec.ZERO:
+        if codec in (Codec.ZERO, Codec.PARENT):
             if position or stored:
-                raise ImageError(f"the index stores bytes for the zero chunk at byte {offset}")
+                raise ImageError(f"the index stores bytes for the zero or parent's chunk at byte {offset}")
         elif (
             position < HEADER_SIZE or stored > max_stored(length, header) or position + RECORD_SIZE + stored > data_end
         ):

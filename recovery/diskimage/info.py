@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ class ImageDescription:
     totals: f.Totals = field(default_factory=f.Totals)
     file_bytes: int = 0
     parts: list[dict[str, Any]] = field(default_factory=list)
+    chain: list[str] = field(default_factory=list)  # an increment's parent, its parent ... (file names)
 
     @property
     def source(self) -> str:
@@ -86,12 +88,16 @@ class ImageDescription:
             unreadable=unreadable,
             unreadable_ranges=ranges,
             files_hit=hits,
+            parent=self.header.parent.name if self.header.parent else None,
+            chain=self.chain,
+            parent_bytes=self.totals.parent_bytes,
         )
 
 
 def describe_image(image: ImageReader, *, file_bytes: int = 0) -> ImageDescription:
     """Walk the index once (entries only, no chunk is read)."""
     d = ImageDescription(image.header, image.manifest, image.root.hex(), file_bytes=file_bytes)
+    d.chain = [os.path.basename(r.path) for r in image.chain[1:]]
     for e in image.entries():
         d.totals.add(e)
     d.parts = [_part(p) for p in image.manifest.get("parts") or () if _part(p) is not None]  # type: ignore[misc]
@@ -142,7 +148,8 @@ def info_lines(d: ImageDescription, path: str) -> list[str]:
     """``recovery image info`` as text."""
     e = d.event(path)
     made = e.created.replace("T", " ").replace("Z", " UTC") or time.strftime("%Y-%m-%d", time.gmtime(d.header.created))
-    ratio = f", {e.data_bytes / e.stored_bytes:.1f}x smaller" if e.stored_bytes else ""
+    own = e.data_bytes - e.parent_bytes  # an increment's parent stores the rest
+    ratio = f", {own / e.stored_bytes:.1f}x smaller" if e.stored_bytes else ""
     host = f"{e.source_host}: " if e.source_host else ""
     lines = [
         f"{path}: usb4-recovery image {e.format}, saved {made} by {e.tool or 'an unknown version'}",
@@ -157,6 +164,11 @@ def info_lines(d: ImageDescription, path: str) -> list[str]:
         lines.append(
             f"  part {p['number']:<3}  {p['fstype'] or 'unknown':<8} {human_size(p['size']):>10} at "
             f"{human_size(p['start'])}, {how}" + (f", label {label}" if label else "")
+        )
+    if e.parent:
+        lines.append(
+            f"  parent    an increment of {shown(e.parent)}: {human_size(e.parent_bytes)} of its data read from "
+            f"there (the chain: {' <- '.join(shown(n) for n in e.chain)})"
         )
     lines.append(f"  encrypted {'yes (AES-256-GCM per chunk, scrypt passphrase)' if e.encrypted else 'no'}")
     lines.append(f"  root      BLAKE3 {e.root}")

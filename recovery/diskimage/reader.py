@@ -87,12 +87,21 @@ def _summary(entries: list[f.Entry]) -> tuple[bool, bool, int]:
 
 class ImageReader:
     def __init__(
-        self, path: str, passphrase: bytes | None = None, *, fd: int | None = None, glance: int | None = None
+        self,
+        path: str,
+        passphrase: bytes | None = None,
+        *,
+        fd: int | None = None,
+        glance: int | None = None,
+        below: tuple[bytes, ...] = (),
     ) -> None:
         """The image at ``path`` (or already open as ``fd``, which the reader then owns). ``glance``: only
         its header, footer and a manifest of at most that many bytes, the index not read (a folder's
-        listing, whatever the image holds); such a reader reads no chunk."""
+        listing, whatever the image holds); such a reader reads no chunk. An increment's parent is opened
+        too (not when glancing), by its name in the same folder; ``below``: the ids of the increments that
+        led here (a chain is bounded, and never comes back to one of them)."""
         self.path = path
+        self.parent: ImageReader | None = None
         self.fd = open_image_fd(path) if fd is None else fd
         try:
             self.header = f.decode_header(self._pread(f.HEADER_SIZE, 0, "the header"))
@@ -110,6 +119,8 @@ class ImageReader:
             self._data_page = array.array("I")  # the first page at or after each holding data
             self._open_page_at = array.array("I")  # the first page at or after each where a hole may start
             self.root = self._walk_index() if glance is None else b""
+            if glance is None and self.header.parent is not None:
+                self.parent = self._open_parent(self.header.parent, below)
         except BaseException:
             os.close(self.fd)
             raise
@@ -126,7 +137,17 @@ class ImageReader:
     def count(self) -> int:
         return self.footer.entries
 
+    @property
+    def chain(self) -> list[ImageReader]:
+        """This image, then its parent, the parent's parent ... (one image for a full one)."""
+        out: list[ImageReader] = [self]
+        while out[-1].parent is not None:
+            out.append(out[-1].parent)
+        return out
+
     def close(self) -> None:
+        if self.parent is not None:
+            self.parent.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -213,6 +234,35 @@ class ImageReader:
             return list(f.decode_entries(raw, self.header, self.footer.data_end))
         except ImageError as e:
             raise ImageError(f"the image's index is damaged: {e.message}") from None
+
+    def _open_parent(self, named: f.Parent, below: tuple[bytes, ...]) -> ImageReader:
+        """The parent this increment names, from its folder: the very image it was made on (its id and
+        root), not too deep a chain, never one of the increments that led here."""
+        path = os.path.join(os.path.dirname(self.path), named.name)
+        ids = (*below, self.header.image_id)
+        if named.image_id in ids:
+            raise ImageError(f"{self.path} is an increment of {path}, which is itself again: a chain that loops")
+        if len(ids) >= f.MAX_CHAIN:
+            raise ImageError(f"{self.path} is an increment at the end of a chain of more than {f.MAX_CHAIN} images")
+        try:
+            parent = ImageReader(path, below=ids)
+        except UsageError as e:
+            raise ImageError(
+                f"{self.path} is an increment of {named.name}, which cannot be opened: {e.message}",
+                hint="put its parent image back next to it, under that name",
+            ) from None
+        except ImageError as e:
+            raise ImageError(
+                f"{self.path} is an increment of {named.name}, which cannot be read: {e.message}"
+            ) from None
+        if parent.header.image_id != named.image_id or parent.root != named.root:
+            parent.close()
+            raise ImageError(
+                f"{self.path} is an increment of {named.name}, but {path} is another image now "
+                "(its id or root digest is not the one the increment was made on)",
+                hint="put the increment's own parent back under that name",
+            )
+        return parent
 
     # --- reading ---
 
@@ -360,6 +410,8 @@ class ImageReader:
         """Read, open, decompress and check one chunk (any thread); BadChunk if it is not what the index says."""
         if e.codec is f.Codec.ZERO:
             return bytes(e.length)
+        if e.codec is f.Codec.PARENT:
+            return self._from_parent(e)
         try:
             raw = self._pread(f.RECORD_SIZE + e.stored, e.position, f"the chunk at byte {e.offset}")
         except ImageError as err:
@@ -382,6 +434,22 @@ class ImageReader:
         if len(data) != e.length or blake3.blake3(data).digest() != e.digest:
             raise BadChunk(e, "its bytes do not give its BLAKE3")
         return data
+
+    def _from_parent(self, e: f.Entry) -> bytes:
+        """A chunk the parent holds: read (and checked) by the parent's reader, then checked against this
+        image's entry (the source's digest when the increment was saved): the parent's entry must have
+        that digest, and the parent checks the bytes give it."""
+        if self.parent is None:
+            raise BadChunk(e, "its image's parent was not opened")
+        held = self.parent.find(e.offset)
+        if held is None or (held.offset, held.length) != (e.offset, e.length):
+            raise BadChunk(e, f"the parent image {self.parent.path} holds no such chunk")
+        if not hmac.compare_digest(held.digest, e.digest):  # the parent checks its bytes give held.digest
+            raise BadChunk(e, f"the parent image {self.parent.path} holds other bytes for it")
+        try:
+            return self.parent.decode(held)
+        except BadChunk as bad:
+            raise BadChunk(e, f"in the parent image {self.parent.path}: {bad.message}") from None
 
     def _decompress(self, e: f.Entry, body: memoryview) -> bytes:
         dctx = getattr(self._local, "dctx", None)

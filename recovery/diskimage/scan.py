@@ -126,6 +126,8 @@ def _chunk(
         return None
     if record.codec is f.Codec.ZERO:
         return f.Entry(record.offset, record.length, zero_digest(record.length), 0, 0, f.Codec.ZERO)
+    if record.codec is f.Codec.PARENT:  # the parent's bytes: checked when the finished image is read back
+        return f.Entry(record.offset, record.length, record.digest, 0, 0, f.Codec.PARENT)
     body = os.pread(fd, record.stored, pos + f.RECORD_SIZE)
     try:
         if sealer is not None:

@@ -107,6 +107,15 @@ class ImageWriter:
         self._enter(f.Entry(offset, length, zero_digest(length), 0, 0, f.Codec.ZERO))
         self.pos += f.RECORD_SIZE
 
+    def parent(self, offset: int, length: int, digest: bytes) -> None:
+        """An increment's chunk that its parent holds as the source has it (``digest``): nothing stored; a
+        record says so (for a resume) and the index too."""
+        if self.header.parent is None:
+            raise TargetWriteError(f"{self.path} is not an increment: it has no parent to name a chunk of")
+        self._write(f.encode_record(f.RecordHeader(f.Codec.PARENT, offset, length, 0, digest)), self.pos)
+        self._enter(f.Entry(offset, length, digest, 0, 0, f.Codec.PARENT))
+        self.pos += f.RECORD_SIZE
+
     def _enter(self, entry: f.Entry) -> None:
         """Append in disk order, or replace the entry of the same chunk (a later pass)."""
         n = len(self.offsets)
@@ -202,16 +211,22 @@ class ImageWriter:
 
 
 def new_header(
-    size: int, chunk_size: int, sector_size: int, passphrase: bytes | None = None
+    size: int, chunk_size: int, sector_size: int, passphrase: bytes | None = None, parent: f.Parent | None = None
 ) -> tuple[f.Header, Sealer | None]:
-    """A new image's header, and (with a passphrase) the sealer of its new data key."""
+    """A new image's header, and (with a passphrase) the sealer of its new data key. ``parent``: the image
+    it is an increment of (format 2.0; never encrypted)."""
+    if parent is not None and passphrase is not None:
+        raise TargetWriteError("an encrypted image is saved whole: it is never an increment")
+    flags = f.Flag.ENCRYPTED if passphrase is not None else f.Flag.NONE
     header = f.Header(
         image_id=os.urandom(16),
         size=size,
         chunk_size=chunk_size,
         sector_size=sector_size,
         created=int(time.time()),
-        flags=f.Flag.ENCRYPTED if passphrase is not None else f.Flag.NONE,
+        flags=flags | (f.Flag.INCREMENT if parent is not None else f.Flag.NONE),
+        major=f.INCREMENT_MAJOR if parent is not None else f.MAJOR,
+        parent=parent,
     )
     if passphrase is None:
         return header, None

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from recovery import run
+from recovery.diskimage.format import Header
 from recovery.diskimage.info import ImageDescription
 from recovery.diskimage.reader import ImageReader, image_header
 from recovery.diskimage.scan import unfinished_at
@@ -195,10 +196,24 @@ def describe(path: str) -> m.ImageEntry:
             source_host=_text(said.source_host, 255),
             created=_text(str(said.manifest.get("created", "")), 40),
             mode="exact" if said.manifest.get("mode") == "exact" else "used",
+            problem=_text(_parent_problem(path, header), 512),
         )
     except Exception as e:  # noqa: BLE001 - a file that cannot be described is listed as such, never ends the session
         why = e.message if isinstance(e, RecoveryError) else f"cannot be read ({type(e).__name__})"
         return m.ImageEntry(name=name, file_bytes=file_bytes, problem=_text(why, 512))
+
+
+def _parent_problem(path: str, header: Header) -> str:
+    """Why an increment cannot be restored from its folder as it is now: its parent is not there (by the
+    parent's header; restoring it checks the whole chain); "" otherwise."""
+    named = header.parent
+    if named is None:
+        return ""
+    try:
+        there = image_header(posixpath.join(posixpath.dirname(path), named.name)).image_id == named.image_id
+    except RecoveryError:
+        there = False
+    return "" if there else f"it is an increment of {named.name}, which is missing here or another image"
 
 
 def _text(value: str, limit: int) -> str:

@@ -85,7 +85,7 @@ def test_a_truncated_image_is_incomplete_or_damaged(image: tuple[Path, bytearray
 def test_an_image_of_a_newer_format_says_so(image: tuple[Path, bytearray]) -> None:
     path, _ = image
     raw = bytearray(path.read_bytes())
-    struct.pack_into("<H", raw, 8, f.MAJOR + 1)
+    struct.pack_into("<H", raw, 8, f.INCREMENT_MAJOR + 1)
     raw[f.HEADER_SIZE - 32 : f.HEADER_SIZE] = blake3.blake3(raw[: f.HEADER_SIZE - 32]).digest()
     path.write_bytes(raw)
     with pytest.raises(ImageError, match="newer version"):

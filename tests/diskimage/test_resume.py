@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery.diskimage import format as f
 from recovery.diskimage.reader import ImageReader
 from recovery.diskimage.verify import check_image
 from recovery.errors import LinkError
@@ -88,3 +89,37 @@ def test_an_unfinished_image_of_another_disk_is_not_replaced_without_yes(source:
     third.relay.close()
     assert not [e for e in third.rx.events if e["event"] == "resume"]
     os.unlink(image)
+
+
+def test_an_interrupted_increment_resumes_as_an_increment(source: Path, tmp_path: Path) -> None:
+    base = tmp_path / "disk-1.img"
+    full = Save(source, base)
+    assert full.rx.wait(60) == 0, full.rx.stderr
+    full.tx.wait(60)
+    full.relay.close()
+    with open(source, "r+b") as disk:  # half of the 4 MiB chunks change
+        for mib in range(0, SIZE // MIB, 8):
+            disk.seek(mib * MIB)
+            disk.write(os.urandom(4 * MIB))
+
+    image = tmp_path / "disk-2.img"
+    first = Save(source, image, rate=RATE / 4)
+    first.durable(8 * MIB)
+    first.rx.kill()
+    first.tx.wait(30)
+    first.relay.close()
+
+    second = Save(source, image)
+    assert second.rx.wait(60) == 0, second.rx.stderr
+    assert second.tx.wait(60) == 0, second.tx.stderr
+    second.relay.close()
+    assert second.rx.event("resume")["bytes"] >= 8 * MIB
+    summary = second.rx.event("summary")
+    assert summary["verified"] is True and summary["image_digest"] == b3sum(str(source))
+    assert summary["parent"] == "disk-1.img"
+    with ImageReader(str(image)) as img:
+        assert img.header.parent is not None and img.header.parent.name == "disk-1.img"
+        # The chunks before the cut that did not change; after a resume no delta is offered: the rest is stored.
+        assert 0 < sum(e.codec is f.Codec.PARENT for e in img.entries()) <= SIZE // MIB // 8
+        checked = check_image(img, whole=True)
+        assert not checked.bad and checked.disk_digest == b3sum(str(source))

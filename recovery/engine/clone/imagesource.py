@@ -69,7 +69,7 @@ class ImageSource(Source):
         self.identity = self._identity()
 
     def _identity(self) -> Identity:
-        """The image file's own identity (its storage, so it is never its own target), with the disk's
+        """The image file's own identity (its storage and its parents', so none is its own target), with the disk's
         size, partition-table fingerprint and sector size, and the saved disk's name."""
         saved = self.saved_from()
         return Identity(
@@ -79,14 +79,18 @@ class ImageSource(Source):
             host_id=identity.host_id(),
             fingerprint=identity.fingerprint_of(self.reader.read, self.size),
             model=f"image of {identity.describe(saved)}" if saved else "image",
-            storage=identity.storage_keys(blockdev.inspect(self.path)),
+            storage=self._storage(),
             sector_size=self.reader.header.sector_size,
         )
 
+    def _storage(self) -> tuple[str, ...]:
+        """The storage keys of the image file and, an increment's, of its parents: none of them is written."""
+        keys = (k for r in self.reader.chain for k in identity.storage_keys(blockdev.inspect(r.path)))
+        return tuple(dict.fromkeys(keys))
+
     def saved_from(self) -> Identity | None:
         """The disk the image was saved from, as its manifest says (None: it does not say)."""
-        saved: Identity | None = _field(Identity, self.manifest.get("source"))
-        return saved
+        return saved_from(self.manifest)
 
     @property
     def mode(self) -> str:
@@ -135,6 +139,12 @@ class ImageSource(Source):
     def close(self) -> None:
         self.reader.close()
         self.fd = -1
+
+
+def saved_from(manifest: dict[str, Any]) -> Identity | None:
+    """The disk an image was saved from, as its ``manifest`` says (None: it does not say)."""
+    saved: Identity | None = _field(Identity, manifest.get("source"))
+    return saved
 
 
 def _field(cls: type, value: Any) -> Any:

@@ -33,6 +33,7 @@ from recovery.engine.clone.target import Target
 from recovery.engine.rescue import fsnames
 from recovery.errors import ImageError, PassphraseError, RefusedError, TargetWriteError, VerificationError
 from recovery.protocol import messages as m
+from recovery.protocol.frames import zero_digest
 from recovery.units import human_size
 
 LEFT_FOR_OTHERS = 16 << 20  # the free space (for other users than root) a save never takes
@@ -65,6 +66,7 @@ class ImageTarget(Target):
         self.root: str | None = None
         self.heading: dict[str, Any] = {}  # the save's plan, its first record (what a resume is judged by)
         self.scanned: Scanned | None = None  # what an interrupted save left in the file
+        self.parent: f.Parent | None = None  # an increment's: the earlier image its SAME frames name
         self._local = threading.local()
 
     @property
@@ -75,7 +77,7 @@ class ImageTarget(Target):
 
     def prepare(self, size: int) -> None:
         """An empty image of a ``size``-byte disk: its header and its plan record."""
-        header, self.sealer = new_header(size, self.chunk_size, self.sector_size, self.passphrase)
+        header, self.sealer = new_header(size, self.chunk_size, self.sector_size, self.passphrase, self.parent)
         self.writer = ImageWriter(self.fd, self.path, header, self.sealer, self._direct())
         self.writer.start(self.heading)
         self.size = size
@@ -149,12 +151,25 @@ class ImageTarget(Target):
         self._keep_room(f.RECORD_SIZE)
         self.writer_.zero(offset, length)
 
+    def same(self, offset: int, length: int, digest: bytes) -> None:
+        """A SAME frame: the parent image holds the chunk as the source has it (``digest``), so an
+        increment's entry names the parent's (a chunk of zeros is a zero chunk)."""
+        self._check_range(offset, length)
+        self._keep_room(f.RECORD_SIZE)
+        if digest == zero_digest(length):
+            self.writer_.zero(offset, length)
+        else:
+            self.writer_.parent(offset, length, digest)
+
     def flush(self) -> None:
         self.writer_.flush()
 
     def seal(self, manifest: dict[str, Any]) -> str:
-        """Index, manifest and footer: the image is whole. Its root digest (hex)."""
-        self.root = self.writer_.finish(manifest, room=self._keep_room)
+        """Index, manifest (with the format's version, as the header has it) and footer: the image is
+        whole. Its root digest (hex)."""
+        header = self.writer_.header
+        version = {"version": f"{header.major}.{header.minor}"}
+        self.root = self.writer_.finish({**manifest, **version}, room=self._keep_room)
         return self.root
 
     def open_reader(self) -> ImageReader:
@@ -178,8 +193,7 @@ class ImageTarget(Target):
 def image_manifest(plan: m.Plan, done: m.Done, source_host: str, passphrase: bytes | None) -> dict[str, Any]:
     """What an image says of itself: where its disk came from, what was copied and why, its digests."""
     return {
-        "format": "usb4-recovery image",
-        "version": f"{f.MAJOR}.{f.MINOR}",
+        "format": "usb4-recovery image",  # and its version, the header's (ImageTarget.seal)
         "tool": SOFTWARE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": plan.mode,

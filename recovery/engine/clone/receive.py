@@ -9,7 +9,7 @@ from typing import Any
 from recovery import events
 from recovery.disks import identity, signatures, usedmap
 from recovery.engine.api import ReceiveOptions
-from recovery.engine.clone import finish
+from recovery.engine.clone import finish, increment
 from recovery.engine.clone.admit import admit, measure
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
@@ -111,6 +111,7 @@ class _Receiving:
         self.offer: agree.Offer | None = None
         self.delta: agree.Delta | None = None  # the target holds an earlier clone of this source
         self.offered: FrameList | None = None  # what of it was offered (SAME frames may name these)
+        self.parent: str | None = None  # an increment's: the earlier image's file name
         self.keeper = Keeper(None, sink)
         self.frames = FrameList()  # what the target holds already (a resume), and its held edge frames
         self.held: list[tuple[ChunkHeader, bytes | None]] = []
@@ -187,9 +188,11 @@ class _Receiving:
         )
 
     def _takes_delta(self) -> bool:
-        """May this clone be a delta? Both sides list "delta", neither user refused it, a disk (not a rescue)."""
+        """May this clone be a delta? Both sides list "delta", neither user refused it, not a rescue; onto a
+        disk, or into an unencrypted image (an increment of an earlier image in its folder)."""
         plan, target = self.plan, self.target_
-        return "delta" in self.caps and plan.delta and self.opts.delta and target.is_block and not plan.rescue
+        into = target.is_block or (isinstance(target, ImageTarget) and target.passphrase is None)
+        return "delta" in self.caps and plan.delta and self.opts.delta and into and not plan.rescue
 
     def _takes_blocks(self) -> bool:
         """May a changed chunk of this delta come as BLOCKS frames? Where this side reads the target's
@@ -201,6 +204,13 @@ class _Receiving:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
         of another is replaced only when the user said so (--yes, --restart)."""
         plan, opts = self.plan, self.opts
+        children = increment.dependents(target.path, target.fd)
+        if children:
+            raise RefusedError(
+                f"{target.path} is the parent of {', '.join(children[:3])}: replacing it would leave "
+                f"{'them' if len(children) > 1 else 'it'} unreadable",
+                hint="save under another name (the new image is then an increment of it)",
+            )
         target.heading = journal.heading(plan, self.source_desc)
         scanned = target.unfinished(self.sink)
         found = journal.from_image(target.path, scanned) if scanned is not None else None
@@ -217,6 +227,17 @@ class _Receiving:
                 f"{target.path} holds an unfinished image of {of}, which this clone would replace",
                 hint="give another file name, or --yes (or --restart) to replace it",
             )
+        if self.offer is None and self._takes_delta():
+            self._parent_offer(target)
+
+    def _parent_offer(self, target: ImageTarget) -> None:
+        """An earlier image of this source in the folder: the new image is an increment of it, only the
+        chunks that differ from it are sent."""
+        parent = increment.find_parent(target.path, target.fd, self.plan, self.sink)
+        if parent is not None:
+            target.parent = parent.named
+            self.parent = parent.named.name
+            self.delta = agree.Delta(None, parent.offer, parent.offered)
 
     def begin(self) -> None:
         """The last look before the first write (still the disk that was pinned?), then the target and the
@@ -250,7 +271,10 @@ class _Receiving:
     def _offer_delta(self, delta: agree.Delta, zeroed: list[tuple[int, int]]) -> None:
         """Send the digests of what the target holds of the earlier clone (but what was just wiped)."""
         target = self.target_
-        offered = self.offered = agree.delta_frames(delta, target.fd, target.size, zeroed, self.sink)
+        offered = delta.offered
+        if offered is None:
+            offered = agree.delta_frames(delta, target.fd, target.size, zeroed, self.sink)
+        self.offered = offered
         agree.send_offered(self.link, offered)
         self.sink(
             events.DeltaOffered(
@@ -281,6 +305,8 @@ class _Receiving:
             found.frames.truncate(start.seq)
             self.target.resume_at(start.seq)
             self.keeper = Keeper(None, self.sink, image=self.target.path)
+            named = self.target.writer_.header.parent  # an unfinished increment stays one
+            self.parent = named.name if named is not None else None
         else:
             self.keeper = Keeper.resumed(found, start.seq, plan.rescue, self.sink)
         self.frames, self.replace, self.resumed = found.frames, start.replace, found.frames.covered
@@ -425,6 +451,7 @@ class _Receiving:
             bytes_written=target.bytes_written,
             zero_bytes=pipe.zero_bytes,
             unchanged=pipe.same_bytes,
+            parent=self.parent,
             seconds=round(time.monotonic() - self.started, 3),
             list_digest=pipe.list_digest,
             image_digest=result.image_digest,

@@ -503,6 +503,8 @@ class ReceivePipeline(Recorded):
             if self.early is not None and not passes:
                 self.early.submit(index, h.offset, h.raw_len, h.digest)
             self.framelist.append(h.offset, h.raw_len, h.digest, _held_kind(h))
+            if self.image is not None:  # an increment: its index names the parent's chunk
+                self.image.same(h.offset, h.raw_len, h.digest)
             return
         if h.kind is Kind.BLOCKS:  # until its blocks that differ are written, the target holds no known digest
             assert item.blocks is not None

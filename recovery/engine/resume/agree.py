@@ -322,10 +322,12 @@ def _compare(
 
 @dataclass
 class Delta:
-    """What the receiver found its target holds of an earlier clone of this source."""
+    """What the receiver found its target holds of an earlier clone of this source: a disk's record
+    (``found``), or an earlier image's digests (``offered``, all trusted)."""
 
-    found: journal.Found
+    found: journal.Found | None
     offer: m.DeltaOffer
+    offered: FrameList | None = None
 
 
 def delta_offer(
@@ -369,6 +371,7 @@ def delta_frames(
     """What the receiver offers: the record's frames outside the partition-table areas (which every clone
     writes), with their digests from the record when it is trusted, else read from the target now, as
     are those of frames in ``erased`` (the ranges the clone's preparation just zeroed)."""
+    assert delta.found is not None
     frames = delta.found.frames
     skip = set(journal.edge_indexes(frames, target_size))
     offered = FrameList()
