@@ -560,13 +560,10 @@ class ReceivePipeline(Recorded):
         if not self._queue or passes >= MAX_PASSES or self._before_end is None:
             self._give_back(point)
             return False
-        count = size = 0
-        for _, n, _ in self._queue:
-            if count == MAX_REPAIR or size + n > MAX_REPAIR_BYTES:
-                break
-            count, size = count + 1, size + n
+        count = _batch(self._queue, 0)
         batch, self._queue = self._queue[:count], self._queue[count:]
         self._repairing = {(o, n): d for o, n, d in batch}
+        size = sum(n for _, n, _ in batch)
         self.same_bytes -= size  # not unchanged after all: they are written
         ranges = [(o, n) for o, n, _ in batch]
         changed = [r for r in ranges if r not in self._patch_of]
@@ -600,7 +597,7 @@ class ReceivePipeline(Recorded):
                 point.replaced.append(index)
                 continue
             runs[index] = _runs(blocks.block_ranges(offset, length), numbers, digests)
-        if len(wanted) + sum(len(r) for r in runs.values()) > rounds * MAX_REPAIR:
+        if _rounds(sorted([*wanted, *(r for these in runs.values() for r in these)])) > rounds:
             runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
         for index, these in runs.items():
             self._patching[index] = len(these)
@@ -650,6 +647,25 @@ class ReceivePipeline(Recorded):
             self._pending = _Rewind(h.seq, epoch, bad.before)
         self.on_resend(h.seq, epoch, bad.reason.message)
         return epoch
+
+
+def _batch(queue: list[tuple[int, int, bytes | None]], start: int) -> int:
+    """How many of the ranges to repair from ``queue[start]`` on one round carries (at least one)."""
+    count = size = 0
+    for _, n, _ in queue[start : start + MAX_REPAIR]:
+        if count and size + n > MAX_REPAIR_BYTES:
+            break
+        count, size = count + 1, size + n
+    return count
+
+
+def _rounds(queue: list[tuple[int, int, bytes | None]]) -> int:
+    """The rounds of repair ``queue`` takes."""
+    rounds = at = 0
+    while at < len(queue):
+        at += _batch(queue, at)
+        rounds += 1
+    return rounds
 
 
 def _runs(

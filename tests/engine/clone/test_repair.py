@@ -17,6 +17,7 @@ import pytest
 from recovery.engine.clone.chunks import Chunk, plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.level import LevelController
+from recovery.engine.clone.recvpipe import _rounds
 from recovery.engine.clone.send import _SendLoop
 from recovery.engine.clone.sendpipe import JobKind, SendPipeline
 from recovery.engine.rescue.job import plan_jobs
@@ -24,7 +25,13 @@ from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
 from recovery.protocol import messages as m
 from recovery.protocol.frames import Kind
-from recovery.protocol.limits import DELTA_BLOCK, MAX_PASSES, MAX_REPAIR_BYTES
+from recovery.protocol.limits import (
+    DELTA_BLOCK,
+    MAX_BLOCKS_BYTES,
+    MAX_BLOCKS_FRAMES,
+    MAX_PASSES,
+    MAX_REPAIR_BYTES,
+)
 from recovery.protocol.pake import DataKeys
 
 MIB = 1 << 20
@@ -176,3 +183,32 @@ def test_a_receiver_asks_only_for_what_it_offered(
     with pytest.raises(RemoteProtocolError, match=said):
         run._resend(resend(*ranges))
     assert run.pipe.asked == []  # type: ignore[attr-defined]
+
+
+def test_the_blocks_frames_fit_the_rounds_of_repair() -> None:
+    """The review's finding: the sender's budget of BLOCKS frames counted frames only, so a delta of a large disk
+    changed wholly (every block of each BLOCKS chunk differing) needed more rounds of repair than a clone may
+    have, for its bytes: the rest was never sent and the read-back failed. Now what it sends as BLOCKS fits the
+    rounds (their ranges and bytes alike, one round to spare); beyond it a chunk goes as DATA."""
+    ours, theirs = socket.socketpair()
+    pipe = SendPipeline(
+        lambda job, view: None,
+        iter(()),
+        FdChannel(ours.fileno(), owner=ours),
+        chunk_size=16 * MIB,
+        levels=LevelController(0),
+        keys=DataKeys(header=bytes(32), payload=bytes(32)),
+        encrypted=False,
+        blocks=True,
+    )
+    try:
+        for size in (16 * MIB, 64 << 10):
+            pipe._blocks_left, pipe._blocks_bytes_left = MAX_BLOCKS_FRAMES, MAX_BLOCKS_BYTES
+            count = 0
+            while pipe._take_blocks(size):
+                count += 1
+            queue = [(0, size, None)] * count  # one range each, coarsened: all its blocks
+            assert _rounds(queue) <= MAX_PASSES - 2, size
+    finally:
+        pipe.close()
+        theirs.close()
