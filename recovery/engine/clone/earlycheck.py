@@ -39,7 +39,7 @@ class EarlyCheck:
         self.buf = mmap.mmap(-1, longest + 2 * ALIGN)
         self.waiting: queue.Queue[tuple[int, int, int, bytes | list[bytes]] | None] = queue.Queue(QUEUED)
         self.checked: dict[int, tuple[int, int, bool]] = {}  # frame index -> (offset, length, matched)
-        self._differing: dict[int, list[int]] = {}  # a BLOCKS frame's index -> its blocks that differ
+        self._differing: dict[int, dict[int, bytes]] = {}  # a BLOCKS frame's index -> its blocks that differ
         self._forgotten: set[int] = set()
         self._closed = False
         self._finished = False
@@ -66,9 +66,10 @@ class EarlyCheck:
         with self._lock:
             return [(i, o, n) for i, (o, n, same) in self.checked.items() if not same and i not in self._forgotten]
 
-    def differing(self, index: int) -> list[int] | None:
-        """Which blocks of BLOCKS frame ``index`` differ on the target (numbers, from 0), or None when they
-        were not compared (unreadable, or this thread stopped): then all of them count as differing."""
+    def differing(self, index: int) -> dict[int, bytes] | None:
+        """Which blocks of BLOCKS frame ``index`` differ on the target (numbers, from 0: the source's digest of
+        each), or None when they were not compared (unreadable, or this thread stopped): then all of them count
+        as differing."""
         with self._lock:
             return self._differing.get(index)
 
@@ -123,10 +124,10 @@ class EarlyCheck:
             except VerificationError:
                 continue  # unreadable now: the read-back at the end says so
             if isinstance(digest, list):
-                held = blocks.digests_of(got)
+                held = memoryview(blocks.digests_of(got))
                 del got
                 size = blocks.DIGEST
-                differ = [k for k, d in enumerate(digest) if not hmac.compare_digest(held[k * size :][:size], d)]
+                differ = {k: d for k, d in enumerate(digest) if not hmac.compare_digest(held[k * size :][:size], d)}
                 with self._lock:
                     self._differing[index] = differ
                 continue

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import blake3
@@ -55,7 +55,15 @@ from recovery.protocol.frames import (
     open_payload,
     zero_digest,
 )
-from recovery.protocol.limits import MAX_PASSES, MAX_REPAIR, MAX_REPAIR_BYTES, RESENDS_PER_CLONE, RESENDS_PER_FRAME
+from recovery.protocol.limits import (
+    MAX_BLOCKS_BYTES,
+    MAX_BLOCKS_FRAMES,
+    MAX_PASSES,
+    MAX_REPAIR,
+    MAX_REPAIR_BYTES,
+    RESENDS_PER_CLONE,
+    RESENDS_PER_FRAME,
+)
 from recovery.protocol.pake import DataKeys
 from recovery.units import human_size
 
@@ -136,7 +144,8 @@ class ReceivePipeline(Recorded):
         self._queue: list[tuple[int, int, bytes | None]] | None = None  # to repair: offset, length, digest
         self._repairing: dict[tuple[int, int], bytes | None] | None = None  # this round's ranges: their digest
         self._changed: dict[int, tuple[bytes, int]] = {}  # frames found changed: their record's digest, kind
-        self._blocks: dict[int, tuple[bytes, list[bytes]]] = {}  # BLOCKS frames not whole: digest, blocks'
+        self._blocks: dict[int, tuple[bytes, int]] = {}  # BLOCKS frames not whole: digest, how many blocks
+        self._blocks_taken = (0, 0)  # BLOCKS frames taken, and their bytes (at most the sender's budget)
         self._patch_of: dict[tuple[int, int], int] = {}  # a block asked for: its BLOCKS frame
         self._patching: dict[int, int] = {}  # a BLOCKS frame: how many of its blocks are still to come
         self._before_end: SequenceState | None = None  # where the sequence stood before the END frame
@@ -496,8 +505,9 @@ class ReceivePipeline(Recorded):
             return
         if h.kind is Kind.BLOCKS:  # until its blocks that differ are written, the target holds no known digest
             assert item.blocks is not None
+            self._take_blocks(h)
             self.same_bytes += h.raw_len
-            self._blocks[index] = (h.digest, item.blocks)
+            self._blocks[index] = (h.digest, len(item.blocks))  # the early check keeps the digests that differ
             if self.early is not None:
                 self.early.submit(index, h.offset, h.raw_len, item.blocks)
             self.framelist.append(h.offset, h.raw_len, UNKNOWN, Kind.DATA)
@@ -527,6 +537,16 @@ class ReceivePipeline(Recorded):
             self.replaced += 1
         else:
             self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
+
+    def _take_blocks(self, h: ChunkHeader) -> None:
+        """A BLOCKS frame, within the budget an honest sender keeps (:data:`MAX_BLOCKS_FRAMES`, ``_BYTES``):
+        what this side holds for them is bounded."""
+        frames, size = self._blocks_taken[0] + 1, self._blocks_taken[1] + h.raw_len
+        if frames > MAX_BLOCKS_FRAMES or size > MAX_BLOCKS_BYTES:
+            raise RemoteProtocolError(
+                f"frame {h.seq}: more BLOCKS frames than {MAX_BLOCKS_FRAMES}, or of more than {MAX_BLOCKS_BYTES} bytes"
+            )
+        self._blocks_taken = (frames, size)
 
     def _patch(self, item: _Item, index: int, point: DurablePoint) -> None:
         """Write a block of BLOCKS frame ``index`` that a repair round asked for; the last one makes the record
@@ -587,16 +607,17 @@ class ReceivePipeline(Recorded):
             (*self.framelist.record(i)[:2], digest) for i, (digest, _) in self._changed.items()
         ]
         runs: dict[int, list[tuple[int, int, bytes | None]]] = {}
-        for index, (digest, digests) in list(self._blocks.items()):
+        for index, (digest, count) in list(self._blocks.items()):
             offset, length = self.framelist.record(index)[:2]
-            differ = self.early.differing(index) if self.early is not None else None
-            numbers = list(range(len(digests))) if differ is None else differ
-            if not numbers:
+            differ: Mapping[int, bytes | None] | None = None if self.early is None else self.early.differing(index)
+            if differ is None:  # not compared: all of them (a lone block's digest is its chunk's)
+                differ = {0: digest} if count == 1 else dict.fromkeys(range(count))
+            if not differ:
                 del self._blocks[index]
                 self.framelist.replace(index, digest, Kind.DATA)
                 point.replaced.append(index)
                 continue
-            runs[index] = _runs(blocks.block_ranges(offset, length), numbers, digests)
+            runs[index] = _runs(blocks.block_ranges(offset, length), differ)
         if _rounds(sorted([*wanted, *(r for these in runs.values() for r in these)])) > rounds:
             runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
         for index, these in runs.items():
@@ -668,20 +689,18 @@ def _rounds(queue: list[tuple[int, int, bytes | None]]) -> int:
     return rounds
 
 
-def _runs(
-    ranges: list[tuple[int, int]], numbers: list[int], digests: list[bytes]
-) -> list[tuple[int, int, bytes | None]]:
-    """The blocks ``numbers`` (in order) of a chunk whose blocks lie at ``ranges``, adjacent ones as one run:
-    (offset, length, the block's digest, or None for a run of more than one)."""
+def _runs(ranges: list[tuple[int, int]], differ: Mapping[int, bytes | None]) -> list[tuple[int, int, bytes | None]]:
+    """The blocks ``differ`` names (their numbers: their digests) of a chunk whose blocks lie at ``ranges``,
+    adjacent ones as one run: (offset, length, the block's digest, or None for a run of more than one)."""
     runs: list[tuple[int, int, bytes | None]] = []
     last = -2
-    for k in numbers:
+    for k in sorted(differ):
         offset, length = ranges[k]
         if k == last + 1:
             start = runs[-1][0]
             runs[-1] = (start, offset + length - start, None)
         else:
-            runs.append((offset, length, digests[k]))
+            runs.append((offset, length, differ[k]))
         last = k
     return runs
 

@@ -5,16 +5,19 @@ and until they are written again its journal never says the target holds them.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
 
+from recovery.engine.clone import recvpipe
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import verify_ranges
@@ -325,8 +328,58 @@ def test_adjacent_blocks_are_asked_for_as_one_run() -> None:
     ranges = blocks.block_ranges(MIB, MIB - 4096)
     digests = [bytes([k]) * 32 for k in range(len(ranges))]
     last = len(ranges) - 1
-    assert _runs(ranges, [0, 2, 3, 4, last - 1, last], digests) == [
+    assert _runs(ranges, {k: digests[k] for k in [0, 2, 3, 4, last - 1, last]}) == [
         (MIB, B, digests[0]),
         (MIB + 2 * B, 3 * B, None),
         (MIB + (last - 1) * B, 2 * B - 4096, None),
     ]
+
+
+@pytest.mark.parametrize("limit", ["MAX_BLOCKS_FRAMES", "MAX_BLOCKS_BYTES"])
+def test_blocks_frames_beyond_the_senders_budget_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """The review's finding: a hostile sender could send a BLOCKS frame for every chunk offered, and the
+    receiver kept each one's digests to the END (about 20 KiB a 4 MiB chunk: gigabytes for a large disk).
+    Now it takes no more than an honest sender's budget, in frames and bytes."""
+    monkeypatch.setattr(recvpipe, limit, 0)
+    send = Run.send
+
+    def send_until_refused(run: Run, *args: Any) -> None:
+        with contextlib.suppress(OSError):  # the receiver stopped reading
+            send(run, *args)
+
+    monkeypatch.setattr(Run, "send", send_until_refused)
+    gen = begin(tmp_path, end=True, blocks_at=6)
+    run = next(gen)
+    try:
+        assert isinstance(run.pipe.crew.error, RemoteProtocolError), run.pipe.crew.error
+        assert "BLOCKS" in str(run.pipe.crew.error)
+    finally:
+        gen.close()
+
+
+def test_only_the_digests_of_the_blocks_that_differ_are_kept(blocky: Run) -> None:
+    """The review's finding: every BLOCKS frame's list of block digests was kept until the END; once the early
+    check compared them, only the digests of the blocks that differ (those a single block is checked with) are."""
+    assert blocky.pipe._blocks == {6: (digest(NEW6), MIB // B)}
+    kept = blocky.early.differing(6)
+    assert kept == {k: digest(NEW6[k * B : (k + 1) * B]) for k in (2, 9, 20, 21, 22)}
+
+
+def test_blocks_not_compared_are_all_asked_for_as_one_run(tmp_path: Path) -> None:
+    """The early check could not compare the BLOCKS frame (its thread stopped): all of its blocks are asked for,
+    as one run, checked by the chunk's read-back."""
+    gen = begin(tmp_path, end=False, blocks_at=6)
+    run = next(gen)
+    try:
+        run.wait(lambda: len(run.pipe.framelist) == N)
+        run.early.close()  # stopped, whatever it compared is not there yet
+        run.early._differing.clear()
+        run.send(end_header(N))
+        run.wait(lambda: run.asked)
+        assert run.pipe.crew.error is None
+        [(_, _, ranges)] = run.asked
+        assert (6 * MIB, MIB) in ranges
+    finally:
+        gen.close()
