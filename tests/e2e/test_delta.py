@@ -254,12 +254,13 @@ def test_changed_files_send_only_the_changed_chunks(fs_disks: tuple[str, Path, P
     _same_files(src, target, fstype)
 
 
+@pytest.mark.parametrize("sealing", ["--no-encrypt", "--encrypt"])
 def test_scattered_small_changes_send_only_the_blocks_that_differ(
-    ext4_disks: tuple[str, Path, Path], tmp_path: Path
+    ext4_disks: tuple[str, Path, Path], tmp_path: Path, sealing: str
 ) -> None:
     """Capability "delta-blocks": 4 KiB rewritten in each of 12 files, 4 MiB chunks. Whole chunks would put
     each changed chunk on the link; only the 64 KiB blocks that differ cross (with the partition-table cells,
-    which every clone sends), and the copy verifies."""
+    which every clone sends), and the copy verifies; encrypted too (the BLOCKS frames sealed)."""
     src, source, target = ext4_disks
     with loop_device(target, partitions=False) as dst:
         clone(src, dst, "--chunk-size", "4M", mode="used")
@@ -272,7 +273,8 @@ def test_scattered_small_changes_send_only_the_blocks_that_differ(
                 f.write(random_bytes(4096, seed=500 + i))
     blocks, chunks = changed_cells(before, source, DELTA_BLOCK), changed_cells(before, source, 4 * MIB)
     with loop_device(target, partitions=False) as dst:
-        rs, ts = clone(src, dst, "--chunk-size", "4M", mode="used")
+        rs, ts = clone(src, dst, "--chunk-size", "4M", sealing, mode="used")
+    assert clone.last_rx.event("plan")["encrypted"] is (sealing == "--encrypt")  # type: ignore[attr-defined]
     assert all(c["ok"] is True for c in rs["checks"]), rs["checks"]
     assert rs["unchanged"] == ts["unchanged"] and rs["resends"] == 0
     # The chunks holding the first and last MiB (the partition tables) are sent whole, as in every clone.

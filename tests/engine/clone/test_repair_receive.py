@@ -155,12 +155,17 @@ def begin(tmp_path: Path, *, end: bool, blocks_at: int | None = None, forge: boo
     theirs.close()
 
 
-def test_the_changed_chunks_are_asked_for_and_the_copy_verifies(run: Run) -> None:
-    assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+def repair_changed(run: Run) -> None:
+    """The first round's start: the changed chunks."""
     run.send(rewind_header(N, 1))
     run.send(pass_header(N), epoch=1)
     run.data(N + 1, 3, SOURCE[3])
     run.data(N + 2, 5, SOURCE[5])
+
+
+def test_the_changed_chunks_are_asked_for_and_the_copy_verifies(run: Run) -> None:
+    assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+    repair_changed(run)
     run.send(end_header(N + 3), epoch=1)
     run.wait(run.pipe.finished.is_set)
     assert run.pipe.crew.error is None
@@ -276,10 +281,7 @@ def test_a_block_that_is_not_the_one_asked_for_is_refused(blocky: Run, how: str)
 
 def repair_first_block(run: Run) -> None:
     """The round's start: the changed chunks, then the first of chunk 6's runs of blocks."""
-    run.send(rewind_header(N, 1))
-    run.send(pass_header(N), epoch=1)
-    run.data(N + 1, 3, SOURCE[3])
-    run.data(N + 2, 5, SOURCE[5])
+    repair_changed(run)
     run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
 
 
@@ -381,5 +383,39 @@ def test_blocks_not_compared_are_all_asked_for_as_one_run(tmp_path: Path) -> Non
         assert run.pipe.crew.error is None
         [(_, _, ranges)] = run.asked
         assert (6 * MIB, MIB) in ranges
+    finally:
+        gen.close()
+
+
+def test_runs_the_rounds_cannot_carry_are_coarsened_to_one_per_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More ranges than the rounds left can carry (here 2 rounds of 2): each BLOCKS frame's blocks that differ
+    are asked for as one run, from the first to the last, in increasing offsets after the changed chunks; the
+    copy verifies and the summaries' unchanged bytes shrink by what was asked for."""
+    monkeypatch.setattr(recvpipe, "MAX_REPAIR", 2)
+    monkeypatch.setattr(recvpipe, "MAX_PASSES", 2)
+    gen = begin(tmp_path, end=True, blocks_at=6)
+    run = next(gen)
+    try:
+        assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+        repair_changed(run)
+        run.send(end_header(N + 3), epoch=1)
+        run.wait(lambda: len(run.asked) == 2)
+        assert run.asked[1] == (N + 3, 2, [(6 * MIB + 2 * B, 21 * B)])
+        assert run.pipe.framelist.digest(6) == UNKNOWN
+        run.send(rewind_header(N + 3, 2), epoch=1)
+        run.send(pass_header(N + 3), epoch=2)
+        run.block(N + 4, 6 * MIB + 2 * B, NEW6[2 * B : 23 * B], epoch=2)
+        run.send(end_header(N + 5), epoch=2)
+        run.wait(run.pipe.finished.is_set)
+        assert run.pipe.crew.error is None
+        assert run.pipe.framelist.digest(6) == digest(NEW6)
+        checked = run.early.finish()
+        assert not verify_ranges(
+            run.pipe.target.read_path, run.pipe.framelist, on_progress=lambda *a: None, checked=checked
+        ).mismatches
+        assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
+        assert run.pipe.same_bytes == (N - len(CHANGED)) * MIB - 21 * B
     finally:
         gen.close()
