@@ -367,6 +367,8 @@ def test_only_the_digests_of_the_blocks_that_differ_are_kept(blocky: Run) -> Non
     assert blocky.pipe._blocks == {6: (digest(NEW6), MIB // B)}
     kept = blocky.early.differing(6)
     assert kept == {k: digest(NEW6[k * B : (k + 1) * B]) for k in (2, 9, 20, 21, 22)}
+    numbers, digests = blocky.early._differing[6]  # compact: 2 bytes a number, the digests joined
+    assert numbers.itemsize == 2 and len(digests) == 5 * blocks.DIGEST
 
 
 def test_blocks_not_compared_are_all_asked_for_as_one_run(tmp_path: Path) -> None:
