@@ -552,8 +552,9 @@ class SendPipeline(Recorded):
                 if gone.kind in (Kind.SAME, Kind.BLOCKS) and gone.job.kind is JobKind.CHUNK and gone.job.chunk:
                     self.same_bytes -= gone.job.chunk.length  # it is recorded again when it is sent again
                     self._same_at.pop(gone.job.chunk.offset, None)
-                    if self._blocks_at.pop(gone.job.chunk.offset, None) is not None:
-                        self._blocks_starts.remove(gone.job.chunk.offset)
+                    self._blocks_at.pop(gone.job.chunk.offset, None)
+            if seq < len(self.framelist):  # first-pass frames go in increasing offsets: those dropped, the tail
+                del self._blocks_starts[bisect.bisect_left(self._blocks_starts, self.framelist.record(seq)[0]) :]
             image = self._image_at.get(seq)
         if seq < len(self.framelist):
             self.framelist.truncate(seq)

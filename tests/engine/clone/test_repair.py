@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +20,7 @@ from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.level import LevelController
 from recovery.engine.clone.recvpipe import _rounds
 from recovery.engine.clone.send import _SendLoop
-from recovery.engine.clone.sendpipe import JobKind, SendPipeline
+from recovery.engine.clone.sendpipe import Job, JobKind, SendPipeline, _Result
 from recovery.engine.rescue.job import plan_jobs
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
@@ -212,3 +213,25 @@ def test_the_blocks_frames_fit_the_rounds_of_repair() -> None:
     finally:
         pipe.close()
         theirs.close()
+
+
+def test_going_back_over_many_blocks_frames_is_quick() -> None:
+    """The review's finding: going back (a resend) removed each BLOCKS frame it dropped from the sorted list of
+    their offsets one by one, a scan of the whole list each: with small chunks, minutes under the pipeline's
+    lock for a receiver that asks for frames again. Now the list's tail goes at once, and stays in order."""
+    count, kept = 200_000, 150_000
+    chunks = [Chunk(i, i * 65536, 65536) for i in range(count)]
+    pipe = sent_pipeline(same=[], blocks=chunks)
+    pipe._lock = threading.Lock()
+    pipe.framelist = FrameList()
+    for c in chunks:
+        pipe.framelist.append(c.offset, c.length, bytes(32), Kind.DATA)
+    pipe.same_bytes, pipe.image_hasher, pipe._image_at = count * 65536, None, {}
+    pipe._sent = {
+        c.seq: _Result(Job(c.seq, JobKind.CHUNK, c), None, b"", None, Kind.BLOCKS, b"") for c in chunks[kept:]
+    }
+    started = time.monotonic()
+    pipe._went_back(kept)
+    assert time.monotonic() - started < 2
+    assert pipe._blocks_starts == sorted(pipe._blocks_at) == [c.offset for c in chunks[:kept]]
+    assert pipe.same_bytes == kept * 65536 and len(pipe.framelist) == kept
