@@ -421,3 +421,25 @@ def test_runs_the_rounds_cannot_carry_are_coarsened_to_one_per_chunk(
         assert run.pipe.same_bytes == (N - len(CHANGED)) * MIB - 21 * B
     finally:
         gen.close()
+
+
+def test_a_damaged_block_in_a_round_is_asked_for_again_and_the_round_goes_on(blocky: Run) -> None:
+    """A run of blocks damaged on the way (its bytes fail their digest): asked for again within the round (a new
+    epoch), it is written once, and the round ends with every range asked for."""
+    run = blocky
+    repair_changed(run)
+    damaged = bytearray(NEW6[2 * B : 3 * B])
+    damaged[100] ^= 0x40
+    header = ChunkHeader(N + 3, 6 * MIB + 2 * B, B, B, Kind.DATA, Codec.RAW, digest(NEW6[2 * B : 3 * B]))
+    run.send(header, bytes(damaged), 1)
+    run.wait(lambda: run.resent)
+    assert run.resent[0][:2] == (N + 3, 2)
+    run.send(rewind_header(N + 3, 2), epoch=1)
+    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B], epoch=2)
+    run.block(N + 4, 6 * MIB + 9 * B, NEW6[9 * B : 10 * B], epoch=2)
+    run.block(N + 5, 6 * MIB + 20 * B, NEW6[20 * B : 23 * B], epoch=2)
+    run.send(end_header(N + 6), epoch=2)
+    run.wait(run.pipe.finished.is_set)
+    assert run.pipe.crew.error is None
+    assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
+    assert run.pipe.framelist.digest(6) == digest(NEW6) and run.pipe.resends == 2
