@@ -20,9 +20,11 @@ MAX_REPAIR = 65536  # ranges a delta's receiver asks for in one repair round (re
 # SAME found changed on the target, and runs of blocks of chunks sent as BLOCKS that differ there
 MAX_REPAIR_BYTES = 64 << 30  # ... and the bytes they cover
 DELTA_BLOCK = 16 << 10  # a BLOCKS frame's digests are of this many bytes each (the last one of a chunk: fewer)
-# The sender sends at most this many BLOCKS frames in one clone (then DATA frames): each can have a range in
-# the rounds a clone's passes leave (MAX_PASSES, one for a resume's replacements, one to spare)
-MAX_BLOCKS_FRAMES = (MAX_PASSES - 2) * MAX_REPAIR
+# The sender sends at most this many BLOCKS frames in one clone, of at most this many bytes in all (then DATA
+# frames): should all their blocks differ, their ranges fill at most half the rounds a clone's passes leave
+# (MAX_PASSES, one for a resume's replacements, one to spare) and their bytes the other half
+MAX_BLOCKS_FRAMES = (MAX_PASSES - 2) // 2 * MAX_REPAIR
+MAX_BLOCKS_BYTES = (MAX_PASSES - 2) // 2 * MAX_REPAIR_BYTES
 MAX_PARTS = 128  # partitions a plan may name (a GPT's usual table); the receiver checks each
 # An image's passphrase typed in the wizard, sent to the peer that saves or restores it (capability
 # "image-passphrase"): at most this many characters, so at most 4096 bytes in UTF-8 (recovery.diskimage.seal)

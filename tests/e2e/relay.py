@@ -31,6 +31,7 @@ class Relay:
         self.flip_control_after: int | None = None  # flip one byte of the Nth record after this many bytes
         self.flip_frame: int | None = None  # flip a payload byte of the first data frame from this one on,
         self.flipped_seq: int | None = None  # ... which is this one, every time it passes
+        self.flip_times: int | None = None  # ... or only this many times
         self.flips = 0
         self.rate: float | None = None  # bytes per second on the data streams (a slow cable)
         self.passed = 0  # bytes passed on the data streams, from the sender
@@ -90,7 +91,9 @@ class Relay:
                         _, _, kind, _, _, seq, _, _, payload_len = FRAME_FIELDS.unpack_from(piece)
                         if self.flipped_seq is None and kind == Kind.DATA and seq >= (self.flip_frame or 0):
                             self.flipped_seq = seq
-                        flip = kind == Kind.DATA and seq == self.flipped_seq
+                        flip = (
+                            kind == Kind.DATA and seq == self.flipped_seq and self.flips < (self.flip_times or 1 << 62)
+                        )
                         state, need = ("payload", payload_len) if payload_len else ("header", HEADER_SIZE)
                     elif state == "payload":
                         if flip:

@@ -254,25 +254,54 @@ def test_changed_files_send_only_the_changed_chunks(fs_disks: tuple[str, Path, P
     _same_files(src, target, fstype)
 
 
-def test_scattered_small_changes_send_only_the_blocks_that_differ(
-    ext4_disks: tuple[str, Path, Path], tmp_path: Path
-) -> None:
-    """Capability "delta-blocks": 4 KiB rewritten in each of 12 files, 4 MiB chunks. Whole chunks would put
-    each changed chunk on the link; only the 64 KiB blocks that differ cross (with the partition-table cells,
-    which every clone sends), and the copy verifies."""
-    src, source, target = ext4_disks
+def _scatter_after_a_clone(src: str, source: Path, target: Path, before: Path) -> None:
+    """A used-mode clone with 4 MiB chunks onto the target, then 4 KiB rewritten in each of 12 files of the
+    source (its image as it was kept in ``before``)."""
     with loop_device(target, partitions=False) as dst:
         clone(src, dst, "--chunk-size", "4M", mode="used")
-    before = tmp_path / "before.img"
     shutil.copyfile(source, before)
     with mounted_fs(f"{src}p1", "ext4") as mnt:
         for i in range(0, 24, 2):
             with open(mnt / "big" / f"f1-{i}.bin", "r+b") as f:
                 f.seek(8192)
                 f.write(random_bytes(4096, seed=500 + i))
+
+
+def test_a_resend_over_blocks_frames_counts_the_same_on_both_sides(
+    ext4_disks: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    """The first chunk (sent whole) damaged once on the way, while the frames after it, BLOCKS frames among
+    them, were sent: the sender goes back over them (their BLOCKS bookkeeping dropped, sent again), the blocks
+    that differ still come in the repair, the copy verifies, and both summaries count the same unchanged bytes."""
+    src, source, target = ext4_disks
+    _scatter_after_a_clone(src, source, target, tmp_path / "before.img")
+    with loop_device(target, partitions=False) as dst:
+        run = RelayedClone(src, ("--target", dst, "--yes"), "--mode", "used", "--chunk-size", "4M")
+        run.relay.flip_frame, run.relay.flip_times = 0, 1
+        assert run.tx.wait(120) == 0, (run.tx.stderr, run.rx.stderr)
+        assert run.rx.wait(120) == 0, run.rx.stderr
+        run.relay.close()
+    rs, ts = run.rx.event("summary"), run.tx.event("summary")
+    assert rs and ts and rs["verified"] is True and ts["verified"] is True
+    assert run.relay.flips == 1 and rs["resends"] == ts["resends"] == 1
+    assert rs["unchanged"] == ts["unchanged"] > 0
+    _same_files(src, target)
+
+
+@pytest.mark.parametrize("sealing", ["--no-encrypt", "--encrypt"])
+def test_scattered_small_changes_send_only_the_blocks_that_differ(
+    ext4_disks: tuple[str, Path, Path], tmp_path: Path, sealing: str
+) -> None:
+    """Capability "delta-blocks": 4 KiB rewritten in each of 12 files, 4 MiB chunks. Whole chunks would put
+    each changed chunk on the link; only the 64 KiB blocks that differ cross (with the partition-table cells,
+    which every clone sends), and the copy verifies; encrypted too (the BLOCKS frames sealed)."""
+    src, source, target = ext4_disks
+    before = tmp_path / "before.img"
+    _scatter_after_a_clone(src, source, target, before)
     blocks, chunks = changed_cells(before, source, DELTA_BLOCK), changed_cells(before, source, 4 * MIB)
     with loop_device(target, partitions=False) as dst:
-        rs, ts = clone(src, dst, "--chunk-size", "4M", mode="used")
+        rs, ts = clone(src, dst, "--chunk-size", "4M", sealing, mode="used")
+    assert clone.last_rx.event("plan")["encrypted"] is (sealing == "--encrypt")  # type: ignore[attr-defined]
     assert all(c["ok"] is True for c in rs["checks"]), rs["checks"]
     assert rs["unchanged"] == ts["unchanged"] and rs["resends"] == 0
     # The chunks holding the first and last MiB (the partition tables) are sent whole, as in every clone.

@@ -17,6 +17,7 @@ them, each against its block digest (:meth:`~recovery.engine.clone.recvpipe.Rece
 
 from __future__ import annotations
 
+import array
 import hmac
 import mmap
 import queue
@@ -39,7 +40,9 @@ class EarlyCheck:
         self.buf = mmap.mmap(-1, longest + 2 * ALIGN)
         self.waiting: queue.Queue[tuple[int, int, int, bytes | list[bytes]] | None] = queue.Queue(QUEUED)
         self.checked: dict[int, tuple[int, int, bool]] = {}  # frame index -> (offset, length, matched)
-        self._differing: dict[int, list[int]] = {}  # a BLOCKS frame's index -> its blocks that differ
+        # a BLOCKS frame's index -> its blocks that differ: their numbers, and their digests joined (compact: a
+        # clone may have hundreds of thousands)
+        self._differing: dict[int, tuple[array.array[int], bytes]] = {}
         self._forgotten: set[int] = set()
         self._closed = False
         self._finished = False
@@ -66,11 +69,17 @@ class EarlyCheck:
         with self._lock:
             return [(i, o, n) for i, (o, n, same) in self.checked.items() if not same and i not in self._forgotten]
 
-    def differing(self, index: int) -> list[int] | None:
-        """Which blocks of BLOCKS frame ``index`` differ on the target (numbers, from 0), or None when they
-        were not compared (unreadable, or this thread stopped): then all of them count as differing."""
+    def differing(self, index: int) -> dict[int, bytes] | None:
+        """Which blocks of BLOCKS frame ``index`` differ on the target (numbers, from 0: the source's digest of
+        each), or None when they were not compared (unreadable, or this thread stopped): then all of them count
+        as differing."""
         with self._lock:
-            return self._differing.get(index)
+            kept = self._differing.get(index)
+        if kept is None:
+            return None
+        numbers, digests = kept
+        size = blocks.DIGEST
+        return {k: digests[i * size : (i + 1) * size] for i, k in enumerate(numbers)}
 
     def forget(self, index: int) -> None:
         """Frame ``index`` was written after all (a later pass): the end's read-back checks it."""
@@ -123,12 +132,13 @@ class EarlyCheck:
             except VerificationError:
                 continue  # unreadable now: the read-back at the end says so
             if isinstance(digest, list):
-                held = blocks.digests_of(got)
+                held = memoryview(blocks.digests_of(got))
                 del got
                 size = blocks.DIGEST
                 differ = [k for k, d in enumerate(digest) if not hmac.compare_digest(held[k * size :][:size], d)]
+                kept = (array.array("H", differ), b"".join(digest[k] for k in differ))
                 with self._lock:
-                    self._differing[index] = differ
+                    self._differing[index] = kept
                 continue
             matched = hmac.compare_digest(blake3.blake3(got, max_threads=THREADS).digest(), digest)
             del got

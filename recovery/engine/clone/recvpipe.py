@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import blake3
@@ -57,6 +57,8 @@ from recovery.protocol.frames import (
 )
 from recovery.protocol.limits import (
     DELTA_BLOCK,
+    MAX_BLOCKS_BYTES,
+    MAX_BLOCKS_FRAMES,
     MAX_PASSES,
     MAX_REPAIR,
     MAX_REPAIR_BYTES,
@@ -143,7 +145,8 @@ class ReceivePipeline(Recorded):
         self._queue: list[tuple[int, int, bytes | None]] | None = None  # to repair: offset, length, digest
         self._repairing: dict[tuple[int, int], bytes | None] | None = None  # this round's ranges: their digest
         self._changed: dict[int, tuple[bytes, int]] = {}  # frames found changed: their record's digest, kind
-        self._blocks: dict[int, tuple[bytes, list[bytes]]] = {}  # BLOCKS frames not whole: digest, blocks'
+        self._blocks: dict[int, tuple[bytes, int]] = {}  # BLOCKS frames not whole: digest, how many blocks
+        self._blocks_taken = (0, 0)  # BLOCKS frames taken, and their bytes (at most the sender's budget)
         self._patch_of: dict[tuple[int, int], int] = {}  # a block asked for: its BLOCKS frame
         self._patching: dict[int, int] = {}  # a BLOCKS frame: how many of its blocks are still to come
         # A BLOCKS frame whose blocks the early check compared: the blocks written into it (with their
@@ -508,8 +511,9 @@ class ReceivePipeline(Recorded):
             return
         if h.kind is Kind.BLOCKS:  # until its blocks that differ are written, the target holds no known digest
             assert item.blocks is not None
+            self._take_blocks(h)
             self.same_bytes += h.raw_len
-            self._blocks[index] = (h.digest, item.blocks)
+            self._blocks[index] = (h.digest, len(item.blocks))  # the early check keeps the digests that differ
             if self.early is not None:
                 self.early.submit(index, h.offset, h.raw_len, item.blocks)
             self.framelist.append(h.offset, h.raw_len, UNKNOWN, Kind.DATA)
@@ -539,6 +543,16 @@ class ReceivePipeline(Recorded):
             self.replaced += 1
         else:
             self.framelist.append(h.offset, h.raw_len, h.digest, h.kind)
+
+    def _take_blocks(self, h: ChunkHeader) -> None:
+        """A BLOCKS frame, within the budget an honest sender keeps (:data:`MAX_BLOCKS_FRAMES`, ``_BYTES``):
+        what this side holds for them is bounded."""
+        frames, size = self._blocks_taken[0] + 1, self._blocks_taken[1] + h.raw_len
+        if frames > MAX_BLOCKS_FRAMES or size > MAX_BLOCKS_BYTES:
+            raise RemoteProtocolError(
+                f"frame {h.seq}: more BLOCKS frames than {MAX_BLOCKS_FRAMES}, or of more than {MAX_BLOCKS_BYTES} bytes"
+            )
+        self._blocks_taken = (frames, size)
 
     def _patch(self, item: _Item, index: int, point: DurablePoint) -> None:
         """Write a block of BLOCKS frame ``index`` that a repair round asked for; the last one makes the record
@@ -572,13 +586,10 @@ class ReceivePipeline(Recorded):
         if not self._queue or passes >= MAX_PASSES or self._before_end is None:
             self._give_back(point)
             return False
-        count = size = 0
-        for _, n, _ in self._queue:
-            if count == MAX_REPAIR or size + n > MAX_REPAIR_BYTES:
-                break
-            count, size = count + 1, size + n
+        count = _batch(self._queue, 0)
         batch, self._queue = self._queue[:count], self._queue[count:]
         self._repairing = {(o, n): d for o, n, d in batch}
+        size = sum(n for _, n, _ in batch)
         self.same_bytes -= size  # not unchanged after all: they are written
         ranges = [(o, n) for o, n, _ in batch]
         changed = [r for r in ranges if r not in self._patch_of]
@@ -602,40 +613,44 @@ class ReceivePipeline(Recorded):
             (*self.framelist.record(i)[:2], digest) for i, (digest, _) in self._changed.items()
         ]
         runs: dict[int, list[tuple[int, int, bytes | None]]] = {}
-        compared: set[int] = set()
-        for index, (digest, digests) in list(self._blocks.items()):
+        compared: dict[int, Mapping[int, bytes]] = {}  # frames the early check compared: their blocks that differ
+        for index, (digest, count) in list(self._blocks.items()):
             offset, length = self.framelist.record(index)[:2]
-            differ = self.early.differing(index) if self.early is not None else None
-            numbers = list(range(len(digests))) if differ is None else differ
-            if differ is not None:
-                compared.add(index)
-            if not numbers:
+            found = None if self.early is None else self.early.differing(index)
+            differ: Mapping[int, bytes | None]
+            if found is None:  # not compared: all of them (a lone block's digest is its chunk's)
+                differ = {0: digest} if count == 1 else dict.fromkeys(range(count))
+            else:
+                differ = compared[index] = found
+            if not differ:
                 del self._blocks[index]
                 self.framelist.replace(index, digest, Kind.DATA)
                 point.replaced.append(index)
                 self._written_blocks[index] = []
                 continue
-            runs[index] = _runs(blocks.block_ranges(offset, length), numbers, digests)
-        if len(wanted) + sum(len(r) for r in runs.values()) > rounds * MAX_REPAIR:
+            runs[index] = _runs(blocks.block_ranges(offset, length), differ)
+        if _rounds(sorted([*wanted, *(r for these in runs.values() for r in these)])) > rounds:
             runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
+            compared.clear()  # blocks that matched are written too: each such chunk is read back whole
         for index, these in runs.items():
             if index in compared:
-                self._written_blocks[index] = self._blocks_in(index, these)
+                self._written_blocks[index] = self._blocks_in(index, these, compared[index])
             self._patching[index] = len(these)
             for o, n, d in these:
                 self._patch_of[(o, n)] = index
                 wanted.append((o, n, d))
         return sorted(wanted, key=lambda r: r[0])
 
-    def _blocks_in(self, index: int, runs: list[tuple[int, int, bytes | None]]) -> list[tuple[int, int, bytes]]:
-        """The blocks of BLOCKS frame ``index`` that ``runs`` cover, with their digests."""
+    def _blocks_in(
+        self, index: int, runs: list[tuple[int, int, bytes | None]], differ: Mapping[int, bytes]
+    ) -> list[tuple[int, int, bytes]]:
+        """The blocks of BLOCKS frame ``index`` that ``runs`` cover (each one that differs), with their digests."""
         offset = self.framelist.record(index)[0]
-        digests = self._blocks[index][1]
         found = []
         for start, size, _ in runs:  # on the chunk's block grid, in order
             first = (start - offset) // DELTA_BLOCK
             for k, (o, n) in enumerate(blocks.block_ranges(start, size), first):
-                found.append((o, n, digests[k]))
+                found.append((o, n, differ[k]))
         return found
 
     def block_reads(self) -> tuple[dict[int, tuple[int, int, bool]], list[tuple[int, int, bytes]]]:
@@ -688,20 +703,37 @@ class ReceivePipeline(Recorded):
         return epoch
 
 
-def _runs(
-    ranges: list[tuple[int, int]], numbers: list[int], digests: list[bytes]
-) -> list[tuple[int, int, bytes | None]]:
-    """The blocks ``numbers`` (in order) of a chunk whose blocks lie at ``ranges``, adjacent ones as one run:
-    (offset, length, the block's digest, or None for a run of more than one)."""
+def _batch(queue: list[tuple[int, int, bytes | None]], start: int) -> int:
+    """How many of the ranges to repair from ``queue[start]`` on one round carries (at least one)."""
+    count = size = 0
+    for _, n, _ in queue[start : start + MAX_REPAIR]:
+        if count and size + n > MAX_REPAIR_BYTES:
+            break
+        count, size = count + 1, size + n
+    return count
+
+
+def _rounds(queue: list[tuple[int, int, bytes | None]]) -> int:
+    """The rounds of repair ``queue`` takes."""
+    rounds = at = 0
+    while at < len(queue):
+        at += _batch(queue, at)
+        rounds += 1
+    return rounds
+
+
+def _runs(ranges: list[tuple[int, int]], differ: Mapping[int, bytes | None]) -> list[tuple[int, int, bytes | None]]:
+    """The blocks ``differ`` names (their numbers: their digests) of a chunk whose blocks lie at ``ranges``,
+    adjacent ones as one run: (offset, length, the block's digest, or None for a run of more than one)."""
     runs: list[tuple[int, int, bytes | None]] = []
     last = -2
-    for k in numbers:
+    for k in sorted(differ):
         offset, length = ranges[k]
         if k == last + 1:
             start = runs[-1][0]
             runs[-1] = (start, offset + length - start, None)
         else:
-            runs.append((offset, length, digests[k]))
+            runs.append((offset, length, differ[k]))
         last = k
     return runs
 

@@ -55,7 +55,7 @@ from recovery.protocol.frames import (
     zero_digest,
     zstd_bound,
 )
-from recovery.protocol.limits import DELTA_BLOCK, MAX_BLOCKS_FRAMES
+from recovery.protocol.limits import DELTA_BLOCK, MAX_BLOCKS_BYTES, MAX_BLOCKS_FRAMES
 from recovery.protocol.pake import DataKeys
 
 # Read ahead of the receiver's acknowledgements (it acks at least every 256 MiB or 2 s) by at most this
@@ -138,6 +138,7 @@ class SendPipeline(Recorded):
         self.offered = offered
         self.blocks = blocks
         self._blocks_left = MAX_BLOCKS_FRAMES  # BLOCKS frames this clone may send more
+        self._blocks_bytes_left = MAX_BLOCKS_BYTES  # ... and the bytes of their chunks
         self.same_bytes = 0  # bytes of chunks the target held already (SAME frames)
         # exact mode: the whole image, hashed in order on the sending thread, over the cores
         self.image_hasher = image
@@ -371,7 +372,7 @@ class SendPipeline(Recorded):
                 ChunkHeader(job.seq, c.offset, c.length, 0, Kind.ZERO, Codec.RAW, digest), keys.header
             )
             return _Result(job, None, header, None, Kind.ZERO, digest, note)
-        if held is not None and self._take_blocks():
+        if held is not None and self._take_blocks(c.length):
             return self._blocks(job, buf, digest, keys, aead)
         payload: memoryview | bytes = view
         codec = Codec.RAW
@@ -407,14 +408,16 @@ class SendPipeline(Recorded):
         header = encode_header(ChunkHeader(job.seq, c.offset, c.length, 0, Kind.SAME, Codec.RAW, digest), keys.header)
         return _Result(job, buf, header, None, Kind.SAME, digest, note)
 
-    def _take_blocks(self) -> bool:
-        """May this chunk go as a BLOCKS frame? Where the receiver takes them, within the clone's budget."""
+    def _take_blocks(self, length: int) -> bool:
+        """May this chunk of ``length`` bytes go as a BLOCKS frame? Where the receiver takes them, within the
+        clone's budget (frames and bytes: the rounds of repair must carry them, should all their blocks differ)."""
         if not self.blocks or self.image_hasher is not None:
             return False
         with self._lock:
-            if not self._blocks_left:
+            if not self._blocks_left or self._blocks_bytes_left < length:
                 return False
             self._blocks_left -= 1
+            self._blocks_bytes_left -= length
         return True
 
     def _blocks(self, job: Job, buf: object, digest: bytes, keys: DataKeys, aead: AESGCM | None) -> _Result:
@@ -549,8 +552,9 @@ class SendPipeline(Recorded):
                 if gone.kind in (Kind.SAME, Kind.BLOCKS) and gone.job.kind is JobKind.CHUNK and gone.job.chunk:
                     self.same_bytes -= gone.job.chunk.length  # it is recorded again when it is sent again
                     self._same_at.pop(gone.job.chunk.offset, None)
-                    if self._blocks_at.pop(gone.job.chunk.offset, None) is not None:
-                        self._blocks_starts.remove(gone.job.chunk.offset)
+                    self._blocks_at.pop(gone.job.chunk.offset, None)
+            if seq < len(self.framelist):  # first-pass frames go in increasing offsets: those dropped, the tail
+                del self._blocks_starts[bisect.bisect_left(self._blocks_starts, self.framelist.record(seq)[0]) :]
             image = self._image_at.get(seq)
         if seq < len(self.framelist):
             self.framelist.truncate(seq)

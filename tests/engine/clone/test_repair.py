@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -17,14 +18,21 @@ import pytest
 from recovery.engine.clone.chunks import Chunk, plan_chunks
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.level import LevelController
+from recovery.engine.clone.recvpipe import _rounds
 from recovery.engine.clone.send import _SendLoop
-from recovery.engine.clone.sendpipe import JobKind, SendPipeline
+from recovery.engine.clone.sendpipe import Job, JobKind, SendPipeline, _Result
 from recovery.engine.rescue.job import plan_jobs
 from recovery.errors import RemoteProtocolError
 from recovery.link.base import FdChannel
 from recovery.protocol import messages as m
 from recovery.protocol.frames import Kind
-from recovery.protocol.limits import DELTA_BLOCK, MAX_PASSES, MAX_REPAIR_BYTES
+from recovery.protocol.limits import (
+    DELTA_BLOCK,
+    MAX_BLOCKS_BYTES,
+    MAX_BLOCKS_FRAMES,
+    MAX_PASSES,
+    MAX_REPAIR_BYTES,
+)
 from recovery.protocol.pake import DataKeys
 
 MIB = 1 << 20
@@ -176,3 +184,54 @@ def test_a_receiver_asks_only_for_what_it_offered(
     with pytest.raises(RemoteProtocolError, match=said):
         run._resend(resend(*ranges))
     assert run.pipe.asked == []  # type: ignore[attr-defined]
+
+
+def test_the_blocks_frames_fit_the_rounds_of_repair() -> None:
+    """The review's finding: the sender's budget of BLOCKS frames counted frames only, so a delta of a large disk
+    changed wholly (every block of each BLOCKS chunk differing) needed more rounds of repair than a clone may
+    have, for its bytes: the rest was never sent and the read-back failed. Now what it sends as BLOCKS fits the
+    rounds (their ranges and bytes alike, one round to spare); beyond it a chunk goes as DATA."""
+    ours, theirs = socket.socketpair()
+    pipe = SendPipeline(
+        lambda job, view: None,
+        iter(()),
+        FdChannel(ours.fileno(), owner=ours),
+        chunk_size=16 * MIB,
+        levels=LevelController(0),
+        keys=DataKeys(header=bytes(32), payload=bytes(32)),
+        encrypted=False,
+        blocks=True,
+    )
+    try:
+        for size in (16 * MIB, 64 << 10):
+            pipe._blocks_left, pipe._blocks_bytes_left = MAX_BLOCKS_FRAMES, MAX_BLOCKS_BYTES
+            count = 0
+            while pipe._take_blocks(size):
+                count += 1
+            queue = [(0, size, None)] * count  # one range each, coarsened: all its blocks
+            assert _rounds(queue) <= MAX_PASSES - 2, size
+    finally:
+        pipe.close()
+        theirs.close()
+
+
+def test_going_back_over_many_blocks_frames_is_quick() -> None:
+    """The review's finding: going back (a resend) removed each BLOCKS frame it dropped from the sorted list of
+    their offsets one by one, a scan of the whole list each: with small chunks, minutes under the pipeline's
+    lock for a receiver that asks for frames again. Now the list's tail goes at once, and stays in order."""
+    count, kept = 200_000, 150_000
+    chunks = [Chunk(i, i * 65536, 65536) for i in range(count)]
+    pipe = sent_pipeline(same=[], blocks=chunks)
+    pipe._lock = threading.Lock()
+    pipe.framelist = FrameList()
+    for c in chunks:
+        pipe.framelist.append(c.offset, c.length, bytes(32), Kind.DATA)
+    pipe.same_bytes, pipe.image_hasher, pipe._image_at = count * 65536, None, {}
+    pipe._sent = {
+        c.seq: _Result(Job(c.seq, JobKind.CHUNK, c), None, b"", None, Kind.BLOCKS, b"") for c in chunks[kept:]
+    }
+    started = time.monotonic()
+    pipe._went_back(kept)
+    assert time.monotonic() - started < 2
+    assert pipe._blocks_starts == sorted(pipe._blocks_at) == [c.offset for c in chunks[:kept]]
+    assert pipe.same_bytes == kept * 65536 and len(pipe.framelist) == kept

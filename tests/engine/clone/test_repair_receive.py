@@ -5,16 +5,19 @@ and until they are written again its journal never says the target holds them.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
 
+from recovery.engine.clone import recvpipe
 from recovery.engine.clone.earlycheck import EarlyCheck
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.readback import verify_ranges
@@ -152,12 +155,17 @@ def begin(tmp_path: Path, *, end: bool, blocks_at: int | None = None, forge: boo
     theirs.close()
 
 
-def test_the_changed_chunks_are_asked_for_and_the_copy_verifies(run: Run) -> None:
-    assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+def repair_changed(run: Run) -> None:
+    """The first round's start: the changed chunks."""
     run.send(rewind_header(N, 1))
     run.send(pass_header(N), epoch=1)
     run.data(N + 1, 3, SOURCE[3])
     run.data(N + 2, 5, SOURCE[5])
+
+
+def test_the_changed_chunks_are_asked_for_and_the_copy_verifies(run: Run) -> None:
+    assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+    repair_changed(run)
     run.send(end_header(N + 3), epoch=1)
     run.wait(run.pipe.finished.is_set)
     assert run.pipe.crew.error is None
@@ -273,10 +281,7 @@ def test_a_block_that_is_not_the_one_asked_for_is_refused(blocky: Run, how: str)
 
 def repair_first_block(run: Run) -> None:
     """The round's start: the changed chunks, then the first of chunk 6's runs of blocks."""
-    run.send(rewind_header(N, 1))
-    run.send(pass_header(N), epoch=1)
-    run.data(N + 1, 3, SOURCE[3])
-    run.data(N + 2, 5, SOURCE[5])
+    repair_changed(run)
     run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
 
 
@@ -325,8 +330,116 @@ def test_adjacent_blocks_are_asked_for_as_one_run() -> None:
     ranges = blocks.block_ranges(MIB, MIB - 4096)
     digests = [bytes([k]) * 32 for k in range(len(ranges))]
     last = len(ranges) - 1
-    assert _runs(ranges, [0, 2, 3, 4, last - 1, last], digests) == [
+    assert _runs(ranges, {k: digests[k] for k in [0, 2, 3, 4, last - 1, last]}) == [
         (MIB, B, digests[0]),
         (MIB + 2 * B, 3 * B, None),
         (MIB + (last - 1) * B, 2 * B - 4096, None),
     ]
+
+
+@pytest.mark.parametrize("limit", ["MAX_BLOCKS_FRAMES", "MAX_BLOCKS_BYTES"])
+def test_blocks_frames_beyond_the_senders_budget_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """The review's finding: a hostile sender could send a BLOCKS frame for every chunk offered, and the
+    receiver kept each one's digests to the END (about 20 KiB a 4 MiB chunk: gigabytes for a large disk).
+    Now it takes no more than an honest sender's budget, in frames and bytes."""
+    monkeypatch.setattr(recvpipe, limit, 0)
+    send = Run.send
+
+    def send_until_refused(run: Run, *args: Any) -> None:
+        with contextlib.suppress(OSError):  # the receiver stopped reading
+            send(run, *args)
+
+    monkeypatch.setattr(Run, "send", send_until_refused)
+    gen = begin(tmp_path, end=True, blocks_at=6)
+    run = next(gen)
+    try:
+        assert isinstance(run.pipe.crew.error, RemoteProtocolError), run.pipe.crew.error
+        assert "BLOCKS" in str(run.pipe.crew.error)
+    finally:
+        gen.close()
+
+
+def test_only_the_digests_of_the_blocks_that_differ_are_kept(blocky: Run) -> None:
+    """The review's finding: every BLOCKS frame's list of block digests was kept until the END; once the early
+    check compared them, only the digests of the blocks that differ (those a single block is checked with) are."""
+    assert blocky.pipe._blocks == {6: (digest(NEW6), MIB // B)}
+    kept = blocky.early.differing(6)
+    assert kept == {k: digest(NEW6[k * B : (k + 1) * B]) for k in (2, 9, 20, 21, 22)}
+    numbers, digests = blocky.early._differing[6]  # compact: 2 bytes a number, the digests joined
+    assert numbers.itemsize == 2 and len(digests) == 5 * blocks.DIGEST
+
+
+def test_blocks_not_compared_are_all_asked_for_as_one_run(tmp_path: Path) -> None:
+    """The early check could not compare the BLOCKS frame (its thread stopped): all of its blocks are asked for,
+    as one run, checked by the chunk's read-back."""
+    gen = begin(tmp_path, end=False, blocks_at=6)
+    run = next(gen)
+    try:
+        run.wait(lambda: len(run.pipe.framelist) == N)
+        run.early.close()  # stopped, whatever it compared is not there yet
+        run.early._differing.clear()
+        run.send(end_header(N))
+        run.wait(lambda: run.asked)
+        assert run.pipe.crew.error is None
+        [(_, _, ranges)] = run.asked
+        assert (6 * MIB, MIB) in ranges
+    finally:
+        gen.close()
+
+
+def test_runs_the_rounds_cannot_carry_are_coarsened_to_one_per_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More ranges than the rounds left can carry (here 2 rounds of 2): each BLOCKS frame's blocks that differ
+    are asked for as one run, from the first to the last, in increasing offsets after the changed chunks; the
+    copy verifies and the summaries' unchanged bytes shrink by what was asked for."""
+    monkeypatch.setattr(recvpipe, "MAX_REPAIR", 2)
+    monkeypatch.setattr(recvpipe, "MAX_PASSES", 2)
+    gen = begin(tmp_path, end=True, blocks_at=6)
+    run = next(gen)
+    try:
+        assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB)])]
+        repair_changed(run)
+        run.send(end_header(N + 3), epoch=1)
+        run.wait(lambda: len(run.asked) == 2)
+        assert run.asked[1] == (N + 3, 2, [(6 * MIB + 2 * B, 21 * B)])
+        assert run.pipe.framelist.digest(6) == UNKNOWN
+        run.send(rewind_header(N + 3, 2), epoch=1)
+        run.send(pass_header(N + 3), epoch=2)
+        run.block(N + 4, 6 * MIB + 2 * B, NEW6[2 * B : 23 * B], epoch=2)
+        run.send(end_header(N + 5), epoch=2)
+        run.wait(run.pipe.finished.is_set)
+        assert run.pipe.crew.error is None
+        assert run.pipe.framelist.digest(6) == digest(NEW6)
+        checked = run.early.finish()
+        assert not verify_ranges(
+            run.pipe.target.read_path, run.pipe.framelist, on_progress=lambda *a: None, checked=checked
+        ).mismatches
+        assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
+        assert run.pipe.same_bytes == (N - len(CHANGED)) * MIB - 21 * B
+    finally:
+        gen.close()
+
+
+def test_a_damaged_block_in_a_round_is_asked_for_again_and_the_round_goes_on(blocky: Run) -> None:
+    """A run of blocks damaged on the way (its bytes fail their digest): asked for again within the round (a new
+    epoch), it is written once, and the round ends with every range asked for."""
+    run = blocky
+    repair_changed(run)
+    damaged = bytearray(NEW6[2 * B : 3 * B])
+    damaged[100] ^= 0x40
+    header = ChunkHeader(N + 3, 6 * MIB + 2 * B, B, B, Kind.DATA, Codec.RAW, digest(NEW6[2 * B : 3 * B]))
+    run.send(header, bytes(damaged), 1)
+    run.wait(lambda: run.resent)
+    assert run.resent[0][:2] == (N + 3, 2)
+    run.send(rewind_header(N + 3, 2), epoch=1)
+    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B], epoch=2)
+    run.block(N + 4, 6 * MIB + 9 * B, NEW6[9 * B : 10 * B], epoch=2)
+    run.block(N + 5, 6 * MIB + 20 * B, NEW6[20 * B : 23 * B], epoch=2)
+    run.send(end_header(N + 6), epoch=2)
+    run.wait(run.pipe.finished.is_set)
+    assert run.pipe.crew.error is None
+    assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
+    assert run.pipe.framelist.digest(6) == digest(NEW6) and run.pipe.resends == 2
