@@ -157,8 +157,10 @@ class _Receiving:
                 found = journal.read(opts.log_dir, self.pinned)
                 self.offer = agree.receiver_offer(plan, found, self.target.fd, self.target.size, self.sink)
                 if self.offer is None and self._takes_delta():
-                    self.delta = agree.delta_offer(plan, found, self.target.fd, self.target.size, self.sink)
-                    if self.delta is not None and self._takes_blocks():
+                    blocks = self._takes_blocks()
+                    target = self.target
+                    self.delta = agree.delta_offer(plan, found, target.fd, target.size, self.sink, rechecked=blocks)
+                    if self.delta is not None and blocks:
                         offer = dataclasses.replace(self.delta.offer, blocks=True)
                         self.delta = dataclasses.replace(self.delta, offer=offer)
         except RefusedError as e:

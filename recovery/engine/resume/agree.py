@@ -331,12 +331,19 @@ class Delta:
 
 
 def delta_offer(
-    plan: m.Plan, found: journal.Found | None, target_fd: int, target_size: int, sink: events.EventSink
+    plan: m.Plan,
+    found: journal.Found | None,
+    target_fd: int,
+    target_size: int,
+    sink: events.EventSink,
+    *,
+    rechecked: bool = False,
 ) -> Delta | None:
     """The delta to offer for the record ``found`` (a journal kept after a clean clone), or None, saying
     why when there is a record that cannot be used. It is trusted when the target still matches it (its
     fingerprint, a sample of its chunks and each partition's first bytes read back), else its chunks are
-    hashed from the target (:func:`delta_frames`)."""
+    hashed from the target (:func:`delta_frames`). ``rechecked``: every chunk offered is read back during
+    the stream and repaired where it differs, so no chunk is sampled at random (but the first bytes)."""
     if found is None or not found.kept or found.problems:
         return None
     head = found.head
@@ -346,7 +353,7 @@ def delta_offer(
         sink(events.Warning(f"this target holds a copy {other}: all of it is sent"))
         return None
     starts = {p.start + k for p in plan.map.parts for k in (0, 1024, 65536)}
-    why = journal.target_changed(found, target_fd, target_size, starts)
+    why = journal.target_changed(found, target_fd, target_size, starts, sample=not rechecked)
     if why:
         sink(
             events.Warning(

@@ -573,17 +573,19 @@ def edge_indexes(frames: FrameList, target_size: int) -> list[int]:
     return edge
 
 
-def target_changed(found: Found, target_fd: int, size: int, starts: Set[int] = frozenset()) -> str | None:
+def target_changed(
+    found: Found, target_fd: int, size: int, starts: Set[int] = frozenset(), *, sample: bool = True
+) -> str | None:
     """Why the target no longer holds what the journal says (None: it does). The frames in the
     partition-table areas are not sampled: their bytes reach the target only at the end of a clone.
     ``starts``: offsets whose frames are read back too (a partition's first bytes, where mounting
-    its filesystem writes)."""
+    its filesystem writes); ``sample``: and some at random."""
     fp = ident.fingerprint(target_fd, size)
     if fp != found.head.get("target_fp"):
         return "the target's partition-table areas changed since"
     edge = set(edge_indexes(found.frames, size))
     extra = {i for o in starts if (i := found.frames.covering(o)) is not None and i not in edge}
-    for i in sorted(set(sample_indexes(len(found.frames), edge)) | extra):
+    for i in sorted(set(sample_indexes(len(found.frames), edge) if sample else ()) | extra):
         offset, length, digest, _ = found.frames.record(i)
         try:
             data = os.pread(target_fd, length, offset)
