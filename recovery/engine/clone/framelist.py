@@ -21,6 +21,7 @@ import blake3
 from recovery.protocol.frames import Kind, SequenceState, zero_digest
 
 RECORD = struct.Struct("<QQ32s")  # offset, length, BLAKE3 of the raw bytes: one per frame
+UNKNOWN = bytes(32)  # a record's digest while the target's bytes there are not known to be the source's
 ZeroRun = list[int]  # [offset, length, stride, count]: ZERO frames at offset + k * stride, k < count
 
 

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recovery.diskimage.format import Codec as StoredCodec
 from recovery.engine.clone.earlycheck import EarlyCheck
-from recovery.engine.clone.framelist import FrameList, Recorded
+from recovery.engine.clone.framelist import UNKNOWN, FrameList, Recorded
 from recovery.engine.clone.imagetarget import ImageTarget
 from recovery.engine.clone.pipeline import BufferPool, Crew, Meter, Pipe, Reorder, Stopped, pool_count
 from recovery.engine.clone.target import EDGE, Target
@@ -110,7 +110,6 @@ class DurablePoint:
     held: list[tuple[int, bytes | None]] = field(default_factory=list)  # edge frames held since then
 
 
-UNKNOWN = bytes(32)  # the digest a frame's record holds while the target's bytes there are not the source's
 _END = object()
 _PASS = object()
 

@@ -57,7 +57,7 @@ import blake3
 from recovery.diskimage import format as imgfmt
 from recovery.diskimage.scan import Scanned
 from recovery.disks import identity as ident
-from recovery.engine.clone.framelist import RECORD, FrameList
+from recovery.engine.clone.framelist import RECORD, UNKNOWN, FrameList
 from recovery.engine.clone.recvpipe import DurablePoint
 from recovery.engine.clone.target import EDGE
 from recovery.engine.joblog import default_dir
@@ -587,6 +587,8 @@ def target_changed(
     extra = {i for o in starts if (i := found.frames.covering(o)) is not None and i not in edge}
     for i in sorted(set(sample_indexes(len(found.frames), edge) if sample else ()) | extra):
         offset, length, digest, _ = found.frames.record(i)
+        if digest == UNKNOWN:
+            continue  # it claims nothing (a delta's chunk not yet written whole): a resume sends it again
         try:
             data = os.pread(target_fd, length, offset)
         except OSError as e:

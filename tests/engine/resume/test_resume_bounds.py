@@ -9,16 +9,20 @@ import os
 import random
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
+import blake3
 import pytest
 
 from recovery import events
+from recovery.disks import identity
 from recovery.engine.clone.chunks import plan_chunks
-from recovery.engine.clone.framelist import FrameList
+from recovery.engine.clone.framelist import UNKNOWN, FrameList
 from recovery.engine.clone.recvpipe import DurablePoint
 from recovery.engine.resume import agree, journal
 from recovery.errors import RemoteProtocolError
 from recovery.protocol import messages as m
+from recovery.protocol.frames import Kind
 
 MIB = 1 << 20
 
@@ -218,3 +222,24 @@ def test_a_delta_offer_keeps_only_the_planned_chunks_and_no_more_than_offered() 
         )  # type: ignore[arg-type]
     with pytest.raises(RemoteProtocolError, match="more than"):  # before any page is read
         agree.receive_offered(NoDigestsLink, m.DeltaOffer(frames=2**40, bytes=0), chunks, MIB, 64 * MIB)  # type: ignore[arg-type]
+
+
+def test_a_record_that_claims_nothing_never_fails_the_sample(tmp_path: Path) -> None:
+    """A delta's chunk not yet written whole is journaled with no known digest: the check of an unfinished
+    clone's journal against the target skips it (a resume compares it with the source and sends it again)
+    instead of calling the whole journal a lie and starting over."""
+    disk = tmp_path / "target.img"
+    data = os.urandom(8 * MIB)
+    disk.write_bytes(data)
+    frames = FrameList()
+    for i in range(8):
+        said = UNKNOWN if i == 3 else blake3.blake3(data[i * MIB : (i + 1) * MIB]).digest()
+        frames.append(i * MIB, MIB, said, Kind.DATA)
+    fd = os.open(disk, os.O_RDONLY)
+    try:
+        found = SimpleNamespace(frames=frames, head={"target_fp": identity.fingerprint(fd, 8 * MIB)})
+        assert journal.target_changed(found, fd, 8 * MIB, {3 * MIB}) is None  # type: ignore[arg-type]
+        frames.replace(3, bytes(31) + b"\x01", Kind.DATA)  # a digest the target does not hold
+        assert "no longer holds" in str(journal.target_changed(found, fd, 8 * MIB, {3 * MIB}))  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
