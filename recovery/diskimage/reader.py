@@ -51,9 +51,10 @@ class Opened:
 
 
 def open_image_fd(path: str) -> int:
-    """The image file, opened read-only without following a link; a directory or device is refused."""
+    """The image file, opened read-only without following a link; a directory or device is refused (a FIFO
+    too, without waiting for a writer: a parent's name in a crafted folder may be one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist") from None
     except OSError as e:
@@ -61,7 +62,7 @@ def open_image_fd(path: str) -> int:
         raise UsageError(f"cannot open the image {path}: {what}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UsageError(f"{path} is not an image file (it is a directory or a device)")
+        raise UsageError(f"{path} is not an image file (it is a directory, a device or a FIFO)")
     return fd
 
 
@@ -246,6 +247,10 @@ class ImageReader:
             raise ImageError(f"{self.path} is an increment at the end of a chain of more than {f.MAX_CHAIN} images")
         try:
             parent = ImageReader(path, below=ids)
+        except PassphraseError:  # a passphrase would not help: an increment never builds on an encrypted image
+            raise ImageError(
+                f"{self.path} is an increment of {named.name}, which is encrypted: no increment is made of one"
+            ) from None
         except UsageError as e:
             raise ImageError(
                 f"{self.path} is an increment of {named.name}, which cannot be opened: {e.message}",

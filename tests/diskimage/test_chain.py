@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import blake3
@@ -14,7 +15,7 @@ from recovery.diskimage import format as f
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.diskimage.writer import ImageWriter, new_header
 from recovery.engine import imagedir
-from recovery.errors import ImageError, TargetWriteError
+from recovery.errors import ImageError, PassphraseError, TargetWriteError
 from tests.diskimage.helpers import MIB, disk_bytes, write_image
 
 SIZE = 4 * MIB
@@ -149,3 +150,40 @@ def test_a_folder_listing_says_an_increment_without_its_parent_cannot_be_restore
     os.remove(path)
     said = imagedir.describe(str(path.parent / "inc.img")).problem
     assert said == "it is an increment of base.img, which is missing here or another image"
+
+
+def test_a_fifo_or_device_under_the_parents_name_is_refused_without_waiting(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    os.remove(path)
+    os.mkfifo(path)  # a crafted folder: opening it for reading would wait for a writer forever
+    said: list[BaseException] = []
+    thread = threading.Thread(target=lambda: said.extend(_raised(str(path.parent / "inc.img"))), daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck open go
+        thread.join(10)
+        pytest.fail("opening an increment whose parent is a FIFO waited for a writer")
+    assert isinstance(said[0], ImageError) and "is not an image file" in said[0].message
+    assert "missing here or another image" in imagedir.describe(str(path.parent / "inc.img")).problem
+
+
+def _raised(path: str) -> list[BaseException]:
+    """What opening the image at ``path`` raised (nothing when it opened)."""
+    try:
+        ImageReader(path).close()
+    except Exception as e:  # noqa: BLE001 - the test looks at what it was
+        return [e]
+    return []
+
+
+def test_an_encrypted_parent_is_an_image_error_not_a_request_for_a_passphrase(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    write_image(path, disk, passphrase=b"secret")
+    with ImageReader(str(path), b"secret") as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    with pytest.raises(ImageError, match=r"increment of base\.img, which is encrypted") as raised:
+        ImageReader(str(path.parent / "inc.img"))
+    assert not isinstance(raised.value, PassphraseError)
