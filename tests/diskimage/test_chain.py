@@ -187,3 +187,18 @@ def test_an_encrypted_parent_is_an_image_error_not_a_request_for_a_passphrase(ba
     with pytest.raises(ImageError, match=r"increment of base\.img, which is encrypted") as raised:
         ImageReader(str(path.parent / "inc.img"))
     assert not isinstance(raised.value, PassphraseError)
+
+
+def test_a_parent_of_another_id_is_refused_before_its_index_or_its_own_parent_is_read(
+    base: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        named = f.Parent(os.urandom(16), parent.root, "inc.img")  # itself, by another id: no loop by ids
+    increment(path.parent / "inc.img", named, disk)
+    walks: list[str] = []
+    walk = ImageReader._walk_index
+    monkeypatch.setattr(ImageReader, "_walk_index", lambda self: walks.append(self.path) or walk(self))
+    with pytest.raises(ImageError, match="another image now"):
+        ImageReader(str(path.parent / "inc.img"))
+    assert len(walks) == 1  # the increment's own index only, not the same file's again and again
