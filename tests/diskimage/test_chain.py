@@ -15,6 +15,7 @@ from recovery.diskimage import format as f
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.diskimage.writer import ImageWriter, new_header
 from recovery.engine import imagedir
+from recovery.engine.clone import increment as clone_increment
 from recovery.errors import ImageError, PassphraseError, TargetWriteError
 from tests.diskimage.helpers import MIB, disk_bytes, write_image
 
@@ -202,3 +203,23 @@ def test_a_parent_of_another_id_is_refused_before_its_index_or_its_own_parent_is
     with pytest.raises(ImageError, match="another image now"):
         ImageReader(str(path.parent / "inc.img"))
     assert len(walks) == 1  # the increment's own index only, not the same file's again and again
+
+
+def test_a_save_opens_few_earlier_images_however_many_cannot_be_built_on(
+    base: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "orphan.img", f.Parent(os.urandom(16), parent.root, "gone.img"), disk)
+    for n in range(40):  # a crafted folder: names that each cost a whole open (and chain) to turn down
+        os.link(path.parent / "orphan.img", path.parent / f"copy{n}.img")
+    monkeypatch.setattr(
+        clone_increment, "_same_clone", lambda entry, own, plan: "2026" if "copy" in entry.name else None
+    )
+    said: list[object] = []
+    fd = os.open(path.parent / "new.img", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert clone_increment.find_parent(str(path.parent / "new.img"), fd, None, said.append) is None  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert 0 < len(said) <= clone_increment.MAX_TRIED

@@ -24,6 +24,7 @@ from recovery.protocol.frames import Kind
 
 MAX_SCANNED = 4096  # directory entries looked at
 GLANCE = 1 << 20  # bytes of a candidate's manifest read to judge it, at most
+MAX_TRIED = 4  # candidates opened whole (each its index and chain), at most: then the save is a full image
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class ParentImage:
 
 def find_parent(path: str, fd: int, plan: m.Plan, sink: events.EventSink) -> ParentImage | None:
     """The newest complete image of ``plan``'s source and layout in the folder of ``path`` (the new image,
-    open as ``fd``: never itself), its chunks' digests to offer; None when there is none to build on."""
+    open as ``fd``: never itself), its chunks' digests to offer; None when there is none to build on among
+    the :data:`MAX_TRIED` newest (a crafted folder cannot make a save open its whole folder, chains and all)."""
     folder = os.path.dirname(os.path.abspath(path))
     own = os.fstat(fd)
     found: list[tuple[str, str]] = []  # (created, name)
@@ -49,7 +51,7 @@ def find_parent(path: str, fd: int, plan: m.Plan, sink: events.EventSink) -> Par
                     found.append((created, entry.name))
     except OSError:
         return None
-    for created, name in sorted(found, reverse=True):
+    for created, name in sorted(found, reverse=True)[:MAX_TRIED]:
         parent = _opened(os.path.join(folder, name), created, sink)
         if parent is not None:
             return parent
