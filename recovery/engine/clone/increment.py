@@ -18,7 +18,7 @@ from recovery.diskimage.reader import ImageReader, image_header
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.imagesource import is_image, saved_from
 from recovery.engine.resume import journal
-from recovery.errors import RecoveryError
+from recovery.errors import RecoveryError, RefusedError
 from recovery.protocol import messages as m
 from recovery.protocol.frames import Kind
 
@@ -69,6 +69,18 @@ def dependents(path: str, fd: int) -> list[str]:
     except (RecoveryError, OSError):
         return []
     return sorted(e.name for e in entries if _parent_id(e) == held)
+
+
+def refuse_replacing_a_parent(path: str, fd: int, hint: str) -> None:
+    """Refused when the file at ``path`` (open as ``fd``) is an image that increments of its folder build on:
+    replacing it (a save, an export, even with --yes) would leave them unreadable."""
+    children = dependents(path, fd)
+    if children:
+        raise RefusedError(
+            f"{path} is the parent of {', '.join(children[:3])}: replacing it would leave "
+            f"{'them' if len(children) > 1 else 'it'} unreadable",
+            hint=hint,
+        )
 
 
 def _parent_id(entry: os.DirEntry[str]) -> bytes | None:
