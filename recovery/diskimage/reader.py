@@ -55,19 +55,26 @@ class Opened:
 
 
 def open_image_fd(path: str) -> int:
-    """The image file, opened read-only without following a link; a directory or device is refused (a FIFO
-    too, without waiting for a writer: a parent's name in a crafted folder may be one)."""
+    """The image file, opened read-only without following a link; a directory or any special file is refused
+    before it is opened for reading (a parent's name in a crafted folder may be a FIFO or a device node,
+    which opening alone may act on: a watchdog, a tape)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist") from None
     except OSError as e:
-        what = "a symbolic link (give the image itself)" if e.errno == 40 else e.strerror
-        raise UsageError(f"cannot open the image {path}: {what}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path} is not an image file (it is a directory, a device or a FIFO)")
-    return fd
+        raise UsageError(f"cannot open the image {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(held).st_mode
+        if stat.S_ISLNK(mode):
+            raise UsageError(f"cannot open the image {path}: a symbolic link (give the image itself)")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{path} is not an image file (it is a directory, a device or a FIFO)")
+        return os.open(f"/proc/self/fd/{held}", os.O_RDONLY | os.O_CLOEXEC)  # the very file checked
+    except OSError as e:
+        raise UsageError(f"cannot open the image {path}: {e.strerror}") from None
+    finally:
+        os.close(held)
 
 
 def image_header(path: str) -> f.Header:

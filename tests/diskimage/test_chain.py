@@ -223,3 +223,21 @@ def test_a_save_opens_few_earlier_images_however_many_cannot_be_built_on(
     finally:
         os.close(fd)
     assert 0 < len(said) <= clone_increment.MAX_TRIED
+
+
+def test_a_special_file_under_the_parents_name_is_never_opened(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    os.remove(path)
+    os.mkfifo(path)  # as a device node would be (a watchdog, a tape): opening it at all may act
+    writer = threading.Thread(target=lambda: os.close(os.open(path, os.O_WRONLY)), daemon=True)
+    writer.start()  # waits until something opens the FIFO for reading
+    with pytest.raises(ImageError, match="is not an image file"):
+        ImageReader(str(path.parent / "inc.img"))
+    writer.join(0.5)
+    opened = not writer.is_alive()
+    if not opened:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+        writer.join(10)
+    assert not opened
