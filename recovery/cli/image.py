@@ -22,6 +22,7 @@ from recovery.disks import inventory, safety
 from recovery.disks.identity import identify
 from recovery.engine import imagedir, imagemount
 from recovery.engine.api import ReceiveOptions, SendOptions
+from recovery.engine.clone import increment
 from recovery.engine.clone.progress import RateMeter
 from recovery.engine.imagefiles import files_in_damaged
 from recovery.engine.local import clone_locally
@@ -309,6 +310,14 @@ def _check_new_file(path: str, replace: bool) -> None:
         raise RefusedError(f"{path} is not a file: an export is written into a file of its own")
     if not replace:
         raise RefusedError(f"{path} exists; refusing to replace it without --yes", hint="give a new file name")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:  # swapped since it was looked at
+        raise RefusedError(f"cannot open {path} to replace it: {e.strerror}") from None
+    try:
+        increment.refuse_replacing_a_parent(path, fd, "give a new file name")
+    finally:
+        os.close(fd)
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -33,6 +33,10 @@ PAGE_DIGEST = 16  # bytes of each index page's BLAKE3 kept to check it when it i
 CHUNKS_CACHED = 8
 
 
+class OtherImage(ImageError):
+    """The file under a parent's name holds another image than the one its increment names (by its header)."""
+
+
 class BadChunk(ImageError):
     """A chunk whose stored bytes do not give its digest (or cannot be opened or decompressed)."""
 
@@ -51,18 +55,26 @@ class Opened:
 
 
 def open_image_fd(path: str) -> int:
-    """The image file, opened read-only without following a link; a directory or device is refused."""
+    """The image file, opened read-only without following a link; a directory or any special file is refused
+    before it is opened for reading (a parent's name in a crafted folder may be a FIFO or a device node,
+    which opening alone may act on: a watchdog, a tape)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist") from None
     except OSError as e:
-        what = "a symbolic link (give the image itself)" if e.errno == 40 else e.strerror
-        raise UsageError(f"cannot open the image {path}: {what}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path} is not an image file (it is a directory or a device)")
-    return fd
+        raise UsageError(f"cannot open the image {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(held).st_mode
+        if stat.S_ISLNK(mode):
+            raise UsageError(f"cannot open the image {path}: a symbolic link (give the image itself)")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{path} is not an image file (it is a directory, a device or a FIFO)")
+        return os.open(f"/proc/self/fd/{held}", os.O_RDONLY | os.O_CLOEXEC)  # the very file checked
+    except OSError as e:
+        raise UsageError(f"cannot open the image {path}: {e.strerror}") from None
+    finally:
+        os.close(held)
 
 
 def image_header(path: str) -> f.Header:
@@ -94,17 +106,21 @@ class ImageReader:
         fd: int | None = None,
         glance: int | None = None,
         below: tuple[bytes, ...] = (),
+        image_id: bytes | None = None,
     ) -> None:
         """The image at ``path`` (or already open as ``fd``, which the reader then owns). ``glance``: only
         its header, footer and a manifest of at most that many bytes, the index not read (a folder's
         listing, whatever the image holds); such a reader reads no chunk. An increment's parent is opened
         too (not when glancing), by its name in the same folder; ``below``: the ids of the increments that
-        led here (a chain is bounded, and never comes back to one of them)."""
+        led here (a chain is bounded, and never comes back to one of them); ``image_id``: the id the image
+        must have (a parent's, as its increment names it), checked before its index or its parent is read."""
         self.path = path
         self.parent: ImageReader | None = None
         self.fd = open_image_fd(path) if fd is None else fd
         try:
             self.header = f.decode_header(self._pread(f.HEADER_SIZE, 0, "the header"))
+            if image_id is not None and self.header.image_id != image_id:
+                raise OtherImage(f"{path} holds another image (its id is not {image_id.hex()})")
             self.sealer = self._keys(passphrase)
             size = os.fstat(self.fd).st_size
             if size < f.HEADER_SIZE + f.FOOTER_SIZE:
@@ -245,7 +261,13 @@ class ImageReader:
         if len(ids) >= f.MAX_CHAIN:
             raise ImageError(f"{self.path} is an increment at the end of a chain of more than {f.MAX_CHAIN} images")
         try:
-            parent = ImageReader(path, below=ids)
+            parent = ImageReader(path, below=ids, image_id=named.image_id)
+        except OtherImage:
+            raise self._other_parent(named, path) from None
+        except PassphraseError:  # a passphrase would not help: an increment never builds on an encrypted image
+            raise ImageError(
+                f"{self.path} is an increment of {named.name}, which is encrypted: no increment is made of one"
+            ) from None
         except UsageError as e:
             raise ImageError(
                 f"{self.path} is an increment of {named.name}, which cannot be opened: {e.message}",
@@ -255,14 +277,18 @@ class ImageReader:
             raise ImageError(
                 f"{self.path} is an increment of {named.name}, which cannot be read: {e.message}"
             ) from None
-        if parent.header.image_id != named.image_id or parent.root != named.root:
+        if parent.root != named.root:
             parent.close()
-            raise ImageError(
-                f"{self.path} is an increment of {named.name}, but {path} is another image now "
-                "(its id or root digest is not the one the increment was made on)",
-                hint="put the increment's own parent back under that name",
-            )
+            raise self._other_parent(named, path)
         return parent
+
+    def _other_parent(self, named: f.Parent, path: str) -> ImageError:
+        """The error of a parent's name that holds another image than the increment's parent."""
+        return ImageError(
+            f"{self.path} is an increment of {named.name}, but {path} is another image now "
+            "(its id or root digest is not the one the increment was made on)",
+            hint="put the increment's own parent back under that name",
+        )
 
     # --- reading ---
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import blake3
@@ -14,7 +15,8 @@ from recovery.diskimage import format as f
 from recovery.diskimage.reader import BadChunk, ImageReader
 from recovery.diskimage.writer import ImageWriter, new_header
 from recovery.engine import imagedir
-from recovery.errors import ImageError, TargetWriteError
+from recovery.engine.clone import increment as clone_increment
+from recovery.errors import ImageError, PassphraseError, TargetWriteError
 from tests.diskimage.helpers import MIB, disk_bytes, write_image
 
 SIZE = 4 * MIB
@@ -149,3 +151,93 @@ def test_a_folder_listing_says_an_increment_without_its_parent_cannot_be_restore
     os.remove(path)
     said = imagedir.describe(str(path.parent / "inc.img")).problem
     assert said == "it is an increment of base.img, which is missing here or another image"
+
+
+def test_a_fifo_or_device_under_the_parents_name_is_refused_without_waiting(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    os.remove(path)
+    os.mkfifo(path)  # a crafted folder: opening it for reading would wait for a writer forever
+    said: list[BaseException] = []
+    thread = threading.Thread(target=lambda: said.extend(_raised(str(path.parent / "inc.img"))), daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck open go
+        thread.join(10)
+        pytest.fail("opening an increment whose parent is a FIFO waited for a writer")
+    assert isinstance(said[0], ImageError) and "is not an image file" in said[0].message
+    assert "missing here or another image" in imagedir.describe(str(path.parent / "inc.img")).problem
+
+
+def _raised(path: str) -> list[BaseException]:
+    """What opening the image at ``path`` raised (nothing when it opened)."""
+    try:
+        ImageReader(path).close()
+    except Exception as e:  # noqa: BLE001 - the test looks at what it was
+        return [e]
+    return []
+
+
+def test_an_encrypted_parent_is_an_image_error_not_a_request_for_a_passphrase(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    write_image(path, disk, passphrase=b"secret")
+    with ImageReader(str(path), b"secret") as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    with pytest.raises(ImageError, match=r"increment of base\.img, which is encrypted") as raised:
+        ImageReader(str(path.parent / "inc.img"))
+    assert not isinstance(raised.value, PassphraseError)
+
+
+def test_a_parent_of_another_id_is_refused_before_its_index_or_its_own_parent_is_read(
+    base: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        named = f.Parent(os.urandom(16), parent.root, "inc.img")  # itself, by another id: no loop by ids
+    increment(path.parent / "inc.img", named, disk)
+    walks: list[str] = []
+    walk = ImageReader._walk_index
+    monkeypatch.setattr(ImageReader, "_walk_index", lambda self: walks.append(self.path) or walk(self))
+    with pytest.raises(ImageError, match="another image now"):
+        ImageReader(str(path.parent / "inc.img"))
+    assert len(walks) == 1  # the increment's own index only, not the same file's again and again
+
+
+def test_a_save_opens_few_earlier_images_however_many_cannot_be_built_on(
+    base: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "orphan.img", f.Parent(os.urandom(16), parent.root, "gone.img"), disk)
+    for n in range(40):  # a crafted folder: names that each cost a whole open (and chain) to turn down
+        os.link(path.parent / "orphan.img", path.parent / f"copy{n}.img")
+    monkeypatch.setattr(
+        clone_increment, "_same_clone", lambda entry, own, plan: "2026" if "copy" in entry.name else None
+    )
+    said: list[object] = []
+    fd = os.open(path.parent / "new.img", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert clone_increment.find_parent(str(path.parent / "new.img"), fd, None, said.append) is None  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert 0 < len(said) <= clone_increment.MAX_TRIED
+
+
+def test_a_special_file_under_the_parents_name_is_never_opened(base: tuple[Path, bytes]) -> None:
+    path, disk = base
+    with ImageReader(str(path)) as parent:
+        increment(path.parent / "inc.img", parent, disk)
+    os.remove(path)
+    os.mkfifo(path)  # as a device node would be (a watchdog, a tape): opening it at all may act
+    writer = threading.Thread(target=lambda: os.close(os.open(path, os.O_WRONLY)), daemon=True)
+    writer.start()  # waits until something opens the FIFO for reading
+    with pytest.raises(ImageError, match="is not an image file"):
+        ImageReader(str(path.parent / "inc.img"))
+    writer.join(0.5)
+    opened = not writer.is_alive()
+    if not opened:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+        writer.join(10)
+    assert not opened

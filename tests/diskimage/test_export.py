@@ -138,3 +138,21 @@ def test_a_link_planted_where_the_export_is_made_is_never_written_through(
         (tmp_path / name).symlink_to(victim)
     assert export(image, out, "--format", fmt).proc.returncode == 0
     assert victim.read_bytes() == b"keep me" and not out.is_symlink()
+
+
+def test_an_export_never_replaces_an_image_an_increment_builds_on(tmp_path: Path) -> None:
+    from tests.diskimage.test_chain import SIZE as CHAIN_SIZE
+    from tests.diskimage.test_chain import increment
+
+    disk = bytes(disk_bytes(CHAIN_SIZE, seed=5))
+    base = tmp_path / "base.img"
+    write_image(base, disk)
+    with ImageReader(str(base)) as parent:
+        increment(tmp_path / "inc.img", parent, disk)
+    before = base.read_bytes()
+    for image in ("inc.img", "base.img"):
+        r = export(tmp_path / image, base, "--yes")
+        assert r.proc.returncode == 3, r.stderr  # refused: inc.img would be left without its parent
+        assert "inc.img" in r.stderr and base.read_bytes() == before
+    with ImageReader(str(tmp_path / "inc.img")) as image:
+        assert image.read(0, CHAIN_SIZE) == disk

@@ -18,12 +18,13 @@ from recovery.diskimage.reader import ImageReader, image_header
 from recovery.engine.clone.framelist import FrameList
 from recovery.engine.clone.imagesource import is_image, saved_from
 from recovery.engine.resume import journal
-from recovery.errors import RecoveryError
+from recovery.errors import RecoveryError, RefusedError
 from recovery.protocol import messages as m
 from recovery.protocol.frames import Kind
 
 MAX_SCANNED = 4096  # directory entries looked at
 GLANCE = 1 << 20  # bytes of a candidate's manifest read to judge it, at most
+MAX_TRIED = 4  # candidates opened whole (each its index and chain), at most: then the save is a full image
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class ParentImage:
 
 def find_parent(path: str, fd: int, plan: m.Plan, sink: events.EventSink) -> ParentImage | None:
     """The newest complete image of ``plan``'s source and layout in the folder of ``path`` (the new image,
-    open as ``fd``: never itself), its chunks' digests to offer; None when there is none to build on."""
+    open as ``fd``: never itself), its chunks' digests to offer; None when there is none to build on among
+    the :data:`MAX_TRIED` newest (a crafted folder cannot make a save open its whole folder, chains and all)."""
     folder = os.path.dirname(os.path.abspath(path))
     own = os.fstat(fd)
     found: list[tuple[str, str]] = []  # (created, name)
@@ -49,7 +51,7 @@ def find_parent(path: str, fd: int, plan: m.Plan, sink: events.EventSink) -> Par
                     found.append((created, entry.name))
     except OSError:
         return None
-    for created, name in sorted(found, reverse=True):
+    for created, name in sorted(found, reverse=True)[:MAX_TRIED]:
         parent = _opened(os.path.join(folder, name), created, sink)
         if parent is not None:
             return parent
@@ -67,6 +69,18 @@ def dependents(path: str, fd: int) -> list[str]:
     except (RecoveryError, OSError):
         return []
     return sorted(e.name for e in entries if _parent_id(e) == held)
+
+
+def refuse_replacing_a_parent(path: str, fd: int, hint: str) -> None:
+    """Refused when the file at ``path`` (open as ``fd``) is an image that increments of its folder build on:
+    replacing it (a save, an export, even with --yes) would leave them unreadable."""
+    children = dependents(path, fd)
+    if children:
+        raise RefusedError(
+            f"{path} is the parent of {', '.join(children[:3])}: replacing it would leave "
+            f"{'them' if len(children) > 1 else 'it'} unreadable",
+            hint=hint,
+        )
 
 
 def _parent_id(entry: os.DirEntry[str]) -> bytes | None:

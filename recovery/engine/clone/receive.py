@@ -206,13 +206,9 @@ class _Receiving:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
         of another is replaced only when the user said so (--yes, --restart)."""
         plan, opts = self.plan, self.opts
-        children = increment.dependents(target.path, target.fd)
-        if children:
-            raise RefusedError(
-                f"{target.path} is the parent of {', '.join(children[:3])}: replacing it would leave "
-                f"{'them' if len(children) > 1 else 'it'} unreadable",
-                hint="save under another name (the new image is then an increment of it)",
-            )
+        increment.refuse_replacing_a_parent(
+            target.path, target.fd, "save under another name (the new image is then an increment of it)"
+        )
         target.heading = journal.heading(plan, self.source_desc)
         scanned = target.unfinished(self.sink)
         found = journal.from_image(target.path, scanned) if scanned is not None else None
