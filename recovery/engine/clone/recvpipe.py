@@ -59,6 +59,7 @@ from recovery.protocol.limits import (
     DELTA_BLOCK,
     MAX_BLOCKS_BYTES,
     MAX_BLOCKS_FRAMES,
+    MAX_CHUNK_SIZE,
     MAX_PASSES,
     MAX_REPAIR,
     MAX_REPAIR_BYTES,
@@ -611,14 +612,15 @@ class ReceivePipeline(Recorded):
         wanted: list[tuple[int, int, bytes | None]] = [
             (*self.framelist.record(i)[:2], digest) for i, (digest, _) in self._changed.items()
         ]
-        runs: dict[int, list[tuple[int, int, bytes | None]]] = {}
         compared: dict[int, Mapping[int, bytes]] = {}  # frames the early check compared: their blocks that differ
-        for index, (digest, count) in list(self._blocks.items()):
+        differing: dict[int, Mapping[int, bytes | None]] = {}
+        count = size = 0  # the runs they make, and their bytes
+        for index, (digest, blocks_in) in list(self._blocks.items()):
             offset, length = self.framelist.record(index)[:2]
             found = None if self.early is None else self.early.differing(index)
             differ: Mapping[int, bytes | None]
             if found is None:  # not compared: all of them (a lone block's digest is its chunk's)
-                differ = {0: digest} if count == 1 else dict.fromkeys(range(count))
+                differ = {0: digest} if blocks_in == 1 else dict.fromkeys(range(blocks_in))
             else:
                 differ = compared[index] = found
             if not differ:
@@ -627,11 +629,21 @@ class ReceivePipeline(Recorded):
                 point.replaced.append(index)
                 self._written_blocks[index] = []
                 continue
-            runs[index] = _runs(blocks.block_ranges(offset, length), differ)
-        if _rounds(sorted([*wanted, *(r for these in runs.values() for r in these)])) > rounds:
-            runs = {i: [(r[0][0], r[-1][0] + r[-1][1] - r[0][0], None)] for i, r in runs.items()}
-            compared.clear()  # blocks that matched are written too: each such chunk is read back whole
-        for index, these in runs.items():
+            differing[index] = differ
+            count += sum(k - 1 not in differ for k in differ)
+            size += sum(min(DELTA_BLOCK, length - k * DELTA_BLOCK) for k in differ)
+        count += len(wanted)
+        size += sum(n for _, n, _ in wanted)
+        fine = rounds_needed(count, size) <= rounds
+        for index, differ in differing.items():
+            offset, length = self.framelist.record(index)[:2]
+            ranges = blocks.block_ranges(offset, length)
+            if fine:
+                these = _runs(ranges, differ)
+            else:  # one run, from the first block that differs to the last; blocks that matched are written too
+                first, last = ranges[min(differ)], ranges[max(differ)]
+                these = [(first[0], last[0] + last[1] - first[0], None)]
+                compared.pop(index, None)  # so the chunk is read back whole
             if index in compared:
                 self._written_blocks[index] = self._blocks_in(index, these, compared[index])
             self._patching[index] = len(these)
@@ -712,13 +724,10 @@ def _batch(queue: list[tuple[int, int, bytes | None]], start: int) -> int:
     return count
 
 
-def _rounds(queue: list[tuple[int, int, bytes | None]]) -> int:
-    """The rounds of repair ``queue`` takes."""
-    rounds = at = 0
-    while at < len(queue):
-        at += _batch(queue, at)
-        rounds += 1
-    return rounds
+def rounds_needed(count: int, size: int) -> int:
+    """The most rounds of repair ``count`` ranges of ``size`` bytes in all take (each round but the last is
+    full by its count, or by its bytes but for one range: a chunk at most)."""
+    return -(-count // MAX_REPAIR) + -(-size // (MAX_REPAIR_BYTES - MAX_CHUNK_SIZE))
 
 
 def _runs(ranges: list[tuple[int, int]], differ: Mapping[int, bytes | None]) -> list[tuple[int, int, bytes | None]]:
