@@ -88,7 +88,7 @@ def raw_disks(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield src, dst, source
 
 
-def test_exact_mode_sends_only_the_chunks_that_changed(raw_disks: tuple[str, str, Path], log_dir: Path) -> None:
+def test_exact_mode_sends_only_what_changed(raw_disks: tuple[str, str, Path], log_dir: Path) -> None:
     src, dst, source = raw_disks
     first_rx, first_tx = clone(src, dst, "--level", "0")
     assert first_rx["unchanged"] == 0 and first_tx["bytes_sent"] >= SIZE
@@ -104,9 +104,10 @@ def test_exact_mode_sends_only_the_chunks_that_changed(raw_disks: tuple[str, str
     [offer] = [e for e in clone.last_rx.events if e["event"] == "delta"]  # type: ignore[attr-defined]
     assert offer["trusted"] is True and offer["bytes"] == SIZE - EDGES * MIB
     assert rs["zero_bytes"] == MIB  # the zeroed cell goes as a ZERO frame, its header only
-    sent_chunks = 3 + EDGES
-    assert rs["unchanged"] == ts["unchanged"] == SIZE - (sent_chunks + 1) * MIB
-    assert sent_chunks * MIB <= ts["bytes_sent"] <= sent_chunks * MIB + (SIZE // MIB) * FRAME_COST
+    sent = EDGES * MIB + 3 * DELTA_BLOCK  # the changed cells as BLOCKS frames: the block of each that differs
+    assert rs["unchanged"] == ts["unchanged"] == SIZE - MIB - sent
+    costs = (SIZE // MIB) * FRAME_COST + 3 * (blocks_payload_size(MIB) + TAG_SIZE)
+    assert sent <= ts["bytes_sent"] <= sent + costs
     assert ts["image_digest"] == rs["image_digest"] == b3sum(src)  # the whole source read, the target read back
     assert same_bytes(source, dst)
 
@@ -434,3 +435,21 @@ def test_a_delta_with_blocks_killed_midway_resumes_and_verifies(ext4_disks: tupl
     assert all(c["ok"] is True for c in rs["checks"]), rs["checks"]
     assert [e for e in second.rx.events if e["event"] == "resume"]
     _same_files(src, target)
+
+
+def test_exact_mode_sends_only_the_blocks_that_differ(raw_disks: tuple[str, str, Path]) -> None:
+    """Capability "delta-blocks" in exact mode: 4 KiB changed in each of 8 chunks of 4 MiB; only their 16 KiB
+    blocks cross, and the whole target hashes to the source's BLAKE3."""
+    src, dst, source = raw_disks
+    clone(src, dst, "--chunk-size", "4M")
+    with open(src, "r+b") as f:
+        for k in range(1, 9):
+            f.seek(k * 7 * MIB + 12288)
+            f.write(random_bytes(4096, seed=800 + k))
+    rs, ts = clone(src, dst, "--chunk-size", "4M")
+    assert ts["image_digest"] == rs["image_digest"] == b3sum(src)
+    assert rs["unchanged"] == ts["unchanged"] and rs["resends"] == 0
+    # The chunks holding the first and last MiB are sent whole, as in every clone; then 8 blocks.
+    assert ts["planned"] - ts["unchanged"] <= 2 * 4 * MIB + 8 * DELTA_BLOCK
+    assert ts["bytes_sent"] < 2 * 4 * MIB + 8 * 4 * MIB // 4
+    assert same_bytes(source, dst)

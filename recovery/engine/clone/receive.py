@@ -159,7 +159,8 @@ class _Receiving:
                 if self.offer is None and self._takes_delta():
                     blocks = self._takes_blocks()
                     target = self.target
-                    self.delta = agree.delta_offer(plan, found, target.fd, target.size, self.sink, rechecked=blocks)
+                    rechecked = blocks and plan.mode == "used"  # every offered chunk read back during the stream
+                    self.delta = agree.delta_offer(plan, found, target.fd, target.size, self.sink, rechecked=rechecked)
                     if self.delta is not None and blocks:
                         offer = dataclasses.replace(self.delta.offer, blocks=True)
                         self.delta = dataclasses.replace(self.delta, offer=offer)
@@ -197,10 +198,10 @@ class _Receiving:
         return "delta" in self.caps and plan.delta and self.opts.delta and into and not plan.rescue
 
     def _takes_blocks(self) -> bool:
-        """May a changed chunk of this delta come as BLOCKS frames? Where this side reads the target's
-        unchanged chunks back during the stream (used mode, verified) and both sides can repair."""
+        """May a changed chunk of this delta come as BLOCKS frames? Where this side verifies the target (it
+        compares their blocks on the early check's thread) and both sides can repair."""
         caps_ok = {"delta-blocks", "delta-repair", "resend"} <= set(self.caps)
-        return caps_ok and self.plan.mode == "used" and self.opts.verify
+        return caps_ok and self.opts.verify
 
     def _image_offer(self, target: ImageTarget) -> None:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
@@ -357,6 +358,7 @@ class _Receiving:
             early=early,
             on_repair=self._ask_repair if repairs else None,
             passes_expected=planned,
+            early_same=plan.mode == "used",
         )
         self.progress = _TransferProgress(self)
         if early is not None:
@@ -376,8 +378,10 @@ class _Receiving:
 
     def _early_check(self) -> EarlyCheck | None:
         """A used-mode delta onto a disk or file: its unchanged chunks read back during the stream (exact
-        mode hashes the whole target in order at the end, so it reads them then)."""
-        if self.offered is None or self.plan.mode != "used" or not self.opts.verify:
+        mode hashes the whole target in order at the end, so it reads them then), and in both modes the
+        chunks of BLOCKS frames, compared block by block."""
+        blocks = self.delta is not None and self.delta.offer.blocks
+        if self.offered is None or not (self.plan.mode == "used" or blocks) or not self.opts.verify:
             return None
         if isinstance(self.target, ImageTarget):
             return None

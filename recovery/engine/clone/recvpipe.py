@@ -132,6 +132,7 @@ class ReceivePipeline(Recorded):
         early: EarlyCheck | None = None,
         on_repair: Callable[[int, int, list[tuple[int, int]], list[tuple[int, int]]], None] | None = None,
         passes_expected: bool | None = None,
+        early_same: bool = True,
     ) -> None:
         """``frames`` and ``held``: what a resumed clone's target already holds (the stream starts after it).
         ``max_replaced``: the most first-pass frames later passes may replace (None: as many as come; PASS
@@ -141,6 +142,7 @@ class ReceivePipeline(Recorded):
         that differ) are asked for at the END, in rounds: ``on_repair(seq, epoch, ranges, changed)``,
         ``changed`` the SAME frames' ranges among them."""
         self.early = early
+        self.early_same = early_same  # SAME frames too (used mode; exact mode hashes the whole target at the end)
         self.on_repair = on_repair
         self._queue: list[tuple[int, int, bytes | None]] | None = None  # to repair: offset, length, digest
         self._repairing: dict[tuple[int, int], bytes | None] | None = None  # this round's ranges: their digest
@@ -503,7 +505,7 @@ class ReceivePipeline(Recorded):
             index = found
         if h.kind is Kind.SAME:  # offered by this side for exactly this range and digest (decode_header)
             self.same_bytes += h.raw_len
-            if self.early is not None and not passes:
+            if self.early is not None and self.early_same and not passes:
                 self.early.submit(index, h.offset, h.raw_len, h.digest)
             self.framelist.append(h.offset, h.raw_len, h.digest, _held_kind(h))
             if self.image is not None:  # an increment: its index names the parent's chunk

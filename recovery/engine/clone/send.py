@@ -418,11 +418,11 @@ class _Sending:
         )
 
     def _takes_blocks(self) -> bool:
-        """Does the receiver take BLOCKS frames? Only where it said so, in a used-mode delta that may repair."""
+        """Does the receiver take BLOCKS frames? Only where it said so, in a delta that may repair."""
         offer = self.accept.delta
         if offer is None or not offer.blocks:
             return False
-        if not {"delta-blocks", "delta-repair", "resend"} <= set(self.caps) or self.the_plan.mode != "used":
+        if not {"delta-blocks", "delta-repair", "resend"} <= set(self.caps):
             raise RemoteProtocolError("the receiver offers to take BLOCKS frames, which this clone does not allow")
         return True
 
@@ -641,7 +641,8 @@ class _SendLoop:
         differ there: each is sent in full, in a round of repair at an END (at most one round per pass a
         clone may have)."""
         wanted = [(r.offset, r.length) for r in msg.repair]
-        used = self.clone.the_plan.mode == "used"  # only there does the receiver read SAME chunks back early
+        # Only in used mode does the receiver read SAME chunks back early; in both, BLOCKS frames' blocks
+        used = self.clone.the_plan.mode == "used" or self.pipe.blocks
         if "delta-repair" not in self.ctl.state.shared_caps or self.pipe.offered is None or not used:
             raise RemoteProtocolError("the receiver asked for a repair this clone does not allow")
         if self.repairs >= MAX_PASSES:

@@ -411,7 +411,7 @@ class SendPipeline(Recorded):
     def _take_blocks(self, length: int) -> bool:
         """May this chunk of ``length`` bytes go as a BLOCKS frame? Where the receiver takes them, within the
         clone's budget (frames and bytes: the rounds of repair must carry them, should all their blocks differ)."""
-        if not self.blocks or self.image_hasher is not None:
+        if not self.blocks:
             return False
         with self._lock:
             if not self._blocks_left or self._blocks_bytes_left < length:
@@ -422,11 +422,14 @@ class SendPipeline(Recorded):
 
     def _blocks(self, job: Job, buf: object, digest: bytes, keys: DataKeys, aead: AESGCM | None) -> _Result:
         """A chunk the target holds in another version: the digests of its blocks; the receiver asks for those
-        that differ in a repair round."""
+        that differ in a repair round. Its bytes stay until it is sent when the whole image is hashed (exact
+        mode)."""
         c = job.chunk
         assert c is not None
         digests = blocks.digests_of(memoryview(buf)[: c.length])  # type: ignore[arg-type]
-        self.pool.put(buf)  # type: ignore[arg-type]
+        if self.image_hasher is None:
+            self.pool.put(buf)  # type: ignore[arg-type]
+            buf = None
         tag = TAG_SIZE if aead is not None else 0
         size = blocks.payload_size(c.length) + tag
         header = encode_header(
@@ -437,7 +440,7 @@ class SendPipeline(Recorded):
         payload: bytes | memoryview = blocks.encode(keys.header, header, digests)
         if aead is not None:
             payload = seal_payload(aead, header, payload, memoryview(bytearray(size)))
-        return _Result(job, None, header, payload, Kind.BLOCKS, digest)
+        return _Result(job, buf, header, payload, Kind.BLOCKS, digest)
 
     def _release(self, item: object) -> None:
         """Give back what an unsent item holds (its buffers, its place in flight)."""

@@ -49,6 +49,7 @@ class Pipe:
             self.offered.append(c.offset, c.length, bytes(32), Kind.DATA)
         self.real = sent_pipeline(same=[CHUNKS[2], CHUNKS[3], CHUNKS[5]], blocks=[CHUNKS[4]])
         self.asked: list[Any] = []
+        self.blocks = False  # the receiver said it takes BLOCKS frames
 
     def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]]) -> int:
         jobs = [self.real._repair_job(0, o, n) for o, n in ranges]
@@ -132,6 +133,9 @@ def test_no_repair_in_exact_mode_nor_beyond_the_senders_window() -> None:
     every later resend read them all again."""
     with pytest.raises(RemoteProtocolError, match="does not allow"):
         loop(mode="exact")._resend(resend((2 * MIB, MIB)))
+    blocky = loop(mode="exact")  # but BLOCKS frames' blocks are asked for in both modes
+    blocky.pipe.blocks = True  # type: ignore[attr-defined]
+    blocky._resend(resend((4 * MIB, DELTA_BLOCK)))
     with pytest.raises(RemoteProtocolError, match="more than"):
         loop()._resend(m.Resend(seq=8, epoch=1, repair=(m.Range(2 * MIB, MAX_REPAIR_BYTES + 1),)))
 
