@@ -573,6 +573,30 @@ def edge_indexes(frames: FrameList, target_size: int) -> list[int]:
     return edge
 
 
+def _unknown_indexes(frames: FrameList) -> set[int]:
+    """The records that claim nothing (their digest :data:`UNKNOWN`)."""
+    found: set[int] = set()
+    at = frames.records.find(UNKNOWN)
+    while at >= 0:
+        index, where = divmod(at, RECORD.size)
+        if where == RECORD.size - len(UNKNOWN):  # the digest's place in a record (after its offset and length)
+            found.add(index)
+            at = frames.records.find(UNKNOWN, (index + 1) * RECORD.size)
+        else:
+            at = frames.records.find(UNKNOWN, at + 1)
+    return found
+
+
+def _sample(frames: FrameList, edge: Set[int]) -> set[int]:
+    """Records to read back at random: drawn among those that claim something, so the records that claim
+    nothing (a delta's chunks not yet written whole) never thin the sample out."""
+    unknown = _unknown_indexes(frames)
+    if not unknown:
+        return set(sample_indexes(len(frames), edge))
+    claims = [i for i in range(len(frames)) if i not in edge and i not in unknown]
+    return {claims[k] for k in sample_indexes(len(claims))}
+
+
 def target_changed(
     found: Found, target_fd: int, size: int, starts: Set[int] = frozenset(), *, sample: bool = True
 ) -> str | None:
@@ -585,7 +609,7 @@ def target_changed(
         return "the target's partition-table areas changed since"
     edge = set(edge_indexes(found.frames, size))
     extra = {i for o in starts if (i := found.frames.covering(o)) is not None and i not in edge}
-    for i in sorted(set(sample_indexes(len(found.frames), edge) if sample else ()) | extra):
+    for i in sorted((_sample(found.frames, edge) if sample else set()) | extra):
         offset, length, digest, _ = found.frames.record(i)
         if digest == UNKNOWN:
             continue  # it claims nothing (a delta's chunk not yet written whole): a resume sends it again

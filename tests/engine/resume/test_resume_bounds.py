@@ -243,3 +243,27 @@ def test_a_record_that_claims_nothing_never_fails_the_sample(tmp_path: Path) -> 
         assert "no longer holds" in str(journal.target_changed(found, fd, 8 * MIB, {3 * MIB}))  # type: ignore[arg-type]
     finally:
         os.close(fd)
+
+
+def test_records_that_claim_nothing_do_not_thin_the_sample(tmp_path: Path) -> None:
+    """The review's finding: the sample's picks that landed on a record claiming nothing were skipped, not drawn
+    again, so the journal of a delta stopped while most of its chunks were still unknown had few or none of its
+    other records checked, and a resume went on over a target that no longer holds them (to fail only at the
+    end's read-back). The sample is drawn among the records that claim something."""
+    disk = tmp_path / "target.img"
+    count = 64
+    data = os.urandom(count * MIB)
+    disk.write_bytes(data)
+    frames = FrameList()
+    for i in range(count):
+        said = blake3.blake3(data[i * MIB : (i + 1) * MIB]).digest() if i == 10 else UNKNOWN
+        frames.append(i * MIB, MIB, said, Kind.DATA)
+    fd = os.open(disk, os.O_RDWR)
+    try:
+        found = SimpleNamespace(frames=frames, head={"target_fp": identity.fingerprint(fd, count * MIB)})
+        assert journal.target_changed(found, fd, count * MIB) is None  # type: ignore[arg-type]
+        os.pwrite(fd, b"\x01" * 512, 10 * MIB + 4096)  # the one record that claims something is now a lie
+        for _ in range(8):  # whatever the random picks
+            assert "no longer holds" in str(journal.target_changed(found, fd, count * MIB))  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
