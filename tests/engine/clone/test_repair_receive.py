@@ -232,6 +232,17 @@ def test_a_link_lost_in_the_first_pass_journals_no_changed_chunk_as_held(unended
         assert said == UNKNOWN if i in CHANGED else digest(held[offset : offset + length]) == said, i
 
 
+def repair_all(run: Run) -> None:
+    """The round asked for, whole: the changed chunks, then chunk 6's runs of blocks; the pipeline finishes."""
+    repair_changed(run)
+    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
+    run.block(N + 4, 6 * MIB + 9 * B, NEW6[9 * B : 10 * B])
+    run.block(N + 5, 6 * MIB + 20 * B, NEW6[20 * B : 23 * B])
+    run.send(end_header(N + 6), epoch=1)
+    run.wait(run.pipe.finished.is_set)
+    assert run.pipe.crew.error is None
+
+
 def test_only_the_blocks_that_differ_cross_and_the_copy_verifies(blocky: Run) -> None:
     """Capability "delta-blocks": the BLOCKS frame's chunk is compared block by block with the target; the
     blocks that differ (adjacent ones as a run) are asked for with the changed chunks, in one round, and
@@ -240,19 +251,10 @@ def test_only_the_blocks_that_differ_cross_and_the_copy_verifies(blocky: Run) ->
     runs = [(6 * MIB + 2 * B, B), (6 * MIB + 9 * B, B), (6 * MIB + 20 * B, 3 * B)]
     assert run.asked == [(N, 1, [(3 * MIB, MIB), (5 * MIB, MIB), *runs])]
     assert run.pipe.framelist.digest(6) == UNKNOWN  # until its blocks are written, a journal claims nothing
-    run.send(rewind_header(N, 1))
-    run.send(pass_header(N), epoch=1)
-    run.data(N + 1, 3, SOURCE[3])
-    run.data(N + 2, 5, SOURCE[5])
-    run.block(N + 3, 6 * MIB + 2 * B, NEW6[2 * B : 3 * B])
-    run.block(N + 4, 6 * MIB + 9 * B, NEW6[9 * B : 10 * B])
-    run.block(N + 5, 6 * MIB + 20 * B, NEW6[20 * B : 23 * B])
-    run.send(end_header(N + 6), epoch=1)
-    run.wait(run.pipe.finished.is_set)
-    assert run.pipe.crew.error is None
+    repair_all(run)
     assert run.pipe.framelist.digest(6) == digest(NEW6)
     checked = run.early.finish()
-    assert 6 not in checked  # written in part: the read-back at the end reads it whole
+    assert 6 not in checked  # not the early check's: its read-back is block_reads' (tested below); whole here
     assert not verify_ranges(
         run.pipe.target.read_path, run.pipe.framelist, on_progress=lambda *a: None, checked=checked
     ).mismatches
@@ -443,3 +445,43 @@ def test_a_damaged_block_in_a_round_is_asked_for_again_and_the_round_goes_on(blo
     assert run.pipe.crew.error is None
     assert run.path.read_bytes() == b"".join(NEW6 if i == 6 else SOURCE[i] for i in range(N))
     assert run.pipe.framelist.digest(6) == digest(NEW6) and run.pipe.resends == 2
+
+
+def test_the_read_back_of_a_blocks_chunk_reads_the_blocks_written_and_catches_one_gone_wrong(blocky: Run) -> None:
+    """The chunk of a BLOCKS frame whose blocks the early check compared counts as checked; the read-back at the
+    end reads exactly the blocks written into it, each against the source's digest of that block, so one that is
+    not what was written on the target is found."""
+    run = blocky
+    repair_all(run)
+    checked, reads = run.pipe.block_reads()
+    assert checked == {6: (6 * MIB, MIB, True)}
+    assert reads == [(6 * MIB + k * B, B, digest(NEW6[k * B : (k + 1) * B])) for k in (2, 9, 20, 21, 22)]
+    checked = {**run.early.finish(), **checked}
+
+    def mismatches() -> list[tuple[int, int]]:
+        path, frames = run.pipe.target.read_path, run.pipe.framelist
+        return verify_ranges(path, frames, on_progress=lambda *a: None, checked=checked, extra=reads).mismatches
+
+    assert not mismatches()
+    with open(run.path, "r+b") as f:
+        f.seek(6 * MIB + 21 * B + 5)
+        f.write(b"\x00")
+    assert mismatches() == [(6 * MIB + 21 * B, B)]
+
+
+def test_a_blocks_chunk_coarsened_or_not_compared_is_read_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks that matched are written too where the runs are coarsened: such a chunk is not counted as checked,
+    and nothing of it is read as a block; the read-back reads it whole."""
+    monkeypatch.setattr(recvpipe, "MAX_REPAIR", 2)
+    monkeypatch.setattr(recvpipe, "MAX_PASSES", 2)
+    gen = begin(tmp_path, end=True, blocks_at=6)
+    run = next(gen)
+    try:
+        repair_changed(run)
+        run.send(end_header(N + 3), epoch=1)
+        run.wait(lambda: len(run.asked) == 2)
+        assert run.pipe.block_reads() == ({}, [])
+    finally:
+        gen.close()
