@@ -641,9 +641,14 @@ class _SendLoop:
         differ there: each is sent in full, in a round of repair at an END (at most one round per pass a
         clone may have)."""
         wanted = [(r.offset, r.length) for r in msg.repair]
-        # Only in used mode does the receiver read SAME chunks back early; in both, BLOCKS frames' blocks
-        used = self.clone.the_plan.mode == "used" or self.pipe.blocks
-        if "delta-repair" not in self.ctl.state.shared_caps or self.pipe.offered is None or not used:
+        # Only in used mode does the receiver read SAME chunks back early (only there may it ask for them again);
+        # in both, BLOCKS frames' blocks
+        used = self.clone.the_plan.mode == "used"
+        if (
+            "delta-repair" not in self.ctl.state.shared_caps
+            or self.pipe.offered is None
+            or not (used or self.pipe.blocks)
+        ):
             raise RemoteProtocolError("the receiver asked for a repair this clone does not allow")
         if self.repairs >= MAX_PASSES:
             raise RemoteProtocolError(f"the receiver asked for more than {MAX_PASSES} rounds of repair")
@@ -652,7 +657,7 @@ class _SendLoop:
         if any(b[0] < a[0] + a[1] for a, b in itertools.pairwise(wanted)):
             raise RemoteProtocolError("the receiver's repair ranges are not in order")
         self.repairs += 1
-        again = self.pipe.repair(msg.seq, msg.epoch, wanted)
+        again = self.pipe.repair(msg.seq, msg.epoch, wanted, same=used)
         self.epoch, self.done_sent = msg.epoch, False
         if again:
             self.sink(events.Resent(seq=msg.seq, epoch=msg.epoch, reason=msg.reason))

@@ -186,9 +186,10 @@ class SendPipeline(Recorded):
         self.finished.clear()
         self.results.wake()
 
-    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]]) -> int:
+    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]], *, same: bool = True) -> int:
         """A repair round: the receiver found these ranges differing on its target, each a chunk sent as SAME
-        or a block of one sent as BLOCKS (in increasing offsets). Frame ``seq`` (the END) and on become a
+        (where ``same``: the receiver read them back early) or a block of one sent as BLOCKS (in increasing
+        offsets). Frame ``seq`` (the END) and on become a
         pass that sends each in full, then the END again, under ``epoch``'s keys. How many chunks sent as SAME
         it sends again (a resend: the target changed since its record; blocks are a BLOCKS frame's due)."""
         with self._lock:
@@ -197,7 +198,7 @@ class SendPipeline(Recorded):
                 raise RemoteProtocolError(f"the receiver asked for a repair at frame {seq}, which is not the END sent")
             jobs = [Job(seq, JobKind.PASS)]
             for offset, length in ranges:
-                jobs.append(self._repair_job(seq + len(jobs), offset, length))
+                jobs.append(self._repair_job(seq + len(jobs), offset, length, same=same))
             jobs.append(Job(seq + len(jobs), JobKind.END))
             for job in jobs:
                 self._history[job.seq] = job
@@ -210,15 +211,16 @@ class SendPipeline(Recorded):
         self.results.wake()
         return again
 
-    def _repair_job(self, seq: int, offset: int, length: int) -> Job:
-        """What a repair range asks for: a chunk this side sent as SAME, or a run of whole blocks of one it
-        sent as BLOCKS, past every range asked for before; RemoteProtocolError for anything else."""
+    def _repair_job(self, seq: int, offset: int, length: int, *, same: bool = True) -> Job:
+        """What a repair range asks for: a chunk this side sent as SAME (only where ``same``), or a run of whole
+        blocks of one it sent as BLOCKS, past every range asked for before; RemoteProtocolError for anything
+        else."""
         if offset < self._repaired_upto or length <= 0:
             raise RemoteProtocolError(f"the receiver asked for the repair of bytes {offset}+{length} again, or none")
         self._repaired_upto = offset + length
-        same = self._same_at.pop(offset, None)
-        if same is not None and same.length == length:
-            return Job(seq, JobKind.REPLACE, same)
+        held = self._same_at.pop(offset, None) if same else None
+        if held is not None and held.length == length:
+            return Job(seq, JobKind.REPLACE, held)
         at = bisect.bisect_right(self._blocks_starts, offset) - 1
         chunk = self._blocks_at[self._blocks_starts[at]][1] if at >= 0 else None
         if (

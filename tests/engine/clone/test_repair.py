@@ -51,8 +51,8 @@ class Pipe:
         self.asked: list[Any] = []
         self.blocks = False  # the receiver said it takes BLOCKS frames
 
-    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]]) -> int:
-        jobs = [self.real._repair_job(0, o, n) for o, n in ranges]
+    def repair(self, seq: int, epoch: int, ranges: list[tuple[int, int]], *, same: bool = True) -> int:
+        jobs = [self.real._repair_job(0, o, n, same=same) for o, n in ranges]
         self.asked.append((seq, epoch, [j.chunk for j in jobs]))
         return len(jobs)
 
@@ -136,6 +136,10 @@ def test_no_repair_in_exact_mode_nor_beyond_the_senders_window() -> None:
     blocky = loop(mode="exact")  # but BLOCKS frames' blocks are asked for in both modes
     blocky.pipe.blocks = True  # type: ignore[attr-defined]
     blocky._resend(resend((4 * MIB, DELTA_BLOCK)))
+    hostile = loop(mode="exact")  # and only those: no SAME chunk is read back early there either
+    hostile.pipe.blocks = True  # type: ignore[attr-defined]
+    with pytest.raises(RemoteProtocolError, match="nor whole blocks"):
+        hostile._resend(resend((2 * MIB, MIB)))
     with pytest.raises(RemoteProtocolError, match="more than"):
         loop()._resend(m.Resend(seq=8, epoch=1, repair=(m.Range(2 * MIB, MAX_REPAIR_BYTES + 1),)))
 
