@@ -198,10 +198,16 @@ class _Receiving:
         return "delta" in self.caps and plan.delta and self.opts.delta and into and not plan.rescue
 
     def _takes_blocks(self) -> bool:
-        """May a changed chunk of this delta come as BLOCKS frames? Where this side verifies the target (it
-        compares their blocks on the early check's thread) and both sides can repair."""
-        caps_ok = {"delta-blocks", "delta-repair", "resend"} <= set(self.caps)
-        return caps_ok and self.opts.verify
+        """May a changed chunk of this delta come as BLOCKS frames? Where this side verifies the target and can
+        read it back during the stream (it compares their blocks on the early check's thread, opened here),
+        and both sides can repair."""
+        if not ({"delta-blocks", "delta-repair", "resend"} <= set(self.caps) and self.opts.verify):
+            return False
+        try:
+            self.early = EarlyCheck(self.target_.read_path, self.plan.chunk_size)
+        except OSError:
+            return False  # nothing read back during the stream: no blocks, and a record is sampled first
+        return True
 
     def _image_offer(self, target: ImageTarget) -> None:
         """An image file records its own chunks: an interrupted save of this plan is resumed from them; one
@@ -381,8 +387,13 @@ class _Receiving:
         mode hashes the whole target in order at the end, so it reads them then), and in both modes the
         chunks of BLOCKS frames, compared block by block."""
         blocks = self.delta is not None and self.delta.offer.blocks
+        opened, self.early = self.early, None
         if self.offered is None or not (self.plan.mode == "used" or blocks) or not self.opts.verify:
+            if opened is not None:
+                opened.close()
             return None
+        if opened is not None:
+            return opened
         if isinstance(self.target, ImageTarget):
             return None
         try:
