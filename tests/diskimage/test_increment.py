@@ -262,3 +262,15 @@ def test_a_save_that_replaces_an_image_never_builds_on_it_nor_replaces_a_parent(
     assert again.wait() == REFUSED
     assert "is the parent of laptop-2.img" in again.event("error")["message"]
     assert chain.base.read_bytes() == kept
+
+
+def test_an_image_another_user_owns_is_never_built_on(chain: Chain, tmp_path: Path) -> None:
+    """In a shared folder, another user's image of the same disk could be deleted under the increment: the
+    save is a whole image instead."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    shutil.copyfile(chain.base, folder / chain.base.name)
+    os.chown(folder / chain.base.name, 65534, 65534)
+    again = save(chain.disk, folder / "mine.img")
+    summary = again.event("summary")
+    assert summary["parent"] is None and summary["verified"] is True

@@ -95,13 +95,16 @@ def _parent_id(entry: os.DirEntry[str]) -> bytes | None:
 
 
 def _same_clone(entry: os.DirEntry[str], own: tuple[int, int], plan: m.Plan) -> str | None:
-    """When ``entry`` is a finished, unencrypted image of ``plan``'s source and layout: its manifest's
+    """When ``entry`` is a finished, unencrypted image of ``plan``'s source and layout, owned by the user this
+    save runs as (in a shared folder, another's file may be deleted under the increment): its manifest's
     created time (None otherwise). Only its header and manifest are read."""
     if f.parent_name_problem(entry.name) or not entry.is_file(follow_symlinks=False):
         return None
     try:
         st = entry.stat(follow_symlinks=False)
-        if (st.st_dev, st.st_ino) == own or not is_image(entry.path) or image_header(entry.path).encrypted:
+        if (st.st_dev, st.st_ino) == own or st.st_uid != os.geteuid():
+            return None
+        if not is_image(entry.path) or image_header(entry.path).encrypted:
             return None
         with ImageReader(entry.path, glance=GLANCE) as glanced:
             header, manifest = glanced.header, glanced.manifest
