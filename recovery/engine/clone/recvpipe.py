@@ -525,17 +525,12 @@ class ReceivePipeline(Recorded):
             self.held = [(x, d) for x, d in self.held if x.offset != h.offset]
             self.held.append((h, kept))
             point.held.append((index, kept))
-        elif h.kind is Kind.ZERO:
-            self.target.zero(h.offset, h.raw_len)
-        elif self.image is not None and item.stored is not None:
-            self.image.put(h.offset, h.raw_len, h.digest, *item.stored)
+            del data
+            self._drop(item)
+            self.zero_bytes += h.raw_len if h.kind is Kind.ZERO else 0
         else:
-            assert data is not None
-            self.target.write(data, h.offset, aligned_buffer=True)
-        del data
-        self._drop(item)
-        if h.kind is Kind.ZERO:
-            self.zero_bytes += h.raw_len
+            del data
+            self._store(item)
         if passes:
             if self.early is not None:
                 self.early.forget(index)
@@ -556,17 +551,24 @@ class ReceivePipeline(Recorded):
             )
         self._blocks_taken = (frames, size)
 
-    def _patch(self, item: _Item, index: int, point: DurablePoint) -> None:
-        """Write a block of BLOCKS frame ``index`` that a repair round asked for; the last one makes the record
-        the source's digest."""
+    def _store(self, item: _Item) -> None:
+        """Put a frame's bytes on the target (a ZERO frame's made without writing them), and give its buffers
+        back."""
         h = item.header
         if h.kind is Kind.ZERO:
             self.target.zero(h.offset, h.raw_len)
             self.zero_bytes += h.raw_len
+        elif self.image is not None and item.stored is not None:
+            self.image.put(h.offset, h.raw_len, h.digest, *item.stored)
         else:
             assert item.data is not None
             self.target.write(item.data, h.offset, aligned_buffer=True)
         self._drop(item)
+
+    def _patch(self, item: _Item, index: int, point: DurablePoint) -> None:
+        """Write a run of blocks of BLOCKS frame ``index`` that a repair round asked for; the last one makes the
+        record the source's digest."""
+        self._store(item)
         self._patching[index] -= 1
         if not self._patching[index]:
             del self._patching[index]
@@ -588,7 +590,7 @@ class ReceivePipeline(Recorded):
         if not self._queue or passes >= MAX_PASSES or self._before_end is None:
             self._give_back(point)
             return False
-        count = _batch(self._queue, 0)
+        count = _batch(self._queue)
         batch, self._queue = self._queue[:count], self._queue[count:]
         self._repairing = {(o, n): d for o, n, d in batch}
         size = sum(n for _, n, _ in batch)
@@ -716,10 +718,10 @@ class ReceivePipeline(Recorded):
         return epoch
 
 
-def _batch(queue: list[tuple[int, int, bytes | None]], start: int) -> int:
-    """How many of the ranges to repair from ``queue[start]`` on one round carries (at least one)."""
+def _batch(queue: list[tuple[int, int, bytes | None]]) -> int:
+    """How many of the ranges to repair at the head of ``queue`` one round carries (at least one)."""
     count = size = 0
-    for _, n, _ in queue[start : start + MAX_REPAIR]:
+    for _, n, _ in queue[:MAX_REPAIR]:
         if count and size + n > MAX_REPAIR_BYTES:
             break
         count, size = count + 1, size + n
