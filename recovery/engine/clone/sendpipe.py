@@ -160,7 +160,7 @@ class SendPipeline(Recorded):
         self._acked = 0
         self._sent_upto = 0  # frames before it were handed to the link in the current epoch
         self._same_at: dict[int, Chunk] = {}  # chunks sent as SAME, by offset (a repair may name these)
-        self._blocks_at: dict[int, tuple[int, Chunk]] = {}  # chunks sent as BLOCKS, by offset: (seq, chunk)
+        self._blocks_at: dict[int, Chunk] = {}  # chunks sent as BLOCKS, by offset
         self._blocks_starts: list[int] = []  # ... their offsets, in order
         self._repaired_upto = 0  # repair ranges come in increasing offsets, round after round: each once
         self._gen = 0  # the read thread's epoch
@@ -222,7 +222,7 @@ class SendPipeline(Recorded):
         if held is not None and held.length == length:
             return Job(seq, JobKind.REPLACE, held)
         at = bisect.bisect_right(self._blocks_starts, offset) - 1
-        chunk = self._blocks_at[self._blocks_starts[at]][1] if at >= 0 else None
+        chunk = self._blocks_at[self._blocks_starts[at]] if at >= 0 else None
         if (
             chunk is None
             or (offset - chunk.offset) % DELTA_BLOCK
@@ -533,7 +533,7 @@ class SendPipeline(Recorded):
                 kind = Kind.DATA
                 self.same_bytes += c.length
                 with self._lock:
-                    self._blocks_at[c.offset] = (r.job.seq, c)
+                    self._blocks_at[c.offset] = c
                     self._blocks_starts.append(c.offset)
             self.framelist.append(c.offset, c.length, r.digest, kind)
             if self.image_hasher is not None:

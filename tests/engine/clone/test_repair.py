@@ -61,7 +61,7 @@ def sent_pipeline(same: list[Chunk], blocks: list[Chunk]) -> SendPipeline:
     """A pipeline (not started) that has sent ``same`` as SAME frames and ``blocks`` as BLOCKS frames."""
     pipe = object.__new__(SendPipeline)
     pipe._same_at = {c.offset: c for c in same}
-    pipe._blocks_at = {c.offset: (c.seq, c) for c in blocks}
+    pipe._blocks_at = {c.offset: c for c in blocks}
     pipe._blocks_starts = sorted(pipe._blocks_at)
     pipe._repaired_upto = 0
     return pipe
